@@ -1,0 +1,47 @@
+// Helpers shared by acme/crypto's sources: owning pointers for library objects and the one
+// mapping from the library's error queue to absl::Status. Not for use outside acme/crypto.
+#ifndef ACMEVAULT_ACME_CRYPTO_INTERNAL_H_
+#define ACMEVAULT_ACME_CRYPTO_INTERNAL_H_
+
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/ecdsa.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
+namespace acmevault::crypto::internal {
+
+template <typename T, void (*Free)(T*)>
+struct Deleter {
+  void operator()(T* p) const { Free(p); }
+};
+
+using BioPtr = std::unique_ptr<BIO, Deleter<BIO, BIO_free_all>>;
+using BignumPtr = std::unique_ptr<BIGNUM, Deleter<BIGNUM, BN_free>>;
+using EcdsaSigPtr = std::unique_ptr<ECDSA_SIG, Deleter<ECDSA_SIG, ECDSA_SIG_free>>;
+using EvpMdCtxPtr = std::unique_ptr<EVP_MD_CTX, Deleter<EVP_MD_CTX, EVP_MD_CTX_free>>;
+using EvpPkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, Deleter<EVP_PKEY_CTX, EVP_PKEY_CTX_free>>;
+using EvpPkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY, EVP_PKEY_free>>;
+using Pkcs8Ptr =
+    std::unique_ptr<PKCS8_PRIV_KEY_INFO, Deleter<PKCS8_PRIV_KEY_INFO, PKCS8_PRIV_KEY_INFO_free>>;
+
+// A read-only memory BIO over `data` (borrowed: must outlive the BIO).
+BioPtr MemoryBio(absl::string_view data);
+// Everything written to a memory BIO, as a string.
+std::string BioContents(BIO* bio);
+
+// Builds a Status of `code` whose message is `what` followed by the library's first queued
+// error reason (never data), and clears the queue so errors do not leak into later calls.
+absl::Status LibraryError(absl::StatusCode code, absl::string_view what);
+
+}  // namespace acmevault::crypto::internal
+
+#endif  // ACMEVAULT_ACME_CRYPTO_INTERNAL_H_

@@ -1,0 +1,329 @@
+#include "acme/crypto/keys.h"
+
+#include <openssl/crypto.h>
+#include <openssl/obj_mac.h>
+#include <openssl/objects.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "acme/crypto/internal.h"
+#include "common/status_macros.h"
+
+namespace acmevault::crypto {
+namespace {
+
+using internal::BioContents;
+using internal::BignumPtr;
+using internal::EcdsaSigPtr;
+using internal::EvpMdCtxPtr;
+using internal::EvpPkeyCtxPtr;
+using internal::EvpPkeyPtr;
+using internal::LibraryError;
+using internal::MemoryBio;
+using internal::Pkcs8Ptr;
+
+constexpr int kMinRsaBits = 2048;
+constexpr int kMaxRsaBits = 8192;
+
+std::shared_ptr<EVP_PKEY> Share(EVP_PKEY* key) {
+  return std::shared_ptr<EVP_PKEY>(key, EVP_PKEY_free);
+}
+
+// The algorithm of a parsed key, or INVALID_ARGUMENT for key types the service does not use.
+absl::StatusOr<KeyAlgorithm> AlgorithmOf(EVP_PKEY* key) {
+  switch (EVP_PKEY_id(key)) {
+    case EVP_PKEY_EC: {
+      const EC_KEY* ec = EVP_PKEY_get0_EC_KEY(key);
+      if (ec == nullptr) return absl::InvalidArgumentError("EC key without parameters");
+      switch (EC_GROUP_get_curve_name(EC_KEY_get0_group(ec))) {
+        case NID_X9_62_prime256v1:
+          return KeyAlgorithm::kEcdsaP256;
+        case NID_secp384r1:
+          return KeyAlgorithm::kEcdsaP384;
+        default:
+          return absl::InvalidArgumentError("unsupported EC curve (want P-256 or P-384)");
+      }
+    }
+    case EVP_PKEY_RSA: {
+      int bits = EVP_PKEY_bits(key);
+      if (bits < kMinRsaBits || bits > kMaxRsaBits) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("RSA key of ", bits, " bits (want 2048 to 8192)"));
+      }
+      if (bits <= 2048) return KeyAlgorithm::kRsa2048;
+      if (bits <= 3072) return KeyAlgorithm::kRsa3072;
+      return KeyAlgorithm::kRsa4096;
+    }
+    default:
+      return absl::InvalidArgumentError("unsupported key type (want EC or RSA)");
+  }
+}
+
+bool IsEc(KeyAlgorithm a) { return a == KeyAlgorithm::kEcdsaP256 || a == KeyAlgorithm::kEcdsaP384; }
+
+const EVP_MD* DigestFor(KeyAlgorithm a) {
+  return a == KeyAlgorithm::kEcdsaP384 ? EVP_sha384() : EVP_sha256();
+}
+
+// Bytes of one ECDSA signature half (R or S) for the curve.
+size_t EcFieldBytes(KeyAlgorithm a) { return a == KeyAlgorithm::kEcdsaP384 ? 48 : 32; }
+
+absl::StatusOr<std::string> DerToRawEcdsa(const std::vector<uint8_t>& der, size_t half) {
+  const uint8_t* p = der.data();
+  EcdsaSigPtr sig(d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(der.size())));  // NOLINT
+  if (sig == nullptr) return LibraryError(absl::StatusCode::kInternal, "parsing ECDSA signature");
+  const BIGNUM* r = nullptr;
+  const BIGNUM* s = nullptr;
+  ECDSA_SIG_get0(sig.get(), &r, &s);
+  std::string out(2 * half, '\0');
+  auto* buf = reinterpret_cast<uint8_t*>(out.data());
+  if (BN_bn2binpad(r, buf, static_cast<int>(half)) < 0 ||
+      BN_bn2binpad(s, buf + half, static_cast<int>(half)) < 0) {
+    return LibraryError(absl::StatusCode::kInternal, "encoding ECDSA signature");
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<uint8_t>> RawEcdsaToDer(absl::string_view raw, size_t half) {
+  if (raw.size() != 2 * half) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ECDSA signature is ", raw.size(), " bytes, want ", 2 * half));
+  }
+  const auto* bytes = reinterpret_cast<const uint8_t*>(raw.data());
+  BignumPtr r(BN_bin2bn(bytes, static_cast<int>(half), nullptr));
+  BignumPtr s(BN_bin2bn(bytes + half, static_cast<int>(half), nullptr));
+  EcdsaSigPtr sig(ECDSA_SIG_new());
+  if (r == nullptr || s == nullptr || sig == nullptr ||
+      ECDSA_SIG_set0(sig.get(), r.get(), s.get()) != 1) {
+    return LibraryError(absl::StatusCode::kInternal, "building ECDSA signature");
+  }
+  r.release();  // Owned by sig now.
+  s.release();
+  int len = i2d_ECDSA_SIG(sig.get(), nullptr);
+  if (len <= 0) return LibraryError(absl::StatusCode::kInternal, "encoding ECDSA signature");
+  std::vector<uint8_t> der(static_cast<size_t>(len));
+  uint8_t* p = der.data();
+  i2d_ECDSA_SIG(sig.get(), &p);
+  return der;
+}
+
+}  // namespace
+
+absl::string_view KeyAlgorithmName(KeyAlgorithm algorithm) {
+  switch (algorithm) {
+    case KeyAlgorithm::kEcdsaP256:
+      return "ecdsa-p256";
+    case KeyAlgorithm::kEcdsaP384:
+      return "ecdsa-p384";
+    case KeyAlgorithm::kRsa2048:
+      return "rsa-2048";
+    case KeyAlgorithm::kRsa3072:
+      return "rsa-3072";
+    case KeyAlgorithm::kRsa4096:
+      return "rsa-4096";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<KeyAlgorithm> ParseKeyAlgorithm(absl::string_view name) {
+  for (KeyAlgorithm a : {KeyAlgorithm::kEcdsaP256, KeyAlgorithm::kEcdsaP384, KeyAlgorithm::kRsa2048,
+                         KeyAlgorithm::kRsa3072, KeyAlgorithm::kRsa4096}) {
+    if (KeyAlgorithmName(a) == name) return a;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown key algorithm \"", name,
+      "\" (want ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072 or rsa-4096)"));
+}
+
+std::string CryptoBackendName() {
+#if defined(OPENSSL_IS_BORINGSSL)
+  return "BoringSSL";
+#else
+  return OpenSSL_version(OPENSSL_VERSION);
+#endif
+}
+
+bool CryptoBackendIsBoringSsl() {
+#if defined(OPENSSL_IS_BORINGSSL)
+  return true;
+#else
+  return false;
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// PublicKey
+
+absl::StatusOr<PublicKey> PublicKey::FromPem(absl::string_view pem) {
+  auto bio = MemoryBio(pem);
+  EvpPkeyPtr key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr));
+  if (key == nullptr) {
+    return LibraryError(absl::StatusCode::kInvalidArgument, "not a PEM public key");
+  }
+  ASSIGN_OR_RETURN(KeyAlgorithm algorithm, AlgorithmOf(key.get()));
+  return PublicKey(Share(key.release()), algorithm);
+}
+
+absl::string_view PublicKey::JwsAlgorithm() const {
+  switch (algorithm_) {
+    case KeyAlgorithm::kEcdsaP256:
+      return "ES256";
+    case KeyAlgorithm::kEcdsaP384:
+      return "ES384";
+    default:
+      return "RS256";
+  }
+}
+
+std::string PublicKey::ToDer() const {
+  int len = i2d_PUBKEY(key_.get(), nullptr);
+  if (len <= 0) return "";
+  std::string out(static_cast<size_t>(len), '\0');
+  auto* p = reinterpret_cast<uint8_t*>(out.data());
+  i2d_PUBKEY(key_.get(), &p);
+  return out;
+}
+
+std::string PublicKey::ToPem() const {
+  internal::BioPtr bio(BIO_new(BIO_s_mem()));
+  if (bio == nullptr || PEM_write_bio_PUBKEY(bio.get(), key_.get()) != 1) return "";
+  return BioContents(bio.get());
+}
+
+absl::Status PublicKey::Verify(absl::string_view data, absl::string_view signature) const {
+  std::vector<uint8_t> sig;
+  if (IsEc(algorithm_)) {
+    auto der = RawEcdsaToDer(signature, EcFieldBytes(algorithm_));
+    if (!der.ok()) return der.status();
+    sig = *std::move(der);
+  } else {
+    sig.assign(signature.begin(), signature.end());
+  }
+  EvpMdCtxPtr ctx(EVP_MD_CTX_new());
+  if (ctx == nullptr ||
+      EVP_DigestVerifyInit(ctx.get(), nullptr, DigestFor(algorithm_), nullptr, key_.get()) != 1) {
+    return LibraryError(absl::StatusCode::kInternal, "initialising verification");
+  }
+  if (EVP_DigestVerify(ctx.get(), sig.data(), sig.size(),
+                       reinterpret_cast<const uint8_t*>(data.data()), data.size()) != 1) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError("signature does not verify");
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// PrivateKey
+
+absl::StatusOr<PrivateKey> PrivateKey::Adopt(EVP_PKEY* raw) {
+  EvpPkeyPtr key(raw);
+  ASSIGN_OR_RETURN(KeyAlgorithm algorithm, AlgorithmOf(key.get()));
+  return PrivateKey(PublicKey(Share(key.release()), algorithm));
+}
+
+absl::StatusOr<PrivateKey> PrivateKey::Generate(KeyAlgorithm algorithm) {
+  EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_id(IsEc(algorithm) ? EVP_PKEY_EC : EVP_PKEY_RSA, nullptr));
+  if (ctx == nullptr || EVP_PKEY_keygen_init(ctx.get()) != 1) {
+    return LibraryError(absl::StatusCode::kInternal, "initialising key generation");
+  }
+  int ok = 0;
+  switch (algorithm) {
+    case KeyAlgorithm::kEcdsaP256:
+      ok = EVP_PKEY_CTX_set_ec_paramgen_curve_nid(ctx.get(), NID_X9_62_prime256v1);
+      break;
+    case KeyAlgorithm::kEcdsaP384:
+      ok = EVP_PKEY_CTX_set_ec_paramgen_curve_nid(ctx.get(), NID_secp384r1);
+      break;
+    case KeyAlgorithm::kRsa2048:
+      ok = EVP_PKEY_CTX_set_rsa_keygen_bits(ctx.get(), 2048);
+      break;
+    case KeyAlgorithm::kRsa3072:
+      ok = EVP_PKEY_CTX_set_rsa_keygen_bits(ctx.get(), 3072);
+      break;
+    case KeyAlgorithm::kRsa4096:
+      ok = EVP_PKEY_CTX_set_rsa_keygen_bits(ctx.get(), 4096);
+      break;
+  }
+  if (ok <= 0) return LibraryError(absl::StatusCode::kInternal, "setting key parameters");
+  EVP_PKEY* key = nullptr;
+  if (EVP_PKEY_keygen(ctx.get(), &key) != 1 || key == nullptr) {
+    return LibraryError(absl::StatusCode::kInternal, "generating key");
+  }
+  return Adopt(key);
+}
+
+absl::StatusOr<PrivateKey> PrivateKey::FromPem(absl::string_view pem) {
+  auto bio = MemoryBio(pem);
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr);
+  if (key == nullptr) {
+    return LibraryError(absl::StatusCode::kInvalidArgument, "not a PEM private key");
+  }
+  return Adopt(key);
+}
+
+absl::StatusOr<PrivateKey> PrivateKey::FromDer(absl::string_view der) {
+  const auto* p = reinterpret_cast<const uint8_t*>(der.data());
+  Pkcs8Ptr info(d2i_PKCS8_PRIV_KEY_INFO(nullptr, &p, static_cast<long>(der.size())));  // NOLINT
+  if (info == nullptr) {
+    return LibraryError(absl::StatusCode::kInvalidArgument, "not a DER PKCS#8 private key");
+  }
+  EVP_PKEY* key = EVP_PKCS82PKEY(info.get());
+  if (key == nullptr) {
+    return LibraryError(absl::StatusCode::kInvalidArgument, "unusable PKCS#8 private key");
+  }
+  return Adopt(key);
+}
+
+SecretBytes PrivateKey::ToPkcs8Pem() const {
+  internal::BioPtr bio(BIO_new(BIO_s_mem()));
+  if (bio == nullptr || PEM_write_bio_PKCS8PrivateKey(bio.get(), raw(), nullptr, nullptr, 0,
+                                                      nullptr, nullptr) != 1) {
+    ERR_clear_error();
+    return SecretBytes();
+  }
+  SecretBytes out(BioContents(bio.get()));
+  // The memory BIO's buffer held the key too; wipe it before it is freed.
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio.get(), &data);  // NOLINT(runtime/int)
+  if (data != nullptr && len > 0) SecureWipe(data, static_cast<size_t>(len));
+  return out;
+}
+
+SecretBytes PrivateKey::ToPkcs8Der() const {
+  Pkcs8Ptr info(EVP_PKEY2PKCS8(raw()));
+  if (info == nullptr) {
+    ERR_clear_error();
+    return SecretBytes();
+  }
+  int len = i2d_PKCS8_PRIV_KEY_INFO(info.get(), nullptr);
+  if (len <= 0) return SecretBytes();
+  std::string out(static_cast<size_t>(len), '\0');
+  auto* p = reinterpret_cast<uint8_t*>(out.data());
+  i2d_PKCS8_PRIV_KEY_INFO(info.get(), &p);
+  return SecretBytes(std::move(out));
+}
+
+absl::StatusOr<std::string> PrivateKey::Sign(absl::string_view data) const {
+  EvpMdCtxPtr ctx(EVP_MD_CTX_new());
+  if (ctx == nullptr ||
+      EVP_DigestSignInit(ctx.get(), nullptr, DigestFor(algorithm()), nullptr, raw()) != 1) {
+    return LibraryError(absl::StatusCode::kInternal, "initialising signature");
+  }
+  const auto* in = reinterpret_cast<const uint8_t*>(data.data());
+  size_t len = 0;
+  if (EVP_DigestSign(ctx.get(), nullptr, &len, in, data.size()) != 1) {
+    return LibraryError(absl::StatusCode::kInternal, "sizing signature");
+  }
+  std::vector<uint8_t> sig(len);
+  if (EVP_DigestSign(ctx.get(), sig.data(), &len, in, data.size()) != 1) {
+    return LibraryError(absl::StatusCode::kInternal, "signing");
+  }
+  sig.resize(len);
+  if (IsEc(algorithm())) return DerToRawEcdsa(sig, EcFieldBytes(algorithm()));
+  return std::string(sig.begin(), sig.end());
+}
+
+}  // namespace acmevault::crypto

@@ -1,0 +1,132 @@
+#include "acme/crypto/keys.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace acmevault::crypto {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::StartsWith;
+
+// The build compiles this test twice; each binary must really link the library it claims.
+TEST(Backend, IsTheOneThisTargetLinks) {
+#ifdef ACMEVAULT_EXPECT_BORINGSSL
+  EXPECT_TRUE(CryptoBackendIsBoringSsl());
+  EXPECT_EQ(CryptoBackendName(), "BoringSSL");
+#else
+  EXPECT_FALSE(CryptoBackendIsBoringSsl());
+  EXPECT_THAT(CryptoBackendName(), StartsWith("OpenSSL 3."));
+#endif
+}
+
+class KeysTest : public ::testing::TestWithParam<KeyAlgorithm> {};
+
+TEST_P(KeysTest, GeneratedKeySignsAndTheSignatureVerifies) {
+  auto key = PrivateKey::Generate(GetParam());
+  ASSERT_TRUE(key.ok()) << key.status();
+  EXPECT_EQ(key->algorithm(), GetParam());
+  auto sig = key->Sign("protected.payload");
+  ASSERT_TRUE(sig.ok()) << sig.status();
+  EXPECT_TRUE(key->public_key().Verify("protected.payload", *sig).ok());
+
+  // Another message, a flipped bit, or another key must not verify.
+  EXPECT_EQ(key->public_key().Verify("protected.payloaD", *sig).code(),
+            absl::StatusCode::kInvalidArgument);
+  std::string flipped = *sig;
+  flipped[flipped.size() / 2] ^= 0x01;
+  EXPECT_FALSE(key->public_key().Verify("protected.payload", flipped).ok());
+  auto other = PrivateKey::Generate(GetParam());
+  ASSERT_TRUE(other.ok());
+  EXPECT_FALSE(other->public_key().Verify("protected.payload", *sig).ok());
+}
+
+TEST_P(KeysTest, SignatureHasTheJwsSize) {
+  auto key = PrivateKey::Generate(GetParam());
+  ASSERT_TRUE(key.ok());
+  auto sig = key->Sign("x");
+  ASSERT_TRUE(sig.ok());
+  switch (GetParam()) {
+    case KeyAlgorithm::kEcdsaP256:
+      EXPECT_EQ(sig->size(), 64u);  // RFC 7518 §3.4: R||S, 32 bytes each.
+      EXPECT_EQ(key->public_key().JwsAlgorithm(), "ES256");
+      break;
+    case KeyAlgorithm::kEcdsaP384:
+      EXPECT_EQ(sig->size(), 96u);
+      EXPECT_EQ(key->public_key().JwsAlgorithm(), "ES384");
+      break;
+    default:
+      EXPECT_EQ(sig->size(), 256u);  // RSA-2048 modulus bytes.
+      EXPECT_EQ(key->public_key().JwsAlgorithm(), "RS256");
+  }
+}
+
+TEST_P(KeysTest, Pkcs8RoundTripKeepsTheKey) {
+  auto key = PrivateKey::Generate(GetParam());
+  ASSERT_TRUE(key.ok());
+  SecretBytes pem = key->ToPkcs8Pem();
+  EXPECT_THAT(std::string(pem.view()), StartsWith("-----BEGIN PRIVATE KEY-----\n"));
+  auto from_pem = PrivateKey::FromPem(pem.view());
+  ASSERT_TRUE(from_pem.ok()) << from_pem.status();
+  EXPECT_EQ(from_pem->public_key().ToDer(), key->public_key().ToDer());
+
+  SecretBytes der = key->ToPkcs8Der();
+  auto from_der = PrivateKey::FromDer(der.view());
+  ASSERT_TRUE(from_der.ok()) << from_der.status();
+  EXPECT_EQ(from_der->public_key().ToDer(), key->public_key().ToDer());
+
+  // A signature by the re-imported key verifies under the original public key.
+  auto sig = from_der->Sign("round trip");
+  ASSERT_TRUE(sig.ok());
+  EXPECT_TRUE(key->public_key().Verify("round trip", *sig).ok());
+
+  auto pub = PublicKey::FromPem(key->public_key().ToPem());
+  ASSERT_TRUE(pub.ok()) << pub.status();
+  EXPECT_EQ(pub->algorithm(), GetParam());
+  EXPECT_TRUE(pub->Verify("round trip", *sig).ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(Algorithms, KeysTest,
+                         ::testing::Values(KeyAlgorithm::kEcdsaP256, KeyAlgorithm::kEcdsaP384,
+                                           KeyAlgorithm::kRsa2048),
+                         [](const auto& info) {
+                           std::string name(KeyAlgorithmName(info.param));
+                           name.erase(std::remove(name.begin(), name.end(), '-'), name.end());
+                           return name;
+                         });
+
+TEST(Keys, GarbageIsRejectedWithoutEchoingIt) {
+  auto key = PrivateKey::FromPem("-----BEGIN PRIVATE KEY-----\nc2VjcmV0LXN0dWZm\n");
+  ASSERT_FALSE(key.ok());
+  EXPECT_EQ(key.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(key.status().message(), Not(HasSubstr("c2VjcmV0")));
+  EXPECT_EQ(PrivateKey::FromDer("\x30\x03\x02\x01\x00").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Keys, AlgorithmNamesRoundTrip) {
+  for (auto a : {KeyAlgorithm::kEcdsaP256, KeyAlgorithm::kEcdsaP384, KeyAlgorithm::kRsa2048,
+                 KeyAlgorithm::kRsa3072, KeyAlgorithm::kRsa4096}) {
+    auto parsed = ParseKeyAlgorithm(KeyAlgorithmName(a));
+    ASSERT_TRUE(parsed.ok());
+    EXPECT_EQ(*parsed, a);
+  }
+  auto bad = ParseKeyAlgorithm("dsa-1024");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("dsa-1024"));
+}
+
+TEST(SecretBytes, MoveLeavesTheSourceEmpty) {
+  SecretBytes a(std::string("0123456789abcdef0123456789abcdef"));
+  SecretBytes b(std::move(a));
+  EXPECT_TRUE(a.empty());  // NOLINT(bugprone-use-after-move): the contract under test.
+  EXPECT_EQ(b.view(), "0123456789abcdef0123456789abcdef");
+  b.Wipe();
+  EXPECT_TRUE(b.empty());
+}
+
+}  // namespace
+}  // namespace acmevault::crypto

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Counts test cases (not targets) from a Bazel build-event JSON file and prints a summary.
+
+Usage: summarize.py BEP_JSON [BAZEL_EXIT_CODE]
+
+Each test target's test.xml (GoogleTest's, or the one Bazel writes for a test that crashed or
+timed out) gives its cases. A test target that did not run at all (it failed to build, or the
+build stopped) counts as one failed case, so a broken build can never read as green. Prints each
+failed case, then as its last line: "N passed, M failed" (", K skipped" when some were skipped).
+A non-zero BAZEL_EXIT_CODE with no failed case counted (say, bazel stopped after the tests)
+counts as one failure too. Exit status: 0 when nothing failed and something passed, 1 otherwise.
+"""
+import json
+import sys
+import urllib.parse
+import xml.etree.ElementTree as ET
+
+
+def file_path(uri):
+    return urllib.parse.unquote(urllib.parse.urlparse(uri).path)
+
+
+def count_xml(path):
+    """Returns (passed, failed, skipped, failed_names) for one test.xml, or None if unreadable."""
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return None
+    passed = failed = skipped = 0
+    names = []
+    for case in root.iter("testcase"):
+        name = "%s.%s" % (case.get("classname", ""), case.get("name", ""))
+        if case.find("failure") is not None or case.find("error") is not None:
+            failed += 1
+            names.append(name)
+        elif (case.get("result") in ("skipped", "suppressed") or case.get("status") == "notrun"
+              or case.find("skipped") is not None):
+            skipped += 1
+        else:
+            passed += 1
+    return passed, failed, skipped, names
+
+
+def main():
+    if len(sys.argv) not in (2, 3):
+        sys.exit(__doc__)
+    bazel_exit = int(sys.argv[2]) if len(sys.argv) == 3 else 0
+    test_targets = set()
+    results = {}  # label -> (status, xml path)
+    with open(sys.argv[1]) as f:
+        for line in f:
+            event = json.loads(line)
+            eid = event.get("id", {})
+            if "targetConfigured" in eid:
+                kind = event.get("configured", {}).get("targetKind", "")
+                if kind.endswith("_test rule"):
+                    test_targets.add(eid["targetConfigured"]["label"])
+            elif "testResult" in eid:
+                label = eid["testResult"]["label"]
+                res = event.get("testResult", {})
+                xml = None
+                for out in res.get("testActionOutput", []):
+                    if out.get("name") == "test.xml":
+                        xml = file_path(out.get("uri", ""))
+                # The last attempt of a run decides.
+                results[label] = (res.get("status", "NO_STATUS"), xml)
+
+    passed = failed = skipped = 0
+    failures = []
+    for label in sorted(test_targets):
+        if label not in results:
+            failed += 1
+            failures.append("%s (did not run: build failed or was interrupted)" % label)
+            continue
+        status, xml = results[label]
+        counted = count_xml(xml) if xml else None
+        if counted is None or sum(counted[:3]) == 0:
+            if status == "PASSED":
+                passed += 1
+            else:
+                failed += 1
+                failures.append("%s (%s)" % (label, status))
+            continue
+        p, fl, sk, names = counted
+        passed += p
+        skipped += sk
+        failed += fl
+        failures.extend("%s: %s" % (label, n) for n in names)
+        if status != "PASSED" and fl == 0:
+            # The binary failed outside any case (crash after the cases, leak check, timeout).
+            failed += 1
+            failures.append("%s (%s)" % (label, status))
+
+    if bazel_exit != 0 and failed == 0:
+        failed += 1
+        failures.append("bazel test exited %d" % bazel_exit)
+
+    for f in failures:
+        print("FAILED: %s" % f)
+    line = "%d passed, %d failed" % (passed, failed)
+    if skipped:
+        line += ", %d skipped" % skipped
+    print(line)
+    return 0 if failed == 0 and passed > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
