@@ -22,10 +22,11 @@ def crypto_cc_library(name, crypto_deps = [], deps = [], **kwargs):
             **kwargs
         )
 
-def crypto_cc_test(name, crypto_deps = [], deps = [], **kwargs):
+def crypto_cc_test(name, crypto_deps = [], deps = [], size = "small", **kwargs):
     for suffix, ssl, defines in _BACKENDS:
         native.cc_test(
             name = name + suffix,
+            size = size,
             deps = [d + suffix for d in crypto_deps] + deps + [
                 "@system//:absl",
                 "@system//:gtest_main",
