@@ -159,10 +159,24 @@ bool CryptoBackendIsBoringSsl() {
 
 absl::StatusOr<PublicKey> PublicKey::FromPem(absl::string_view pem) {
   auto bio = MemoryBio(pem);
-  EvpPkeyPtr key(PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr));
+  EVP_PKEY* key = PEM_read_bio_PUBKEY(bio.get(), nullptr, nullptr, nullptr);
   if (key == nullptr) {
     return LibraryError(absl::StatusCode::kInvalidArgument, "not a PEM public key");
   }
+  return Adopt(key);
+}
+
+absl::StatusOr<PublicKey> PublicKey::FromDer(absl::string_view der) {
+  const auto* p = reinterpret_cast<const uint8_t*>(der.data());
+  EVP_PKEY* key = d2i_PUBKEY(nullptr, &p, static_cast<long>(der.size()));  // NOLINT
+  if (key == nullptr) {
+    return LibraryError(absl::StatusCode::kInvalidArgument, "not a DER public key");
+  }
+  return Adopt(key);
+}
+
+absl::StatusOr<PublicKey> PublicKey::Adopt(EVP_PKEY* raw) {
+  EvpPkeyPtr key(raw);
   ASSIGN_OR_RETURN(KeyAlgorithm algorithm, AlgorithmOf(key.get()));
   return PublicKey(Share(key.release()), algorithm);
 }

@@ -40,8 +40,12 @@ bool CryptoBackendIsBoringSsl();
 // A public key. Immutable and thread-safe; cheap to copy (shares the underlying key).
 class PublicKey {
  public:
-  // Parses a SubjectPublicKeyInfo in PEM ("PUBLIC KEY") form.
+  // Parses a SubjectPublicKeyInfo in PEM ("PUBLIC KEY") or DER form.
   static absl::StatusOr<PublicKey> FromPem(absl::string_view pem);
+  static absl::StatusOr<PublicKey> FromDer(absl::string_view der);
+  // Takes ownership of `key` (acme/crypto internals only). INVALID_ARGUMENT for key types the
+  // service does not use; `key` is freed either way.
+  static absl::StatusOr<PublicKey> Adopt(evp_pkey_st* key);
 
   KeyAlgorithm algorithm() const { return algorithm_; }
   // "ES256", "ES384" or "RS256".
@@ -50,6 +54,9 @@ class PublicKey {
   // SubjectPublicKeyInfo, DER and PEM.
   std::string ToDer() const;
   std::string ToPem() const;
+
+  // True when both hold the same public key.
+  bool Equals(const PublicKey& other) const { return ToDer() == other.ToDer(); }
 
   // Verifies a JWS signature over `data`: R||S (fixed width) for ECDSA, PKCS#1 v1.5 for RSA.
   // OK when it verifies; INVALID_ARGUMENT (with no detail of the key) when it does not.

@@ -1,0 +1,349 @@
+#include "acme/crypto/x509.h"
+
+#include <openssl/asn1.h>
+#include <openssl/obj_mac.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <set>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "acme/crypto/internal.h"
+#include "common/status_macros.h"
+
+namespace acmevault::crypto {
+namespace {
+
+using internal::Deleter;
+using internal::LibraryError;
+
+using X509Ptr = std::unique_ptr<X509, Deleter<X509, X509_free>>;
+using X509ReqPtr = std::unique_ptr<X509_REQ, Deleter<X509_REQ, X509_REQ_free>>;
+using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, Deleter<GENERAL_NAMES, GENERAL_NAMES_free>>;
+using StorePtr = std::unique_ptr<X509_STORE, Deleter<X509_STORE, X509_STORE_free>>;
+using StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, Deleter<X509_STORE_CTX, X509_STORE_CTX_free>>;
+using AsnTimePtr = std::unique_ptr<ASN1_TIME, Deleter<ASN1_TIME, ASN1_TIME_free>>;
+using BnPtr = internal::BignumPtr;
+
+constexpr absl::string_view kBegin = "-----BEGIN ";
+constexpr absl::string_view kDashes = "-----";
+
+void FreeExtensions(STACK_OF(X509_EXTENSION) * exts) {
+  sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+}
+
+// Frees the stack only: its certificates are owned elsewhere.
+void FreeCertStack(STACK_OF(X509) * certs) { sk_X509_free(certs); }
+
+// DNS names of a GENERAL_NAMES; INVALID_ARGUMENT for any other kind of name.
+absl::StatusOr<std::vector<std::string>> DnsNames(const GENERAL_NAMES* names) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
+    const GENERAL_NAME* name = sk_GENERAL_NAME_value(names, i);
+    if (name->type != GEN_DNS) {
+      return absl::InvalidArgumentError("subjectAltName holds a name that is not a DNS name");
+    }
+    const ASN1_STRING* s = name->d.dNSName;
+    out.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                     ASN1_STRING_length(s));
+  }
+  return out;
+}
+
+const EVP_MD* SigningDigest(const PrivateKey& key) {
+  return key.algorithm() == KeyAlgorithm::kEcdsaP384 ? EVP_sha384() : EVP_sha256();
+}
+
+absl::Time AsnTimeToTime(const ASN1_TIME* t) {
+  AsnTimePtr epoch(ASN1_TIME_set(nullptr, 0));
+  int days = 0;
+  int seconds = 0;
+  if (epoch == nullptr || ASN1_TIME_diff(&days, &seconds, epoch.get(), t) != 1) {
+    return absl::InfinitePast();
+  }
+  return absl::FromUnixSeconds(int64_t{days} * 86400 + seconds);
+}
+
+std::string NameEntry(const X509_NAME* name, int nid) {
+  char buf[256] = {0};
+  int len = X509_NAME_get_text_by_NID(const_cast<X509_NAME*>(name), nid, buf, sizeof(buf));
+  return len > 0 ? std::string(buf, len) : "";
+}
+
+// The content octets of a DER INTEGER (strips tag and length).
+std::string IntegerContent(const ASN1_INTEGER* integer) {
+  int len = i2d_ASN1_INTEGER(const_cast<ASN1_INTEGER*>(integer), nullptr);
+  if (len <= 2) return "";
+  std::string der(len, '\0');
+  auto* p = reinterpret_cast<uint8_t*>(der.data());
+  i2d_ASN1_INTEGER(const_cast<ASN1_INTEGER*>(integer), &p);
+  size_t header = 2;
+  auto first_len = static_cast<uint8_t>(der[1]);
+  if (first_len & 0x80) header += first_len & 0x7f;
+  return der.substr(header);
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> BuildCsr(const std::vector<std::string>& dns_names,
+                                     const PrivateKey& key) {
+  if (dns_names.empty()) return absl::InvalidArgumentError("a CSR needs at least one name");
+  X509ReqPtr req(X509_REQ_new());
+  GeneralNamesPtr names(sk_GENERAL_NAME_new_null());
+  if (req == nullptr || names == nullptr || X509_REQ_set_version(req.get(), 0) != 1) {
+    return LibraryError(absl::StatusCode::kInternal, "allocating CSR");
+  }
+  for (const std::string& dns : dns_names) {
+    GENERAL_NAME* name = GENERAL_NAME_new();
+    ASN1_IA5STRING* ia5 = ASN1_IA5STRING_new();
+    if (name == nullptr || ia5 == nullptr ||
+        ASN1_STRING_set(ia5, dns.data(), static_cast<int>(dns.size())) != 1) {
+      GENERAL_NAME_free(name);
+      ASN1_IA5STRING_free(ia5);
+      return LibraryError(absl::StatusCode::kInternal, "building subjectAltName");
+    }
+    GENERAL_NAME_set0_value(name, GEN_DNS, ia5);
+    sk_GENERAL_NAME_push(names.get(), name);
+  }
+  STACK_OF(X509_EXTENSION)* exts = nullptr;
+  bool ok = X509V3_add1_i2d(&exts, NID_subject_alt_name, names.get(), 0, 0) == 1 &&
+            X509_REQ_add_extensions(req.get(), exts) == 1;
+  FreeExtensions(exts);
+  if (!ok || X509_REQ_set_pubkey(req.get(), key.raw()) != 1 ||
+      X509_REQ_sign(req.get(), key.raw(), SigningDigest(key)) <= 0) {
+    return LibraryError(absl::StatusCode::kInternal, "signing CSR");
+  }
+  int len = i2d_X509_REQ(req.get(), nullptr);
+  if (len <= 0) return LibraryError(absl::StatusCode::kInternal, "encoding CSR");
+  std::string der(len, '\0');
+  auto* p = reinterpret_cast<uint8_t*>(der.data());
+  i2d_X509_REQ(req.get(), &p);
+  return der;
+}
+
+absl::StatusOr<CsrInfo> ParseCsr(absl::string_view pem_or_der) {
+  X509ReqPtr req;
+  if (absl::StartsWith(absl::StripLeadingAsciiWhitespace(pem_or_der), "-----BEGIN")) {
+    auto bio = internal::MemoryBio(pem_or_der);
+    req.reset(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
+  } else {
+    const auto* p = reinterpret_cast<const uint8_t*>(pem_or_der.data());
+    req.reset(d2i_X509_REQ(nullptr, &p, static_cast<long>(pem_or_der.size())));  // NOLINT
+  }
+  if (req == nullptr) return LibraryError(absl::StatusCode::kInvalidArgument, "not a CSR");
+  EVP_PKEY* raw_key = X509_REQ_get_pubkey(req.get());  // A new reference.
+  if (raw_key == nullptr) return LibraryError(absl::StatusCode::kInvalidArgument, "CSR has no key");
+  if (X509_REQ_verify(req.get(), raw_key) != 1) {
+    EVP_PKEY_free(raw_key);
+    return LibraryError(absl::StatusCode::kInvalidArgument, "CSR signature does not verify");
+  }
+  ASSIGN_OR_RETURN(PublicKey key, PublicKey::Adopt(raw_key));
+  std::vector<std::string> dns_names;
+  STACK_OF(X509_EXTENSION)* exts = X509_REQ_get_extensions(req.get());
+  for (size_t i = 0; exts != nullptr && i < sk_X509_EXTENSION_num(exts); ++i) {
+    X509_EXTENSION* ext = sk_X509_EXTENSION_value(exts, i);
+    if (OBJ_obj2nid(X509_EXTENSION_get_object(ext)) != NID_subject_alt_name) continue;
+    GeneralNamesPtr names(static_cast<GENERAL_NAMES*>(X509V3_EXT_d2i(ext)));
+    if (names == nullptr) {
+      FreeExtensions(exts);
+      return LibraryError(absl::StatusCode::kInvalidArgument, "CSR subjectAltName is malformed");
+    }
+    auto parsed = DnsNames(names.get());
+    if (!parsed.ok()) {
+      FreeExtensions(exts);
+      return parsed.status();
+    }
+    dns_names.insert(dns_names.end(), parsed->begin(), parsed->end());
+  }
+  FreeExtensions(exts);
+  int len = i2d_X509_REQ(req.get(), nullptr);
+  std::string der(len > 0 ? len : 0, '\0');
+  auto* p = reinterpret_cast<uint8_t*>(der.data());
+  i2d_X509_REQ(req.get(), &p);
+  return CsrInfo{std::move(der), std::move(dns_names), std::move(key)};
+}
+
+absl::Status CheckCsr(const CsrInfo& csr, const std::vector<std::string>& identifiers,
+                      const std::vector<PublicKey>& forbidden_keys,
+                      const std::vector<KeyAlgorithm>& allowed) {
+  std::set<std::string> want, got;
+  for (const auto& id : identifiers) want.insert(absl::AsciiStrToLower(id));
+  for (const auto& name : csr.dns_names) got.insert(absl::AsciiStrToLower(name));
+  if (want != got) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CSR names [", absl::StrJoin(got, ", "),
+                     "] are not exactly the requested identifiers [", absl::StrJoin(want, ", "),
+                     "]"));
+  }
+  for (const PublicKey& k : forbidden_keys) {
+    if (k.Equals(csr.public_key)) {
+      return absl::InvalidArgumentError("CSR key is the account key (RFC 8555 §11.1)");
+    }
+  }
+  bool ok = false;
+  for (KeyAlgorithm a : allowed) ok = ok || a == csr.public_key.algorithm();
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CSR key type ", KeyAlgorithmName(csr.public_key.algorithm()), " is not allowed"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> SplitPemChain(absl::string_view pem) {
+  std::vector<std::string> out;
+  absl::string_view rest = pem;
+  while (true) {
+    rest = absl::StripLeadingAsciiWhitespace(rest);
+    if (rest.empty()) break;
+    if (!absl::ConsumePrefix(&rest, kBegin)) {
+      return absl::InvalidArgumentError("PEM chain has text outside PEM blocks");
+    }
+    size_t label_end = rest.find(kDashes);
+    if (label_end == absl::string_view::npos) {
+      return absl::InvalidArgumentError("PEM block header is not terminated");
+    }
+    absl::string_view label = rest.substr(0, label_end);
+    if (label != "CERTIFICATE") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("PEM chain holds a \"", label, "\" block; only CERTIFICATE is allowed"));
+    }
+    rest.remove_prefix(label_end + kDashes.size());
+    const std::string end_marker = absl::StrCat("-----END ", label, kDashes);
+    size_t end = rest.find(end_marker);
+    if (end == absl::string_view::npos) {
+      return absl::InvalidArgumentError("PEM block is not terminated");
+    }
+    std::string body;
+    for (char c : rest.substr(0, end)) {
+      if (!absl::ascii_isspace(static_cast<unsigned char>(c))) body.push_back(c);
+    }
+    std::string der;
+    if (body.empty() || !absl::Base64Unescape(body, &der)) {
+      return absl::InvalidArgumentError("PEM block body is not base64");
+    }
+    out.push_back(std::move(der));
+    rest.remove_prefix(end + end_marker.size());
+  }
+  if (out.empty()) return absl::InvalidArgumentError("PEM chain is empty");
+  return out;
+}
+
+absl::StatusOr<CertificateInfo> ParseCertificate(absl::string_view der) {
+  const auto* p = reinterpret_cast<const uint8_t*>(der.data());
+  X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));  // NOLINT
+  if (cert == nullptr || p != reinterpret_cast<const uint8_t*>(der.data()) + der.size()) {
+    return LibraryError(absl::StatusCode::kInvalidArgument, "not a DER certificate");
+  }
+  EVP_PKEY* raw_key = X509_get_pubkey(cert.get());  // A new reference.
+  if (raw_key == nullptr) {
+    return LibraryError(absl::StatusCode::kInvalidArgument, "certificate key is unreadable");
+  }
+  ASSIGN_OR_RETURN(PublicKey key, PublicKey::Adopt(raw_key));
+  const ASN1_INTEGER* serial = X509_get_serialNumber(cert.get());
+  BnPtr bn(ASN1_INTEGER_to_BN(serial, nullptr));
+  char* hex = bn ? BN_bn2hex(bn.get()) : nullptr;
+  if (hex == nullptr) return LibraryError(absl::StatusCode::kInvalidArgument, "bad serial");
+  std::string serial_hex = absl::AsciiStrToLower(hex);
+  OPENSSL_free(hex);
+  while (serial_hex.size() > 1 && serial_hex[0] == '0') serial_hex.erase(0, 1);
+
+  std::vector<std::string> dns_names;
+  GeneralNamesPtr names(static_cast<GENERAL_NAMES*>(
+      X509_get_ext_d2i(cert.get(), NID_subject_alt_name, nullptr, nullptr)));
+  if (names != nullptr) {
+    for (size_t i = 0; i < sk_GENERAL_NAME_num(names.get()); ++i) {
+      const GENERAL_NAME* name = sk_GENERAL_NAME_value(names.get(), i);
+      if (name->type != GEN_DNS) continue;  // CAs may add IP names; ACME here is DNS only.
+      const ASN1_STRING* s = name->d.dNSName;
+      dns_names.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                             ASN1_STRING_length(s));
+    }
+  }
+  std::string aki;
+  if (const ASN1_OCTET_STRING* id = X509_get0_authority_key_id(cert.get()); id != nullptr) {
+    aki.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(id)), ASN1_STRING_length(id));
+  }
+  ERR_clear_error();
+  return CertificateInfo{
+      std::string(der),
+      std::move(serial_hex),
+      IntegerContent(serial),
+      std::move(aki),
+      AsnTimeToTime(X509_get0_notBefore(cert.get())),
+      AsnTimeToTime(X509_get0_notAfter(cert.get())),
+      std::move(dns_names),
+      NameEntry(X509_get_subject_name(cert.get()), NID_commonName),
+      NameEntry(X509_get_issuer_name(cert.get()), NID_commonName),
+      std::move(key),
+  };
+}
+
+absl::StatusOr<std::vector<CertificateInfo>> ParsePemChain(absl::string_view pem) {
+  ASSIGN_OR_RETURN(std::vector<std::string> ders, SplitPemChain(pem));
+  std::vector<CertificateInfo> out;
+  for (const auto& der : ders) {
+    ASSIGN_OR_RETURN(CertificateInfo info, ParseCertificate(der));
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+std::string ToPemChain(const std::vector<std::string>& ders) {
+  std::string out;
+  for (const auto& der : ders) {
+    std::string b64 = absl::Base64Escape(der);
+    absl::StrAppend(&out, "-----BEGIN CERTIFICATE-----\n");
+    for (size_t i = 0; i < b64.size(); i += 64) absl::StrAppend(&out, b64.substr(i, 64), "\n");
+    absl::StrAppend(&out, "-----END CERTIFICATE-----\n");
+  }
+  return out;
+}
+
+absl::Status VerifyChain(const std::vector<std::string>& chain_der, absl::string_view roots_pem,
+                         absl::Time at) {
+  if (chain_der.empty()) return absl::InvalidArgumentError("empty chain");
+  ASSIGN_OR_RETURN(std::vector<std::string> root_ders, SplitPemChain(roots_pem));
+  StorePtr store(X509_STORE_new());
+  std::vector<X509Ptr> owned;
+  auto parse = [&](const std::string& der) -> X509* {
+    const auto* p = reinterpret_cast<const uint8_t*>(der.data());
+    owned.emplace_back(d2i_X509(nullptr, &p, static_cast<long>(der.size())));  // NOLINT
+    return owned.back().get();
+  };
+  for (const auto& der : root_ders) {
+    X509* root = parse(der);
+    if (root == nullptr || X509_STORE_add_cert(store.get(), root) != 1) {
+      return LibraryError(absl::StatusCode::kInvalidArgument, "bad root certificate");
+    }
+  }
+  X509* leaf = parse(chain_der[0]);
+  std::unique_ptr<STACK_OF(X509), Deleter<STACK_OF(X509), FreeCertStack>> untrusted(
+      sk_X509_new_null());
+  for (size_t i = 1; i < chain_der.size(); ++i) {
+    X509* c = parse(chain_der[i]);
+    if (c == nullptr) return LibraryError(absl::StatusCode::kInvalidArgument, "bad chain cert");
+    sk_X509_push(untrusted.get(), c);
+  }
+  if (leaf == nullptr) return LibraryError(absl::StatusCode::kInvalidArgument, "bad leaf");
+  StoreCtxPtr ctx(X509_STORE_CTX_new());
+  if (ctx == nullptr ||
+      X509_STORE_CTX_init(ctx.get(), store.get(), leaf, untrusted.get()) != 1) {
+    return LibraryError(absl::StatusCode::kInternal, "initialising verification");
+  }
+  X509_STORE_CTX_set_time(ctx.get(), 0, absl::ToTimeT(at));
+  if (X509_verify_cert(ctx.get()) != 1) {
+    int err = X509_STORE_CTX_get_error(ctx.get());
+    ERR_clear_error();
+    return absl::FailedPreconditionError(
+        absl::StrCat("chain does not verify: ", X509_verify_cert_error_string(err)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace acmevault::crypto

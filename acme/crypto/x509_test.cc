@@ -1,0 +1,137 @@
+#include "acme/crypto/x509.h"
+
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_replace.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace acmevault::crypto {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+std::string ReadTestdata(const std::string& name) {
+  std::ifstream in("acme/crypto/testdata/" + name);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// testdata/ was made once with the openssl CLI (see testdata/README.md); these are its facts.
+constexpr int64_t kLeafNotBefore = 1795335149;  // Nov 22 08:12:29 2026 GMT
+constexpr int64_t kLeafNotAfter = 1803111149;   // Feb 20 08:12:29 2027 GMT
+
+TEST(Csr, BuiltCsrParsesWithExactlyItsNames) {
+  auto key = PrivateKey::Generate(KeyAlgorithm::kEcdsaP256);
+  ASSERT_TRUE(key.ok());
+  auto der = BuildCsr({"a.example.com", "*.b.example.com"}, *key);
+  ASSERT_TRUE(der.ok()) << der.status();
+  auto csr = ParseCsr(*der);
+  ASSERT_TRUE(csr.ok()) << csr.status();
+  EXPECT_THAT(csr->dns_names, ElementsAre("a.example.com", "*.b.example.com"));
+  EXPECT_TRUE(csr->public_key.Equals(key->public_key()));
+  EXPECT_EQ(csr->der, *der);
+
+  EXPECT_TRUE(CheckCsr(*csr, {"*.B.example.com", "a.example.com"}, {},
+                       {KeyAlgorithm::kEcdsaP256})
+                  .ok());
+  EXPECT_THAT(CheckCsr(*csr, {"a.example.com"}, {}, {KeyAlgorithm::kEcdsaP256}).message(),
+              HasSubstr("not exactly the requested identifiers"));
+  EXPECT_THAT(CheckCsr(*csr, {"a.example.com", "*.b.example.com"}, {key->public_key()},
+                       {KeyAlgorithm::kEcdsaP256})
+                  .message(),
+              HasSubstr("account key"));
+  EXPECT_THAT(CheckCsr(*csr, {"a.example.com", "*.b.example.com"}, {}, {KeyAlgorithm::kRsa2048})
+                  .message(),
+              HasSubstr("ecdsa-p256 is not allowed"));
+}
+
+TEST(Csr, PemFromOpensslAndTamperedCsrs) {
+  auto key = PrivateKey::Generate(KeyAlgorithm::kEcdsaP384);
+  ASSERT_TRUE(key.ok());
+  auto der = BuildCsr({"x.example.com"}, *key);
+  ASSERT_TRUE(der.ok());
+  std::string pem = "-----BEGIN CERTIFICATE REQUEST-----\n" + absl::Base64Escape(*der) +
+                    "\n-----END CERTIFICATE REQUEST-----\n";
+  auto parsed = ParseCsr(pem);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(parsed->public_key.algorithm(), KeyAlgorithm::kEcdsaP384);
+
+  // Flip a byte inside the signed names: the self-signature no longer verifies.
+  std::string tampered = *der;
+  size_t at = tampered.find("x.example.com");
+  ASSERT_NE(at, std::string::npos);
+  tampered[at] = 'y';
+  EXPECT_THAT(ParseCsr(tampered).status().message(), HasSubstr("signature does not verify"));
+  EXPECT_EQ(ParseCsr("garbage").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(BuildCsr({}, *key).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Certificates, ParsesTheTestChainExactly) {
+  auto chain = ParsePemChain(ReadTestdata("chain.pem"));
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  ASSERT_EQ(chain->size(), 2u);
+  const CertificateInfo& leaf = (*chain)[0];
+  EXPECT_EQ(leaf.serial_hex, "8f00d1e2c3b4a59687");
+  // DER INTEGER content keeps the 0x00 that marks the high-bit serial positive.
+  EXPECT_EQ(absl::BytesToHexString(leaf.serial_bytes), "008f00d1e2c3b4a59687");
+  EXPECT_EQ(absl::ToUnixSeconds(leaf.not_before), kLeafNotBefore);
+  EXPECT_EQ(absl::ToUnixSeconds(leaf.not_after), kLeafNotAfter);
+  EXPECT_THAT(leaf.dns_names, ElementsAre("leaf.example.com", "*.leaf.example.com"));
+  EXPECT_EQ(leaf.subject_cn, "leaf.example.com");
+  EXPECT_EQ(leaf.issuer_cn, "acmevault test intermediate");
+  EXPECT_EQ(absl::BytesToHexString(leaf.authority_key_id),
+            "2576fcd786fc02a650334d25ecc21cd19dafa586");
+  EXPECT_EQ((*chain)[1].serial_hex, "1001");
+  EXPECT_EQ((*chain)[1].issuer_cn, "acmevault test root");
+
+  auto key = PrivateKey::FromPem(ReadTestdata("leaf_key.pem"));
+  ASSERT_TRUE(key.ok());
+  EXPECT_TRUE(leaf.public_key.Equals(key->public_key()));
+
+  // Re-encoding gives the same certificates back.
+  auto again = SplitPemChain(ToPemChain({(*chain)[0].der, (*chain)[1].der}));
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)[0], leaf.der);
+}
+
+TEST(Certificates, ChainVerifiesOnlyAgainstItsRootAndWithinValidity) {
+  auto ders = SplitPemChain(ReadTestdata("chain.pem"));
+  ASSERT_TRUE(ders.ok());
+  absl::Time valid = absl::FromUnixSeconds(kLeafNotBefore + 86400);
+  EXPECT_TRUE(VerifyChain(*ders, ReadTestdata("root.pem"), valid).ok());
+  EXPECT_THAT(VerifyChain(*ders, ReadTestdata("root.pem"),
+                          absl::FromUnixSeconds(kLeafNotAfter + 86400))
+                  .message(),
+              HasSubstr("expired"));
+  // Missing intermediate.
+  EXPECT_EQ(VerifyChain({(*ders)[0]}, ReadTestdata("root.pem"), valid).code(),
+            absl::StatusCode::kFailedPrecondition);
+  // The intermediate is not a root.
+  EXPECT_EQ(VerifyChain(*ders, ReadTestdata("int.pem"), valid).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(Certificates, PemChainRejectsWhatRfc8555Forbids) {
+  std::string leaf = ReadTestdata("leaf.pem");
+  EXPECT_THAT(SplitPemChain(leaf + ReadTestdata("leaf_key.pem")).status().message(),
+              HasSubstr("\"PRIVATE KEY\" block"));
+  EXPECT_THAT(SplitPemChain("hello\n" + leaf).status().message(), HasSubstr("outside PEM"));
+  EXPECT_THAT(SplitPemChain(leaf.substr(0, leaf.size() / 2)).status().message(),
+              HasSubstr("not terminated"));
+  EXPECT_THAT(SplitPemChain("  \n").status().message(), HasSubstr("empty"));
+  EXPECT_THAT(SplitPemChain("-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n")
+                  .status()
+                  .message(),
+              HasSubstr("not base64"));
+  EXPECT_EQ(ParseCertificate("\x30\x03\x02\x01\x01").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace acmevault::crypto
