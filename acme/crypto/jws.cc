@@ -43,7 +43,7 @@ absl::StatusOr<nlohmann::json> SignJwsObject(const PrivateKey& key, const JwsHea
   } else {
     header["kid"] = fields.kid;
   }
-  std::string protected64 = Base64Url(header.dump());
+  std::string protected64 = Base64Url(header.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   std::string payload64 = Base64Url(payload);
   ASSIGN_OR_RETURN(std::string signature, key.Sign(absl::StrCat(protected64, ".", payload64)));
   return Assemble(protected64, payload64, signature);
@@ -52,7 +52,7 @@ absl::StatusOr<nlohmann::json> SignJwsObject(const PrivateKey& key, const JwsHea
 absl::StatusOr<std::string> SignJws(const PrivateKey& key, const JwsHeaderFields& fields,
                                     absl::string_view payload) {
   ASSIGN_OR_RETURN(nlohmann::json jws, SignJwsObject(key, fields, payload));
-  return jws.dump();
+  return jws.dump();  // Only ASCII (base64url) strings: cannot throw.
 }
 
 nlohmann::json SignEabJws(absl::string_view eab_kid, absl::string_view mac_key,
@@ -60,7 +60,7 @@ nlohmann::json SignEabJws(absl::string_view eab_kid, absl::string_view mac_key,
   nlohmann::json header = {{"alg", "HS256"},
                            {"kid", std::string(eab_kid)},
                            {"url", std::string(new_account_url)}};
-  std::string protected64 = Base64Url(header.dump());
+  std::string protected64 = Base64Url(header.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   std::string payload64 = Base64Url(PublicJwk(account_key).dump());
   return Assemble(protected64, payload64,
                   HmacSha256(mac_key, absl::StrCat(protected64, ".", payload64)));

@@ -1,0 +1,620 @@
+#include "acme/client.h"
+
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "acme/crypto/digest.h"
+#include "acme/crypto/jwk.h"
+#include "acme/crypto/jws.h"
+#include "acme/crypto/x509.h"
+#include "acme/problem.h"
+#include "common/status_macros.h"
+
+namespace acmevault::acme {
+namespace {
+
+constexpr size_t kMaxPooledNonces = 64;
+
+using Json = nlohmann::json;
+
+// Serializes without throwing: invalid UTF-8 from a caller becomes U+FFFD instead of an
+// exception crossing the library boundary.
+std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
+
+// JSON accessors that never throw: wrong types read as absent.
+std::string Str(const Json& j, const char* key) {
+  if (!j.is_object()) return "";
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+absl::StatusOr<std::string> RequireStr(const Json& j, const char* key, absl::string_view what) {
+  std::string v = Str(j, key);
+  if (v.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": CA response lacks \"", key, "\" (or it is not a string)"));
+  }
+  return v;
+}
+
+std::optional<absl::Time> ParseRfc3339(const std::string& s) {
+  if (s.empty()) return std::nullopt;
+  absl::Time t;
+  std::string err;
+  if (!absl::ParseTime(absl::RFC3339_full, s, &t, &err)) return std::nullopt;
+  return t;
+}
+
+std::vector<Identifier> ParseIdentifiers(const Json& j) {
+  std::vector<Identifier> out;
+  if (!j.is_array()) return out;
+  for (const auto& id : j) out.push_back({Str(id, "type"), Str(id, "value")});
+  return out;
+}
+
+bool IsJsonContentType(absl::string_view ct) {
+  ct = absl::StripAsciiWhitespace(ct.substr(0, ct.find(';')));
+  return absl::EqualsIgnoreCase(ct, "application/json") ||
+         absl::EqualsIgnoreCase(ct, "application/problem+json");
+}
+
+// Link: <url>;rel="alternate", <url2>;rel="up" -> urls whose rel is `rel`.
+std::vector<std::string> LinksWithRel(const HttpResponse& r, absl::string_view rel) {
+  std::vector<std::string> out;
+  for (const std::string& header : r.Headers("Link")) {
+    for (absl::string_view part : absl::StrSplit(header, ',')) {
+      size_t open = part.find('<');
+      size_t close = part.find('>');
+      if (open == absl::string_view::npos || close == absl::string_view::npos || close < open) {
+        continue;
+      }
+      absl::string_view params = part.substr(close + 1);
+      for (absl::string_view param : absl::StrSplit(params, ';')) {
+        param = absl::StripAsciiWhitespace(param);
+        if (!absl::ConsumePrefix(&param, "rel=")) continue;
+        param = absl::StripPrefix(absl::StripSuffix(param, "\""), "\"");
+        if (param == rel) out.emplace_back(part.substr(open + 1, close - open - 1));
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+const Challenge* Authorization::Find(absl::string_view type) const {
+  for (const auto& c : challenges) {
+    if (c.type == type) return &c;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<std::string> UrlOrigin(absl::string_view url) {
+  std::string lower = absl::AsciiStrToLower(url);
+  absl::string_view rest = lower;
+  std::string scheme;
+  if (absl::ConsumePrefix(&rest, "https://")) {
+    scheme = "https";
+  } else if (absl::ConsumePrefix(&rest, "http://")) {
+    scheme = "http";
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("not an http(s) URL: ", url));
+  }
+  absl::string_view authority = rest.substr(0, rest.find_first_of("/?#"));
+  if (authority.empty() || absl::StrContains(authority, '@')) {
+    return absl::InvalidArgumentError(absl::StrCat("URL has no usable host: ", url));
+  }
+  // Split host and port, minding IPv6 literals ("[::1]:443").
+  size_t colon = authority.rfind(':');
+  size_t bracket = authority.rfind(']');
+  absl::string_view host = authority;
+  std::string port = scheme == "https" ? "443" : "80";
+  if (colon != absl::string_view::npos && (bracket == absl::string_view::npos || colon > bracket)) {
+    host = authority.substr(0, colon);
+    absl::string_view p = authority.substr(colon + 1);
+    int n;
+    if (!absl::SimpleAtoi(p, &n) || n <= 0 || n > 65535) {
+      return absl::InvalidArgumentError(absl::StrCat("URL has a bad port: ", url));
+    }
+    port = absl::StrCat(n);
+  }
+  if (host.empty()) return absl::InvalidArgumentError(absl::StrCat("URL has no host: ", url));
+  return absl::StrCat(scheme, "://", host, ":", port);
+}
+
+absl::StatusOr<std::string> AriCertId(absl::string_view certificate_der) {
+  ASSIGN_OR_RETURN(crypto::CertificateInfo info, crypto::ParseCertificate(certificate_der));
+  if (info.authority_key_id.empty()) {
+    return absl::InvalidArgumentError("certificate has no authority key identifier");
+  }
+  return absl::StrCat(crypto::Base64Url(info.authority_key_id), ".",
+                      crypto::Base64Url(info.serial_bytes));
+}
+
+AcmeClient::AcmeClient(AcmeClientOptions options)
+    : options_(std::move(options)),
+      clock_(options_.clock != nullptr ? options_.clock : Clock::Real()) {}
+
+absl::StatusOr<std::unique_ptr<AcmeClient>> AcmeClient::Create(AcmeClientOptions options) {
+  if (options.transport == nullptr) return absl::InvalidArgumentError("transport is required");
+  if (options.max_bad_nonce_retries < 0) {
+    return absl::InvalidArgumentError("max_bad_nonce_retries must be >= 0");
+  }
+  ASSIGN_OR_RETURN(std::string origin, UrlOrigin(options.directory_url));
+  auto client = std::unique_ptr<AcmeClient>(new AcmeClient(std::move(options)));
+  client->origin_ = std::move(origin);
+  return client;
+}
+
+absl::Status AcmeClient::CheckSameOrigin(absl::string_view url, absl::string_view what) const {
+  auto origin = UrlOrigin(url);
+  if (!origin.ok() || *origin != origin_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": CA returned a URL outside the directory's origin ", origin_, ": ", url));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<HttpResponse> AcmeClient::Send(HttpRequest request) {
+  requests_.fetch_add(1, std::memory_order_relaxed);
+  return options_.transport->Send(request);
+}
+
+absl::StatusOr<Directory> AcmeClient::GetDirectory() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (directory_ && clock_->Now() - directory_fetched_ < options_.directory_ttl) {
+      return *directory_;
+    }
+  }
+  const std::string what = "GET directory";
+  ASSIGN_OR_RETURN(HttpResponse r, Send({"GET", options_.directory_url, {}, ""}));
+  if (r.status != 200) return ProblemStatus(r, what, clock_->Now());
+  if (!IsJsonContentType(r.Header("Content-Type"))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": content type \"", r.Header("Content-Type"), "\" is not JSON"));
+  }
+  Json j = Json::parse(r.body, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return absl::InvalidArgumentError(what + ": body is not a JSON object");
+  Directory d;
+  ASSIGN_OR_RETURN(d.new_nonce, RequireStr(j, "newNonce", what));
+  ASSIGN_OR_RETURN(d.new_account, RequireStr(j, "newAccount", what));
+  ASSIGN_OR_RETURN(d.new_order, RequireStr(j, "newOrder", what));
+  ASSIGN_OR_RETURN(d.revoke_cert, RequireStr(j, "revokeCert", what));
+  ASSIGN_OR_RETURN(d.key_change, RequireStr(j, "keyChange", what));
+  d.renewal_info = Str(j, "renewalInfo");
+  for (const std::string* url : {&d.new_nonce, &d.new_account, &d.new_order, &d.revoke_cert,
+                                 &d.key_change, &d.renewal_info}) {
+    if (!url->empty()) RETURN_IF_ERROR(CheckSameOrigin(*url, what));
+  }
+  if (auto meta = j.find("meta"); meta != j.end() && meta->is_object()) {
+    d.terms_of_service = Str(*meta, "termsOfService");
+    auto ear = meta->find("externalAccountRequired");
+    d.external_account_required = ear != meta->end() && ear->is_boolean() && ear->get<bool>();
+    if (auto profiles = meta->find("profiles"); profiles != meta->end() && profiles->is_object()) {
+      for (auto it = profiles->begin(); it != profiles->end(); ++it) {
+        d.profiles.emplace_back(it.key(), it->is_string() ? it->get<std::string>() : "");
+      }
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  directory_ = d;
+  directory_fetched_ = clock_->Now();
+  return d;
+}
+
+void AcmeClient::KeepNonce(const HttpResponse& response) {
+  std::string nonce = response.Header("Replay-Nonce");
+  std::string ignored;
+  // RFC 8555 §6.5.1: a nonce is base64url; anything else is not worth sending back.
+  if (nonce.empty() || nonce.size() > 256 || !crypto::Base64UrlDecode(nonce, &ignored)) return;
+  absl::MutexLock lock(&mu_);
+  if (nonces_.size() >= kMaxPooledNonces) nonces_.erase(nonces_.begin());
+  nonces_.push_back(std::move(nonce));
+}
+
+absl::StatusOr<std::string> AcmeClient::TakeNonce() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!nonces_.empty()) {
+      std::string n = std::move(nonces_.back());  // The freshest first.
+      nonces_.pop_back();
+      return n;
+    }
+  }
+  ASSIGN_OR_RETURN(Directory d, GetDirectory());
+  ASSIGN_OR_RETURN(HttpResponse r, Send({"HEAD", d.new_nonce, {}, ""}));
+  if (r.status != 200 && r.status != 204) {
+    return ProblemStatus(r, "HEAD newNonce", clock_->Now());
+  }
+  std::string nonce = r.Header("Replay-Nonce");
+  std::string ignored;
+  if (nonce.empty() || !crypto::Base64UrlDecode(nonce, &ignored)) {
+    return absl::InvalidArgumentError("HEAD newNonce: no usable Replay-Nonce header");
+  }
+  return nonce;
+}
+
+absl::StatusOr<AcmeClient::Response> AcmeClient::PostSigned(
+    absl::string_view url, Expect expect, absl::string_view what,
+    const std::function<absl::StatusOr<std::string>(const std::string& nonce)>& sign) {
+  RETURN_IF_ERROR(CheckSameOrigin(url, what));
+  for (int attempt = 0;; ++attempt) {
+    ASSIGN_OR_RETURN(std::string nonce, TakeNonce());
+    ASSIGN_OR_RETURN(std::string body, sign(nonce));
+    ASSIGN_OR_RETURN(HttpResponse r,
+                     Send({"POST", std::string(url),
+                           {{"Content-Type", "application/jose+json"}}, std::move(body)}));
+    KeepNonce(r);
+    if (r.status >= 400 || r.status < 200) {
+      absl::Status st = ProblemStatus(r, what, clock_->Now());
+      auto problem = GetProblem(st);
+      // §6.5: a badNonce error carries a fresh nonce (kept above); retry with it.
+      if (problem && problem->ShortType() == "badNonce" &&
+          attempt < options_.max_bad_nonce_retries) {
+        bad_nonce_retries_.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      return st;
+    }
+    Response out{std::move(r), nullptr};
+    std::string ct = out.http.Header("Content-Type");
+    if (expect == Expect::kJson) {
+      if (!IsJsonContentType(ct)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, ": content type \"", ct, "\" is not JSON"));
+      }
+      out.json = Json::parse(out.http.body, nullptr, /*allow_exceptions=*/false);
+      if (!out.json.is_object()) {
+        return absl::InvalidArgumentError(absl::StrCat(what, ": body is not a JSON object"));
+      }
+    } else if (expect == Expect::kPemChain) {
+      absl::string_view media = absl::StripAsciiWhitespace(absl::string_view(ct).substr(
+          0, ct.find(';')));
+      if (!absl::EqualsIgnoreCase(media, "application/pem-certificate-chain")) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            what, ": content type \"", ct, "\" is not application/pem-certificate-chain"));
+      }
+    }
+    return out;
+  }
+}
+
+absl::StatusOr<AcmeClient::Response> AcmeClient::Post(const AccountRef& account,
+                                                      absl::string_view url,
+                                                      absl::string_view payload, Expect expect,
+                                                      absl::string_view what) {
+  if (account.key == nullptr) return absl::InvalidArgumentError("no account key");
+  const std::string target(url);
+  return PostSigned(url, expect, what, [&](const std::string& nonce) {
+    return crypto::SignJws(*account.key, {target, nonce, account.url}, payload);
+  });
+}
+
+absl::Duration AcmeClient::PollDelay(std::optional<absl::Time> retry_after) {
+  absl::Duration d = options_.poll_interval;
+  if (retry_after) d = *retry_after - clock_->Now();
+  return std::clamp(d, options_.min_poll_interval, options_.max_poll_interval);
+}
+
+// ---- Accounts ---------------------------------------------------------------------------------
+
+namespace {
+
+Account ParseAccount(const Json& j, std::string url) {
+  Account a;
+  a.url = std::move(url);
+  a.status = Str(j, "status");
+  a.orders = Str(j, "orders");
+  if (auto c = j.find("contact"); c != j.end() && c->is_array()) {
+    for (const auto& v : *c) {
+      if (v.is_string()) a.contact.push_back(v.get<std::string>());
+    }
+  }
+  return a;
+}
+
+}  // namespace
+
+absl::StatusOr<Account> AcmeClient::NewAccount(const crypto::PrivateKey& key,
+                                               const NewAccountOptions& options) {
+  ASSIGN_OR_RETURN(Directory d, GetDirectory());
+  Json payload = Json::object();
+  if (options.only_return_existing) {
+    payload["onlyReturnExisting"] = true;
+  } else {
+    payload["termsOfServiceAgreed"] = options.terms_of_service_agreed;
+    if (!options.contact.empty()) payload["contact"] = options.contact;
+    if (!options.eab_kid.empty()) {
+      payload["externalAccountBinding"] =
+          crypto::SignEabJws(options.eab_kid, options.eab_mac_key, d.new_account, key.public_key());
+    } else if (d.external_account_required) {
+      return absl::FailedPreconditionError(
+          "newAccount: the CA requires External Account Binding (meta.externalAccountRequired) "
+          "and no EAB key id was given");
+    }
+  }
+  const std::string what = "POST newAccount";
+  ASSIGN_OR_RETURN(Response r, Post({&key, ""}, d.new_account, Dump(payload), Expect::kJson,
+                                    what));
+  std::string location = r.http.Header("Location");
+  if (location.empty()) return absl::InvalidArgumentError(what + ": no Location header");
+  RETURN_IF_ERROR(CheckSameOrigin(location, what));
+  return ParseAccount(r.json, location);
+}
+
+absl::StatusOr<Account> AcmeClient::GetAccount(const AccountRef& account) {
+  ASSIGN_OR_RETURN(Response r, Post(account, account.url, "", Expect::kJson, "POST account"));
+  return ParseAccount(r.json, account.url);
+}
+
+absl::StatusOr<Account> AcmeClient::UpdateContact(const AccountRef& account,
+                                                  const std::vector<std::string>& contact) {
+  Json payload = {{"contact", contact}};
+  ASSIGN_OR_RETURN(Response r, Post(account, account.url, Dump(payload), Expect::kJson,
+                                    "POST account (update contact)"));
+  return ParseAccount(r.json, account.url);
+}
+
+absl::Status AcmeClient::KeyChange(const AccountRef& account, const crypto::PrivateKey& new_key) {
+  if (account.key == nullptr || account.url.empty()) {
+    return absl::InvalidArgumentError("keyChange needs the account URL and its current key");
+  }
+  ASSIGN_OR_RETURN(Directory d, GetDirectory());
+  Json inner_payload = {{"account", account.url},
+                        {"oldKey", crypto::PublicJwk(account.key->public_key())}};
+  // §7.3.5: the inner JWS has "jwk" (the new key) and "url", and no "nonce".
+  ASSIGN_OR_RETURN(Json inner,
+                   crypto::SignJwsObject(new_key, {d.key_change, "", ""}, Dump(inner_payload)));
+  ASSIGN_OR_RETURN(Response r,
+                   Post(account, d.key_change, Dump(inner), Expect::kEmpty, "POST keyChange"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Account> AcmeClient::DeactivateAccount(const AccountRef& account) {
+  ASSIGN_OR_RETURN(Response r, Post(account, account.url, R"({"status":"deactivated"})",
+                                    Expect::kJson, "POST account (deactivate)"));
+  return ParseAccount(r.json, account.url);
+}
+
+// ---- Orders -----------------------------------------------------------------------------------
+
+absl::StatusOr<Order> AcmeClient::ParseOrder(const Response& r, absl::string_view url) const {
+  const std::string what = absl::StrCat("order ", url);
+  const Json& j = r.json;
+  Order o;
+  o.url = std::string(url);
+  ASSIGN_OR_RETURN(o.status, RequireStr(j, "status", what));
+  static const char* kStatuses[] = {"pending", "ready", "processing", "valid", "invalid"};
+  if (std::none_of(std::begin(kStatuses), std::end(kStatuses),
+                   [&](const char* s) { return o.status == s; })) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": unknown order status \"", o.status, "\""));
+  }
+  o.expires = ParseRfc3339(Str(j, "expires"));
+  o.identifiers = ParseIdentifiers(j.value("identifiers", Json()));
+  auto authzs = j.find("authorizations");
+  if (authzs == j.end() || !authzs->is_array()) {
+    return absl::InvalidArgumentError(what + ": \"authorizations\" is missing or not a list");
+  }
+  for (const auto& a : *authzs) {
+    if (!a.is_string()) return absl::InvalidArgumentError(what + ": authorization is not a URL");
+    RETURN_IF_ERROR(CheckSameOrigin(a.get<std::string>(), what));
+    o.authorizations.push_back(a.get<std::string>());
+  }
+  ASSIGN_OR_RETURN(o.finalize, RequireStr(j, "finalize", what));
+  RETURN_IF_ERROR(CheckSameOrigin(o.finalize, what));
+  o.certificate = Str(j, "certificate");
+  if (!o.certificate.empty()) RETURN_IF_ERROR(CheckSameOrigin(o.certificate, what));
+  if (o.status == "valid" && o.certificate.empty()) {
+    return absl::InvalidArgumentError(what + ": valid order without a certificate URL");
+  }
+  o.profile = Str(j, "profile");
+  o.replaces = Str(j, "replaces");
+  if (auto e = j.find("error"); e != j.end()) o.error = *e;
+  o.retry_after = ParseRetryAfter(r.http.Header("Retry-After"), clock_->Now());
+  return o;
+}
+
+absl::StatusOr<Order> AcmeClient::NewOrder(const AccountRef& account,
+                                           const NewOrderOptions& options) {
+  if (options.identifiers.empty()) return absl::InvalidArgumentError("newOrder: no identifiers");
+  ASSIGN_OR_RETURN(Directory d, GetDirectory());
+  Json ids = Json::array();
+  for (const auto& id : options.identifiers) ids.push_back({{"type", id.type}, {"value", id.value}});
+  Json payload = {{"identifiers", ids}};
+  if (!options.profile.empty()) {
+    bool offered = std::any_of(d.profiles.begin(), d.profiles.end(),
+                               [&](const auto& p) { return p.first == options.profile; });
+    if (!offered) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("newOrder: the CA offers no profile \"", options.profile, "\""));
+    }
+    payload["profile"] = options.profile;
+  }
+  if (!options.replaces.empty()) payload["replaces"] = options.replaces;
+  const std::string what = "POST newOrder";
+  ASSIGN_OR_RETURN(Response r, Post(account, d.new_order, Dump(payload), Expect::kJson, what));
+  std::string location = r.http.Header("Location");
+  if (location.empty()) return absl::InvalidArgumentError(what + ": no Location header");
+  RETURN_IF_ERROR(CheckSameOrigin(location, what));
+  return ParseOrder(r, location);
+}
+
+absl::StatusOr<Order> AcmeClient::GetOrder(const AccountRef& account, absl::string_view url) {
+  ASSIGN_OR_RETURN(Response r, Post(account, url, "", Expect::kJson, "POST order"));
+  return ParseOrder(r, url);
+}
+
+absl::StatusOr<Authorization> AcmeClient::ParseAuthorization(const Response& r,
+                                                             absl::string_view url) const {
+  const std::string what = absl::StrCat("authorization ", url);
+  const Json& j = r.json;
+  Authorization a;
+  a.url = std::string(url);
+  ASSIGN_OR_RETURN(a.status, RequireStr(j, "status", what));
+  auto ids = ParseIdentifiers(Json::array({j.value("identifier", Json())}));
+  if (ids.empty() || ids[0].value.empty()) {
+    return absl::InvalidArgumentError(what + ": no identifier");
+  }
+  a.identifier = ids[0];
+  auto wildcard = j.find("wildcard");
+  a.wildcard = wildcard != j.end() && wildcard->is_boolean() && wildcard->get<bool>();
+  a.expires = ParseRfc3339(Str(j, "expires"));
+  if (auto cs = j.find("challenges"); cs != j.end() && cs->is_array()) {
+    for (const auto& c : *cs) {
+      Challenge ch{Str(c, "type"), Str(c, "url"), Str(c, "status"), Str(c, "token"), nullptr};
+      if (ch.url.empty()) return absl::InvalidArgumentError(what + ": challenge without url");
+      RETURN_IF_ERROR(CheckSameOrigin(ch.url, what));
+      if (auto e = c.find("error"); e != c.end()) ch.error = *e;
+      a.challenges.push_back(std::move(ch));
+    }
+  } else {
+    return absl::InvalidArgumentError(what + ": \"challenges\" is missing or not a list");
+  }
+  a.retry_after = ParseRetryAfter(r.http.Header("Retry-After"), clock_->Now());
+  return a;
+}
+
+absl::StatusOr<Authorization> AcmeClient::GetAuthorization(const AccountRef& account,
+                                                           absl::string_view url) {
+  ASSIGN_OR_RETURN(Response r, Post(account, url, "", Expect::kJson, "POST authorization"));
+  return ParseAuthorization(r, url);
+}
+
+absl::StatusOr<Challenge> AcmeClient::RespondToChallenge(const AccountRef& account,
+                                                         absl::string_view url) {
+  ASSIGN_OR_RETURN(Response r, Post(account, url, "{}", Expect::kJson, "POST challenge"));
+  Challenge c{Str(r.json, "type"), Str(r.json, "url"), Str(r.json, "status"),
+              Str(r.json, "token"), r.json.value("error", Json())};
+  if (c.status.empty()) return absl::InvalidArgumentError("POST challenge: no status");
+  return c;
+}
+
+absl::StatusOr<Authorization> AcmeClient::DeactivateAuthorization(const AccountRef& account,
+                                                                  absl::string_view url) {
+  ASSIGN_OR_RETURN(Response r, Post(account, url, R"({"status":"deactivated"})", Expect::kJson,
+                                    "POST authorization (deactivate)"));
+  return ParseAuthorization(r, url);
+}
+
+absl::StatusOr<Order> AcmeClient::WaitForOrder(const AccountRef& account, absl::string_view url,
+                                               absl::Time deadline, bool until_ready) {
+  while (true) {
+    ASSIGN_OR_RETURN(Order o, GetOrder(account, url));
+    bool waiting = o.status == "pending" || (!until_ready && o.status == "processing");
+    if (!waiting) return o;
+    absl::Time now = clock_->Now();
+    if (now >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("order ", url, " still ", o.status, " at the deadline"));
+    }
+    clock_->SleepFor(std::min(PollDelay(o.retry_after), deadline - now));
+  }
+}
+
+absl::StatusOr<Authorization> AcmeClient::WaitForAuthorization(const AccountRef& account,
+                                                               absl::string_view url,
+                                                               absl::Time deadline) {
+  while (true) {
+    ASSIGN_OR_RETURN(Authorization a, GetAuthorization(account, url));
+    if (a.status != "pending") return a;
+    absl::Time now = clock_->Now();
+    if (now >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("authorization ", url, " still pending at the deadline"));
+    }
+    clock_->SleepFor(std::min(PollDelay(a.retry_after), deadline - now));
+  }
+}
+
+absl::StatusOr<Order> AcmeClient::Finalize(const AccountRef& account, const Order& order,
+                                           absl::string_view csr_der) {
+  Json payload = {{"csr", crypto::Base64Url(csr_der)}};
+  ASSIGN_OR_RETURN(Response r,
+                   Post(account, order.finalize, Dump(payload), Expect::kJson, "POST finalize"));
+  return ParseOrder(r, order.url);
+}
+
+// ---- Certificates -----------------------------------------------------------------------------
+
+absl::StatusOr<CertificateChain> AcmeClient::DownloadCertificate(
+    const AccountRef& account, absl::string_view url, absl::string_view preferred_issuer) {
+  auto fetch = [&](absl::string_view u) -> absl::StatusOr<CertificateChain> {
+    ASSIGN_OR_RETURN(Response r, Post(account, u, "", Expect::kPemChain, "POST certificate"));
+    // RFC 8555 §11.4: only CERTIFICATE blocks; the parse rejects anything else.
+    RETURN_IF_ERROR(crypto::ParsePemChain(r.http.body).status());
+    CertificateChain chain{r.http.body, std::string(u), {}};
+    for (std::string& alt : LinksWithRel(r.http, "alternate")) {
+      RETURN_IF_ERROR(CheckSameOrigin(alt, "certificate alternate link"));
+      chain.alternates.push_back(std::move(alt));
+    }
+    return chain;
+  };
+  auto issued_by = [&](const CertificateChain& c) {
+    auto certs = crypto::ParsePemChain(c.pem);
+    if (!certs.ok()) return false;
+    return std::any_of(certs->begin(), certs->end(),
+                       [&](const auto& info) { return info.issuer_cn == preferred_issuer; });
+  };
+  ASSIGN_OR_RETURN(CertificateChain def, fetch(url));
+  if (preferred_issuer.empty() || issued_by(def)) return def;
+  for (const std::string& alt : def.alternates) {
+    ASSIGN_OR_RETURN(CertificateChain other, fetch(alt));
+    if (issued_by(other)) {
+      other.alternates = def.alternates;
+      return other;
+    }
+  }
+  return def;  // No chain matched: the default, as RFC 8555 clients do.
+}
+
+absl::Status AcmeClient::RevokeCertificate(const AccountRef& account,
+                                           absl::string_view certificate_der,
+                                           RevocationReason reason) {
+  ASSIGN_OR_RETURN(Directory d, GetDirectory());
+  Json payload = {{"certificate", crypto::Base64Url(certificate_der)},
+                  {"reason", static_cast<int>(reason)}};
+  return Post(account, d.revoke_cert, Dump(payload), Expect::kEmpty, "POST revokeCert").status();
+}
+
+absl::Status AcmeClient::RevokeWithCertificateKey(const crypto::PrivateKey& certificate_key,
+                                                  absl::string_view certificate_der,
+                                                  RevocationReason reason) {
+  // Signed with the certificate's key and its jwk (§7.6): an empty kid embeds the jwk.
+  return RevokeCertificate({&certificate_key, ""}, certificate_der, reason);
+}
+
+absl::StatusOr<RenewalInfo> AcmeClient::GetRenewalInfo(absl::string_view certificate_der) {
+  ASSIGN_OR_RETURN(Directory d, GetDirectory());
+  if (d.renewal_info.empty()) {
+    return absl::UnimplementedError("the CA's directory offers no renewalInfo (ARI)");
+  }
+  ASSIGN_OR_RETURN(std::string cert_id, AriCertId(certificate_der));
+  std::string url = absl::StrCat(absl::StripSuffix(d.renewal_info, "/"), "/", cert_id);
+  const std::string what = "GET renewalInfo";
+  ASSIGN_OR_RETURN(HttpResponse r, Send({"GET", url, {}, ""}));
+  if (r.status != 200) return ProblemStatus(r, what, clock_->Now());
+  if (!IsJsonContentType(r.Header("Content-Type"))) {
+    return absl::InvalidArgumentError(what + ": content type is not JSON");
+  }
+  Json j = Json::parse(r.body, nullptr, /*allow_exceptions=*/false);
+  auto window = j.is_object() ? j.find("suggestedWindow") : j.end();
+  if (!j.is_object() || window == j.end() || !window->is_object()) {
+    return absl::InvalidArgumentError(what + ": no suggestedWindow");
+  }
+  auto start = ParseRfc3339(Str(*window, "start"));
+  auto end = ParseRfc3339(Str(*window, "end"));
+  if (!start || !end || *end < *start) {
+    return absl::InvalidArgumentError(what + ": suggestedWindow is not a valid time range");
+  }
+  return RenewalInfo{*start, *end, Str(j, "explanationURL"),
+                     ParseRetryAfter(r.Header("Retry-After"), clock_->Now())};
+}
+
+}  // namespace acmevault::acme
