@@ -251,7 +251,8 @@ absl::StatusOr<AcmeClient::Response> AcmeClient::PostSigned(
                      Send({"POST", std::string(url),
                            {{"Content-Type", "application/jose+json"}}, std::move(body)}));
     KeepNonce(r);
-    if (r.status >= 400 || r.status < 200) {
+    // Only 2xx is success: redirects are never followed on POST, so a 3xx is an error too.
+    if (r.status < 200 || r.status >= 300) {
       absl::Status st = ProblemStatus(r, what, clock_->Now());
       auto problem = GetProblem(st);
       // §6.5: a badNonce error carries a fresh nonce (kept above); retry with it.

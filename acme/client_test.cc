@@ -1,0 +1,614 @@
+// The ACME client against a scripted server: what Pebble 2.4.0 cannot show (ARI, profiles,
+// Retry-After in both forms, rateLimited, an order stuck in processing), the exact shape of what
+// the client sends, and malformed responses, each of which must end in a specific status and
+// message without crashing or hanging.
+#include "acme/client.h"
+
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "acme/crypto/digest.h"
+#include "acme/crypto/jwk.h"
+#include "acme/crypto/jws.h"
+#include "acme/crypto/x509.h"
+#include "acme/problem.h"
+#include "acme/testing/scripted_server.h"
+#include "common/testing/fake_clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace acmevault::acme {
+namespace {
+
+using crypto::KeyAlgorithm;
+using crypto::PrivateKey;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using testing::ScriptedServer;
+using Call = ScriptedServer::Call;
+using Json = nlohmann::json;
+
+std::string Url(const std::string& path) { return ScriptedServer::Url(path); }
+
+std::string Utc(absl::Time t) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
+}
+
+std::string LeafDer() {
+  std::ifstream in("acme/crypto/testdata/leaf.pem");
+  std::stringstream s;
+  s << in.rdbuf();
+  auto ders = crypto::SplitPemChain(s.str());
+  return ders.ok() ? (*ders)[0] : "";
+}
+
+class ClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto key = PrivateKey::Generate(KeyAlgorithm::kEcdsaP256);
+    ASSERT_TRUE(key.ok());
+    key_ = std::make_unique<PrivateKey>(*std::move(key));
+    Recreate({});
+  }
+  void Recreate(AcmeClientOptions options) {
+    options.directory_url = Url("/dir");
+    options.transport = &server_;
+    options.clock = &clock_;
+    auto client = AcmeClient::Create(options);
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = *std::move(client);
+  }
+  AccountRef Acct() { return {key_.get(), Url("/acct/1")}; }
+  // The parsed JWS of the last POST to `path`.
+  crypto::ParsedJws LastJws(const std::string& path) {
+    auto calls = server_.calls();
+    for (auto it = calls.rbegin(); it != calls.rend(); ++it) {
+      if (it->path == path && it->jws) return *it->jws;
+    }
+    ADD_FAILURE() << "no JWS POST to " << path;
+    return {};
+  }
+
+  ScriptedServer server_;
+  acmevault::testing::FakeClock clock_;
+  std::unique_ptr<PrivateKey> key_;
+  std::unique_ptr<AcmeClient> client_;
+};
+
+// ---- What the client sends ---------------------------------------------------------------------
+
+TEST_F(ClientTest, NewAccountSendsJwkTermsContactAndEab) {
+  std::string mac(32, 'k');
+  auto acct = client_->NewAccount(*key_, {.contact = {"mailto:a@example.com"},
+                                          .eab_kid = "kid-7",
+                                          .eab_mac_key = mac});
+  ASSERT_TRUE(acct.ok()) << acct.status();
+  EXPECT_EQ(acct->url, Url("/acct/1"));
+  auto jws = LastJws("/new-acct");
+  EXPECT_EQ(jws.header["jwk"], crypto::PublicJwk(key_->public_key()));
+  EXPECT_FALSE(jws.header.contains("kid"));
+  EXPECT_EQ(jws.header["url"], Url("/new-acct"));
+  EXPECT_TRUE(crypto::VerifyJws(jws, key_->public_key()).ok());
+  Json payload = Json::parse(jws.payload);
+  EXPECT_EQ(payload["termsOfServiceAgreed"], true);
+  EXPECT_EQ(payload["contact"], Json::array({"mailto:a@example.com"}));
+  auto eab = crypto::ParseJwsObject(payload["externalAccountBinding"]);
+  ASSERT_TRUE(eab.ok());
+  EXPECT_EQ(eab->header["kid"], "kid-7");
+  EXPECT_EQ(eab->signature, crypto::HmacSha256(mac, eab->signing_input));
+}
+
+TEST_F(ClientTest, NoncesComeFromResponsesAndHeadOnlyWhenThePoolIsEmpty) {
+  ASSERT_TRUE(client_->GetAccount(Acct()).ok());
+  ASSERT_TRUE(client_->GetAccount(Acct()).ok());
+  ASSERT_TRUE(client_->GetAccount(Acct()).ok());
+  EXPECT_EQ(server_.CountCalls("HEAD", "/nonce"), 1);
+  EXPECT_EQ(server_.CountCalls("GET", "/dir"), 1);  // Cached.
+  // Each POST used the nonce of the response before it.
+  auto calls = server_.calls();
+  std::vector<std::string> used;
+  for (const auto& c : calls) {
+    if (c.jws) used.push_back(c.jws->header["nonce"]);
+  }
+  EXPECT_THAT(used, ElementsAre("nonce2", "nonce3", "nonce4"));
+}
+
+TEST_F(ClientTest, BadNonceIsRetriedWithTheNonceTheErrorCarried) {
+  int rejections = 0;
+  server_.On("POST", "/acct/1", [&](const Call& c) {
+    if (rejections < 3) {
+      ++rejections;
+      return ScriptedServer::Problem(400, "badNonce", "stale",
+                                     {{"Replay-Nonce", absl::StrCat("fresh", rejections)}});
+    }
+    EXPECT_EQ(c.jws->header["nonce"], "fresh3");
+    return ScriptedServer::Json(200, {{"status", "valid"}});
+  });
+  auto acct = client_->GetAccount(Acct());
+  ASSERT_TRUE(acct.ok()) << acct.status();
+  EXPECT_EQ(client_->bad_nonce_retries(), 3);
+}
+
+TEST_F(ClientTest, BadNonceRetriesAreCapped) {
+  Recreate({.max_bad_nonce_retries = 4});
+  server_.On("POST", "/acct/1",
+             [](const Call&) { return ScriptedServer::Problem(400, "badNonce", "always"); });
+  auto acct = client_->GetAccount(Acct());
+  EXPECT_EQ(acct.status().code(), absl::StatusCode::kAborted);
+  EXPECT_THAT(acct.status().message(), HasSubstr("badNonce"));
+  EXPECT_EQ(server_.CountCalls("POST", "/acct/1"), 5);
+}
+
+TEST_F(ClientTest, KeyChangeNestsAJwsSignedByTheNewKey) {
+  auto new_key = PrivateKey::Generate(KeyAlgorithm::kEcdsaP384);
+  ASSERT_TRUE(new_key.ok());
+  ASSERT_TRUE(client_->KeyChange(Acct(), *new_key).ok());
+  auto outer = LastJws("/key-change");
+  EXPECT_EQ(outer.header["kid"], Url("/acct/1"));
+  EXPECT_TRUE(outer.header.contains("nonce"));
+  EXPECT_TRUE(crypto::VerifyJws(outer, key_->public_key()).ok());
+  auto inner = crypto::ParseJws(outer.payload);
+  ASSERT_TRUE(inner.ok()) << inner.status();
+  // RFC 8555 §7.3.5: jwk of the new key, the same url, and no nonce.
+  EXPECT_EQ(inner->header["jwk"], crypto::PublicJwk(new_key->public_key()));
+  EXPECT_EQ(inner->header["url"], Url("/key-change"));
+  EXPECT_EQ(inner->header["alg"], "ES384");
+  EXPECT_FALSE(inner->header.contains("nonce"));
+  EXPECT_FALSE(inner->header.contains("kid"));
+  EXPECT_TRUE(crypto::VerifyJws(*inner, new_key->public_key()).ok());
+  Json payload = Json::parse(inner->payload);
+  EXPECT_EQ(payload["account"], Url("/acct/1"));
+  EXPECT_EQ(payload["oldKey"], crypto::PublicJwk(key_->public_key()));
+}
+
+TEST_F(ClientTest, RevocationSendsCertificateAndReasonWithKidOrJwk) {
+  std::string der = LeafDer();
+  ASSERT_TRUE(client_->RevokeCertificate(Acct(), der, RevocationReason::kSuperseded).ok());
+  auto by_account = LastJws("/revoke");
+  EXPECT_EQ(by_account.header["kid"], Url("/acct/1"));
+  Json payload = Json::parse(by_account.payload);
+  EXPECT_EQ(payload["certificate"], crypto::Base64Url(der));
+  EXPECT_EQ(payload["reason"], 4);
+
+  auto cert_key = PrivateKey::Generate(KeyAlgorithm::kEcdsaP256);
+  ASSERT_TRUE(cert_key.ok());
+  ASSERT_TRUE(
+      client_->RevokeWithCertificateKey(*cert_key, der, RevocationReason::kKeyCompromise).ok());
+  auto by_cert = LastJws("/revoke");
+  EXPECT_EQ(by_cert.header["jwk"], crypto::PublicJwk(cert_key->public_key()));
+  EXPECT_FALSE(by_cert.header.contains("kid"));
+  EXPECT_EQ(Json::parse(by_cert.payload)["reason"], 1);
+}
+
+// ---- Profiles and ARI ---------------------------------------------------------------------------
+
+TEST_F(ClientTest, ProfileIsSentOnlyWhenOffered) {
+  server_.directory()["meta"]["profiles"] = {{"classic", "the usual"}, {"shortlived", "6 days"}};
+  auto dir = client_->GetDirectory();
+  ASSERT_TRUE(dir.ok());
+  EXPECT_EQ(dir->profiles.size(), 2u);
+  auto order = client_->NewOrder(
+      Acct(), {.identifiers = {{"dns", "a.example.com"}}, .profile = "shortlived",
+               .replaces = "aki.serial"});
+  ASSERT_TRUE(order.ok()) << order.status();
+  Json payload = Json::parse(LastJws("/new-order").payload);
+  EXPECT_EQ(payload["profile"], "shortlived");
+  EXPECT_EQ(payload["replaces"], "aki.serial");
+  EXPECT_EQ(payload["identifiers"], Json::parse(R"([{"type":"dns","value":"a.example.com"}])"));
+
+  auto unknown = client_->NewOrder(
+      Acct(), {.identifiers = {{"dns", "a.example.com"}}, .profile = "tlsserver"});
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(unknown.status().message(), HasSubstr("no profile \"tlsserver\""));
+}
+
+TEST_F(ClientTest, RenewalInfoUsesTheAriCertIdAndReportsTheWindow) {
+  server_.directory()["renewalInfo"] = Url("/ari");
+  std::string der = LeafDer();
+  auto cert_id = AriCertId(der);
+  ASSERT_TRUE(cert_id.ok()) << cert_id.status();
+  // RFC 9773 §4.1: base64url(AKI keyIdentifier) "." base64url(serial content octets).
+  EXPECT_EQ(*cert_id, "JXb814b8AqZQM00l7MIc0Z2vpYY.AI8A0eLDtKWWhw");
+  server_.On("GET", "/ari/" + *cert_id, [](const Call&) {
+    return ScriptedServer::Json(200,
+                                {{"suggestedWindow",
+                                  {{"start", "2027-01-01T00:00:00Z"}, {"end", "2027-01-02T12:00:00Z"}}},
+                                 {"explanationURL", "https://ca.test/why"}},
+                                {{"Retry-After", "21600"}});
+  });
+  auto info = client_->GetRenewalInfo(der);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(Utc(info->window_start), "2027-01-01T00:00:00Z");
+  EXPECT_EQ(info->window_end - info->window_start, absl::Hours(36));
+  EXPECT_EQ(info->explanation_url, "https://ca.test/why");
+  ASSERT_TRUE(info->retry_after.has_value());
+  EXPECT_EQ(*info->retry_after - clock_.Now(), absl::Hours(6));
+}
+
+// ---- Retry-After, rate limits and polling -----------------------------------------------------
+
+TEST_F(ClientTest, OrderPollingHonoursRetryAfterInSecondsAndAsAnHttpDate) {
+  int polls = 0;
+  server_.On("POST", "/order/1", [&](const Call&) {
+    ++polls;
+    if (polls == 1) return ScriptedServer::Json(200, ScriptedServer::Order("processing"),
+                                                {{"Retry-After", "3"}});
+    if (polls == 2) {
+      // 2027-01-15T08:00:07Z is 7 s after the fake clock's "now" at that point: see below.
+      return ScriptedServer::Json(200, ScriptedServer::Order("processing"),
+                                  {{"Retry-After", "Fri, 15 Jan 2027 08:00:07 GMT"}});
+    }
+    return ScriptedServer::Json(200, ScriptedServer::Order("valid"));
+  });
+  // Place "now" so that after the 3 s wait it is 2027-01-15T08:00:00Z.
+  absl::Time target = absl::FromCivil(absl::CivilSecond(2027, 1, 15, 8, 0, 0), absl::UTCTimeZone());
+  clock_.Advance(target - absl::Seconds(3) - clock_.Now());
+  auto order = client_->WaitForOrder(Acct(), Url("/order/1"), clock_.Now() + absl::Minutes(5));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->status, "valid");
+  EXPECT_EQ(order->certificate, Url("/cert/1"));
+  EXPECT_THAT(clock_.sleeps(), ElementsAre(absl::Seconds(3), absl::Seconds(7)));
+}
+
+TEST_F(ClientTest, RetryAfterIsClampedAndDefaultsToThePollInterval) {
+  Recreate({.poll_interval = absl::Seconds(2), .min_poll_interval = absl::Seconds(1),
+            .max_poll_interval = absl::Seconds(30)});
+  int polls = 0;
+  server_.On("POST", "/authz/1", [&](const Call&) {
+    ++polls;
+    if (polls == 1) return ScriptedServer::Json(200, ScriptedServer::Authz("pending"),
+                                                {{"Retry-After", "86400"}});
+    if (polls == 2) return ScriptedServer::Json(200, ScriptedServer::Authz("pending"),
+                                                {{"Retry-After", "0"}});
+    if (polls == 3) return ScriptedServer::Json(200, ScriptedServer::Authz("pending"));
+    return ScriptedServer::Json(200, ScriptedServer::Authz("valid"));
+  });
+  auto authz =
+      client_->WaitForAuthorization(Acct(), Url("/authz/1"), clock_.Now() + absl::Hours(1));
+  ASSERT_TRUE(authz.ok()) << authz.status();
+  EXPECT_THAT(clock_.sleeps(), ElementsAre(absl::Seconds(30), absl::Seconds(1), absl::Seconds(2)));
+}
+
+TEST_F(ClientTest, OrderStuckInProcessingEndsAtTheDeadline) {
+  server_.On("POST", "/order/1", [](const Call&) {
+    return ScriptedServer::Json(200, ScriptedServer::Order("processing"), {{"Retry-After", "5"}});
+  });
+  auto order = client_->WaitForOrder(Acct(), Url("/order/1"), clock_.Now() + absl::Seconds(60));
+  EXPECT_EQ(order.status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(order.status().message(), HasSubstr("still processing"));
+  // 60 s at one poll per 5 s, plus the one at the deadline: bounded, no busy loop.
+  EXPECT_EQ(server_.CountCalls("POST", "/order/1"), 13);
+}
+
+TEST_F(ClientTest, RateLimitedCarriesRetryAfterToTheCaller) {
+  server_.On("POST", "/new-order", [](const Call&) {
+    return ScriptedServer::Problem(429, "rateLimited", "too many new orders",
+                                   {{"Retry-After", "3600"}});
+  });
+  auto order = client_->NewOrder(Acct(), {.identifiers = {{"dns", "a.example.com"}}});
+  ASSERT_EQ(order.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(order.status().message(), HasSubstr("rateLimited"));
+  EXPECT_THAT(order.status().message(), HasSubstr("too many new orders"));
+  auto problem = GetProblem(order.status());
+  ASSERT_TRUE(problem.has_value());
+  ASSERT_TRUE(problem->retry_after.has_value());
+  EXPECT_EQ(*problem->retry_after, clock_.Now() + absl::Hours(1));
+  EXPECT_EQ(problem->http_status, 429);
+
+  server_.On("POST", "/new-order", [](const Call&) {
+    return ScriptedServer::Problem(429, "rateLimited", "later",
+                                   {{"Retry-After", "Wed, 21 Oct 2037 07:28:00 GMT"}});
+  });
+  auto dated = client_->NewOrder(Acct(), {.identifiers = {{"dns", "a.example.com"}}});
+  auto p2 = GetProblem(dated.status());
+  ASSERT_TRUE(p2 && p2->retry_after);
+  EXPECT_EQ(Utc(*p2->retry_after), "2037-10-21T07:28:00Z");
+}
+
+TEST_F(ClientTest, DeactivatedAccountIsUnusableWhether401Or403) {
+  for (int code : {401, 403}) {
+    server_.On("POST", "/acct/1", [code](const Call&) {
+      return ScriptedServer::Problem(code, "unauthorized", "account is deactivated");
+    });
+    auto acct = client_->GetAccount(Acct());
+    EXPECT_EQ(acct.status().code(), absl::StatusCode::kPermissionDenied) << code;
+    EXPECT_TRUE(IsAccountUnusable(acct.status())) << code;
+  }
+}
+
+TEST_F(ClientTest, SubproblemsAndLongDetailsAreReportedBounded) {
+  server_.On("POST", "/new-order", [](const Call&) {
+    Json body = {{"type", "urn:ietf:params:acme:error:rejectedIdentifier"},
+                 {"detail", std::string(5000, 'x')},
+                 {"subproblems",
+                  {{{"type", "urn:ietf:params:acme:error:rejectedIdentifier"},
+                    {"detail", "forbidden name"},
+                    {"identifier", {{"type", "dns"}, {"value", "bad.example.com"}}}}}}};
+    return ScriptedServer::Raw(400, "application/problem+json", body.dump());
+  });
+  auto order = client_->NewOrder(Acct(), {.identifiers = {{"dns", "bad.example.com"}}});
+  EXPECT_EQ(order.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(order.status().message(),
+              HasSubstr("dns:bad.example.com: rejectedIdentifier: forbidden name"));
+  EXPECT_LT(order.status().message().size(), 800u);
+  auto problem = GetProblem(order.status());
+  ASSERT_TRUE(problem.has_value());
+  ASSERT_EQ(problem->subproblems.size(), 1u);
+  EXPECT_EQ(problem->subproblems[0].identifier, "dns:bad.example.com");
+}
+
+// ---- Malformed responses ------------------------------------------------------------------------
+
+enum class Op { kDirectory, kGetAccount, kNewAccount, kNewOrder, kGetOrder, kGetAuthz,
+                kRespond, kDownload, kRenewalInfo, kRevoke };
+
+struct Malformed {
+  std::string name;
+  std::string method, path;  // The route to replace.
+  std::function<HttpResponse()> response;
+  Op op;
+  absl::StatusCode code;
+  std::string message;  // Must appear in the status message.
+  std::function<void(Json&)> directory_edit = nullptr;
+};
+
+HttpResponse J(const Json& j, std::vector<std::pair<std::string, std::string>> h = {}) {
+  return ScriptedServer::Json(200, j, std::move(h));
+}
+HttpResponse Created(const Json& j, const std::string& location) {
+  return ScriptedServer::Json(201, j, {{"Location", location}});
+}
+Json OrderWith(const std::function<void(Json&)>& edit) {
+  Json o = ScriptedServer::Order("pending");
+  edit(o);
+  return o;
+}
+Json AuthzWith(const std::function<void(Json&)>& edit) {
+  Json a = ScriptedServer::Authz("pending");
+  edit(a);
+  return a;
+}
+std::string Chain() {
+  std::ifstream in("acme/crypto/testdata/chain.pem");
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+constexpr auto kInvalid = absl::StatusCode::kInvalidArgument;
+
+std::vector<Malformed> MalformedCases() {
+  const std::string evil = "https://evil.test";
+  return {
+      {"DirectoryNotJson", "GET", "/dir",
+       [] { return ScriptedServer::Raw(200, "application/json", "{not json"); }, Op::kDirectory,
+       kInvalid, "not a JSON object"},
+      {"DirectoryWrongContentType", "GET", "/dir",
+       [] { return ScriptedServer::Raw(200, "text/html", "<html>"); }, Op::kDirectory, kInvalid,
+       "\"text/html\" is not JSON"},
+      {"DirectoryMissingNewNonce", "GET", "/dir",
+       [] { return J({{"newAccount", Url("/a")}}); }, Op::kDirectory, kInvalid,
+       "lacks \"newNonce\""},
+      {"DirectoryNewOrderNotString", "GET", "/dir",
+       [] {
+         return J({{"newNonce", Url("/n")}, {"newAccount", Url("/a")}, {"newOrder", 7},
+                   {"revokeCert", Url("/r")}, {"keyChange", Url("/k")}});
+       },
+       Op::kDirectory, kInvalid, "lacks \"newOrder\""},
+      {"DirectoryForeignHost", "GET", "/dir",
+       [evil] {
+         return J({{"newNonce", Url("/n")}, {"newAccount", Url("/a")},
+                   {"newOrder", evil + "/order"}, {"revokeCert", Url("/r")},
+                   {"keyChange", Url("/k")}});
+       },
+       Op::kDirectory, kInvalid, "outside the directory's origin"},
+      {"DirectoryOtherPort", "GET", "/dir",
+       [] {
+         return J({{"newNonce", "https://ca.test:8443/n"}, {"newAccount", Url("/a")},
+                   {"newOrder", Url("/o")}, {"revokeCert", Url("/r")}, {"keyChange", Url("/k")}});
+       },
+       Op::kDirectory, kInvalid, "https://ca.test:8443/n"},
+      {"DirectoryServerError", "GET", "/dir",
+       [] { return ScriptedServer::Raw(503, "text/plain", "down for maintenance"); },
+       Op::kDirectory, absl::StatusCode::kUnavailable, "down for maintenance"},
+      {"NonceMissing", "HEAD", "/nonce", [] { return ScriptedServer::Raw(200, "", "", {{"Replay-Nonce", "bad nonce!"}}); },
+       Op::kGetAccount, kInvalid, "no usable Replay-Nonce"},
+      {"NonceEndpointFails", "HEAD", "/nonce",
+       [] { return ScriptedServer::Raw(500, "", ""); }, Op::kGetAccount,
+       absl::StatusCode::kUnavailable, "HEAD newNonce"},
+      {"AccountNoLocation", "POST", "/new-acct", [] { return J({{"status", "valid"}}); },
+       Op::kNewAccount, kInvalid, "no Location header"},
+      {"AccountForeignLocation", "POST", "/new-acct",
+       [evil] { return Created({{"status", "valid"}}, evil + "/acct/1"); }, Op::kNewAccount,
+       kInvalid, "outside the directory's origin"},
+      {"AccountBodyIsArray", "POST", "/new-acct",
+       [] { return Created(Json::array({1, 2}), Url("/acct/1")); }, Op::kNewAccount, kInvalid,
+       "not a JSON object"},
+      {"AccountTextContentType", "POST", "/acct/1",
+       [] { return ScriptedServer::Raw(200, "text/plain", "{}"); }, Op::kGetAccount, kInvalid,
+       "\"text/plain\" is not JSON"},
+      {"ErrorWithoutProblemDocument", "POST", "/acct/1",
+       [] { return ScriptedServer::Raw(400, "text/plain", "nope"); }, Op::kGetAccount, kInvalid,
+       "acme http:400 (HTTP 400): nope"},
+      {"ServerInternal", "POST", "/acct/1",
+       [] { return ScriptedServer::Problem(500, "serverInternal", "db down"); }, Op::kGetAccount,
+       absl::StatusCode::kUnavailable, "serverInternal"},
+      {"UnexpectedRedirect", "POST", "/acct/1",
+       [] { return ScriptedServer::Raw(302, "", "", {{"Location", "https://ca.test/x"}}); },
+       Op::kGetAccount, absl::StatusCode::kUnknown, "HTTP 302"},
+      {"OrderNoStatus", "POST", "/new-order",
+       [] { return Created(OrderWith([](Json& o) { o.erase("status"); }), Url("/order/1")); },
+       Op::kNewOrder, kInvalid, "lacks \"status\""},
+      {"OrderUnknownStatus", "POST", "/order/1",
+       [] { return J(OrderWith([](Json& o) { o["status"] = "sleeping"; })); }, Op::kGetOrder,
+       kInvalid, "unknown order status \"sleeping\""},
+      {"OrderAuthorizationsNotList", "POST", "/order/1",
+       [] { return J(OrderWith([](Json& o) { o["authorizations"] = "x"; })); }, Op::kGetOrder,
+       kInvalid, "\"authorizations\" is missing or not a list"},
+      {"OrderAuthorizationNotString", "POST", "/order/1",
+       [] { return J(OrderWith([](Json& o) { o["authorizations"] = {42}; })); }, Op::kGetOrder,
+       kInvalid, "authorization is not a URL"},
+      {"OrderForeignAuthorization", "POST", "/order/1",
+       [evil] { return J(OrderWith([&](Json& o) { o["authorizations"] = {evil + "/authz/1"}; })); },
+       Op::kGetOrder, kInvalid, "https://evil.test/authz/1"},
+      {"OrderNoFinalize", "POST", "/order/1",
+       [] { return J(OrderWith([](Json& o) { o.erase("finalize"); })); }, Op::kGetOrder, kInvalid,
+       "lacks \"finalize\""},
+      {"OrderForeignFinalize", "POST", "/order/1",
+       [] { return J(OrderWith([](Json& o) { o["finalize"] = "http://ca.test/finalize/1"; })); },
+       Op::kGetOrder, kInvalid, "outside the directory's origin"},
+      {"ValidOrderWithoutCertificate", "POST", "/order/1",
+       [] { return J(OrderWith([](Json& o) { o["status"] = "valid"; })); }, Op::kGetOrder,
+       kInvalid, "valid order without a certificate URL"},
+      {"OrderForeignCertificate", "POST", "/order/1",
+       [evil] {
+         return J(OrderWith([&](Json& o) {
+           o["status"] = "valid";
+           o["certificate"] = evil + "/cert";
+         }));
+       },
+       Op::kGetOrder, kInvalid, "https://evil.test/cert"},
+      {"OrderUserinfoUrl", "POST", "/order/1",
+       [] {
+         return J(OrderWith([](Json& o) { o["finalize"] = "https://user@ca.test/finalize/1"; }));
+       },
+       Op::kGetOrder, kInvalid, "outside the directory's origin"},
+      {"AuthzNoIdentifier", "POST", "/authz/1",
+       [] { return J(AuthzWith([](Json& a) { a.erase("identifier"); })); }, Op::kGetAuthz,
+       kInvalid, "no identifier"},
+      {"AuthzChallengesNotList", "POST", "/authz/1",
+       [] { return J(AuthzWith([](Json& a) { a["challenges"] = Json::object(); })); },
+       Op::kGetAuthz, kInvalid, "\"challenges\" is missing or not a list"},
+      {"ChallengeWithoutUrl", "POST", "/authz/1",
+       [] { return J(AuthzWith([](Json& a) { a["challenges"][0].erase("url"); })); },
+       Op::kGetAuthz, kInvalid, "challenge without url"},
+      {"ChallengeForeignUrl", "POST", "/authz/1",
+       [evil] { return J(AuthzWith([&](Json& a) { a["challenges"][1]["url"] = evil + "/c"; })); },
+       Op::kGetAuthz, kInvalid, "https://evil.test/c"},
+      {"ChallengeResponseWithoutStatus", "POST", "/chall/1", [] { return J({{"type", "http-01"}}); },
+       Op::kRespond, kInvalid, "no status"},
+      {"CertificateWithPrivateKeyBlock", "POST", "/cert/1",
+       [] {
+         return ScriptedServer::Raw(
+             200, "application/pem-certificate-chain",
+             Chain() + "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
+       },
+       Op::kDownload, kInvalid, "only CERTIFICATE is allowed"},
+      {"CertificateAsJson", "POST", "/cert/1",
+       [] { return ScriptedServer::Raw(200, "application/json", Chain()); }, Op::kDownload,
+       kInvalid, "is not application/pem-certificate-chain"},
+      {"CertificateGarbage", "POST", "/cert/1",
+       [] {
+         return ScriptedServer::Raw(200, "application/pem-certificate-chain",
+                                    "-----BEGIN CERTIFICATE-----\nnot base64!\n"
+                                    "-----END CERTIFICATE-----\n");
+       },
+       Op::kDownload, kInvalid, "not base64"},
+      {"CertificateEmpty", "POST", "/cert/1",
+       [] { return ScriptedServer::Raw(200, "application/pem-certificate-chain", "\n"); },
+       Op::kDownload, kInvalid, "PEM chain is empty"},
+      {"CertificateForeignAlternate", "POST", "/cert/1",
+       [evil] {
+         return ScriptedServer::Raw(200, "application/pem-certificate-chain", Chain(),
+                                    {{"Link", "<" + evil + "/cert/alt>;rel=\"alternate\""}});
+       },
+       Op::kDownload, kInvalid, "https://evil.test/cert/alt"},
+      {"RenewalInfoWithoutWindow", "GET", "/ari/JXb814b8AqZQM00l7MIc0Z2vpYY.AI8A0eLDtKWWhw",
+       [] { return J({{"explanationURL", "x"}}); }, Op::kRenewalInfo, kInvalid,
+       "no suggestedWindow",
+       [](Json& d) { d["renewalInfo"] = Url("/ari"); }},
+      {"RenewalInfoBackwardsWindow", "GET", "/ari/JXb814b8AqZQM00l7MIc0Z2vpYY.AI8A0eLDtKWWhw",
+       [] {
+         return J({{"suggestedWindow",
+                    {{"start", "2027-02-01T00:00:00Z"}, {"end", "2027-01-01T00:00:00Z"}}}});
+       },
+       Op::kRenewalInfo, kInvalid, "not a valid time range",
+       [](Json& d) { d["renewalInfo"] = Url("/ari"); }},
+      {"RenewalInfoNotOffered", "GET", "/unused", [] { return J({}); }, Op::kRenewalInfo,
+       absl::StatusCode::kUnimplemented, "offers no renewalInfo"},
+      {"RevokeAlreadyRevoked", "POST", "/revoke",
+       [] { return ScriptedServer::Problem(400, "alreadyRevoked", "Certificate already revoked"); },
+       Op::kRevoke, absl::StatusCode::kFailedPrecondition, "alreadyRevoked"},
+      {"RevokeBadReason", "POST", "/revoke",
+       [] { return ScriptedServer::Problem(400, "badRevocationReason", "reason 7 not allowed"); },
+       Op::kRevoke, kInvalid, "badRevocationReason"},
+  };
+}
+
+class MalformedTest : public ClientTest, public ::testing::WithParamInterface<Malformed> {};
+
+TEST_P(MalformedTest, EndsInASpecificStatusAndMessage) {
+  const Malformed& m = GetParam();
+  if (m.directory_edit) m.directory_edit(server_.directory());
+  auto response = m.response;
+  server_.On(m.method, m.path, [response](const Call&) { return response(); });
+  absl::Status status;
+  switch (m.op) {
+    case Op::kDirectory:
+      status = client_->GetDirectory().status();
+      break;
+    case Op::kGetAccount:
+      status = client_->GetAccount(Acct()).status();
+      break;
+    case Op::kNewAccount:
+      status = client_->NewAccount(*key_, {}).status();
+      break;
+    case Op::kNewOrder:
+      status = client_->NewOrder(Acct(), {.identifiers = {{"dns", "a.example.com"}}}).status();
+      break;
+    case Op::kGetOrder:
+      status = client_->GetOrder(Acct(), Url("/order/1")).status();
+      break;
+    case Op::kGetAuthz:
+      status = client_->GetAuthorization(Acct(), Url("/authz/1")).status();
+      break;
+    case Op::kRespond:
+      status = client_->RespondToChallenge(Acct(), Url("/chall/1")).status();
+      break;
+    case Op::kDownload:
+      status = client_->DownloadCertificate(Acct(), Url("/cert/1")).status();
+      break;
+    case Op::kRenewalInfo:
+      status = client_->GetRenewalInfo(LeafDer()).status();
+      break;
+    case Op::kRevoke:
+      status = client_->RevokeCertificate(Acct(), LeafDer(), RevocationReason::kUnspecified);
+      break;
+  }
+  EXPECT_EQ(status.code(), m.code) << status;
+  EXPECT_THAT(std::string(status.message()), HasSubstr(m.message));
+}
+
+INSTANTIATE_TEST_SUITE_P(Responses, MalformedTest, ::testing::ValuesIn(MalformedCases()),
+                         [](const auto& info) { return info.param.name; });
+
+TEST(MalformedCount, AtLeastThirtyCases) { EXPECT_GE(MalformedCases().size(), 30u); }
+
+// ---- Small pieces --------------------------------------------------------------------------------
+
+TEST(UrlOrigin, NormalisesAndRejects) {
+  EXPECT_EQ(*UrlOrigin("https://CA.test/dir"), "https://ca.test:443");
+  EXPECT_EQ(*UrlOrigin("https://ca.test:443/x?y"), "https://ca.test:443");
+  EXPECT_EQ(*UrlOrigin("http://127.0.0.1:14000/dir"), "http://127.0.0.1:14000");
+  EXPECT_EQ(*UrlOrigin("https://[::1]:8443/dir"), "https://[::1]:8443");
+  EXPECT_FALSE(UrlOrigin("ftp://ca.test/").ok());
+  EXPECT_FALSE(UrlOrigin("https://user@ca.test/").ok());
+  EXPECT_FALSE(UrlOrigin("https://ca.test:99999/").ok());
+  EXPECT_FALSE(UrlOrigin("https:///path").ok());
+}
+
+TEST(RetryAfter, ParsesBothFormsAndRejectsNonsense) {
+  absl::Time now = absl::FromUnixSeconds(1000);
+  EXPECT_EQ(*ParseRetryAfter("120", now), absl::FromUnixSeconds(1120));
+  EXPECT_EQ(*ParseRetryAfter(" 0 ", now), now);
+  EXPECT_EQ(absl::ToUnixSeconds(*ParseRetryAfter("Sun, 06 Nov 1994 08:49:37 GMT", now)),
+            784111777);
+  EXPECT_FALSE(ParseRetryAfter("", now).has_value());
+  EXPECT_FALSE(ParseRetryAfter("-5", now).has_value());
+  EXPECT_FALSE(ParseRetryAfter("soon", now).has_value());
+}
+
+}  // namespace
+}  // namespace acmevault::acme
