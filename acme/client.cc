@@ -242,8 +242,18 @@ absl::StatusOr<std::string> AcmeClient::TakeNonce() {
 
 absl::StatusOr<AcmeClient::Response> AcmeClient::PostSigned(
     absl::string_view url, Expect expect, absl::string_view what,
-    const std::function<absl::StatusOr<std::string>(const std::string& nonce)>& sign) {
+    const std::function<absl::StatusOr<std::string>(const std::string& nonce)>& sign,
+    bool exclusive) {
   RETURN_IF_ERROR(CheckSameOrigin(url, what));
+  std::optional<absl::ReaderMutexLock> shared;
+  std::optional<absl::WriterMutexLock> sole;
+  if (options_.exclusive_authorization_requests) {
+    if (exclusive) {
+      sole.emplace(&request_order_mu_);
+    } else {
+      shared.emplace(&request_order_mu_);
+    }
+  }
   for (int attempt = 0;; ++attempt) {
     ASSIGN_OR_RETURN(std::string nonce, TakeNonce());
     ASSIGN_OR_RETURN(std::string body, sign(nonce));
@@ -289,12 +299,15 @@ absl::StatusOr<AcmeClient::Response> AcmeClient::PostSigned(
 absl::StatusOr<AcmeClient::Response> AcmeClient::Post(const AccountRef& account,
                                                       absl::string_view url,
                                                       absl::string_view payload, Expect expect,
-                                                      absl::string_view what) {
+                                                      absl::string_view what, bool exclusive) {
   if (account.key == nullptr) return absl::InvalidArgumentError("no account key");
   const std::string target(url);
-  return PostSigned(url, expect, what, [&](const std::string& nonce) {
-    return crypto::SignJws(*account.key, {target, nonce, account.url}, payload);
-  });
+  return PostSigned(
+      url, expect, what,
+      [&](const std::string& nonce) {
+        return crypto::SignJws(*account.key, {target, nonce, account.url}, payload);
+      },
+      exclusive);
 }
 
 absl::Duration AcmeClient::PollDelay(std::optional<absl::Time> retry_after) {
@@ -484,13 +497,15 @@ absl::StatusOr<Authorization> AcmeClient::ParseAuthorization(const Response& r,
 
 absl::StatusOr<Authorization> AcmeClient::GetAuthorization(const AccountRef& account,
                                                            absl::string_view url) {
-  ASSIGN_OR_RETURN(Response r, Post(account, url, "", Expect::kJson, "POST authorization"));
+  ASSIGN_OR_RETURN(Response r, Post(account, url, "", Expect::kJson, "POST authorization",
+                                    /*exclusive=*/true));
   return ParseAuthorization(r, url);
 }
 
 absl::StatusOr<Challenge> AcmeClient::RespondToChallenge(const AccountRef& account,
                                                          absl::string_view url) {
-  ASSIGN_OR_RETURN(Response r, Post(account, url, "{}", Expect::kJson, "POST challenge"));
+  ASSIGN_OR_RETURN(Response r,
+                   Post(account, url, "{}", Expect::kJson, "POST challenge", /*exclusive=*/true));
   Challenge c{Str(r.json, "type"), Str(r.json, "url"), Str(r.json, "status"),
               Str(r.json, "token"), r.json.value("error", Json())};
   if (c.status.empty()) return absl::InvalidArgumentError("POST challenge: no status");
@@ -500,7 +515,7 @@ absl::StatusOr<Challenge> AcmeClient::RespondToChallenge(const AccountRef& accou
 absl::StatusOr<Authorization> AcmeClient::DeactivateAuthorization(const AccountRef& account,
                                                                   absl::string_view url) {
   ASSIGN_OR_RETURN(Response r, Post(account, url, R"({"status":"deactivated"})", Expect::kJson,
-                                    "POST authorization (deactivate)"));
+                                    "POST authorization (deactivate)", /*exclusive=*/true));
   return ParseAuthorization(r, url);
 }
 

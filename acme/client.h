@@ -147,6 +147,11 @@ struct AcmeClientOptions {
   absl::Duration max_poll_interval = absl::Minutes(1);
   // How long a fetched directory is reused.
   absl::Duration directory_ttl = absl::Hours(1);
+  // Pebble 2.4.0 workaround: its authorization handler holds the authorization's lock while it
+  // takes the store lock, and newOrder / order polls take them the other way round, so under
+  // concurrency Pebble deadlocks (docs/DESIGN.md). When set, authorization and challenge requests
+  // from this client never overlap any other request of this client. Off for real CAs.
+  bool exclusive_authorization_requests = false;
 };
 
 class AcmeClient {
@@ -235,11 +240,12 @@ class AcmeClient {
   // Signs and POSTs `payload` (kid when account.url is set, else jwk), retrying badNonce.
   absl::StatusOr<Response> Post(const AccountRef& account, absl::string_view url,
                                 absl::string_view payload, Expect expect,
-                                absl::string_view what);
+                                absl::string_view what, bool exclusive = false);
   // For keyChange/revocation by certificate key, where the JWS is built differently.
   absl::StatusOr<Response> PostSigned(
       absl::string_view url, Expect expect, absl::string_view what,
-      const std::function<absl::StatusOr<std::string>(const std::string& nonce)>& sign);
+      const std::function<absl::StatusOr<std::string>(const std::string& nonce)>& sign,
+      bool exclusive = false);
   absl::StatusOr<Order> ParseOrder(const Response& r, absl::string_view url) const;
   absl::StatusOr<Authorization> ParseAuthorization(const Response& r,
                                                    absl::string_view url) const;
@@ -250,6 +256,10 @@ class AcmeClient {
   std::string origin_;  // scheme://host:port of the directory.
   std::atomic<int64_t> requests_{0};
   std::atomic<int64_t> bad_nonce_retries_{0};
+
+  // Held shared by every request, exclusively by authorization requests, when
+  // options_.exclusive_authorization_requests is set.
+  absl::Mutex request_order_mu_;
 
   absl::Mutex mu_;
   std::optional<Directory> directory_ ABSL_GUARDED_BY(mu_);

@@ -25,7 +25,8 @@ TEST(NonceStress, TwoHundredIssuancesAtFiftyPercentNonceRejectionAllSucceed) {
   ASSERT_TRUE(transport.ok());
   auto client = AcmeClient::Create({.directory_url = directory,
                                     .transport = transport->get(),
-                                    .poll_interval = absl::Milliseconds(20)});
+                                    .poll_interval = absl::Milliseconds(20),
+                                    .exclusive_authorization_requests = true});
   ASSERT_TRUE(client.ok());
   testing::ChallTestSrv challenges(::acmevault::testing::StackEnv("ACMEVAULT_CHALLTESTSRV"));
 

@@ -43,7 +43,8 @@ class PebbleTest : public ::testing::Test {
     transport_ = *std::move(transport);
     auto client = AcmeClient::Create({.directory_url = directory_,
                                       .transport = transport_.get(),
-                                      .poll_interval = absl::Milliseconds(50)});
+                                      .poll_interval = absl::Milliseconds(50),
+                                      .exclusive_authorization_requests = true});
     ASSERT_TRUE(client.ok()) << client.status();
     client_ = *std::move(client);
     challenges_ = std::make_unique<testing::ChallTestSrv>(

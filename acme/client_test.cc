@@ -4,11 +4,14 @@
 // message without crashing or hanging.
 #include "acme/client.h"
 
+#include <atomic>
 #include <fstream>
+#include <thread>
 #include <sstream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "acme/crypto/digest.h"
 #include "acme/crypto/jwk.h"
 #include "acme/crypto/jws.h"
@@ -180,6 +183,40 @@ TEST_F(ClientTest, RevocationSendsCertificateAndReasonWithKidOrJwk) {
   EXPECT_EQ(by_cert.header["jwk"], crypto::PublicJwk(cert_key->public_key()));
   EXPECT_FALSE(by_cert.header.contains("kid"));
   EXPECT_EQ(Json::parse(by_cert.payload)["reason"], 1);
+}
+
+TEST_F(ClientTest, ExclusiveAuthorizationRequestsNeverOverlapOtherRequests) {
+  Recreate({.exclusive_authorization_requests = true});
+  std::atomic<int> in_flight{0}, overlaps{0}, authz_calls{0};
+  auto track = [&](HttpResponse r, bool is_authz) {
+    int now = in_flight.fetch_add(1) + 1;
+    if (is_authz && now != 1) overlaps.fetch_add(1);
+    absl::SleepFor(absl::Milliseconds(1));  // Widen the window; nothing is timed.
+    in_flight.fetch_sub(1);
+    return r;
+  };
+  server_.On("POST", "/authz/1", [&](const Call&) {
+    authz_calls.fetch_add(1);
+    return track(ScriptedServer::Json(200, ScriptedServer::Authz("pending")), true);
+  });
+  server_.On("POST", "/order/1", [&](const Call&) {
+    return track(ScriptedServer::Json(200, ScriptedServer::Order("pending")), false);
+  });
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 20; ++i) {
+        if ((i + t) % 2 == 0) {
+          EXPECT_TRUE(client_->GetAuthorization(Acct(), Url("/authz/1")).ok());
+        } else {
+          EXPECT_TRUE(client_->GetOrder(Acct(), Url("/order/1")).ok());
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(authz_calls.load(), 40);
+  EXPECT_EQ(overlaps.load(), 0);
 }
 
 // ---- Profiles and ARI ---------------------------------------------------------------------------

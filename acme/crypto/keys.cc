@@ -71,13 +71,11 @@ const EVP_MD* DigestFor(KeyAlgorithm a) {
 // Bytes of one ECDSA signature half (R or S) for the curve.
 size_t EcFieldBytes(KeyAlgorithm a) { return a == KeyAlgorithm::kEcdsaP384 ? 48 : 32; }
 
-absl::StatusOr<std::string> DerToRawEcdsa(const std::vector<uint8_t>& der, size_t half) {
-  const uint8_t* p = der.data();
-  EcdsaSigPtr sig(d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(der.size())));  // NOLINT
-  if (sig == nullptr) return LibraryError(absl::StatusCode::kInternal, "parsing ECDSA signature");
+// R||S, each left-padded to `half` bytes (RFC 7518 §3.4).
+absl::StatusOr<std::string> RawEcdsa(const ECDSA_SIG* sig, size_t half) {
   const BIGNUM* r = nullptr;
   const BIGNUM* s = nullptr;
-  ECDSA_SIG_get0(sig.get(), &r, &s);
+  ECDSA_SIG_get0(sig, &r, &s);
   std::string out(2 * half, '\0');
   auto* buf = reinterpret_cast<uint8_t*>(out.data());
   if (BN_bn2binpad(r, buf, static_cast<int>(half)) < 0 ||
@@ -321,6 +319,21 @@ SecretBytes PrivateKey::ToPkcs8Der() const {
 }
 
 absl::StatusOr<std::string> PrivateKey::Sign(absl::string_view data) const {
+  if (IsEc(algorithm())) {
+    // Fast path: hash, then ECDSA_do_sign on the EC_KEY. EVP_DigestSign costs OpenSSL 3 a
+    // provider fetch per call and returns DER that must be decoded again; this yields R and S
+    // directly. AlgorithmOf() already materialised the EC_KEY, so concurrent calls only read it.
+    const EC_KEY* ec = EVP_PKEY_get0_EC_KEY(raw());
+    uint8_t digest[EVP_MAX_MD_SIZE];
+    unsigned int digest_len = 0;
+    if (ec == nullptr || EVP_Digest(data.data(), data.size(), digest, &digest_len,
+                                    DigestFor(algorithm()), nullptr) != 1) {
+      return LibraryError(absl::StatusCode::kInternal, "hashing");
+    }
+    EcdsaSigPtr sig(ECDSA_do_sign(digest, digest_len, const_cast<EC_KEY*>(ec)));
+    if (sig == nullptr) return LibraryError(absl::StatusCode::kInternal, "signing");
+    return RawEcdsa(sig.get(), EcFieldBytes(algorithm()));
+  }
   EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   if (ctx == nullptr ||
       EVP_DigestSignInit(ctx.get(), nullptr, DigestFor(algorithm()), nullptr, raw()) != 1) {
@@ -331,13 +344,13 @@ absl::StatusOr<std::string> PrivateKey::Sign(absl::string_view data) const {
   if (EVP_DigestSign(ctx.get(), nullptr, &len, in, data.size()) != 1) {
     return LibraryError(absl::StatusCode::kInternal, "sizing signature");
   }
-  std::vector<uint8_t> sig(len);
-  if (EVP_DigestSign(ctx.get(), sig.data(), &len, in, data.size()) != 1) {
+  std::string sig(len, '\0');
+  if (EVP_DigestSign(ctx.get(), reinterpret_cast<uint8_t*>(sig.data()), &len, in, data.size()) !=
+      1) {
     return LibraryError(absl::StatusCode::kInternal, "signing");
   }
   sig.resize(len);
-  if (IsEc(algorithm())) return DerToRawEcdsa(sig, EcFieldBytes(algorithm()));
-  return std::string(sig.begin(), sig.end());
+  return sig;
 }
 
 }  // namespace acmevault::crypto

@@ -100,6 +100,7 @@ absl::StatusOr<Issued> IssueCertificate(AcmeClient& client, const AccountRef& ac
   Issued out;
   out.order_url = order.url;
   out.authorizations = order.authorizations;
+  std::vector<std::string> tokens;
   for (const std::string& url : order.authorizations) {
     ASSIGN_OR_RETURN(Authorization authz, client.GetAuthorization(account, url));
     if (authz.status == "valid") continue;  // Reused by the CA.
@@ -116,17 +117,18 @@ absl::StatusOr<Issued> IssueCertificate(AcmeClient& client, const AccountRef& ac
       RETURN_IF_ERROR(challenges.SetDns01(authz.identifier.value, crypto::Dns01TxtValue(key_auth)));
     }
     RETURN_IF_ERROR(client.RespondToChallenge(account, ch->url).status());
-    ASSIGN_OR_RETURN(Authorization done, client.WaitForAuthorization(account, url, deadline));
-    if (kind == ChallengeKind::kHttp01) {
-      challenges.DelHttp01(ch->token).IgnoreError();
-    }
-    if (done.status != "valid") {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "authorization for ", authz.identifier.value, " is ", done.status,
-          done.challenges.empty() ? "" : ": " + done.challenges[0].error.dump()));
-    }
+    if (kind == ChallengeKind::kHttp01) tokens.push_back(ch->token);
   }
-  ASSIGN_OR_RETURN(order, client.WaitForOrder(account, order.url, deadline, /*until_ready=*/true));
+  // Poll the order, not each authorization: Pebble 2.4.0 can deadlock when a newOrder races an
+  // authorization poll (docs/DESIGN.md), and one order poll covers every authorization.
+  auto ready = client.WaitForOrder(account, order.url, deadline, /*until_ready=*/true);
+  for (const auto& token : tokens) challenges.DelHttp01(token).IgnoreError();
+  if (!ready.ok()) return ready.status();
+  order = *std::move(ready);
+  if (order.status == "invalid") {
+    return absl::FailedPreconditionError(
+        absl::StrCat("order became invalid: ", order.error.dump()));
+  }
   if (order.status != "ready") {
     return absl::FailedPreconditionError(absl::StrCat("order is ", order.status));
   }
