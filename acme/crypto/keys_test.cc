@@ -98,6 +98,19 @@ INSTANTIATE_TEST_SUITE_P(Algorithms, KeysTest,
                            return name;
                          });
 
+TEST(Keys, LargerRsaKeysGenerateAndSignAtTheirSize) {
+  for (auto [algorithm, bytes] : {std::pair{KeyAlgorithm::kRsa3072, 384u},
+                                  std::pair{KeyAlgorithm::kRsa4096, 512u}}) {
+    auto key = PrivateKey::Generate(algorithm);
+    ASSERT_TRUE(key.ok()) << key.status();
+    EXPECT_EQ(key->algorithm(), algorithm);
+    auto sig = key->Sign("data");
+    ASSERT_TRUE(sig.ok());
+    EXPECT_EQ(sig->size(), bytes);
+    EXPECT_TRUE(key->public_key().Verify("data", *sig).ok());
+  }
+}
+
 TEST(Keys, GarbageIsRejectedWithoutEchoingIt) {
   auto key = PrivateKey::FromPem("-----BEGIN PRIVATE KEY-----\nc2VjcmV0LXN0dWZm\n");
   ASSERT_FALSE(key.ok());
