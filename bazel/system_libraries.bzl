@@ -33,6 +33,7 @@ _PKG_CONFIG_LIBRARIES = {
     "gtest": ["gtest"],
     "gtest_main": ["gtest_main"],
     "grpc++": ["grpc++"],
+    "idn2": ["libidn2"],
     "nlohmann_json": ["nlohmann_json"],
     "openssl": ["libcrypto", "libssl"],
     "pqxx": ["libpqxx", "libpq"],
