@@ -136,7 +136,7 @@ struct AcmeClientOptions {
   // Borrowed; must outlive the client. Thread-safe.
   HttpTransport* transport = nullptr;
   // Borrowed; Clock::Real() when null.
-  Clock* clock = nullptr;
+  const Clock* clock = nullptr;
   // badNonce retries per request. Pebble at 50% rejection was seen to reject one request 11
   // times in a row, so fewer than 20 would make spurious failures.
   int max_bad_nonce_retries = 25;
@@ -252,7 +252,7 @@ class AcmeClient {
   absl::Duration PollDelay(std::optional<absl::Time> retry_after);
 
   const AcmeClientOptions options_;
-  Clock* const clock_;
+  const Clock* const clock_;
   std::string origin_;  // scheme://host:port of the directory.
   std::atomic<int64_t> requests_{0};
   std::atomic<int64_t> bad_nonce_retries_{0};

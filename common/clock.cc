@@ -7,16 +7,16 @@ namespace {
 
 class RealClock final : public Clock {
  public:
-  absl::Time Now() override { return absl::Now(); }
-  void SleepFor(absl::Duration d) override {
+  absl::Time Now() const override { return absl::Now(); }
+  void SleepFor(absl::Duration d) const override {
     if (d > absl::ZeroDuration()) absl::SleepFor(d);
   }
 };
 
 }  // namespace
 
-Clock* Clock::Real() {
-  static RealClock* clock = new RealClock();
+const Clock* Clock::Real() {
+  static const RealClock* clock = new RealClock();
   return clock;
 }
 

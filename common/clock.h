@@ -1,5 +1,6 @@
-// Time as a dependency: code that waits, retries, polls or checks expiry takes a Clock so tests
-// run without sleeping.
+// Clock: where code that compares or records times gets "now", and where code that waits
+// (polling, backoff) sleeps, so that leases, expiry, retries and rotation policy are tested with
+// a fake clock instead of sleeping (common/testing/fake_clock.h).
 #ifndef ACMEVAULT_COMMON_CLOCK_H_
 #define ACMEVAULT_COMMON_CLOCK_H_
 
@@ -7,16 +8,16 @@
 
 namespace acmevault {
 
-// Thread-safe.
+// Thread-safe: implementations may be called from any thread.
 class Clock {
  public:
   virtual ~Clock() = default;
-  virtual absl::Time Now() = 0;
+  virtual absl::Time Now() const = 0;
   // Blocks for `d` (returns at once for d <= 0).
-  virtual void SleepFor(absl::Duration d) = 0;
+  virtual void SleepFor(absl::Duration d) const = 0;
 
-  // The process-wide real clock. Never null; not owned by the caller.
-  static Clock* Real();
+  // The system clock. Never null; lives for the whole process.
+  static const Clock* Real();
 };
 
 }  // namespace acmevault

@@ -1,5 +1,5 @@
-// A Clock for tests: time stands still until advanced; SleepFor advances it at once and records
-// the requested duration. Thread-safe.
+// FakeClock: a Clock that moves only when a test says so, or when code under test sleeps (the
+// sleep returns at once, advances the clock and is recorded).
 #ifndef ACMEVAULT_COMMON_TESTING_FAKE_CLOCK_H_
 #define ACMEVAULT_COMMON_TESTING_FAKE_CLOCK_H_
 
@@ -7,19 +7,22 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/clock.h"
 
 namespace acmevault::testing {
 
+// Thread-safe. Starts at `start` (by default 2030-01-01T00:00:00Z, a whole second, so times
+// survive storage at microsecond precision unchanged).
 class FakeClock final : public Clock {
  public:
-  explicit FakeClock(absl::Time start = absl::FromUnixSeconds(1800000000)) : now_(start) {}
+  explicit FakeClock(absl::Time start = absl::FromUnixSeconds(1893456000)) : now_(start) {}
 
-  absl::Time Now() override {
+  absl::Time Now() const override {
     absl::MutexLock lock(&mu_);
     return now_;
   }
-  void SleepFor(absl::Duration d) override {
+  void SleepFor(absl::Duration d) const override {
     absl::MutexLock lock(&mu_);
     sleeps_.push_back(d);
     if (d > absl::ZeroDuration()) now_ += d;
@@ -28,16 +31,20 @@ class FakeClock final : public Clock {
     absl::MutexLock lock(&mu_);
     now_ += d;
   }
+  void Set(absl::Time t) {
+    absl::MutexLock lock(&mu_);
+    now_ = t;
+  }
   // Every duration passed to SleepFor, in order.
-  std::vector<absl::Duration> sleeps() {
+  std::vector<absl::Duration> sleeps() const {
     absl::MutexLock lock(&mu_);
     return sleeps_;
   }
 
  private:
-  absl::Mutex mu_;
-  absl::Time now_ ABSL_GUARDED_BY(mu_);
-  std::vector<absl::Duration> sleeps_ ABSL_GUARDED_BY(mu_);
+  mutable absl::Mutex mu_;
+  mutable absl::Time now_ ABSL_GUARDED_BY(mu_);
+  mutable std::vector<absl::Duration> sleeps_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace acmevault::testing
