@@ -37,6 +37,7 @@ _PKG_CONFIG_LIBRARIES = {
     "nlohmann_json": ["nlohmann_json"],
     "openssl": ["libcrypto", "libssl"],
     "pqxx": ["libpqxx", "libpq"],
+    "prometheus": ["prometheus-cpp-core", "prometheus-cpp-pull"],
     "protobuf": ["protobuf"],
 }
 
@@ -117,6 +118,9 @@ def _system_libraries_impl(ctx):
                 copts.append(flag)
         linkopts = _dedupe(libs) + _EXTRA_LINKOPTS.get(name, [])
         out.append(_library(name, includes, hdrs, defines, copts, linkopts))
+
+    # civetweb (the HTTP-01 responder's server) ships no pkg-config file.
+    out.append(_library("civetweb", [], [], [], [], ["-lcivetweb"]))
 
     # BoringSSL, from android-libboringssl-dev.
     libdir = _BORINGSSL_LIBDIR_GLOB.format(arch = arch)

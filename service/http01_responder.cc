@@ -1,0 +1,88 @@
+#include "service/http01_responder.h"
+
+#include <civetweb.h>
+
+#include <mutex>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace acmevault::service {
+namespace {
+
+constexpr absl::string_view kPrefix = "/.well-known/acme-challenge/";
+constexpr size_t kMaxToken = 256;
+
+bool IsToken(absl::string_view t) {
+  if (t.empty() || t.size() > kMaxToken) return false;
+  for (char c : t) {
+    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+int Reply(mg_connection* conn, int status, absl::string_view body) {
+  mg_printf(conn,
+            "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
+            "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+            status, mg_get_response_code_text(conn, status), body.size());
+  mg_write(conn, body.data(), body.size());
+  return status;
+}
+
+void InitOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] { mg_init_library(0); });
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Http01Responder>> Http01Responder::Start(Options options) {
+  if (!options.lookup) return absl::InvalidArgumentError("Http01Responder needs a lookup");
+  InitOnce();
+  auto responder = std::unique_ptr<Http01Responder>(new Http01Responder(std::move(options)));
+  std::string threads = absl::StrCat(responder->options_.threads);
+  const char* mg_options[] = {"listening_ports", responder->options_.listen_address.c_str(),
+                              "num_threads", threads.c_str(),
+                              "request_timeout_ms", "10000",
+                              "enable_directory_listing", "no",
+                              nullptr};
+  mg_callbacks callbacks{};
+  responder->ctx_ = mg_start(&callbacks, nullptr, mg_options);
+  if (responder->ctx_ == nullptr) {
+    return absl::UnavailableError(absl::StrCat("HTTP-01 responder cannot listen on ",
+                                               responder->options_.listen_address));
+  }
+  mg_server_port ports[4];
+  int n = mg_get_server_ports(responder->ctx_, 4, ports);
+  if (n < 1) return absl::InternalError("HTTP-01 responder has no port");
+  responder->port_ = ports[0].port;
+  mg_set_request_handler(responder->ctx_, "/", &Http01Responder::Handle, responder.get());
+  return responder;
+}
+
+Http01Responder::~Http01Responder() {
+  if (ctx_ != nullptr) mg_stop(ctx_);
+}
+
+int64_t Http01Responder::answered() const { return answered_.load(); }
+
+int Http01Responder::Handle(mg_connection* conn, void* self_ptr) {
+  auto* self = static_cast<Http01Responder*>(self_ptr);
+  const mg_request_info* info = mg_get_request_info(conn);
+  absl::string_view method = info->request_method ? info->request_method : "";
+  absl::string_view uri = info->local_uri ? info->local_uri : "";
+  if (method != "GET" && method != "HEAD") return Reply(conn, 405, "method not allowed\n");
+  if (!absl::StartsWith(uri, kPrefix)) return Reply(conn, 404, "not found\n");
+  absl::string_view token = uri.substr(kPrefix.size());
+  if (!IsToken(token)) return Reply(conn, 404, "not found\n");
+  auto answer = self->options_.lookup(token);
+  if (!answer.ok()) return Reply(conn, 503, "try again\n");
+  if (!answer->has_value()) return Reply(conn, 404, "not found\n");
+  self->answered_.fetch_add(1);
+  return Reply(conn, 200, method == "HEAD" ? "" : **answer);
+}
+
+}  // namespace acmevault::service

@@ -1,0 +1,141 @@
+#include "service/http01_responder.h"
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/synchronization/mutex.h"
+#include "acme/client.h"
+#include "acme/crypto/jwk.h"
+#include "acme/crypto/keys.h"
+#include "acme/crypto/x509.h"
+#include "acme/http.h"
+#include "common/testing/stack_env.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace acmevault::service {
+namespace {
+
+// Tokens the responder knows, as the challenges table would hold them.
+class Answers {
+ public:
+  void Put(const std::string& token, const std::string& key_auth) {
+    absl::MutexLock lock(&mu_);
+    answers_[token] = key_auth;
+  }
+  Http01Responder::Lookup AsLookup() {
+    return [this](absl::string_view token) -> absl::StatusOr<std::optional<std::string>> {
+      absl::MutexLock lock(&mu_);
+      ++lookups_;
+      if (token == "explode") return absl::UnavailableError("database down");
+      auto it = answers_.find(std::string(token));
+      if (it == answers_.end()) return std::nullopt;
+      return it->second;
+    };
+  }
+  int lookups() {
+    absl::MutexLock lock(&mu_);
+    return lookups_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, std::string> answers_;
+  int lookups_ = 0;
+};
+
+std::unique_ptr<acme::CurlTransport> Http() {
+  auto t = acme::CurlTransport::Create({.allow_http = true});
+  EXPECT_TRUE(t.ok());
+  return *std::move(t);
+}
+
+TEST(Http01Responder, AnswersKnownTokensOnly) {
+  Answers answers;
+  answers.Put("tok_en-1", "tok_en-1.thumbprint");
+  auto responder = Http01Responder::Start({.lookup = answers.AsLookup()});
+  ASSERT_TRUE(responder.ok()) << responder.status();
+  ASSERT_GT((*responder)->port(), 0);
+  std::string base = "http://127.0.0.1:" + std::to_string((*responder)->port());
+  auto http = Http();
+
+  auto ok = http->Send({"GET", base + "/.well-known/acme-challenge/tok_en-1", {}, ""});
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->status, 200);
+  EXPECT_EQ(ok->body, "tok_en-1.thumbprint");
+  EXPECT_THAT(ok->Header("Content-Type"), ::testing::StartsWith("text/plain"));
+
+  auto unknown = http->Send({"GET", base + "/.well-known/acme-challenge/other", {}, ""});
+  ASSERT_TRUE(unknown.ok());
+  EXPECT_EQ(unknown->status, 404);
+  auto error = http->Send({"GET", base + "/.well-known/acme-challenge/explode", {}, ""});
+  ASSERT_TRUE(error.ok());
+  EXPECT_EQ(error->status, 503);
+  int lookups = answers.lookups();
+  EXPECT_EQ(lookups, 3);
+
+  // Not tokens, other paths and other methods never reach the lookup.
+  for (const char* path : {"/.well-known/acme-challenge/a.b", "/.well-known/acme-challenge/",
+                           "/.well-known/acme-challenge/%2e%2e", "/", "/index.html"}) {
+    auto r = http->Send({"GET", base + path, {}, ""});
+    ASSERT_TRUE(r.ok()) << path;
+    EXPECT_EQ(r->status, 404) << path;
+  }
+  auto post = http->Send({"POST", base + "/.well-known/acme-challenge/tok_en-1", {}, "x"});
+  ASSERT_TRUE(post.ok());
+  EXPECT_EQ(post->status, 405);
+  EXPECT_EQ(answers.lookups(), lookups);
+  EXPECT_EQ((*responder)->answered(), 1);
+}
+
+TEST(Http01Responder, BusyAddressIsUnavailable) {
+  Answers answers;
+  auto first = Http01Responder::Start({.lookup = answers.AsLookup()});
+  ASSERT_TRUE(first.ok());
+  auto second = Http01Responder::Start(
+      {.listen_address = "127.0.0.1:" + std::to_string((*first)->port()),
+       .lookup = answers.AsLookup()});
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_FALSE(Http01Responder::Start({}).ok());
+}
+
+// Pebble's "svc" instance validates HTTP-01 on ACMEVAULT_SVC_HTTP01_PORT: the responder there
+// must satisfy a real CA.
+TEST(Http01ResponderPebble, PebbleValidatesThroughTheResponder) {
+  ACMEVAULT_STACK_ENV_OR_SKIP(directory, "ACMEVAULT_PEBBLE_SVC_DIRECTORY");
+  ACMEVAULT_STACK_ENV_OR_SKIP(port, "ACMEVAULT_SVC_HTTP01_PORT");
+  Answers answers;
+  auto responder = Http01Responder::Start(
+      {.listen_address = "127.0.0.1:" + port, .lookup = answers.AsLookup()});
+  ASSERT_TRUE(responder.ok()) << responder.status();
+
+  auto transport =
+      acme::CurlTransport::Create({.ca_file = testing::StackEnv("ACMEVAULT_PEBBLE_TLS_CA")});
+  ASSERT_TRUE(transport.ok());
+  auto client = acme::AcmeClient::Create({.directory_url = directory,
+                                          .transport = transport->get(),
+                                          .poll_interval = absl::Milliseconds(20),
+                                          .exclusive_authorization_requests = true});
+  ASSERT_TRUE(client.ok());
+  auto key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
+  ASSERT_TRUE(key.ok());
+  auto acct = (*client)->NewAccount(*key, {});
+  ASSERT_TRUE(acct.ok()) << acct.status();
+  acme::AccountRef ref{&*key, acct->url};
+  auto order = (*client)->NewOrder(ref, {.identifiers = {{"dns", "responder.example.com"}}});
+  ASSERT_TRUE(order.ok()) << order.status();
+  auto authz = (*client)->GetAuthorization(ref, order->authorizations[0]);
+  ASSERT_TRUE(authz.ok());
+  const acme::Challenge* ch = authz->Find("http-01");
+  ASSERT_NE(ch, nullptr);
+  answers.Put(ch->token, crypto::KeyAuthorization(ch->token, key->public_key()));
+  ASSERT_TRUE((*client)->RespondToChallenge(ref, ch->url).ok());
+  auto ready = (*client)->WaitForOrder(ref, order->url, absl::Now() + absl::Seconds(30), true);
+  ASSERT_TRUE(ready.ok()) << ready.status();
+  EXPECT_EQ(ready->status, "ready");
+  EXPECT_GE((*responder)->answered(), 1);
+}
+
+}  // namespace
+}  // namespace acmevault::service
