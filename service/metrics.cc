@@ -1,0 +1,121 @@
+#include "service/metrics.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <exception>
+
+#include "absl/strings/str_cat.h"
+#include "acme/problem.h"
+
+namespace acmevault::service {
+
+struct Metrics::Families {
+  prometheus::Family<prometheus::Counter>* rpc_requests;
+  prometheus::Family<prometheus::Histogram>* rpc_latency;
+  prometheus::Family<prometheus::Counter>* acme_requests;
+  prometheus::Family<prometheus::Counter>* acme_errors;
+  prometheus::Family<prometheus::Histogram>* issuance;
+  prometheus::Family<prometheus::Gauge>* key_age;
+};
+
+namespace {
+
+const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
+  static const auto* b = new prometheus::Histogram::BucketBoundaries{
+      0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+  return *b;
+}
+
+const prometheus::Histogram::BucketBoundaries& IssuanceBuckets() {
+  static const auto* b =
+      new prometheus::Histogram::BucketBoundaries{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
+  return *b;
+}
+
+}  // namespace
+
+Metrics::Metrics()
+    : registry_(std::make_shared<prometheus::Registry>()), families_(new Families) {
+  families_->rpc_requests = &prometheus::BuildCounter()
+                                 .Name("acmevault_rpc_requests_total")
+                                 .Help("RPCs handled, by method and status code")
+                                 .Register(*registry_);
+  families_->rpc_latency = &prometheus::BuildHistogram()
+                                .Name("acmevault_rpc_latency_seconds")
+                                .Help("RPC handling time")
+                                .Register(*registry_);
+  families_->acme_requests = &prometheus::BuildCounter()
+                                  .Name("acmevault_acme_requests_total")
+                                  .Help("ACME operations sent to CAs")
+                                  .Register(*registry_);
+  families_->acme_errors = &prometheus::BuildCounter()
+                                .Name("acmevault_acme_errors_total")
+                                .Help("ACME operations that failed, by problem type")
+                                .Register(*registry_);
+  families_->issuance = &prometheus::BuildHistogram()
+                             .Name("acmevault_issuance_duration_seconds")
+                             .Help("Time from order creation to stored certificate")
+                             .Register(*registry_);
+  families_->key_age = &prometheus::BuildGauge()
+                            .Name("acmevault_account_key_age_seconds")
+                            .Help("Age of each tenant's active ACME account key")
+                            .Register(*registry_);
+}
+
+Metrics::~Metrics() = default;
+
+void Metrics::RecordRpc(absl::string_view method, absl::StatusCode code, absl::Duration latency) {
+  families_->rpc_requests
+      ->Add({{"method", std::string(method)}, {"code", absl::StatusCodeToString(code)}})
+      .Increment();
+  families_->rpc_latency->Add({{"method", std::string(method)}}, LatencyBuckets())
+      .Observe(absl::ToDoubleSeconds(latency));
+}
+
+void Metrics::RecordAcme(absl::string_view operation, const absl::Status& outcome) {
+  families_->acme_requests->Add({{"operation", std::string(operation)}}).Increment();
+  if (outcome.ok()) return;
+  auto problem = acme::GetProblem(outcome);
+  std::string type = problem ? problem->ShortType() : absl::StatusCodeToString(outcome.code());
+  families_->acme_errors->Add({{"operation", std::string(operation)}, {"type", type}}).Increment();
+}
+
+void Metrics::RecordIssuance(absl::Duration duration, bool ok) {
+  families_->issuance->Add({{"outcome", ok ? "ok" : "error"}}, IssuanceBuckets())
+      .Observe(absl::ToDoubleSeconds(duration));
+}
+
+void Metrics::SetAccountKeyAge(absl::string_view tenant, absl::Duration age) {
+  families_->key_age->Add({{"tenant", std::string(tenant)}}).Set(absl::ToDoubleSeconds(age));
+}
+
+std::string Metrics::Render() const {
+  prometheus::TextSerializer serializer;
+  return serializer.Serialize(registry_->Collect());
+}
+
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
+    const std::string& listen_address, const Metrics& metrics) {
+  auto server = std::unique_ptr<MetricsServer>(new MetricsServer());
+  try {  // prometheus-cpp (civetweb) reports a failed bind by throwing; it stops here.
+    server->exposer_ = std::make_unique<prometheus::Exposer>(listen_address, 2);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrCat("metrics server cannot listen on ", listen_address, ": ", e.what()));
+  }
+  server->exposer_->RegisterCollectable(metrics.registry());
+  auto ports = server->exposer_->GetListeningPorts();
+  if (ports.empty()) return absl::InternalError("metrics server has no port");
+  server->port_ = ports[0];
+  return server;
+}
+
+MetricsServer::~MetricsServer() = default;
+
+}  // namespace acmevault::service

@@ -1,0 +1,64 @@
+// Prometheus metrics of acmevaultd (prometheus-cpp): RPC counts and latency, ACME requests and
+// errors by problem type, issuance duration, account key age. Thread-safe.
+#ifndef ACMEVAULT_SERVICE_METRICS_H_
+#define ACMEVAULT_SERVICE_METRICS_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace prometheus {
+class Exposer;
+class Registry;
+}  // namespace prometheus
+
+namespace acmevault::service {
+
+class Metrics {
+ public:
+  Metrics();
+  ~Metrics();
+
+  // acmevault_rpc_requests_total{method,code} and acmevault_rpc_latency_seconds{method}.
+  void RecordRpc(absl::string_view method, absl::StatusCode code, absl::Duration latency);
+  // acmevault_acme_requests_total{operation} and, for failures,
+  // acmevault_acme_errors_total{operation,type} (type: the ACME problem's short type, or the
+  // status code name when there was no problem document).
+  void RecordAcme(absl::string_view operation, const absl::Status& outcome);
+  // acmevault_issuance_duration_seconds{outcome="ok"|"error"}.
+  void RecordIssuance(absl::Duration duration, bool ok);
+  // acmevault_account_key_age_seconds{tenant}.
+  void SetAccountKeyAge(absl::string_view tenant, absl::Duration age);
+
+  // The text exposition format, as /metrics serves it.
+  std::string Render() const;
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
+ private:
+  struct Families;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<Families> families_;
+};
+
+// Serves GET /metrics on `listen_address` ("127.0.0.1:0" picks a port).
+class MetricsServer {
+ public:
+  // UNAVAILABLE when the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& listen_address,
+                                                              const Metrics& metrics);
+  ~MetricsServer();
+  int port() const { return port_; }
+
+ private:
+  MetricsServer() = default;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  int port_ = 0;
+};
+
+}  // namespace acmevault::service
+
+#endif  // ACMEVAULT_SERVICE_METRICS_H_
