@@ -27,8 +27,11 @@ absl::StatusCode CodeForSqlState(const std::string& state, bool* retryable) {
     *retryable = true;
     return absl::StatusCode::kAborted;
   }
-  if (absl::StartsWith(state, "08") || state == "57P01" || state == "57P02" ||
-      state == "57P03" || state == "53300") {
+  // Connection failures (not 08P01, a protocol violation, nor 08007, an unknown outcome),
+  // a server shutting down or starting up, too many connections.
+  if (state == "08000" || state == "08001" || state == "08003" || state == "08004" ||
+      state == "08006" || state == "57P01" || state == "57P02" || state == "57P03" ||
+      state == "53300") {
     *retryable = true;
     return absl::StatusCode::kUnavailable;
   }

@@ -1048,7 +1048,8 @@ absl::StatusOr<Certificate> InsertCertificateTx(pqxx::work& tx, const Envelope& 
             kCertificateColumns),
         id, scope.tenant, Nullable(OptionalParam(c.account)), Nullable(OptionalParam(c.order)),
         ids, c.serial, Micros(c.not_before), Micros(c.not_after), c.chain_pem,
-        Nullable(OptionalParam(c.account_key_version)), kek_id, wrapped, sealed_key);
+        Nullable(OptionalParam(c.account_key_version)), kek_id, wrapped, sealed_key,
+        Micros(now));
   };
   Certificate out = CertificateOf(
       sealed.has_value()
