@@ -18,16 +18,6 @@ using ::testing::IsEmpty;
 using ::testing::SizeIs;
 using ::testing::UnorderedElementsAreArray;
 
-std::string KekText(absl::string_view id, char fill) {
-  return absl::StrCat(id, ":", absl::Base64Escape(std::string(32, fill)));
-}
-
-KekSet TestKeks(const std::string& text) {
-  auto keks = KekSet::Parse(text);
-  if (!keks.ok()) return KekSet();
-  return *std::move(keks);
-}
-
 void PrintTo(const StoreFactory& factory, std::ostream* os) { *os << factory.name; }
 
 std::string FactoryName(const ::testing::TestParamInfo<StoreFactory>& info) {

@@ -4,7 +4,7 @@
 //   INSTANTIATE_TEST_SUITE_P(Fake, StoreConformanceTest,
 //                            ::testing::Values(FakeStoreFactory()), FactoryName);
 //
-// Each test gets a fresh, empty store from the factory, a FakeClock, and reports every private
+// Each test gets a fresh, empty store from the factory (with KEK "kek-a"), a FakeClock, and reports every private
 // key it generated to the harness afterwards (the PostgreSQL harness searches a pg_dump of the
 // test's database for them).
 #ifndef ACMEVAULT_STORAGE_TESTING_STORE_CONFORMANCE_H_
@@ -22,12 +22,9 @@
 #include "storage/kek_set.h"
 #include "storage/store.h"
 #include "storage/testing/key_material.h"
+#include "storage/testing/test_keks.h"
 
 namespace acmevault::storage::testing {
-
-// KEK texts the suite uses: the store starts with kKekA; rotation adds kKekB.
-std::string KekText(absl::string_view id, char fill);
-KekSet TestKeks(const std::string& text);
 
 class StoreHarness {
  public:
