@@ -46,6 +46,19 @@ absl::StatusCode CodeForSqlState(const std::string& state, bool* retryable) {
   return absl::StatusCode::kInternal;
 }
 
+// libpqxx 6.4 throws some errors as their own classes without recording the SQLSTATE; take it
+// from the class then.
+std::string SqlState(const pqxx::sql_error& e) {
+  if (!e.sqlstate().empty()) return e.sqlstate();
+  if (dynamic_cast<const pqxx::unique_violation*>(&e) != nullptr) return "23505";
+  if (dynamic_cast<const pqxx::foreign_key_violation*>(&e) != nullptr) return "23503";
+  if (dynamic_cast<const pqxx::check_violation*>(&e) != nullptr) return "23514";
+  if (dynamic_cast<const pqxx::not_null_violation*>(&e) != nullptr) return "23502";
+  if (dynamic_cast<const pqxx::insufficient_privilege*>(&e) != nullptr) return "42501";
+  if (dynamic_cast<const pqxx::data_exception*>(&e) != nullptr) return "22000";
+  return "";
+}
+
 }  // namespace
 
 absl::Status StatusOfCurrentException(absl::string_view op, bool* retryable) {
@@ -61,7 +74,7 @@ absl::Status StatusOfCurrentException(absl::string_view op, bool* retryable) {
     *retryable = true;
     return absl::UnavailableError(absl::StrCat(op, ": ", PrimaryMessage(e.what())));
   } catch (const pqxx::sql_error& e) {
-    absl::StatusCode code = CodeForSqlState(e.sqlstate(), retryable);
+    absl::StatusCode code = CodeForSqlState(SqlState(e), retryable);
     return absl::Status(code, absl::StrCat(op, ": ", PrimaryMessage(e.what())));
   } catch (const pqxx::transaction_rollback& e) {
     *retryable = true;
