@@ -20,16 +20,6 @@ BEGIN
 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
 END $$;
 
--- A non-superuser migrator (a database owner with CREATEROLE) must be a member of
--- acmevault_definer to hand it the functions of migration 0004. Superusers need not.
-DO $$
-BEGIN
-  IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-    GRANT acmevault_definer TO CURRENT_USER;
-  END IF;
-EXCEPTION WHEN unique_violation THEN NULL;
-END $$;
-
 GRANT USAGE ON SCHEMA public TO acmevault_app, acmevault_definer;
 
 -- The tenant of the current transaction, set by the store with
@@ -61,3 +51,35 @@ $$;
 CREATE FUNCTION av_identifiers_hash(ids text[]) RETURNS bytea
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 AS $$ SELECT sha256(convert_to(array_to_string(ids, E'\n'), 'UTF8')) $$;
+
+-- Gives functions to acmevault_definer (making them run as it when SECURITY DEFINER), revokes
+-- them from PUBLIC and lets `executor` (if not NULL) call them. A non-superuser migrator (the
+-- database owner with CREATEROLE) may only give an object to a role it belongs to and that may
+-- create in the schema, so it joins acmevault_definer and lends it CREATE for the moment, then
+-- takes both back: were the owner to stay a member, the definer's cross-tenant policies would
+-- apply to it and void FORCE ROW LEVEL SECURITY for the owner.
+CREATE PROCEDURE av_give_to_definer(functions text[], executor text)
+LANGUAGE plpgsql AS $$
+DECLARE
+  superuser boolean := (SELECT rolsuper FROM pg_roles WHERE rolname = current_user);
+  f regprocedure;
+BEGIN
+  IF NOT superuser THEN
+    GRANT acmevault_definer TO CURRENT_USER;
+  END IF;
+  GRANT CREATE ON SCHEMA public TO acmevault_definer;
+  FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+           JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE n.nspname = 'public' AND p.proname = ANY (functions) LOOP
+    EXECUTE format('ALTER FUNCTION %s OWNER TO acmevault_definer', f);
+    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    IF executor IS NOT NULL THEN
+      EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f, executor);
+    END IF;
+  END LOOP;
+  REVOKE CREATE ON SCHEMA public FROM acmevault_definer;
+  IF NOT superuser THEN
+    REVOKE acmevault_definer FROM CURRENT_USER;
+  END IF;
+END $$;
+REVOKE ALL ON PROCEDURE av_give_to_definer(text[], text) FROM PUBLIC;

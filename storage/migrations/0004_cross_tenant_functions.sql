@@ -141,23 +141,8 @@ AS $$
   LIMIT p_limit
 $$;
 
--- Hand the functions to acmevault_definer. A non-superuser may only give an object to a role
--- that can create it, hence the temporary CREATE privilege.
-GRANT CREATE ON SCHEMA public TO acmevault_definer;
-DO $$
-DECLARE
-  f regprocedure;
-BEGIN
-  FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
-           JOIN pg_namespace n ON n.oid = p.pronamespace
-           WHERE n.nspname = 'public'
-             AND p.proname IN ('av_create_tenant', 'av_list_tenants', 'av_find_tenant',
-                               'av_authenticate_spiffe', 'av_authenticate_token',
-                               'av_claim_stale_orders', 'av_certificates_due',
-                               'av_lookup_challenge', 'av_tenants_to_rewrap') LOOP
-    EXECUTE format('ALTER FUNCTION %s OWNER TO acmevault_definer', f);
-    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
-    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO acmevault_app', f);
-  END LOOP;
-END $$;
-REVOKE CREATE ON SCHEMA public FROM acmevault_definer;
+CALL av_give_to_definer(ARRAY['av_create_tenant', 'av_list_tenants', 'av_find_tenant',
+                              'av_authenticate_spiffe', 'av_authenticate_token',
+                              'av_claim_stale_orders', 'av_certificates_due',
+                              'av_lookup_challenge', 'av_tenants_to_rewrap'],
+                        'acmevault_app');

@@ -105,7 +105,4 @@ CREATE POLICY chain ON audit_heads TO acmevault_definer USING (true) WITH CHECK 
 GRANT SELECT ON audit_heads TO acmevault_app;
 GRANT SELECT, INSERT, UPDATE ON audit_heads TO acmevault_definer;
 
-GRANT CREATE ON SCHEMA public TO acmevault_definer;
-ALTER FUNCTION av_audit_chain() OWNER TO acmevault_definer;
-REVOKE CREATE ON SCHEMA public FROM acmevault_definer;
-REVOKE ALL ON FUNCTION av_audit_chain() FROM PUBLIC;
+CALL av_give_to_definer(ARRAY['av_audit_chain'], NULL);
