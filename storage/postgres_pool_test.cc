@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "common/testing/stack_env.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -113,6 +114,16 @@ TEST_F(PostgresPoolTest, LostConnectionIsRetriedOnAFreshConnection) {
     return absl::OkStatus();
   }));
   ASSERT_OK(db_->Execute(absl::StrCat("SELECT pg_terminate_backend(", first_pid, ")")));
+  // Termination is asynchronous: wait (bounded) until the backend is gone.
+  for (int i = 0; i < 500; ++i) {
+    pqxx::connection admin(db_->superuser_url());
+    pqxx::nontransaction tx(admin);
+    if (tx.exec_params1("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", first_pid)[0]
+            .as<int>() == 0) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
   int attempts = 0;
   int pid = 0;
   ASSERT_OK(pool->Run("Op", {}, [&](pqxx::work& tx) {
