@@ -1,5 +1,6 @@
 #include "storage/postgres_store.h"
 
+#include <functional>
 #include <stdexcept>
 #include <tuple>
 #include <utility>
@@ -299,6 +300,77 @@ absl::StatusOr<Account> LockAccount(pqxx::work& tx, AccountId id) {
   return AccountOf(r[0]);
 }
 
+using Query = std::function<pqxx::result(pqxx::work&)>;
+
+// The first row of `query`, parsed; `missing` if there is none.
+template <typename T>
+absl::StatusOr<T> FetchOne(PostgresPool& pool, absl::string_view op,
+                           const PostgresPool::TxOptions& options, const Query& query,
+                           T (*parse)(const pqxx::row&), const absl::Status& missing) {
+  T out;
+  RETURN_IF_ERROR(pool.Run(op, options, [&](pqxx::work& tx) {
+    pqxx::result r = query(tx);
+    if (r.empty()) return missing;
+    out = parse(r[0]);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+// Every row of `query`, parsed.
+template <typename T>
+absl::StatusOr<std::vector<T>> FetchAll(PostgresPool& pool, absl::string_view op,
+                                        const PostgresPool::TxOptions& options,
+                                        const Query& query, T (*parse)(const pqxx::row&)) {
+  std::vector<T> out;
+  RETURN_IF_ERROR(pool.Run(op, options, [&](pqxx::work& tx) {
+    out.clear();
+    for (const pqxx::row& r : query(tx)) out.push_back(parse(r));
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+// A page of `limit` items. `query` is asked for limit + 1 rows: the extra one only says that
+// there is a next page, whose token is `token_of` the last item returned.
+template <typename T>
+absl::StatusOr<Page<T>> FetchPage(PostgresPool& pool, absl::string_view op,
+                                  const PostgresPool::TxOptions& options, const Query& query,
+                                  T (*parse)(const pqxx::row&), int limit,
+                                  std::string (*token_of)(const T&)) {
+  Page<T> out;
+  RETURN_IF_ERROR(pool.Run(op, options, [&](pqxx::work& tx) {
+    out = {};
+    for (const pqxx::row& r : query(tx)) {
+      if (static_cast<int>(out.items.size()) == limit) {
+        out.next_page_token = token_of(out.items.back());
+        break;
+      }
+      out.items.push_back(parse(r));
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+std::string TenantToken(const Tenant& t) { return rules::EncodeIdToken(t.id); }
+std::string CertificateToken(const Certificate& c) { return rules::EncodeIdToken(c.id); }
+std::string AuditToken(const AuditRecord& a) { return rules::EncodeIdToken(a.seq); }
+std::string DueToken(const DueCertificate& d) { return rules::EncodeDueToken(d.not_after, d.id); }
+
+DueCertificate DueCertificateOf(const pqxx::row& r) {
+  return DueCertificate{r[0].as<int64_t>(), r[1].as<int64_t>(), ArrayOf(r[2]), TimeOf(r[3])};
+}
+
+std::string TextOfRow(const pqxx::row& r) { return r[0].as<std::string>(); }
+
+// The leased order, locked, if the lease is still current (rules::CheckLease).
+absl::StatusOr<Order> LockLeasedOrder(pqxx::work& tx, const Scope& scope, const Lease& lease) {
+  ASSIGN_OR_RETURN(Order o, LockOrder(tx, lease.order));
+  RETURN_IF_ERROR(rules::CheckLease(scope, o, lease));
+  return o;
+}
+
 absl::StatusOr<KeyState> KeyStateOf(pqxx::work& tx, AccountId account, int version) {
   pqxx::result r = tx.exec_params(
       "SELECT state FROM account_keys WHERE account_id = $1 AND version = $2", account, version);
@@ -358,6 +430,12 @@ absl::Status PostgresStore::InTenant(absl::string_view op, const Scope& scope,
   return pool_->Run(op, tx_options, body);
 }
 
+PostgresPool::TxOptions PostgresStore::In(const Scope& scope) {
+  PostgresPool::TxOptions options;
+  options.tenant = scope.tenant;
+  return options;
+}
+
 absl::Time PostgresStore::Now() const { return TruncateToMicros(options_.clock->Now()); }
 
 // ---------------------------------------------------------------------------------------------
@@ -389,27 +467,23 @@ absl::StatusOr<Tenant> PostgresStore::CreateTenant(const Actor& actor, const Ten
 }
 
 absl::StatusOr<Tenant> PostgresStore::GetTenant(const Scope& scope) {
-  Tenant out;
-  RETURN_IF_ERROR(InTenant("GetTenant", scope, [&](pqxx::work& tx) {
-    pqxx::result r = tx.exec_params(
-        absl::StrCat("SELECT ", kTenantColumns, " FROM tenants WHERE id = $1"), scope.tenant);
-    if (r.empty()) return NoSuch("tenant", scope.tenant);
-    out = TenantOf(r[0]);
-    return absl::OkStatus();
-  }));
-  return out;
+  return FetchOne<Tenant>(
+      *pool_, "GetTenant", In(scope),
+      [&](pqxx::work& tx) {
+        return tx.exec_params(
+            absl::StrCat("SELECT ", kTenantColumns, " FROM tenants WHERE id = $1"), scope.tenant);
+      },
+      TenantOf, NoSuch("tenant", scope.tenant));
 }
 
 absl::StatusOr<Tenant> PostgresStore::FindTenantByName(absl::string_view name) {
-  Tenant out;
-  RETURN_IF_ERROR(pool_->Run("FindTenantByName", {}, [&](pqxx::work& tx) {
-    pqxx::result r = tx.exec_params(
-        absl::StrCat("SELECT ", kTenantColumns, " FROM av_find_tenant($1)"), std::string(name));
-    if (r.empty()) return absl::NotFoundError(absl::StrCat("tenant \"", name, "\" not found"));
-    out = TenantOf(r[0]);
-    return absl::OkStatus();
-  }));
-  return out;
+  return FetchOne<Tenant>(
+      *pool_, "FindTenantByName", {},
+      [&](pqxx::work& tx) {
+        return tx.exec_params(absl::StrCat("SELECT ", kTenantColumns, " FROM av_find_tenant($1)"),
+                              std::string(name));
+      },
+      TenantOf, absl::NotFoundError(absl::StrCat("tenant \"", name, "\" not found")));
 }
 
 absl::StatusOr<Tenant> PostgresStore::UpdateTenant(const Scope& scope, const TenantSpec& spec) {
@@ -460,22 +534,14 @@ absl::Status PostgresStore::DisableTenant(const Scope& scope) {
 absl::StatusOr<Page<Tenant>> PostgresStore::ListTenants(const PageRequest& page) {
   ASSIGN_OR_RETURN(int64_t after, rules::DecodeIdToken(page.page_token));
   const int limit = PageSize(page);
-  Page<Tenant> out;
-  RETURN_IF_ERROR(pool_->Run("ListTenants", {}, [&](pqxx::work& tx) {
-    out = {};
-    pqxx::result r = tx.exec_params(
-        absl::StrCat("SELECT ", kTenantColumns, " FROM av_list_tenants($1, $2)"), after,
-        limit + 1);
-    for (const pqxx::row& row : r) {
-      if (static_cast<int>(out.items.size()) == limit) {
-        out.next_page_token = rules::EncodeIdToken(out.items.back().id);
-        break;
-      }
-      out.items.push_back(TenantOf(row));
-    }
-    return absl::OkStatus();
-  }));
-  return out;
+  return FetchPage<Tenant>(
+      *pool_, "ListTenants", {},
+      [&](pqxx::work& tx) {
+        return tx.exec_params(
+            absl::StrCat("SELECT ", kTenantColumns, " FROM av_list_tenants($1, $2)"), after,
+            limit + 1);
+      },
+      TenantOf, limit, TenantToken);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -484,9 +550,7 @@ absl::StatusOr<Page<Tenant>> PostgresStore::ListTenants(const PageRequest& page)
 absl::StatusOr<Identity> PostgresStore::AddSpiffeIdentity(const Scope& scope,
                                                           absl::string_view spiffe_id, Role role,
                                                           absl::string_view description) {
-  if (!absl::StartsWith(spiffe_id, "spiffe://") || spiffe_id.size() <= 9) {
-    return absl::InvalidArgumentError("SPIFFE ID must start with spiffe://<trust domain>");
-  }
+  RETURN_IF_ERROR(rules::ValidateSpiffeId(spiffe_id));
   Identity out;
   const absl::Time now = Now();
   RETURN_IF_ERROR(InTenant("AddSpiffeIdentity", scope, [&](pqxx::work& tx) {
@@ -528,30 +592,26 @@ absl::StatusOr<Identity> PostgresStore::AddTokenIdentity(const Scope& scope,
 }
 
 absl::StatusOr<Identity> PostgresStore::AuthenticateSpiffe(absl::string_view spiffe_id) {
-  Identity out;
-  RETURN_IF_ERROR(pool_->Run("AuthenticateSpiffe", {}, [&](pqxx::work& tx) {
-    pqxx::result r = tx.exec_params(
-        absl::StrCat("SELECT ", kAuthenticatedColumns, " FROM av_authenticate_spiffe($1)"),
-        std::string(spiffe_id));
-    if (r.empty()) return absl::NotFoundError("unknown or revoked SPIFFE ID");
-    out = IdentityOf(r[0]);
-    return absl::OkStatus();
-  }));
-  return out;
+  return FetchOne<Identity>(
+      *pool_, "AuthenticateSpiffe", {},
+      [&](pqxx::work& tx) {
+        return tx.exec_params(
+            absl::StrCat("SELECT ", kAuthenticatedColumns, " FROM av_authenticate($1, NULL)"),
+            std::string(spiffe_id));
+      },
+      IdentityOf, absl::NotFoundError("unknown or revoked SPIFFE ID"));
 }
 
 absl::StatusOr<Identity> PostgresStore::AuthenticateToken(absl::string_view token_sha256) {
   RETURN_IF_ERROR(rules::ValidateTokenHash(token_sha256));
-  Identity out;
-  RETURN_IF_ERROR(pool_->Run("AuthenticateToken", {}, [&](pqxx::work& tx) {
-    pqxx::result r = tx.exec_params(
-        absl::StrCat("SELECT ", kAuthenticatedColumns, " FROM av_authenticate_token($1)"),
-        Bytes(token_sha256));
-    if (r.empty()) return absl::NotFoundError("unknown or revoked token");
-    out = IdentityOf(r[0]);
-    return absl::OkStatus();
-  }));
-  return out;
+  return FetchOne<Identity>(
+      *pool_, "AuthenticateToken", {},
+      [&](pqxx::work& tx) {
+        return tx.exec_params(
+            absl::StrCat("SELECT ", kAuthenticatedColumns, " FROM av_authenticate(NULL, $1)"),
+            Bytes(token_sha256));
+      },
+      IdentityOf, absl::NotFoundError("unknown or revoked token"));
 }
 
 absl::Status PostgresStore::RevokeIdentity(const Scope& scope, IdentityId id) {
@@ -573,16 +633,12 @@ absl::Status PostgresStore::RevokeIdentity(const Scope& scope, IdentityId id) {
 }
 
 absl::StatusOr<std::vector<Identity>> PostgresStore::ListIdentities(const Scope& scope) {
-  std::vector<Identity> out;
-  RETURN_IF_ERROR(InTenant("ListIdentities", scope, [&](pqxx::work& tx) {
-    out.clear();
-    for (const pqxx::row& r :
-         tx.exec(absl::StrCat("SELECT ", kIdentityColumns, " FROM identities ORDER BY id"))) {
-      out.push_back(IdentityOf(r));
-    }
-    return absl::OkStatus();
-  }));
-  return out;
+  return FetchAll<Identity>(
+      *pool_, "ListIdentities", In(scope),
+      [&](pqxx::work& tx) {
+        return tx.exec(absl::StrCat("SELECT ", kIdentityColumns, " FROM identities ORDER BY id"));
+      },
+      IdentityOf);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -618,11 +674,7 @@ absl::StatusOr<Account> PostgresStore::CreateAccount(const Scope& scope,
                                                      const crypto::PrivateKey& key,
                                                      const PublicKeyInfo& public_key,
                                                      KeyState initial_state) {
-  RETURN_IF_ERROR(rules::ValidateUrl("directory URL", directory_url));
-  RETURN_IF_ERROR(rules::ValidatePublicKeyInfo(public_key));
-  if (initial_state != KeyState::kPending && initial_state != KeyState::kActive) {
-    return absl::InvalidArgumentError("a new account's key starts pending or active");
-  }
+  RETURN_IF_ERROR(rules::ValidateNewAccount(directory_url, public_key, initial_state));
   Account out;
   const absl::Time now = Now();
   RETURN_IF_ERROR(InTenant("CreateAccount", scope, [&](pqxx::work& tx) {
@@ -643,28 +695,22 @@ absl::StatusOr<Account> PostgresStore::CreateAccount(const Scope& scope,
 }
 
 absl::StatusOr<Account> PostgresStore::GetAccount(const Scope& scope, AccountId account) {
-  Account out;
-  RETURN_IF_ERROR(InTenant("GetAccount", scope, [&](pqxx::work& tx) {
-    pqxx::result r = tx.exec_params(
-        absl::StrCat("SELECT ", kAccountColumns, " FROM accounts WHERE id = $1"), account);
-    if (r.empty()) return NoSuch("account", account);
-    out = AccountOf(r[0]);
-    return absl::OkStatus();
-  }));
-  return out;
+  return FetchOne<Account>(
+      *pool_, "GetAccount", In(scope),
+      [&](pqxx::work& tx) {
+        return tx.exec_params(
+            absl::StrCat("SELECT ", kAccountColumns, " FROM accounts WHERE id = $1"), account);
+      },
+      AccountOf, NoSuch("account", account));
 }
 
 absl::StatusOr<std::vector<Account>> PostgresStore::ListAccounts(const Scope& scope) {
-  std::vector<Account> out;
-  RETURN_IF_ERROR(InTenant("ListAccounts", scope, [&](pqxx::work& tx) {
-    out.clear();
-    for (const pqxx::row& r :
-         tx.exec(absl::StrCat("SELECT ", kAccountColumns, " FROM accounts ORDER BY id"))) {
-      out.push_back(AccountOf(r));
-    }
-    return absl::OkStatus();
-  }));
-  return out;
+  return FetchAll<Account>(
+      *pool_, "ListAccounts", In(scope),
+      [&](pqxx::work& tx) {
+        return tx.exec(absl::StrCat("SELECT ", kAccountColumns, " FROM accounts ORDER BY id"));
+      },
+      AccountOf);
 }
 
 absl::Status PostgresStore::RecordAccountUrl(const Scope& scope, AccountId account,
@@ -673,15 +719,8 @@ absl::Status PostgresStore::RecordAccountUrl(const Scope& scope, AccountId accou
   const absl::Time now = Now();
   return InTenant("RecordAccountUrl", scope, [&](pqxx::work& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Account a, LockAccount(tx, account));
-    if (a.account_url == url) return absl::OkStatus();
-    if (!a.account_url.empty()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("account ", account, " already has another URL"));
-    }
-    if (a.status != AccountStatus::kPending) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("account ", account, " is ", AccountStatusName(a.status)));
-    }
+    ASSIGN_OR_RETURN(bool write, rules::AccountUrlNeedsWrite(a, url));
+    if (!write) return absl::OkStatus();
     tx.exec_params0("UPDATE accounts SET account_url = $2, status = 'valid' WHERE id = $1",
                     account, std::string(url));
     AuditEvent e = rules::AccountEvent("RecordAccountUrl", account, std::nullopt, "");
@@ -693,16 +732,11 @@ absl::Status PostgresStore::RecordAccountUrl(const Scope& scope, AccountId accou
 
 absl::Status PostgresStore::SetAccountStatus(const Scope& scope, AccountId account,
                                              AccountStatus status) {
-  if (status != AccountStatus::kDeactivated && status != AccountStatus::kRevoked) {
-    return absl::InvalidArgumentError("an account can only be set deactivated or revoked");
-  }
+  RETURN_IF_ERROR(rules::ValidateAccountStatusChange(status));
   const absl::Time now = Now();
   return InTenant("SetAccountStatus", scope, [&](pqxx::work& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Account a, LockAccount(tx, account));
-    if (a.status == AccountStatus::kDeactivated || a.status == AccountStatus::kRevoked) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("account ", account, " is already ", AccountStatusName(a.status)));
-    }
+    RETURN_IF_ERROR(rules::CheckAccountOpen(a, /*already=*/true));
     tx.exec_params0(
         "UPDATE accounts SET status = $2, deactivated_at = av_ts($3) WHERE id = $1", account,
         std::string(AccountStatusName(status)), Micros(now));
@@ -722,10 +756,7 @@ absl::StatusOr<AccountKey> PostgresStore::AddPendingKey(const Scope& scope, Acco
   const absl::Time now = Now();
   RETURN_IF_ERROR(InTenant("AddPendingKey", scope, [&](pqxx::work& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Account a, LockAccount(tx, account));
-    if (a.status == AccountStatus::kDeactivated || a.status == AccountStatus::kRevoked) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("account ", account, " is ", AccountStatusName(a.status)));
-    }
+    RETURN_IF_ERROR(rules::CheckAccountOpen(a));
     pqxx::row r = tx.exec_params1(
         "SELECT coalesce(max(version), 0) + 1, coalesce(bool_or(state = 'pending'), false) "
         "FROM account_keys WHERE account_id = $1",
@@ -752,11 +783,7 @@ absl::Status PostgresStore::PromoteKey(const Scope& scope, AccountId account, in
   return InTenant("PromoteKey", scope, [&](pqxx::work& tx) -> absl::Status {
     RETURN_IF_ERROR(LockAccount(tx, account).status());
     ASSIGN_OR_RETURN(KeyState state, KeyStateOf(tx, account, version));
-    if (state != KeyState::kPending) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "key ", version, " of account ", account, " is ", KeyStateName(state),
-          ", not pending"));
-    }
+    RETURN_IF_ERROR(rules::CheckKeyPending(account, version, state));
     // Retire first: the partial unique index allows one active key at any moment.
     pqxx::result retired = tx.exec_params(
         "UPDATE account_keys SET state = 'retired', retired_at = av_ts($2) "
@@ -780,11 +807,7 @@ absl::Status PostgresStore::DiscardPendingKey(const Scope& scope, AccountId acco
   return InTenant("DiscardPendingKey", scope, [&](pqxx::work& tx) -> absl::Status {
     RETURN_IF_ERROR(LockAccount(tx, account).status());
     ASSIGN_OR_RETURN(KeyState state, KeyStateOf(tx, account, version));
-    if (state != KeyState::kPending) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "key ", version, " of account ", account, " is ", KeyStateName(state),
-          ", not pending"));
-    }
+    RETURN_IF_ERROR(rules::CheckKeyPending(account, version, state));
     tx.exec_params0(
         "UPDATE account_keys SET state = 'retired', retired_at = av_ts($3) "
         "WHERE account_id = $1 AND version = $2",
@@ -947,29 +970,25 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
 }
 
 absl::StatusOr<Order> PostgresStore::GetOrder(const Scope& scope, OrderId order) {
-  Order out;
-  RETURN_IF_ERROR(InTenant("GetOrder", scope, [&](pqxx::work& tx) {
-    pqxx::result r = tx.exec_params(
-        absl::StrCat("SELECT ", kOrderColumns, " FROM orders WHERE id = $1"), order);
-    if (r.empty()) return NoSuch("order", order);
-    out = OrderOf(r[0]);
-    return absl::OkStatus();
-  }));
-  return out;
+  return FetchOne<Order>(
+      *pool_, "GetOrder", In(scope),
+      [&](pqxx::work& tx) {
+        return tx.exec_params(
+            absl::StrCat("SELECT ", kOrderColumns, " FROM orders WHERE id = $1"), order);
+      },
+      OrderOf, NoSuch("order", order));
 }
 
 absl::StatusOr<Order> PostgresStore::FindOrderByIdempotencyKey(const Scope& scope,
                                                                absl::string_view key) {
-  Order out;
-  RETURN_IF_ERROR(InTenant("FindOrderByIdempotencyKey", scope, [&](pqxx::work& tx) {
-    pqxx::result r = tx.exec_params(
-        absl::StrCat("SELECT ", kOrderColumns, " FROM orders WHERE idempotency_key = $1"),
-        std::string(key));
-    if (r.empty()) return absl::NotFoundError("no order with this idempotency key");
-    out = OrderOf(r[0]);
-    return absl::OkStatus();
-  }));
-  return out;
+  return FetchOne<Order>(
+      *pool_, "FindOrderByIdempotencyKey", In(scope),
+      [&](pqxx::work& tx) {
+        return tx.exec_params(
+            absl::StrCat("SELECT ", kOrderColumns, " FROM orders WHERE idempotency_key = $1"),
+            std::string(key));
+      },
+      OrderOf, absl::NotFoundError("no order with this idempotency key"));
 }
 
 absl::Status PostgresStore::RecordOrderUrl(const Scope& scope, const Lease& lease,
@@ -977,13 +996,9 @@ absl::Status PostgresStore::RecordOrderUrl(const Scope& scope, const Lease& leas
   RETURN_IF_ERROR(rules::ValidateUrl("order URL", url));
   const absl::Time now = Now();
   return InTenant("RecordOrderUrl", scope, [&](pqxx::work& tx) -> absl::Status {
-    ASSIGN_OR_RETURN(Order o, LockOrder(tx, lease.order));
-    RETURN_IF_ERROR(rules::CheckLease(scope, o, lease));
-    if (o.acme_url == url) return absl::OkStatus();
-    if (!o.acme_url.empty()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("order ", o.id, " already has another ACME URL"));
-    }
+    ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
+    ASSIGN_OR_RETURN(bool write, rules::OrderUrlNeedsWrite(o, url));
+    if (!write) return absl::OkStatus();
     tx.exec_params0(
         "UPDATE orders SET acme_url = $2, state = 'pending', updated_at = av_ts($3) "
         "WHERE id = $1",
@@ -998,8 +1013,7 @@ absl::Status PostgresStore::TransitionOrder(const Scope& scope, const Lease& lea
                                             OrderState to, absl::string_view error) {
   const absl::Time now = Now();
   return InTenant("TransitionOrder", scope, [&](pqxx::work& tx) -> absl::Status {
-    ASSIGN_OR_RETURN(Order o, LockOrder(tx, lease.order));
-    RETURN_IF_ERROR(rules::CheckLease(scope, o, lease));
+    ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
     RETURN_IF_ERROR(rules::CheckOrderTransition(o, to));
     if (o.state == to) return absl::OkStatus();
     // A terminal order needs no lease any more.
@@ -1011,9 +1025,7 @@ absl::Status PostgresStore::TransitionOrder(const Scope& scope, const Lease& lea
         to == OrderState::kInvalid ? std::string(error) : std::string(), Micros(now),
         IsTerminal(to));
     Audit(tx, scope, now,
-          rules::OrderEvent("TransitionOrder", o,
-                            absl::StrCat(OrderStateName(o.state), " -> ", OrderStateName(to),
-                                         error.empty() ? "" : ": ", error)));
+          rules::OrderEvent("TransitionOrder", o, rules::TransitionDetail(o.state, to, error)));
     return absl::OkStatus();
   });
 }
@@ -1069,11 +1081,8 @@ absl::StatusOr<Certificate> PostgresStore::CompleteOrder(const Scope& scope, con
   Certificate out;
   const absl::Time now = Now();
   RETURN_IF_ERROR(InTenant("CompleteOrder", scope, [&](pqxx::work& tx) -> absl::Status {
-    ASSIGN_OR_RETURN(Order o, LockOrder(tx, lease.order));
-    RETURN_IF_ERROR(rules::CheckLease(scope, o, lease));
-    if (o.acme_url.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat("order ", o.id, " has no ACME URL"));
-    }
+    ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
+    RETURN_IF_ERROR(rules::CheckCompletable(o));
     NewCertificate linked = c;
     linked.order = o.id;
     if (!linked.account.has_value()) linked.account = o.account;
@@ -1118,8 +1127,7 @@ absl::StatusOr<Lease> PostgresStore::RenewLease(const Scope& scope, const Lease&
   Lease out = lease;
   out.expires_at = TruncateToMicros(now + lease_duration);
   RETURN_IF_ERROR(InTenant("RenewLease", scope, [&](pqxx::work& tx) -> absl::Status {
-    ASSIGN_OR_RETURN(Order o, LockOrder(tx, lease.order));
-    RETURN_IF_ERROR(rules::CheckLease(scope, o, lease));
+    ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
     tx.exec_params0(
         "UPDATE orders SET lease_owner = $2, lease_expires_at = av_ts($3), updated_at = "
         "av_ts($4) WHERE id = $1",
@@ -1132,8 +1140,7 @@ absl::StatusOr<Lease> PostgresStore::RenewLease(const Scope& scope, const Lease&
 absl::Status PostgresStore::ReleaseLease(const Scope& scope, const Lease& lease) {
   const absl::Time now = Now();
   return InTenant("ReleaseLease", scope, [&](pqxx::work& tx) -> absl::Status {
-    ASSIGN_OR_RETURN(Order o, LockOrder(tx, lease.order));
-    RETURN_IF_ERROR(rules::CheckLease(scope, o, lease));
+    ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
     tx.exec_params0(
         "UPDATE orders SET lease_owner = NULL, lease_expires_at = NULL, updated_at = av_ts($2) "
         "WHERE id = $1",
@@ -1186,26 +1193,23 @@ absl::StatusOr<std::vector<Authorization>> PostgresStore::ListOutstandingAuthori
   if (!filter.identifiers.empty()) {
     ASSIGN_OR_RETURN(identifiers, CanonicalIdentifiers(filter.identifiers));
   }
-  std::vector<Authorization> out;
   const absl::Time now = Now();
-  RETURN_IF_ERROR(InTenant("ListOutstandingAuthorizations", scope, [&](pqxx::work& tx) {
-    out.clear();
-    for (const pqxx::row& r : tx.exec_params(
-             absl::StrCat(
-                 "SELECT ", kAuthorizationColumns,
-                 " FROM authorizations WHERE status IN ('pending', 'valid') "
-                 "AND deactivated_at IS NULL AND (expires_at IS NULL OR expires_at > av_ts($1)) "
-                 "AND ($2::bigint IS NULL OR account_id = $2) "
-                 "AND ($3::bigint IS NULL OR order_id = $3) "
-                 "AND (cardinality($4::text[]) = 0 OR identifier = ANY($4::text[])) "
-                 "ORDER BY id"),
-             Micros(now), Nullable(OptionalParam(filter.account)),
-             Nullable(OptionalParam(filter.order)), ArrayParam(identifiers))) {
-      out.push_back(AuthorizationOf(r));
-    }
-    return absl::OkStatus();
-  }));
-  return out;
+  return FetchAll<Authorization>(
+      *pool_, "ListOutstandingAuthorizations", In(scope),
+      [&](pqxx::work& tx) {
+        return tx.exec_params(
+            absl::StrCat(
+                "SELECT ", kAuthorizationColumns,
+                " FROM authorizations WHERE status IN ('pending', 'valid') "
+                "AND deactivated_at IS NULL AND (expires_at IS NULL OR expires_at > av_ts($1)) "
+                "AND ($2::bigint IS NULL OR account_id = $2) "
+                "AND ($3::bigint IS NULL OR order_id = $3) "
+                "AND (cardinality($4::text[]) = 0 OR identifier = ANY($4::text[])) "
+                "ORDER BY id"),
+            Micros(now), Nullable(OptionalParam(filter.account)),
+            Nullable(OptionalParam(filter.order)), ArrayParam(identifiers));
+      },
+      AuthorizationOf);
 }
 
 absl::Status PostgresStore::MarkAuthorizationDeactivated(const Scope& scope, AccountId account,
@@ -1242,50 +1246,44 @@ absl::StatusOr<Certificate> PostgresStore::InsertCertificate(const Scope& scope,
 }
 
 absl::StatusOr<Certificate> PostgresStore::GetCertificate(const Scope& scope, CertificateId id) {
-  Certificate out;
-  RETURN_IF_ERROR(InTenant("GetCertificate", scope, [&](pqxx::work& tx) {
-    pqxx::result r = tx.exec_params(
-        absl::StrCat("SELECT ", kCertificateColumns, " FROM certificates WHERE id = $1"), id);
-    if (r.empty()) return NoSuch("certificate", id);
-    out = CertificateOf(r[0]);
-    return absl::OkStatus();
-  }));
-  return out;
+  return FetchOne<Certificate>(
+      *pool_, "GetCertificate", In(scope),
+      [&](pqxx::work& tx) {
+        return tx.exec_params(
+            absl::StrCat("SELECT ", kCertificateColumns, " FROM certificates WHERE id = $1"), id);
+      },
+      CertificateOf, NoSuch("certificate", id));
 }
 
 absl::StatusOr<Certificate> PostgresStore::GetCertificateBySerial(const Scope& scope,
                                                                   absl::string_view serial) {
-  Certificate out;
-  RETURN_IF_ERROR(InTenant("GetCertificateBySerial", scope, [&](pqxx::work& tx) {
-    pqxx::result r = tx.exec_params(
-        absl::StrCat("SELECT ", kCertificateColumns,
-                     " FROM certificates WHERE tenant_id = $1 AND serial = lower($2)"),
-        scope.tenant, std::string(serial));
-    if (r.empty()) return absl::NotFoundError(absl::StrCat("no certificate with serial ", serial));
-    out = CertificateOf(r[0]);
-    return absl::OkStatus();
-  }));
-  return out;
+  return FetchOne<Certificate>(
+      *pool_, "GetCertificateBySerial", In(scope),
+      [&](pqxx::work& tx) {
+        return tx.exec_params(
+            absl::StrCat("SELECT ", kCertificateColumns,
+                         " FROM certificates WHERE tenant_id = $1 AND serial = lower($2)"),
+            scope.tenant, std::string(serial));
+      },
+      CertificateOf, absl::NotFoundError(absl::StrCat("no certificate with serial ", serial)));
 }
 
 absl::StatusOr<Certificate> PostgresStore::GetCurrentCertificate(
     const Scope& scope, const std::vector<std::string>& identifiers) {
   ASSIGN_OR_RETURN(std::vector<std::string> ids, CanonicalIdentifiers(identifiers));
-  Certificate out;
   const absl::Time now = Now();
-  RETURN_IF_ERROR(InTenant("GetCurrentCertificate", scope, [&](pqxx::work& tx) {
-    pqxx::result r = tx.exec_params(
-        absl::StrCat("SELECT ", kCertificateColumns,
-                     " FROM certificates WHERE tenant_id = $1 "
-                     "AND identifiers_hash = av_identifiers_hash($2::text[]) "
-                     "AND revoked_at IS NULL AND not_after > av_ts($3) "
-                     "ORDER BY not_after DESC LIMIT 1"),
-        scope.tenant, ArrayParam(ids), Micros(now));
-    if (r.empty()) return absl::NotFoundError("no live certificate for these identifiers");
-    out = CertificateOf(r[0]);
-    return absl::OkStatus();
-  }));
-  return out;
+  return FetchOne<Certificate>(
+      *pool_, "GetCurrentCertificate", In(scope),
+      [&](pqxx::work& tx) {
+        return tx.exec_params(
+            absl::StrCat("SELECT ", kCertificateColumns,
+                         " FROM certificates WHERE tenant_id = $1 "
+                         "AND identifiers_hash = av_identifiers_hash($2::text[]) "
+                         "AND revoked_at IS NULL AND not_after > av_ts($3) "
+                         "ORDER BY not_after DESC LIMIT 1"),
+            scope.tenant, ArrayParam(ids), Micros(now));
+      },
+      CertificateOf, absl::NotFoundError("no live certificate for these identifiers"));
 }
 
 absl::StatusOr<crypto::PrivateKey> PostgresStore::GetCertificateKey(const Scope& scope,
@@ -1326,69 +1324,50 @@ absl::StatusOr<Page<Certificate>> PostgresStore::ListCertificates(const Scope& s
   std::optional<int64_t> before, since;
   if (filter.expires_before.has_value()) before = Micros(*filter.expires_before);
   if (filter.expires_after.has_value()) since = Micros(*filter.expires_after);
-  Page<Certificate> out;
-  RETURN_IF_ERROR(InTenant("ListCertificates", scope, [&](pqxx::work& tx) {
-    out = {};
-    for (const pqxx::row& r : tx.exec_params(
-             absl::StrCat(
-                 "SELECT ", kCertificateColumns,
-                 " FROM certificates WHERE tenant_id = $1 AND id > $2 "
-                 "AND CASE $3 "
-                 "  WHEN 'live' THEN revoked_at IS NULL AND superseded_at IS NULL "
-                 "                   AND not_after > av_ts($4) "
-                 "  WHEN 'revoked' THEN revoked_at IS NOT NULL "
-                 "  WHEN 'expired' THEN revoked_at IS NULL AND not_after <= av_ts($4) "
-                 "  ELSE true END "
-                 "AND ($5::bigint IS NULL OR not_after < av_ts($5)) "
-                 "AND ($6::bigint IS NULL OR not_after >= av_ts($6)) "
-                 "ORDER BY id LIMIT $7"),
-             scope.tenant, after,
-             std::string(filter.state == CertificateState::kLive      ? "live"
-                         : filter.state == CertificateState::kRevoked ? "revoked"
-                         : filter.state == CertificateState::kExpired ? "expired"
-                                                                      : "any"),
-             Micros(now), Nullable(OptionalParam(before)), Nullable(OptionalParam(since)),
-             limit + 1)) {
-      if (static_cast<int>(out.items.size()) == limit) {
-        out.next_page_token = rules::EncodeIdToken(out.items.back().id);
-        break;
-      }
-      out.items.push_back(CertificateOf(r));
-    }
-    return absl::OkStatus();
-  }));
-  return out;
+  const std::string state = filter.state == CertificateState::kLive      ? "live"
+                            : filter.state == CertificateState::kRevoked ? "revoked"
+                            : filter.state == CertificateState::kExpired ? "expired"
+                                                                         : "any";
+  return FetchPage<Certificate>(
+      *pool_, "ListCertificates", In(scope),
+      [&](pqxx::work& tx) {
+        return tx.exec_params(
+            absl::StrCat("SELECT ", kCertificateColumns,
+                         " FROM certificates WHERE tenant_id = $1 AND id > $2 "
+                         "AND CASE $3 "
+                         "  WHEN 'live' THEN revoked_at IS NULL AND superseded_at IS NULL "
+                         "                   AND not_after > av_ts($4) "
+                         "  WHEN 'revoked' THEN revoked_at IS NOT NULL "
+                         "  WHEN 'expired' THEN revoked_at IS NULL AND not_after <= av_ts($4) "
+                         "  ELSE true END "
+                         "AND ($5::bigint IS NULL OR not_after < av_ts($5)) "
+                         "AND ($6::bigint IS NULL OR not_after >= av_ts($6)) "
+                         "ORDER BY id LIMIT $7"),
+            scope.tenant, after, state, Micros(now), Nullable(OptionalParam(before)),
+            Nullable(OptionalParam(since)), limit + 1);
+      },
+      CertificateOf, limit, CertificateToken);
 }
 
 absl::StatusOr<Page<DueCertificate>> PostgresStore::ListCertificatesDueForRenewal(
     const PageRequest& page) {
-  std::optional<std::pair<int64_t, int64_t>> cursor;
+  std::optional<int64_t> after_time, after_id;
   if (!page.page_token.empty()) {
-    ASSIGN_OR_RETURN(cursor, rules::DecodeDueToken(page.page_token));
+    ASSIGN_OR_RETURN(auto cursor, rules::DecodeDueToken(page.page_token));
+    std::tie(after_time, after_id) = cursor;
   }
   const int limit = PageSize(page);
   const absl::Time now = Now();
-  Page<DueCertificate> out;
-  RETURN_IF_ERROR(pool_->Run("ListCertificatesDueForRenewal", {}, [&](pqxx::work& tx) {
-    out = {};
-    std::optional<int64_t> after_time, after_id;
-    if (cursor.has_value()) std::tie(after_time, after_id) = *cursor;
-    for (const pqxx::row& r : tx.exec_params(
-             "SELECT tenant_id, id, identifiers, av_us(not_after) "
-             "FROM av_certificates_due(av_ts($1), av_ts($2), $3, $4)",
-             Micros(now), Nullable(OptionalParam(after_time)), Nullable(OptionalParam(after_id)),
-             limit + 1)) {
-      if (static_cast<int>(out.items.size()) == limit) {
-        out.next_page_token =
-            rules::EncodeDueToken(out.items.back().not_after, out.items.back().id);
-        break;
-      }
-      out.items.push_back(
-          DueCertificate{r[0].as<int64_t>(), r[1].as<int64_t>(), ArrayOf(r[2]), TimeOf(r[3])});
-    }
-    return absl::OkStatus();
-  }));
-  return out;
+  return FetchPage<DueCertificate>(
+      *pool_, "ListCertificatesDueForRenewal", {},
+      [&](pqxx::work& tx) {
+        return tx.exec_params(
+            "SELECT tenant_id, id, identifiers, av_us(not_after) "
+            "FROM av_certificates_due(av_ts($1), av_ts($2), $3, $4)",
+            Micros(now), Nullable(OptionalParam(after_time)), Nullable(OptionalParam(after_id)),
+            limit + 1);
+      },
+      DueCertificateOf, limit, DueToken);
 }
 
 absl::Status PostgresStore::MarkCertificateRevoked(const Scope& scope, CertificateId id,
@@ -1440,14 +1419,14 @@ absl::Status PostgresStore::PutChallenge(const Scope& scope, absl::string_view t
 }
 
 absl::StatusOr<std::string> PostgresStore::LookupChallenge(absl::string_view token) {
-  std::string out;
-  RETURN_IF_ERROR(pool_->Run("LookupChallenge", {}, [&](pqxx::work& tx) {
-    pqxx::row r = tx.exec_params1("SELECT av_lookup_challenge($1)", std::string(token));
-    if (r[0].is_null()) return absl::NotFoundError("unknown challenge token");
-    out = r[0].as<std::string>();
-    return absl::OkStatus();
-  }));
-  return out;
+  return FetchOne<std::string>(
+      *pool_, "LookupChallenge", {},
+      [&](pqxx::work& tx) {
+        return tx.exec_params(
+            "SELECT k FROM (SELECT av_lookup_challenge($1) AS k) AS x WHERE k IS NOT NULL",
+            std::string(token));
+      },
+      TextOfRow, absl::NotFoundError("unknown challenge token"));
 }
 
 absl::Status PostgresStore::DeleteChallenge(const Scope& scope, absl::string_view token) {
@@ -1479,23 +1458,15 @@ absl::StatusOr<Page<AuditRecord>> PostgresStore::ListAudit(const Scope& scope,
                                                            const PageRequest& page) {
   ASSIGN_OR_RETURN(int64_t after, rules::DecodeIdToken(page.page_token));
   const int limit = PageSize(page);
-  Page<AuditRecord> out;
-  RETURN_IF_ERROR(InTenant("ListAudit", scope, [&](pqxx::work& tx) {
-    out = {};
-    for (const pqxx::row& r : tx.exec_params(
-             absl::StrCat("SELECT ", kAuditColumns,
-                          " FROM audit_log WHERE tenant_id = $1 AND seq > $2 "
-                          "ORDER BY seq LIMIT $3"),
-             scope.tenant, after, limit + 1)) {
-      if (static_cast<int>(out.items.size()) == limit) {
-        out.next_page_token = rules::EncodeIdToken(out.items.back().seq);
-        break;
-      }
-      out.items.push_back(AuditRecordOf(r));
-    }
-    return absl::OkStatus();
-  }));
-  return out;
+  return FetchPage<AuditRecord>(
+      *pool_, "ListAudit", In(scope),
+      [&](pqxx::work& tx) {
+        return tx.exec_params(absl::StrCat("SELECT ", kAuditColumns,
+                                           " FROM audit_log WHERE tenant_id = $1 AND seq > $2 "
+                                           "ORDER BY seq LIMIT $3"),
+                              scope.tenant, after, limit + 1);
+      },
+      AuditRecordOf, limit, AuditToken);
 }
 
 absl::Status PostgresStore::VerifyAuditChain(const Scope& scope) {

@@ -158,6 +158,8 @@ class PostgresStore final : public Store {
   // Runs `body` confined to scope.tenant.
   absl::Status InTenant(absl::string_view op, const Scope& scope,
                         const PostgresPool::Body& body);
+  // Transaction options confining it to scope.tenant.
+  static PostgresPool::TxOptions In(const Scope& scope);
   absl::Time Now() const;
   absl::StatusOr<UnsealedAccountKey> UnsealKey(absl::string_view op, const Scope& scope,
                                                AccountId account, std::optional<int> version,

@@ -17,14 +17,8 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
-absl::StatusOr<std::unique_ptr<PostgresStore>> Open(const TestDatabase& db, const Clock* clock,
-                                                    KekSet keks) {
-  PostgresStoreOptions options;
-  options.pool.url = db.app_url();
-  options.pool.size = 6;
-  options.clock = clock;
-  return PostgresStore::Create(options, std::move(keks));
-}
+// Enough connections for the suite's concurrent tests to run truly in parallel.
+constexpr int kPoolSize = 6;
 
 class PostgresHarness final : public StoreHarness {
  public:
@@ -35,7 +29,7 @@ class PostgresHarness final : public StoreHarness {
   Store& store() override { return *store_; }
 
   absl::StatusOr<std::unique_ptr<Store>> Reopen(KekSet keks) override {
-    auto store = Open(*db_, clock_, std::move(keks));
+    auto store = db_->OpenStore(clock_, std::move(keks), kPoolSize);
     if (!store.ok()) return store.status();
     return std::unique_ptr<Store>(std::move(*store));
   }
@@ -63,7 +57,7 @@ StoreFactory PostgresStoreFactory() {
          const std::string& url) -> absl::StatusOr<std::unique_ptr<StoreHarness>> {
         auto db = TestDatabase::Create(url);
         if (!db.ok()) return db.status();
-        auto store = Open(**db, clock, std::move(keks));
+        auto store = (*db)->OpenStore(clock, std::move(keks), kPoolSize);
         if (!store.ok()) return store.status();
         return std::unique_ptr<StoreHarness>(
             new PostgresHarness(std::move(*db), std::move(*store), clock));

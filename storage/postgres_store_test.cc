@@ -58,11 +58,20 @@ class PostgresStoreTest : public ::testing::Test {
   }
 
   absl::StatusOr<std::unique_ptr<PostgresStore>> Open(const std::string& keks) {
-    PostgresStoreOptions options;
-    options.pool.url = db_->app_url();
-    options.pool.size = 4;
-    options.clock = &clock_;
-    return PostgresStore::Create(options, TestKeks(keks));
+    return db_->OpenStore(&clock_, TestKeks(keks));
+  }
+
+  // A certificate for `ids`, valid for a day from now, with `key` stored if given.
+  NewCertificate CertificateFor(std::vector<std::string> ids, const std::string& serial,
+                                const crypto::PrivateKey* key) {
+    NewCertificate c;
+    c.identifiers = std::move(ids);
+    c.serial = serial;
+    c.not_before = clock_.Now();
+    c.not_after = clock_.Now() + absl::Hours(24);
+    c.chain_pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    c.private_key = key;
+    return c;
   }
 
   Scope MakeTenant(const std::string& name) {
@@ -186,18 +195,10 @@ TEST_F(PostgresStoreTest, CiphertextCopiedToAnotherRowFailsToOpen) {
   // Certificate keys are bound to their certificate id.
   crypto::PrivateKey k1 = NewKey();
   crypto::PrivateKey k2 = NewKey();
-  NewCertificate c;
-  c.identifiers = {"a.test"};
-  c.serial = "01";
-  c.not_before = clock_.Now();
-  c.not_after = clock_.Now() + absl::Hours(1);
-  c.chain_pem = "chain";
-  c.private_key = &k1;
-  ASSERT_OK_AND_ASSIGN(Certificate c1, store_->InsertCertificate(alpha, c));
-  c.serial = "02";
-  c.identifiers = {"b.test"};
-  c.private_key = &k2;
-  ASSERT_OK_AND_ASSIGN(Certificate c2, store_->InsertCertificate(alpha, c));
+  ASSERT_OK_AND_ASSIGN(Certificate c1,
+                       store_->InsertCertificate(alpha, CertificateFor({"a.test"}, "01", &k1)));
+  ASSERT_OK_AND_ASSIGN(Certificate c2,
+                       store_->InsertCertificate(alpha, CertificateFor({"b.test"}, "02", &k2)));
   Tamper(absl::StrCat("UPDATE certificates SET wrapped_data_key = src.wrapped_data_key, "
                       "sealed_private_key = src.sealed_private_key FROM certificates src "
                       "WHERE certificates.id = ", c1.id, " AND src.id = ", c2.id));
@@ -269,14 +270,9 @@ TEST_F(PostgresStoreTest, PgDumpContainsNoPrivateKeyAfterAFullWorkload) {
   ASSERT_OK(store_->MarkKeyCompromised(alpha, rsa, 1));
   ASSERT_OK(store_->GetActiveKey(beta, p384, "sign").status());
   crypto::PrivateKey cert_key = NewKey(crypto::KeyAlgorithm::kRsa2048);
-  NewCertificate c;
-  c.identifiers = {"www.alpha.test"};
-  c.serial = "abc1";
-  c.not_before = clock_.Now();
-  c.not_after = clock_.Now() + absl::Hours(24);
-  c.chain_pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
-  c.private_key = &cert_key;
-  ASSERT_OK_AND_ASSIGN(Certificate stored, store_->InsertCertificate(alpha, c));
+  ASSERT_OK_AND_ASSIGN(Certificate stored, store_->InsertCertificate(
+                                               alpha, CertificateFor({"www.alpha.test"}, "abc1",
+                                                                     &cert_key)));
   ASSERT_OK(store_->GetCertificateKey(alpha, stored.id, "serve").status());
   // Rotate the KEK: re-wrapped rows must not leak either.
   ASSERT_OK_AND_ASSIGN(auto rotated, Open(KekText("kek-a", 'a') + "," + KekText("kek-b", 'b')));

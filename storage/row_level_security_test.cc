@@ -42,10 +42,7 @@ class RowLevelSecurityTest : public ::testing::Test {
     auto db = TestDatabase::Create(url);
     ASSERT_TRUE(db.ok()) << db.status();
     db_ = std::move(*db);
-    PostgresStoreOptions options;
-    options.pool.url = db_->app_url();
-    options.clock = &clock_;
-    auto store = PostgresStore::Create(options, TestKeks(KekText("k", 'k')));
+    auto store = db_->OpenStore(&clock_, TestKeks(KekText("k", 'k')));
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
     a_ = Populate("alpha");
@@ -231,7 +228,7 @@ TEST_F(RowLevelSecurityTest, CrossTenantFunctionsAnswerOnlyTheirNarrowQuestion) 
   Outcome o = AsApp(0, "SELECT count(*) FROM (SELECT av_lookup_challenge('token-beta')) x", true);
   EXPECT_EQ(o.rows, 1);
   // Identity lookups return live identities without the token hash column.
-  o = AsApp(0, "SELECT count(*) FROM av_authenticate_spiffe('spiffe://t/beta')", true);
+  o = AsApp(0, "SELECT count(*) FROM av_authenticate('spiffe://t/beta', NULL)", true);
   EXPECT_EQ(o.rows, 1);
   // The definer role can read no sealed key: its column grants stop it even through a function
   // it owns (asserted on the catalog, since nobody can run as it).

@@ -1,6 +1,7 @@
 #include "storage/rules.h"
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -72,6 +73,30 @@ absl::Status ValidatePublicKeyInfo(const PublicKeyInfo& info) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateSpiffeId(absl::string_view spiffe_id) {
+  if (!absl::StartsWith(spiffe_id, "spiffe://") || spiffe_id.size() <= 9) {
+    return absl::InvalidArgumentError("SPIFFE ID must start with spiffe://<trust domain>");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateNewAccount(absl::string_view directory_url, const PublicKeyInfo& public_key,
+                                KeyState initial_state) {
+  RETURN_IF_ERROR(ValidateUrl("directory URL", directory_url));
+  RETURN_IF_ERROR(ValidatePublicKeyInfo(public_key));
+  if (initial_state != KeyState::kPending && initial_state != KeyState::kActive) {
+    return absl::InvalidArgumentError("a new account's key starts pending or active");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateAccountStatusChange(AccountStatus status) {
+  if (status != AccountStatus::kDeactivated && status != AccountStatus::kRevoked) {
+    return absl::InvalidArgumentError("an account can only be set deactivated or revoked");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<NewCertificate> ValidateNewCertificate(const NewCertificate& certificate) {
   NewCertificate out = certificate;
   ASSIGN_OR_RETURN(out.identifiers, CanonicalIdentifiers(certificate.identifiers));
@@ -130,6 +155,37 @@ absl::Status ValidateLeaseRequest(absl::string_view owner, absl::Duration durati
   return absl::OkStatus();
 }
 
+absl::Status CheckAccountOpen(const Account& account, bool already) {
+  if (account.status == AccountStatus::kDeactivated || account.status == AccountStatus::kRevoked) {
+    return absl::FailedPreconditionError(absl::StrCat("account ", account.id, " is ",
+                                                      already ? "already " : "",
+                                                      AccountStatusName(account.status)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> AccountUrlNeedsWrite(const Account& account, absl::string_view url) {
+  if (account.account_url == url) return false;
+  if (!account.account_url.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("account ", account.id, " already has another URL"));
+  }
+  if (account.status != AccountStatus::kPending) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("account ", account.id, " is ", AccountStatusName(account.status)));
+  }
+  return true;
+}
+
+absl::Status CheckKeyPending(AccountId account, int version, KeyState state) {
+  if (state != KeyState::kPending) {
+    return absl::FailedPreconditionError(absl::StrCat("key ", version, " of account ", account,
+                                                      " is ", KeyStateName(state),
+                                                      ", not pending"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckLease(const Scope& scope, const Order& order, const Lease& lease) {
   if (lease.tenant != scope.tenant) {
     return absl::InvalidArgumentError("lease belongs to another tenant than the scope");
@@ -164,6 +220,27 @@ absl::Status CheckOrderTransition(const Order& order, OrderState to) {
         absl::StrCat("order ", order.id, " has no ACME URL yet (RecordOrderUrl first)"));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<bool> OrderUrlNeedsWrite(const Order& order, absl::string_view url) {
+  if (order.acme_url == url) return false;
+  if (!order.acme_url.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("order ", order.id, " already has another ACME URL"));
+  }
+  return true;
+}
+
+absl::Status CheckCompletable(const Order& order) {
+  if (order.acme_url.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat("order ", order.id, " has no ACME URL"));
+  }
+  return absl::OkStatus();
+}
+
+std::string TransitionDetail(OrderState from, OrderState to, absl::string_view error) {
+  return absl::StrCat(OrderStateName(from), " -> ", OrderStateName(to), error.empty() ? "" : ": ",
+                      error);
 }
 
 absl::StatusOr<int64_t> DecodeIdToken(absl::string_view token) {

@@ -20,6 +20,12 @@ absl::Status ValidateTenantSpec(const TenantSpec& spec);
 // http:// or https:// followed by a host.
 absl::Status ValidateUrl(absl::string_view what, absl::string_view url);
 absl::Status ValidatePublicKeyInfo(const PublicKeyInfo& info);
+absl::Status ValidateSpiffeId(absl::string_view spiffe_id);
+// A URL, public key facts, and a first key state of pending or active.
+absl::Status ValidateNewAccount(absl::string_view directory_url, const PublicKeyInfo& public_key,
+                                KeyState initial_state);
+// Only kDeactivated and kRevoked may be set.
+absl::Status ValidateAccountStatusChange(AccountStatus status);
 // Canonical identifiers; a serial of 1-64 hex digits (returned lower-cased); not_after after
 // not_before; a chain; a positive key version if given.
 absl::StatusOr<NewCertificate> ValidateNewCertificate(const NewCertificate& certificate);
@@ -32,6 +38,15 @@ absl::Status ValidateAuditEvent(const AuditEvent& event);
 // Owner set, duration positive.
 absl::Status ValidateLeaseRequest(absl::string_view owner, absl::Duration duration);
 
+// FAILED_PRECONDITION if the account is deactivated or revoked (`already` words the message
+// for a repeated status change).
+absl::Status CheckAccountOpen(const Account& account, bool already = false);
+// Whether RecordAccountUrl must write: false if `url` is already recorded; FAILED_PRECONDITION
+// if another URL is, or the account is no longer pending.
+absl::StatusOr<bool> AccountUrlNeedsWrite(const Account& account, absl::string_view url);
+// FAILED_PRECONDITION unless the key is pending.
+absl::Status CheckKeyPending(AccountId account, int version, KeyState state);
+
 // The lease is for `order` and still current. INVALID_ARGUMENT if the lease names another
 // tenant than the scope; FAILED_PRECONDITION "lease on order N lost ..." if the fencing token is
 // stale; FAILED_PRECONDITION if the order is terminal.
@@ -39,6 +54,14 @@ absl::Status CheckLease(const Scope& scope, const Order& order, const Lease& lea
 // Forward only, terminal states final; ready and later need the ACME URL; valid only through
 // CompleteOrder (INVALID_ARGUMENT). Moving to the current state is allowed (a retried call).
 absl::Status CheckOrderTransition(const Order& order, OrderState to);
+
+// Whether RecordOrderUrl must write: false if `url` is already recorded; FAILED_PRECONDITION if
+// another URL is.
+absl::StatusOr<bool> OrderUrlNeedsWrite(const Order& order, absl::string_view url);
+// CompleteOrder needs the order's ACME URL.
+absl::Status CheckCompletable(const Order& order);
+// The audit detail of a transition: "pending -> invalid: why".
+std::string TransitionDetail(OrderState from, OrderState to, absl::string_view error);
 
 // Page tokens: the decimal id (or sequence number) of the last item returned.
 absl::StatusOr<int64_t> DecodeIdToken(absl::string_view token);

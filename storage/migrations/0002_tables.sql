@@ -83,7 +83,7 @@ CREATE TABLE orders (
   tenant_id bigint NOT NULL,
   account_id bigint NOT NULL,
   identifiers text[] NOT NULL CHECK (av_identifiers_canonical(identifiers)),
-  identifiers_hash bytea NOT NULL,  -- set by trigger from identifiers
+  identifiers_hash bytea NOT NULL,  -- set from identifiers by av_set_identifiers_hash
   acme_url text,
   state text NOT NULL
     CHECK (state IN ('created', 'pending', 'ready', 'processing', 'valid', 'invalid')),
@@ -135,7 +135,7 @@ CREATE TABLE certificates (
   account_id bigint,
   order_id bigint,
   identifiers text[] NOT NULL CHECK (av_identifiers_canonical(identifiers)),
-  identifiers_hash bytea NOT NULL,  -- set by trigger from identifiers
+  identifiers_hash bytea NOT NULL,  -- set from identifiers by av_set_identifiers_hash
   serial text NOT NULL CHECK (serial ~ '^[0-9a-f]{1,64}$'),
   not_before timestamptz NOT NULL,
   not_after timestamptz NOT NULL,
@@ -233,13 +233,19 @@ AS $$
                     WHEN 'processing' THEN 3 WHEN 'valid' THEN 4 WHEN 'invalid' THEN 4 END
 $$;
 
+-- orders and certificates find "the same identifier set" by this hash; clients cannot set it.
+CREATE FUNCTION av_set_identifiers_hash() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  NEW.identifiers_hash := av_identifiers_hash(NEW.identifiers);
+  RETURN NEW;
+END $$;
+CREATE TRIGGER orders_identifiers_hash BEFORE INSERT ON orders
+  FOR EACH ROW EXECUTE FUNCTION av_set_identifiers_hash();
+
 CREATE FUNCTION av_orders_guard() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-  IF TG_OP = 'INSERT' THEN
-    NEW.identifiers_hash := av_identifiers_hash(NEW.identifiers);
-    RETURN NEW;
-  END IF;
   IF NEW.id <> OLD.id OR NEW.tenant_id <> OLD.tenant_id OR NEW.account_id <> OLD.account_id
      OR NEW.identifiers <> OLD.identifiers OR NEW.identifiers_hash <> OLD.identifiers_hash
      OR NEW.idempotency_key IS DISTINCT FROM OLD.idempotency_key
@@ -262,16 +268,15 @@ BEGIN
   END IF;
   RETURN NEW;
 END $$;
-CREATE TRIGGER orders_guard BEFORE INSERT OR UPDATE ON orders
+CREATE TRIGGER orders_guard BEFORE UPDATE ON orders
   FOR EACH ROW EXECUTE FUNCTION av_orders_guard();
+
+CREATE TRIGGER certificates_identifiers_hash BEFORE INSERT ON certificates
+  FOR EACH ROW EXECUTE FUNCTION av_set_identifiers_hash();
 
 CREATE FUNCTION av_certificates_guard() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-  IF TG_OP = 'INSERT' THEN
-    NEW.identifiers_hash := av_identifiers_hash(NEW.identifiers);
-    RETURN NEW;
-  END IF;
   -- Revocation, supersession and (on re-wrap) the wrapped data key may change; nothing else.
   IF NEW.id <> OLD.id OR NEW.tenant_id <> OLD.tenant_id
      OR NEW.account_id IS DISTINCT FROM OLD.account_id
@@ -294,5 +299,5 @@ BEGIN
   END IF;
   RETURN NEW;
 END $$;
-CREATE TRIGGER certificates_guard BEFORE INSERT OR UPDATE ON certificates
+CREATE TRIGGER certificates_guard BEFORE UPDATE ON certificates
   FOR EACH ROW EXECUTE FUNCTION av_certificates_guard();

@@ -4,7 +4,7 @@
 -- and row-level security lets it through only by its own per-command policies.
 --
 --   av_create_tenant, av_list_tenants, av_find_tenant   platform administration
---   av_authenticate_spiffe, av_authenticate_token        who is calling (before a tenant is known)
+--   av_authenticate                                      who is calling (before a tenant is known)
 --   av_claim_stale_orders                                any replica resumes any tenant's order
 --   av_certificates_due                                  the renewal scheduler
 --   av_lookup_challenge                                  the HTTP-01 responder
@@ -58,25 +58,18 @@ CREATE FUNCTION av_find_tenant(p_name text) RETURNS SETOF tenants
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
 AS $$ SELECT * FROM tenants WHERE name = p_name $$;
 
--- Live identities of enabled tenants only. The token hash is not returned.
-CREATE FUNCTION av_authenticate_spiffe(p_spiffe_id text)
+-- Live identities of enabled tenants only, by SPIFFE ID or by token hash (the other NULL). The
+-- token hash is not returned.
+CREATE FUNCTION av_authenticate(p_spiffe_id text, p_token_sha256 bytea)
 RETURNS TABLE (id bigint, tenant_id bigint, role text, spiffe_id text, bearer_token boolean,
                description text, created_at timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
 AS $$
-  SELECT i.id, i.tenant_id, i.role, i.spiffe_id, false, i.description, i.created_at
+  SELECT i.id, i.tenant_id, i.role, i.spiffe_id, i.token_sha256 IS NOT NULL, i.description,
+         i.created_at
   FROM identities i JOIN tenants t ON t.id = i.tenant_id
-  WHERE i.spiffe_id = p_spiffe_id AND i.revoked_at IS NULL AND t.disabled_at IS NULL
-$$;
-
-CREATE FUNCTION av_authenticate_token(p_token_sha256 bytea)
-RETURNS TABLE (id bigint, tenant_id bigint, role text, spiffe_id text, bearer_token boolean,
-               description text, created_at timestamptz)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public, pg_temp
-AS $$
-  SELECT i.id, i.tenant_id, i.role, i.spiffe_id, true, i.description, i.created_at
-  FROM identities i JOIN tenants t ON t.id = i.tenant_id
-  WHERE i.token_sha256 = p_token_sha256 AND i.revoked_at IS NULL AND t.disabled_at IS NULL
+  WHERE (i.spiffe_id = p_spiffe_id OR i.token_sha256 = p_token_sha256)
+    AND i.revoked_at IS NULL AND t.disabled_at IS NULL
 $$;
 
 -- Leases (DESIGN.md §4: a replica killed anywhere leaves an order another resumes). Rows a
@@ -142,7 +135,7 @@ AS $$
 $$;
 
 CALL av_give_to_definer(ARRAY['av_create_tenant', 'av_list_tenants', 'av_find_tenant',
-                              'av_authenticate_spiffe', 'av_authenticate_token',
+                              'av_authenticate',
                               'av_claim_stale_orders', 'av_certificates_due',
                               'av_lookup_challenge', 'av_tenants_to_rewrap'],
                         'acmevault_app');

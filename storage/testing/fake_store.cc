@@ -139,6 +139,14 @@ absl::StatusOr<Order*> FindOrder(State& s, const Scope& scope, OrderId id)
   return &it->second;
 }
 
+// The order `lease` is for, if the lease is still current (rules::CheckLease).
+absl::StatusOr<Order*> LeasedOrder(State& s, const Scope& scope, const Lease& lease)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+  ASSIGN_OR_RETURN(Order * o, FindOrder(s, scope, lease.order));
+  RETURN_IF_ERROR(rules::CheckLease(scope, *o, lease));
+  return o;
+}
+
 absl::StatusOr<State::CertificateRow*> FindCertificate(State& s, const Scope& scope,
                                                        CertificateId id)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
@@ -147,10 +155,6 @@ absl::StatusOr<State::CertificateRow*> FindCertificate(State& s, const Scope& sc
     return NoSuch("certificate", id);
   }
   return &it->second;
-}
-
-bool TerminalAccount(const Account& a) {
-  return a.status == AccountStatus::kDeactivated || a.status == AccountStatus::kRevoked;
 }
 
 absl::Status NameTaken(const State& s, absl::string_view name, TenantId except)
@@ -352,9 +356,7 @@ absl::StatusOr<Identity> Authenticate(const State& s, absl::string_view spiffe_i
 absl::StatusOr<Identity> FakeStore::AddSpiffeIdentity(const Scope& scope,
                                                       absl::string_view spiffe_id, Role role,
                                                       absl::string_view description) {
-  if (!absl::StartsWith(spiffe_id, "spiffe://") || spiffe_id.size() <= 9) {
-    return absl::InvalidArgumentError("SPIFFE ID must start with spiffe://<trust domain>");
-  }
+  RETURN_IF_ERROR(rules::ValidateSpiffeId(spiffe_id));
   const absl::Time now = Now();
   absl::MutexLock lock(&state_->mu);
   return AddIdentity(*state_, scope, now, std::string(spiffe_id), "", role, description);
@@ -433,20 +435,8 @@ absl::StatusOr<AccountKey> InsertKey(State& s, const Envelope& envelope, const S
   return info;
 }
 
-// The account, if it may take key changes.
-absl::StatusOr<Account*> AccountForKeys(State& s, const Scope& scope, AccountId account)
-    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
-  ASSIGN_OR_RETURN(Account * a, FindAccount(s, scope, account));
-  return a;
-}
-
 absl::Status RequirePending(const State::KeyRow& row) {
-  if (row.info.state != KeyState::kPending) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "key ", row.info.version, " of account ", row.info.account, " is ",
-        KeyStateName(row.info.state), ", not pending"));
-  }
-  return absl::OkStatus();
+  return rules::CheckKeyPending(row.info.account, row.info.version, row.info.state);
 }
 
 }  // namespace
@@ -456,11 +446,7 @@ absl::StatusOr<Account> FakeStore::CreateAccount(const Scope& scope,
                                                  const crypto::PrivateKey& key,
                                                  const PublicKeyInfo& public_key,
                                                  KeyState initial_state) {
-  RETURN_IF_ERROR(rules::ValidateUrl("directory URL", directory_url));
-  RETURN_IF_ERROR(rules::ValidatePublicKeyInfo(public_key));
-  if (initial_state != KeyState::kPending && initial_state != KeyState::kActive) {
-    return absl::InvalidArgumentError("a new account's key starts pending or active");
-  }
+  RETURN_IF_ERROR(rules::ValidateNewAccount(directory_url, public_key, initial_state));
   const absl::Time now = Now();
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
@@ -502,15 +488,8 @@ absl::Status FakeStore::RecordAccountUrl(const Scope& scope, AccountId account,
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
   ASSIGN_OR_RETURN(Account * a, FindAccount(s, scope, account));
-  if (a->account_url == url) return absl::OkStatus();
-  if (!a->account_url.empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("account ", account, " already has another URL"));
-  }
-  if (a->status != AccountStatus::kPending) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("account ", account, " is ", AccountStatusName(a->status)));
-  }
+  ASSIGN_OR_RETURN(bool write, rules::AccountUrlNeedsWrite(*a, url));
+  if (!write) return absl::OkStatus();
   a->account_url = std::string(url);
   a->status = AccountStatus::kValid;
   AuditEvent e = rules::AccountEvent("RecordAccountUrl", account, std::nullopt, "");
@@ -521,17 +500,12 @@ absl::Status FakeStore::RecordAccountUrl(const Scope& scope, AccountId account,
 
 absl::Status FakeStore::SetAccountStatus(const Scope& scope, AccountId account,
                                          AccountStatus status) {
-  if (status != AccountStatus::kDeactivated && status != AccountStatus::kRevoked) {
-    return absl::InvalidArgumentError("an account can only be set deactivated or revoked");
-  }
+  RETURN_IF_ERROR(rules::ValidateAccountStatusChange(status));
   const absl::Time now = Now();
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
   ASSIGN_OR_RETURN(Account * a, FindAccount(s, scope, account));
-  if (TerminalAccount(*a)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("account ", account, " is already ", AccountStatusName(a->status)));
-  }
+  RETURN_IF_ERROR(rules::CheckAccountOpen(*a, /*already=*/true));
   a->status = status;
   a->deactivated_at = now;
   AuditEvent e = rules::AccountEvent("SetAccountStatus", account, std::nullopt,
@@ -548,11 +522,8 @@ absl::StatusOr<AccountKey> FakeStore::AddPendingKey(const Scope& scope, AccountI
   const absl::Time now = Now();
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
-  ASSIGN_OR_RETURN(Account * a, AccountForKeys(s, scope, account));
-  if (TerminalAccount(*a)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("account ", account, " is ", AccountStatusName(a->status)));
-  }
+  ASSIGN_OR_RETURN(Account * a, FindAccount(s, scope, account));
+  RETURN_IF_ERROR(rules::CheckAccountOpen(*a));
   int version = 1;
   for (auto it = s.keys.lower_bound({account, 0});
        it != s.keys.end() && it->first.first == account; ++it) {
@@ -572,7 +543,7 @@ absl::Status FakeStore::PromoteKey(const Scope& scope, AccountId account, int ve
   const absl::Time now = Now();
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
-  RETURN_IF_ERROR(AccountForKeys(s, scope, account).status());
+  RETURN_IF_ERROR(FindAccount(s, scope, account).status());
   ASSIGN_OR_RETURN(State::KeyRow * row, FindKey(s, scope, account, version));
   RETURN_IF_ERROR(RequirePending(*row));
   std::string detail;
@@ -594,7 +565,7 @@ absl::Status FakeStore::DiscardPendingKey(const Scope& scope, AccountId account,
   const absl::Time now = Now();
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
-  RETURN_IF_ERROR(AccountForKeys(s, scope, account).status());
+  RETURN_IF_ERROR(FindAccount(s, scope, account).status());
   ASSIGN_OR_RETURN(State::KeyRow * row, FindKey(s, scope, account, version));
   RETURN_IF_ERROR(RequirePending(*row));
   row->info.state = KeyState::kRetired;
@@ -607,7 +578,7 @@ absl::Status FakeStore::MarkKeyCompromised(const Scope& scope, AccountId account
   const absl::Time now = Now();
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
-  RETURN_IF_ERROR(AccountForKeys(s, scope, account).status());
+  RETURN_IF_ERROR(FindAccount(s, scope, account).status());
   ASSIGN_OR_RETURN(State::KeyRow * row, FindKey(s, scope, account, version));
   if (row->info.state == KeyState::kCompromised) return absl::OkStatus();
   KeyState was = row->info.state;
@@ -748,13 +719,9 @@ absl::Status FakeStore::RecordOrderUrl(const Scope& scope, const Lease& lease,
   const absl::Time now = Now();
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
-  ASSIGN_OR_RETURN(Order * o, FindOrder(s, scope, lease.order));
-  RETURN_IF_ERROR(rules::CheckLease(scope, *o, lease));
-  if (o->acme_url == url) return absl::OkStatus();
-  if (!o->acme_url.empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("order ", o->id, " already has another ACME URL"));
-  }
+  ASSIGN_OR_RETURN(Order * o, LeasedOrder(s, scope, lease));
+  ASSIGN_OR_RETURN(bool write, rules::OrderUrlNeedsWrite(*o, url));
+  if (!write) return absl::OkStatus();
   o->acme_url = std::string(url);
   o->state = OrderState::kPending;
   o->updated_at = now;
@@ -767,8 +734,7 @@ absl::Status FakeStore::TransitionOrder(const Scope& scope, const Lease& lease, 
   const absl::Time now = Now();
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
-  ASSIGN_OR_RETURN(Order * o, FindOrder(s, scope, lease.order));
-  RETURN_IF_ERROR(rules::CheckLease(scope, *o, lease));
+  ASSIGN_OR_RETURN(Order * o, LeasedOrder(s, scope, lease));
   RETURN_IF_ERROR(rules::CheckOrderTransition(*o, to));
   if (o->state == to) return absl::OkStatus();
   Order before = *o;
@@ -781,8 +747,7 @@ absl::Status FakeStore::TransitionOrder(const Scope& scope, const Lease& lease, 
   }
   Audit(s, scope, now,
         rules::OrderEvent("TransitionOrder", before,
-                          absl::StrCat(OrderStateName(before.state), " -> ", OrderStateName(to),
-                                       error.empty() ? "" : ": ", error)));
+                          rules::TransitionDetail(before.state, to, error)));
   return absl::OkStatus();
 }
 
@@ -841,11 +806,8 @@ absl::StatusOr<Certificate> FakeStore::CompleteOrder(const Scope& scope, const L
   const absl::Time now = Now();
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
-  ASSIGN_OR_RETURN(Order * o, FindOrder(s, scope, lease.order));
-  RETURN_IF_ERROR(rules::CheckLease(scope, *o, lease));
-  if (o->acme_url.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat("order ", o->id, " has no ACME URL"));
-  }
+  ASSIGN_OR_RETURN(Order * o, LeasedOrder(s, scope, lease));
+  RETURN_IF_ERROR(rules::CheckCompletable(*o));
   c.order = o->id;
   if (!c.account.has_value()) c.account = o->account;
   ASSIGN_OR_RETURN(Certificate out, InsertCertificateLocked(s, envelope_, scope, c, now));
@@ -897,8 +859,7 @@ absl::StatusOr<Lease> FakeStore::RenewLease(const Scope& scope, const Lease& lea
   const absl::Time now = Now();
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
-  ASSIGN_OR_RETURN(Order * o, FindOrder(s, scope, lease.order));
-  RETURN_IF_ERROR(rules::CheckLease(scope, *o, lease));
+  ASSIGN_OR_RETURN(Order * o, LeasedOrder(s, scope, lease));
   o->lease_owner = lease.owner;
   o->lease_expires_at = TruncateToMicros(now + lease_duration);
   o->updated_at = now;
@@ -911,8 +872,7 @@ absl::Status FakeStore::ReleaseLease(const Scope& scope, const Lease& lease) {
   const absl::Time now = Now();
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
-  ASSIGN_OR_RETURN(Order * o, FindOrder(s, scope, lease.order));
-  RETURN_IF_ERROR(rules::CheckLease(scope, *o, lease));
+  ASSIGN_OR_RETURN(Order * o, LeasedOrder(s, scope, lease));
   o->lease_owner.clear();
   o->lease_expires_at.reset();
   o->updated_at = now;

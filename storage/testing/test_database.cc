@@ -95,6 +95,16 @@ absl::Status TestDatabase::CreateAppRole() {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::unique_ptr<PostgresStore>> TestDatabase::OpenStore(const Clock* clock,
+                                                                       KekSet keks,
+                                                                       int pool_size) const {
+  PostgresStoreOptions options;
+  options.pool.url = app_url_;
+  options.pool.size = pool_size;
+  options.clock = clock;
+  return PostgresStore::Create(options, std::move(keks));
+}
+
 absl::Status TestDatabase::Execute(const std::string& sql) { return Run(superuser_url_, sql); }
 
 absl::StatusOr<std::string> TestDatabase::Dump() const {

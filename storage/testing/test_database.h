@@ -10,6 +10,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "common/clock.h"
+#include "storage/kek_set.h"
+#include "storage/postgres_store.h"
 
 namespace acmevault::storage::testing {
 
@@ -31,6 +34,9 @@ class TestDatabase {
   // The app role, connected to this database.
   const std::string& app_url() const { return app_url_; }
   absl::Status CreateAppRole();
+  // A PostgresStore on this database as the app role. `clock` is borrowed.
+  absl::StatusOr<std::unique_ptr<PostgresStore>> OpenStore(const Clock* clock, KekSet keks,
+                                                           int pool_size = 4) const;
   // Runs `sql` as the superuser in this database; for setup and tampering. INTERNAL with the
   // server's message on error.
   absl::Status Execute(const std::string& sql);

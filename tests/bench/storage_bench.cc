@@ -211,11 +211,7 @@ int Main(int argc, char** argv) {
     return 1;
   }
   acmevault::testing::FakeClock clock;
-  PostgresStoreOptions options;
-  options.pool.url = (*db)->app_url();
-  options.pool.size = kWriters;
-  options.clock = &clock;
-  auto store = PostgresStore::Create(options, testing::TestKeks(testing::KekText("bench", 'b')));
+  auto store = (*db)->OpenStore(&clock, testing::TestKeks(testing::KekText("bench", 'b')), kWriters);
   if (!store.ok()) {
     std::cerr << store.status() << "\n";
     return 1;
