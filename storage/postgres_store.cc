@@ -1475,44 +1475,23 @@ absl::Status PostgresStore::VerifyAuditChain(const Scope& scope) {
   tx_options.tenant = scope.tenant;
   tx_options.snapshot = true;  // rows and head from one snapshot, even while others append
   return pool_->Run("VerifyAuditChain", tx_options, [&](pqxx::work& tx) -> absl::Status {
-    const std::string tenant = absl::StrCat("audit chain of tenant ", scope.tenant);
-    int64_t last_seq = 0;
-    std::string last_hash(32, '\0');
+    rules::AuditChainVerifier chain(scope.tenant);
     constexpr int kBatch = 1000;
     for (;;) {
       pqxx::result r = tx.exec_params(
           "SELECT seq, prev_hash, hash, av_audit_digest(a) FROM audit_log a "
           "WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-          scope.tenant, last_seq, kBatch);
+          scope.tenant, chain.last_seq(), kBatch);
       for (const pqxx::row& row : r) {
-        int64_t seq = row[0].as<int64_t>();
-        if (seq != last_seq + 1) {
-          return absl::DataLossError(absl::StrCat(tenant, " broken at seq ", last_seq + 1,
-                                                  ": row missing (next is ", seq, ")"));
-        }
-        if (BytesOf(row[1]) != last_hash) {
-          return absl::DataLossError(absl::StrCat(
-              tenant, " broken at seq ", seq, ": prev_hash is not the hash of seq ", last_seq));
-        }
-        std::string hash = BytesOf(row[2]);
-        if (hash != BytesOf(row[3])) {
-          return absl::DataLossError(
-              absl::StrCat(tenant, " broken at seq ", seq, ": row does not match its hash"));
-        }
-        last_seq = seq;
-        last_hash = std::move(hash);
+        RETURN_IF_ERROR(chain.Next(row[0].as<int64_t>(), BytesOf(row[1]), BytesOf(row[2]),
+                                   BytesOf(row[3])));
       }
       if (static_cast<int>(r.size()) < kBatch) break;
     }
     pqxx::result head =
         tx.exec_params("SELECT seq, hash FROM audit_heads WHERE tenant_id = $1", scope.tenant);
-    int64_t head_seq = head.empty() ? 0 : head[0][0].as<int64_t>();
-    if (head_seq != last_seq || (!head.empty() && BytesOf(head[0][1]) != last_hash)) {
-      return absl::DataLossError(absl::StrCat(tenant, " broken at seq ", last_seq + 1,
-                                              ": the chain ends at seq ", last_seq,
-                                              " but its head is at seq ", head_seq));
-    }
-    return absl::OkStatus();
+    if (head.empty()) return chain.Finish(0, "");
+    return chain.Finish(head[0][0].as<int64_t>(), BytesOf(head[0][1]));
   });
 }
 

@@ -243,6 +243,37 @@ std::string TransitionDetail(OrderState from, OrderState to, absl::string_view e
                       error);
 }
 
+AuditChainVerifier::AuditChainVerifier(TenantId tenant)
+    : what_(absl::StrCat("audit chain of tenant ", tenant)), last_hash_(32, '\0') {}
+
+absl::Status AuditChainVerifier::Next(int64_t seq, absl::string_view prev_hash,
+                                      absl::string_view hash, absl::string_view recomputed) {
+  if (seq != last_seq_ + 1) {
+    return absl::DataLossError(absl::StrCat(what_, " broken at seq ", last_seq_ + 1,
+                                            ": row missing (next is ", seq, ")"));
+  }
+  if (prev_hash != last_hash_) {
+    return absl::DataLossError(absl::StrCat(what_, " broken at seq ", seq,
+                                            ": prev_hash is not the hash of seq ", last_seq_));
+  }
+  if (hash != recomputed) {
+    return absl::DataLossError(
+        absl::StrCat(what_, " broken at seq ", seq, ": row does not match its hash"));
+  }
+  last_seq_ = seq;
+  last_hash_ = std::string(hash);
+  return absl::OkStatus();
+}
+
+absl::Status AuditChainVerifier::Finish(int64_t head_seq, absl::string_view head_hash) const {
+  if (head_seq != last_seq_ || (head_seq != 0 && head_hash != last_hash_)) {
+    return absl::DataLossError(absl::StrCat(what_, " broken at seq ", last_seq_ + 1,
+                                            ": the chain ends at seq ", last_seq_,
+                                            " but its head is at seq ", head_seq));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<int64_t> DecodeIdToken(absl::string_view token) {
   if (token.empty()) return 0;
   int64_t id = 0;

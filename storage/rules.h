@@ -63,6 +63,24 @@ absl::Status CheckCompletable(const Order& order);
 // The audit detail of a transition: "pending -> invalid: why".
 std::string TransitionDetail(OrderState from, OrderState to, absl::string_view error);
 
+// Walks one tenant's audit chain in sequence order and reports the first break (DATA_LOSS
+// naming the sequence number), as AuditLog::VerifyAuditChain promises.
+class AuditChainVerifier {
+ public:
+  explicit AuditChainVerifier(TenantId tenant);
+  // One row, in order: its seq, prev_hash and hash, and the hash recomputed from its fields.
+  absl::Status Next(int64_t seq, absl::string_view prev_hash, absl::string_view hash,
+                    absl::string_view recomputed);
+  // After the last row: the tenant's recorded head (seq 0 and an empty hash if none).
+  absl::Status Finish(int64_t head_seq, absl::string_view head_hash) const;
+  int64_t last_seq() const { return last_seq_; }
+
+ private:
+  const std::string what_;
+  int64_t last_seq_ = 0;
+  std::string last_hash_;
+};
+
 // Page tokens: the decimal id (or sequence number) of the last item returned.
 absl::StatusOr<int64_t> DecodeIdToken(absl::string_view token);
 std::string EncodeIdToken(int64_t id);

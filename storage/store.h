@@ -14,6 +14,8 @@
 // - Audit: every state change writes one audit row in the same transaction as the change (the
 //   action is the method's name unless stated otherwise), so a committed change always has its
 //   row and a failed one has none. Unsealing a private key is a key use and is audited too.
+//   Lease claims, renewals and releases are not audited: they change who works on an order,
+//   not its state. A call that changes nothing (a repeated idempotent call) writes no row.
 // - Errors: NOT_FOUND (no such row in this tenant), ALREADY_EXISTS (a uniqueness rule),
 //   FAILED_PRECONDITION (the state does not allow the change, e.g. a stale fencing token),
 //   INVALID_ARGUMENT (malformed input), ABORTED (a conflicting transaction won; retry the

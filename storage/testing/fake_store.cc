@@ -1194,34 +1194,13 @@ absl::StatusOr<Page<AuditRecord>> FakeStore::ListAudit(const Scope& scope,
 
 absl::Status FakeStore::VerifyAuditChain(const Scope& scope) {
   absl::MutexLock lock(&state_->mu);
-  const std::string tenant = absl::StrCat("audit chain of tenant ", scope.tenant);
-  int64_t last_seq = 0;
-  std::string last_hash = kGenesis;
+  rules::AuditChainVerifier chain(scope.tenant);
   for (const AuditRecord& r : state_->audit[scope.tenant]) {
-    if (r.seq != last_seq + 1) {
-      return absl::DataLossError(absl::StrCat(tenant, " broken at seq ", last_seq + 1,
-                                              ": row missing (next is ", r.seq, ")"));
-    }
-    if (r.prev_hash != last_hash) {
-      return absl::DataLossError(absl::StrCat(
-          tenant, " broken at seq ", r.seq, ": prev_hash is not the hash of seq ", last_seq));
-    }
-    if (r.hash != FakeDigest(r)) {
-      return absl::DataLossError(
-          absl::StrCat(tenant, " broken at seq ", r.seq, ": row does not match its hash"));
-    }
-    last_seq = r.seq;
-    last_hash = r.hash;
+    RETURN_IF_ERROR(chain.Next(r.seq, r.prev_hash, r.hash, FakeDigest(r)));
   }
   auto head = state_->audit_heads.find(scope.tenant);
-  int64_t head_seq = head == state_->audit_heads.end() ? 0 : head->second.first;
-  if (head_seq != last_seq ||
-      (head != state_->audit_heads.end() && head->second.second != last_hash)) {
-    return absl::DataLossError(absl::StrCat(tenant, " broken at seq ", last_seq + 1,
-                                            ": the chain ends at seq ", last_seq,
-                                            " but its head is at seq ", head_seq));
-  }
-  return absl::OkStatus();
+  if (head == state_->audit_heads.end()) return chain.Finish(0, "");
+  return chain.Finish(head->second.first, head->second.second);
 }
 
 // ---------------------------------------------------------------------------------------------
