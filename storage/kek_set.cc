@@ -28,6 +28,8 @@ bool ValidId(absl::string_view id) {
 // Text without comments: each '#' starts a comment that runs to the end of its line.
 std::string StripComments(absl::string_view text) {
   std::string out;
+  // Never reallocated, so no stray copy of key text is left behind in a freed buffer.
+  out.reserve(text.size() + 1);
   for (absl::string_view line : absl::StrSplit(text, '\n')) {
     size_t hash = line.find('#');
     absl::StrAppend(&out, line.substr(0, hash), "\n");
