@@ -1,0 +1,184 @@
+// Migrations from an empty database up: idempotence, concurrent migrators, upgrades, refusal of
+// edited or unknown migrations, and a non-superuser schema owner (the production setup).
+#include "storage/migrate.h"
+
+#include <pqxx/pqxx>
+
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/testing/fake_clock.h"
+#include "common/testing/stack_env.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "storage/migrations/embedded.h"
+#include "storage/postgres_store.h"
+#include "storage/testing/status_matchers.h"
+#include "storage/testing/test_database.h"
+#include "storage/testing/test_keks.h"
+
+namespace acmevault::storage {
+namespace {
+
+using ::acmevault::storage::testing::KekText;
+using ::acmevault::storage::testing::RewriteUrl;
+using ::acmevault::storage::testing::StatusIs;
+using ::acmevault::storage::testing::TestDatabase;
+using ::acmevault::storage::testing::TestKeks;
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+TEST(EmbeddedMigrations, AreNumberedFromOneWithoutGaps) {
+  const auto& migrations = EmbeddedMigrations();
+  ASSERT_EQ(migrations.size(), 5u);
+  for (size_t i = 0; i < migrations.size(); ++i) {
+    EXPECT_EQ(migrations[i].version, static_cast<int>(i + 1));
+    EXPECT_GT(std::string(migrations[i].sql).size(), 100u);
+  }
+  EXPECT_STREQ(migrations[0].name, "roles_and_helpers");
+  EXPECT_STREQ(migrations[4].name, "audit_log");
+  EXPECT_EQ(LatestSchemaVersion(), 5);
+}
+
+class MigrateTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ACMEVAULT_STACK_ENV_OR_SKIP(url, "ACMEVAULT_PG_URL");
+    url_ = url;
+    auto db = TestDatabase::Create(url, /*migrate=*/false);
+    ASSERT_TRUE(db.ok()) << db.status();
+    db_ = std::move(*db);
+  }
+
+  std::vector<std::vector<std::string>> Query(const std::string& sql) {
+    pqxx::connection conn(db_->superuser_url());
+    pqxx::work tx(conn);
+    std::vector<std::vector<std::string>> out;
+    for (const pqxx::row& r : tx.exec(sql)) {
+      std::vector<std::string> row;
+      for (const pqxx::field& f : r) row.push_back(f.is_null() ? "NULL" : f.c_str());
+      out.push_back(row);
+    }
+    return out;
+  }
+
+  std::string url_;
+  std::unique_ptr<TestDatabase> db_;
+};
+
+TEST_F(MigrateTest, FromEmptyToLatestOnceThenNothing) {
+  ASSERT_OK_AND_ASSIGN(MigrationReport first, Migrate({db_->superuser_url()}));
+  EXPECT_EQ(first.from_version, 0);
+  EXPECT_EQ(first.to_version, 5);
+  EXPECT_THAT(first.applied, ElementsAre(1, 2, 3, 4, 5));
+  EXPECT_EQ(Query("SELECT version, name, octet_length(sha256) FROM schema_version "
+                  "ORDER BY version"),
+            (std::vector<std::vector<std::string>>{{"1", "roles_and_helpers", "32"},
+                                                   {"2", "tables", "32"},
+                                                   {"3", "row_level_security", "32"},
+                                                   {"4", "cross_tenant_functions", "32"},
+                                                   {"5", "audit_log", "32"}}));
+  EXPECT_EQ(Query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0], "11");
+
+  ASSERT_OK_AND_ASSIGN(MigrationReport second, Migrate({db_->superuser_url()}));
+  EXPECT_EQ(second.from_version, 5);
+  EXPECT_EQ(second.to_version, 5);
+  EXPECT_THAT(second.applied, IsEmpty());
+  EXPECT_EQ(Query("SELECT count(*) FROM schema_version")[0][0], "5");
+}
+
+TEST_F(MigrateTest, ConcurrentMigratorsApplyEachMigrationExactlyOnce) {
+  constexpr int kMigrators = 4;
+  std::vector<absl::StatusOr<MigrationReport>> reports(kMigrators,
+                                                       absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kMigrators; ++i) {
+    threads.emplace_back([&, i] { reports[i] = Migrate({db_->superuser_url()}); });
+  }
+  for (std::thread& t : threads) t.join();
+  std::vector<int> applied;
+  for (const auto& r : reports) {
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->to_version, 5);
+    applied.insert(applied.end(), r->applied.begin(), r->applied.end());
+  }
+  std::sort(applied.begin(), applied.end());
+  EXPECT_THAT(applied, ElementsAre(1, 2, 3, 4, 5));
+  EXPECT_EQ(Query("SELECT count(*) FROM schema_version")[0][0], "5");
+}
+
+TEST_F(MigrateTest, UpgradesFromAnOlderVersion) {
+  ASSERT_OK_AND_ASSIGN(MigrationReport old, Migrate({db_->superuser_url(), 2}));
+  EXPECT_THAT(old.applied, ElementsAre(1, 2));
+  EXPECT_EQ(Query("SELECT to_regclass('audit_log') IS NULL")[0][0], "t");
+  ASSERT_OK_AND_ASSIGN(MigrationReport rest, Migrate({db_->superuser_url()}));
+  EXPECT_EQ(rest.from_version, 2);
+  EXPECT_THAT(rest.applied, ElementsAre(3, 4, 5));
+  EXPECT_EQ(Query("SELECT to_regclass('audit_log') IS NOT NULL")[0][0], "t");
+  EXPECT_THAT(Migrate({db_->superuser_url(), 9}), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST_F(MigrateTest, RefusesAMigrationEditedAfterItWasApplied) {
+  ASSERT_OK(Migrate({db_->superuser_url()}).status());
+  ASSERT_OK(db_->Execute("UPDATE schema_version SET sha256 = sha256('edited') WHERE version = 2"));
+  EXPECT_THAT(Migrate({db_->superuser_url()}),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "migration 2 (tables) differs from the one applied"));
+}
+
+TEST_F(MigrateTest, RefusesADatabaseNewerThanTheBinary) {
+  ASSERT_OK(Migrate({db_->superuser_url()}).status());
+  ASSERT_OK(db_->Execute(
+      "INSERT INTO schema_version (version, name, sha256) VALUES (6, 'future', sha256('x'))"));
+  EXPECT_THAT(Migrate({db_->superuser_url()}),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "newer than this binary's (5)"));
+}
+
+TEST_F(MigrateTest, ANonSuperuserOwnerMigratesAndStaysBoundByRowSecurity) {
+  // Production: the schema belongs to a role with CREATEROLE, not a superuser.
+  std::random_device rd;
+  const std::string owner = absl::StrCat(db_->name(), "_owner");
+  const std::string password = absl::StrCat("pw", rd(), rd());
+  ASSERT_OK(db_->Execute(absl::StrCat("CREATE ROLE ", owner, " LOGIN CREATEROLE PASSWORD '",
+                                      password, "'; ALTER DATABASE ", db_->name(), " OWNER TO ",
+                                      owner)));
+  const std::string owner_url = RewriteUrl(db_->superuser_url(), owner, password, db_->name());
+  auto migrated = Migrate({owner_url});
+  EXPECT_TRUE(migrated.ok()) << migrated.status();
+  if (migrated.ok()) {
+    EXPECT_THAT(migrated->applied, ElementsAre(1, 2, 3, 4, 5));
+    EXPECT_EQ(Query("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'"),
+              (std::vector<std::vector<std::string>>{{owner}}));
+    EXPECT_EQ(Query("SELECT count(*) FROM pg_proc WHERE proname LIKE 'av\\_%' "
+                    "AND prosecdef AND proowner = 'acmevault_definer'::regrole")[0][0],
+              "9");
+    // The owner lent itself the definer role only while handing the functions over.
+    EXPECT_EQ(Query(absl::StrCat("SELECT pg_has_role('", owner,
+                                 "', 'acmevault_definer', 'MEMBER')"))[0][0],
+              "f");
+    ASSERT_OK(db_->CreateAppRole());
+    acmevault::testing::FakeClock clock;
+    auto store = db_->OpenStore(&clock, TestKeks(KekText("k", 'k')));
+    ASSERT_TRUE(store.ok()) << store.status();
+    TenantSpec spec;
+    spec.name = "alpha";
+    spec.acme_directory_url = "https://ca.test/dir";
+    ASSERT_OK_AND_ASSIGN(Tenant tenant, (*store)->CreateTenant({"a", "b"}, spec));
+    EXPECT_OK((*store)->VerifyAuditChain(Scope{tenant.id, {}}));
+    // FORCE ROW LEVEL SECURITY binds the owner too: without a tenant it sees no row.
+    pqxx::connection conn(owner_url);
+    pqxx::work tx(conn);
+    EXPECT_EQ(tx.exec1("SELECT count(*) FROM tenants")[0].as<int>(), 0);
+    EXPECT_EQ(tx.exec1("SELECT count(*) FROM audit_log")[0].as<int>(), 0);
+  }
+  ASSERT_OK(db_->Execute(absl::StrCat("ALTER DATABASE ", db_->name(), " OWNER TO postgres")));
+  // Dropped after the database (its objects go with it); the destructor then runs harmlessly.
+  db_.reset();
+  pqxx::connection admin(url_);
+  pqxx::nontransaction tx(admin);
+  tx.exec(absl::StrCat("DROP ROLE IF EXISTS ", owner));
+}
+
+}  // namespace
+}  // namespace acmevault::storage

@@ -1,0 +1,210 @@
+// PostgresPool: bounded connections, retries of what is safe to retry, and the mapping of
+// PostgreSQL errors to absl::Status. Errors are raised on purpose with RAISE ... USING ERRCODE,
+// so every case is deterministic.
+#include "storage/postgres_pool.h"
+
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "common/testing/stack_env.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "storage/testing/status_matchers.h"
+#include "storage/testing/test_database.h"
+
+namespace acmevault::storage {
+namespace {
+
+using ::acmevault::storage::testing::StatusIs;
+using ::acmevault::storage::testing::TestDatabase;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+std::string Raise(const std::string& sqlstate) {
+  return absl::StrCat("DO $$ BEGIN RAISE EXCEPTION 'raised %', '", sqlstate,
+                      "' USING ERRCODE = '", sqlstate,
+                      "', DETAIL = 'Key (secret)=(do-not-echo)'; END $$");
+}
+
+class PostgresPoolTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ACMEVAULT_STACK_ENV_OR_SKIP(url, "ACMEVAULT_PG_URL");
+    auto db = TestDatabase::Create(url);
+    ASSERT_TRUE(db.ok()) << db.status();
+    db_ = std::move(*db);
+  }
+
+  std::unique_ptr<PostgresPool> MakePool(int size, absl::Duration acquire_timeout,
+                                         absl::Duration retry_budget) {
+    PostgresPoolOptions options;
+    options.url = db_->app_url();
+    options.size = size;
+    options.acquire_timeout = acquire_timeout;
+    options.retry_budget = retry_budget;
+    auto pool = PostgresPool::Create(options);
+    EXPECT_TRUE(pool.ok()) << pool.status();
+    return pool.ok() ? std::move(*pool) : nullptr;
+  }
+
+  std::unique_ptr<TestDatabase> db_;
+};
+
+TEST(PostgresPoolCreate, ValidatesOptions) {
+  EXPECT_THAT(PostgresPool::Create({}), StatusIs(absl::StatusCode::kInvalidArgument, "URL"));
+  PostgresPoolOptions options;
+  options.url = "postgresql://x@127.0.0.1/y";
+  options.size = 0;
+  EXPECT_THAT(PostgresPool::Create(options), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST_F(PostgresPoolTest, ErrorsMapToStatusCodesWithoutTheirDetail) {
+  auto pool = MakePool(2, absl::Seconds(5), absl::ZeroDuration());
+  struct Case {
+    std::string sqlstate;
+    absl::StatusCode code;
+  } cases[] = {
+      {"23505", absl::StatusCode::kAlreadyExists},    // unique_violation
+      {"23503", absl::StatusCode::kNotFound},         // foreign_key_violation
+      {"23514", absl::StatusCode::kInvalidArgument},  // check_violation
+      {"22P02", absl::StatusCode::kInvalidArgument},  // invalid_text_representation
+      {"42501", absl::StatusCode::kPermissionDenied}, // insufficient_privilege (and RLS)
+      {"55000", absl::StatusCode::kFailedPrecondition},
+      {"40001", absl::StatusCode::kAborted},          // serialization_failure
+      {"40P01", absl::StatusCode::kAborted},          // deadlock_detected
+      {"57014", absl::StatusCode::kDeadlineExceeded}, // query_canceled
+      {"XX000", absl::StatusCode::kInternal},
+  };
+  for (const Case& c : cases) {
+    absl::Status s = pool->Run("Op", {}, [&](pqxx::work& tx) {
+      tx.exec(Raise(c.sqlstate));
+      return absl::OkStatus();
+    });
+    EXPECT_EQ(s.code(), c.code) << c.sqlstate << ": " << s;
+    EXPECT_EQ(s.message(), absl::StrCat("Op: raised ", c.sqlstate)) << c.sqlstate;
+    EXPECT_THAT(std::string(s.message()), Not(HasSubstr("do-not-echo")));
+  }
+}
+
+TEST_F(PostgresPoolTest, SerializationFailuresAndDeadlocksAreRetriedFromTheStart) {
+  auto pool = MakePool(2, absl::Seconds(5), absl::Seconds(30));
+  for (const std::string& sqlstate : {"40001", "40P01"}) {
+    int attempts = 0;
+    int64_t rows = -1;
+    ASSERT_OK(pool->Run("Op", {}, [&](pqxx::work& tx) {
+      ++attempts;
+      tx.exec0("CREATE TEMP TABLE t (x int) ON COMMIT DROP");
+      tx.exec0("INSERT INTO t VALUES (1)");
+      if (attempts < 3) tx.exec(Raise(sqlstate));
+      rows = tx.exec1("SELECT count(*) FROM t")[0].as<int64_t>();
+      return absl::OkStatus();
+    }));
+    EXPECT_EQ(attempts, 3) << sqlstate;
+    EXPECT_EQ(rows, 1) << "the failed attempts' writes were rolled back";
+  }
+}
+
+TEST_F(PostgresPoolTest, LostConnectionIsRetriedOnAFreshConnection) {
+  auto pool = MakePool(1, absl::Seconds(5), absl::Seconds(30));
+  int first_pid = 0;
+  ASSERT_OK(pool->Run("Op", {}, [&](pqxx::work& tx) {
+    first_pid = tx.exec1("SELECT pg_backend_pid()")[0].as<int>();
+    return absl::OkStatus();
+  }));
+  ASSERT_OK(db_->Execute(absl::StrCat("SELECT pg_terminate_backend(", first_pid, ")")));
+  // Termination is asynchronous: wait (bounded) until the backend is gone.
+  for (int i = 0; i < 500; ++i) {
+    pqxx::connection admin(db_->superuser_url());
+    pqxx::nontransaction tx(admin);
+    if (tx.exec_params1("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", first_pid)[0]
+            .as<int>() == 0) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  int attempts = 0;
+  int pid = 0;
+  ASSERT_OK(pool->Run("Op", {}, [&](pqxx::work& tx) {
+    ++attempts;
+    pid = tx.exec1("SELECT pg_backend_pid()")[0].as<int>();
+    return absl::OkStatus();
+  }));
+  // The dead connection failed before the body ran; the body ran once, on a fresh connection.
+  EXPECT_EQ(attempts, 1);
+  EXPECT_NE(pid, first_pid);
+  EXPECT_EQ(pool->open_connections(), 1);
+}
+
+TEST_F(PostgresPoolTest, WithNoRetryBudgetARetryableFailureIsReturnedAtOnce) {
+  auto pool = MakePool(1, absl::Seconds(5), absl::ZeroDuration());
+  int attempts = 0;
+  absl::Status s = pool->Run("Op", {}, [&](pqxx::work& tx) {
+    ++attempts;
+    tx.exec(Raise("40001"));
+    return absl::OkStatus();
+  });
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kAborted));
+  EXPECT_EQ(s.message(), "Op: raised 40001");
+  EXPECT_EQ(attempts, 1);
+}
+
+TEST_F(PostgresPoolTest, ABodysOwnErrorAbortsAndIsNotRetried) {
+  auto pool = MakePool(1, absl::Seconds(5), absl::Seconds(30));
+  int attempts = 0;
+  absl::Status s = pool->Run("Op", {}, [&](pqxx::work& tx) {
+    ++attempts;
+    tx.exec0("CREATE TEMP TABLE written_then_aborted (x int)");
+    return absl::FailedPreconditionError("no");
+  });
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kFailedPrecondition, "no"));
+  EXPECT_EQ(attempts, 1);
+  // Same (only) connection: the table the aborted transaction created is gone.
+  bool exists = true;
+  ASSERT_OK(pool->Run("Check", {}, [&](pqxx::work& tx) {
+    exists = !tx.exec1("SELECT to_regclass('pg_temp.written_then_aborted') IS NULL")[0].as<bool>();
+    return absl::OkStatus();
+  }));
+  EXPECT_FALSE(exists);
+}
+
+TEST_F(PostgresPoolTest, PoolIsBoundedAndAWaiterGivesUpAfterTheAcquireTimeout) {
+  auto pool = MakePool(1, absl::Milliseconds(100), absl::ZeroDuration());
+  absl::Notification holding, release;
+  std::thread holder([&] {
+    EXPECT_OK(pool->Run("Hold", {}, [&](pqxx::work&) {
+      holding.Notify();
+      release.WaitForNotification();
+      return absl::OkStatus();
+    }));
+  });
+  holding.WaitForNotification();
+  EXPECT_THAT(pool->Run("Wait", {}, [](pqxx::work&) { return absl::OkStatus(); }),
+              StatusIs(absl::StatusCode::kUnavailable, "no database connection free"));
+  EXPECT_EQ(pool->open_connections(), 1);
+  release.Notify();
+  holder.join();
+  EXPECT_OK(pool->Run("After", {}, [](pqxx::work&) { return absl::OkStatus(); }));
+  EXPECT_EQ(pool->open_connections(), 1);
+}
+
+TEST_F(PostgresPoolTest, TenantIsSetForTheTransactionOnly) {
+  auto pool = MakePool(1, absl::Seconds(5), absl::ZeroDuration());
+  PostgresPool::TxOptions in_tenant;
+  in_tenant.tenant = 42;
+  std::string inside, after;
+  ASSERT_OK(pool->Run("Op", in_tenant, [&](pqxx::work& tx) {
+    inside = tx.exec1("SELECT coalesce(av_tenant()::text, 'none')")[0].as<std::string>();
+    return absl::OkStatus();
+  }));
+  ASSERT_OK(pool->Run("Op", {}, [&](pqxx::work& tx) {
+    after = tx.exec1("SELECT coalesce(av_tenant()::text, 'none')")[0].as<std::string>();
+    return absl::OkStatus();
+  }));
+  EXPECT_EQ(inside, "42");
+  EXPECT_EQ(after, "none");  // same connection, next transaction: no tenant
+}
+
+}  // namespace
+}  // namespace acmevault::storage

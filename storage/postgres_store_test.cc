@@ -1,0 +1,417 @@
+// PostgresStore behaviour beyond the conformance suite: what only a real database shows
+// (ciphertext moved between rows, bit flips in stored records, what pg_dump sees, tampering with
+// the audit log by a superuser, replicas with separate connection pools) and the checks
+// PostgresStore::Create makes.
+#include "storage/postgres_store.h"
+
+#include <pqxx/pqxx>
+
+#include <algorithm>
+#include <map>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/testing/fake_clock.h"
+#include "common/testing/stack_env.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "storage/migrate.h"
+#include "storage/testing/key_material.h"
+#include "storage/testing/status_matchers.h"
+#include "storage/testing/test_database.h"
+#include "storage/testing/test_keks.h"
+
+namespace acmevault::storage {
+namespace {
+
+using ::acmevault::storage::testing::Describe;
+using ::acmevault::storage::testing::FindLeaks;
+using ::acmevault::storage::testing::KekText;
+using ::acmevault::storage::testing::KeyMaterial;
+using ::acmevault::storage::testing::StatusIs;
+using ::acmevault::storage::testing::TestDatabase;
+using ::acmevault::storage::testing::TestKeks;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+const Actor kActor{"spiffe://test/admin", "test/Rpc"};
+
+PublicKeyInfo InfoFor(const crypto::PrivateKey& key) {
+  std::string spki = absl::WebSafeBase64Escape(key.public_key().ToDer());
+  return PublicKeyInfo{absl::StrCat("{\"spki\":\"", spki, "\"}"), spki.substr(0, 43)};
+}
+
+class PostgresStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ACMEVAULT_STACK_ENV_OR_SKIP(url, "ACMEVAULT_PG_URL");
+    auto db = TestDatabase::Create(url);
+    ASSERT_TRUE(db.ok()) << db.status();
+    db_ = std::move(*db);
+    auto store = Open(KekText("kek-a", 'a'));
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+  }
+
+  absl::StatusOr<std::unique_ptr<PostgresStore>> Open(const std::string& keks) {
+    return db_->OpenStore(&clock_, TestKeks(keks));
+  }
+
+  // A certificate for `ids`, valid for a day from now, with `key` stored if given.
+  NewCertificate CertificateFor(std::vector<std::string> ids, const std::string& serial,
+                                const crypto::PrivateKey* key) {
+    NewCertificate c;
+    c.identifiers = std::move(ids);
+    c.serial = serial;
+    c.not_before = clock_.Now();
+    c.not_after = clock_.Now() + absl::Hours(24);
+    c.chain_pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    c.private_key = key;
+    return c;
+  }
+
+  Scope MakeTenant(const std::string& name) {
+    TenantSpec spec;
+    spec.name = name;
+    spec.acme_directory_url = "https://ca.test/dir";
+    auto t = store_->CreateTenant(kActor, spec);
+    EXPECT_TRUE(t.ok()) << t.status();
+    return Scope{t.ok() ? t->id : 0, kActor};
+  }
+
+  crypto::PrivateKey NewKey(crypto::KeyAlgorithm algorithm = crypto::KeyAlgorithm::kEcdsaP256) {
+    auto key = crypto::PrivateKey::Generate(algorithm);
+    if (!key.ok()) std::abort();
+    generated_.push_back(Describe(*key));
+    return *std::move(key);
+  }
+
+  AccountId MakeAccount(const Scope& scope, crypto::KeyAlgorithm algorithm =
+                                                crypto::KeyAlgorithm::kEcdsaP256) {
+    crypto::PrivateKey key = NewKey(algorithm);
+    auto a = store_->CreateAccount(scope, "https://ca.test/dir", key, InfoFor(key),
+                                   KeyState::kActive);
+    EXPECT_TRUE(a.ok()) << a.status();
+    return a.ok() ? a->id : 0;
+  }
+
+  // Runs SQL as the superuser with triggers off, as an attacker with database access could.
+  void Tamper(const std::string& sql) {
+    ASSERT_OK(db_->Execute("SET session_replication_role = replica; " + sql));
+  }
+
+  acmevault::testing::FakeClock clock_;
+  std::unique_ptr<TestDatabase> db_;
+  std::unique_ptr<PostgresStore> store_;
+  std::vector<KeyMaterial> generated_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Create
+
+TEST(PostgresStoreCreate, WithoutAKeyEncryptionKeyNothingIsEvenConnected) {
+  PostgresStoreOptions options;
+  options.pool.url = "postgresql://nobody@127.0.0.1:1/nothing";
+  options.pool.retry_budget = absl::ZeroDuration();
+  EXPECT_THAT(PostgresStore::Create(options, KekSet()),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "no key-encryption key"));
+  // With a key, the same options get as far as connecting (and fail there).
+  EXPECT_THAT(PostgresStore::Create(options, TestKeks(KekText("k", 'k'))),
+              StatusIs(absl::StatusCode::kUnavailable, "checking the database"));
+}
+
+TEST_F(PostgresStoreTest, RefusesARoleThatBypassesRowLevelSecurity) {
+  PostgresStoreOptions options;
+  options.pool.url = db_->superuser_url();
+  EXPECT_THAT(PostgresStore::Create(options, TestKeks(KekText("k", 'k'))),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "bypasses row-level security"));
+  options.require_row_security = false;
+  EXPECT_OK(PostgresStore::Create(options, TestKeks(KekText("k", 'k'))).status());
+}
+
+TEST(PostgresStoreCreate, RefusesASchemaOlderThanTheBinary) {
+  ACMEVAULT_STACK_ENV_OR_SKIP(url, "ACMEVAULT_PG_URL");
+  auto db = TestDatabase::Create(url, /*migrate=*/false);
+  ASSERT_TRUE(db.ok()) << db.status();
+  ASSERT_OK(Migrate(MigrateOptions{(*db)->superuser_url(), 3}).status());
+  ASSERT_OK((*db)->CreateAppRole());
+  PostgresStoreOptions options;
+  options.pool.url = (*db)->app_url();
+  EXPECT_THAT(PostgresStore::Create(options, TestKeks(KekText("k", 'k'))),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       absl::StrCat("schema is at version 3, this binary needs ",
+                                    LatestSchemaVersion(), ": run acmevaultd migrate")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sealed keys at rest
+
+TEST_F(PostgresStoreTest, CiphertextCopiedToAnotherRowFailsToOpen) {
+  Scope alpha = MakeTenant("alpha");
+  Scope beta = MakeTenant("beta");
+  AccountId a1 = MakeAccount(alpha);
+  AccountId a2 = MakeAccount(alpha);
+  AccountId b1 = MakeAccount(beta);
+  crypto::PrivateKey next = NewKey();
+  ASSERT_OK(store_->AddPendingKey(alpha, a2, next, InfoFor(next)).status());
+
+  auto copy_key = [&](AccountId to, int to_version, AccountId from, int from_version,
+                      const std::string& columns) {
+    std::string set;
+    for (const std::string& c : {std::string("kek_id"), std::string("wrapped_data_key"),
+                                 std::string("sealed_private_key")}) {
+      if (columns.find(c) == std::string::npos) continue;
+      absl::StrAppend(&set, set.empty() ? "" : ", ", c, " = src.", c);
+    }
+    Tamper(absl::StrCat("UPDATE account_keys SET ", set,
+                        " FROM account_keys src WHERE account_keys.account_id = ", to,
+                        " AND account_keys.version = ", to_version, " AND src.account_id = ",
+                        from, " AND src.version = ", from_version));
+  };
+  auto expect_not_authentic = [&](const Scope& scope, AccountId account, int version) {
+    EXPECT_THAT(store_->GetKey(scope, account, version, "x"),
+                StatusIs(absl::StatusCode::kDataLoss,
+                         absl::StrCat("sealed key of ",
+                                      AccountKeyContext(scope.tenant, account, version),
+                                      " does not authenticate")));
+  };
+
+  copy_key(a1, 1, a2, 1, "kek_id wrapped_data_key sealed_private_key");  // same tenant
+  expect_not_authentic(alpha, a1, 1);
+  copy_key(a2, 2, a2, 1, "kek_id wrapped_data_key sealed_private_key");  // other version
+  expect_not_authentic(alpha, a2, 2);
+  copy_key(b1, 1, a2, 1, "kek_id wrapped_data_key sealed_private_key");  // other tenant
+  expect_not_authentic(beta, b1, 1);
+  // The source row itself still opens, and half a record moved is as useless as all of it.
+  EXPECT_OK(store_->GetKey(alpha, a2, 1, "x").status());
+  AccountId a3 = MakeAccount(alpha);
+  copy_key(a3, 1, a2, 1, "sealed_private_key");
+  expect_not_authentic(alpha, a3, 1);
+
+  // Certificate keys are bound to their certificate id.
+  crypto::PrivateKey k1 = NewKey();
+  crypto::PrivateKey k2 = NewKey();
+  ASSERT_OK_AND_ASSIGN(Certificate c1,
+                       store_->InsertCertificate(alpha, CertificateFor({"a.test"}, "01", &k1)));
+  ASSERT_OK_AND_ASSIGN(Certificate c2,
+                       store_->InsertCertificate(alpha, CertificateFor({"b.test"}, "02", &k2)));
+  Tamper(absl::StrCat("UPDATE certificates SET wrapped_data_key = src.wrapped_data_key, "
+                      "sealed_private_key = src.sealed_private_key FROM certificates src "
+                      "WHERE certificates.id = ", c1.id, " AND src.id = ", c2.id));
+  EXPECT_THAT(store_->GetCertificateKey(alpha, c1.id, "x"),
+              StatusIs(absl::StatusCode::kDataLoss, "does not authenticate"));
+  EXPECT_OK(store_->GetCertificateKey(alpha, c2.id, "x").status());
+}
+
+TEST_F(PostgresStoreTest, EverySingleBitFlipInAStoredRecordFailsToOpen) {
+  Scope alpha = MakeTenant("alpha");
+  AccountId account = MakeAccount(alpha);
+  ASSERT_OK(store_->GetActiveKey(alpha, account, "x").status());
+
+  pqxx::connection admin(db_->superuser_url());
+  std::string wrapped, sealed;
+  {
+    pqxx::work tx(admin);
+    pqxx::row r = tx.exec_params1(
+        "SELECT wrapped_data_key, sealed_private_key FROM account_keys WHERE account_id = $1",
+        account);
+    wrapped = pqxx::binarystring(r[0]).str();
+    sealed = pqxx::binarystring(r[1]).str();
+  }
+  const std::string record = wrapped + sealed;
+  auto store_record = [&](const std::string& bytes) {
+    pqxx::work tx(admin);
+    tx.exec0("SET LOCAL session_replication_role = replica");
+    std::string w = bytes.substr(0, wrapped.size());
+    std::string s = bytes.substr(wrapped.size());
+    tx.exec_params0(
+        "UPDATE account_keys SET wrapped_data_key = $2, sealed_private_key = $3 "
+        "WHERE account_id = $1",
+        account, pqxx::binarystring(w.data(), w.size()), pqxx::binarystring(s.data(), s.size()));
+    tx.commit();
+  };
+
+  const std::string expected = absl::StrCat(
+      "sealed key of ", AccountKeyContext(alpha.tenant, account, 1),
+      " does not authenticate");
+  std::mt19937 rng(8555);  // fixed seed: the same 1,000 flips every run
+  std::uniform_int_distribution<size_t> bit(0, record.size() * 8 - 1);
+  std::set<size_t> in_wrapped_key, in_sealed_key;
+  for (int i = 0; i < 1000; ++i) {
+    size_t b = bit(rng);
+    (b / 8 < wrapped.size() ? in_wrapped_key : in_sealed_key).insert(b);
+    std::string flipped = record;
+    flipped[b / 8] = static_cast<char>(flipped[b / 8] ^ (1 << (b % 8)));
+    store_record(flipped);
+    auto opened = store_->GetActiveKey(alpha, account, "x");
+    ASSERT_FALSE(opened.ok()) << "bit " << b << " flipped and the record still opened";
+    // DATA_LOSS, naming the record only: never bytes of the key or the ciphertext.
+    ASSERT_EQ(opened.status().code(), absl::StatusCode::kDataLoss) << opened.status();
+    ASSERT_EQ(opened.status().message(), expected);
+  }
+  EXPECT_GT(in_wrapped_key.size(), 50u);
+  EXPECT_GT(in_sealed_key.size(), 300u);
+  store_record(record);
+  EXPECT_OK(store_->GetActiveKey(alpha, account, "x").status());
+}
+
+TEST_F(PostgresStoreTest, PgDumpContainsNoPrivateKeyAfterAFullWorkload) {
+  Scope alpha = MakeTenant("alpha");
+  Scope beta = MakeTenant("beta");
+  AccountId rsa = MakeAccount(alpha, crypto::KeyAlgorithm::kRsa2048);
+  AccountId p384 = MakeAccount(beta, crypto::KeyAlgorithm::kEcdsaP384);
+  crypto::PrivateKey next = NewKey();
+  ASSERT_OK(store_->AddPendingKey(alpha, rsa, next, InfoFor(next)).status());
+  ASSERT_OK(store_->PromoteKey(alpha, rsa, 2));
+  ASSERT_OK(store_->MarkKeyCompromised(alpha, rsa, 1));
+  ASSERT_OK(store_->GetActiveKey(beta, p384, "sign").status());
+  crypto::PrivateKey cert_key = NewKey(crypto::KeyAlgorithm::kRsa2048);
+  ASSERT_OK_AND_ASSIGN(Certificate stored, store_->InsertCertificate(
+                                               alpha, CertificateFor({"www.alpha.test"}, "abc1",
+                                                                     &cert_key)));
+  ASSERT_OK(store_->GetCertificateKey(alpha, stored.id, "serve").status());
+  // Rotate the KEK: re-wrapped rows must not leak either.
+  ASSERT_OK_AND_ASSIGN(auto rotated, Open(KekText("kek-a", 'a') + "," + KekText("kek-b", 'b')));
+  ASSERT_OK_AND_ASSIGN(VaultMaintenance::RewrapProgress p, rotated->RewrapBatch(kActor, 100));
+  EXPECT_EQ(p.rewrapped, 4);  // alpha's two account keys, beta's one, the certificate key
+  EXPECT_TRUE(p.done);
+
+  ASSERT_OK_AND_ASSIGN(std::string dump, db_->Dump());
+  EXPECT_THAT(dump, HasSubstr("COPY public.account_keys"));
+  EXPECT_THAT(dump, HasSubstr("kek-b"));  // the wrapped rows are there
+  EXPECT_THAT(FindLeaks(dump, generated_), IsEmpty());
+
+  // The search itself works: a key stored in the clear (DER as bytea, PEM and JWK "d" as text)
+  // is found in every one of those forms.
+  const KeyMaterial& planted = generated_[0];
+  ASSERT_OK(db_->Execute(absl::StrCat(
+      "CREATE TABLE plaintext_mistake (der bytea, pem text, d text); "
+      "INSERT INTO plaintext_mistake VALUES (decode('", absl::BytesToHexString(planted.der),
+      "', 'hex'), '", planted.pem, "', '", planted.jwk_d, "')")));
+  ASSERT_OK_AND_ASSIGN(dump, db_->Dump());
+  EXPECT_THAT(FindLeaks(dump, {planted}),
+              ::testing::IsSupersetOf({"key 0 marker 1", "key 0 marker 2", "key 0 marker 3",
+                                       "key 0 marker 4"}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The audit chain against a superuser
+
+TEST_F(PostgresStoreTest, EditedAuditRowIsDetected) {
+  Scope alpha = MakeTenant("alpha");
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_OK(store_->AppendAudit(alpha, AuditEvent{"Issue", {"a.test"}, 1, 1, "", "ok",
+                                                    absl::StrCat("event ", i)}));
+  }
+  ASSERT_OK(store_->VerifyAuditChain(alpha));
+  Tamper(absl::StrCat("UPDATE audit_log SET outcome = 'denied' WHERE tenant_id = ", alpha.tenant,
+                      " AND seq = 3"));
+  EXPECT_THAT(store_->VerifyAuditChain(alpha),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       absl::StrCat("audit chain of tenant ", alpha.tenant,
+                                    " broken at seq 3: row does not match its hash")));
+  // Recomputing the edited row's hash moves the break to the next row.
+  Tamper(absl::StrCat("UPDATE audit_log a SET hash = av_audit_digest(a) WHERE tenant_id = ",
+                      alpha.tenant, " AND seq = 3"));
+  EXPECT_THAT(store_->VerifyAuditChain(alpha),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       "broken at seq 4: prev_hash is not the hash of seq 3"));
+}
+
+TEST_F(PostgresStoreTest, DeletedAuditRowsAreDetected) {
+  Scope alpha = MakeTenant("alpha");
+  Scope beta = MakeTenant("beta");
+  for (const Scope& s : {alpha, beta}) {
+    for (int i = 0; i < 3; ++i) {
+      ASSERT_OK(store_->AppendAudit(s, AuditEvent{"Event", {}, std::nullopt, std::nullopt, "",
+                                                  "ok", ""}));
+    }
+  }
+  Tamper(absl::StrCat("DELETE FROM audit_log WHERE tenant_id = ", alpha.tenant, " AND seq = 2"));
+  EXPECT_THAT(store_->VerifyAuditChain(alpha),
+              StatusIs(absl::StatusCode::kDataLoss, "broken at seq 2: row missing (next is 3)"));
+  Tamper(absl::StrCat("DELETE FROM audit_log WHERE tenant_id = ", beta.tenant, " AND seq = 4"));
+  EXPECT_THAT(store_->VerifyAuditChain(beta),
+              StatusIs(absl::StatusCode::kDataLoss,
+                       "the chain ends at seq 3 but its head is at seq 4"));
+}
+
+TEST_F(PostgresStoreTest, TheAppendOnlyTriggerStopsEvenTheOwner) {
+  Scope alpha = MakeTenant("alpha");
+  // Without disabling triggers, the schema owner cannot edit or delete audit rows either.
+  EXPECT_THAT(db_->Execute("UPDATE audit_log SET outcome = 'x'"),
+              StatusIs(absl::StatusCode::kInternal, "append-only"));
+  EXPECT_THAT(db_->Execute("DELETE FROM audit_log"),
+              StatusIs(absl::StatusCode::kInternal, "append-only"));
+  EXPECT_THAT(db_->Execute("TRUNCATE audit_log"),
+              StatusIs(absl::StatusCode::kInternal, "append-only"));
+  EXPECT_OK(store_->VerifyAuditChain(alpha));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replicas
+
+TEST_F(PostgresStoreTest, TwoReplicasClaimEachStaleOrderExactlyOnce) {
+  Scope alpha = MakeTenant("alpha");
+  AccountId account = MakeAccount(alpha);
+  constexpr int kOrders = 40;
+  std::set<OrderId> all;
+  for (int i = 0; i < kOrders; ++i) {
+    auto o = store_->CreateOrJoinOrder(
+        alpha, NewOrder{account, {absl::StrCat("n", i, ".test")}, "", "creator", absl::Seconds(1)});
+    ASSERT_TRUE(o.ok()) << o.status();
+    all.insert(o->order.id);
+  }
+  clock_.Advance(absl::Seconds(1));
+  // Two replicas: separate stores, separate connection pools.
+  ASSERT_OK_AND_ASSIGN(auto replica_a, Open(KekText("kek-a", 'a')));
+  ASSERT_OK_AND_ASSIGN(auto replica_b, Open(KekText("kek-a", 'a')));
+  absl::Mutex mu;
+  std::vector<Lease> claimed;
+  auto claim = [&](PostgresStore* replica, const std::string& name) {
+    for (int round = 0; round < kOrders; ++round) {
+      auto got = replica->ClaimStaleOrders(name, absl::Minutes(5), 3);
+      ASSERT_TRUE(got.ok()) << got.status();
+      if (got->empty()) return;
+      absl::MutexLock lock(&mu);
+      claimed.insert(claimed.end(), got->begin(), got->end());
+    }
+  };
+  std::thread a(claim, replica_a.get(), "replica-a");
+  std::thread b(claim, replica_b.get(), "replica-b");
+  a.join();
+  b.join();
+  std::set<OrderId> distinct;
+  std::map<std::string, int> per_owner;
+  for (const Lease& l : claimed) {
+    distinct.insert(l.order);
+    ++per_owner[l.owner];
+  }
+  EXPECT_EQ(claimed.size(), static_cast<size_t>(kOrders));
+  EXPECT_EQ(distinct, all);
+  EXPECT_EQ(per_owner["replica-a"] + per_owner["replica-b"], kOrders);
+
+  // A lease expires; the other replica takes the order over; the first one's write is refused.
+  const Lease& first = claimed.front();
+  PostgresStore* owner = first.owner == "replica-a" ? replica_a.get() : replica_b.get();
+  PostgresStore* other = owner == replica_a.get() ? replica_b.get() : replica_a.get();
+  clock_.Advance(absl::Minutes(5));
+  ASSERT_OK_AND_ASSIGN(std::vector<Lease> taken, other->ClaimStaleOrders("taker", absl::Minutes(5), kOrders));
+  EXPECT_EQ(taken.size(), static_cast<size_t>(kOrders));
+  EXPECT_THAT(owner->RecordOrderUrl(alpha, first, "https://ca.test/order/stale"),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "lease on order"));
+  auto mine = std::find_if(taken.begin(), taken.end(),
+                           [&](const Lease& l) { return l.order == first.order; });
+  ASSERT_NE(mine, taken.end());
+  EXPECT_EQ(mine->fencing_token, first.fencing_token + 1);
+  EXPECT_OK(other->RecordOrderUrl(alpha, *mine, "https://ca.test/order/fresh"));
+  ASSERT_OK_AND_ASSIGN(Order o, store_->GetOrder(alpha, first.order));
+  EXPECT_EQ(o.acme_url, "https://ca.test/order/fresh");
+}
+
+}  // namespace
+}  // namespace acmevault::storage
