@@ -1,0 +1,111 @@
+#include "storage/envelope.h"
+
+#include <string>
+
+#include "absl/strings/escaping.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace acmevault::storage {
+namespace {
+
+using ::testing::HasSubstr;
+
+Envelope Make(const std::string& text) {
+  auto keks = KekSet::Parse(text);
+  EXPECT_TRUE(keks.ok()) << keks.status();
+  auto envelope = Envelope::Create(std::move(*keks));
+  EXPECT_TRUE(envelope.ok()) << envelope.status();
+  return std::move(*envelope);
+}
+
+std::string Key(char fill) { return absl::Base64Escape(std::string(32, fill)); }
+
+const std::string kSecret = "private key bytes, DER in real use";
+
+TEST(Envelope, WithoutAKeyEncryptionKeyThereIsNoEnvelope) {
+  auto envelope = Envelope::Create(KekSet());
+  EXPECT_EQ(envelope.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(envelope.status().message(), HasSubstr("no key-encryption key"));
+}
+
+TEST(Envelope, SealsUnderTheCurrentKekAndOpens) {
+  Envelope e = Make("old:" + Key('o') + "\nnew:" + Key('n'));
+  const std::string context = AccountKeyContext(1, 2, 3);
+  EXPECT_EQ(context, "account-key|tenant=1|account=2|version=3");
+  auto sealed = e.Seal(kSecret, context);
+  ASSERT_TRUE(sealed.ok()) << sealed.status();
+  EXPECT_EQ(sealed->kek_id, "new");
+  EXPECT_EQ(sealed->wrapped_data_key.size(), 32u + 28u);
+  EXPECT_EQ(sealed->sealed_private_key.size(), kSecret.size() + 28u);
+  EXPECT_EQ(sealed->sealed_private_key.find("private key"), std::string::npos);
+  auto opened = e.Open(*sealed, context);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  EXPECT_EQ(opened->view(), kSecret);
+}
+
+TEST(Envelope, AnotherRecordsContextDoesNotOpen) {
+  Envelope e = Make("k:" + Key('k'));
+  auto sealed = e.Seal(kSecret, AccountKeyContext(1, 2, 3));
+  ASSERT_TRUE(sealed.ok());
+  for (const std::string& other :
+       {AccountKeyContext(2, 2, 3), AccountKeyContext(1, 3, 3), AccountKeyContext(1, 2, 4),
+        CertificateKeyContext(1, 2)}) {
+    auto opened = e.Open(*sealed, other);
+    EXPECT_EQ(opened.status().code(), absl::StatusCode::kDataLoss) << other;
+    EXPECT_EQ(opened.status().message(),
+              "sealed key of " + other + " does not authenticate");
+  }
+}
+
+TEST(Envelope, SwappedHalvesOrRelabelledKekDoNotOpen) {
+  Envelope e = Make("a:" + Key('a') + "\nb:" + Key('b'));
+  const std::string context = CertificateKeyContext(4, 5);
+  auto one = e.Seal(kSecret, context);
+  auto two = e.Seal(kSecret, context);
+  ASSERT_TRUE(one.ok() && two.ok());
+  SealedKey mixed = *one;
+  mixed.sealed_private_key = two->sealed_private_key;  // other record's data key
+  EXPECT_EQ(e.Open(mixed, context).status().code(), absl::StatusCode::kDataLoss);
+  SealedKey relabelled = *one;
+  relabelled.kek_id = "a";
+  EXPECT_EQ(e.Open(relabelled, context).status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(Envelope, UnknownKekIsAFailedPrecondition) {
+  Envelope before = Make("retired:" + Key('r'));
+  auto sealed = before.Seal(kSecret, CertificateKeyContext(1, 1));
+  ASSERT_TRUE(sealed.ok());
+  Envelope after = Make("current:" + Key('c'));
+  auto opened = after.Open(*sealed, CertificateKeyContext(1, 1));
+  EXPECT_EQ(opened.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(opened.status().message(), HasSubstr("\"retired\", which is not configured"));
+}
+
+TEST(Envelope, RewrapMovesTheDataKeyToTheCurrentKekOnly) {
+  const std::string context = AccountKeyContext(9, 8, 1);
+  Envelope old_only = Make("old:" + Key('o'));
+  auto sealed = old_only.Seal(kSecret, context);
+  ASSERT_TRUE(sealed.ok());
+
+  Envelope both = Make("old:" + Key('o') + "\nnew:" + Key('n'));
+  auto rewrapped = both.Rewrap(*sealed, context);
+  ASSERT_TRUE(rewrapped.ok()) << rewrapped.status();
+  EXPECT_EQ(rewrapped->kek_id, "new");
+  EXPECT_EQ(rewrapped->sealed_private_key, sealed->sealed_private_key);
+  EXPECT_NE(rewrapped->wrapped_data_key, sealed->wrapped_data_key);
+  auto again = both.Rewrap(*rewrapped, context);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->wrapped_data_key, rewrapped->wrapped_data_key);
+
+  // Once rewrapped, the old KEK can be dropped.
+  Envelope new_only = Make("new:" + Key('n'));
+  auto opened = new_only.Open(*rewrapped, context);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  EXPECT_EQ(opened->view(), kSecret);
+  EXPECT_EQ(both.Rewrap(*sealed, AccountKeyContext(9, 8, 2)).status().code(),
+            absl::StatusCode::kDataLoss);
+}
+
+}  // namespace
+}  // namespace acmevault::storage

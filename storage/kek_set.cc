@@ -1,0 +1,132 @@
+#include "storage/kek_set.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "acme/crypto/aead.h"
+
+namespace acmevault::storage {
+namespace {
+
+bool ValidId(absl::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' &&
+        c != '-') {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Text without comments: each '#' starts a comment that runs to the end of its line.
+std::string StripComments(absl::string_view text) {
+  std::string out;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    size_t hash = line.find('#');
+    absl::StrAppend(&out, line.substr(0, hash), "\n");
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<KekSet> KekSet::Parse(absl::string_view text) {
+  KekSet set;
+  // Copies of key text are wiped when this function returns.
+  crypto::SecretBytes stripped(StripComments(text));
+  int entry = 0;
+  for (absl::string_view raw : absl::StrSplit(stripped.view(), absl::ByAnyChar(",\n"))) {
+    absl::string_view item = absl::StripAsciiWhitespace(raw);
+    if (item.empty()) continue;
+    ++entry;
+    size_t colon = item.find(':');
+    if (colon == absl::string_view::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("key-encryption key entry ", entry, " is not ID:BASE64"));
+    }
+    absl::string_view id = absl::StripAsciiWhitespace(item.substr(0, colon));
+    absl::string_view b64 = absl::StripAsciiWhitespace(item.substr(colon + 1));
+    if (!ValidId(id)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "key-encryption key entry ", entry, ": id must match [A-Za-z0-9._-]{1,64}"));
+    }
+    std::string decoded;
+    bool ok = absl::Base64Unescape(b64, &decoded);
+    crypto::SecretBytes key(std::move(decoded));
+    if (!ok || key.size() != crypto::kAeadKeySize) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("key-encryption key \"", id, "\" is not ", crypto::kAeadKeySize,
+                       " bytes of base64"));
+    }
+    if (set.Find(id) != nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("key-encryption key id \"", id, "\" appears twice"));
+    }
+    set.keys_.emplace_back(std::string(id), std::move(key));
+  }
+  if (set.keys_.empty()) {
+    return absl::FailedPreconditionError("no key-encryption key configured");
+  }
+  return set;
+}
+
+absl::StatusOr<KekSet> KekSet::FromFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    int err = errno;
+    if (err == EACCES) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("cannot read key-encryption key file ", path));
+    }
+    return absl::NotFoundError(absl::StrCat("cannot open key-encryption key file ", path));
+  }
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  crypto::SecretBytes text(buffer.str());
+  // The stream's own buffer is released unwiped; the key text in it is the file's content,
+  // which is on disk anyway.
+  auto set = Parse(text.view());
+  if (!set.ok()) {
+    return absl::Status(set.status().code(),
+                        absl::StrCat(path, ": ", set.status().message()));
+  }
+  return set;
+}
+
+absl::StatusOr<KekSet> KekSet::FromEnvironment() {
+  const char* file = std::getenv(kKekFileEnv);
+  const char* inline_text = std::getenv(kKekEnv);
+  bool has_file = file != nullptr && *file != '\0';
+  bool has_inline = inline_text != nullptr && *inline_text != '\0';
+  if (has_file && has_inline) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("both ", kKekFileEnv, " and ", kKekEnv, " are set; set one"));
+  }
+  if (has_file) return FromFile(file);
+  if (has_inline) return Parse(inline_text);
+  return absl::FailedPreconditionError(absl::StrCat(
+      "no key-encryption key configured: set ", kKekFileEnv, " or ", kKekEnv,
+      " (the vault never stores keys unencrypted)"));
+}
+
+const crypto::SecretBytes* KekSet::Find(absl::string_view id) const {
+  for (const auto& [kid, key] : keys_) {
+    if (kid == id) return &key;
+  }
+  return nullptr;
+}
+
+std::vector<std::string> KekSet::ids() const {
+  std::vector<std::string> out;
+  for (const auto& entry : keys_) out.push_back(entry.first);
+  return out;
+}
+
+}  // namespace acmevault::storage

@@ -1,0 +1,101 @@
+#include "storage/kek_set.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/escaping.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace acmevault::storage {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+std::string Key(char fill) { return absl::Base64Escape(std::string(32, fill)); }
+
+TEST(KekSet, LastEntryIsCurrentAndAllAreReadable) {
+  auto set = KekSet::Parse("# rotation log\n2024-01:" + Key('a') + "  # old\n\n2024-07:" +
+                           Key('b') + "\n");
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->current_id(), "2024-07");
+  EXPECT_THAT(set->ids(), ElementsAre("2024-01", "2024-07"));
+  ASSERT_NE(set->Find("2024-01"), nullptr);
+  EXPECT_EQ(set->Find("2024-01")->view(), std::string(32, 'a'));
+  EXPECT_EQ(set->Find("2024-07")->view(), std::string(32, 'b'));
+  EXPECT_EQ(set->Find("2023-01"), nullptr);
+}
+
+TEST(KekSet, CommasSeparateEntriesAndPaddingIsOptional) {
+  std::string unpadded = Key('c');
+  while (!unpadded.empty() && unpadded.back() == '=') unpadded.pop_back();
+  auto set = KekSet::Parse("one:" + Key('a') + ", two:" + unpadded);
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->current_id(), "two");
+  EXPECT_EQ(set->Find("two")->view(), std::string(32, 'c'));
+}
+
+TEST(KekSet, EmptyTextIsAFailedPrecondition) {
+  for (const char* text : {"", "  \n# only a comment\n,,"}) {
+    auto set = KekSet::Parse(text);
+    EXPECT_EQ(set.status().code(), absl::StatusCode::kFailedPrecondition) << text;
+  }
+  EXPECT_TRUE(KekSet().empty());
+}
+
+TEST(KekSet, MalformedEntriesAreRejectedWithoutEchoingKeyText) {
+  const std::string short_key = absl::Base64Escape("sixteen byte key");
+  struct Case {
+    std::string text;
+    std::string message;
+  } cases[] = {
+      {"k1 " + Key('a'), "key-encryption key entry 1 is not ID:BASE64"},
+      {"ok:" + Key('a') + "\nbad id:" + Key('b'),
+       "key-encryption key entry 2: id must match [A-Za-z0-9._-]{1,64}"},
+      {"k1:" + short_key, "key-encryption key \"k1\" is not 32 bytes of base64"},
+      {"k1:!!not base64!!", "key-encryption key \"k1\" is not 32 bytes of base64"},
+      {"k1:" + Key('a') + ",k1:" + Key('b'), "key-encryption key id \"k1\" appears twice"},
+  };
+  for (const Case& c : cases) {
+    auto set = KekSet::Parse(c.text);
+    ASSERT_FALSE(set.ok()) << c.text;
+    EXPECT_EQ(set.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(set.status().message(), c.message);
+    EXPECT_THAT(std::string(set.status().message()), Not(HasSubstr(short_key)));
+    EXPECT_THAT(std::string(set.status().message()), Not(HasSubstr(Key('a'))));
+  }
+}
+
+TEST(KekSet, FromFileAndFromEnvironment) {
+  std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/keks";
+  std::ofstream(path) << "file-key:" << Key('f') << "\n";
+  auto from_file = KekSet::FromFile(path);
+  ASSERT_TRUE(from_file.ok()) << from_file.status();
+  EXPECT_EQ(from_file->current_id(), "file-key");
+  EXPECT_EQ(KekSet::FromFile(path + ".missing").status().code(), absl::StatusCode::kNotFound);
+
+  unsetenv(kKekFileEnv);
+  unsetenv(kKekEnv);
+  auto none = KekSet::FromEnvironment();
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(none.status().message(), HasSubstr("ACMEVAULT_KEK_FILE or ACMEVAULT_KEK"));
+
+  setenv(kKekEnv, ("env-key:" + Key('e')).c_str(), 1);
+  auto from_env = KekSet::FromEnvironment();
+  ASSERT_TRUE(from_env.ok()) << from_env.status();
+  EXPECT_EQ(from_env->current_id(), "env-key");
+
+  setenv(kKekFileEnv, path.c_str(), 1);
+  EXPECT_EQ(KekSet::FromEnvironment().status().code(), absl::StatusCode::kInvalidArgument);
+  unsetenv(kKekEnv);
+  auto via_file = KekSet::FromEnvironment();
+  ASSERT_TRUE(via_file.ok()) << via_file.status();
+  EXPECT_EQ(via_file->current_id(), "file-key");
+  unsetenv(kKekFileEnv);
+}
+
+}  // namespace
+}  // namespace acmevault::storage

@@ -1,0 +1,183 @@
+#include "storage/postgres_pool.h"
+
+#include <algorithm>
+#include <random>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+
+namespace acmevault::storage {
+namespace {
+
+// The server's primary message: first line, without libpq's severity prefix.
+std::string PrimaryMessage(const char* what) {
+  absl::string_view text(what);
+  text = text.substr(0, text.find('\n'));
+  for (absl::string_view prefix : {"ERROR:  ", "FATAL:  ", "ERROR: ", "FATAL: "}) {
+    if (absl::ConsumePrefix(&text, prefix)) break;
+  }
+  return std::string(absl::StripAsciiWhitespace(text));
+}
+
+absl::StatusCode CodeForSqlState(const std::string& state, bool* retryable) {
+  *retryable = false;
+  if (state == "40001" || state == "40P01") {
+    *retryable = true;
+    return absl::StatusCode::kAborted;
+  }
+  if (absl::StartsWith(state, "08") || state == "57P01" || state == "57P02" ||
+      state == "57P03" || state == "53300") {
+    *retryable = true;
+    return absl::StatusCode::kUnavailable;
+  }
+  if (state == "23505" || state == "23P01") return absl::StatusCode::kAlreadyExists;
+  if (state == "23503") return absl::StatusCode::kNotFound;
+  if (state == "23514" || state == "23502" || absl::StartsWith(state, "22")) {
+    return absl::StatusCode::kInvalidArgument;
+  }
+  if (state == "42501") return absl::StatusCode::kPermissionDenied;
+  if (state == "55000") return absl::StatusCode::kFailedPrecondition;
+  if (state == "57014") return absl::StatusCode::kDeadlineExceeded;
+  return absl::StatusCode::kInternal;
+}
+
+}  // namespace
+
+absl::Status StatusOfCurrentException(absl::string_view op, bool* retryable) {
+  *retryable = false;
+  try {
+    throw;
+  } catch (const pqxx::in_doubt_error&) {
+    return absl::UnavailableError(absl::StrCat(
+        op, ": connection lost during COMMIT; the commit outcome is unknown"));
+  } catch (const pqxx::statement_completion_unknown& e) {
+    return absl::UnavailableError(absl::StrCat(op, ": ", PrimaryMessage(e.what())));
+  } catch (const pqxx::broken_connection& e) {
+    *retryable = true;
+    return absl::UnavailableError(absl::StrCat(op, ": ", PrimaryMessage(e.what())));
+  } catch (const pqxx::sql_error& e) {
+    absl::StatusCode code = CodeForSqlState(e.sqlstate(), retryable);
+    return absl::Status(code, absl::StrCat(op, ": ", PrimaryMessage(e.what())));
+  } catch (const pqxx::transaction_rollback& e) {
+    *retryable = true;
+    return absl::AbortedError(absl::StrCat(op, ": ", PrimaryMessage(e.what())));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(op, ": ", PrimaryMessage(e.what())));
+  } catch (...) {
+    return absl::InternalError(absl::StrCat(op, ": unknown exception"));
+  }
+}
+
+absl::StatusOr<std::unique_ptr<PostgresPool>> PostgresPool::Create(PostgresPoolOptions options) {
+  if (options.url.empty()) return absl::InvalidArgumentError("PostgreSQL URL is empty");
+  if (options.size < 1) return absl::InvalidArgumentError("pool size must be at least 1");
+  return std::unique_ptr<PostgresPool>(new PostgresPool(std::move(options)));
+}
+
+int PostgresPool::open_connections() const {
+  absl::MutexLock lock(&mu_);
+  return open_;
+}
+
+absl::StatusOr<std::unique_ptr<pqxx::connection>> PostgresPool::Acquire(bool* retryable) {
+  *retryable = false;
+  {
+    absl::MutexLock lock(&mu_);
+    auto available = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return !idle_.empty() || open_ < options_.size;
+    };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&available), options_.acquire_timeout)) {
+      return absl::UnavailableError(
+          absl::StrCat("no database connection free within ",
+                       absl::FormatDuration(options_.acquire_timeout), " (pool size ",
+                       options_.size, ")"));
+    }
+    if (!idle_.empty()) {
+      std::unique_ptr<pqxx::connection> connection = std::move(idle_.back());
+      idle_.pop_back();
+      return connection;
+    }
+    ++open_;  // Reserved; connect outside the lock.
+  }
+  try {
+    return std::make_unique<pqxx::connection>(options_.url);
+  } catch (...) {
+    {
+      absl::MutexLock lock(&mu_);
+      --open_;
+    }
+    return StatusOfCurrentException("connecting to PostgreSQL", retryable);
+  }
+}
+
+void PostgresPool::Release(std::unique_ptr<pqxx::connection> connection) {
+  bool healthy = connection != nullptr && connection->is_open();
+  absl::MutexLock lock(&mu_);
+  if (healthy) {
+    idle_.push_back(std::move(connection));
+  } else {
+    --open_;
+  }
+}
+
+void PostgresPool::DiscardIdle() {
+  std::vector<std::unique_ptr<pqxx::connection>> doomed;
+  {
+    absl::MutexLock lock(&mu_);
+    doomed.swap(idle_);
+    open_ -= static_cast<int>(doomed.size());
+  }
+  // Closed here, outside the lock.
+}
+
+absl::Status PostgresPool::Run(absl::string_view op, const TxOptions& options, const Body& body) {
+  const absl::Time deadline = absl::Now() + options_.retry_budget;
+  absl::Duration backoff = absl::Milliseconds(10);
+  std::minstd_rand jitter(std::random_device{}());
+  for (int attempt = 1;; ++attempt) {
+    bool retryable = false;
+    absl::Status status;
+    auto connection = Acquire(&retryable);
+    if (!connection.ok()) {
+      status = absl::Status(connection.status().code(),
+                            absl::StrCat(op, ": ", connection.status().message()));
+    } else {
+      bool broken = false;
+      try {
+        pqxx::work tx(**connection);
+        if (options.snapshot) tx.exec0("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+        if (options.tenant.has_value()) {
+          tx.exec_params("SELECT set_config('acmevault.tenant_id', $1, true)",
+                         std::to_string(*options.tenant));
+        }
+        status = body(tx);
+        if (status.ok()) {
+          tx.commit();
+        } else {
+          tx.abort();
+        }
+      } catch (...) {
+        status = StatusOfCurrentException(op, &retryable);
+        broken = !(*connection)->is_open() || absl::IsUnavailable(status);
+      }
+      if (broken) {
+        connection->reset();
+        DiscardIdle();
+      }
+      Release(std::move(*connection));
+    }
+    if (status.ok() || !retryable || absl::Now() + backoff > deadline) {
+      if (!status.ok() && retryable && attempt > 1) {
+        return absl::Status(status.code(),
+                            absl::StrCat(status.message(), " (after ", attempt, " attempts)"));
+      }
+      return status;
+    }
+    absl::SleepFor(backoff + absl::Milliseconds(jitter() % 10));
+    backoff = std::min(backoff * 2, absl::Milliseconds(500));
+  }
+}
+
+}  // namespace acmevault::storage

@@ -1,0 +1,94 @@
+// PostgresPool: a bounded pool of libpqxx connections and the one place that runs a
+// transaction, retries it when that is safe, and turns libpqxx exceptions into absl::Status.
+// Internal to storage/ (PostgresStore and Migrate use it); nothing outside sees libpqxx.
+//
+// Retry rule: a transaction is re-run from the start, on a fresh connection where needed, when
+// it failed before COMMIT with a serialization failure (40001), a deadlock (40P01), a lost or
+// refused connection, or a server that is starting or shutting down (57P01-57P03). Such a
+// transaction did not commit, so re-running it is safe. A connection lost during COMMIT leaves
+// the outcome unknown: that is UNAVAILABLE "commit outcome unknown" and is never re-run here.
+#ifndef ACMEVAULT_STORAGE_POSTGRES_POOL_H_
+#define ACMEVAULT_STORAGE_POSTGRES_POOL_H_
+
+#include <pqxx/pqxx>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "storage/types.h"
+
+namespace acmevault::storage {
+
+struct PostgresPoolOptions {
+  // libpq connection URL, e.g. "postgresql://acmevault@127.0.0.1:5432/acmevault". The password
+  // may be in the URL or come from PGPASSFILE; it is never logged or echoed in errors.
+  std::string url;
+  // At most this many connections are open; each opens on first need and is kept.
+  int size = 8;
+  // How long a caller waits for a free connection before UNAVAILABLE.
+  absl::Duration acquire_timeout = absl::Seconds(5);
+  // How long a transaction keeps being re-run after retryable failures (see above) before its
+  // last error is returned. Covers a PostgreSQL restart or fail-over.
+  absl::Duration retry_budget = absl::Seconds(30);
+};
+
+// Thread-safe.
+class PostgresPool {
+ public:
+  // INVALID_ARGUMENT for an empty URL or a size below 1. Connects lazily.
+  static absl::StatusOr<std::unique_ptr<PostgresPool>> Create(PostgresPoolOptions options);
+
+  struct TxOptions {
+    // Confines the transaction to this tenant (SET LOCAL acmevault.tenant_id) before `body`.
+    std::optional<TenantId> tenant;
+    // REPEATABLE READ, READ ONLY: one snapshot for the whole transaction.
+    bool snapshot = false;
+  };
+  using Body = std::function<absl::Status(pqxx::work&)>;
+
+  // Runs `body` in a transaction and commits if it returns OK; a non-OK status aborts the
+  // transaction and is returned as is. libpqxx exceptions are mapped (see class comment and
+  // StatusOfCurrentException). `op` names the operation in error messages. `body` may run
+  // more than once; it must write its results only through its captures and overwrite them.
+  absl::Status Run(absl::string_view op, const TxOptions& options, const Body& body);
+
+  // Connections currently open (idle or in use). For tests.
+  int open_connections() const;
+
+ private:
+  explicit PostgresPool(PostgresPoolOptions options) : options_(std::move(options)) {}
+
+  absl::StatusOr<std::unique_ptr<pqxx::connection>> Acquire(bool* retryable);
+  void Release(std::unique_ptr<pqxx::connection> connection);
+  // Closes every idle connection: after one was found broken, the others likely are too.
+  void DiscardIdle();
+
+  const PostgresPoolOptions options_;
+  mutable absl::Mutex mu_;
+  std::vector<std::unique_ptr<pqxx::connection>> idle_ ABSL_GUARDED_BY(mu_);
+  int open_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Maps the libpqxx (or other) exception being handled, inside a catch block, to a Status:
+// unique or exclusion violation -> ALREADY_EXISTS; foreign key violation -> NOT_FOUND (the row
+// referred to is absent, or in another tenant); check, not-null or data errors ->
+// INVALID_ARGUMENT; 42501 (including a row-level security WITH CHECK failure) ->
+// PERMISSION_DENIED; 55000 (the schema's state-machine triggers) -> FAILED_PRECONDITION;
+// serialization failure or deadlock -> ABORTED; lost connection, server starting or stopping ->
+// UNAVAILABLE; commit outcome unknown -> UNAVAILABLE; anything else -> INTERNAL. The message is
+// `op`, then the first line of the server's message (never its DETAIL, which may quote row
+// values). Sets *retryable for the cases the class comment lists.
+absl::Status StatusOfCurrentException(absl::string_view op, bool* retryable);
+
+}  // namespace acmevault::storage
+
+#endif  // ACMEVAULT_STORAGE_POSTGRES_POOL_H_

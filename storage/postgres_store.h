@@ -1,0 +1,173 @@
+// PostgresStore: the production Store, on PostgreSQL 15 through libpqxx.
+//
+// It connects as a member of acmevault_app (see storage/migrations/README.md), so row-level
+// security confines every tenant-scoped transaction to the tenant named by its Scope; the
+// cross-tenant calls go through the SECURITY DEFINER functions of migration 0004. Every
+// statement is parameterised. Private keys are sealed (storage/envelope.h) before they reach a
+// statement and unsealed only in the calls that return them.
+//
+// Thread-safe. Survives a PostgreSQL restart: a transaction that failed on a lost connection
+// (before COMMIT), a serialization failure or a deadlock is re-run on a fresh connection (see
+// storage/postgres_pool.h); the process need not restart.
+#ifndef ACMEVAULT_STORAGE_POSTGRES_STORE_H_
+#define ACMEVAULT_STORAGE_POSTGRES_STORE_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "storage/envelope.h"
+#include "storage/kek_set.h"
+#include "storage/postgres_pool.h"
+#include "storage/store.h"
+
+namespace acmevault::storage {
+
+struct PostgresStoreOptions {
+  // Connection pool: URL (of an acmevault_app member), size, acquire timeout, retry budget.
+  PostgresPoolOptions pool;
+  // Source of "now" for every timestamp and lease. Borrowed; must outlive the store. Leases
+  // compare times from the replicas' clocks, so keep them synchronised (NTP); correctness of
+  // lease hand-over rests on fencing tokens, not on clocks.
+  const Clock* clock = Clock::Real();
+  // Refuse to run as a role that bypasses row-level security (a superuser or BYPASSRLS), which
+  // would silently void tenant isolation. Only tests of the definer functions turn this off.
+  bool require_row_security = true;
+};
+
+class PostgresStore final : public Store {
+ public:
+  // FAILED_PRECONDITION, before touching the database, if `keks` is empty (there is no
+  // plaintext mode). Then connects once to check: UNAVAILABLE if it cannot;
+  // FAILED_PRECONDITION if the role bypasses row-level security (unless allowed) or the schema
+  // is not at LatestSchemaVersion() (run migrate).
+  static absl::StatusOr<std::unique_ptr<PostgresStore>> Create(PostgresStoreOptions options,
+                                                               KekSet keks);
+
+  // TenantStore
+  absl::StatusOr<Tenant> CreateTenant(const Actor& actor, const TenantSpec& spec) override;
+  absl::StatusOr<Tenant> GetTenant(const Scope& scope) override;
+  absl::StatusOr<Tenant> FindTenantByName(absl::string_view name) override;
+  absl::StatusOr<Tenant> UpdateTenant(const Scope& scope, const TenantSpec& spec) override;
+  absl::Status DisableTenant(const Scope& scope) override;
+  absl::StatusOr<Page<Tenant>> ListTenants(const PageRequest& page) override;
+
+  // IdentityStore
+  absl::StatusOr<Identity> AddSpiffeIdentity(const Scope& scope, absl::string_view spiffe_id,
+                                             Role role, absl::string_view description) override;
+  absl::StatusOr<Identity> AddTokenIdentity(const Scope& scope, absl::string_view token_sha256,
+                                            Role role, absl::string_view description) override;
+  absl::StatusOr<Identity> AuthenticateSpiffe(absl::string_view spiffe_id) override;
+  absl::StatusOr<Identity> AuthenticateToken(absl::string_view token_sha256) override;
+  absl::Status RevokeIdentity(const Scope& scope, IdentityId id) override;
+  absl::StatusOr<std::vector<Identity>> ListIdentities(const Scope& scope) override;
+
+  // AccountStore
+  absl::StatusOr<Account> CreateAccount(const Scope& scope, absl::string_view directory_url,
+                                        const crypto::PrivateKey& key,
+                                        const PublicKeyInfo& public_key,
+                                        KeyState initial_state) override;
+  absl::StatusOr<Account> GetAccount(const Scope& scope, AccountId account) override;
+  absl::StatusOr<std::vector<Account>> ListAccounts(const Scope& scope) override;
+  absl::Status RecordAccountUrl(const Scope& scope, AccountId account,
+                                absl::string_view url) override;
+  absl::Status SetAccountStatus(const Scope& scope, AccountId account,
+                                AccountStatus status) override;
+  absl::StatusOr<AccountKey> AddPendingKey(const Scope& scope, AccountId account,
+                                           const crypto::PrivateKey& key,
+                                           const PublicKeyInfo& public_key) override;
+  absl::Status PromoteKey(const Scope& scope, AccountId account, int version) override;
+  absl::Status DiscardPendingKey(const Scope& scope, AccountId account, int version) override;
+  absl::Status MarkKeyCompromised(const Scope& scope, AccountId account, int version) override;
+  absl::StatusOr<UnsealedAccountKey> GetActiveKey(const Scope& scope, AccountId account,
+                                                  absl::string_view purpose) override;
+  absl::StatusOr<UnsealedAccountKey> GetKey(const Scope& scope, AccountId account, int version,
+                                            absl::string_view purpose) override;
+  absl::StatusOr<std::vector<AccountKey>> ListKeys(const Scope& scope,
+                                                   AccountId account) override;
+
+  // OrderStore
+  absl::StatusOr<CreateOrderResult> CreateOrJoinOrder(const Scope& scope,
+                                                      const NewOrder& order) override;
+  absl::StatusOr<Order> GetOrder(const Scope& scope, OrderId order) override;
+  absl::StatusOr<Order> FindOrderByIdempotencyKey(const Scope& scope,
+                                                  absl::string_view key) override;
+  absl::Status RecordOrderUrl(const Scope& scope, const Lease& lease,
+                              absl::string_view url) override;
+  absl::Status TransitionOrder(const Scope& scope, const Lease& lease, OrderState to,
+                               absl::string_view error) override;
+  absl::StatusOr<Certificate> CompleteOrder(const Scope& scope, const Lease& lease,
+                                            const NewCertificate& certificate) override;
+  absl::StatusOr<std::vector<Lease>> ClaimStaleOrders(absl::string_view owner,
+                                                      absl::Duration lease_duration,
+                                                      int max_orders) override;
+  absl::StatusOr<Lease> RenewLease(const Scope& scope, const Lease& lease,
+                                   absl::Duration lease_duration) override;
+  absl::Status ReleaseLease(const Scope& scope, const Lease& lease) override;
+
+  // AuthorizationStore
+  absl::StatusOr<Authorization> RecordAuthorization(
+      const Scope& scope, const AuthorizationRecord& authorization) override;
+  absl::StatusOr<std::vector<Authorization>> ListOutstandingAuthorizations(
+      const Scope& scope, const AuthorizationFilter& filter) override;
+  absl::Status MarkAuthorizationDeactivated(const Scope& scope, AccountId account,
+                                            absl::string_view url) override;
+
+  // CertificateStore
+  absl::StatusOr<Certificate> InsertCertificate(const Scope& scope,
+                                                const NewCertificate& certificate) override;
+  absl::StatusOr<Certificate> GetCertificate(const Scope& scope, CertificateId id) override;
+  absl::StatusOr<Certificate> GetCertificateBySerial(const Scope& scope,
+                                                     absl::string_view serial) override;
+  absl::StatusOr<Certificate> GetCurrentCertificate(
+      const Scope& scope, const std::vector<std::string>& identifiers) override;
+  absl::StatusOr<crypto::PrivateKey> GetCertificateKey(const Scope& scope, CertificateId id,
+                                                       absl::string_view purpose) override;
+  absl::StatusOr<Page<Certificate>> ListCertificates(const Scope& scope,
+                                                     const CertificateFilter& filter,
+                                                     const PageRequest& page) override;
+  absl::StatusOr<Page<DueCertificate>> ListCertificatesDueForRenewal(
+      const PageRequest& page) override;
+  absl::Status MarkCertificateRevoked(const Scope& scope, CertificateId id, int reason) override;
+
+  // ChallengeStore
+  absl::Status PutChallenge(const Scope& scope, absl::string_view token,
+                            absl::string_view key_authorization) override;
+  absl::StatusOr<std::string> LookupChallenge(absl::string_view token) override;
+  absl::Status DeleteChallenge(const Scope& scope, absl::string_view token) override;
+
+  // AuditLog
+  absl::Status AppendAudit(const Scope& scope, const AuditEvent& event) override;
+  absl::StatusOr<Page<AuditRecord>> ListAudit(const Scope& scope,
+                                              const PageRequest& page) override;
+  absl::Status VerifyAuditChain(const Scope& scope) override;
+
+  // VaultMaintenance
+  absl::StatusOr<RewrapProgress> RewrapBatch(const Actor& actor, int max_records) override;
+
+  // The pool, for tests that watch connections.
+  PostgresPool& pool() { return *pool_; }
+
+ private:
+  PostgresStore(PostgresStoreOptions options, Envelope envelope,
+                std::unique_ptr<PostgresPool> pool);
+
+  // Runs `body` confined to scope.tenant.
+  absl::Status InTenant(absl::string_view op, const Scope& scope,
+                        const PostgresPool::Body& body);
+  absl::Time Now() const;
+  absl::StatusOr<UnsealedAccountKey> UnsealKey(absl::string_view op, const Scope& scope,
+                                               AccountId account, std::optional<int> version,
+                                               absl::string_view purpose);
+
+  const PostgresStoreOptions options_;
+  const Envelope envelope_;
+  const std::unique_ptr<PostgresPool> pool_;
+};
+
+}  // namespace acmevault::storage
+
+#endif  // ACMEVAULT_STORAGE_POSTGRES_STORE_H_

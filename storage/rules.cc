@@ -1,0 +1,240 @@
+#include "storage/rules.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/status_macros.h"
+
+namespace acmevault::storage::rules {
+namespace {
+
+int Rank(OrderState state) {
+  switch (state) {
+    case OrderState::kCreated:
+      return 0;
+    case OrderState::kPending:
+      return 1;
+    case OrderState::kReady:
+      return 2;
+    case OrderState::kProcessing:
+      return 3;
+    case OrderState::kValid:
+    case OrderState::kInvalid:
+      return 4;
+  }
+  return 0;
+}
+
+bool ValidTenantName(absl::string_view name) {
+  if (name.empty() || name.size() > 63) return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    char c = name[i];
+    bool ok = absl::ascii_islower(static_cast<unsigned char>(c)) ||
+              absl::ascii_isdigit(static_cast<unsigned char>(c)) || (i > 0 && c == '-');
+    if (!ok) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::Status ValidateUrl(absl::string_view what, absl::string_view url) {
+  absl::string_view rest = url;
+  if (!absl::ConsumePrefix(&rest, "https://") && !absl::ConsumePrefix(&rest, "http://")) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " must be an http(s) URL"));
+  }
+  if (rest.empty() || rest[0] == '/' || rest[0] == '?' || rest[0] == '#') {
+    return absl::InvalidArgumentError(absl::StrCat(what, " has no host"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateTenantSpec(const TenantSpec& spec) {
+  if (!ValidTenantName(spec.name)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tenant name \"", spec.name, "\" must match [a-z0-9][a-z0-9-]{0,62}"));
+  }
+  for (const std::string& pattern : spec.allowed_identifiers) {
+    if (pattern.empty()) return absl::InvalidArgumentError("empty allowed identifier pattern");
+  }
+  if (spec.policy.max_key_age < absl::Seconds(1) ||
+      spec.policy.renewal_window < absl::Seconds(1)) {
+    return absl::InvalidArgumentError("max key age and renewal window must be at least 1s");
+  }
+  return ValidateUrl("ACME directory URL", spec.acme_directory_url);
+}
+
+absl::Status ValidatePublicKeyInfo(const PublicKeyInfo& info) {
+  if (info.public_jwk.empty() || info.thumbprint.empty()) {
+    return absl::InvalidArgumentError("public JWK and thumbprint are required");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<NewCertificate> ValidateNewCertificate(const NewCertificate& certificate) {
+  NewCertificate out = certificate;
+  ASSIGN_OR_RETURN(out.identifiers, CanonicalIdentifiers(certificate.identifiers));
+  absl::AsciiStrToLower(&out.serial);
+  if (out.serial.empty() || out.serial.size() > 64 ||
+      out.serial.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return absl::InvalidArgumentError("serial must be 1 to 64 hex digits");
+  }
+  out.not_before = TruncateToMicros(out.not_before);
+  out.not_after = TruncateToMicros(out.not_after);
+  if (out.not_after <= out.not_before) {
+    return absl::InvalidArgumentError("not_after must be after not_before");
+  }
+  if (out.chain_pem.empty()) return absl::InvalidArgumentError("certificate chain is empty");
+  if (out.account_key_version.has_value() && *out.account_key_version < 1) {
+    return absl::InvalidArgumentError("account key version must be positive");
+  }
+  return out;
+}
+
+absl::Status ValidateRevocationReason(int reason) {
+  if (reason < 0 || reason > 10 || reason == 7) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("revocation reason ", reason, " is not an RFC 5280 CRLReason"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateChallengeToken(absl::string_view token) {
+  bool ok = !token.empty() && token.size() <= 255;
+  for (char c : token) {
+    ok = ok && (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_');
+  }
+  if (!ok) return absl::InvalidArgumentError("challenge token must be 1-255 base64url characters");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateTokenHash(absl::string_view token_sha256) {
+  if (token_sha256.size() != 32) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("token hash is ", token_sha256.size(), " bytes, want 32 (SHA-256)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateAuditEvent(const AuditEvent& event) {
+  if (event.action.empty()) return absl::InvalidArgumentError("audit event has no action");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateLeaseRequest(absl::string_view owner, absl::Duration duration) {
+  if (owner.empty()) return absl::InvalidArgumentError("lease owner is empty");
+  if (duration <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("lease duration must be positive");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckLease(const Scope& scope, const Order& order, const Lease& lease) {
+  if (lease.tenant != scope.tenant) {
+    return absl::InvalidArgumentError("lease belongs to another tenant than the scope");
+  }
+  if (lease.fencing_token != order.fencing_token) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("lease on order ", order.id, " lost: fencing token ", lease.fencing_token,
+                     " is stale (current ", order.fencing_token, ")"));
+  }
+  if (IsTerminal(order.state)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("order ", order.id, " is ", OrderStateName(order.state)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckOrderTransition(const Order& order, OrderState to) {
+  if (to == OrderState::kValid) {
+    return absl::InvalidArgumentError("an order becomes valid only through CompleteOrder");
+  }
+  if (IsTerminal(order.state)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("order ", order.id, " is ", OrderStateName(order.state)));
+  }
+  if (Rank(to) < Rank(order.state)) {
+    return absl::FailedPreconditionError(absl::StrCat("order ", order.id, " cannot go from ",
+                                                      OrderStateName(order.state), " to ",
+                                                      OrderStateName(to)));
+  }
+  if (to != OrderState::kInvalid && to != OrderState::kCreated && order.acme_url.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("order ", order.id, " has no ACME URL yet (RecordOrderUrl first)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> DecodeIdToken(absl::string_view token) {
+  if (token.empty()) return 0;
+  int64_t id = 0;
+  if (!absl::SimpleAtoi(token, &id) || id < 0) {
+    return absl::InvalidArgumentError("malformed page token");
+  }
+  return id;
+}
+
+std::string EncodeIdToken(int64_t id) { return absl::StrCat(id); }
+
+absl::StatusOr<std::pair<int64_t, int64_t>> DecodeDueToken(absl::string_view token) {
+  std::pair<absl::string_view, absl::string_view> parts = absl::StrSplit(token, ':');
+  std::pair<int64_t, int64_t> out;
+  if (!absl::SimpleAtoi(parts.first, &out.first) || !absl::SimpleAtoi(parts.second, &out.second)) {
+    return absl::InvalidArgumentError("malformed page token");
+  }
+  return out;
+}
+
+std::string EncodeDueToken(absl::Time not_after, int64_t id) {
+  return absl::StrCat(absl::ToUnixMicros(not_after), ":", id);
+}
+
+AuditEvent TenantEvent(absl::string_view action, const TenantSpec& spec) {
+  AuditEvent e;
+  e.action = std::string(action);
+  e.detail = absl::StrCat("tenant ", spec.name, ", directory ", spec.acme_directory_url,
+                          ", key ", crypto::KeyAlgorithmName(spec.policy.key_algorithm));
+  return e;
+}
+
+AuditEvent AccountEvent(absl::string_view action, AccountId account,
+                        std::optional<int> key_version, std::string detail) {
+  AuditEvent e;
+  e.action = std::string(action);
+  e.account = account;
+  e.key_version = key_version;
+  e.detail = std::move(detail);
+  return e;
+}
+
+AuditEvent OrderEvent(absl::string_view action, const Order& order, std::string detail) {
+  AuditEvent e;
+  e.action = std::string(action);
+  e.identifiers = order.identifiers;
+  e.account = order.account;
+  e.acme_url = order.acme_url;
+  e.detail = absl::StrCat("order ", order.id, detail.empty() ? "" : ": ", detail);
+  return e;
+}
+
+AuditEvent CertificateEvent(absl::string_view action, const Certificate& certificate,
+                            std::string detail) {
+  AuditEvent e;
+  e.action = std::string(action);
+  e.identifiers = certificate.identifiers;
+  e.account = certificate.account;
+  e.key_version = certificate.account_key_version;
+  e.detail = absl::StrCat("certificate ", certificate.id, " serial ", certificate.serial,
+                          detail.empty() ? "" : ": ", detail);
+  return e;
+}
+
+AuditEvent SimpleEvent(absl::string_view action, std::string detail) {
+  AuditEvent e;
+  e.action = std::string(action);
+  e.detail = std::move(detail);
+  return e;
+}
+
+}  // namespace acmevault::storage::rules

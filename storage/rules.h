@@ -1,0 +1,61 @@
+// The checks both stores (PostgresStore and FakeStore) make before they touch data, so that
+// they fail alike: input validation, order and lease rules, page tokens, and the audit events
+// that record each state change. Internal to storage/.
+#ifndef ACMEVAULT_STORAGE_RULES_H_
+#define ACMEVAULT_STORAGE_RULES_H_
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "storage/types.h"
+
+namespace acmevault::storage::rules {
+
+absl::Status ValidateTenantSpec(const TenantSpec& spec);
+// http:// or https:// followed by a host.
+absl::Status ValidateUrl(absl::string_view what, absl::string_view url);
+absl::Status ValidatePublicKeyInfo(const PublicKeyInfo& info);
+// Canonical identifiers; a serial of 1-64 hex digits (returned lower-cased); not_after after
+// not_before; a chain; a positive key version if given.
+absl::StatusOr<NewCertificate> ValidateNewCertificate(const NewCertificate& certificate);
+// RFC 5280 §5.3.1: 0-10, 7 unused.
+absl::Status ValidateRevocationReason(int reason);
+// RFC 8555 §8.3: base64url characters, 1-255 of them.
+absl::Status ValidateChallengeToken(absl::string_view token);
+absl::Status ValidateTokenHash(absl::string_view token_sha256);
+absl::Status ValidateAuditEvent(const AuditEvent& event);
+// Owner set, duration positive.
+absl::Status ValidateLeaseRequest(absl::string_view owner, absl::Duration duration);
+
+// The lease is for `order` and still current. INVALID_ARGUMENT if the lease names another
+// tenant than the scope; FAILED_PRECONDITION "lease on order N lost ..." if the fencing token is
+// stale; FAILED_PRECONDITION if the order is terminal.
+absl::Status CheckLease(const Scope& scope, const Order& order, const Lease& lease);
+// Forward only, terminal states final; ready and later need the ACME URL; valid only through
+// CompleteOrder (INVALID_ARGUMENT). Moving to the current state is allowed (a retried call).
+absl::Status CheckOrderTransition(const Order& order, OrderState to);
+
+// Page tokens: the decimal id (or sequence number) of the last item returned.
+absl::StatusOr<int64_t> DecodeIdToken(absl::string_view token);
+std::string EncodeIdToken(int64_t id);
+// The due query's cursor: "<not_after micros>:<id>".
+absl::StatusOr<std::pair<int64_t, int64_t>> DecodeDueToken(absl::string_view token);
+std::string EncodeDueToken(absl::Time not_after, int64_t id);
+
+// Audit rows the stores write for their own state changes.
+AuditEvent TenantEvent(absl::string_view action, const TenantSpec& spec);
+AuditEvent AccountEvent(absl::string_view action, AccountId account,
+                        std::optional<int> key_version, std::string detail);
+AuditEvent OrderEvent(absl::string_view action, const Order& order, std::string detail);
+AuditEvent CertificateEvent(absl::string_view action, const Certificate& certificate,
+                            std::string detail);
+AuditEvent SimpleEvent(absl::string_view action, std::string detail);
+
+}  // namespace acmevault::storage::rules
+
+#endif  // ACMEVAULT_STORAGE_RULES_H_

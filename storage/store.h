@@ -1,0 +1,278 @@
+// The vault and ledger: the interfaces the service uses to keep tenants, identities, ACME
+// accounts and their (sealed) keys, orders, authorizations, certificates, HTTP-01 challenges and
+// the audit log. Two implementations pass one conformance suite (storage/testing/):
+// PostgresStore (storage/postgres_store.h), the production one, and FakeStore
+// (storage/testing/fake_store.h), in memory, for tests.
+//
+// Contracts shared by every method:
+// - Thread-safe: any number of threads may call one store at once.
+// - Tenant confinement: a method taking a Scope reads and writes only rows of scope.tenant. A row
+//   of another tenant behaves as if it did not exist (NOT_FOUND), and in PostgreSQL row-level
+//   security enforces this even against a bug in the store. Methods without a Scope are the
+//   narrow cross-tenant ones (authentication lookups, lease claims, the renewal due query, the
+//   HTTP-01 responder's lookup, tenant creation and listing, re-wrapping).
+// - Audit: every state change writes one audit row in the same transaction as the change (the
+//   action is the method's name unless stated otherwise), so a committed change always has its
+//   row and a failed one has none. Unsealing a private key is a key use and is audited too.
+// - Errors: NOT_FOUND (no such row in this tenant), ALREADY_EXISTS (a uniqueness rule),
+//   FAILED_PRECONDITION (the state does not allow the change, e.g. a stale fencing token),
+//   INVALID_ARGUMENT (malformed input), ABORTED (a conflicting transaction won; retry the
+//   operation), UNAVAILABLE (the database could not be reached; retry later), DATA_LOSS (a
+//   sealed key does not authenticate, or the audit chain is broken). No error message carries
+//   private key material.
+// - Time: "now" comes from the store's injected Clock (Options), never from the database.
+#ifndef ACMEVAULT_STORAGE_STORE_H_
+#define ACMEVAULT_STORAGE_STORE_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "acme/crypto/keys.h"
+#include "storage/types.h"
+
+namespace acmevault::storage {
+
+class TenantStore {
+ public:
+  virtual ~TenantStore() = default;
+
+  // Creates a tenant. ALREADY_EXISTS if the name is taken. Audited in the new tenant's log.
+  virtual absl::StatusOr<Tenant> CreateTenant(const Actor& actor, const TenantSpec& spec) = 0;
+  virtual absl::StatusOr<Tenant> GetTenant(const Scope& scope) = 0;
+  // Cross-tenant: resolves a name (for platform administration). NOT_FOUND if unknown.
+  virtual absl::StatusOr<Tenant> FindTenantByName(absl::string_view name) = 0;
+  // Replaces name, allowed identifiers, policy and directory of scope.tenant.
+  virtual absl::StatusOr<Tenant> UpdateTenant(const Scope& scope, const TenantSpec& spec) = 0;
+  // Soft delete: the tenant's identities stop authenticating, its certificates leave the
+  // renewal query and its orders are no longer claimed. Rows (and the audit log) remain.
+  virtual absl::Status DisableTenant(const Scope& scope) = 0;
+  // Cross-tenant: all tenants, disabled ones included, ordered by id.
+  virtual absl::StatusOr<Page<Tenant>> ListTenants(const PageRequest& page) = 0;
+};
+
+class IdentityStore {
+ public:
+  virtual ~IdentityStore() = default;
+
+  // Binds an mTLS SPIFFE ID to scope.tenant. ALREADY_EXISTS if it is bound (to any tenant)
+  // and not revoked.
+  virtual absl::StatusOr<Identity> AddSpiffeIdentity(const Scope& scope,
+                                                     absl::string_view spiffe_id, Role role,
+                                                     absl::string_view description) = 0;
+  // Records a bearer token by its SHA-256 (32 bytes; the token itself never reaches storage).
+  // INVALID_ARGUMENT if not 32 bytes; ALREADY_EXISTS if recorded before.
+  virtual absl::StatusOr<Identity> AddTokenIdentity(const Scope& scope,
+                                                    absl::string_view token_sha256, Role role,
+                                                    absl::string_view description) = 0;
+  // Cross-tenant authentication lookups. NOT_FOUND if unknown, revoked, or the tenant is
+  // disabled.
+  virtual absl::StatusOr<Identity> AuthenticateSpiffe(absl::string_view spiffe_id) = 0;
+  virtual absl::StatusOr<Identity> AuthenticateToken(absl::string_view token_sha256) = 0;
+  virtual absl::Status RevokeIdentity(const Scope& scope, IdentityId id) = 0;
+  virtual absl::StatusOr<std::vector<Identity>> ListIdentities(const Scope& scope) = 0;
+};
+
+class AccountStore {
+ public:
+  virtual ~AccountStore() = default;
+
+  // Creates an account (status pending, no URL yet) for `directory_url` with `key` as
+  // version 1 in `initial_state` (kPending before newAccount, or kActive). The private key is
+  // sealed before it leaves the call.
+  virtual absl::StatusOr<Account> CreateAccount(const Scope& scope,
+                                                absl::string_view directory_url,
+                                                const crypto::PrivateKey& key,
+                                                const PublicKeyInfo& public_key,
+                                                KeyState initial_state) = 0;
+  virtual absl::StatusOr<Account> GetAccount(const Scope& scope, AccountId account) = 0;
+  virtual absl::StatusOr<std::vector<Account>> ListAccounts(const Scope& scope) = 0;
+  // Stores the account URL the CA returned and marks the account valid. Recording the same URL
+  // again is OK; a different one is FAILED_PRECONDITION.
+  virtual absl::Status RecordAccountUrl(const Scope& scope, AccountId account,
+                                        absl::string_view url) = 0;
+  // kDeactivated or kRevoked (stamps deactivated_at); terminal. INVALID_ARGUMENT for other
+  // statuses, FAILED_PRECONDITION if already deactivated or revoked.
+  virtual absl::Status SetAccountStatus(const Scope& scope, AccountId account,
+                                        AccountStatus status) = 0;
+
+  // Adds the next key version as kPending (RFC 8555 §7.3.5: stored before keyChange is sent).
+  // ALREADY_EXISTS if the account already has a pending key.
+  virtual absl::StatusOr<AccountKey> AddPendingKey(const Scope& scope, AccountId account,
+                                                   const crypto::PrivateKey& key,
+                                                   const PublicKeyInfo& public_key) = 0;
+  // In one transaction: the active key (if any) becomes retired and pending `version` becomes
+  // active. FAILED_PRECONDITION if `version` is not pending.
+  virtual absl::Status PromoteKey(const Scope& scope, AccountId account, int version) = 0;
+  // Abandons a pending key (a keyChange the CA refused): pending -> retired.
+  // FAILED_PRECONDITION if `version` is not pending.
+  virtual absl::Status DiscardPendingKey(const Scope& scope, AccountId account, int version) = 0;
+  // Any state -> compromised (idempotent). A compromised key is never unsealed for signing
+  // again by GetActiveKey.
+  virtual absl::Status MarkKeyCompromised(const Scope& scope, AccountId account,
+                                          int version) = 0;
+  // Unseals the active key for signing. NOT_FOUND if the account has no active key. Audited as
+  // "UseAccountKey" with the key version and `purpose` as detail.
+  virtual absl::StatusOr<UnsealedAccountKey> GetActiveKey(const Scope& scope, AccountId account,
+                                                          absl::string_view purpose) = 0;
+  // Unseals a specific version (rollover recovery probes a pending or retired key).
+  // FAILED_PRECONDITION for a compromised key. Audited as "UseAccountKey".
+  virtual absl::StatusOr<UnsealedAccountKey> GetKey(const Scope& scope, AccountId account,
+                                                    int version, absl::string_view purpose) = 0;
+  // Every version, oldest first, without private material.
+  virtual absl::StatusOr<std::vector<AccountKey>> ListKeys(const Scope& scope,
+                                                           AccountId account) = 0;
+};
+
+class OrderStore {
+ public:
+  virtual ~OrderStore() = default;
+
+  // Returns, in this order of preference: the order already holding `idempotency_key` (joined;
+  // INVALID_ARGUMENT if its identifiers differ); the tenant's in-flight order for the same
+  // identifier set (joined); or a new order in state created whose first lease `lease_owner`
+  // holds. At most one non-terminal order exists per tenant and identifier set.
+  virtual absl::StatusOr<CreateOrderResult> CreateOrJoinOrder(const Scope& scope,
+                                                              const NewOrder& order) = 0;
+  virtual absl::StatusOr<Order> GetOrder(const Scope& scope, OrderId order) = 0;
+  virtual absl::StatusOr<Order> FindOrderByIdempotencyKey(const Scope& scope,
+                                                          absl::string_view key) = 0;
+
+  // Stores the ACME order URL (before finalize) and moves created -> pending. Once set the URL
+  // never changes: the same URL again is OK, another is FAILED_PRECONDITION.
+  virtual absl::Status RecordOrderUrl(const Scope& scope, const Lease& lease,
+                                      absl::string_view url) = 0;
+  // Moves the order to `to` (forward only; see OrderState). `error` is kept for kInvalid.
+  // FAILED_PRECONDITION for a backward move, a terminal order, or a stale fencing token.
+  virtual absl::Status TransitionOrder(const Scope& scope, const Lease& lease, OrderState to,
+                                       absl::string_view error) = 0;
+  // Stores the certificate and moves the order to valid, in one transaction.
+  virtual absl::StatusOr<Certificate> CompleteOrder(const Scope& scope, const Lease& lease,
+                                                    const NewCertificate& certificate) = 0;
+
+  // Cross-tenant: claims up to `max_orders` non-terminal orders whose lease has expired (or
+  // that have no lease) for `owner`, for `lease_duration`, incrementing each fencing token.
+  // Orders locked by a concurrent claimer are skipped (FOR UPDATE SKIP LOCKED), so each order
+  // goes to exactly one claimer. Orders of disabled tenants are not claimed.
+  virtual absl::StatusOr<std::vector<Lease>> ClaimStaleOrders(absl::string_view owner,
+                                                              absl::Duration lease_duration,
+                                                              int max_orders) = 0;
+  // Extends a lease still held (same fencing token). FAILED_PRECONDITION if lost.
+  virtual absl::StatusOr<Lease> RenewLease(const Scope& scope, const Lease& lease,
+                                           absl::Duration lease_duration) = 0;
+  // Gives the order up so any replica may claim it at once. FAILED_PRECONDITION if lost.
+  virtual absl::Status ReleaseLease(const Scope& scope, const Lease& lease) = 0;
+};
+
+class AuthorizationStore {
+ public:
+  virtual ~AuthorizationStore() = default;
+
+  // Inserts or updates (by account and URL) an authorization the CA reported.
+  virtual absl::StatusOr<Authorization> RecordAuthorization(
+      const Scope& scope, const AuthorizationRecord& authorization) = 0;
+  // Pending or valid, not deactivated, not expired, ordered by id.
+  virtual absl::StatusOr<std::vector<Authorization>> ListOutstandingAuthorizations(
+      const Scope& scope, const AuthorizationFilter& filter) = 0;
+  // After the CA confirmed deactivation (RFC 8555 §7.5.2). NOT_FOUND if unknown.
+  virtual absl::Status MarkAuthorizationDeactivated(const Scope& scope, AccountId account,
+                                                    absl::string_view url) = 0;
+};
+
+class CertificateStore {
+ public:
+  virtual ~CertificateStore() = default;
+
+  // Stores a certificate (its private key sealed, when given). Earlier live certificates for
+  // the same identifier set become superseded. ALREADY_EXISTS for a duplicate serial.
+  virtual absl::StatusOr<Certificate> InsertCertificate(const Scope& scope,
+                                                        const NewCertificate& certificate) = 0;
+  virtual absl::StatusOr<Certificate> GetCertificate(const Scope& scope, CertificateId id) = 0;
+  virtual absl::StatusOr<Certificate> GetCertificateBySerial(const Scope& scope,
+                                                             absl::string_view serial) = 0;
+  // The live certificate (not revoked, not expired) for exactly this identifier set that
+  // expires last. NOT_FOUND if none.
+  virtual absl::StatusOr<Certificate> GetCurrentCertificate(
+      const Scope& scope, const std::vector<std::string>& identifiers) = 0;
+  // Unseals a service-generated certificate key. NOT_FOUND if the certificate has none.
+  // Audited as "UseCertificateKey".
+  virtual absl::StatusOr<crypto::PrivateKey> GetCertificateKey(const Scope& scope,
+                                                               CertificateId id,
+                                                               absl::string_view purpose) = 0;
+  // Ordered by id.
+  virtual absl::StatusOr<Page<Certificate>> ListCertificates(const Scope& scope,
+                                                             const CertificateFilter& filter,
+                                                             const PageRequest& page) = 0;
+  // Cross-tenant: live, not superseded certificates of enabled tenants whose not_after falls
+  // within their tenant's renewal window of now (or has passed), ordered by (not_after, id).
+  virtual absl::StatusOr<Page<DueCertificate>> ListCertificatesDueForRenewal(
+      const PageRequest& page) = 0;
+  // `reason` is an RFC 5280 CRLReason (0-10, not 7). FAILED_PRECONDITION if already revoked.
+  virtual absl::Status MarkCertificateRevoked(const Scope& scope, CertificateId id,
+                                              int reason) = 0;
+};
+
+class ChallengeStore {
+ public:
+  virtual ~ChallengeStore() = default;
+
+  // Publishes an HTTP-01 key authorization (RFC 8555 §8.3). Putting the same pair again is OK;
+  // the token with another value is ALREADY_EXISTS.
+  virtual absl::Status PutChallenge(const Scope& scope, absl::string_view token,
+                                    absl::string_view key_authorization) = 0;
+  // Cross-tenant, for every replica's responder. NOT_FOUND if unknown.
+  virtual absl::StatusOr<std::string> LookupChallenge(absl::string_view token) = 0;
+  // Idempotent: deleting an unknown token is OK.
+  virtual absl::Status DeleteChallenge(const Scope& scope, absl::string_view token) = 0;
+};
+
+class AuditLog {
+ public:
+  virtual ~AuditLog() = default;
+
+  // Appends a row to scope.tenant's hash chain (for events that are not a store state change:
+  // a denied request, an ACME failure, an RPC's outcome).
+  virtual absl::Status AppendAudit(const Scope& scope, const AuditEvent& event) = 0;
+  // Ordered by sequence number.
+  virtual absl::StatusOr<Page<AuditRecord>> ListAudit(const Scope& scope,
+                                                      const PageRequest& page) = 0;
+  // OK if scope.tenant's chain is intact: sequence numbers 1..n without gaps, each row's
+  // prev_hash equal to the previous row's hash, each hash recomputed from the row's fields,
+  // and the tenant's recorded head equal to the last row. DATA_LOSS naming the first bad
+  // sequence number otherwise (an edited, deleted or inserted row).
+  virtual absl::Status VerifyAuditChain(const Scope& scope) = 0;
+};
+
+// Key-encryption key rotation (storage/envelope.h).
+class VaultMaintenance {
+ public:
+  virtual ~VaultMaintenance() = default;
+
+  struct RewrapProgress {
+    int64_t rewrapped = 0;  // records re-wrapped by this call
+    bool done = false;      // true: no record is left under an older key-encryption key
+  };
+  // Cross-tenant, online and resumable: re-wraps up to `max_records` data keys (account keys
+  // and certificate keys) that are wrapped under a key-encryption key other than the current
+  // one. Sealed private keys are not touched; only their data keys are re-wrapped. Call until
+  // done. Audited per tenant as "RewrapKeys".
+  virtual absl::StatusOr<RewrapProgress> RewrapBatch(const Actor& actor, int max_records) = 0;
+};
+
+// Everything above, in one object. Implementations: PostgresStore, FakeStore.
+class Store : public TenantStore,
+              public IdentityStore,
+              public AccountStore,
+              public OrderStore,
+              public AuthorizationStore,
+              public CertificateStore,
+              public ChallengeStore,
+              public AuditLog,
+              public VaultMaintenance {};
+
+}  // namespace acmevault::storage
+
+#endif  // ACMEVAULT_STORAGE_STORE_H_

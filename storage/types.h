@@ -1,0 +1,333 @@
+// Plain data types of the vault and ledger (storage/store.h): tenants, identities, accounts and
+// their keys, orders and leases, authorizations, certificates, challenges and audit records.
+// Values only; no behaviour beyond names and canonical forms. Times are stored at microsecond
+// precision: a time read back equals the time written truncated to whole microseconds.
+#ifndef ACMEVAULT_STORAGE_TYPES_H_
+#define ACMEVAULT_STORAGE_TYPES_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "acme/crypto/keys.h"
+
+namespace acmevault::storage {
+
+using TenantId = int64_t;
+using IdentityId = int64_t;
+using AccountId = int64_t;
+using OrderId = int64_t;
+using AuthorizationId = int64_t;
+using CertificateId = int64_t;
+
+// Who acts, for the audit log. Never carries a secret (a bearer token is named by its identity
+// id, never by its value).
+struct Actor {
+  std::string identity;  // e.g. "spiffe://example.org/host/web-1" or "identity:42"
+  std::string rpc;       // the RPC or job, e.g. "acmevault.v1.Certificates/Issue"
+};
+
+// The tenant a call is confined to (row-level security in PostgreSQL) and who makes it.
+struct Scope {
+  TenantId tenant = 0;
+  Actor actor;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Tenants
+
+struct TenantPolicy {
+  crypto::KeyAlgorithm key_algorithm = crypto::KeyAlgorithm::kEcdsaP256;
+  // Roll the account key over once it is this old.
+  absl::Duration max_key_age = absl::Hours(24 * 90);
+  // Deactivate an order's authorizations once its certificate is stored.
+  bool deactivate_authorizations_after_issuance = true;
+  // One ACME account per order instead of one per tenant.
+  bool ephemeral_accounts = false;
+  // A certificate is due for renewal this long before it expires.
+  absl::Duration renewal_window = absl::Hours(24 * 30);
+};
+
+struct TenantSpec {
+  std::string name;  // [a-z0-9][a-z0-9-]{0,62}; unique
+  // Identifier patterns the tenant may request: "example.com" (that name) or "*.example.com"
+  // (any name below example.com). Matching is the service's job; storage keeps the list.
+  std::vector<std::string> allowed_identifiers;
+  TenantPolicy policy;
+  std::string acme_directory_url;  // http:// or https://
+};
+
+struct Tenant {
+  TenantId id = 0;
+  TenantSpec spec;
+  absl::Time created_at;
+  absl::Time updated_at;
+  std::optional<absl::Time> disabled_at;  // set: no identity of it authenticates
+};
+
+// ---------------------------------------------------------------------------------------------
+// Identities: authenticated callers mapped to a tenant and role.
+
+enum class Role { kHost, kAdmin, kPlatformAdmin };
+absl::string_view RoleName(Role role);  // "host", "admin", "platform_admin"
+absl::StatusOr<Role> ParseRole(absl::string_view name);
+
+struct Identity {
+  IdentityId id = 0;
+  TenantId tenant = 0;
+  Role role = Role::kHost;
+  std::string spiffe_id;     // set for mTLS identities
+  bool bearer_token = false;  // true for token identities (the hash is never returned)
+  std::string description;
+  absl::Time created_at;
+  std::optional<absl::Time> revoked_at;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Accounts and their keys
+
+enum class AccountStatus { kPending, kValid, kDeactivated, kRevoked };
+absl::string_view AccountStatusName(AccountStatus status);  // "pending", "valid", ...
+absl::StatusOr<AccountStatus> ParseAccountStatus(absl::string_view name);
+
+struct Account {
+  AccountId id = 0;
+  TenantId tenant = 0;
+  std::string directory_url;
+  std::string account_url;  // empty until newAccount succeeded
+  AccountStatus status = AccountStatus::kPending;
+  absl::Time created_at;
+  std::optional<absl::Time> deactivated_at;
+};
+
+enum class KeyState { kPending, kActive, kRetired, kCompromised };
+absl::string_view KeyStateName(KeyState state);  // "pending", "active", "retired", "compromised"
+absl::StatusOr<KeyState> ParseKeyState(absl::string_view name);
+
+// Public facts about a key, supplied by the caller (acme/crypto computes them).
+struct PublicKeyInfo {
+  std::string public_jwk;  // RFC 7517 JSON of the public key
+  std::string thumbprint;  // RFC 7638, base64url
+};
+
+// A key version without its private half.
+struct AccountKey {
+  AccountId account = 0;
+  int version = 0;
+  KeyState state = KeyState::kPending;
+  crypto::KeyAlgorithm algorithm = crypto::KeyAlgorithm::kEcdsaP256;
+  PublicKeyInfo public_key;
+  std::string kek_id;  // the key-encryption key its data key is wrapped under
+  absl::Time created_at;
+  std::optional<absl::Time> activated_at;
+  std::optional<absl::Time> retired_at;
+  std::optional<absl::Time> compromised_at;
+};
+
+// A key version with its private half, unsealed for use.
+struct UnsealedAccountKey {
+  AccountKey info;
+  crypto::PrivateKey private_key;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Orders and leases
+
+// The service's order state machine. Moves forward only (created < pending < ready <
+// processing < valid), skipping allowed; any non-terminal state may move to invalid.
+// valid and invalid are terminal.
+enum class OrderState { kCreated, kPending, kReady, kProcessing, kValid, kInvalid };
+absl::string_view OrderStateName(OrderState state);  // "created", "pending", ...
+absl::StatusOr<OrderState> ParseOrderState(absl::string_view name);
+bool IsTerminal(OrderState state);
+
+struct Order {
+  OrderId id = 0;
+  TenantId tenant = 0;
+  AccountId account = 0;
+  std::vector<std::string> identifiers;  // canonical: see CanonicalIdentifiers
+  std::string acme_url;                  // empty until recorded; then never changes
+  OrderState state = OrderState::kCreated;
+  std::string idempotency_key;  // empty if none
+  std::string lease_owner;      // empty if unowned
+  std::optional<absl::Time> lease_expires_at;
+  int64_t fencing_token = 0;  // incremented by every claim
+  std::optional<CertificateId> certificate;
+  std::string error;  // why it is invalid, if it is
+  absl::Time created_at;
+  absl::Time updated_at;
+};
+
+// The right to work on an order. Writes that present a fencing token older than the order's
+// current one are rejected (FAILED_PRECONDITION), so a replica whose lease expired and was
+// claimed by another cannot commit over the new owner.
+struct Lease {
+  TenantId tenant = 0;
+  OrderId order = 0;
+  std::string owner;
+  int64_t fencing_token = 0;
+  absl::Time expires_at;
+};
+
+struct NewOrder {
+  AccountId account = 0;
+  std::vector<std::string> identifiers;
+  std::string idempotency_key;  // optional; unique per tenant
+  std::string lease_owner;      // the replica creating it holds its first lease
+  absl::Duration lease_duration = absl::Minutes(2);
+};
+
+struct CreateOrderResult {
+  Order order;
+  bool created = false;        // false: an in-flight order (or the idempotency key's) was joined
+  std::optional<Lease> lease;  // set when created
+};
+
+// ---------------------------------------------------------------------------------------------
+// Authorizations (the ledger of RFC 8555 authorizations, for deactivation)
+
+enum class AuthorizationStatus { kPending, kValid, kInvalid, kDeactivated, kExpired, kRevoked };
+absl::string_view AuthorizationStatusName(AuthorizationStatus status);
+absl::StatusOr<AuthorizationStatus> ParseAuthorizationStatus(absl::string_view name);
+
+struct AuthorizationRecord {
+  AccountId account = 0;
+  std::optional<OrderId> order;
+  std::string url;
+  std::string identifier;
+  AuthorizationStatus status = AuthorizationStatus::kPending;
+  std::optional<absl::Time> expires_at;
+};
+
+struct Authorization {
+  AuthorizationId id = 0;
+  TenantId tenant = 0;
+  AuthorizationRecord record;
+  std::optional<absl::Time> deactivated_at;
+  absl::Time updated_at;
+};
+
+// Which outstanding (pending or valid, not deactivated, not expired) authorizations to list.
+// Unset fields do not filter.
+struct AuthorizationFilter {
+  std::optional<AccountId> account;
+  std::optional<OrderId> order;
+  std::vector<std::string> identifiers;  // any of these
+};
+
+// ---------------------------------------------------------------------------------------------
+// Certificates
+
+struct NewCertificate {
+  std::optional<AccountId> account;
+  std::optional<OrderId> order;
+  std::vector<std::string> identifiers;
+  std::string serial;  // lower-case hex, unique per tenant
+  absl::Time not_before;
+  absl::Time not_after;
+  std::string chain_pem;
+  std::optional<int> account_key_version;  // the account key that ordered it
+  // The certificate's private key when the service generated it (borrowed for the call);
+  // stored sealed, never returned by listing calls.
+  const crypto::PrivateKey* private_key = nullptr;
+};
+
+struct Certificate {
+  CertificateId id = 0;
+  TenantId tenant = 0;
+  std::optional<AccountId> account;
+  std::optional<OrderId> order;
+  std::vector<std::string> identifiers;
+  std::string serial;
+  absl::Time not_before;
+  absl::Time not_after;
+  std::string chain_pem;
+  std::optional<int> account_key_version;
+  bool has_private_key = false;
+  std::optional<absl::Time> revoked_at;
+  std::optional<int> revocation_reason;  // RFC 5280 §5.3.1 CRLReason
+  // Set when a later certificate for the same identifiers was stored.
+  std::optional<absl::Time> superseded_at;
+  absl::Time created_at;
+};
+
+enum class CertificateState {
+  kAny,
+  kLive,     // not revoked, not superseded, not yet expired
+  kRevoked,  // revoked
+  kExpired,  // not revoked, not_after in the past
+};
+
+struct CertificateFilter {
+  CertificateState state = CertificateState::kAny;
+  std::optional<absl::Time> expires_before;  // not_after < this
+  std::optional<absl::Time> expires_after;   // not_after >= this
+};
+
+// A certificate due for renewal, from the cross-tenant due query.
+struct DueCertificate {
+  TenantId tenant = 0;
+  CertificateId id = 0;
+  std::vector<std::string> identifiers;
+  absl::Time not_after;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Audit
+
+// What happened. The store fills tenant, actor, time, sequence and hashes.
+struct AuditEvent {
+  std::string action;  // e.g. "CreateAccount", "UseAccountKey", "Issue"
+  std::vector<std::string> identifiers;
+  std::optional<AccountId> account;
+  std::optional<int> key_version;
+  std::string acme_url;
+  std::string outcome = "ok";  // "ok", or a short failure reason; never a secret
+  std::string detail;          // free text; never a secret
+};
+
+struct AuditRecord {
+  TenantId tenant = 0;
+  int64_t seq = 0;  // 1, 2, 3, ... per tenant
+  absl::Time at;
+  Actor actor;
+  AuditEvent event;
+  std::string prev_hash;  // raw bytes; the previous record's hash (zeros for the first)
+  std::string hash;       // raw bytes; covers prev_hash and every field above
+};
+
+// ---------------------------------------------------------------------------------------------
+// Paging
+
+struct PageRequest {
+  std::string page_token;  // "" for the first page; else a previous Page's next_page_token
+  int max_results = 100;   // clamped to [1, 1000]
+};
+
+template <typename T>
+struct Page {
+  std::vector<T> items;
+  std::string next_page_token;  // "" when this is the last page
+};
+
+// ---------------------------------------------------------------------------------------------
+// Canonical forms
+
+// Identifier sets are compared as sets: ASCII lower-cased, sorted, duplicates removed.
+// INVALID_ARGUMENT for an empty set, more than 100 identifiers, an empty identifier, one longer
+// than 255 bytes, or one containing whitespace, a control character or a comma.
+absl::StatusOr<std::vector<std::string>> CanonicalIdentifiers(std::vector<std::string> ids);
+
+// Clamps max_results to [1, 1000].
+int PageSize(const PageRequest& page);
+
+// Times at the precision the stores keep (whole microseconds, rounded down).
+absl::Time TruncateToMicros(absl::Time t);
+
+}  // namespace acmevault::storage
+
+#endif  // ACMEVAULT_STORAGE_TYPES_H_
