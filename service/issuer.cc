@@ -162,7 +162,7 @@ absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueReque
 
   // A current certificate for the same key, not yet due for renewal, is the answer.
   auto current = store.GetCurrentCertificate(scope, ids);
-  if (current.ok() &&
+  if (current.ok() && !request.force_new &&
       current->not_after - options_.clock->Now() > tenant.spec.policy.renewal_window) {
     bool usable = want_service_key ? current->has_private_key : false;
     if (!want_service_key) {

@@ -41,6 +41,8 @@ struct IssueRequest {
   ChallengePreference challenge = ChallengePreference::kHttp01;
   // Real (wall-clock) time until which Issue waits for the certificate.
   absl::Time wait_until;
+  // Order a new certificate even when a current one would do (reissue after a compromise).
+  bool force_new = false;
 };
 
 struct IssueResult {
