@@ -295,6 +295,47 @@ absl::StatusOr<DeactivationCounts> AccountManager::DeactivateAuthorizations(
       caller.ScopeFor("AccountService/DeactivateAuthorizations"), identifiers);
 }
 
+absl::StatusOr<storage::Certificate> AccountManager::RevokeCertificate(
+    const Caller& caller, absl::string_view serial, acme::RevocationReason reason,
+    bool use_certificate_key) {
+  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kAdmin));
+  const storage::Scope scope = caller.ScopeFor("CertificateService/RevokeCertificate");
+  storage::Store& store = *options_.store;
+  ASSIGN_OR_RETURN(storage::Certificate cert, store.GetCertificateBySerial(scope, serial));
+  if (cert.revoked_at) {
+    return absl::FailedPreconditionError(absl::StrCat("certificate ", serial, " is already revoked"));
+  }
+  if (use_certificate_key && !cert.has_private_key) {
+    return absl::FailedPreconditionError(
+        "use_certificate_key: the service does not hold this certificate's key");
+  }
+  const bool with_cert_key = use_certificate_key ||
+                             (reason == acme::RevocationReason::kKeyCompromise && cert.has_private_key);
+  ASSIGN_OR_RETURN(std::vector<std::string> ders, crypto::SplitPemChain(cert.chain_pem));
+  absl::Status revoked;
+  if (with_cert_key) {
+    ASSIGN_OR_RETURN(storage::Tenant tenant, store.GetTenant(scope));
+    std::string directory = tenant.spec.acme_directory_url;
+    if (cert.account) {
+      auto account = store.GetAccount(scope, *cert.account);
+      if (account.ok()) directory = account->directory_url;
+    }
+    ASSIGN_OR_RETURN(acme::AcmeClient * client, options_.clients->For(directory));
+    ASSIGN_OR_RETURN(crypto::PrivateKey key,
+                     store.GetCertificateKey(scope, cert.id, "RevokeCertificate"));
+    revoked = client->RevokeWithCertificateKey(key, ders.front(), reason);
+  } else {
+    ASSIGN_OR_RETURN(Current current, Load(scope));
+    if (!current.key) return absl::FailedPreconditionError("the account has no usable key");
+    revoked = current.client->RevokeCertificate(current.Ref(), ders.front(), reason);
+  }
+  if (options_.metrics) options_.metrics->RecordAcme("revokeCert", revoked);
+  auto problem = acme::GetProblem(revoked);
+  if (!revoked.ok() && !(problem && problem->ShortType() == "alreadyRevoked")) return revoked;
+  RETURN_IF_ERROR(store.MarkCertificateRevoked(scope, cert.id, static_cast<int>(reason)));
+  return store.GetCertificate(scope, cert.id);
+}
+
 absl::StatusOr<CompromiseReport> AccountManager::RespondToCompromise(
     const Caller& caller, bool deactivate_account, std::optional<crypto::KeyAlgorithm> algorithm) {
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kAdmin));

@@ -95,6 +95,14 @@ class AccountManager {
   // Every outstanding authorization in the ledger, or those for `identifiers`.
   absl::StatusOr<DeactivationCounts> DeactivateAuthorizations(
       const Caller& caller, const std::vector<std::string>& identifiers);
+  // Revokes a certificate of the tenant at the CA (RFC 8555 §7.6) and records it. Signed with
+  // the certificate's own key when `use_certificate_key` (FAILED_PRECONDITION if the service does
+  // not hold it) or when the reason is keyCompromise and the service holds it; otherwise with the
+  // account key. NOT_FOUND for an unknown serial; FAILED_PRECONDITION if already revoked.
+  absl::StatusOr<storage::Certificate> RevokeCertificate(const Caller& caller,
+                                                         absl::string_view serial,
+                                                         acme::RevocationReason reason,
+                                                         bool use_certificate_key);
   absl::StatusOr<CompromiseReport> RespondToCompromise(
       const Caller& caller, bool deactivate_account,
       std::optional<crypto::KeyAlgorithm> algorithm);
