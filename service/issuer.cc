@@ -266,3 +266,36 @@ absl::StatusOr<IssueResult> Issuer::Finish(const storage::Scope& scope, storage:
 }
 
 }  // namespace acmevault::service
+
+namespace acmevault::service {
+
+absl::StatusOr<storage::Order> Issuer::GetOrder(const Caller& caller, storage::OrderId id) {
+  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
+  return options_.store->GetOrder(caller.ScopeFor("CertificateService/GetOrder"), id);
+}
+
+absl::StatusOr<storage::Certificate> Issuer::GetCertificateBySerial(const Caller& caller,
+                                                                    absl::string_view serial) {
+  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
+  return options_.store->GetCertificateBySerial(
+      caller.ScopeFor("CertificateService/GetCertificate"), serial);
+}
+
+absl::StatusOr<storage::Certificate> Issuer::GetCurrentCertificate(
+    const Caller& caller, const std::vector<std::string>& identifiers) {
+  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
+  ASSIGN_OR_RETURN(std::vector<std::string> ids,
+                   NormalizeDnsNames(identifiers, "identifiers.values"));
+  return options_.store->GetCurrentCertificate(
+      caller.ScopeFor("CertificateService/GetCertificate"), ids);
+}
+
+absl::StatusOr<storage::Page<storage::Certificate>> Issuer::ListCertificates(
+    const Caller& caller, const storage::CertificateFilter& filter,
+    const storage::PageRequest& page) {
+  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
+  return options_.store->ListCertificates(caller.ScopeFor("CertificateService/ListCertificates"),
+                                          filter, page);
+}
+
+}  // namespace acmevault::service

@@ -72,6 +72,17 @@ class Issuer {
   // identifier outside the allow-list; FAILED_PRECONDITION when the tenant has no usable account;
   // UNAVAILABLE when the queue is full or the store is down.
   absl::StatusOr<IssueResult> Issue(const Caller& caller, const IssueRequest& request);
+  // Reads for hosts and admins of the caller's tenant (another tenant's rows are NOT_FOUND).
+  absl::StatusOr<storage::Order> GetOrder(const Caller& caller, storage::OrderId id);
+  absl::StatusOr<storage::Certificate> GetCertificateBySerial(const Caller& caller,
+                                                              absl::string_view serial);
+  // The current certificate for exactly `identifiers` (validated and normalised first).
+  absl::StatusOr<storage::Certificate> GetCurrentCertificate(
+      const Caller& caller, const std::vector<std::string>& identifiers);
+  absl::StatusOr<storage::Page<storage::Certificate>> ListCertificates(
+      const Caller& caller, const storage::CertificateFilter& filter,
+      const storage::PageRequest& page);
+
   // Waits (real time) until `order` is terminal or `until`: on this replica's run when it runs
   // here, else by watching the store (another replica, or a resumed order).
   void WaitForOrder(const storage::Scope& scope, storage::OrderId order, absl::Time until);

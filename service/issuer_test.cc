@@ -117,7 +117,7 @@ class IssuerTest : public ::testing::Test {
 
 TEST_F(IssuerTest, NamesOutsideTheAllowListAreRefusedBeforeAnyAcmeRequest) {
   AddAccount();
-  auto r = issuer_->Issue(host_, CsrRequest({"a.example.com", "evil.example.org"}, *leaf_key_));
+  auto r = issuer_->Issue(host_, CsrRequest({"leaf.example.com", "evil.example.org"}, *leaf_key_));
   EXPECT_THAT(r, StatusIs(absl::StatusCode::kPermissionDenied, "\"evil.example.org\""));
   EXPECT_TRUE(ca_.calls().empty());
   auto audit = fx_.store().ListAudit(fx_.AdminScope(tenant_), {});
@@ -128,37 +128,37 @@ TEST_F(IssuerTest, NamesOutsideTheAllowListAreRefusedBeforeAnyAcmeRequest) {
 
 TEST_F(IssuerTest, BadInputNamesTheField) {
   AddAccount();
-  IssueRequest bad = CsrRequest({"a.example.com"}, *leaf_key_);
-  bad.identifiers = {"a.example.com", "bad_name.example.com"};
+  IssueRequest bad = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
+  bad.identifiers = {"leaf.example.com", "bad_name.example.com"};
   EXPECT_THAT(issuer_->Issue(host_, bad),
               StatusIs(absl::StatusCode::kInvalidArgument, "identifiers[1]"));
   IssueRequest wrong_names = CsrRequest({"b.example.com"}, *leaf_key_);
-  wrong_names.identifiers = {"a.example.com"};
+  wrong_names.identifiers = {"*.leaf.example.com", "leaf.example.com"};
   EXPECT_THAT(issuer_->Issue(host_, wrong_names),
               StatusIs(absl::StatusCode::kInvalidArgument, "csr: CSR names"));
-  IssueRequest garbage = CsrRequest({"a.example.com"}, *leaf_key_);
+  IssueRequest garbage = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
   garbage.csr = "not a csr";
   EXPECT_THAT(issuer_->Issue(host_, garbage), StatusIs(absl::StatusCode::kInvalidArgument, "csr:"));
-  EXPECT_THAT(issuer_->Issue(host_, CsrRequest({"a.example.com"}, *account_key_)),
+  EXPECT_THAT(issuer_->Issue(host_, CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *account_key_)),
               StatusIs(absl::StatusCode::kInvalidArgument, "account key"));
   EXPECT_TRUE(ca_.calls().empty());
 }
 
 TEST_F(IssuerTest, WithoutAnAccountIssuanceIsAFailedPrecondition) {
-  EXPECT_THAT(issuer_->Issue(host_, CsrRequest({"a.example.com"}, *leaf_key_)),
+  EXPECT_THAT(issuer_->Issue(host_, CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_)),
               StatusIs(absl::StatusCode::kFailedPrecondition, "CreateAccount"));
 }
 
 TEST_F(IssuerTest, PlatformAdminsCannotIssue) {
   AddAccount();
   Caller admin = Authenticate(fx_.AddToken(tenant_, Role::kPlatformAdmin));
-  EXPECT_THAT(issuer_->Issue(admin, CsrRequest({"a.example.com"}, *leaf_key_)),
+  EXPECT_THAT(issuer_->Issue(admin, CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_)),
               StatusIs(absl::StatusCode::kPermissionDenied));
 }
 
 TEST_F(IssuerTest, IssuesWithTheHostsCsrThenReusesTheCurrentCertificate) {
   AddAccount();
-  auto first = issuer_->Issue(host_, CsrRequest({"A.example.com"}, *leaf_key_));
+  auto first = issuer_->Issue(host_, CsrRequest({"*.leaf.example.com", "Leaf.example.com"}, *leaf_key_));
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_FALSE(first->reused);
   ASSERT_TRUE(first->certificate.has_value());
@@ -166,7 +166,7 @@ TEST_F(IssuerTest, IssuesWithTheHostsCsrThenReusesTheCurrentCertificate) {
   EXPECT_EQ(first->order.state, storage::OrderState::kValid);
   EXPECT_TRUE(first->private_key_pem.empty());
 
-  auto second = issuer_->Issue(host_, CsrRequest({"a.example.com"}, *leaf_key_));
+  auto second = issuer_->Issue(host_, CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_));
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_TRUE(second->reused);
   EXPECT_EQ(second->certificate->id, first->certificate->id);
@@ -179,7 +179,7 @@ TEST_F(IssuerTest, ConcurrentIdenticalRequestsMakeOneAcmeOrder) {
   std::atomic<int> ok{0};
   for (int i = 0; i < 4; ++i) {
     threads.emplace_back([&] {
-      auto r = issuer_->Issue(host_, CsrRequest({"a.example.com"}, *leaf_key_));
+      auto r = issuer_->Issue(host_, CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_));
       if (r.ok() && r->certificate) ok.fetch_add(1);
     });
   }
@@ -194,7 +194,7 @@ TEST_F(IssuerTest, CaFailureSurfacesWithItsAcmeType) {
   ca_.On("POST", "/new-order", [](const Call&) {
     return ScriptedServer::Problem(400, "rejectedIdentifier", "policy forbids a.example.com");
   });
-  EXPECT_THAT(issuer_->Issue(host_, CsrRequest({"a.example.com"}, *leaf_key_)),
+  EXPECT_THAT(issuer_->Issue(host_, CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_)),
               StatusIs(absl::StatusCode::kFailedPrecondition, "rejectedIdentifier"));
 }
 
@@ -203,7 +203,7 @@ TEST_F(IssuerTest, ReturnsTheOrderHandleWhenTheWaitEnds) {
   ca_.On("POST", "/order/1", [](const Call&) {
     return ScriptedServer::Json(200, ScriptedServer::Order("pending"));
   });
-  IssueRequest r = CsrRequest({"a.example.com"}, *leaf_key_);
+  IssueRequest r = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
   r.wait_until = absl::Now() + absl::Milliseconds(300);
   auto result = issuer_->Issue(host_, r);
   ASSERT_TRUE(result.ok()) << result.status();

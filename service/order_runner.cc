@@ -1,7 +1,9 @@
 #include "service/order_runner.h"
 
+#include <algorithm>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -134,6 +136,14 @@ absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
   ASSIGN_OR_RETURN(crypto::CsrInfo csr, crypto::ParseCsr(ctx.job.csr_der));
   if (!leaf.public_key.Equals(csr.public_key)) {
     return absl::InternalError("the CA issued a certificate for another key than the CSR's");
+  }
+  std::vector<std::string> names;
+  for (const auto& n : leaf.dns_names) names.push_back(absl::AsciiStrToLower(n));
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  if (names != ctx.order.identifiers) {
+    return absl::InternalError(absl::StrCat("the CA issued a certificate for other names [",
+                                            absl::StrJoin(names, ", "), "] than the order's"));
   }
   storage::NewCertificate cert;
   cert.account = ctx.account.id;

@@ -67,13 +67,13 @@ class OrderRunnerTest : public ::testing::Test {
   // Creates an order row with its first lease.
   storage::Lease NewOrderRow() {
     auto r = fx_.store().CreateOrJoinOrder(
-        scope_, {account_, {"a.example.com"}, "", "replica-1", absl::Minutes(2)});
+        scope_, {account_, {"*.leaf.example.com", "leaf.example.com"}, "", "replica-1", absl::Minutes(2)});
     EXPECT_TRUE(r.ok()) << r.status();
     return *r->lease;
   }
 
   OrderJob Job(const storage::Lease& lease, const crypto::PrivateKey& cert_key) {
-    auto csr = crypto::BuildCsr({"a.example.com"}, cert_key);
+    auto csr = crypto::BuildCsr({"*.leaf.example.com", "leaf.example.com"}, cert_key);
     EXPECT_TRUE(csr.ok());
     return OrderJob{scope_, lease, *csr};
   }
@@ -122,7 +122,7 @@ TEST_F(OrderRunnerTest, RunsAnOrderToAStoredCertificate) {
   auto cert = fx_.store().GetCertificate(scope_, *order->certificate);
   ASSERT_TRUE(cert.ok());
   EXPECT_EQ(cert->serial, "8f00d1e2c3b4a59687");
-  EXPECT_EQ(cert->identifiers, std::vector<std::string>({"a.example.com"}));
+  EXPECT_EQ(cert->identifiers, std::vector<std::string>({"*.leaf.example.com", "leaf.example.com"}));
   EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 1);
   EXPECT_EQ(ca_.CountCalls("POST", "/chall/1"), 1);
   // Challenges are cleaned up; the authorization is in the ledger.
@@ -204,6 +204,22 @@ TEST_F(OrderRunnerTest, ACertificateForAnotherKeyIsNeverStored) {
   auto certs = fx_.store().ListCertificates(scope_, {}, {});
   ASSERT_TRUE(certs.ok());
   EXPECT_TRUE(certs->items.empty());
+}
+
+TEST_F(OrderRunnerTest, ACertificateForOtherNamesIsNeverStored) {
+  auto r = fx_.store().CreateOrJoinOrder(
+      scope_, {account_, {"other.example.com"}, "", "replica-1", absl::Minutes(2)});
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, *r->lease, ScriptedServer::Url("/order/1")).ok());
+  ca_.On("POST", "/order/1",
+         [](const Call&) { return ScriptedServer::Json(200, ScriptedServer::Order("valid")); });
+  crypto::PrivateKey leaf_key = LeafKey();
+  auto csr = crypto::BuildCsr({"other.example.com"}, leaf_key);
+  ASSERT_TRUE(csr.ok());
+  auto order = runner_->Run(OrderJob{scope_, *r->lease, *csr});
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kInvalid);
+  EXPECT_THAT(order->error, HasSubstr("other names [*.leaf.example.com, leaf.example.com]"));
 }
 
 }  // namespace
