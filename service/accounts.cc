@@ -1,0 +1,461 @@
+#include "service/accounts.h"
+
+#include <algorithm>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "acme/crypto/digest.h"
+#include "acme/crypto/x509.h"
+#include "acme/problem.h"
+#include "common/status_macros.h"
+#include "service/identifiers.h"
+#include "service/log.h"
+
+namespace acmevault::service {
+namespace {
+
+constexpr const char* kSteps[] = {"rollover", "deactivate_authorizations", "reissue", "revoke",
+                                  "deactivate_account"};
+
+bool Retryable(const absl::Status& s) {
+  return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsAborted(s) ||
+         absl::IsResourceExhausted(s);
+}
+
+absl::Status Audit(storage::Store& store, const storage::Scope& scope, const std::string& action,
+                   const std::string& detail, std::optional<storage::AccountId> account = {}) {
+  storage::AuditEvent e;
+  e.action = action;
+  e.detail = detail;
+  e.account = account;
+  return store.AppendAudit(scope, e);
+}
+
+// Every certificate of the tenant, page by page.
+absl::StatusOr<std::vector<storage::Certificate>> AllCertificates(storage::Store& store,
+                                                                 const storage::Scope& scope) {
+  std::vector<storage::Certificate> out;
+  storage::PageRequest page{"", 1000};
+  for (int pages = 0; pages < 10000; ++pages) {
+    ASSIGN_OR_RETURN(auto p, store.ListCertificates(scope, {}, page));
+    out.insert(out.end(), p.items.begin(), p.items.end());
+    if (p.next_page_token.empty()) return out;
+    page.page_token = p.next_page_token;
+  }
+  return absl::ResourceExhaustedError("too many certificates to list");
+}
+
+}  // namespace
+
+struct AccountManager::Current {
+  storage::Account account;
+  std::optional<storage::UnsealedAccountKey> key;
+  acme::AcmeClient* client = nullptr;
+  acme::AccountRef Ref() const { return {&key->private_key, account.account_url}; }
+};
+
+absl::StatusOr<AccountView> AccountManager::View(const storage::Scope& scope,
+                                                 storage::AccountId id) {
+  ASSIGN_OR_RETURN(storage::Account account, options_.store->GetAccount(scope, id));
+  ASSIGN_OR_RETURN(std::vector<storage::AccountKey> keys, options_.store->ListKeys(scope, id));
+  for (const auto& k : keys) {
+    if (k.state == storage::KeyState::kActive) return AccountView{account, k};
+  }
+  return absl::NotFoundError("the account has no active key");
+}
+
+absl::StatusOr<AccountManager::Current> AccountManager::Load(const storage::Scope& scope) {
+  ASSIGN_OR_RETURN(std::vector<storage::Account> accounts, options_.store->ListAccounts(scope));
+  const storage::Account* valid = nullptr;
+  for (const auto& a : accounts) {
+    if (a.status == storage::AccountStatus::kValid && !a.account_url.empty()) valid = &a;
+  }
+  if (valid == nullptr) {
+    return absl::FailedPreconditionError("the tenant has no valid ACME account");
+  }
+  Current c;
+  c.account = *valid;
+  ASSIGN_OR_RETURN(c.client, options_.clients->For(valid->directory_url));
+  auto key = options_.store->GetActiveKey(scope, valid->id, scope.actor.rpc);
+  if (key.ok()) c.key.emplace(*std::move(key));
+  return c;
+}
+
+absl::StatusOr<AccountView> AccountManager::CreateAccount(const Caller& caller,
+                                                          const CreateAccountSpec& spec) {
+  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kAdmin));
+  const storage::Scope scope = caller.ScopeFor("AccountService/CreateAccount");
+  storage::Store& store = *options_.store;
+  if (!spec.terms_of_service_agreed) {
+    return absl::InvalidArgumentError(
+        "terms_of_service_agreed: must be true (the CA's terms are agreed to for the tenant)");
+  }
+  std::string mac;
+  if (!spec.eab_key_id.empty() && !crypto::Base64UrlDecode(spec.eab_hmac_key, &mac)) {
+    return absl::InvalidArgumentError("eab_hmac_key: is not base64url");
+  }
+  ASSIGN_OR_RETURN(storage::Tenant tenant, store.GetTenant(scope));
+  const std::string& directory = tenant.spec.acme_directory_url;
+  if (directory.empty()) {
+    return absl::FailedPreconditionError("the tenant has no ACME directory configured");
+  }
+  ASSIGN_OR_RETURN(std::vector<storage::Account> accounts, store.ListAccounts(scope));
+  const storage::Account* pending = nullptr;
+  for (const auto& a : accounts) {
+    if (a.status == storage::AccountStatus::kValid) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("the tenant already has a valid account: ", a.account_url));
+    }
+    if (a.status == storage::AccountStatus::kPending && a.directory_url == directory) pending = &a;
+  }
+  // A pending account is a creation that crashed before the CA answered: reuse its key, so the
+  // CA (which keys accounts by key) returns the same account if it did create it.
+  std::optional<crypto::PrivateKey> key;
+  storage::AccountId id;
+  if (pending != nullptr) {
+    id = pending->id;
+    ASSIGN_OR_RETURN(storage::UnsealedAccountKey k,
+                     store.GetKey(scope, id, 1, "CreateAccount (resume)"));
+    key.emplace(std::move(k.private_key));
+  } else {
+    crypto::KeyAlgorithm algorithm = spec.key_algorithm.value_or(tenant.spec.policy.key_algorithm);
+    ASSIGN_OR_RETURN(crypto::PrivateKey generated, crypto::PrivateKey::Generate(algorithm));
+    ASSIGN_OR_RETURN(storage::Account created,
+                     store.CreateAccount(scope, directory, generated,
+                                         KeyInfo(generated.public_key()),
+                                         storage::KeyState::kPending));
+    id = created.id;
+    key.emplace(std::move(generated));
+  }
+  ASSIGN_OR_RETURN(acme::AcmeClient * client, options_.clients->For(directory));
+  auto acct = client->NewAccount(*key, {spec.contact, true, false, spec.eab_key_id, mac});
+  if (options_.metrics) options_.metrics->RecordAcme("newAccount", acct.status());
+  RETURN_IF_ERROR(acct.status());
+  RETURN_IF_ERROR(store.RecordAccountUrl(scope, id, acct->url));
+  ASSIGN_OR_RETURN(std::vector<storage::AccountKey> keys, store.ListKeys(scope, id));
+  for (const auto& k : keys) {
+    if (k.state == storage::KeyState::kPending) RETURN_IF_ERROR(store.PromoteKey(scope, id, k.version));
+  }
+  return View(scope, id);
+}
+
+absl::StatusOr<AccountView> AccountManager::GetAccount(const Caller& caller) {
+  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kAdmin));
+  const storage::Scope scope = caller.ScopeFor("AccountService/GetAccount");
+  ASSIGN_OR_RETURN(std::vector<storage::Account> accounts, options_.store->ListAccounts(scope));
+  if (accounts.empty()) return absl::NotFoundError("the tenant has no ACME account");
+  // The newest valid account, else the newest of any status.
+  const storage::Account* chosen = &accounts.back();
+  for (const auto& a : accounts) {
+    if (a.status == storage::AccountStatus::kValid) chosen = &a;
+  }
+  auto view = View(scope, chosen->id);
+  if (view.ok() || !absl::IsNotFound(view.status())) return view;
+  // A deactivated account may have no active key left; report its newest key.
+  ASSIGN_OR_RETURN(auto keys, options_.store->ListKeys(scope, chosen->id));
+  if (keys.empty()) return view.status();
+  return AccountView{*chosen, keys.back()};
+}
+
+absl::Status AccountManager::RecoverPendingKey(const storage::Scope& scope, Current& current) {
+  storage::Store& store = *options_.store;
+  ASSIGN_OR_RETURN(std::vector<storage::AccountKey> keys, store.ListKeys(scope, current.account.id));
+  const storage::AccountKey* pending = nullptr;
+  for (const auto& k : keys) {
+    if (k.state == storage::KeyState::kPending) pending = &k;
+  }
+  if (pending == nullptr) return absl::OkStatus();
+  if (options_.clock->Now() - pending->created_at < options_.rollover_grace) {
+    return absl::AbortedError(absl::StrCat("a rollover of this account is in progress (key version ",
+                                           pending->version, "); retry shortly"));
+  }
+  // Left by a crash: the key the CA accepts is the active one (DESIGN.md §4).
+  ASSIGN_OR_RETURN(storage::UnsealedAccountKey candidate,
+                   store.GetKey(scope, current.account.id, pending->version, "rollover recovery"));
+  auto found = current.client->NewAccount(candidate.private_key, {.only_return_existing = true});
+  if (found.ok() && found->url == current.account.account_url) {
+    RETURN_IF_ERROR(store.PromoteKey(scope, current.account.id, pending->version));
+    Log(LogLevel::kWarning, "rollover recovery: the CA had applied keyChange; promoted",
+        {{"tenant", absl::StrCat(scope.tenant)}, {"version", absl::StrCat(pending->version)}});
+    ASSIGN_OR_RETURN(storage::UnsealedAccountKey active,
+                     store.GetActiveKey(scope, current.account.id, "rollover"));
+    current.key.emplace(std::move(active));
+    return absl::OkStatus();
+  }
+  if (absl::IsNotFound(found.status())) {
+    Log(LogLevel::kWarning, "rollover recovery: the CA never saw the pending key; discarded",
+        {{"tenant", absl::StrCat(scope.tenant)}, {"version", absl::StrCat(pending->version)}});
+    return store.DiscardPendingKey(scope, current.account.id, pending->version);
+  }
+  return found.ok() ? absl::InternalError("the pending key belongs to another account at the CA")
+                    : found.status();
+}
+
+absl::StatusOr<RolloverResult> AccountManager::RolloverScoped(
+    const storage::Scope& scope, std::optional<crypto::KeyAlgorithm> algorithm,
+    absl::string_view reason, bool mark_old_compromised) {
+  storage::Store& store = *options_.store;
+  ASSIGN_OR_RETURN(Current current, Load(scope));
+  RETURN_IF_ERROR(RecoverPendingKey(scope, current));
+  if (!current.key) return absl::FailedPreconditionError("the account has no usable active key");
+  const int old_version = current.key->info.version;
+  ASSIGN_OR_RETURN(storage::Tenant tenant, store.GetTenant(scope));
+  ASSIGN_OR_RETURN(crypto::PrivateKey new_key,
+                   crypto::PrivateKey::Generate(algorithm.value_or(tenant.spec.policy.key_algorithm)));
+  // RFC 8555 §7.3.5, DESIGN.md §4: stored before the CA hears of it.
+  auto pending = store.AddPendingKey(scope, current.account.id, new_key, KeyInfo(new_key.public_key()));
+  if (absl::IsAlreadyExists(pending.status())) {
+    return absl::AbortedError("another rollover of this account is in progress");
+  }
+  RETURN_IF_ERROR(pending.status());
+  absl::Status changed = current.client->KeyChange(current.Ref(), new_key);
+  if (options_.metrics) options_.metrics->RecordAcme("keyChange", changed);
+  // Whatever keyChange said, ask the CA which key it now knows.
+  auto found = current.client->NewAccount(new_key, {.only_return_existing = true});
+  if (found.ok() && found->url == current.account.account_url) {
+    RETURN_IF_ERROR(store.PromoteKey(scope, current.account.id, pending->version));
+  } else if (absl::IsNotFound(found.status())) {
+    RETURN_IF_ERROR(store.DiscardPendingKey(scope, current.account.id, pending->version));
+    return changed.ok() ? absl::InternalError("the CA accepted keyChange but does not know the new key")
+                        : changed;
+  } else {
+    // Unknown outcome: leave the key pending; the next rollover (after the grace period)
+    // resolves it by asking the CA again.
+    return absl::UnavailableError(absl::StrCat(
+        "could not tell whether the CA applied keyChange (", changed.ToString(), "; ",
+        found.status().ToString(), "); the next rollover resolves it"));
+  }
+  if (mark_old_compromised) {
+    RETURN_IF_ERROR(store.MarkKeyCompromised(scope, current.account.id, old_version));
+  }
+  Audit(store, scope, "Rollover", std::string(reason), current.account.id).IgnoreError();
+  ASSIGN_OR_RETURN(AccountView view, View(scope, current.account.id));
+  return RolloverResult{view, old_version};
+}
+
+absl::StatusOr<RolloverResult> AccountManager::Rollover(
+    const Caller& caller, std::optional<crypto::KeyAlgorithm> algorithm,
+    absl::string_view reason) {
+  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kAdmin));
+  return RolloverScoped(caller.ScopeFor("AccountService/RolloverAccountKey"), algorithm,
+                        reason.empty() ? "requested" : reason, /*mark_old_compromised=*/false);
+}
+
+absl::StatusOr<AccountView> AccountManager::Deactivate(const Caller& caller,
+                                                       absl::string_view confirm_account_url) {
+  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kAdmin));
+  const storage::Scope scope = caller.ScopeFor("AccountService/DeactivateAccount");
+  ASSIGN_OR_RETURN(Current current, Load(scope));
+  if (confirm_account_url != current.account.account_url) {
+    return absl::InvalidArgumentError(
+        "confirm_account_url: does not match the tenant's account URL");
+  }
+  if (!current.key) return absl::FailedPreconditionError("the account has no usable active key");
+  auto result = current.client->DeactivateAccount(current.Ref());
+  if (options_.metrics) options_.metrics->RecordAcme("deactivateAccount", result.status());
+  RETURN_IF_ERROR(result.status());
+  RETURN_IF_ERROR(options_.store->SetAccountStatus(scope, current.account.id,
+                                                   storage::AccountStatus::kDeactivated));
+  return View(scope, current.account.id);
+}
+
+absl::StatusOr<DeactivationCounts> AccountManager::DeactivateAuthorizationsScoped(
+    const storage::Scope& scope, const std::vector<std::string>& identifiers) {
+  ASSIGN_OR_RETURN(Current current, Load(scope));
+  if (!current.key) return absl::FailedPreconditionError("the account has no usable active key");
+  storage::AuthorizationFilter filter;
+  filter.account = current.account.id;
+  if (!identifiers.empty()) {
+    ASSIGN_OR_RETURN(filter.identifiers, NormalizeDnsNames(identifiers, "identifiers"));
+  }
+  ASSIGN_OR_RETURN(std::vector<storage::Authorization> outstanding,
+                   options_.store->ListOutstandingAuthorizations(scope, filter));
+  DeactivationCounts counts;
+  for (const auto& a : outstanding) {
+    auto r = current.client->DeactivateAuthorization(current.Ref(), a.record.url);
+    if (options_.metrics) options_.metrics->RecordAcme("deactivateAuthorization", r.status());
+    if (r.ok()) {
+      RETURN_IF_ERROR(
+          options_.store->MarkAuthorizationDeactivated(scope, current.account.id, a.record.url));
+      ++counts.deactivated;
+    } else if (Retryable(r.status())) {
+      ++counts.failed;
+    } else {
+      ++counts.skipped;  // The CA says it cannot be deactivated (expired, invalid, gone).
+    }
+  }
+  return counts;
+}
+
+absl::StatusOr<DeactivationCounts> AccountManager::DeactivateAuthorizations(
+    const Caller& caller, const std::vector<std::string>& identifiers) {
+  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kAdmin));
+  return DeactivateAuthorizationsScoped(
+      caller.ScopeFor("AccountService/DeactivateAuthorizations"), identifiers);
+}
+
+absl::StatusOr<storage::Certificate> AccountManager::RevokeCertificate(
+    const Caller& caller, absl::string_view serial, acme::RevocationReason reason,
+    bool use_certificate_key) {
+  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kAdmin));
+  const storage::Scope scope = caller.ScopeFor("CertificateService/RevokeCertificate");
+  storage::Store& store = *options_.store;
+  ASSIGN_OR_RETURN(storage::Certificate cert, store.GetCertificateBySerial(scope, serial));
+  if (cert.revoked_at) {
+    return absl::FailedPreconditionError(absl::StrCat("certificate ", serial, " is already revoked"));
+  }
+  if (use_certificate_key && !cert.has_private_key) {
+    return absl::FailedPreconditionError(
+        "use_certificate_key: the service does not hold this certificate's key");
+  }
+  const bool with_cert_key = use_certificate_key ||
+                             (reason == acme::RevocationReason::kKeyCompromise && cert.has_private_key);
+  ASSIGN_OR_RETURN(std::vector<std::string> ders, crypto::SplitPemChain(cert.chain_pem));
+  absl::Status revoked;
+  if (with_cert_key) {
+    ASSIGN_OR_RETURN(storage::Tenant tenant, store.GetTenant(scope));
+    std::string directory = tenant.spec.acme_directory_url;
+    if (cert.account) {
+      auto account = store.GetAccount(scope, *cert.account);
+      if (account.ok()) directory = account->directory_url;
+    }
+    ASSIGN_OR_RETURN(acme::AcmeClient * client, options_.clients->For(directory));
+    ASSIGN_OR_RETURN(crypto::PrivateKey key,
+                     store.GetCertificateKey(scope, cert.id, "RevokeCertificate"));
+    revoked = client->RevokeWithCertificateKey(key, ders.front(), reason);
+  } else {
+    ASSIGN_OR_RETURN(Current current, Load(scope));
+    if (!current.key) return absl::FailedPreconditionError("the account has no usable key");
+    revoked = current.client->RevokeCertificate(current.Ref(), ders.front(), reason);
+  }
+  if (options_.metrics) options_.metrics->RecordAcme("revokeCert", revoked);
+  auto problem = acme::GetProblem(revoked);
+  if (!revoked.ok() && !(problem && problem->ShortType() == "alreadyRevoked")) return revoked;
+  RETURN_IF_ERROR(store.MarkCertificateRevoked(scope, cert.id, static_cast<int>(reason)));
+  return store.GetCertificate(scope, cert.id);
+}
+
+absl::StatusOr<CompromiseReport> AccountManager::RespondToCompromise(
+    const Caller& caller, bool deactivate_account, std::optional<crypto::KeyAlgorithm> algorithm) {
+  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kAdmin));
+  const storage::Scope scope = caller.ScopeFor("AccountService/RespondToCompromise");
+  storage::Store& store = *options_.store;
+
+  // Where an earlier run stopped: the steps recorded since the last unfinished start.
+  std::optional<absl::Time> started;
+  std::map<std::string, storage::AuditRecord> done;
+  storage::PageRequest page{"", 1000};
+  for (int pages = 0; pages < 100000; ++pages) {
+    ASSIGN_OR_RETURN(auto p, store.ListAudit(scope, page));
+    for (const auto& r : p.items) {
+      if (r.event.action == "CompromiseStart") {
+        started = r.at;
+        done.clear();
+      } else if (r.event.action == "CompromiseStep" && started) {
+        done[r.event.detail] = r;
+      } else if (r.event.action == "CompromiseDone") {
+        started.reset();
+        done.clear();
+      }
+    }
+    if (p.next_page_token.empty()) break;
+    page.page_token = p.next_page_token;
+  }
+  if (!started) {
+    RETURN_IF_ERROR(Audit(store, scope, "CompromiseStart",
+                          deactivate_account ? "deactivate_account=true" : ""));
+    started = options_.clock->Now();
+  }
+  const absl::Time start = *started;
+
+  CompromiseReport report;
+  auto finish = [&](const std::string& name, const std::string& detail) -> absl::Status {
+    RETURN_IF_ERROR(Audit(store, scope, "CompromiseStep", name));
+    report.steps.push_back({name, true, detail, options_.clock->Now()});
+    return absl::OkStatus();
+  };
+  for (const char* step : kSteps) {
+    const std::string name = step;
+    if (auto it = done.find(name); it != done.end()) {
+      report.steps.push_back({name, true, "done by an earlier run", it->second.at});
+      continue;
+    }
+    if (name == "rollover") {
+      ASSIGN_OR_RETURN(RolloverResult r, RolloverScoped(scope, algorithm, "compromise", true));
+      RETURN_IF_ERROR(finish(name, absl::StrCat("key version ", r.previous_version, " -> ",
+                                                r.account.active_key.version,
+                                                "; old key marked compromised")));
+    } else if (name == "deactivate_authorizations") {
+      ASSIGN_OR_RETURN(DeactivationCounts c, DeactivateAuthorizationsScoped(scope, {}));
+      if (c.failed > 0) {
+        return absl::UnavailableError(absl::StrCat(
+            c.failed, " authorizations could not be deactivated; call again to resume"));
+      }
+      RETURN_IF_ERROR(finish(name, absl::StrCat(c.deactivated, " deactivated, ", c.skipped,
+                                                " skipped")));
+    } else if (name == "reissue") {
+      ASSIGN_OR_RETURN(auto certs, AllCertificates(store, scope));
+      int reissued = 0, host_keys = 0;
+      for (const auto& cert : certs) {
+        if (cert.created_at >= start || cert.revoked_at || cert.superseded_at ||
+            cert.not_after <= options_.clock->Now()) {
+          continue;
+        }
+        if (!cert.has_private_key) {
+          ++host_keys;  // The host holds the key: it must request a new certificate itself.
+          continue;
+        }
+        auto chain = crypto::ParsePemChain(cert.chain_pem);
+        IssueRequest request;
+        request.identifiers = cert.identifiers;
+        if (chain.ok()) request.key_algorithm = chain->front().public_key.algorithm();
+        request.force_new = true;
+        request.wait_until = absl::Now() + options_.reissue_wait;
+        ASSIGN_OR_RETURN(IssueResult issued, options_.issuer->Issue(caller, request));
+        if (!issued.certificate) {
+          return absl::DeadlineExceededError(absl::StrCat(
+              "reissue of certificate ", cert.serial, " is still running (order ",
+              issued.order.id, "); call again to resume"));
+        }
+        ++reissued;
+      }
+      RETURN_IF_ERROR(finish(name, absl::StrCat(reissued, " reissued; ", host_keys,
+                                                " held by hosts, not reissued")));
+    } else if (name == "revoke") {
+      ASSIGN_OR_RETURN(Current current, Load(scope));
+      if (!current.key) return absl::FailedPreconditionError("the account has no usable key");
+      ASSIGN_OR_RETURN(auto certs, AllCertificates(store, scope));
+      int revoked = 0;
+      for (const auto& cert : certs) {
+        if (cert.created_at >= start || cert.revoked_at || !cert.has_private_key ||
+            cert.not_after <= options_.clock->Now()) {
+          continue;
+        }
+        ASSIGN_OR_RETURN(auto ders, crypto::SplitPemChain(cert.chain_pem));
+        absl::Status s = current.client->RevokeCertificate(current.Ref(), ders.front(),
+                                                           acme::RevocationReason::kSuperseded);
+        if (options_.metrics) options_.metrics->RecordAcme("revokeCert", s);
+        auto problem = acme::GetProblem(s);
+        if (!s.ok() && !(problem && problem->ShortType() == "alreadyRevoked")) return s;
+        RETURN_IF_ERROR(store.MarkCertificateRevoked(scope, cert.id, 4));
+        ++revoked;
+      }
+      RETURN_IF_ERROR(finish(name, absl::StrCat(revoked, " revoked (reason superseded)")));
+    } else if (name == "deactivate_account") {
+      if (!deactivate_account) {
+        report.steps.push_back({name, false, "not requested", std::nullopt});
+        continue;
+      }
+      ASSIGN_OR_RETURN(Current current, Load(scope));
+      ASSIGN_OR_RETURN(AccountView view, Deactivate(caller, current.account.account_url));
+      RETURN_IF_ERROR(finish(name, "account deactivated"));
+    }
+  }
+  RETURN_IF_ERROR(Audit(store, scope, "CompromiseDone", ""));
+  auto view = GetAccount(caller);
+  if (view.ok()) report.account = *view;
+  return report;
+}
+
+}  // namespace acmevault::service

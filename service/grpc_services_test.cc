@@ -1,0 +1,294 @@
+// The three services in process, through real gRPC stubs on loopback, over the fake store and
+// the scripted CA: each RPC's success and its documented errors, credentials from metadata
+// only, tenant isolation, request ids and ACME problem details.
+#include "service/grpc_services.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "acme/crypto/x509.h"
+#include "acme/testing/scripted_server.h"
+#include "acmevault/v1/errors.pb.h"
+#include "gmock/gmock.h"
+#include "google/rpc/status.pb.h"
+#include "gtest/gtest.h"
+#include "service/testing/fixture.h"
+
+namespace acmevault::service {
+namespace {
+
+using acme::testing::ScriptedServer;
+using ::testing::HasSubstr;
+using Call = ScriptedServer::Call;
+
+std::string Read(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+class GrpcTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fx_.clock().Set(absl::FromCivil(absl::CivilSecond(2026, 12, 1, 0, 0, 0), absl::UTCTimeZone()));
+    AcmeClients::Options options;
+    options.transport_instance = &ca_;
+    options.client.clock = &fx_.clock();
+    options.client.poll_interval = absl::Seconds(10);
+    clients_ = *AcmeClients::Create(options);
+    runner_ = std::make_unique<OrderRunner>(OrderRunner::Options{
+        .store = &fx_.store(), .clients = clients_.get(), .clock = &fx_.clock()});
+    issuer_ = std::make_unique<Issuer>(
+        Issuer::Options{.store = &fx_.store(), .runner = runner_.get(), .clock = &fx_.clock()});
+    accounts_ = std::make_unique<AccountManager>(AccountManager::Options{
+        .store = &fx_.store(), .clients = clients_.get(), .issuer = issuer_.get(),
+        .clock = &fx_.clock()});
+    admin_ = std::make_unique<Admin>(Admin::Options{&fx_.store(), ScriptedServer::Url("/dir")});
+    auth_ = std::make_unique<Authenticator>(&fx_.store());
+    ServiceDeps deps{auth_.get(), issuer_.get(), accounts_.get(), admin_.get(), &fx_.store(),
+                     &metrics_, &fx_.clock()};
+    certs_ = std::make_unique<CertificateServiceImpl>(deps);
+    accts_ = std::make_unique<AccountServiceImpl>(deps);
+    adm_ = std::make_unique<AdminServiceImpl>(deps);
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(certs_.get());
+    builder.RegisterService(accts_.get());
+    builder.RegisterService(adm_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(port),
+                                       grpc::InsecureChannelCredentials());
+    cert_stub_ = v1::CertificateService::NewStub(channel);
+    acct_stub_ = v1::AccountService::NewStub(channel);
+    admin_stub_ = v1::AdminService::NewStub(channel);
+
+    root_ = NewBearerToken();
+    ASSERT_TRUE(admin_->Bootstrap(root_).ok());
+    ScriptHappyCa();
+  }
+  void TearDown() override { server_->Shutdown(); }
+
+  void ScriptHappyCa() {
+    ca_.On("POST", "/chall/1", [this](const Call&) {
+      state_ = "ready";
+      return ScriptedServer::Json(200, {{"type", "http-01"}, {"url", ScriptedServer::Url("/chall/1")},
+                                        {"status", "processing"}, {"token", "tok-1"}});
+    });
+    ca_.On("POST", "/new-order", [this](const Call&) {
+      state_ = "pending";
+      return ScriptedServer::Json(201, ScriptedServer::Order("pending"),
+                                  {{"Location", ScriptedServer::Url("/order/1")}});
+    });
+    ca_.On("POST", "/order/1",
+           [this](const Call&) { return ScriptedServer::Json(200, ScriptedServer::Order(state_)); });
+    ca_.On("POST", "/finalize/1", [this](const Call&) {
+      state_ = "valid";
+      return ScriptedServer::Json(200, ScriptedServer::Order("processing"));
+    });
+  }
+
+  std::unique_ptr<grpc::ClientContext> Ctx(const std::string& token) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    return ctx;
+  }
+
+  // Creates tenant `name` allowed `pattern` and returns {admin token, host token}.
+  std::pair<std::string, std::string> Tenant(const std::string& name,
+                                             const std::string& pattern = "*.example.com") {
+    v1::CreateTenantRequest req;
+    req.set_name(name);
+    req.add_allowed_identifiers(pattern);
+    v1::Tenant t;
+    auto ctx = Ctx(root_);
+    EXPECT_TRUE(admin_stub_->CreateTenant(ctx.get(), req, &t).ok());
+    auto token = [&](v1::Role role) {
+      v1::CreateTokenRequest r;
+      r.set_tenant(name);
+      r.set_role(role);
+      v1::CreateTokenResponse resp;
+      auto c = Ctx(root_);
+      EXPECT_TRUE(admin_stub_->CreateToken(c.get(), r, &resp).ok());
+      return resp.token();
+    };
+    return {token(v1::ROLE_ADMIN), token(v1::ROLE_HOST)};
+  }
+
+  testing::Fixture fx_;
+  ScriptedServer ca_;
+  std::string state_ = "pending";
+  Metrics metrics_;
+  std::unique_ptr<AcmeClients> clients_;
+  std::unique_ptr<OrderRunner> runner_;
+  std::unique_ptr<Issuer> issuer_;
+  std::unique_ptr<AccountManager> accounts_;
+  std::unique_ptr<Admin> admin_;
+  std::unique_ptr<Authenticator> auth_;
+  std::unique_ptr<CertificateServiceImpl> certs_;
+  std::unique_ptr<AccountServiceImpl> accts_;
+  std::unique_ptr<AdminServiceImpl> adm_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<v1::CertificateService::Stub> cert_stub_;
+  std::unique_ptr<v1::AccountService::Stub> acct_stub_;
+  std::unique_ptr<v1::AdminService::Stub> admin_stub_;
+  std::string root_;
+};
+
+TEST_F(GrpcTest, NoOrBadCredentialIsUnauthenticatedWithARequestId) {
+  v1::GetAccountRequest req;
+  v1::Account resp;
+  auto ctx = Ctx("");
+  grpc::Status s = acct_stub_->GetAccount(ctx.get(), req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  auto trailers = ctx->GetServerTrailingMetadata();
+  auto it = trailers.find("x-request-id");
+  ASSERT_NE(it, trailers.end());
+  EXPECT_EQ(it->second.size(), 16u);
+  auto bad = Ctx(NewBearerToken());
+  EXPECT_EQ(acct_stub_->GetAccount(bad.get(), req, &resp).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST_F(GrpcTest, AccountIssueAndReadThroughTheWire) {
+  auto [admin, host] = Tenant("acme");
+  v1::CreateAccountRequest create;
+  create.set_terms_of_service_agreed(true);
+  create.add_contact("mailto:pki@acme.example");
+  v1::Account account;
+  auto c1 = Ctx(admin);
+  grpc::Status s = acct_stub_->CreateAccount(c1.get(), create, &account);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(account.status(), v1::ACCOUNT_STATUS_VALID);
+  EXPECT_EQ(account.key_version(), 1);
+  EXPECT_EQ(account.key_algorithm(), v1::KEY_ALGORITHM_ECDSA_P256);
+  EXPECT_EQ(account.key_thumbprint().size(), 43u);
+
+  // A host may not manage the account.
+  auto c2 = Ctx(host);
+  EXPECT_EQ(acct_stub_->GetAccount(c2.get(), {}, &account).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+
+  auto leaf_key = crypto::PrivateKey::FromPem(Read("acme/crypto/testdata/leaf_key.pem"));
+  ASSERT_TRUE(leaf_key.ok());
+  // The scripted CA issues the test chain, which certifies leaf.example.com.
+  auto csr = crypto::BuildCsr({"*.leaf.example.com", "leaf.example.com"}, *leaf_key);
+  ASSERT_TRUE(csr.ok());
+  v1::IssueCertificateRequest issue;
+  issue.add_identifiers("leaf.example.com");
+  issue.add_identifiers("*.leaf.example.com");
+  issue.set_csr(*csr);
+  v1::IssueCertificateResponse issued;
+  auto c3 = Ctx(host);
+  s = cert_stub_->IssueCertificate(c3.get(), issue, &issued);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(issued.order().state(), v1::ORDER_STATE_VALID);
+  EXPECT_EQ(issued.certificate().serial(), "8f00d1e2c3b4a59687");
+  EXPECT_EQ(issued.order().certificate_serial(), "8f00d1e2c3b4a59687");
+  EXPECT_THAT(issued.certificate().chain_pem(), HasSubstr("BEGIN CERTIFICATE"));
+  EXPECT_TRUE(issued.private_key_pem().empty());
+
+  v1::GetOrderRequest get_order;
+  get_order.set_id(issued.order().id());
+  v1::Order order;
+  auto c4 = Ctx(host);
+  ASSERT_TRUE(cert_stub_->GetOrder(c4.get(), get_order, &order).ok());
+  EXPECT_EQ(order.state(), v1::ORDER_STATE_VALID);
+
+  v1::GetCertificateRequest by_names;
+  by_names.mutable_identifiers()->add_values("LEAF.example.com");
+  by_names.mutable_identifiers()->add_values("*.leaf.example.com");
+  v1::Certificate cert;
+  auto c5 = Ctx(host);
+  ASSERT_TRUE(cert_stub_->GetCertificate(c5.get(), by_names, &cert).ok());
+  EXPECT_EQ(cert.serial(), "8f00d1e2c3b4a59687");
+  EXPECT_EQ(cert.state(), v1::CERTIFICATE_STATE_VALID);
+
+  v1::ListCertificatesResponse list;
+  auto c6 = Ctx(host);
+  ASSERT_TRUE(cert_stub_->ListCertificates(c6.get(), {}, &list).ok());
+  ASSERT_EQ(list.certificates_size(), 1);
+  EXPECT_TRUE(list.certificates(0).chain_pem().empty());
+
+  // Another tenant sees none of it, and cannot issue for these names.
+  auto [other_admin, other_host] = Tenant("other", "*.other.example");
+  auto c7 = Ctx(other_host);
+  EXPECT_EQ(cert_stub_->GetOrder(c7.get(), get_order, &order).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  v1::GetCertificateRequest by_serial;
+  by_serial.set_serial("8f00d1e2c3b4a59687");
+  auto c8 = Ctx(other_host);
+  EXPECT_EQ(cert_stub_->GetCertificate(c8.get(), by_serial, &cert).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  int orders_before = ca_.CountCalls("POST", "/new-order");
+  auto c9 = Ctx(other_host);
+  s = cert_stub_->IssueCertificate(c9.get(), issue, &issued);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), orders_before);
+
+  EXPECT_THAT(metrics_.Render(),
+              HasSubstr("acmevault_rpc_requests_total{code=\"OK\",method=\"IssueCertificate\"} 1"));
+}
+
+TEST_F(GrpcTest, BadInputNamesTheFieldAndCaProblemsTravelAsDetails) {
+  auto [admin, host] = Tenant("acme");
+  v1::CreateAccountRequest create;
+  create.set_terms_of_service_agreed(true);
+  v1::Account account;
+  auto c1 = Ctx(admin);
+  ASSERT_TRUE(acct_stub_->CreateAccount(c1.get(), create, &account).ok());
+
+  v1::IssueCertificateRequest issue;
+  issue.add_identifiers("under_score.example.com");
+  issue.set_key_algorithm(v1::KEY_ALGORITHM_ECDSA_P256);
+  v1::IssueCertificateResponse resp;
+  auto c2 = Ctx(host);
+  grpc::Status s = cert_stub_->IssueCertificate(c2.get(), issue, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("identifiers[0]"));
+
+  ca_.On("POST", "/acct/1", [](const Call&) {
+    return ScriptedServer::Problem(429, "rateLimited", "too many", {{"Retry-After", "60"}});
+  });
+  v1::DeactivateAccountRequest deactivate;
+  deactivate.set_confirm_account_url(account.account_url());
+  auto c3 = Ctx(admin);
+  s = acct_stub_->DeactivateAccount(c3.get(), deactivate, &account);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  google::rpc::Status details;
+  ASSERT_TRUE(details.ParseFromString(s.error_details()));
+  v1::AcmeProblem problem;
+  ASSERT_EQ(details.details_size(), 1);
+  ASSERT_TRUE(details.details(0).UnpackTo(&problem));
+  EXPECT_EQ(problem.type(), "urn:ietf:params:acme:error:rateLimited");
+  EXPECT_GT(problem.retry_after().seconds(), 0);
+}
+
+TEST_F(GrpcTest, AdminServiceIsForPlatformAdminsOnly) {
+  auto [admin, host] = Tenant("acme");
+  v1::CreateTenantRequest req;
+  req.set_name("sneaky");
+  v1::Tenant t;
+  auto c1 = Ctx(admin);
+  EXPECT_EQ(admin_stub_->CreateTenant(c1.get(), req, &t).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  v1::ListTenantsResponse list;
+  auto c2 = Ctx(root_);
+  ASSERT_TRUE(admin_stub_->ListTenants(c2.get(), {}, &list).ok());
+  EXPECT_EQ(list.tenants_size(), 2);  // platform, acme
+  v1::CreateTokenRequest bad_role;
+  bad_role.set_tenant("acme");
+  v1::CreateTokenResponse token;
+  auto c3 = Ctx(root_);
+  grpc::Status s = admin_stub_->CreateToken(c3.get(), bad_role, &token);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("role"));
+}
+
+}  // namespace
+}  // namespace acmevault::service

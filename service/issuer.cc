@@ -1,0 +1,301 @@
+#include "service/issuer.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "acme/crypto/jwk.h"
+#include "acme/crypto/x509.h"
+#include "common/status_macros.h"
+#include "service/identifiers.h"
+#include "service/log.h"
+
+namespace acmevault::service {
+namespace {
+
+constexpr size_t kMaxQueuedJobs = 1000;
+constexpr absl::Duration kStorePoll = absl::Milliseconds(200);
+
+const std::vector<crypto::KeyAlgorithm>& AllowedCertificateKeys() {
+  static const auto* all = new std::vector<crypto::KeyAlgorithm>{
+      crypto::KeyAlgorithm::kEcdsaP256, crypto::KeyAlgorithm::kEcdsaP384,
+      crypto::KeyAlgorithm::kRsa2048, crypto::KeyAlgorithm::kRsa3072,
+      crypto::KeyAlgorithm::kRsa4096};
+  return *all;
+}
+
+absl::Status Prefixed(absl::string_view field, const absl::Status& s) {
+  return absl::Status(s.code(), absl::StrCat(field, ": ", s.message()));
+}
+
+// The leaf key of a stored certificate.
+absl::StatusOr<crypto::PublicKey> LeafKey(const storage::Certificate& cert) {
+  ASSIGN_OR_RETURN(auto chain, crypto::ParsePemChain(cert.chain_pem));
+  return chain.front().public_key;
+}
+
+}  // namespace
+
+storage::PublicKeyInfo KeyInfo(const crypto::PublicKey& key) {
+  return {crypto::PublicJwk(key).dump(), crypto::Thumbprint(key)};
+}
+
+Issuer::Issuer(Options options) : options_(std::move(options)) {
+  for (int i = 0; i < std::max(1, options_.worker_threads); ++i) {
+    workers_.emplace_back([this] { WorkLoop(); });
+  }
+}
+
+Issuer::~Issuer() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  for (auto& t : workers_) t.join();
+}
+
+void Issuer::Submit(Job job) {
+  absl::MutexLock lock(&mu_);
+  running_[job.order.lease.order] = job.done;
+  queue_.push_back(std::move(job));
+}
+
+void Issuer::WorkLoop() {
+  while (true) {
+    Job job;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](Issuer* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
+            return self->stopping_ || !self->queue_.empty();
+          },
+          this));
+      if (queue_.empty()) return;  // Stopping with nothing left.
+      job = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    const storage::OrderId id = job.order.lease.order;
+    auto result = options_.runner->Run(job.order);
+    if (result.ok()) {
+      Log(LogLevel::kInfo, "order finished",
+          {{"tenant", absl::StrCat(job.order.scope.tenant)},
+           {"order", absl::StrCat(id)},
+           {"state", std::string(storage::OrderStateName(result->state))},
+           {"error", result->error}});
+    } else {
+      Log(LogLevel::kWarning, "order run stopped",
+          {{"tenant", absl::StrCat(job.order.scope.tenant)},
+           {"order", absl::StrCat(id)},
+           {"status", result.status().ToString()}});
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      running_.erase(id);
+    }
+    job.done->Notify();
+  }
+}
+
+void Issuer::WaitForOrder(const storage::Scope& scope, storage::OrderId order,
+                          absl::Time until) {
+  std::shared_ptr<absl::Notification> done;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = running_.find(order);
+    if (it != running_.end()) done = it->second;
+  }
+  if (done != nullptr) {
+    done->WaitForNotificationWithDeadline(until);
+    return;
+  }
+  while (absl::Now() < until) {
+    auto row = options_.store->GetOrder(scope, order);
+    if (!row.ok() || storage::IsTerminal(row->state)) return;
+    absl::SleepFor(std::min(kStorePoll, until - absl::Now()));
+  }
+}
+
+absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueRequest& request) {
+  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
+  storage::Store& store = *options_.store;
+  const storage::Scope scope = caller.ScopeFor("CertificateService/IssueCertificate");
+  ASSIGN_OR_RETURN(std::vector<std::string> ids,
+                   NormalizeDnsNames(request.identifiers, "identifiers"));
+  ASSIGN_OR_RETURN(storage::Tenant tenant, store.GetTenant(scope));
+  ASSIGN_OR_RETURN(AllowList allow, AllowList::Create(tenant.spec.allowed_identifiers));
+  if (absl::Status allowed = allow.CheckAll(ids); !allowed.ok()) {
+    storage::AuditEvent denied;
+    denied.action = "IssueDenied";
+    denied.identifiers = ids;
+    denied.outcome = "permission_denied";
+    store.AppendAudit(scope, denied).IgnoreError();
+    return allowed;
+  }
+
+  // What key the certificate must certify.
+  std::optional<crypto::CsrInfo> csr;
+  crypto::KeyAlgorithm algorithm = request.key_algorithm.value_or(crypto::KeyAlgorithm::kEcdsaP256);
+  if (!request.csr.empty()) {
+    auto parsed = crypto::ParseCsr(request.csr);
+    if (!parsed.ok()) return Prefixed("csr", parsed.status());
+    std::vector<crypto::PublicKey> account_keys;
+    auto accounts = store.ListAccounts(scope);
+    if (accounts.ok()) {
+      for (const auto& a : *accounts) {
+        auto keys = store.ListKeys(scope, a.id);
+        if (!keys.ok()) continue;
+        for (const auto& k : *keys) {
+          auto jwk = nlohmann::json::parse(k.public_key.public_jwk, nullptr, false);
+          auto pub = crypto::PublicKeyFromJwk(jwk);
+          if (pub.ok()) account_keys.push_back(*pub);
+        }
+      }
+    }
+    if (absl::Status s = crypto::CheckCsr(*parsed, ids, account_keys, AllowedCertificateKeys());
+        !s.ok()) {
+      return Prefixed("csr", s);
+    }
+    csr = *std::move(parsed);
+  }
+  const bool want_service_key = !csr.has_value();
+
+  // A current certificate for the same key, not yet due for renewal, is the answer.
+  auto current = store.GetCurrentCertificate(scope, ids);
+  if (current.ok() && !request.force_new &&
+      current->not_after - options_.clock->Now() > tenant.spec.policy.renewal_window) {
+    bool usable = want_service_key ? current->has_private_key : false;
+    if (!want_service_key) {
+      auto leaf = LeafKey(*current);
+      usable = leaf.ok() && leaf->Equals(csr->public_key);
+    }
+    if (usable) {
+      IssueResult result;
+      result.reused = true;
+      result.certificate = *current;
+      if (current->order) {
+        auto order = store.GetOrder(scope, *current->order);
+        if (order.ok()) result.order = *order;
+      }
+      if (want_service_key) {
+        ASSIGN_OR_RETURN(crypto::PrivateKey key,
+                         store.GetCertificateKey(scope, current->id, "IssueCertificate (reuse)"));
+        result.private_key_pem = key.ToPkcs8Pem();
+      }
+      return result;
+    }
+  } else if (!current.ok() && !absl::IsNotFound(current.status())) {
+    return current.status();
+  }
+
+  // The tenant's account.
+  ASSIGN_OR_RETURN(std::vector<storage::Account> accounts, store.ListAccounts(scope));
+  const storage::Account* account = nullptr;
+  for (const auto& a : accounts) {
+    if (a.status == storage::AccountStatus::kValid && !a.account_url.empty()) account = &a;
+  }
+  if (account == nullptr) {
+    return absl::FailedPreconditionError(
+        "the tenant has no valid ACME account: an admin must call AccountService.CreateAccount");
+  }
+
+  // Create or join the order. A joined order made for another host's key is waited out, then a
+  // fresh one is made for this request (at most once).
+  const crypto::PublicKey* want_key = csr ? &csr->public_key : nullptr;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    storage::NewOrder spec{account->id, ids, attempt == 0 ? request.idempotency_key : "",
+                           options_.replica_id, options_.lease_duration};
+    ASSIGN_OR_RETURN(storage::CreateOrderResult created, store.CreateOrJoinOrder(scope, spec));
+    if (created.created) {
+      Job job;
+      std::string csr_der;
+      if (want_service_key) {
+        ASSIGN_OR_RETURN(crypto::PrivateKey key, crypto::PrivateKey::Generate(algorithm));
+        job.certificate_key = std::make_unique<crypto::PrivateKey>(std::move(key));
+        ASSIGN_OR_RETURN(csr_der, crypto::BuildCsr(ids, *job.certificate_key));
+      } else {
+        csr_der = csr->der;
+      }
+      job.order = OrderJob{scope, *created.lease, std::move(csr_der), job.certificate_key.get(),
+                           request.challenge,
+                           tenant.spec.policy.deactivate_authorizations_after_issuance};
+      job.done = std::make_shared<absl::Notification>();
+      {
+        absl::MutexLock lock(&mu_);
+        if (queue_.size() >= kMaxQueuedJobs) {
+          return absl::UnavailableError("issuance queue is full; retry later");
+        }
+      }
+      Submit(std::move(job));
+    }
+    WaitForOrder(scope, created.order.id, request.wait_until);
+    ASSIGN_OR_RETURN(storage::Order order, store.GetOrder(scope, created.order.id));
+    auto result = Finish(scope, order, request, want_key, want_service_key);
+    if (result.ok() || !absl::IsAborted(result.status()) || created.created) return result;
+    // ABORTED: a joined order certified another key; go round once more.
+  }
+  return absl::AbortedError("the in-flight order for these identifiers certified another key");
+}
+
+absl::StatusOr<IssueResult> Issuer::Finish(const storage::Scope& scope, storage::Order order,
+                                           const IssueRequest& request,
+                                           const crypto::PublicKey* want_key,
+                                           bool want_service_key) {
+  IssueResult result;
+  result.order = order;
+  if (order.state == storage::OrderState::kInvalid) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("order ", order.id, " failed: ", order.error));
+  }
+  if (order.state != storage::OrderState::kValid || !order.certificate) return result;
+  ASSIGN_OR_RETURN(storage::Certificate cert,
+                   options_.store->GetCertificate(scope, *order.certificate));
+  if (want_key != nullptr) {
+    ASSIGN_OR_RETURN(crypto::PublicKey leaf, LeafKey(cert));
+    if (!leaf.Equals(*want_key)) return absl::AbortedError("joined order certified another key");
+  } else if (!cert.has_private_key) {
+    return absl::AbortedError("joined order certified a host's own key");
+  }
+  result.certificate = cert;
+  if (want_service_key) {
+    ASSIGN_OR_RETURN(crypto::PrivateKey key,
+                     options_.store->GetCertificateKey(scope, cert.id, "IssueCertificate"));
+    result.private_key_pem = key.ToPkcs8Pem();
+  }
+  return result;
+}
+
+}  // namespace acmevault::service
+
+namespace acmevault::service {
+
+absl::StatusOr<storage::Order> Issuer::GetOrder(const Caller& caller, storage::OrderId id) {
+  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
+  return options_.store->GetOrder(caller.ScopeFor("CertificateService/GetOrder"), id);
+}
+
+absl::StatusOr<storage::Certificate> Issuer::GetCertificateBySerial(const Caller& caller,
+                                                                    absl::string_view serial) {
+  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
+  return options_.store->GetCertificateBySerial(
+      caller.ScopeFor("CertificateService/GetCertificate"), serial);
+}
+
+absl::StatusOr<storage::Certificate> Issuer::GetCurrentCertificate(
+    const Caller& caller, const std::vector<std::string>& identifiers) {
+  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
+  ASSIGN_OR_RETURN(std::vector<std::string> ids,
+                   NormalizeDnsNames(identifiers, "identifiers.values"));
+  return options_.store->GetCurrentCertificate(
+      caller.ScopeFor("CertificateService/GetCertificate"), ids);
+}
+
+absl::StatusOr<storage::Page<storage::Certificate>> Issuer::ListCertificates(
+    const Caller& caller, const storage::CertificateFilter& filter,
+    const storage::PageRequest& page) {
+  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
+  return options_.store->ListCertificates(caller.ScopeFor("CertificateService/ListCertificates"),
+                                          filter, page);
+}
+
+}  // namespace acmevault::service

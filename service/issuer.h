@@ -1,0 +1,115 @@
+// Certificate issuance for a tenant's hosts: the domain logic behind CertificateService.
+//
+// Issue validates and normalises the identifiers, refuses names outside the tenant's allow-list
+// before any ACME request, returns the current certificate when it is not yet due for renewal,
+// otherwise joins the tenant's in-flight order for the same identifiers or creates one, and runs
+// it on a worker thread (never the RPC's), waiting at most until `wait_until` before answering
+// with the order handle. Thread-safe.
+#ifndef ACMEVAULT_SERVICE_ISSUER_H_
+#define ACMEVAULT_SERVICE_ISSUER_H_
+
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "acme/crypto/keys.h"
+#include "acme/crypto/secret.h"
+#include "common/clock.h"
+#include "service/auth.h"
+#include "service/order_runner.h"
+#include "storage/store.h"
+
+namespace acmevault::service {
+
+struct IssueRequest {
+  std::vector<std::string> identifiers;
+  // The host's CSR (PEM or DER); or, when empty, the service generates a key of
+  // `key_algorithm` (the tenant policy's when unset).
+  std::string csr;
+  std::optional<crypto::KeyAlgorithm> key_algorithm;
+  std::string idempotency_key;
+  ChallengePreference challenge = ChallengePreference::kHttp01;
+  // Real (wall-clock) time until which Issue waits for the certificate.
+  absl::Time wait_until;
+  // Order a new certificate even when a current one would do (reissue after a compromise).
+  bool force_new = false;
+};
+
+struct IssueResult {
+  storage::Order order;
+  std::optional<storage::Certificate> certificate;
+  // PKCS#8 PEM of a service-generated key, for this caller.
+  crypto::SecretBytes private_key_pem;
+  bool reused = false;
+};
+
+class Issuer {
+ public:
+  struct Options {
+    storage::Store* store = nullptr;  // Borrowed.
+    OrderRunner* runner = nullptr;    // Borrowed.
+    const Clock* clock = Clock::Real();
+    // Names this replica in order leases.
+    std::string replica_id = "replica";
+    int worker_threads = 4;
+    absl::Duration lease_duration = absl::Minutes(2);
+  };
+  explicit Issuer(Options options);
+  // Stops taking work and joins the workers after their current order.
+  ~Issuer();
+
+  // See the class comment. Errors: INVALID_ARGUMENT naming the field; PERMISSION_DENIED for an
+  // identifier outside the allow-list; FAILED_PRECONDITION when the tenant has no usable account;
+  // UNAVAILABLE when the queue is full or the store is down.
+  absl::StatusOr<IssueResult> Issue(const Caller& caller, const IssueRequest& request);
+  // Reads for hosts and admins of the caller's tenant (another tenant's rows are NOT_FOUND).
+  absl::StatusOr<storage::Order> GetOrder(const Caller& caller, storage::OrderId id);
+  absl::StatusOr<storage::Certificate> GetCertificateBySerial(const Caller& caller,
+                                                              absl::string_view serial);
+  // The current certificate for exactly `identifiers` (validated and normalised first).
+  absl::StatusOr<storage::Certificate> GetCurrentCertificate(
+      const Caller& caller, const std::vector<std::string>& identifiers);
+  absl::StatusOr<storage::Page<storage::Certificate>> ListCertificates(
+      const Caller& caller, const storage::CertificateFilter& filter,
+      const storage::PageRequest& page);
+
+  // Waits (real time) until `order` is terminal or `until`: on this replica's run when it runs
+  // here, else by watching the store (another replica, or a resumed order).
+  void WaitForOrder(const storage::Scope& scope, storage::OrderId order, absl::Time until);
+
+ private:
+  struct Job {
+    OrderJob order;
+    std::unique_ptr<crypto::PrivateKey> certificate_key;
+    std::shared_ptr<absl::Notification> done;
+  };
+  absl::StatusOr<IssueResult> Finish(const storage::Scope& scope, storage::Order order,
+                                     const IssueRequest& request, const crypto::PublicKey* want_key,
+                                     bool want_service_key);
+  void Submit(Job job);
+  void WorkLoop();
+
+  const Options options_;
+  absl::Mutex mu_;
+  std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
+  std::map<storage::OrderId, std::shared_ptr<absl::Notification>> running_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> workers_;
+};
+
+// Public facts the store keeps about a key: its JWK and RFC 7638 thumbprint.
+storage::PublicKeyInfo KeyInfo(const crypto::PublicKey& key);
+
+}  // namespace acmevault::service
+
+#endif  // ACMEVAULT_SERVICE_ISSUER_H_

@@ -1,0 +1,216 @@
+#include "service/issuer.h"
+
+#include <atomic>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/time/clock.h"
+#include "acme/crypto/x509.h"
+#include "acme/testing/scripted_server.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "service/testing/fixture.h"
+#include "storage/testing/status_matchers.h"
+
+namespace acmevault::service {
+namespace {
+
+using acme::testing::ScriptedServer;
+using storage::Role;
+using storage::testing::StatusIs;
+using ::testing::HasSubstr;
+using Call = ScriptedServer::Call;
+
+std::string Read(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+class IssuerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Inside the test chain's validity (2026-11-22 .. 2027-02-20).
+    fx_.clock().Set(absl::FromCivil(absl::CivilSecond(2026, 12, 1, 0, 0, 0), absl::UTCTimeZone()));
+    tenant_ = fx_.AddTenant("acme-corp", {"*.example.com"}, ScriptedServer::Url("/dir"));
+    host_ = Authenticate(fx_.AddToken(tenant_, Role::kHost));
+    auto account_key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
+    ASSERT_TRUE(account_key.ok());
+    account_key_ = std::make_unique<crypto::PrivateKey>(*std::move(account_key));
+    auto leaf = crypto::PrivateKey::FromPem(Read("acme/crypto/testdata/leaf_key.pem"));
+    ASSERT_TRUE(leaf.ok());
+    leaf_key_ = std::make_unique<crypto::PrivateKey>(*std::move(leaf));
+
+    AcmeClients::Options options;
+    options.transport_instance = &ca_;
+    options.client.clock = &fx_.clock();
+    options.client.poll_interval = absl::Seconds(10);  // Fake time: sleeps return at once.
+    auto clients = AcmeClients::Create(options);
+    ASSERT_TRUE(clients.ok());
+    clients_ = *std::move(clients);
+    runner_ = std::make_unique<OrderRunner>(OrderRunner::Options{
+        .store = &fx_.store(), .clients = clients_.get(), .clock = &fx_.clock()});
+    issuer_ = std::make_unique<Issuer>(
+        Issuer::Options{.store = &fx_.store(), .runner = runner_.get(), .clock = &fx_.clock()});
+    ScriptHappyCa();
+  }
+
+  Caller Authenticate(const std::string& token) {
+    Authenticator auth(&fx_.store());
+    auto c = auth.Authenticate({"Bearer " + token, ""});
+    EXPECT_TRUE(c.ok()) << c.status();
+    return *c;
+  }
+
+  void AddAccount() {
+    auto scope = fx_.AdminScope(tenant_);
+    auto account = fx_.store().CreateAccount(scope, ScriptedServer::Url("/dir"), *account_key_,
+                                             KeyInfo(account_key_->public_key()),
+                                             storage::KeyState::kActive);
+    ASSERT_TRUE(account.ok());
+    ASSERT_TRUE(fx_.store().RecordAccountUrl(scope, account->id, ScriptedServer::Url("/acct/1")).ok());
+  }
+
+  // The CA: pending until the challenge is answered, ready, then valid after finalize.
+  void ScriptHappyCa() {
+    ca_.On("POST", "/chall/1", [this](const Call&) {
+      state_ = "ready";
+      return ScriptedServer::Json(200, {{"type", "http-01"}, {"url", ScriptedServer::Url("/chall/1")},
+                                        {"status", "processing"}, {"token", "tok-1"}});
+    });
+    ca_.On("POST", "/new-order", [this](const Call&) {
+      state_ = "pending";
+      return ScriptedServer::Json(201, ScriptedServer::Order("pending"),
+                                  {{"Location", ScriptedServer::Url("/order/1")}});
+    });
+    ca_.On("POST", "/order/1", [this](const Call&) {
+      return ScriptedServer::Json(200, ScriptedServer::Order(state_));
+    });
+    ca_.On("POST", "/finalize/1", [this](const Call&) {
+      state_ = "valid";
+      return ScriptedServer::Json(200, ScriptedServer::Order("processing"));
+    });
+  }
+
+  IssueRequest CsrRequest(const std::vector<std::string>& names, const crypto::PrivateKey& key) {
+    auto csr = crypto::BuildCsr(names, key);
+    EXPECT_TRUE(csr.ok());
+    IssueRequest r;
+    r.identifiers = names;
+    r.csr = *csr;
+    r.wait_until = absl::Now() + absl::Seconds(20);
+    return r;
+  }
+
+  testing::Fixture fx_;
+  ScriptedServer ca_;
+  std::string state_ = "pending";
+  storage::TenantId tenant_ = 0;
+  Caller host_;
+  std::unique_ptr<crypto::PrivateKey> account_key_, leaf_key_;
+  std::unique_ptr<AcmeClients> clients_;
+  std::unique_ptr<OrderRunner> runner_;
+  std::unique_ptr<Issuer> issuer_;
+};
+
+TEST_F(IssuerTest, NamesOutsideTheAllowListAreRefusedBeforeAnyAcmeRequest) {
+  AddAccount();
+  auto r = issuer_->Issue(host_, CsrRequest({"leaf.example.com", "evil.example.org"}, *leaf_key_));
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kPermissionDenied, "\"evil.example.org\""));
+  EXPECT_TRUE(ca_.calls().empty());
+  auto audit = fx_.store().ListAudit(fx_.AdminScope(tenant_), {});
+  ASSERT_TRUE(audit.ok());
+  ASSERT_FALSE(audit->items.empty());
+  EXPECT_EQ(audit->items.back().event.action, "IssueDenied");
+}
+
+TEST_F(IssuerTest, BadInputNamesTheField) {
+  AddAccount();
+  IssueRequest bad = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
+  bad.identifiers = {"leaf.example.com", "bad_name.example.com"};
+  EXPECT_THAT(issuer_->Issue(host_, bad),
+              StatusIs(absl::StatusCode::kInvalidArgument, "identifiers[1]"));
+  IssueRequest wrong_names = CsrRequest({"b.example.com"}, *leaf_key_);
+  wrong_names.identifiers = {"*.leaf.example.com", "leaf.example.com"};
+  EXPECT_THAT(issuer_->Issue(host_, wrong_names),
+              StatusIs(absl::StatusCode::kInvalidArgument, "csr: CSR names"));
+  IssueRequest garbage = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
+  garbage.csr = "not a csr";
+  EXPECT_THAT(issuer_->Issue(host_, garbage), StatusIs(absl::StatusCode::kInvalidArgument, "csr:"));
+  EXPECT_THAT(issuer_->Issue(host_, CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *account_key_)),
+              StatusIs(absl::StatusCode::kInvalidArgument, "account key"));
+  EXPECT_TRUE(ca_.calls().empty());
+}
+
+TEST_F(IssuerTest, WithoutAnAccountIssuanceIsAFailedPrecondition) {
+  EXPECT_THAT(issuer_->Issue(host_, CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_)),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "CreateAccount"));
+}
+
+TEST_F(IssuerTest, PlatformAdminsCannotIssue) {
+  AddAccount();
+  Caller admin = Authenticate(fx_.AddToken(tenant_, Role::kPlatformAdmin));
+  EXPECT_THAT(issuer_->Issue(admin, CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_)),
+              StatusIs(absl::StatusCode::kPermissionDenied));
+}
+
+TEST_F(IssuerTest, IssuesWithTheHostsCsrThenReusesTheCurrentCertificate) {
+  AddAccount();
+  auto first = issuer_->Issue(host_, CsrRequest({"*.leaf.example.com", "Leaf.example.com"}, *leaf_key_));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_FALSE(first->reused);
+  ASSERT_TRUE(first->certificate.has_value());
+  EXPECT_EQ(first->certificate->serial, "8f00d1e2c3b4a59687");
+  EXPECT_EQ(first->order.state, storage::OrderState::kValid);
+  EXPECT_TRUE(first->private_key_pem.empty());
+
+  auto second = issuer_->Issue(host_, CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_));
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_TRUE(second->reused);
+  EXPECT_EQ(second->certificate->id, first->certificate->id);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 1);
+}
+
+TEST_F(IssuerTest, ConcurrentIdenticalRequestsMakeOneAcmeOrder) {
+  AddAccount();
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&] {
+      auto r = issuer_->Issue(host_, CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_));
+      if (r.ok() && r->certificate) ok.fetch_add(1);
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 4);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 1);
+  EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 1);
+}
+
+TEST_F(IssuerTest, CaFailureSurfacesWithItsAcmeType) {
+  AddAccount();
+  ca_.On("POST", "/new-order", [](const Call&) {
+    return ScriptedServer::Problem(400, "rejectedIdentifier", "policy forbids a.example.com");
+  });
+  EXPECT_THAT(issuer_->Issue(host_, CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_)),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "rejectedIdentifier"));
+}
+
+TEST_F(IssuerTest, ReturnsTheOrderHandleWhenTheWaitEnds) {
+  AddAccount();
+  ca_.On("POST", "/order/1", [](const Call&) {
+    return ScriptedServer::Json(200, ScriptedServer::Order("pending"));
+  });
+  IssueRequest r = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
+  r.wait_until = absl::Now() + absl::Milliseconds(300);
+  auto result = issuer_->Issue(host_, r);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_FALSE(result->certificate.has_value());
+  EXPECT_GT(result->order.id, 0);
+  EXPECT_FALSE(storage::IsTerminal(result->order.state));
+}
+
+}  // namespace
+}  // namespace acmevault::service

@@ -1,0 +1,314 @@
+// acmevaultd: the only place that sees every concrete type, and the only place with flags.
+//
+//   acmevaultd serve --config=FILE [--ready_file=FILE]
+//   acmevaultd migrate        (schema owner URL in $ACMEVAULT_DB_OWNER_URL)
+//   acmevaultd rewrap --config=FILE
+//   acmevaultd audit-verify --config=FILE --tenant=NAME
+//
+// Secrets never come from flags or the config file: the database URL from the environment
+// variable or file the config names, key-encryption keys from $ACMEVAULT_KEK_FILE or
+// $ACMEVAULT_KEK (or the config's kek_file / kek_env), the bootstrap token from a file.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <google/protobuf/text_format.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "acmevault/v1/config.pb.h"
+#include "common/status_macros.h"
+#include "service/accounts.h"
+#include "service/admin.h"
+#include "service/auth.h"
+#include "service/grpc_services.h"
+#include "service/http01_responder.h"
+#include "service/issuer.h"
+#include "service/log.h"
+#include "service/metrics.h"
+#include "service/order_runner.h"
+#include "storage/kek_set.h"
+#include "storage/migrate.h"
+#include "storage/postgres_store.h"
+
+ABSL_FLAG(std::string, config, "", "ServerConfig text proto");
+ABSL_FLAG(std::string, ready_file, "",
+          "Written once serving: JSON with the bound ports (for scripts and tests)");
+ABSL_FLAG(std::string, tenant, "", "audit-verify: the tenant whose chain to verify");
+
+namespace acmevault {
+namespace {
+
+using service::Log;
+using service::LogLevel;
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+absl::StatusOr<v1::ServerConfig> LoadConfig() {
+  std::string path = absl::GetFlag(FLAGS_config);
+  if (path.empty()) return absl::InvalidArgumentError("--config is required");
+  ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  v1::ServerConfig config;
+  if (!google::protobuf::TextFormat::ParseFromString(text, &config)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a valid ServerConfig text proto"));
+  }
+  return config;
+}
+
+absl::StatusOr<std::string> Secret(const std::string& env, const std::string& file,
+                                   absl::string_view what) {
+  if (!env.empty()) {
+    const char* v = std::getenv(env.c_str());
+    if (v == nullptr || *v == '\0') {
+      return absl::FailedPreconditionError(absl::StrCat(what, ": $", env, " is not set"));
+    }
+    return std::string(v);
+  }
+  if (!file.empty()) {
+    ASSIGN_OR_RETURN(std::string v, ReadFile(file));
+    return std::string(absl::StripAsciiWhitespace(v));
+  }
+  return absl::FailedPreconditionError(absl::StrCat(what, ": no environment variable or file"));
+}
+
+absl::StatusOr<storage::KekSet> LoadKeks(const v1::ServerConfig& config) {
+  const auto& k = config.key_encryption();
+  if (!k.kek_file().empty()) return storage::KekSet::FromFile(k.kek_file());
+  if (!k.kek_env().empty()) {
+    ASSIGN_OR_RETURN(std::string text, Secret(k.kek_env(), "", "key-encryption keys"));
+    return storage::KekSet::Parse(text);
+  }
+  return storage::KekSet::FromEnvironment();
+}
+
+absl::StatusOr<std::unique_ptr<storage::PostgresStore>> OpenStore(const v1::ServerConfig& config,
+                                                                  storage::KekSet keks) {
+  ASSIGN_OR_RETURN(std::string url, Secret(config.database().url_env(),
+                                           config.database().url_file(), "database URL"));
+  storage::PostgresStoreOptions options;
+  options.pool.url = url;
+  if (config.database().pool_size() > 0) options.pool.size = config.database().pool_size();
+  return storage::PostgresStore::Create(options, std::move(keks));
+}
+
+absl::Notification* shutdown_requested = nullptr;
+
+void OnSignal(int) {
+  // Only async-signal-safe work here: the main thread waits on the notification's flag.
+  if (shutdown_requested != nullptr && !shutdown_requested->HasBeenNotified()) {
+    shutdown_requested->Notify();
+  }
+}
+
+std::string ReplicaId(const v1::ServerConfig& config) {
+  if (!config.replica_id().empty()) return config.replica_id();
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  return absl::StrCat(host, ":", getpid());
+}
+
+absl::Status Serve() {
+  ASSIGN_OR_RETURN(v1::ServerConfig config, LoadConfig());
+  if (config.grpc_listen_address().empty()) {
+    return absl::InvalidArgumentError("grpc_listen_address: required");
+  }
+  // No key-encryption key, no service: acmevault is never a plaintext store.
+  ASSIGN_OR_RETURN(storage::KekSet keks, LoadKeks(config));
+  ASSIGN_OR_RETURN(std::unique_ptr<storage::PostgresStore> store,
+                   OpenStore(config, std::move(keks)));
+  service::Metrics metrics;
+  std::unique_ptr<service::MetricsServer> metrics_server;
+  if (!config.metrics_listen_address().empty()) {
+    ASSIGN_OR_RETURN(metrics_server,
+                     service::MetricsServer::Start(config.metrics_listen_address(), metrics));
+  }
+
+  service::AcmeClients::Options client_options;
+  client_options.transport.ca_file = config.acme().ca_file();
+  client_options.client.exclusive_authorization_requests =
+      config.acme().exclusive_authorization_requests();
+  if (config.acme().max_bad_nonce_retries() > 0) {
+    client_options.client.max_bad_nonce_retries = config.acme().max_bad_nonce_retries();
+  }
+  client_options.client.poll_interval = absl::Milliseconds(500);
+  ASSIGN_OR_RETURN(auto clients, service::AcmeClients::Create(client_options));
+
+  const std::string replica = ReplicaId(config);
+  service::OrderRunner runner({.store = store.get(),
+                               .clients = clients.get(),
+                               .dns01 = nullptr,
+                               .metrics = &metrics});
+  service::Issuer issuer({.store = store.get(), .runner = &runner, .replica_id = replica});
+  service::AccountManager accounts(
+      {.store = store.get(), .clients = clients.get(), .issuer = &issuer, .metrics = &metrics});
+  service::Admin admin({store.get(), config.acme().directory_url()});
+  service::Authenticator auth(store.get());
+
+  if (!config.bootstrap_token_file().empty()) {
+    ASSIGN_OR_RETURN(std::string token, ReadFile(config.bootstrap_token_file()));
+    RETURN_IF_ERROR(admin.Bootstrap(std::string(absl::StripAsciiWhitespace(token))));
+  }
+
+  std::unique_ptr<service::Http01Responder> responder;
+  if (!config.http01_listen_address().empty()) {
+    storage::Store* s = store.get();
+    ASSIGN_OR_RETURN(responder,
+                     service::Http01Responder::Start(
+                         {.listen_address = config.http01_listen_address(),
+                          .lookup = [s](absl::string_view token)
+                              -> absl::StatusOr<std::optional<std::string>> {
+                            auto answer = s->LookupChallenge(token);
+                            if (absl::IsNotFound(answer.status())) return std::nullopt;
+                            if (!answer.ok()) return answer.status();
+                            return *std::move(answer);
+                          }}));
+  }
+
+  service::ServiceDeps deps{&auth, &issuer, &accounts, &admin, store.get(), &metrics};
+  service::CertificateServiceImpl certificate_service(deps);
+  service::AccountServiceImpl account_service(deps);
+  service::AdminServiceImpl admin_service(deps);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  if (!config.tls().cert_file().empty()) {
+    grpc::SslServerCredentialsOptions tls(
+        config.tls().client_ca_file().empty()
+            ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+            : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+    ASSIGN_OR_RETURN(std::string cert, ReadFile(config.tls().cert_file()));
+    ASSIGN_OR_RETURN(std::string key, ReadFile(config.tls().key_file()));
+    tls.pem_key_cert_pairs.push_back({key, cert});
+    if (!config.tls().client_ca_file().empty()) {
+      ASSIGN_OR_RETURN(tls.pem_root_certs, ReadFile(config.tls().client_ca_file()));
+    }
+    credentials = grpc::SslServerCredentials(tls);
+  } else {
+    Log(LogLevel::kWarning, "serving gRPC without TLS: for loopback development only");
+    credentials = grpc::InsecureServerCredentials();
+  }
+  int grpc_port = 0;
+  builder.AddListeningPort(config.grpc_listen_address(), credentials, &grpc_port);
+  builder.RegisterService(&certificate_service);
+  builder.RegisterService(&account_service);
+  builder.RegisterService(&admin_service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || grpc_port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", config.grpc_listen_address()));
+  }
+
+  const int http01_port = responder ? responder->port() : 0;
+  const int metrics_port = metrics_server ? metrics_server->port() : 0;
+  Log(LogLevel::kInfo, "acmevaultd serving",
+      {{"replica", replica},
+       {"grpc_port", absl::StrCat(grpc_port)},
+       {"http01_port", absl::StrCat(http01_port)},
+       {"metrics_port", absl::StrCat(metrics_port)}});
+  if (std::string ready = absl::GetFlag(FLAGS_ready_file); !ready.empty()) {
+    std::ofstream out(ready + ".tmp");
+    out << "{\"grpc_port\":" << grpc_port << ",\"http01_port\":" << http01_port
+        << ",\"metrics_port\":" << metrics_port << ",\"pid\":" << getpid() << "}\n";
+    out.close();
+    std::rename((ready + ".tmp").c_str(), ready.c_str());
+  }
+
+  absl::Notification stop;
+  shutdown_requested = &stop;
+  signal(SIGINT, OnSignal);
+  signal(SIGTERM, OnSignal);
+  while (!stop.HasBeenNotified()) absl::SleepFor(absl::Milliseconds(100));
+  Log(LogLevel::kInfo, "acmevaultd stopping: no new calls; in-flight calls get 10 s");
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  // The issuer's destructor lets running orders finish their current run; anything left is
+  // resumed by another replica once its lease expires.
+  return absl::OkStatus();
+}
+
+absl::Status MigrateCommand() {
+  const char* url = std::getenv("ACMEVAULT_DB_OWNER_URL");
+  if (url == nullptr || *url == '\0') {
+    return absl::FailedPreconditionError("$ACMEVAULT_DB_OWNER_URL (the schema owner's URL) is not set");
+  }
+  ASSIGN_OR_RETURN(storage::MigrationReport report, storage::Migrate({url}));
+  std::printf("schema version %d -> %d (%zu applied)\n", report.from_version, report.to_version,
+              report.applied.size());
+  return absl::OkStatus();
+}
+
+absl::Status RewrapCommand() {
+  ASSIGN_OR_RETURN(v1::ServerConfig config, LoadConfig());
+  ASSIGN_OR_RETURN(storage::KekSet keks, LoadKeks(config));
+  ASSIGN_OR_RETURN(auto store, OpenStore(config, std::move(keks)));
+  int64_t total = 0;
+  for (int batch = 0; batch < 1000000; ++batch) {
+    ASSIGN_OR_RETURN(auto progress, store->RewrapBatch({"acmevaultd rewrap", "rewrap"}, 500));
+    total += progress.rewrapped;
+    std::printf("rewrapped %lld records so far\n", static_cast<long long>(total));
+    if (progress.done) return absl::OkStatus();
+  }
+  return absl::DeadlineExceededError("rewrap did not finish");
+}
+
+absl::Status AuditVerifyCommand() {
+  ASSIGN_OR_RETURN(v1::ServerConfig config, LoadConfig());
+  ASSIGN_OR_RETURN(storage::KekSet keks, LoadKeks(config));
+  ASSIGN_OR_RETURN(auto store, OpenStore(config, std::move(keks)));
+  std::string name = absl::GetFlag(FLAGS_tenant);
+  if (name.empty()) return absl::InvalidArgumentError("--tenant is required");
+  ASSIGN_OR_RETURN(storage::Tenant tenant, store->FindTenantByName(name));
+  RETURN_IF_ERROR(store->VerifyAuditChain({tenant.id, {"acmevaultd audit-verify", "audit"}}));
+  std::printf("audit chain of tenant %s: intact\n", name.c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace acmevault
+
+int main(int argc, char** argv) {
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  std::string command = args.size() > 1 ? args[1] : "";
+  absl::Status status;
+  if (command == "serve") {
+    status = acmevault::Serve();
+  } else if (command == "migrate") {
+    status = acmevault::MigrateCommand();
+  } else if (command == "rewrap") {
+    status = acmevault::RewrapCommand();
+  } else if (command == "audit-verify") {
+    status = acmevault::AuditVerifyCommand();
+  } else {
+    std::fprintf(stderr,
+                 "usage: acmevaultd serve --config=FILE [--ready_file=FILE]\n"
+                 "       acmevaultd migrate            ($ACMEVAULT_DB_OWNER_URL)\n"
+                 "       acmevaultd rewrap --config=FILE\n"
+                 "       acmevaultd audit-verify --config=FILE --tenant=NAME\n");
+    return 2;
+  }
+  if (!status.ok()) {
+    acmevault::service::Log(acmevault::service::LogLevel::kError, "acmevaultd failed",
+                            {{"command", command}, {"status", status.ToString()}});
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,277 @@
+#include "service/order_runner.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "acme/crypto/jwk.h"
+#include "acme/crypto/x509.h"
+#include "acme/problem.h"
+#include "common/status_macros.h"
+
+namespace acmevault::service {
+namespace {
+
+// CA and transport errors after which the order stays as it is, to be resumed later.
+bool Retryable(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kCancelled:
+      return true;
+    default:
+      return false;
+  }
+}
+
+storage::AuthorizationStatus AuthzStatus(const std::string& s) {
+  auto parsed = storage::ParseAuthorizationStatus(s);
+  return parsed.ok() ? *parsed : storage::AuthorizationStatus::kPending;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<AcmeClients>> AcmeClients::Create(Options options) {
+  auto clients = std::unique_ptr<AcmeClients>(new AcmeClients(std::move(options)));
+  if (clients->options_.transport_instance != nullptr) {
+    clients->transport_ = clients->options_.transport_instance;
+  } else {
+    ASSIGN_OR_RETURN(clients->owned_transport_,
+                     acme::CurlTransport::Create(clients->options_.transport));
+    clients->transport_ = clients->owned_transport_.get();
+  }
+  return clients;
+}
+
+absl::StatusOr<acme::AcmeClient*> AcmeClients::For(const std::string& directory_url) {
+  absl::MutexLock lock(&mu_);
+  auto it = clients_.find(directory_url);
+  if (it != clients_.end()) return it->second.get();
+  acme::AcmeClientOptions o = options_.client;
+  o.directory_url = directory_url;
+  o.transport = transport_;
+  ASSIGN_OR_RETURN(auto client, acme::AcmeClient::Create(o));
+  acme::AcmeClient* raw = client.get();
+  clients_.emplace(directory_url, std::move(client));
+  return raw;
+}
+
+struct OrderRunner::Context {
+  OrderJob job;
+  storage::Order order;
+  storage::Account account;
+  std::optional<storage::UnsealedAccountKey> key;
+  acme::AcmeClient* client = nullptr;
+  acme::AccountRef ref;
+  absl::Time deadline;
+  std::vector<std::string> http_tokens;
+  std::vector<std::pair<std::string, std::string>> dns_records;
+
+  const storage::Scope& scope() const { return job.scope; }
+};
+
+absl::Status OrderRunner::RenewIfDue(Context& ctx) {
+  absl::Time now = options_.clock->Now();
+  if (ctx.job.lease.expires_at - now > options_.lease_duration / 2) return absl::OkStatus();
+  ASSIGN_OR_RETURN(ctx.job.lease, options_.store->RenewLease(ctx.scope(), ctx.job.lease,
+                                                             options_.lease_duration));
+  return absl::OkStatus();
+}
+
+absl::Status OrderRunner::AnswerAuthorizations(Context& ctx, const acme::Order& order) {
+  for (const std::string& url : order.authorizations) {
+    auto authz = ctx.client->GetAuthorization(ctx.ref, url);
+    if (options_.metrics) options_.metrics->RecordAcme("getAuthorization", authz.status());
+    RETURN_IF_ERROR(authz.status());
+    std::string identifier =
+        authz->wildcard ? absl::StrCat("*.", authz->identifier.value) : authz->identifier.value;
+    RETURN_IF_ERROR(options_.store
+                        ->RecordAuthorization(ctx.scope(), {ctx.account.id, ctx.order.id, url,
+                                                            identifier, AuthzStatus(authz->status),
+                                                            authz->expires})
+                        .status());
+    if (authz->status == "valid") continue;  // Reused by the CA.
+    if (authz->status != "pending") {
+      return absl::FailedPreconditionError(
+          absl::StrCat("authorization for ", identifier, " is ", authz->status));
+    }
+    bool dns = authz->wildcard || ctx.job.challenge == ChallengePreference::kDns01;
+    const acme::Challenge* ch = authz->Find(dns ? "dns-01" : "http-01");
+    if (ch == nullptr) {
+      return absl::FailedPreconditionError(absl::StrCat("the CA offers no ", dns ? "dns-01" : "http-01",
+                                                        " challenge for ", identifier));
+    }
+    std::string key_auth = crypto::KeyAuthorization(ch->token, ctx.key->private_key.public_key());
+    if (dns) {
+      if (options_.dns01 == nullptr) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            identifier, " needs dns-01 and this server has no DNS-01 configuration"));
+      }
+      std::string value = crypto::Dns01TxtValue(key_auth);
+      RETURN_IF_ERROR(options_.dns01->Publish(authz->identifier.value, value));
+      ctx.dns_records.emplace_back(authz->identifier.value, value);
+    } else {
+      RETURN_IF_ERROR(options_.store->PutChallenge(ctx.scope(), ch->token, key_auth));
+      ctx.http_tokens.push_back(ch->token);
+    }
+    auto responded = ctx.client->RespondToChallenge(ctx.ref, ch->url);
+    if (options_.metrics) options_.metrics->RecordAcme("respondToChallenge", responded.status());
+    RETURN_IF_ERROR(responded.status());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
+  auto chain = ctx.client->DownloadCertificate(ctx.ref, order.certificate);
+  if (options_.metrics) options_.metrics->RecordAcme("downloadCertificate", chain.status());
+  RETURN_IF_ERROR(chain.status());
+  ASSIGN_OR_RETURN(std::vector<crypto::CertificateInfo> certs, crypto::ParsePemChain(chain->pem));
+  const crypto::CertificateInfo& leaf = certs.front();
+  // Never store a certificate for a key other than the one we asked for.
+  ASSIGN_OR_RETURN(crypto::CsrInfo csr, crypto::ParseCsr(ctx.job.csr_der));
+  if (!leaf.public_key.Equals(csr.public_key)) {
+    return absl::InternalError("the CA issued a certificate for another key than the CSR's");
+  }
+  std::vector<std::string> names;
+  for (const auto& n : leaf.dns_names) names.push_back(absl::AsciiStrToLower(n));
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  if (names != ctx.order.identifiers) {
+    return absl::InternalError(absl::StrCat("the CA issued a certificate for other names [",
+                                            absl::StrJoin(names, ", "), "] than the order's"));
+  }
+  storage::NewCertificate cert;
+  cert.account = ctx.account.id;
+  cert.order = ctx.order.id;
+  cert.identifiers = ctx.order.identifiers;
+  cert.serial = leaf.serial_hex;
+  cert.not_before = leaf.not_before;
+  cert.not_after = leaf.not_after;
+  cert.chain_pem = chain->pem;
+  cert.account_key_version = ctx.key->info.version;
+  cert.private_key = ctx.job.certificate_key;
+  RETURN_IF_ERROR(options_.store->CompleteOrder(ctx.scope(), ctx.job.lease, cert).status());
+  if (options_.metrics) {
+    options_.metrics->RecordIssuance(options_.clock->Now() - ctx.order.created_at, true);
+  }
+  if (ctx.job.deactivate_authorizations_after_issuance) {
+    storage::AuthorizationFilter filter;
+    filter.order = ctx.order.id;
+    auto outstanding = options_.store->ListOutstandingAuthorizations(ctx.scope(), filter);
+    if (outstanding.ok()) {
+      for (const auto& a : *outstanding) {
+        auto d = ctx.client->DeactivateAuthorization(ctx.ref, a.record.url);
+        if (options_.metrics) options_.metrics->RecordAcme("deactivateAuthorization", d.status());
+        if (d.ok()) {
+          options_.store->MarkAuthorizationDeactivated(ctx.scope(), ctx.account.id, a.record.url)
+              .IgnoreError();
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+void OrderRunner::Cleanup(Context& ctx) {
+  for (const auto& token : ctx.http_tokens) {
+    options_.store->DeleteChallenge(ctx.scope(), token).IgnoreError();
+  }
+  for (const auto& [name, value] : ctx.dns_records) {
+    if (options_.dns01) options_.dns01->Remove(name, value).IgnoreError();
+  }
+}
+
+absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
+  Context ctx;
+  ctx.job = std::move(job);
+  ctx.deadline = options_.clock->Now() + options_.ca_timeout;
+  const storage::Scope& scope = ctx.job.scope;
+  storage::Store& store = *options_.store;
+  ASSIGN_OR_RETURN(ctx.order, store.GetOrder(scope, ctx.job.lease.order));
+  if (storage::IsTerminal(ctx.order.state)) return ctx.order;
+
+  // Moves the recorded state forward (never back), under the lease.
+  auto advance = [&](storage::OrderState to, absl::string_view error = "") -> absl::Status {
+    if (ctx.order.state >= to && to != storage::OrderState::kInvalid) return absl::OkStatus();
+    RETURN_IF_ERROR(store.TransitionOrder(scope, ctx.job.lease, to, error));
+    ctx.order.state = to;
+    return absl::OkStatus();
+  };
+  // A CA error that is permanent ends the order as invalid; a passing one leaves it for a later
+  // run. (Store errors, such as a lost lease, are returned directly, never through here.)
+  auto fail = [&](const absl::Status& s) -> absl::StatusOr<storage::Order> {
+    Cleanup(ctx);
+    if (Retryable(s)) return s;
+    RETURN_IF_ERROR(advance(storage::OrderState::kInvalid, s.message()));
+    if (options_.metrics) {
+      options_.metrics->RecordIssuance(options_.clock->Now() - ctx.order.created_at, false);
+    }
+    return store.GetOrder(scope, ctx.order.id);
+  };
+
+  ASSIGN_OR_RETURN(ctx.account, store.GetAccount(scope, ctx.order.account));
+  if (ctx.account.status != storage::AccountStatus::kValid || ctx.account.account_url.empty()) {
+    return fail(absl::FailedPreconditionError(absl::StrCat(
+        "the tenant's ACME account is ", storage::AccountStatusName(ctx.account.status))));
+  }
+  auto key = store.GetActiveKey(scope, ctx.account.id, absl::StrCat("order ", ctx.order.id));
+  if (!key.ok()) return fail(key.status());
+  ctx.key.emplace(*std::move(key));
+  ASSIGN_OR_RETURN(ctx.client, options_.clients->For(ctx.account.directory_url));
+  ctx.ref = {&ctx.key->private_key, ctx.account.account_url};
+
+  acme::Order ca;
+  if (ctx.order.acme_url.empty()) {
+    acme::NewOrderOptions request;
+    for (const auto& id : ctx.order.identifiers) request.identifiers.push_back({"dns", id});
+    auto created = ctx.client->NewOrder(ctx.ref, request);
+    if (options_.metrics) options_.metrics->RecordAcme("newOrder", created.status());
+    if (!created.ok()) return fail(created.status());
+    // Recorded before anything else happens at the CA: a crash from here on resumes this order.
+    RETURN_IF_ERROR(store.RecordOrderUrl(scope, ctx.job.lease, created->url));
+    ctx.order.state = storage::OrderState::kPending;
+    ca = *std::move(created);
+  } else {
+    auto fetched = ctx.client->GetOrder(ctx.ref, ctx.order.acme_url);
+    if (options_.metrics) options_.metrics->RecordAcme("getOrder", fetched.status());
+    if (!fetched.ok()) return fail(fetched.status());
+    ca = *std::move(fetched);
+  }
+
+  // The CA's status decides each step. Bounded: each status is handled at most a few times.
+  for (int step = 0; step < 12; ++step) {
+    RETURN_IF_ERROR(RenewIfDue(ctx));
+    absl::StatusOr<acme::Order> next;
+    if (ca.status == "pending") {
+      if (absl::Status s = AnswerAuthorizations(ctx, ca); !s.ok()) return fail(s);
+      next = ctx.client->WaitForOrder(ctx.ref, ca.url, ctx.deadline, /*until_ready=*/true);
+    } else if (ca.status == "ready") {
+      RETURN_IF_ERROR(advance(storage::OrderState::kReady));
+      // RFC 8555 §7.4: finalize only while the CA says ready; after a crash past this point the
+      // CA says processing or valid, and we never send it again.
+      next = ctx.client->Finalize(ctx.ref, ca, ctx.job.csr_der);
+      if (options_.metrics) options_.metrics->RecordAcme("finalize", next.status());
+      if (next.ok()) RETURN_IF_ERROR(advance(storage::OrderState::kProcessing));
+    } else if (ca.status == "processing") {
+      RETURN_IF_ERROR(advance(storage::OrderState::kProcessing));
+      next = ctx.client->WaitForOrder(ctx.ref, ca.url, ctx.deadline);
+    } else if (ca.status == "valid") {
+      if (absl::Status s = Complete(ctx, ca); !s.ok()) return fail(s);
+      Cleanup(ctx);
+      return store.GetOrder(scope, ctx.order.id);
+    } else {  // invalid
+      return fail(absl::FailedPreconditionError(
+          absl::StrCat("the CA marked the order invalid: ", ca.error.is_null() ? "" : ca.error.dump())));
+    }
+    if (!next.ok()) return fail(next.status());
+    ca = *std::move(next);
+  }
+  return fail(absl::DeadlineExceededError("order did not settle"));
+}
+
+}  // namespace acmevault::service

@@ -1,0 +1,226 @@
+// The order runner over the scripted CA and the fake store: the whole flow, resuming from each
+// recorded state without finalizing twice, CA failures, a lost lease, and a certificate issued
+// for the wrong key.
+#include "service/order_runner.h"
+
+#include <atomic>
+#include <fstream>
+#include <sstream>
+
+#include "acme/crypto/jwk.h"
+#include "acme/crypto/x509.h"
+#include "acme/testing/scripted_server.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "service/testing/fixture.h"
+#include "storage/testing/status_matchers.h"
+
+namespace acmevault::service {
+namespace {
+
+using acme::testing::ScriptedServer;
+using storage::OrderState;
+using storage::testing::StatusIs;
+using ::testing::HasSubstr;
+using Call = ScriptedServer::Call;
+
+std::string Read(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// The scripted CA issues testdata/chain.pem, whose leaf key is testdata/leaf_key.pem.
+crypto::PrivateKey LeafKey() {
+  auto k = crypto::PrivateKey::FromPem(Read("acme/crypto/testdata/leaf_key.pem"));
+  EXPECT_TRUE(k.ok());
+  return *std::move(k);
+}
+
+class OrderRunnerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    tenant_ = fx_.AddTenant("acme-corp", {"*.example.com"}, ScriptedServer::Url("/dir"));
+    scope_ = fx_.AdminScope(tenant_);
+    auto key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
+    ASSERT_TRUE(key.ok());
+    storage::PublicKeyInfo info{crypto::PublicJwk(key->public_key()).dump(),
+                                crypto::Thumbprint(key->public_key())};
+    auto account = fx_.store().CreateAccount(scope_, ScriptedServer::Url("/dir"), *key, info,
+                                             storage::KeyState::kActive);
+    ASSERT_TRUE(account.ok()) << account.status();
+    account_ = account->id;
+    ASSERT_TRUE(fx_.store().RecordAccountUrl(scope_, account_, ScriptedServer::Url("/acct/1")).ok());
+
+    AcmeClients::Options options;
+    options.transport_instance = &ca_;
+    options.client.clock = &fx_.clock();
+    options.client.poll_interval = absl::Seconds(1);
+    auto clients = AcmeClients::Create(options);
+    ASSERT_TRUE(clients.ok());
+    clients_ = *std::move(clients);
+    runner_ = std::make_unique<OrderRunner>(OrderRunner::Options{
+        .store = &fx_.store(), .clients = clients_.get(), .clock = &fx_.clock()});
+  }
+
+  // Creates an order row with its first lease.
+  storage::Lease NewOrderRow() {
+    auto r = fx_.store().CreateOrJoinOrder(
+        scope_, {account_, {"*.leaf.example.com", "leaf.example.com"}, "", "replica-1", absl::Minutes(2)});
+    EXPECT_TRUE(r.ok()) << r.status();
+    return *r->lease;
+  }
+
+  OrderJob Job(const storage::Lease& lease, const crypto::PrivateKey& cert_key) {
+    auto csr = crypto::BuildCsr({"*.leaf.example.com", "leaf.example.com"}, cert_key);
+    EXPECT_TRUE(csr.ok());
+    return OrderJob{scope_, lease, *csr};
+  }
+
+  testing::Fixture fx_;
+  ScriptedServer ca_;
+  storage::TenantId tenant_ = 0;
+  storage::Scope scope_;
+  storage::AccountId account_ = 0;
+  std::unique_ptr<AcmeClients> clients_;
+  std::unique_ptr<OrderRunner> runner_;
+};
+
+TEST_F(OrderRunnerTest, RunsAnOrderToAStoredCertificate) {
+  // The CA: order pending until the challenge is answered, then valid.
+  std::atomic<bool> answered{false};
+  ca_.On("POST", "/chall/1", [&](const Call&) {
+    answered = true;
+    return ScriptedServer::Json(200, {{"type", "http-01"}, {"url", ScriptedServer::Url("/chall/1")},
+                                      {"status", "processing"}, {"token", "tok-1"}});
+  });
+  ca_.On("POST", "/order/1", [&](const Call&) {
+    return ScriptedServer::Json(200, ScriptedServer::Order(answered ? "ready" : "pending"));
+  });
+  ca_.On("POST", "/finalize/1", [&](const Call& c) {
+    EXPECT_TRUE(nlohmann::json::parse(c.jws->payload).contains("csr"));
+    ca_.On("POST", "/order/1",
+           [](const Call&) { return ScriptedServer::Json(200, ScriptedServer::Order("valid")); });
+    return ScriptedServer::Json(200, ScriptedServer::Order("processing"));
+  });
+  // While the CA validates, the key authorization must be in the challenges table.
+  ca_.On("POST", "/authz/1", [&](const Call&) {
+    if (answered) {
+      auto ka = fx_.store().LookupChallenge("tok-1");
+      EXPECT_TRUE(ka.ok()) << ka.status();
+    }
+    return ScriptedServer::Json(200, ScriptedServer::Authz("pending"));
+  });
+
+  crypto::PrivateKey leaf_key = LeafKey();
+  auto order = runner_->Run(Job(NewOrderRow(), leaf_key));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kValid);
+  EXPECT_EQ(order->acme_url, ScriptedServer::Url("/order/1"));
+  ASSERT_TRUE(order->certificate.has_value());
+  auto cert = fx_.store().GetCertificate(scope_, *order->certificate);
+  ASSERT_TRUE(cert.ok());
+  EXPECT_EQ(cert->serial, "8f00d1e2c3b4a59687");
+  EXPECT_EQ(cert->identifiers, std::vector<std::string>({"*.leaf.example.com", "leaf.example.com"}));
+  EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 1);
+  EXPECT_EQ(ca_.CountCalls("POST", "/chall/1"), 1);
+  // Challenges are cleaned up; the authorization is in the ledger.
+  EXPECT_THAT(fx_.store().LookupChallenge("tok-1"), StatusIs(absl::StatusCode::kNotFound));
+  auto authzs = fx_.store().ListOutstandingAuthorizations(scope_, {});
+  ASSERT_TRUE(authzs.ok());
+  ASSERT_EQ(authzs->size(), 1u);
+  EXPECT_EQ((*authzs)[0].record.url, ScriptedServer::Url("/authz/1"));
+}
+
+TEST_F(OrderRunnerTest, ResumesAtTheCasStatusAndNeverFinalizesTwice) {
+  storage::Lease lease = NewOrderRow();
+  ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, lease, ScriptedServer::Url("/order/1")).ok());
+  ASSERT_TRUE(fx_.store().TransitionOrder(scope_, lease, OrderState::kProcessing, "").ok());
+  // A replica died after finalize: the CA says processing, then valid.
+  int polls = 0;
+  ca_.On("POST", "/order/1", [&](const Call&) {
+    return ScriptedServer::Json(200, ScriptedServer::Order(++polls < 3 ? "processing" : "valid"));
+  });
+  crypto::PrivateKey leaf_key = LeafKey();
+  auto order = runner_->Run(Job(lease, leaf_key));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kValid);
+  EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 0);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 0);
+}
+
+TEST_F(OrderRunnerTest, CaInvalidOrderIsRecordedInvalidWithTheReason) {
+  ca_.On("POST", "/new-order", [](const Call&) {
+    return ScriptedServer::Problem(400, "rejectedIdentifier", "a.example.com is forbidden");
+  });
+  crypto::PrivateKey leaf_key = LeafKey();
+  auto order = runner_->Run(Job(NewOrderRow(), leaf_key));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kInvalid);
+  EXPECT_THAT(order->error, HasSubstr("rejectedIdentifier"));
+}
+
+TEST_F(OrderRunnerTest, UnreachableCaLeavesTheOrderForALaterRun) {
+  ca_.On("POST", "/new-order", [](const Call&) {
+    return ScriptedServer::Problem(503, "serverInternal", "maintenance");
+  });
+  crypto::PrivateKey leaf_key = LeafKey();
+  storage::Lease lease = NewOrderRow();
+  auto order = runner_->Run(Job(lease, leaf_key));
+  EXPECT_THAT(order, StatusIs(absl::StatusCode::kUnavailable));
+  auto row = fx_.store().GetOrder(scope_, lease.order);
+  ASSERT_TRUE(row.ok());
+  EXPECT_EQ(row->state, OrderState::kCreated);
+}
+
+TEST_F(OrderRunnerTest, ALostLeaseStopsTheRunWithoutCommitting) {
+  storage::Lease lease = NewOrderRow();
+  // The lease expires and another replica claims the order.
+  fx_.clock().Advance(absl::Minutes(3));
+  auto claimed = fx_.store().ClaimStaleOrders("replica-2", absl::Minutes(2), 10);
+  ASSERT_TRUE(claimed.ok());
+  ASSERT_EQ(claimed->size(), 1u);
+  crypto::PrivateKey leaf_key = LeafKey();
+  auto order = runner_->Run(Job(lease, leaf_key));
+  EXPECT_THAT(order, StatusIs(absl::StatusCode::kFailedPrecondition, "lost"));
+  auto row = fx_.store().GetOrder(scope_, lease.order);
+  ASSERT_TRUE(row.ok());
+  EXPECT_TRUE(row->acme_url.empty());
+  EXPECT_EQ(row->lease_owner, "replica-2");
+}
+
+TEST_F(OrderRunnerTest, ACertificateForAnotherKeyIsNeverStored) {
+  ca_.On("POST", "/order/1",
+         [](const Call&) { return ScriptedServer::Json(200, ScriptedServer::Order("valid")); });
+  auto other = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
+  ASSERT_TRUE(other.ok());
+  storage::Lease lease = NewOrderRow();
+  ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, lease, ScriptedServer::Url("/order/1")).ok());
+  auto order = runner_->Run(Job(lease, *other));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kInvalid);
+  EXPECT_THAT(order->error, HasSubstr("another key"));
+  auto certs = fx_.store().ListCertificates(scope_, {}, {});
+  ASSERT_TRUE(certs.ok());
+  EXPECT_TRUE(certs->items.empty());
+}
+
+TEST_F(OrderRunnerTest, ACertificateForOtherNamesIsNeverStored) {
+  auto r = fx_.store().CreateOrJoinOrder(
+      scope_, {account_, {"other.example.com"}, "", "replica-1", absl::Minutes(2)});
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, *r->lease, ScriptedServer::Url("/order/1")).ok());
+  ca_.On("POST", "/order/1",
+         [](const Call&) { return ScriptedServer::Json(200, ScriptedServer::Order("valid")); });
+  crypto::PrivateKey leaf_key = LeafKey();
+  auto csr = crypto::BuildCsr({"other.example.com"}, leaf_key);
+  ASSERT_TRUE(csr.ok());
+  auto order = runner_->Run(OrderJob{scope_, *r->lease, *csr});
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kInvalid);
+  EXPECT_THAT(order->error, HasSubstr("other names [*.leaf.example.com, leaf.example.com]"));
+}
+
+}  // namespace
+}  // namespace acmevault::service

@@ -1,0 +1,35 @@
+#include "service/testing/fixture.h"
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "acme/crypto/digest.h"
+#include "service/auth.h"
+#include "storage/kek_set.h"
+
+namespace acmevault::service::testing {
+
+Fixture::Fixture() {
+  auto keks = storage::KekSet::Parse(
+      absl::StrCat("test-kek:", absl::Base64Escape(crypto::RandomBytes(32))));
+  auto store = storage::FakeStore::Create({&clock_}, *std::move(keks));
+  store_ = *std::move(store);
+}
+
+storage::TenantId Fixture::AddTenant(const std::string& name,
+                                     const std::vector<std::string>& patterns,
+                                     const std::string& directory_url) {
+  storage::TenantSpec spec;
+  spec.name = name;
+  spec.allowed_identifiers = patterns;
+  spec.acme_directory_url = directory_url;
+  auto tenant = store_->CreateTenant({"test", "test"}, spec);
+  return tenant.ok() ? tenant->id : 0;
+}
+
+std::string Fixture::AddToken(storage::TenantId tenant, storage::Role role) {
+  std::string token = NewBearerToken();
+  auto identity = store_->AddTokenIdentity(AdminScope(tenant), TokenDigest(token), role, "test");
+  return identity.ok() ? token : "";
+}
+
+}  // namespace acmevault::service::testing

@@ -1,0 +1,40 @@
+// Test fixture for service logic: a FakeStore with a fake clock and a test KEK, and helpers
+// that create tenants and credentials the way AdminService does.
+#ifndef ACMEVAULT_SERVICE_TESTING_FIXTURE_H_
+#define ACMEVAULT_SERVICE_TESTING_FIXTURE_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/testing/fake_clock.h"
+#include "storage/store.h"
+#include "storage/testing/fake_store.h"
+
+namespace acmevault::service::testing {
+
+class Fixture {
+ public:
+  Fixture();
+
+  storage::Store& store() { return *store_; }
+  acmevault::testing::FakeClock& clock() { return clock_; }
+
+  // A tenant allowed `patterns`; its id.
+  storage::TenantId AddTenant(const std::string& name, const std::vector<std::string>& patterns,
+                              const std::string& directory_url = "https://ca.test/dir");
+  // A fresh bearer token for `tenant` with `role`; returns the token text.
+  std::string AddToken(storage::TenantId tenant, storage::Role role);
+  // Scope of an administrator of `tenant`, for seeding data.
+  storage::Scope AdminScope(storage::TenantId tenant) const {
+    return {tenant, {"test", "test"}};
+  }
+
+ private:
+  acmevault::testing::FakeClock clock_;
+  std::unique_ptr<storage::FakeStore> store_;
+};
+
+}  // namespace acmevault::service::testing
+
+#endif  // ACMEVAULT_SERVICE_TESTING_FIXTURE_H_

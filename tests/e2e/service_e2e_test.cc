@@ -1,0 +1,419 @@
+// End to end: real acmevaultd processes against the local stack's PostgreSQL and a Pebble that
+// validates HTTP-01 on the service's own responder. tests/run prepares the service
+// (deploy/local/service prepare e2e) and passes its config as ACMEVAULT_E2E_CONFIG.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "acme/crypto/keys.h"
+#include "acme/crypto/x509.h"
+#include "acme/http.h"
+#include "acme/testing/pebble.h"
+#include "acmevault/v1/account_service.grpc.pb.h"
+#include "acmevault/v1/admin_service.grpc.pb.h"
+#include "acmevault/v1/certificate_service.grpc.pb.h"
+#include "common/testing/stack_env.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace acmevault {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string Read(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// One acmevaultd process. Stops it (SIGTERM, then SIGKILL) when destroyed.
+class Daemon {
+ public:
+  // Starts `serve` with `config`; waits for its ready file.
+  static std::unique_ptr<Daemon> Start(const std::string& config, const std::string& name) {
+    auto d = std::unique_ptr<Daemon>(new Daemon);
+    std::string dir = ::acmevault::testing::StackEnv("TEST_TMPDIR");
+    d->ready_ = absl::StrCat(dir, "/", name, ".ready");
+    d->log_ = absl::StrCat(dir, "/", name, ".log");
+    unlink(d->ready_.c_str());
+    d->pid_ = fork();
+    if (d->pid_ == 0) {
+      FILE* log = freopen(d->log_.c_str(), "w", stderr);
+      (void)log;
+      std::string ready_flag = "--ready_file=" + d->ready_;
+      std::string config_flag = "--config=" + config;
+      execl("service/acmevaultd", "acmevaultd", "serve", config_flag.c_str(), ready_flag.c_str(),
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    for (int i = 0; i < 300; ++i) {
+      if (access(d->ready_.c_str(), R_OK) == 0) break;
+      int status;
+      if (waitpid(d->pid_, &status, WNOHANG) == d->pid_) {
+        ADD_FAILURE() << "acmevaultd exited: " << Read(d->log_);
+        d->pid_ = 0;
+        return nullptr;
+      }
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    std::smatch m;
+    std::string ready = Read(d->ready_);
+    if (!std::regex_search(ready, m, std::regex("\"grpc_port\":([0-9]+)"))) {
+      ADD_FAILURE() << "no ready file; log: " << Read(d->log_);
+      return nullptr;
+    }
+    d->grpc_port_ = std::stoi(m[1]);
+    std::regex_search(ready, m, std::regex("\"metrics_port\":([0-9]+)"));
+    d->metrics_port_ = std::stoi(m[1]);
+    d->channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", d->grpc_port_),
+                                      grpc::InsecureChannelCredentials());
+    return d;
+  }
+  ~Daemon() { Stop(SIGTERM); }
+
+  void Stop(int signal) {
+    if (pid_ <= 0) return;
+    kill(pid_, signal);
+    int status;
+    for (int i = 0; i < 200 && waitpid(pid_, &status, WNOHANG) == 0; ++i) {
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    kill(pid_, SIGKILL);
+    waitpid(pid_, &status, 0);
+    pid_ = 0;
+  }
+
+  std::shared_ptr<grpc::Channel> channel() const { return channel_; }
+  // The value of a metric line of /metrics, or 0.
+  double Metric(const std::string& prefix) const {
+    auto http = acme::CurlTransport::Create({.allow_http = true});
+    auto r = (*http)->Send({"GET", absl::StrCat("http://127.0.0.1:", metrics_port_, "/metrics"), {}, ""});
+    if (!r.ok()) return -1;
+    double total = 0;
+    std::istringstream lines(r->body);
+    for (std::string line; std::getline(lines, line);) {
+      if (line.rfind(prefix, 0) == 0) total += std::stod(line.substr(line.rfind(' ') + 1));
+    }
+    return total;
+  }
+
+ private:
+  Daemon() = default;
+  pid_t pid_ = 0;
+  int grpc_port_ = 0, metrics_port_ = 0;
+  std::string ready_, log_;
+  std::shared_ptr<grpc::Channel> channel_;
+};
+
+class E2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ACMEVAULT_STACK_ENV_OR_SKIP(config, "ACMEVAULT_E2E_CONFIG");
+    config_ = config;
+    dir_ = config.substr(0, config.rfind('/'));
+    root_token_ = std::string(absl::StripAsciiWhitespace(Read(dir_ + "/bootstrap-token")));
+    daemon_ = Daemon::Start(config_, "a");
+    ASSERT_NE(daemon_, nullptr);
+    Bind(*daemon_);
+    pebble_ = std::make_unique<acme::testing::PebbleManagement>(
+        ::acmevault::testing::StackEnv("ACMEVAULT_PEBBLE_E2E_MANAGEMENT"),
+        ::acmevault::testing::StackEnv("ACMEVAULT_PEBBLE_TLS_CA"));
+  }
+
+  void Bind(const Daemon& d) {
+    certs_ = v1::CertificateService::NewStub(d.channel());
+    accounts_ = v1::AccountService::NewStub(d.channel());
+    admin_ = v1::AdminService::NewStub(d.channel());
+  }
+
+  static std::unique_ptr<grpc::ClientContext> Ctx(const std::string& token, int seconds = 30) {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->AddMetadata("authorization", "Bearer " + token);
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+    return ctx;
+  }
+
+  struct TenantTokens {
+    std::string name, admin, host;
+  };
+  // A new tenant allowed *.<name>.example with an admin and a host token, and (optionally) its
+  // ACME account.
+  TenantTokens NewTenant(bool with_account = true) {
+    static int counter = 0;
+    TenantTokens t;
+    t.name = absl::StrCat("t", getpid(), "-", ++counter);
+    v1::CreateTenantRequest req;
+    req.set_name(t.name);
+    req.add_allowed_identifiers(absl::StrCat("*.", t.name, ".example"));
+    v1::Tenant tenant;
+    auto c = Ctx(root_token_);
+    EXPECT_TRUE(admin_->CreateTenant(c.get(), req, &tenant).ok());
+    for (auto [role, out] : {std::pair{v1::ROLE_ADMIN, &t.admin}, std::pair{v1::ROLE_HOST, &t.host}}) {
+      v1::CreateTokenRequest tr;
+      tr.set_tenant(t.name);
+      tr.set_role(role);
+      v1::CreateTokenResponse resp;
+      auto tc = Ctx(root_token_);
+      EXPECT_TRUE(admin_->CreateToken(tc.get(), tr, &resp).ok());
+      *out = resp.token();
+    }
+    if (with_account) {
+      v1::CreateAccountRequest ar;
+      ar.set_terms_of_service_agreed(true);
+      v1::Account account;
+      auto ac = Ctx(t.admin);
+      grpc::Status s = accounts_->CreateAccount(ac.get(), ar, &account);
+      EXPECT_TRUE(s.ok()) << s.error_message();
+    }
+    return t;
+  }
+
+  grpc::Status IssueWithKey(const TenantTokens& t, const std::vector<std::string>& names,
+                            v1::IssueCertificateResponse* out) {
+    v1::IssueCertificateRequest r;
+    for (const auto& n : names) r.add_identifiers(n);
+    r.set_key_algorithm(v1::KEY_ALGORITHM_ECDSA_P256);
+    auto c = Ctx(t.host);
+    return certs_->IssueCertificate(c.get(), r, out);
+  }
+
+  void ExpectChainVerifies(const std::string& chain_pem) {
+    auto root = pebble_->Root(0);
+    ASSERT_TRUE(root.ok()) << root.status();
+    auto ders = crypto::SplitPemChain(chain_pem);
+    ASSERT_TRUE(ders.ok());
+    EXPECT_TRUE(crypto::VerifyChain(*ders, *root, absl::Now()).ok());
+  }
+
+  std::string config_, dir_, root_token_;
+  std::unique_ptr<Daemon> daemon_;
+  std::unique_ptr<v1::CertificateService::Stub> certs_;
+  std::unique_ptr<v1::AccountService::Stub> accounts_;
+  std::unique_ptr<v1::AdminService::Stub> admin_;
+  std::unique_ptr<acme::testing::PebbleManagement> pebble_;
+};
+
+TEST_F(E2eTest, IssuesWithAHostCsrAndTheChainVerifies) {
+  TenantTokens t = NewTenant();
+  auto key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
+  ASSERT_TRUE(key.ok());
+  std::string name = absl::StrCat("www.", t.name, ".example");
+  auto csr = crypto::BuildCsr({name}, *key);
+  ASSERT_TRUE(csr.ok());
+  v1::IssueCertificateRequest r;
+  r.add_identifiers(name);
+  r.set_csr(*csr);
+  v1::IssueCertificateResponse resp;
+  auto c = Ctx(t.host);
+  grpc::Status s = certs_->IssueCertificate(c.get(), r, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(resp.order().state(), v1::ORDER_STATE_VALID) << resp.order().error();
+  EXPECT_TRUE(resp.private_key_pem().empty());
+  auto chain = crypto::ParsePemChain(resp.certificate().chain_pem());
+  ASSERT_TRUE(chain.ok());
+  EXPECT_THAT((*chain)[0].dns_names, ::testing::ElementsAre(name));
+  EXPECT_TRUE((*chain)[0].public_key.Equals(key->public_key()));
+  ExpectChainVerifies(resp.certificate().chain_pem());
+}
+
+TEST_F(E2eTest, IssuesWithAServiceKeyReturnedOnlyToTheCaller) {
+  TenantTokens t = NewTenant();
+  v1::IssueCertificateResponse resp;
+  grpc::Status s = IssueWithKey(t, {absl::StrCat("api.", t.name, ".example")}, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(resp.order().state(), v1::ORDER_STATE_VALID) << resp.order().error();
+  auto key = crypto::PrivateKey::FromPem(resp.private_key_pem());
+  ASSERT_TRUE(key.ok()) << key.status();
+  auto chain = crypto::ParsePemChain(resp.certificate().chain_pem());
+  ASSERT_TRUE(chain.ok());
+  EXPECT_TRUE((*chain)[0].public_key.Equals(key->public_key()));
+  EXPECT_TRUE(resp.certificate().service_holds_key());
+  ExpectChainVerifies(resp.certificate().chain_pem());
+
+  // Listing never carries keys or chains.
+  v1::ListCertificatesResponse list;
+  auto c = Ctx(t.host);
+  ASSERT_TRUE(certs_->ListCertificates(c.get(), {}, &list).ok());
+  ASSERT_EQ(list.certificates_size(), 1);
+  EXPECT_TRUE(list.certificates(0).chain_pem().empty());
+}
+
+TEST_F(E2eTest, ConcurrentIdenticalRequestsShareOneOrder) {
+  TenantTokens t = NewTenant();
+  std::string name = absl::StrCat("shared.", t.name, ".example");
+  std::vector<std::thread> threads;
+  std::vector<v1::IssueCertificateResponse> responses(4);
+  std::vector<grpc::Status> statuses(4);
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] { statuses[i] = IssueWithKey(t, {name}, &responses[i]); });
+  }
+  for (auto& th : threads) th.join();
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(statuses[i].ok()) << statuses[i].error_message();
+    EXPECT_EQ(responses[i].order().id(), responses[0].order().id());
+    EXPECT_EQ(responses[i].certificate().serial(), responses[0].certificate().serial());
+  }
+}
+
+TEST_F(E2eTest, RolloverThenIssueUsesTheNewKey) {
+  TenantTokens t = NewTenant();
+  v1::RolloverAccountKeyRequest r;
+  r.set_reason("e2e");
+  v1::RolloverAccountKeyResponse rolled;
+  auto c = Ctx(t.admin);
+  grpc::Status s = accounts_->RolloverAccountKey(c.get(), r, &rolled);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(rolled.previous_key_version(), 1);
+  EXPECT_EQ(rolled.account().key_version(), 2);
+  v1::IssueCertificateResponse resp;
+  s = IssueWithKey(t, {absl::StrCat("after-rollover.", t.name, ".example")}, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.certificate().issuing_key_version(), 2);
+}
+
+TEST_F(E2eTest, RevokedSerialIsRevokedAtPebble) {
+  TenantTokens t = NewTenant();
+  v1::IssueCertificateResponse resp;
+  ASSERT_TRUE(IssueWithKey(t, {absl::StrCat("rev.", t.name, ".example")}, &resp).ok());
+  const std::string serial = resp.certificate().serial();
+  auto before = pebble_->StatusBySerial(serial);
+  ASSERT_TRUE(before.ok()) << before.status();
+  EXPECT_EQ(before->status, "Valid");
+  v1::RevokeCertificateRequest r;
+  r.set_serial(serial);
+  r.set_reason(v1::REVOCATION_REASON_SUPERSEDED);
+  v1::RevokeCertificateResponse revoked;
+  auto host = Ctx(t.host);
+  EXPECT_EQ(certs_->RevokeCertificate(host.get(), r, &revoked).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  auto c = Ctx(t.admin);
+  grpc::Status s = certs_->RevokeCertificate(c.get(), r, &revoked);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(revoked.certificate().state(), v1::CERTIFICATE_STATE_REVOKED);
+  auto after = pebble_->StatusBySerial(serial);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->status, "Revoked");
+  EXPECT_EQ(after->reason, 4);
+}
+
+TEST_F(E2eTest, DeactivatesAuthorizationsThenTheAccount) {
+  TenantTokens t = NewTenant();
+  v1::IssueCertificateResponse resp;
+  ASSERT_TRUE(IssueWithKey(t, {absl::StrCat("authz.", t.name, ".example")}, &resp).ok());
+  v1::DeactivateAuthorizationsResponse counts;
+  auto c1 = Ctx(t.admin);
+  grpc::Status s = accounts_->DeactivateAuthorizations(c1.get(), {}, &counts);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_GE(counts.deactivated(), 1);
+  auto c2 = Ctx(t.admin);
+  ASSERT_TRUE(accounts_->DeactivateAuthorizations(c2.get(), {}, &counts).ok());
+  EXPECT_EQ(counts.deactivated(), 0);
+
+  v1::Account account;
+  auto c3 = Ctx(t.admin);
+  ASSERT_TRUE(accounts_->GetAccount(c3.get(), {}, &account).ok());
+  v1::DeactivateAccountRequest d;
+  d.set_confirm_account_url(account.account_url());
+  auto c4 = Ctx(t.admin);
+  s = accounts_->DeactivateAccount(c4.get(), d, &account);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(account.status(), v1::ACCOUNT_STATUS_DEACTIVATED);
+  s = IssueWithKey(t, {absl::StrCat("later.", t.name, ".example")}, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr("no valid ACME account"));
+}
+
+TEST_F(E2eTest, CompromiseResponseReissuesAndRevokesEveryServiceHeldCertificate) {
+  TenantTokens t = NewTenant();
+  std::vector<std::string> old_serials;
+  for (const char* host : {"one", "two", "three"}) {
+    v1::IssueCertificateResponse resp;
+    grpc::Status s = IssueWithKey(t, {absl::StrCat(host, ".", t.name, ".example")}, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    old_serials.push_back(resp.certificate().serial());
+  }
+  v1::RespondToCompromiseRequest r;
+  r.set_deactivate_account(true);
+  v1::RespondToCompromiseResponse report;
+  auto c = Ctx(t.admin, 120);
+  grpc::Status s = accounts_->RespondToCompromise(c.get(), r, &report);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(report.steps_size(), 5);
+  for (const auto& step : report.steps()) EXPECT_TRUE(step.done()) << step.name();
+  EXPECT_EQ(report.steps(2).detail(), "3 reissued; 0 held by hosts, not reissued");
+  EXPECT_EQ(report.steps(3).detail(), "3 revoked (reason superseded)");
+  EXPECT_EQ(report.account().status(), v1::ACCOUNT_STATUS_DEACTIVATED);
+  for (const auto& serial : old_serials) {
+    auto st = pebble_->StatusBySerial(serial);
+    ASSERT_TRUE(st.ok());
+    EXPECT_EQ(st->status, "Revoked") << serial;
+  }
+  // Three new live certificates replaced them.
+  v1::ListCertificatesRequest lr;
+  lr.set_state(v1::CERTIFICATE_STATE_VALID);
+  v1::ListCertificatesResponse live;
+  auto lc = Ctx(t.host);
+  ASSERT_TRUE(certs_->ListCertificates(lc.get(), lr, &live).ok());
+  EXPECT_EQ(live.certificates_size(), 3);
+  for (const auto& cert : live.certificates()) {
+    EXPECT_THAT(old_serials, ::testing::Not(::testing::Contains(cert.serial())));
+  }
+}
+
+TEST_F(E2eTest, CrossTenantAndWrongRoleCallsAreDeniedWithoutAcmeRequests) {
+  TenantTokens a = NewTenant();
+  TenantTokens b = NewTenant();
+  v1::IssueCertificateResponse issued;
+  ASSERT_TRUE(IssueWithKey(a, {absl::StrCat("mine.", a.name, ".example")}, &issued).ok());
+  const double acme_before = daemon_->Metric("acmevault_acme_requests_total");
+  ASSERT_GT(acme_before, 0);
+
+  // b's host asks for a's names.
+  v1::IssueCertificateResponse resp;
+  EXPECT_EQ(IssueWithKey(b, {absl::StrCat("www.", a.name, ".example")}, &resp).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  // b reads a's order and certificate.
+  v1::GetOrderRequest go;
+  go.set_id(issued.order().id());
+  v1::Order order;
+  auto c1 = Ctx(b.admin);
+  EXPECT_EQ(certs_->GetOrder(c1.get(), go, &order).error_code(), grpc::StatusCode::NOT_FOUND);
+  v1::GetCertificateRequest gc;
+  gc.set_serial(issued.certificate().serial());
+  v1::Certificate cert;
+  auto c2 = Ctx(b.admin);
+  EXPECT_EQ(certs_->GetCertificate(c2.get(), gc, &cert).error_code(), grpc::StatusCode::NOT_FOUND);
+  // b revokes a's certificate.
+  v1::RevokeCertificateRequest rr;
+  rr.set_serial(issued.certificate().serial());
+  v1::RevokeCertificateResponse rev;
+  auto c3 = Ctx(b.admin);
+  EXPECT_EQ(certs_->RevokeCertificate(c3.get(), rr, &rev).error_code(), grpc::StatusCode::NOT_FOUND);
+  // Wrong roles.
+  v1::RolloverAccountKeyResponse rolled;
+  auto c4 = Ctx(a.host);
+  EXPECT_EQ(accounts_->RolloverAccountKey(c4.get(), {}, &rolled).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  v1::Tenant tenant;
+  v1::CreateTenantRequest ct;
+  ct.set_name("stolen");
+  auto c5 = Ctx(a.admin);
+  EXPECT_EQ(admin_->CreateTenant(c5.get(), ct, &tenant).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(daemon_->Metric("acmevault_acme_requests_total"), acme_before);
+}
+
+}  // namespace
+}  // namespace acmevault
