@@ -150,13 +150,17 @@ class E2eTest : public ::testing::Test {
   };
   // A new tenant allowed *.<name>.example with an admin and a host token, and (optionally) its
   // ACME account.
-  TenantTokens NewTenant(bool with_account = true) {
+  TenantTokens NewTenant(bool with_account = true, bool keep_authorizations = false) {
     static int counter = 0;
     TenantTokens t;
     t.name = absl::StrCat("t", getpid(), "-", ++counter);
     v1::CreateTenantRequest req;
     req.set_name(t.name);
     req.add_allowed_identifiers(absl::StrCat("*.", t.name, ".example"));
+    if (keep_authorizations) {
+      // Without a policy the default deactivates authorizations after issuance.
+      req.mutable_policy()->set_deactivate_authorizations_after_issuance(false);
+    }
     v1::Tenant tenant;
     auto c = Ctx(root_token_);
     EXPECT_TRUE(admin_->CreateTenant(c.get(), req, &tenant).ok());
@@ -242,6 +246,12 @@ TEST_F(E2eTest, IssuesWithAServiceKeyReturnedOnlyToTheCaller) {
   EXPECT_TRUE(resp.certificate().service_holds_key());
   ExpectChainVerifies(resp.certificate().chain_pem());
 
+  // The default policy deactivated the order's authorizations once the certificate was stored.
+  v1::DeactivateAuthorizationsResponse counts;
+  auto dc = Ctx(t.admin);
+  ASSERT_TRUE(accounts_->DeactivateAuthorizations(dc.get(), {}, &counts).ok());
+  EXPECT_EQ(counts.deactivated() + counts.skipped() + counts.failed(), 0);
+
   // Listing never carries keys or chains.
   v1::ListCertificatesResponse list;
   auto c = Ctx(t.host);
@@ -309,7 +319,7 @@ TEST_F(E2eTest, RevokedSerialIsRevokedAtPebble) {
 }
 
 TEST_F(E2eTest, DeactivatesAuthorizationsThenTheAccount) {
-  TenantTokens t = NewTenant();
+  TenantTokens t = NewTenant(/*with_account=*/true, /*keep_authorizations=*/true);
   v1::IssueCertificateResponse resp;
   ASSERT_TRUE(IssueWithKey(t, {absl::StrCat("authz.", t.name, ".example")}, &resp).ok());
   v1::DeactivateAuthorizationsResponse counts;
