@@ -119,8 +119,10 @@ def _system_libraries_impl(ctx):
         linkopts = _dedupe(libs) + _EXTRA_LINKOPTS.get(name, [])
         out.append(_library(name, includes, hdrs, defines, copts, linkopts))
 
-    # civetweb (the HTTP-01 responder's server) ships no pkg-config file.
+    # civetweb (the HTTP-01 responder's server) and libldns (RFC 2136 updates) ship no
+    # pkg-config file.
     out.append(_library("civetweb", [], [], [], [], ["-lcivetweb"]))
+    out.append(_library("ldns", [], [], [], [], ["-lldns"]))
 
     # BoringSSL, from android-libboringssl-dev.
     libdir = _BORINGSSL_LIBDIR_GLOB.format(arch = arch)

@@ -33,6 +33,7 @@
 #include "service/accounts.h"
 #include "service/admin.h"
 #include "service/auth.h"
+#include "service/dns01_rfc2136.h"
 #include "service/grpc_services.h"
 #include "service/http01_responder.h"
 #include "service/issuer.h"
@@ -151,10 +152,24 @@ absl::Status Serve() {
   client_options.client.poll_interval = absl::Milliseconds(500);
   ASSIGN_OR_RETURN(auto clients, service::AcmeClients::Create(client_options));
 
+  std::unique_ptr<service::Rfc2136Solver> dns01;
+  if (const auto& d = config.dns01(); !d.server().empty()) {
+    ASSIGN_OR_RETURN(std::string secret, Secret("", d.tsig_secret_file(), "dns01 TSIG secret"));
+    service::Rfc2136Options options;
+    options.server = d.server();
+    options.zone = d.zone();
+    options.tsig_name = d.tsig_key_name();
+    if (!d.tsig_algorithm().empty()) options.tsig_algorithm = d.tsig_algorithm();
+    options.tsig_secret = secret;
+    ASSIGN_OR_RETURN(dns01, service::Rfc2136Solver::Create(options));
+  } else {
+    Log(LogLevel::kInfo, "no dns01 configuration: wildcard and DNS-01 orders will fail");
+  }
+
   const std::string replica = ReplicaId(config);
   service::OrderRunner runner({.store = store.get(),
                                .clients = clients.get(),
-                               .dns01 = nullptr,
+                               .dns01 = dns01.get(),
                                .metrics = &metrics});
   service::Issuer issuer({.store = store.get(), .runner = &runner, .replica_id = replica});
   service::AccountManager accounts(

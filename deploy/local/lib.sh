@@ -10,7 +10,8 @@ ACMEVAULT_PACKAGES=(
   g++ pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libpqxx-dev libpq-dev libcurl4-openssl-dev nlohmann-json3-dev libidn2-dev
-  prometheus-cpp-dev libcivetweb-dev
+  prometheus-cpp-dev libcivetweb-dev libldns-dev
+  bind9 bind9-utils bind9-dnsutils
   libgtest-dev libgmock-dev libssl-dev android-libboringssl-dev
   postgresql-15 postgresql-client-15 pebble
   openssl ca-certificates curl python3 iproute2 procps

@@ -382,6 +382,52 @@ TEST_F(E2eTest, CompromiseResponseReissuesAndRevokesEveryServiceHeldCertificate)
   }
 }
 
+// A wildcard needs DNS-01: the service publishes the TXT record by an RFC 2136 update (TSIG) to
+// the stack's BIND, and a Pebble that resolves through that BIND validates it.
+TEST_F(E2eTest, IssuesAWildcardWithDns01ThroughBind) {
+  ACMEVAULT_STACK_ENV_OR_SKIP(directory, "ACMEVAULT_PEBBLE_E2EDNS_DIRECTORY");
+  const std::string name = absl::StrCat("t", getpid(), "-dns");
+  v1::CreateTenantRequest req;
+  req.set_name(name);
+  req.add_allowed_identifiers("*.dns01.test");
+  req.set_directory_url(directory);
+  v1::Tenant tenant;
+  auto c1 = Ctx(root_token_);
+  ASSERT_TRUE(admin_->CreateTenant(c1.get(), req, &tenant).ok());
+  TenantTokens t{name, "", ""};
+  for (auto [role, out] : {std::pair{v1::ROLE_ADMIN, &t.admin}, std::pair{v1::ROLE_HOST, &t.host}}) {
+    v1::CreateTokenRequest tr;
+    tr.set_tenant(name);
+    tr.set_role(role);
+    v1::CreateTokenResponse resp;
+    auto tc = Ctx(root_token_);
+    ASSERT_TRUE(admin_->CreateToken(tc.get(), tr, &resp).ok());
+    *out = resp.token();
+  }
+  v1::CreateAccountRequest ar;
+  ar.set_terms_of_service_agreed(true);
+  v1::Account account;
+  auto c2 = Ctx(t.admin);
+  grpc::Status s = accounts_->CreateAccount(c2.get(), ar, &account);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(account.directory_url(), directory);
+
+  const std::string base = absl::StrCat("w", getpid(), ".dns01.test");
+  v1::IssueCertificateRequest r;
+  r.add_identifiers("*." + base);
+  r.add_identifiers(base);
+  r.set_key_algorithm(v1::KEY_ALGORITHM_ECDSA_P256);
+  r.set_challenge_type(v1::CHALLENGE_TYPE_DNS_01);  // The base name too: no HTTP here.
+  v1::IssueCertificateResponse resp;
+  auto c3 = Ctx(t.host);
+  s = certs_->IssueCertificate(c3.get(), r, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(resp.order().state(), v1::ORDER_STATE_VALID) << resp.order().error();
+  auto chain = crypto::ParsePemChain(resp.certificate().chain_pem());
+  ASSERT_TRUE(chain.ok());
+  EXPECT_THAT((*chain)[0].dns_names, ::testing::UnorderedElementsAre("*." + base, base));
+}
+
 TEST_F(E2eTest, CrossTenantAndWrongRoleCallsAreDeniedWithoutAcmeRequests) {
   TenantTokens a = NewTenant();
   TenantTokens b = NewTenant();
