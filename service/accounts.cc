@@ -60,7 +60,15 @@ absl::StatusOr<AccountView> AccountManager::View(const storage::Scope& scope,
   ASSIGN_OR_RETURN(storage::Account account, options_.store->GetAccount(scope, id));
   ASSIGN_OR_RETURN(std::vector<storage::AccountKey> keys, options_.store->ListKeys(scope, id));
   for (const auto& k : keys) {
-    if (k.state == storage::KeyState::kActive) return AccountView{account, k};
+    if (k.state != storage::KeyState::kActive) continue;
+    if (options_.metrics != nullptr) {
+      auto tenant = options_.store->GetTenant(scope);
+      if (tenant.ok()) {
+        options_.metrics->SetAccountKeyAge(
+            tenant->spec.name, options_.clock->Now() - k.activated_at.value_or(k.created_at));
+      }
+    }
+    return AccountView{account, k};
   }
   return absl::NotFoundError("the account has no active key");
 }

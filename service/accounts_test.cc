@@ -37,7 +37,7 @@ class AccountsTest : public ::testing::Test {
         Issuer::Options{.store = &fx_.store(), .runner = runner_.get(), .clock = &fx_.clock()});
     accounts_ = std::make_unique<AccountManager>(AccountManager::Options{
         .store = &fx_.store(), .clients = clients_.get(), .issuer = issuer_.get(),
-        .clock = &fx_.clock()});
+        .metrics = &metrics_, .clock = &fx_.clock()});
   }
 
   AccountView Create() {
@@ -58,6 +58,7 @@ class AccountsTest : public ::testing::Test {
 
   testing::Fixture fx_;
   ScriptedServer ca_;
+  Metrics metrics_;
   storage::TenantId tenant_ = 0;
   Caller admin_, host_;
   std::unique_ptr<AcmeClients> clients_;
@@ -82,9 +83,12 @@ TEST_F(AccountsTest, CreateAccountRegistersAndActivatesTheKey) {
 
   EXPECT_THAT(accounts_->CreateAccount(admin_, {{}, true}),
               StatusIs(absl::StatusCode::kAlreadyExists, "/acct/1"));
+  fx_.clock().Advance(absl::Hours(3));
   auto got = accounts_->GetAccount(admin_);
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(got->active_key.version, 1);
+  EXPECT_THAT(metrics_.Render(),
+              HasSubstr("acmevault_account_key_age_seconds{tenant=\"acme-corp\"} 10800"));
 }
 
 TEST_F(AccountsTest, CreateAccountNeedsAdminAgreedTermsAndGoodEab) {
