@@ -48,9 +48,21 @@ Issuer::Issuer(Options options) : options_(std::move(options)) {
 }
 
 Issuer::~Issuer() {
+  std::deque<Job> handed_over;
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
+    handed_over.swap(queue_);
+  }
+  // Orders not started here go back to the pool at once: their leases are released, so another
+  // replica claims them without waiting for expiry. Running orders finish their current run.
+  for (Job& job : handed_over) {
+    options_.store->ReleaseLease(job.order.scope, job.order.lease).IgnoreError();
+    {
+      absl::MutexLock lock(&mu_);
+      running_.erase(job.order.lease.order);
+    }
+    job.done->Notify();
   }
   for (auto& t : workers_) t.join();
 }

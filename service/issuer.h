@@ -65,7 +65,8 @@ class Issuer {
     absl::Duration lease_duration = absl::Minutes(2);
   };
   explicit Issuer(Options options);
-  // Stops taking work and joins the workers after their current order.
+  // Stops taking work: queued orders are handed over (their leases released for another
+  // replica to claim at once); running orders finish their current run; then joins the workers.
   ~Issuer();
 
   // See the class comment. Errors: INVALID_ARGUMENT naming the field; PERMISSION_DENIED for an

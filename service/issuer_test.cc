@@ -212,5 +212,40 @@ TEST_F(IssuerTest, ReturnsTheOrderHandleWhenTheWaitEnds) {
   EXPECT_FALSE(storage::IsTerminal(result->order.state));
 }
 
+TEST_F(IssuerTest, StoppingHandsQueuedOrdersOverByReleasingTheirLeases) {
+  AddAccount();
+  // One worker, blocked in its first order until released; a second order waits in the queue.
+  runner_ = std::make_unique<OrderRunner>(OrderRunner::Options{
+      .store = &fx_.store(), .clients = clients_.get(), .clock = &fx_.clock()});
+  issuer_ = std::make_unique<Issuer>(Issuer::Options{
+      .store = &fx_.store(), .runner = runner_.get(), .clock = &fx_.clock(), .worker_threads = 1});
+  absl::Notification release, entered;
+  ca_.On("POST", "/new-order", [&](const Call&) {
+    if (!entered.HasBeenNotified()) entered.Notify();
+    release.WaitForNotification();
+    return ScriptedServer::Problem(503, "serverInternal", "busy");
+  });
+  IssueRequest first = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
+  first.wait_until = absl::Now();
+  ASSERT_TRUE(issuer_->Issue(host_, first).ok());
+  entered.WaitForNotification();
+  auto other_key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
+  ASSERT_TRUE(other_key.ok());
+  IssueRequest second = CsrRequest({"other.example.com"}, *other_key);
+  second.wait_until = absl::Now();
+  auto queued = issuer_->Issue(host_, second);
+  ASSERT_TRUE(queued.ok()) << queued.status();
+  EXPECT_EQ(queued->order.lease_owner, "replica");
+
+  std::thread stopper([&] { issuer_.reset(); });
+  absl::SleepFor(absl::Milliseconds(100));
+  release.Notify();
+  stopper.join();
+  auto row = fx_.store().GetOrder(fx_.AdminScope(tenant_), queued->order.id);
+  ASSERT_TRUE(row.ok());
+  EXPECT_TRUE(row->lease_owner.empty()) << row->lease_owner;  // Released, claimable now.
+  EXPECT_EQ(row->state, storage::OrderState::kCreated);
+}
+
 }  // namespace
 }  // namespace acmevault::service
