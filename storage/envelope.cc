@@ -85,4 +85,19 @@ absl::StatusOr<SealedKey> Envelope::Rewrap(const SealedKey& sealed,
   return out;
 }
 
+absl::StatusOr<SealedKey> Envelope::SealPrivateKey(const crypto::PrivateKey& key,
+                                                   absl::string_view context) const {
+  crypto::SecretBytes der = key.ToPkcs8Der();
+  if (der.empty()) {
+    return absl::InternalError(absl::StrCat("could not encode the private key of ", context));
+  }
+  return Seal(der.view(), context);
+}
+
+absl::StatusOr<crypto::PrivateKey> Envelope::OpenPrivateKey(const SealedKey& sealed,
+                                                            absl::string_view context) const {
+  ASSIGN_OR_RETURN(crypto::SecretBytes der, Open(sealed, context));
+  return crypto::PrivateKey::FromDer(der.view());
+}
+
 }  // namespace acmevault::storage

@@ -18,6 +18,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "acme/crypto/keys.h"
 #include "acme/crypto/secret.h"
 #include "storage/kek_set.h"
 #include "storage/types.h"
@@ -55,6 +56,14 @@ class Envelope {
   // The same record with its data key wrapped under the current KEK (unchanged if it already
   // is). Errors as Open.
   absl::StatusOr<SealedKey> Rewrap(const SealedKey& sealed, absl::string_view context) const;
+
+  // Seal and Open of a private key as PKCS#8 DER, what every record stores. SealPrivateKey:
+  // INTERNAL if the key cannot be encoded. OpenPrivateKey: Open's errors, or the parser's if the
+  // opened bytes are not a key.
+  absl::StatusOr<SealedKey> SealPrivateKey(const crypto::PrivateKey& key,
+                                           absl::string_view context) const;
+  absl::StatusOr<crypto::PrivateKey> OpenPrivateKey(const SealedKey& sealed,
+                                                    absl::string_view context) const;
 
  private:
   explicit Envelope(KekSet keks) : keks_(std::move(keks)) {}

@@ -107,5 +107,24 @@ TEST(Envelope, RewrapMovesTheDataKeyToTheCurrentKekOnly) {
             absl::StatusCode::kDataLoss);
 }
 
+TEST(Envelope, SealsAPrivateKeyAsPkcs8AndOpensTheSameKey) {
+  Envelope e = Make("k:" + Key('k'));
+  auto key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
+  ASSERT_TRUE(key.ok()) << key.status();
+  const std::string context = CertificateKeyContext(1, 2);
+  auto sealed = e.SealPrivateKey(*key, context);
+  ASSERT_TRUE(sealed.ok()) << sealed.status();
+  EXPECT_EQ(sealed->sealed_private_key.size(), key->ToPkcs8Der().view().size() + 28u);
+  auto opened = e.OpenPrivateKey(*sealed, context);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  EXPECT_EQ(opened->public_key().ToDer(), key->public_key().ToDer());
+  EXPECT_EQ(e.OpenPrivateKey(*sealed, CertificateKeyContext(1, 3)).status().code(),
+            absl::StatusCode::kDataLoss);
+  // Bytes that open but are no key are not returned as one.
+  auto not_a_key = e.Seal(kSecret, context);
+  ASSERT_TRUE(not_a_key.ok());
+  EXPECT_FALSE(e.OpenPrivateKey(*not_a_key, context).ok());
+}
+
 }  // namespace
 }  // namespace acmevault::storage

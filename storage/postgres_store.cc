@@ -651,10 +651,8 @@ absl::Status InsertKey(pqxx::work& tx, const Envelope& envelope, TenantId tenant
                        AccountId account, int version, KeyState state,
                        const crypto::PrivateKey& key, const PublicKeyInfo& public_key,
                        absl::Time now) {
-  crypto::SecretBytes der = key.ToPkcs8Der();
-  if (der.empty()) return absl::InternalError("could not encode the private key");
   ASSIGN_OR_RETURN(SealedKey sealed,
-                   envelope.Seal(der.view(), AccountKeyContext(tenant, account, version)));
+                   envelope.SealPrivateKey(key, AccountKeyContext(tenant, account, version)));
   tx.exec_params0(
       "INSERT INTO account_keys (tenant_id, account_id, version, state, algorithm, public_jwk, "
       "thumbprint, kek_id, wrapped_data_key, sealed_private_key, created_at, activated_at) "
@@ -867,9 +865,8 @@ absl::StatusOr<UnsealedAccountKey> PostgresStore::UnsealKey(absl::string_view op
     }
     SealedKey sealed{info.kek_id, BytesOf(r[0][11]), BytesOf(r[0][12])};
     ASSIGN_OR_RETURN(
-        crypto::SecretBytes der,
-        envelope_.Open(sealed, AccountKeyContext(scope.tenant, account, info.version)));
-    ASSIGN_OR_RETURN(crypto::PrivateKey key, crypto::PrivateKey::FromDer(der.view()));
+        crypto::PrivateKey key,
+        envelope_.OpenPrivateKey(sealed, AccountKeyContext(scope.tenant, account, info.version)));
     Audit(tx, scope, now,
           rules::AccountEvent("UseAccountKey", account, info.version, std::string(purpose)));
     out.emplace(UnsealedAccountKey{std::move(info), std::move(key)});
@@ -1040,9 +1037,8 @@ absl::StatusOr<Certificate> InsertCertificateTx(pqxx::work& tx, const Envelope& 
       tx.exec1("SELECT nextval(pg_get_serial_sequence('certificates', 'id'))")[0].as<int64_t>();
   std::optional<SealedKey> sealed;
   if (c.private_key != nullptr) {
-    crypto::SecretBytes der = c.private_key->ToPkcs8Der();
-    if (der.empty()) return absl::InternalError("could not encode the certificate key");
-    ASSIGN_OR_RETURN(sealed, envelope.Seal(der.view(), CertificateKeyContext(scope.tenant, id)));
+    ASSIGN_OR_RETURN(
+        sealed, envelope.SealPrivateKey(*c.private_key, CertificateKeyContext(scope.tenant, id)));
   }
   const std::string ids = ArrayParam(c.identifiers);
   tx.exec_params0(
@@ -1305,9 +1301,8 @@ absl::StatusOr<crypto::PrivateKey> PostgresStore::GetCertificateKey(const Scope&
     Certificate c = CertificateOf(r[0]);
     SealedKey sealed{r[0]["kek_id"].as<std::string>(), BytesOf(r[0]["wrapped_data_key"]),
                      BytesOf(r[0]["sealed_private_key"])};
-    ASSIGN_OR_RETURN(crypto::SecretBytes der,
-                     envelope_.Open(sealed, CertificateKeyContext(scope.tenant, id)));
-    ASSIGN_OR_RETURN(crypto::PrivateKey key, crypto::PrivateKey::FromDer(der.view()));
+    ASSIGN_OR_RETURN(crypto::PrivateKey key,
+                     envelope_.OpenPrivateKey(sealed, CertificateKeyContext(scope.tenant, id)));
     Audit(tx, scope, now, rules::CertificateEvent("UseCertificateKey", c, std::string(purpose)));
     out.emplace(std::move(key));
     return absl::OkStatus();

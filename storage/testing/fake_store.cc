@@ -416,11 +416,9 @@ absl::StatusOr<AccountKey> InsertKey(State& s, const Envelope& envelope, const S
                                      const crypto::PrivateKey& key,
                                      const PublicKeyInfo& public_key, absl::Time now)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
-  crypto::SecretBytes der = key.ToPkcs8Der();
-  if (der.empty()) return absl::InternalError("could not encode the private key");
   State::KeyRow row;
   ASSIGN_OR_RETURN(row.sealed,
-                   envelope.Seal(der.view(), AccountKeyContext(scope.tenant, account, version)));
+                   envelope.SealPrivateKey(key, AccountKeyContext(scope.tenant, account, version)));
   row.tenant = scope.tenant;
   row.info.account = account;
   row.info.version = version;
@@ -600,10 +598,10 @@ absl::StatusOr<UnsealedAccountKey> Unseal(State& s, const Envelope& envelope,
     return absl::FailedPreconditionError(absl::StrCat(
         "key ", row.info.version, " of account ", row.info.account, " is compromised"));
   }
-  ASSIGN_OR_RETURN(crypto::SecretBytes der,
-                   envelope.Open(row.sealed, AccountKeyContext(scope.tenant, row.info.account,
-                                                               row.info.version)));
-  ASSIGN_OR_RETURN(crypto::PrivateKey key, crypto::PrivateKey::FromDer(der.view()));
+  ASSIGN_OR_RETURN(
+      crypto::PrivateKey key,
+      envelope.OpenPrivateKey(row.sealed,
+                              AccountKeyContext(scope.tenant, row.info.account, row.info.version)));
   Audit(s, scope, now,
         rules::AccountEvent("UseAccountKey", row.info.account, row.info.version,
                             std::string(purpose)));
@@ -769,10 +767,8 @@ absl::StatusOr<Certificate> InsertCertificateLocked(State& s, const Envelope& en
   Certificate& out = row.certificate;
   out.id = s.next_id++;
   if (c.private_key != nullptr) {
-    crypto::SecretBytes der = c.private_key->ToPkcs8Der();
-    if (der.empty()) return absl::InternalError("could not encode the certificate key");
-    ASSIGN_OR_RETURN(row.sealed,
-                     envelope.Seal(der.view(), CertificateKeyContext(scope.tenant, out.id)));
+    ASSIGN_OR_RETURN(row.sealed, envelope.SealPrivateKey(
+                                     *c.private_key, CertificateKeyContext(scope.tenant, out.id)));
   }
   for (auto& [id, other] : s.certificates) {
     Certificate& o = other.certificate;
@@ -1027,9 +1023,8 @@ absl::StatusOr<crypto::PrivateKey> FakeStore::GetCertificateKey(const Scope& sco
   if (!row->sealed.has_value()) {
     return absl::NotFoundError(absl::StrCat("certificate ", id, " has no stored key"));
   }
-  ASSIGN_OR_RETURN(crypto::SecretBytes der,
-                   envelope_.Open(*row->sealed, CertificateKeyContext(scope.tenant, id)));
-  ASSIGN_OR_RETURN(crypto::PrivateKey key, crypto::PrivateKey::FromDer(der.view()));
+  ASSIGN_OR_RETURN(crypto::PrivateKey key,
+                   envelope_.OpenPrivateKey(*row->sealed, CertificateKeyContext(scope.tenant, id)));
   Audit(s, scope, now,
         rules::CertificateEvent("UseCertificateKey", row->certificate, std::string(purpose)));
   return key;
