@@ -29,6 +29,10 @@ std::string CertificateKeyContext(TenantId tenant, CertificateId certificate) {
   return absl::StrCat("certificate-key|tenant=", tenant, "|cert=", certificate);
 }
 
+std::string OrderKeyContext(TenantId tenant, OrderId order) {
+  return absl::StrCat("order-key|tenant=", tenant, "|order=", order);
+}
+
 absl::StatusOr<Envelope> Envelope::Create(KekSet keks) {
   if (keks.empty()) {
     return absl::FailedPreconditionError(

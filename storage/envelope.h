@@ -1,13 +1,15 @@
 // Envelope encryption of private keys at rest.
 //
-// Each record (an account key version, a certificate's key) gets a fresh 32-byte data key; the
-// private key (PKCS#8 DER) is sealed under it with AES-256-GCM, and the data key is sealed
-// ("wrapped") under the current key-encryption key (KekSet), also AES-256-GCM. Both seals bind
-// the record's identity as additional data, and the wrap binds the KEK id too:
+// Each record (an account key version, a certificate's key, an order's certificate key) gets a
+// fresh 32-byte data key; the private key (PKCS#8 DER) is sealed under it with AES-256-GCM, and
+// the data key is sealed ("wrapped") under the current key-encryption key (KekSet), also
+// AES-256-GCM. Both seals bind the record's identity as additional data, and the wrap binds the
+// KEK id too:
 //
 //   wrapped = Seal(KEK[kek_id], data_key, "acmevault/data-key/v1|" kek_id "|" context)
 //   sealed  = Seal(data_key, pkcs8_der,   "acmevault/private-key/v1|" context)
-//   context = "account-key|tenant=T|account=A|version=V" or "certificate-key|tenant=T|cert=C"
+//   context = "account-key|tenant=T|account=A|version=V", "certificate-key|tenant=T|cert=C"
+//             or "order-key|tenant=T|order=O"
 //
 // so a ciphertext copied to another row, or a wrapped key relabelled with another KEK id, fails
 // to open. Rotating the KEK re-wraps only the 60-byte data keys; sealed keys never change.
@@ -35,6 +37,7 @@ struct SealedKey {
 // The binding contexts, one per kind of record.
 std::string AccountKeyContext(TenantId tenant, AccountId account, int version);
 std::string CertificateKeyContext(TenantId tenant, CertificateId certificate);
+std::string OrderKeyContext(TenantId tenant, OrderId order);
 
 // Immutable; thread-safe. Move-only.
 class Envelope {

@@ -50,12 +50,23 @@ TEST(Envelope, AnotherRecordsContextDoesNotOpen) {
   ASSERT_TRUE(sealed.ok());
   for (const std::string& other :
        {AccountKeyContext(2, 2, 3), AccountKeyContext(1, 3, 3), AccountKeyContext(1, 2, 4),
-        CertificateKeyContext(1, 2)}) {
+        CertificateKeyContext(1, 2), OrderKeyContext(1, 2)}) {
     auto opened = e.Open(*sealed, other);
     EXPECT_EQ(opened.status().code(), absl::StatusCode::kDataLoss) << other;
     EXPECT_EQ(opened.status().message(),
               "sealed key of " + other + " does not authenticate");
   }
+}
+
+TEST(Envelope, ContextsNameTheirRecord) {
+  EXPECT_EQ(CertificateKeyContext(4, 5), "certificate-key|tenant=4|cert=5");
+  EXPECT_EQ(OrderKeyContext(4, 5), "order-key|tenant=4|order=5");
+  // An order's key and the certificate with the same id are different records.
+  Envelope e = Make("k:" + Key('k'));
+  auto sealed = e.Seal(kSecret, OrderKeyContext(4, 5));
+  ASSERT_TRUE(sealed.ok());
+  EXPECT_EQ(e.Open(*sealed, CertificateKeyContext(4, 5)).status().code(),
+            absl::StatusCode::kDataLoss);
 }
 
 TEST(Envelope, SwappedHalvesOrRelabelledKekDoNotOpen) {
