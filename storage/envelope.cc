@@ -29,6 +29,10 @@ std::string CertificateKeyContext(TenantId tenant, CertificateId certificate) {
   return absl::StrCat("certificate-key|tenant=", tenant, "|cert=", certificate);
 }
 
+std::string OrderKeyContext(TenantId tenant, OrderId order) {
+  return absl::StrCat("order-key|tenant=", tenant, "|order=", order);
+}
+
 absl::StatusOr<Envelope> Envelope::Create(KekSet keks) {
   if (keks.empty()) {
     return absl::FailedPreconditionError(
@@ -83,6 +87,21 @@ absl::StatusOr<SealedKey> Envelope::Rewrap(const SealedKey& sealed,
                    crypto::Seal(keks_.Find(out.kek_id)->view(), data_key.view(),
                                 WrapAad(out.kek_id, context)));
   return out;
+}
+
+absl::StatusOr<SealedKey> Envelope::SealPrivateKey(const crypto::PrivateKey& key,
+                                                   absl::string_view context) const {
+  crypto::SecretBytes der = key.ToPkcs8Der();
+  if (der.empty()) {
+    return absl::InternalError(absl::StrCat("could not encode the private key of ", context));
+  }
+  return Seal(der.view(), context);
+}
+
+absl::StatusOr<crypto::PrivateKey> Envelope::OpenPrivateKey(const SealedKey& sealed,
+                                                            absl::string_view context) const {
+  ASSIGN_OR_RETURN(crypto::SecretBytes der, Open(sealed, context));
+  return crypto::PrivateKey::FromDer(der.view());
 }
 
 }  // namespace acmevault::storage

@@ -1,13 +1,15 @@
 // Envelope encryption of private keys at rest.
 //
-// Each record (an account key version, a certificate's key) gets a fresh 32-byte data key; the
-// private key (PKCS#8 DER) is sealed under it with AES-256-GCM, and the data key is sealed
-// ("wrapped") under the current key-encryption key (KekSet), also AES-256-GCM. Both seals bind
-// the record's identity as additional data, and the wrap binds the KEK id too:
+// Each record (an account key version, a certificate's key, an order's certificate key) gets a
+// fresh 32-byte data key; the private key (PKCS#8 DER) is sealed under it with AES-256-GCM, and
+// the data key is sealed ("wrapped") under the current key-encryption key (KekSet), also
+// AES-256-GCM. Both seals bind the record's identity as additional data, and the wrap binds the
+// KEK id too:
 //
 //   wrapped = Seal(KEK[kek_id], data_key, "acmevault/data-key/v1|" kek_id "|" context)
 //   sealed  = Seal(data_key, pkcs8_der,   "acmevault/private-key/v1|" context)
-//   context = "account-key|tenant=T|account=A|version=V" or "certificate-key|tenant=T|cert=C"
+//   context = "account-key|tenant=T|account=A|version=V", "certificate-key|tenant=T|cert=C"
+//             or "order-key|tenant=T|order=O"
 //
 // so a ciphertext copied to another row, or a wrapped key relabelled with another KEK id, fails
 // to open. Rotating the KEK re-wraps only the 60-byte data keys; sealed keys never change.
@@ -18,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "acme/crypto/keys.h"
 #include "acme/crypto/secret.h"
 #include "storage/kek_set.h"
 #include "storage/types.h"
@@ -34,6 +37,7 @@ struct SealedKey {
 // The binding contexts, one per kind of record.
 std::string AccountKeyContext(TenantId tenant, AccountId account, int version);
 std::string CertificateKeyContext(TenantId tenant, CertificateId certificate);
+std::string OrderKeyContext(TenantId tenant, OrderId order);
 
 // Immutable; thread-safe. Move-only.
 class Envelope {
@@ -55,6 +59,14 @@ class Envelope {
   // The same record with its data key wrapped under the current KEK (unchanged if it already
   // is). Errors as Open.
   absl::StatusOr<SealedKey> Rewrap(const SealedKey& sealed, absl::string_view context) const;
+
+  // Seal and Open of a private key as PKCS#8 DER, what every record stores. SealPrivateKey:
+  // INTERNAL if the key cannot be encoded. OpenPrivateKey: Open's errors, or the parser's if the
+  // opened bytes are not a key.
+  absl::StatusOr<SealedKey> SealPrivateKey(const crypto::PrivateKey& key,
+                                           absl::string_view context) const;
+  absl::StatusOr<crypto::PrivateKey> OpenPrivateKey(const SealedKey& sealed,
+                                                    absl::string_view context) const;
 
  private:
   explicit Envelope(KekSet keks) : keks_(std::move(keks)) {}

@@ -50,12 +50,23 @@ TEST(Envelope, AnotherRecordsContextDoesNotOpen) {
   ASSERT_TRUE(sealed.ok());
   for (const std::string& other :
        {AccountKeyContext(2, 2, 3), AccountKeyContext(1, 3, 3), AccountKeyContext(1, 2, 4),
-        CertificateKeyContext(1, 2)}) {
+        CertificateKeyContext(1, 2), OrderKeyContext(1, 2)}) {
     auto opened = e.Open(*sealed, other);
     EXPECT_EQ(opened.status().code(), absl::StatusCode::kDataLoss) << other;
     EXPECT_EQ(opened.status().message(),
               "sealed key of " + other + " does not authenticate");
   }
+}
+
+TEST(Envelope, ContextsNameTheirRecord) {
+  EXPECT_EQ(CertificateKeyContext(4, 5), "certificate-key|tenant=4|cert=5");
+  EXPECT_EQ(OrderKeyContext(4, 5), "order-key|tenant=4|order=5");
+  // An order's key and the certificate with the same id are different records.
+  Envelope e = Make("k:" + Key('k'));
+  auto sealed = e.Seal(kSecret, OrderKeyContext(4, 5));
+  ASSERT_TRUE(sealed.ok());
+  EXPECT_EQ(e.Open(*sealed, CertificateKeyContext(4, 5)).status().code(),
+            absl::StatusCode::kDataLoss);
 }
 
 TEST(Envelope, SwappedHalvesOrRelabelledKekDoNotOpen) {
@@ -105,6 +116,25 @@ TEST(Envelope, RewrapMovesTheDataKeyToTheCurrentKekOnly) {
   EXPECT_EQ(opened->view(), kSecret);
   EXPECT_EQ(both.Rewrap(*sealed, AccountKeyContext(9, 8, 2)).status().code(),
             absl::StatusCode::kDataLoss);
+}
+
+TEST(Envelope, SealsAPrivateKeyAsPkcs8AndOpensTheSameKey) {
+  Envelope e = Make("k:" + Key('k'));
+  auto key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
+  ASSERT_TRUE(key.ok()) << key.status();
+  const std::string context = CertificateKeyContext(1, 2);
+  auto sealed = e.SealPrivateKey(*key, context);
+  ASSERT_TRUE(sealed.ok()) << sealed.status();
+  EXPECT_EQ(sealed->sealed_private_key.size(), key->ToPkcs8Der().view().size() + 28u);
+  auto opened = e.OpenPrivateKey(*sealed, context);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  EXPECT_EQ(opened->public_key().ToDer(), key->public_key().ToDer());
+  EXPECT_EQ(e.OpenPrivateKey(*sealed, CertificateKeyContext(1, 3)).status().code(),
+            absl::StatusCode::kDataLoss);
+  // Bytes that open but are no key are not returned as one.
+  auto not_a_key = e.Seal(kSecret, context);
+  ASSERT_TRUE(not_a_key.ok());
+  EXPECT_FALSE(e.OpenPrivateKey(*not_a_key, context).ok());
 }
 
 }  // namespace

@@ -177,7 +177,7 @@ AccountKey AccountKeyOf(const pqxx::row& r) {
 constexpr char kOrderColumns[] =
     "id, tenant_id, account_id, identifiers, acme_url, state, idempotency_key, lease_owner, "
     "av_us(lease_expires_at), fencing_token, certificate_id, error, av_us(created_at), "
-    "av_us(updated_at)";
+    "av_us(updated_at), csr_der, kek_id IS NOT NULL";
 
 Order OrderOf(const pqxx::row& r) {
   Order o;
@@ -195,6 +195,8 @@ Order OrderOf(const pqxx::row& r) {
   o.error = r[11].as<std::string>();
   o.created_at = TimeOf(r[12]);
   o.updated_at = TimeOf(r[13]);
+  o.csr_der = r[14].is_null() ? "" : BytesOf(r[14]);
+  o.has_certificate_key = r[15].as<bool>();
   return o;
 }
 
@@ -263,6 +265,16 @@ AuditRecord AuditRecordOf(const pqxx::row& r) {
   a.prev_hash = BytesOf(r[12]);
   a.hash = BytesOf(r[13]);
   return a;
+}
+
+// The columns that hold a sealed key in certificates and orders (all NULL when there is none),
+// selected after the row's own columns.
+constexpr char kSealedColumns[] = "kek_id, wrapped_data_key, sealed_private_key";
+
+std::optional<SealedKey> SealedKeyOf(const pqxx::row& r) {
+  if (r["kek_id"].is_null()) return std::nullopt;
+  return SealedKey{r["kek_id"].as<std::string>(), BytesOf(r["wrapped_data_key"]),
+                   BytesOf(r["sealed_private_key"])};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -651,10 +663,8 @@ absl::Status InsertKey(pqxx::work& tx, const Envelope& envelope, TenantId tenant
                        AccountId account, int version, KeyState state,
                        const crypto::PrivateKey& key, const PublicKeyInfo& public_key,
                        absl::Time now) {
-  crypto::SecretBytes der = key.ToPkcs8Der();
-  if (der.empty()) return absl::InternalError("could not encode the private key");
   ASSIGN_OR_RETURN(SealedKey sealed,
-                   envelope.Seal(der.view(), AccountKeyContext(tenant, account, version)));
+                   envelope.SealPrivateKey(key, AccountKeyContext(tenant, account, version)));
   tx.exec_params0(
       "INSERT INTO account_keys (tenant_id, account_id, version, state, algorithm, public_jwk, "
       "thumbprint, kek_id, wrapped_data_key, sealed_private_key, created_at, activated_at) "
@@ -867,9 +877,8 @@ absl::StatusOr<UnsealedAccountKey> PostgresStore::UnsealKey(absl::string_view op
     }
     SealedKey sealed{info.kek_id, BytesOf(r[0][11]), BytesOf(r[0][12])};
     ASSIGN_OR_RETURN(
-        crypto::SecretBytes der,
-        envelope_.Open(sealed, AccountKeyContext(scope.tenant, account, info.version)));
-    ASSIGN_OR_RETURN(crypto::PrivateKey key, crypto::PrivateKey::FromDer(der.view()));
+        crypto::PrivateKey key,
+        envelope_.OpenPrivateKey(sealed, AccountKeyContext(scope.tenant, account, info.version)));
     Audit(tx, scope, now,
           rules::AccountEvent("UseAccountKey", account, info.version, std::string(purpose)));
     out.emplace(UnsealedAccountKey{std::move(info), std::move(key)});
@@ -914,8 +923,7 @@ absl::StatusOr<std::vector<AccountKey>> PostgresStore::ListKeys(const Scope& sco
 
 absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& scope,
                                                                    const NewOrder& order) {
-  ASSIGN_OR_RETURN(std::vector<std::string> ids, CanonicalIdentifiers(order.identifiers));
-  RETURN_IF_ERROR(rules::ValidateLeaseRequest(order.lease_owner, order.lease_duration));
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, rules::ValidateNewOrder(order));
   CreateOrderResult out;
   const absl::Time now = Now();
   const absl::Time expires = TruncateToMicros(now + order.lease_duration);
@@ -947,15 +955,27 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
         out.order = OrderOf(r[0]);
         return absl::OkStatus();
       }
+      // The sealed key binds the order id, so the id is drawn first.
+      OrderId id =
+          tx.exec1("SELECT nextval(pg_get_serial_sequence('orders', 'id'))")[0].as<int64_t>();
+      SealedKey sealed;  // empty fields are stored as NULL: no key
+      if (order.certificate_key != nullptr) {
+        ASSIGN_OR_RETURN(sealed, envelope_.SealPrivateKey(*order.certificate_key,
+                                                          OrderKeyContext(scope.tenant, id)));
+      }
       r = tx.exec_params(
-          absl::StrCat("INSERT INTO orders (tenant_id, account_id, identifiers, state, "
+          absl::StrCat("INSERT INTO orders (id, tenant_id, account_id, identifiers, state, "
                        "idempotency_key, lease_owner, lease_expires_at, fencing_token, error, "
-                       "created_at, updated_at) "
-                       "VALUES ($1, $2, $3::text[], 'created', $4, $5, av_ts($6), 1, '', "
-                       "av_ts($7), av_ts($7)) ON CONFLICT DO NOTHING RETURNING ",
+                       "created_at, updated_at, csr_der, kek_id, wrapped_data_key, "
+                       "sealed_private_key) "
+                       "VALUES ($1, $2, $3, $4::text[], 'created', $5, $6, av_ts($7), 1, '', "
+                       "av_ts($8), av_ts($8), NULLIF($9::bytea, ''), NULLIF($10, ''), "
+                       "NULLIF($11::bytea, ''), NULLIF($12::bytea, '')) "
+                       "ON CONFLICT DO NOTHING RETURNING ",
                        kOrderColumns),
-          scope.tenant, order.account, id_array, Nullable(NonEmpty(order.idempotency_key)),
-          order.lease_owner, Micros(expires), Micros(now));
+          id, scope.tenant, order.account, id_array, Nullable(NonEmpty(order.idempotency_key)),
+          order.lease_owner, Micros(expires), Micros(now), Bytes(order.csr_der), sealed.kek_id,
+          Bytes(sealed.wrapped_data_key), Bytes(sealed.sealed_private_key));
       if (!r.empty()) {
         out.order = OrderOf(r[0]);
         out.created = true;
@@ -989,6 +1009,30 @@ absl::StatusOr<Order> PostgresStore::FindOrderByIdempotencyKey(const Scope& scop
             std::string(key));
       },
       OrderOf, absl::NotFoundError("no order with this idempotency key"));
+}
+
+absl::StatusOr<crypto::PrivateKey> PostgresStore::GetOrderCertificateKey(
+    const Scope& scope, OrderId order, absl::string_view purpose) {
+  std::optional<crypto::PrivateKey> out;
+  const absl::Time now = Now();
+  RETURN_IF_ERROR(InTenant("GetOrderCertificateKey", scope, [&](pqxx::work& tx) -> absl::Status {
+    out.reset();
+    pqxx::result r = tx.exec_params(
+        absl::StrCat("SELECT ", kOrderColumns, ", ", kSealedColumns, " FROM orders WHERE id = $1"),
+        order);
+    if (r.empty()) return NoSuch("order", order);
+    std::optional<SealedKey> sealed = SealedKeyOf(r[0]);
+    if (!sealed.has_value()) {
+      return absl::NotFoundError(absl::StrCat("order ", order, " has no stored certificate key"));
+    }
+    ASSIGN_OR_RETURN(crypto::PrivateKey key,
+                     envelope_.OpenPrivateKey(*sealed, OrderKeyContext(scope.tenant, order)));
+    Audit(tx, scope, now,
+          rules::OrderEvent("UseCertificateKey", OrderOf(r[0]), std::string(purpose)));
+    out.emplace(std::move(key));
+    return absl::OkStatus();
+  }));
+  return std::move(*out);
 }
 
 absl::Status PostgresStore::RecordOrderUrl(const Scope& scope, const Lease& lease,
@@ -1040,9 +1084,8 @@ absl::StatusOr<Certificate> InsertCertificateTx(pqxx::work& tx, const Envelope& 
       tx.exec1("SELECT nextval(pg_get_serial_sequence('certificates', 'id'))")[0].as<int64_t>();
   std::optional<SealedKey> sealed;
   if (c.private_key != nullptr) {
-    crypto::SecretBytes der = c.private_key->ToPkcs8Der();
-    if (der.empty()) return absl::InternalError("could not encode the certificate key");
-    ASSIGN_OR_RETURN(sealed, envelope.Seal(der.view(), CertificateKeyContext(scope.tenant, id)));
+    ASSIGN_OR_RETURN(
+        sealed, envelope.SealPrivateKey(*c.private_key, CertificateKeyContext(scope.tenant, id)));
   }
   const std::string ids = ArrayParam(c.identifiers);
   tx.exec_params0(
@@ -1293,21 +1336,18 @@ absl::StatusOr<crypto::PrivateKey> PostgresStore::GetCertificateKey(const Scope&
   const absl::Time now = Now();
   RETURN_IF_ERROR(InTenant("GetCertificateKey", scope, [&](pqxx::work& tx) -> absl::Status {
     out.reset();
-    pqxx::result r = tx.exec_params(
-        absl::StrCat("SELECT ", kCertificateColumns,
-                     ", kek_id, wrapped_data_key, sealed_private_key FROM certificates "
-                     "WHERE id = $1"),
-        id);
+    pqxx::result r =
+        tx.exec_params(absl::StrCat("SELECT ", kCertificateColumns, ", ", kSealedColumns,
+                                    " FROM certificates WHERE id = $1"),
+                       id);
     if (r.empty()) return NoSuch("certificate", id);
-    if (r[0]["kek_id"].is_null()) {
+    std::optional<SealedKey> sealed = SealedKeyOf(r[0]);
+    if (!sealed.has_value()) {
       return absl::NotFoundError(absl::StrCat("certificate ", id, " has no stored key"));
     }
     Certificate c = CertificateOf(r[0]);
-    SealedKey sealed{r[0]["kek_id"].as<std::string>(), BytesOf(r[0]["wrapped_data_key"]),
-                     BytesOf(r[0]["sealed_private_key"])};
-    ASSIGN_OR_RETURN(crypto::SecretBytes der,
-                     envelope_.Open(sealed, CertificateKeyContext(scope.tenant, id)));
-    ASSIGN_OR_RETURN(crypto::PrivateKey key, crypto::PrivateKey::FromDer(der.view()));
+    ASSIGN_OR_RETURN(crypto::PrivateKey key,
+                     envelope_.OpenPrivateKey(*sealed, CertificateKeyContext(scope.tenant, id)));
     Audit(tx, scope, now, rules::CertificateEvent("UseCertificateKey", c, std::string(purpose)));
     out.emplace(std::move(key));
     return absl::OkStatus();
@@ -1498,6 +1538,32 @@ absl::Status PostgresStore::VerifyAuditChain(const Scope& scope) {
 // ---------------------------------------------------------------------------------------------
 // VaultMaintenance
 
+namespace {
+
+// Re-wraps up to `limit` sealed keys of `table` (certificates or orders: rows named by `id`
+// whose key is bound to context(tenant, id)) that are not under the current KEK. Rows another
+// re-wrapper holds are skipped. Returns how many it re-wrapped.
+absl::StatusOr<int64_t> RewrapRows(pqxx::work& tx, const Envelope& envelope,
+                                   absl::string_view table,
+                                   std::string (*context)(TenantId, int64_t), TenantId tenant,
+                                   int64_t limit) {
+  int64_t count = 0;
+  for (const pqxx::row& r : tx.exec_params(
+           absl::StrCat("SELECT id, ", kSealedColumns, " FROM ", table,
+                        " WHERE kek_id <> $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED"),
+           envelope.current_kek_id(), limit)) {
+    const int64_t id = r["id"].as<int64_t>();
+    ASSIGN_OR_RETURN(SealedKey rewrapped, envelope.Rewrap(*SealedKeyOf(r), context(tenant, id)));
+    tx.exec_params0(
+        absl::StrCat("UPDATE ", table, " SET kek_id = $2, wrapped_data_key = $3 WHERE id = $1"), id,
+        rewrapped.kek_id, Bytes(rewrapped.wrapped_data_key));
+    ++count;
+  }
+  return count;
+}
+
+}  // namespace
+
 absl::StatusOr<VaultMaintenance::RewrapProgress> PostgresStore::RewrapBatch(const Actor& actor,
                                                                             int max_records) {
   if (max_records < 1) return absl::InvalidArgumentError("max_records must be positive");
@@ -1537,18 +1603,11 @@ absl::StatusOr<VaultMaintenance::RewrapProgress> PostgresStore::RewrapBatch(cons
             account, version, rewrapped.kek_id, Bytes(rewrapped.wrapped_data_key));
         ++count;
       }
-      for (const pqxx::row& r : tx.exec_params(
-               "SELECT id, kek_id, wrapped_data_key, sealed_private_key FROM certificates "
-               "WHERE kek_id <> $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
-               current, budget - count)) {
-        CertificateId id = r[0].as<int64_t>();
-        SealedKey sealed{r[1].as<std::string>(), BytesOf(r[2]), BytesOf(r[3])};
-        ASSIGN_OR_RETURN(SealedKey rewrapped,
-                         envelope_.Rewrap(sealed, CertificateKeyContext(tenant, id)));
-        tx.exec_params0(
-            "UPDATE certificates SET kek_id = $2, wrapped_data_key = $3 WHERE id = $1", id,
-            rewrapped.kek_id, Bytes(rewrapped.wrapped_data_key));
-        ++count;
+      for (const auto& [table, context] : {std::make_pair("certificates", CertificateKeyContext),
+                                           std::make_pair("orders", OrderKeyContext)}) {
+        ASSIGN_OR_RETURN(int64_t n,
+                         RewrapRows(tx, envelope_, table, context, tenant, budget - count));
+        count += n;
       }
       if (count > 0) {
         Audit(tx, scope, now,

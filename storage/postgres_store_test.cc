@@ -99,6 +99,17 @@ class PostgresStoreTest : public ::testing::Test {
     return a.ok() ? a->id : 0;
   }
 
+  // A new order for `name` whose certificate key `key` (if given) is stored with it.
+  OrderId MakeOrder(const Scope& scope, AccountId account, const std::string& name,
+                    const crypto::PrivateKey* key) {
+    NewOrder order{account, {name}, "", "replica-1", absl::Minutes(1)};
+    order.csr_der = "csr of " + name;
+    order.certificate_key = key;
+    auto o = store_->CreateOrJoinOrder(scope, order);
+    EXPECT_TRUE(o.ok()) << o.status();
+    return o.ok() ? o->order.id : 0;
+  }
+
   // Runs SQL as the superuser with triggers off, as an attacker with database access could.
   void Tamper(const std::string& sql) {
     ASSERT_OK(db_->Execute("SET session_replication_role = replica; " + sql));
@@ -207,6 +218,108 @@ TEST_F(PostgresStoreTest, CiphertextCopiedToAnotherRowFailsToOpen) {
   EXPECT_OK(store_->GetCertificateKey(alpha, c2.id, "x").status());
 }
 
+TEST_F(PostgresStoreTest, OrderKeyCopiedToAnotherRowFailsToOpen) {
+  Scope alpha = MakeTenant("alpha");
+  Scope beta = MakeTenant("beta");
+  AccountId a = MakeAccount(alpha);
+  AccountId b = MakeAccount(beta);
+  crypto::PrivateKey k1 = NewKey();
+  crypto::PrivateKey k2 = NewKey();
+  crypto::PrivateKey k3 = NewKey();
+  OrderId o1 = MakeOrder(alpha, a, "one.test", &k1);
+  OrderId o2 = MakeOrder(alpha, a, "two.test", &k2);
+  OrderId o3 = MakeOrder(beta, b, "three.test", &k3);
+  auto copy_into = [&](OrderId to, const std::string& from_table, int64_t from) {
+    Tamper(
+        absl::StrCat("UPDATE orders SET kek_id = src.kek_id, wrapped_data_key = "
+                     "src.wrapped_data_key, sealed_private_key = src.sealed_private_key FROM ",
+                     from_table, " src WHERE orders.id = ", to, " AND src.id = ", from));
+  };
+  auto expect_not_authentic = [&](const Scope& scope, OrderId order) {
+    EXPECT_THAT(store_->GetOrderCertificateKey(scope, order, "x"),
+                StatusIs(absl::StatusCode::kDataLoss,
+                         absl::StrCat("sealed key of ", OrderKeyContext(scope.tenant, order),
+                                      " does not authenticate")));
+  };
+
+  copy_into(o1, "orders", o2);  // same tenant
+  expect_not_authentic(alpha, o1);
+  copy_into(o3, "orders", o2);  // other tenant
+  expect_not_authentic(beta, o3);
+  EXPECT_OK(store_->GetOrderCertificateKey(alpha, o2, "x").status());
+  // A certificate's key is another kind of record, even under the same id.
+  ASSERT_OK(
+      db_->Execute("SELECT setval(pg_get_serial_sequence('orders', 'id'), 1000, false), "
+                   "setval(pg_get_serial_sequence('certificates', 'id'), 1000, false)"));
+  crypto::PrivateKey k4 = NewKey();
+  ASSERT_OK_AND_ASSIGN(Certificate c,
+                       store_->InsertCertificate(alpha, CertificateFor({"c.test"}, "0c", &k4)));
+  OrderId same_id = MakeOrder(alpha, a, "same.test", nullptr);
+  ASSERT_EQ(same_id, c.id);
+  Tamper(
+      absl::StrCat("UPDATE orders SET kek_id = c.kek_id, wrapped_data_key = c.wrapped_data_key, "
+                   "sealed_private_key = c.sealed_private_key FROM certificates c "
+                   "WHERE orders.id = ",
+                   same_id, " AND c.id = ", c.id));
+  expect_not_authentic(alpha, same_id);
+  EXPECT_OK(store_->GetCertificateKey(alpha, c.id, "x").status());
+}
+
+TEST_F(PostgresStoreTest, OrderMaterialIsWrittenOnceAndATerminalOrderIsOnlyRewrapped) {
+  Scope alpha = MakeTenant("alpha");
+  AccountId account = MakeAccount(alpha);
+  crypto::PrivateKey key = NewKey();
+  OrderId with_key = MakeOrder(alpha, account, "key.test", &key);
+  OrderId bare = MakeOrder(alpha, account, "bare.test", nullptr);
+  // Even the schema owner, with triggers on, cannot replace, add or remove material.
+  for (const std::string& sql :
+       {absl::StrCat("UPDATE orders SET csr_der = '\\x01' WHERE id = ", with_key),
+        absl::StrCat("UPDATE orders SET csr_der = NULL WHERE id = ", with_key),
+        absl::StrCat("UPDATE orders SET sealed_private_key = sealed_private_key || '\\x00' "
+                     "WHERE id = ",
+                     with_key),
+        absl::StrCat("UPDATE orders SET kek_id = NULL, wrapped_data_key = NULL, "
+                     "sealed_private_key = NULL WHERE id = ",
+                     with_key),
+        absl::StrCat("UPDATE orders SET kek_id = src.kek_id, wrapped_data_key = "
+                     "src.wrapped_data_key, sealed_private_key = src.sealed_private_key "
+                     "FROM orders src WHERE orders.id = ",
+                     bare, " AND src.id = ", with_key)}) {
+    EXPECT_THAT(db_->Execute(sql),
+                StatusIs(absl::StatusCode::kInternal, "order finalization material is immutable"))
+        << sql;
+  }
+  // A CSR beyond 16 KiB does not fit the column either (triggers off: the check itself).
+  EXPECT_THAT(db_->Execute(absl::StrCat("SET session_replication_role = replica; UPDATE orders "
+                                        "SET csr_der = decode(repeat('00', 16385), 'hex') "
+                                        "WHERE id = ",
+                                        bare)),
+              StatusIs(absl::StatusCode::kInternal, "orders_csr_der_size"));
+
+  // Once the order is terminal nothing changes, but KEK rotation still re-wraps its key.
+  clock_.Advance(absl::Minutes(1));
+  ASSERT_OK_AND_ASSIGN(std::vector<Lease> leases,
+                       store_->ClaimStaleOrders("r", absl::Minutes(1), 10));
+  ASSERT_EQ(leases.size(), 2u);
+  for (const Lease& lease : leases) {
+    ASSERT_OK(store_->TransitionOrder(alpha, lease, OrderState::kInvalid, "gave up"));
+  }
+  EXPECT_THAT(
+      db_->Execute(absl::StrCat("UPDATE orders SET error = 'rewritten' WHERE id = ", with_key)),
+      StatusIs(absl::StatusCode::kInternal, "order is invalid"));
+  ASSERT_OK_AND_ASSIGN(auto rotated, Open(KekText("kek-a", 'a') + "," + KekText("kek-b", 'b')));
+  ASSERT_OK_AND_ASSIGN(VaultMaintenance::RewrapProgress p, rotated->RewrapBatch(kActor, 10));
+  EXPECT_EQ(p.rewrapped, 2);  // the account key and the order's key
+  EXPECT_TRUE(p.done);
+  ASSERT_OK_AND_ASSIGN(auto new_only, Open(KekText("kek-b", 'b')));
+  ASSERT_OK_AND_ASSIGN(crypto::PrivateKey unsealed,
+                       new_only->GetOrderCertificateKey(alpha, with_key, "x"));
+  EXPECT_EQ(unsealed.public_key().ToDer(), key.public_key().ToDer());
+  ASSERT_OK_AND_ASSIGN(Order o, new_only->GetOrder(alpha, with_key));
+  EXPECT_EQ(o.state, OrderState::kInvalid);
+  EXPECT_EQ(o.error, "gave up");
+}
+
 TEST_F(PostgresStoreTest, EverySingleBitFlipInAStoredRecordFailsToOpen) {
   Scope alpha = MakeTenant("alpha");
   AccountId account = MakeAccount(alpha);
@@ -274,11 +387,22 @@ TEST_F(PostgresStoreTest, PgDumpContainsNoPrivateKeyAfterAFullWorkload) {
                                                alpha, CertificateFor({"www.alpha.test"}, "abc1",
                                                                      &cert_key)));
   ASSERT_OK(store_->GetCertificateKey(alpha, stored.id, "serve").status());
+  crypto::PrivateKey order_key = NewKey(crypto::KeyAlgorithm::kEcdsaP384);
+  OrderId order = MakeOrder(beta, p384, "www.beta.test", &order_key);
+  ASSERT_OK(store_->GetOrderCertificateKey(beta, order, "finalize").status());
   // Rotate the KEK: re-wrapped rows must not leak either.
   ASSERT_OK_AND_ASSIGN(auto rotated, Open(KekText("kek-a", 'a') + "," + KekText("kek-b", 'b')));
   ASSERT_OK_AND_ASSIGN(VaultMaintenance::RewrapProgress p, rotated->RewrapBatch(kActor, 100));
-  EXPECT_EQ(p.rewrapped, 4);  // alpha's two account keys, beta's one, the certificate key
+  // alpha's two account keys, beta's one, the certificate key, the order's key
+  EXPECT_EQ(p.rewrapped, 5);
   EXPECT_TRUE(p.done);
+  {
+    pqxx::connection admin(db_->superuser_url());
+    pqxx::work tx(admin);
+    EXPECT_EQ(
+        tx.exec_params1("SELECT kek_id FROM orders WHERE id = $1", order)[0].as<std::string>(),
+        "kek-b");
+  }
 
   ASSERT_OK_AND_ASSIGN(std::string dump, db_->Dump());
   EXPECT_THAT(dump, HasSubstr("COPY public.account_keys"));

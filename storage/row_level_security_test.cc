@@ -240,6 +240,20 @@ TEST_F(RowLevelSecurityTest, CrossTenantFunctionsAnswerOnlyTheirNarrowQuestion) 
   EXPECT_FALSE(tx.exec1("SELECT has_column_privilege('acmevault_definer', 'certificates', "
                         "'wrapped_data_key', 'SELECT')")[0]
                    .as<bool>());
+  // Nor an order's (migration 0006 narrowed its table-wide grant on orders to columns), though
+  // it still sees which KEK wraps it, for re-wrapping.
+  for (const char* column : {"wrapped_data_key", "sealed_private_key", "csr_der"}) {
+    EXPECT_FALSE(tx.exec_params1("SELECT has_column_privilege('acmevault_definer', 'orders', $1, "
+                                 "'SELECT')",
+                                 column)[0]
+                     .as<bool>())
+        << column;
+  }
+  EXPECT_FALSE(tx.exec1("SELECT has_table_privilege('acmevault_definer', 'orders', 'SELECT')")[0]
+                   .as<bool>());
+  EXPECT_TRUE(tx.exec1("SELECT has_column_privilege('acmevault_definer', 'orders', 'kek_id', "
+                       "'SELECT')")[0]
+                  .as<bool>());
   EXPECT_FALSE(tx.exec1("SELECT has_table_privilege('acmevault_definer', 'orders', 'DELETE')")[0]
                    .as<bool>());
   EXPECT_FALSE(

@@ -155,6 +155,16 @@ absl::Status ValidateLeaseRequest(absl::string_view owner, absl::Duration durati
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<std::string>> ValidateNewOrder(const NewOrder& order) {
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, CanonicalIdentifiers(order.identifiers));
+  RETURN_IF_ERROR(ValidateLeaseRequest(order.lease_owner, order.lease_duration));
+  if (order.csr_der.size() > kMaxCsrDerSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CSR is ", order.csr_der.size(), " bytes, more than ", kMaxCsrDerSize));
+  }
+  return ids;
+}
+
 absl::Status CheckAccountOpen(const Account& account, bool already) {
   if (account.status == AccountStatus::kDeactivated || account.status == AccountStatus::kRevoked) {
     return absl::FailedPreconditionError(absl::StrCat("account ", account.id, " is ",

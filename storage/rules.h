@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -37,6 +38,9 @@ absl::Status ValidateTokenHash(absl::string_view token_sha256);
 absl::Status ValidateAuditEvent(const AuditEvent& event);
 // Owner set, duration positive.
 absl::Status ValidateLeaseRequest(absl::string_view owner, absl::Duration duration);
+// Canonical identifiers (returned), a valid lease request, a CSR of at most kMaxCsrDerSize
+// bytes.
+absl::StatusOr<std::vector<std::string>> ValidateNewOrder(const NewOrder& order);
 
 // FAILED_PRECONDITION if the account is deactivated or revoked (`already` words the message
 // for a repeated status change).

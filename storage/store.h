@@ -136,10 +136,20 @@ class OrderStore {
   // Returns, in this order of preference: the order already holding `idempotency_key` (joined;
   // INVALID_ARGUMENT if its identifiers differ); the tenant's in-flight order for the same
   // identifier set (joined); or a new order in state created whose first lease `lease_owner`
-  // holds. At most one non-terminal order exists per tenant and identifier set.
+  // holds. At most one non-terminal order exists per tenant and identifier set. A new order
+  // stores `csr_der` and the sealed `certificate_key` (if given) with it; a joined order keeps
+  // its own and the request's are ignored. INVALID_ARGUMENT if csr_der exceeds kMaxCsrDerSize
+  // (joining or not).
   virtual absl::StatusOr<CreateOrderResult> CreateOrJoinOrder(const Scope& scope,
                                                               const NewOrder& order) = 0;
   virtual absl::StatusOr<Order> GetOrder(const Scope& scope, OrderId order) = 0;
+  // Unseals the service-generated certificate key stored with an order (for finalize and
+  // CompleteOrder by whichever replica holds the order). NOT_FOUND if the order has none (or is
+  // another tenant's). Audited as "UseCertificateKey" with the order id and `purpose` as detail.
+  // DATA_LOSS if it does not authenticate.
+  virtual absl::StatusOr<crypto::PrivateKey> GetOrderCertificateKey(const Scope& scope,
+                                                                    OrderId order,
+                                                                    absl::string_view purpose) = 0;
   virtual absl::StatusOr<Order> FindOrderByIdempotencyKey(const Scope& scope,
                                                           absl::string_view key) = 0;
 
@@ -257,10 +267,10 @@ class VaultMaintenance {
     int64_t rewrapped = 0;  // records re-wrapped by this call
     bool done = false;      // true: no record is left under an older key-encryption key
   };
-  // Cross-tenant, online and resumable: re-wraps up to `max_records` data keys (account keys
-  // and certificate keys) that are wrapped under a key-encryption key other than the current
-  // one. Sealed private keys are not touched; only their data keys are re-wrapped. Call until
-  // done. Audited per tenant as "RewrapKeys".
+  // Cross-tenant, online and resumable: re-wraps up to `max_records` data keys (account keys,
+  // certificate keys and orders' certificate keys) that are wrapped under a key-encryption key
+  // other than the current one. Sealed private keys are not touched; only their data keys are
+  // re-wrapped. Call until done. Audited per tenant as "RewrapKeys".
   virtual absl::StatusOr<RewrapProgress> RewrapBatch(const Actor& actor, int max_records) = 0;
 };
 

@@ -5,6 +5,7 @@
 #ifndef ACMEVAULT_STORAGE_TYPES_H_
 #define ACMEVAULT_STORAGE_TYPES_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -160,6 +161,8 @@ struct Order {
   std::string error;  // why it is invalid, if it is
   absl::Time created_at;
   absl::Time updated_at;
+  std::string csr_der;               // as given at creation ("" if none)
+  bool has_certificate_key = false;  // a sealed certificate key is stored with the order
 };
 
 // The right to work on an order. Writes that present a fencing token older than the order's
@@ -173,12 +176,23 @@ struct Lease {
   absl::Time expires_at;
 };
 
+// The most CSR bytes an order stores.
+inline constexpr size_t kMaxCsrDerSize = 16 * 1024;
+
 struct NewOrder {
   AccountId account = 0;
   std::vector<std::string> identifiers;
   std::string idempotency_key;  // optional; unique per tenant
   std::string lease_owner;      // the replica creating it holds its first lease
   absl::Duration lease_duration = absl::Minutes(2);
+  // The CSR (DER) the order will be finalized with, stored with the order so any replica can
+  // finalize it after a crash. At most kMaxCsrDerSize bytes; not parsed by storage. May be
+  // empty (then only its creator can finalize the order).
+  std::string csr_der;
+  // The certificate's private key when the service generated it (borrowed for the call);
+  // stored sealed (storage/envelope.h, OrderKeyContext), never returned by GetOrder: see
+  // OrderStore::GetOrderCertificateKey.
+  const crypto::PrivateKey* certificate_key = nullptr;
 };
 
 struct CreateOrderResult {

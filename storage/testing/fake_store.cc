@@ -38,6 +38,7 @@ struct FakeStore::State {
   std::map<AccountId, Account> accounts ABSL_GUARDED_BY(mu);
   std::map<std::pair<AccountId, int>, KeyRow> keys ABSL_GUARDED_BY(mu);
   std::map<OrderId, Order> orders ABSL_GUARDED_BY(mu);
+  std::map<OrderId, SealedKey> order_keys ABSL_GUARDED_BY(mu);  // orders' certificate keys
   std::map<AuthorizationId, Authorization> authorizations ABSL_GUARDED_BY(mu);
   std::map<CertificateId, CertificateRow> certificates ABSL_GUARDED_BY(mu);
   std::map<std::string, ChallengeRow> challenges ABSL_GUARDED_BY(mu);
@@ -416,11 +417,9 @@ absl::StatusOr<AccountKey> InsertKey(State& s, const Envelope& envelope, const S
                                      const crypto::PrivateKey& key,
                                      const PublicKeyInfo& public_key, absl::Time now)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
-  crypto::SecretBytes der = key.ToPkcs8Der();
-  if (der.empty()) return absl::InternalError("could not encode the private key");
   State::KeyRow row;
   ASSIGN_OR_RETURN(row.sealed,
-                   envelope.Seal(der.view(), AccountKeyContext(scope.tenant, account, version)));
+                   envelope.SealPrivateKey(key, AccountKeyContext(scope.tenant, account, version)));
   row.tenant = scope.tenant;
   row.info.account = account;
   row.info.version = version;
@@ -600,10 +599,10 @@ absl::StatusOr<UnsealedAccountKey> Unseal(State& s, const Envelope& envelope,
     return absl::FailedPreconditionError(absl::StrCat(
         "key ", row.info.version, " of account ", row.info.account, " is compromised"));
   }
-  ASSIGN_OR_RETURN(crypto::SecretBytes der,
-                   envelope.Open(row.sealed, AccountKeyContext(scope.tenant, row.info.account,
-                                                               row.info.version)));
-  ASSIGN_OR_RETURN(crypto::PrivateKey key, crypto::PrivateKey::FromDer(der.view()));
+  ASSIGN_OR_RETURN(
+      crypto::PrivateKey key,
+      envelope.OpenPrivateKey(row.sealed,
+                              AccountKeyContext(scope.tenant, row.info.account, row.info.version)));
   Audit(s, scope, now,
         rules::AccountEvent("UseAccountKey", row.info.account, row.info.version,
                             std::string(purpose)));
@@ -654,8 +653,7 @@ absl::StatusOr<std::vector<AccountKey>> FakeStore::ListKeys(const Scope& scope,
 
 absl::StatusOr<CreateOrderResult> FakeStore::CreateOrJoinOrder(const Scope& scope,
                                                                const NewOrder& order) {
-  ASSIGN_OR_RETURN(std::vector<std::string> ids, CanonicalIdentifiers(order.identifiers));
-  RETURN_IF_ERROR(rules::ValidateLeaseRequest(order.lease_owner, order.lease_duration));
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, rules::ValidateNewOrder(order));
   const absl::Time now = Now();
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
@@ -690,6 +688,13 @@ absl::StatusOr<CreateOrderResult> FakeStore::CreateOrJoinOrder(const Scope& scop
   o.lease_expires_at = TruncateToMicros(now + order.lease_duration);
   o.fencing_token = 1;
   o.created_at = o.updated_at = now;
+  o.csr_der = order.csr_der;
+  if (order.certificate_key != nullptr) {
+    ASSIGN_OR_RETURN(
+        s.order_keys[o.id],
+        envelope_.SealPrivateKey(*order.certificate_key, OrderKeyContext(scope.tenant, o.id)));
+    o.has_certificate_key = true;
+  }
   s.orders[o.id] = o;
   out.order = o;
   out.created = true;
@@ -711,6 +716,23 @@ absl::StatusOr<Order> FakeStore::FindOrderByIdempotencyKey(const Scope& scope,
     if (o.tenant == scope.tenant && !key.empty() && o.idempotency_key == key) return o;
   }
   return absl::NotFoundError("no order with this idempotency key");
+}
+
+absl::StatusOr<crypto::PrivateKey> FakeStore::GetOrderCertificateKey(const Scope& scope,
+                                                                     OrderId order,
+                                                                     absl::string_view purpose) {
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  ASSIGN_OR_RETURN(Order * o, FindOrder(s, scope, order));
+  auto sealed = s.order_keys.find(order);
+  if (sealed == s.order_keys.end()) {
+    return absl::NotFoundError(absl::StrCat("order ", order, " has no stored certificate key"));
+  }
+  ASSIGN_OR_RETURN(crypto::PrivateKey key,
+                   envelope_.OpenPrivateKey(sealed->second, OrderKeyContext(scope.tenant, order)));
+  Audit(s, scope, now, rules::OrderEvent("UseCertificateKey", *o, std::string(purpose)));
+  return key;
 }
 
 absl::Status FakeStore::RecordOrderUrl(const Scope& scope, const Lease& lease,
@@ -769,10 +791,8 @@ absl::StatusOr<Certificate> InsertCertificateLocked(State& s, const Envelope& en
   Certificate& out = row.certificate;
   out.id = s.next_id++;
   if (c.private_key != nullptr) {
-    crypto::SecretBytes der = c.private_key->ToPkcs8Der();
-    if (der.empty()) return absl::InternalError("could not encode the certificate key");
-    ASSIGN_OR_RETURN(row.sealed,
-                     envelope.Seal(der.view(), CertificateKeyContext(scope.tenant, out.id)));
+    ASSIGN_OR_RETURN(row.sealed, envelope.SealPrivateKey(
+                                     *c.private_key, CertificateKeyContext(scope.tenant, out.id)));
   }
   for (auto& [id, other] : s.certificates) {
     Certificate& o = other.certificate;
@@ -1027,9 +1047,8 @@ absl::StatusOr<crypto::PrivateKey> FakeStore::GetCertificateKey(const Scope& sco
   if (!row->sealed.has_value()) {
     return absl::NotFoundError(absl::StrCat("certificate ", id, " has no stored key"));
   }
-  ASSIGN_OR_RETURN(crypto::SecretBytes der,
-                   envelope_.Open(*row->sealed, CertificateKeyContext(scope.tenant, id)));
-  ASSIGN_OR_RETURN(crypto::PrivateKey key, crypto::PrivateKey::FromDer(der.view()));
+  ASSIGN_OR_RETURN(crypto::PrivateKey key,
+                   envelope_.OpenPrivateKey(*row->sealed, CertificateKeyContext(scope.tenant, id)));
   Audit(s, scope, now,
         rules::CertificateEvent("UseCertificateKey", row->certificate, std::string(purpose)));
   return key;
@@ -1216,30 +1235,31 @@ absl::StatusOr<VaultMaintenance::RewrapProgress> FakeStore::RewrapBatch(const Ac
   RewrapProgress progress;
   std::map<TenantId, int64_t> per_tenant;
   bool left = false;
-  for (auto& [key, row] : s.keys) {
-    if (row.sealed.kek_id == current) continue;
+  // Re-wraps one record unless it is current or the batch is full.
+  auto rewrap = [&](SealedKey& sealed, TenantId tenant, const std::string& context) {
+    if (sealed.kek_id == current) return absl::OkStatus();
     if (progress.rewrapped == max_records) {
       left = true;
-      break;
+      return absl::OkStatus();
     }
-    ASSIGN_OR_RETURN(row.sealed,
-                     envelope_.Rewrap(row.sealed, AccountKeyContext(row.tenant, key.first,
-                                                                    key.second)));
-    row.info.kek_id = current;
-    ++per_tenant[row.tenant];
+    ASSIGN_OR_RETURN(sealed, envelope_.Rewrap(sealed, context));
+    ++per_tenant[tenant];
     ++progress.rewrapped;
+    return absl::OkStatus();
+  };
+  for (auto& [key, row] : s.keys) {
+    RETURN_IF_ERROR(
+        rewrap(row.sealed, row.tenant, AccountKeyContext(row.tenant, key.first, key.second)));
+    row.info.kek_id = row.sealed.kek_id;
   }
   for (auto& [id, row] : s.certificates) {
-    if (!row.sealed.has_value() || row.sealed->kek_id == current) continue;
-    if (progress.rewrapped == max_records) {
-      left = true;
-      break;
-    }
-    ASSIGN_OR_RETURN(row.sealed,
-                     envelope_.Rewrap(*row.sealed, CertificateKeyContext(row.certificate.tenant,
-                                                                         id)));
-    ++per_tenant[row.certificate.tenant];
-    ++progress.rewrapped;
+    if (!row.sealed.has_value()) continue;
+    const TenantId tenant = row.certificate.tenant;
+    RETURN_IF_ERROR(rewrap(*row.sealed, tenant, CertificateKeyContext(tenant, id)));
+  }
+  for (auto& [id, sealed] : s.order_keys) {
+    const TenantId tenant = s.orders.at(id).tenant;
+    RETURN_IF_ERROR(rewrap(sealed, tenant, OrderKeyContext(tenant, id)));
   }
   for (const auto& [tenant, count] : per_tenant) {
     Audit(s, Scope{tenant, actor}, now,

@@ -98,6 +98,8 @@ class FakeStore final : public Store {
   absl::StatusOr<Order> GetOrder(const Scope& scope, OrderId order) override;
   absl::StatusOr<Order> FindOrderByIdempotencyKey(const Scope& scope,
                                                   absl::string_view key) override;
+  absl::StatusOr<crypto::PrivateKey> GetOrderCertificateKey(const Scope& scope, OrderId order,
+                                                            absl::string_view purpose) override;
   absl::Status RecordOrderUrl(const Scope& scope, const Lease& lease,
                               absl::string_view url) override;
   absl::Status TransitionOrder(const Scope& scope, const Lease& lease, OrderState to,

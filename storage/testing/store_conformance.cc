@@ -115,6 +115,20 @@ const absl::StatusCode kAlreadyExists = absl::StatusCode::kAlreadyExists;
 const absl::StatusCode kFailedPrecondition = absl::StatusCode::kFailedPrecondition;
 const absl::StatusCode kInvalidArgument = absl::StatusCode::kInvalidArgument;
 
+// Stand-in CSR bytes (storage does not parse them): `size` bytes, every byte value among them.
+std::string CsrBytes(size_t size, char salt = 0) {
+  std::string out(size, '\0');
+  for (size_t i = 0; i < size; ++i) out[i] = static_cast<char>(i * 7 + salt);
+  return out;
+}
+
+// An order request carrying finalization material.
+NewOrder WithMaterial(NewOrder order, std::string csr_der, const crypto::PrivateKey* key) {
+  order.csr_der = std::move(csr_der);
+  order.certificate_key = key;
+  return order;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tenants
 
@@ -612,6 +626,163 @@ TEST_P(StoreConformanceTest, CompleteOrderStoresTheCertificateAndFreesTheNames) 
                           "CreateOrder"));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Order finalization material
+
+TEST_P(StoreConformanceTest, AnotherReplicaFinalizesACrashedReplicasOrderFromItsMaterial) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  const std::string csr = CsrBytes(1500);
+  crypto::PrivateKey cert_key = NewKey();
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult created,
+      store().CreateOrJoinOrder(
+          scope,
+          WithMaterial(
+              NewOrder{account.id, {"www.alpha.test"}, "req-1", "replica-1", absl::Minutes(1)}, csr,
+              &cert_key)));
+  ASSERT_TRUE(created.created);
+  EXPECT_EQ(created.order.csr_der, csr);
+  EXPECT_TRUE(created.order.has_certificate_key);
+  ASSERT_OK(store().RecordOrderUrl(scope, *created.lease, "https://ca.test/order/1"));
+
+  // replica-1 dies; replica-2 claims the order and finds all it needs to finalize it.
+  clock().Advance(absl::Minutes(1));
+  ASSERT_OK_AND_ASSIGN(std::vector<Lease> claimed,
+                       store().ClaimStaleOrders("replica-2", absl::Minutes(1), 10));
+  ASSERT_THAT(claimed, SizeIs(1));
+  ASSERT_OK_AND_ASSIGN(Order o, store().GetOrder(scope, claimed[0].order));
+  EXPECT_EQ(o.csr_der, csr);
+  EXPECT_TRUE(o.has_certificate_key);
+  ASSERT_OK_AND_ASSIGN(crypto::PrivateKey unsealed,
+                       store().GetOrderCertificateKey(scope, o.id, "finalize"));
+  EXPECT_EQ(unsealed.public_key().ToDer(), cert_key.public_key().ToDer());
+  auto signature = unsealed.Sign("payload");
+  ASSERT_TRUE(signature.ok());
+  EXPECT_OK(cert_key.public_key().Verify("payload", *signature));
+  NewCertificate cert = CertificateFor({"www.alpha.test"}, "0b");
+  cert.private_key = &unsealed;
+  ASSERT_OK(store().CompleteOrder(scope, claimed[0], cert).status());
+  // The finished order keeps its material.
+  ASSERT_OK_AND_ASSIGN(Order done, store().FindOrderByIdempotencyKey(scope, "req-1"));
+  EXPECT_EQ(done.state, OrderState::kValid);
+  EXPECT_EQ(done.csr_der, csr);
+  EXPECT_TRUE(done.has_certificate_key);
+
+  // The unsealing is a key use of the order, audited with its id and the purpose.
+  EXPECT_THAT(AuditActions(scope),
+              ElementsAre("CreateTenant", "CreateAccount", "CreateOrder", "RecordOrderUrl",
+                          "UseCertificateKey", "InsertCertificate", "CompleteOrder"));
+  ASSERT_OK_AND_ASSIGN(Page<AuditRecord> audit, store().ListAudit(scope, {}));
+  const AuditRecord& use = audit.items[4];
+  EXPECT_EQ(use.event.detail, absl::StrCat("order ", o.id, ": finalize"));
+  EXPECT_THAT(use.event.identifiers, ElementsAre("www.alpha.test"));
+  EXPECT_EQ(use.event.account, account.id);
+  EXPECT_EQ(use.event.acme_url, "https://ca.test/order/1");
+  EXPECT_EQ(use.actor.identity, "spiffe://test/admin");
+}
+
+TEST_P(StoreConformanceTest, OrderMaterialIsOptionalBoundedAndConfinedToItsTenant) {
+  Tenant a = MakeTenant("alpha");
+  Tenant b = MakeTenant("beta");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  Lease bare = MakeOrder(scope, account.id, {"bare.test"});
+  ASSERT_OK_AND_ASSIGN(Order o, store().GetOrder(scope, bare.order));
+  EXPECT_EQ(o.csr_der, "");
+  EXPECT_FALSE(o.has_certificate_key);
+  EXPECT_THAT(
+      store().GetOrderCertificateKey(scope, bare.order, "finalize"),
+      StatusIs(kNotFound, absl::StrCat("order ", bare.order, " has no stored certificate key")));
+  EXPECT_THAT(store().GetOrderCertificateKey(scope, bare.order + 1000, "finalize"),
+              StatusIs(kNotFound, "not found"));
+
+  // A CSR of exactly the limit round-trips; one byte more is refused.
+  crypto::PrivateKey cert_key = NewKey(crypto::KeyAlgorithm::kRsa2048);
+  const std::string largest = CsrBytes(kMaxCsrDerSize, 1);
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult full,
+      store().CreateOrJoinOrder(
+          scope, WithMaterial(NewOrder{account.id, {"full.test"}, "", "r", absl::Minutes(1)},
+                              largest, &cert_key)));
+  ASSERT_OK_AND_ASSIGN(o, store().GetOrder(scope, full.order.id));
+  EXPECT_EQ(o.csr_der, largest);
+  EXPECT_THAT(store().CreateOrJoinOrder(
+                  scope, WithMaterial(NewOrder{account.id, {"big.test"}, "", "r", absl::Minutes(1)},
+                                      CsrBytes(kMaxCsrDerSize + 1), nullptr)),
+              StatusIs(kInvalidArgument, "CSR is 16385 bytes"));
+  // A key without a CSR is kept too.
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult key_only,
+      store().CreateOrJoinOrder(
+          scope, WithMaterial(NewOrder{account.id, {"key.test"}, "", "r", absl::Minutes(1)}, "",
+                              &cert_key)));
+  EXPECT_EQ(key_only.order.csr_der, "");
+  EXPECT_TRUE(key_only.order.has_certificate_key);
+
+  // Another tenant's order, with its key, does not exist for this one.
+  EXPECT_THAT(store().GetOrderCertificateKey(ScopeOf(b), full.order.id, "finalize"),
+              StatusIs(kNotFound, absl::StrCat("order ", full.order.id, " not found")));
+  EXPECT_THAT(store().GetOrder(ScopeOf(b), full.order.id), StatusIs(kNotFound));
+  ASSERT_OK_AND_ASSIGN(crypto::PrivateKey unsealed,
+                       store().GetOrderCertificateKey(scope, key_only.order.id, "finalize"));
+  EXPECT_EQ(unsealed.public_key().ToDer(), cert_key.public_key().ToDer());
+  // Only the successful unsealing was audited.
+  EXPECT_THAT(AuditActions(scope), ElementsAre("CreateTenant", "CreateAccount", "CreateOrder",
+                                               "CreateOrder", "CreateOrder", "UseCertificateKey"));
+  EXPECT_THAT(AuditActions(ScopeOf(b)), ElementsAre("CreateTenant"));
+}
+
+TEST_P(StoreConformanceTest, AJoinedOrderKeepsTheMaterialItWasCreatedWith) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  const NewOrder request{account.id, {"a.test"}, "req-1", "r1", absl::Minutes(1)};
+  crypto::PrivateKey first_key = NewKey();
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult first,
+      store().CreateOrJoinOrder(scope, WithMaterial(request, CsrBytes(300, 1), &first_key)));
+  ASSERT_TRUE(first.created);
+
+  // Joined by the idempotency key, and by the identifier set: the request's material is ignored.
+  crypto::PrivateKey second_key = NewKey();
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult by_key,
+      store().CreateOrJoinOrder(scope, WithMaterial(request, CsrBytes(400, 2), &second_key)));
+  NewOrder same_names = request;
+  same_names.idempotency_key = "";
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult by_names,
+      store().CreateOrJoinOrder(scope, WithMaterial(same_names, CsrBytes(500, 3), nullptr)));
+  for (const CreateOrderResult& joined : {by_key, by_names}) {
+    EXPECT_FALSE(joined.created);
+    EXPECT_EQ(joined.order.id, first.order.id);
+    EXPECT_EQ(joined.order.csr_der, CsrBytes(300, 1));
+    EXPECT_TRUE(joined.order.has_certificate_key);
+  }
+  ASSERT_OK_AND_ASSIGN(crypto::PrivateKey unsealed,
+                       store().GetOrderCertificateKey(scope, first.order.id, "finalize"));
+  EXPECT_EQ(unsealed.public_key().ToDer(), first_key.public_key().ToDer());
+
+  // An order created without material stays without when joined with some.
+  Lease bare = MakeOrder(scope, account.id, {"b.test"});
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult joined_bare,
+      store().CreateOrJoinOrder(
+          scope, WithMaterial(NewOrder{account.id, {"b.test"}, "", "r2", absl::Minutes(1)},
+                              CsrBytes(600, 4), &second_key)));
+  EXPECT_FALSE(joined_bare.created);
+  EXPECT_EQ(joined_bare.order.id, bare.order);
+  EXPECT_EQ(joined_bare.order.csr_der, "");
+  EXPECT_FALSE(joined_bare.order.has_certificate_key);
+  EXPECT_THAT(store().GetOrderCertificateKey(scope, bare.order, "finalize"),
+              StatusIs(kNotFound, "has no stored certificate key"));
+  // Joining writes nothing.
+  EXPECT_THAT(AuditActions(scope), ElementsAre("CreateTenant", "CreateAccount", "CreateOrder",
+                                               "UseCertificateKey", "CreateOrder"));
+}
+
 TEST_P(StoreConformanceTest, StaleLeaseIsClaimedOnceAndFencesTheOldOwner) {
   Tenant a = MakeTenant("alpha");
   const Scope scope = ScopeOf(a);
@@ -1033,9 +1204,16 @@ TEST_P(StoreConformanceTest, NoAuditRowCarriesKeyMaterial) {
   cert.private_key = &cert_key;
   ASSERT_OK_AND_ASSIGN(Certificate stored, store().InsertCertificate(scope, cert));
   ASSERT_OK(store().GetCertificateKey(scope, stored.id, "serve").status());
+  crypto::PrivateKey order_key = NewKey(crypto::KeyAlgorithm::kRsa2048);
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult order,
+      store().CreateOrJoinOrder(
+          scope, WithMaterial(NewOrder{account.id, {"b.test"}, "", "r", absl::Minutes(1)},
+                              CsrBytes(700), &order_key)));
+  ASSERT_OK(store().GetOrderCertificateKey(scope, order.order.id, "finalize").status());
 
   ASSERT_OK_AND_ASSIGN(Page<AuditRecord> rows, store().ListAudit(scope, {"", 1000}));
-  EXPECT_THAT(rows.items, SizeIs(9));
+  EXPECT_THAT(rows.items, SizeIs(11));
   for (const AuditRecord& r : rows.items) {
     std::string all = absl::StrCat(r.actor.identity, "|", r.actor.rpc, "|", r.event.action, "|",
                                    r.event.acme_url, "|", r.event.outcome, "|", r.event.detail);
@@ -1068,7 +1246,23 @@ TEST_P(StoreConformanceTest, RewrapMovesEveryKeyToTheNewKekSoTheOldCanBeDropped)
   NewCertificate cert = CertificateFor({"c.test"}, "0c");
   cert.private_key = &cert_key;
   ASSERT_OK_AND_ASSIGN(Certificate stored, store().InsertCertificate(ScopeOf(b), cert));
-  const int kRecords = 4 + 1 + 1;
+  // Orders' keys: one in flight, one of an order that failed (terminal, yet re-wrapped too).
+  crypto::PrivateKey in_flight_key = NewKey();
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult in_flight,
+      store().CreateOrJoinOrder(
+          accounts[0].first,
+          WithMaterial(NewOrder{accounts[0].second, {"o.test"}, "", "r", absl::Minutes(1)},
+                       CsrBytes(200), &in_flight_key)));
+  crypto::PrivateKey failed_key = NewKey();
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult failed,
+      store().CreateOrJoinOrder(
+          accounts[2].first,
+          WithMaterial(NewOrder{accounts[2].second, {"f.test"}, "", "r", absl::Minutes(1)}, "",
+                       &failed_key)));
+  ASSERT_OK(store().TransitionOrder(accounts[2].first, *failed.lease, OrderState::kInvalid, "no"));
+  const int kRecords = 4 + 1 + 1 + 2;
 
   // A replica that knows only the new KEK cannot open the old records yet.
   ASSERT_OK_AND_ASSIGN(auto new_only, harness().Reopen(TestKeks(KekText("kek-b", 'b'))));
@@ -1100,6 +1294,13 @@ TEST_P(StoreConformanceTest, RewrapMovesEveryKeyToTheNewKekSoTheOldCanBeDropped)
   EXPECT_EQ(p2.private_key.public_key().ToDer(), pending.public_key().ToDer());
   ASSERT_OK_AND_ASSIGN(crypto::PrivateKey c, new_only->GetCertificateKey(ScopeOf(b), stored.id, "x"));
   EXPECT_EQ(c.public_key().ToDer(), cert_key.public_key().ToDer());
+  // new_only knows kek-b alone: the orders' keys opening there are wrapped under it.
+  ASSERT_OK_AND_ASSIGN(crypto::PrivateKey o1, new_only->GetOrderCertificateKey(
+                                                  accounts[0].first, in_flight.order.id, "x"));
+  EXPECT_EQ(o1.public_key().ToDer(), in_flight_key.public_key().ToDer());
+  ASSERT_OK_AND_ASSIGN(crypto::PrivateKey o2,
+                       new_only->GetOrderCertificateKey(accounts[2].first, failed.order.id, "x"));
+  EXPECT_EQ(o2.public_key().ToDer(), failed_key.public_key().ToDer());
   EXPECT_THAT(AuditActions(ScopeOf(a)), ::testing::Contains("RewrapKeys"));
   EXPECT_THAT(AuditActions(ScopeOf(b)), ::testing::Contains("RewrapKeys"));
   EXPECT_OK(store().VerifyAuditChain(ScopeOf(a)));
