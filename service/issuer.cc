@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -215,29 +216,35 @@ absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueReque
   // fresh one is made for this request (at most once).
   const crypto::PublicKey* want_key = csr ? &csr->public_key : nullptr;
   for (int attempt = 0; attempt < 2; ++attempt) {
+    // The finalization material goes into the order row, so any replica can finish the order
+    // if this one dies (a joined order keeps its own and this is dropped).
+    std::unique_ptr<crypto::PrivateKey> generated;
+    std::string csr_der;
+    if (want_service_key) {
+      ASSIGN_OR_RETURN(crypto::PrivateKey key, crypto::PrivateKey::Generate(algorithm));
+      generated = std::make_unique<crypto::PrivateKey>(std::move(key));
+      ASSIGN_OR_RETURN(csr_der, crypto::BuildCsr(ids, *generated));
+    } else {
+      csr_der = csr->der;
+    }
     storage::NewOrder spec{account->id, ids, attempt == 0 ? request.idempotency_key : "",
                            options_.replica_id, options_.lease_duration};
+    spec.csr_der = csr_der;
+    spec.certificate_key = generated.get();
+    {
+      absl::MutexLock lock(&mu_);
+      if (queue_.size() >= kMaxQueuedJobs) {
+        return absl::UnavailableError("issuance queue is full; retry later");
+      }
+    }
     ASSIGN_OR_RETURN(storage::CreateOrderResult created, store.CreateOrJoinOrder(scope, spec));
     if (created.created) {
       Job job;
-      std::string csr_der;
-      if (want_service_key) {
-        ASSIGN_OR_RETURN(crypto::PrivateKey key, crypto::PrivateKey::Generate(algorithm));
-        job.certificate_key = std::make_unique<crypto::PrivateKey>(std::move(key));
-        ASSIGN_OR_RETURN(csr_der, crypto::BuildCsr(ids, *job.certificate_key));
-      } else {
-        csr_der = csr->der;
-      }
+      job.certificate_key = std::move(generated);
       job.order = OrderJob{scope, *created.lease, std::move(csr_der), job.certificate_key.get(),
                            request.challenge,
                            tenant.spec.policy.deactivate_authorizations_after_issuance};
       job.done = std::make_shared<absl::Notification>();
-      {
-        absl::MutexLock lock(&mu_);
-        if (queue_.size() >= kMaxQueuedJobs) {
-          return absl::UnavailableError("issuance queue is full; retry later");
-        }
-      }
       Submit(std::move(job));
     }
     WaitForOrder(scope, created.order.id, request.wait_until);
@@ -247,6 +254,38 @@ absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueReque
     // ABORTED: a joined order certified another key; go round once more.
   }
   return absl::AbortedError("the in-flight order for these identifiers certified another key");
+}
+
+absl::Status Issuer::Resume(const storage::Lease& lease) {
+  const storage::Scope scope{lease.tenant, {options_.replica_id, "resume"}};
+  storage::Store& store = *options_.store;
+  ASSIGN_OR_RETURN(storage::Order order, store.GetOrder(scope, lease.order));
+  if (storage::IsTerminal(order.state)) return absl::OkStatus();
+  if (order.csr_der.empty()) {
+    // Made before orders carried their material: nobody else can finalize it.
+    return store.TransitionOrder(scope, lease, storage::OrderState::kInvalid,
+                                 "the order has no stored CSR to finalize with; request again");
+  }
+  ASSIGN_OR_RETURN(storage::Tenant tenant, store.GetTenant(scope));
+  Job job;
+  if (order.has_certificate_key) {
+    ASSIGN_OR_RETURN(crypto::PrivateKey key,
+                     store.GetOrderCertificateKey(scope, order.id, "resume order"));
+    job.certificate_key = std::make_unique<crypto::PrivateKey>(std::move(key));
+  }
+  // The challenge preference is not stored: an order with a wildcard was necessarily a DNS-01
+  // order, so resume it with DNS-01 throughout; others with HTTP-01.
+  bool wildcard = std::any_of(order.identifiers.begin(), order.identifiers.end(),
+                              [](const std::string& id) { return absl::StartsWith(id, "*."); });
+  job.order = OrderJob{scope, lease, order.csr_der, job.certificate_key.get(),
+                       wildcard ? ChallengePreference::kDns01 : ChallengePreference::kHttp01,
+                       tenant.spec.policy.deactivate_authorizations_after_issuance};
+  job.done = std::make_shared<absl::Notification>();
+  Log(LogLevel::kInfo, "resuming order",
+      {{"tenant", absl::StrCat(lease.tenant)}, {"order", absl::StrCat(lease.order)},
+       {"state", std::string(storage::OrderStateName(order.state))}});
+  Submit(std::move(job));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<IssueResult> Issuer::Finish(const storage::Scope& scope, storage::Order order,

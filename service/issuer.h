@@ -73,6 +73,10 @@ class Issuer {
   // identifier outside the allow-list; FAILED_PRECONDITION when the tenant has no usable account;
   // UNAVAILABLE when the queue is full or the store is down.
   absl::StatusOr<IssueResult> Issue(const Caller& caller, const IssueRequest& request);
+  // Runs an order this replica claimed from a replica that stopped (OrderStore::ClaimStaleOrders)
+  // from the material stored with it. Returns once the run is queued.
+  absl::Status Resume(const storage::Lease& lease);
+
   // Reads for hosts and admins of the caller's tenant (another tenant's rows are NOT_FOUND).
   absl::StatusOr<storage::Order> GetOrder(const Caller& caller, storage::OrderId id);
   absl::StatusOr<storage::Certificate> GetCertificateBySerial(const Caller& caller,

@@ -40,6 +40,7 @@
 #include "service/log.h"
 #include "service/metrics.h"
 #include "service/order_runner.h"
+#include "service/resumer.h"
 #include "storage/kek_set.h"
 #include "storage/migrate.h"
 #include "storage/postgres_store.h"
@@ -167,11 +168,16 @@ absl::Status Serve() {
   }
 
   const std::string replica = ReplicaId(config);
+  const absl::Duration lease = config.order_lease_seconds() > 0
+                                   ? absl::Seconds(config.order_lease_seconds())
+                                   : absl::Minutes(2);
   service::OrderRunner runner({.store = store.get(),
                                .clients = clients.get(),
                                .dns01 = dns01.get(),
-                               .metrics = &metrics});
-  service::Issuer issuer({.store = store.get(), .runner = &runner, .replica_id = replica});
+                               .metrics = &metrics,
+                               .lease_duration = lease});
+  service::Issuer issuer(
+      {.store = store.get(), .runner = &runner, .replica_id = replica, .lease_duration = lease});
   service::AccountManager accounts(
       {.store = store.get(), .clients = clients.get(), .issuer = &issuer, .metrics = &metrics});
   service::Admin admin({store.get(), config.acme().directory_url()});
@@ -247,6 +253,16 @@ absl::Status Serve() {
     out.close();
     std::rename((ready + ".tmp").c_str(), ready.c_str());
   }
+
+  // Orders whose replica died are claimed (after their lease expires) and finished here.
+  service::OrderResumer resumer({.store = store.get(),
+                                 .issuer = &issuer,
+                                 .replica_id = replica,
+                                 .interval = config.resume_interval_seconds() > 0
+                                                 ? absl::Seconds(config.resume_interval_seconds())
+                                                 : absl::Seconds(10),
+                                 .lease_duration = lease});
+  resumer.Start();
 
   absl::Notification stop;
   shutdown_requested = &stop;

@@ -194,8 +194,14 @@ class E2eTest : public ::testing::Test {
     return certs_->IssueCertificate(c.get(), r, out);
   }
 
-  void ExpectChainVerifies(const std::string& chain_pem) {
-    auto root = pebble_->Root(0);
+  // Against the root of the Pebble behind `management` (the default e2e one when empty): every
+  // Pebble instance makes its own root.
+  void ExpectChainVerifies(const std::string& chain_pem, const std::string& management = "") {
+    auto pebble = management.empty()
+                      ? nullptr
+                      : std::make_unique<acme::testing::PebbleManagement>(
+                            management, ::acmevault::testing::StackEnv("ACMEVAULT_PEBBLE_TLS_CA"));
+    auto root = (pebble ? pebble.get() : pebble_.get())->Root(0);
     ASSERT_TRUE(root.ok()) << root.status();
     auto ders = crypto::SplitPemChain(chain_pem);
     ASSERT_TRUE(ders.ok());
@@ -470,6 +476,102 @@ TEST_F(E2eTest, CrossTenantAndWrongRoleCallsAreDeniedWithoutAcmeRequests) {
   EXPECT_EQ(admin_->CreateTenant(c5.get(), ct, &tenant).error_code(),
             grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_EQ(daemon_->Metric("acmevault_acme_requests_total"), acme_before);
+}
+
+// Two replicas on one database. Replica B takes an order and is killed (SIGKILL) while the order
+// is at the CA; replica A claims it once B's lease expires and finishes it from the material
+// stored with the order: one certificate, for the key the service generated, finalized once.
+TEST_F(E2eTest, AKilledReplicasOrderIsFinishedByTheOther) {
+  ACMEVAULT_STACK_ENV_OR_SKIP(directory, "ACMEVAULT_PEBBLE_E2ESLOW_DIRECTORY");
+  daemon_.reset();  // Replica A below takes over the responder port Pebble validates on.
+  const std::string base = Read(config_) + "order_lease_seconds: 4\nresume_interval_seconds: 1\n";
+  const std::string dir = ::acmevault::testing::StackEnv("TEST_TMPDIR");
+  std::ofstream(dir + "/a.textproto") << base << "replica_id: \"replica-a\"\n";
+  std::ofstream(dir + "/b.textproto")
+      << std::regex_replace(base, std::regex("http01_listen_address: \"127.0.0.1:[0-9]+\""),
+                            "http01_listen_address: \"127.0.0.1:0\"")
+      << "replica_id: \"replica-b\"\n";
+  auto a = Daemon::Start(dir + "/a.textproto", "replica-a");
+  ASSERT_NE(a, nullptr);
+  Bind(*a);
+
+  const std::string name = absl::StrCat("t", getpid(), "-kill");
+  v1::CreateTenantRequest req;
+  req.set_name(name);
+  req.add_allowed_identifiers(absl::StrCat("*.", name, ".example"));
+  req.set_directory_url(directory);
+  v1::Tenant tenant;
+  auto c1 = Ctx(root_token_);
+  ASSERT_TRUE(admin_->CreateTenant(c1.get(), req, &tenant).ok());
+  TenantTokens t{name, "", ""};
+  for (auto [role, out] : {std::pair{v1::ROLE_ADMIN, &t.admin}, std::pair{v1::ROLE_HOST, &t.host}}) {
+    v1::CreateTokenRequest tr;
+    tr.set_tenant(name);
+    tr.set_role(role);
+    v1::CreateTokenResponse resp;
+    auto tc = Ctx(root_token_);
+    ASSERT_TRUE(admin_->CreateToken(tc.get(), tr, &resp).ok());
+    *out = resp.token();
+  }
+  v1::CreateAccountRequest ar;
+  ar.set_terms_of_service_agreed(true);
+  v1::Account account;
+  auto c2 = Ctx(t.admin);
+  ASSERT_TRUE(accounts_->CreateAccount(c2.get(), ar, &account).ok());
+
+  // Pebble sleeps a random 0-5 s before validating; kill B while the order waits at the CA.
+  // If B was too quick (the order already finished), try again with another name.
+  std::string order_id, key, host_name;
+  for (int attempt = 0; attempt < 6 && order_id.empty(); ++attempt) {
+    auto b = Daemon::Start(dir + "/b.textproto", absl::StrCat("replica-b-", attempt));
+    ASSERT_NE(b, nullptr);
+    auto b_certs = v1::CertificateService::NewStub(b->channel());
+    host_name = absl::StrCat("h", attempt, ".", name, ".example");
+    key = absl::StrCat("kill-test-", attempt);
+    v1::IssueCertificateRequest r;
+    r.add_identifiers(host_name);
+    r.set_key_algorithm(v1::KEY_ALGORITHM_ECDSA_P256);
+    r.set_idempotency_key(key);
+    r.set_wait_seconds(1);
+    v1::IssueCertificateResponse handle;
+    auto c = Ctx(t.host);
+    ASSERT_TRUE(b_certs->IssueCertificate(c.get(), r, &handle).ok());
+    if (handle.order().state() != v1::ORDER_STATE_AUTHORIZING) continue;  // Too late or early.
+    b->Stop(SIGKILL);
+    order_id = handle.order().id();
+  }
+  ASSERT_FALSE(order_id.empty()) << "replica B finished every order before it could be killed";
+
+  // A resumes it once B's 4 s lease has expired.
+  v1::Order order;
+  for (int i = 0; i < 600; ++i) {
+    v1::GetOrderRequest g;
+    g.set_id(order_id);
+    auto c = Ctx(t.host);
+    ASSERT_TRUE(certs_->GetOrder(c.get(), g, &order).ok());
+    if (order.state() == v1::ORDER_STATE_VALID || order.state() == v1::ORDER_STATE_INVALID) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_EQ(order.state(), v1::ORDER_STATE_VALID) << order.error();
+
+  // The same request again (same idempotency key) returns the certificate and the key the
+  // service generated before B died, now from A.
+  v1::IssueCertificateRequest again;
+  again.add_identifiers(host_name);
+  again.set_key_algorithm(v1::KEY_ALGORITHM_ECDSA_P256);
+  again.set_idempotency_key(key);
+  v1::IssueCertificateResponse done;
+  auto c3 = Ctx(t.host);
+  grpc::Status s = certs_->IssueCertificate(c3.get(), again, &done);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(done.order().id(), order_id);
+  auto chain = crypto::ParsePemChain(done.certificate().chain_pem());
+  auto pem_key = crypto::PrivateKey::FromPem(done.private_key_pem());
+  ASSERT_TRUE(chain.ok() && pem_key.ok());
+  EXPECT_TRUE((*chain)[0].public_key.Equals(pem_key->public_key()));
+  ExpectChainVerifies(done.certificate().chain_pem(),
+                      ::acmevault::testing::StackEnv("ACMEVAULT_PEBBLE_E2ESLOW_MANAGEMENT"));
+  EXPECT_THAT(Read(dir + "/replica-a.log"), HasSubstr("resuming order"));
 }
 
 // mTLS: a client certificate whose URI SAN is a SPIFFE ID bound to a tenant authenticates the

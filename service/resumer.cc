@@ -1,0 +1,45 @@
+#include "service/resumer.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "service/log.h"
+
+namespace acmevault::service {
+
+OrderResumer::~OrderResumer() {
+  if (!stop_.HasBeenNotified()) stop_.Notify();
+  if (thread_.joinable()) thread_.join();
+}
+
+void OrderResumer::Start() {
+  thread_ = std::thread([this] {
+    while (!stop_.WaitForNotificationWithTimeout(options_.interval)) {
+      auto resumed = RunOnce();
+      if (!resumed.ok()) {
+        Log(LogLevel::kWarning, "resuming stale orders failed",
+            {{"status", resumed.status().ToString()}});
+      }
+    }
+  });
+}
+
+absl::StatusOr<int> OrderResumer::RunOnce() {
+  ASSIGN_OR_RETURN(std::vector<storage::Lease> leases,
+                   options_.store->ClaimStaleOrders(options_.replica_id, options_.lease_duration,
+                                                    options_.batch));
+  int resumed = 0;
+  for (const storage::Lease& lease : leases) {
+    absl::Status s = options_.issuer->Resume(lease);
+    if (s.ok()) {
+      ++resumed;
+    } else {
+      Log(LogLevel::kWarning, "could not resume order",
+          {{"tenant", absl::StrCat(lease.tenant)},
+           {"order", absl::StrCat(lease.order)},
+           {"status", s.ToString()}});
+    }
+  }
+  return resumed;
+}
+
+}  // namespace acmevault::service

@@ -1,0 +1,123 @@
+#include "service/resumer.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/time/clock.h"
+#include "acme/crypto/x509.h"
+#include "acme/testing/scripted_server.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "service/testing/fixture.h"
+
+namespace acmevault::service {
+namespace {
+
+using acme::testing::ScriptedServer;
+using Call = ScriptedServer::Call;
+
+std::string Read(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Accepts every DNS-01 record (the scripted CA does not look).
+class AcceptingDns : public Dns01Solver {
+ public:
+  absl::Status Publish(absl::string_view, absl::string_view) override {
+    ++published;
+    return absl::OkStatus();
+  }
+  absl::Status Remove(absl::string_view, absl::string_view) override { return absl::OkStatus(); }
+  int published = 0;
+};
+
+TEST(OrderResumer, AnotherReplicaFinishesAnOrderFromItsStoredMaterial) {
+  testing::Fixture fx;
+  fx.clock().Set(absl::FromCivil(absl::CivilSecond(2026, 12, 1, 0, 0, 0), absl::UTCTimeZone()));
+  auto tenant = fx.AddTenant("acme-corp", {"*.example.com"}, ScriptedServer::Url("/dir"));
+  Authenticator auth(&fx.store());
+  Caller host = *auth.Authenticate({"Bearer " + fx.AddToken(tenant, storage::Role::kHost), ""});
+  auto account_key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
+  auto account = fx.store().CreateAccount(fx.AdminScope(tenant), ScriptedServer::Url("/dir"),
+                                          *account_key, KeyInfo(account_key->public_key()),
+                                          storage::KeyState::kActive);
+  ASSERT_TRUE(account.ok());
+  ASSERT_TRUE(fx.store()
+                  .RecordAccountUrl(fx.AdminScope(tenant), account->id, ScriptedServer::Url("/acct/1"))
+                  .ok());
+
+  // The CA: the first newOrder fails (replica 1 gives up for now); afterwards all is well.
+  ScriptedServer ca;
+  std::string state = "pending";
+  bool first = true;
+  ca.On("POST", "/new-order", [&](const Call&) {
+    if (first) {
+      first = false;
+      return ScriptedServer::Problem(503, "serverInternal", "try later");
+    }
+    state = "pending";
+    return ScriptedServer::Json(201, ScriptedServer::Order("pending"),
+                                {{"Location", ScriptedServer::Url("/order/1")}});
+  });
+  ca.On("POST", "/chall/2", [&](const Call&) {  // The dns-01 challenge.
+    state = "ready";
+    return ScriptedServer::Json(200, {{"type", "dns-01"}, {"url", ScriptedServer::Url("/chall/2")},
+                                      {"status", "processing"}, {"token", "tok-2"}});
+  });
+  ca.On("POST", "/order/1",
+        [&](const Call&) { return ScriptedServer::Json(200, ScriptedServer::Order(state)); });
+  ca.On("POST", "/finalize/1", [&](const Call&) {
+    state = "valid";
+    return ScriptedServer::Json(200, ScriptedServer::Order("processing"));
+  });
+
+  AcmeClients::Options options;
+  options.transport_instance = &ca;
+  options.client.clock = &fx.clock();
+  options.client.poll_interval = absl::Seconds(10);
+  auto clients = AcmeClients::Create(options);
+  ASSERT_TRUE(clients.ok());
+  AcceptingDns dns;
+  OrderRunner runner(
+      {.store = &fx.store(), .clients = clients->get(), .dns01 = &dns, .clock = &fx.clock()});
+  auto replica1 = std::make_unique<Issuer>(Issuer::Options{
+      .store = &fx.store(), .runner = &runner, .clock = &fx.clock(), .replica_id = "replica-1"});
+  Issuer replica2({.store = &fx.store(), .runner = &runner, .clock = &fx.clock(),
+                   .replica_id = "replica-2"});
+
+  auto leaf_key = crypto::PrivateKey::FromPem(Read("acme/crypto/testdata/leaf_key.pem"));
+  ASSERT_TRUE(leaf_key.ok());
+  std::vector<std::string> names = {"*.leaf.example.com", "leaf.example.com"};
+  IssueRequest request;
+  request.identifiers = names;
+  request.csr = *crypto::BuildCsr(names, *leaf_key);
+  request.wait_until = absl::Now() + absl::Milliseconds(300);
+  auto issued = replica1->Issue(host, request);
+  ASSERT_TRUE(issued.ok()) << issued.status();
+  EXPECT_FALSE(issued->certificate.has_value());  // Replica 1 left it for later.
+  replica1.reset();  // "Dies".
+
+  OrderResumer resumer({.store = &fx.store(), .issuer = &replica2, .replica_id = "replica-2"});
+  auto none = resumer.RunOnce();
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none, 0);  // The lease has not expired yet.
+  fx.clock().Advance(absl::Minutes(3));
+  auto resumed = resumer.RunOnce();
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(*resumed, 1);
+  const storage::Scope scope = fx.AdminScope(tenant);
+  replica2.WaitForOrder(scope, issued->order.id, absl::Now() + absl::Seconds(10));
+  auto order = fx.store().GetOrder(scope, issued->order.id);
+  ASSERT_TRUE(order.ok());
+  EXPECT_EQ(order->state, storage::OrderState::kValid) << order->error;
+  EXPECT_EQ(ca.CountCalls("POST", "/finalize/1"), 1);
+  // A wildcard order is resumed with DNS-01 (the preference is not stored; wildcards need it).
+  EXPECT_EQ(dns.published, 1);
+  EXPECT_FALSE(order->csr_der.empty());
+}
+
+}  // namespace
+}  // namespace acmevault::service
