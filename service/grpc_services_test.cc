@@ -290,5 +290,110 @@ TEST_F(GrpcTest, AdminServiceIsForPlatformAdminsOnly) {
   EXPECT_THAT(s.error_message(), HasSubstr("role"));
 }
 
+// The RPCs the tests above do not reach, each with its success and a documented error.
+TEST_F(GrpcTest, EveryOtherRpcSucceedsAndFailsAsDocumented) {
+  auto [admin, host] = Tenant("acme");
+  v1::CreateAccountRequest create;
+  create.set_terms_of_service_agreed(true);
+  v1::Account account;
+  auto c = Ctx(admin);
+  ASSERT_TRUE(acct_stub_->CreateAccount(c.get(), create, &account).ok());
+
+  // RolloverAccountKey: ok; PERMISSION_DENIED for a host.
+  v1::RolloverAccountKeyResponse rolled;
+  c = Ctx(admin);
+  grpc::Status s = acct_stub_->RolloverAccountKey(c.get(), {}, &rolled);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(rolled.account().key_version(), 2);
+  c = Ctx(host);
+  EXPECT_EQ(acct_stub_->RolloverAccountKey(c.get(), {}, &rolled).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+
+  // DeactivateAuthorizations: ok (nothing outstanding); INVALID_ARGUMENT for a bad name.
+  v1::DeactivateAuthorizationsResponse counts;
+  c = Ctx(admin);
+  ASSERT_TRUE(acct_stub_->DeactivateAuthorizations(c.get(), {}, &counts).ok());
+  EXPECT_EQ(counts.deactivated(), 0);
+  v1::DeactivateAuthorizationsRequest bad_names;
+  bad_names.add_identifiers("not a name");
+  c = Ctx(admin);
+  EXPECT_EQ(acct_stub_->DeactivateAuthorizations(c.get(), bad_names, &counts).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  // RevokeCertificate: NOT_FOUND for an unknown serial; INVALID_ARGUMENT without one.
+  v1::RevokeCertificateRequest revoke;
+  revoke.set_serial("abc123");
+  v1::RevokeCertificateResponse revoked;
+  c = Ctx(admin);
+  EXPECT_EQ(cert_stub_->RevokeCertificate(c.get(), revoke, &revoked).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  c = Ctx(admin);
+  EXPECT_EQ(cert_stub_->RevokeCertificate(c.get(), {}, &revoked).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  // RespondToCompromise: every step done (no certificates, no authorizations).
+  v1::RespondToCompromiseRequest compromise;
+  v1::RespondToCompromiseResponse report;
+  c = Ctx(admin);
+  s = acct_stub_->RespondToCompromise(c.get(), compromise, &report);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(report.steps_size(), 5);
+  EXPECT_TRUE(report.steps(0).done());
+  EXPECT_FALSE(report.steps(4).done());  // Account deactivation was not asked for.
+  EXPECT_EQ(report.account().key_version(), 3);
+
+  // GetTenant / UpdateTenant: ok; NOT_FOUND for an unknown name.
+  v1::GetTenantRequest get;
+  get.set_name("acme");
+  v1::Tenant tenant;
+  c = Ctx(root_);
+  ASSERT_TRUE(admin_stub_->GetTenant(c.get(), get, &tenant).ok());
+  EXPECT_EQ(tenant.allowed_identifiers(0), "*.example.com");
+  v1::UpdateTenantRequest update;
+  update.set_name("acme");
+  update.add_allowed_identifiers("*.acme.example");
+  c = Ctx(root_);
+  ASSERT_TRUE(admin_stub_->UpdateTenant(c.get(), update, &tenant).ok());
+  EXPECT_EQ(tenant.allowed_identifiers(0), "*.acme.example");
+  update.set_name("nobody");
+  c = Ctx(root_);
+  EXPECT_EQ(admin_stub_->UpdateTenant(c.get(), update, &tenant).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+
+  // BindIdentity: ok; INVALID_ARGUMENT for a non-SPIFFE ID.
+  v1::BindIdentityRequest bind;
+  bind.set_spiffe_id("spiffe://example.org/web");
+  bind.set_tenant("acme");
+  bind.set_role(v1::ROLE_HOST);
+  v1::BindIdentityResponse bound;
+  c = Ctx(root_);
+  ASSERT_TRUE(admin_stub_->BindIdentity(c.get(), bind, &bound).ok());
+  bind.set_spiffe_id("https://example.org/web");
+  c = Ctx(root_);
+  EXPECT_EQ(admin_stub_->BindIdentity(c.get(), bind, &bound).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  // RevokeToken: the host token stops working; a malformed id is INVALID_ARGUMENT.
+  v1::CreateTokenRequest extra;
+  extra.set_tenant("acme");
+  extra.set_role(v1::ROLE_HOST);
+  v1::CreateTokenResponse token;
+  c = Ctx(root_);
+  ASSERT_TRUE(admin_stub_->CreateToken(c.get(), extra, &token).ok());
+  v1::RevokeTokenRequest rt;
+  rt.set_token_id(token.token_id());
+  v1::RevokeTokenResponse rtr;
+  c = Ctx(root_);
+  ASSERT_TRUE(admin_stub_->RevokeToken(c.get(), rt, &rtr).ok());
+  v1::ListCertificatesResponse list;
+  c = Ctx(token.token());
+  EXPECT_EQ(cert_stub_->ListCertificates(c.get(), {}, &list).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  rt.set_token_id("garbage");
+  c = Ctx(root_);
+  EXPECT_EQ(admin_stub_->RevokeToken(c.get(), rt, &rtr).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 }  // namespace
 }  // namespace acmevault::service

@@ -1,6 +1,7 @@
 // End to end: real acmevaultd processes against the local stack's PostgreSQL and a Pebble that
 // validates HTTP-01 on the service's own responder. tests/run prepares the service
 // (deploy/local/service prepare e2e) and passes its config as ACMEVAULT_E2E_CONFIG.
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -14,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "acme/crypto/keys.h"
 #include "acme/crypto/x509.h"
@@ -215,6 +217,31 @@ class E2eTest : public ::testing::Test {
   std::unique_ptr<v1::AdminService::Stub> admin_;
   std::unique_ptr<acme::testing::PebbleManagement> pebble_;
 };
+
+// The standard gRPC health service answers SERVING (checked with a generic stub: Debian ships
+// no generated health client). HealthCheckRequest{} is empty; the reply is {status: SERVING=1}.
+TEST_F(E2eTest, HealthServiceAnswersServing) {
+  grpc::GenericStub stub(daemon_->channel());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  grpc::ByteBuffer request, response;
+  grpc::Slice empty("");
+  request = grpc::ByteBuffer(&empty, 1);
+  absl::Notification done;
+  grpc::Status status;
+  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status s) {
+                   status = s;
+                   done.Notify();
+                 });
+  done.WaitForNotification();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const auto& slice : slices) bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  EXPECT_EQ(bytes, std::string("\x08\x01", 2));
+}
 
 TEST_F(E2eTest, IssuesWithAHostCsrAndTheChainVerifies) {
   TenantTokens t = NewTenant();
