@@ -49,7 +49,9 @@ av_port_busy() {
 
 # Sets variable $1 to the value of variable $2 if that is set, else to a loopback TCP port that
 # nobody listens on and that this shell has not handed out yet (so call it directly, not in
-# $(...)). Ports come from 20000-59999, clear of the kernel's ephemeral range.
+# $(...)). Ports come from below the kernel's ephemeral range (ip_local_port_range, 32768 and up
+# by default), which every port-0 listener and outgoing connection draws from: a port reserved
+# now for a server started later must not be handed to one of those in between.
 AV_PORTS_GIVEN=" "
 av_port() {
   local out=$1 preset=${2:-} p tries=0
@@ -57,8 +59,11 @@ av_port() {
     printf -v "$out" '%s' "${!preset}"
     return 0
   fi
+  local low high
+  read -r low high </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || low=32768
+  ((low > 12000)) || low=32768
   while ((tries++ < 200)); do
-    p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+    p=$((10000 + (RANDOM * 32768 + RANDOM) % (low - 10000)))
     [[ $AV_PORTS_GIVEN == *" $p "* ]] && continue
     if ! av_port_busy "$p"; then
       AV_PORTS_GIVEN+="$p "
