@@ -15,6 +15,7 @@
 #include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
 #include "service/testing/fixture.h"
+#include "service/testing/happy_ca.h"
 
 namespace acmevault::service {
 namespace {
@@ -23,12 +24,6 @@ using acme::testing::ScriptedServer;
 using ::testing::HasSubstr;
 using Call = ScriptedServer::Call;
 
-std::string Read(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 class GrpcTest : public ::testing::Test {
  protected:
@@ -69,28 +64,9 @@ class GrpcTest : public ::testing::Test {
 
     root_ = NewBearerToken();
     ASSERT_TRUE(admin_->Bootstrap(root_).ok());
-    ScriptHappyCa();
+    testing::ScriptHappyCa(ca_, &state_);
   }
   void TearDown() override { server_->Shutdown(); }
-
-  void ScriptHappyCa() {
-    ca_.On("POST", "/chall/1", [this](const Call&) {
-      state_ = "ready";
-      return ScriptedServer::Json(200, {{"type", "http-01"}, {"url", ScriptedServer::Url("/chall/1")},
-                                        {"status", "processing"}, {"token", "tok-1"}});
-    });
-    ca_.On("POST", "/new-order", [this](const Call&) {
-      state_ = "pending";
-      return ScriptedServer::Json(201, ScriptedServer::Order("pending"),
-                                  {{"Location", ScriptedServer::Url("/order/1")}});
-    });
-    ca_.On("POST", "/order/1",
-           [this](const Call&) { return ScriptedServer::Json(200, ScriptedServer::Order(state_)); });
-    ca_.On("POST", "/finalize/1", [this](const Call&) {
-      state_ = "valid";
-      return ScriptedServer::Json(200, ScriptedServer::Order("processing"));
-    });
-  }
 
   std::unique_ptr<grpc::ClientContext> Ctx(const std::string& token) {
     auto ctx = std::make_unique<grpc::ClientContext>();
@@ -174,7 +150,7 @@ TEST_F(GrpcTest, AccountIssueAndReadThroughTheWire) {
   EXPECT_EQ(acct_stub_->GetAccount(c2.get(), {}, &account).error_code(),
             grpc::StatusCode::PERMISSION_DENIED);
 
-  auto leaf_key = crypto::PrivateKey::FromPem(Read("acme/crypto/testdata/leaf_key.pem"));
+  auto leaf_key = crypto::PrivateKey::FromPem(testing::ReadTestFile("acme/crypto/testdata/leaf_key.pem"));
   ASSERT_TRUE(leaf_key.ok());
   // The scripted CA issues the test chain, which certifies leaf.example.com.
   auto csr = crypto::BuildCsr({"*.leaf.example.com", "leaf.example.com"}, *leaf_key);

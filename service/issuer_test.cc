@@ -11,6 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/testing/fixture.h"
+#include "service/testing/happy_ca.h"
 #include "storage/testing/status_matchers.h"
 
 namespace acmevault::service {
@@ -22,12 +23,6 @@ using storage::testing::StatusIs;
 using ::testing::HasSubstr;
 using Call = ScriptedServer::Call;
 
-std::string Read(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 class IssuerTest : public ::testing::Test {
  protected:
@@ -39,7 +34,7 @@ class IssuerTest : public ::testing::Test {
     auto account_key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
     ASSERT_TRUE(account_key.ok());
     account_key_ = std::make_unique<crypto::PrivateKey>(*std::move(account_key));
-    auto leaf = crypto::PrivateKey::FromPem(Read("acme/crypto/testdata/leaf_key.pem"));
+    auto leaf = crypto::PrivateKey::FromPem(testing::ReadTestFile("acme/crypto/testdata/leaf_key.pem"));
     ASSERT_TRUE(leaf.ok());
     leaf_key_ = std::make_unique<crypto::PrivateKey>(*std::move(leaf));
 
@@ -54,7 +49,7 @@ class IssuerTest : public ::testing::Test {
         .store = &fx_.store(), .clients = clients_.get(), .clock = &fx_.clock()});
     issuer_ = std::make_unique<Issuer>(
         Issuer::Options{.store = &fx_.store(), .runner = runner_.get(), .clock = &fx_.clock()});
-    ScriptHappyCa();
+    testing::ScriptHappyCa(ca_, &state_);
   }
 
   Caller Authenticate(const std::string& token) {
@@ -71,27 +66,6 @@ class IssuerTest : public ::testing::Test {
                                              storage::KeyState::kActive);
     ASSERT_TRUE(account.ok());
     ASSERT_TRUE(fx_.store().RecordAccountUrl(scope, account->id, ScriptedServer::Url("/acct/1")).ok());
-  }
-
-  // The CA: pending until the challenge is answered, ready, then valid after finalize.
-  void ScriptHappyCa() {
-    ca_.On("POST", "/chall/1", [this](const Call&) {
-      state_ = "ready";
-      return ScriptedServer::Json(200, {{"type", "http-01"}, {"url", ScriptedServer::Url("/chall/1")},
-                                        {"status", "processing"}, {"token", "tok-1"}});
-    });
-    ca_.On("POST", "/new-order", [this](const Call&) {
-      state_ = "pending";
-      return ScriptedServer::Json(201, ScriptedServer::Order("pending"),
-                                  {{"Location", ScriptedServer::Url("/order/1")}});
-    });
-    ca_.On("POST", "/order/1", [this](const Call&) {
-      return ScriptedServer::Json(200, ScriptedServer::Order(state_));
-    });
-    ca_.On("POST", "/finalize/1", [this](const Call&) {
-      state_ = "valid";
-      return ScriptedServer::Json(200, ScriptedServer::Order("processing"));
-    });
   }
 
   IssueRequest CsrRequest(const std::vector<std::string>& names, const crypto::PrivateKey& key) {

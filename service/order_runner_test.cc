@@ -13,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/testing/fixture.h"
+#include "service/testing/happy_ca.h"
 #include "storage/testing/status_matchers.h"
 
 namespace acmevault::service {
@@ -24,19 +25,7 @@ using storage::testing::StatusIs;
 using ::testing::HasSubstr;
 using Call = ScriptedServer::Call;
 
-std::string Read(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
-// The scripted CA issues testdata/chain.pem, whose leaf key is testdata/leaf_key.pem.
-crypto::PrivateKey LeafKey() {
-  auto k = crypto::PrivateKey::FromPem(Read("acme/crypto/testdata/leaf_key.pem"));
-  EXPECT_TRUE(k.ok());
-  return *std::move(k);
-}
 
 class OrderRunnerTest : public ::testing::Test {
  protected:
@@ -113,7 +102,7 @@ TEST_F(OrderRunnerTest, RunsAnOrderToAStoredCertificate) {
     return ScriptedServer::Json(200, ScriptedServer::Authz("pending"));
   });
 
-  crypto::PrivateKey leaf_key = LeafKey();
+  crypto::PrivateKey leaf_key = testing::TestLeafKey();
   auto order = runner_->Run(Job(NewOrderRow(), leaf_key));
   ASSERT_TRUE(order.ok()) << order.status();
   EXPECT_EQ(order->state, OrderState::kValid);
@@ -142,7 +131,7 @@ TEST_F(OrderRunnerTest, ResumesAtTheCasStatusAndNeverFinalizesTwice) {
   ca_.On("POST", "/order/1", [&](const Call&) {
     return ScriptedServer::Json(200, ScriptedServer::Order(++polls < 3 ? "processing" : "valid"));
   });
-  crypto::PrivateKey leaf_key = LeafKey();
+  crypto::PrivateKey leaf_key = testing::TestLeafKey();
   auto order = runner_->Run(Job(lease, leaf_key));
   ASSERT_TRUE(order.ok()) << order.status();
   EXPECT_EQ(order->state, OrderState::kValid);
@@ -154,7 +143,7 @@ TEST_F(OrderRunnerTest, CaInvalidOrderIsRecordedInvalidWithTheReason) {
   ca_.On("POST", "/new-order", [](const Call&) {
     return ScriptedServer::Problem(400, "rejectedIdentifier", "a.example.com is forbidden");
   });
-  crypto::PrivateKey leaf_key = LeafKey();
+  crypto::PrivateKey leaf_key = testing::TestLeafKey();
   auto order = runner_->Run(Job(NewOrderRow(), leaf_key));
   ASSERT_TRUE(order.ok()) << order.status();
   EXPECT_EQ(order->state, OrderState::kInvalid);
@@ -165,7 +154,7 @@ TEST_F(OrderRunnerTest, UnreachableCaLeavesTheOrderForALaterRun) {
   ca_.On("POST", "/new-order", [](const Call&) {
     return ScriptedServer::Problem(503, "serverInternal", "maintenance");
   });
-  crypto::PrivateKey leaf_key = LeafKey();
+  crypto::PrivateKey leaf_key = testing::TestLeafKey();
   storage::Lease lease = NewOrderRow();
   auto order = runner_->Run(Job(lease, leaf_key));
   EXPECT_THAT(order, StatusIs(absl::StatusCode::kUnavailable));
@@ -181,7 +170,7 @@ TEST_F(OrderRunnerTest, ALostLeaseStopsTheRunWithoutCommitting) {
   auto claimed = fx_.store().ClaimStaleOrders("replica-2", absl::Minutes(2), 10);
   ASSERT_TRUE(claimed.ok());
   ASSERT_EQ(claimed->size(), 1u);
-  crypto::PrivateKey leaf_key = LeafKey();
+  crypto::PrivateKey leaf_key = testing::TestLeafKey();
   auto order = runner_->Run(Job(lease, leaf_key));
   EXPECT_THAT(order, StatusIs(absl::StatusCode::kFailedPrecondition, "lost"));
   auto row = fx_.store().GetOrder(scope_, lease.order);
@@ -213,7 +202,7 @@ TEST_F(OrderRunnerTest, ACertificateForOtherNamesIsNeverStored) {
   ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, *r->lease, ScriptedServer::Url("/order/1")).ok());
   ca_.On("POST", "/order/1",
          [](const Call&) { return ScriptedServer::Json(200, ScriptedServer::Order("valid")); });
-  crypto::PrivateKey leaf_key = LeafKey();
+  crypto::PrivateKey leaf_key = testing::TestLeafKey();
   auto csr = crypto::BuildCsr({"other.example.com"}, leaf_key);
   ASSERT_TRUE(csr.ok());
   auto order = runner_->Run(OrderJob{scope_, *r->lease, *csr});

@@ -9,6 +9,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/testing/fixture.h"
+#include "service/testing/happy_ca.h"
 
 namespace acmevault::service {
 namespace {
@@ -16,12 +17,6 @@ namespace {
 using acme::testing::ScriptedServer;
 using Call = ScriptedServer::Call;
 
-std::string Read(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // Accepts every DNS-01 record (the scripted CA does not look).
 class AcceptingDns : public Dns01Solver {
@@ -88,7 +83,7 @@ TEST(OrderResumer, AnotherReplicaFinishesAnOrderFromItsStoredMaterial) {
   Issuer replica2({.store = &fx.store(), .runner = &runner, .clock = &fx.clock(),
                    .replica_id = "replica-2"});
 
-  auto leaf_key = crypto::PrivateKey::FromPem(Read("acme/crypto/testdata/leaf_key.pem"));
+  auto leaf_key = crypto::PrivateKey::FromPem(testing::ReadTestFile("acme/crypto/testdata/leaf_key.pem"));
   ASSERT_TRUE(leaf_key.ok());
   std::vector<std::string> names = {"*.leaf.example.com", "leaf.example.com"};
   IssueRequest request;

@@ -153,13 +153,16 @@ class E2eTest : public ::testing::Test {
   };
   // A new tenant allowed *.<name>.example with an admin and a host token, and (optionally) its
   // ACME account.
-  TenantTokens NewTenant(bool with_account = true, bool keep_authorizations = false) {
+  // `pattern` defaults to "*.<name>.example"; `directory` to the service's default CA.
+  TenantTokens NewTenant(bool with_account = true, bool keep_authorizations = false,
+                         const std::string& pattern = "", const std::string& directory = "") {
     static int counter = 0;
     TenantTokens t;
     t.name = absl::StrCat("t", getpid(), "-", ++counter);
     v1::CreateTenantRequest req;
     req.set_name(t.name);
-    req.add_allowed_identifiers(absl::StrCat("*.", t.name, ".example"));
+    req.add_allowed_identifiers(pattern.empty() ? absl::StrCat("*.", t.name, ".example") : pattern);
+    req.set_directory_url(directory);
     if (keep_authorizations) {
       // Without a policy the default deactivates authorizations after issuance.
       req.mutable_policy()->set_deactivate_authorizations_after_issuance(false);
@@ -420,29 +423,11 @@ TEST_F(E2eTest, CompromiseResponseReissuesAndRevokesEveryServiceHeldCertificate)
 // the stack's BIND, and a Pebble that resolves through that BIND validates it.
 TEST_F(E2eTest, IssuesAWildcardWithDns01ThroughBind) {
   ACMEVAULT_STACK_ENV_OR_SKIP(directory, "ACMEVAULT_PEBBLE_E2EDNS_DIRECTORY");
-  const std::string name = absl::StrCat("t", getpid(), "-dns");
-  v1::CreateTenantRequest req;
-  req.set_name(name);
-  req.add_allowed_identifiers("*.dns01.test");
-  req.set_directory_url(directory);
-  v1::Tenant tenant;
-  auto c1 = Ctx(root_token_);
-  ASSERT_TRUE(admin_->CreateTenant(c1.get(), req, &tenant).ok());
-  TenantTokens t{name, "", ""};
-  for (auto [role, out] : {std::pair{v1::ROLE_ADMIN, &t.admin}, std::pair{v1::ROLE_HOST, &t.host}}) {
-    v1::CreateTokenRequest tr;
-    tr.set_tenant(name);
-    tr.set_role(role);
-    v1::CreateTokenResponse resp;
-    auto tc = Ctx(root_token_);
-    ASSERT_TRUE(admin_->CreateToken(tc.get(), tr, &resp).ok());
-    *out = resp.token();
-  }
-  v1::CreateAccountRequest ar;
-  ar.set_terms_of_service_agreed(true);
+  TenantTokens t = NewTenant(/*with_account=*/true, /*keep_authorizations=*/false, "*.dns01.test",
+                             directory);
   v1::Account account;
   auto c2 = Ctx(t.admin);
-  grpc::Status s = accounts_->CreateAccount(c2.get(), ar, &account);
+  grpc::Status s = accounts_->GetAccount(c2.get(), {}, &account);
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(account.directory_url(), directory);
 
@@ -522,29 +507,8 @@ TEST_F(E2eTest, AKilledReplicasOrderIsFinishedByTheOther) {
   ASSERT_NE(a, nullptr);
   Bind(*a);
 
-  const std::string name = absl::StrCat("t", getpid(), "-kill");
-  v1::CreateTenantRequest req;
-  req.set_name(name);
-  req.add_allowed_identifiers(absl::StrCat("*.", name, ".example"));
-  req.set_directory_url(directory);
-  v1::Tenant tenant;
-  auto c1 = Ctx(root_token_);
-  ASSERT_TRUE(admin_->CreateTenant(c1.get(), req, &tenant).ok());
-  TenantTokens t{name, "", ""};
-  for (auto [role, out] : {std::pair{v1::ROLE_ADMIN, &t.admin}, std::pair{v1::ROLE_HOST, &t.host}}) {
-    v1::CreateTokenRequest tr;
-    tr.set_tenant(name);
-    tr.set_role(role);
-    v1::CreateTokenResponse resp;
-    auto tc = Ctx(root_token_);
-    ASSERT_TRUE(admin_->CreateToken(tc.get(), tr, &resp).ok());
-    *out = resp.token();
-  }
-  v1::CreateAccountRequest ar;
-  ar.set_terms_of_service_agreed(true);
-  v1::Account account;
-  auto c2 = Ctx(t.admin);
-  ASSERT_TRUE(accounts_->CreateAccount(c2.get(), ar, &account).ok());
+  TenantTokens t = NewTenant(/*with_account=*/true, /*keep_authorizations=*/false, "", directory);
+  const std::string name = t.name;
 
   // Pebble sleeps a random 0-5 s before validating; kill B while the order waits at the CA.
   // If B was too quick (the order already finished), try again with another name.

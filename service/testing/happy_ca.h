@@ -1,0 +1,25 @@
+// Test helpers for service tests over acme/testing/scripted_server.h.
+#ifndef ACMEVAULT_SERVICE_TESTING_HAPPY_CA_H_
+#define ACMEVAULT_SERVICE_TESTING_HAPPY_CA_H_
+
+#include <string>
+
+#include "acme/crypto/keys.h"
+#include "acme/testing/scripted_server.h"
+
+namespace acmevault::service::testing {
+
+// The whole text of a file in the test's runfiles ("" if unreadable).
+std::string ReadTestFile(const std::string& path);
+
+// The key that acme/crypto/testdata/chain.pem certifies (the scripted CA's certificate).
+crypto::PrivateKey TestLeafKey();
+
+// Scripts `ca` as a CA that behaves: a new order is pending until its http-01 or dns-01
+// challenge is answered, then ready; after finalize it is valid and serves the test chain.
+// `state` (borrowed; outlives the server's use) holds the order's status.
+void ScriptHappyCa(acme::testing::ScriptedServer& ca, std::string* state);
+
+}  // namespace acmevault::service::testing
+
+#endif  // ACMEVAULT_SERVICE_TESTING_HAPPY_CA_H_
