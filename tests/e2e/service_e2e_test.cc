@@ -314,6 +314,29 @@ TEST_F(E2eTest, ConcurrentIdenticalRequestsShareOneOrder) {
   }
 }
 
+// A CA that requires External Account Binding: without it CreateAccount is FAILED_PRECONDITION,
+// with the CA's key id and MAC key it makes a valid account.
+TEST_F(E2eTest, CreateAccountWithExternalAccountBinding) {
+  ACMEVAULT_STACK_ENV_OR_SKIP(directory, "ACMEVAULT_PEBBLE_EAB_DIRECTORY");
+  ACMEVAULT_STACK_ENV_OR_SKIP(kid, "ACMEVAULT_PEBBLE_EAB_EAB_KID");
+  ACMEVAULT_STACK_ENV_OR_SKIP(hmac, "ACMEVAULT_PEBBLE_EAB_EAB_HMAC");
+  TenantTokens t = NewTenant(/*with_account=*/false, false, "", directory);
+  v1::CreateAccountRequest req;
+  req.set_terms_of_service_agreed(true);
+  v1::Account account;
+  auto c1 = Ctx(t.admin);
+  grpc::Status s = accounts_->CreateAccount(c1.get(), req, &account);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr("External Account Binding"));
+  req.set_eab_key_id(kid);
+  req.set_eab_hmac_key(hmac);
+  auto c2 = Ctx(t.admin);
+  s = accounts_->CreateAccount(c2.get(), req, &account);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(account.status(), v1::ACCOUNT_STATUS_VALID);
+  EXPECT_EQ(account.directory_url(), directory);
+}
+
 TEST_F(E2eTest, RolloverThenIssueUsesTheNewKey) {
   TenantTokens t = NewTenant();
   v1::RolloverAccountKeyRequest r;
