@@ -4,6 +4,7 @@
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "acme/crypto/digest.h"
 #include "acme/crypto/x509.h"
@@ -14,6 +15,13 @@
 
 namespace acmevault::service {
 namespace {
+
+// The CA's answer to onlyReturnExisting says it has no account for that key (a bare 404 from a
+// proxy does not count: only the accountDoesNotExist problem).
+bool NoSuchAccount(const absl::Status& s) {
+  auto problem = acme::GetProblem(s);
+  return absl::IsNotFound(s) && problem && problem->ShortType() == "accountDoesNotExist";
+}
 
 constexpr const char* kSteps[] = {"rollover", "deactivate_authorizations", "reissue", "revoke",
                                   "deactivate_account"};
@@ -191,7 +199,7 @@ absl::Status AccountManager::RecoverPendingKey(const storage::Scope& scope, Curr
     current.key.emplace(std::move(active));
     return absl::OkStatus();
   }
-  if (absl::IsNotFound(found.status())) {
+  if (NoSuchAccount(found.status())) {
     Log(LogLevel::kWarning, "rollover recovery: the CA never saw the pending key; discarded",
         {{"tenant", absl::StrCat(scope.tenant)}, {"version", absl::StrCat(pending->version)}});
     return store.DiscardPendingKey(scope, current.account.id, pending->version);
@@ -223,10 +231,9 @@ absl::StatusOr<RolloverResult> AccountManager::RolloverScoped(
   auto found = current.client->NewAccount(new_key, {.only_return_existing = true});
   if (found.ok() && found->url == current.account.account_url) {
     RETURN_IF_ERROR(store.PromoteKey(scope, current.account.id, pending->version));
-  } else if (absl::IsNotFound(found.status())) {
+  } else if (NoSuchAccount(found.status()) && !changed.ok()) {
     RETURN_IF_ERROR(store.DiscardPendingKey(scope, current.account.id, pending->version));
-    return changed.ok() ? absl::InternalError("the CA accepted keyChange but does not know the new key")
-                        : changed;
+    return changed;
   } else {
     // Unknown outcome: leave the key pending; the next rollover (after the grace period)
     // resolves it by asking the CA again.
@@ -405,6 +412,7 @@ absl::StatusOr<CompromiseReport> AccountManager::RespondToCompromise(
     } else if (name == "reissue") {
       ASSIGN_OR_RETURN(auto certs, AllCertificates(store, scope));
       int reissued = 0, host_keys = 0;
+      std::vector<std::string> refused;
       for (const auto& cert : certs) {
         if (cert.created_at >= start || cert.revoked_at || cert.superseded_at ||
             cert.not_after <= options_.clock->Now()) {
@@ -420,7 +428,15 @@ absl::StatusOr<CompromiseReport> AccountManager::RespondToCompromise(
         if (chain.ok()) request.key_algorithm = chain->front().public_key.algorithm();
         request.force_new = true;
         request.wait_until = absl::Now() + options_.reissue_wait;
-        ASSIGN_OR_RETURN(IssueResult issued, options_.issuer->Issue(caller, request));
+        auto issue = options_.issuer->Issue(caller, request);
+        if (!issue.ok() && !Retryable(issue.status())) {
+          // Not reissuable (the names left the allow-list, the CA refuses them, ...): report it
+          // and go on, so revocation is not held up by it.
+          refused.push_back(absl::StrCat(cert.serial, " (", issue.status().message(), ")"));
+          continue;
+        }
+        RETURN_IF_ERROR(issue.status());
+        IssueResult& issued = *issue;
         if (!issued.certificate) {
           return absl::DeadlineExceededError(absl::StrCat(
               "reissue of certificate ", cert.serial, " is still running (order ",
@@ -428,8 +444,12 @@ absl::StatusOr<CompromiseReport> AccountManager::RespondToCompromise(
         }
         ++reissued;
       }
-      RETURN_IF_ERROR(finish(name, absl::StrCat(reissued, " reissued; ", host_keys,
-                                                " held by hosts, not reissued")));
+      std::string detail =
+          absl::StrCat(reissued, " reissued; ", host_keys, " held by hosts, not reissued");
+      if (!refused.empty()) {
+        absl::StrAppend(&detail, "; not reissuable: ", absl::StrJoin(refused, "; "));
+      }
+      RETURN_IF_ERROR(finish(name, detail));
     } else if (name == "revoke") {
       ASSIGN_OR_RETURN(Current current, Load(scope));
       if (!current.key) return absl::FailedPreconditionError("the account has no usable key");

@@ -134,8 +134,14 @@ absl::Status Admin::BindIdentity(const Caller& caller, const std::string& spiffe
   const storage::Actor actor = ActorOf(caller, "BindIdentity");
   storage::Tenant tenant;
   if (role == storage::Role::kPlatformAdmin) {
+    if (!tenant_name.empty()) {
+      return absl::InvalidArgumentError("tenant: must be empty for role PLATFORM_ADMIN");
+    }
     ASSIGN_OR_RETURN(tenant, PlatformTenant(actor));
   } else {
+    if (tenant_name.empty() || tenant_name == kPlatformTenant) {
+      return absl::InvalidArgumentError("tenant: required for roles HOST and ADMIN");
+    }
     ASSIGN_OR_RETURN(tenant, options_.store->FindTenantByName(tenant_name));
   }
   return options_.store->AddSpiffeIdentity({tenant.id, actor}, spiffe_id, role, "bound")
@@ -143,7 +149,7 @@ absl::Status Admin::BindIdentity(const Caller& caller, const std::string& spiffe
 }
 
 absl::Status Admin::Bootstrap(const std::string& token) {
-  if (!absl::StartsWith(token, "avt_") || token.size() != 47) {
+  if (!WellFormedToken(token)) {
     return absl::InvalidArgumentError(
         "bootstrap token: not an acmevault token (\"avt_\" and 43 base64url characters)");
   }

@@ -11,18 +11,18 @@ namespace {
 constexpr absl::string_view kTokenPrefix = "avt_";
 constexpr size_t kTokenBody = 43;  // base64url of 32 bytes, unpadded.
 
-bool WellFormedToken(absl::string_view token) {
-  if (!absl::ConsumePrefix(&token, kTokenPrefix) || token.size() != kTokenBody) return false;
-  std::string ignored;
-  return crypto::Base64UrlDecode(token, &ignored);
-}
-
 absl::Status Unauthenticated() {
   // One message for every failure: no oracle for which tokens exist.
   return absl::UnauthenticatedError("missing or invalid credentials");
 }
 
 }  // namespace
+
+bool WellFormedToken(absl::string_view token) {
+  if (!absl::ConsumePrefix(&token, kTokenPrefix) || token.size() != kTokenBody) return false;
+  std::string ignored;
+  return crypto::Base64UrlDecode(token, &ignored);
+}
 
 std::string NewBearerToken() {
   return absl::StrCat(kTokenPrefix, crypto::Base64Url(crypto::RandomBytes(32)));

@@ -32,6 +32,8 @@ struct Credentials {
 
 // A new bearer token: "avt_" and 43 base64url characters (32 random bytes).
 std::string NewBearerToken();
+// True for "avt_" followed by 43 base64url characters.
+bool WellFormedToken(absl::string_view token);
 // The value stored for a token: SHA-256 of its text, 32 raw bytes.
 std::string TokenDigest(absl::string_view token);
 

@@ -105,6 +105,11 @@ void Issuer::WorkLoop() {
     {
       absl::MutexLock lock(&mu_);
       running_.erase(id);
+      if (result.ok()) {
+        stopped_.erase(id);
+      } else {
+        stopped_[id] = result.status();
+      }
     }
     job.done->Notify();
   }
@@ -175,9 +180,22 @@ absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueReque
 
   // A current certificate for the same key, not yet due for renewal, is the answer.
   auto current = store.GetCurrentCertificate(scope, ids);
+  // Renewal is due within the tenant's window of expiry; a window of 0 means a third of the
+  // certificate's lifetime.
+  auto renewal_window = [&](const storage::Certificate& c) {
+    absl::Duration w = tenant.spec.policy.renewal_window;
+    return w > absl::ZeroDuration() ? w : (c.not_after - c.not_before) / 3;
+  };
   if (current.ok() && !request.force_new &&
-      current->not_after - options_.clock->Now() > tenant.spec.policy.renewal_window) {
-    bool usable = want_service_key ? current->has_private_key : false;
+      current->not_after - options_.clock->Now() > renewal_window(*current)) {
+    // A service-held key goes only to the request that made it: the reuse is open to a caller
+    // repeating that order's idempotency key, and to nobody else (they get a fresh key).
+    bool usable = false;
+    if (want_service_key && current->has_private_key && current->order &&
+        !request.idempotency_key.empty()) {
+      auto made_by = store.GetOrder(scope, *current->order);
+      usable = made_by.ok() && made_by->idempotency_key == request.idempotency_key;
+    }
     if (!want_service_key) {
       auto leaf = LeafKey(*current);
       usable = leaf.ok() && leaf->Equals(csr->public_key);
@@ -249,7 +267,18 @@ absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueReque
     }
     WaitForOrder(scope, created.order.id, request.wait_until);
     ASSIGN_OR_RETURN(storage::Order order, store.GetOrder(scope, created.order.id));
-    auto result = Finish(scope, order, request, want_key, want_service_key);
+    if (!storage::IsTerminal(order.state)) {
+      // The run stopped short on a CA or network problem: say so (RESOURCE_EXHAUSTED with the
+      // CA's retry time, UNAVAILABLE, ...) rather than hand back a handle that will not move
+      // until another run; the order stays and is retried.
+      absl::MutexLock lock(&mu_);
+      auto stopped = stopped_.find(order.id);
+      if (stopped != stopped_.end() && running_.count(order.id) == 0 &&
+          (absl::IsResourceExhausted(stopped->second) || absl::IsUnavailable(stopped->second))) {
+        return stopped->second;
+      }
+    }
+    auto result = Finish(scope, order, request, want_key, want_service_key, created.created);
     if (result.ok() || !absl::IsAborted(result.status()) || created.created) return result;
     // ABORTED: a joined order certified another key; go round once more.
   }
@@ -267,6 +296,12 @@ absl::Status Issuer::Resume(const storage::Lease& lease) {
                                  "the order has no stored CSR to finalize with; request again");
   }
   ASSIGN_OR_RETURN(storage::Tenant tenant, store.GetTenant(scope));
+  // The tenant's allow-list may have shrunk since the order was made.
+  ASSIGN_OR_RETURN(AllowList allow, AllowList::Create(tenant.spec.allowed_identifiers));
+  if (absl::Status allowed = allow.CheckAll(order.identifiers); !allowed.ok()) {
+    return store.TransitionOrder(scope, lease, storage::OrderState::kInvalid,
+                                 absl::StrCat("no longer allowed: ", allowed.message()));
+  }
   Job job;
   if (order.has_certificate_key) {
     ASSIGN_OR_RETURN(crypto::PrivateKey key,
@@ -291,7 +326,7 @@ absl::Status Issuer::Resume(const storage::Lease& lease) {
 absl::StatusOr<IssueResult> Issuer::Finish(const storage::Scope& scope, storage::Order order,
                                            const IssueRequest& request,
                                            const crypto::PublicKey* want_key,
-                                           bool want_service_key) {
+                                           bool want_service_key, bool created_here) {
   IssueResult result;
   result.order = order;
   if (order.state == storage::OrderState::kInvalid) {
@@ -306,6 +341,10 @@ absl::StatusOr<IssueResult> Issuer::Finish(const storage::Scope& scope, storage:
     if (!leaf.Equals(*want_key)) return absl::AbortedError("joined order certified another key");
   } else if (!cert.has_private_key) {
     return absl::AbortedError("joined order certified a host's own key");
+  } else if (!created_here && (request.idempotency_key.empty() ||
+                               request.idempotency_key != order.idempotency_key)) {
+    // Another request's service-held key is never handed out: this caller gets its own.
+    return absl::AbortedError("joined order holds another request's key");
   }
   result.certificate = cert;
   if (want_service_key) {

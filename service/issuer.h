@@ -34,7 +34,8 @@ namespace acmevault::service {
 struct IssueRequest {
   std::vector<std::string> identifiers;
   // The host's CSR (PEM or DER); or, when empty, the service generates a key of
-  // `key_algorithm` (the tenant policy's when unset).
+  // `key_algorithm` (ECDSA P-256 when unset). A generated key is returned only to the request
+  // that created its order, or to one repeating that order's idempotency key.
   std::string csr;
   std::optional<crypto::KeyAlgorithm> key_algorithm;
   std::string idempotency_key;
@@ -100,7 +101,7 @@ class Issuer {
   };
   absl::StatusOr<IssueResult> Finish(const storage::Scope& scope, storage::Order order,
                                      const IssueRequest& request, const crypto::PublicKey* want_key,
-                                     bool want_service_key);
+                                     bool want_service_key, bool created_here);
   void Submit(Job job);
   void WorkLoop();
 
@@ -108,6 +109,9 @@ class Issuer {
   absl::Mutex mu_;
   std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
   std::map<storage::OrderId, std::shared_ptr<absl::Notification>> running_ ABSL_GUARDED_BY(mu_);
+  // Why the last run of an order stopped short (a CA rate limit, an outage), for the callers
+  // waiting on it; cleared when a run ends the order.
+  std::map<storage::OrderId, absl::Status> stopped_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;
 };

@@ -163,6 +163,16 @@ TEST_F(IssuerTest, ConcurrentIdenticalRequestsMakeOneAcmeOrder) {
   EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 1);
 }
 
+TEST_F(IssuerTest, ARateLimitReachesTheWaitingCallerWithItsRetryTime) {
+  AddAccount();
+  ca_.On("POST", "/new-order", [](const Call&) {
+    return ScriptedServer::Problem(429, "rateLimited", "too many orders", {{"Retry-After", "3600"}});
+  });
+  auto r = issuer_->Issue(host_, CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_));
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kResourceExhausted, "rateLimited"));
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kResourceExhausted, "retry after"));
+}
+
 TEST_F(IssuerTest, CaFailureSurfacesWithItsAcmeType) {
   AddAccount();
   ca_.On("POST", "/new-order", [](const Call&) {

@@ -23,6 +23,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -111,13 +112,14 @@ absl::StatusOr<std::unique_ptr<storage::PostgresStore>> OpenStore(const v1::Serv
   return storage::PostgresStore::Create(options, std::move(keks));
 }
 
-absl::Notification* shutdown_requested = nullptr;
+volatile sig_atomic_t shutdown_requested = 0;
 
-void OnSignal(int) {
-  // Only async-signal-safe work here: the main thread waits on the notification's flag.
-  if (shutdown_requested != nullptr && !shutdown_requested->HasBeenNotified()) {
-    shutdown_requested->Notify();
-  }
+// Only async-signal-safe work: set a flag that the main thread polls.
+void OnSignal(int) { shutdown_requested = 1; }
+
+bool IsLoopback(absl::string_view address) {
+  return absl::StartsWith(address, "127.") || absl::StartsWith(address, "localhost:") ||
+         absl::StartsWith(address, "[::1]:");
 }
 
 std::string ReplicaId(const v1::ServerConfig& config) {
@@ -152,6 +154,23 @@ absl::Status Serve() {
   }
   client_options.client.poll_interval = absl::Milliseconds(500);
   ASSIGN_OR_RETURN(auto clients, service::AcmeClients::Create(client_options));
+
+  // Declared before the issuer so it is destroyed after it: orders still running at shutdown
+  // keep their HTTP-01 answers until they stop.
+  std::unique_ptr<service::Http01Responder> responder;
+  if (!config.http01_listen_address().empty()) {
+    storage::Store* s = store.get();
+    ASSIGN_OR_RETURN(responder,
+                     service::Http01Responder::Start(
+                         {.listen_address = config.http01_listen_address(),
+                          .lookup = [s](absl::string_view token)
+                              -> absl::StatusOr<std::optional<std::string>> {
+                            auto answer = s->LookupChallenge(token);
+                            if (absl::IsNotFound(answer.status())) return std::nullopt;
+                            if (!answer.ok()) return answer.status();
+                            return *std::move(answer);
+                          }}));
+  }
 
   std::unique_ptr<service::Rfc2136Solver> dns01;
   if (const auto& d = config.dns01(); !d.server().empty()) {
@@ -188,21 +207,6 @@ absl::Status Serve() {
     RETURN_IF_ERROR(admin.Bootstrap(std::string(absl::StripAsciiWhitespace(token))));
   }
 
-  std::unique_ptr<service::Http01Responder> responder;
-  if (!config.http01_listen_address().empty()) {
-    storage::Store* s = store.get();
-    ASSIGN_OR_RETURN(responder,
-                     service::Http01Responder::Start(
-                         {.listen_address = config.http01_listen_address(),
-                          .lookup = [s](absl::string_view token)
-                              -> absl::StatusOr<std::optional<std::string>> {
-                            auto answer = s->LookupChallenge(token);
-                            if (absl::IsNotFound(answer.status())) return std::nullopt;
-                            if (!answer.ok()) return answer.status();
-                            return *std::move(answer);
-                          }}));
-  }
-
   service::ServiceDeps deps{&auth, &issuer, &accounts, &admin, store.get(), &metrics};
   service::CertificateServiceImpl certificate_service(deps);
   service::AccountServiceImpl account_service(deps);
@@ -225,6 +229,11 @@ absl::Status Serve() {
     }
     credentials = grpc::SslServerCredentials(tls);
   } else {
+    // Bearer tokens must not cross a network in the clear.
+    if (!IsLoopback(config.grpc_listen_address())) {
+      return absl::FailedPreconditionError(
+          "grpc_listen_address is not loopback: configure tls { cert_file key_file }");
+    }
     Log(LogLevel::kWarning, "serving gRPC without TLS: for loopback development only");
     credentials = grpc::InsecureServerCredentials();
   }
@@ -264,11 +273,9 @@ absl::Status Serve() {
                                  .lease_duration = lease});
   resumer.Start();
 
-  absl::Notification stop;
-  shutdown_requested = &stop;
   signal(SIGINT, OnSignal);
   signal(SIGTERM, OnSignal);
-  while (!stop.HasBeenNotified()) absl::SleepFor(absl::Milliseconds(100));
+  while (!shutdown_requested) absl::SleepFor(absl::Milliseconds(100));
   Log(LogLevel::kInfo, "acmevaultd stopping: no new calls; in-flight calls get 10 s");
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   // The issuer's destructor lets running orders finish their current run; anything left is

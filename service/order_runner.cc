@@ -194,6 +194,9 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
   storage::Store& store = *options_.store;
   ASSIGN_OR_RETURN(ctx.order, store.GetOrder(scope, ctx.job.lease.order));
   if (storage::IsTerminal(ctx.order.state)) return ctx.order;
+  // The job may have waited in a queue: prove (and extend) the lease before any ACME request,
+  // so a replica whose lease was claimed never talks to the CA about this order.
+  ASSIGN_OR_RETURN(ctx.job.lease, store.RenewLease(scope, ctx.job.lease, options_.lease_duration));
 
   // Moves the recorded state forward (never back), under the lease.
   auto advance = [&](storage::OrderState to, absl::string_view error = "") -> absl::Status {
@@ -204,9 +207,13 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
   };
   // A CA error that is permanent ends the order as invalid; a passing one leaves it for a later
   // run. (Store errors, such as a lost lease, are returned directly, never through here.)
+  bool finalized_at_ca = false;  // The CA said processing or valid: a certificate exists or will.
   auto fail = [&](const absl::Status& s) -> absl::StatusOr<storage::Order> {
+    // A passing failure keeps challenge answers in place (the CA may still be validating) and
+    // the order as it is; once the CA has a certificate for it, only a mismatch we detected
+    // ourselves (INTERNAL) ends it: anything else is retried by a later run.
+    if (Retryable(s) || (finalized_at_ca && !absl::IsInternal(s))) return s;
     Cleanup(ctx);
-    if (Retryable(s)) return s;
     RETURN_IF_ERROR(advance(storage::OrderState::kInvalid, s.message()));
     if (options_.metrics) {
       options_.metrics->RecordIssuance(options_.clock->Now() - ctx.order.created_at, false);
@@ -252,11 +259,19 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
       next = ctx.client->WaitForOrder(ctx.ref, ca.url, ctx.deadline, /*until_ready=*/true);
     } else if (ca.status == "ready") {
       RETURN_IF_ERROR(advance(storage::OrderState::kReady));
-      // RFC 8555 §7.4: finalize only while the CA says ready; after a crash past this point the
-      // CA says processing or valid, and we never send it again.
+      // RFC 8555 §7.4: finalize only while the CA says ready, and only while we provably hold the
+      // lease (a fenced write right before it); after a crash past this point the CA says
+      // processing or valid, and we never send it again.
+      ASSIGN_OR_RETURN(ctx.job.lease,
+                       store.RenewLease(scope, ctx.job.lease, options_.lease_duration));
       next = ctx.client->Finalize(ctx.ref, ca, ctx.job.csr_der);
       if (options_.metrics) options_.metrics->RecordAcme("finalize", next.status());
-      if (next.ok()) RETURN_IF_ERROR(advance(storage::OrderState::kProcessing));
+      if (next.ok()) {
+        RETURN_IF_ERROR(advance(storage::OrderState::kProcessing));
+      } else if (absl::IsFailedPrecondition(next.status())) {
+        // orderNotReady: someone finalized already (or the CA moved on); look again.
+        next = ctx.client->GetOrder(ctx.ref, ca.url);
+      }
     } else if (ca.status == "processing") {
       RETURN_IF_ERROR(advance(storage::OrderState::kProcessing));
       next = ctx.client->WaitForOrder(ctx.ref, ca.url, ctx.deadline);
@@ -270,6 +285,7 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
     }
     if (!next.ok()) return fail(next.status());
     ca = *std::move(next);
+    if (ca.status == "processing" || ca.status == "valid") finalized_at_ca = true;
   }
   return fail(absl::DeadlineExceededError("order did not settle"));
 }

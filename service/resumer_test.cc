@@ -90,10 +90,13 @@ TEST(OrderResumer, AnotherReplicaFinishesAnOrderFromItsStoredMaterial) {
   request.identifiers = names;
   request.csr = *crypto::BuildCsr(names, *leaf_key);
   request.wait_until = absl::Now() + absl::Milliseconds(300);
+  request.idempotency_key = "resume-me";
+  // Replica 1's run stops on the CA's 503: the caller hears UNAVAILABLE; the order stays.
   auto issued = replica1->Issue(host, request);
-  ASSERT_TRUE(issued.ok()) << issued.status();
-  EXPECT_FALSE(issued->certificate.has_value());  // Replica 1 left it for later.
+  EXPECT_EQ(issued.status().code(), absl::StatusCode::kUnavailable) << issued.status();
   replica1.reset();  // "Dies".
+  auto left = fx.store().FindOrderByIdempotencyKey(fx.AdminScope(tenant), "resume-me");
+  ASSERT_TRUE(left.ok()) << left.status();
 
   OrderResumer resumer({.store = &fx.store(), .issuer = &replica2, .replica_id = "replica-2"});
   auto none = resumer.RunOnce();
@@ -104,8 +107,8 @@ TEST(OrderResumer, AnotherReplicaFinishesAnOrderFromItsStoredMaterial) {
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   EXPECT_EQ(*resumed, 1);
   const storage::Scope scope = fx.AdminScope(tenant);
-  replica2.WaitForOrder(scope, issued->order.id, absl::Now() + absl::Seconds(10));
-  auto order = fx.store().GetOrder(scope, issued->order.id);
+  replica2.WaitForOrder(scope, left->id, absl::Now() + absl::Seconds(10));
+  auto order = fx.store().GetOrder(scope, left->id);
   ASSERT_TRUE(order.ok());
   EXPECT_EQ(order->state, storage::OrderState::kValid) << order->error;
   EXPECT_EQ(ca.CountCalls("POST", "/finalize/1"), 1);

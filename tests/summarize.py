@@ -46,33 +46,73 @@ def main():
         sys.exit(__doc__)
     bazel_exit = int(sys.argv[2]) if len(sys.argv) == 3 else 0
     test_targets = set()
-    results = {}  # label -> (status, xml path)
-    with open(sys.argv[1]) as f:
-        for line in f:
+    results = {}  # (label, run, shard) -> (status, xml path); the last attempt wins
+    try:
+        lines = open(sys.argv[1]).read().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
             event = json.loads(line)
+        except ValueError:
+            continue  # A truncated last line (bazel stopped): what came before still counts.
+    passed = failed = skipped = 0
+    names = []
+    for case in root.iter("testcase"):
+        name = "%s.%s" % (case.get("classname", ""), case.get("name", ""))
+        if case.find("failure") is not None or case.find("error") is not None:
+            failed += 1
+            names.append(name)
+        elif (case.get("result") in ("skipped", "suppressed") or case.get("status") == "notrun"
+              or case.find("skipped") is not None):
+            skipped += 1
+        else:
+            passed += 1
+    return passed, failed, skipped, names
+
+
+def main():
+    if len(sys.argv) not in (2, 3):
+        sys.exit(__doc__)
+    bazel_exit = int(sys.argv[2]) if len(sys.argv) == 3 else 0
+    test_targets = set()
+    results = {}  # (label, run, shard) -> (status, xml path); the last attempt wins
+    try:
+        lines = open(sys.argv[1]).read().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # A truncated last line (bazel stopped): what came before still counts.
+        if True:
             eid = event.get("id", {})
             if "targetConfigured" in eid:
                 kind = event.get("configured", {}).get("targetKind", "")
                 if kind.endswith("_test rule"):
                     test_targets.add(eid["targetConfigured"]["label"])
             elif "testResult" in eid:
-                label = eid["testResult"]["label"]
+                tid = eid["testResult"]
+                label = tid["label"]
                 res = event.get("testResult", {})
                 xml = None
                 for out in res.get("testActionOutput", []):
                     if out.get("name") == "test.xml":
                         xml = file_path(out.get("uri", ""))
-                # The last attempt of a run decides.
-                results[label] = (res.get("status", "NO_STATUS"), xml)
+                # The last attempt of each run and shard decides.
+                results[(label, tid.get("run", 1), tid.get("shard", 1))] = (
+                    res.get("status", "NO_STATUS"), xml)
 
     passed = failed = skipped = 0
     failures = []
-    for label in sorted(test_targets):
-        if label not in results:
-            failed += 1
-            failures.append("%s (did not run: build failed or was interrupted)" % label)
-            continue
-        status, xml = results[label]
+    ran = {key[0] for key in results}
+    for label in sorted(test_targets - ran):
+        failed += 1
+        failures.append("%s (did not run: build failed or was interrupted)" % label)
+    for key in sorted(results):
+        label = key[0]
+        status, xml = results[key]
         counted = count_xml(xml) if xml else None
         if counted is None or sum(counted[:3]) == 0:
             if status == "PASSED":
@@ -91,6 +131,8 @@ def main():
             failed += 1
             failures.append("%s (%s)" % (label, status))
 
+    if not lines and bazel_exit == 0:
+        bazel_exit = 1  # No build events at all: nothing can be counted as passed.
     if bazel_exit != 0 and failed == 0:
         failed += 1
         failures.append("bazel test exited %d" % bazel_exit)

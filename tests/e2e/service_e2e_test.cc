@@ -300,11 +300,21 @@ TEST_F(E2eTest, IssuesWithAServiceKeyReturnedOnlyToTheCaller) {
 TEST_F(E2eTest, ConcurrentIdenticalRequestsShareOneOrder) {
   TenantTokens t = NewTenant();
   std::string name = absl::StrCat("shared.", t.name, ".example");
+  auto key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
+  ASSERT_TRUE(key.ok());
+  auto csr = crypto::BuildCsr({name}, *key);
+  ASSERT_TRUE(csr.ok());
   std::vector<std::thread> threads;
   std::vector<v1::IssueCertificateResponse> responses(4);
   std::vector<grpc::Status> statuses(4);
   for (int i = 0; i < 4; ++i) {
-    threads.emplace_back([&, i] { statuses[i] = IssueWithKey(t, {name}, &responses[i]); });
+    threads.emplace_back([&, i] {
+      v1::IssueCertificateRequest r;
+      r.add_identifiers(name);
+      r.set_csr(*csr);
+      auto c = Ctx(t.host);
+      statuses[i] = certs_->IssueCertificate(c.get(), r, &responses[i]);
+    });
   }
   for (auto& th : threads) th.join();
   for (int i = 0; i < 4; ++i) {
@@ -314,8 +324,32 @@ TEST_F(E2eTest, ConcurrentIdenticalRequestsShareOneOrder) {
   }
 }
 
-// A CA that requires External Account Binding: without it CreateAccount is FAILED_PRECONDITION,
-// with the CA's key id and MAC key it makes a valid account.
+// A service-generated key goes only to the request that made it (or one repeating its
+// idempotency key): another caller asking for the same names gets a new key and certificate.
+TEST_F(E2eTest, ServiceKeysAreNeverHandedToAnotherRequest) {
+  TenantTokens t = NewTenant();
+  std::string name = absl::StrCat("own.", t.name, ".example");
+  v1::IssueCertificateRequest r;
+  r.add_identifiers(name);
+  r.set_key_algorithm(v1::KEY_ALGORITHM_ECDSA_P256);
+  r.set_idempotency_key("first");
+  v1::IssueCertificateResponse first, again, other;
+  auto c1 = Ctx(t.host);
+  ASSERT_TRUE(certs_->IssueCertificate(c1.get(), r, &first).ok());
+  ASSERT_FALSE(first.private_key_pem().empty());
+  auto c2 = Ctx(t.host);
+  ASSERT_TRUE(certs_->IssueCertificate(c2.get(), r, &again).ok());  // Same idempotency key.
+  EXPECT_EQ(again.private_key_pem(), first.private_key_pem());
+  EXPECT_EQ(again.certificate().serial(), first.certificate().serial());
+  r.clear_idempotency_key();
+  auto c3 = Ctx(t.host);
+  grpc::Status s = certs_->IssueCertificate(c3.get(), r, &other);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_FALSE(other.private_key_pem().empty());
+  EXPECT_NE(other.private_key_pem(), first.private_key_pem());
+  EXPECT_NE(other.certificate().serial(), first.certificate().serial());
+}
+
 TEST_F(E2eTest, CreateAccountWithExternalAccountBinding) {
   ACMEVAULT_STACK_ENV_OR_SKIP(directory, "ACMEVAULT_PEBBLE_EAB_DIRECTORY");
   ACMEVAULT_STACK_ENV_OR_SKIP(kid, "ACMEVAULT_PEBBLE_EAB_EAB_KID");
