@@ -285,6 +285,7 @@ grpc::Status CertificateServiceImpl::IssueCertificate(grpc::ServerContext* conte
       until = std::min(until, absl::Now() + absl::Seconds(request->wait_seconds()));
     }
     r.wait_until = until;
+    r.cancelled = [context] { return context->IsCancelled(); };
     ASSIGN_OR_RETURN(IssueResult result, deps_.issuer->Issue(caller, r));
     ToProto(result.order, response->mutable_order());
     if (result.certificate) {

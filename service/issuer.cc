@@ -116,7 +116,8 @@ void Issuer::WorkLoop() {
 }
 
 void Issuer::WaitForOrder(const storage::Scope& scope, storage::OrderId order,
-                          absl::Time until) {
+                          absl::Time until, const std::function<bool()>& cancelled) {
+  auto gone = [&] { return cancelled && cancelled(); };
   std::shared_ptr<absl::Notification> done;
   {
     absl::MutexLock lock(&mu_);
@@ -124,10 +125,13 @@ void Issuer::WaitForOrder(const storage::Scope& scope, storage::OrderId order,
     if (it != running_.end()) done = it->second;
   }
   if (done != nullptr) {
-    done->WaitForNotificationWithDeadline(until);
+    // In slices, so a cancelled caller stops waiting within one.
+    while (absl::Now() < until && !gone()) {
+      if (done->WaitForNotificationWithDeadline(std::min(until, absl::Now() + kStorePoll))) return;
+    }
     return;
   }
-  while (absl::Now() < until) {
+  while (absl::Now() < until && !gone()) {
     auto row = options_.store->GetOrder(scope, order);
     if (!row.ok() || storage::IsTerminal(row->state)) return;
     absl::SleepFor(std::min(kStorePoll, until - absl::Now()));
@@ -265,7 +269,7 @@ absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueReque
       job.done = std::make_shared<absl::Notification>();
       Submit(std::move(job));
     }
-    WaitForOrder(scope, created.order.id, request.wait_until);
+    WaitForOrder(scope, created.order.id, request.wait_until, request.cancelled);
     ASSIGN_OR_RETURN(storage::Order order, store.GetOrder(scope, created.order.id));
     if (!storage::IsTerminal(order.state)) {
       // The run stopped short on a CA or network problem: say so (RESOURCE_EXHAUSTED with the

@@ -44,6 +44,8 @@ struct IssueRequest {
   absl::Time wait_until;
   // Order a new certificate even when a current one would do (reissue after a compromise).
   bool force_new = false;
+  // When set and true, the caller is gone (RPC cancelled, server shutting down): stop waiting.
+  std::function<bool()> cancelled;
 };
 
 struct IssueResult {
@@ -91,7 +93,8 @@ class Issuer {
 
   // Waits (real time) until `order` is terminal or `until`: on this replica's run when it runs
   // here, else by watching the store (another replica, or a resumed order).
-  void WaitForOrder(const storage::Scope& scope, storage::OrderId order, absl::Time until);
+  void WaitForOrder(const storage::Scope& scope, storage::OrderId order, absl::Time until,
+                    const std::function<bool()>& cancelled = nullptr);
 
  private:
   struct Job {

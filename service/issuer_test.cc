@@ -196,6 +196,33 @@ TEST_F(IssuerTest, ReturnsTheOrderHandleWhenTheWaitEnds) {
   EXPECT_FALSE(storage::IsTerminal(result->order.state));
 }
 
+TEST_F(IssuerTest, ACancelledCallerStopsWaiting) {
+  AddAccount();
+  // The CA holds the run in newOrder (real time) until the test ends, so only the
+  // cancellation can end the caller's 30 s wait.
+  absl::Notification release;
+  ca_.On("POST", "/new-order", [&](const Call&) {
+    release.WaitForNotification();
+    return ScriptedServer::Problem(503, "serverInternal", "busy");
+  });
+  IssueRequest r = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
+  r.wait_until = absl::Now() + absl::Seconds(30);
+  std::atomic<bool> cancel{false};
+  r.cancelled = [&] { return cancel.load(); };
+  std::thread canceller([&] {
+    absl::SleepFor(absl::Milliseconds(300));
+    cancel = true;
+  });
+  absl::Time start = absl::Now();
+  auto result = issuer_->Issue(host_, r);
+  const absl::Duration waited = absl::Now() - start;
+  canceller.join();
+  release.Notify();
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_FALSE(result->certificate.has_value());
+  EXPECT_LT(waited, absl::Seconds(10));  // Not the 30 s wait: a bound, not a timing.
+}
+
 TEST_F(IssuerTest, StoppingHandsQueuedOrdersOverByReleasingTheirLeases) {
   AddAccount();
   // One worker, blocked in its first order until released; a second order waits in the queue.
