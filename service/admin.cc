@@ -91,22 +91,26 @@ absl::StatusOr<storage::Tenant> Admin::PlatformTenant(const storage::Actor& acto
   return created;
 }
 
-absl::StatusOr<NewToken> Admin::CreateToken(const Caller& caller, const std::string& tenant_name,
-                                            storage::Role role, const std::string& description) {
-  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kPlatformAdmin));
-  const storage::Actor actor = ActorOf(caller, "CreateToken");
-  storage::Tenant tenant;
+absl::StatusOr<storage::Tenant> Admin::TenantForRole(const storage::Actor& actor,
+                                                     const std::string& tenant_name,
+                                                     storage::Role role) {
   if (role == storage::Role::kPlatformAdmin) {
     if (!tenant_name.empty()) {
       return absl::InvalidArgumentError("tenant: must be empty for role PLATFORM_ADMIN");
     }
-    ASSIGN_OR_RETURN(tenant, PlatformTenant(actor));
-  } else {
-    if (tenant_name.empty() || tenant_name == kPlatformTenant) {
-      return absl::InvalidArgumentError("tenant: required for roles HOST and ADMIN");
-    }
-    ASSIGN_OR_RETURN(tenant, options_.store->FindTenantByName(tenant_name));
+    return PlatformTenant(actor);
   }
+  if (tenant_name.empty() || tenant_name == kPlatformTenant) {
+    return absl::InvalidArgumentError("tenant: required for roles HOST and ADMIN");
+  }
+  return options_.store->FindTenantByName(tenant_name);
+}
+
+absl::StatusOr<NewToken> Admin::CreateToken(const Caller& caller, const std::string& tenant_name,
+                                            storage::Role role, const std::string& description) {
+  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kPlatformAdmin));
+  const storage::Actor actor = ActorOf(caller, "CreateToken");
+  ASSIGN_OR_RETURN(storage::Tenant tenant, TenantForRole(actor, tenant_name, role));
   std::string token = NewBearerToken();
   ASSIGN_OR_RETURN(storage::Identity identity,
                    options_.store->AddTokenIdentity({tenant.id, actor}, TokenDigest(token), role,
@@ -132,18 +136,7 @@ absl::Status Admin::BindIdentity(const Caller& caller, const std::string& spiffe
     return absl::InvalidArgumentError("spiffe_id: must be a spiffe:// URI");
   }
   const storage::Actor actor = ActorOf(caller, "BindIdentity");
-  storage::Tenant tenant;
-  if (role == storage::Role::kPlatformAdmin) {
-    if (!tenant_name.empty()) {
-      return absl::InvalidArgumentError("tenant: must be empty for role PLATFORM_ADMIN");
-    }
-    ASSIGN_OR_RETURN(tenant, PlatformTenant(actor));
-  } else {
-    if (tenant_name.empty() || tenant_name == kPlatformTenant) {
-      return absl::InvalidArgumentError("tenant: required for roles HOST and ADMIN");
-    }
-    ASSIGN_OR_RETURN(tenant, options_.store->FindTenantByName(tenant_name));
-  }
+  ASSIGN_OR_RETURN(storage::Tenant tenant, TenantForRole(actor, tenant_name, role));
   return options_.store->AddSpiffeIdentity({tenant.id, actor}, spiffe_id, role, "bound")
       .status();
 }

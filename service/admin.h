@@ -48,6 +48,11 @@ class Admin {
  private:
   absl::Status Validate(storage::TenantSpec& spec) const;
   absl::StatusOr<storage::Tenant> PlatformTenant(const storage::Actor& actor);
+  // The tenant a credential of `role` belongs to: the reserved platform tenant for
+  // PLATFORM_ADMIN (no name may be given), else the named tenant (never the platform one).
+  absl::StatusOr<storage::Tenant> TenantForRole(const storage::Actor& actor,
+                                                const std::string& tenant_name,
+                                                storage::Role role);
 
   const Options options_;
 };

@@ -56,53 +56,21 @@ def main():
             event = json.loads(line)
         except ValueError:
             continue  # A truncated last line (bazel stopped): what came before still counts.
-    passed = failed = skipped = 0
-    names = []
-    for case in root.iter("testcase"):
-        name = "%s.%s" % (case.get("classname", ""), case.get("name", ""))
-        if case.find("failure") is not None or case.find("error") is not None:
-            failed += 1
-            names.append(name)
-        elif (case.get("result") in ("skipped", "suppressed") or case.get("status") == "notrun"
-              or case.find("skipped") is not None):
-            skipped += 1
-        else:
-            passed += 1
-    return passed, failed, skipped, names
-
-
-def main():
-    if len(sys.argv) not in (2, 3):
-        sys.exit(__doc__)
-    bazel_exit = int(sys.argv[2]) if len(sys.argv) == 3 else 0
-    test_targets = set()
-    results = {}  # (label, run, shard) -> (status, xml path); the last attempt wins
-    try:
-        lines = open(sys.argv[1]).read().splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue  # A truncated last line (bazel stopped): what came before still counts.
-        if True:
-            eid = event.get("id", {})
-            if "targetConfigured" in eid:
-                kind = event.get("configured", {}).get("targetKind", "")
-                if kind.endswith("_test rule"):
-                    test_targets.add(eid["targetConfigured"]["label"])
-            elif "testResult" in eid:
-                tid = eid["testResult"]
-                label = tid["label"]
-                res = event.get("testResult", {})
-                xml = None
-                for out in res.get("testActionOutput", []):
-                    if out.get("name") == "test.xml":
-                        xml = file_path(out.get("uri", ""))
-                # The last attempt of each run and shard decides.
-                results[(label, tid.get("run", 1), tid.get("shard", 1))] = (
-                    res.get("status", "NO_STATUS"), xml)
+        eid = event.get("id", {})
+        if "targetConfigured" in eid:
+            kind = event.get("configured", {}).get("targetKind", "")
+            if kind.endswith("_test rule"):
+                test_targets.add(eid["targetConfigured"]["label"])
+        elif "testResult" in eid:
+            tid = eid["testResult"]
+            res = event.get("testResult", {})
+            xml = None
+            for out in res.get("testActionOutput", []):
+                if out.get("name") == "test.xml":
+                    xml = file_path(out.get("uri", ""))
+            # The last attempt of each run and shard decides.
+            results[(tid["label"], tid.get("run", 1), tid.get("shard", 1))] = (
+                res.get("status", "NO_STATUS"), xml)
 
     passed = failed = skipped = 0
     failures = []
