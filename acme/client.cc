@@ -8,12 +8,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "acme/crypto/digest.h"
-#include "acme/crypto/jwk.h"
-#include "acme/crypto/jws.h"
-#include "acme/crypto/x509.h"
 #include "acme/problem.h"
 #include "common/status_macros.h"
+#include "crypto/digest.h"
+#include "crypto/jwk.h"
+#include "crypto/jws.h"
+#include "crypto/x509.h"
 
 namespace acmevault::acme {
 namespace {

@@ -21,9 +21,10 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "acme/crypto/keys.h"
 #include "acme/http.h"
 #include "common/clock.h"
+#include "crypto/keys.h"
+#include "crypto/revocation_reason.h"
 #include "nlohmann/json.hpp"
 
 namespace acmevault::acme {
@@ -122,14 +123,8 @@ struct NewOrderOptions {
   std::string replaces;  // ARI CertID of the certificate this order renews (RFC 9773 §5).
 };
 
-// RFC 5280 §5.3.1 CRLReason codes accepted by revokeCert.
-enum class RevocationReason : int {
-  kUnspecified = 0,
-  kKeyCompromise = 1,
-  kAffiliationChanged = 3,
-  kSuperseded = 4,
-  kCessationOfOperation = 5,
-};
+// RFC 5280 §5.3.1 CRLReason codes, sent by revokeCert (RFC 8555 §7.6).
+using crypto::RevocationReason;
 
 struct AcmeClientOptions {
   std::string directory_url;

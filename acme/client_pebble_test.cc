@@ -6,11 +6,11 @@
 #include "absl/strings/escaping.h"
 #include "absl/time/clock.h"
 #include "acme/client.h"
-#include "acme/crypto/digest.h"
-#include "acme/crypto/x509.h"
 #include "acme/problem.h"
 #include "acme/testing/pebble.h"
 #include "common/testing/stack_env.h"
+#include "crypto/digest.h"
+#include "crypto/x509.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

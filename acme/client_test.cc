@@ -12,13 +12,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "acme/crypto/digest.h"
-#include "acme/crypto/jwk.h"
-#include "acme/crypto/jws.h"
-#include "acme/crypto/x509.h"
 #include "acme/problem.h"
 #include "acme/testing/scripted_server.h"
 #include "common/testing/fake_clock.h"
+#include "crypto/digest.h"
+#include "crypto/jwk.h"
+#include "crypto/jws.h"
+#include "crypto/x509.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -40,7 +40,7 @@ std::string Utc(absl::Time t) {
 }
 
 std::string LeafDer() {
-  std::ifstream in("acme/crypto/testdata/leaf.pem");
+  std::ifstream in("crypto/testdata/leaf.pem");
   std::stringstream s;
   s << in.rdbuf();
   auto ders = crypto::SplitPemChain(s.str());
@@ -408,7 +408,7 @@ Json AuthzWith(const std::function<void(Json&)>& edit) {
   return a;
 }
 std::string Chain() {
-  std::ifstream in("acme/crypto/testdata/chain.pem");
+  std::ifstream in("crypto/testdata/chain.pem");
   std::stringstream s;
   s << in.rdbuf();
   return s.str();

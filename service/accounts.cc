@@ -6,10 +6,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
-#include "acme/crypto/digest.h"
-#include "acme/crypto/x509.h"
 #include "acme/problem.h"
 #include "common/status_macros.h"
+#include "crypto/digest.h"
+#include "crypto/x509.h"
 #include "service/identifiers.h"
 #include "service/log.h"
 
@@ -347,7 +347,7 @@ absl::StatusOr<storage::Certificate> AccountManager::RevokeCertificate(
   if (options_.metrics) options_.metrics->RecordAcme("revokeCert", revoked);
   auto problem = acme::GetProblem(revoked);
   if (!revoked.ok() && !(problem && problem->ShortType() == "alreadyRevoked")) return revoked;
-  RETURN_IF_ERROR(store.MarkCertificateRevoked(scope, cert.id, static_cast<int>(reason)));
+  RETURN_IF_ERROR(store.MarkCertificateRevoked(scope, cert.id, reason));
   return store.GetCertificate(scope, cert.id);
 }
 
@@ -466,7 +466,7 @@ absl::StatusOr<CompromiseReport> AccountManager::RespondToCompromise(
         if (options_.metrics) options_.metrics->RecordAcme("revokeCert", s);
         auto problem = acme::GetProblem(s);
         if (!s.ok() && !(problem && problem->ShortType() == "alreadyRevoked")) return s;
-        RETURN_IF_ERROR(store.MarkCertificateRevoked(scope, cert.id, 4));
+        RETURN_IF_ERROR(store.MarkCertificateRevoked(scope, cert.id, crypto::RevocationReason::kSuperseded));
         ++revoked;
       }
       RETURN_IF_ERROR(finish(name, absl::StrCat(revoked, " revoked (reason superseded)")));

@@ -20,8 +20,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "acme/crypto/keys.h"
 #include "common/clock.h"
+#include "crypto/keys.h"
 #include "service/auth.h"
 #include "service/issuer.h"
 #include "service/metrics.h"

@@ -1,8 +1,8 @@
 #include "service/accounts.h"
 
-#include "acme/crypto/jwk.h"
-#include "acme/crypto/jws.h"
 #include "acme/testing/scripted_server.h"
+#include "crypto/jwk.h"
+#include "crypto/jws.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/testing/fixture.h"

@@ -3,7 +3,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "acme/crypto/digest.h"
+#include "crypto/digest.h"
 
 namespace acmevault::service {
 namespace {

@@ -128,7 +128,8 @@ void ToProto(const storage::Certificate& c, absl::Time now, bool with_chain, v1:
   if (with_chain) out->set_chain_pem(c.chain_pem);
   if (c.revoked_at) {
     out->set_state(v1::CERTIFICATE_STATE_REVOKED);
-    out->set_revocation_reason(static_cast<v1::RevocationReason>(c.revocation_reason.value_or(0)));
+    out->set_revocation_reason(static_cast<v1::RevocationReason>(
+        crypto::RevocationReasonCode(c.revocation_reason.value_or(crypto::RevocationReason::kUnspecified))));
   } else {
     out->set_state(c.not_after <= now ? v1::CERTIFICATE_STATE_EXPIRED
                                       : v1::CERTIFICATE_STATE_VALID);

@@ -8,9 +8,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "acme/crypto/x509.h"
 #include "acme/testing/scripted_server.h"
 #include "acmevault/v1/errors.pb.h"
+#include "crypto/x509.h"
 #include "gmock/gmock.h"
 #include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
@@ -150,7 +150,7 @@ TEST_F(GrpcTest, AccountIssueAndReadThroughTheWire) {
   EXPECT_EQ(acct_stub_->GetAccount(c2.get(), {}, &account).error_code(),
             grpc::StatusCode::PERMISSION_DENIED);
 
-  auto leaf_key = crypto::PrivateKey::FromPem(testing::ReadTestFile("acme/crypto/testdata/leaf_key.pem"));
+  auto leaf_key = crypto::PrivateKey::FromPem(testing::ReadTestFile("crypto/testdata/leaf_key.pem"));
   ASSERT_TRUE(leaf_key.ok());
   // The scripted CA issues the test chain, which certifies leaf.example.com.
   auto csr = crypto::BuildCsr({"*.leaf.example.com", "leaf.example.com"}, *leaf_key);

@@ -6,11 +6,11 @@
 
 #include "absl/synchronization/mutex.h"
 #include "acme/client.h"
-#include "acme/crypto/jwk.h"
-#include "acme/crypto/keys.h"
-#include "acme/crypto/x509.h"
 #include "acme/http.h"
 #include "common/testing/stack_env.h"
+#include "crypto/jwk.h"
+#include "crypto/keys.h"
+#include "crypto/x509.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

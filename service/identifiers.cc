@@ -86,7 +86,7 @@ absl::StatusOr<std::string> NormalizeDnsName(absl::string_view raw, absl::string
     }
     if (label.size() >= 4 && label.substr(2, 2) == "--") {
       if (!absl::StartsWith(label, "xn--") || !ValidALabel(label)) {
-        return Bad(field, raw, "has a reserved or invalid \"??--\" label");
+        return Bad(field, raw, "has a reserved or invalid \"?\?--\" label");
       }
     }
   }

@@ -6,9 +6,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
-#include "acme/crypto/jwk.h"
-#include "acme/crypto/x509.h"
 #include "common/status_macros.h"
+#include "crypto/jwk.h"
+#include "crypto/x509.h"
 #include "service/identifiers.h"
 #include "service/log.h"
 

@@ -6,8 +6,8 @@
 #include <thread>
 
 #include "absl/time/clock.h"
-#include "acme/crypto/x509.h"
 #include "acme/testing/scripted_server.h"
+#include "crypto/x509.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/testing/fixture.h"
@@ -34,7 +34,7 @@ class IssuerTest : public ::testing::Test {
     auto account_key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
     ASSERT_TRUE(account_key.ok());
     account_key_ = std::make_unique<crypto::PrivateKey>(*std::move(account_key));
-    auto leaf = crypto::PrivateKey::FromPem(testing::ReadTestFile("acme/crypto/testdata/leaf_key.pem"));
+    auto leaf = crypto::PrivateKey::FromPem(testing::ReadTestFile("crypto/testdata/leaf_key.pem"));
     ASSERT_TRUE(leaf.ok());
     leaf_key_ = std::make_unique<crypto::PrivateKey>(*std::move(leaf));
 

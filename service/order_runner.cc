@@ -7,10 +7,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "acme/crypto/jwk.h"
-#include "acme/crypto/x509.h"
 #include "acme/problem.h"
 #include "common/status_macros.h"
+#include "crypto/jwk.h"
+#include "crypto/x509.h"
 
 namespace acmevault::service {
 namespace {

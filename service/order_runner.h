@@ -16,9 +16,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "acme/client.h"
-#include "acme/crypto/keys.h"
 #include "acme/http.h"
 #include "common/clock.h"
+#include "crypto/keys.h"
 #include "service/metrics.h"
 #include "storage/store.h"
 

@@ -7,9 +7,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "acme/crypto/jwk.h"
-#include "acme/crypto/x509.h"
 #include "acme/testing/scripted_server.h"
+#include "crypto/jwk.h"
+#include "crypto/x509.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/testing/fixture.h"

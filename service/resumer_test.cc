@@ -4,8 +4,8 @@
 #include <sstream>
 
 #include "absl/time/clock.h"
-#include "acme/crypto/x509.h"
 #include "acme/testing/scripted_server.h"
+#include "crypto/x509.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/testing/fixture.h"
@@ -83,7 +83,7 @@ TEST(OrderResumer, AnotherReplicaFinishesAnOrderFromItsStoredMaterial) {
   Issuer replica2({.store = &fx.store(), .runner = &runner, .clock = &fx.clock(),
                    .replica_id = "replica-2"});
 
-  auto leaf_key = crypto::PrivateKey::FromPem(testing::ReadTestFile("acme/crypto/testdata/leaf_key.pem"));
+  auto leaf_key = crypto::PrivateKey::FromPem(testing::ReadTestFile("crypto/testdata/leaf_key.pem"));
   ASSERT_TRUE(leaf_key.ok());
   std::vector<std::string> names = {"*.leaf.example.com", "leaf.example.com"};
   IssueRequest request;

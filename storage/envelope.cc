@@ -1,8 +1,8 @@
 #include "storage/envelope.h"
 
 #include "absl/strings/str_cat.h"
-#include "acme/crypto/aead.h"
 #include "common/status_macros.h"
+#include "crypto/aead.h"
 
 namespace acmevault::storage {
 namespace {

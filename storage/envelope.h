@@ -20,8 +20,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "acme/crypto/keys.h"
-#include "acme/crypto/secret.h"
+#include "crypto/keys.h"
+#include "crypto/secret.h"
 #include "storage/kek_set.h"
 #include "storage/types.h"
 

@@ -9,7 +9,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "acme/crypto/aead.h"
+#include "crypto/aead.h"
 
 namespace acmevault::storage {
 namespace {

@@ -21,7 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "acme/crypto/secret.h"
+#include "crypto/secret.h"
 
 namespace acmevault::storage {
 

@@ -90,7 +90,7 @@ TEST_F(PostgresPoolTest, ErrorsMapToStatusCodesWithoutTheirDetail) {
 
 TEST_F(PostgresPoolTest, SerializationFailuresAndDeadlocksAreRetriedFromTheStart) {
   auto pool = MakePool(2, absl::Seconds(5), absl::Seconds(30));
-  for (const std::string& sqlstate : {"40001", "40P01"}) {
+  for (const std::string sqlstate : {"40001", "40P01"}) {
     int attempts = 0;
     int64_t rows = -1;
     ASSERT_OK(pool->Run("Op", {}, [&](pqxx::work& tx) {

@@ -238,7 +238,9 @@ Certificate CertificateOf(const pqxx::row& r) {
   c.account_key_version = OptionalValue<int>(r[9]);
   c.has_private_key = r[10].as<bool>();
   c.revoked_at = OptionalTime(r[11]);
-  c.revocation_reason = OptionalValue<int>(r[12]);
+  if (auto code = OptionalValue<int>(r[12])) {
+    c.revocation_reason = crypto::RevocationReasonFromCode(*code);
+  }
   c.superseded_at = OptionalTime(r[13]);
   c.created_at = TimeOf(r[14]);
   return c;
@@ -1411,7 +1413,7 @@ absl::StatusOr<Page<DueCertificate>> PostgresStore::ListCertificatesDueForRenewa
 }
 
 absl::Status PostgresStore::MarkCertificateRevoked(const Scope& scope, CertificateId id,
-                                                   int reason) {
+                                                   crypto::RevocationReason reason) {
   RETURN_IF_ERROR(rules::ValidateRevocationReason(reason));
   const absl::Time now = Now();
   return InTenant("MarkCertificateRevoked", scope, [&](pqxx::work& tx) -> absl::Status {
@@ -1426,9 +1428,10 @@ absl::Status PostgresStore::MarkCertificateRevoked(const Scope& scope, Certifica
     }
     tx.exec_params0(
         "UPDATE certificates SET revoked_at = av_ts($2), revocation_reason = $3 WHERE id = $1",
-        id, Micros(now), reason);
+        id, Micros(now), crypto::RevocationReasonCode(reason));
     Audit(tx, scope, now,
-          rules::CertificateEvent("MarkCertificateRevoked", c, absl::StrCat("reason ", reason)));
+          rules::CertificateEvent("MarkCertificateRevoked", c,
+                                  absl::StrCat("reason ", crypto::RevocationReasonCode(reason))));
     return absl::OkStatus();
   });
 }

@@ -133,7 +133,8 @@ class PostgresStore final : public Store {
                                                      const PageRequest& page) override;
   absl::StatusOr<Page<DueCertificate>> ListCertificatesDueForRenewal(
       const PageRequest& page) override;
-  absl::Status MarkCertificateRevoked(const Scope& scope, CertificateId id, int reason) override;
+  absl::Status MarkCertificateRevoked(const Scope& scope, CertificateId id,
+                                      crypto::RevocationReason reason) override;
 
   // ChallengeStore
   absl::Status PutChallenge(const Scope& scope, absl::string_view token,

@@ -117,10 +117,11 @@ absl::StatusOr<NewCertificate> ValidateNewCertificate(const NewCertificate& cert
   return out;
 }
 
-absl::Status ValidateRevocationReason(int reason) {
-  if (reason < 0 || reason > 10 || reason == 7) {
+absl::Status ValidateRevocationReason(crypto::RevocationReason reason) {
+  const int code = crypto::RevocationReasonCode(reason);
+  if (!crypto::RevocationReasonFromCode(code).has_value()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("revocation reason ", reason, " is not an RFC 5280 CRLReason"));
+        absl::StrCat("revocation reason ", code, " is not an RFC 5280 CRLReason"));
   }
   return absl::OkStatus();
 }

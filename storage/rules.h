@@ -31,7 +31,7 @@ absl::Status ValidateAccountStatusChange(AccountStatus status);
 // not_before; a chain; a positive key version if given.
 absl::StatusOr<NewCertificate> ValidateNewCertificate(const NewCertificate& certificate);
 // RFC 5280 §5.3.1: 0-10, 7 unused.
-absl::Status ValidateRevocationReason(int reason);
+absl::Status ValidateRevocationReason(crypto::RevocationReason reason);
 // RFC 8555 §8.3: base64url characters, 1-255 of them.
 absl::Status ValidateChallengeToken(absl::string_view token);
 absl::Status ValidateTokenHash(absl::string_view token_sha256);

@@ -33,7 +33,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "acme/crypto/keys.h"
+#include "crypto/keys.h"
 #include "storage/types.h"
 
 namespace acmevault::storage {
@@ -222,9 +222,10 @@ class CertificateStore {
   // within their tenant's renewal window of now (or has passed), ordered by (not_after, id).
   virtual absl::StatusOr<Page<DueCertificate>> ListCertificatesDueForRenewal(
       const PageRequest& page) = 0;
-  // `reason` is an RFC 5280 CRLReason (0-10, not 7). FAILED_PRECONDITION if already revoked.
+  // INVALID_ARGUMENT for a value that is no RFC 5280 CRLReason; FAILED_PRECONDITION if already
+  // revoked.
   virtual absl::Status MarkCertificateRevoked(const Scope& scope, CertificateId id,
-                                              int reason) = 0;
+                                              crypto::RevocationReason reason) = 0;
 };
 
 class ChallengeStore {

@@ -14,7 +14,8 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "acme/crypto/keys.h"
+#include "crypto/keys.h"
+#include "crypto/revocation_reason.h"
 
 namespace acmevault::storage {
 
@@ -109,7 +110,7 @@ enum class KeyState { kPending, kActive, kRetired, kCompromised };
 absl::string_view KeyStateName(KeyState state);  // "pending", "active", "retired", "compromised"
 absl::StatusOr<KeyState> ParseKeyState(absl::string_view name);
 
-// Public facts about a key, supplied by the caller (acme/crypto computes them).
+// Public facts about a key, supplied by the caller (crypto computes them).
 struct PublicKeyInfo {
   std::string public_jwk;  // RFC 7517 JSON of the public key
   std::string thumbprint;  // RFC 7638, base64url
@@ -263,7 +264,7 @@ struct Certificate {
   std::optional<int> account_key_version;
   bool has_private_key = false;
   std::optional<absl::Time> revoked_at;
-  std::optional<int> revocation_reason;  // RFC 5280 §5.3.1 CRLReason
+  std::optional<crypto::RevocationReason> revocation_reason;
   // Set when a later certificate for the same identifiers was stored.
   std::optional<absl::Time> superseded_at;
   absl::Time created_at;

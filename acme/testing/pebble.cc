@@ -4,10 +4,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
-#include "acme/crypto/digest.h"
-#include "acme/crypto/jwk.h"
-#include "acme/crypto/x509.h"
 #include "common/status_macros.h"
+#include "crypto/digest.h"
+#include "crypto/jwk.h"
+#include "crypto/x509.h"
 #include "nlohmann/json.hpp"
 
 namespace acmevault::acme::testing {

@@ -10,8 +10,8 @@
 
 #include "absl/status/statusor.h"
 #include "acme/client.h"
-#include "acme/crypto/keys.h"
 #include "acme/http.h"
+#include "crypto/keys.h"
 
 namespace acmevault::acme::testing {
 

@@ -88,7 +88,7 @@ ScriptedServer::ScriptedServer() {
   On("POST", "/finalize/1", [](const Call&) { return Json(200, Order("processing")); });
   On("POST", "/cert/1", [](const Call&) {
     return Raw(200, "application/pem-certificate-chain",
-               ReadFile("acme/crypto/testdata/chain.pem"));
+               ReadFile("crypto/testdata/chain.pem"));
   });
   On("POST", "/revoke", [](const Call&) { return Raw(200, "", ""); });
   On("POST", "/key-change", [](const Call&) { return Json(200, {{"status", "valid"}}); });

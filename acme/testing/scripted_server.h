@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
-#include "acme/crypto/jws.h"
 #include "acme/http.h"
+#include "crypto/jws.h"
 #include "nlohmann/json.hpp"
 
 namespace acmevault::acme::testing {

@@ -2,7 +2,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "acme/crypto/digest.h"
+#include "crypto/digest.h"
 #include "service/auth.h"
 #include "storage/kek_set.h"
 

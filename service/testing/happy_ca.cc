@@ -16,7 +16,7 @@ std::string ReadTestFile(const std::string& path) {
 }
 
 crypto::PrivateKey TestLeafKey() {
-  auto key = crypto::PrivateKey::FromPem(ReadTestFile("acme/crypto/testdata/leaf_key.pem"));
+  auto key = crypto::PrivateKey::FromPem(ReadTestFile("crypto/testdata/leaf_key.pem"));
   if (!key.ok()) std::abort();  // Test data missing: nothing else can work.
   return *std::move(key);
 }

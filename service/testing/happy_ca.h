@@ -4,15 +4,15 @@
 
 #include <string>
 
-#include "acme/crypto/keys.h"
 #include "acme/testing/scripted_server.h"
+#include "crypto/keys.h"
 
 namespace acmevault::service::testing {
 
 // The whole text of a file in the test's runfiles ("" if unreadable).
 std::string ReadTestFile(const std::string& path);
 
-// The key that acme/crypto/testdata/chain.pem certifies (the scripted CA's certificate).
+// The key that crypto/testdata/chain.pem certifies (the scripted CA's certificate).
 crypto::PrivateKey TestLeafKey();
 
 // Scripts `ca` as a CA that behaves: a new order is pending until its http-01 or dns-01

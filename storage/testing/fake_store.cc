@@ -1123,7 +1123,7 @@ absl::StatusOr<Page<DueCertificate>> FakeStore::ListCertificatesDueForRenewal(
 }
 
 absl::Status FakeStore::MarkCertificateRevoked(const Scope& scope, CertificateId id,
-                                               int reason) {
+                                               crypto::RevocationReason reason) {
   RETURN_IF_ERROR(rules::ValidateRevocationReason(reason));
   const absl::Time now = Now();
   State& s = *state_;
@@ -1136,7 +1136,7 @@ absl::Status FakeStore::MarkCertificateRevoked(const Scope& scope, CertificateId
   row->certificate.revocation_reason = reason;
   Audit(s, scope, now,
         rules::CertificateEvent("MarkCertificateRevoked", row->certificate,
-                                absl::StrCat("reason ", reason)));
+                                absl::StrCat("reason ", crypto::RevocationReasonCode(reason))));
   return absl::OkStatus();
 }
 

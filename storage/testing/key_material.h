@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "acme/crypto/keys.h"
+#include "crypto/keys.h"
 
 namespace acmevault::storage::testing {
 

@@ -13,6 +13,7 @@
 
 namespace acmevault::storage::testing {
 
+using ::acmevault::crypto::RevocationReason;
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
@@ -986,14 +987,14 @@ TEST_P(StoreConformanceTest, NewerCertificateSupersedesAndIsCurrent) {
   EXPECT_EQ(current.id, new_cert.id);
   EXPECT_THAT(store().GetCurrentCertificate(scope, {"a.test", "b.test"}), StatusIs(kNotFound));
 
-  ASSERT_OK(store().MarkCertificateRevoked(scope, new_cert.id, 1));
-  EXPECT_THAT(store().MarkCertificateRevoked(scope, new_cert.id, 1),
+  ASSERT_OK(store().MarkCertificateRevoked(scope, new_cert.id, RevocationReason::kKeyCompromise));
+  EXPECT_THAT(store().MarkCertificateRevoked(scope, new_cert.id, RevocationReason::kKeyCompromise),
               StatusIs(kFailedPrecondition, "already revoked"));
-  EXPECT_THAT(store().MarkCertificateRevoked(scope, old_cert.id, 7), StatusIs(kInvalidArgument));
+  EXPECT_THAT(store().MarkCertificateRevoked(scope, old_cert.id, static_cast<RevocationReason>(7)), StatusIs(kInvalidArgument));
   ASSERT_OK_AND_ASSIGN(current, store().GetCurrentCertificate(scope, {"a.test"}));
   EXPECT_EQ(current.id, old_cert.id);  // still valid, though superseded
   ASSERT_OK_AND_ASSIGN(Certificate revoked, store().GetCertificate(scope, new_cert.id));
-  EXPECT_EQ(revoked.revocation_reason, 1);
+  EXPECT_EQ(revoked.revocation_reason, RevocationReason::kKeyCompromise);
   EXPECT_EQ(revoked.revoked_at, clock().Now());
   clock().Advance(absl::Hours(24 * 60));
   EXPECT_THAT(store().GetCurrentCertificate(scope, {"a.test"}), StatusIs(kNotFound));
@@ -1033,7 +1034,7 @@ TEST_P(StoreConformanceTest, ListCertificatesFiltersByStateAndExpiryAndPages) {
                                                    absl::StrCat("a", i), absl::Hours(24 * (i + 1)))));
     ids.push_back(c.id);
   }
-  ASSERT_OK(store().MarkCertificateRevoked(scope, ids[4], 4));
+  ASSERT_OK(store().MarkCertificateRevoked(scope, ids[4], RevocationReason::kSuperseded));
   clock().Advance(absl::Hours(36));  // 0.test expired
   auto list = [&](CertificateFilter filter) {
     std::vector<CertificateId> out;
@@ -1078,7 +1079,7 @@ TEST_P(StoreConformanceTest, DueForRenewalUsesEachTenantsWindowAcrossTenants) {
   CertificateId l20 = insert(longw, "l20.test", 20);
   insert(longw, "l40.test", 40);
   CertificateId revoked = insert(longw, "r.test", 3);
-  ASSERT_OK(store().MarkCertificateRevoked(ScopeOf(longw), revoked, 0));
+  ASSERT_OK(store().MarkCertificateRevoked(ScopeOf(longw), revoked, RevocationReason::kUnspecified));
   CertificateId superseded = insert(longw, "x.test", 2);
   CertificateId replacement = insert(longw, "x.test", 21);
   insert(off, "o5.test", 5);
@@ -1171,7 +1172,9 @@ TEST_P(StoreConformanceTest, AuditChainLinksEveryRowPerTenant) {
   for (size_t i = 0; i < rows.items.size(); ++i) {
     EXPECT_EQ(rows.items[i].seq, static_cast<int64_t>(i + 1));
     EXPECT_EQ(rows.items[i].hash.size(), 32u);
-    if (i > 0) EXPECT_EQ(rows.items[i].prev_hash, rows.items[i - 1].hash);
+    if (i > 0) {
+      EXPECT_EQ(rows.items[i].prev_hash, rows.items[i - 1].hash);
+    }
   }
   // Tenant b has its own chain from 1; the same event hashes differently there.
   ASSERT_OK_AND_ASSIGN(Page<AuditRecord> theirs, store().ListAudit(ScopeOf(b), {}));

@@ -20,9 +20,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "acme/client.h"
-#include "acme/crypto/jws.h"
-#include "acme/crypto/keys.h"
 #include "acme/testing/pebble.h"
+#include "crypto/jws.h"
+#include "crypto/keys.h"
 
 ABSL_FLAG(std::string, ca_file, "", "PEM CA that signed Pebble's listener certificate");
 ABSL_FLAG(std::string, challtestsrv, "", "pebble-challtestsrv management URL");

@@ -1,7 +1,7 @@
 // X.509 for ACME: certificate signing requests (RFC 2986) built from identifiers or received from
 // hosts and checked, and certificate chains as CAs return them (RFC 8555 §7.4.2, §11.4).
-#ifndef ACMEVAULT_ACME_CRYPTO_X509_H_
-#define ACMEVAULT_ACME_CRYPTO_X509_H_
+#ifndef ACMEVAULT_CRYPTO_X509_H_
+#define ACMEVAULT_CRYPTO_X509_H_
 
 #include <string>
 #include <vector>
@@ -9,7 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "acme/crypto/keys.h"
+#include "crypto/keys.h"
 
 namespace acmevault::crypto {
 
@@ -70,4 +70,4 @@ absl::Status VerifyChain(const std::vector<std::string>& chain_der, absl::string
 
 }  // namespace acmevault::crypto
 
-#endif  // ACMEVAULT_ACME_CRYPTO_X509_H_
+#endif  // ACMEVAULT_CRYPTO_X509_H_

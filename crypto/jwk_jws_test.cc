@@ -1,9 +1,9 @@
 #include <string>
 
-#include "acme/crypto/digest.h"
-#include "acme/crypto/jwk.h"
-#include "acme/crypto/jws.h"
-#include "acme/crypto/keys.h"
+#include "crypto/digest.h"
+#include "crypto/jwk.h"
+#include "crypto/jws.h"
+#include "crypto/keys.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

@@ -2,14 +2,14 @@
 // (RFC 8555 §6.2): a protected header with "alg", "nonce", "url" and exactly one of "jwk" or
 // "kid". Also the HS256 JWS of External Account Binding (§7.3.4) and a parser/verifier used by
 // tests and the scripted fake server.
-#ifndef ACMEVAULT_ACME_CRYPTO_JWS_H_
-#define ACMEVAULT_ACME_CRYPTO_JWS_H_
+#ifndef ACMEVAULT_CRYPTO_JWS_H_
+#define ACMEVAULT_CRYPTO_JWS_H_
 
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "acme/crypto/keys.h"
+#include "crypto/keys.h"
 #include "nlohmann/json.hpp"
 
 namespace acmevault::crypto {
@@ -50,4 +50,4 @@ absl::Status VerifyJws(const ParsedJws& jws, const PublicKey& key);
 
 }  // namespace acmevault::crypto
 
-#endif  // ACMEVAULT_ACME_CRYPTO_JWS_H_
+#endif  // ACMEVAULT_CRYPTO_JWS_H_

@@ -1,9 +1,9 @@
-#include "acme/crypto/jws.h"
+#include "crypto/jws.h"
 
 #include "absl/strings/str_cat.h"
-#include "acme/crypto/digest.h"
-#include "acme/crypto/jwk.h"
 #include "common/status_macros.h"
+#include "crypto/digest.h"
+#include "crypto/jwk.h"
 
 namespace acmevault::crypto {
 namespace {

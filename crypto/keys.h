@@ -4,15 +4,15 @@
 // This is the only layer that touches <openssl/...>; the header forward-declares the one type it
 // needs so that callers never include OpenSSL or BoringSSL. The same source builds against both
 // (see BUILD.bazel: targets `keys` and `keys_boringssl`).
-#ifndef ACMEVAULT_ACME_CRYPTO_KEYS_H_
-#define ACMEVAULT_ACME_CRYPTO_KEYS_H_
+#ifndef ACMEVAULT_CRYPTO_KEYS_H_
+#define ACMEVAULT_CRYPTO_KEYS_H_
 
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "acme/crypto/secret.h"
+#include "crypto/secret.h"
 
 struct evp_pkey_st;  // EVP_PKEY in both OpenSSL and BoringSSL.
 
@@ -43,7 +43,7 @@ class PublicKey {
   // Parses a SubjectPublicKeyInfo in PEM ("PUBLIC KEY") or DER form.
   static absl::StatusOr<PublicKey> FromPem(absl::string_view pem);
   static absl::StatusOr<PublicKey> FromDer(absl::string_view der);
-  // Takes ownership of `key` (acme/crypto internals only). INVALID_ARGUMENT for key types the
+  // Takes ownership of `key` (crypto internals only). INVALID_ARGUMENT for key types the
   // service does not use; `key` is freed either way.
   static absl::StatusOr<PublicKey> Adopt(evp_pkey_st* key);
 
@@ -62,7 +62,7 @@ class PublicKey {
   // OK when it verifies; INVALID_ARGUMENT (with no detail of the key) when it does not.
   absl::Status Verify(absl::string_view data, absl::string_view signature) const;
 
-  // Borrowed; valid while this PublicKey or a copy lives. For acme/crypto internals only.
+  // Borrowed; valid while this PublicKey or a copy lives. For crypto internals only.
   evp_pkey_st* raw() const { return key_.get(); }
 
  private:
@@ -102,7 +102,7 @@ class PrivateKey {
   // R||S, each left-padded to the curve size, for ECDSA; PKCS#1 v1.5 for RSA.
   absl::StatusOr<std::string> Sign(absl::string_view data) const;
 
-  // Borrowed; valid while this PrivateKey lives. For acme/crypto internals only.
+  // Borrowed; valid while this PrivateKey lives. For crypto internals only.
   evp_pkey_st* raw() const { return public_key_.raw(); }
 
  private:
@@ -115,4 +115,4 @@ class PrivateKey {
 
 }  // namespace acmevault::crypto
 
-#endif  // ACMEVAULT_ACME_CRYPTO_KEYS_H_
+#endif  // ACMEVAULT_CRYPTO_KEYS_H_

@@ -1,4 +1,4 @@
-#include "acme/crypto/digest.h"
+#include "crypto/digest.h"
 
 #include <openssl/crypto.h>
 #include <openssl/hmac.h>

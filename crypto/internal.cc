@@ -1,4 +1,4 @@
-#include "acme/crypto/internal.h"
+#include "crypto/internal.h"
 
 #include "absl/strings/str_cat.h"
 

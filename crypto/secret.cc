@@ -1,4 +1,4 @@
-#include "acme/crypto/secret.h"
+#include "crypto/secret.h"
 
 #include <openssl/crypto.h>
 

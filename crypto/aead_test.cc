@@ -1,4 +1,4 @@
-#include "acme/crypto/aead.h"
+#include "crypto/aead.h"
 
 #include <random>
 #include <set>
@@ -6,7 +6,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "acme/crypto/keys.h"
+#include "crypto/keys.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 

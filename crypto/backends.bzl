@@ -1,4 +1,4 @@
-"""Builds acme/crypto libraries and tests once per TLS library (OpenSSL 3 and BoringSSL).
+"""Builds crypto libraries and tests once per TLS library (OpenSSL 3 and BoringSSL).
 
 crypto_cc_library(name, crypto_deps, ...) makes `name` (OpenSSL) and `name_boringssl`; each
 `crypto_deps` label is suffixed the same way, so the two variants never mix in one binary.

@@ -9,15 +9,15 @@
 //
 // All functions are thread-safe. They build against OpenSSL 3 and BoringSSL (targets `aead` and
 // `aead_boringssl`).
-#ifndef ACMEVAULT_ACME_CRYPTO_AEAD_H_
-#define ACMEVAULT_ACME_CRYPTO_AEAD_H_
+#ifndef ACMEVAULT_CRYPTO_AEAD_H_
+#define ACMEVAULT_CRYPTO_AEAD_H_
 
 #include <cstddef>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "acme/crypto/secret.h"
+#include "crypto/secret.h"
 
 namespace acmevault::crypto {
 
@@ -50,4 +50,4 @@ absl::StatusOr<SecretBytes> Open(absl::string_view key, absl::string_view sealed
 
 }  // namespace acmevault::crypto
 
-#endif  // ACMEVAULT_ACME_CRYPTO_AEAD_H_
+#endif  // ACMEVAULT_CRYPTO_AEAD_H_

@@ -1,13 +1,13 @@
 // JSON Web Keys (RFC 7517) of public keys, their thumbprints (RFC 7638), and the values ACME
 // challenges derive from them (RFC 8555 §8.1, §8.3, §8.4; RFC 8737 §3).
-#ifndef ACMEVAULT_ACME_CRYPTO_JWK_H_
-#define ACMEVAULT_ACME_CRYPTO_JWK_H_
+#ifndef ACMEVAULT_CRYPTO_JWK_H_
+#define ACMEVAULT_CRYPTO_JWK_H_
 
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "acme/crypto/keys.h"
+#include "crypto/keys.h"
 #include "nlohmann/json.hpp"
 
 namespace acmevault::crypto {
@@ -33,4 +33,4 @@ std::string TlsAlpn01Digest(absl::string_view key_authorization);
 
 }  // namespace acmevault::crypto
 
-#endif  // ACMEVAULT_ACME_CRYPTO_JWK_H_
+#endif  // ACMEVAULT_CRYPTO_JWK_H_

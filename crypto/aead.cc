@@ -1,4 +1,4 @@
-#include "acme/crypto/aead.h"
+#include "crypto/aead.h"
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -7,7 +7,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
-#include "acme/crypto/internal.h"
+#include "crypto/internal.h"
 
 namespace acmevault::crypto {
 namespace {

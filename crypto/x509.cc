@@ -1,4 +1,4 @@
-#include "acme/crypto/x509.h"
+#include "crypto/x509.h"
 
 #include <openssl/asn1.h>
 #include <openssl/obj_mac.h>
@@ -14,8 +14,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
-#include "acme/crypto/internal.h"
 #include "common/status_macros.h"
+#include "crypto/internal.h"
 
 namespace acmevault::crypto {
 namespace {

@@ -1,7 +1,7 @@
 // Hashes, HMAC and randomness: the primitives JWK thumbprints, key authorizations, External
 // Account Binding and nonces need. Stateless and thread-safe.
-#ifndef ACMEVAULT_ACME_CRYPTO_DIGEST_H_
-#define ACMEVAULT_ACME_CRYPTO_DIGEST_H_
+#ifndef ACMEVAULT_CRYPTO_DIGEST_H_
+#define ACMEVAULT_CRYPTO_DIGEST_H_
 
 #include <string>
 
@@ -26,4 +26,4 @@ bool Base64UrlDecode(absl::string_view in, std::string* out);
 
 }  // namespace acmevault::crypto
 
-#endif  // ACMEVAULT_ACME_CRYPTO_DIGEST_H_
+#endif  // ACMEVAULT_CRYPTO_DIGEST_H_

@@ -1,4 +1,4 @@
-#include "acme/crypto/x509.h"
+#include "crypto/x509.h"
 
 #include <fstream>
 #include <sstream>
@@ -16,7 +16,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 std::string ReadTestdata(const std::string& name) {
-  std::ifstream in("acme/crypto/testdata/" + name);
+  std::ifstream in("crypto/testdata/" + name);
   std::stringstream s;
   s << in.rdbuf();
   return s.str();

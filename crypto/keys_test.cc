@@ -1,4 +1,4 @@
-#include "acme/crypto/keys.h"
+#include "crypto/keys.h"
 
 #include <string>
 

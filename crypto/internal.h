@@ -1,7 +1,7 @@
-// Helpers shared by acme/crypto's sources: owning pointers for library objects and the one
-// mapping from the library's error queue to absl::Status. Not for use outside acme/crypto.
-#ifndef ACMEVAULT_ACME_CRYPTO_INTERNAL_H_
-#define ACMEVAULT_ACME_CRYPTO_INTERNAL_H_
+// Helpers shared by crypto's sources: owning pointers for library objects and the one
+// mapping from the library's error queue to absl::Status. Not for use outside crypto.
+#ifndef ACMEVAULT_CRYPTO_INTERNAL_H_
+#define ACMEVAULT_CRYPTO_INTERNAL_H_
 
 #include <openssl/bio.h>
 #include <openssl/bn.h>
@@ -44,4 +44,4 @@ absl::Status LibraryError(absl::StatusCode code, absl::string_view what);
 
 }  // namespace acmevault::crypto::internal
 
-#endif  // ACMEVAULT_ACME_CRYPTO_INTERNAL_H_
+#endif  // ACMEVAULT_CRYPTO_INTERNAL_H_

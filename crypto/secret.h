@@ -1,6 +1,6 @@
 // SecretBytes: an owned byte string for private key material that is wiped when released.
-#ifndef ACMEVAULT_ACME_CRYPTO_SECRET_H_
-#define ACMEVAULT_ACME_CRYPTO_SECRET_H_
+#ifndef ACMEVAULT_CRYPTO_SECRET_H_
+#define ACMEVAULT_CRYPTO_SECRET_H_
 
 #include <string>
 #include <utility>
@@ -48,4 +48,4 @@ class SecretBytes {
 
 }  // namespace acmevault::crypto
 
-#endif  // ACMEVAULT_ACME_CRYPTO_SECRET_H_
+#endif  // ACMEVAULT_CRYPTO_SECRET_H_

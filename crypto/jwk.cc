@@ -1,4 +1,4 @@
-#include "acme/crypto/jwk.h"
+#include "crypto/jwk.h"
 
 #include <openssl/obj_mac.h>
 #include <openssl/rsa.h>
@@ -6,9 +6,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "acme/crypto/digest.h"
-#include "acme/crypto/internal.h"
 #include "common/status_macros.h"
+#include "crypto/digest.h"
+#include "crypto/internal.h"
 
 namespace acmevault::crypto {
 namespace {

@@ -1,4 +1,4 @@
-#include "acme/crypto/keys.h"
+#include "crypto/keys.h"
 
 #include <openssl/crypto.h>
 #include <openssl/obj_mac.h>
@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "acme/crypto/internal.h"
 #include "common/status_macros.h"
+#include "crypto/internal.h"
 
 namespace acmevault::crypto {
 namespace {
