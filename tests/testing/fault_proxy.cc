@@ -461,6 +461,11 @@ int FaultProxy::Hits(int id) {
   return rules_[id - 1].hits;
 }
 
+void FaultProxy::DisableRule(int id) {
+  absl::MutexLock lock(&mu_);
+  if (id >= 1 && id <= static_cast<int>(rules_.size())) rules_[id - 1].active = false;
+}
+
 void FaultProxy::ClearRules() {
   absl::MutexLock lock(&mu_);
   for (auto& r : rules_) r.active = false;

@@ -123,7 +123,8 @@ class FaultProxy {
   int AddRule(FaultRule rule);
   // How many requests rule `id` has applied to (0 for an unknown id).
   int Hits(int id);
-  // Deactivates every rule; their hit counts stay readable.
+  // Deactivates rule `id`, or every rule; their hit counts stay readable.
+  void DisableRule(int id);
   void ClearRules();
   // Sends the requests that kHold rules kept, in arrival order, and forgets them. Each entry is
   // the upstream's HTTP status for that request, or the transport error. A client whose kept-alive

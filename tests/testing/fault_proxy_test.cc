@@ -201,10 +201,15 @@ TEST_F(FaultProxyTest, HeldRequestsReachTheUpstreamOnlyWhenReleased) {
 
 TEST_F(FaultProxyTest, ClearedRulesNoLongerApplyButKeepTheirCounts) {
   const int id = proxy_->AddRule({.path = "/x", .action = FaultAction::kRespond});
+  const int other = proxy_->AddRule({.path = "/y", .action = FaultAction::kRespond});
   ASSERT_EQ(Get("/x")->status, 503);
-  proxy_->ClearRules();
+  proxy_->DisableRule(id);
   ASSERT_EQ(Get("/x")->status, 200);
+  ASSERT_EQ(Get("/y")->status, 503);
+  proxy_->ClearRules();
+  ASSERT_EQ(Get("/y")->status, 200);
   EXPECT_EQ(proxy_->Hits(id), 1);
+  EXPECT_EQ(proxy_->Hits(other), 1);
   EXPECT_EQ(proxy_->Hits(99), 0);
 }
 
