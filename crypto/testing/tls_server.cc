@@ -176,8 +176,8 @@ absl::StatusOr<std::unique_ptr<TlsServerContext>> TlsServerContext::Create(
   if (cert == nullptr || key == nullptr) {
     return LibraryError(absl::StatusCode::kInvalidArgument, "TLS server certificate or key PEM");
   }
-  if (SSL_CTX_use_certificate(raw, cert.get()) != 1 || SSL_CTX_use_PrivateKey(raw, key.get()) != 1 ||
-      SSL_CTX_check_private_key(raw) != 1) {
+  if (SSL_CTX_use_certificate(raw, cert.get()) != 1 ||
+      SSL_CTX_use_PrivateKey(raw, key.get()) != 1 || SSL_CTX_check_private_key(raw) != 1) {
     return LibraryError(absl::StatusCode::kInvalidArgument,
                         "TLS server key does not match its certificate");
   }

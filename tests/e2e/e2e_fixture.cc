@@ -86,7 +86,8 @@ bool Daemon::Alive() {
 
 double Daemon::Metric(const std::string& prefix) const {
   auto http = acme::CurlTransport::Create({.allow_http = true});
-  auto r = (*http)->Send({"GET", absl::StrCat("http://127.0.0.1:", metrics_port_, "/metrics"), {}, ""});
+  auto r =
+      (*http)->Send({"GET", absl::StrCat("http://127.0.0.1:", metrics_port_, "/metrics"), {}, ""});
   if (!r.ok()) return -1;
   double total = 0;
   std::istringstream lines(r->body);
@@ -158,7 +159,8 @@ E2eFixture::TenantTokens E2eFixture::NewTenant(bool with_account, bool keep_auth
   v1::Tenant tenant;
   auto c = Ctx(root_token_);
   EXPECT_TRUE(admin_->CreateTenant(c.get(), req, &tenant).ok());
-  for (auto [role, out] : {std::pair{v1::ROLE_ADMIN, &t.admin}, std::pair{v1::ROLE_HOST, &t.host}}) {
+  for (auto [role, out] :
+       {std::pair{v1::ROLE_ADMIN, &t.admin}, std::pair{v1::ROLE_HOST, &t.host}}) {
     v1::CreateTokenRequest tr;
     tr.set_tenant(t.name);
     tr.set_role(role);

@@ -45,7 +45,9 @@ constexpr char kCertificatePath[] = "/certZ/";
 std::string HtmlErrorPage() {
   std::string page =
       "<html><head><title>503 Service Unavailable</title></head><body>"
-      "<h1>Dienst vor\xFC" "bergehend nicht verf\xFC" "gbar</h1><p>";
+      "<h1>Dienst vor\xFC"
+      "bergehend nicht verf\xFC"
+      "gbar</h1><p>";
   for (int i = 0; i < 20; ++i) page += "Bitte versuchen Sie es sp\xE4ter erneut. ";
   return page + "</p><address>\xA9 CA-Betreiber</address></body></html>";
 }
@@ -53,8 +55,11 @@ std::string HtmlErrorPage() {
 bool IsUtf8(absl::string_view s) {
   for (size_t i = 0; i < s.size();) {
     const unsigned char c = s[i];
-    const size_t extra = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2
-                                       : (c & 0xF8) == 0xF0 ? 3 : 4;
+    const size_t extra = c < 0x80             ? 0
+                         : (c & 0xE0) == 0xC0 ? 1
+                         : (c & 0xF0) == 0xE0 ? 2
+                         : (c & 0xF8) == 0xF0 ? 3
+                                              : 4;
     if (extra == 4 || i + extra >= s.size()) return false;
     for (size_t k = 1; k <= extra; ++k) {
       if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
@@ -91,7 +96,8 @@ class FaultE2eTest : public e2e::E2eFixture {
     auto http = acme::CurlTransport::Create({.ca_file = ca_file});
     ASSERT_TRUE(http.ok());
     http_ = *std::move(http);
-    auto client = acme::AcmeClient::Create({.directory_url = directory_url_, .transport = http_.get()});
+    auto client =
+        acme::AcmeClient::Create({.directory_url = directory_url_, .transport = http_.get()});
     ASSERT_TRUE(client.ok());
     acme_ = *std::move(client);
     auto directory = acme_->GetDirectory();
@@ -199,8 +205,8 @@ class FaultE2eTest : public e2e::E2eFixture {
     }
     proxy_->ClearRules();
     const std::vector<int> accepted = VersionsPebbleAccepts(*s);
-    ASSERT_EQ(accepted.size(), 1u) << "Pebble accepts " << accepted.size()
-                                   << " stored keys; stored:" << states;
+    ASSERT_EQ(accepted.size(), 1u)
+        << "Pebble accepts " << accepted.size() << " stored keys; stored:" << states;
     EXPECT_THAT(active, ::testing::ElementsAre(accepted[0]))
         << "the database's active key is not the one Pebble accepts (version " << accepted[0]
         << "); stored:" << states;
@@ -223,8 +229,8 @@ TEST_F(FaultE2eTest, KeyChangeAppliedButTheAnswerLost) {
   TenantTokens t = ProxiedTenant();
   auto before = GetAccount(t);
   ASSERT_TRUE(before.ok()) << before.status();
-  const int rule = proxy_->AddRule({.method = "POST", .jws_url = directory_.key_change,
-                                    .action = FaultAction::kDropResponse});
+  const int rule = proxy_->AddRule(
+      {.method = "POST", .jws_url = directory_.key_change, .action = FaultAction::kDropResponse});
   grpc::Status s = Rollover(t);
   ASSERT_GE(proxy_->Hits(rule), 1) << ProxyLog();
   proxy_->ClearRules();
@@ -337,7 +343,8 @@ TEST_F(FinalizeLostTest, TheCertificateIsRecoveredNotReissued) { Run(nullptr); }
 // Defect 5 of the hardening issue: the resumed run's first look at the CA says valid, then one
 // download fails; the certificate the CA holds must still end up stored, not the order invalid.
 TEST_F(FinalizeLostTest, TheCertificateIsRecoveredWhenTheFirstDownloadFails) {
-  FaultRule not_found{.method = "POST", .jws_url = proxy_->Url(kCertificatePath) + "*",
+  FaultRule not_found{.method = "POST",
+                      .jws_url = proxy_->Url(kCertificatePath) + "*",
                       .action = FaultAction::kRespond};
   not_found.status = 404;
   not_found.headers = {{"Content-Type", "application/problem+json"}};

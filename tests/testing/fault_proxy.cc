@@ -43,23 +43,35 @@ bool PatternMatches(const std::string& pattern, absl::string_view value) {
 
 const char* Reason(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    default: return "Status";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 204:
+      return "No Content";
+    case 400:
+      return "Bad Request";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Status";
   }
 }
 
 // The status line and headers of `response`, Content-Length set to `content_length`.
 std::string Head(const acme::HttpResponse& response, size_t content_length) {
-  std::string out = absl::StrCat("HTTP/1.1 ", response.status, " ", Reason(response.status), "\r\n");
+  std::string out =
+      absl::StrCat("HTTP/1.1 ", response.status, " ", Reason(response.status), "\r\n");
   for (const auto& [name, value] : response.headers) {
     if (!HopByHop(name)) absl::StrAppend(&out, name, ": ", value, "\r\n");
   }
@@ -69,12 +81,18 @@ std::string Head(const acme::HttpResponse& response, size_t content_length) {
 
 const char* ActionName(FaultAction action) {
   switch (action) {
-    case FaultAction::kForward: return "forward";
-    case FaultAction::kRespond: return "respond";
-    case FaultAction::kDropResponse: return "drop_response";
-    case FaultAction::kDelayResponse: return "delay_response";
-    case FaultAction::kCutResponse: return "cut_response";
-    case FaultAction::kHold: return "hold";
+    case FaultAction::kForward:
+      return "forward";
+    case FaultAction::kRespond:
+      return "respond";
+    case FaultAction::kDropResponse:
+      return "drop_response";
+    case FaultAction::kDelayResponse:
+      return "delay_response";
+    case FaultAction::kCutResponse:
+      return "cut_response";
+    case FaultAction::kHold:
+      return "hold";
   }
   return "?";
 }
@@ -242,7 +260,8 @@ absl::Status FaultProxy::Listen(int* fd, int* port, int wanted_port) {
   socklen_t size = sizeof(address);
   if (bind(*fd, reinterpret_cast<sockaddr*>(&address), size) != 0 || listen(*fd, 64) != 0 ||
       getsockname(*fd, reinterpret_cast<sockaddr*>(&address), &size) != 0) {
-    return absl::UnavailableError(absl::StrCat("listen on 127.0.0.1:", wanted_port, ": errno ", errno));
+    return absl::UnavailableError(
+        absl::StrCat("listen on 127.0.0.1:", wanted_port, ": errno ", errno));
   }
   *port = ntohs(address.sin_port);
   return absl::OkStatus();
@@ -330,8 +349,8 @@ void FaultProxy::Serve(int id, int fd, bool control) {
 }
 
 absl::StatusOr<acme::HttpResponse> FaultProxy::Forward(const Request& request) {
-  acme::HttpRequest out{request.method, options_.upstream_origin + request.target, {},
-                        request.body};
+  acme::HttpRequest out{
+      request.method, options_.upstream_origin + request.target, {}, request.body};
   for (const auto& [name, value] : request.headers) {
     // Host goes through as sent: Pebble checks each JWS "url" against it (see the header).
     if (!HopByHop(name)) out.headers.emplace_back(name, value);
@@ -357,7 +376,8 @@ int FaultProxy::Match(const Request& request, FaultRule* rule) {
     if (!PatternMatches(r.method, request.method) || !PatternMatches(r.path, request.target)) {
       continue;
     }
-    if (!r.jws_url.empty() && (request.jws_url.empty() || !PatternMatches(r.jws_url, request.jws_url))) {
+    if (!r.jws_url.empty() &&
+        (request.jws_url.empty() || !PatternMatches(r.jws_url, request.jws_url))) {
       continue;
     }
     if (!r.payload_contains.empty() &&
@@ -376,9 +396,9 @@ bool FaultProxy::HandleProxied(Stream& stream, const Request& request) {
   const int id = Match(request, &rule);
   {
     absl::MutexLock lock(&mu_);
-    log_.push_back(absl::StrCat(request.method, " ", request.target,
-                                request.jws_url.empty() ? "" : " jws_url=", request.jws_url,
-                                id < 0 ? "" : absl::StrCat(" rule=", id, " ", ActionName(rule.action))));
+    log_.push_back(absl::StrCat(
+        request.method, " ", request.target, request.jws_url.empty() ? "" : " jws_url=",
+        request.jws_url, id < 0 ? "" : absl::StrCat(" rule=", id, " ", ActionName(rule.action))));
   }
   if (id < 0) rule.action = FaultAction::kForward;
   const bool head = request.method == "HEAD";
@@ -388,8 +408,8 @@ bool FaultProxy::HandleProxied(Stream& stream, const Request& request) {
     return stream.Write(Head(answer, answer.body.size()) + (head ? "" : answer.body)).ok();
   }
   if (rule.action == FaultAction::kHold) {
-    acme::HttpRequest kept{request.method, options_.upstream_origin + request.target, {},
-                           request.body};
+    acme::HttpRequest kept{
+        request.method, options_.upstream_origin + request.target, {}, request.body};
     for (const auto& [name, value] : request.headers) {
       if (!HopByHop(name)) kept.headers.emplace_back(name, value);
     }
@@ -403,7 +423,8 @@ bool FaultProxy::HandleProxied(Stream& stream, const Request& request) {
 
   auto response = Forward(request);
   if (!response.ok()) {
-    acme::HttpResponse bad{502, {{"content-type", "text/plain"}},
+    acme::HttpResponse bad{502,
+                           {{"content-type", "text/plain"}},
                            absl::StrCat("fault proxy: upstream: ", response.status().message())};
     return stream.Write(Head(bad, bad.body.size()) + bad.body).ok();
   }
@@ -479,15 +500,19 @@ std::vector<std::string> FaultProxy::Log() {
 absl::StatusOr<FaultRule> FaultProxy::RuleFromJson(const nlohmann::json& json) {
   if (!json.is_object()) return absl::InvalidArgumentError("a rule is a JSON object");
   FaultRule rule;
-  const std::pair<const char*, std::string*> strings[] = {{"method", &rule.method},
-                                                          {"path", &rule.path},
-                                                          {"jws_url", &rule.jws_url},
-                                                          {"payload_contains", &rule.payload_contains},
-                                                          {"body", &rule.body}};
+  const std::pair<const char*, std::string*> strings[] = {
+      {"method", &rule.method},
+      {"path", &rule.path},
+      {"jws_url", &rule.jws_url},
+      {"payload_contains", &rule.payload_contains},
+      {"body", &rule.body}};
   const std::pair<const char*, FaultAction> actions[] = {
-      {"forward", FaultAction::kForward},         {"respond", FaultAction::kRespond},
-      {"drop_response", FaultAction::kDropResponse}, {"delay_response", FaultAction::kDelayResponse},
-      {"cut_response", FaultAction::kCutResponse}, {"hold", FaultAction::kHold}};
+      {"forward", FaultAction::kForward},
+      {"respond", FaultAction::kRespond},
+      {"drop_response", FaultAction::kDropResponse},
+      {"delay_response", FaultAction::kDelayResponse},
+      {"cut_response", FaultAction::kCutResponse},
+      {"hold", FaultAction::kHold}};
   for (auto it = json.begin(); it != json.end(); ++it) {
     const std::string& key = it.key();
     const nlohmann::json& value = it.value();
@@ -511,7 +536,8 @@ absl::StatusOr<FaultRule> FaultProxy::RuleFromJson(const nlohmann::json& json) {
           known = true;
         }
       }
-      if (!known) return wrong("one of forward, respond, drop_response, delay_response, cut_response, hold");
+      if (!known)
+        return wrong("one of forward, respond, drop_response, delay_response, cut_response, hold");
     } else if (key == "status" || key == "times" || key == "delay_ms") {
       if (!value.is_number_integer() || value.get<int64_t>() < 0) {
         return wrong("a non-negative integer");

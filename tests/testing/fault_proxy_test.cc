@@ -29,8 +29,8 @@ std::string WriteFile(const std::string& name, const std::string& text) {
 class FaultProxyTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto origin = FaultProxy::Create({.upstream_origin = "https://127.0.0.1:1",
-                                      .upstream_ca_file = "/nonexistent"});
+    auto origin = FaultProxy::Create(
+        {.upstream_origin = "https://127.0.0.1:1", .upstream_ca_file = "/nonexistent"});
     ASSERT_TRUE(origin.ok()) << origin.status();
     origin_ = *std::move(origin);
     FaultRule directory{.method = "GET", .path = "/dir", .action = FaultAction::kRespond};
@@ -47,10 +47,10 @@ class FaultProxyTest : public ::testing::Test {
     all.body = "from the origin";
     upstream_hits_rule_ = origin_->AddRule(all);
 
-    auto proxy = FaultProxy::Create(
-        {.upstream_origin = origin_->origin(),
-         .upstream_ca_file = WriteFile("origin-ca.pem", origin_->ca_pem()),
-         .control_port = 0});
+    auto proxy =
+        FaultProxy::Create({.upstream_origin = origin_->origin(),
+                            .upstream_ca_file = WriteFile("origin-ca.pem", origin_->ca_pem()),
+                            .control_port = 0});
     ASSERT_TRUE(proxy.ok()) << proxy.status();
     proxy_ = *std::move(proxy);
     auto client = acme::CurlTransport::Create(
@@ -124,14 +124,17 @@ TEST_F(FaultProxyTest, MatchesPostsByTheirJwsUrlAndPayload) {
   EXPECT_EQ(proxy_->Hits(by_url), 2);
   EXPECT_EQ(proxy_->Hits(by_payload), 1);
   EXPECT_EQ(UpstreamHits(), 1);
-  EXPECT_THAT(proxy_->Log(), ::testing::Contains(absl::StrCat(
-                                 "POST /key-change jws_url=", proxy_->Url("/key-change"),
-                                 " rule=1 respond")));
+  EXPECT_THAT(proxy_->Log(),
+              ::testing::Contains(absl::StrCat(
+                  "POST /key-change jws_url=", proxy_->Url("/key-change"), " rule=1 respond")));
 }
 
 TEST_F(FaultProxyTest, AnswersWithTheRulesBytesForAsManyRequestsAsItSays) {
   // An HTML error page in Latin-1, as a misconfigured load balancer in front of a CA sends it.
-  const std::string page = "<html><body>Dienst vor\xFC" "bergehend nicht verf\xFC" "gbar</body></html>";
+  const std::string page =
+      "<html><body>Dienst vor\xFC"
+      "bergehend nicht verf\xFC"
+      "gbar</body></html>";
   FaultRule rule{.method = "POST", .path = "/new-order", .action = FaultAction::kRespond};
   rule.headers = {{"Content-Type", "text/html; charset=iso-8859-1"}};
   rule.body = page;
@@ -164,9 +167,8 @@ TEST_F(FaultProxyTest, DroppedAndCutResponsesReachedTheUpstream) {
 }
 
 TEST_F(FaultProxyTest, DelayedResponsesArriveWhole) {
-  const int id = proxy_->AddRule({.path = "/slow",
-                                  .action = FaultAction::kDelayResponse,
-                                  .delay = absl::Milliseconds(200)});
+  const int id = proxy_->AddRule(
+      {.path = "/slow", .action = FaultAction::kDelayResponse, .delay = absl::Milliseconds(200)});
   auto slow = Get("/slow");
   ASSERT_TRUE(slow.ok()) << slow.status();
   EXPECT_EQ(slow->body, "from the origin");
@@ -174,7 +176,8 @@ TEST_F(FaultProxyTest, DelayedResponsesArriveWhole) {
 }
 
 TEST_F(FaultProxyTest, AClientThatGivesUpBeforeTheDelayEndsGetsNothingAndTheUpstreamActed) {
-  proxy_->AddRule({.path = "/slow", .action = FaultAction::kDelayResponse,
+  proxy_->AddRule({.path = "/slow",
+                   .action = FaultAction::kDelayResponse,
                    .delay = absl::Minutes(10)});  // The destructor ends the wait.
   auto impatient = acme::CurlTransport::Create(
       {.ca_file = WriteFile("proxy-ca.pem", proxy_->ca_pem()), .timeout = absl::Milliseconds(300)});
@@ -243,7 +246,8 @@ TEST_F(FaultProxyTest, TheControlEndpointSetsCountsClearsAndReleases) {
   EXPECT_EQ(control_send("POST", "/rules", R"({"path":"/held","action":"hold"})").body,
             R"({"id":2})");
   // On a fresh connection, which libcurl does not retry a request on.
-  auto fresh = acme::CurlTransport::Create({.ca_file = WriteFile("proxy-ca.pem", proxy_->ca_pem())});
+  auto fresh =
+      acme::CurlTransport::Create({.ca_file = WriteFile("proxy-ca.pem", proxy_->ca_pem())});
   ASSERT_TRUE(fresh.ok());
   EXPECT_FALSE((*fresh)->Send({"GET", proxy_->Url("/held"), {}, ""}).ok());
   EXPECT_EQ(control_send("POST", "/release").body, R"({"statuses":[200]})");
@@ -274,14 +278,13 @@ TEST(FaultRuleJsonTest, ReadsEveryFieldAndNamesTheWrongOne) {
     auto r = FaultProxy::RuleFromJson(nlohmann::json::parse(bad));
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }
-  EXPECT_THAT(FaultProxy::RuleFromJson(nlohmann::json::parse(R"({"colour":"red"})"))
-                  .status()
-                  .message(),
-              HasSubstr("colour"));
-  EXPECT_THAT(std::string(FaultProxy::RuleFromJson(nlohmann::json::parse(R"({"times":-1})"))
-                              .status()
-                              .message()),
-              Not(HasSubstr("colour")));
+  EXPECT_THAT(
+      FaultProxy::RuleFromJson(nlohmann::json::parse(R"({"colour":"red"})")).status().message(),
+      HasSubstr("colour"));
+  EXPECT_THAT(
+      std::string(
+          FaultProxy::RuleFromJson(nlohmann::json::parse(R"({"times":-1})")).status().message()),
+      Not(HasSubstr("colour")));
 }
 
 TEST(FaultProxyCreateTest, RefusesAnUpstreamThatIsNotAnHttpsOrigin) {
