@@ -91,7 +91,8 @@ class FaultE2eTest : public e2e::E2eFixture {
                                      .key_pem = ReadFile(StackEnv("ACMEVAULT_STACK_TLS_KEY"))});
     ASSERT_TRUE(proxy.ok()) << proxy.status();
     proxy_ = *std::move(proxy);
-    directory_url_ = proxy_->Url(pebble.substr(path));
+    directory_path_ = pebble.substr(path);
+    directory_url_ = proxy_->Url(directory_path_);
 
     auto http = acme::CurlTransport::Create({.ca_file = ca_file});
     ASSERT_TRUE(http.ok());
@@ -216,7 +217,7 @@ class FaultE2eTest : public e2e::E2eFixture {
   }
 
   std::unique_ptr<FaultProxy> proxy_;
-  std::string directory_url_;
+  std::string directory_path_, directory_url_;
   acme::Directory directory_;
   std::unique_ptr<acme::CurlTransport> http_;
   std::unique_ptr<acme::AcmeClient> acme_;
@@ -439,7 +440,7 @@ TEST_F(HtmlErrorPageTest, OnEveryOperation) {
   };
 
   // The directory is fetched first: this proxy's directory is new to the daemon.
-  check({"GET directory", html({.method = "GET", .path = "/dir"}), create_account});
+  check({"GET directory", html({.method = "GET", .path = directory_path_}), create_account});
   check({"newAccount", post(directory_.new_account), create_account});
   must("CreateAccount without faults", create_account());
   check({"newOrder", post(directory_.new_order), issue});
