@@ -27,176 +27,24 @@
 #include "crypto/x509.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/e2e/e2e_fixture.h"
 
 namespace acmevault {
 namespace {
 
 using ::testing::HasSubstr;
 
-std::string Read(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using e2e::Daemon;
+using e2e::ReadFile;
 
-// One acmevaultd process. Stops it (SIGTERM, then SIGKILL) when destroyed.
-class Daemon {
- public:
-  // Starts `serve` with `config`; waits for its ready file.
-  static std::unique_ptr<Daemon> Start(const std::string& config, const std::string& name) {
-    auto d = std::unique_ptr<Daemon>(new Daemon);
-    std::string dir = ::acmevault::testing::StackEnv("TEST_TMPDIR");
-    d->ready_ = absl::StrCat(dir, "/", name, ".ready");
-    d->log_ = absl::StrCat(dir, "/", name, ".log");
-    unlink(d->ready_.c_str());
-    d->pid_ = fork();
-    if (d->pid_ == 0) {
-      FILE* log = freopen(d->log_.c_str(), "w", stderr);
-      (void)log;
-      std::string ready_flag = "--ready_file=" + d->ready_;
-      std::string config_flag = "--config=" + config;
-      execl("service/acmevaultd", "acmevaultd", "serve", config_flag.c_str(), ready_flag.c_str(),
-            static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    for (int i = 0; i < 300; ++i) {
-      if (access(d->ready_.c_str(), R_OK) == 0) break;
-      int status;
-      if (waitpid(d->pid_, &status, WNOHANG) == d->pid_) {
-        ADD_FAILURE() << "acmevaultd exited: " << Read(d->log_);
-        d->pid_ = 0;
-        return nullptr;
-      }
-      absl::SleepFor(absl::Milliseconds(50));
-    }
-    std::smatch m;
-    std::string ready = Read(d->ready_);
-    if (!std::regex_search(ready, m, std::regex("\"grpc_port\":([0-9]+)"))) {
-      ADD_FAILURE() << "no ready file; log: " << Read(d->log_);
-      return nullptr;
-    }
-    d->grpc_port_ = std::stoi(m[1]);
-    std::regex_search(ready, m, std::regex("\"metrics_port\":([0-9]+)"));
-    d->metrics_port_ = std::stoi(m[1]);
-    d->channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", d->grpc_port_),
-                                      grpc::InsecureChannelCredentials());
-    return d;
-  }
-  ~Daemon() { Stop(SIGTERM); }
-
-  void Stop(int signal) {
-    if (pid_ <= 0) return;
-    kill(pid_, signal);
-    int status;
-    for (int i = 0; i < 200 && waitpid(pid_, &status, WNOHANG) == 0; ++i) {
-      absl::SleepFor(absl::Milliseconds(50));
-    }
-    kill(pid_, SIGKILL);
-    waitpid(pid_, &status, 0);
-    pid_ = 0;
-  }
-
-  std::shared_ptr<grpc::Channel> channel() const { return channel_; }
-  int grpc_port() const { return grpc_port_; }
-  // The value of a metric line of /metrics, or 0.
-  double Metric(const std::string& prefix) const {
-    auto http = acme::CurlTransport::Create({.allow_http = true});
-    auto r = (*http)->Send({"GET", absl::StrCat("http://127.0.0.1:", metrics_port_, "/metrics"), {}, ""});
-    if (!r.ok()) return -1;
-    double total = 0;
-    std::istringstream lines(r->body);
-    for (std::string line; std::getline(lines, line);) {
-      if (line.rfind(prefix, 0) == 0) total += std::stod(line.substr(line.rfind(' ') + 1));
-    }
-    return total;
-  }
-
- private:
-  Daemon() = default;
-  pid_t pid_ = 0;
-  int grpc_port_ = 0, metrics_port_ = 0;
-  std::string ready_, log_;
-  std::shared_ptr<grpc::Channel> channel_;
-};
-
-class E2eTest : public ::testing::Test {
+class E2eTest : public e2e::E2eFixture {
  protected:
   void SetUp() override {
-    ACMEVAULT_STACK_ENV_OR_SKIP(config, "ACMEVAULT_E2E_CONFIG");
-    config_ = config;
-    dir_ = config.substr(0, config.rfind('/'));
-    root_token_ = std::string(absl::StripAsciiWhitespace(Read(dir_ + "/bootstrap-token")));
-    daemon_ = Daemon::Start(config_, "a");
-    ASSERT_NE(daemon_, nullptr);
-    Bind(*daemon_);
+    E2eFixture::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
     pebble_ = std::make_unique<acme::testing::PebbleManagement>(
         ::acmevault::testing::StackEnv("ACMEVAULT_PEBBLE_E2E_MANAGEMENT"),
         ::acmevault::testing::StackEnv("ACMEVAULT_PEBBLE_TLS_CA"));
-  }
-
-  void Bind(const Daemon& d) {
-    certs_ = v1::CertificateService::NewStub(d.channel());
-    accounts_ = v1::AccountService::NewStub(d.channel());
-    admin_ = v1::AdminService::NewStub(d.channel());
-  }
-
-  static std::unique_ptr<grpc::ClientContext> Ctx(const std::string& token, int seconds = 30) {
-    auto ctx = std::make_unique<grpc::ClientContext>();
-    ctx->AddMetadata("authorization", "Bearer " + token);
-    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
-    return ctx;
-  }
-
-  struct TenantTokens {
-    std::string name, admin, host;
-  };
-  // A new tenant allowed *.<name>.example with an admin and a host token, and (optionally) its
-  // ACME account.
-  // `pattern` defaults to "*.<name>.example"; `directory` to the service's default CA.
-  TenantTokens NewTenant(bool with_account = true, bool keep_authorizations = false,
-                         const std::string& pattern = "", const std::string& directory = "") {
-    static int counter = 0;
-    TenantTokens t;
-    t.name = absl::StrCat("t", getpid(), "-", ++counter);
-    v1::CreateTenantRequest req;
-    req.set_name(t.name);
-    req.add_allowed_identifiers(pattern.empty() ? absl::StrCat("*.", t.name, ".example") : pattern);
-    req.set_directory_url(directory);
-    if (keep_authorizations) {
-      // Without a policy the default deactivates authorizations after issuance.
-      req.mutable_policy()->set_deactivate_authorizations_after_issuance(false);
-    }
-    v1::Tenant tenant;
-    auto c = Ctx(root_token_);
-    EXPECT_TRUE(admin_->CreateTenant(c.get(), req, &tenant).ok());
-    for (auto [role, out] : {std::pair{v1::ROLE_ADMIN, &t.admin}, std::pair{v1::ROLE_HOST, &t.host}}) {
-      v1::CreateTokenRequest tr;
-      tr.set_tenant(t.name);
-      tr.set_role(role);
-      v1::CreateTokenResponse resp;
-      auto tc = Ctx(root_token_);
-      EXPECT_TRUE(admin_->CreateToken(tc.get(), tr, &resp).ok());
-      *out = resp.token();
-    }
-    if (with_account) {
-      v1::CreateAccountRequest ar;
-      ar.set_terms_of_service_agreed(true);
-      v1::Account account;
-      auto ac = Ctx(t.admin);
-      grpc::Status s = accounts_->CreateAccount(ac.get(), ar, &account);
-      EXPECT_TRUE(s.ok()) << s.error_message();
-    }
-    return t;
-  }
-
-  grpc::Status IssueWithKey(const TenantTokens& t, const std::vector<std::string>& names,
-                            v1::IssueCertificateResponse* out) {
-    v1::IssueCertificateRequest r;
-    for (const auto& n : names) r.add_identifiers(n);
-    r.set_key_algorithm(v1::KEY_ALGORITHM_ECDSA_P256);
-    auto c = Ctx(t.host);
-    return certs_->IssueCertificate(c.get(), r, out);
   }
 
   // Against the root of the Pebble behind `management` (the default e2e one when empty): every
@@ -213,11 +61,6 @@ class E2eTest : public ::testing::Test {
     EXPECT_TRUE(crypto::VerifyChain(*ders, *root, absl::Now()).ok());
   }
 
-  std::string config_, dir_, root_token_;
-  std::unique_ptr<Daemon> daemon_;
-  std::unique_ptr<v1::CertificateService::Stub> certs_;
-  std::unique_ptr<v1::AccountService::Stub> accounts_;
-  std::unique_ptr<v1::AdminService::Stub> admin_;
   std::unique_ptr<acme::testing::PebbleManagement> pebble_;
 };
 
@@ -553,7 +396,7 @@ TEST_F(E2eTest, CrossTenantAndWrongRoleCallsAreDeniedWithoutAcmeRequests) {
 TEST_F(E2eTest, AKilledReplicasOrderIsFinishedByTheOther) {
   ACMEVAULT_STACK_ENV_OR_SKIP(directory, "ACMEVAULT_PEBBLE_E2ESLOW_DIRECTORY");
   daemon_.reset();  // Replica A below takes over the responder port Pebble validates on.
-  const std::string base = Read(config_) + "order_lease_seconds: 4\nresume_interval_seconds: 1\n";
+  const std::string base = ReadFile(config_) + "order_lease_seconds: 4\nresume_interval_seconds: 1\n";
   const std::string dir = ::acmevault::testing::StackEnv("TEST_TMPDIR");
   std::ofstream(dir + "/a.textproto") << base << "replica_id: \"replica-a\"\n";
   std::ofstream(dir + "/b.textproto")
@@ -619,7 +462,7 @@ TEST_F(E2eTest, AKilledReplicasOrderIsFinishedByTheOther) {
   EXPECT_TRUE((*chain)[0].public_key.Equals(pem_key->public_key()));
   ExpectChainVerifies(done.certificate().chain_pem(),
                       ::acmevault::testing::StackEnv("ACMEVAULT_PEBBLE_E2ESLOW_MANAGEMENT"));
-  EXPECT_THAT(Read(dir + "/replica-a.log"), HasSubstr("resuming order"));
+  EXPECT_THAT(ReadFile(dir + "/replica-a.log"), HasSubstr("resuming order"));
 }
 
 // mTLS: a client certificate whose URI SAN is a SPIFFE ID bound to a tenant authenticates the
@@ -654,7 +497,7 @@ extendedKeyUsage=clientAuth"
 
   // A second daemon serving TLS that asks for client certificates; its own HTTP-01 port.
   std::string config = std::regex_replace(
-      Read(config_), std::regex("http01_listen_address: \"127.0.0.1:[0-9]+\""),
+      ReadFile(config_), std::regex("http01_listen_address: \"127.0.0.1:[0-9]+\""),
       "http01_listen_address: \"127.0.0.1:0\"");
   config += absl::StrCat("tls { cert_file: \"", dir, "/server.pem\" key_file: \"", dir,
                          "/server.key\" client_ca_file: \"", dir, "/ca.pem\" }\n");
@@ -665,10 +508,10 @@ extendedKeyUsage=clientAuth"
 
   auto channel = [&](const std::string& client) {
     grpc::SslCredentialsOptions o;
-    o.pem_root_certs = Read(dir + "/ca.pem");
+    o.pem_root_certs = ReadFile(dir + "/ca.pem");
     if (!client.empty()) {
-      o.pem_private_key = Read(dir + "/" + client + ".key");
-      o.pem_cert_chain = Read(dir + "/" + client + ".pem");
+      o.pem_private_key = ReadFile(dir + "/" + client + ".key");
+      o.pem_cert_chain = ReadFile(dir + "/" + client + ".pem");
     }
     grpc::ChannelArguments args;
     args.SetSslTargetNameOverride("localhost");

@@ -1,0 +1,95 @@
+// What every end-to-end test file shares: a real acmevaultd process (Daemon) and a fixture that
+// starts one against a service that tests/run prepared (deploy/local/service prepare NAME),
+// with tenants, tokens and ACME accounts made through the public API.
+#ifndef ACMEVAULT_TESTS_E2E_E2E_FIXTURE_H_
+#define ACMEVAULT_TESTS_E2E_E2E_FIXTURE_H_
+
+#include <grpcpp/grpcpp.h>
+#include <sys/types.h>
+
+#include <csignal>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "acmevault/v1/account_service.grpc.pb.h"
+#include "acmevault/v1/admin_service.grpc.pb.h"
+#include "acmevault/v1/certificate_service.grpc.pb.h"
+#include "gtest/gtest.h"
+
+namespace acmevault::e2e {
+
+// The whole file at `path`, or "" when it cannot be read.
+std::string ReadFile(const std::string& path);
+
+// One acmevaultd process. Stops it (SIGTERM, then SIGKILL) when destroyed.
+class Daemon {
+ public:
+  // Starts `serve` with `config`; waits for its ready file. Null (with a test failure) when it
+  // exits or never becomes ready. Its log is TEST_TMPDIR/<name>.log.
+  static std::unique_ptr<Daemon> Start(const std::string& config, const std::string& name);
+  ~Daemon() { Stop(SIGTERM); }
+
+  void Stop(int signal);
+  // False once the process has exited (crashed or stopped).
+  bool Alive();
+  std::shared_ptr<grpc::Channel> channel() const { return channel_; }
+  int grpc_port() const { return grpc_port_; }
+  const std::string& log_path() const { return log_; }
+  // The value of a metric line of /metrics, or 0.
+  double Metric(const std::string& prefix) const;
+
+ private:
+  Daemon() = default;
+  pid_t pid_ = 0;
+  int grpc_port_ = 0, metrics_port_ = 0;
+  std::string ready_, log_;
+  std::shared_ptr<grpc::Channel> channel_;
+};
+
+// Starts daemon "a" for the service whose config is in environment variable config_env() (the
+// test is skipped, or failed under tests/run, without it), with ExtraConfig() appended.
+// A prepared service has one HTTP-01 port, which its daemon "a" binds: from SetUp to TearDown
+// the fixture holds an exclusive lock on the service's directory, so test binaries that share
+// a service take turns.
+class E2eFixture : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+
+  // The environment variable naming the prepared service's config.
+  virtual const char* config_env() const { return "ACMEVAULT_E2E_CONFIG"; }
+  // Text-proto lines appended to that config for daemon "a".
+  virtual std::string ExtraConfig() const { return ""; }
+  // Stops daemon "a" and starts it again with the same config (its ACME clients start afresh).
+  void RestartDaemon();
+
+  void Bind(const Daemon& d);
+  static std::unique_ptr<grpc::ClientContext> Ctx(const std::string& token, int seconds = 30);
+
+  struct TenantTokens {
+    std::string name, admin, host;
+  };
+  // A new tenant allowed *.<name>.example with an admin and a host token, and (optionally) its
+  // ACME account.
+  // `pattern` defaults to "*.<name>.example"; `directory` to the service's default CA.
+  TenantTokens NewTenant(bool with_account = true, bool keep_authorizations = false,
+                         const std::string& pattern = "", const std::string& directory = "");
+  grpc::Status IssueWithKey(const TenantTokens& t, const std::vector<std::string>& names,
+                            v1::IssueCertificateResponse* out,
+                            const std::string& idempotency_key = "", int seconds = 30);
+
+  std::string config_, dir_, root_token_;
+  std::string daemon_config_;  // config_ with ExtraConfig(), as daemon "a" runs it.
+  std::unique_ptr<Daemon> daemon_;
+  std::unique_ptr<v1::CertificateService::Stub> certs_;
+  std::unique_ptr<v1::AccountService::Stub> accounts_;
+  std::unique_ptr<v1::AdminService::Stub> admin_;
+
+ private:
+  int lock_fd_ = -1;
+};
+
+}  // namespace acmevault::e2e
+
+#endif  // ACMEVAULT_TESTS_E2E_E2E_FIXTURE_H_
