@@ -17,8 +17,19 @@ namespace {
 
 // ---- Conversions --------------------------------------------------------------------------------
 
-std::optional<crypto::KeyAlgorithm> FromProto(v1::KeyAlgorithm a) {
+// An enum value the API does not define (a newer or a broken client) is refused, naming the field,
+// rather than read as the default.
+absl::Status Undefined(absl::string_view field, int value, absl::string_view type) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(field, ": ", value, " is not a ", type, " the API defines"));
+}
+
+// UNSPECIFIED: nullopt (the default).
+absl::StatusOr<std::optional<crypto::KeyAlgorithm>> FromProto(v1::KeyAlgorithm a,
+                                                              absl::string_view field) {
   switch (a) {
+    case v1::KEY_ALGORITHM_UNSPECIFIED:
+      return std::nullopt;
     case v1::KEY_ALGORITHM_ECDSA_P256:
       return crypto::KeyAlgorithm::kEcdsaP256;
     case v1::KEY_ALGORITHM_ECDSA_P384:
@@ -30,7 +41,35 @@ std::optional<crypto::KeyAlgorithm> FromProto(v1::KeyAlgorithm a) {
     case v1::KEY_ALGORITHM_RSA_4096:
       return crypto::KeyAlgorithm::kRsa4096;
     default:
-      return std::nullopt;
+      return Undefined(field, a, "KeyAlgorithm");
+  }
+}
+
+absl::StatusOr<ChallengePreference> FromProto(v1::ChallengeType t, absl::string_view field) {
+  switch (t) {
+    case v1::CHALLENGE_TYPE_UNSPECIFIED:
+    case v1::CHALLENGE_TYPE_HTTP_01:
+      return ChallengePreference::kHttp01;
+    case v1::CHALLENGE_TYPE_DNS_01:
+      return ChallengePreference::kDns01;
+    default:
+      return Undefined(field, t, "ChallengeType");
+  }
+}
+
+absl::StatusOr<storage::CertificateState> FromProto(v1::CertificateState s,
+                                                    absl::string_view field) {
+  switch (s) {
+    case v1::CERTIFICATE_STATE_UNSPECIFIED:
+      return storage::CertificateState::kAny;
+    case v1::CERTIFICATE_STATE_VALID:
+      return storage::CertificateState::kLive;
+    case v1::CERTIFICATE_STATE_REVOKED:
+      return storage::CertificateState::kRevoked;
+    case v1::CERTIFICATE_STATE_EXPIRED:
+      return storage::CertificateState::kExpired;
+    default:
+      return Undefined(field, s, "CertificateState");
   }
 }
 
@@ -178,14 +217,16 @@ void ToProto(const storage::Tenant& t, v1::Tenant* out) {
 }
 
 template <typename Request>
-storage::TenantSpec SpecFromProto(const Request& r) {
+absl::StatusOr<storage::TenantSpec> SpecFromProto(const Request& r) {
   storage::TenantSpec spec;
   spec.name = r.name();
   spec.allowed_identifiers.assign(r.allowed_identifiers().begin(), r.allowed_identifiers().end());
   spec.acme_directory_url = r.directory_url();
   if (r.has_policy()) {
     const auto& p = r.policy();
-    if (auto a = FromProto(p.account_key_algorithm())) spec.policy.key_algorithm = *a;
+    ASSIGN_OR_RETURN(std::optional<crypto::KeyAlgorithm> algorithm,
+                     FromProto(p.account_key_algorithm(), "policy.account_key_algorithm"));
+    if (algorithm) spec.policy.key_algorithm = *algorithm;
     if (p.has_max_account_key_age()) spec.policy.max_key_age = FromProto(p.max_account_key_age());
     spec.policy.deactivate_authorizations_after_issuance =
         p.deactivate_authorizations_after_issuance();
@@ -265,15 +306,13 @@ grpc::Status CertificateServiceImpl::IssueCertificate(grpc::ServerContext* conte
       if (request->csr().empty()) return absl::InvalidArgumentError("csr: is empty");
       r.csr = request->csr();
     } else if (request->key_case() == v1::IssueCertificateRequest::kKeyAlgorithm) {
-      r.key_algorithm = FromProto(request->key_algorithm());
+      ASSIGN_OR_RETURN(r.key_algorithm, FromProto(request->key_algorithm(), "key_algorithm"));
     }
     r.idempotency_key = request->idempotency_key();
     if (r.idempotency_key.size() > 200) {
       return absl::InvalidArgumentError("idempotency_key: longer than 200 characters");
     }
-    r.challenge = request->challenge_type() == v1::CHALLENGE_TYPE_DNS_01
-                      ? ChallengePreference::kDns01
-                      : ChallengePreference::kHttp01;
+    ASSIGN_OR_RETURN(r.challenge, FromProto(request->challenge_type(), "challenge_type"));
     if (request->wait_seconds() < 0) {
       return absl::InvalidArgumentError("wait_seconds: must not be negative");
     }
@@ -344,19 +383,7 @@ grpc::Status CertificateServiceImpl::ListCertificates(grpc::ServerContext* conte
                                                       v1::ListCertificatesResponse* response) {
   return Serve(deps_, context, "ListCertificates", [&](const Caller& caller) -> absl::Status {
     storage::CertificateFilter filter;
-    switch (request->state()) {
-      case v1::CERTIFICATE_STATE_VALID:
-        filter.state = storage::CertificateState::kLive;
-        break;
-      case v1::CERTIFICATE_STATE_REVOKED:
-        filter.state = storage::CertificateState::kRevoked;
-        break;
-      case v1::CERTIFICATE_STATE_EXPIRED:
-        filter.state = storage::CertificateState::kExpired;
-        break;
-      default:
-        break;
-    }
+    ASSIGN_OR_RETURN(filter.state, FromProto(request->state(), "state"));
     if (request->has_expires_before()) {
       filter.expires_before = absl::FromUnixSeconds(request->expires_before().seconds());
     }
@@ -396,7 +423,7 @@ grpc::Status AccountServiceImpl::CreateAccount(grpc::ServerContext* context,
     spec.terms_of_service_agreed = request->terms_of_service_agreed();
     spec.eab_key_id = request->eab_key_id();
     spec.eab_hmac_key = request->eab_hmac_key();
-    spec.key_algorithm = FromProto(request->key_algorithm());
+    ASSIGN_OR_RETURN(spec.key_algorithm, FromProto(request->key_algorithm(), "key_algorithm"));
     ASSIGN_OR_RETURN(AccountView view, deps_.accounts->CreateAccount(caller, spec));
     ToProto(view, deps_.clock->Now(), response);
     response->mutable_contact()->CopyFrom(request->contact());
@@ -417,9 +444,9 @@ grpc::Status AccountServiceImpl::RolloverAccountKey(grpc::ServerContext* context
                                                     const v1::RolloverAccountKeyRequest* request,
                                                     v1::RolloverAccountKeyResponse* response) {
   return Serve(deps_, context, "RolloverAccountKey", [&](const Caller& caller) -> absl::Status {
+    ASSIGN_OR_RETURN(auto algorithm, FromProto(request->key_algorithm(), "key_algorithm"));
     ASSIGN_OR_RETURN(RolloverResult r,
-                     deps_.accounts->Rollover(caller, FromProto(request->key_algorithm()),
-                                              request->reason()));
+                     deps_.accounts->Rollover(caller, algorithm, request->reason()));
     ToProto(r.account, deps_.clock->Now(), response->mutable_account());
     response->set_previous_key_version(r.previous_version);
     return absl::OkStatus();
@@ -457,9 +484,11 @@ grpc::Status AccountServiceImpl::RespondToCompromise(grpc::ServerContext* contex
                                                      const v1::RespondToCompromiseRequest* request,
                                                      v1::RespondToCompromiseResponse* response) {
   return Serve(deps_, context, "RespondToCompromise", [&](const Caller& caller) -> absl::Status {
+    ASSIGN_OR_RETURN(auto algorithm,
+                     FromProto(request->new_key_algorithm(), "new_key_algorithm"));
     ASSIGN_OR_RETURN(CompromiseReport report,
                      deps_.accounts->RespondToCompromise(caller, request->deactivate_account(),
-                                                         FromProto(request->new_key_algorithm())));
+                                                         algorithm));
     for (const auto& step : report.steps) {
       auto* s = response->add_steps();
       s->set_name(step.name);
@@ -478,7 +507,8 @@ grpc::Status AdminServiceImpl::CreateTenant(grpc::ServerContext* context,
                                             const v1::CreateTenantRequest* request,
                                             v1::Tenant* response) {
   return Serve(deps_, context, "CreateTenant", [&](const Caller& caller) -> absl::Status {
-    ASSIGN_OR_RETURN(storage::Tenant t, deps_.admin->CreateTenant(caller, SpecFromProto(*request)));
+    ASSIGN_OR_RETURN(storage::TenantSpec spec, SpecFromProto(*request));
+    ASSIGN_OR_RETURN(storage::Tenant t, deps_.admin->CreateTenant(caller, spec));
     ToProto(t, response);
     return absl::OkStatus();
   });
@@ -488,7 +518,8 @@ grpc::Status AdminServiceImpl::UpdateTenant(grpc::ServerContext* context,
                                             const v1::UpdateTenantRequest* request,
                                             v1::Tenant* response) {
   return Serve(deps_, context, "UpdateTenant", [&](const Caller& caller) -> absl::Status {
-    ASSIGN_OR_RETURN(storage::Tenant t, deps_.admin->UpdateTenant(caller, SpecFromProto(*request)));
+    ASSIGN_OR_RETURN(storage::TenantSpec spec, SpecFromProto(*request));
+    ASSIGN_OR_RETURN(storage::Tenant t, deps_.admin->UpdateTenant(caller, spec));
     ToProto(t, response);
     return absl::OkStatus();
   });
