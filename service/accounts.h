@@ -14,6 +14,7 @@
 #ifndef ACMEVAULT_SERVICE_ACCOUNTS_H_
 #define ACMEVAULT_SERVICE_ACCOUNTS_H_
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -69,17 +70,23 @@ struct CompromiseReport {
 class AccountManager {
  public:
   struct Options {
-    storage::Store* store = nullptr;  // Borrowed.
-    AcmeClients* clients = nullptr;   // Borrowed.
-    Issuer* issuer = nullptr;         // Borrowed; reissues certificates in RespondToCompromise.
-    Metrics* metrics = nullptr;       // Borrowed; may be null.
+    // Borrowed; required.
+    storage::TenantStore* tenants = nullptr;
+    storage::AccountStore* accounts = nullptr;
+    storage::AuthorizationStore* authorizations = nullptr;
+    storage::CertificateStore* certificates = nullptr;
+    storage::AuditLog* audit = nullptr;
+    AcmeClients* clients = nullptr;
+    Issuer* issuer = nullptr;    // Reissues certificates in RespondToCompromise.
+    Metrics* metrics = nullptr;  // Borrowed; may be null.
     const Clock* clock = Clock::Real();
     // A pending key younger than this belongs to a rollover in progress.
     absl::Duration rollover_grace = absl::Minutes(2);
     // How long RespondToCompromise waits for each reissued certificate.
     absl::Duration reissue_wait = absl::Minutes(2);
   };
-  explicit AccountManager(Options options) : options_(options) {}
+  // INVALID_ARGUMENT naming a missing collaborator.
+  static absl::StatusOr<std::unique_ptr<AccountManager>> Create(Options options);
 
   // ALREADY_EXISTS when the tenant has a valid account; INVALID_ARGUMENT when the terms are not
   // agreed or the EAB key is not base64url; CA errors as the CA gave them.
@@ -109,6 +116,7 @@ class AccountManager {
 
  private:
   struct Current;  // The tenant's account, its active key and CA client.
+  explicit AccountManager(Options options) : options_(std::move(options)) {}
   absl::StatusOr<Current> Load(const storage::Scope& scope);
   absl::StatusOr<AccountView> View(const storage::Scope& scope, storage::AccountId id);
   // Resolves a pending key left by a crash. OK when none is left pending.

@@ -34,15 +34,15 @@ class GrpcTest : public ::testing::Test {
     options.client.clock = &fx_.clock();
     options.client.poll_interval = absl::Seconds(10);
     clients_ = *AcmeClients::Create(options);
-    runner_ = std::make_unique<OrderRunner>(OrderRunner::Options{
-        .store = &fx_.store(), .clients = clients_.get(), .clock = &fx_.clock()});
-    issuer_ = std::make_unique<Issuer>(
-        Issuer::Options{.store = &fx_.store(), .runner = runner_.get(), .clock = &fx_.clock()});
-    accounts_ = std::make_unique<AccountManager>(AccountManager::Options{
-        .store = &fx_.store(), .clients = clients_.get(), .issuer = issuer_.get(),
-        .clock = &fx_.clock()});
-    admin_ = std::make_unique<Admin>(Admin::Options{&fx_.store(), ScriptedServer::Url("/dir")});
-    auth_ = std::make_unique<Authenticator>(&fx_.store());
+    runner_ = *OrderRunner::Create(
+        fx_.WithStore(OrderRunner::Options{.clients = clients_.get(), .clock = &fx_.clock()}));
+    issuer_ = *Issuer::Create(
+        fx_.WithStore(Issuer::Options{.runner = runner_.get(), .clock = &fx_.clock()}));
+    accounts_ = *AccountManager::Create(fx_.WithStore(AccountManager::Options{
+        .clients = clients_.get(), .issuer = issuer_.get(), .clock = &fx_.clock()}));
+    admin_ = *Admin::Create(
+        fx_.WithStore(Admin::Options{.default_directory_url = ScriptedServer::Url("/dir")}));
+    auth_ = *Authenticator::Create({&fx_.store()});
     ServiceDeps deps{auth_.get(), issuer_.get(), accounts_.get(), admin_.get(), &fx_.store(),
                      &metrics_, &fx_.clock()};
     certs_ = std::make_unique<CertificateServiceImpl>(deps);

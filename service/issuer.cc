@@ -11,6 +11,7 @@
 #include "crypto/x509.h"
 #include "service/identifiers.h"
 #include "service/log.h"
+#include "service/required.h"
 
 namespace acmevault::service {
 namespace {
@@ -42,10 +43,19 @@ storage::PublicKeyInfo KeyInfo(const crypto::PublicKey& key) {
   return {crypto::PublicJwk(key).dump(), crypto::Thumbprint(key)};
 }
 
-Issuer::Issuer(Options options) : options_(std::move(options)) {
-  for (int i = 0; i < std::max(1, options_.worker_threads); ++i) {
-    workers_.emplace_back([this] { WorkLoop(); });
+absl::StatusOr<std::unique_ptr<Issuer>> Issuer::Create(Options options) {
+  RETURN_IF_ERROR(RequireCollaborators("Issuer", {{"tenants", options.tenants},
+                                                  {"accounts", options.accounts},
+                                                  {"orders", options.orders},
+                                                  {"certificates", options.certificates},
+                                                  {"audit", options.audit},
+                                                  {"runner", options.runner},
+                                                  {"clock", options.clock}}));
+  auto issuer = std::unique_ptr<Issuer>(new Issuer(std::move(options)));
+  for (int i = 0; i < std::max(1, issuer->options_.worker_threads); ++i) {
+    issuer->workers_.emplace_back([raw = issuer.get()] { raw->WorkLoop(); });
   }
+  return issuer;
 }
 
 Issuer::~Issuer() {
@@ -58,7 +68,7 @@ Issuer::~Issuer() {
   // Orders not started here go back to the pool at once: their leases are released, so another
   // replica claims them without waiting for expiry. Running orders finish their current run.
   for (Job& job : handed_over) {
-    options_.store->ReleaseLease(job.order.scope, job.order.lease).IgnoreError();
+    options_.orders->ReleaseLease(job.order.scope, job.order.lease).IgnoreError();
     {
       absl::MutexLock lock(&mu_);
       running_.erase(job.order.lease.order);
@@ -132,7 +142,7 @@ void Issuer::WaitForOrder(const storage::Scope& scope, storage::OrderId order,
     return;
   }
   while (absl::Now() < until && !gone()) {
-    auto row = options_.store->GetOrder(scope, order);
+    auto row = options_.orders->GetOrder(scope, order);
     if (!row.ok() || storage::IsTerminal(row->state)) return;
     absl::SleepFor(std::min(kStorePoll, until - absl::Now()));
   }
@@ -140,18 +150,17 @@ void Issuer::WaitForOrder(const storage::Scope& scope, storage::OrderId order,
 
 absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueRequest& request) {
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
-  storage::Store& store = *options_.store;
   const storage::Scope scope = caller.ScopeFor("CertificateService/IssueCertificate");
   ASSIGN_OR_RETURN(std::vector<std::string> ids,
                    NormalizeDnsNames(request.identifiers, "identifiers"));
-  ASSIGN_OR_RETURN(storage::Tenant tenant, store.GetTenant(scope));
+  ASSIGN_OR_RETURN(storage::Tenant tenant, options_.tenants->GetTenant(scope));
   ASSIGN_OR_RETURN(AllowList allow, AllowList::Create(tenant.spec.allowed_identifiers));
   if (absl::Status allowed = allow.CheckAll(ids); !allowed.ok()) {
     storage::AuditEvent denied;
     denied.action = "IssueDenied";
     denied.identifiers = ids;
     denied.outcome = "permission_denied";
-    store.AppendAudit(scope, denied).IgnoreError();
+    options_.audit->AppendAudit(scope, denied).IgnoreError();
     return allowed;
   }
 
@@ -162,10 +171,10 @@ absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueReque
     auto parsed = crypto::ParseCsr(request.csr);
     if (!parsed.ok()) return Prefixed("csr", parsed.status());
     std::vector<crypto::PublicKey> account_keys;
-    auto accounts = store.ListAccounts(scope);
+    auto accounts = options_.accounts->ListAccounts(scope);
     if (accounts.ok()) {
       for (const auto& a : *accounts) {
-        auto keys = store.ListKeys(scope, a.id);
+        auto keys = options_.accounts->ListKeys(scope, a.id);
         if (!keys.ok()) continue;
         for (const auto& k : *keys) {
           auto jwk = nlohmann::json::parse(k.public_key.public_jwk, nullptr, false);
@@ -183,7 +192,7 @@ absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueReque
   const bool want_service_key = !csr.has_value();
 
   // A current certificate for the same key, not yet due for renewal, is the answer.
-  auto current = store.GetCurrentCertificate(scope, ids);
+  auto current = options_.certificates->GetCurrentCertificate(scope, ids);
   // Renewal is due within the tenant's window of expiry; a window of 0 means a third of the
   // certificate's lifetime.
   auto renewal_window = [&](const storage::Certificate& c) {
@@ -197,7 +206,7 @@ absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueReque
     bool usable = false;
     if (want_service_key && current->has_private_key && current->order &&
         !request.idempotency_key.empty()) {
-      auto made_by = store.GetOrder(scope, *current->order);
+      auto made_by = options_.orders->GetOrder(scope, *current->order);
       usable = made_by.ok() && made_by->idempotency_key == request.idempotency_key;
     }
     if (!want_service_key) {
@@ -209,12 +218,13 @@ absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueReque
       result.reused = true;
       result.certificate = *current;
       if (current->order) {
-        auto order = store.GetOrder(scope, *current->order);
+        auto order = options_.orders->GetOrder(scope, *current->order);
         if (order.ok()) result.order = *order;
       }
       if (want_service_key) {
         ASSIGN_OR_RETURN(crypto::PrivateKey key,
-                         store.GetCertificateKey(scope, current->id, "IssueCertificate (reuse)"));
+                         options_.certificates->GetCertificateKey(scope, current->id,
+                                                                  "IssueCertificate (reuse)"));
         result.private_key_pem = key.ToPkcs8Pem();
       }
       return result;
@@ -224,7 +234,7 @@ absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueReque
   }
 
   // The tenant's account.
-  ASSIGN_OR_RETURN(std::vector<storage::Account> accounts, store.ListAccounts(scope));
+  ASSIGN_OR_RETURN(std::vector<storage::Account> accounts, options_.accounts->ListAccounts(scope));
   const storage::Account* account = nullptr;
   for (const auto& a : accounts) {
     if (a.status == storage::AccountStatus::kValid && !a.account_url.empty()) account = &a;
@@ -259,7 +269,8 @@ absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueReque
         return absl::UnavailableError("issuance queue is full; retry later");
       }
     }
-    ASSIGN_OR_RETURN(storage::CreateOrderResult created, store.CreateOrJoinOrder(scope, spec));
+    ASSIGN_OR_RETURN(storage::CreateOrderResult created,
+                     options_.orders->CreateOrJoinOrder(scope, spec));
     if (created.created) {
       Job job;
       job.certificate_key = std::move(generated);
@@ -270,7 +281,7 @@ absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueReque
       Submit(std::move(job));
     }
     WaitForOrder(scope, created.order.id, request.wait_until, request.cancelled);
-    ASSIGN_OR_RETURN(storage::Order order, store.GetOrder(scope, created.order.id));
+    ASSIGN_OR_RETURN(storage::Order order, options_.orders->GetOrder(scope, created.order.id));
     if (!storage::IsTerminal(order.state)) {
       // The run stopped short on a CA or network problem: say so (RESOURCE_EXHAUSTED with the
       // CA's retry time, UNAVAILABLE, ...) rather than hand back a handle that will not move
@@ -291,25 +302,25 @@ absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueReque
 
 absl::Status Issuer::Resume(const storage::Lease& lease) {
   const storage::Scope scope{lease.tenant, {options_.replica_id, "resume"}};
-  storage::Store& store = *options_.store;
-  ASSIGN_OR_RETURN(storage::Order order, store.GetOrder(scope, lease.order));
+  ASSIGN_OR_RETURN(storage::Order order, options_.orders->GetOrder(scope, lease.order));
   if (storage::IsTerminal(order.state)) return absl::OkStatus();
   if (order.csr_der.empty()) {
     // Made before orders carried their material: nobody else can finalize it.
-    return store.TransitionOrder(scope, lease, storage::OrderState::kInvalid,
-                                 "the order has no stored CSR to finalize with; request again");
+    return options_.orders->TransitionOrder(
+        scope, lease, storage::OrderState::kInvalid,
+        "the order has no stored CSR to finalize with; request again");
   }
-  ASSIGN_OR_RETURN(storage::Tenant tenant, store.GetTenant(scope));
+  ASSIGN_OR_RETURN(storage::Tenant tenant, options_.tenants->GetTenant(scope));
   // The tenant's allow-list may have shrunk since the order was made.
   ASSIGN_OR_RETURN(AllowList allow, AllowList::Create(tenant.spec.allowed_identifiers));
   if (absl::Status allowed = allow.CheckAll(order.identifiers); !allowed.ok()) {
-    return store.TransitionOrder(scope, lease, storage::OrderState::kInvalid,
-                                 absl::StrCat("no longer allowed: ", allowed.message()));
+    return options_.orders->TransitionOrder(scope, lease, storage::OrderState::kInvalid,
+                                            absl::StrCat("no longer allowed: ", allowed.message()));
   }
   Job job;
   if (order.has_certificate_key) {
     ASSIGN_OR_RETURN(crypto::PrivateKey key,
-                     store.GetOrderCertificateKey(scope, order.id, "resume order"));
+                     options_.orders->GetOrderCertificateKey(scope, order.id, "resume order"));
     job.certificate_key = std::make_unique<crypto::PrivateKey>(std::move(key));
   }
   // The challenge preference is not stored: an order with a wildcard was necessarily a DNS-01
@@ -339,7 +350,7 @@ absl::StatusOr<IssueResult> Issuer::Finish(const storage::Scope& scope, storage:
   }
   if (order.state != storage::OrderState::kValid || !order.certificate) return result;
   ASSIGN_OR_RETURN(storage::Certificate cert,
-                   options_.store->GetCertificate(scope, *order.certificate));
+                   options_.certificates->GetCertificate(scope, *order.certificate));
   if (want_key != nullptr) {
     ASSIGN_OR_RETURN(crypto::PublicKey leaf, LeafKey(cert));
     if (!leaf.Equals(*want_key)) return absl::AbortedError("joined order certified another key");
@@ -353,7 +364,7 @@ absl::StatusOr<IssueResult> Issuer::Finish(const storage::Scope& scope, storage:
   result.certificate = cert;
   if (want_service_key) {
     ASSIGN_OR_RETURN(crypto::PrivateKey key,
-                     options_.store->GetCertificateKey(scope, cert.id, "IssueCertificate"));
+                     options_.certificates->GetCertificateKey(scope, cert.id, "IssueCertificate"));
     result.private_key_pem = key.ToPkcs8Pem();
   }
   return result;
@@ -365,13 +376,13 @@ namespace acmevault::service {
 
 absl::StatusOr<storage::Order> Issuer::GetOrder(const Caller& caller, storage::OrderId id) {
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
-  return options_.store->GetOrder(caller.ScopeFor("CertificateService/GetOrder"), id);
+  return options_.orders->GetOrder(caller.ScopeFor("CertificateService/GetOrder"), id);
 }
 
 absl::StatusOr<storage::Certificate> Issuer::GetCertificateBySerial(const Caller& caller,
                                                                     absl::string_view serial) {
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
-  return options_.store->GetCertificateBySerial(
+  return options_.certificates->GetCertificateBySerial(
       caller.ScopeFor("CertificateService/GetCertificate"), serial);
 }
 
@@ -380,7 +391,7 @@ absl::StatusOr<storage::Certificate> Issuer::GetCurrentCertificate(
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
   ASSIGN_OR_RETURN(std::vector<std::string> ids,
                    NormalizeDnsNames(identifiers, "identifiers.values"));
-  return options_.store->GetCurrentCertificate(
+  return options_.certificates->GetCurrentCertificate(
       caller.ScopeFor("CertificateService/GetCertificate"), ids);
 }
 
@@ -388,8 +399,8 @@ absl::StatusOr<storage::Page<storage::Certificate>> Issuer::ListCertificates(
     const Caller& caller, const storage::CertificateFilter& filter,
     const storage::PageRequest& page) {
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
-  return options_.store->ListCertificates(caller.ScopeFor("CertificateService/ListCertificates"),
-                                          filter, page);
+  return options_.certificates->ListCertificates(
+      caller.ScopeFor("CertificateService/ListCertificates"), filter, page);
 }
 
 }  // namespace acmevault::service

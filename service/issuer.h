@@ -59,15 +59,21 @@ struct IssueResult {
 class Issuer {
  public:
   struct Options {
-    storage::Store* store = nullptr;  // Borrowed.
-    OrderRunner* runner = nullptr;    // Borrowed.
+    // Borrowed; required.
+    storage::TenantStore* tenants = nullptr;
+    storage::AccountStore* accounts = nullptr;
+    storage::OrderStore* orders = nullptr;
+    storage::CertificateStore* certificates = nullptr;
+    storage::AuditLog* audit = nullptr;
+    OrderRunner* runner = nullptr;
     const Clock* clock = Clock::Real();
     // Names this replica in order leases.
     std::string replica_id = "replica";
     int worker_threads = 4;
     absl::Duration lease_duration = absl::Minutes(2);
   };
-  explicit Issuer(Options options);
+  // INVALID_ARGUMENT naming a missing collaborator. Starts the worker threads.
+  static absl::StatusOr<std::unique_ptr<Issuer>> Create(Options options);
   // Stops taking work: queued orders are handed over (their leases released for another
   // replica to claim at once); running orders finish their current run; then joins the workers.
   ~Issuer();
@@ -102,6 +108,7 @@ class Issuer {
     std::unique_ptr<crypto::PrivateKey> certificate_key;
     std::shared_ptr<absl::Notification> done;
   };
+  explicit Issuer(Options options) : options_(std::move(options)) {}
   absl::StatusOr<IssueResult> Finish(const storage::Scope& scope, storage::Order order,
                                      const IssueRequest& request, const crypto::PublicKey* want_key,
                                      bool want_service_key, bool created_here);

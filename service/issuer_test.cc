@@ -45,16 +45,16 @@ class IssuerTest : public ::testing::Test {
     auto clients = AcmeClients::Create(options);
     ASSERT_TRUE(clients.ok());
     clients_ = *std::move(clients);
-    runner_ = std::make_unique<OrderRunner>(OrderRunner::Options{
-        .store = &fx_.store(), .clients = clients_.get(), .clock = &fx_.clock()});
-    issuer_ = std::make_unique<Issuer>(
-        Issuer::Options{.store = &fx_.store(), .runner = runner_.get(), .clock = &fx_.clock()});
+    runner_ = *OrderRunner::Create(
+        fx_.WithStore(OrderRunner::Options{.clients = clients_.get(), .clock = &fx_.clock()}));
+    issuer_ = *Issuer::Create(
+        fx_.WithStore(Issuer::Options{.runner = runner_.get(), .clock = &fx_.clock()}));
     testing::ScriptHappyCa(ca_, &state_);
   }
 
   Caller Authenticate(const std::string& token) {
-    Authenticator auth(&fx_.store());
-    auto c = auth.Authenticate({"Bearer " + token, ""});
+    auto auth = Authenticator::Create({&fx_.store()});
+    auto c = (*auth)->Authenticate({"Bearer " + token, ""});
     EXPECT_TRUE(c.ok()) << c.status();
     return *c;
   }
@@ -226,10 +226,10 @@ TEST_F(IssuerTest, ACancelledCallerStopsWaiting) {
 TEST_F(IssuerTest, StoppingHandsQueuedOrdersOverByReleasingTheirLeases) {
   AddAccount();
   // One worker, blocked in its first order until released; a second order waits in the queue.
-  runner_ = std::make_unique<OrderRunner>(OrderRunner::Options{
-      .store = &fx_.store(), .clients = clients_.get(), .clock = &fx_.clock()});
-  issuer_ = std::make_unique<Issuer>(Issuer::Options{
-      .store = &fx_.store(), .runner = runner_.get(), .clock = &fx_.clock(), .worker_threads = 1});
+  runner_ = *OrderRunner::Create(
+      fx_.WithStore(OrderRunner::Options{.clients = clients_.get(), .clock = &fx_.clock()}));
+  issuer_ = *Issuer::Create(fx_.WithStore(
+      Issuer::Options{.runner = runner_.get(), .clock = &fx_.clock(), .worker_threads = 1}));
   absl::Notification release, entered;
   ca_.On("POST", "/new-order", [&](const Call&) {
     if (!entered.HasBeenNotified()) entered.Notify();
@@ -256,6 +256,15 @@ TEST_F(IssuerTest, StoppingHandsQueuedOrdersOverByReleasingTheirLeases) {
   ASSERT_TRUE(row.ok());
   EXPECT_TRUE(row->lease_owner.empty()) << row->lease_owner;  // Released, claimable now.
   EXPECT_EQ(row->state, storage::OrderState::kCreated);
+}
+
+TEST_F(IssuerTest, MissingCollaboratorsAreRefusedAtCreation) {
+  EXPECT_THAT(Issuer::Create(fx_.WithStore(Issuer::Options{})),
+              StatusIs(absl::StatusCode::kInvalidArgument, "Issuer: Options.runner is required"));
+  Issuer::Options no_orders = fx_.WithStore(Issuer::Options{.runner = runner_.get()});
+  no_orders.orders = nullptr;
+  EXPECT_THAT(Issuer::Create(no_orders),
+              StatusIs(absl::StatusCode::kInvalidArgument, "Options.orders"));
 }
 
 }  // namespace
