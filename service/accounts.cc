@@ -5,7 +5,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/time/clock.h"
 #include "acme/problem.h"
 #include "common/status_macros.h"
 #include "crypto/digest.h"
@@ -328,8 +327,9 @@ absl::StatusOr<DeactivationCounts> AccountManager::DeactivateAuthorizations(
 }
 
 absl::StatusOr<storage::Certificate> AccountManager::RevokeCertificate(
-    const Caller& caller, absl::string_view serial, acme::RevocationReason reason,
+    const Caller& caller, absl::string_view serial, crypto::RevocationReason reason,
     bool use_certificate_key) {
+  if (serial.empty()) return absl::InvalidArgumentError("serial: required");
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kAdmin));
   const storage::Scope scope = caller.ScopeFor("CertificateService/RevokeCertificate");
   ASSIGN_OR_RETURN(storage::Certificate cert,
@@ -341,8 +341,9 @@ absl::StatusOr<storage::Certificate> AccountManager::RevokeCertificate(
     return absl::FailedPreconditionError(
         "use_certificate_key: the service does not hold this certificate's key");
   }
-  const bool with_cert_key = use_certificate_key ||
-                             (reason == acme::RevocationReason::kKeyCompromise && cert.has_private_key);
+  const bool with_cert_key =
+      use_certificate_key ||
+      (reason == crypto::RevocationReason::kKeyCompromise && cert.has_private_key);
   ASSIGN_OR_RETURN(std::vector<std::string> ders, crypto::SplitPemChain(cert.chain_pem));
   absl::Status revoked;
   if (with_cert_key) {
@@ -443,7 +444,9 @@ absl::StatusOr<CompromiseReport> AccountManager::RespondToCompromise(
         request.identifiers = cert.identifiers;
         if (chain.ok()) request.key_algorithm = chain->front().public_key.algorithm();
         request.force_new = true;
-        request.wait_until = absl::Now() + options_.reissue_wait;
+        // No caller deadline here: the playbook bounds each reissue by its own wait.
+        request.deadline = absl::InfiniteFuture();
+        request.max_wait = options_.reissue_wait;
         auto issue = options_.issuer->Issue(caller, request);
         if (!issue.ok() && !Retryable(issue.status())) {
           // Not reissuable (the names left the allow-list, the CA refuses them, ...): report it

@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "crypto/keys.h"
+#include "crypto/revocation_reason.h"
 #include "service/auth.h"
 #include "service/issuer.h"
 #include "service/metrics.h"
@@ -105,10 +106,11 @@ class AccountManager {
   // Revokes a certificate of the tenant at the CA (RFC 8555 §7.6) and records it. Signed with
   // the certificate's own key when `use_certificate_key` (FAILED_PRECONDITION if the service does
   // not hold it) or when the reason is keyCompromise and the service holds it; otherwise with the
-  // account key. NOT_FOUND for an unknown serial; FAILED_PRECONDITION if already revoked.
+  // account key. INVALID_ARGUMENT "serial" when empty; NOT_FOUND for an unknown serial;
+  // FAILED_PRECONDITION if already revoked.
   absl::StatusOr<storage::Certificate> RevokeCertificate(const Caller& caller,
                                                          absl::string_view serial,
-                                                         acme::RevocationReason reason,
+                                                         crypto::RevocationReason reason,
                                                          bool use_certificate_key);
   absl::StatusOr<CompromiseReport> RespondToCompromise(
       const Caller& caller, bool deactivate_account,

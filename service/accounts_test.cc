@@ -245,6 +245,19 @@ TEST_F(AccountsTest, CompromiseResponseResumesAfterAFailedStep) {
   EXPECT_EQ(second->account.account.status, storage::AccountStatus::kDeactivated);
 }
 
+TEST_F(AccountsTest, RevocationNeedsASerial) {
+  Create();
+  EXPECT_THAT(
+      accounts_->RevokeCertificate(admin_, "", crypto::RevocationReason::kSuperseded, false),
+      StatusIs(absl::StatusCode::kInvalidArgument, "serial: required"));
+  EXPECT_THAT(
+      accounts_->RevokeCertificate(host_, "abc", crypto::RevocationReason::kSuperseded, false),
+      StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(
+      accounts_->RevokeCertificate(admin_, "abc", crypto::RevocationReason::kSuperseded, false),
+      StatusIs(absl::StatusCode::kNotFound));
+}
+
 TEST_F(AccountsTest, MissingCollaboratorsAreRefusedAtCreation) {
   EXPECT_THAT(
       AccountManager::Create(fx_.WithStore(AccountManager::Options{.issuer = issuer_.get()})),

@@ -7,6 +7,7 @@
 #include "acme/client.h"
 #include "common/status_macros.h"
 #include "service/identifiers.h"
+#include "service/paging.h"
 #include "service/required.h"
 
 namespace acmevault::service {
@@ -80,8 +81,9 @@ absl::StatusOr<storage::Tenant> Admin::GetTenant(const Caller& caller, const std
 
 absl::StatusOr<storage::Page<storage::Tenant>> Admin::ListTenants(
     const Caller& caller, const storage::PageRequest& page) {
+  ASSIGN_OR_RETURN(storage::PageRequest checked, CheckPage(page));
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kPlatformAdmin));
-  return options_.tenants->ListTenants(page);
+  return options_.tenants->ListTenants(checked);
 }
 
 absl::StatusOr<storage::Tenant> Admin::PlatformTenant(const storage::Actor& actor) {

@@ -36,6 +36,7 @@ class Admin {
   absl::StatusOr<storage::Tenant> CreateTenant(const Caller& caller, storage::TenantSpec spec);
   absl::StatusOr<storage::Tenant> UpdateTenant(const Caller& caller, storage::TenantSpec spec);
   absl::StatusOr<storage::Tenant> GetTenant(const Caller& caller, const std::string& name);
+  // `page.max_results` is the caller's page size (see CheckPage).
   absl::StatusOr<storage::Page<storage::Tenant>> ListTenants(const Caller& caller,
                                                              const storage::PageRequest& page);
   // `tenant` may be empty only for role PLATFORM_ADMIN.

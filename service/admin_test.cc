@@ -106,6 +106,11 @@ TEST_F(AdminTest, BindIdentityMapsASpiffeId) {
               StatusIs(absl::StatusCode::kInvalidArgument, "spiffe_id"));
 }
 
+TEST_F(AdminTest, ListTenantsRefusesANegativePageSize) {
+  EXPECT_THAT(admin_->ListTenants(root_, {"", -1}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "page_size"));
+}
+
 TEST_F(AdminTest, MissingCollaboratorsAreRefusedAtCreation) {
   EXPECT_THAT(Admin::Create({}),
               StatusIs(absl::StatusCode::kInvalidArgument, "Admin: Options.tenants is required"));

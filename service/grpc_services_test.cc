@@ -16,11 +16,13 @@
 #include "gtest/gtest.h"
 #include "service/testing/fixture.h"
 #include "service/testing/happy_ca.h"
+#include "storage/testing/status_matchers.h"
 
 namespace acmevault::service {
 namespace {
 
 using acme::testing::ScriptedServer;
+using storage::testing::StatusIs;
 using ::testing::HasSubstr;
 using Call = ScriptedServer::Call;
 
@@ -43,11 +45,15 @@ class GrpcTest : public ::testing::Test {
     admin_ = *Admin::Create(
         fx_.WithStore(Admin::Options{.default_directory_url = ScriptedServer::Url("/dir")}));
     auth_ = *Authenticator::Create({&fx_.store()});
-    ServiceDeps deps{auth_.get(), issuer_.get(), accounts_.get(), admin_.get(), &fx_.store(),
-                     &metrics_, &fx_.clock()};
-    certs_ = std::make_unique<CertificateServiceImpl>(deps);
-    accts_ = std::make_unique<AccountServiceImpl>(deps);
-    adm_ = std::make_unique<AdminServiceImpl>(deps);
+    deps_ = {.auth = auth_.get(),
+             .issuer = issuer_.get(),
+             .accounts = accounts_.get(),
+             .admin = admin_.get(),
+             .metrics = &metrics_,
+             .clock = &fx_.clock()};
+    certs_ = *CertificateServiceImpl::Create(deps_);
+    accts_ = *AccountServiceImpl::Create(deps_);
+    adm_ = *AdminServiceImpl::Create(deps_);
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -106,6 +112,7 @@ class GrpcTest : public ::testing::Test {
   std::unique_ptr<AccountManager> accounts_;
   std::unique_ptr<Admin> admin_;
   std::unique_ptr<Authenticator> auth_;
+  ServiceDeps deps_;
   std::unique_ptr<CertificateServiceImpl> certs_;
   std::unique_ptr<AccountServiceImpl> accts_;
   std::unique_ptr<AdminServiceImpl> adm_;
@@ -463,6 +470,26 @@ TEST_F(GrpcTest, EveryOtherRpcSucceedsAndFailsAsDocumented) {
   c = Ctx(root_);
   EXPECT_EQ(admin_stub_->RevokeToken(c.get(), rt, &rtr).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(GrpcTest, EachServiceRequiresWhatItCalls) {
+  ServiceDeps no_auth = deps_;
+  no_auth.auth = nullptr;
+  EXPECT_THAT(CertificateServiceImpl::Create(no_auth),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "CertificateService: ServiceDeps.auth is required"));
+  EXPECT_THAT(AccountServiceImpl::Create(no_auth),
+              StatusIs(absl::StatusCode::kInvalidArgument, "ServiceDeps.auth"));
+  EXPECT_THAT(AdminServiceImpl::Create(no_auth),
+              StatusIs(absl::StatusCode::kInvalidArgument, "ServiceDeps.auth"));
+  // Each needs only its own domain object.
+  EXPECT_THAT(CertificateServiceImpl::Create({.auth = auth_.get(), .accounts = accounts_.get()}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "ServiceDeps.issuer"));
+  EXPECT_THAT(AccountServiceImpl::Create({.auth = auth_.get(), .issuer = issuer_.get()}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "ServiceDeps.accounts"));
+  EXPECT_THAT(AdminServiceImpl::Create({.auth = auth_.get(), .accounts = accounts_.get()}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "ServiceDeps.admin"));
+  EXPECT_TRUE(AdminServiceImpl::Create({.auth = auth_.get(), .admin = admin_.get()}).ok());
 }
 
 }  // namespace

@@ -5,18 +5,19 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "crypto/jwk.h"
 #include "crypto/x509.h"
 #include "service/identifiers.h"
 #include "service/log.h"
+#include "service/paging.h"
 #include "service/required.h"
 
 namespace acmevault::service {
 namespace {
 
 constexpr size_t kMaxQueuedJobs = 1000;
+constexpr size_t kMaxIdempotencyKey = 200;
 constexpr absl::Duration kStorePoll = absl::Milliseconds(200);
 
 const std::vector<crypto::KeyAlgorithm>& AllowedCertificateKeys() {
@@ -43,6 +44,16 @@ storage::PublicKeyInfo KeyInfo(const crypto::PublicKey& key) {
   return {crypto::PublicJwk(key).dump(), crypto::Thumbprint(key)};
 }
 
+absl::StatusOr<absl::Time> IssueWaitUntil(const IssueRequest& request, absl::Time now,
+                                          absl::Duration default_wait) {
+  if (request.max_wait < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("wait_seconds: must not be negative");
+  }
+  absl::Time until = request.deadline ? *request.deadline - absl::Seconds(1) : now + default_wait;
+  if (request.max_wait > absl::ZeroDuration()) until = std::min(until, now + request.max_wait);
+  return until;
+}
+
 absl::StatusOr<std::unique_ptr<Issuer>> Issuer::Create(Options options) {
   RETURN_IF_ERROR(RequireCollaborators("Issuer", {{"tenants", options.tenants},
                                                   {"accounts", options.accounts},
@@ -50,7 +61,8 @@ absl::StatusOr<std::unique_ptr<Issuer>> Issuer::Create(Options options) {
                                                   {"certificates", options.certificates},
                                                   {"audit", options.audit},
                                                   {"runner", options.runner},
-                                                  {"clock", options.clock}}));
+                                                  {"clock", options.clock},
+                                                  {"wait_clock", options.wait_clock}}));
   auto issuer = std::unique_ptr<Issuer>(new Issuer(std::move(options)));
   for (int i = 0; i < std::max(1, issuer->options_.worker_threads); ++i) {
     issuer->workers_.emplace_back([raw = issuer.get()] { raw->WorkLoop(); });
@@ -127,6 +139,7 @@ void Issuer::WorkLoop() {
 
 void Issuer::WaitForOrder(const storage::Scope& scope, storage::OrderId order,
                           absl::Time until, const std::function<bool()>& cancelled) {
+  const Clock& clock = *options_.wait_clock;
   auto gone = [&] { return cancelled && cancelled(); };
   std::shared_ptr<absl::Notification> done;
   {
@@ -136,19 +149,26 @@ void Issuer::WaitForOrder(const storage::Scope& scope, storage::OrderId order,
   }
   if (done != nullptr) {
     // In slices, so a cancelled caller stops waiting within one.
-    while (absl::Now() < until && !gone()) {
-      if (done->WaitForNotificationWithDeadline(std::min(until, absl::Now() + kStorePoll))) return;
+    for (absl::Time now = clock.Now(); now < until && !gone(); now = clock.Now()) {
+      if (done->WaitForNotificationWithTimeout(std::min(until - now, kStorePoll))) return;
     }
     return;
   }
-  while (absl::Now() < until && !gone()) {
+  for (absl::Time now = clock.Now(); now < until && !gone(); now = clock.Now()) {
     auto row = options_.orders->GetOrder(scope, order);
     if (!row.ok() || storage::IsTerminal(row->state)) return;
-    absl::SleepFor(std::min(kStorePoll, until - absl::Now()));
+    clock.SleepFor(std::min(kStorePoll, until - now));
   }
 }
 
 absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueRequest& request) {
+  if (request.csr && request.csr->empty()) return absl::InvalidArgumentError("csr: is empty");
+  if (request.idempotency_key.size() > kMaxIdempotencyKey) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("idempotency_key: longer than ", kMaxIdempotencyKey, " characters"));
+  }
+  ASSIGN_OR_RETURN(const absl::Time wait_until,
+                   IssueWaitUntil(request, options_.wait_clock->Now(), options_.default_wait));
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
   const storage::Scope scope = caller.ScopeFor("CertificateService/IssueCertificate");
   ASSIGN_OR_RETURN(std::vector<std::string> ids,
@@ -167,8 +187,8 @@ absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueReque
   // What key the certificate must certify.
   std::optional<crypto::CsrInfo> csr;
   crypto::KeyAlgorithm algorithm = request.key_algorithm.value_or(crypto::KeyAlgorithm::kEcdsaP256);
-  if (!request.csr.empty()) {
-    auto parsed = crypto::ParseCsr(request.csr);
+  if (request.csr) {
+    auto parsed = crypto::ParseCsr(*request.csr);
     if (!parsed.ok()) return Prefixed("csr", parsed.status());
     std::vector<crypto::PublicKey> account_keys;
     auto accounts = options_.accounts->ListAccounts(scope);
@@ -280,7 +300,7 @@ absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueReque
       job.done = std::make_shared<absl::Notification>();
       Submit(std::move(job));
     }
-    WaitForOrder(scope, created.order.id, request.wait_until, request.cancelled);
+    WaitForOrder(scope, created.order.id, wait_until, request.cancelled);
     ASSIGN_OR_RETURN(storage::Order order, options_.orders->GetOrder(scope, created.order.id));
     if (!storage::IsTerminal(order.state)) {
       // The run stopped short on a CA or network problem: say so (RESOURCE_EXHAUSTED with the
@@ -374,33 +394,40 @@ absl::StatusOr<IssueResult> Issuer::Finish(const storage::Scope& scope, storage:
 
 namespace acmevault::service {
 
-absl::StatusOr<storage::Order> Issuer::GetOrder(const Caller& caller, storage::OrderId id) {
+absl::StatusOr<OrderView> Issuer::GetOrder(const Caller& caller, storage::OrderId id) {
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
-  return options_.orders->GetOrder(caller.ScopeFor("CertificateService/GetOrder"), id);
+  const storage::Scope scope = caller.ScopeFor("CertificateService/GetOrder");
+  OrderView view;
+  ASSIGN_OR_RETURN(view.order, options_.orders->GetOrder(scope, id));
+  if (view.order.certificate) {
+    auto cert = options_.certificates->GetCertificate(scope, *view.order.certificate);
+    if (cert.ok()) view.certificate_serial = cert->serial;
+  }
+  return view;
 }
 
-absl::StatusOr<storage::Certificate> Issuer::GetCertificateBySerial(const Caller& caller,
-                                                                    absl::string_view serial) {
+absl::StatusOr<storage::Certificate> Issuer::GetCertificate(const Caller& caller,
+                                                            const CertificateSelector& selector) {
+  if (!selector.serial && !selector.identifiers) {
+    return absl::InvalidArgumentError("selector: give a serial or identifiers");
+  }
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
-  return options_.certificates->GetCertificateBySerial(
-      caller.ScopeFor("CertificateService/GetCertificate"), serial);
-}
-
-absl::StatusOr<storage::Certificate> Issuer::GetCurrentCertificate(
-    const Caller& caller, const std::vector<std::string>& identifiers) {
-  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
+  const storage::Scope scope = caller.ScopeFor("CertificateService/GetCertificate");
+  if (selector.serial) {
+    return options_.certificates->GetCertificateBySerial(scope, *selector.serial);
+  }
   ASSIGN_OR_RETURN(std::vector<std::string> ids,
-                   NormalizeDnsNames(identifiers, "identifiers.values"));
-  return options_.certificates->GetCurrentCertificate(
-      caller.ScopeFor("CertificateService/GetCertificate"), ids);
+                   NormalizeDnsNames(*selector.identifiers, "identifiers.values"));
+  return options_.certificates->GetCurrentCertificate(scope, ids);
 }
 
 absl::StatusOr<storage::Page<storage::Certificate>> Issuer::ListCertificates(
     const Caller& caller, const storage::CertificateFilter& filter,
     const storage::PageRequest& page) {
+  ASSIGN_OR_RETURN(storage::PageRequest checked, CheckPage(page));
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
   return options_.certificates->ListCertificates(
-      caller.ScopeFor("CertificateService/ListCertificates"), filter, page);
+      caller.ScopeFor("CertificateService/ListCertificates"), filter, checked);
 }
 
 }  // namespace acmevault::service

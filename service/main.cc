@@ -220,10 +220,14 @@ absl::Status Serve() {
     RETURN_IF_ERROR(admin->Bootstrap(std::string(absl::StripAsciiWhitespace(token))));
   }
 
-  service::ServiceDeps deps{auth.get(), issuer.get(), accounts.get(), admin.get(), s, &metrics};
-  service::CertificateServiceImpl certificate_service(deps);
-  service::AccountServiceImpl account_service(deps);
-  service::AdminServiceImpl admin_service(deps);
+  const service::ServiceDeps deps{.auth = auth.get(),
+                                  .issuer = issuer.get(),
+                                  .accounts = accounts.get(),
+                                  .admin = admin.get(),
+                                  .metrics = &metrics};
+  ASSIGN_OR_RETURN(auto certificate_service, service::CertificateServiceImpl::Create(deps));
+  ASSIGN_OR_RETURN(auto account_service, service::AccountServiceImpl::Create(deps));
+  ASSIGN_OR_RETURN(auto admin_service, service::AdminServiceImpl::Create(deps));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -252,9 +256,9 @@ absl::Status Serve() {
   }
   int grpc_port = 0;
   builder.AddListeningPort(config.grpc_listen_address(), credentials, &grpc_port);
-  builder.RegisterService(&certificate_service);
-  builder.RegisterService(&account_service);
-  builder.RegisterService(&admin_service);
+  builder.RegisterService(certificate_service.get());
+  builder.RegisterService(account_service.get());
+  builder.RegisterService(admin_service.get());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
     return absl::UnavailableError(

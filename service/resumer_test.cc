@@ -91,7 +91,8 @@ TEST(OrderResumer, AnotherReplicaFinishesAnOrderFromItsStoredMaterial) {
   IssueRequest request;
   request.identifiers = names;
   request.csr = *crypto::BuildCsr(names, *leaf_key);
-  request.wait_until = absl::Now() + absl::Milliseconds(300);
+  request.deadline = absl::InfiniteFuture();
+  request.max_wait = absl::Milliseconds(300);
   request.idempotency_key = "resume-me";
   // Replica 1's run stops on the CA's 503: the caller hears UNAVAILABLE; the order stays.
   auto issued = replica1->Issue(host, request);
