@@ -23,9 +23,6 @@ bool NoSuchAccount(const absl::Status& s) {
   return absl::IsNotFound(s) && problem && problem->ShortType() == "accountDoesNotExist";
 }
 
-constexpr const char* kSteps[] = {"rollover", "deactivate_authorizations", "reissue", "revoke",
-                                  "deactivate_account"};
-
 bool Retryable(const absl::Status& s) {
   return absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsAborted(s) ||
          absl::IsResourceExhausted(s);
@@ -369,141 +366,157 @@ absl::StatusOr<storage::Certificate> AccountManager::RevokeCertificate(
   return options_.certificates->GetCertificate(scope, cert.id);
 }
 
-absl::StatusOr<CompromiseReport> AccountManager::RespondToCompromise(
+absl::StatusOr<AccountManager::Compromise> AccountManager::ResumeCompromise(
     const Caller& caller, bool deactivate_account, std::optional<crypto::KeyAlgorithm> algorithm) {
-  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kAdmin));
-  const storage::Scope scope = caller.ScopeFor("AccountService/RespondToCompromise");
-
+  Compromise c{caller,       caller.ScopeFor("AccountService/RespondToCompromise"),
+               absl::Time(), deactivate_account,
+               algorithm,    {}};
   // Where an earlier run stopped: the steps recorded since the last unfinished start.
   std::optional<absl::Time> started;
-  std::map<std::string, storage::AuditRecord> done;
   storage::PageRequest page{"", 1000};
   for (int pages = 0; pages < 100000; ++pages) {
-    ASSIGN_OR_RETURN(auto p, options_.audit->ListAudit(scope, page));
+    ASSIGN_OR_RETURN(auto p, options_.audit->ListAudit(c.scope, page));
     for (const auto& r : p.items) {
       if (r.event.action == "CompromiseStart") {
         started = r.at;
-        done.clear();
+        c.done.clear();
       } else if (r.event.action == "CompromiseStep" && started) {
-        done[r.event.detail] = r;
+        c.done[r.event.detail] = r.at;
       } else if (r.event.action == "CompromiseDone") {
         started.reset();
-        done.clear();
+        c.done.clear();
       }
     }
     if (p.next_page_token.empty()) break;
     page.page_token = p.next_page_token;
   }
   if (!started) {
-    RETURN_IF_ERROR(Audit(*options_.audit, scope, "CompromiseStart",
+    RETURN_IF_ERROR(Audit(*options_.audit, c.scope, "CompromiseStart",
                           deactivate_account ? "deactivate_account=true" : ""));
     started = options_.clock->Now();
   }
-  const absl::Time start = *started;
+  c.start = *started;
+  return c;
+}
 
+absl::StatusOr<CompromiseReport> AccountManager::RespondToCompromise(
+    const Caller& caller, bool deactivate_account, std::optional<crypto::KeyAlgorithm> algorithm) {
+  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kAdmin));
+  ASSIGN_OR_RETURN(const Compromise c, ResumeCompromise(caller, deactivate_account, algorithm));
   CompromiseReport report;
-  auto finish = [&](const std::string& name, const std::string& detail) -> absl::Status {
-    RETURN_IF_ERROR(Audit(*options_.audit, scope, "CompromiseStep", name));
-    report.steps.push_back({name, true, detail, options_.clock->Now()});
-    return absl::OkStatus();
-  };
-  for (const char* step : kSteps) {
-    const std::string name = step;
-    if (auto it = done.find(name); it != done.end()) {
-      report.steps.push_back({name, true, "done by an earlier run", it->second.at});
+  for (const PlaybookStep& step : kPlaybook) {
+    if (auto it = c.done.find(step.name); it != c.done.end()) {
+      report.steps.push_back({step.name, true, "done by an earlier run", it->second});
       continue;
     }
-    if (name == "rollover") {
-      ASSIGN_OR_RETURN(RolloverResult r, RolloverScoped(scope, algorithm, "compromise", true));
-      RETURN_IF_ERROR(finish(name, absl::StrCat("key version ", r.previous_version, " -> ",
-                                                r.account.active_key.version,
-                                                "; old key marked compromised")));
-    } else if (name == "deactivate_authorizations") {
-      ASSIGN_OR_RETURN(DeactivationCounts c, DeactivateAuthorizationsScoped(scope, {}));
-      if (c.failed > 0) {
-        return absl::UnavailableError(absl::StrCat(
-            c.failed, " authorizations could not be deactivated; call again to resume"));
-      }
-      RETURN_IF_ERROR(finish(name, absl::StrCat(c.deactivated, " deactivated, ", c.skipped,
-                                                " skipped")));
-    } else if (name == "reissue") {
-      ASSIGN_OR_RETURN(auto certs, AllCertificates(*options_.certificates, scope));
-      int reissued = 0, host_keys = 0;
-      std::vector<std::string> refused;
-      for (const auto& cert : certs) {
-        if (cert.created_at >= start || cert.revoked_at || cert.superseded_at ||
-            cert.not_after <= options_.clock->Now()) {
-          continue;
-        }
-        if (!cert.has_private_key) {
-          ++host_keys;  // The host holds the key: it must request a new certificate itself.
-          continue;
-        }
-        auto chain = crypto::ParsePemChain(cert.chain_pem);
-        IssueRequest request;
-        request.identifiers = cert.identifiers;
-        if (chain.ok()) request.key_algorithm = chain->front().public_key.algorithm();
-        request.force_new = true;
-        // No caller deadline here: the playbook bounds each reissue by its own wait.
-        request.deadline = absl::InfiniteFuture();
-        request.max_wait = options_.reissue_wait;
-        auto issue = options_.issuer->Issue(caller, request);
-        if (!issue.ok() && !Retryable(issue.status())) {
-          // Not reissuable (the names left the allow-list, the CA refuses them, ...): report it
-          // and go on, so revocation is not held up by it.
-          refused.push_back(absl::StrCat(cert.serial, " (", issue.status().message(), ")"));
-          continue;
-        }
-        RETURN_IF_ERROR(issue.status());
-        IssueResult& issued = *issue;
-        if (!issued.certificate) {
-          return absl::DeadlineExceededError(absl::StrCat(
-              "reissue of certificate ", cert.serial, " is still running (order ",
-              issued.order.id, "); call again to resume"));
-        }
-        ++reissued;
-      }
-      std::string detail =
-          absl::StrCat(reissued, " reissued; ", host_keys, " held by hosts, not reissued");
-      if (!refused.empty()) {
-        absl::StrAppend(&detail, "; not reissuable: ", absl::StrJoin(refused, "; "));
-      }
-      RETURN_IF_ERROR(finish(name, detail));
-    } else if (name == "revoke") {
-      ASSIGN_OR_RETURN(Current current, Load(scope));
-      if (!current.key) return absl::FailedPreconditionError("the account has no usable key");
-      ASSIGN_OR_RETURN(auto certs, AllCertificates(*options_.certificates, scope));
-      int revoked = 0;
-      for (const auto& cert : certs) {
-        if (cert.created_at >= start || cert.revoked_at || !cert.has_private_key ||
-            cert.not_after <= options_.clock->Now()) {
-          continue;
-        }
-        ASSIGN_OR_RETURN(auto ders, crypto::SplitPemChain(cert.chain_pem));
-        absl::Status s = current.client->RevokeCertificate(current.Ref(), ders.front(),
-                                                           acme::RevocationReason::kSuperseded);
-        if (options_.metrics) options_.metrics->RecordAcme("revokeCert", s);
-        auto problem = acme::GetProblem(s);
-        if (!s.ok() && !(problem && problem->ShortType() == "alreadyRevoked")) return s;
-        RETURN_IF_ERROR(options_.certificates->MarkCertificateRevoked(
-            scope, cert.id, crypto::RevocationReason::kSuperseded));
-        ++revoked;
-      }
-      RETURN_IF_ERROR(finish(name, absl::StrCat(revoked, " revoked (reason superseded)")));
-    } else if (name == "deactivate_account") {
-      if (!deactivate_account) {
-        report.steps.push_back({name, false, "not requested", std::nullopt});
-        continue;
-      }
-      ASSIGN_OR_RETURN(Current current, Load(scope));
-      ASSIGN_OR_RETURN(AccountView view, Deactivate(caller, current.account.account_url));
-      RETURN_IF_ERROR(finish(name, "account deactivated"));
+    ASSIGN_OR_RETURN(StepOutcome outcome, (this->*step.run)(c));
+    if (!outcome.done) {
+      report.steps.push_back({step.name, false, outcome.detail, std::nullopt});
+      continue;
     }
+    RETURN_IF_ERROR(Audit(*options_.audit, c.scope, "CompromiseStep", step.name));
+    report.steps.push_back({step.name, true, outcome.detail, options_.clock->Now()});
   }
-  RETURN_IF_ERROR(Audit(*options_.audit, scope, "CompromiseDone", ""));
+  RETURN_IF_ERROR(Audit(*options_.audit, c.scope, "CompromiseDone", ""));
   auto view = GetAccount(caller);
   if (view.ok()) report.account = *view;
   return report;
+}
+
+absl::StatusOr<AccountManager::StepOutcome> AccountManager::RollOverCompromisedKey(
+    const Compromise& c) {
+  ASSIGN_OR_RETURN(RolloverResult r, RolloverScoped(c.scope, c.algorithm, "compromise", true));
+  return StepOutcome{
+      true, absl::StrCat("key version ", r.previous_version, " -> ", r.account.active_key.version,
+                         "; old key marked compromised")};
+}
+
+absl::StatusOr<AccountManager::StepOutcome> AccountManager::DeactivateOutstandingAuthorizations(
+    const Compromise& c) {
+  ASSIGN_OR_RETURN(DeactivationCounts counts, DeactivateAuthorizationsScoped(c.scope, {}));
+  if (counts.failed > 0) {
+    return absl::UnavailableError(absl::StrCat(
+        counts.failed, " authorizations could not be deactivated; call again to resume"));
+  }
+  return StepOutcome{
+      true, absl::StrCat(counts.deactivated, " deactivated, ", counts.skipped, " skipped")};
+}
+
+absl::StatusOr<AccountManager::StepOutcome> AccountManager::ReissueLiveCertificates(
+    const Compromise& c) {
+  ASSIGN_OR_RETURN(auto certs, AllCertificates(*options_.certificates, c.scope));
+  int reissued = 0, host_keys = 0;
+  std::vector<std::string> refused;
+  for (const auto& cert : certs) {
+    if (cert.created_at >= c.start || cert.revoked_at || cert.superseded_at ||
+        cert.not_after <= options_.clock->Now()) {
+      continue;
+    }
+    if (!cert.has_private_key) {
+      ++host_keys;  // The host holds the key: it must request a new certificate itself.
+      continue;
+    }
+    auto chain = crypto::ParsePemChain(cert.chain_pem);
+    IssueRequest request;
+    request.identifiers = cert.identifiers;
+    if (chain.ok()) request.key_algorithm = chain->front().public_key.algorithm();
+    request.force_new = true;
+    // No caller deadline here: the playbook bounds each reissue by its own wait.
+    request.deadline = absl::InfiniteFuture();
+    request.max_wait = options_.reissue_wait;
+    auto issue = options_.issuer->Issue(c.caller, request);
+    if (!issue.ok() && !Retryable(issue.status())) {
+      // Not reissuable (the names left the allow-list, the CA refuses them, ...): report it
+      // and go on, so revocation is not held up by it.
+      refused.push_back(absl::StrCat(cert.serial, " (", issue.status().message(), ")"));
+      continue;
+    }
+    RETURN_IF_ERROR(issue.status());
+    if (!issue->certificate) {
+      return absl::DeadlineExceededError(absl::StrCat("reissue of certificate ", cert.serial,
+                                                      " is still running (order ", issue->order.id,
+                                                      "); call again to resume"));
+    }
+    ++reissued;
+  }
+  std::string detail =
+      absl::StrCat(reissued, " reissued; ", host_keys, " held by hosts, not reissued");
+  if (!refused.empty()) {
+    absl::StrAppend(&detail, "; not reissuable: ", absl::StrJoin(refused, "; "));
+  }
+  return StepOutcome{true, detail};
+}
+
+absl::StatusOr<AccountManager::StepOutcome> AccountManager::RevokeReplacedCertificates(
+    const Compromise& c) {
+  ASSIGN_OR_RETURN(Current current, Load(c.scope));
+  if (!current.key) return absl::FailedPreconditionError("the account has no usable key");
+  ASSIGN_OR_RETURN(auto certs, AllCertificates(*options_.certificates, c.scope));
+  int revoked = 0;
+  for (const auto& cert : certs) {
+    if (cert.created_at >= c.start || cert.revoked_at || !cert.has_private_key ||
+        cert.not_after <= options_.clock->Now()) {
+      continue;
+    }
+    ASSIGN_OR_RETURN(auto ders, crypto::SplitPemChain(cert.chain_pem));
+    // Their keys were not compromised (the account key was): superseded, not keyCompromise.
+    constexpr crypto::RevocationReason kReason = crypto::RevocationReason::kSuperseded;
+    absl::Status s = current.client->RevokeCertificate(current.Ref(), ders.front(), kReason);
+    if (options_.metrics) options_.metrics->RecordAcme("revokeCert", s);
+    auto problem = acme::GetProblem(s);
+    if (!s.ok() && !(problem && problem->ShortType() == "alreadyRevoked")) return s;
+    RETURN_IF_ERROR(options_.certificates->MarkCertificateRevoked(c.scope, cert.id, kReason));
+    ++revoked;
+  }
+  return StepOutcome{true, absl::StrCat(revoked, " revoked (reason superseded)")};
+}
+
+absl::StatusOr<AccountManager::StepOutcome> AccountManager::DeactivateAccountIfAsked(
+    const Compromise& c) {
+  if (!c.deactivate_account) return StepOutcome{false, "not requested"};
+  ASSIGN_OR_RETURN(Current current, Load(c.scope));
+  RETURN_IF_ERROR(Deactivate(c.caller, current.account.account_url).status());
+  return StepOutcome{true, "account deactivated"};
 }
 
 }  // namespace acmevault::service

@@ -25,6 +25,7 @@
 #include "common/clock.h"
 #include "crypto/keys.h"
 #include "crypto/secret.h"
+#include "crypto/x509.h"
 #include "service/auth.h"
 #include "service/order_runner.h"
 #include "storage/store.h"
@@ -141,10 +142,45 @@ class Issuer {
     std::unique_ptr<crypto::PrivateKey> certificate_key;
     std::shared_ptr<absl::Notification> done;
   };
+  // A request that passed CheckRequest.
+  struct Checked {
+    const IssueRequest* request = nullptr;  // Borrowed from Issue's caller.
+    std::vector<std::string> identifiers;   // Validated and normalised.
+    storage::Tenant tenant;
+    std::optional<crypto::CsrInfo> csr;  // None: the service generates the key.
+    absl::Time wait_until;
+  };
+
   explicit Issuer(Options options) : options_(std::move(options)) {}
+
+  // The steps of Issue, in order.
+  // Fields, role, identifiers, the tenant's allow-list (a refusal is audited) and the CSR.
+  absl::StatusOr<Checked> CheckRequest(const Caller& caller, const storage::Scope& scope,
+                                       const IssueRequest& request);
+  // The current certificate when it is outside its renewal window and certifies the caller's
+  // key; nullopt when a new order is needed.
+  absl::StatusOr<std::optional<IssueResult>> FindReusable(const storage::Scope& scope,
+                                                          const Checked& checked);
+  // The tenant's newest valid account; FAILED_PRECONDITION when it has none.
+  absl::StatusOr<storage::Account> ChooseAccount(const storage::Scope& scope);
+  // Joins the tenant's order in flight for the identifiers, or creates the order row (with its
+  // finalization material, so any replica can finish it) and queues its run. UNAVAILABLE when
+  // the queue is full.
+  absl::StatusOr<storage::CreateOrderResult> CreateOrJoinOrder(const storage::Scope& scope,
+                                                               const Checked& checked,
+                                                               const storage::Account& account,
+                                                               bool with_idempotency_key);
+  // Waits for the order until the request's wait ends and returns its row; the CA's rate limit
+  // or an outage that stopped its last run is returned as that error instead.
+  absl::StatusOr<storage::Order> WaitForResult(const storage::Scope& scope, storage::OrderId order,
+                                               const Checked& checked);
+  // What the caller gets for the order: the handle, or the certificate (and the key, for the
+  // request that made it). ABORTED when a joined order certified a key not the caller's.
   absl::StatusOr<IssueResult> Finish(const storage::Scope& scope, storage::Order order,
-                                     const IssueRequest& request, const crypto::PublicKey* want_key,
-                                     bool want_service_key, bool created_here);
+                                     const Checked& checked, bool created_here);
+
+  // Every key of the tenant's accounts, which no certificate may certify.
+  std::vector<crypto::PublicKey> AccountPublicKeys(const storage::Scope& scope);
   void Submit(Job job);
   void WorkLoop();
 
