@@ -368,9 +368,10 @@ absl::StatusOr<storage::Certificate> AccountManager::RevokeCertificate(
 
 absl::StatusOr<AccountManager::Compromise> AccountManager::ResumeCompromise(
     const Caller& caller, bool deactivate_account, std::optional<crypto::KeyAlgorithm> algorithm) {
-  Compromise c{caller,       caller.ScopeFor("AccountService/RespondToCompromise"),
-               absl::Time(), deactivate_account,
-               algorithm,    {}};
+  Compromise c{.caller = caller,
+               .scope = caller.ScopeFor("AccountService/RespondToCompromise"),
+               .deactivate_account = deactivate_account,
+               .algorithm = algorithm};
   // Where an earlier run stopped: the steps recorded since the last unfinished start.
   std::optional<absl::Time> started;
   storage::PageRequest page{"", 1000};
