@@ -14,6 +14,8 @@
 #ifndef ACMEVAULT_SERVICE_ACCOUNTS_H_
 #define ACMEVAULT_SERVICE_ACCOUNTS_H_
 
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,6 +24,7 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "crypto/keys.h"
+#include "crypto/revocation_reason.h"
 #include "service/auth.h"
 #include "service/issuer.h"
 #include "service/metrics.h"
@@ -69,17 +72,23 @@ struct CompromiseReport {
 class AccountManager {
  public:
   struct Options {
-    storage::Store* store = nullptr;  // Borrowed.
-    AcmeClients* clients = nullptr;   // Borrowed.
-    Issuer* issuer = nullptr;         // Borrowed; reissues certificates in RespondToCompromise.
-    Metrics* metrics = nullptr;       // Borrowed; may be null.
+    // Borrowed; required.
+    storage::TenantStore* tenants = nullptr;
+    storage::AccountStore* accounts = nullptr;
+    storage::AuthorizationStore* authorizations = nullptr;
+    storage::CertificateStore* certificates = nullptr;
+    storage::AuditLog* audit = nullptr;
+    AcmeClients* clients = nullptr;
+    Issuer* issuer = nullptr;    // Reissues certificates in RespondToCompromise.
+    Metrics* metrics = nullptr;  // Borrowed; may be null.
     const Clock* clock = Clock::Real();
     // A pending key younger than this belongs to a rollover in progress.
     absl::Duration rollover_grace = absl::Minutes(2);
     // How long RespondToCompromise waits for each reissued certificate.
     absl::Duration reissue_wait = absl::Minutes(2);
   };
-  explicit AccountManager(Options options) : options_(options) {}
+  // INVALID_ARGUMENT naming a missing collaborator.
+  static absl::StatusOr<std::unique_ptr<AccountManager>> Create(Options options);
 
   // ALREADY_EXISTS when the tenant has a valid account; INVALID_ARGUMENT when the terms are not
   // agreed or the EAB key is not base64url; CA errors as the CA gave them.
@@ -98,17 +107,69 @@ class AccountManager {
   // Revokes a certificate of the tenant at the CA (RFC 8555 §7.6) and records it. Signed with
   // the certificate's own key when `use_certificate_key` (FAILED_PRECONDITION if the service does
   // not hold it) or when the reason is keyCompromise and the service holds it; otherwise with the
-  // account key. NOT_FOUND for an unknown serial; FAILED_PRECONDITION if already revoked.
+  // account key. INVALID_ARGUMENT "serial" when empty; NOT_FOUND for an unknown serial;
+  // FAILED_PRECONDITION if already revoked.
   absl::StatusOr<storage::Certificate> RevokeCertificate(const Caller& caller,
                                                          absl::string_view serial,
-                                                         acme::RevocationReason reason,
+                                                         crypto::RevocationReason reason,
                                                          bool use_certificate_key);
+  // See the class comment: the steps of kPlaybook, in order. A step's error stops the run (call
+  // again to resume); steps recorded by an earlier run are reported as done by it.
   absl::StatusOr<CompromiseReport> RespondToCompromise(
       const Caller& caller, bool deactivate_account,
       std::optional<crypto::KeyAlgorithm> algorithm);
 
  private:
   struct Current;  // The tenant's account, its active key and CA client.
+  // One run of RespondToCompromise.
+  struct Compromise {
+    const Caller& caller;
+    storage::Scope scope;
+    // When the response began: certificates made from then on are the replacements.
+    absl::Time start;
+    bool deactivate_account = false;
+    std::optional<crypto::KeyAlgorithm> algorithm;
+    // Steps an earlier, unfinished run recorded (step name -> when).
+    std::map<std::string, absl::Time> done;
+  };
+  // What a step did, for the report; `done` false: it had nothing to do and is not recorded.
+  struct StepOutcome {
+    bool done = true;
+    std::string detail;
+  };
+  struct PlaybookStep {
+    const char* name;  // As recorded in the audit log and reported; never renamed.
+    absl::StatusOr<StepOutcome> (AccountManager::*run)(const Compromise&);
+  };
+
+  explicit AccountManager(Options options) : options_(std::move(options)) {}
+
+  // The run to continue: the last CompromiseStart not followed by CompromiseDone and the steps
+  // recorded since, or a new start (audited) when there is none.
+  absl::StatusOr<Compromise> ResumeCompromise(const Caller& caller, bool deactivate_account,
+                                              std::optional<crypto::KeyAlgorithm> algorithm);
+  // The playbook's steps. Each returns its report detail, or the error that stops the run.
+  // Rolls the account key over and marks the old one compromised (never unsealed again).
+  absl::StatusOr<StepOutcome> RollOverCompromisedKey(const Compromise& c);
+  // Every outstanding authorization; UNAVAILABLE when the CA could not be reached for some.
+  absl::StatusOr<StepOutcome> DeactivateOutstandingAuthorizations(const Compromise& c);
+  // A new certificate for each live one older than the run whose key the service holds;
+  // DEADLINE_EXCEEDED while one is still being issued. Names that can no longer be issued are
+  // reported, not fatal, so revocation is not held up.
+  absl::StatusOr<StepOutcome> ReissueLiveCertificates(const Compromise& c);
+  // Revokes (reason superseded) the live service-key certificates older than the run.
+  absl::StatusOr<StepOutcome> RevokeReplacedCertificates(const Compromise& c);
+  // Deactivates the account, last, and only when asked: afterwards it can revoke nothing.
+  absl::StatusOr<StepOutcome> DeactivateAccountIfAsked(const Compromise& c);
+
+  static constexpr PlaybookStep kPlaybook[] = {
+      {"rollover", &AccountManager::RollOverCompromisedKey},
+      {"deactivate_authorizations", &AccountManager::DeactivateOutstandingAuthorizations},
+      {"reissue", &AccountManager::ReissueLiveCertificates},
+      {"revoke", &AccountManager::RevokeReplacedCertificates},
+      {"deactivate_account", &AccountManager::DeactivateAccountIfAsked},
+  };
+
   absl::StatusOr<Current> Load(const storage::Scope& scope);
   absl::StatusOr<AccountView> View(const storage::Scope& scope, storage::AccountId id);
   // Resolves a pending key left by a crash. OK when none is left pending.

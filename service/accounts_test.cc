@@ -22,22 +22,24 @@ class AccountsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     tenant_ = fx_.AddTenant("acme-corp", {"*.example.com"}, ScriptedServer::Url("/dir"));
-    Authenticator auth(&fx_.store());
-    admin_ = *auth.Authenticate({"Bearer " + fx_.AddToken(tenant_, Role::kAdmin), ""});
-    host_ = *auth.Authenticate({"Bearer " + fx_.AddToken(tenant_, Role::kHost), ""});
+    auto auth = *Authenticator::Create({&fx_.store()});
+    admin_ = *auth->Authenticate({"Bearer " + fx_.AddToken(tenant_, Role::kAdmin), ""});
+    host_ = *auth->Authenticate({"Bearer " + fx_.AddToken(tenant_, Role::kHost), ""});
     AcmeClients::Options options;
     options.transport_instance = &ca_;
     options.client.clock = &fx_.clock();
     auto clients = AcmeClients::Create(options);
     ASSERT_TRUE(clients.ok());
     clients_ = *std::move(clients);
-    runner_ = std::make_unique<OrderRunner>(OrderRunner::Options{
-        .store = &fx_.store(), .clients = clients_.get(), .clock = &fx_.clock()});
-    issuer_ = std::make_unique<Issuer>(
-        Issuer::Options{.store = &fx_.store(), .runner = runner_.get(), .clock = &fx_.clock()});
-    accounts_ = std::make_unique<AccountManager>(AccountManager::Options{
-        .store = &fx_.store(), .clients = clients_.get(), .issuer = issuer_.get(),
-        .metrics = &metrics_, .clock = &fx_.clock()});
+    runner_ = *OrderRunner::Create(
+        fx_.WithStore(OrderRunner::Options{.clients = clients_.get(), .clock = &fx_.clock()}));
+    issuer_ = *Issuer::Create(
+        fx_.WithStore(Issuer::Options{.runner = runner_.get(), .clock = &fx_.clock()}));
+    accounts_ =
+        *AccountManager::Create(fx_.WithStore(AccountManager::Options{.clients = clients_.get(),
+                                                                      .issuer = issuer_.get(),
+                                                                      .metrics = &metrics_,
+                                                                      .clock = &fx_.clock()}));
   }
 
   AccountView Create() {
@@ -241,6 +243,30 @@ TEST_F(AccountsTest, CompromiseResponseResumesAfterAFailedStep) {
   EXPECT_THAT(States(v1.account.id),
               ::testing::ElementsAre(KeyState::kCompromised, KeyState::kActive));
   EXPECT_EQ(second->account.account.status, storage::AccountStatus::kDeactivated);
+}
+
+TEST_F(AccountsTest, RevocationNeedsASerial) {
+  Create();
+  EXPECT_THAT(
+      accounts_->RevokeCertificate(admin_, "", crypto::RevocationReason::kSuperseded, false),
+      StatusIs(absl::StatusCode::kInvalidArgument, "serial: required"));
+  EXPECT_THAT(
+      accounts_->RevokeCertificate(host_, "abc", crypto::RevocationReason::kSuperseded, false),
+      StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(
+      accounts_->RevokeCertificate(admin_, "abc", crypto::RevocationReason::kSuperseded, false),
+      StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST_F(AccountsTest, MissingCollaboratorsAreRefusedAtCreation) {
+  EXPECT_THAT(
+      AccountManager::Create(fx_.WithStore(AccountManager::Options{.issuer = issuer_.get()})),
+      StatusIs(absl::StatusCode::kInvalidArgument, "AccountManager: Options.clients is required"));
+  auto no_audit =
+      fx_.WithStore(AccountManager::Options{.clients = clients_.get(), .issuer = issuer_.get()});
+  no_audit.audit = nullptr;
+  EXPECT_THAT(AccountManager::Create(no_audit),
+              StatusIs(absl::StatusCode::kInvalidArgument, "Options.audit"));
 }
 
 }  // namespace

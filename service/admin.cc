@@ -7,6 +7,8 @@
 #include "acme/client.h"
 #include "common/status_macros.h"
 #include "service/identifiers.h"
+#include "service/paging.h"
+#include "service/required.h"
 
 namespace acmevault::service {
 namespace {
@@ -26,6 +28,12 @@ storage::Actor ActorOf(const Caller& caller, absl::string_view rpc) {
 }
 
 }  // namespace
+
+absl::StatusOr<std::unique_ptr<Admin>> Admin::Create(Options options) {
+  RETURN_IF_ERROR(RequireCollaborators(
+      "Admin", {{"tenants", options.tenants}, {"identities", options.identities}}));
+  return std::unique_ptr<Admin>(new Admin(std::move(options)));
+}
 
 absl::Status Admin::Validate(storage::TenantSpec& spec) const {
   if (!ValidName(spec.name)) {
@@ -55,30 +63,31 @@ absl::StatusOr<storage::Tenant> Admin::CreateTenant(const Caller& caller,
                                                     storage::TenantSpec spec) {
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kPlatformAdmin));
   RETURN_IF_ERROR(Validate(spec));
-  return options_.store->CreateTenant(ActorOf(caller, "CreateTenant"), spec);
+  return options_.tenants->CreateTenant(ActorOf(caller, "CreateTenant"), spec);
 }
 
 absl::StatusOr<storage::Tenant> Admin::UpdateTenant(const Caller& caller,
                                                     storage::TenantSpec spec) {
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kPlatformAdmin));
   RETURN_IF_ERROR(Validate(spec));
-  ASSIGN_OR_RETURN(storage::Tenant tenant, options_.store->FindTenantByName(spec.name));
-  return options_.store->UpdateTenant({tenant.id, ActorOf(caller, "UpdateTenant")}, spec);
+  ASSIGN_OR_RETURN(storage::Tenant tenant, options_.tenants->FindTenantByName(spec.name));
+  return options_.tenants->UpdateTenant({tenant.id, ActorOf(caller, "UpdateTenant")}, spec);
 }
 
 absl::StatusOr<storage::Tenant> Admin::GetTenant(const Caller& caller, const std::string& name) {
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kPlatformAdmin));
-  return options_.store->FindTenantByName(name);
+  return options_.tenants->FindTenantByName(name);
 }
 
 absl::StatusOr<storage::Page<storage::Tenant>> Admin::ListTenants(
     const Caller& caller, const storage::PageRequest& page) {
+  ASSIGN_OR_RETURN(storage::PageRequest checked, CheckPage(page));
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kPlatformAdmin));
-  return options_.store->ListTenants(page);
+  return options_.tenants->ListTenants(checked);
 }
 
 absl::StatusOr<storage::Tenant> Admin::PlatformTenant(const storage::Actor& actor) {
-  auto found = options_.store->FindTenantByName(kPlatformTenant);
+  auto found = options_.tenants->FindTenantByName(kPlatformTenant);
   if (!absl::IsNotFound(found.status())) return found;
   storage::TenantSpec spec;
   spec.name = kPlatformTenant;
@@ -86,8 +95,10 @@ absl::StatusOr<storage::Tenant> Admin::PlatformTenant(const storage::Actor& acto
   spec.acme_directory_url = options_.default_directory_url.empty()
                                 ? "https://platform.invalid/directory"
                                 : options_.default_directory_url;
-  auto created = options_.store->CreateTenant(actor, spec);
-  if (absl::IsAlreadyExists(created.status())) return options_.store->FindTenantByName(kPlatformTenant);
+  auto created = options_.tenants->CreateTenant(actor, spec);
+  if (absl::IsAlreadyExists(created.status())) {
+    return options_.tenants->FindTenantByName(kPlatformTenant);
+  }
   return created;
 }
 
@@ -103,7 +114,7 @@ absl::StatusOr<storage::Tenant> Admin::TenantForRole(const storage::Actor& actor
   if (tenant_name.empty() || tenant_name == kPlatformTenant) {
     return absl::InvalidArgumentError("tenant: required for roles HOST and ADMIN");
   }
-  return options_.store->FindTenantByName(tenant_name);
+  return options_.tenants->FindTenantByName(tenant_name);
 }
 
 absl::StatusOr<NewToken> Admin::CreateToken(const Caller& caller, const std::string& tenant_name,
@@ -113,8 +124,8 @@ absl::StatusOr<NewToken> Admin::CreateToken(const Caller& caller, const std::str
   ASSIGN_OR_RETURN(storage::Tenant tenant, TenantForRole(actor, tenant_name, role));
   std::string token = NewBearerToken();
   ASSIGN_OR_RETURN(storage::Identity identity,
-                   options_.store->AddTokenIdentity({tenant.id, actor}, TokenDigest(token), role,
-                                                    description));
+                   options_.identities->AddTokenIdentity({tenant.id, actor}, TokenDigest(token),
+                                                         role, description));
   return NewToken{absl::StrCat(tenant.spec.name, ":", identity.id), token};
 }
 
@@ -125,8 +136,8 @@ absl::Status Admin::RevokeToken(const Caller& caller, const std::string& token_i
   if (parts.size() != 2 || !absl::SimpleAtoi(parts[1], &id)) {
     return absl::InvalidArgumentError("token_id: expected \"<tenant>:<number>\"");
   }
-  ASSIGN_OR_RETURN(storage::Tenant tenant, options_.store->FindTenantByName(parts[0]));
-  return options_.store->RevokeIdentity({tenant.id, ActorOf(caller, "RevokeToken")}, id);
+  ASSIGN_OR_RETURN(storage::Tenant tenant, options_.tenants->FindTenantByName(parts[0]));
+  return options_.identities->RevokeIdentity({tenant.id, ActorOf(caller, "RevokeToken")}, id);
 }
 
 absl::Status Admin::BindIdentity(const Caller& caller, const std::string& spiffe_id,
@@ -137,7 +148,7 @@ absl::Status Admin::BindIdentity(const Caller& caller, const std::string& spiffe
   }
   const storage::Actor actor = ActorOf(caller, "BindIdentity");
   ASSIGN_OR_RETURN(storage::Tenant tenant, TenantForRole(actor, tenant_name, role));
-  return options_.store->AddSpiffeIdentity({tenant.id, actor}, spiffe_id, role, "bound")
+  return options_.identities->AddSpiffeIdentity({tenant.id, actor}, spiffe_id, role, "bound")
       .status();
 }
 
@@ -148,8 +159,8 @@ absl::Status Admin::Bootstrap(const std::string& token) {
   }
   const storage::Actor actor{"bootstrap", "acmevaultd start"};
   ASSIGN_OR_RETURN(storage::Tenant tenant, PlatformTenant(actor));
-  auto added = options_.store->AddTokenIdentity({tenant.id, actor}, TokenDigest(token),
-                                                storage::Role::kPlatformAdmin, "bootstrap");
+  auto added = options_.identities->AddTokenIdentity({tenant.id, actor}, TokenDigest(token),
+                                                     storage::Role::kPlatformAdmin, "bootstrap");
   if (absl::IsAlreadyExists(added.status())) return absl::OkStatus();
   return added.status();
 }

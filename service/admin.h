@@ -3,6 +3,7 @@
 #ifndef ACMEVAULT_SERVICE_ADMIN_H_
 #define ACMEVAULT_SERVICE_ADMIN_H_
 
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -22,16 +23,20 @@ struct NewToken {
 class Admin {
  public:
   struct Options {
-    storage::Store* store = nullptr;  // Borrowed.
+    // Borrowed; required.
+    storage::TenantStore* tenants = nullptr;
+    storage::IdentityStore* identities = nullptr;
     // Used for tenants created without a directory.
     std::string default_directory_url;
   };
-  explicit Admin(Options options) : options_(std::move(options)) {}
+  // INVALID_ARGUMENT naming a missing collaborator.
+  static absl::StatusOr<std::unique_ptr<Admin>> Create(Options options);
 
   // INVALID_ARGUMENT naming a bad name, pattern or directory; ALREADY_EXISTS for a taken name.
   absl::StatusOr<storage::Tenant> CreateTenant(const Caller& caller, storage::TenantSpec spec);
   absl::StatusOr<storage::Tenant> UpdateTenant(const Caller& caller, storage::TenantSpec spec);
   absl::StatusOr<storage::Tenant> GetTenant(const Caller& caller, const std::string& name);
+  // `page.max_results` is the caller's page size (see CheckPage).
   absl::StatusOr<storage::Page<storage::Tenant>> ListTenants(const Caller& caller,
                                                              const storage::PageRequest& page);
   // `tenant` may be empty only for role PLATFORM_ADMIN.
@@ -46,6 +51,7 @@ class Admin {
   absl::Status Bootstrap(const std::string& token);
 
  private:
+  explicit Admin(Options options) : options_(std::move(options)) {}
   absl::Status Validate(storage::TenantSpec& spec) const;
   absl::StatusOr<storage::Tenant> PlatformTenant(const storage::Actor& actor);
   // The tenant a credential of `role` belongs to: the reserved platform tenant for

@@ -3,7 +3,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/status_macros.h"
 #include "crypto/digest.h"
+#include "service/required.h"
 
 namespace acmevault::service {
 namespace {
@@ -17,6 +19,11 @@ absl::Status Unauthenticated() {
 }
 
 }  // namespace
+
+absl::StatusOr<std::unique_ptr<Authenticator>> Authenticator::Create(Options options) {
+  RETURN_IF_ERROR(RequireCollaborators("Authenticator", {{"identities", options.identities}}));
+  return std::unique_ptr<Authenticator>(new Authenticator(options));
+}
 
 bool WellFormedToken(absl::string_view token) {
   if (!absl::ConsumePrefix(&token, kTokenPrefix) || token.size() != kTokenBody) return false;

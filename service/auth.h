@@ -5,6 +5,7 @@
 #ifndef ACMEVAULT_SERVICE_AUTH_H_
 #define ACMEVAULT_SERVICE_AUTH_H_
 
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -39,15 +40,20 @@ std::string TokenDigest(absl::string_view token);
 
 class Authenticator {
  public:
-  // `identities` is borrowed and must outlive this object.
-  explicit Authenticator(storage::IdentityStore* identities) : identities_(identities) {}
+  struct Options {
+    storage::IdentityStore* identities = nullptr;  // Borrowed; required.
+  };
+  // INVALID_ARGUMENT naming a missing collaborator.
+  static absl::StatusOr<std::unique_ptr<Authenticator>> Create(Options options);
 
   // UNAUTHENTICATED when no credential is presented, the token is malformed, unknown or revoked,
   // or the SPIFFE ID is not bound. A bearer token wins over a client certificate.
   absl::StatusOr<Caller> Authenticate(const Credentials& credentials) const;
 
  private:
-  storage::IdentityStore* identities_;
+  explicit Authenticator(Options options) : identities_(options.identities) {}
+
+  storage::IdentityStore* const identities_;
 };
 
 // PERMISSION_DENIED unless the caller has `role` (ADMIN also satisfies HOST; PLATFORM_ADMIN

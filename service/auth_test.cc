@@ -23,13 +23,13 @@ TEST(Tokens, FormatAndDigest) {
 class AuthTest : public ::testing::Test {
  protected:
   testing::Fixture fx_;
-  Authenticator auth_{&fx_.store()};
+  std::unique_ptr<Authenticator> auth_ = *Authenticator::Create({&fx_.store()});
 };
 
 TEST_F(AuthTest, BearerTokenMapsToTenantAndRole) {
   auto tenant = fx_.AddTenant("acme-corp", {"*.acme.example"});
   std::string token = fx_.AddToken(tenant, Role::kHost);
-  auto caller = auth_.Authenticate({"Bearer " + token, ""});
+  auto caller = auth_->Authenticate({"Bearer " + token, ""});
   ASSERT_TRUE(caller.ok()) << caller.status();
   EXPECT_EQ(caller->identity.tenant, tenant);
   EXPECT_EQ(caller->identity.role, Role::kHost);
@@ -44,23 +44,23 @@ TEST_F(AuthTest, EverythingElseIsUnauthenticatedAlike) {
   for (const std::string& header :
        {std::string(""), "Bearer " + unknown, "Basic " + token, "Bearer " + token.substr(0, 20),
         "Bearer avt_" + std::string(43, '*'), "Bearer " + token + "x"}) {
-    EXPECT_THAT(auth_.Authenticate({header, ""}),
+    EXPECT_THAT(auth_->Authenticate({header, ""}),
                 StatusIs(absl::StatusCode::kUnauthenticated, "missing or invalid credentials"))
         << header;
   }
-  EXPECT_THAT(auth_.Authenticate({"", "spiffe://example.org/unbound"}),
+  EXPECT_THAT(auth_->Authenticate({"", "spiffe://example.org/unbound"}),
               StatusIs(absl::StatusCode::kUnauthenticated));
-  EXPECT_THAT(auth_.Authenticate({"", "https://example.org/x"}),
+  EXPECT_THAT(auth_->Authenticate({"", "https://example.org/x"}),
               StatusIs(absl::StatusCode::kUnauthenticated));
 }
 
 TEST_F(AuthTest, RevokedTokenStopsWorking) {
   auto tenant = fx_.AddTenant("acme-corp", {"*.acme.example"});
   std::string token = fx_.AddToken(tenant, Role::kHost);
-  auto caller = auth_.Authenticate({"Bearer " + token, ""});
+  auto caller = auth_->Authenticate({"Bearer " + token, ""});
   ASSERT_TRUE(caller.ok());
   ASSERT_TRUE(fx_.store().RevokeIdentity(fx_.AdminScope(tenant), caller->identity.id).ok());
-  EXPECT_THAT(auth_.Authenticate({"Bearer " + token, ""}),
+  EXPECT_THAT(auth_->Authenticate({"Bearer " + token, ""}),
               StatusIs(absl::StatusCode::kUnauthenticated));
 }
 
@@ -70,7 +70,7 @@ TEST_F(AuthTest, SpiffeIdentityMapsToItsBinding) {
                   .AddSpiffeIdentity(fx_.AdminScope(tenant), "spiffe://example.org/ns/a/sa/web",
                                      Role::kHost, "web")
                   .ok());
-  auto caller = auth_.Authenticate({"", "spiffe://example.org/ns/a/sa/web"});
+  auto caller = auth_->Authenticate({"", "spiffe://example.org/ns/a/sa/web"});
   ASSERT_TRUE(caller.ok()) << caller.status();
   EXPECT_EQ(caller->identity.tenant, tenant);
   EXPECT_EQ(caller->name, "spiffe://example.org/ns/a/sa/web");
@@ -92,6 +92,11 @@ TEST(RequireRole, AdminCoversHostButPlatformAdminIsApart) {
   EXPECT_THAT(RequireRole(caller(Role::kAdmin), Role::kPlatformAdmin),
               StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_TRUE(RequireRole(caller(Role::kPlatformAdmin), Role::kPlatformAdmin).ok());
+}
+
+TEST(Authenticator, NeedsAnIdentityStore) {
+  EXPECT_THAT(Authenticator::Create({}), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                  "Authenticator: Options.identities is required"));
 }
 
 }  // namespace

@@ -1,11 +1,16 @@
 // The gRPC adapters: thin conversions between acmevault.v1 messages and the domain objects.
-// Every handler authenticates the caller from its credential (never from a request field), calls
-// one domain method, converts the result, and maps the Status with ToGrpcStatus. Each call gets
-// a request id (returned in the "x-request-id" trailer), one JSON log line and its metrics. No
-// SQL, HTTP or crypto here.
+// Every handler converts the request (service/proto_convert.h), calls one domain method and
+// converts the result back. One wrapper around every handler authenticates the caller from its
+// credential (never from a request field), gives the call a request id (returned in the
+// "x-request-id" trailer), one JSON log line and its metrics, and maps the Status with
+// ToGrpcStatus. Checks of the request's fields and the arithmetic of waits belong to the domain
+// objects. No SQL, HTTP or crypto here.
 #ifndef ACMEVAULT_SERVICE_GRPC_SERVICES_H_
 #define ACMEVAULT_SERVICE_GRPC_SERVICES_H_
 
+#include <memory>
+
+#include "absl/status/statusor.h"
 #include "acmevault/v1/account_service.grpc.pb.h"
 #include "acmevault/v1/admin_service.grpc.pb.h"
 #include "acmevault/v1/certificate_service.grpc.pb.h"
@@ -18,22 +23,21 @@
 
 namespace acmevault::service {
 
-// What every adapter borrows; all must outlive the services.
+// What the adapters borrow; all must outlive the services. Each service's Create requires the
+// collaborators it calls (INVALID_ARGUMENT naming a missing one).
 struct ServiceDeps {
-  Authenticator* auth = nullptr;
-  Issuer* issuer = nullptr;
-  AccountManager* accounts = nullptr;
-  Admin* admin = nullptr;
-  storage::Store* store = nullptr;  // Read-only lookups (GetOrder, GetCertificate, List...).
-  Metrics* metrics = nullptr;       // May be null.
+  Authenticator* auth = nullptr;       // Every service.
+  Issuer* issuer = nullptr;            // CertificateService.
+  AccountManager* accounts = nullptr;  // CertificateService (revocation), AccountService.
+  Admin* admin = nullptr;              // AdminService.
+  Metrics* metrics = nullptr;          // May be null.
+  // "Now" for what responses report relative to it (expired certificates, key ages).
   const Clock* clock = Clock::Real();
-  // IssueCertificate waits at most this long when the caller set no deadline.
-  absl::Duration default_issue_wait = absl::Seconds(25);
 };
 
 class CertificateServiceImpl final : public v1::CertificateService::Service {
  public:
-  explicit CertificateServiceImpl(ServiceDeps deps) : deps_(deps) {}
+  static absl::StatusOr<std::unique_ptr<CertificateServiceImpl>> Create(ServiceDeps deps);
   grpc::Status IssueCertificate(grpc::ServerContext* context,
                                 const v1::IssueCertificateRequest* request,
                                 v1::IssueCertificateResponse* response) override;
@@ -50,12 +54,13 @@ class CertificateServiceImpl final : public v1::CertificateService::Service {
                                  v1::RevokeCertificateResponse* response) override;
 
  private:
+  explicit CertificateServiceImpl(ServiceDeps deps) : deps_(deps) {}
   const ServiceDeps deps_;
 };
 
 class AccountServiceImpl final : public v1::AccountService::Service {
  public:
-  explicit AccountServiceImpl(ServiceDeps deps) : deps_(deps) {}
+  static absl::StatusOr<std::unique_ptr<AccountServiceImpl>> Create(ServiceDeps deps);
   grpc::Status CreateAccount(grpc::ServerContext* context, const v1::CreateAccountRequest* request,
                              v1::Account* response) override;
   grpc::Status GetAccount(grpc::ServerContext* context, const v1::GetAccountRequest* request,
@@ -74,12 +79,13 @@ class AccountServiceImpl final : public v1::AccountService::Service {
                                    v1::RespondToCompromiseResponse* response) override;
 
  private:
+  explicit AccountServiceImpl(ServiceDeps deps) : deps_(deps) {}
   const ServiceDeps deps_;
 };
 
 class AdminServiceImpl final : public v1::AdminService::Service {
  public:
-  explicit AdminServiceImpl(ServiceDeps deps) : deps_(deps) {}
+  static absl::StatusOr<std::unique_ptr<AdminServiceImpl>> Create(ServiceDeps deps);
   grpc::Status CreateTenant(grpc::ServerContext* context, const v1::CreateTenantRequest* request,
                             v1::Tenant* response) override;
   grpc::Status UpdateTenant(grpc::ServerContext* context, const v1::UpdateTenantRequest* request,
@@ -96,6 +102,7 @@ class AdminServiceImpl final : public v1::AdminService::Service {
                             v1::BindIdentityResponse* response) override;
 
  private:
+  explicit AdminServiceImpl(ServiceDeps deps) : deps_(deps) {}
   const ServiceDeps deps_;
 };
 

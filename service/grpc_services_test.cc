@@ -16,11 +16,13 @@
 #include "gtest/gtest.h"
 #include "service/testing/fixture.h"
 #include "service/testing/happy_ca.h"
+#include "storage/testing/status_matchers.h"
 
 namespace acmevault::service {
 namespace {
 
 using acme::testing::ScriptedServer;
+using storage::testing::StatusIs;
 using ::testing::HasSubstr;
 using Call = ScriptedServer::Call;
 
@@ -34,20 +36,24 @@ class GrpcTest : public ::testing::Test {
     options.client.clock = &fx_.clock();
     options.client.poll_interval = absl::Seconds(10);
     clients_ = *AcmeClients::Create(options);
-    runner_ = std::make_unique<OrderRunner>(OrderRunner::Options{
-        .store = &fx_.store(), .clients = clients_.get(), .clock = &fx_.clock()});
-    issuer_ = std::make_unique<Issuer>(
-        Issuer::Options{.store = &fx_.store(), .runner = runner_.get(), .clock = &fx_.clock()});
-    accounts_ = std::make_unique<AccountManager>(AccountManager::Options{
-        .store = &fx_.store(), .clients = clients_.get(), .issuer = issuer_.get(),
-        .clock = &fx_.clock()});
-    admin_ = std::make_unique<Admin>(Admin::Options{&fx_.store(), ScriptedServer::Url("/dir")});
-    auth_ = std::make_unique<Authenticator>(&fx_.store());
-    ServiceDeps deps{auth_.get(), issuer_.get(), accounts_.get(), admin_.get(), &fx_.store(),
-                     &metrics_, &fx_.clock()};
-    certs_ = std::make_unique<CertificateServiceImpl>(deps);
-    accts_ = std::make_unique<AccountServiceImpl>(deps);
-    adm_ = std::make_unique<AdminServiceImpl>(deps);
+    runner_ = *OrderRunner::Create(
+        fx_.WithStore(OrderRunner::Options{.clients = clients_.get(), .clock = &fx_.clock()}));
+    issuer_ = *Issuer::Create(
+        fx_.WithStore(Issuer::Options{.runner = runner_.get(), .clock = &fx_.clock()}));
+    accounts_ = *AccountManager::Create(fx_.WithStore(AccountManager::Options{
+        .clients = clients_.get(), .issuer = issuer_.get(), .clock = &fx_.clock()}));
+    admin_ = *Admin::Create(
+        fx_.WithStore(Admin::Options{.default_directory_url = ScriptedServer::Url("/dir")}));
+    auth_ = *Authenticator::Create({&fx_.store()});
+    deps_ = {.auth = auth_.get(),
+             .issuer = issuer_.get(),
+             .accounts = accounts_.get(),
+             .admin = admin_.get(),
+             .metrics = &metrics_,
+             .clock = &fx_.clock()};
+    certs_ = *CertificateServiceImpl::Create(deps_);
+    accts_ = *AccountServiceImpl::Create(deps_);
+    adm_ = *AdminServiceImpl::Create(deps_);
     grpc::ServerBuilder builder;
     int port = 0;
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -106,6 +112,7 @@ class GrpcTest : public ::testing::Test {
   std::unique_ptr<AccountManager> accounts_;
   std::unique_ptr<Admin> admin_;
   std::unique_ptr<Authenticator> auth_;
+  ServiceDeps deps_;
   std::unique_ptr<CertificateServiceImpl> certs_;
   std::unique_ptr<AccountServiceImpl> accts_;
   std::unique_ptr<AdminServiceImpl> adm_;
@@ -266,6 +273,83 @@ TEST_F(GrpcTest, AdminServiceIsForPlatformAdminsOnly) {
   EXPECT_THAT(s.error_message(), HasSubstr("role"));
 }
 
+// A call refused as INVALID_ARGUMENT with a message naming `field`.
+MATCHER_P(RefusedNaming, field, "") {
+  *result_listener << "code " << arg.error_code() << ": " << arg.error_message();
+  return arg.error_code() == grpc::StatusCode::INVALID_ARGUMENT &&
+         arg.error_message().find(field) != std::string::npos;
+}
+
+// An enum value the API does not define is refused, naming the field, before anything happens;
+// UNSPECIFIED keeps meaning the default.
+TEST_F(GrpcTest, UndefinedEnumValuesAreInvalidArgumentNamingTheField) {
+  auto [admin, host] = Tenant("acme");
+  v1::CreateAccountRequest create;
+  create.set_terms_of_service_agreed(true);
+  create.set_key_algorithm(static_cast<v1::KeyAlgorithm>(99));
+  v1::Account account;
+  EXPECT_THAT(acct_stub_->CreateAccount(Ctx(admin).get(), create, &account),
+              RefusedNaming("key_algorithm"));
+  EXPECT_TRUE(ca_.calls().empty());
+  create.set_key_algorithm(v1::KEY_ALGORITHM_UNSPECIFIED);
+  ASSERT_TRUE(acct_stub_->CreateAccount(Ctx(admin).get(), create, &account).ok());
+  EXPECT_EQ(account.key_algorithm(), v1::KEY_ALGORITHM_ECDSA_P256);
+
+  const int orders_before = ca_.CountCalls("POST", "/new-order");
+  v1::IssueCertificateRequest issue;
+  issue.add_identifiers("leaf.example.com");
+  issue.set_key_algorithm(static_cast<v1::KeyAlgorithm>(99));
+  v1::IssueCertificateResponse issued;
+  EXPECT_THAT(cert_stub_->IssueCertificate(Ctx(host).get(), issue, &issued),
+              RefusedNaming("key_algorithm"));
+  issue.set_key_algorithm(v1::KEY_ALGORITHM_ECDSA_P256);
+  issue.set_challenge_type(static_cast<v1::ChallengeType>(77));
+  EXPECT_THAT(cert_stub_->IssueCertificate(Ctx(host).get(), issue, &issued),
+              RefusedNaming("challenge_type"));
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), orders_before);
+
+  v1::RolloverAccountKeyRequest rollover;
+  rollover.set_key_algorithm(static_cast<v1::KeyAlgorithm>(99));
+  v1::RolloverAccountKeyResponse rolled;
+  EXPECT_THAT(acct_stub_->RolloverAccountKey(Ctx(admin).get(), rollover, &rolled),
+              RefusedNaming("key_algorithm"));
+  v1::RespondToCompromiseRequest compromise;
+  compromise.set_new_key_algorithm(static_cast<v1::KeyAlgorithm>(99));
+  v1::RespondToCompromiseResponse report;
+  EXPECT_THAT(acct_stub_->RespondToCompromise(Ctx(admin).get(), compromise, &report),
+              RefusedNaming("new_key_algorithm"));
+  EXPECT_EQ(ca_.CountCalls("POST", "/key-change"), 0);
+
+  v1::ListCertificatesRequest list;
+  list.set_state(static_cast<v1::CertificateState>(9));
+  v1::ListCertificatesResponse page;
+  EXPECT_THAT(cert_stub_->ListCertificates(Ctx(host).get(), list, &page), RefusedNaming("state"));
+  v1::RevokeCertificateRequest revoke;
+  revoke.set_serial("abc123");
+  revoke.set_reason(static_cast<v1::RevocationReason>(2));  // cACompromise: not in the API.
+  v1::RevokeCertificateResponse revoked;
+  EXPECT_THAT(cert_stub_->RevokeCertificate(Ctx(admin).get(), revoke, &revoked),
+              RefusedNaming("reason"));
+
+  v1::CreateTenantRequest tenant;
+  tenant.set_name("strict");
+  tenant.mutable_policy()->set_account_key_algorithm(static_cast<v1::KeyAlgorithm>(99));
+  v1::Tenant created;
+  EXPECT_THAT(admin_stub_->CreateTenant(Ctx(root_).get(), tenant, &created),
+              RefusedNaming("policy.account_key_algorithm"));
+  v1::CreateTokenRequest token;
+  token.set_tenant("acme");
+  token.set_role(static_cast<v1::Role>(99));
+  v1::CreateTokenResponse made;
+  EXPECT_THAT(admin_stub_->CreateToken(Ctx(root_).get(), token, &made), RefusedNaming("role"));
+  v1::BindIdentityRequest bind;
+  bind.set_spiffe_id("spiffe://example.org/web");
+  bind.set_tenant("acme");
+  bind.set_role(static_cast<v1::Role>(99));
+  v1::BindIdentityResponse bound;
+  EXPECT_THAT(admin_stub_->BindIdentity(Ctx(root_).get(), bind, &bound), RefusedNaming("role"));
+}
+
 // The RPCs the tests above do not reach, each with its success and a documented error.
 TEST_F(GrpcTest, EveryOtherRpcSucceedsAndFailsAsDocumented) {
   auto [admin, host] = Tenant("acme");
@@ -369,6 +453,26 @@ TEST_F(GrpcTest, EveryOtherRpcSucceedsAndFailsAsDocumented) {
   c = Ctx(root_);
   EXPECT_EQ(admin_stub_->RevokeToken(c.get(), rt, &rtr).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(GrpcTest, EachServiceRequiresWhatItCalls) {
+  ServiceDeps no_auth = deps_;
+  no_auth.auth = nullptr;
+  EXPECT_THAT(CertificateServiceImpl::Create(no_auth),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "CertificateService: ServiceDeps.auth is required"));
+  EXPECT_THAT(AccountServiceImpl::Create(no_auth),
+              StatusIs(absl::StatusCode::kInvalidArgument, "ServiceDeps.auth"));
+  EXPECT_THAT(AdminServiceImpl::Create(no_auth),
+              StatusIs(absl::StatusCode::kInvalidArgument, "ServiceDeps.auth"));
+  // Each needs only its own domain object.
+  EXPECT_THAT(CertificateServiceImpl::Create({.auth = auth_.get(), .accounts = accounts_.get()}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "ServiceDeps.issuer"));
+  EXPECT_THAT(AccountServiceImpl::Create({.auth = auth_.get(), .issuer = issuer_.get()}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "ServiceDeps.accounts"));
+  EXPECT_THAT(AdminServiceImpl::Create({.auth = auth_.get(), .accounts = accounts_.get()}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "ServiceDeps.admin"));
+  EXPECT_TRUE(AdminServiceImpl::Create({.auth = auth_.get(), .admin = admin_.get()}).ok());
 }
 
 }  // namespace

@@ -6,6 +6,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "service/required.h"
 
 namespace acmevault::service {
 namespace {
@@ -40,7 +42,7 @@ void InitOnce() {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Http01Responder>> Http01Responder::Start(Options options) {
-  if (!options.lookup) return absl::InvalidArgumentError("Http01Responder needs a lookup");
+  RETURN_IF_ERROR(RequireCollaborators("Http01Responder", {{"challenges", options.challenges}}));
   InitOnce();
   auto responder = std::unique_ptr<Http01Responder>(new Http01Responder(std::move(options)));
   std::string threads = absl::StrCat(responder->options_.threads);
@@ -78,11 +80,11 @@ int Http01Responder::Handle(mg_connection* conn, void* self_ptr) {
   if (!absl::StartsWith(uri, kPrefix)) return Reply(conn, 404, "not found\n");
   absl::string_view token = uri.substr(kPrefix.size());
   if (!IsToken(token)) return Reply(conn, 404, "not found\n");
-  auto answer = self->options_.lookup(token);
+  auto answer = self->options_.challenges->LookupChallenge(token);
+  if (absl::IsNotFound(answer.status())) return Reply(conn, 404, "not found\n");
   if (!answer.ok()) return Reply(conn, 503, "try again\n");
-  if (!answer->has_value()) return Reply(conn, 404, "not found\n");
   self->answered_.fetch_add(1);
-  return Reply(conn, 200, method == "HEAD" ? "" : **answer);
+  return Reply(conn, 200, method == "HEAD" ? "" : *answer);
 }
 
 }  // namespace acmevault::service

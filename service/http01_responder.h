@@ -1,18 +1,16 @@
 // The HTTP-01 responder built into acmevaultd (RFC 8555 §8.3): a plain-HTTP listener answering
 // GET /.well-known/acme-challenge/<token> with the key authorization recorded for that token.
-// It keeps no state: answers come from the lookup (the shared challenges table), so whichever
-// replica the CA reaches can answer. Thread-safe; serves on its own threads (civetweb).
+// It keeps no state: answers come from the shared challenges table, so whichever replica the CA
+// reaches can answer. Thread-safe; serves on its own threads (civetweb).
 #ifndef ACMEVAULT_SERVICE_HTTP01_RESPONDER_H_
 #define ACMEVAULT_SERVICE_HTTP01_RESPONDER_H_
 
 #include <atomic>
-#include <functional>
 #include <memory>
-#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "absl/strings/string_view.h"
+#include "storage/store.h"
 
 struct mg_context;
 struct mg_connection;
@@ -21,18 +19,17 @@ namespace acmevault::service {
 
 class Http01Responder {
  public:
-  // The key authorization for `token`, nullopt when none is recorded, or an error (answered
-  // with 503 so the CA retries).
-  using Lookup = std::function<absl::StatusOr<std::optional<std::string>>(absl::string_view)>;
-
   struct Options {
     // "127.0.0.1:0" picks a free port (see port()).
     std::string listen_address = "127.0.0.1:0";
     int threads = 4;
-    Lookup lookup;
+    // Borrowed; required. A token it does not know is answered 404; any other error 503, so
+    // the CA retries.
+    storage::ChallengeStore* challenges = nullptr;
   };
 
-  // UNAVAILABLE when the address cannot be bound.
+  // INVALID_ARGUMENT naming a missing collaborator; UNAVAILABLE when the address cannot be
+  // bound.
   static absl::StatusOr<std::unique_ptr<Http01Responder>> Start(Options options);
   // Stops serving; in-flight requests finish first.
   ~Http01Responder();

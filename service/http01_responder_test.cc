@@ -13,26 +13,39 @@
 #include "crypto/x509.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "storage/store.h"
+#include "storage/testing/status_matchers.h"
 
 namespace acmevault::service {
 namespace {
 
-// Tokens the responder knows, as the challenges table would hold them.
-class Answers {
+using storage::testing::StatusIs;
+
+// Tokens the responder knows, as the challenges table would hold them; the token "explode" is a
+// database that is down.
+class Answers final : public storage::ChallengeStore {
  public:
   void Put(const std::string& token, const std::string& key_auth) {
     absl::MutexLock lock(&mu_);
     answers_[token] = key_auth;
   }
-  Http01Responder::Lookup AsLookup() {
-    return [this](absl::string_view token) -> absl::StatusOr<std::optional<std::string>> {
-      absl::MutexLock lock(&mu_);
-      ++lookups_;
-      if (token == "explode") return absl::UnavailableError("database down");
-      auto it = answers_.find(std::string(token));
-      if (it == answers_.end()) return std::nullopt;
-      return it->second;
-    };
+  absl::Status PutChallenge(const storage::Scope&, absl::string_view token,
+                            absl::string_view key_authorization) override {
+    Put(std::string(token), std::string(key_authorization));
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::string> LookupChallenge(absl::string_view token) override {
+    absl::MutexLock lock(&mu_);
+    ++lookups_;
+    if (token == "explode") return absl::UnavailableError("database down");
+    auto it = answers_.find(std::string(token));
+    if (it == answers_.end()) return absl::NotFoundError("unknown token");
+    return it->second;
+  }
+  absl::Status DeleteChallenge(const storage::Scope&, absl::string_view token) override {
+    absl::MutexLock lock(&mu_);
+    answers_.erase(std::string(token));
+    return absl::OkStatus();
   }
   int lookups() {
     absl::MutexLock lock(&mu_);
@@ -54,7 +67,7 @@ std::unique_ptr<acme::CurlTransport> Http() {
 TEST(Http01Responder, AnswersKnownTokensOnly) {
   Answers answers;
   answers.Put("tok_en-1", "tok_en-1.thumbprint");
-  auto responder = Http01Responder::Start({.lookup = answers.AsLookup()});
+  auto responder = Http01Responder::Start({.challenges = &answers});
   ASSERT_TRUE(responder.ok()) << responder.status();
   ASSERT_GT((*responder)->port(), 0);
   std::string base = "http://127.0.0.1:" + std::to_string((*responder)->port());
@@ -91,13 +104,18 @@ TEST(Http01Responder, AnswersKnownTokensOnly) {
 
 TEST(Http01Responder, BusyAddressIsUnavailable) {
   Answers answers;
-  auto first = Http01Responder::Start({.lookup = answers.AsLookup()});
+  auto first = Http01Responder::Start({.challenges = &answers});
   ASSERT_TRUE(first.ok());
   auto second = Http01Responder::Start(
-      {.listen_address = "127.0.0.1:" + std::to_string((*first)->port()),
-       .lookup = answers.AsLookup()});
+      {.listen_address = "127.0.0.1:" + std::to_string((*first)->port()), .challenges = &answers});
   EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_FALSE(Http01Responder::Start({}).ok());
+}
+
+TEST(Http01Responder, NeedsAChallengeStore) {
+  EXPECT_THAT(Http01Responder::Start({}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "Http01Responder: Options.challenges is required"));
 }
 
 // Pebble's "svc" instance validates HTTP-01 on ACMEVAULT_SVC_HTTP01_PORT: the responder there
@@ -106,8 +124,8 @@ TEST(Http01ResponderPebble, PebbleValidatesThroughTheResponder) {
   ACMEVAULT_STACK_ENV_OR_SKIP(directory, "ACMEVAULT_PEBBLE_SVC_DIRECTORY");
   ACMEVAULT_STACK_ENV_OR_SKIP(port, "ACMEVAULT_SVC_HTTP01_PORT");
   Answers answers;
-  auto responder = Http01Responder::Start(
-      {.listen_address = "127.0.0.1:" + port, .lookup = answers.AsLookup()});
+  auto responder =
+      Http01Responder::Start({.listen_address = "127.0.0.1:" + port, .challenges = &answers});
   ASSERT_TRUE(responder.ok()) << responder.status();
 
   auto transport =

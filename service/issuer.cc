@@ -5,17 +5,19 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "crypto/jwk.h"
 #include "crypto/x509.h"
 #include "service/identifiers.h"
 #include "service/log.h"
+#include "service/paging.h"
+#include "service/required.h"
 
 namespace acmevault::service {
 namespace {
 
 constexpr size_t kMaxQueuedJobs = 1000;
+constexpr size_t kMaxIdempotencyKey = 200;
 constexpr absl::Duration kStorePoll = absl::Milliseconds(200);
 
 const std::vector<crypto::KeyAlgorithm>& AllowedCertificateKeys() {
@@ -42,10 +44,30 @@ storage::PublicKeyInfo KeyInfo(const crypto::PublicKey& key) {
   return {crypto::PublicJwk(key).dump(), crypto::Thumbprint(key)};
 }
 
-Issuer::Issuer(Options options) : options_(std::move(options)) {
-  for (int i = 0; i < std::max(1, options_.worker_threads); ++i) {
-    workers_.emplace_back([this] { WorkLoop(); });
+absl::StatusOr<absl::Time> IssueWaitUntil(const IssueRequest& request, absl::Time now,
+                                          absl::Duration default_wait) {
+  if (request.max_wait < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("wait_seconds: must not be negative");
   }
+  absl::Time until = request.deadline ? *request.deadline - absl::Seconds(1) : now + default_wait;
+  if (request.max_wait > absl::ZeroDuration()) until = std::min(until, now + request.max_wait);
+  return until;
+}
+
+absl::StatusOr<std::unique_ptr<Issuer>> Issuer::Create(Options options) {
+  RETURN_IF_ERROR(RequireCollaborators("Issuer", {{"tenants", options.tenants},
+                                                  {"accounts", options.accounts},
+                                                  {"orders", options.orders},
+                                                  {"certificates", options.certificates},
+                                                  {"audit", options.audit},
+                                                  {"runner", options.runner},
+                                                  {"clock", options.clock},
+                                                  {"wait_clock", options.wait_clock}}));
+  auto issuer = std::unique_ptr<Issuer>(new Issuer(std::move(options)));
+  for (int i = 0; i < std::max(1, issuer->options_.worker_threads); ++i) {
+    issuer->workers_.emplace_back([raw = issuer.get()] { raw->WorkLoop(); });
+  }
+  return issuer;
 }
 
 Issuer::~Issuer() {
@@ -58,7 +80,7 @@ Issuer::~Issuer() {
   // Orders not started here go back to the pool at once: their leases are released, so another
   // replica claims them without waiting for expiry. Running orders finish their current run.
   for (Job& job : handed_over) {
-    options_.store->ReleaseLease(job.order.scope, job.order.lease).IgnoreError();
+    options_.orders->ReleaseLease(job.order.scope, job.order.lease).IgnoreError();
     {
       absl::MutexLock lock(&mu_);
       running_.erase(job.order.lease.order);
@@ -117,6 +139,7 @@ void Issuer::WorkLoop() {
 
 void Issuer::WaitForOrder(const storage::Scope& scope, storage::OrderId order,
                           absl::Time until, const std::function<bool()>& cancelled) {
+  const Clock& clock = *options_.wait_clock;
   auto gone = [&] { return cancelled && cancelled(); };
   std::shared_ptr<absl::Notification> done;
   {
@@ -126,190 +149,220 @@ void Issuer::WaitForOrder(const storage::Scope& scope, storage::OrderId order,
   }
   if (done != nullptr) {
     // In slices, so a cancelled caller stops waiting within one.
-    while (absl::Now() < until && !gone()) {
-      if (done->WaitForNotificationWithDeadline(std::min(until, absl::Now() + kStorePoll))) return;
+    for (absl::Time now = clock.Now(); now < until && !gone(); now = clock.Now()) {
+      if (done->WaitForNotificationWithTimeout(std::min(until - now, kStorePoll))) return;
     }
     return;
   }
-  while (absl::Now() < until && !gone()) {
-    auto row = options_.store->GetOrder(scope, order);
+  for (absl::Time now = clock.Now(); now < until && !gone(); now = clock.Now()) {
+    auto row = options_.orders->GetOrder(scope, order);
     if (!row.ok() || storage::IsTerminal(row->state)) return;
-    absl::SleepFor(std::min(kStorePoll, until - absl::Now()));
+    clock.SleepFor(std::min(kStorePoll, until - now));
   }
 }
 
 absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueRequest& request) {
-  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
-  storage::Store& store = *options_.store;
   const storage::Scope scope = caller.ScopeFor("CertificateService/IssueCertificate");
-  ASSIGN_OR_RETURN(std::vector<std::string> ids,
-                   NormalizeDnsNames(request.identifiers, "identifiers"));
-  ASSIGN_OR_RETURN(storage::Tenant tenant, store.GetTenant(scope));
-  ASSIGN_OR_RETURN(AllowList allow, AllowList::Create(tenant.spec.allowed_identifiers));
-  if (absl::Status allowed = allow.CheckAll(ids); !allowed.ok()) {
-    storage::AuditEvent denied;
-    denied.action = "IssueDenied";
-    denied.identifiers = ids;
-    denied.outcome = "permission_denied";
-    store.AppendAudit(scope, denied).IgnoreError();
-    return allowed;
-  }
-
-  // What key the certificate must certify.
-  std::optional<crypto::CsrInfo> csr;
-  crypto::KeyAlgorithm algorithm = request.key_algorithm.value_or(crypto::KeyAlgorithm::kEcdsaP256);
-  if (!request.csr.empty()) {
-    auto parsed = crypto::ParseCsr(request.csr);
-    if (!parsed.ok()) return Prefixed("csr", parsed.status());
-    std::vector<crypto::PublicKey> account_keys;
-    auto accounts = store.ListAccounts(scope);
-    if (accounts.ok()) {
-      for (const auto& a : *accounts) {
-        auto keys = store.ListKeys(scope, a.id);
-        if (!keys.ok()) continue;
-        for (const auto& k : *keys) {
-          auto jwk = nlohmann::json::parse(k.public_key.public_jwk, nullptr, false);
-          auto pub = crypto::PublicKeyFromJwk(jwk);
-          if (pub.ok()) account_keys.push_back(*pub);
-        }
-      }
-    }
-    if (absl::Status s = crypto::CheckCsr(*parsed, ids, account_keys, AllowedCertificateKeys());
-        !s.ok()) {
-      return Prefixed("csr", s);
-    }
-    csr = *std::move(parsed);
-  }
-  const bool want_service_key = !csr.has_value();
-
-  // A current certificate for the same key, not yet due for renewal, is the answer.
-  auto current = store.GetCurrentCertificate(scope, ids);
-  // Renewal is due within the tenant's window of expiry; a window of 0 means a third of the
-  // certificate's lifetime.
-  auto renewal_window = [&](const storage::Certificate& c) {
-    absl::Duration w = tenant.spec.policy.renewal_window;
-    return w > absl::ZeroDuration() ? w : (c.not_after - c.not_before) / 3;
-  };
-  if (current.ok() && !request.force_new &&
-      current->not_after - options_.clock->Now() > renewal_window(*current)) {
-    // A service-held key goes only to the request that made it: the reuse is open to a caller
-    // repeating that order's idempotency key, and to nobody else (they get a fresh key).
-    bool usable = false;
-    if (want_service_key && current->has_private_key && current->order &&
-        !request.idempotency_key.empty()) {
-      auto made_by = store.GetOrder(scope, *current->order);
-      usable = made_by.ok() && made_by->idempotency_key == request.idempotency_key;
-    }
-    if (!want_service_key) {
-      auto leaf = LeafKey(*current);
-      usable = leaf.ok() && leaf->Equals(csr->public_key);
-    }
-    if (usable) {
-      IssueResult result;
-      result.reused = true;
-      result.certificate = *current;
-      if (current->order) {
-        auto order = store.GetOrder(scope, *current->order);
-        if (order.ok()) result.order = *order;
-      }
-      if (want_service_key) {
-        ASSIGN_OR_RETURN(crypto::PrivateKey key,
-                         store.GetCertificateKey(scope, current->id, "IssueCertificate (reuse)"));
-        result.private_key_pem = key.ToPkcs8Pem();
-      }
-      return result;
-    }
-  } else if (!current.ok() && !absl::IsNotFound(current.status())) {
-    return current.status();
-  }
-
-  // The tenant's account.
-  ASSIGN_OR_RETURN(std::vector<storage::Account> accounts, store.ListAccounts(scope));
-  const storage::Account* account = nullptr;
-  for (const auto& a : accounts) {
-    if (a.status == storage::AccountStatus::kValid && !a.account_url.empty()) account = &a;
-  }
-  if (account == nullptr) {
-    return absl::FailedPreconditionError(
-        "the tenant has no valid ACME account: an admin must call AccountService.CreateAccount");
-  }
-
-  // Create or join the order. A joined order made for another host's key is waited out, then a
-  // fresh one is made for this request (at most once).
-  const crypto::PublicKey* want_key = csr ? &csr->public_key : nullptr;
+  ASSIGN_OR_RETURN(const Checked checked, CheckRequest(caller, scope, request));
+  ASSIGN_OR_RETURN(std::optional<IssueResult> reused, FindReusable(scope, checked));
+  if (reused) return *std::move(reused);
+  ASSIGN_OR_RETURN(const storage::Account account, ChooseAccount(scope));
+  // A joined order made for another host's key is waited out, then a fresh one is made for this
+  // request (at most once, and without the idempotency key that led to the other order).
   for (int attempt = 0; attempt < 2; ++attempt) {
-    // The finalization material goes into the order row, so any replica can finish the order
-    // if this one dies (a joined order keeps its own and this is dropped).
-    std::unique_ptr<crypto::PrivateKey> generated;
-    std::string csr_der;
-    if (want_service_key) {
-      ASSIGN_OR_RETURN(crypto::PrivateKey key, crypto::PrivateKey::Generate(algorithm));
-      generated = std::make_unique<crypto::PrivateKey>(std::move(key));
-      ASSIGN_OR_RETURN(csr_der, crypto::BuildCsr(ids, *generated));
-    } else {
-      csr_der = csr->der;
-    }
-    storage::NewOrder spec{account->id, ids, attempt == 0 ? request.idempotency_key : "",
-                           options_.replica_id, options_.lease_duration};
-    spec.csr_der = csr_der;
-    spec.certificate_key = generated.get();
-    {
-      absl::MutexLock lock(&mu_);
-      if (queue_.size() >= kMaxQueuedJobs) {
-        return absl::UnavailableError("issuance queue is full; retry later");
-      }
-    }
-    ASSIGN_OR_RETURN(storage::CreateOrderResult created, store.CreateOrJoinOrder(scope, spec));
-    if (created.created) {
-      Job job;
-      job.certificate_key = std::move(generated);
-      job.order = OrderJob{scope, *created.lease, std::move(csr_der), job.certificate_key.get(),
-                           request.challenge,
-                           tenant.spec.policy.deactivate_authorizations_after_issuance};
-      job.done = std::make_shared<absl::Notification>();
-      Submit(std::move(job));
-    }
-    WaitForOrder(scope, created.order.id, request.wait_until, request.cancelled);
-    ASSIGN_OR_RETURN(storage::Order order, store.GetOrder(scope, created.order.id));
-    if (!storage::IsTerminal(order.state)) {
-      // The run stopped short on a CA or network problem: say so (RESOURCE_EXHAUSTED with the
-      // CA's retry time, UNAVAILABLE, ...) rather than hand back a handle that will not move
-      // until another run; the order stays and is retried.
-      absl::MutexLock lock(&mu_);
-      auto stopped = stopped_.find(order.id);
-      if (stopped != stopped_.end() && running_.count(order.id) == 0 &&
-          (absl::IsResourceExhausted(stopped->second) || absl::IsUnavailable(stopped->second))) {
-        return stopped->second;
-      }
-    }
-    auto result = Finish(scope, order, request, want_key, want_service_key, created.created);
+    ASSIGN_OR_RETURN(storage::CreateOrderResult created,
+                     CreateOrJoinOrder(scope, checked, account, attempt == 0));
+    ASSIGN_OR_RETURN(storage::Order order, WaitForResult(scope, created.order.id, checked));
+    auto result = Finish(scope, std::move(order), checked, created.created);
     if (result.ok() || !absl::IsAborted(result.status()) || created.created) return result;
-    // ABORTED: a joined order certified another key; go round once more.
   }
   return absl::AbortedError("the in-flight order for these identifiers certified another key");
 }
 
+absl::StatusOr<Issuer::Checked> Issuer::CheckRequest(const Caller& caller,
+                                                     const storage::Scope& scope,
+                                                     const IssueRequest& request) {
+  Checked checked;
+  checked.request = &request;
+  if (request.csr && request.csr->empty()) return absl::InvalidArgumentError("csr: is empty");
+  if (request.idempotency_key.size() > kMaxIdempotencyKey) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("idempotency_key: longer than ", kMaxIdempotencyKey, " characters"));
+  }
+  ASSIGN_OR_RETURN(checked.wait_until,
+                   IssueWaitUntil(request, options_.wait_clock->Now(), options_.default_wait));
+  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
+  ASSIGN_OR_RETURN(checked.identifiers, NormalizeDnsNames(request.identifiers, "identifiers"));
+  ASSIGN_OR_RETURN(checked.tenant, options_.tenants->GetTenant(scope));
+  ASSIGN_OR_RETURN(AllowList allow, AllowList::Create(checked.tenant.spec.allowed_identifiers));
+  if (absl::Status allowed = allow.CheckAll(checked.identifiers); !allowed.ok()) {
+    storage::AuditEvent denied;
+    denied.action = "IssueDenied";
+    denied.identifiers = checked.identifiers;
+    denied.outcome = "permission_denied";
+    options_.audit->AppendAudit(scope, denied).IgnoreError();
+    return allowed;
+  }
+  if (!request.csr) return checked;
+  auto parsed = crypto::ParseCsr(*request.csr);
+  if (!parsed.ok()) return Prefixed("csr", parsed.status());
+  if (absl::Status s = crypto::CheckCsr(*parsed, checked.identifiers, AccountPublicKeys(scope),
+                                        AllowedCertificateKeys());
+      !s.ok()) {
+    return Prefixed("csr", s);
+  }
+  checked.csr = *std::move(parsed);
+  return checked;
+}
+
+std::vector<crypto::PublicKey> Issuer::AccountPublicKeys(const storage::Scope& scope) {
+  std::vector<crypto::PublicKey> out;
+  auto accounts = options_.accounts->ListAccounts(scope);
+  if (!accounts.ok()) return out;
+  for (const auto& a : *accounts) {
+    auto keys = options_.accounts->ListKeys(scope, a.id);
+    if (!keys.ok()) continue;
+    for (const auto& k : *keys) {
+      auto jwk = nlohmann::json::parse(k.public_key.public_jwk, nullptr, false);
+      auto pub = crypto::PublicKeyFromJwk(jwk);
+      if (pub.ok()) out.push_back(*pub);
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::optional<IssueResult>> Issuer::FindReusable(const storage::Scope& scope,
+                                                                const Checked& checked) {
+  const IssueRequest& request = *checked.request;
+  auto current = options_.certificates->GetCurrentCertificate(scope, checked.identifiers);
+  if (!current.ok()) {
+    if (absl::IsNotFound(current.status())) return std::nullopt;
+    return current.status();
+  }
+  // Renewal is due within the tenant's window of expiry; a window of 0 means a third of the
+  // certificate's lifetime.
+  absl::Duration window = checked.tenant.spec.policy.renewal_window;
+  if (window <= absl::ZeroDuration()) window = (current->not_after - current->not_before) / 3;
+  if (request.force_new || current->not_after - options_.clock->Now() <= window) {
+    return std::nullopt;
+  }
+  // A service-held key goes only to the request that made it: the reuse is open to a caller
+  // repeating that order's idempotency key, and to nobody else (they get a fresh key).
+  bool usable = false;
+  if (checked.csr) {
+    auto leaf = LeafKey(*current);
+    usable = leaf.ok() && leaf->Equals(checked.csr->public_key);
+  } else if (current->has_private_key && current->order && !request.idempotency_key.empty()) {
+    auto made_by = options_.orders->GetOrder(scope, *current->order);
+    usable = made_by.ok() && made_by->idempotency_key == request.idempotency_key;
+  }
+  if (!usable) return std::nullopt;
+  IssueResult result;
+  result.reused = true;
+  result.certificate = *current;
+  if (current->order) {
+    auto order = options_.orders->GetOrder(scope, *current->order);
+    if (order.ok()) result.order = *order;
+  }
+  if (!checked.csr) {
+    ASSIGN_OR_RETURN(crypto::PrivateKey key, options_.certificates->GetCertificateKey(
+                                                 scope, current->id, "IssueCertificate (reuse)"));
+    result.private_key_pem = key.ToPkcs8Pem();
+  }
+  return result;
+}
+
+absl::StatusOr<storage::Account> Issuer::ChooseAccount(const storage::Scope& scope) {
+  ASSIGN_OR_RETURN(std::vector<storage::Account> accounts, options_.accounts->ListAccounts(scope));
+  for (auto it = accounts.rbegin(); it != accounts.rend(); ++it) {
+    if (it->status == storage::AccountStatus::kValid && !it->account_url.empty()) return *it;
+  }
+  return absl::FailedPreconditionError(
+      "the tenant has no valid ACME account: an admin must call AccountService.CreateAccount");
+}
+
+absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
+    const storage::Scope& scope, const Checked& checked, const storage::Account& account,
+    bool with_idempotency_key) {
+  const IssueRequest& request = *checked.request;
+  // A joined order keeps its own material and this is dropped.
+  std::unique_ptr<crypto::PrivateKey> generated;
+  std::string csr_der;
+  if (checked.csr) {
+    csr_der = checked.csr->der;
+  } else {
+    ASSIGN_OR_RETURN(crypto::PrivateKey key,
+                     crypto::PrivateKey::Generate(
+                         request.key_algorithm.value_or(crypto::KeyAlgorithm::kEcdsaP256)));
+    generated = std::make_unique<crypto::PrivateKey>(std::move(key));
+    ASSIGN_OR_RETURN(csr_der, crypto::BuildCsr(checked.identifiers, *generated));
+  }
+  storage::NewOrder spec{account.id, checked.identifiers,
+                         with_idempotency_key ? request.idempotency_key : "", options_.replica_id,
+                         options_.lease_duration};
+  spec.csr_der = csr_der;
+  spec.certificate_key = generated.get();
+  {
+    absl::MutexLock lock(&mu_);
+    if (queue_.size() >= kMaxQueuedJobs) {
+      return absl::UnavailableError("issuance queue is full; retry later");
+    }
+  }
+  ASSIGN_OR_RETURN(storage::CreateOrderResult created,
+                   options_.orders->CreateOrJoinOrder(scope, spec));
+  if (created.created) {
+    Job job;
+    job.certificate_key = std::move(generated);
+    job.order = OrderJob{scope,
+                         *created.lease,
+                         std::move(csr_der),
+                         job.certificate_key.get(),
+                         request.challenge,
+                         checked.tenant.spec.policy.deactivate_authorizations_after_issuance};
+    job.done = std::make_shared<absl::Notification>();
+    Submit(std::move(job));
+  }
+  return created;
+}
+
+absl::StatusOr<storage::Order> Issuer::WaitForResult(const storage::Scope& scope,
+                                                     storage::OrderId id, const Checked& checked) {
+  WaitForOrder(scope, id, checked.wait_until, checked.request->cancelled);
+  ASSIGN_OR_RETURN(storage::Order order, options_.orders->GetOrder(scope, id));
+  if (storage::IsTerminal(order.state)) return order;
+  // The run stopped short on a CA or network problem: say so (RESOURCE_EXHAUSTED with the
+  // CA's retry time, UNAVAILABLE, ...) rather than hand back a handle that will not move
+  // until another run; the order stays and is retried.
+  absl::MutexLock lock(&mu_);
+  auto stopped = stopped_.find(order.id);
+  if (stopped != stopped_.end() && running_.count(order.id) == 0 &&
+      (absl::IsResourceExhausted(stopped->second) || absl::IsUnavailable(stopped->second))) {
+    return stopped->second;
+  }
+  return order;
+}
+
 absl::Status Issuer::Resume(const storage::Lease& lease) {
   const storage::Scope scope{lease.tenant, {options_.replica_id, "resume"}};
-  storage::Store& store = *options_.store;
-  ASSIGN_OR_RETURN(storage::Order order, store.GetOrder(scope, lease.order));
+  storage::OrderStore& orders = *options_.orders;
+  ASSIGN_OR_RETURN(storage::Order order, orders.GetOrder(scope, lease.order));
   if (storage::IsTerminal(order.state)) return absl::OkStatus();
   if (order.csr_der.empty()) {
     // Made before orders carried their material: nobody else can finalize it.
-    return store.TransitionOrder(scope, lease, storage::OrderState::kInvalid,
-                                 "the order has no stored CSR to finalize with; request again");
+    return orders.TransitionOrder(scope, lease, storage::OrderState::kInvalid,
+                                  "the order has no stored CSR to finalize with; request again");
   }
-  ASSIGN_OR_RETURN(storage::Tenant tenant, store.GetTenant(scope));
+  ASSIGN_OR_RETURN(storage::Tenant tenant, options_.tenants->GetTenant(scope));
   // The tenant's allow-list may have shrunk since the order was made.
   ASSIGN_OR_RETURN(AllowList allow, AllowList::Create(tenant.spec.allowed_identifiers));
   if (absl::Status allowed = allow.CheckAll(order.identifiers); !allowed.ok()) {
-    return store.TransitionOrder(scope, lease, storage::OrderState::kInvalid,
-                                 absl::StrCat("no longer allowed: ", allowed.message()));
+    return orders.TransitionOrder(scope, lease, storage::OrderState::kInvalid,
+                                  absl::StrCat("no longer allowed: ", allowed.message()));
   }
   Job job;
   if (order.has_certificate_key) {
     ASSIGN_OR_RETURN(crypto::PrivateKey key,
-                     store.GetOrderCertificateKey(scope, order.id, "resume order"));
+                     orders.GetOrderCertificateKey(scope, order.id, "resume order"));
     job.certificate_key = std::make_unique<crypto::PrivateKey>(std::move(key));
   }
   // The challenge preference is not stored: an order with a wildcard was necessarily a DNS-01
@@ -328,9 +381,8 @@ absl::Status Issuer::Resume(const storage::Lease& lease) {
 }
 
 absl::StatusOr<IssueResult> Issuer::Finish(const storage::Scope& scope, storage::Order order,
-                                           const IssueRequest& request,
-                                           const crypto::PublicKey* want_key,
-                                           bool want_service_key, bool created_here) {
+                                           const Checked& checked, bool created_here) {
+  const IssueRequest& request = *checked.request;
   IssueResult result;
   result.order = order;
   if (order.state == storage::OrderState::kInvalid) {
@@ -339,10 +391,12 @@ absl::StatusOr<IssueResult> Issuer::Finish(const storage::Scope& scope, storage:
   }
   if (order.state != storage::OrderState::kValid || !order.certificate) return result;
   ASSIGN_OR_RETURN(storage::Certificate cert,
-                   options_.store->GetCertificate(scope, *order.certificate));
-  if (want_key != nullptr) {
+                   options_.certificates->GetCertificate(scope, *order.certificate));
+  if (checked.csr) {
     ASSIGN_OR_RETURN(crypto::PublicKey leaf, LeafKey(cert));
-    if (!leaf.Equals(*want_key)) return absl::AbortedError("joined order certified another key");
+    if (!leaf.Equals(checked.csr->public_key)) {
+      return absl::AbortedError("joined order certified another key");
+    }
   } else if (!cert.has_private_key) {
     return absl::AbortedError("joined order certified a host's own key");
   } else if (!created_here && (request.idempotency_key.empty() ||
@@ -351,9 +405,9 @@ absl::StatusOr<IssueResult> Issuer::Finish(const storage::Scope& scope, storage:
     return absl::AbortedError("joined order holds another request's key");
   }
   result.certificate = cert;
-  if (want_service_key) {
+  if (!checked.csr) {
     ASSIGN_OR_RETURN(crypto::PrivateKey key,
-                     options_.store->GetCertificateKey(scope, cert.id, "IssueCertificate"));
+                     options_.certificates->GetCertificateKey(scope, cert.id, "IssueCertificate"));
     result.private_key_pem = key.ToPkcs8Pem();
   }
   return result;
@@ -363,33 +417,40 @@ absl::StatusOr<IssueResult> Issuer::Finish(const storage::Scope& scope, storage:
 
 namespace acmevault::service {
 
-absl::StatusOr<storage::Order> Issuer::GetOrder(const Caller& caller, storage::OrderId id) {
+absl::StatusOr<OrderView> Issuer::GetOrder(const Caller& caller, storage::OrderId id) {
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
-  return options_.store->GetOrder(caller.ScopeFor("CertificateService/GetOrder"), id);
+  const storage::Scope scope = caller.ScopeFor("CertificateService/GetOrder");
+  OrderView view;
+  ASSIGN_OR_RETURN(view.order, options_.orders->GetOrder(scope, id));
+  if (view.order.certificate) {
+    auto cert = options_.certificates->GetCertificate(scope, *view.order.certificate);
+    if (cert.ok()) view.certificate_serial = cert->serial;
+  }
+  return view;
 }
 
-absl::StatusOr<storage::Certificate> Issuer::GetCertificateBySerial(const Caller& caller,
-                                                                    absl::string_view serial) {
+absl::StatusOr<storage::Certificate> Issuer::GetCertificate(const Caller& caller,
+                                                            const CertificateSelector& selector) {
+  if (!selector.serial && !selector.identifiers) {
+    return absl::InvalidArgumentError("selector: give a serial or identifiers");
+  }
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
-  return options_.store->GetCertificateBySerial(
-      caller.ScopeFor("CertificateService/GetCertificate"), serial);
-}
-
-absl::StatusOr<storage::Certificate> Issuer::GetCurrentCertificate(
-    const Caller& caller, const std::vector<std::string>& identifiers) {
-  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
+  const storage::Scope scope = caller.ScopeFor("CertificateService/GetCertificate");
+  if (selector.serial) {
+    return options_.certificates->GetCertificateBySerial(scope, *selector.serial);
+  }
   ASSIGN_OR_RETURN(std::vector<std::string> ids,
-                   NormalizeDnsNames(identifiers, "identifiers.values"));
-  return options_.store->GetCurrentCertificate(
-      caller.ScopeFor("CertificateService/GetCertificate"), ids);
+                   NormalizeDnsNames(*selector.identifiers, "identifiers.values"));
+  return options_.certificates->GetCurrentCertificate(scope, ids);
 }
 
 absl::StatusOr<storage::Page<storage::Certificate>> Issuer::ListCertificates(
     const Caller& caller, const storage::CertificateFilter& filter,
     const storage::PageRequest& page) {
+  ASSIGN_OR_RETURN(storage::PageRequest checked, CheckPage(page));
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
-  return options_.store->ListCertificates(caller.ScopeFor("CertificateService/ListCertificates"),
-                                          filter, page);
+  return options_.certificates->ListCertificates(
+      caller.ScopeFor("CertificateService/ListCertificates"), filter, checked);
 }
 
 }  // namespace acmevault::service

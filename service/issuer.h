@@ -3,8 +3,8 @@
 // Issue validates and normalises the identifiers, refuses names outside the tenant's allow-list
 // before any ACME request, returns the current certificate when it is not yet due for renewal,
 // otherwise joins the tenant's in-flight order for the same identifiers or creates one, and runs
-// it on a worker thread (never the RPC's), waiting at most until `wait_until` before answering
-// with the order handle. Thread-safe.
+// it on a worker thread (never the RPC's), waiting until shortly before the caller's deadline
+// (IssueWaitUntil) before answering with the order handle. Thread-safe.
 #ifndef ACMEVAULT_SERVICE_ISSUER_H_
 #define ACMEVAULT_SERVICE_ISSUER_H_
 
@@ -25,6 +25,7 @@
 #include "common/clock.h"
 #include "crypto/keys.h"
 #include "crypto/secret.h"
+#include "crypto/x509.h"
 #include "service/auth.h"
 #include "service/order_runner.h"
 #include "storage/store.h"
@@ -33,20 +34,33 @@ namespace acmevault::service {
 
 struct IssueRequest {
   std::vector<std::string> identifiers;
-  // The host's CSR (PEM or DER); or, when empty, the service generates a key of
-  // `key_algorithm` (ECDSA P-256 when unset). A generated key is returned only to the request
-  // that created its order, or to one repeating that order's idempotency key.
-  std::string csr;
+  // The host's CSR (PEM or DER), when the request carries one (INVALID_ARGUMENT "csr" when it
+  // is there but empty); otherwise the service generates a key of `key_algorithm` (ECDSA P-256
+  // when unset). A generated key is returned only to the request that created its order, or to
+  // one repeating that order's idempotency key.
+  std::optional<std::string> csr;
   std::optional<crypto::KeyAlgorithm> key_algorithm;
+  // At most 200 characters.
   std::string idempotency_key;
   ChallengePreference challenge = ChallengePreference::kHttp01;
-  // Real (wall-clock) time until which Issue waits for the certificate.
-  absl::Time wait_until;
+  // How long Issue waits for the certificate before answering with the order handle (the order
+  // goes on either way); see IssueWaitUntil. `deadline` is the caller's (an RPC deadline,
+  // wall-clock time); absl::InfiniteFuture() for a caller that has none and bounds its wait
+  // with `max_wait` alone. `max_wait` is the request's wait_seconds: zero means none.
+  std::optional<absl::Time> deadline;
+  absl::Duration max_wait = absl::ZeroDuration();
   // Order a new certificate even when a current one would do (reissue after a compromise).
   bool force_new = false;
   // When set and true, the caller is gone (RPC cancelled, server shutting down): stop waiting.
   std::function<bool()> cancelled;
 };
+
+// When Issue stops waiting, measured on the wall clock whose time is `now`: a second before the
+// caller's deadline (so it gets the handle rather than an error), or `default_wait` from now when
+// it set none; a positive `max_wait` shortens either. INVALID_ARGUMENT "wait_seconds" when
+// `max_wait` is negative.
+absl::StatusOr<absl::Time> IssueWaitUntil(const IssueRequest& request, absl::Time now,
+                                          absl::Duration default_wait);
 
 struct IssueResult {
   storage::Order order;
@@ -56,18 +70,46 @@ struct IssueResult {
   bool reused = false;
 };
 
+// An order as its caller sees it.
+struct OrderView {
+  storage::Order order;
+  // The serial of the order's certificate; empty until the order is valid.
+  std::string certificate_serial;
+};
+
+// Which certificate GetCertificate returns: the one with `serial`, or the current one for
+// exactly `identifiers` (validated and normalised first). INVALID_ARGUMENT "selector" when
+// neither is set.
+struct CertificateSelector {
+  std::optional<std::string> serial;
+  std::optional<std::vector<std::string>> identifiers;
+};
+
 class Issuer {
  public:
   struct Options {
-    storage::Store* store = nullptr;  // Borrowed.
-    OrderRunner* runner = nullptr;    // Borrowed.
+    // Borrowed; required.
+    storage::TenantStore* tenants = nullptr;
+    storage::AccountStore* accounts = nullptr;
+    storage::OrderStore* orders = nullptr;
+    storage::CertificateStore* certificates = nullptr;
+    storage::AuditLog* audit = nullptr;
+    OrderRunner* runner = nullptr;
+    // "Now" for certificate lifetimes (renewal windows).
     const Clock* clock = Clock::Real();
+    // What waits are measured on. A caller's deadline is wall-clock time, so this is the real
+    // clock; tests that fake `clock` keep this one real, since the caller really waits for
+    // orders that run on the worker threads.
+    const Clock* wait_clock = Clock::Real();
+    // How long Issue waits when the caller set no deadline.
+    absl::Duration default_wait = absl::Seconds(25);
     // Names this replica in order leases.
     std::string replica_id = "replica";
     int worker_threads = 4;
     absl::Duration lease_duration = absl::Minutes(2);
   };
-  explicit Issuer(Options options);
+  // INVALID_ARGUMENT naming a missing collaborator. Starts the worker threads.
+  static absl::StatusOr<std::unique_ptr<Issuer>> Create(Options options);
   // Stops taking work: queued orders are handed over (their leases released for another
   // replica to claim at once); running orders finish their current run; then joins the workers.
   ~Issuer();
@@ -81,18 +123,16 @@ class Issuer {
   absl::Status Resume(const storage::Lease& lease);
 
   // Reads for hosts and admins of the caller's tenant (another tenant's rows are NOT_FOUND).
-  absl::StatusOr<storage::Order> GetOrder(const Caller& caller, storage::OrderId id);
-  absl::StatusOr<storage::Certificate> GetCertificateBySerial(const Caller& caller,
-                                                              absl::string_view serial);
-  // The current certificate for exactly `identifiers` (validated and normalised first).
-  absl::StatusOr<storage::Certificate> GetCurrentCertificate(
-      const Caller& caller, const std::vector<std::string>& identifiers);
+  absl::StatusOr<OrderView> GetOrder(const Caller& caller, storage::OrderId id);
+  absl::StatusOr<storage::Certificate> GetCertificate(const Caller& caller,
+                                                      const CertificateSelector& selector);
+  // `page.max_results` is the caller's page size (see CheckPage).
   absl::StatusOr<storage::Page<storage::Certificate>> ListCertificates(
       const Caller& caller, const storage::CertificateFilter& filter,
       const storage::PageRequest& page);
 
-  // Waits (real time) until `order` is terminal or `until`: on this replica's run when it runs
-  // here, else by watching the store (another replica, or a resumed order).
+  // Waits until `order` is terminal or `until` (on `wait_clock`): on this replica's run when it
+  // runs here, else by watching the store (another replica, or a resumed order).
   void WaitForOrder(const storage::Scope& scope, storage::OrderId order, absl::Time until,
                     const std::function<bool()>& cancelled = nullptr);
 
@@ -102,9 +142,45 @@ class Issuer {
     std::unique_ptr<crypto::PrivateKey> certificate_key;
     std::shared_ptr<absl::Notification> done;
   };
+  // A request that passed CheckRequest.
+  struct Checked {
+    const IssueRequest* request = nullptr;  // Borrowed from Issue's caller.
+    std::vector<std::string> identifiers;   // Validated and normalised.
+    storage::Tenant tenant;
+    std::optional<crypto::CsrInfo> csr;  // None: the service generates the key.
+    absl::Time wait_until;
+  };
+
+  explicit Issuer(Options options) : options_(std::move(options)) {}
+
+  // The steps of Issue, in order.
+  // Fields, role, identifiers, the tenant's allow-list (a refusal is audited) and the CSR.
+  absl::StatusOr<Checked> CheckRequest(const Caller& caller, const storage::Scope& scope,
+                                       const IssueRequest& request);
+  // The current certificate when it is outside its renewal window and certifies the caller's
+  // key; nullopt when a new order is needed.
+  absl::StatusOr<std::optional<IssueResult>> FindReusable(const storage::Scope& scope,
+                                                          const Checked& checked);
+  // The tenant's newest valid account; FAILED_PRECONDITION when it has none.
+  absl::StatusOr<storage::Account> ChooseAccount(const storage::Scope& scope);
+  // Joins the tenant's order in flight for the identifiers, or creates the order row (with its
+  // finalization material, so any replica can finish it) and queues its run. UNAVAILABLE when
+  // the queue is full.
+  absl::StatusOr<storage::CreateOrderResult> CreateOrJoinOrder(const storage::Scope& scope,
+                                                               const Checked& checked,
+                                                               const storage::Account& account,
+                                                               bool with_idempotency_key);
+  // Waits for the order until the request's wait ends and returns its row; the CA's rate limit
+  // or an outage that stopped its last run is returned as that error instead.
+  absl::StatusOr<storage::Order> WaitForResult(const storage::Scope& scope, storage::OrderId order,
+                                               const Checked& checked);
+  // What the caller gets for the order: the handle, or the certificate (and the key, for the
+  // request that made it). ABORTED when a joined order certified a key not the caller's.
   absl::StatusOr<IssueResult> Finish(const storage::Scope& scope, storage::Order order,
-                                     const IssueRequest& request, const crypto::PublicKey* want_key,
-                                     bool want_service_key, bool created_here);
+                                     const Checked& checked, bool created_here);
+
+  // Every key of the tenant's accounts, which no certificate may certify.
+  std::vector<crypto::PublicKey> AccountPublicKeys(const storage::Scope& scope);
   void Submit(Job job);
   void WorkLoop();
 

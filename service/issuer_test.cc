@@ -45,16 +45,16 @@ class IssuerTest : public ::testing::Test {
     auto clients = AcmeClients::Create(options);
     ASSERT_TRUE(clients.ok());
     clients_ = *std::move(clients);
-    runner_ = std::make_unique<OrderRunner>(OrderRunner::Options{
-        .store = &fx_.store(), .clients = clients_.get(), .clock = &fx_.clock()});
-    issuer_ = std::make_unique<Issuer>(
-        Issuer::Options{.store = &fx_.store(), .runner = runner_.get(), .clock = &fx_.clock()});
+    runner_ = *OrderRunner::Create(
+        fx_.WithStore(OrderRunner::Options{.clients = clients_.get(), .clock = &fx_.clock()}));
+    issuer_ = *Issuer::Create(
+        fx_.WithStore(Issuer::Options{.runner = runner_.get(), .clock = &fx_.clock()}));
     testing::ScriptHappyCa(ca_, &state_);
   }
 
   Caller Authenticate(const std::string& token) {
-    Authenticator auth(&fx_.store());
-    auto c = auth.Authenticate({"Bearer " + token, ""});
+    auto auth = Authenticator::Create({&fx_.store()});
+    auto c = (*auth)->Authenticate({"Bearer " + token, ""});
     EXPECT_TRUE(c.ok()) << c.status();
     return *c;
   }
@@ -74,7 +74,8 @@ class IssuerTest : public ::testing::Test {
     IssueRequest r;
     r.identifiers = names;
     r.csr = *csr;
-    r.wait_until = absl::Now() + absl::Seconds(20);
+    r.deadline = absl::InfiniteFuture();
+    r.max_wait = absl::Seconds(20);
     return r;
   }
 
@@ -188,7 +189,7 @@ TEST_F(IssuerTest, ReturnsTheOrderHandleWhenTheWaitEnds) {
     return ScriptedServer::Json(200, ScriptedServer::Order("pending"));
   });
   IssueRequest r = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
-  r.wait_until = absl::Now() + absl::Milliseconds(300);
+  r.max_wait = absl::Milliseconds(300);
   auto result = issuer_->Issue(host_, r);
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_FALSE(result->certificate.has_value());
@@ -206,7 +207,7 @@ TEST_F(IssuerTest, ACancelledCallerStopsWaiting) {
     return ScriptedServer::Problem(503, "serverInternal", "busy");
   });
   IssueRequest r = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
-  r.wait_until = absl::Now() + absl::Seconds(30);
+  r.max_wait = absl::Seconds(30);
   std::atomic<bool> cancel{false};
   r.cancelled = [&] { return cancel.load(); };
   std::thread canceller([&] {
@@ -226,10 +227,10 @@ TEST_F(IssuerTest, ACancelledCallerStopsWaiting) {
 TEST_F(IssuerTest, StoppingHandsQueuedOrdersOverByReleasingTheirLeases) {
   AddAccount();
   // One worker, blocked in its first order until released; a second order waits in the queue.
-  runner_ = std::make_unique<OrderRunner>(OrderRunner::Options{
-      .store = &fx_.store(), .clients = clients_.get(), .clock = &fx_.clock()});
-  issuer_ = std::make_unique<Issuer>(Issuer::Options{
-      .store = &fx_.store(), .runner = runner_.get(), .clock = &fx_.clock(), .worker_threads = 1});
+  runner_ = *OrderRunner::Create(
+      fx_.WithStore(OrderRunner::Options{.clients = clients_.get(), .clock = &fx_.clock()}));
+  issuer_ = *Issuer::Create(fx_.WithStore(
+      Issuer::Options{.runner = runner_.get(), .clock = &fx_.clock(), .worker_threads = 1}));
   absl::Notification release, entered;
   ca_.On("POST", "/new-order", [&](const Call&) {
     if (!entered.HasBeenNotified()) entered.Notify();
@@ -237,13 +238,13 @@ TEST_F(IssuerTest, StoppingHandsQueuedOrdersOverByReleasingTheirLeases) {
     return ScriptedServer::Problem(503, "serverInternal", "busy");
   });
   IssueRequest first = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
-  first.wait_until = absl::Now();
+  first.max_wait = absl::Nanoseconds(1);
   ASSERT_TRUE(issuer_->Issue(host_, first).ok());
   entered.WaitForNotification();
   auto other_key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
   ASSERT_TRUE(other_key.ok());
   IssueRequest second = CsrRequest({"other.example.com"}, *other_key);
-  second.wait_until = absl::Now();
+  second.max_wait = absl::Nanoseconds(1);
   auto queued = issuer_->Issue(host_, second);
   ASSERT_TRUE(queued.ok()) << queued.status();
   EXPECT_EQ(queued->order.lease_owner, "replica");
@@ -256,6 +257,82 @@ TEST_F(IssuerTest, StoppingHandsQueuedOrdersOverByReleasingTheirLeases) {
   ASSERT_TRUE(row.ok());
   EXPECT_TRUE(row->lease_owner.empty()) << row->lease_owner;  // Released, claimable now.
   EXPECT_EQ(row->state, storage::OrderState::kCreated);
+}
+
+TEST_F(IssuerTest, RequestFieldsAreCheckedBeforeAnythingElse) {
+  AddAccount();
+  IssueRequest empty_csr = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
+  empty_csr.csr = "";
+  EXPECT_THAT(issuer_->Issue(host_, empty_csr),
+              StatusIs(absl::StatusCode::kInvalidArgument, "csr: is empty"));
+  IssueRequest long_key = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
+  long_key.idempotency_key = std::string(201, 'k');
+  EXPECT_THAT(issuer_->Issue(host_, long_key),
+              StatusIs(absl::StatusCode::kInvalidArgument, "idempotency_key"));
+  long_key.idempotency_key = std::string(200, 'k');
+  long_key.max_wait = absl::Seconds(-1);
+  EXPECT_THAT(issuer_->Issue(host_, long_key),
+              StatusIs(absl::StatusCode::kInvalidArgument, "wait_seconds"));
+  // Checked before the role: a platform admin hears about the field, as before.
+  Caller admin = Authenticate(fx_.AddToken(tenant_, Role::kPlatformAdmin));
+  EXPECT_THAT(issuer_->Issue(admin, empty_csr),
+              StatusIs(absl::StatusCode::kInvalidArgument, "csr"));
+  EXPECT_TRUE(ca_.calls().empty());
+}
+
+TEST(IssueWaitUntil, ASecondBeforeTheDeadlineElseTheDefaultShortenedByMaxWait) {
+  const absl::Time now = absl::FromUnixSeconds(1'800'000'000);
+  const absl::Duration default_wait = absl::Seconds(25);
+  IssueRequest r;
+  EXPECT_EQ(*IssueWaitUntil(r, now, default_wait), now + default_wait);
+  r.deadline = now + absl::Minutes(5);
+  EXPECT_EQ(*IssueWaitUntil(r, now, default_wait), now + absl::Minutes(5) - absl::Seconds(1));
+  r.max_wait = absl::Seconds(7);
+  EXPECT_EQ(*IssueWaitUntil(r, now, default_wait), now + absl::Seconds(7));
+  r.max_wait = absl::Minutes(10);  // Never past the deadline.
+  EXPECT_EQ(*IssueWaitUntil(r, now, default_wait), now + absl::Minutes(5) - absl::Seconds(1));
+  r.deadline.reset();  // Nor past the default wait of a caller without one.
+  EXPECT_EQ(*IssueWaitUntil(r, now, default_wait), now + default_wait);
+  r.deadline = absl::InfiniteFuture();  // A caller that bounds its wait itself.
+  EXPECT_EQ(*IssueWaitUntil(r, now, default_wait), now + absl::Minutes(10));
+  r.max_wait = absl::Seconds(-1);
+  EXPECT_THAT(IssueWaitUntil(r, now, default_wait),
+              StatusIs(absl::StatusCode::kInvalidArgument, "wait_seconds: must not be negative"));
+}
+
+TEST_F(IssuerTest, GetOrderCarriesTheCertificateSerial) {
+  AddAccount();
+  auto issued =
+      issuer_->Issue(host_, CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_));
+  ASSERT_TRUE(issued.ok()) << issued.status();
+  auto view = issuer_->GetOrder(host_, issued->order.id);
+  ASSERT_TRUE(view.ok()) << view.status();
+  EXPECT_EQ(view->order.state, storage::OrderState::kValid);
+  EXPECT_EQ(view->certificate_serial, "8f00d1e2c3b4a59687");
+}
+
+TEST_F(IssuerTest, ReadsCheckTheirArguments) {
+  EXPECT_THAT(issuer_->GetCertificate(host_, {}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "selector"));
+  EXPECT_THAT(
+      issuer_->GetCertificate(host_, {.identifiers = std::vector<std::string>{"a_b.example.com"}}),
+      StatusIs(absl::StatusCode::kInvalidArgument, "identifiers.values[0]"));
+  EXPECT_THAT(issuer_->GetCertificate(host_, {.serial = "abc"}),
+              StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(issuer_->ListCertificates(host_, {}, {"", -1}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "page_size"));
+  auto page = issuer_->ListCertificates(host_, {}, {"", 0});
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_TRUE(page->items.empty());
+}
+
+TEST_F(IssuerTest, MissingCollaboratorsAreRefusedAtCreation) {
+  EXPECT_THAT(Issuer::Create(fx_.WithStore(Issuer::Options{})),
+              StatusIs(absl::StatusCode::kInvalidArgument, "Issuer: Options.runner is required"));
+  Issuer::Options no_orders = fx_.WithStore(Issuer::Options{.runner = runner_.get()});
+  no_orders.orders = nullptr;
+  EXPECT_THAT(Issuer::Create(no_orders),
+              StatusIs(absl::StatusCode::kInvalidArgument, "Options.orders"));
 }
 
 }  // namespace

@@ -155,21 +155,16 @@ absl::Status Serve() {
   client_options.client.poll_interval = absl::Milliseconds(500);
   ASSIGN_OR_RETURN(auto clients, service::AcmeClients::Create(client_options));
 
+  // Every component takes the store roles it uses; this one object plays them all.
+  storage::Store* const s = store.get();
+
   // Declared before the issuer so it is destroyed after it: orders still running at shutdown
   // keep their HTTP-01 answers until they stop.
   std::unique_ptr<service::Http01Responder> responder;
   if (!config.http01_listen_address().empty()) {
-    storage::Store* s = store.get();
     ASSIGN_OR_RETURN(responder,
                      service::Http01Responder::Start(
-                         {.listen_address = config.http01_listen_address(),
-                          .lookup = [s](absl::string_view token)
-                              -> absl::StatusOr<std::optional<std::string>> {
-                            auto answer = s->LookupChallenge(token);
-                            if (absl::IsNotFound(answer.status())) return std::nullopt;
-                            if (!answer.ok()) return answer.status();
-                            return *std::move(answer);
-                          }}));
+                         {.listen_address = config.http01_listen_address(), .challenges = s}));
   }
 
   std::unique_ptr<service::Rfc2136Solver> dns01;
@@ -190,27 +185,49 @@ absl::Status Serve() {
   const absl::Duration lease = config.order_lease_seconds() > 0
                                    ? absl::Seconds(config.order_lease_seconds())
                                    : absl::Minutes(2);
-  service::OrderRunner runner({.store = store.get(),
-                               .clients = clients.get(),
-                               .dns01 = dns01.get(),
-                               .metrics = &metrics,
-                               .lease_duration = lease});
-  service::Issuer issuer(
-      {.store = store.get(), .runner = &runner, .replica_id = replica, .lease_duration = lease});
-  service::AccountManager accounts(
-      {.store = store.get(), .clients = clients.get(), .issuer = &issuer, .metrics = &metrics});
-  service::Admin admin({store.get(), config.acme().directory_url()});
-  service::Authenticator auth(store.get());
+  ASSIGN_OR_RETURN(auto runner, service::OrderRunner::Create({.orders = s,
+                                                              .accounts = s,
+                                                              .authorizations = s,
+                                                              .challenges = s,
+                                                              .clients = clients.get(),
+                                                              .dns01 = dns01.get(),
+                                                              .metrics = &metrics,
+                                                              .lease_duration = lease}));
+  ASSIGN_OR_RETURN(auto issuer, service::Issuer::Create({.tenants = s,
+                                                         .accounts = s,
+                                                         .orders = s,
+                                                         .certificates = s,
+                                                         .audit = s,
+                                                         .runner = runner.get(),
+                                                         .replica_id = replica,
+                                                         .lease_duration = lease}));
+  ASSIGN_OR_RETURN(auto accounts, service::AccountManager::Create({.tenants = s,
+                                                                   .accounts = s,
+                                                                   .authorizations = s,
+                                                                   .certificates = s,
+                                                                   .audit = s,
+                                                                   .clients = clients.get(),
+                                                                   .issuer = issuer.get(),
+                                                                   .metrics = &metrics}));
+  ASSIGN_OR_RETURN(
+      auto admin,
+      service::Admin::Create(
+          {.tenants = s, .identities = s, .default_directory_url = config.acme().directory_url()}));
+  ASSIGN_OR_RETURN(auto auth, service::Authenticator::Create({.identities = s}));
 
   if (!config.bootstrap_token_file().empty()) {
     ASSIGN_OR_RETURN(std::string token, ReadFile(config.bootstrap_token_file()));
-    RETURN_IF_ERROR(admin.Bootstrap(std::string(absl::StripAsciiWhitespace(token))));
+    RETURN_IF_ERROR(admin->Bootstrap(std::string(absl::StripAsciiWhitespace(token))));
   }
 
-  service::ServiceDeps deps{&auth, &issuer, &accounts, &admin, store.get(), &metrics};
-  service::CertificateServiceImpl certificate_service(deps);
-  service::AccountServiceImpl account_service(deps);
-  service::AdminServiceImpl admin_service(deps);
+  const service::ServiceDeps deps{.auth = auth.get(),
+                                  .issuer = issuer.get(),
+                                  .accounts = accounts.get(),
+                                  .admin = admin.get(),
+                                  .metrics = &metrics};
+  ASSIGN_OR_RETURN(auto certificate_service, service::CertificateServiceImpl::Create(deps));
+  ASSIGN_OR_RETURN(auto account_service, service::AccountServiceImpl::Create(deps));
+  ASSIGN_OR_RETURN(auto admin_service, service::AdminServiceImpl::Create(deps));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -239,9 +256,9 @@ absl::Status Serve() {
   }
   int grpc_port = 0;
   builder.AddListeningPort(config.grpc_listen_address(), credentials, &grpc_port);
-  builder.RegisterService(&certificate_service);
-  builder.RegisterService(&account_service);
-  builder.RegisterService(&admin_service);
+  builder.RegisterService(certificate_service.get());
+  builder.RegisterService(account_service.get());
+  builder.RegisterService(admin_service.get());
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
     return absl::UnavailableError(
@@ -264,14 +281,16 @@ absl::Status Serve() {
   }
 
   // Orders whose replica died are claimed (after their lease expires) and finished here.
-  service::OrderResumer resumer({.store = store.get(),
-                                 .issuer = &issuer,
-                                 .replica_id = replica,
-                                 .interval = config.resume_interval_seconds() > 0
-                                                 ? absl::Seconds(config.resume_interval_seconds())
-                                                 : absl::Seconds(10),
-                                 .lease_duration = lease});
-  resumer.Start();
+  ASSIGN_OR_RETURN(auto resumer,
+                   service::OrderResumer::Create(
+                       {.orders = s,
+                        .issuer = issuer.get(),
+                        .replica_id = replica,
+                        .interval = config.resume_interval_seconds() > 0
+                                        ? absl::Seconds(config.resume_interval_seconds())
+                                        : absl::Seconds(10),
+                        .lease_duration = lease}));
+  resumer->Start();
 
   signal(SIGINT, OnSignal);
   signal(SIGTERM, OnSignal);

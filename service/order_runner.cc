@@ -11,6 +11,7 @@
 #include "common/status_macros.h"
 #include "crypto/jwk.h"
 #include "crypto/x509.h"
+#include "service/required.h"
 
 namespace acmevault::service {
 namespace {
@@ -61,6 +62,16 @@ absl::StatusOr<acme::AcmeClient*> AcmeClients::For(const std::string& directory_
   return raw;
 }
 
+absl::StatusOr<std::unique_ptr<OrderRunner>> OrderRunner::Create(Options options) {
+  RETURN_IF_ERROR(RequireCollaborators("OrderRunner", {{"orders", options.orders},
+                                                       {"accounts", options.accounts},
+                                                       {"authorizations", options.authorizations},
+                                                       {"challenges", options.challenges},
+                                                       {"clients", options.clients},
+                                                       {"clock", options.clock}}));
+  return std::unique_ptr<OrderRunner>(new OrderRunner(options));
+}
+
 struct OrderRunner::Context {
   OrderJob job;
   storage::Order order;
@@ -78,8 +89,8 @@ struct OrderRunner::Context {
 absl::Status OrderRunner::RenewIfDue(Context& ctx) {
   absl::Time now = options_.clock->Now();
   if (ctx.job.lease.expires_at - now > options_.lease_duration / 2) return absl::OkStatus();
-  ASSIGN_OR_RETURN(ctx.job.lease, options_.store->RenewLease(ctx.scope(), ctx.job.lease,
-                                                             options_.lease_duration));
+  ASSIGN_OR_RETURN(ctx.job.lease, options_.orders->RenewLease(ctx.scope(), ctx.job.lease,
+                                                              options_.lease_duration));
   return absl::OkStatus();
 }
 
@@ -90,11 +101,11 @@ absl::Status OrderRunner::AnswerAuthorizations(Context& ctx, const acme::Order& 
     RETURN_IF_ERROR(authz.status());
     std::string identifier =
         authz->wildcard ? absl::StrCat("*.", authz->identifier.value) : authz->identifier.value;
-    RETURN_IF_ERROR(options_.store
-                        ->RecordAuthorization(ctx.scope(), {ctx.account.id, ctx.order.id, url,
-                                                            identifier, AuthzStatus(authz->status),
-                                                            authz->expires})
-                        .status());
+    RETURN_IF_ERROR(
+        options_.authorizations
+            ->RecordAuthorization(ctx.scope(), {ctx.account.id, ctx.order.id, url, identifier,
+                                                AuthzStatus(authz->status), authz->expires})
+            .status());
     if (authz->status == "valid") continue;  // Reused by the CA.
     if (authz->status != "pending") {
       return absl::FailedPreconditionError(
@@ -116,7 +127,7 @@ absl::Status OrderRunner::AnswerAuthorizations(Context& ctx, const acme::Order& 
       RETURN_IF_ERROR(options_.dns01->Publish(authz->identifier.value, value));
       ctx.dns_records.emplace_back(authz->identifier.value, value);
     } else {
-      RETURN_IF_ERROR(options_.store->PutChallenge(ctx.scope(), ch->token, key_auth));
+      RETURN_IF_ERROR(options_.challenges->PutChallenge(ctx.scope(), ch->token, key_auth));
       ctx.http_tokens.push_back(ch->token);
     }
     auto responded = ctx.client->RespondToChallenge(ctx.ref, ch->url);
@@ -155,20 +166,21 @@ absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
   cert.chain_pem = chain->pem;
   cert.account_key_version = ctx.key->info.version;
   cert.private_key = ctx.job.certificate_key;
-  RETURN_IF_ERROR(options_.store->CompleteOrder(ctx.scope(), ctx.job.lease, cert).status());
+  RETURN_IF_ERROR(options_.orders->CompleteOrder(ctx.scope(), ctx.job.lease, cert).status());
   if (options_.metrics) {
     options_.metrics->RecordIssuance(options_.clock->Now() - ctx.order.created_at, true);
   }
   if (ctx.job.deactivate_authorizations_after_issuance) {
     storage::AuthorizationFilter filter;
     filter.order = ctx.order.id;
-    auto outstanding = options_.store->ListOutstandingAuthorizations(ctx.scope(), filter);
+    auto outstanding = options_.authorizations->ListOutstandingAuthorizations(ctx.scope(), filter);
     if (outstanding.ok()) {
       for (const auto& a : *outstanding) {
         auto d = ctx.client->DeactivateAuthorization(ctx.ref, a.record.url);
         if (options_.metrics) options_.metrics->RecordAcme("deactivateAuthorization", d.status());
         if (d.ok()) {
-          options_.store->MarkAuthorizationDeactivated(ctx.scope(), ctx.account.id, a.record.url)
+          options_.authorizations
+              ->MarkAuthorizationDeactivated(ctx.scope(), ctx.account.id, a.record.url)
               .IgnoreError();
         }
       }
@@ -179,7 +191,7 @@ absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
 
 void OrderRunner::Cleanup(Context& ctx) {
   for (const auto& token : ctx.http_tokens) {
-    options_.store->DeleteChallenge(ctx.scope(), token).IgnoreError();
+    options_.challenges->DeleteChallenge(ctx.scope(), token).IgnoreError();
   }
   for (const auto& [name, value] : ctx.dns_records) {
     if (options_.dns01) options_.dns01->Remove(name, value).IgnoreError();
@@ -191,17 +203,17 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
   ctx.job = std::move(job);
   ctx.deadline = options_.clock->Now() + options_.ca_timeout;
   const storage::Scope& scope = ctx.job.scope;
-  storage::Store& store = *options_.store;
-  ASSIGN_OR_RETURN(ctx.order, store.GetOrder(scope, ctx.job.lease.order));
+  ASSIGN_OR_RETURN(ctx.order, options_.orders->GetOrder(scope, ctx.job.lease.order));
   if (storage::IsTerminal(ctx.order.state)) return ctx.order;
   // The job may have waited in a queue: prove (and extend) the lease before any ACME request,
   // so a replica whose lease was claimed never talks to the CA about this order.
-  ASSIGN_OR_RETURN(ctx.job.lease, store.RenewLease(scope, ctx.job.lease, options_.lease_duration));
+  ASSIGN_OR_RETURN(ctx.job.lease,
+                   options_.orders->RenewLease(scope, ctx.job.lease, options_.lease_duration));
 
   // Moves the recorded state forward (never back), under the lease.
   auto advance = [&](storage::OrderState to, absl::string_view error = "") -> absl::Status {
     if (ctx.order.state >= to && to != storage::OrderState::kInvalid) return absl::OkStatus();
-    RETURN_IF_ERROR(store.TransitionOrder(scope, ctx.job.lease, to, error));
+    RETURN_IF_ERROR(options_.orders->TransitionOrder(scope, ctx.job.lease, to, error));
     ctx.order.state = to;
     return absl::OkStatus();
   };
@@ -218,15 +230,16 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
     if (options_.metrics) {
       options_.metrics->RecordIssuance(options_.clock->Now() - ctx.order.created_at, false);
     }
-    return store.GetOrder(scope, ctx.order.id);
+    return options_.orders->GetOrder(scope, ctx.order.id);
   };
 
-  ASSIGN_OR_RETURN(ctx.account, store.GetAccount(scope, ctx.order.account));
+  ASSIGN_OR_RETURN(ctx.account, options_.accounts->GetAccount(scope, ctx.order.account));
   if (ctx.account.status != storage::AccountStatus::kValid || ctx.account.account_url.empty()) {
     return fail(absl::FailedPreconditionError(absl::StrCat(
         "the tenant's ACME account is ", storage::AccountStatusName(ctx.account.status))));
   }
-  auto key = store.GetActiveKey(scope, ctx.account.id, absl::StrCat("order ", ctx.order.id));
+  auto key =
+      options_.accounts->GetActiveKey(scope, ctx.account.id, absl::StrCat("order ", ctx.order.id));
   if (!key.ok()) return fail(key.status());
   ctx.key.emplace(*std::move(key));
   ASSIGN_OR_RETURN(ctx.client, options_.clients->For(ctx.account.directory_url));
@@ -240,7 +253,7 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
     if (options_.metrics) options_.metrics->RecordAcme("newOrder", created.status());
     if (!created.ok()) return fail(created.status());
     // Recorded before anything else happens at the CA: a crash from here on resumes this order.
-    RETURN_IF_ERROR(store.RecordOrderUrl(scope, ctx.job.lease, created->url));
+    RETURN_IF_ERROR(options_.orders->RecordOrderUrl(scope, ctx.job.lease, created->url));
     ctx.order.state = storage::OrderState::kPending;
     ca = *std::move(created);
   } else {
@@ -263,7 +276,7 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
       // lease (a fenced write right before it); after a crash past this point the CA says
       // processing or valid, and we never send it again.
       ASSIGN_OR_RETURN(ctx.job.lease,
-                       store.RenewLease(scope, ctx.job.lease, options_.lease_duration));
+                       options_.orders->RenewLease(scope, ctx.job.lease, options_.lease_duration));
       next = ctx.client->Finalize(ctx.ref, ca, ctx.job.csr_der);
       if (options_.metrics) options_.metrics->RecordAcme("finalize", next.status());
       if (next.ok()) {
@@ -278,7 +291,7 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
     } else if (ca.status == "valid") {
       if (absl::Status s = Complete(ctx, ca); !s.ok()) return fail(s);
       Cleanup(ctx);
-      return store.GetOrder(scope, ctx.order.id);
+      return options_.orders->GetOrder(scope, ctx.order.id);
     } else {  // invalid
       return fail(absl::FailedPreconditionError(
           absl::StrCat("the CA marked the order invalid: ", ca.error.is_null() ? "" : ca.error.dump())));

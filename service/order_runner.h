@@ -72,8 +72,12 @@ struct OrderJob {
 class OrderRunner {
  public:
   struct Options {
-    storage::Store* store = nullptr;       // Borrowed.
-    AcmeClients* clients = nullptr;        // Borrowed.
+    // Borrowed; required.
+    storage::OrderStore* orders = nullptr;
+    storage::AccountStore* accounts = nullptr;
+    storage::AuthorizationStore* authorizations = nullptr;
+    storage::ChallengeStore* challenges = nullptr;  // HTTP-01 answers for the responder.
+    AcmeClients* clients = nullptr;
     Dns01Solver* dns01 = nullptr;          // Borrowed; may be null (then dns-01 is refused).
     Metrics* metrics = nullptr;            // Borrowed; may be null.
     const Clock* clock = Clock::Real();
@@ -81,7 +85,8 @@ class OrderRunner {
     absl::Duration ca_timeout = absl::Minutes(2);
     absl::Duration lease_duration = absl::Minutes(2);
   };
-  explicit OrderRunner(Options options) : options_(options) {}
+  // INVALID_ARGUMENT naming a missing collaborator.
+  static absl::StatusOr<std::unique_ptr<OrderRunner>> Create(Options options);
 
   // Runs the order of `job.lease` to valid or invalid. Returns the final order row. Errors:
   // FAILED_PRECONDITION when the lease was lost (another replica owns the order now);
@@ -91,6 +96,7 @@ class OrderRunner {
 
  private:
   struct Context;
+  explicit OrderRunner(Options options) : options_(options) {}
   absl::Status AnswerAuthorizations(Context& ctx, const acme::Order& order);
   absl::Status Complete(Context& ctx, const acme::Order& order);
   absl::Status RenewIfDue(Context& ctx);

@@ -49,8 +49,8 @@ class OrderRunnerTest : public ::testing::Test {
     auto clients = AcmeClients::Create(options);
     ASSERT_TRUE(clients.ok());
     clients_ = *std::move(clients);
-    runner_ = std::make_unique<OrderRunner>(OrderRunner::Options{
-        .store = &fx_.store(), .clients = clients_.get(), .clock = &fx_.clock()});
+    runner_ = *OrderRunner::Create(
+        fx_.WithStore(OrderRunner::Options{.clients = clients_.get(), .clock = &fx_.clock()}));
   }
 
   // Creates an order row with its first lease.
@@ -209,6 +209,16 @@ TEST_F(OrderRunnerTest, ACertificateForOtherNamesIsNeverStored) {
   ASSERT_TRUE(order.ok()) << order.status();
   EXPECT_EQ(order->state, OrderState::kInvalid);
   EXPECT_THAT(order->error, HasSubstr("other names [*.leaf.example.com, leaf.example.com]"));
+}
+
+TEST_F(OrderRunnerTest, MissingCollaboratorsAreRefusedAtCreation) {
+  EXPECT_THAT(
+      OrderRunner::Create(fx_.WithStore(OrderRunner::Options{})),
+      StatusIs(absl::StatusCode::kInvalidArgument, "OrderRunner: Options.clients is required"));
+  auto no_challenges = fx_.WithStore(OrderRunner::Options{.clients = clients_.get()});
+  no_challenges.challenges = nullptr;
+  EXPECT_THAT(OrderRunner::Create(no_challenges),
+              StatusIs(absl::StatusCode::kInvalidArgument, "Options.challenges"));
 }
 
 }  // namespace

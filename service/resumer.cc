@@ -3,8 +3,15 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "service/log.h"
+#include "service/required.h"
 
 namespace acmevault::service {
+
+absl::StatusOr<std::unique_ptr<OrderResumer>> OrderResumer::Create(Options options) {
+  RETURN_IF_ERROR(RequireCollaborators("OrderResumer",
+                                       {{"orders", options.orders}, {"issuer", options.issuer}}));
+  return std::unique_ptr<OrderResumer>(new OrderResumer(std::move(options)));
+}
 
 OrderResumer::~OrderResumer() {
   if (!stop_.HasBeenNotified()) stop_.Notify();
@@ -25,8 +32,8 @@ void OrderResumer::Start() {
 
 absl::StatusOr<int> OrderResumer::RunOnce() {
   ASSIGN_OR_RETURN(std::vector<storage::Lease> leases,
-                   options_.store->ClaimStaleOrders(options_.replica_id, options_.lease_duration,
-                                                    options_.batch));
+                   options_.orders->ClaimStaleOrders(options_.replica_id, options_.lease_duration,
+                                                     options_.batch));
   int resumed = 0;
   for (const storage::Lease& lease : leases) {
     absl::Status s = options_.issuer->Resume(lease);

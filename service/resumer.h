@@ -5,6 +5,7 @@
 #ifndef ACMEVAULT_SERVICE_RESUMER_H_
 #define ACMEVAULT_SERVICE_RESUMER_H_
 
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -19,14 +20,16 @@ namespace acmevault::service {
 class OrderResumer {
  public:
   struct Options {
-    storage::Store* store = nullptr;  // Borrowed.
-    Issuer* issuer = nullptr;         // Borrowed; runs what is claimed.
+    // Borrowed; required.
+    storage::OrderStore* orders = nullptr;
+    Issuer* issuer = nullptr;  // Runs what is claimed.
     std::string replica_id;
     absl::Duration interval = absl::Seconds(10);
     absl::Duration lease_duration = absl::Minutes(2);
     int batch = 10;
   };
-  explicit OrderResumer(Options options) : options_(std::move(options)) {}
+  // INVALID_ARGUMENT naming a missing collaborator.
+  static absl::StatusOr<std::unique_ptr<OrderResumer>> Create(Options options);
   // Stops the loop (if started) and joins it.
   ~OrderResumer();
 
@@ -36,6 +39,8 @@ class OrderResumer {
   absl::StatusOr<int> RunOnce();
 
  private:
+  explicit OrderResumer(Options options) : options_(std::move(options)) {}
+
   const Options options_;
   absl::Notification stop_;
   std::thread thread_;

@@ -10,11 +10,13 @@
 #include "gtest/gtest.h"
 #include "service/testing/fixture.h"
 #include "service/testing/happy_ca.h"
+#include "storage/testing/status_matchers.h"
 
 namespace acmevault::service {
 namespace {
 
 using acme::testing::ScriptedServer;
+using storage::testing::StatusIs;
 using Call = ScriptedServer::Call;
 
 
@@ -33,8 +35,8 @@ TEST(OrderResumer, AnotherReplicaFinishesAnOrderFromItsStoredMaterial) {
   testing::Fixture fx;
   fx.clock().Set(absl::FromCivil(absl::CivilSecond(2026, 12, 1, 0, 0, 0), absl::UTCTimeZone()));
   auto tenant = fx.AddTenant("acme-corp", {"*.example.com"}, ScriptedServer::Url("/dir"));
-  Authenticator auth(&fx.store());
-  Caller host = *auth.Authenticate({"Bearer " + fx.AddToken(tenant, storage::Role::kHost), ""});
+  auto auth = *Authenticator::Create({&fx.store()});
+  Caller host = *auth->Authenticate({"Bearer " + fx.AddToken(tenant, storage::Role::kHost), ""});
   auto account_key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
   auto account = fx.store().CreateAccount(fx.AdminScope(tenant), ScriptedServer::Url("/dir"),
                                           *account_key, KeyInfo(account_key->public_key()),
@@ -76,12 +78,12 @@ TEST(OrderResumer, AnotherReplicaFinishesAnOrderFromItsStoredMaterial) {
   auto clients = AcmeClients::Create(options);
   ASSERT_TRUE(clients.ok());
   AcceptingDns dns;
-  OrderRunner runner(
-      {.store = &fx.store(), .clients = clients->get(), .dns01 = &dns, .clock = &fx.clock()});
-  auto replica1 = std::make_unique<Issuer>(Issuer::Options{
-      .store = &fx.store(), .runner = &runner, .clock = &fx.clock(), .replica_id = "replica-1"});
-  Issuer replica2({.store = &fx.store(), .runner = &runner, .clock = &fx.clock(),
-                   .replica_id = "replica-2"});
+  auto runner = *OrderRunner::Create(fx.WithStore(
+      OrderRunner::Options{.clients = clients->get(), .dns01 = &dns, .clock = &fx.clock()}));
+  auto replica1 = *Issuer::Create(fx.WithStore(
+      Issuer::Options{.runner = runner.get(), .clock = &fx.clock(), .replica_id = "replica-1"}));
+  auto replica2 = *Issuer::Create(fx.WithStore(
+      Issuer::Options{.runner = runner.get(), .clock = &fx.clock(), .replica_id = "replica-2"}));
 
   auto leaf_key = crypto::PrivateKey::FromPem(testing::ReadTestFile("crypto/testdata/leaf_key.pem"));
   ASSERT_TRUE(leaf_key.ok());
@@ -89,7 +91,8 @@ TEST(OrderResumer, AnotherReplicaFinishesAnOrderFromItsStoredMaterial) {
   IssueRequest request;
   request.identifiers = names;
   request.csr = *crypto::BuildCsr(names, *leaf_key);
-  request.wait_until = absl::Now() + absl::Milliseconds(300);
+  request.deadline = absl::InfiniteFuture();
+  request.max_wait = absl::Milliseconds(300);
   request.idempotency_key = "resume-me";
   // Replica 1's run stops on the CA's 503: the caller hears UNAVAILABLE; the order stays.
   auto issued = replica1->Issue(host, request);
@@ -98,16 +101,17 @@ TEST(OrderResumer, AnotherReplicaFinishesAnOrderFromItsStoredMaterial) {
   auto left = fx.store().FindOrderByIdempotencyKey(fx.AdminScope(tenant), "resume-me");
   ASSERT_TRUE(left.ok()) << left.status();
 
-  OrderResumer resumer({.store = &fx.store(), .issuer = &replica2, .replica_id = "replica-2"});
-  auto none = resumer.RunOnce();
+  auto resumer = *OrderResumer::Create(
+      fx.WithStore(OrderResumer::Options{.issuer = replica2.get(), .replica_id = "replica-2"}));
+  auto none = resumer->RunOnce();
   ASSERT_TRUE(none.ok());
   EXPECT_EQ(*none, 0);  // The lease has not expired yet.
   fx.clock().Advance(absl::Minutes(3));
-  auto resumed = resumer.RunOnce();
+  auto resumed = resumer->RunOnce();
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   EXPECT_EQ(*resumed, 1);
   const storage::Scope scope = fx.AdminScope(tenant);
-  replica2.WaitForOrder(scope, left->id, absl::Now() + absl::Seconds(10));
+  replica2->WaitForOrder(scope, left->id, absl::Now() + absl::Seconds(10));
   auto order = fx.store().GetOrder(scope, left->id);
   ASSERT_TRUE(order.ok());
   EXPECT_EQ(order->state, storage::OrderState::kValid) << order->error;
@@ -115,6 +119,15 @@ TEST(OrderResumer, AnotherReplicaFinishesAnOrderFromItsStoredMaterial) {
   // A wildcard order is resumed with DNS-01 (the preference is not stored; wildcards need it).
   EXPECT_EQ(dns.published, 1);
   EXPECT_FALSE(order->csr_der.empty());
+}
+
+TEST(OrderResumer, MissingCollaboratorsAreRefusedAtCreation) {
+  testing::Fixture fx;
+  EXPECT_THAT(
+      OrderResumer::Create(fx.WithStore(OrderResumer::Options{})),
+      StatusIs(absl::StatusCode::kInvalidArgument, "OrderResumer: Options.issuer is required"));
+  EXPECT_THAT(OrderResumer::Create({}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "Options.orders"));
 }
 
 }  // namespace

@@ -20,6 +20,22 @@ class Fixture {
   storage::Store& store() { return *store_; }
   acmevault::testing::FakeClock& clock() { return clock_; }
 
+  // `options` (a component's Options) with every store role it names (tenants, identities,
+  // accounts, orders, authorizations, certificates, challenges, audit) set to this store.
+  template <typename Options>
+  Options WithStore(Options options) {
+    storage::Store* s = store_.get();
+    if constexpr (requires { options.tenants = s; }) options.tenants = s;
+    if constexpr (requires { options.identities = s; }) options.identities = s;
+    if constexpr (requires { options.accounts = s; }) options.accounts = s;
+    if constexpr (requires { options.orders = s; }) options.orders = s;
+    if constexpr (requires { options.authorizations = s; }) options.authorizations = s;
+    if constexpr (requires { options.certificates = s; }) options.certificates = s;
+    if constexpr (requires { options.challenges = s; }) options.challenges = s;
+    if constexpr (requires { options.audit = s; }) options.audit = s;
+    return options;
+  }
+
   // A tenant allowed `patterns`; its id.
   storage::TenantId AddTenant(const std::string& name, const std::vector<std::string>& patterns,
                               const std::string& directory_url = "https://ca.test/dir");
