@@ -1,12 +1,10 @@
 #include "storage/postgres_pool.h"
 
 #include <algorithm>
-#include <random>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "absl/time/clock.h"
 
 namespace acmevault::storage {
 namespace {
@@ -89,7 +87,15 @@ absl::Status StatusOfCurrentException(absl::string_view op, bool* retryable) {
 absl::StatusOr<std::unique_ptr<PostgresPool>> PostgresPool::Create(PostgresPoolOptions options) {
   if (options.url.empty()) return absl::InvalidArgumentError("PostgreSQL URL is empty");
   if (options.size < 1) return absl::InvalidArgumentError("pool size must be at least 1");
-  return std::unique_ptr<PostgresPool>(new PostgresPool(std::move(options)));
+  if (options.clock == nullptr) return absl::InvalidArgumentError("pool clock is null");
+  uint64_t seed = 0;
+  if (options.jitter_seed.has_value()) {
+    seed = *options.jitter_seed;
+  } else {
+    std::random_device entropy;
+    seed = (uint64_t{entropy()} << 32) | entropy();
+  }
+  return std::unique_ptr<PostgresPool>(new PostgresPool(std::move(options), seed));
 }
 
 int PostgresPool::open_connections() const {
@@ -148,10 +154,15 @@ void PostgresPool::DiscardIdle() {
   // Closed here, outside the lock.
 }
 
+absl::Duration PostgresPool::WithJitter(absl::Duration backoff) {
+  absl::MutexLock lock(&mu_);
+  return backoff + absl::Milliseconds(jitter_() % 10);
+}
+
 absl::Status PostgresPool::Run(absl::string_view op, const TxOptions& options, const Body& body) {
-  const absl::Time deadline = absl::Now() + options_.retry_budget;
+  const Clock& clock = *options_.clock;
+  const absl::Time deadline = clock.Now() + options_.retry_budget;
   absl::Duration backoff = absl::Milliseconds(10);
-  std::minstd_rand jitter(std::random_device{}());
   for (int attempt = 1;; ++attempt) {
     bool retryable = false;
     absl::Status status;
@@ -184,14 +195,14 @@ absl::Status PostgresPool::Run(absl::string_view op, const TxOptions& options, c
       }
       Release(std::move(*connection));
     }
-    if (status.ok() || !retryable || absl::Now() + backoff > deadline) {
+    if (status.ok() || !retryable || clock.Now() + backoff > deadline) {
       if (!status.ok() && retryable && attempt > 1) {
         return absl::Status(status.code(),
                             absl::StrCat(status.message(), " (after ", attempt, " attempts)"));
       }
       return status;
     }
-    absl::SleepFor(backoff + absl::Milliseconds(jitter() % 10));
+    clock.SleepFor(WithJitter(backoff));
     backoff = std::min(backoff * 2, absl::Milliseconds(500));
   }
 }

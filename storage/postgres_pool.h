@@ -7,14 +7,18 @@
 // refused connection, or a server that is starting or shutting down (57P01-57P03). Such a
 // transaction did not commit, so re-running it is safe. A connection lost during COMMIT leaves
 // the outcome unknown: that is UNAVAILABLE "commit outcome unknown" and is never re-run here.
+// Between attempts the pool waits on its Clock: 10 ms doubling to at most 500 ms, each wait plus
+// a jitter below 10 ms drawn from one generator seeded when the pool is created.
 #ifndef ACMEVAULT_STORAGE_POSTGRES_POOL_H_
 #define ACMEVAULT_STORAGE_POSTGRES_POOL_H_
 
 #include <pqxx/pqxx>
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -24,6 +28,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/clock.h"
 #include "storage/types.h"
 
 namespace acmevault::storage {
@@ -39,12 +44,18 @@ struct PostgresPoolOptions {
   // How long a transaction keeps being re-run after retryable failures (see above) before its
   // last error is returned. Covers a PostgreSQL restart or fail-over.
   absl::Duration retry_budget = absl::Seconds(30);
+  // Where the retry loop reads "now" (for retry_budget) and sleeps between attempts. Borrowed;
+  // must outlive the pool. Only the retry loop uses it: waiting for a free connection
+  // (acquire_timeout) is real time.
+  const Clock* clock = Clock::Real();
+  // Seed of the backoff jitter. Unset: drawn once from std::random_device by Create.
+  std::optional<uint64_t> jitter_seed;
 };
 
 // Thread-safe.
 class PostgresPool {
  public:
-  // INVALID_ARGUMENT for an empty URL or a size below 1. Connects lazily.
+  // INVALID_ARGUMENT for an empty URL, a size below 1 or a null clock. Connects lazily.
   static absl::StatusOr<std::unique_ptr<PostgresPool>> Create(PostgresPoolOptions options);
 
   struct TxOptions {
@@ -65,17 +76,21 @@ class PostgresPool {
   int open_connections() const;
 
  private:
-  explicit PostgresPool(PostgresPoolOptions options) : options_(std::move(options)) {}
+  PostgresPool(PostgresPoolOptions options, uint64_t jitter_seed)
+      : options_(std::move(options)), jitter_(jitter_seed) {}
 
   absl::StatusOr<std::unique_ptr<pqxx::connection>> Acquire(bool* retryable);
   void Release(std::unique_ptr<pqxx::connection> connection);
   // Closes every idle connection: after one was found broken, the others likely are too.
   void DiscardIdle();
+  // How long to wait before the next attempt: `backoff` plus a jitter below 10 ms.
+  absl::Duration WithJitter(absl::Duration backoff);
 
   const PostgresPoolOptions options_;
   mutable absl::Mutex mu_;
   std::vector<std::unique_ptr<pqxx::connection>> idle_ ABSL_GUARDED_BY(mu_);
   int open_ ABSL_GUARDED_BY(mu_) = 0;
+  std::mt19937_64 jitter_ ABSL_GUARDED_BY(mu_);
 };
 
 // Maps the libpqxx (or other) exception being handled, inside a catch block, to a Status:

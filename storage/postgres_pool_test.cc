@@ -3,11 +3,17 @@
 // so every case is deterministic.
 #include "storage/postgres_pool.h"
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "common/testing/fake_clock.h"
 #include "common/testing/stack_env.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -19,8 +25,10 @@ namespace {
 
 using ::acmevault::storage::testing::StatusIs;
 using ::acmevault::storage::testing::TestDatabase;
+using ::acmevault::testing::FakeClock;
 using ::testing::HasSubstr;
 using ::testing::Not;
+using ::testing::SizeIs;
 
 std::string Raise(const std::string& sqlstate) {
   return absl::StrCat("DO $$ BEGIN RAISE EXCEPTION 'raised %', '", sqlstate,
@@ -52,12 +60,127 @@ class PostgresPoolTest : public ::testing::Test {
   std::unique_ptr<TestDatabase> db_;
 };
 
+// A loopback TCP port that is bound but not listening, so a connection to it is refused at once
+// (and no other process can take it while the test runs).
+class RefusingPort {
+ public:
+  RefusingPort() {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof(address);
+    if (fd_ < 0 || bind(fd_, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+        getsockname(fd_, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+      ADD_FAILURE() << "cannot bind a loopback port";
+      return;
+    }
+    port_ = ntohs(address.sin_port);
+  }
+  ~RefusingPort() {
+    if (fd_ >= 0) close(fd_);
+  }
+  std::string Url() const {
+    return absl::StrCat("postgresql://nobody@127.0.0.1:", port_, "/nothing");
+  }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
+// The pool's waits between attempts, without their jitter: 10 ms doubling to 500 ms.
+std::vector<absl::Duration> Jitters(const std::vector<absl::Duration>& sleeps) {
+  std::vector<absl::Duration> out;
+  absl::Duration backoff = absl::Milliseconds(10);
+  for (absl::Duration d : sleeps) {
+    out.push_back(d - backoff);
+    backoff = std::min(backoff * 2, absl::Milliseconds(500));
+  }
+  return out;
+}
+
+// A refused connection is retryable: Run keeps trying, backing off on the injected clock, until
+// the next wait would end past the retry budget. Nothing sleeps for real.
+TEST(PostgresPoolRetry, BacksOffOnTheInjectedClockUntilTheBudgetIsSpent) {
+  RefusingPort port;
+  FakeClock clock;
+  PostgresPoolOptions options;
+  options.url = port.Url();
+  options.retry_budget = absl::Seconds(3);
+  options.clock = &clock;
+  options.jitter_seed = 7;
+  auto pool = PostgresPool::Create(options);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  const absl::Time start = clock.Now();
+  int runs = 0;
+  absl::Status s = (*pool)->Run("Op", {}, [&](pqxx::work&) {
+    ++runs;
+    return absl::OkStatus();
+  });
+  EXPECT_EQ(runs, 0);
+  const std::vector<absl::Duration> sleeps = clock.sleeps();
+  // 10, 20, 40, 80, 160, 320 and four times 500 ms, plus jitters: 2,630 to 2,730 ms; one more
+  // wait of 500 ms would end past the 3 s budget, whatever the jitters.
+  ASSERT_THAT(sleeps, SizeIs(10));
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kUnavailable, "Op: "));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("(after 11 attempts)"));
+  std::set<absl::Duration> distinct;
+  for (absl::Duration jitter : Jitters(sleeps)) {
+    EXPECT_GE(jitter, absl::ZeroDuration());
+    EXPECT_LT(jitter, absl::Milliseconds(10));
+    distinct.insert(jitter);
+  }
+  EXPECT_GT(distinct.size(), 1u) << "the jitter varies between attempts";
+  EXPECT_EQ(clock.Now() - start, [&] {
+    absl::Duration total;
+    for (absl::Duration d : sleeps) total += d;
+    return total;
+  }());
+  EXPECT_EQ(pool->get()->open_connections(), 0);
+}
+
+// One generator per pool, seeded once: a second transaction continues the first one's jitter
+// sequence rather than starting a fresh generator, and the same seed gives the same sequence.
+TEST(PostgresPoolRetry, JitterComesFromOneGeneratorSeededAtCreation) {
+  RefusingPort port;
+  auto run_twice = [&](uint64_t seed, int runs) {
+    FakeClock clock;
+    PostgresPoolOptions options;
+    options.url = port.Url();
+    options.retry_budget = absl::Milliseconds(100);  // 10, 20, 40 ms: three waits per Run
+    options.clock = &clock;
+    options.jitter_seed = seed;
+    auto pool = PostgresPool::Create(options);
+    EXPECT_TRUE(pool.ok()) << pool.status();
+    for (int i = 0; i < runs && pool.ok(); ++i) {
+      EXPECT_THAT((*pool)->Run("Op", {}, [](pqxx::work&) { return absl::OkStatus(); }),
+                  StatusIs(absl::StatusCode::kUnavailable));
+    }
+    return clock.sleeps();
+  };
+  const std::vector<absl::Duration> both = run_twice(11, 2);
+  ASSERT_THAT(both, SizeIs(6));
+  const std::vector<absl::Duration> first(both.begin(), both.begin() + 3);
+  const std::vector<absl::Duration> second(both.begin() + 3, both.end());
+  EXPECT_EQ(run_twice(11, 1), first);
+  EXPECT_NE(Jitters(second), Jitters(first));
+}
+
 TEST(PostgresPoolCreate, ValidatesOptions) {
   EXPECT_THAT(PostgresPool::Create({}), StatusIs(absl::StatusCode::kInvalidArgument, "URL"));
   PostgresPoolOptions options;
   options.url = "postgresql://x@127.0.0.1/y";
   options.size = 0;
   EXPECT_THAT(PostgresPool::Create(options), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST(PostgresPoolCreate, RefusesANullClock) {
+  PostgresPoolOptions options;
+  options.url = "postgresql://x@127.0.0.1/y";
+  options.clock = nullptr;
+  EXPECT_THAT(PostgresPool::Create(options),
+              StatusIs(absl::StatusCode::kInvalidArgument, "clock is null"));
 }
 
 TEST_F(PostgresPoolTest, ErrorsMapToStatusCodesWithoutTheirDetail) {

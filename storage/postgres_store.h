@@ -1,10 +1,12 @@
 // PostgresStore: the production Store, on PostgreSQL 15 through libpqxx.
 //
 // It connects as a member of acmevault_app (see storage/migrations/README.md), so row-level
-// security confines every tenant-scoped transaction to the tenant named by its Scope; the
-// cross-tenant calls go through the SECURITY DEFINER functions of migration 0004. Every
-// statement is parameterised. Private keys are sealed (storage/envelope.h) before they reach a
-// statement and unsealed only in the calls that return them.
+// security confines every tenant-scoped transaction to the tenant named by its Scope; every
+// such call, read or write, is refused alike when the Scope names no tenant (INVALID_ARGUMENT)
+// or one that does not exist (NOT_FOUND). The cross-tenant calls go through the SECURITY
+// DEFINER functions of migration 0004. Every statement is parameterised. Private keys are
+// sealed (storage/envelope.h) before they reach a statement and unsealed only in the calls that
+// return them.
 //
 // Thread-safe. Survives a PostgreSQL restart: a transaction that failed on a lost connection
 // (before COMMIT), a serialization failure or a deadlock is re-run on a fresh connection (see
@@ -12,10 +14,14 @@
 #ifndef ACMEVAULT_STORAGE_POSTGRES_STORE_H_
 #define ACMEVAULT_STORAGE_POSTGRES_STORE_H_
 
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
@@ -27,7 +33,8 @@
 namespace acmevault::storage {
 
 struct PostgresStoreOptions {
-  // Connection pool: URL (of an acmevault_app member), size, acquire timeout, retry budget.
+  // Connection pool: URL (of an acmevault_app member), size, acquire timeout, retry budget and
+  // the clock its retries wait on (the real one by default; `clock` below only stamps rows).
   PostgresPoolOptions pool;
   // Source of "now" for every timestamp and lease. Borrowed; must outlive the store. Leases
   // compare times from the replicas' clocks, so keep them synchronised (NTP); correctness of
@@ -41,7 +48,8 @@ struct PostgresStoreOptions {
 class PostgresStore final : public Store {
  public:
   // FAILED_PRECONDITION, before touching the database, if `keks` is empty (there is no
-  // plaintext mode). Then connects once to check: UNAVAILABLE if it cannot;
+  // plaintext mode); INVALID_ARGUMENT for a null clock or invalid pool options. Then connects
+  // once to check: UNAVAILABLE if it cannot;
   // FAILED_PRECONDITION if the role bypasses row-level security (unless allowed) or the schema
   // is not at LatestSchemaVersion() (run migrate).
   static absl::StatusOr<std::unique_ptr<PostgresStore>> Create(PostgresStoreOptions options,
@@ -86,8 +94,7 @@ class PostgresStore final : public Store {
                                                   absl::string_view purpose) override;
   absl::StatusOr<UnsealedAccountKey> GetKey(const Scope& scope, AccountId account, int version,
                                             absl::string_view purpose) override;
-  absl::StatusOr<std::vector<AccountKey>> ListKeys(const Scope& scope,
-                                                   AccountId account) override;
+  absl::StatusOr<std::vector<AccountKey>> ListKeys(const Scope& scope, AccountId account) override;
 
   // OrderStore
   absl::StatusOr<CreateOrderResult> CreateOrJoinOrder(const Scope& scope,
@@ -144,8 +151,7 @@ class PostgresStore final : public Store {
 
   // AuditLog
   absl::Status AppendAudit(const Scope& scope, const AuditEvent& event) override;
-  absl::StatusOr<Page<AuditRecord>> ListAudit(const Scope& scope,
-                                              const PageRequest& page) override;
+  absl::StatusOr<Page<AuditRecord>> ListAudit(const Scope& scope, const PageRequest& page) override;
   absl::Status VerifyAuditChain(const Scope& scope) override;
 
   // VaultMaintenance
@@ -155,15 +161,60 @@ class PostgresStore final : public Store {
   PostgresPool& pool() { return *pool_; }
 
  private:
+  // The members are defined by concern: postgres_store.cc (construction, the tenant path,
+  // tenants, identities), postgres_accounts.cc, postgres_orders.cc,
+  // postgres_authorizations.cc, postgres_certificates.cc, postgres_challenges.cc,
+  // postgres_audit.cc and postgres_rewrap.cc.
+
+  // A transaction body that produces a value (see PostgresPool::Body).
+  template <typename T>
+  using Producer = std::function<absl::StatusOr<T>(pqxx::work&)>;
+
   PostgresStore(PostgresStoreOptions options, Envelope envelope,
                 std::unique_ptr<PostgresPool> pool);
 
-  // Runs `body` confined to scope.tenant.
-  absl::Status InTenant(absl::string_view op, const Scope& scope,
-                        const PostgresPool::Body& body);
-  // Transaction options confining it to scope.tenant.
-  static PostgresPool::TxOptions In(const Scope& scope);
+  // The one way into a tenant's rows, for reads and writes alike. INVALID_ARGUMENT
+  // "<op>: no tenant" unless scope.tenant names one; then, in a transaction confined to that
+  // tenant by row-level security (REPEATABLE READ, READ ONLY if `snapshot`), NOT_FOUND
+  // "tenant <id> not found" unless it exists; then `body`. A disabled tenant passes: disabling
+  // stops authentication and background work, not an authenticated caller's reads and writes.
+  absl::Status InTenant(absl::string_view op, const Scope& scope, const PostgresPool::Body& body,
+                        bool snapshot = false);
+  // The same for a body that produces a value: the value of the attempt that committed.
+  template <typename T>
+  absl::StatusOr<T> InTenant(absl::string_view op, const Scope& scope, const Producer<T>& body) {
+    return Returning<T>([&](const PostgresPool::Body& b) { return InTenant(op, scope, b); }, body);
+  }
+  // A cross-tenant transaction (no tenant set: only the SECURITY DEFINER functions see rows).
+  template <typename T>
+  absl::StatusOr<T> AcrossTenants(absl::string_view op, const Producer<T>& body) {
+    return Returning<T>([&](const PostgresPool::Body& b) { return pool_->Run(op, {}, b); }, body);
+  }
+  // Runs `body` through `run`, a transaction runner that may call it more than once.
+  template <typename T>
+  static absl::StatusOr<T> Returning(
+      const std::function<absl::Status(const PostgresPool::Body&)>& run, const Producer<T>& body) {
+    std::optional<T> out;
+    absl::Status status = run([&](pqxx::work& tx) -> absl::Status {
+      out.reset();
+      absl::StatusOr<T> value = body(tx);
+      if (!value.ok()) return value.status();
+      out.emplace(*std::move(value));
+      return absl::OkStatus();
+    });
+    if (!status.ok()) return status;
+    return *std::move(out);
+  }
+
   absl::Time Now() const;
+  // Appends to scope.tenant's audit chain in the caller's transaction; the trigger of migration
+  // 0005 assigns seq, prev_hash and hash.
+  static void Audit(pqxx::work& tx, const Scope& scope, absl::Time at, const AuditEvent& event);
+  // InsertCertificate's transaction body, shared with CompleteOrder.
+  absl::StatusOr<Certificate> InsertCertificateIn(pqxx::work& tx, const Scope& scope,
+                                                  const NewCertificate& certificate,
+                                                  absl::Time now);
+  // GetActiveKey (no version) and GetKey.
   absl::StatusOr<UnsealedAccountKey> UnsealKey(absl::string_view op, const Scope& scope,
                                                AccountId account, std::optional<int> version,
                                                absl::string_view purpose);

@@ -135,6 +135,20 @@ TEST(PostgresStoreCreate, WithoutAKeyEncryptionKeyNothingIsEvenConnected) {
               StatusIs(absl::StatusCode::kUnavailable, "checking the database"));
 }
 
+// Collaborators are checked by Create, before any connection, never left null for later.
+TEST(PostgresStoreCreate, RefusesANullClockOrPoolClock) {
+  PostgresStoreOptions options;
+  options.pool.url = "postgresql://nobody@127.0.0.1:1/nothing";
+  options.pool.retry_budget = absl::ZeroDuration();
+  options.clock = nullptr;
+  EXPECT_THAT(PostgresStore::Create(options, TestKeks(KekText("k", 'k'))),
+              StatusIs(absl::StatusCode::kInvalidArgument, "clock is null"));
+  options.clock = Clock::Real();
+  options.pool.clock = nullptr;
+  EXPECT_THAT(PostgresStore::Create(options, TestKeks(KekText("k", 'k'))),
+              StatusIs(absl::StatusCode::kInvalidArgument, "pool clock is null"));
+}
+
 TEST_F(PostgresStoreTest, RefusesARoleThatBypassesRowLevelSecurity) {
   PostgresStoreOptions options;
   options.pool.url = db_->superuser_url();

@@ -17,6 +17,7 @@
 namespace acmevault::storage {
 namespace {
 
+using ::acmevault::storage::testing::CreateStoreOnDatabase;
 using ::acmevault::storage::testing::KekText;
 using ::acmevault::storage::testing::TestDatabase;
 using ::acmevault::storage::testing::TestKeks;
@@ -39,12 +40,10 @@ class RowLevelSecurityTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ACMEVAULT_STACK_ENV_OR_SKIP(url, "ACMEVAULT_PG_URL");
-    auto db = TestDatabase::Create(url);
-    ASSERT_TRUE(db.ok()) << db.status();
-    db_ = std::move(*db);
-    auto store = db_->OpenStore(&clock_, TestKeks(KekText("k", 'k')));
-    ASSERT_TRUE(store.ok()) << store.status();
-    store_ = std::move(*store);
+    auto opened = CreateStoreOnDatabase(url, &clock_, TestKeks(KekText("k", 'k')));
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    db_ = std::move(opened->db);
+    store_ = std::move(opened->store);
     a_ = Populate("alpha");
     b_ = Populate("beta");
     ASSERT_FALSE(HasFailure());

@@ -8,7 +8,10 @@
 // fake detects an edited or deleted row as PostgreSQL does, not with SHA-256's strength.
 //
 // Thread-safe. Several FakeStores may share one State (see Reopen), as several replicas share
-// one database.
+// one database. The members are defined by concern: fake_store.cc (construction, tenants,
+// identities, challenges, audit, re-wrapping), fake_store_accounts.cc, fake_store_orders.cc
+// (orders, leases, authorizations) and fake_store_certificates.cc; State and the helpers they
+// share are in fake_store_state.h.
 #ifndef ACMEVAULT_STORAGE_TESTING_FAKE_STORE_H_
 #define ACMEVAULT_STORAGE_TESTING_FAKE_STORE_H_
 
@@ -38,7 +41,8 @@ class FakeStore final : public Store {
   // The data, shareable between stores.
   struct State;
 
-  // FAILED_PRECONDITION if `keks` is empty, as PostgresStore.
+  // FAILED_PRECONDITION if `keks` is empty, as PostgresStore; INVALID_ARGUMENT for a null
+  // clock. Both checks apply to Reopen too.
   static absl::StatusOr<std::unique_ptr<FakeStore>> Create(Options options, KekSet keks);
   // A store over `other`'s data with another KEK set (a restarted replica after rotation).
   static absl::StatusOr<std::unique_ptr<FakeStore>> Reopen(const FakeStore& other,

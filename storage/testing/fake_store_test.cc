@@ -39,6 +39,15 @@ StoreFactory FakeStoreFactory() {
 INSTANTIATE_TEST_SUITE_P(Fake, StoreConformanceTest, ::testing::Values(FakeStoreFactory()),
                          FactoryName);
 
+TEST(FakeStoreCreate, RefusesANullClockOnCreateAndReopen) {
+  EXPECT_THAT(FakeStore::Create({nullptr}, TestKeks(KekText("k", 'k'))),
+              StatusIs(absl::StatusCode::kInvalidArgument, "clock is null"));
+  auto store = FakeStore::Create({}, TestKeks(KekText("k", 'k')));
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_THAT(FakeStore::Reopen(**store, {nullptr}, TestKeks(KekText("k", 'k'))),
+              StatusIs(absl::StatusCode::kInvalidArgument, "clock is null"));
+}
+
 class FakeAuditTamperTest : public ::testing::Test {
  protected:
   void SetUp() override {

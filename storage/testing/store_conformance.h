@@ -1,12 +1,13 @@
 // The conformance suite every Store implementation passes: one set of parameterised tests
-// (store_conformance.cc), instantiated per implementation by a test target:
+// (store_conformance_tenants.cc, _accounts.cc, _orders.cc, _certificates.cc and _audit.cc; the
+// fixture is in store_conformance.cc), instantiated per implementation by a test target:
 //
 //   INSTANTIATE_TEST_SUITE_P(Fake, StoreConformanceTest,
 //                            ::testing::Values(FakeStoreFactory()), FactoryName);
 //
-// Each test gets a fresh, empty store from the factory (with KEK "kek-a"), a FakeClock, and reports every private
-// key it generated to the harness afterwards (the PostgreSQL harness searches a pg_dump of the
-// test's database for them).
+// Each test gets a fresh, empty store from the factory (with KEK "kek-a"), a FakeClock, and reports
+// every private key it generated to the harness afterwards (the PostgreSQL harness searches a
+// pg_dump of the test's database for them).
 #ifndef ACMEVAULT_STORAGE_TESTING_STORE_CONFORMANCE_H_
 #define ACMEVAULT_STORAGE_TESTING_STORE_CONFORMANCE_H_
 
@@ -15,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/clock.h"
 #include "common/testing/fake_clock.h"
@@ -41,8 +43,8 @@ struct StoreFactory {
   // Skips (or, under tests/run, fails) when ACMEVAULT_PG_URL is absent.
   bool needs_postgres = false;
   // Makes a harness whose store starts empty, uses `clock` and the KEK set `keks`.
-  std::function<absl::StatusOr<std::unique_ptr<StoreHarness>>(
-      const Clock* clock, KekSet keks, const std::string& postgres_url)>
+  std::function<absl::StatusOr<std::unique_ptr<StoreHarness>>(const Clock* clock, KekSet keks,
+                                                              const std::string& postgres_url)>
       make;
 };
 
@@ -51,7 +53,12 @@ void PrintTo(const StoreFactory& factory, std::ostream* os);
 // For INSTANTIATE_TEST_SUITE_P's name generator.
 std::string FactoryName(const ::testing::TestParamInfo<StoreFactory>& info);
 
-// The fixture; its tests are in store_conformance.cc.
+inline constexpr absl::StatusCode kNotFound = absl::StatusCode::kNotFound;
+inline constexpr absl::StatusCode kAlreadyExists = absl::StatusCode::kAlreadyExists;
+inline constexpr absl::StatusCode kFailedPrecondition = absl::StatusCode::kFailedPrecondition;
+inline constexpr absl::StatusCode kInvalidArgument = absl::StatusCode::kInvalidArgument;
+
+// The fixture.
 class StoreConformanceTest : public ::testing::TestWithParam<StoreFactory> {
  protected:
   void SetUp() override;
@@ -62,8 +69,7 @@ class StoreConformanceTest : public ::testing::TestWithParam<StoreFactory> {
   acmevault::testing::FakeClock& clock() { return clock_; }
 
   // A tenant named `name` whose certificates are due `renewal_window` before expiry.
-  Tenant MakeTenant(const std::string& name,
-                    absl::Duration renewal_window = absl::Hours(24 * 30));
+  Tenant MakeTenant(const std::string& name, absl::Duration renewal_window = absl::Hours(24 * 30));
   static Scope ScopeOf(const Tenant& tenant);
   // A fresh key, remembered for the leak checks of AfterTest.
   crypto::PrivateKey NewKey(crypto::KeyAlgorithm algorithm = crypto::KeyAlgorithm::kEcdsaP256);
@@ -78,6 +84,10 @@ class StoreConformanceTest : public ::testing::TestWithParam<StoreFactory> {
                                 absl::Duration lifetime = absl::Hours(24 * 90));
   // The actions of scope.tenant's audit log, in order.
   std::vector<std::string> AuditActions(const Scope& scope);
+  // Stand-in CSR bytes (storage does not parse them): `size` bytes, every byte value among them.
+  static std::string CsrBytes(size_t size, char salt = 0);
+  // An order request carrying finalization material.
+  static NewOrder WithMaterial(NewOrder order, std::string csr_der, const crypto::PrivateKey* key);
 
   const std::vector<KeyMaterial>& generated_keys() const { return generated_; }
 

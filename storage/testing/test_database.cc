@@ -105,6 +105,14 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> TestDatabase::OpenStore(const Clo
   return PostgresStore::Create(options, std::move(keks));
 }
 
+absl::StatusOr<StoreOnDatabase> CreateStoreOnDatabase(const std::string& superuser_url,
+                                                      const Clock* clock, KekSet keks) {
+  StoreOnDatabase out;
+  ASSIGN_OR_RETURN(out.db, TestDatabase::Create(superuser_url));
+  ASSIGN_OR_RETURN(out.store, out.db->OpenStore(clock, std::move(keks)));
+  return out;
+}
+
 absl::Status TestDatabase::Execute(const std::string& sql) { return Run(superuser_url_, sql); }
 
 absl::StatusOr<std::string> TestDatabase::Dump() const {

@@ -53,6 +53,15 @@ class TestDatabase {
   bool app_role_ = false;
 };
 
+// A fresh, migrated database and a PostgresStore on it as the app role (pool of 4), using
+// `clock` (borrowed) and `keks`: where most tests against the stack start.
+struct StoreOnDatabase {
+  std::unique_ptr<TestDatabase> db;
+  std::unique_ptr<PostgresStore> store;
+};
+absl::StatusOr<StoreOnDatabase> CreateStoreOnDatabase(const std::string& superuser_url,
+                                                      const Clock* clock, KekSet keks);
+
 }  // namespace acmevault::storage::testing
 
 #endif  // ACMEVAULT_STORAGE_TESTING_TEST_DATABASE_H_

@@ -1,0 +1,274 @@
+// PostgresStore: ACME accounts and their sealed keys (AccountStore).
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "storage/postgres_rows.h"
+#include "storage/postgres_store.h"
+#include "storage/rules.h"
+
+namespace acmevault::storage {
+
+using pg::AccountKeyOf;
+using pg::AccountOf;
+using pg::Bytes;
+using pg::BytesOf;
+using pg::GetById;
+using pg::kAccountKeyRows;
+using pg::kAccounts;
+using pg::Lock;
+using pg::Micros;
+using pg::RequireRow;
+
+namespace {
+
+// Seals `key` for (tenant, account, version) and inserts it in `state`.
+absl::StatusOr<AccountKey> InsertKey(pqxx::work& tx, const Envelope& envelope, TenantId tenant,
+                                     AccountId account, int version, KeyState state,
+                                     const crypto::PrivateKey& key, const PublicKeyInfo& public_key,
+                                     absl::Time now) {
+  ASSIGN_OR_RETURN(SealedKey sealed,
+                   envelope.SealPrivateKey(key, AccountKeyContext(tenant, account, version)));
+  return AccountKeyOf(tx.exec_params1(
+      absl::StrCat(
+          "INSERT INTO account_keys (tenant_id, account_id, version, state, algorithm, "
+          "public_jwk, thumbprint, kek_id, wrapped_data_key, sealed_private_key, created_at, "
+          "activated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, av_ts($11), "
+          "CASE WHEN $4 = 'active' THEN av_ts($11) END) RETURNING ",
+          kAccountKeyRows.columns),
+      tenant, account, version, std::string(KeyStateName(state)),
+      std::string(crypto::KeyAlgorithmName(key.algorithm())), public_key.public_jwk,
+      public_key.thumbprint, sealed.kek_id, Bytes(sealed.wrapped_data_key),
+      Bytes(sealed.sealed_private_key), Micros(now)));
+}
+
+// Locks the account row: key changes of one account are serialised on it.
+absl::StatusOr<Account> LockAccount(pqxx::work& tx, AccountId id) {
+  return GetById(tx, kAccounts, id, Lock::kForUpdate);
+}
+
+// The key `version` of `account` (its active key if there is no version), with `extra` columns
+// after the key's own. NOT_FOUND naming what is missing.
+absl::StatusOr<pqxx::row> KeyRow(pqxx::work& tx, AccountId account, std::optional<int> version,
+                                 absl::string_view extra = "") {
+  const std::string select = absl::StrCat("SELECT ", kAccountKeyRows.columns, extra,
+                                          " FROM account_keys WHERE account_id = $1 AND ");
+  pqxx::result r = version.has_value()
+                       ? tx.exec_params(absl::StrCat(select, "version = $2"), account, *version)
+                       : tx.exec_params(absl::StrCat(select, "state = 'active'"), account);
+  if (r.empty()) {
+    return absl::NotFoundError(
+        version.has_value() ? absl::StrCat("account ", account, " has no key version ", *version)
+                            : absl::StrCat("account ", account, " has no active key"));
+  }
+  return r[0];
+}
+
+absl::StatusOr<KeyState> KeyStateOf(pqxx::work& tx, AccountId account, int version) {
+  ASSIGN_OR_RETURN(pqxx::row r, KeyRow(tx, account, version));
+  return AccountKeyOf(r).state;
+}
+
+}  // namespace
+
+absl::StatusOr<Account> PostgresStore::CreateAccount(const Scope& scope,
+                                                     absl::string_view directory_url,
+                                                     const crypto::PrivateKey& key,
+                                                     const PublicKeyInfo& public_key,
+                                                     KeyState initial_state) {
+  RETURN_IF_ERROR(rules::ValidateNewAccount(directory_url, public_key, initial_state));
+  const absl::Time now = Now();
+  return InTenant<Account>("CreateAccount", scope, [&](pqxx::work& tx) -> absl::StatusOr<Account> {
+    Account out = AccountOf(tx.exec_params1(
+        absl::StrCat("INSERT INTO accounts (tenant_id, directory_url, status, created_at) "
+                     "VALUES ($1, $2, 'pending', av_ts($3)) RETURNING ",
+                     kAccounts.rows.columns),
+        scope.tenant, std::string(directory_url), Micros(now)));
+    RETURN_IF_ERROR(
+        InsertKey(tx, envelope_, scope.tenant, out.id, 1, initial_state, key, public_key, now)
+            .status());
+    Audit(tx, scope, now,
+          rules::AccountEvent("CreateAccount", out.id, 1,
+                              absl::StrCat("key 1 ", KeyStateName(initial_state), " ",
+                                           crypto::KeyAlgorithmName(key.algorithm()))));
+    return out;
+  });
+}
+
+absl::StatusOr<Account> PostgresStore::GetAccount(const Scope& scope, AccountId account) {
+  return InTenant<Account>("GetAccount", scope,
+                           [&](pqxx::work& tx) { return GetById(tx, kAccounts, account); });
+}
+
+absl::StatusOr<std::vector<Account>> PostgresStore::ListAccounts(const Scope& scope) {
+  return InTenant<std::vector<Account>>("ListAccounts", scope, [&](pqxx::work& tx) {
+    return pg::AllOf(
+        tx.exec(absl::StrCat("SELECT ", kAccounts.rows.columns, " FROM accounts ORDER BY id")),
+        AccountOf);
+  });
+}
+
+absl::Status PostgresStore::RecordAccountUrl(const Scope& scope, AccountId account,
+                                             absl::string_view url) {
+  RETURN_IF_ERROR(rules::ValidateUrl("account URL", url));
+  const absl::Time now = Now();
+  return InTenant("RecordAccountUrl", scope, [&](pqxx::work& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(Account a, LockAccount(tx, account));
+    ASSIGN_OR_RETURN(bool write, rules::AccountUrlNeedsWrite(a, url));
+    if (!write) return absl::OkStatus();
+    tx.exec_params0("UPDATE accounts SET account_url = $2, status = 'valid' WHERE id = $1", account,
+                    std::string(url));
+    AuditEvent e = rules::AccountEvent("RecordAccountUrl", account, std::nullopt, "");
+    e.acme_url = std::string(url);
+    Audit(tx, scope, now, e);
+    return absl::OkStatus();
+  });
+}
+
+absl::Status PostgresStore::SetAccountStatus(const Scope& scope, AccountId account,
+                                             AccountStatus status) {
+  RETURN_IF_ERROR(rules::ValidateAccountStatusChange(status));
+  const absl::Time now = Now();
+  return InTenant("SetAccountStatus", scope, [&](pqxx::work& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(Account a, LockAccount(tx, account));
+    RETURN_IF_ERROR(rules::CheckAccountOpen(a, /*already=*/true));
+    tx.exec_params0("UPDATE accounts SET status = $2, deactivated_at = av_ts($3) WHERE id = $1",
+                    account, std::string(AccountStatusName(status)), Micros(now));
+    AuditEvent e = rules::AccountEvent("SetAccountStatus", account, std::nullopt,
+                                       std::string(AccountStatusName(status)));
+    e.acme_url = a.account_url;
+    Audit(tx, scope, now, e);
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<AccountKey> PostgresStore::AddPendingKey(const Scope& scope, AccountId account,
+                                                        const crypto::PrivateKey& key,
+                                                        const PublicKeyInfo& public_key) {
+  RETURN_IF_ERROR(rules::ValidatePublicKeyInfo(public_key));
+  const absl::Time now = Now();
+  return InTenant<AccountKey>(
+      "AddPendingKey", scope, [&](pqxx::work& tx) -> absl::StatusOr<AccountKey> {
+        ASSIGN_OR_RETURN(Account a, LockAccount(tx, account));
+        RETURN_IF_ERROR(rules::CheckAccountOpen(a));
+        pqxx::row r = tx.exec_params1(
+            "SELECT coalesce(max(version), 0) + 1, coalesce(bool_or(state = 'pending'), false) "
+            "FROM account_keys WHERE account_id = $1",
+            account);
+        if (r[1].as<bool>()) {
+          return absl::AlreadyExistsError(
+              absl::StrCat("account ", account, " already has a pending key"));
+        }
+        const int version = r[0].as<int>();
+        ASSIGN_OR_RETURN(AccountKey out, InsertKey(tx, envelope_, scope.tenant, account, version,
+                                                   KeyState::kPending, key, public_key, now));
+        Audit(tx, scope, now, rules::AccountEvent("AddPendingKey", account, version, ""));
+        return out;
+      });
+}
+
+absl::Status PostgresStore::PromoteKey(const Scope& scope, AccountId account, int version) {
+  const absl::Time now = Now();
+  return InTenant("PromoteKey", scope, [&](pqxx::work& tx) -> absl::Status {
+    RETURN_IF_ERROR(LockAccount(tx, account).status());
+    ASSIGN_OR_RETURN(KeyState state, KeyStateOf(tx, account, version));
+    RETURN_IF_ERROR(rules::CheckKeyPending(account, version, state));
+    // Retire first: the partial unique index allows one active key at any moment.
+    pqxx::result retired = tx.exec_params(
+        "UPDATE account_keys SET state = 'retired', retired_at = av_ts($2) "
+        "WHERE account_id = $1 AND state = 'active' RETURNING version",
+        account, Micros(now));
+    tx.exec_params0(
+        "UPDATE account_keys SET state = 'active', activated_at = av_ts($3) "
+        "WHERE account_id = $1 AND version = $2",
+        account, version, Micros(now));
+    Audit(tx, scope, now,
+          rules::AccountEvent(
+              "PromoteKey", account, version,
+              retired.empty() ? "" : absl::StrCat("retired key ", retired[0][0].as<int>())));
+    return absl::OkStatus();
+  });
+}
+
+absl::Status PostgresStore::DiscardPendingKey(const Scope& scope, AccountId account, int version) {
+  const absl::Time now = Now();
+  return InTenant("DiscardPendingKey", scope, [&](pqxx::work& tx) -> absl::Status {
+    RETURN_IF_ERROR(LockAccount(tx, account).status());
+    ASSIGN_OR_RETURN(KeyState state, KeyStateOf(tx, account, version));
+    RETURN_IF_ERROR(rules::CheckKeyPending(account, version, state));
+    tx.exec_params0(
+        "UPDATE account_keys SET state = 'retired', retired_at = av_ts($3) "
+        "WHERE account_id = $1 AND version = $2",
+        account, version, Micros(now));
+    Audit(tx, scope, now, rules::AccountEvent("DiscardPendingKey", account, version, ""));
+    return absl::OkStatus();
+  });
+}
+
+absl::Status PostgresStore::MarkKeyCompromised(const Scope& scope, AccountId account, int version) {
+  const absl::Time now = Now();
+  return InTenant("MarkKeyCompromised", scope, [&](pqxx::work& tx) -> absl::Status {
+    RETURN_IF_ERROR(LockAccount(tx, account).status());
+    ASSIGN_OR_RETURN(KeyState state, KeyStateOf(tx, account, version));
+    if (state == KeyState::kCompromised) return absl::OkStatus();
+    tx.exec_params0(
+        "UPDATE account_keys SET state = 'compromised', compromised_at = av_ts($3) "
+        "WHERE account_id = $1 AND version = $2",
+        account, version, Micros(now));
+    Audit(tx, scope, now,
+          rules::AccountEvent("MarkKeyCompromised", account, version,
+                              absl::StrCat("was ", KeyStateName(state))));
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<UnsealedAccountKey> PostgresStore::UnsealKey(absl::string_view op,
+                                                            const Scope& scope, AccountId account,
+                                                            std::optional<int> version,
+                                                            absl::string_view purpose) {
+  const absl::Time now = Now();
+  return InTenant<
+      UnsealedAccountKey>(op, scope, [&](pqxx::work& tx) -> absl::StatusOr<UnsealedAccountKey> {
+    ASSIGN_OR_RETURN(pqxx::row r,
+                     KeyRow(tx, account, version, ", wrapped_data_key, sealed_private_key"));
+    AccountKey info = AccountKeyOf(r);
+    if (info.state == KeyState::kCompromised) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("key ", info.version, " of account ", account, " is compromised"));
+    }
+    SealedKey sealed{info.kek_id, BytesOf(r["wrapped_data_key"]), BytesOf(r["sealed_private_key"])};
+    ASSIGN_OR_RETURN(
+        crypto::PrivateKey key,
+        envelope_.OpenPrivateKey(sealed, AccountKeyContext(scope.tenant, account, info.version)));
+    Audit(tx, scope, now,
+          rules::AccountEvent("UseAccountKey", account, info.version, std::string(purpose)));
+    return UnsealedAccountKey{std::move(info), std::move(key)};
+  });
+}
+
+absl::StatusOr<UnsealedAccountKey> PostgresStore::GetActiveKey(const Scope& scope,
+                                                               AccountId account,
+                                                               absl::string_view purpose) {
+  return UnsealKey("GetActiveKey", scope, account, std::nullopt, purpose);
+}
+
+absl::StatusOr<UnsealedAccountKey> PostgresStore::GetKey(const Scope& scope, AccountId account,
+                                                         int version, absl::string_view purpose) {
+  return UnsealKey("GetKey", scope, account, version, purpose);
+}
+
+absl::StatusOr<std::vector<AccountKey>> PostgresStore::ListKeys(const Scope& scope,
+                                                                AccountId account) {
+  return InTenant<std::vector<AccountKey>>(
+      "ListKeys", scope, [&](pqxx::work& tx) -> absl::StatusOr<std::vector<AccountKey>> {
+        RETURN_IF_ERROR(RequireRow(tx, kAccounts, account));
+        return pg::AllOf(tx.exec_params(absl::StrCat("SELECT ", kAccountKeyRows.columns,
+                                                     " FROM account_keys WHERE account_id = $1 "
+                                                     "ORDER BY version"),
+                                        account),
+                         AccountKeyOf);
+      });
+}
+
+}  // namespace acmevault::storage

@@ -1,0 +1,94 @@
+// PostgresStore: the authorization ledger (AuthorizationStore).
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "storage/postgres_rows.h"
+#include "storage/postgres_store.h"
+#include "storage/rules.h"
+
+namespace acmevault::storage {
+
+using pg::ArrayParam;
+using pg::AuthorizationOf;
+using pg::kAuthorizations;
+using pg::Micros;
+using pg::Nullable;
+using pg::OptionalParam;
+
+absl::StatusOr<Authorization> PostgresStore::RecordAuthorization(
+    const Scope& scope, const AuthorizationRecord& authorization) {
+  RETURN_IF_ERROR(rules::ValidateUrl("authorization URL", authorization.url));
+  ASSIGN_OR_RETURN(std::vector<std::string> identifier,
+                   CanonicalIdentifiers({authorization.identifier}));
+  const absl::Time now = Now();
+  std::optional<int64_t> expires;
+  if (authorization.expires_at.has_value()) expires = Micros(*authorization.expires_at);
+  return InTenant<Authorization>(
+      "RecordAuthorization", scope, [&](pqxx::work& tx) -> absl::StatusOr<Authorization> {
+        Authorization out = AuthorizationOf(tx.exec_params1(
+            absl::StrCat(
+                "INSERT INTO authorizations (tenant_id, account_id, order_id, url, identifier, "
+                "status, expires_at, created_at, updated_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, av_ts($7), av_ts($8), av_ts($8)) "
+                "ON CONFLICT (account_id, url) DO UPDATE SET status = EXCLUDED.status, "
+                "expires_at = EXCLUDED.expires_at, "
+                "order_id = coalesce(authorizations.order_id, EXCLUDED.order_id), "
+                "updated_at = EXCLUDED.updated_at RETURNING ",
+                kAuthorizations.rows.columns),
+            scope.tenant, authorization.account, Nullable(OptionalParam(authorization.order)),
+            authorization.url, identifier[0],
+            std::string(AuthorizationStatusName(authorization.status)),
+            Nullable(OptionalParam(expires)), Micros(now)));
+        AuditEvent e =
+            rules::AccountEvent("RecordAuthorization", authorization.account, std::nullopt,
+                                std::string(AuthorizationStatusName(out.record.status)));
+        e.identifiers = identifier;
+        e.acme_url = authorization.url;
+        Audit(tx, scope, now, e);
+        return out;
+      });
+}
+
+absl::StatusOr<std::vector<Authorization>> PostgresStore::ListOutstandingAuthorizations(
+    const Scope& scope, const AuthorizationFilter& filter) {
+  std::vector<std::string> identifiers;
+  if (!filter.identifiers.empty()) {
+    ASSIGN_OR_RETURN(identifiers, CanonicalIdentifiers(filter.identifiers));
+  }
+  const absl::Time now = Now();
+  return InTenant<std::vector<Authorization>>(
+      "ListOutstandingAuthorizations", scope, [&](pqxx::work& tx) {
+        return pg::AllOf(
+            tx.exec_params(
+                absl::StrCat(
+                    "SELECT ", kAuthorizations.rows.columns,
+                    " FROM authorizations WHERE status IN ('pending', 'valid') "
+                    "AND deactivated_at IS NULL AND (expires_at IS NULL OR expires_at > av_ts($1)) "
+                    "AND ($2::bigint IS NULL OR account_id = $2) "
+                    "AND ($3::bigint IS NULL OR order_id = $3) "
+                    "AND (cardinality($4::text[]) = 0 OR identifier = ANY($4::text[])) "
+                    "ORDER BY id"),
+                Micros(now), Nullable(OptionalParam(filter.account)),
+                Nullable(OptionalParam(filter.order)), ArrayParam(identifiers)),
+            AuthorizationOf);
+      });
+}
+
+absl::Status PostgresStore::MarkAuthorizationDeactivated(const Scope& scope, AccountId account,
+                                                         absl::string_view url) {
+  const absl::Time now = Now();
+  return InTenant("MarkAuthorizationDeactivated", scope, [&](pqxx::work& tx) {
+    pqxx::result r = tx.exec_params(
+        "UPDATE authorizations SET status = 'deactivated', "
+        "deactivated_at = coalesce(deactivated_at, av_ts($3)), updated_at = av_ts($3) "
+        "WHERE account_id = $1 AND url = $2 RETURNING identifier",
+        account, std::string(url), Micros(now));
+    if (r.empty()) return absl::NotFoundError("no such authorization for this account");
+    AuditEvent e = rules::AccountEvent("MarkAuthorizationDeactivated", account, std::nullopt, "");
+    e.identifiers = {r[0][0].as<std::string>()};
+    e.acme_url = std::string(url);
+    Audit(tx, scope, now, e);
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace acmevault::storage

@@ -1,0 +1,205 @@
+// PostgresStore: certificates, their sealed keys and the renewal due query (CertificateStore).
+#include <optional>
+#include <tuple>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "storage/postgres_rows.h"
+#include "storage/postgres_store.h"
+#include "storage/rules.h"
+
+namespace acmevault::storage {
+
+using pg::ArrayParam;
+using pg::Bytes;
+using pg::CertificateOf;
+using pg::FirstOf;
+using pg::GetById;
+using pg::kCertificates;
+using pg::kDueRows;
+using pg::kSealedColumns;
+using pg::Micros;
+using pg::Nullable;
+using pg::OptionalParam;
+using pg::PageOf;
+
+namespace {
+
+std::string CertificateToken(const Certificate& c) { return rules::EncodeIdToken(c.id); }
+std::string DueToken(const DueCertificate& d) { return rules::EncodeDueToken(d.not_after, d.id); }
+
+}  // namespace
+
+absl::StatusOr<Certificate> PostgresStore::InsertCertificateIn(pqxx::work& tx, const Scope& scope,
+                                                               const NewCertificate& c,
+                                                               absl::Time now) {
+  CertificateId id =
+      tx.exec1("SELECT nextval(pg_get_serial_sequence('certificates', 'id'))")[0].as<int64_t>();
+  std::optional<SealedKey> sealed;
+  if (c.private_key != nullptr) {
+    ASSIGN_OR_RETURN(
+        sealed, envelope_.SealPrivateKey(*c.private_key, CertificateKeyContext(scope.tenant, id)));
+  }
+  const std::string ids = ArrayParam(c.identifiers);
+  tx.exec_params0(
+      "UPDATE certificates SET superseded_at = av_ts($2) "
+      "WHERE identifiers_hash = av_identifiers_hash($1::text[]) AND revoked_at IS NULL "
+      "AND superseded_at IS NULL",
+      ids, Micros(now));
+  auto insert = [&](auto kek_id, auto wrapped, auto sealed_key) {
+    return tx.exec_params1(
+        absl::StrCat(
+            "INSERT INTO certificates (id, tenant_id, account_id, order_id, identifiers, serial, "
+            "not_before, not_after, chain_pem, account_key_version, kek_id, wrapped_data_key, "
+            "sealed_private_key, created_at) VALUES ($1, $2, $3, $4, $5::text[], $6, av_ts($7), "
+            "av_ts($8), $9, $10, $11, $12, $13, av_ts($14)) RETURNING ",
+            kCertificates.rows.columns),
+        id, scope.tenant, Nullable(OptionalParam(c.account)), Nullable(OptionalParam(c.order)), ids,
+        c.serial, Micros(c.not_before), Micros(c.not_after), c.chain_pem,
+        Nullable(OptionalParam(c.account_key_version)), kek_id, wrapped, sealed_key, Micros(now));
+  };
+  Certificate out =
+      CertificateOf(sealed.has_value() ? insert(sealed->kek_id, Bytes(sealed->wrapped_data_key),
+                                                Bytes(sealed->sealed_private_key))
+                                       : insert(static_cast<const char*>(nullptr),
+                                                static_cast<const char*>(nullptr),
+                                                static_cast<const char*>(nullptr)));
+  Audit(tx, scope, now, rules::CertificateEvent("InsertCertificate", out, ""));
+  return out;
+}
+
+absl::StatusOr<Certificate> PostgresStore::InsertCertificate(const Scope& scope,
+                                                             const NewCertificate& certificate) {
+  ASSIGN_OR_RETURN(NewCertificate c, rules::ValidateNewCertificate(certificate));
+  const absl::Time now = Now();
+  return InTenant<Certificate>("InsertCertificate", scope, [&](pqxx::work& tx) {
+    return InsertCertificateIn(tx, scope, c, now);
+  });
+}
+
+absl::StatusOr<Certificate> PostgresStore::GetCertificate(const Scope& scope, CertificateId id) {
+  return InTenant<Certificate>("GetCertificate", scope,
+                               [&](pqxx::work& tx) { return GetById(tx, kCertificates, id); });
+}
+
+absl::StatusOr<Certificate> PostgresStore::GetCertificateBySerial(const Scope& scope,
+                                                                  absl::string_view serial) {
+  return InTenant<Certificate>("GetCertificateBySerial", scope, [&](pqxx::work& tx) {
+    return FirstOf(tx.exec_params(absl::StrCat("SELECT ", kCertificates.rows.columns,
+                                               " FROM certificates WHERE tenant_id = $1 "
+                                               "AND serial = lower($2)"),
+                                  scope.tenant, std::string(serial)),
+                   CertificateOf,
+                   absl::NotFoundError(absl::StrCat("no certificate with serial ", serial)));
+  });
+}
+
+absl::StatusOr<Certificate> PostgresStore::GetCurrentCertificate(
+    const Scope& scope, const std::vector<std::string>& identifiers) {
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, CanonicalIdentifiers(identifiers));
+  const absl::Time now = Now();
+  return InTenant<Certificate>("GetCurrentCertificate", scope, [&](pqxx::work& tx) {
+    return FirstOf(tx.exec_params(absl::StrCat("SELECT ", kCertificates.rows.columns,
+                                               " FROM certificates WHERE tenant_id = $1 "
+                                               "AND identifiers_hash = "
+                                               "av_identifiers_hash($2::text[]) "
+                                               "AND revoked_at IS NULL AND not_after > av_ts($3) "
+                                               "ORDER BY not_after DESC LIMIT 1"),
+                                  scope.tenant, ArrayParam(ids), Micros(now)),
+                   CertificateOf, absl::NotFoundError("no live certificate for these identifiers"));
+  });
+}
+
+absl::StatusOr<crypto::PrivateKey> PostgresStore::GetCertificateKey(const Scope& scope,
+                                                                    CertificateId id,
+                                                                    absl::string_view purpose) {
+  const absl::Time now = Now();
+  return InTenant<crypto::PrivateKey>(
+      "GetCertificateKey", scope, [&](pqxx::work& tx) -> absl::StatusOr<crypto::PrivateKey> {
+        ASSIGN_OR_RETURN(pqxx::row r, pg::GetRowById(tx, kCertificates, id, kSealedColumns));
+        std::optional<SealedKey> sealed = pg::SealedKeyOf(r);
+        if (!sealed.has_value()) {
+          return absl::NotFoundError(absl::StrCat("certificate ", id, " has no stored key"));
+        }
+        ASSIGN_OR_RETURN(
+            crypto::PrivateKey key,
+            envelope_.OpenPrivateKey(*sealed, CertificateKeyContext(scope.tenant, id)));
+        Audit(tx, scope, now,
+              rules::CertificateEvent("UseCertificateKey", CertificateOf(r), std::string(purpose)));
+        return key;
+      });
+}
+
+absl::StatusOr<Page<Certificate>> PostgresStore::ListCertificates(const Scope& scope,
+                                                                  const CertificateFilter& filter,
+                                                                  const PageRequest& page) {
+  ASSIGN_OR_RETURN(int64_t after, rules::DecodeIdToken(page.page_token));
+  const int limit = PageSize(page);
+  const absl::Time now = Now();
+  std::optional<int64_t> before, since;
+  if (filter.expires_before.has_value()) before = Micros(*filter.expires_before);
+  if (filter.expires_after.has_value()) since = Micros(*filter.expires_after);
+  const std::string state = filter.state == CertificateState::kLive      ? "live"
+                            : filter.state == CertificateState::kRevoked ? "revoked"
+                            : filter.state == CertificateState::kExpired ? "expired"
+                                                                         : "any";
+  return InTenant<Page<Certificate>>("ListCertificates", scope, [&](pqxx::work& tx) {
+    return PageOf(
+        tx.exec_params(
+            absl::StrCat("SELECT ", kCertificates.rows.columns,
+                         " FROM certificates WHERE tenant_id = $1 AND id > $2 "
+                         "AND CASE $3 "
+                         "  WHEN 'live' THEN revoked_at IS NULL AND superseded_at IS NULL "
+                         "                   AND not_after > av_ts($4) "
+                         "  WHEN 'revoked' THEN revoked_at IS NOT NULL "
+                         "  WHEN 'expired' THEN revoked_at IS NULL AND not_after <= av_ts($4) "
+                         "  ELSE true END "
+                         "AND ($5::bigint IS NULL OR not_after < av_ts($5)) "
+                         "AND ($6::bigint IS NULL OR not_after >= av_ts($6)) "
+                         "ORDER BY id LIMIT $7"),
+            scope.tenant, after, state, Micros(now), Nullable(OptionalParam(before)),
+            Nullable(OptionalParam(since)), limit + 1),
+        CertificateOf, limit, CertificateToken);
+  });
+}
+
+absl::StatusOr<Page<DueCertificate>> PostgresStore::ListCertificatesDueForRenewal(
+    const PageRequest& page) {
+  std::optional<int64_t> after_time, after_id;
+  if (!page.page_token.empty()) {
+    ASSIGN_OR_RETURN(auto cursor, rules::DecodeDueToken(page.page_token));
+    std::tie(after_time, after_id) = cursor;
+  }
+  const int limit = PageSize(page);
+  const absl::Time now = Now();
+  return AcrossTenants<Page<DueCertificate>>("ListCertificatesDueForRenewal", [&](pqxx::work& tx) {
+    return PageOf(tx.exec_params(absl::StrCat("SELECT ", kDueRows.columns,
+                                              " FROM av_certificates_due(av_ts($1), av_ts($2), "
+                                              "$3, $4)"),
+                                 Micros(now), Nullable(OptionalParam(after_time)),
+                                 Nullable(OptionalParam(after_id)), limit + 1),
+                  kDueRows.map, limit, DueToken);
+  });
+}
+
+absl::Status PostgresStore::MarkCertificateRevoked(const Scope& scope, CertificateId id,
+                                                   crypto::RevocationReason reason) {
+  RETURN_IF_ERROR(rules::ValidateRevocationReason(reason));
+  const absl::Time now = Now();
+  return InTenant("MarkCertificateRevoked", scope, [&](pqxx::work& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(Certificate c, GetById(tx, kCertificates, id, pg::Lock::kForUpdate));
+    if (c.revoked_at.has_value()) {
+      return absl::FailedPreconditionError(absl::StrCat("certificate ", id, " is already revoked"));
+    }
+    tx.exec_params0(
+        "UPDATE certificates SET revoked_at = av_ts($2), revocation_reason = $3 WHERE id = $1", id,
+        Micros(now), crypto::RevocationReasonCode(reason));
+    Audit(tx, scope, now,
+          rules::CertificateEvent("MarkCertificateRevoked", c,
+                                  absl::StrCat("reason ", crypto::RevocationReasonCode(reason))));
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace acmevault::storage

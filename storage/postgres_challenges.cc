@@ -1,0 +1,62 @@
+// PostgresStore: HTTP-01 challenge answers shared by every replica's responder (ChallengeStore).
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "storage/postgres_rows.h"
+#include "storage/postgres_store.h"
+#include "storage/rules.h"
+
+namespace acmevault::storage {
+
+using pg::Micros;
+
+namespace {
+
+std::string TextOfRow(const pqxx::row& r) { return r[0].as<std::string>(); }
+
+}  // namespace
+
+absl::Status PostgresStore::PutChallenge(const Scope& scope, absl::string_view token,
+                                         absl::string_view key_authorization) {
+  RETURN_IF_ERROR(rules::ValidateChallengeToken(token));
+  const absl::Time now = Now();
+  return InTenant("PutChallenge", scope, [&](pqxx::work& tx) {
+    pqxx::result r = tx.exec_params(
+        "INSERT INTO challenges (token, tenant_id, key_authorization, created_at) "
+        "VALUES ($1, $2, $3, av_ts($4)) ON CONFLICT (token) DO NOTHING RETURNING token",
+        std::string(token), scope.tenant, std::string(key_authorization), Micros(now));
+    if (r.empty()) {
+      // Taken: by this tenant with the same value (a retry), or otherwise.
+      pqxx::result mine =
+          tx.exec_params("SELECT 1 FROM challenges WHERE token = $1 AND key_authorization = $2",
+                         std::string(token), std::string(key_authorization));
+      if (mine.empty()) return absl::AlreadyExistsError("challenge token is taken");
+      return absl::OkStatus();
+    }
+    Audit(tx, scope, now, rules::SimpleEvent("PutChallenge", absl::StrCat("token ", token)));
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<std::string> PostgresStore::LookupChallenge(absl::string_view token) {
+  return AcrossTenants<std::string>("LookupChallenge", [&](pqxx::work& tx) {
+    return pg::FirstOf(
+        tx.exec_params(
+            "SELECT k FROM (SELECT av_lookup_challenge($1) AS k) AS x WHERE k IS NOT NULL",
+            std::string(token)),
+        TextOfRow, absl::NotFoundError("unknown challenge token"));
+  });
+}
+
+absl::Status PostgresStore::DeleteChallenge(const Scope& scope, absl::string_view token) {
+  const absl::Time now = Now();
+  return InTenant("DeleteChallenge", scope, [&](pqxx::work& tx) {
+    pqxx::result r = tx.exec_params("DELETE FROM challenges WHERE token = $1 RETURNING token",
+                                    std::string(token));
+    if (!r.empty()) {
+      Audit(tx, scope, now, rules::SimpleEvent("DeleteChallenge", absl::StrCat("token ", token)));
+    }
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace acmevault::storage

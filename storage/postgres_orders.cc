@@ -1,0 +1,248 @@
+// PostgresStore: orders, their finalization material and leases (OrderStore).
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "storage/postgres_rows.h"
+#include "storage/postgres_store.h"
+#include "storage/rules.h"
+
+namespace acmevault::storage {
+
+using pg::ArrayParam;
+using pg::Bytes;
+using pg::FirstOf;
+using pg::GetById;
+using pg::kOrders;
+using pg::kSealedColumns;
+using pg::Lock;
+using pg::Micros;
+using pg::Nullable;
+using pg::OrderOf;
+using pg::TimeOf;
+
+namespace {
+
+// The leased order, locked, if the lease is still current (rules::CheckLease).
+absl::StatusOr<Order> LockLeasedOrder(pqxx::work& tx, const Scope& scope, const Lease& lease) {
+  ASSIGN_OR_RETURN(Order o, GetById(tx, kOrders, lease.order, Lock::kForUpdate));
+  RETURN_IF_ERROR(rules::CheckLease(scope, o, lease));
+  return o;
+}
+
+}  // namespace
+
+absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& scope,
+                                                                   const NewOrder& order) {
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, rules::ValidateNewOrder(order));
+  const absl::Time now = Now();
+  const absl::Time expires = TruncateToMicros(now + order.lease_duration);
+  const std::string id_array = ArrayParam(ids);
+  const std::string select_orders = absl::StrCat("SELECT ", kOrders.rows.columns, " FROM orders");
+  return InTenant<CreateOrderResult>(
+      "CreateOrJoinOrder", scope, [&](pqxx::work& tx) -> absl::StatusOr<CreateOrderResult> {
+        CreateOrderResult out;
+        // Two attempts: a concurrent creator may win the insert; then its order is joined.
+        for (int attempt = 0; attempt < 2; ++attempt) {
+          if (!order.idempotency_key.empty()) {
+            pqxx::result r = tx.exec_params(
+                absl::StrCat(select_orders, " WHERE idempotency_key = $1"), order.idempotency_key);
+            if (!r.empty()) {
+              out.order = OrderOf(r[0]);
+              if (out.order.identifiers != ids) {
+                return absl::InvalidArgumentError(
+                    absl::StrCat("idempotency key was used for order ", out.order.id,
+                                 " with other identifiers"));
+              }
+              return out;
+            }
+          }
+          pqxx::result r = tx.exec_params(
+              absl::StrCat(select_orders,
+                           " WHERE identifiers_hash = av_identifiers_hash($1::text[]) "
+                           "AND state NOT IN ('valid', 'invalid')"),
+              id_array);
+          if (!r.empty()) {
+            out.order = OrderOf(r[0]);
+            return out;
+          }
+          // The sealed key binds the order id, so the id is drawn first.
+          OrderId id =
+              tx.exec1("SELECT nextval(pg_get_serial_sequence('orders', 'id'))")[0].as<int64_t>();
+          SealedKey sealed;  // empty fields are stored as NULL: no key
+          if (order.certificate_key != nullptr) {
+            ASSIGN_OR_RETURN(sealed, envelope_.SealPrivateKey(*order.certificate_key,
+                                                              OrderKeyContext(scope.tenant, id)));
+          }
+          r = tx.exec_params(
+              absl::StrCat("INSERT INTO orders (id, tenant_id, account_id, identifiers, state, "
+                           "idempotency_key, lease_owner, lease_expires_at, fencing_token, error, "
+                           "created_at, updated_at, csr_der, kek_id, wrapped_data_key, "
+                           "sealed_private_key) "
+                           "VALUES ($1, $2, $3, $4::text[], 'created', $5, $6, av_ts($7), 1, '', "
+                           "av_ts($8), av_ts($8), NULLIF($9::bytea, ''), NULLIF($10, ''), "
+                           "NULLIF($11::bytea, ''), NULLIF($12::bytea, '')) "
+                           "ON CONFLICT DO NOTHING RETURNING ",
+                           kOrders.rows.columns),
+              id, scope.tenant, order.account, id_array,
+              Nullable(pg::NonEmpty(order.idempotency_key)), order.lease_owner, Micros(expires),
+              Micros(now), Bytes(order.csr_der), sealed.kek_id, Bytes(sealed.wrapped_data_key),
+              Bytes(sealed.sealed_private_key));
+          if (!r.empty()) {
+            out.order = OrderOf(r[0]);
+            out.created = true;
+            out.lease = Lease{scope.tenant, out.order.id, order.lease_owner, 1, expires};
+            Audit(tx, scope, now, rules::OrderEvent("CreateOrder", out.order, ""));
+            return out;
+          }
+        }
+        return absl::AbortedError("order creation kept conflicting; retry");
+      });
+}
+
+absl::StatusOr<Order> PostgresStore::GetOrder(const Scope& scope, OrderId order) {
+  return InTenant<Order>("GetOrder", scope,
+                         [&](pqxx::work& tx) { return GetById(tx, kOrders, order); });
+}
+
+absl::StatusOr<Order> PostgresStore::FindOrderByIdempotencyKey(const Scope& scope,
+                                                               absl::string_view key) {
+  return InTenant<Order>("FindOrderByIdempotencyKey", scope, [&](pqxx::work& tx) {
+    return FirstOf(tx.exec_params(absl::StrCat("SELECT ", kOrders.rows.columns,
+                                               " FROM orders WHERE idempotency_key = $1"),
+                                  std::string(key)),
+                   OrderOf, absl::NotFoundError("no order with this idempotency key"));
+  });
+}
+
+absl::StatusOr<crypto::PrivateKey> PostgresStore::GetOrderCertificateKey(
+    const Scope& scope, OrderId order, absl::string_view purpose) {
+  const absl::Time now = Now();
+  return InTenant<crypto::PrivateKey>(
+      "GetOrderCertificateKey", scope, [&](pqxx::work& tx) -> absl::StatusOr<crypto::PrivateKey> {
+        ASSIGN_OR_RETURN(pqxx::row r, pg::GetRowById(tx, kOrders, order, kSealedColumns));
+        std::optional<SealedKey> sealed = pg::SealedKeyOf(r);
+        if (!sealed.has_value()) {
+          return absl::NotFoundError(
+              absl::StrCat("order ", order, " has no stored certificate key"));
+        }
+        ASSIGN_OR_RETURN(crypto::PrivateKey key,
+                         envelope_.OpenPrivateKey(*sealed, OrderKeyContext(scope.tenant, order)));
+        Audit(tx, scope, now,
+              rules::OrderEvent("UseCertificateKey", OrderOf(r), std::string(purpose)));
+        return key;
+      });
+}
+
+absl::Status PostgresStore::RecordOrderUrl(const Scope& scope, const Lease& lease,
+                                           absl::string_view url) {
+  RETURN_IF_ERROR(rules::ValidateUrl("order URL", url));
+  const absl::Time now = Now();
+  return InTenant("RecordOrderUrl", scope, [&](pqxx::work& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
+    ASSIGN_OR_RETURN(bool write, rules::OrderUrlNeedsWrite(o, url));
+    if (!write) return absl::OkStatus();
+    tx.exec_params0(
+        "UPDATE orders SET acme_url = $2, state = 'pending', updated_at = av_ts($3) "
+        "WHERE id = $1",
+        o.id, std::string(url), Micros(now));
+    o.acme_url = std::string(url);
+    Audit(tx, scope, now, rules::OrderEvent("RecordOrderUrl", o, ""));
+    return absl::OkStatus();
+  });
+}
+
+absl::Status PostgresStore::TransitionOrder(const Scope& scope, const Lease& lease, OrderState to,
+                                            absl::string_view error) {
+  const absl::Time now = Now();
+  return InTenant("TransitionOrder", scope, [&](pqxx::work& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
+    RETURN_IF_ERROR(rules::CheckOrderTransition(o, to));
+    if (o.state == to) return absl::OkStatus();
+    // A terminal order needs no lease any more.
+    tx.exec_params0(
+        "UPDATE orders SET state = $2, error = $3, updated_at = av_ts($4), "
+        "lease_owner = CASE WHEN $5 THEN NULL ELSE lease_owner END, "
+        "lease_expires_at = CASE WHEN $5 THEN NULL ELSE lease_expires_at END WHERE id = $1",
+        o.id, std::string(OrderStateName(to)),
+        to == OrderState::kInvalid ? std::string(error) : std::string(), Micros(now),
+        IsTerminal(to));
+    Audit(tx, scope, now,
+          rules::OrderEvent("TransitionOrder", o, rules::TransitionDetail(o.state, to, error)));
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<Certificate> PostgresStore::CompleteOrder(const Scope& scope, const Lease& lease,
+                                                         const NewCertificate& certificate) {
+  ASSIGN_OR_RETURN(NewCertificate c, rules::ValidateNewCertificate(certificate));
+  const absl::Time now = Now();
+  return InTenant<Certificate>(
+      "CompleteOrder", scope, [&](pqxx::work& tx) -> absl::StatusOr<Certificate> {
+        ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
+        RETURN_IF_ERROR(rules::CheckCompletable(o));
+        NewCertificate linked = c;
+        linked.order = o.id;
+        if (!linked.account.has_value()) linked.account = o.account;
+        ASSIGN_OR_RETURN(Certificate out, InsertCertificateIn(tx, scope, linked, now));
+        tx.exec_params0(
+            "UPDATE orders SET state = 'valid', certificate_id = $2, updated_at = av_ts($3), "
+            "lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
+            o.id, out.id, Micros(now));
+        Audit(tx, scope, now,
+              rules::OrderEvent("CompleteOrder", o, absl::StrCat("certificate ", out.id)));
+        return out;
+      });
+}
+
+absl::StatusOr<std::vector<Lease>> PostgresStore::ClaimStaleOrders(absl::string_view owner,
+                                                                   absl::Duration lease_duration,
+                                                                   int max_orders) {
+  RETURN_IF_ERROR(rules::ValidateLeaseRequest(owner, lease_duration));
+  if (max_orders < 1) return absl::InvalidArgumentError("max_orders must be positive");
+  const absl::Time now = Now();
+  const absl::Time until = TruncateToMicros(now + lease_duration);
+  return AcrossTenants<std::vector<Lease>>("ClaimStaleOrders", [&](pqxx::work& tx) {
+    std::vector<Lease> out;
+    for (const pqxx::row& r :
+         tx.exec_params("SELECT tenant_id, order_id, fencing_token, av_us(lease_expires_at) "
+                        "FROM av_claim_stale_orders($1, av_ts($2), av_ts($3), $4)",
+                        std::string(owner), Micros(now), Micros(until), max_orders)) {
+      out.push_back(Lease{r[0].as<int64_t>(), r[1].as<int64_t>(), std::string(owner),
+                          r[2].as<int64_t>(), TimeOf(r[3])});
+    }
+    return out;
+  });
+}
+
+absl::StatusOr<Lease> PostgresStore::RenewLease(const Scope& scope, const Lease& lease,
+                                                absl::Duration lease_duration) {
+  RETURN_IF_ERROR(rules::ValidateLeaseRequest(lease.owner, lease_duration));
+  const absl::Time now = Now();
+  Lease out = lease;
+  out.expires_at = TruncateToMicros(now + lease_duration);
+  RETURN_IF_ERROR(InTenant("RenewLease", scope, [&](pqxx::work& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
+    tx.exec_params0(
+        "UPDATE orders SET lease_owner = $2, lease_expires_at = av_ts($3), updated_at = "
+        "av_ts($4) WHERE id = $1",
+        o.id, lease.owner, Micros(out.expires_at), Micros(now));
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::Status PostgresStore::ReleaseLease(const Scope& scope, const Lease& lease) {
+  const absl::Time now = Now();
+  return InTenant("ReleaseLease", scope, [&](pqxx::work& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
+    tx.exec_params0(
+        "UPDATE orders SET lease_owner = NULL, lease_expires_at = NULL, updated_at = av_ts($2) "
+        "WHERE id = $1",
+        o.id, Micros(now));
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace acmevault::storage

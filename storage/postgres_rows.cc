@@ -1,0 +1,288 @@
+#include "storage/postgres_rows.h"
+
+#include <utility>
+
+#include "crypto/keys.h"
+#include "crypto/revocation_reason.h"
+
+namespace acmevault::storage::pg {
+
+// ---------------------------------------------------------------------------------------------
+// Parameters and fields
+
+int64_t Micros(absl::Time t) { return absl::ToUnixMicros(t); }
+
+const char* Nullable(const std::optional<std::string>& s) { return s ? s->c_str() : nullptr; }
+
+std::optional<std::string> NonEmpty(absl::string_view s) {
+  if (s.empty()) return std::nullopt;
+  return std::string(s);
+}
+
+std::string ArrayParam(const std::vector<std::string>& values) {
+  std::string out = "{";
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i > 0) out += ',';
+    out += '"';
+    for (char c : values[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  out += '}';
+  return out;
+}
+
+pqxx::binarystring Bytes(absl::string_view s) { return pqxx::binarystring(s.data(), s.size()); }
+
+absl::Time TimeOf(const pqxx::field& f) { return absl::FromUnixMicros(f.as<int64_t>()); }
+
+std::optional<absl::Time> OptionalTime(const pqxx::field& f) {
+  if (f.is_null()) return std::nullopt;
+  return TimeOf(f);
+}
+
+std::string TextOf(const pqxx::field& f) { return f.is_null() ? "" : f.as<std::string>(); }
+
+std::string BytesOf(const pqxx::field& f) { return pqxx::binarystring(f).str(); }
+
+std::vector<std::string> ArrayOf(const pqxx::field& f) {
+  std::vector<std::string> out;
+  pqxx::array_parser parser = f.as_array();
+  for (auto step = parser.get_next(); step.first != pqxx::array_parser::done;
+       step = parser.get_next()) {
+    if (step.first == pqxx::array_parser::string_value) out.push_back(std::move(step.second));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mappers, each beside its column list
+
+Tenant TenantOf(const pqxx::row& r) {
+  Tenant t;
+  t.id = r[0].as<int64_t>();
+  t.spec.name = r[1].as<std::string>();
+  t.spec.allowed_identifiers = ArrayOf(r[2]);
+  t.spec.policy.key_algorithm = Known(crypto::ParseKeyAlgorithm(r[3].as<std::string>()));
+  t.spec.policy.max_key_age = absl::Seconds(r[4].as<int64_t>());
+  t.spec.policy.deactivate_authorizations_after_issuance = r[5].as<bool>();
+  t.spec.policy.ephemeral_accounts = r[6].as<bool>();
+  t.spec.policy.renewal_window = absl::Seconds(r[7].as<int64_t>());
+  t.spec.acme_directory_url = r[8].as<std::string>();
+  t.created_at = TimeOf(r[9]);
+  t.updated_at = TimeOf(r[10]);
+  t.disabled_at = OptionalTime(r[11]);
+  return t;
+}
+
+const Table<Tenant> kTenants{
+    "tenants",
+    "tenant",
+    {"id, name, allowed_identifiers, key_algorithm, max_key_age_seconds, "
+     "deactivate_authorizations_after_issuance, ephemeral_accounts, renewal_window_seconds, "
+     "acme_directory_url, av_us(created_at), av_us(updated_at), av_us(disabled_at)",
+     12, TenantOf}};
+
+Identity IdentityOf(const pqxx::row& r) {
+  Identity i;
+  i.id = r[0].as<int64_t>();
+  i.tenant = r[1].as<int64_t>();
+  i.role = Known(ParseRole(r[2].as<std::string>()));
+  i.spiffe_id = TextOf(r[3]);
+  i.bearer_token = r[4].as<bool>();
+  i.description = r[5].as<std::string>();
+  i.created_at = TimeOf(r[6]);
+  i.revoked_at = OptionalTime(r[7]);
+  return i;
+}
+
+const Table<Identity> kIdentities{
+    "identities",
+    "identity",
+    {"id, tenant_id, role, spiffe_id, token_sha256 IS NOT NULL, description, av_us(created_at), "
+     "av_us(revoked_at)",
+     8, IdentityOf}};
+
+const Rows<Identity> kAuthenticatedRows{
+    "id, tenant_id, role, spiffe_id, bearer_token, description, av_us(created_at), NULL::bigint", 8,
+    IdentityOf};
+
+Account AccountOf(const pqxx::row& r) {
+  Account a;
+  a.id = r[0].as<int64_t>();
+  a.tenant = r[1].as<int64_t>();
+  a.directory_url = r[2].as<std::string>();
+  a.account_url = TextOf(r[3]);
+  a.status = Known(ParseAccountStatus(r[4].as<std::string>()));
+  a.created_at = TimeOf(r[5]);
+  a.deactivated_at = OptionalTime(r[6]);
+  return a;
+}
+
+const Table<Account> kAccounts{
+    "accounts",
+    "account",
+    {"id, tenant_id, directory_url, account_url, status, av_us(created_at), "
+     "av_us(deactivated_at)",
+     7, AccountOf}};
+
+AccountKey AccountKeyOf(const pqxx::row& r) {
+  AccountKey k;
+  k.account = r[0].as<int64_t>();
+  k.version = r[1].as<int>();
+  k.state = Known(ParseKeyState(r[2].as<std::string>()));
+  k.algorithm = Known(crypto::ParseKeyAlgorithm(r[3].as<std::string>()));
+  k.public_key.public_jwk = r[4].as<std::string>();
+  k.public_key.thumbprint = r[5].as<std::string>();
+  k.kek_id = r[6].as<std::string>();
+  k.created_at = TimeOf(r[7]);
+  k.activated_at = OptionalTime(r[8]);
+  k.retired_at = OptionalTime(r[9]);
+  k.compromised_at = OptionalTime(r[10]);
+  return k;
+}
+
+const Rows<AccountKey> kAccountKeyRows{
+    "account_id, version, state, algorithm, public_jwk, thumbprint, kek_id, av_us(created_at), "
+    "av_us(activated_at), av_us(retired_at), av_us(compromised_at)",
+    11, AccountKeyOf};
+
+Order OrderOf(const pqxx::row& r) {
+  Order o;
+  o.id = r[0].as<int64_t>();
+  o.tenant = r[1].as<int64_t>();
+  o.account = r[2].as<int64_t>();
+  o.identifiers = ArrayOf(r[3]);
+  o.acme_url = TextOf(r[4]);
+  o.state = Known(ParseOrderState(r[5].as<std::string>()));
+  o.idempotency_key = TextOf(r[6]);
+  o.lease_owner = TextOf(r[7]);
+  o.lease_expires_at = OptionalTime(r[8]);
+  o.fencing_token = r[9].as<int64_t>();
+  o.certificate = OptionalValue<int64_t>(r[10]);
+  o.error = r[11].as<std::string>();
+  o.created_at = TimeOf(r[12]);
+  o.updated_at = TimeOf(r[13]);
+  o.csr_der = r[14].is_null() ? "" : BytesOf(r[14]);
+  o.has_certificate_key = r[15].as<bool>();
+  return o;
+}
+
+const Table<Order> kOrders{
+    "orders",
+    "order",
+    {"id, tenant_id, account_id, identifiers, acme_url, state, idempotency_key, lease_owner, "
+     "av_us(lease_expires_at), fencing_token, certificate_id, error, av_us(created_at), "
+     "av_us(updated_at), csr_der, kek_id IS NOT NULL",
+     16, OrderOf}};
+
+Authorization AuthorizationOf(const pqxx::row& r) {
+  Authorization a;
+  a.id = r[0].as<int64_t>();
+  a.tenant = r[1].as<int64_t>();
+  a.record.account = r[2].as<int64_t>();
+  a.record.order = OptionalValue<int64_t>(r[3]);
+  a.record.url = r[4].as<std::string>();
+  a.record.identifier = r[5].as<std::string>();
+  a.record.status = Known(ParseAuthorizationStatus(r[6].as<std::string>()));
+  a.record.expires_at = OptionalTime(r[7]);
+  a.deactivated_at = OptionalTime(r[8]);
+  a.updated_at = TimeOf(r[9]);
+  return a;
+}
+
+const Table<Authorization> kAuthorizations{
+    "authorizations",
+    "authorization",
+    {"id, tenant_id, account_id, order_id, url, identifier, status, av_us(expires_at), "
+     "av_us(deactivated_at), av_us(updated_at)",
+     10, AuthorizationOf}};
+
+Certificate CertificateOf(const pqxx::row& r) {
+  Certificate c;
+  c.id = r[0].as<int64_t>();
+  c.tenant = r[1].as<int64_t>();
+  c.account = OptionalValue<int64_t>(r[2]);
+  c.order = OptionalValue<int64_t>(r[3]);
+  c.identifiers = ArrayOf(r[4]);
+  c.serial = r[5].as<std::string>();
+  c.not_before = TimeOf(r[6]);
+  c.not_after = TimeOf(r[7]);
+  c.chain_pem = r[8].as<std::string>();
+  c.account_key_version = OptionalValue<int>(r[9]);
+  c.has_private_key = r[10].as<bool>();
+  c.revoked_at = OptionalTime(r[11]);
+  if (auto code = OptionalValue<int>(r[12])) {
+    c.revocation_reason = crypto::RevocationReasonFromCode(*code);
+  }
+  c.superseded_at = OptionalTime(r[13]);
+  c.created_at = TimeOf(r[14]);
+  return c;
+}
+
+const Table<Certificate> kCertificates{
+    "certificates",
+    "certificate",
+    {"id, tenant_id, account_id, order_id, identifiers, serial, av_us(not_before), "
+     "av_us(not_after), chain_pem, account_key_version, kek_id IS NOT NULL, av_us(revoked_at), "
+     "revocation_reason, av_us(superseded_at), av_us(created_at)",
+     15, CertificateOf}};
+
+AuditRecord AuditRecordOf(const pqxx::row& r) {
+  AuditRecord a;
+  a.tenant = r[0].as<int64_t>();
+  a.seq = r[1].as<int64_t>();
+  a.at = TimeOf(r[2]);
+  a.actor.identity = r[3].as<std::string>();
+  a.actor.rpc = r[4].as<std::string>();
+  a.event.action = r[5].as<std::string>();
+  a.event.identifiers = ArrayOf(r[6]);
+  a.event.account = OptionalValue<int64_t>(r[7]);
+  a.event.key_version = OptionalValue<int>(r[8]);
+  a.event.acme_url = r[9].as<std::string>();
+  a.event.outcome = r[10].as<std::string>();
+  a.event.detail = r[11].as<std::string>();
+  a.prev_hash = BytesOf(r[12]);
+  a.hash = BytesOf(r[13]);
+  return a;
+}
+
+const Rows<AuditRecord> kAuditRows{
+    "tenant_id, seq, av_us(at), actor, rpc, action, identifiers, account_id, key_version, "
+    "acme_url, outcome, detail, prev_hash, hash",
+    14, AuditRecordOf};
+
+DueCertificate DueCertificateOf(const pqxx::row& r) {
+  return DueCertificate{r[0].as<int64_t>(), r[1].as<int64_t>(), ArrayOf(r[2]), TimeOf(r[3])};
+}
+
+const Rows<DueCertificate> kDueRows{"tenant_id, id, identifiers, av_us(not_after)", 4,
+                                    DueCertificateOf};
+
+std::optional<SealedKey> SealedKeyOf(const pqxx::row& r) {
+  if (r["kek_id"].is_null()) return std::nullopt;
+  return SealedKey{r["kek_id"].as<std::string>(), BytesOf(r["wrapped_data_key"]),
+                   BytesOf(r["sealed_private_key"])};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fetching
+
+absl::Status NoSuch(absl::string_view what, int64_t id) {
+  return absl::NotFoundError(absl::StrCat(what, " ", id, " not found"));
+}
+
+absl::StatusOr<pqxx::row> SelectById(pqxx::work& tx, absl::string_view table,
+                                     absl::string_view noun, absl::string_view columns, int64_t id,
+                                     Lock lock) {
+  pqxx::result r =
+      tx.exec_params(absl::StrCat("SELECT ", columns, " FROM ", table, " WHERE id = $1",
+                                  lock == Lock::kForUpdate ? " FOR UPDATE" : ""),
+                     id);
+  if (r.empty()) return NoSuch(noun, id);
+  return r[0];
+}
+
+}  // namespace acmevault::storage::pg

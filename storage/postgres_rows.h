@@ -1,0 +1,200 @@
+// Rows of the PostgreSQL store: how values travel as statement parameters and come back as
+// fields, each table's column list with the mapper that turns such a row into a domain struct,
+// and the helpers that fetch rows in a caller's transaction and map them. Internal to storage/
+// (the files of PostgresStore use it); nothing here opens a transaction or sets a tenant.
+//
+// Times travel as microseconds since the epoch (av_ts / av_us in SQL), arrays as text[]
+// literals, bytes as bytea. A mapper reads its row by position, so a column list and its mapper
+// change together; postgres_rows_test checks that every list is as wide as its mapper says.
+#ifndef ACMEVAULT_STORAGE_POSTGRES_ROWS_H_
+#define ACMEVAULT_STORAGE_POSTGRES_ROWS_H_
+
+#include <pqxx/pqxx>
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "storage/envelope.h"
+#include "storage/types.h"
+
+namespace acmevault::storage::pg {
+
+// ---------------------------------------------------------------------------------------------
+// Parameters
+
+int64_t Micros(absl::Time t);
+
+// A text parameter that may be NULL. The returned pointer borrows `s`.
+const char* Nullable(const std::optional<std::string>& s);
+
+template <typename T>
+std::optional<std::string> OptionalParam(const std::optional<T>& v) {
+  if (!v.has_value()) return std::nullopt;
+  return absl::StrCat(*v);
+}
+
+// NULL for an empty string.
+std::optional<std::string> NonEmpty(absl::string_view s);
+
+// A text[] literal: every element double-quoted, with '"' and '\' escaped.
+std::string ArrayParam(const std::vector<std::string>& values);
+
+pqxx::binarystring Bytes(absl::string_view s);
+
+// ---------------------------------------------------------------------------------------------
+// Fields
+
+absl::Time TimeOf(const pqxx::field& f);
+std::optional<absl::Time> OptionalTime(const pqxx::field& f);
+
+template <typename T>
+std::optional<T> OptionalValue(const pqxx::field& f) {
+  if (f.is_null()) return std::nullopt;
+  return f.as<T>();
+}
+
+// "" for NULL.
+std::string TextOf(const pqxx::field& f);
+std::string BytesOf(const pqxx::field& f);
+std::vector<std::string> ArrayOf(const pqxx::field& f);
+
+// Enumerations stored as text. The schema's CHECK constraints admit only valid names, so a
+// failure here is corruption: thrown, and reported by PostgresPool::Run as INTERNAL.
+template <typename T>
+T Known(absl::StatusOr<T> parsed) {
+  if (!parsed.ok()) throw std::runtime_error(std::string(parsed.status().message()));
+  return *std::move(parsed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tables
+
+// A row shape: the select list `map` reads, in order, and how many columns that is.
+template <typename T>
+struct Rows {
+  const char* columns;
+  int width;
+  T (*map)(const pqxx::row&);
+};
+
+// A table whose rows are named by a bigint `id` column, and the noun a missing row is called.
+template <typename T>
+struct Table {
+  const char* name;
+  const char* noun;
+  Rows<T> rows;
+};
+
+Tenant TenantOf(const pqxx::row& r);
+Identity IdentityOf(const pqxx::row& r);
+Account AccountOf(const pqxx::row& r);
+AccountKey AccountKeyOf(const pqxx::row& r);
+Order OrderOf(const pqxx::row& r);
+Authorization AuthorizationOf(const pqxx::row& r);
+Certificate CertificateOf(const pqxx::row& r);
+AuditRecord AuditRecordOf(const pqxx::row& r);
+DueCertificate DueCertificateOf(const pqxx::row& r);
+
+extern const Table<Tenant> kTenants;
+extern const Table<Identity> kIdentities;
+extern const Table<Account> kAccounts;
+extern const Table<Order> kOrders;
+extern const Table<Authorization> kAuthorizations;
+extern const Table<Certificate> kCertificates;
+// account_keys (named by account_id and version), audit_log (by tenant_id and seq).
+extern const Rows<AccountKey> kAccountKeyRows;
+extern const Rows<AuditRecord> kAuditRows;
+// An identity as av_authenticate returns it (live identities only): IdentityOf's shape.
+extern const Rows<Identity> kAuthenticatedRows;
+// A certificate as av_certificates_due returns it.
+extern const Rows<DueCertificate> kDueRows;
+
+// The columns that hold a sealed key in certificates and orders (all NULL when there is none),
+// selected after a row's own columns and read by name with SealedKeyOf.
+inline constexpr char kSealedColumns[] = "kek_id, wrapped_data_key, sealed_private_key";
+std::optional<SealedKey> SealedKeyOf(const pqxx::row& r);
+
+// ---------------------------------------------------------------------------------------------
+// Fetching, in the caller's transaction
+
+// NOT_FOUND "<what> <id> not found".
+absl::Status NoSuch(absl::string_view what, int64_t id);
+
+enum class Lock { kNone, kForUpdate };
+
+// SELECT <columns>[, <extra>] FROM <table> WHERE id = $1 [FOR UPDATE]: the row as the
+// transaction sees it (row-level security hides other tenants' rows, which are then missing
+// too). NOT_FOUND "<noun> <id> not found" if there is none. With Lock::kForUpdate the row stays
+// locked until the transaction ends.
+absl::StatusOr<pqxx::row> SelectById(pqxx::work& tx, absl::string_view table,
+                                     absl::string_view noun, absl::string_view columns, int64_t id,
+                                     Lock lock);
+
+// The row of `table` named `id`, mapped; errors as SelectById.
+template <typename T>
+absl::StatusOr<T> GetById(pqxx::work& tx, const Table<T>& table, int64_t id,
+                          Lock lock = Lock::kNone) {
+  absl::StatusOr<pqxx::row> r =
+      SelectById(tx, table.name, table.noun, table.rows.columns, id, lock);
+  if (!r.ok()) return r.status();
+  return table.rows.map(*r);
+}
+
+// The raw row with `extra` columns after the table's own (map it with table.rows.map).
+template <typename T>
+absl::StatusOr<pqxx::row> GetRowById(pqxx::work& tx, const Table<T>& table, int64_t id,
+                                     absl::string_view extra) {
+  return SelectById(tx, table.name, table.noun, absl::StrCat(table.rows.columns, ", ", extra), id,
+                    Lock::kNone);
+}
+
+// OK if the transaction sees the row of `table` named `id`; errors as SelectById.
+template <typename T>
+absl::Status RequireRow(pqxx::work& tx, const Table<T>& table, int64_t id) {
+  return SelectById(tx, table.name, table.noun, "1", id, Lock::kNone).status();
+}
+
+// The first row of `result` mapped; `missing` if there is none.
+template <typename T>
+absl::StatusOr<T> FirstOf(const pqxx::result& result, T (*map)(const pqxx::row&),
+                          absl::Status missing) {
+  if (result.empty()) return missing;
+  return map(result[0]);
+}
+
+// Every row of `result`, mapped.
+template <typename T>
+std::vector<T> AllOf(const pqxx::result& result, T (*map)(const pqxx::row&)) {
+  std::vector<T> out;
+  out.reserve(result.size());
+  for (const pqxx::row& r : result) out.push_back(map(r));
+  return out;
+}
+
+// A page of at most `limit` items of `result`, which was asked for limit + 1 rows: the extra
+// one only says that there is a next page, whose token is `token_of` the last item returned.
+template <typename T>
+Page<T> PageOf(const pqxx::result& result, T (*map)(const pqxx::row&), int limit,
+               std::string (*token_of)(const T&)) {
+  Page<T> out;
+  for (const pqxx::row& r : result) {
+    if (static_cast<int>(out.items.size()) == limit) {
+      out.next_page_token = token_of(out.items.back());
+      break;
+    }
+    out.items.push_back(map(r));
+  }
+  return out;
+}
+
+}  // namespace acmevault::storage::pg
+
+#endif  // ACMEVAULT_STORAGE_POSTGRES_ROWS_H_

@@ -1,0 +1,244 @@
+// The rows of the PostgreSQL store: every column list has the width its mapper reads, selects
+// from its table and maps the rows found there; GetById and RequireRow see only the
+// transaction's tenant, name what is missing, and lock when asked.
+#include "storage/postgres_rows.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "common/testing/fake_clock.h"
+#include "common/testing/stack_env.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "storage/postgres_pool.h"
+#include "storage/postgres_store.h"
+#include "storage/testing/status_matchers.h"
+#include "storage/testing/test_database.h"
+#include "storage/testing/test_keks.h"
+
+namespace acmevault::storage::pg {
+namespace {
+
+using ::acmevault::storage::testing::CreateStoreOnDatabase;
+using ::acmevault::storage::testing::KekText;
+using ::acmevault::storage::testing::StatusIs;
+using ::acmevault::storage::testing::TestDatabase;
+using ::acmevault::storage::testing::TestKeks;
+using ::testing::HasSubstr;
+
+// The items of a select list: commas inside parentheses or quotes do not separate.
+int CountColumns(absl::string_view list) {
+  int count = 1;
+  int depth = 0;
+  bool quoted = false;
+  for (char c : list) {
+    if (c == '\'') quoted = !quoted;
+    if (quoted) continue;
+    if (c == '(') ++depth;
+    if (c == ')') --depth;
+    if (c == ',' && depth == 0) ++count;
+  }
+  return count;
+}
+
+// A column list, its declared width, and where its rows come from (a table, or the SECURITY
+// DEFINER function that returns that shape).
+struct Shape {
+  std::string name;
+  const char* columns;
+  int width;
+  std::string from;
+};
+
+std::vector<Shape> Shapes() {
+  return {
+      {"tenants", kTenants.rows.columns, kTenants.rows.width, "tenants"},
+      {"identities", kIdentities.rows.columns, kIdentities.rows.width, "identities"},
+      {"authenticated identities", kAuthenticatedRows.columns, kAuthenticatedRows.width,
+       "av_authenticate('spiffe://alpha/host', NULL)"},
+      {"accounts", kAccounts.rows.columns, kAccounts.rows.width, "accounts"},
+      {"account keys", kAccountKeyRows.columns, kAccountKeyRows.width, "account_keys"},
+      {"orders", kOrders.rows.columns, kOrders.rows.width, "orders"},
+      {"authorizations", kAuthorizations.rows.columns, kAuthorizations.rows.width,
+       "authorizations"},
+      {"certificates", kCertificates.rows.columns, kCertificates.rows.width, "certificates"},
+      {"audit log", kAuditRows.columns, kAuditRows.width, "audit_log"},
+      {"due certificates", kDueRows.columns, kDueRows.width,
+       "av_certificates_due(av_ts(9000000000000000), NULL, NULL, 10)"},
+  };
+}
+
+TEST(PostgresRows, EveryColumnListHasTheWidthOfItsMapper) {
+  for (const Shape& shape : Shapes()) {
+    EXPECT_EQ(CountColumns(shape.columns), shape.width) << shape.name << ": " << shape.columns;
+  }
+  // av_authenticate's shape is mapped by IdentityOf too.
+  EXPECT_EQ(kAuthenticatedRows.width, kIdentities.rows.width);
+  EXPECT_EQ(kAuthenticatedRows.map, kIdentities.rows.map);
+}
+
+// One tenant with a row in every table the store maps, and a second, empty tenant; `pool` is
+// a bare pool as the app role, for transactions the test writes itself.
+class PostgresRowsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ACMEVAULT_STACK_ENV_OR_SKIP(url, "ACMEVAULT_PG_URL");
+    auto opened = CreateStoreOnDatabase(url, &clock_, TestKeks(KekText("kek-a", 'a')));
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    db_ = std::move(opened->db);
+    store_ = std::move(opened->store);
+    alpha_ = MakeTenant("alpha");
+    beta_ = MakeTenant("beta");
+    ASSERT_OK(store_->AddSpiffeIdentity(alpha_, "spiffe://alpha/host", Role::kHost, "").status());
+    auto key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
+    ASSERT_TRUE(key.ok());
+    std::string spki = absl::WebSafeBase64Escape(key->public_key().ToDer());
+    auto account = store_->CreateAccount(
+        alpha_, "https://ca.test/dir", *key,
+        PublicKeyInfo{absl::StrCat("{\"spki\":\"", spki, "\"}"), spki.substr(0, 43)},
+        KeyState::kActive);
+    ASSERT_TRUE(account.ok()) << account.status();
+    account_ = account->id;
+    auto order = store_->CreateOrJoinOrder(
+        alpha_, NewOrder{account_, {"a.alpha.test"}, "", "replica-1", absl::Minutes(1)});
+    ASSERT_TRUE(order.ok()) << order.status();
+    order_ = order->order.id;
+    ASSERT_OK(store_
+                  ->RecordAuthorization(
+                      alpha_, {account_, order_, "https://ca.test/authz/1", "a.alpha.test",
+                               AuthorizationStatus::kPending, std::nullopt})
+                  .status());
+    NewCertificate c;
+    c.identifiers = {"a.alpha.test"};
+    c.serial = "0a";
+    c.not_before = clock_.Now();
+    c.not_after = clock_.Now() + absl::Hours(24);
+    c.chain_pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    ASSERT_OK(store_->InsertCertificate(alpha_, c).status());
+
+    PostgresPoolOptions options;
+    options.url = db_->app_url();
+    options.size = 2;
+    auto pool = PostgresPool::Create(options);
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    pool_ = std::move(*pool);
+  }
+
+  Scope MakeTenant(const std::string& name) {
+    TenantSpec spec;
+    spec.name = name;
+    spec.acme_directory_url = "https://ca.test/dir";
+    auto t = store_->CreateTenant(Actor{"spiffe://test/platform", "test/Setup"}, spec);
+    EXPECT_TRUE(t.ok()) << t.status();
+    return Scope{t.ok() ? t->id : 0, Actor{"spiffe://test/admin", "test/Rpc"}};
+  }
+
+  // Runs `body` in a transaction confined to `scope`'s tenant.
+  absl::Status In(const Scope& scope, const PostgresPool::Body& body) {
+    PostgresPool::TxOptions options;
+    options.tenant = scope.tenant;
+    return pool_->Run("Test", options, body);
+  }
+
+  acmevault::testing::FakeClock clock_;
+  std::unique_ptr<TestDatabase> db_;
+  std::unique_ptr<PostgresStore> store_;
+  std::unique_ptr<PostgresPool> pool_;
+  Scope alpha_;
+  Scope beta_;
+  AccountId account_ = 0;
+  OrderId order_ = 0;
+};
+
+TEST_F(PostgresRowsTest, EveryColumnListSelectsFromItsTableAndMapsItsRows) {
+  for (const Shape& shape : Shapes()) {
+    ASSERT_OK(In(alpha_, [&](pqxx::work& tx) {
+      pqxx::result r = tx.exec(absl::StrCat("SELECT ", shape.columns, " FROM ", shape.from));
+      EXPECT_EQ(static_cast<int>(r.columns()), shape.width) << shape.name;
+      EXPECT_FALSE(r.empty()) << shape.name << " has no row to map";
+      return absl::OkStatus();
+    }));
+  }
+  // Mapped, the rows hold what the store wrote (the last column of each shape included).
+  ASSERT_OK(In(alpha_, [&](pqxx::work& tx) -> absl::Status {
+    const std::string select = "SELECT ";
+    Identity host = kAuthenticatedRows.map(tx.exec1(absl::StrCat(
+        select, kAuthenticatedRows.columns, " FROM av_authenticate('spiffe://alpha/host', NULL)")));
+    EXPECT_EQ(host.tenant, alpha_.tenant);
+    EXPECT_EQ(host.role, Role::kHost);
+    EXPECT_EQ(host.revoked_at, std::nullopt);
+    AccountKey key = kAccountKeyRows.map(
+        tx.exec1(absl::StrCat(select, kAccountKeyRows.columns, " FROM account_keys")));
+    EXPECT_EQ(key.account, account_);
+    EXPECT_EQ(key.state, KeyState::kActive);
+    EXPECT_EQ(key.compromised_at, std::nullopt);
+    AuditRecord last = kAuditRows.map(tx.exec1(
+        absl::StrCat(select, kAuditRows.columns, " FROM audit_log ORDER BY seq DESC LIMIT 1")));
+    EXPECT_EQ(last.event.action, "InsertCertificate");
+    EXPECT_EQ(last.hash.size(), 32u);
+    DueCertificate due = kDueRows.map(tx.exec1(
+        absl::StrCat(select, kDueRows.columns,
+                     " FROM av_certificates_due(av_ts(9000000000000000), NULL, NULL, 10)")));
+    EXPECT_EQ(due.tenant, alpha_.tenant);
+    EXPECT_EQ(due.not_after, clock_.Now() + absl::Hours(24));
+    ASSIGN_OR_RETURN(Order order, GetById(tx, kOrders, order_));
+    EXPECT_EQ(order.account, account_);
+    EXPECT_FALSE(order.has_certificate_key);
+    return absl::OkStatus();
+  }));
+}
+
+TEST_F(PostgresRowsTest, GetByIdSeesOnlyTheTransactionsTenant) {
+  ASSERT_OK(In(alpha_, [&](pqxx::work& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(Account a, GetById(tx, kAccounts, account_));
+    EXPECT_EQ(a.id, account_);
+    EXPECT_EQ(a.tenant, alpha_.tenant);
+    EXPECT_OK(RequireRow(tx, kAccounts, account_));
+    EXPECT_OK(RequireRow(tx, kTenants, alpha_.tenant));
+    EXPECT_THAT(GetById(tx, kAccounts, account_ + 1000),
+                StatusIs(absl::StatusCode::kNotFound,
+                         absl::StrCat("account ", account_ + 1000, " not found")));
+    ASSIGN_OR_RETURN(pqxx::row with_key, GetRowById(tx, kOrders, order_, kSealedColumns));
+    EXPECT_EQ(kOrders.rows.map(with_key).id, order_);
+    EXPECT_FALSE(SealedKeyOf(with_key).has_value());
+    return absl::OkStatus();
+  }));
+  // Row-level security hides alpha's rows from beta: they are missing, with the same words.
+  ASSERT_OK(In(beta_, [&](pqxx::work& tx) {
+    EXPECT_THAT(
+        GetById(tx, kAccounts, account_),
+        StatusIs(absl::StatusCode::kNotFound, absl::StrCat("account ", account_, " not found")));
+    EXPECT_THAT(
+        GetById(tx, kOrders, order_, Lock::kForUpdate),
+        StatusIs(absl::StatusCode::kNotFound, absl::StrCat("order ", order_, " not found")));
+    EXPECT_THAT(RequireRow(tx, kTenants, alpha_.tenant),
+                StatusIs(absl::StatusCode::kNotFound,
+                         absl::StrCat("tenant ", alpha_.tenant, " not found")));
+    return absl::OkStatus();
+  }));
+}
+
+TEST_F(PostgresRowsTest, ForUpdateHoldsTheRowUntilTheTransactionEnds) {
+  // While one transaction holds what it read, another asks for the same row without waiting.
+  auto try_lock = [&] {
+    return In(alpha_, [&](pqxx::work& tx) {
+      tx.exec_params("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE NOWAIT", order_);
+      return absl::OkStatus();
+    });
+  };
+  ASSERT_OK(In(alpha_, [&](pqxx::work& tx) -> absl::Status {
+    RETURN_IF_ERROR(GetById(tx, kOrders, order_).status());
+    EXPECT_OK(try_lock());
+    RETURN_IF_ERROR(GetById(tx, kOrders, order_, Lock::kForUpdate).status());
+    EXPECT_THAT(try_lock(), StatusIs(absl::StatusCode::kInternal, "could not obtain lock"));
+    return absl::OkStatus();
+  }));
+  EXPECT_OK(try_lock());
+}
+
+}  // namespace
+}  // namespace acmevault::storage::pg

@@ -1,0 +1,255 @@
+// FakeStore: ACME accounts and their sealed keys (AccountStore).
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "storage/rules.h"
+#include "storage/testing/fake_store_state.h"
+
+namespace acmevault::storage {
+
+using fake::Audit;
+using fake::FindAccount;
+using fake::FindKey;
+using fake::RequireTenant;
+using fake::State;
+
+// ---------------------------------------------------------------------------------------------
+// AccountStore
+
+namespace {
+
+absl::StatusOr<AccountKey> InsertKey(State& s, const Envelope& envelope, const Scope& scope,
+                                     AccountId account, int version, KeyState state,
+                                     const crypto::PrivateKey& key, const PublicKeyInfo& public_key,
+                                     absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+  State::KeyRow row;
+  ASSIGN_OR_RETURN(row.sealed,
+                   envelope.SealPrivateKey(key, AccountKeyContext(scope.tenant, account, version)));
+  row.tenant = scope.tenant;
+  row.info.account = account;
+  row.info.version = version;
+  row.info.state = state;
+  row.info.algorithm = key.algorithm();
+  row.info.public_key = public_key;
+  row.info.kek_id = row.sealed.kek_id;
+  row.info.created_at = now;
+  if (state == KeyState::kActive) row.info.activated_at = now;
+  AccountKey info = row.info;
+  s.keys[{account, version}] = std::move(row);
+  return info;
+}
+
+absl::Status RequirePending(const State::KeyRow& row) {
+  return rules::CheckKeyPending(row.info.account, row.info.version, row.info.state);
+}
+
+}  // namespace
+
+absl::StatusOr<Account> FakeStore::CreateAccount(const Scope& scope,
+                                                 absl::string_view directory_url,
+                                                 const crypto::PrivateKey& key,
+                                                 const PublicKeyInfo& public_key,
+                                                 KeyState initial_state) {
+  RETURN_IF_ERROR(rules::ValidateNewAccount(directory_url, public_key, initial_state));
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  RETURN_IF_ERROR(RequireTenant(s, scope));
+  Account a;
+  a.id = s.next_id++;
+  a.tenant = scope.tenant;
+  a.directory_url = std::string(directory_url);
+  a.created_at = now;
+  RETURN_IF_ERROR(
+      InsertKey(s, envelope_, scope, a.id, 1, initial_state, key, public_key, now).status());
+  s.accounts[a.id] = a;
+  Audit(s, scope, now,
+        rules::AccountEvent("CreateAccount", a.id, 1,
+                            absl::StrCat("key 1 ", KeyStateName(initial_state), " ",
+                                         crypto::KeyAlgorithmName(key.algorithm()))));
+  return a;
+}
+
+absl::StatusOr<Account> FakeStore::GetAccount(const Scope& scope, AccountId account) {
+  absl::MutexLock lock(&state_->mu);
+  ASSIGN_OR_RETURN(Account * a, FindAccount(*state_, scope, account));
+  return *a;
+}
+
+absl::StatusOr<std::vector<Account>> FakeStore::ListAccounts(const Scope& scope) {
+  absl::MutexLock lock(&state_->mu);
+  RETURN_IF_ERROR(RequireTenant(*state_, scope));
+  std::vector<Account> out;
+  for (const auto& [id, a] : state_->accounts) {
+    if (a.tenant == scope.tenant) out.push_back(a);
+  }
+  return out;
+}
+
+absl::Status FakeStore::RecordAccountUrl(const Scope& scope, AccountId account,
+                                         absl::string_view url) {
+  RETURN_IF_ERROR(rules::ValidateUrl("account URL", url));
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  ASSIGN_OR_RETURN(Account * a, FindAccount(s, scope, account));
+  ASSIGN_OR_RETURN(bool write, rules::AccountUrlNeedsWrite(*a, url));
+  if (!write) return absl::OkStatus();
+  a->account_url = std::string(url);
+  a->status = AccountStatus::kValid;
+  AuditEvent e = rules::AccountEvent("RecordAccountUrl", account, std::nullopt, "");
+  e.acme_url = a->account_url;
+  Audit(s, scope, now, e);
+  return absl::OkStatus();
+}
+
+absl::Status FakeStore::SetAccountStatus(const Scope& scope, AccountId account,
+                                         AccountStatus status) {
+  RETURN_IF_ERROR(rules::ValidateAccountStatusChange(status));
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  ASSIGN_OR_RETURN(Account * a, FindAccount(s, scope, account));
+  RETURN_IF_ERROR(rules::CheckAccountOpen(*a, /*already=*/true));
+  a->status = status;
+  a->deactivated_at = now;
+  AuditEvent e = rules::AccountEvent("SetAccountStatus", account, std::nullopt,
+                                     std::string(AccountStatusName(status)));
+  e.acme_url = a->account_url;
+  Audit(s, scope, now, e);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<AccountKey> FakeStore::AddPendingKey(const Scope& scope, AccountId account,
+                                                    const crypto::PrivateKey& key,
+                                                    const PublicKeyInfo& public_key) {
+  RETURN_IF_ERROR(rules::ValidatePublicKeyInfo(public_key));
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  ASSIGN_OR_RETURN(Account * a, FindAccount(s, scope, account));
+  RETURN_IF_ERROR(rules::CheckAccountOpen(*a));
+  int version = 1;
+  for (auto it = s.keys.lower_bound({account, 0}); it != s.keys.end() && it->first.first == account;
+       ++it) {
+    if (it->second.info.state == KeyState::kPending) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("account ", account, " already has a pending key"));
+    }
+    version = it->first.second + 1;
+  }
+  ASSIGN_OR_RETURN(AccountKey info, InsertKey(s, envelope_, scope, account, version,
+                                              KeyState::kPending, key, public_key, now));
+  Audit(s, scope, now, rules::AccountEvent("AddPendingKey", account, version, ""));
+  return info;
+}
+
+absl::Status FakeStore::PromoteKey(const Scope& scope, AccountId account, int version) {
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  RETURN_IF_ERROR(FindAccount(s, scope, account).status());
+  ASSIGN_OR_RETURN(State::KeyRow * row, FindKey(s, scope, account, version));
+  RETURN_IF_ERROR(RequirePending(*row));
+  std::string detail;
+  for (auto it = s.keys.lower_bound({account, 0}); it != s.keys.end() && it->first.first == account;
+       ++it) {
+    if (it->second.info.state == KeyState::kActive) {
+      it->second.info.state = KeyState::kRetired;
+      it->second.info.retired_at = now;
+      detail = absl::StrCat("retired key ", it->first.second);
+    }
+  }
+  row->info.state = KeyState::kActive;
+  row->info.activated_at = now;
+  Audit(s, scope, now, rules::AccountEvent("PromoteKey", account, version, detail));
+  return absl::OkStatus();
+}
+
+absl::Status FakeStore::DiscardPendingKey(const Scope& scope, AccountId account, int version) {
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  RETURN_IF_ERROR(FindAccount(s, scope, account).status());
+  ASSIGN_OR_RETURN(State::KeyRow * row, FindKey(s, scope, account, version));
+  RETURN_IF_ERROR(RequirePending(*row));
+  row->info.state = KeyState::kRetired;
+  row->info.retired_at = now;
+  Audit(s, scope, now, rules::AccountEvent("DiscardPendingKey", account, version, ""));
+  return absl::OkStatus();
+}
+
+absl::Status FakeStore::MarkKeyCompromised(const Scope& scope, AccountId account, int version) {
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  RETURN_IF_ERROR(FindAccount(s, scope, account).status());
+  ASSIGN_OR_RETURN(State::KeyRow * row, FindKey(s, scope, account, version));
+  if (row->info.state == KeyState::kCompromised) return absl::OkStatus();
+  KeyState was = row->info.state;
+  row->info.state = KeyState::kCompromised;
+  row->info.compromised_at = now;
+  Audit(s, scope, now,
+        rules::AccountEvent("MarkKeyCompromised", account, version,
+                            absl::StrCat("was ", KeyStateName(was))));
+  return absl::OkStatus();
+}
+
+namespace {
+
+absl::StatusOr<UnsealedAccountKey> Unseal(State& s, const Envelope& envelope, const Scope& scope,
+                                          const State::KeyRow& row, absl::string_view purpose,
+                                          absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+  if (row.info.state == KeyState::kCompromised) {
+    return absl::FailedPreconditionError(absl::StrCat("key ", row.info.version, " of account ",
+                                                      row.info.account, " is compromised"));
+  }
+  ASSIGN_OR_RETURN(
+      crypto::PrivateKey key,
+      envelope.OpenPrivateKey(row.sealed,
+                              AccountKeyContext(scope.tenant, row.info.account, row.info.version)));
+  Audit(s, scope, now,
+        rules::AccountEvent("UseAccountKey", row.info.account, row.info.version,
+                            std::string(purpose)));
+  return UnsealedAccountKey{row.info, std::move(key)};
+}
+
+}  // namespace
+
+absl::StatusOr<UnsealedAccountKey> FakeStore::GetActiveKey(const Scope& scope, AccountId account,
+                                                           absl::string_view purpose) {
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  RETURN_IF_ERROR(RequireTenant(s, scope));
+  for (auto it = s.keys.lower_bound({account, 0}); it != s.keys.end() && it->first.first == account;
+       ++it) {
+    if (it->second.tenant == scope.tenant && it->second.info.state == KeyState::kActive) {
+      return Unseal(s, envelope_, scope, it->second, purpose, now);
+    }
+  }
+  return absl::NotFoundError(absl::StrCat("account ", account, " has no active key"));
+}
+
+absl::StatusOr<UnsealedAccountKey> FakeStore::GetKey(const Scope& scope, AccountId account,
+                                                     int version, absl::string_view purpose) {
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  ASSIGN_OR_RETURN(State::KeyRow * row, FindKey(s, scope, account, version));
+  return Unseal(s, envelope_, scope, *row, purpose, now);
+}
+
+absl::StatusOr<std::vector<AccountKey>> FakeStore::ListKeys(const Scope& scope, AccountId account) {
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  RETURN_IF_ERROR(FindAccount(s, scope, account).status());
+  std::vector<AccountKey> out;
+  for (auto it = s.keys.lower_bound({account, 0}); it != s.keys.end() && it->first.first == account;
+       ++it) {
+    out.push_back(it->second.info);
+  }
+  return out;
+}
+
+}  // namespace acmevault::storage

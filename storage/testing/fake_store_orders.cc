@@ -1,0 +1,318 @@
+// FakeStore: orders, leases and the authorization ledger (OrderStore, AuthorizationStore).
+#include <algorithm>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "storage/rules.h"
+#include "storage/testing/fake_store_state.h"
+
+namespace acmevault::storage {
+
+using fake::Audit;
+using fake::FindAccount;
+using fake::FindOrder;
+using fake::InsertCertificateLocked;
+using fake::LeasedOrder;
+using fake::RequireTenant;
+using fake::State;
+
+// ---------------------------------------------------------------------------------------------
+// OrderStore
+
+absl::StatusOr<CreateOrderResult> FakeStore::CreateOrJoinOrder(const Scope& scope,
+                                                               const NewOrder& order) {
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, rules::ValidateNewOrder(order));
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  RETURN_IF_ERROR(RequireTenant(s, scope));
+  CreateOrderResult out;
+  for (const auto& [id, o] : s.orders) {
+    if (o.tenant != scope.tenant || order.idempotency_key.empty() ||
+        o.idempotency_key != order.idempotency_key) {
+      continue;
+    }
+    if (o.identifiers != ids) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("idempotency key was used for order ", o.id, " with other identifiers"));
+    }
+    out.order = o;
+    return out;
+  }
+  for (const auto& [id, o] : s.orders) {
+    if (o.tenant == scope.tenant && o.identifiers == ids && !IsTerminal(o.state)) {
+      out.order = o;
+      return out;
+    }
+  }
+  ASSIGN_OR_RETURN(Account * account, FindAccount(s, scope, order.account));
+  Order o;
+  o.id = s.next_id++;
+  o.tenant = scope.tenant;
+  o.account = account->id;
+  o.identifiers = ids;
+  o.idempotency_key = order.idempotency_key;
+  o.lease_owner = order.lease_owner;
+  o.lease_expires_at = TruncateToMicros(now + order.lease_duration);
+  o.fencing_token = 1;
+  o.created_at = o.updated_at = now;
+  o.csr_der = order.csr_der;
+  if (order.certificate_key != nullptr) {
+    ASSIGN_OR_RETURN(
+        s.order_keys[o.id],
+        envelope_.SealPrivateKey(*order.certificate_key, OrderKeyContext(scope.tenant, o.id)));
+    o.has_certificate_key = true;
+  }
+  s.orders[o.id] = o;
+  out.order = o;
+  out.created = true;
+  out.lease = Lease{scope.tenant, o.id, order.lease_owner, 1, *o.lease_expires_at};
+  Audit(s, scope, now, rules::OrderEvent("CreateOrder", o, ""));
+  return out;
+}
+
+absl::StatusOr<Order> FakeStore::GetOrder(const Scope& scope, OrderId order) {
+  absl::MutexLock lock(&state_->mu);
+  ASSIGN_OR_RETURN(Order * o, FindOrder(*state_, scope, order));
+  return *o;
+}
+
+absl::StatusOr<Order> FakeStore::FindOrderByIdempotencyKey(const Scope& scope,
+                                                           absl::string_view key) {
+  absl::MutexLock lock(&state_->mu);
+  RETURN_IF_ERROR(RequireTenant(*state_, scope));
+  for (const auto& [id, o] : state_->orders) {
+    if (o.tenant == scope.tenant && !key.empty() && o.idempotency_key == key) return o;
+  }
+  return absl::NotFoundError("no order with this idempotency key");
+}
+
+absl::StatusOr<crypto::PrivateKey> FakeStore::GetOrderCertificateKey(const Scope& scope,
+                                                                     OrderId order,
+                                                                     absl::string_view purpose) {
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  ASSIGN_OR_RETURN(Order * o, FindOrder(s, scope, order));
+  auto sealed = s.order_keys.find(order);
+  if (sealed == s.order_keys.end()) {
+    return absl::NotFoundError(absl::StrCat("order ", order, " has no stored certificate key"));
+  }
+  ASSIGN_OR_RETURN(crypto::PrivateKey key,
+                   envelope_.OpenPrivateKey(sealed->second, OrderKeyContext(scope.tenant, order)));
+  Audit(s, scope, now, rules::OrderEvent("UseCertificateKey", *o, std::string(purpose)));
+  return key;
+}
+
+absl::Status FakeStore::RecordOrderUrl(const Scope& scope, const Lease& lease,
+                                       absl::string_view url) {
+  RETURN_IF_ERROR(rules::ValidateUrl("order URL", url));
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  ASSIGN_OR_RETURN(Order * o, LeasedOrder(s, scope, lease));
+  ASSIGN_OR_RETURN(bool write, rules::OrderUrlNeedsWrite(*o, url));
+  if (!write) return absl::OkStatus();
+  o->acme_url = std::string(url);
+  o->state = OrderState::kPending;
+  o->updated_at = now;
+  Audit(s, scope, now, rules::OrderEvent("RecordOrderUrl", *o, ""));
+  return absl::OkStatus();
+}
+
+absl::Status FakeStore::TransitionOrder(const Scope& scope, const Lease& lease, OrderState to,
+                                        absl::string_view error) {
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  ASSIGN_OR_RETURN(Order * o, LeasedOrder(s, scope, lease));
+  RETURN_IF_ERROR(rules::CheckOrderTransition(*o, to));
+  if (o->state == to) return absl::OkStatus();
+  Order before = *o;
+  o->state = to;
+  o->error = to == OrderState::kInvalid ? std::string(error) : "";
+  o->updated_at = now;
+  if (IsTerminal(to)) {
+    o->lease_owner.clear();
+    o->lease_expires_at.reset();
+  }
+  Audit(s, scope, now,
+        rules::OrderEvent("TransitionOrder", before,
+                          rules::TransitionDetail(before.state, to, error)));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Certificate> FakeStore::CompleteOrder(const Scope& scope, const Lease& lease,
+                                                     const NewCertificate& certificate) {
+  ASSIGN_OR_RETURN(NewCertificate c, rules::ValidateNewCertificate(certificate));
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  ASSIGN_OR_RETURN(Order * o, LeasedOrder(s, scope, lease));
+  RETURN_IF_ERROR(rules::CheckCompletable(*o));
+  c.order = o->id;
+  if (!c.account.has_value()) c.account = o->account;
+  ASSIGN_OR_RETURN(Certificate out, InsertCertificateLocked(s, envelope_, scope, c, now));
+  Order before = *o;
+  o->state = OrderState::kValid;
+  o->certificate = out.id;
+  o->updated_at = now;
+  o->lease_owner.clear();
+  o->lease_expires_at.reset();
+  Audit(s, scope, now,
+        rules::OrderEvent("CompleteOrder", before, absl::StrCat("certificate ", out.id)));
+  return out;
+}
+
+absl::StatusOr<std::vector<Lease>> FakeStore::ClaimStaleOrders(absl::string_view owner,
+                                                               absl::Duration lease_duration,
+                                                               int max_orders) {
+  RETURN_IF_ERROR(rules::ValidateLeaseRequest(owner, lease_duration));
+  if (max_orders < 1) return absl::InvalidArgumentError("max_orders must be positive");
+  const absl::Time now = Now();
+  const absl::Time until = TruncateToMicros(now + lease_duration);
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  // Oldest lease first (unleased orders before all), then by id, as the SQL orders them.
+  std::vector<std::tuple<bool, absl::Time, OrderId>> stale;
+  for (const auto& [id, o] : s.orders) {
+    if (IsTerminal(o.state) || s.tenants.at(o.tenant).disabled_at.has_value()) continue;
+    if (o.lease_expires_at.has_value() && *o.lease_expires_at > now) continue;
+    stale.emplace_back(o.lease_expires_at.has_value(),
+                       o.lease_expires_at.value_or(absl::InfinitePast()), id);
+  }
+  std::sort(stale.begin(), stale.end());
+  if (static_cast<int>(stale.size()) > max_orders) stale.resize(max_orders);
+  std::vector<Lease> out;
+  for (const auto& entry : stale) {
+    Order& o = s.orders[std::get<2>(entry)];
+    o.lease_owner = std::string(owner);
+    o.lease_expires_at = until;
+    o.fencing_token += 1;
+    o.updated_at = now;
+    out.push_back(Lease{o.tenant, o.id, o.lease_owner, o.fencing_token, until});
+  }
+  return out;
+}
+
+absl::StatusOr<Lease> FakeStore::RenewLease(const Scope& scope, const Lease& lease,
+                                            absl::Duration lease_duration) {
+  RETURN_IF_ERROR(rules::ValidateLeaseRequest(lease.owner, lease_duration));
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  ASSIGN_OR_RETURN(Order * o, LeasedOrder(s, scope, lease));
+  o->lease_owner = lease.owner;
+  o->lease_expires_at = TruncateToMicros(now + lease_duration);
+  o->updated_at = now;
+  Lease out = lease;
+  out.expires_at = *o->lease_expires_at;
+  return out;
+}
+
+absl::Status FakeStore::ReleaseLease(const Scope& scope, const Lease& lease) {
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  ASSIGN_OR_RETURN(Order * o, LeasedOrder(s, scope, lease));
+  o->lease_owner.clear();
+  o->lease_expires_at.reset();
+  o->updated_at = now;
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// AuthorizationStore
+
+absl::StatusOr<Authorization> FakeStore::RecordAuthorization(
+    const Scope& scope, const AuthorizationRecord& authorization) {
+  RETURN_IF_ERROR(rules::ValidateUrl("authorization URL", authorization.url));
+  ASSIGN_OR_RETURN(std::vector<std::string> identifier,
+                   CanonicalIdentifiers({authorization.identifier}));
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  RETURN_IF_ERROR(FindAccount(s, scope, authorization.account).status());
+  if (authorization.order.has_value()) {
+    RETURN_IF_ERROR(FindOrder(s, scope, *authorization.order).status());
+  }
+  Authorization* row = nullptr;
+  for (auto& [id, a] : s.authorizations) {
+    if (a.record.account == authorization.account && a.record.url == authorization.url) {
+      row = &a;
+    }
+  }
+  if (row == nullptr) {
+    Authorization a;
+    a.id = s.next_id++;
+    a.tenant = scope.tenant;
+    a.record = authorization;
+    a.record.identifier = identifier[0];
+    row = &(s.authorizations[a.id] = a);
+  } else {
+    row->record.status = authorization.status;
+    row->record.expires_at = authorization.expires_at;
+    if (!row->record.order.has_value()) row->record.order = authorization.order;
+  }
+  if (row->record.expires_at.has_value()) {
+    row->record.expires_at = TruncateToMicros(*row->record.expires_at);
+  }
+  row->updated_at = now;
+  AuditEvent e = rules::AccountEvent("RecordAuthorization", authorization.account, std::nullopt,
+                                     std::string(AuthorizationStatusName(row->record.status)));
+  e.identifiers = identifier;
+  e.acme_url = authorization.url;
+  Audit(s, scope, now, e);
+  return *row;
+}
+
+absl::StatusOr<std::vector<Authorization>> FakeStore::ListOutstandingAuthorizations(
+    const Scope& scope, const AuthorizationFilter& filter) {
+  std::vector<std::string> identifiers;
+  if (!filter.identifiers.empty()) {
+    ASSIGN_OR_RETURN(identifiers, CanonicalIdentifiers(filter.identifiers));
+  }
+  const absl::Time now = Now();
+  absl::MutexLock lock(&state_->mu);
+  RETURN_IF_ERROR(RequireTenant(*state_, scope));
+  std::vector<Authorization> out;
+  for (const auto& [id, a] : state_->authorizations) {
+    const AuthorizationRecord& r = a.record;
+    bool outstanding =
+        (r.status == AuthorizationStatus::kPending || r.status == AuthorizationStatus::kValid) &&
+        !a.deactivated_at.has_value() && (!r.expires_at.has_value() || *r.expires_at > now);
+    bool matches =
+        a.tenant == scope.tenant && (!filter.account.has_value() || r.account == *filter.account) &&
+        (!filter.order.has_value() || r.order == filter.order) &&
+        (identifiers.empty() ||
+         std::find(identifiers.begin(), identifiers.end(), r.identifier) != identifiers.end());
+    if (outstanding && matches) out.push_back(a);
+  }
+  return out;
+}
+
+absl::Status FakeStore::MarkAuthorizationDeactivated(const Scope& scope, AccountId account,
+                                                     absl::string_view url) {
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  RETURN_IF_ERROR(RequireTenant(s, scope));
+  for (auto& [id, a] : s.authorizations) {
+    if (a.tenant != scope.tenant || a.record.account != account || a.record.url != url) {
+      continue;
+    }
+    a.record.status = AuthorizationStatus::kDeactivated;
+    if (!a.deactivated_at.has_value()) a.deactivated_at = now;
+    a.updated_at = now;
+    AuditEvent e = rules::AccountEvent("MarkAuthorizationDeactivated", account, std::nullopt, "");
+    e.identifiers = {a.record.identifier};
+    e.acme_url = std::string(url);
+    Audit(s, scope, now, e);
+    return absl::OkStatus();
+  }
+  return absl::NotFoundError("no such authorization for this account");
+}
+
+}  // namespace acmevault::storage

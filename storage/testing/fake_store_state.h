@@ -1,0 +1,122 @@
+// FakeStore's data and the helpers its files share (fake_store.cc, fake_store_accounts.cc,
+// fake_store_orders.cc, fake_store_certificates.cc). Internal to the fake: include only from
+// those files.
+//
+// Every helper taking a State requires its mutex held. Every call taking a Scope passes
+// RequireTenant before it touches a row, directly or through a Find* helper (which checks it
+// first). The Find* helpers return a row only when it belongs to scope.tenant (another tenant's
+// row is NOT_FOUND, as row-level security makes it in PostgreSQL).
+#ifndef ACMEVAULT_STORAGE_TESTING_FAKE_STORE_STATE_H_
+#define ACMEVAULT_STORAGE_TESTING_FAKE_STORE_STATE_H_
+
+#include <cstdint>
+#include <iterator>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "storage/envelope.h"
+#include "storage/rules.h"
+#include "storage/testing/fake_store.h"
+
+namespace acmevault::storage {
+
+struct FakeStore::State {
+  struct IdentityRow {
+    Identity identity;
+    std::string token_sha256;
+  };
+  struct KeyRow {
+    TenantId tenant = 0;
+    AccountKey info;
+    SealedKey sealed;
+  };
+  struct CertificateRow {
+    Certificate certificate;
+    std::optional<SealedKey> sealed;
+  };
+  struct ChallengeRow {
+    TenantId tenant = 0;
+    std::string key_authorization;
+  };
+
+  absl::Mutex mu;
+  int64_t next_id ABSL_GUARDED_BY(mu) = 1;  // one sequence for every table: ids never collide
+  std::map<TenantId, Tenant> tenants ABSL_GUARDED_BY(mu);
+  std::map<IdentityId, IdentityRow> identities ABSL_GUARDED_BY(mu);
+  std::map<AccountId, Account> accounts ABSL_GUARDED_BY(mu);
+  std::map<std::pair<AccountId, int>, KeyRow> keys ABSL_GUARDED_BY(mu);
+  std::map<OrderId, Order> orders ABSL_GUARDED_BY(mu);
+  std::map<OrderId, SealedKey> order_keys ABSL_GUARDED_BY(mu);  // orders' certificate keys
+  std::map<AuthorizationId, Authorization> authorizations ABSL_GUARDED_BY(mu);
+  std::map<CertificateId, CertificateRow> certificates ABSL_GUARDED_BY(mu);
+  std::map<std::string, ChallengeRow> challenges ABSL_GUARDED_BY(mu);
+  std::map<TenantId, std::vector<AuditRecord>> audit ABSL_GUARDED_BY(mu);
+  std::map<TenantId, std::pair<int64_t, std::string>> audit_heads ABSL_GUARDED_BY(mu);
+};
+
+namespace fake {
+
+using State = FakeStore::State;
+
+// The audit chain's digest of a record: 32 bytes, deterministic, not cryptographic.
+std::string FakeDigest(const AuditRecord& a);
+
+// Appends `event` to scope.tenant's audit chain.
+void Audit(State& s, const Scope& scope, absl::Time at, const AuditEvent& event)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+
+// NOT_FOUND "<what> <id> not found".
+absl::Status NoSuch(absl::string_view what, int64_t id);
+
+// The check every call taking a Scope makes first, reads and writes alike, as PostgresStore's
+// tenant path does: INVALID_ARGUMENT "no tenant" unless scope.tenant names one, NOT_FOUND
+// "tenant <id> not found" unless it exists. A disabled tenant passes.
+absl::Status RequireTenant(const State& s, const Scope& scope) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+
+absl::StatusOr<Account*> FindAccount(State& s, const Scope& scope, AccountId id)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+absl::StatusOr<State::KeyRow*> FindKey(State& s, const Scope& scope, AccountId account, int version)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+absl::StatusOr<Order*> FindOrder(State& s, const Scope& scope, OrderId id)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+// The order `lease` is for, if the lease is still current (rules::CheckLease).
+absl::StatusOr<Order*> LeasedOrder(State& s, const Scope& scope, const Lease& lease)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+absl::StatusOr<State::CertificateRow*> FindCertificate(State& s, const Scope& scope,
+                                                       CertificateId id)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+
+// InsertCertificate's work, shared with CompleteOrder (fake_store_certificates.cc).
+absl::StatusOr<Certificate> InsertCertificateLocked(State& s, const Envelope& envelope,
+                                                    const Scope& scope, const NewCertificate& c,
+                                                    absl::Time now)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+
+// The first page of `items` after `after` (by key), `limit` long, with the next token.
+template <typename T, typename Map, typename Convert>
+Page<T> PageOf(const Map& items, int64_t after, int limit, Convert convert) {
+  Page<T> out;
+  for (auto it = items.upper_bound(after); it != items.end(); ++it) {
+    std::optional<T> item = convert(it->second);
+    if (!item.has_value()) continue;
+    if (static_cast<int>(out.items.size()) == limit) {
+      out.next_page_token = rules::EncodeIdToken(std::prev(it)->first);
+      break;
+    }
+    out.items.push_back(*std::move(item));
+  }
+  return out;
+}
+
+}  // namespace fake
+}  // namespace acmevault::storage
+
+#endif  // ACMEVAULT_STORAGE_TESTING_FAKE_STORE_STATE_H_

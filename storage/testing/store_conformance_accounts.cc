@@ -1,0 +1,179 @@
+// The conformance suite (store_conformance.h): ACME accounts and their sealed keys.
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "storage/testing/status_matchers.h"
+#include "storage/testing/store_conformance.h"
+
+namespace acmevault::storage::testing {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+using ::testing::SizeIs;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Accounts and keys
+
+TEST_P(StoreConformanceTest, AccountKeyIsSealedAndUnsealsToTheSameKey) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  crypto::PrivateKey key = NewKey(crypto::KeyAlgorithm::kEcdsaP384);
+  ASSERT_OK_AND_ASSIGN(Account account, store().CreateAccount(scope, "https://ca.test/dir", key,
+                                                              InfoFor(key), KeyState::kActive));
+  EXPECT_EQ(account.tenant, a.id);
+  EXPECT_EQ(account.status, AccountStatus::kPending);
+  EXPECT_TRUE(account.account_url.empty());
+
+  ASSERT_OK_AND_ASSIGN(UnsealedAccountKey active, store().GetActiveKey(scope, account.id, "jws"));
+  EXPECT_EQ(active.info.version, 1);
+  EXPECT_EQ(active.info.state, KeyState::kActive);
+  EXPECT_EQ(active.info.algorithm, crypto::KeyAlgorithm::kEcdsaP384);
+  EXPECT_EQ(active.info.public_key.public_jwk, InfoFor(key).public_jwk);
+  EXPECT_EQ(active.info.kek_id, "kek-a");
+  EXPECT_EQ(active.info.activated_at, clock().Now());
+  EXPECT_EQ(active.private_key.public_key().ToDer(), key.public_key().ToDer());
+  auto signature = active.private_key.Sign("payload");
+  ASSERT_TRUE(signature.ok());
+  EXPECT_OK(key.public_key().Verify("payload", *signature));
+
+  ASSERT_OK_AND_ASSIGN(Page<AuditRecord> audit, store().ListAudit(scope, {}));
+  ASSERT_THAT(audit.items, SizeIs(3));
+  EXPECT_EQ(audit.items[1].event.action, "CreateAccount");
+  EXPECT_EQ(audit.items[2].event.action, "UseAccountKey");
+  EXPECT_EQ(audit.items[2].event.account, account.id);
+  EXPECT_EQ(audit.items[2].event.key_version, 1);
+  EXPECT_EQ(audit.items[2].event.detail, "jws");
+  EXPECT_EQ(audit.items[2].actor.identity, "spiffe://test/admin");
+  EXPECT_EQ(audit.items[2].actor.rpc, "test/Rpc");
+}
+
+TEST_P(StoreConformanceTest, AccountUrlIsSetOnce) {
+  Tenant a = MakeTenant("alpha");
+  Account account = MakeAccount(ScopeOf(a));
+  ASSERT_OK(store().RecordAccountUrl(ScopeOf(a), account.id, "https://ca.test/acct/1"));
+  ASSERT_OK(store().RecordAccountUrl(ScopeOf(a), account.id, "https://ca.test/acct/1"));
+  EXPECT_THAT(store().RecordAccountUrl(ScopeOf(a), account.id, "https://ca.test/acct/2"),
+              StatusIs(kFailedPrecondition, "another URL"));
+  ASSERT_OK_AND_ASSIGN(Account got, store().GetAccount(ScopeOf(a), account.id));
+  EXPECT_EQ(got.account_url, "https://ca.test/acct/1");
+  EXPECT_EQ(got.status, AccountStatus::kValid);
+  EXPECT_THAT(AuditActions(ScopeOf(a)),
+              ElementsAre("CreateTenant", "CreateAccount", "RecordAccountUrl"));
+}
+
+TEST_P(StoreConformanceTest, RolloverPromotesPendingAndRetiresActiveTogether) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  crypto::PrivateKey next = NewKey();
+  clock().Advance(absl::Minutes(1));
+  ASSERT_OK_AND_ASSIGN(AccountKey pending,
+                       store().AddPendingKey(scope, account.id, next, InfoFor(next)));
+  EXPECT_EQ(pending.version, 2);
+  EXPECT_EQ(pending.state, KeyState::kPending);
+  EXPECT_FALSE(pending.activated_at.has_value());
+  // RFC 8555 §7.3.5: the pending key is stored before keyChange; the old one still signs.
+  ASSERT_OK_AND_ASSIGN(UnsealedAccountKey still, store().GetActiveKey(scope, account.id, "x"));
+  EXPECT_EQ(still.info.version, 1);
+  crypto::PrivateKey third = NewKey();
+  EXPECT_THAT(store().AddPendingKey(scope, account.id, third, InfoFor(third)),
+              StatusIs(kAlreadyExists, "pending"));
+  ASSERT_OK_AND_ASSIGN(UnsealedAccountKey probe, store().GetKey(scope, account.id, 2, "probe"));
+  EXPECT_EQ(probe.private_key.public_key().ToDer(), next.public_key().ToDer());
+
+  clock().Advance(absl::Minutes(1));
+  ASSERT_OK(store().PromoteKey(scope, account.id, 2));
+  ASSERT_OK_AND_ASSIGN(UnsealedAccountKey now, store().GetActiveKey(scope, account.id, "x"));
+  EXPECT_EQ(now.info.version, 2);
+  EXPECT_EQ(now.private_key.public_key().ToDer(), next.public_key().ToDer());
+  ASSERT_OK_AND_ASSIGN(std::vector<AccountKey> keys, store().ListKeys(scope, account.id));
+  ASSERT_THAT(keys, SizeIs(2));
+  EXPECT_EQ(keys[0].state, KeyState::kRetired);
+  EXPECT_EQ(keys[0].retired_at, clock().Now());
+  EXPECT_EQ(keys[1].state, KeyState::kActive);
+  EXPECT_EQ(keys[1].activated_at, clock().Now());
+  EXPECT_THAT(store().PromoteKey(scope, account.id, 1), StatusIs(kFailedPrecondition));
+  EXPECT_THAT(store().PromoteKey(scope, account.id, 9), StatusIs(kNotFound));
+
+  // A further rollover that the CA refuses is discarded.
+  ASSERT_OK(store().AddPendingKey(scope, account.id, third, InfoFor(third)).status());
+  ASSERT_OK(store().DiscardPendingKey(scope, account.id, 3));
+  EXPECT_THAT(store().DiscardPendingKey(scope, account.id, 3), StatusIs(kFailedPrecondition));
+  ASSERT_OK_AND_ASSIGN(keys, store().ListKeys(scope, account.id));
+  ASSERT_THAT(keys, SizeIs(3));
+  EXPECT_EQ(keys[2].state, KeyState::kRetired);
+  EXPECT_EQ(keys[1].state, KeyState::kActive);
+  EXPECT_THAT(AuditActions(scope),
+              ElementsAre("CreateTenant", "CreateAccount", "AddPendingKey", "UseAccountKey",
+                          "UseAccountKey", "PromoteKey", "UseAccountKey", "AddPendingKey",
+                          "DiscardPendingKey"));
+}
+
+TEST_P(StoreConformanceTest, CompromisedKeyIsNeverUnsealedAgain) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  ASSERT_OK(store().MarkKeyCompromised(scope, account.id, 1));
+  ASSERT_OK(store().MarkKeyCompromised(scope, account.id, 1));  // idempotent, audited once
+  EXPECT_THAT(store().GetActiveKey(scope, account.id, "x"), StatusIs(kNotFound, "no active key"));
+  EXPECT_THAT(store().GetKey(scope, account.id, 1, "x"),
+              StatusIs(kFailedPrecondition, "compromised"));
+  ASSERT_OK_AND_ASSIGN(std::vector<AccountKey> keys, store().ListKeys(scope, account.id));
+  EXPECT_EQ(keys[0].state, KeyState::kCompromised);
+  EXPECT_EQ(keys[0].compromised_at, clock().Now());
+  EXPECT_THAT(store().PromoteKey(scope, account.id, 1), StatusIs(kFailedPrecondition));
+  EXPECT_THAT(AuditActions(scope),
+              ElementsAre("CreateTenant", "CreateAccount", "MarkKeyCompromised"));
+}
+
+TEST_P(StoreConformanceTest, DeactivatedAccountIsFinal) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  EXPECT_THAT(store().SetAccountStatus(scope, account.id, AccountStatus::kValid),
+              StatusIs(kInvalidArgument));
+  ASSERT_OK(store().SetAccountStatus(scope, account.id, AccountStatus::kDeactivated));
+  EXPECT_THAT(store().SetAccountStatus(scope, account.id, AccountStatus::kRevoked),
+              StatusIs(kFailedPrecondition, "already deactivated"));
+  ASSERT_OK_AND_ASSIGN(Account got, store().GetAccount(scope, account.id));
+  EXPECT_EQ(got.status, AccountStatus::kDeactivated);
+  EXPECT_EQ(got.deactivated_at, clock().Now());
+  crypto::PrivateKey key = NewKey();
+  EXPECT_THAT(store().AddPendingKey(scope, account.id, key, InfoFor(key)),
+              StatusIs(kFailedPrecondition));
+  EXPECT_THAT(store().RecordAccountUrl(scope, account.id, "https://ca.test/acct/9"),
+              StatusIs(kFailedPrecondition));
+}
+
+TEST_P(StoreConformanceTest, AnotherTenantsAccountDoesNotExist) {
+  Tenant a = MakeTenant("alpha");
+  Tenant b = MakeTenant("beta");
+  Account account = MakeAccount(ScopeOf(a));
+  const Scope other = ScopeOf(b);
+  crypto::PrivateKey key = NewKey();
+  EXPECT_THAT(store().GetAccount(other, account.id), StatusIs(kNotFound));
+  EXPECT_THAT(store().GetActiveKey(other, account.id, "x"), StatusIs(kNotFound));
+  EXPECT_THAT(store().GetKey(other, account.id, 1, "x"), StatusIs(kNotFound));
+  EXPECT_THAT(store().ListKeys(other, account.id), StatusIs(kNotFound));
+  EXPECT_THAT(store().AddPendingKey(other, account.id, key, InfoFor(key)), StatusIs(kNotFound));
+  EXPECT_THAT(store().PromoteKey(other, account.id, 1), StatusIs(kNotFound));
+  EXPECT_THAT(store().MarkKeyCompromised(other, account.id, 1), StatusIs(kNotFound));
+  EXPECT_THAT(store().RecordAccountUrl(other, account.id, "https://ca.test/a"),
+              StatusIs(kNotFound));
+  EXPECT_THAT(store().SetAccountStatus(other, account.id, AccountStatus::kDeactivated),
+              StatusIs(kNotFound));
+  EXPECT_THAT(
+      store().CreateOrJoinOrder(other, NewOrder{account.id, {"a.test"}, "", "r", absl::Minutes(1)}),
+      StatusIs(kNotFound));
+  ASSERT_OK_AND_ASSIGN(std::vector<Account> listed, store().ListAccounts(other));
+  EXPECT_THAT(listed, IsEmpty());
+  // Nothing was written to either tenant by those attempts.
+  EXPECT_THAT(AuditActions(other), ElementsAre("CreateTenant"));
+  EXPECT_THAT(AuditActions(ScopeOf(a)), ElementsAre("CreateTenant", "CreateAccount"));
+}
+
+}  // namespace
+}  // namespace acmevault::storage::testing

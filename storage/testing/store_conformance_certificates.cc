@@ -1,0 +1,250 @@
+// The conformance suite (store_conformance.h): the authorization ledger, certificates and
+// HTTP-01 challenges.
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "storage/testing/status_matchers.h"
+#include "storage/testing/store_conformance.h"
+
+namespace acmevault::storage::testing {
+
+using ::acmevault::crypto::RevocationReason;
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+using ::testing::SizeIs;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Authorizations
+
+TEST_P(StoreConformanceTest, AuthorizationLedgerListsWhatIsOutstanding) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  Lease lease = MakeOrder(scope, account.id, {"a.test", "b.test"});
+  const absl::Time later = clock().Now() + absl::Hours(24);
+  ASSERT_OK_AND_ASSIGN(
+      Authorization first,
+      store().RecordAuthorization(scope, {account.id, lease.order, "https://ca.test/authz/1",
+                                          "A.test", AuthorizationStatus::kPending, later}));
+  EXPECT_EQ(first.record.identifier, "a.test");
+  ASSERT_OK(store()
+                .RecordAuthorization(scope, {account.id, lease.order, "https://ca.test/authz/2",
+                                             "b.test", AuthorizationStatus::kPending, later})
+                .status());
+  ASSERT_OK(store()
+                .RecordAuthorization(scope, {account.id, std::nullopt, "https://ca.test/authz/3",
+                                             "c.test", AuthorizationStatus::kInvalid, later})
+                .status());
+  ASSERT_OK(store()
+                .RecordAuthorization(
+                    scope, {account.id, std::nullopt, "https://ca.test/authz/4", "d.test",
+                            AuthorizationStatus::kValid, clock().Now() + absl::Seconds(1)})
+                .status());
+  // The CA validated the first: the same URL updates the row.
+  ASSERT_OK_AND_ASSIGN(
+      Authorization updated,
+      store().RecordAuthorization(scope, {account.id, std::nullopt, "https://ca.test/authz/1",
+                                          "a.test", AuthorizationStatus::kValid, later}));
+  EXPECT_EQ(updated.id, first.id);
+  EXPECT_EQ(updated.record.status, AuthorizationStatus::kValid);
+  EXPECT_EQ(updated.record.order, lease.order);
+
+  auto urls = [&](const AuthorizationFilter& filter) {
+    std::vector<std::string> out;
+    auto listed = store().ListOutstandingAuthorizations(scope, filter);
+    EXPECT_TRUE(listed.ok()) << listed.status();
+    if (listed.ok()) {
+      for (const Authorization& z : *listed) out.push_back(z.record.url);
+    }
+    return out;
+  };
+  EXPECT_THAT(urls({}), ElementsAre("https://ca.test/authz/1", "https://ca.test/authz/2",
+                                    "https://ca.test/authz/4"));
+  EXPECT_THAT(urls({std::nullopt, lease.order, {}}),
+              ElementsAre("https://ca.test/authz/1", "https://ca.test/authz/2"));
+  EXPECT_THAT(urls({account.id, std::nullopt, {"B.TEST", "d.test"}}),
+              ElementsAre("https://ca.test/authz/2", "https://ca.test/authz/4"));
+  clock().Advance(absl::Seconds(1));  // authz 4 expires
+  ASSERT_OK(store().MarkAuthorizationDeactivated(scope, account.id, "https://ca.test/authz/2"));
+  EXPECT_THAT(urls({}), ElementsAre("https://ca.test/authz/1"));
+  EXPECT_THAT(store().MarkAuthorizationDeactivated(scope, account.id, "https://ca.test/authz/9"),
+              StatusIs(kNotFound));
+  Tenant b = MakeTenant("beta");
+  EXPECT_THAT(
+      store().MarkAuthorizationDeactivated(ScopeOf(b), account.id, "https://ca.test/authz/1"),
+      StatusIs(kNotFound));
+  ASSERT_OK_AND_ASSIGN(std::vector<Authorization> theirs,
+                       store().ListOutstandingAuthorizations(ScopeOf(b), {}));
+  EXPECT_THAT(theirs, IsEmpty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Certificates
+
+TEST_P(StoreConformanceTest, NewerCertificateSupersedesAndIsCurrent) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  ASSERT_OK_AND_ASSIGN(
+      Certificate old_cert,
+      store().InsertCertificate(scope, CertificateFor({"a.test"}, "01", absl::Hours(24 * 60))));
+  EXPECT_FALSE(old_cert.has_private_key);
+  clock().Advance(absl::Hours(24));
+  ASSERT_OK_AND_ASSIGN(Certificate new_cert,
+                       store().InsertCertificate(scope, CertificateFor({"a.test"}, "02")));
+  ASSERT_OK_AND_ASSIGN(Certificate old_now, store().GetCertificate(scope, old_cert.id));
+  EXPECT_EQ(old_now.superseded_at, clock().Now());
+  EXPECT_FALSE(new_cert.superseded_at.has_value());
+  ASSERT_OK_AND_ASSIGN(Certificate current, store().GetCurrentCertificate(scope, {"a.test"}));
+  EXPECT_EQ(current.id, new_cert.id);
+  EXPECT_THAT(store().GetCurrentCertificate(scope, {"a.test", "b.test"}), StatusIs(kNotFound));
+
+  ASSERT_OK(store().MarkCertificateRevoked(scope, new_cert.id, RevocationReason::kKeyCompromise));
+  EXPECT_THAT(store().MarkCertificateRevoked(scope, new_cert.id, RevocationReason::kKeyCompromise),
+              StatusIs(kFailedPrecondition, "already revoked"));
+  EXPECT_THAT(store().MarkCertificateRevoked(scope, old_cert.id, static_cast<RevocationReason>(7)),
+              StatusIs(kInvalidArgument));
+  ASSERT_OK_AND_ASSIGN(current, store().GetCurrentCertificate(scope, {"a.test"}));
+  EXPECT_EQ(current.id, old_cert.id);  // still valid, though superseded
+  ASSERT_OK_AND_ASSIGN(Certificate revoked, store().GetCertificate(scope, new_cert.id));
+  EXPECT_EQ(revoked.revocation_reason, RevocationReason::kKeyCompromise);
+  EXPECT_EQ(revoked.revoked_at, clock().Now());
+  clock().Advance(absl::Hours(24 * 60));
+  EXPECT_THAT(store().GetCurrentCertificate(scope, {"a.test"}), StatusIs(kNotFound));
+  EXPECT_THAT(store().GetCertificateKey(scope, old_cert.id, "x"),
+              StatusIs(kNotFound, "no stored key"));
+}
+
+TEST_P(StoreConformanceTest, SerialsAreUniquePerTenantAndValidated) {
+  Tenant a = MakeTenant("alpha");
+  Tenant b = MakeTenant("beta");
+  ASSERT_OK(store().InsertCertificate(ScopeOf(a), CertificateFor({"a.test"}, "ABCDEF")).status());
+  EXPECT_THAT(store().InsertCertificate(ScopeOf(a), CertificateFor({"x.test"}, "abcdef")),
+              StatusIs(kAlreadyExists));
+  ASSERT_OK(store().InsertCertificate(ScopeOf(b), CertificateFor({"a.test"}, "abcdef")).status());
+  ASSERT_OK_AND_ASSIGN(Certificate found, store().GetCertificateBySerial(ScopeOf(a), "AbCdEf"));
+  EXPECT_THAT(found.identifiers, ElementsAre("a.test"));
+  EXPECT_EQ(found.tenant, a.id);
+  EXPECT_THAT(store().GetCertificateBySerial(ScopeOf(a), "00"), StatusIs(kNotFound));
+  EXPECT_THAT(store().GetCertificate(ScopeOf(b), found.id), StatusIs(kNotFound));
+  EXPECT_THAT(store().InsertCertificate(ScopeOf(a), CertificateFor({"a.test"}, "xyz")),
+              StatusIs(kInvalidArgument, "hex"));
+  NewCertificate backwards = CertificateFor({"a.test"}, "0f");
+  backwards.not_after = backwards.not_before;
+  EXPECT_THAT(store().InsertCertificate(ScopeOf(a), backwards), StatusIs(kInvalidArgument));
+  EXPECT_THAT(store().InsertCertificate(ScopeOf(a), CertificateFor({}, "0e")),
+              StatusIs(kInvalidArgument));
+}
+
+TEST_P(StoreConformanceTest, ListCertificatesFiltersByStateAndExpiryAndPages) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  std::vector<CertificateId> ids;
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_OK_AND_ASSIGN(Certificate c,
+                         store().InsertCertificate(
+                             scope, CertificateFor({absl::StrCat(i, ".test")}, absl::StrCat("a", i),
+                                                   absl::Hours(24 * (i + 1)))));
+    ids.push_back(c.id);
+  }
+  ASSERT_OK(store().MarkCertificateRevoked(scope, ids[4], RevocationReason::kSuperseded));
+  clock().Advance(absl::Hours(36));  // 0.test expired
+  auto list = [&](CertificateFilter filter) {
+    std::vector<CertificateId> out;
+    PageRequest page{"", 2};
+    for (int pages = 0; pages < 10; ++pages) {
+      auto p = store().ListCertificates(scope, filter, page);
+      EXPECT_TRUE(p.ok()) << p.status();
+      if (!p.ok()) break;
+      for (const Certificate& c : p->items) out.push_back(c.id);
+      page.page_token = p->next_page_token;
+      if (page.page_token.empty()) break;
+    }
+    return out;
+  };
+  EXPECT_EQ(list({}), ids);
+  EXPECT_THAT(list({CertificateState::kLive}), ElementsAre(ids[1], ids[2], ids[3]));
+  EXPECT_THAT(list({CertificateState::kRevoked}), ElementsAre(ids[4]));
+  EXPECT_THAT(list({CertificateState::kExpired}), ElementsAre(ids[0]));
+  EXPECT_THAT(list({CertificateState::kAny, clock().Now() + absl::Hours(30), std::nullopt}),
+              ElementsAre(ids[0], ids[1]));
+  EXPECT_THAT(list({CertificateState::kLive, std::nullopt, clock().Now() + absl::Hours(60)}),
+              ElementsAre(ids[3]));
+  Tenant b = MakeTenant("beta");
+  EXPECT_THAT(list({}), SizeIs(5));
+  ASSERT_OK_AND_ASSIGN(Page<Certificate> theirs, store().ListCertificates(ScopeOf(b), {}, {}));
+  EXPECT_THAT(theirs.items, IsEmpty());
+}
+
+TEST_P(StoreConformanceTest, DueForRenewalUsesEachTenantsWindowAcrossTenants) {
+  Tenant shortw = MakeTenant("short", absl::Hours(24 * 10));
+  Tenant longw = MakeTenant("long", absl::Hours(24 * 30));
+  Tenant off = MakeTenant("off", absl::Hours(24 * 30));
+  auto insert = [&](const Tenant& t, const std::string& name, int days) {
+    auto c = store().InsertCertificate(
+        ScopeOf(t), CertificateFor({name}, absl::StrCat(days, "0"), absl::Hours(24 * days)));
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? c->id : 0;
+  };
+  CertificateId s5 = insert(shortw, "s5.test", 5);
+  insert(shortw, "s20.test", 20);
+  CertificateId l5 = insert(longw, "l5.test", 5);
+  CertificateId l20 = insert(longw, "l20.test", 20);
+  insert(longw, "l40.test", 40);
+  CertificateId revoked = insert(longw, "r.test", 3);
+  ASSERT_OK(
+      store().MarkCertificateRevoked(ScopeOf(longw), revoked, RevocationReason::kUnspecified));
+  CertificateId superseded = insert(longw, "x.test", 2);
+  CertificateId replacement = insert(longw, "x.test", 21);
+  insert(off, "o5.test", 5);
+  ASSERT_OK(store().DisableTenant(ScopeOf(off)));
+  EXPECT_NE(superseded, replacement);
+
+  std::vector<std::pair<TenantId, CertificateId>> due;
+  PageRequest page{"", 2};
+  for (int pages = 0; pages < 10; ++pages) {
+    ASSERT_OK_AND_ASSIGN(Page<DueCertificate> p, store().ListCertificatesDueForRenewal(page));
+    for (const DueCertificate& d : p.items) due.emplace_back(d.tenant, d.id);
+    page.page_token = p.next_page_token;
+    if (page.page_token.empty()) break;
+  }
+  // Ordered by expiry, then id: s5 and l5 (5 days, in insertion order), l20, x.test's 21.
+  EXPECT_THAT(due,
+              ElementsAre(std::make_pair(shortw.id, s5), std::make_pair(longw.id, l5),
+                          std::make_pair(longw.id, l20), std::make_pair(longw.id, replacement)));
+  ASSERT_OK_AND_ASSIGN(Page<DueCertificate> one, store().ListCertificatesDueForRenewal({"", 1}));
+  ASSERT_THAT(one.items, SizeIs(1));
+  EXPECT_THAT(one.items[0].identifiers, ElementsAre("s5.test"));
+  EXPECT_EQ(one.items[0].not_after, clock().Now() + absl::Hours(24 * 5));
+  EXPECT_THAT(store().ListCertificatesDueForRenewal({"garbage", 1}), StatusIs(kInvalidArgument));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Challenges
+
+TEST_P(StoreConformanceTest, ChallengesAreServedToAnyReplicaAndOwnedByOneTenant) {
+  Tenant a = MakeTenant("alpha");
+  Tenant b = MakeTenant("beta");
+  const std::string token = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA";
+  ASSERT_OK(store().PutChallenge(ScopeOf(a), token, token + ".thumb"));
+  ASSERT_OK(store().PutChallenge(ScopeOf(a), token, token + ".thumb"));  // retried
+  EXPECT_THAT(store().PutChallenge(ScopeOf(a), token, token + ".other"), StatusIs(kAlreadyExists));
+  EXPECT_THAT(store().PutChallenge(ScopeOf(b), token, token + ".thumb"), StatusIs(kAlreadyExists));
+  EXPECT_THAT(store().PutChallenge(ScopeOf(a), "bad token", "x"), StatusIs(kInvalidArgument));
+  ASSERT_OK_AND_ASSIGN(std::string key_authorization, store().LookupChallenge(token));
+  EXPECT_EQ(key_authorization, token + ".thumb");
+  EXPECT_THAT(store().LookupChallenge("unknown"), StatusIs(kNotFound));
+  ASSERT_OK(store().DeleteChallenge(ScopeOf(b), token));  // not theirs: nothing happens
+  ASSERT_OK_AND_ASSIGN(key_authorization, store().LookupChallenge(token));
+  ASSERT_OK(store().DeleteChallenge(ScopeOf(a), token));
+  EXPECT_THAT(store().LookupChallenge(token), StatusIs(kNotFound));
+  EXPECT_THAT(AuditActions(ScopeOf(a)),
+              ElementsAre("CreateTenant", "PutChallenge", "DeleteChallenge"));
+  EXPECT_THAT(AuditActions(ScopeOf(b)), ElementsAre("CreateTenant"));
+}
+
+}  // namespace
+}  // namespace acmevault::storage::testing

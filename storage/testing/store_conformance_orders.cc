@@ -1,0 +1,469 @@
+// The conformance suite (store_conformance.h): orders, leases and finalization material.
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "gmock/gmock.h"
+#include "storage/testing/status_matchers.h"
+#include "storage/testing/store_conformance.h"
+
+namespace acmevault::storage::testing {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+using ::testing::SizeIs;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Orders and leases
+
+TEST_P(StoreConformanceTest, ConcurrentRequestsForTheSameNamesJoinOneOrder) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult first,
+      store().CreateOrJoinOrder(
+          scope,
+          NewOrder{account.id, {"www.alpha.test", "alpha.test"}, "", "r1", absl::Minutes(2)}));
+  EXPECT_TRUE(first.created);
+  ASSERT_TRUE(first.lease.has_value());
+  EXPECT_EQ(first.lease->fencing_token, 1);
+  EXPECT_EQ(first.lease->owner, "r1");
+  EXPECT_EQ(first.lease->expires_at, clock().Now() + absl::Minutes(2));
+  EXPECT_THAT(first.order.identifiers, ElementsAre("alpha.test", "www.alpha.test"));
+  EXPECT_EQ(first.order.state, OrderState::kCreated);
+
+  // The same set, in another order and case: joined.
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult second,
+      store().CreateOrJoinOrder(
+          scope,
+          NewOrder{account.id, {"ALPHA.test", "www.alpha.test"}, "", "r2", absl::Minutes(2)}));
+  EXPECT_FALSE(second.created);
+  EXPECT_FALSE(second.lease.has_value());
+  EXPECT_EQ(second.order.id, first.order.id);
+  EXPECT_EQ(second.order.lease_owner, "r1");
+  // A different set: a new order.
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult third,
+      store().CreateOrJoinOrder(scope,
+                                NewOrder{account.id, {"alpha.test"}, "", "r2", absl::Minutes(2)}));
+  EXPECT_TRUE(third.created);
+  EXPECT_NE(third.order.id, first.order.id);
+
+  // Concurrent callers for one new set: exactly one creates, all see the same order.
+  constexpr int kThreads = 6;
+  std::vector<absl::StatusOr<CreateOrderResult>> results(kThreads, absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      results[i] = store().CreateOrJoinOrder(
+          scope,
+          NewOrder{account.id, {"race.alpha.test"}, "", absl::StrCat("t", i), absl::Minutes(2)});
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  int created = 0;
+  std::set<OrderId> ids;
+  for (const auto& r : results) {
+    ASSERT_TRUE(r.ok()) << r.status();
+    created += r->created ? 1 : 0;
+    ids.insert(r->order.id);
+  }
+  EXPECT_EQ(created, 1);
+  EXPECT_THAT(ids, SizeIs(1));
+}
+
+TEST_P(StoreConformanceTest, IdempotencyKeyFindsItsOrderEvenWhenDone) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult first,
+      store().CreateOrJoinOrder(scope,
+                                NewOrder{account.id, {"a.test"}, "req-1", "r1", absl::Minutes(1)}));
+  ASSERT_TRUE(first.created);
+  ASSERT_OK(store().TransitionOrder(scope, *first.lease, OrderState::kInvalid, "CA said no"));
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult again,
+      store().CreateOrJoinOrder(scope,
+                                NewOrder{account.id, {"a.test"}, "req-1", "r1", absl::Minutes(1)}));
+  EXPECT_FALSE(again.created);
+  EXPECT_EQ(again.order.id, first.order.id);
+  EXPECT_EQ(again.order.state, OrderState::kInvalid);
+  EXPECT_EQ(again.order.error, "CA said no");
+  EXPECT_THAT(store().CreateOrJoinOrder(
+                  scope, NewOrder{account.id, {"b.test"}, "req-1", "r1", absl::Minutes(1)}),
+              StatusIs(kInvalidArgument, "other identifiers"));
+  ASSERT_OK_AND_ASSIGN(Order found, store().FindOrderByIdempotencyKey(scope, "req-1"));
+  EXPECT_EQ(found.id, first.order.id);
+  EXPECT_THAT(store().FindOrderByIdempotencyKey(scope, "req-2"), StatusIs(kNotFound));
+  // Without a key, the terminal order does not block a new one.
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult fresh,
+                       store().CreateOrJoinOrder(
+                           scope, NewOrder{account.id, {"a.test"}, "", "r1", absl::Minutes(1)}));
+  EXPECT_TRUE(fresh.created);
+  // Another tenant's key space is separate.
+  Tenant b = MakeTenant("beta");
+  EXPECT_THAT(store().FindOrderByIdempotencyKey(ScopeOf(b), "req-1"), StatusIs(kNotFound));
+}
+
+TEST_P(StoreConformanceTest, OrderUrlIsImmutableAndStatesMoveForwardOnly) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  Lease lease = MakeOrder(scope, account.id, {"a.test"});
+  EXPECT_THAT(store().TransitionOrder(scope, lease, OrderState::kReady, ""),
+              StatusIs(kFailedPrecondition, "no ACME URL"));
+  ASSERT_OK(store().RecordOrderUrl(scope, lease, "https://ca.test/order/1"));
+  ASSERT_OK(store().RecordOrderUrl(scope, lease, "https://ca.test/order/1"));
+  EXPECT_THAT(store().RecordOrderUrl(scope, lease, "https://ca.test/order/2"),
+              StatusIs(kFailedPrecondition, "another ACME URL"));
+  ASSERT_OK_AND_ASSIGN(Order o, store().GetOrder(scope, lease.order));
+  EXPECT_EQ(o.state, OrderState::kPending);
+  EXPECT_EQ(o.acme_url, "https://ca.test/order/1");
+
+  ASSERT_OK(store().TransitionOrder(scope, lease, OrderState::kReady, ""));
+  ASSERT_OK(store().TransitionOrder(scope, lease, OrderState::kReady, ""));  // a retried call
+  ASSERT_OK(store().TransitionOrder(scope, lease, OrderState::kProcessing, ""));
+  EXPECT_THAT(store().TransitionOrder(scope, lease, OrderState::kPending, ""),
+              StatusIs(kFailedPrecondition, "cannot go from processing to pending"));
+  EXPECT_THAT(store().TransitionOrder(scope, lease, OrderState::kValid, ""),
+              StatusIs(kInvalidArgument, "CompleteOrder"));
+  ASSERT_OK(store().TransitionOrder(scope, lease, OrderState::kInvalid, "finalize failed"));
+  EXPECT_THAT(store().TransitionOrder(scope, lease, OrderState::kInvalid, ""),
+              StatusIs(kFailedPrecondition, "is invalid"));
+  ASSERT_OK_AND_ASSIGN(o, store().GetOrder(scope, lease.order));
+  EXPECT_EQ(o.state, OrderState::kInvalid);
+  EXPECT_EQ(o.error, "finalize failed");
+  EXPECT_TRUE(o.lease_owner.empty());
+  EXPECT_FALSE(o.lease_expires_at.has_value());
+  EXPECT_EQ(o.acme_url, "https://ca.test/order/1");
+  EXPECT_THAT(AuditActions(scope),
+              ElementsAre("CreateTenant", "CreateAccount", "CreateOrder", "RecordOrderUrl",
+                          "TransitionOrder", "TransitionOrder", "TransitionOrder"));
+}
+
+TEST_P(StoreConformanceTest, CompleteOrderStoresTheCertificateAndFreesTheNames) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  Lease lease = MakeOrder(scope, account.id, {"a.test", "b.test"});
+  NewCertificate cert = CertificateFor({"b.test", "a.test"}, "0A1B");
+  EXPECT_THAT(store().CompleteOrder(scope, lease, cert), StatusIs(kFailedPrecondition));
+  ASSERT_OK(store().RecordOrderUrl(scope, lease, "https://ca.test/order/7"));
+  crypto::PrivateKey cert_key = NewKey();
+  cert.private_key = &cert_key;
+  cert.account_key_version = 1;
+  ASSERT_OK_AND_ASSIGN(Certificate stored, store().CompleteOrder(scope, lease, cert));
+  EXPECT_EQ(stored.serial, "0a1b");
+  EXPECT_EQ(stored.order, lease.order);
+  EXPECT_EQ(stored.account, account.id);
+  EXPECT_TRUE(stored.has_private_key);
+  ASSERT_OK_AND_ASSIGN(Order o, store().GetOrder(scope, lease.order));
+  EXPECT_EQ(o.state, OrderState::kValid);
+  EXPECT_EQ(o.certificate, stored.id);
+  EXPECT_TRUE(o.lease_owner.empty());
+  EXPECT_THAT(store().CompleteOrder(scope, lease, CertificateFor({"a.test"}, "ff")),
+              StatusIs(kFailedPrecondition, "is valid"));
+
+  ASSERT_OK_AND_ASSIGN(Certificate current,
+                       store().GetCurrentCertificate(scope, {"A.test", "b.test"}));
+  EXPECT_EQ(current.id, stored.id);
+  ASSERT_OK_AND_ASSIGN(crypto::PrivateKey unsealed,
+                       store().GetCertificateKey(scope, stored.id, "serve"));
+  EXPECT_EQ(unsealed.public_key().ToDer(), cert_key.public_key().ToDer());
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult next,
+      store().CreateOrJoinOrder(
+          scope, NewOrder{account.id, {"a.test", "b.test"}, "", "r", absl::Minutes(1)}));
+  EXPECT_TRUE(next.created);
+  EXPECT_THAT(
+      AuditActions(scope),
+      ElementsAre("CreateTenant", "CreateAccount", "CreateOrder", "RecordOrderUrl",
+                  "InsertCertificate", "CompleteOrder", "UseCertificateKey", "CreateOrder"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Order finalization material
+
+TEST_P(StoreConformanceTest, AnotherReplicaFinalizesACrashedReplicasOrderFromItsMaterial) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  const std::string csr = CsrBytes(1500);
+  crypto::PrivateKey cert_key = NewKey();
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult created,
+      store().CreateOrJoinOrder(
+          scope,
+          WithMaterial(
+              NewOrder{account.id, {"www.alpha.test"}, "req-1", "replica-1", absl::Minutes(1)}, csr,
+              &cert_key)));
+  ASSERT_TRUE(created.created);
+  EXPECT_EQ(created.order.csr_der, csr);
+  EXPECT_TRUE(created.order.has_certificate_key);
+  ASSERT_OK(store().RecordOrderUrl(scope, *created.lease, "https://ca.test/order/1"));
+
+  // replica-1 dies; replica-2 claims the order and finds all it needs to finalize it.
+  clock().Advance(absl::Minutes(1));
+  ASSERT_OK_AND_ASSIGN(std::vector<Lease> claimed,
+                       store().ClaimStaleOrders("replica-2", absl::Minutes(1), 10));
+  ASSERT_THAT(claimed, SizeIs(1));
+  ASSERT_OK_AND_ASSIGN(Order o, store().GetOrder(scope, claimed[0].order));
+  EXPECT_EQ(o.csr_der, csr);
+  EXPECT_TRUE(o.has_certificate_key);
+  ASSERT_OK_AND_ASSIGN(crypto::PrivateKey unsealed,
+                       store().GetOrderCertificateKey(scope, o.id, "finalize"));
+  EXPECT_EQ(unsealed.public_key().ToDer(), cert_key.public_key().ToDer());
+  auto signature = unsealed.Sign("payload");
+  ASSERT_TRUE(signature.ok());
+  EXPECT_OK(cert_key.public_key().Verify("payload", *signature));
+  NewCertificate cert = CertificateFor({"www.alpha.test"}, "0b");
+  cert.private_key = &unsealed;
+  ASSERT_OK(store().CompleteOrder(scope, claimed[0], cert).status());
+  // The finished order keeps its material.
+  ASSERT_OK_AND_ASSIGN(Order done, store().FindOrderByIdempotencyKey(scope, "req-1"));
+  EXPECT_EQ(done.state, OrderState::kValid);
+  EXPECT_EQ(done.csr_der, csr);
+  EXPECT_TRUE(done.has_certificate_key);
+
+  // The unsealing is a key use of the order, audited with its id and the purpose.
+  EXPECT_THAT(AuditActions(scope),
+              ElementsAre("CreateTenant", "CreateAccount", "CreateOrder", "RecordOrderUrl",
+                          "UseCertificateKey", "InsertCertificate", "CompleteOrder"));
+  ASSERT_OK_AND_ASSIGN(Page<AuditRecord> audit, store().ListAudit(scope, {}));
+  const AuditRecord& use = audit.items[4];
+  EXPECT_EQ(use.event.detail, absl::StrCat("order ", o.id, ": finalize"));
+  EXPECT_THAT(use.event.identifiers, ElementsAre("www.alpha.test"));
+  EXPECT_EQ(use.event.account, account.id);
+  EXPECT_EQ(use.event.acme_url, "https://ca.test/order/1");
+  EXPECT_EQ(use.actor.identity, "spiffe://test/admin");
+}
+
+TEST_P(StoreConformanceTest, OrderMaterialIsOptionalBoundedAndConfinedToItsTenant) {
+  Tenant a = MakeTenant("alpha");
+  Tenant b = MakeTenant("beta");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  Lease bare = MakeOrder(scope, account.id, {"bare.test"});
+  ASSERT_OK_AND_ASSIGN(Order o, store().GetOrder(scope, bare.order));
+  EXPECT_EQ(o.csr_der, "");
+  EXPECT_FALSE(o.has_certificate_key);
+  EXPECT_THAT(
+      store().GetOrderCertificateKey(scope, bare.order, "finalize"),
+      StatusIs(kNotFound, absl::StrCat("order ", bare.order, " has no stored certificate key")));
+  EXPECT_THAT(store().GetOrderCertificateKey(scope, bare.order + 1000, "finalize"),
+              StatusIs(kNotFound, "not found"));
+
+  // A CSR of exactly the limit round-trips; one byte more is refused.
+  crypto::PrivateKey cert_key = NewKey(crypto::KeyAlgorithm::kRsa2048);
+  const std::string largest = CsrBytes(kMaxCsrDerSize, 1);
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult full,
+      store().CreateOrJoinOrder(
+          scope, WithMaterial(NewOrder{account.id, {"full.test"}, "", "r", absl::Minutes(1)},
+                              largest, &cert_key)));
+  ASSERT_OK_AND_ASSIGN(o, store().GetOrder(scope, full.order.id));
+  EXPECT_EQ(o.csr_der, largest);
+  EXPECT_THAT(store().CreateOrJoinOrder(
+                  scope, WithMaterial(NewOrder{account.id, {"big.test"}, "", "r", absl::Minutes(1)},
+                                      CsrBytes(kMaxCsrDerSize + 1), nullptr)),
+              StatusIs(kInvalidArgument, "CSR is 16385 bytes"));
+  // A key without a CSR is kept too.
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult key_only,
+      store().CreateOrJoinOrder(
+          scope, WithMaterial(NewOrder{account.id, {"key.test"}, "", "r", absl::Minutes(1)}, "",
+                              &cert_key)));
+  EXPECT_EQ(key_only.order.csr_der, "");
+  EXPECT_TRUE(key_only.order.has_certificate_key);
+
+  // Another tenant's order, with its key, does not exist for this one.
+  EXPECT_THAT(store().GetOrderCertificateKey(ScopeOf(b), full.order.id, "finalize"),
+              StatusIs(kNotFound, absl::StrCat("order ", full.order.id, " not found")));
+  EXPECT_THAT(store().GetOrder(ScopeOf(b), full.order.id), StatusIs(kNotFound));
+  ASSERT_OK_AND_ASSIGN(crypto::PrivateKey unsealed,
+                       store().GetOrderCertificateKey(scope, key_only.order.id, "finalize"));
+  EXPECT_EQ(unsealed.public_key().ToDer(), cert_key.public_key().ToDer());
+  // Only the successful unsealing was audited.
+  EXPECT_THAT(AuditActions(scope), ElementsAre("CreateTenant", "CreateAccount", "CreateOrder",
+                                               "CreateOrder", "CreateOrder", "UseCertificateKey"));
+  EXPECT_THAT(AuditActions(ScopeOf(b)), ElementsAre("CreateTenant"));
+}
+
+TEST_P(StoreConformanceTest, AJoinedOrderKeepsTheMaterialItWasCreatedWith) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  const NewOrder request{account.id, {"a.test"}, "req-1", "r1", absl::Minutes(1)};
+  crypto::PrivateKey first_key = NewKey();
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult first,
+      store().CreateOrJoinOrder(scope, WithMaterial(request, CsrBytes(300, 1), &first_key)));
+  ASSERT_TRUE(first.created);
+
+  // Joined by the idempotency key, and by the identifier set: the request's material is ignored.
+  crypto::PrivateKey second_key = NewKey();
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult by_key,
+      store().CreateOrJoinOrder(scope, WithMaterial(request, CsrBytes(400, 2), &second_key)));
+  NewOrder same_names = request;
+  same_names.idempotency_key = "";
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult by_names,
+      store().CreateOrJoinOrder(scope, WithMaterial(same_names, CsrBytes(500, 3), nullptr)));
+  for (const CreateOrderResult& joined : {by_key, by_names}) {
+    EXPECT_FALSE(joined.created);
+    EXPECT_EQ(joined.order.id, first.order.id);
+    EXPECT_EQ(joined.order.csr_der, CsrBytes(300, 1));
+    EXPECT_TRUE(joined.order.has_certificate_key);
+  }
+  ASSERT_OK_AND_ASSIGN(crypto::PrivateKey unsealed,
+                       store().GetOrderCertificateKey(scope, first.order.id, "finalize"));
+  EXPECT_EQ(unsealed.public_key().ToDer(), first_key.public_key().ToDer());
+
+  // An order created without material stays without when joined with some.
+  Lease bare = MakeOrder(scope, account.id, {"b.test"});
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult joined_bare,
+      store().CreateOrJoinOrder(
+          scope, WithMaterial(NewOrder{account.id, {"b.test"}, "", "r2", absl::Minutes(1)},
+                              CsrBytes(600, 4), &second_key)));
+  EXPECT_FALSE(joined_bare.created);
+  EXPECT_EQ(joined_bare.order.id, bare.order);
+  EXPECT_EQ(joined_bare.order.csr_der, "");
+  EXPECT_FALSE(joined_bare.order.has_certificate_key);
+  EXPECT_THAT(store().GetOrderCertificateKey(scope, bare.order, "finalize"),
+              StatusIs(kNotFound, "has no stored certificate key"));
+  // Joining writes nothing.
+  EXPECT_THAT(AuditActions(scope), ElementsAre("CreateTenant", "CreateAccount", "CreateOrder",
+                                               "UseCertificateKey", "CreateOrder"));
+}
+
+TEST_P(StoreConformanceTest, StaleLeaseIsClaimedOnceAndFencesTheOldOwner) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  Lease old_lease = MakeOrder(scope, account.id, {"a.test"}, absl::Minutes(1));
+  ASSERT_OK_AND_ASSIGN(std::vector<Lease> none,
+                       store().ClaimStaleOrders("r2", absl::Minutes(1), 10));
+  EXPECT_THAT(none, IsEmpty());  // The lease is live.
+
+  clock().Advance(absl::Minutes(1));  // Expired (expiry <= now).
+  ASSERT_OK_AND_ASSIGN(std::vector<Lease> claimed,
+                       store().ClaimStaleOrders("r2", absl::Minutes(5), 10));
+  ASSERT_THAT(claimed, SizeIs(1));
+  const Lease new_lease = claimed[0];
+  EXPECT_EQ(new_lease.tenant, a.id);
+  EXPECT_EQ(new_lease.order, old_lease.order);
+  EXPECT_EQ(new_lease.owner, "r2");
+  EXPECT_EQ(new_lease.fencing_token, 2);
+  EXPECT_EQ(new_lease.expires_at, clock().Now() + absl::Minutes(5));
+  ASSERT_OK_AND_ASSIGN(std::vector<Lease> again,
+                       store().ClaimStaleOrders("r3", absl::Minutes(5), 10));
+  EXPECT_THAT(again, IsEmpty());
+
+  // The old owner woke up: every write it attempts is rejected.
+  EXPECT_THAT(store().RecordOrderUrl(scope, old_lease, "https://ca.test/order/old"),
+              StatusIs(kFailedPrecondition, "lease on order"));
+  EXPECT_THAT(store().TransitionOrder(scope, old_lease, OrderState::kInvalid, ""),
+              StatusIs(kFailedPrecondition, "fencing token 1 is stale"));
+  EXPECT_THAT(store().RenewLease(scope, old_lease, absl::Minutes(5)),
+              StatusIs(kFailedPrecondition));
+  EXPECT_THAT(store().ReleaseLease(scope, old_lease), StatusIs(kFailedPrecondition));
+  EXPECT_THAT(store().CompleteOrder(scope, old_lease, CertificateFor({"a.test"}, "01")),
+              StatusIs(kFailedPrecondition));
+  ASSERT_OK(store().RecordOrderUrl(scope, new_lease, "https://ca.test/order/new"));
+  ASSERT_OK_AND_ASSIGN(Order o, store().GetOrder(scope, old_lease.order));
+  EXPECT_EQ(o.acme_url, "https://ca.test/order/new");
+  EXPECT_EQ(o.lease_owner, "r2");
+  EXPECT_EQ(o.fencing_token, 2);
+
+  clock().Advance(absl::Minutes(4));
+  ASSERT_OK_AND_ASSIGN(Lease renewed, store().RenewLease(scope, new_lease, absl::Minutes(5)));
+  EXPECT_EQ(renewed.fencing_token, 2);
+  EXPECT_EQ(renewed.expires_at, clock().Now() + absl::Minutes(5));
+  clock().Advance(absl::Minutes(2));  // Past the first expiry, within the renewed one.
+  ASSERT_OK_AND_ASSIGN(none, store().ClaimStaleOrders("r3", absl::Minutes(5), 10));
+  EXPECT_THAT(none, IsEmpty());
+
+  // Released: claimable at once, with the next token.
+  ASSERT_OK(store().ReleaseLease(scope, renewed));
+  ASSERT_OK_AND_ASSIGN(claimed, store().ClaimStaleOrders("r3", absl::Minutes(5), 10));
+  ASSERT_THAT(claimed, SizeIs(1));
+  EXPECT_EQ(claimed[0].fencing_token, 3);
+  // Another tenant cannot even see the order.
+  EXPECT_THAT(store().RenewLease(ScopeOf(MakeTenant("beta")), claimed[0], absl::Minutes(1)),
+              StatusIs(kNotFound));
+}
+
+TEST_P(StoreConformanceTest, ClaimsTakeTheOldestFirstAndSkipDoneOrDisabled) {
+  Tenant a = MakeTenant("alpha");
+  Tenant b = MakeTenant("beta");
+  Account account_a = MakeAccount(ScopeOf(a));
+  Account account_b = MakeAccount(ScopeOf(b));
+  Lease first = MakeOrder(ScopeOf(a), account_a.id, {"1.test"}, absl::Minutes(1));
+  Lease second = MakeOrder(ScopeOf(b), account_b.id, {"2.test"}, absl::Minutes(2));
+  Lease third = MakeOrder(ScopeOf(a), account_a.id, {"3.test"}, absl::Minutes(3));
+  Lease done = MakeOrder(ScopeOf(a), account_a.id, {"4.test"}, absl::Minutes(1));
+  ASSERT_OK(store().TransitionOrder(ScopeOf(a), done, OrderState::kInvalid, ""));
+  clock().Advance(absl::Minutes(10));
+
+  ASSERT_OK_AND_ASSIGN(std::vector<Lease> claimed,
+                       store().ClaimStaleOrders("r", absl::Minutes(1), 2));
+  ASSERT_THAT(claimed, SizeIs(2));
+  EXPECT_EQ(claimed[0].order, first.order);
+  EXPECT_EQ(claimed[1].order, second.order);
+  EXPECT_EQ(claimed[1].tenant, b.id);
+
+  ASSERT_OK(store().DisableTenant(ScopeOf(a)));
+  clock().Advance(absl::Minutes(10));
+  ASSERT_OK_AND_ASSIGN(claimed, store().ClaimStaleOrders("r", absl::Minutes(1), 10));
+  ASSERT_THAT(claimed, SizeIs(1));  // Only beta's; alpha is disabled and 4.test is done.
+  EXPECT_EQ(claimed[0].order, second.order);
+  EXPECT_EQ(claimed[0].fencing_token, 3);
+  EXPECT_NE(third.order, 0);
+  EXPECT_THAT(store().ClaimStaleOrders("", absl::Minutes(1), 1), StatusIs(kInvalidArgument));
+  EXPECT_THAT(store().ClaimStaleOrders("r", absl::Minutes(1), 0), StatusIs(kInvalidArgument));
+}
+
+TEST_P(StoreConformanceTest, ConcurrentClaimersShareStaleOrdersExactlyOnce) {
+  Tenant a = MakeTenant("alpha");
+  Account account = MakeAccount(ScopeOf(a));
+  constexpr int kOrders = 24;
+  std::set<OrderId> all;
+  for (int i = 0; i < kOrders; ++i) {
+    all.insert(MakeOrder(ScopeOf(a), account.id, {absl::StrCat(i, ".test")}).order);
+  }
+  clock().Advance(absl::Hours(1));
+  absl::Mutex mu;
+  std::vector<Lease> claimed;
+  std::vector<std::thread> claimers;
+  for (int c = 0; c < 4; ++c) {
+    claimers.emplace_back([&, c] {
+      for (int round = 0; round < kOrders; ++round) {
+        auto got = store().ClaimStaleOrders(absl::StrCat("replica-", c), absl::Hours(1), 3);
+        ASSERT_TRUE(got.ok()) << got.status();
+        if (got->empty()) break;
+        absl::MutexLock lock(&mu);
+        claimed.insert(claimed.end(), got->begin(), got->end());
+      }
+    });
+  }
+  for (std::thread& t : claimers) t.join();
+  std::set<OrderId> distinct;
+  for (const Lease& l : claimed) {
+    distinct.insert(l.order);
+    EXPECT_EQ(l.fencing_token, 2);
+  }
+  EXPECT_EQ(claimed.size(), static_cast<size_t>(kOrders));  // no order twice
+  EXPECT_EQ(distinct, all);                                 // and none left out
+}
+
+}  // namespace
+}  // namespace acmevault::storage::testing
