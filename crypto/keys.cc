@@ -267,13 +267,30 @@ absl::StatusOr<PrivateKey> PrivateKey::Generate(KeyAlgorithm algorithm) {
   return Adopt(key);
 }
 
+// Refuses a key whose public half does not verify what the private half signs (an RSA key whose
+// modulus is not p*q parses, and then signs JWS no CA accepts). A pairwise test rather than the
+// libraries' RSA_check_key, which in OpenSSL 3 tests p and q for primality on every import.
+absl::StatusOr<PrivateKey> PrivateKey::Imported(EVP_PKEY* raw) {
+  ASSIGN_OR_RETURN(PrivateKey key, Adopt(raw));
+  constexpr absl::string_view kProbe = "acmevault pairwise consistency test";
+  auto signature = key.Sign(kProbe);
+  if (!signature.ok() || !key.public_key().Verify(kProbe, *signature).ok()) {
+    return absl::InvalidArgumentError(
+        "inconsistent private key: its public half does not verify its signatures");
+  }
+  return key;
+}
+
 absl::StatusOr<PrivateKey> PrivateKey::FromPem(absl::string_view pem) {
   auto bio = MemoryBio(pem);
-  EVP_PKEY* key = PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr);
+  // No passphrase: without a callback of its own OpenSSL would prompt on the terminal for an
+  // encrypted PEM and wait.
+  pem_password_cb* no_passphrase = [](char*, int, int, void*) { return 0; };
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(bio.get(), nullptr, no_passphrase, nullptr);
   if (key == nullptr) {
     return LibraryError(absl::StatusCode::kInvalidArgument, "not a PEM private key");
   }
-  return Adopt(key);
+  return Imported(key);
 }
 
 absl::StatusOr<PrivateKey> PrivateKey::FromDer(absl::string_view der) {
@@ -286,7 +303,7 @@ absl::StatusOr<PrivateKey> PrivateKey::FromDer(absl::string_view der) {
   if (key == nullptr) {
     return LibraryError(absl::StatusCode::kInvalidArgument, "unusable PKCS#8 private key");
   }
-  return Adopt(key);
+  return Imported(key);
 }
 
 SecretBytes PrivateKey::ToPkcs8Pem() const {

@@ -83,9 +83,10 @@ class PrivateKey {
   static absl::StatusOr<PrivateKey> Generate(KeyAlgorithm algorithm);
   // Parses a PKCS#8 PEM ("PRIVATE KEY"); also accepts the traditional "EC PRIVATE KEY" and
   // "RSA PRIVATE KEY" forms. INVALID_ARGUMENT for anything else, unsupported curves, or RSA
-  // smaller than 2048 bits. The error never repeats the input.
+  // smaller than 2048 bits, an encrypted PEM (no passphrase is asked for), and a key whose
+  // public half does not verify its own signatures. The error never repeats the input.
   static absl::StatusOr<PrivateKey> FromPem(absl::string_view pem);
-  // Parses a PKCS#8 DER PrivateKeyInfo.
+  // Parses a PKCS#8 DER PrivateKeyInfo, with the same consistency check as FromPem.
   static absl::StatusOr<PrivateKey> FromDer(absl::string_view der);
 
   PrivateKey(PrivateKey&&) = default;
@@ -108,6 +109,8 @@ class PrivateKey {
  private:
   explicit PrivateKey(PublicKey key) : public_key_(std::move(key)) {}
   static absl::StatusOr<PrivateKey> Adopt(evp_pkey_st* key);
+  // Adopt, then a pairwise consistency test (sign, verify): for keys read from outside.
+  static absl::StatusOr<PrivateKey> Imported(evp_pkey_st* key);
 
   // Holds the private key too: an EVP_PKEY carries both halves.
   PublicKey public_key_;

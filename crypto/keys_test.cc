@@ -1,5 +1,7 @@
 #include "crypto/keys.h"
 
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -118,6 +120,33 @@ TEST(Keys, GarbageIsRejectedWithoutEchoingIt) {
   EXPECT_THAT(key.status().message(), Not(HasSubstr("c2VjcmV0")));
   EXPECT_EQ(PrivateKey::FromDer("\x30\x03\x02\x01\x00").status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// testdata/inconsistent_rsa_key.pem: a throwaway RSA key whose modulus is not p*q (found by the
+// private_key fuzzer). Its signatures do not verify under its own public key, so a service that
+// imported it would sign JWS no CA accepts.
+TEST(Keys, AnInconsistentPrivateKeyIsRefusedOnImport) {
+  std::ifstream in("crypto/testdata/inconsistent_rsa_key.pem");
+  std::stringstream pem;
+  pem << in.rdbuf();
+  ASSERT_THAT(pem.str(), StartsWith("-----BEGIN RSA PRIVATE KEY-----"));
+  auto key = PrivateKey::FromPem(pem.str());
+  ASSERT_FALSE(key.ok());
+  // BoringSSL refuses it while parsing; OpenSSL 3 parses it and the pairwise test refuses it.
+  EXPECT_EQ(key.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Keys, ImportedKeysSignWhatTheirPublicHalfVerifies) {
+  for (KeyAlgorithm algorithm : {KeyAlgorithm::kEcdsaP256, KeyAlgorithm::kEcdsaP384,
+                                 KeyAlgorithm::kRsa2048}) {
+    auto generated = PrivateKey::Generate(algorithm);
+    ASSERT_TRUE(generated.ok());
+    auto from_pem = PrivateKey::FromPem(generated->ToPkcs8Pem().view());
+    ASSERT_TRUE(from_pem.ok()) << from_pem.status();
+    auto from_der = PrivateKey::FromDer(generated->ToPkcs8Der().view());
+    ASSERT_TRUE(from_der.ok()) << from_der.status();
+    EXPECT_TRUE(from_der->public_key().Equals(generated->public_key()));
+  }
 }
 
 TEST(Keys, AlgorithmNamesRoundTrip) {
