@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "acme/ca_input.h"
 #include "acme/problem.h"
 #include "common/status_macros.h"
 #include "crypto/digest.h"
@@ -21,10 +22,6 @@ namespace {
 constexpr size_t kMaxPooledNonces = 64;
 
 using Json = nlohmann::json;
-
-// Serializes without throwing: invalid UTF-8 from a caller becomes U+FFFD instead of an
-// exception crossing the library boundary.
-std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
 
 // JSON accessors that never throw: wrong types read as absent.
 std::string Str(const Json& j, const char* key) {
@@ -155,7 +152,7 @@ absl::Status AcmeClient::CheckSameOrigin(absl::string_view url, absl::string_vie
   auto origin = UrlOrigin(url);
   if (!origin.ok() || *origin != origin_) {
     return absl::InvalidArgumentError(absl::StrCat(
-        what, ": CA returned a URL outside the directory's origin ", origin_, ": ", url));
+        what, ": CA returned a URL outside the directory's origin ", origin_, ": ", CaText(url)));
   }
   return absl::OkStatus();
 }
@@ -176,8 +173,8 @@ absl::StatusOr<Directory> AcmeClient::GetDirectory() {
   ASSIGN_OR_RETURN(HttpResponse r, Send({"GET", options_.directory_url, {}, ""}));
   if (r.status != 200) return ProblemStatus(r, what, clock_->Now());
   if (!IsJsonContentType(r.Header("Content-Type"))) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": content type \"", r.Header("Content-Type"), "\" is not JSON"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": content type \"", CaText(r.Header("Content-Type")), "\" is not JSON"));
   }
   Json j = Json::parse(r.body, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) return absl::InvalidArgumentError(what + ": body is not a JSON object");
@@ -278,7 +275,7 @@ absl::StatusOr<AcmeClient::Response> AcmeClient::PostSigned(
     if (expect == Expect::kJson) {
       if (!IsJsonContentType(ct)) {
         return absl::InvalidArgumentError(
-            absl::StrCat(what, ": content type \"", ct, "\" is not JSON"));
+            absl::StrCat(what, ": content type \"", CaText(ct), "\" is not JSON"));
       }
       out.json = Json::parse(out.http.body, nullptr, /*allow_exceptions=*/false);
       if (!out.json.is_object()) {
@@ -289,7 +286,7 @@ absl::StatusOr<AcmeClient::Response> AcmeClient::PostSigned(
           0, ct.find(';')));
       if (!absl::EqualsIgnoreCase(media, "application/pem-certificate-chain")) {
         return absl::InvalidArgumentError(absl::StrCat(
-            what, ": content type \"", ct, "\" is not application/pem-certificate-chain"));
+            what, ": content type \"", CaText(ct), "\" is not application/pem-certificate-chain"));
       }
     }
     return out;
@@ -354,8 +351,8 @@ absl::StatusOr<Account> AcmeClient::NewAccount(const crypto::PrivateKey& key,
     }
   }
   const std::string what = "POST newAccount";
-  ASSIGN_OR_RETURN(Response r, Post({&key, ""}, d.new_account, Dump(payload), Expect::kJson,
-                                    what));
+  ASSIGN_OR_RETURN(Response r,
+                   Post({&key, ""}, d.new_account, DumpJson(payload), Expect::kJson, what));
   std::string location = r.http.Header("Location");
   if (location.empty()) return absl::InvalidArgumentError(what + ": no Location header");
   RETURN_IF_ERROR(CheckSameOrigin(location, what));
@@ -370,7 +367,7 @@ absl::StatusOr<Account> AcmeClient::GetAccount(const AccountRef& account) {
 absl::StatusOr<Account> AcmeClient::UpdateContact(const AccountRef& account,
                                                   const std::vector<std::string>& contact) {
   Json payload = {{"contact", contact}};
-  ASSIGN_OR_RETURN(Response r, Post(account, account.url, Dump(payload), Expect::kJson,
+  ASSIGN_OR_RETURN(Response r, Post(account, account.url, DumpJson(payload), Expect::kJson,
                                     "POST account (update contact)"));
   return ParseAccount(r.json, account.url);
 }
@@ -384,9 +381,9 @@ absl::Status AcmeClient::KeyChange(const AccountRef& account, const crypto::Priv
                         {"oldKey", crypto::PublicJwk(account.key->public_key())}};
   // §7.3.5: the inner JWS has "jwk" (the new key) and "url", and no "nonce".
   ASSIGN_OR_RETURN(Json inner,
-                   crypto::SignJwsObject(new_key, {d.key_change, "", ""}, Dump(inner_payload)));
+                   crypto::SignJwsObject(new_key, {d.key_change, "", ""}, DumpJson(inner_payload)));
   ASSIGN_OR_RETURN(Response r,
-                   Post(account, d.key_change, Dump(inner), Expect::kEmpty, "POST keyChange"));
+                   Post(account, d.key_change, DumpJson(inner), Expect::kEmpty, "POST keyChange"));
   return absl::OkStatus();
 }
 
@@ -408,7 +405,7 @@ absl::StatusOr<Order> AcmeClient::ParseOrder(const Response& r, absl::string_vie
   if (std::none_of(std::begin(kStatuses), std::end(kStatuses),
                    [&](const char* s) { return o.status == s; })) {
     return absl::InvalidArgumentError(
-        absl::StrCat(what, ": unknown order status \"", o.status, "\""));
+        absl::StrCat(what, ": unknown order status \"", CaText(o.status), "\""));
   }
   o.expires = ParseRfc3339(Str(j, "expires"));
   o.identifiers = ParseIdentifiers(j.value("identifiers", Json()));
@@ -453,7 +450,7 @@ absl::StatusOr<Order> AcmeClient::NewOrder(const AccountRef& account,
   }
   if (!options.replaces.empty()) payload["replaces"] = options.replaces;
   const std::string what = "POST newOrder";
-  ASSIGN_OR_RETURN(Response r, Post(account, d.new_order, Dump(payload), Expect::kJson, what));
+  ASSIGN_OR_RETURN(Response r, Post(account, d.new_order, DumpJson(payload), Expect::kJson, what));
   std::string location = r.http.Header("Location");
   if (location.empty()) return absl::InvalidArgumentError(what + ": no Location header");
   RETURN_IF_ERROR(CheckSameOrigin(location, what));
@@ -552,8 +549,8 @@ absl::StatusOr<Authorization> AcmeClient::WaitForAuthorization(const AccountRef&
 absl::StatusOr<Order> AcmeClient::Finalize(const AccountRef& account, const Order& order,
                                            absl::string_view csr_der) {
   Json payload = {{"csr", crypto::Base64Url(csr_der)}};
-  ASSIGN_OR_RETURN(Response r,
-                   Post(account, order.finalize, Dump(payload), Expect::kJson, "POST finalize"));
+  ASSIGN_OR_RETURN(
+      Response r, Post(account, order.finalize, DumpJson(payload), Expect::kJson, "POST finalize"));
   return ParseOrder(r, order.url);
 }
 
@@ -596,7 +593,8 @@ absl::Status AcmeClient::RevokeCertificate(const AccountRef& account,
   ASSIGN_OR_RETURN(Directory d, GetDirectory());
   Json payload = {{"certificate", crypto::Base64Url(certificate_der)},
                   {"reason", static_cast<int>(reason)}};
-  return Post(account, d.revoke_cert, Dump(payload), Expect::kEmpty, "POST revokeCert").status();
+  return Post(account, d.revoke_cert, DumpJson(payload), Expect::kEmpty, "POST revokeCert")
+      .status();
 }
 
 absl::Status AcmeClient::RevokeWithCertificateKey(const crypto::PrivateKey& certificate_key,

@@ -376,6 +376,80 @@ TEST_F(ClientTest, SubproblemsAndLongDetailsAreReportedBounded) {
   EXPECT_EQ(problem->subproblems[0].identifier, "dns:bad.example.com");
 }
 
+// ---- A hostile or broken CA -------------------------------------------------------------------
+// What it sends must end in a bounded Status whose text every strict JSON writer downstream
+// (logs, audit rows, gRPC details) accepts.
+
+// True when `s` is valid UTF-8: nlohmann's strict serialiser (the default) throws otherwise.
+bool StrictlySerialisable(const std::string& s) {
+  try {
+    (void)Json(s).dump();
+    return true;
+  } catch (const Json::type_error&) {
+    return false;
+  }
+}
+
+std::string Repeat(const std::string& s, int n) {
+  std::string out;
+  for (int i = 0; i < n; ++i) out += s;
+  return out;
+}
+
+TEST_F(ClientTest, LongMultiByteDetailIsClippedOnACharacterBoundary) {
+  // 600 bytes of three-byte characters: byte 512 falls inside the 171st.
+  const std::string euro = "\xE2\x82\xAC";
+  server_.On("POST", "/acct/1", [&](const Call&) {
+    return ScriptedServer::Problem(400, "malformed", Repeat(euro, 200));
+  });
+  absl::Status status = client_->GetAccount(Acct()).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(StrictlySerialisable(std::string(status.message())));
+  EXPECT_THAT(status.message(), HasSubstr(Repeat(euro, 170) + "..."));
+  auto problem = GetProblem(status);
+  ASSERT_TRUE(problem.has_value());
+  EXPECT_EQ(problem->detail, Repeat(euro, 170) + "...");
+  EXPECT_TRUE(StrictlySerialisable(ToJson(*problem).dump()));
+}
+
+TEST_F(ClientTest, InvalidUtf8InAProblemDocumentBecomesReplacementCharacters) {
+  server_.On("POST", "/acct/1", [](const Call&) {
+    return ScriptedServer::Raw(
+        400, "application/problem+json",
+        "{\"type\":\"urn:ietf:params:acme:error:malformed\",\"detail\":\"bad \xFF\xC3 bytes\"}");
+  });
+  absl::Status status = client_->GetAccount(Acct()).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(),
+              HasSubstr("acme malformed (HTTP 400): bad \xEF\xBF\xBD\xEF\xBF\xBD bytes"));
+  EXPECT_TRUE(StrictlySerialisable(std::string(status.message())));
+  auto problem = GetProblem(status);
+  ASSERT_TRUE(problem.has_value());
+  EXPECT_EQ(problem->detail, "bad \xEF\xBF\xBD\xEF\xBF\xBD bytes");
+  EXPECT_TRUE(StrictlySerialisable(ToJson(*problem).dump()));
+}
+
+TEST_F(ClientTest, Latin1ErrorPageBecomesAValidUtf8Status) {
+  // A proxy's error page in ISO-8859-1, as the body of a 500.
+  const std::string page =
+      "<html><body><h1>Erreur interne</h1><p>R\xE9"
+      "essayez \xE0 10h.</p>\r\n" +
+      std::string(400, ' ') + "</body></html>";
+  server_.On("POST", "/new-order",
+             [&](const Call&) { return ScriptedServer::Raw(500, "text/html", page); });
+  absl::Status status =
+      client_->NewOrder(Acct(), {.identifiers = {{"dns", "a.example.com"}}}).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(status.message(), HasSubstr("R\xEF\xBF\xBD"
+                                          "essayez \xEF\xBF\xBD 10h."));
+  EXPECT_TRUE(StrictlySerialisable(std::string(status.message())));
+  EXPECT_LT(status.message().size(), 300u);
+  auto problem = GetProblem(status);
+  ASSERT_TRUE(problem.has_value());
+  EXPECT_EQ(problem->type, "http:500");
+  EXPECT_TRUE(StrictlySerialisable(ToJson(*problem).dump()));
+}
+
 // ---- Malformed responses ------------------------------------------------------------------------
 
 enum class Op { kDirectory, kGetAccount, kNewAccount, kNewOrder, kGetOrder, kGetAuthz,

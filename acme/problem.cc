@@ -7,13 +7,12 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "nlohmann/json.hpp"
+#include "acme/ca_input.h"
 
 namespace acmevault::acme {
 namespace {
 
 constexpr absl::string_view kErrorPrefix = "urn:ietf:params:acme:error:";
-constexpr size_t kMaxDetail = 512;  // A hostile CA must not flood logs through us.
 
 absl::StatusCode CodeForType(absl::string_view short_type, int http_status) {
   static const auto* codes = new std::map<std::string, absl::StatusCode, std::less<>>{
@@ -51,26 +50,21 @@ absl::StatusCode CodeForType(absl::string_view short_type, int http_status) {
   return absl::StatusCode::kUnknown;
 }
 
-std::string Clip(std::string s) {
-  if (s.size() > kMaxDetail) s = absl::StrCat(s.substr(0, kMaxDetail), "...");
-  // Keep it one printable line.
-  for (char& c : s) {
-    if (static_cast<unsigned char>(c) < 0x20) c = ' ';
-  }
-  return s;
-}
-
 Problem FromJson(const nlohmann::json& j, int http_status) {
   Problem p;
   p.http_status = http_status;
   if (!j.is_object()) return p;
-  if (auto it = j.find("type"); it != j.end() && it->is_string()) p.type = Clip(*it);
-  if (auto it = j.find("detail"); it != j.end() && it->is_string()) p.detail = Clip(*it);
+  if (auto it = j.find("type"); it != j.end() && it->is_string()) {
+    p.type = CaText(it->get<std::string>());
+  }
+  if (auto it = j.find("detail"); it != j.end() && it->is_string()) {
+    p.detail = CaText(it->get<std::string>(), kMaxProblemDetailBytes);
+  }
   if (auto it = j.find("identifier"); it != j.end() && it->is_object()) {
     auto type = it->find("type");
     auto value = it->find("value");
     if (type != it->end() && type->is_string() && value != it->end() && value->is_string()) {
-      p.identifier = Clip(absl::StrCat(type->get<std::string>(), ":", value->get<std::string>()));
+      p.identifier = CaText(absl::StrCat(type->get<std::string>(), ":", value->get<std::string>()));
     }
   }
   if (auto it = j.find("subproblems"); it != j.end() && it->is_array()) {
@@ -80,14 +74,6 @@ Problem FromJson(const nlohmann::json& j, int http_status) {
     }
   }
   return p;
-}
-
-nlohmann::json ToJson(const Problem& p) {
-  nlohmann::json j = {{"type", p.type}, {"detail", p.detail}, {"status", p.http_status}};
-  if (!p.identifier.empty()) j["identifier"] = p.identifier;
-  if (p.retry_after) j["retry_after_unix"] = absl::ToUnixSeconds(*p.retry_after);
-  for (const auto& sub : p.subproblems) j["subproblems"].push_back(ToJson(sub));
-  return j;
 }
 
 Problem FromPayload(const nlohmann::json& j) {
@@ -107,6 +93,14 @@ Problem FromPayload(const nlohmann::json& j) {
 
 }  // namespace
 
+nlohmann::json ToJson(const Problem& p) {
+  nlohmann::json j = {{"type", p.type}, {"detail", p.detail}, {"status", p.http_status}};
+  if (!p.identifier.empty()) j["identifier"] = p.identifier;
+  if (p.retry_after) j["retry_after_unix"] = absl::ToUnixSeconds(*p.retry_after);
+  for (const auto& sub : p.subproblems) j["subproblems"].push_back(ToJson(sub));
+  return j;
+}
+
 std::string Problem::ShortType() const {
   absl::string_view t = type;
   absl::ConsumePrefix(&t, kErrorPrefix);
@@ -115,11 +109,13 @@ std::string Problem::ShortType() const {
 
 absl::Status ProblemStatus(const HttpResponse& response, absl::string_view what,
                            absl::Time now) {
-  auto body = nlohmann::json::parse(response.body, nullptr, /*allow_exceptions=*/false);
+  // Bad UTF-8 inside a problem document would make the parser refuse all of it; with the bad
+  // bytes replaced, the type and detail survive.
+  auto body = nlohmann::json::parse(ValidUtf8(response.body), nullptr, /*allow_exceptions=*/false);
   Problem p = FromJson(body, response.status);
   if (p.type.empty()) {
     p.type = absl::StrCat("http:", response.status);
-    if (p.detail.empty()) p.detail = Clip(std::string(response.body.substr(0, 200)));
+    if (p.detail.empty()) p.detail = CaText(response.body);
   }
   p.retry_after = ParseRetryAfter(response.Header("Retry-After"), now);
   std::string message = absl::StrCat(what, ": acme ", p.ShortType(), " (HTTP ", response.status,
@@ -133,7 +129,7 @@ absl::Status ProblemStatus(const HttpResponse& response, absl::string_view what,
                     absl::FormatTime(absl::RFC3339_sec, *p.retry_after, absl::UTCTimeZone()));
   }
   absl::Status status(CodeForType(p.ShortType(), response.status), message);
-  status.SetPayload(kProblemPayloadUrl, absl::Cord(ToJson(p).dump()));
+  status.SetPayload(kProblemPayloadUrl, absl::Cord(DumpJson(ToJson(p))));
   return status;
 }
 

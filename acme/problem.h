@@ -1,6 +1,9 @@
 // ACME problem documents (RFC 8555 §6.7, RFC 7807) as absl::Status. This is the one place where
 // CA errors become Status codes; the problem itself rides along as a payload so callers (and the
 // service's gRPC errors) can report its exact type, detail and subproblems.
+//
+// Everything a Problem holds is valid UTF-8 on one line (acme/ca_input.h: CaText) and bounded, so
+// a hostile CA can neither flood messages and logs nor make a strict JSON writer throw.
 #ifndef ACMEVAULT_ACME_PROBLEM_H_
 #define ACMEVAULT_ACME_PROBLEM_H_
 
@@ -11,8 +14,13 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "acme/http.h"
+#include "nlohmann/json.hpp"
 
 namespace acmevault::acme {
+
+// The detail is clipped to this many bytes (at a character boundary, then "..."); the type and
+// the identifier to kMaxCaTextBytes.
+inline constexpr size_t kMaxProblemDetailBytes = 512;
 
 struct Problem {
   std::string type;    // Full URN, e.g. "urn:ietf:params:acme:error:badNonce".
@@ -42,6 +50,10 @@ inline constexpr char kProblemPayloadUrl[] = "acmevault.dev/acme-problem";
 //   the detail; subproblems follow.
 absl::Status ProblemStatus(const HttpResponse& response, absl::string_view what,
                            absl::Time now);
+
+// The JSON form of a Problem, as a Status carries it in its payload. Its strings are valid UTF-8,
+// so even a strict dump() of it does not throw.
+nlohmann::json ToJson(const Problem& problem);
 
 // The Problem a Status carries, if any.
 std::optional<Problem> GetProblem(const absl::Status& status);

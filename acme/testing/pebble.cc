@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "acme/ca_input.h"
 #include "common/status_macros.h"
 #include "crypto/digest.h"
 #include "crypto/jwk.h"
@@ -127,7 +128,7 @@ absl::StatusOr<Issued> IssueCertificate(AcmeClient& client, const AccountRef& ac
   order = *std::move(ready);
   if (order.status == "invalid") {
     return absl::FailedPreconditionError(
-        absl::StrCat("order became invalid: ", order.error.dump()));
+        absl::StrCat("order became invalid: ", DumpJson(order.error)));
   }
   if (order.status != "ready") {
     return absl::FailedPreconditionError(absl::StrCat("order is ", order.status));
