@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
+
 namespace acmevault::acme {
 namespace {
 
@@ -71,6 +73,44 @@ std::string Clean(absl::string_view text, bool one_line, size_t max_bytes) {
 }
 
 }  // namespace
+
+bool NestedTooDeep(absl::string_view json_text) {
+  int depth = 0;
+  bool in_string = false;
+  bool escaped = false;
+  for (char c : json_text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxCaJsonDepth) return true;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return false;
+}
+
+absl::Status NestedTooDeepError(absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      what, what.empty() ? "" : ": ", "CA sent JSON nested deeper than ", kMaxCaJsonDepth));
+}
+
+absl::StatusOr<nlohmann::json> ParseCaJsonObject(absl::string_view body, absl::string_view what) {
+  if (NestedTooDeep(body)) return NestedTooDeepError(what);
+  auto j = nlohmann::json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": body is not a JSON object"));
+  }
+  return j;
+}
 
 std::string ValidUtf8(absl::string_view text) {
   return Clean(text, /*one_line=*/false, /*max_bytes=*/3 * text.size());

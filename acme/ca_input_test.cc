@@ -11,6 +11,37 @@ namespace {
 
 constexpr char kFffd[] = "\xEF\xBF\xBD";
 
+std::string Nested(int depth, const std::string& inner = "") {
+  return std::string(depth, '[') + inner + std::string(depth, ']');
+}
+
+TEST(NestedTooDeep, CountsArraysAndObjectsOutsideStrings) {
+  EXPECT_FALSE(NestedTooDeep(Nested(kMaxCaJsonDepth)));
+  EXPECT_TRUE(NestedTooDeep(Nested(kMaxCaJsonDepth + 1)));
+  EXPECT_TRUE(NestedTooDeep(Nested(100000)));
+  std::string objects;
+  for (int i = 0; i < kMaxCaJsonDepth; ++i) objects += "{\"a\":";
+  EXPECT_FALSE(NestedTooDeep(objects + "1" + std::string(kMaxCaJsonDepth, '}')));
+  EXPECT_TRUE(NestedTooDeep(objects + "[1]" + std::string(kMaxCaJsonDepth, '}')));
+  // Brackets in strings, escaped quotes included, do not count; siblings do not add up.
+  EXPECT_FALSE(NestedTooDeep(Nested(kMaxCaJsonDepth, "\"[[[\\\"[[[\"")));
+  EXPECT_FALSE(
+      NestedTooDeep("[" + Nested(kMaxCaJsonDepth - 1) + "," + Nested(kMaxCaJsonDepth - 1) + "]"));
+}
+
+TEST(ParseCaJsonObject, RefusesDeepJsonAndAnythingButAnObject) {
+  auto ok = ParseCaJsonObject(R"({"status":"valid","x":[[1]]})", "POST order");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ((*ok)["status"], "valid");
+  auto deep = ParseCaJsonObject("{\"x\":" + Nested(100000) + "}", "POST order");
+  EXPECT_EQ(deep.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(deep.status().message(), "POST order: CA sent JSON nested deeper than 32");
+  for (const char* body : {"[1]", "\"s\"", "{not json", "{\"d\":\"\xFF\"}", ""}) {
+    auto bad = ParseCaJsonObject(body, "GET directory");
+    EXPECT_EQ(bad.status().message(), "GET directory: body is not a JSON object") << body;
+  }
+}
+
 TEST(ValidUtf8, KeepsWellFormedTextAndReplacesEachBadByte) {
   EXPECT_EQ(ValidUtf8("plain, caf\xC3\xA9, \xE2\x82\xAC, \xF0\x9F\x94\x91"),
             "plain, caf\xC3\xA9, \xE2\x82\xAC, \xF0\x9F\x94\x91");

@@ -176,8 +176,7 @@ absl::StatusOr<Directory> AcmeClient::GetDirectory() {
     return absl::InvalidArgumentError(absl::StrCat(
         what, ": content type \"", CaText(r.Header("Content-Type")), "\" is not JSON"));
   }
-  Json j = Json::parse(r.body, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object()) return absl::InvalidArgumentError(what + ": body is not a JSON object");
+  ASSIGN_OR_RETURN(Json j, ParseCaJsonObject(r.body, what));
   Directory d;
   ASSIGN_OR_RETURN(d.new_nonce, RequireStr(j, "newNonce", what));
   ASSIGN_OR_RETURN(d.new_account, RequireStr(j, "newAccount", what));
@@ -277,10 +276,7 @@ absl::StatusOr<AcmeClient::Response> AcmeClient::PostSigned(
         return absl::InvalidArgumentError(
             absl::StrCat(what, ": content type \"", CaText(ct), "\" is not JSON"));
       }
-      out.json = Json::parse(out.http.body, nullptr, /*allow_exceptions=*/false);
-      if (!out.json.is_object()) {
-        return absl::InvalidArgumentError(absl::StrCat(what, ": body is not a JSON object"));
-      }
+      ASSIGN_OR_RETURN(out.json, ParseCaJsonObject(out.http.body, what));
     } else if (expect == Expect::kPemChain) {
       absl::string_view media = absl::StripAsciiWhitespace(absl::string_view(ct).substr(
           0, ct.find(';')));
@@ -617,9 +613,9 @@ absl::StatusOr<RenewalInfo> AcmeClient::GetRenewalInfo(absl::string_view certifi
   if (!IsJsonContentType(r.Header("Content-Type"))) {
     return absl::InvalidArgumentError(what + ": content type is not JSON");
   }
-  Json j = Json::parse(r.body, nullptr, /*allow_exceptions=*/false);
-  auto window = j.is_object() ? j.find("suggestedWindow") : j.end();
-  if (!j.is_object() || window == j.end() || !window->is_object()) {
+  ASSIGN_OR_RETURN(Json j, ParseCaJsonObject(r.body, what));
+  auto window = j.find("suggestedWindow");
+  if (window == j.end() || !window->is_object()) {
     return absl::InvalidArgumentError(what + ": no suggestedWindow");
   }
   auto start = ParseRfc3339(Str(*window, "start"));

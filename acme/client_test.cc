@@ -450,6 +450,90 @@ TEST_F(ClientTest, Latin1ErrorPageBecomesAValidUtf8Status) {
   EXPECT_TRUE(StrictlySerialisable(ToJson(*problem).dump()));
 }
 
+// Arrays nested `depth` deep: 2 * depth bytes.
+std::string NestedArrays(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }
+
+// `resource` (a JSON object) with `member` set to the raw JSON text `value`.
+std::string WithMember(const Json& resource, const std::string& member, const std::string& value) {
+  std::string text = resource.dump();
+  text.pop_back();  // The closing brace.
+  return absl::StrCat(text, ",\"", member, "\":", value, "}");
+}
+
+TEST_F(ClientTest, JsonNestedDeeperThanTheLimitIsRefusedWhereverTheCaSendsIt) {
+  // 100,000 levels: 200 KB, well under the transport's 1 MiB response cap.
+  const std::string deep = NestedArrays(100000);
+  const std::string kTooDeep = "CA sent JSON nested deeper than 32";
+
+  // The directory (fetched first: it is cached) and ARI.
+  server_.directory()["renewalInfo"] = Url("/ari");
+  Json directory = server_.directory();
+  server_.On("GET", "/dir", [&](const Call&) {
+    return ScriptedServer::Raw(200, "application/json", WithMember(directory, "meta", deep));
+  });
+  EXPECT_THAT(client_->GetDirectory().status().message(), HasSubstr(kTooDeep));
+  server_.On("GET", "/dir", [&](const Call&) { return ScriptedServer::Json(200, directory); });
+  server_.On("GET", "/ari/JXb814b8AqZQM00l7MIc0Z2vpYY.AI8A0eLDtKWWhw", [&](const Call&) {
+    return ScriptedServer::Raw(200, "application/json", WithMember(Json::object(), "x", deep));
+  });
+  auto info = client_->GetRenewalInfo(LeafDer());
+  EXPECT_EQ(info.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(info.status().message(), HasSubstr(kTooDeep));
+
+  // An order's (or a challenge's) "error", which the client keeps.
+  server_.On("POST", "/order/1", [&](const Call&) {
+    return ScriptedServer::Raw(200, "application/json",
+                               WithMember(ScriptedServer::Order("invalid"), "error", deep));
+  });
+  auto order = client_->GetOrder(Acct(), Url("/order/1"));
+  EXPECT_EQ(order.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(order.status().message(), HasSubstr(kTooDeep));
+
+  Json authz = ScriptedServer::Authz("invalid");
+  std::string challenge = WithMember(authz["challenges"][0], "error", deep);
+  authz["challenges"] = Json::array();
+  server_.On("POST", "/authz/1", [&](const Call&) {
+    return ScriptedServer::Raw(200, "application/json",
+                               WithMember(authz, "challenges", "[" + challenge + "]"));
+  });
+  auto authorization = client_->GetAuthorization(Acct(), Url("/authz/1"));
+  EXPECT_EQ(authorization.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(authorization.status().message(), HasSubstr(kTooDeep));
+
+  // A problem document whose subproblems nest: the error keeps its HTTP status's code.
+  std::string subproblems;
+  for (int i = 0; i < 50000; ++i) subproblems += "[{\"subproblems\":";
+  subproblems += "[]";
+  for (int i = 0; i < 50000; ++i) subproblems += "}]";
+  server_.On("POST", "/new-order", [&](const Call&) {
+    return ScriptedServer::Raw(
+        400, "application/problem+json",
+        WithMember({{"type", "urn:ietf:params:acme:error:malformed"}}, "subproblems", subproblems));
+  });
+  auto created = client_->NewOrder(Acct(), {.identifiers = {{"dns", "a.example.com"}}});
+  EXPECT_EQ(created.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(created.status().message(), HasSubstr("(HTTP 400): " + kTooDeep));
+}
+
+TEST_F(ClientTest, JsonNestedExactlyToTheLimitIsAccepted) {
+  // The order object is one level; its error adds 31 more.
+  server_.On("POST", "/order/1", [](const Call&) {
+    return ScriptedServer::Raw(
+        200, "application/json",
+        WithMember(ScriptedServer::Order("invalid"), "error", NestedArrays(31)));
+  });
+  auto order = client_->GetOrder(Acct(), Url("/order/1"));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->status, "invalid");
+  server_.On("POST", "/order/1", [](const Call&) {
+    return ScriptedServer::Raw(
+        200, "application/json",
+        WithMember(ScriptedServer::Order("invalid"), "error", NestedArrays(32)));
+  });
+  EXPECT_THAT(client_->GetOrder(Acct(), Url("/order/1")).status().message(),
+              HasSubstr("CA sent JSON nested deeper than 32"));
+}
+
 // ---- Malformed responses ------------------------------------------------------------------------
 
 enum class Op { kDirectory, kGetAccount, kNewAccount, kNewOrder, kGetOrder, kGetAuthz,

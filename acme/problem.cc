@@ -109,13 +109,21 @@ std::string Problem::ShortType() const {
 
 absl::Status ProblemStatus(const HttpResponse& response, absl::string_view what,
                            absl::Time now) {
-  // Bad UTF-8 inside a problem document would make the parser refuse all of it; with the bad
-  // bytes replaced, the type and detail survive.
-  auto body = nlohmann::json::parse(ValidUtf8(response.body), nullptr, /*allow_exceptions=*/false);
-  Problem p = FromJson(body, response.status);
+  Problem p;
+  p.http_status = response.status;
+  const bool too_deep = NestedTooDeep(response.body);
+  if (!too_deep) {
+    // Bad UTF-8 inside a problem document would make the parser refuse all of it; with the bad
+    // bytes replaced, the type and detail survive.
+    p = FromJson(nlohmann::json::parse(ValidUtf8(response.body), nullptr,
+                                       /*allow_exceptions=*/false),
+                 response.status);
+  }
   if (p.type.empty()) {
     p.type = absl::StrCat("http:", response.status);
-    if (p.detail.empty()) p.detail = CaText(response.body);
+    if (p.detail.empty()) {
+      p.detail = too_deep ? std::string(NestedTooDeepError("").message()) : CaText(response.body);
+    }
   }
   p.retry_after = ParseRetryAfter(response.Header("Retry-After"), now);
   std::string message = absl::StrCat(what, ": acme ", p.ShortType(), " (HTTP ", response.status,

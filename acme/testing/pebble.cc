@@ -74,9 +74,9 @@ absl::StatusOr<std::string> PebbleManagement::Root(int index) {
 absl::StatusOr<PebbleManagement::CertStatus> PebbleManagement::StatusBySerial(
     absl::string_view serial_hex) {
   ASSIGN_OR_RETURN(HttpResponse r, Get(absl::StrCat("/cert-status-by-serial/", serial_hex)));
-  auto j = nlohmann::json::parse(r.body, nullptr, false);
-  if (!j.is_object() || !j.contains("Status") || !j["Status"].is_string()) {
-    return absl::InternalError("pebble cert status: unexpected body " + r.body);
+  ASSIGN_OR_RETURN(nlohmann::json j, ParseCaJsonObject(r.body, "pebble cert status"));
+  if (!j.contains("Status") || !j["Status"].is_string()) {
+    return absl::InternalError("pebble cert status: unexpected body " + CaText(r.body));
   }
   CertStatus s{j["Status"].get<std::string>(), -1};
   if (j.contains("Reason") && j["Reason"].is_number_integer()) s.reason = j["Reason"].get<int>();
