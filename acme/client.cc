@@ -39,6 +39,12 @@ absl::StatusOr<std::string> RequireStr(const Json& j, const char* key, absl::str
   return v;
 }
 
+// The "error" of an order, authorization or challenge, bounded (problem.h), or null.
+Json ErrorOf(const Json& resource) {
+  auto e = resource.find("error");
+  return e == resource.end() || e->is_null() ? Json() : BoundedProblemDocument(*e);
+}
+
 std::optional<absl::Time> ParseRfc3339(const std::string& s) {
   if (s.empty()) return std::nullopt;
   absl::Time t;
@@ -423,7 +429,7 @@ absl::StatusOr<Order> AcmeClient::ParseOrder(const Response& r, absl::string_vie
   }
   o.profile = Str(j, "profile");
   o.replaces = Str(j, "replaces");
-  if (auto e = j.find("error"); e != j.end()) o.error = *e;
+  o.error = ErrorOf(j);
   o.retry_after = ParseRetryAfter(r.http.Header("Retry-After"), clock_->Now());
   return o;
 }
@@ -478,7 +484,7 @@ absl::StatusOr<Authorization> AcmeClient::ParseAuthorization(const Response& r,
       Challenge ch{Str(c, "type"), Str(c, "url"), Str(c, "status"), Str(c, "token"), nullptr};
       if (ch.url.empty()) return absl::InvalidArgumentError(what + ": challenge without url");
       RETURN_IF_ERROR(CheckSameOrigin(ch.url, what));
-      if (auto e = c.find("error"); e != c.end()) ch.error = *e;
+      ch.error = ErrorOf(c);
       a.challenges.push_back(std::move(ch));
     }
   } else {
@@ -499,8 +505,8 @@ absl::StatusOr<Challenge> AcmeClient::RespondToChallenge(const AccountRef& accou
                                                          absl::string_view url) {
   ASSIGN_OR_RETURN(Response r,
                    Post(account, url, "{}", Expect::kJson, "POST challenge", /*exclusive=*/true));
-  Challenge c{Str(r.json, "type"), Str(r.json, "url"), Str(r.json, "status"),
-              Str(r.json, "token"), r.json.value("error", Json())};
+  Challenge c{Str(r.json, "type"), Str(r.json, "url"), Str(r.json, "status"), Str(r.json, "token"),
+              ErrorOf(r.json)};
   if (c.status.empty()) return absl::InvalidArgumentError("POST challenge: no status");
   return c;
 }

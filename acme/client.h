@@ -61,7 +61,9 @@ struct Order {
   std::string certificate;  // Once valid.
   std::string profile;
   std::string replaces;
-  nlohmann::json error;  // Problem document of an invalid order, or null.
+  // Problem document of an invalid order, or null; bounded (problem.h BoundedProblemDocument),
+  // so its dump is short and valid UTF-8. Summarize(ProblemFromDocument(error)) is one line.
+  nlohmann::json error;
   // From Retry-After on this response, if any.
   std::optional<absl::Time> retry_after;
 };
@@ -71,7 +73,7 @@ struct Challenge {
   std::string url;
   std::string status;
   std::string token;
-  nlohmann::json error;
+  nlohmann::json error;  // As Order::error.
 };
 
 struct Authorization {

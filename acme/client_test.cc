@@ -534,6 +534,84 @@ TEST_F(ClientTest, JsonNestedExactlyToTheLimitIsAccepted) {
               HasSubstr("CA sent JSON nested deeper than 32"));
 }
 
+TEST_F(ClientTest, ProblemDetailAtTheBoundIsKeptWholeAndLongerIsClipped) {
+  std::string detail(kMaxProblemDetailBytes, 'd');
+  server_.On("POST", "/acct/1",
+             [&](const Call&) { return ScriptedServer::Problem(400, "malformed", detail); });
+  auto at_bound = GetProblem(client_->GetAccount(Acct()).status());
+  ASSERT_TRUE(at_bound.has_value());
+  EXPECT_EQ(at_bound->detail, detail);
+  detail += "e";
+  auto over = GetProblem(client_->GetAccount(Acct()).status());
+  ASSERT_TRUE(over.has_value());
+  EXPECT_EQ(over->detail, std::string(kMaxProblemDetailBytes, 'd') + "...");
+}
+
+// A problem document with `count` subproblems, each with one subproblem of its own.
+Json ProblemWithSubproblems(int count, const std::string& detail = "no") {
+  Json subs = Json::array();
+  for (int i = 0; i < count; ++i) {
+    subs.push_back({{"type", "urn:ietf:params:acme:error:caa"},
+                    {"detail", detail},
+                    {"identifier", {{"type", "dns"}, {"value", absl::StrCat("n", i, ".example")}}},
+                    {"subproblems", {{{"type", "urn:ietf:params:acme:error:dns"}}}}});
+  }
+  return {{"type", "urn:ietf:params:acme:error:compound"},
+          {"detail", "several"},
+          {"subproblems", subs}};
+}
+
+TEST_F(ClientTest, SubproblemsAreKeptUpToTheBoundAndOneLevelDeep) {
+  for (int count : {static_cast<int>(kMaxSubproblems), static_cast<int>(kMaxSubproblems) + 8}) {
+    server_.On("POST", "/acct/1", [&](const Call&) {
+      return ScriptedServer::Raw(403, "application/problem+json",
+                                 ProblemWithSubproblems(count).dump());
+    });
+    auto problem = GetProblem(client_->GetAccount(Acct()).status());
+    ASSERT_TRUE(problem.has_value());
+    ASSERT_EQ(problem->subproblems.size(), kMaxSubproblems) << count;
+    EXPECT_EQ(problem->subproblems.back().identifier,
+              absl::StrCat("dns:n", kMaxSubproblems - 1, ".example"));
+    for (const auto& sub : problem->subproblems) EXPECT_TRUE(sub.subproblems.empty());
+  }
+}
+
+TEST_F(ClientTest, AHugeProblemBecomesAShortMessage) {
+  // About 900 KB: a long detail and 1,500 subproblems with long details of their own.
+  Json document = ProblemWithSubproblems(1500, std::string(500, 's'));
+  document["detail"] = std::string(150000, 'D');
+  ASSERT_GT(document.dump().size(), 900000u);
+  server_.On("POST", "/new-order", [&](const Call&) {
+    return ScriptedServer::Raw(400, "application/problem+json", document.dump());
+  });
+  absl::Status status =
+      client_->NewOrder(Acct(), {.identifiers = {{"dns", "a.example.com"}}}).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_LE(status.message().size(), kMaxProblemMessageBytes + 100);
+  EXPECT_THAT(status.message(), HasSubstr("POST newOrder: acme compound (HTTP 400): DDD"));
+  EXPECT_THAT(status.message(), HasSubstr("dns:n0.example: caa: sss"));
+  EXPECT_THAT(status.message(), HasSubstr(" more subproblems"));
+  auto payload = status.GetPayload(kProblemPayloadUrl);
+  ASSERT_TRUE(payload.has_value());
+  EXPECT_LT(payload->size(), 64u * 1024);
+
+  // The same document as an invalid order's error: kept bounded, summarised short.
+  server_.On("POST", "/order/1", [&](const Call&) {
+    Json order = ScriptedServer::Order("invalid");
+    order["error"] = document;
+    return ScriptedServer::Json(200, order);
+  });
+  auto order = client_->GetOrder(Acct(), Url("/order/1"));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_LT(order->error.dump().size(), 64u * 1024);
+  EXPECT_EQ(order->error["subproblems"].size(), kMaxSubproblems);
+  EXPECT_EQ(order->error["subproblems"][0]["identifier"]["value"], "n0.example");
+  EXPECT_FALSE(order->error["subproblems"][0].contains("subproblems"));
+  std::string summary = Summarize(ProblemFromDocument(order->error));
+  EXPECT_LE(summary.size(), kMaxProblemMessageBytes);
+  EXPECT_THAT(summary, ::testing::StartsWith("compound: DDD"));
+}
+
 // ---- Malformed responses ------------------------------------------------------------------------
 
 enum class Op { kDirectory, kGetAccount, kNewAccount, kNewOrder, kGetOrder, kGetAuthz,

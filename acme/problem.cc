@@ -50,28 +50,53 @@ absl::StatusCode CodeForType(absl::string_view short_type, int http_status) {
   return absl::StatusCode::kUnknown;
 }
 
-Problem FromJson(const nlohmann::json& j, int http_status) {
-  Problem p;
-  p.http_status = http_status;
-  if (!j.is_object()) return p;
-  if (auto it = j.find("type"); it != j.end() && it->is_string()) {
-    p.type = CaText(it->get<std::string>());
+// BoundedProblemDocument for a document `depth` levels below the top.
+nlohmann::json Bounded(const nlohmann::json& j, int depth) {
+  nlohmann::json out = nlohmann::json::object();
+  if (!j.is_object()) return out;
+  auto string = [&](const nlohmann::json& parent, const char* key) -> const std::string* {
+    auto it = parent.find(key);
+    return it != parent.end() && it->is_string() ? it->get_ptr<const std::string*>() : nullptr;
+  };
+  if (const std::string* type = string(j, "type")) out["type"] = CaText(*type);
+  if (const std::string* detail = string(j, "detail")) {
+    out["detail"] = CaText(*detail, kMaxProblemDetailBytes);
   }
-  if (auto it = j.find("detail"); it != j.end() && it->is_string()) {
-    p.detail = CaText(it->get<std::string>(), kMaxProblemDetailBytes);
+  if (auto it = j.find("status"); it != j.end() && it->is_number_integer()) {
+    const int64_t status = it->get<int64_t>();
+    if (status >= 100 && status <= 599) out["status"] = status;
   }
   if (auto it = j.find("identifier"); it != j.end() && it->is_object()) {
-    auto type = it->find("type");
-    auto value = it->find("value");
-    if (type != it->end() && type->is_string() && value != it->end() && value->is_string()) {
-      p.identifier = CaText(absl::StrCat(type->get<std::string>(), ":", value->get<std::string>()));
+    const std::string* type = string(*it, "type");
+    const std::string* value = string(*it, "value");
+    if (type != nullptr && value != nullptr) {
+      out["identifier"] = {{"type", CaText(*type)}, {"value", CaText(*value)}};
     }
   }
-  if (auto it = j.find("subproblems"); it != j.end() && it->is_array()) {
+  if (auto it = j.find("subproblems");
+      depth < kMaxSubproblemDepth && it != j.end() && it->is_array()) {
+    nlohmann::json subs = nlohmann::json::array();
     for (const auto& sub : *it) {
-      if (p.subproblems.size() >= 32) break;
-      p.subproblems.push_back(FromJson(sub, 0));
+      if (subs.size() >= kMaxSubproblems) break;
+      subs.push_back(Bounded(sub, depth + 1));
     }
+    out["subproblems"] = std::move(subs);
+  }
+  return out;
+}
+
+// The Problem of a document BoundedProblemDocument made (so every member has its type);
+// `http_status`, when not 0, overrides its "status".
+Problem FromBounded(const nlohmann::json& d, int http_status) {
+  Problem p;
+  p.type = d.value("type", "");
+  p.detail = d.value("detail", "");
+  p.http_status = http_status != 0 ? http_status : d.value("status", 0);
+  if (auto it = d.find("identifier"); it != d.end()) {
+    p.identifier = CaText(absl::StrCat(it->value("type", ""), ":", it->value("value", "")));
+  }
+  if (auto it = d.find("subproblems"); it != d.end()) {
+    for (const auto& sub : *it) p.subproblems.push_back(FromBounded(sub, 0));
   }
   return p;
 }
@@ -92,6 +117,35 @@ Problem FromPayload(const nlohmann::json& j) {
 }
 
 }  // namespace
+
+nlohmann::json BoundedProblemDocument(const nlohmann::json& document) {
+  return Bounded(document, 0);
+}
+
+Problem ProblemFromDocument(const nlohmann::json& document) {
+  return FromBounded(Bounded(document, 0), 0);
+}
+
+std::string Summarize(const Problem& p) {
+  // Room kept for "; 32 more subproblems".
+  constexpr size_t kCountRoom = 24;
+  std::string out = p.ShortType();
+  if (p.http_status != 0) absl::StrAppend(&out, " (HTTP ", p.http_status, ")");
+  if (!p.detail.empty()) absl::StrAppend(&out, ": ", p.detail);
+  size_t shown = 0;
+  for (const auto& sub : p.subproblems) {
+    // Shorter details than the top level's, so that several subproblems fit.
+    std::string part = absl::StrCat("; ", sub.identifier.empty() ? "" : sub.identifier + ": ",
+                                    sub.ShortType(), ": ", CaText(sub.detail));
+    if (out.size() + part.size() + kCountRoom > kMaxProblemMessageBytes) break;
+    out += part;
+    ++shown;
+  }
+  if (shown < p.subproblems.size()) {
+    absl::StrAppend(&out, "; ", p.subproblems.size() - shown, " more subproblems");
+  }
+  return out;
+}
 
 nlohmann::json ToJson(const Problem& p) {
   nlohmann::json j = {{"type", p.type}, {"detail", p.detail}, {"status", p.http_status}};
@@ -115,9 +169,10 @@ absl::Status ProblemStatus(const HttpResponse& response, absl::string_view what,
   if (!too_deep) {
     // Bad UTF-8 inside a problem document would make the parser refuse all of it; with the bad
     // bytes replaced, the type and detail survive.
-    p = FromJson(nlohmann::json::parse(ValidUtf8(response.body), nullptr,
-                                       /*allow_exceptions=*/false),
-                 response.status);
+    p = FromBounded(Bounded(nlohmann::json::parse(ValidUtf8(response.body), nullptr,
+                                                  /*allow_exceptions=*/false),
+                            0),
+                    response.status);
   }
   if (p.type.empty()) {
     p.type = absl::StrCat("http:", response.status);
@@ -126,12 +181,7 @@ absl::Status ProblemStatus(const HttpResponse& response, absl::string_view what,
     }
   }
   p.retry_after = ParseRetryAfter(response.Header("Retry-After"), now);
-  std::string message = absl::StrCat(what, ": acme ", p.ShortType(), " (HTTP ", response.status,
-                                     ")", p.detail.empty() ? "" : ": ", p.detail);
-  for (const auto& sub : p.subproblems) {
-    absl::StrAppend(&message, "; ", sub.identifier.empty() ? "" : sub.identifier + ": ",
-                    sub.ShortType(), ": ", sub.detail);
-  }
+  std::string message = absl::StrCat(what, ": acme ", Summarize(p));
   if (p.retry_after) {
     absl::StrAppend(&message, "; retry after ",
                     absl::FormatTime(absl::RFC3339_sec, *p.retry_after, absl::UTCTimeZone()));

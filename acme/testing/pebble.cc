@@ -5,6 +5,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "acme/ca_input.h"
+#include "acme/problem.h"
 #include "common/status_macros.h"
 #include "crypto/digest.h"
 #include "crypto/jwk.h"
@@ -128,7 +129,7 @@ absl::StatusOr<Issued> IssueCertificate(AcmeClient& client, const AccountRef& ac
   order = *std::move(ready);
   if (order.status == "invalid") {
     return absl::FailedPreconditionError(
-        absl::StrCat("order became invalid: ", DumpJson(order.error)));
+        absl::StrCat("order became invalid: ", Summarize(ProblemFromDocument(order.error))));
   }
   if (order.status != "ready") {
     return absl::FailedPreconditionError(absl::StrCat("order is ", order.status));
