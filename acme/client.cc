@@ -23,6 +23,22 @@ constexpr size_t kMaxPooledNonces = 64;
 
 using Json = nlohmann::json;
 
+// OK when `url` is within kMaxUrlBytes and printable ASCII without spaces (see client.h).
+absl::Status CheckUrlText(absl::string_view url, absl::string_view what) {
+  if (url.size() > kMaxUrlBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": CA sent a URL of ", url.size(),
+                                                   " bytes; at most ", kMaxUrlBytes,
+                                                   " are accepted: ", CaText(url)));
+  }
+  if (std::any_of(url.begin(), url.end(), [](char c) {
+        return static_cast<unsigned char>(c) <= ' ' || static_cast<unsigned char>(c) > '~';
+      })) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": CA sent a URL with a control character, space or non-ASCII byte: ", CaText(url)));
+  }
+  return absl::OkStatus();
+}
+
 // JSON accessors that never throw: wrong types read as absent.
 std::string Str(const Json& j, const char* key) {
   if (!j.is_object()) return "";
@@ -155,6 +171,7 @@ absl::StatusOr<std::unique_ptr<AcmeClient>> AcmeClient::Create(AcmeClientOptions
 }
 
 absl::Status AcmeClient::CheckSameOrigin(absl::string_view url, absl::string_view what) const {
+  RETURN_IF_ERROR(CheckUrlText(url, what));
   auto origin = UrlOrigin(url);
   if (!origin.ok() || *origin != origin_) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -196,6 +213,7 @@ absl::StatusOr<Directory> AcmeClient::GetDirectory() {
   }
   if (auto meta = j.find("meta"); meta != j.end() && meta->is_object()) {
     d.terms_of_service = Str(*meta, "termsOfService");
+    RETURN_IF_ERROR(CheckUrlText(d.terms_of_service, what));
     auto ear = meta->find("externalAccountRequired");
     d.external_account_required = ear != meta->end() && ear->is_boolean() && ear->get<bool>();
     if (auto profiles = meta->find("profiles"); profiles != meta->end() && profiles->is_object()) {
@@ -319,11 +337,12 @@ absl::Duration AcmeClient::PollDelay(std::optional<absl::Time> retry_after) {
 
 namespace {
 
-Account ParseAccount(const Json& j, std::string url) {
+absl::StatusOr<Account> ParseAccount(const Json& j, std::string url, absl::string_view what) {
   Account a;
   a.url = std::move(url);
   a.status = Str(j, "status");
   a.orders = Str(j, "orders");
+  RETURN_IF_ERROR(CheckUrlText(a.orders, what));
   if (auto c = j.find("contact"); c != j.end() && c->is_array()) {
     for (const auto& v : *c) {
       if (v.is_string()) a.contact.push_back(v.get<std::string>());
@@ -358,20 +377,21 @@ absl::StatusOr<Account> AcmeClient::NewAccount(const crypto::PrivateKey& key,
   std::string location = r.http.Header("Location");
   if (location.empty()) return absl::InvalidArgumentError(what + ": no Location header");
   RETURN_IF_ERROR(CheckSameOrigin(location, what));
-  return ParseAccount(r.json, location);
+  return ParseAccount(r.json, location, what);
 }
 
 absl::StatusOr<Account> AcmeClient::GetAccount(const AccountRef& account) {
-  ASSIGN_OR_RETURN(Response r, Post(account, account.url, "", Expect::kJson, "POST account"));
-  return ParseAccount(r.json, account.url);
+  const std::string what = "POST account";
+  ASSIGN_OR_RETURN(Response r, Post(account, account.url, "", Expect::kJson, what));
+  return ParseAccount(r.json, account.url, what);
 }
 
 absl::StatusOr<Account> AcmeClient::UpdateContact(const AccountRef& account,
                                                   const std::vector<std::string>& contact) {
   Json payload = {{"contact", contact}};
-  ASSIGN_OR_RETURN(Response r, Post(account, account.url, DumpJson(payload), Expect::kJson,
-                                    "POST account (update contact)"));
-  return ParseAccount(r.json, account.url);
+  const std::string what = "POST account (update contact)";
+  ASSIGN_OR_RETURN(Response r, Post(account, account.url, DumpJson(payload), Expect::kJson, what));
+  return ParseAccount(r.json, account.url, what);
 }
 
 absl::Status AcmeClient::KeyChange(const AccountRef& account, const crypto::PrivateKey& new_key) {
@@ -390,9 +410,10 @@ absl::Status AcmeClient::KeyChange(const AccountRef& account, const crypto::Priv
 }
 
 absl::StatusOr<Account> AcmeClient::DeactivateAccount(const AccountRef& account) {
-  ASSIGN_OR_RETURN(Response r, Post(account, account.url, R"({"status":"deactivated"})",
-                                    Expect::kJson, "POST account (deactivate)"));
-  return ParseAccount(r.json, account.url);
+  const std::string what = "POST account (deactivate)";
+  ASSIGN_OR_RETURN(Response r,
+                   Post(account, account.url, R"({"status":"deactivated"})", Expect::kJson, what));
+  return ParseAccount(r.json, account.url, what);
 }
 
 // ---- Orders -----------------------------------------------------------------------------------
@@ -629,7 +650,9 @@ absl::StatusOr<RenewalInfo> AcmeClient::GetRenewalInfo(absl::string_view certifi
   if (!start || !end || *end < *start) {
     return absl::InvalidArgumentError(what + ": suggestedWindow is not a valid time range");
   }
-  return RenewalInfo{*start, *end, Str(j, "explanationURL"),
+  std::string explanation = Str(j, "explanationURL");
+  RETURN_IF_ERROR(CheckUrlText(explanation, what));
+  return RenewalInfo{*start, *end, std::move(explanation),
                      ParseRetryAfter(r.Header("Retry-After"), clock_->Now())};
 }
 

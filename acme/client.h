@@ -29,6 +29,16 @@
 
 namespace acmevault::acme {
 
+// ---- Bounds on what a CA may send (acme/README.md lists them with those of problem.h) --------
+// Past a bound the response is refused with INVALID_ARGUMENT naming it; a value at the bound is
+// accepted.
+
+// Longest URL accepted from a CA (directory, Location, orders, authorizations, challenges,
+// certificates and their alternates, an account's orders list, terms of service, ARI's
+// explanation). Every such URL must also be printable ASCII without spaces: a NUL would cut the
+// URL libcurl sees, CR or LF would split a header or a log line.
+inline constexpr size_t kMaxUrlBytes = 2048;
+
 struct Directory {
   std::string new_nonce, new_account, new_order, revoke_cert, key_change;
   std::string renewal_info;  // ARI (RFC 9773); empty when the CA does not offer it.

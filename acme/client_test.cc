@@ -612,6 +612,60 @@ TEST_F(ClientTest, AHugeProblemBecomesAShortMessage) {
   EXPECT_THAT(summary, ::testing::StartsWith("compound: DDD"));
 }
 
+TEST_F(ClientTest, UrlsAreAcceptedUpToTheLengthBoundAndRefusedBeyond) {
+  const std::string prefix = Url("/authz/");
+  const std::string at_bound = prefix + std::string(kMaxUrlBytes - prefix.size(), 'a');
+  std::string authorization = at_bound;
+  server_.On("POST", "/order/1", [&](const Call&) {
+    Json order = ScriptedServer::Order("pending");
+    order["authorizations"] = {authorization};
+    return ScriptedServer::Json(200, order);
+  });
+  auto order = client_->GetOrder(Acct(), Url("/order/1"));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->authorizations, std::vector<std::string>{at_bound});
+
+  authorization = at_bound + "a";
+  order = client_->GetOrder(Acct(), Url("/order/1"));
+  EXPECT_EQ(order.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(order.status().message(),
+              HasSubstr("CA sent a URL of 2049 bytes; at most 2048 are accepted"));
+  EXPECT_LT(order.status().message().size(), 400u);
+}
+
+TEST_F(ClientTest, UrlsWithControlCharactersSpacesOrNonAsciiAreRefused) {
+  std::string bad;
+  server_.On("POST", "/order/1", [&](const Call&) {
+    Json order = ScriptedServer::Order("pending");
+    order["finalize"] = Url("/finalize/1") + bad + "x";
+    return ScriptedServer::Json(200, order);
+  });
+  for (std::string c : {std::string(1, '\0'), std::string("\r\nX-Injected: 1"), std::string("\t"),
+                        std::string(" "), std::string("\x7F"), std::string("\xC3\xA9")}) {
+    bad = c;
+    auto order = client_->GetOrder(Acct(), Url("/order/1"));
+    EXPECT_EQ(order.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(order.status().message(),
+                HasSubstr("CA sent a URL with a control character, space or non-ASCII byte"));
+    EXPECT_TRUE(StrictlySerialisable(std::string(order.status().message())));
+    EXPECT_EQ(order.status().message().find('\0'), absl::string_view::npos);
+    EXPECT_EQ(order.status().message().find('\n'), absl::string_view::npos);
+  }
+  // The same rule for a Location header and for URLs that need not share the origin.
+  server_.On("POST", "/new-order", [](const Call&) {
+    return ScriptedServer::Json(201, ScriptedServer::Order("pending"),
+                                {{"Location", Url("/order/1 x")}});
+  });
+  EXPECT_THAT(
+      client_->NewOrder(Acct(), {.identifiers = {{"dns", "a.example.com"}}}).status().message(),
+      HasSubstr("POST newOrder: CA sent a URL with a control character"));
+  server_.On("POST", "/acct/1", [](const Call&) {
+    return ScriptedServer::Json(200, {{"status", "valid"}, {"orders", Url("/orders\n1")}});
+  });
+  EXPECT_THAT(client_->GetAccount(Acct()).status().message(),
+              HasSubstr("CA sent a URL with a control character"));
+}
+
 // ---- Malformed responses ------------------------------------------------------------------------
 
 enum class Op { kDirectory, kGetAccount, kNewAccount, kNewOrder, kGetOrder, kGetAuthz,
