@@ -69,11 +69,11 @@ std::optional<absl::Time> ParseRfc3339(const std::string& s) {
   return t;
 }
 
-std::vector<Identifier> ParseIdentifiers(const Json& j) {
-  std::vector<Identifier> out;
-  if (!j.is_array()) return out;
-  for (const auto& id : j) out.push_back({Str(id, "type"), Str(id, "value")});
-  return out;
+// An identifier object (RFC 8555 §9.7.7), or nullopt unless it has a type and a value.
+std::optional<Identifier> ParseIdentifier(const Json& j) {
+  Identifier id{Str(j, "type"), Str(j, "value")};
+  if (id.type.empty() || id.value.empty()) return std::nullopt;
+  return id;
 }
 
 bool IsJsonContentType(absl::string_view ct) {
@@ -431,10 +431,31 @@ absl::StatusOr<Order> AcmeClient::ParseOrder(const Response& r, absl::string_vie
         absl::StrCat(what, ": unknown order status \"", CaText(o.status), "\""));
   }
   o.expires = ParseRfc3339(Str(j, "expires"));
-  o.identifiers = ParseIdentifiers(j.value("identifiers", Json()));
+  auto ids = j.find("identifiers");
+  if (ids == j.end() || !ids->is_array()) {
+    return absl::InvalidArgumentError(what + ": \"identifiers\" is missing or not a list");
+  }
+  if (ids->size() > kMaxOrderIdentifiers) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": the order lists ", ids->size(),
+                                                   " identifiers; at most ", kMaxOrderIdentifiers,
+                                                   " are accepted"));
+  }
+  for (const auto& id : *ids) {
+    std::optional<Identifier> parsed = ParseIdentifier(id);
+    if (!parsed) {
+      return absl::InvalidArgumentError(what + ": an identifier is not a type and a value");
+    }
+    o.identifiers.push_back(*std::move(parsed));
+  }
   auto authzs = j.find("authorizations");
   if (authzs == j.end() || !authzs->is_array()) {
     return absl::InvalidArgumentError(what + ": \"authorizations\" is missing or not a list");
+  }
+  // One authorization per identifier at most (RFC 8555 §7.1.3): fewer when the CA reuses one.
+  if (authzs->size() > o.identifiers.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": the order lists ", authzs->size(),
+                                                   " authorizations for ", o.identifiers.size(),
+                                                   " identifiers"));
   }
   for (const auto& a : *authzs) {
     if (!a.is_string()) return absl::InvalidArgumentError(what + ": authorization is not a URL");
@@ -492,11 +513,9 @@ absl::StatusOr<Authorization> AcmeClient::ParseAuthorization(const Response& r,
   Authorization a;
   a.url = std::string(url);
   ASSIGN_OR_RETURN(a.status, RequireStr(j, "status", what));
-  auto ids = ParseIdentifiers(Json::array({j.value("identifier", Json())}));
-  if (ids.empty() || ids[0].value.empty()) {
-    return absl::InvalidArgumentError(what + ": no identifier");
-  }
-  a.identifier = ids[0];
+  std::optional<Identifier> id = ParseIdentifier(j.value("identifier", Json()));
+  if (!id) return absl::InvalidArgumentError(what + ": no identifier");
+  a.identifier = *std::move(id);
   auto wildcard = j.find("wildcard");
   a.wildcard = wildcard != j.end() && wildcard->is_boolean() && wildcard->get<bool>();
   a.expires = ParseRfc3339(Str(j, "expires"));

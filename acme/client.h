@@ -38,6 +38,9 @@ namespace acmevault::acme {
 // explanation). Every such URL must also be printable ASCII without spaces: a NUL would cut the
 // URL libcurl sees, CR or LF would split a header or a log line.
 inline constexpr size_t kMaxUrlBytes = 2048;
+// Most identifiers in an order (Let's Encrypt allows 100 names per certificate); an order lists
+// at most one authorization per identifier, so this bounds authorizations too.
+inline constexpr size_t kMaxOrderIdentifiers = 100;
 
 struct Directory {
   std::string new_nonce, new_account, new_order, revoke_cert, key_change;

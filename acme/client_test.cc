@@ -666,6 +666,61 @@ TEST_F(ClientTest, UrlsWithControlCharactersSpacesOrNonAsciiAreRefused) {
               HasSubstr("CA sent a URL with a control character"));
 }
 
+// An order (as the scripted CA serves it) for `identifiers` names with `authorizations` URLs.
+Json OrderOfSize(size_t identifiers, size_t authorizations) {
+  Json order = ScriptedServer::Order("pending");
+  order["identifiers"] = Json::array();
+  order["authorizations"] = Json::array();
+  for (size_t i = 0; i < identifiers; ++i) {
+    order["identifiers"].push_back({{"type", "dns"}, {"value", absl::StrCat("n", i, ".example")}});
+  }
+  for (size_t i = 0; i < authorizations; ++i) {
+    order["authorizations"].push_back(Url(absl::StrCat("/authz/", i)));
+  }
+  return order;
+}
+
+TEST_F(ClientTest, AnOrderHasAtMostOneAuthorizationPerIdentifierAndAtMostTheBound) {
+  Json order;
+  server_.On("POST", "/order/1", [&](const Call&) { return ScriptedServer::Json(200, order); });
+  order = OrderOfSize(kMaxOrderIdentifiers, kMaxOrderIdentifiers);
+  auto at_bound = client_->GetOrder(Acct(), Url("/order/1"));
+  ASSERT_TRUE(at_bound.ok()) << at_bound.status();
+  EXPECT_EQ(at_bound->identifiers.size(), kMaxOrderIdentifiers);
+  EXPECT_EQ(at_bound->authorizations.size(), kMaxOrderIdentifiers);
+
+  order = OrderOfSize(kMaxOrderIdentifiers + 1, kMaxOrderIdentifiers);
+  auto too_many = client_->GetOrder(Acct(), Url("/order/1"));
+  EXPECT_EQ(too_many.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(too_many.status().message(),
+              HasSubstr("the order lists 101 identifiers; at most 100 are accepted"));
+
+  order = OrderOfSize(3, 4);
+  auto more_authorizations = client_->GetOrder(Acct(), Url("/order/1"));
+  EXPECT_EQ(more_authorizations.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(more_authorizations.status().message(),
+              HasSubstr("the order lists 4 authorizations for 3 identifiers"));
+
+  order = OrderOfSize(2, 1);  // The CA may reuse a valid authorization it does not list.
+  EXPECT_TRUE(client_->GetOrder(Acct(), Url("/order/1")).ok());
+}
+
+TEST_F(ClientTest, AnOrderIdentifierMustBeATypeAndAValue) {
+  Json identifier;
+  server_.On("POST", "/order/1", [&](const Call&) {
+    Json order = ScriptedServer::Order("pending");
+    order["identifiers"].push_back(identifier);
+    return ScriptedServer::Json(200, order);
+  });
+  for (const Json& bad : {Json("dns:a.example.com"), Json{{"type", "dns"}},
+                          Json{{"type", "dns"}, {"value", 7}}, Json::object()}) {
+    identifier = bad;
+    auto order = client_->GetOrder(Acct(), Url("/order/1"));
+    EXPECT_EQ(order.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(order.status().message(), HasSubstr("identifier is not a type and a value"));
+  }
+}
+
 // ---- Malformed responses ------------------------------------------------------------------------
 
 enum class Op { kDirectory, kGetAccount, kNewAccount, kNewOrder, kGetOrder, kGetAuthz,
