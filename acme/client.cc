@@ -598,35 +598,56 @@ absl::StatusOr<Order> AcmeClient::Finalize(const AccountRef& account, const Orde
 
 // ---- Certificates -----------------------------------------------------------------------------
 
+absl::StatusOr<AcmeClient::FetchedChain> AcmeClient::FetchChain(const AccountRef& account,
+                                                                absl::string_view url) {
+  const std::string what = "POST certificate";
+  ASSIGN_OR_RETURN(Response r, Post(account, url, "", Expect::kPemChain, what));
+  const std::string& pem = r.http.body;
+  if (pem.size() > kMaxChainBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": the chain is ", pem.size(), " bytes; at most ", kMaxChainBytes, " are accepted"));
+  }
+  // RFC 8555 §11.4: only CERTIFICATE blocks; the split refuses anything else.
+  ASSIGN_OR_RETURN(std::vector<std::string> ders, crypto::SplitPemChain(pem));
+  if (ders.size() > kMaxChainCertificates) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": the chain has ", ders.size(),
+                                                   " certificates; at most ", kMaxChainCertificates,
+                                                   " are accepted"));
+  }
+  FetchedChain out;
+  for (const std::string& der : ders) {
+    ASSIGN_OR_RETURN(crypto::CertificateInfo info, crypto::ParseCertificate(der));
+    out.certificates.push_back(std::move(info));
+  }
+  std::vector<std::string> alternates = LinksWithRel(r.http, "alternate");
+  if (alternates.size() > kMaxAlternateChains) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": the CA offers ", alternates.size(),
+                                                   " alternate chains; at most ",
+                                                   kMaxAlternateChains, " are accepted"));
+  }
+  for (const std::string& alt : alternates) {
+    RETURN_IF_ERROR(CheckSameOrigin(alt, "certificate alternate link"));
+  }
+  out.chain = {pem, std::string(url), std::move(alternates)};
+  return out;
+}
+
 absl::StatusOr<CertificateChain> AcmeClient::DownloadCertificate(
     const AccountRef& account, absl::string_view url, absl::string_view preferred_issuer) {
-  auto fetch = [&](absl::string_view u) -> absl::StatusOr<CertificateChain> {
-    ASSIGN_OR_RETURN(Response r, Post(account, u, "", Expect::kPemChain, "POST certificate"));
-    // RFC 8555 §11.4: only CERTIFICATE blocks; the parse rejects anything else.
-    RETURN_IF_ERROR(crypto::ParsePemChain(r.http.body).status());
-    CertificateChain chain{r.http.body, std::string(u), {}};
-    for (std::string& alt : LinksWithRel(r.http, "alternate")) {
-      RETURN_IF_ERROR(CheckSameOrigin(alt, "certificate alternate link"));
-      chain.alternates.push_back(std::move(alt));
-    }
-    return chain;
-  };
-  auto issued_by = [&](const CertificateChain& c) {
-    auto certs = crypto::ParsePemChain(c.pem);
-    if (!certs.ok()) return false;
-    return std::any_of(certs->begin(), certs->end(),
+  auto issued_by = [&](const FetchedChain& c) {
+    return std::any_of(c.certificates.begin(), c.certificates.end(),
                        [&](const auto& info) { return info.issuer_cn == preferred_issuer; });
   };
-  ASSIGN_OR_RETURN(CertificateChain def, fetch(url));
-  if (preferred_issuer.empty() || issued_by(def)) return def;
-  for (const std::string& alt : def.alternates) {
-    ASSIGN_OR_RETURN(CertificateChain other, fetch(alt));
+  ASSIGN_OR_RETURN(FetchedChain def, FetchChain(account, url));
+  if (preferred_issuer.empty() || issued_by(def)) return def.chain;
+  for (const std::string& alt : def.chain.alternates) {
+    ASSIGN_OR_RETURN(FetchedChain other, FetchChain(account, alt));
     if (issued_by(other)) {
-      other.alternates = def.alternates;
-      return other;
+      other.chain.alternates = def.chain.alternates;
+      return other.chain;
     }
   }
-  return def;  // No chain matched: the default, as RFC 8555 clients do.
+  return def.chain;  // No chain matched: the default, as RFC 8555 clients do.
 }
 
 absl::Status AcmeClient::RevokeCertificate(const AccountRef& account,

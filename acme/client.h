@@ -25,6 +25,7 @@
 #include "common/clock.h"
 #include "crypto/keys.h"
 #include "crypto/revocation_reason.h"
+#include "crypto/x509.h"
 #include "nlohmann/json.hpp"
 
 namespace acmevault::acme {
@@ -41,6 +42,13 @@ inline constexpr size_t kMaxUrlBytes = 2048;
 // Most identifiers in an order (Let's Encrypt allows 100 names per certificate); an order lists
 // at most one authorization per identifier, so this bounds authorizations too.
 inline constexpr size_t kMaxOrderIdentifiers = 100;
+// A downloaded certificate chain: at most this many certificates (leaf and intermediates; real
+// chains have two or three) and bytes of PEM.
+inline constexpr size_t kMaxChainCertificates = 10;
+inline constexpr size_t kMaxChainBytes = 64 * 1024;
+// Most alternate chains (RFC 8555 §7.4.2 Link rel="alternate") a certificate may offer; each is
+// a request when a preferred issuer is asked for.
+inline constexpr size_t kMaxAlternateChains = 8;
 
 struct Directory {
   std::string new_nonce, new_account, new_order, revoke_cert, key_change;
@@ -214,7 +222,9 @@ class AcmeClient {
 
   // Downloads the chain at `url`. When `preferred_issuer` is set and the default chain is not
   // issued under that name, the alternates are fetched and the first whose any certificate's
-  // issuer common name equals it is returned; otherwise the default chain.
+  // issuer common name equals it is returned; otherwise the default chain. INVALID_ARGUMENT
+  // unless every chain fetched is PEM of CERTIFICATE blocks only, within kMaxChainBytes and
+  // kMaxChainCertificates, with at most kMaxAlternateChains alternates on the directory's origin.
   absl::StatusOr<CertificateChain> DownloadCertificate(const AccountRef& account,
                                                        absl::string_view url,
                                                        absl::string_view preferred_issuer = "");
@@ -256,6 +266,15 @@ class AcmeClient {
       absl::string_view url, Expect expect, absl::string_view what,
       const std::function<absl::StatusOr<std::string>(const std::string& nonce)>& sign,
       bool exclusive = false);
+  // A certificate chain as downloaded, with its certificates parsed (leaf first).
+  struct FetchedChain {
+    CertificateChain chain;
+    std::vector<crypto::CertificateInfo> certificates;
+  };
+  // Downloads the chain at `url` and checks it: PEM of CERTIFICATE blocks only, within
+  // kMaxChainBytes and kMaxChainCertificates, at most kMaxAlternateChains alternates, each on
+  // the directory's origin.
+  absl::StatusOr<FetchedChain> FetchChain(const AccountRef& account, absl::string_view url);
   absl::StatusOr<Order> ParseOrder(const Response& r, absl::string_view url) const;
   absl::StatusOr<Authorization> ParseAuthorization(const Response& r,
                                                    absl::string_view url) const;

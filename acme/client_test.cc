@@ -47,6 +47,13 @@ std::string LeafDer() {
   return ders.ok() ? (*ders)[0] : "";
 }
 
+std::string Chain() {
+  std::ifstream in("crypto/testdata/chain.pem");
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
 class ClientTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -721,6 +728,63 @@ TEST_F(ClientTest, AnOrderIdentifierMustBeATypeAndAValue) {
   }
 }
 
+// The test chain's certificates (leaf, intermediate) as DER.
+std::vector<std::string> ChainDers() {
+  auto ders = crypto::SplitPemChain(Chain());
+  return ders.ok() ? *ders : std::vector<std::string>{};
+}
+
+TEST_F(ClientTest, ACertificateChainIsBoundedInCertificatesAndBytes) {
+  std::string body;
+  server_.On("POST", "/cert/1", [&](const Call&) {
+    return ScriptedServer::Raw(200, "application/pem-certificate-chain", body);
+  });
+  // The leaf and then intermediates, up to the bound.
+  std::vector<std::string> ders = ChainDers();
+  ASSERT_EQ(ders.size(), 2u);
+  while (ders.size() < kMaxChainCertificates) ders.push_back(ders[1]);
+  body = crypto::ToPemChain(ders);
+  auto at_bound = client_->DownloadCertificate(Acct(), Url("/cert/1"));
+  ASSERT_TRUE(at_bound.ok()) << at_bound.status();
+  EXPECT_EQ(at_bound->pem, body);
+  ders.push_back(ders[1]);
+  body = crypto::ToPemChain(ders);
+  auto too_long = client_->DownloadCertificate(Acct(), Url("/cert/1"));
+  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(too_long.status().message(),
+              HasSubstr("the chain has 11 certificates; at most 10 are accepted"));
+
+  // Bytes: the two-certificate chain padded with blank lines (allowed between PEM blocks).
+  const std::string chain = Chain();
+  body = chain + std::string(kMaxChainBytes - chain.size(), '\n');
+  auto bytes_at_bound = client_->DownloadCertificate(Acct(), Url("/cert/1"));
+  ASSERT_TRUE(bytes_at_bound.ok()) << bytes_at_bound.status();
+  body += "\n";
+  auto too_big = client_->DownloadCertificate(Acct(), Url("/cert/1"));
+  EXPECT_EQ(too_big.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(too_big.status().message(),
+              HasSubstr("the chain is 65537 bytes; at most 65536 are accepted"));
+}
+
+TEST_F(ClientTest, AlternateChainsAreBounded) {
+  size_t links = kMaxAlternateChains;
+  server_.On("POST", "/cert/1", [&](const Call&) {
+    std::vector<std::pair<std::string, std::string>> headers;
+    for (size_t i = 0; i < links; ++i) {
+      headers.emplace_back("Link", "<" + Url(absl::StrCat("/cert/1/", i)) + ">;rel=\"alternate\"");
+    }
+    return ScriptedServer::Raw(200, "application/pem-certificate-chain", Chain(), headers);
+  });
+  auto at_bound = client_->DownloadCertificate(Acct(), Url("/cert/1"));
+  ASSERT_TRUE(at_bound.ok()) << at_bound.status();
+  EXPECT_EQ(at_bound->alternates.size(), kMaxAlternateChains);
+  links = kMaxAlternateChains + 1;
+  auto too_many = client_->DownloadCertificate(Acct(), Url("/cert/1"));
+  EXPECT_EQ(too_many.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(too_many.status().message(),
+              HasSubstr("the CA offers 9 alternate chains; at most 8 are accepted"));
+}
+
 // ---- Malformed responses ------------------------------------------------------------------------
 
 enum class Op { kDirectory, kGetAccount, kNewAccount, kNewOrder, kGetOrder, kGetAuthz,
@@ -751,12 +815,6 @@ Json AuthzWith(const std::function<void(Json&)>& edit) {
   Json a = ScriptedServer::Authz("pending");
   edit(a);
   return a;
-}
-std::string Chain() {
-  std::ifstream in("crypto/testdata/chain.pem");
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 constexpr auto kInvalid = absl::StatusCode::kInvalidArgument;
