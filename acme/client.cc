@@ -1,11 +1,13 @@
 #include "acme/client.h"
 
 #include <algorithm>
+#include <set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "acme/ca_input.h"
@@ -74,6 +76,18 @@ std::optional<Identifier> ParseIdentifier(const Json& j) {
   Identifier id{Str(j, "type"), Str(j, "value")};
   if (id.type.empty() || id.value.empty()) return std::nullopt;
   return id;
+}
+
+// "type:value" as an order lists the identifier, lower-cased (DNS names and the types are
+// case-insensitive); a wildcard authorization names the base domain (RFC 8555 §7.1.4).
+std::string OrderForm(const Identifier& id, bool wildcard = false) {
+  return absl::AsciiStrToLower(absl::StrCat(id.type, ":", wildcard ? "*." : "", id.value));
+}
+
+std::set<std::string> OrderForms(const std::vector<Identifier>& ids) {
+  std::set<std::string> out;
+  for (const Identifier& id : ids) out.insert(OrderForm(id));
+  return out;
 }
 
 bool IsJsonContentType(absl::string_view ct) {
@@ -498,7 +512,17 @@ absl::StatusOr<Order> AcmeClient::NewOrder(const AccountRef& account,
   std::string location = r.http.Header("Location");
   if (location.empty()) return absl::InvalidArgumentError(what + ": no Location header");
   RETURN_IF_ERROR(CheckSameOrigin(location, what));
-  return ParseOrder(r, location);
+  ASSIGN_OR_RETURN(Order order, ParseOrder(r, location));
+  // The order's identifiers are what its authorizations and its certificate are checked
+  // against, so they must be the ones asked for.
+  std::set<std::string> got = OrderForms(order.identifiers);
+  std::set<std::string> want = OrderForms(options.identifiers);
+  if (got != want) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": the CA's order is for ", CaText(absl::StrCat("[", absl::StrJoin(got, ", "), "]")),
+        ", not the requested ", CaText(absl::StrCat("[", absl::StrJoin(want, ", "), "]"))));
+  }
+  return order;
 }
 
 absl::StatusOr<Order> AcmeClient::GetOrder(const AccountRef& account, absl::string_view url) {
@@ -539,6 +563,19 @@ absl::StatusOr<Authorization> AcmeClient::GetAuthorization(const AccountRef& acc
   ASSIGN_OR_RETURN(Response r, Post(account, url, "", Expect::kJson, "POST authorization",
                                     /*exclusive=*/true));
   return ParseAuthorization(r, url);
+}
+
+absl::StatusOr<Authorization> AcmeClient::GetAuthorization(const AccountRef& account,
+                                                           const Order& order,
+                                                           absl::string_view url) {
+  ASSIGN_OR_RETURN(Authorization a, GetAuthorization(account, url));
+  const std::set<std::string> names = OrderForms(order.identifiers);
+  const std::string name = OrderForm(a.identifier, a.wildcard);
+  if (names.count(name) == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("authorization ", url, " is for ", CaText(name),
+                                                   ", which the order does not name"));
+  }
+  return a;
 }
 
 absl::StatusOr<Challenge> AcmeClient::RespondToChallenge(const AccountRef& account,

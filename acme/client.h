@@ -197,9 +197,17 @@ class AcmeClient {
 
   // ---- Orders and authorizations (§7.4, §7.5) -------------------------------------------------
 
+  // The new order; INVALID_ARGUMENT unless the CA's order is for exactly the identifiers asked
+  // for (as sets, case-insensitively).
   absl::StatusOr<Order> NewOrder(const AccountRef& account, const NewOrderOptions& options);
   absl::StatusOr<Order> GetOrder(const AccountRef& account, absl::string_view url);
   absl::StatusOr<Authorization> GetAuthorization(const AccountRef& account,
+                                                 absl::string_view url);
+  // GetAuthorization, and a check that it belongs to `order`: its identifier (as "*." and the
+  // name when it is a wildcard authorization, RFC 8555 §7.1.4) is one of the order's,
+  // case-insensitively. INVALID_ARGUMENT naming the identifier (clipped) otherwise: the CA's
+  // order is bad.
+  absl::StatusOr<Authorization> GetAuthorization(const AccountRef& account, const Order& order,
                                                  absl::string_view url);
   // Tells the CA the challenge is ready to be validated (POST {}).
   absl::StatusOr<Challenge> RespondToChallenge(const AccountRef& account, absl::string_view url);

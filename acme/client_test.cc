@@ -785,6 +785,101 @@ TEST_F(ClientTest, AlternateChainsAreBounded) {
               HasSubstr("the CA offers 9 alternate chains; at most 8 are accepted"));
 }
 
+// ---- Authorizations and certificates belong to their order -------------------------------------
+
+// An order for leaf.example.com and *.leaf.example.com (the names of the test chain's leaf),
+// as the client parsed it.
+Order LeafOrder(AcmeClient& client, ScriptedServer& server, AccountRef account) {
+  server.On("POST", "/order/1", [](const Call&) {
+    Json order = ScriptedServer::Order("pending");
+    order["identifiers"] = {{{"type", "dns"}, {"value", "leaf.example.com"}},
+                            {{"type", "dns"}, {"value", "*.leaf.example.com"}}};
+    order["authorizations"] = {Url("/authz/1"), Url("/authz/2")};
+    return ScriptedServer::Json(200, order);
+  });
+  auto order = client.GetOrder(account, Url("/order/1"));
+  EXPECT_TRUE(order.ok()) << order.status();
+  return order.ok() ? *order : Order{};
+}
+
+TEST_F(ClientTest, AuthorizationsForTheOrdersNamesAreAccepted) {
+  Order order = LeafOrder(*client_, server_, Acct());
+  server_.On("POST", "/authz/1", [](const Call&) {
+    Json a = ScriptedServer::Authz("pending");
+    a["identifier"] = {{"type", "dns"}, {"value", "leaf.example.com"}};
+    return ScriptedServer::Json(200, a);
+  });
+  // RFC 8555 §7.1.4: the authorization for "*.leaf.example.com" names the base domain.
+  server_.On("POST", "/authz/2", [](const Call&) {
+    Json a = ScriptedServer::Authz("pending");
+    a["identifier"] = {{"type", "dns"}, {"value", "LEAF.Example.com"}};
+    a["wildcard"] = true;
+    return ScriptedServer::Json(200, a);
+  });
+  auto plain = client_->GetAuthorization(Acct(), order, Url("/authz/1"));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->identifier.value, "leaf.example.com");
+  auto wildcard = client_->GetAuthorization(Acct(), order, Url("/authz/2"));
+  ASSERT_TRUE(wildcard.ok()) << wildcard.status();
+  EXPECT_TRUE(wildcard->wildcard);
+}
+
+TEST_F(ClientTest, AnAuthorizationForANameTheOrderDidNotAskForIsRefused) {
+  Order order = LeafOrder(*client_, server_, Acct());
+  Json identifier;
+  bool wildcard = false;
+  server_.On("POST", "/authz/1", [&](const Call&) {
+    Json a = ScriptedServer::Authz("pending");
+    a["identifier"] = identifier;
+    a["wildcard"] = wildcard;
+    return ScriptedServer::Json(200, a);
+  });
+  identifier = {{"type", "dns"}, {"value", "evil.example.net"}};
+  auto other = client_->GetAuthorization(Acct(), order, Url("/authz/1"));
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(other.status().message(),
+              HasSubstr("authorization https://ca.test/authz/1 is for dns:evil.example.net, "
+                        "which the order does not name"));
+
+  // A wildcard authorization for a name the order lists only without the wildcard.
+  identifier = {{"type", "dns"}, {"value", "sub.leaf.example.com"}};
+  wildcard = true;
+  auto not_wildcard = client_->GetAuthorization(Acct(), order, Url("/authz/1"));
+  EXPECT_THAT(not_wildcard.status().message(), HasSubstr("is for dns:*.sub.leaf.example.com,"));
+
+  // A long name is named clipped.
+  identifier = {{"type", "dns"}, {"value", std::string(5000, 'x') + ".example"}};
+  wildcard = false;
+  auto long_name = client_->GetAuthorization(Acct(), order, Url("/authz/1"));
+  EXPECT_EQ(long_name.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(long_name.status().message(), HasSubstr("xxx..."));
+  EXPECT_LT(long_name.status().message().size(), 400u);
+}
+
+TEST_F(ClientTest, ANewOrderForOtherNamesThanRequestedIsRefused) {
+  server_.On("POST", "/new-order", [](const Call&) {
+    Json order = ScriptedServer::Order("pending");
+    order["identifiers"] = {{{"type", "dns"}, {"value", "a.example.com"}},
+                            {{"type", "dns"}, {"value", "evil.example.net"}}};
+    return ScriptedServer::Json(201, order, {{"Location", Url("/order/1")}});
+  });
+  auto order = client_->NewOrder(Acct(), {.identifiers = {{"dns", "a.example.com"}}});
+  EXPECT_EQ(order.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(order.status().message(),
+              HasSubstr("POST newOrder: the CA's order is for [dns:a.example.com, "
+                        "dns:evil.example.net], not the requested [dns:a.example.com]"));
+  // The same names in another order and case are the requested ones.
+  server_.On("POST", "/new-order", [](const Call&) {
+    Json order = ScriptedServer::Order("pending");
+    order["identifiers"] = {{{"type", "dns"}, {"value", "B.example.com"}},
+                            {{"type", "dns"}, {"value", "a.example.com"}}};
+    return ScriptedServer::Json(201, order, {{"Location", Url("/order/1")}});
+  });
+  auto same = client_->NewOrder(
+      Acct(), {.identifiers = {{"dns", "a.example.com"}, {"dns", "b.example.com"}}});
+  EXPECT_TRUE(same.ok()) << same.status();
+}
+
 // ---- Malformed responses ------------------------------------------------------------------------
 
 enum class Op { kDirectory, kGetAccount, kNewAccount, kNewOrder, kGetOrder, kGetAuthz,

@@ -104,7 +104,7 @@ absl::StatusOr<Issued> IssueCertificate(AcmeClient& client, const AccountRef& ac
   out.authorizations = order.authorizations;
   std::vector<std::string> tokens;
   for (const std::string& url : order.authorizations) {
-    ASSIGN_OR_RETURN(Authorization authz, client.GetAuthorization(account, url));
+    ASSIGN_OR_RETURN(Authorization authz, client.GetAuthorization(account, order, url));
     if (authz.status == "valid") continue;  // Reused by the CA.
     const char* type = kind == ChallengeKind::kHttp01 ? "http-01" : "dns-01";
     const Challenge* ch = authz.Find(type);
