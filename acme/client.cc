@@ -669,22 +669,72 @@ absl::StatusOr<AcmeClient::FetchedChain> AcmeClient::FetchChain(const AccountRef
   return out;
 }
 
-absl::StatusOr<CertificateChain> AcmeClient::DownloadCertificate(
+absl::StatusOr<AcmeClient::FetchedChain> AcmeClient::FetchPreferredChain(
     const AccountRef& account, absl::string_view url, absl::string_view preferred_issuer) {
   auto issued_by = [&](const FetchedChain& c) {
     return std::any_of(c.certificates.begin(), c.certificates.end(),
                        [&](const auto& info) { return info.issuer_cn == preferred_issuer; });
   };
   ASSIGN_OR_RETURN(FetchedChain def, FetchChain(account, url));
-  if (preferred_issuer.empty() || issued_by(def)) return def.chain;
+  if (preferred_issuer.empty() || issued_by(def)) return def;
   for (const std::string& alt : def.chain.alternates) {
     ASSIGN_OR_RETURN(FetchedChain other, FetchChain(account, alt));
     if (issued_by(other)) {
       other.chain.alternates = def.chain.alternates;
-      return other.chain;
+      return other;
     }
   }
-  return def.chain;  // No chain matched: the default, as RFC 8555 clients do.
+  return def;  // No chain matched: the default, as RFC 8555 clients do.
+}
+
+absl::Status AcmeClient::CheckLeaf(const FetchedChain& fetched, const Order& order) const {
+  const std::string what = absl::StrCat("POST certificate ", fetched.chain.url);
+  const crypto::CertificateInfo& leaf = fetched.certificates.front();
+  const absl::Time now = clock_->Now();
+  if (now < leaf.not_before || now > leaf.not_after) {
+    constexpr char kUtc[] = "%Y-%m-%dT%H:%M:%SZ";
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": the leaf is valid from ",
+                     absl::FormatTime(kUtc, leaf.not_before, absl::UTCTimeZone()), " to ",
+                     absl::FormatTime(kUtc, leaf.not_after, absl::UTCTimeZone()), ", not at ",
+                     absl::FormatTime(kUtc, now, absl::UTCTimeZone())));
+  }
+  std::set<std::string> want;
+  for (const Identifier& id : order.identifiers) {
+    if (!absl::EqualsIgnoreCase(id.type, "dns")) {
+      // crypto::CertificateInfo lists a leaf's DNS names only.
+      return absl::UnimplementedError(
+          absl::StrCat(what, ": the order has an identifier of type ", CaText(id.type),
+                       ", and only DNS names of a leaf can be checked"));
+    }
+    want.insert(absl::AsciiStrToLower(id.value));
+  }
+  std::set<std::string> got;
+  for (const std::string& name : leaf.dns_names) got.insert(absl::AsciiStrToLower(name));
+  if (got != want) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": the leaf names ", CaText(absl::StrCat("[", absl::StrJoin(got, ", "), "]")),
+        ", not the order's ", CaText(absl::StrCat("[", absl::StrJoin(want, ", "), "]"))));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CertificateChain> AcmeClient::DownloadCertificate(
+    const AccountRef& account, absl::string_view url, absl::string_view preferred_issuer) {
+  ASSIGN_OR_RETURN(FetchedChain fetched, FetchPreferredChain(account, url, preferred_issuer));
+  return std::move(fetched.chain);
+}
+
+absl::StatusOr<CertificateChain> AcmeClient::DownloadCertificate(
+    const AccountRef& account, const Order& order, absl::string_view preferred_issuer) {
+  if (order.status != "valid" || order.certificate.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("order ", order.url, " is ", order.status, ": no certificate yet"));
+  }
+  ASSIGN_OR_RETURN(FetchedChain fetched,
+                   FetchPreferredChain(account, order.certificate, preferred_issuer));
+  RETURN_IF_ERROR(CheckLeaf(fetched, order));
+  return std::move(fetched.chain);
 }
 
 absl::Status AcmeClient::RevokeCertificate(const AccountRef& account,

@@ -236,6 +236,14 @@ class AcmeClient {
   absl::StatusOr<CertificateChain> DownloadCertificate(const AccountRef& account,
                                                        absl::string_view url,
                                                        absl::string_view preferred_issuer = "");
+  // The certificate of a valid `order` (FAILED_PRECONDITION for any other), downloaded as above,
+  // and its leaf checked: valid now (the injected clock; both ends of its validity period
+  // count), and its DNS names exactly the order's identifiers (as sets, case-insensitively).
+  // INVALID_ARGUMENT saying which check failed; UNIMPLEMENTED for an order with other than DNS
+  // identifiers (crypto::CertificateInfo lists only a leaf's DNS names).
+  absl::StatusOr<CertificateChain> DownloadCertificate(const AccountRef& account,
+                                                       const Order& order,
+                                                       absl::string_view preferred_issuer = "");
   // Revokes with the account key (kid).
   absl::Status RevokeCertificate(const AccountRef& account, absl::string_view certificate_der,
                                  RevocationReason reason);
@@ -283,6 +291,12 @@ class AcmeClient {
   // kMaxChainBytes and kMaxChainCertificates, at most kMaxAlternateChains alternates, each on
   // the directory's origin.
   absl::StatusOr<FetchedChain> FetchChain(const AccountRef& account, absl::string_view url);
+  // FetchChain of `url`, or of its first alternate issued under `preferred_issuer` (see
+  // DownloadCertificate).
+  absl::StatusOr<FetchedChain> FetchPreferredChain(const AccountRef& account, absl::string_view url,
+                                                   absl::string_view preferred_issuer);
+  // The leaf of `fetched` is valid now and names exactly `order`'s identifiers.
+  absl::Status CheckLeaf(const FetchedChain& fetched, const Order& order) const;
   absl::StatusOr<Order> ParseOrder(const Response& r, absl::string_view url) const;
   absl::StatusOr<Authorization> ParseAuthorization(const Response& r,
                                                    absl::string_view url) const;

@@ -880,6 +880,85 @@ TEST_F(ClientTest, ANewOrderForOtherNamesThanRequestedIsRefused) {
   EXPECT_TRUE(same.ok()) << same.status();
 }
 
+// The test chain's leaf: leaf.example.com and *.leaf.example.com (and an IP address, which
+// crypto::CertificateInfo does not list), valid from notBefore to notAfter below.
+const absl::Time kLeafNotBefore =
+    absl::FromCivil(absl::CivilSecond(2026, 11, 22, 8, 12, 29), absl::UTCTimeZone());
+const absl::Time kLeafNotAfter =
+    absl::FromCivil(absl::CivilSecond(2027, 2, 20, 8, 12, 29), absl::UTCTimeZone());
+
+// A valid order for `names` (DNS), whose certificate is the test chain.
+Order ValidOrder(const std::vector<std::string>& names) {
+  Order order;
+  order.url = Url("/order/1");
+  order.status = "valid";
+  order.certificate = Url("/cert/1");
+  for (const auto& n : names) order.identifiers.push_back({"dns", n});
+  return order;
+}
+
+TEST_F(ClientTest, TheLeafOfAnOrdersCertificateIsValidNowAndForTheOrdersNames) {
+  clock_.Set(kLeafNotBefore + absl::Hours(24));
+  auto chain =
+      client_->DownloadCertificate(Acct(), ValidOrder({"LEAF.example.com", "*.leaf.example.com"}));
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  EXPECT_EQ(chain->pem, Chain());
+  // The validity period's ends are part of it.
+  for (absl::Time t : {kLeafNotBefore, kLeafNotAfter}) {
+    clock_.Set(t);
+    EXPECT_TRUE(
+        client_->DownloadCertificate(Acct(), ValidOrder({"leaf.example.com", "*.leaf.example.com"}))
+            .ok());
+  }
+}
+
+TEST_F(ClientTest, AnExpiredOrNotYetValidLeafIsRefused) {
+  const Order order = ValidOrder({"leaf.example.com", "*.leaf.example.com"});
+  clock_.Set(kLeafNotAfter + absl::Seconds(1));
+  auto expired = client_->DownloadCertificate(Acct(), order);
+  EXPECT_EQ(expired.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(expired.status().message(),
+              HasSubstr("POST certificate https://ca.test/cert/1: the leaf is valid from "
+                        "2026-11-22T08:12:29Z to 2027-02-20T08:12:29Z, not at "
+                        "2027-02-20T08:12:30Z"));
+  clock_.Set(kLeafNotBefore - absl::Seconds(1));
+  auto early = client_->DownloadCertificate(Acct(), order);
+  EXPECT_EQ(early.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(early.status().message(), HasSubstr("not at 2026-11-22T08:12:28Z"));
+}
+
+TEST_F(ClientTest, ALeafForOtherNamesThanTheOrdersIsRefused) {
+  clock_.Set(kLeafNotBefore + absl::Hours(24));
+  auto other = client_->DownloadCertificate(Acct(), ValidOrder({"a.example.com"}));
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(other.status().message(),
+              HasSubstr("the leaf names [*.leaf.example.com, leaf.example.com], not the "
+                        "order's [a.example.com]"));
+  // One name more than the order's is as wrong as one fewer.
+  auto subset = client_->DownloadCertificate(Acct(), ValidOrder({"leaf.example.com"}));
+  EXPECT_EQ(subset.status().code(), absl::StatusCode::kInvalidArgument);
+  auto superset = client_->DownloadCertificate(
+      Acct(), ValidOrder({"leaf.example.com", "*.leaf.example.com", "x.leaf.example.com"}));
+  EXPECT_EQ(superset.status().code(), absl::StatusCode::kInvalidArgument);
+  // Only DNS names can be compared: crypto::CertificateInfo does not list IP addresses.
+  Order with_ip = ValidOrder({"leaf.example.com", "*.leaf.example.com"});
+  with_ip.identifiers.push_back({"ip", "127.0.0.1"});
+  auto ip = client_->DownloadCertificate(Acct(), with_ip);
+  EXPECT_EQ(ip.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(ip.status().message(), HasSubstr("the order has an identifier of type ip"));
+}
+
+TEST_F(ClientTest, AnOrderWithoutACertificateHasNothingToDownload) {
+  Order order = ValidOrder({"leaf.example.com", "*.leaf.example.com"});
+  order.status = "processing";
+  order.certificate.clear();
+  auto chain = client_->DownloadCertificate(Acct(), order);
+  EXPECT_EQ(chain.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(chain.status().message(),
+              HasSubstr("order https://ca.test/order/1 is processing: no certificate yet"));
+  EXPECT_EQ(server_.CountCalls("POST", "/cert/1"), 0);
+}
+
 // ---- Malformed responses ------------------------------------------------------------------------
 
 enum class Op { kDirectory, kGetAccount, kNewAccount, kNewOrder, kGetOrder, kGetAuthz,

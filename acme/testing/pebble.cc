@@ -144,7 +144,7 @@ absl::StatusOr<Issued> IssueCertificate(AcmeClient& client, const AccountRef& ac
   if (order.status != "valid") {
     return absl::FailedPreconditionError(absl::StrCat("order ended ", order.status));
   }
-  ASSIGN_OR_RETURN(out.chain, client.DownloadCertificate(account, order.certificate));
+  ASSIGN_OR_RETURN(out.chain, client.DownloadCertificate(account, order));
   out.certificate_key = std::make_unique<crypto::PrivateKey>(std::move(cert_key));
   return out;
 }
