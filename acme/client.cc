@@ -637,24 +637,35 @@ absl::StatusOr<Order> AcmeClient::Finalize(const AccountRef& account, const Orde
 
 absl::StatusOr<AcmeClient::FetchedChain> AcmeClient::FetchChain(const AccountRef& account,
                                                                 absl::string_view url) {
-  const std::string what = "POST certificate";
+  const std::string what = absl::StrCat("POST certificate ", url);
   ASSIGN_OR_RETURN(Response r, Post(account, url, "", Expect::kPemChain, what));
   const std::string& pem = r.http.body;
   if (pem.size() > kMaxChainBytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         what, ": the chain is ", pem.size(), " bytes; at most ", kMaxChainBytes, " are accepted"));
   }
-  // RFC 8555 §11.4: only CERTIFICATE blocks; the split refuses anything else.
-  ASSIGN_OR_RETURN(std::vector<std::string> ders, crypto::SplitPemChain(pem));
-  if (ders.size() > kMaxChainCertificates) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": the chain has ", ders.size(),
+  // crypto's reasons can quote the CA's text (a PEM label), so they are cleaned too.
+  auto unusable = [&](const absl::Status& why, absl::string_view where = "") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": the CA sent no usable certificate chain: ", where, CaText(why.message())));
+  };
+  // RFC 8555 §11.4: only CERTIFICATE blocks; the split refuses anything else (an empty body, a
+  // PRIVATE KEY block, an HTML page).
+  absl::StatusOr<std::vector<std::string>> ders = crypto::SplitPemChain(pem);
+  if (!ders.ok()) return unusable(ders.status());
+  if (ders->size() > kMaxChainCertificates) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": the chain has ", ders->size(),
                                                    " certificates; at most ", kMaxChainCertificates,
                                                    " are accepted"));
   }
   FetchedChain out;
-  for (const std::string& der : ders) {
-    ASSIGN_OR_RETURN(crypto::CertificateInfo info, crypto::ParseCertificate(der));
-    out.certificates.push_back(std::move(info));
+  for (size_t i = 0; i < ders->size(); ++i) {
+    absl::StatusOr<crypto::CertificateInfo> info = crypto::ParseCertificate((*ders)[i]);
+    if (!info.ok()) {
+      return unusable(info.status(),
+                      absl::StrCat("certificate ", i + 1, " of ", ders->size(), ": "));
+    }
+    out.certificates.push_back(*std::move(info));
   }
   std::vector<std::string> alternates = LinksWithRel(r.http, "alternate");
   if (alternates.size() > kMaxAlternateChains) {

@@ -959,6 +959,107 @@ TEST_F(ClientTest, AnOrderWithoutACertificateHasNothingToDownload) {
   EXPECT_EQ(server_.CountCalls("POST", "/cert/1"), 0);
 }
 
+// ---- Redirects and failed downloads -------------------------------------------------------------
+
+TEST_F(ClientTest, ARedirectIsAClearErrorNamingWhereItPointed) {
+  server_.On("GET", "/dir", [](const Call&) {
+    return ScriptedServer::Raw(301, "text/html", "<a href=\"https://new.test/dir\">moved</a>",
+                               {{"Location", "https://new.test/dir"}});
+  });
+  absl::Status moved = client_->GetDirectory().status();
+  EXPECT_EQ(moved.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(moved.message(),
+              HasSubstr("GET directory: CA answered HTTP 301 redirect to https://new.test/dir "
+                        "(redirects are not followed)"));
+
+  server_.On("GET", "/dir",
+             [&](const Call&) { return ScriptedServer::Json(200, server_.directory()); });
+  std::string location = "https://elsewhere.test/acct/1";
+  int code = 302;
+  server_.On("POST", "/acct/1", [&](const Call&) {
+    return ScriptedServer::Raw(code, "", "",
+                               location.empty() ? std::vector<std::pair<std::string, std::string>>{}
+                                                : std::vector<std::pair<std::string, std::string>>{
+                                                      {"Location", location}});
+  });
+  absl::Status post = client_->GetAccount(Acct()).status();
+  EXPECT_EQ(post.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(post.message(), HasSubstr("POST account: CA answered HTTP 302 redirect to "
+                                        "https://elsewhere.test/acct/1"));
+  auto problem = GetProblem(post);
+  ASSERT_TRUE(problem.has_value());
+  EXPECT_EQ(problem->type, "http:302");
+  EXPECT_EQ(problem->http_status, 302);
+
+  code = 307;
+  location = "https://elsewhere.test/" + std::string(5000, 'p') + "\r\n";
+  absl::Status long_location = client_->GetAccount(Acct()).status();
+  EXPECT_EQ(long_location.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(long_location.message(),
+              HasSubstr("HTTP 307 redirect to https://elsewhere.test/ppp"));
+  EXPECT_LT(long_location.message().size(), 400u);
+  EXPECT_TRUE(StrictlySerialisable(std::string(long_location.message())));
+
+  location.clear();
+  EXPECT_THAT(client_->GetAccount(Acct()).status().message(),
+              HasSubstr("CA answered HTTP 307 redirect without a Location"));
+}
+
+TEST_F(ClientTest, AFailedCertificateDownloadSaysPreciselyWhy) {
+  struct Case {
+    int status;
+    std::string content_type, body;
+    std::vector<std::pair<std::string, std::string>> headers;
+    absl::StatusCode code;
+    std::string message;
+  };
+  const std::string prefix = "POST certificate https://ca.test/cert/1: ";
+  const std::vector<Case> cases = {
+      {200,
+       "application/pem-certificate-chain",
+       "<html>Service Unavailable</html>",
+       {},
+       absl::StatusCode::kInvalidArgument,
+       prefix + "the CA sent no usable certificate chain: PEM chain has text outside PEM blocks"},
+      {200,
+       "application/pem-certificate-chain",
+       Chain() +
+           "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n",
+       {},
+       absl::StatusCode::kInvalidArgument,
+       prefix + "the CA sent no usable certificate chain: PEM chain holds a \"PRIVATE KEY\" "
+                "block; only CERTIFICATE is allowed"},
+      {200,
+       "application/pem-certificate-chain",
+       "",
+       {},
+       absl::StatusCode::kInvalidArgument,
+       prefix + "the CA sent no usable certificate chain: PEM chain is empty"},
+      {200,
+       "application/pem-certificate-chain",
+       "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+       {},
+       absl::StatusCode::kInvalidArgument,
+       prefix + "the CA sent no usable certificate chain: certificate 1 of 1: not a DER "
+                "certificate"},
+      {302,
+       "",
+       "",
+       {{"Location", "https://cdn.test/cert/1"}},
+       absl::StatusCode::kFailedPrecondition,
+       prefix + "CA answered HTTP 302 redirect to https://cdn.test/cert/1"},
+  };
+  for (const Case& c : cases) {
+    server_.On("POST", "/cert/1", [&](const Call&) {
+      return ScriptedServer::Raw(c.status, c.content_type, c.body, c.headers);
+    });
+    absl::Status status = client_->DownloadCertificate(Acct(), Url("/cert/1")).status();
+    EXPECT_EQ(status.code(), c.code) << c.body;
+    EXPECT_THAT(status.message(), HasSubstr(c.message));
+    EXPECT_EQ(status.message().find("MC4CAQAw"), absl::string_view::npos);
+  }
+}
+
 // ---- Malformed responses ------------------------------------------------------------------------
 
 enum class Op { kDirectory, kGetAccount, kNewAccount, kNewOrder, kGetOrder, kGetAuthz,
@@ -1003,8 +1104,10 @@ std::vector<Malformed> MalformedCases() {
        [] { return ScriptedServer::Raw(200, "text/html", "<html>"); }, Op::kDirectory, kInvalid,
        "\"text/html\" is not JSON"},
       {"DirectoryMissingNewNonce", "GET", "/dir",
-       [] { return J({{"newAccount", Url("/a")}}); }, Op::kDirectory, kInvalid,
-       "lacks \"newNonce\""},
+       [] {
+         return J({{"newAccount", Url("/a")}});
+       },
+       Op::kDirectory, kInvalid, "lacks \"newNonce\""},
       {"DirectoryNewOrderNotString", "GET", "/dir",
        [] {
          return J({{"newNonce", Url("/n")}, {"newAccount", Url("/a")}, {"newOrder", 7},
@@ -1027,19 +1130,28 @@ std::vector<Malformed> MalformedCases() {
       {"DirectoryServerError", "GET", "/dir",
        [] { return ScriptedServer::Raw(503, "text/plain", "down for maintenance"); },
        Op::kDirectory, absl::StatusCode::kUnavailable, "down for maintenance"},
-      {"NonceMissing", "HEAD", "/nonce", [] { return ScriptedServer::Raw(200, "", "", {{"Replay-Nonce", "bad nonce!"}}); },
+      {"NonceMissing", "HEAD", "/nonce",
+       [] {
+         return ScriptedServer::Raw(200, "", "", {{"Replay-Nonce", "bad nonce!"}});
+       },
        Op::kGetAccount, kInvalid, "no usable Replay-Nonce"},
-      {"NonceEndpointFails", "HEAD", "/nonce",
-       [] { return ScriptedServer::Raw(500, "", ""); }, Op::kGetAccount,
-       absl::StatusCode::kUnavailable, "HEAD newNonce"},
-      {"AccountNoLocation", "POST", "/new-acct", [] { return J({{"status", "valid"}}); },
+      {"NonceEndpointFails", "HEAD", "/nonce", [] { return ScriptedServer::Raw(500, "", ""); },
+       Op::kGetAccount, absl::StatusCode::kUnavailable, "HEAD newNonce"},
+      {"AccountNoLocation", "POST", "/new-acct",
+       [] {
+         return J({{"status", "valid"}});
+       },
        Op::kNewAccount, kInvalid, "no Location header"},
       {"AccountForeignLocation", "POST", "/new-acct",
-       [evil] { return Created({{"status", "valid"}}, evil + "/acct/1"); }, Op::kNewAccount,
-       kInvalid, "outside the directory's origin"},
+       [evil] {
+         return Created({{"status", "valid"}}, evil + "/acct/1");
+       },
+       Op::kNewAccount, kInvalid, "outside the directory's origin"},
       {"AccountBodyIsArray", "POST", "/new-acct",
-       [] { return Created(Json::array({1, 2}), Url("/acct/1")); }, Op::kNewAccount, kInvalid,
-       "not a JSON object"},
+       [] {
+         return Created(Json::array({1, 2}), Url("/acct/1"));
+       },
+       Op::kNewAccount, kInvalid, "not a JSON object"},
       {"AccountTextContentType", "POST", "/acct/1",
        [] { return ScriptedServer::Raw(200, "text/plain", "{}"); }, Op::kGetAccount, kInvalid,
        "\"text/plain\" is not JSON"},
@@ -1050,8 +1162,10 @@ std::vector<Malformed> MalformedCases() {
        [] { return ScriptedServer::Problem(500, "serverInternal", "db down"); }, Op::kGetAccount,
        absl::StatusCode::kUnavailable, "serverInternal"},
       {"UnexpectedRedirect", "POST", "/acct/1",
-       [] { return ScriptedServer::Raw(302, "", "", {{"Location", "https://ca.test/x"}}); },
-       Op::kGetAccount, absl::StatusCode::kUnknown, "HTTP 302"},
+       [] {
+         return ScriptedServer::Raw(302, "", "", {{"Location", "https://ca.test/x"}});
+       },
+       Op::kGetAccount, absl::StatusCode::kFailedPrecondition, "HTTP 302"},
       {"OrderNoStatus", "POST", "/new-order",
        [] { return Created(OrderWith([](Json& o) { o.erase("status"); }), Url("/order/1")); },
        Op::kNewOrder, kInvalid, "lacks \"status\""},
@@ -1074,8 +1188,8 @@ std::vector<Malformed> MalformedCases() {
        [] { return J(OrderWith([](Json& o) { o["finalize"] = "http://ca.test/finalize/1"; })); },
        Op::kGetOrder, kInvalid, "outside the directory's origin"},
       {"ValidOrderWithoutCertificate", "POST", "/order/1",
-       [] { return J(OrderWith([](Json& o) { o["status"] = "valid"; })); }, Op::kGetOrder,
-       kInvalid, "valid order without a certificate URL"},
+       [] { return J(OrderWith([](Json& o) { o["status"] = "valid"; })); }, Op::kGetOrder, kInvalid,
+       "valid order without a certificate URL"},
       {"OrderForeignCertificate", "POST", "/order/1",
        [evil] {
          return J(OrderWith([&](Json& o) {
@@ -1090,18 +1204,21 @@ std::vector<Malformed> MalformedCases() {
        },
        Op::kGetOrder, kInvalid, "outside the directory's origin"},
       {"AuthzNoIdentifier", "POST", "/authz/1",
-       [] { return J(AuthzWith([](Json& a) { a.erase("identifier"); })); }, Op::kGetAuthz,
-       kInvalid, "no identifier"},
+       [] { return J(AuthzWith([](Json& a) { a.erase("identifier"); })); }, Op::kGetAuthz, kInvalid,
+       "no identifier"},
       {"AuthzChallengesNotList", "POST", "/authz/1",
        [] { return J(AuthzWith([](Json& a) { a["challenges"] = Json::object(); })); },
        Op::kGetAuthz, kInvalid, "\"challenges\" is missing or not a list"},
       {"ChallengeWithoutUrl", "POST", "/authz/1",
-       [] { return J(AuthzWith([](Json& a) { a["challenges"][0].erase("url"); })); },
-       Op::kGetAuthz, kInvalid, "challenge without url"},
+       [] { return J(AuthzWith([](Json& a) { a["challenges"][0].erase("url"); })); }, Op::kGetAuthz,
+       kInvalid, "challenge without url"},
       {"ChallengeForeignUrl", "POST", "/authz/1",
        [evil] { return J(AuthzWith([&](Json& a) { a["challenges"][1]["url"] = evil + "/c"; })); },
        Op::kGetAuthz, kInvalid, "https://evil.test/c"},
-      {"ChallengeResponseWithoutStatus", "POST", "/chall/1", [] { return J({{"type", "http-01"}}); },
+      {"ChallengeResponseWithoutStatus", "POST", "/chall/1",
+       [] {
+         return J({{"type", "http-01"}});
+       },
        Op::kRespond, kInvalid, "no status"},
       {"CertificateWithPrivateKeyBlock", "POST", "/cert/1",
        [] {
@@ -1130,8 +1247,10 @@ std::vector<Malformed> MalformedCases() {
        },
        Op::kDownload, kInvalid, "https://evil.test/cert/alt"},
       {"RenewalInfoWithoutWindow", "GET", "/ari/JXb814b8AqZQM00l7MIc0Z2vpYY.AI8A0eLDtKWWhw",
-       [] { return J({{"explanationURL", "x"}}); }, Op::kRenewalInfo, kInvalid,
-       "no suggestedWindow",
+       [] {
+         return J({{"explanationURL", "x"}});
+       },
+       Op::kRenewalInfo, kInvalid, "no suggestedWindow",
        [](Json& d) { d["renewalInfo"] = Url("/ari"); }},
       {"RenewalInfoBackwardsWindow", "GET", "/ari/JXb814b8AqZQM00l7MIc0Z2vpYY.AI8A0eLDtKWWhw",
        [] {

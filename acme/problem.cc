@@ -165,6 +165,19 @@ absl::Status ProblemStatus(const HttpResponse& response, absl::string_view what,
                            absl::Time now) {
   Problem p;
   p.http_status = response.status;
+  if (response.status >= 300 && response.status < 400) {
+    // Never followed (http.h): RFC 8555 resources do not move, and following would resend a
+    // signed request elsewhere. A CA that redirects needs a human to look at it.
+    const std::string location = response.Header("Location");
+    p.type = absl::StrCat("http:", response.status);
+    p.detail = location.empty() ? "redirect without a Location"
+                                : absl::StrCat("redirect to ", CaText(location));
+    absl::Status status(absl::StatusCode::kFailedPrecondition,
+                        absl::StrCat(what, ": CA answered HTTP ", response.status, " ", p.detail,
+                                     " (redirects are not followed)"));
+    status.SetPayload(kProblemPayloadUrl, absl::Cord(DumpJson(ToJson(p))));
+    return status;
+  }
   const bool too_deep = NestedTooDeep(response.body);
   if (!too_deep) {
     // Bad UTF-8 inside a problem document would make the parser refuse all of it; with the bad

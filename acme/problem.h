@@ -46,7 +46,9 @@ struct Problem {
 // The payload key under which a Status carries its Problem (as JSON).
 inline constexpr char kProblemPayloadUrl[] = "acmevault.dev/acme-problem";
 
-// Maps an error response (status >= 400) to a Status. The code follows the problem type:
+// Maps a response that is not a success to a Status. A redirect (3xx, never followed) is
+// FAILED_PRECONDITION "<what>: CA answered HTTP 302 redirect to <Location, clipped>". For an
+// error (status >= 400) the code follows the problem type:
 //   badNonce -> ABORTED; rateLimited -> RESOURCE_EXHAUSTED; unauthorized (401 or 403: Pebble
 //   answers 403 where RFC 8555 says 401) -> PERMISSION_DENIED; accountDoesNotExist -> NOT_FOUND;
 //   malformed, badCSR, badPublicKey, badSignatureAlgorithm, badRevocationReason, invalidContact,
