@@ -41,6 +41,31 @@ absl::Status CheckUrlText(absl::string_view url, absl::string_view what) {
   return absl::OkStatus();
 }
 
+// RFC 8555 §6.5.1: a nonce is base64url; one that is not, or is longer than any CA's, is not
+// worth sending back.
+bool UsableNonce(absl::string_view nonce) {
+  std::string ignored;
+  return !nonce.empty() && nonce.size() <= kMaxNonceBytes &&
+         crypto::Base64UrlDecode(nonce, &ignored);
+}
+
+// RFC 8555 §8.1: a token is base64url characters (it need not decode); it ends up in a URL path
+// (HTTP-01) and a DNS record (DNS-01).
+bool UsableToken(absl::string_view token) {
+  return !token.empty() && token.size() <= kMaxChallengeTokenBytes &&
+         std::all_of(token.begin(), token.end(), [](char c) {
+           return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+         });
+}
+
+// OK when `value` is one of `allowed`; else INVALID_ARGUMENT naming it, clipped.
+absl::Status CheckStatus(absl::string_view value, std::initializer_list<absl::string_view> allowed,
+                         absl::string_view kind, absl::string_view what) {
+  if (std::find(allowed.begin(), allowed.end(), value) != allowed.end()) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, ": unknown ", kind, " status \"", CaText(value), "\""));
+}
+
 // JSON accessors that never throw: wrong types read as absent.
 std::string Str(const Json& j, const char* key) {
   if (!j.is_object()) return "";
@@ -244,9 +269,7 @@ absl::StatusOr<Directory> AcmeClient::GetDirectory() {
 
 void AcmeClient::KeepNonce(const HttpResponse& response) {
   std::string nonce = response.Header("Replay-Nonce");
-  std::string ignored;
-  // RFC 8555 §6.5.1: a nonce is base64url; anything else is not worth sending back.
-  if (nonce.empty() || nonce.size() > 256 || !crypto::Base64UrlDecode(nonce, &ignored)) return;
+  if (!UsableNonce(nonce)) return;
   absl::MutexLock lock(&mu_);
   if (nonces_.size() >= kMaxPooledNonces) nonces_.erase(nonces_.begin());
   nonces_.push_back(std::move(nonce));
@@ -267,8 +290,7 @@ absl::StatusOr<std::string> AcmeClient::TakeNonce() {
     return ProblemStatus(r, "HEAD newNonce", clock_->Now());
   }
   std::string nonce = r.Header("Replay-Nonce");
-  std::string ignored;
-  if (nonce.empty() || !crypto::Base64UrlDecode(nonce, &ignored)) {
+  if (!UsableNonce(nonce)) {
     return absl::InvalidArgumentError("HEAD newNonce: no usable Replay-Nonce header");
   }
   return nonce;
@@ -438,12 +460,8 @@ absl::StatusOr<Order> AcmeClient::ParseOrder(const Response& r, absl::string_vie
   Order o;
   o.url = std::string(url);
   ASSIGN_OR_RETURN(o.status, RequireStr(j, "status", what));
-  static const char* kStatuses[] = {"pending", "ready", "processing", "valid", "invalid"};
-  if (std::none_of(std::begin(kStatuses), std::end(kStatuses),
-                   [&](const char* s) { return o.status == s; })) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": unknown order status \"", CaText(o.status), "\""));
-  }
+  RETURN_IF_ERROR(
+      CheckStatus(o.status, {"pending", "ready", "processing", "valid", "invalid"}, "order", what));
   o.expires = ParseRfc3339(Str(j, "expires"));
   auto ids = j.find("identifiers");
   if (ids == j.end() || !ids->is_array()) {
@@ -530,6 +548,22 @@ absl::StatusOr<Order> AcmeClient::GetOrder(const AccountRef& account, absl::stri
   return ParseOrder(r, url);
 }
 
+absl::StatusOr<Challenge> AcmeClient::ParseChallenge(const Json& c, absl::string_view what) const {
+  Challenge ch{Str(c, "type"), Str(c, "url"), Str(c, "status"), Str(c, "token"), ErrorOf(c)};
+  if (ch.status.empty()) return absl::InvalidArgumentError(absl::StrCat(what, ": no status"));
+  RETURN_IF_ERROR(
+      CheckStatus(ch.status, {"pending", "processing", "valid", "invalid"}, "challenge", what));
+  if (ch.url.empty())
+    return absl::InvalidArgumentError(absl::StrCat(what, ": challenge without url"));
+  RETURN_IF_ERROR(CheckSameOrigin(ch.url, what));
+  // Challenge types without a token (none in RFC 8555, perhaps in later ones) may omit it.
+  if (c.contains("token") && !UsableToken(ch.token)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": challenge token is not 1 to ", kMaxChallengeTokenBytes, " base64url characters"));
+  }
+  return ch;
+}
+
 absl::StatusOr<Authorization> AcmeClient::ParseAuthorization(const Response& r,
                                                              absl::string_view url) const {
   const std::string what = absl::StrCat("authorization ", url);
@@ -537,6 +571,9 @@ absl::StatusOr<Authorization> AcmeClient::ParseAuthorization(const Response& r,
   Authorization a;
   a.url = std::string(url);
   ASSIGN_OR_RETURN(a.status, RequireStr(j, "status", what));
+  RETURN_IF_ERROR(CheckStatus(a.status,
+                              {"pending", "valid", "invalid", "deactivated", "expired", "revoked"},
+                              "authorization", what));
   std::optional<Identifier> id = ParseIdentifier(j.value("identifier", Json()));
   if (!id) return absl::InvalidArgumentError(what + ": no identifier");
   a.identifier = *std::move(id);
@@ -545,10 +582,7 @@ absl::StatusOr<Authorization> AcmeClient::ParseAuthorization(const Response& r,
   a.expires = ParseRfc3339(Str(j, "expires"));
   if (auto cs = j.find("challenges"); cs != j.end() && cs->is_array()) {
     for (const auto& c : *cs) {
-      Challenge ch{Str(c, "type"), Str(c, "url"), Str(c, "status"), Str(c, "token"), nullptr};
-      if (ch.url.empty()) return absl::InvalidArgumentError(what + ": challenge without url");
-      RETURN_IF_ERROR(CheckSameOrigin(ch.url, what));
-      ch.error = ErrorOf(c);
+      ASSIGN_OR_RETURN(Challenge ch, ParseChallenge(c, what));
       a.challenges.push_back(std::move(ch));
     }
   } else {
@@ -582,10 +616,7 @@ absl::StatusOr<Challenge> AcmeClient::RespondToChallenge(const AccountRef& accou
                                                          absl::string_view url) {
   ASSIGN_OR_RETURN(Response r,
                    Post(account, url, "{}", Expect::kJson, "POST challenge", /*exclusive=*/true));
-  Challenge c{Str(r.json, "type"), Str(r.json, "url"), Str(r.json, "status"), Str(r.json, "token"),
-              ErrorOf(r.json)};
-  if (c.status.empty()) return absl::InvalidArgumentError("POST challenge: no status");
-  return c;
+  return ParseChallenge(r.json, "POST challenge");
 }
 
 absl::StatusOr<Authorization> AcmeClient::DeactivateAuthorization(const AccountRef& account,

@@ -42,6 +42,10 @@ inline constexpr size_t kMaxUrlBytes = 2048;
 // Most identifiers in an order (Let's Encrypt allows 100 names per certificate); an order lists
 // at most one authorization per identifier, so this bounds authorizations too.
 inline constexpr size_t kMaxOrderIdentifiers = 100;
+// Longest challenge token (RFC 8555 §8.1: base64url, at least 128 bits; Pebble and Let's Encrypt
+// send 43 characters) and Replay-Nonce accepted.
+inline constexpr size_t kMaxChallengeTokenBytes = 256;
+inline constexpr size_t kMaxNonceBytes = 256;
 // A downloaded certificate chain: at most this many certificates (leaf and intermediates; real
 // chains have two or three) and bytes of PEM.
 inline constexpr size_t kMaxChainCertificates = 10;
@@ -298,6 +302,9 @@ class AcmeClient {
   // The leaf of `fetched` is valid now and names exactly `order`'s identifiers.
   absl::Status CheckLeaf(const FetchedChain& fetched, const Order& order) const;
   absl::StatusOr<Order> ParseOrder(const Response& r, absl::string_view url) const;
+  // A challenge object (RFC 8555 §8) with a known status, a URL on the directory's origin and,
+  // if it has one, a usable token.
+  absl::StatusOr<Challenge> ParseChallenge(const nlohmann::json& c, absl::string_view what) const;
   absl::StatusOr<Authorization> ParseAuthorization(const Response& r,
                                                    absl::string_view url) const;
   absl::Duration PollDelay(std::optional<absl::Time> retry_after);

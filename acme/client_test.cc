@@ -1060,6 +1060,80 @@ TEST_F(ClientTest, AFailedCertificateDownloadSaysPreciselyWhy) {
   }
 }
 
+// ---- Challenges, statuses and nonces ------------------------------------------------------------
+
+TEST_F(ClientTest, ChallengeTokensAreBase64urlUpToTheBound) {
+  std::string token;
+  server_.On("POST", "/authz/1", [&](const Call&) {
+    Json a = ScriptedServer::Authz("pending");
+    a["challenges"][0]["token"] = token;
+    return ScriptedServer::Json(200, a);
+  });
+  server_.On("POST", "/chall/1", [&](const Call&) {
+    return ScriptedServer::Json(
+        200,
+        {{"type", "http-01"}, {"url", Url("/chall/1")}, {"status", "pending"}, {"token", token}});
+  });
+  token = std::string(kMaxChallengeTokenBytes - 2, 'A') + "-_";
+  auto at_bound = client_->GetAuthorization(Acct(), Url("/authz/1"));
+  ASSERT_TRUE(at_bound.ok()) << at_bound.status();
+  EXPECT_EQ(at_bound->Find("http-01")->token, token);
+  EXPECT_TRUE(client_->RespondToChallenge(Acct(), Url("/chall/1")).ok());
+
+  token = std::string(kMaxChallengeTokenBytes + 1, 'A');
+  auto too_long = client_->GetAuthorization(Acct(), Url("/authz/1"));
+  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(too_long.status().message(),
+              HasSubstr("challenge token is not 1 to 256 base64url characters"));
+  // A token ends up in a URL path (HTTP-01) and a DNS record (DNS-01): nothing else may pass.
+  for (const std::string bad : {"../../etc/passwd", "tok=", "tok en", "tok\nX: 1"}) {
+    token = bad;
+    EXPECT_THAT(client_->GetAuthorization(Acct(), Url("/authz/1")).status().message(),
+                HasSubstr("challenge token is not 1 to 256 base64url characters"))
+        << bad;
+    EXPECT_THAT(client_->RespondToChallenge(Acct(), Url("/chall/1")).status().message(),
+                HasSubstr("challenge token is not 1 to 256 base64url characters"))
+        << bad;
+  }
+}
+
+TEST_F(ClientTest, UnknownAuthorizationAndChallengeStatusesAreRefused) {
+  Json authz = ScriptedServer::Authz("pending");
+  server_.On("POST", "/authz/1", [&](const Call&) { return ScriptedServer::Json(200, authz); });
+  for (const char* status : {"pending", "valid", "invalid", "deactivated", "expired", "revoked"}) {
+    authz["status"] = status;
+    EXPECT_TRUE(client_->GetAuthorization(Acct(), Url("/authz/1")).ok()) << status;
+  }
+  authz["status"] = std::string(3000, 'z');
+  auto unknown = client_->GetAuthorization(Acct(), Url("/authz/1"));
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(unknown.status().message(), HasSubstr("unknown authorization status \"zzz"));
+  EXPECT_LT(unknown.status().message().size(), 400u);
+
+  authz = ScriptedServer::Authz("pending");
+  authz["challenges"][1]["status"] = "sleeping";
+  auto challenge = client_->GetAuthorization(Acct(), Url("/authz/1"));
+  EXPECT_EQ(challenge.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(challenge.status().message(), HasSubstr("unknown challenge status \"sleeping\""));
+}
+
+TEST_F(ClientTest, ANonceFromNewNonceIsBounded) {
+  std::string nonce(256, 'n');
+  server_.On("HEAD", "/nonce", [&](const Call&) {
+    return ScriptedServer::Raw(200, "", "", {{"Replay-Nonce", nonce}});
+  });
+  // Answers carry no usable nonce, so every request asks newNonce for one.
+  server_.On("POST", "/acct/1", [](const Call&) {
+    return ScriptedServer::Json(200, {{"status", "valid"}}, {{"Replay-Nonce", "!"}});
+  });
+  ASSERT_TRUE(client_->GetAccount(Acct()).ok());
+  EXPECT_EQ(LastJws("/acct/1").header["nonce"], nonce);
+  nonce = std::string(260, 'n');  // Base64url of 195 bytes.
+  auto refused = client_->GetAccount(Acct());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), HasSubstr("no usable Replay-Nonce"));
+}
+
 // ---- Malformed responses ------------------------------------------------------------------------
 
 enum class Op { kDirectory, kGetAccount, kNewAccount, kNewOrder, kGetOrder, kGetAuthz,
