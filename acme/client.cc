@@ -553,8 +553,9 @@ absl::StatusOr<Challenge> AcmeClient::ParseChallenge(const Json& c, absl::string
   if (ch.status.empty()) return absl::InvalidArgumentError(absl::StrCat(what, ": no status"));
   RETURN_IF_ERROR(
       CheckStatus(ch.status, {"pending", "processing", "valid", "invalid"}, "challenge", what));
-  if (ch.url.empty())
+  if (ch.url.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": challenge without url"));
+  }
   RETURN_IF_ERROR(CheckSameOrigin(ch.url, what));
   // Challenge types without a token (none in RFC 8555, perhaps in later ones) may omit it.
   if (c.contains("token") && !UsableToken(ch.token)) {

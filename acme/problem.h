@@ -71,7 +71,8 @@ nlohmann::json BoundedProblemDocument(const nlohmann::json& document);
 // The Problem of a problem document (bounded as above), its http_status from "status".
 Problem ProblemFromDocument(const nlohmann::json& document);
 
-// One line for messages, at most kMaxProblemMessageBytes: "<short type> (HTTP <status>):
+// One line for messages, at most kMaxProblemMessageBytes for any Problem made here (the fields
+// are bounded as above): "<short type> (HTTP <status>):
 // <detail>", then "; <identifier>: <short type>: <detail clipped to kMaxCaTextBytes>" per
 // subproblem while they fit, then "; <n> more subproblems" for those that did not.
 std::string Summarize(const Problem& problem);
