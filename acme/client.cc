@@ -1,13 +1,16 @@
 #include "acme/client.h"
 
 #include <algorithm>
+#include <set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "acme/ca_input.h"
 #include "acme/problem.h"
 #include "common/status_macros.h"
 #include "crypto/digest.h"
@@ -22,9 +25,46 @@ constexpr size_t kMaxPooledNonces = 64;
 
 using Json = nlohmann::json;
 
-// Serializes without throwing: invalid UTF-8 from a caller becomes U+FFFD instead of an
-// exception crossing the library boundary.
-std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
+// OK when `url` is within kMaxUrlBytes and printable ASCII without spaces (see client.h).
+absl::Status CheckUrlText(absl::string_view url, absl::string_view what) {
+  if (url.size() > kMaxUrlBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": CA sent a URL of ", url.size(),
+                                                   " bytes; at most ", kMaxUrlBytes,
+                                                   " are accepted: ", CaText(url)));
+  }
+  if (std::any_of(url.begin(), url.end(), [](char c) {
+        return static_cast<unsigned char>(c) <= ' ' || static_cast<unsigned char>(c) > '~';
+      })) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": CA sent a URL with a control character, space or non-ASCII byte: ", CaText(url)));
+  }
+  return absl::OkStatus();
+}
+
+// RFC 8555 §6.5.1: a nonce is base64url; one that is not, or is longer than any CA's, is not
+// worth sending back.
+bool UsableNonce(absl::string_view nonce) {
+  std::string ignored;
+  return !nonce.empty() && nonce.size() <= kMaxNonceBytes &&
+         crypto::Base64UrlDecode(nonce, &ignored);
+}
+
+// RFC 8555 §8.1: a token is base64url characters (it need not decode); it ends up in a URL path
+// (HTTP-01) and a DNS record (DNS-01).
+bool UsableToken(absl::string_view token) {
+  return !token.empty() && token.size() <= kMaxChallengeTokenBytes &&
+         std::all_of(token.begin(), token.end(), [](char c) {
+           return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+         });
+}
+
+// OK when `value` is one of `allowed`; else INVALID_ARGUMENT naming it, clipped.
+absl::Status CheckStatus(absl::string_view value, std::initializer_list<absl::string_view> allowed,
+                         absl::string_view kind, absl::string_view what) {
+  if (std::find(allowed.begin(), allowed.end(), value) != allowed.end()) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, ": unknown ", kind, " status \"", CaText(value), "\""));
+}
 
 // JSON accessors that never throw: wrong types read as absent.
 std::string Str(const Json& j, const char* key) {
@@ -42,6 +82,12 @@ absl::StatusOr<std::string> RequireStr(const Json& j, const char* key, absl::str
   return v;
 }
 
+// The "error" of an order, authorization or challenge, bounded (problem.h), or null.
+Json ErrorOf(const Json& resource) {
+  auto e = resource.find("error");
+  return e == resource.end() || e->is_null() ? Json() : BoundedProblemDocument(*e);
+}
+
 std::optional<absl::Time> ParseRfc3339(const std::string& s) {
   if (s.empty()) return std::nullopt;
   absl::Time t;
@@ -50,10 +96,22 @@ std::optional<absl::Time> ParseRfc3339(const std::string& s) {
   return t;
 }
 
-std::vector<Identifier> ParseIdentifiers(const Json& j) {
-  std::vector<Identifier> out;
-  if (!j.is_array()) return out;
-  for (const auto& id : j) out.push_back({Str(id, "type"), Str(id, "value")});
+// An identifier object (RFC 8555 §9.7.7), or nullopt unless it has a type and a value.
+std::optional<Identifier> ParseIdentifier(const Json& j) {
+  Identifier id{Str(j, "type"), Str(j, "value")};
+  if (id.type.empty() || id.value.empty()) return std::nullopt;
+  return id;
+}
+
+// "type:value" as an order lists the identifier, lower-cased (DNS names and the types are
+// case-insensitive); a wildcard authorization names the base domain (RFC 8555 §7.1.4).
+std::string OrderForm(const Identifier& id, bool wildcard = false) {
+  return absl::AsciiStrToLower(absl::StrCat(id.type, ":", wildcard ? "*." : "", id.value));
+}
+
+std::set<std::string> OrderForms(const std::vector<Identifier>& ids) {
+  std::set<std::string> out;
+  for (const Identifier& id : ids) out.insert(OrderForm(id));
   return out;
 }
 
@@ -152,10 +210,11 @@ absl::StatusOr<std::unique_ptr<AcmeClient>> AcmeClient::Create(AcmeClientOptions
 }
 
 absl::Status AcmeClient::CheckSameOrigin(absl::string_view url, absl::string_view what) const {
+  RETURN_IF_ERROR(CheckUrlText(url, what));
   auto origin = UrlOrigin(url);
   if (!origin.ok() || *origin != origin_) {
     return absl::InvalidArgumentError(absl::StrCat(
-        what, ": CA returned a URL outside the directory's origin ", origin_, ": ", url));
+        what, ": CA returned a URL outside the directory's origin ", origin_, ": ", CaText(url)));
   }
   return absl::OkStatus();
 }
@@ -176,11 +235,10 @@ absl::StatusOr<Directory> AcmeClient::GetDirectory() {
   ASSIGN_OR_RETURN(HttpResponse r, Send({"GET", options_.directory_url, {}, ""}));
   if (r.status != 200) return ProblemStatus(r, what, clock_->Now());
   if (!IsJsonContentType(r.Header("Content-Type"))) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": content type \"", r.Header("Content-Type"), "\" is not JSON"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": content type \"", CaText(r.Header("Content-Type")), "\" is not JSON"));
   }
-  Json j = Json::parse(r.body, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object()) return absl::InvalidArgumentError(what + ": body is not a JSON object");
+  ASSIGN_OR_RETURN(Json j, ParseCaJsonObject(r.body, what));
   Directory d;
   ASSIGN_OR_RETURN(d.new_nonce, RequireStr(j, "newNonce", what));
   ASSIGN_OR_RETURN(d.new_account, RequireStr(j, "newAccount", what));
@@ -194,6 +252,7 @@ absl::StatusOr<Directory> AcmeClient::GetDirectory() {
   }
   if (auto meta = j.find("meta"); meta != j.end() && meta->is_object()) {
     d.terms_of_service = Str(*meta, "termsOfService");
+    RETURN_IF_ERROR(CheckUrlText(d.terms_of_service, what));
     auto ear = meta->find("externalAccountRequired");
     d.external_account_required = ear != meta->end() && ear->is_boolean() && ear->get<bool>();
     if (auto profiles = meta->find("profiles"); profiles != meta->end() && profiles->is_object()) {
@@ -210,9 +269,7 @@ absl::StatusOr<Directory> AcmeClient::GetDirectory() {
 
 void AcmeClient::KeepNonce(const HttpResponse& response) {
   std::string nonce = response.Header("Replay-Nonce");
-  std::string ignored;
-  // RFC 8555 §6.5.1: a nonce is base64url; anything else is not worth sending back.
-  if (nonce.empty() || nonce.size() > 256 || !crypto::Base64UrlDecode(nonce, &ignored)) return;
+  if (!UsableNonce(nonce)) return;
   absl::MutexLock lock(&mu_);
   if (nonces_.size() >= kMaxPooledNonces) nonces_.erase(nonces_.begin());
   nonces_.push_back(std::move(nonce));
@@ -233,8 +290,7 @@ absl::StatusOr<std::string> AcmeClient::TakeNonce() {
     return ProblemStatus(r, "HEAD newNonce", clock_->Now());
   }
   std::string nonce = r.Header("Replay-Nonce");
-  std::string ignored;
-  if (nonce.empty() || !crypto::Base64UrlDecode(nonce, &ignored)) {
+  if (!UsableNonce(nonce)) {
     return absl::InvalidArgumentError("HEAD newNonce: no usable Replay-Nonce header");
   }
   return nonce;
@@ -278,18 +334,15 @@ absl::StatusOr<AcmeClient::Response> AcmeClient::PostSigned(
     if (expect == Expect::kJson) {
       if (!IsJsonContentType(ct)) {
         return absl::InvalidArgumentError(
-            absl::StrCat(what, ": content type \"", ct, "\" is not JSON"));
+            absl::StrCat(what, ": content type \"", CaText(ct), "\" is not JSON"));
       }
-      out.json = Json::parse(out.http.body, nullptr, /*allow_exceptions=*/false);
-      if (!out.json.is_object()) {
-        return absl::InvalidArgumentError(absl::StrCat(what, ": body is not a JSON object"));
-      }
+      ASSIGN_OR_RETURN(out.json, ParseCaJsonObject(out.http.body, what));
     } else if (expect == Expect::kPemChain) {
       absl::string_view media = absl::StripAsciiWhitespace(absl::string_view(ct).substr(
           0, ct.find(';')));
       if (!absl::EqualsIgnoreCase(media, "application/pem-certificate-chain")) {
         return absl::InvalidArgumentError(absl::StrCat(
-            what, ": content type \"", ct, "\" is not application/pem-certificate-chain"));
+            what, ": content type \"", CaText(ct), "\" is not application/pem-certificate-chain"));
       }
     }
     return out;
@@ -320,11 +373,12 @@ absl::Duration AcmeClient::PollDelay(std::optional<absl::Time> retry_after) {
 
 namespace {
 
-Account ParseAccount(const Json& j, std::string url) {
+absl::StatusOr<Account> ParseAccount(const Json& j, std::string url, absl::string_view what) {
   Account a;
   a.url = std::move(url);
   a.status = Str(j, "status");
   a.orders = Str(j, "orders");
+  RETURN_IF_ERROR(CheckUrlText(a.orders, what));
   if (auto c = j.find("contact"); c != j.end() && c->is_array()) {
     for (const auto& v : *c) {
       if (v.is_string()) a.contact.push_back(v.get<std::string>());
@@ -354,25 +408,26 @@ absl::StatusOr<Account> AcmeClient::NewAccount(const crypto::PrivateKey& key,
     }
   }
   const std::string what = "POST newAccount";
-  ASSIGN_OR_RETURN(Response r, Post({&key, ""}, d.new_account, Dump(payload), Expect::kJson,
-                                    what));
+  ASSIGN_OR_RETURN(Response r,
+                   Post({&key, ""}, d.new_account, DumpJson(payload), Expect::kJson, what));
   std::string location = r.http.Header("Location");
   if (location.empty()) return absl::InvalidArgumentError(what + ": no Location header");
   RETURN_IF_ERROR(CheckSameOrigin(location, what));
-  return ParseAccount(r.json, location);
+  return ParseAccount(r.json, location, what);
 }
 
 absl::StatusOr<Account> AcmeClient::GetAccount(const AccountRef& account) {
-  ASSIGN_OR_RETURN(Response r, Post(account, account.url, "", Expect::kJson, "POST account"));
-  return ParseAccount(r.json, account.url);
+  const std::string what = "POST account";
+  ASSIGN_OR_RETURN(Response r, Post(account, account.url, "", Expect::kJson, what));
+  return ParseAccount(r.json, account.url, what);
 }
 
 absl::StatusOr<Account> AcmeClient::UpdateContact(const AccountRef& account,
                                                   const std::vector<std::string>& contact) {
   Json payload = {{"contact", contact}};
-  ASSIGN_OR_RETURN(Response r, Post(account, account.url, Dump(payload), Expect::kJson,
-                                    "POST account (update contact)"));
-  return ParseAccount(r.json, account.url);
+  const std::string what = "POST account (update contact)";
+  ASSIGN_OR_RETURN(Response r, Post(account, account.url, DumpJson(payload), Expect::kJson, what));
+  return ParseAccount(r.json, account.url, what);
 }
 
 absl::Status AcmeClient::KeyChange(const AccountRef& account, const crypto::PrivateKey& new_key) {
@@ -384,16 +439,17 @@ absl::Status AcmeClient::KeyChange(const AccountRef& account, const crypto::Priv
                         {"oldKey", crypto::PublicJwk(account.key->public_key())}};
   // §7.3.5: the inner JWS has "jwk" (the new key) and "url", and no "nonce".
   ASSIGN_OR_RETURN(Json inner,
-                   crypto::SignJwsObject(new_key, {d.key_change, "", ""}, Dump(inner_payload)));
+                   crypto::SignJwsObject(new_key, {d.key_change, "", ""}, DumpJson(inner_payload)));
   ASSIGN_OR_RETURN(Response r,
-                   Post(account, d.key_change, Dump(inner), Expect::kEmpty, "POST keyChange"));
+                   Post(account, d.key_change, DumpJson(inner), Expect::kEmpty, "POST keyChange"));
   return absl::OkStatus();
 }
 
 absl::StatusOr<Account> AcmeClient::DeactivateAccount(const AccountRef& account) {
-  ASSIGN_OR_RETURN(Response r, Post(account, account.url, R"({"status":"deactivated"})",
-                                    Expect::kJson, "POST account (deactivate)"));
-  return ParseAccount(r.json, account.url);
+  const std::string what = "POST account (deactivate)";
+  ASSIGN_OR_RETURN(Response r,
+                   Post(account, account.url, R"({"status":"deactivated"})", Expect::kJson, what));
+  return ParseAccount(r.json, account.url, what);
 }
 
 // ---- Orders -----------------------------------------------------------------------------------
@@ -404,17 +460,34 @@ absl::StatusOr<Order> AcmeClient::ParseOrder(const Response& r, absl::string_vie
   Order o;
   o.url = std::string(url);
   ASSIGN_OR_RETURN(o.status, RequireStr(j, "status", what));
-  static const char* kStatuses[] = {"pending", "ready", "processing", "valid", "invalid"};
-  if (std::none_of(std::begin(kStatuses), std::end(kStatuses),
-                   [&](const char* s) { return o.status == s; })) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, ": unknown order status \"", o.status, "\""));
-  }
+  RETURN_IF_ERROR(
+      CheckStatus(o.status, {"pending", "ready", "processing", "valid", "invalid"}, "order", what));
   o.expires = ParseRfc3339(Str(j, "expires"));
-  o.identifiers = ParseIdentifiers(j.value("identifiers", Json()));
+  auto ids = j.find("identifiers");
+  if (ids == j.end() || !ids->is_array()) {
+    return absl::InvalidArgumentError(what + ": \"identifiers\" is missing or not a list");
+  }
+  if (ids->size() > kMaxOrderIdentifiers) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": the order lists ", ids->size(),
+                                                   " identifiers; at most ", kMaxOrderIdentifiers,
+                                                   " are accepted"));
+  }
+  for (const auto& id : *ids) {
+    std::optional<Identifier> parsed = ParseIdentifier(id);
+    if (!parsed) {
+      return absl::InvalidArgumentError(what + ": an identifier is not a type and a value");
+    }
+    o.identifiers.push_back(*std::move(parsed));
+  }
   auto authzs = j.find("authorizations");
   if (authzs == j.end() || !authzs->is_array()) {
     return absl::InvalidArgumentError(what + ": \"authorizations\" is missing or not a list");
+  }
+  // One authorization per identifier at most (RFC 8555 §7.1.3): fewer when the CA reuses one.
+  if (authzs->size() > o.identifiers.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": the order lists ", authzs->size(),
+                                                   " authorizations for ", o.identifiers.size(),
+                                                   " identifiers"));
   }
   for (const auto& a : *authzs) {
     if (!a.is_string()) return absl::InvalidArgumentError(what + ": authorization is not a URL");
@@ -430,7 +503,7 @@ absl::StatusOr<Order> AcmeClient::ParseOrder(const Response& r, absl::string_vie
   }
   o.profile = Str(j, "profile");
   o.replaces = Str(j, "replaces");
-  if (auto e = j.find("error"); e != j.end()) o.error = *e;
+  o.error = ErrorOf(j);
   o.retry_after = ParseRetryAfter(r.http.Header("Retry-After"), clock_->Now());
   return o;
 }
@@ -453,16 +526,43 @@ absl::StatusOr<Order> AcmeClient::NewOrder(const AccountRef& account,
   }
   if (!options.replaces.empty()) payload["replaces"] = options.replaces;
   const std::string what = "POST newOrder";
-  ASSIGN_OR_RETURN(Response r, Post(account, d.new_order, Dump(payload), Expect::kJson, what));
+  ASSIGN_OR_RETURN(Response r, Post(account, d.new_order, DumpJson(payload), Expect::kJson, what));
   std::string location = r.http.Header("Location");
   if (location.empty()) return absl::InvalidArgumentError(what + ": no Location header");
   RETURN_IF_ERROR(CheckSameOrigin(location, what));
-  return ParseOrder(r, location);
+  ASSIGN_OR_RETURN(Order order, ParseOrder(r, location));
+  // The order's identifiers are what its authorizations and its certificate are checked
+  // against, so they must be the ones asked for.
+  std::set<std::string> got = OrderForms(order.identifiers);
+  std::set<std::string> want = OrderForms(options.identifiers);
+  if (got != want) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": the CA's order is for ", CaText(absl::StrCat("[", absl::StrJoin(got, ", "), "]")),
+        ", not the requested ", CaText(absl::StrCat("[", absl::StrJoin(want, ", "), "]"))));
+  }
+  return order;
 }
 
 absl::StatusOr<Order> AcmeClient::GetOrder(const AccountRef& account, absl::string_view url) {
   ASSIGN_OR_RETURN(Response r, Post(account, url, "", Expect::kJson, "POST order"));
   return ParseOrder(r, url);
+}
+
+absl::StatusOr<Challenge> AcmeClient::ParseChallenge(const Json& c, absl::string_view what) const {
+  Challenge ch{Str(c, "type"), Str(c, "url"), Str(c, "status"), Str(c, "token"), ErrorOf(c)};
+  if (ch.status.empty()) return absl::InvalidArgumentError(absl::StrCat(what, ": no status"));
+  RETURN_IF_ERROR(
+      CheckStatus(ch.status, {"pending", "processing", "valid", "invalid"}, "challenge", what));
+  if (ch.url.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": challenge without url"));
+  }
+  RETURN_IF_ERROR(CheckSameOrigin(ch.url, what));
+  // Challenge types without a token (none in RFC 8555, perhaps in later ones) may omit it.
+  if (c.contains("token") && !UsableToken(ch.token)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": challenge token is not 1 to ", kMaxChallengeTokenBytes, " base64url characters"));
+  }
+  return ch;
 }
 
 absl::StatusOr<Authorization> AcmeClient::ParseAuthorization(const Response& r,
@@ -472,20 +572,18 @@ absl::StatusOr<Authorization> AcmeClient::ParseAuthorization(const Response& r,
   Authorization a;
   a.url = std::string(url);
   ASSIGN_OR_RETURN(a.status, RequireStr(j, "status", what));
-  auto ids = ParseIdentifiers(Json::array({j.value("identifier", Json())}));
-  if (ids.empty() || ids[0].value.empty()) {
-    return absl::InvalidArgumentError(what + ": no identifier");
-  }
-  a.identifier = ids[0];
+  RETURN_IF_ERROR(CheckStatus(a.status,
+                              {"pending", "valid", "invalid", "deactivated", "expired", "revoked"},
+                              "authorization", what));
+  std::optional<Identifier> id = ParseIdentifier(j.value("identifier", Json()));
+  if (!id) return absl::InvalidArgumentError(what + ": no identifier");
+  a.identifier = *std::move(id);
   auto wildcard = j.find("wildcard");
   a.wildcard = wildcard != j.end() && wildcard->is_boolean() && wildcard->get<bool>();
   a.expires = ParseRfc3339(Str(j, "expires"));
   if (auto cs = j.find("challenges"); cs != j.end() && cs->is_array()) {
     for (const auto& c : *cs) {
-      Challenge ch{Str(c, "type"), Str(c, "url"), Str(c, "status"), Str(c, "token"), nullptr};
-      if (ch.url.empty()) return absl::InvalidArgumentError(what + ": challenge without url");
-      RETURN_IF_ERROR(CheckSameOrigin(ch.url, what));
-      if (auto e = c.find("error"); e != c.end()) ch.error = *e;
+      ASSIGN_OR_RETURN(Challenge ch, ParseChallenge(c, what));
       a.challenges.push_back(std::move(ch));
     }
   } else {
@@ -502,14 +600,24 @@ absl::StatusOr<Authorization> AcmeClient::GetAuthorization(const AccountRef& acc
   return ParseAuthorization(r, url);
 }
 
+absl::StatusOr<Authorization> AcmeClient::GetAuthorization(const AccountRef& account,
+                                                           const Order& order,
+                                                           absl::string_view url) {
+  ASSIGN_OR_RETURN(Authorization a, GetAuthorization(account, url));
+  const std::set<std::string> names = OrderForms(order.identifiers);
+  const std::string name = OrderForm(a.identifier, a.wildcard);
+  if (names.count(name) == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("authorization ", url, " is for ", CaText(name),
+                                                   ", which the order does not name"));
+  }
+  return a;
+}
+
 absl::StatusOr<Challenge> AcmeClient::RespondToChallenge(const AccountRef& account,
                                                          absl::string_view url) {
   ASSIGN_OR_RETURN(Response r,
                    Post(account, url, "{}", Expect::kJson, "POST challenge", /*exclusive=*/true));
-  Challenge c{Str(r.json, "type"), Str(r.json, "url"), Str(r.json, "status"),
-              Str(r.json, "token"), r.json.value("error", Json())};
-  if (c.status.empty()) return absl::InvalidArgumentError("POST challenge: no status");
-  return c;
+  return ParseChallenge(r.json, "POST challenge");
 }
 
 absl::StatusOr<Authorization> AcmeClient::DeactivateAuthorization(const AccountRef& account,
@@ -552,42 +660,124 @@ absl::StatusOr<Authorization> AcmeClient::WaitForAuthorization(const AccountRef&
 absl::StatusOr<Order> AcmeClient::Finalize(const AccountRef& account, const Order& order,
                                            absl::string_view csr_der) {
   Json payload = {{"csr", crypto::Base64Url(csr_der)}};
-  ASSIGN_OR_RETURN(Response r,
-                   Post(account, order.finalize, Dump(payload), Expect::kJson, "POST finalize"));
+  ASSIGN_OR_RETURN(
+      Response r, Post(account, order.finalize, DumpJson(payload), Expect::kJson, "POST finalize"));
   return ParseOrder(r, order.url);
 }
 
 // ---- Certificates -----------------------------------------------------------------------------
 
-absl::StatusOr<CertificateChain> AcmeClient::DownloadCertificate(
-    const AccountRef& account, absl::string_view url, absl::string_view preferred_issuer) {
-  auto fetch = [&](absl::string_view u) -> absl::StatusOr<CertificateChain> {
-    ASSIGN_OR_RETURN(Response r, Post(account, u, "", Expect::kPemChain, "POST certificate"));
-    // RFC 8555 §11.4: only CERTIFICATE blocks; the parse rejects anything else.
-    RETURN_IF_ERROR(crypto::ParsePemChain(r.http.body).status());
-    CertificateChain chain{r.http.body, std::string(u), {}};
-    for (std::string& alt : LinksWithRel(r.http, "alternate")) {
-      RETURN_IF_ERROR(CheckSameOrigin(alt, "certificate alternate link"));
-      chain.alternates.push_back(std::move(alt));
-    }
-    return chain;
+absl::StatusOr<AcmeClient::FetchedChain> AcmeClient::FetchChain(const AccountRef& account,
+                                                                absl::string_view url) {
+  const std::string what = absl::StrCat("POST certificate ", url);
+  ASSIGN_OR_RETURN(Response r, Post(account, url, "", Expect::kPemChain, what));
+  const std::string& pem = r.http.body;
+  if (pem.size() > kMaxChainBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": the chain is ", pem.size(), " bytes; at most ", kMaxChainBytes, " are accepted"));
+  }
+  // crypto's reasons can quote the CA's text (a PEM label), so they are cleaned too.
+  auto unusable = [&](const absl::Status& why, absl::string_view where = "") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": the CA sent no usable certificate chain: ", where, CaText(why.message())));
   };
-  auto issued_by = [&](const CertificateChain& c) {
-    auto certs = crypto::ParsePemChain(c.pem);
-    if (!certs.ok()) return false;
-    return std::any_of(certs->begin(), certs->end(),
+  // RFC 8555 §11.4: only CERTIFICATE blocks; the split refuses anything else (an empty body, a
+  // PRIVATE KEY block, an HTML page).
+  absl::StatusOr<std::vector<std::string>> ders = crypto::SplitPemChain(pem);
+  if (!ders.ok()) return unusable(ders.status());
+  if (ders->size() > kMaxChainCertificates) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": the chain has ", ders->size(),
+                                                   " certificates; at most ", kMaxChainCertificates,
+                                                   " are accepted"));
+  }
+  FetchedChain out;
+  for (size_t i = 0; i < ders->size(); ++i) {
+    absl::StatusOr<crypto::CertificateInfo> info = crypto::ParseCertificate((*ders)[i]);
+    if (!info.ok()) {
+      return unusable(info.status(),
+                      absl::StrCat("certificate ", i + 1, " of ", ders->size(), ": "));
+    }
+    out.certificates.push_back(*std::move(info));
+  }
+  std::vector<std::string> alternates = LinksWithRel(r.http, "alternate");
+  if (alternates.size() > kMaxAlternateChains) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": the CA offers ", alternates.size(),
+                                                   " alternate chains; at most ",
+                                                   kMaxAlternateChains, " are accepted"));
+  }
+  for (const std::string& alt : alternates) {
+    RETURN_IF_ERROR(CheckSameOrigin(alt, "certificate alternate link"));
+  }
+  out.chain = {pem, std::string(url), std::move(alternates)};
+  return out;
+}
+
+absl::StatusOr<AcmeClient::FetchedChain> AcmeClient::FetchPreferredChain(
+    const AccountRef& account, absl::string_view url, absl::string_view preferred_issuer) {
+  auto issued_by = [&](const FetchedChain& c) {
+    return std::any_of(c.certificates.begin(), c.certificates.end(),
                        [&](const auto& info) { return info.issuer_cn == preferred_issuer; });
   };
-  ASSIGN_OR_RETURN(CertificateChain def, fetch(url));
+  ASSIGN_OR_RETURN(FetchedChain def, FetchChain(account, url));
   if (preferred_issuer.empty() || issued_by(def)) return def;
-  for (const std::string& alt : def.alternates) {
-    ASSIGN_OR_RETURN(CertificateChain other, fetch(alt));
+  for (const std::string& alt : def.chain.alternates) {
+    ASSIGN_OR_RETURN(FetchedChain other, FetchChain(account, alt));
     if (issued_by(other)) {
-      other.alternates = def.alternates;
+      other.chain.alternates = def.chain.alternates;
       return other;
     }
   }
   return def;  // No chain matched: the default, as RFC 8555 clients do.
+}
+
+absl::Status AcmeClient::CheckLeaf(const FetchedChain& fetched, const Order& order) const {
+  const std::string what = absl::StrCat("POST certificate ", fetched.chain.url);
+  const crypto::CertificateInfo& leaf = fetched.certificates.front();
+  const absl::Time now = clock_->Now();
+  if (now < leaf.not_before || now > leaf.not_after) {
+    constexpr char kUtc[] = "%Y-%m-%dT%H:%M:%SZ";
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": the leaf is valid from ",
+                     absl::FormatTime(kUtc, leaf.not_before, absl::UTCTimeZone()), " to ",
+                     absl::FormatTime(kUtc, leaf.not_after, absl::UTCTimeZone()), ", not at ",
+                     absl::FormatTime(kUtc, now, absl::UTCTimeZone())));
+  }
+  std::set<std::string> want;
+  for (const Identifier& id : order.identifiers) {
+    if (!absl::EqualsIgnoreCase(id.type, "dns")) {
+      // crypto::CertificateInfo lists a leaf's DNS names only.
+      return absl::UnimplementedError(
+          absl::StrCat(what, ": the order has an identifier of type ", CaText(id.type),
+                       ", and only DNS names of a leaf can be checked"));
+    }
+    want.insert(absl::AsciiStrToLower(id.value));
+  }
+  std::set<std::string> got;
+  for (const std::string& name : leaf.dns_names) got.insert(absl::AsciiStrToLower(name));
+  if (got != want) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": the leaf names ", CaText(absl::StrCat("[", absl::StrJoin(got, ", "), "]")),
+        ", not the order's ", CaText(absl::StrCat("[", absl::StrJoin(want, ", "), "]"))));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CertificateChain> AcmeClient::DownloadCertificate(
+    const AccountRef& account, absl::string_view url, absl::string_view preferred_issuer) {
+  ASSIGN_OR_RETURN(FetchedChain fetched, FetchPreferredChain(account, url, preferred_issuer));
+  return std::move(fetched.chain);
+}
+
+absl::StatusOr<CertificateChain> AcmeClient::DownloadCertificate(
+    const AccountRef& account, const Order& order, absl::string_view preferred_issuer) {
+  if (order.status != "valid" || order.certificate.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("order ", order.url, " is ", order.status, ": no certificate yet"));
+  }
+  ASSIGN_OR_RETURN(FetchedChain fetched,
+                   FetchPreferredChain(account, order.certificate, preferred_issuer));
+  RETURN_IF_ERROR(CheckLeaf(fetched, order));
+  return std::move(fetched.chain);
 }
 
 absl::Status AcmeClient::RevokeCertificate(const AccountRef& account,
@@ -596,7 +786,8 @@ absl::Status AcmeClient::RevokeCertificate(const AccountRef& account,
   ASSIGN_OR_RETURN(Directory d, GetDirectory());
   Json payload = {{"certificate", crypto::Base64Url(certificate_der)},
                   {"reason", static_cast<int>(reason)}};
-  return Post(account, d.revoke_cert, Dump(payload), Expect::kEmpty, "POST revokeCert").status();
+  return Post(account, d.revoke_cert, DumpJson(payload), Expect::kEmpty, "POST revokeCert")
+      .status();
 }
 
 absl::Status AcmeClient::RevokeWithCertificateKey(const crypto::PrivateKey& certificate_key,
@@ -619,9 +810,9 @@ absl::StatusOr<RenewalInfo> AcmeClient::GetRenewalInfo(absl::string_view certifi
   if (!IsJsonContentType(r.Header("Content-Type"))) {
     return absl::InvalidArgumentError(what + ": content type is not JSON");
   }
-  Json j = Json::parse(r.body, nullptr, /*allow_exceptions=*/false);
-  auto window = j.is_object() ? j.find("suggestedWindow") : j.end();
-  if (!j.is_object() || window == j.end() || !window->is_object()) {
+  ASSIGN_OR_RETURN(Json j, ParseCaJsonObject(r.body, what));
+  auto window = j.find("suggestedWindow");
+  if (window == j.end() || !window->is_object()) {
     return absl::InvalidArgumentError(what + ": no suggestedWindow");
   }
   auto start = ParseRfc3339(Str(*window, "start"));
@@ -629,7 +820,9 @@ absl::StatusOr<RenewalInfo> AcmeClient::GetRenewalInfo(absl::string_view certifi
   if (!start || !end || *end < *start) {
     return absl::InvalidArgumentError(what + ": suggestedWindow is not a valid time range");
   }
-  return RenewalInfo{*start, *end, Str(j, "explanationURL"),
+  std::string explanation = Str(j, "explanationURL");
+  RETURN_IF_ERROR(CheckUrlText(explanation, what));
+  return RenewalInfo{*start, *end, std::move(explanation),
                      ParseRetryAfter(r.Header("Retry-After"), clock_->Now())};
 }
 

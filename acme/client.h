@@ -25,9 +25,34 @@
 #include "common/clock.h"
 #include "crypto/keys.h"
 #include "crypto/revocation_reason.h"
+#include "crypto/x509.h"
 #include "nlohmann/json.hpp"
 
 namespace acmevault::acme {
+
+// ---- Bounds on what a CA may send (acme/README.md lists them with those of problem.h) --------
+// Past a bound the response is refused with INVALID_ARGUMENT naming it; a value at the bound is
+// accepted.
+
+// Longest URL accepted from a CA (directory, Location, orders, authorizations, challenges,
+// certificates and their alternates, an account's orders list, terms of service, ARI's
+// explanation). Every such URL must also be printable ASCII without spaces: a NUL would cut the
+// URL libcurl sees, CR or LF would split a header or a log line.
+inline constexpr size_t kMaxUrlBytes = 2048;
+// Most identifiers in an order (Let's Encrypt allows 100 names per certificate); an order lists
+// at most one authorization per identifier, so this bounds authorizations too.
+inline constexpr size_t kMaxOrderIdentifiers = 100;
+// Longest challenge token (RFC 8555 §8.1: base64url, at least 128 bits; Pebble and Let's Encrypt
+// send 43 characters) and Replay-Nonce accepted.
+inline constexpr size_t kMaxChallengeTokenBytes = 256;
+inline constexpr size_t kMaxNonceBytes = 256;
+// A downloaded certificate chain: at most this many certificates (leaf and intermediates; real
+// chains have two or three) and bytes of PEM.
+inline constexpr size_t kMaxChainCertificates = 10;
+inline constexpr size_t kMaxChainBytes = 64 * 1024;
+// Most alternate chains (RFC 8555 §7.4.2 Link rel="alternate") a certificate may offer; each is
+// a request when a preferred issuer is asked for.
+inline constexpr size_t kMaxAlternateChains = 8;
 
 struct Directory {
   std::string new_nonce, new_account, new_order, revoke_cert, key_change;
@@ -61,7 +86,9 @@ struct Order {
   std::string certificate;  // Once valid.
   std::string profile;
   std::string replaces;
-  nlohmann::json error;  // Problem document of an invalid order, or null.
+  // Problem document of an invalid order, or null; bounded (problem.h BoundedProblemDocument),
+  // so its dump is short and valid UTF-8. Summarize(ProblemFromDocument(error)) is one line.
+  nlohmann::json error;
   // From Retry-After on this response, if any.
   std::optional<absl::Time> retry_after;
 };
@@ -71,7 +98,7 @@ struct Challenge {
   std::string url;
   std::string status;
   std::string token;
-  nlohmann::json error;
+  nlohmann::json error;  // As Order::error.
 };
 
 struct Authorization {
@@ -174,9 +201,17 @@ class AcmeClient {
 
   // ---- Orders and authorizations (§7.4, §7.5) -------------------------------------------------
 
+  // The new order; INVALID_ARGUMENT unless the CA's order is for exactly the identifiers asked
+  // for (as sets, case-insensitively).
   absl::StatusOr<Order> NewOrder(const AccountRef& account, const NewOrderOptions& options);
   absl::StatusOr<Order> GetOrder(const AccountRef& account, absl::string_view url);
   absl::StatusOr<Authorization> GetAuthorization(const AccountRef& account,
+                                                 absl::string_view url);
+  // GetAuthorization, and a check that it belongs to `order`: its identifier (as "*." and the
+  // name when it is a wildcard authorization, RFC 8555 §7.1.4) is one of the order's,
+  // case-insensitively. INVALID_ARGUMENT naming the identifier (clipped) otherwise: the CA's
+  // order is bad.
+  absl::StatusOr<Authorization> GetAuthorization(const AccountRef& account, const Order& order,
                                                  absl::string_view url);
   // Tells the CA the challenge is ready to be validated (POST {}).
   absl::StatusOr<Challenge> RespondToChallenge(const AccountRef& account, absl::string_view url);
@@ -199,9 +234,19 @@ class AcmeClient {
 
   // Downloads the chain at `url`. When `preferred_issuer` is set and the default chain is not
   // issued under that name, the alternates are fetched and the first whose any certificate's
-  // issuer common name equals it is returned; otherwise the default chain.
+  // issuer common name equals it is returned; otherwise the default chain. INVALID_ARGUMENT
+  // unless every chain fetched is PEM of CERTIFICATE blocks only, within kMaxChainBytes and
+  // kMaxChainCertificates, with at most kMaxAlternateChains alternates on the directory's origin.
   absl::StatusOr<CertificateChain> DownloadCertificate(const AccountRef& account,
                                                        absl::string_view url,
+                                                       absl::string_view preferred_issuer = "");
+  // The certificate of a valid `order` (FAILED_PRECONDITION for any other), downloaded as above,
+  // and its leaf checked: valid now (the injected clock; both ends of its validity period
+  // count), and its DNS names exactly the order's identifiers (as sets, case-insensitively).
+  // INVALID_ARGUMENT saying which check failed; UNIMPLEMENTED for an order with other than DNS
+  // identifiers (crypto::CertificateInfo lists only a leaf's DNS names).
+  absl::StatusOr<CertificateChain> DownloadCertificate(const AccountRef& account,
+                                                       const Order& order,
                                                        absl::string_view preferred_issuer = "");
   // Revokes with the account key (kid).
   absl::Status RevokeCertificate(const AccountRef& account, absl::string_view certificate_der,
@@ -241,7 +286,25 @@ class AcmeClient {
       absl::string_view url, Expect expect, absl::string_view what,
       const std::function<absl::StatusOr<std::string>(const std::string& nonce)>& sign,
       bool exclusive = false);
+  // A certificate chain as downloaded, with its certificates parsed (leaf first).
+  struct FetchedChain {
+    CertificateChain chain;
+    std::vector<crypto::CertificateInfo> certificates;
+  };
+  // Downloads the chain at `url` and checks it: PEM of CERTIFICATE blocks only, within
+  // kMaxChainBytes and kMaxChainCertificates, at most kMaxAlternateChains alternates, each on
+  // the directory's origin.
+  absl::StatusOr<FetchedChain> FetchChain(const AccountRef& account, absl::string_view url);
+  // FetchChain of `url`, or of its first alternate issued under `preferred_issuer` (see
+  // DownloadCertificate).
+  absl::StatusOr<FetchedChain> FetchPreferredChain(const AccountRef& account, absl::string_view url,
+                                                   absl::string_view preferred_issuer);
+  // The leaf of `fetched` is valid now and names exactly `order`'s identifiers.
+  absl::Status CheckLeaf(const FetchedChain& fetched, const Order& order) const;
   absl::StatusOr<Order> ParseOrder(const Response& r, absl::string_view url) const;
+  // A challenge object (RFC 8555 §8) with a known status, a URL on the directory's origin and,
+  // if it has one, a usable token.
+  absl::StatusOr<Challenge> ParseChallenge(const nlohmann::json& c, absl::string_view what) const;
   absl::StatusOr<Authorization> ParseAuthorization(const Response& r,
                                                    absl::string_view url) const;
   absl::Duration PollDelay(std::optional<absl::Time> retry_after);

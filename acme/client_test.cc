@@ -47,6 +47,13 @@ std::string LeafDer() {
   return ders.ok() ? (*ders)[0] : "";
 }
 
+std::string Chain() {
+  std::ifstream in("crypto/testdata/chain.pem");
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
 class ClientTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -376,6 +383,757 @@ TEST_F(ClientTest, SubproblemsAndLongDetailsAreReportedBounded) {
   EXPECT_EQ(problem->subproblems[0].identifier, "dns:bad.example.com");
 }
 
+// ---- A hostile or broken CA -------------------------------------------------------------------
+// What it sends must end in a bounded Status whose text every strict JSON writer downstream
+// (logs, audit rows, gRPC details) accepts.
+
+// True when `s` is valid UTF-8: nlohmann's strict serialiser (the default) throws otherwise.
+bool StrictlySerialisable(const std::string& s) {
+  try {
+    (void)Json(s).dump();
+    return true;
+  } catch (const Json::type_error&) {
+    return false;
+  }
+}
+
+std::string Repeat(const std::string& s, int n) {
+  std::string out;
+  for (int i = 0; i < n; ++i) out += s;
+  return out;
+}
+
+TEST_F(ClientTest, LongMultiByteDetailIsClippedOnACharacterBoundary) {
+  // 600 bytes of three-byte characters: byte 512 falls inside the 171st.
+  const std::string euro = "\xE2\x82\xAC";
+  server_.On("POST", "/acct/1", [&](const Call&) {
+    return ScriptedServer::Problem(400, "malformed", Repeat(euro, 200));
+  });
+  absl::Status status = client_->GetAccount(Acct()).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(StrictlySerialisable(std::string(status.message())));
+  EXPECT_THAT(status.message(), HasSubstr(Repeat(euro, 170) + "..."));
+  auto problem = GetProblem(status);
+  ASSERT_TRUE(problem.has_value());
+  EXPECT_EQ(problem->detail, Repeat(euro, 170) + "...");
+  EXPECT_TRUE(StrictlySerialisable(ToJson(*problem).dump()));
+}
+
+TEST_F(ClientTest, InvalidUtf8InAProblemDocumentBecomesReplacementCharacters) {
+  server_.On("POST", "/acct/1", [](const Call&) {
+    return ScriptedServer::Raw(
+        400, "application/problem+json",
+        "{\"type\":\"urn:ietf:params:acme:error:malformed\",\"detail\":\"bad \xFF\xC3 bytes\"}");
+  });
+  absl::Status status = client_->GetAccount(Acct()).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(),
+              HasSubstr("acme malformed (HTTP 400): bad \xEF\xBF\xBD\xEF\xBF\xBD bytes"));
+  EXPECT_TRUE(StrictlySerialisable(std::string(status.message())));
+  auto problem = GetProblem(status);
+  ASSERT_TRUE(problem.has_value());
+  EXPECT_EQ(problem->detail, "bad \xEF\xBF\xBD\xEF\xBF\xBD bytes");
+  EXPECT_TRUE(StrictlySerialisable(ToJson(*problem).dump()));
+}
+
+TEST_F(ClientTest, Latin1ErrorPageBecomesAValidUtf8Status) {
+  // A proxy's error page in ISO-8859-1, as the body of a 500.
+  const std::string page =
+      "<html><body><h1>Erreur interne</h1><p>R\xE9"
+      "essayez \xE0 10h.</p>\r\n" +
+      std::string(400, ' ') + "</body></html>";
+  server_.On("POST", "/new-order",
+             [&](const Call&) { return ScriptedServer::Raw(500, "text/html", page); });
+  absl::Status status =
+      client_->NewOrder(Acct(), {.identifiers = {{"dns", "a.example.com"}}}).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(status.message(), HasSubstr("R\xEF\xBF\xBD"
+                                          "essayez \xEF\xBF\xBD 10h."));
+  EXPECT_TRUE(StrictlySerialisable(std::string(status.message())));
+  EXPECT_LT(status.message().size(), 300u);
+  auto problem = GetProblem(status);
+  ASSERT_TRUE(problem.has_value());
+  EXPECT_EQ(problem->type, "http:500");
+  EXPECT_TRUE(StrictlySerialisable(ToJson(*problem).dump()));
+}
+
+// Arrays nested `depth` deep: 2 * depth bytes.
+std::string NestedArrays(int depth) { return std::string(depth, '[') + std::string(depth, ']'); }
+
+// `resource` (a JSON object) with `member` set to the raw JSON text `value`.
+std::string WithMember(const Json& resource, const std::string& member, const std::string& value) {
+  std::string text = resource.dump();
+  text.pop_back();  // The closing brace.
+  return absl::StrCat(text, ",\"", member, "\":", value, "}");
+}
+
+TEST_F(ClientTest, JsonNestedDeeperThanTheLimitIsRefusedWhereverTheCaSendsIt) {
+  // 100,000 levels: 200 KB, well under the transport's 1 MiB response cap.
+  const std::string deep = NestedArrays(100000);
+  const std::string kTooDeep = "CA sent JSON nested deeper than 32";
+
+  // The directory (fetched first: it is cached) and ARI.
+  server_.directory()["renewalInfo"] = Url("/ari");
+  Json directory = server_.directory();
+  server_.On("GET", "/dir", [&](const Call&) {
+    return ScriptedServer::Raw(200, "application/json", WithMember(directory, "meta", deep));
+  });
+  EXPECT_THAT(client_->GetDirectory().status().message(), HasSubstr(kTooDeep));
+  server_.On("GET", "/dir", [&](const Call&) { return ScriptedServer::Json(200, directory); });
+  server_.On("GET", "/ari/JXb814b8AqZQM00l7MIc0Z2vpYY.AI8A0eLDtKWWhw", [&](const Call&) {
+    return ScriptedServer::Raw(200, "application/json", WithMember(Json::object(), "x", deep));
+  });
+  auto info = client_->GetRenewalInfo(LeafDer());
+  EXPECT_EQ(info.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(info.status().message(), HasSubstr(kTooDeep));
+
+  // An order's (or a challenge's) "error", which the client keeps.
+  server_.On("POST", "/order/1", [&](const Call&) {
+    return ScriptedServer::Raw(200, "application/json",
+                               WithMember(ScriptedServer::Order("invalid"), "error", deep));
+  });
+  auto order = client_->GetOrder(Acct(), Url("/order/1"));
+  EXPECT_EQ(order.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(order.status().message(), HasSubstr(kTooDeep));
+
+  Json authz = ScriptedServer::Authz("invalid");
+  std::string challenge = WithMember(authz["challenges"][0], "error", deep);
+  authz["challenges"] = Json::array();
+  server_.On("POST", "/authz/1", [&](const Call&) {
+    return ScriptedServer::Raw(200, "application/json",
+                               WithMember(authz, "challenges", "[" + challenge + "]"));
+  });
+  auto authorization = client_->GetAuthorization(Acct(), Url("/authz/1"));
+  EXPECT_EQ(authorization.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(authorization.status().message(), HasSubstr(kTooDeep));
+
+  // A problem document whose subproblems nest: the error keeps its HTTP status's code.
+  std::string subproblems;
+  for (int i = 0; i < 50000; ++i) subproblems += "[{\"subproblems\":";
+  subproblems += "[]";
+  for (int i = 0; i < 50000; ++i) subproblems += "}]";
+  server_.On("POST", "/new-order", [&](const Call&) {
+    return ScriptedServer::Raw(
+        400, "application/problem+json",
+        WithMember({{"type", "urn:ietf:params:acme:error:malformed"}}, "subproblems", subproblems));
+  });
+  auto created = client_->NewOrder(Acct(), {.identifiers = {{"dns", "a.example.com"}}});
+  EXPECT_EQ(created.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(created.status().message(), HasSubstr("(HTTP 400): " + kTooDeep));
+}
+
+TEST_F(ClientTest, JsonNestedExactlyToTheLimitIsAccepted) {
+  // The order object is one level; its error adds 31 more.
+  server_.On("POST", "/order/1", [](const Call&) {
+    return ScriptedServer::Raw(
+        200, "application/json",
+        WithMember(ScriptedServer::Order("invalid"), "error", NestedArrays(31)));
+  });
+  auto order = client_->GetOrder(Acct(), Url("/order/1"));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->status, "invalid");
+  server_.On("POST", "/order/1", [](const Call&) {
+    return ScriptedServer::Raw(
+        200, "application/json",
+        WithMember(ScriptedServer::Order("invalid"), "error", NestedArrays(32)));
+  });
+  EXPECT_THAT(client_->GetOrder(Acct(), Url("/order/1")).status().message(),
+              HasSubstr("CA sent JSON nested deeper than 32"));
+}
+
+TEST_F(ClientTest, ProblemDetailAtTheBoundIsKeptWholeAndLongerIsClipped) {
+  std::string detail(kMaxProblemDetailBytes, 'd');
+  server_.On("POST", "/acct/1",
+             [&](const Call&) { return ScriptedServer::Problem(400, "malformed", detail); });
+  auto at_bound = GetProblem(client_->GetAccount(Acct()).status());
+  ASSERT_TRUE(at_bound.has_value());
+  EXPECT_EQ(at_bound->detail, detail);
+  detail += "e";
+  auto over = GetProblem(client_->GetAccount(Acct()).status());
+  ASSERT_TRUE(over.has_value());
+  EXPECT_EQ(over->detail, std::string(kMaxProblemDetailBytes, 'd') + "...");
+}
+
+// A problem document with `count` subproblems, each with one subproblem of its own.
+Json ProblemWithSubproblems(int count, const std::string& detail = "no") {
+  Json subs = Json::array();
+  for (int i = 0; i < count; ++i) {
+    subs.push_back({{"type", "urn:ietf:params:acme:error:caa"},
+                    {"detail", detail},
+                    {"identifier", {{"type", "dns"}, {"value", absl::StrCat("n", i, ".example")}}},
+                    {"subproblems", {{{"type", "urn:ietf:params:acme:error:dns"}}}}});
+  }
+  return {{"type", "urn:ietf:params:acme:error:compound"},
+          {"detail", "several"},
+          {"subproblems", subs}};
+}
+
+TEST_F(ClientTest, SubproblemsAreKeptUpToTheBoundAndOneLevelDeep) {
+  for (int count : {static_cast<int>(kMaxSubproblems), static_cast<int>(kMaxSubproblems) + 8}) {
+    server_.On("POST", "/acct/1", [&](const Call&) {
+      return ScriptedServer::Raw(403, "application/problem+json",
+                                 ProblemWithSubproblems(count).dump());
+    });
+    auto problem = GetProblem(client_->GetAccount(Acct()).status());
+    ASSERT_TRUE(problem.has_value());
+    ASSERT_EQ(problem->subproblems.size(), kMaxSubproblems) << count;
+    EXPECT_EQ(problem->subproblems.back().identifier,
+              absl::StrCat("dns:n", kMaxSubproblems - 1, ".example"));
+    for (const auto& sub : problem->subproblems) EXPECT_TRUE(sub.subproblems.empty());
+  }
+}
+
+TEST_F(ClientTest, AHugeProblemBecomesAShortMessage) {
+  // About 900 KB: a long detail and 1,500 subproblems with long details of their own.
+  Json document = ProblemWithSubproblems(1500, std::string(500, 's'));
+  document["detail"] = std::string(150000, 'D');
+  ASSERT_GT(document.dump().size(), 900000u);
+  server_.On("POST", "/new-order", [&](const Call&) {
+    return ScriptedServer::Raw(400, "application/problem+json", document.dump());
+  });
+  absl::Status status =
+      client_->NewOrder(Acct(), {.identifiers = {{"dns", "a.example.com"}}}).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_LE(status.message().size(), kMaxProblemMessageBytes + 100);
+  EXPECT_THAT(status.message(), HasSubstr("POST newOrder: acme compound (HTTP 400): DDD"));
+  EXPECT_THAT(status.message(), HasSubstr("dns:n0.example: caa: sss"));
+  EXPECT_THAT(status.message(), HasSubstr(" more subproblems"));
+  auto payload = status.GetPayload(kProblemPayloadUrl);
+  ASSERT_TRUE(payload.has_value());
+  EXPECT_LT(payload->size(), 64u * 1024);
+
+  // The same document as an invalid order's error: kept bounded, summarised short.
+  server_.On("POST", "/order/1", [&](const Call&) {
+    Json order = ScriptedServer::Order("invalid");
+    order["error"] = document;
+    return ScriptedServer::Json(200, order);
+  });
+  auto order = client_->GetOrder(Acct(), Url("/order/1"));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_LT(order->error.dump().size(), 64u * 1024);
+  EXPECT_EQ(order->error["subproblems"].size(), kMaxSubproblems);
+  EXPECT_EQ(order->error["subproblems"][0]["identifier"]["value"], "n0.example");
+  EXPECT_FALSE(order->error["subproblems"][0].contains("subproblems"));
+  std::string summary = Summarize(ProblemFromDocument(order->error));
+  EXPECT_LE(summary.size(), kMaxProblemMessageBytes);
+  EXPECT_THAT(summary, ::testing::StartsWith("compound: DDD"));
+}
+
+TEST_F(ClientTest, UrlsAreAcceptedUpToTheLengthBoundAndRefusedBeyond) {
+  const std::string prefix = Url("/authz/");
+  const std::string at_bound = prefix + std::string(kMaxUrlBytes - prefix.size(), 'a');
+  std::string authorization = at_bound;
+  server_.On("POST", "/order/1", [&](const Call&) {
+    Json order = ScriptedServer::Order("pending");
+    order["authorizations"] = {authorization};
+    return ScriptedServer::Json(200, order);
+  });
+  auto order = client_->GetOrder(Acct(), Url("/order/1"));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->authorizations, std::vector<std::string>{at_bound});
+
+  authorization = at_bound + "a";
+  order = client_->GetOrder(Acct(), Url("/order/1"));
+  EXPECT_EQ(order.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(order.status().message(),
+              HasSubstr("CA sent a URL of 2049 bytes; at most 2048 are accepted"));
+  EXPECT_LT(order.status().message().size(), 400u);
+}
+
+TEST_F(ClientTest, UrlsWithControlCharactersSpacesOrNonAsciiAreRefused) {
+  std::string bad;
+  server_.On("POST", "/order/1", [&](const Call&) {
+    Json order = ScriptedServer::Order("pending");
+    order["finalize"] = Url("/finalize/1") + bad + "x";
+    return ScriptedServer::Json(200, order);
+  });
+  for (std::string c : {std::string(1, '\0'), std::string("\r\nX-Injected: 1"), std::string("\t"),
+                        std::string(" "), std::string("\x7F"), std::string("\xC3\xA9")}) {
+    bad = c;
+    auto order = client_->GetOrder(Acct(), Url("/order/1"));
+    EXPECT_EQ(order.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(order.status().message(),
+                HasSubstr("CA sent a URL with a control character, space or non-ASCII byte"));
+    EXPECT_TRUE(StrictlySerialisable(std::string(order.status().message())));
+    EXPECT_EQ(order.status().message().find('\0'), absl::string_view::npos);
+    EXPECT_EQ(order.status().message().find('\n'), absl::string_view::npos);
+  }
+  // The same rule for a Location header and for URLs that need not share the origin.
+  server_.On("POST", "/new-order", [](const Call&) {
+    return ScriptedServer::Json(201, ScriptedServer::Order("pending"),
+                                {{"Location", Url("/order/1 x")}});
+  });
+  EXPECT_THAT(
+      client_->NewOrder(Acct(), {.identifiers = {{"dns", "a.example.com"}}}).status().message(),
+      HasSubstr("POST newOrder: CA sent a URL with a control character"));
+  server_.On("POST", "/acct/1", [](const Call&) {
+    return ScriptedServer::Json(200, {{"status", "valid"}, {"orders", Url("/orders\n1")}});
+  });
+  EXPECT_THAT(client_->GetAccount(Acct()).status().message(),
+              HasSubstr("CA sent a URL with a control character"));
+}
+
+// An order (as the scripted CA serves it) for `identifiers` names with `authorizations` URLs.
+Json OrderOfSize(size_t identifiers, size_t authorizations) {
+  Json order = ScriptedServer::Order("pending");
+  order["identifiers"] = Json::array();
+  order["authorizations"] = Json::array();
+  for (size_t i = 0; i < identifiers; ++i) {
+    order["identifiers"].push_back({{"type", "dns"}, {"value", absl::StrCat("n", i, ".example")}});
+  }
+  for (size_t i = 0; i < authorizations; ++i) {
+    order["authorizations"].push_back(Url(absl::StrCat("/authz/", i)));
+  }
+  return order;
+}
+
+TEST_F(ClientTest, AnOrderHasAtMostOneAuthorizationPerIdentifierAndAtMostTheBound) {
+  Json order;
+  server_.On("POST", "/order/1", [&](const Call&) { return ScriptedServer::Json(200, order); });
+  order = OrderOfSize(kMaxOrderIdentifiers, kMaxOrderIdentifiers);
+  auto at_bound = client_->GetOrder(Acct(), Url("/order/1"));
+  ASSERT_TRUE(at_bound.ok()) << at_bound.status();
+  EXPECT_EQ(at_bound->identifiers.size(), kMaxOrderIdentifiers);
+  EXPECT_EQ(at_bound->authorizations.size(), kMaxOrderIdentifiers);
+
+  order = OrderOfSize(kMaxOrderIdentifiers + 1, kMaxOrderIdentifiers);
+  auto too_many = client_->GetOrder(Acct(), Url("/order/1"));
+  EXPECT_EQ(too_many.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(too_many.status().message(),
+              HasSubstr("the order lists 101 identifiers; at most 100 are accepted"));
+
+  order = OrderOfSize(3, 4);
+  auto more_authorizations = client_->GetOrder(Acct(), Url("/order/1"));
+  EXPECT_EQ(more_authorizations.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(more_authorizations.status().message(),
+              HasSubstr("the order lists 4 authorizations for 3 identifiers"));
+
+  order = OrderOfSize(2, 1);  // The CA may reuse a valid authorization it does not list.
+  EXPECT_TRUE(client_->GetOrder(Acct(), Url("/order/1")).ok());
+}
+
+TEST_F(ClientTest, AnOrderIdentifierMustBeATypeAndAValue) {
+  Json identifier;
+  server_.On("POST", "/order/1", [&](const Call&) {
+    Json order = ScriptedServer::Order("pending");
+    order["identifiers"].push_back(identifier);
+    return ScriptedServer::Json(200, order);
+  });
+  for (const Json& bad : {Json("dns:a.example.com"), Json{{"type", "dns"}},
+                          Json{{"type", "dns"}, {"value", 7}}, Json::object()}) {
+    identifier = bad;
+    auto order = client_->GetOrder(Acct(), Url("/order/1"));
+    EXPECT_EQ(order.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(order.status().message(), HasSubstr("identifier is not a type and a value"));
+  }
+}
+
+// The test chain's certificates (leaf, intermediate) as DER.
+std::vector<std::string> ChainDers() {
+  auto ders = crypto::SplitPemChain(Chain());
+  return ders.ok() ? *ders : std::vector<std::string>{};
+}
+
+TEST_F(ClientTest, ACertificateChainIsBoundedInCertificatesAndBytes) {
+  std::string body;
+  server_.On("POST", "/cert/1", [&](const Call&) {
+    return ScriptedServer::Raw(200, "application/pem-certificate-chain", body);
+  });
+  // The leaf and then intermediates, up to the bound.
+  std::vector<std::string> ders = ChainDers();
+  ASSERT_EQ(ders.size(), 2u);
+  while (ders.size() < kMaxChainCertificates) ders.push_back(ders[1]);
+  body = crypto::ToPemChain(ders);
+  auto at_bound = client_->DownloadCertificate(Acct(), Url("/cert/1"));
+  ASSERT_TRUE(at_bound.ok()) << at_bound.status();
+  EXPECT_EQ(at_bound->pem, body);
+  ders.push_back(ders[1]);
+  body = crypto::ToPemChain(ders);
+  auto too_long = client_->DownloadCertificate(Acct(), Url("/cert/1"));
+  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(too_long.status().message(),
+              HasSubstr("the chain has 11 certificates; at most 10 are accepted"));
+
+  // Bytes: the two-certificate chain padded with blank lines (allowed between PEM blocks).
+  const std::string chain = Chain();
+  body = chain + std::string(kMaxChainBytes - chain.size(), '\n');
+  auto bytes_at_bound = client_->DownloadCertificate(Acct(), Url("/cert/1"));
+  ASSERT_TRUE(bytes_at_bound.ok()) << bytes_at_bound.status();
+  body += "\n";
+  auto too_big = client_->DownloadCertificate(Acct(), Url("/cert/1"));
+  EXPECT_EQ(too_big.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(too_big.status().message(),
+              HasSubstr("the chain is 65537 bytes; at most 65536 are accepted"));
+}
+
+TEST_F(ClientTest, AlternateChainsAreBounded) {
+  size_t links = kMaxAlternateChains;
+  server_.On("POST", "/cert/1", [&](const Call&) {
+    std::vector<std::pair<std::string, std::string>> headers;
+    for (size_t i = 0; i < links; ++i) {
+      headers.emplace_back("Link", "<" + Url(absl::StrCat("/cert/1/", i)) + ">;rel=\"alternate\"");
+    }
+    return ScriptedServer::Raw(200, "application/pem-certificate-chain", Chain(), headers);
+  });
+  auto at_bound = client_->DownloadCertificate(Acct(), Url("/cert/1"));
+  ASSERT_TRUE(at_bound.ok()) << at_bound.status();
+  EXPECT_EQ(at_bound->alternates.size(), kMaxAlternateChains);
+  links = kMaxAlternateChains + 1;
+  auto too_many = client_->DownloadCertificate(Acct(), Url("/cert/1"));
+  EXPECT_EQ(too_many.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(too_many.status().message(),
+              HasSubstr("the CA offers 9 alternate chains; at most 8 are accepted"));
+}
+
+// ---- Authorizations and certificates belong to their order -------------------------------------
+
+// An order for leaf.example.com and *.leaf.example.com (the names of the test chain's leaf),
+// as the client parsed it.
+Order LeafOrder(AcmeClient& client, ScriptedServer& server, AccountRef account) {
+  server.On("POST", "/order/1", [](const Call&) {
+    Json order = ScriptedServer::Order("pending");
+    order["identifiers"] = {{{"type", "dns"}, {"value", "leaf.example.com"}},
+                            {{"type", "dns"}, {"value", "*.leaf.example.com"}}};
+    order["authorizations"] = {Url("/authz/1"), Url("/authz/2")};
+    return ScriptedServer::Json(200, order);
+  });
+  auto order = client.GetOrder(account, Url("/order/1"));
+  EXPECT_TRUE(order.ok()) << order.status();
+  return order.ok() ? *order : Order{};
+}
+
+TEST_F(ClientTest, AuthorizationsForTheOrdersNamesAreAccepted) {
+  Order order = LeafOrder(*client_, server_, Acct());
+  server_.On("POST", "/authz/1", [](const Call&) {
+    Json a = ScriptedServer::Authz("pending");
+    a["identifier"] = {{"type", "dns"}, {"value", "leaf.example.com"}};
+    return ScriptedServer::Json(200, a);
+  });
+  // RFC 8555 §7.1.4: the authorization for "*.leaf.example.com" names the base domain.
+  server_.On("POST", "/authz/2", [](const Call&) {
+    Json a = ScriptedServer::Authz("pending");
+    a["identifier"] = {{"type", "dns"}, {"value", "LEAF.Example.com"}};
+    a["wildcard"] = true;
+    return ScriptedServer::Json(200, a);
+  });
+  auto plain = client_->GetAuthorization(Acct(), order, Url("/authz/1"));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->identifier.value, "leaf.example.com");
+  auto wildcard = client_->GetAuthorization(Acct(), order, Url("/authz/2"));
+  ASSERT_TRUE(wildcard.ok()) << wildcard.status();
+  EXPECT_TRUE(wildcard->wildcard);
+}
+
+TEST_F(ClientTest, AnAuthorizationForANameTheOrderDidNotAskForIsRefused) {
+  Order order = LeafOrder(*client_, server_, Acct());
+  Json identifier;
+  bool wildcard = false;
+  server_.On("POST", "/authz/1", [&](const Call&) {
+    Json a = ScriptedServer::Authz("pending");
+    a["identifier"] = identifier;
+    a["wildcard"] = wildcard;
+    return ScriptedServer::Json(200, a);
+  });
+  identifier = {{"type", "dns"}, {"value", "evil.example.net"}};
+  auto other = client_->GetAuthorization(Acct(), order, Url("/authz/1"));
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(other.status().message(),
+              HasSubstr("authorization https://ca.test/authz/1 is for dns:evil.example.net, "
+                        "which the order does not name"));
+
+  // A wildcard authorization for a name the order lists only without the wildcard.
+  identifier = {{"type", "dns"}, {"value", "sub.leaf.example.com"}};
+  wildcard = true;
+  auto not_wildcard = client_->GetAuthorization(Acct(), order, Url("/authz/1"));
+  EXPECT_THAT(not_wildcard.status().message(), HasSubstr("is for dns:*.sub.leaf.example.com,"));
+
+  // A long name is named clipped.
+  identifier = {{"type", "dns"}, {"value", std::string(5000, 'x') + ".example"}};
+  wildcard = false;
+  auto long_name = client_->GetAuthorization(Acct(), order, Url("/authz/1"));
+  EXPECT_EQ(long_name.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(long_name.status().message(), HasSubstr("xxx..."));
+  EXPECT_LT(long_name.status().message().size(), 400u);
+}
+
+TEST_F(ClientTest, ANewOrderForOtherNamesThanRequestedIsRefused) {
+  server_.On("POST", "/new-order", [](const Call&) {
+    Json order = ScriptedServer::Order("pending");
+    order["identifiers"] = {{{"type", "dns"}, {"value", "a.example.com"}},
+                            {{"type", "dns"}, {"value", "evil.example.net"}}};
+    return ScriptedServer::Json(201, order, {{"Location", Url("/order/1")}});
+  });
+  auto order = client_->NewOrder(Acct(), {.identifiers = {{"dns", "a.example.com"}}});
+  EXPECT_EQ(order.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(order.status().message(),
+              HasSubstr("POST newOrder: the CA's order is for [dns:a.example.com, "
+                        "dns:evil.example.net], not the requested [dns:a.example.com]"));
+  // The same names in another order and case are the requested ones.
+  server_.On("POST", "/new-order", [](const Call&) {
+    Json order = ScriptedServer::Order("pending");
+    order["identifiers"] = {{{"type", "dns"}, {"value", "B.example.com"}},
+                            {{"type", "dns"}, {"value", "a.example.com"}}};
+    return ScriptedServer::Json(201, order, {{"Location", Url("/order/1")}});
+  });
+  auto same = client_->NewOrder(
+      Acct(), {.identifiers = {{"dns", "a.example.com"}, {"dns", "b.example.com"}}});
+  EXPECT_TRUE(same.ok()) << same.status();
+}
+
+// The test chain's leaf: leaf.example.com and *.leaf.example.com (and an IP address, which
+// crypto::CertificateInfo does not list), valid from notBefore to notAfter below.
+const absl::Time kLeafNotBefore =
+    absl::FromCivil(absl::CivilSecond(2026, 11, 22, 8, 12, 29), absl::UTCTimeZone());
+const absl::Time kLeafNotAfter =
+    absl::FromCivil(absl::CivilSecond(2027, 2, 20, 8, 12, 29), absl::UTCTimeZone());
+
+// A valid order for `names` (DNS), whose certificate is the test chain.
+Order ValidOrder(const std::vector<std::string>& names) {
+  Order order;
+  order.url = Url("/order/1");
+  order.status = "valid";
+  order.certificate = Url("/cert/1");
+  for (const auto& n : names) order.identifiers.push_back({"dns", n});
+  return order;
+}
+
+TEST_F(ClientTest, TheLeafOfAnOrdersCertificateIsValidNowAndForTheOrdersNames) {
+  clock_.Set(kLeafNotBefore + absl::Hours(24));
+  auto chain =
+      client_->DownloadCertificate(Acct(), ValidOrder({"LEAF.example.com", "*.leaf.example.com"}));
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  EXPECT_EQ(chain->pem, Chain());
+  // The validity period's ends are part of it.
+  for (absl::Time t : {kLeafNotBefore, kLeafNotAfter}) {
+    clock_.Set(t);
+    EXPECT_TRUE(
+        client_->DownloadCertificate(Acct(), ValidOrder({"leaf.example.com", "*.leaf.example.com"}))
+            .ok());
+  }
+}
+
+TEST_F(ClientTest, AnExpiredOrNotYetValidLeafIsRefused) {
+  const Order order = ValidOrder({"leaf.example.com", "*.leaf.example.com"});
+  clock_.Set(kLeafNotAfter + absl::Seconds(1));
+  auto expired = client_->DownloadCertificate(Acct(), order);
+  EXPECT_EQ(expired.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(expired.status().message(),
+              HasSubstr("POST certificate https://ca.test/cert/1: the leaf is valid from "
+                        "2026-11-22T08:12:29Z to 2027-02-20T08:12:29Z, not at "
+                        "2027-02-20T08:12:30Z"));
+  clock_.Set(kLeafNotBefore - absl::Seconds(1));
+  auto early = client_->DownloadCertificate(Acct(), order);
+  EXPECT_EQ(early.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(early.status().message(), HasSubstr("not at 2026-11-22T08:12:28Z"));
+}
+
+TEST_F(ClientTest, ALeafForOtherNamesThanTheOrdersIsRefused) {
+  clock_.Set(kLeafNotBefore + absl::Hours(24));
+  auto other = client_->DownloadCertificate(Acct(), ValidOrder({"a.example.com"}));
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(other.status().message(),
+              HasSubstr("the leaf names [*.leaf.example.com, leaf.example.com], not the "
+                        "order's [a.example.com]"));
+  // One name more than the order's is as wrong as one fewer.
+  auto subset = client_->DownloadCertificate(Acct(), ValidOrder({"leaf.example.com"}));
+  EXPECT_EQ(subset.status().code(), absl::StatusCode::kInvalidArgument);
+  auto superset = client_->DownloadCertificate(
+      Acct(), ValidOrder({"leaf.example.com", "*.leaf.example.com", "x.leaf.example.com"}));
+  EXPECT_EQ(superset.status().code(), absl::StatusCode::kInvalidArgument);
+  // Only DNS names can be compared: crypto::CertificateInfo does not list IP addresses.
+  Order with_ip = ValidOrder({"leaf.example.com", "*.leaf.example.com"});
+  with_ip.identifiers.push_back({"ip", "127.0.0.1"});
+  auto ip = client_->DownloadCertificate(Acct(), with_ip);
+  EXPECT_EQ(ip.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(ip.status().message(), HasSubstr("the order has an identifier of type ip"));
+}
+
+TEST_F(ClientTest, AnOrderWithoutACertificateHasNothingToDownload) {
+  Order order = ValidOrder({"leaf.example.com", "*.leaf.example.com"});
+  order.status = "processing";
+  order.certificate.clear();
+  auto chain = client_->DownloadCertificate(Acct(), order);
+  EXPECT_EQ(chain.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(chain.status().message(),
+              HasSubstr("order https://ca.test/order/1 is processing: no certificate yet"));
+  EXPECT_EQ(server_.CountCalls("POST", "/cert/1"), 0);
+}
+
+// ---- Redirects and failed downloads -------------------------------------------------------------
+
+TEST_F(ClientTest, ARedirectIsAClearErrorNamingWhereItPointed) {
+  server_.On("GET", "/dir", [](const Call&) {
+    return ScriptedServer::Raw(301, "text/html", "<a href=\"https://new.test/dir\">moved</a>",
+                               {{"Location", "https://new.test/dir"}});
+  });
+  absl::Status moved = client_->GetDirectory().status();
+  EXPECT_EQ(moved.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(moved.message(),
+              HasSubstr("GET directory: CA answered HTTP 301 redirect to https://new.test/dir "
+                        "(redirects are not followed)"));
+
+  server_.On("GET", "/dir",
+             [&](const Call&) { return ScriptedServer::Json(200, server_.directory()); });
+  std::string location = "https://elsewhere.test/acct/1";
+  int code = 302;
+  server_.On("POST", "/acct/1", [&](const Call&) {
+    return ScriptedServer::Raw(code, "", "",
+                               location.empty() ? std::vector<std::pair<std::string, std::string>>{}
+                                                : std::vector<std::pair<std::string, std::string>>{
+                                                      {"Location", location}});
+  });
+  absl::Status post = client_->GetAccount(Acct()).status();
+  EXPECT_EQ(post.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(post.message(), HasSubstr("POST account: CA answered HTTP 302 redirect to "
+                                        "https://elsewhere.test/acct/1"));
+  auto problem = GetProblem(post);
+  ASSERT_TRUE(problem.has_value());
+  EXPECT_EQ(problem->type, "http:302");
+  EXPECT_EQ(problem->http_status, 302);
+
+  code = 307;
+  location = "https://elsewhere.test/" + std::string(5000, 'p') + "\r\n";
+  absl::Status long_location = client_->GetAccount(Acct()).status();
+  EXPECT_EQ(long_location.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(long_location.message(),
+              HasSubstr("HTTP 307 redirect to https://elsewhere.test/ppp"));
+  EXPECT_LT(long_location.message().size(), 400u);
+  EXPECT_TRUE(StrictlySerialisable(std::string(long_location.message())));
+
+  location.clear();
+  EXPECT_THAT(client_->GetAccount(Acct()).status().message(),
+              HasSubstr("CA answered HTTP 307 redirect without a Location"));
+}
+
+TEST_F(ClientTest, AFailedCertificateDownloadSaysPreciselyWhy) {
+  struct Case {
+    int status;
+    std::string content_type, body;
+    std::vector<std::pair<std::string, std::string>> headers;
+    absl::StatusCode code;
+    std::string message;
+  };
+  const std::string prefix = "POST certificate https://ca.test/cert/1: ";
+  const std::vector<Case> cases = {
+      {200,
+       "application/pem-certificate-chain",
+       "<html>Service Unavailable</html>",
+       {},
+       absl::StatusCode::kInvalidArgument,
+       prefix + "the CA sent no usable certificate chain: PEM chain has text outside PEM blocks"},
+      {200,
+       "application/pem-certificate-chain",
+       Chain() +
+           "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n",
+       {},
+       absl::StatusCode::kInvalidArgument,
+       prefix + "the CA sent no usable certificate chain: PEM chain holds a \"PRIVATE KEY\" "
+                "block; only CERTIFICATE is allowed"},
+      {200,
+       "application/pem-certificate-chain",
+       "",
+       {},
+       absl::StatusCode::kInvalidArgument,
+       prefix + "the CA sent no usable certificate chain: PEM chain is empty"},
+      {200,
+       "application/pem-certificate-chain",
+       "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+       {},
+       absl::StatusCode::kInvalidArgument,
+       prefix + "the CA sent no usable certificate chain: certificate 1 of 1: not a DER "
+                "certificate"},
+      {302,
+       "",
+       "",
+       {{"Location", "https://cdn.test/cert/1"}},
+       absl::StatusCode::kFailedPrecondition,
+       prefix + "CA answered HTTP 302 redirect to https://cdn.test/cert/1"},
+  };
+  for (const Case& c : cases) {
+    server_.On("POST", "/cert/1", [&](const Call&) {
+      return ScriptedServer::Raw(c.status, c.content_type, c.body, c.headers);
+    });
+    absl::Status status = client_->DownloadCertificate(Acct(), Url("/cert/1")).status();
+    EXPECT_EQ(status.code(), c.code) << c.body;
+    EXPECT_THAT(status.message(), HasSubstr(c.message));
+    EXPECT_EQ(status.message().find("MC4CAQAw"), absl::string_view::npos);
+  }
+}
+
+// ---- Challenges, statuses and nonces ------------------------------------------------------------
+
+TEST_F(ClientTest, ChallengeTokensAreBase64urlUpToTheBound) {
+  std::string token;
+  server_.On("POST", "/authz/1", [&](const Call&) {
+    Json a = ScriptedServer::Authz("pending");
+    a["challenges"][0]["token"] = token;
+    return ScriptedServer::Json(200, a);
+  });
+  server_.On("POST", "/chall/1", [&](const Call&) {
+    return ScriptedServer::Json(
+        200,
+        {{"type", "http-01"}, {"url", Url("/chall/1")}, {"status", "pending"}, {"token", token}});
+  });
+  token = std::string(kMaxChallengeTokenBytes - 2, 'A') + "-_";
+  auto at_bound = client_->GetAuthorization(Acct(), Url("/authz/1"));
+  ASSERT_TRUE(at_bound.ok()) << at_bound.status();
+  EXPECT_EQ(at_bound->Find("http-01")->token, token);
+  EXPECT_TRUE(client_->RespondToChallenge(Acct(), Url("/chall/1")).ok());
+
+  token = std::string(kMaxChallengeTokenBytes + 1, 'A');
+  auto too_long = client_->GetAuthorization(Acct(), Url("/authz/1"));
+  EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(too_long.status().message(),
+              HasSubstr("challenge token is not 1 to 256 base64url characters"));
+  // A token ends up in a URL path (HTTP-01) and a DNS record (DNS-01): nothing else may pass.
+  for (const std::string bad : {"../../etc/passwd", "tok=", "tok en", "tok\nX: 1"}) {
+    token = bad;
+    EXPECT_THAT(client_->GetAuthorization(Acct(), Url("/authz/1")).status().message(),
+                HasSubstr("challenge token is not 1 to 256 base64url characters"))
+        << bad;
+    EXPECT_THAT(client_->RespondToChallenge(Acct(), Url("/chall/1")).status().message(),
+                HasSubstr("challenge token is not 1 to 256 base64url characters"))
+        << bad;
+  }
+}
+
+TEST_F(ClientTest, UnknownAuthorizationAndChallengeStatusesAreRefused) {
+  Json authz = ScriptedServer::Authz("pending");
+  server_.On("POST", "/authz/1", [&](const Call&) { return ScriptedServer::Json(200, authz); });
+  for (const char* status : {"pending", "valid", "invalid", "deactivated", "expired", "revoked"}) {
+    authz["status"] = status;
+    EXPECT_TRUE(client_->GetAuthorization(Acct(), Url("/authz/1")).ok()) << status;
+  }
+  authz["status"] = std::string(3000, 'z');
+  auto unknown = client_->GetAuthorization(Acct(), Url("/authz/1"));
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(unknown.status().message(), HasSubstr("unknown authorization status \"zzz"));
+  EXPECT_LT(unknown.status().message().size(), 400u);
+
+  authz = ScriptedServer::Authz("pending");
+  authz["challenges"][1]["status"] = "sleeping";
+  auto challenge = client_->GetAuthorization(Acct(), Url("/authz/1"));
+  EXPECT_EQ(challenge.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(challenge.status().message(), HasSubstr("unknown challenge status \"sleeping\""));
+}
+
+TEST_F(ClientTest, ANonceFromNewNonceIsBounded) {
+  std::string nonce(256, 'n');
+  server_.On("HEAD", "/nonce", [&](const Call&) {
+    return ScriptedServer::Raw(200, "", "", {{"Replay-Nonce", nonce}});
+  });
+  // Answers carry no usable nonce, so every request asks newNonce for one.
+  server_.On("POST", "/acct/1", [](const Call&) {
+    return ScriptedServer::Json(200, {{"status", "valid"}}, {{"Replay-Nonce", "!"}});
+  });
+  ASSERT_TRUE(client_->GetAccount(Acct()).ok());
+  EXPECT_EQ(LastJws("/acct/1").header["nonce"], nonce);
+  nonce = std::string(260, 'n');  // Base64url of 195 bytes.
+  auto refused = client_->GetAccount(Acct());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), HasSubstr("no usable Replay-Nonce"));
+}
+
 // ---- Malformed responses ------------------------------------------------------------------------
 
 enum class Op { kDirectory, kGetAccount, kNewAccount, kNewOrder, kGetOrder, kGetAuthz,
@@ -407,12 +1165,6 @@ Json AuthzWith(const std::function<void(Json&)>& edit) {
   edit(a);
   return a;
 }
-std::string Chain() {
-  std::ifstream in("crypto/testdata/chain.pem");
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 constexpr auto kInvalid = absl::StatusCode::kInvalidArgument;
 
@@ -426,8 +1178,10 @@ std::vector<Malformed> MalformedCases() {
        [] { return ScriptedServer::Raw(200, "text/html", "<html>"); }, Op::kDirectory, kInvalid,
        "\"text/html\" is not JSON"},
       {"DirectoryMissingNewNonce", "GET", "/dir",
-       [] { return J({{"newAccount", Url("/a")}}); }, Op::kDirectory, kInvalid,
-       "lacks \"newNonce\""},
+       [] {
+         return J({{"newAccount", Url("/a")}});
+       },
+       Op::kDirectory, kInvalid, "lacks \"newNonce\""},
       {"DirectoryNewOrderNotString", "GET", "/dir",
        [] {
          return J({{"newNonce", Url("/n")}, {"newAccount", Url("/a")}, {"newOrder", 7},
@@ -450,19 +1204,28 @@ std::vector<Malformed> MalformedCases() {
       {"DirectoryServerError", "GET", "/dir",
        [] { return ScriptedServer::Raw(503, "text/plain", "down for maintenance"); },
        Op::kDirectory, absl::StatusCode::kUnavailable, "down for maintenance"},
-      {"NonceMissing", "HEAD", "/nonce", [] { return ScriptedServer::Raw(200, "", "", {{"Replay-Nonce", "bad nonce!"}}); },
+      {"NonceMissing", "HEAD", "/nonce",
+       [] {
+         return ScriptedServer::Raw(200, "", "", {{"Replay-Nonce", "bad nonce!"}});
+       },
        Op::kGetAccount, kInvalid, "no usable Replay-Nonce"},
-      {"NonceEndpointFails", "HEAD", "/nonce",
-       [] { return ScriptedServer::Raw(500, "", ""); }, Op::kGetAccount,
-       absl::StatusCode::kUnavailable, "HEAD newNonce"},
-      {"AccountNoLocation", "POST", "/new-acct", [] { return J({{"status", "valid"}}); },
+      {"NonceEndpointFails", "HEAD", "/nonce", [] { return ScriptedServer::Raw(500, "", ""); },
+       Op::kGetAccount, absl::StatusCode::kUnavailable, "HEAD newNonce"},
+      {"AccountNoLocation", "POST", "/new-acct",
+       [] {
+         return J({{"status", "valid"}});
+       },
        Op::kNewAccount, kInvalid, "no Location header"},
       {"AccountForeignLocation", "POST", "/new-acct",
-       [evil] { return Created({{"status", "valid"}}, evil + "/acct/1"); }, Op::kNewAccount,
-       kInvalid, "outside the directory's origin"},
+       [evil] {
+         return Created({{"status", "valid"}}, evil + "/acct/1");
+       },
+       Op::kNewAccount, kInvalid, "outside the directory's origin"},
       {"AccountBodyIsArray", "POST", "/new-acct",
-       [] { return Created(Json::array({1, 2}), Url("/acct/1")); }, Op::kNewAccount, kInvalid,
-       "not a JSON object"},
+       [] {
+         return Created(Json::array({1, 2}), Url("/acct/1"));
+       },
+       Op::kNewAccount, kInvalid, "not a JSON object"},
       {"AccountTextContentType", "POST", "/acct/1",
        [] { return ScriptedServer::Raw(200, "text/plain", "{}"); }, Op::kGetAccount, kInvalid,
        "\"text/plain\" is not JSON"},
@@ -473,8 +1236,10 @@ std::vector<Malformed> MalformedCases() {
        [] { return ScriptedServer::Problem(500, "serverInternal", "db down"); }, Op::kGetAccount,
        absl::StatusCode::kUnavailable, "serverInternal"},
       {"UnexpectedRedirect", "POST", "/acct/1",
-       [] { return ScriptedServer::Raw(302, "", "", {{"Location", "https://ca.test/x"}}); },
-       Op::kGetAccount, absl::StatusCode::kUnknown, "HTTP 302"},
+       [] {
+         return ScriptedServer::Raw(302, "", "", {{"Location", "https://ca.test/x"}});
+       },
+       Op::kGetAccount, absl::StatusCode::kFailedPrecondition, "HTTP 302"},
       {"OrderNoStatus", "POST", "/new-order",
        [] { return Created(OrderWith([](Json& o) { o.erase("status"); }), Url("/order/1")); },
        Op::kNewOrder, kInvalid, "lacks \"status\""},
@@ -497,8 +1262,8 @@ std::vector<Malformed> MalformedCases() {
        [] { return J(OrderWith([](Json& o) { o["finalize"] = "http://ca.test/finalize/1"; })); },
        Op::kGetOrder, kInvalid, "outside the directory's origin"},
       {"ValidOrderWithoutCertificate", "POST", "/order/1",
-       [] { return J(OrderWith([](Json& o) { o["status"] = "valid"; })); }, Op::kGetOrder,
-       kInvalid, "valid order without a certificate URL"},
+       [] { return J(OrderWith([](Json& o) { o["status"] = "valid"; })); }, Op::kGetOrder, kInvalid,
+       "valid order without a certificate URL"},
       {"OrderForeignCertificate", "POST", "/order/1",
        [evil] {
          return J(OrderWith([&](Json& o) {
@@ -513,18 +1278,21 @@ std::vector<Malformed> MalformedCases() {
        },
        Op::kGetOrder, kInvalid, "outside the directory's origin"},
       {"AuthzNoIdentifier", "POST", "/authz/1",
-       [] { return J(AuthzWith([](Json& a) { a.erase("identifier"); })); }, Op::kGetAuthz,
-       kInvalid, "no identifier"},
+       [] { return J(AuthzWith([](Json& a) { a.erase("identifier"); })); }, Op::kGetAuthz, kInvalid,
+       "no identifier"},
       {"AuthzChallengesNotList", "POST", "/authz/1",
        [] { return J(AuthzWith([](Json& a) { a["challenges"] = Json::object(); })); },
        Op::kGetAuthz, kInvalid, "\"challenges\" is missing or not a list"},
       {"ChallengeWithoutUrl", "POST", "/authz/1",
-       [] { return J(AuthzWith([](Json& a) { a["challenges"][0].erase("url"); })); },
-       Op::kGetAuthz, kInvalid, "challenge without url"},
+       [] { return J(AuthzWith([](Json& a) { a["challenges"][0].erase("url"); })); }, Op::kGetAuthz,
+       kInvalid, "challenge without url"},
       {"ChallengeForeignUrl", "POST", "/authz/1",
        [evil] { return J(AuthzWith([&](Json& a) { a["challenges"][1]["url"] = evil + "/c"; })); },
        Op::kGetAuthz, kInvalid, "https://evil.test/c"},
-      {"ChallengeResponseWithoutStatus", "POST", "/chall/1", [] { return J({{"type", "http-01"}}); },
+      {"ChallengeResponseWithoutStatus", "POST", "/chall/1",
+       [] {
+         return J({{"type", "http-01"}});
+       },
        Op::kRespond, kInvalid, "no status"},
       {"CertificateWithPrivateKeyBlock", "POST", "/cert/1",
        [] {
@@ -553,8 +1321,10 @@ std::vector<Malformed> MalformedCases() {
        },
        Op::kDownload, kInvalid, "https://evil.test/cert/alt"},
       {"RenewalInfoWithoutWindow", "GET", "/ari/JXb814b8AqZQM00l7MIc0Z2vpYY.AI8A0eLDtKWWhw",
-       [] { return J({{"explanationURL", "x"}}); }, Op::kRenewalInfo, kInvalid,
-       "no suggestedWindow",
+       [] {
+         return J({{"explanationURL", "x"}});
+       },
+       Op::kRenewalInfo, kInvalid, "no suggestedWindow",
        [](Json& d) { d["renewalInfo"] = Url("/ari"); }},
       {"RenewalInfoBackwardsWindow", "GET", "/ari/JXb814b8AqZQM00l7MIc0Z2vpYY.AI8A0eLDtKWWhw",
        [] {

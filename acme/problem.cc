@@ -7,13 +7,12 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "nlohmann/json.hpp"
+#include "acme/ca_input.h"
 
 namespace acmevault::acme {
 namespace {
 
 constexpr absl::string_view kErrorPrefix = "urn:ietf:params:acme:error:";
-constexpr size_t kMaxDetail = 512;  // A hostile CA must not flood logs through us.
 
 absl::StatusCode CodeForType(absl::string_view short_type, int http_status) {
   static const auto* codes = new std::map<std::string, absl::StatusCode, std::less<>>{
@@ -51,43 +50,55 @@ absl::StatusCode CodeForType(absl::string_view short_type, int http_status) {
   return absl::StatusCode::kUnknown;
 }
 
-std::string Clip(std::string s) {
-  if (s.size() > kMaxDetail) s = absl::StrCat(s.substr(0, kMaxDetail), "...");
-  // Keep it one printable line.
-  for (char& c : s) {
-    if (static_cast<unsigned char>(c) < 0x20) c = ' ';
+// BoundedProblemDocument for a document `depth` levels below the top.
+nlohmann::json Bounded(const nlohmann::json& j, int depth) {
+  nlohmann::json out = nlohmann::json::object();
+  if (!j.is_object()) return out;
+  auto string = [&](const nlohmann::json& parent, const char* key) -> const std::string* {
+    auto it = parent.find(key);
+    return it != parent.end() && it->is_string() ? it->get_ptr<const std::string*>() : nullptr;
+  };
+  if (const std::string* type = string(j, "type")) out["type"] = CaText(*type);
+  if (const std::string* detail = string(j, "detail")) {
+    out["detail"] = CaText(*detail, kMaxProblemDetailBytes);
   }
-  return s;
+  if (auto it = j.find("status"); it != j.end() && it->is_number_integer()) {
+    const int64_t status = it->get<int64_t>();
+    if (status >= 100 && status <= 599) out["status"] = status;
+  }
+  if (auto it = j.find("identifier"); it != j.end() && it->is_object()) {
+    const std::string* type = string(*it, "type");
+    const std::string* value = string(*it, "value");
+    if (type != nullptr && value != nullptr) {
+      out["identifier"] = {{"type", CaText(*type)}, {"value", CaText(*value)}};
+    }
+  }
+  if (auto it = j.find("subproblems");
+      depth < kMaxSubproblemDepth && it != j.end() && it->is_array()) {
+    nlohmann::json subs = nlohmann::json::array();
+    for (const auto& sub : *it) {
+      if (subs.size() >= kMaxSubproblems) break;
+      subs.push_back(Bounded(sub, depth + 1));
+    }
+    out["subproblems"] = std::move(subs);
+  }
+  return out;
 }
 
-Problem FromJson(const nlohmann::json& j, int http_status) {
+// The Problem of a document BoundedProblemDocument made (so every member has its type);
+// `http_status`, when not 0, overrides its "status".
+Problem FromBounded(const nlohmann::json& d, int http_status) {
   Problem p;
-  p.http_status = http_status;
-  if (!j.is_object()) return p;
-  if (auto it = j.find("type"); it != j.end() && it->is_string()) p.type = Clip(*it);
-  if (auto it = j.find("detail"); it != j.end() && it->is_string()) p.detail = Clip(*it);
-  if (auto it = j.find("identifier"); it != j.end() && it->is_object()) {
-    auto type = it->find("type");
-    auto value = it->find("value");
-    if (type != it->end() && type->is_string() && value != it->end() && value->is_string()) {
-      p.identifier = Clip(absl::StrCat(type->get<std::string>(), ":", value->get<std::string>()));
-    }
+  p.type = d.value("type", "");
+  p.detail = d.value("detail", "");
+  p.http_status = http_status != 0 ? http_status : d.value("status", 0);
+  if (auto it = d.find("identifier"); it != d.end()) {
+    p.identifier = CaText(absl::StrCat(it->value("type", ""), ":", it->value("value", "")));
   }
-  if (auto it = j.find("subproblems"); it != j.end() && it->is_array()) {
-    for (const auto& sub : *it) {
-      if (p.subproblems.size() >= 32) break;
-      p.subproblems.push_back(FromJson(sub, 0));
-    }
+  if (auto it = d.find("subproblems"); it != d.end()) {
+    for (const auto& sub : *it) p.subproblems.push_back(FromBounded(sub, 0));
   }
   return p;
-}
-
-nlohmann::json ToJson(const Problem& p) {
-  nlohmann::json j = {{"type", p.type}, {"detail", p.detail}, {"status", p.http_status}};
-  if (!p.identifier.empty()) j["identifier"] = p.identifier;
-  if (p.retry_after) j["retry_after_unix"] = absl::ToUnixSeconds(*p.retry_after);
-  for (const auto& sub : p.subproblems) j["subproblems"].push_back(ToJson(sub));
-  return j;
 }
 
 Problem FromPayload(const nlohmann::json& j) {
@@ -107,6 +118,43 @@ Problem FromPayload(const nlohmann::json& j) {
 
 }  // namespace
 
+nlohmann::json BoundedProblemDocument(const nlohmann::json& document) {
+  return Bounded(document, 0);
+}
+
+Problem ProblemFromDocument(const nlohmann::json& document) {
+  return FromBounded(Bounded(document, 0), 0);
+}
+
+std::string Summarize(const Problem& p) {
+  // Room kept for "; 32 more subproblems".
+  constexpr size_t kCountRoom = 24;
+  std::string out = p.ShortType();
+  if (p.http_status != 0) absl::StrAppend(&out, " (HTTP ", p.http_status, ")");
+  if (!p.detail.empty()) absl::StrAppend(&out, ": ", p.detail);
+  size_t shown = 0;
+  for (const auto& sub : p.subproblems) {
+    // Shorter details than the top level's, so that several subproblems fit.
+    std::string part = absl::StrCat("; ", sub.identifier.empty() ? "" : sub.identifier + ": ",
+                                    sub.ShortType(), ": ", CaText(sub.detail));
+    if (out.size() + part.size() + kCountRoom > kMaxProblemMessageBytes) break;
+    out += part;
+    ++shown;
+  }
+  if (shown < p.subproblems.size()) {
+    absl::StrAppend(&out, "; ", p.subproblems.size() - shown, " more subproblems");
+  }
+  return out;
+}
+
+nlohmann::json ToJson(const Problem& p) {
+  nlohmann::json j = {{"type", p.type}, {"detail", p.detail}, {"status", p.http_status}};
+  if (!p.identifier.empty()) j["identifier"] = p.identifier;
+  if (p.retry_after) j["retry_after_unix"] = absl::ToUnixSeconds(*p.retry_after);
+  for (const auto& sub : p.subproblems) j["subproblems"].push_back(ToJson(sub));
+  return j;
+}
+
 std::string Problem::ShortType() const {
   absl::string_view t = type;
   absl::ConsumePrefix(&t, kErrorPrefix);
@@ -115,25 +163,44 @@ std::string Problem::ShortType() const {
 
 absl::Status ProblemStatus(const HttpResponse& response, absl::string_view what,
                            absl::Time now) {
-  auto body = nlohmann::json::parse(response.body, nullptr, /*allow_exceptions=*/false);
-  Problem p = FromJson(body, response.status);
+  Problem p;
+  p.http_status = response.status;
+  if (response.status >= 300 && response.status < 400) {
+    // Never followed (http.h): RFC 8555 resources do not move, and following would resend a
+    // signed request elsewhere. A CA that redirects needs a human to look at it.
+    const std::string location = response.Header("Location");
+    p.type = absl::StrCat("http:", response.status);
+    p.detail = location.empty() ? "redirect without a Location"
+                                : absl::StrCat("redirect to ", CaText(location));
+    absl::Status status(absl::StatusCode::kFailedPrecondition,
+                        absl::StrCat(what, ": CA answered HTTP ", response.status, " ", p.detail,
+                                     " (redirects are not followed)"));
+    status.SetPayload(kProblemPayloadUrl, absl::Cord(DumpJson(ToJson(p))));
+    return status;
+  }
+  const bool too_deep = NestedTooDeep(response.body);
+  if (!too_deep) {
+    // Bad UTF-8 inside a problem document would make the parser refuse all of it; with the bad
+    // bytes replaced, the type and detail survive.
+    p = FromBounded(Bounded(nlohmann::json::parse(ValidUtf8(response.body), nullptr,
+                                                  /*allow_exceptions=*/false),
+                            0),
+                    response.status);
+  }
   if (p.type.empty()) {
     p.type = absl::StrCat("http:", response.status);
-    if (p.detail.empty()) p.detail = Clip(std::string(response.body.substr(0, 200)));
+    if (p.detail.empty()) {
+      p.detail = too_deep ? std::string(NestedTooDeepError("").message()) : CaText(response.body);
+    }
   }
   p.retry_after = ParseRetryAfter(response.Header("Retry-After"), now);
-  std::string message = absl::StrCat(what, ": acme ", p.ShortType(), " (HTTP ", response.status,
-                                     ")", p.detail.empty() ? "" : ": ", p.detail);
-  for (const auto& sub : p.subproblems) {
-    absl::StrAppend(&message, "; ", sub.identifier.empty() ? "" : sub.identifier + ": ",
-                    sub.ShortType(), ": ", sub.detail);
-  }
+  std::string message = absl::StrCat(what, ": acme ", Summarize(p));
   if (p.retry_after) {
     absl::StrAppend(&message, "; retry after ",
                     absl::FormatTime(absl::RFC3339_sec, *p.retry_after, absl::UTCTimeZone()));
   }
   absl::Status status(CodeForType(p.ShortType(), response.status), message);
-  status.SetPayload(kProblemPayloadUrl, absl::Cord(ToJson(p).dump()));
+  status.SetPayload(kProblemPayloadUrl, absl::Cord(DumpJson(ToJson(p))));
   return status;
 }
 

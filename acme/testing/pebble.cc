@@ -4,6 +4,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
+#include "acme/ca_input.h"
+#include "acme/problem.h"
 #include "common/status_macros.h"
 #include "crypto/digest.h"
 #include "crypto/jwk.h"
@@ -73,9 +75,9 @@ absl::StatusOr<std::string> PebbleManagement::Root(int index) {
 absl::StatusOr<PebbleManagement::CertStatus> PebbleManagement::StatusBySerial(
     absl::string_view serial_hex) {
   ASSIGN_OR_RETURN(HttpResponse r, Get(absl::StrCat("/cert-status-by-serial/", serial_hex)));
-  auto j = nlohmann::json::parse(r.body, nullptr, false);
-  if (!j.is_object() || !j.contains("Status") || !j["Status"].is_string()) {
-    return absl::InternalError("pebble cert status: unexpected body " + r.body);
+  ASSIGN_OR_RETURN(nlohmann::json j, ParseCaJsonObject(r.body, "pebble cert status"));
+  if (!j.contains("Status") || !j["Status"].is_string()) {
+    return absl::InternalError("pebble cert status: unexpected body " + CaText(r.body));
   }
   CertStatus s{j["Status"].get<std::string>(), -1};
   if (j.contains("Reason") && j["Reason"].is_number_integer()) s.reason = j["Reason"].get<int>();
@@ -102,7 +104,7 @@ absl::StatusOr<Issued> IssueCertificate(AcmeClient& client, const AccountRef& ac
   out.authorizations = order.authorizations;
   std::vector<std::string> tokens;
   for (const std::string& url : order.authorizations) {
-    ASSIGN_OR_RETURN(Authorization authz, client.GetAuthorization(account, url));
+    ASSIGN_OR_RETURN(Authorization authz, client.GetAuthorization(account, order, url));
     if (authz.status == "valid") continue;  // Reused by the CA.
     const char* type = kind == ChallengeKind::kHttp01 ? "http-01" : "dns-01";
     const Challenge* ch = authz.Find(type);
@@ -127,7 +129,7 @@ absl::StatusOr<Issued> IssueCertificate(AcmeClient& client, const AccountRef& ac
   order = *std::move(ready);
   if (order.status == "invalid") {
     return absl::FailedPreconditionError(
-        absl::StrCat("order became invalid: ", order.error.dump()));
+        absl::StrCat("order became invalid: ", Summarize(ProblemFromDocument(order.error))));
   }
   if (order.status != "ready") {
     return absl::FailedPreconditionError(absl::StrCat("order is ", order.status));
@@ -142,7 +144,7 @@ absl::StatusOr<Issued> IssueCertificate(AcmeClient& client, const AccountRef& ac
   if (order.status != "valid") {
     return absl::FailedPreconditionError(absl::StrCat("order ended ", order.status));
   }
-  ASSIGN_OR_RETURN(out.chain, client.DownloadCertificate(account, order.certificate));
+  ASSIGN_OR_RETURN(out.chain, client.DownloadCertificate(account, order));
   out.certificate_key = std::make_unique<crypto::PrivateKey>(std::move(cert_key));
   return out;
 }

@@ -46,7 +46,9 @@ HttpResponse ScriptedServer::Problem(int status, const std::string& type,
 nlohmann::json ScriptedServer::Order(const std::string& status) {
   nlohmann::json o = {{"status", status},
                       {"expires", "2030-01-01T00:00:00Z"},
-                      {"identifiers", {{{"type", "dns"}, {"value", "a.example.com"}}}},
+                      {"identifiers",
+                       {{{"type", "dns"}, {"value", "leaf.example.com"}},
+                        {{"type", "dns"}, {"value", "*.leaf.example.com"}}}},
                       {"authorizations", {Url("/authz/1")}},
                       {"finalize", Url("/finalize/1")}};
   if (status == "valid") o["certificate"] = Url("/cert/1");
@@ -54,13 +56,15 @@ nlohmann::json ScriptedServer::Order(const std::string& status) {
 }
 
 nlohmann::json ScriptedServer::Authz(const std::string& status) {
-  return {{"status", status},
-          {"identifier", {{"type", "dns"}, {"value", "a.example.com"}}},
-          {"challenges",
-           {{{"type", "http-01"}, {"url", Url("/chall/1")}, {"status", "pending"},
-             {"token", "tok-1"}},
-            {{"type", "dns-01"}, {"url", Url("/chall/2")}, {"status", "pending"},
-             {"token", "tok-2"}}}}};
+  return {
+      {"status", status},
+      {"identifier", {{"type", "dns"}, {"value", "leaf.example.com"}}},
+      {"challenges",
+       {{{"type", "http-01"}, {"url", Url("/chall/1")}, {"status", "pending"}, {"token", "tok-1"}},
+        {{"type", "dns-01"},
+         {"url", Url("/chall/2")},
+         {"status", "pending"},
+         {"token", "tok-2"}}}}};
 }
 
 ScriptedServer::ScriptedServer() {
@@ -77,8 +81,15 @@ ScriptedServer::ScriptedServer() {
                 {{"Location", Url("/acct/1")}});
   });
   On("POST", "/acct/1", [](const Call&) { return Json(200, {{"status", "valid"}}); });
-  On("POST", "/new-order",
-     [](const Call&) { return Json(201, Order("pending"), {{"Location", Url("/order/1")}}); });
+  On("POST", "/new-order", [](const Call& c) {
+    // The order is for the identifiers asked for, as a CA's is.
+    nlohmann::json order = Order("pending");
+    auto payload = nlohmann::json::parse(c.jws ? c.jws->payload : "", nullptr, false);
+    if (payload.is_object() && payload.contains("identifiers")) {
+      order["identifiers"] = payload["identifiers"];
+    }
+    return Json(201, order, {{"Location", Url("/order/1")}});
+  });
   On("POST", "/order/1", [](const Call&) { return Json(200, Order("valid")); });
   On("POST", "/authz/1", [](const Call&) { return Json(200, Authz("pending")); });
   On("POST", "/chall/1", [](const Call&) {

@@ -49,7 +49,9 @@ class ScriptedServer : public HttpTransport {
                           std::vector<std::pair<std::string, std::string>> headers = {});
   static HttpResponse Problem(int status, const std::string& type, const std::string& detail,
                               std::vector<std::pair<std::string, std::string>> headers = {});
-  // Default resources, for handlers that tweak them.
+  // Default resources, for handlers that tweak them: an order for leaf.example.com and
+  // *.leaf.example.com (the names crypto/testdata/chain.pem certifies) with one authorization,
+  // for leaf.example.com. POST /new-order answers with an order for the identifiers asked for.
   static nlohmann::json Order(const std::string& status);
   static nlohmann::json Authz(const std::string& status);
   static std::string Url(const std::string& path) { return std::string(kOrigin) + path; }
