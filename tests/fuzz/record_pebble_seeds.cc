@@ -10,6 +10,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -69,14 +70,22 @@ class SeedWriter {
   SeedWriter(std::string out, std::string origin)
       : out_(std::move(out)), origin_(std::move(origin)) {}
 
-  // Writes `contents` (origin rewritten) as <out>/<target>/<name>, adding -2 and -3 to a name
-  // already used in this run; further ones are dropped (order polls repeat themselves).
+  // Writes `contents` (origin rewritten) as <out>/<target>/<name>, unless the same bytes were
+  // already written for `target`; a name used before gets -2 or -3 before its extension, and
+  // further ones are dropped (order polls repeat themselves).
   void Write(const std::string& target, const std::string& name, const std::string& contents) {
+    std::string text = Rewrite(contents);
+    if (!written_[target].insert(text).second) return;
     int& count = used_[target + "/" + name];
     if (count == 3) return;
-    std::string file = count++ == 0 ? name : absl::StrCat(name, "-", count);
+    std::string file = name;
+    if (count++ > 0) {
+      size_t dot = name.find('.');
+      file = absl::StrCat(name.substr(0, dot), "-", count,
+                          dot == std::string::npos ? "" : name.substr(dot));
+    }
     std::string path = absl::StrCat(out_, "/", target, "/", file);
-    std::ofstream(path, std::ios::binary) << Rewrite(contents);
+    std::ofstream(path, std::ios::binary) << text;
     std::printf("%s\n", path.c_str());
   }
 
@@ -98,6 +107,7 @@ class SeedWriter {
   std::string out_;
   std::string origin_;
   std::map<std::string, int> used_;
+  std::map<std::string, std::set<std::string>> written_;
 };
 
 std::string PathOf(const std::string& url, const std::string& origin) {
@@ -158,9 +168,13 @@ int Main() {
     const std::string path = PathOf(e.request.url, pebble_origin);
     const std::string text = SeedWriter::HttpText(e.response);
     if (e.response.status >= 400) {
+      // Named as the problem target judges it: a problem document with a type, or not.
       auto problem = acme::GetProblem(acme::ProblemStatus(e.response, "seed", absl::Now()));
-      seeds.Write("problem", absl::StrCat("ok-pebble-", problem ? problem->ShortType() : "error"),
-                  text);
+      if (problem && !absl::StartsWith(problem->type, "http:")) {
+        seeds.Write("problem", absl::StrCat("ok-pebble-", problem->ShortType()), text);
+      } else {
+        seeds.Write("problem", absl::StrCat("bad-pebble-untyped-", e.response.status), text);
+      }
       continue;
     }
     if (e.request.method == "GET" && e.request.url == directory) {
