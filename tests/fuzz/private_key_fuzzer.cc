@@ -28,7 +28,8 @@ Verdict FuzzOne(absl::string_view input) {
   auto signature = key->Sign("acmevault fuzz");
   FUZZ_CHECK_MSG(signature.ok(), signature.status().ToString());
   if (!key->public_key().Verify("acmevault fuzz", *signature).ok()) {
-    FUZZ_CHECK(SkipKnownFinding("private-key-inconsistent"));
+    FUZZ_CHECK_MSG(SkipKnownFinding("private-key-inconsistent"),
+                   "a signature does not verify under the key's own public key");
   }
   return Verdict::kAccepted;
 }
