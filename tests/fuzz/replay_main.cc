@@ -84,6 +84,8 @@ int Main(int argc, char** argv) {
       ++failures;
       continue;
     }
+    // Named first: a crash ends the process before any verdict is printed.
+    std::fprintf(stderr, "replaying %s\n", file.c_str());
     Verdict verdict = FuzzOne(input);
     if (verdict == Verdict::kAccepted) ++accepted;
     if ((expect == Expect::kAccepted && verdict != Verdict::kAccepted) ||
