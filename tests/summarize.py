@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Counts test cases (not targets) from a Bazel build-event JSON file and prints a summary.
 
-Usage: summarize.py BEP_JSON [BAZEL_EXIT_CODE]
+Usage: summarize.py BEP_JSON [BAZEL_EXIT_CODE] [--xml FILE]...
 
 Each test target's test.xml (GoogleTest's, or the one Bazel writes for a test that crashed or
 timed out) gives its cases. A test target that did not run at all (it failed to build, or the
 build stopped) counts as one failed case, so a broken build can never read as green. Prints each
 failed case, then as its last line: "N passed, M failed" (", K skipped" when some were skipped).
 A non-zero BAZEL_EXIT_CODE with no failed case counted (say, bazel stopped after the tests)
-counts as one failure too. Exit status: 0 when nothing failed and something passed, 1 otherwise.
+counts as one failure too. Each --xml FILE (JUnit XML written outside Bazel, e.g. by
+tests/fuzz/run) adds its cases; a missing or unreadable one counts as one failure. Exit status:
+0 when nothing failed and something passed, 1 otherwise.
 """
 import json
 import sys
@@ -42,13 +44,21 @@ def count_xml(path):
 
 
 def main():
-    if len(sys.argv) not in (2, 3):
+    args = sys.argv[1:]
+    extra_xml = []
+    while "--xml" in args:
+        i = args.index("--xml")
+        if i + 1 >= len(args):
+            sys.exit(__doc__)
+        extra_xml.append(args[i + 1])
+        del args[i:i + 2]
+    if len(args) not in (1, 2):
         sys.exit(__doc__)
-    bazel_exit = int(sys.argv[2]) if len(sys.argv) == 3 else 0
+    bazel_exit = int(args[1]) if len(args) == 2 else 0
     test_targets = set()
     results = {}  # (label, run, shard) -> (status, xml path); the last attempt wins
     try:
-        lines = open(sys.argv[1]).read().splitlines()
+        lines = open(args[0]).read().splitlines()
     except OSError:
         lines = []
     for line in lines:
@@ -71,6 +81,12 @@ def main():
             # The last attempt of each run and shard decides.
             results[(tid["label"], tid.get("run", 1), tid.get("shard", 1))] = (
                 res.get("status", "NO_STATUS"), xml)
+
+    # Each --xml file counts like a test's test.xml; one with no cases is a failure.
+    for path in extra_xml:
+        counted = count_xml(path)
+        readable = counted is not None and sum(counted[:3]) > 0
+        results[(path, 1, 1)] = ("PASSED" if readable else "MISSING_OR_EMPTY", path)
 
     passed = failed = skipped = 0
     failures = []
