@@ -8,6 +8,7 @@
 #include "common/status_macros.h"
 #include "crypto/jwk.h"
 #include "crypto/x509.h"
+#include "service/failure.h"
 #include "service/identifiers.h"
 #include "service/log.h"
 #include "service/paging.h"
@@ -111,7 +112,7 @@ void Issuer::WorkLoop() {
       queue_.pop_front();
     }
     const storage::OrderId id = job.order.lease.order;
-    auto result = options_.runner->Run(job.order);
+    auto result = RunGuarded(job.order);
     if (result.ok()) {
       Log(LogLevel::kInfo, "order finished",
           {{"tenant", absl::StrCat(job.order.scope.tenant)},
@@ -134,6 +135,37 @@ void Issuer::WorkLoop() {
       }
     }
     job.done->Notify();
+  }
+}
+
+absl::StatusOr<storage::Order> Issuer::RunGuarded(const OrderJob& job) {
+  std::exception_ptr thrown;
+  try {
+    return options_.runner->Run(job);
+  } catch (...) {
+    thrown = std::current_exception();
+  }
+  return RecordException(job.scope, job.lease, thrown);
+}
+
+absl::StatusOr<storage::Order> Issuer::RecordException(const storage::Scope& scope,
+                                                       const storage::Lease& lease,
+                                                       std::exception_ptr thrown) {
+  const std::string what = DescribeException(thrown);
+  Log(LogLevel::kError, "order run threw",
+      {{"tenant", absl::StrCat(lease.tenant)}, {"order", absl::StrCat(lease.order)},
+       {"error", what}});
+  try {
+    // Before finalize the order is given up (a new run would most likely throw again); once the
+    // CA may hold a certificate for it, it stays for a later run to download.
+    ASSIGN_OR_RETURN(storage::Order order, options_.orders->GetOrder(scope, lease.order));
+    if (storage::IsTerminal(order.state)) return order;
+    if (order.state >= storage::OrderState::kProcessing) return absl::InternalError(what);
+    RETURN_IF_ERROR(
+        options_.orders->TransitionOrder(scope, lease, storage::OrderState::kInvalid, what));
+    return options_.orders->GetOrder(scope, lease.order);
+  } catch (...) {
+    return absl::InternalError(what);
   }
 }
 
@@ -344,6 +376,16 @@ absl::StatusOr<storage::Order> Issuer::WaitForResult(const storage::Scope& scope
 
 absl::Status Issuer::Resume(const storage::Lease& lease) {
   const storage::Scope scope{lease.tenant, {options_.replica_id, "resume"}};
+  std::exception_ptr thrown;
+  try {
+    return ResumeUnguarded(scope, lease);
+  } catch (...) {
+    thrown = std::current_exception();
+  }
+  return RecordException(scope, lease, thrown).status();
+}
+
+absl::Status Issuer::ResumeUnguarded(const storage::Scope& scope, const storage::Lease& lease) {
   storage::OrderStore& orders = *options_.orders;
   ASSIGN_OR_RETURN(storage::Order order, orders.GetOrder(scope, lease.order));
   if (storage::IsTerminal(order.state)) return absl::OkStatus();

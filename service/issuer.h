@@ -9,6 +9,7 @@
 #define ACMEVAULT_SERVICE_ISSUER_H_
 
 #include <deque>
+#include <exception>
 #include <functional>
 #include <map>
 #include <memory>
@@ -119,7 +120,8 @@ class Issuer {
   // UNAVAILABLE when the queue is full or the store is down.
   absl::StatusOr<IssueResult> Issue(const Caller& caller, const IssueRequest& request);
   // Runs an order this replica claimed from a replica that stopped (OrderStore::ClaimStaleOrders)
-  // from the material stored with it. Returns once the run is queued.
+  // from the material stored with it. Returns once the run is queued. An exception on the way
+  // is recorded on the order (see RecordException), not thrown.
   absl::Status Resume(const storage::Lease& lease);
 
   // Reads for hosts and admins of the caller's tenant (another tenant's rows are NOT_FOUND).
@@ -183,6 +185,15 @@ class Issuer {
   std::vector<crypto::PublicKey> AccountPublicKeys(const storage::Scope& scope);
   void Submit(Job job);
   void WorkLoop();
+  // Runs one order on a worker; an exception out of the run becomes a failure recorded on the
+  // order (RecordException), never the end of the process.
+  absl::StatusOr<storage::Order> RunGuarded(const OrderJob& job);
+  // Records `thrown` (clipped) on the order: invalid while the CA cannot have issued yet; left
+  // for a later run (INTERNAL) from processing on. Returns the order row, or INTERNAL.
+  absl::StatusOr<storage::Order> RecordException(const storage::Scope& scope,
+                                                 const storage::Lease& lease,
+                                                 std::exception_ptr thrown);
+  absl::Status ResumeUnguarded(const storage::Scope& scope, const storage::Lease& lease);
 
   const Options options_;
   absl::Mutex mu_;

@@ -183,6 +183,21 @@ TEST_F(IssuerTest, CaFailureSurfacesWithItsAcmeType) {
               StatusIs(absl::StatusCode::kFailedPrecondition, "rejectedIdentifier"));
 }
 
+TEST_F(IssuerTest, AnExceptionInAnOrderRunIsRecordedOnTheOrderNotFatal) {
+  AddAccount();
+  ca_.On("POST", "/new-order", [](const Call&) -> acme::HttpResponse {
+    throw std::runtime_error("unexpected \xff in the CA's answer");
+  });
+  IssueRequest request = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
+  request.idempotency_key = "web01";
+  EXPECT_THAT(issuer_->Issue(host_, request),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "internal error"));
+  auto order = fx_.store().FindOrderByIdempotencyKey(fx_.AdminScope(tenant_), "web01");
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, storage::OrderState::kInvalid);
+  EXPECT_THAT(order->error, HasSubstr("unexpected"));
+}
+
 TEST_F(IssuerTest, ReturnsTheOrderHandleWhenTheWaitEnds) {
   AddAccount();
   ca_.On("POST", "/order/1", [](const Call&) {

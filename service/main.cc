@@ -34,6 +34,7 @@
 #include "service/accounts.h"
 #include "service/admin.h"
 #include "service/auth.h"
+#include "service/core_dumps.h"
 #include "service/dns01_rfc2136.h"
 #include "service/grpc_services.h"
 #include "service/http01_responder.h"
@@ -343,6 +344,11 @@ absl::Status AuditVerifyCommand() {
 }  // namespace acmevault
 
 int main(int argc, char** argv) {
+  // Before anything reads a key: a core dump of this process would hold the KEKs.
+  if (absl::Status s = acmevault::service::DisableCoreDumps(); !s.ok()) {
+    std::fprintf(stderr, "acmevaultd: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   std::string command = args.size() > 1 ? args[1] : "";
   absl::Status status;
