@@ -30,6 +30,10 @@ bool Retryable(const absl::Status& s) {
   }
 }
 
+// How often one run tries the download again after a failure, and the pause before each.
+constexpr int kDownloadRetries = 2;
+constexpr absl::Duration kDownloadRetryPause = absl::Seconds(1);
+
 storage::AuthorizationStatus AuthzStatus(const std::string& s) {
   auto parsed = storage::ParseAuthorizationStatus(s);
   return parsed.ok() ? *parsed : storage::AuthorizationStatus::kPending;
@@ -117,6 +121,14 @@ absl::Status OrderRunner::AnswerAuthorizations(Context& ctx, const acme::Order& 
       return absl::FailedPreconditionError(absl::StrCat("the CA offers no ", dns ? "dns-01" : "http-01",
                                                         " challenge for ", identifier));
     }
+    // Answered already (a resumed run, another replica): validated is done; one the CA is
+    // validating keeps its published answer but is never answered again (RFC 8555 §7.5.1: the
+    // CA refuses a response to a challenge that is not pending).
+    if (ch->status == "valid") continue;
+    if (ch->status != "pending" && ch->status != "processing") {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the ", ch->type, " challenge for ", identifier, " is ", ch->status));
+    }
     std::string key_auth = crypto::KeyAuthorization(ch->token, ctx.key->private_key.public_key());
     if (dns) {
       if (options_.dns01 == nullptr) {
@@ -130,11 +142,29 @@ absl::Status OrderRunner::AnswerAuthorizations(Context& ctx, const acme::Order& 
       RETURN_IF_ERROR(options_.challenges->PutChallenge(ctx.scope(), ch->token, key_auth));
       ctx.http_tokens.push_back(ch->token);
     }
+    if (ch->status != "pending") continue;
     auto responded = ctx.client->RespondToChallenge(ctx.ref, ch->url);
     if (options_.metrics) options_.metrics->RecordAcme("respondToChallenge", responded.status());
-    RETURN_IF_ERROR(responded.status());
+    if (responded.ok() || Retryable(responded.status())) {
+      RETURN_IF_ERROR(responded.status());
+      continue;
+    }
+    // Refused: the challenge may have left pending between our look and our answer (another
+    // replica's answer was validated). Look again; answered is answered.
+    RETURN_IF_ERROR(ChallengeAnswered(ctx, url, ch->type) ? absl::OkStatus()
+                                                          : responded.status());
   }
   return absl::OkStatus();
+}
+
+bool OrderRunner::ChallengeAnswered(Context& ctx, const std::string& authz_url,
+                                    const std::string& type) {
+  auto authz = ctx.client->GetAuthorization(ctx.ref, authz_url);
+  if (options_.metrics) options_.metrics->RecordAcme("getAuthorization", authz.status());
+  if (!authz.ok()) return false;
+  if (authz->status == "valid") return true;
+  const acme::Challenge* ch = authz->Find(type);
+  return ch != nullptr && (ch->status == "processing" || ch->status == "valid");
 }
 
 absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
@@ -263,6 +293,12 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
     ca = *std::move(fetched);
   }
 
+  // The CA may hold a certificate for this order already: it said so at our first look, or the
+  // stored state says we finalized (a resumed run). From then on, only a mismatch we detect
+  // ourselves ends the order; anything else leaves it for a later run to download.
+  finalized_at_ca = ca.status == "processing" || ca.status == "valid" ||
+                    ctx.order.state >= storage::OrderState::kProcessing;
+  int download_retries = 0;
   // The CA's status decides each step. Bounded: each status is handled at most a few times.
   for (int step = 0; step < 12; ++step) {
     RETURN_IF_ERROR(RenewIfDue(ctx));
@@ -289,9 +325,17 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
       RETURN_IF_ERROR(advance(storage::OrderState::kProcessing));
       next = ctx.client->WaitForOrder(ctx.ref, ca.url, ctx.deadline);
     } else if (ca.status == "valid") {
-      if (absl::Status s = Complete(ctx, ca); !s.ok()) return fail(s);
-      Cleanup(ctx);
-      return options_.orders->GetOrder(scope, ctx.order.id);
+      absl::Status s = Complete(ctx, ca);
+      if (s.ok()) {
+        Cleanup(ctx);
+        return options_.orders->GetOrder(scope, ctx.order.id);
+      }
+      // A failed download (a 404 while the CA's storage catches up, a dropped connection) is
+      // tried again in this run, after a pause and a fresh look at the order.
+      if (absl::IsInternal(s) || ++download_retries > kDownloadRetries) return fail(s);
+      options_.clock->SleepFor(kDownloadRetryPause);
+      next = ctx.client->GetOrder(ctx.ref, ca.url);
+      if (options_.metrics) options_.metrics->RecordAcme("getOrder", next.status());
     } else {  // invalid
       return fail(absl::FailedPreconditionError(
           absl::StrCat("the CA marked the order invalid: ", ca.error.is_null() ? "" : ca.error.dump())));

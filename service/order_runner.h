@@ -98,6 +98,9 @@ class OrderRunner {
   struct Context;
   explicit OrderRunner(Options options) : options_(options) {}
   absl::Status AnswerAuthorizations(Context& ctx, const acme::Order& order);
+  // True when the CA no longer needs an answer to the `type` challenge of the authorization:
+  // it is valid, or the challenge is processing or valid.
+  bool ChallengeAnswered(Context& ctx, const std::string& authz_url, const std::string& type);
   absl::Status Complete(Context& ctx, const acme::Order& order);
   absl::Status RenewIfDue(Context& ctx);
   void Cleanup(Context& ctx);

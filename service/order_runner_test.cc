@@ -139,6 +139,89 @@ TEST_F(OrderRunnerTest, ResumesAtTheCasStatusAndNeverFinalizesTwice) {
   EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 0);
 }
 
+TEST_F(OrderRunnerTest, AResumedRunWhoseFirstLookSaysValidRetriesAFailedDownload) {
+  // A replica died right after finalize, before it recorded processing: the order row says
+  // pending, the CA says valid; the first download then fails with a 404.
+  storage::Lease lease = NewOrderRow();
+  ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, lease, ScriptedServer::Url("/order/1")).ok());
+  ca_.On("POST", "/order/1",
+         [](const Call&) { return ScriptedServer::Json(200, ScriptedServer::Order("valid")); });
+  int downloads = 0;
+  std::string chain = testing::ReadTestFile("crypto/testdata/chain.pem");
+  ASSERT_FALSE(chain.empty());
+  ca_.On("POST", "/cert/1", [&](const Call&) {
+    if (++downloads == 1) {
+      return ScriptedServer::Problem(404, "malformed", "Certificate not found");
+    }
+    return ScriptedServer::Raw(200, "application/pem-certificate-chain", chain);
+  });
+  crypto::PrivateKey leaf_key = testing::TestLeafKey();
+  auto order = runner_->Run(Job(lease, leaf_key));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kValid) << order->error;
+  ASSERT_TRUE(order->certificate.has_value());
+  EXPECT_EQ(downloads, 2);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 0);
+  EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 0);
+}
+
+TEST_F(OrderRunnerTest, AResumedRunNeverAnswersAChallengeTheCaAlreadyValidated) {
+  // Another replica answered; the CA validated the challenge but the authorization still says
+  // pending (it turns valid a moment later). Answering again is refused by the CA.
+  storage::Lease lease = NewOrderRow();
+  ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, lease, ScriptedServer::Url("/order/1")).ok());
+  std::string state = "pending";
+  ca_.On("POST", "/authz/1", [&](const Call&) {
+    nlohmann::json authz = ScriptedServer::Authz("pending");
+    authz["challenges"][0]["status"] = "valid";
+    state = "ready";
+    return ScriptedServer::Json(200, authz);
+  });
+  ca_.On("POST", "/chall/1", [](const Call&) {
+    return ScriptedServer::Problem(400, "malformed",
+                                   "Cannot update challenge with status valid, only status pending");
+  });
+  ca_.On("POST", "/order/1",
+         [&](const Call&) { return ScriptedServer::Json(200, ScriptedServer::Order(state)); });
+  ca_.On("POST", "/finalize/1", [&](const Call&) {
+    state = "valid";
+    return ScriptedServer::Json(200, ScriptedServer::Order("processing"));
+  });
+  crypto::PrivateKey leaf_key = testing::TestLeafKey();
+  auto order = runner_->Run(Job(lease, leaf_key));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kValid) << order->error;
+  EXPECT_EQ(ca_.CountCalls("POST", "/chall/1"), 0);
+}
+
+TEST_F(OrderRunnerTest, AChallengeValidatedBetweenOurLookAndOurAnswerCountsAsAnswered) {
+  // The authorization said the challenge was pending; by the time the answer arrives the CA has
+  // validated it (another replica's answer): the refusal means done, not failure.
+  storage::Lease lease = NewOrderRow();
+  ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, lease, ScriptedServer::Url("/order/1")).ok());
+  std::string state = "pending";
+  ca_.On("POST", "/authz/1", [&](const Call&) {
+    nlohmann::json authz = ScriptedServer::Authz(state == "pending" ? "pending" : "valid");
+    if (state != "pending") authz["challenges"][0]["status"] = "valid";
+    return ScriptedServer::Json(200, authz);
+  });
+  ca_.On("POST", "/chall/1", [&](const Call&) {
+    state = "ready";
+    return ScriptedServer::Problem(400, "malformed",
+                                   "Cannot update challenge with status valid, only status pending");
+  });
+  ca_.On("POST", "/order/1",
+         [&](const Call&) { return ScriptedServer::Json(200, ScriptedServer::Order(state)); });
+  ca_.On("POST", "/finalize/1", [&](const Call&) {
+    state = "valid";
+    return ScriptedServer::Json(200, ScriptedServer::Order("processing"));
+  });
+  crypto::PrivateKey leaf_key = testing::TestLeafKey();
+  auto order = runner_->Run(Job(lease, leaf_key));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kValid) << order->error;
+}
+
 TEST_F(OrderRunnerTest, CaInvalidOrderIsRecordedInvalidWithTheReason) {
   ca_.On("POST", "/new-order", [](const Call&) {
     return ScriptedServer::Problem(400, "rejectedIdentifier", "a.example.com is forbidden");
