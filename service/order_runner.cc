@@ -100,6 +100,7 @@ absl::Status OrderRunner::RenewIfDue(Context& ctx) {
 
 absl::Status OrderRunner::AnswerAuthorizations(Context& ctx, const acme::Order& order) {
   for (const std::string& url : order.authorizations) {
+    RETURN_IF_ERROR(RenewIfDue(ctx));  // Many authorizations (or a slow DNS server) take long.
     auto authz = ctx.client->GetAuthorization(ctx.ref, url);
     if (options_.metrics) options_.metrics->RecordAcme("getAuthorization", authz.status());
     RETURN_IF_ERROR(authz.status());
@@ -220,11 +221,34 @@ absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
 }
 
 void OrderRunner::Cleanup(Context& ctx) {
+  // Fenced by the lease: a run whose order another replica claimed leaves the answers the new
+  // owner serves (the same tokens and TXT values) where they are.
+  bool fenced_out = false;
   for (const auto& token : ctx.http_tokens) {
-    options_.challenges->DeleteChallenge(ctx.scope(), token).IgnoreError();
+    absl::Status s = options_.challenges->DeleteChallengeFenced(ctx.scope(), ctx.job.lease, token);
+    if (absl::IsFailedPrecondition(s)) fenced_out = true;
   }
+  if (ctx.dns_records.empty() || options_.dns01 == nullptr || fenced_out) return;
+  // A DNS server knows no fencing token: the records go only while the order is provably still
+  // this run's (its token current). A lost race here leaves a stale TXT record, never removes a
+  // needed one before the new owner's run has published it again.
+  auto order = options_.orders->GetOrder(ctx.scope(), ctx.order.id);
+  if (!order.ok() || order->fencing_token != ctx.job.lease.fencing_token) return;
   for (const auto& [name, value] : ctx.dns_records) {
-    if (options_.dns01) options_.dns01->Remove(name, value).IgnoreError();
+    options_.dns01->Remove(name, value).IgnoreError();
+  }
+}
+
+absl::StatusOr<acme::Order> OrderRunner::WaitAtCa(Context& ctx, const std::string& url,
+                                                   bool until_ready) {
+  // In slices of a third of the lease, renewing it between them: a CA that validates for
+  // longer than a lease never lets the lease lapse under a live run.
+  while (true) {
+    RETURN_IF_ERROR(RenewIfDue(ctx));
+    const absl::Time slice_end =
+        std::min(ctx.deadline, options_.clock->Now() + options_.lease_duration / 3);
+    auto order = ctx.client->WaitForOrder(ctx.ref, url, slice_end, until_ready);
+    if (!absl::IsDeadlineExceeded(order.status()) || slice_end >= ctx.deadline) return order;
   }
 }
 
@@ -305,7 +329,7 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
     absl::StatusOr<acme::Order> next;
     if (ca.status == "pending") {
       if (absl::Status s = AnswerAuthorizations(ctx, ca); !s.ok()) return fail(s);
-      next = ctx.client->WaitForOrder(ctx.ref, ca.url, ctx.deadline, /*until_ready=*/true);
+      next = WaitAtCa(ctx, ca.url, /*until_ready=*/true);
     } else if (ca.status == "ready") {
       RETURN_IF_ERROR(advance(storage::OrderState::kReady));
       // RFC 8555 §7.4: finalize only while the CA says ready, and only while we provably hold the
@@ -323,7 +347,7 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
       }
     } else if (ca.status == "processing") {
       RETURN_IF_ERROR(advance(storage::OrderState::kProcessing));
-      next = ctx.client->WaitForOrder(ctx.ref, ca.url, ctx.deadline);
+      next = WaitAtCa(ctx, ca.url, /*until_ready=*/false);
     } else if (ca.status == "valid") {
       absl::Status s = Complete(ctx, ca);
       if (s.ok()) {

@@ -103,6 +103,9 @@ class OrderRunner {
   bool ChallengeAnswered(Context& ctx, const std::string& authz_url, const std::string& type);
   absl::Status Complete(Context& ctx, const acme::Order& order);
   absl::Status RenewIfDue(Context& ctx);
+  // WaitForOrder until ctx.deadline, renewing the lease as it goes. FAILED_PRECONDITION when
+  // the lease was lost meanwhile.
+  absl::StatusOr<acme::Order> WaitAtCa(Context& ctx, const std::string& url, bool until_ready);
   void Cleanup(Context& ctx);
 
   const Options options_;

@@ -222,6 +222,54 @@ TEST_F(OrderRunnerTest, AChallengeValidatedBetweenOurLookAndOurAnswerCountsAsAns
   EXPECT_EQ(order->state, OrderState::kValid) << order->error;
 }
 
+TEST_F(OrderRunnerTest, ARunThatLostItsLeaseLeavesTheNewOwnersChallengeAnswers) {
+  storage::Lease lease = NewOrderRow();
+  ca_.On("POST", "/chall/1", [&](const Call&) {
+    // While this run answers, its lease expires and replica 2 claims the order; replica 2
+    // publishes the same answer (the challenges table is shared) and goes on validating.
+    fx_.clock().Advance(absl::Minutes(3));
+    auto claimed = fx_.store().ClaimStaleOrders("replica-2", absl::Minutes(2), 10);
+    EXPECT_TRUE(claimed.ok() && claimed->size() == 1u);
+    return ScriptedServer::Problem(400, "malformed", "the CA refuses this answer");
+  });
+  crypto::PrivateKey leaf_key = testing::TestLeafKey();
+  auto order = runner_->Run(Job(lease, leaf_key));
+  EXPECT_THAT(order, StatusIs(absl::StatusCode::kFailedPrecondition));
+  // The stale run's cleanup is fenced: replica 2's published answer is still served.
+  EXPECT_TRUE(fx_.store().LookupChallenge("tok-1").ok());
+}
+
+TEST_F(OrderRunnerTest, TheLeaseIsRenewedWhileTheCaTakesLong) {
+  auto runner = *OrderRunner::Create(fx_.WithStore(
+      OrderRunner::Options{.clients = clients_.get(),
+                           .clock = &fx_.clock(),
+                           .ca_timeout = absl::Minutes(5),
+                           .lease_duration = absl::Minutes(1)}));
+  storage::Lease lease = NewOrderRow();
+  // The CA validates for four minutes (polled every second on the fake clock), then issues.
+  const absl::Time ready_at = fx_.clock().Now() + absl::Minutes(4);
+  int expired_polls = 0;
+  std::string state = "pending";
+  ca_.On("POST", "/order/1", [&](const Call&) {
+    auto row = fx_.store().GetOrder(scope_, lease.order);
+    if (row.ok() && !storage::IsTerminal(row->state) &&
+        (!row->lease_expires_at || *row->lease_expires_at <= fx_.clock().Now())) {
+      ++expired_polls;
+    }
+    if (state == "pending" && fx_.clock().Now() >= ready_at) state = "ready";
+    return ScriptedServer::Json(200, ScriptedServer::Order(state));
+  });
+  ca_.On("POST", "/finalize/1", [&](const Call&) {
+    state = "valid";
+    return ScriptedServer::Json(200, ScriptedServer::Order("valid"));
+  });
+  crypto::PrivateKey leaf_key = testing::TestLeafKey();
+  auto order = runner->Run(Job(lease, leaf_key));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kValid) << order->error;
+  EXPECT_EQ(expired_polls, 0);
+}
+
 TEST_F(OrderRunnerTest, CaInvalidOrderIsRecordedInvalidWithTheReason) {
   ca_.On("POST", "/new-order", [](const Call&) {
     return ScriptedServer::Problem(400, "rejectedIdentifier", "a.example.com is forbidden");

@@ -1485,6 +1485,22 @@ absl::Status PostgresStore::DeleteChallenge(const Scope& scope, absl::string_vie
   });
 }
 
+absl::Status PostgresStore::DeleteChallengeFenced(const Scope& scope, const Lease& lease,
+                                                  absl::string_view token) {
+  const absl::Time now = Now();
+  return InTenant("DeleteChallengeFenced", scope, [&](pqxx::work& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(Order o, LockOrder(tx, lease.order));
+    RETURN_IF_ERROR(rules::CheckFence(scope, o, lease));
+    pqxx::result r = tx.exec_params("DELETE FROM challenges WHERE token = $1 RETURNING token",
+                                    std::string(token));
+    if (!r.empty()) {
+      Audit(tx, scope, now,
+            rules::SimpleEvent("DeleteChallenge", absl::StrCat("token ", token)));
+    }
+    return absl::OkStatus();
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 // AuditLog
 

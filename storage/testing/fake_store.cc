@@ -1181,6 +1181,20 @@ absl::Status FakeStore::DeleteChallenge(const Scope& scope, absl::string_view to
   return absl::OkStatus();
 }
 
+absl::Status FakeStore::DeleteChallengeFenced(const Scope& scope, const Lease& lease,
+                                              absl::string_view token) {
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  ASSIGN_OR_RETURN(Order * o, FindOrder(s, scope, lease.order));
+  RETURN_IF_ERROR(rules::CheckFence(scope, *o, lease));
+  auto it = s.challenges.find(std::string(token));
+  if (it == s.challenges.end() || it->second.tenant != scope.tenant) return absl::OkStatus();
+  s.challenges.erase(it);
+  Audit(s, scope, now, rules::SimpleEvent("DeleteChallenge", absl::StrCat("token ", token)));
+  return absl::OkStatus();
+}
+
 // ---------------------------------------------------------------------------------------------
 // AuditLog
 
