@@ -1,6 +1,9 @@
 #include "service/failure.h"
 
+#include <optional>
+
 #include "absl/strings/str_cat.h"
+#include "acme/problem.h"
 
 namespace acmevault::service {
 namespace {
@@ -52,6 +55,14 @@ std::string ClipText(absl::string_view text, size_t max) {
   }
   if (i < text.size()) out.append("...");
   return out;
+}
+
+std::string SummarizeFailure(const absl::Status& status) {
+  std::string code = absl::StatusCodeToString(status.code());
+  std::optional<acme::Problem> problem = acme::GetProblem(status);
+  if (!problem) return absl::StrCat(code, ": ", ClipText(status.message()));
+  return absl::StrCat(code, ": acme ", ClipText(problem->ShortType(), 80), " (HTTP ",
+                      problem->http_status, "): ", ClipText(problem->detail));
 }
 
 std::string DescribeException(std::exception_ptr e) {

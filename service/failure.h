@@ -20,6 +20,11 @@ inline constexpr size_t kMaxFailureDetail = 300;
 // characters replaced by '?', with "..." appended when anything was cut.
 std::string ClipText(absl::string_view text, size_t max = kMaxFailureDetail);
 
+// A failure as logs, audit rows and gRPC messages tell it: the status code, then for a CA
+// problem "acme <type> (HTTP <status>): <clipped detail>", else the clipped message. Never the
+// payload (the problem document) nor the CA's text whole.
+std::string SummarizeFailure(const absl::Status& status);
+
 // What an exception that escaped a unit of background work is recorded as: "internal error: "
 // and its clipped what() (or "unknown exception"). `e` must not be null.
 std::string DescribeException(std::exception_ptr e);

@@ -3,7 +3,10 @@
 #include <stdexcept>
 #include <string>
 
+#include "acme/http.h"
+#include "acme/problem.h"
 #include "gmock/gmock.h"
+#include "nlohmann/json.hpp"
 #include "gtest/gtest.h"
 
 namespace acmevault::service {
@@ -18,6 +21,20 @@ TEST(ClipText, KeepsShortTextAndCutsLongTextOnACharacterBoundary) {
 
 TEST(ClipText, ReplacesInvalidUtf8AndControlCharacters) {
   EXPECT_EQ(ClipText("a\xFF" "b\nc\xED\xA0\x80"), "a?b?c???");
+}
+
+TEST(SummarizeFailure, NamesTheCodeTheAcmeTypeAndAClippedDetail) {
+  acme::HttpResponse page;
+  page.status = 503;
+  page.headers = {{"content-type", "application/problem+json"}};
+  page.body = nlohmann::json{{"type", "urn:ietf:params:acme:error:serverInternal"},
+                             {"detail", std::string(5000, 'z')}}
+                  .dump();
+  std::string summary =
+      SummarizeFailure(acme::ProblemStatus(page, "POST newOrder", absl::UnixEpoch()));
+  EXPECT_THAT(summary, ::testing::StartsWith("UNAVAILABLE: acme serverInternal (HTTP 503): zzz"));
+  EXPECT_LT(summary.size(), kMaxFailureDetail + 60);
+  EXPECT_EQ(SummarizeFailure(absl::NotFoundError("no such order")), "NOT_FOUND: no such order");
 }
 
 TEST(DescribeException, NamesAnInternalErrorWithTheClippedMessage) {

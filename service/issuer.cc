@@ -123,7 +123,7 @@ void Issuer::WorkLoop() {
       Log(LogLevel::kWarning, "order run stopped",
           {{"tenant", absl::StrCat(job.order.scope.tenant)},
            {"order", absl::StrCat(id)},
-           {"status", result.status().ToString()}});
+           {"status", SummarizeFailure(result.status())}});
     }
     {
       absl::MutexLock lock(&mu_);
@@ -367,9 +367,18 @@ absl::StatusOr<storage::Order> Issuer::WaitForResult(const storage::Scope& scope
   // until another run; the order stays and is retried.
   absl::MutexLock lock(&mu_);
   auto stopped = stopped_.find(order.id);
-  if (stopped != stopped_.end() && running_.count(order.id) == 0 &&
-      (absl::IsResourceExhausted(stopped->second) || absl::IsUnavailable(stopped->second))) {
+  if (stopped == stopped_.end() || running_.count(order.id) != 0) return order;
+  if (absl::IsResourceExhausted(stopped->second) || absl::IsUnavailable(stopped->second)) {
     return stopped->second;
+  }
+  // Finalized at the CA, but the certificate did not arrive: not a handle that says FINALIZING
+  // as if all were well, but what went wrong (the order is retried by a later run).
+  if (order.state >= storage::OrderState::kProcessing) {
+    return absl::UnavailableError(absl::StrCat(
+        "order ", order.id,
+        ": the CA has (or is making) the certificate, but it could not be downloaded yet; the "
+        "order is retried: ",
+        SummarizeFailure(stopped->second)));
   }
   return order;
 }

@@ -198,6 +198,16 @@ TEST_F(IssuerTest, AnExceptionInAnOrderRunIsRecordedOnTheOrderNotFatal) {
   EXPECT_THAT(order->error, HasSubstr("unexpected"));
 }
 
+TEST_F(IssuerTest, AFinalizedOrderWhoseDownloadFailsAnswersWithAClearError) {
+  AddAccount();
+  ca_.On("POST", "/cert/1", [](const Call&) {
+    return ScriptedServer::Problem(404, "malformed", "Certificate not found");
+  });
+  auto r = issuer_->Issue(host_, CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_));
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kUnavailable, "could not be downloaded"));
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kUnavailable, "malformed"));
+}
+
 TEST_F(IssuerTest, ReturnsTheOrderHandleWhenTheWaitEnds) {
   AddAccount();
   ca_.On("POST", "/order/1", [](const Call&) {

@@ -11,6 +11,7 @@
 #include "common/status_macros.h"
 #include "crypto/jwk.h"
 #include "crypto/x509.h"
+#include "service/failure.h"
 #include "service/required.h"
 
 namespace acmevault::service {
@@ -280,7 +281,9 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
     // ourselves (INTERNAL) ends it: anything else is retried by a later run.
     if (Retryable(s) || (finalized_at_ca && !absl::IsInternal(s))) return s;
     Cleanup(ctx);
-    RETURN_IF_ERROR(advance(storage::OrderState::kInvalid, s.message()));
+    // Summarised (type, status, clipped detail): the row, its audit entry and GetOrder's answer
+    // never carry a CA's text whole.
+    RETURN_IF_ERROR(advance(storage::OrderState::kInvalid, SummarizeFailure(s)));
     if (options_.metrics) {
       options_.metrics->RecordIssuance(options_.clock->Now() - ctx.order.created_at, false);
     }

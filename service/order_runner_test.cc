@@ -281,6 +281,20 @@ TEST_F(OrderRunnerTest, CaInvalidOrderIsRecordedInvalidWithTheReason) {
   EXPECT_THAT(order->error, HasSubstr("rejectedIdentifier"));
 }
 
+TEST_F(OrderRunnerTest, ACaProblemIsRecordedWithItsTypeAndAClippedDetail) {
+  const std::string page = "<html>" + std::string(5000, 'x') + "\xC3\xA9t\xC3\xA9</html>";
+  ca_.On("POST", "/new-order", [&](const Call&) {
+    return ScriptedServer::Problem(400, "rejectedIdentifier", page);
+  });
+  crypto::PrivateKey leaf_key = testing::TestLeafKey();
+  auto order = runner_->Run(Job(NewOrderRow(), leaf_key));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kInvalid);
+  EXPECT_THAT(order->error, HasSubstr("rejectedIdentifier"));
+  EXPECT_THAT(order->error, HasSubstr("HTTP 400"));
+  EXPECT_LT(order->error.size(), 600u);
+}
+
 TEST_F(OrderRunnerTest, UnreachableCaLeavesTheOrderForALaterRun) {
   ca_.On("POST", "/new-order", [](const Call&) {
     return ScriptedServer::Problem(503, "serverInternal", "maintenance");

@@ -25,7 +25,7 @@ void OrderResumer::Start() {
       auto resumed = RunOnceGuarded();
       if (!resumed.ok()) {
         Log(LogLevel::kWarning, "resuming stale orders failed",
-            {{"status", resumed.status().ToString()}});
+            {{"status", SummarizeFailure(resumed.status())}});
       }
     }
   });
@@ -52,7 +52,7 @@ absl::StatusOr<int> OrderResumer::RunOnce() {
       Log(LogLevel::kWarning, "could not resume order",
           {{"tenant", absl::StrCat(lease.tenant)},
            {"order", absl::StrCat(lease.order)},
-           {"status", s.ToString()}});
+           {"status", SummarizeFailure(s)}});
     }
   }
   return resumed;
