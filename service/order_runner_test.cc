@@ -67,6 +67,23 @@ class OrderRunnerTest : public ::testing::Test {
     return OrderJob{scope_, lease, *csr};
   }
 
+  // Scripts the CA's order as `*state` says (borrowed); finalize makes it valid.
+  void ScriptOrderFollowing(std::string* state) {
+    ca_.On("POST", "/order/1", [state](const Call&) {
+      return ScriptedServer::Json(200, ScriptedServer::Order(*state));
+    });
+    ca_.On("POST", "/finalize/1", [state](const Call&) {
+      *state = "valid";
+      return ScriptedServer::Json(200, ScriptedServer::Order("processing"));
+    });
+  }
+
+  // Pebble's answer to a response for a challenge it has already validated.
+  static acme::HttpResponse AlreadyValidRefusal() {
+    return ScriptedServer::Problem(400, "malformed",
+                                   "Cannot update challenge with status valid, only status pending");
+  }
+
   testing::Fixture fx_;
   ScriptedServer ca_;
   storage::TenantId tenant_ = 0;
@@ -177,16 +194,8 @@ TEST_F(OrderRunnerTest, AResumedRunNeverAnswersAChallengeTheCaAlreadyValidated) 
     state = "ready";
     return ScriptedServer::Json(200, authz);
   });
-  ca_.On("POST", "/chall/1", [](const Call&) {
-    return ScriptedServer::Problem(400, "malformed",
-                                   "Cannot update challenge with status valid, only status pending");
-  });
-  ca_.On("POST", "/order/1",
-         [&](const Call&) { return ScriptedServer::Json(200, ScriptedServer::Order(state)); });
-  ca_.On("POST", "/finalize/1", [&](const Call&) {
-    state = "valid";
-    return ScriptedServer::Json(200, ScriptedServer::Order("processing"));
-  });
+  ca_.On("POST", "/chall/1", [](const Call&) { return AlreadyValidRefusal(); });
+  ScriptOrderFollowing(&state);
   crypto::PrivateKey leaf_key = testing::TestLeafKey();
   auto order = runner_->Run(Job(lease, leaf_key));
   ASSERT_TRUE(order.ok()) << order.status();
@@ -207,15 +216,9 @@ TEST_F(OrderRunnerTest, AChallengeValidatedBetweenOurLookAndOurAnswerCountsAsAns
   });
   ca_.On("POST", "/chall/1", [&](const Call&) {
     state = "ready";
-    return ScriptedServer::Problem(400, "malformed",
-                                   "Cannot update challenge with status valid, only status pending");
+    return AlreadyValidRefusal();
   });
-  ca_.On("POST", "/order/1",
-         [&](const Call&) { return ScriptedServer::Json(200, ScriptedServer::Order(state)); });
-  ca_.On("POST", "/finalize/1", [&](const Call&) {
-    state = "valid";
-    return ScriptedServer::Json(200, ScriptedServer::Order("processing"));
-  });
+  ScriptOrderFollowing(&state);
   crypto::PrivateKey leaf_key = testing::TestLeafKey();
   auto order = runner_->Run(Job(lease, leaf_key));
   ASSERT_TRUE(order.ok()) << order.status();

@@ -1472,15 +1472,24 @@ absl::StatusOr<std::string> PostgresStore::LookupChallenge(absl::string_view tok
       TextOfRow, absl::NotFoundError("unknown challenge token"));
 }
 
+namespace {
+
+// DeleteChallenge's transaction body, shared with DeleteChallengeFenced.
+void DeleteChallengeTx(pqxx::work& tx, const Scope& scope, absl::Time now,
+                       absl::string_view token) {
+  pqxx::result r = tx.exec_params("DELETE FROM challenges WHERE token = $1 RETURNING token",
+                                  std::string(token));
+  if (!r.empty()) {
+    Audit(tx, scope, now, rules::SimpleEvent("DeleteChallenge", absl::StrCat("token ", token)));
+  }
+}
+
+}  // namespace
+
 absl::Status PostgresStore::DeleteChallenge(const Scope& scope, absl::string_view token) {
   const absl::Time now = Now();
   return InTenant("DeleteChallenge", scope, [&](pqxx::work& tx) {
-    pqxx::result r = tx.exec_params("DELETE FROM challenges WHERE token = $1 RETURNING token",
-                                    std::string(token));
-    if (!r.empty()) {
-      Audit(tx, scope, now,
-            rules::SimpleEvent("DeleteChallenge", absl::StrCat("token ", token)));
-    }
+    DeleteChallengeTx(tx, scope, now, token);
     return absl::OkStatus();
   });
 }
@@ -1491,12 +1500,7 @@ absl::Status PostgresStore::DeleteChallengeFenced(const Scope& scope, const Leas
   return InTenant("DeleteChallengeFenced", scope, [&](pqxx::work& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Order o, LockOrder(tx, lease.order));
     RETURN_IF_ERROR(rules::CheckFence(scope, o, lease));
-    pqxx::result r = tx.exec_params("DELETE FROM challenges WHERE token = $1 RETURNING token",
-                                    std::string(token));
-    if (!r.empty()) {
-      Audit(tx, scope, now,
-            rules::SimpleEvent("DeleteChallenge", absl::StrCat("token ", token)));
-    }
+    DeleteChallengeTx(tx, scope, now, token);
     return absl::OkStatus();
   });
 }
