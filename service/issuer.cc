@@ -85,6 +85,7 @@ Issuer::~Issuer() {
     {
       absl::MutexLock lock(&mu_);
       running_.erase(job.order.lease.order);
+      Finished(job.order.scope.tenant);
     }
     job.done->Notify();
   }
@@ -94,7 +95,13 @@ Issuer::~Issuer() {
 void Issuer::Submit(Job job) {
   absl::MutexLock lock(&mu_);
   running_[job.order.lease.order] = job.done;
+  ++per_tenant_[job.order.scope.tenant];
   queue_.push_back(std::move(job));
+}
+
+void Issuer::Finished(storage::TenantId tenant) {
+  auto it = per_tenant_.find(tenant);
+  if (it != per_tenant_.end() && --it->second == 0) per_tenant_.erase(it);
 }
 
 void Issuer::WorkLoop() {
@@ -128,6 +135,7 @@ void Issuer::WorkLoop() {
     {
       absl::MutexLock lock(&mu_);
       running_.erase(id);
+      Finished(job.order.scope.tenant);
       if (result.ok()) {
         stopped_.erase(id);
       } else {
@@ -221,8 +229,9 @@ absl::StatusOr<Issuer::Checked> Issuer::CheckRequest(const Caller& caller,
     return absl::InvalidArgumentError(
         absl::StrCat("idempotency_key: longer than ", kMaxIdempotencyKey, " characters"));
   }
-  ASSIGN_OR_RETURN(checked.wait_until,
-                   IssueWaitUntil(request, options_.wait_clock->Now(), options_.default_wait));
+  const absl::Time now = options_.wait_clock->Now();
+  ASSIGN_OR_RETURN(checked.wait_until, IssueWaitUntil(request, now, options_.default_wait));
+  checked.wait_until = std::min(checked.wait_until, now + options_.max_wait);
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
   ASSIGN_OR_RETURN(checked.identifiers, NormalizeDnsNames(request.identifiers, "identifiers"));
   ASSIGN_OR_RETURN(checked.tenant, options_.tenants->GetTenant(scope));
@@ -338,6 +347,12 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
     absl::MutexLock lock(&mu_);
     if (queue_.size() >= kMaxQueuedJobs) {
       return absl::UnavailableError("issuance queue is full; retry later");
+    }
+    auto mine = per_tenant_.find(scope.tenant);
+    if (mine != per_tenant_.end() && mine->second >= options_.max_orders_per_tenant) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the tenant has ", mine->second, " orders in progress here (the most allowed); retry "
+          "once some finish"));
     }
   }
   ASSIGN_OR_RETURN(storage::CreateOrderResult created,

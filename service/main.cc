@@ -194,12 +194,20 @@ absl::Status Serve() {
                                                               .dns01 = dns01.get(),
                                                               .metrics = &metrics,
                                                               .lease_duration = lease}));
+  const absl::Duration issue_max_wait =
+      config.issue_max_wait_seconds() > 0 ? absl::Seconds(config.issue_max_wait_seconds())
+                                          : absl::Seconds(60);
+  const size_t per_tenant =
+      config.max_orders_per_tenant() > 0 ? static_cast<size_t>(config.max_orders_per_tenant())
+                                         : 100;
   ASSIGN_OR_RETURN(auto issuer, service::Issuer::Create({.tenants = s,
                                                          .accounts = s,
                                                          .orders = s,
                                                          .certificates = s,
                                                          .audit = s,
                                                          .runner = runner.get(),
+                                                         .max_wait = issue_max_wait,
+                                                         .max_orders_per_tenant = per_tenant,
                                                          .replica_id = replica,
                                                          .lease_duration = lease}));
   ASSIGN_OR_RETURN(auto accounts, service::AccountManager::Create({.tenants = s,
