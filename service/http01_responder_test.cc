@@ -47,6 +47,10 @@ class Answers final : public storage::ChallengeStore {
     answers_.erase(std::string(token));
     return absl::OkStatus();
   }
+  absl::Status DeleteChallengeFenced(const storage::Scope& scope, const storage::Lease&,
+                                     absl::string_view token) override {
+    return DeleteChallenge(scope, token);
+  }
   int lookups() {
     absl::MutexLock lock(&mu_);
     return lookups_;

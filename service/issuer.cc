@@ -8,6 +8,7 @@
 #include "common/status_macros.h"
 #include "crypto/jwk.h"
 #include "crypto/x509.h"
+#include "service/failure.h"
 #include "service/identifiers.h"
 #include "service/log.h"
 #include "service/paging.h"
@@ -84,6 +85,7 @@ Issuer::~Issuer() {
     {
       absl::MutexLock lock(&mu_);
       running_.erase(job.order.lease.order);
+      Finished(job.order.scope.tenant);
     }
     job.done->Notify();
   }
@@ -93,7 +95,13 @@ Issuer::~Issuer() {
 void Issuer::Submit(Job job) {
   absl::MutexLock lock(&mu_);
   running_[job.order.lease.order] = job.done;
+  ++per_tenant_[job.order.scope.tenant];
   queue_.push_back(std::move(job));
+}
+
+void Issuer::Finished(storage::TenantId tenant) {
+  auto it = per_tenant_.find(tenant);
+  if (it != per_tenant_.end() && --it->second == 0) per_tenant_.erase(it);
 }
 
 void Issuer::WorkLoop() {
@@ -111,7 +119,7 @@ void Issuer::WorkLoop() {
       queue_.pop_front();
     }
     const storage::OrderId id = job.order.lease.order;
-    auto result = options_.runner->Run(job.order);
+    auto result = RunGuarded(job.order);
     if (result.ok()) {
       Log(LogLevel::kInfo, "order finished",
           {{"tenant", absl::StrCat(job.order.scope.tenant)},
@@ -122,11 +130,12 @@ void Issuer::WorkLoop() {
       Log(LogLevel::kWarning, "order run stopped",
           {{"tenant", absl::StrCat(job.order.scope.tenant)},
            {"order", absl::StrCat(id)},
-           {"status", result.status().ToString()}});
+           {"status", SummarizeFailure(result.status())}});
     }
     {
       absl::MutexLock lock(&mu_);
       running_.erase(id);
+      Finished(job.order.scope.tenant);
       if (result.ok()) {
         stopped_.erase(id);
       } else {
@@ -134,6 +143,37 @@ void Issuer::WorkLoop() {
       }
     }
     job.done->Notify();
+  }
+}
+
+absl::StatusOr<storage::Order> Issuer::RunGuarded(const OrderJob& job) {
+  std::exception_ptr thrown;
+  try {
+    return options_.runner->Run(job);
+  } catch (...) {
+    thrown = std::current_exception();
+  }
+  return RecordException(job.scope, job.lease, thrown);
+}
+
+absl::StatusOr<storage::Order> Issuer::RecordException(const storage::Scope& scope,
+                                                       const storage::Lease& lease,
+                                                       std::exception_ptr thrown) {
+  const std::string what = DescribeException(thrown);
+  Log(LogLevel::kError, "order run threw",
+      {{"tenant", absl::StrCat(lease.tenant)}, {"order", absl::StrCat(lease.order)},
+       {"error", what}});
+  try {
+    // Before finalize the order is given up (a new run would most likely throw again); once the
+    // CA may hold a certificate for it, it stays for a later run to download.
+    ASSIGN_OR_RETURN(storage::Order order, options_.orders->GetOrder(scope, lease.order));
+    if (storage::IsTerminal(order.state)) return order;
+    if (order.state >= storage::OrderState::kProcessing) return absl::InternalError(what);
+    RETURN_IF_ERROR(
+        options_.orders->TransitionOrder(scope, lease, storage::OrderState::kInvalid, what));
+    return options_.orders->GetOrder(scope, lease.order);
+  } catch (...) {
+    return absl::InternalError(what);
   }
 }
 
@@ -189,8 +229,9 @@ absl::StatusOr<Issuer::Checked> Issuer::CheckRequest(const Caller& caller,
     return absl::InvalidArgumentError(
         absl::StrCat("idempotency_key: longer than ", kMaxIdempotencyKey, " characters"));
   }
-  ASSIGN_OR_RETURN(checked.wait_until,
-                   IssueWaitUntil(request, options_.wait_clock->Now(), options_.default_wait));
+  const absl::Time now = options_.wait_clock->Now();
+  ASSIGN_OR_RETURN(checked.wait_until, IssueWaitUntil(request, now, options_.default_wait));
+  checked.wait_until = std::min(checked.wait_until, now + options_.max_wait);
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
   ASSIGN_OR_RETURN(checked.identifiers, NormalizeDnsNames(request.identifiers, "identifiers"));
   ASSIGN_OR_RETURN(checked.tenant, options_.tenants->GetTenant(scope));
@@ -307,6 +348,12 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
     if (queue_.size() >= kMaxQueuedJobs) {
       return absl::UnavailableError("issuance queue is full; retry later");
     }
+    auto mine = per_tenant_.find(scope.tenant);
+    if (mine != per_tenant_.end() && mine->second >= options_.max_orders_per_tenant) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the tenant has ", mine->second, " orders in progress here (the most allowed); retry "
+          "once some finish"));
+    }
   }
   ASSIGN_OR_RETURN(storage::CreateOrderResult created,
                    options_.orders->CreateOrJoinOrder(scope, spec));
@@ -335,15 +382,34 @@ absl::StatusOr<storage::Order> Issuer::WaitForResult(const storage::Scope& scope
   // until another run; the order stays and is retried.
   absl::MutexLock lock(&mu_);
   auto stopped = stopped_.find(order.id);
-  if (stopped != stopped_.end() && running_.count(order.id) == 0 &&
-      (absl::IsResourceExhausted(stopped->second) || absl::IsUnavailable(stopped->second))) {
+  if (stopped == stopped_.end() || running_.count(order.id) != 0) return order;
+  if (absl::IsResourceExhausted(stopped->second) || absl::IsUnavailable(stopped->second)) {
     return stopped->second;
+  }
+  // Finalized at the CA, but the certificate did not arrive: not a handle that says FINALIZING
+  // as if all were well, but what went wrong (the order is retried by a later run).
+  if (order.state >= storage::OrderState::kProcessing) {
+    return absl::UnavailableError(absl::StrCat(
+        "order ", order.id,
+        ": the CA has (or is making) the certificate, but it could not be downloaded yet; the "
+        "order is retried: ",
+        SummarizeFailure(stopped->second)));
   }
   return order;
 }
 
 absl::Status Issuer::Resume(const storage::Lease& lease) {
   const storage::Scope scope{lease.tenant, {options_.replica_id, "resume"}};
+  std::exception_ptr thrown;
+  try {
+    return ResumeUnguarded(scope, lease);
+  } catch (...) {
+    thrown = std::current_exception();
+  }
+  return RecordException(scope, lease, thrown).status();
+}
+
+absl::Status Issuer::ResumeUnguarded(const storage::Scope& scope, const storage::Lease& lease) {
   storage::OrderStore& orders = *options_.orders;
   ASSIGN_OR_RETURN(storage::Order order, orders.GetOrder(scope, lease.order));
   if (storage::IsTerminal(order.state)) return absl::OkStatus();

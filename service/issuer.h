@@ -9,6 +9,7 @@
 #define ACMEVAULT_SERVICE_ISSUER_H_
 
 #include <deque>
+#include <exception>
 #include <functional>
 #include <map>
 #include <memory>
@@ -103,6 +104,12 @@ class Issuer {
     const Clock* wait_clock = Clock::Real();
     // How long Issue waits when the caller set no deadline.
     absl::Duration default_wait = absl::Seconds(25);
+    // The longest any Issue waits, whatever the caller's deadline: then it answers with the
+    // order handle, so one caller's long deadline holds an RPC thread no longer than this.
+    absl::Duration max_wait = absl::Seconds(60);
+    // The most orders of one tenant queued or running on this replica; more are
+    // RESOURCE_EXHAUSTED, so one tenant's burst cannot fill the queue everyone shares.
+    size_t max_orders_per_tenant = 100;
     // Names this replica in order leases.
     std::string replica_id = "replica";
     int worker_threads = 4;
@@ -119,7 +126,8 @@ class Issuer {
   // UNAVAILABLE when the queue is full or the store is down.
   absl::StatusOr<IssueResult> Issue(const Caller& caller, const IssueRequest& request);
   // Runs an order this replica claimed from a replica that stopped (OrderStore::ClaimStaleOrders)
-  // from the material stored with it. Returns once the run is queued.
+  // from the material stored with it. Returns once the run is queued. An exception on the way
+  // is recorded on the order (see RecordException), not thrown.
   absl::Status Resume(const storage::Lease& lease);
 
   // Reads for hosts and admins of the caller's tenant (another tenant's rows are NOT_FOUND).
@@ -182,12 +190,25 @@ class Issuer {
   // Every key of the tenant's accounts, which no certificate may certify.
   std::vector<crypto::PublicKey> AccountPublicKeys(const storage::Scope& scope);
   void Submit(Job job);
+  // One of the tenant's orders left this replica (ran or was handed over).
+  void Finished(storage::TenantId tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void WorkLoop();
+  // Runs one order on a worker; an exception out of the run becomes a failure recorded on the
+  // order (RecordException), never the end of the process.
+  absl::StatusOr<storage::Order> RunGuarded(const OrderJob& job);
+  // Records `thrown` (clipped) on the order: invalid while the CA cannot have issued yet; left
+  // for a later run (INTERNAL) from processing on. Returns the order row, or INTERNAL.
+  absl::StatusOr<storage::Order> RecordException(const storage::Scope& scope,
+                                                 const storage::Lease& lease,
+                                                 std::exception_ptr thrown);
+  absl::Status ResumeUnguarded(const storage::Scope& scope, const storage::Lease& lease);
 
   const Options options_;
   absl::Mutex mu_;
   std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
   std::map<storage::OrderId, std::shared_ptr<absl::Notification>> running_ ABSL_GUARDED_BY(mu_);
+  // Orders queued or running here, per tenant (for max_orders_per_tenant).
+  std::map<storage::TenantId, size_t> per_tenant_ ABSL_GUARDED_BY(mu_);
   // Why the last run of an order stopped short (a CA rate limit, an outage), for the callers
   // waiting on it; cleared when a run ends the order.
   std::map<storage::OrderId, absl::Status> stopped_ ABSL_GUARDED_BY(mu_);

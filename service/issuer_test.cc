@@ -183,6 +183,68 @@ TEST_F(IssuerTest, CaFailureSurfacesWithItsAcmeType) {
               StatusIs(absl::StatusCode::kFailedPrecondition, "rejectedIdentifier"));
 }
 
+TEST_F(IssuerTest, AnExceptionInAnOrderRunIsRecordedOnTheOrderNotFatal) {
+  AddAccount();
+  ca_.On("POST", "/new-order", [](const Call&) -> acme::HttpResponse {
+    throw std::runtime_error("unexpected \xff in the CA's answer");
+  });
+  IssueRequest request = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
+  request.idempotency_key = "web01";
+  EXPECT_THAT(issuer_->Issue(host_, request),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "internal error"));
+  auto order = fx_.store().FindOrderByIdempotencyKey(fx_.AdminScope(tenant_), "web01");
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, storage::OrderState::kInvalid);
+  EXPECT_THAT(order->error, HasSubstr("unexpected"));
+}
+
+TEST_F(IssuerTest, AFinalizedOrderWhoseDownloadFailsAnswersWithAClearError) {
+  AddAccount();
+  ca_.On("POST", "/cert/1", [](const Call&) {
+    return ScriptedServer::Problem(404, "malformed", "Certificate not found");
+  });
+  auto r = issuer_->Issue(host_, CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_));
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kUnavailable, "could not be downloaded"));
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kUnavailable, "malformed"));
+}
+
+TEST_F(IssuerTest, AnIssueWaitsNoLongerThanTheServersCap) {
+  AddAccount();
+  auto capped = *Issuer::Create(fx_.WithStore(Issuer::Options{
+      .runner = runner_.get(), .clock = &fx_.clock(), .max_wait = absl::Milliseconds(200)}));
+  ca_.On("POST", "/order/1", [](const Call&) {
+    return ScriptedServer::Json(200, ScriptedServer::Order("pending"));
+  });
+  IssueRequest r = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
+  r.max_wait = absl::ZeroDuration();  // The caller's deadline alone: infinitely far.
+  auto result = capped->Issue(host_, r);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_FALSE(result->certificate.has_value());
+  EXPECT_FALSE(storage::IsTerminal(result->order.state));
+}
+
+TEST_F(IssuerTest, OneTenantCannotQueueMoreThanItsShare) {
+  AddAccount();
+  absl::Notification release;
+  ca_.On("POST", "/new-order", [&](const Call&) {
+    release.WaitForNotification();  // The CA holds every order while the test fills the queue.
+    return ScriptedServer::Problem(503, "serverInternal", "busy");
+  });
+  auto capped = *Issuer::Create(fx_.WithStore(Issuer::Options{.runner = runner_.get(),
+                                                              .clock = &fx_.clock(),
+                                                              .max_orders_per_tenant = 2,
+                                                              .worker_threads = 1}));
+  auto issue = [&](const std::string& name) {
+    IssueRequest r = CsrRequest({name}, *leaf_key_);
+    r.max_wait = absl::Milliseconds(50);
+    return capped->Issue(host_, r);
+  };
+  EXPECT_TRUE(issue("a.example.com").ok());
+  EXPECT_TRUE(issue("b.example.com").ok());
+  EXPECT_THAT(issue("c.example.com"), StatusIs(absl::StatusCode::kResourceExhausted, "orders in progress"));
+  release.Notify();
+}
+
 TEST_F(IssuerTest, ReturnsTheOrderHandleWhenTheWaitEnds) {
   AddAccount();
   ca_.On("POST", "/order/1", [](const Call&) {

@@ -34,6 +34,7 @@
 #include "service/accounts.h"
 #include "service/admin.h"
 #include "service/auth.h"
+#include "service/core_dumps.h"
 #include "service/dns01_rfc2136.h"
 #include "service/grpc_services.h"
 #include "service/http01_responder.h"
@@ -193,12 +194,20 @@ absl::Status Serve() {
                                                               .dns01 = dns01.get(),
                                                               .metrics = &metrics,
                                                               .lease_duration = lease}));
+  const absl::Duration issue_max_wait =
+      config.issue_max_wait_seconds() > 0 ? absl::Seconds(config.issue_max_wait_seconds())
+                                          : absl::Seconds(60);
+  const size_t per_tenant =
+      config.max_orders_per_tenant() > 0 ? static_cast<size_t>(config.max_orders_per_tenant())
+                                         : 100;
   ASSIGN_OR_RETURN(auto issuer, service::Issuer::Create({.tenants = s,
                                                          .accounts = s,
                                                          .orders = s,
                                                          .certificates = s,
                                                          .audit = s,
                                                          .runner = runner.get(),
+                                                         .max_wait = issue_max_wait,
+                                                         .max_orders_per_tenant = per_tenant,
                                                          .replica_id = replica,
                                                          .lease_duration = lease}));
   ASSIGN_OR_RETURN(auto accounts, service::AccountManager::Create({.tenants = s,
@@ -343,6 +352,11 @@ absl::Status AuditVerifyCommand() {
 }  // namespace acmevault
 
 int main(int argc, char** argv) {
+  // Before anything reads a key: a core dump of this process would hold the KEKs.
+  if (absl::Status s = acmevault::service::DisableCoreDumps(); !s.ok()) {
+    std::fprintf(stderr, "acmevaultd: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   std::string command = args.size() > 1 ? args[1] : "";
   absl::Status status;

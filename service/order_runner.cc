@@ -11,6 +11,7 @@
 #include "common/status_macros.h"
 #include "crypto/jwk.h"
 #include "crypto/x509.h"
+#include "service/failure.h"
 #include "service/required.h"
 
 namespace acmevault::service {
@@ -29,6 +30,10 @@ bool Retryable(const absl::Status& s) {
       return false;
   }
 }
+
+// How often one run tries the download again after a failure, and the pause before each.
+constexpr int kDownloadRetries = 2;
+constexpr absl::Duration kDownloadRetryPause = absl::Seconds(1);
 
 storage::AuthorizationStatus AuthzStatus(const std::string& s) {
   auto parsed = storage::ParseAuthorizationStatus(s);
@@ -96,6 +101,7 @@ absl::Status OrderRunner::RenewIfDue(Context& ctx) {
 
 absl::Status OrderRunner::AnswerAuthorizations(Context& ctx, const acme::Order& order) {
   for (const std::string& url : order.authorizations) {
+    RETURN_IF_ERROR(RenewIfDue(ctx));  // Many authorizations (or a slow DNS server) take long.
     auto authz = ctx.client->GetAuthorization(ctx.ref, url);
     if (options_.metrics) options_.metrics->RecordAcme("getAuthorization", authz.status());
     RETURN_IF_ERROR(authz.status());
@@ -117,6 +123,14 @@ absl::Status OrderRunner::AnswerAuthorizations(Context& ctx, const acme::Order& 
       return absl::FailedPreconditionError(absl::StrCat("the CA offers no ", dns ? "dns-01" : "http-01",
                                                         " challenge for ", identifier));
     }
+    // Answered already (a resumed run, another replica): validated is done; one the CA is
+    // validating keeps its published answer but is never answered again (RFC 8555 §7.5.1: the
+    // CA refuses a response to a challenge that is not pending).
+    if (ch->status == "valid") continue;
+    if (ch->status != "pending" && ch->status != "processing") {
+      return absl::FailedPreconditionError(
+          absl::StrCat("the ", ch->type, " challenge for ", identifier, " is ", ch->status));
+    }
     std::string key_auth = crypto::KeyAuthorization(ch->token, ctx.key->private_key.public_key());
     if (dns) {
       if (options_.dns01 == nullptr) {
@@ -130,11 +144,29 @@ absl::Status OrderRunner::AnswerAuthorizations(Context& ctx, const acme::Order& 
       RETURN_IF_ERROR(options_.challenges->PutChallenge(ctx.scope(), ch->token, key_auth));
       ctx.http_tokens.push_back(ch->token);
     }
+    if (ch->status != "pending") continue;
     auto responded = ctx.client->RespondToChallenge(ctx.ref, ch->url);
     if (options_.metrics) options_.metrics->RecordAcme("respondToChallenge", responded.status());
-    RETURN_IF_ERROR(responded.status());
+    if (responded.ok() || Retryable(responded.status())) {
+      RETURN_IF_ERROR(responded.status());
+      continue;
+    }
+    // Refused: the challenge may have left pending between our look and our answer (another
+    // replica's answer was validated). Look again; answered is answered.
+    RETURN_IF_ERROR(ChallengeAnswered(ctx, url, ch->type) ? absl::OkStatus()
+                                                          : responded.status());
   }
   return absl::OkStatus();
+}
+
+bool OrderRunner::ChallengeAnswered(Context& ctx, const std::string& authz_url,
+                                    const std::string& type) {
+  auto authz = ctx.client->GetAuthorization(ctx.ref, authz_url);
+  if (options_.metrics) options_.metrics->RecordAcme("getAuthorization", authz.status());
+  if (!authz.ok()) return false;
+  if (authz->status == "valid") return true;
+  const acme::Challenge* ch = authz->Find(type);
+  return ch != nullptr && (ch->status == "processing" || ch->status == "valid");
 }
 
 absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
@@ -190,11 +222,34 @@ absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
 }
 
 void OrderRunner::Cleanup(Context& ctx) {
+  // Fenced by the lease: a run whose order another replica claimed leaves the answers the new
+  // owner serves (the same tokens and TXT values) where they are.
+  bool fenced_out = false;
   for (const auto& token : ctx.http_tokens) {
-    options_.challenges->DeleteChallenge(ctx.scope(), token).IgnoreError();
+    absl::Status s = options_.challenges->DeleteChallengeFenced(ctx.scope(), ctx.job.lease, token);
+    if (absl::IsFailedPrecondition(s)) fenced_out = true;
   }
+  if (ctx.dns_records.empty() || options_.dns01 == nullptr || fenced_out) return;
+  // A DNS server knows no fencing token: the records go only while the order is provably still
+  // this run's (its token current). A lost race here leaves a stale TXT record, never removes a
+  // needed one before the new owner's run has published it again.
+  auto order = options_.orders->GetOrder(ctx.scope(), ctx.order.id);
+  if (!order.ok() || order->fencing_token != ctx.job.lease.fencing_token) return;
   for (const auto& [name, value] : ctx.dns_records) {
-    if (options_.dns01) options_.dns01->Remove(name, value).IgnoreError();
+    options_.dns01->Remove(name, value).IgnoreError();
+  }
+}
+
+absl::StatusOr<acme::Order> OrderRunner::WaitAtCa(Context& ctx, const std::string& url,
+                                                   bool until_ready) {
+  // In slices of a third of the lease, renewing it between them: a CA that validates for
+  // longer than a lease never lets the lease lapse under a live run.
+  while (true) {
+    RETURN_IF_ERROR(RenewIfDue(ctx));
+    const absl::Time slice_end =
+        std::min(ctx.deadline, options_.clock->Now() + options_.lease_duration / 3);
+    auto order = ctx.client->WaitForOrder(ctx.ref, url, slice_end, until_ready);
+    if (!absl::IsDeadlineExceeded(order.status()) || slice_end >= ctx.deadline) return order;
   }
 }
 
@@ -226,7 +281,9 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
     // ourselves (INTERNAL) ends it: anything else is retried by a later run.
     if (Retryable(s) || (finalized_at_ca && !absl::IsInternal(s))) return s;
     Cleanup(ctx);
-    RETURN_IF_ERROR(advance(storage::OrderState::kInvalid, s.message()));
+    // Summarised (type, status, clipped detail): the row, its audit entry and GetOrder's answer
+    // never carry a CA's text whole.
+    RETURN_IF_ERROR(advance(storage::OrderState::kInvalid, SummarizeFailure(s)));
     if (options_.metrics) {
       options_.metrics->RecordIssuance(options_.clock->Now() - ctx.order.created_at, false);
     }
@@ -263,13 +320,19 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
     ca = *std::move(fetched);
   }
 
+  // The CA may hold a certificate for this order already: it said so at our first look, or the
+  // stored state says we finalized (a resumed run). From then on, only a mismatch we detect
+  // ourselves ends the order; anything else leaves it for a later run to download.
+  finalized_at_ca = ca.status == "processing" || ca.status == "valid" ||
+                    ctx.order.state >= storage::OrderState::kProcessing;
+  int download_retries = 0;
   // The CA's status decides each step. Bounded: each status is handled at most a few times.
   for (int step = 0; step < 12; ++step) {
     RETURN_IF_ERROR(RenewIfDue(ctx));
     absl::StatusOr<acme::Order> next;
     if (ca.status == "pending") {
       if (absl::Status s = AnswerAuthorizations(ctx, ca); !s.ok()) return fail(s);
-      next = ctx.client->WaitForOrder(ctx.ref, ca.url, ctx.deadline, /*until_ready=*/true);
+      next = WaitAtCa(ctx, ca.url, /*until_ready=*/true);
     } else if (ca.status == "ready") {
       RETURN_IF_ERROR(advance(storage::OrderState::kReady));
       // RFC 8555 §7.4: finalize only while the CA says ready, and only while we provably hold the
@@ -287,11 +350,19 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
       }
     } else if (ca.status == "processing") {
       RETURN_IF_ERROR(advance(storage::OrderState::kProcessing));
-      next = ctx.client->WaitForOrder(ctx.ref, ca.url, ctx.deadline);
+      next = WaitAtCa(ctx, ca.url, /*until_ready=*/false);
     } else if (ca.status == "valid") {
-      if (absl::Status s = Complete(ctx, ca); !s.ok()) return fail(s);
-      Cleanup(ctx);
-      return options_.orders->GetOrder(scope, ctx.order.id);
+      absl::Status s = Complete(ctx, ca);
+      if (s.ok()) {
+        Cleanup(ctx);
+        return options_.orders->GetOrder(scope, ctx.order.id);
+      }
+      // A failed download (a 404 while the CA's storage catches up, a dropped connection) is
+      // tried again in this run, after a pause and a fresh look at the order.
+      if (absl::IsInternal(s) || ++download_retries > kDownloadRetries) return fail(s);
+      options_.clock->SleepFor(kDownloadRetryPause);
+      next = ctx.client->GetOrder(ctx.ref, ca.url);
+      if (options_.metrics) options_.metrics->RecordAcme("getOrder", next.status());
     } else {  // invalid
       return fail(absl::FailedPreconditionError(
           absl::StrCat("the CA marked the order invalid: ", ca.error.is_null() ? "" : ca.error.dump())));

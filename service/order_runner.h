@@ -98,8 +98,14 @@ class OrderRunner {
   struct Context;
   explicit OrderRunner(Options options) : options_(options) {}
   absl::Status AnswerAuthorizations(Context& ctx, const acme::Order& order);
+  // True when the CA no longer needs an answer to the `type` challenge of the authorization:
+  // it is valid, or the challenge is processing or valid.
+  bool ChallengeAnswered(Context& ctx, const std::string& authz_url, const std::string& type);
   absl::Status Complete(Context& ctx, const acme::Order& order);
   absl::Status RenewIfDue(Context& ctx);
+  // WaitForOrder until ctx.deadline, renewing the lease as it goes. FAILED_PRECONDITION when
+  // the lease was lost meanwhile.
+  absl::StatusOr<acme::Order> WaitAtCa(Context& ctx, const std::string& url, bool until_ready);
   void Cleanup(Context& ctx);
 
   const Options options_;

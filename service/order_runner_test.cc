@@ -67,6 +67,23 @@ class OrderRunnerTest : public ::testing::Test {
     return OrderJob{scope_, lease, *csr};
   }
 
+  // Scripts the CA's order as `*state` says (borrowed); finalize makes it valid.
+  void ScriptOrderFollowing(std::string* state) {
+    ca_.On("POST", "/order/1", [state](const Call&) {
+      return ScriptedServer::Json(200, ScriptedServer::Order(*state));
+    });
+    ca_.On("POST", "/finalize/1", [state](const Call&) {
+      *state = "valid";
+      return ScriptedServer::Json(200, ScriptedServer::Order("processing"));
+    });
+  }
+
+  // Pebble's answer to a response for a challenge it has already validated.
+  static acme::HttpResponse AlreadyValidRefusal() {
+    return ScriptedServer::Problem(400, "malformed",
+                                   "Cannot update challenge with status valid, only status pending");
+  }
+
   testing::Fixture fx_;
   ScriptedServer ca_;
   storage::TenantId tenant_ = 0;
@@ -139,6 +156,123 @@ TEST_F(OrderRunnerTest, ResumesAtTheCasStatusAndNeverFinalizesTwice) {
   EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 0);
 }
 
+TEST_F(OrderRunnerTest, AResumedRunWhoseFirstLookSaysValidRetriesAFailedDownload) {
+  // A replica died right after finalize, before it recorded processing: the order row says
+  // pending, the CA says valid; the first download then fails with a 404.
+  storage::Lease lease = NewOrderRow();
+  ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, lease, ScriptedServer::Url("/order/1")).ok());
+  ca_.On("POST", "/order/1",
+         [](const Call&) { return ScriptedServer::Json(200, ScriptedServer::Order("valid")); });
+  int downloads = 0;
+  std::string chain = testing::ReadTestFile("crypto/testdata/chain.pem");
+  ASSERT_FALSE(chain.empty());
+  ca_.On("POST", "/cert/1", [&](const Call&) {
+    if (++downloads == 1) {
+      return ScriptedServer::Problem(404, "malformed", "Certificate not found");
+    }
+    return ScriptedServer::Raw(200, "application/pem-certificate-chain", chain);
+  });
+  crypto::PrivateKey leaf_key = testing::TestLeafKey();
+  auto order = runner_->Run(Job(lease, leaf_key));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kValid) << order->error;
+  ASSERT_TRUE(order->certificate.has_value());
+  EXPECT_EQ(downloads, 2);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 0);
+  EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 0);
+}
+
+TEST_F(OrderRunnerTest, AResumedRunNeverAnswersAChallengeTheCaAlreadyValidated) {
+  // Another replica answered; the CA validated the challenge but the authorization still says
+  // pending (it turns valid a moment later). Answering again is refused by the CA.
+  storage::Lease lease = NewOrderRow();
+  ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, lease, ScriptedServer::Url("/order/1")).ok());
+  std::string state = "pending";
+  ca_.On("POST", "/authz/1", [&](const Call&) {
+    nlohmann::json authz = ScriptedServer::Authz("pending");
+    authz["challenges"][0]["status"] = "valid";
+    state = "ready";
+    return ScriptedServer::Json(200, authz);
+  });
+  ca_.On("POST", "/chall/1", [](const Call&) { return AlreadyValidRefusal(); });
+  ScriptOrderFollowing(&state);
+  crypto::PrivateKey leaf_key = testing::TestLeafKey();
+  auto order = runner_->Run(Job(lease, leaf_key));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kValid) << order->error;
+  EXPECT_EQ(ca_.CountCalls("POST", "/chall/1"), 0);
+}
+
+TEST_F(OrderRunnerTest, AChallengeValidatedBetweenOurLookAndOurAnswerCountsAsAnswered) {
+  // The authorization said the challenge was pending; by the time the answer arrives the CA has
+  // validated it (another replica's answer): the refusal means done, not failure.
+  storage::Lease lease = NewOrderRow();
+  ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, lease, ScriptedServer::Url("/order/1")).ok());
+  std::string state = "pending";
+  ca_.On("POST", "/authz/1", [&](const Call&) {
+    nlohmann::json authz = ScriptedServer::Authz(state == "pending" ? "pending" : "valid");
+    if (state != "pending") authz["challenges"][0]["status"] = "valid";
+    return ScriptedServer::Json(200, authz);
+  });
+  ca_.On("POST", "/chall/1", [&](const Call&) {
+    state = "ready";
+    return AlreadyValidRefusal();
+  });
+  ScriptOrderFollowing(&state);
+  crypto::PrivateKey leaf_key = testing::TestLeafKey();
+  auto order = runner_->Run(Job(lease, leaf_key));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kValid) << order->error;
+}
+
+TEST_F(OrderRunnerTest, ARunThatLostItsLeaseLeavesTheNewOwnersChallengeAnswers) {
+  storage::Lease lease = NewOrderRow();
+  ca_.On("POST", "/chall/1", [&](const Call&) {
+    // While this run answers, its lease expires and replica 2 claims the order; replica 2
+    // publishes the same answer (the challenges table is shared) and goes on validating.
+    fx_.clock().Advance(absl::Minutes(3));
+    auto claimed = fx_.store().ClaimStaleOrders("replica-2", absl::Minutes(2), 10);
+    EXPECT_TRUE(claimed.ok() && claimed->size() == 1u);
+    return ScriptedServer::Problem(400, "malformed", "the CA refuses this answer");
+  });
+  crypto::PrivateKey leaf_key = testing::TestLeafKey();
+  auto order = runner_->Run(Job(lease, leaf_key));
+  EXPECT_THAT(order, StatusIs(absl::StatusCode::kFailedPrecondition));
+  // The stale run's cleanup is fenced: replica 2's published answer is still served.
+  EXPECT_TRUE(fx_.store().LookupChallenge("tok-1").ok());
+}
+
+TEST_F(OrderRunnerTest, TheLeaseIsRenewedWhileTheCaTakesLong) {
+  auto runner = *OrderRunner::Create(fx_.WithStore(
+      OrderRunner::Options{.clients = clients_.get(),
+                           .clock = &fx_.clock(),
+                           .ca_timeout = absl::Minutes(5),
+                           .lease_duration = absl::Minutes(1)}));
+  storage::Lease lease = NewOrderRow();
+  // The CA validates for four minutes (polled every second on the fake clock), then issues.
+  const absl::Time ready_at = fx_.clock().Now() + absl::Minutes(4);
+  int expired_polls = 0;
+  std::string state = "pending";
+  ca_.On("POST", "/order/1", [&](const Call&) {
+    auto row = fx_.store().GetOrder(scope_, lease.order);
+    if (row.ok() && !storage::IsTerminal(row->state) &&
+        (!row->lease_expires_at || *row->lease_expires_at <= fx_.clock().Now())) {
+      ++expired_polls;
+    }
+    if (state == "pending" && fx_.clock().Now() >= ready_at) state = "ready";
+    return ScriptedServer::Json(200, ScriptedServer::Order(state));
+  });
+  ca_.On("POST", "/finalize/1", [&](const Call&) {
+    state = "valid";
+    return ScriptedServer::Json(200, ScriptedServer::Order("valid"));
+  });
+  crypto::PrivateKey leaf_key = testing::TestLeafKey();
+  auto order = runner->Run(Job(lease, leaf_key));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kValid) << order->error;
+  EXPECT_EQ(expired_polls, 0);
+}
+
 TEST_F(OrderRunnerTest, CaInvalidOrderIsRecordedInvalidWithTheReason) {
   ca_.On("POST", "/new-order", [](const Call&) {
     return ScriptedServer::Problem(400, "rejectedIdentifier", "a.example.com is forbidden");
@@ -148,6 +282,20 @@ TEST_F(OrderRunnerTest, CaInvalidOrderIsRecordedInvalidWithTheReason) {
   ASSERT_TRUE(order.ok()) << order.status();
   EXPECT_EQ(order->state, OrderState::kInvalid);
   EXPECT_THAT(order->error, HasSubstr("rejectedIdentifier"));
+}
+
+TEST_F(OrderRunnerTest, ACaProblemIsRecordedWithItsTypeAndAClippedDetail) {
+  const std::string page = "<html>" + std::string(5000, 'x') + "\xC3\xA9t\xC3\xA9</html>";
+  ca_.On("POST", "/new-order", [&](const Call&) {
+    return ScriptedServer::Problem(400, "rejectedIdentifier", page);
+  });
+  crypto::PrivateKey leaf_key = testing::TestLeafKey();
+  auto order = runner_->Run(Job(NewOrderRow(), leaf_key));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kInvalid);
+  EXPECT_THAT(order->error, HasSubstr("rejectedIdentifier"));
+  EXPECT_THAT(order->error, HasSubstr("HTTP 400"));
+  EXPECT_LT(order->error.size(), 600u);
 }
 
 TEST_F(OrderRunnerTest, UnreachableCaLeavesTheOrderForALaterRun) {

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "service/failure.h"
 #include "service/log.h"
 #include "service/required.h"
 
@@ -21,13 +22,21 @@ OrderResumer::~OrderResumer() {
 void OrderResumer::Start() {
   thread_ = std::thread([this] {
     while (!stop_.WaitForNotificationWithTimeout(options_.interval)) {
-      auto resumed = RunOnce();
+      auto resumed = RunOnceGuarded();
       if (!resumed.ok()) {
         Log(LogLevel::kWarning, "resuming stale orders failed",
-            {{"status", resumed.status().ToString()}});
+            {{"status", SummarizeFailure(resumed.status())}});
       }
     }
   });
+}
+
+absl::StatusOr<int> OrderResumer::RunOnceGuarded() {
+  try {
+    return RunOnce();
+  } catch (...) {
+    return absl::InternalError(DescribeException(std::current_exception()));
+  }
 }
 
 absl::StatusOr<int> OrderResumer::RunOnce() {
@@ -43,7 +52,7 @@ absl::StatusOr<int> OrderResumer::RunOnce() {
       Log(LogLevel::kWarning, "could not resume order",
           {{"tenant", absl::StrCat(lease.tenant)},
            {"order", absl::StrCat(lease.order)},
-           {"status", s.ToString()}});
+           {"status", SummarizeFailure(s)}});
     }
   }
   return resumed;

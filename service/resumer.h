@@ -37,6 +37,9 @@ class OrderResumer {
   void Start();
   // One pass: claims up to `batch` stale orders and hands them to the issuer. How many.
   absl::StatusOr<int> RunOnce();
+  // RunOnce, with an exception out of it (a store or a library throwing) returned as INTERNAL
+  // with its clipped message: the loop logs it and goes on; the process never ends of it.
+  absl::StatusOr<int> RunOnceGuarded();
 
  private:
   explicit OrderResumer(Options options) : options_(std::move(options)) {}

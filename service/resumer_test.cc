@@ -1,6 +1,7 @@
 #include "service/resumer.h"
 
 #include <fstream>
+#include <stdexcept>
 #include <sstream>
 
 #include "absl/time/clock.h"
@@ -119,6 +120,64 @@ TEST(OrderResumer, AnotherReplicaFinishesAnOrderFromItsStoredMaterial) {
   // A wildcard order is resumed with DNS-01 (the preference is not stored; wildcards need it).
   EXPECT_EQ(dns.published, 1);
   EXPECT_FALSE(order->csr_der.empty());
+}
+
+// An order store whose every call throws, as a broken library might.
+class ThrowingOrders : public storage::OrderStore {
+ public:
+  [[noreturn]] static void Throw() { throw std::runtime_error("store library threw"); }
+  absl::StatusOr<storage::CreateOrderResult> CreateOrJoinOrder(const storage::Scope&,
+                                                               const storage::NewOrder&) override {
+    Throw();
+  }
+  absl::StatusOr<storage::Order> GetOrder(const storage::Scope&, storage::OrderId) override {
+    Throw();
+  }
+  absl::StatusOr<crypto::PrivateKey> GetOrderCertificateKey(const storage::Scope&,
+                                                            storage::OrderId,
+                                                            absl::string_view) override {
+    Throw();
+  }
+  absl::StatusOr<storage::Order> FindOrderByIdempotencyKey(const storage::Scope&,
+                                                           absl::string_view) override {
+    Throw();
+  }
+  absl::Status RecordOrderUrl(const storage::Scope&, const storage::Lease&,
+                              absl::string_view) override {
+    Throw();
+  }
+  absl::Status TransitionOrder(const storage::Scope&, const storage::Lease&, storage::OrderState,
+                               absl::string_view) override {
+    Throw();
+  }
+  absl::StatusOr<storage::Certificate> CompleteOrder(const storage::Scope&, const storage::Lease&,
+                                                     const storage::NewCertificate&) override {
+    Throw();
+  }
+  absl::StatusOr<std::vector<storage::Lease>> ClaimStaleOrders(absl::string_view, absl::Duration,
+                                                               int) override {
+    Throw();
+  }
+  absl::StatusOr<storage::Lease> RenewLease(const storage::Scope&, const storage::Lease&,
+                                            absl::Duration) override {
+    Throw();
+  }
+  absl::Status ReleaseLease(const storage::Scope&, const storage::Lease&) override { Throw(); }
+};
+
+TEST(OrderResumer, AnExceptionInAPassIsReturnedNotFatal) {
+  testing::Fixture fx;
+  ScriptedServer ca;
+  AcmeClients::Options options;
+  options.transport_instance = &ca;
+  auto clients = AcmeClients::Create(options);
+  ASSERT_TRUE(clients.ok());
+  auto runner = *OrderRunner::Create(fx.WithStore(OrderRunner::Options{.clients = clients->get()}));
+  auto issuer = *Issuer::Create(fx.WithStore(Issuer::Options{.runner = runner.get()}));
+  ThrowingOrders orders;
+  auto resumer = *OrderResumer::Create({.orders = &orders, .issuer = issuer.get()});
+  EXPECT_THAT(resumer->RunOnceGuarded(),
+              StatusIs(absl::StatusCode::kInternal, "internal error: store library threw"));
 }
 
 TEST(OrderResumer, MissingCollaboratorsAreRefusedAtCreation) {

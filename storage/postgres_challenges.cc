@@ -47,14 +47,35 @@ absl::StatusOr<std::string> PostgresStore::LookupChallenge(absl::string_view tok
   });
 }
 
+namespace {
+
+// DeleteChallenge's transaction body, shared with DeleteChallengeFenced.
+void DeleteChallengeTx(pqxx::work& tx, const Scope& scope, absl::Time now,
+                       absl::string_view token) {
+  pqxx::result r = tx.exec_params("DELETE FROM challenges WHERE token = $1 RETURNING token",
+                                  std::string(token));
+  if (!r.empty()) {
+    Audit(tx, scope, now, rules::SimpleEvent("DeleteChallenge", absl::StrCat("token ", token)));
+  }
+}
+
+}  // namespace
+
 absl::Status PostgresStore::DeleteChallenge(const Scope& scope, absl::string_view token) {
   const absl::Time now = Now();
   return InTenant("DeleteChallenge", scope, [&](pqxx::work& tx) {
-    pqxx::result r = tx.exec_params("DELETE FROM challenges WHERE token = $1 RETURNING token",
-                                    std::string(token));
-    if (!r.empty()) {
-      Audit(tx, scope, now, rules::SimpleEvent("DeleteChallenge", absl::StrCat("token ", token)));
-    }
+    DeleteChallengeTx(tx, scope, now, token);
+    return absl::OkStatus();
+  });
+}
+
+absl::Status PostgresStore::DeleteChallengeFenced(const Scope& scope, const Lease& lease,
+                                                  absl::string_view token) {
+  const absl::Time now = Now();
+  return InTenant("DeleteChallengeFenced", scope, [&](pqxx::work& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(Order o, GetById(tx, kOrders, lease.order, Lock::kForUpdate));
+    RETURN_IF_ERROR(rules::CheckFence(scope, o, lease));
+    DeleteChallengeTx(tx, scope, now, token);
     return absl::OkStatus();
   });
 }

@@ -197,7 +197,7 @@ absl::Status CheckKeyPending(AccountId account, int version, KeyState state) {
   return absl::OkStatus();
 }
 
-absl::Status CheckLease(const Scope& scope, const Order& order, const Lease& lease) {
+absl::Status CheckFence(const Scope& scope, const Order& order, const Lease& lease) {
   if (lease.tenant != scope.tenant) {
     return absl::InvalidArgumentError("lease belongs to another tenant than the scope");
   }
@@ -206,6 +206,11 @@ absl::Status CheckLease(const Scope& scope, const Order& order, const Lease& lea
         absl::StrCat("lease on order ", order.id, " lost: fencing token ", lease.fencing_token,
                      " is stale (current ", order.fencing_token, ")"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status CheckLease(const Scope& scope, const Order& order, const Lease& lease) {
+  RETURN_IF_ERROR(CheckFence(scope, order, lease));
   if (IsTerminal(order.state)) {
     return absl::FailedPreconditionError(
         absl::StrCat("order ", order.id, " is ", OrderStateName(order.state)));

@@ -55,6 +55,9 @@ absl::Status CheckKeyPending(AccountId account, int version, KeyState state);
 // tenant than the scope; FAILED_PRECONDITION "lease on order N lost ..." if the fencing token is
 // stale; FAILED_PRECONDITION if the order is terminal.
 absl::Status CheckLease(const Scope& scope, const Order& order, const Lease& lease);
+// CheckLease without the terminal check: the lease's fencing token is still the order's (no
+// other replica claimed it since), whatever the order's state.
+absl::Status CheckFence(const Scope& scope, const Order& order, const Lease& lease);
 // Forward only, terminal states final; ready and later need the ACME URL; valid only through
 // CompleteOrder (INVALID_ARGUMENT). Moving to the current state is allowed (a retried call).
 absl::Status CheckOrderTransition(const Order& order, OrderState to);

@@ -240,6 +240,12 @@ class ChallengeStore {
   virtual absl::StatusOr<std::string> LookupChallenge(absl::string_view token) = 0;
   // Idempotent: deleting an unknown token is OK.
   virtual absl::Status DeleteChallenge(const Scope& scope, absl::string_view token) = 0;
+  // DeleteChallenge for an order run's cleanup, fenced: deletes only while `lease`'s fencing
+  // token is still the order's (terminal or not), in one transaction with that check, so a run
+  // whose lease was claimed by another replica never removes the answers the new owner serves.
+  // FAILED_PRECONDITION (nothing deleted) when the token is stale; NOT_FOUND for an unknown order.
+  virtual absl::Status DeleteChallengeFenced(const Scope& scope, const Lease& lease,
+                                             absl::string_view token) = 0;
 };
 
 class AuditLog {

@@ -283,15 +283,37 @@ absl::StatusOr<std::string> FakeStore::LookupChallenge(absl::string_view token) 
   return it->second.key_authorization;
 }
 
+namespace {
+
+// DeleteChallenge's body, shared with DeleteChallengeFenced.
+void DeleteChallengeLocked(State& s, const Scope& scope, absl::Time now, absl::string_view token)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+  auto it = s.challenges.find(std::string(token));
+  if (it == s.challenges.end() || it->second.tenant != scope.tenant) return;
+  s.challenges.erase(it);
+  Audit(s, scope, now, rules::SimpleEvent("DeleteChallenge", absl::StrCat("token ", token)));
+}
+
+}  // namespace
+
 absl::Status FakeStore::DeleteChallenge(const Scope& scope, absl::string_view token) {
   const absl::Time now = Now();
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
   RETURN_IF_ERROR(RequireTenant(s, scope));
-  auto it = s.challenges.find(std::string(token));
-  if (it == s.challenges.end() || it->second.tenant != scope.tenant) return absl::OkStatus();
-  s.challenges.erase(it);
-  Audit(s, scope, now, rules::SimpleEvent("DeleteChallenge", absl::StrCat("token ", token)));
+  DeleteChallengeLocked(s, scope, now, token);
+  return absl::OkStatus();
+}
+
+absl::Status FakeStore::DeleteChallengeFenced(const Scope& scope, const Lease& lease,
+                                              absl::string_view token) {
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  RETURN_IF_ERROR(RequireTenant(s, scope));
+  ASSIGN_OR_RETURN(Order * o, fake::FindOrder(s, scope, lease.order));
+  RETURN_IF_ERROR(rules::CheckFence(scope, *o, lease));
+  DeleteChallengeLocked(s, scope, now, token);
   return absl::OkStatus();
 }
 

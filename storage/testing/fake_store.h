@@ -148,6 +148,8 @@ class FakeStore final : public Store {
                             absl::string_view key_authorization) override;
   absl::StatusOr<std::string> LookupChallenge(absl::string_view token) override;
   absl::Status DeleteChallenge(const Scope& scope, absl::string_view token) override;
+  absl::Status DeleteChallengeFenced(const Scope& scope, const Lease& lease,
+                                     absl::string_view token) override;
 
   // AuditLog
   absl::Status AppendAudit(const Scope& scope, const AuditEvent& event) override;

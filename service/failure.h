@@ -1,0 +1,34 @@
+// How failures are told to callers, logs and audit rows: bounded and UTF-8-safe, never a CA's
+// (or an exception's) text copied whole. A CA may answer with a megabyte of HTML; an order row,
+// a log line and a gRPC message each get a clipped summary of it.
+#ifndef ACMEVAULT_SERVICE_FAILURE_H_
+#define ACMEVAULT_SERVICE_FAILURE_H_
+
+#include <cstddef>
+#include <exception>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+
+namespace acmevault::service {
+
+// The longest detail kept from a CA or an exception.
+inline constexpr size_t kMaxFailureDetail = 300;
+
+// `text` cut to at most `max` bytes on a UTF-8 character boundary, invalid UTF-8 and control
+// characters replaced by '?', with "..." appended when anything was cut.
+std::string ClipText(absl::string_view text, size_t max = kMaxFailureDetail);
+
+// A failure as logs, audit rows and gRPC messages tell it: the status code, then for a CA
+// problem "acme <type> (HTTP <status>): <clipped detail>", else the clipped message. Never the
+// payload (the problem document) nor the CA's text whole.
+std::string SummarizeFailure(const absl::Status& status);
+
+// What an exception that escaped a unit of background work is recorded as: "internal error: "
+// and its clipped what() (or "unknown exception"). `e` must not be null.
+std::string DescribeException(std::exception_ptr e);
+
+}  // namespace acmevault::service
+
+#endif  // ACMEVAULT_SERVICE_FAILURE_H_
