@@ -46,6 +46,14 @@ absl::StatusCode CodeForSqlState(const std::string& state, bool* retryable) {
   return absl::StatusCode::kInternal;
 }
 
+// Our words for an integrity constraint violation (SQLSTATE class 23), or "" for other states.
+absl::string_view IntegrityViolationWords(const std::string& state) {
+  if (state == "23505" || state == "23P01") return "conflicts with an existing record";
+  if (state == "23503") return "refers to a record that does not exist";
+  if (absl::StartsWith(state, "23")) return "a value is outside what the schema admits";
+  return "";
+}
+
 // libpqxx 6.4 throws some errors as their own classes without recording the SQLSTATE; take it
 // from the class then.
 std::string SqlState(const pqxx::sql_error& e) {
@@ -74,7 +82,12 @@ absl::Status StatusOfCurrentException(absl::string_view op, bool* retryable) {
     *retryable = true;
     return absl::UnavailableError(absl::StrCat(op, ": ", PrimaryMessage(e.what())));
   } catch (const pqxx::sql_error& e) {
-    absl::StatusCode code = CodeForSqlState(SqlState(e), retryable);
+    const std::string state = SqlState(e);
+    absl::StatusCode code = CodeForSqlState(state, retryable);
+    // Class 23 comes only from PostgreSQL's own constraints (the migrations raise none), whose
+    // text names tables, columns and constraints: the schema is not the API.
+    const absl::string_view words = IntegrityViolationWords(state);
+    if (!words.empty()) return absl::Status(code, absl::StrCat(op, ": ", words));
     return absl::Status(code, absl::StrCat(op, ": ", PrimaryMessage(e.what())));
   } catch (const pqxx::transaction_rollback& e) {
     *retryable = true;

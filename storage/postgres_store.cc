@@ -459,7 +459,7 @@ absl::StatusOr<Tenant> PostgresStore::CreateTenant(const Actor& actor, const Ten
   RETURN_IF_ERROR(rules::ValidateTenantSpec(spec));
   Tenant out;
   const absl::Time now = Now();
-  RETURN_IF_ERROR(pool_->Run("CreateTenant", {}, [&](pqxx::work& tx) {
+  absl::Status created = pool_->Run("CreateTenant", {}, [&](pqxx::work& tx) {
     const TenantPolicy& p = spec.policy;
     TenantId id =
         tx.exec_params1(
@@ -476,7 +476,10 @@ absl::StatusOr<Tenant> PostgresStore::CreateTenant(const Actor& actor, const Ten
         absl::StrCat("SELECT ", kTenantColumns, " FROM tenants WHERE id = $1"), id));
     Audit(tx, Scope{id, actor}, now, rules::TenantEvent("CreateTenant", spec));
     return absl::OkStatus();
-  }));
+  });
+  // The only unique constraint a new tenant can meet is its name's.
+  if (absl::IsAlreadyExists(created)) return rules::TenantNameTaken(spec.name);
+  RETURN_IF_ERROR(created);
   return out;
 }
 
@@ -504,7 +507,7 @@ absl::StatusOr<Tenant> PostgresStore::UpdateTenant(const Scope& scope, const Ten
   RETURN_IF_ERROR(rules::ValidateTenantSpec(spec));
   Tenant out;
   const absl::Time now = Now();
-  RETURN_IF_ERROR(InTenant("UpdateTenant", scope, [&](pqxx::work& tx) {
+  absl::Status updated = InTenant("UpdateTenant", scope, [&](pqxx::work& tx) {
     const TenantPolicy& p = spec.policy;
     pqxx::result r = tx.exec_params(
         absl::StrCat(
@@ -522,7 +525,9 @@ absl::StatusOr<Tenant> PostgresStore::UpdateTenant(const Scope& scope, const Ten
     out = TenantOf(r[0]);
     Audit(tx, scope, now, rules::TenantEvent("UpdateTenant", spec));
     return absl::OkStatus();
-  }));
+  });
+  if (absl::IsAlreadyExists(updated)) return rules::TenantNameTaken(spec.name);
+  RETURN_IF_ERROR(updated);
   return out;
 }
 
