@@ -35,6 +35,11 @@ absl::StatusCode CodeForSqlState(const std::string& state, bool* retryable) {
     *retryable = true;
     return absl::StatusCode::kUnavailable;
   }
+  // lock_not_available: a lock_timeout expired (migrations set one); the lock holder will end.
+  if (state == "55P03") {
+    *retryable = true;
+    return absl::StatusCode::kUnavailable;
+  }
   if (state == "23505" || state == "23P01") return absl::StatusCode::kAlreadyExists;
   if (state == "23503") return absl::StatusCode::kNotFound;
   if (state == "23514" || state == "23502" || absl::StartsWith(state, "22")) {

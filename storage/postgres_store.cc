@@ -412,6 +412,7 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Create(PostgresSto
   ASSIGN_OR_RETURN(auto pool, PostgresPool::Create(options.pool));
   bool bypasses = false;
   int version = 0;
+  int oldest_admitted = 0;
   RETURN_IF_ERROR(pool->Run("checking the database", {}, [&](pqxx::work& tx) {
     pqxx::row role = tx.exec1(
         "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user");
@@ -420,6 +421,13 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Create(PostgresSto
         "SELECT CASE WHEN to_regclass('schema_version') IS NULL THEN 0 "
         "ELSE (SELECT coalesce(max(version), 0) FROM schema_version) END");
     version = v[0].as<int>();
+    if (version > LatestSchemaVersion()) {
+      oldest_admitted =
+          tx.exec_params1("SELECT coalesce(max(coalesce(compatible_from, version)), 0) "
+                          "FROM schema_version WHERE version > $1",
+                          LatestSchemaVersion())[0]
+              .as<int>();
+    }
     return absl::OkStatus();
   }));
   if (bypasses && options.require_row_security) {
@@ -427,11 +435,7 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Create(PostgresSto
         "the database role bypasses row-level security (superuser or BYPASSRLS); connect as "
         "a member of acmevault_app");
   }
-  if (version != LatestSchemaVersion()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("database schema is at version ", version, ", this binary needs ",
-                     LatestSchemaVersion(), ": run acmevaultd migrate"));
-  }
+  RETURN_IF_ERROR(CheckSchemaVersion(version, oldest_admitted, LatestSchemaVersion()));
   return std::unique_ptr<PostgresStore>(
       new PostgresStore(std::move(options), std::move(envelope), std::move(pool)));
 }
