@@ -319,8 +319,17 @@ absl::StatusOr<DeactivationCounts> AccountManager::DeactivateAuthorizationsScope
 absl::StatusOr<DeactivationCounts> AccountManager::DeactivateAuthorizations(
     const Caller& caller, const std::vector<std::string>& identifiers) {
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kAdmin));
-  return DeactivateAuthorizationsScoped(
-      caller.ScopeFor("AccountService/DeactivateAuthorizations"), identifiers);
+  const storage::Scope scope = caller.ScopeFor("AccountService/DeactivateAuthorizations");
+  if (!identifiers.empty()) {
+    // A name the tenant may not hold is refused, as IssueCertificate refuses it, rather than
+    // answered with zero counts that read as "nothing outstanding".
+    ASSIGN_OR_RETURN(std::vector<std::string> names,
+                     NormalizeDnsNames(identifiers, "identifiers"));
+    ASSIGN_OR_RETURN(storage::Tenant tenant, options_.tenants->GetTenant(scope));
+    ASSIGN_OR_RETURN(AllowList allow, AllowList::Create(tenant.spec.allowed_identifiers));
+    RETURN_IF_ERROR(allow.CheckAll(names));
+  }
+  return DeactivateAuthorizationsScoped(scope, identifiers);
 }
 
 absl::StatusOr<storage::Certificate> AccountManager::RevokeCertificate(

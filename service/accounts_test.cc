@@ -269,5 +269,13 @@ TEST_F(AccountsTest, MissingCollaboratorsAreRefusedAtCreation) {
               StatusIs(absl::StatusCode::kInvalidArgument, "Options.audit"));
 }
 
+// Names outside the tenant's allow-list are the caller's mistake, not "nothing to do".
+TEST_F(AccountsTest, DeactivatingAuthorizationsForNamesOutsideTheAllowListIsDenied) {
+  Create();
+  auto counts = accounts_->DeactivateAuthorizations(admin_, {"a.example.com", "www.other.org"});
+  EXPECT_THAT(counts, StatusIs(absl::StatusCode::kPermissionDenied, "www.other.org"));
+  EXPECT_EQ(ca_.CountCalls("POST", "/authz/1"), 0);
+}
+
 }  // namespace
 }  // namespace acmevault::service

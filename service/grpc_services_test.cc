@@ -350,6 +350,44 @@ TEST_F(GrpcTest, UndefinedEnumValuesAreInvalidArgumentNamingTheField) {
   EXPECT_THAT(admin_stub_->BindIdentity(Ctx(root_).get(), bind, &bound), RefusedNaming("role"));
 }
 
+// Every repeated request field has a documented cap; past it the request is refused naming the
+// field, before anything is stored or sent to the CA.
+TEST_F(GrpcTest, RepeatedFieldsPastTheirCapAreInvalidArgumentNamingTheField) {
+  auto [admin, host] = Tenant("acme");
+  v1::CreateTenantRequest tenant;
+  tenant.set_name("wide");
+  for (int i = 0; i <= 1000; ++i) tenant.add_allowed_identifiers(absl::StrCat("h", i, ".example"));
+  v1::Tenant created;
+  EXPECT_THAT(admin_stub_->CreateTenant(Ctx(root_).get(), tenant, &created),
+              RefusedNaming("allowed_identifiers: at most 1000"));
+  tenant.clear_allowed_identifiers();
+  tenant.add_allowed_identifiers("*.wide.example");
+  for (int i = 0; i < 9; ++i) {
+    tenant.mutable_policy()->add_allowed_certificate_key_algorithms(v1::KEY_ALGORITHM_ECDSA_P256);
+  }
+  EXPECT_THAT(admin_stub_->CreateTenant(Ctx(root_).get(), tenant, &created),
+              RefusedNaming("policy.allowed_certificate_key_algorithms: at most 8"));
+  tenant.mutable_policy()->clear_allowed_certificate_key_algorithms();
+  tenant.mutable_policy()->add_allowed_certificate_key_algorithms(
+      static_cast<v1::KeyAlgorithm>(99));
+  EXPECT_THAT(admin_stub_->CreateTenant(Ctx(root_).get(), tenant, &created),
+              RefusedNaming("policy.allowed_certificate_key_algorithms"));
+
+  v1::CreateAccountRequest account;
+  account.set_terms_of_service_agreed(true);
+  for (int i = 0; i <= 10; ++i) account.add_contact(absl::StrCat("mailto:a", i, "@example.com"));
+  v1::Account made;
+  EXPECT_THAT(acct_stub_->CreateAccount(Ctx(admin).get(), account, &made),
+              RefusedNaming("contact: at most 10"));
+  EXPECT_TRUE(ca_.calls().empty());
+
+  v1::IssueCertificateRequest issue;
+  for (int i = 0; i <= 100; ++i) issue.add_identifiers(absl::StrCat("h", i, ".example.com"));
+  v1::IssueCertificateResponse issued;
+  EXPECT_THAT(cert_stub_->IssueCertificate(Ctx(host).get(), issue, &issued),
+              RefusedNaming("identifiers: at most 100"));
+}
+
 // The RPCs the tests above do not reach, each with its success and a documented error.
 TEST_F(GrpcTest, EveryOtherRpcSucceedsAndFailsAsDocumented) {
   auto [admin, host] = Tenant("acme");

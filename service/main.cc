@@ -96,10 +96,7 @@ absl::StatusOr<std::string> Secret(const std::string& env, const std::string& fi
 absl::StatusOr<storage::KekSet> LoadKeks(const v1::ServerConfig& config) {
   const auto& k = config.key_encryption();
   if (!k.kek_file().empty()) return storage::KekSet::FromFile(k.kek_file());
-  if (!k.kek_env().empty()) {
-    ASSIGN_OR_RETURN(std::string text, Secret(k.kek_env(), "", "key-encryption keys"));
-    return storage::KekSet::Parse(text);
-  }
+  if (!k.kek_env().empty()) return storage::KekSet::FromVariable(k.kek_env());
   return storage::KekSet::FromEnvironment();
 }
 

@@ -31,6 +31,16 @@
 
 namespace acmevault::service {
 
+// ---- Size caps of repeated request fields (documented in the .proto files) ----------------
+
+inline constexpr int kMaxAllowedIdentifiers = 1000;           // Tenant allowed_identifiers
+inline constexpr int kMaxCertificateKeyAlgorithms = 8;        // allowed_certificate_key_algorithms
+inline constexpr int kMaxContacts = 10;                       // CreateAccountRequest.contact
+inline constexpr int kMaxRequestIdentifiers = 100;            // a request's DNS names
+
+// INVALID_ARGUMENT "<field>: at most <max> entries" when `size` exceeds `max`.
+absl::Status CheckCount(absl::string_view field, int size, int max);
+
 // ---- Enums ---------------------------------------------------------------------------------
 // `field` names the request field in the error.
 

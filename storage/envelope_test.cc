@@ -137,5 +137,39 @@ TEST(Envelope, SealsAPrivateKeyAsPkcs8AndOpensTheSameKey) {
   EXPECT_FALSE(e.OpenPrivateKey(*not_a_key, context).ok());
 }
 
+// Two-phase rotation (docs/DESIGN.md): at every step, whatever any running replica writes, every
+// other running replica can read.
+TEST(Envelope, TwoPhaseRotationKeepsEveryReplicaReadingWhatAnyOtherWrites) {
+  const std::string context = AccountKeyContext(1, 2, 3);
+  const std::string old_only = "old:" + Key('o');
+  const std::string phase1 = old_only + "\nreadonly:new:" + Key('n');
+  const std::string phase2 = old_only + "\nnew:" + Key('n');
+
+  // Phase 1: replicas still on the old file and replicas already on the phase-1 file.
+  Envelope old_replica = Make(old_only);
+  Envelope staged_replica = Make(phase1);
+  EXPECT_EQ(staged_replica.current_kek_id(), "old");
+  auto from_staged = staged_replica.Seal(kSecret, context);
+  ASSERT_TRUE(from_staged.ok()) << from_staged.status();
+  auto read_by_old = old_replica.Open(*from_staged, context);
+  ASSERT_TRUE(read_by_old.ok()) << read_by_old.status();
+  EXPECT_EQ(read_by_old->view(), kSecret);
+
+  // Phase 2 starts only once no replica runs the old file: phase-1 and phase-2 replicas coexist.
+  Envelope current_replica = Make(phase2);
+  EXPECT_EQ(current_replica.current_kek_id(), "new");
+  auto from_current = current_replica.Seal(kSecret, context);
+  ASSERT_TRUE(from_current.ok()) << from_current.status();
+  auto read_by_staged = staged_replica.Open(*from_current, context);
+  ASSERT_TRUE(read_by_staged.ok()) << read_by_staged.status();
+  EXPECT_EQ(read_by_staged->view(), kSecret);
+  auto staged_by_current = current_replica.Open(*from_staged, context);
+  ASSERT_TRUE(staged_by_current.ok()) << staged_by_current.status();
+
+  // What the one-phase rotation did: an old replica cannot read the new key's records.
+  EXPECT_EQ(old_replica.Open(*from_current, context).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 }  // namespace
 }  // namespace acmevault::storage

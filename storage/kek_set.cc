@@ -2,10 +2,12 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -44,10 +46,19 @@ absl::StatusOr<KekSet> KekSet::Parse(absl::string_view text) {
   // Copies of key text are wiped when this function returns.
   crypto::SecretBytes stripped(StripComments(text));
   int entry = 0;
+  bool has_writable = false;
   for (absl::string_view raw : absl::StrSplit(stripped.view(), absl::ByAnyChar(",\n"))) {
     absl::string_view item = absl::StripAsciiWhitespace(raw);
     if (item.empty()) continue;
     ++entry;
+    // "readonly:ID:KEY"; "readonly:KEY" (one colon: base64 has none) is a key whose id is
+    // "readonly".
+    bool read_only = false;
+    if (absl::StartsWith(item, kReadOnlyPrefix) &&
+        item.find(':', sizeof(kReadOnlyPrefix) - 1) != absl::string_view::npos) {
+      read_only = true;
+      item = absl::StripLeadingAsciiWhitespace(item.substr(sizeof(kReadOnlyPrefix) - 1));
+    }
     size_t colon = item.find(':');
     if (colon == absl::string_view::npos) {
       return absl::InvalidArgumentError(
@@ -71,10 +82,18 @@ absl::StatusOr<KekSet> KekSet::Parse(absl::string_view text) {
       return absl::InvalidArgumentError(
           absl::StrCat("key-encryption key id \"", id, "\" appears twice"));
     }
+    if (!read_only) {
+      set.current_ = set.keys_.size();
+      has_writable = true;
+    }
     set.keys_.emplace_back(std::string(id), std::move(key));
   }
   if (set.keys_.empty()) {
     return absl::FailedPreconditionError("no key-encryption key configured");
+  }
+  if (!has_writable) {
+    return absl::FailedPreconditionError(
+        "every key-encryption key is marked readonly: there is no current key to write under");
   }
   return set;
 }
@@ -112,10 +131,24 @@ absl::StatusOr<KekSet> KekSet::FromEnvironment() {
         absl::StrCat("both ", kKekFileEnv, " and ", kKekEnv, " are set; set one"));
   }
   if (has_file) return FromFile(file);
-  if (has_inline) return Parse(inline_text);
+  if (has_inline) return FromVariable(kKekEnv);
   return absl::FailedPreconditionError(absl::StrCat(
       "no key-encryption key configured: set ", kKekFileEnv, " or ", kKekEnv,
       " (the vault never stores keys unencrypted)"));
+}
+
+absl::StatusOr<KekSet> KekSet::FromVariable(const std::string& name) {
+  char* value = std::getenv(name.c_str());
+  if (value == nullptr || *value == '\0') {
+    return absl::FailedPreconditionError(
+        absl::StrCat("key-encryption keys: $", name, " is not set"));
+  }
+  crypto::SecretBytes text{std::string(value)};
+  // The environment block's copy is overwritten in place before it is dropped: unsetenv only
+  // unlinks it.
+  crypto::SecureWipe(value, std::strlen(value));
+  unsetenv(name.c_str());
+  return Parse(text.view());
 }
 
 const crypto::SecretBytes* KekSet::Find(absl::string_view id) const {

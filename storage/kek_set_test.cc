@@ -88,6 +88,7 @@ TEST(KekSet, FromFileAndFromEnvironment) {
   ASSERT_TRUE(from_env.ok()) << from_env.status();
   EXPECT_EQ(from_env->current_id(), "env-key");
 
+  setenv(kKekEnv, ("env-key:" + Key('e')).c_str(), 1);  // the read removed it
   setenv(kKekFileEnv, path.c_str(), 1);
   EXPECT_EQ(KekSet::FromEnvironment().status().code(), absl::StatusCode::kInvalidArgument);
   unsetenv(kKekEnv);
@@ -95,6 +96,45 @@ TEST(KekSet, FromFileAndFromEnvironment) {
   ASSERT_TRUE(via_file.ok()) << via_file.status();
   EXPECT_EQ(via_file->current_id(), "file-key");
   unsetenv(kKekFileEnv);
+}
+
+TEST(KekSet, TheInlineTextLeavesTheEnvironmentOnceRead) {
+  unsetenv(kKekFileEnv);
+  setenv(kKekEnv, ("env-key:" + Key('e')).c_str(), 1);
+  auto set = KekSet::FromEnvironment();
+  ASSERT_TRUE(set.ok()) << set.status();
+  // Child processes, /proc/<pid>/environ and crash dumps no longer carry the keys.
+  EXPECT_EQ(std::getenv(kKekEnv), nullptr);
+
+  setenv("CONFIGURED_KEK", ("named:" + Key('n')).c_str(), 1);
+  auto named = KekSet::FromVariable("CONFIGURED_KEK");
+  ASSERT_TRUE(named.ok()) << named.status();
+  EXPECT_EQ(named->current_id(), "named");
+  EXPECT_EQ(std::getenv("CONFIGURED_KEK"), nullptr);
+  EXPECT_EQ(KekSet::FromVariable("CONFIGURED_KEK").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(KekSet, AReadOnlyEntryIsReadableButNeverCurrent) {
+  auto set = KekSet::Parse("old:" + Key('o') + "\nreadonly:new:" + Key('n') + "\n");
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->current_id(), "old");
+  EXPECT_THAT(set->ids(), ElementsAre("old", "new"));
+  ASSERT_NE(set->Find("new"), nullptr);
+  EXPECT_EQ(set->Find("new")->view(), std::string(32, 'n'));
+  // An id may still be "readonly" itself: the marker needs a second colon.
+  auto plain = KekSet::Parse("readonly:" + Key('r'));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->current_id(), "readonly");
+}
+
+TEST(KekSet, ASetWhoseEveryEntryIsReadOnlyIsRefused) {
+  auto set = KekSet::Parse("readonly:old:" + Key('o') + ",readonly:new:" + Key('n'));
+  EXPECT_EQ(set.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(set.status().message(),
+            "every key-encryption key is marked readonly: there is no current key to write "
+            "under");
+  EXPECT_THAT(std::string(set.status().message()), Not(HasSubstr(Key('o'))));
 }
 
 }  // namespace

@@ -1,6 +1,10 @@
 #include "storage/migrate.h"
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "storage/migrations/embedded.h"
 #include "storage/postgres_pool.h"
@@ -18,6 +22,10 @@ constexpr char kCreateSchemaVersion[] = R"sql(
     sha256 bytea NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
   ))sql";
+// Added by the migrator itself (the table is its bookkeeping, not the app's schema); NULL in
+// rows written before it means the migration's own version.
+constexpr char kAddCompatibleFrom[] =
+    "ALTER TABLE schema_version ADD COLUMN IF NOT EXISTS compatible_from integer";
 
 // Checks the applied migrations against the embedded ones and returns the current version.
 absl::StatusOr<int> AppliedVersion(pqxx::work& tx) {
@@ -54,6 +62,33 @@ absl::StatusOr<int> AppliedVersion(pqxx::work& tx) {
 
 int LatestSchemaVersion() { return static_cast<int>(EmbeddedMigrations().size()); }
 
+int CompatibleFrom(absl::string_view sql, int version) {
+  for (absl::string_view line : absl::StrSplit(sql, '\n')) {
+    line = absl::StripAsciiWhitespace(line);
+    if (!absl::ConsumePrefix(&line, "-- compatible_from:")) continue;
+    int from = 0;
+    if (absl::SimpleAtoi(absl::StripAsciiWhitespace(line), &from) && from >= 1 &&
+        from <= version) {
+      return from;
+    }
+  }
+  return version;
+}
+
+absl::Status CheckSchemaVersion(int applied, int oldest_admitted, int known) {
+  if (applied < known) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("database schema is at version ", applied, ", this binary needs ", known,
+                     ": run acmevaultd migrate"));
+  }
+  if (applied > known && oldest_admitted > known) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "database schema is at version ", applied, ", which needs a binary that knows migration ",
+        oldest_admitted, " or later; this one knows ", known, ": upgrade acmevaultd"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<MigrationReport> Migrate(const MigrateOptions& options) {
   const auto& embedded = EmbeddedMigrations();
   int target = options.target_version == 0 ? LatestSchemaVersion() : options.target_version;
@@ -63,6 +98,7 @@ absl::StatusOr<MigrationReport> Migrate(const MigrateOptions& options) {
   PostgresPoolOptions pool_options;
   pool_options.url = options.url;
   pool_options.size = 1;
+  pool_options.retry_budget = options.retry_budget;
   ASSIGN_OR_RETURN(auto pool, PostgresPool::Create(pool_options));
 
   MigrationReport report;
@@ -73,6 +109,10 @@ absl::StatusOr<MigrationReport> Migrate(const MigrateOptions& options) {
       applied = 0;
       tx.exec_params("SELECT pg_advisory_xact_lock($1)", kMigrationLock);
       tx.exec0(kCreateSchemaVersion);
+      tx.exec0(kAddCompatibleFrom);
+      // After the advisory lock, whose wait (another migrator at work) is not the problem.
+      tx.exec_params("SELECT set_config('lock_timeout', $1, true)",
+                     absl::StrCat(absl::ToInt64Milliseconds(options.lock_timeout), "ms"));
       ASSIGN_OR_RETURN(int version, AppliedVersion(tx));
       if (first) report.from_version = version;
       report.to_version = version;
@@ -85,9 +125,9 @@ absl::StatusOr<MigrationReport> Migrate(const MigrateOptions& options) {
       const EmbeddedMigration& m = embedded[version];
       tx.exec(m.sql);
       tx.exec_params0(
-          "INSERT INTO schema_version (version, name, sha256) "
-          "VALUES ($1, $2, sha256(convert_to($3, 'UTF8')))",
-          m.version, m.name, m.sql);
+          "INSERT INTO schema_version (version, name, sha256, compatible_from) "
+          "VALUES ($1, $2, sha256(convert_to($3, 'UTF8')), $4)",
+          m.version, m.name, m.sql, CompatibleFrom(m.sql, m.version));
       applied = m.version;
       report.to_version = m.version;
       return absl::OkStatus();

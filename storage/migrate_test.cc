@@ -137,6 +137,36 @@ TEST_F(MigrateTest, RefusesADatabaseNewerThanTheBinary) {
               StatusIs(absl::StatusCode::kFailedPrecondition, "newer than this binary's (6)"));
 }
 
+TEST_F(MigrateTest, RecordsTheOldestBinaryEachMigrationAdmits) {
+  ASSERT_OK(Migrate({db_->superuser_url()}).status());
+  // No migration shipped so far declares "-- compatible_from:": each needs a binary that knows it.
+  for (const auto& row : Query("SELECT version, compatible_from FROM schema_version")) {
+    EXPECT_EQ(row[0], row[1]);
+  }
+  EXPECT_EQ(CompatibleFrom("-- compatible_from: 3\nALTER TABLE t ADD COLUMN c int;", 5), 3);
+  EXPECT_EQ(CompatibleFrom("ALTER TABLE t ADD COLUMN c int;", 5), 5);
+  EXPECT_EQ(CompatibleFrom("-- compatible_from: 9\n", 5), 5);  // never above its own version
+}
+
+// A migration that cannot get its lock gives up after lock_timeout (and retries within the
+// budget) instead of queueing behind a long transaction while every other query queues
+// behind it.
+TEST_F(MigrateTest, AMigrationThatCannotGetItsLockGivesUpAfterTheLockTimeout) {
+  ASSERT_OK(Migrate({db_->superuser_url(), 5}).status());
+  pqxx::connection holder(db_->superuser_url());
+  pqxx::work hold(holder);
+  hold.exec0("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE");  // 0006 alters orders
+  MigrateOptions options{db_->superuser_url()};
+  options.lock_timeout = absl::Milliseconds(100);
+  options.retry_budget = absl::ZeroDuration();
+  EXPECT_THAT(Migrate(options),
+              StatusIs(absl::StatusCode::kUnavailable, "Migrate: canceling statement due to "
+                                                       "lock timeout"));
+  hold.abort();
+  ASSERT_OK_AND_ASSIGN(MigrationReport report, Migrate(options));
+  EXPECT_EQ(report.to_version, LatestSchemaVersion());
+}
+
 TEST_F(MigrateTest, ANonSuperuserOwnerMigratesAndStaysBoundByRowSecurity) {
   // Production: the schema belongs to a role with CREATEROLE, not a superuser.
   std::random_device rd;

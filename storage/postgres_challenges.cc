@@ -7,6 +7,9 @@
 
 namespace acmevault::storage {
 
+using pg::GetById;
+using pg::kOrders;
+using pg::Lock;
 using pg::Micros;
 
 namespace {
@@ -47,19 +50,14 @@ absl::StatusOr<std::string> PostgresStore::LookupChallenge(absl::string_view tok
   });
 }
 
-namespace {
-
-// DeleteChallenge's transaction body, shared with DeleteChallengeFenced.
-void DeleteChallengeTx(pqxx::work& tx, const Scope& scope, absl::Time now,
-                       absl::string_view token) {
+void PostgresStore::DeleteChallengeTx(pqxx::work& tx, const Scope& scope, absl::Time now,
+                                      absl::string_view token) {
   pqxx::result r = tx.exec_params("DELETE FROM challenges WHERE token = $1 RETURNING token",
                                   std::string(token));
   if (!r.empty()) {
     Audit(tx, scope, now, rules::SimpleEvent("DeleteChallenge", absl::StrCat("token ", token)));
   }
 }
-
-}  // namespace
 
 absl::Status PostgresStore::DeleteChallenge(const Scope& scope, absl::string_view token) {
   const absl::Time now = Now();

@@ -33,6 +33,11 @@ absl::StatusCode CodeForSqlState(const std::string& state, bool* retryable) {
     *retryable = true;
     return absl::StatusCode::kUnavailable;
   }
+  // lock_not_available: a lock_timeout expired (migrations set one); the lock holder will end.
+  if (state == "55P03") {
+    *retryable = true;
+    return absl::StatusCode::kUnavailable;
+  }
   if (state == "23505" || state == "23P01") return absl::StatusCode::kAlreadyExists;
   if (state == "23503") return absl::StatusCode::kNotFound;
   if (state == "23514" || state == "23502" || absl::StartsWith(state, "22")) {
@@ -42,6 +47,14 @@ absl::StatusCode CodeForSqlState(const std::string& state, bool* retryable) {
   if (state == "55000") return absl::StatusCode::kFailedPrecondition;
   if (state == "57014") return absl::StatusCode::kDeadlineExceeded;
   return absl::StatusCode::kInternal;
+}
+
+// Our words for an integrity constraint violation (SQLSTATE class 23), or "" for other states.
+absl::string_view IntegrityViolationWords(const std::string& state) {
+  if (state == "23505" || state == "23P01") return "conflicts with an existing record";
+  if (state == "23503") return "refers to a record that does not exist";
+  if (absl::StartsWith(state, "23")) return "a value is outside what the schema admits";
+  return "";
 }
 
 // libpqxx 6.4 throws some errors as their own classes without recording the SQLSTATE; take it
@@ -72,7 +85,12 @@ absl::Status StatusOfCurrentException(absl::string_view op, bool* retryable) {
     *retryable = true;
     return absl::UnavailableError(absl::StrCat(op, ": ", PrimaryMessage(e.what())));
   } catch (const pqxx::sql_error& e) {
-    absl::StatusCode code = CodeForSqlState(SqlState(e), retryable);
+    const std::string state = SqlState(e);
+    absl::StatusCode code = CodeForSqlState(state, retryable);
+    // Class 23 comes only from PostgreSQL's own constraints (the migrations raise none), whose
+    // text names tables, columns and constraints: the schema is not the API.
+    const absl::string_view words = IntegrityViolationWords(state);
+    if (!words.empty()) return absl::Status(code, absl::StrCat(op, ": ", words));
     return absl::Status(code, absl::StrCat(op, ": ", PrimaryMessage(e.what())));
   } catch (const pqxx::transaction_rollback& e) {
     *retryable = true;

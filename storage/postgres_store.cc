@@ -44,6 +44,7 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Create(PostgresSto
   ASSIGN_OR_RETURN(auto pool, PostgresPool::Create(options.pool));
   bool bypasses = false;
   int version = 0;
+  int oldest_admitted = 0;
   RETURN_IF_ERROR(pool->Run("checking the database", {}, [&](pqxx::work& tx) {
     pqxx::row role =
         tx.exec1("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user");
@@ -52,6 +53,13 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Create(PostgresSto
         "SELECT CASE WHEN to_regclass('schema_version') IS NULL THEN 0 "
         "ELSE (SELECT coalesce(max(version), 0) FROM schema_version) END");
     version = v[0].as<int>();
+    if (version > LatestSchemaVersion()) {
+      oldest_admitted =
+          tx.exec_params1("SELECT coalesce(max(coalesce(compatible_from, version)), 0) "
+                          "FROM schema_version WHERE version > $1",
+                          LatestSchemaVersion())[0]
+              .as<int>();
+    }
     return absl::OkStatus();
   }));
   if (bypasses && options.require_row_security) {
@@ -59,11 +67,7 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Create(PostgresSto
         "the database role bypasses row-level security (superuser or BYPASSRLS); connect as "
         "a member of acmevault_app");
   }
-  if (version != LatestSchemaVersion()) {
-    return absl::FailedPreconditionError(absl::StrCat("database schema is at version ", version,
-                                                      ", this binary needs ", LatestSchemaVersion(),
-                                                      ": run acmevaultd migrate"));
-  }
+  RETURN_IF_ERROR(CheckSchemaVersion(version, oldest_admitted, LatestSchemaVersion()));
   return std::unique_ptr<PostgresStore>(
       new PostgresStore(std::move(options), std::move(envelope), std::move(pool)));
 }
@@ -89,7 +93,7 @@ absl::Time PostgresStore::Now() const { return TruncateToMicros(options_.clock->
 absl::StatusOr<Tenant> PostgresStore::CreateTenant(const Actor& actor, const TenantSpec& spec) {
   RETURN_IF_ERROR(rules::ValidateTenantSpec(spec));
   const absl::Time now = Now();
-  return AcrossTenants<Tenant>("CreateTenant", [&](pqxx::work& tx) -> absl::StatusOr<Tenant> {
+  auto created = AcrossTenants<Tenant>("CreateTenant", [&](pqxx::work& tx) -> absl::StatusOr<Tenant> {
     const TenantPolicy& p = spec.policy;
     TenantId id =
         tx.exec_params1(
@@ -106,6 +110,9 @@ absl::StatusOr<Tenant> PostgresStore::CreateTenant(const Actor& actor, const Ten
     Audit(tx, Scope{id, actor}, now, rules::TenantEvent("CreateTenant", spec));
     return out;
   });
+  // The only unique constraint a new tenant can meet is its name's.
+  if (absl::IsAlreadyExists(created.status())) return rules::TenantNameTaken(spec.name);
+  return created;
 }
 
 absl::StatusOr<Tenant> PostgresStore::GetTenant(const Scope& scope) {
@@ -125,7 +132,7 @@ absl::StatusOr<Tenant> PostgresStore::FindTenantByName(absl::string_view name) {
 absl::StatusOr<Tenant> PostgresStore::UpdateTenant(const Scope& scope, const TenantSpec& spec) {
   RETURN_IF_ERROR(rules::ValidateTenantSpec(spec));
   const absl::Time now = Now();
-  return InTenant<Tenant>("UpdateTenant", scope, [&](pqxx::work& tx) -> absl::StatusOr<Tenant> {
+  auto updated = InTenant<Tenant>("UpdateTenant", scope, [&](pqxx::work& tx) -> absl::StatusOr<Tenant> {
     const TenantPolicy& p = spec.policy;
     Tenant out = TenantOf(tx.exec_params1(
         absl::StrCat(
@@ -141,6 +148,8 @@ absl::StatusOr<Tenant> PostgresStore::UpdateTenant(const Scope& scope, const Ten
     Audit(tx, scope, now, rules::TenantEvent("UpdateTenant", spec));
     return out;
   });
+  if (absl::IsAlreadyExists(updated.status())) return rules::TenantNameTaken(spec.name);
+  return updated;
 }
 
 absl::Status PostgresStore::DisableTenant(const Scope& scope) {

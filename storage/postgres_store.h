@@ -212,6 +212,9 @@ class PostgresStore final : public Store {
   // Appends to scope.tenant's audit chain in the caller's transaction; the trigger of migration
   // 0005 assigns seq, prev_hash and hash.
   static void Audit(pqxx::work& tx, const Scope& scope, absl::Time at, const AuditEvent& event);
+  // DeleteChallenge's transaction body, shared with DeleteChallengeFenced.
+  static void DeleteChallengeTx(pqxx::work& tx, const Scope& scope, absl::Time now,
+                                absl::string_view token);
   // InsertCertificate's transaction body, shared with CompleteOrder.
   absl::StatusOr<Certificate> InsertCertificateIn(pqxx::work& tx, const Scope& scope,
                                                   const NewCertificate& certificate,

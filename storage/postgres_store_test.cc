@@ -172,6 +172,32 @@ TEST(PostgresStoreCreate, RefusesASchemaOlderThanTheBinary) {
                                     LatestSchemaVersion(), ": run acmevaultd migrate")));
 }
 
+// Rolling upgrades: the first replica of a new release migrates; the old ones keep (re)starting
+// against the newer schema as long as every newer migration says they may.
+TEST(PostgresStoreCreate, StartsOnANewerSchemaOnlyWhenItIsMarkedCompatible) {
+  ACMEVAULT_STACK_ENV_OR_SKIP(url, "ACMEVAULT_PG_URL");
+  auto db = TestDatabase::Create(url, /*migrate=*/false);
+  ASSERT_TRUE(db.ok()) << db.status();
+  ASSERT_OK(Migrate(MigrateOptions{(*db)->superuser_url()}).status());
+  ASSERT_OK((*db)->CreateAppRole());
+  const int known = LatestSchemaVersion();
+  ASSERT_OK((*db)->Execute(absl::StrCat(
+      "INSERT INTO schema_version (version, name, sha256, compatible_from) VALUES (", known + 1,
+      ", 'future', sha256('x'), ", known, ")")));
+  PostgresStoreOptions options;
+  options.pool.url = (*db)->app_url();
+  EXPECT_OK(PostgresStore::Create(options, TestKeks(KekText("k", 'k'))).status());
+
+  ASSERT_OK((*db)->Execute(absl::StrCat("UPDATE schema_version SET compatible_from = ", known + 1,
+                                        " WHERE version = ", known + 1)));
+  EXPECT_THAT(PostgresStore::Create(options, TestKeks(KekText("k", 'k'))),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       absl::StrCat("database schema is at version ", known + 1,
+                                    ", which needs a binary that knows migration ", known + 1,
+                                    " or later; this one knows ", known,
+                                    ": upgrade acmevaultd")));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Sealed keys at rest
 

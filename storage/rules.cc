@@ -51,6 +51,10 @@ absl::Status ValidateUrl(absl::string_view what, absl::string_view url) {
   return absl::OkStatus();
 }
 
+absl::Status TenantNameTaken(absl::string_view name) {
+  return absl::AlreadyExistsError(absl::StrCat("tenant name \"", name, "\" is taken"));
+}
+
 absl::Status ValidateTenantSpec(const TenantSpec& spec) {
   if (!ValidTenantName(spec.name)) {
     return absl::InvalidArgumentError(

@@ -18,6 +18,8 @@
 namespace acmevault::storage::rules {
 
 absl::Status ValidateTenantSpec(const TenantSpec& spec);
+// ALREADY_EXISTS 'tenant name "<name>" is taken': what both stores answer for a taken name.
+absl::Status TenantNameTaken(absl::string_view name);
 // http:// or https:// followed by a host.
 absl::Status ValidateUrl(absl::string_view what, absl::string_view url);
 absl::Status ValidatePublicKeyInfo(const PublicKeyInfo& info);

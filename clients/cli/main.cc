@@ -13,6 +13,7 @@
 //   get-order --id=N | get-certificate --serial=S | list-certificates
 //   revoke --serial=S [--reason=0..5]
 #include <grpcpp/grpcpp.h>
+#include <sys/stat.h>
 #include <google/protobuf/util/json_util.h>
 
 #include <cstdio>
@@ -30,6 +31,7 @@
 #include "acmevault/v1/account_service.grpc.pb.h"
 #include "acmevault/v1/admin_service.grpc.pb.h"
 #include "acmevault/v1/certificate_service.grpc.pb.h"
+#include "clients/cli/key_file.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:8443", "acmevaultd gRPC address");
 ABSL_FLAG(std::string, token_file, "", "file holding the bearer token (else $ACMEVAULT_TOKEN)");
@@ -189,6 +191,14 @@ int main(int argc, char** argv) {
       {"issue",
        [&] {
          v1::IssueCertificateRequest r;
+         struct stat existing;
+         if (!absl::GetFlag(FLAGS_key_out).empty() &&
+             lstat(absl::GetFlag(FLAGS_key_out).c_str(), &existing) == 0) {
+           // Checked before the call too, so a key is not generated only to be dropped.
+           std::fprintf(stderr, "%s exists; a key file is never overwritten\n",
+                        absl::GetFlag(FLAGS_key_out).c_str());
+           return 2;
+         }
          for (const auto& n : list(absl::GetFlag(FLAGS_names))) r.add_identifiers(n);
          if (!absl::GetFlag(FLAGS_csr_file).empty()) {
            r.set_csr(ReadFile(absl::GetFlag(FLAGS_csr_file)));
@@ -202,10 +212,13 @@ int main(int argc, char** argv) {
            if (path.empty()) {
              std::fprintf(stderr, "note: a key was generated; pass --key_out to keep it\n");
            } else {
-             std::ofstream key(path, std::ios::binary);
-             key << out.private_key_pem();
-             key.close();
-             std::system(("chmod 600 '" + path + "'").c_str());
+             absl::Status written = acmevault::cli::WriteKeyFile(path, out.private_key_pem());
+             if (!written.ok()) {
+               std::fprintf(stderr, "%s\n", std::string(written.message()).c_str());
+               out.clear_private_key_pem();
+               Print(s, out);
+               return 1;
+             }
            }
            out.clear_private_key_pem();  // Never printed.
          }

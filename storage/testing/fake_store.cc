@@ -74,7 +74,7 @@ absl::Status NameTaken(const State& s, absl::string_view name, TenantId except)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
   for (const auto& [id, t] : s.tenants) {
     if (id != except && t.spec.name == name) {
-      return absl::AlreadyExistsError(absl::StrCat("tenant name \"", name, "\" is taken"));
+      return rules::TenantNameTaken(name);
     }
   }
   return absl::OkStatus();
