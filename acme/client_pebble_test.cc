@@ -144,7 +144,7 @@ TEST_F(PebbleTest, KeyChangeThenTheNewKeyIssuesAndTheOldKeyIsRefused) {
 
   auto with_old = client_->GetAccount({&old_key, acct.url});
   ASSERT_FALSE(with_old.ok());
-  // Pebble answers a stale key with 400 malformed (DESIGN.md §4), not 409.
+  // Pebble answers a stale key with 400 malformed (docs/DESIGN.md, "What Pebble taught us"), not 409.
   EXPECT_EQ(with_old.status().code(), absl::StatusCode::kInvalidArgument) << with_old.status();
 
   auto found = client_->NewAccount(new_key, {.only_return_existing = true});

@@ -197,7 +197,7 @@ absl::Status AccountManager::RecoverPendingKey(const storage::Scope& scope, Curr
     return absl::AbortedError(absl::StrCat("a rollover of this account is in progress (key version ",
                                            pending->version, "); retry shortly"));
   }
-  // Left by a crash: the key the CA accepts is the active one (DESIGN.md §4).
+  // Left by a crash: the key the CA accepts is the active one (docs/flows.md, Rollover).
   ASSIGN_OR_RETURN(
       storage::UnsealedAccountKey candidate,
       options_.accounts->GetKey(scope, current.account.id, pending->version, "rollover recovery"));
@@ -230,7 +230,7 @@ absl::StatusOr<RolloverResult> AccountManager::RolloverScoped(
   ASSIGN_OR_RETURN(storage::Tenant tenant, options_.tenants->GetTenant(scope));
   ASSIGN_OR_RETURN(crypto::PrivateKey new_key,
                    crypto::PrivateKey::Generate(algorithm.value_or(tenant.spec.policy.key_algorithm)));
-  // RFC 8555 §7.3.5, DESIGN.md §4: stored before the CA hears of it.
+  // RFC 8555 §7.3.5 (docs/flows.md, Rollover): stored before the CA hears of it.
   auto pending = options_.accounts->AddPendingKey(scope, current.account.id, new_key,
                                                   KeyInfo(new_key.public_key()));
   if (absl::IsAlreadyExists(pending.status())) {
