@@ -186,6 +186,8 @@ absl::Status ProblemStatus(const HttpResponse& response, absl::string_view what,
                                                   /*allow_exceptions=*/false),
                             0),
                     response.status);
+    // The answer's own status, even 0 (no status line), never the document's "status" member.
+    p.http_status = response.status;
   }
   if (p.type.empty()) {
     p.type = absl::StrCat("http:", response.status);
