@@ -17,11 +17,17 @@ Verdict FuzzOne(absl::string_view input) {
   if (!set.ok()) {
     // The error never repeats key text: no entry's KEY part appears in it. Checked for KEY
     // parts of 16 or more base64 characters that are not also part of an id (errors do name
-    // ids): no fixed wording in an error holds such a run.
+    // ids): no fixed wording in an error holds such a run. Entries are split as the parser
+    // does, "readonly:ID:KEY" included, so an id is never mistaken for key text.
     std::vector<std::string> ids, keys;
     for (absl::string_view line : absl::StrSplit(input, '\n')) {
       line = line.substr(0, line.find('#'));
       for (absl::string_view item : absl::StrSplit(line, ',')) {
+        item = absl::StripAsciiWhitespace(item);
+        if (absl::StartsWith(item, storage::kReadOnlyPrefix) &&
+            item.find(':', sizeof(storage::kReadOnlyPrefix) - 1) != absl::string_view::npos) {
+          item.remove_prefix(sizeof(storage::kReadOnlyPrefix) - 1);
+        }
         size_t colon = item.find(':');
         if (colon == absl::string_view::npos) continue;
         ids.emplace_back(absl::StripAsciiWhitespace(item.substr(0, colon)));
