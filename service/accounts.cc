@@ -3,12 +3,14 @@
 #include <algorithm>
 #include <map>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "acme/problem.h"
 #include "common/status_macros.h"
 #include "crypto/digest.h"
 #include "crypto/x509.h"
+#include "service/failure.h"
 #include "service/identifiers.h"
 #include "service/log.h"
 #include "service/required.h"
@@ -21,6 +23,26 @@ namespace {
 bool NoSuchAccount(const absl::Status& s) {
   auto problem = acme::GetProblem(s);
   return absl::IsNotFound(s) && problem && problem->ShortType() == "accountDoesNotExist";
+}
+
+// RFC 8555 §6.7: the CA answered the request with a problem document on a 4xx status, so it
+// refused this request (malformed, unauthorized, badPublicKey, rateLimited, ...). A timeout, a
+// 5xx, a redirect or a transport error says nothing about whether the CA applied it; nor does
+// badNonce, which is also the answer to a resent copy of a request the CA did apply.
+bool DefinitelyRefused(const absl::Status& s) {
+  auto problem = acme::GetProblem(s);
+  return problem && problem->http_status >= 400 && problem->http_status < 500 &&
+         problem->http_status != 408 && problem->ShortType() != "badNonce";
+}
+
+// A pending key settled by recovery: worth an operator's attention.
+void LogRecovery(const storage::Scope& scope, int version, absl::string_view what) {
+  Log(LogLevel::kWarning, absl::StrCat("rollover recovery: ", what),
+      {{"tenant", absl::StrCat(scope.tenant)}, {"version", absl::StrCat(version)}});
+}
+
+absl::Status CreationInProgress() {
+  return absl::AbortedError("another CreateAccount of this tenant is in progress");
 }
 
 bool Retryable(const absl::Status& s) {
@@ -91,7 +113,7 @@ absl::StatusOr<AccountView> AccountManager::View(const storage::Scope& scope,
   return absl::NotFoundError("the account has no active key");
 }
 
-absl::StatusOr<AccountManager::Current> AccountManager::Load(const storage::Scope& scope) {
+absl::StatusOr<AccountManager::Current> AccountManager::FindValid(const storage::Scope& scope) {
   ASSIGN_OR_RETURN(std::vector<storage::Account> accounts, options_.accounts->ListAccounts(scope));
   const storage::Account* valid = nullptr;
   for (const auto& a : accounts) {
@@ -103,9 +125,34 @@ absl::StatusOr<AccountManager::Current> AccountManager::Load(const storage::Scop
   Current c;
   c.account = *valid;
   ASSIGN_OR_RETURN(c.client, options_.clients->For(valid->directory_url));
-  auto key = options_.accounts->GetActiveKey(scope, valid->id, scope.actor.rpc);
+  return c;
+}
+
+absl::StatusOr<AccountManager::Current> AccountManager::Load(const storage::Scope& scope) {
+  ASSIGN_OR_RETURN(Current c, FindValid(scope));
+  RETURN_IF_ERROR(ResolvePendingKey(scope, c, nullptr));
+  auto key = options_.accounts->GetActiveKey(scope, c.account.id, scope.actor.rpc);
   if (key.ok()) c.key.emplace(*std::move(key));
   return c;
+}
+
+absl::StatusOr<storage::KeyLease> AccountManager::TakeKeyLease(const storage::Scope& scope,
+                                                               storage::AccountId account) {
+  auto lease = options_.accounts->AcquireKeyLease(scope, account, options_.key_lease);
+  if (absl::IsAborted(lease.status())) {
+    return absl::AbortedError(
+        "another change of this account's keys is in progress (a rollover or its recovery); "
+        "retry shortly");
+  }
+  return lease;
+}
+
+void AccountManager::GiveBack(const storage::Scope& scope, const storage::KeyLease& lease) {
+  absl::Status s = options_.accounts->ReleaseKeyLease(scope, lease);
+  if (!s.ok()) {
+    Log(LogLevel::kWarning, "could not release an account key lease; it expires by itself",
+        {{"tenant", absl::StrCat(scope.tenant)}, {"error", SummarizeFailure(s)}});
+  }
 }
 
 absl::StatusOr<AccountView> AccountManager::CreateAccount(const Caller& caller,
@@ -135,34 +182,42 @@ absl::StatusOr<AccountView> AccountManager::CreateAccount(const Caller& caller,
     if (a.status == storage::AccountStatus::kPending && a.directory_url == directory) pending = &a;
   }
   // A pending account is a creation that crashed before the CA answered: reuse its key, so the
-  // CA (which keys accounts by key) returns the same account if it did create it.
-  std::optional<crypto::PrivateKey> key;
+  // CA (which keys accounts by key) returns the same account if it did create it. Either way the
+  // account's key lease is held before the CA hears of it, so of concurrent calls only one
+  // registers; the others are ABORTED without an ACME request.
   storage::AccountId id;
-  if (pending != nullptr) {
-    id = pending->id;
-    ASSIGN_OR_RETURN(storage::UnsealedAccountKey k,
-                     options_.accounts->GetKey(scope, id, 1, "CreateAccount (resume)"));
-    key.emplace(std::move(k.private_key));
-  } else {
+  if (pending == nullptr) {
     crypto::KeyAlgorithm algorithm = spec.key_algorithm.value_or(tenant.spec.policy.key_algorithm);
     ASSIGN_OR_RETURN(crypto::PrivateKey generated, crypto::PrivateKey::Generate(algorithm));
-    ASSIGN_OR_RETURN(storage::Account created,
-                     options_.accounts->CreateAccount(scope, directory, generated,
-                                                      KeyInfo(generated.public_key()),
-                                                      storage::KeyState::kPending));
-    id = created.id;
-    key.emplace(std::move(generated));
+    auto created = options_.accounts->CreateAccount(
+        scope, directory, generated, KeyInfo(generated.public_key()), storage::KeyState::kPending);
+    // One pending or valid account per tenant and directory: another call made one just now.
+    if (absl::IsAlreadyExists(created.status())) return CreationInProgress();
+    RETURN_IF_ERROR(created.status());
+    id = created->id;
+  } else {
+    id = pending->id;
   }
+  auto lease = options_.accounts->AcquireKeyLease(scope, id, options_.key_lease);
+  if (absl::IsAborted(lease.status())) return CreationInProgress();
+  RETURN_IF_ERROR(lease.status());
+  absl::Cleanup release = [&] { GiveBack(scope, *lease); };
+  // Read again under the lease: a concurrent call may have finished the creation meanwhile.
+  ASSIGN_OR_RETURN(storage::Account account, options_.accounts->GetAccount(scope, id));
+  if (account.status != storage::AccountStatus::kPending) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("the tenant already has a valid account: ", account.account_url));
+  }
+  ASSIGN_OR_RETURN(storage::UnsealedAccountKey key,
+                   options_.accounts->GetKey(scope, id, 1, "CreateAccount"));
   ASSIGN_OR_RETURN(acme::AcmeClient * client, options_.clients->For(directory));
-  auto acct = client->NewAccount(*key, {spec.contact, true, false, spec.eab_key_id, mac});
+  auto acct =
+      client->NewAccount(key.private_key, {spec.contact, true, false, spec.eab_key_id, mac});
   if (options_.metrics) options_.metrics->RecordAcme("newAccount", acct.status());
   RETURN_IF_ERROR(acct.status());
   RETURN_IF_ERROR(options_.accounts->RecordAccountUrl(scope, id, acct->url));
-  ASSIGN_OR_RETURN(std::vector<storage::AccountKey> keys, options_.accounts->ListKeys(scope, id));
-  for (const auto& k : keys) {
-    if (k.state == storage::KeyState::kPending) {
-      RETURN_IF_ERROR(options_.accounts->PromoteKey(scope, id, k.version));
-    }
+  if (key.info.state == storage::KeyState::kPending) {
+    RETURN_IF_ERROR(options_.accounts->PromoteKey(scope, *lease, key.info.version));
   }
   return View(scope, id);
 }
@@ -185,77 +240,180 @@ absl::StatusOr<AccountView> AccountManager::GetAccount(const Caller& caller) {
   return AccountView{*chosen, keys.back()};
 }
 
-absl::Status AccountManager::RecoverPendingKey(const storage::Scope& scope, Current& current) {
+absl::StatusOr<std::optional<int>> AccountManager::PendingVersion(const storage::Scope& scope,
+                                                                  storage::AccountId account) {
   ASSIGN_OR_RETURN(std::vector<storage::AccountKey> keys,
-                   options_.accounts->ListKeys(scope, current.account.id));
-  const storage::AccountKey* pending = nullptr;
+                   options_.accounts->ListKeys(scope, account));
   for (const auto& k : keys) {
-    if (k.state == storage::KeyState::kPending) pending = &k;
+    if (k.state == storage::KeyState::kPending) return k.version;
   }
-  if (pending == nullptr) return absl::OkStatus();
-  if (options_.clock->Now() - pending->created_at < options_.rollover_grace) {
-    return absl::AbortedError(absl::StrCat("a rollover of this account is in progress (key version ",
-                                           pending->version, "); retry shortly"));
+  return std::nullopt;
+}
+
+absl::StatusOr<AccountManager::Settled> AccountManager::SettleKeyChange(
+    const storage::Scope& scope, const Current& current, const storage::KeyLease& lease,
+    const crypto::PrivateKey& candidate, int version, const absl::Status& changed) {
+  const storage::AccountId id = current.account.id;
+  if (!changed.ok()) {
+    // Even a refusal may answer a resent copy of a request the CA applied: ask with the key.
+    auto found = current.client->NewAccount(candidate, {.only_return_existing = true});
+    if (found.ok() && found->url != current.account.account_url) {
+      return absl::InternalError(
+          absl::StrCat("key version ", version, " belongs to another account at the CA"));
+    }
+    if (!found.ok()) {
+      if (DefinitelyRefused(changed) && NoSuchAccount(found.status())) {
+        RETURN_IF_ERROR(options_.accounts->DiscardPendingKey(scope, lease, version));
+        return Settled::kDiscarded;
+      }
+      Audit(*options_.audit, scope, "RolloverPending",
+            absl::StrCat("key version ", version, ": ", SummarizeFailure(changed)), id)
+          .IgnoreError();
+      return Settled::kPending;
+    }
   }
-  // Left by a crash: the key the CA accepts is the active one (docs/flows.md, Rollover).
-  ASSIGN_OR_RETURN(
-      storage::UnsealedAccountKey candidate,
-      options_.accounts->GetKey(scope, current.account.id, pending->version, "rollover recovery"));
+  RETURN_IF_ERROR(options_.accounts->PromoteKey(scope, lease, version));
+  return Settled::kPromoted;
+}
+
+absl::Status AccountManager::ResolvePendingKey(const storage::Scope& scope, const Current& current,
+                                               const storage::KeyLease* held) {
+  const storage::AccountId id = current.account.id;
+  ASSIGN_OR_RETURN(std::optional<int> pending, PendingVersion(scope, id));
+  if (!pending) return absl::OkStatus();
+  std::optional<storage::KeyLease> own;
+  absl::Cleanup release = [&] {
+    if (own) GiveBack(scope, *own);
+  };
+  if (held == nullptr) {
+    ASSIGN_OR_RETURN(own, TakeKeyLease(scope, id));
+    held = &*own;
+    // Read again under the lease: its previous holder may have settled it.
+    ASSIGN_OR_RETURN(pending, PendingVersion(scope, id));
+    if (!pending) return absl::OkStatus();
+  }
+  // Left by a keyChange whose outcome was unknown, or by a crash (docs/flows.md, Rollover).
+  ASSIGN_OR_RETURN(storage::UnsealedAccountKey candidate,
+                   options_.accounts->GetKey(scope, id, *pending, "rollover recovery"));
   auto found = current.client->NewAccount(candidate.private_key, {.only_return_existing = true});
-  if (found.ok() && found->url == current.account.account_url) {
-    RETURN_IF_ERROR(options_.accounts->PromoteKey(scope, current.account.id, pending->version));
-    Log(LogLevel::kWarning, "rollover recovery: the CA had applied keyChange; promoted",
-        {{"tenant", absl::StrCat(scope.tenant)}, {"version", absl::StrCat(pending->version)}});
-    ASSIGN_OR_RETURN(storage::UnsealedAccountKey active,
-                     options_.accounts->GetActiveKey(scope, current.account.id, "rollover"));
-    current.key.emplace(std::move(active));
-    return absl::OkStatus();
+  if (found.ok()) {
+    if (found->url != current.account.account_url) {
+      return absl::InternalError(
+          absl::StrCat("key version ", *pending, " belongs to another account at the CA"));
+    }
+    RETURN_IF_ERROR(options_.accounts->PromoteKey(scope, *held, *pending));
+    LogRecovery(scope, *pending, "the CA had applied keyChange; promoted");
+    return Audit(*options_.audit, scope, "Rollover",
+                 absl::StrCat("recovered: the CA knows key version ", *pending), id);
   }
-  if (NoSuchAccount(found.status())) {
-    Log(LogLevel::kWarning, "rollover recovery: the CA never saw the pending key; discarded",
-        {{"tenant", absl::StrCat(scope.tenant)}, {"version", absl::StrCat(pending->version)}});
-    return options_.accounts->DiscardPendingKey(scope, current.account.id, pending->version);
+  if (!NoSuchAccount(found.status())) {
+    return absl::UnavailableError(absl::StrCat("could not ask the CA about pending key version ",
+                                               *pending, " (", SummarizeFailure(found.status()),
+                                               "); it stays pending"));
   }
-  return found.ok() ? absl::InternalError("the pending key belongs to another account at the CA")
-                    : found.status();
+  // The CA does not know it (yet): send that keyChange again, and settle it as a rollover does.
+  // Only a definite refusal discards the key; an earlier copy still on its way can no longer
+  // be applied after this one was (the old key is then no longer the account's).
+  auto active = options_.accounts->GetActiveKey(scope, id, "rollover recovery");
+  if (absl::IsNotFound(active.status())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("pending key version ", *pending,
+                     " is unknown to the CA and the account has no active key to send "
+                     "keyChange with"));
+  }
+  RETURN_IF_ERROR(active.status());
+  absl::Status changed = current.client->KeyChange(
+      {&active->private_key, current.account.account_url}, candidate.private_key);
+  if (options_.metrics) options_.metrics->RecordAcme("keyChange", changed);
+  ASSIGN_OR_RETURN(Settled settled, SettleKeyChange(scope, current, *held, candidate.private_key,
+                                                    *pending, changed));
+  switch (settled) {
+    case Settled::kPromoted:
+      LogRecovery(scope, *pending, "keyChange sent again and applied; promoted");
+      return Audit(*options_.audit, scope, "Rollover",
+                   absl::StrCat("recovered: keyChange to key version ", *pending, " sent again"),
+                   id);
+    case Settled::kDiscarded:
+      LogRecovery(scope, *pending, "the CA refused keyChange sent again; discarded");
+      return absl::OkStatus();
+    case Settled::kPending:
+      break;
+  }
+  return StillPending(*pending, changed);
+}
+
+absl::Status AccountManager::StillPending(int version, const absl::Status& changed) {
+  return absl::UnavailableError(
+      absl::StrCat("could not tell whether the CA applied keyChange (", SummarizeFailure(changed),
+                   "); key version ", version,
+                   " stays pending and is resolved before the account key is next used"));
+}
+
+absl::Status AccountManager::ResolvePendingKeys(const storage::Actor& actor) {
+  absl::Status first;
+  storage::PageRequest page{"", 1000};
+  for (int pages = 0; pages < 10000; ++pages) {
+    ASSIGN_OR_RETURN(auto tenants, options_.tenants->ListTenants(page));
+    for (const storage::Tenant& t : tenants.items) {
+      if (t.disabled_at) continue;
+      const storage::Scope scope{t.id, actor};
+      auto current = FindValid(scope);
+      if (!current.ok()) continue;  // No valid account: no key to resolve.
+      absl::Status s = ResolvePendingKey(scope, *current, nullptr);
+      if (!s.ok()) {
+        Log(LogLevel::kWarning, "pending account key left unresolved",
+            {{"tenant", t.spec.name}, {"error", SummarizeFailure(s)}});
+        first.Update(s);
+      }
+    }
+    if (tenants.next_page_token.empty()) return first;
+    page.page_token = tenants.next_page_token;
+  }
+  return first;
 }
 
 absl::StatusOr<RolloverResult> AccountManager::RolloverScoped(
     const storage::Scope& scope, std::optional<crypto::KeyAlgorithm> algorithm,
-    absl::string_view reason, bool mark_old_compromised) {
-  ASSIGN_OR_RETURN(Current current, Load(scope));
-  RETURN_IF_ERROR(RecoverPendingKey(scope, current));
-  if (!current.key) return absl::FailedPreconditionError("the account has no usable active key");
+    absl::string_view reason, bool mark_old_compromised, absl::Time deadline) {
+  ASSIGN_OR_RETURN(Current current, FindValid(scope));
+  // One change of the account's keys at a time: the lease comes before any key is read or
+  // unsealed, so the losers are ABORTED here, having written nothing.
+  ASSIGN_OR_RETURN(const storage::KeyLease lease, TakeKeyLease(scope, current.account.id));
+  absl::Cleanup release = [&] { GiveBack(scope, lease); };
+  RETURN_IF_ERROR(ResolvePendingKey(scope, current, &lease));
+  // Read under the lease: an earlier holder may have rolled it over.
+  ASSIGN_OR_RETURN(storage::UnsealedAccountKey active,
+                   options_.accounts->GetActiveKey(scope, current.account.id, "rollover"));
+  current.key.emplace(std::move(active));
   const int old_version = current.key->info.version;
   ASSIGN_OR_RETURN(storage::Tenant tenant, options_.tenants->GetTenant(scope));
   ASSIGN_OR_RETURN(crypto::PrivateKey new_key,
                    crypto::PrivateKey::Generate(algorithm.value_or(tenant.spec.policy.key_algorithm)));
-  // RFC 8555 §7.3.5 (docs/flows.md, Rollover): stored before the CA hears of it.
-  auto pending = options_.accounts->AddPendingKey(scope, current.account.id, new_key,
-                                                  KeyInfo(new_key.public_key()));
-  if (absl::IsAlreadyExists(pending.status())) {
-    return absl::AbortedError("another rollover of this account is in progress");
+  if (options_.clock->Now() + options_.key_change_time > deadline) {
+    return absl::DeadlineExceededError(
+        "too little of the call's deadline was left to send keyChange; nothing was changed");
   }
-  RETURN_IF_ERROR(pending.status());
+  // RFC 8555 §7.3.5 (docs/flows.md, Rollover): stored before the CA hears of it.
+  ASSIGN_OR_RETURN(
+      storage::AccountKey pending,
+      options_.accounts->AddPendingKey(scope, lease, new_key, KeyInfo(new_key.public_key())));
+  // From here on the outcome is recorded whatever happens (promoted, discarded on a definite
+  // refusal, or left pending for ResolvePendingKey); the caller's deadline no longer applies.
   absl::Status changed = current.client->KeyChange(current.Ref(), new_key);
   if (options_.metrics) options_.metrics->RecordAcme("keyChange", changed);
-  // Whatever keyChange said, ask the CA which key it now knows.
-  auto found = current.client->NewAccount(new_key, {.only_return_existing = true});
-  if (found.ok() && found->url == current.account.account_url) {
-    RETURN_IF_ERROR(options_.accounts->PromoteKey(scope, current.account.id, pending->version));
-  } else if (NoSuchAccount(found.status()) && !changed.ok()) {
-    RETURN_IF_ERROR(
-        options_.accounts->DiscardPendingKey(scope, current.account.id, pending->version));
-    return changed;
-  } else {
-    // Unknown outcome: leave the key pending; the next rollover (after the grace period)
-    // resolves it by asking the CA again.
-    return absl::UnavailableError(absl::StrCat(
-        "could not tell whether the CA applied keyChange (", changed.ToString(), "; ",
-        found.status().ToString(), "); the next rollover resolves it"));
-  }
+  ASSIGN_OR_RETURN(Settled settled,
+                   SettleKeyChange(scope, current, lease, new_key, pending.version, changed));
+  if (settled == Settled::kDiscarded) return changed;
+  if (settled == Settled::kPending) return StillPending(pending.version, changed);
   if (mark_old_compromised) {
-    RETURN_IF_ERROR(options_.accounts->MarkKeyCompromised(scope, current.account.id, old_version));
+    // Every earlier version: a recovery on the way may already have retired the leaked key.
+    ASSIGN_OR_RETURN(std::vector<storage::AccountKey> keys,
+                     options_.accounts->ListKeys(scope, current.account.id));
+    for (const auto& k : keys) {
+      if (k.version < pending.version && k.state != storage::KeyState::kCompromised) {
+        RETURN_IF_ERROR(options_.accounts->MarkKeyCompromised(scope, lease, k.version));
+      }
+    }
   }
   Audit(*options_.audit, scope, "Rollover", std::string(reason), current.account.id).IgnoreError();
   ASSIGN_OR_RETURN(AccountView view, View(scope, current.account.id));
@@ -263,11 +421,12 @@ absl::StatusOr<RolloverResult> AccountManager::RolloverScoped(
 }
 
 absl::StatusOr<RolloverResult> AccountManager::Rollover(
-    const Caller& caller, std::optional<crypto::KeyAlgorithm> algorithm,
-    absl::string_view reason) {
+    const Caller& caller, std::optional<crypto::KeyAlgorithm> algorithm, absl::string_view reason,
+    absl::Time deadline) {
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kAdmin));
   return RolloverScoped(caller.ScopeFor("AccountService/RolloverAccountKey"), algorithm,
-                        reason.empty() ? "requested" : reason, /*mark_old_compromised=*/false);
+                        reason.empty() ? "requested" : reason, /*mark_old_compromised=*/false,
+                        deadline);
 }
 
 absl::StatusOr<AccountView> AccountManager::Deactivate(const Caller& caller,
@@ -435,7 +594,8 @@ absl::StatusOr<CompromiseReport> AccountManager::RespondToCompromise(
 
 absl::StatusOr<AccountManager::StepOutcome> AccountManager::RollOverCompromisedKey(
     const Compromise& c) {
-  ASSIGN_OR_RETURN(RolloverResult r, RolloverScoped(c.scope, c.algorithm, "compromise", true));
+  ASSIGN_OR_RETURN(RolloverResult r, RolloverScoped(c.scope, c.algorithm, "compromise", true,
+                                                    absl::InfiniteFuture()));
   return StepOutcome{
       true, absl::StrCat("key version ", r.previous_version, " -> ", r.account.active_key.version,
                          "; old key marked compromised")};

@@ -1,11 +1,18 @@
 // The tenant's ACME account: the domain logic behind AccountService. Every operation needs role
 // ADMIN and acts on the caller's tenant only. Thread-safe.
 //
-// Rollover (RFC 8555 §7.3.5) is crash-safe: the new key is stored as pending before keyChange
-// is sent, and promoted (old retired, new active, one transaction) only after the CA accepted
-// it. A pending key left behind by a crash is resolved by asking the CA which key it knows
-// (newAccount with onlyReturnExisting): the one it accepts is the active one. A second rollover
-// while one is in progress (a pending key younger than `rollover_grace`) is ABORTED.
+// Rollover (RFC 8555 §7.3.5) never loses the key the CA accepts. One change of an account's keys
+// at a time: the account's key lease (AccountStore::AcquireKeyLease) is taken before any key is
+// unsealed, and every key write presents its fencing token, so a concurrent rollover is ABORTED
+// before it writes anything. The new key is stored as pending before keyChange is sent and
+// promoted (old retired, new active, one transaction) once the CA accepted it or knows it. It is
+// discarded only when the CA definitely refused that keyChange (a problem document on a 4xx
+// answer, not badNonce) and does not know the new key; after a timeout, a 5xx, a redirect or a
+// transport error it stays pending. A pending key is resolved at start-up (ResolvePendingKeys)
+// and before the account key is next used here (rollover, deactivation, authorization
+// deactivation, revocation): the CA is asked whether it knows the pending key (newAccount with
+// onlyReturnExisting) and, if it does not, the same keyChange is sent again and settled the same
+// way.
 //
 // RespondToCompromise runs the playbook in order: rollover, deactivate outstanding
 // authorizations, reissue every live certificate whose key the service holds, revoke the old
@@ -82,22 +89,37 @@ class AccountManager {
     Issuer* issuer = nullptr;    // Reissues certificates in RespondToCompromise.
     Metrics* metrics = nullptr;  // Borrowed; may be null.
     const Clock* clock = Clock::Real();
-    // A pending key younger than this belongs to a rollover in progress.
-    absl::Duration rollover_grace = absl::Minutes(2);
+    // How long a call holds an account's key lease (rollover, recovery, creation): longer than
+    // the ACME requests it covers (keyChange and the probes around it, each attempt bounded by
+    // the transport's timeout; only badNonce answers, which come at once, are retried), so a
+    // live holder keeps it while the lease of a holder that died expires.
+    absl::Duration key_lease = absl::Minutes(5);
+    // keyChange is sent only while this much is left before the caller's deadline, so that its
+    // answer normally still reaches the caller; otherwise DEADLINE_EXCEEDED, nothing written.
+    absl::Duration key_change_time = absl::Seconds(2);
     // How long RespondToCompromise waits for each reissued certificate.
     absl::Duration reissue_wait = absl::Minutes(2);
   };
   // INVALID_ARGUMENT naming a missing collaborator.
   static absl::StatusOr<std::unique_ptr<AccountManager>> Create(Options options);
 
-  // ALREADY_EXISTS when the tenant has a valid account; INVALID_ARGUMENT when the terms are not
+  // ALREADY_EXISTS when the tenant has a valid account; ABORTED when another CreateAccount of
+  // the tenant is under way (it alone talks to the CA); INVALID_ARGUMENT when the terms are not
   // agreed or the EAB key is not base64url; CA errors as the CA gave them.
   absl::StatusOr<AccountView> CreateAccount(const Caller& caller, const CreateAccountSpec& spec);
   // NOT_FOUND when the tenant has no account.
   absl::StatusOr<AccountView> GetAccount(const Caller& caller);
+  // ABORTED "another change of this account's keys is in progress" while one is (nothing
+  // written); DEADLINE_EXCEEDED when less than `key_change_time` was left before `deadline` to
+  // send keyChange (nothing written); UNAVAILABLE when the CA's answer to keyChange did not
+  // settle it: the new key stays pending and is resolved before the account key is next used.
   absl::StatusOr<RolloverResult> Rollover(const Caller& caller,
                                           std::optional<crypto::KeyAlgorithm> algorithm,
-                                          absl::string_view reason);
+                                          absl::string_view reason,
+                                          absl::Time deadline = absl::InfiniteFuture());
+  // Resolves every tenant's pending account key (acmevaultd calls it at start-up). Tries them
+  // all; the first error, if any, is returned and each is logged.
+  absl::Status ResolvePendingKeys(const storage::Actor& actor);
   // `confirm_account_url` must equal the account URL.
   absl::StatusOr<AccountView> Deactivate(const Caller& caller,
                                          absl::string_view confirm_account_url);
@@ -170,14 +192,41 @@ class AccountManager {
       {"deactivate_account", &AccountManager::DeactivateAccountIfAsked},
   };
 
+  // The tenant's valid account and its CA client, no key unsealed.
+  absl::StatusOr<Current> FindValid(const storage::Scope& scope);
+  // FindValid, its pending key resolved, and the active key unsealed for `scope`'s RPC.
   absl::StatusOr<Current> Load(const storage::Scope& scope);
   absl::StatusOr<AccountView> View(const storage::Scope& scope, storage::AccountId id);
-  // Resolves a pending key left by a crash. OK when none is left pending.
-  absl::Status RecoverPendingKey(const storage::Scope& scope, Current& current);
+  // The account's key lease; ABORTED "another change of this account's keys ..." while another
+  // call holds it.
+  absl::StatusOr<storage::KeyLease> TakeKeyLease(const storage::Scope& scope,
+                                                 storage::AccountId account);
+  // Gives a lease back; a failure is only logged (the lease expires anyway).
+  void GiveBack(const storage::Scope& scope, const storage::KeyLease& lease);
+  // The version of the account's pending key, if it has one.
+  absl::StatusOr<std::optional<int>> PendingVersion(const storage::Scope& scope,
+                                                    storage::AccountId account);
+  // Resolves the account's pending key (see the class comment) under `held` or, when null, a
+  // lease of its own. OK when no key is left pending; UNAVAILABLE, the key kept pending, when
+  // the CA's answers do not settle it.
+  absl::Status ResolvePendingKey(const storage::Scope& scope, const Current& current,
+                                 const storage::KeyLease* held);
+  // What became of a pending key once keyChange to it was answered.
+  enum class Settled { kPromoted, kDiscarded, kPending };
+  // Records what keyChange to `candidate` (pending key `version`, under `lease`) answered,
+  // `changed`: promoted when the CA accepted it or knows the key when asked; discarded when the
+  // refusal was definite and the CA does not know the key; otherwise left pending (audited
+  // "RolloverPending").
+  absl::StatusOr<Settled> SettleKeyChange(const storage::Scope& scope, const Current& current,
+                                          const storage::KeyLease& lease,
+                                          const crypto::PrivateKey& candidate, int version,
+                                          const absl::Status& changed);
+  // UNAVAILABLE: keyChange to key `version` answered `changed`, which settled nothing.
+  static absl::Status StillPending(int version, const absl::Status& changed);
   absl::StatusOr<RolloverResult> RolloverScoped(const storage::Scope& scope,
                                                 std::optional<crypto::KeyAlgorithm> algorithm,
-                                                absl::string_view reason,
-                                                bool mark_old_compromised);
+                                                absl::string_view reason, bool mark_old_compromised,
+                                                absl::Time deadline);
   absl::StatusOr<DeactivationCounts> DeactivateAuthorizationsScoped(
       const storage::Scope& scope, const std::vector<std::string>& identifiers);
 

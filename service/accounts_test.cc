@@ -1,5 +1,10 @@
 #include "service/accounts.h"
 
+#include <functional>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "acme/testing/scripted_server.h"
 #include "crypto/jwk.h"
 #include "crypto/jws.h"
@@ -46,6 +51,24 @@ class AccountsTest : public ::testing::Test {
     auto view = accounts_->CreateAccount(admin_, {{"mailto:pki@example.com"}, true});
     EXPECT_TRUE(view.ok()) << view.status();
     return view.ok() ? *view : AccountView{};
+  }
+
+  // The actions of the tenant's audit log, in order.
+  std::vector<std::string> AuditActions() {
+    auto audit = fx_.store().ListAudit(fx_.AdminScope(tenant_), {"", 1000});
+    std::vector<std::string> out;
+    if (audit.ok()) {
+      for (const auto& r : audit->items) out.push_back(r.event.action);
+    }
+    return out;
+  }
+
+  // Another AccountManager like accounts_, over `accounts` instead of the fixture's store.
+  std::unique_ptr<AccountManager> ManagerOver(storage::AccountStore& accounts) {
+    auto options = fx_.WithStore(AccountManager::Options{
+        .clients = clients_.get(), .issuer = issuer_.get(), .clock = &fx_.clock()});
+    options.accounts = &accounts;
+    return *AccountManager::Create(options);
   }
 
   // Key states by version, e.g. {retired, active}.
@@ -138,31 +161,206 @@ TEST_F(AccountsTest, KeyChangeWhoseAnswerWasLostIsPromotedWhenTheCaKnowsTheKey) 
   EXPECT_THAT(States(v1.account.id), ::testing::ElementsAre(KeyState::kRetired, KeyState::kActive));
 }
 
-TEST_F(AccountsTest, APendingKeyLeftByACrashIsResolvedByAskingTheCa) {
+// A CA that keys the account by one key at a time, as RFC 8555 §7.3.5 does: newAccount with
+// onlyReturnExisting finds the account only by its current key, and keyChange is refused (400
+// malformed, as Pebble answers) unless its inner `oldKey` is the current key. Otherwise
+// keyChange is applied at once (kApply); or applied but answered with an error status, the
+// answer lost, and the new key current only once the test calls Commit() (kApplyLoseAnswer);
+// or not applied and answered with an error status (kFail) or refused (kRefuse: 400
+// badPublicKey).
+class KeyedCa {
+ public:
+  enum class Mode { kApply, kApplyLoseAnswer, kFail, kRefuse };
+
+  explicit KeyedCa(ScriptedServer& ca) {
+    ca.On("POST", "/new-acct", [this](const Call& c) {
+      auto jwk = crypto::PublicKeyFromJwk(c.jws->header["jwk"]);
+      std::string thumb = jwk.ok() ? crypto::Thumbprint(*jwk) : "";
+      auto payload = nlohmann::json::parse(c.jws->payload, nullptr, false);
+      absl::MutexLock lock(&mu_);
+      if (payload.is_object() && payload.value("onlyReturnExisting", false)) {
+        if (thumb != current_) {
+          return ScriptedServer::Problem(400, "accountDoesNotExist", "unknown key");
+        }
+        return ScriptedServer::Json(200, {{"status", "valid"}},
+                                    {{"Location", ScriptedServer::Url("/acct/1")}});
+      }
+      current_ = thumb;
+      return ScriptedServer::Json(201, {{"status", "valid"}},
+                                  {{"Location", ScriptedServer::Url("/acct/1")}});
+    });
+    ca.On("POST", "/key-change", [this](const Call& c) {
+      auto inner = crypto::ParseJws(c.jws->payload);
+      if (!inner.ok()) return ScriptedServer::Problem(400, "malformed", "inner JWS");
+      auto new_key = crypto::PublicKeyFromJwk(inner->header["jwk"]);
+      auto old_key = crypto::PublicKeyFromJwk(
+          nlohmann::json::parse(inner->payload, nullptr, false).value("oldKey", nlohmann::json()));
+      if (!new_key.ok() || !old_key.ok()) return ScriptedServer::Problem(400, "malformed", "keys");
+      absl::MutexLock lock(&mu_);
+      if (crypto::Thumbprint(*old_key) != current_) {
+        return ScriptedServer::Problem(400, "malformed", "oldKey is not the account key");
+      }
+      switch (mode_) {
+        case Mode::kApply:
+          break;
+        case Mode::kApplyLoseAnswer:
+          ++applied_;
+          staged_ = crypto::Thumbprint(*new_key);
+          return ScriptedServer::Raw(status_, "text/plain", "the answer was lost");
+        case Mode::kFail:
+          return ScriptedServer::Raw(status_, "text/plain", "not now");
+        case Mode::kRefuse:
+          return ScriptedServer::Problem(400, "badPublicKey", "not this key");
+      }
+      ++applied_;
+      current_ = crypto::Thumbprint(*new_key);
+      return ScriptedServer::Json(200, {{"status", "valid"}});
+    });
+  }
+  // How keyChange is answered from now on; `status` for kApplyLoseAnswer and kFail.
+  void SetMode(Mode mode, int status = 500) {
+    absl::MutexLock lock(&mu_);
+    mode_ = mode;
+    status_ = status;
+  }
+  // The CA commits the keyChange it staged in kApplyLoseAnswer.
+  void Commit() {
+    absl::MutexLock lock(&mu_);
+    current_ = staged_;
+  }
+  // The thumbprint of the key the CA holds.
+  std::string current() {
+    absl::MutexLock lock(&mu_);
+    return current_;
+  }
+  // keyChange requests applied (or staged).
+  int applied() {
+    absl::MutexLock lock(&mu_);
+    return applied_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  Mode mode_ ABSL_GUARDED_BY(mu_) = Mode::kApply;
+  int status_ ABSL_GUARDED_BY(mu_) = 500;
+  std::string current_ ABSL_GUARDED_BY(mu_);
+  std::string staged_ ABSL_GUARDED_BY(mu_);
+  int applied_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+TEST_F(AccountsTest, APendingKeyLeftByACrashIsSettledWithTheCaBeforeTheNextRollover) {
+  KeyedCa keyed(ca_);
   AccountView v1 = Create();
   auto scope = fx_.AdminScope(tenant_);
   auto orphan = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
   ASSERT_TRUE(orphan.ok());
-  ASSERT_TRUE(fx_.store().AddPendingKey(scope, v1.account.id, *orphan, KeyInfo(orphan->public_key())).ok());
-  // While young it is a rollover in progress.
-  EXPECT_THAT(accounts_->Rollover(admin_, std::nullopt, ""),
-              StatusIs(absl::StatusCode::kAborted, "in progress"));
-  // Later: the CA never saw it (the probe finds no account), so it is discarded and the
-  // rollover proceeds with a fresh key.
-  fx_.clock().Advance(absl::Minutes(5));
-  std::string orphan_thumb = crypto::Thumbprint(orphan->public_key());
-  ca_.On("POST", "/new-acct", [orphan_thumb](const Call& c) {
-    auto jwk = crypto::PublicKeyFromJwk(c.jws->header["jwk"]);
-    if (jwk.ok() && crypto::Thumbprint(*jwk) == orphan_thumb) {
-      return ScriptedServer::Problem(400, "accountDoesNotExist", "unknown key");
-    }
-    return ScriptedServer::Json(200, {{"status", "valid"}}, {{"Location", ScriptedServer::Url("/acct/1")}});
-  });
+  {
+    // A rollover that crashed after storing its key, before keyChange; its lease expired.
+    auto lease = fx_.store().AcquireKeyLease(scope, v1.account.id, absl::Minutes(1));
+    ASSERT_TRUE(lease.ok()) << lease.status();
+    ASSERT_TRUE(
+        fx_.store().AddPendingKey(scope, *lease, *orphan, KeyInfo(orphan->public_key())).ok());
+    fx_.clock().Advance(absl::Minutes(2));
+  }
+  // The CA does not know it, so that keyChange is sent again (and applied); then the rollover
+  // proceeds with a fresh key.
   auto r = accounts_->Rollover(admin_, std::nullopt, "");
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->account.active_key.version, 3);
+  EXPECT_EQ(keyed.applied(), 2);
+  EXPECT_EQ(r->account.active_key.public_key.thumbprint, keyed.current());
   EXPECT_THAT(States(v1.account.id),
               ::testing::ElementsAre(KeyState::kRetired, KeyState::kRetired, KeyState::kActive));
+}
+
+TEST_F(AccountsTest, RolloverTooCloseToItsDeadlineLeavesNothingBehind) {
+  AccountView v1 = Create();
+  EXPECT_THAT(accounts_->Rollover(admin_, std::nullopt, "", fx_.clock().Now() + absl::Seconds(1)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, "nothing was changed"));
+  EXPECT_EQ(ca_.CountCalls("POST", "/key-change"), 0);
+  EXPECT_THAT(States(v1.account.id), ::testing::ElementsAre(KeyState::kActive));
+  // Nor does it hold the account up.
+  auto r = accounts_->Rollover(admin_, std::nullopt, "", fx_.clock().Now() + absl::Seconds(30));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->account.active_key.version, 2);
+}
+
+// Defect 2: the CA applies keyChange, its answer is lost (500 or 504) and it commits only after
+// the service's probe found nothing. The key stays pending, and the next use of the account
+// key asks the CA again and promotes it.
+class LostKeyChangeAnswerTest : public AccountsTest, public ::testing::WithParamInterface<int> {};
+
+TEST_P(LostKeyChangeAnswerTest, KeyStaysPendingAndRecoveryPromotesIt) {
+  KeyedCa keyed(ca_);
+  AccountView v1 = Create();
+  keyed.SetMode(KeyedCa::Mode::kApplyLoseAnswer, GetParam());
+  EXPECT_THAT(accounts_->Rollover(admin_, std::nullopt, ""),
+              StatusIs(absl::StatusCode::kUnavailable, "stays pending"));
+  EXPECT_EQ(keyed.applied(), 1);
+  EXPECT_THAT(States(v1.account.id), ::testing::ElementsAre(KeyState::kActive, KeyState::kPending));
+  keyed.Commit();
+  auto counts = accounts_->DeactivateAuthorizations(admin_, {});
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  EXPECT_THAT(States(v1.account.id), ::testing::ElementsAre(KeyState::kRetired, KeyState::kActive));
+  auto view = accounts_->GetAccount(admin_);
+  ASSERT_TRUE(view.ok()) << view.status();
+  EXPECT_EQ(view->active_key.version, 2);
+  EXPECT_EQ(view->active_key.public_key.thumbprint, keyed.current());
+  EXPECT_EQ(keyed.applied(), 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(ServerErrorOrTimeout, LostKeyChangeAnswerTest,
+                         ::testing::Values(500, 504));
+
+TEST_F(AccountsTest, AKeyChangeTheCaNeverAppliedIsSentAgainBeforeTheKeyIsNextUsed) {
+  KeyedCa keyed(ca_);
+  AccountView v1 = Create();
+  const std::string original = keyed.current();
+  keyed.SetMode(KeyedCa::Mode::kFail, 503);
+  EXPECT_THAT(accounts_->Rollover(admin_, std::nullopt, ""),
+              StatusIs(absl::StatusCode::kUnavailable, "stays pending"));
+  EXPECT_EQ(keyed.current(), original);
+  // While the CA still cannot tell, the key stays pending and the account key is not used.
+  EXPECT_THAT(accounts_->DeactivateAuthorizations(admin_, {}),
+              StatusIs(absl::StatusCode::kUnavailable, "stays pending"));
+  EXPECT_THAT(States(v1.account.id), ::testing::ElementsAre(KeyState::kActive, KeyState::kPending));
+  EXPECT_THAT(AuditActions(), ::testing::Contains("RolloverPending"));
+  // Once it can, the same keyChange is applied and the key promoted.
+  keyed.SetMode(KeyedCa::Mode::kApply);
+  auto counts = accounts_->DeactivateAuthorizations(admin_, {});
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  EXPECT_THAT(States(v1.account.id), ::testing::ElementsAre(KeyState::kRetired, KeyState::kActive));
+  auto view = accounts_->GetAccount(admin_);
+  ASSERT_TRUE(view.ok()) << view.status();
+  EXPECT_EQ(view->active_key.public_key.thumbprint, keyed.current());
+  EXPECT_NE(keyed.current(), original);
+}
+
+TEST_F(AccountsTest, APendingKeyIsDiscardedOnlyWhenTheCaRefusesItsKeyChange) {
+  KeyedCa keyed(ca_);
+  AccountView v1 = Create();
+  const std::string original = keyed.current();
+  keyed.SetMode(KeyedCa::Mode::kFail, 500);
+  EXPECT_THAT(accounts_->Rollover(admin_, std::nullopt, ""),
+              StatusIs(absl::StatusCode::kUnavailable));
+  keyed.SetMode(KeyedCa::Mode::kRefuse);
+  auto counts = accounts_->DeactivateAuthorizations(admin_, {});
+  ASSERT_TRUE(counts.ok()) << counts.status();
+  EXPECT_THAT(States(v1.account.id), ::testing::ElementsAre(KeyState::kActive, KeyState::kRetired));
+  EXPECT_EQ(keyed.current(), original);
+}
+
+TEST_F(AccountsTest, PendingKeysAreSettledAtStartUp) {
+  KeyedCa keyed(ca_);
+  AccountView v1 = Create();
+  keyed.SetMode(KeyedCa::Mode::kApplyLoseAnswer, 502);
+  EXPECT_THAT(accounts_->Rollover(admin_, std::nullopt, ""),
+              StatusIs(absl::StatusCode::kUnavailable));
+  keyed.Commit();
+  ASSERT_OK(accounts_->ResolvePendingKeys({"acmevaultd", "start-up"}));
+  EXPECT_THAT(States(v1.account.id), ::testing::ElementsAre(KeyState::kRetired, KeyState::kActive));
+  ASSERT_OK(accounts_->ResolvePendingKeys({"acmevaultd", "start-up"}));  // Nothing left.
+  EXPECT_EQ(ca_.CountCalls("POST", "/key-change"), 1);
 }
 
 TEST_F(AccountsTest, DeactivateNeedsTheAccountUrlAsConfirmation) {
@@ -275,6 +473,201 @@ TEST_F(AccountsTest, DeactivatingAuthorizationsForNamesOutsideTheAllowListIsDeni
   auto counts = accounts_->DeactivateAuthorizations(admin_, {"a.example.com", "www.other.org"});
   EXPECT_THAT(counts, StatusIs(absl::StatusCode::kPermissionDenied, "www.other.org"));
   EXPECT_EQ(ca_.CountCalls("POST", "/authz/1"), 0);
+}
+
+// An AccountStore that lets a test hold a thread before or after chosen calls: `hook` gets the
+// method's name and whether the call is over, before and after each call.
+class GatedAccounts : public storage::AccountStore {
+ public:
+  using Hook = std::function<void(absl::string_view method, bool after)>;
+  GatedAccounts(storage::AccountStore& store, Hook hook) : s_(store), hook_(std::move(hook)) {}
+
+  absl::StatusOr<storage::Account> CreateAccount(const storage::Scope& scope,
+                                                 absl::string_view directory_url,
+                                                 const crypto::PrivateKey& key,
+                                                 const storage::PublicKeyInfo& public_key,
+                                                 storage::KeyState initial_state) override {
+    return Gate("CreateAccount", [&] {
+      return s_.CreateAccount(scope, directory_url, key, public_key, initial_state);
+    });
+  }
+  absl::StatusOr<storage::Account> GetAccount(const storage::Scope& scope,
+                                              storage::AccountId account) override {
+    return Gate("GetAccount", [&] { return s_.GetAccount(scope, account); });
+  }
+  absl::StatusOr<std::vector<storage::Account>> ListAccounts(const storage::Scope& scope) override {
+    return Gate("ListAccounts", [&] { return s_.ListAccounts(scope); });
+  }
+  absl::Status RecordAccountUrl(const storage::Scope& scope, storage::AccountId account,
+                                absl::string_view url) override {
+    return Gate("RecordAccountUrl", [&] { return s_.RecordAccountUrl(scope, account, url); });
+  }
+  absl::Status SetAccountStatus(const storage::Scope& scope, storage::AccountId account,
+                                storage::AccountStatus status) override {
+    return Gate("SetAccountStatus", [&] { return s_.SetAccountStatus(scope, account, status); });
+  }
+  absl::StatusOr<storage::KeyLease> AcquireKeyLease(const storage::Scope& scope,
+                                                    storage::AccountId account,
+                                                    absl::Duration duration) override {
+    return Gate("AcquireKeyLease", [&] { return s_.AcquireKeyLease(scope, account, duration); });
+  }
+  absl::Status ReleaseKeyLease(const storage::Scope& scope,
+                               const storage::KeyLease& lease) override {
+    return Gate("ReleaseKeyLease", [&] { return s_.ReleaseKeyLease(scope, lease); });
+  }
+  absl::StatusOr<storage::AccountKey> AddPendingKey(const storage::Scope& scope,
+                                                    const storage::KeyLease& lease,
+                                                    const crypto::PrivateKey& key,
+                                                    const storage::PublicKeyInfo& info) override {
+    return Gate("AddPendingKey", [&] { return s_.AddPendingKey(scope, lease, key, info); });
+  }
+  absl::Status PromoteKey(const storage::Scope& scope, const storage::KeyLease& lease,
+                          int version) override {
+    return Gate("PromoteKey", [&] { return s_.PromoteKey(scope, lease, version); });
+  }
+  absl::Status DiscardPendingKey(const storage::Scope& scope, const storage::KeyLease& lease,
+                                 int version) override {
+    return Gate("DiscardPendingKey", [&] { return s_.DiscardPendingKey(scope, lease, version); });
+  }
+  absl::Status MarkKeyCompromised(const storage::Scope& scope, const storage::KeyLease& lease,
+                                  int version) override {
+    return Gate("MarkKeyCompromised", [&] { return s_.MarkKeyCompromised(scope, lease, version); });
+  }
+  absl::StatusOr<storage::UnsealedAccountKey> GetActiveKey(const storage::Scope& scope,
+                                                           storage::AccountId account,
+                                                           absl::string_view purpose) override {
+    return Gate("GetActiveKey", [&] { return s_.GetActiveKey(scope, account, purpose); });
+  }
+  absl::StatusOr<storage::UnsealedAccountKey> GetKey(const storage::Scope& scope,
+                                                     storage::AccountId account, int version,
+                                                     absl::string_view purpose) override {
+    return Gate("GetKey", [&] { return s_.GetKey(scope, account, version, purpose); });
+  }
+  absl::StatusOr<std::vector<storage::AccountKey>> ListKeys(const storage::Scope& scope,
+                                                            storage::AccountId account) override {
+    return Gate("ListKeys", [&] { return s_.ListKeys(scope, account); });
+  }
+
+ private:
+  template <typename Call>
+  auto Gate(absl::string_view method, Call call) -> decltype(call()) {
+    hook_(method, false);
+    auto result = call();
+    hook_(method, true);
+    return result;
+  }
+
+  storage::AccountStore& s_;
+  Hook hook_;
+};
+
+// How many of `results` of concurrent calls succeeded; every other one must have been told to
+// retry: ABORTED "... in progress".
+template <typename T>
+int Winners(const std::vector<absl::StatusOr<T>>& results) {
+  int ok = 0;
+  for (const auto& r : results) {
+    if (r.ok()) {
+      ++ok;
+    } else {
+      EXPECT_THAT(r.status(), StatusIs(absl::StatusCode::kAborted, "in progress"));
+    }
+  }
+  return ok;
+}
+
+// Defect 2: a rollover that read the active key before a concurrent one promoted the next must
+// not send keyChange with the retired key (the CA refuses it: INVALID_ARGUMENT) nor burn a key
+// version; it is ABORTED before it writes anything.
+TEST_F(AccountsTest, RolloverThatLosesARaceIsAbortedAndBurnsNoVersion) {
+  KeyedCa keyed(ca_);
+  AccountView v1 = Create();
+  thread_local int role = 0;
+  absl::Notification loser_read, winner_done;
+  GatedAccounts gated(fx_.store(), [&](absl::string_view method, bool after) {
+    if (role != 2) return;
+    // The loser has taken the lease (or, before the fix, read the account key) ...
+    if (after && (method == "GetActiveKey" || method == "AcquireKeyLease") &&
+        !loser_read.HasBeenNotified()) {
+      loser_read.Notify();
+    }
+    // ... and the winner is done before the loser writes a key.
+    if (!after && method == "AddPendingKey") winner_done.WaitForNotification();
+  });
+  auto manager = ManagerOver(gated);
+  std::vector<absl::StatusOr<RolloverResult>> results(2);
+  std::thread loser([&] {
+    role = 2;
+    results[0] = manager->Rollover(admin_, std::nullopt, "loser");
+  });
+  std::thread winner([&] {
+    role = 1;
+    loser_read.WaitForNotification();
+    results[1] = manager->Rollover(admin_, std::nullopt, "winner");
+    winner_done.Notify();
+  });
+  winner.join();
+  loser.join();
+  // Exactly one of them rolled the key over; the other was told to retry.
+  EXPECT_EQ(Winners(results), 1);
+  EXPECT_THAT(States(v1.account.id), ::testing::ElementsAre(KeyState::kRetired, KeyState::kActive));
+  auto view = accounts_->GetAccount(admin_);
+  ASSERT_TRUE(view.ok()) << view.status();
+  EXPECT_EQ(view->active_key.public_key.thumbprint, keyed.current());
+}
+
+TEST_F(AccountsTest, OfThreeConcurrentRolloversOneWinsAndTheOthersAreAborted) {
+  KeyedCa keyed(ca_);
+  AccountView v1 = Create();
+  for (int round = 0; round < 5; ++round) {
+    std::vector<absl::StatusOr<RolloverResult>> results(3);
+    std::vector<std::thread> threads;
+    absl::Notification go;
+    for (int i = 0; i < 3; ++i) {
+      threads.emplace_back([&, i] {
+        go.WaitForNotification();
+        results[i] = accounts_->Rollover(admin_, std::nullopt, "race");
+      });
+    }
+    go.Notify();
+    for (auto& t : threads) t.join();
+    EXPECT_GE(Winners(results), 1) << "round " << round;
+    // Versions stay contiguous: every version but the last is retired, none is burned.
+    auto keys = fx_.store().ListKeys(fx_.AdminScope(tenant_), v1.account.id);
+    ASSERT_TRUE(keys.ok()) << keys.status();
+    for (size_t v = 0; v < keys->size(); ++v) {
+      EXPECT_EQ((*keys)[v].version, static_cast<int>(v) + 1);
+      EXPECT_EQ((*keys)[v].state, v + 1 == keys->size() ? KeyState::kActive : KeyState::kRetired);
+    }
+    EXPECT_EQ(keys->back().public_key.thumbprint, keyed.current());
+    EXPECT_EQ(static_cast<int>(keys->size()), keyed.applied() + 1);
+  }
+}
+
+// One account per tenant: of concurrent CreateAccount calls (all of which looked for an account
+// before any made one) exactly one reaches the CA.
+TEST_F(AccountsTest, ConcurrentCreateAccountCallsRegisterOnce) {
+  absl::Mutex mu;
+  int listed = 0;
+  GatedAccounts gated(fx_.store(), [&](absl::string_view method, bool after) {
+    if (method != "ListAccounts" || !after) return;
+    absl::MutexLock lock(&mu);
+    ++listed;
+    mu.Await(absl::Condition(
+        +[](int* n) { return *n >= 3; }, &listed));
+  });
+  auto manager = ManagerOver(gated);
+  std::vector<absl::StatusOr<AccountView>> results(3);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i) {
+    threads.emplace_back([&, i] { results[i] = manager->CreateAccount(admin_, {{}, true}); });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(Winners(results), 1);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-acct"), 1);
+  auto accounts = fx_.store().ListAccounts(fx_.AdminScope(tenant_));
+  ASSERT_TRUE(accounts.ok());
+  EXPECT_EQ(accounts->size(), 1u);
 }
 
 }  // namespace

@@ -181,8 +181,10 @@ grpc::Status AccountServiceImpl::RolloverAccountKey(grpc::ServerContext* context
   return HandleRpc(deps_, context, "RolloverAccountKey", [&](const Caller& caller) -> absl::Status {
     ASSIGN_OR_RETURN(auto algorithm,
                      KeyAlgorithmFromProto(request->key_algorithm(), "key_algorithm"));
-    ASSIGN_OR_RETURN(RolloverResult result,
-                     deps_.accounts->Rollover(caller, algorithm, request->reason()));
+    ASSIGN_OR_RETURN(
+        RolloverResult result,
+        deps_.accounts->Rollover(caller, algorithm, request->reason(),
+                                 DeadlineOf(*context).value_or(absl::InfiniteFuture())));
     ToProto(result, deps_.clock->Now(), response);
     return absl::OkStatus();
   });

@@ -215,6 +215,9 @@ absl::Status Serve() {
                                                                    .clients = clients.get(),
                                                                    .issuer = issuer.get(),
                                                                    .metrics = &metrics}));
+  // A keyChange whose outcome was unknown (or a rollover cut short by a crash) left a pending
+  // key: ask the CA about it before serving. Not fatal: each use of the key resolves it first.
+  accounts->ResolvePendingKeys({"acmevaultd", "start-up"}).IgnoreError();
   ASSIGN_OR_RETURN(
       auto admin,
       service::Admin::Create(

@@ -31,7 +31,7 @@ using ::testing::IsEmpty;
 
 TEST(EmbeddedMigrations, AreNumberedFromOneWithoutGaps) {
   const auto& migrations = EmbeddedMigrations();
-  ASSERT_EQ(migrations.size(), 6u);
+  ASSERT_EQ(migrations.size(), 7u);
   for (size_t i = 0; i < migrations.size(); ++i) {
     EXPECT_EQ(migrations[i].version, static_cast<int>(i + 1));
     EXPECT_GT(std::string(migrations[i].sql).size(), 100u);
@@ -39,7 +39,8 @@ TEST(EmbeddedMigrations, AreNumberedFromOneWithoutGaps) {
   EXPECT_STREQ(migrations[0].name, "roles_and_helpers");
   EXPECT_STREQ(migrations[4].name, "audit_log");
   EXPECT_STREQ(migrations[5].name, "order_material");
-  EXPECT_EQ(LatestSchemaVersion(), 6);
+  EXPECT_STREQ(migrations[6].name, "account_safety");
+  EXPECT_EQ(LatestSchemaVersion(), 7);
 }
 
 class MigrateTest : public ::testing::Test {
@@ -64,15 +65,36 @@ class MigrateTest : public ::testing::Test {
     return out;
   }
 
+  // Makes a role with CREATEROLE the owner of the test's database, as in production (the schema
+  // belongs to it, not to a superuser); its URL. DropOwner() removes it again.
+  std::string BecomeOwned() {
+    std::random_device rd;
+    owner_ = absl::StrCat(db_->name(), "_owner");
+    const std::string password = absl::StrCat("pw", rd(), rd());
+    EXPECT_OK(
+        db_->Execute(absl::StrCat("CREATE ROLE ", owner_, " LOGIN CREATEROLE PASSWORD '", password,
+                                  "'; ALTER DATABASE ", db_->name(), " OWNER TO ", owner_)));
+    return RewriteUrl(db_->superuser_url(), owner_, password, db_->name());
+  }
+  void DropOwner() {
+    ASSERT_OK(db_->Execute(absl::StrCat("ALTER DATABASE ", db_->name(), " OWNER TO postgres")));
+    // Dropped after the database (its objects go with it); the destructor then runs harmlessly.
+    db_.reset();
+    pqxx::connection admin(url_);
+    pqxx::nontransaction tx(admin);
+    tx.exec(absl::StrCat("DROP ROLE IF EXISTS ", owner_));
+  }
+
   std::string url_;
   std::unique_ptr<TestDatabase> db_;
+  std::string owner_;
 };
 
 TEST_F(MigrateTest, FromEmptyToLatestOnceThenNothing) {
   ASSERT_OK_AND_ASSIGN(MigrationReport first, Migrate({db_->superuser_url()}));
   EXPECT_EQ(first.from_version, 0);
-  EXPECT_EQ(first.to_version, 6);
-  EXPECT_THAT(first.applied, ElementsAre(1, 2, 3, 4, 5, 6));
+  EXPECT_EQ(first.to_version, 7);
+  EXPECT_THAT(first.applied, ElementsAre(1, 2, 3, 4, 5, 6, 7));
   EXPECT_EQ(Query("SELECT version, name, octet_length(sha256) FROM schema_version "
                   "ORDER BY version"),
             (std::vector<std::vector<std::string>>{{"1", "roles_and_helpers", "32"},
@@ -80,14 +102,15 @@ TEST_F(MigrateTest, FromEmptyToLatestOnceThenNothing) {
                                                    {"3", "row_level_security", "32"},
                                                    {"4", "cross_tenant_functions", "32"},
                                                    {"5", "audit_log", "32"},
-                                                   {"6", "order_material", "32"}}));
-  EXPECT_EQ(Query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0], "11");
+                                                   {"6", "order_material", "32"},
+                                                   {"7", "account_safety", "32"}}));
+  EXPECT_EQ(Query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0], "13");
 
   ASSERT_OK_AND_ASSIGN(MigrationReport second, Migrate({db_->superuser_url()}));
-  EXPECT_EQ(second.from_version, 6);
-  EXPECT_EQ(second.to_version, 6);
+  EXPECT_EQ(second.from_version, 7);
+  EXPECT_EQ(second.to_version, 7);
   EXPECT_THAT(second.applied, IsEmpty());
-  EXPECT_EQ(Query("SELECT count(*) FROM schema_version")[0][0], "6");
+  EXPECT_EQ(Query("SELECT count(*) FROM schema_version")[0][0], "7");
 }
 
 TEST_F(MigrateTest, ConcurrentMigratorsApplyEachMigrationExactlyOnce) {
@@ -102,12 +125,12 @@ TEST_F(MigrateTest, ConcurrentMigratorsApplyEachMigrationExactlyOnce) {
   std::vector<int> applied;
   for (const auto& r : reports) {
     ASSERT_TRUE(r.ok()) << r.status();
-    EXPECT_EQ(r->to_version, 6);
+    EXPECT_EQ(r->to_version, 7);
     applied.insert(applied.end(), r->applied.begin(), r->applied.end());
   }
   std::sort(applied.begin(), applied.end());
-  EXPECT_THAT(applied, ElementsAre(1, 2, 3, 4, 5, 6));
-  EXPECT_EQ(Query("SELECT count(*) FROM schema_version")[0][0], "6");
+  EXPECT_THAT(applied, ElementsAre(1, 2, 3, 4, 5, 6, 7));
+  EXPECT_EQ(Query("SELECT count(*) FROM schema_version")[0][0], "7");
 }
 
 TEST_F(MigrateTest, UpgradesFromAnOlderVersion) {
@@ -116,7 +139,7 @@ TEST_F(MigrateTest, UpgradesFromAnOlderVersion) {
   EXPECT_EQ(Query("SELECT to_regclass('audit_log') IS NULL")[0][0], "t");
   ASSERT_OK_AND_ASSIGN(MigrationReport rest, Migrate({db_->superuser_url()}));
   EXPECT_EQ(rest.from_version, 2);
-  EXPECT_THAT(rest.applied, ElementsAre(3, 4, 5, 6));
+  EXPECT_THAT(rest.applied, ElementsAre(3, 4, 5, 6, 7));
   EXPECT_EQ(Query("SELECT to_regclass('audit_log') IS NOT NULL")[0][0], "t");
   EXPECT_THAT(Migrate({db_->superuser_url(), 9}), StatusIs(absl::StatusCode::kInvalidArgument));
 }
@@ -132,9 +155,9 @@ TEST_F(MigrateTest, RefusesAMigrationEditedAfterItWasApplied) {
 TEST_F(MigrateTest, RefusesADatabaseNewerThanTheBinary) {
   ASSERT_OK(Migrate({db_->superuser_url()}).status());
   ASSERT_OK(db_->Execute(
-      "INSERT INTO schema_version (version, name, sha256) VALUES (7, 'future', sha256('x'))"));
+      "INSERT INTO schema_version (version, name, sha256) VALUES (8, 'future', sha256('x'))"));
   EXPECT_THAT(Migrate({db_->superuser_url()}),
-              StatusIs(absl::StatusCode::kFailedPrecondition, "newer than this binary's (6)"));
+              StatusIs(absl::StatusCode::kFailedPrecondition, "newer than this binary's (7)"));
 }
 
 TEST_F(MigrateTest, RecordsTheOldestBinaryEachMigrationAdmits) {
@@ -168,18 +191,12 @@ TEST_F(MigrateTest, AMigrationThatCannotGetItsLockGivesUpAfterTheLockTimeout) {
 }
 
 TEST_F(MigrateTest, ANonSuperuserOwnerMigratesAndStaysBoundByRowSecurity) {
-  // Production: the schema belongs to a role with CREATEROLE, not a superuser.
-  std::random_device rd;
-  const std::string owner = absl::StrCat(db_->name(), "_owner");
-  const std::string password = absl::StrCat("pw", rd(), rd());
-  ASSERT_OK(db_->Execute(absl::StrCat("CREATE ROLE ", owner, " LOGIN CREATEROLE PASSWORD '",
-                                      password, "'; ALTER DATABASE ", db_->name(), " OWNER TO ",
-                                      owner)));
-  const std::string owner_url = RewriteUrl(db_->superuser_url(), owner, password, db_->name());
+  const std::string owner_url = BecomeOwned();
+  const std::string& owner = owner_;
   auto migrated = Migrate({owner_url});
   EXPECT_TRUE(migrated.ok()) << migrated.status();
   if (migrated.ok()) {
-    EXPECT_THAT(migrated->applied, ElementsAre(1, 2, 3, 4, 5, 6));
+    EXPECT_THAT(migrated->applied, ElementsAre(1, 2, 3, 4, 5, 6, 7));
     EXPECT_EQ(Query("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'"),
               (std::vector<std::vector<std::string>>{{owner}}));
     EXPECT_EQ(Query("SELECT count(*) FROM pg_proc WHERE proname LIKE 'av\\_%' "
@@ -204,12 +221,47 @@ TEST_F(MigrateTest, ANonSuperuserOwnerMigratesAndStaysBoundByRowSecurity) {
     EXPECT_EQ(tx.exec1("SELECT count(*) FROM tenants")[0].as<int>(), 0);
     EXPECT_EQ(tx.exec1("SELECT count(*) FROM audit_log")[0].as<int>(), 0);
   }
-  ASSERT_OK(db_->Execute(absl::StrCat("ALTER DATABASE ", db_->name(), " OWNER TO postgres")));
-  // Dropped after the database (its objects go with it); the destructor then runs harmlessly.
-  db_.reset();
-  pqxx::connection admin(url_);
-  pqxx::nontransaction tx(admin);
-  tx.exec(absl::StrCat("DROP ROLE IF EXISTS ", owner));
+  DropOwner();
+}
+
+// Concurrent CreateAccount calls of an older release could leave several pending or valid
+// accounts of one tenant and directory. Migration 0007 keeps the one the service used (the
+// newest valid one, else the newest pending one), closes the others before it adds the rule
+// that allows one, and does so as an owner that row security binds too.
+TEST_F(MigrateTest, AccountSafetyClosesTheDuplicateLiveAccountsTheServiceNoLongerUsed) {
+  const std::string owner_url = BecomeOwned();
+  ASSERT_OK(Migrate({owner_url, 6}).status());
+  ASSERT_OK(db_->Execute(
+      "INSERT INTO tenants (id, name, allowed_identifiers, key_algorithm, max_key_age_seconds, "
+      "deactivate_authorizations_after_issuance, ephemeral_accounts, renewal_window_seconds, "
+      "acme_directory_url, created_at, updated_at) VALUES (1, 'alpha', '{}', 'ecdsa-p256', 1, "
+      "true, false, 1, 'https://ca.test/a', now(), now()); "
+      "INSERT INTO accounts (id, tenant_id, directory_url, account_url, status, created_at, "
+      "deactivated_at) VALUES "
+      "(1, 1, 'https://ca.test/a', 'https://ca.test/acct/1', 'valid', now(), NULL), "
+      "(2, 1, 'https://ca.test/a', 'https://ca.test/acct/2', 'valid', now(), NULL), "
+      "(3, 1, 'https://ca.test/a', NULL, 'pending', now(), NULL), "
+      "(4, 1, 'https://ca.test/a', 'https://ca.test/acct/4', 'deactivated', now(), now()), "
+      "(5, 1, 'https://ca.test/b', NULL, 'pending', now(), NULL), "
+      "(6, 1, 'https://ca.test/b', NULL, 'pending', now(), NULL), "
+      "(7, 1, 'https://ca.test/c', NULL, 'pending', now(), NULL)"));
+  auto migrated = Migrate({owner_url});
+  EXPECT_TRUE(migrated.ok()) << migrated.status();
+  if (migrated.ok()) {
+    EXPECT_THAT(migrated->applied, ElementsAre(7));
+    EXPECT_EQ(Query("SELECT id, status, deactivated_at IS NOT NULL FROM accounts ORDER BY id"),
+              (std::vector<std::vector<std::string>>{{"1", "deactivated", "t"},
+                                                     {"2", "valid", "f"},
+                                                     {"3", "deactivated", "t"},
+                                                     {"4", "deactivated", "t"},
+                                                     {"5", "deactivated", "t"},
+                                                     {"6", "pending", "f"},
+                                                     {"7", "pending", "f"}}));
+    // Row security binds the owner again afterwards.
+    EXPECT_EQ(Query("SELECT relforcerowsecurity FROM pg_class WHERE relname = 'accounts'"),
+              (std::vector<std::vector<std::string>>{{"t"}}));
+  }
+  DropOwner();
 }
 
 }  // namespace

@@ -79,7 +79,8 @@ absl::StatusOr<Account> PostgresStore::CreateAccount(const Scope& scope,
                                                      KeyState initial_state) {
   RETURN_IF_ERROR(rules::ValidateNewAccount(directory_url, public_key, initial_state));
   const absl::Time now = Now();
-  return InTenant<Account>("CreateAccount", scope, [&](pqxx::work& tx) -> absl::StatusOr<Account> {
+  auto created = InTenant<
+      Account>("CreateAccount", scope, [&](pqxx::work& tx) -> absl::StatusOr<Account> {
     Account out = AccountOf(tx.exec_params1(
         absl::StrCat("INSERT INTO accounts (tenant_id, directory_url, status, created_at) "
                      "VALUES ($1, $2, 'pending', av_ts($3)) RETURNING ",
@@ -94,6 +95,10 @@ absl::StatusOr<Account> PostgresStore::CreateAccount(const Scope& scope,
                                            crypto::KeyAlgorithmName(key.algorithm()))));
     return out;
   });
+  // The only unique rule a new account can meet: one pending or valid account per tenant and
+  // directory (migration 0007).
+  if (absl::IsAlreadyExists(created.status())) return rules::LiveAccountExists(directory_url);
+  return created;
 }
 
 absl::StatusOr<Account> PostgresStore::GetAccount(const Scope& scope, AccountId account) {
@@ -143,14 +148,15 @@ absl::Status PostgresStore::SetAccountStatus(const Scope& scope, AccountId accou
   });
 }
 
-absl::StatusOr<AccountKey> PostgresStore::AddPendingKey(const Scope& scope, AccountId account,
+absl::StatusOr<AccountKey> PostgresStore::AddPendingKey(const Scope& scope, const KeyLease& lease,
                                                         const crypto::PrivateKey& key,
                                                         const PublicKeyInfo& public_key) {
   RETURN_IF_ERROR(rules::ValidatePublicKeyInfo(public_key));
+  const AccountId account = lease.account;
   const absl::Time now = Now();
   return InTenant<AccountKey>(
       "AddPendingKey", scope, [&](pqxx::work& tx) -> absl::StatusOr<AccountKey> {
-        ASSIGN_OR_RETURN(Account a, LockAccount(tx, account));
+        ASSIGN_OR_RETURN(Account a, LockLeasedAccount(tx, scope, lease));
         RETURN_IF_ERROR(rules::CheckAccountOpen(a));
         pqxx::row r = tx.exec_params1(
             "SELECT coalesce(max(version), 0) + 1, coalesce(bool_or(state = 'pending'), false) "
@@ -168,10 +174,11 @@ absl::StatusOr<AccountKey> PostgresStore::AddPendingKey(const Scope& scope, Acco
       });
 }
 
-absl::Status PostgresStore::PromoteKey(const Scope& scope, AccountId account, int version) {
+absl::Status PostgresStore::PromoteKey(const Scope& scope, const KeyLease& lease, int version) {
+  const AccountId account = lease.account;
   const absl::Time now = Now();
   return InTenant("PromoteKey", scope, [&](pqxx::work& tx) -> absl::Status {
-    RETURN_IF_ERROR(LockAccount(tx, account).status());
+    RETURN_IF_ERROR(LockLeasedAccount(tx, scope, lease).status());
     ASSIGN_OR_RETURN(KeyState state, KeyStateOf(tx, account, version));
     RETURN_IF_ERROR(rules::CheckKeyPending(account, version, state));
     // Retire first: the partial unique index allows one active key at any moment.
@@ -191,10 +198,12 @@ absl::Status PostgresStore::PromoteKey(const Scope& scope, AccountId account, in
   });
 }
 
-absl::Status PostgresStore::DiscardPendingKey(const Scope& scope, AccountId account, int version) {
+absl::Status PostgresStore::DiscardPendingKey(const Scope& scope, const KeyLease& lease,
+                                              int version) {
+  const AccountId account = lease.account;
   const absl::Time now = Now();
   return InTenant("DiscardPendingKey", scope, [&](pqxx::work& tx) -> absl::Status {
-    RETURN_IF_ERROR(LockAccount(tx, account).status());
+    RETURN_IF_ERROR(LockLeasedAccount(tx, scope, lease).status());
     ASSIGN_OR_RETURN(KeyState state, KeyStateOf(tx, account, version));
     RETURN_IF_ERROR(rules::CheckKeyPending(account, version, state));
     tx.exec_params0(
@@ -206,10 +215,12 @@ absl::Status PostgresStore::DiscardPendingKey(const Scope& scope, AccountId acco
   });
 }
 
-absl::Status PostgresStore::MarkKeyCompromised(const Scope& scope, AccountId account, int version) {
+absl::Status PostgresStore::MarkKeyCompromised(const Scope& scope, const KeyLease& lease,
+                                               int version) {
+  const AccountId account = lease.account;
   const absl::Time now = Now();
   return InTenant("MarkKeyCompromised", scope, [&](pqxx::work& tx) -> absl::Status {
-    RETURN_IF_ERROR(LockAccount(tx, account).status());
+    RETURN_IF_ERROR(LockLeasedAccount(tx, scope, lease).status());
     ASSIGN_OR_RETURN(KeyState state, KeyStateOf(tx, account, version));
     if (state == KeyState::kCompromised) return absl::OkStatus();
     tx.exec_params0(

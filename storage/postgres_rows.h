@@ -122,6 +122,11 @@ extern const Rows<DueCertificate> kDueRows;
 inline constexpr char kSealedColumns[] = "kek_id, wrapped_data_key, sealed_private_key";
 std::optional<SealedKey> SealedKeyOf(const pqxx::row& r);
 
+// An account's key lease (migration 0007), selected after the account's own columns and read
+// by name: key_lease_token, and key_lease_expires_us (NULL while no lease is held).
+inline constexpr char kKeyLeaseColumns[] =
+    "key_lease_token, av_us(key_lease_expires_at) AS key_lease_expires_us";
+
 // ---------------------------------------------------------------------------------------------
 // Fetching, in the caller's transaction
 

@@ -188,6 +188,9 @@ TEST_F(PostgresRowsTest, EveryColumnListSelectsFromItsTableAndMapsItsRows) {
     ASSIGN_OR_RETURN(Order order, GetById(tx, kOrders, order_));
     EXPECT_EQ(order.account, account_);
     EXPECT_FALSE(order.has_certificate_key);
+    ASSIGN_OR_RETURN(pqxx::row lease, GetRowById(tx, kAccounts, account_, kKeyLeaseColumns));
+    EXPECT_EQ(lease["key_lease_token"].as<int64_t>(), 0);
+    EXPECT_TRUE(lease["key_lease_expires_us"].is_null());
     return absl::OkStatus();
   }));
 }

@@ -84,12 +84,15 @@ class PostgresStore final : public Store {
                                 absl::string_view url) override;
   absl::Status SetAccountStatus(const Scope& scope, AccountId account,
                                 AccountStatus status) override;
-  absl::StatusOr<AccountKey> AddPendingKey(const Scope& scope, AccountId account,
+  absl::StatusOr<KeyLease> AcquireKeyLease(const Scope& scope, AccountId account,
+                                           absl::Duration duration) override;
+  absl::Status ReleaseKeyLease(const Scope& scope, const KeyLease& lease) override;
+  absl::StatusOr<AccountKey> AddPendingKey(const Scope& scope, const KeyLease& lease,
                                            const crypto::PrivateKey& key,
                                            const PublicKeyInfo& public_key) override;
-  absl::Status PromoteKey(const Scope& scope, AccountId account, int version) override;
-  absl::Status DiscardPendingKey(const Scope& scope, AccountId account, int version) override;
-  absl::Status MarkKeyCompromised(const Scope& scope, AccountId account, int version) override;
+  absl::Status PromoteKey(const Scope& scope, const KeyLease& lease, int version) override;
+  absl::Status DiscardPendingKey(const Scope& scope, const KeyLease& lease, int version) override;
+  absl::Status MarkKeyCompromised(const Scope& scope, const KeyLease& lease, int version) override;
   absl::StatusOr<UnsealedAccountKey> GetActiveKey(const Scope& scope, AccountId account,
                                                   absl::string_view purpose) override;
   absl::StatusOr<UnsealedAccountKey> GetKey(const Scope& scope, AccountId account, int version,
@@ -164,9 +167,9 @@ class PostgresStore final : public Store {
 
  private:
   // The members are defined by concern: postgres_store.cc (construction, the tenant path,
-  // tenants, identities), postgres_accounts.cc, postgres_orders.cc,
-  // postgres_authorizations.cc, postgres_certificates.cc, postgres_challenges.cc,
-  // postgres_audit.cc and postgres_rewrap.cc.
+  // tenants, identities), postgres_accounts.cc, postgres_key_leases.cc (account key leases),
+  // postgres_orders.cc, postgres_authorizations.cc, postgres_certificates.cc,
+  // postgres_challenges.cc, postgres_audit.cc and postgres_rewrap.cc.
 
   // A transaction body that produces a value (see PostgresPool::Body).
   template <typename T>
@@ -219,6 +222,10 @@ class PostgresStore final : public Store {
   absl::StatusOr<Certificate> InsertCertificateIn(pqxx::work& tx, const Scope& scope,
                                                   const NewCertificate& certificate,
                                                   absl::Time now);
+  // The account `lease` is for, its row locked until the transaction ends, if the lease is
+  // still current (rules::CheckKeyLease): what every key write starts with.
+  static absl::StatusOr<Account> LockLeasedAccount(pqxx::work& tx, const Scope& scope,
+                                                   const KeyLease& lease);
   // GetActiveKey (no version) and GetKey.
   absl::StatusOr<UnsealedAccountKey> UnsealKey(absl::string_view op, const Scope& scope,
                                                AccountId account, std::optional<int> version,

@@ -93,8 +93,9 @@ class PostgresStoreTest : public ::testing::Test {
   AccountId MakeAccount(const Scope& scope, crypto::KeyAlgorithm algorithm =
                                                 crypto::KeyAlgorithm::kEcdsaP256) {
     crypto::PrivateKey key = NewKey(algorithm);
-    auto a = store_->CreateAccount(scope, "https://ca.test/dir", key, InfoFor(key),
-                                   KeyState::kActive);
+    // One live account per tenant and directory: each gets a directory of its own.
+    auto a = store_->CreateAccount(scope, absl::StrCat("https://ca.test/dir/", ++accounts_made_),
+                                   key, InfoFor(key), KeyState::kActive);
     EXPECT_TRUE(a.ok()) << a.status();
     return a.ok() ? a->id : 0;
   }
@@ -119,6 +120,7 @@ class PostgresStoreTest : public ::testing::Test {
   std::unique_ptr<TestDatabase> db_;
   std::unique_ptr<PostgresStore> store_;
   std::vector<KeyMaterial> generated_;
+  int accounts_made_ = 0;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -208,7 +210,8 @@ TEST_F(PostgresStoreTest, CiphertextCopiedToAnotherRowFailsToOpen) {
   AccountId a2 = MakeAccount(alpha);
   AccountId b1 = MakeAccount(beta);
   crypto::PrivateKey next = NewKey();
-  ASSERT_OK(store_->AddPendingKey(alpha, a2, next, InfoFor(next)).status());
+  ASSERT_OK_AND_ASSIGN(KeyLease lease, store_->AcquireKeyLease(alpha, a2, absl::Minutes(1)));
+  ASSERT_OK(store_->AddPendingKey(alpha, lease, next, InfoFor(next)).status());
 
   auto copy_key = [&](AccountId to, int to_version, AccountId from, int from_version,
                       const std::string& columns) {
@@ -418,9 +421,10 @@ TEST_F(PostgresStoreTest, PgDumpContainsNoPrivateKeyAfterAFullWorkload) {
   AccountId rsa = MakeAccount(alpha, crypto::KeyAlgorithm::kRsa2048);
   AccountId p384 = MakeAccount(beta, crypto::KeyAlgorithm::kEcdsaP384);
   crypto::PrivateKey next = NewKey();
-  ASSERT_OK(store_->AddPendingKey(alpha, rsa, next, InfoFor(next)).status());
-  ASSERT_OK(store_->PromoteKey(alpha, rsa, 2));
-  ASSERT_OK(store_->MarkKeyCompromised(alpha, rsa, 1));
+  ASSERT_OK_AND_ASSIGN(KeyLease lease, store_->AcquireKeyLease(alpha, rsa, absl::Minutes(1)));
+  ASSERT_OK(store_->AddPendingKey(alpha, lease, next, InfoFor(next)).status());
+  ASSERT_OK(store_->PromoteKey(alpha, lease, 2));
+  ASSERT_OK(store_->MarkKeyCompromised(alpha, lease, 1));
   ASSERT_OK(store_->GetActiveKey(beta, p384, "sign").status());
   crypto::PrivateKey cert_key = NewKey(crypto::KeyAlgorithm::kRsa2048);
   ASSERT_OK_AND_ASSIGN(Certificate stored, store_->InsertCertificate(

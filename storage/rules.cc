@@ -170,6 +170,11 @@ absl::StatusOr<std::vector<std::string>> ValidateNewOrder(const NewOrder& order)
   return ids;
 }
 
+absl::Status LiveAccountExists(absl::string_view directory_url) {
+  return absl::AlreadyExistsError(
+      absl::StrCat("the tenant already has a pending or valid account for ", directory_url));
+}
+
 absl::Status CheckAccountOpen(const Account& account, bool already) {
   if (account.status == AccountStatus::kDeactivated || account.status == AccountStatus::kRevoked) {
     return absl::FailedPreconditionError(absl::StrCat("account ", account.id, " is ",
@@ -197,6 +202,27 @@ absl::Status CheckKeyPending(AccountId account, int version, KeyState state) {
     return absl::FailedPreconditionError(absl::StrCat("key ", version, " of account ", account,
                                                       " is ", KeyStateName(state),
                                                       ", not pending"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckKeyLease(const Scope& scope, int64_t current_token, const KeyLease& lease) {
+  if (lease.tenant != scope.tenant) {
+    return absl::InvalidArgumentError("key lease belongs to another tenant than the scope");
+  }
+  if (lease.fencing_token != current_token) {
+    return absl::FailedPreconditionError(absl::StrCat("key lease on account ", lease.account,
+                                                      " lost: fencing token ", lease.fencing_token,
+                                                      " is stale (current ", current_token, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckKeyLeaseFree(AccountId account, std::optional<absl::Time> expires_at,
+                               absl::Time now) {
+  if (expires_at.has_value() && *expires_at > now) {
+    return absl::AbortedError(
+        absl::StrCat("the keys of account ", account, " are being changed by another caller"));
   }
   return absl::OkStatus();
 }

@@ -5,6 +5,7 @@
 #define ACMEVAULT_STORAGE_RULES_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -44,6 +45,9 @@ absl::Status ValidateLeaseRequest(absl::string_view owner, absl::Duration durati
 // bytes.
 absl::StatusOr<std::vector<std::string>> ValidateNewOrder(const NewOrder& order);
 
+// ALREADY_EXISTS "the tenant already has a pending or valid account for <directory>": what
+// both stores answer when CreateAccount meets the one-live-account rule.
+absl::Status LiveAccountExists(absl::string_view directory_url);
 // FAILED_PRECONDITION if the account is deactivated or revoked (`already` words the message
 // for a repeated status change).
 absl::Status CheckAccountOpen(const Account& account, bool already = false);
@@ -52,6 +56,14 @@ absl::Status CheckAccountOpen(const Account& account, bool already = false);
 absl::StatusOr<bool> AccountUrlNeedsWrite(const Account& account, absl::string_view url);
 // FAILED_PRECONDITION unless the key is pending.
 absl::Status CheckKeyPending(AccountId account, int version, KeyState state);
+// A key lease presented for a key write is still current: INVALID_ARGUMENT if it names another
+// tenant than the scope; FAILED_PRECONDITION "key lease on account N lost: fencing token T is
+// stale (current C)" if the account's token moved on.
+absl::Status CheckKeyLease(const Scope& scope, int64_t current_token, const KeyLease& lease);
+// Whether a key lease may be taken at `now`: ABORTED "the keys of account N are being changed by
+// another caller" while the current one (held until `expires_at`, if it is held) lasts.
+absl::Status CheckKeyLeaseFree(AccountId account, std::optional<absl::Time> expires_at,
+                               absl::Time now);
 
 // The lease is for `order` and still current. INVALID_ARGUMENT if the lease names another
 // tenant than the scope; FAILED_PRECONDITION "lease on order N lost ..." if the fencing token is

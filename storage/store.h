@@ -14,8 +14,9 @@
 // - Audit: every state change writes one audit row in the same transaction as the change (the
 //   action is the method's name unless stated otherwise), so a committed change always has its
 //   row and a failed one has none. Unsealing a private key is a key use and is audited too.
-//   Lease claims, renewals and releases are not audited: they change who works on an order,
-//   not its state. A call that changes nothing (a repeated idempotent call) writes no row.
+//   Lease claims, renewals and releases (of orders and of account keys) are not audited: they
+//   change who works on an order or on an account's keys, not their state. A call that changes
+//   nothing (a repeated idempotent call) writes no row.
 // - Errors: NOT_FOUND (no such row in this tenant), ALREADY_EXISTS (a uniqueness rule),
 //   FAILED_PRECONDITION (the state does not allow the change, e.g. a stale fencing token),
 //   INVALID_ARGUMENT (malformed input), ABORTED (a conflicting transaction won; retry the
@@ -84,7 +85,8 @@ class AccountStore {
 
   // Creates an account (status pending, no URL yet) for `directory_url` with `key` as
   // version 1 in `initial_state` (kPending before newAccount, or kActive). The private key is
-  // sealed before it leaves the call.
+  // sealed before it leaves the call. ALREADY_EXISTS if the tenant already has a pending or
+  // valid account for `directory_url` (so of two concurrent creations only one reaches the CA).
   virtual absl::StatusOr<Account> CreateAccount(const Scope& scope,
                                                 absl::string_view directory_url,
                                                 const crypto::PrivateKey& key,
@@ -101,20 +103,36 @@ class AccountStore {
   virtual absl::Status SetAccountStatus(const Scope& scope, AccountId account,
                                         AccountStatus status) = 0;
 
+  // Takes the key lease of `account` until now + `duration`, incrementing its fencing token.
+  // One holder at a time: ABORTED while another holder's lease has not expired (the lease of a
+  // holder that died expires and can be taken). FAILED_PRECONDITION if the account is
+  // deactivated or revoked. Not audited, like order leases: it changes who may write the keys,
+  // not the keys.
+  virtual absl::StatusOr<KeyLease> AcquireKeyLease(const Scope& scope, AccountId account,
+                                                   absl::Duration duration) = 0;
+  // Gives the lease up, so the next caller need not wait for it to expire. OK, changing
+  // nothing, if it was taken over meanwhile or the account was closed.
+  virtual absl::Status ReleaseKeyLease(const Scope& scope, const KeyLease& lease) = 0;
+
+  // The four key writes below present the account's key lease: FAILED_PRECONDITION naming the
+  // stale fencing token once another caller has taken it (INVALID_ARGUMENT for a lease of
+  // another tenant than the scope). An expired lease nobody took over still writes.
+  //
   // Adds the next key version as kPending (RFC 8555 §7.3.5: stored before keyChange is sent).
   // ALREADY_EXISTS if the account already has a pending key.
-  virtual absl::StatusOr<AccountKey> AddPendingKey(const Scope& scope, AccountId account,
+  virtual absl::StatusOr<AccountKey> AddPendingKey(const Scope& scope, const KeyLease& lease,
                                                    const crypto::PrivateKey& key,
                                                    const PublicKeyInfo& public_key) = 0;
   // In one transaction: the active key (if any) becomes retired and pending `version` becomes
   // active. FAILED_PRECONDITION if `version` is not pending.
-  virtual absl::Status PromoteKey(const Scope& scope, AccountId account, int version) = 0;
+  virtual absl::Status PromoteKey(const Scope& scope, const KeyLease& lease, int version) = 0;
   // Abandons a pending key (a keyChange the CA refused): pending -> retired.
   // FAILED_PRECONDITION if `version` is not pending.
-  virtual absl::Status DiscardPendingKey(const Scope& scope, AccountId account, int version) = 0;
+  virtual absl::Status DiscardPendingKey(const Scope& scope, const KeyLease& lease,
+                                         int version) = 0;
   // Any state -> compromised (idempotent). A compromised key is never unsealed for signing
   // again by GetActiveKey.
-  virtual absl::Status MarkKeyCompromised(const Scope& scope, AccountId account,
+  virtual absl::Status MarkKeyCompromised(const Scope& scope, const KeyLease& lease,
                                           int version) = 0;
   // Unseals the active key for signing. NOT_FOUND if the account has no active key. Audited as
   // "UseAccountKey" with the key version and `purpose` as detail.

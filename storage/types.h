@@ -1,7 +1,8 @@
-// Plain data types of the vault and ledger (storage/store.h): tenants, identities, accounts and
-// their keys, orders and leases, authorizations, certificates, challenges and audit records.
-// Values only; no behaviour beyond names and canonical forms. Times are stored at microsecond
-// precision: a time read back equals the time written truncated to whole microseconds.
+// Plain data types of the vault and ledger (storage/store.h): tenants, identities, accounts,
+// their keys and key leases, orders and leases, authorizations, certificates, challenges and
+// audit records. Values only; no behaviour beyond names and canonical forms. Times are stored at
+// microsecond precision: a time read back equals the time written truncated to whole
+// microseconds.
 #ifndef ACMEVAULT_STORAGE_TYPES_H_
 #define ACMEVAULT_STORAGE_TYPES_H_
 
@@ -134,6 +135,16 @@ struct AccountKey {
 struct UnsealedAccountKey {
   AccountKey info;
   crypto::PrivateKey private_key;
+};
+
+// The right to change an account's keys (AccountStore::AcquireKeyLease), held by one caller at
+// a time. Every key write presents it; once another caller has taken the lease (the account's
+// fencing token moved past `fencing_token`) the write is refused.
+struct KeyLease {
+  TenantId tenant = 0;
+  AccountId account = 0;
+  int64_t fencing_token = 0;
+  absl::Time expires_at;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -9,9 +9,10 @@
 //
 // Thread-safe. Several FakeStores may share one State (see Reopen), as several replicas share
 // one database. The members are defined by concern: fake_store.cc (construction, tenants,
-// identities, challenges, audit, re-wrapping), fake_store_accounts.cc, fake_store_orders.cc
-// (orders, leases, authorizations) and fake_store_certificates.cc; State and the helpers they
-// share are in fake_store_state.h.
+// identities, challenges, audit, re-wrapping), fake_store_accounts.cc,
+// fake_store_key_leases.cc (account key leases), fake_store_orders.cc (orders, leases,
+// authorizations) and fake_store_certificates.cc; State and the helpers they share are in
+// fake_store_state.h.
 #ifndef ACMEVAULT_STORAGE_TESTING_FAKE_STORE_H_
 #define ACMEVAULT_STORAGE_TESTING_FAKE_STORE_H_
 
@@ -83,12 +84,15 @@ class FakeStore final : public Store {
                                 absl::string_view url) override;
   absl::Status SetAccountStatus(const Scope& scope, AccountId account,
                                 AccountStatus status) override;
-  absl::StatusOr<AccountKey> AddPendingKey(const Scope& scope, AccountId account,
+  absl::StatusOr<KeyLease> AcquireKeyLease(const Scope& scope, AccountId account,
+                                           absl::Duration duration) override;
+  absl::Status ReleaseKeyLease(const Scope& scope, const KeyLease& lease) override;
+  absl::StatusOr<AccountKey> AddPendingKey(const Scope& scope, const KeyLease& lease,
                                            const crypto::PrivateKey& key,
                                            const PublicKeyInfo& public_key) override;
-  absl::Status PromoteKey(const Scope& scope, AccountId account, int version) override;
-  absl::Status DiscardPendingKey(const Scope& scope, AccountId account, int version) override;
-  absl::Status MarkKeyCompromised(const Scope& scope, AccountId account, int version) override;
+  absl::Status PromoteKey(const Scope& scope, const KeyLease& lease, int version) override;
+  absl::Status DiscardPendingKey(const Scope& scope, const KeyLease& lease, int version) override;
+  absl::Status MarkKeyCompromised(const Scope& scope, const KeyLease& lease, int version) override;
   absl::StatusOr<UnsealedAccountKey> GetActiveKey(const Scope& scope, AccountId account,
                                                   absl::string_view purpose) override;
   absl::StatusOr<UnsealedAccountKey> GetKey(const Scope& scope, AccountId account, int version,

@@ -10,6 +10,7 @@ namespace acmevault::storage {
 using fake::Audit;
 using fake::FindAccount;
 using fake::FindKey;
+using fake::LeasedAccount;
 using fake::RequireTenant;
 using fake::State;
 
@@ -55,6 +56,12 @@ absl::StatusOr<Account> FakeStore::CreateAccount(const Scope& scope,
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
   RETURN_IF_ERROR(RequireTenant(s, scope));
+  for (const auto& [id, other] : s.accounts) {
+    if (other.tenant == scope.tenant && other.directory_url == directory_url &&
+        (other.status == AccountStatus::kPending || other.status == AccountStatus::kValid)) {
+      return rules::LiveAccountExists(directory_url);
+    }
+  }
   Account a;
   a.id = s.next_id++;
   a.tenant = scope.tenant;
@@ -120,14 +127,15 @@ absl::Status FakeStore::SetAccountStatus(const Scope& scope, AccountId account,
   return absl::OkStatus();
 }
 
-absl::StatusOr<AccountKey> FakeStore::AddPendingKey(const Scope& scope, AccountId account,
+absl::StatusOr<AccountKey> FakeStore::AddPendingKey(const Scope& scope, const KeyLease& lease,
                                                     const crypto::PrivateKey& key,
                                                     const PublicKeyInfo& public_key) {
   RETURN_IF_ERROR(rules::ValidatePublicKeyInfo(public_key));
+  const AccountId account = lease.account;
   const absl::Time now = Now();
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
-  ASSIGN_OR_RETURN(Account * a, FindAccount(s, scope, account));
+  ASSIGN_OR_RETURN(Account * a, LeasedAccount(s, scope, lease));
   RETURN_IF_ERROR(rules::CheckAccountOpen(*a));
   int version = 1;
   for (auto it = s.keys.lower_bound({account, 0}); it != s.keys.end() && it->first.first == account;
@@ -144,11 +152,12 @@ absl::StatusOr<AccountKey> FakeStore::AddPendingKey(const Scope& scope, AccountI
   return info;
 }
 
-absl::Status FakeStore::PromoteKey(const Scope& scope, AccountId account, int version) {
+absl::Status FakeStore::PromoteKey(const Scope& scope, const KeyLease& lease, int version) {
+  const AccountId account = lease.account;
   const absl::Time now = Now();
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
-  RETURN_IF_ERROR(FindAccount(s, scope, account).status());
+  RETURN_IF_ERROR(LeasedAccount(s, scope, lease).status());
   ASSIGN_OR_RETURN(State::KeyRow * row, FindKey(s, scope, account, version));
   RETURN_IF_ERROR(RequirePending(*row));
   std::string detail;
@@ -166,11 +175,12 @@ absl::Status FakeStore::PromoteKey(const Scope& scope, AccountId account, int ve
   return absl::OkStatus();
 }
 
-absl::Status FakeStore::DiscardPendingKey(const Scope& scope, AccountId account, int version) {
+absl::Status FakeStore::DiscardPendingKey(const Scope& scope, const KeyLease& lease, int version) {
+  const AccountId account = lease.account;
   const absl::Time now = Now();
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
-  RETURN_IF_ERROR(FindAccount(s, scope, account).status());
+  RETURN_IF_ERROR(LeasedAccount(s, scope, lease).status());
   ASSIGN_OR_RETURN(State::KeyRow * row, FindKey(s, scope, account, version));
   RETURN_IF_ERROR(RequirePending(*row));
   row->info.state = KeyState::kRetired;
@@ -179,11 +189,12 @@ absl::Status FakeStore::DiscardPendingKey(const Scope& scope, AccountId account,
   return absl::OkStatus();
 }
 
-absl::Status FakeStore::MarkKeyCompromised(const Scope& scope, AccountId account, int version) {
+absl::Status FakeStore::MarkKeyCompromised(const Scope& scope, const KeyLease& lease, int version) {
+  const AccountId account = lease.account;
   const absl::Time now = Now();
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
-  RETURN_IF_ERROR(FindAccount(s, scope, account).status());
+  RETURN_IF_ERROR(LeasedAccount(s, scope, lease).status());
   ASSIGN_OR_RETURN(State::KeyRow * row, FindKey(s, scope, account, version));
   if (row->info.state == KeyState::kCompromised) return absl::OkStatus();
   KeyState was = row->info.state;

@@ -1,5 +1,5 @@
 // FakeStore's data and the helpers its files share (fake_store.cc, fake_store_accounts.cc,
-// fake_store_orders.cc, fake_store_certificates.cc). Internal to the fake: include only from
+// fake_store_key_leases.cc, fake_store_orders.cc, fake_store_certificates.cc). Internal to the fake: include only from
 // those files.
 //
 // Every helper taking a State requires its mutex held. Every call taking a Scope passes
@@ -46,6 +46,11 @@ struct FakeStore::State {
     TenantId tenant = 0;
     std::string key_authorization;
   };
+  // An account's key lease: its fencing token and, while held, its expiry.
+  struct KeyLeaseRow {
+    int64_t fencing_token = 0;
+    std::optional<absl::Time> expires_at;
+  };
 
   absl::Mutex mu;
   int64_t next_id ABSL_GUARDED_BY(mu) = 1;  // one sequence for every table: ids never collide
@@ -53,6 +58,7 @@ struct FakeStore::State {
   std::map<IdentityId, IdentityRow> identities ABSL_GUARDED_BY(mu);
   std::map<AccountId, Account> accounts ABSL_GUARDED_BY(mu);
   std::map<std::pair<AccountId, int>, KeyRow> keys ABSL_GUARDED_BY(mu);
+  std::map<AccountId, KeyLeaseRow> key_leases ABSL_GUARDED_BY(mu);
   std::map<OrderId, Order> orders ABSL_GUARDED_BY(mu);
   std::map<OrderId, SealedKey> order_keys ABSL_GUARDED_BY(mu);  // orders' certificate keys
   std::map<AuthorizationId, Authorization> authorizations ABSL_GUARDED_BY(mu);
@@ -82,6 +88,9 @@ absl::Status NoSuch(absl::string_view what, int64_t id);
 absl::Status RequireTenant(const State& s, const Scope& scope) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
 
 absl::StatusOr<Account*> FindAccount(State& s, const Scope& scope, AccountId id)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+// The account `lease` is for, if the lease is still current (rules::CheckKeyLease).
+absl::StatusOr<Account*> LeasedAccount(State& s, const Scope& scope, const KeyLease& lease)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
 absl::StatusOr<State::KeyRow*> FindKey(State& s, const Scope& scope, AccountId account, int version)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);

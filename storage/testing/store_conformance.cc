@@ -58,12 +58,17 @@ PublicKeyInfo StoreConformanceTest::InfoFor(const crypto::PrivateKey& key) {
   return PublicKeyInfo{absl::StrCat("{\"spki\":\"", spki, "\"}"), spki.substr(0, 43)};
 }
 
-Account StoreConformanceTest::MakeAccount(const Scope& scope) {
+Account StoreConformanceTest::MakeAccount(const Scope& scope, const std::string& directory) {
   crypto::PrivateKey key = NewKey();
-  auto account =
-      store().CreateAccount(scope, "https://ca.test/dir", key, InfoFor(key), KeyState::kActive);
+  auto account = store().CreateAccount(scope, directory, key, InfoFor(key), KeyState::kActive);
   EXPECT_TRUE(account.ok()) << account.status();
   return account.ok() ? *account : Account{};
+}
+
+KeyLease StoreConformanceTest::LeaseKeys(const Scope& scope, AccountId account) {
+  auto lease = store().AcquireKeyLease(scope, account, absl::Minutes(10));
+  EXPECT_TRUE(lease.ok()) << lease.status();
+  return lease.ok() ? *lease : KeyLease{};
 }
 
 Lease StoreConformanceTest::MakeOrder(const Scope& scope, AccountId account,

@@ -1,6 +1,6 @@
 // The conformance suite every Store implementation passes: one set of parameterised tests
-// (store_conformance_tenants.cc, _accounts.cc, _orders.cc, _certificates.cc and _audit.cc; the
-// fixture is in store_conformance.cc), instantiated per implementation by a test target:
+// (store_conformance_tenants.cc, _accounts.cc, _key_leases.cc, _orders.cc, _certificates.cc,
+// _challenges.cc, _api.cc and _audit.cc; the fixture is in store_conformance.cc), instantiated per implementation by a test target:
 //
 //   INSTANTIATE_TEST_SUITE_P(Fake, StoreConformanceTest,
 //                            ::testing::Values(FakeStoreFactory()), FactoryName);
@@ -74,8 +74,11 @@ class StoreConformanceTest : public ::testing::TestWithParam<StoreFactory> {
   // A fresh key, remembered for the leak checks of AfterTest.
   crypto::PrivateKey NewKey(crypto::KeyAlgorithm algorithm = crypto::KeyAlgorithm::kEcdsaP256);
   static PublicKeyInfo InfoFor(const crypto::PrivateKey& key);
-  // An account with a fresh active key (version 1).
-  Account MakeAccount(const Scope& scope);
+  // An account with a fresh active key (version 1). A tenant has one live account per
+  // directory, so a second account of a tenant needs another `directory`.
+  Account MakeAccount(const Scope& scope, const std::string& directory = "https://ca.test/dir");
+  // The account's key lease, for ten minutes.
+  KeyLease LeaseKeys(const Scope& scope, AccountId account);
   // A new order for `ids`, with its lease.
   Lease MakeOrder(const Scope& scope, AccountId account, std::vector<std::string> ids,
                   absl::Duration lease = absl::Minutes(1));

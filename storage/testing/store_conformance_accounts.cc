@@ -68,10 +68,11 @@ TEST_P(StoreConformanceTest, RolloverPromotesPendingAndRetiresActiveTogether) {
   Tenant a = MakeTenant("alpha");
   const Scope scope = ScopeOf(a);
   Account account = MakeAccount(scope);
+  const KeyLease lease = LeaseKeys(scope, account.id);
   crypto::PrivateKey next = NewKey();
   clock().Advance(absl::Minutes(1));
   ASSERT_OK_AND_ASSIGN(AccountKey pending,
-                       store().AddPendingKey(scope, account.id, next, InfoFor(next)));
+                       store().AddPendingKey(scope, lease, next, InfoFor(next)));
   EXPECT_EQ(pending.version, 2);
   EXPECT_EQ(pending.state, KeyState::kPending);
   EXPECT_FALSE(pending.activated_at.has_value());
@@ -79,13 +80,13 @@ TEST_P(StoreConformanceTest, RolloverPromotesPendingAndRetiresActiveTogether) {
   ASSERT_OK_AND_ASSIGN(UnsealedAccountKey still, store().GetActiveKey(scope, account.id, "x"));
   EXPECT_EQ(still.info.version, 1);
   crypto::PrivateKey third = NewKey();
-  EXPECT_THAT(store().AddPendingKey(scope, account.id, third, InfoFor(third)),
+  EXPECT_THAT(store().AddPendingKey(scope, lease, third, InfoFor(third)),
               StatusIs(kAlreadyExists, "pending"));
   ASSERT_OK_AND_ASSIGN(UnsealedAccountKey probe, store().GetKey(scope, account.id, 2, "probe"));
   EXPECT_EQ(probe.private_key.public_key().ToDer(), next.public_key().ToDer());
 
   clock().Advance(absl::Minutes(1));
-  ASSERT_OK(store().PromoteKey(scope, account.id, 2));
+  ASSERT_OK(store().PromoteKey(scope, lease, 2));
   ASSERT_OK_AND_ASSIGN(UnsealedAccountKey now, store().GetActiveKey(scope, account.id, "x"));
   EXPECT_EQ(now.info.version, 2);
   EXPECT_EQ(now.private_key.public_key().ToDer(), next.public_key().ToDer());
@@ -95,13 +96,13 @@ TEST_P(StoreConformanceTest, RolloverPromotesPendingAndRetiresActiveTogether) {
   EXPECT_EQ(keys[0].retired_at, clock().Now());
   EXPECT_EQ(keys[1].state, KeyState::kActive);
   EXPECT_EQ(keys[1].activated_at, clock().Now());
-  EXPECT_THAT(store().PromoteKey(scope, account.id, 1), StatusIs(kFailedPrecondition));
-  EXPECT_THAT(store().PromoteKey(scope, account.id, 9), StatusIs(kNotFound));
+  EXPECT_THAT(store().PromoteKey(scope, lease, 1), StatusIs(kFailedPrecondition));
+  EXPECT_THAT(store().PromoteKey(scope, lease, 9), StatusIs(kNotFound));
 
   // A further rollover that the CA refuses is discarded.
-  ASSERT_OK(store().AddPendingKey(scope, account.id, third, InfoFor(third)).status());
-  ASSERT_OK(store().DiscardPendingKey(scope, account.id, 3));
-  EXPECT_THAT(store().DiscardPendingKey(scope, account.id, 3), StatusIs(kFailedPrecondition));
+  ASSERT_OK(store().AddPendingKey(scope, lease, third, InfoFor(third)).status());
+  ASSERT_OK(store().DiscardPendingKey(scope, lease, 3));
+  EXPECT_THAT(store().DiscardPendingKey(scope, lease, 3), StatusIs(kFailedPrecondition));
   ASSERT_OK_AND_ASSIGN(keys, store().ListKeys(scope, account.id));
   ASSERT_THAT(keys, SizeIs(3));
   EXPECT_EQ(keys[2].state, KeyState::kRetired);
@@ -116,15 +117,16 @@ TEST_P(StoreConformanceTest, CompromisedKeyIsNeverUnsealedAgain) {
   Tenant a = MakeTenant("alpha");
   const Scope scope = ScopeOf(a);
   Account account = MakeAccount(scope);
-  ASSERT_OK(store().MarkKeyCompromised(scope, account.id, 1));
-  ASSERT_OK(store().MarkKeyCompromised(scope, account.id, 1));  // idempotent, audited once
+  const KeyLease lease = LeaseKeys(scope, account.id);
+  ASSERT_OK(store().MarkKeyCompromised(scope, lease, 1));
+  ASSERT_OK(store().MarkKeyCompromised(scope, lease, 1));  // idempotent, audited once
   EXPECT_THAT(store().GetActiveKey(scope, account.id, "x"), StatusIs(kNotFound, "no active key"));
   EXPECT_THAT(store().GetKey(scope, account.id, 1, "x"),
               StatusIs(kFailedPrecondition, "compromised"));
   ASSERT_OK_AND_ASSIGN(std::vector<AccountKey> keys, store().ListKeys(scope, account.id));
   EXPECT_EQ(keys[0].state, KeyState::kCompromised);
   EXPECT_EQ(keys[0].compromised_at, clock().Now());
-  EXPECT_THAT(store().PromoteKey(scope, account.id, 1), StatusIs(kFailedPrecondition));
+  EXPECT_THAT(store().PromoteKey(scope, lease, 1), StatusIs(kFailedPrecondition));
   EXPECT_THAT(AuditActions(scope),
               ElementsAre("CreateTenant", "CreateAccount", "MarkKeyCompromised"));
 }
@@ -133,6 +135,7 @@ TEST_P(StoreConformanceTest, DeactivatedAccountIsFinal) {
   Tenant a = MakeTenant("alpha");
   const Scope scope = ScopeOf(a);
   Account account = MakeAccount(scope);
+  const KeyLease lease = LeaseKeys(scope, account.id);
   EXPECT_THAT(store().SetAccountStatus(scope, account.id, AccountStatus::kValid),
               StatusIs(kInvalidArgument));
   ASSERT_OK(store().SetAccountStatus(scope, account.id, AccountStatus::kDeactivated));
@@ -142,7 +145,7 @@ TEST_P(StoreConformanceTest, DeactivatedAccountIsFinal) {
   EXPECT_EQ(got.status, AccountStatus::kDeactivated);
   EXPECT_EQ(got.deactivated_at, clock().Now());
   crypto::PrivateKey key = NewKey();
-  EXPECT_THAT(store().AddPendingKey(scope, account.id, key, InfoFor(key)),
+  EXPECT_THAT(store().AddPendingKey(scope, lease, key, InfoFor(key)),
               StatusIs(kFailedPrecondition));
   EXPECT_THAT(store().RecordAccountUrl(scope, account.id, "https://ca.test/acct/9"),
               StatusIs(kFailedPrecondition));
@@ -152,15 +155,19 @@ TEST_P(StoreConformanceTest, AnotherTenantsAccountDoesNotExist) {
   Tenant a = MakeTenant("alpha");
   Tenant b = MakeTenant("beta");
   Account account = MakeAccount(ScopeOf(a));
+  const KeyLease lease = LeaseKeys(ScopeOf(a), account.id);
   const Scope other = ScopeOf(b);
   crypto::PrivateKey key = NewKey();
   EXPECT_THAT(store().GetAccount(other, account.id), StatusIs(kNotFound));
   EXPECT_THAT(store().GetActiveKey(other, account.id, "x"), StatusIs(kNotFound));
   EXPECT_THAT(store().GetKey(other, account.id, 1, "x"), StatusIs(kNotFound));
   EXPECT_THAT(store().ListKeys(other, account.id), StatusIs(kNotFound));
-  EXPECT_THAT(store().AddPendingKey(other, account.id, key, InfoFor(key)), StatusIs(kNotFound));
-  EXPECT_THAT(store().PromoteKey(other, account.id, 1), StatusIs(kNotFound));
-  EXPECT_THAT(store().MarkKeyCompromised(other, account.id, 1), StatusIs(kNotFound));
+  EXPECT_THAT(store().AcquireKeyLease(other, account.id, absl::Minutes(1)), StatusIs(kNotFound));
+  EXPECT_THAT(store().ReleaseKeyLease(other, lease), StatusIs(kNotFound));
+  EXPECT_THAT(store().AddPendingKey(other, lease, key, InfoFor(key)), StatusIs(kNotFound));
+  EXPECT_THAT(store().PromoteKey(other, lease, 1), StatusIs(kNotFound));
+  EXPECT_THAT(store().DiscardPendingKey(other, lease, 1), StatusIs(kNotFound));
+  EXPECT_THAT(store().MarkKeyCompromised(other, lease, 1), StatusIs(kNotFound));
   EXPECT_THAT(store().RecordAccountUrl(other, account.id, "https://ca.test/a"),
               StatusIs(kNotFound));
   EXPECT_THAT(store().SetAccountStatus(other, account.id, AccountStatus::kDeactivated),

@@ -81,12 +81,13 @@ TEST_P(StoreConformanceTest, NoAuditRowCarriesKeyMaterial) {
   Tenant a = MakeTenant("alpha");
   const Scope scope = ScopeOf(a);
   Account account = MakeAccount(scope);
+  const KeyLease lease = LeaseKeys(scope, account.id);
   crypto::PrivateKey next = NewKey(crypto::KeyAlgorithm::kEcdsaP384);
-  ASSERT_OK(store().AddPendingKey(scope, account.id, next, InfoFor(next)).status());
+  ASSERT_OK(store().AddPendingKey(scope, lease, next, InfoFor(next)).status());
   ASSERT_OK(store().GetKey(scope, account.id, 2, "probe").status());
-  ASSERT_OK(store().PromoteKey(scope, account.id, 2));
+  ASSERT_OK(store().PromoteKey(scope, lease, 2));
   ASSERT_OK(store().GetActiveKey(scope, account.id, "sign").status());
-  ASSERT_OK(store().MarkKeyCompromised(scope, account.id, 1));
+  ASSERT_OK(store().MarkKeyCompromised(scope, lease, 1));
   crypto::PrivateKey cert_key = NewKey();
   NewCertificate cert = CertificateFor({"a.test"}, "0c");
   cert.private_key = &cert_key;
@@ -123,11 +124,15 @@ TEST_P(StoreConformanceTest, RewrapMovesEveryKeyToTheNewKekSoTheOldCanBeDropped)
   Tenant b = MakeTenant("beta");
   std::vector<std::pair<Scope, AccountId>> accounts;
   for (const Tenant& t : {a, b}) {
-    for (int i = 0; i < 2; ++i) accounts.emplace_back(ScopeOf(t), MakeAccount(ScopeOf(t)).id);
+    for (int i = 0; i < 2; ++i) {
+      accounts.emplace_back(ScopeOf(t),
+                            MakeAccount(ScopeOf(t), absl::StrCat("https://ca.test/dir", i)).id);
+    }
   }
   crypto::PrivateKey pending = NewKey();
   ASSERT_OK(store()
-                .AddPendingKey(accounts[0].first, accounts[0].second, pending, InfoFor(pending))
+                .AddPendingKey(accounts[0].first, LeaseKeys(accounts[0].first, accounts[0].second),
+                               pending, InfoFor(pending))
                 .status());
   crypto::PrivateKey cert_key = NewKey();
   NewCertificate cert = CertificateFor({"c.test"}, "0c");
