@@ -41,6 +41,15 @@ void LogRecovery(const storage::Scope& scope, int version, absl::string_view wha
       {{"tenant", absl::StrCat(scope.tenant)}, {"version", absl::StrCat(version)}});
 }
 
+// A step's error, with the run to resume named (its payload, e.g. the CA's problem, kept).
+absl::Status NamingTheRun(const absl::Status& error, storage::CompromiseRunId run) {
+  absl::Status named(error.code(), absl::StrCat(error.message(), " (compromise run ", run,
+                                                ": pass run_id ", run, " to resume)"));
+  error.ForEachPayload(
+      [&](absl::string_view url, const absl::Cord& payload) { named.SetPayload(url, payload); });
+  return named;
+}
+
 absl::Status CreationInProgress() {
   return absl::AbortedError("another CreateAccount of this tenant is in progress");
 }
@@ -82,6 +91,7 @@ absl::StatusOr<std::unique_ptr<AccountManager>> AccountManager::Create(Options o
                                               {"authorizations", options.authorizations},
                                               {"certificates", options.certificates},
                                               {"audit", options.audit},
+                                              {"compromise_runs", options.compromise_runs},
                                               {"clients", options.clients},
                                               {"issuer", options.issuer},
                                               {"clock", options.clock}}));
@@ -535,58 +545,51 @@ absl::StatusOr<storage::Certificate> AccountManager::RevokeCertificate(
 }
 
 absl::StatusOr<AccountManager::Compromise> AccountManager::ResumeCompromise(
-    const Caller& caller, bool deactivate_account, std::optional<crypto::KeyAlgorithm> algorithm) {
+    const Caller& caller, bool deactivate_account, std::optional<crypto::KeyAlgorithm> algorithm,
+    std::optional<storage::CompromiseRunId> run_id) {
   Compromise c{.caller = caller,
                .scope = caller.ScopeFor("AccountService/RespondToCompromise"),
                .deactivate_account = deactivate_account,
                .algorithm = algorithm};
-  // Where an earlier run stopped: the steps recorded since the last unfinished start.
-  std::optional<absl::Time> started;
-  storage::PageRequest page{"", 1000};
-  for (int pages = 0; pages < 100000; ++pages) {
-    ASSIGN_OR_RETURN(auto p, options_.audit->ListAudit(c.scope, page));
-    for (const auto& r : p.items) {
-      if (r.event.action == "CompromiseStart") {
-        started = r.at;
-        c.done.clear();
-      } else if (r.event.action == "CompromiseStep" && started) {
-        c.done[r.event.detail] = r.at;
-      } else if (r.event.action == "CompromiseDone") {
-        started.reset();
-        c.done.clear();
-      }
-    }
-    if (p.next_page_token.empty()) break;
-    page.page_token = p.next_page_token;
+  std::optional<storage::CompromiseRun> run;
+  if (run_id) {
+    ASSIGN_OR_RETURN(run, options_.compromise_runs->GetCompromiseRun(c.scope, *run_id));
+    if (run->finished_at || run->expires_at <= options_.clock->Now()) run.reset();
   }
-  if (!started) {
-    RETURN_IF_ERROR(Audit(*options_.audit, c.scope, "CompromiseStart",
-                          deactivate_account ? "deactivate_account=true" : ""));
-    started = options_.clock->Now();
+  if (!run) {
+    ASSIGN_OR_RETURN(run, options_.compromise_runs->StartCompromiseRun(
+                              c.scope, deactivate_account,
+                              options_.clock->Now() + options_.compromise_run_expiry));
   }
-  c.start = *started;
+  c.run_id = run->id;
+  c.start = run->started_at;
+  c.done = run->steps;
   return c;
 }
 
 absl::StatusOr<CompromiseReport> AccountManager::RespondToCompromise(
-    const Caller& caller, bool deactivate_account, std::optional<crypto::KeyAlgorithm> algorithm) {
+    const Caller& caller, bool deactivate_account, std::optional<crypto::KeyAlgorithm> algorithm,
+    std::optional<storage::CompromiseRunId> run_id) {
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kAdmin));
-  ASSIGN_OR_RETURN(const Compromise c, ResumeCompromise(caller, deactivate_account, algorithm));
+  ASSIGN_OR_RETURN(const Compromise c,
+                   ResumeCompromise(caller, deactivate_account, algorithm, run_id));
   CompromiseReport report;
+  report.run_id = c.run_id;
   for (const PlaybookStep& step : kPlaybook) {
     if (auto it = c.done.find(step.name); it != c.done.end()) {
-      report.steps.push_back({step.name, true, "done by an earlier run", it->second});
+      report.steps.push_back({step.name, true, "done by an earlier call of this run", it->second});
       continue;
     }
-    ASSIGN_OR_RETURN(StepOutcome outcome, (this->*step.run)(c));
-    if (!outcome.done) {
-      report.steps.push_back({step.name, false, outcome.detail, std::nullopt});
+    auto outcome = (this->*step.run)(c);
+    if (!outcome.ok()) return NamingTheRun(outcome.status(), c.run_id);
+    if (!outcome->done) {
+      report.steps.push_back({step.name, false, outcome->detail, std::nullopt});
       continue;
     }
-    RETURN_IF_ERROR(Audit(*options_.audit, c.scope, "CompromiseStep", step.name));
-    report.steps.push_back({step.name, true, outcome.detail, options_.clock->Now()});
+    RETURN_IF_ERROR(options_.compromise_runs->RecordCompromiseStep(c.scope, c.run_id, step.name));
+    report.steps.push_back({step.name, true, outcome->detail, options_.clock->Now()});
   }
-  RETURN_IF_ERROR(Audit(*options_.audit, c.scope, "CompromiseDone", ""));
+  RETURN_IF_ERROR(options_.compromise_runs->FinishCompromiseRun(c.scope, c.run_id));
   auto view = GetAccount(caller);
   if (view.ok()) report.account = *view;
   return report;

@@ -16,8 +16,10 @@
 //
 // RespondToCompromise runs the playbook in order: rollover, deactivate outstanding
 // authorizations, reissue every live certificate whose key the service holds, revoke the old
-// ones, and only then (if asked) deactivate the account. Each step is recorded in the audit log
-// as it completes, so calling it again after a crash resumes with the first unfinished step.
+// ones, and only then (if asked) deactivate the account. Each response is a run with an id and
+// an expiry (`compromise_run_expiry`); each step is recorded with its run as it finishes, so a
+// call naming the run resumes it with the first unfinished step. A call naming no run, or a
+// finished or expired one, starts a new run.
 #ifndef ACMEVAULT_SERVICE_ACCOUNTS_H_
 #define ACMEVAULT_SERVICE_ACCOUNTS_H_
 
@@ -72,6 +74,7 @@ struct CompromiseStep {
 };
 
 struct CompromiseReport {
+  storage::CompromiseRunId run_id = 0;  // Pass it to resume this run.
   std::vector<CompromiseStep> steps;
   AccountView account;
 };
@@ -85,6 +88,7 @@ class AccountManager {
     storage::AuthorizationStore* authorizations = nullptr;
     storage::CertificateStore* certificates = nullptr;
     storage::AuditLog* audit = nullptr;
+    storage::CompromiseRunStore* compromise_runs = nullptr;
     AcmeClients* clients = nullptr;
     Issuer* issuer = nullptr;    // Reissues certificates in RespondToCompromise.
     Metrics* metrics = nullptr;  // Borrowed; may be null.
@@ -97,6 +101,9 @@ class AccountManager {
     // keyChange is sent only while this much is left before the caller's deadline, so that its
     // answer normally still reaches the caller; otherwise DEADLINE_EXCEEDED, nothing written.
     absl::Duration key_change_time = absl::Seconds(2);
+    // How long a compromise run may be resumed by its id. After that a call naming it starts a
+    // new run: an abandoned response must not be taken up days later as if it were current.
+    absl::Duration compromise_run_expiry = absl::Hours(24);
     // How long RespondToCompromise waits for each reissued certificate.
     absl::Duration reissue_wait = absl::Minutes(2);
   };
@@ -135,11 +142,12 @@ class AccountManager {
                                                          absl::string_view serial,
                                                          crypto::RevocationReason reason,
                                                          bool use_certificate_key);
-  // See the class comment: the steps of kPlaybook, in order. A step's error stops the run (call
-  // again to resume); steps recorded by an earlier run are reported as done by it.
+  // See the class comment: the steps of kPlaybook, in order. A step's error stops the run; the
+  // error names the run ("pass run_id N to resume"). Steps recorded by an earlier call of the
+  // same run are reported as done by it. NOT_FOUND for a run id the tenant never had.
   absl::StatusOr<CompromiseReport> RespondToCompromise(
-      const Caller& caller, bool deactivate_account,
-      std::optional<crypto::KeyAlgorithm> algorithm);
+      const Caller& caller, bool deactivate_account, std::optional<crypto::KeyAlgorithm> algorithm,
+      std::optional<storage::CompromiseRunId> run_id = std::nullopt);
 
  private:
   struct Current;  // The tenant's account, its active key and CA client.
@@ -147,11 +155,12 @@ class AccountManager {
   struct Compromise {
     const Caller& caller;
     storage::Scope scope;
-    // When the response began: certificates made from then on are the replacements.
+    storage::CompromiseRunId run_id = 0;
+    // When the run began: certificates made from then on are the replacements.
     absl::Time start;
     bool deactivate_account = false;
     std::optional<crypto::KeyAlgorithm> algorithm;
-    // Steps an earlier, unfinished run recorded (step name -> when).
+    // Steps an earlier call of this run recorded (step name -> when).
     std::map<std::string, absl::Time> done;
   };
   // What a step did, for the report; `done` false: it had nothing to do and is not recorded.
@@ -160,16 +169,16 @@ class AccountManager {
     std::string detail;
   };
   struct PlaybookStep {
-    const char* name;  // As recorded in the audit log and reported; never renamed.
+    const char* name;  // As recorded with the run and reported; never renamed.
     absl::StatusOr<StepOutcome> (AccountManager::*run)(const Compromise&);
   };
 
   explicit AccountManager(Options options) : options_(std::move(options)) {}
 
-  // The run to continue: the last CompromiseStart not followed by CompromiseDone and the steps
-  // recorded since, or a new start (audited) when there is none.
+  // The run `run_id` names while it is neither finished nor expired, else a new run.
   absl::StatusOr<Compromise> ResumeCompromise(const Caller& caller, bool deactivate_account,
-                                              std::optional<crypto::KeyAlgorithm> algorithm);
+                                              std::optional<crypto::KeyAlgorithm> algorithm,
+                                              std::optional<storage::CompromiseRunId> run_id);
   // The playbook's steps. Each returns its report detail, or the error that stops the run.
   // Rolls the account key over and marks the old one compromised (never unsealed again).
   absl::StatusOr<StepOutcome> RollOverCompromisedKey(const Compromise& c);

@@ -53,6 +53,22 @@ class AccountsTest : public ::testing::Test {
     return view.ok() ? *view : AccountView{};
   }
 
+  // An account with one outstanding authorization whose deactivation the CA answers 503, so a
+  // compromise response stops after its rollover.
+  AccountView CreateWithAnAuthorizationTheCaCannotDeactivate() {
+    AccountView view = Create();
+    EXPECT_TRUE(
+        fx_.store()
+            .RecordAuthorization(
+                fx_.AdminScope(tenant_),
+                {view.account.id, std::nullopt, ScriptedServer::Url("/authz/1"), "a.example.com",
+                 storage::AuthorizationStatus::kValid, fx_.clock().Now() + absl::Hours(240)})
+            .ok());
+    ca_.On("POST", "/authz/1",
+           [](const Call&) { return ScriptedServer::Raw(503, "text/plain", "down"); });
+    return view;
+  }
+
   // The actions of the tenant's audit log, in order.
   std::vector<std::string> AuditActions() {
     auto audit = fx_.store().ListAudit(fx_.AdminScope(tenant_), {"", 1000});
@@ -406,6 +422,13 @@ TEST_F(AccountsTest, DeactivatesOutstandingAuthorizationsAndCountsOutcomes) {
   EXPECT_EQ(left->size(), 2u);
 }
 
+// The run id a failed RespondToCompromise names ("pass run_id N to resume"), or 0.
+storage::CompromiseRunId RunIdIn(const absl::Status& status) {
+  const std::string m(status.message());
+  const size_t at = m.find("pass run_id ");
+  return at == std::string::npos ? 0 : std::stoll(m.substr(at + 12));
+}
+
 TEST_F(AccountsTest, CompromiseResponseResumesAfterAFailedStep) {
   AccountView v1 = Create();
   auto scope = fx_.AdminScope(tenant_);
@@ -427,13 +450,14 @@ TEST_F(AccountsTest, CompromiseResponseResumesAfterAFailedStep) {
   ca_.On("POST", "/acct/1", [](const Call&) {
     return ScriptedServer::Json(200, {{"status", "deactivated"}});
   });
-  auto second = accounts_->RespondToCompromise(admin_, true, std::nullopt);
+  auto second = accounts_->RespondToCompromise(admin_, true, std::nullopt, RunIdIn(first.status()));
   ASSERT_TRUE(second.ok()) << second.status();
   // The rollover is not repeated; every step is done, in order.
   EXPECT_EQ(ca_.CountCalls("POST", "/key-change"), 1);
+  EXPECT_EQ(second->run_id, RunIdIn(first.status()));
   ASSERT_EQ(second->steps.size(), 5u);
   EXPECT_EQ(second->steps[0].name, "rollover");
-  EXPECT_EQ(second->steps[0].detail, "done by an earlier run");
+  EXPECT_EQ(second->steps[0].detail, "done by an earlier call of this run");
   EXPECT_EQ(second->steps[1].detail, "1 deactivated, 0 skipped");
   EXPECT_EQ(second->steps[4].name, "deactivate_account");
   EXPECT_TRUE(second->steps[4].done);
@@ -441,6 +465,56 @@ TEST_F(AccountsTest, CompromiseResponseResumesAfterAFailedStep) {
   EXPECT_THAT(States(v1.account.id),
               ::testing::ElementsAre(KeyState::kCompromised, KeyState::kActive));
   EXPECT_EQ(second->account.account.status, storage::AccountStatus::kDeactivated);
+}
+
+// Defect 3: an abandoned response is never resumed by a new one. A call without the run's id
+// starts over with a rollover, as does one naming a run that expired.
+TEST_F(AccountsTest, ANewCompromiseResponseDoesNotResumeAnAbandonedOne) {
+  AccountView v1 = CreateWithAnAuthorizationTheCaCannotDeactivate();
+  EXPECT_THAT(accounts_->RespondToCompromise(admin_, false, std::nullopt),
+              StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(ca_.CountCalls("POST", "/key-change"), 1);
+  // Days later the key leaks again: the new response rolls the key over again.
+  fx_.clock().Advance(absl::Hours(72));
+  ca_.On("POST", "/authz/1", [](const Call&) {
+    return ScriptedServer::Json(200, ScriptedServer::Authz("deactivated"));
+  });
+  auto fresh = accounts_->RespondToCompromise(admin_, false, std::nullopt);
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ(ca_.CountCalls("POST", "/key-change"), 2);
+  ASSERT_FALSE(fresh->steps.empty());
+  EXPECT_EQ(fresh->steps[0].name, "rollover");
+  EXPECT_TRUE(fresh->steps[0].done);
+  EXPECT_NE(fresh->steps[0].detail, "done by an earlier call of this run");
+  EXPECT_THAT(
+      States(v1.account.id),
+      ::testing::ElementsAre(KeyState::kCompromised, KeyState::kCompromised, KeyState::kActive));
+}
+
+TEST_F(AccountsTest, AnExpiredOrFinishedCompromiseRunIsNotResumedEvenByItsId) {
+  CreateWithAnAuthorizationTheCaCannotDeactivate();
+  auto first = accounts_->RespondToCompromise(admin_, false, std::nullopt);
+  const storage::CompromiseRunId run = RunIdIn(first.status());
+  ASSERT_NE(run, 0) << first.status();
+  fx_.clock().Advance(absl::Hours(25));
+  auto later = accounts_->RespondToCompromise(admin_, false, std::nullopt, run);
+  EXPECT_THAT(later, StatusIs(absl::StatusCode::kUnavailable));
+  const storage::CompromiseRunId second = RunIdIn(later.status());
+  EXPECT_NE(second, run);
+  EXPECT_EQ(ca_.CountCalls("POST", "/key-change"), 2);
+  // Finished: named again, it starts a third run.
+  ca_.On("POST", "/authz/1", [](const Call&) {
+    return ScriptedServer::Json(200, ScriptedServer::Authz("deactivated"));
+  });
+  auto done = accounts_->RespondToCompromise(admin_, false, std::nullopt, second);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->run_id, second);
+  auto again = accounts_->RespondToCompromise(admin_, false, std::nullopt, second);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_NE(again->run_id, second);
+  EXPECT_EQ(ca_.CountCalls("POST", "/key-change"), 3);
+  EXPECT_THAT(accounts_->RespondToCompromise(admin_, false, std::nullopt, 987654),
+              StatusIs(absl::StatusCode::kNotFound, "compromise run 987654"));
 }
 
 TEST_F(AccountsTest, RevocationNeedsASerial) {

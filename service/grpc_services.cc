@@ -221,9 +221,9 @@ grpc::Status AccountServiceImpl::RespondToCompromise(grpc::ServerContext* contex
       deps_, context, "RespondToCompromise", [&](const Caller& caller) -> absl::Status {
         ASSIGN_OR_RETURN(auto algorithm,
                          KeyAlgorithmFromProto(request->new_key_algorithm(), "new_key_algorithm"));
-        ASSIGN_OR_RETURN(
-            CompromiseReport report,
-            deps_.accounts->RespondToCompromise(caller, request->deactivate_account(), algorithm));
+        ASSIGN_OR_RETURN(CompromiseReport report, deps_.accounts->RespondToCompromise(
+                                                      caller, request->deactivate_account(),
+                                                      algorithm, CompromiseRunFromProto(*request)));
         ToProto(report, deps_.clock->Now(), response);
         return absl::OkStatus();
       });

@@ -212,6 +212,7 @@ absl::Status Serve() {
                                                                    .authorizations = s,
                                                                    .certificates = s,
                                                                    .audit = s,
+                                                                   .compromise_runs = s,
                                                                    .clients = clients.get(),
                                                                    .issuer = issuer.get(),
                                                                    .metrics = &metrics}));

@@ -378,7 +378,14 @@ void ToProto(const DeactivationCounts& counts, v1::DeactivateAuthorizationsRespo
   out->set_failed(counts.failed);
 }
 
+std::optional<storage::CompromiseRunId> CompromiseRunFromProto(
+    const v1::RespondToCompromiseRequest& request) {
+  if (request.run_id() == 0) return std::nullopt;
+  return request.run_id();
+}
+
 void ToProto(const CompromiseReport& report, absl::Time now, v1::RespondToCompromiseResponse* out) {
+  out->set_run_id(report.run_id);
   for (const auto& step : report.steps) {
     auto* s = out->add_steps();
     s->set_name(step.name);

@@ -81,6 +81,9 @@ absl::StatusOr<IssueRequest> IssueRequestFromProto(const v1::IssueCertificateReq
 // A positive decimal order id.
 absl::StatusOr<storage::OrderId> OrderIdFromProto(absl::string_view id, absl::string_view field);
 CertificateSelector CertificateSelectorFromProto(const v1::GetCertificateRequest& request);
+// The compromise run a request names to resume; none for 0.
+std::optional<storage::CompromiseRunId> CompromiseRunFromProto(
+    const v1::RespondToCompromiseRequest& request);
 absl::StatusOr<storage::CertificateFilter> CertificateFilterFromProto(
     const v1::ListCertificatesRequest& request);
 // The page a List request asks for, its size as sent (CheckPage applies the API's rules).

@@ -230,6 +230,24 @@ const Table<Certificate> kCertificates{
      "revocation_reason, av_us(superseded_at), av_us(created_at)",
      15, CertificateOf}};
 
+CompromiseRun CompromiseRunOf(const pqxx::row& r) {
+  CompromiseRun run;
+  run.id = r[0].as<int64_t>();
+  run.tenant = r[1].as<int64_t>();
+  run.deactivate_account = r[2].as<bool>();
+  run.started_at = TimeOf(r[3]);
+  run.expires_at = TimeOf(r[4]);
+  run.finished_at = OptionalTime(r[5]);
+  return run;
+}
+
+const Table<CompromiseRun> kCompromiseRuns{
+    "compromise_runs",
+    "compromise run",
+    {"id, tenant_id, deactivate_account, av_us(started_at), av_us(expires_at), "
+     "av_us(finished_at)",
+     6, CompromiseRunOf}};
+
 AuditRecord AuditRecordOf(const pqxx::row& r) {
   AuditRecord a;
   a.tenant = r[0].as<int64_t>();

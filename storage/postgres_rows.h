@@ -102,6 +102,8 @@ Authorization AuthorizationOf(const pqxx::row& r);
 Certificate CertificateOf(const pqxx::row& r);
 AuditRecord AuditRecordOf(const pqxx::row& r);
 DueCertificate DueCertificateOf(const pqxx::row& r);
+// A run without its steps (they are rows of compromise_run_steps).
+CompromiseRun CompromiseRunOf(const pqxx::row& r);
 
 extern const Table<Tenant> kTenants;
 extern const Table<Identity> kIdentities;
@@ -109,6 +111,7 @@ extern const Table<Account> kAccounts;
 extern const Table<Order> kOrders;
 extern const Table<Authorization> kAuthorizations;
 extern const Table<Certificate> kCertificates;
+extern const Table<CompromiseRun> kCompromiseRuns;
 // account_keys (named by account_id and version), audit_log (by tenant_id and seq).
 extern const Rows<AccountKey> kAccountKeyRows;
 extern const Rows<AuditRecord> kAuditRows;

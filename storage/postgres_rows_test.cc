@@ -69,6 +69,8 @@ std::vector<Shape> Shapes() {
       {"audit log", kAuditRows.columns, kAuditRows.width, "audit_log"},
       {"due certificates", kDueRows.columns, kDueRows.width,
        "av_certificates_due(av_ts(9000000000000000), NULL, NULL, 10)"},
+      {"compromise runs", kCompromiseRuns.rows.columns, kCompromiseRuns.rows.width,
+       "compromise_runs"},
   };
 }
 
@@ -118,6 +120,9 @@ class PostgresRowsTest : public ::testing::Test {
     c.not_before = clock_.Now();
     c.not_after = clock_.Now() + absl::Hours(24);
     c.chain_pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    auto run = store_->StartCompromiseRun(alpha_, true, clock_.Now() + absl::Hours(1));
+    ASSERT_TRUE(run.ok()) << run.status();
+    run_ = run->id;
     ASSERT_OK(store_->InsertCertificate(alpha_, c).status());
 
     PostgresPoolOptions options;
@@ -152,6 +157,7 @@ class PostgresRowsTest : public ::testing::Test {
   Scope beta_;
   AccountId account_ = 0;
   OrderId order_ = 0;
+  CompromiseRunId run_ = 0;
 };
 
 TEST_F(PostgresRowsTest, EveryColumnListSelectsFromItsTableAndMapsItsRows) {
@@ -188,6 +194,11 @@ TEST_F(PostgresRowsTest, EveryColumnListSelectsFromItsTableAndMapsItsRows) {
     ASSIGN_OR_RETURN(Order order, GetById(tx, kOrders, order_));
     EXPECT_EQ(order.account, account_);
     EXPECT_FALSE(order.has_certificate_key);
+    ASSIGN_OR_RETURN(CompromiseRun run, GetById(tx, kCompromiseRuns, run_));
+    EXPECT_EQ(run.tenant, alpha_.tenant);
+    EXPECT_TRUE(run.deactivate_account);
+    EXPECT_EQ(run.expires_at, clock_.Now() + absl::Hours(1));
+    EXPECT_EQ(run.finished_at, std::nullopt);
     ASSIGN_OR_RETURN(pqxx::row lease, GetRowById(tx, kAccounts, account_, kKeyLeaseColumns));
     EXPECT_EQ(lease["key_lease_token"].as<int64_t>(), 0);
     EXPECT_TRUE(lease["key_lease_expires_us"].is_null());

@@ -159,6 +159,14 @@ class PostgresStore final : public Store {
   absl::StatusOr<Page<AuditRecord>> ListAudit(const Scope& scope, const PageRequest& page) override;
   absl::Status VerifyAuditChain(const Scope& scope) override;
 
+  // CompromiseRunStore
+  absl::StatusOr<CompromiseRun> StartCompromiseRun(const Scope& scope, bool deactivate_account,
+                                                   absl::Time expires_at) override;
+  absl::StatusOr<CompromiseRun> GetCompromiseRun(const Scope& scope, CompromiseRunId run) override;
+  absl::Status RecordCompromiseStep(const Scope& scope, CompromiseRunId run,
+                                    absl::string_view step) override;
+  absl::Status FinishCompromiseRun(const Scope& scope, CompromiseRunId run) override;
+
   // VaultMaintenance
   absl::StatusOr<RewrapProgress> RewrapBatch(const Actor& actor, int max_records) override;
 
@@ -168,8 +176,9 @@ class PostgresStore final : public Store {
  private:
   // The members are defined by concern: postgres_store.cc (construction, the tenant path,
   // tenants, identities), postgres_accounts.cc, postgres_key_leases.cc (account key leases),
-  // postgres_orders.cc, postgres_authorizations.cc, postgres_certificates.cc,
-  // postgres_challenges.cc, postgres_audit.cc and postgres_rewrap.cc.
+  // postgres_compromise_runs.cc, postgres_orders.cc, postgres_authorizations.cc,
+  // postgres_certificates.cc, postgres_challenges.cc, postgres_audit.cc and
+  // postgres_rewrap.cc.
 
   // A transaction body that produces a value (see PostgresPool::Body).
   template <typename T>

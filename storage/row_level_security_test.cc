@@ -34,6 +34,8 @@ const std::pair<const char*, const char*> kTenantTables[] = {
     {"challenges", "tenant_id"},
     {"audit_log", "tenant_id"},
     {"audit_heads", "tenant_id"},
+    {"compromise_runs", "tenant_id"},
+    {"compromise_run_steps", "tenant_id"},
 };
 
 class RowLevelSecurityTest : public ::testing::Test {
@@ -81,6 +83,9 @@ class RowLevelSecurityTest : public ::testing::Test {
     c.private_key = &*key;
     EXPECT_OK(store_->InsertCertificate(scope, c).status());
     EXPECT_OK(store_->PutChallenge(scope, "token-" + name, "token-" + name + ".tp"));
+    auto run = store_->StartCompromiseRun(scope, false, clock_.Now() + absl::Hours(1));
+    EXPECT_TRUE(run.ok()) << run.status();
+    if (run.ok()) EXPECT_OK(store_->RecordCompromiseStep(scope, run->id, "rollover"));
     return tenant->id;
   }
 
@@ -161,6 +166,7 @@ TEST_F(RowLevelSecurityTest, UpdateAndDeleteOfAnotherTenantTouchNoRow) {
       {"authorizations", "UPDATE authorizations SET status = 'deactivated'"},
       {"certificates", "UPDATE certificates SET superseded_at = now()"},
       {"challenges", "UPDATE challenges SET key_authorization = 'forged'"},
+      {"compromise_runs", "UPDATE compromise_runs SET finished_at = now()"},
   };
   for (const auto& [table, sql] : updates) {
     SCOPED_TRACE(table);
@@ -189,6 +195,10 @@ TEST_F(RowLevelSecurityTest, InsertForAnotherTenantFails) {
   rejected(absl::StrCat("INSERT INTO identities (tenant_id, role, spiffe_id, description, "
                         "created_at) VALUES (", b_, ", 'admin', 'spiffe://evil', '', now())"));
   rejected(absl::StrCat("INSERT INTO challenges VALUES ('evil', ", b_, ", 'x', now())"));
+  rejected(
+      absl::StrCat("INSERT INTO compromise_runs (tenant_id, deactivate_account, started_at, "
+                   "expires_at) VALUES (",
+                   b_, ", true, now(), now() + interval '1 day')"));
   rejected(absl::StrCat("INSERT INTO audit_log (tenant_id, at, actor, rpc, action, identifiers, "
                         "acme_url, outcome, detail) VALUES (", b_,
                         ", now(), 'x', 'x', 'Forged', '{}', '', 'ok', '')"));
@@ -204,7 +214,10 @@ TEST_F(RowLevelSecurityTest, TheAppRoleCannotEscapeTheSchemaRules) {
        {std::string("DELETE FROM accounts"), std::string("DELETE FROM account_keys"),
         std::string("DELETE FROM certificates"), std::string("DELETE FROM orders"),
         std::string("UPDATE audit_log SET outcome = 'x'"), std::string("DELETE FROM audit_log"),
-        std::string("TRUNCATE audit_log"), std::string("UPDATE audit_heads SET seq = 0"),
+        std::string("DELETE FROM compromise_runs"),
+        std::string("UPDATE compromise_run_steps SET step = 'x'"),
+        std::string("DELETE FROM compromise_run_steps"), std::string("TRUNCATE audit_log"),
+        std::string("UPDATE audit_heads SET seq = 0"),
         std::string("INSERT INTO tenants (name, allowed_identifiers, key_algorithm, "
                     "max_key_age_seconds, deactivate_authorizations_after_issuance, "
                     "ephemeral_accounts, renewal_window_seconds, acme_directory_url, "
@@ -213,8 +226,7 @@ TEST_F(RowLevelSecurityTest, TheAppRoleCannotEscapeTheSchemaRules) {
         std::string("ALTER TABLE accounts DISABLE ROW LEVEL SECURITY"),
         std::string("ALTER TABLE accounts NO FORCE ROW LEVEL SECURITY"),
         std::string("DROP POLICY tenant_isolation ON accounts"),
-        std::string("SET ROLE acmevault_definer"),
-        std::string("SELECT av_audit_chain()")}) {
+        std::string("SET ROLE acmevault_definer"), std::string("SELECT av_audit_chain()")}) {
     Outcome o = AsApp(a_, sql);
     EXPECT_EQ(o.rows, -1) << sql;
     EXPECT_EQ(o.sqlstate, "42501") << sql << ": " << o.message;  // insufficient privilege
@@ -260,10 +272,10 @@ TEST_F(RowLevelSecurityTest, CrossTenantFunctionsAnswerOnlyTheirNarrowQuestion) 
   // Every tenant table has row-level security enabled and forced.
   EXPECT_EQ(tx.exec1("SELECT count(*) FROM pg_class WHERE relname IN ('tenants', 'identities', "
                      "'accounts', 'account_keys', 'orders', 'authorizations', 'certificates', "
-                     "'challenges', 'audit_log', 'audit_heads') AND relrowsecurity "
-                     "AND relforcerowsecurity")[0]
+                     "'challenges', 'audit_log', 'audit_heads', 'compromise_runs', "
+                     "'compromise_run_steps') AND relrowsecurity AND relforcerowsecurity")[0]
                 .as<int>(),
-            10);
+            12);
 }
 
 }  // namespace

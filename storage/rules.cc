@@ -227,6 +227,27 @@ absl::Status CheckKeyLeaseFree(AccountId account, std::optional<absl::Time> expi
   return absl::OkStatus();
 }
 
+absl::Status ValidateCompromiseRunExpiry(absl::Time now, absl::Time expires_at) {
+  if (expires_at <= now) {
+    return absl::InvalidArgumentError("a compromise run must expire after it starts");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckCompromiseRunOpen(const CompromiseRun& run) {
+  if (run.finished_at.has_value()) {
+    return absl::FailedPreconditionError(absl::StrCat("compromise run ", run.id, " is finished"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateCompromiseStep(absl::string_view step) {
+  if (step.empty() || step.size() > 64) {
+    return absl::InvalidArgumentError("a compromise step is named by 1 to 64 bytes");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckFence(const Scope& scope, const Order& order, const Lease& lease) {
   if (lease.tenant != scope.tenant) {
     return absl::InvalidArgumentError("lease belongs to another tenant than the scope");
@@ -389,6 +410,20 @@ AuditEvent SimpleEvent(absl::string_view action, std::string detail) {
   e.action = std::string(action);
   e.detail = std::move(detail);
   return e;
+}
+
+AuditEvent CompromiseStartEvent(const CompromiseRun& run) {
+  return SimpleEvent(
+      "CompromiseStart",
+      absl::StrCat("run ", run.id, run.deactivate_account ? " deactivate_account" : ""));
+}
+
+AuditEvent CompromiseStepEvent(CompromiseRunId run, absl::string_view step) {
+  return SimpleEvent("CompromiseStep", absl::StrCat("run ", run, ": ", step));
+}
+
+AuditEvent CompromiseDoneEvent(CompromiseRunId run) {
+  return SimpleEvent("CompromiseDone", absl::StrCat("run ", run));
 }
 
 }  // namespace acmevault::storage::rules

@@ -65,6 +65,13 @@ absl::Status CheckKeyLease(const Scope& scope, int64_t current_token, const KeyL
 absl::Status CheckKeyLeaseFree(AccountId account, std::optional<absl::Time> expires_at,
                                absl::Time now);
 
+// A compromise run may be started at `now` only if it expires later (INVALID_ARGUMENT).
+absl::Status ValidateCompromiseRunExpiry(absl::Time now, absl::Time expires_at);
+// FAILED_PRECONDITION "compromise run N is finished" once it is.
+absl::Status CheckCompromiseRunOpen(const CompromiseRun& run);
+// INVALID_ARGUMENT for an empty step name or one longer than 64 bytes.
+absl::Status ValidateCompromiseStep(absl::string_view step);
+
 // The lease is for `order` and still current. INVALID_ARGUMENT if the lease names another
 // tenant than the scope; FAILED_PRECONDITION "lease on order N lost ..." if the fencing token is
 // stale; FAILED_PRECONDITION if the order is terminal.
@@ -117,6 +124,11 @@ AuditEvent OrderEvent(absl::string_view action, const Order& order, std::string 
 AuditEvent CertificateEvent(absl::string_view action, const Certificate& certificate,
                             std::string detail);
 AuditEvent SimpleEvent(absl::string_view action, std::string detail);
+// "CompromiseStart" ("run N[ deactivate_account]"), "CompromiseStep" ("run N: step"),
+// "CompromiseDone" ("run N").
+AuditEvent CompromiseStartEvent(const CompromiseRun& run);
+AuditEvent CompromiseStepEvent(CompromiseRunId run, absl::string_view step);
+AuditEvent CompromiseDoneEvent(CompromiseRunId run);
 
 }  // namespace acmevault::storage::rules
 

@@ -1,8 +1,8 @@
 // The vault and ledger: the interfaces the service uses to keep tenants, identities, ACME
-// accounts and their (sealed) keys, orders, authorizations, certificates, HTTP-01 challenges and
-// the audit log. Two implementations pass one conformance suite (storage/testing/):
-// PostgresStore (storage/postgres_store.h), the production one, and FakeStore
-// (storage/testing/fake_store.h), in memory, for tests.
+// accounts and their (sealed) keys, compromise response runs, orders, authorizations,
+// certificates, HTTP-01 challenges and the audit log. Two implementations pass one conformance
+// suite (storage/testing/): PostgresStore (storage/postgres_store.h), the production one, and
+// FakeStore (storage/testing/fake_store.h), in memory, for tests.
 //
 // Contracts shared by every method:
 // - Thread-safe: any number of threads may call one store at once.
@@ -283,6 +283,30 @@ class AuditLog {
   virtual absl::Status VerifyAuditChain(const Scope& scope) = 0;
 };
 
+// Progress of compromise responses (AccountService.RespondToCompromise), so that a response
+// resumes its own run and never an abandoned one.
+class CompromiseRunStore {
+ public:
+  virtual ~CompromiseRunStore() = default;
+
+  // Starts a run that may be resumed until `expires_at`. Audited as "CompromiseStart" (detail
+  // "run <id>", and " deactivate_account" when asked). INVALID_ARGUMENT unless `expires_at` is
+  // after now.
+  virtual absl::StatusOr<CompromiseRun> StartCompromiseRun(const Scope& scope,
+                                                           bool deactivate_account,
+                                                           absl::Time expires_at) = 0;
+  // The run with its finished steps. NOT_FOUND if the tenant has no such run.
+  virtual absl::StatusOr<CompromiseRun> GetCompromiseRun(const Scope& scope,
+                                                         CompromiseRunId run) = 0;
+  // Records `step` as finished now (once: again is OK and changes nothing). Audited as
+  // "CompromiseStep" (detail "run <id>: <step>"). FAILED_PRECONDITION if the run is finished;
+  // INVALID_ARGUMENT for an empty step name.
+  virtual absl::Status RecordCompromiseStep(const Scope& scope, CompromiseRunId run,
+                                            absl::string_view step) = 0;
+  // Marks the run finished. Audited as "CompromiseDone". FAILED_PRECONDITION if it already is.
+  virtual absl::Status FinishCompromiseRun(const Scope& scope, CompromiseRunId run) = 0;
+};
+
 // Key-encryption key rotation (storage/envelope.h).
 class VaultMaintenance {
  public:
@@ -308,6 +332,7 @@ class Store : public TenantStore,
               public CertificateStore,
               public ChallengeStore,
               public AuditLog,
+              public CompromiseRunStore,
               public VaultMaintenance {};
 
 }  // namespace acmevault::storage

@@ -1,13 +1,14 @@
 // Plain data types of the vault and ledger (storage/store.h): tenants, identities, accounts,
-// their keys and key leases, orders and leases, authorizations, certificates, challenges and
-// audit records. Values only; no behaviour beyond names and canonical forms. Times are stored at
-// microsecond precision: a time read back equals the time written truncated to whole
-// microseconds.
+// their keys and key leases, compromise response runs, orders and leases, authorizations,
+// certificates, challenges and audit records. Values only; no behaviour beyond names and
+// canonical forms. Times are stored at microsecond precision: a time read back equals the time
+// written truncated to whole microseconds.
 #ifndef ACMEVAULT_STORAGE_TYPES_H_
 #define ACMEVAULT_STORAGE_TYPES_H_
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -145,6 +146,22 @@ struct KeyLease {
   AccountId account = 0;
   int64_t fencing_token = 0;
   absl::Time expires_at;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Compromise responses
+
+// One run of the compromise playbook (AccountService.RespondToCompromise): a call resumes only
+// the run it names, while that run is neither finished nor expired.
+using CompromiseRunId = int64_t;
+struct CompromiseRun {
+  CompromiseRunId id = 0;
+  TenantId tenant = 0;
+  bool deactivate_account = false;
+  absl::Time started_at;
+  absl::Time expires_at;
+  std::optional<absl::Time> finished_at;
+  std::map<std::string, absl::Time> steps;  // finished step name -> when
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@
 //   create-account [--contact=mailto:...]                     (tenant admin)
 //   get-account | rollover | deactivate-authorizations
 //   deactivate-account --confirm_url=URL
-//   respond-to-compromise [--deactivate_account]
+//   respond-to-compromise [--deactivate_account] [--run_id=N]
 //   issue --names=a,b [--csr_file=FILE | --key_algorithm=ecdsa-p256] [--key_out=FILE]
 //   get-order --id=N | get-certificate --serial=S | list-certificates
 //   revoke --serial=S [--reason=0..5]
@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <google/protobuf/util/json_util.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -44,6 +45,7 @@ ABSL_FLAG(std::string, role, "host", "host, admin or platform_admin");
 ABSL_FLAG(std::string, contact, "", "account contact, e.g. mailto:pki@example.com");
 ABSL_FLAG(std::string, confirm_url, "", "account URL, to confirm deactivation");
 ABSL_FLAG(bool, deactivate_account, false, "respond-to-compromise: deactivate at the end");
+ABSL_FLAG(int64_t, run_id, 0, "respond-to-compromise: the run to resume (its response's run_id)");
 ABSL_FLAG(std::string, names, "", "identifiers, comma-separated");
 ABSL_FLAG(std::string, csr_file, "", "PEM or DER CSR (else the service generates the key)");
 ABSL_FLAG(std::string, key_algorithm, "ecdsa-p256", "ecdsa-p256, ecdsa-p384, rsa-2048, ...");
@@ -185,6 +187,7 @@ int main(int argc, char** argv) {
        [&] {
          v1::RespondToCompromiseRequest r;
          r.set_deactivate_account(absl::GetFlag(FLAGS_deactivate_account));
+         r.set_run_id(absl::GetFlag(FLAGS_run_id));
          v1::RespondToCompromiseResponse out;
          return Print(accounts->RespondToCompromise(Context().get(), r, &out), out);
        }},

@@ -10,9 +10,9 @@
 // Thread-safe. Several FakeStores may share one State (see Reopen), as several replicas share
 // one database. The members are defined by concern: fake_store.cc (construction, tenants,
 // identities, challenges, audit, re-wrapping), fake_store_accounts.cc,
-// fake_store_key_leases.cc (account key leases), fake_store_orders.cc (orders, leases,
-// authorizations) and fake_store_certificates.cc; State and the helpers they share are in
-// fake_store_state.h.
+// fake_store_key_leases.cc (account key leases), fake_store_compromise_runs.cc,
+// fake_store_orders.cc (orders, leases, authorizations) and fake_store_certificates.cc; State
+// and the helpers they share are in fake_store_state.h.
 #ifndef ACMEVAULT_STORAGE_TESTING_FAKE_STORE_H_
 #define ACMEVAULT_STORAGE_TESTING_FAKE_STORE_H_
 
@@ -160,6 +160,14 @@ class FakeStore final : public Store {
   absl::StatusOr<Page<AuditRecord>> ListAudit(const Scope& scope,
                                               const PageRequest& page) override;
   absl::Status VerifyAuditChain(const Scope& scope) override;
+
+  // CompromiseRunStore
+  absl::StatusOr<CompromiseRun> StartCompromiseRun(const Scope& scope, bool deactivate_account,
+                                                   absl::Time expires_at) override;
+  absl::StatusOr<CompromiseRun> GetCompromiseRun(const Scope& scope, CompromiseRunId run) override;
+  absl::Status RecordCompromiseStep(const Scope& scope, CompromiseRunId run,
+                                    absl::string_view step) override;
+  absl::Status FinishCompromiseRun(const Scope& scope, CompromiseRunId run) override;
 
   // VaultMaintenance
   absl::StatusOr<RewrapProgress> RewrapBatch(const Actor& actor, int max_records) override;

@@ -1,5 +1,6 @@
 // FakeStore's data and the helpers its files share (fake_store.cc, fake_store_accounts.cc,
-// fake_store_key_leases.cc, fake_store_orders.cc, fake_store_certificates.cc). Internal to the fake: include only from
+// fake_store_key_leases.cc, fake_store_compromise_runs.cc, fake_store_orders.cc,
+// fake_store_certificates.cc). Internal to the fake: include only from
 // those files.
 //
 // Every helper taking a State requires its mutex held. Every call taking a Scope passes
@@ -59,6 +60,7 @@ struct FakeStore::State {
   std::map<AccountId, Account> accounts ABSL_GUARDED_BY(mu);
   std::map<std::pair<AccountId, int>, KeyRow> keys ABSL_GUARDED_BY(mu);
   std::map<AccountId, KeyLeaseRow> key_leases ABSL_GUARDED_BY(mu);
+  std::map<CompromiseRunId, CompromiseRun> compromise_runs ABSL_GUARDED_BY(mu);
   std::map<OrderId, Order> orders ABSL_GUARDED_BY(mu);
   std::map<OrderId, SealedKey> order_keys ABSL_GUARDED_BY(mu);  // orders' certificate keys
   std::map<AuthorizationId, Authorization> authorizations ABSL_GUARDED_BY(mu);

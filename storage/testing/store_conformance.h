@@ -1,6 +1,7 @@
 // The conformance suite every Store implementation passes: one set of parameterised tests
-// (store_conformance_tenants.cc, _accounts.cc, _key_leases.cc, _orders.cc, _certificates.cc,
-// _challenges.cc, _api.cc and _audit.cc; the fixture is in store_conformance.cc), instantiated per implementation by a test target:
+// (store_conformance_tenants.cc, _accounts.cc, _key_leases.cc, _compromise_runs.cc, _orders.cc,
+// _certificates.cc, _challenges.cc, _api.cc and _audit.cc; the fixture is in
+// store_conformance.cc), instantiated per implementation by a test target:
 //
 //   INSTANTIATE_TEST_SUITE_P(Fake, StoreConformanceTest,
 //                            ::testing::Values(FakeStoreFactory()), FactoryName);
