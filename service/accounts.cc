@@ -41,6 +41,13 @@ void LogRecovery(const storage::Scope& scope, int version, absl::string_view wha
       {{"tenant", absl::StrCat(scope.tenant)}, {"version", absl::StrCat(version)}});
 }
 
+// What a call that needed the account is told once the account was found closed at the CA.
+absl::Status AccountClosedAtCa() {
+  return absl::FailedPreconditionError(
+      "the CA no longer accepts the tenant's account; it is now recorded as closed, and "
+      "AccountService.CreateAccount makes a new one");
+}
+
 // A step's error, with the run to resume named (its payload, e.g. the CA's problem, kept).
 absl::Status NamingTheRun(const absl::Status& error, storage::CompromiseRunId run) {
   absl::Status named(error.code(), absl::StrCat(error.message(), " (compromise run ", run,
@@ -382,6 +389,48 @@ absl::Status AccountManager::ResolvePendingKeys(const storage::Actor& actor) {
   return first;
 }
 
+absl::StatusOr<bool> AccountManager::ClosedAtCa(const storage::Scope& scope, const Current& current,
+                                                const absl::Status& answer) {
+  if (!acme::IsAccountUnusable(answer) || !current.key) return false;
+  // RFC 8555 §7.3.6: ask the CA for the account (POST-as-GET). An earlier deactivation may have
+  // been applied while its answer was lost, or the CA closed the account itself.
+  auto probe = current.client->GetAccount(current.Ref());
+  if (options_.metrics) options_.metrics->RecordAcme("getAccount", probe.status());
+  storage::AccountStatus closed = storage::AccountStatus::kDeactivated;
+  if (probe.ok()) {
+    if (probe->status == "revoked") {
+      closed = storage::AccountStatus::kRevoked;
+    } else if (probe->status != "deactivated") {
+      return false;
+    }
+  } else if (!acme::IsAccountUnusable(probe.status())) {
+    return false;
+  }
+  RETURN_IF_ERROR(Audit(*options_.audit, scope, "AccountUnusableAtCa",
+                        probe.ok() ? absl::StrCat("the CA reports it ", probe->status)
+                                   : SummarizeFailure(probe.status()),
+                        current.account.id));
+  RETURN_IF_ERROR(options_.accounts->SetAccountStatus(scope, current.account.id, closed));
+  Log(LogLevel::kWarning, "the CA no longer accepts the account; recorded",
+      {{"tenant", absl::StrCat(scope.tenant)},
+       {"status", std::string(storage::AccountStatusName(closed))}});
+  return true;
+}
+
+absl::Status AccountManager::RevokeWithAccountKey(const storage::Scope& scope,
+                                                  const Current& current, absl::string_view der,
+                                                  crypto::RevocationReason reason) {
+  if (!current.key) return absl::FailedPreconditionError("the account has no usable key");
+  absl::Status revoked = current.client->RevokeCertificate(current.Ref(), der, reason);
+  if (options_.metrics) options_.metrics->RecordAcme("revokeCert", revoked);
+  auto problem = acme::GetProblem(revoked);
+  if (revoked.ok() || (problem && problem->ShortType() == "alreadyRevoked")) {
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(bool closed, ClosedAtCa(scope, current, revoked));
+  return closed ? AccountClosedAtCa() : revoked;
+}
+
 absl::StatusOr<RolloverResult> AccountManager::RolloverScoped(
     const storage::Scope& scope, std::optional<crypto::KeyAlgorithm> algorithm,
     absl::string_view reason, bool mark_old_compromised, absl::Time deadline) {
@@ -413,7 +462,10 @@ absl::StatusOr<RolloverResult> AccountManager::RolloverScoped(
   if (options_.metrics) options_.metrics->RecordAcme("keyChange", changed);
   ASSIGN_OR_RETURN(Settled settled,
                    SettleKeyChange(scope, current, lease, new_key, pending.version, changed));
-  if (settled == Settled::kDiscarded) return changed;
+  if (settled == Settled::kDiscarded) {
+    ASSIGN_OR_RETURN(bool closed, ClosedAtCa(scope, current, changed));
+    return closed ? AccountClosedAtCa() : changed;
+  }
   if (settled == Settled::kPending) return StillPending(pending.version, changed);
   if (mark_old_compromised) {
     // Every earlier version: a recovery on the way may already have retired the leaked key.
@@ -451,9 +503,13 @@ absl::StatusOr<AccountView> AccountManager::Deactivate(const Caller& caller,
   if (!current.key) return absl::FailedPreconditionError("the account has no usable active key");
   auto result = current.client->DeactivateAccount(current.Ref());
   if (options_.metrics) options_.metrics->RecordAcme("deactivateAccount", result.status());
-  RETURN_IF_ERROR(result.status());
-  RETURN_IF_ERROR(options_.accounts->SetAccountStatus(scope, current.account.id,
-                                                      storage::AccountStatus::kDeactivated));
+  if (result.ok()) {
+    RETURN_IF_ERROR(options_.accounts->SetAccountStatus(scope, current.account.id,
+                                                        storage::AccountStatus::kDeactivated));
+  } else {
+    ASSIGN_OR_RETURN(bool closed, ClosedAtCa(scope, current, result.status()));
+    if (!closed) return result.status();
+  }
   return View(scope, current.account.id);
 }
 
@@ -479,6 +535,8 @@ absl::StatusOr<DeactivationCounts> AccountManager::DeactivateAuthorizationsScope
     } else if (Retryable(r.status())) {
       ++counts.failed;
     } else {
+      ASSIGN_OR_RETURN(bool closed, ClosedAtCa(scope, current, r.status()));
+      if (closed) return AccountClosedAtCa();
       ++counts.skipped;  // The CA says it cannot be deactivated (expired, invalid, gone).
     }
   }
@@ -520,7 +578,6 @@ absl::StatusOr<storage::Certificate> AccountManager::RevokeCertificate(
       use_certificate_key ||
       (reason == crypto::RevocationReason::kKeyCompromise && cert.has_private_key);
   ASSIGN_OR_RETURN(std::vector<std::string> ders, crypto::SplitPemChain(cert.chain_pem));
-  absl::Status revoked;
   if (with_cert_key) {
     ASSIGN_OR_RETURN(storage::Tenant tenant, options_.tenants->GetTenant(scope));
     std::string directory = tenant.spec.acme_directory_url;
@@ -531,15 +588,14 @@ absl::StatusOr<storage::Certificate> AccountManager::RevokeCertificate(
     ASSIGN_OR_RETURN(acme::AcmeClient * client, options_.clients->For(directory));
     ASSIGN_OR_RETURN(crypto::PrivateKey key,
                      options_.certificates->GetCertificateKey(scope, cert.id, "RevokeCertificate"));
-    revoked = client->RevokeWithCertificateKey(key, ders.front(), reason);
+    absl::Status revoked = client->RevokeWithCertificateKey(key, ders.front(), reason);
+    if (options_.metrics) options_.metrics->RecordAcme("revokeCert", revoked);
+    auto problem = acme::GetProblem(revoked);
+    if (!revoked.ok() && !(problem && problem->ShortType() == "alreadyRevoked")) return revoked;
   } else {
     ASSIGN_OR_RETURN(Current current, Load(scope));
-    if (!current.key) return absl::FailedPreconditionError("the account has no usable key");
-    revoked = current.client->RevokeCertificate(current.Ref(), ders.front(), reason);
+    RETURN_IF_ERROR(RevokeWithAccountKey(scope, current, ders.front(), reason));
   }
-  if (options_.metrics) options_.metrics->RecordAcme("revokeCert", revoked);
-  auto problem = acme::GetProblem(revoked);
-  if (!revoked.ok() && !(problem && problem->ShortType() == "alreadyRevoked")) return revoked;
   RETURN_IF_ERROR(options_.certificates->MarkCertificateRevoked(scope, cert.id, reason));
   return options_.certificates->GetCertificate(scope, cert.id);
 }
@@ -663,7 +719,6 @@ absl::StatusOr<AccountManager::StepOutcome> AccountManager::ReissueLiveCertifica
 absl::StatusOr<AccountManager::StepOutcome> AccountManager::RevokeReplacedCertificates(
     const Compromise& c) {
   ASSIGN_OR_RETURN(Current current, Load(c.scope));
-  if (!current.key) return absl::FailedPreconditionError("the account has no usable key");
   ASSIGN_OR_RETURN(auto certs, AllCertificates(*options_.certificates, c.scope));
   int revoked = 0;
   for (const auto& cert : certs) {
@@ -674,10 +729,7 @@ absl::StatusOr<AccountManager::StepOutcome> AccountManager::RevokeReplacedCertif
     ASSIGN_OR_RETURN(auto ders, crypto::SplitPemChain(cert.chain_pem));
     // Their keys were not compromised (the account key was): superseded, not keyCompromise.
     constexpr crypto::RevocationReason kReason = crypto::RevocationReason::kSuperseded;
-    absl::Status s = current.client->RevokeCertificate(current.Ref(), ders.front(), kReason);
-    if (options_.metrics) options_.metrics->RecordAcme("revokeCert", s);
-    auto problem = acme::GetProblem(s);
-    if (!s.ok() && !(problem && problem->ShortType() == "alreadyRevoked")) return s;
+    RETURN_IF_ERROR(RevokeWithAccountKey(c.scope, current, ders.front(), kReason));
     RETURN_IF_ERROR(options_.certificates->MarkCertificateRevoked(c.scope, cert.id, kReason));
     ++revoked;
   }

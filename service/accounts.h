@@ -14,6 +14,11 @@
 // onlyReturnExisting) and, if it does not, the same keyChange is sent again and settled the same
 // way.
 //
+// An answer that the account is unusable (401/403 unauthorized, accountDoesNotExist) to a
+// request signed with the account key makes the service ask the CA for the account; when the CA
+// reports it deactivated or revoked, or refuses that request too, the account is recorded so
+// (audited "AccountUnusableAtCa"), and CreateAccount can make a new one.
+//
 // RespondToCompromise runs the playbook in order: rollover, deactivate outstanding
 // authorizations, reissue every live certificate whose key the service holds, revoke the old
 // ones, and only then (if asked) deactivate the account. Each response is a run with an id and
@@ -127,7 +132,9 @@ class AccountManager {
   // Resolves every tenant's pending account key (acmevaultd calls it at start-up). Tries them
   // all; the first error, if any, is returned and each is logged.
   absl::Status ResolvePendingKeys(const storage::Actor& actor);
-  // `confirm_account_url` must equal the account URL.
+  // `confirm_account_url` must equal the account URL. OK, and recorded, also when the CA answers
+  // that the account is unusable and then reports it deactivated (see the class comment): an
+  // earlier deactivation whose answer was lost.
   absl::StatusOr<AccountView> Deactivate(const Caller& caller,
                                          absl::string_view confirm_account_url);
   // Every outstanding authorization in the ledger, or those for `identifiers`.
@@ -232,6 +239,16 @@ class AccountManager {
                                           const absl::Status& changed);
   // UNAVAILABLE: keyChange to key `version` answered `changed`, which settled nothing.
   static absl::Status StillPending(int version, const absl::Status& changed);
+  // Whether the account is closed at the CA, given `answer` to a request signed with its key:
+  // only when the answer says the account is unusable is the CA asked for the account; when it
+  // reports it deactivated or revoked, or refuses that request too, that is recorded (audited
+  // "AccountUnusableAtCa") and the result is true.
+  absl::StatusOr<bool> ClosedAtCa(const storage::Scope& scope, const Current& current,
+                                  const absl::Status& answer);
+  // Revokes with the account key (an alreadyRevoked answer is OK); FAILED_PRECONDITION when the
+  // answer showed the account closed at the CA (ClosedAtCa).
+  absl::Status RevokeWithAccountKey(const storage::Scope& scope, const Current& current,
+                                    absl::string_view der, crypto::RevocationReason reason);
   absl::StatusOr<RolloverResult> RolloverScoped(const storage::Scope& scope,
                                                 std::optional<crypto::KeyAlgorithm> algorithm,
                                                 absl::string_view reason, bool mark_old_compromised,

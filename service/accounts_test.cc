@@ -718,6 +718,66 @@ TEST_F(AccountsTest, OfThreeConcurrentRolloversOneWinsAndTheOthersAreAborted) {
   }
 }
 
+// Defect 6: an earlier DeactivateAccount reached the CA, but its answer was lost; the CA now
+// refuses the account (Pebble: 403 unauthorized). The retry records the truth, and the tenant
+// can make a new account.
+TEST_F(AccountsTest, AccountDeactivatedAtTheCaButNotHereIsRecordedOnRetry) {
+  AccountView v1 = Create();
+  ca_.On("POST", "/acct/1", [](const Call&) {
+    return ScriptedServer::Problem(403, "unauthorized", "account is deactivated");
+  });
+  auto view = accounts_->Deactivate(admin_, v1.account.account_url);
+  ASSERT_TRUE(view.ok()) << view.status();
+  EXPECT_EQ(view->account.status, storage::AccountStatus::kDeactivated);
+  EXPECT_EQ(ca_.CountCalls("POST", "/acct/1"), 2);  // The deactivation, then the question.
+  auto audit = fx_.store().ListAudit(fx_.AdminScope(tenant_), {"", 1000});
+  ASSERT_TRUE(audit.ok());
+  ASSERT_GE(audit->items.size(), 2u);
+  const auto& asked = audit->items[audit->items.size() - 2].event;
+  EXPECT_EQ(asked.action, "AccountUnusableAtCa");
+  EXPECT_THAT(asked.detail, HasSubstr("unauthorized"));
+  EXPECT_EQ(audit->items.back().event.action, "SetAccountStatus");
+  EXPECT_EQ(audit->items.back().event.detail, "deactivated");
+  ca_.On("POST", "/new-acct", [](const Call&) {
+    return ScriptedServer::Json(201, {{"status", "valid"}},
+                                {{"Location", ScriptedServer::Url("/acct/2")}});
+  });
+  auto created = accounts_->CreateAccount(admin_, {{}, true});
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_EQ(created->account.account_url, ScriptedServer::Url("/acct/2"));
+}
+
+// An unusable answer alone records nothing while the CA still reports the account valid.
+TEST_F(AccountsTest, AnAccountTheCaStillHoldsValidIsNotRecordedClosed) {
+  AccountView v1 = Create();
+  ca_.On("POST", "/acct/1", [](const Call& c) {
+    if (c.jws->payload.empty()) return ScriptedServer::Json(200, {{"status", "valid"}});
+    return ScriptedServer::Problem(403, "unauthorized", "not now");
+  });
+  EXPECT_THAT(accounts_->Deactivate(admin_, v1.account.account_url),
+              StatusIs(absl::StatusCode::kPermissionDenied, "not now"));
+  auto view = accounts_->GetAccount(admin_);
+  ASSERT_TRUE(view.ok()) << view.status();
+  EXPECT_EQ(view->account.status, storage::AccountStatus::kValid);
+}
+
+// Any operation signed with the account key records an account the CA closed.
+TEST_F(AccountsTest, AnAccountTheCaClosedIsRecordedByTheNextOperationThatNeedsIt) {
+  AccountView v1 = CreateWithAnAuthorizationTheCaCannotDeactivate();
+  ca_.On("POST", "/authz/1", [](const Call&) {
+    return ScriptedServer::Problem(403, "unauthorized", "account is deactivated");
+  });
+  ca_.On("POST", "/acct/1", [](const Call&) {
+    return ScriptedServer::Problem(403, "unauthorized", "account is deactivated");
+  });
+  EXPECT_THAT(accounts_->DeactivateAuthorizations(admin_, {}),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "CreateAccount makes a new one"));
+  auto view = accounts_->GetAccount(admin_);
+  ASSERT_TRUE(view.ok()) << view.status();
+  EXPECT_EQ(view->account.id, v1.account.id);
+  EXPECT_EQ(view->account.status, storage::AccountStatus::kDeactivated);
+}
+
 // One account per tenant: of concurrent CreateAccount calls (all of which looked for an account
 // before any made one) exactly one reaches the CA.
 TEST_F(AccountsTest, ConcurrentCreateAccountCallsRegisterOnce) {
