@@ -8,6 +8,8 @@
 // answer with an HTML error page) and then checks what the database says against what Pebble
 // says: keys, accounts and certificates must agree, and no acmevaultd process may die.
 #include <functional>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -237,6 +239,41 @@ TEST_F(FaultE2eTest, KeyChangeAppliedButTheAnswerLost) {
   proxy_->ClearRules();
   (void)s;  // Either answer is acceptable; what the database says afterwards is not.
   ExpectTheStoredActiveKeyIsTheOnePebbleAccepts(t, before->account_url());
+}
+
+// Three rollovers of one account at once, round after round: one wins each round, the others
+// are ABORTED (never refused by the CA for a retired key), no key version is burned, and the
+// stored active key is the one Pebble accepts; issuance works afterwards.
+TEST_F(FaultE2eTest, ConcurrentRolloversLeaveTheKeyPebbleAccepts) {
+  TenantTokens t = ProxiedTenant();
+  auto before = GetAccount(t);
+  ASSERT_TRUE(before.ok()) << before.status();
+  int won = 0;
+  for (int round = 0; round < 10; ++round) {
+    std::vector<grpc::Status> results(3);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 3; ++i) threads.emplace_back([&, i] { results[i] = Rollover(t); });
+    for (std::thread& th : threads) th.join();
+    int won_now = 0;
+    for (const grpc::Status& r : results) {
+      if (r.ok()) {
+        ++won_now;
+      } else {
+        EXPECT_EQ(r.error_code(), grpc::StatusCode::ABORTED)
+            << "round " << round << ": " << r.error_message();
+      }
+    }
+    EXPECT_GE(won_now, 1) << "round " << round;
+    won += won_now;
+    ExpectTheStoredActiveKeyIsTheOnePebbleAccepts(t, before->account_url());
+  }
+  auto stored = StoredAccount(t, before->account_url());
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->keys.size(), static_cast<size_t>(won + 1)) << "a key version was burned";
+  v1::IssueCertificateResponse issued;
+  grpc::Status s = IssueWithKey(t, {absl::StrCat("race.", t.name, ".example")}, &issued);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(issued.order().state(), v1::ORDER_STATE_VALID) << issued.order().error();
 }
 
 // The CA commits keyChange only after acmevaultd gave up on it (a slow CA; its client timed
