@@ -170,6 +170,34 @@ absl::StatusOr<std::vector<std::string>> ValidateNewOrder(const NewOrder& order)
   return ids;
 }
 
+bool IdempotencyKeyBinds(const Order& order, const Certificate* certificate, absl::Time now) {
+  if (order.idempotency_key.empty() || now - order.created_at >= kIdempotencyKeyLifetime) {
+    return false;
+  }
+  if (order.state != OrderState::kValid || certificate == nullptr) return true;
+  return !certificate->revoked_at.has_value() && certificate->not_after > now;
+}
+
+absl::Status CheckIdempotentJoin(const Scope& scope, const Order& order,
+                                 const std::vector<std::string>& identifiers) {
+  // Names neither the order nor its creator: another host learns only that the key is taken.
+  if (order.created_by.empty() || order.created_by != scope.actor.identity) {
+    return absl::AlreadyExistsError(
+        "idempotency key in use by another identity; choose another key");
+  }
+  if (order.identifiers != identifiers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("idempotency key was used for order ", order.id, " with other identifiers"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status IdempotencyKeyInFlight(OrderId order) {
+  return absl::AlreadyExistsError(
+      absl::StrCat("idempotency key in use by order ", order,
+                   ", still in flight after the key's 24 hours; choose another key"));
+}
+
 absl::Status CheckAccountOpen(const Account& account, bool already) {
   if (account.status == AccountStatus::kDeactivated || account.status == AccountStatus::kRevoked) {
     return absl::FailedPreconditionError(absl::StrCat("account ", account.id, " is ",

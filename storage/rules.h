@@ -64,6 +64,19 @@ absl::Status CheckFence(const Scope& scope, const Order& order, const Lease& lea
 // CompleteOrder (INVALID_ARGUMENT). Moving to the current state is allowed (a retried call).
 absl::Status CheckOrderTransition(const Order& order, OrderState to);
 
+// Whether `order`, made with an idempotency key, is what the key binds at `now`
+// (OrderStore::FindOrderByIdempotencyKey): made less than kIdempotencyKeyLifetime ago and not
+// valid with a revoked or expired `certificate` (the order's, when it has one).
+bool IdempotencyKeyBinds(const Order& order, const Certificate* certificate, absl::Time now);
+// Joining `order`, the one the request's idempotency key binds: ALREADY_EXISTS unless
+// scope.actor.identity made it (an order without a recorded creator is nobody's), then
+// INVALID_ARGUMENT unless it is for `identifiers` (canonical).
+absl::Status CheckIdempotentJoin(const Scope& scope, const Order& order,
+                                 const std::vector<std::string>& identifiers);
+// ALREADY_EXISTS: the key's order of more than kIdempotencyKeyLifetime ago is still in flight,
+// and a tenant has at most one order in flight per key.
+absl::Status IdempotencyKeyInFlight(OrderId order);
+
 // Whether RecordOrderUrl must write: false if `url` is already recorded; FAILED_PRECONDITION if
 // another URL is.
 absl::StatusOr<bool> OrderUrlNeedsWrite(const Order& order, absl::string_view url);
