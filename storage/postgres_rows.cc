@@ -95,6 +95,7 @@ Identity IdentityOf(const pqxx::row& r) {
   i.description = r[5].as<std::string>();
   i.created_at = TimeOf(r[6]);
   i.revoked_at = OptionalTime(r[7]);
+  i.expires_at = OptionalTime(r[8]);
   return i;
 }
 
@@ -102,12 +103,13 @@ const Table<Identity> kIdentities{
     "identities",
     "identity",
     {"id, tenant_id, role, spiffe_id, token_sha256 IS NOT NULL, description, av_us(created_at), "
-     "av_us(revoked_at)",
-     8, IdentityOf}};
+     "av_us(revoked_at), av_us(expires_at)",
+     9, IdentityOf}};
 
 const Rows<Identity> kAuthenticatedRows{
-    "id, tenant_id, role, spiffe_id, bearer_token, description, av_us(created_at), NULL::bigint", 8,
-    IdentityOf};
+    "id, tenant_id, role, spiffe_id, bearer_token, description, av_us(created_at), NULL::bigint, "
+    "av_us(expires_at)",
+    9, IdentityOf};
 
 Account AccountOf(const pqxx::row& r) {
   Account a;

@@ -147,6 +147,13 @@ absl::Status ValidateTokenHash(absl::string_view token_sha256) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateTokenExpiry(std::optional<absl::Time> expires_at, absl::Time now) {
+  if (expires_at.has_value() && *expires_at <= now) {
+    return absl::InvalidArgumentError("token expiry is not in the future");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateAuditEvent(const AuditEvent& event) {
   if (event.action.empty()) return absl::InvalidArgumentError("audit event has no action");
   return absl::OkStatus();
@@ -391,6 +398,15 @@ AuditEvent SimpleEvent(absl::string_view action, std::string detail) {
   e.action = std::string(action);
   e.detail = std::move(detail);
   return e;
+}
+
+AuditEvent TokenAddedEvent(const Identity& identity) {
+  std::string detail = absl::StrCat("identity ", identity.id, " as ", RoleName(identity.role));
+  if (identity.expires_at.has_value()) {
+    absl::StrAppend(&detail, ", expires ",
+                    absl::FormatTime(absl::RFC3339_sec, *identity.expires_at, absl::UTCTimeZone()));
+  }
+  return SimpleEvent("AddTokenIdentity", std::move(detail));
 }
 
 }  // namespace acmevault::storage::rules

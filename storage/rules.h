@@ -5,6 +5,7 @@
 #define ACMEVAULT_STORAGE_RULES_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -37,6 +38,8 @@ absl::Status ValidateRevocationReason(crypto::RevocationReason reason);
 // RFC 8555 §8.3: base64url characters, 1-255 of them.
 absl::Status ValidateChallengeToken(absl::string_view token);
 absl::Status ValidateTokenHash(absl::string_view token_sha256);
+// A token's expiry, when set, is after `now`.
+absl::Status ValidateTokenExpiry(std::optional<absl::Time> expires_at, absl::Time now);
 absl::Status ValidateAuditEvent(const AuditEvent& event);
 // Owner set, duration positive.
 absl::Status ValidateLeaseRequest(absl::string_view owner, absl::Duration duration);
@@ -118,6 +121,8 @@ AuditEvent OrderEvent(absl::string_view action, const Order& order, std::string 
 AuditEvent CertificateEvent(absl::string_view action, const Certificate& certificate,
                             std::string detail);
 AuditEvent SimpleEvent(absl::string_view action, std::string detail);
+// "AddTokenIdentity" for `identity`: its id, role and expiry.
+AuditEvent TokenAddedEvent(const Identity& identity);
 
 }  // namespace acmevault::storage::rules
 

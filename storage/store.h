@@ -26,6 +26,7 @@
 #ifndef ACMEVAULT_STORAGE_STORE_H_
 #define ACMEVAULT_STORAGE_STORE_H_
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -65,13 +66,15 @@ class IdentityStore {
   virtual absl::StatusOr<Identity> AddSpiffeIdentity(const Scope& scope,
                                                      absl::string_view spiffe_id, Role role,
                                                      absl::string_view description) = 0;
-  // Records a bearer token by its SHA-256 (32 bytes; the token itself never reaches storage).
-  // INVALID_ARGUMENT if not 32 bytes; ALREADY_EXISTS if recorded before.
+  // Records a bearer token by its SHA-256 (32 bytes; the token itself never reaches storage),
+  // valid until `expires_at` when set (stored at microsecond precision). INVALID_ARGUMENT if
+  // not 32 bytes or `expires_at` is not after now; ALREADY_EXISTS if recorded before.
   virtual absl::StatusOr<Identity> AddTokenIdentity(const Scope& scope,
                                                     absl::string_view token_sha256, Role role,
-                                                    absl::string_view description) = 0;
-  // Cross-tenant authentication lookups. NOT_FOUND if unknown, revoked, or the tenant is
-  // disabled.
+                                                    absl::string_view description,
+                                                    std::optional<absl::Time> expires_at) = 0;
+  // Cross-tenant authentication lookups. NOT_FOUND if unknown, revoked, expired (a token whose
+  // expires_at is not after now), or the tenant is disabled.
   virtual absl::StatusOr<Identity> AuthenticateSpiffe(absl::string_view spiffe_id) = 0;
   virtual absl::StatusOr<Identity> AuthenticateToken(absl::string_view token_sha256) = 0;
   virtual absl::Status RevokeIdentity(const Scope& scope, IdentityId id) = 0;

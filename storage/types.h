@@ -87,6 +87,8 @@ struct Identity {
   std::string description;
   absl::Time created_at;
   std::optional<absl::Time> revoked_at;
+  // Tokens only: from this time on the token no longer authenticates. Unset: it never expires.
+  std::optional<absl::Time> expires_at;
 };
 
 // ---------------------------------------------------------------------------------------------
