@@ -17,9 +17,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -39,6 +41,7 @@
 #include "service/grpc_services.h"
 #include "service/http01_responder.h"
 #include "service/issuer.h"
+#include "service/key_wiping_interceptor.h"
 #include "service/log.h"
 #include "service/metrics.h"
 #include "service/order_runner.h"
@@ -286,6 +289,10 @@ absl::Status Serve() {
   builder.RegisterService(certificate_service.get());
   builder.RegisterService(account_service.get());
   builder.RegisterService(admin_service.get());
+  // The response that hands out a service-generated private key is wiped once serialized.
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<service::KeyWipingInterceptorFactory>());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
     return absl::UnavailableError(

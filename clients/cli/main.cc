@@ -233,12 +233,12 @@ int main(int argc, char** argv) {
              absl::Status written = acmevault::cli::WriteKeyFile(path, out.private_key_pem());
              if (!written.ok()) {
                std::fprintf(stderr, "%s\n", std::string(written.message()).c_str());
-               out.clear_private_key_pem();
+               acmevault::cli::WipeKey(out.mutable_private_key_pem());
                Print(s, out);
                return 1;
              }
            }
-           out.clear_private_key_pem();  // Never printed.
+           acmevault::cli::WipeKey(out.mutable_private_key_pem());  // Never printed.
          }
          return Print(s, out);
        }},
