@@ -170,5 +170,16 @@ TEST(SecretBytes, MoveLeavesTheSourceEmpty) {
   EXPECT_TRUE(b.empty());
 }
 
+TEST(WipeString, ZeroesTheWholeBufferAndEmptiesIt) {
+  std::string pem = "-----BEGIN PRIVATE KEY-----\n" + std::string(100, 'k');
+  pem.reserve(4 * pem.size());  // Bytes beyond the size are wiped too.
+  const size_t capacity = pem.capacity();
+  const char* buffer = pem.data();
+  WipeString(&pem);
+  EXPECT_TRUE(pem.empty());
+  ASSERT_EQ(pem.data(), buffer);  // Still the same allocation: its bytes can be read.
+  EXPECT_EQ(std::string(buffer, capacity), std::string(capacity, '\0'));
+}
+
 }  // namespace
 }  // namespace acmevault::crypto

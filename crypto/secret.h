@@ -12,6 +12,11 @@ namespace acmevault::crypto {
 // Overwrites `size` bytes at `data` in a way the compiler may not elide.
 void SecureWipe(void* data, size_t size);
 
+// Overwrites every byte `*s` holds, its whole capacity, with SecureWipe, then empties it (the
+// allocation stays, holding zeros): for secret text in a string someone else owns, such as a
+// protobuf field.
+void WipeString(std::string* s);
+
 // Move-only holder of secret bytes (a PEM private key, a data key). The buffer is wiped on
 // destruction and on move-from, so copies never linger. Not thread-safe.
 class SecretBytes {
@@ -36,11 +41,7 @@ class SecretBytes {
   bool empty() const { return bytes_.empty(); }
 
   // Clears the contents (overwriting the whole capacity first).
-  void Wipe() {
-    bytes_.resize(bytes_.capacity());
-    if (!bytes_.empty()) SecureWipe(bytes_.data(), bytes_.size());
-    bytes_.clear();
-  }
+  void Wipe() { WipeString(&bytes_); }
 
  private:
   std::string bytes_;

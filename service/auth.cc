@@ -45,7 +45,10 @@ absl::StatusOr<Caller> Authenticator::Authenticate(const Credentials& credential
     }
     auth = absl::StripAsciiWhitespace(auth);
     if (!WellFormedToken(auth)) return Unauthenticated();
-    auto identity = identities_->AuthenticateToken(TokenDigest(auth));
+    const std::string digest = TokenDigest(auth);
+    auto lookup = [&] { return options_.identities->AuthenticateToken(digest); };
+    auto identity =
+        options_.token_cache != nullptr ? options_.token_cache->Get(digest, lookup) : lookup();
     if (!identity.ok()) {
       if (absl::IsNotFound(identity.status())) return Unauthenticated();
       return identity.status();  // UNAVAILABLE etc.: the caller should retry.
@@ -54,7 +57,7 @@ absl::StatusOr<Caller> Authenticator::Authenticate(const Credentials& credential
   }
   if (!credentials.spiffe_id.empty()) {
     if (!absl::StartsWith(credentials.spiffe_id, "spiffe://")) return Unauthenticated();
-    auto identity = identities_->AuthenticateSpiffe(credentials.spiffe_id);
+    auto identity = options_.identities->AuthenticateSpiffe(credentials.spiffe_id);
     if (!identity.ok()) {
       if (absl::IsNotFound(identity.status())) return Unauthenticated();
       return identity.status();

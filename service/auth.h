@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "service/token_cache.h"
 #include "storage/store.h"
 
 namespace acmevault::service {
@@ -42,18 +43,22 @@ class Authenticator {
  public:
   struct Options {
     storage::IdentityStore* identities = nullptr;  // Borrowed; required.
+    // Borrowed; optional. Without it every token costs a store lookup. SPIFFE IDs are never
+    // cached: an unbinding takes effect at once on every replica.
+    TokenCache* token_cache = nullptr;
   };
   // INVALID_ARGUMENT naming a missing collaborator.
   static absl::StatusOr<std::unique_ptr<Authenticator>> Create(Options options);
 
-  // UNAUTHENTICATED when no credential is presented, the token is malformed, unknown or revoked,
-  // or the SPIFFE ID is not bound. A bearer token wins over a client certificate.
+  // UNAUTHENTICATED when no credential is presented, the token is malformed, unknown, revoked
+  // or expired (one message for all: no oracle for which tokens exist), or the SPIFFE ID is not
+  // bound. A bearer token wins over a client certificate.
   absl::StatusOr<Caller> Authenticate(const Credentials& credentials) const;
 
  private:
-  explicit Authenticator(Options options) : identities_(options.identities) {}
+  explicit Authenticator(Options options) : options_(options) {}
 
-  storage::IdentityStore* const identities_;
+  const Options options_;
 };
 
 // PERMISSION_DENIED unless the caller has `role` (ADMIN also satisfies HOST; PLATFORM_ADMIN

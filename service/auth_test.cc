@@ -1,8 +1,13 @@
 #include "service/auth.h"
 
+#include <atomic>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "service/admin.h"
+#include "service/metrics.h"
 #include "service/testing/fixture.h"
+#include "service/token_cache.h"
 #include "storage/testing/status_matchers.h"
 
 namespace acmevault::service {
@@ -74,6 +79,126 @@ TEST_F(AuthTest, SpiffeIdentityMapsToItsBinding) {
   ASSERT_TRUE(caller.ok()) << caller.status();
   EXPECT_EQ(caller->identity.tenant, tenant);
   EXPECT_EQ(caller->name, "spiffe://example.org/ns/a/sa/web");
+}
+
+TEST_F(AuthTest, AnExpiredTokenIsRefusedLikeAnUnknownOne) {
+  auto tenant = fx_.AddTenant("acme-corp", {"*.acme.example"});
+  std::string token = NewBearerToken();
+  ASSERT_TRUE(fx_.store()
+                  .AddTokenIdentity(fx_.AdminScope(tenant), TokenDigest(token), Role::kHost, "",
+                                    fx_.clock().Now() + absl::Hours(1))
+                  .ok());
+  ASSERT_TRUE(auth_->Authenticate({"Bearer " + token, ""}).ok());
+  fx_.clock().Advance(absl::Hours(1));
+  EXPECT_THAT(auth_->Authenticate({"Bearer " + token, ""}),
+              StatusIs(absl::StatusCode::kUnauthenticated, "missing or invalid credentials"));
+}
+
+// An IdentityStore that counts token lookups (each one a database round trip in production).
+class CountingIdentities : public storage::IdentityStore {
+ public:
+  explicit CountingIdentities(storage::IdentityStore* store) : store_(store) {}
+  int token_lookups() const { return token_lookups_.load(); }
+
+  absl::StatusOr<storage::Identity> AuthenticateToken(absl::string_view digest) override {
+    ++token_lookups_;
+    return store_->AuthenticateToken(digest);
+  }
+  absl::StatusOr<storage::Identity> AddSpiffeIdentity(const storage::Scope& scope,
+                                                      absl::string_view spiffe_id, Role role,
+                                                      absl::string_view description) override {
+    return store_->AddSpiffeIdentity(scope, spiffe_id, role, description);
+  }
+  absl::StatusOr<storage::Identity> AddTokenIdentity(
+      const storage::Scope& scope, absl::string_view digest, Role role,
+      absl::string_view description, std::optional<absl::Time> expires_at) override {
+    return store_->AddTokenIdentity(scope, digest, role, description, expires_at);
+  }
+  absl::StatusOr<storage::Identity> AuthenticateSpiffe(absl::string_view spiffe_id) override {
+    return store_->AuthenticateSpiffe(spiffe_id);
+  }
+  absl::Status RevokeIdentity(const storage::Scope& scope, storage::IdentityId id) override {
+    return store_->RevokeIdentity(scope, id);
+  }
+  absl::StatusOr<std::vector<storage::Identity>> ListIdentities(
+      const storage::Scope& scope) override {
+    return store_->ListIdentities(scope);
+  }
+
+ private:
+  storage::IdentityStore* const store_;
+  std::atomic<int> token_lookups_{0};
+};
+
+// Two replicas over one store, each with its token cache (positive 5 s, negative 2 s).
+class CachedAuthTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<TokenCache> MakeCache() {
+    return *TokenCache::Create({.clock = &fx_.clock(), .metrics = &metrics_});
+  }
+
+  testing::Fixture fx_;
+  Metrics metrics_;
+  CountingIdentities counted_{&fx_.store()};
+  std::unique_ptr<TokenCache> cache_ = MakeCache(), other_cache_ = MakeCache();
+  std::unique_ptr<Authenticator> auth_ =
+      *Authenticator::Create({.identities = &counted_, .token_cache = cache_.get()});
+  std::unique_ptr<Authenticator> other_replica_ =
+      *Authenticator::Create({.identities = &counted_, .token_cache = other_cache_.get()});
+};
+
+TEST_F(CachedAuthTest, ABogusTokenCostsOneStoreLookupNotOnePerRequest) {
+  const std::string bogus = "Bearer " + NewBearerToken();
+  for (int i = 0; i < 50; ++i) {
+    EXPECT_THAT(auth_->Authenticate({bogus, ""}),
+                StatusIs(absl::StatusCode::kUnauthenticated, "missing or invalid credentials"));
+  }
+  EXPECT_EQ(counted_.token_lookups(), 1);
+  EXPECT_THAT(metrics_.Render(),
+              HasSubstr("acmevault_token_cache_lookups_total{result=\"negative_hit\"} 49"));
+  fx_.clock().Advance(absl::Seconds(2));
+  EXPECT_THAT(auth_->Authenticate({bogus, ""}), StatusIs(absl::StatusCode::kUnauthenticated));
+  EXPECT_EQ(counted_.token_lookups(), 2);
+}
+
+TEST_F(CachedAuthTest, ARevokedTokenIsRefusedAtOnceHereAndAfterTheTtlElsewhere) {
+  fx_.AddTenant("acme-corp", {"*.acme.example"});
+  Admin::Options options =
+      fx_.WithStore(Admin::Options{.token_cache = cache_.get(), .clock = &fx_.clock()});
+  auto admin = *Admin::Create(options);
+  const std::string root = NewBearerToken();
+  ASSERT_TRUE(admin->Bootstrap(root).ok());
+  auto platform = auth_->Authenticate({"Bearer " + root, ""});
+  ASSERT_TRUE(platform.ok()) << platform.status();
+  auto made = admin->CreateToken(*platform, {.tenant = "acme-corp", .role = Role::kHost});
+  ASSERT_TRUE(made.ok()) << made.status();
+  const Credentials host{"Bearer " + made->token, ""};
+  ASSERT_TRUE(auth_->Authenticate(host).ok());
+  ASSERT_TRUE(other_replica_->Authenticate(host).ok());
+  const int lookups = counted_.token_lookups();
+  ASSERT_TRUE(auth_->Authenticate(host).ok());
+  ASSERT_TRUE(other_replica_->Authenticate(host).ok());
+  EXPECT_EQ(counted_.token_lookups(), lookups);  // Both from their caches.
+
+  ASSERT_TRUE(admin->RevokeToken(*platform, made->token_id).ok());
+  EXPECT_THAT(auth_->Authenticate(host), StatusIs(absl::StatusCode::kUnauthenticated));
+  // The other replica learns it when its entry ages out: within the positive TTL (5 s).
+  EXPECT_TRUE(other_replica_->Authenticate(host).ok());
+  fx_.clock().Advance(absl::Seconds(5));
+  EXPECT_THAT(other_replica_->Authenticate(host), StatusIs(absl::StatusCode::kUnauthenticated));
+}
+
+TEST_F(CachedAuthTest, ACachedTokenStopsAtItsExpiry) {
+  auto tenant = fx_.AddTenant("acme-corp", {"*.acme.example"});
+  std::string token = NewBearerToken();
+  ASSERT_TRUE(fx_.store()
+                  .AddTokenIdentity(fx_.AdminScope(tenant), TokenDigest(token), Role::kHost, "",
+                                    fx_.clock().Now() + absl::Seconds(3))
+                  .ok());
+  ASSERT_TRUE(auth_->Authenticate({"Bearer " + token, ""}).ok());
+  fx_.clock().Advance(absl::Seconds(3));
+  EXPECT_THAT(auth_->Authenticate({"Bearer " + token, ""}),
+              StatusIs(absl::StatusCode::kUnauthenticated, "missing or invalid credentials"));
 }
 
 TEST(RequireRole, AdminCoversHostButPlatformAdminIsApart) {

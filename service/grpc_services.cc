@@ -283,9 +283,8 @@ grpc::Status AdminServiceImpl::CreateToken(grpc::ServerContext* context,
                                            const v1::CreateTokenRequest* request,
                                            v1::CreateTokenResponse* response) {
   return HandleRpc(deps_, context, "CreateToken", [&](const Caller& caller) -> absl::Status {
-    ASSIGN_OR_RETURN(storage::Role role, RoleFromProto(request->role(), "role"));
-    ASSIGN_OR_RETURN(NewToken token, deps_.admin->CreateToken(caller, request->tenant(), role,
-                                                              request->description()));
+    ASSIGN_OR_RETURN(TokenSpec spec, TokenSpecFromProto(*request));
+    ASSIGN_OR_RETURN(NewToken token, deps_.admin->CreateToken(caller, spec));
     ToProto(token, response);
     return absl::OkStatus();
   });
@@ -301,10 +300,32 @@ grpc::Status AdminServiceImpl::RevokeToken(grpc::ServerContext* context,
 
 grpc::Status AdminServiceImpl::BindIdentity(grpc::ServerContext* context,
                                             const v1::BindIdentityRequest* request,
-                                            v1::BindIdentityResponse*) {
+                                            v1::BindIdentityResponse* response) {
   return HandleRpc(deps_, context, "BindIdentity", [&](const Caller& caller) -> absl::Status {
     ASSIGN_OR_RETURN(storage::Role role, RoleFromProto(request->role(), "role"));
-    return deps_.admin->BindIdentity(caller, request->spiffe_id(), request->tenant(), role);
+    ASSIGN_OR_RETURN(
+        *response->mutable_binding_id(),
+        deps_.admin->BindIdentity(caller, request->spiffe_id(), request->tenant(), role));
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status AdminServiceImpl::ListIdentities(grpc::ServerContext* context,
+                                              const v1::ListIdentitiesRequest* request,
+                                              v1::ListIdentitiesResponse* response) {
+  return HandleRpc(deps_, context, "ListIdentities", [&](const Caller& caller) -> absl::Status {
+    ASSIGN_OR_RETURN(IdentityListing listing,
+                     deps_.admin->ListIdentities(caller, request->tenant()));
+    ToProto(listing, response);
+    return absl::OkStatus();
+  });
+}
+
+grpc::Status AdminServiceImpl::UnbindIdentity(grpc::ServerContext* context,
+                                              const v1::UnbindIdentityRequest* request,
+                                              v1::UnbindIdentityResponse*) {
+  return HandleRpc(deps_, context, "UnbindIdentity", [&](const Caller& caller) -> absl::Status {
+    return deps_.admin->UnbindIdentity(caller, request->binding_id());
   });
 }
 

@@ -100,6 +100,12 @@ class AdminServiceImpl final : public v1::AdminService::Service {
                            v1::RevokeTokenResponse* response) override;
   grpc::Status BindIdentity(grpc::ServerContext* context, const v1::BindIdentityRequest* request,
                             v1::BindIdentityResponse* response) override;
+  grpc::Status ListIdentities(grpc::ServerContext* context,
+                              const v1::ListIdentitiesRequest* request,
+                              v1::ListIdentitiesResponse* response) override;
+  grpc::Status UnbindIdentity(grpc::ServerContext* context,
+                              const v1::UnbindIdentityRequest* request,
+                              v1::UnbindIdentityResponse* response) override;
 
  private:
   explicit AdminServiceImpl(ServiceDeps deps) : deps_(deps) {}

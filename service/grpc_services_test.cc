@@ -42,8 +42,8 @@ class GrpcTest : public ::testing::Test {
         fx_.WithStore(Issuer::Options{.runner = runner_.get(), .clock = &fx_.clock()}));
     accounts_ = *AccountManager::Create(fx_.WithStore(AccountManager::Options{
         .clients = clients_.get(), .issuer = issuer_.get(), .clock = &fx_.clock()}));
-    admin_ = *Admin::Create(
-        fx_.WithStore(Admin::Options{.default_directory_url = ScriptedServer::Url("/dir")}));
+    admin_ = *Admin::Create(fx_.WithStore(Admin::Options{
+        .clock = &fx_.clock(), .default_directory_url = ScriptedServer::Url("/dir")}));
     auth_ = *Authenticator::Create({&fx_.store()});
     deps_ = {.auth = auth_.get(),
              .issuer = issuer_.get(),
@@ -466,10 +466,45 @@ TEST_F(GrpcTest, EveryOtherRpcSucceedsAndFailsAsDocumented) {
   v1::BindIdentityResponse bound;
   c = Ctx(root_);
   ASSERT_TRUE(admin_stub_->BindIdentity(c.get(), bind, &bound).ok());
+  EXPECT_THAT(bound.binding_id(), ::testing::StartsWith("acme:"));
   bind.set_spiffe_id("https://example.org/web");
   c = Ctx(root_);
   EXPECT_EQ(admin_stub_->BindIdentity(c.get(), bind, &bound).error_code(),
             grpc::StatusCode::INVALID_ARGUMENT);
+
+  // ListIdentities names the binding by the id BindIdentity gave; UnbindIdentity ends it.
+  v1::ListIdentitiesRequest list_req;
+  list_req.set_tenant("acme");
+  v1::ListIdentitiesResponse listed;
+  c = Ctx(root_);
+  ASSERT_TRUE(admin_stub_->ListIdentities(c.get(), list_req, &listed).ok());
+  ASSERT_GE(listed.identities_size(), 1);
+  const v1::Identity& web = listed.identities(listed.identities_size() - 1);
+  EXPECT_EQ(web.id(), bound.binding_id());
+  EXPECT_EQ(web.spiffe_id(), "spiffe://example.org/web");
+  EXPECT_EQ(web.role(), v1::ROLE_HOST);
+  EXPECT_FALSE(web.bearer_token());
+  v1::UnbindIdentityRequest unbind;
+  unbind.set_binding_id(bound.binding_id());
+  v1::UnbindIdentityResponse unbound;
+  c = Ctx(root_);
+  ASSERT_TRUE(admin_stub_->UnbindIdentity(c.get(), unbind, &unbound).ok());
+  c = Ctx(root_);
+  ASSERT_TRUE(admin_stub_->ListIdentities(c.get(), list_req, &listed).ok());
+  for (const v1::Identity& i : listed.identities()) EXPECT_NE(i.id(), bound.binding_id());
+
+  // A token may expire; the response says when.
+  v1::CreateTokenRequest expiring;
+  expiring.set_tenant("acme");
+  expiring.set_role(v1::ROLE_HOST);
+  expiring.mutable_ttl()->set_seconds(3600);
+  v1::CreateTokenResponse made;
+  c = Ctx(root_);
+  ASSERT_TRUE(admin_stub_->CreateToken(c.get(), expiring, &made).ok());
+  EXPECT_EQ(made.expires_at().seconds(), absl::ToUnixSeconds(fx_.clock().Now()) + 3600);
+  expiring.mutable_ttl()->set_seconds(-1);
+  c = Ctx(root_);
+  EXPECT_THAT(admin_stub_->CreateToken(c.get(), expiring, &made), RefusedNaming("ttl"));
 
   // RevokeToken: the host token stops working; a malformed id is INVALID_ARGUMENT.
   v1::CreateTokenRequest extra;

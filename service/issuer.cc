@@ -33,6 +33,15 @@ absl::Status Prefixed(absl::string_view field, const absl::Status& s) {
   return absl::Status(s.code(), absl::StrCat(field, ": ", s.message()));
 }
 
+// Whether a service-held key of `order` may go to this request: its caller (the scope's
+// identity) made the order under the request's idempotency key. Keys like "web01" are easy to
+// guess, so the key alone proves nothing.
+bool MadeForCaller(const storage::Scope& scope, const storage::Order& order,
+                   const IssueRequest& request) {
+  return !request.idempotency_key.empty() && order.idempotency_key == request.idempotency_key &&
+         !order.created_by.empty() && order.created_by == scope.actor.identity;
+}
+
 // The leaf key of a stored certificate.
 absl::StatusOr<crypto::PublicKey> LeafKey(const storage::Certificate& cert) {
   ASSIGN_OR_RETURN(auto chain, crypto::ParsePemChain(cert.chain_pem));
@@ -287,15 +296,17 @@ absl::StatusOr<std::optional<IssueResult>> Issuer::FindReusable(const storage::S
   if (request.force_new || current->not_after - options_.clock->Now() <= window) {
     return std::nullopt;
   }
-  // A service-held key goes only to the request that made it: the reuse is open to a caller
-  // repeating that order's idempotency key, and to nobody else (they get a fresh key).
+  // A service-held key goes only to the request that made it: the reuse is open to its caller
+  // repeating that order's idempotency key while the key still binds the order (24 hours), and
+  // to nobody else (CreateOrJoinOrder refuses another identity; a caller without the key gets
+  // a fresh one).
   bool usable = false;
   if (checked.csr) {
     auto leaf = LeafKey(*current);
     usable = leaf.ok() && leaf->Equals(checked.csr->public_key);
   } else if (current->has_private_key && current->order && !request.idempotency_key.empty()) {
-    auto made_by = options_.orders->GetOrder(scope, *current->order);
-    usable = made_by.ok() && made_by->idempotency_key == request.idempotency_key;
+    auto bound = options_.orders->FindOrderByIdempotencyKey(scope, request.idempotency_key);
+    usable = bound.ok() && bound->id == *current->order && MadeForCaller(scope, *bound, request);
   }
   if (!usable) return std::nullopt;
   IssueResult result;
@@ -465,8 +476,7 @@ absl::StatusOr<IssueResult> Issuer::Finish(const storage::Scope& scope, storage:
     }
   } else if (!cert.has_private_key) {
     return absl::AbortedError("joined order certified a host's own key");
-  } else if (!created_here && (request.idempotency_key.empty() ||
-                               request.idempotency_key != order.idempotency_key)) {
+  } else if (!created_here && !MadeForCaller(scope, order, request)) {
     // Another request's service-held key is never handed out: this caller gets its own.
     return absl::AbortedError("joined order holds another request's key");
   }

@@ -38,7 +38,7 @@ struct IssueRequest {
   // The host's CSR (PEM or DER), when the request carries one (INVALID_ARGUMENT "csr" when it
   // is there but empty); otherwise the service generates a key of `key_algorithm` (ECDSA P-256
   // when unset). A generated key is returned only to the request that created its order, or to
-  // one repeating that order's idempotency key.
+  // its caller repeating that order's idempotency key within storage::kIdempotencyKeyLifetime.
   std::optional<std::string> csr;
   std::optional<crypto::KeyAlgorithm> key_algorithm;
   // At most 200 characters.
@@ -122,8 +122,9 @@ class Issuer {
   ~Issuer();
 
   // See the class comment. Errors: INVALID_ARGUMENT naming the field; PERMISSION_DENIED for an
-  // identifier outside the allow-list; FAILED_PRECONDITION when the tenant has no usable account;
-  // UNAVAILABLE when the queue is full or the store is down.
+  // identifier outside the allow-list; ALREADY_EXISTS when the idempotency key binds another
+  // identity's order; FAILED_PRECONDITION when the tenant has no usable account; UNAVAILABLE
+  // when the queue is full or the store is down.
   absl::StatusOr<IssueResult> Issue(const Caller& caller, const IssueRequest& request);
   // Runs an order this replica claimed from a replica that stopped (OrderStore::ClaimStaleOrders)
   // from the material stored with it. Returns once the run is queued. An exception on the way

@@ -79,6 +79,72 @@ class IssuerTest : public ::testing::Test {
     return r;
   }
 
+  // A request for the test chain's names with a key the service generates.
+  IssueRequest ServiceKeyRequest(const std::string& idempotency_key) {
+    IssueRequest r;
+    r.identifiers = kChainNames;
+    r.key_algorithm = crypto::KeyAlgorithm::kEcdsaP256;
+    r.idempotency_key = idempotency_key;
+    r.deadline = absl::InfiniteFuture();
+    r.max_wait = absl::Seconds(20);
+    return r;
+  }
+
+  storage::AccountId TheAccount() {
+    auto accounts = fx_.store().ListAccounts(fx_.AdminScope(tenant_));
+    EXPECT_TRUE(accounts.ok() && !accounts->empty());
+    return accounts.ok() && !accounts->empty() ? accounts->back().id : 0;
+  }
+
+  // What an earlier IssueCertificate of `who` under `idempotency_key` left: its order, made now,
+  // in flight (its lease held by another replica). With `service_key` the service holds the
+  // order's certificate key (the test leaf key, as if generated: the scripted CA certifies only
+  // that key, so such orders are made here rather than through Issue).
+  storage::CreateOrderResult OrderOf(const Caller& who, const std::string& idempotency_key,
+                                     bool service_key) {
+    auto csr = crypto::BuildCsr(kChainNames, *leaf_key_);
+    EXPECT_TRUE(csr.ok());
+    storage::NewOrder spec{TheAccount(), kChainNames, idempotency_key, "elsewhere",
+                           absl::Minutes(2)};
+    spec.csr_der = csr.ok() ? *csr : "";
+    spec.certificate_key = service_key ? leaf_key_.get() : nullptr;
+    auto created =
+        fx_.store().CreateOrJoinOrder(who.ScopeFor("CertificateService/IssueCertificate"), spec);
+    EXPECT_TRUE(created.ok() && created->created) << created.status();
+    return created.ok() ? *created : storage::CreateOrderResult{};
+  }
+
+  // OrderOf, completed with the test chain stored as `serial`.
+  storage::Certificate IssuedTo(const Caller& who, const std::string& idempotency_key,
+                                bool service_key, const std::string& serial) {
+    storage::CreateOrderResult made = OrderOf(who, idempotency_key, service_key);
+    const storage::Scope scope = who.ScopeFor("CertificateService/IssueCertificate");
+    EXPECT_TRUE(
+        fx_.store().RecordOrderUrl(scope, *made.lease, ScriptedServer::Url("/order/9")).ok());
+    const std::string chain = testing::ReadTestFile("crypto/testdata/chain.pem");
+    auto parsed = crypto::ParsePemChain(chain);
+    EXPECT_TRUE(parsed.ok());
+    storage::NewCertificate cert;
+    cert.account = made.order.account;
+    cert.order = made.order.id;
+    cert.identifiers = kChainNames;
+    cert.serial = serial;
+    cert.not_before = parsed->front().not_before;
+    cert.not_after = parsed->front().not_after;
+    cert.chain_pem = chain;
+    cert.private_key = service_key ? leaf_key_.get() : nullptr;
+    auto stored = fx_.store().CompleteOrder(scope, *made.lease, cert);
+    EXPECT_TRUE(stored.ok()) << stored.status();
+    return stored.ok() ? *stored : storage::Certificate{};
+  }
+
+  // True when `pem` is the test leaf key (compared by public key; the key is never printed).
+  bool IsLeafKey(const crypto::SecretBytes& pem) {
+    auto key = crypto::PrivateKey::FromPem(pem.view());
+    return key.ok() && key->public_key().Equals(leaf_key_->public_key());
+  }
+
+  const std::vector<std::string> kChainNames = {"*.leaf.example.com", "leaf.example.com"};
   testing::Fixture fx_;
   ScriptedServer ca_;
   std::string state_ = "pending";
@@ -257,6 +323,91 @@ TEST_F(IssuerTest, ReturnsTheOrderHandleWhenTheWaitEnds) {
   EXPECT_FALSE(result->certificate.has_value());
   EXPECT_GT(result->order.id, 0);
   EXPECT_FALSE(storage::IsTerminal(result->order.state));
+}
+
+// Idempotency keys are often predictable ("web01"): repeating one must not hand another host of
+// the tenant the private key the service generated for the key's creator.
+TEST_F(IssuerTest, AnotherIdentityRepeatingAnIdempotencyKeyGetsNoPrivateKey) {
+  AddAccount();
+  IssuedTo(host_, "web01", /*service_key=*/true, "8f00d1e2c3b4a59687");
+  Caller other = Authenticate(fx_.AddToken(tenant_, Role::kHost));
+  auto stolen = issuer_->Issue(other, ServiceKeyRequest("web01"));
+  EXPECT_FALSE(stolen.ok() && IsLeafKey(stolen->private_key_pem)) << "the key was handed out";
+  EXPECT_THAT(stolen.status(), StatusIs(absl::StatusCode::kAlreadyExists,
+                                        "idempotency key in use by another identity"));
+  // Its creator still gets it back.
+  auto mine = issuer_->Issue(host_, ServiceKeyRequest("web01"));
+  ASSERT_TRUE(mine.ok()) << mine.status();
+  EXPECT_TRUE(mine->reused);
+  EXPECT_TRUE(IsLeafKey(mine->private_key_pem));
+}
+
+// The same through the join path: the key's order is in flight, or done but its certificate is
+// already due for renewal (so it is not reused).
+TEST_F(IssuerTest, AnotherIdentityCannotJoinTheOrderOfItsIdempotencyKey) {
+  AddAccount();
+  Caller other = Authenticate(fx_.AddToken(tenant_, Role::kHost));
+  storage::CreateOrderResult in_flight = OrderOf(host_, "web01", /*service_key=*/true);
+  IssueRequest repeat = ServiceKeyRequest("web01");
+  repeat.max_wait = absl::Milliseconds(50);
+  auto joined = issuer_->Issue(other, repeat);
+  EXPECT_FALSE(joined.ok() && joined->order.id == in_flight.order.id)
+      << "joined order " << in_flight.order.id;
+  EXPECT_THAT(joined.status(), StatusIs(absl::StatusCode::kAlreadyExists,
+                                        "idempotency key in use by another identity"));
+
+  ASSERT_TRUE(fx_.store()
+                  .TransitionOrder(fx_.AdminScope(tenant_), *in_flight.lease,
+                                   storage::OrderState::kInvalid, "given up")
+                  .ok());
+  auto tenant = fx_.store().GetTenant(fx_.AdminScope(tenant_));
+  ASSERT_TRUE(tenant.ok());
+  storage::TenantSpec due = tenant->spec;
+  due.policy.renewal_window = absl::Hours(24 * 365);  // Every certificate is due.
+  ASSERT_TRUE(fx_.store().UpdateTenant(fx_.AdminScope(tenant_), due).ok());
+  IssuedTo(host_, "web02", /*service_key=*/true, "0a");
+  auto done = issuer_->Issue(other, ServiceKeyRequest("web02"));
+  EXPECT_FALSE(done.ok() && IsLeafKey(done->private_key_pem)) << "the key was handed out";
+  EXPECT_THAT(done.status(), StatusIs(absl::StatusCode::kAlreadyExists,
+                                      "idempotency key in use by another identity"));
+}
+
+// IssueCertificateRequest promises the same order for the same key for 24 hours; after that the
+// key starts a new order (and the old order's key is not handed out again).
+TEST_F(IssuerTest, AnIdempotencyKeyExpiresAfter24Hours) {
+  AddAccount();
+  storage::Certificate first = IssuedTo(host_, "web01", /*service_key=*/true, "0a");
+  fx_.clock().Advance(absl::Hours(23));
+  auto within = issuer_->Issue(host_, ServiceKeyRequest("web01"));
+  ASSERT_TRUE(within.ok()) << within.status();
+  EXPECT_EQ(within->order.id, *first.order);
+  EXPECT_TRUE(IsLeafKey(within->private_key_pem));
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 0);
+
+  fx_.clock().Advance(absl::Hours(2));
+  auto later = issuer_->Issue(host_, ServiceKeyRequest("web01"));
+  EXPECT_FALSE(later.ok() && IsLeafKey(later->private_key_pem)) << "the expired key's key";
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 1);
+  auto bound = fx_.store().FindOrderByIdempotencyKey(fx_.AdminScope(tenant_), "web01");
+  ASSERT_TRUE(bound.ok()) << bound.status();
+  EXPECT_NE(bound->id, *first.order);
+}
+
+TEST_F(IssuerTest, ARepeatedIdempotencyKeyNeverReturnsARevokedCertificate) {
+  AddAccount();
+  storage::Certificate revoked = IssuedTo(host_, "web01", /*service_key=*/false, "0a");
+  ASSERT_TRUE(fx_.store()
+                  .MarkCertificateRevoked(fx_.AdminScope(tenant_), revoked.id,
+                                          crypto::RevocationReason::kSuperseded)
+                  .ok());
+  IssueRequest repeat = CsrRequest(kChainNames, *leaf_key_);
+  repeat.idempotency_key = "web01";
+  auto again = issuer_->Issue(host_, repeat);
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_TRUE(again->certificate.has_value());
+  EXPECT_NE(again->certificate->id, revoked.id);
+  EXPECT_FALSE(again->certificate->revoked_at.has_value());
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 1);
 }
 
 TEST_F(IssuerTest, ACancelledCallerStopsWaiting) {

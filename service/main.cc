@@ -17,9 +17,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -39,10 +41,12 @@
 #include "service/grpc_services.h"
 #include "service/http01_responder.h"
 #include "service/issuer.h"
+#include "service/key_wiping_interceptor.h"
 #include "service/log.h"
 #include "service/metrics.h"
 #include "service/order_runner.h"
 #include "service/resumer.h"
+#include "service/token_cache.h"
 #include "storage/kek_set.h"
 #include "storage/migrate.h"
 #include "storage/postgres_store.h"
@@ -114,6 +118,22 @@ volatile sig_atomic_t shutdown_requested = 0;
 
 // Only async-signal-safe work: set a flag that the main thread polls.
 void OnSignal(int) { shutdown_requested = 1; }
+
+// The token cache's options from the config's `token_cache` (0 uses each default); null when
+// it is disabled.
+absl::StatusOr<std::unique_ptr<service::TokenCache>> MakeTokenCache(
+    const v1::ServerConfig::TokenCache& config, service::Metrics* metrics) {
+  if (config.disabled()) return nullptr;
+  service::TokenCache::Options options{.metrics = metrics};
+  if (config.positive_ttl_ms() > 0) {
+    options.positive_ttl = absl::Milliseconds(config.positive_ttl_ms());
+  }
+  if (config.negative_ttl_ms() > 0) {
+    options.negative_ttl = absl::Milliseconds(config.negative_ttl_ms());
+  }
+  if (config.max_entries() > 0) options.max_entries = static_cast<size_t>(config.max_entries());
+  return service::TokenCache::Create(options);
+}
 
 bool IsLoopback(absl::string_view address) {
   return absl::StartsWith(address, "127.") || absl::StartsWith(address, "localhost:") ||
@@ -219,11 +239,15 @@ absl::Status Serve() {
   // A keyChange whose outcome was unknown (or a rollover cut short by a crash) left a pending
   // key: ask the CA about it before serving. Not fatal: each use of the key resolves it first.
   accounts->ResolvePendingKeys({"acmevaultd", "start-up"}).IgnoreError();
+  ASSIGN_OR_RETURN(auto token_cache, MakeTokenCache(config.token_cache(), &metrics));
   ASSIGN_OR_RETURN(
-      auto admin,
-      service::Admin::Create(
-          {.tenants = s, .identities = s, .default_directory_url = config.acme().directory_url()}));
-  ASSIGN_OR_RETURN(auto auth, service::Authenticator::Create({.identities = s}));
+      auto admin, service::Admin::Create({.tenants = s,
+                                          .identities = s,
+                                          .audit = s,
+                                          .token_cache = token_cache.get(),
+                                          .default_directory_url = config.acme().directory_url()}));
+  ASSIGN_OR_RETURN(auto auth, service::Authenticator::Create(
+                                  {.identities = s, .token_cache = token_cache.get()}));
 
   if (!config.bootstrap_token_file().empty()) {
     ASSIGN_OR_RETURN(std::string token, ReadFile(config.bootstrap_token_file()));
@@ -269,6 +293,10 @@ absl::Status Serve() {
   builder.RegisterService(certificate_service.get());
   builder.RegisterService(account_service.get());
   builder.RegisterService(admin_service.get());
+  // The response that hands out a service-generated private key is wiped once serialized.
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<service::KeyWipingInterceptorFactory>());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
     return absl::UnavailableError(

@@ -22,6 +22,7 @@ struct Metrics::Families {
   prometheus::Family<prometheus::Counter>* acme_errors;
   prometheus::Family<prometheus::Histogram>* issuance;
   prometheus::Family<prometheus::Gauge>* key_age;
+  prometheus::Family<prometheus::Counter>* token_cache;
 };
 
 namespace {
@@ -66,6 +67,11 @@ Metrics::Metrics()
                             .Name("acmevault_account_key_age_seconds")
                             .Help("Age of each tenant's active ACME account key")
                             .Register(*registry_);
+  families_->token_cache =
+      &prometheus::BuildCounter()
+           .Name("acmevault_token_cache_lookups_total")
+           .Help("Bearer-token lookups by cache result: hit, negative_hit, miss")
+           .Register(*registry_);
 }
 
 Metrics::~Metrics() = default;
@@ -93,6 +99,10 @@ void Metrics::RecordIssuance(absl::Duration duration, bool ok) {
 
 void Metrics::SetAccountKeyAge(absl::string_view tenant, absl::Duration age) {
   families_->key_age->Add({{"tenant", std::string(tenant)}}).Set(absl::ToDoubleSeconds(age));
+}
+
+void Metrics::RecordTokenCacheLookup(absl::string_view result) {
+  families_->token_cache->Add({{"result", std::string(result)}}).Increment();
 }
 
 std::string Metrics::Render() const {

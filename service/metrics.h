@@ -33,6 +33,9 @@ class Metrics {
   void RecordIssuance(absl::Duration duration, bool ok);
   // acmevault_account_key_age_seconds{tenant}.
   void SetAccountKeyAge(absl::string_view tenant, absl::Duration age);
+  // acmevault_token_cache_lookups_total{result}: "hit" (a known token, no store lookup),
+  // "negative_hit" (a token refused without a store lookup) or "miss" (asked the store).
+  void RecordTokenCacheLookup(absl::string_view result);
 
   // The text exposition format, as /metrics serves it.
   std::string Render() const;

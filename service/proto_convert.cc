@@ -122,6 +122,18 @@ absl::StatusOr<storage::Role> RoleFromProto(v1::Role value, absl::string_view fi
   }
 }
 
+v1::Role RoleToProto(storage::Role role) {
+  switch (role) {
+    case storage::Role::kHost:
+      return v1::ROLE_HOST;
+    case storage::Role::kAdmin:
+      return v1::ROLE_ADMIN;
+    case storage::Role::kPlatformAdmin:
+      return v1::ROLE_PLATFORM_ADMIN;
+  }
+  return v1::ROLE_UNSPECIFIED;
+}
+
 absl::StatusOr<crypto::RevocationReason> RevocationReasonFromProto(v1::RevocationReason value,
                                                                    absl::string_view field) {
   switch (value) {
@@ -415,9 +427,33 @@ void ToProto(const storage::Page<storage::Tenant>& page, v1::ListTenantsResponse
   out->set_next_page_token(page.next_page_token);
 }
 
+absl::StatusOr<TokenSpec> TokenSpecFromProto(const v1::CreateTokenRequest& request) {
+  TokenSpec spec;
+  spec.tenant = request.tenant();
+  ASSIGN_OR_RETURN(spec.role, RoleFromProto(request.role(), "role"));
+  spec.description = request.description();
+  if (request.has_ttl()) spec.ttl = DurationFromProto(request.ttl());
+  if (request.has_expires_at()) spec.expires_at = TimeFromProto(request.expires_at());
+  return spec;
+}
+
 void ToProto(const NewToken& token, v1::CreateTokenResponse* out) {
   out->set_token_id(token.token_id);
   out->set_token(token.token);
+  if (token.expires_at) TimeToProto(*token.expires_at, out->mutable_expires_at());
+}
+
+void ToProto(const IdentityListing& listing, v1::ListIdentitiesResponse* out) {
+  for (const storage::Identity& identity : listing.identities) {
+    v1::Identity* i = out->add_identities();
+    i->set_id(CredentialId(listing.tenant, identity.id));
+    i->set_spiffe_id(identity.spiffe_id);
+    i->set_bearer_token(identity.bearer_token);
+    i->set_role(RoleToProto(identity.role));
+    i->set_description(identity.description);
+    TimeToProto(identity.created_at, i->mutable_created_at());
+    if (identity.expires_at) TimeToProto(*identity.expires_at, i->mutable_expires_at());
+  }
 }
 
 }  // namespace acmevault::service

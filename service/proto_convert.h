@@ -54,6 +54,7 @@ absl::StatusOr<ChallengePreference> ChallengeFromProto(v1::ChallengeType value,
 // A credential needs a role: UNSPECIFIED is INVALID_ARGUMENT too.
 absl::StatusOr<storage::Role> RoleFromProto(v1::Role value, absl::string_view field);
 // The reasons ACME revocation accepts; UNSPECIFIED is RFC 5280's unspecified (0).
+v1::Role RoleToProto(storage::Role role);
 absl::StatusOr<crypto::RevocationReason> RevocationReasonFromProto(v1::RevocationReason value,
                                                                    absl::string_view field);
 // The API's values are RFC 5280 codes: a reason it does not name travels as its code (proto3
@@ -95,6 +96,8 @@ absl::StatusOr<CreateAccountSpec> CreateAccountSpecFromProto(
     const v1::CreateAccountRequest& request);
 absl::StatusOr<storage::TenantSpec> TenantSpecFromProto(const v1::CreateTenantRequest& request);
 absl::StatusOr<storage::TenantSpec> TenantSpecFromProto(const v1::UpdateTenantRequest& request);
+// The role must be one the API defines ("role"); the expiry is checked by Admin::CreateToken.
+absl::StatusOr<TokenSpec> TokenSpecFromProto(const v1::CreateTokenRequest& request);
 
 // ---- Results -------------------------------------------------------------------------------
 // `now` decides whether a certificate is reported expired and how old an account key is.
@@ -114,6 +117,7 @@ void ToProto(const CompromiseReport& report, absl::Time now, v1::RespondToCompro
 void ToProto(const storage::Tenant& tenant, v1::Tenant* out);
 void ToProto(const storage::Page<storage::Tenant>& page, v1::ListTenantsResponse* out);
 void ToProto(const NewToken& token, v1::CreateTokenResponse* out);
+void ToProto(const IdentityListing& listing, v1::ListIdentitiesResponse* out);
 
 }  // namespace acmevault::service
 

@@ -31,7 +31,7 @@ using ::testing::IsEmpty;
 
 TEST(EmbeddedMigrations, AreNumberedFromOneWithoutGaps) {
   const auto& migrations = EmbeddedMigrations();
-  ASSERT_EQ(migrations.size(), 7u);
+  ASSERT_EQ(migrations.size(), 8u);
   for (size_t i = 0; i < migrations.size(); ++i) {
     EXPECT_EQ(migrations[i].version, static_cast<int>(i + 1));
     EXPECT_GT(std::string(migrations[i].sql).size(), 100u);
@@ -40,7 +40,8 @@ TEST(EmbeddedMigrations, AreNumberedFromOneWithoutGaps) {
   EXPECT_STREQ(migrations[4].name, "audit_log");
   EXPECT_STREQ(migrations[5].name, "order_material");
   EXPECT_STREQ(migrations[6].name, "account_safety");
-  EXPECT_EQ(LatestSchemaVersion(), 7);
+  EXPECT_STREQ(migrations[7].name, "order_creator_and_token_expiry");
+  EXPECT_EQ(LatestSchemaVersion(), 8);
 }
 
 class MigrateTest : public ::testing::Test {
@@ -93,8 +94,8 @@ class MigrateTest : public ::testing::Test {
 TEST_F(MigrateTest, FromEmptyToLatestOnceThenNothing) {
   ASSERT_OK_AND_ASSIGN(MigrationReport first, Migrate({db_->superuser_url()}));
   EXPECT_EQ(first.from_version, 0);
-  EXPECT_EQ(first.to_version, 7);
-  EXPECT_THAT(first.applied, ElementsAre(1, 2, 3, 4, 5, 6, 7));
+  EXPECT_EQ(first.to_version, 8);
+  EXPECT_THAT(first.applied, ElementsAre(1, 2, 3, 4, 5, 6, 7, 8));
   EXPECT_EQ(Query("SELECT version, name, octet_length(sha256) FROM schema_version "
                   "ORDER BY version"),
             (std::vector<std::vector<std::string>>{{"1", "roles_and_helpers", "32"},
@@ -103,14 +104,15 @@ TEST_F(MigrateTest, FromEmptyToLatestOnceThenNothing) {
                                                    {"4", "cross_tenant_functions", "32"},
                                                    {"5", "audit_log", "32"},
                                                    {"6", "order_material", "32"},
-                                                   {"7", "account_safety", "32"}}));
+                                                   {"7", "account_safety", "32"},
+                                                   {"8", "order_creator_and_token_expiry", "32"}}));
   EXPECT_EQ(Query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0], "13");
 
   ASSERT_OK_AND_ASSIGN(MigrationReport second, Migrate({db_->superuser_url()}));
-  EXPECT_EQ(second.from_version, 7);
-  EXPECT_EQ(second.to_version, 7);
+  EXPECT_EQ(second.from_version, 8);
+  EXPECT_EQ(second.to_version, 8);
   EXPECT_THAT(second.applied, IsEmpty());
-  EXPECT_EQ(Query("SELECT count(*) FROM schema_version")[0][0], "7");
+  EXPECT_EQ(Query("SELECT count(*) FROM schema_version")[0][0], "8");
 }
 
 TEST_F(MigrateTest, ConcurrentMigratorsApplyEachMigrationExactlyOnce) {
@@ -125,12 +127,12 @@ TEST_F(MigrateTest, ConcurrentMigratorsApplyEachMigrationExactlyOnce) {
   std::vector<int> applied;
   for (const auto& r : reports) {
     ASSERT_TRUE(r.ok()) << r.status();
-    EXPECT_EQ(r->to_version, 7);
+    EXPECT_EQ(r->to_version, 8);
     applied.insert(applied.end(), r->applied.begin(), r->applied.end());
   }
   std::sort(applied.begin(), applied.end());
-  EXPECT_THAT(applied, ElementsAre(1, 2, 3, 4, 5, 6, 7));
-  EXPECT_EQ(Query("SELECT count(*) FROM schema_version")[0][0], "7");
+  EXPECT_THAT(applied, ElementsAre(1, 2, 3, 4, 5, 6, 7, 8));
+  EXPECT_EQ(Query("SELECT count(*) FROM schema_version")[0][0], "8");
 }
 
 TEST_F(MigrateTest, UpgradesFromAnOlderVersion) {
@@ -139,9 +141,9 @@ TEST_F(MigrateTest, UpgradesFromAnOlderVersion) {
   EXPECT_EQ(Query("SELECT to_regclass('audit_log') IS NULL")[0][0], "t");
   ASSERT_OK_AND_ASSIGN(MigrationReport rest, Migrate({db_->superuser_url()}));
   EXPECT_EQ(rest.from_version, 2);
-  EXPECT_THAT(rest.applied, ElementsAre(3, 4, 5, 6, 7));
+  EXPECT_THAT(rest.applied, ElementsAre(3, 4, 5, 6, 7, 8));
   EXPECT_EQ(Query("SELECT to_regclass('audit_log') IS NOT NULL")[0][0], "t");
-  EXPECT_THAT(Migrate({db_->superuser_url(), 9}), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(Migrate({db_->superuser_url(), 99}), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 TEST_F(MigrateTest, RefusesAMigrationEditedAfterItWasApplied) {
@@ -155,9 +157,9 @@ TEST_F(MigrateTest, RefusesAMigrationEditedAfterItWasApplied) {
 TEST_F(MigrateTest, RefusesADatabaseNewerThanTheBinary) {
   ASSERT_OK(Migrate({db_->superuser_url()}).status());
   ASSERT_OK(db_->Execute(
-      "INSERT INTO schema_version (version, name, sha256) VALUES (8, 'future', sha256('x'))"));
+      "INSERT INTO schema_version (version, name, sha256) VALUES (9, 'future', sha256('x'))"));
   EXPECT_THAT(Migrate({db_->superuser_url()}),
-              StatusIs(absl::StatusCode::kFailedPrecondition, "newer than this binary's (7)"));
+              StatusIs(absl::StatusCode::kFailedPrecondition, "newer than this binary's (8)"));
 }
 
 TEST_F(MigrateTest, RecordsTheOldestBinaryEachMigrationAdmits) {
@@ -196,12 +198,12 @@ TEST_F(MigrateTest, ANonSuperuserOwnerMigratesAndStaysBoundByRowSecurity) {
   auto migrated = Migrate({owner_url});
   EXPECT_TRUE(migrated.ok()) << migrated.status();
   if (migrated.ok()) {
-    EXPECT_THAT(migrated->applied, ElementsAre(1, 2, 3, 4, 5, 6, 7));
+    EXPECT_THAT(migrated->applied, ElementsAre(1, 2, 3, 4, 5, 6, 7, 8));
     EXPECT_EQ(Query("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'"),
               (std::vector<std::vector<std::string>>{{owner}}));
     EXPECT_EQ(Query("SELECT count(*) FROM pg_proc WHERE proname LIKE 'av\\_%' "
                     "AND prosecdef AND proowner = 'acmevault_definer'::regrole")[0][0],
-              "9");
+              "10");
     // The owner lent itself the definer role only while handing the functions over.
     EXPECT_EQ(Query(absl::StrCat("SELECT pg_has_role('", owner,
                                  "', 'acmevault_definer', 'MEMBER')"))[0][0],

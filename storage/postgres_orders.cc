@@ -31,6 +31,19 @@ absl::StatusOr<Order> LockLeasedOrder(pqxx::work& tx, const Scope& scope, const 
   return o;
 }
 
+// The order `key` binds at `now` (rules::IdempotencyKeyBinds, here in the query: the expiry is
+// the query's, not an index's, so an expired key finds nothing whatever rows remain).
+pqxx::result BoundOrder(pqxx::work& tx, absl::string_view key, absl::Time now) {
+  return tx.exec_params(
+      absl::StrCat("SELECT ", kOrders.rows.columns,
+                   " FROM orders o WHERE idempotency_key = $1 AND created_at > av_ts($2) "
+                   "AND NOT (state = 'valid' AND EXISTS (SELECT 1 FROM certificates c "
+                   "WHERE c.id = o.certificate_id "
+                   "AND (c.revoked_at IS NOT NULL OR c.not_after <= av_ts($3)))) "
+                   "ORDER BY created_at DESC, id DESC LIMIT 1"),
+      std::string(key), Micros(now - kIdempotencyKeyLifetime), Micros(now));
+}
+
 }  // namespace
 
 absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& scope,
@@ -46,15 +59,10 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
         // Two attempts: a concurrent creator may win the insert; then its order is joined.
         for (int attempt = 0; attempt < 2; ++attempt) {
           if (!order.idempotency_key.empty()) {
-            pqxx::result r = tx.exec_params(
-                absl::StrCat(select_orders, " WHERE idempotency_key = $1"), order.idempotency_key);
+            pqxx::result r = BoundOrder(tx, order.idempotency_key, now);
             if (!r.empty()) {
               out.order = OrderOf(r[0]);
-              if (out.order.identifiers != ids) {
-                return absl::InvalidArgumentError(
-                    absl::StrCat("idempotency key was used for order ", out.order.id,
-                                 " with other identifiers"));
-              }
+              RETURN_IF_ERROR(rules::CheckIdempotentJoin(scope, out.order, ids));
               return out;
             }
           }
@@ -79,16 +87,16 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
               absl::StrCat("INSERT INTO orders (id, tenant_id, account_id, identifiers, state, "
                            "idempotency_key, lease_owner, lease_expires_at, fencing_token, error, "
                            "created_at, updated_at, csr_der, kek_id, wrapped_data_key, "
-                           "sealed_private_key) "
+                           "sealed_private_key, created_by) "
                            "VALUES ($1, $2, $3, $4::text[], 'created', $5, $6, av_ts($7), 1, '', "
                            "av_ts($8), av_ts($8), NULLIF($9::bytea, ''), NULLIF($10, ''), "
-                           "NULLIF($11::bytea, ''), NULLIF($12::bytea, '')) "
+                           "NULLIF($11::bytea, ''), NULLIF($12::bytea, ''), NULLIF($13, '')) "
                            "ON CONFLICT DO NOTHING RETURNING ",
                            kOrders.rows.columns),
               id, scope.tenant, order.account, id_array,
               Nullable(pg::NonEmpty(order.idempotency_key)), order.lease_owner, Micros(expires),
               Micros(now), Bytes(order.csr_der), sealed.kek_id, Bytes(sealed.wrapped_data_key),
-              Bytes(sealed.sealed_private_key));
+              Bytes(sealed.sealed_private_key), scope.actor.identity);
           if (!r.empty()) {
             out.order = OrderOf(r[0]);
             out.created = true;
@@ -96,6 +104,14 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
             Audit(tx, scope, now, rules::OrderEvent("CreateOrder", out.order, ""));
             return out;
           }
+        }
+        if (!order.idempotency_key.empty()) {
+          // Not a race lost twice, but the key's order from more than a day ago, in flight.
+          pqxx::result r = tx.exec_params(
+              "SELECT id FROM orders WHERE idempotency_key = $1 "
+              "AND state NOT IN ('valid', 'invalid')",
+              order.idempotency_key);
+          if (!r.empty()) return rules::IdempotencyKeyInFlight(r[0][0].as<int64_t>());
         }
         return absl::AbortedError("order creation kept conflicting; retry");
       });
@@ -108,11 +124,10 @@ absl::StatusOr<Order> PostgresStore::GetOrder(const Scope& scope, OrderId order)
 
 absl::StatusOr<Order> PostgresStore::FindOrderByIdempotencyKey(const Scope& scope,
                                                                absl::string_view key) {
+  const absl::Time now = Now();
   return InTenant<Order>("FindOrderByIdempotencyKey", scope, [&](pqxx::work& tx) {
-    return FirstOf(tx.exec_params(absl::StrCat("SELECT ", kOrders.rows.columns,
-                                               " FROM orders WHERE idempotency_key = $1"),
-                                  std::string(key)),
-                   OrderOf, absl::NotFoundError("no order with this idempotency key"));
+    return FirstOf(BoundOrder(tx, key, now), OrderOf,
+                   absl::NotFoundError("no order with this idempotency key"));
   });
 }
 

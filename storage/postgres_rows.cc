@@ -95,6 +95,7 @@ Identity IdentityOf(const pqxx::row& r) {
   i.description = r[5].as<std::string>();
   i.created_at = TimeOf(r[6]);
   i.revoked_at = OptionalTime(r[7]);
+  i.expires_at = OptionalTime(r[8]);
   return i;
 }
 
@@ -102,12 +103,13 @@ const Table<Identity> kIdentities{
     "identities",
     "identity",
     {"id, tenant_id, role, spiffe_id, token_sha256 IS NOT NULL, description, av_us(created_at), "
-     "av_us(revoked_at)",
-     8, IdentityOf}};
+     "av_us(revoked_at), av_us(expires_at)",
+     9, IdentityOf}};
 
 const Rows<Identity> kAuthenticatedRows{
-    "id, tenant_id, role, spiffe_id, bearer_token, description, av_us(created_at), NULL::bigint", 8,
-    IdentityOf};
+    "id, tenant_id, role, spiffe_id, bearer_token, description, av_us(created_at), NULL::bigint, "
+    "av_us(expires_at)",
+    9, IdentityOf};
 
 Account AccountOf(const pqxx::row& r) {
   Account a;
@@ -167,6 +169,7 @@ Order OrderOf(const pqxx::row& r) {
   o.updated_at = TimeOf(r[13]);
   o.csr_der = r[14].is_null() ? "" : BytesOf(r[14]);
   o.has_certificate_key = r[15].as<bool>();
+  o.created_by = TextOf(r[16]);
   return o;
 }
 
@@ -175,8 +178,8 @@ const Table<Order> kOrders{
     "order",
     {"id, tenant_id, account_id, identifiers, acme_url, state, idempotency_key, lease_owner, "
      "av_us(lease_expires_at), fencing_token, certificate_id, error, av_us(created_at), "
-     "av_us(updated_at), csr_der, kek_id IS NOT NULL",
-     16, OrderOf}};
+     "av_us(updated_at), csr_der, kek_id IS NOT NULL, created_by",
+     17, OrderOf}};
 
 Authorization AuthorizationOf(const pqxx::row& r) {
   Authorization a;

@@ -59,7 +59,7 @@ std::vector<Shape> Shapes() {
       {"tenants", kTenants.rows.columns, kTenants.rows.width, "tenants"},
       {"identities", kIdentities.rows.columns, kIdentities.rows.width, "identities"},
       {"authenticated identities", kAuthenticatedRows.columns, kAuthenticatedRows.width,
-       "av_authenticate('spiffe://alpha/host', NULL)"},
+       "av_authenticate('spiffe://alpha/host', NULL, av_ts(0))"},
       {"accounts", kAccounts.rows.columns, kAccounts.rows.width, "accounts"},
       {"account keys", kAccountKeyRows.columns, kAccountKeyRows.width, "account_keys"},
       {"orders", kOrders.rows.columns, kOrders.rows.width, "orders"},
@@ -172,8 +172,9 @@ TEST_F(PostgresRowsTest, EveryColumnListSelectsFromItsTableAndMapsItsRows) {
   // Mapped, the rows hold what the store wrote (the last column of each shape included).
   ASSERT_OK(In(alpha_, [&](pqxx::work& tx) -> absl::Status {
     const std::string select = "SELECT ";
-    Identity host = kAuthenticatedRows.map(tx.exec1(absl::StrCat(
-        select, kAuthenticatedRows.columns, " FROM av_authenticate('spiffe://alpha/host', NULL)")));
+    Identity host = kAuthenticatedRows.map(
+        tx.exec1(absl::StrCat(select, kAuthenticatedRows.columns,
+                              " FROM av_authenticate('spiffe://alpha/host', NULL, av_ts(0))")));
     EXPECT_EQ(host.tenant, alpha_.tenant);
     EXPECT_EQ(host.role, Role::kHost);
     EXPECT_EQ(host.revoked_at, std::nullopt);

@@ -20,6 +20,8 @@ using pg::kAuthenticatedRows;
 using pg::kIdentities;
 using pg::kTenants;
 using pg::Micros;
+using pg::Nullable;
+using pg::OptionalParam;
 using pg::RequireRow;
 using pg::TenantOf;
 
@@ -202,40 +204,45 @@ absl::StatusOr<Identity> PostgresStore::AddSpiffeIdentity(const Scope& scope,
 
 absl::StatusOr<Identity> PostgresStore::AddTokenIdentity(const Scope& scope,
                                                          absl::string_view token_sha256, Role role,
-                                                         absl::string_view description) {
+                                                         absl::string_view description,
+                                                         std::optional<absl::Time> expires_at) {
   RETURN_IF_ERROR(rules::ValidateTokenHash(token_sha256));
   const absl::Time now = Now();
+  RETURN_IF_ERROR(rules::ValidateTokenExpiry(expires_at, now));
+  std::optional<int64_t> expires_us;
+  if (expires_at.has_value()) expires_us = Micros(*expires_at);
   return InTenant<Identity>(
       "AddTokenIdentity", scope, [&](pqxx::work& tx) -> absl::StatusOr<Identity> {
         Identity out = IdentityOf(tx.exec_params1(
             absl::StrCat("INSERT INTO identities (tenant_id, role, token_sha256, description, "
-                         "created_at) VALUES ($1, $2, $3, $4, av_ts($5)) RETURNING ",
+                         "created_at, expires_at) VALUES ($1, $2, $3, $4, av_ts($5), av_ts($6)) "
+                         "RETURNING ",
                          kIdentities.rows.columns),
             scope.tenant, std::string(RoleName(role)), Bytes(token_sha256),
-            std::string(description), Micros(now)));
-        Audit(tx, scope, now,
-              rules::SimpleEvent("AddTokenIdentity",
-                                 absl::StrCat("identity ", out.id, " as ", RoleName(role))));
+            std::string(description), Micros(now), Nullable(OptionalParam(expires_us))));
+        Audit(tx, scope, now, rules::TokenAddedEvent(out));
         return out;
       });
 }
 
 absl::StatusOr<Identity> PostgresStore::AuthenticateSpiffe(absl::string_view spiffe_id) {
+  const absl::Time now = Now();
   return AcrossTenants<Identity>("AuthenticateSpiffe", [&](pqxx::work& tx) {
     return FirstOf(tx.exec_params(absl::StrCat("SELECT ", kAuthenticatedRows.columns,
-                                               " FROM av_authenticate($1, NULL)"),
-                                  std::string(spiffe_id)),
+                                               " FROM av_authenticate($1, NULL, av_ts($2))"),
+                                  std::string(spiffe_id), Micros(now)),
                    IdentityOf, absl::NotFoundError("unknown or revoked SPIFFE ID"));
   });
 }
 
 absl::StatusOr<Identity> PostgresStore::AuthenticateToken(absl::string_view token_sha256) {
   RETURN_IF_ERROR(rules::ValidateTokenHash(token_sha256));
+  const absl::Time now = Now();
   return AcrossTenants<Identity>("AuthenticateToken", [&](pqxx::work& tx) {
     return FirstOf(tx.exec_params(absl::StrCat("SELECT ", kAuthenticatedRows.columns,
-                                               " FROM av_authenticate(NULL, $1)"),
-                                  Bytes(token_sha256)),
-                   IdentityOf, absl::NotFoundError("unknown or revoked token"));
+                                               " FROM av_authenticate(NULL, $1, av_ts($2))"),
+                                  Bytes(token_sha256), Micros(now)),
+                   IdentityOf, absl::NotFoundError("unknown, revoked or expired token"));
   });
 }
 

@@ -67,7 +67,8 @@ class PostgresStore final : public Store {
   absl::StatusOr<Identity> AddSpiffeIdentity(const Scope& scope, absl::string_view spiffe_id,
                                              Role role, absl::string_view description) override;
   absl::StatusOr<Identity> AddTokenIdentity(const Scope& scope, absl::string_view token_sha256,
-                                            Role role, absl::string_view description) override;
+                                            Role role, absl::string_view description,
+                                            std::optional<absl::Time> expires_at) override;
   absl::StatusOr<Identity> AuthenticateSpiffe(absl::string_view spiffe_id) override;
   absl::StatusOr<Identity> AuthenticateToken(absl::string_view token_sha256) override;
   absl::Status RevokeIdentity(const Scope& scope, IdentityId id) override;

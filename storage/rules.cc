@@ -147,6 +147,13 @@ absl::Status ValidateTokenHash(absl::string_view token_sha256) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateTokenExpiry(std::optional<absl::Time> expires_at, absl::Time now) {
+  if (expires_at.has_value() && *expires_at <= now) {
+    return absl::InvalidArgumentError("token expiry is not in the future");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateAuditEvent(const AuditEvent& event) {
   if (event.action.empty()) return absl::InvalidArgumentError("audit event has no action");
   return absl::OkStatus();
@@ -173,6 +180,34 @@ absl::StatusOr<std::vector<std::string>> ValidateNewOrder(const NewOrder& order)
 absl::Status LiveAccountExists(absl::string_view directory_url) {
   return absl::AlreadyExistsError(
       absl::StrCat("the tenant already has a pending or valid account for ", directory_url));
+}
+
+bool IdempotencyKeyBinds(const Order& order, const Certificate* certificate, absl::Time now) {
+  if (order.idempotency_key.empty() || now - order.created_at >= kIdempotencyKeyLifetime) {
+    return false;
+  }
+  if (order.state != OrderState::kValid || certificate == nullptr) return true;
+  return !certificate->revoked_at.has_value() && certificate->not_after > now;
+}
+
+absl::Status CheckIdempotentJoin(const Scope& scope, const Order& order,
+                                 const std::vector<std::string>& identifiers) {
+  // Names neither the order nor its creator: another host learns only that the key is taken.
+  if (order.created_by.empty() || order.created_by != scope.actor.identity) {
+    return absl::AlreadyExistsError(
+        "idempotency key in use by another identity; choose another key");
+  }
+  if (order.identifiers != identifiers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("idempotency key was used for order ", order.id, " with other identifiers"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status IdempotencyKeyInFlight(OrderId order) {
+  return absl::AlreadyExistsError(
+      absl::StrCat("idempotency key in use by order ", order,
+                   ", still in flight after the key's 24 hours; choose another key"));
 }
 
 absl::Status CheckAccountOpen(const Account& account, bool already) {
@@ -424,6 +459,15 @@ AuditEvent CompromiseStepEvent(CompromiseRunId run, absl::string_view step) {
 
 AuditEvent CompromiseDoneEvent(CompromiseRunId run) {
   return SimpleEvent("CompromiseDone", absl::StrCat("run ", run));
+}
+
+AuditEvent TokenAddedEvent(const Identity& identity) {
+  std::string detail = absl::StrCat("identity ", identity.id, " as ", RoleName(identity.role));
+  if (identity.expires_at.has_value()) {
+    absl::StrAppend(&detail, ", expires ",
+                    absl::FormatTime(absl::RFC3339_sec, *identity.expires_at, absl::UTCTimeZone()));
+  }
+  return SimpleEvent("AddTokenIdentity", std::move(detail));
 }
 
 }  // namespace acmevault::storage::rules

@@ -38,6 +38,8 @@ absl::Status ValidateRevocationReason(crypto::RevocationReason reason);
 // RFC 8555 §8.3: base64url characters, 1-255 of them.
 absl::Status ValidateChallengeToken(absl::string_view token);
 absl::Status ValidateTokenHash(absl::string_view token_sha256);
+// A token's expiry, when set, is after `now`.
+absl::Status ValidateTokenExpiry(std::optional<absl::Time> expires_at, absl::Time now);
 absl::Status ValidateAuditEvent(const AuditEvent& event);
 // Owner set, duration positive.
 absl::Status ValidateLeaseRequest(absl::string_view owner, absl::Duration duration);
@@ -82,6 +84,19 @@ absl::Status CheckFence(const Scope& scope, const Order& order, const Lease& lea
 // Forward only, terminal states final; ready and later need the ACME URL; valid only through
 // CompleteOrder (INVALID_ARGUMENT). Moving to the current state is allowed (a retried call).
 absl::Status CheckOrderTransition(const Order& order, OrderState to);
+
+// Whether `order`, made with an idempotency key, is what the key binds at `now`
+// (OrderStore::FindOrderByIdempotencyKey): made less than kIdempotencyKeyLifetime ago and not
+// valid with a revoked or expired `certificate` (the order's, when it has one).
+bool IdempotencyKeyBinds(const Order& order, const Certificate* certificate, absl::Time now);
+// Joining `order`, the one the request's idempotency key binds: ALREADY_EXISTS unless
+// scope.actor.identity made it (an order without a recorded creator is nobody's), then
+// INVALID_ARGUMENT unless it is for `identifiers` (canonical).
+absl::Status CheckIdempotentJoin(const Scope& scope, const Order& order,
+                                 const std::vector<std::string>& identifiers);
+// ALREADY_EXISTS: the key's order of more than kIdempotencyKeyLifetime ago is still in flight,
+// and a tenant has at most one order in flight per key.
+absl::Status IdempotencyKeyInFlight(OrderId order);
 
 // Whether RecordOrderUrl must write: false if `url` is already recorded; FAILED_PRECONDITION if
 // another URL is.
@@ -129,6 +144,8 @@ AuditEvent SimpleEvent(absl::string_view action, std::string detail);
 AuditEvent CompromiseStartEvent(const CompromiseRun& run);
 AuditEvent CompromiseStepEvent(CompromiseRunId run, absl::string_view step);
 AuditEvent CompromiseDoneEvent(CompromiseRunId run);
+// "AddTokenIdentity" for `identity`: its id, role and expiry.
+AuditEvent TokenAddedEvent(const Identity& identity);
 
 }  // namespace acmevault::storage::rules
 

@@ -27,6 +27,7 @@
 #ifndef ACMEVAULT_STORAGE_STORE_H_
 #define ACMEVAULT_STORAGE_STORE_H_
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -66,13 +67,15 @@ class IdentityStore {
   virtual absl::StatusOr<Identity> AddSpiffeIdentity(const Scope& scope,
                                                      absl::string_view spiffe_id, Role role,
                                                      absl::string_view description) = 0;
-  // Records a bearer token by its SHA-256 (32 bytes; the token itself never reaches storage).
-  // INVALID_ARGUMENT if not 32 bytes; ALREADY_EXISTS if recorded before.
+  // Records a bearer token by its SHA-256 (32 bytes; the token itself never reaches storage),
+  // valid until `expires_at` when set (stored at microsecond precision). INVALID_ARGUMENT if
+  // not 32 bytes or `expires_at` is not after now; ALREADY_EXISTS if recorded before.
   virtual absl::StatusOr<Identity> AddTokenIdentity(const Scope& scope,
                                                     absl::string_view token_sha256, Role role,
-                                                    absl::string_view description) = 0;
-  // Cross-tenant authentication lookups. NOT_FOUND if unknown, revoked, or the tenant is
-  // disabled.
+                                                    absl::string_view description,
+                                                    std::optional<absl::Time> expires_at) = 0;
+  // Cross-tenant authentication lookups. NOT_FOUND if unknown, revoked, expired (a token whose
+  // expires_at is not after now), or the tenant is disabled.
   virtual absl::StatusOr<Identity> AuthenticateSpiffe(absl::string_view spiffe_id) = 0;
   virtual absl::StatusOr<Identity> AuthenticateToken(absl::string_view token_sha256) = 0;
   virtual absl::Status RevokeIdentity(const Scope& scope, IdentityId id) = 0;
@@ -151,13 +154,15 @@ class OrderStore {
  public:
   virtual ~OrderStore() = default;
 
-  // Returns, in this order of preference: the order already holding `idempotency_key` (joined;
-  // INVALID_ARGUMENT if its identifiers differ); the tenant's in-flight order for the same
-  // identifier set (joined); or a new order in state created whose first lease `lease_owner`
-  // holds. At most one non-terminal order exists per tenant and identifier set. A new order
-  // stores `csr_der` and the sealed `certificate_key` (if given) with it; a joined order keeps
-  // its own and the request's are ignored. INVALID_ARGUMENT if csr_der exceeds kMaxCsrDerSize
-  // (joining or not).
+  // Returns, in this order of preference: the order `idempotency_key` binds (see
+  // FindOrderByIdempotencyKey; joined: ALREADY_EXISTS "idempotency key in use by another
+  // identity" unless its created_by is scope.actor.identity, then INVALID_ARGUMENT if its
+  // identifiers differ); the tenant's in-flight order for the same identifier set (joined,
+  // whoever made it); or a new order in state created whose first lease `lease_owner` holds,
+  // made by scope.actor.identity. At most one non-terminal order exists per tenant and
+  // identifier set, and per tenant and idempotency key. A new order stores `csr_der` and the
+  // sealed `certificate_key` (if given) with it; a joined order keeps its own and the request's
+  // are ignored. INVALID_ARGUMENT if csr_der exceeds kMaxCsrDerSize (joining or not).
   virtual absl::StatusOr<CreateOrderResult> CreateOrJoinOrder(const Scope& scope,
                                                               const NewOrder& order) = 0;
   virtual absl::StatusOr<Order> GetOrder(const Scope& scope, OrderId order) = 0;
@@ -168,6 +173,9 @@ class OrderStore {
   virtual absl::StatusOr<crypto::PrivateKey> GetOrderCertificateKey(const Scope& scope,
                                                                     OrderId order,
                                                                     absl::string_view purpose) = 0;
+  // The order `key` binds in scope.tenant, whoever made it: the newest order made with the key
+  // less than kIdempotencyKeyLifetime ago, unless it is valid and its certificate is revoked or
+  // expired (then the key binds nothing and starts a new order). NOT_FOUND if none.
   virtual absl::StatusOr<Order> FindOrderByIdempotencyKey(const Scope& scope,
                                                           absl::string_view key) = 0;
 

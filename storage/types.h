@@ -89,6 +89,8 @@ struct Identity {
   std::string description;
   absl::Time created_at;
   std::optional<absl::Time> revoked_at;
+  // Tokens only: from this time on the token no longer authenticates. Unset: it never expires.
+  std::optional<absl::Time> expires_at;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -192,7 +194,14 @@ struct Order {
   absl::Time updated_at;
   std::string csr_der;               // as given at creation ("" if none)
   bool has_certificate_key = false;  // a sealed certificate key is stored with the order
+  // Who made it: the creating call's Scope.actor.identity (the authenticated caller). Its
+  // idempotency key binds for this identity only. Empty for orders made before it was recorded.
+  std::string created_by;
 };
+
+// How long an idempotency key binds the order it made (from the order's created_at). After
+// that, or once the order's certificate is revoked or expired, the key starts a new order.
+inline constexpr absl::Duration kIdempotencyKeyLifetime = absl::Hours(24);
 
 // The right to work on an order. Writes that present a fencing token older than the order's
 // current one are rejected (FAILED_PRECONDITION), so a replica whose lease expired and was
@@ -211,8 +220,10 @@ inline constexpr size_t kMaxCsrDerSize = 16 * 1024;
 struct NewOrder {
   AccountId account = 0;
   std::vector<std::string> identifiers;
-  std::string idempotency_key;  // optional; unique per tenant
-  std::string lease_owner;      // the replica creating it holds its first lease
+  // Optional. Binds the new order for kIdempotencyKeyLifetime, for its creator only (see
+  // OrderStore::CreateOrJoinOrder); at most one order in flight per tenant and key.
+  std::string idempotency_key;
+  std::string lease_owner;  // the replica creating it holds its first lease
   absl::Duration lease_duration = absl::Minutes(2);
   // The CSR (DER) the order will be finalized with, stored with the order so any replica can
   // finalize it after a crash. At most kMaxCsrDerSize bytes; not parsed by storage. May be

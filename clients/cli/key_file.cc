@@ -1,6 +1,7 @@
 #include "clients/cli/key_file.h"
 
 #include <fcntl.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -56,6 +57,12 @@ absl::Status WriteKeyFile(const std::string& path, absl::string_view pem) {
     return Failed(err, "cannot write", path);
   }
   return absl::OkStatus();
+}
+
+void WipeKey(std::string* pem) {
+  pem->resize(pem->capacity());
+  if (!pem->empty()) explicit_bzero(pem->data(), pem->size());
+  pem->clear();
 }
 
 }  // namespace acmevault::cli

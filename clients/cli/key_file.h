@@ -16,6 +16,11 @@ namespace acmevault::cli {
 // path; a partial file is removed.
 absl::Status WriteKeyFile(const std::string& path, absl::string_view pem);
 
+// Overwrites every byte `*pem` holds (its whole capacity) in a way the compiler may not elide,
+// then empties it: for the key text a response carried, once written. (explicit_bzero: this
+// program does not link the service's crypto library and its OPENSSL_cleanse.)
+void WipeKey(std::string* pem);
+
 }  // namespace acmevault::cli
 
 #endif  // ACMEVAULT_CLIENTS_CLI_KEY_FILE_H_

@@ -62,5 +62,18 @@ TEST(WriteKeyFile, NeverOverwritesOrFollowsWhatIsAlreadyThere) {
   EXPECT_NE(access(target.c_str(), F_OK), 0);
 }
 
+TEST(WipeKey, ZeroesTheWholeBufferAndEmptiesIt) {
+  std::string pem(kPem);
+  pem.reserve(4 * pem.size());  // Bytes beyond the size are wiped too.
+  const size_t capacity = pem.capacity();
+  const char* buffer = pem.data();
+  WipeKey(&pem);
+  EXPECT_TRUE(pem.empty());
+  ASSERT_EQ(pem.data(), buffer);  // Still the same allocation: its bytes can be read.
+  EXPECT_EQ(std::string(buffer, capacity), std::string(capacity, '\0'));
+  WipeKey(&pem);  // Empty: nothing to do.
+  EXPECT_TRUE(pem.empty());
+}
+
 }  // namespace
 }  // namespace acmevault::cli

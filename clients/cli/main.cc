@@ -40,7 +40,8 @@ ABSL_FLAG(std::string, tls_ca, "", "PEM roots to verify the server with (plainte
 ABSL_FLAG(int, timeout_seconds, 60, "per-call deadline");
 ABSL_FLAG(std::string, name, "", "tenant name");
 ABSL_FLAG(std::string, allow, "", "allowed identifier patterns, comma-separated");
-ABSL_FLAG(std::string, tenant, "", "tenant for create-token");
+ABSL_FLAG(std::string, tenant, "", "tenant for create-token and list-identities");
+ABSL_FLAG(int, ttl_seconds, 0, "create-token: the token expires this long from now (0: never)");
 ABSL_FLAG(std::string, role, "host", "host, admin or platform_admin");
 ABSL_FLAG(std::string, contact, "", "account contact, e.g. mailto:pki@example.com");
 ABSL_FLAG(std::string, confirm_url, "", "account URL, to confirm deactivation");
@@ -50,7 +51,7 @@ ABSL_FLAG(std::string, names, "", "identifiers, comma-separated");
 ABSL_FLAG(std::string, csr_file, "", "PEM or DER CSR (else the service generates the key)");
 ABSL_FLAG(std::string, key_algorithm, "ecdsa-p256", "ecdsa-p256, ecdsa-p384, rsa-2048, ...");
 ABSL_FLAG(std::string, key_out, "", "where to write a service-generated private key (mode 600)");
-ABSL_FLAG(std::string, id, "", "order id");
+ABSL_FLAG(std::string, id, "", "order id; for unbind-identity the binding id");
 ABSL_FLAG(std::string, serial, "", "certificate serial (hex)");
 ABSL_FLAG(int, reason, 0, "RFC 5280 revocation reason");
 
@@ -148,8 +149,25 @@ int main(int argc, char** argv) {
          v1::CreateTokenRequest r;
          r.set_tenant(absl::GetFlag(FLAGS_tenant));
          r.set_role(Role(absl::GetFlag(FLAGS_role)));
+         if (absl::GetFlag(FLAGS_ttl_seconds) != 0) {
+           r.mutable_ttl()->set_seconds(absl::GetFlag(FLAGS_ttl_seconds));
+         }
          v1::CreateTokenResponse out;
          return Print(admin->CreateToken(Context().get(), r, &out), out);
+       }},
+      {"list-identities",
+       [&] {
+         v1::ListIdentitiesRequest r;
+         r.set_tenant(absl::GetFlag(FLAGS_tenant));
+         v1::ListIdentitiesResponse out;
+         return Print(admin->ListIdentities(Context().get(), r, &out), out);
+       }},
+      {"unbind-identity",
+       [&] {
+         v1::UnbindIdentityRequest r;
+         r.set_binding_id(absl::GetFlag(FLAGS_id));
+         v1::UnbindIdentityResponse out;
+         return Print(admin->UnbindIdentity(Context().get(), r, &out), out);
        }},
       {"create-account",
        [&] {
@@ -218,12 +236,12 @@ int main(int argc, char** argv) {
              absl::Status written = acmevault::cli::WriteKeyFile(path, out.private_key_pem());
              if (!written.ok()) {
                std::fprintf(stderr, "%s\n", std::string(written.message()).c_str());
-               out.clear_private_key_pem();
+               acmevault::cli::WipeKey(out.mutable_private_key_pem());
                Print(s, out);
                return 1;
              }
            }
-           out.clear_private_key_pem();  // Never printed.
+           acmevault::cli::WipeKey(out.mutable_private_key_pem());  // Never printed.
          }
          return Print(s, out);
        }},

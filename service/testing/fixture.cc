@@ -28,7 +28,8 @@ storage::TenantId Fixture::AddTenant(const std::string& name,
 
 std::string Fixture::AddToken(storage::TenantId tenant, storage::Role role) {
   std::string token = NewBearerToken();
-  auto identity = store_->AddTokenIdentity(AdminScope(tenant), TokenDigest(token), role, "test");
+  auto identity =
+      store_->AddTokenIdentity(AdminScope(tenant), TokenDigest(token), role, "test", std::nullopt);
   return identity.ok() ? token : "";
 }
 

@@ -157,7 +157,8 @@ namespace {
 
 absl::StatusOr<Identity> AddIdentity(State& s, const Scope& scope, absl::Time now,
                                      std::string spiffe_id, std::string token_sha256, Role role,
-                                     absl::string_view description)
+                                     absl::string_view description,
+                                     std::optional<absl::Time> expires_at)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
   RETURN_IF_ERROR(RequireTenant(s, scope));
   for (const auto& [id, row] : s.identities) {
@@ -174,26 +175,28 @@ absl::StatusOr<Identity> AddIdentity(State& s, const Scope& scope, absl::Time no
   i.bearer_token = !token_sha256.empty();
   i.description = std::string(description);
   i.created_at = now;
+  if (expires_at.has_value()) i.expires_at = TruncateToMicros(*expires_at);
   s.identities[i.id] = State::IdentityRow{i, std::move(token_sha256)};
   Audit(s, scope, now,
-        rules::SimpleEvent(i.bearer_token ? "AddTokenIdentity" : "AddSpiffeIdentity",
-                           i.bearer_token ? absl::StrCat("identity ", i.id, " as ", RoleName(role))
-                                          : absl::StrCat("identity ", i.id, " ", spiffe_id, " as ",
+        i.bearer_token ? rules::TokenAddedEvent(i)
+                       : rules::SimpleEvent("AddSpiffeIdentity",
+                                            absl::StrCat("identity ", i.id, " ", spiffe_id, " as ",
                                                          RoleName(role))));
   return i;
 }
 
 absl::StatusOr<Identity> Authenticate(const State& s, absl::string_view spiffe_id,
-                                      absl::string_view token_sha256)
+                                      absl::string_view token_sha256, absl::Time now)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
   for (const auto& [id, row] : s.identities) {
     bool match =
         spiffe_id.empty() ? row.token_sha256 == token_sha256 : row.identity.spiffe_id == spiffe_id;
     if (!match || row.identity.revoked_at.has_value()) continue;
+    if (row.identity.expires_at.has_value() && *row.identity.expires_at <= now) continue;
     if (s.tenants.at(row.identity.tenant).disabled_at.has_value()) continue;
     return row.identity;
   }
-  return absl::NotFoundError(spiffe_id.empty() ? "unknown or revoked token"
+  return absl::NotFoundError(spiffe_id.empty() ? "unknown, revoked or expired token"
                                                : "unknown or revoked SPIFFE ID");
 }
 
@@ -205,28 +208,34 @@ absl::StatusOr<Identity> FakeStore::AddSpiffeIdentity(const Scope& scope,
   RETURN_IF_ERROR(rules::ValidateSpiffeId(spiffe_id));
   const absl::Time now = Now();
   absl::MutexLock lock(&state_->mu);
-  return AddIdentity(*state_, scope, now, std::string(spiffe_id), "", role, description);
+  return AddIdentity(*state_, scope, now, std::string(spiffe_id), "", role, description,
+                     std::nullopt);
 }
 
 absl::StatusOr<Identity> FakeStore::AddTokenIdentity(const Scope& scope,
                                                      absl::string_view token_sha256, Role role,
-                                                     absl::string_view description) {
+                                                     absl::string_view description,
+                                                     std::optional<absl::Time> expires_at) {
   RETURN_IF_ERROR(rules::ValidateTokenHash(token_sha256));
   const absl::Time now = Now();
+  RETURN_IF_ERROR(rules::ValidateTokenExpiry(expires_at, now));
   absl::MutexLock lock(&state_->mu);
-  return AddIdentity(*state_, scope, now, "", std::string(token_sha256), role, description);
+  return AddIdentity(*state_, scope, now, "", std::string(token_sha256), role, description,
+                     expires_at);
 }
 
 absl::StatusOr<Identity> FakeStore::AuthenticateSpiffe(absl::string_view spiffe_id) {
   if (spiffe_id.empty()) return absl::NotFoundError("unknown or revoked SPIFFE ID");
+  const absl::Time now = Now();
   absl::MutexLock lock(&state_->mu);
-  return Authenticate(*state_, spiffe_id, "");
+  return Authenticate(*state_, spiffe_id, "", now);
 }
 
 absl::StatusOr<Identity> FakeStore::AuthenticateToken(absl::string_view token_sha256) {
   RETURN_IF_ERROR(rules::ValidateTokenHash(token_sha256));
+  const absl::Time now = Now();
   absl::MutexLock lock(&state_->mu);
-  return Authenticate(*state_, "", token_sha256);
+  return Authenticate(*state_, "", token_sha256, now);
 }
 
 absl::Status FakeStore::RevokeIdentity(const Scope& scope, IdentityId id) {

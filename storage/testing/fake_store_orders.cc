@@ -21,6 +21,27 @@ using fake::State;
 // ---------------------------------------------------------------------------------------------
 // OrderStore
 
+namespace {
+
+// The order `key` binds in scope.tenant at `now` (rules::IdempotencyKeyBinds), or null.
+const Order* BoundOrder(const State& s, const Scope& scope, absl::string_view key, absl::Time now)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+  const Order* newest = nullptr;
+  for (const auto& [id, o] : s.orders) {
+    if (key.empty() || o.tenant != scope.tenant || o.idempotency_key != key) continue;
+    if (newest == nullptr ||
+        std::tie(o.created_at, o.id) > std::tie(newest->created_at, newest->id)) {
+      newest = &o;
+    }
+  }
+  if (newest == nullptr) return nullptr;
+  const Certificate* cert = nullptr;
+  if (newest->certificate) cert = &s.certificates.at(*newest->certificate).certificate;
+  return rules::IdempotencyKeyBinds(*newest, cert, now) ? newest : nullptr;
+}
+
+}  // namespace
+
 absl::StatusOr<CreateOrderResult> FakeStore::CreateOrJoinOrder(const Scope& scope,
                                                                const NewOrder& order) {
   ASSIGN_OR_RETURN(std::vector<std::string> ids, rules::ValidateNewOrder(order));
@@ -29,22 +50,21 @@ absl::StatusOr<CreateOrderResult> FakeStore::CreateOrJoinOrder(const Scope& scop
   absl::MutexLock lock(&s.mu);
   RETURN_IF_ERROR(RequireTenant(s, scope));
   CreateOrderResult out;
-  for (const auto& [id, o] : s.orders) {
-    if (o.tenant != scope.tenant || order.idempotency_key.empty() ||
-        o.idempotency_key != order.idempotency_key) {
-      continue;
-    }
-    if (o.identifiers != ids) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("idempotency key was used for order ", o.id, " with other identifiers"));
-    }
-    out.order = o;
+  if (const Order* bound = BoundOrder(s, scope, order.idempotency_key, now)) {
+    RETURN_IF_ERROR(rules::CheckIdempotentJoin(scope, *bound, ids));
+    out.order = *bound;
     return out;
   }
   for (const auto& [id, o] : s.orders) {
     if (o.tenant == scope.tenant && o.identifiers == ids && !IsTerminal(o.state)) {
       out.order = o;
       return out;
+    }
+  }
+  for (const auto& [id, o] : s.orders) {
+    if (o.tenant == scope.tenant && !order.idempotency_key.empty() &&
+        o.idempotency_key == order.idempotency_key && !IsTerminal(o.state)) {
+      return rules::IdempotencyKeyInFlight(o.id);
     }
   }
   ASSIGN_OR_RETURN(Account * account, FindAccount(s, scope, order.account));
@@ -59,6 +79,7 @@ absl::StatusOr<CreateOrderResult> FakeStore::CreateOrJoinOrder(const Scope& scop
   o.fencing_token = 1;
   o.created_at = o.updated_at = now;
   o.csr_der = order.csr_der;
+  o.created_by = scope.actor.identity;
   if (order.certificate_key != nullptr) {
     ASSIGN_OR_RETURN(
         s.order_keys[o.id],
@@ -81,11 +102,10 @@ absl::StatusOr<Order> FakeStore::GetOrder(const Scope& scope, OrderId order) {
 
 absl::StatusOr<Order> FakeStore::FindOrderByIdempotencyKey(const Scope& scope,
                                                            absl::string_view key) {
+  const absl::Time now = Now();
   absl::MutexLock lock(&state_->mu);
   RETURN_IF_ERROR(RequireTenant(*state_, scope));
-  for (const auto& [id, o] : state_->orders) {
-    if (o.tenant == scope.tenant && !key.empty() && o.idempotency_key == key) return o;
-  }
+  if (const Order* bound = BoundOrder(*state_, scope, key, now)) return *bound;
   return absl::NotFoundError("no order with this idempotency key");
 }
 

@@ -13,6 +13,7 @@
 namespace acmevault::storage::testing {
 
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using ::testing::SizeIs;
 
 namespace {
@@ -148,13 +149,14 @@ TEST_P(StoreConformanceTest, SpiffeIdentityAuthenticatesUntilRevoked) {
 TEST_P(StoreConformanceTest, TokenIdentityIsFoundByItsHashOnly) {
   Tenant a = MakeTenant("alpha");
   const std::string hash(32, '\x7f');
-  ASSERT_OK_AND_ASSIGN(Identity added,
-                       store().AddTokenIdentity(ScopeOf(a), hash, Role::kPlatformAdmin, "ops"));
+  ASSERT_OK_AND_ASSIGN(
+      Identity added,
+      store().AddTokenIdentity(ScopeOf(a), hash, Role::kPlatformAdmin, "ops", std::nullopt));
   EXPECT_TRUE(added.bearer_token);
   EXPECT_TRUE(added.spiffe_id.empty());
-  EXPECT_THAT(store().AddTokenIdentity(ScopeOf(a), hash, Role::kHost, ""),
+  EXPECT_THAT(store().AddTokenIdentity(ScopeOf(a), hash, Role::kHost, "", std::nullopt),
               StatusIs(kAlreadyExists));
-  EXPECT_THAT(store().AddTokenIdentity(ScopeOf(a), "short", Role::kHost, ""),
+  EXPECT_THAT(store().AddTokenIdentity(ScopeOf(a), "short", Role::kHost, "", std::nullopt),
               StatusIs(kInvalidArgument, "want 32"));
   ASSERT_OK_AND_ASSIGN(Identity who, store().AuthenticateToken(hash));
   EXPECT_EQ(who.id, added.id);
@@ -173,10 +175,43 @@ TEST_P(StoreConformanceTest, TokenIdentityIsFoundByItsHashOnly) {
   }
 }
 
+TEST_P(StoreConformanceTest, ATokenMayExpire) {
+  Tenant a = MakeTenant("alpha");
+  const std::string hash(32, 'e');
+  const absl::Time expiry = clock().Now() + absl::Hours(1) + absl::Nanoseconds(1500);
+  ASSERT_OK_AND_ASSIGN(Identity added,
+                       store().AddTokenIdentity(ScopeOf(a), hash, Role::kHost, "ci", expiry));
+  EXPECT_EQ(added.expires_at, TruncateToMicros(expiry));
+  ASSERT_OK_AND_ASSIGN(Identity who, store().AuthenticateToken(hash));
+  EXPECT_EQ(who.expires_at, TruncateToMicros(expiry));
+  ASSERT_OK_AND_ASSIGN(std::vector<Identity> listed, store().ListIdentities(ScopeOf(a)));
+  ASSERT_THAT(listed, SizeIs(1));
+  EXPECT_EQ(listed[0].expires_at, TruncateToMicros(expiry));
+
+  clock().Advance(absl::Hours(1));
+  ASSERT_OK(store().AuthenticateToken(hash).status());
+  clock().Advance(absl::Microseconds(1));
+  EXPECT_THAT(store().AuthenticateToken(hash), StatusIs(kNotFound));
+  // An expiry must lie ahead.
+  EXPECT_THAT(
+      store().AddTokenIdentity(ScopeOf(a), std::string(32, 'f'), Role::kHost, "", clock().Now()),
+      StatusIs(kInvalidArgument, "expiry"));
+  // A SPIFFE binding never expires; only revocation ends it.
+  ASSERT_OK_AND_ASSIGN(Identity bound,
+                       store().AddSpiffeIdentity(ScopeOf(a), "spiffe://t/b", Role::kHost, ""));
+  EXPECT_FALSE(bound.expires_at.has_value());
+  ASSERT_OK_AND_ASSIGN(Page<AuditRecord> audit, store().ListAudit(ScopeOf(a), {}));
+  ASSERT_THAT(audit.items, SizeIs(3));
+  EXPECT_EQ(audit.items[1].event.action, "AddTokenIdentity");
+  EXPECT_THAT(audit.items[1].event.detail, HasSubstr(", expires 20"));
+}
+
 TEST_P(StoreConformanceTest, DisabledTenantsIdentitiesDoNotAuthenticate) {
   Tenant a = MakeTenant("alpha");
   ASSERT_OK(store().AddSpiffeIdentity(ScopeOf(a), "spiffe://t/a", Role::kAdmin, "").status());
-  ASSERT_OK(store().AddTokenIdentity(ScopeOf(a), std::string(32, 't'), Role::kHost, "").status());
+  ASSERT_OK(store()
+                .AddTokenIdentity(ScopeOf(a), std::string(32, 't'), Role::kHost, "", std::nullopt)
+                .status());
   clock().Advance(absl::Seconds(3));
   ASSERT_OK(store().DisableTenant(ScopeOf(a)));
   ASSERT_OK(store().DisableTenant(ScopeOf(a)));  // idempotent

@@ -1,0 +1,101 @@
+#include "service/token_cache.h"
+
+#include <algorithm>
+
+#include "common/status_macros.h"
+#include "service/required.h"
+
+namespace acmevault::service {
+
+absl::StatusOr<std::unique_ptr<TokenCache>> TokenCache::Create(Options options) {
+  RETURN_IF_ERROR(RequireCollaborators("TokenCache", {{"clock", options.clock}}));
+  if (options.positive_ttl < absl::ZeroDuration() || options.negative_ttl < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("TokenCache: TTLs must not be negative");
+  }
+  if (options.max_entries == 0) {
+    return absl::InvalidArgumentError("TokenCache: max_entries must be positive");
+  }
+  return std::unique_ptr<TokenCache>(new TokenCache(options));
+}
+
+const TokenCache::Entry* TokenCache::Lru::Find(absl::string_view digest, absl::Time now) {
+  auto it = index_.find(digest);
+  if (it == index_.end()) return nullptr;
+  if (it->second->expires <= now) {
+    order_.erase(it->second);
+    index_.erase(it);
+    return nullptr;
+  }
+  order_.splice(order_.begin(), order_, it->second);
+  return &*it->second;
+}
+
+void TokenCache::Lru::Put(Entry entry) {
+  Erase(entry.digest);
+  order_.push_front(std::move(entry));
+  index_[order_.front().digest] = order_.begin();
+  while (order_.size() > max_) {
+    index_.erase(order_.back().digest);
+    order_.pop_back();
+  }
+}
+
+void TokenCache::Lru::Erase(absl::string_view digest) {
+  auto it = index_.find(digest);
+  if (it == index_.end()) return;
+  order_.erase(it->second);
+  index_.erase(it);
+}
+
+void TokenCache::Count(absl::string_view result) const {
+  if (options_.metrics != nullptr) options_.metrics->RecordTokenCacheLookup(result);
+}
+
+absl::StatusOr<storage::Identity> TokenCache::Get(
+    absl::string_view digest, absl::FunctionRef<absl::StatusOr<storage::Identity>()> lookup) {
+  uint64_t forgets;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = options_.clock->Now();
+    if (const Entry* hit = positive_.Find(digest, now)) {
+      Count("hit");
+      return *hit->identity;
+    }
+    if (negative_.Find(digest, now) != nullptr) {
+      Count("negative_hit");
+      return absl::NotFoundError("unknown, revoked or expired token");
+    }
+    forgets = forgets_;
+  }
+  Count("miss");
+  absl::StatusOr<storage::Identity> found = lookup();
+  if (!found.ok() && !absl::IsNotFound(found.status())) return found;
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = options_.clock->Now();
+  if (!found.ok()) {
+    if (options_.negative_ttl > absl::ZeroDuration()) {
+      negative_.Put({std::string(digest), now + options_.negative_ttl, std::nullopt});
+    }
+    return found;
+  }
+  absl::Time expires = now + options_.positive_ttl;
+  if (found->expires_at.has_value()) expires = std::min(expires, *found->expires_at);
+  if (forgets == forgets_ && expires > now) {
+    negative_.Erase(digest);
+    positive_.Put({std::string(digest), expires, *found});
+  }
+  return found;
+}
+
+void TokenCache::Forget(storage::IdentityId identity) {
+  absl::MutexLock lock(&mu_);
+  ++forgets_;
+  positive_.EraseIf([identity](const Entry& e) { return e.identity->id == identity; });
+}
+
+size_t TokenCache::size() const {
+  absl::MutexLock lock(&mu_);
+  return positive_.size() + negative_.size();
+}
+
+}  // namespace acmevault::service

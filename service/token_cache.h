@@ -1,0 +1,110 @@
+// A short-lived, bounded cache of bearer-token lookups, so that RPCs repeating a token (a real
+// one or a well-formed bogus one) do not each cost a database round trip. Entries are keyed by
+// the token's digest (TokenDigest), never by the token. Thread-safe.
+//
+// A positive entry (the token's identity) is trusted for `positive_ttl`, and never past the
+// token's own expiry; a negative entry (the store knows no live token with that digest) for
+// `negative_ttl`. Forget drops an identity's entries at once: RevokeToken on this replica. Another
+// replica trusts a revoked token until its own entry ages out, so a revocation takes effect
+// everywhere within positive_ttl (a tenant's disabling too).
+#ifndef ACMEVAULT_SERVICE_TOKEN_CACHE_H_
+#define ACMEVAULT_SERVICE_TOKEN_CACHE_H_
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "service/metrics.h"
+#include "storage/types.h"
+
+namespace acmevault::service {
+
+class TokenCache {
+ public:
+  struct Options {
+    // "Now" for entry lifetimes and token expiry. Borrowed; required.
+    const Clock* clock = Clock::Real();
+    // How long a token the store knew is trusted without asking again.
+    absl::Duration positive_ttl = absl::Seconds(5);
+    // How long a digest the store did not know is refused without asking again.
+    absl::Duration negative_ttl = absl::Seconds(2);
+    // The most entries of each kind; the least recently used goes first. Bounded apart, so a
+    // flood of bogus tokens cannot push out the tokens in use.
+    size_t max_entries = 10000;
+    // acmevault_token_cache_lookups_total{result}. Borrowed; optional.
+    Metrics* metrics = nullptr;
+  };
+  // INVALID_ARGUMENT for a missing clock, a negative TTL or max_entries 0.
+  static absl::StatusOr<std::unique_ptr<TokenCache>> Create(Options options);
+
+  // The identity behind `digest`: the cached answer while it is fresh, else `lookup`'s (the
+  // store's), which is kept when it is an identity or NOT_FOUND (not on other errors, which
+  // the caller should retry). A positive answer is not kept when Forget ran during `lookup`.
+  absl::StatusOr<storage::Identity> Get(
+      absl::string_view digest, absl::FunctionRef<absl::StatusOr<storage::Identity>()> lookup);
+
+  // Drops every entry for `identity` (it was revoked here).
+  void Forget(storage::IdentityId identity);
+
+  // Entries currently held, positive and negative (for tests and metrics).
+  size_t size() const;
+
+ private:
+  // One kind of entry, least recently used at the back.
+  struct Entry {
+    std::string digest;
+    absl::Time expires;
+    std::optional<storage::Identity> identity;  // None: negative.
+  };
+  class Lru {
+   public:
+    explicit Lru(size_t max) : max_(max) {}
+    // The live entry for `digest`, moved to the front; null (and dropped) once expired.
+    const Entry* Find(absl::string_view digest, absl::Time now);
+    void Put(Entry entry);
+    void Erase(absl::string_view digest);
+    template <typename Pred>
+    void EraseIf(Pred pred) {
+      for (auto it = order_.begin(); it != order_.end();) {
+        if (pred(*it)) {
+          index_.erase(it->digest);
+          it = order_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    size_t size() const { return order_.size(); }
+
+   private:
+    const size_t max_;
+    std::list<Entry> order_;
+    absl::flat_hash_map<std::string, std::list<Entry>::iterator> index_;
+  };
+
+  explicit TokenCache(Options options)
+      : options_(options), positive_(options.max_entries), negative_(options.max_entries) {}
+  void Count(absl::string_view result) const;
+
+  const Options options_;
+  mutable absl::Mutex mu_;
+  Lru positive_ ABSL_GUARDED_BY(mu_);
+  Lru negative_ ABSL_GUARDED_BY(mu_);
+  // Incremented by every Forget, so a lookup that raced one does not cache what it found.
+  uint64_t forgets_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace acmevault::service
+
+#endif  // ACMEVAULT_SERVICE_TOKEN_CACHE_H_
