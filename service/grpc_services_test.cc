@@ -30,7 +30,7 @@ using Call = ScriptedServer::Call;
 class GrpcTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    fx_.clock().Set(absl::FromCivil(absl::CivilSecond(2026, 12, 1, 0, 0, 0), absl::UTCTimeZone()));
+    fx_.clock().Set(testing::TestChainValidTime());  // The scripted CA issues the test chain.
     AcmeClients::Options options;
     options.transport_instance = &ca_;
     options.client.clock = &fx_.clock();

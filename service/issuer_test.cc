@@ -27,8 +27,7 @@ using Call = ScriptedServer::Call;
 class IssuerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    // Inside the test chain's validity (2026-11-22 .. 2027-02-20).
-    fx_.clock().Set(absl::FromCivil(absl::CivilSecond(2026, 12, 1, 0, 0, 0), absl::UTCTimeZone()));
+    fx_.clock().Set(testing::TestChainValidTime());  // The scripted CA issues the test chain.
     tenant_ = fx_.AddTenant("acme-corp", {"*.example.com"}, ScriptedServer::Url("/dir"));
     host_ = Authenticate(fx_.AddToken(tenant_, Role::kHost));
     auto account_key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);

@@ -34,7 +34,7 @@ class AcceptingDns : public Dns01Solver {
 
 TEST(OrderResumer, AnotherReplicaFinishesAnOrderFromItsStoredMaterial) {
   testing::Fixture fx;
-  fx.clock().Set(absl::FromCivil(absl::CivilSecond(2026, 12, 1, 0, 0, 0), absl::UTCTimeZone()));
+  fx.clock().Set(testing::TestChainValidTime());  // The scripted CA issues the test chain.
   auto tenant = fx.AddTenant("acme-corp", {"*.example.com"}, ScriptedServer::Url("/dir"));
   auto auth = *Authenticator::Create({&fx.store()});
   Caller host = *auth->Authenticate({"Bearer " + fx.AddToken(tenant, storage::Role::kHost), ""});
