@@ -252,6 +252,45 @@ TEST_F(GrpcTest, BadInputNamesTheFieldAndCaProblemsTravelAsDetails) {
   EXPECT_GT(problem.retry_after().seconds(), 0);
 }
 
+// Issue 9, defect 11: every failure is visible to the caller through GetOrder, with its ACME
+// problem type.
+TEST_F(GrpcTest, ACaProblemOnFinalizeReachesGetOrderWithItsType) {
+  auto [admin, host] = Tenant("acme");
+  v1::CreateAccountRequest create;
+  create.set_terms_of_service_agreed(true);
+  v1::Account account;
+  auto c1 = Ctx(admin);
+  ASSERT_TRUE(acct_stub_->CreateAccount(c1.get(), create, &account).ok());
+  ca_.On("POST", "/finalize/1", [](const Call&) {
+    return ScriptedServer::Problem(400, "badCSR", "the CSR's key is too weak");
+  });
+
+  v1::IssueCertificateRequest issue;
+  issue.add_identifiers("leaf.example.com");
+  issue.add_identifiers("*.leaf.example.com");
+  issue.set_key_algorithm(v1::KEY_ALGORITHM_ECDSA_P256);
+  issue.set_idempotency_key("web01");
+  v1::IssueCertificateResponse issued;
+  auto c2 = Ctx(host);
+  grpc::Status s = cert_stub_->IssueCertificate(c2.get(), issue, &issued);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr("badCSR"));
+
+  auto tenant = fx_.store().FindTenantByName("acme");
+  ASSERT_TRUE(tenant.ok());
+  auto row = fx_.store().FindOrderByIdempotencyKey(fx_.AdminScope(tenant->id), "web01");
+  ASSERT_TRUE(row.ok()) << row.status();
+  v1::GetOrderRequest get;
+  get.set_id(absl::StrCat(row->id));
+  v1::Order order;
+  auto c3 = Ctx(host);
+  s = cert_stub_->GetOrder(c3.get(), get, &order);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(order.state(), v1::ORDER_STATE_INVALID);
+  EXPECT_EQ(order.problem_type(), "urn:ietf:params:acme:error:badCSR");
+  EXPECT_THAT(order.error(), HasSubstr("badCSR (HTTP 400): the CSR's key is too weak"));
+}
+
 TEST_F(GrpcTest, AdminServiceIsForPlatformAdminsOnly) {
   auto [admin, host] = Tenant("acme");
   v1::CreateTenantRequest req;

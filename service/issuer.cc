@@ -170,7 +170,7 @@ absl::StatusOr<storage::Order> Issuer::RecordException(const storage::Scope& sco
     if (storage::IsTerminal(order.state)) return order;
     if (order.state >= storage::OrderState::kProcessing) return absl::InternalError(what);
     RETURN_IF_ERROR(
-        options_.orders->TransitionOrder(scope, lease, storage::OrderState::kInvalid, what));
+        options_.orders->TransitionOrder(scope, lease, storage::OrderState::kInvalid, {what}));
     return options_.orders->GetOrder(scope, lease.order);
   } catch (...) {
     return absl::InternalError(what);
@@ -416,14 +416,14 @@ absl::Status Issuer::ResumeUnguarded(const storage::Scope& scope, const storage:
   if (order.csr_der.empty()) {
     // Made before orders carried their material: nobody else can finalize it.
     return orders.TransitionOrder(scope, lease, storage::OrderState::kInvalid,
-                                  "the order has no stored CSR to finalize with; request again");
+                                  {"the order has no stored CSR to finalize with; request again"});
   }
   ASSIGN_OR_RETURN(storage::Tenant tenant, options_.tenants->GetTenant(scope));
   // The tenant's allow-list may have shrunk since the order was made.
   ASSIGN_OR_RETURN(AllowList allow, AllowList::Create(tenant.spec.allowed_identifiers));
   if (absl::Status allowed = allow.CheckAll(order.identifiers); !allowed.ok()) {
     return orders.TransitionOrder(scope, lease, storage::OrderState::kInvalid,
-                                  absl::StrCat("no longer allowed: ", allowed.message()));
+                                  {absl::StrCat("no longer allowed: ", allowed.message())});
   }
   Job job;
   if (order.has_certificate_key) {

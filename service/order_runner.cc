@@ -281,9 +281,10 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
                    options_.orders->RenewLease(scope, ctx.job.lease, options_.lease_duration));
 
   // Moves the recorded state forward (never back), under the lease.
-  auto advance = [&](storage::OrderState to, absl::string_view error = "") -> absl::Status {
+  auto advance = [&](storage::OrderState to,
+                     const storage::OrderFailure& failure = {}) -> absl::Status {
     if (ctx.order.state >= to && to != storage::OrderState::kInvalid) return absl::OkStatus();
-    RETURN_IF_ERROR(options_.orders->TransitionOrder(scope, ctx.job.lease, to, error));
+    RETURN_IF_ERROR(options_.orders->TransitionOrder(scope, ctx.job.lease, to, failure));
     ctx.order.state = to;
     return absl::OkStatus();
   };
@@ -292,8 +293,9 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
   auto give_up = [&](const absl::Status& s) -> absl::StatusOr<storage::Order> {
     Cleanup(ctx);
     // Summarised (type, status, clipped detail): the row, its audit entry and GetOrder's answer
-    // never carry a CA's text whole.
-    RETURN_IF_ERROR(advance(storage::OrderState::kInvalid, SummarizeFailure(s)));
+    // never carry a CA's text whole. The CA's problem type is kept on its own too.
+    RETURN_IF_ERROR(
+        advance(storage::OrderState::kInvalid, {SummarizeFailure(s), ProblemTypeOf(s)}));
     if (options_.metrics) {
       options_.metrics->RecordIssuance(options_.clock->Now() - ctx.order.created_at, false);
     }

@@ -145,7 +145,7 @@ TEST_F(OrderRunnerTest, RunsAnOrderToAStoredCertificate) {
 TEST_F(OrderRunnerTest, ResumesAtTheCasStatusAndNeverFinalizesTwice) {
   storage::Lease lease = NewOrderRow();
   ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, lease, ScriptedServer::Url("/order/1")).ok());
-  ASSERT_TRUE(fx_.store().TransitionOrder(scope_, lease, OrderState::kProcessing, "").ok());
+  ASSERT_TRUE(fx_.store().TransitionOrder(scope_, lease, OrderState::kProcessing, {}).ok());
   // A replica died after finalize: the CA says processing, then valid.
   int polls = 0;
   ca_.On("POST", "/order/1", [&](const Call&) {
@@ -285,6 +285,7 @@ TEST_F(OrderRunnerTest, CaInvalidOrderIsRecordedInvalidWithTheReason) {
   ASSERT_TRUE(order.ok()) << order.status();
   EXPECT_EQ(order->state, OrderState::kInvalid);
   EXPECT_THAT(order->error, HasSubstr("rejectedIdentifier"));
+  EXPECT_EQ(order->problem_type, "urn:ietf:params:acme:error:rejectedIdentifier");
 }
 
 TEST_F(OrderRunnerTest, ACaProblemIsRecordedWithItsTypeAndAClippedDetail) {
@@ -306,7 +307,7 @@ TEST_F(OrderRunnerTest, AnOrderTheCaMarkedInvalidAfterFinalizeEndsInvalidWithThe
   // final (RFC 8555 §7.1.6: invalid is terminal), so the order must not wait for a later run.
   storage::Lease lease = NewOrderRow();
   ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, lease, ScriptedServer::Url("/order/1")).ok());
-  ASSERT_TRUE(fx_.store().TransitionOrder(scope_, lease, OrderState::kProcessing, "").ok());
+  ASSERT_TRUE(fx_.store().TransitionOrder(scope_, lease, OrderState::kProcessing, {}).ok());
   ca_.On("POST", "/order/1", [](const Call&) {
     nlohmann::json order = ScriptedServer::Order("invalid");
     order["error"] = {{"type", "urn:ietf:params:acme:error:badPublicKey"},
@@ -320,6 +321,7 @@ TEST_F(OrderRunnerTest, AnOrderTheCaMarkedInvalidAfterFinalizeEndsInvalidWithThe
   EXPECT_EQ(order->state, OrderState::kInvalid);
   EXPECT_THAT(order->error, HasSubstr("badPublicKey"));
   EXPECT_THAT(order->error, HasSubstr("the key is on a blocklist"));
+  EXPECT_EQ(order->problem_type, "urn:ietf:params:acme:error:badPublicKey");
 }
 
 TEST_F(OrderRunnerTest, UnreachableCaLeavesTheOrderForALaterRun) {
@@ -402,6 +404,13 @@ class OrderRunnerCheckTest : public OrderRunnerTest {
     return runner_->Run(Job(lease, leaf_key));
   }
 
+  // Refused by the service itself: a reason, and no CA problem type.
+  static void ExpectRefused(const storage::Order& order, const std::string& reason) {
+    EXPECT_EQ(order.state, OrderState::kInvalid);
+    EXPECT_THAT(order.error, HasSubstr(reason));
+    EXPECT_EQ(order.problem_type, "");
+  }
+
   void ExpectNoCertificate() {
     auto certs = fx_.store().ListCertificates(scope_, {}, {});
     ASSERT_TRUE(certs.ok());
@@ -417,8 +426,7 @@ TEST_F(OrderRunnerCheckTest, AChainBeyondTheBoundsEndsTheOrderInvalid) {
   for (size_t i = 1; i < acme::kMaxChainCertificates; ++i) long_chain += intermediate;
   auto order = RunDownloading(long_chain);
   ASSERT_TRUE(order.ok()) << order.status();
-  EXPECT_EQ(order->state, OrderState::kInvalid);
-  EXPECT_THAT(order->error, HasSubstr("the chain has 11 certificates; at most 10"));
+  ExpectRefused(*order, "the chain has 11 certificates; at most 10");
   ExpectNoCertificate();
 }
 
@@ -426,17 +434,16 @@ TEST_F(OrderRunnerCheckTest, AnExpiredLeafEndsTheOrderInvalid) {
   fx_.clock().Set(testing::TestChainValidTime() + absl::Hours(24 * 100));  // 2027-03-11.
   auto order = RunDownloading(testing::ReadTestFile("crypto/testdata/chain.pem"));
   ASSERT_TRUE(order.ok()) << order.status();
-  EXPECT_EQ(order->state, OrderState::kInvalid);
-  EXPECT_THAT(order->error, HasSubstr("the leaf is valid from 2026-11-22T08:12:29Z to "
-                                      "2027-02-20T08:12:29Z, not at 2027-03-11"));
+  ExpectRefused(*order,
+                "the leaf is valid from 2026-11-22T08:12:29Z to 2027-02-20T08:12:29Z, not at "
+                "2027-03-11");
   ExpectNoCertificate();
 }
 
 TEST_F(OrderRunnerCheckTest, ADownloadThatIsNotACertificateChainEndsTheOrderInvalid) {
   auto order = RunDownloading("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
   ASSERT_TRUE(order.ok()) << order.status();
-  EXPECT_EQ(order->state, OrderState::kInvalid);
-  EXPECT_THAT(order->error, HasSubstr("INVALID_ARGUMENT: POST certificate"));
+  ExpectRefused(*order, "INVALID_ARGUMENT: POST certificate");
   ExpectNoCertificate();
 }
 
@@ -451,8 +458,7 @@ TEST_F(OrderRunnerCheckTest, AnAuthorizationForANameTheOrderDidNotAskForEndsTheO
   crypto::PrivateKey leaf_key = testing::TestLeafKey();
   auto order = runner_->Run(Job(NewOrderRow(), leaf_key));
   ASSERT_TRUE(order.ok()) << order.status();
-  EXPECT_EQ(order->state, OrderState::kInvalid);
-  EXPECT_THAT(order->error, HasSubstr("evil.example.net, which the order does not name"));
+  ExpectRefused(*order, "evil.example.net, which the order does not name");
   EXPECT_EQ(ca_.CountCalls("POST", "/chall/1"), 0);
   EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 0);
   // Nothing the CA named outside the order reaches the ledger.

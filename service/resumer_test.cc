@@ -147,7 +147,7 @@ class ThrowingOrders : public storage::OrderStore {
     Throw();
   }
   absl::Status TransitionOrder(const storage::Scope&, const storage::Lease&, storage::OrderState,
-                               absl::string_view) override {
+                               const storage::OrderFailure&) override {
     Throw();
   }
   absl::StatusOr<storage::Certificate> CompleteOrder(const storage::Scope&, const storage::Lease&,

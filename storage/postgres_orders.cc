@@ -154,7 +154,9 @@ absl::Status PostgresStore::RecordOrderUrl(const Scope& scope, const Lease& leas
 }
 
 absl::Status PostgresStore::TransitionOrder(const Scope& scope, const Lease& lease, OrderState to,
-                                            absl::string_view error) {
+                                            const OrderFailure& failure) {
+  RETURN_IF_ERROR(rules::ValidateOrderFailure(failure));
+  const OrderFailure kept = to == OrderState::kInvalid ? failure : OrderFailure{};
   const absl::Time now = Now();
   return InTenant("TransitionOrder", scope, [&](pqxx::work& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
@@ -162,14 +164,14 @@ absl::Status PostgresStore::TransitionOrder(const Scope& scope, const Lease& lea
     if (o.state == to) return absl::OkStatus();
     // A terminal order needs no lease any more.
     tx.exec_params0(
-        "UPDATE orders SET state = $2, error = $3, updated_at = av_ts($4), "
+        "UPDATE orders SET state = $2, error = $3, problem_type = $6, updated_at = av_ts($4), "
         "lease_owner = CASE WHEN $5 THEN NULL ELSE lease_owner END, "
         "lease_expires_at = CASE WHEN $5 THEN NULL ELSE lease_expires_at END WHERE id = $1",
-        o.id, std::string(OrderStateName(to)),
-        to == OrderState::kInvalid ? std::string(error) : std::string(), Micros(now),
-        IsTerminal(to));
+        o.id, std::string(OrderStateName(to)), kept.error, Micros(now), IsTerminal(to),
+        kept.problem_type);
     Audit(tx, scope, now,
-          rules::OrderEvent("TransitionOrder", o, rules::TransitionDetail(o.state, to, error)));
+          rules::OrderEvent("TransitionOrder", o,
+                            rules::TransitionDetail(o.state, to, failure.error)));
     return absl::OkStatus();
   });
 }

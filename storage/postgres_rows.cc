@@ -167,6 +167,7 @@ Order OrderOf(const pqxx::row& r) {
   o.updated_at = TimeOf(r[13]);
   o.csr_der = r[14].is_null() ? "" : BytesOf(r[14]);
   o.has_certificate_key = r[15].as<bool>();
+  o.problem_type = r[16].as<std::string>();
   return o;
 }
 
@@ -175,8 +176,8 @@ const Table<Order> kOrders{
     "order",
     {"id, tenant_id, account_id, identifiers, acme_url, state, idempotency_key, lease_owner, "
      "av_us(lease_expires_at), fencing_token, certificate_id, error, av_us(created_at), "
-     "av_us(updated_at), csr_der, kek_id IS NOT NULL",
-     16, OrderOf}};
+     "av_us(updated_at), csr_der, kek_id IS NOT NULL, problem_type",
+     17, OrderOf}};
 
 Authorization AuthorizationOf(const pqxx::row& r) {
   Authorization a;

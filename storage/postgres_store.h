@@ -107,7 +107,7 @@ class PostgresStore final : public Store {
   absl::Status RecordOrderUrl(const Scope& scope, const Lease& lease,
                               absl::string_view url) override;
   absl::Status TransitionOrder(const Scope& scope, const Lease& lease, OrderState to,
-                               absl::string_view error) override;
+                               const OrderFailure& failure) override;
   absl::StatusOr<Certificate> CompleteOrder(const Scope& scope, const Lease& lease,
                                             const NewCertificate& certificate) override;
   absl::StatusOr<std::vector<Lease>> ClaimStaleOrders(absl::string_view owner,

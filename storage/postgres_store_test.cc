@@ -342,7 +342,7 @@ TEST_F(PostgresStoreTest, OrderMaterialIsWrittenOnceAndATerminalOrderIsOnlyRewra
                        store_->ClaimStaleOrders("r", absl::Minutes(1), 10));
   ASSERT_EQ(leases.size(), 2u);
   for (const Lease& lease : leases) {
-    ASSERT_OK(store_->TransitionOrder(alpha, lease, OrderState::kInvalid, "gave up"));
+    ASSERT_OK(store_->TransitionOrder(alpha, lease, OrderState::kInvalid, {"gave up"}));
   }
   EXPECT_THAT(
       db_->Execute(absl::StrCat("UPDATE orders SET error = 'rewritten' WHERE id = ", with_key)),

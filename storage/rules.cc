@@ -170,6 +170,14 @@ absl::StatusOr<std::vector<std::string>> ValidateNewOrder(const NewOrder& order)
   return ids;
 }
 
+absl::Status ValidateOrderFailure(const OrderFailure& failure) {
+  if (failure.problem_type.size() > kMaxProblemTypeSize) {
+    return absl::InvalidArgumentError(absl::StrCat("problem type is ", failure.problem_type.size(),
+                                                   " bytes, more than ", kMaxProblemTypeSize));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckAccountOpen(const Account& account, bool already) {
   if (account.status == AccountStatus::kDeactivated || account.status == AccountStatus::kRevoked) {
     return absl::FailedPreconditionError(absl::StrCat("account ", account.id, " is ",

@@ -43,6 +43,8 @@ absl::Status ValidateLeaseRequest(absl::string_view owner, absl::Duration durati
 // Canonical identifiers (returned), a valid lease request, a CSR of at most kMaxCsrDerSize
 // bytes.
 absl::StatusOr<std::vector<std::string>> ValidateNewOrder(const NewOrder& order);
+// A problem type of at most kMaxProblemTypeSize bytes.
+absl::Status ValidateOrderFailure(const OrderFailure& failure);
 
 // FAILED_PRECONDITION if the account is deactivated or revoked (`already` words the message
 // for a repeated status change).

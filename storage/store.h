@@ -157,10 +157,11 @@ class OrderStore {
   // never changes: the same URL again is OK, another is FAILED_PRECONDITION.
   virtual absl::Status RecordOrderUrl(const Scope& scope, const Lease& lease,
                                       absl::string_view url) = 0;
-  // Moves the order to `to` (forward only; see OrderState). `error` is kept for kInvalid.
-  // FAILED_PRECONDITION for a backward move, a terminal order, or a stale fencing token.
+  // Moves the order to `to` (forward only; see OrderState). `failure` is kept for kInvalid.
+  // FAILED_PRECONDITION for a backward move, a terminal order, or a stale fencing token;
+  // INVALID_ARGUMENT for a problem type longer than kMaxProblemTypeSize.
   virtual absl::Status TransitionOrder(const Scope& scope, const Lease& lease, OrderState to,
-                                       absl::string_view error) = 0;
+                                       const OrderFailure& failure) = 0;
   // Stores the certificate and moves the order to valid, in one transaction.
   virtual absl::StatusOr<Certificate> CompleteOrder(const Scope& scope, const Lease& lease,
                                                     const NewCertificate& certificate) = 0;

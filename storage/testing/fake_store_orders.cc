@@ -123,7 +123,8 @@ absl::Status FakeStore::RecordOrderUrl(const Scope& scope, const Lease& lease,
 }
 
 absl::Status FakeStore::TransitionOrder(const Scope& scope, const Lease& lease, OrderState to,
-                                        absl::string_view error) {
+                                        const OrderFailure& failure) {
+  RETURN_IF_ERROR(rules::ValidateOrderFailure(failure));
   const absl::Time now = Now();
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
@@ -132,7 +133,9 @@ absl::Status FakeStore::TransitionOrder(const Scope& scope, const Lease& lease, 
   if (o->state == to) return absl::OkStatus();
   Order before = *o;
   o->state = to;
-  o->error = to == OrderState::kInvalid ? std::string(error) : "";
+  const bool failed = to == OrderState::kInvalid;
+  o->error = failed ? failure.error : "";
+  o->problem_type = failed ? failure.problem_type : "";
   o->updated_at = now;
   if (IsTerminal(to)) {
     o->lease_owner.clear();
@@ -140,7 +143,7 @@ absl::Status FakeStore::TransitionOrder(const Scope& scope, const Lease& lease, 
   }
   Audit(s, scope, now,
         rules::OrderEvent("TransitionOrder", before,
-                          rules::TransitionDetail(before.state, to, error)));
+                          rules::TransitionDetail(before.state, to, failure.error)));
   return absl::OkStatus();
 }
 
