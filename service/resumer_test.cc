@@ -142,6 +142,10 @@ class ThrowingOrders : public storage::OrderStore {
                                                            absl::string_view) override {
     Throw();
   }
+  absl::Status AttachOrderMaterial(const storage::Scope&, const storage::Lease&, absl::string_view,
+                                   const crypto::PrivateKey*) override {
+    Throw();
+  }
   absl::Status RecordOrderUrl(const storage::Scope&, const storage::Lease&,
                               absl::string_view) override {
     Throw();

@@ -135,6 +135,33 @@ absl::StatusOr<crypto::PrivateKey> PostgresStore::GetOrderCertificateKey(
       });
 }
 
+absl::Status PostgresStore::AttachOrderMaterial(const Scope& scope, const Lease& lease,
+                                                absl::string_view csr_der,
+                                                const crypto::PrivateKey* certificate_key) {
+  RETURN_IF_ERROR(rules::ValidateOrderCsr(csr_der));
+  const absl::Time now = Now();
+  return InTenant("AttachOrderMaterial", scope, [&](pqxx::work& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
+    RETURN_IF_ERROR(rules::CheckMaterialAttachable(o));
+    SealedKey sealed;  // empty fields are stored as NULL: no key
+    if (certificate_key != nullptr) {
+      ASSIGN_OR_RETURN(sealed, envelope_.SealPrivateKey(*certificate_key,
+                                                        OrderKeyContext(scope.tenant, o.id)));
+    }
+    // The guard (migration 0009) admits this once, while the order is created and bare.
+    tx.exec_params0(
+        "UPDATE orders SET csr_der = $2::bytea, kek_id = NULLIF($3, ''), "
+        "wrapped_data_key = NULLIF($4::bytea, ''), sealed_private_key = NULLIF($5::bytea, ''), "
+        "updated_at = av_ts($6) WHERE id = $1",
+        o.id, Bytes(csr_der), sealed.kek_id, Bytes(sealed.wrapped_data_key),
+        Bytes(sealed.sealed_private_key), Micros(now));
+    Audit(tx, scope, now,
+          rules::OrderEvent("AttachOrderMaterial", o,
+                            certificate_key != nullptr ? "CSR and certificate key" : "CSR"));
+    return absl::OkStatus();
+  });
+}
+
 absl::Status PostgresStore::RecordOrderUrl(const Scope& scope, const Lease& lease,
                                            absl::string_view url) {
   RETURN_IF_ERROR(rules::ValidateUrl("order URL", url));

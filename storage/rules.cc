@@ -160,14 +160,40 @@ absl::Status ValidateLeaseRequest(absl::string_view owner, absl::Duration durati
   return absl::OkStatus();
 }
 
+namespace {
+
+absl::Status CheckCsrSize(absl::string_view csr_der) {
+  if (csr_der.size() > kMaxCsrDerSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CSR is ", csr_der.size(), " bytes, more than ", kMaxCsrDerSize));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<std::string>> ValidateNewOrder(const NewOrder& order) {
   ASSIGN_OR_RETURN(std::vector<std::string> ids, CanonicalIdentifiers(order.identifiers));
   RETURN_IF_ERROR(ValidateLeaseRequest(order.lease_owner, order.lease_duration));
-  if (order.csr_der.size() > kMaxCsrDerSize) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("CSR is ", order.csr_der.size(), " bytes, more than ", kMaxCsrDerSize));
-  }
+  RETURN_IF_ERROR(CheckCsrSize(order.csr_der));
   return ids;
+}
+
+absl::Status ValidateOrderCsr(absl::string_view csr_der) {
+  if (csr_der.empty()) return absl::InvalidArgumentError("CSR is empty");
+  return CheckCsrSize(csr_der);
+}
+
+absl::Status CheckMaterialAttachable(const Order& order) {
+  if (!order.csr_der.empty() || order.has_certificate_key) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("order ", order.id, " has its finalization material already"));
+  }
+  if (order.state != OrderState::kCreated) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "order ", order.id, " is ", OrderStateName(order.state), ": too late for its material"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status ValidateOrderFailure(const OrderFailure& failure) {

@@ -152,6 +152,15 @@ class OrderStore {
                                                                     absl::string_view purpose) = 0;
   virtual absl::StatusOr<Order> FindOrderByIdempotencyKey(const Scope& scope,
                                                           absl::string_view key) = 0;
+  // Stores the finalization material of an order created without any: its CSR (1 to
+  // kMaxCsrDerSize bytes) and, if given, the certificate key, sealed as CreateOrJoinOrder seals
+  // it. For the service, which generates a certificate key only once CreateOrJoinOrder has
+  // created the order (a request that joins one never pays for a key). Audited as
+  // "AttachOrderMaterial". INVALID_ARGUMENT for an empty or oversized CSR; FAILED_PRECONDITION
+  // if the order has material already, has left `created`, or the lease was lost.
+  virtual absl::Status AttachOrderMaterial(const Scope& scope, const Lease& lease,
+                                           absl::string_view csr_der,
+                                           const crypto::PrivateKey* certificate_key) = 0;
 
   // Stores the ACME order URL (before finalize) and moves created -> pending. Once set the URL
   // never changes: the same URL again is OK, another is FAILED_PRECONDITION.

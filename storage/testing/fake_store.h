@@ -104,6 +104,9 @@ class FakeStore final : public Store {
                                                   absl::string_view key) override;
   absl::StatusOr<crypto::PrivateKey> GetOrderCertificateKey(const Scope& scope, OrderId order,
                                                             absl::string_view purpose) override;
+  absl::Status AttachOrderMaterial(const Scope& scope, const Lease& lease,
+                                   absl::string_view csr_der,
+                                   const crypto::PrivateKey* certificate_key) override;
   absl::Status RecordOrderUrl(const Scope& scope, const Lease& lease,
                               absl::string_view url) override;
   absl::Status TransitionOrder(const Scope& scope, const Lease& lease, OrderState to,

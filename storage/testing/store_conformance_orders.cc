@@ -374,6 +374,57 @@ TEST_P(StoreConformanceTest, AJoinedOrderKeepsTheMaterialItWasCreatedWith) {
                                                "UseCertificateKey", "CreateOrder"));
 }
 
+TEST_P(StoreConformanceTest, MaterialIsAttachedOnceToABareNewOrderUnderItsLease) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  Lease lease = MakeOrder(scope, account.id, {"a.test"});
+  crypto::PrivateKey cert_key = NewKey();
+  EXPECT_THAT(store().AttachOrderMaterial(scope, lease, "", &cert_key),
+              StatusIs(kInvalidArgument, "CSR is empty"));
+  EXPECT_THAT(store().AttachOrderMaterial(scope, lease, CsrBytes(kMaxCsrDerSize + 1), &cert_key),
+              StatusIs(kInvalidArgument, "CSR is 16385 bytes"));
+  ASSERT_OK(store().AttachOrderMaterial(scope, lease, CsrBytes(700, 5), &cert_key));
+  ASSERT_OK_AND_ASSIGN(Order o, store().GetOrder(scope, lease.order));
+  EXPECT_EQ(o.state, OrderState::kCreated);
+  EXPECT_EQ(o.csr_der, CsrBytes(700, 5));
+  EXPECT_TRUE(o.has_certificate_key);
+  ASSERT_OK_AND_ASSIGN(crypto::PrivateKey unsealed,
+                       store().GetOrderCertificateKey(scope, o.id, "finalize"));
+  EXPECT_EQ(unsealed.public_key().ToDer(), cert_key.public_key().ToDer());
+  // Once: neither replaced nor completed later.
+  EXPECT_THAT(store().AttachOrderMaterial(scope, lease, CsrBytes(800, 6), nullptr),
+              StatusIs(kFailedPrecondition, "has its finalization material already"));
+
+  // An order made with material, one at the CA already, and a lost lease all refuse it.
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult made_with,
+      store().CreateOrJoinOrder(
+          scope, WithMaterial(NewOrder{account.id, {"b.test"}, "", "r1", absl::Minutes(1)},
+                              CsrBytes(300, 1), nullptr)));
+  EXPECT_THAT(store().AttachOrderMaterial(scope, *made_with.lease, CsrBytes(300, 2), &cert_key),
+              StatusIs(kFailedPrecondition, "has its finalization material already"));
+  Lease at_ca = MakeOrder(scope, account.id, {"c.test"});
+  ASSERT_OK(store().RecordOrderUrl(scope, at_ca, "https://ca.test/order/3"));
+  EXPECT_THAT(store().AttachOrderMaterial(scope, at_ca, CsrBytes(300, 3), nullptr),
+              StatusIs(kFailedPrecondition, "is pending: too late"));
+  Lease stale = MakeOrder(scope, account.id, {"d.test"});
+  clock().Advance(absl::Minutes(5));
+  ASSERT_OK(store().ClaimStaleOrders("r2", absl::Minutes(1), 10).status());
+  EXPECT_THAT(store().AttachOrderMaterial(scope, stale, CsrBytes(300, 4), nullptr),
+              StatusIs(kFailedPrecondition, "lost"));
+  ASSERT_OK_AND_ASSIGN(o, store().GetOrder(scope, stale.order));
+  EXPECT_EQ(o.csr_der, "");
+  // Another tenant's order does not exist for this one.
+  Tenant b = MakeTenant("beta");
+  EXPECT_FALSE(store().AttachOrderMaterial(ScopeOf(b), stale, CsrBytes(300, 4), nullptr).ok());
+
+  EXPECT_THAT(AuditActions(scope),
+              ElementsAre("CreateTenant", "CreateAccount", "CreateOrder", "AttachOrderMaterial",
+                          "UseCertificateKey", "CreateOrder", "CreateOrder", "RecordOrderUrl",
+                          "CreateOrder"));
+}
+
 TEST_P(StoreConformanceTest, StaleLeaseIsClaimedOnceAndFencesTheOldOwner) {
   Tenant a = MakeTenant("alpha");
   const Scope scope = ScopeOf(a);
