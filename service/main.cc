@@ -36,6 +36,7 @@
 #include "service/auth.h"
 #include "service/core_dumps.h"
 #include "service/dns01_rfc2136.h"
+#include "service/grpc_server.h"
 #include "service/grpc_services.h"
 #include "service/http01_responder.h"
 #include "service/issuer.h"
@@ -108,6 +109,30 @@ absl::StatusOr<std::unique_ptr<storage::PostgresStore>> OpenStore(const v1::Serv
   options.pool.url = url;
   if (config.database().pool_size() > 0) options.pool.size = config.database().pool_size();
   return storage::PostgresStore::Create(options, std::move(keks));
+}
+
+// The gRPC server's limits: each field of the config that is set, else ServerLimits' default
+// (which the config documents).
+service::ServerLimits GrpcLimitsFrom(const v1::ServerConfig::GrpcLimits& config) {
+  service::ServerLimits limits;
+  if (config.max_concurrent_streams() > 0) {
+    limits.max_concurrent_streams = config.max_concurrent_streams();
+  }
+  if (config.max_threads() > 0) limits.max_threads = config.max_threads();
+  if (config.max_memory_bytes() > 0) limits.max_memory_bytes = config.max_memory_bytes();
+  if (config.max_receive_message_bytes() > 0) {
+    limits.max_receive_message_bytes = config.max_receive_message_bytes();
+  }
+  if (config.keepalive_time_seconds() > 0) {
+    limits.keepalive_time = absl::Seconds(config.keepalive_time_seconds());
+  }
+  if (config.keepalive_timeout_seconds() > 0) {
+    limits.keepalive_timeout = absl::Seconds(config.keepalive_timeout_seconds());
+  }
+  if (config.max_connection_idle_seconds() > 0) {
+    limits.max_connection_idle = absl::Seconds(config.max_connection_idle_seconds());
+  }
+  return limits;
 }
 
 volatile sig_atomic_t shutdown_requested = 0;
@@ -262,6 +287,7 @@ absl::Status Serve() {
   }
   int grpc_port = 0;
   builder.AddListeningPort(config.grpc_listen_address(), credentials, &grpc_port);
+  service::ApplyServerLimits(GrpcLimitsFrom(config.grpc_limits()), &metrics, builder);
   builder.RegisterService(certificate_service.get());
   builder.RegisterService(account_service.get());
   builder.RegisterService(admin_service.get());
