@@ -53,8 +53,7 @@ class LimitsInterceptorFactory final : public gx::ServerInterceptorFactoryInterf
 
 }  // namespace
 
-void ApplyServerLimits(const ServerLimits& limits, Metrics* metrics,
-                       grpc::ServerBuilder& builder) {
+void ApplyServerLimits(const ServerLimits& limits, Metrics* metrics, grpc::ServerBuilder& builder) {
   grpc::ResourceQuota quota("acmevaultd");
   quota.SetMaxThreads(limits.max_threads);
   quota.Resize(static_cast<size_t>(limits.max_memory_bytes));

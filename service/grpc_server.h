@@ -46,8 +46,7 @@ struct ServerLimits {
 // Sets `limits` on `builder` (before BuildAndStart). When `metrics` is set (borrowed; it must
 // outlive the server), every call is counted in acmevault_rpcs_in_flight while it lasts, and a
 // call gRPC refuses for want of a thread in acmevault_rpcs_rejected_total{limit="threads"}.
-void ApplyServerLimits(const ServerLimits& limits, Metrics* metrics,
-                       grpc::ServerBuilder& builder);
+void ApplyServerLimits(const ServerLimits& limits, Metrics* metrics, grpc::ServerBuilder& builder);
 
 }  // namespace acmevault::service
 

@@ -21,8 +21,8 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "testing/echo.grpc.pb.h"
 #include "service/metrics.h"
+#include "testing/echo.grpc.pb.h"
 
 namespace acmevault::service {
 namespace {

@@ -135,6 +135,26 @@ service::ServerLimits GrpcLimitsFrom(const v1::ServerConfig::GrpcLimits& config)
   return limits;
 }
 
+// The HTTP-01 responder's options: each field of the config that is set, else the default.
+service::Http01Responder::Options Http01OptionsFrom(const v1::ServerConfig& config,
+                                                    storage::ChallengeStore* challenges,
+                                                    service::Metrics* metrics) {
+  service::Http01Responder::Options options;
+  options.listen_address = config.http01_listen_address();
+  const auto& c = config.http01();
+  if (c.threads() > 0) options.threads = c.threads();
+  if (c.request_timeout_ms() > 0) {
+    options.request_timeout = absl::Milliseconds(c.request_timeout_ms());
+  }
+  if (c.keep_alive_timeout_ms() > 0) {
+    options.keep_alive_timeout = absl::Milliseconds(c.keep_alive_timeout_ms());
+  }
+  if (c.connection_queue() > 0) options.connection_queue = c.connection_queue();
+  options.challenges = challenges;
+  options.metrics = metrics;
+  return options;
+}
+
 volatile sig_atomic_t shutdown_requested = 0;
 
 // Only async-signal-safe work: set a flag that the main thread polls.
@@ -186,8 +206,7 @@ absl::Status Serve() {
   std::unique_ptr<service::Http01Responder> responder;
   if (!config.http01_listen_address().empty()) {
     ASSIGN_OR_RETURN(responder,
-                     service::Http01Responder::Start(
-                         {.listen_address = config.http01_listen_address(), .challenges = s}));
+                     service::Http01Responder::Start(Http01OptionsFrom(config, s, &metrics)));
   }
 
   std::unique_ptr<service::Rfc2136Solver> dns01;

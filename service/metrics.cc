@@ -20,6 +20,7 @@ struct Metrics::Families {
   prometheus::Family<prometheus::Histogram>* rpc_latency;
   prometheus::Gauge* rpcs_in_flight;
   prometheus::Family<prometheus::Counter>* rpcs_rejected;
+  prometheus::Family<prometheus::Counter>* http01_requests;
   prometheus::Family<prometheus::Counter>* acme_requests;
   prometheus::Family<prometheus::Counter>* acme_errors;
   prometheus::Family<prometheus::Histogram>* issuance;
@@ -53,14 +54,18 @@ Metrics::Metrics()
                                 .Help("RPC handling time")
                                 .Register(*registry_);
   families_->rpcs_in_flight = &prometheus::BuildGauge()
-                                    .Name("acmevault_rpcs_in_flight")
-                                    .Help("RPCs the gRPC server holds now")
-                                    .Register(*registry_)
-                                    .Add({});
+                                   .Name("acmevault_rpcs_in_flight")
+                                   .Help("RPCs the gRPC server holds now")
+                                   .Register(*registry_)
+                                   .Add({});
   families_->rpcs_rejected = &prometheus::BuildCounter()
-                                   .Name("acmevault_rpcs_rejected_total")
-                                   .Help("RPCs refused by a server limit before any handler ran")
-                                   .Register(*registry_);
+                                  .Name("acmevault_rpcs_rejected_total")
+                                  .Help("RPCs refused by a server limit before any handler ran")
+                                  .Register(*registry_);
+  families_->http01_requests = &prometheus::BuildCounter()
+                                    .Name("acmevault_http01_requests_total")
+                                    .Help("Requests the HTTP-01 responder answered, by status")
+                                    .Register(*registry_);
   families_->acme_requests = &prometheus::BuildCounter()
                                   .Name("acmevault_acme_requests_total")
                                   .Help("ACME operations sent to CAs")
@@ -93,6 +98,10 @@ void Metrics::AddRpcsInFlight(int delta) { families_->rpcs_in_flight->Increment(
 
 void Metrics::RecordRpcRejected(absl::string_view limit) {
   families_->rpcs_rejected->Add({{"limit", std::string(limit)}}).Increment();
+}
+
+void Metrics::RecordHttp01(int status) {
+  families_->http01_requests->Add({{"code", absl::StrCat(status)}}).Increment();
 }
 
 void Metrics::RecordAcme(absl::string_view operation, const absl::Status& outcome) {

@@ -32,6 +32,8 @@ class Metrics {
   // acmevault_rpcs_rejected_total{limit}: calls the gRPC server refused for want of `limit`
   // before any handler ran.
   void RecordRpcRejected(absl::string_view limit);
+  // acmevault_http01_requests_total{code}: requests the HTTP-01 responder answered, by status.
+  void RecordHttp01(int status);
   // acmevault_acme_requests_total{operation} and, for failures,
   // acmevault_acme_errors_total{operation,type} (type: the ACME problem's short type, or the
   // status code name when there was no problem document).

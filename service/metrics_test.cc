@@ -25,6 +25,9 @@ TEST(Metrics, CountsRpcsAcmeErrorsIssuanceAndKeyAge) {
   m.AddRpcsInFlight(1);
   m.AddRpcsInFlight(-1);
   m.RecordRpcRejected("threads");
+  m.RecordHttp01(200);
+  m.RecordHttp01(404);
+  m.RecordHttp01(200);
   std::string text = m.Render();
   EXPECT_THAT(text, HasSubstr(
                         "acmevault_rpc_requests_total{code=\"OK\",method=\"IssueCertificate\"} 2"));
@@ -40,6 +43,8 @@ TEST(Metrics, CountsRpcsAcmeErrorsIssuanceAndKeyAge) {
   EXPECT_THAT(text, HasSubstr("acmevault_account_key_age_seconds{tenant=\"acme-corp\"} 7200"));
   EXPECT_THAT(text, HasSubstr("acmevault_rpcs_in_flight 1"));
   EXPECT_THAT(text, HasSubstr("acmevault_rpcs_rejected_total{limit=\"threads\"} 1"));
+  EXPECT_THAT(text, HasSubstr("acmevault_http01_requests_total{code=\"200\"} 2"));
+  EXPECT_THAT(text, HasSubstr("acmevault_http01_requests_total{code=\"404\"} 1"));
 }
 
 TEST(MetricsServer, ServesTheExpositionOnLoopback) {
