@@ -102,6 +102,18 @@ class GrpcTest : public ::testing::Test {
     return {token(v1::ROLE_ADMIN), token(v1::ROLE_HOST)};
   }
 
+  // Creates the tenant's ACME account (terms agreed) as its admin; the account, or an empty one
+  // after a failed expectation.
+  v1::Account CreateAccount(const std::string& admin) {
+    v1::CreateAccountRequest create;
+    create.set_terms_of_service_agreed(true);
+    v1::Account account;
+    auto ctx = Ctx(admin);
+    grpc::Status s = acct_stub_->CreateAccount(ctx.get(), create, &account);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return account;
+  }
+
   testing::Fixture fx_;
   ScriptedServer ca_;
   std::string state_ = "pending";
@@ -220,11 +232,8 @@ TEST_F(GrpcTest, AccountIssueAndReadThroughTheWire) {
 
 TEST_F(GrpcTest, BadInputNamesTheFieldAndCaProblemsTravelAsDetails) {
   auto [admin, host] = Tenant("acme");
-  v1::CreateAccountRequest create;
-  create.set_terms_of_service_agreed(true);
-  v1::Account account;
-  auto c1 = Ctx(admin);
-  ASSERT_TRUE(acct_stub_->CreateAccount(c1.get(), create, &account).ok());
+  v1::Account account = CreateAccount(admin);
+  ASSERT_FALSE(account.account_url().empty());
 
   v1::IssueCertificateRequest issue;
   issue.add_identifiers("under_score.example.com");
@@ -256,11 +265,7 @@ TEST_F(GrpcTest, BadInputNamesTheFieldAndCaProblemsTravelAsDetails) {
 // problem type.
 TEST_F(GrpcTest, ACaProblemOnFinalizeReachesGetOrderWithItsType) {
   auto [admin, host] = Tenant("acme");
-  v1::CreateAccountRequest create;
-  create.set_terms_of_service_agreed(true);
-  v1::Account account;
-  auto c1 = Ctx(admin);
-  ASSERT_TRUE(acct_stub_->CreateAccount(c1.get(), create, &account).ok());
+  ASSERT_FALSE(CreateAccount(admin).account_url().empty());
   ca_.On("POST", "/finalize/1", [](const Call&) {
     return ScriptedServer::Problem(400, "badCSR", "the CSR's key is too weak");
   });
@@ -430,11 +435,9 @@ TEST_F(GrpcTest, RepeatedFieldsPastTheirCapAreInvalidArgumentNamingTheField) {
 // The RPCs the tests above do not reach, each with its success and a documented error.
 TEST_F(GrpcTest, EveryOtherRpcSucceedsAndFailsAsDocumented) {
   auto [admin, host] = Tenant("acme");
-  v1::CreateAccountRequest create;
-  create.set_terms_of_service_agreed(true);
-  v1::Account account;
-  auto c = Ctx(admin);
-  ASSERT_TRUE(acct_stub_->CreateAccount(c.get(), create, &account).ok());
+  v1::Account account = CreateAccount(admin);
+  ASSERT_FALSE(account.account_url().empty());
+  std::unique_ptr<grpc::ClientContext> c;
 
   // RolloverAccountKey: ok; PERMISSION_DENIED for a host.
   v1::RolloverAccountKeyResponse rolled;
