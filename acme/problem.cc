@@ -116,6 +116,13 @@ Problem FromPayload(const nlohmann::json& j) {
   return p;
 }
 
+// A Status of `code` and `message` that carries `p` as its payload.
+absl::Status Carrying(absl::StatusCode code, absl::string_view message, const Problem& p) {
+  absl::Status status(code, message);
+  status.SetPayload(kProblemPayloadUrl, absl::Cord(DumpJson(ToJson(p))));
+  return status;
+}
+
 }  // namespace
 
 nlohmann::json BoundedProblemDocument(const nlohmann::json& document) {
@@ -172,11 +179,10 @@ absl::Status ProblemStatus(const HttpResponse& response, absl::string_view what,
     p.type = absl::StrCat("http:", response.status);
     p.detail = location.empty() ? "redirect without a Location"
                                 : absl::StrCat("redirect to ", CaText(location));
-    absl::Status status(absl::StatusCode::kFailedPrecondition,
-                        absl::StrCat(what, ": CA answered HTTP ", response.status, " ", p.detail,
-                                     " (redirects are not followed)"));
-    status.SetPayload(kProblemPayloadUrl, absl::Cord(DumpJson(ToJson(p))));
-    return status;
+    return Carrying(absl::StatusCode::kFailedPrecondition,
+                    absl::StrCat(what, ": CA answered HTTP ", response.status, " ", p.detail,
+                                 " (redirects are not followed)"),
+                    p);
   }
   const bool too_deep = NestedTooDeep(response.body);
   if (!too_deep) {
@@ -201,9 +207,12 @@ absl::Status ProblemStatus(const HttpResponse& response, absl::string_view what,
     absl::StrAppend(&message, "; retry after ",
                     absl::FormatTime(absl::RFC3339_sec, *p.retry_after, absl::UTCTimeZone()));
   }
-  absl::Status status(CodeForType(p.ShortType(), response.status), message);
-  status.SetPayload(kProblemPayloadUrl, absl::Cord(DumpJson(ToJson(p))));
-  return status;
+  return Carrying(CodeForType(p.ShortType(), response.status), message, p);
+}
+
+absl::Status EmbeddedProblemStatus(absl::StatusCode code, absl::string_view what,
+                                   const Problem& problem) {
+  return Carrying(code, absl::StrCat(what, ": acme ", Summarize(problem)), problem);
 }
 
 std::optional<Problem> GetProblem(const absl::Status& status) {

@@ -61,6 +61,12 @@ inline constexpr char kProblemPayloadUrl[] = "acmevault.dev/acme-problem";
 absl::Status ProblemStatus(const HttpResponse& response, absl::string_view what,
                            absl::Time now);
 
+// A Status of `code` whose message is "<what>: acme " and Summarize(problem), carrying `problem`
+// as ProblemStatus does: for a problem the CA embedded in a resource (an invalid order's
+// "error") rather than answered with.
+absl::Status EmbeddedProblemStatus(absl::StatusCode code, absl::string_view what,
+                                   const Problem& problem);
+
 // A problem document as a CA sends it or embeds it in a resource (an order's, authorization's or
 // challenge's "error"), reduced to the members a Problem reads and bounded as above: "type",
 // "detail", "status" (an HTTP status), "identifier" {type, value} and at most kMaxSubproblems

@@ -2,6 +2,7 @@
 
 #include <optional>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "acme/problem.h"
 
@@ -63,6 +64,12 @@ std::string SummarizeFailure(const absl::Status& status) {
   if (!problem) return absl::StrCat(code, ": ", ClipText(status.message()));
   return absl::StrCat(code, ": acme ", ClipText(problem->ShortType(), 80), " (HTTP ",
                       problem->http_status, "): ", ClipText(problem->detail));
+}
+
+std::string ProblemTypeOf(const absl::Status& status) {
+  std::optional<acme::Problem> problem = acme::GetProblem(status);
+  if (!problem || absl::StartsWith(problem->type, "http:")) return "";
+  return ClipText(problem->type, kMaxProblemTypeBytes);
 }
 
 std::string DescribeException(std::exception_ptr e) {

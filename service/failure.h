@@ -25,6 +25,13 @@ std::string ClipText(absl::string_view text, size_t max = kMaxFailureDetail);
 // payload (the problem document) nor the CA's text whole.
 std::string SummarizeFailure(const absl::Status& status);
 
+// The ACME problem type `status` carries (the full URN, e.g.
+// "urn:ietf:params:acme:error:rejectedIdentifier"), clipped to at most kMaxProblemTypeBytes:
+// what an order records beside SummarizeFailure. "" when the failure is no CA problem, or the
+// CA's answer was no problem document (acme marks those with an "http:<status>" type).
+inline constexpr size_t kMaxProblemTypeBytes = 200;
+std::string ProblemTypeOf(const absl::Status& status);
+
 // What an exception that escaped a unit of background work is recorded as: "internal error: "
 // and its clipped what() (or "unknown exception"). `e` must not be null.
 std::string DescribeException(std::exception_ptr e);

@@ -37,6 +37,29 @@ TEST(SummarizeFailure, NamesTheCodeTheAcmeTypeAndAClippedDetail) {
   EXPECT_EQ(SummarizeFailure(absl::NotFoundError("no such order")), "NOT_FOUND: no such order");
 }
 
+TEST(ProblemTypeOf, IsTheCasFullTypeAndEmptyWithoutAProblemDocument) {
+  acme::HttpResponse answer;
+  answer.status = 400;
+  answer.headers = {{"content-type", "application/problem+json"}};
+  answer.body = R"({"type":"urn:ietf:params:acme:error:rejectedIdentifier","detail":"no"})";
+  EXPECT_EQ(ProblemTypeOf(acme::ProblemStatus(answer, "POST newOrder", absl::UnixEpoch())),
+            "urn:ietf:params:acme:error:rejectedIdentifier");
+  // A proxy's page and a redirect carry a Problem, but no type of the CA's.
+  answer.status = 502;
+  answer.headers = {{"content-type", "text/html"}};
+  answer.body = "<html>bad gateway</html>";
+  EXPECT_EQ(ProblemTypeOf(acme::ProblemStatus(answer, "POST newOrder", absl::UnixEpoch())), "");
+  answer.status = 302;
+  EXPECT_EQ(ProblemTypeOf(acme::ProblemStatus(answer, "POST newOrder", absl::UnixEpoch())), "");
+  EXPECT_EQ(ProblemTypeOf(absl::InvalidArgumentError("the chain has 11 certificates")), "");
+  // Bounded, whatever the CA sent.
+  answer.status = 400;
+  answer.headers = {{"content-type", "application/problem+json"}};
+  answer.body = nlohmann::json{{"type", "urn:x:" + std::string(5000, 't')}}.dump();
+  EXPECT_LE(ProblemTypeOf(acme::ProblemStatus(answer, "POST newOrder", absl::UnixEpoch())).size(),
+            kMaxProblemTypeBytes + 3);
+}
+
 TEST(DescribeException, NamesAnInternalErrorWithTheClippedMessage) {
   EXPECT_EQ(DescribeException(std::make_exception_ptr(std::runtime_error("boom"))),
             "internal error: boom");

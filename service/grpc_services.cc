@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
+#include "service/grpc_server.h"
 #include "service/grpc_status.h"
 #include "service/log.h"
 #include "service/proto_convert.h"
@@ -39,7 +40,7 @@ grpc::Status HandleRpc(const ServiceDeps& deps, grpc::ServerContext* context,
   const std::string request_id = NewRequestId();
   // Latency is real elapsed time, whatever clock the responses use.
   const absl::Time start = absl::Now();
-  context->AddTrailingMetadata("x-request-id", request_id);
+  context->AddTrailingMetadata(kRequestIdTrailer, request_id);
   absl::Status status;
   std::string caller_name = "-", tenant = "-";
   auto caller = deps.auth->Authenticate(CredentialsOf(*context));

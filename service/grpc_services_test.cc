@@ -30,7 +30,7 @@ using Call = ScriptedServer::Call;
 class GrpcTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    fx_.clock().Set(absl::FromCivil(absl::CivilSecond(2026, 12, 1, 0, 0, 0), absl::UTCTimeZone()));
+    fx_.clock().Set(testing::TestChainValidTime());  // The scripted CA issues the test chain.
     AcmeClients::Options options;
     options.transport_instance = &ca_;
     options.client.clock = &fx_.clock();
@@ -100,6 +100,18 @@ class GrpcTest : public ::testing::Test {
       return resp.token();
     };
     return {token(v1::ROLE_ADMIN), token(v1::ROLE_HOST)};
+  }
+
+  // Creates the tenant's ACME account (terms agreed) as its admin; the account, or an empty one
+  // after a failed expectation.
+  v1::Account CreateAccount(const std::string& admin) {
+    v1::CreateAccountRequest create;
+    create.set_terms_of_service_agreed(true);
+    v1::Account account;
+    auto ctx = Ctx(admin);
+    grpc::Status s = acct_stub_->CreateAccount(ctx.get(), create, &account);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return account;
   }
 
   testing::Fixture fx_;
@@ -220,11 +232,8 @@ TEST_F(GrpcTest, AccountIssueAndReadThroughTheWire) {
 
 TEST_F(GrpcTest, BadInputNamesTheFieldAndCaProblemsTravelAsDetails) {
   auto [admin, host] = Tenant("acme");
-  v1::CreateAccountRequest create;
-  create.set_terms_of_service_agreed(true);
-  v1::Account account;
-  auto c1 = Ctx(admin);
-  ASSERT_TRUE(acct_stub_->CreateAccount(c1.get(), create, &account).ok());
+  v1::Account account = CreateAccount(admin);
+  ASSERT_FALSE(account.account_url().empty());
 
   v1::IssueCertificateRequest issue;
   issue.add_identifiers("under_score.example.com");
@@ -250,6 +259,41 @@ TEST_F(GrpcTest, BadInputNamesTheFieldAndCaProblemsTravelAsDetails) {
   ASSERT_TRUE(details.details(0).UnpackTo(&problem));
   EXPECT_EQ(problem.type(), "urn:ietf:params:acme:error:rateLimited");
   EXPECT_GT(problem.retry_after().seconds(), 0);
+}
+
+// Issue 9, defect 11: every failure is visible to the caller through GetOrder, with its ACME
+// problem type.
+TEST_F(GrpcTest, ACaProblemOnFinalizeReachesGetOrderWithItsType) {
+  auto [admin, host] = Tenant("acme");
+  ASSERT_FALSE(CreateAccount(admin).account_url().empty());
+  ca_.On("POST", "/finalize/1", [](const Call&) {
+    return ScriptedServer::Problem(400, "badCSR", "the CSR's key is too weak");
+  });
+
+  v1::IssueCertificateRequest issue;
+  issue.add_identifiers("leaf.example.com");
+  issue.add_identifiers("*.leaf.example.com");
+  issue.set_key_algorithm(v1::KEY_ALGORITHM_ECDSA_P256);
+  issue.set_idempotency_key("web01");
+  v1::IssueCertificateResponse issued;
+  auto c2 = Ctx(host);
+  grpc::Status s = cert_stub_->IssueCertificate(c2.get(), issue, &issued);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr("badCSR"));
+
+  auto tenant = fx_.store().FindTenantByName("acme");
+  ASSERT_TRUE(tenant.ok());
+  auto row = fx_.store().FindOrderByIdempotencyKey(fx_.AdminScope(tenant->id), "web01");
+  ASSERT_TRUE(row.ok()) << row.status();
+  v1::GetOrderRequest get;
+  get.set_id(absl::StrCat(row->id));
+  v1::Order order;
+  auto c3 = Ctx(host);
+  s = cert_stub_->GetOrder(c3.get(), get, &order);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(order.state(), v1::ORDER_STATE_INVALID);
+  EXPECT_EQ(order.problem_type(), "urn:ietf:params:acme:error:badCSR");
+  EXPECT_THAT(order.error(), HasSubstr("badCSR (HTTP 400): the CSR's key is too weak"));
 }
 
 TEST_F(GrpcTest, AdminServiceIsForPlatformAdminsOnly) {
@@ -391,11 +435,9 @@ TEST_F(GrpcTest, RepeatedFieldsPastTheirCapAreInvalidArgumentNamingTheField) {
 // The RPCs the tests above do not reach, each with its success and a documented error.
 TEST_F(GrpcTest, EveryOtherRpcSucceedsAndFailsAsDocumented) {
   auto [admin, host] = Tenant("acme");
-  v1::CreateAccountRequest create;
-  create.set_terms_of_service_agreed(true);
-  v1::Account account;
-  auto c = Ctx(admin);
-  ASSERT_TRUE(acct_stub_->CreateAccount(c.get(), create, &account).ok());
+  v1::Account account = CreateAccount(admin);
+  ASSERT_FALSE(account.account_url().empty());
+  std::unique_ptr<grpc::ClientContext> c;
 
   // RolloverAccountKey: ok; PERMISSION_DENIED for a host.
   v1::RolloverAccountKeyResponse rolled;

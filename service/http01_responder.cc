@@ -25,7 +25,8 @@ bool IsToken(absl::string_view t) {
   return true;
 }
 
-int Reply(mg_connection* conn, int status, absl::string_view body) {
+int Reply(mg_connection* conn, Metrics* metrics, int status, absl::string_view body) {
+  if (metrics != nullptr) metrics->RecordHttp01(status);
   mg_printf(conn,
             "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n"
             "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
@@ -45,10 +46,17 @@ absl::StatusOr<std::unique_ptr<Http01Responder>> Http01Responder::Start(Options 
   RETURN_IF_ERROR(RequireCollaborators("Http01Responder", {{"challenges", options.challenges}}));
   InitOnce();
   auto responder = std::unique_ptr<Http01Responder>(new Http01Responder(std::move(options)));
-  std::string threads = absl::StrCat(responder->options_.threads);
-  const char* mg_options[] = {"listening_ports", responder->options_.listen_address.c_str(),
+  const Options& o = responder->options_;
+  const std::string threads = absl::StrCat(o.threads);
+  const std::string request_timeout = absl::StrCat(absl::ToInt64Milliseconds(o.request_timeout));
+  const std::string keep_alive_timeout =
+      absl::StrCat(absl::ToInt64Milliseconds(o.keep_alive_timeout));
+  const std::string connection_queue = absl::StrCat(o.connection_queue);
+  const char* mg_options[] = {"listening_ports", o.listen_address.c_str(),
                               "num_threads", threads.c_str(),
-                              "request_timeout_ms", "10000",
+                              "request_timeout_ms", request_timeout.c_str(),
+                              "keep_alive_timeout_ms", keep_alive_timeout.c_str(),
+                              "connection_queue", connection_queue.c_str(),
                               "enable_directory_listing", "no",
                               nullptr};
   mg_callbacks callbacks{};
@@ -73,18 +81,21 @@ int64_t Http01Responder::answered() const { return answered_.load(); }
 
 int Http01Responder::Handle(mg_connection* conn, void* self_ptr) {
   auto* self = static_cast<Http01Responder*>(self_ptr);
+  auto reply = [&](int status, absl::string_view body) {
+    return Reply(conn, self->options_.metrics, status, body);
+  };
   const mg_request_info* info = mg_get_request_info(conn);
   absl::string_view method = info->request_method ? info->request_method : "";
   absl::string_view uri = info->local_uri ? info->local_uri : "";
-  if (method != "GET" && method != "HEAD") return Reply(conn, 405, "method not allowed\n");
-  if (!absl::StartsWith(uri, kPrefix)) return Reply(conn, 404, "not found\n");
+  if (method != "GET" && method != "HEAD") return reply(405, "method not allowed\n");
+  if (!absl::StartsWith(uri, kPrefix)) return reply(404, "not found\n");
   absl::string_view token = uri.substr(kPrefix.size());
-  if (!IsToken(token)) return Reply(conn, 404, "not found\n");
+  if (!IsToken(token)) return reply(404, "not found\n");
   auto answer = self->options_.challenges->LookupChallenge(token);
-  if (absl::IsNotFound(answer.status())) return Reply(conn, 404, "not found\n");
-  if (!answer.ok()) return Reply(conn, 503, "try again\n");
+  if (absl::IsNotFound(answer.status())) return reply(404, "not found\n");
+  if (!answer.ok()) return reply(503, "try again\n");
   self->answered_.fetch_add(1);
-  return Reply(conn, 200, method == "HEAD" ? "" : *answer);
+  return reply(200, method == "HEAD" ? "" : *answer);
 }
 
 }  // namespace acmevault::service

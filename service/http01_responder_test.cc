@@ -1,10 +1,19 @@
 #include "service/http01_responder.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "acme/client.h"
 #include "acme/http.h"
 #include "common/testing/stack_env.h"
@@ -104,6 +113,94 @@ TEST(Http01Responder, AnswersKnownTokensOnly) {
   EXPECT_EQ(post->status, 405);
   EXPECT_EQ(answers.lookups(), lookups);
   EXPECT_EQ((*responder)->answered(), 1);
+}
+
+// Connections to the responder that send nothing, or a request header a byte at a time, as a
+// slow-loris client does; closed when destroyed.
+class SlowClients {
+ public:
+  // `idle` connections that never send, and `trickling` ones that send a byte every 100 ms.
+  SlowClients(int port, int idle, int trickling) {
+    for (int i = 0; i < idle + trickling; ++i) {
+      int fd = socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in address{};
+      address.sin_family = AF_INET;
+      address.sin_port = htons(static_cast<uint16_t>(port));
+      address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+      (i < idle ? idle_ : trickling_).push_back(fd);
+    }
+    trickler_ = std::thread([this] {
+      const std::string header = "GET /.well-known/acme-challenge/slow HTTP/1.1\r\nX-Pad: ";
+      for (size_t sent = 0; !stop_.WaitForNotificationWithTimeout(absl::Milliseconds(100));
+           ++sent) {
+        const char c = sent < header.size() ? header[sent] : 'a';
+        for (int fd : trickling_) (void)send(fd, &c, 1, MSG_NOSIGNAL);
+      }
+    });
+  }
+  ~SlowClients() {
+    stop_.Notify();
+    trickler_.join();
+    for (int fd : idle_) close(fd);
+    for (int fd : trickling_) close(fd);
+  }
+
+ private:
+  std::vector<int> idle_, trickling_;
+  absl::Notification stop_;
+  std::thread trickler_;
+};
+
+// The GET a CA's validation makes, waiting at most `patience` for the answer.
+absl::StatusOr<acme::HttpResponse> Validate(int port, const std::string& token,
+                                             absl::Duration patience) {
+  auto http = acme::CurlTransport::Create(
+      {.connect_timeout = patience, .timeout = patience, .allow_http = true});
+  if (!http.ok()) return http.status();
+  return (*http)->Send(
+      {"GET", absl::StrCat("http://127.0.0.1:", port, "/.well-known/acme-challenge/", token), {},
+       ""});
+}
+
+// Issue 9, defect 7: the responder's 4 threads fell to 4 slow connections (each held a thread
+// for the 10 s request timeout), so a CA's validation behind them timed out.
+TEST(Http01Responder, ByDefaultEightSlowConnectionsDoNotStopAValidation) {
+  Answers answers;
+  answers.Put("tok-1", "tok-1.thumbprint");
+  auto responder = Http01Responder::Start({.challenges = &answers});
+  ASSERT_TRUE(responder.ok()) << responder.status();
+  SlowClients slow((*responder)->port(), /*idle=*/4, /*trickling=*/4);
+  // A CA waits about 10 s; this waits less, and is no claim about speed.
+  auto answer = Validate((*responder)->port(), "tok-1", absl::Seconds(4));
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->status, 200);
+  EXPECT_EQ(answer->body, "tok-1.thumbprint");
+}
+
+// More slow connections than threads: each loses its worker after the request timeout, however
+// it trickles, so the validation behind them is answered; answers are counted.
+TEST(Http01Responder, SlowConnectionsLoseTheirWorkerAfterTheRequestTimeout) {
+  Answers answers;
+  answers.Put("tok-1", "tok-1.thumbprint");
+  Metrics metrics;
+  auto responder = Http01Responder::Start({.threads = 2,
+                                           .request_timeout = absl::Milliseconds(300),
+                                           .challenges = &answers,
+                                           .metrics = &metrics});
+  ASSERT_TRUE(responder.ok()) << responder.status();
+  SlowClients slow((*responder)->port(), /*idle=*/3, /*trickling=*/3);
+  // Six slow connections on two workers, 300 ms each: about a second; this waits ten.
+  auto answer = Validate((*responder)->port(), "tok-1", absl::Seconds(10));
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->status, 200);
+  auto unknown = Validate((*responder)->port(), "other", absl::Seconds(10));
+  ASSERT_TRUE(unknown.ok()) << unknown.status();
+  EXPECT_EQ(unknown->status, 404);
+  EXPECT_THAT(metrics.Render(),
+              ::testing::HasSubstr("acmevault_http01_requests_total{code=\"200\"} 1"));
+  EXPECT_THAT(metrics.Render(),
+              ::testing::HasSubstr("acmevault_http01_requests_total{code=\"404\"} 1"));
 }
 
 TEST(Http01Responder, BusyAddressIsUnavailable) {

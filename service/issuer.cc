@@ -179,7 +179,7 @@ absl::StatusOr<storage::Order> Issuer::RecordException(const storage::Scope& sco
     if (storage::IsTerminal(order.state)) return order;
     if (order.state >= storage::OrderState::kProcessing) return absl::InternalError(what);
     RETURN_IF_ERROR(
-        options_.orders->TransitionOrder(scope, lease, storage::OrderState::kInvalid, what));
+        options_.orders->TransitionOrder(scope, lease, storage::OrderState::kInvalid, {what}));
     return options_.orders->GetOrder(scope, lease.order);
   } catch (...) {
     return absl::InternalError(what);
@@ -337,23 +337,13 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
     const storage::Scope& scope, const Checked& checked, const storage::Account& account,
     bool with_idempotency_key) {
   const IssueRequest& request = *checked.request;
-  // A joined order keeps its own material and this is dropped.
-  std::unique_ptr<crypto::PrivateKey> generated;
-  std::string csr_der;
-  if (checked.csr) {
-    csr_der = checked.csr->der;
-  } else {
-    ASSIGN_OR_RETURN(crypto::PrivateKey key,
-                     crypto::PrivateKey::Generate(
-                         request.key_algorithm.value_or(crypto::KeyAlgorithm::kEcdsaP256)));
-    generated = std::make_unique<crypto::PrivateKey>(std::move(key));
-    ASSIGN_OR_RETURN(csr_der, crypto::BuildCsr(checked.identifiers, *generated));
-  }
+  // A host's CSR goes with the new row (a joined order keeps its own and drops it). A
+  // service-side key is made only once the order is known to be new (AttachGeneratedKey): a
+  // request that joins one costs no key generation, which for RSA-4096 takes seconds of CPU.
   storage::NewOrder spec{account.id, checked.identifiers,
                          with_idempotency_key ? request.idempotency_key : "", options_.replica_id,
                          options_.lease_duration};
-  spec.csr_der = csr_der;
-  spec.certificate_key = generated.get();
+  if (checked.csr) spec.csr_der = checked.csr->der;
   {
     absl::MutexLock lock(&mu_);
     if (queue_.size() >= kMaxQueuedJobs) {
@@ -368,19 +358,47 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
   }
   ASSIGN_OR_RETURN(storage::CreateOrderResult created,
                    options_.orders->CreateOrJoinOrder(scope, spec));
-  if (created.created) {
-    Job job;
-    job.certificate_key = std::move(generated);
-    job.order = OrderJob{scope,
-                         *created.lease,
-                         std::move(csr_der),
-                         job.certificate_key.get(),
-                         request.challenge,
-                         checked.tenant.spec.policy.deactivate_authorizations_after_issuance};
-    job.done = std::make_shared<absl::Notification>();
-    Submit(std::move(job));
+  if (!created.created) return created;
+  Job job;
+  std::string csr_der = spec.csr_der;
+  if (!checked.csr) {
+    absl::StatusOr<std::string> csr = AttachGeneratedKey(scope, *created.lease, checked, job);
+    if (!csr.ok()) {
+      // Nobody can finish an order without its material: it ends now, rather than keep the
+      // requests that joined it waiting until its lease expires.
+      options_.orders
+          ->TransitionOrder(scope, *created.lease, storage::OrderState::kInvalid,
+                            {SummarizeFailure(csr.status())})
+          .IgnoreError();
+      return csr.status();
+    }
+    csr_der = *std::move(csr);
   }
+  job.order = OrderJob{scope,
+                       *created.lease,
+                       std::move(csr_der),
+                       job.certificate_key.get(),
+                       request.challenge,
+                       checked.tenant.spec.policy.deactivate_authorizations_after_issuance};
+  job.done = std::make_shared<absl::Notification>();
+  Submit(std::move(job));
   return created;
+}
+
+absl::StatusOr<std::string> Issuer::AttachGeneratedKey(const storage::Scope& scope,
+                                                       const storage::Lease& lease,
+                                                       const Checked& checked, Job& job) {
+  const crypto::KeyAlgorithm algorithm =
+      checked.request->key_algorithm.value_or(crypto::KeyAlgorithm::kEcdsaP256);
+  ASSIGN_OR_RETURN(crypto::PrivateKey key, options_.generate_key
+                                               ? options_.generate_key(algorithm)
+                                               : crypto::PrivateKey::Generate(algorithm));
+  job.certificate_key = std::make_unique<crypto::PrivateKey>(std::move(key));
+  ASSIGN_OR_RETURN(std::string csr_der,
+                   crypto::BuildCsr(checked.identifiers, *job.certificate_key));
+  RETURN_IF_ERROR(
+      options_.orders->AttachOrderMaterial(scope, lease, csr_der, job.certificate_key.get()));
+  return csr_der;
 }
 
 absl::StatusOr<storage::Order> Issuer::WaitForResult(const storage::Scope& scope,
@@ -425,16 +443,17 @@ absl::Status Issuer::ResumeUnguarded(const storage::Scope& scope, const storage:
   ASSIGN_OR_RETURN(storage::Order order, orders.GetOrder(scope, lease.order));
   if (storage::IsTerminal(order.state)) return absl::OkStatus();
   if (order.csr_der.empty()) {
-    // Made before orders carried their material: nobody else can finalize it.
+    // Made before orders carried their material, or its creator stopped before it attached a
+    // generated key: nobody else can finalize it.
     return orders.TransitionOrder(scope, lease, storage::OrderState::kInvalid,
-                                  "the order has no stored CSR to finalize with; request again");
+                                  {"the order has no stored CSR to finalize with; request again"});
   }
   ASSIGN_OR_RETURN(storage::Tenant tenant, options_.tenants->GetTenant(scope));
   // The tenant's allow-list may have shrunk since the order was made.
   ASSIGN_OR_RETURN(AllowList allow, AllowList::Create(tenant.spec.allowed_identifiers));
   if (absl::Status allowed = allow.CheckAll(order.identifiers); !allowed.ok()) {
     return orders.TransitionOrder(scope, lease, storage::OrderState::kInvalid,
-                                  absl::StrCat("no longer allowed: ", allowed.message()));
+                                  {absl::StrCat("no longer allowed: ", allowed.message())});
   }
   Job job;
   if (order.has_certificate_key) {

@@ -102,6 +102,9 @@ class Issuer {
     // clock; tests that fake `clock` keep this one real, since the caller really waits for
     // orders that run on the worker threads.
     const Clock* wait_clock = Clock::Real();
+    // Generates the certificate key of a request without a CSR; crypto::PrivateKey::Generate
+    // when null. Called only once the order is known to be new (tests count the calls).
+    std::function<absl::StatusOr<crypto::PrivateKey>(crypto::KeyAlgorithm)> generate_key;
     // How long Issue waits when the caller set no deadline.
     absl::Duration default_wait = absl::Seconds(25);
     // The longest any Issue waits, whatever the caller's deadline: then it answers with the
@@ -179,6 +182,12 @@ class Issuer {
                                                                const Checked& checked,
                                                                const storage::Account& account,
                                                                bool with_idempotency_key);
+  // For the new order of a request without a CSR: generates its certificate key (kept in
+  // `job`), builds the CSR and stores both with the order (OrderStore::AttachOrderMaterial).
+  // Returns the CSR.
+  absl::StatusOr<std::string> AttachGeneratedKey(const storage::Scope& scope,
+                                                 const storage::Lease& lease,
+                                                 const Checked& checked, Job& job);
   // Waits for the order until the request's wait ends and returns its row; the CA's rate limit
   // or an outage that stopped its last run is returned as that error instead.
   absl::StatusOr<storage::Order> WaitForResult(const storage::Scope& scope, storage::OrderId order,

@@ -5,6 +5,7 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/time/clock.h"
 #include "acme/testing/scripted_server.h"
 #include "crypto/x509.h"
@@ -27,8 +28,7 @@ using Call = ScriptedServer::Call;
 class IssuerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    // Inside the test chain's validity (2026-11-22 .. 2027-02-20).
-    fx_.clock().Set(absl::FromCivil(absl::CivilSecond(2026, 12, 1, 0, 0, 0), absl::UTCTimeZone()));
+    fx_.clock().Set(testing::TestChainValidTime());  // The scripted CA issues the test chain.
     tenant_ = fx_.AddTenant("acme-corp", {"*.example.com"}, ScriptedServer::Url("/dir"));
     host_ = Authenticate(fx_.AddToken(tenant_, Role::kHost));
     auto account_key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
@@ -309,6 +309,50 @@ TEST_F(IssuerTest, OneTenantCannotQueueMoreThanItsShare) {
   EXPECT_TRUE(issue("b.example.com").ok());
   EXPECT_THAT(issue("c.example.com"), StatusIs(absl::StatusCode::kResourceExhausted, "orders in progress"));
   release.Notify();
+}
+
+// Issue 9, defect 7: a service-side key (RSA-4096 costs seconds) is generated only for an order
+// known to be new; a request that joins the order in flight, or reuses a certificate, costs none.
+TEST_F(IssuerTest, AJoinOrAReuseGeneratesNoKey) {
+  AddAccount();
+  absl::Mutex mu;
+  std::vector<crypto::KeyAlgorithm> generated;
+  auto counting = [&](crypto::KeyAlgorithm algorithm) {
+    absl::MutexLock lock(&mu);
+    generated.push_back(algorithm);
+    // A fast key of another type: the test counts calls, it does not need RSA.
+    return crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
+  };
+  auto issuer = *Issuer::Create(fx_.WithStore(Issuer::Options{
+      .runner = runner_.get(), .clock = &fx_.clock(), .generate_key = counting}));
+  auto request = [](const std::string& idempotency_key) {
+    IssueRequest r;
+    r.identifiers = {"*.leaf.example.com", "leaf.example.com"};
+    r.key_algorithm = crypto::KeyAlgorithm::kRsa4096;
+    r.idempotency_key = idempotency_key;
+    r.deadline = absl::InfiniteFuture();
+    r.max_wait = absl::Milliseconds(100);
+    return r;
+  };
+  absl::Notification release;
+  ca_.On("POST", "/new-order", [&](const Call&) {
+    release.WaitForNotification();  // The order stays in flight while others join it.
+    return ScriptedServer::Problem(503, "serverInternal", "busy");
+  });
+  // Before the issuer goes (it waits for its running order), even when an assertion fails.
+  absl::Cleanup unblock = [&] { release.Notify(); };
+  auto first = issuer->Issue(host_, request("web01"));
+  ASSERT_TRUE(first.ok()) << first.status();
+  auto joined = issuer->Issue(host_, request(""));
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  EXPECT_EQ(joined->order.id, first->order.id);
+  auto repeated = issuer->Issue(host_, request("web01"));
+  ASSERT_TRUE(repeated.ok()) << repeated.status();
+  EXPECT_EQ(repeated->order.id, first->order.id);
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_THAT(generated, ::testing::ElementsAre(crypto::KeyAlgorithm::kRsa4096));
+  }
 }
 
 TEST_F(IssuerTest, ReturnsTheOrderHandleWhenTheWaitEnds) {

@@ -38,6 +38,7 @@
 #include "service/auth.h"
 #include "service/core_dumps.h"
 #include "service/dns01_rfc2136.h"
+#include "service/grpc_server.h"
 #include "service/grpc_services.h"
 #include "service/http01_responder.h"
 #include "service/issuer.h"
@@ -114,6 +115,50 @@ absl::StatusOr<std::unique_ptr<storage::PostgresStore>> OpenStore(const v1::Serv
   return storage::PostgresStore::Create(options, std::move(keks));
 }
 
+// The gRPC server's limits: each field of the config that is set, else ServerLimits' default
+// (which the config documents).
+service::ServerLimits GrpcLimitsFrom(const v1::ServerConfig::GrpcLimits& config) {
+  service::ServerLimits limits;
+  if (config.max_concurrent_streams() > 0) {
+    limits.max_concurrent_streams = config.max_concurrent_streams();
+  }
+  if (config.max_threads() > 0) limits.max_threads = config.max_threads();
+  if (config.max_memory_bytes() > 0) limits.max_memory_bytes = config.max_memory_bytes();
+  if (config.max_receive_message_bytes() > 0) {
+    limits.max_receive_message_bytes = config.max_receive_message_bytes();
+  }
+  if (config.keepalive_time_seconds() > 0) {
+    limits.keepalive_time = absl::Seconds(config.keepalive_time_seconds());
+  }
+  if (config.keepalive_timeout_seconds() > 0) {
+    limits.keepalive_timeout = absl::Seconds(config.keepalive_timeout_seconds());
+  }
+  if (config.max_connection_idle_seconds() > 0) {
+    limits.max_connection_idle = absl::Seconds(config.max_connection_idle_seconds());
+  }
+  return limits;
+}
+
+// The HTTP-01 responder's options: each field of the config that is set, else the default.
+service::Http01Responder::Options Http01OptionsFrom(const v1::ServerConfig& config,
+                                                    storage::ChallengeStore* challenges,
+                                                    service::Metrics* metrics) {
+  service::Http01Responder::Options options;
+  options.listen_address = config.http01_listen_address();
+  const auto& c = config.http01();
+  if (c.threads() > 0) options.threads = c.threads();
+  if (c.request_timeout_ms() > 0) {
+    options.request_timeout = absl::Milliseconds(c.request_timeout_ms());
+  }
+  if (c.keep_alive_timeout_ms() > 0) {
+    options.keep_alive_timeout = absl::Milliseconds(c.keep_alive_timeout_ms());
+  }
+  if (c.connection_queue() > 0) options.connection_queue = c.connection_queue();
+  options.challenges = challenges;
+  options.metrics = metrics;
+  return options;
+}
+
 volatile sig_atomic_t shutdown_requested = 0;
 
 // Only async-signal-safe work: set a flag that the main thread polls.
@@ -181,8 +226,7 @@ absl::Status Serve() {
   std::unique_ptr<service::Http01Responder> responder;
   if (!config.http01_listen_address().empty()) {
     ASSIGN_OR_RETURN(responder,
-                     service::Http01Responder::Start(
-                         {.listen_address = config.http01_listen_address(), .challenges = s}));
+                     service::Http01Responder::Start(Http01OptionsFrom(config, s, &metrics)));
   }
 
   std::unique_ptr<service::Rfc2136Solver> dns01;
@@ -290,6 +334,7 @@ absl::Status Serve() {
   }
   int grpc_port = 0;
   builder.AddListeningPort(config.grpc_listen_address(), credentials, &grpc_port);
+  service::ApplyServerLimits(GrpcLimitsFrom(config.grpc_limits()), &metrics, builder);
   builder.RegisterService(certificate_service.get());
   builder.RegisterService(account_service.get());
   builder.RegisterService(admin_service.get());

@@ -18,6 +18,9 @@ namespace acmevault::service {
 struct Metrics::Families {
   prometheus::Family<prometheus::Counter>* rpc_requests;
   prometheus::Family<prometheus::Histogram>* rpc_latency;
+  prometheus::Gauge* rpcs_in_flight;
+  prometheus::Family<prometheus::Counter>* rpcs_rejected;
+  prometheus::Family<prometheus::Counter>* http01_requests;
   prometheus::Family<prometheus::Counter>* acme_requests;
   prometheus::Family<prometheus::Counter>* acme_errors;
   prometheus::Family<prometheus::Histogram>* issuance;
@@ -51,6 +54,19 @@ Metrics::Metrics()
                                 .Name("acmevault_rpc_latency_seconds")
                                 .Help("RPC handling time")
                                 .Register(*registry_);
+  families_->rpcs_in_flight = &prometheus::BuildGauge()
+                                   .Name("acmevault_rpcs_in_flight")
+                                   .Help("RPCs the gRPC server holds now")
+                                   .Register(*registry_)
+                                   .Add({});
+  families_->rpcs_rejected = &prometheus::BuildCounter()
+                                  .Name("acmevault_rpcs_rejected_total")
+                                  .Help("RPCs refused by a server limit before any handler ran")
+                                  .Register(*registry_);
+  families_->http01_requests = &prometheus::BuildCounter()
+                                    .Name("acmevault_http01_requests_total")
+                                    .Help("Requests the HTTP-01 responder answered, by status")
+                                    .Register(*registry_);
   families_->acme_requests = &prometheus::BuildCounter()
                                   .Name("acmevault_acme_requests_total")
                                   .Help("ACME operations sent to CAs")
@@ -82,6 +98,16 @@ void Metrics::RecordRpc(absl::string_view method, absl::StatusCode code, absl::D
       .Increment();
   families_->rpc_latency->Add({{"method", std::string(method)}}, LatencyBuckets())
       .Observe(absl::ToDoubleSeconds(latency));
+}
+
+void Metrics::AddRpcsInFlight(int delta) { families_->rpcs_in_flight->Increment(delta); }
+
+void Metrics::RecordRpcRejected(absl::string_view limit) {
+  families_->rpcs_rejected->Add({{"limit", std::string(limit)}}).Increment();
+}
+
+void Metrics::RecordHttp01(int status) {
+  families_->http01_requests->Add({{"code", absl::StrCat(status)}}).Increment();
 }
 
 void Metrics::RecordAcme(absl::string_view operation, const absl::Status& outcome) {

@@ -1,5 +1,6 @@
-// Prometheus metrics of acmevaultd (prometheus-cpp): RPC counts and latency, ACME requests and
-// errors by problem type, issuance duration, account key age. Thread-safe.
+// Prometheus metrics of acmevaultd (prometheus-cpp): RPC counts and latency, RPCs in flight and
+// refused by the server's limits, ACME requests and errors by problem type, issuance duration,
+// account key age. Thread-safe.
 #ifndef ACMEVAULT_SERVICE_METRICS_H_
 #define ACMEVAULT_SERVICE_METRICS_H_
 
@@ -25,6 +26,14 @@ class Metrics {
 
   // acmevault_rpc_requests_total{method,code} and acmevault_rpc_latency_seconds{method}.
   void RecordRpc(absl::string_view method, absl::StatusCode code, absl::Duration latency);
+  // acmevault_rpcs_in_flight: calls the gRPC server holds now, health checks included
+  // (service/grpc_server.h adds 1 as a call starts and -1 as it ends).
+  void AddRpcsInFlight(int delta);
+  // acmevault_rpcs_rejected_total{limit}: calls the gRPC server refused for want of `limit`
+  // before any handler ran.
+  void RecordRpcRejected(absl::string_view limit);
+  // acmevault_http01_requests_total{code}: requests the HTTP-01 responder answered, by status.
+  void RecordHttp01(int status);
   // acmevault_acme_requests_total{operation} and, for failures,
   // acmevault_acme_errors_total{operation,type} (type: the ACME problem's short type, or the
   // status code name when there was no problem document).

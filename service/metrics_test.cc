@@ -21,6 +21,13 @@ TEST(Metrics, CountsRpcsAcmeErrorsIssuanceAndKeyAge) {
   m.RecordAcme("finalize", absl::UnavailableError("connection refused"));
   m.RecordIssuance(absl::Seconds(2), true);
   m.SetAccountKeyAge("acme-corp", absl::Hours(2));
+  m.AddRpcsInFlight(1);
+  m.AddRpcsInFlight(1);
+  m.AddRpcsInFlight(-1);
+  m.RecordRpcRejected("threads");
+  m.RecordHttp01(200);
+  m.RecordHttp01(404);
+  m.RecordHttp01(200);
   std::string text = m.Render();
   EXPECT_THAT(text, HasSubstr(
                         "acmevault_rpc_requests_total{code=\"OK\",method=\"IssueCertificate\"} 2"));
@@ -34,6 +41,10 @@ TEST(Metrics, CountsRpcsAcmeErrorsIssuanceAndKeyAge) {
                         "acmevault_acme_errors_total{operation=\"finalize\",type=\"UNAVAILABLE\"} 1"));
   EXPECT_THAT(text, HasSubstr("acmevault_issuance_duration_seconds_count{outcome=\"ok\"} 1"));
   EXPECT_THAT(text, HasSubstr("acmevault_account_key_age_seconds{tenant=\"acme-corp\"} 7200"));
+  EXPECT_THAT(text, HasSubstr("acmevault_rpcs_in_flight 1"));
+  EXPECT_THAT(text, HasSubstr("acmevault_rpcs_rejected_total{limit=\"threads\"} 1"));
+  EXPECT_THAT(text, HasSubstr("acmevault_http01_requests_total{code=\"200\"} 2"));
+  EXPECT_THAT(text, HasSubstr("acmevault_http01_requests_total{code=\"404\"} 1"));
 }
 
 TEST(MetricsServer, ServesTheExpositionOnLoopback) {

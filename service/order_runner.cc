@@ -1,6 +1,7 @@
 #include "service/order_runner.h"
 
 #include <algorithm>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -29,6 +30,17 @@ bool Retryable(const absl::Status& s) {
     default:
       return false;
   }
+}
+
+// Whether a download that failed after the CA finalized may succeed when asked again, so the
+// order waits for a later run: a transport error or an error answer (a 404 while the CA's storage
+// catches up, a 5xx). What the service refused in an answer (a chain past its bounds or not a
+// chain, a leaf not valid now or naming other names, a certificate for another key) and a
+// redirect (never followed) stay the same however often it asks: they end the order.
+bool DownloadMayRecover(const absl::Status& s) {
+  if (Retryable(s)) return true;
+  std::optional<acme::Problem> problem = acme::GetProblem(s);
+  return problem.has_value() && problem->http_status >= 400;
 }
 
 // How often one run tries the download again after a failure, and the pause before each.
@@ -102,7 +114,9 @@ absl::Status OrderRunner::RenewIfDue(Context& ctx) {
 absl::Status OrderRunner::AnswerAuthorizations(Context& ctx, const acme::Order& order) {
   for (const std::string& url : order.authorizations) {
     RETURN_IF_ERROR(RenewIfDue(ctx));  // Many authorizations (or a slow DNS server) take long.
-    auto authz = ctx.client->GetAuthorization(ctx.ref, url);
+    // Matched to the order's identifiers: an authorization for another name is refused before
+    // it reaches the ledger or gets an answer.
+    auto authz = ctx.client->GetAuthorization(ctx.ref, order, url);
     if (options_.metrics) options_.metrics->RecordAcme("getAuthorization", authz.status());
     RETURN_IF_ERROR(authz.status());
     std::string identifier =
@@ -153,15 +167,15 @@ absl::Status OrderRunner::AnswerAuthorizations(Context& ctx, const acme::Order& 
     }
     // Refused: the challenge may have left pending between our look and our answer (another
     // replica's answer was validated). Look again; answered is answered.
-    RETURN_IF_ERROR(ChallengeAnswered(ctx, url, ch->type) ? absl::OkStatus()
-                                                          : responded.status());
+    RETURN_IF_ERROR(ChallengeAnswered(ctx, order, url, ch->type) ? absl::OkStatus()
+                                                                 : responded.status());
   }
   return absl::OkStatus();
 }
 
-bool OrderRunner::ChallengeAnswered(Context& ctx, const std::string& authz_url,
-                                    const std::string& type) {
-  auto authz = ctx.client->GetAuthorization(ctx.ref, authz_url);
+bool OrderRunner::ChallengeAnswered(Context& ctx, const acme::Order& order,
+                                    const std::string& authz_url, const std::string& type) {
+  auto authz = ctx.client->GetAuthorization(ctx.ref, order, authz_url);
   if (options_.metrics) options_.metrics->RecordAcme("getAuthorization", authz.status());
   if (!authz.ok()) return false;
   if (authz->status == "valid") return true;
@@ -170,7 +184,8 @@ bool OrderRunner::ChallengeAnswered(Context& ctx, const std::string& authz_url,
 }
 
 absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
-  auto chain = ctx.client->DownloadCertificate(ctx.ref, order.certificate);
+  // Checked against the order: the chain's bounds, and a leaf valid now for exactly its names.
+  auto chain = ctx.client->DownloadCertificate(ctx.ref, order);
   if (options_.metrics) options_.metrics->RecordAcme("downloadCertificate", chain.status());
   RETURN_IF_ERROR(chain.status());
   ASSIGN_OR_RETURN(std::vector<crypto::CertificateInfo> certs, crypto::ParsePemChain(chain->pem));
@@ -266,28 +281,36 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
                    options_.orders->RenewLease(scope, ctx.job.lease, options_.lease_duration));
 
   // Moves the recorded state forward (never back), under the lease.
-  auto advance = [&](storage::OrderState to, absl::string_view error = "") -> absl::Status {
+  auto advance = [&](storage::OrderState to,
+                     const storage::OrderFailure& failure = {}) -> absl::Status {
     if (ctx.order.state >= to && to != storage::OrderState::kInvalid) return absl::OkStatus();
-    RETURN_IF_ERROR(options_.orders->TransitionOrder(scope, ctx.job.lease, to, error));
+    RETURN_IF_ERROR(options_.orders->TransitionOrder(scope, ctx.job.lease, to, failure));
     ctx.order.state = to;
     return absl::OkStatus();
   };
-  // A CA error that is permanent ends the order as invalid; a passing one leaves it for a later
-  // run. (Store errors, such as a lost lease, are returned directly, never through here.)
-  bool finalized_at_ca = false;  // The CA said processing or valid: a certificate exists or will.
-  auto fail = [&](const absl::Status& s) -> absl::StatusOr<storage::Order> {
-    // A passing failure keeps challenge answers in place (the CA may still be validating) and
-    // the order as it is; once the CA has a certificate for it, only a mismatch we detected
-    // ourselves (INTERNAL) ends it: anything else is retried by a later run.
-    if (Retryable(s) || (finalized_at_ca && !absl::IsInternal(s))) return s;
+  // Ends the order as invalid with `s` recorded. (Store errors, such as a lost lease, are
+  // returned directly, never through here.)
+  auto give_up = [&](const absl::Status& s) -> absl::StatusOr<storage::Order> {
     Cleanup(ctx);
     // Summarised (type, status, clipped detail): the row, its audit entry and GetOrder's answer
-    // never carry a CA's text whole.
-    RETURN_IF_ERROR(advance(storage::OrderState::kInvalid, SummarizeFailure(s)));
+    // never carry a CA's text whole. The CA's problem type is kept on its own too.
+    RETURN_IF_ERROR(
+        advance(storage::OrderState::kInvalid, {SummarizeFailure(s), ProblemTypeOf(s)}));
     if (options_.metrics) {
       options_.metrics->RecordIssuance(options_.clock->Now() - ctx.order.created_at, false);
     }
     return options_.orders->GetOrder(scope, ctx.order.id);
+  };
+  // A CA error that is permanent ends the order as invalid; a passing one leaves it for a later
+  // run.
+  bool finalized_at_ca = false;  // The CA said processing or valid: a certificate exists or will.
+  auto fail = [&](const absl::Status& s) -> absl::StatusOr<storage::Order> {
+    // A passing failure keeps challenge answers in place (the CA may still be validating) and
+    // the order as it is; once the CA has a certificate for it, only a mismatch we detected
+    // ourselves (INTERNAL) ends it here: anything else is retried by a later run (the download's
+    // own verdicts are judged where it fails, DownloadMayRecover).
+    if (Retryable(s) || (finalized_at_ca && !absl::IsInternal(s))) return s;
+    return give_up(s);
   };
 
   ASSIGN_OR_RETURN(ctx.account, options_.accounts->GetAccount(scope, ctx.order.account));
@@ -357,15 +380,26 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
         Cleanup(ctx);
         return options_.orders->GetOrder(scope, ctx.order.id);
       }
-      // A failed download (a 404 while the CA's storage catches up, a dropped connection) is
-      // tried again in this run, after a pause and a fresh look at the order.
-      if (absl::IsInternal(s) || ++download_retries > kDownloadRetries) return fail(s);
+      // A failed download (a 404 while the CA's storage catches up, a dropped connection, a
+      // proxy's page) is tried again in this run, after a pause and a fresh look at the order;
+      // then it waits for a later run if asking again may help, and ends the order otherwise.
+      if (absl::IsInternal(s)) return give_up(s);
+      if (++download_retries > kDownloadRetries) {
+        if (DownloadMayRecover(s)) return s;
+        return give_up(s);
+      }
       options_.clock->SleepFor(kDownloadRetryPause);
       next = ctx.client->GetOrder(ctx.ref, ca.url);
       if (options_.metrics) options_.metrics->RecordAcme("getOrder", next.status());
     } else {  // invalid
-      return fail(absl::FailedPreconditionError(
-          absl::StrCat("the CA marked the order invalid: ", ca.error.is_null() ? "" : ca.error.dump())));
+      // Final at the CA (RFC 8555 §7.1.6), whatever this run did before: the order ends here,
+      // with the CA's problem (kept as the failure's payload, so its type is recorded too).
+      constexpr char kWhat[] = "the CA marked the order invalid";
+      if (!ca.error.is_object() || ca.error.empty()) {
+        return give_up(absl::FailedPreconditionError(absl::StrCat(kWhat, " without a reason")));
+      }
+      return give_up(acme::EmbeddedProblemStatus(absl::StatusCode::kFailedPrecondition, kWhat,
+                                                 acme::ProblemFromDocument(ca.error)));
     }
     if (!next.ok()) return fail(next.status());
     ca = *std::move(next);

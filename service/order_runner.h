@@ -100,7 +100,8 @@ class OrderRunner {
   absl::Status AnswerAuthorizations(Context& ctx, const acme::Order& order);
   // True when the CA no longer needs an answer to the `type` challenge of the authorization:
   // it is valid, or the challenge is processing or valid.
-  bool ChallengeAnswered(Context& ctx, const std::string& authz_url, const std::string& type);
+  bool ChallengeAnswered(Context& ctx, const acme::Order& order, const std::string& authz_url,
+                         const std::string& type);
   absl::Status Complete(Context& ctx, const acme::Order& order);
   absl::Status RenewIfDue(Context& ctx);
   // WaitForOrder until ctx.deadline, renewing the lease as it goes. FAILED_PRECONDITION when

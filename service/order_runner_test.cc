@@ -30,6 +30,9 @@ using Call = ScriptedServer::Call;
 class OrderRunnerTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    // The scripted CA issues crypto/testdata/chain.pem, whose leaf the client checks against
+    // this clock.
+    fx_.clock().Set(testing::TestChainValidTime());
     tenant_ = fx_.AddTenant("acme-corp", {"*.example.com"}, ScriptedServer::Url("/dir"));
     scope_ = fx_.AdminScope(tenant_);
     auto key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
@@ -142,7 +145,7 @@ TEST_F(OrderRunnerTest, RunsAnOrderToAStoredCertificate) {
 TEST_F(OrderRunnerTest, ResumesAtTheCasStatusAndNeverFinalizesTwice) {
   storage::Lease lease = NewOrderRow();
   ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, lease, ScriptedServer::Url("/order/1")).ok());
-  ASSERT_TRUE(fx_.store().TransitionOrder(scope_, lease, OrderState::kProcessing, "").ok());
+  ASSERT_TRUE(fx_.store().TransitionOrder(scope_, lease, OrderState::kProcessing, {}).ok());
   // A replica died after finalize: the CA says processing, then valid.
   int polls = 0;
   ca_.On("POST", "/order/1", [&](const Call&) {
@@ -282,6 +285,7 @@ TEST_F(OrderRunnerTest, CaInvalidOrderIsRecordedInvalidWithTheReason) {
   ASSERT_TRUE(order.ok()) << order.status();
   EXPECT_EQ(order->state, OrderState::kInvalid);
   EXPECT_THAT(order->error, HasSubstr("rejectedIdentifier"));
+  EXPECT_EQ(order->problem_type, "urn:ietf:params:acme:error:rejectedIdentifier");
 }
 
 TEST_F(OrderRunnerTest, ACaProblemIsRecordedWithItsTypeAndAClippedDetail) {
@@ -296,6 +300,28 @@ TEST_F(OrderRunnerTest, ACaProblemIsRecordedWithItsTypeAndAClippedDetail) {
   EXPECT_THAT(order->error, HasSubstr("rejectedIdentifier"));
   EXPECT_THAT(order->error, HasSubstr("HTTP 400"));
   EXPECT_LT(order->error.size(), 600u);
+}
+
+TEST_F(OrderRunnerTest, AnOrderTheCaMarkedInvalidAfterFinalizeEndsInvalidWithTheCasProblem) {
+  // A resumed run: the order was finalized; the CA has since given up on it. Its answer is
+  // final (RFC 8555 §7.1.6: invalid is terminal), so the order must not wait for a later run.
+  storage::Lease lease = NewOrderRow();
+  ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, lease, ScriptedServer::Url("/order/1")).ok());
+  ASSERT_TRUE(fx_.store().TransitionOrder(scope_, lease, OrderState::kProcessing, {}).ok());
+  ca_.On("POST", "/order/1", [](const Call&) {
+    nlohmann::json order = ScriptedServer::Order("invalid");
+    order["error"] = {{"type", "urn:ietf:params:acme:error:badPublicKey"},
+                      {"detail", "the key is on a blocklist"},
+                      {"status", 400}};
+    return ScriptedServer::Json(200, order);
+  });
+  crypto::PrivateKey leaf_key = testing::TestLeafKey();
+  auto order = runner_->Run(Job(lease, leaf_key));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kInvalid);
+  EXPECT_THAT(order->error, HasSubstr("badPublicKey"));
+  EXPECT_THAT(order->error, HasSubstr("the key is on a blocklist"));
+  EXPECT_EQ(order->problem_type, "urn:ietf:params:acme:error:badPublicKey");
 }
 
 TEST_F(OrderRunnerTest, UnreachableCaLeavesTheOrderForALaterRun) {
@@ -357,6 +383,89 @@ TEST_F(OrderRunnerTest, ACertificateForOtherNamesIsNeverStored) {
   ASSERT_TRUE(order.ok()) << order.status();
   EXPECT_EQ(order->state, OrderState::kInvalid);
   EXPECT_THAT(order->error, HasSubstr("other names [*.leaf.example.com, leaf.example.com]"));
+}
+
+// Issue 9, defect 11: what the CA sends is checked before it is stored, and a refusal ends the
+// order as invalid with the reason (never valid, never a handle that stays FINALIZING), even
+// once the CA has finalized it: asking again would get the same answer.
+class OrderRunnerCheckTest : public OrderRunnerTest {
+ protected:
+  // An order the CA already finalized (a resumed run: the CA says valid at the first look), whose
+  // download answers `chain`.
+  absl::StatusOr<storage::Order> RunDownloading(const std::string& chain) {
+    storage::Lease lease = NewOrderRow();
+    EXPECT_TRUE(fx_.store().RecordOrderUrl(scope_, lease, ScriptedServer::Url("/order/1")).ok());
+    ca_.On("POST", "/order/1",
+           [](const Call&) { return ScriptedServer::Json(200, ScriptedServer::Order("valid")); });
+    ca_.On("POST", "/cert/1", [chain](const Call&) {
+      return ScriptedServer::Raw(200, "application/pem-certificate-chain", chain);
+    });
+    crypto::PrivateKey leaf_key = testing::TestLeafKey();
+    return runner_->Run(Job(lease, leaf_key));
+  }
+
+  // Refused by the service itself: a reason, and no CA problem type.
+  static void ExpectRefused(const storage::Order& order, const std::string& reason) {
+    EXPECT_EQ(order.state, OrderState::kInvalid);
+    EXPECT_THAT(order.error, HasSubstr(reason));
+    EXPECT_EQ(order.problem_type, "");
+  }
+
+  void ExpectNoCertificate() {
+    auto certs = fx_.store().ListCertificates(scope_, {}, {});
+    ASSERT_TRUE(certs.ok());
+    EXPECT_TRUE(certs->items.empty());
+  }
+};
+
+TEST_F(OrderRunnerCheckTest, AChainBeyondTheBoundsEndsTheOrderInvalid) {
+  const std::string chain = testing::ReadTestFile("crypto/testdata/chain.pem");
+  ASSERT_FALSE(chain.empty());
+  const std::string intermediate = testing::ReadTestFile("crypto/testdata/int.pem");
+  std::string long_chain = chain;
+  for (size_t i = 1; i < acme::kMaxChainCertificates; ++i) long_chain += intermediate;
+  auto order = RunDownloading(long_chain);
+  ASSERT_TRUE(order.ok()) << order.status();
+  ExpectRefused(*order, "the chain has 11 certificates; at most 10");
+  ExpectNoCertificate();
+}
+
+TEST_F(OrderRunnerCheckTest, AnExpiredLeafEndsTheOrderInvalid) {
+  fx_.clock().Set(testing::TestChainValidTime() + absl::Hours(24 * 100));  // 2027-03-11.
+  auto order = RunDownloading(testing::ReadTestFile("crypto/testdata/chain.pem"));
+  ASSERT_TRUE(order.ok()) << order.status();
+  ExpectRefused(*order,
+                "the leaf is valid from 2026-11-22T08:12:29Z to 2027-02-20T08:12:29Z, not at "
+                "2027-03-11");
+  ExpectNoCertificate();
+}
+
+TEST_F(OrderRunnerCheckTest, ADownloadThatIsNotACertificateChainEndsTheOrderInvalid) {
+  auto order = RunDownloading("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n");
+  ASSERT_TRUE(order.ok()) << order.status();
+  ExpectRefused(*order, "INVALID_ARGUMENT: POST certificate");
+  ExpectNoCertificate();
+}
+
+TEST_F(OrderRunnerCheckTest, AnAuthorizationForANameTheOrderDidNotAskForEndsTheOrderInvalid) {
+  std::string state;
+  testing::ScriptHappyCa(ca_, &state);
+  ca_.On("POST", "/authz/1", [](const Call&) {
+    nlohmann::json authz = ScriptedServer::Authz("pending");
+    authz["identifier"]["value"] = "evil.example.net";
+    return ScriptedServer::Json(200, authz);
+  });
+  crypto::PrivateKey leaf_key = testing::TestLeafKey();
+  auto order = runner_->Run(Job(NewOrderRow(), leaf_key));
+  ASSERT_TRUE(order.ok()) << order.status();
+  ExpectRefused(*order, "evil.example.net, which the order does not name");
+  EXPECT_EQ(ca_.CountCalls("POST", "/chall/1"), 0);
+  EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 0);
+  // Nothing the CA named outside the order reaches the ledger.
+  auto authzs = fx_.store().ListOutstandingAuthorizations(scope_, {});
+  ASSERT_TRUE(authzs.ok());
+  EXPECT_TRUE(authzs->empty());
+  ExpectNoCertificate();
 }
 
 TEST_F(OrderRunnerTest, MissingCollaboratorsAreRefusedAtCreation) {

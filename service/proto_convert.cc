@@ -320,6 +320,7 @@ void ToProto(const storage::Order& order, v1::Order* out) {
   TimeToProto(order.created_at, out->mutable_created_at());
   TimeToProto(order.updated_at, out->mutable_updated_at());
   out->set_error(order.error);
+  out->set_problem_type(order.problem_type);
 }
 
 void ToProto(const OrderView& view, v1::Order* out) {

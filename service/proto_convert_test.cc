@@ -297,7 +297,7 @@ TEST(ProtoConvert, CertificatesReportTheirStateAtNow) {
   EXPECT_EQ(list.next_page_token(), "next");
 }
 
-TEST(ProtoConvert, OrdersAndIssueResultsCarryTheSerial) {
+TEST(ProtoConvert, OrdersAndIssueResultsCarryTheSerialAndTheProblemType) {
   storage::Order order;
   order.id = 7;
   order.state = storage::OrderState::kValid;
@@ -323,6 +323,15 @@ TEST(ProtoConvert, OrdersAndIssueResultsCarryTheSerial) {
   EXPECT_EQ(issued.certificate().chain_pem(), "-----BEGIN CERTIFICATE-----");
   EXPECT_EQ(issued.private_key_pem(), "placeholder");
   EXPECT_TRUE(issued.reused());
+
+  order.state = storage::OrderState::kInvalid;
+  order.error = "INVALID_ARGUMENT: acme rejectedIdentifier (HTTP 400): no";
+  order.problem_type = "urn:ietf:params:acme:error:rejectedIdentifier";
+  v1::Order failed;
+  ToProto(OrderView{order, ""}, &failed);
+  EXPECT_EQ(failed.state(), v1::ORDER_STATE_INVALID);
+  EXPECT_EQ(failed.error(), order.error);
+  EXPECT_EQ(failed.problem_type(), "urn:ietf:params:acme:error:rejectedIdentifier");
 
   IssueResult pending;
   pending.order.id = 8;

@@ -34,7 +34,7 @@ class AcceptingDns : public Dns01Solver {
 
 TEST(OrderResumer, AnotherReplicaFinishesAnOrderFromItsStoredMaterial) {
   testing::Fixture fx;
-  fx.clock().Set(absl::FromCivil(absl::CivilSecond(2026, 12, 1, 0, 0, 0), absl::UTCTimeZone()));
+  fx.clock().Set(testing::TestChainValidTime());  // The scripted CA issues the test chain.
   auto tenant = fx.AddTenant("acme-corp", {"*.example.com"}, ScriptedServer::Url("/dir"));
   auto auth = *Authenticator::Create({&fx.store()});
   Caller host = *auth->Authenticate({"Bearer " + fx.AddToken(tenant, storage::Role::kHost), ""});
@@ -142,12 +142,16 @@ class ThrowingOrders : public storage::OrderStore {
                                                            absl::string_view) override {
     Throw();
   }
+  absl::Status AttachOrderMaterial(const storage::Scope&, const storage::Lease&, absl::string_view,
+                                   const crypto::PrivateKey*) override {
+    Throw();
+  }
   absl::Status RecordOrderUrl(const storage::Scope&, const storage::Lease&,
                               absl::string_view) override {
     Throw();
   }
   absl::Status TransitionOrder(const storage::Scope&, const storage::Lease&, storage::OrderState,
-                               absl::string_view) override {
+                               const storage::OrderFailure&) override {
     Throw();
   }
   absl::StatusOr<storage::Certificate> CompleteOrder(const storage::Scope&, const storage::Lease&,

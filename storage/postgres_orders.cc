@@ -150,6 +150,33 @@ absl::StatusOr<crypto::PrivateKey> PostgresStore::GetOrderCertificateKey(
       });
 }
 
+absl::Status PostgresStore::AttachOrderMaterial(const Scope& scope, const Lease& lease,
+                                                absl::string_view csr_der,
+                                                const crypto::PrivateKey* certificate_key) {
+  RETURN_IF_ERROR(rules::ValidateOrderCsr(csr_der));
+  const absl::Time now = Now();
+  return InTenant("AttachOrderMaterial", scope, [&](pqxx::work& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
+    RETURN_IF_ERROR(rules::CheckMaterialAttachable(o));
+    SealedKey sealed;  // empty fields are stored as NULL: no key
+    if (certificate_key != nullptr) {
+      ASSIGN_OR_RETURN(sealed, envelope_.SealPrivateKey(*certificate_key,
+                                                        OrderKeyContext(scope.tenant, o.id)));
+    }
+    // The guard (migration 0009) admits this once, while the order is created and bare.
+    tx.exec_params0(
+        "UPDATE orders SET csr_der = $2::bytea, kek_id = NULLIF($3, ''), "
+        "wrapped_data_key = NULLIF($4::bytea, ''), sealed_private_key = NULLIF($5::bytea, ''), "
+        "updated_at = av_ts($6) WHERE id = $1",
+        o.id, Bytes(csr_der), sealed.kek_id, Bytes(sealed.wrapped_data_key),
+        Bytes(sealed.sealed_private_key), Micros(now));
+    Audit(tx, scope, now,
+          rules::OrderEvent("AttachOrderMaterial", o,
+                            certificate_key != nullptr ? "CSR and certificate key" : "CSR"));
+    return absl::OkStatus();
+  });
+}
+
 absl::Status PostgresStore::RecordOrderUrl(const Scope& scope, const Lease& lease,
                                            absl::string_view url) {
   RETURN_IF_ERROR(rules::ValidateUrl("order URL", url));
@@ -169,7 +196,9 @@ absl::Status PostgresStore::RecordOrderUrl(const Scope& scope, const Lease& leas
 }
 
 absl::Status PostgresStore::TransitionOrder(const Scope& scope, const Lease& lease, OrderState to,
-                                            absl::string_view error) {
+                                            const OrderFailure& failure) {
+  RETURN_IF_ERROR(rules::ValidateOrderFailure(failure));
+  const OrderFailure kept = to == OrderState::kInvalid ? failure : OrderFailure{};
   const absl::Time now = Now();
   return InTenant("TransitionOrder", scope, [&](pqxx::work& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
@@ -177,14 +206,14 @@ absl::Status PostgresStore::TransitionOrder(const Scope& scope, const Lease& lea
     if (o.state == to) return absl::OkStatus();
     // A terminal order needs no lease any more.
     tx.exec_params0(
-        "UPDATE orders SET state = $2, error = $3, updated_at = av_ts($4), "
+        "UPDATE orders SET state = $2, error = $3, problem_type = $6, updated_at = av_ts($4), "
         "lease_owner = CASE WHEN $5 THEN NULL ELSE lease_owner END, "
         "lease_expires_at = CASE WHEN $5 THEN NULL ELSE lease_expires_at END WHERE id = $1",
-        o.id, std::string(OrderStateName(to)),
-        to == OrderState::kInvalid ? std::string(error) : std::string(), Micros(now),
-        IsTerminal(to));
+        o.id, std::string(OrderStateName(to)), kept.error, Micros(now), IsTerminal(to),
+        kept.problem_type);
     Audit(tx, scope, now,
-          rules::OrderEvent("TransitionOrder", o, rules::TransitionDetail(o.state, to, error)));
+          rules::OrderEvent("TransitionOrder", o,
+                            rules::TransitionDetail(o.state, to, failure.error)));
     return absl::OkStatus();
   });
 }

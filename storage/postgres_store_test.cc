@@ -308,6 +308,36 @@ TEST_F(PostgresStoreTest, OrderKeyCopiedToAnotherRowFailsToOpen) {
   EXPECT_OK(store_->GetCertificateKey(alpha, c.id, "x").status());
 }
 
+TEST_F(PostgresStoreTest, MaterialAttachedToABareOrderIsThenAsImmutableAsAnyOther) {
+  Scope alpha = MakeTenant("alpha");
+  AccountId account = MakeAccount(alpha);
+  auto bare = [&](const std::string& name) {
+    auto o = store_->CreateOrJoinOrder(alpha, NewOrder{account, {name}, "", "r", absl::Minutes(1)});
+    EXPECT_TRUE(o.ok() && o->lease.has_value()) << o.status();
+    return *o->lease;
+  };
+  Lease attached = bare("attached.test");
+  crypto::PrivateKey key = NewKey();
+  ASSERT_OK(store_->AttachOrderMaterial(alpha, attached, "csr of attached.test", &key));
+  Lease at_ca = bare("at-ca.test");
+  ASSERT_OK(store_->RecordOrderUrl(alpha, at_ca, "https://ca.test/order/9"));
+  // Even the schema owner, with triggers on, can neither change attached material nor attach
+  // any to an order that went to the CA.
+  for (const std::string& sql :
+       {absl::StrCat("UPDATE orders SET csr_der = '\\x01' WHERE id = ", attached.order),
+        absl::StrCat("UPDATE orders SET csr_der = NULL, kek_id = NULL, wrapped_data_key = NULL, "
+                     "sealed_private_key = NULL WHERE id = ",
+                     attached.order),
+        absl::StrCat("UPDATE orders SET csr_der = '\\x01' WHERE id = ", at_ca.order)}) {
+    EXPECT_THAT(db_->Execute(sql),
+                StatusIs(absl::StatusCode::kInternal, "order finalization material is immutable"))
+        << sql;
+  }
+  ASSERT_OK_AND_ASSIGN(crypto::PrivateKey unsealed,
+                       store_->GetOrderCertificateKey(alpha, attached.order, "finalize"));
+  EXPECT_EQ(unsealed.public_key().ToDer(), key.public_key().ToDer());
+}
+
 TEST_F(PostgresStoreTest, OrderMaterialIsWrittenOnceAndATerminalOrderIsOnlyRewrapped) {
   Scope alpha = MakeTenant("alpha");
   AccountId account = MakeAccount(alpha);
@@ -345,7 +375,7 @@ TEST_F(PostgresStoreTest, OrderMaterialIsWrittenOnceAndATerminalOrderIsOnlyRewra
                        store_->ClaimStaleOrders("r", absl::Minutes(1), 10));
   ASSERT_EQ(leases.size(), 2u);
   for (const Lease& lease : leases) {
-    ASSERT_OK(store_->TransitionOrder(alpha, lease, OrderState::kInvalid, "gave up"));
+    ASSERT_OK(store_->TransitionOrder(alpha, lease, OrderState::kInvalid, {"gave up"}));
   }
   EXPECT_THAT(
       db_->Execute(absl::StrCat("UPDATE orders SET error = 'rewritten' WHERE id = ", with_key)),

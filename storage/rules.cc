@@ -167,13 +167,22 @@ absl::Status ValidateLeaseRequest(absl::string_view owner, absl::Duration durati
   return absl::OkStatus();
 }
 
+namespace {
+
+absl::Status CheckCsrSize(absl::string_view csr_der) {
+  if (csr_der.size() > kMaxCsrDerSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CSR is ", csr_der.size(), " bytes, more than ", kMaxCsrDerSize));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<std::string>> ValidateNewOrder(const NewOrder& order) {
   ASSIGN_OR_RETURN(std::vector<std::string> ids, CanonicalIdentifiers(order.identifiers));
   RETURN_IF_ERROR(ValidateLeaseRequest(order.lease_owner, order.lease_duration));
-  if (order.csr_der.size() > kMaxCsrDerSize) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("CSR is ", order.csr_der.size(), " bytes, more than ", kMaxCsrDerSize));
-  }
+  RETURN_IF_ERROR(CheckCsrSize(order.csr_der));
   return ids;
 }
 
@@ -204,10 +213,35 @@ absl::Status CheckIdempotentJoin(const Scope& scope, const Order& order,
   return absl::OkStatus();
 }
 
+absl::Status ValidateOrderCsr(absl::string_view csr_der) {
+  if (csr_der.empty()) return absl::InvalidArgumentError("CSR is empty");
+  return CheckCsrSize(csr_der);
+}
+
+absl::Status CheckMaterialAttachable(const Order& order) {
+  if (!order.csr_der.empty() || order.has_certificate_key) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("order ", order.id, " has its finalization material already"));
+  }
+  if (order.state != OrderState::kCreated) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "order ", order.id, " is ", OrderStateName(order.state), ": too late for its material"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status IdempotencyKeyInFlight(OrderId order) {
   return absl::AlreadyExistsError(
       absl::StrCat("idempotency key in use by order ", order,
                    ", still in flight after the key's 24 hours; choose another key"));
+}
+
+absl::Status ValidateOrderFailure(const OrderFailure& failure) {
+  if (failure.problem_type.size() > kMaxProblemTypeSize) {
+    return absl::InvalidArgumentError(absl::StrCat("problem type is ", failure.problem_type.size(),
+                                                   " bytes, more than ", kMaxProblemTypeSize));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CheckAccountOpen(const Account& account, bool already) {

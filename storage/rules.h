@@ -46,6 +46,12 @@ absl::Status ValidateLeaseRequest(absl::string_view owner, absl::Duration durati
 // Canonical identifiers (returned), a valid lease request, a CSR of at most kMaxCsrDerSize
 // bytes.
 absl::StatusOr<std::vector<std::string>> ValidateNewOrder(const NewOrder& order);
+// A CSR of 1 to kMaxCsrDerSize bytes (AttachOrderMaterial).
+absl::Status ValidateOrderCsr(absl::string_view csr_der);
+// FAILED_PRECONDITION unless the order is `created` and has no material (AttachOrderMaterial).
+absl::Status CheckMaterialAttachable(const Order& order);
+// A problem type of at most kMaxProblemTypeSize bytes.
+absl::Status ValidateOrderFailure(const OrderFailure& failure);
 
 // ALREADY_EXISTS "the tenant already has a pending or valid account for <directory>": what
 // both stores answer when CreateAccount meets the one-live-account rule.

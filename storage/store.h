@@ -178,15 +178,25 @@ class OrderStore {
   // expired (then the key binds nothing and starts a new order). NOT_FOUND if none.
   virtual absl::StatusOr<Order> FindOrderByIdempotencyKey(const Scope& scope,
                                                           absl::string_view key) = 0;
+  // Stores the finalization material of an order created without any: its CSR (1 to
+  // kMaxCsrDerSize bytes) and, if given, the certificate key, sealed as CreateOrJoinOrder seals
+  // it. For the service, which generates a certificate key only once CreateOrJoinOrder has
+  // created the order (a request that joins one never pays for a key). Audited as
+  // "AttachOrderMaterial". INVALID_ARGUMENT for an empty or oversized CSR; FAILED_PRECONDITION
+  // if the order has material already, has left `created`, or the lease was lost.
+  virtual absl::Status AttachOrderMaterial(const Scope& scope, const Lease& lease,
+                                           absl::string_view csr_der,
+                                           const crypto::PrivateKey* certificate_key) = 0;
 
   // Stores the ACME order URL (before finalize) and moves created -> pending. Once set the URL
   // never changes: the same URL again is OK, another is FAILED_PRECONDITION.
   virtual absl::Status RecordOrderUrl(const Scope& scope, const Lease& lease,
                                       absl::string_view url) = 0;
-  // Moves the order to `to` (forward only; see OrderState). `error` is kept for kInvalid.
-  // FAILED_PRECONDITION for a backward move, a terminal order, or a stale fencing token.
+  // Moves the order to `to` (forward only; see OrderState). `failure` is kept for kInvalid.
+  // FAILED_PRECONDITION for a backward move, a terminal order, or a stale fencing token;
+  // INVALID_ARGUMENT for a problem type longer than kMaxProblemTypeSize.
   virtual absl::Status TransitionOrder(const Scope& scope, const Lease& lease, OrderState to,
-                                       absl::string_view error) = 0;
+                                       const OrderFailure& failure) = 0;
   // Stores the certificate and moves the order to valid, in one transaction.
   virtual absl::StatusOr<Certificate> CompleteOrder(const Scope& scope, const Lease& lease,
                                                     const NewCertificate& certificate) = 0;

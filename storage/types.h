@@ -190,6 +190,9 @@ struct Order {
   int64_t fencing_token = 0;  // incremented by every claim
   std::optional<CertificateId> certificate;
   std::string error;  // why it is invalid, if it is
+  // The ACME problem type (RFC 8555 §6.7) of the CA's answer that made it invalid; "" when the
+  // failure carried none.
+  std::string problem_type;
   absl::Time created_at;
   absl::Time updated_at;
   std::string csr_der;               // as given at creation ("" if none)
@@ -216,6 +219,15 @@ struct Lease {
 
 // The most CSR bytes an order stores.
 inline constexpr size_t kMaxCsrDerSize = 16 * 1024;
+// The longest problem type an order stores.
+inline constexpr size_t kMaxProblemTypeSize = 256;
+
+// Why an order failed, as OrderStore::TransitionOrder records it on a move to kInvalid (and
+// ignores otherwise): Order::error and Order::problem_type (at most kMaxProblemTypeSize bytes).
+struct OrderFailure {
+  std::string error;
+  std::string problem_type;
+};
 
 struct NewOrder {
   AccountId account = 0;

@@ -21,6 +21,8 @@ crypto::PrivateKey TestLeafKey() {
   return *std::move(key);
 }
 
+absl::Time TestChainValidTime() { return absl::FromUnixSeconds(1796083200); }
+
 void ScriptHappyCa(ScriptedServer& ca, std::string* state) {
   *state = "pending";
   for (const char* path : {"/chall/1", "/chall/2"}) {

@@ -109,10 +109,13 @@ class FakeStore final : public Store {
                                                   absl::string_view key) override;
   absl::StatusOr<crypto::PrivateKey> GetOrderCertificateKey(const Scope& scope, OrderId order,
                                                             absl::string_view purpose) override;
+  absl::Status AttachOrderMaterial(const Scope& scope, const Lease& lease,
+                                   absl::string_view csr_der,
+                                   const crypto::PrivateKey* certificate_key) override;
   absl::Status RecordOrderUrl(const Scope& scope, const Lease& lease,
                               absl::string_view url) override;
   absl::Status TransitionOrder(const Scope& scope, const Lease& lease, OrderState to,
-                               absl::string_view error) override;
+                               const OrderFailure& failure) override;
   absl::StatusOr<Certificate> CompleteOrder(const Scope& scope, const Lease& lease,
                                             const NewCertificate& certificate) override;
   absl::StatusOr<std::vector<Lease>> ClaimStaleOrders(absl::string_view owner,

@@ -126,6 +126,28 @@ absl::StatusOr<crypto::PrivateKey> FakeStore::GetOrderCertificateKey(const Scope
   return key;
 }
 
+absl::Status FakeStore::AttachOrderMaterial(const Scope& scope, const Lease& lease,
+                                            absl::string_view csr_der,
+                                            const crypto::PrivateKey* certificate_key) {
+  RETURN_IF_ERROR(rules::ValidateOrderCsr(csr_der));
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  ASSIGN_OR_RETURN(Order * o, LeasedOrder(s, scope, lease));
+  RETURN_IF_ERROR(rules::CheckMaterialAttachable(*o));
+  if (certificate_key != nullptr) {
+    ASSIGN_OR_RETURN(s.order_keys[o->id], envelope_.SealPrivateKey(
+                                              *certificate_key, OrderKeyContext(scope.tenant, o->id)));
+    o->has_certificate_key = true;
+  }
+  o->csr_der = std::string(csr_der);
+  o->updated_at = now;
+  Audit(s, scope, now,
+        rules::OrderEvent("AttachOrderMaterial", *o,
+                          certificate_key != nullptr ? "CSR and certificate key" : "CSR"));
+  return absl::OkStatus();
+}
+
 absl::Status FakeStore::RecordOrderUrl(const Scope& scope, const Lease& lease,
                                        absl::string_view url) {
   RETURN_IF_ERROR(rules::ValidateUrl("order URL", url));
@@ -143,7 +165,8 @@ absl::Status FakeStore::RecordOrderUrl(const Scope& scope, const Lease& lease,
 }
 
 absl::Status FakeStore::TransitionOrder(const Scope& scope, const Lease& lease, OrderState to,
-                                        absl::string_view error) {
+                                        const OrderFailure& failure) {
+  RETURN_IF_ERROR(rules::ValidateOrderFailure(failure));
   const absl::Time now = Now();
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
@@ -152,7 +175,9 @@ absl::Status FakeStore::TransitionOrder(const Scope& scope, const Lease& lease, 
   if (o->state == to) return absl::OkStatus();
   Order before = *o;
   o->state = to;
-  o->error = to == OrderState::kInvalid ? std::string(error) : "";
+  const bool failed = to == OrderState::kInvalid;
+  o->error = failed ? failure.error : "";
+  o->problem_type = failed ? failure.problem_type : "";
   o->updated_at = now;
   if (IsTerminal(to)) {
     o->lease_owner.clear();
@@ -160,7 +185,7 @@ absl::Status FakeStore::TransitionOrder(const Scope& scope, const Lease& lease, 
   }
   Audit(s, scope, now,
         rules::OrderEvent("TransitionOrder", before,
-                          rules::TransitionDetail(before.state, to, error)));
+                          rules::TransitionDetail(before.state, to, failure.error)));
   return absl::OkStatus();
 }
 

@@ -153,7 +153,7 @@ TEST_P(StoreConformanceTest, RewrapMovesEveryKeyToTheNewKekSoTheOldCanBeDropped)
           accounts[2].first,
           WithMaterial(NewOrder{accounts[2].second, {"f.test"}, "", "r", absl::Minutes(1)}, "",
                        &failed_key)));
-  ASSERT_OK(store().TransitionOrder(accounts[2].first, *failed.lease, OrderState::kInvalid, "no"));
+  ASSERT_OK(store().TransitionOrder(accounts[2].first, *failed.lease, OrderState::kInvalid, {"no"}));
   const int kRecords = 4 + 1 + 1 + 2;
 
   // A replica that knows only the new KEK cannot open the old records yet.

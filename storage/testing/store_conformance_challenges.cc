@@ -24,7 +24,7 @@ TEST_P(StoreConformanceTest, AStaleLeaseDeletesNoChallengeAnswer) {
               StatusIs(absl::StatusCode::kFailedPrecondition, "lost"));
   ASSERT_OK(store().LookupChallenge(kToken).status());
   // The current holder deletes, also once the order is terminal; again is fine.
-  ASSERT_OK(store().TransitionOrder(scope, claimed[0], OrderState::kInvalid, "given up"));
+  ASSERT_OK(store().TransitionOrder(scope, claimed[0], OrderState::kInvalid, {"given up"}));
   ASSERT_OK(store().DeleteChallengeFenced(scope, claimed[0], kToken));
   EXPECT_THAT(store().LookupChallenge(kToken), StatusIs(absl::StatusCode::kNotFound));
   ASSERT_OK(store().DeleteChallengeFenced(scope, claimed[0], kToken));

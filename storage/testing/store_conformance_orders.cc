@@ -87,7 +87,7 @@ TEST_P(StoreConformanceTest, IdempotencyKeyFindsItsOrderEvenWhenDone) {
       store().CreateOrJoinOrder(scope,
                                 NewOrder{account.id, {"a.test"}, "req-1", "r1", absl::Minutes(1)}));
   ASSERT_TRUE(first.created);
-  ASSERT_OK(store().TransitionOrder(scope, *first.lease, OrderState::kInvalid, "CA said no"));
+  ASSERT_OK(store().TransitionOrder(scope, *first.lease, OrderState::kInvalid, {"CA said no"}));
   ASSERT_OK_AND_ASSIGN(
       CreateOrderResult again,
       store().CreateOrJoinOrder(scope,
@@ -117,7 +117,7 @@ TEST_P(StoreConformanceTest, OrderUrlIsImmutableAndStatesMoveForwardOnly) {
   const Scope scope = ScopeOf(a);
   Account account = MakeAccount(scope);
   Lease lease = MakeOrder(scope, account.id, {"a.test"});
-  EXPECT_THAT(store().TransitionOrder(scope, lease, OrderState::kReady, ""),
+  EXPECT_THAT(store().TransitionOrder(scope, lease, OrderState::kReady, {}),
               StatusIs(kFailedPrecondition, "no ACME URL"));
   ASSERT_OK(store().RecordOrderUrl(scope, lease, "https://ca.test/order/1"));
   ASSERT_OK(store().RecordOrderUrl(scope, lease, "https://ca.test/order/1"));
@@ -127,15 +127,15 @@ TEST_P(StoreConformanceTest, OrderUrlIsImmutableAndStatesMoveForwardOnly) {
   EXPECT_EQ(o.state, OrderState::kPending);
   EXPECT_EQ(o.acme_url, "https://ca.test/order/1");
 
-  ASSERT_OK(store().TransitionOrder(scope, lease, OrderState::kReady, ""));
-  ASSERT_OK(store().TransitionOrder(scope, lease, OrderState::kReady, ""));  // a retried call
-  ASSERT_OK(store().TransitionOrder(scope, lease, OrderState::kProcessing, ""));
-  EXPECT_THAT(store().TransitionOrder(scope, lease, OrderState::kPending, ""),
+  ASSERT_OK(store().TransitionOrder(scope, lease, OrderState::kReady, {}));
+  ASSERT_OK(store().TransitionOrder(scope, lease, OrderState::kReady, {}));  // a retried call
+  ASSERT_OK(store().TransitionOrder(scope, lease, OrderState::kProcessing, {}));
+  EXPECT_THAT(store().TransitionOrder(scope, lease, OrderState::kPending, {}),
               StatusIs(kFailedPrecondition, "cannot go from processing to pending"));
-  EXPECT_THAT(store().TransitionOrder(scope, lease, OrderState::kValid, ""),
+  EXPECT_THAT(store().TransitionOrder(scope, lease, OrderState::kValid, {}),
               StatusIs(kInvalidArgument, "CompleteOrder"));
-  ASSERT_OK(store().TransitionOrder(scope, lease, OrderState::kInvalid, "finalize failed"));
-  EXPECT_THAT(store().TransitionOrder(scope, lease, OrderState::kInvalid, ""),
+  ASSERT_OK(store().TransitionOrder(scope, lease, OrderState::kInvalid, {"finalize failed"}));
+  EXPECT_THAT(store().TransitionOrder(scope, lease, OrderState::kInvalid, {}),
               StatusIs(kFailedPrecondition, "is invalid"));
   ASSERT_OK_AND_ASSIGN(o, store().GetOrder(scope, lease.order));
   EXPECT_EQ(o.state, OrderState::kInvalid);
@@ -146,6 +146,35 @@ TEST_P(StoreConformanceTest, OrderUrlIsImmutableAndStatesMoveForwardOnly) {
   EXPECT_THAT(AuditActions(scope),
               ElementsAre("CreateTenant", "CreateAccount", "CreateOrder", "RecordOrderUrl",
                           "TransitionOrder", "TransitionOrder", "TransitionOrder"));
+}
+
+TEST_P(StoreConformanceTest, AFailedOrderKeepsTheCasProblemTypeBesideItsError) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  Lease lease = MakeOrder(scope, account.id, {"a.test"});
+  ASSERT_OK(store().RecordOrderUrl(scope, lease, "https://ca.test/order/1"));
+  // Kept only on the move to invalid.
+  ASSERT_OK(store().TransitionOrder(scope, lease, OrderState::kReady,
+                                    {"not yet", "urn:ietf:params:acme:error:caa"}));
+  ASSERT_OK_AND_ASSIGN(Order o, store().GetOrder(scope, lease.order));
+  EXPECT_EQ(o.error, "");
+  EXPECT_EQ(o.problem_type, "");
+  EXPECT_THAT(store().TransitionOrder(scope, lease, OrderState::kInvalid,
+                                      {"too long", std::string(kMaxProblemTypeSize + 1, 't')}),
+              StatusIs(kInvalidArgument, "problem type"));
+  const std::string type = "urn:ietf:params:acme:error:badCSR";
+  ASSERT_OK(store().TransitionOrder(scope, lease, OrderState::kInvalid,
+                                    {"INVALID_ARGUMENT: acme badCSR (HTTP 400): weak key", type}));
+  ASSERT_OK_AND_ASSIGN(o, store().GetOrder(scope, lease.order));
+  EXPECT_EQ(o.state, OrderState::kInvalid);
+  EXPECT_EQ(o.error, "INVALID_ARGUMENT: acme badCSR (HTTP 400): weak key");
+  EXPECT_EQ(o.problem_type, type);
+  // A failure without a CA problem has none.
+  Lease other = MakeOrder(scope, account.id, {"b.test"});
+  ASSERT_OK(store().TransitionOrder(scope, other, OrderState::kInvalid, {"internal error: boom"}));
+  ASSERT_OK_AND_ASSIGN(o, store().GetOrder(scope, other.order));
+  EXPECT_EQ(o.problem_type, "");
 }
 
 TEST_P(StoreConformanceTest, CompleteOrderStoresTheCertificateAndFreesTheNames) {
@@ -345,6 +374,57 @@ TEST_P(StoreConformanceTest, AJoinedOrderKeepsTheMaterialItWasCreatedWith) {
                                                "UseCertificateKey", "CreateOrder"));
 }
 
+TEST_P(StoreConformanceTest, MaterialIsAttachedOnceToABareNewOrderUnderItsLease) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  Lease lease = MakeOrder(scope, account.id, {"a.test"});
+  crypto::PrivateKey cert_key = NewKey();
+  EXPECT_THAT(store().AttachOrderMaterial(scope, lease, "", &cert_key),
+              StatusIs(kInvalidArgument, "CSR is empty"));
+  EXPECT_THAT(store().AttachOrderMaterial(scope, lease, CsrBytes(kMaxCsrDerSize + 1), &cert_key),
+              StatusIs(kInvalidArgument, "CSR is 16385 bytes"));
+  ASSERT_OK(store().AttachOrderMaterial(scope, lease, CsrBytes(700, 5), &cert_key));
+  ASSERT_OK_AND_ASSIGN(Order o, store().GetOrder(scope, lease.order));
+  EXPECT_EQ(o.state, OrderState::kCreated);
+  EXPECT_EQ(o.csr_der, CsrBytes(700, 5));
+  EXPECT_TRUE(o.has_certificate_key);
+  ASSERT_OK_AND_ASSIGN(crypto::PrivateKey unsealed,
+                       store().GetOrderCertificateKey(scope, o.id, "finalize"));
+  EXPECT_EQ(unsealed.public_key().ToDer(), cert_key.public_key().ToDer());
+  // Once: neither replaced nor completed later.
+  EXPECT_THAT(store().AttachOrderMaterial(scope, lease, CsrBytes(800, 6), nullptr),
+              StatusIs(kFailedPrecondition, "has its finalization material already"));
+
+  // An order made with material, one at the CA already, and a lost lease all refuse it.
+  ASSERT_OK_AND_ASSIGN(
+      CreateOrderResult made_with,
+      store().CreateOrJoinOrder(
+          scope, WithMaterial(NewOrder{account.id, {"b.test"}, "", "r1", absl::Minutes(1)},
+                              CsrBytes(300, 1), nullptr)));
+  EXPECT_THAT(store().AttachOrderMaterial(scope, *made_with.lease, CsrBytes(300, 2), &cert_key),
+              StatusIs(kFailedPrecondition, "has its finalization material already"));
+  Lease at_ca = MakeOrder(scope, account.id, {"c.test"});
+  ASSERT_OK(store().RecordOrderUrl(scope, at_ca, "https://ca.test/order/3"));
+  EXPECT_THAT(store().AttachOrderMaterial(scope, at_ca, CsrBytes(300, 3), nullptr),
+              StatusIs(kFailedPrecondition, "is pending: too late"));
+  Lease stale = MakeOrder(scope, account.id, {"d.test"});
+  clock().Advance(absl::Minutes(5));
+  ASSERT_OK(store().ClaimStaleOrders("r2", absl::Minutes(1), 10).status());
+  EXPECT_THAT(store().AttachOrderMaterial(scope, stale, CsrBytes(300, 4), nullptr),
+              StatusIs(kFailedPrecondition, "lost"));
+  ASSERT_OK_AND_ASSIGN(o, store().GetOrder(scope, stale.order));
+  EXPECT_EQ(o.csr_der, "");
+  // Another tenant's order does not exist for this one.
+  Tenant b = MakeTenant("beta");
+  EXPECT_FALSE(store().AttachOrderMaterial(ScopeOf(b), stale, CsrBytes(300, 4), nullptr).ok());
+
+  EXPECT_THAT(AuditActions(scope),
+              ElementsAre("CreateTenant", "CreateAccount", "CreateOrder", "AttachOrderMaterial",
+                          "UseCertificateKey", "CreateOrder", "CreateOrder", "RecordOrderUrl",
+                          "CreateOrder"));
+}
+
 TEST_P(StoreConformanceTest, StaleLeaseIsClaimedOnceAndFencesTheOldOwner) {
   Tenant a = MakeTenant("alpha");
   const Scope scope = ScopeOf(a);
@@ -371,7 +451,7 @@ TEST_P(StoreConformanceTest, StaleLeaseIsClaimedOnceAndFencesTheOldOwner) {
   // The old owner woke up: every write it attempts is rejected.
   EXPECT_THAT(store().RecordOrderUrl(scope, old_lease, "https://ca.test/order/old"),
               StatusIs(kFailedPrecondition, "lease on order"));
-  EXPECT_THAT(store().TransitionOrder(scope, old_lease, OrderState::kInvalid, ""),
+  EXPECT_THAT(store().TransitionOrder(scope, old_lease, OrderState::kInvalid, {}),
               StatusIs(kFailedPrecondition, "fencing token 1 is stale"));
   EXPECT_THAT(store().RenewLease(scope, old_lease, absl::Minutes(5)),
               StatusIs(kFailedPrecondition));
@@ -411,7 +491,7 @@ TEST_P(StoreConformanceTest, ClaimsTakeTheOldestFirstAndSkipDoneOrDisabled) {
   Lease second = MakeOrder(ScopeOf(b), account_b.id, {"2.test"}, absl::Minutes(2));
   Lease third = MakeOrder(ScopeOf(a), account_a.id, {"3.test"}, absl::Minutes(3));
   Lease done = MakeOrder(ScopeOf(a), account_a.id, {"4.test"}, absl::Minutes(1));
-  ASSERT_OK(store().TransitionOrder(ScopeOf(a), done, OrderState::kInvalid, ""));
+  ASSERT_OK(store().TransitionOrder(ScopeOf(a), done, OrderState::kInvalid, {}));
   clock().Advance(absl::Minutes(10));
 
   ASSERT_OK_AND_ASSIGN(std::vector<Lease> claimed,
