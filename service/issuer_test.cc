@@ -402,7 +402,7 @@ TEST_F(IssuerTest, AnotherIdentityCannotJoinTheOrderOfItsIdempotencyKey) {
 
   ASSERT_TRUE(fx_.store()
                   .TransitionOrder(fx_.AdminScope(tenant_), *in_flight.lease,
-                                   storage::OrderState::kInvalid, "given up")
+                                   storage::OrderState::kInvalid, {"given up"})
                   .ok());
   auto tenant = fx_.store().GetTenant(fx_.AdminScope(tenant_));
   ASSERT_TRUE(tenant.ok());

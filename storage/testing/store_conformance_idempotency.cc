@@ -41,7 +41,7 @@ TEST_P(StoreConformanceTest, AnIdempotencyKeyJoinsOnlyForTheIdentityThatCreatedI
       store().CreateOrJoinOrder(web1, KeyedOrder(account.id, {"a.test"}, "web01")));
   EXPECT_FALSE(again.created);
   EXPECT_EQ(again.order.id, first.order.id);
-  ASSERT_OK(store().TransitionOrder(web1, *first.lease, OrderState::kInvalid, "CA said no"));
+  ASSERT_OK(store().TransitionOrder(web1, *first.lease, OrderState::kInvalid, {"CA said no"}));
   EXPECT_THAT(store().CreateOrJoinOrder(web2, KeyedOrder(account.id, {"a.test"}, "web01")),
               StatusIs(kAlreadyExists, "idempotency key in use by another identity"));
   ASSERT_OK_AND_ASSIGN(
@@ -82,7 +82,7 @@ TEST_P(StoreConformanceTest, AnIdempotencyKeyExpiresAfter24Hours) {
   ASSERT_OK_AND_ASSIGN(
       CreateOrderResult first,
       store().CreateOrJoinOrder(web1, KeyedOrder(account.id, {"a.test"}, "web01")));
-  ASSERT_OK(store().TransitionOrder(web1, *first.lease, OrderState::kInvalid, "CA said no"));
+  ASSERT_OK(store().TransitionOrder(web1, *first.lease, OrderState::kInvalid, {"CA said no"}));
 
   clock().Advance(absl::Hours(24) - absl::Microseconds(1));
   ASSERT_OK_AND_ASSIGN(Order bound, store().FindOrderByIdempotencyKey(web1, "web01"));
@@ -103,7 +103,7 @@ TEST_P(StoreConformanceTest, AnIdempotencyKeyExpiresAfter24Hours) {
   ASSERT_OK_AND_ASSIGN(bound, store().FindOrderByIdempotencyKey(web1, "web01"));
   EXPECT_EQ(bound.id, renewed.order.id);
   // ... and to any identity once that order's 24 hours have passed too.
-  ASSERT_OK(store().TransitionOrder(web1, *renewed.lease, OrderState::kInvalid, "CA said no"));
+  ASSERT_OK(store().TransitionOrder(web1, *renewed.lease, OrderState::kInvalid, {"CA said no"}));
   clock().Advance(absl::Hours(25));
   ASSERT_OK_AND_ASSIGN(
       CreateOrderResult taken,
