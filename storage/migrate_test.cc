@@ -250,7 +250,7 @@ TEST_F(MigrateTest, AccountSafetyClosesTheDuplicateLiveAccountsTheServiceNoLonge
       "(5, 1, 'https://ca.test/b', NULL, 'pending', now(), NULL), "
       "(6, 1, 'https://ca.test/b', NULL, 'pending', now(), NULL), "
       "(7, 1, 'https://ca.test/c', NULL, 'pending', now(), NULL)"));
-  auto migrated = Migrate({owner_url});
+  auto migrated = Migrate({owner_url, 7});
   EXPECT_TRUE(migrated.ok()) << migrated.status();
   if (migrated.ok()) {
     EXPECT_THAT(migrated->applied, ElementsAre(7));
