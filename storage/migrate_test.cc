@@ -31,7 +31,7 @@ using ::testing::IsEmpty;
 
 TEST(EmbeddedMigrations, AreNumberedFromOneWithoutGaps) {
   const auto& migrations = EmbeddedMigrations();
-  ASSERT_EQ(migrations.size(), 9u);
+  ASSERT_EQ(migrations.size(), 10u);
   for (size_t i = 0; i < migrations.size(); ++i) {
     EXPECT_EQ(migrations[i].version, static_cast<int>(i + 1));
     EXPECT_GT(std::string(migrations[i].sql).size(), 100u);
@@ -42,7 +42,8 @@ TEST(EmbeddedMigrations, AreNumberedFromOneWithoutGaps) {
   EXPECT_STREQ(migrations[6].name, "account_safety");
   EXPECT_STREQ(migrations[7].name, "order_creator_and_token_expiry");
   EXPECT_STREQ(migrations[8].name, "order_failures");
-  EXPECT_EQ(LatestSchemaVersion(), 9);
+  EXPECT_STREQ(migrations[9].name, "jobs");
+  EXPECT_EQ(LatestSchemaVersion(), 10);
 }
 
 class MigrateTest : public ::testing::Test {
@@ -95,8 +96,8 @@ class MigrateTest : public ::testing::Test {
 TEST_F(MigrateTest, FromEmptyToLatestOnceThenNothing) {
   ASSERT_OK_AND_ASSIGN(MigrationReport first, Migrate({db_->superuser_url()}));
   EXPECT_EQ(first.from_version, 0);
-  EXPECT_EQ(first.to_version, 9);
-  EXPECT_THAT(first.applied, ElementsAre(1, 2, 3, 4, 5, 6, 7, 8, 9));
+  EXPECT_EQ(first.to_version, 10);
+  EXPECT_THAT(first.applied, ElementsAre(1, 2, 3, 4, 5, 6, 7, 8, 9, 10));
   EXPECT_EQ(Query("SELECT version, name, octet_length(sha256) FROM schema_version "
                   "ORDER BY version"),
             (std::vector<std::vector<std::string>>{{"1", "roles_and_helpers", "32"},
@@ -107,14 +108,15 @@ TEST_F(MigrateTest, FromEmptyToLatestOnceThenNothing) {
                                                    {"6", "order_material", "32"},
                                                    {"7", "account_safety", "32"},
                                                    {"8", "order_creator_and_token_expiry", "32"},
-                                                   {"9", "order_failures", "32"}}));
-  EXPECT_EQ(Query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0], "13");
+                                                   {"9", "order_failures", "32"},
+                                                   {"10", "jobs", "32"}}));
+  EXPECT_EQ(Query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0], "15");
 
   ASSERT_OK_AND_ASSIGN(MigrationReport second, Migrate({db_->superuser_url()}));
-  EXPECT_EQ(second.from_version, 9);
-  EXPECT_EQ(second.to_version, 9);
+  EXPECT_EQ(second.from_version, 10);
+  EXPECT_EQ(second.to_version, 10);
   EXPECT_THAT(second.applied, IsEmpty());
-  EXPECT_EQ(Query("SELECT count(*) FROM schema_version")[0][0], "9");
+  EXPECT_EQ(Query("SELECT count(*) FROM schema_version")[0][0], "10");
 }
 
 TEST_F(MigrateTest, ConcurrentMigratorsApplyEachMigrationExactlyOnce) {
@@ -129,12 +131,12 @@ TEST_F(MigrateTest, ConcurrentMigratorsApplyEachMigrationExactlyOnce) {
   std::vector<int> applied;
   for (const auto& r : reports) {
     ASSERT_TRUE(r.ok()) << r.status();
-    EXPECT_EQ(r->to_version, 9);
+    EXPECT_EQ(r->to_version, 10);
     applied.insert(applied.end(), r->applied.begin(), r->applied.end());
   }
   std::sort(applied.begin(), applied.end());
-  EXPECT_THAT(applied, ElementsAre(1, 2, 3, 4, 5, 6, 7, 8, 9));
-  EXPECT_EQ(Query("SELECT count(*) FROM schema_version")[0][0], "9");
+  EXPECT_THAT(applied, ElementsAre(1, 2, 3, 4, 5, 6, 7, 8, 9, 10));
+  EXPECT_EQ(Query("SELECT count(*) FROM schema_version")[0][0], "10");
 }
 
 TEST_F(MigrateTest, UpgradesFromAnOlderVersion) {
@@ -143,7 +145,7 @@ TEST_F(MigrateTest, UpgradesFromAnOlderVersion) {
   EXPECT_EQ(Query("SELECT to_regclass('audit_log') IS NULL")[0][0], "t");
   ASSERT_OK_AND_ASSIGN(MigrationReport rest, Migrate({db_->superuser_url()}));
   EXPECT_EQ(rest.from_version, 2);
-  EXPECT_THAT(rest.applied, ElementsAre(3, 4, 5, 6, 7, 8, 9));
+  EXPECT_THAT(rest.applied, ElementsAre(3, 4, 5, 6, 7, 8, 9, 10));
   EXPECT_EQ(Query("SELECT to_regclass('audit_log') IS NOT NULL")[0][0], "t");
   EXPECT_THAT(Migrate({db_->superuser_url(), 99}), StatusIs(absl::StatusCode::kInvalidArgument));
 }
@@ -166,11 +168,12 @@ TEST_F(MigrateTest, RefusesADatabaseNewerThanTheBinary) {
 
 TEST_F(MigrateTest, RecordsTheOldestBinaryEachMigrationAdmits) {
   ASSERT_OK(Migrate({db_->superuser_url()}).status());
-  // 0009 (a column no older binary reads) admits binaries that know 0008; every other migration
-  // shipped so far needs a binary that knows it.
-  for (const auto& row : Query("SELECT version, compatible_from FROM schema_version")) {
-    EXPECT_EQ(row[1], row[0] == "9" ? "8" : row[0]);
-  }
+  // 0009 (a column no older binary reads) admits binaries that know 0008, and 0010 (the job
+  // table: new tables and functions no earlier binary reads) binaries that know 0009; every
+  // other migration shipped so far needs a binary that knows it.
+  EXPECT_EQ(Query("SELECT version, compatible_from FROM schema_version "
+                  "WHERE version <> compatible_from ORDER BY version"),
+            (std::vector<std::vector<std::string>>{{"9", "8"}, {"10", "9"}}));
   EXPECT_EQ(CompatibleFrom("-- compatible_from: 3\nALTER TABLE t ADD COLUMN c int;", 5), 3);
   EXPECT_EQ(CompatibleFrom("ALTER TABLE t ADD COLUMN c int;", 5), 5);
   EXPECT_EQ(CompatibleFrom("-- compatible_from: 9\n", 5), 5);  // never above its own version
@@ -201,12 +204,12 @@ TEST_F(MigrateTest, ANonSuperuserOwnerMigratesAndStaysBoundByRowSecurity) {
   auto migrated = Migrate({owner_url});
   EXPECT_TRUE(migrated.ok()) << migrated.status();
   if (migrated.ok()) {
-    EXPECT_THAT(migrated->applied, ElementsAre(1, 2, 3, 4, 5, 6, 7, 8, 9));
+    EXPECT_THAT(migrated->applied, ElementsAre(1, 2, 3, 4, 5, 6, 7, 8, 9, 10));
     EXPECT_EQ(Query("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'"),
               (std::vector<std::vector<std::string>>{{owner}}));
     EXPECT_EQ(Query("SELECT count(*) FROM pg_proc WHERE proname LIKE 'av\\_%' "
                     "AND prosecdef AND proowner = 'acmevault_definer'::regrole")[0][0],
-              "10");
+              "13");
     // The owner lent itself the definer role only while handing the functions over.
     EXPECT_EQ(Query(absl::StrCat("SELECT pg_has_role('", owner,
                                  "', 'acmevault_definer', 'MEMBER')"))[0][0],

@@ -283,6 +283,33 @@ DueCertificate DueCertificateOf(const pqxx::row& r) {
 const Rows<DueCertificate> kDueRows{"tenant_id, id, identifiers, av_us(not_after)", 4,
                                     DueCertificateOf};
 
+Job JobOf(const pqxx::row& r) {
+  Job j;
+  j.id = r[0].as<int64_t>();
+  j.tenant = r[1].as<int64_t>();
+  j.kind = r[2].as<std::string>();
+  j.subject = r[3].as<std::string>();
+  j.ca = r[4].as<std::string>();
+  j.not_before = TimeOf(r[5]);
+  j.lease_owner = TextOf(r[6]);
+  j.lease_expires_at = OptionalTime(r[7]);
+  j.fencing_token = r[8].as<int64_t>();
+  j.attempts = r[9].as<int>();
+  j.last_error = r[10].as<std::string>();
+  j.failed_at = OptionalTime(r[11]);
+  j.created_at = TimeOf(r[12]);
+  j.updated_at = TimeOf(r[13]);
+  return j;
+}
+
+const Table<Job> kJobs{
+    "jobs",
+    "job",
+    {"id, tenant_id, kind, subject, ca, av_us(not_before), lease_owner, av_us(lease_expires_at), "
+     "fencing_token, attempts, last_error, av_us(failed_at), av_us(created_at), "
+     "av_us(updated_at)",
+     14, JobOf}};
+
 std::optional<SealedKey> SealedKeyOf(const pqxx::row& r) {
   if (r["kek_id"].is_null()) return std::nullopt;
   return SealedKey{r["kek_id"].as<std::string>(), BytesOf(r["wrapped_data_key"]),

@@ -104,6 +104,7 @@ AuditRecord AuditRecordOf(const pqxx::row& r);
 DueCertificate DueCertificateOf(const pqxx::row& r);
 // A run without its steps (they are rows of compromise_run_steps).
 CompromiseRun CompromiseRunOf(const pqxx::row& r);
+Job JobOf(const pqxx::row& r);
 
 extern const Table<Tenant> kTenants;
 extern const Table<Identity> kIdentities;
@@ -119,6 +120,8 @@ extern const Rows<AuditRecord> kAuditRows;
 extern const Rows<Identity> kAuthenticatedRows;
 // A certificate as av_certificates_due returns it.
 extern const Rows<DueCertificate> kDueRows;
+// jobs, named by id (the claim function returns the same columns).
+extern const Table<Job> kJobs;
 
 // The columns that hold a sealed key in certificates and orders (all NULL when there is none),
 // selected after a row's own columns and read by name with SealedKeyOf.

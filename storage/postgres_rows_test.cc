@@ -71,6 +71,7 @@ std::vector<Shape> Shapes() {
        "av_certificates_due(av_ts(9000000000000000), NULL, NULL, 10)"},
       {"compromise runs", kCompromiseRuns.rows.columns, kCompromiseRuns.rows.width,
        "compromise_runs"},
+      {"jobs", kJobs.rows.columns, kJobs.rows.width, "jobs"},
   };
 }
 
@@ -124,6 +125,12 @@ class PostgresRowsTest : public ::testing::Test {
     ASSERT_TRUE(run.ok()) << run.status();
     run_ = run->id;
     ASSERT_OK(store_->InsertCertificate(alpha_, c).status());
+    ASSERT_OK(store_
+                  ->ScheduleJob(alpha_,
+                                NewJob{"order_step", absl::StrCat(order_), "https://ca.test/dir",
+                                       clock_.Now() + absl::Minutes(1)},
+                                clock_.Now())
+                  .status());
 
     PostgresPoolOptions options;
     options.url = db_->app_url();
@@ -203,6 +210,11 @@ TEST_F(PostgresRowsTest, EveryColumnListSelectsFromItsTableAndMapsItsRows) {
     ASSIGN_OR_RETURN(pqxx::row lease, GetRowById(tx, kAccounts, account_, kKeyLeaseColumns));
     EXPECT_EQ(lease["key_lease_token"].as<int64_t>(), 0);
     EXPECT_TRUE(lease["key_lease_expires_us"].is_null());
+    Job job = kJobs.rows.map(tx.exec1(absl::StrCat(select, kJobs.rows.columns, " FROM jobs")));
+    EXPECT_EQ(job.subject, absl::StrCat(order_));
+    EXPECT_EQ(job.not_before, clock_.Now() + absl::Minutes(1));
+    EXPECT_EQ(job.failed_at, std::nullopt);
+    EXPECT_EQ(job.updated_at, clock_.Now());
     return absl::OkStatus();
   }));
 }

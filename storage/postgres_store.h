@@ -45,6 +45,13 @@ struct PostgresStoreOptions {
   bool require_row_security = true;
 };
 
+// The NOTIFY channels of the job table (JobStore): ScheduleJob sends the job's kind on
+// kJobsChannel; a job's end and AnnounceJobNotice send rules::EncodeJobNotice's payload on
+// kJobNoticeChannel. Both are sent inside the writing transaction, so they reach listeners only
+// once it commits.
+inline constexpr char kJobsChannel[] = "acmevault_jobs";
+inline constexpr char kJobNoticeChannel[] = "acmevault_job_notices";
+
 class PostgresStore final : public Store {
  public:
   // FAILED_PRECONDITION, before touching the database, if `keks` is empty (there is no
@@ -174,6 +181,21 @@ class PostgresStore final : public Store {
   // VaultMaintenance
   absl::StatusOr<RewrapProgress> RewrapBatch(const Actor& actor, int max_records) override;
 
+  // JobStore
+  absl::StatusOr<Job> ScheduleJob(const Scope& scope, const NewJob& job, absl::Time now) override;
+  absl::StatusOr<Job> GetJob(const Scope& scope, JobId id) override;
+  absl::StatusOr<JobClaimResult> ClaimJobs(const JobClaim& claim) override;
+  absl::StatusOr<JobLease> RenewJob(const JobLease& lease, absl::Duration lease_duration,
+                                    absl::Time now) override;
+  absl::Status CompleteJob(const JobLease& lease) override;
+  absl::Status RescheduleJob(const JobLease& lease, absl::Time at, absl::string_view error,
+                             absl::Time now) override;
+  absl::Status FailJob(const JobLease& lease, absl::string_view error, absl::Time now) override;
+  absl::Status ReleaseJob(const JobLease& lease, absl::Time now) override;
+  absl::StatusOr<std::vector<DueJobCount>> CountDueJobs(absl::Time now) override;
+  absl::Status AnnounceJobNotice(const JobNotice& notice) override;
+  absl::StatusOr<std::unique_ptr<JobWaker>> WatchJobs(JobWakeups wakeups) override;
+
   // The pool, for tests that watch connections.
   PostgresPool& pool() { return *pool_; }
 
@@ -181,8 +203,8 @@ class PostgresStore final : public Store {
   // The members are defined by concern: postgres_store.cc (construction, the tenant path,
   // tenants, identities), postgres_accounts.cc, postgres_key_leases.cc (account key leases),
   // postgres_compromise_runs.cc, postgres_orders.cc, postgres_authorizations.cc,
-  // postgres_certificates.cc, postgres_challenges.cc, postgres_audit.cc and
-  // postgres_rewrap.cc.
+  // postgres_certificates.cc, postgres_challenges.cc, postgres_audit.cc, postgres_rewrap.cc
+  // and postgres_jobs.cc.
 
   // A transaction body that produces a value (see PostgresPool::Body).
   template <typename T>
@@ -239,6 +261,10 @@ class PostgresStore final : public Store {
   // still current (rules::CheckKeyLease): what every key write starts with.
   static absl::StatusOr<Account> LockLeasedAccount(pqxx::work& tx, const Scope& scope,
                                                    const KeyLease& lease);
+  // A transaction confined by row-level security to the tenant of a job lease (no tenant
+  // lookup: the job row itself is the check). INVALID_ARGUMENT as rules::ValidateJobLease.
+  absl::Status InJobTenant(absl::string_view op, const JobLease& lease,
+                           const PostgresPool::Body& body);
   // GetActiveKey (no version) and GetKey.
   absl::StatusOr<UnsealedAccountKey> UnsealKey(absl::string_view op, const Scope& scope,
                                                AccountId account, std::optional<int> version,

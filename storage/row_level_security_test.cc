@@ -36,6 +36,7 @@ const std::pair<const char*, const char*> kTenantTables[] = {
     {"audit_heads", "tenant_id"},
     {"compromise_runs", "tenant_id"},
     {"compromise_run_steps", "tenant_id"},
+    {"jobs", "tenant_id"},
 };
 
 class RowLevelSecurityTest : public ::testing::Test {
@@ -86,6 +87,11 @@ class RowLevelSecurityTest : public ::testing::Test {
     auto run = store_->StartCompromiseRun(scope, false, clock_.Now() + absl::Hours(1));
     EXPECT_TRUE(run.ok()) << run.status();
     if (run.ok()) EXPECT_OK(store_->RecordCompromiseStep(scope, run->id, "rollover"));
+    EXPECT_OK(store_
+                  ->ScheduleJob(scope, NewJob{"order_step", name, "https://ca.test/dir",
+                                              clock_.Now()},
+                                clock_.Now())
+                  .status());
     return tenant->id;
   }
 
@@ -167,6 +173,7 @@ TEST_F(RowLevelSecurityTest, UpdateAndDeleteOfAnotherTenantTouchNoRow) {
       {"certificates", "UPDATE certificates SET superseded_at = now()"},
       {"challenges", "UPDATE challenges SET key_authorization = 'forged'"},
       {"compromise_runs", "UPDATE compromise_runs SET finished_at = now()"},
+      {"jobs", "UPDATE jobs SET attempts = 99"},
   };
   for (const auto& [table, sql] : updates) {
     SCOPED_TRACE(table);
@@ -175,6 +182,8 @@ TEST_F(RowLevelSecurityTest, UpdateAndDeleteOfAnotherTenantTouchNoRow) {
   }
   EXPECT_EQ(AsApp(a_, absl::StrCat("DELETE FROM challenges WHERE tenant_id = ", b_)).rows, 0);
   EXPECT_EQ(CountAsOwner("challenges", "tenant_id", b_), 1);
+  EXPECT_EQ(AsApp(a_, absl::StrCat("DELETE FROM jobs WHERE tenant_id = ", b_)).rows, 0);
+  EXPECT_EQ(CountAsOwner("jobs", "tenant_id", b_), 1);
   // B's data is untouched: it still works through the store.
   auto b_challenge = store_->LookupChallenge("token-beta");
   ASSERT_TRUE(b_challenge.ok());
@@ -199,6 +208,9 @@ TEST_F(RowLevelSecurityTest, InsertForAnotherTenantFails) {
       absl::StrCat("INSERT INTO compromise_runs (tenant_id, deactivate_account, started_at, "
                    "expires_at) VALUES (",
                    b_, ", true, now(), now() + interval '1 day')"));
+  rejected(absl::StrCat("INSERT INTO jobs (tenant_id, kind, subject, ca, not_before, "
+                        "fencing_token, attempts, last_error, created_at, updated_at) VALUES (",
+                        b_, ", 'order_step', 'evil', '', now(), 0, 0, '', now(), now())"));
   rejected(absl::StrCat("INSERT INTO audit_log (tenant_id, at, actor, rpc, action, identifiers, "
                         "acme_url, outcome, detail) VALUES (", b_,
                         ", now(), 'x', 'x', 'Forged', '{}', '', 'ok', '')"));
@@ -208,8 +220,9 @@ TEST_F(RowLevelSecurityTest, InsertForAnotherTenantFails) {
 }
 
 TEST_F(RowLevelSecurityTest, TheAppRoleCannotEscapeTheSchemaRules) {
-  // No DELETE except on challenges; the audit log is append-only; no DDL on tables it does not
-  // own; no way into the definer role; no direct use of the chain trigger.
+  // No DELETE except on challenges and jobs; the audit log is append-only; no DDL on tables it
+  // does not own; no way into the definer role; no direct use of the chain trigger; the claim
+  // function's turn table is the definer's alone.
   for (const std::string& sql :
        {std::string("DELETE FROM accounts"), std::string("DELETE FROM account_keys"),
         std::string("DELETE FROM certificates"), std::string("DELETE FROM orders"),
@@ -226,7 +239,9 @@ TEST_F(RowLevelSecurityTest, TheAppRoleCannotEscapeTheSchemaRules) {
         std::string("ALTER TABLE accounts DISABLE ROW LEVEL SECURITY"),
         std::string("ALTER TABLE accounts NO FORCE ROW LEVEL SECURITY"),
         std::string("DROP POLICY tenant_isolation ON accounts"),
-        std::string("SET ROLE acmevault_definer"), std::string("SELECT av_audit_chain()")}) {
+        std::string("SET ROLE acmevault_definer"),
+        std::string("SELECT av_audit_chain()"), std::string("SELECT * FROM job_turns"),
+        std::string("DELETE FROM job_turns")}) {
     Outcome o = AsApp(a_, sql);
     EXPECT_EQ(o.rows, -1) << sql;
     EXPECT_EQ(o.sqlstate, "42501") << sql << ": " << o.message;  // insufficient privilege
@@ -275,9 +290,19 @@ TEST_F(RowLevelSecurityTest, CrossTenantFunctionsAnswerOnlyTheirNarrowQuestion) 
   EXPECT_EQ(tx.exec1("SELECT count(*) FROM pg_class WHERE relname IN ('tenants', 'identities', "
                      "'accounts', 'account_keys', 'orders', 'authorizations', 'certificates', "
                      "'challenges', 'audit_log', 'audit_heads', 'compromise_runs', "
-                     "'compromise_run_steps') AND relrowsecurity AND relforcerowsecurity")[0]
+                     "'compromise_run_steps', 'jobs', 'job_turns') AND relrowsecurity "
+                     "AND relforcerowsecurity")[0]
                 .as<int>(),
-            12);
+            14);
+  // The claim writes only the lease columns of jobs, across tenants.
+  EXPECT_FALSE(tx.exec1("SELECT has_column_privilege('acmevault_definer', 'jobs', 'not_before', "
+                        "'UPDATE')")[0]
+                   .as<bool>());
+  EXPECT_TRUE(tx.exec1("SELECT has_column_privilege('acmevault_definer', 'jobs', "
+                       "'fencing_token', 'UPDATE')")[0]
+                  .as<bool>());
+  EXPECT_FALSE(tx.exec1("SELECT has_table_privilege('acmevault_definer', 'jobs', 'DELETE')")[0]
+                   .as<bool>());
 }
 
 }  // namespace

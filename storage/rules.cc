@@ -1,5 +1,7 @@
 #include "storage/rules.h"
 
+#include <algorithm>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -502,6 +504,162 @@ AuditEvent TokenAddedEvent(const Identity& identity) {
                     absl::FormatTime(absl::RFC3339_sec, *identity.expires_at, absl::UTCTimeZone()));
   }
   return SimpleEvent("AddTokenIdentity", std::move(detail));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Jobs
+
+namespace {
+
+// 1 to `max` printable ASCII characters other than space ('!' to '~').
+bool PrintableWord(absl::string_view s, size_t max) {
+  if (s.empty() || s.size() > max) return false;
+  for (char c : s) {
+    if (c < '!' || c > '~') return false;
+  }
+  return true;
+}
+
+absl::Status ValidateJobSubject(absl::string_view subject) {
+  if (!PrintableWord(subject, kMaxJobSubject)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job subject must be 1-", kMaxJobSubject, " printable ASCII characters without spaces"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateJobKind(absl::string_view kind) {
+  bool ok = !kind.empty() && kind.size() <= 32 && absl::ascii_islower(kind[0]);
+  for (char c : kind) {
+    ok = ok && (absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '_');
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job kind \"", kind.substr(0, 40), "\" is not [a-z][a-z0-9_]{0,31}"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateNewJob(const NewJob& job) {
+  RETURN_IF_ERROR(ValidateJobKind(job.kind));
+  RETURN_IF_ERROR(ValidateJobSubject(job.subject));
+  if (!job.ca.empty() && !PrintableWord(job.ca, kMaxJobCa)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job CA must be empty or at most ", kMaxJobCa, " printable ASCII characters"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateJobNotice(const JobNotice& notice) {
+  if (notice.tenant <= 0) return absl::InvalidArgumentError("job notice names no tenant");
+  RETURN_IF_ERROR(ValidateJobKind(notice.kind));
+  return ValidateJobSubject(notice.subject);
+}
+
+absl::Status ValidateJobClaim(const JobClaim& claim) {
+  RETURN_IF_ERROR(ValidateLeaseRequest(claim.owner, claim.lease_duration));
+  if (claim.max_jobs < 1) return absl::InvalidArgumentError("max_jobs must be positive");
+  if (claim.per_tenant_limit < 0 || claim.per_ca_limit < 0) {
+    return absl::InvalidArgumentError("job limits must not be negative");
+  }
+  if (claim.kinds.empty()) return absl::InvalidArgumentError("a claim names no job kind");
+  for (const std::string& kind : claim.kinds) RETURN_IF_ERROR(ValidateJobKind(kind));
+  return absl::OkStatus();
+}
+
+namespace {
+
+// The length of the well-formed UTF-8 sequence (RFC 3629: no overlong forms, surrogates or
+// code points past U+10FFFF) at the start of `s`, or 0 if there is none.
+size_t Utf8SequenceLength(absl::string_view s) {
+  auto byte = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
+  const unsigned char c = byte(0);
+  if (c < 0x80) return 1;
+  size_t n = 0;
+  unsigned char low = 0x80, high = 0xbf;  // the allowed range of the second byte
+  if (c >= 0xc2 && c <= 0xdf) {
+    n = 2;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    n = 3;
+    if (c == 0xe0) low = 0xa0;
+    if (c == 0xed) high = 0x9f;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    n = 4;
+    if (c == 0xf0) low = 0x90;
+    if (c == 0xf4) high = 0x8f;
+  } else {
+    return 0;
+  }
+  if (s.size() < n || byte(1) < low || byte(1) > high) return 0;
+  for (size_t k = 2; k < n; ++k) {
+    if ((byte(k) & 0xc0) != 0x80) return 0;
+  }
+  return n;
+}
+
+}  // namespace
+
+std::string ClipJobError(absl::string_view error) {
+  std::string out;
+  out.reserve(std::min(error.size(), kMaxJobError));
+  while (!error.empty()) {
+    size_t n = Utf8SequenceLength(error);
+    const bool valid = n != 0 && error[0] != '\0';  // PostgreSQL text holds no NUL either
+    if (!valid) n = 1;
+    if (out.size() + (valid ? n : 1) > kMaxJobError) break;
+    if (valid) {
+      out.append(error.data(), n);
+    } else {
+      out.push_back('?');
+    }
+    error.remove_prefix(n);
+  }
+  return out;
+}
+
+absl::Status ValidateJobLease(const JobLease& lease) {
+  if (lease.tenant <= 0 || lease.job <= 0 || lease.owner.empty()) {
+    return absl::InvalidArgumentError("the job lease names no tenant, job or owner");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckJobLease(const Job& job, const JobLease& lease) {
+  if (lease.fencing_token != job.fencing_token) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", job.id, " lost: fencing token ", lease.fencing_token,
+                     " is stale (current ", job.fencing_token, ")"));
+  }
+  if (job.failed_at.has_value()) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", job.id, " lost: it has failed"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JobGone(const JobLease& lease) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("job ", lease.job, " lost: it is gone (completed, or never there)"));
+}
+
+std::string EncodeJobNotice(const JobNotice& notice) {
+  return absl::StrCat(notice.tenant, " ", notice.kind, " ", notice.subject, " ",
+                      notice.failed ? "failed" : "done");
+}
+
+absl::StatusOr<JobNotice> DecodeJobNotice(absl::string_view payload) {
+  std::vector<absl::string_view> parts = absl::StrSplit(payload, ' ');
+  JobNotice out;
+  if (parts.size() != 4 || !absl::SimpleAtoi(parts[0], &out.tenant) ||
+      (parts[3] != "done" && parts[3] != "failed")) {
+    return absl::InvalidArgumentError("not a job notice");
+  }
+  out.kind = std::string(parts[1]);
+  out.subject = std::string(parts[2]);
+  out.failed = parts[3] == "failed";
+  RETURN_IF_ERROR(ValidateJobNotice(out));
+  return out;
 }
 
 }  // namespace acmevault::storage::rules

@@ -153,6 +153,27 @@ AuditEvent CompromiseDoneEvent(CompromiseRunId run);
 // "AddTokenIdentity" for `identity`: its id, role and expiry.
 AuditEvent TokenAddedEvent(const Identity& identity);
 
+// Jobs (JobStore). Kind [a-z][a-z0-9_]{0,31}; subject 1-kMaxJobSubject printable ASCII
+// characters without spaces; ca empty or at most kMaxJobCa such characters.
+absl::Status ValidateJobKind(absl::string_view kind);
+absl::Status ValidateNewJob(const NewJob& job);
+absl::Status ValidateJobNotice(const JobNotice& notice);
+absl::Status ValidateJobClaim(const JobClaim& claim);
+// `error` as a job row keeps it: invalid UTF-8 replaced by '?', cut to kMaxJobError bytes on a
+// character boundary.
+std::string ClipJobError(absl::string_view error);
+// INVALID_ARGUMENT unless `lease` names a tenant, a job and an owner.
+absl::Status ValidateJobLease(const JobLease& lease);
+// FAILED_PRECONDITION "job <id> lost: ..." unless `lease` is still `job`'s (same fencing token)
+// and the job is open.
+absl::Status CheckJobLease(const Job& job, const JobLease& lease);
+// What a write presenting `lease` answers when its job has no row (completed, or never there).
+absl::Status JobGone(const JobLease& lease);
+// The payload of a job notice between replicas ("<tenant> <kind> <subject> done|failed") and
+// back. INVALID_ARGUMENT for a payload that is not one.
+std::string EncodeJobNotice(const JobNotice& notice);
+absl::StatusOr<JobNotice> DecodeJobNotice(absl::string_view payload);
+
 }  // namespace acmevault::storage::rules
 
 #endif  // ACMEVAULT_STORAGE_RULES_H_

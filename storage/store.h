@@ -1,16 +1,17 @@
 // The vault and ledger: the interfaces the service uses to keep tenants, identities, ACME
 // accounts and their (sealed) keys, compromise response runs, orders, authorizations,
-// certificates, HTTP-01 challenges and the audit log. Two implementations pass one conformance
-// suite (storage/testing/): PostgresStore (storage/postgres_store.h), the production one, and
-// FakeStore (storage/testing/fake_store.h), in memory, for tests.
+// certificates, HTTP-01 challenges, the audit log and the job table of the work engine. Two
+// implementations pass one conformance suite (storage/testing/): PostgresStore
+// (storage/postgres_store.h), the production one, and FakeStore
+// (storage/testing/fake_store.h), in memory, for tests.
 //
 // Contracts shared by every method:
 // - Thread-safe: any number of threads may call one store at once.
 // - Tenant confinement: a method taking a Scope reads and writes only rows of scope.tenant. A row
 //   of another tenant behaves as if it did not exist (NOT_FOUND), and in PostgreSQL row-level
 //   security enforces this even against a bug in the store. Methods without a Scope are the
-//   narrow cross-tenant ones (authentication lookups, lease claims, the renewal due query, the
-//   HTTP-01 responder's lookup, tenant creation and listing, re-wrapping).
+//   narrow cross-tenant ones (authentication lookups, lease and job claims, the renewal due
+//   query, the HTTP-01 responder's lookup, tenant creation and listing, re-wrapping).
 // - Audit: every state change writes one audit row in the same transaction as the change (the
 //   action is the method's name unless stated otherwise), so a committed change always has its
 //   row and a failed one has none. Unsealing a private key is a key use and is audited too.
@@ -23,10 +24,13 @@
 //   operation), UNAVAILABLE (the database could not be reached; retry later), DATA_LOSS (a
 //   sealed key does not authenticate, or the audit chain is broken). No error message carries
 //   private key material.
-// - Time: "now" comes from the store's injected Clock (Options), never from the database.
+// - Time: "now" comes from the store's injected Clock (Options), never from the database;
+//   JobStore's calls take it from the caller (the engine's clock) instead.
 #ifndef ACMEVAULT_STORAGE_STORE_H_
 #define ACMEVAULT_STORAGE_STORE_H_
 
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -341,6 +345,93 @@ class VaultMaintenance {
   virtual absl::StatusOr<RewrapProgress> RewrapBatch(const Actor& actor, int max_records) = 0;
 };
 
+// A running subscription to the job table's wake-ups (JobStore::WatchJobs). Destroying it ends
+// the deliveries: no callback runs once the destructor has returned.
+class JobWaker {
+ public:
+  virtual ~JobWaker() = default;
+};
+
+// What a JobWaker calls. Callbacks run on a thread of the store's (PostgreSQL: the listener's;
+// the fake: the thread that made the change, after the change), one at a time per waker; they
+// must return quickly and must not destroy the waker. Either may be empty.
+struct JobWakeups {
+  // Jobs were scheduled (by any replica), or wake-ups may have been missed: claiming may find
+  // work. Also called once when deliveries start (PostgreSQL: when the listener's connection is
+  // up, and again after every reconnection).
+  std::function<void()> jobs_scheduled;
+  // A job ended or a notice was announced (by any replica).
+  std::function<void(const JobNotice&)> job_finished;
+};
+
+// The durable job table of the work engine (docs/DESIGN.md, "Work engine"). Job bookkeeping is
+// not audited (like leases: it changes who works on what, not the state of a tenant's
+// objects). Every time comes from the caller. The calls taking a JobLease are confined to
+// lease.tenant; a JobLease whose fencing token is no longer the job's (another owner claimed it)
+// or whose job is gone (completed, failed, or never there) is FAILED_PRECONDITION "job <id>
+// lost ...", and nothing changes.
+class JobStore {
+ public:
+  virtual ~JobStore() = default;
+
+  // Idempotent: the open job of scope.tenant with the same kind and subject if there is one
+  // (its not_before moved to job.not_before if that is earlier; the earlier time wins; its ca
+  // and any lease kept), else a new job. Wakes every replica's engine once committed (NOTIFY,
+  // or in-process for the fake), also for a job due later (it may be the next one due).
+  // INVALID_ARGUMENT for a malformed kind, subject or ca.
+  virtual absl::StatusOr<Job> ScheduleJob(const Scope& scope, const NewJob& job,
+                                          absl::Time now) = 0;
+  // A job of scope.tenant, open or failed. NOT_FOUND if there is none (a completed job).
+  virtual absl::StatusOr<Job> GetJob(const Scope& scope, JobId id) = 0;
+
+  // Cross-tenant: leases up to claim.max_jobs due jobs to claim.owner until now +
+  // lease_duration, incrementing each fencing token. Due: not_before <= now, not failed, no
+  // lease or an expired one (a crashed replica's job is taken over), of an enabled tenant, of
+  // one of claim.kinds. No tenant gets more than per_tenant_limit jobs leased at once and no CA
+  // more than per_ca_limit, counting every owner's leases in force. Round-robin over tenants:
+  // every tenant's first due job comes before any tenant's second, and among equal turns the
+  // tenant served longest ago by any claim goes first, then the job due first; so one tenant's
+  // thousands of due jobs delay another tenant's one by at most one turn. Concurrent claimers
+  // never get the same job (FOR UPDATE SKIP LOCKED), and each sees the others' leases.
+  // INVALID_ARGUMENT without an owner or kinds, for a bad kind, max_jobs < 1, a non-positive
+  // lease duration or a negative limit.
+  virtual absl::StatusOr<JobClaimResult> ClaimJobs(const JobClaim& claim) = 0;
+  // Extends a lease still held: expires at now + lease_duration; same fencing token.
+  virtual absl::StatusOr<JobLease> RenewJob(const JobLease& lease, absl::Duration lease_duration,
+                                            absl::Time now) = 0;
+  // The job is done: its row is deleted, and job_finished (failed = false) reaches every
+  // replica's waker once committed.
+  virtual absl::Status CompleteJob(const JobLease& lease) = 0;
+  // Ends the run and makes the job due again at `at` (any time; the past is due at once),
+  // unleased. Without an error the run succeeded and there is more to do later (attempts and
+  // last_error reset); with one it was a failed attempt (attempts + 1, last_error = error,
+  // clipped).
+  virtual absl::Status RescheduleJob(const JobLease& lease, absl::Time at,
+                                     absl::string_view error, absl::Time now) = 0;
+  // Gives the job up for good: kept as failed (failed_at = now, attempts + 1, last_error =
+  // error, clipped), no longer open (the same kind and subject may be scheduled anew), and
+  // job_finished (failed = true) reaches every replica's waker once committed.
+  virtual absl::Status FailJob(const JobLease& lease, absl::string_view error,
+                               absl::Time now) = 0;
+  // Returns a job unrun (a replica shutting down): unleased, due as before, attempts unchanged,
+  // claimable at once.
+  virtual absl::Status ReleaseJob(const JobLease& lease, absl::Time now) = 0;
+
+  // Cross-tenant, for metrics: per kind (ordered by kind; kinds without due jobs left out), the
+  // jobs due at `now` and not leased, of enabled tenants.
+  virtual absl::StatusOr<std::vector<DueJobCount>> CountDueJobs(absl::Time now) = 0;
+  // Sends `notice` to every replica's waker (job_finished), as a job's end does: for work that
+  // finishes outside a job. INVALID_ARGUMENT for a malformed kind or subject.
+  virtual absl::Status AnnounceJobNotice(const JobNotice& notice) = 0;
+  // Starts delivering wake-ups to `wakeups` until the returned waker is destroyed; the first
+  // jobs_scheduled call says deliveries have started. PostgreSQL: one dedicated connection
+  // LISTENing (storage/postgres_listener.h), connecting in the background and reconnecting with
+  // backoff for as long as the waker lives (a database that is down is no error here); what
+  // was sent while it was not connected is lost, hence the jobs_scheduled call after each
+  // connection.
+  virtual absl::StatusOr<std::unique_ptr<JobWaker>> WatchJobs(JobWakeups wakeups) = 0;
+};
+
 // Everything above, in one object. Implementations: PostgresStore, FakeStore.
 class Store : public TenantStore,
               public IdentityStore,
@@ -351,7 +442,8 @@ class Store : public TenantStore,
               public ChallengeStore,
               public AuditLog,
               public CompromiseRunStore,
-              public VaultMaintenance {};
+              public VaultMaintenance,
+              public JobStore {};
 
 }  // namespace acmevault::storage
 

@@ -381,6 +381,98 @@ struct Page {
 };
 
 // ---------------------------------------------------------------------------------------------
+// Jobs: durable units of background work (JobStore, the work engine)
+
+using JobId = int64_t;
+
+// A job's kind is [a-z][a-z0-9_]{0,31} ("order_step", "rotate", "renew", ...); its subject
+// (what it acts on, e.g. an order id) 1-200 printable ASCII characters without spaces; its CA
+// the directory URL it counts against for per-CA bounds (at most 2048 bytes, same characters),
+// or empty. A job's last error is kept clipped to kMaxJobError bytes (on a UTF-8 boundary).
+inline constexpr size_t kMaxJobSubject = 200;
+inline constexpr size_t kMaxJobCa = 2048;
+inline constexpr size_t kMaxJobError = 1024;
+
+struct NewJob {
+  std::string kind;
+  std::string subject;
+  std::string ca;  // "" for no per-CA bound
+  absl::Time not_before;
+};
+
+// A job that is not finished: due from not_before on, leased (lease_owner set) while a replica
+// runs it, or failed for good (failed_at set; kept for inspection, no longer open). A completed
+// job has no row.
+struct Job {
+  JobId id = 0;
+  TenantId tenant = 0;
+  std::string kind;
+  std::string subject;
+  std::string ca;
+  absl::Time not_before;
+  std::string lease_owner;  // "" when not leased
+  std::optional<absl::Time> lease_expires_at;
+  int64_t fencing_token = 0;  // incremented by every claim
+  int attempts = 0;           // failed attempts since the last success (see RescheduleJob)
+  std::string last_error;
+  std::optional<absl::Time> failed_at;
+  absl::Time created_at;
+  absl::Time updated_at;
+};
+
+// The right to run a job, as a claim grants it. Every write of the job presents it; once
+// another owner has claimed the job (a newer fencing token), or the job is gone, the write is
+// refused (FAILED_PRECONDITION).
+struct JobLease {
+  TenantId tenant = 0;
+  JobId job = 0;
+  std::string owner;
+  int64_t fencing_token = 0;
+  absl::Time expires_at;
+};
+
+struct ClaimedJob {
+  Job job;  // as claimed: lease_owner, lease_expires_at and fencing_token are the lease's
+  JobLease lease;
+};
+
+// What a replica asks of JobStore::ClaimJobs.
+struct JobClaim {
+  std::string owner;  // the replica
+  absl::Time now;     // the caller's clock: what is due, and when leases end
+  int max_jobs = 1;   // at most this many jobs (>= 1)
+  absl::Duration lease_duration = absl::Minutes(1);
+  // Bounds on the jobs leased at once, counting every owner's leases in force: per tenant, and
+  // per CA (jobs with a non-empty ca). 0: no bound.
+  int per_tenant_limit = 0;
+  int per_ca_limit = 0;
+  // Only jobs of these kinds (those the caller has handlers for); at least one.
+  std::vector<std::string> kinds;
+};
+
+struct JobClaimResult {
+  // In claim order: round-robin over tenants (see JobStore::ClaimJobs).
+  std::vector<ClaimedJob> jobs;
+  // The earliest not_before after `now` of an unleased job of the claimed kinds, if any: when
+  // something becomes due next.
+  std::optional<absl::Time> next_not_before;
+};
+
+// A job of one kind ended (completed or failed for good), or the service announced that the
+// work behind a subject finished: what wakes a caller waiting on another replica.
+struct JobNotice {
+  TenantId tenant = 0;
+  std::string kind;
+  std::string subject;
+  bool failed = false;
+};
+
+struct DueJobCount {
+  std::string kind;
+  int64_t due = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
 // Canonical forms
 
 // Identifier sets are compared as sets: ASCII lower-cased, sorted, duplicates removed.

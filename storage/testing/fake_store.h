@@ -8,11 +8,13 @@
 // fake detects an edited or deleted row as PostgreSQL does, not with SHA-256's strength.
 //
 // Thread-safe. Several FakeStores may share one State (see Reopen), as several replicas share
-// one database. The members are defined by concern: fake_store.cc (construction, tenants,
-// identities, challenges, audit, re-wrapping), fake_store_accounts.cc,
-// fake_store_key_leases.cc (account key leases), fake_store_compromise_runs.cc,
-// fake_store_orders.cc (orders, leases, authorizations) and fake_store_certificates.cc; State
-// and the helpers they share are in fake_store_state.h.
+// one database; job wake-ups (WatchJobs) then reach the wakers of every one of them, called
+// in-process by the thread that made the change once it is done. The members are defined by
+// concern: fake_store.cc (construction, tenants, identities, challenges, audit, re-wrapping),
+// fake_store_accounts.cc, fake_store_key_leases.cc (account key leases),
+// fake_store_compromise_runs.cc, fake_store_orders.cc (orders, leases, authorizations),
+// fake_store_certificates.cc and fake_store_jobs.cc; State and the helpers they share are in
+// fake_store_state.h.
 #ifndef ACMEVAULT_STORAGE_TESTING_FAKE_STORE_H_
 #define ACMEVAULT_STORAGE_TESTING_FAKE_STORE_H_
 
@@ -175,6 +177,21 @@ class FakeStore final : public Store {
 
   // VaultMaintenance
   absl::StatusOr<RewrapProgress> RewrapBatch(const Actor& actor, int max_records) override;
+
+  // JobStore
+  absl::StatusOr<Job> ScheduleJob(const Scope& scope, const NewJob& job, absl::Time now) override;
+  absl::StatusOr<Job> GetJob(const Scope& scope, JobId id) override;
+  absl::StatusOr<JobClaimResult> ClaimJobs(const JobClaim& claim) override;
+  absl::StatusOr<JobLease> RenewJob(const JobLease& lease, absl::Duration lease_duration,
+                                    absl::Time now) override;
+  absl::Status CompleteJob(const JobLease& lease) override;
+  absl::Status RescheduleJob(const JobLease& lease, absl::Time at, absl::string_view error,
+                             absl::Time now) override;
+  absl::Status FailJob(const JobLease& lease, absl::string_view error, absl::Time now) override;
+  absl::Status ReleaseJob(const JobLease& lease, absl::Time now) override;
+  absl::StatusOr<std::vector<DueJobCount>> CountDueJobs(absl::Time now) override;
+  absl::Status AnnounceJobNotice(const JobNotice& notice) override;
+  absl::StatusOr<std::unique_ptr<JobWaker>> WatchJobs(JobWakeups wakeups) override;
 
  private:
   FakeStore(Options options, Envelope envelope, std::shared_ptr<State> state);

@@ -1,6 +1,6 @@
 // FakeStore's data and the helpers its files share (fake_store.cc, fake_store_accounts.cc,
 // fake_store_key_leases.cc, fake_store_compromise_runs.cc, fake_store_orders.cc,
-// fake_store_certificates.cc). Internal to the fake: include only from
+// fake_store_certificates.cc, fake_store_jobs.cc). Internal to the fake: include only from
 // those files.
 //
 // Every helper taking a State requires its mutex held. Every call taking a Scope passes
@@ -13,8 +13,10 @@
 #include <cstdint>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -52,6 +54,13 @@ struct FakeStore::State {
     int64_t fencing_token = 0;
     std::optional<absl::Time> expires_at;
   };
+  // A JobStore::WatchJobs subscription. Its callbacks run under its own mutex, which the
+  // waker's destructor takes too, so none runs once the waker is gone.
+  struct JobWakerSlot {
+    absl::Mutex mu;
+    bool live ABSL_GUARDED_BY(mu) = true;
+    JobWakeups wakeups ABSL_GUARDED_BY(mu);
+  };
 
   absl::Mutex mu;
   int64_t next_id ABSL_GUARDED_BY(mu) = 1;  // one sequence for every table: ids never collide
@@ -68,6 +77,14 @@ struct FakeStore::State {
   std::map<std::string, ChallengeRow> challenges ABSL_GUARDED_BY(mu);
   std::map<TenantId, std::vector<AuditRecord>> audit ABSL_GUARDED_BY(mu);
   std::map<TenantId, std::pair<int64_t, std::string>> audit_heads ABSL_GUARDED_BY(mu);
+  // The job table (fake_store_jobs.cc): rows, when each tenant was last served by a claim,
+  // and the wakers of every store sharing this State.
+  std::map<JobId, Job> jobs ABSL_GUARDED_BY(mu);
+  // The open (not failed) job of each tenant, kind and subject.
+  std::map<std::tuple<TenantId, std::string, std::string>, JobId> open_jobs ABSL_GUARDED_BY(mu);
+  std::map<TenantId, int64_t> job_turns ABSL_GUARDED_BY(mu);
+  int64_t next_job_turn ABSL_GUARDED_BY(mu) = 1;
+  std::vector<std::weak_ptr<JobWakerSlot>> job_wakers ABSL_GUARDED_BY(mu);
 };
 
 namespace fake {

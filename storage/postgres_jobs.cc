@@ -1,0 +1,235 @@
+// PostgresStore: the job table of the work engine (JobStore) and its wake-ups.
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "storage/postgres_listener.h"
+#include "storage/postgres_rows.h"
+#include "storage/postgres_store.h"
+#include "storage/rules.h"
+
+namespace acmevault::storage {
+
+using pg::ArrayParam;
+using pg::GetById;
+using pg::JobOf;
+using pg::kJobs;
+using pg::Micros;
+using pg::OptionalTime;
+
+namespace {
+
+// Runs a lease call's write: `sql` names the job as $1 and the lease's fencing token as $2 in its
+// WHERE (with "failed_at IS NULL"), takes `params` as $3 on, and returns the job's kind and
+// subject when it touched the row. When it touched none the lease is lost, and the answer says
+// why from the row as it is now. The statement itself is the fence: under READ COMMITTED a row
+// changed by a concurrent claim is re-checked against the WHERE before it is written.
+template <typename... Params>
+absl::StatusOr<JobNotice> WriteLeasedJob(pqxx::work& tx, const JobLease& lease,
+                                         const std::string& sql, Params&&... params) {
+  pqxx::result r =
+      tx.exec_params(sql, lease.job, lease.fencing_token, std::forward<Params>(params)...);
+  if (r.empty()) {
+    absl::StatusOr<Job> now = GetById(tx, kJobs, lease.job);
+    if (!now.ok()) return rules::JobGone(lease);
+    RETURN_IF_ERROR(rules::CheckJobLease(*now, lease));
+    return absl::AbortedError(absl::StrCat("job ", lease.job, " changed meanwhile; retry"));
+  }
+  return JobNotice{lease.tenant, r[0][0].as<std::string>(), r[0][1].as<std::string>(), false};
+}
+
+void Notify(pqxx::work& tx, const char* channel, const std::string& payload) {
+  tx.exec_params("SELECT pg_notify($1, $2)", std::string(channel), payload);
+}
+
+// Wake-ups from the two channels, through one dedicated LISTEN connection.
+class ListeningJobWaker final : public JobWaker {
+ public:
+  explicit ListeningJobWaker(std::unique_ptr<PostgresListener> listener)
+      : listener_(std::move(listener)) {}
+
+ private:
+  std::unique_ptr<PostgresListener> listener_;
+};
+
+}  // namespace
+
+absl::Status PostgresStore::InJobTenant(absl::string_view op, const JobLease& lease,
+                                        const PostgresPool::Body& body) {
+  RETURN_IF_ERROR(rules::ValidateJobLease(lease));
+  PostgresPool::TxOptions tx_options;
+  tx_options.tenant = lease.tenant;
+  return pool_->Run(op, tx_options, body);
+}
+
+absl::StatusOr<Job> PostgresStore::ScheduleJob(const Scope& scope, const NewJob& job,
+                                               absl::Time now) {
+  RETURN_IF_ERROR(rules::ValidateNewJob(job));
+  now = TruncateToMicros(now);
+  const absl::Time not_before = TruncateToMicros(job.not_before);
+  return InTenant<Job>("ScheduleJob", scope, [&](pqxx::work& tx) -> absl::StatusOr<Job> {
+    Job out = JobOf(tx.exec_params1(
+        absl::StrCat(
+            "INSERT INTO jobs (tenant_id, kind, subject, ca, not_before, fencing_token, attempts, "
+            "last_error, created_at, updated_at) "
+            "VALUES ($1, $2, $3, $4, av_ts($5), 0, 0, '', av_ts($6), av_ts($6)) "
+            "ON CONFLICT (tenant_id, kind, subject) WHERE failed_at IS NULL DO UPDATE SET "
+            "not_before = LEAST(jobs.not_before, EXCLUDED.not_before), "
+            "updated_at = CASE WHEN EXCLUDED.not_before < jobs.not_before "
+            "THEN EXCLUDED.updated_at ELSE jobs.updated_at END "
+            "RETURNING ",
+            kJobs.rows.columns),
+        scope.tenant, job.kind, job.subject, job.ca, Micros(not_before), Micros(now)));
+    Notify(tx, kJobsChannel, job.kind);
+    return out;
+  });
+}
+
+absl::StatusOr<Job> PostgresStore::GetJob(const Scope& scope, JobId id) {
+  return InTenant<Job>("GetJob", scope, [&](pqxx::work& tx) { return GetById(tx, kJobs, id); });
+}
+
+absl::StatusOr<JobClaimResult> PostgresStore::ClaimJobs(const JobClaim& claim) {
+  RETURN_IF_ERROR(rules::ValidateJobClaim(claim));
+  const absl::Time now = TruncateToMicros(claim.now);
+  const absl::Time until = TruncateToMicros(claim.now + claim.lease_duration);
+  const std::string kinds = ArrayParam(claim.kinds);
+  return AcrossTenants<JobClaimResult>("ClaimJobs", [&](pqxx::work& tx) {
+    JobClaimResult out;
+    for (const pqxx::row& r : tx.exec_params(
+             absl::StrCat("SELECT ", kJobs.rows.columns,
+                          " FROM (SELECT (c.claimed_job).*, c.claim_position "
+                          "FROM av_claim_jobs($1, av_ts($2), av_ts($3), $4, $5, $6, $7::text[]) c)"
+                          " AS claimed ORDER BY claim_position"),
+             claim.owner, Micros(now), Micros(until), claim.max_jobs, claim.per_tenant_limit,
+             claim.per_ca_limit, kinds)) {
+      Job job = JobOf(r);
+      JobLease lease{job.tenant, job.id, job.lease_owner, job.fencing_token,
+                     job.lease_expires_at.value_or(until)};
+      out.jobs.push_back(ClaimedJob{std::move(job), std::move(lease)});
+    }
+    out.next_not_before = OptionalTime(tx.exec_params1(
+        "SELECT av_us(av_next_job_time(av_ts($1), $2::text[]))", Micros(now), kinds)[0]);
+    return out;
+  });
+}
+
+absl::StatusOr<JobLease> PostgresStore::RenewJob(const JobLease& lease,
+                                                 absl::Duration lease_duration, absl::Time now) {
+  RETURN_IF_ERROR(rules::ValidateLeaseRequest(lease.owner, lease_duration));
+  now = TruncateToMicros(now);
+  JobLease out = lease;
+  out.expires_at = TruncateToMicros(now + lease_duration);
+  RETURN_IF_ERROR(InJobTenant("RenewJob", lease, [&](pqxx::work& tx) {
+    return WriteLeasedJob(tx, lease,
+                          "UPDATE jobs SET lease_owner = $3, lease_expires_at = av_ts($4), "
+                          "updated_at = av_ts($5) "
+                          "WHERE id = $1 AND fencing_token = $2 AND failed_at IS NULL "
+                          "RETURNING kind, subject",
+                          lease.owner, Micros(out.expires_at), Micros(now))
+        .status();
+  }));
+  return out;
+}
+
+absl::Status PostgresStore::CompleteJob(const JobLease& lease) {
+  return InJobTenant("CompleteJob", lease, [&](pqxx::work& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(JobNotice notice,
+                     WriteLeasedJob(tx, lease,
+                                    "DELETE FROM jobs "
+                                    "WHERE id = $1 AND fencing_token = $2 AND failed_at IS NULL "
+                                    "RETURNING kind, subject"));
+    Notify(tx, kJobNoticeChannel, rules::EncodeJobNotice(notice));
+    return absl::OkStatus();
+  });
+}
+
+absl::Status PostgresStore::RescheduleJob(const JobLease& lease, absl::Time at,
+                                          absl::string_view error, absl::Time now) {
+  now = TruncateToMicros(now);
+  return InJobTenant("RescheduleJob", lease, [&](pqxx::work& tx) {
+    return WriteLeasedJob(
+               tx, lease,
+               "UPDATE jobs SET not_before = av_ts($3), lease_owner = NULL, "
+               "lease_expires_at = NULL, attempts = CASE WHEN $4 = '' THEN 0 ELSE attempts + 1 "
+               "END, last_error = $4, updated_at = av_ts($5) "
+               "WHERE id = $1 AND fencing_token = $2 AND failed_at IS NULL "
+               "RETURNING kind, subject",
+               Micros(TruncateToMicros(at)), rules::ClipJobError(error), Micros(now))
+        .status();
+  });
+}
+
+absl::Status PostgresStore::FailJob(const JobLease& lease, absl::string_view error,
+                                    absl::Time now) {
+  now = TruncateToMicros(now);
+  return InJobTenant("FailJob", lease, [&](pqxx::work& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(
+        JobNotice notice,
+        WriteLeasedJob(tx, lease,
+                       "UPDATE jobs SET failed_at = av_ts($3), lease_owner = NULL, "
+                       "lease_expires_at = NULL, attempts = attempts + 1, last_error = $4, "
+                       "updated_at = av_ts($3) "
+                       "WHERE id = $1 AND fencing_token = $2 AND failed_at IS NULL "
+                       "RETURNING kind, subject",
+                       Micros(now), rules::ClipJobError(error)));
+    notice.failed = true;
+    Notify(tx, kJobNoticeChannel, rules::EncodeJobNotice(notice));
+    return absl::OkStatus();
+  });
+}
+
+absl::Status PostgresStore::ReleaseJob(const JobLease& lease, absl::Time now) {
+  now = TruncateToMicros(now);
+  return InJobTenant("ReleaseJob", lease, [&](pqxx::work& tx) {
+    return WriteLeasedJob(tx, lease,
+                          "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL, "
+                          "updated_at = av_ts($3) "
+                          "WHERE id = $1 AND fencing_token = $2 AND failed_at IS NULL "
+                          "RETURNING kind, subject",
+                          Micros(now))
+        .status();
+  });
+}
+
+absl::StatusOr<std::vector<DueJobCount>> PostgresStore::CountDueJobs(absl::Time now) {
+  return AcrossTenants<std::vector<DueJobCount>>("CountDueJobs", [&](pqxx::work& tx) {
+    std::vector<DueJobCount> out;
+    for (const pqxx::row& r : tx.exec_params("SELECT kind, due FROM av_jobs_due(av_ts($1))",
+                                             Micros(TruncateToMicros(now)))) {
+      out.push_back(DueJobCount{r[0].as<std::string>(), r[1].as<int64_t>()});
+    }
+    return out;
+  });
+}
+
+absl::Status PostgresStore::AnnounceJobNotice(const JobNotice& notice) {
+  RETURN_IF_ERROR(rules::ValidateJobNotice(notice));
+  return pool_->Run("AnnounceJobNotice", {}, [&](pqxx::work& tx) {
+    Notify(tx, kJobNoticeChannel, rules::EncodeJobNotice(notice));
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<std::unique_ptr<JobWaker>> PostgresStore::WatchJobs(JobWakeups wakeups) {
+  PostgresListenerOptions options;
+  options.url = options_.pool.url;
+  options.channels = {kJobsChannel, kJobNoticeChannel};
+  options.on_notify = [wakeups](const std::string& channel, const std::string& payload) {
+    if (channel == kJobsChannel) {
+      if (wakeups.jobs_scheduled) wakeups.jobs_scheduled();
+      return;
+    }
+    absl::StatusOr<JobNotice> notice = rules::DecodeJobNotice(payload);
+    if (notice.ok() && wakeups.job_finished) wakeups.job_finished(*notice);
+  };
+  // Whatever was sent while the listener was not connected is lost: look for work.
+  options.on_connect = [wakeups] {
+    if (wakeups.jobs_scheduled) wakeups.jobs_scheduled();
+  };
+  ASSIGN_OR_RETURN(std::unique_ptr<PostgresListener> listener,
+                   PostgresListener::Start(std::move(options)));
+  return std::unique_ptr<JobWaker>(new ListeningJobWaker(std::move(listener)));
+}
+
+}  // namespace acmevault::storage
