@@ -530,18 +530,6 @@ absl::Status ValidateJobSubject(absl::string_view subject) {
 
 }  // namespace
 
-absl::Status ValidateJobKind(absl::string_view kind) {
-  bool ok = !kind.empty() && kind.size() <= 32 && absl::ascii_islower(kind[0]);
-  for (char c : kind) {
-    ok = ok && (absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '_');
-  }
-  if (!ok) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("job kind \"", kind.substr(0, 40), "\" is not [a-z][a-z0-9_]{0,31}"));
-  }
-  return absl::OkStatus();
-}
-
 absl::Status ValidateNewJob(const NewJob& job) {
   RETURN_IF_ERROR(ValidateJobKind(job.kind));
   RETURN_IF_ERROR(ValidateJobSubject(job.subject));

@@ -153,9 +153,8 @@ AuditEvent CompromiseDoneEvent(CompromiseRunId run);
 // "AddTokenIdentity" for `identity`: its id, role and expiry.
 AuditEvent TokenAddedEvent(const Identity& identity);
 
-// Jobs (JobStore). Kind [a-z][a-z0-9_]{0,31}; subject 1-kMaxJobSubject printable ASCII
+// Jobs (JobStore). Kind as ValidateJobKind (types.h); subject 1-kMaxJobSubject printable ASCII
 // characters without spaces; ca empty or at most kMaxJobCa such characters.
-absl::Status ValidateJobKind(absl::string_view kind);
 absl::Status ValidateNewJob(const NewJob& job);
 absl::Status ValidateJobNotice(const JobNotice& notice);
 absl::Status ValidateJobClaim(const JobClaim& claim);

@@ -121,4 +121,16 @@ absl::Time TruncateToMicros(absl::Time t) {
   return absl::FromUnixMicros(absl::ToUnixMicros(t));
 }
 
+absl::Status ValidateJobKind(absl::string_view kind) {
+  bool ok = !kind.empty() && kind.size() <= 32 && absl::ascii_islower(kind[0]);
+  for (char c : kind) {
+    ok = ok && (absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '_');
+  }
+  if (!ok) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job kind \"", kind.substr(0, 40), "\" is not [a-z][a-z0-9_]{0,31}"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace acmevault::storage

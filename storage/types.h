@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -389,6 +390,8 @@ using JobId = int64_t;
 // (what it acts on, e.g. an order id) 1-200 printable ASCII characters without spaces; its CA
 // the directory URL it counts against for per-CA bounds (at most 2048 bytes, same characters),
 // or empty. A job's last error is kept clipped to kMaxJobError bytes (on a UTF-8 boundary).
+// INVALID_ARGUMENT unless `kind` is a job kind.
+absl::Status ValidateJobKind(absl::string_view kind);
 inline constexpr size_t kMaxJobSubject = 200;
 inline constexpr size_t kMaxJobCa = 2048;
 inline constexpr size_t kMaxJobError = 1024;
