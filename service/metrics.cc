@@ -8,6 +8,7 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include <algorithm>
 #include <exception>
 
 #include "absl/strings/str_cat.h"
@@ -26,6 +27,11 @@ struct Metrics::Families {
   prometheus::Family<prometheus::Histogram>* issuance;
   prometheus::Family<prometheus::Gauge>* key_age;
   prometheus::Family<prometheus::Counter>* token_cache;
+  prometheus::Family<prometheus::Gauge>* jobs_due;
+  prometheus::Family<prometheus::Gauge>* jobs_running;
+  prometheus::Family<prometheus::Counter>* job_runs;
+  prometheus::Family<prometheus::Histogram>* job_queue_age;
+  prometheus::Family<prometheus::Histogram>* job_claim;
 };
 
 namespace {
@@ -88,6 +94,26 @@ Metrics::Metrics()
            .Name("acmevault_token_cache_lookups_total")
            .Help("Bearer-token lookups by cache result: hit, negative_hit, miss")
            .Register(*registry_);
+  families_->jobs_due = &prometheus::BuildGauge()
+                             .Name("acmevault_jobs_due")
+                             .Help("Jobs due and not claimed, across replicas, by kind")
+                             .Register(*registry_);
+  families_->jobs_running = &prometheus::BuildGauge()
+                                 .Name("acmevault_jobs_running")
+                                 .Help("Jobs running on this replica, by kind")
+                                 .Register(*registry_);
+  families_->job_runs = &prometheus::BuildCounter()
+                             .Name("acmevault_job_runs_total")
+                             .Help("Job runs ended on this replica, by kind and outcome")
+                             .Register(*registry_);
+  families_->job_queue_age = &prometheus::BuildHistogram()
+                                  .Name("acmevault_job_queue_age_seconds")
+                                  .Help("How long after its not_before a job started, by kind")
+                                  .Register(*registry_);
+  families_->job_claim = &prometheus::BuildHistogram()
+                              .Name("acmevault_job_claim_seconds")
+                              .Help("Time one claim of due jobs took")
+                              .Register(*registry_);
 }
 
 Metrics::~Metrics() = default;
@@ -129,6 +155,26 @@ void Metrics::SetAccountKeyAge(absl::string_view tenant, absl::Duration age) {
 
 void Metrics::RecordTokenCacheLookup(absl::string_view result) {
   families_->token_cache->Add({{"result", std::string(result)}}).Increment();
+}
+
+void Metrics::SetJobsDue(absl::string_view kind, int64_t due) {
+  families_->jobs_due->Add({{"kind", std::string(kind)}}).Set(static_cast<double>(due));
+}
+
+void Metrics::RecordJobStart(absl::string_view kind, absl::Duration queue_age) {
+  families_->jobs_running->Add({{"kind", std::string(kind)}}).Increment();
+  families_->job_queue_age->Add({{"kind", std::string(kind)}}, LatencyBuckets())
+      .Observe(absl::ToDoubleSeconds(std::max(queue_age, absl::ZeroDuration())));
+}
+
+void Metrics::RecordJobEnd(absl::string_view kind, absl::string_view outcome) {
+  families_->jobs_running->Add({{"kind", std::string(kind)}}).Decrement();
+  families_->job_runs->Add({{"kind", std::string(kind)}, {"outcome", std::string(outcome)}})
+      .Increment();
+}
+
+void Metrics::RecordJobClaim(absl::Duration latency) {
+  families_->job_claim->Add({}, LatencyBuckets()).Observe(absl::ToDoubleSeconds(latency));
 }
 
 std::string Metrics::Render() const {

@@ -1,9 +1,10 @@
 // Prometheus metrics of acmevaultd (prometheus-cpp): RPC counts and latency, RPCs in flight and
 // refused by the server's limits, ACME requests and errors by problem type, issuance duration,
-// account key age. Thread-safe.
+// account key age, the work engine's jobs. Thread-safe.
 #ifndef ACMEVAULT_SERVICE_METRICS_H_
 #define ACMEVAULT_SERVICE_METRICS_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -49,6 +50,20 @@ class Metrics {
   // The text exposition format, as /metrics serves it.
   std::string Render() const;
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
+  // The work engine (service/engine.h), by job kind. acmevault_jobs_due{kind}: due and not
+  // claimed, across replicas, as last counted.
+  void SetJobsDue(absl::string_view kind, int64_t due);
+  // A job started on this replica: acmevault_jobs_running{kind} + 1, and its queue age (how long
+  // after its not_before it started) into acmevault_job_queue_age_seconds{kind}.
+  void RecordJobStart(absl::string_view kind, absl::Duration queue_age);
+  // A run ended: acmevault_jobs_running{kind} - 1, acmevault_job_runs_total{kind,outcome} + 1.
+  // Outcomes: "completed", "rescheduled" (more to do later), "retried" (a failed attempt, to be
+  // retried), "failed" (given up), "lost" (another replica holds the job now), "write_error"
+  // (the outcome could not be stored; the lease will expire).
+  void RecordJobEnd(absl::string_view kind, absl::string_view outcome);
+  // acmevault_job_claim_seconds: one claim, sent to answered.
+  void RecordJobClaim(absl::Duration latency);
 
  private:
   struct Families;

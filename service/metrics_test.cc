@@ -47,6 +47,26 @@ TEST(Metrics, CountsRpcsAcmeErrorsIssuanceAndKeyAge) {
   EXPECT_THAT(text, HasSubstr("acmevault_http01_requests_total{code=\"404\"} 1"));
 }
 
+TEST(Metrics, CountsTheWorkEnginesJobsByKind) {
+  Metrics m;
+  m.SetJobsDue("order_step", 12);
+  m.RecordJobStart("order_step", absl::Milliseconds(20));
+  m.RecordJobStart("order_step", absl::Milliseconds(40));
+  m.RecordJobStart("renew", absl::Seconds(3));
+  m.RecordJobEnd("order_step", "retried");
+  m.RecordJobEnd("renew", "failed");
+  m.RecordJobClaim(absl::Milliseconds(2));
+  std::string text = m.Render();
+  EXPECT_THAT(text, HasSubstr("acmevault_jobs_due{kind=\"order_step\"} 12"));
+  EXPECT_THAT(text, HasSubstr("acmevault_jobs_running{kind=\"order_step\"} 1"));
+  EXPECT_THAT(text, HasSubstr("acmevault_jobs_running{kind=\"renew\"} 0"));
+  EXPECT_THAT(text,
+              HasSubstr("acmevault_job_runs_total{kind=\"order_step\",outcome=\"retried\"} 1"));
+  EXPECT_THAT(text, HasSubstr("acmevault_job_runs_total{kind=\"renew\",outcome=\"failed\"} 1"));
+  EXPECT_THAT(text, HasSubstr("acmevault_job_queue_age_seconds_count{kind=\"order_step\"} 2"));
+  EXPECT_THAT(text, HasSubstr("acmevault_job_claim_seconds_count 1"));
+}
+
 TEST(MetricsServer, ServesTheExpositionOnLoopback) {
   Metrics m;
   m.RecordIssuance(absl::Seconds(1), false);
