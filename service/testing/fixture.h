@@ -21,8 +21,8 @@ class Fixture {
   acmevault::testing::FakeClock& clock() { return clock_; }
 
   // `options` (a component's Options) with every store role it names (tenants, identities,
-  // accounts, orders, authorizations, certificates, challenges, audit, compromise_runs) set to
-  // this store.
+  // accounts, orders, authorizations, certificates, challenges, audit, compromise_runs, jobs)
+  // set to this store.
   template <typename Options>
   Options WithStore(Options options) {
     storage::Store* s = store_.get();
@@ -35,6 +35,7 @@ class Fixture {
     if constexpr (requires { options.challenges = s; }) options.challenges = s;
     if constexpr (requires { options.audit = s; }) options.audit = s;
     if constexpr (requires { options.compromise_runs = s; }) options.compromise_runs = s;
+    if constexpr (requires { options.jobs = s; }) options.jobs = s;
     return options;
   }
 

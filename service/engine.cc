@@ -1,0 +1,396 @@
+#include "service/engine.h"
+
+#include <algorithm>
+#include <exception>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "service/failure.h"
+#include "service/log.h"
+
+namespace acmevault::service {
+namespace {
+
+uint64_t RandomSeed() {
+  std::random_device entropy;
+  return (uint64_t{entropy()} << 32) | entropy();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Options options) {
+  if (options.jobs == nullptr) return absl::InvalidArgumentError("Engine: jobs is required");
+  if (options.owner.empty()) return absl::InvalidArgumentError("Engine: owner is required");
+  if (options.clock == nullptr) return absl::InvalidArgumentError("Engine: clock is null");
+  if (options.workers < 0 || options.prefetch < 0 || options.claim_batch < 0 ||
+      options.per_tenant_limit < 0 || options.per_ca_limit < 0) {
+    return absl::InvalidArgumentError("Engine: sizes and limits must not be negative");
+  }
+  if (options.lease_duration <= absl::ZeroDuration() ||
+      options.idle_poll <= absl::ZeroDuration() ||
+      options.initial_backoff <= absl::ZeroDuration() ||
+      options.max_backoff < options.initial_backoff ||
+      options.due_count_interval < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("Engine: durations must be positive");
+  }
+  if (options.max_attempts < 1) {
+    return absl::InvalidArgumentError("Engine: max_attempts must be at least 1");
+  }
+  if (options.workers == 0) {
+    options.workers = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  }
+  if (options.claim_batch == 0) options.claim_batch = options.workers;
+  return std::unique_ptr<Engine>(new Engine(std::move(options)));
+}
+
+Engine::Engine(Options options) : options_(std::move(options)) {}
+
+Engine::~Engine() {
+  Stop();
+  absl::MutexLock join(&join_mu_);
+  for (std::thread& w : workers_) {
+    if (w.joinable()) w.join();
+  }
+}
+
+absl::Status Engine::Register(const std::string& kind, JobHandler handler) {
+  RETURN_IF_ERROR(storage::ValidateJobKind(kind));
+  if (!handler) return absl::InvalidArgumentError(absl::StrCat("no handler for ", kind));
+  absl::MutexLock lock(&mu_);
+  if (started_) return absl::FailedPreconditionError("register handlers before Start");
+  if (!handlers_.emplace(kind, std::move(handler)).second) {
+    return absl::InvalidArgumentError(absl::StrCat("job kind ", kind, " registered twice"));
+  }
+  kinds_.push_back(kind);
+  return absl::OkStatus();
+}
+
+absl::Status Engine::Start() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (started_) return absl::FailedPreconditionError("the engine was started before");
+    if (handlers_.empty()) return absl::FailedPreconditionError("no job handler registered");
+    started_ = true;
+  }
+  absl::MutexLock join(&join_mu_);
+  if (options_.watch_store) {
+    absl::StatusOr<std::unique_ptr<storage::JobWaker>> waker =
+        options_.jobs->WatchJobs(storage::JobWakeups{[this] {
+                                                       absl::MutexLock lock(&mu_);
+                                                       ++stats_.wakeups;
+                                                       wake_ = true;
+                                                     },
+                                                     options_.on_notice});
+    if (!waker.ok()) {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+      return waker.status();
+    }
+    waker_ = *std::move(waker);
+  }
+  for (int i = 0; i < options_.workers; ++i) workers_.emplace_back([this, i] { Worker(i); });
+  claim_thread_ = std::thread([this] { ClaimLoop(); });
+  return absl::OkStatus();
+}
+
+absl::StatusOr<storage::Job> Engine::Schedule(const storage::Scope& scope,
+                                              const storage::NewJob& job) {
+  ASSIGN_OR_RETURN(storage::Job scheduled,
+                   options_.jobs->ScheduleJob(scope, job, options_.clock->Now()));
+  {
+    absl::MutexLock lock(&mu_);
+    wake_ = true;
+    if (!next_due_.has_value() || job.not_before < *next_due_) next_due_ = job.not_before;
+  }
+  return scheduled;
+}
+
+void Engine::Wake() {
+  absl::MutexLock lock(&mu_);
+  wake_ = true;
+}
+
+Engine::Stats Engine::stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+void Engine::Stop() { Halt(/*release=*/true); }
+
+void Engine::StopWithoutRelease() { Halt(/*release=*/false); }
+
+void Engine::Halt(bool release) {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  absl::MutexLock join(&join_mu_);
+  // Outside mu_: a wake-up being delivered may be waiting for it.
+  waker_.reset();
+  if (claim_thread_.joinable()) claim_thread_.join();
+  // No more claims from here on; workers start nothing more once stopping_ is set.
+  std::deque<storage::ClaimedJob> unstarted;
+  {
+    absl::MutexLock lock(&mu_);
+    unstarted.swap(queue_);
+  }
+  if (!release) return;  // A crash: the leases expire.
+  for (const storage::ClaimedJob& c : unstarted) {
+    absl::Status s = options_.jobs->ReleaseJob(c.lease, options_.clock->Now());
+    if (s.ok()) {
+      absl::MutexLock lock(&mu_);
+      ++stats_.released;
+    } else {
+      Log(LogLevel::kWarning, "could not release a job; its lease will expire",
+          {{"job", absl::StrCat(c.job.id)}, {"status", SummarizeFailure(s)}});
+    }
+  }
+  for (std::thread& w : workers_) {
+    if (w.joinable()) w.join();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The claim loop
+
+void Engine::ClaimLoop() {
+  while (true) {
+    int room = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      auto free_room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return options_.workers + options_.prefetch -
+               static_cast<int>(queue_.size() + running_.size());
+      };
+      const absl::Time now = options_.clock->Now();
+      absl::Duration wait = options_.idle_poll;
+      // A due time matters only with room to claim; a worker that finishes wakes the loop.
+      if (next_due_.has_value() && free_room() > 0) wait = std::min(wait, *next_due_ - now);
+      for (const auto& [id, r] : running_) wait = std::min(wait, r.renew_at - now);
+      auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return wake_ || stopping_; };
+      mu_.AwaitWithTimeout(absl::Condition(&woken), std::max(wait, absl::ZeroDuration()));
+      if (stopping_) return;
+      wake_ = false;
+      room = free_room();
+    }
+    RenewLeases();
+    CountDue();
+    room = std::min(room, options_.claim_batch);
+    if (room > 0 && ClaimOnce(room) == room) Wake();  // There may be more: look again.
+  }
+}
+
+int Engine::ClaimOnce(int room) {
+  storage::JobClaim claim;
+  claim.owner = options_.owner;
+  claim.now = options_.clock->Now();
+  claim.max_jobs = room;
+  claim.lease_duration = options_.lease_duration;
+  claim.per_tenant_limit = options_.per_tenant_limit;
+  claim.per_ca_limit = options_.per_ca_limit;
+  claim.kinds = kinds_;
+  const absl::Time sent = absl::Now();
+  absl::StatusOr<storage::JobClaimResult> claimed = options_.jobs->ClaimJobs(claim);
+  if (options_.metrics != nullptr) options_.metrics->RecordJobClaim(absl::Now() - sent);
+  if (!claimed.ok()) {
+    // The idle poll tries again (not sooner: a known due time would make the loop spin).
+    Log(LogLevel::kWarning, "claiming jobs failed", {{"status", SummarizeFailure(claimed.status())}});
+    absl::MutexLock lock(&mu_);
+    next_due_.reset();
+    return 0;
+  }
+  const int n = static_cast<int>(claimed->jobs.size());
+  absl::MutexLock lock(&mu_);
+  // The store's answer covers every job it had when it answered; a time this engine learned
+  // meanwhile (a job it rescheduled during the claim) may be earlier.
+  std::optional<absl::Time> next = claimed->next_not_before;
+  if (next_due_.has_value() && *next_due_ > claim.now && (!next || *next_due_ < *next)) {
+    next = next_due_;
+  }
+  next_due_ = next;
+  stats_.claimed += n;
+  for (storage::ClaimedJob& c : claimed->jobs) queue_.push_back(std::move(c));
+  return n;
+}
+
+absl::Time Engine::RenewAt(absl::Time expires_at) const {
+  return expires_at - options_.lease_duration + options_.lease_duration / 3;
+}
+
+void Engine::RenewLeases() {
+  const absl::Time now = options_.clock->Now();
+  std::vector<std::pair<storage::JobLease, std::shared_ptr<std::atomic<bool>>>> due;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, r] : running_) {
+      if (now >= r.renew_at) due.emplace_back(r.claimed.lease, r.lost);
+    }
+  }
+  for (const auto& [lease, lost] : due) {
+    absl::StatusOr<storage::JobLease> renewed =
+        options_.jobs->RenewJob(lease, options_.lease_duration, now);
+    if (absl::IsFailedPrecondition(renewed.status())) lost->store(true);
+    absl::MutexLock lock(&mu_);
+    auto it = running_.find(lease.job);
+    if (it == running_.end()) continue;  // finished meanwhile
+    if (renewed.ok()) {
+      it->second.claimed.lease.expires_at = renewed->expires_at;
+      it->second.renew_at = RenewAt(renewed->expires_at);
+    } else if (lost->load()) {
+      it->second.renew_at = absl::InfiniteFuture();
+    } else {
+      // The database is away: try again after an idle poll.
+      it->second.renew_at = now + options_.idle_poll;
+    }
+  }
+}
+
+void Engine::CountDue() {
+  if (options_.metrics == nullptr || options_.due_count_interval == absl::ZeroDuration()) return;
+  const absl::Time now = options_.clock->Now();
+  {
+    absl::MutexLock lock(&mu_);
+    if (now < next_due_count_) return;
+    next_due_count_ = now + options_.due_count_interval;
+  }
+  absl::StatusOr<std::vector<storage::DueJobCount>> counts = options_.jobs->CountDueJobs(now);
+  if (!counts.ok()) return;
+  for (const std::string& kind : kinds_) {
+    int64_t due = 0;
+    for (const storage::DueJobCount& c : *counts) {
+      if (c.kind == kind) due = c.due;
+    }
+    options_.metrics->SetJobsDue(kind, due);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workers
+
+void Engine::Worker(int index) {
+  std::mt19937_64 jitter(options_.jitter_seed.has_value() ? *options_.jitter_seed + index
+                                                          : RandomSeed());
+  while (true) {
+    storage::ClaimedJob claimed;
+    auto lost = std::make_shared<std::atomic<bool>>(false);
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || !queue_.empty();
+      };
+      mu_.Await(absl::Condition(&ready));
+      if (stopping_) return;
+      claimed = std::move(queue_.front());
+      queue_.pop_front();
+      running_[claimed.job.id] = Running{claimed, lost, RenewAt(claimed.lease.expires_at)};
+    }
+    const storage::JobId id = claimed.job.id;
+    RunJob(std::move(claimed), lost, jitter);
+    absl::MutexLock lock(&mu_);
+    running_.erase(id);
+    wake_ = true;  // A worker is free: claim more.
+  }
+}
+
+void Engine::RunJob(storage::ClaimedJob claimed, std::shared_ptr<std::atomic<bool>> lost,
+                    std::mt19937_64& jitter) {
+  const std::string kind = claimed.job.kind;
+  const storage::Job job = claimed.job;
+  const absl::Time started = options_.clock->Now();
+  if (options_.metrics != nullptr) options_.metrics->RecordJobStart(kind, started - job.not_before);
+  const JobHandler& handler = handlers_.at(kind);
+  JobRun run(std::move(claimed), started, lost);
+  JobOutcome outcome = JobOutcome::Done();
+  try {
+    outcome = handler(run);
+  } catch (...) {
+    outcome = JobOutcome::Failed(absl::InternalError(DescribeException(std::current_exception())));
+  }
+  if (outcome.kind() == JobOutcome::Kind::kFailed ||
+      outcome.kind() == JobOutcome::Kind::kFailedPermanently) {
+    if (outcome.error().ok()) {
+      outcome = JobOutcome::Failed(
+          absl::InternalError("the handler reported a failure without an error"), outcome.at());
+    }
+  }
+
+  // The fencing token is what the store checks; the renewed expiry does not matter.
+  const storage::JobLease& lease = run.lease();
+  const absl::Time now = options_.clock->Now();
+  storage::JobStore& jobs = *options_.jobs;
+  absl::Status stored;
+  const char* ended = "completed";
+  int64_t Stats::*counter = &Stats::completed;
+  std::optional<absl::Time> again;
+  switch (outcome.kind()) {
+    case JobOutcome::Kind::kDone:
+      stored = jobs.CompleteJob(lease);
+      break;
+    case JobOutcome::Kind::kRetryAt:
+      again = *outcome.at();
+      stored = jobs.RescheduleJob(lease, *again, "", now);
+      ended = "rescheduled";
+      counter = &Stats::rescheduled;
+      break;
+    case JobOutcome::Kind::kFailed:
+      if (job.attempts + 1 < options_.max_attempts) {
+        again = outcome.at().has_value() ? *outcome.at() : Backoff(job.attempts + 1, now, jitter);
+        stored = jobs.RescheduleJob(lease, *again, SummarizeFailure(outcome.error()), now);
+        ended = "retried";
+        counter = &Stats::retried;
+        break;
+      }
+      [[fallthrough]];
+    case JobOutcome::Kind::kFailedPermanently:
+      stored = jobs.FailJob(lease, SummarizeFailure(outcome.error()), now);
+      ended = "failed";
+      counter = &Stats::failed;
+      break;
+  }
+  if (stored.ok()) {
+    if (again.has_value()) {
+      absl::MutexLock lock(&mu_);
+      if (!next_due_.has_value() || *again < *next_due_) next_due_ = *again;
+    }
+    if (counter == &Stats::failed) {
+      Log(LogLevel::kWarning, "job failed for good",
+          {{"tenant", absl::StrCat(job.tenant)},
+           {"kind", kind},
+           {"subject", job.subject},
+           {"status", SummarizeFailure(outcome.error())}});
+    }
+    Ended(kind, ended, counter);
+    return;
+  }
+  if (absl::IsFailedPrecondition(stored)) {
+    Ended(kind, "lost", &Stats::lost);
+  } else {
+    // The lease will expire and the job run again somewhere.
+    Ended(kind, "write_error", nullptr);
+  }
+  Log(LogLevel::kWarning, "a job's outcome was not stored",
+      {{"tenant", absl::StrCat(job.tenant)},
+       {"kind", kind},
+       {"subject", job.subject},
+       {"outcome", ended},
+       {"status", SummarizeFailure(stored)}});
+}
+
+absl::Time Engine::Backoff(int attempts, absl::Time now, std::mt19937_64& jitter) const {
+  absl::Duration base = options_.initial_backoff;
+  for (int i = 1; i < attempts && base < options_.max_backoff; ++i) base *= 2;
+  base = std::min(base, options_.max_backoff);
+  // Up to half taken off: 53 random bits as a fraction in [0, 1).
+  const double fraction = static_cast<double>(jitter() >> 11) / static_cast<double>(1ULL << 53);
+  return now + base - base * (fraction / 2);
+}
+
+void Engine::Ended(const std::string& kind, const char* outcome, int64_t Stats::*counter) {
+  if (options_.metrics != nullptr) options_.metrics->RecordJobEnd(kind, outcome);
+  if (counter == nullptr) return;
+  absl::MutexLock lock(&mu_);
+  ++(stats_.*counter);
+}
+
+}  // namespace acmevault::service

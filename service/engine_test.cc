@@ -1,0 +1,517 @@
+// The work engine on the fake store with a fake clock (jobs run once, retries back off, the
+// handler's time wins, exceptions are recorded, fairness, lease renewal, shutdown), and two
+// engines as two replicas sharing one PostgreSQL job table (every job runs exactly once; a
+// killed replica's job is finished by the other after its lease expires on the injected clock,
+// and the killed one is fenced out). Waits are bounded in real time; no assertion is about how
+// long anything took.
+#include "service/engine.h"
+
+#include <atomic>
+#include <map>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "common/testing/fake_clock.h"
+#include "common/testing/stack_env.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "service/testing/fixture.h"
+#include "storage/postgres_store.h"
+#include "storage/testing/status_matchers.h"
+#include "storage/testing/test_database.h"
+#include "storage/testing/test_keks.h"
+
+namespace acmevault::service {
+namespace {
+
+using ::acmevault::storage::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr char kStep[] = "order_step";
+constexpr absl::Duration kPatience = absl::Seconds(60);
+
+// Waits in real time until `done` holds (at most kPatience); whether it does.
+template <typename Predicate>
+bool Eventually(Predicate done) {
+  const absl::Time deadline = absl::Now() + kPatience;
+  while (!done()) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  return true;
+}
+
+// Counts runs per subject; thread-safe.
+class RunLog {
+ public:
+  void Add(const storage::Job& job) {
+    absl::MutexLock lock(&mu_);
+    ++runs_[job.subject];
+    order_.push_back(absl::StrCat(job.tenant, "/", job.subject));
+  }
+  std::map<std::string, int> runs() {
+    absl::MutexLock lock(&mu_);
+    return runs_;
+  }
+  std::vector<std::string> order() {
+    absl::MutexLock lock(&mu_);
+    return order_;
+  }
+  int total() {
+    absl::MutexLock lock(&mu_);
+    return static_cast<int>(order_.size());
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, int> runs_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> order_ ABSL_GUARDED_BY(mu_);
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  Engine::Options Options(int workers = 2) {
+    Engine::Options options = fx_.WithStore(Engine::Options{});
+    options.owner = "replica-1";
+    options.clock = &fx_.clock();
+    options.workers = workers;
+    options.idle_poll = absl::Milliseconds(5);
+    options.jitter_seed = 7;
+    return options;
+  }
+  std::unique_ptr<Engine> Started(Engine::Options options, JobHandler handler) {
+    auto engine = Engine::Create(std::move(options));
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    if (!engine.ok()) return nullptr;
+    EXPECT_OK((*engine)->Register(kStep, std::move(handler)));
+    EXPECT_OK((*engine)->Start());
+    return *std::move(engine);
+  }
+  storage::Scope Tenant(const std::string& name) {
+    return fx_.AdminScope(fx_.AddTenant(name, {"*." + name + ".test"}));
+  }
+  storage::NewJob Job(const std::string& subject, std::optional<absl::Time> at = std::nullopt) {
+    return storage::NewJob{kStep, subject, "https://ca.test/dir", at.value_or(fx_.clock().Now())};
+  }
+  storage::Job Read(const storage::Scope& scope, storage::JobId id) {
+    auto job = fx_.store().GetJob(scope, id);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? *job : storage::Job{};
+  }
+
+  testing::Fixture fx_;
+};
+
+TEST_F(EngineTest, EveryJobRunsOnce) {
+  RunLog log;
+  std::vector<storage::Scope> tenants = {Tenant("alpha"), Tenant("beta"), Tenant("gamma")};
+  auto engine = Started(Options(4), [&](const JobRun& run) {
+    log.Add(run.job());
+    return JobOutcome::Done();
+  });
+  ASSERT_NE(engine, nullptr);
+  std::vector<std::pair<storage::Scope, storage::JobId>> ids;
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_OK_AND_ASSIGN(storage::Job job,
+                         engine->Schedule(tenants[i % 3], Job(absl::StrCat(i))));
+    ids.emplace_back(tenants[i % 3], job.id);
+  }
+  ASSERT_TRUE(Eventually([&] { return engine->stats().completed == 100; }))
+      << "completed " << engine->stats().completed;
+  std::map<std::string, int> runs = log.runs();
+  EXPECT_EQ(runs.size(), 100u);
+  for (const auto& [subject, n] : runs) EXPECT_EQ(n, 1) << subject;
+  for (const auto& [scope, id] : ids) {
+    EXPECT_THAT(fx_.store().GetJob(scope, id), StatusIs(absl::StatusCode::kNotFound));
+  }
+  engine->Stop();
+  Engine::Stats stats = engine->stats();
+  EXPECT_EQ(stats.claimed, 100);
+  EXPECT_EQ(stats.retried + stats.failed + stats.lost + stats.released, 0);
+}
+
+TEST_F(EngineTest, FailedAttemptsBackOffExponentiallyWithJitterThenFailForGood) {
+  const storage::Scope alpha = Tenant("alpha");
+  Engine::Options options = Options(1);
+  options.initial_backoff = absl::Seconds(10);
+  options.max_backoff = absl::Seconds(30);
+  options.max_attempts = 4;
+  Metrics metrics;
+  options.metrics = &metrics;
+  RunLog log;
+  auto engine = Started(options, [&](const JobRun& run) {
+    log.Add(run.job());
+    return JobOutcome::Failed(absl::UnavailableError("CA down"));
+  });
+  ASSERT_NE(engine, nullptr);
+  ASSERT_OK_AND_ASSIGN(storage::Job job, engine->Schedule(alpha, Job("1")));
+
+  // Attempts 1-3 are retried after 10 s, 20 s, 30 s (capped), each less up to half.
+  const absl::Duration backoff[] = {absl::Seconds(10), absl::Seconds(20), absl::Seconds(30)};
+  std::set<absl::Duration> waits;
+  for (int attempt = 1; attempt <= 3; ++attempt) {
+    ASSERT_TRUE(Eventually([&] { return engine->stats().retried == attempt; }));
+    const absl::Time now = fx_.clock().Now();
+    storage::Job after = Read(alpha, job.id);
+    EXPECT_EQ(after.attempts, attempt);
+    EXPECT_THAT(after.last_error, HasSubstr("CA down"));
+    EXPECT_EQ(after.lease_owner, "");
+    const absl::Duration wait = after.not_before - now;
+    EXPECT_GE(wait, backoff[attempt - 1] / 2) << attempt;
+    EXPECT_LE(wait, backoff[attempt - 1]) << attempt;
+    waits.insert(wait - backoff[attempt - 1]);
+    fx_.clock().Set(after.not_before);
+    engine->Wake();
+  }
+  EXPECT_EQ(waits.size(), 3u);  // jittered, not a fixed fraction
+
+  // The fourth failure in a row is the last: the job is kept as failed.
+  ASSERT_TRUE(Eventually([&] { return engine->stats().failed == 1; }));
+  storage::Job failed = Read(alpha, job.id);
+  EXPECT_EQ(failed.attempts, 4);
+  EXPECT_TRUE(failed.failed_at.has_value());
+  EXPECT_THAT(failed.last_error, HasSubstr("UNAVAILABLE"));
+  EXPECT_EQ(log.total(), 4);
+  const std::string text = metrics.Render();
+  EXPECT_THAT(text, HasSubstr("acmevault_job_runs_total{kind=\"order_step\",outcome=\"retried\"} 3"));
+  EXPECT_THAT(text, HasSubstr("acmevault_job_runs_total{kind=\"order_step\",outcome=\"failed\"} 1"));
+  EXPECT_THAT(text, HasSubstr("acmevault_jobs_running{kind=\"order_step\"} 0"));
+}
+
+TEST_F(EngineTest, TheHandlersTimeWinsOverTheBackoff) {
+  const storage::Scope alpha = Tenant("alpha");
+  const absl::Time t = fx_.clock().Now();
+  RunLog log;
+  auto engine = Started(Options(1), [&](const JobRun& run) {
+    log.Add(run.job());
+    switch (log.total()) {
+      case 1:  // Not ready yet: look again in 2 s (the next step, not a failure).
+        return JobOutcome::RetryAt(run.started_at() + absl::Seconds(2));
+      case 2:  // The CA said 503 with Retry-After: 90.
+        return JobOutcome::Failed(absl::UnavailableError("503"), run.started_at() + absl::Seconds(90));
+      default:
+        return JobOutcome::Done();
+    }
+  });
+  ASSERT_NE(engine, nullptr);
+  ASSERT_OK_AND_ASSIGN(storage::Job job, engine->Schedule(alpha, Job("1")));
+
+  ASSERT_TRUE(Eventually([&] { return engine->stats().rescheduled == 1; }));
+  storage::Job next = Read(alpha, job.id);
+  EXPECT_EQ(next.not_before, t + absl::Seconds(2));
+  EXPECT_EQ(next.attempts, 0);
+  fx_.clock().Advance(absl::Seconds(2));
+  engine->Wake();
+  ASSERT_TRUE(Eventually([&] { return engine->stats().retried == 1; }));
+  next = Read(alpha, job.id);
+  EXPECT_EQ(next.not_before, t + absl::Seconds(92));
+  EXPECT_EQ(next.attempts, 1);
+  fx_.clock().Advance(absl::Seconds(90));
+  engine->Wake();
+  ASSERT_TRUE(Eventually([&] { return engine->stats().completed == 1; }));
+  EXPECT_EQ(log.total(), 3);
+}
+
+TEST_F(EngineTest, AnExceptionOutOfAHandlerIsRecordedAsAFailedAttempt) {
+  const storage::Scope alpha = Tenant("alpha");
+  RunLog log;
+  auto engine = Started(Options(1), [&](const JobRun& run) -> JobOutcome {
+    log.Add(run.job());
+    if (run.job().subject == "std") throw std::runtime_error("boom");
+    if (run.job().subject == "other") throw 42;
+    return JobOutcome::Done();
+  });
+  ASSERT_NE(engine, nullptr);
+  ASSERT_OK_AND_ASSIGN(storage::Job std_job, engine->Schedule(alpha, Job("std")));
+  ASSERT_OK_AND_ASSIGN(storage::Job other, engine->Schedule(alpha, Job("other")));
+  ASSERT_OK_AND_ASSIGN(storage::Job fine, engine->Schedule(alpha, Job("fine")));
+  ASSERT_TRUE(Eventually([&] { return engine->stats().retried == 2; }));
+  EXPECT_THAT(Read(alpha, std_job.id).last_error, HasSubstr("internal error: boom"));
+  EXPECT_THAT(Read(alpha, other.id).last_error, HasSubstr("unknown exception"));
+  EXPECT_EQ(Read(alpha, other.id).attempts, 1);
+  // The engine (and the process) carry on.
+  ASSERT_TRUE(Eventually([&] { return engine->stats().completed == 1; }));
+  EXPECT_THAT(fx_.store().GetJob(alpha, fine.id), StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST_F(EngineTest, OneTenantsBacklogDoesNotDelayAnothersJob) {
+  const storage::Scope alpha = Tenant("alpha");
+  const storage::Scope beta = Tenant("beta");
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_OK(fx_.store()
+                  .ScheduleJob(alpha, Job(absl::StrCat("a", i), fx_.clock().Now() - absl::Hours(1)),
+                               fx_.clock().Now())
+                  .status());
+  }
+  ASSERT_OK(fx_.store().ScheduleJob(beta, Job("b"), fx_.clock().Now()).status());  // due last
+  RunLog log;
+  absl::Notification beta_ran;
+  Engine::Options options = Options(1);  // one job at a time, one per claim
+  auto engine = Started(options, [&](const JobRun& run) {
+    log.Add(run.job());
+    if (run.job().tenant == beta.tenant && !beta_ran.HasBeenNotified()) beta_ran.Notify();
+    return JobOutcome::Done();
+  });
+  ASSERT_NE(engine, nullptr);
+  ASSERT_TRUE(beta_ran.WaitForNotificationWithTimeout(kPatience));
+  engine->Stop();
+  const std::vector<std::string> order = log.order();
+  ASSERT_GE(order.size(), 2u);
+  // alpha's oldest job first, then beta's: not after alpha's thousand.
+  EXPECT_EQ(order[0], absl::StrCat(alpha.tenant, "/a0"));
+  EXPECT_EQ(order[1], absl::StrCat(beta.tenant, "/b"));
+}
+
+TEST_F(EngineTest, LongHandlersKeepTheirLeaseAndShutdownReleasesUnstartedJobs) {
+  const storage::Scope alpha = Tenant("alpha");
+  const absl::Time t = fx_.clock().Now();
+  Engine::Options options = Options(1);
+  options.prefetch = 2;  // two jobs wait here while the first runs
+  options.lease_duration = absl::Seconds(30);
+  absl::Notification started, finish;
+  auto engine = Started(options, [&](const JobRun& run) {
+    started.Notify();
+    finish.WaitForNotification();
+    return JobOutcome::Done();
+  });
+  ASSERT_NE(engine, nullptr);
+  ASSERT_OK_AND_ASSIGN(storage::Job first, engine->Schedule(alpha, Job("1", t - absl::Seconds(2))));
+  ASSERT_OK_AND_ASSIGN(storage::Job second, engine->Schedule(alpha, Job("2", t - absl::Seconds(1))));
+  ASSERT_OK_AND_ASSIGN(storage::Job third, engine->Schedule(alpha, Job("3")));
+  ASSERT_TRUE(started.WaitForNotificationWithTimeout(kPatience));
+  ASSERT_TRUE(Eventually([&] { return engine->stats().claimed == 3; }));
+
+  // A third of the lease later, the running job's lease is renewed; the waiting ones' are not.
+  fx_.clock().Advance(absl::Seconds(11));
+  engine->Wake();
+  ASSERT_TRUE(Eventually([&] {
+    return Read(alpha, first.id).lease_expires_at == t + absl::Seconds(41);
+  }));
+  EXPECT_EQ(Read(alpha, second.id).lease_expires_at, t + absl::Seconds(30));
+
+  // Stopping releases the two that never started, then waits for the running one.
+  std::thread stopper([&] { engine->Stop(); });
+  ASSERT_TRUE(Eventually([&] { return engine->stats().released == 2; }));
+  for (storage::JobId id : {second.id, third.id}) {
+    storage::Job released = Read(alpha, id);
+    EXPECT_EQ(released.lease_owner, "");
+    EXPECT_EQ(released.fencing_token, 1);
+    EXPECT_EQ(released.attempts, 0);
+  }
+  finish.Notify();
+  stopper.join();
+  EXPECT_THAT(fx_.store().GetJob(alpha, first.id), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_EQ(engine->stats().completed, 1);
+}
+
+TEST_F(EngineTest, ARunWhoseLeaseWasTakenOverIsToldAndItsOutcomeRefused) {
+  const storage::Scope alpha = Tenant("alpha");
+  const absl::Time t = fx_.clock().Now();
+  Engine::Options options = Options(1);
+  options.lease_duration = absl::Seconds(30);
+  absl::Notification started;
+  std::atomic<bool> saw_loss{false};
+  auto engine = Started(options, [&](const JobRun& run) {
+    started.Notify();
+    saw_loss = Eventually([&] { return run.lease_lost(); });
+    return JobOutcome::Done();
+  });
+  ASSERT_NE(engine, nullptr);
+  ASSERT_OK_AND_ASSIGN(storage::Job job, engine->Schedule(alpha, Job("1")));
+  ASSERT_TRUE(started.WaitForNotificationWithTimeout(kPatience));
+
+  // This replica stalled past its lease; another claimed the job meanwhile.
+  fx_.clock().Advance(absl::Seconds(31));
+  storage::JobClaim rival;
+  rival.owner = "replica-2";
+  rival.now = fx_.clock().Now();
+  rival.lease_duration = absl::Minutes(1);
+  rival.kinds = {kStep};
+  ASSERT_OK_AND_ASSIGN(storage::JobClaimResult taken, fx_.store().ClaimJobs(rival));
+  ASSERT_EQ(taken.jobs.size(), 1u);
+  engine->Wake();  // the next renewal finds the lease lost
+  ASSERT_TRUE(Eventually([&] { return engine->stats().lost == 1; }));
+  EXPECT_TRUE(saw_loss);
+  EXPECT_EQ(engine->stats().completed, 0);
+  storage::Job now = Read(alpha, job.id);
+  EXPECT_EQ(now.lease_owner, "replica-2");
+  EXPECT_EQ(now.fencing_token, 2);
+  EXPECT_EQ(t + absl::Seconds(31) + absl::Minutes(1), *now.lease_expires_at);
+}
+
+TEST_F(EngineTest, OptionsAndRegistrationAreChecked) {
+  Engine::Options options = Options();
+  options.owner = "";
+  EXPECT_THAT(Engine::Create(options), StatusIs(absl::StatusCode::kInvalidArgument, "owner"));
+  options = Options();
+  options.jobs = nullptr;
+  EXPECT_THAT(Engine::Create(options), StatusIs(absl::StatusCode::kInvalidArgument, "jobs"));
+  options = Options();
+  options.max_attempts = 0;
+  EXPECT_THAT(Engine::Create(options), StatusIs(absl::StatusCode::kInvalidArgument));
+  options = Options();
+  options.lease_duration = absl::ZeroDuration();
+  EXPECT_THAT(Engine::Create(options), StatusIs(absl::StatusCode::kInvalidArgument));
+
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Engine> engine, Engine::Create(Options()));
+  EXPECT_THAT(engine->Start(), StatusIs(absl::StatusCode::kFailedPrecondition, "no job handler"));
+  auto done = [](const JobRun&) { return JobOutcome::Done(); };
+  EXPECT_THAT(engine->Register("Bad Kind", done), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_OK(engine->Register(kStep, done));
+  EXPECT_THAT(engine->Register(kStep, done), StatusIs(absl::StatusCode::kInvalidArgument, "twice"));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Engine> second, Engine::Create(Options()));
+  ASSERT_OK(second->Register(kStep, done));
+  ASSERT_OK(second->Start());
+  EXPECT_THAT(second->Register("renew", done), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(second->Start(), StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two replicas, one PostgreSQL job table
+
+class TwoReplicasTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ACMEVAULT_STACK_ENV_OR_SKIP(url, "ACMEVAULT_PG_URL");
+    auto db = storage::testing::TestDatabase::Create(url);
+    ASSERT_TRUE(db.ok()) << db.status();
+    db_ = std::move(*db);
+    for (auto* store : {&store_a_, &store_b_}) {
+      auto opened =
+          db_->OpenStore(&clock_, storage::testing::TestKeks(storage::testing::KekText("k", 'k')));
+      ASSERT_TRUE(opened.ok()) << opened.status();
+      *store = std::move(*opened);
+    }
+    for (const char* name : {"alpha", "beta", "gamma", "delta"}) {
+      storage::TenantSpec spec;
+      spec.name = name;
+      spec.acme_directory_url = "https://ca.test/dir";
+      auto tenant = store_a_->CreateTenant({"test", "test"}, spec);
+      ASSERT_TRUE(tenant.ok()) << tenant.status();
+      tenants_.push_back(storage::Scope{tenant->id, {"test", "test"}});
+    }
+  }
+
+  Engine::Options Options(storage::PostgresStore& store, const std::string& owner) {
+    Engine::Options options;
+    options.jobs = &store;
+    options.owner = owner;
+    options.clock = &clock_;
+    options.workers = 2;
+    options.idle_poll = absl::Milliseconds(50);
+    options.lease_duration = absl::Minutes(1);
+    return options;
+  }
+
+  acmevault::testing::FakeClock clock_;
+  std::unique_ptr<storage::testing::TestDatabase> db_;
+  std::unique_ptr<storage::PostgresStore> store_a_;
+  std::unique_ptr<storage::PostgresStore> store_b_;
+  std::vector<storage::Scope> tenants_;
+};
+
+TEST_F(TwoReplicasTest, EveryJobRunsExactlyOnceAndEveryReplicaHearsOfEachEnd) {
+  RunLog log;
+  auto handler = [&](const JobRun& run) {
+    log.Add(run.job());
+    return JobOutcome::Done();
+  };
+  absl::Mutex mu;
+  std::map<std::string, std::set<std::string>> heard;  // replica -> subjects it was told ended
+  std::vector<std::unique_ptr<Engine>> engines;
+  for (auto [store, owner] : {std::pair{store_a_.get(), "a"}, std::pair{store_b_.get(), "b"}}) {
+    Engine::Options options = Options(*store, owner);
+    options.on_notice = [&, owner = std::string(owner)](const storage::JobNotice& notice) {
+      absl::MutexLock lock(&mu);
+      heard[owner].insert(notice.subject);
+    };
+    ASSERT_OK_AND_ASSIGN(std::unique_ptr<Engine> engine, Engine::Create(options));
+    ASSERT_OK(engine->Register(kStep, handler));
+    ASSERT_OK(engine->Start());
+    engines.push_back(std::move(engine));
+  }
+  // Both listeners are up (a notice sent before would not reach them).
+  ASSERT_TRUE(Eventually([&] {
+    return engines[0]->stats().wakeups > 0 && engines[1]->stats().wakeups > 0;
+  }));
+  // Scheduled through both replicas while both run: each NOTIFY wakes both.
+  constexpr int kJobs = 200;
+  for (int i = 0; i < kJobs; ++i) {
+    ASSERT_OK(engines[i % 2]
+                  ->Schedule(tenants_[i % 4], storage::NewJob{kStep, absl::StrCat(i),
+                                                              "https://ca.test/dir", clock_.Now()})
+                  .status());
+  }
+  ASSERT_TRUE(Eventually([&] {
+    return engines[0]->stats().completed + engines[1]->stats().completed == kJobs;
+  })) << log.total() << " runs";
+  std::map<std::string, int> runs = log.runs();
+  EXPECT_EQ(runs.size(), static_cast<size_t>(kJobs));
+  for (const auto& [subject, n] : runs) EXPECT_EQ(n, 1) << subject;
+  for (auto& engine : engines) engine->Stop();
+  for (auto& engine : engines) {
+    Engine::Stats stats = engine->stats();
+    EXPECT_EQ(stats.lost + stats.retried + stats.failed, 0);
+  }
+  EXPECT_EQ(log.total(), kJobs);
+  ASSERT_OK_AND_ASSIGN(std::vector<storage::DueJobCount> due,
+                       store_a_->CountDueJobs(clock_.Now()));
+  EXPECT_TRUE(due.empty());
+  // Each end reached both replicas' listeners, whichever replica ran the job.
+  ASSERT_TRUE(Eventually([&] {
+    absl::MutexLock lock(&mu);
+    return heard["a"].size() == kJobs && heard["b"].size() == kJobs;
+  }));
+}
+
+TEST_F(TwoReplicasTest, AKilledReplicasJobIsFinishedByTheOtherAndTheKilledOneIsFencedOut) {
+  const storage::Scope alpha = tenants_[0];
+  absl::Notification started, wake_up;
+  Engine::Options a_options = Options(*store_a_, "a");
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Engine> a, Engine::Create(a_options));
+  ASSERT_OK(a->Register(kStep, [&](const JobRun&) {
+    started.Notify();
+    wake_up.WaitForNotification();  // stalled mid-job
+    return JobOutcome::Done();
+  }));
+  ASSERT_OK(a->Start());
+  ASSERT_OK_AND_ASSIGN(storage::Job job,
+                       a->Schedule(alpha, storage::NewJob{kStep, "victim", "", clock_.Now()}));
+  ASSERT_TRUE(started.WaitForNotificationWithTimeout(kPatience));
+  a->StopWithoutRelease();  // killed: no renewal, no release
+
+  RunLog log;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Engine> b, Engine::Create(Options(*store_b_, "b")));
+  ASSERT_OK(b->Register(kStep, [&](const JobRun& run) {
+    log.Add(run.job());
+    EXPECT_EQ(run.lease().fencing_token, 2);
+    return JobOutcome::Done();
+  }));
+  ASSERT_OK(b->Start());
+  // The lease is a's until it expires.
+  ASSERT_OK_AND_ASSIGN(storage::Job held, store_b_->GetJob(alpha, job.id));
+  EXPECT_EQ(held.lease_owner, "a");
+  EXPECT_EQ(log.total(), 0);
+
+  clock_.Advance(a_options.lease_duration);
+  b->Wake();
+  ASSERT_TRUE(Eventually([&] { return b->stats().completed == 1; }));
+  EXPECT_THAT(log.runs(), ElementsAre(std::pair{std::string("victim"), 1}));
+  EXPECT_THAT(store_b_->GetJob(alpha, job.id), StatusIs(absl::StatusCode::kNotFound));
+
+  // a comes back from its stall: its outcome is refused.
+  wake_up.Notify();
+  ASSERT_TRUE(Eventually([&] { return a->stats().lost == 1; }));
+  EXPECT_EQ(a->stats().completed, 0);
+  b->Stop();
+}
+
+}  // namespace
+}  // namespace acmevault::service
