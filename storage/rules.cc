@@ -1,13 +1,12 @@
 #include "storage/rules.h"
 
-#include <algorithm>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
+#include "common/text.h"
 
 namespace acmevault::storage::rules {
 namespace {
@@ -557,54 +556,9 @@ absl::Status ValidateJobClaim(const JobClaim& claim) {
   return absl::OkStatus();
 }
 
-namespace {
-
-// The length of the well-formed UTF-8 sequence (RFC 3629: no overlong forms, surrogates or
-// code points past U+10FFFF) at the start of `s`, or 0 if there is none.
-size_t Utf8SequenceLength(absl::string_view s) {
-  auto byte = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
-  const unsigned char c = byte(0);
-  if (c < 0x80) return 1;
-  size_t n = 0;
-  unsigned char low = 0x80, high = 0xbf;  // the allowed range of the second byte
-  if (c >= 0xc2 && c <= 0xdf) {
-    n = 2;
-  } else if (c >= 0xe0 && c <= 0xef) {
-    n = 3;
-    if (c == 0xe0) low = 0xa0;
-    if (c == 0xed) high = 0x9f;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    n = 4;
-    if (c == 0xf0) low = 0x90;
-    if (c == 0xf4) high = 0x8f;
-  } else {
-    return 0;
-  }
-  if (s.size() < n || byte(1) < low || byte(1) > high) return 0;
-  for (size_t k = 2; k < n; ++k) {
-    if ((byte(k) & 0xc0) != 0x80) return 0;
-  }
-  return n;
-}
-
-}  // namespace
-
 std::string ClipJobError(absl::string_view error) {
-  std::string out;
-  out.reserve(std::min(error.size(), kMaxJobError));
-  while (!error.empty()) {
-    size_t n = Utf8SequenceLength(error);
-    const bool valid = n != 0 && error[0] != '\0';  // PostgreSQL text holds no NUL either
-    if (!valid) n = 1;
-    if (out.size() + (valid ? n : 1) > kMaxJobError) break;
-    if (valid) {
-      out.append(error.data(), n);
-    } else {
-      out.push_back('?');
-    }
-    error.remove_prefix(n);
-  }
-  return out;
+  // Room for the "..." that marks a cut.
+  return ClipUtf8(error, kMaxJobError - 3);
 }
 
 absl::Status ValidateJobLease(const JobLease& lease) {

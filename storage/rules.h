@@ -158,8 +158,8 @@ AuditEvent TokenAddedEvent(const Identity& identity);
 absl::Status ValidateNewJob(const NewJob& job);
 absl::Status ValidateJobNotice(const JobNotice& notice);
 absl::Status ValidateJobClaim(const JobClaim& claim);
-// `error` as a job row keeps it: invalid UTF-8 replaced by '?', cut to kMaxJobError bytes on a
-// character boundary.
+// `error` as a job row keeps it: at most kMaxJobError bytes of valid UTF-8 on one line
+// (ClipUtf8).
 std::string ClipJobError(absl::string_view error);
 // INVALID_ARGUMENT unless `lease` names a tenant, a job and an owner.
 absl::Status ValidateJobLease(const JobLease& lease);

@@ -295,8 +295,10 @@ TEST_P(StoreConformanceTest, RescheduleCountsFailedAttemptsAndFailKeepsTheJobAsF
   ASSERT_OK(store().RescheduleJob(claim(t), t, long_error, t));
   ASSERT_OK_AND_ASSIGN(Job clipped, store().GetJob(alpha, job.id));
   EXPECT_EQ(clipped.attempts, 2);
-  EXPECT_EQ(clipped.last_error.size(), kMaxJobError - 1);  // '?' and 511 whole characters
+  // '?', 510 whole characters and "..." to mark the cut.
+  EXPECT_EQ(clipped.last_error.size(), kMaxJobError);
   EXPECT_EQ(clipped.last_error.substr(0, 3), "?\xc3\xa9");
+  EXPECT_EQ(clipped.last_error.substr(kMaxJobError - 5), "\xc3\xa9...");
 
   // A successful run with more to do later: the count starts again.
   ASSERT_OK(store().RescheduleJob(claim(t), t + absl::Minutes(1), "", t));
