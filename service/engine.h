@@ -7,7 +7,9 @@
 // store's JobWaker, Schedule on this replica, a worker finishing) or when the earliest known
 // not_before comes, and at least every `idle_poll`; it claims only as many as the workers can
 // start (plus `prefetch`), so claimed jobs do not wait here while another replica could run
-// them. Workers run
+// them. Room under a per-tenant or per-CA bound that another replica's job frees is seen at the
+// next wake-up (at most `idle_poll` later): job notices do not wake the loop, which would cost
+// every idle replica a claim per job ended anywhere. Workers run
 // each job's handler (by kind) and store its outcome: Done completes it; RetryAt reschedules it
 // at the handler's time (a CA's Retry-After wins); Failed retries it after an exponential
 // backoff with jitter (seeded once per worker thread), and fails it for good after
