@@ -160,10 +160,12 @@ TEST_F(MigrateTest, RefusesAMigrationEditedAfterItWasApplied) {
 
 TEST_F(MigrateTest, RefusesADatabaseNewerThanTheBinary) {
   ASSERT_OK(Migrate({db_->superuser_url()}).status());
-  ASSERT_OK(db_->Execute(
-      "INSERT INTO schema_version (version, name, sha256) VALUES (10, 'future', sha256('x'))"));
+  const int future = LatestSchemaVersion() + 1;
+  ASSERT_OK(db_->Execute(absl::StrCat("INSERT INTO schema_version (version, name, sha256) VALUES (",
+                                      future, ", 'future', sha256('x'))")));
   EXPECT_THAT(Migrate({db_->superuser_url()}),
-              StatusIs(absl::StatusCode::kFailedPrecondition, "newer than this binary's (9)"));
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       absl::StrCat("newer than this binary's (", LatestSchemaVersion(), ")")));
 }
 
 TEST_F(MigrateTest, RecordsTheOldestBinaryEachMigrationAdmits) {
