@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "acme/http.h"
@@ -178,6 +179,57 @@ E2eFixture::TenantTokens E2eFixture::NewTenant(bool with_account, bool keep_auth
     EXPECT_TRUE(s.ok()) << s.error_message();
   }
   return t;
+}
+
+bool WriteTlsFiles(const std::string& dir, const std::vector<TlsClient>& clients) {
+  std::string script = absl::StrCat(R"(set -e
+mkdir -p ")", dir, R"("; cd ")", dir, R"("
+ca() { openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "/CN=$1" \
+  -keyout "$1.key" -out "$1.pem" -addext basicConstraints=critical,CA:TRUE \
+  -addext keyUsage=critical,keyCertSign 2>/dev/null; }
+leaf() { openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" \
+  -keyout "$2.key" -out "$2.csr" 2>/dev/null
+  printf '%s\n' "$3" > "$2.ext"
+  openssl x509 -req -in "$2.csr" -CA "$1.pem" -CAkey "$1.key" -CAcreateserial -days 1 \
+  -extfile "$2.ext" -out "$2.pem" 2>/dev/null; }
+ca ca; ca other
+leaf ca server "subjectAltName=DNS:localhost,IP:127.0.0.1"
+)");
+  for (const TlsClient& c : clients) {
+    absl::StrAppend(&script, "leaf ", c.ca, " ", c.name, " \"subjectAltName=URI:", c.spiffe_id,
+                    "\nextendedKeyUsage=clientAuth\"\n");
+  }
+  const std::string command =
+      "bash -c '" + absl::StrReplaceAll(script, {{"'", "'\\''"}}) + "'";
+  const int rc = std::system(command.c_str());
+  EXPECT_EQ(rc, 0) << "making TLS files in " << dir;
+  return rc == 0;
+}
+
+std::shared_ptr<grpc::Channel> TlsChannel(const Daemon& daemon, const std::string& dir,
+                                          const std::string& client) {
+  grpc::SslCredentialsOptions o;
+  o.pem_root_certs = ReadFile(dir + "/ca.pem");
+  if (!client.empty()) {
+    o.pem_private_key = ReadFile(dir + "/" + client + ".key");
+    o.pem_cert_chain = ReadFile(dir + "/" + client + ".pem");
+  }
+  grpc::ChannelArguments args;
+  args.SetSslTargetNameOverride("localhost");
+  return grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", daemon.grpc_port()),
+                                   grpc::SslCredentials(o), args);
+}
+
+std::unique_ptr<Daemon> E2eFixture::StartTlsDaemon(const std::string& dir,
+                                                   const std::string& name) {
+  std::string config = std::regex_replace(
+      ReadFile(config_), std::regex("http01_listen_address: \"127.0.0.1:[0-9]+\""),
+      "http01_listen_address: \"127.0.0.1:0\"");
+  config += absl::StrCat("tls { cert_file: \"", dir, "/server.pem\" key_file: \"", dir,
+                         "/server.key\" client_ca_file: \"", dir, "/ca.pem\" }\n");
+  const std::string path = absl::StrCat(dir, "/", name, ".textproto");
+  std::ofstream(path) << config;
+  return Daemon::Start(path, name);
 }
 
 grpc::Status E2eFixture::IssueWithKey(const TenantTokens& t, const std::vector<std::string>& names,

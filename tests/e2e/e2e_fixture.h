@@ -47,6 +47,19 @@ class Daemon {
   std::shared_ptr<grpc::Channel> channel_;
 };
 
+// mTLS material in `dir`: CAs "ca" and "other" (ca.pem, other.pem), a server certificate for
+// localhost and 127.0.0.1 issued by "ca" (server.pem, server.key), and for each client
+// {file name, SPIFFE ID, issuing CA} a client certificate (NAME.pem, NAME.key). Made with the
+// openssl command; false (with a test failure) when it fails.
+struct TlsClient {
+  std::string name, spiffe_id, ca;
+};
+bool WriteTlsFiles(const std::string& dir, const std::vector<TlsClient>& clients);
+// A channel to `daemon` over TLS trusting dir/ca.pem, presenting client certificate `client`
+// from `dir` (none when empty).
+std::shared_ptr<grpc::Channel> TlsChannel(const Daemon& daemon, const std::string& dir,
+                                          const std::string& client);
+
 // Starts daemon "a" for the service whose config is in environment variable config_env() (the
 // test is skipped, or failed under tests/run, without it), with ExtraConfig() appended.
 // A prepared service has one HTTP-01 port, which its daemon "a" binds: from SetUp to TearDown
@@ -63,6 +76,10 @@ class E2eFixture : public ::testing::Test {
   virtual std::string ExtraConfig() const { return ""; }
   // Stops daemon "a" and starts it again with the same config (its ACME clients start afresh).
   void RestartDaemon();
+  // A second daemon, named `name`, for the same service serving TLS with the files
+  // WriteTlsFiles put in `dir` and asking for client certificates of dir/ca.pem; its own
+  // HTTP-01 port.
+  std::unique_ptr<Daemon> StartTlsDaemon(const std::string& dir, const std::string& name);
 
   void Bind(const Daemon& d);
   static std::unique_ptr<grpc::ClientContext> Ctx(const std::string& token, int seconds = 30);

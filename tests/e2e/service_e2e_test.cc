@@ -470,21 +470,9 @@ TEST_F(E2eTest, AKilledReplicasOrderIsFinishedByTheOther) {
 // not even connect.
 TEST_F(E2eTest, SpiffeIdentityFromAClientCertificate) {
   const std::string dir = ::acmevault::testing::StackEnv("TEST_TMPDIR") + "/tls";
-  const std::string script = absl::StrCat(R"(set -e
-mkdir -p ")", dir, R"("; cd ")", dir, R"("
-ca() { openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "/CN=$1"   -keyout "$1.key" -out "$1.pem" -addext basicConstraints=critical,CA:TRUE   -addext keyUsage=critical,keyCertSign 2>/dev/null; }
-leaf() { openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2"   -keyout "$2.key" -out "$2.csr" 2>/dev/null
-  printf '%s
-' "$3" > "$2.ext"
-  openssl x509 -req -in "$2.csr" -CA "$1.pem" -CAkey "$1.key" -CAcreateserial -days 1   -extfile "$2.ext" -out "$2.pem" 2>/dev/null; }
-ca ca; ca other
-leaf ca server "subjectAltName=DNS:localhost,IP:127.0.0.1"
-leaf ca client "subjectAltName=URI:spiffe://e2e.test/ns/prod/sa/web
-extendedKeyUsage=clientAuth"
-leaf other stranger "subjectAltName=URI:spiffe://e2e.test/ns/prod/sa/web
-extendedKeyUsage=clientAuth"
-)");
-  ASSERT_EQ(std::system(("bash -c '" + absl::StrReplaceAll(script, {{"'", "'\\''"}}) + "'").c_str()), 0);
+  ASSERT_TRUE(e2e::WriteTlsFiles(
+      dir, {{"client", "spiffe://e2e.test/ns/prod/sa/web", "ca"},
+            {"stranger", "spiffe://e2e.test/ns/prod/sa/web", "other"}}));
 
   TenantTokens t = NewTenant(/*with_account=*/false);
   v1::BindIdentityRequest bind;
@@ -496,30 +484,11 @@ extendedKeyUsage=clientAuth"
   ASSERT_TRUE(admin_->BindIdentity(c.get(), bind, &bound).ok());
 
   // A second daemon serving TLS that asks for client certificates; its own HTTP-01 port.
-  std::string config = std::regex_replace(
-      ReadFile(config_), std::regex("http01_listen_address: \"127.0.0.1:[0-9]+\""),
-      "http01_listen_address: \"127.0.0.1:0\"");
-  config += absl::StrCat("tls { cert_file: \"", dir, "/server.pem\" key_file: \"", dir,
-                         "/server.key\" client_ca_file: \"", dir, "/ca.pem\" }\n");
-  const std::string tls_config = dir + "/config.textproto";
-  std::ofstream(tls_config) << config;
-  auto tls_daemon = Daemon::Start(tls_config, "tls");
+  auto tls_daemon = StartTlsDaemon(dir, "tls");
   ASSERT_NE(tls_daemon, nullptr);
 
-  auto channel = [&](const std::string& client) {
-    grpc::SslCredentialsOptions o;
-    o.pem_root_certs = ReadFile(dir + "/ca.pem");
-    if (!client.empty()) {
-      o.pem_private_key = ReadFile(dir + "/" + client + ".key");
-      o.pem_cert_chain = ReadFile(dir + "/" + client + ".pem");
-    }
-    grpc::ChannelArguments args;
-    args.SetSslTargetNameOverride("localhost");
-    return grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", tls_daemon->grpc_port()),
-                                     grpc::SslCredentials(o), args);
-  };
   auto call = [&](const std::string& client) {
-    auto stub = v1::CertificateService::NewStub(channel(client));
+    auto stub = v1::CertificateService::NewStub(e2e::TlsChannel(*tls_daemon, dir, client));
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     v1::ListCertificatesResponse resp;
