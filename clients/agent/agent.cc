@@ -165,7 +165,8 @@ void Agent::RunHooks(const std::string& serial) {
     int status = 0;
     if (posix_spawn(&pid, "/bin/sh", nullptr, nullptr, argv, envp.data()) != 0) {
       Log("cannot start --on-renew command");
-    } else if (waitpid(pid, &status, 0) == pid && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+    } else if (waitpid(pid, &status, 0) == pid &&
+               !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
       Log(absl::StrCat("--on-renew command failed (status ", status, ")"));
     }
   }
@@ -199,8 +200,8 @@ void Agent::Run(absl::Notification& stop) {
       }
       absl::Duration wait = backoff.Next();
       Log(absl::StrCat("renewal failed: ", clients::DescribeStatus(s), "; ",
-                       state().ready ? "keeping the certificate in place; " : "",
-                       "retrying in ", absl::FormatDuration(absl::Trunc(wait, absl::Seconds(1)))));
+                       state().ready ? "keeping the certificate in place; " : "", "retrying in ",
+                       absl::FormatDuration(absl::Trunc(wait, absl::Milliseconds(100)))));
       stop.WaitForNotificationWithTimeout(wait);
       continue;
     }

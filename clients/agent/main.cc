@@ -29,8 +29,7 @@ struct AgentFlag {
 
 const std::vector<AgentFlag>& Flags() {
   static const auto* flags = new std::vector<AgentFlag>{
-      {{"server", FlagKind::kString, "HOST:PORT", "acmevaultd's gRPC address"},
-       "ACMEVAULT_SERVER"},
+      {{"server", FlagKind::kString, "HOST:PORT", "acmevaultd's gRPC address"}, "ACMEVAULT_SERVER"},
       {{"token-file", FlagKind::kString, "FILE",
         "the bearer token (a host token), re-read when it changes; else $ACMEVAULT_TOKEN"},
        "ACMEVAULT_TOKEN_FILE"},
@@ -56,7 +55,8 @@ const std::vector<AgentFlag>& Flags() {
       {{"listen", FlagKind::kString, "HOST:PORT",
         "HTTP /healthz, /readyz, /metrics (default 127.0.0.1:9402)"},
        "ACMEVAULT_AGENT_LISTEN"},
-      {{"tls-ca", FlagKind::kString, "FILE", "PEM roots that verify the server (plaintext without)"},
+      {{"tls-ca", FlagKind::kString, "FILE",
+        "PEM roots that verify the server (plaintext without)"},
        "ACMEVAULT_TLS_CA"},
       {{"tls-cert", FlagKind::kString, "FILE", "client certificate for mTLS (reloaded on change)"},
        "ACMEVAULT_TLS_CERT"},
@@ -83,6 +83,20 @@ int Usage(const std::string& message) {
 int main(int argc, char** argv) {
   namespace agent = acmevault::agent;
   namespace clients = acmevault::clients;
+  // SIGTERM and SIGINT are taken by a thread of their own, blocked first so that every thread
+  // started later (gRPC's among them) inherits the mask and none dies of the default action.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  absl::Notification stop;
+  std::thread([&stop, stop_signals] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    stop.Notify();
+  }).detach();
+
   std::vector<std::string> args(argv + 1, argv + argc);
   std::vector<FlagSpec> specs;
   for (const auto& f : Flags()) specs.push_back(f.spec);
@@ -130,7 +144,8 @@ int main(int argc, char** argv) {
   options.on_renew = flags->String("on-renew");
   options.signal_pid_file = flags->String("signal-pid-file");
   options.backoff.max_delay = flags->Duration("retry-max-delay", absl::Minutes(5));
-  options.backoff.initial_delay = std::min(options.backoff.initial_delay, options.backoff.max_delay);
+  options.backoff.initial_delay =
+      std::min(options.backoff.initial_delay, options.backoff.max_delay);
 
   clients::ClientOptions client_options;
   client_options.server = flags->String("server", client_options.server);
@@ -142,32 +157,23 @@ int main(int argc, char** argv) {
   client_options.tls_cert = flags->String("tls-cert");
   client_options.tls_key = flags->String("tls-key");
   client_options.tls_server_name = flags->String("tls-server-name");
-  client_options.backoff.max_delay = std::min(client_options.backoff.max_delay,
-                                              options.backoff.max_delay);
+  client_options.backoff.max_delay =
+      std::min(client_options.backoff.max_delay, options.backoff.max_delay);
   auto client = clients::Client::Create(client_options);
   if (!client.ok()) return Usage(std::string(client.status().message()));
 
   agent::Agent worker(options, client->get());
   if (flags->Bool("once")) {
+    // A stop signal ends it as the default action would (Renew is not interruptible).
+    std::thread([&stop] {
+      stop.WaitForNotification();
+      std::_Exit(143);
+    }).detach();
     if (worker.LoadExisting() && absl::Now() < worker.state().renew_at) return 0;
     absl::Status s = worker.Renew();
     if (!s.ok()) std::cerr << "acmevault-agent: " << clients::DescribeStatus(s) << "\n";
     return s.ok() ? 0 : 1;
   }
-
-  // SIGTERM and SIGINT are taken by a thread of their own (blocked everywhere else, so every
-  // thread started from here on inherits the mask).
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  absl::Notification stop;
-  std::thread([&stop, stop_signals] {
-    int sig;
-    sigwait(&stop_signals, &sig);
-    stop.Notify();
-  }).detach();
 
   auto status = agent::StatusServer::Start(flags->String("listen", "127.0.0.1:9402"),
                                            [&worker] { return worker.state(); });
