@@ -46,13 +46,13 @@ class AgentTest : public ::testing::Test {
       const auto& request = static_cast<const v1::IssueCertificateRequest&>(in);
       auto* response = static_cast<v1::IssueCertificateResponse*>(out);
       std::ofstream(tmp_ + "/csr.der", std::ios::binary) << request.csr();
-      int rc = std::system(absl::StrCat(
-                               "cd ", tmp_,
-                               " && openssl req -inform DER -in csr.der -out csr.pem && openssl "
-                               "x509 -req -in csr.pem -CA ca.pem -CAkey ca.key -days 1 "
-                               "-copy_extensions copy -set_serial ", ++serial_,
-                               " -out leaf.pem 2>/dev/null && cat leaf.pem ca.pem > chain.pem")
-                               .c_str());
+      int rc = std::system(
+          absl::StrCat("cd ", tmp_,
+                       " && openssl req -inform DER -in csr.der -out csr.pem && openssl "
+                       "x509 -req -in csr.pem -CA ca.pem -CAkey ca.key -days 1 "
+                       "-copy_extensions copy -set_serial ",
+                       ++serial_, " -out leaf.pem 2>/dev/null && cat leaf.pem ca.pem > chain.pem")
+              .c_str());
       if (rc != 0) return grpc::Status(grpc::StatusCode::INTERNAL, "openssl failed");
       response->mutable_order()->set_state(v1::ORDER_STATE_VALID);
       response->mutable_certificate()->set_chain_pem(Read(tmp_ + "/chain.pem"));
@@ -95,7 +95,7 @@ TEST_F(AgentTest, SendsOnlyACsrAndWritesKeyChainAndReadyFile) {
   EXPECT_EQ(st.st_mode & 0777, 0600);
   auto chain = crypto::ParsePemChain(Read(dir_ + "/tls.crt"));
   ASSERT_TRUE(chain.ok());
-  EXPECT_THAT(*chain, SizeIs(2));  // Leaf, then the CA.
+  EXPECT_THAT(*chain, SizeIs(2));              // Leaf, then the CA.
   EXPECT_EQ(Read(dir_ + "/ready"), "1001\n");  // 4097 in hex.
   EXPECT_EQ(Read(tmp_ + "/hook.log"), "1001 " + dir_ + "/tls.key\n");
   AgentState s = agent.state();

@@ -19,8 +19,7 @@ absl::Status Errno(const std::string& what, const std::string& path, int err) {
 
 }  // namespace
 
-absl::Status WriteFileAtomically(const std::string& path, absl::string_view content,
-                                 mode_t mode) {
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view content, mode_t mode) {
   std::string tmp = absl::StrCat(path, ".tmp.XXXXXX");
   int fd = mkostemp(tmp.data(), O_CLOEXEC);  // Mode 0600 from the start.
   if (fd < 0) return Errno("create a file beside", path, errno);
@@ -29,8 +28,10 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view cont
   for (size_t done = 0; err == 0 && done < content.size();) {
     ssize_t n = write(fd, content.data() + done, content.size() - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) err = errno;
-    else done += static_cast<size_t>(n);
+    if (n < 0)
+      err = errno;
+    else
+      done += static_cast<size_t>(n);
   }
   if (err == 0 && fsync(fd) != 0) err = errno;
   if (close(fd) != 0 && err == 0) err = errno;

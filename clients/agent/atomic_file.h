@@ -16,8 +16,7 @@ namespace acmevault::agent {
 // text is never readable by others, whatever the umask), fsyncs it, renames it over `path` and
 // fsyncs the directory, so after a crash `path` holds the old or the new content. On failure
 // the temporary file is removed and `path` is untouched; the status names the path and errno.
-absl::Status WriteFileAtomically(const std::string& path, absl::string_view content,
-                                 mode_t mode);
+absl::Status WriteFileAtomically(const std::string& path, absl::string_view content, mode_t mode);
 
 }  // namespace acmevault::agent
 

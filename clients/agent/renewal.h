@@ -11,8 +11,8 @@ namespace acmevault::agent {
 // not_before + fraction * lifetime * (1 - jitter * unit), where `unit` is a random number in
 // [0, 1) and `jitter` in [0, 1): with fraction 2/3 and jitter 0.1, a 90-day certificate is
 // renewed between day 54 and day 60. Never after not_after.
-absl::Time RenewalTime(absl::Time not_before, absl::Time not_after, double fraction,
-                       double jitter, double unit);
+absl::Time RenewalTime(absl::Time not_before, absl::Time not_after, double fraction, double jitter,
+                       double unit);
 
 }  // namespace acmevault::agent
 

@@ -54,7 +54,8 @@ TEST(StatusServerTest, HealthReadinessAndMetrics) {
   EXPECT_THAT(metrics, HasSubstr("\nacmevault_agent_ready 1\n"));
   EXPECT_THAT(metrics, HasSubstr("acmevault_agent_renewals_total{result=\"success\"} 2\n"));
   EXPECT_THAT(metrics, HasSubstr("acmevault_agent_renewals_total{result=\"failure\"} 1\n"));
-  EXPECT_THAT(metrics, HasSubstr("acmevault_agent_certificate_expiry_timestamp_seconds 1893456000\n"));
+  EXPECT_THAT(metrics,
+              HasSubstr("acmevault_agent_certificate_expiry_timestamp_seconds 1893456000\n"));
   EXPECT_THAT(Get(port, "/other"), StartsWith("HTTP/1.1 404"));
 }
 

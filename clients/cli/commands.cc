@@ -166,8 +166,7 @@ std::vector<FlagSpec> Concat(std::vector<FlagSpec> a, const std::vector<FlagSpec
 // Applies the policy flags that were given onto `policy`.
 absl::Status ApplyPolicy(const Invocation& inv, v1::TenantPolicy* policy) {
   if (inv.flags.Has("account-key-type")) {
-    auto k = clients::ParseKeyAlgorithm(inv.flags.String("account-key-type"),
-                                        "--account-key-type");
+    auto k = clients::ParseKeyAlgorithm(inv.flags.String("account-key-type"), "--account-key-type");
     if (!k.ok()) return UsageError(k.status().message());
     policy->set_account_key_algorithm(*k);
   }
@@ -201,7 +200,10 @@ std::vector<Command> MakeCommands() {
   const std::string kCerts = "Certificates (host or admin)";
 
   c.push_back(
-      {"create-tenant", {}, "acmevault.v1.AdminService.CreateTenant", kPlatform,
+      {"create-tenant",
+       {},
+       "acmevault.v1.AdminService.CreateTenant",
+       kPlatform,
        "Create a tenant and the DNS names it may obtain.",
        "Needs a platform-admin token. --allow takes exact names (demo.example) and suffix "
        "patterns (*.demo.example: any name below it, wildcards included). Prints the tenant.",
@@ -222,14 +224,17 @@ std::vector<Command> MakeCommands() {
            r.mutable_policy()->set_deactivate_authorizations_after_issuance(true);
            RETURN_IF_ERROR(ApplyPolicy(inv, r.mutable_policy()));
          }
-         ASSIGN_OR_RETURN(auto t, inv.client.Call(inv.client.admin(),
-                                                 &v1::AdminService::Stub::CreateTenant, r,
-                                                 {.retry = false}));
+         ASSIGN_OR_RETURN(
+             auto t, inv.client.Call(inv.client.admin(), &v1::AdminService::Stub::CreateTenant, r,
+                                     {.retry = false}));
          Print(inv, t);
          return absl::OkStatus();
        }});
   c.push_back(
-      {"update-tenant", {}, "acmevault.v1.AdminService.UpdateTenant", kPlatform,
+      {"update-tenant",
+       {},
+       "acmevault.v1.AdminService.UpdateTenant",
+       kPlatform,
        "Change a tenant's allowed names, policy or CA.",
        "Needs a platform-admin token. Reads the tenant, changes what the flags name and writes "
        "it back (--allow replaces the whole list). Prints the tenant.",
@@ -240,7 +245,8 @@ std::vector<Command> MakeCommands() {
          ASSIGN_OR_RETURN(auto name, Required(inv, "name"));
          v1::GetTenantRequest get;
          get.set_name(name);
-         ASSIGN_OR_RETURN(auto t, inv.client.Call(inv.client.admin(), &v1::AdminService::Stub::GetTenant, get));
+         ASSIGN_OR_RETURN(
+             auto t, inv.client.Call(inv.client.admin(), &v1::AdminService::Stub::GetTenant, get));
          v1::UpdateTenantRequest r;
          r.set_name(name);
          *r.mutable_allowed_identifiers() = t.allowed_identifiers();
@@ -252,30 +258,41 @@ std::vector<Command> MakeCommands() {
          }
          if (inv.flags.Has("directory-url")) r.set_directory_url(inv.flags.String("directory-url"));
          RETURN_IF_ERROR(ApplyPolicy(inv, r.mutable_policy()));
-         ASSIGN_OR_RETURN(auto updated, inv.client.Call(inv.client.admin(), &v1::AdminService::Stub::UpdateTenant, r));
+         ASSIGN_OR_RETURN(auto updated, inv.client.Call(inv.client.admin(),
+                                                        &v1::AdminService::Stub::UpdateTenant, r));
          Print(inv, updated);
          return absl::OkStatus();
        }});
-  c.push_back({"get-tenant", {}, "acmevault.v1.AdminService.GetTenant", kPlatform,
-               "Show a tenant.", "Needs a platform-admin token.",
+  c.push_back({"get-tenant",
+               {},
+               "acmevault.v1.AdminService.GetTenant",
+               kPlatform,
+               "Show a tenant.",
+               "Needs a platform-admin token.",
                {Flag("name", FlagKind::kString, "NAME", "the tenant (required)")},
                [](Invocation& inv) -> absl::Status {
                  v1::GetTenantRequest r;
                  ASSIGN_OR_RETURN(auto name, Required(inv, "name"));
                  r.set_name(name);
                  ASSIGN_OR_RETURN(auto t, inv.client.Call(inv.client.admin(),
-                                                         &v1::AdminService::Stub::GetTenant, r));
+                                                          &v1::AdminService::Stub::GetTenant, r));
                  Print(inv, t);
                  return absl::OkStatus();
                }});
-  c.push_back({"list-tenants", {}, "acmevault.v1.AdminService.ListTenants", kPlatform,
-               "List every tenant.", "Needs a platform-admin token. Reads every page.", {},
+  c.push_back({"list-tenants",
+               {},
+               "acmevault.v1.AdminService.ListTenants",
+               kPlatform,
+               "List every tenant.",
+               "Needs a platform-admin token. Reads every page.",
+               {},
                [](Invocation& inv) -> absl::Status {
                  v1::ListTenantsRequest r;
                  v1::ListTenantsResponse all;
                  do {
-                   ASSIGN_OR_RETURN(auto page, inv.client.Call(inv.client.admin(),
-                                                              &v1::AdminService::Stub::ListTenants, r));
+                   ASSIGN_OR_RETURN(auto page,
+                                    inv.client.Call(inv.client.admin(),
+                                                    &v1::AdminService::Stub::ListTenants, r));
                    all.mutable_tenants()->MergeFrom(page.tenants());
                    r.set_page_token(page.next_page_token());
                  } while (!r.page_token().empty());
@@ -283,7 +300,10 @@ std::vector<Command> MakeCommands() {
                  return absl::OkStatus();
                }});
   c.push_back(
-      {"create-token", {}, "acmevault.v1.AdminService.CreateToken", kPlatform,
+      {"create-token",
+       {},
+       "acmevault.v1.AdminService.CreateToken",
+       kPlatform,
        "Create a bearer token for a tenant's host or admin (or a platform admin).",
        "Needs a platform-admin token. The token is shown once: with --token-out it is written "
        "to a new file of mode 0600 (use it as --token-file); otherwise stdout carries the token "
@@ -300,16 +320,16 @@ std::vector<Command> MakeCommands() {
          r.set_tenant(inv.flags.String("tenant"));
          if (!inv.flags.Has("role")) return UsageError("--role is required");
          ASSIGN_OR_RETURN(auto role,
-                              EnumFlag(inv, "role", *v1::Role_descriptor(), v1::ROLE_UNSPECIFIED));
+                          EnumFlag(inv, "role", *v1::Role_descriptor(), v1::ROLE_UNSPECIFIED));
          r.set_role(role);
          r.set_description(inv.flags.String("description"));
          absl::Duration ttl = inv.flags.Duration("ttl", absl::ZeroDuration());
          if (ttl > absl::ZeroDuration()) r.mutable_ttl()->set_seconds(absl::ToInt64Seconds(ttl));
          RETURN_IF_ERROR(CheckNewFile(inv, "token-out"));
          // Not retried: an attempt that reached the service made a token nobody would see.
-         ASSIGN_OR_RETURN(auto t, inv.client.Call(inv.client.admin(),
-                                                 &v1::AdminService::Stub::CreateToken, r,
-                                                 {.retry = false}));
+         ASSIGN_OR_RETURN(
+             auto t, inv.client.Call(inv.client.admin(), &v1::AdminService::Stub::CreateToken, r,
+                                     {.retry = false}));
          std::string path = inv.flags.String("token-out");
          if (!path.empty()) {
            absl::Status written = WriteSecretFile(path, t.token() + "\n");
@@ -322,16 +342,20 @@ std::vector<Command> MakeCommands() {
            if (path.empty()) inv.out << t.token() << "\n";
            inv.err << "token id " << t.token_id()
                    << (path.empty() ? "" : absl::StrCat(", written to ", path))
-                   << (t.has_expires_at() ? absl::StrCat(", expires ", inv.formatter.Value(
-                                                            t, *t.GetDescriptor()->FindFieldByName(
-                                                                   "expires_at")))
-                                          : ", does not expire")
+                   << (t.has_expires_at()
+                           ? absl::StrCat(", expires ",
+                                          inv.formatter.Value(
+                                              t, *t.GetDescriptor()->FindFieldByName("expires_at")))
+                           : ", does not expire")
                    << "\n";
          }
          WipeKey(t.mutable_token());
          return absl::OkStatus();
        }});
-  c.push_back({"revoke-token", {}, "acmevault.v1.AdminService.RevokeToken", kPlatform,
+  c.push_back({"revoke-token",
+               {},
+               "acmevault.v1.AdminService.RevokeToken",
+               kPlatform,
                "Revoke a bearer token by its id.",
                "Needs a platform-admin token. Other replicas stop accepting it within their "
                "token cache's time (5 s by default).",
@@ -340,49 +364,61 @@ std::vector<Command> MakeCommands() {
                  v1::RevokeTokenRequest r;
                  ASSIGN_OR_RETURN(auto id, Required(inv, "id"));
                  r.set_token_id(id);
-                 ASSIGN_OR_RETURN(auto out, inv.client.Call(inv.client.admin(),
-                                                           &v1::AdminService::Stub::RevokeToken, r));
-                 if (inv.json) inv.out << Json(out);
-                 else inv.out << "token " << id << " revoked\n";
+                 ASSIGN_OR_RETURN(
+                     auto out,
+                     inv.client.Call(inv.client.admin(), &v1::AdminService::Stub::RevokeToken, r));
+                 if (inv.json)
+                   inv.out << Json(out);
+                 else
+                   inv.out << "token " << id << " revoked\n";
                  return absl::OkStatus();
                }});
-  c.push_back(
-      {"bind-identity", {}, "acmevault.v1.AdminService.BindIdentity", kPlatform,
-       "Map a SPIFFE ID (mTLS client certificate) to a tenant and role.",
-       "Needs a platform-admin token. Prints the binding id (for unbind-identity).",
-       {Flag("spiffe-id", FlagKind::kString, "URI",
-             "e.g. spiffe://example.org/ns/prod/sa/web (required)"),
-        Flag("tenant", FlagKind::kString, "NAME", "the tenant (required)"),
-        Flag("role", FlagKind::kString, "ROLE", "host or admin (required)")},
-       [](Invocation& inv) -> absl::Status {
-         v1::BindIdentityRequest r;
-         ASSIGN_OR_RETURN(auto id, Required(inv, "spiffe-id"));
-         ASSIGN_OR_RETURN(auto tenant, Required(inv, "tenant"));
-         if (!inv.flags.Has("role")) return UsageError("--role is required");
-         ASSIGN_OR_RETURN(auto role,
-                              EnumFlag(inv, "role", *v1::Role_descriptor(), v1::ROLE_UNSPECIFIED));
-         r.set_spiffe_id(id);
-         r.set_tenant(tenant);
-         r.set_role(role);
-         ASSIGN_OR_RETURN(auto out, inv.client.Call(inv.client.admin(),
-                                                   &v1::AdminService::Stub::BindIdentity, r,
-                                                   {.retry = false}));
-         Print(inv, out);
-         return absl::OkStatus();
-       }});
-  c.push_back({"list-identities", {}, "acmevault.v1.AdminService.ListIdentities", kPlatform,
+  c.push_back({"bind-identity",
+               {},
+               "acmevault.v1.AdminService.BindIdentity",
+               kPlatform,
+               "Map a SPIFFE ID (mTLS client certificate) to a tenant and role.",
+               "Needs a platform-admin token. Prints the binding id (for unbind-identity).",
+               {Flag("spiffe-id", FlagKind::kString, "URI",
+                     "e.g. spiffe://example.org/ns/prod/sa/web (required)"),
+                Flag("tenant", FlagKind::kString, "NAME", "the tenant (required)"),
+                Flag("role", FlagKind::kString, "ROLE", "host or admin (required)")},
+               [](Invocation& inv) -> absl::Status {
+                 v1::BindIdentityRequest r;
+                 ASSIGN_OR_RETURN(auto id, Required(inv, "spiffe-id"));
+                 ASSIGN_OR_RETURN(auto tenant, Required(inv, "tenant"));
+                 if (!inv.flags.Has("role")) return UsageError("--role is required");
+                 ASSIGN_OR_RETURN(auto role, EnumFlag(inv, "role", *v1::Role_descriptor(),
+                                                      v1::ROLE_UNSPECIFIED));
+                 r.set_spiffe_id(id);
+                 r.set_tenant(tenant);
+                 r.set_role(role);
+                 ASSIGN_OR_RETURN(auto out, inv.client.Call(inv.client.admin(),
+                                                            &v1::AdminService::Stub::BindIdentity,
+                                                            r, {.retry = false}));
+                 Print(inv, out);
+                 return absl::OkStatus();
+               }});
+  c.push_back({"list-identities",
+               {},
+               "acmevault.v1.AdminService.ListIdentities",
+               kPlatform,
                "List a tenant's SPIFFE bindings and tokens (never a token's secret).",
                "A platform admin names the tenant; a tenant admin may leave it out for its own.",
                {Flag("tenant", FlagKind::kString, "NAME", "the tenant")},
                [](Invocation& inv) -> absl::Status {
                  v1::ListIdentitiesRequest r;
                  r.set_tenant(inv.flags.String("tenant"));
-                 ASSIGN_OR_RETURN(auto out, inv.client.Call(inv.client.admin(),
-                                                           &v1::AdminService::Stub::ListIdentities, r));
+                 ASSIGN_OR_RETURN(auto out,
+                                  inv.client.Call(inv.client.admin(),
+                                                  &v1::AdminService::Stub::ListIdentities, r));
                  Print(inv, out);
                  return absl::OkStatus();
                }});
-  c.push_back({"unbind-identity", {}, "acmevault.v1.AdminService.UnbindIdentity", kPlatform,
+  c.push_back({"unbind-identity",
+               {},
+               "acmevault.v1.AdminService.UnbindIdentity",
+               kPlatform,
                "Remove a SPIFFE binding by its id.",
                "A platform admin, or an admin of the binding's tenant. Takes effect on every "
                "replica at once.",
@@ -391,15 +427,21 @@ std::vector<Command> MakeCommands() {
                  v1::UnbindIdentityRequest r;
                  ASSIGN_OR_RETURN(auto id, Required(inv, "id"));
                  r.set_binding_id(id);
-                 ASSIGN_OR_RETURN(auto out, inv.client.Call(inv.client.admin(),
-                                                           &v1::AdminService::Stub::UnbindIdentity, r));
-                 if (inv.json) inv.out << Json(out);
-                 else inv.out << "binding " << id << " removed\n";
+                 ASSIGN_OR_RETURN(auto out,
+                                  inv.client.Call(inv.client.admin(),
+                                                  &v1::AdminService::Stub::UnbindIdentity, r));
+                 if (inv.json)
+                   inv.out << Json(out);
+                 else
+                   inv.out << "binding " << id << " removed\n";
                  return absl::OkStatus();
                }});
 
   c.push_back(
-      {"create-account", {}, "acmevault.v1.AccountService.CreateAccount", kAccount,
+      {"create-account",
+       {},
+       "acmevault.v1.AccountService.CreateAccount",
+       kAccount,
        "Create the tenant's account at its CA (agreeing to the CA's terms of service).",
        "Needs the tenant's admin token. The External Account Binding MAC key, when the CA wants "
        "one, comes from a file, never from a flag.",
@@ -418,32 +460,39 @@ std::vector<Command> MakeCommands() {
          r.set_key_algorithm(key_type);
          r.set_eab_key_id(inv.flags.String("eab-key-id"));
          if (inv.flags.Has("eab-hmac-key-file")) {
-           ASSIGN_OR_RETURN(auto mac, ReadInput(inv.flags.String("eab-hmac-key-file"),
-                                               "eab-hmac-key-file"));
+           ASSIGN_OR_RETURN(auto mac,
+                            ReadInput(inv.flags.String("eab-hmac-key-file"), "eab-hmac-key-file"));
            r.set_eab_hmac_key(std::string(absl::StripAsciiWhitespace(mac)));
          }
          if (r.eab_key_id().empty() != r.eab_hmac_key().empty()) {
            return UsageError("--eab-key-id and --eab-hmac-key-file go together");
          }
          ASSIGN_OR_RETURN(auto out, inv.client.Call(inv.client.accounts(),
-                                                   &v1::AccountService::Stub::CreateAccount, r,
-                                                   {.retry = false}));
+                                                    &v1::AccountService::Stub::CreateAccount, r,
+                                                    {.retry = false}));
          Print(inv, out);
          return absl::OkStatus();
        }});
-  c.push_back({"get-account", {}, "acmevault.v1.AccountService.GetAccount", kAccount,
+  c.push_back({"get-account",
+               {},
+               "acmevault.v1.AccountService.GetAccount",
+               kAccount,
                "Show the tenant's account and its active key (thumbprint only).",
-               "Needs the tenant's admin token.", {},
+               "Needs the tenant's admin token.",
+               {},
                [](Invocation& inv) -> absl::Status {
                  ASSIGN_OR_RETURN(auto out, inv.client.Call(inv.client.accounts(),
-                                                           &v1::AccountService::Stub::GetAccount,
-                                                           v1::GetAccountRequest()));
+                                                            &v1::AccountService::Stub::GetAccount,
+                                                            v1::GetAccountRequest()));
                  Print(inv, out);
                  return absl::OkStatus();
                }});
   c.push_back(
-      {"rollover", {"rollover-account-key"}, "acmevault.v1.AccountService.RolloverAccountKey",
-       kAccount, "Roll the account key over (RFC 8555 key change).",
+      {"rollover",
+       {"rollover-account-key"},
+       "acmevault.v1.AccountService.RolloverAccountKey",
+       kAccount,
+       "Roll the account key over (RFC 8555 key change).",
        "Needs the tenant's admin token. The old key stops working at the CA. Not retried: on "
        "UNAVAILABLE the outcome is settled by the service before the key is next used; run "
        "get-account to see which key is active.",
@@ -457,44 +506,53 @@ std::vector<Command> MakeCommands() {
          r.set_key_algorithm(key_type);
          r.set_reason(inv.flags.String("reason", "cli"));
          ASSIGN_OR_RETURN(auto out, inv.client.Call(inv.client.accounts(),
-                                                   &v1::AccountService::Stub::RolloverAccountKey, r,
-                                                   {.retry = false}));
+                                                    &v1::AccountService::Stub::RolloverAccountKey,
+                                                    r, {.retry = false}));
          Print(inv, out);
          return absl::OkStatus();
        }});
+  c.push_back({"deactivate-account",
+               {},
+               "acmevault.v1.AccountService.DeactivateAccount",
+               kAccount,
+               "Deactivate the tenant's account at the CA (irreversible).",
+               "Needs the tenant's admin token and the account URL (get-account shows it) as a "
+               "confirmation. Afterwards the account can neither issue nor revoke.",
+               {Flag("confirm-url", FlagKind::kString, "URL", "the account URL (required)",
+                     {"confirm-account-url"})},
+               [](Invocation& inv) -> absl::Status {
+                 v1::DeactivateAccountRequest r;
+                 ASSIGN_OR_RETURN(auto url, Required(inv, "confirm-url"));
+                 r.set_confirm_account_url(url);
+                 ASSIGN_OR_RETURN(auto out,
+                                  inv.client.Call(inv.client.accounts(),
+                                                  &v1::AccountService::Stub::DeactivateAccount, r));
+                 Print(inv, out);
+                 return absl::OkStatus();
+               }});
   c.push_back(
-      {"deactivate-account", {}, "acmevault.v1.AccountService.DeactivateAccount", kAccount,
-       "Deactivate the tenant's account at the CA (irreversible).",
-       "Needs the tenant's admin token and the account URL (get-account shows it) as a "
-       "confirmation. Afterwards the account can neither issue nor revoke.",
-       {Flag("confirm-url", FlagKind::kString, "URL", "the account URL (required)",
-             {"confirm-account-url"})},
-       [](Invocation& inv) -> absl::Status {
-         v1::DeactivateAccountRequest r;
-         ASSIGN_OR_RETURN(auto url, Required(inv, "confirm-url"));
-         r.set_confirm_account_url(url);
-         ASSIGN_OR_RETURN(auto out, inv.client.Call(inv.client.accounts(),
-                                                   &v1::AccountService::Stub::DeactivateAccount, r));
-         Print(inv, out);
-         return absl::OkStatus();
-       }});
-  c.push_back(
-      {"deactivate-authorizations", {}, "acmevault.v1.AccountService.DeactivateAuthorizations",
-       kAccount, "Deactivate the tenant's valid and pending authorizations at the CA.",
+      {"deactivate-authorizations",
+       {},
+       "acmevault.v1.AccountService.DeactivateAuthorizations",
+       kAccount,
+       "Deactivate the tenant's valid and pending authorizations at the CA.",
        "Needs the tenant's admin token. Prints how many were deactivated, skipped and failed.",
        {Flag("names", FlagKind::kList, "NAMES", "only these DNS names (default: all)")},
        [](Invocation& inv) -> absl::Status {
          v1::DeactivateAuthorizationsRequest r;
          for (const auto& n : inv.flags.List("names")) r.add_identifiers(n);
-         ASSIGN_OR_RETURN(auto out, inv.client.Call(
-                                       inv.client.accounts(),
-                                       &v1::AccountService::Stub::DeactivateAuthorizations, r));
+         ASSIGN_OR_RETURN(auto out,
+                          inv.client.Call(inv.client.accounts(),
+                                          &v1::AccountService::Stub::DeactivateAuthorizations, r));
          Print(inv, out);
          return absl::OkStatus();
        }});
   c.push_back(
-      {"respond-to-compromise", {"compromise"}, "acmevault.v1.AccountService.RespondToCompromise",
-       kAccount, "Run the playbook for a leaked account key.",
+      {"respond-to-compromise",
+       {"compromise"},
+       "acmevault.v1.AccountService.RespondToCompromise",
+       kAccount,
+       "Run the playbook for a leaked account key.",
        "Needs the tenant's admin token. Rolls the key over, deactivates authorizations, "
        "reissues then revokes every certificate whose key the service holds, and with "
        "--deactivate-account deactivates the account last. Not retried automatically: run it "
@@ -512,8 +570,9 @@ std::vector<Command> MakeCommands() {
          r.set_run_id(inv.flags.Int("run-id"));
          absl::StatusOr<v1::RespondToCompromiseResponse> out;
          {
-           Ticker ticker(inv, "responding to compromise: rollover, authorizations, reissue, "
-                              "revoke");
+           Ticker ticker(inv,
+                         "responding to compromise: rollover, authorizations, reissue, "
+                         "revoke");
            out = inv.client.Call(
                inv.client.accounts(), &v1::AccountService::Stub::RespondToCompromise, r,
                {.retry = false,
@@ -525,7 +584,10 @@ std::vector<Command> MakeCommands() {
        }});
 
   c.push_back(
-      {"issue", {"issue-certificate"}, "acmevault.v1.CertificateService.IssueCertificate", kCerts,
+      {"issue",
+       {"issue-certificate"},
+       "acmevault.v1.CertificateService.IssueCertificate",
+       kCerts,
        "Get a certificate for DNS names (the current one, or a new one).",
        "A host or admin token of the tenant. With --csr-file the host keeps its key (preferred); "
        "otherwise the service generates one of --key-type and returns it once, written to "
@@ -558,17 +620,17 @@ std::vector<Command> MakeCommands() {
            r.set_csr(csr);
          } else {
            ASSIGN_OR_RETURN(auto key_type, KeyTypeFlag(inv));
-           r.set_key_algorithm(key_type == v1::KEY_ALGORITHM_UNSPECIFIED
-                                   ? v1::KEY_ALGORITHM_ECDSA_P256
-                                   : key_type);
+           r.set_key_algorithm(
+               key_type == v1::KEY_ALGORITHM_UNSPECIFIED ? v1::KEY_ALGORITHM_ECDSA_P256 : key_type);
            if (!inv.flags.Has("key-out")) {
              return UsageError(
                  "the service would generate the key: name a new file for it with --key-out, or "
                  "send your own CSR with --csr-file");
            }
          }
-         ASSIGN_OR_RETURN(auto challenge, EnumFlag(inv, "challenge", *v1::ChallengeType_descriptor(),
-                                                  v1::CHALLENGE_TYPE_UNSPECIFIED));
+         ASSIGN_OR_RETURN(auto challenge,
+                          EnumFlag(inv, "challenge", *v1::ChallengeType_descriptor(),
+                                   v1::CHALLENGE_TYPE_UNSPECIFIED));
          r.set_challenge_type(challenge);
          r.set_idempotency_key(inv.flags.String("idempotency-key"));
          // Checked before the call, so a key is not generated only to be dropped.
@@ -620,20 +682,28 @@ std::vector<Command> MakeCommands() {
          }
          return written;
        }});
-  c.push_back({"get-order", {}, "acmevault.v1.CertificateService.GetOrder", kCerts,
-               "Show an order's state (and why it failed).", "A host or admin token of the tenant.",
+  c.push_back({"get-order",
+               {},
+               "acmevault.v1.CertificateService.GetOrder",
+               kCerts,
+               "Show an order's state (and why it failed).",
+               "A host or admin token of the tenant.",
                {Flag("id", FlagKind::kString, "ID", "the order id (required)")},
                [](Invocation& inv) -> absl::Status {
                  v1::GetOrderRequest r;
                  ASSIGN_OR_RETURN(auto id, Required(inv, "id"));
                  r.set_id(id);
-                 ASSIGN_OR_RETURN(auto out, inv.client.Call(inv.client.certificates(),
-                                                           &v1::CertificateService::Stub::GetOrder, r));
+                 ASSIGN_OR_RETURN(auto out,
+                                  inv.client.Call(inv.client.certificates(),
+                                                  &v1::CertificateService::Stub::GetOrder, r));
                  Print(inv, out);
                  return absl::OkStatus();
                }});
   c.push_back(
-      {"get-certificate", {}, "acmevault.v1.CertificateService.GetCertificate", kCerts,
+      {"get-certificate",
+       {},
+       "acmevault.v1.CertificateService.GetCertificate",
+       kCerts,
        "Show a certificate by serial, or the latest valid one for DNS names.",
        "A host or admin token of the tenant. Prints its fields and the chain; --pem prints the "
        "chain alone; --cert-out writes it to a file.",
@@ -651,8 +721,9 @@ std::vector<Command> MakeCommands() {
          } else {
            for (const auto& n : inv.flags.List("names")) r.mutable_identifiers()->add_values(n);
          }
-         ASSIGN_OR_RETURN(auto out, inv.client.Call(inv.client.certificates(),
-                                                   &v1::CertificateService::Stub::GetCertificate, r));
+         ASSIGN_OR_RETURN(auto out,
+                          inv.client.Call(inv.client.certificates(),
+                                          &v1::CertificateService::Stub::GetCertificate, r));
          if (inv.flags.Has("cert-out")) {
            RETURN_IF_ERROR(WriteChain(inv.flags.String("cert-out"), out.chain_pem()));
          }
@@ -667,7 +738,10 @@ std::vector<Command> MakeCommands() {
          return absl::OkStatus();
        }});
   c.push_back(
-      {"list-certificates", {}, "acmevault.v1.CertificateService.ListCertificates", kCerts,
+      {"list-certificates",
+       {},
+       "acmevault.v1.CertificateService.ListCertificates",
+       kCerts,
        "List the tenant's certificates, oldest first.",
        "A host or admin token of the tenant. Reads every page.",
        {Flag("state", FlagKind::kString, "STATE", "only valid, expired or revoked ones"),
@@ -676,7 +750,7 @@ std::vector<Command> MakeCommands() {
        [](Invocation& inv) -> absl::Status {
          v1::ListCertificatesRequest r;
          ASSIGN_OR_RETURN(auto state, EnumFlag(inv, "state", *v1::CertificateState_descriptor(),
-                                              v1::CERTIFICATE_STATE_UNSPECIFIED));
+                                               v1::CERTIFICATE_STATE_UNSPECIFIED));
          r.set_state(state);
          if (inv.flags.Has("expiring-within")) {
            absl::Time before =
@@ -685,9 +759,9 @@ std::vector<Command> MakeCommands() {
          }
          v1::ListCertificatesResponse all;
          do {
-           ASSIGN_OR_RETURN(auto page, inv.client.Call(inv.client.certificates(),
-                                                      &v1::CertificateService::Stub::ListCertificates,
-                                                      r));
+           ASSIGN_OR_RETURN(auto page,
+                            inv.client.Call(inv.client.certificates(),
+                                            &v1::CertificateService::Stub::ListCertificates, r));
            all.mutable_certificates()->MergeFrom(page.certificates());
            r.set_page_token(page.next_page_token());
          } while (!r.page_token().empty());
@@ -695,8 +769,11 @@ std::vector<Command> MakeCommands() {
          return absl::OkStatus();
        }});
   c.push_back(
-      {"revoke", {"revoke-certificate"}, "acmevault.v1.CertificateService.RevokeCertificate",
-       kCerts, "Revoke a certificate at the CA.",
+      {"revoke",
+       {"revoke-certificate"},
+       "acmevault.v1.CertificateService.RevokeCertificate",
+       kCerts,
+       "Revoke a certificate at the CA.",
        "Needs the tenant's admin token. Reasons: " +
            absl::StrJoin(clients::EnumNames(*v1::RevocationReason_descriptor()), ", ") +
            " (or their RFC 5280 numbers).",
@@ -717,37 +794,41 @@ std::vector<Command> MakeCommands() {
            r.set_reason(static_cast<v1::RevocationReason>(number));
          } else {
            ASSIGN_OR_RETURN(auto why, EnumFlag(inv, "reason", *v1::RevocationReason_descriptor(),
-                                              v1::REVOCATION_REASON_UNSPECIFIED));
+                                               v1::REVOCATION_REASON_UNSPECIFIED));
            r.set_reason(why);
          }
          r.set_use_certificate_key(inv.flags.Bool("use-certificate-key"));
-         ASSIGN_OR_RETURN(auto out, inv.client.Call(inv.client.certificates(),
-                                                   &v1::CertificateService::Stub::RevokeCertificate,
-                                                   r));
+         ASSIGN_OR_RETURN(auto out,
+                          inv.client.Call(inv.client.certificates(),
+                                          &v1::CertificateService::Stub::RevokeCertificate, r));
          Print(inv, out, {"chain_pem"});
          return absl::OkStatus();
        }});
 
-  c.push_back({"health", {}, "grpc.health.v1.Health.Check", "Service",
-               "Ask acmevaultd whether it is serving.",
-               "No token needed. Exit code 1 unless it answers SERVING.",
-               {Flag("service", FlagKind::kString, "NAME", "one service (default: the server)")},
-               [](Invocation& inv) -> absl::Status {
-                 HealthCheckRequest r;
-                 r.set_service(inv.flags.String("service"));
-                 ASSIGN_OR_RETURN(auto out, inv.client.Call(inv.client.health(),
-                                                           &grpc::health::v1::Health::Stub::Check, r));
-                 if (inv.json) {
-                   inv.out << Json(out);
-                 } else {
-                   inv.out << HealthCheckResponse::ServingStatus_Name(out.status()) << "\n";
-                 }
-                 if (out.status() != HealthCheckResponse::SERVING) {
-                   return absl::UnavailableError(absl::StrCat(
-                       "acmevaultd answers ", HealthCheckResponse::ServingStatus_Name(out.status())));
-                 }
-                 return absl::OkStatus();
-               }});
+  c.push_back(
+      {"health",
+       {},
+       "grpc.health.v1.Health.Check",
+       "Service",
+       "Ask acmevaultd whether it is serving.",
+       "No token needed. Exit code 1 unless it answers SERVING.",
+       {Flag("service", FlagKind::kString, "NAME", "one service (default: the server)")},
+       [](Invocation& inv) -> absl::Status {
+         HealthCheckRequest r;
+         r.set_service(inv.flags.String("service"));
+         ASSIGN_OR_RETURN(auto out, inv.client.Call(inv.client.health(),
+                                                    &grpc::health::v1::Health::Stub::Check, r));
+         if (inv.json) {
+           inv.out << Json(out);
+         } else {
+           inv.out << HealthCheckResponse::ServingStatus_Name(out.status()) << "\n";
+         }
+         if (out.status() != HealthCheckResponse::SERVING) {
+           return absl::UnavailableError(absl::StrCat(
+               "acmevaultd answers ", HealthCheckResponse::ServingStatus_Name(out.status())));
+         }
+         return absl::OkStatus();
+       }});
   return c;
 }
 
@@ -924,14 +1005,10 @@ int RunCli(const std::vector<std::string>& args, const Environment& env) {
   absl::StatusOr<std::unique_ptr<clients::Client>> client = clients::Client::Create(*options);
   if (!client.ok()) return usage(client.status().message());
   bool json = flags->Bool("json");
-  Invocation inv{**client,
-                 *flags,
-                 env.out,
-                 env.err,
-                 json,
-                 env.terminal && !json && !flags->Bool("no-progress"),
-                 *env.clock,
-                 Formatter(env.clock->Now(), env.zone)};
+  Invocation inv{**client,   *flags,
+                 env.out,    env.err,
+                 json,       env.terminal && !json && !flags->Bool("no-progress"),
+                 *env.clock, Formatter(env.clock->Now(), env.zone)};
   absl::Status status = command->run(inv);
   env.out.flush();
   if (status.ok()) return kExitOk;

@@ -136,18 +136,18 @@ TEST_F(RunCliTest, CreateTokenPrintsTheTokenAlone) {
 
 TEST_F(RunCliTest, IssueShowsProgressOnATerminal) {
   int answered = 0;
-  fake_->SetHandler("IssueCertificate", [&](const google::protobuf::Message&,
-                                            google::protobuf::Message* out) {
-    auto* r = static_cast<v1::IssueCertificateResponse*>(out);
-    r->mutable_order()->set_id("12");
-    r->mutable_order()->set_state(++answered < 2 ? v1::ORDER_STATE_AUTHORIZING
-                                                 : v1::ORDER_STATE_VALID);
-    if (answered >= 2) {
-      r->mutable_certificate()->set_serial("ab");
-      r->mutable_certificate()->set_chain_pem("CHAIN\n");
-    }
-    return grpc::Status::OK;
-  });
+  fake_->SetHandler("IssueCertificate",
+                    [&](const google::protobuf::Message&, google::protobuf::Message* out) {
+                      auto* r = static_cast<v1::IssueCertificateResponse*>(out);
+                      r->mutable_order()->set_id("12");
+                      r->mutable_order()->set_state(++answered < 2 ? v1::ORDER_STATE_AUTHORIZING
+                                                                   : v1::ORDER_STATE_VALID);
+                      if (answered >= 2) {
+                        r->mutable_certificate()->set_serial("ab");
+                        r->mutable_certificate()->set_chain_pem("CHAIN\n");
+                      }
+                      return grpc::Status::OK;
+                    });
   const std::string csr = std::string(getenv("TEST_TMPDIR")) + "/host.csr";
   FILE* f = fopen(csr.c_str(), "w");
   fputs("CSR", f);

@@ -12,9 +12,7 @@
 namespace acmevault::cli {
 namespace {
 
-std::string Normalized(absl::string_view name) {
-  return absl::StrReplaceAll(name, {{"_", "-"}});
-}
+std::string Normalized(absl::string_view name) { return absl::StrReplaceAll(name, {{"_", "-"}}); }
 
 const FlagSpec* Find(const std::vector<FlagSpec>& specs, const std::string& name) {
   for (const auto& spec : specs) {
@@ -131,7 +129,9 @@ absl::StatusOr<ParsedFlags> ParseFlags(const std::vector<FlagSpec>& specs,
     }
     if (spec->kind == FlagKind::kDuration) {
       absl::StatusOr<absl::Duration> d = ParseDurationFlag(value);
-      if (!d.ok()) return absl::InvalidArgumentError(absl::StrCat("--", spec->name, ": ", d.status().message()));
+      if (!d.ok())
+        return absl::InvalidArgumentError(
+            absl::StrCat("--", spec->name, ": ", d.status().message()));
     }
     auto& values = out.values_[spec->name];
     if (spec->kind != FlagKind::kList) values.clear();

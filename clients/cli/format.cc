@@ -159,14 +159,16 @@ void Formatter::AppendFields(const Message& message, const std::string& prefix,
         std::vector<std::string> columns;
         for (int c = 0; c < f.message_type()->field_count(); ++c) {
           const FieldDescriptor& column = *f.message_type()->field(c);
-          if (!Hidden(column) && (column.type() != FieldDescriptor::TYPE_MESSAGE ||
-                                  IsTimestamp(column) || IsDuration(column)) &&
+          if (!Hidden(column) &&
+              (column.type() != FieldDescriptor::TYPE_MESSAGE || IsTimestamp(column) ||
+               IsDuration(column)) &&
               column.name() != "chain_pem") {
             columns.push_back(column.name());
           }
         }
-        tables->push_back(items.empty() ? absl::StrCat(Label(prefix, f), ": none\n")
-                                        : absl::StrCat(Label(prefix, f), ":\n", Rows(items, columns)));
+        tables->push_back(items.empty()
+                              ? absl::StrCat(Label(prefix, f), ": none\n")
+                              : absl::StrCat(Label(prefix, f), ":\n", Rows(items, columns)));
       } else if (reflection->HasField(message, &f)) {
         AppendFields(reflection->GetMessage(message, &f), Label(prefix, f) + " ", skip, lines,
                      tables);

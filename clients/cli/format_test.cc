@@ -36,8 +36,7 @@ TEST(FormatTest, FieldsShowZeroValuesTimesAndNeverKeys) {
   r.mutable_certificate()->add_identifiers("a.example");
   r.mutable_certificate()->add_identifiers("b.example");
   r.mutable_certificate()->set_state(v1::CERTIFICATE_STATE_VALID);
-  r.mutable_certificate()->mutable_not_after()->set_seconds(absl::ToUnixSeconds(kNow) +
-                                                             61 * 86400);
+  r.mutable_certificate()->mutable_not_after()->set_seconds(absl::ToUnixSeconds(kNow) + 61 * 86400);
   r.mutable_certificate()->set_chain_pem("-----BEGIN CERTIFICATE-----");
   Formatter f(kNow, absl::UTCTimeZone());
   std::string text = f.Fields(r, {"chain_pem"});

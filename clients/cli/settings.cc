@@ -14,9 +14,12 @@ namespace {
 // flag names ('_' or '-').
 const std::vector<std::pair<std::string, std::string>>& Sources() {
   static const auto* sources = new std::vector<std::pair<std::string, std::string>>{
-      {"server", "ACMEVAULT_SERVER"},   {"token-file", "ACMEVAULT_TOKEN_FILE"},
-      {"tls-ca", "ACMEVAULT_TLS_CA"},   {"tls-cert", "ACMEVAULT_TLS_CERT"},
-      {"tls-key", "ACMEVAULT_TLS_KEY"}, {"tls-server-name", "ACMEVAULT_TLS_SERVER_NAME"},
+      {"server", "ACMEVAULT_SERVER"},
+      {"token-file", "ACMEVAULT_TOKEN_FILE"},
+      {"tls-ca", "ACMEVAULT_TLS_CA"},
+      {"tls-cert", "ACMEVAULT_TLS_CERT"},
+      {"tls-key", "ACMEVAULT_TLS_KEY"},
+      {"tls-server-name", "ACMEVAULT_TLS_SERVER_NAME"},
       {"timeout", ""},
   };
   return *sources;
@@ -66,8 +69,11 @@ std::vector<FlagSpec> ConnectionFlags() {
       {"tls-key", FlagKind::kString, "FILE", "its key ($ACMEVAULT_TLS_KEY)"},
       {"tls-server-name", FlagKind::kString, "NAME",
        "the name the server's certificate carries, when not the host of --server"},
-      {"timeout", FlagKind::kDuration, "DURATION",
-       "deadline of each call (default 60s)", {"timeout-seconds"}},
+      {"timeout",
+       FlagKind::kDuration,
+       "DURATION",
+       "deadline of each call (default 60s)",
+       {"timeout-seconds"}},
       {"config", FlagKind::kString, "FILE",
        "settings file of key = value lines ($ACMEVAULT_CONFIG; default "
        "~/.config/acmevault/config)"},

@@ -6,9 +6,9 @@ namespace acmevault::clients {
 namespace {
 
 TEST(BackoffTest, DelaysGrowWithJitterUpToTheCap) {
-  Backoff backoff({.initial_delay = absl::Seconds(1), .max_delay = absl::Seconds(5),
-                   .multiplier = 2},
-                  /*seed=*/42);
+  Backoff backoff(
+      {.initial_delay = absl::Seconds(1), .max_delay = absl::Seconds(5), .multiplier = 2},
+      /*seed=*/42);
   const absl::Duration ceilings[] = {absl::Seconds(1), absl::Seconds(2), absl::Seconds(4),
                                      absl::Seconds(5), absl::Seconds(5)};
   for (absl::Duration ceiling : ceilings) {

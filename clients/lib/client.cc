@@ -127,11 +127,10 @@ absl::StatusOr<v1::IssueCertificateResponse> Client::Issue(v1::IssueCertificateR
     if (options_.clock->Now() - asked < wait / 2) options_.clock->SleepFor(pause.Next());
     if (options_.clock->Now() >= give_up) {
       return absl::DeadlineExceededError(absl::StrCat(
-          "order ", order.id(), " is still ",
-          EnumName(*v1::OrderState_descriptor(), order.state()), " after ",
-          absl::FormatDuration(options.max_wait), "; it goes on in the service: ask again with ",
-          "the same idempotency key ", request.idempotency_key(), " or look with get-order --id=",
-          order.id()));
+          "order ", order.id(), " is still ", EnumName(*v1::OrderState_descriptor(), order.state()),
+          " after ", absl::FormatDuration(options.max_wait),
+          "; it goes on in the service: ask again with ", "the same idempotency key ",
+          request.idempotency_key(), " or look with get-order --id=", order.id()));
     }
   }
 }

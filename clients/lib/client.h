@@ -93,9 +93,10 @@ class Client {
   // attempt (FromGrpcStatus). UNAVAILABLE is retried up to max_attempts with backoff when
   // `call.retry`; a token that cannot be read fails before any attempt.
   template <typename Stub, typename Request, typename Response>
-  absl::StatusOr<Response> Call(
-      Stub& stub, grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Request&, Response*),
-      const Request& request, CallOptions call = {}) {
+  absl::StatusOr<Response> Call(Stub& stub,
+                                grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Request&,
+                                                          Response*),
+                                const Request& request, CallOptions call = {}) {
     Response response;
     absl::Status status = Attempt(
         [&](grpc::ClientContext* context) { return (stub.*rpc)(context, request, &response); },

@@ -73,8 +73,7 @@ TEST_F(ClientTest, GivesUpAfterMaxAttemptsWithTheLastError) {
 TEST_F(ClientTest, DoesNotRetryWhenTheCallSaysNotTo) {
   fake_->FailFirst("GetAccount", 1);
   auto client = NewClient();
-  EXPECT_EQ(GetAccount(*client, {.retry = false}).status().code(),
-            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(GetAccount(*client, {.retry = false}).status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(fake_->calls("GetAccount"), SizeIs(1));
 }
 
@@ -125,24 +124,24 @@ TEST_F(ClientTest, ProblemDetailsReachTheStatus) {
 TEST_F(ClientTest, IssueKeepsOneIdempotencyKeyAcrossRetriesAndPolls) {
   fake_->FailFirst("IssueCertificate", 2);
   int answered = 0;
-  fake_->SetHandler("IssueCertificate", [&](const google::protobuf::Message&,
-                                            google::protobuf::Message* out) {
-    auto* response = static_cast<v1::IssueCertificateResponse*>(out);
-    response->mutable_order()->set_id("12");
-    if (++answered < 3) {
-      response->mutable_order()->set_state(v1::ORDER_STATE_AUTHORIZING);
-    } else {
-      response->mutable_order()->set_state(v1::ORDER_STATE_VALID);
-      response->mutable_certificate()->set_serial("abc");
-    }
-    return grpc::Status::OK;
-  });
+  fake_->SetHandler("IssueCertificate",
+                    [&](const google::protobuf::Message&, google::protobuf::Message* out) {
+                      auto* response = static_cast<v1::IssueCertificateResponse*>(out);
+                      response->mutable_order()->set_id("12");
+                      if (++answered < 3) {
+                        response->mutable_order()->set_state(v1::ORDER_STATE_AUTHORIZING);
+                      } else {
+                        response->mutable_order()->set_state(v1::ORDER_STATE_VALID);
+                        response->mutable_certificate()->set_serial("abc");
+                      }
+                      return grpc::Status::OK;
+                    });
   auto client = NewClient();
   std::vector<v1::OrderState> seen;
   v1::IssueCertificateRequest request;
   request.add_identifiers("a.example");
-  absl::StatusOr<v1::IssueCertificateResponse> got = client->Issue(
-      request, {.progress = [&](const v1::Order& o) { seen.push_back(o.state()); }});
+  absl::StatusOr<v1::IssueCertificateResponse> got =
+      client->Issue(request, {.progress = [&](const v1::Order& o) { seen.push_back(o.state()); }});
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(got->certificate().serial(), "abc");
   EXPECT_THAT(seen, SizeIs(2));

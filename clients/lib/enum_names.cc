@@ -55,15 +55,14 @@ std::vector<std::string> EnumNames(const google::protobuf::EnumDescriptor& type)
   return out;
 }
 
-absl::StatusOr<v1::KeyAlgorithm> ParseKeyAlgorithm(absl::string_view text,
-                                                   absl::string_view what) {
+absl::StatusOr<v1::KeyAlgorithm> ParseKeyAlgorithm(absl::string_view text, absl::string_view what) {
   // "p256" is "ecdsa-p256" without the family, the form the agent documents.
   std::string name(text);
   if (absl::StartsWithIgnoreCase(name, "p")) name = "ecdsa-" + name;
   absl::StatusOr<int> value = ParseEnumName(*v1::KeyAlgorithm_descriptor(), name, what);
   if (!value.ok() || *value == v1::KEY_ALGORITHM_UNSPECIFIED) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": unknown key type \"", text,
-                                                   "\"; one of ", KeyAlgorithmChoices()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": unknown key type \"", text, "\"; one of ", KeyAlgorithmChoices()));
   }
   return static_cast<v1::KeyAlgorithm>(*value);
 }

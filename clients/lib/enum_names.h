@@ -30,8 +30,7 @@ std::vector<std::string> EnumNames(const google::protobuf::EnumDescriptor& type)
 
 // Key types as the agent and the CLI take them: p256, p384, rsa2048, rsa3072, rsa4096 (and
 // every spelling ParseEnumName accepts, e.g. "ecdsa-p256", "rsa-2048"). Never UNSPECIFIED.
-absl::StatusOr<v1::KeyAlgorithm> ParseKeyAlgorithm(absl::string_view text,
-                                                   absl::string_view what);
+absl::StatusOr<v1::KeyAlgorithm> ParseKeyAlgorithm(absl::string_view text, absl::string_view what);
 // "p256|p384|rsa2048|rsa3072|rsa4096".
 std::string KeyAlgorithmChoices();
 

@@ -30,8 +30,7 @@ TEST(EnumNamesTest, RefusesUnknownNamesListingTheKnownOnes) {
 }
 
 TEST(EnumNamesTest, ShortNames) {
-  EXPECT_EQ(EnumName(*v1::KeyAlgorithm_descriptor(), v1::KEY_ALGORITHM_ECDSA_P256),
-            "ecdsa-p256");
+  EXPECT_EQ(EnumName(*v1::KeyAlgorithm_descriptor(), v1::KEY_ALGORITHM_ECDSA_P256), "ecdsa-p256");
   EXPECT_EQ(EnumName(*v1::KeyAlgorithm_descriptor(), 99), "99");
   EXPECT_THAT(EnumNames(*v1::Role_descriptor()), ElementsAre("host", "admin", "platform-admin"));
 }

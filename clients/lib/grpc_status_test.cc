@@ -25,8 +25,8 @@ TEST(FromGrpcStatusTest, CarriesTheAcmeProblemInTheMessageAndAsPayload) {
   google::rpc::Status details;
   details.set_code(8);
   details.add_details()->PackFrom(problem);
-  absl::Status s = FromGrpcStatus(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                                               "rate limited", details.SerializeAsString()));
+  absl::Status s = FromGrpcStatus(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "rate limited",
+                                               details.SerializeAsString()));
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(s.message(),
             "rate limited; CA problem urn:ietf:params:acme:error:rateLimited: too many "

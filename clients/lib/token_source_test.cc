@@ -13,7 +13,9 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-std::string Path(const std::string& name) { return std::string(getenv("TEST_TMPDIR")) + "/" + name; }
+std::string Path(const std::string& name) {
+  return std::string(getenv("TEST_TMPDIR")) + "/" + name;
+}
 
 TEST(TokenSourceTest, FixedValue) {
   EXPECT_EQ(*TokenSource::FromValue(" abc\n").Token(), "abc");

@@ -12,10 +12,10 @@ namespace {
 namespace v1 = ::acmevault::v1;
 
 // Each RPC of a generated service, forwarded to FakeServer::Handle under its method name.
-#define ACMEVAULT_FAKE_RPC(Method, Request, Response)                                \
-  grpc::Status Method(grpc::ServerContext* context, const Request* request,          \
-                      Response* response) override {                                 \
-    return server_->Handle(#Method, context, *request, response);                    \
+#define ACMEVAULT_FAKE_RPC(Method, Request, Response)                                           \
+  grpc::Status Method(grpc::ServerContext* context, const Request* request, Response* response) \
+      override {                                                                                \
+    return server_->Handle(#Method, context, *request, response);                               \
   }
 
 class Certificates final : public v1::CertificateService::Service {
@@ -25,8 +25,7 @@ class Certificates final : public v1::CertificateService::Service {
   ACMEVAULT_FAKE_RPC(GetOrder, v1::GetOrderRequest, v1::Order)
   ACMEVAULT_FAKE_RPC(GetCertificate, v1::GetCertificateRequest, v1::Certificate)
   ACMEVAULT_FAKE_RPC(ListCertificates, v1::ListCertificatesRequest, v1::ListCertificatesResponse)
-  ACMEVAULT_FAKE_RPC(RevokeCertificate, v1::RevokeCertificateRequest,
-                     v1::RevokeCertificateResponse)
+  ACMEVAULT_FAKE_RPC(RevokeCertificate, v1::RevokeCertificateRequest, v1::RevokeCertificateResponse)
 
  private:
   FakeServer* server_;
@@ -110,8 +109,7 @@ void FakeServer::SetError(const std::string& method, grpc::Status status) {
   errors_[method] = std::move(status);
 }
 
-void FakeServer::SetResponse(const std::string& method,
-                             const google::protobuf::Message& response) {
+void FakeServer::SetResponse(const std::string& method, const google::protobuf::Message& response) {
   absl::MutexLock lock(&mu_);
   responses_[method] = response.SerializeAsString();
 }
