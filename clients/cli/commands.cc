@@ -78,7 +78,7 @@ absl::StatusOr<v1::KeyAlgorithm> KeyTypeFlag(const Invocation& inv) {
 
 void Print(Invocation& inv, const google::protobuf::Message& m,
            const std::vector<std::string>& skip = {}) {
-  inv.out << (inv.json ? Json(m) : inv.formatter.Fields(m, skip));
+  inv.out << (inv.json ? Json(m) : inv.formatter().Fields(m, skip));
 }
 
 // Writes `text` to a new file of mode 0600 at `path`, refusing an existing one.
@@ -296,7 +296,7 @@ std::vector<Command> MakeCommands() {
                    all.mutable_tenants()->MergeFrom(page.tenants());
                    r.set_page_token(page.next_page_token());
                  } while (!r.page_token().empty());
-                 Print(inv, all);
+                 Print(inv, all, {"next_page_token"});
                  return absl::OkStatus();
                }});
   c.push_back(
@@ -344,7 +344,7 @@ std::vector<Command> MakeCommands() {
                    << (path.empty() ? "" : absl::StrCat(", written to ", path))
                    << (t.has_expires_at()
                            ? absl::StrCat(", expires ",
-                                          inv.formatter.Value(
+                                          inv.formatter().Value(
                                               t, *t.GetDescriptor()->FindFieldByName("expires_at")))
                            : ", does not expire")
                    << "\n";
@@ -669,7 +669,7 @@ std::vector<Command> MakeCommands() {
          if (inv.json) {
            inv.out << Json(*out);
          } else {
-           inv.out << inv.formatter.Fields(out->certificate(), {"chain_pem"});
+           inv.out << inv.formatter().Fields(out->certificate(), {"chain_pem"});
            if (out->reused()) inv.out << "(the current certificate: no new order was needed)\n";
            if (!key_path.empty() && written.ok() && !out->reused()) {
              inv.out << "key written to " << key_path << " (mode 0600)\n";
@@ -732,7 +732,7 @@ std::vector<Command> MakeCommands() {
          } else if (inv.flags.Bool("pem")) {
            inv.out << out.chain_pem();
          } else {
-           inv.out << inv.formatter.Fields(out, {"chain_pem"});
+           inv.out << inv.formatter().Fields(out, {"chain_pem"});
            if (!inv.flags.Has("cert-out")) inv.out << "\n" << out.chain_pem();
          }
          return absl::OkStatus();
@@ -765,7 +765,7 @@ std::vector<Command> MakeCommands() {
            all.mutable_certificates()->MergeFrom(page.certificates());
            r.set_page_token(page.next_page_token());
          } while (!r.page_token().empty());
-         Print(inv, all);
+         Print(inv, all, {"next_page_token"});
          return absl::OkStatus();
        }});
   c.push_back(
@@ -908,8 +908,9 @@ std::string Hint(const absl::Status& s, const clients::ClientOptions& o) {
     case absl::StatusCode::kAlreadyExists:
       return "it exists already (the get-* and list-* commands show it)";
     case absl::StatusCode::kFailedPrecondition:
-      return "the state must change first (e.g. the tenant needs an account: acmevault "
-             "create-account)";
+      return absl::StrContains(s.message(), "no valid ACME account")
+                 ? "the tenant needs an ACME account first: acmevault create-account"
+                 : "it is not in a state that allows this (the message says why)";
     case absl::StatusCode::kResourceExhausted:
       return "a limit was reached: wait (the message may say until when) and try again";
     case absl::StatusCode::kAborted:
@@ -1005,10 +1006,9 @@ int RunCli(const std::vector<std::string>& args, const Environment& env) {
   absl::StatusOr<std::unique_ptr<clients::Client>> client = clients::Client::Create(*options);
   if (!client.ok()) return usage(client.status().message());
   bool json = flags->Bool("json");
-  Invocation inv{**client,   *flags,
-                 env.out,    env.err,
-                 json,       env.terminal && !json && !flags->Bool("no-progress"),
-                 *env.clock, Formatter(env.clock->Now(), env.zone)};
+  Invocation inv{**client,   *flags,  env.out,
+                 env.err,    json,    env.terminal && !json && !flags->Bool("no-progress"),
+                 *env.clock, env.zone};
   absl::Status status = command->run(inv);
   env.out.flush();
   if (status.ok()) return kExitOk;

@@ -43,7 +43,10 @@ struct Invocation {
   // Show progress on err (a terminal, and neither --json nor --no-progress).
   bool progress;
   const Clock& clock;
-  Formatter formatter;
+  absl::TimeZone zone;
+
+  // Shows times relative to now (after the call, so times the call set are not "in 1 second").
+  Formatter formatter() const { return Formatter(clock.Now(), zone); }
 };
 
 struct Command {
