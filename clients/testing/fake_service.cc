@@ -18,22 +18,29 @@ namespace v1 = ::acmevault::v1;
     return server_->Handle(#Method, context, *request, response);                               \
   }
 
-class Certificates final : public v1::CertificateService::Service {
+// A generated service whose RPCs go to `server_`.
+template <typename Service>
+class Forwarding : public Service {
  public:
-  explicit Certificates(FakeServer* server) : server_(server) {}
+  explicit Forwarding(FakeServer* server) : server_(server) {}
+
+ protected:
+  FakeServer* server_;
+};
+
+class Certificates final : public Forwarding<v1::CertificateService::Service> {
+ public:
+  using Forwarding::Forwarding;
   ACMEVAULT_FAKE_RPC(IssueCertificate, v1::IssueCertificateRequest, v1::IssueCertificateResponse)
   ACMEVAULT_FAKE_RPC(GetOrder, v1::GetOrderRequest, v1::Order)
   ACMEVAULT_FAKE_RPC(GetCertificate, v1::GetCertificateRequest, v1::Certificate)
   ACMEVAULT_FAKE_RPC(ListCertificates, v1::ListCertificatesRequest, v1::ListCertificatesResponse)
   ACMEVAULT_FAKE_RPC(RevokeCertificate, v1::RevokeCertificateRequest, v1::RevokeCertificateResponse)
-
- private:
-  FakeServer* server_;
 };
 
-class Accounts final : public v1::AccountService::Service {
+class Accounts final : public Forwarding<v1::AccountService::Service> {
  public:
-  explicit Accounts(FakeServer* server) : server_(server) {}
+  using Forwarding::Forwarding;
   ACMEVAULT_FAKE_RPC(CreateAccount, v1::CreateAccountRequest, v1::Account)
   ACMEVAULT_FAKE_RPC(GetAccount, v1::GetAccountRequest, v1::Account)
   ACMEVAULT_FAKE_RPC(RolloverAccountKey, v1::RolloverAccountKeyRequest,
@@ -43,14 +50,11 @@ class Accounts final : public v1::AccountService::Service {
                      v1::DeactivateAuthorizationsResponse)
   ACMEVAULT_FAKE_RPC(RespondToCompromise, v1::RespondToCompromiseRequest,
                      v1::RespondToCompromiseResponse)
-
- private:
-  FakeServer* server_;
 };
 
-class Admin final : public v1::AdminService::Service {
+class Admin final : public Forwarding<v1::AdminService::Service> {
  public:
-  explicit Admin(FakeServer* server) : server_(server) {}
+  using Forwarding::Forwarding;
   ACMEVAULT_FAKE_RPC(CreateTenant, v1::CreateTenantRequest, v1::Tenant)
   ACMEVAULT_FAKE_RPC(UpdateTenant, v1::UpdateTenantRequest, v1::Tenant)
   ACMEVAULT_FAKE_RPC(GetTenant, v1::GetTenantRequest, v1::Tenant)
@@ -60,19 +64,13 @@ class Admin final : public v1::AdminService::Service {
   ACMEVAULT_FAKE_RPC(BindIdentity, v1::BindIdentityRequest, v1::BindIdentityResponse)
   ACMEVAULT_FAKE_RPC(ListIdentities, v1::ListIdentitiesRequest, v1::ListIdentitiesResponse)
   ACMEVAULT_FAKE_RPC(UnbindIdentity, v1::UnbindIdentityRequest, v1::UnbindIdentityResponse)
-
- private:
-  FakeServer* server_;
 };
 
-class Health final : public grpc::health::v1::Health::Service {
+class Health final : public Forwarding<grpc::health::v1::Health::Service> {
  public:
-  explicit Health(FakeServer* server) : server_(server) {}
+  using Forwarding::Forwarding;
   ACMEVAULT_FAKE_RPC(Check, grpc::health::v1::HealthCheckRequest,
                      grpc::health::v1::HealthCheckResponse)
-
- private:
-  FakeServer* server_;
 };
 
 #undef ACMEVAULT_FAKE_RPC
