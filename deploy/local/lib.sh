@@ -15,6 +15,7 @@ ACMEVAULT_PACKAGES=(
   libgtest-dev libgmock-dev libssl-dev android-libboringssl-dev
   postgresql-15 postgresql-client-15 pebble
   openssl ca-certificates curl python3 iproute2 procps
+  python3-grpcio python3-protobuf
   clang-14 libclang-rt-14-dev llvm-14
 )
 
