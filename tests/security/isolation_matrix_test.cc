@@ -151,8 +151,8 @@ std::unique_ptr<Message> VictimRequest(const MethodDescriptor* method, const Vic
   return msg;
 }
 
-// Calls `method` with the serialized `request` over `channel`; `token` empty sends no
-// authorization header, otherwise "Bearer <token>" (or `token` as it is when `raw_header`).
+// Calls `method` with the serialized `request` over `channel`, sending `authorization` as the
+// authorization header as it is (none when empty).
 grpc::Status Call(const std::shared_ptr<grpc::Channel>& channel, const MethodDescriptor* method,
                   const Message& request, const std::string& authorization,
                   std::string* response_bytes = nullptr) {
