@@ -143,6 +143,9 @@ inline constexpr char kKeyLeaseColumns[] =
 inline constexpr char kTenantFirst[] =
     "(SELECT set_config('acmevault.tenant_id', $1, true)) IS NOT NULL";
 
+// NOTIFY `channel` with `payload` when the transaction commits.
+void Notify(pqxx::work& tx, const char* channel, const std::string& payload);
+
 // ---------------------------------------------------------------------------------------------
 // Fetching, in the caller's transaction
 

@@ -3,7 +3,9 @@
 
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "storage/migrate.h"
 #include "storage/postgres_rows.h"
@@ -122,6 +124,25 @@ absl::Status PostgresStore::InTenant(absl::string_view op, const Scope& scope,
   });
 }
 
+std::string EncodeRevocation(const Revocation& revocation) {
+  if (!revocation.identity.has_value()) return absl::StrCat(revocation.tenant);
+  return absl::StrCat(revocation.tenant, " ", *revocation.identity);
+}
+
+std::optional<Revocation> DecodeRevocation(absl::string_view payload) {
+  std::vector<absl::string_view> parts = absl::StrSplit(payload, ' ');
+  Revocation out;
+  if (parts.size() > 2 || !absl::SimpleAtoi(parts[0], &out.tenant) || out.tenant <= 0) {
+    return std::nullopt;
+  }
+  if (parts.size() == 2) {
+    IdentityId id = 0;
+    if (!absl::SimpleAtoi(parts[1], &id) || id <= 0) return std::nullopt;
+    out.identity = id;
+  }
+  return out;
+}
+
 absl::Status PostgresStore::RequireTenant(absl::string_view op, const Scope& scope) {
   return pool_->RunStatement(op, [&](pqxx::nontransaction& tx) -> absl::Status {
     if (tx.exec_prepared(kTenantExists, absl::StrCat(scope.tenant)).empty()) {
@@ -209,7 +230,10 @@ absl::Status PostgresStore::DisableTenant(const Scope& scope) {
         "WHERE id = $1 AND disabled_at IS NULL RETURNING id",
         scope.tenant, Micros(now));
     // No row: already disabled (idempotent); InTenant saw that the tenant exists.
-    if (!r.empty()) Audit(tx, scope, now, rules::SimpleEvent("DisableTenant", ""));
+    if (!r.empty()) {
+      Audit(tx, scope, now, rules::SimpleEvent("DisableTenant", ""));
+      pg::Notify(tx, kIdentitiesChannel, EncodeRevocation(Revocation{scope.tenant, std::nullopt}));
+    }
     return absl::OkStatus();
   });
 }
@@ -298,6 +322,7 @@ absl::Status PostgresStore::RevokeIdentity(const Scope& scope, IdentityId id) {
         id, Micros(now));
     if (r.empty()) return RequireRow(tx, kIdentities, id);  // OK: already revoked
     Audit(tx, scope, now, rules::SimpleEvent("RevokeIdentity", absl::StrCat("identity ", id)));
+    pg::Notify(tx, kIdentitiesChannel, EncodeRevocation(Revocation{scope.tenant, id}));
     return absl::OkStatus();
   });
 }

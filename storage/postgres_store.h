@@ -53,6 +53,12 @@ struct PostgresStoreOptions {
 // once it commits.
 inline constexpr char kJobsChannel[] = "acmevault_jobs";
 inline constexpr char kJobNoticeChannel[] = "acmevault_job_notices";
+// RevokeIdentity and DisableTenant send EncodeRevocation's payload on kIdentitiesChannel, also
+// inside their transactions, so that every replica's token cache drops what they made stale.
+inline constexpr char kIdentitiesChannel[] = "acmevault_identities";
+// "<tenant> <identity>", or "<tenant>" for a whole tenant; nullopt for anything else.
+std::string EncodeRevocation(const Revocation& revocation);
+std::optional<Revocation> DecodeRevocation(absl::string_view payload);
 
 class PostgresStore final : public Store {
  public:
