@@ -284,6 +284,11 @@ absl::Status Serve() {
   // key: ask the CA about it before serving. Not fatal: each use of the key resolves it first.
   accounts->ResolvePendingKeys({"acmevaultd", "start-up"}).IgnoreError();
   ASSIGN_OR_RETURN(auto token_cache, MakeTokenCache(config.token_cache(), &metrics));
+  // Revocations by any replica reach this cache (destroyed first: declared after it).
+  std::unique_ptr<storage::JobWaker> revocations;
+  if (token_cache != nullptr) {
+    ASSIGN_OR_RETURN(revocations, token_cache->Follow(*s));
+  }
   ASSIGN_OR_RETURN(
       auto admin, service::Admin::Create({.tenants = s,
                                           .identities = s,

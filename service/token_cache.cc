@@ -93,6 +93,25 @@ void TokenCache::Forget(storage::IdentityId identity) {
   positive_.EraseIf([identity](const Entry& e) { return e.identity->id == identity; });
 }
 
+void TokenCache::Invalidate(const storage::Revocation& revocation) {
+  if (revocation.identity.has_value()) return Forget(*revocation.identity);
+  absl::MutexLock lock(&mu_);
+  ++forgets_;
+  positive_.EraseIf([&revocation](const Entry& e) {
+    return revocation.tenant == 0 || e.identity->tenant == revocation.tenant;
+  });
+}
+
+absl::StatusOr<std::unique_ptr<storage::JobWaker>> TokenCache::Follow(
+    storage::JobStore& store, std::function<void(const storage::Revocation&)> heard) {
+  storage::JobWakeups wakeups;
+  wakeups.identities_revoked = [this, heard = std::move(heard)](const storage::Revocation& r) {
+    Invalidate(r);
+    if (heard) heard(r);
+  };
+  return store.WatchJobs(std::move(wakeups));
+}
+
 size_t TokenCache::size() const {
   absl::MutexLock lock(&mu_);
   return positive_.size() + negative_.size();

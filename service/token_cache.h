@@ -4,13 +4,16 @@
 //
 // A positive entry (the token's identity) is trusted for `positive_ttl`, and never past the
 // token's own expiry; a negative entry (the store knows no live token with that digest) for
-// `negative_ttl`. Forget drops an identity's entries at once: RevokeToken on this replica. Another
-// replica trusts a revoked token until its own entry ages out, so a revocation takes effect
-// everywhere within positive_ttl (a tenant's disabling too).
+// `negative_ttl`. Forget drops an identity's entries at once: RevokeToken on this replica. Every
+// other replica drops them when the store's notification of the revocation arrives (Follow;
+// PostgreSQL: NOTIFY, typically within milliseconds), as it drops a disabled tenant's. While
+// the notifications' connection is down they are lost, so a revocation then takes effect within
+// positive_ttl, and every known token is dropped once the connection is back.
 #ifndef ACMEVAULT_SERVICE_TOKEN_CACHE_H_
 #define ACMEVAULT_SERVICE_TOKEN_CACHE_H_
 
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <optional>
@@ -26,6 +29,7 @@
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "service/metrics.h"
+#include "storage/store.h"
 #include "storage/types.h"
 
 namespace acmevault::service {
@@ -56,6 +60,14 @@ class TokenCache {
 
   // Drops every entry for `identity` (it was revoked here).
   void Forget(storage::IdentityId identity);
+  // Drops what `revocation` made stale: the identity's entries, every entry of its tenant
+  // (disabled), or, for tenant 0 (revocations may have been missed), every known token.
+  void Invalidate(const storage::Revocation& revocation);
+  // Calls Invalidate for every revocation `store` reports (any replica's), then `heard` if
+  // given (tests wait on it), until the returned waker is destroyed; destroy it before the
+  // cache.
+  absl::StatusOr<std::unique_ptr<storage::JobWaker>> Follow(
+      storage::JobStore& store, std::function<void(const storage::Revocation&)> heard = nullptr);
 
   // Entries currently held, positive and negative (for tests and metrics).
   size_t size() const;

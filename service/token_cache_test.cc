@@ -95,6 +95,47 @@ TEST_F(TokenCacheTest, ForgetDropsAnIdentityAtOnce) {
   EXPECT_EQ(cache->size(), 1u);
 }
 
+TEST_F(TokenCacheTest, InvalidateDropsAnIdentityATenantOrEverything) {
+  auto cache = MakeCache();
+  // Identities 1 and 2 of tenant 10, 3 of tenant 20; one unknown digest (negative entry).
+  auto put = [&](char c, storage::IdentityId id, storage::TenantId tenant) {
+    ASSERT_TRUE(cache
+                    ->Get(std::string(32, c),
+                          [&]() -> absl::StatusOr<storage::Identity> {
+                            storage::Identity i;
+                            i.id = id;
+                            i.tenant = tenant;
+                            return i;
+                          })
+                    .ok());
+  };
+  auto cached = [&](char c) {
+    bool asked = false;
+    auto got = cache->Get(std::string(32, c), [&]() -> absl::StatusOr<storage::Identity> {
+      asked = true;
+      return absl::UnavailableError("not kept");
+    });
+    return !asked && got.ok();
+  };
+  put('a', 1, 10);
+  put('b', 2, 10);
+  put('c', 3, 20);
+  Get(*cache, std::string(32, 'u')).IgnoreError();
+  cache->Invalidate({10, 1});
+  EXPECT_FALSE(cached('a'));
+  EXPECT_TRUE(cached('b'));
+  put('a', 1, 10);
+  cache->Invalidate({10, std::nullopt});  // the tenant was disabled
+  EXPECT_FALSE(cached('a'));
+  EXPECT_FALSE(cached('b'));
+  EXPECT_TRUE(cached('c'));
+  cache->Invalidate({});  // revocations may have been missed
+  EXPECT_FALSE(cached('c'));
+  EXPECT_EQ(lookups_, 1);  // the unknown digest's negative entry stayed: no revocation revives
+  Get(*cache, std::string(32, 'u')).IgnoreError();
+  EXPECT_EQ(lookups_, 1);
+}
+
 TEST_F(TokenCacheTest, KeepsNoOtherErrorAndStaysWithinItsBound) {
   auto cache = MakeCache(/*max_entries=*/2);
   unavailable_ = absl::UnavailableError("database down");

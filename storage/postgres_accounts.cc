@@ -107,11 +107,15 @@ absl::StatusOr<Account> PostgresStore::GetAccount(const Scope& scope, AccountId 
 }
 
 absl::StatusOr<std::vector<Account>> PostgresStore::ListAccounts(const Scope& scope) {
-  return InTenant<std::vector<Account>>("ListAccounts", scope, [&](pqxx::work& tx) {
-    return pg::AllOf(
-        tx.exec(absl::StrCat("SELECT ", kAccounts.rows.columns, " FROM accounts ORDER BY id")),
-        AccountOf);
-  });
+  ASSIGN_OR_RETURN(std::vector<Account> accounts,
+                   ReadInTenant<std::vector<Account>>(
+                       "ListAccounts", scope,
+                       [&](pqxx::nontransaction& tx, const std::string& tenant) {
+                         return pg::AllOf(tx.exec_prepared(kAccountsOfTenant, tenant), AccountOf);
+                       }));
+  // None: perhaps no tenant either.
+  if (accounts.empty()) RETURN_IF_ERROR(RequireTenant("ListAccounts", scope));
+  return accounts;
 }
 
 absl::Status PostgresStore::RecordAccountUrl(const Scope& scope, AccountId account,

@@ -1,6 +1,12 @@
 // PostgresStore: the per-tenant, hash-chained audit log (AuditLog) and the one statement that
-// appends to it, which every state change runs in its own transaction.
+// appends to it, which every state change runs in its own transaction (rows of one transaction
+// in one INSERT, see WithAuditBatch).
+#include <optional>
+#include <string>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "storage/postgres_rows.h"
 #include "storage/postgres_store.h"
@@ -19,16 +25,81 @@ namespace {
 
 std::string AuditToken(const AuditRecord& a) { return rules::EncodeIdToken(a.seq); }
 
+constexpr char kAuditColumns[] =
+    "INSERT INTO audit_log (tenant_id, at, actor, rpc, action, identifiers, account_id, "
+    "key_version, acme_url, outcome, detail) VALUES ";
+constexpr int kAuditParams = 11;
+
+// One row's VALUES, its parameters numbered from `first`.
+std::string AuditValues(int first) {
+  std::vector<std::string> p;
+  for (int i = 0; i < kAuditParams; ++i) p.push_back(absl::StrCat("$", first + i));
+  return absl::StrCat("(", p[0], "::bigint, av_ts(", p[1], "::bigint), ", p[2], ", ", p[3], ", ",
+                      p[4], ", ", p[5], "::text[], ", p[6], "::bigint, ", p[7], "::int, ", p[8],
+                      ", ", p[9], ", ", p[10], ")");
+}
+
+// An audit row as statement parameters (NULL: nullopt).
+using AuditParams = std::vector<std::optional<std::string>>;
+
+AuditParams ParamsOf(const Scope& scope, absl::Time at, const AuditEvent& e) {
+  return {absl::StrCat(scope.tenant), absl::StrCat(Micros(at)), scope.actor.identity,
+          scope.actor.rpc, e.action, ArrayParam(e.identifiers), OptionalParam(e.account),
+          OptionalParam(e.key_version), e.acme_url, e.outcome, e.detail};
+}
+
+// The rows WithAuditBatch collects for one transaction and tenant. Batches nest (a body may run
+// another store call on this thread, in its own transaction): each knows the one it hides.
+struct AuditBatch {
+  const pqxx::work* tx;
+  TenantId tenant;
+  std::vector<AuditParams> rows;
+  AuditBatch* outer;
+};
+thread_local AuditBatch* current_batch = nullptr;
+
+// Inserts `rows` in one statement: `prepared` (one row's) for one.
+void InsertAudit(pqxx::work& tx, const std::string& prepared,
+                 const std::vector<AuditParams>& rows) {
+  if (rows.empty()) return;
+  std::vector<const char*> params;
+  std::vector<std::string> values;
+  for (const AuditParams& row : rows) {
+    values.push_back(AuditValues(static_cast<int>(params.size()) + 1));
+    for (const auto& p : row) params.push_back(Nullable(p));
+  }
+  if (rows.size() == 1) {
+    tx.exec_prepared0(prepared, pqxx::prepare::make_dynamic_params(params));
+    return;
+  }
+  tx.exec_params0(absl::StrCat(kAuditColumns, absl::StrJoin(values, ", ")),
+                  pqxx::prepare::make_dynamic_params(params));
+}
+
 }  // namespace
 
+std::string PostgresStore::AuditInsertSql() { return absl::StrCat(kAuditColumns, AuditValues(1)); }
+
 void PostgresStore::Audit(pqxx::work& tx, const Scope& scope, absl::Time at, const AuditEvent& e) {
-  tx.exec_params0(
-      "INSERT INTO audit_log (tenant_id, at, actor, rpc, action, identifiers, account_id, "
-      "key_version, acme_url, outcome, detail) "
-      "VALUES ($1, av_ts($2), $3, $4, $5, $6::text[], $7, $8, $9, $10, $11)",
-      scope.tenant, Micros(at), scope.actor.identity, scope.actor.rpc, e.action,
-      ArrayParam(e.identifiers), Nullable(OptionalParam(e.account)),
-      Nullable(OptionalParam(e.key_version)), e.acme_url, e.outcome, e.detail);
+  AuditBatch* batch = current_batch;
+  if (batch != nullptr && batch->tx == &tx && batch->tenant == scope.tenant) {
+    batch->rows.push_back(ParamsOf(scope, at, e));
+    return;
+  }
+  InsertAudit(tx, kAuditStatement, {ParamsOf(scope, at, e)});
+}
+
+absl::Status PostgresStore::WithAuditBatch(pqxx::work& tx, TenantId tenant,
+                                           const PostgresPool::Body& body) {
+  AuditBatch batch{&tx, tenant, {}, current_batch};
+  struct Restore {
+    AuditBatch* batch;
+    ~Restore() { current_batch = batch->outer; }
+  } restore{&batch};
+  current_batch = &batch;
+  absl::Status status = body(tx);
+  if (status.ok()) InsertAudit(tx, kAuditStatement, batch.rows);
+  return status;
 }
 
 absl::Status PostgresStore::AppendAudit(const Scope& scope, const AuditEvent& event) {

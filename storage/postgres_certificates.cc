@@ -79,36 +79,33 @@ absl::StatusOr<Certificate> PostgresStore::InsertCertificate(const Scope& scope,
 }
 
 absl::StatusOr<Certificate> PostgresStore::GetCertificate(const Scope& scope, CertificateId id) {
-  return InTenant<Certificate>("GetCertificate", scope,
-                               [&](pqxx::work& tx) { return GetById(tx, kCertificates, id); });
+  return ReadInTenant<Certificate>(
+      "GetCertificate", scope, [&](pqxx::nontransaction& tx, const std::string& tenant) {
+        return FirstOf(tx.exec_prepared(kCertificateById, tenant, id), CertificateOf,
+                       pg::NoSuch(kCertificates.noun, id));
+      });
 }
 
 absl::StatusOr<Certificate> PostgresStore::GetCertificateBySerial(const Scope& scope,
                                                                   absl::string_view serial) {
-  return InTenant<Certificate>("GetCertificateBySerial", scope, [&](pqxx::work& tx) {
-    return FirstOf(tx.exec_params(absl::StrCat("SELECT ", kCertificates.rows.columns,
-                                               " FROM certificates WHERE tenant_id = $1 "
-                                               "AND serial = lower($2)"),
-                                  scope.tenant, std::string(serial)),
-                   CertificateOf,
-                   absl::NotFoundError(absl::StrCat("no certificate with serial ", serial)));
-  });
+  return ReadInTenant<Certificate>(
+      "GetCertificateBySerial", scope, [&](pqxx::nontransaction& tx, const std::string& tenant) {
+        return FirstOf(tx.exec_prepared(kCertificateBySerial, tenant, std::string(serial)),
+                       CertificateOf,
+                       absl::NotFoundError(absl::StrCat("no certificate with serial ", serial)));
+      });
 }
 
 absl::StatusOr<Certificate> PostgresStore::GetCurrentCertificate(
     const Scope& scope, const std::vector<std::string>& identifiers) {
   ASSIGN_OR_RETURN(std::vector<std::string> ids, CanonicalIdentifiers(identifiers));
   const absl::Time now = Now();
-  return InTenant<Certificate>("GetCurrentCertificate", scope, [&](pqxx::work& tx) {
-    return FirstOf(tx.exec_params(absl::StrCat("SELECT ", kCertificates.rows.columns,
-                                               " FROM certificates WHERE tenant_id = $1 "
-                                               "AND identifiers_hash = "
-                                               "av_identifiers_hash($2::text[]) "
-                                               "AND revoked_at IS NULL AND not_after > av_ts($3) "
-                                               "ORDER BY not_after DESC LIMIT 1"),
-                                  scope.tenant, ArrayParam(ids), Micros(now)),
-                   CertificateOf, absl::NotFoundError("no live certificate for these identifiers"));
-  });
+  return ReadInTenant<Certificate>(
+      "GetCurrentCertificate", scope, [&](pqxx::nontransaction& tx, const std::string& tenant) {
+        return FirstOf(tx.exec_prepared(kCurrentCertificate, tenant, ArrayParam(ids), Micros(now)),
+                       CertificateOf,
+                       absl::NotFoundError("no live certificate for these identifiers"));
+      });
 }
 
 absl::StatusOr<crypto::PrivateKey> PostgresStore::GetCertificateKey(const Scope& scope,

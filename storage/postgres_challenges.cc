@@ -41,12 +41,9 @@ absl::Status PostgresStore::PutChallenge(const Scope& scope, absl::string_view t
 }
 
 absl::StatusOr<std::string> PostgresStore::LookupChallenge(absl::string_view token) {
-  return AcrossTenants<std::string>("LookupChallenge", [&](pqxx::work& tx) {
-    return pg::FirstOf(
-        tx.exec_params(
-            "SELECT k FROM (SELECT av_lookup_challenge($1) AS k) AS x WHERE k IS NOT NULL",
-            std::string(token)),
-        TextOfRow, absl::NotFoundError("unknown challenge token"));
+  return Statement<std::string>("LookupChallenge", [&](pqxx::nontransaction& tx) {
+    return pg::FirstOf(tx.exec_prepared(kLookupChallenge, std::string(token)), TextOfRow,
+                       absl::NotFoundError("unknown challenge token"));
   });
 }
 

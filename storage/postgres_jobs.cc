@@ -38,11 +38,7 @@ absl::StatusOr<JobNotice> WriteLeasedJob(pqxx::work& tx, const JobLease& lease,
   return JobNotice{lease.tenant, r[0][0].as<std::string>(), r[0][1].as<std::string>(), false};
 }
 
-void Notify(pqxx::work& tx, const char* channel, const std::string& payload) {
-  tx.exec_params("SELECT pg_notify($1, $2)", std::string(channel), payload);
-}
-
-// Wake-ups from the two channels, through one dedicated LISTEN connection.
+// Wake-ups from the store's channels, through one dedicated LISTEN connection.
 class ListeningJobWaker final : public JobWaker {
  public:
   explicit ListeningJobWaker(std::unique_ptr<PostgresListener> listener)
@@ -80,7 +76,7 @@ absl::StatusOr<Job> PostgresStore::ScheduleJob(const Scope& scope, const NewJob&
             "RETURNING ",
             kJobs.rows.columns),
         scope.tenant, job.kind, job.subject, job.ca, Micros(not_before), Micros(now)));
-    Notify(tx, kJobsChannel, job.kind);
+    pg::Notify(tx, kJobsChannel, job.kind);
     return out;
   });
 }
@@ -139,7 +135,7 @@ absl::Status PostgresStore::CompleteJob(const JobLease& lease) {
                                     "DELETE FROM jobs "
                                     "WHERE id = $1 AND fencing_token = $2 AND failed_at IS NULL "
                                     "RETURNING kind, subject"));
-    Notify(tx, kJobNoticeChannel, rules::EncodeJobNotice(notice));
+    pg::Notify(tx, kJobNoticeChannel, rules::EncodeJobNotice(notice));
     return absl::OkStatus();
   });
 }
@@ -174,7 +170,7 @@ absl::Status PostgresStore::FailJob(const JobLease& lease, absl::string_view err
                        "RETURNING kind, subject",
                        Micros(now), rules::ClipJobError(error)));
     notice.failed = true;
-    Notify(tx, kJobNoticeChannel, rules::EncodeJobNotice(notice));
+    pg::Notify(tx, kJobNoticeChannel, rules::EncodeJobNotice(notice));
     return absl::OkStatus();
   });
 }
@@ -206,7 +202,7 @@ absl::StatusOr<std::vector<DueJobCount>> PostgresStore::CountDueJobs(absl::Time 
 absl::Status PostgresStore::AnnounceJobNotice(const JobNotice& notice) {
   RETURN_IF_ERROR(rules::ValidateJobNotice(notice));
   return pool_->Run("AnnounceJobNotice", {}, [&](pqxx::work& tx) {
-    Notify(tx, kJobNoticeChannel, rules::EncodeJobNotice(notice));
+    pg::Notify(tx, kJobNoticeChannel, rules::EncodeJobNotice(notice));
     return absl::OkStatus();
   });
 }
@@ -214,18 +210,31 @@ absl::Status PostgresStore::AnnounceJobNotice(const JobNotice& notice) {
 absl::StatusOr<std::unique_ptr<JobWaker>> PostgresStore::WatchJobs(JobWakeups wakeups) {
   PostgresListenerOptions options;
   options.url = options_.pool.url;
-  options.channels = {kJobsChannel, kJobNoticeChannel};
+  if (wakeups.jobs_scheduled || wakeups.job_finished) {
+    options.channels = {kJobsChannel, kJobNoticeChannel};
+  }
+  if (wakeups.identities_revoked) options.channels.push_back(kIdentitiesChannel);
+  if (options.channels.empty()) {
+    return absl::InvalidArgumentError("WatchJobs: no wake-up to deliver");
+  }
   options.on_notify = [wakeups](const std::string& channel, const std::string& payload) {
     if (channel == kJobsChannel) {
       if (wakeups.jobs_scheduled) wakeups.jobs_scheduled();
       return;
     }
+    if (channel == kIdentitiesChannel) {
+      std::optional<Revocation> revoked = DecodeRevocation(payload);
+      if (revoked.has_value()) wakeups.identities_revoked(*revoked);
+      return;
+    }
     absl::StatusOr<JobNotice> notice = rules::DecodeJobNotice(payload);
     if (notice.ok() && wakeups.job_finished) wakeups.job_finished(*notice);
   };
-  // Whatever was sent while the listener was not connected is lost: look for work.
+  // Whatever was sent while the listener was not connected is lost: look for work, forget
+  // what revocations may have made stale.
   options.on_connect = [wakeups] {
     if (wakeups.jobs_scheduled) wakeups.jobs_scheduled();
+    if (wakeups.identities_revoked) wakeups.identities_revoked(Revocation{});
   };
   ASSIGN_OR_RETURN(std::unique_ptr<PostgresListener> listener,
                    PostgresListener::Start(std::move(options)));

@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 
 namespace acmevault::storage {
@@ -142,7 +143,9 @@ absl::StatusOr<std::unique_ptr<pqxx::connection>> PostgresPool::Acquire(bool* re
     ++open_;  // Reserved; connect outside the lock.
   }
   try {
-    return std::make_unique<pqxx::connection>(options_.url);
+    auto connection = std::make_unique<pqxx::connection>(options_.url);
+    for (const auto& [name, sql] : options_.prepared_statements) connection->prepare(name, sql);
+    return connection;
   } catch (...) {
     {
       absl::MutexLock lock(&mu_);
@@ -178,6 +181,43 @@ absl::Duration PostgresPool::WithJitter(absl::Duration backoff) {
 }
 
 absl::Status PostgresPool::Run(absl::string_view op, const TxOptions& options, const Body& body) {
+  // The transaction's setup in one round trip after BEGIN. The tenant id is a number, so it is
+  // safe in the text of the query.
+  std::vector<std::string> setup;
+  if (options.snapshot) {
+    setup.push_back("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+  }
+  if (options.tenant.has_value()) {
+    setup.push_back(absl::StrCat("SELECT set_config('acmevault.tenant_id', '", *options.tenant,
+                                 "', true)"));
+  }
+  if (!options.first_statement.empty()) setup.push_back(options.first_statement);
+  const std::string setup_sql = absl::StrJoin(setup, "; ");
+  return RunAttempts(op, [&](pqxx::connection& connection) -> absl::Status {
+    pqxx::work tx(connection);
+    if (!setup_sql.empty()) {
+      pqxx::result last = tx.exec(setup_sql);  // The result of the last statement.
+      if (options.first_result != nullptr) *options.first_result = std::move(last);
+    }
+    absl::Status status = body(tx);
+    if (status.ok()) {
+      tx.commit();
+    } else {
+      tx.abort();
+    }
+    return status;
+  });
+}
+
+absl::Status PostgresPool::RunStatement(absl::string_view op, const StatementBody& body) {
+  return RunAttempts(op, [&](pqxx::connection& connection) {
+    pqxx::nontransaction tx(connection);
+    return body(tx);
+  });
+}
+
+absl::Status PostgresPool::RunAttempts(
+    absl::string_view op, const std::function<absl::Status(pqxx::connection&)>& attempt_once) {
   const Clock& clock = *options_.clock;
   const absl::Time deadline = clock.Now() + options_.retry_budget;
   absl::Duration backoff = absl::Milliseconds(10);
@@ -191,18 +231,7 @@ absl::Status PostgresPool::Run(absl::string_view op, const TxOptions& options, c
     } else {
       bool broken = false;
       try {
-        pqxx::work tx(**connection);
-        if (options.snapshot) tx.exec0("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
-        if (options.tenant.has_value()) {
-          tx.exec_params("SELECT set_config('acmevault.tenant_id', $1, true)",
-                         std::to_string(*options.tenant));
-        }
-        status = body(tx);
-        if (status.ok()) {
-          tx.commit();
-        } else {
-          tx.abort();
-        }
+        status = attempt_once(**connection);
       } catch (...) {
         status = StatusOfCurrentException(op, &retryable);
         broken = !(*connection)->is_open() || absl::IsUnavailable(status);

@@ -20,6 +20,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -50,6 +51,9 @@ struct PostgresPoolOptions {
   const Clock* clock = Clock::Real();
   // Seed of the backoff jitter. Unset: drawn once from std::random_device by Create.
   std::optional<uint64_t> jitter_seed;
+  // Prepared statements (name, SQL) every connection knows: each is sent to the server on its
+  // first use on a connection (libpqxx prepares lazily) and run by name after that.
+  std::vector<std::pair<std::string, std::string>> prepared_statements;
 };
 
 // Thread-safe.
@@ -63,14 +67,26 @@ class PostgresPool {
     std::optional<TenantId> tenant;
     // REPEATABLE READ, READ ONLY: one snapshot for the whole transaction.
     bool snapshot = false;
+    // A statement without parameters run after the two above, before `body`, in the same round
+    // trip as they (one simple query after BEGIN); its result goes to *first_result, which
+    // must then be set (borrowed). Empty: none.
+    std::string first_statement;
+    pqxx::result* first_result = nullptr;
   };
   using Body = std::function<absl::Status(pqxx::work&)>;
+  // One statement outside a transaction block (PostgreSQL runs it as its own transaction).
+  using StatementBody = std::function<absl::Status(pqxx::nontransaction&)>;
 
   // Runs `body` in a transaction and commits if it returns OK; a non-OK status aborts the
   // transaction and is returned as is. libpqxx exceptions are mapped (see class comment and
   // StatusOfCurrentException). `op` names the operation in error messages. `body` may run
   // more than once; it must write its results only through its captures and overwrite them.
   absl::Status Run(absl::string_view op, const TxOptions& options, const Body& body);
+
+  // Runs `body`, which sends one statement, without BEGIN or COMMIT: one round trip, for reads
+  // that need no more. Nothing confines it to a tenant: a statement on tenant rows sets the
+  // tenant itself (see pg::kSetTenantFirst). Retries and errors as Run.
+  absl::Status RunStatement(absl::string_view op, const StatementBody& body);
 
   // Connections currently open (idle or in use). For tests.
   int open_connections() const;
@@ -85,6 +101,9 @@ class PostgresPool {
   void DiscardIdle();
   // How long to wait before the next attempt: `backoff` plus a jitter below 10 ms.
   absl::Duration WithJitter(absl::Duration backoff);
+  // Run and RunStatement: `attempt` runs one try on a connection; retried as the class says.
+  absl::Status RunAttempts(absl::string_view op,
+                           const std::function<absl::Status(pqxx::connection&)>& attempt);
 
   const PostgresPoolOptions options_;
   mutable absl::Mutex mu_;

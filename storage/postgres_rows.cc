@@ -319,6 +319,10 @@ std::optional<SealedKey> SealedKeyOf(const pqxx::row& r) {
 // ---------------------------------------------------------------------------------------------
 // Fetching
 
+void Notify(pqxx::work& tx, const char* channel, const std::string& payload) {
+  tx.exec_params("SELECT pg_notify($1, $2)", std::string(channel), payload);
+}
+
 absl::Status NoSuch(absl::string_view what, int64_t id) {
   return absl::NotFoundError(absl::StrCat(what, " ", id, " not found"));
 }

@@ -133,6 +133,19 @@ std::optional<SealedKey> SealedKeyOf(const pqxx::row& r);
 inline constexpr char kKeyLeaseColumns[] =
     "key_lease_token, av_us(key_lease_expires_at) AS key_lease_expires_us";
 
+// For a statement on one tenant's rows run alone (PostgresPool::RunStatement): its WHERE
+// clause starts with this, and its $1 is the tenant id as text. An uncorrelated sub-select in
+// WHERE is a one-time filter that PostgreSQL evaluates before it runs the scan below it, so the
+// statement sets the tenant (for its own implicit transaction only) before row-level security
+// looks at a row; had it not, no row would match (av_tenant() is NULL). The statement must not
+// compare tenant_id with $1 itself: the planner could derive "$1 = av_tenant()" from that and
+// the policy, a constant filter of its own that might be evaluated first.
+inline constexpr char kTenantFirst[] =
+    "(SELECT set_config('acmevault.tenant_id', $1, true)) IS NOT NULL";
+
+// NOTIFY `channel` with `payload` when the transaction commits.
+void Notify(pqxx::work& tx, const char* channel, const std::string& payload);
+
 // ---------------------------------------------------------------------------------------------
 // Fetching, in the caller's transaction
 

@@ -3,7 +3,9 @@
 
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "storage/migrate.h"
 #include "storage/postgres_rows.h"
@@ -38,11 +40,42 @@ PostgresStore::PostgresStore(PostgresStoreOptions options, Envelope envelope,
                              std::unique_ptr<PostgresPool> pool)
     : options_(std::move(options)), envelope_(std::move(envelope)), pool_(std::move(pool)) {}
 
+std::vector<std::pair<std::string, std::string>> PostgresStore::PreparedStatements() {
+  const std::string certificates = absl::StrCat("SELECT ", pg::kCertificates.rows.columns,
+                                                " FROM certificates WHERE ", pg::kTenantFirst);
+  const std::string authenticated =
+      absl::StrCat("SELECT ", kAuthenticatedRows.columns, " FROM av_authenticate");
+  return {
+      {kTenantById, absl::StrCat("SELECT ", kTenants.rows.columns, " FROM tenants WHERE ",
+                                 pg::kTenantFirst)},
+      {kAccountsOfTenant, absl::StrCat("SELECT ", pg::kAccounts.rows.columns,
+                                       " FROM accounts WHERE ", pg::kTenantFirst, " ORDER BY id")},
+      {kCertificateById, absl::StrCat(certificates, " AND id = $2")},
+      {kCertificateBySerial, absl::StrCat(certificates, " AND serial = lower($2)")},
+      {kCurrentCertificate,
+       absl::StrCat(certificates,
+                    " AND identifiers_hash = av_identifiers_hash($2::text[]) "
+                    "AND revoked_at IS NULL AND not_after > av_ts($3) "
+                    "ORDER BY not_after DESC LIMIT 1")},
+      // Row-level security shows the tenant its own row only: no "id =" needed (or allowed,
+      // see pg::kTenantFirst).
+      {kTenantExists, absl::StrCat("SELECT 1 FROM tenants WHERE ", pg::kTenantFirst)},
+      {kAuthenticateToken, absl::StrCat(authenticated, "(NULL, $1, av_ts($2))")},
+      {kAuthenticateSpiffe, absl::StrCat(authenticated, "($1, NULL, av_ts($2))")},
+      {kLookupChallenge,
+       "SELECT k FROM (SELECT av_lookup_challenge($1) AS k) AS x WHERE k IS NOT NULL"},
+      {kAuditStatement, AuditInsertSql()},
+  };
+}
+
 absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Create(PostgresStoreOptions options,
                                                                      KekSet keks) {
   // First, before any connection: no key-encryption key, no vault.
   ASSIGN_OR_RETURN(Envelope envelope, Envelope::Create(std::move(keks)));
   if (options.clock == nullptr) return absl::InvalidArgumentError("clock is null");
+  for (auto& statement : PreparedStatements()) {
+    options.pool.prepared_statements.push_back(std::move(statement));
+  }
   ASSIGN_OR_RETURN(auto pool, PostgresPool::Create(options.pool));
   bool bypasses = false;
   int version = 0;
@@ -80,10 +113,42 @@ absl::Status PostgresStore::InTenant(absl::string_view op, const Scope& scope,
   PostgresPool::TxOptions tx_options;
   tx_options.tenant = scope.tenant;
   tx_options.snapshot = snapshot;
+  // Row-level security shows the transaction its own tenant's row, if that exists: asked in
+  // the round trip that sets the tenant.
+  pqxx::result tenant_row;
+  tx_options.first_statement = absl::StrCat("SELECT 1 FROM tenants WHERE id = ", scope.tenant);
+  tx_options.first_result = &tenant_row;
   return pool_->Run(op, tx_options, [&](pqxx::work& tx) -> absl::Status {
-    // Row-level security shows the transaction its own tenant's row, if that exists.
-    RETURN_IF_ERROR(RequireRow(tx, kTenants, scope.tenant));
-    return body(tx);
+    if (tenant_row.empty()) return pg::NoSuch(kTenants.noun, scope.tenant);
+    return WithAuditBatch(tx, scope.tenant, body);
+  });
+}
+
+std::string EncodeRevocation(const Revocation& revocation) {
+  if (!revocation.identity.has_value()) return absl::StrCat(revocation.tenant);
+  return absl::StrCat(revocation.tenant, " ", *revocation.identity);
+}
+
+std::optional<Revocation> DecodeRevocation(absl::string_view payload) {
+  std::vector<absl::string_view> parts = absl::StrSplit(payload, ' ');
+  Revocation out;
+  if (parts.size() > 2 || !absl::SimpleAtoi(parts[0], &out.tenant) || out.tenant <= 0) {
+    return std::nullopt;
+  }
+  if (parts.size() == 2) {
+    IdentityId id = 0;
+    if (!absl::SimpleAtoi(parts[1], &id) || id <= 0) return std::nullopt;
+    out.identity = id;
+  }
+  return out;
+}
+
+absl::Status PostgresStore::RequireTenant(absl::string_view op, const Scope& scope) {
+  return pool_->RunStatement(op, [&](pqxx::nontransaction& tx) -> absl::Status {
+    if (tx.exec_prepared(kTenantExists, absl::StrCat(scope.tenant)).empty()) {
+      return pg::NoSuch(kTenants.noun, scope.tenant);
+    }
+    return absl::OkStatus();
   });
 }
 
@@ -118,8 +183,11 @@ absl::StatusOr<Tenant> PostgresStore::CreateTenant(const Actor& actor, const Ten
 }
 
 absl::StatusOr<Tenant> PostgresStore::GetTenant(const Scope& scope) {
-  return InTenant<Tenant>("GetTenant", scope,
-                          [&](pqxx::work& tx) { return GetById(tx, kTenants, scope.tenant); });
+  return ReadInTenant<Tenant>(
+      "GetTenant", scope, [&](pqxx::nontransaction& tx, const std::string& tenant) {
+        return FirstOf(tx.exec_prepared(kTenantById, tenant), TenantOf,
+                       pg::NoSuch(kTenants.noun, scope.tenant));
+      });
 }
 
 absl::StatusOr<Tenant> PostgresStore::FindTenantByName(absl::string_view name) {
@@ -162,7 +230,10 @@ absl::Status PostgresStore::DisableTenant(const Scope& scope) {
         "WHERE id = $1 AND disabled_at IS NULL RETURNING id",
         scope.tenant, Micros(now));
     // No row: already disabled (idempotent); InTenant saw that the tenant exists.
-    if (!r.empty()) Audit(tx, scope, now, rules::SimpleEvent("DisableTenant", ""));
+    if (!r.empty()) {
+      Audit(tx, scope, now, rules::SimpleEvent("DisableTenant", ""));
+      pg::Notify(tx, kIdentitiesChannel, EncodeRevocation(Revocation{scope.tenant, std::nullopt}));
+    }
     return absl::OkStatus();
   });
 }
@@ -227,10 +298,8 @@ absl::StatusOr<Identity> PostgresStore::AddTokenIdentity(const Scope& scope,
 
 absl::StatusOr<Identity> PostgresStore::AuthenticateSpiffe(absl::string_view spiffe_id) {
   const absl::Time now = Now();
-  return AcrossTenants<Identity>("AuthenticateSpiffe", [&](pqxx::work& tx) {
-    return FirstOf(tx.exec_params(absl::StrCat("SELECT ", kAuthenticatedRows.columns,
-                                               " FROM av_authenticate($1, NULL, av_ts($2))"),
-                                  std::string(spiffe_id), Micros(now)),
+  return Statement<Identity>("AuthenticateSpiffe", [&](pqxx::nontransaction& tx) {
+    return FirstOf(tx.exec_prepared(kAuthenticateSpiffe, std::string(spiffe_id), Micros(now)),
                    IdentityOf, absl::NotFoundError("unknown or revoked SPIFFE ID"));
   });
 }
@@ -238,10 +307,8 @@ absl::StatusOr<Identity> PostgresStore::AuthenticateSpiffe(absl::string_view spi
 absl::StatusOr<Identity> PostgresStore::AuthenticateToken(absl::string_view token_sha256) {
   RETURN_IF_ERROR(rules::ValidateTokenHash(token_sha256));
   const absl::Time now = Now();
-  return AcrossTenants<Identity>("AuthenticateToken", [&](pqxx::work& tx) {
-    return FirstOf(tx.exec_params(absl::StrCat("SELECT ", kAuthenticatedRows.columns,
-                                               " FROM av_authenticate(NULL, $1, av_ts($2))"),
-                                  Bytes(token_sha256), Micros(now)),
+  return Statement<Identity>("AuthenticateToken", [&](pqxx::nontransaction& tx) {
+    return FirstOf(tx.exec_prepared(kAuthenticateToken, Bytes(token_sha256), Micros(now)),
                    IdentityOf, absl::NotFoundError("unknown, revoked or expired token"));
   });
 }
@@ -255,6 +322,7 @@ absl::Status PostgresStore::RevokeIdentity(const Scope& scope, IdentityId id) {
         id, Micros(now));
     if (r.empty()) return RequireRow(tx, kIdentities, id);  // OK: already revoked
     Audit(tx, scope, now, rules::SimpleEvent("RevokeIdentity", absl::StrCat("identity ", id)));
+    pg::Notify(tx, kIdentitiesChannel, EncodeRevocation(Revocation{scope.tenant, id}));
     return absl::OkStatus();
   });
 }

@@ -23,8 +23,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/status_macros.h"
 #include "storage/envelope.h"
 #include "storage/kek_set.h"
 #include "storage/postgres_pool.h"
@@ -51,6 +53,12 @@ struct PostgresStoreOptions {
 // once it commits.
 inline constexpr char kJobsChannel[] = "acmevault_jobs";
 inline constexpr char kJobNoticeChannel[] = "acmevault_job_notices";
+// RevokeIdentity and DisableTenant send EncodeRevocation's payload on kIdentitiesChannel, also
+// inside their transactions, so that every replica's token cache drops what they made stale.
+inline constexpr char kIdentitiesChannel[] = "acmevault_identities";
+// "<tenant> <identity>", or "<tenant>" for a whole tenant; nullopt for anything else.
+std::string EncodeRevocation(const Revocation& revocation);
+std::optional<Revocation> DecodeRevocation(absl::string_view payload);
 
 class PostgresStore final : public Store {
  public:
@@ -223,19 +231,62 @@ class PostgresStore final : public Store {
   // The same for a body that produces a value: the value of the attempt that committed.
   template <typename T>
   absl::StatusOr<T> InTenant(absl::string_view op, const Scope& scope, const Producer<T>& body) {
-    return Returning<T>([&](const PostgresPool::Body& b) { return InTenant(op, scope, b); }, body);
+    return Returning<T, pqxx::work>(
+        [&](const PostgresPool::Body& b) { return InTenant(op, scope, b); }, body);
   }
   // A cross-tenant transaction (no tenant set: only the SECURITY DEFINER functions see rows).
   template <typename T>
   absl::StatusOr<T> AcrossTenants(absl::string_view op, const Producer<T>& body) {
-    return Returning<T>([&](const PostgresPool::Body& b) { return pool_->Run(op, {}, b); }, body);
+    return Returning<T, pqxx::work>(
+        [&](const PostgresPool::Body& b) { return pool_->Run(op, {}, b); }, body);
   }
-  // Runs `body` through `run`, a transaction runner that may call it more than once.
+  // One statement and one round trip (PostgresPool::RunStatement), for the reads every call
+  // makes. `read` sends a prepared statement (PreparedStatements) on one tenant's rows with the
+  // tenant id as its first parameter, which sets the tenant itself (pg::kTenantFirst). Errors
+  // as InTenant's: when `read` finds nothing (NOT_FOUND), a second statement tells a tenant
+  // that does not exist apart.
   template <typename T>
+  absl::StatusOr<T> ReadInTenant(absl::string_view op, const Scope& scope,
+                                 const std::function<absl::StatusOr<T>(pqxx::nontransaction&,
+                                                                       const std::string&)>& read) {
+    if (scope.tenant <= 0) return absl::InvalidArgumentError(absl::StrCat(op, ": no tenant"));
+    const std::string tenant = absl::StrCat(scope.tenant);
+    absl::StatusOr<T> out =
+        Statement<T>(op, [&](pqxx::nontransaction& tx) { return read(tx, tenant); });
+    if (absl::IsNotFound(out.status())) RETURN_IF_ERROR(RequireTenant(op, scope));
+    return out;
+  }
+  // The same without a tenant (a SECURITY DEFINER function's answer).
+  template <typename T>
+  absl::StatusOr<T> Statement(absl::string_view op,
+                              const std::function<absl::StatusOr<T>(pqxx::nontransaction&)>& read) {
+    return Returning<T, pqxx::nontransaction>(
+        [&](const PostgresPool::StatementBody& b) { return pool_->RunStatement(op, b); }, read);
+  }
+  // NOT_FOUND "tenant <id> not found" unless scope.tenant exists; one statement.
+  absl::Status RequireTenant(absl::string_view op, const Scope& scope);
+  // The statements every connection prepares: the hot reads and the audit row.
+  static std::vector<std::pair<std::string, std::string>> PreparedStatements();
+  // Their names. The audit row's SQL is AuditInsertSql().
+  static constexpr char kCertificateBySerial[] = "av_certificate_by_serial";
+  static constexpr char kCurrentCertificate[] = "av_current_certificate";
+  static constexpr char kAuthenticateToken[] = "av_authenticate_token";
+  static constexpr char kAuthenticateSpiffe[] = "av_authenticate_spiffe";
+  static constexpr char kTenantExists[] = "av_tenant_exists";
+  static constexpr char kTenantById[] = "av_tenant";
+  static constexpr char kAccountsOfTenant[] = "av_accounts";
+  static constexpr char kCertificateById[] = "av_certificate";
+  static constexpr char kLookupChallenge[] = "av_lookup_challenge";
+  static constexpr char kAuditStatement[] = "av_audit_insert";
+  static std::string AuditInsertSql();
+  // Runs `body` through `run`, a transaction (or statement) runner that may call it more than
+  // once.
+  template <typename T, typename Tx = pqxx::work>
   static absl::StatusOr<T> Returning(
-      const std::function<absl::Status(const PostgresPool::Body&)>& run, const Producer<T>& body) {
+      const std::function<absl::Status(const std::function<absl::Status(Tx&)>&)>& run,
+      const std::function<absl::StatusOr<T>(Tx&)>& body) {
     std::optional<T> out;
-    absl::Status status = run([&](pqxx::work& tx) -> absl::Status {
+    absl::Status status = run([&](Tx& tx) -> absl::Status {
       out.reset();
       absl::StatusOr<T> value = body(tx);
       if (!value.ok()) return value.status();
@@ -248,8 +299,14 @@ class PostgresStore final : public Store {
 
   absl::Time Now() const;
   // Appends to scope.tenant's audit chain in the caller's transaction; the trigger of migration
-  // 0005 assigns seq, prev_hash and hash.
+  // 0005 assigns seq, prev_hash and hash. Inside WithAuditBatch for the same transaction and
+  // tenant the row is kept and inserted with the others when the body ends; else at once.
   static void Audit(pqxx::work& tx, const Scope& scope, absl::Time at, const AuditEvent& event);
+  // Runs `body`, then inserts the audit rows it appended for `tenant` in `tx` in one statement,
+  // in the order appended (the chain trigger runs per row, in that order). Nothing is inserted
+  // when `body` fails. InTenant runs every body inside one.
+  static absl::Status WithAuditBatch(pqxx::work& tx, TenantId tenant,
+                                     const PostgresPool::Body& body);
   // DeleteChallenge's transaction body, shared with DeleteChallengeFenced.
   static void DeleteChallengeTx(pqxx::work& tx, const Scope& scope, absl::Time now,
                                 absl::string_view token);

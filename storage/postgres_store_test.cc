@@ -21,6 +21,7 @@
 #include "gtest/gtest.h"
 #include "storage/migrate.h"
 #include "storage/testing/key_material.h"
+#include "storage/testing/round_trip_counter.h"
 #include "storage/testing/status_matchers.h"
 #include "storage/testing/test_database.h"
 #include "storage/testing/test_keks.h"
@@ -32,6 +33,7 @@ using ::acmevault::storage::testing::Describe;
 using ::acmevault::storage::testing::FindLeaks;
 using ::acmevault::storage::testing::KekText;
 using ::acmevault::storage::testing::KeyMaterial;
+using ::acmevault::storage::testing::RoundTripCounter;
 using ::acmevault::storage::testing::StatusIs;
 using ::acmevault::storage::testing::TestDatabase;
 using ::acmevault::storage::testing::TestKeks;
@@ -609,6 +611,165 @@ TEST_F(PostgresStoreTest, TwoReplicasClaimEachStaleOrderExactlyOnce) {
   EXPECT_OK(other->RecordOrderUrl(alpha, *mine, "https://ca.test/order/fresh"));
   ASSERT_OK_AND_ASSIGN(Order o, store_->GetOrder(alpha, first.order));
   EXPECT_EQ(o.acme_url, "https://ca.test/order/fresh");
+}
+
+
+// ---------------------------------------------------------------------------------------------
+// Round trips: what each call costs in waits for the server (testing/round_trip_counter.h).
+
+class PostgresStoreRoundTripTest : public PostgresStoreTest {
+ protected:
+  void SetUp() override {
+    PostgresStoreTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    auto counter = RoundTripCounter::Start(db_->app_url());
+    ASSERT_TRUE(counter.ok()) << counter.status();
+    counter_ = std::move(*counter);
+    PostgresStoreOptions options;
+    options.pool.url = counter_->url();
+    options.pool.size = 1;
+    options.clock = &clock_;
+    auto counted = PostgresStore::Create(options, TestKeks(KekText("kek-a", 'a')));
+    ASSERT_TRUE(counted.ok()) << counted.status();
+    counted_ = std::move(*counted);
+  }
+  void TearDown() override {
+    counted_.reset();  // Its connections close first: the relay then stops.
+    counter_.reset();
+  }
+
+  // The round trips of `call`, run once before to warm the connection (and its prepared
+  // statements) up.
+  template <typename Call>
+  int RoundTrips(Call call) {
+    call();
+    counter_->Reset();
+    call();
+    return counter_->round_trips();
+  }
+
+  std::unique_ptr<RoundTripCounter> counter_;
+  std::unique_ptr<PostgresStore> counted_;
+};
+
+TEST_F(PostgresStoreRoundTripTest, ACertificateReadIsOneRoundTrip) {
+  const Scope alpha = MakeTenant("alpha");
+  const Scope beta = MakeTenant("beta");
+  ASSERT_OK(store_->InsertCertificate(alpha, CertificateFor({"a.test"}, "0a1b", nullptr)).status());
+  EXPECT_EQ(RoundTrips([&] {
+              auto got = counted_->GetCertificateBySerial(alpha, "0A1B");
+              ASSERT_TRUE(got.ok()) << got.status();
+              EXPECT_EQ(got->identifiers, std::vector<std::string>{"a.test"});
+            }),
+            1);
+  EXPECT_EQ(RoundTrips([&] {
+              auto got = counted_->GetCurrentCertificate(alpha, {"a.test"});
+              ASSERT_TRUE(got.ok()) << got.status();
+              EXPECT_EQ(got->serial, "0a1b");
+            }),
+            1);
+  // The statement sets its own tenant: another tenant's read finds nothing. A miss costs a
+  // second round trip, which tells a missing tenant apart.
+  EXPECT_EQ(RoundTrips([&] {
+              EXPECT_THAT(counted_->GetCertificateBySerial(beta, "0a1b"),
+                          StatusIs(absl::StatusCode::kNotFound, "no certificate with serial"));
+            }),
+            2);
+  const Scope missing{beta.tenant + 1000, kActor};
+  EXPECT_THAT(counted_->GetCurrentCertificate(missing, {"a.test"}),
+              StatusIs(absl::StatusCode::kNotFound,
+                       absl::StrCat("tenant ", missing.tenant, " not found")));
+}
+
+TEST_F(PostgresStoreRoundTripTest, TokenAuthenticationIsOneRoundTrip) {
+  const Scope alpha = MakeTenant("alpha");
+  const std::string digest(32, 't');
+  ASSERT_OK_AND_ASSIGN(Identity added,
+                       store_->AddTokenIdentity(alpha, digest, Role::kHost, "", std::nullopt));
+  EXPECT_EQ(RoundTrips([&] {
+              auto found = counted_->AuthenticateToken(digest);
+              ASSERT_TRUE(found.ok()) << found.status();
+              EXPECT_EQ(found->id, added.id);
+            }),
+            1);
+}
+
+TEST_F(PostgresStoreRoundTripTest, ATransactionSetsItsTenantWithTheTenantCheck) {
+  const Scope alpha = MakeTenant("alpha");
+  // BEGIN; the tenant and the check of its row; the read; COMMIT.
+  EXPECT_EQ(RoundTrips([&] { ASSERT_OK(counted_->ListIdentities(alpha).status()); }), 4);
+  // The same with REPEATABLE READ, READ ONLY set in the same round trip: BEGIN; setup; the
+  // rows; the head; COMMIT.
+  EXPECT_EQ(RoundTrips([&] { ASSERT_OK(counted_->VerifyAuditChain(alpha)); }), 5);
+  EXPECT_THAT(counted_->ListIdentities(Scope{alpha.tenant + 1000, kActor}),
+              StatusIs(absl::StatusCode::kNotFound, "not found"));
+}
+
+TEST_F(PostgresStoreRoundTripTest, TheReadsOfEveryIssuanceAreOneRoundTripEach) {
+  const Scope alpha = MakeTenant("alpha");
+  const AccountId account = MakeAccount(alpha);
+  ASSERT_OK_AND_ASSIGN(Certificate cert,
+                       store_->InsertCertificate(alpha, CertificateFor({"a.test"}, "0c", nullptr)));
+  ASSERT_OK(store_->PutChallenge(alpha, "tok", "tok.thumb"));
+  EXPECT_EQ(RoundTrips([&] {
+              auto got = counted_->GetTenant(alpha);
+              ASSERT_TRUE(got.ok()) << got.status();
+              EXPECT_EQ(got->id, alpha.tenant);
+            }),
+            1);
+  EXPECT_EQ(RoundTrips([&] {
+              auto got = counted_->ListAccounts(alpha);
+              ASSERT_TRUE(got.ok()) << got.status();
+              ASSERT_EQ(got->size(), 1u);
+              EXPECT_EQ((*got)[0].id, account);
+            }),
+            1);
+  EXPECT_EQ(RoundTrips([&] {
+              auto got = counted_->GetCertificate(alpha, cert.id);
+              ASSERT_TRUE(got.ok()) << got.status();
+              EXPECT_EQ(got->serial, "0c");
+            }),
+            1);
+  EXPECT_EQ(RoundTrips([&] {
+              auto got = counted_->LookupChallenge("tok");
+              ASSERT_TRUE(got.ok()) << got.status();
+              EXPECT_EQ(*got, "tok.thumb");
+            }),
+            1);
+}
+
+TEST_F(PostgresStoreTest, AuditRowsOfOneTransactionAreOneInsertAndChainInOrder) {
+  // Counts INSERT statements on audit_log (not rows), as a superuser's trigger would see them.
+  ASSERT_OK(db_->Execute(
+      "CREATE TABLE audit_inserts (n int NOT NULL); "
+      "CREATE FUNCTION count_audit_inserts() RETURNS trigger LANGUAGE plpgsql "
+      "SECURITY DEFINER AS $$ BEGIN INSERT INTO audit_inserts VALUES (1); RETURN NULL; END $$; "
+      "CREATE TRIGGER count_audit_inserts AFTER INSERT ON audit_log "
+      "FOR EACH STATEMENT EXECUTE FUNCTION count_audit_inserts()"));
+  auto inserts = [&] {
+    pqxx::connection c(db_->superuser_url());
+    pqxx::nontransaction tx(c);
+    return tx.exec1("SELECT count(*) FROM audit_inserts")[0].as<int>();
+  };
+  const Scope alpha = MakeTenant("alpha");
+  const AccountId account = MakeAccount(alpha);
+  NewOrder order{account, {"a.test"}, "", "replica-1", absl::Minutes(1)};
+  order.csr_der = "csr";
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult created, store_->CreateOrJoinOrder(alpha, order));
+  ASSERT_TRUE(created.lease.has_value());
+  ASSERT_OK(store_->RecordOrderUrl(alpha, *created.lease, "https://ca.test/order/1"));
+  const int before = inserts();
+  // Two audit rows (the certificate, the order's completion), one statement.
+  ASSERT_OK(store_->CompleteOrder(alpha, *created.lease, CertificateFor({"a.test"}, "01", nullptr))
+                .status());
+  EXPECT_EQ(inserts() - before, 1);
+  ASSERT_OK_AND_ASSIGN(Page<AuditRecord> audit, store_->ListAudit(alpha, PageRequest{}));
+  ASSERT_GE(audit.items.size(), 2u);
+  const size_t n = audit.items.size();
+  EXPECT_EQ(audit.items[n - 2].event.action, "InsertCertificate");
+  EXPECT_EQ(audit.items[n - 1].event.action, "CompleteOrder");
+  EXPECT_EQ(audit.items[n - 1].seq, audit.items[n - 2].seq + 1);
+  EXPECT_OK(store_->VerifyAuditChain(alpha));
 }
 
 }  // namespace

@@ -345,16 +345,27 @@ class VaultMaintenance {
   virtual absl::StatusOr<RewrapProgress> RewrapBatch(const Actor& actor, int max_records) = 0;
 };
 
-// A running subscription to the job table's wake-ups (JobStore::WatchJobs). Destroying it ends
-// the deliveries: no callback runs once the destructor has returned.
+// A running subscription to the store's wake-ups (JobStore::WatchJobs: the job table's, and
+// revocations). Destroying it ends the deliveries: no callback runs once the destructor has
+// returned.
 class JobWaker {
  public:
   virtual ~JobWaker() = default;
 };
 
+// What makes remembered authentications stale (JobWakeups::identities_revoked).
+struct Revocation {
+  // Zero: revocations may have been missed (deliveries started, or PostgreSQL's listener
+  // reconnected), so anything remembered may be stale.
+  TenantId tenant = 0;
+  // The identity RevokeIdentity revoked; unset: every identity of `tenant` (DisableTenant).
+  std::optional<IdentityId> identity;
+};
+
 // What a JobWaker calls. Callbacks run on a thread of the store's (PostgreSQL: the listener's;
 // the fake: the thread that made the change, after the change), one at a time per waker; they
-// must return quickly and must not destroy the waker. Either may be empty.
+// must return quickly and must not destroy the waker. Any may be empty; a store watches only
+// for what has a callback.
 struct JobWakeups {
   // Jobs were scheduled (by any replica), or wake-ups may have been missed: claiming may find
   // work. Also called once when deliveries start (PostgreSQL: when the listener's connection is
@@ -362,6 +373,10 @@ struct JobWakeups {
   std::function<void()> jobs_scheduled;
   // A job ended or a notice was announced (by any replica).
   std::function<void(const JobNotice&)> job_finished;
+  // RevokeIdentity or DisableTenant committed (by any replica), so token caches drop what they
+  // hold (service/token_cache.h). Also called with tenant 0 whenever jobs_scheduled would be
+  // for missed wake-ups.
+  std::function<void(const Revocation&)> identities_revoked;
 };
 
 // The durable job table of the work engine (docs/DESIGN.md, "Work engine"). Job bookkeeping is
@@ -424,11 +439,12 @@ class JobStore {
   // finishes outside a job. INVALID_ARGUMENT for a malformed kind or subject.
   virtual absl::Status AnnounceJobNotice(const JobNotice& notice) = 0;
   // Starts delivering wake-ups to `wakeups` until the returned waker is destroyed; the first
-  // jobs_scheduled call says deliveries have started. PostgreSQL: one dedicated connection
-  // LISTENing (storage/postgres_listener.h), connecting in the background and reconnecting with
+  // jobs_scheduled (or identities_revoked with tenant 0) call says deliveries have started.
+  // PostgreSQL: one dedicated connection LISTENing (storage/postgres_listener.h) on the
+  // channels of the callbacks given, connecting in the background and reconnecting with
   // backoff for as long as the waker lives (a database that is down is no error here); what
-  // was sent while it was not connected is lost, hence the jobs_scheduled call after each
-  // connection.
+  // was sent while it was not connected is lost, hence those calls after each connection.
+  // INVALID_ARGUMENT (PostgreSQL) when `wakeups` has no callback.
   virtual absl::StatusOr<std::unique_ptr<JobWaker>> WatchJobs(JobWakeups wakeups) = 0;
 };
 

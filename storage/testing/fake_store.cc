@@ -133,13 +133,16 @@ absl::StatusOr<Tenant> FakeStore::UpdateTenant(const Scope& scope, const TenantS
 absl::Status FakeStore::DisableTenant(const Scope& scope) {
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
-  RETURN_IF_ERROR(RequireTenant(s, scope));
-  auto it = s.tenants.find(scope.tenant);
-  if (it->second.disabled_at.has_value()) return absl::OkStatus();
-  it->second.disabled_at = now;
-  it->second.updated_at = now;
-  Audit(s, scope, now, rules::SimpleEvent("DisableTenant", ""));
+  {
+    absl::MutexLock lock(&s.mu);
+    RETURN_IF_ERROR(RequireTenant(s, scope));
+    auto it = s.tenants.find(scope.tenant);
+    if (it->second.disabled_at.has_value()) return absl::OkStatus();
+    it->second.disabled_at = now;
+    it->second.updated_at = now;
+    Audit(s, scope, now, rules::SimpleEvent("DisableTenant", ""));
+  }
+  fake::WakeRevoked(s, Revocation{scope.tenant, std::nullopt});
   return absl::OkStatus();
 }
 
@@ -241,15 +244,18 @@ absl::StatusOr<Identity> FakeStore::AuthenticateToken(absl::string_view token_sh
 absl::Status FakeStore::RevokeIdentity(const Scope& scope, IdentityId id) {
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
-  RETURN_IF_ERROR(RequireTenant(s, scope));
-  auto it = s.identities.find(id);
-  if (it == s.identities.end() || it->second.identity.tenant != scope.tenant) {
-    return NoSuch("identity", id);
+  {
+    absl::MutexLock lock(&s.mu);
+    RETURN_IF_ERROR(RequireTenant(s, scope));
+    auto it = s.identities.find(id);
+    if (it == s.identities.end() || it->second.identity.tenant != scope.tenant) {
+      return NoSuch("identity", id);
+    }
+    if (it->second.identity.revoked_at.has_value()) return absl::OkStatus();
+    it->second.identity.revoked_at = now;
+    Audit(s, scope, now, rules::SimpleEvent("RevokeIdentity", absl::StrCat("identity ", id)));
   }
-  if (it->second.identity.revoked_at.has_value()) return absl::OkStatus();
-  it->second.identity.revoked_at = now;
-  Audit(s, scope, now, rules::SimpleEvent("RevokeIdentity", absl::StrCat("identity ", id)));
+  fake::WakeRevoked(s, Revocation{scope.tenant, id});
   return absl::OkStatus();
 }
 

@@ -51,6 +51,15 @@ void WakeFinished(const Slots& slots, const JobNotice& notice) {
   }
 }
 
+void DeliverRevocation(const Slots& slots, const Revocation& revocation) {
+  for (const auto& slot : slots) {
+    absl::MutexLock lock(&slot->mu);
+    if (slot->live && slot->wakeups.identities_revoked) {
+      slot->wakeups.identities_revoked(revocation);
+    }
+  }
+}
+
 class FakeJobWaker final : public JobWaker {
  public:
   explicit FakeJobWaker(std::shared_ptr<State::JobWakerSlot> slot) : slot_(std::move(slot)) {}
@@ -321,8 +330,19 @@ absl::StatusOr<std::unique_ptr<JobWaker>> FakeStore::WatchJobs(JobWakeups wakeup
     absl::MutexLock lock(&state_->mu);
     state_->job_wakers.push_back(slot);
   }
-  WakeScheduled({slot});  // Deliveries have started, as a listener's connection does.
+  // Deliveries have started, as a listener's connection does.
+  WakeScheduled({slot});
+  DeliverRevocation({slot}, Revocation{});
   return std::unique_ptr<JobWaker>(new FakeJobWaker(std::move(slot)));
+}
+
+void fake::WakeRevoked(State& s, const Revocation& revocation) {
+  Slots wakers;
+  {
+    absl::MutexLock lock(&s.mu);
+    wakers = Wakers(s);
+  }
+  DeliverRevocation(wakers, revocation);
 }
 
 }  // namespace acmevault::storage

@@ -94,6 +94,10 @@ using State = FakeStore::State;
 // The audit chain's digest of a record: 32 bytes, deterministic, not cryptographic.
 std::string FakeDigest(const AuditRecord& a);
 
+// Delivers `revocation` to the wakers of every store sharing `s` that watch for revocations;
+// after the change, with s.mu released (as a NOTIFY is delivered after COMMIT).
+void WakeRevoked(State& s, const Revocation& revocation) ABSL_LOCKS_EXCLUDED(s.mu);
+
 // Appends `event` to scope.tenant's audit chain.
 void Audit(State& s, const Scope& scope, absl::Time at, const AuditEvent& event)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);

@@ -6,6 +6,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "storage/testing/status_matchers.h"
 #include "storage/testing/store_conformance.h"
@@ -221,6 +222,50 @@ TEST_P(StoreConformanceTest, DisabledTenantsIdentitiesDoNotAuthenticate) {
   EXPECT_EQ(t.disabled_at, a.created_at + absl::Seconds(3));
   EXPECT_THAT(AuditActions(ScopeOf(a)), ElementsAre("CreateTenant", "AddSpiffeIdentity",
                                                     "AddTokenIdentity", "DisableTenant"));
+}
+
+// What a replica's waker hears of revocations: "<tenant> <identity>", "<tenant> -" for a
+// whole tenant ("0 -": anything may be stale).
+class RevocationRecorder {
+ public:
+  JobWakeups Wakeups() {
+    JobWakeups w;
+    w.identities_revoked = [this](const Revocation& r) {
+      absl::MutexLock lock(&mu_);
+      seen_.push_back(absl::StrCat(r.tenant, " ",
+                                   r.identity.has_value() ? absl::StrCat(*r.identity) : "-"));
+    };
+    return w;
+  }
+  // What was heard once there are at least `n` (fewer if they did not come).
+  std::vector<std::string> WaitFor(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return seen_.size() >= n; };
+    mu_.AwaitWithTimeout(absl::Condition(&done), absl::Seconds(30));
+    return seen_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::string> seen_ ABSL_GUARDED_BY(mu_);
+};
+
+// Token caches of every replica drop what a revocation made stale when they hear of it.
+TEST_P(StoreConformanceTest, RevocationsReachEveryReplicasWaker) {
+  Tenant a = MakeTenant("alpha");
+  ASSERT_OK_AND_ASSIGN(Identity token, store().AddTokenIdentity(ScopeOf(a), std::string(32, 'r'),
+                                                                Role::kHost, "", std::nullopt));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> replica,
+                       harness().Reopen(TestKeks(KekText("kek-a", 'a'))));
+  RevocationRecorder heard;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<JobWaker> waker, replica->WatchJobs(heard.Wakeups()));
+  EXPECT_THAT(heard.WaitFor(1), ElementsAre("0 -")) << "deliveries never started";
+
+  ASSERT_OK(store().RevokeIdentity(ScopeOf(a), token.id));
+  ASSERT_OK(store().RevokeIdentity(ScopeOf(a), token.id));  // no change: nothing to hear
+  ASSERT_OK(store().DisableTenant(ScopeOf(a)));
+  EXPECT_THAT(heard.WaitFor(3), ElementsAre("0 -", absl::StrCat(a.id, " ", token.id),
+                                            absl::StrCat(a.id, " -")));
 }
 
 // ---------------------------------------------------------------------------------------------

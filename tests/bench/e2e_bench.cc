@@ -1,0 +1,474 @@
+// End-to-end benchmark of a running acmevaultd: prints figures, asserts nothing.
+//
+//  --mode=issue    IssueCertificate (unique names, service-generated P-256 keys) with --callers
+//                  concurrent callers: certificates/s, p50/p99, and per certificate the CPU
+//                  seconds of acmevaultd and of PostgreSQL (/proc/<pid>/stat, PostgreSQL's
+//                  postmaster and its children), the database's committed transactions
+//                  (pg_stat_database.xact_commit) and the ACME operations the service
+//                  counts (acmevault_acme_requests_total: not HTTP requests, no nonces).
+//  --mode=read     GetCertificate by serial on --streams concurrent calls, then the server's own
+//                  health check (grpc.health.v1.Health/Check) the same way, through the same
+//                  client: rates, p50/p99, their ratio, transactions per read.
+//  --mode=profile  A few issuances and reads one at a time with the database's statement log on
+//                  (the caller runs `ALTER DATABASE ... SET log_statement = 'all'` first): per
+//                  call, the statements, transactions (BEGIN), tenant settings (set_config),
+//                  audit inserts and order-row reads the service sent.
+//
+// Each run makes its own tenant (root token from --root_token_file) with an ACME account. Every
+// loop is bounded by a count and a time limit; everything is on loopback.
+// tests/bench/run_e2e_bench starts the stack, a fresh Pebble and service for each run.
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "acme/http.h"
+#include "acmevault/v1/account_service.grpc.pb.h"
+#include "acmevault/v1/admin_service.grpc.pb.h"
+#include "acmevault/v1/certificate_service.grpc.pb.h"
+
+ABSL_FLAG(std::string, mode, "issue", "issue, read or profile");
+ABSL_FLAG(std::string, grpc, "", "acmevaultd's gRPC address, host:port");
+ABSL_FLAG(std::string, metrics, "", "acmevaultd's metrics URL (http://127.0.0.1:PORT/metrics)");
+ABSL_FLAG(std::string, root_token_file, "", "a platform-admin bearer token");
+ABSL_FLAG(int, daemon_pid, 0, "acmevaultd's process id, for its CPU time");
+ABSL_FLAG(int, postmaster_pid, 0, "PostgreSQL's postmaster process id, for its CPU time");
+ABSL_FLAG(std::string, pg_url, "", "a superuser libpq URL of the cluster (statistics, markers)");
+ABSL_FLAG(std::string, database, "", "the service's database name");
+ABSL_FLAG(std::string, pg_log, "", "PostgreSQL's log file (profile mode)");
+ABSL_FLAG(int, callers, 8, "concurrent IssueCertificate callers");
+ABSL_FLAG(int, issuances, 200, "issuances, at most");
+ABSL_FLAG(int, seconds, 30, "time limit of the issuance run or of each read run");
+ABSL_FLAG(int, streams, 64, "concurrent calls of the read run");
+ABSL_FLAG(std::string, label, "", "printed first on every line");
+
+namespace acmevault::bench {
+namespace {
+
+using Clock = std::chrono::system_clock;
+
+std::unique_ptr<grpc::ClientContext> Ctx(const std::string& token, int seconds = 60) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
+  ctx->set_deadline(Clock::now() + std::chrono::seconds(seconds));
+  return ctx;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// utime + stime (+ the reaped children's, when `children`) of `pid`, in seconds; 0 if unknown.
+double CpuSeconds(int pid, bool children) {
+  std::string stat = ReadAll(absl::StrCat("/proc/", pid, "/stat"));
+  size_t close = stat.rfind(')');
+  if (close == std::string::npos) return 0;
+  // Fields after "(comm)": state is field 3, utime 14, stime 15, cutime 16, cstime 17.
+  std::vector<std::string> f = absl::StrSplit(stat.substr(close + 2), ' ');
+  if (f.size() < 15) return 0;
+  double ticks = 0, v = 0;
+  for (int field : children ? std::vector<int>{14, 15, 16, 17} : std::vector<int>{14, 15}) {
+    if (absl::SimpleAtod(f[field - 3], &v)) ticks += v;
+  }
+  return ticks / sysconf(_SC_CLK_TCK);
+}
+
+// The postmaster's CPU seconds with every child's, live or reaped.
+double PostgresCpuSeconds(int postmaster) {
+  if (postmaster <= 0) return 0;
+  double total = CpuSeconds(postmaster, /*children=*/true);
+  for (absl::string_view task :
+       absl::StrSplit(ReadAll(absl::StrCat("/proc/", postmaster, "/task/", postmaster,
+                                           "/children")),
+                      ' ', absl::SkipWhitespace())) {
+    int child = 0;
+    if (absl::SimpleAtoi(task, &child)) total += CpuSeconds(child, /*children=*/false);
+  }
+  return total;
+}
+
+// pg_stat_database.xact_commit of the service's database, read once the statistics of idle
+// backends have been flushed: PostgreSQL 15 flushes a backend's counts at most once a second
+// and, when it goes idle within a second of its last flush, 10 s later.
+int64_t Commits() {
+  if (absl::GetFlag(FLAGS_pg_url).empty()) return 0;
+  absl::SleepFor(absl::Seconds(11));
+  try {
+    pqxx::connection c(absl::GetFlag(FLAGS_pg_url));
+    pqxx::nontransaction tx(c);
+    return tx
+        .exec_params1("SELECT xact_commit FROM pg_stat_database WHERE datname = $1",
+                      absl::GetFlag(FLAGS_database))[0]
+        .as<int64_t>();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pg_stat_database: %s\n", e.what());
+    return 0;
+  }
+}
+
+// The sum of every sample of `prefix` in acmevaultd's metrics.
+double Metric(absl::string_view prefix) {
+  if (absl::GetFlag(FLAGS_metrics).empty()) return 0;
+  auto http = acme::CurlTransport::Create({.allow_http = true});
+  if (!http.ok()) return 0;
+  auto r = (*http)->Send({"GET", absl::GetFlag(FLAGS_metrics), {}, ""});
+  if (!r.ok()) return 0;
+  double total = 0, v = 0;
+  for (absl::string_view line : absl::StrSplit(r->body, '\n')) {
+    if (!absl::StartsWith(line, prefix)) continue;
+    if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v)) total += v;
+  }
+  return total;
+}
+
+struct Service {
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<v1::AdminService::Stub> admin;
+  std::unique_ptr<v1::AccountService::Stub> accounts;
+  std::unique_ptr<v1::CertificateService::Stub> certs;
+  std::string root_token;
+};
+
+Service Connect() {
+  Service s;
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(16 << 20);
+  s.channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_grpc),
+                                        grpc::InsecureChannelCredentials(), args);
+  s.admin = v1::AdminService::NewStub(s.channel);
+  s.accounts = v1::AccountService::NewStub(s.channel);
+  s.certs = v1::CertificateService::NewStub(s.channel);
+  s.root_token = std::string(
+      absl::StripAsciiWhitespace(ReadAll(absl::GetFlag(FLAGS_root_token_file))));
+  return s;
+}
+
+struct Tenant {
+  std::string name, host;
+  bool ok = false;
+};
+
+// A tenant allowed *.<name>.example with a host token and an ACME account.
+Tenant NewTenant(Service& s) {
+  Tenant t;
+  t.name = absl::StrCat("bench", getpid(), "-", absl::ToUnixMillis(absl::Now()) % 100000000);
+  v1::CreateTenantRequest tr;
+  tr.set_name(t.name);
+  tr.add_allowed_identifiers(absl::StrCat("*.", t.name, ".example"));
+  v1::Tenant tenant;
+  grpc::Status st = s.admin->CreateTenant(Ctx(s.root_token).get(), tr, &tenant);
+  std::string admin;
+  for (auto [role, out] : {std::pair{v1::ROLE_ADMIN, &admin}, std::pair{v1::ROLE_HOST, &t.host}}) {
+    if (!st.ok()) break;
+    v1::CreateTokenRequest req;
+    req.set_tenant(t.name);
+    req.set_role(role);
+    v1::CreateTokenResponse resp;
+    st = s.admin->CreateToken(Ctx(s.root_token).get(), req, &resp);
+    *out = resp.token();
+  }
+  if (st.ok()) {
+    v1::CreateAccountRequest ar;
+    ar.set_terms_of_service_agreed(true);
+    v1::Account account;
+    st = s.accounts->CreateAccount(Ctx(admin).get(), ar, &account);
+  }
+  if (!st.ok()) std::printf("setup failed: %s\n", st.error_message().c_str());
+  t.ok = st.ok();
+  return t;
+}
+
+grpc::Status Issue(Service& s, const Tenant& t, int n, v1::IssueCertificateResponse* out) {
+  v1::IssueCertificateRequest r;
+  r.add_identifiers(absl::StrCat("c", n, ".", t.name, ".example"));
+  r.set_key_algorithm(v1::KEY_ALGORITHM_ECDSA_P256);
+  return s.certs->IssueCertificate(Ctx(t.host).get(), r, out);
+}
+
+// Latencies in milliseconds, sorted; the value at fraction p.
+double Percentile(std::vector<double>& ms, double p) {
+  if (ms.empty()) return 0;
+  std::sort(ms.begin(), ms.end());
+  return ms[static_cast<size_t>(p * (ms.size() - 1))];
+}
+
+struct Run {
+  int ok = 0, failed = 0;
+  double seconds = 0;
+  std::vector<double> ms;
+  std::string first_error;
+};
+
+// Calls `call(i)` from `threads` threads until `total` calls were made or `limit` passed.
+Run Drive(int threads, int total, absl::Duration limit,
+          const std::function<grpc::Status(int)>& call) {
+  Run run;
+  absl::Mutex mu;
+  int started = 0;
+  const absl::Time start = absl::Now(), deadline = start + limit;
+  std::vector<std::thread> pool;
+  for (int w = 0; w < threads; ++w) {
+    pool.emplace_back([&] {
+      std::vector<double> mine;
+      for (;;) {
+        int i;
+        {
+          absl::MutexLock lock(&mu);
+          if (started >= total || absl::Now() >= deadline) break;
+          i = started++;
+        }
+        const absl::Time t0 = absl::Now();
+        grpc::Status st = call(i);
+        const double ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
+        if (st.ok()) {
+          mine.push_back(ms);
+          continue;
+        }
+        absl::MutexLock lock(&mu);
+        ++run.failed;
+        if (run.first_error.empty()) run.first_error = st.error_message();
+      }
+      absl::MutexLock lock(&mu);
+      run.ok += static_cast<int>(mine.size());
+      run.ms.insert(run.ms.end(), mine.begin(), mine.end());
+    });
+  }
+  for (auto& t : pool) t.join();
+  run.seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  return run;
+}
+
+std::string Label() {
+  const std::string label = absl::GetFlag(FLAGS_label);
+  return label.empty() ? "" : label + " ";
+}
+
+void PrintRun(absl::string_view what, Run& run, absl::string_view extra) {
+  std::printf("%s%s ok=%d failed=%d seconds=%.1f per_s=%.1f p50_ms=%.1f p99_ms=%.1f%s%s%s\n",
+              Label().c_str(), std::string(what).c_str(), run.ok, run.failed, run.seconds,
+              run.seconds > 0 ? run.ok / run.seconds : 0.0, Percentile(run.ms, 0.5),
+              Percentile(run.ms, 0.99), std::string(extra).c_str(),
+              run.first_error.empty() ? "" : " first_error=", run.first_error.c_str());
+}
+
+void BenchIssue(Service& s) {
+  Tenant t = NewTenant(s);
+  if (!t.ok) return;
+  const int callers = absl::GetFlag(FLAGS_callers);
+  const int64_t commits0 = Commits();
+  const double acme0 = Metric("acmevault_acme_requests_total");
+  const double daemon0 = CpuSeconds(absl::GetFlag(FLAGS_daemon_pid), false);
+  const double pg0 = PostgresCpuSeconds(absl::GetFlag(FLAGS_postmaster_pid));
+  Run run = Drive(callers, absl::GetFlag(FLAGS_issuances),
+                  absl::Seconds(absl::GetFlag(FLAGS_seconds)), [&](int i) {
+                    v1::IssueCertificateResponse out;
+                    return Issue(s, t, i, &out);
+                  });
+  const double daemon_cpu = CpuSeconds(absl::GetFlag(FLAGS_daemon_pid), false) - daemon0;
+  const double pg_cpu = PostgresCpuSeconds(absl::GetFlag(FLAGS_postmaster_pid)) - pg0;
+  const double acme = Metric("acmevault_acme_requests_total") - acme0;
+  const int64_t commits = Commits() - commits0;
+  const double n = std::max(run.ok, 1);
+  PrintRun(absl::StrCat("issue callers=", callers), run,
+           absl::StrFormat(" daemon_cpu_ms_per_cert=%.1f pg_cpu_ms_per_cert=%.1f "
+                           "pg_xacts_per_cert=%.1f acme_operations_per_cert=%.1f",
+                           1000 * daemon_cpu / n, 1000 * pg_cpu / n, commits / n, acme / n));
+}
+
+void BenchRead(Service& s) {
+  Tenant t = NewTenant(s);
+  if (!t.ok) return;
+  v1::IssueCertificateResponse issued;
+  grpc::Status st = Issue(s, t, 0, &issued);
+  if (!st.ok()) {
+    std::printf("%sread setup: IssueCertificate: %s\n", Label().c_str(),
+                st.error_message().c_str());
+    return;
+  }
+  const std::string serial = issued.certificate().serial();
+  const int streams = absl::GetFlag(FLAGS_streams);
+  const absl::Duration limit = absl::Seconds(absl::GetFlag(FLAGS_seconds));
+  constexpr int kMaxCalls = 2000000;
+  auto get = [&](int) {
+    v1::GetCertificateRequest r;
+    r.set_serial(serial);
+    v1::Certificate out;
+    return s.certs->GetCertificate(Ctx(t.host).get(), r, &out);
+  };
+  Drive(streams, 5 * streams, limit, get);  // Warm: connections, caches.
+  const int64_t commits0 = Commits();
+  const double daemon0 = CpuSeconds(absl::GetFlag(FLAGS_daemon_pid), false);
+  Run reads = Drive(streams, kMaxCalls, limit, get);
+  const double daemon_cpu = CpuSeconds(absl::GetFlag(FLAGS_daemon_pid), false) - daemon0;
+  const int64_t commits = Commits() - commits0;
+  grpc::GenericStub generic(s.channel);
+  Run health = Drive(streams, kMaxCalls, limit, [&](int) {
+    grpc::ByteBuffer request, response;
+    grpc::Slice empty("", 0);  // HealthCheckRequest{service: ""}: no bytes.
+    request = grpc::ByteBuffer(&empty, 1);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Clock::now() + std::chrono::seconds(10));
+    grpc::Status result;
+    absl::Notification done;
+    generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
+                      &response, [&](grpc::Status status) {
+                        result = status;
+                        done.Notify();
+                      });
+    done.WaitForNotification();
+    return result;
+  });
+  const double n = std::max(reads.ok, 1);
+  PrintRun(absl::StrCat("read streams=", streams), reads,
+           absl::StrFormat(" pg_xacts_per_read=%.2f daemon_cpu_us_per_read=%.0f", commits / n,
+                           1e6 * daemon_cpu / n));
+  PrintRun(absl::StrCat("health streams=", streams), health, "");
+  std::printf("%sread_vs_health rate_ratio=%.3f\n", Label().c_str(),
+              health.ok > 0 ? (reads.ok / reads.seconds) / (health.ok / health.seconds) : 0.0);
+}
+
+// Per call, what the statement log shows between two markers. A transaction is a BEGIN or a
+// statement sent outside one (autocommit).
+struct StatementCounts {
+  int statements = 0, transactions = 0, set_configs = 0, audit_inserts = 0, order_reads = 0;
+};
+
+StatementCounts CountStatements(const std::string& log, const std::string& from,
+                                const std::string& to, int own_pid) {
+  StatementCounts c;
+  bool on = false;
+  std::map<std::string, bool> in_transaction;  // By server process.
+  for (absl::string_view line : absl::StrSplit(log, '\n')) {
+    if (absl::StrContains(line, from)) on = true;
+    if (absl::StrContains(line, to)) break;
+    const size_t open = line.find('['), close = line.find(']');
+    if (!on || open == absl::string_view::npos || close < open) continue;
+    const std::string pid(line.substr(open + 1, close - open - 1));
+    if (pid == absl::StrCat(own_pid)) continue;
+    size_t at = line.find(" LOG:  statement: ");
+    size_t text = at == absl::string_view::npos ? 0 : at + 18;
+    if (at == absl::string_view::npos) {
+      at = line.find(" LOG:  execute ");
+      if (at == absl::string_view::npos) continue;
+      text = line.find(": ", at + 15);
+      if (text == absl::string_view::npos) continue;
+      text += 2;
+    }
+    absl::string_view sql = line.substr(text);
+    ++c.statements;
+    bool& open_tx = in_transaction[pid];
+    if (absl::StartsWith(sql, "BEGIN")) {
+      open_tx = true;
+      ++c.transactions;
+    } else if (absl::StartsWith(sql, "COMMIT") || absl::StartsWith(sql, "ROLLBACK")) {
+      open_tx = false;
+    } else if (!open_tx) {
+      ++c.transactions;
+    }
+    if (absl::StrContains(sql, "set_config('acmevault.tenant_id'")) ++c.set_configs;
+    if (absl::StrContains(sql, "INSERT INTO audit_log")) ++c.audit_inserts;
+    if (absl::StrContains(sql, "FROM orders")) ++c.order_reads;
+  }
+  return c;
+}
+
+void BenchProfile(Service& s) {
+  Tenant t = NewTenant(s);
+  if (!t.ok) return;
+  const int n = std::min(absl::GetFlag(FLAGS_issuances), 20);
+  constexpr int kReads = 100;
+  std::string serial;
+  try {
+    // The markers go through the service's own database, whose sessions log every statement.
+    std::string url = absl::GetFlag(FLAGS_pg_url);
+    url = absl::StrCat(url.substr(0, url.rfind('/') + 1), absl::GetFlag(FLAGS_database));
+    pqxx::connection c(url);
+    pqxx::nontransaction tx(c);
+    const int own_pid = tx.exec1("SELECT pg_backend_pid()")[0].as<int>();
+    auto mark = [&](absl::string_view what) {
+      tx.exec(absl::StrCat("SELECT 'acmevault-bench-", what, "'"));
+    };
+    absl::SleepFor(absl::Seconds(2));  // The engine's idle claims are logged too; let it settle.
+    mark("issue");
+    int issued = 0;
+    for (int i = 0; i < n; ++i) {
+      v1::IssueCertificateResponse out;
+      if (Issue(s, t, i, &out).ok()) {
+        ++issued;
+        serial = out.certificate().serial();
+      }
+    }
+    mark("read");
+    int reads = 0;
+    for (int i = 0; i < kReads && !serial.empty(); ++i) {
+      v1::GetCertificateRequest r;
+      r.set_serial(serial);
+      v1::Certificate out;
+      if (s.certs->GetCertificate(Ctx(t.host).get(), r, &out).ok()) ++reads;
+    }
+    mark("end");
+    absl::SleepFor(absl::Milliseconds(500));
+    const std::string log = ReadAll(absl::GetFlag(FLAGS_pg_log));
+    for (auto [what, from, to, calls] :
+         {std::tuple{"IssueCertificate", "acmevault-bench-issue", "acmevault-bench-read", issued},
+          std::tuple{"GetCertificate", "acmevault-bench-read", "acmevault-bench-end", reads}}) {
+      StatementCounts c = CountStatements(log, from, to, own_pid);
+      const double k = std::max(calls, 1);
+      std::printf(
+          "%sprofile %s calls=%d statements=%.1f transactions=%.1f set_config=%.1f "
+          "audit_inserts=%.1f order_reads=%.1f (per call)\n",
+          Label().c_str(), what, calls, c.statements / k, c.transactions / k, c.set_configs / k,
+          c.audit_inserts / k, c.order_reads / k);
+    }
+  } catch (const std::exception& e) {
+    std::printf("%sprofile: %s\n", Label().c_str(), e.what());
+  }
+}
+
+}  // namespace
+}  // namespace acmevault::bench
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  acmevault::bench::Service s = acmevault::bench::Connect();
+  const std::string mode = absl::GetFlag(FLAGS_mode);
+  if (mode == "issue") {
+    acmevault::bench::BenchIssue(s);
+  } else if (mode == "read") {
+    acmevault::bench::BenchRead(s);
+  } else if (mode == "profile") {
+    acmevault::bench::BenchProfile(s);
+  } else {
+    std::fprintf(stderr, "unknown --mode %s\n", mode.c_str());
+    return 2;
+  }
+  return 0;
+}
