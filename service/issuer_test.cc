@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "service/testing/fixture.h"
 #include "service/testing/happy_ca.h"
+#include "service/testing/issuing.h"
 #include "storage/testing/status_matchers.h"
 
 namespace acmevault::service {
@@ -45,11 +46,18 @@ class IssuerTest : public ::testing::Test {
     auto clients = AcmeClients::Create(options);
     ASSERT_TRUE(clients.ok());
     clients_ = *std::move(clients);
-    runner_ = *OrderRunner::Create(
-        fx_.WithStore(OrderRunner::Options{.clients = clients_.get(), .clock = &fx_.clock()}));
-    issuer_ = *Issuer::Create(
-        fx_.WithStore(Issuer::Options{.runner = runner_.get(), .clock = &fx_.clock()}));
+    replica_ = MakeReplica();
+    issuer_ = &replica_->issuer();
     testing::ScriptHappyCa(ca_, &state_);
+  }
+
+  // A started replica over this test's store and CA.
+  std::unique_ptr<testing::IssuingReplica> MakeReplica(
+      std::function<void(Issuer::Options&)> adjust = nullptr, const std::string& id = "replica") {
+    auto r = testing::IssuingReplica::Create(
+        fx_, {.clients = clients_.get(), .replica_id = id, .adjust_issuer = std::move(adjust)});
+    r->Start();
+    return r;
   }
 
   Caller Authenticate(const std::string& token) {
@@ -152,8 +160,10 @@ class IssuerTest : public ::testing::Test {
   Caller host_;
   std::unique_ptr<crypto::PrivateKey> account_key_, leaf_key_;
   std::unique_ptr<AcmeClients> clients_;
-  std::unique_ptr<OrderRunner> runner_;
-  std::unique_ptr<Issuer> issuer_;
+  // Fake time runs while orders run on the engine (RetryAt times come due).
+  testing::ClockTicker ticker_{fx_.clock()};
+  std::unique_ptr<testing::IssuingReplica> replica_;
+  Issuer* issuer_ = nullptr;
 };
 
 TEST_F(IssuerTest, NamesOutsideTheAllowListAreRefusedBeforeAnyAcmeRequest) {
@@ -276,39 +286,17 @@ TEST_F(IssuerTest, AFinalizedOrderWhoseDownloadFailsAnswersWithAClearError) {
 
 TEST_F(IssuerTest, AnIssueWaitsNoLongerThanTheServersCap) {
   AddAccount();
-  auto capped = *Issuer::Create(fx_.WithStore(Issuer::Options{
-      .runner = runner_.get(), .clock = &fx_.clock(), .max_wait = absl::Milliseconds(200)}));
+  replica_.reset();
+  auto capped = MakeReplica([](Issuer::Options& o) { o.max_wait = absl::Milliseconds(200); });
   ca_.On("POST", "/order/1", [](const Call&) {
     return ScriptedServer::Json(200, ScriptedServer::Order("pending"));
   });
   IssueRequest r = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
   r.max_wait = absl::ZeroDuration();  // The caller's deadline alone: infinitely far.
-  auto result = capped->Issue(host_, r);
+  auto result = capped->issuer().Issue(host_, r);
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_FALSE(result->certificate.has_value());
   EXPECT_FALSE(storage::IsTerminal(result->order.state));
-}
-
-TEST_F(IssuerTest, OneTenantCannotQueueMoreThanItsShare) {
-  AddAccount();
-  absl::Notification release;
-  ca_.On("POST", "/new-order", [&](const Call&) {
-    release.WaitForNotification();  // The CA holds every order while the test fills the queue.
-    return ScriptedServer::Problem(503, "serverInternal", "busy");
-  });
-  auto capped = *Issuer::Create(fx_.WithStore(Issuer::Options{.runner = runner_.get(),
-                                                              .clock = &fx_.clock(),
-                                                              .max_orders_per_tenant = 2,
-                                                              .worker_threads = 1}));
-  auto issue = [&](const std::string& name) {
-    IssueRequest r = CsrRequest({name}, *leaf_key_);
-    r.max_wait = absl::Milliseconds(50);
-    return capped->Issue(host_, r);
-  };
-  EXPECT_TRUE(issue("a.example.com").ok());
-  EXPECT_TRUE(issue("b.example.com").ok());
-  EXPECT_THAT(issue("c.example.com"), StatusIs(absl::StatusCode::kResourceExhausted, "orders in progress"));
-  release.Notify();
 }
 
 // Issue 9, defect 7: a service-side key (RSA-4096 costs seconds) is generated only for an order
@@ -323,8 +311,9 @@ TEST_F(IssuerTest, AJoinOrAReuseGeneratesNoKey) {
     // A fast key of another type: the test counts calls, it does not need RSA.
     return crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
   };
-  auto issuer = *Issuer::Create(fx_.WithStore(Issuer::Options{
-      .runner = runner_.get(), .clock = &fx_.clock(), .generate_key = counting}));
+  replica_.reset();
+  auto replica = MakeReplica([&](Issuer::Options& o) { o.generate_key = counting; });
+  Issuer* issuer = &replica->issuer();
   auto request = [](const std::string& idempotency_key) {
     IssueRequest r;
     r.identifiers = {"*.leaf.example.com", "leaf.example.com"};
@@ -481,41 +470,6 @@ TEST_F(IssuerTest, ACancelledCallerStopsWaiting) {
   EXPECT_LT(waited, absl::Seconds(10));  // Not the 30 s wait: a bound, not a timing.
 }
 
-TEST_F(IssuerTest, StoppingHandsQueuedOrdersOverByReleasingTheirLeases) {
-  AddAccount();
-  // One worker, blocked in its first order until released; a second order waits in the queue.
-  runner_ = *OrderRunner::Create(
-      fx_.WithStore(OrderRunner::Options{.clients = clients_.get(), .clock = &fx_.clock()}));
-  issuer_ = *Issuer::Create(fx_.WithStore(
-      Issuer::Options{.runner = runner_.get(), .clock = &fx_.clock(), .worker_threads = 1}));
-  absl::Notification release, entered;
-  ca_.On("POST", "/new-order", [&](const Call&) {
-    if (!entered.HasBeenNotified()) entered.Notify();
-    release.WaitForNotification();
-    return ScriptedServer::Problem(503, "serverInternal", "busy");
-  });
-  IssueRequest first = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
-  first.max_wait = absl::Nanoseconds(1);
-  ASSERT_TRUE(issuer_->Issue(host_, first).ok());
-  entered.WaitForNotification();
-  auto other_key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
-  ASSERT_TRUE(other_key.ok());
-  IssueRequest second = CsrRequest({"other.example.com"}, *other_key);
-  second.max_wait = absl::Nanoseconds(1);
-  auto queued = issuer_->Issue(host_, second);
-  ASSERT_TRUE(queued.ok()) << queued.status();
-  EXPECT_EQ(queued->order.lease_owner, "replica");
-
-  std::thread stopper([&] { issuer_.reset(); });
-  absl::SleepFor(absl::Milliseconds(100));
-  release.Notify();
-  stopper.join();
-  auto row = fx_.store().GetOrder(fx_.AdminScope(tenant_), queued->order.id);
-  ASSERT_TRUE(row.ok());
-  EXPECT_TRUE(row->lease_owner.empty()) << row->lease_owner;  // Released, claimable now.
-  EXPECT_EQ(row->state, storage::OrderState::kCreated);
-}
-
 TEST_F(IssuerTest, RequestFieldsAreCheckedBeforeAnythingElse) {
   AddAccount();
   IssueRequest empty_csr = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
@@ -586,7 +540,7 @@ TEST_F(IssuerTest, ReadsCheckTheirArguments) {
 TEST_F(IssuerTest, MissingCollaboratorsAreRefusedAtCreation) {
   EXPECT_THAT(Issuer::Create(fx_.WithStore(Issuer::Options{})),
               StatusIs(absl::StatusCode::kInvalidArgument, "Issuer: Options.runner is required"));
-  Issuer::Options no_orders = fx_.WithStore(Issuer::Options{.runner = runner_.get()});
+  Issuer::Options no_orders = fx_.WithStore(Issuer::Options{.runner = &replica_->runner()});
   no_orders.orders = nullptr;
   EXPECT_THAT(Issuer::Create(no_orders),
               StatusIs(absl::StatusCode::kInvalidArgument, "Options.orders"));
