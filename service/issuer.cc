@@ -157,7 +157,7 @@ JobOutcome Issuer::StepOrder(const JobRun& run) {
          {"status", SummarizeFailure(result->why)}});
     {
       absl::MutexLock lock(&mu_);
-      stopped_[id] = result->why;
+      stopped_[id] = Stop{result->why, ++stops_};
     }
     Announce(scope.tenant, id);
   }
@@ -193,10 +193,6 @@ absl::StatusOr<storage::Order> Issuer::WaitForOrder(const storage::Scope& scope,
   while (true) {
     ASSIGN_OR_RETURN(storage::Order row, options_.orders->GetOrder(scope, order));
     if (storage::IsTerminal(row.state)) return row;
-    {
-      absl::MutexLock lock(&mu_);
-      if (stopped_.count(order) != 0) return row;
-    }
     if (!watch->Wait(until, cancelled)) return options_.orders->GetOrder(scope, order);
   }
 }
@@ -227,11 +223,11 @@ absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueReque
   // A joined order made for another host's key is waited out, then a fresh one is made for this
   // request (at most once, and without the idempotency key that led to the other order).
   for (int attempt = 0; attempt < 2; ++attempt) {
-    std::unique_ptr<JobNotices::Watch> watch;
+    Waiting waiting;
     ASSIGN_OR_RETURN(storage::CreateOrderResult created,
-                     CreateOrJoinOrder(scope, checked, account, attempt == 0, &watch));
+                     CreateOrJoinOrder(scope, checked, account, attempt == 0, &waiting));
     ASSIGN_OR_RETURN(storage::Order order,
-                     WaitForResult(scope, created.order.id, *watch, checked));
+                     WaitForResult(scope, created.order.id, waiting, checked));
     auto result = Finish(scope, std::move(order), checked, created.created);
     if (result.ok() || !absl::IsAborted(result.status()) || created.created) return result;
   }
@@ -345,7 +341,7 @@ absl::StatusOr<storage::Account> Issuer::ChooseAccount(const storage::Scope& sco
 
 absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
     const storage::Scope& scope, const Checked& checked, const storage::Account& account,
-    bool with_idempotency_key, std::unique_ptr<JobNotices::Watch>* watch) {
+    bool with_idempotency_key, Waiting* waiting) {
   const IssueRequest& request = *checked.request;
   // A host's CSR goes with the new row (a joined order keeps its own and drops it). A
   // service-side key is made only once the order is known to be new (AttachGeneratedKey): a
@@ -359,10 +355,16 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
   spec.job_ca = account.directory_url;
   ASSIGN_OR_RETURN(storage::CreateOrderResult created,
                    options_.orders->CreateOrJoinOrder(scope, spec));
-  // Opened before the job is handed over (a new order) or the order looked at again (a joined
-  // one, by WaitForResult), so its end cannot pass unseen.
-  if (watch != nullptr) {
-    *watch = options_.notices->Open(scope.tenant, kOrderStepJob, absl::StrCat(created.order.id));
+  // Begun before the job is handed over (a new order) or the order looked at again (a joined
+  // one, by WaitForResult), so its end or a stop cannot pass unseen; a stop from before (of
+  // the order joined) is not this caller's answer.
+  if (waiting != nullptr) {
+    waiting->watch =
+        options_.notices->Open(scope.tenant, kOrderStepJob, absl::StrCat(created.order.id));
+    absl::MutexLock lock(&mu_);
+    if (auto it = stopped_.find(created.order.id); it != stopped_.end()) {
+      waiting->stops_seen = it->second.number;
+    }
   }
   if (!created.created) return created;
   const storage::Lease& lease = *created.lease;
@@ -408,28 +410,26 @@ absl::Status Issuer::AttachGeneratedKey(const storage::Scope& scope, const stora
 }
 
 absl::StatusOr<storage::Order> Issuer::WaitForResult(const storage::Scope& scope,
-                                                     storage::OrderId id, JobNotices::Watch& watch,
+                                                     storage::OrderId id, Waiting& waiting,
                                                      const Checked& checked) {
   storage::Order order;
-  while (true) {
+  absl::Status stopped;
+  while (stopped.ok()) {
     ASSIGN_OR_RETURN(order, options_.orders->GetOrder(scope, id));
     if (storage::IsTerminal(order.state)) return order;
     {
       absl::MutexLock lock(&mu_);
-      if (stopped_.count(id) != 0) break;
+      auto it = stopped_.find(id);
+      if (it != stopped_.end() && it->second.number != waiting.stops_seen) {
+        stopped = it->second.why;
+      }
     }
-    if (!watch.Wait(checked.wait_until, checked.request->cancelled)) return order;
+    if (!stopped.ok()) break;
+    if (!waiting.watch->Wait(checked.wait_until, checked.request->cancelled)) return order;
   }
   // The last step stopped short on a CA or network problem: say so (RESOURCE_EXHAUSTED with
   // the CA's retry time, UNAVAILABLE, ...) rather than hand back a handle that will not move
   // until a later step; the order stays and is retried.
-  absl::Status stopped;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = stopped_.find(id);
-    if (it == stopped_.end()) return order;
-    stopped = it->second;
-  }
   if (absl::IsResourceExhausted(stopped) || absl::IsUnavailable(stopped)) return stopped;
   // Finalized at the CA, but the certificate did not arrive: not a handle that says FINALIZING
   // as if all were well, but what went wrong (the order is retried by a later step).

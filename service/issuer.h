@@ -159,8 +159,8 @@ class Issuer {
       const Caller& caller, const storage::CertificateFilter& filter,
       const storage::PageRequest& page);
 
-  // Waits until `order` is terminal, its last step stopped short, or `until` (on
-  // `wait_clock`), woken by the order's notices; returns its row as it is then.
+  // Waits until `order` is terminal or `until` (on `wait_clock`), woken by the order's
+  // notices; returns its row as it is then.
   absl::StatusOr<storage::Order> WaitForOrder(const storage::Scope& scope, storage::OrderId order,
                                               absl::Time until,
                                               const std::function<bool()>& cancelled = nullptr);
@@ -190,12 +190,20 @@ class Issuer {
                                                           const Checked& checked);
   // The tenant's newest valid account; FAILED_PRECONDITION when it has none.
   absl::StatusOr<storage::Account> ChooseAccount(const storage::Scope& scope);
+  // A caller's wait on an order: its notices, and the last stop it had heard of (stopped_)
+  // when the wait began.
+  struct Waiting {
+    std::unique_ptr<JobNotices::Watch> watch;
+    uint64_t stops_seen = 0;
+  };
   // Joins the tenant's order in flight for the identifiers, or creates the order row with its
   // job and finalization material (so any replica can finish it) and hands the job to the
-  // engine. `watch`, when given, is opened on the order's job before the job can end.
-  absl::StatusOr<storage::CreateOrderResult> CreateOrJoinOrder(
-      const storage::Scope& scope, const Checked& checked, const storage::Account& account,
-      bool with_idempotency_key, std::unique_ptr<JobNotices::Watch>* watch);
+  // engine. `waiting`, when given, begins before the job can end or stop.
+  absl::StatusOr<storage::CreateOrderResult> CreateOrJoinOrder(const storage::Scope& scope,
+                                                               const Checked& checked,
+                                                               const storage::Account& account,
+                                                               bool with_idempotency_key,
+                                                               Waiting* waiting);
   // For the new order of a request without a CSR: generates its certificate key, builds the
   // CSR and stores both with the order (OrderStore::AttachOrderMaterial).
   absl::Status AttachGeneratedKey(const storage::Scope& scope, const storage::Lease& lease,
@@ -203,7 +211,7 @@ class Issuer {
   // Waits for the order until the request's wait ends and returns its row; the CA's rate limit
   // or an outage that stopped its last step is returned as that error instead.
   absl::StatusOr<storage::Order> WaitForResult(const storage::Scope& scope, storage::OrderId order,
-                                               JobNotices::Watch& watch, const Checked& checked);
+                                               Waiting& waiting, const Checked& checked);
   // What the caller gets for the order: the handle, or the certificate (and the key, for the
   // request that made it). ABORTED when a joined order certified a key not the caller's.
   absl::StatusOr<IssueResult> Finish(const storage::Scope& scope, storage::Order order,
@@ -222,8 +230,14 @@ class Issuer {
   const Options options_;
   absl::Mutex mu_;
   // Why the last step of an order stopped short (a CA rate limit, an outage), for the callers
-  // waiting on it here; cleared when a later step gets on.
-  std::map<storage::OrderId, absl::Status> stopped_ ABSL_GUARDED_BY(mu_);
+  // waiting on it here, numbered (stops_) so that a caller hears only of a stop that came
+  // while it waited; cleared when a later step gets on.
+  struct Stop {
+    absl::Status why;
+    uint64_t number = 0;
+  };
+  std::map<storage::OrderId, Stop> stopped_ ABSL_GUARDED_BY(mu_);
+  uint64_t stops_ ABSL_GUARDED_BY(mu_) = 0;
   // The challenge type asked for by the request that made an order here (not stored: a step on
   // another replica answers with HTTP-01, or DNS-01 for a wildcard).
   std::map<storage::OrderId, ChallengePreference> preferences_ ABSL_GUARDED_BY(mu_);

@@ -23,25 +23,25 @@ JobNotices::Watch::~Watch() {
 
 bool JobNotices::Watch::Wait(absl::Time until, const std::function<bool()>& cancelled) {
   JobNotices& n = *notices_;
-  absl::MutexLock lock(&n.mu_);
-  auto arrived = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(n.mu_) {
-    return n.entries_.at(key_).notices != seen_;
-  };
-  while (!arrived()) {
-    const absl::Duration left = until - n.clock_->Now();
-    if (left <= absl::ZeroDuration()) return false;
+  while (true) {
     {
-      // `cancelled` may take its own locks: ask it without ours.
-      n.mu_.Unlock();
-      const bool gone = cancelled && cancelled();
-      n.mu_.Lock();
-      if (gone) return false;
+      absl::MutexLock lock(&n.mu_);
+      auto arrived = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(n.mu_) {
+        return n.entries_.at(key_).notices != seen_;
+      };
+      const absl::Duration left = until - n.clock_->Now();
+      if (!arrived() && left > absl::ZeroDuration()) {
+        n.mu_.AwaitWithTimeout(absl::Condition(&arrived), std::min(left, n.cancel_check_));
+      }
+      if (arrived()) {
+        seen_ = n.entries_.at(key_).notices;
+        return true;
+      }
+      if (until <= n.clock_->Now()) return false;
     }
-    if (arrived()) break;
-    n.mu_.AwaitWithTimeout(absl::Condition(&arrived), std::min(left, n.cancel_check_));
+    // Asked without the lock: `cancelled` may take locks of its own.
+    if (cancelled && cancelled()) return false;
   }
-  seen_ = n.entries_.at(key_).notices;
-  return true;
 }
 
 void JobNotices::Notify(const storage::JobNotice& notice) {

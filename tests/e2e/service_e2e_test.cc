@@ -462,7 +462,8 @@ TEST_F(E2eTest, AKilledReplicasOrderIsFinishedByTheOther) {
   EXPECT_TRUE((*chain)[0].public_key.Equals(pem_key->public_key()));
   ExpectChainVerifies(done.certificate().chain_pem(),
                       ::acmevault::testing::StackEnv("ACMEVAULT_PEBBLE_E2ESLOW_MANAGEMENT"));
-  EXPECT_THAT(ReadFile(dir + "/replica-a.log"), HasSubstr("resuming order"));
+  EXPECT_THAT(ReadFile(dir + "/replica-a.log"),
+              HasSubstr(absl::StrCat("\"order finished\",\"tenant\":\"")));
 }
 
 // mTLS: a client certificate whose URI SAN is a SPIFFE ID bound to a tenant authenticates the
