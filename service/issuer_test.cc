@@ -423,7 +423,11 @@ TEST_F(IssuerTest, AJoinOrAReuseGeneratesNoKey) {
     return ScriptedServer::Problem(503, "serverInternal", "busy");
   });
   // Before the issuer goes (it waits for its running order), even when an assertion fails.
-  absl::Cleanup unblock = [&] { release.Notify(); };
+  // The engine is stopped (the blocked step returns) before `release` goes.
+  absl::Cleanup unblock = [&] {
+    release.Notify();
+    replica.reset();
+  };
   auto first = issuer->Issue(host_, request("web01"));
   ASSERT_TRUE(first.ok()) << first.status();
   auto joined = issuer->Issue(host_, request(""));
@@ -559,6 +563,7 @@ TEST_F(IssuerTest, ACancelledCallerStopsWaiting) {
   const absl::Duration waited = absl::Now() - start;
   canceller.join();
   release.Notify();
+  replica_.reset();  // The blocked step returns before `release` goes.
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_FALSE(result->certificate.has_value());
   EXPECT_LT(waited, absl::Seconds(10));  // Not the 30 s wait: a bound, not a timing.
