@@ -4,6 +4,7 @@
 #include <map>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "acme/problem.h"
@@ -101,9 +102,16 @@ absl::StatusOr<std::unique_ptr<AccountManager>> AccountManager::Create(Options o
                                               {"compromise_runs", options.compromise_runs},
                                               {"clients", options.clients},
                                               {"issuer", options.issuer},
+                                              {"engine", options.engine},
+                                              {"notices", options.notices},
                                               {"clock", options.clock}}));
-  return std::unique_ptr<AccountManager>(new AccountManager(std::move(options)));
+  auto manager = std::unique_ptr<AccountManager>(new AccountManager(std::move(options)));
+  RETURN_IF_ERROR(manager->options_.engine->Register(
+      kRevokeJob, [raw = manager.get()](const JobRun& run) { return raw->RevokeReplaced(run); }));
+  return manager;
 }
+
+AccountManager::~AccountManager() { options_.engine->Stop(); }
 
 struct AccountManager::Current {
   storage::Account account;
@@ -676,6 +684,9 @@ absl::StatusOr<AccountManager::StepOutcome> AccountManager::ReissueLiveCertifica
   ASSIGN_OR_RETURN(auto certs, AllCertificates(*options_.certificates, c.scope));
   int reissued = 0, host_keys = 0;
   std::vector<std::string> refused;
+  // Every order first (the engine runs them concurrently within the tenant's and the CA's
+  // bounds), then the waits.
+  std::vector<std::pair<std::string, storage::OrderId>> ordered;  // serial, order
   for (const auto& cert : certs) {
     if (cert.created_at >= c.start || cert.revoked_at || cert.superseded_at ||
         cert.not_after <= options_.clock->Now()) {
@@ -690,23 +701,33 @@ absl::StatusOr<AccountManager::StepOutcome> AccountManager::ReissueLiveCertifica
     request.identifiers = cert.identifiers;
     if (chain.ok()) request.key_algorithm = chain->front().public_key.algorithm();
     request.force_new = true;
-    // No caller deadline here: the playbook bounds each reissue by its own wait.
-    request.deadline = absl::InfiniteFuture();
-    request.max_wait = options_.reissue_wait;
-    auto issue = options_.issuer->Issue(c.caller, request);
-    if (!issue.ok() && !Retryable(issue.status())) {
-      // Not reissuable (the names left the allow-list, the CA refuses them, ...): report it
-      // and go on, so revocation is not held up by it.
-      refused.push_back(absl::StrCat(cert.serial, " (", issue.status().message(), ")"));
+    auto started = options_.issuer->Start(c.caller, request);
+    if (!started.ok() && !Retryable(started.status())) {
+      // Not reissuable (the names left the allow-list, ...): report it and go on, so
+      // revocation is not held up by it.
+      refused.push_back(absl::StrCat(cert.serial, " (", started.status().message(), ")"));
       continue;
     }
-    RETURN_IF_ERROR(issue.status());
-    if (!issue->certificate) {
-      return absl::DeadlineExceededError(absl::StrCat("reissue of certificate ", cert.serial,
-                                                      " is still running (order ", issue->order.id,
-                                                      "); call again to resume"));
+    RETURN_IF_ERROR(started.status());
+    ordered.emplace_back(cert.serial, started->order.id);
+  }
+  const absl::Time until = absl::Now() + options_.reissue_wait;
+  std::vector<std::string> running;
+  for (const auto& [serial, order] : ordered) {
+    ASSIGN_OR_RETURN(storage::Order row, options_.issuer->WaitForOrder(c.scope, order, until));
+    if (row.state == storage::OrderState::kValid) {
+      ++reissued;
+    } else if (row.state == storage::OrderState::kInvalid) {
+      // The CA refused the names: reported, as above.
+      refused.push_back(absl::StrCat(serial, " (order ", order, " failed: ", row.error, ")"));
+    } else {
+      running.push_back(absl::StrCat(serial, " (order ", order, ")"));
     }
-    ++reissued;
+  }
+  if (!running.empty()) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("reissue of certificates ", absl::StrJoin(running, ", "),
+                     " is still running; call again to resume"));
   }
   std::string detail =
       absl::StrCat(reissued, " reissued; ", host_keys, " held by hosts, not reissued");
@@ -718,22 +739,66 @@ absl::StatusOr<AccountManager::StepOutcome> AccountManager::ReissueLiveCertifica
 
 absl::StatusOr<AccountManager::StepOutcome> AccountManager::RevokeReplacedCertificates(
     const Compromise& c) {
-  ASSIGN_OR_RETURN(Current current, Load(c.scope));
+  ASSIGN_OR_RETURN(Current current, FindValid(c.scope));
   ASSIGN_OR_RETURN(auto certs, AllCertificates(*options_.certificates, c.scope));
-  int revoked = 0;
+  std::vector<storage::CertificateId> replaced;
+  std::vector<std::unique_ptr<JobNotices::Watch>> watches;
   for (const auto& cert : certs) {
     if (cert.created_at >= c.start || cert.revoked_at || !cert.has_private_key ||
         cert.not_after <= options_.clock->Now()) {
       continue;
     }
-    ASSIGN_OR_RETURN(auto ders, crypto::SplitPemChain(cert.chain_pem));
-    // Their keys were not compromised (the account key was): superseded, not keyCompromise.
-    constexpr crypto::RevocationReason kReason = crypto::RevocationReason::kSuperseded;
-    RETURN_IF_ERROR(RevokeWithAccountKey(c.scope, current, ders.front(), kReason));
-    RETURN_IF_ERROR(options_.certificates->MarkCertificateRevoked(c.scope, cert.id, kReason));
-    ++revoked;
+    const std::string subject = absl::StrCat(cert.id);
+    // Opened before the job exists, so its end cannot pass unseen.
+    watches.push_back(options_.notices->Open(c.scope.tenant, kRevokeJob, subject));
+    RETURN_IF_ERROR(options_.engine
+                        ->Schedule(c.scope, storage::NewJob{kRevokeJob, subject,
+                                                            current.account.directory_url,
+                                                            options_.clock->Now()})
+                        .status());
+    replaced.push_back(cert.id);
+  }
+  const absl::Time until = absl::Now() + options_.reissue_wait;
+  for (auto& watch : watches) watch->Wait(until);
+  int revoked = 0;
+  std::vector<std::string> left;
+  for (storage::CertificateId id : replaced) {
+    ASSIGN_OR_RETURN(storage::Certificate cert, options_.certificates->GetCertificate(c.scope, id));
+    if (cert.revoked_at) {
+      ++revoked;
+    } else {
+      left.push_back(cert.serial);
+    }
+  }
+  if (!left.empty()) {
+    return absl::UnavailableError(absl::StrCat(
+        left.size(), " of ", replaced.size(), " certificates are not revoked yet (",
+        absl::StrJoin(left, ", "), "); call again to resume"));
   }
   return StepOutcome{true, absl::StrCat(revoked, " revoked (reason superseded)")};
+}
+
+JobOutcome AccountManager::RevokeReplaced(const JobRun& run) {
+  storage::CertificateId id = 0;
+  if (!absl::SimpleAtoi(run.job().subject, &id) || id <= 0) {
+    return JobOutcome::FailedPermanently(
+        absl::InvalidArgumentError("a revocation job's subject is not a certificate id"));
+  }
+  const storage::Scope scope{run.job().tenant, {"compromise playbook", kRevokeJob}};
+  absl::StatusOr<storage::Certificate> cert = options_.certificates->GetCertificate(scope, id);
+  if (absl::IsNotFound(cert.status())) return JobOutcome::FailedPermanently(cert.status());
+  if (!cert.ok()) return JobOutcome::Failed(cert.status());
+  if (cert->revoked_at) return JobOutcome::Done();
+  absl::StatusOr<std::vector<std::string>> ders = crypto::SplitPemChain(cert->chain_pem);
+  if (!ders.ok()) return JobOutcome::FailedPermanently(ders.status());
+  absl::StatusOr<Current> current = Load(scope);
+  if (!current.ok()) return JobOutcome::Failed(current.status());
+  // Their keys were not compromised (the account key was): superseded, not keyCompromise.
+  constexpr crypto::RevocationReason kReason = crypto::RevocationReason::kSuperseded;
+  absl::Status s = RevokeWithAccountKey(scope, *current, ders->front(), kReason);
+  if (s.ok()) s = options_.certificates->MarkCertificateRevoked(scope, id, kReason);
+  if (!s.ok()) return JobOutcome::Failed(s);
+  return JobOutcome::Done();
 }
 
 absl::StatusOr<AccountManager::StepOutcome> AccountManager::DeactivateAccountIfAsked(

@@ -84,6 +84,9 @@ struct CompromiseReport {
   AccountView account;
 };
 
+// The compromise playbook's revocation job; its subject is a certificate id.
+inline constexpr char kRevokeJob[] = "revoke_superseded";
+
 class AccountManager {
  public:
   struct Options {
@@ -96,6 +99,11 @@ class AccountManager {
     storage::CompromiseRunStore* compromise_runs = nullptr;
     AcmeClients* clients = nullptr;
     Issuer* issuer = nullptr;    // Reissues certificates in RespondToCompromise.
+    // Runs the playbook's revocations as jobs (Create registers their handler, so it must not
+    // be started yet; the manager stops it when destroyed), and where the playbook waits for
+    // them.
+    Engine* engine = nullptr;
+    JobNotices* notices = nullptr;
     Metrics* metrics = nullptr;  // Borrowed; may be null.
     const Clock* clock = Clock::Real();
     // How long a call holds an account's key lease (rollover, recovery, creation): longer than
@@ -109,11 +117,19 @@ class AccountManager {
     // How long a compromise run may be resumed by its id. After that a call naming it starts a
     // new run: an abandoned response must not be taken up days later as if it were current.
     absl::Duration compromise_run_expiry = absl::Hours(24);
-    // How long RespondToCompromise waits for each reissued certificate.
+    // How long RespondToCompromise waits for the reissued certificates, and again for the
+    // revocations (each runs as jobs, all at once within the engine's bounds).
     absl::Duration reissue_wait = absl::Minutes(2);
   };
-  // INVALID_ARGUMENT naming a missing collaborator.
+  // INVALID_ARGUMENT naming a missing collaborator; the engine's error when the revocation
+  // handler cannot be registered.
   static absl::StatusOr<std::unique_ptr<AccountManager>> Create(Options options);
+  // Stops the engine (its revocation handler uses the manager).
+  ~AccountManager();
+
+  // The compromise playbook's revocation job (kind kRevokeJob, subject a certificate id):
+  // revokes the certificate with the account key (reason superseded) and records it.
+  JobOutcome RevokeReplaced(const JobRun& run);
 
   // ALREADY_EXISTS when the tenant has a valid account; ABORTED when another CreateAccount of
   // the tenant is under way (it alone talks to the CA); INVALID_ARGUMENT when the terms are not
@@ -191,11 +207,13 @@ class AccountManager {
   absl::StatusOr<StepOutcome> RollOverCompromisedKey(const Compromise& c);
   // Every outstanding authorization; UNAVAILABLE when the CA could not be reached for some.
   absl::StatusOr<StepOutcome> DeactivateOutstandingAuthorizations(const Compromise& c);
-  // A new certificate for each live one older than the run whose key the service holds;
+  // A new certificate for each live one older than the run whose key the service holds, all
+  // ordered at once (the engine runs the orders within the tenant's and the CA's bounds);
   // DEADLINE_EXCEEDED while one is still being issued. Names that can no longer be issued are
   // reported, not fatal, so revocation is not held up.
   absl::StatusOr<StepOutcome> ReissueLiveCertificates(const Compromise& c);
-  // Revokes (reason superseded) the live service-key certificates older than the run.
+  // Revokes (reason superseded) the live service-key certificates older than the run: one
+  // kRevokeJob each, all scheduled at once; UNAVAILABLE while some are not revoked yet.
   absl::StatusOr<StepOutcome> RevokeReplacedCertificates(const Compromise& c);
   // Deactivates the account, last, and only when asked: afterwards it can revoke nothing.
   absl::StatusOr<StepOutcome> DeactivateAccountIfAsked(const Compromise& c);

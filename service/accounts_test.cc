@@ -11,6 +11,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/testing/fixture.h"
+#include "service/testing/issuing.h"
 #include "storage/testing/status_matchers.h"
 
 namespace acmevault::service {
@@ -36,15 +37,16 @@ class AccountsTest : public ::testing::Test {
     auto clients = AcmeClients::Create(options);
     ASSERT_TRUE(clients.ok());
     clients_ = *std::move(clients);
-    runner_ = *OrderRunner::Create(
-        fx_.WithStore(OrderRunner::Options{.clients = clients_.get(), .clock = &fx_.clock()}));
-    issuer_ = *Issuer::Create(
-        fx_.WithStore(Issuer::Options{.runner = runner_.get(), .clock = &fx_.clock()}));
+    replica_ = testing::IssuingReplica::Create(fx_, {.clients = clients_.get()});
+    issuer_ = &replica_->issuer();
     accounts_ =
         *AccountManager::Create(fx_.WithStore(AccountManager::Options{.clients = clients_.get(),
-                                                                      .issuer = issuer_.get(),
+                                                                      .issuer = issuer_,
+                                                                      .engine = &replica_->engine(),
+                                                                      .notices = &replica_->notices(),
                                                                       .metrics = &metrics_,
                                                                       .clock = &fx_.clock()}));
+    replica_->Start();
   }
 
   AccountView Create() {
@@ -81,8 +83,13 @@ class AccountsTest : public ::testing::Test {
 
   // Another AccountManager like accounts_, over `accounts` instead of the fixture's store.
   std::unique_ptr<AccountManager> ManagerOver(storage::AccountStore& accounts) {
-    auto options = fx_.WithStore(AccountManager::Options{
-        .clients = clients_.get(), .issuer = issuer_.get(), .clock = &fx_.clock()});
+    // An engine of its own, never started: only its revocation handler would run there.
+    spare_engines_.push_back(*Engine::Create(fx_.WithStore(Engine::Options{.owner = "spare"})));
+    auto options = fx_.WithStore(AccountManager::Options{.clients = clients_.get(),
+                                                         .issuer = issuer_,
+                                                         .engine = spare_engines_.back().get(),
+                                                         .notices = &replica_->notices(),
+                                                         .clock = &fx_.clock()});
     options.accounts = &accounts;
     return *AccountManager::Create(options);
   }
@@ -103,8 +110,11 @@ class AccountsTest : public ::testing::Test {
   storage::TenantId tenant_ = 0;
   Caller admin_, host_;
   std::unique_ptr<AcmeClients> clients_;
-  std::unique_ptr<OrderRunner> runner_;
-  std::unique_ptr<Issuer> issuer_;
+  // Fake time runs while orders run on the engine (RetryAt times come due).
+  testing::ClockTicker ticker_{fx_.clock()};
+  std::unique_ptr<testing::IssuingReplica> replica_;
+  std::vector<std::unique_ptr<Engine>> spare_engines_;
+  Issuer* issuer_ = nullptr;
   std::unique_ptr<AccountManager> accounts_;
 };
 
@@ -532,10 +542,10 @@ TEST_F(AccountsTest, RevocationNeedsASerial) {
 
 TEST_F(AccountsTest, MissingCollaboratorsAreRefusedAtCreation) {
   EXPECT_THAT(
-      AccountManager::Create(fx_.WithStore(AccountManager::Options{.issuer = issuer_.get()})),
+      AccountManager::Create(fx_.WithStore(AccountManager::Options{.issuer = issuer_})),
       StatusIs(absl::StatusCode::kInvalidArgument, "AccountManager: Options.clients is required"));
   auto no_audit =
-      fx_.WithStore(AccountManager::Options{.clients = clients_.get(), .issuer = issuer_.get()});
+      fx_.WithStore(AccountManager::Options{.clients = clients_.get(), .issuer = issuer_});
   no_audit.audit = nullptr;
   EXPECT_THAT(AccountManager::Create(no_audit),
               StatusIs(absl::StatusCode::kInvalidArgument, "Options.audit"));

@@ -106,6 +106,12 @@ absl::StatusOr<storage::Job> Engine::Schedule(const storage::Scope& scope,
   return scheduled;
 }
 
+absl::Status Engine::Release(const storage::JobLease& lease) {
+  RETURN_IF_ERROR(options_.jobs->ReleaseJob(lease, options_.clock->Now()));
+  Wake();
+  return absl::OkStatus();
+}
+
 void Engine::Wake() {
   absl::MutexLock lock(&mu_);
   wake_ = true;

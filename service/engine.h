@@ -191,6 +191,11 @@ class Engine {
 
   // Schedules a job (JobStore::ScheduleJob with this engine's clock) and wakes the loop.
   absl::StatusOr<storage::Job> Schedule(const storage::Scope& scope, const storage::NewJob& job);
+  // Hands over a job this replica holds but will not run here itself (one made leased together
+  // with what it acts on, e.g. by OrderStore::CreateOrJoinOrder): JobStore::ReleaseJob, which
+  // wakes every replica's engine, and this one at once. The store's error (FAILED_PRECONDITION
+  // when the lease was lost) otherwise.
+  absl::Status Release(const storage::JobLease& lease);
   // Makes the claim loop look for due jobs now.
   void Wake();
 

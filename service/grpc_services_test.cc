@@ -15,6 +15,7 @@
 #include "google/rpc/status.pb.h"
 #include "gtest/gtest.h"
 #include "service/testing/fixture.h"
+#include "service/testing/issuing.h"
 #include "service/testing/happy_ca.h"
 #include "storage/testing/status_matchers.h"
 
@@ -36,17 +37,20 @@ class GrpcTest : public ::testing::Test {
     options.client.clock = &fx_.clock();
     options.client.poll_interval = absl::Seconds(10);
     clients_ = *AcmeClients::Create(options);
-    runner_ = *OrderRunner::Create(
-        fx_.WithStore(OrderRunner::Options{.clients = clients_.get(), .clock = &fx_.clock()}));
-    issuer_ = *Issuer::Create(
-        fx_.WithStore(Issuer::Options{.runner = runner_.get(), .clock = &fx_.clock()}));
-    accounts_ = *AccountManager::Create(fx_.WithStore(AccountManager::Options{
-        .clients = clients_.get(), .issuer = issuer_.get(), .clock = &fx_.clock()}));
+    replica_ = testing::IssuingReplica::Create(fx_, {.clients = clients_.get()});
+    issuer_ = &replica_->issuer();
+    accounts_ = *AccountManager::Create(fx_.WithStore(
+        AccountManager::Options{.clients = clients_.get(),
+                                .issuer = issuer_,
+                                .engine = &replica_->engine(),
+                                .notices = &replica_->notices(),
+                                .clock = &fx_.clock()}));
+    replica_->Start();
     admin_ = *Admin::Create(fx_.WithStore(Admin::Options{
         .clock = &fx_.clock(), .default_directory_url = ScriptedServer::Url("/dir")}));
     auth_ = *Authenticator::Create({&fx_.store()});
     deps_ = {.auth = auth_.get(),
-             .issuer = issuer_.get(),
+             .issuer = issuer_,
              .accounts = accounts_.get(),
              .admin = admin_.get(),
              .metrics = &metrics_,
@@ -119,8 +123,10 @@ class GrpcTest : public ::testing::Test {
   std::string state_ = "pending";
   Metrics metrics_;
   std::unique_ptr<AcmeClients> clients_;
-  std::unique_ptr<OrderRunner> runner_;
-  std::unique_ptr<Issuer> issuer_;
+  // Fake time runs while orders run on the engine (RetryAt times come due).
+  testing::ClockTicker ticker_{fx_.clock()};
+  std::unique_ptr<testing::IssuingReplica> replica_;
+  Issuer* issuer_ = nullptr;
   std::unique_ptr<AccountManager> accounts_;
   std::unique_ptr<Admin> admin_;
   std::unique_ptr<Authenticator> auth_;
@@ -583,7 +589,7 @@ TEST_F(GrpcTest, EachServiceRequiresWhatItCalls) {
   // Each needs only its own domain object.
   EXPECT_THAT(CertificateServiceImpl::Create({.auth = auth_.get(), .accounts = accounts_.get()}),
               StatusIs(absl::StatusCode::kInvalidArgument, "ServiceDeps.issuer"));
-  EXPECT_THAT(AccountServiceImpl::Create({.auth = auth_.get(), .issuer = issuer_.get()}),
+  EXPECT_THAT(AccountServiceImpl::Create({.auth = auth_.get(), .issuer = issuer_}),
               StatusIs(absl::StatusCode::kInvalidArgument, "ServiceDeps.accounts"));
   EXPECT_THAT(AdminServiceImpl::Create({.auth = auth_.get(), .accounts = accounts_.get()}),
               StatusIs(absl::StatusCode::kInvalidArgument, "ServiceDeps.admin"));

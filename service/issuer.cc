@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
@@ -17,9 +18,7 @@
 namespace acmevault::service {
 namespace {
 
-constexpr size_t kMaxQueuedJobs = 1000;
 constexpr size_t kMaxIdempotencyKey = 200;
-constexpr absl::Duration kStorePoll = absl::Milliseconds(200);
 
 const std::vector<crypto::KeyAlgorithm>& AllowedCertificateKeys() {
   static const auto* all = new std::vector<crypto::KeyAlgorithm>{
@@ -71,110 +70,110 @@ absl::StatusOr<std::unique_ptr<Issuer>> Issuer::Create(Options options) {
                                                   {"certificates", options.certificates},
                                                   {"audit", options.audit},
                                                   {"runner", options.runner},
+                                                  {"engine", options.engine},
+                                                  {"notices", options.notices},
                                                   {"clock", options.clock},
                                                   {"wait_clock", options.wait_clock}}));
   auto issuer = std::unique_ptr<Issuer>(new Issuer(std::move(options)));
-  for (int i = 0; i < std::max(1, issuer->options_.worker_threads); ++i) {
-    issuer->workers_.emplace_back([raw = issuer.get()] { raw->WorkLoop(); });
-  }
+  RETURN_IF_ERROR(issuer->options_.engine->Register(
+      kOrderStepJob, [raw = issuer.get()](const JobRun& run) { return raw->StepOrder(run); }));
   return issuer;
 }
 
-Issuer::~Issuer() {
-  std::deque<Job> handed_over;
+Issuer::~Issuer() { options_.engine->Stop(); }
+
+void Issuer::Announce(storage::TenantId tenant, storage::OrderId order) {
+  options_.notices->Notify(storage::JobNotice{tenant, kOrderStepJob, absl::StrCat(order), false});
+}
+
+JobOutcome Issuer::StepOrder(const JobRun& run) {
+  storage::OrderId id = 0;
+  if (!absl::SimpleAtoi(run.job().subject, &id) || id <= 0) {
+    return JobOutcome::FailedPermanently(
+        absl::InvalidArgumentError("an order_step job's subject is not an order id"));
+  }
+  const storage::Scope scope{run.job().tenant, {options_.replica_id, kOrderStepJob}};
+  OrderJob job{scope, storage::OrderLeaseOf(run.lease(), id), ChallengePreference::kHttp01,
+               run.job().attempts};
   {
     absl::MutexLock lock(&mu_);
-    stopping_ = true;
-    handed_over.swap(queue_);
+    if (auto it = preferences_.find(id); it != preferences_.end()) job.challenge = it->second;
   }
-  // Orders not started here go back to the pool at once: their leases are released, so another
-  // replica claims them without waiting for expiry. Running orders finish their current run.
-  for (Job& job : handed_over) {
-    options_.orders->ReleaseLease(job.order.scope, job.order.lease).IgnoreError();
-    {
-      absl::MutexLock lock(&mu_);
-      running_.erase(job.order.lease.order);
-      Finished(job.order.scope.tenant);
-    }
-    job.done->Notify();
-  }
-  for (auto& t : workers_) t.join();
-}
-
-void Issuer::Submit(Job job) {
-  absl::MutexLock lock(&mu_);
-  running_[job.order.lease.order] = job.done;
-  ++per_tenant_[job.order.scope.tenant];
-  queue_.push_back(std::move(job));
-}
-
-void Issuer::Finished(storage::TenantId tenant) {
-  auto it = per_tenant_.find(tenant);
-  if (it != per_tenant_.end() && --it->second == 0) per_tenant_.erase(it);
-}
-
-void Issuer::WorkLoop() {
-  while (true) {
-    Job job;
-    {
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
-          +[](Issuer* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->mu_) {
-            return self->stopping_ || !self->queue_.empty();
-          },
-          this));
-      if (queue_.empty()) return;  // Stopping with nothing left.
-      job = std::move(queue_.front());
-      queue_.pop_front();
-    }
-    const storage::OrderId id = job.order.lease.order;
-    auto result = RunGuarded(job.order);
-    if (result.ok()) {
-      Log(LogLevel::kInfo, "order finished",
-          {{"tenant", absl::StrCat(job.order.scope.tenant)},
-           {"order", absl::StrCat(id)},
-           {"state", std::string(storage::OrderStateName(result->state))},
-           {"error", result->error}});
-    } else {
-      Log(LogLevel::kWarning, "order run stopped",
-          {{"tenant", absl::StrCat(job.order.scope.tenant)},
-           {"order", absl::StrCat(id)},
-           {"status", SummarizeFailure(result.status())}});
-    }
-    {
-      absl::MutexLock lock(&mu_);
-      running_.erase(id);
-      Finished(job.order.scope.tenant);
-      if (result.ok()) {
-        stopped_.erase(id);
-      } else {
-        stopped_[id] = result.status();
-      }
-    }
-    job.done->Notify();
-  }
-}
-
-absl::StatusOr<storage::Order> Issuer::RunGuarded(const OrderJob& job) {
+  absl::StatusOr<OrderStepResult> result;
   std::exception_ptr thrown;
   try {
-    return options_.runner->Run(job);
+    result = options_.runner->Step(job);
   } catch (...) {
     thrown = std::current_exception();
   }
-  return RecordException(job.scope, job.lease, thrown);
+  if (thrown) {
+    absl::StatusOr<storage::Order> row = RecordException(scope, job.lease, thrown);
+    if (row.ok() && storage::IsTerminal(row->state)) {
+      result = OrderStepResult{OrderStepResult::Kind::kFinished, *row};
+    } else {
+      result = row.status();
+    }
+  }
+  const std::map<std::string, std::string> about{{"tenant", absl::StrCat(scope.tenant)},
+                                                 {"order", absl::StrCat(id)}};
+  if (!result.ok()) {
+    // A store error (or a lost lease, which the engine's write of this outcome then meets):
+    // the order stays where it was for a later step.
+    Log(LogLevel::kWarning, "order step failed",
+        {{"tenant", about.at("tenant")},
+         {"order", about.at("order")},
+         {"status", SummarizeFailure(result.status())}});
+    return JobOutcome::Failed(result.status());
+  }
+  switch (result->kind) {
+    case OrderStepResult::Kind::kFinished: {
+      Log(LogLevel::kInfo, "order finished",
+          {{"tenant", about.at("tenant")},
+           {"order", about.at("order")},
+           {"state", std::string(storage::OrderStateName(result->order.state))},
+           {"error", result->order.error}});
+      {
+        absl::MutexLock lock(&mu_);
+        stopped_.erase(id);
+        preferences_.erase(id);
+      }
+      Announce(scope.tenant, id);
+      return JobOutcome::Done();
+    }
+    case OrderStepResult::Kind::kWaiting: {
+      absl::MutexLock lock(&mu_);
+      stopped_.erase(id);
+      return JobOutcome::RetryAt(result->at);
+    }
+    case OrderStepResult::Kind::kStopped:
+      break;
+  }
+  std::optional<absl::Time> at;
+  if (result->at != absl::InfinitePast()) at = result->at;
+  if (!result->quiet) {
+    Log(LogLevel::kWarning, "order step stopped",
+        {{"tenant", about.at("tenant")},
+         {"order", about.at("order")},
+         {"status", SummarizeFailure(result->why)}});
+    {
+      absl::MutexLock lock(&mu_);
+      stopped_[id] = Stop{result->why, ++stops_};
+    }
+    Announce(scope.tenant, id);
+  }
+  return JobOutcome::Failed(result->why, at);
 }
 
 absl::StatusOr<storage::Order> Issuer::RecordException(const storage::Scope& scope,
                                                        const storage::Lease& lease,
                                                        std::exception_ptr thrown) {
   const std::string what = DescribeException(thrown);
-  Log(LogLevel::kError, "order run threw",
+  Log(LogLevel::kError, "order step threw",
       {{"tenant", absl::StrCat(lease.tenant)}, {"order", absl::StrCat(lease.order)},
        {"error", what}});
   try {
-    // Before finalize the order is given up (a new run would most likely throw again); once the
-    // CA may hold a certificate for it, it stays for a later run to download.
+    // Before finalize the order is given up (a new step would most likely throw again); once
+    // the CA may hold a certificate for it, it stays for a later step to download.
     ASSIGN_OR_RETURN(storage::Order order, options_.orders->GetOrder(scope, lease.order));
     if (storage::IsTerminal(order.state)) return order;
     if (order.state >= storage::OrderState::kProcessing) return absl::InternalError(what);
@@ -186,28 +185,33 @@ absl::StatusOr<storage::Order> Issuer::RecordException(const storage::Scope& sco
   }
 }
 
-void Issuer::WaitForOrder(const storage::Scope& scope, storage::OrderId order,
-                          absl::Time until, const std::function<bool()>& cancelled) {
-  const Clock& clock = *options_.wait_clock;
-  auto gone = [&] { return cancelled && cancelled(); };
-  std::shared_ptr<absl::Notification> done;
-  {
-    absl::MutexLock lock(&mu_);
-    auto it = running_.find(order);
-    if (it != running_.end()) done = it->second;
+absl::StatusOr<storage::Order> Issuer::WaitForOrder(const storage::Scope& scope,
+                                                    storage::OrderId order, absl::Time until,
+                                                    const std::function<bool()>& cancelled) {
+  std::unique_ptr<JobNotices::Watch> watch =
+      options_.notices->Open(scope.tenant, kOrderStepJob, absl::StrCat(order));
+  while (true) {
+    ASSIGN_OR_RETURN(storage::Order row, options_.orders->GetOrder(scope, order));
+    if (storage::IsTerminal(row.state)) return row;
+    if (!watch->Wait(until, cancelled)) return options_.orders->GetOrder(scope, order);
   }
-  if (done != nullptr) {
-    // In slices, so a cancelled caller stops waiting within one.
-    for (absl::Time now = clock.Now(); now < until && !gone(); now = clock.Now()) {
-      if (done->WaitForNotificationWithTimeout(std::min(until - now, kStorePoll))) return;
-    }
-    return;
-  }
-  for (absl::Time now = clock.Now(); now < until && !gone(); now = clock.Now()) {
-    auto row = options_.orders->GetOrder(scope, order);
-    if (!row.ok() || storage::IsTerminal(row->state)) return;
-    clock.SleepFor(std::min(kStorePoll, until - now));
-  }
+}
+
+absl::StatusOr<Issuer::Started> Issuer::Start(const Caller& caller, const IssueRequest& request) {
+  const storage::Scope scope = caller.ScopeFor("CertificateService/IssueCertificate");
+  IssueRequest unbounded = request;
+  unbounded.deadline = absl::InfiniteFuture();
+  unbounded.max_wait = absl::ZeroDuration();
+  ASSIGN_OR_RETURN(const Checked checked, CheckRequest(caller, scope, unbounded));
+  Started started;
+  ASSIGN_OR_RETURN(started.reused, FindReusable(scope, checked));
+  if (started.reused) return started;
+  ASSIGN_OR_RETURN(const storage::Account account, ChooseAccount(scope));
+  ASSIGN_OR_RETURN(storage::CreateOrderResult created,
+                   CreateOrJoinOrder(scope, checked, account, true, nullptr));
+  started.order = std::move(created.order);
+  started.created = created.created;
+  return started;
 }
 
 absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueRequest& request) {
@@ -219,9 +223,11 @@ absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueReque
   // A joined order made for another host's key is waited out, then a fresh one is made for this
   // request (at most once, and without the idempotency key that led to the other order).
   for (int attempt = 0; attempt < 2; ++attempt) {
+    Waiting waiting;
     ASSIGN_OR_RETURN(storage::CreateOrderResult created,
-                     CreateOrJoinOrder(scope, checked, account, attempt == 0));
-    ASSIGN_OR_RETURN(storage::Order order, WaitForResult(scope, created.order.id, checked));
+                     CreateOrJoinOrder(scope, checked, account, attempt == 0, &waiting));
+    ASSIGN_OR_RETURN(storage::Order order,
+                     WaitForResult(scope, created.order.id, waiting, checked));
     auto result = Finish(scope, std::move(order), checked, created.created);
     if (result.ok() || !absl::IsAborted(result.status()) || created.created) return result;
   }
@@ -335,145 +341,106 @@ absl::StatusOr<storage::Account> Issuer::ChooseAccount(const storage::Scope& sco
 
 absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
     const storage::Scope& scope, const Checked& checked, const storage::Account& account,
-    bool with_idempotency_key) {
+    bool with_idempotency_key, Waiting* waiting) {
   const IssueRequest& request = *checked.request;
   // A host's CSR goes with the new row (a joined order keeps its own and drops it). A
   // service-side key is made only once the order is known to be new (AttachGeneratedKey): a
   // request that joins one costs no key generation, which for RSA-4096 takes seconds of CPU.
+  // The order's job is made with it, leased to this replica until the material is attached.
   storage::NewOrder spec{account.id, checked.identifiers,
                          with_idempotency_key ? request.idempotency_key : "", options_.replica_id,
                          options_.lease_duration};
   if (checked.csr) spec.csr_der = checked.csr->der;
-  {
-    absl::MutexLock lock(&mu_);
-    if (queue_.size() >= kMaxQueuedJobs) {
-      return absl::UnavailableError("issuance queue is full; retry later");
-    }
-    auto mine = per_tenant_.find(scope.tenant);
-    if (mine != per_tenant_.end() && mine->second >= options_.max_orders_per_tenant) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "the tenant has ", mine->second, " orders in progress here (the most allowed); retry "
-          "once some finish"));
-    }
-  }
+  spec.job_kind = kOrderStepJob;
+  spec.job_ca = account.directory_url;
   ASSIGN_OR_RETURN(storage::CreateOrderResult created,
                    options_.orders->CreateOrJoinOrder(scope, spec));
-  if (!created.created) return created;
-  Job job;
-  std::string csr_der = spec.csr_der;
-  if (!checked.csr) {
-    absl::StatusOr<std::string> csr = AttachGeneratedKey(scope, *created.lease, checked, job);
-    if (!csr.ok()) {
-      // Nobody can finish an order without its material: it ends now, rather than keep the
-      // requests that joined it waiting until its lease expires.
-      options_.orders
-          ->TransitionOrder(scope, *created.lease, storage::OrderState::kInvalid,
-                            {SummarizeFailure(csr.status())})
-          .IgnoreError();
-      return csr.status();
+  // Begun before the job is handed over (a new order) or the order looked at again (a joined
+  // one, by WaitForResult), so its end or a stop cannot pass unseen; a stop from before (of
+  // the order joined) is not this caller's answer.
+  if (waiting != nullptr) {
+    waiting->watch =
+        options_.notices->Open(scope.tenant, kOrderStepJob, absl::StrCat(created.order.id));
+    absl::MutexLock lock(&mu_);
+    if (auto it = stopped_.find(created.order.id); it != stopped_.end()) {
+      waiting->stops_seen = it->second.number;
     }
-    csr_der = *std::move(csr);
   }
-  job.order = OrderJob{scope,
-                       *created.lease,
-                       std::move(csr_der),
-                       job.certificate_key.get(),
-                       request.challenge,
-                       checked.tenant.spec.policy.deactivate_authorizations_after_issuance};
-  job.done = std::make_shared<absl::Notification>();
-  Submit(std::move(job));
+  if (!created.created) return created;
+  const storage::Lease& lease = *created.lease;
+  {
+    absl::MutexLock lock(&mu_);
+    if (request.challenge != ChallengePreference::kHttp01) {
+      preferences_[created.order.id] = request.challenge;
+    }
+  }
+  if (!checked.csr) {
+    absl::Status attached = AttachGeneratedKey(scope, lease, checked);
+    if (!attached.ok()) {
+      // Nobody can finish an order without its material: it ends now, rather than keep the
+      // requests that joined it waiting until its lease expires (its job then finds it ended).
+      options_.orders
+          ->TransitionOrder(scope, lease, storage::OrderState::kInvalid,
+                            {SummarizeFailure(attached)})
+          .IgnoreError();
+      options_.engine->Release(storage::JobLeaseOf(lease)).IgnoreError();
+      return attached;
+    }
+  }
+  // Every replica's engine may run it now (its lease would otherwise expire first).
+  if (absl::Status released = options_.engine->Release(storage::JobLeaseOf(lease));
+      !released.ok()) {
+    Log(LogLevel::kWarning, "could not hand an order's job over; it runs once its lease expires",
+        {{"tenant", absl::StrCat(scope.tenant)},
+         {"order", absl::StrCat(created.order.id)},
+         {"status", SummarizeFailure(released)}});
+  }
   return created;
 }
 
-absl::StatusOr<std::string> Issuer::AttachGeneratedKey(const storage::Scope& scope,
-                                                       const storage::Lease& lease,
-                                                       const Checked& checked, Job& job) {
+absl::Status Issuer::AttachGeneratedKey(const storage::Scope& scope, const storage::Lease& lease,
+                                        const Checked& checked) {
   const crypto::KeyAlgorithm algorithm =
       checked.request->key_algorithm.value_or(crypto::KeyAlgorithm::kEcdsaP256);
   ASSIGN_OR_RETURN(crypto::PrivateKey key, options_.generate_key
                                                ? options_.generate_key(algorithm)
                                                : crypto::PrivateKey::Generate(algorithm));
-  job.certificate_key = std::make_unique<crypto::PrivateKey>(std::move(key));
-  ASSIGN_OR_RETURN(std::string csr_der,
-                   crypto::BuildCsr(checked.identifiers, *job.certificate_key));
-  RETURN_IF_ERROR(
-      options_.orders->AttachOrderMaterial(scope, lease, csr_der, job.certificate_key.get()));
-  return csr_der;
+  ASSIGN_OR_RETURN(std::string csr_der, crypto::BuildCsr(checked.identifiers, key));
+  return options_.orders->AttachOrderMaterial(scope, lease, csr_der, &key);
 }
 
 absl::StatusOr<storage::Order> Issuer::WaitForResult(const storage::Scope& scope,
-                                                     storage::OrderId id, const Checked& checked) {
-  WaitForOrder(scope, id, checked.wait_until, checked.request->cancelled);
-  ASSIGN_OR_RETURN(storage::Order order, options_.orders->GetOrder(scope, id));
-  if (storage::IsTerminal(order.state)) return order;
-  // The run stopped short on a CA or network problem: say so (RESOURCE_EXHAUSTED with the
-  // CA's retry time, UNAVAILABLE, ...) rather than hand back a handle that will not move
-  // until another run; the order stays and is retried.
-  absl::MutexLock lock(&mu_);
-  auto stopped = stopped_.find(order.id);
-  if (stopped == stopped_.end() || running_.count(order.id) != 0) return order;
-  if (absl::IsResourceExhausted(stopped->second) || absl::IsUnavailable(stopped->second)) {
-    return stopped->second;
+                                                     storage::OrderId id, Waiting& waiting,
+                                                     const Checked& checked) {
+  storage::Order order;
+  absl::Status stopped;
+  while (stopped.ok()) {
+    ASSIGN_OR_RETURN(order, options_.orders->GetOrder(scope, id));
+    if (storage::IsTerminal(order.state)) return order;
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = stopped_.find(id);
+      if (it != stopped_.end() && it->second.number != waiting.stops_seen) {
+        stopped = it->second.why;
+      }
+    }
+    if (!stopped.ok()) break;
+    if (!waiting.watch->Wait(checked.wait_until, checked.request->cancelled)) return order;
   }
+  // The last step stopped short on a CA or network problem: say so (RESOURCE_EXHAUSTED with
+  // the CA's retry time, UNAVAILABLE, ...) rather than hand back a handle that will not move
+  // until a later step; the order stays and is retried.
+  if (absl::IsResourceExhausted(stopped) || absl::IsUnavailable(stopped)) return stopped;
   // Finalized at the CA, but the certificate did not arrive: not a handle that says FINALIZING
-  // as if all were well, but what went wrong (the order is retried by a later run).
+  // as if all were well, but what went wrong (the order is retried by a later step).
   if (order.state >= storage::OrderState::kProcessing) {
     return absl::UnavailableError(absl::StrCat(
         "order ", order.id,
         ": the CA has (or is making) the certificate, but it could not be downloaded yet; the "
         "order is retried: ",
-        SummarizeFailure(stopped->second)));
+        SummarizeFailure(stopped)));
   }
   return order;
-}
-
-absl::Status Issuer::Resume(const storage::Lease& lease) {
-  const storage::Scope scope{lease.tenant, {options_.replica_id, "resume"}};
-  std::exception_ptr thrown;
-  try {
-    return ResumeUnguarded(scope, lease);
-  } catch (...) {
-    thrown = std::current_exception();
-  }
-  return RecordException(scope, lease, thrown).status();
-}
-
-absl::Status Issuer::ResumeUnguarded(const storage::Scope& scope, const storage::Lease& lease) {
-  storage::OrderStore& orders = *options_.orders;
-  ASSIGN_OR_RETURN(storage::Order order, orders.GetOrder(scope, lease.order));
-  if (storage::IsTerminal(order.state)) return absl::OkStatus();
-  if (order.csr_der.empty()) {
-    // Made before orders carried their material, or its creator stopped before it attached a
-    // generated key: nobody else can finalize it.
-    return orders.TransitionOrder(scope, lease, storage::OrderState::kInvalid,
-                                  {"the order has no stored CSR to finalize with; request again"});
-  }
-  ASSIGN_OR_RETURN(storage::Tenant tenant, options_.tenants->GetTenant(scope));
-  // The tenant's allow-list may have shrunk since the order was made.
-  ASSIGN_OR_RETURN(AllowList allow, AllowList::Create(tenant.spec.allowed_identifiers));
-  if (absl::Status allowed = allow.CheckAll(order.identifiers); !allowed.ok()) {
-    return orders.TransitionOrder(scope, lease, storage::OrderState::kInvalid,
-                                  {absl::StrCat("no longer allowed: ", allowed.message())});
-  }
-  Job job;
-  if (order.has_certificate_key) {
-    ASSIGN_OR_RETURN(crypto::PrivateKey key,
-                     orders.GetOrderCertificateKey(scope, order.id, "resume order"));
-    job.certificate_key = std::make_unique<crypto::PrivateKey>(std::move(key));
-  }
-  // The challenge preference is not stored: an order with a wildcard was necessarily a DNS-01
-  // order, so resume it with DNS-01 throughout; others with HTTP-01.
-  bool wildcard = std::any_of(order.identifiers.begin(), order.identifiers.end(),
-                              [](const std::string& id) { return absl::StartsWith(id, "*."); });
-  job.order = OrderJob{scope, lease, order.csr_der, job.certificate_key.get(),
-                       wildcard ? ChallengePreference::kDns01 : ChallengePreference::kHttp01,
-                       tenant.spec.policy.deactivate_authorizations_after_issuance};
-  job.done = std::make_shared<absl::Notification>();
-  Log(LogLevel::kInfo, "resuming order",
-      {{"tenant", absl::StrCat(lease.tenant)}, {"order", absl::StrCat(lease.order)},
-       {"state", std::string(storage::OrderStateName(order.state))}});
-  Submit(std::move(job));
-  return absl::OkStatus();
 }
 
 absl::StatusOr<IssueResult> Issuer::Finish(const storage::Scope& scope, storage::Order order,

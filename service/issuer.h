@@ -2,32 +2,35 @@
 //
 // Issue validates and normalises the identifiers, refuses names outside the tenant's allow-list
 // before any ACME request, returns the current certificate when it is not yet due for renewal,
-// otherwise joins the tenant's in-flight order for the same identifiers or creates one, and runs
-// it on a worker thread (never the RPC's), waiting until shortly before the caller's deadline
-// (IssueWaitUntil) before answering with the order handle. Thread-safe.
+// otherwise joins the tenant's in-flight order for the same identifiers or creates one together
+// with its `order_step` job, and hands that job to the work engine (service/engine.h), which
+// advances the order one step per run (OrderRunner::Step) on whichever replica claims it. The
+// caller waits, on no worker thread and without polling the store, for the order's completion
+// notice (JobNotices: from this replica's handler, or from another replica's job notice) until
+// shortly before its deadline (IssueWaitUntil), then answers with the certificate or the order
+// handle. Thread-safe.
 #ifndef ACMEVAULT_SERVICE_ISSUER_H_
 #define ACMEVAULT_SERVICE_ISSUER_H_
 
-#include <deque>
 #include <exception>
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "crypto/keys.h"
 #include "crypto/secret.h"
 #include "crypto/x509.h"
 #include "service/auth.h"
+#include "service/engine.h"
+#include "service/job_notices.h"
 #include "service/order_runner.h"
 #include "storage/store.h"
 
@@ -86,6 +89,9 @@ struct CertificateSelector {
   std::optional<std::vector<std::string>> identifiers;
 };
 
+// The job kind that advances an order; its subject is the order id.
+inline constexpr char kOrderStepJob[] = "order_step";
+
 class Issuer {
  public:
   struct Options {
@@ -96,11 +102,17 @@ class Issuer {
     storage::CertificateStore* certificates = nullptr;
     storage::AuditLog* audit = nullptr;
     OrderRunner* runner = nullptr;
+    // Runs the orders' jobs; Create registers the order_step handler on it, so it must not be
+    // started yet. The issuer stops it when destroyed (its handler uses the issuer).
+    Engine* engine = nullptr;
+    // Where callers wait for their order; the engine's on_notice must feed it, so that an order
+    // finished on another replica wakes callers here.
+    JobNotices* notices = nullptr;
     // "Now" for certificate lifetimes (renewal windows).
     const Clock* clock = Clock::Real();
     // What waits are measured on. A caller's deadline is wall-clock time, so this is the real
     // clock; tests that fake `clock` keep this one real, since the caller really waits for
-    // orders that run on the worker threads.
+    // orders that run on the engine's threads.
     const Clock* wait_clock = Clock::Real();
     // Generates the certificate key of a request without a CSR; crypto::PrivateKey::Generate
     // when null. Called only once the order is known to be new (tests count the calls).
@@ -110,29 +122,33 @@ class Issuer {
     // The longest any Issue waits, whatever the caller's deadline: then it answers with the
     // order handle, so one caller's long deadline holds an RPC thread no longer than this.
     absl::Duration max_wait = absl::Seconds(60);
-    // The most orders of one tenant queued or running on this replica; more are
-    // RESOURCE_EXHAUSTED, so one tenant's burst cannot fill the queue everyone shares.
-    size_t max_orders_per_tenant = 100;
-    // Names this replica in order leases.
+    // Names this replica in the job leases it takes with new orders.
     std::string replica_id = "replica";
-    int worker_threads = 4;
-    absl::Duration lease_duration = absl::Minutes(2);
+    // The creator's lease on a new order's job, until it hands the job to the engines (should be
+    // the engine's lease duration).
+    absl::Duration lease_duration = absl::Minutes(1);
   };
-  // INVALID_ARGUMENT naming a missing collaborator. Starts the worker threads.
+  // INVALID_ARGUMENT naming a missing collaborator; the engine's error when the handler cannot
+  // be registered (it was started, or has one for order_step).
   static absl::StatusOr<std::unique_ptr<Issuer>> Create(Options options);
-  // Stops taking work: queued orders are handed over (their leases released for another
-  // replica to claim at once); running orders finish their current run; then joins the workers.
+  // Stops the engine (Engine::Stop: unstarted jobs released, running steps finished).
   ~Issuer();
 
   // See the class comment. Errors: INVALID_ARGUMENT naming the field; PERMISSION_DENIED for an
   // identifier outside the allow-list; ALREADY_EXISTS when the idempotency key binds another
   // identity's order; FAILED_PRECONDITION when the tenant has no usable account; UNAVAILABLE
-  // when the queue is full or the store is down.
+  // or RESOURCE_EXHAUSTED when the order's last step stopped on a CA outage or limit (the order
+  // stays and is retried).
   absl::StatusOr<IssueResult> Issue(const Caller& caller, const IssueRequest& request);
-  // Runs an order this replica claimed from a replica that stopped (OrderStore::ClaimStaleOrders)
-  // from the material stored with it. Returns once the run is queued. An exception on the way
-  // is recorded on the order (see RecordException), not thrown.
-  absl::Status Resume(const storage::Lease& lease);
+  // Issue's first half, for callers that start many orders and wait for them together (the
+  // compromise playbook): the reusable certificate, or the order joined or created and handed
+  // to the engine, without waiting. The request's wait fields are ignored.
+  struct Started {
+    std::optional<IssueResult> reused;
+    storage::Order order;
+    bool created = false;
+  };
+  absl::StatusOr<Started> Start(const Caller& caller, const IssueRequest& request);
 
   // Reads for hosts and admins of the caller's tenant (another tenant's rows are NOT_FOUND).
   absl::StatusOr<OrderView> GetOrder(const Caller& caller, storage::OrderId id);
@@ -143,17 +159,16 @@ class Issuer {
       const Caller& caller, const storage::CertificateFilter& filter,
       const storage::PageRequest& page);
 
-  // Waits until `order` is terminal or `until` (on `wait_clock`): on this replica's run when it
-  // runs here, else by watching the store (another replica, or a resumed order).
-  void WaitForOrder(const storage::Scope& scope, storage::OrderId order, absl::Time until,
-                    const std::function<bool()>& cancelled = nullptr);
+  // Waits until `order` is terminal or `until` (on `wait_clock`), woken by the order's
+  // notices; returns its row as it is then.
+  absl::StatusOr<storage::Order> WaitForOrder(const storage::Scope& scope, storage::OrderId order,
+                                              absl::Time until,
+                                              const std::function<bool()>& cancelled = nullptr);
+
+  // The order_step handler (registered by Create): one OrderRunner::Step of the job's order.
+  JobOutcome StepOrder(const JobRun& run);
 
  private:
-  struct Job {
-    OrderJob order;
-    std::unique_ptr<crypto::PrivateKey> certificate_key;
-    std::shared_ptr<absl::Notification> done;
-  };
   // A request that passed CheckRequest.
   struct Checked {
     const IssueRequest* request = nullptr;  // Borrowed from Issue's caller.
@@ -175,23 +190,28 @@ class Issuer {
                                                           const Checked& checked);
   // The tenant's newest valid account; FAILED_PRECONDITION when it has none.
   absl::StatusOr<storage::Account> ChooseAccount(const storage::Scope& scope);
-  // Joins the tenant's order in flight for the identifiers, or creates the order row (with its
-  // finalization material, so any replica can finish it) and queues its run. UNAVAILABLE when
-  // the queue is full.
+  // A caller's wait on an order: its notices, and the last stop it had heard of (stopped_)
+  // when the wait began.
+  struct Waiting {
+    std::unique_ptr<JobNotices::Watch> watch;
+    uint64_t stops_seen = 0;
+  };
+  // Joins the tenant's order in flight for the identifiers, or creates the order row with its
+  // job and finalization material (so any replica can finish it) and hands the job to the
+  // engine. `waiting`, when given, begins before the job can end or stop.
   absl::StatusOr<storage::CreateOrderResult> CreateOrJoinOrder(const storage::Scope& scope,
                                                                const Checked& checked,
                                                                const storage::Account& account,
-                                                               bool with_idempotency_key);
-  // For the new order of a request without a CSR: generates its certificate key (kept in
-  // `job`), builds the CSR and stores both with the order (OrderStore::AttachOrderMaterial).
-  // Returns the CSR.
-  absl::StatusOr<std::string> AttachGeneratedKey(const storage::Scope& scope,
-                                                 const storage::Lease& lease,
-                                                 const Checked& checked, Job& job);
+                                                               bool with_idempotency_key,
+                                                               Waiting* waiting);
+  // For the new order of a request without a CSR: generates its certificate key, builds the
+  // CSR and stores both with the order (OrderStore::AttachOrderMaterial).
+  absl::Status AttachGeneratedKey(const storage::Scope& scope, const storage::Lease& lease,
+                                  const Checked& checked);
   // Waits for the order until the request's wait ends and returns its row; the CA's rate limit
-  // or an outage that stopped its last run is returned as that error instead.
+  // or an outage that stopped its last step is returned as that error instead.
   absl::StatusOr<storage::Order> WaitForResult(const storage::Scope& scope, storage::OrderId order,
-                                               const Checked& checked);
+                                               Waiting& waiting, const Checked& checked);
   // What the caller gets for the order: the handle, or the certificate (and the key, for the
   // request that made it). ABORTED when a joined order certified a key not the caller's.
   absl::StatusOr<IssueResult> Finish(const storage::Scope& scope, storage::Order order,
@@ -199,31 +219,28 @@ class Issuer {
 
   // Every key of the tenant's accounts, which no certificate may certify.
   std::vector<crypto::PublicKey> AccountPublicKeys(const storage::Scope& scope);
-  void Submit(Job job);
-  // One of the tenant's orders left this replica (ran or was handed over).
-  void Finished(storage::TenantId tenant) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void WorkLoop();
-  // Runs one order on a worker; an exception out of the run becomes a failure recorded on the
-  // order (RecordException), never the end of the process.
-  absl::StatusOr<storage::Order> RunGuarded(const OrderJob& job);
   // Records `thrown` (clipped) on the order: invalid while the CA cannot have issued yet; left
-  // for a later run (INTERNAL) from processing on. Returns the order row, or INTERNAL.
+  // for a later step (INTERNAL) from processing on. Returns the order row, or INTERNAL.
   absl::StatusOr<storage::Order> RecordException(const storage::Scope& scope,
                                                  const storage::Lease& lease,
                                                  std::exception_ptr thrown);
-  absl::Status ResumeUnguarded(const storage::Scope& scope, const storage::Lease& lease);
+  // Wakes this replica's callers waiting on the order (a step ended it or stopped short).
+  void Announce(storage::TenantId tenant, storage::OrderId order);
 
   const Options options_;
   absl::Mutex mu_;
-  std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
-  std::map<storage::OrderId, std::shared_ptr<absl::Notification>> running_ ABSL_GUARDED_BY(mu_);
-  // Orders queued or running here, per tenant (for max_orders_per_tenant).
-  std::map<storage::TenantId, size_t> per_tenant_ ABSL_GUARDED_BY(mu_);
-  // Why the last run of an order stopped short (a CA rate limit, an outage), for the callers
-  // waiting on it; cleared when a run ends the order.
-  std::map<storage::OrderId, absl::Status> stopped_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::thread> workers_;
+  // Why the last step of an order stopped short (a CA rate limit, an outage), for the callers
+  // waiting on it here, numbered (stops_) so that a caller hears only of a stop that came
+  // while it waited; cleared when a later step gets on.
+  struct Stop {
+    absl::Status why;
+    uint64_t number = 0;
+  };
+  std::map<storage::OrderId, Stop> stopped_ ABSL_GUARDED_BY(mu_);
+  uint64_t stops_ ABSL_GUARDED_BY(mu_) = 0;
+  // The challenge type asked for by the request that made an order here (not stored: a step on
+  // another replica answers with HTTP-01, or DNS-01 for a wildcard).
+  std::map<storage::OrderId, ChallengePreference> preferences_ ABSL_GUARDED_BY(mu_);
 };
 
 // Public facts the store keeps about a key: its JWK and RFC 7638 thumbprint.

@@ -6,6 +6,9 @@
 #include <thread>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "acme/testing/scripted_server.h"
 #include "crypto/x509.h"
@@ -13,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "service/testing/fixture.h"
 #include "service/testing/happy_ca.h"
+#include "service/testing/issuing.h"
 #include "storage/testing/status_matchers.h"
 
 namespace acmevault::service {
@@ -24,6 +28,97 @@ using storage::testing::StatusIs;
 using ::testing::HasSubstr;
 using Call = ScriptedServer::Call;
 
+
+
+// A CA that runs many orders at once, each on its own URLs (/order/N, /authz/N, /chall/N,
+// /finalize/N, /cert/N for N = 1, 2, ... in the order newOrder is called), for the identifiers
+// each newOrder asks for. With `validate` an answered challenge makes its order ready and
+// finalize makes it valid (issuing the test chain); without, every order stays pending.
+class ManyOrdersCa {
+ public:
+  ManyOrdersCa(ScriptedServer& ca, int orders, bool validate) : states_(orders + 1, "pending") {
+    ca.On("POST", "/new-order", [this](const Call& c) {
+      absl::MutexLock lock(&mu_);
+      const int n = ++made_;
+      nlohmann::json o = OrderJson(n, "pending");
+      o["identifiers"] = nlohmann::json::parse(c.jws->payload)["identifiers"];
+      identifiers_.push_back(o["identifiers"]);
+      return ScriptedServer::Json(201, o, {{"Location", Url("/order/", n)}});
+    });
+    const std::string chain = testing::ReadTestFile("crypto/testdata/chain.pem");
+    for (int n = 1; n <= orders; ++n) {
+      ca.On("POST", Path("/order/", n), [this, n](const Call&) {
+        absl::MutexLock lock(&mu_);
+        nlohmann::json o = OrderJson(n, states_[n]);
+        if (n <= static_cast<int>(identifiers_.size())) o["identifiers"] = identifiers_[n - 1];
+        return ScriptedServer::Json(200, o);
+      });
+      ca.On("POST", Path("/authz/", n), [this, n](const Call&) {
+        absl::MutexLock lock(&mu_);
+        nlohmann::json a = ScriptedServer::Authz(states_[n] == "pending" ? "pending" : "valid");
+        // For the order's first name (a wildcard's authorization names the base domain).
+        if (n <= static_cast<int>(identifiers_.size())) {
+          std::string name = identifiers_[n - 1][0]["value"];
+          if (absl::StartsWith(name, "*.")) name = name.substr(2);
+          a["identifier"]["value"] = name;
+        }
+        a["challenges"][0]["url"] = Url("/chall/", n);
+        a["challenges"][0]["token"] = absl::StrCat("tok-", n);
+        return ScriptedServer::Json(200, a);
+      });
+      ca.On("POST", Path("/chall/", n), [this, n, validate](const Call&) {
+        absl::MutexLock lock(&mu_);
+        if (validate) states_[n] = "ready";
+        return ScriptedServer::Json(200, {{"type", "http-01"},
+                                          {"url", Url("/chall/", n)},
+                                          {"status", "processing"},
+                                          {"token", absl::StrCat("tok-", n)}});
+      });
+      ca.On("POST", Path("/finalize/", n), [this, n](const Call&) {
+        absl::MutexLock lock(&mu_);
+        states_[n] = "valid";
+        return ScriptedServer::Json(200, OrderJson(n, "processing"));
+      });
+      ca.On("POST", Path("/cert/", n), [chain](const Call&) {
+        return ScriptedServer::Raw(200, "application/pem-certificate-chain", chain);
+      });
+    }
+  }
+
+  int made() {
+    absl::MutexLock lock(&mu_);
+    return made_;
+  }
+
+ private:
+  static std::string Path(const char* prefix, int n) { return absl::StrCat(prefix, n); }
+  static std::string Url(const char* prefix, int n) { return ScriptedServer::Url(Path(prefix, n)); }
+  static nlohmann::json OrderJson(int n, const std::string& status) {
+    nlohmann::json o = ScriptedServer::Order(status);
+    o["authorizations"] = {Url("/authz/", n)};
+    o["finalize"] = Url("/finalize/", n);
+    if (status == "valid") o["certificate"] = Url("/cert/", n);
+    return o;
+  }
+
+  absl::Mutex mu_;
+  std::vector<std::string> states_ ABSL_GUARDED_BY(mu_);
+  std::vector<nlohmann::json> identifiers_ ABSL_GUARDED_BY(mu_);
+  int made_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// The threads of this process (the kernel's count in /proc/self/status).
+int Threads() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    int n = 0;
+    if (absl::StartsWith(line, "Threads:") &&
+        absl::SimpleAtoi(absl::StripAsciiWhitespace(line.substr(8)), &n)) {
+      return n;
+    }
+  }
+  return -1;
+}
 
 class IssuerTest : public ::testing::Test {
  protected:
@@ -45,11 +140,18 @@ class IssuerTest : public ::testing::Test {
     auto clients = AcmeClients::Create(options);
     ASSERT_TRUE(clients.ok());
     clients_ = *std::move(clients);
-    runner_ = *OrderRunner::Create(
-        fx_.WithStore(OrderRunner::Options{.clients = clients_.get(), .clock = &fx_.clock()}));
-    issuer_ = *Issuer::Create(
-        fx_.WithStore(Issuer::Options{.runner = runner_.get(), .clock = &fx_.clock()}));
+    replica_ = MakeReplica();
+    issuer_ = &replica_->issuer();
     testing::ScriptHappyCa(ca_, &state_);
+  }
+
+  // A started replica over this test's store and CA.
+  std::unique_ptr<testing::IssuingReplica> MakeReplica(
+      std::function<void(Issuer::Options&)> adjust = nullptr, const std::string& id = "replica") {
+    auto r = testing::IssuingReplica::Create(
+        fx_, {.clients = clients_.get(), .replica_id = id, .adjust_issuer = std::move(adjust)});
+    r->Start();
+    return r;
   }
 
   Caller Authenticate(const std::string& token) {
@@ -152,8 +254,10 @@ class IssuerTest : public ::testing::Test {
   Caller host_;
   std::unique_ptr<crypto::PrivateKey> account_key_, leaf_key_;
   std::unique_ptr<AcmeClients> clients_;
-  std::unique_ptr<OrderRunner> runner_;
-  std::unique_ptr<Issuer> issuer_;
+  // Fake time runs while orders run on the engine (RetryAt times come due).
+  testing::ClockTicker ticker_{fx_.clock()};
+  std::unique_ptr<testing::IssuingReplica> replica_;
+  Issuer* issuer_ = nullptr;
 };
 
 TEST_F(IssuerTest, NamesOutsideTheAllowListAreRefusedBeforeAnyAcmeRequest) {
@@ -276,39 +380,17 @@ TEST_F(IssuerTest, AFinalizedOrderWhoseDownloadFailsAnswersWithAClearError) {
 
 TEST_F(IssuerTest, AnIssueWaitsNoLongerThanTheServersCap) {
   AddAccount();
-  auto capped = *Issuer::Create(fx_.WithStore(Issuer::Options{
-      .runner = runner_.get(), .clock = &fx_.clock(), .max_wait = absl::Milliseconds(200)}));
+  replica_.reset();
+  auto capped = MakeReplica([](Issuer::Options& o) { o.max_wait = absl::Milliseconds(200); });
   ca_.On("POST", "/order/1", [](const Call&) {
     return ScriptedServer::Json(200, ScriptedServer::Order("pending"));
   });
   IssueRequest r = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
   r.max_wait = absl::ZeroDuration();  // The caller's deadline alone: infinitely far.
-  auto result = capped->Issue(host_, r);
+  auto result = capped->issuer().Issue(host_, r);
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_FALSE(result->certificate.has_value());
   EXPECT_FALSE(storage::IsTerminal(result->order.state));
-}
-
-TEST_F(IssuerTest, OneTenantCannotQueueMoreThanItsShare) {
-  AddAccount();
-  absl::Notification release;
-  ca_.On("POST", "/new-order", [&](const Call&) {
-    release.WaitForNotification();  // The CA holds every order while the test fills the queue.
-    return ScriptedServer::Problem(503, "serverInternal", "busy");
-  });
-  auto capped = *Issuer::Create(fx_.WithStore(Issuer::Options{.runner = runner_.get(),
-                                                              .clock = &fx_.clock(),
-                                                              .max_orders_per_tenant = 2,
-                                                              .worker_threads = 1}));
-  auto issue = [&](const std::string& name) {
-    IssueRequest r = CsrRequest({name}, *leaf_key_);
-    r.max_wait = absl::Milliseconds(50);
-    return capped->Issue(host_, r);
-  };
-  EXPECT_TRUE(issue("a.example.com").ok());
-  EXPECT_TRUE(issue("b.example.com").ok());
-  EXPECT_THAT(issue("c.example.com"), StatusIs(absl::StatusCode::kResourceExhausted, "orders in progress"));
-  release.Notify();
 }
 
 // Issue 9, defect 7: a service-side key (RSA-4096 costs seconds) is generated only for an order
@@ -323,8 +405,9 @@ TEST_F(IssuerTest, AJoinOrAReuseGeneratesNoKey) {
     // A fast key of another type: the test counts calls, it does not need RSA.
     return crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
   };
-  auto issuer = *Issuer::Create(fx_.WithStore(Issuer::Options{
-      .runner = runner_.get(), .clock = &fx_.clock(), .generate_key = counting}));
+  replica_.reset();
+  auto replica = MakeReplica([&](Issuer::Options& o) { o.generate_key = counting; });
+  Issuer* issuer = &replica->issuer();
   auto request = [](const std::string& idempotency_key) {
     IssueRequest r;
     r.identifiers = {"*.leaf.example.com", "leaf.example.com"};
@@ -340,7 +423,11 @@ TEST_F(IssuerTest, AJoinOrAReuseGeneratesNoKey) {
     return ScriptedServer::Problem(503, "serverInternal", "busy");
   });
   // Before the issuer goes (it waits for its running order), even when an assertion fails.
-  absl::Cleanup unblock = [&] { release.Notify(); };
+  // The engine is stopped (the blocked step returns) before `release` goes.
+  absl::Cleanup unblock = [&] {
+    release.Notify();
+    replica.reset();
+  };
   auto first = issuer->Issue(host_, request("web01"));
   ASSERT_TRUE(first.ok()) << first.status();
   auto joined = issuer->Issue(host_, request(""));
@@ -476,44 +563,10 @@ TEST_F(IssuerTest, ACancelledCallerStopsWaiting) {
   const absl::Duration waited = absl::Now() - start;
   canceller.join();
   release.Notify();
+  replica_.reset();  // The blocked step returns before `release` goes.
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_FALSE(result->certificate.has_value());
   EXPECT_LT(waited, absl::Seconds(10));  // Not the 30 s wait: a bound, not a timing.
-}
-
-TEST_F(IssuerTest, StoppingHandsQueuedOrdersOverByReleasingTheirLeases) {
-  AddAccount();
-  // One worker, blocked in its first order until released; a second order waits in the queue.
-  runner_ = *OrderRunner::Create(
-      fx_.WithStore(OrderRunner::Options{.clients = clients_.get(), .clock = &fx_.clock()}));
-  issuer_ = *Issuer::Create(fx_.WithStore(
-      Issuer::Options{.runner = runner_.get(), .clock = &fx_.clock(), .worker_threads = 1}));
-  absl::Notification release, entered;
-  ca_.On("POST", "/new-order", [&](const Call&) {
-    if (!entered.HasBeenNotified()) entered.Notify();
-    release.WaitForNotification();
-    return ScriptedServer::Problem(503, "serverInternal", "busy");
-  });
-  IssueRequest first = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
-  first.max_wait = absl::Nanoseconds(1);
-  ASSERT_TRUE(issuer_->Issue(host_, first).ok());
-  entered.WaitForNotification();
-  auto other_key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
-  ASSERT_TRUE(other_key.ok());
-  IssueRequest second = CsrRequest({"other.example.com"}, *other_key);
-  second.max_wait = absl::Nanoseconds(1);
-  auto queued = issuer_->Issue(host_, second);
-  ASSERT_TRUE(queued.ok()) << queued.status();
-  EXPECT_EQ(queued->order.lease_owner, "replica");
-
-  std::thread stopper([&] { issuer_.reset(); });
-  absl::SleepFor(absl::Milliseconds(100));
-  release.Notify();
-  stopper.join();
-  auto row = fx_.store().GetOrder(fx_.AdminScope(tenant_), queued->order.id);
-  ASSERT_TRUE(row.ok());
-  EXPECT_TRUE(row->lease_owner.empty()) << row->lease_owner;  // Released, claimable now.
-  EXPECT_EQ(row->state, storage::OrderState::kCreated);
 }
 
 TEST_F(IssuerTest, RequestFieldsAreCheckedBeforeAnythingElse) {
@@ -535,6 +588,113 @@ TEST_F(IssuerTest, RequestFieldsAreCheckedBeforeAnythingElse) {
   EXPECT_THAT(issuer_->Issue(admin, empty_csr),
               StatusIs(absl::StatusCode::kInvalidArgument, "csr"));
   EXPECT_TRUE(ca_.calls().empty());
+}
+
+
+// Issue 10: no thread waits for a CA. Forty orders the CA keeps validating are all in flight at
+// once on the engine's two workers: the process has no more threads than before they began.
+TEST_F(IssuerTest, OrdersInFlightHoldNoThreadsBeyondTheEnginesWorkers) {
+  AddAccount();
+  constexpr int kOrders = 40;
+  ManyOrdersCa ca(ca_, kOrders, /*validate=*/false);
+  const int before = Threads();
+  ASSERT_GT(before, 0);
+  std::vector<storage::OrderId> orders;
+  for (int i = 0; i < kOrders; ++i) {
+    IssueRequest r = CsrRequest({absl::StrCat("n", i, ".example.com")}, *leaf_key_);
+    r.max_wait = absl::Milliseconds(1);
+    auto issued = issuer_->Issue(host_, r);
+    ASSERT_TRUE(issued.ok()) << issued.status();
+    orders.push_back(issued->order.id);
+  }
+  // Every order reaches the CA and is then looked at again later, not waited on.
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  auto all_polled = [&] {
+    for (int n = 1; n <= kOrders; ++n) {
+      if (ca_.CountCalls("POST", absl::StrCat("/order/", n)) < 2) return false;
+    }
+    return true;
+  };
+  while (!all_polled() && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(20));
+  ASSERT_TRUE(all_polled());
+  EXPECT_EQ(ca.made(), kOrders);
+  EXPECT_LE(Threads(), before);
+  for (storage::OrderId id : orders) {
+    auto row = fx_.store().GetOrder(fx_.AdminScope(tenant_), id);
+    ASSERT_TRUE(row.ok());
+    EXPECT_EQ(row->state, storage::OrderState::kPending);
+  }
+  EXPECT_GE(replica_->engine().stats().rescheduled, 2 * kOrders);
+}
+
+// Two replicas, one job queue: every order is issued, each finalized exactly once, and both
+// replicas ran steps. Orders of the same names in different tenants run side by side.
+TEST_F(IssuerTest, TwoReplicasShareOneQueueAndEveryOrderFinishesOnce) {
+  constexpr int kTenants = 12;
+  ManyOrdersCa ca(ca_, kTenants, /*validate=*/true);
+  auto other = MakeReplica(nullptr, "replica-b");
+  std::vector<Caller> hosts;
+  for (int i = 0; i < kTenants; ++i) {
+    const storage::TenantId t =
+        fx_.AddTenant(absl::StrCat("t", i), {"*.example.com"}, ScriptedServer::Url("/dir"));
+    auto scope = fx_.AdminScope(t);
+    auto account = fx_.store().CreateAccount(scope, ScriptedServer::Url("/dir"), *account_key_,
+                                             KeyInfo(account_key_->public_key()),
+                                             storage::KeyState::kActive);
+    ASSERT_TRUE(account.ok());
+    ASSERT_TRUE(
+        fx_.store().RecordAccountUrl(scope, account->id, ScriptedServer::Url("/acct/1")).ok());
+    hosts.push_back(Authenticate(fx_.AddToken(t, Role::kHost)));
+  }
+  std::vector<absl::StatusOr<IssueResult>> results(kTenants);
+  std::vector<std::thread> callers;
+  for (int i = 0; i < kTenants; ++i) {
+    callers.emplace_back([&, i] {
+      Issuer& via = i % 2 == 0 ? *issuer_ : other->issuer();
+      results[i] = via.Issue(hosts[i], CsrRequest(kChainNames, *leaf_key_));
+    });
+  }
+  for (std::thread& t : callers) t.join();
+  for (const auto& r : results) {
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(r->certificate.has_value());
+  }
+  EXPECT_EQ(ca.made(), kTenants);
+  for (int n = 1; n <= kTenants; ++n) {
+    EXPECT_EQ(ca_.CountCalls("POST", absl::StrCat("/finalize/", n)), 1) << n;
+  }
+  // Stopped, so that every step's outcome is stored (callers are woken before the engine
+  // records the last step's Done).
+  replica_->engine().Stop();
+  other->engine().Stop();
+  EXPECT_GT(replica_->engine().stats().completed, 0);
+  EXPECT_GT(other->engine().stats().completed, 0);
+  EXPECT_EQ(replica_->engine().stats().completed + other->engine().stats().completed, kTenants);
+}
+
+// A caller on a replica whose engine runs nothing is woken by the order's completion on another
+// replica: the job notice reaches it through the store, not a poll.
+TEST_F(IssuerTest, ACallerIsWokenByTheOrdersCompletionOnAnotherReplica) {
+  AddAccount();
+  replica_.reset();
+  // Replica A: issues and waits, but its engine is never started (so it runs no step); it hears
+  // job notices as a started engine would.
+  auto a = testing::IssuingReplica::Create(fx_, {.clients = clients_.get(), .replica_id = "a"});
+  auto waker = fx_.store().WatchJobs(
+      {nullptr, [&a](const storage::JobNotice& n) { a->notices().Notify(n); }});
+  ASSERT_TRUE(waker.ok());
+  auto b = MakeReplica(nullptr, "b");
+  IssueRequest r = CsrRequest(kChainNames, *leaf_key_);
+  r.max_wait = absl::Seconds(30);
+  const absl::Time start = absl::Now();
+  auto issued = a->issuer().Issue(host_, r);
+  ASSERT_TRUE(issued.ok()) << issued.status();
+  EXPECT_TRUE(issued->certificate.has_value());
+  EXPECT_LT(absl::Now() - start, absl::Seconds(25));  // Woken, not the end of its wait.
+  b->engine().Stop();  // Every outcome stored.
+  EXPECT_EQ(a->engine().stats().claimed, 0);
+  EXPECT_GT(b->engine().stats().completed, 0);
+  EXPECT_GE(a->notices().delivered(), 1);
 }
 
 TEST(IssueWaitUntil, ASecondBeforeTheDeadlineElseTheDefaultShortenedByMaxWait) {
@@ -586,7 +746,7 @@ TEST_F(IssuerTest, ReadsCheckTheirArguments) {
 TEST_F(IssuerTest, MissingCollaboratorsAreRefusedAtCreation) {
   EXPECT_THAT(Issuer::Create(fx_.WithStore(Issuer::Options{})),
               StatusIs(absl::StatusCode::kInvalidArgument, "Issuer: Options.runner is required"));
-  Issuer::Options no_orders = fx_.WithStore(Issuer::Options{.runner = runner_.get()});
+  Issuer::Options no_orders = fx_.WithStore(Issuer::Options{.runner = &replica_->runner()});
   no_orders.orders = nullptr;
   EXPECT_THAT(Issuer::Create(no_orders),
               StatusIs(absl::StatusCode::kInvalidArgument, "Options.orders"));

@@ -38,15 +38,17 @@
 #include "service/auth.h"
 #include "service/core_dumps.h"
 #include "service/dns01_rfc2136.h"
+#include "service/engine.h"
+#include "service/engine_config.h"
 #include "service/grpc_server.h"
 #include "service/grpc_services.h"
 #include "service/http01_responder.h"
 #include "service/issuer.h"
+#include "service/job_notices.h"
 #include "service/key_wiping_interceptor.h"
 #include "service/log.h"
 #include "service/metrics.h"
 #include "service/order_runner.h"
-#include "service/resumer.h"
 #include "service/token_cache.h"
 #include "storage/kek_set.h"
 #include "storage/migrate.h"
@@ -215,7 +217,6 @@ absl::Status Serve() {
   if (config.acme().max_bad_nonce_retries() > 0) {
     client_options.client.max_bad_nonce_retries = config.acme().max_bad_nonce_retries();
   }
-  client_options.client.poll_interval = absl::Milliseconds(500);
   ASSIGN_OR_RETURN(auto clients, service::AcmeClients::Create(client_options));
 
   // Every component takes the store roles it uses; this one object plays them all.
@@ -244,31 +245,41 @@ absl::Status Serve() {
   }
 
   const std::string replica = ReplicaId(config);
-  const absl::Duration lease = config.order_lease_seconds() > 0
-                                   ? absl::Seconds(config.order_lease_seconds())
-                                   : absl::Minutes(2);
-  ASSIGN_OR_RETURN(auto runner, service::OrderRunner::Create({.orders = s,
-                                                              .accounts = s,
-                                                              .authorizations = s,
-                                                              .challenges = s,
-                                                              .clients = clients.get(),
-                                                              .dns01 = dns01.get(),
-                                                              .metrics = &metrics,
-                                                              .lease_duration = lease}));
+  // The work engine runs every order step (and the playbook's revocations) on a fixed pool of
+  // threads; callers here are woken by job notices from any replica.
+  service::EngineSettings settings = service::EngineSettingsFrom(config);
+  service::JobNotices notices;
+  settings.engine.jobs = s;
+  settings.engine.owner = replica;
+  settings.engine.metrics = &metrics;
+  settings.engine.on_notice = [&notices](const storage::JobNotice& n) { notices.Notify(n); };
+  ASSIGN_OR_RETURN(auto engine, service::Engine::Create(settings.engine));
+  const absl::Duration lease = settings.engine.lease_duration;
+  ASSIGN_OR_RETURN(auto runner,
+                   service::OrderRunner::Create({.tenants = s,
+                                                 .orders = s,
+                                                 .accounts = s,
+                                                 .authorizations = s,
+                                                 .challenges = s,
+                                                 .jobs = s,
+                                                 .clients = clients.get(),
+                                                 .dns01 = dns01.get(),
+                                                 .metrics = &metrics,
+                                                 .lease_duration = lease,
+                                                 .poll_first_delay = settings.order_poll_first_delay,
+                                                 .poll_max_delay = settings.order_poll_max_delay}));
   const absl::Duration issue_max_wait =
       config.issue_max_wait_seconds() > 0 ? absl::Seconds(config.issue_max_wait_seconds())
                                           : absl::Seconds(60);
-  const size_t per_tenant =
-      config.max_orders_per_tenant() > 0 ? static_cast<size_t>(config.max_orders_per_tenant())
-                                         : 100;
   ASSIGN_OR_RETURN(auto issuer, service::Issuer::Create({.tenants = s,
                                                          .accounts = s,
                                                          .orders = s,
                                                          .certificates = s,
                                                          .audit = s,
                                                          .runner = runner.get(),
+                                                         .engine = engine.get(),
+                                                         .notices = &notices,
                                                          .max_wait = issue_max_wait,
-                                                         .max_orders_per_tenant = per_tenant,
                                                          .replica_id = replica,
                                                          .lease_duration = lease}));
   ASSIGN_OR_RETURN(auto accounts, service::AccountManager::Create({.tenants = s,
@@ -279,6 +290,8 @@ absl::Status Serve() {
                                                                    .compromise_runs = s,
                                                                    .clients = clients.get(),
                                                                    .issuer = issuer.get(),
+                                                                   .engine = engine.get(),
+                                                                   .notices = &notices,
                                                                    .metrics = &metrics}));
   // A keyChange whose outcome was unknown (or a rollover cut short by a crash) left a pending
   // key: ask the CA about it before serving. Not fatal: each use of the key resolves it first.
@@ -368,25 +381,16 @@ absl::Status Serve() {
     std::rename((ready + ".tmp").c_str(), ready.c_str());
   }
 
-  // Orders whose replica died are claimed (after their lease expires) and finished here.
-  ASSIGN_OR_RETURN(auto resumer,
-                   service::OrderResumer::Create(
-                       {.orders = s,
-                        .issuer = issuer.get(),
-                        .replica_id = replica,
-                        .interval = config.resume_interval_seconds() > 0
-                                        ? absl::Seconds(config.resume_interval_seconds())
-                                        : absl::Seconds(10),
-                        .lease_duration = lease}));
-  resumer->Start();
+  // Orders (and other jobs) whose replica died are claimed here once their leases expire.
+  RETURN_IF_ERROR(engine->Start());
 
   signal(SIGINT, OnSignal);
   signal(SIGTERM, OnSignal);
   while (!shutdown_requested) absl::SleepFor(absl::Milliseconds(100));
   Log(LogLevel::kInfo, "acmevaultd stopping: no new calls; in-flight calls get 10 s");
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  // The issuer's destructor lets running orders finish their current run; anything left is
-  // resumed by another replica once its lease expires.
+  // The issuer's destructor stops the engine: unstarted jobs are released for another replica,
+  // running steps finish; anything left is taken over once its lease expires.
   return absl::OkStatus();
 }
 

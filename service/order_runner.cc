@@ -13,6 +13,7 @@
 #include "crypto/jwk.h"
 #include "crypto/x509.h"
 #include "service/failure.h"
+#include "service/identifiers.h"
 #include "service/required.h"
 
 namespace acmevault::service {
@@ -42,10 +43,6 @@ bool DownloadMayRecover(const absl::Status& s) {
   std::optional<acme::Problem> problem = acme::GetProblem(s);
   return problem.has_value() && problem->http_status >= 400;
 }
-
-// How often one run tries the download again after a failure, and the pause before each.
-constexpr int kDownloadRetries = 2;
-constexpr absl::Duration kDownloadRetryPause = absl::Seconds(1);
 
 storage::AuthorizationStatus AuthzStatus(const std::string& s) {
   auto parsed = storage::ParseAuthorizationStatus(s);
@@ -80,40 +77,55 @@ absl::StatusOr<acme::AcmeClient*> AcmeClients::For(const std::string& directory_
 }
 
 absl::StatusOr<std::unique_ptr<OrderRunner>> OrderRunner::Create(Options options) {
-  RETURN_IF_ERROR(RequireCollaborators("OrderRunner", {{"orders", options.orders},
+  RETURN_IF_ERROR(RequireCollaborators("OrderRunner", {{"tenants", options.tenants},
+                                                       {"orders", options.orders},
                                                        {"accounts", options.accounts},
                                                        {"authorizations", options.authorizations},
                                                        {"challenges", options.challenges},
+                                                       {"jobs", options.jobs},
                                                        {"clients", options.clients},
                                                        {"clock", options.clock}}));
+  if (options.poll_first_delay <= absl::ZeroDuration() ||
+      options.poll_max_delay < options.poll_first_delay ||
+      options.lease_duration <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "OrderRunner: poll delays and the lease duration must be positive, the first delay at "
+        "most the largest");
+  }
   return std::unique_ptr<OrderRunner>(new OrderRunner(options));
 }
 
+absl::Time OrderRunner::NextLook(absl::Time phase_start,
+                                 std::optional<absl::Time> retry_after) const {
+  const absl::Time now = options_.clock->Now();
+  if (retry_after.has_value()) return std::max(*retry_after, now);
+  const absl::Duration waited = now - phase_start;
+  return now + std::clamp(waited, options_.poll_first_delay, options_.poll_max_delay);
+}
+
 struct OrderRunner::Context {
-  OrderJob job;
+  const OrderJob* job = nullptr;
   storage::Order order;
   storage::Account account;
   std::optional<storage::UnsealedAccountKey> key;
   acme::AcmeClient* client = nullptr;
   acme::AccountRef ref;
-  absl::Time deadline;
-  std::vector<std::string> http_tokens;
-  std::vector<std::pair<std::string, std::string>> dns_records;
+  ChallengePreference challenge = ChallengePreference::kHttp01;
+  Answers answers;  // published by this step, or by an earlier one here
 
-  const storage::Scope& scope() const { return job.scope; }
+  const storage::Scope& scope() const { return job->scope; }
+  const storage::Lease& lease() const { return job->lease; }
 };
 
-absl::Status OrderRunner::RenewIfDue(Context& ctx) {
-  absl::Time now = options_.clock->Now();
-  if (ctx.job.lease.expires_at - now > options_.lease_duration / 2) return absl::OkStatus();
-  ASSIGN_OR_RETURN(ctx.job.lease, options_.orders->RenewLease(ctx.scope(), ctx.job.lease,
-                                                              options_.lease_duration));
-  return absl::OkStatus();
+absl::Status OrderRunner::ProveLease(Context& ctx) {
+  return options_.jobs
+      ->RenewJob(storage::JobLeaseOf(ctx.lease()), options_.lease_duration,
+                 options_.clock->Now())
+      .status();
 }
 
 absl::Status OrderRunner::AnswerAuthorizations(Context& ctx, const acme::Order& order) {
   for (const std::string& url : order.authorizations) {
-    RETURN_IF_ERROR(RenewIfDue(ctx));  // Many authorizations (or a slow DNS server) take long.
     // Matched to the order's identifiers: an authorization for another name is refused before
     // it reaches the ledger or gets an answer.
     auto authz = ctx.client->GetAuthorization(ctx.ref, order, url);
@@ -131,7 +143,7 @@ absl::Status OrderRunner::AnswerAuthorizations(Context& ctx, const acme::Order& 
       return absl::FailedPreconditionError(
           absl::StrCat("authorization for ", identifier, " is ", authz->status));
     }
-    bool dns = authz->wildcard || ctx.job.challenge == ChallengePreference::kDns01;
+    bool dns = authz->wildcard || ctx.challenge == ChallengePreference::kDns01;
     const acme::Challenge* ch = authz->Find(dns ? "dns-01" : "http-01");
     if (ch == nullptr) {
       return absl::FailedPreconditionError(absl::StrCat("the CA offers no ", dns ? "dns-01" : "http-01",
@@ -153,10 +165,10 @@ absl::Status OrderRunner::AnswerAuthorizations(Context& ctx, const acme::Order& 
       }
       std::string value = crypto::Dns01TxtValue(key_auth);
       RETURN_IF_ERROR(options_.dns01->Publish(authz->identifier.value, value));
-      ctx.dns_records.emplace_back(authz->identifier.value, value);
+      ctx.answers.dns_records.emplace_back(authz->identifier.value, value);
     } else {
       RETURN_IF_ERROR(options_.challenges->PutChallenge(ctx.scope(), ch->token, key_auth));
-      ctx.http_tokens.push_back(ch->token);
+      ctx.answers.http_tokens.push_back(ch->token);
     }
     if (ch->status != "pending") continue;
     auto responded = ctx.client->RespondToChallenge(ctx.ref, ch->url);
@@ -183,6 +195,7 @@ bool OrderRunner::ChallengeAnswered(Context& ctx, const acme::Order& order,
   return ch != nullptr && (ch->status == "processing" || ch->status == "valid");
 }
 
+
 absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
   // Checked against the order: the chain's bounds, and a leaf valid now for exactly its names.
   auto chain = ctx.client->DownloadCertificate(ctx.ref, order);
@@ -191,7 +204,7 @@ absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
   ASSIGN_OR_RETURN(std::vector<crypto::CertificateInfo> certs, crypto::ParsePemChain(chain->pem));
   const crypto::CertificateInfo& leaf = certs.front();
   // Never store a certificate for a key other than the one we asked for.
-  ASSIGN_OR_RETURN(crypto::CsrInfo csr, crypto::ParseCsr(ctx.job.csr_der));
+  ASSIGN_OR_RETURN(crypto::CsrInfo csr, crypto::ParseCsr(ctx.order.csr_der));
   if (!leaf.public_key.Equals(csr.public_key)) {
     return absl::InternalError("the CA issued a certificate for another key than the CSR's");
   }
@@ -203,6 +216,13 @@ absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
     return absl::InternalError(absl::StrCat("the CA issued a certificate for other names [",
                                             absl::StrJoin(names, ", "), "] than the order's"));
   }
+  // The service-generated key goes with the certificate (sealed again under its id).
+  std::optional<crypto::PrivateKey> certificate_key;
+  if (ctx.order.has_certificate_key) {
+    ASSIGN_OR_RETURN(certificate_key,
+                     options_.orders->GetOrderCertificateKey(
+                         ctx.scope(), ctx.order.id, absl::StrCat("order ", ctx.order.id)));
+  }
   storage::NewCertificate cert;
   cert.account = ctx.account.id;
   cert.order = ctx.order.id;
@@ -212,12 +232,16 @@ absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
   cert.not_after = leaf.not_after;
   cert.chain_pem = chain->pem;
   cert.account_key_version = ctx.key->info.version;
-  cert.private_key = ctx.job.certificate_key;
-  RETURN_IF_ERROR(options_.orders->CompleteOrder(ctx.scope(), ctx.job.lease, cert).status());
+  cert.private_key = certificate_key ? &*certificate_key : nullptr;
+  ASSIGN_OR_RETURN(storage::Certificate stored,
+                   options_.orders->CompleteOrder(ctx.scope(), ctx.lease(), cert));
+  ctx.order.state = storage::OrderState::kValid;
+  ctx.order.certificate = stored.id;
   if (options_.metrics) {
     options_.metrics->RecordIssuance(options_.clock->Now() - ctx.order.created_at, true);
   }
-  if (ctx.job.deactivate_authorizations_after_issuance) {
+  auto tenant = options_.tenants->GetTenant(ctx.scope());
+  if (tenant.ok() && tenant->spec.policy.deactivate_authorizations_after_issuance) {
     storage::AuthorizationFilter filter;
     filter.order = ctx.order.id;
     auto outstanding = options_.authorizations->ListOutstandingAuthorizations(ctx.scope(), filter);
@@ -236,83 +260,141 @@ absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
   return absl::OkStatus();
 }
 
-void OrderRunner::Cleanup(Context& ctx) {
-  // Fenced by the lease: a run whose order another replica claimed leaves the answers the new
-  // owner serves (the same tokens and TXT values) where they are.
+void OrderRunner::Remember(const Context& ctx) {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = options_.clock->Now();
+  // Orders another replica took over are never cleaned up here: forget them after a while.
+  for (auto it = answers_.begin(); it != answers_.end();) {
+    it = now - it->second.answered_at > kAnswersKept ? answers_.erase(it) : std::next(it);
+  }
+  answers_[{ctx.order.tenant, ctx.order.id}] = ctx.answers;
+}
+
+std::optional<OrderRunner::Answers> OrderRunner::Recall(const storage::Order& order) {
+  absl::MutexLock lock(&mu_);
+  auto it = answers_.find({order.tenant, order.id});
+  if (it == answers_.end()) return std::nullopt;
+  return it->second;
+}
+
+void OrderRunner::Forget(const storage::Order& order) {
+  absl::MutexLock lock(&mu_);
+  answers_.erase({order.tenant, order.id});
+}
+
+void OrderRunner::Cleanup(Context& ctx, const acme::Order& order) {
+  std::optional<Answers> known = Recall(ctx.order);
+  Forget(ctx.order);
+  Answers answers;
+  if (known.has_value()) {
+    answers = *std::move(known);
+  } else {
+    // Answered by a step on another replica (or before a restart): the CA's authorizations
+    // name the tokens.
+    for (const std::string& url : order.authorizations) {
+      auto authz = ctx.client->GetAuthorization(ctx.ref, order, url);
+      if (options_.metrics) options_.metrics->RecordAcme("getAuthorization", authz.status());
+      if (!authz.ok()) continue;
+      const bool dns = authz->wildcard || ctx.challenge == ChallengePreference::kDns01;
+      const acme::Challenge* ch = authz->Find(dns ? "dns-01" : "http-01");
+      if (ch == nullptr || ch->token.empty()) continue;
+      if (dns) {
+        answers.dns_records.emplace_back(
+            authz->identifier.value,
+            crypto::Dns01TxtValue(
+                crypto::KeyAuthorization(ch->token, ctx.key->private_key.public_key())));
+      } else {
+        answers.http_tokens.push_back(ch->token);
+      }
+    }
+  }
+  // Fenced by the job's lease: a step whose job another replica claimed leaves the answers the
+  // new owner serves (the same tokens and TXT values) where they are.
   bool fenced_out = false;
-  for (const auto& token : ctx.http_tokens) {
-    absl::Status s = options_.challenges->DeleteChallengeFenced(ctx.scope(), ctx.job.lease, token);
+  for (const auto& token : answers.http_tokens) {
+    absl::Status s = options_.challenges->DeleteChallengeFenced(ctx.scope(), ctx.lease(), token);
     if (absl::IsFailedPrecondition(s)) fenced_out = true;
   }
-  if (ctx.dns_records.empty() || options_.dns01 == nullptr || fenced_out) return;
-  // A DNS server knows no fencing token: the records go only while the order is provably still
-  // this run's (its token current). A lost race here leaves a stale TXT record, never removes a
-  // needed one before the new owner's run has published it again.
-  auto order = options_.orders->GetOrder(ctx.scope(), ctx.order.id);
-  if (!order.ok() || order->fencing_token != ctx.job.lease.fencing_token) return;
-  for (const auto& [name, value] : ctx.dns_records) {
+  if (answers.dns_records.empty() || options_.dns01 == nullptr || fenced_out) return;
+  // A DNS server knows no fencing token: the records go only while the job is provably still
+  // this step's (its token current). A lost race here leaves a stale TXT record, never removes
+  // a needed one before the new owner's step has published it again.
+  auto job = options_.jobs->GetJob(ctx.scope(), ctx.lease().job);
+  if (!job.ok() || job->fencing_token != ctx.lease().fencing_token) return;
+  for (const auto& [name, value] : answers.dns_records) {
     options_.dns01->Remove(name, value).IgnoreError();
   }
 }
 
-absl::StatusOr<acme::Order> OrderRunner::WaitAtCa(Context& ctx, const std::string& url,
-                                                   bool until_ready) {
-  // In slices of a third of the lease, renewing it between them: a CA that validates for
-  // longer than a lease never lets the lease lapse under a live run.
-  while (true) {
-    RETURN_IF_ERROR(RenewIfDue(ctx));
-    const absl::Time slice_end =
-        std::min(ctx.deadline, options_.clock->Now() + options_.lease_duration / 3);
-    auto order = ctx.client->WaitForOrder(ctx.ref, url, slice_end, until_ready);
-    if (!absl::IsDeadlineExceeded(order.status()) || slice_end >= ctx.deadline) return order;
+absl::StatusOr<OrderStepResult> OrderRunner::Step(const OrderJob& job) {
+  Context ctx;
+  ctx.job = &job;
+  ASSIGN_OR_RETURN(ctx.order, options_.orders->GetOrder(job.scope, job.lease.order));
+  if (storage::IsTerminal(ctx.order.state)) {
+    Forget(ctx.order);
+    return OrderStepResult{OrderStepResult::Kind::kFinished, ctx.order};
   }
+  ctx.challenge = job.challenge;
+  return StepLoaded(ctx);
 }
 
-absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
-  Context ctx;
-  ctx.job = std::move(job);
-  ctx.deadline = options_.clock->Now() + options_.ca_timeout;
-  const storage::Scope& scope = ctx.job.scope;
-  ASSIGN_OR_RETURN(ctx.order, options_.orders->GetOrder(scope, ctx.job.lease.order));
-  if (storage::IsTerminal(ctx.order.state)) return ctx.order;
-  // The job may have waited in a queue: prove (and extend) the lease before any ACME request,
-  // so a replica whose lease was claimed never talks to the CA about this order.
-  ASSIGN_OR_RETURN(ctx.job.lease,
-                   options_.orders->RenewLease(scope, ctx.job.lease, options_.lease_duration));
+absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
+  using Kind = OrderStepResult::Kind;
+  const storage::Scope& scope = ctx.scope();
+  acme::Order ca;  // the CA's view, once fetched
 
   // Moves the recorded state forward (never back), under the lease.
   auto advance = [&](storage::OrderState to,
                      const storage::OrderFailure& failure = {}) -> absl::Status {
     if (ctx.order.state >= to && to != storage::OrderState::kInvalid) return absl::OkStatus();
-    RETURN_IF_ERROR(options_.orders->TransitionOrder(scope, ctx.job.lease, to, failure));
+    RETURN_IF_ERROR(options_.orders->TransitionOrder(scope, ctx.lease(), to, failure));
     ctx.order.state = to;
+    ctx.order.updated_at = options_.clock->Now();
     return absl::OkStatus();
   };
   // Ends the order as invalid with `s` recorded. (Store errors, such as a lost lease, are
   // returned directly, never through here.)
-  auto give_up = [&](const absl::Status& s) -> absl::StatusOr<storage::Order> {
-    Cleanup(ctx);
+  auto give_up = [&](const absl::Status& s) -> absl::StatusOr<OrderStepResult> {
+    if (ctx.client != nullptr && ctx.key.has_value()) Cleanup(ctx, ca);
     // Summarised (type, status, clipped detail): the row, its audit entry and GetOrder's answer
     // never carry a CA's text whole. The CA's problem type is kept on its own too.
-    RETURN_IF_ERROR(
-        advance(storage::OrderState::kInvalid, {SummarizeFailure(s), ProblemTypeOf(s)}));
+    const storage::OrderFailure failure{SummarizeFailure(s), ProblemTypeOf(s)};
+    RETURN_IF_ERROR(advance(storage::OrderState::kInvalid, failure));
+    ctx.order.error = failure.error;
+    ctx.order.problem_type = failure.problem_type;
     if (options_.metrics) {
       options_.metrics->RecordIssuance(options_.clock->Now() - ctx.order.created_at, false);
     }
-    return options_.orders->GetOrder(scope, ctx.order.id);
+    return OrderStepResult{Kind::kFinished, ctx.order};
+  };
+  auto stopped = [&](const absl::Status& s, absl::Time at = absl::InfinitePast(),
+                     bool quiet = false) {
+    return OrderStepResult{Kind::kStopped, ctx.order, at, s, quiet};
+  };
+  auto waiting = [&](absl::Time phase_start) {
+    return OrderStepResult{Kind::kWaiting, ctx.order, NextLook(phase_start, ca.retry_after)};
   };
   // A CA error that is permanent ends the order as invalid; a passing one leaves it for a later
-  // run.
+  // step.
   bool finalized_at_ca = false;  // The CA said processing or valid: a certificate exists or will.
-  auto fail = [&](const absl::Status& s) -> absl::StatusOr<storage::Order> {
+  auto fail = [&](const absl::Status& s) -> absl::StatusOr<OrderStepResult> {
     // A passing failure keeps challenge answers in place (the CA may still be validating) and
     // the order as it is; once the CA has a certificate for it, only a mismatch we detected
-    // ourselves (INTERNAL) ends it here: anything else is retried by a later run (the download's
-    // own verdicts are judged where it fails, DownloadMayRecover).
-    if (Retryable(s) || (finalized_at_ca && !absl::IsInternal(s))) return s;
+    // ourselves (INTERNAL) ends it here: anything else is retried by a later step (the
+    // download's own verdicts are judged where it fails, DownloadMayRecover).
+    if (Retryable(s) || (finalized_at_ca && !absl::IsInternal(s))) {
+      std::optional<acme::Problem> problem = acme::GetProblem(s);
+      return stopped(s, problem && problem->retry_after ? *problem->retry_after
+                                                         : absl::InfinitePast());
+    }
     return give_up(s);
   };
 
+  if (ctx.order.csr_der.empty()) {
+    // Its creator stopped before it attached a generated key: nobody can finalize it.
+    return give_up(absl::FailedPreconditionError(
+        "the order has no stored CSR to finalize with; request again"));
+  }
   ASSIGN_OR_RETURN(ctx.account, options_.accounts->GetAccount(scope, ctx.order.account));
   if (ctx.account.status != storage::AccountStatus::kValid || ctx.account.account_url.empty()) {
     return fail(absl::FailedPreconditionError(absl::StrCat(
@@ -325,16 +407,24 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
   ASSIGN_OR_RETURN(ctx.client, options_.clients->For(ctx.account.directory_url));
   ctx.ref = {&ctx.key->private_key, ctx.account.account_url};
 
-  acme::Order ca;
+  std::optional<Answers> answered = Recall(ctx.order);
   if (ctx.order.acme_url.empty()) {
+    // The tenant's allow-list may have shrunk since the order was made.
+    ASSIGN_OR_RETURN(storage::Tenant tenant, options_.tenants->GetTenant(scope));
+    ASSIGN_OR_RETURN(AllowList allow, AllowList::Create(tenant.spec.allowed_identifiers));
+    if (absl::Status allowed = allow.CheckAll(ctx.order.identifiers); !allowed.ok()) {
+      return give_up(absl::PermissionDeniedError(
+          absl::StrCat("no longer allowed: ", allowed.message())));
+    }
     acme::NewOrderOptions request;
     for (const auto& id : ctx.order.identifiers) request.identifiers.push_back({"dns", id});
     auto created = ctx.client->NewOrder(ctx.ref, request);
     if (options_.metrics) options_.metrics->RecordAcme("newOrder", created.status());
     if (!created.ok()) return fail(created.status());
     // Recorded before anything else happens at the CA: a crash from here on resumes this order.
-    RETURN_IF_ERROR(options_.orders->RecordOrderUrl(scope, ctx.job.lease, created->url));
+    RETURN_IF_ERROR(options_.orders->RecordOrderUrl(scope, ctx.lease(), created->url));
     ctx.order.state = storage::OrderState::kPending;
+    ctx.order.acme_url = created->url;
     ca = *std::move(created);
   } else {
     auto fetched = ctx.client->GetOrder(ctx.ref, ctx.order.acme_url);
@@ -344,56 +434,61 @@ absl::StatusOr<storage::Order> OrderRunner::Run(OrderJob job) {
   }
 
   // The CA may hold a certificate for this order already: it said so at our first look, or the
-  // stored state says we finalized (a resumed run). From then on, only a mismatch we detect
-  // ourselves ends the order; anything else leaves it for a later run to download.
+  // stored state says we finalized (a resumed order). From then on, only a mismatch we detect
+  // ourselves ends the order; anything else leaves it for a later step to download.
   finalized_at_ca = ca.status == "processing" || ca.status == "valid" ||
                     ctx.order.state >= storage::OrderState::kProcessing;
-  int download_retries = 0;
-  // The CA's status decides each step. Bounded: each status is handled at most a few times.
-  for (int step = 0; step < 12; ++step) {
-    RETURN_IF_ERROR(RenewIfDue(ctx));
+  // The CA's status decides each move; the step goes on while no wait is needed. Bounded:
+  // each status is handled at most a few times.
+  for (int move = 0; move < 8; ++move) {
     absl::StatusOr<acme::Order> next;
     if (ca.status == "pending") {
+      if (answered.has_value()) {
+        // Answered by an earlier step here: the CA is validating.
+        return waiting(answered->answered_at);
+      }
+      // Answered nowhere yet, or by a step elsewhere (answering again skips what the CA
+      // validates or has validated).
+      ctx.answers.answered_at = options_.clock->Now();
       if (absl::Status s = AnswerAuthorizations(ctx, ca); !s.ok()) return fail(s);
-      next = WaitAtCa(ctx, ca.url, /*until_ready=*/true);
+      Remember(ctx);
+      return waiting(ctx.answers.answered_at);
     } else if (ca.status == "ready") {
       RETURN_IF_ERROR(advance(storage::OrderState::kReady));
-      // RFC 8555 §7.4: finalize only while the CA says ready, and only while we provably hold the
-      // lease (a fenced write right before it); after a crash past this point the CA says
+      // RFC 8555 §7.4: finalize only while the CA says ready, and only while we provably hold
+      // the job (a fenced write right before it); after a crash past this point the CA says
       // processing or valid, and we never send it again.
-      ASSIGN_OR_RETURN(ctx.job.lease,
-                       options_.orders->RenewLease(scope, ctx.job.lease, options_.lease_duration));
-      next = ctx.client->Finalize(ctx.ref, ca, ctx.job.csr_der);
+      RETURN_IF_ERROR(ProveLease(ctx));
+      next = ctx.client->Finalize(ctx.ref, ca, ctx.order.csr_der);
       if (options_.metrics) options_.metrics->RecordAcme("finalize", next.status());
       if (next.ok()) {
         RETURN_IF_ERROR(advance(storage::OrderState::kProcessing));
       } else if (absl::IsFailedPrecondition(next.status())) {
         // orderNotReady: someone finalized already (or the CA moved on); look again.
         next = ctx.client->GetOrder(ctx.ref, ca.url);
+        if (options_.metrics) options_.metrics->RecordAcme("getOrder", next.status());
       }
     } else if (ca.status == "processing") {
       RETURN_IF_ERROR(advance(storage::OrderState::kProcessing));
-      next = WaitAtCa(ctx, ca.url, /*until_ready=*/false);
+      return waiting(ctx.order.updated_at);
     } else if (ca.status == "valid") {
       absl::Status s = Complete(ctx, ca);
       if (s.ok()) {
-        Cleanup(ctx);
-        return options_.orders->GetOrder(scope, ctx.order.id);
+        Cleanup(ctx, ca);
+        return OrderStepResult{Kind::kFinished, ctx.order};
       }
       // A failed download (a 404 while the CA's storage catches up, a dropped connection, a
-      // proxy's page) is tried again in this run, after a pause and a fresh look at the order;
-      // then it waits for a later run if asking again may help, and ends the order otherwise.
+      // proxy's page) is tried again soon, a few times; then it waits for the engine's backoff
+      // if asking again may help, and ends the order otherwise.
       if (absl::IsInternal(s)) return give_up(s);
-      if (++download_retries > kDownloadRetries) {
-        if (DownloadMayRecover(s)) return s;
-        return give_up(s);
+      if (ctx.job->failed_attempts < kDownloadRetries) {
+        return stopped(s, options_.clock->Now() + kDownloadRetryPause, /*quiet=*/true);
       }
-      options_.clock->SleepFor(kDownloadRetryPause);
-      next = ctx.client->GetOrder(ctx.ref, ca.url);
-      if (options_.metrics) options_.metrics->RecordAcme("getOrder", next.status());
+      if (DownloadMayRecover(s)) return stopped(s);
+      return give_up(s);
     } else {  // invalid
-      // Final at the CA (RFC 8555 §7.1.6), whatever this run did before: the order ends here,
-      // with the CA's problem (kept as the failure's payload, so its type is recorded too).
+      // Final at the CA (RFC 8555 §7.1.6), whatever happened before: the order ends here, with
+      // the CA's problem (kept as the failure's payload, so its type is recorded too).
       constexpr char kWhat[] = "the CA marked the order invalid";
       if (!ca.error.is_object() || ca.error.empty()) {
         return give_up(absl::FailedPreconditionError(absl::StrCat(kWhat, " without a reason")));

@@ -1,15 +1,23 @@
-// Drives one order from whatever state it was left in to a stored certificate (valid) or a
-// recorded failure (invalid). Every step is a state transition in the store, and the CA's own
-// order status decides what to do next, so a replica that dies anywhere leaves an order another
-// replica resumes: nothing is finalized twice (finalize is sent only while the CA says "ready"),
-// and an issued certificate is always downloaded and stored. Writes carry the lease's fencing
-// token: a replica that lost its lease cannot commit over the new owner. Thread-safe.
+// Advances one order, one step per call, from whatever state it was left in to a stored
+// certificate (valid) or a recorded failure (invalid). The order is a state machine the work
+// engine drives (an `order_step` job per order, docs/DESIGN.md "Work engine"): each call looks
+// at the CA's status and does what it allows without waiting (create the order at the CA and
+// answer its challenges; finalize; download and store the certificate; clean up), records each
+// transition in the store, and says when to look again while the CA works. No call sleeps
+// waiting for a CA. The CA's own order status decides what to do next, so a replica that dies
+// anywhere leaves an order another replica's step resumes: nothing is finalized twice (finalize
+// is sent only while the CA says "ready"), and an issued certificate is always downloaded and
+// stored. Writes carry the job's lease (its fencing token): a replica that lost the job cannot
+// commit over the new owner. Thread-safe.
 #ifndef ACMEVAULT_SERVICE_ORDER_RUNNER_H_
 #define ACMEVAULT_SERVICE_ORDER_RUNNER_H_
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -61,55 +69,106 @@ enum class ChallengePreference { kHttp01, kDns01 };
 
 struct OrderJob {
   storage::Scope scope;
+  // The order's job lease (storage::Lease::job set): what every write presents.
   storage::Lease lease;
-  std::string csr_der;
-  // The certificate key when the service generated it (stored sealed with the certificate).
-  const crypto::PrivateKey* certificate_key = nullptr;
+  // HTTP-01 unless the request asked for DNS-01; a wildcard's authorization is always DNS-01.
   ChallengePreference challenge = ChallengePreference::kHttp01;
-  bool deactivate_authorizations_after_issuance = false;
+  // Failed steps in a row so far (the job's attempts): a failed download is tried again soon
+  // kDownloadRetries times before the order waits for the engine's backoff or ends.
+  int failed_attempts = 0;
+};
+
+// What one step did with the order.
+struct OrderStepResult {
+  enum class Kind {
+    kFinished,  // the order is terminal: `order` is its row
+    kWaiting,   // the CA is working (validating, issuing): step again at `at`
+    kStopped,   // a passing failure (`why`) stopped the step; the order stays as it is
+  };
+  Kind kind = Kind::kFinished;
+  storage::Order order;  // as the step left it
+  // kWaiting: when to look again (the CA's Retry-After, else the poll schedule). kStopped: the
+  // CA's Retry-After, or soon for a download tried again; InfinitePast for the engine's backoff.
+  absl::Time at = absl::InfinitePast();
+  absl::Status why;
+  // kStopped: the step will be tried again soon on its own (a failed download), so waiting
+  // callers need not hear of it yet.
+  bool quiet = false;
 };
 
 class OrderRunner {
  public:
   struct Options {
     // Borrowed; required.
+    storage::TenantStore* tenants = nullptr;
     storage::OrderStore* orders = nullptr;
     storage::AccountStore* accounts = nullptr;
     storage::AuthorizationStore* authorizations = nullptr;
     storage::ChallengeStore* challenges = nullptr;  // HTTP-01 answers for the responder.
+    storage::JobStore* jobs = nullptr;              // Proves the job lease before finalize.
     AcmeClients* clients = nullptr;
     Dns01Solver* dns01 = nullptr;          // Borrowed; may be null (then dns-01 is refused).
     Metrics* metrics = nullptr;            // Borrowed; may be null.
     const Clock* clock = Clock::Real();
-    // How long one run may wait for the CA before giving the order up (it stays resumable).
-    absl::Duration ca_timeout = absl::Minutes(2);
-    absl::Duration lease_duration = absl::Minutes(2);
+    // The job lease's duration (ProveLease renews it for this long right before finalize).
+    absl::Duration lease_duration = absl::Minutes(1);
+    // While the CA works, the next look comes `poll_first_delay` after the step that started the
+    // wait (answering the challenges, finalize), then after as long again as has passed since
+    // (exponential backoff), at most `poll_max_delay` apart. A CA's Retry-After always wins.
+    absl::Duration poll_first_delay = absl::Milliseconds(100);
+    absl::Duration poll_max_delay = absl::Seconds(10);
   };
-  // INVALID_ARGUMENT naming a missing collaborator.
+  // INVALID_ARGUMENT naming a missing collaborator or a non-positive poll delay.
   static absl::StatusOr<std::unique_ptr<OrderRunner>> Create(Options options);
 
-  // Runs the order of `job.lease` to valid or invalid. Returns the final order row. Errors:
-  // FAILED_PRECONDITION when the lease was lost (another replica owns the order now);
-  // UNAVAILABLE / DEADLINE_EXCEEDED when the CA or database did not answer in time (the order
-  // stays where it was, for a later run); other codes from the CA mark the order invalid first.
-  absl::StatusOr<storage::Order> Run(OrderJob job);
+  // One step of the order of `job.lease` (see the class comment). Errors: FAILED_PRECONDITION
+  // when the lease was lost (another replica owns the order now); a store's error when it could
+  // not record a transition (the order stays where it was). CA errors are results: a permanent
+  // one marks the order invalid first (kFinished), a passing one leaves it (kStopped).
+  absl::StatusOr<OrderStepResult> Step(const OrderJob& job);
+
+  // When a step that found the CA still working on the order (last transition at
+  // `phase_start`) looks again: the CA's `retry_after` when given, else the poll schedule.
+  absl::Time NextLook(absl::Time phase_start, std::optional<absl::Time> retry_after) const;
+
+  // Failed downloads tried again soon before the order waits for the engine's backoff (or ends,
+  // when asking again cannot help), and the pause before each.
+  static constexpr int kDownloadRetries = 2;
+  static constexpr absl::Duration kDownloadRetryPause = absl::Seconds(1);
 
  private:
+  // The challenge answers a step published, kept here until the order ends so that the step
+  // that ends it removes them without asking the CA again, and later steps know the CA is
+  // validating. A cache: a step on another replica (or after a restart) asks the CA instead.
+  struct Answers {
+    std::vector<std::string> http_tokens;
+    std::vector<std::pair<std::string, std::string>> dns_records;  // name, TXT value
+    absl::Time answered_at;
+  };
+  // How long answers are kept for an order no step here ends (another replica took it over).
+  static constexpr absl::Duration kAnswersKept = absl::Hours(1);
   struct Context;
+
   explicit OrderRunner(Options options) : options_(options) {}
+  void Remember(const Context& ctx);
+  std::optional<Answers> Recall(const storage::Order& order);
+  void Forget(const storage::Order& order);
+  absl::StatusOr<OrderStepResult> StepLoaded(Context& ctx);
   absl::Status AnswerAuthorizations(Context& ctx, const acme::Order& order);
   // True when the CA no longer needs an answer to the `type` challenge of the authorization:
   // it is valid, or the challenge is processing or valid.
   bool ChallengeAnswered(Context& ctx, const acme::Order& order, const std::string& authz_url,
                          const std::string& type);
   absl::Status Complete(Context& ctx, const acme::Order& order);
-  absl::Status RenewIfDue(Context& ctx);
-  // WaitForOrder until ctx.deadline, renewing the lease as it goes. FAILED_PRECONDITION when
-  // the lease was lost meanwhile.
-  absl::StatusOr<acme::Order> WaitAtCa(Context& ctx, const std::string& url, bool until_ready);
-  void Cleanup(Context& ctx);
+  // A fenced write of the job's lease (renewed), right before finalize.
+  absl::Status ProveLease(Context& ctx);
+  // Removes the order's challenge answers once it ended; only while the job is still this
+  // step's.
+  void Cleanup(Context& ctx, const acme::Order& order);
 
   const Options options_;
+  absl::Mutex mu_;
+  std::map<std::pair<storage::TenantId, storage::OrderId>, Answers> answers_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace acmevault::service

@@ -7,7 +7,9 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "acme/testing/scripted_server.h"
+#include "common/status_macros.h"
 #include "crypto/jwk.h"
 #include "crypto/x509.h"
 #include "gmock/gmock.h"
@@ -56,18 +58,56 @@ class OrderRunnerTest : public ::testing::Test {
         fx_.WithStore(OrderRunner::Options{.clients = clients_.get(), .clock = &fx_.clock()}));
   }
 
-  // Creates an order row with its first lease.
-  storage::Lease NewOrderRow() {
-    auto r = fx_.store().CreateOrJoinOrder(
-        scope_, {account_, {"*.leaf.example.com", "leaf.example.com"}, "", "replica-1", absl::Minutes(2)});
+  // Creates an order row with its job, the job's lease held here, and a CSR for `key`'s public
+  // half (the test leaf key by default).
+  storage::Lease NewOrderRow(std::vector<std::string> names = {"*.leaf.example.com",
+                                                               "leaf.example.com"},
+                             const crypto::PrivateKey& key = testing::TestLeafKey()) {
+    auto csr = crypto::BuildCsr(names, key);
+    EXPECT_TRUE(csr.ok());
+    storage::NewOrder spec{account_, names, "", "replica-1", absl::Minutes(2)};
+    spec.csr_der = csr.ok() ? *csr : "";
+    spec.job_kind = "order_step";
+    auto r = fx_.store().CreateOrJoinOrder(scope_, spec);
     EXPECT_TRUE(r.ok()) << r.status();
     return *r->lease;
   }
 
-  OrderJob Job(const storage::Lease& lease, const crypto::PrivateKey& cert_key) {
-    auto csr = crypto::BuildCsr({"*.leaf.example.com", "leaf.example.com"}, cert_key);
-    EXPECT_TRUE(csr.ok());
-    return OrderJob{scope_, lease, *csr};
+  // Steps the order as the engine would, moving the fake clock to each time a step asks for,
+  // until it ends (its row) or a step stops short for the engine's backoff (that error).
+  absl::StatusOr<storage::Order> RunToEnd(const storage::Lease& lease,
+                                          OrderRunner* runner = nullptr) {
+    if (runner == nullptr) runner = runner_.get();
+    OrderJob job{scope_, lease};
+    for (int step = 0; step < 50; ++step) {
+      ASSIGN_OR_RETURN(OrderStepResult r, runner->Step(job));
+      steps_.push_back(r);
+      switch (r.kind) {
+        case OrderStepResult::Kind::kFinished:
+          return r.order;
+        case OrderStepResult::Kind::kWaiting:
+          job.failed_attempts = 0;
+          fx_.clock().Set(r.at);
+          break;
+        case OrderStepResult::Kind::kStopped:
+          if (!r.quiet) return r.why;
+          ++job.failed_attempts;
+          fx_.clock().Set(r.at);
+          break;
+      }
+    }
+    return absl::DeadlineExceededError("the order did not end in 50 steps");
+  }
+
+  // Takes the order's job over as another replica would once its lease expired.
+  storage::Lease TakeOver(const storage::Lease& lease) {
+    fx_.clock().Advance(absl::Minutes(3));
+    auto claimed = fx_.store().ClaimJobs(
+        {"replica-2", fx_.clock().Now(), 10, absl::Minutes(2), 0, 0, {"order_step"}});
+    EXPECT_TRUE(claimed.ok() && claimed->jobs.size() == 1u);
+    return claimed.ok() && !claimed->jobs.empty()
+               ? storage::OrderLeaseOf(claimed->jobs[0].lease, lease.order)
+               : lease;
   }
 
   // Scripts the CA's order as `*state` says (borrowed); finalize makes it valid.
@@ -94,6 +134,7 @@ class OrderRunnerTest : public ::testing::Test {
   storage::AccountId account_ = 0;
   std::unique_ptr<AcmeClients> clients_;
   std::unique_ptr<OrderRunner> runner_;
+  std::vector<OrderStepResult> steps_;  // every step RunToEnd took
 };
 
 TEST_F(OrderRunnerTest, RunsAnOrderToAStoredCertificate) {
@@ -122,8 +163,7 @@ TEST_F(OrderRunnerTest, RunsAnOrderToAStoredCertificate) {
     return ScriptedServer::Json(200, ScriptedServer::Authz("pending"));
   });
 
-  crypto::PrivateKey leaf_key = testing::TestLeafKey();
-  auto order = runner_->Run(Job(NewOrderRow(), leaf_key));
+  auto order = RunToEnd(NewOrderRow());
   ASSERT_TRUE(order.ok()) << order.status();
   EXPECT_EQ(order->state, OrderState::kValid);
   EXPECT_EQ(order->acme_url, ScriptedServer::Url("/order/1"));
@@ -134,12 +174,20 @@ TEST_F(OrderRunnerTest, RunsAnOrderToAStoredCertificate) {
   EXPECT_EQ(cert->identifiers, std::vector<std::string>({"*.leaf.example.com", "leaf.example.com"}));
   EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 1);
   EXPECT_EQ(ca_.CountCalls("POST", "/chall/1"), 1);
-  // Challenges are cleaned up; the authorization is in the ledger.
+  // Challenges are cleaned up; the authorization went into the ledger and, by the tenant's
+  // policy (deactivation after issuance, the default), was deactivated at the CA and there.
   EXPECT_THAT(fx_.store().LookupChallenge("tok-1"), StatusIs(absl::StatusCode::kNotFound));
+  int deactivations = 0;
+  for (const auto& call : ca_.calls()) {
+    if (call.path == "/authz/1" && call.jws.has_value() &&
+        absl::StrContains(call.jws->payload, "deactivated")) {
+      ++deactivations;
+    }
+  }
+  EXPECT_EQ(deactivations, 1);
   auto authzs = fx_.store().ListOutstandingAuthorizations(scope_, {});
   ASSERT_TRUE(authzs.ok());
-  ASSERT_EQ(authzs->size(), 1u);
-  EXPECT_EQ((*authzs)[0].record.url, ScriptedServer::Url("/authz/1"));
+  EXPECT_TRUE(authzs->empty());
 }
 
 TEST_F(OrderRunnerTest, ResumesAtTheCasStatusAndNeverFinalizesTwice) {
@@ -151,8 +199,7 @@ TEST_F(OrderRunnerTest, ResumesAtTheCasStatusAndNeverFinalizesTwice) {
   ca_.On("POST", "/order/1", [&](const Call&) {
     return ScriptedServer::Json(200, ScriptedServer::Order(++polls < 3 ? "processing" : "valid"));
   });
-  crypto::PrivateKey leaf_key = testing::TestLeafKey();
-  auto order = runner_->Run(Job(lease, leaf_key));
+  auto order = RunToEnd(lease);
   ASSERT_TRUE(order.ok()) << order.status();
   EXPECT_EQ(order->state, OrderState::kValid);
   EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 0);
@@ -175,8 +222,7 @@ TEST_F(OrderRunnerTest, AResumedRunWhoseFirstLookSaysValidRetriesAFailedDownload
     }
     return ScriptedServer::Raw(200, "application/pem-certificate-chain", chain);
   });
-  crypto::PrivateKey leaf_key = testing::TestLeafKey();
-  auto order = runner_->Run(Job(lease, leaf_key));
+  auto order = RunToEnd(lease);
   ASSERT_TRUE(order.ok()) << order.status();
   EXPECT_EQ(order->state, OrderState::kValid) << order->error;
   ASSERT_TRUE(order->certificate.has_value());
@@ -199,8 +245,7 @@ TEST_F(OrderRunnerTest, AResumedRunNeverAnswersAChallengeTheCaAlreadyValidated) 
   });
   ca_.On("POST", "/chall/1", [](const Call&) { return AlreadyValidRefusal(); });
   ScriptOrderFollowing(&state);
-  crypto::PrivateKey leaf_key = testing::TestLeafKey();
-  auto order = runner_->Run(Job(lease, leaf_key));
+  auto order = RunToEnd(lease);
   ASSERT_TRUE(order.ok()) << order.status();
   EXPECT_EQ(order->state, OrderState::kValid) << order->error;
   EXPECT_EQ(ca_.CountCalls("POST", "/chall/1"), 0);
@@ -222,66 +267,78 @@ TEST_F(OrderRunnerTest, AChallengeValidatedBetweenOurLookAndOurAnswerCountsAsAns
     return AlreadyValidRefusal();
   });
   ScriptOrderFollowing(&state);
-  crypto::PrivateKey leaf_key = testing::TestLeafKey();
-  auto order = runner_->Run(Job(lease, leaf_key));
+  auto order = RunToEnd(lease);
   ASSERT_TRUE(order.ok()) << order.status();
   EXPECT_EQ(order->state, OrderState::kValid) << order->error;
 }
 
-TEST_F(OrderRunnerTest, ARunThatLostItsLeaseLeavesTheNewOwnersChallengeAnswers) {
+TEST_F(OrderRunnerTest, AStepThatLostItsLeaseLeavesTheNewOwnersChallengeAnswers) {
   storage::Lease lease = NewOrderRow();
   ca_.On("POST", "/chall/1", [&](const Call&) {
-    // While this run answers, its lease expires and replica 2 claims the order; replica 2
+    // While this step answers, its lease expires and replica 2 claims the job; replica 2
     // publishes the same answer (the challenges table is shared) and goes on validating.
-    fx_.clock().Advance(absl::Minutes(3));
-    auto claimed = fx_.store().ClaimStaleOrders("replica-2", absl::Minutes(2), 10);
-    EXPECT_TRUE(claimed.ok() && claimed->size() == 1u);
+    TakeOver(lease);
     return ScriptedServer::Problem(400, "malformed", "the CA refuses this answer");
   });
-  crypto::PrivateKey leaf_key = testing::TestLeafKey();
-  auto order = runner_->Run(Job(lease, leaf_key));
+  auto order = RunToEnd(lease);
   EXPECT_THAT(order, StatusIs(absl::StatusCode::kFailedPrecondition));
-  // The stale run's cleanup is fenced: replica 2's published answer is still served.
+  // The stale step's cleanup is fenced: replica 2's published answer is still served.
   EXPECT_TRUE(fx_.store().LookupChallenge("tok-1").ok());
 }
 
-TEST_F(OrderRunnerTest, TheLeaseIsRenewedWhileTheCaTakesLong) {
+// Issue 10: no step waits for the CA. While the CA validates, each step says when to look again:
+// a short first delay after the answers, then as long again as has passed (exponential), at most
+// the cap; a CA's Retry-After always wins.
+TEST_F(OrderRunnerTest, WhileTheCaValidatesStepsLookAgainWithBackoffAndNeverSleep) {
   auto runner = *OrderRunner::Create(fx_.WithStore(
       OrderRunner::Options{.clients = clients_.get(),
                            .clock = &fx_.clock(),
-                           .ca_timeout = absl::Minutes(5),
-                           .lease_duration = absl::Minutes(1)}));
+                           .poll_first_delay = absl::Milliseconds(100),
+                           .poll_max_delay = absl::Seconds(2)}));
   storage::Lease lease = NewOrderRow();
-  // The CA validates for four minutes (polled every second on the fake clock), then issues.
-  const absl::Time ready_at = fx_.clock().Now() + absl::Minutes(4);
-  int expired_polls = 0;
+  int polls = 0;
   std::string state = "pending";
   ca_.On("POST", "/order/1", [&](const Call&) {
-    auto row = fx_.store().GetOrder(scope_, lease.order);
-    if (row.ok() && !storage::IsTerminal(row->state) &&
-        (!row->lease_expires_at || *row->lease_expires_at <= fx_.clock().Now())) {
-      ++expired_polls;
+    ++polls;
+    if (polls == 8) state = "ready";
+    nlohmann::json order = ScriptedServer::Order(state);
+    if (polls == 6) {
+      // One answer carries Retry-After: 30 (seconds).
+      return ScriptedServer::Json(200, order, {{"Retry-After", "30"}});
     }
-    if (state == "pending" && fx_.clock().Now() >= ready_at) state = "ready";
-    return ScriptedServer::Json(200, ScriptedServer::Order(state));
+    return ScriptedServer::Json(200, order);
   });
   ca_.On("POST", "/finalize/1", [&](const Call&) {
     state = "valid";
-    return ScriptedServer::Json(200, ScriptedServer::Order("valid"));
+    return ScriptedServer::Json(200, ScriptedServer::Order("processing"));
   });
-  crypto::PrivateKey leaf_key = testing::TestLeafKey();
-  auto order = runner->Run(Job(lease, leaf_key));
+  const absl::Time start = fx_.clock().Now();
+  auto order = RunToEnd(lease, runner.get());
   ASSERT_TRUE(order.ok()) << order.status();
   EXPECT_EQ(order->state, OrderState::kValid) << order->error;
-  EXPECT_EQ(expired_polls, 0);
+  EXPECT_TRUE(fx_.clock().sleeps().empty());  // Nothing slept: every wait was a step's `at`.
+  std::vector<absl::Duration> gaps;
+  absl::Time last = start;
+  for (const OrderStepResult& r : steps_) {
+    if (r.kind != OrderStepResult::Kind::kWaiting) continue;
+    gaps.push_back(r.at - last);
+    last = r.at;
+  }
+  // Answered at `start`; then 100 ms, 100 ms (200 ms since), 200, 400, 800 ms, 1.6 s, the
+  // Retry-After (30 s, above the cap), then the cap; after finalize (processing) the first
+  // delay again.
+  EXPECT_THAT(gaps, ::testing::ElementsAre(
+                        absl::Milliseconds(100), absl::Milliseconds(100), absl::Milliseconds(200),
+                        absl::Milliseconds(400), absl::Milliseconds(800),
+                        absl::Milliseconds(1600), absl::Seconds(30), absl::Seconds(2),
+                        absl::Milliseconds(100)));
 }
 
 TEST_F(OrderRunnerTest, CaInvalidOrderIsRecordedInvalidWithTheReason) {
   ca_.On("POST", "/new-order", [](const Call&) {
     return ScriptedServer::Problem(400, "rejectedIdentifier", "a.example.com is forbidden");
   });
-  crypto::PrivateKey leaf_key = testing::TestLeafKey();
-  auto order = runner_->Run(Job(NewOrderRow(), leaf_key));
+  auto order = RunToEnd(NewOrderRow());
   ASSERT_TRUE(order.ok()) << order.status();
   EXPECT_EQ(order->state, OrderState::kInvalid);
   EXPECT_THAT(order->error, HasSubstr("rejectedIdentifier"));
@@ -293,8 +350,7 @@ TEST_F(OrderRunnerTest, ACaProblemIsRecordedWithItsTypeAndAClippedDetail) {
   ca_.On("POST", "/new-order", [&](const Call&) {
     return ScriptedServer::Problem(400, "rejectedIdentifier", page);
   });
-  crypto::PrivateKey leaf_key = testing::TestLeafKey();
-  auto order = runner_->Run(Job(NewOrderRow(), leaf_key));
+  auto order = RunToEnd(NewOrderRow());
   ASSERT_TRUE(order.ok()) << order.status();
   EXPECT_EQ(order->state, OrderState::kInvalid);
   EXPECT_THAT(order->error, HasSubstr("rejectedIdentifier"));
@@ -315,8 +371,7 @@ TEST_F(OrderRunnerTest, AnOrderTheCaMarkedInvalidAfterFinalizeEndsInvalidWithThe
                       {"status", 400}};
     return ScriptedServer::Json(200, order);
   });
-  crypto::PrivateKey leaf_key = testing::TestLeafKey();
-  auto order = runner_->Run(Job(lease, leaf_key));
+  auto order = RunToEnd(lease);
   ASSERT_TRUE(order.ok()) << order.status();
   EXPECT_EQ(order->state, OrderState::kInvalid);
   EXPECT_THAT(order->error, HasSubstr("badPublicKey"));
@@ -328,29 +383,27 @@ TEST_F(OrderRunnerTest, UnreachableCaLeavesTheOrderForALaterRun) {
   ca_.On("POST", "/new-order", [](const Call&) {
     return ScriptedServer::Problem(503, "serverInternal", "maintenance");
   });
-  crypto::PrivateKey leaf_key = testing::TestLeafKey();
   storage::Lease lease = NewOrderRow();
-  auto order = runner_->Run(Job(lease, leaf_key));
+  auto order = RunToEnd(lease);
   EXPECT_THAT(order, StatusIs(absl::StatusCode::kUnavailable));
   auto row = fx_.store().GetOrder(scope_, lease.order);
   ASSERT_TRUE(row.ok());
   EXPECT_EQ(row->state, OrderState::kCreated);
 }
 
-TEST_F(OrderRunnerTest, ALostLeaseStopsTheRunWithoutCommitting) {
+TEST_F(OrderRunnerTest, ALostLeaseStopsTheStepWithoutCommitting) {
   storage::Lease lease = NewOrderRow();
-  // The lease expires and another replica claims the order.
-  fx_.clock().Advance(absl::Minutes(3));
-  auto claimed = fx_.store().ClaimStaleOrders("replica-2", absl::Minutes(2), 10);
-  ASSERT_TRUE(claimed.ok());
-  ASSERT_EQ(claimed->size(), 1u);
-  crypto::PrivateKey leaf_key = testing::TestLeafKey();
-  auto order = runner_->Run(Job(lease, leaf_key));
+  // The lease expires and another replica claims the job.
+  storage::Lease taken = TakeOver(lease);
+  EXPECT_EQ(taken.fencing_token, 2);
+  auto order = RunToEnd(lease);
   EXPECT_THAT(order, StatusIs(absl::StatusCode::kFailedPrecondition, "lost"));
   auto row = fx_.store().GetOrder(scope_, lease.order);
   ASSERT_TRUE(row.ok());
   EXPECT_TRUE(row->acme_url.empty());
-  EXPECT_EQ(row->lease_owner, "replica-2");
+  auto job = fx_.store().GetJob(scope_, lease.job);
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->lease_owner, "replica-2");
 }
 
 TEST_F(OrderRunnerTest, ACertificateForAnotherKeyIsNeverStored) {
@@ -358,9 +411,9 @@ TEST_F(OrderRunnerTest, ACertificateForAnotherKeyIsNeverStored) {
          [](const Call&) { return ScriptedServer::Json(200, ScriptedServer::Order("valid")); });
   auto other = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
   ASSERT_TRUE(other.ok());
-  storage::Lease lease = NewOrderRow();
+  storage::Lease lease = NewOrderRow({"*.leaf.example.com", "leaf.example.com"}, *other);
   ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, lease, ScriptedServer::Url("/order/1")).ok());
-  auto order = runner_->Run(Job(lease, *other));
+  auto order = RunToEnd(lease);
   ASSERT_TRUE(order.ok()) << order.status();
   EXPECT_EQ(order->state, OrderState::kInvalid);
   EXPECT_THAT(order->error, HasSubstr("another key"));
@@ -370,16 +423,11 @@ TEST_F(OrderRunnerTest, ACertificateForAnotherKeyIsNeverStored) {
 }
 
 TEST_F(OrderRunnerTest, ACertificateForOtherNamesIsNeverStored) {
-  auto r = fx_.store().CreateOrJoinOrder(
-      scope_, {account_, {"other.example.com"}, "", "replica-1", absl::Minutes(2)});
-  ASSERT_TRUE(r.ok());
-  ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, *r->lease, ScriptedServer::Url("/order/1")).ok());
+  storage::Lease lease = NewOrderRow({"other.example.com"});
+  ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, lease, ScriptedServer::Url("/order/1")).ok());
   ca_.On("POST", "/order/1",
          [](const Call&) { return ScriptedServer::Json(200, ScriptedServer::Order("valid")); });
-  crypto::PrivateKey leaf_key = testing::TestLeafKey();
-  auto csr = crypto::BuildCsr({"other.example.com"}, leaf_key);
-  ASSERT_TRUE(csr.ok());
-  auto order = runner_->Run(OrderJob{scope_, *r->lease, *csr});
+  auto order = RunToEnd(lease);
   ASSERT_TRUE(order.ok()) << order.status();
   EXPECT_EQ(order->state, OrderState::kInvalid);
   EXPECT_THAT(order->error, HasSubstr("other names [*.leaf.example.com, leaf.example.com]"));
@@ -400,8 +448,7 @@ class OrderRunnerCheckTest : public OrderRunnerTest {
     ca_.On("POST", "/cert/1", [chain](const Call&) {
       return ScriptedServer::Raw(200, "application/pem-certificate-chain", chain);
     });
-    crypto::PrivateKey leaf_key = testing::TestLeafKey();
-    return runner_->Run(Job(lease, leaf_key));
+    return RunToEnd(lease);
   }
 
   // Refused by the service itself: a reason, and no CA problem type.
@@ -455,8 +502,7 @@ TEST_F(OrderRunnerCheckTest, AnAuthorizationForANameTheOrderDidNotAskForEndsTheO
     authz["identifier"]["value"] = "evil.example.net";
     return ScriptedServer::Json(200, authz);
   });
-  crypto::PrivateKey leaf_key = testing::TestLeafKey();
-  auto order = runner_->Run(Job(NewOrderRow(), leaf_key));
+  auto order = RunToEnd(NewOrderRow());
   ASSERT_TRUE(order.ok()) << order.status();
   ExpectRefused(*order, "evil.example.net, which the order does not name");
   EXPECT_EQ(ca_.CountCalls("POST", "/chall/1"), 0);

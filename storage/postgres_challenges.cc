@@ -68,8 +68,9 @@ absl::Status PostgresStore::DeleteChallengeFenced(const Scope& scope, const Leas
                                                   absl::string_view token) {
   const absl::Time now = Now();
   return InTenant("DeleteChallengeFenced", scope, [&](pqxx::work& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(std::optional<Job> job, pg::LeaseJob(tx, lease));
     ASSIGN_OR_RETURN(Order o, GetById(tx, kOrders, lease.order, Lock::kForUpdate));
-    RETURN_IF_ERROR(rules::CheckFence(scope, o, lease));
+    RETURN_IF_ERROR(rules::CheckFence(scope, o, lease, job ? &*job : nullptr));
     DeleteChallengeTx(tx, scope, now, token);
     return absl::OkStatus();
   });

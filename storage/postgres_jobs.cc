@@ -177,14 +177,17 @@ absl::Status PostgresStore::FailJob(const JobLease& lease, absl::string_view err
 
 absl::Status PostgresStore::ReleaseJob(const JobLease& lease, absl::Time now) {
   now = TruncateToMicros(now);
-  return InJobTenant("ReleaseJob", lease, [&](pqxx::work& tx) {
-    return WriteLeasedJob(tx, lease,
-                          "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL, "
-                          "updated_at = av_ts($3) "
-                          "WHERE id = $1 AND fencing_token = $2 AND failed_at IS NULL "
-                          "RETURNING kind, subject",
-                          Micros(now))
-        .status();
+  return InJobTenant("ReleaseJob", lease, [&](pqxx::work& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(JobNotice released,
+                     WriteLeasedJob(tx, lease,
+                                    "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL, "
+                                    "updated_at = av_ts($3) "
+                                    "WHERE id = $1 AND fencing_token = $2 AND failed_at IS NULL "
+                                    "RETURNING kind, subject",
+                                    Micros(now)));
+    // Claimable at once: any replica's engine may take it.
+    Notify(tx, kJobsChannel, released.kind);
+    return absl::OkStatus();
   });
 }
 

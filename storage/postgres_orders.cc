@@ -24,10 +24,12 @@ using pg::TimeOf;
 
 namespace {
 
-// The leased order, locked, if the lease is still current (rules::CheckLease).
+// The leased order, locked, if the lease is still current (rules::CheckLease); the job of a
+// job's lease is locked first, then the order.
 absl::StatusOr<Order> LockLeasedOrder(pqxx::work& tx, const Scope& scope, const Lease& lease) {
+  ASSIGN_OR_RETURN(std::optional<Job> job, pg::LeaseJob(tx, lease));
   ASSIGN_OR_RETURN(Order o, GetById(tx, kOrders, lease.order, Lock::kForUpdate));
-  RETURN_IF_ERROR(rules::CheckLease(scope, o, lease));
+  RETURN_IF_ERROR(rules::CheckLease(scope, o, lease, job ? &*job : nullptr));
   return o;
 }
 
@@ -88,7 +90,7 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
                            "idempotency_key, lease_owner, lease_expires_at, fencing_token, error, "
                            "created_at, updated_at, csr_der, kek_id, wrapped_data_key, "
                            "sealed_private_key, created_by) "
-                           "VALUES ($1, $2, $3, $4::text[], 'created', $5, $6, av_ts($7), 1, '', "
+                           "VALUES ($1, $2, $3, $4::text[], 'created', $5, $6, av_ts($7), $14, '', "
                            "av_ts($8), av_ts($8), NULLIF($9::bytea, ''), NULLIF($10, ''), "
                            "NULLIF($11::bytea, ''), NULLIF($12::bytea, ''), NULLIF($13, '')) "
                            "ON CONFLICT DO NOTHING RETURNING ",
@@ -96,11 +98,27 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
               id, scope.tenant, order.account, id_array,
               Nullable(pg::NonEmpty(order.idempotency_key)), order.lease_owner, Micros(expires),
               Micros(now), Bytes(order.csr_der), sealed.kek_id, Bytes(sealed.wrapped_data_key),
-              Bytes(sealed.sealed_private_key), scope.actor.identity);
+              Bytes(sealed.sealed_private_key), scope.actor.identity,
+              // The job's lease alone fences an order run by a job (rules::CheckFence refuses
+              // the order's own, token 0); the order's lease columns still keep replicas of
+              // earlier releases from resuming it while the creator holds the job.
+              order.job_kind.empty() ? 1 : 0);
           if (!r.empty()) {
             out.order = OrderOf(r[0]);
             out.created = true;
             out.lease = Lease{scope.tenant, out.order.id, order.lease_owner, 1, expires};
+            if (!order.job_kind.empty()) {
+              // The order's work, leased to its creator (a job's first claim: token 1).
+              out.lease->job =
+                  tx.exec_params1(
+                        "INSERT INTO jobs (tenant_id, kind, subject, ca, not_before, lease_owner, "
+                        "lease_expires_at, fencing_token, attempts, last_error, created_at, "
+                        "updated_at) VALUES ($1, $2, $3, $4, av_ts($5), $6, av_ts($7), 1, 0, '', "
+                        "av_ts($5), av_ts($5)) RETURNING id",
+                        scope.tenant, order.job_kind, absl::StrCat(id), order.job_ca,
+                        Micros(now), order.lease_owner, Micros(expires))[0]
+                      .as<int64_t>();
+            }
             Audit(tx, scope, now, rules::OrderEvent("CreateOrder", out.order, ""));
             return out;
           }

@@ -332,10 +332,20 @@ absl::StatusOr<pqxx::row> SelectById(pqxx::work& tx, absl::string_view table,
                                      Lock lock) {
   pqxx::result r =
       tx.exec_params(absl::StrCat("SELECT ", columns, " FROM ", table, " WHERE id = $1",
-                                  lock == Lock::kForUpdate ? " FOR UPDATE" : ""),
+                                  lock == Lock::kForUpdate  ? " FOR UPDATE"
+                                  : lock == Lock::kForShare ? " FOR SHARE"
+                                                            : ""),
                      id);
   if (r.empty()) return NoSuch(noun, id);
   return r[0];
+}
+
+absl::StatusOr<std::optional<Job>> LeaseJob(pqxx::work& tx, const Lease& lease) {
+  if (lease.job == 0) return std::nullopt;
+  absl::StatusOr<Job> job = GetById(tx, kJobs, lease.job, Lock::kForShare);
+  if (absl::IsNotFound(job.status())) return std::nullopt;
+  if (!job.ok()) return job.status();
+  return *std::move(job);
 }
 
 }  // namespace acmevault::storage::pg

@@ -152,12 +152,12 @@ void Notify(pqxx::work& tx, const char* channel, const std::string& payload);
 // NOT_FOUND "<what> <id> not found".
 absl::Status NoSuch(absl::string_view what, int64_t id);
 
-enum class Lock { kNone, kForUpdate };
+enum class Lock { kNone, kForUpdate, kForShare };
 
-// SELECT <columns>[, <extra>] FROM <table> WHERE id = $1 [FOR UPDATE]: the row as the
-// transaction sees it (row-level security hides other tenants' rows, which are then missing
-// too). NOT_FOUND "<noun> <id> not found" if there is none. With Lock::kForUpdate the row stays
-// locked until the transaction ends.
+// SELECT <columns>[, <extra>] FROM <table> WHERE id = $1 [FOR UPDATE | FOR SHARE]: the row as
+// the transaction sees it (row-level security hides other tenants' rows, which are then missing
+// too). NOT_FOUND "<noun> <id> not found" if there is none. With a lock the row stays locked
+// until the transaction ends.
 absl::StatusOr<pqxx::row> SelectById(pqxx::work& tx, absl::string_view table,
                                      absl::string_view noun, absl::string_view columns, int64_t id,
                                      Lock lock);
@@ -179,6 +179,11 @@ absl::StatusOr<pqxx::row> GetRowById(pqxx::work& tx, const Table<T>& table, int6
   return SelectById(tx, table.name, table.noun, absl::StrCat(table.rows.columns, ", ", extra), id,
                     Lock::kNone);
 }
+
+// The job an order's lease names (Lease::job), locked FOR SHARE until the transaction ends, so
+// that no claim (FOR UPDATE SKIP LOCKED) takes it over before the fenced write commits; nullopt
+// when the lease is the order's own or the job is gone (rules::CheckFence says which).
+absl::StatusOr<std::optional<Job>> LeaseJob(pqxx::work& tx, const Lease& lease);
 
 // OK if the transaction sees the row of `table` named `id`; errors as SelectById.
 template <typename T>

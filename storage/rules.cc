@@ -184,6 +184,9 @@ absl::StatusOr<std::vector<std::string>> ValidateNewOrder(const NewOrder& order)
   ASSIGN_OR_RETURN(std::vector<std::string> ids, CanonicalIdentifiers(order.identifiers));
   RETURN_IF_ERROR(ValidateLeaseRequest(order.lease_owner, order.lease_duration));
   RETURN_IF_ERROR(CheckCsrSize(order.csr_der));
+  if (!order.job_kind.empty()) {
+    RETURN_IF_ERROR(ValidateNewJob(NewJob{order.job_kind, "1", order.job_ca, absl::Time()}));
+  }
   return ids;
 }
 
@@ -318,9 +321,27 @@ absl::Status ValidateCompromiseStep(absl::string_view step) {
   return absl::OkStatus();
 }
 
-absl::Status CheckFence(const Scope& scope, const Order& order, const Lease& lease) {
+absl::Status CheckFence(const Scope& scope, const Order& order, const Lease& lease,
+                        const Job* job) {
   if (lease.tenant != scope.tenant) {
     return absl::InvalidArgumentError("lease belongs to another tenant than the scope");
+  }
+  if (lease.job != 0) {
+    if (job == nullptr || job->id != lease.job || job->failed_at.has_value() ||
+        job->subject != absl::StrCat(order.id)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "lease on order ", order.id, " lost: its job ", lease.job, " is gone or has failed"));
+    }
+    if (lease.fencing_token != job->fencing_token) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "lease on order ", order.id, " lost: fencing token ", lease.fencing_token,
+          " of job ", lease.job, " is stale (current ", job->fencing_token, ")"));
+    }
+    return absl::OkStatus();
+  }
+  if (order.fencing_token == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "order ", order.id, " is run by a job: present its job's lease"));
   }
   if (lease.fencing_token != order.fencing_token) {
     return absl::FailedPreconditionError(
@@ -330,8 +351,9 @@ absl::Status CheckFence(const Scope& scope, const Order& order, const Lease& lea
   return absl::OkStatus();
 }
 
-absl::Status CheckLease(const Scope& scope, const Order& order, const Lease& lease) {
-  RETURN_IF_ERROR(CheckFence(scope, order, lease));
+absl::Status CheckLease(const Scope& scope, const Order& order, const Lease& lease,
+                        const Job* job) {
+  RETURN_IF_ERROR(CheckFence(scope, order, lease, job));
   if (IsTerminal(order.state)) {
     return absl::FailedPreconditionError(
         absl::StrCat("order ", order.id, " is ", OrderStateName(order.state)));

@@ -44,7 +44,7 @@ absl::Status ValidateAuditEvent(const AuditEvent& event);
 // Owner set, duration positive.
 absl::Status ValidateLeaseRequest(absl::string_view owner, absl::Duration duration);
 // Canonical identifiers (returned), a valid lease request, a CSR of at most kMaxCsrDerSize
-// bytes.
+// bytes, and a valid job kind and CA when it asks for a job.
 absl::StatusOr<std::vector<std::string>> ValidateNewOrder(const NewOrder& order);
 // A CSR of 1 to kMaxCsrDerSize bytes (AttachOrderMaterial).
 absl::Status ValidateOrderCsr(absl::string_view csr_der);
@@ -82,11 +82,15 @@ absl::Status ValidateCompromiseStep(absl::string_view step);
 
 // The lease is for `order` and still current. INVALID_ARGUMENT if the lease names another
 // tenant than the scope; FAILED_PRECONDITION "lease on order N lost ..." if the fencing token is
-// stale; FAILED_PRECONDITION if the order is terminal.
-absl::Status CheckLease(const Scope& scope, const Order& order, const Lease& lease);
-// CheckLease without the terminal check: the lease's fencing token is still the order's (no
-// other replica claimed it since), whatever the order's state.
-absl::Status CheckFence(const Scope& scope, const Order& order, const Lease& lease);
+// stale; FAILED_PRECONDITION if the order is terminal. A lease naming a job (Lease::job) is
+// checked against `job`, the row of that job as the transaction holds it (null when it is
+// gone): still open, for this order, with the lease's fencing token; `job` is ignored otherwise.
+absl::Status CheckLease(const Scope& scope, const Order& order, const Lease& lease,
+                        const Job* job);
+// CheckLease without the terminal check: the lease's fencing token is still current (no other
+// replica claimed the order or its job since), whatever the order's state.
+absl::Status CheckFence(const Scope& scope, const Order& order, const Lease& lease,
+                        const Job* job);
 // Forward only, terminal states final; ready and later need the ACME URL; valid only through
 // CompleteOrder (INVALID_ARGUMENT). Moving to the current state is allowed (a retried call).
 absl::Status CheckOrderTransition(const Order& order, OrderState to);

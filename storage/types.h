@@ -28,6 +28,7 @@ using AccountId = int64_t;
 using OrderId = int64_t;
 using AuthorizationId = int64_t;
 using CertificateId = int64_t;
+using JobId = int64_t;
 
 // Who acts, for the audit log. Never carries a secret (a bearer token is named by its identity
 // id, never by its value).
@@ -207,15 +208,21 @@ struct Order {
 // that, or once the order's certificate is revoked or expired, the key starts a new order.
 inline constexpr absl::Duration kIdempotencyKeyLifetime = absl::Hours(24);
 
-// The right to work on an order. Writes that present a fencing token older than the order's
-// current one are rejected (FAILED_PRECONDITION), so a replica whose lease expired and was
-// claimed by another cannot commit over the new owner.
+// The right to work on an order. Writes that present a fencing token older than the current
+// one are rejected (FAILED_PRECONDITION), so a replica whose lease expired and was claimed by
+// another cannot commit over the new owner.
+//
+// An order whose work is a job (NewOrder::job_kind) is fenced by that job's lease alone: `job`
+// names the job and `fencing_token` is the job's (JobLease), checked against the job row in the
+// same transaction as the write; the order's own lease columns play no part. With `job` 0 the
+// token is the order row's own (orders made without a job).
 struct Lease {
   TenantId tenant = 0;
   OrderId order = 0;
   std::string owner;
   int64_t fencing_token = 0;
   absl::Time expires_at;
+  JobId job = 0;
 };
 
 // The most CSR bytes an order stores.
@@ -246,6 +253,13 @@ struct NewOrder {
   // stored sealed (storage/envelope.h, OrderKeyContext), never returned by GetOrder: see
   // OrderStore::GetOrderCertificateKey.
   const crypto::PrivateKey* certificate_key = nullptr;
+  // When set, the new order's work is a job of this kind (subject: the order id, CA: `job_ca`),
+  // inserted in the same transaction, due now and leased to lease_owner for lease_duration: the
+  // returned lease is that job's (Lease::job), so the creator may attach material before any
+  // replica runs the job, and a creator that dies leaves a job any replica claims once the
+  // lease expires. Empty: the order carries a lease of its own.
+  std::string job_kind;
+  std::string job_ca;
 };
 
 struct CreateOrderResult {
@@ -384,8 +398,6 @@ struct Page {
 // ---------------------------------------------------------------------------------------------
 // Jobs: durable units of background work (JobStore, the work engine)
 
-using JobId = int64_t;
-
 // A job's kind is [a-z][a-z0-9_]{0,31} ("order_step", "rotate", "renew", ...); its subject
 // (what it acts on, e.g. an order id) 1-200 printable ASCII characters without spaces; its CA
 // the directory URL it counts against for per-CA bounds (at most 2048 bytes, same characters),
@@ -433,6 +445,14 @@ struct JobLease {
   int64_t fencing_token = 0;
   absl::Time expires_at;
 };
+
+// The job lease an order's Lease stands for (Lease::job set), and back.
+inline JobLease JobLeaseOf(const Lease& lease) {
+  return JobLease{lease.tenant, lease.job, lease.owner, lease.fencing_token, lease.expires_at};
+}
+inline Lease OrderLeaseOf(const JobLease& lease, OrderId order) {
+  return Lease{lease.tenant, order, lease.owner, lease.fencing_token, lease.expires_at, lease.job};
+}
 
 struct ClaimedJob {
   Job job;  // as claimed: lease_owner, lease_expires_at and fencing_token are the lease's

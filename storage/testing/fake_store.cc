@@ -327,7 +327,7 @@ absl::Status FakeStore::DeleteChallengeFenced(const Scope& scope, const Lease& l
   absl::MutexLock lock(&s.mu);
   RETURN_IF_ERROR(RequireTenant(s, scope));
   ASSIGN_OR_RETURN(Order * o, fake::FindOrder(s, scope, lease.order));
-  RETURN_IF_ERROR(rules::CheckFence(scope, *o, lease));
+  RETURN_IF_ERROR(rules::CheckFence(scope, *o, lease, fake::LeaseJob(s, lease)));
   DeleteChallengeLocked(s, scope, now, token);
   return absl::OkStatus();
 }

@@ -289,10 +289,15 @@ absl::Status FakeStore::FailJob(const JobLease& lease, absl::string_view error, 
 absl::Status FakeStore::ReleaseJob(const JobLease& lease, absl::Time now) {
   now = TruncateToMicros(now);
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
-  ASSIGN_OR_RETURN(Job * j, LeasedJob(s, lease));
-  EndLease(*j);
-  j->updated_at = now;
+  Slots wakers;
+  {
+    absl::MutexLock lock(&s.mu);
+    ASSIGN_OR_RETURN(Job * j, LeasedJob(s, lease));
+    EndLease(*j);
+    j->updated_at = now;
+    wakers = Wakers(s);
+  }
+  WakeScheduled(wakers);
   return absl::OkStatus();
 }
 

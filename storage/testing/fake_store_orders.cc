@@ -90,6 +90,26 @@ absl::StatusOr<CreateOrderResult> FakeStore::CreateOrJoinOrder(const Scope& scop
   out.order = o;
   out.created = true;
   out.lease = Lease{scope.tenant, o.id, order.lease_owner, 1, *o.lease_expires_at};
+  if (!order.job_kind.empty()) {
+    // The order's work, leased to its creator (a job's first claim: token 1).
+    Job j;
+    j.id = s.next_id++;
+    j.tenant = scope.tenant;
+    j.kind = order.job_kind;
+    j.subject = absl::StrCat(o.id);
+    j.ca = order.job_ca;
+    j.not_before = now;
+    j.lease_owner = order.lease_owner;
+    j.lease_expires_at = *o.lease_expires_at;
+    j.fencing_token = 1;
+    j.created_at = j.updated_at = now;
+    s.jobs[j.id] = j;
+    s.open_jobs[std::make_tuple(j.tenant, j.kind, j.subject)] = j.id;
+    out.lease->job = j.id;
+    // The job's lease alone fences the order (rules::CheckFence refuses the order's own).
+    s.orders[o.id].fencing_token = 0;
+    out.order.fencing_token = 0;
+  }
   Audit(s, scope, now, rules::OrderEvent("CreateOrder", o, ""));
   return out;
 }

@@ -96,10 +96,17 @@ absl::StatusOr<Order*> FindOrder(State& s, const Scope& scope, OrderId id) {
   return &it->second;
 }
 
+const Job* LeaseJob(State& s, const Lease& lease) {
+  if (lease.job == 0) return nullptr;
+  auto it = s.jobs.find(lease.job);
+  if (it == s.jobs.end() || it->second.tenant != lease.tenant) return nullptr;
+  return &it->second;
+}
+
 // The order `lease` is for, if the lease is still current (rules::CheckLease).
 absl::StatusOr<Order*> LeasedOrder(State& s, const Scope& scope, const Lease& lease) {
   ASSIGN_OR_RETURN(Order * o, FindOrder(s, scope, lease.order));
-  RETURN_IF_ERROR(rules::CheckLease(scope, *o, lease));
+  RETURN_IF_ERROR(rules::CheckLease(scope, *o, lease, LeaseJob(s, lease)));
   return o;
 }
 

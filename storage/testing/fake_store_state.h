@@ -119,6 +119,8 @@ absl::StatusOr<State::KeyRow*> FindKey(State& s, const Scope& scope, AccountId a
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
 absl::StatusOr<Order*> FindOrder(State& s, const Scope& scope, OrderId id)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+// The job an order's lease names (Lease::job), or null (the order's own lease, or gone).
+const Job* LeaseJob(State& s, const Lease& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
 // The order `lease` is for, if the lease is still current (rules::CheckLease).
 absl::StatusOr<Order*> LeasedOrder(State& s, const Scope& scope, const Lease& lease)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);

@@ -482,6 +482,73 @@ TEST_P(StoreConformanceTest, StaleLeaseIsClaimedOnceAndFencesTheOldOwner) {
               StatusIs(kNotFound));
 }
 
+TEST_P(StoreConformanceTest, AnOrderMadeWithAJobIsFencedByTheJobsLeaseAlone) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  NewOrder spec{account.id, {"a.test"}, "", "r1", absl::Minutes(1)};
+  spec.job_kind = "order_step";
+  spec.job_ca = "https://ca.test/dir";
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult created, store().CreateOrJoinOrder(scope, spec));
+  ASSERT_TRUE(created.lease.has_value());
+  const Lease first = *created.lease;
+  ASSERT_NE(first.job, 0);
+  EXPECT_EQ(first.fencing_token, 1);
+  ASSERT_OK_AND_ASSIGN(Job job, store().GetJob(scope, first.job));
+  EXPECT_EQ(job.kind, "order_step");
+  EXPECT_EQ(job.subject, absl::StrCat(created.order.id));
+  EXPECT_EQ(job.ca, "https://ca.test/dir");
+  EXPECT_EQ(job.lease_owner, "r1");
+  EXPECT_EQ(job.fencing_token, 1);
+  EXPECT_EQ(job.not_before, clock().Now());
+  // The creator's lease writes, and no claim takes the job while it holds it.
+  ASSERT_OK(store().AttachOrderMaterial(scope, first, "csr", nullptr));
+  JobClaim claim{"r2", clock().Now(), 10, absl::Minutes(1), 0, 0, {"order_step"}};
+  ASSERT_OK_AND_ASSIGN(JobClaimResult none, store().ClaimJobs(claim));
+  EXPECT_THAT(none.jobs, IsEmpty());
+
+  // The creator stalls; its lease expires and another replica claims the job.
+  clock().Advance(absl::Minutes(1));
+  claim.now = clock().Now();
+  ASSERT_OK_AND_ASSIGN(JobClaimResult claimed, store().ClaimJobs(claim));
+  ASSERT_THAT(claimed.jobs, SizeIs(1));
+  const Lease second = OrderLeaseOf(claimed.jobs[0].lease, created.order.id);
+  EXPECT_EQ(second.fencing_token, 2);
+  EXPECT_THAT(store().RecordOrderUrl(scope, first, "https://ca.test/order/old"),
+              StatusIs(kFailedPrecondition, "fencing token 1 of job"));
+  EXPECT_THAT(store().DeleteChallengeFenced(scope, first, "tok"),
+              StatusIs(kFailedPrecondition, "is stale"));
+  ASSERT_OK(store().RecordOrderUrl(scope, second, "https://ca.test/order/new"));
+  ASSERT_OK(store().TransitionOrder(scope, second, OrderState::kReady, {}));
+  ASSERT_OK_AND_ASSIGN(Order row, store().GetOrder(scope, created.order.id));
+  EXPECT_EQ(row.state, OrderState::kReady);
+  // The order's own token plays no part: a lease without the job is refused, whatever its token.
+  EXPECT_EQ(row.fencing_token, 0);
+  for (int64_t token : {0, 1, 2}) {
+    Lease own = second;
+    own.job = 0;
+    own.fencing_token = token;
+    EXPECT_THAT(store().TransitionOrder(scope, own, OrderState::kInvalid, {}),
+                StatusIs(kFailedPrecondition, "present its job's lease"));
+  }
+
+  // A lease for another order than the job's is refused; so is one whose job is gone.
+  Lease elsewhere = second;
+  elsewhere.order = MakeOrder(scope, account.id, {"b.test"}, absl::Minutes(1)).order;
+  EXPECT_THAT(store().TransitionOrder(scope, elsewhere, OrderState::kInvalid, {}),
+              StatusIs(kFailedPrecondition, "is gone"));
+  ASSERT_OK(store().CompleteJob(claimed.jobs[0].lease));
+  EXPECT_THAT(store().TransitionOrder(scope, second, OrderState::kInvalid, {}),
+              StatusIs(kFailedPrecondition, "is gone"));
+  EXPECT_THAT(store().CompleteOrder(scope, second, CertificateFor({"a.test"}, "01")),
+              StatusIs(kFailedPrecondition));
+
+  // A bad job kind is refused before anything is written.
+  spec.identifiers = {"c.test"};
+  spec.job_kind = "Order Step";
+  EXPECT_THAT(store().CreateOrJoinOrder(scope, spec), StatusIs(kInvalidArgument));
+}
+
 TEST_P(StoreConformanceTest, ClaimsTakeTheOldestFirstAndSkipDoneOrDisabled) {
   Tenant a = MakeTenant("alpha");
   Tenant b = MakeTenant("beta");

@@ -390,13 +390,14 @@ TEST_F(E2eTest, CrossTenantAndWrongRoleCallsAreDeniedWithoutAcmeRequests) {
   EXPECT_EQ(daemon_->Metric("acmevault_acme_requests_total"), acme_before);
 }
 
-// Two replicas on one database. Replica B takes an order and is killed (SIGKILL) while the order
-// is at the CA; replica A claims it once B's lease expires and finishes it from the material
-// stored with the order: one certificate, for the key the service generated, finalized once.
-TEST_F(E2eTest, AKilledReplicasOrderIsFinishedByTheOther) {
+// Two replicas on one database, one job queue. Replica B takes 40 orders and is killed
+// (SIGKILL) while they are at the CA; replica A runs every step after that (a step B was in
+// the middle of once B's 4 s lease expires) from the material stored with each order: every
+// order ends valid, each with one certificate for the key the service generated.
+TEST_F(E2eTest, AKilledReplicasOrdersAreFinishedByTheOther) {
   ACMEVAULT_STACK_ENV_OR_SKIP(directory, "ACMEVAULT_PEBBLE_E2ESLOW_DIRECTORY");
   daemon_.reset();  // Replica A below takes over the responder port Pebble validates on.
-  const std::string base = ReadFile(config_) + "order_lease_seconds: 4\nresume_interval_seconds: 1\n";
+  const std::string base = ReadFile(config_) + "order_lease_seconds: 4\n";
   const std::string dir = ::acmevault::testing::StackEnv("TEST_TMPDIR");
   std::ofstream(dir + "/a.textproto") << base << "replica_id: \"replica-a\"\n";
   std::ofstream(dir + "/b.textproto")
@@ -406,63 +407,75 @@ TEST_F(E2eTest, AKilledReplicasOrderIsFinishedByTheOther) {
   auto a = Daemon::Start(dir + "/a.textproto", "replica-a");
   ASSERT_NE(a, nullptr);
   Bind(*a);
-
   TenantTokens t = NewTenant(/*with_account=*/true, /*keep_authorizations=*/false, "", directory);
-  const std::string name = t.name;
 
-  // Pebble sleeps a random 0-5 s before validating; kill B while the order waits at the CA.
-  // If B was too quick (the order already finished), try again with another name.
-  std::string order_id, key, host_name;
-  for (int attempt = 0; attempt < 6 && order_id.empty(); ++attempt) {
-    auto b = Daemon::Start(dir + "/b.textproto", absl::StrCat("replica-b-", attempt));
-    ASSERT_NE(b, nullptr);
-    auto b_certs = v1::CertificateService::NewStub(b->channel());
-    host_name = absl::StrCat("h", attempt, ".", name, ".example");
-    key = absl::StrCat("kill-test-", attempt);
-    v1::IssueCertificateRequest r;
-    r.add_identifiers(host_name);
-    r.set_key_algorithm(v1::KEY_ALGORITHM_ECDSA_P256);
-    r.set_idempotency_key(key);
-    r.set_wait_seconds(1);
-    v1::IssueCertificateResponse handle;
-    auto c = Ctx(t.host);
-    ASSERT_TRUE(b_certs->IssueCertificate(c.get(), r, &handle).ok());
-    if (handle.order().state() != v1::ORDER_STATE_AUTHORIZING) continue;  // Too late or early.
-    b->Stop(SIGKILL);
-    order_id = handle.order().id();
+  // Pebble sleeps a random 0-5 s before validating each: B is killed while most of the orders
+  // wait at the CA.
+  constexpr int kOrders = 40;
+  auto b = Daemon::Start(dir + "/b.textproto", "replica-b");
+  ASSERT_NE(b, nullptr);
+  auto b_certs = v1::CertificateService::NewStub(b->channel());
+  std::vector<std::string> order_ids(kOrders);
+  std::vector<std::thread> callers;
+  for (int i = 0; i < kOrders; ++i) {
+    callers.emplace_back([&, i] {
+      v1::IssueCertificateRequest r;
+      r.add_identifiers(absl::StrCat("k", i, ".", t.name, ".example"));
+      r.set_key_algorithm(v1::KEY_ALGORITHM_ECDSA_P256);
+      r.set_idempotency_key(absl::StrCat("kill-test-", i));
+      r.set_wait_seconds(1);
+      v1::IssueCertificateResponse handle;
+      auto c = Ctx(t.host);
+      grpc::Status s = b_certs->IssueCertificate(c.get(), r, &handle);
+      EXPECT_TRUE(s.ok()) << s.error_message();
+      order_ids[i] = handle.order().id();
+    });
   }
-  ASSERT_FALSE(order_id.empty()) << "replica B finished every order before it could be killed";
+  for (std::thread& c : callers) c.join();
+  b->Stop(SIGKILL);
 
-  // A resumes it once B's 4 s lease has expired.
-  v1::Order order;
-  for (int i = 0; i < 600; ++i) {
-    v1::GetOrderRequest g;
-    g.set_id(order_id);
-    auto c = Ctx(t.host);
-    ASSERT_TRUE(certs_->GetOrder(c.get(), g, &order).ok());
-    if (order.state() == v1::ORDER_STATE_VALID || order.state() == v1::ORDER_STATE_INVALID) break;
-    absl::SleepFor(absl::Milliseconds(100));
+  int valid = 0;
+  for (const std::string& id : order_ids) {
+    ASSERT_FALSE(id.empty());
+    v1::Order order;
+    for (int i = 0; i < 1200; ++i) {
+      v1::GetOrderRequest g;
+      g.set_id(id);
+      auto c = Ctx(t.host);
+      ASSERT_TRUE(certs_->GetOrder(c.get(), g, &order).ok());
+      if (order.state() == v1::ORDER_STATE_VALID || order.state() == v1::ORDER_STATE_INVALID) break;
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+    EXPECT_EQ(order.state(), v1::ORDER_STATE_VALID) << id << ": " << order.error();
+    valid += order.state() == v1::ORDER_STATE_VALID;
   }
-  ASSERT_EQ(order.state(), v1::ORDER_STATE_VALID) << order.error();
+  EXPECT_EQ(valid, kOrders);
+  // Each order once: one certificate per order, none issued twice.
+  v1::ListCertificatesRequest list_request;
+  list_request.set_page_size(1000);
+  v1::ListCertificatesResponse list;
+  auto lc = Ctx(t.host);
+  ASSERT_TRUE(certs_->ListCertificates(lc.get(), list_request, &list).ok());
+  EXPECT_EQ(list.certificates_size(), kOrders);
 
   // The same request again (same idempotency key) returns the certificate and the key the
   // service generated before B died, now from A.
   v1::IssueCertificateRequest again;
-  again.add_identifiers(host_name);
+  again.add_identifiers(absl::StrCat("k0.", t.name, ".example"));
   again.set_key_algorithm(v1::KEY_ALGORITHM_ECDSA_P256);
-  again.set_idempotency_key(key);
+  again.set_idempotency_key("kill-test-0");
   v1::IssueCertificateResponse done;
   auto c3 = Ctx(t.host);
   grpc::Status s = certs_->IssueCertificate(c3.get(), again, &done);
   ASSERT_TRUE(s.ok()) << s.error_message();
-  EXPECT_EQ(done.order().id(), order_id);
+  EXPECT_EQ(done.order().id(), order_ids[0]);
   auto chain = crypto::ParsePemChain(done.certificate().chain_pem());
   auto pem_key = crypto::PrivateKey::FromPem(done.private_key_pem());
   ASSERT_TRUE(chain.ok() && pem_key.ok());
   EXPECT_TRUE((*chain)[0].public_key.Equals(pem_key->public_key()));
   ExpectChainVerifies(done.certificate().chain_pem(),
                       ::acmevault::testing::StackEnv("ACMEVAULT_PEBBLE_E2ESLOW_MANAGEMENT"));
-  EXPECT_THAT(ReadFile(dir + "/replica-a.log"), HasSubstr("resuming order"));
+  EXPECT_THAT(ReadFile(dir + "/replica-a.log"), HasSubstr("\"msg\":\"order finished\""));
 }
 
 // mTLS: a client certificate whose URI SAN is a SPIFFE ID bound to a tenant authenticates the

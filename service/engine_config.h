@@ -1,0 +1,24 @@
+// The work engine's and the order steps' settings from acmevaultd's configuration
+// (ServerConfig.engine): each field that is set, else the default the config proto documents
+// (which is Engine::Options' and OrderRunner::Options' own).
+#ifndef ACMEVAULT_SERVICE_ENGINE_CONFIG_H_
+#define ACMEVAULT_SERVICE_ENGINE_CONFIG_H_
+
+#include "absl/time/time.h"
+#include "acmevault/v1/config.pb.h"
+#include "service/engine.h"
+
+namespace acmevault::service {
+
+struct EngineSettings {
+  // Sizes, bounds and durations; the caller fills in jobs, owner, clock, metrics and on_notice.
+  Engine::Options engine;
+  absl::Duration order_poll_first_delay;
+  absl::Duration order_poll_max_delay;
+};
+
+EngineSettings EngineSettingsFrom(const v1::ServerConfig& config);
+
+}  // namespace acmevault::service
+
+#endif  // ACMEVAULT_SERVICE_ENGINE_CONFIG_H_

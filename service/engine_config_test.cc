@@ -1,0 +1,70 @@
+#include "service/engine_config.h"
+
+#include <google/protobuf/text_format.h>
+
+#include "gtest/gtest.h"
+
+namespace acmevault::service {
+namespace {
+
+v1::ServerConfig Parse(const std::string& text) {
+  v1::ServerConfig config;
+  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(text, &config)) << text;
+  return config;
+}
+
+TEST(EngineSettingsFrom, UnsetFieldsTakeTheDocumentedDefaults) {
+  EngineSettings s = EngineSettingsFrom(Parse(""));
+  EXPECT_EQ(s.engine.workers, 0);  // Engine::Create makes it the machine's cores.
+  EXPECT_EQ(s.engine.claim_batch, 0);
+  EXPECT_EQ(s.engine.prefetch, 0);
+  EXPECT_EQ(s.engine.per_tenant_limit, 32);
+  EXPECT_EQ(s.engine.per_ca_limit, 64);
+  EXPECT_EQ(s.engine.idle_poll, absl::Seconds(1));
+  EXPECT_EQ(s.engine.lease_duration, absl::Seconds(60));
+  EXPECT_EQ(s.engine.initial_backoff, absl::Seconds(1));
+  EXPECT_EQ(s.engine.max_backoff, absl::Minutes(5));
+  EXPECT_EQ(s.engine.max_attempts, 10);
+  EXPECT_EQ(s.order_poll_first_delay, absl::Milliseconds(100));
+  EXPECT_EQ(s.order_poll_max_delay, absl::Seconds(10));
+}
+
+TEST(EngineSettingsFrom, EveryFieldThatIsSetIsUsed) {
+  EngineSettings s = EngineSettingsFrom(Parse(R"pb(
+    order_lease_seconds: 4
+    engine {
+      workers: 3
+      claim_batch: 5
+      prefetch: 2
+      per_tenant_limit: 7
+      per_ca_limit: 9
+      idle_poll_ms: 250
+      lease_seconds: 30
+      initial_backoff_ms: 500
+      max_backoff_ms: 20000
+      max_attempts: 4
+      order_poll_first_delay_ms: 40
+      order_poll_max_delay_ms: 2000
+    }
+  )pb"));
+  EXPECT_EQ(s.engine.workers, 3);
+  EXPECT_EQ(s.engine.claim_batch, 5);
+  EXPECT_EQ(s.engine.prefetch, 2);
+  EXPECT_EQ(s.engine.per_tenant_limit, 7);
+  EXPECT_EQ(s.engine.per_ca_limit, 9);
+  EXPECT_EQ(s.engine.idle_poll, absl::Milliseconds(250));
+  EXPECT_EQ(s.engine.lease_duration, absl::Seconds(30));  // engine.lease_seconds wins
+  EXPECT_EQ(s.engine.initial_backoff, absl::Milliseconds(500));
+  EXPECT_EQ(s.engine.max_backoff, absl::Seconds(20));
+  EXPECT_EQ(s.engine.max_attempts, 4);
+  EXPECT_EQ(s.order_poll_first_delay, absl::Milliseconds(40));
+  EXPECT_EQ(s.order_poll_max_delay, absl::Seconds(2));
+}
+
+TEST(EngineSettingsFrom, TheOrderLeaseIsTheJobLeaseWhenTheEngineNamesNone) {
+  EXPECT_EQ(EngineSettingsFrom(Parse("order_lease_seconds: 4")).engine.lease_duration,
+            absl::Seconds(4));
+}
+
+}  // namespace
+}  // namespace acmevault::service

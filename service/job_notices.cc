@@ -1,0 +1,60 @@
+#include "service/job_notices.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace acmevault::service {
+
+std::unique_ptr<JobNotices::Watch> JobNotices::Open(storage::TenantId tenant,
+                                                    const std::string& kind,
+                                                    const std::string& subject) {
+  Key key{tenant, kind, subject};
+  absl::MutexLock lock(&mu_);
+  Entry& e = entries_[key];
+  ++e.watchers;
+  return std::unique_ptr<Watch>(new Watch(this, std::move(key), e.notices));
+}
+
+JobNotices::Watch::~Watch() {
+  absl::MutexLock lock(&notices_->mu_);
+  auto it = notices_->entries_.find(key_);
+  if (it != notices_->entries_.end() && --it->second.watchers == 0) notices_->entries_.erase(it);
+}
+
+bool JobNotices::Watch::Wait(absl::Time until, const std::function<bool()>& cancelled) {
+  JobNotices& n = *notices_;
+  while (true) {
+    {
+      absl::MutexLock lock(&n.mu_);
+      auto arrived = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(n.mu_) {
+        return n.entries_.at(key_).notices != seen_;
+      };
+      const absl::Duration left = until - n.clock_->Now();
+      if (!arrived() && left > absl::ZeroDuration()) {
+        n.mu_.AwaitWithTimeout(absl::Condition(&arrived), std::min(left, n.cancel_check_));
+      }
+      if (arrived()) {
+        seen_ = n.entries_.at(key_).notices;
+        return true;
+      }
+      if (until <= n.clock_->Now()) return false;
+    }
+    // Asked without the lock: `cancelled` may take locks of its own.
+    if (cancelled && cancelled()) return false;
+  }
+}
+
+void JobNotices::Notify(const storage::JobNotice& notice) {
+  absl::MutexLock lock(&mu_);
+  auto it = entries_.find(Key{notice.tenant, notice.kind, notice.subject});
+  if (it == entries_.end()) return;
+  ++it->second.notices;
+  ++delivered_;
+}
+
+int64_t JobNotices::delivered() const {
+  absl::MutexLock lock(&mu_);
+  return delivered_;
+}
+
+}  // namespace acmevault::service
