@@ -87,21 +87,16 @@ def check(value, type_name, path, errors):
     """Appends to `errors` every way `value` departs from `type_name`."""
     if value is None:
         return
-    m = re.fullmatch(r"list\[(.+)\]", type_name)
-    if m:
-        if not isinstance(value, list):
-            errors.append("%s: expected a list, got %r" % (path, value))
+    for pattern, container, what, item_path in ((r"list\[(.+)\]", list, "a list", "%s[%s]"),
+                                                (r"dict\(str, (.+)\)", dict, "a map", "%s.%s")):
+        m = re.fullmatch(pattern, type_name)
+        if not m:
+            continue
+        if not isinstance(value, container):
+            errors.append("%s: expected %s, got %r" % (path, what, value))
             return
-        for i, item in enumerate(value):
-            check(item, m.group(1), "%s[%d]" % (path, i), errors)
-        return
-    m = re.fullmatch(r"dict\(str, (.+)\)", type_name)
-    if m:
-        if not isinstance(value, dict):
-            errors.append("%s: expected a map, got %r" % (path, value))
-            return
-        for key, item in value.items():
-            check(item, m.group(1), "%s.%s" % (path, key), errors)
+        for key, item in (enumerate(value) if container is list else value.items()):
+            check(item, m.group(1), item_path % (path, key), errors)
         return
     if type_name == "object":  # IntOrString, quantities, raw extensions
         if isinstance(value, (dict, list)) and path.split(".")[-1] in ("port", "targetPort",
