@@ -67,6 +67,16 @@ class ManifestsSayWhatTheDocsPromise(unittest.TestCase):
                 self.assertTrue(c["resources"]["requests"], where)
                 self.assertTrue(c["resources"]["limits"], where)
 
+    def test_secret_volumes_are_readable_by_the_pods_group_only(self):
+        # Secret files belong to root and the pod's fsGroup: a non-root user reads them
+        # through the group (0440), and nobody else may.
+        for path in ("deployment.yaml", "example/deployment.yaml"):
+            pod = load(path)[0]["spec"]["template"]["spec"]
+            self.assertIn("fsGroup", pod["securityContext"], path)
+            for v in pod["volumes"]:
+                if "secret" in v:
+                    self.assertEqual(v["secret"]["defaultMode"], 0o440, (path, v["name"]))
+
     def test_pdb_service_secret_policy_and_job_exist(self):
         kinds = set()
         for name in os.listdir(HERE):
