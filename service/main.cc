@@ -326,6 +326,19 @@ absl::Status Serve() {
   ASSIGN_OR_RETURN(auto admin_service, service::AdminServiceImpl::Create(deps));
 
   grpc::EnableDefaultHealthCheckService(true);
+  // Built before the reflection plugin is registered, so this listener serves health alone.
+  std::unique_ptr<grpc::Server> health_server;
+  int health_port = 0;
+  if (!config.health_listen_address().empty()) {
+    grpc::ServerBuilder health_builder;
+    health_builder.AddListeningPort(config.health_listen_address(),
+                                    grpc::InsecureServerCredentials(), &health_port);
+    health_server = health_builder.BuildAndStart();
+    if (health_server == nullptr || health_port == 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot listen on ", config.health_listen_address()));
+    }
+  }
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   std::shared_ptr<grpc::ServerCredentials> credentials;
@@ -372,11 +385,13 @@ absl::Status Serve() {
       {{"replica", replica},
        {"grpc_port", absl::StrCat(grpc_port)},
        {"http01_port", absl::StrCat(http01_port)},
-       {"metrics_port", absl::StrCat(metrics_port)}});
+       {"metrics_port", absl::StrCat(metrics_port)},
+       {"health_port", absl::StrCat(health_port)}});
   if (std::string ready = absl::GetFlag(FLAGS_ready_file); !ready.empty()) {
     std::ofstream out(ready + ".tmp");
     out << "{\"grpc_port\":" << grpc_port << ",\"http01_port\":" << http01_port
-        << ",\"metrics_port\":" << metrics_port << ",\"pid\":" << getpid() << "}\n";
+        << ",\"metrics_port\":" << metrics_port << ",\"health_port\":" << health_port
+        << ",\"pid\":" << getpid() << "}\n";
     out.close();
     std::rename((ready + ".tmp").c_str(), ready.c_str());
   }
@@ -388,6 +403,7 @@ absl::Status Serve() {
   signal(SIGTERM, OnSignal);
   while (!shutdown_requested) absl::SleepFor(absl::Milliseconds(100));
   Log(LogLevel::kInfo, "acmevaultd stopping: no new calls; in-flight calls get 10 s");
+  if (health_server != nullptr) health_server->GetHealthCheckService()->Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   // The issuer's destructor stops the engine: unstarted jobs are released for another replica,
   // running steps finish; anything left is taken over once its lease expires.

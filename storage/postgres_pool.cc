@@ -34,6 +34,14 @@ absl::StatusCode CodeForSqlState(const std::string& state, bool* retryable) {
     *retryable = true;
     return absl::StatusCode::kUnavailable;
   }
+  // read_only_sql_transaction: the server stopped taking writes under an open session (an old
+  // primary fenced after a fail-over). Retried on a fresh connection, where libpq, asked for
+  // target_session_attrs=read-write, finds the new primary. Our READ ONLY snapshots never write,
+  // so only such a server raises it.
+  if (state == "25006") {
+    *retryable = true;
+    return absl::StatusCode::kUnavailable;
+  }
   // lock_not_available: a lock_timeout expired (migrations set one); the lock holder will end.
   if (state == "55P03") {
     *retryable = true;

@@ -4,8 +4,12 @@
 //
 // Retry rule: a transaction is re-run from the start, on a fresh connection where needed, when
 // it failed before COMMIT with a serialization failure (40001), a deadlock (40P01), a lost or
-// refused connection, or a server that is starting or shutting down (57P01-57P03). Such a
-// transaction did not commit, so re-running it is safe. A connection lost during COMMIT leaves
+// refused connection, a server that is starting or shutting down (57P01-57P03), or a server
+// that no longer takes writes (25006: an old primary after a fail-over). Such a transaction did
+// not commit, so re-running it is safe. A connection that failed with UNAVAILABLE is closed,
+// never pooled again, and the idle ones with it; a new one is opened through the URL, so a
+// libpq multi-host URL with target_session_attrs=read-write reaches whichever host is the
+// primary now. A connection lost during COMMIT leaves
 // the outcome unknown: that is UNAVAILABLE "commit outcome unknown" and is never re-run here.
 // Between attempts the pool waits on its Clock: 10 ms doubling to at most 500 ms, each wait plus
 // a jitter below 10 ms drawn from one generator seeded when the pool is created.
@@ -117,8 +121,8 @@ class PostgresPool {
 // referred to is absent, or in another tenant); check, not-null or data errors ->
 // INVALID_ARGUMENT; 42501 (including a row-level security WITH CHECK failure) ->
 // PERMISSION_DENIED; 55000 (the schema's state-machine triggers) -> FAILED_PRECONDITION;
-// serialization failure or deadlock -> ABORTED; lost connection, server starting or stopping ->
-// UNAVAILABLE; commit outcome unknown -> UNAVAILABLE; anything else -> INTERNAL. The message is
+// serialization failure or deadlock -> ABORTED; lost connection, server starting or stopping,
+// server no longer taking writes -> UNAVAILABLE; commit outcome unknown -> UNAVAILABLE; anything else -> INTERNAL. The message is
 // `op`, then the first line of the server's message (never its DETAIL, which may quote row
 // values). Sets *retryable for the cases the class comment lists.
 absl::Status StatusOfCurrentException(absl::string_view op, bool* retryable);

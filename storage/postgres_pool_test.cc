@@ -80,9 +80,8 @@ class RefusingPort {
   ~RefusingPort() {
     if (fd_ >= 0) close(fd_);
   }
-  std::string Url() const {
-    return absl::StrCat("postgresql://nobody@127.0.0.1:", port_, "/nothing");
-  }
+  std::string HostPort() const { return absl::StrCat("127.0.0.1:", port_); }
+  std::string Url() const { return absl::StrCat("postgresql://nobody@", HostPort(), "/nothing"); }
 
  private:
   int fd_ = -1;
@@ -293,6 +292,30 @@ TEST_F(PostgresPoolTest, LostConnectionIsRetriedOnAFreshConnection) {
   EXPECT_EQ(attempts, 1);
   EXPECT_NE(pid, first_pid);
   EXPECT_EQ(pool->open_connections(), 1);
+}
+
+// A libpq multi-host URL whose first host is down connects to the next one at once: the
+// refused host costs no retry of the transaction.
+TEST_F(PostgresPoolTest, MultiHostUrlConnectsPastAHostThatIsDown) {
+  RefusingPort down;
+  std::string url = db_->app_url();
+  const size_t at = url.find("@127.0.0.1:");
+  ASSERT_NE(at, std::string::npos) << "unexpected URL form";
+  url.insert(at + 1, absl::StrCat(down.HostPort(), ","));
+  url += "?target_session_attrs=read-write";
+  PostgresPoolOptions options;
+  options.url = url;
+  options.size = 1;
+  ASSERT_OK_AND_ASSIGN(auto pool, PostgresPool::Create(options));
+  int attempts = 0;
+  std::string database;
+  ASSERT_OK(pool->Run("Op", {}, [&](pqxx::work& tx) {
+    ++attempts;
+    database = tx.exec1("SELECT current_database()")[0].as<std::string>();
+    return absl::OkStatus();
+  }));
+  EXPECT_EQ(attempts, 1);
+  EXPECT_EQ(database, db_->name());
 }
 
 TEST_F(PostgresPoolTest, WithNoRetryBudgetARetryableFailureIsReturnedAtOnce) {

@@ -2,20 +2,12 @@
 // every write PostgresStore acknowledged is there afterwards, and the same store object keeps
 // working without a restart of the process.
 //
-// The test runs its own PostgreSQL cluster (initdb + pg_ctl as the postgres user, on a private
-// port and data directory under /tmp), so restarting it disturbs no other test.
-#include <pwd.h>
-#include <sys/socket.h>
-#include <netinet/in.h>
-#include <unistd.h>
-
+// The test runs its own PostgreSQL cluster (testing/private_cluster.h), so restarting it
+// disturbs no other test.
 #include <pqxx/pqxx>
 
 #include <atomic>
 #include <iostream>
-#include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -25,6 +17,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "storage/postgres_store.h"
+#include "storage/testing/private_cluster.h"
 #include "storage/testing/status_matchers.h"
 #include "storage/testing/test_database.h"
 #include "storage/testing/test_keks.h"
@@ -33,97 +26,9 @@ namespace acmevault::storage {
 namespace {
 
 using ::acmevault::storage::testing::KekText;
+using ::acmevault::storage::testing::PrivateCluster;
 using ::acmevault::storage::testing::TestDatabase;
 using ::acmevault::storage::testing::TestKeks;
-
-int FreeLoopbackPort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
-}
-
-// A PostgreSQL 15 cluster of its own, bound to 127.0.0.1, trusting local connections.
-class PrivateCluster {
- public:
-  ~PrivateCluster() {
-    if (started_) PgCtl("stop -m immediate").IgnoreError();
-    if (!dir_.empty()) std::system(absl::StrCat("rm -rf '", dir_, "'").c_str());
-  }
-
-  absl::Status Start() {
-    std::string bin = ::acmevault::testing::StackEnv("ACMEVAULT_PG_BIN");
-    bin_ = bin.empty() ? "/usr/lib/postgresql/15/bin" : bin;
-    // TEST_TMPDIR may sit in a 0700 directory the postgres user cannot enter.
-    char tmpl[] = "/tmp/acmevault-restart-XXXXXX";
-    if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
-    dir_ = tmpl;
-    chmod(dir_.c_str(), 0755);
-    if (getuid() == 0) {
-      passwd* pg = getpwnam("postgres");
-      if (pg == nullptr) return absl::FailedPreconditionError("no postgres user");
-      if (chown(dir_.c_str(), pg->pw_uid, pg->pw_gid) != 0) {
-        return absl::InternalError("chown failed");
-      }
-    }
-    port_ = FreeLoopbackPort();
-    if (absl::Status s = AsPostgres(absl::StrCat(bin_, "/initdb -D '", dir_,
-                                                 "/data' -U postgres --auth=trust -E UTF8 "
-                                                 "--locale=C.UTF-8"));
-        !s.ok()) {
-      return s;
-    }
-    if (absl::Status s = PgCtl("start"); !s.ok()) return s;
-    started_ = true;
-    return absl::OkStatus();
-  }
-
-  // pg_ctl restart -m immediate: the server is killed (no checkpoint, crash recovery on start).
-  absl::Status CrashRestart() { return PgCtl("restart -m immediate"); }
-
-  std::string url() const {
-    return absl::StrCat("postgresql://postgres:unused@127.0.0.1:", port_, "/postgres");
-  }
-
- private:
-  absl::Status AsPostgres(const std::string& command) {
-    std::string log = dir_ + "/command.log";
-    // Tests run with PATH=/bin:/usr/bin:/usr/local/bin; runuser lives in /usr/sbin.
-    const char* runuser =
-        access("/usr/sbin/runuser", X_OK) == 0 ? "/usr/sbin/runuser" : "/sbin/runuser";
-    std::string full =
-        getuid() == 0 ? absl::StrCat(runuser, " -u postgres -- ", command) : command;
-    int rc = std::system(absl::StrCat(full, " >'", log, "' 2>&1").c_str());
-    if (rc != 0) {
-      std::ifstream in(log);
-      std::stringstream text;
-      text << in.rdbuf();
-      return absl::InternalError(absl::StrCat(command, " failed: ", text.str()));
-    }
-    return absl::OkStatus();
-  }
-
-  absl::Status PgCtl(const std::string& action) {
-    return AsPostgres(absl::StrCat(
-        bin_, "/pg_ctl -D '", dir_, "/data' -l '", dir_, "/postgres.log' -w -t 60 -o '-c ",
-        "listen_addresses=127.0.0.1 -c port=", port_, " -c unix_socket_directories=", dir_,
-        "' ", action));
-  }
-
-  std::string bin_;
-  std::string dir_;
-  int port_ = 0;
-  bool started_ = false;
-};
 
 std::string PostmasterStart(const std::string& url) {
   pqxx::connection conn(url);

@@ -17,6 +17,7 @@ ACMEVAULT_PACKAGES=(
   openssl ca-certificates curl python3 iproute2 procps
   python3-grpcio python3-protobuf
   clang-14 libclang-rt-14-dev llvm-14
+  python3-kubernetes python3-yaml mmdebstrap umoci podman runc
 )
 
 av_log() { printf '[acmevault] %s\n' "$*" >&2; }
@@ -86,7 +87,15 @@ av_wait_for() {
   done
 }
 
-# The Bazel command line every script uses.
+# The Bazel command line every script uses; $ACMEVAULT_BAZEL_OUTPUT_BASE, when set, names an
+# output base of its own (a test that must not share the developer's Bazel server).
 av_bazel() {
-  bazel "$@"
+  bazel ${ACMEVAULT_BAZEL_OUTPUT_BASE:+"--output_base=$ACMEVAULT_BAZEL_OUTPUT_BASE"} "$@"
+}
+
+# Prints the pid of the Bazel server of this workspace (as av_bazel reaches it) when one runs.
+av_bazel_server_pid() {
+  local base=${ACMEVAULT_BAZEL_OUTPUT_BASE:-$HOME/.cache/bazel/_bazel_$(id -un)/$(printf '%s' "$ACMEVAULT_ROOT" | md5sum | cut -d' ' -f1)}
+  local pid
+  pid=$(cat "$base/server/server.pid.txt" 2>/dev/null) && kill -0 "$pid" 2>/dev/null && echo "$pid"
 }
