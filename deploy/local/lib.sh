@@ -16,6 +16,7 @@ ACMEVAULT_PACKAGES=(
   postgresql-15 postgresql-client-15 pebble
   openssl ca-certificates curl python3 iproute2 procps
   clang-14 libclang-rt-14-dev llvm-14
+  softhsm2 libp11-kit-dev
 )
 
 av_log() { printf '[acmevault] %s\n' "$*" >&2; }
