@@ -27,6 +27,7 @@
 #include "crypto/keys.h"
 #include "crypto/secret.h"
 #include "crypto/x509.h"
+#include "service/account_keys.h"
 #include "service/auth.h"
 #include "service/order_runner.h"
 #include "storage/store.h"
@@ -225,9 +226,6 @@ class Issuer {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;
 };
-
-// Public facts the store keeps about a key: its JWK and RFC 7638 thumbprint.
-storage::PublicKeyInfo KeyInfo(const crypto::PublicKey& key);
 
 }  // namespace acmevault::service
 
