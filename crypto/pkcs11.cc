@@ -167,6 +167,26 @@ class Attribute {
   CK_ATTRIBUTE a_;
 };
 
+constexpr CK_BBOOL kTrue = CK_TRUE;
+constexpr CK_BBOOL kFalse = CK_FALSE;
+
+// What every key this class makes shares: a token object of `object_class` and `key_type`
+// (borrowed; they must outlive the template), private, sensitive (never read in clear) and not
+// extractable (never wrapped out either), whose CKA_ID and CKA_LABEL are `id` (borrowed too).
+std::vector<CK_ATTRIBUTE> KeptInToken(const CK_OBJECT_CLASS& object_class,
+                                      const CK_KEY_TYPE& key_type, absl::string_view id) {
+  return {
+      Attribute(CKA_CLASS, &object_class, sizeof object_class).get(),
+      Attribute(CKA_KEY_TYPE, &key_type, sizeof key_type).get(),
+      Attribute(CKA_TOKEN, &kTrue, sizeof kTrue).get(),
+      Attribute(CKA_PRIVATE, &kTrue, sizeof kTrue).get(),
+      Attribute(CKA_SENSITIVE, &kTrue, sizeof kTrue).get(),
+      Attribute(CKA_EXTRACTABLE, &kFalse, sizeof kFalse).get(),
+      Attribute(CKA_ID, id.data(), id.size()).get(),
+      Attribute(CKA_LABEL, id.data(), id.size()).get(),
+  };
+}
+
 // A loaded module, shared by every Pkcs11Token of the process that names the same path: a
 // module is initialised once per process, and finalizing it (on reconnection) affects them all.
 struct Module {
@@ -720,21 +740,10 @@ absl::StatusOr<TokenKeyPair> Pkcs11Token::GenerateKeyPair(KeyAlgorithm algorithm
     pub.push_back(Attribute(CKA_MODULUS_BITS, &bits, sizeof bits).get());
     pub.push_back(Attribute(CKA_PUBLIC_EXPONENT, exponent, sizeof exponent).get());
   }
-  // Made inside the token and kept there: sensitive (never read in clear) and not extractable
-  // (never wrapped out either).
-  std::vector<CK_ATTRIBUTE> priv = {
-      Attribute(CKA_CLASS, &private_class, sizeof private_class).get(),
-      Attribute(CKA_KEY_TYPE, &key_type, sizeof key_type).get(),
-      Attribute(CKA_TOKEN, &yes, sizeof yes).get(),
-      Attribute(CKA_PRIVATE, &yes, sizeof yes).get(),
-      Attribute(CKA_SENSITIVE, &yes, sizeof yes).get(),
-      Attribute(CKA_EXTRACTABLE, &no, sizeof no).get(),
-      Attribute(CKA_SIGN, &yes, sizeof yes).get(),
-      Attribute(CKA_DECRYPT, &no, sizeof no).get(),
-      Attribute(CKA_DERIVE, &no, sizeof no).get(),
-      Attribute(CKA_ID, id.data(), id.size()).get(),
-      Attribute(CKA_LABEL, id.data(), id.size()).get(),
-  };
+  std::vector<CK_ATTRIBUTE> priv = KeptInToken(private_class, key_type, id);
+  priv.push_back(Attribute(CKA_SIGN, &yes, sizeof yes).get());
+  priv.push_back(Attribute(CKA_DECRYPT, &no, sizeof no).get());
+  priv.push_back(Attribute(CKA_DERIVE, &no, sizeof no).get());
   CK_MECHANISM mechanism = {ec ? CKM_EC_KEY_PAIR_GEN : CKM_RSA_PKCS_KEY_PAIR_GEN, nullptr, 0};
   std::string point, modulus, public_exponent;
   RETURN_IF_ERROR(impl_->Run(absl::StrCat("generating ", KeyAlgorithmName(algorithm), " key pair"),
@@ -825,23 +834,14 @@ absl::Status Pkcs11Token::DestroyKeyPair(absl::string_view object_id) {
 }
 
 absl::Status Pkcs11Token::GenerateAesKey(absl::string_view label) {
-  CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+  CK_BBOOL yes = CK_TRUE;
   CK_OBJECT_CLASS secret_class = CKO_SECRET_KEY;
   CK_KEY_TYPE key_type = CKK_AES;
   CK_ULONG size = kAeadKeySize;
-  std::vector<CK_ATTRIBUTE> attributes = {
-      Attribute(CKA_CLASS, &secret_class, sizeof secret_class).get(),
-      Attribute(CKA_KEY_TYPE, &key_type, sizeof key_type).get(),
-      Attribute(CKA_VALUE_LEN, &size, sizeof size).get(),
-      Attribute(CKA_TOKEN, &yes, sizeof yes).get(),
-      Attribute(CKA_PRIVATE, &yes, sizeof yes).get(),
-      Attribute(CKA_SENSITIVE, &yes, sizeof yes).get(),
-      Attribute(CKA_EXTRACTABLE, &no, sizeof no).get(),
-      Attribute(CKA_ENCRYPT, &yes, sizeof yes).get(),
-      Attribute(CKA_DECRYPT, &yes, sizeof yes).get(),
-      Attribute(CKA_ID, label.data(), label.size()).get(),
-      Attribute(CKA_LABEL, label.data(), label.size()).get(),
-  };
+  std::vector<CK_ATTRIBUTE> attributes = KeptInToken(secret_class, key_type, label);
+  attributes.push_back(Attribute(CKA_VALUE_LEN, &size, sizeof size).get());
+  attributes.push_back(Attribute(CKA_ENCRYPT, &yes, sizeof yes).get());
+  attributes.push_back(Attribute(CKA_DECRYPT, &yes, sizeof yes).get());
   bool exists = false;
   RETURN_IF_ERROR(impl_->Run(absl::StrCat("generating AES key \"", label, "\""),
                              [&](CK_SESSION_HANDLE session) -> CK_RV {

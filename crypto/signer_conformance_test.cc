@@ -22,16 +22,6 @@ struct Kind {
   KeyAlgorithm algorithm;
 };
 
-Pkcs11Token* SharedToken() {
-  static Pkcs11Token* token = [] {
-    auto options = testing::TestTokenOptions();
-    if (!options.ok()) return static_cast<Pkcs11Token*>(nullptr);
-    auto opened = Pkcs11Token::Open(*std::move(options));
-    return opened.ok() ? opened->release() : nullptr;
-  }();
-  return token;
-}
-
 class SignerConformanceTest : public ::testing::TestWithParam<Kind> {
  protected:
   std::unique_ptr<Signer> Make() {
@@ -41,7 +31,7 @@ class SignerConformanceTest : public ::testing::TestWithParam<Kind> {
       EXPECT_TRUE(key.ok()) << key.status();
       return key.ok() ? std::make_unique<PrivateKey>(*std::move(key)) : nullptr;
     }
-    Pkcs11Token* token = SharedToken();
+    Pkcs11Token* token = testing::SharedTestToken();
     EXPECT_NE(token, nullptr) << "the test token did not open";
     if (token == nullptr) return nullptr;
     auto pair = token->GenerateKeyPair(kind.algorithm);

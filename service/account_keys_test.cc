@@ -16,15 +16,7 @@ namespace {
 
 using ::acmevault::storage::testing::StatusIs;
 
-crypto::Pkcs11Token* Token() {
-  static crypto::Pkcs11Token* token = [] {
-    auto options = crypto::testing::TestTokenOptions();
-    if (!options.ok()) return static_cast<crypto::Pkcs11Token*>(nullptr);
-    auto opened = crypto::Pkcs11Token::Open(*std::move(options));
-    return opened.ok() ? opened->release() : nullptr;
-  }();
-  return token;
-}
+crypto::Pkcs11Token* Token() { return crypto::testing::SharedTestToken(); }
 
 class AccountKeysTest : public ::testing::Test {
  protected:

@@ -273,10 +273,8 @@ class KeyedCa {
 // object ids only, and create, rollover and the compromise response all sign with token keys
 // (the CA sees JWS that verify with the JWK it was given).
 TEST_F(AccountsTest, TokenTenantKeepsEveryAccountKeyInTheToken) {
-  auto options = crypto::testing::TestTokenOptions();
-  ASSERT_TRUE(options.ok()) << options.status();
-  auto token = crypto::Pkcs11Token::Open(*std::move(options));
-  ASSERT_TRUE(token.ok()) << token.status();
+  crypto::Pkcs11Token* token = crypto::testing::SharedTestToken();
+  ASSERT_NE(token, nullptr);
   const storage::Scope scope = fx_.AdminScope(tenant_);
   auto tenant = fx_.store().GetTenant(scope);
   ASSERT_TRUE(tenant.ok());
@@ -284,7 +282,7 @@ TEST_F(AccountsTest, TokenTenantKeepsEveryAccountKeyInTheToken) {
   spec.policy.key_storage = storage::KeyStorage::kPkcs11;
   ASSERT_TRUE(fx_.store().UpdateTenant(scope, spec).ok());
   auto keys = *AccountKeys::Create(
-      {.accounts = &fx_.store(), .token = token->get(), .clock = &fx_.clock()});
+      {.accounts = &fx_.store(), .token = token, .clock = &fx_.clock()});
   auto options_with_token = fx_.WithStore(AccountManager::Options{
       .clients = clients_.get(), .issuer = issuer_.get(), .clock = &fx_.clock()});
   options_with_token.keys = keys.get();

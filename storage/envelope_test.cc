@@ -13,15 +13,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-crypto::Pkcs11Token* Token() {
-  static crypto::Pkcs11Token* token = [] {
-    auto options = crypto::testing::TestTokenOptions();
-    if (!options.ok()) return static_cast<crypto::Pkcs11Token*>(nullptr);
-    auto opened = crypto::Pkcs11Token::Open(*std::move(options));
-    return opened.ok() ? opened->release() : nullptr;
-  }();
-  return token;
-}
+crypto::Pkcs11Token* Token() { return crypto::testing::SharedTestToken(); }
 
 Envelope Make(const std::string& text) {
   auto keks = KekSet::Parse(text, [](absl::string_view label) {

@@ -30,12 +30,7 @@ bool IsKey(const KekSet& set, absl::string_view id, const std::string& key) {
 
 // The process's SoftHSM2 test token, opened once.
 crypto::Pkcs11Token& Token() {
-  static crypto::Pkcs11Token* token = [] {
-    auto options = crypto::testing::TestTokenOptions();
-    if (!options.ok()) return static_cast<crypto::Pkcs11Token*>(nullptr);
-    auto opened = crypto::Pkcs11Token::Open(*std::move(options));
-    return opened.ok() ? opened->release() : nullptr;
-  }();
+  crypto::Pkcs11Token* token = crypto::testing::SharedTestToken();
   if (token == nullptr) std::abort();
   return *token;
 }

@@ -76,4 +76,14 @@ absl::StatusOr<Pkcs11Options> TestTokenOptions(int session_pool_size) {
   return options;
 }
 
+Pkcs11Token* SharedTestToken() {
+  static Pkcs11Token* token = [] {
+    auto options = TestTokenOptions();
+    if (!options.ok()) return static_cast<Pkcs11Token*>(nullptr);
+    auto opened = Pkcs11Token::Open(*std::move(options));
+    return opened.ok() ? opened->release() : nullptr;
+  }();
+  return token;
+}
+
 }  // namespace acmevault::crypto::testing

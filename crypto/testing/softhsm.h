@@ -29,6 +29,9 @@ absl::StatusOr<SoftHsmToken> TestToken();
 // Options that open TestToken(), with `session_pool_size` sessions.
 absl::StatusOr<Pkcs11Options> TestTokenOptions(int session_pool_size = 4);
 
+// TestToken() opened once for the process (never closed), or null when it cannot be.
+Pkcs11Token* SharedTestToken();
+
 }  // namespace acmevault::crypto::testing
 
 #endif  // ACMEVAULT_CRYPTO_TESTING_SOFTHSM_H_
