@@ -289,6 +289,11 @@ class Pkcs11Token::Impl {
       }
       Release(session, generation);
       if (rv == CKR_OK) return absl::OkStatus();
+      if (rv == kObjectMissing) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(what, ": no such object in ", name_,
+                         " (destroyed, or another token is configured)"));
+      }
       if (attempt > 0) break;
       if (ConnectionLost(rv)) {
         RETURN_IF_ERROR(Reconnect(generation));
@@ -539,16 +544,6 @@ class Pkcs11Token::Impl {
   std::map<std::string, CK_OBJECT_HANDLE> handles_ ABSL_GUARDED_BY(pool_mu_);
 };
 
-namespace {
-
-absl::Status ObjectGone(absl::string_view kind, absl::string_view id, absl::string_view token) {
-  return absl::FailedPreconditionError(
-      absl::StrCat(kind, " object \"", id, "\" is not in ", token,
-                   " (destroyed, or another token is configured)"));
-}
-
-}  // namespace
-
 // ---------------------------------------------------------------------------------------------
 // Signer
 
@@ -577,15 +572,10 @@ class Pkcs11Token::TokenSigner final : public Signer {
           Sha256(data));
     }
     std::string signature;
-    bool missing = false;
     absl::Status s = impl_->Run(absl::StrCat("signing with key object \"", id_, "\""),
                                 [&](CK_SESSION_HANDLE session) -> CK_RV {
       CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
       CK_RV rv = impl_->FindObject(session, CKO_PRIVATE_KEY, id_, &key);
-      if (rv == kObjectMissing) {
-        missing = true;
-        return CKR_OK;
-      }
       if (rv != CKR_OK) return rv;
       rv = impl_->f()->C_SignInit(session, &mechanism, key);
       if (rv != CKR_OK) return rv;
@@ -600,7 +590,6 @@ class Pkcs11Token::TokenSigner final : public Signer {
       return rv;
     });
     RETURN_IF_ERROR(s);
-    if (missing) return ObjectGone("key", id_, impl_->name());
     const size_t want = algorithm == KeyAlgorithm::kEcdsaP384 ? 96 : 64;
     if (ec && signature.size() != want) {
       return absl::InternalError(absl::StrCat("the token's ECDSA signature is ", signature.size(),
@@ -654,16 +643,11 @@ class Pkcs11Token::TokenKek final : public KeyEncryptionKey {
     params.ulAADLen = aad_copy.size();
     params.ulTagBits = kAeadTagSize * 8;
     CK_MECHANISM mechanism = {CKM_AES_GCM, &params, sizeof params};
-    bool missing = false;
     absl::Status s = impl_->Run(
         absl::StrCat(encrypt ? "wrapping" : "unwrapping", " with key object \"", label_, "\""),
         [&](CK_SESSION_HANDLE session) -> CK_RV {
           CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
           CK_RV rv = impl_->FindObject(session, CKO_SECRET_KEY, label_, &key);
-          if (rv == kObjectMissing) {
-            missing = true;
-            return CKR_OK;
-          }
           if (rv != CKR_OK) return rv;
           auto* data = reinterpret_cast<CK_BYTE*>(input.data());
           // Sized generously rather than asked: a GCM size query would need a second init.
@@ -690,7 +674,6 @@ class Pkcs11Token::TokenKek final : public KeyEncryptionKey {
       }
       return s;
     }
-    if (missing) return ObjectGone("key-encryption key", label_, impl_->name());
     return output;
   }
 
@@ -774,17 +757,12 @@ absl::StatusOr<TokenKeyPair> Pkcs11Token::GenerateKeyPair(KeyAlgorithm algorithm
 absl::StatusOr<std::unique_ptr<Signer>> Pkcs11Token::LoadSigner(absl::string_view object_id) {
   std::string point, params, modulus, exponent;
   CK_KEY_TYPE key_type = 0;
-  bool missing = false;
   RETURN_IF_ERROR(impl_->Run(absl::StrCat("reading key object \"", object_id, "\""),
                              [&](CK_SESSION_HANDLE session) -> CK_RV {
     CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
     // The private key must be there to sign; the public one carries what the JWK needs.
     CK_RV rv = impl_->FindObject(session, CKO_PRIVATE_KEY, object_id, &key);
     if (rv == CKR_OK) rv = impl_->FindObject(session, CKO_PUBLIC_KEY, object_id, &key);
-    if (rv == kObjectMissing) {
-      missing = true;
-      return CKR_OK;
-    }
     if (rv != CKR_OK) return rv;
     CK_ATTRIBUTE a = {CKA_KEY_TYPE, &key_type, sizeof key_type};
     rv = impl_->f()->C_GetAttributeValue(session, key, &a, 1);
@@ -796,7 +774,6 @@ absl::StatusOr<std::unique_ptr<Signer>> Pkcs11Token::LoadSigner(absl::string_vie
     rv = impl_->GetAttribute(session, key, CKA_MODULUS, &modulus);
     return rv != CKR_OK ? rv : impl_->GetAttribute(session, key, CKA_PUBLIC_EXPONENT, &exponent);
   }));
-  if (missing) return ObjectGone("key", object_id, name_);
   absl::StatusOr<PublicKey> key = absl::InternalError("unreachable");
   if (key_type == CKK_EC) {
     const std::string p256(reinterpret_cast<const char*>(kP256Params), sizeof kP256Params);
@@ -869,18 +846,11 @@ absl::StatusOr<std::unique_ptr<KeyEncryptionKey>> Pkcs11Token::LoadAesKey(
   if (!impl_->Offers(CKM_AES_GCM)) {
     return absl::UnimplementedError(absl::StrCat(name_, " does not offer CKM_AES_GCM"));
   }
-  bool missing = false;
-  RETURN_IF_ERROR(impl_->Run(absl::StrCat("finding AES key \"", label, "\""),
+  RETURN_IF_ERROR(impl_->Run(absl::StrCat("finding AES key object \"", label, "\""),
                              [&](CK_SESSION_HANDLE session) -> CK_RV {
     CK_OBJECT_HANDLE key = CK_INVALID_HANDLE;
-    CK_RV rv = impl_->FindObject(session, CKO_SECRET_KEY, label, &key);
-    if (rv == kObjectMissing) {
-      missing = true;
-      return CKR_OK;
-    }
-    return rv;
+    return impl_->FindObject(session, CKO_SECRET_KEY, label, &key);
   }));
-  if (missing) return ObjectGone("key-encryption key", label, name_);
   return std::unique_ptr<KeyEncryptionKey>(new TokenKek(impl_.get(), std::string(label)));
 }
 

@@ -90,8 +90,8 @@ class Pkcs11Token {
   // is "acmevault-" followed by 32 random hex digits.
   absl::StatusOr<TokenKeyPair> GenerateKeyPair(KeyAlgorithm algorithm);
   // A Signer for the key pair `object_id`, with the public key the token reports. The Signer
-  // borrows this token, which must outlive it. FAILED_PRECONDITION "key object \"ID\" is not
-  // in token ..." when it is gone (then, and at any later Sign).
+  // borrows this token, which must outlive it. FAILED_PRECONDITION naming the object when it is
+  // gone (then, and at any later Sign).
   absl::StatusOr<std::unique_ptr<Signer>> LoadSigner(absl::string_view object_id);
   // Destroys both objects of the key pair. OK when they are gone already.
   absl::Status DestroyKeyPair(absl::string_view object_id);
