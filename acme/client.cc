@@ -389,7 +389,7 @@ absl::StatusOr<Account> ParseAccount(const Json& j, std::string url, absl::strin
 
 }  // namespace
 
-absl::StatusOr<Account> AcmeClient::NewAccount(const crypto::PrivateKey& key,
+absl::StatusOr<Account> AcmeClient::NewAccount(const crypto::Signer& key,
                                                const NewAccountOptions& options) {
   ASSIGN_OR_RETURN(Directory d, GetDirectory());
   Json payload = Json::object();
@@ -430,7 +430,7 @@ absl::StatusOr<Account> AcmeClient::UpdateContact(const AccountRef& account,
   return ParseAccount(r.json, account.url, what);
 }
 
-absl::Status AcmeClient::KeyChange(const AccountRef& account, const crypto::PrivateKey& new_key) {
+absl::Status AcmeClient::KeyChange(const AccountRef& account, const crypto::Signer& new_key) {
   if (account.key == nullptr || account.url.empty()) {
     return absl::InvalidArgumentError("keyChange needs the account URL and its current key");
   }

@@ -25,6 +25,7 @@
 #include "common/clock.h"
 #include "crypto/keys.h"
 #include "crypto/revocation_reason.h"
+#include "crypto/signer.h"
 #include "crypto/x509.h"
 #include "nlohmann/json.hpp"
 
@@ -128,9 +129,10 @@ struct RenewalInfo {
   std::optional<absl::Time> retry_after;
 };
 
-// Who signs: an account's key and, once it exists, its URL (the JWS "kid").
+// Who signs: an account's key (in memory or in a PKCS#11 token) and, once it exists, its URL
+// (the JWS "kid").
 struct AccountRef {
-  const crypto::PrivateKey* key = nullptr;  // Borrowed; must outlive the call.
+  const crypto::Signer* key = nullptr;  // Borrowed; must outlive the call.
   std::string url;
 };
 
@@ -187,7 +189,7 @@ class AcmeClient {
 
   // Creates (or, with only_return_existing, finds) the account of `key`. Returns it with its
   // URL. An unknown key with only_return_existing is NOT_FOUND (accountDoesNotExist).
-  absl::StatusOr<Account> NewAccount(const crypto::PrivateKey& key,
+  absl::StatusOr<Account> NewAccount(const crypto::Signer& key,
                                      const NewAccountOptions& options);
   // POST-as-GET of the account.
   absl::StatusOr<Account> GetAccount(const AccountRef& account);
@@ -195,7 +197,7 @@ class AcmeClient {
                                         const std::vector<std::string>& contact);
   // §7.3.5: replaces the account's key with `new_key`. Inner JWS by the new key (jwk, url, no
   // nonce) over {account, oldKey}; outer JWS by the old key (kid).
-  absl::Status KeyChange(const AccountRef& account, const crypto::PrivateKey& new_key);
+  absl::Status KeyChange(const AccountRef& account, const crypto::Signer& new_key);
   // §7.3.6: irreversible.
   absl::StatusOr<Account> DeactivateAccount(const AccountRef& account);
 

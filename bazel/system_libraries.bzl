@@ -119,6 +119,14 @@ def _system_libraries_impl(ctx):
         linkopts = _dedupe(libs) + _EXTRA_LINKOPTS.get(name, [])
         out.append(_library(name, includes, hdrs, defines, copts, linkopts))
 
+    # PKCS#11: p11-kit's pkcs11.h only. The module (SoftHSM2, a vendor's HSM library) is loaded
+    # with dlopen at run time, so nothing links against p11-kit or a vendor.
+    pkcs11_includes = []
+    for flag in _split(_run(ctx, ["pkg-config", "--cflags", "p11-kit-1"])):
+        if flag.startswith("-I") and flag[2:] not in builtin_includes:
+            pkcs11_includes.append(_link_include_dir(ctx, "pkcs11", len(pkcs11_includes), flag[2:]))
+    out.append(_library("pkcs11", pkcs11_includes, [i + "/**" for i in pkcs11_includes], [], [], ["-ldl"]))
+
     # civetweb (the HTTP-01 responder's server) and libldns (RFC 2136 updates) ship no
     # pkg-config file.
     out.append(_library("civetweb", [], [], [], [], ["-lcivetweb"]))

@@ -32,7 +32,7 @@ absl::StatusOr<std::string> Decode(const std::string& in, const char* what) {
 
 }  // namespace
 
-absl::StatusOr<nlohmann::json> SignJwsObject(const PrivateKey& key, const JwsHeaderFields& fields,
+absl::StatusOr<nlohmann::json> SignJwsObject(const Signer& key, const JwsHeaderFields& fields,
                                              absl::string_view payload) {
   if (fields.url.empty()) return absl::InvalidArgumentError("JWS needs a url");
   nlohmann::json header = {{"alg", std::string(key.public_key().JwsAlgorithm())},
@@ -49,7 +49,7 @@ absl::StatusOr<nlohmann::json> SignJwsObject(const PrivateKey& key, const JwsHea
   return Assemble(protected64, payload64, signature);
 }
 
-absl::StatusOr<std::string> SignJws(const PrivateKey& key, const JwsHeaderFields& fields,
+absl::StatusOr<std::string> SignJws(const Signer& key, const JwsHeaderFields& fields,
                                     absl::string_view payload) {
   ASSIGN_OR_RETURN(nlohmann::json jws, SignJwsObject(key, fields, payload));
   return jws.dump();  // Only ASCII (base64url) strings: cannot throw.

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "crypto/keys.h"
+#include "crypto/signer.h"
 #include "nlohmann/json.hpp"
 
 namespace acmevault::crypto {
@@ -20,12 +21,12 @@ struct JwsHeaderFields {
   std::string kid;    // Account URL; when empty the public JWK is embedded instead.
 };
 
-// Signs `payload` (the exact bytes: "" for POST-as-GET) with `key`. Returns the JWS as a JSON
-// string ready to send.
-absl::StatusOr<std::string> SignJws(const PrivateKey& key, const JwsHeaderFields& fields,
+// Signs `payload` (the exact bytes: "" for POST-as-GET) with `key` (in memory or in a token).
+// Returns the JWS as a JSON string ready to send.
+absl::StatusOr<std::string> SignJws(const Signer& key, const JwsHeaderFields& fields,
                                     absl::string_view payload);
 // The same, as a JSON object (keyChange nests the inner JWS as the outer payload's object).
-absl::StatusOr<nlohmann::json> SignJwsObject(const PrivateKey& key, const JwsHeaderFields& fields,
+absl::StatusOr<nlohmann::json> SignJwsObject(const Signer& key, const JwsHeaderFields& fields,
                                              absl::string_view payload);
 
 // The External Account Binding JWS (RFC 8555 §7.3.4): HS256 under the CA-issued MAC key,

@@ -17,6 +17,9 @@ namespace {
 
 using internal::BioContents;
 using internal::BignumPtr;
+using internal::EcKeyPtr;
+using internal::EcPointPtr;
+using internal::RsaPtr;
 using internal::EcdsaSigPtr;
 using internal::EvpMdCtxPtr;
 using internal::EvpPkeyCtxPtr;
@@ -152,6 +155,8 @@ bool CryptoBackendIsBoringSsl() {
 #endif
 }
 
+KeyAlgorithm Signer::algorithm() const { return public_key().algorithm(); }
+
 // ---------------------------------------------------------------------------------------------
 // PublicKey
 
@@ -177,6 +182,49 @@ absl::StatusOr<PublicKey> PublicKey::Adopt(EVP_PKEY* raw) {
   EvpPkeyPtr key(raw);
   ASSIGN_OR_RETURN(KeyAlgorithm algorithm, AlgorithmOf(key.get()));
   return PublicKey(Share(key.release()), algorithm);
+}
+
+absl::StatusOr<PublicKey> PublicKey::FromEcPoint(KeyAlgorithm algorithm, absl::string_view point) {
+  if (!IsEc(algorithm)) return absl::InvalidArgumentError("not an EC key algorithm");
+  const int nid =
+      algorithm == KeyAlgorithm::kEcdsaP384 ? NID_secp384r1 : NID_X9_62_prime256v1;
+  EcKeyPtr ec(EC_KEY_new_by_curve_name(nid));
+  if (ec == nullptr) return LibraryError(absl::StatusCode::kInternal, "creating EC key");
+  const EC_GROUP* group = EC_KEY_get0_group(ec.get());
+  EcPointPtr p(EC_POINT_new(group));
+  if (p == nullptr ||
+      EC_POINT_oct2point(group, p.get(), reinterpret_cast<const uint8_t*>(point.data()),
+                         point.size(), nullptr) != 1 ||
+      EC_KEY_set_public_key(ec.get(), p.get()) != 1 || EC_KEY_check_key(ec.get()) != 1) {
+    return LibraryError(absl::StatusCode::kInvalidArgument, "EC point is not on the curve");
+  }
+  EvpPkeyPtr key(EVP_PKEY_new());
+  if (key == nullptr || EVP_PKEY_assign_EC_KEY(key.get(), ec.get()) != 1) {
+    return LibraryError(absl::StatusCode::kInternal, "wrapping EC key");
+  }
+  ec.release();  // Owned by key now.
+  return Adopt(key.release());
+}
+
+absl::StatusOr<PublicKey> PublicKey::FromRsa(absl::string_view modulus,
+                                             absl::string_view exponent) {
+  BignumPtr n(BN_bin2bn(reinterpret_cast<const uint8_t*>(modulus.data()),
+                        static_cast<int>(modulus.size()), nullptr));
+  BignumPtr e(BN_bin2bn(reinterpret_cast<const uint8_t*>(exponent.data()),
+                        static_cast<int>(exponent.size()), nullptr));
+  RsaPtr rsa(RSA_new());
+  if (n == nullptr || e == nullptr || rsa == nullptr ||
+      RSA_set0_key(rsa.get(), n.get(), e.get(), nullptr) != 1) {
+    return LibraryError(absl::StatusCode::kInternal, "building RSA key");
+  }
+  n.release();  // Owned by rsa now.
+  e.release();
+  EvpPkeyPtr key(EVP_PKEY_new());
+  if (key == nullptr || EVP_PKEY_assign_RSA(key.get(), rsa.get()) != 1) {
+    return LibraryError(absl::StatusCode::kInternal, "wrapping RSA key");
+  }
+  rsa.release();
+  return Adopt(key.release());
 }
 
 absl::string_view PublicKey::JwsAlgorithm() const {

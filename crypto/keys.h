@@ -13,6 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "crypto/secret.h"
+#include "crypto/signer.h"
 
 struct evp_pkey_st;  // EVP_PKEY in both OpenSSL and BoringSSL.
 
@@ -46,6 +47,13 @@ class PublicKey {
   // Takes ownership of `key` (crypto internals only). INVALID_ARGUMENT for key types the
   // service does not use; `key` is freed either way.
   static absl::StatusOr<PublicKey> Adopt(evp_pkey_st* key);
+  // An EC public key from its uncompressed point (0x04 || X || Y), as a PKCS#11 token reports
+  // it (CKA_EC_POINT, unwrapped from its DER OCTET STRING). INVALID_ARGUMENT if the point is not
+  // on the curve of `algorithm` (ES256 or ES384 keys only).
+  static absl::StatusOr<PublicKey> FromEcPoint(KeyAlgorithm algorithm, absl::string_view point);
+  // An RSA public key from its modulus and public exponent (unsigned big-endian), as a token
+  // reports them (CKA_MODULUS, CKA_PUBLIC_EXPONENT). INVALID_ARGUMENT outside 2048-8192 bits.
+  static absl::StatusOr<PublicKey> FromRsa(absl::string_view modulus, absl::string_view exponent);
 
   KeyAlgorithm algorithm() const { return algorithm_; }
   // "ES256", "ES384" or "RS256".
@@ -74,10 +82,10 @@ class PublicKey {
   KeyAlgorithm algorithm_;
 };
 
-// A private key. Thread-safe for concurrent Sign calls (OpenSSL and BoringSSL allow concurrent
-// use of one EVP_PKEY through separate contexts). Move-only; the key is freed, and its memory
-// cleared by the library, on destruction.
-class PrivateKey {
+// A private key in process memory: the in-memory Signer. Thread-safe for concurrent Sign calls
+// (OpenSSL and BoringSSL allow concurrent use of one EVP_PKEY through separate contexts).
+// Move-only; the key is freed, and its memory cleared by the library, on destruction.
+class PrivateKey : public Signer {
  public:
   // Generates a fresh key. RSA 4096 takes about a second on this machine class.
   static absl::StatusOr<PrivateKey> Generate(KeyAlgorithm algorithm);
@@ -93,7 +101,7 @@ class PrivateKey {
   PrivateKey& operator=(PrivateKey&&) = default;
 
   KeyAlgorithm algorithm() const { return public_key_.algorithm(); }
-  const PublicKey& public_key() const { return public_key_; }
+  const PublicKey& public_key() const override { return public_key_; }
 
   // PKCS#8 PrivateKeyInfo, PEM and DER, in buffers that are wiped when released.
   SecretBytes ToPkcs8Pem() const;
@@ -101,7 +109,7 @@ class PrivateKey {
 
   // Signs `data` with SHA-256 (P-256, RSA) or SHA-384 (P-384) and returns the JWS signature:
   // R||S, each left-padded to the curve size, for ECDSA; PKCS#1 v1.5 for RSA.
-  absl::StatusOr<std::string> Sign(absl::string_view data) const;
+  absl::StatusOr<std::string> Sign(absl::string_view data) const override;
 
   // Borrowed; valid while this PrivateKey lives. For crypto internals only.
   evp_pkey_st* raw() const { return public_key_.raw(); }

@@ -96,6 +96,7 @@ absl::StatusOr<std::unique_ptr<AccountManager>> AccountManager::Create(Options o
   RETURN_IF_ERROR(
       RequireCollaborators("AccountManager", {{"tenants", options.tenants},
                                               {"accounts", options.accounts},
+                                              {"keys", options.keys},
                                               {"authorizations", options.authorizations},
                                               {"certificates", options.certificates},
                                               {"audit", options.audit},
@@ -115,9 +116,9 @@ AccountManager::~AccountManager() { options_.engine->Stop(); }
 
 struct AccountManager::Current {
   storage::Account account;
-  std::optional<storage::UnsealedAccountKey> key;
+  std::optional<SigningKey> key;
   acme::AcmeClient* client = nullptr;
-  acme::AccountRef Ref() const { return {&key->private_key, account.account_url}; }
+  acme::AccountRef Ref() const { return {key->signer.get(), account.account_url}; }
 };
 
 absl::StatusOr<AccountView> AccountManager::View(const storage::Scope& scope,
@@ -156,8 +157,13 @@ absl::StatusOr<AccountManager::Current> AccountManager::FindValid(const storage:
 absl::StatusOr<AccountManager::Current> AccountManager::Load(const storage::Scope& scope) {
   ASSIGN_OR_RETURN(Current c, FindValid(scope));
   RETURN_IF_ERROR(ResolvePendingKey(scope, c, nullptr));
-  auto key = options_.accounts->GetActiveKey(scope, c.account.id, scope.actor.rpc);
-  if (key.ok()) c.key.emplace(*std::move(key));
+  auto key = options_.keys->Active(scope, c.account.id, scope.actor.rpc);
+  if (key.ok()) {
+    c.key.emplace(*std::move(key));
+  } else if (!absl::IsNotFound(key.status())) {
+    // A token that is away or a key object that is gone: say so, rather than "no usable key".
+    return key.status();
+  }
   return c;
 }
 
@@ -213,9 +219,11 @@ absl::StatusOr<AccountView> AccountManager::CreateAccount(const Caller& caller,
   storage::AccountId id;
   if (pending == nullptr) {
     crypto::KeyAlgorithm algorithm = spec.key_algorithm.value_or(tenant.spec.policy.key_algorithm);
-    ASSIGN_OR_RETURN(crypto::PrivateKey generated, crypto::PrivateKey::Generate(algorithm));
-    auto created = options_.accounts->CreateAccount(
-        scope, directory, generated, KeyInfo(generated.public_key()), storage::KeyState::kPending);
+    ASSIGN_OR_RETURN(NewAccountKey generated,
+                     options_.keys->Generate(tenant.spec.policy.key_storage, algorithm));
+    auto created = options_.accounts->CreateAccount(scope, directory, generated.material,
+                                                    generated.info, storage::KeyState::kPending);
+    if (!created.ok()) options_.keys->Discard(generated);
     // One pending or valid account per tenant and directory: another call made one just now.
     if (absl::IsAlreadyExists(created.status())) return CreationInProgress();
     RETURN_IF_ERROR(created.status());
@@ -233,11 +241,10 @@ absl::StatusOr<AccountView> AccountManager::CreateAccount(const Caller& caller,
     return absl::AlreadyExistsError(
         absl::StrCat("the tenant already has a valid account: ", account.account_url));
   }
-  ASSIGN_OR_RETURN(storage::UnsealedAccountKey key,
-                   options_.accounts->GetKey(scope, id, 1, "CreateAccount"));
+  ASSIGN_OR_RETURN(SigningKey key, options_.keys->Version(scope, id, 1, "CreateAccount"));
   ASSIGN_OR_RETURN(acme::AcmeClient * client, options_.clients->For(directory));
   auto acct =
-      client->NewAccount(key.private_key, {spec.contact, true, false, spec.eab_key_id, mac});
+      client->NewAccount(*key.signer, {spec.contact, true, false, spec.eab_key_id, mac});
   if (options_.metrics) options_.metrics->RecordAcme("newAccount", acct.status());
   RETURN_IF_ERROR(acct.status());
   RETURN_IF_ERROR(options_.accounts->RecordAccountUrl(scope, id, acct->url));
@@ -277,7 +284,7 @@ absl::StatusOr<std::optional<int>> AccountManager::PendingVersion(const storage:
 
 absl::StatusOr<AccountManager::Settled> AccountManager::SettleKeyChange(
     const storage::Scope& scope, const Current& current, const storage::KeyLease& lease,
-    const crypto::PrivateKey& candidate, int version, const absl::Status& changed) {
+    const crypto::Signer& candidate, int version, const absl::Status& changed) {
   const storage::AccountId id = current.account.id;
   if (!changed.ok()) {
     // Even a refusal may answer a resent copy of a request the CA applied: ask with the key.
@@ -318,9 +325,9 @@ absl::Status AccountManager::ResolvePendingKey(const storage::Scope& scope, cons
     if (!pending) return absl::OkStatus();
   }
   // Left by a keyChange whose outcome was unknown, or by a crash (docs/flows.md, Rollover).
-  ASSIGN_OR_RETURN(storage::UnsealedAccountKey candidate,
-                   options_.accounts->GetKey(scope, id, *pending, "rollover recovery"));
-  auto found = current.client->NewAccount(candidate.private_key, {.only_return_existing = true});
+  ASSIGN_OR_RETURN(SigningKey candidate,
+                   options_.keys->Version(scope, id, *pending, "rollover recovery"));
+  auto found = current.client->NewAccount(*candidate.signer, {.only_return_existing = true});
   if (found.ok()) {
     if (found->url != current.account.account_url) {
       return absl::InternalError(
@@ -339,7 +346,7 @@ absl::Status AccountManager::ResolvePendingKey(const storage::Scope& scope, cons
   // The CA does not know it (yet): send that keyChange again, and settle it as a rollover does.
   // Only a definite refusal discards the key; an earlier copy still on its way can no longer
   // be applied after this one was (the old key is then no longer the account's).
-  auto active = options_.accounts->GetActiveKey(scope, id, "rollover recovery");
+  auto active = options_.keys->Active(scope, id, "rollover recovery");
   if (absl::IsNotFound(active.status())) {
     return absl::FailedPreconditionError(
         absl::StrCat("pending key version ", *pending,
@@ -348,9 +355,9 @@ absl::Status AccountManager::ResolvePendingKey(const storage::Scope& scope, cons
   }
   RETURN_IF_ERROR(active.status());
   absl::Status changed = current.client->KeyChange(
-      {&active->private_key, current.account.account_url}, candidate.private_key);
+      {active->signer.get(), current.account.account_url}, *candidate.signer);
   if (options_.metrics) options_.metrics->RecordAcme("keyChange", changed);
-  ASSIGN_OR_RETURN(Settled settled, SettleKeyChange(scope, current, *held, candidate.private_key,
+  ASSIGN_OR_RETURN(Settled settled, SettleKeyChange(scope, current, *held, *candidate.signer,
                                                     *pending, changed));
   switch (settled) {
     case Settled::kPromoted:
@@ -395,6 +402,29 @@ absl::Status AccountManager::ResolvePendingKeys(const storage::Actor& actor) {
     page.page_token = tenants.next_page_token;
   }
   return first;
+}
+
+absl::StatusOr<int> AccountManager::DestroyRetiredTokenKeys(const storage::Actor& actor) {
+  absl::Status first;
+  int destroyed = 0;
+  storage::PageRequest page{"", 1000};
+  for (int pages = 0; pages < 10000; ++pages) {
+    ASSIGN_OR_RETURN(auto tenants, options_.tenants->ListTenants(page));
+    for (const storage::Tenant& t : tenants.items) {
+      auto n = options_.keys->DestroyRetiredKeys(storage::Scope{t.id, actor});
+      if (n.ok()) {
+        destroyed += *n;
+        continue;
+      }
+      Log(LogLevel::kWarning, "retired token keys left in the token for now",
+          {{"tenant", t.spec.name}, {"error", SummarizeFailure(n.status())}});
+      first.Update(n.status());
+    }
+    if (tenants.next_page_token.empty()) break;
+    page.page_token = tenants.next_page_token;
+  }
+  if (!first.ok()) return first;
+  return destroyed;
 }
 
 absl::StatusOr<bool> AccountManager::ClosedAtCa(const storage::Scope& scope, const Current& current,
@@ -449,38 +479,43 @@ absl::StatusOr<RolloverResult> AccountManager::RolloverScoped(
   absl::Cleanup release = [&] { GiveBack(scope, lease); };
   RETURN_IF_ERROR(ResolvePendingKey(scope, current, &lease));
   // Read under the lease: an earlier holder may have rolled it over.
-  ASSIGN_OR_RETURN(storage::UnsealedAccountKey active,
-                   options_.accounts->GetActiveKey(scope, current.account.id, "rollover"));
+  ASSIGN_OR_RETURN(SigningKey active,
+                   options_.keys->Active(scope, current.account.id, "rollover"));
   current.key.emplace(std::move(active));
   const int old_version = current.key->info.version;
   ASSIGN_OR_RETURN(storage::Tenant tenant, options_.tenants->GetTenant(scope));
-  ASSIGN_OR_RETURN(crypto::PrivateKey new_key,
-                   crypto::PrivateKey::Generate(algorithm.value_or(tenant.spec.policy.key_algorithm)));
+  // Made where the tenant's policy says now (a tenant moved to PKCS11 moves at its next key).
+  ASSIGN_OR_RETURN(NewAccountKey new_key,
+                   options_.keys->Generate(tenant.spec.policy.key_storage,
+                                           algorithm.value_or(tenant.spec.policy.key_algorithm)));
   if (options_.clock->Now() + options_.key_change_time > deadline) {
+    options_.keys->Discard(new_key);
     return absl::DeadlineExceededError(
         "too little of the call's deadline was left to send keyChange; nothing was changed");
   }
   // RFC 8555 §7.3.5 (docs/flows.md, Rollover): stored before the CA hears of it.
-  ASSIGN_OR_RETURN(
-      storage::AccountKey pending,
-      options_.accounts->AddPendingKey(scope, lease, new_key, KeyInfo(new_key.public_key())));
+  auto pending = options_.accounts->AddPendingKey(scope, lease, new_key.material, new_key.info);
+  if (!pending.ok()) {
+    options_.keys->Discard(new_key);
+    return pending.status();
+  }
   // From here on the outcome is recorded whatever happens (promoted, discarded on a definite
   // refusal, or left pending for ResolvePendingKey); the caller's deadline no longer applies.
-  absl::Status changed = current.client->KeyChange(current.Ref(), new_key);
+  absl::Status changed = current.client->KeyChange(current.Ref(), *new_key.signer);
   if (options_.metrics) options_.metrics->RecordAcme("keyChange", changed);
-  ASSIGN_OR_RETURN(Settled settled,
-                   SettleKeyChange(scope, current, lease, new_key, pending.version, changed));
+  ASSIGN_OR_RETURN(Settled settled, SettleKeyChange(scope, current, lease, *new_key.signer,
+                                                    pending->version, changed));
   if (settled == Settled::kDiscarded) {
     ASSIGN_OR_RETURN(bool closed, ClosedAtCa(scope, current, changed));
     return closed ? AccountClosedAtCa() : changed;
   }
-  if (settled == Settled::kPending) return StillPending(pending.version, changed);
+  if (settled == Settled::kPending) return StillPending(pending->version, changed);
   if (mark_old_compromised) {
     // Every earlier version: a recovery on the way may already have retired the leaked key.
     ASSIGN_OR_RETURN(std::vector<storage::AccountKey> keys,
                      options_.accounts->ListKeys(scope, current.account.id));
     for (const auto& k : keys) {
-      if (k.version < pending.version && k.state != storage::KeyState::kCompromised) {
+      if (k.version < pending->version && k.state != storage::KeyState::kCompromised) {
         RETURN_IF_ERROR(options_.accounts->MarkKeyCompromised(scope, lease, k.version));
       }
     }

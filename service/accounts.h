@@ -39,6 +39,7 @@
 #include "common/clock.h"
 #include "crypto/keys.h"
 #include "crypto/revocation_reason.h"
+#include "service/account_keys.h"
 #include "service/auth.h"
 #include "service/issuer.h"
 #include "service/metrics.h"
@@ -93,6 +94,7 @@ class AccountManager {
     // Borrowed; required.
     storage::TenantStore* tenants = nullptr;
     storage::AccountStore* accounts = nullptr;
+    AccountKeys* keys = nullptr;  // Makes and opens account keys (vault or token).
     storage::AuthorizationStore* authorizations = nullptr;
     storage::CertificateStore* certificates = nullptr;
     storage::AuditLog* audit = nullptr;
@@ -148,6 +150,10 @@ class AccountManager {
   // Resolves every tenant's pending account key (acmevaultd calls it at start-up). Tries them
   // all; the first error, if any, is returned and each is logged.
   absl::Status ResolvePendingKeys(const storage::Actor& actor);
+  // Destroys in the token every tenant's retired and compromised token keys whose grace has
+  // passed (AccountKeys::DestroyRetiredKeys); acmevaultd calls it periodically. Returns how many
+  // went; a tenant's error is logged and the first returned once all were tried.
+  absl::StatusOr<int> DestroyRetiredTokenKeys(const storage::Actor& actor);
   // `confirm_account_url` must equal the account URL. OK, and recorded, also when the CA answers
   // that the account is unusable and then reports it deactivated (see the class comment): an
   // earlier deactivation whose answer was lost.
@@ -253,7 +259,7 @@ class AccountManager {
   // "RolloverPending").
   absl::StatusOr<Settled> SettleKeyChange(const storage::Scope& scope, const Current& current,
                                           const storage::KeyLease& lease,
-                                          const crypto::PrivateKey& candidate, int version,
+                                          const crypto::Signer& candidate, int version,
                                           const absl::Status& changed);
   // UNAVAILABLE: keyChange to key `version` answered `changed`, which settled nothing.
   static absl::Status StillPending(int version, const absl::Status& changed);

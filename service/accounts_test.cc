@@ -8,6 +8,8 @@
 #include "acme/testing/scripted_server.h"
 #include "crypto/jwk.h"
 #include "crypto/jws.h"
+#include "crypto/pkcs11.h"
+#include "crypto/testing/softhsm.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/testing/fixture.h"
@@ -91,8 +93,11 @@ class AccountsTest : public ::testing::Test {
                                                          .notices = &replica_->notices(),
                                                          .clock = &fx_.clock()});
     options.accounts = &accounts;
+    over_keys_.push_back(*AccountKeys::Create({.accounts = &accounts, .clock = &fx_.clock()}));
+    options.keys = over_keys_.back().get();
     return *AccountManager::Create(options);
   }
+  std::vector<std::unique_ptr<AccountKeys>> over_keys_;
 
   // Key states by version, e.g. {retired, active}.
   std::vector<KeyState> States(storage::AccountId id) {
@@ -273,6 +278,68 @@ class KeyedCa {
   std::string staged_ ABSL_GUARDED_BY(mu_);
   int applied_ ABSL_GUARDED_BY(mu_) = 0;
 };
+
+// A tenant whose policy says PKCS11: every account key is made in the token, the store keeps
+// object ids only, and create, rollover and the compromise response all sign with token keys
+// (the CA sees JWS that verify with the JWK it was given).
+TEST_F(AccountsTest, TokenTenantKeepsEveryAccountKeyInTheToken) {
+  crypto::Pkcs11Token* token = crypto::testing::SharedTestToken();
+  ASSERT_NE(token, nullptr);
+  const storage::Scope scope = fx_.AdminScope(tenant_);
+  auto tenant = fx_.store().GetTenant(scope);
+  ASSERT_TRUE(tenant.ok());
+  storage::TenantSpec spec = tenant->spec;
+  spec.policy.key_storage = storage::KeyStorage::kPkcs11;
+  ASSERT_TRUE(fx_.store().UpdateTenant(scope, spec).ok());
+  auto keys = *AccountKeys::Create(
+      {.accounts = &fx_.store(), .token = token, .clock = &fx_.clock()});
+  auto options_with_token = fx_.WithStore(AccountManager::Options{
+      .clients = clients_.get(), .issuer = issuer_.get(), .clock = &fx_.clock()});
+  options_with_token.keys = keys.get();
+  auto manager = *AccountManager::Create(options_with_token);
+
+  KeyedCa keyed(ca_);
+  auto created = manager->CreateAccount(admin_, {{}, true});
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_THAT(created->active_key.token_object, ::testing::StartsWith("acmevault-"));
+  EXPECT_EQ(created->active_key.kek_id, "");
+  EXPECT_EQ(created->active_key.public_key.thumbprint, keyed.current());
+
+  auto rolled = manager->Rollover(admin_, std::nullopt, "scheduled");
+  ASSERT_TRUE(rolled.ok()) << rolled.status();
+  EXPECT_EQ(rolled->account.active_key.public_key.thumbprint, keyed.current());
+  EXPECT_NE(rolled->account.active_key.token_object, created->active_key.token_object);
+
+  auto report = manager->RespondToCompromise(admin_, /*deactivate_account=*/false, std::nullopt);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->account.active_key.public_key.thumbprint, keyed.current());
+  auto stored = fx_.store().ListKeys(scope, created->account.id);
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->size(), 3u);
+  for (const auto& k : *stored) EXPECT_FALSE(k.token_object.empty()) << k.version;
+  EXPECT_EQ((*stored)[0].state, KeyState::kCompromised);
+  EXPECT_EQ((*stored)[1].state, KeyState::kCompromised);
+  // Every JWS that names its key (newAccount, and keyChange's inner JWS by the new key)
+  // verifies with it: the token's signatures are what the CA checks.
+  int verified = 0;
+  for (const Call& c : ca_.calls()) {
+    if (!c.jws) continue;
+    std::vector<crypto::ParsedJws> signed_with_jwk = {*c.jws};
+    if (c.path == "/key-change") {
+      auto inner = crypto::ParseJws(c.jws->payload);
+      ASSERT_TRUE(inner.ok());
+      signed_with_jwk.push_back(*inner);
+    }
+    for (const auto& jws : signed_with_jwk) {
+      if (!jws.header.contains("jwk")) continue;
+      auto key = crypto::PublicKeyFromJwk(jws.header["jwk"]);
+      ASSERT_TRUE(key.ok());
+      EXPECT_TRUE(crypto::VerifyJws(jws, *key).ok()) << c.path;
+      ++verified;
+    }
+  }
+  EXPECT_GE(verified, 3);
+}
 
 TEST_F(AccountsTest, APendingKeyLeftByACrashIsSettledWithTheCaBeforeTheNextRollover) {
   KeyedCa keyed(ca_);
@@ -568,7 +635,7 @@ class GatedAccounts : public storage::AccountStore {
 
   absl::StatusOr<storage::Account> CreateAccount(const storage::Scope& scope,
                                                  absl::string_view directory_url,
-                                                 const crypto::PrivateKey& key,
+                                                 const storage::AccountKeyMaterial& key,
                                                  const storage::PublicKeyInfo& public_key,
                                                  storage::KeyState initial_state) override {
     return Gate("CreateAccount", [&] {
@@ -601,7 +668,7 @@ class GatedAccounts : public storage::AccountStore {
   }
   absl::StatusOr<storage::AccountKey> AddPendingKey(const storage::Scope& scope,
                                                     const storage::KeyLease& lease,
-                                                    const crypto::PrivateKey& key,
+                                                    const storage::AccountKeyMaterial& key,
                                                     const storage::PublicKeyInfo& info) override {
     return Gate("AddPendingKey", [&] { return s_.AddPendingKey(scope, lease, key, info); });
   }
@@ -630,6 +697,10 @@ class GatedAccounts : public storage::AccountStore {
   absl::StatusOr<std::vector<storage::AccountKey>> ListKeys(const storage::Scope& scope,
                                                             storage::AccountId account) override {
     return Gate("ListKeys", [&] { return s_.ListKeys(scope, account); });
+  }
+  absl::Status MarkKeyDestroyed(const storage::Scope& scope, storage::AccountId account,
+                                int version) override {
+    return Gate("MarkKeyDestroyed", [&] { return s_.MarkKeyDestroyed(scope, account, version); });
   }
 
  private:

@@ -49,10 +49,6 @@ absl::StatusOr<crypto::PublicKey> LeafKey(const storage::Certificate& cert) {
 
 }  // namespace
 
-storage::PublicKeyInfo KeyInfo(const crypto::PublicKey& key) {
-  return {crypto::PublicJwk(key).dump(), crypto::Thumbprint(key)};
-}
-
 absl::StatusOr<absl::Time> IssueWaitUntil(const IssueRequest& request, absl::Time now,
                                           absl::Duration default_wait) {
   if (request.max_wait < absl::ZeroDuration()) {

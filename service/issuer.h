@@ -28,6 +28,7 @@
 #include "crypto/keys.h"
 #include "crypto/secret.h"
 #include "crypto/x509.h"
+#include "service/account_keys.h"
 #include "service/auth.h"
 #include "service/engine.h"
 #include "service/job_notices.h"
@@ -242,9 +243,6 @@ class Issuer {
   // another replica answers with HTTP-01, or DNS-01 for a wildcard).
   std::map<storage::OrderId, ChallengePreference> preferences_ ABSL_GUARDED_BY(mu_);
 };
-
-// Public facts the store keeps about a key: its JWK and RFC 7638 thumbprint.
-storage::PublicKeyInfo KeyInfo(const crypto::PublicKey& key);
 
 }  // namespace acmevault::service
 

@@ -16,6 +16,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -23,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/match.h"
@@ -33,6 +35,9 @@
 #include "absl/time/clock.h"
 #include "acmevault/v1/config.pb.h"
 #include "common/status_macros.h"
+#include "crypto/pkcs11.h"
+#include "crypto/secret.h"
+#include "service/account_keys.h"
 #include "service/accounts.h"
 #include "service/admin.h"
 #include "service/auth.h"
@@ -58,6 +63,7 @@ ABSL_FLAG(std::string, config, "", "ServerConfig text proto");
 ABSL_FLAG(std::string, ready_file, "",
           "Written once serving: JSON with the bound ports (for scripts and tests)");
 ABSL_FLAG(std::string, tenant, "", "audit-verify: the tenant whose chain to verify");
+ABSL_FLAG(std::string, label, "", "token-kek: the label of the AES key to make in the token");
 
 namespace acmevault {
 namespace {
@@ -100,11 +106,44 @@ absl::StatusOr<std::string> Secret(const std::string& env, const std::string& fi
   return absl::FailedPreconditionError(absl::StrCat(what, ": no environment variable or file"));
 }
 
-absl::StatusOr<storage::KekSet> LoadKeks(const v1::ServerConfig& config) {
+// The configured PKCS#11 token, or null when there is none. Its PIN comes from a file or an
+// environment variable, which is wiped and unset once read.
+absl::StatusOr<std::unique_ptr<crypto::Pkcs11Token>> OpenToken(const v1::ServerConfig& config) {
+  const auto& p = config.pkcs11();
+  if (p.module_path().empty()) return nullptr;
+  crypto::Pkcs11Options options;
+  options.module_path = p.module_path();
+  options.token_label = p.token_label();
+  if (p.has_slot_id()) options.slot_id = p.slot_id();
+  options.session_pool_size = p.session_pool_size() > 0 ? p.session_pool_size() : 8;
+  if (!p.pin_env().empty()) {
+    char* pin = std::getenv(p.pin_env().c_str());
+    if (pin == nullptr || *pin == '\0') {
+      return absl::FailedPreconditionError(absl::StrCat("PKCS#11 PIN: $", p.pin_env(), " is not set"));
+    }
+    options.pin = crypto::SecretBytes(std::string(pin));
+    crypto::SecureWipe(pin, std::strlen(pin));
+    unsetenv(p.pin_env().c_str());
+  } else {
+    ASSIGN_OR_RETURN(std::string pin, Secret("", p.pin_file(), "PKCS#11 PIN"));
+    options.pin = crypto::SecretBytes(std::move(pin));
+  }
+  ASSIGN_OR_RETURN(auto token, crypto::Pkcs11Token::Open(std::move(options)));
+  Log(LogLevel::kInfo, "PKCS#11 token open", {{"token", token->name()}});
+  return token;
+}
+
+// `token` (may be null) resolves "token:LABEL" entries; it must outlive the set.
+absl::StatusOr<storage::KekSet> LoadKeks(const v1::ServerConfig& config,
+                                         crypto::Pkcs11Token* token) {
+  storage::TokenKekLoader loader;
+  if (token != nullptr) {
+    loader = [token](absl::string_view label) { return token->LoadAesKey(label); };
+  }
   const auto& k = config.key_encryption();
-  if (!k.kek_file().empty()) return storage::KekSet::FromFile(k.kek_file());
-  if (!k.kek_env().empty()) return storage::KekSet::FromVariable(k.kek_env());
-  return storage::KekSet::FromEnvironment();
+  if (!k.kek_file().empty()) return storage::KekSet::FromFile(k.kek_file(), loader);
+  if (!k.kek_env().empty()) return storage::KekSet::FromVariable(k.kek_env(), loader);
+  return storage::KekSet::FromEnvironment(loader);
 }
 
 absl::StatusOr<std::unique_ptr<storage::PostgresStore>> OpenStore(const v1::ServerConfig& config,
@@ -199,8 +238,10 @@ absl::Status Serve() {
   if (config.grpc_listen_address().empty()) {
     return absl::InvalidArgumentError("grpc_listen_address: required");
   }
+  // Opened first and destroyed last: KEKs and account keys in it borrow it.
+  ASSIGN_OR_RETURN(std::unique_ptr<crypto::Pkcs11Token> token, OpenToken(config));
   // No key-encryption key, no service: acmevault is never a plaintext store.
-  ASSIGN_OR_RETURN(storage::KekSet keks, LoadKeks(config));
+  ASSIGN_OR_RETURN(storage::KekSet keks, LoadKeks(config, token.get()));
   ASSIGN_OR_RETURN(std::unique_ptr<storage::PostgresStore> store,
                    OpenStore(config, std::move(keks)));
   service::Metrics metrics;
@@ -244,6 +285,14 @@ absl::Status Serve() {
     Log(LogLevel::kInfo, "no dns01 configuration: wildcard and DNS-01 orders will fail");
   }
 
+  const auto& p11 = config.pkcs11();
+  ASSIGN_OR_RETURN(auto keys, service::AccountKeys::Create(
+                                  {.accounts = s,
+                                   .token = token.get(),
+                                   .destroy_grace = p11.retired_key_grace_seconds() > 0
+                                                        ? absl::Seconds(p11.retired_key_grace_seconds())
+                                                        : absl::Hours(24)}));
+
   const std::string replica = ReplicaId(config);
   // The work engine runs every order step (and the playbook's revocations) on a fixed pool of
   // threads; callers here are woken by job notices from any replica.
@@ -259,6 +308,7 @@ absl::Status Serve() {
                    service::OrderRunner::Create({.tenants = s,
                                                  .orders = s,
                                                  .accounts = s,
+                                                 .keys = keys.get(),
                                                  .authorizations = s,
                                                  .challenges = s,
                                                  .jobs = s,
@@ -284,6 +334,7 @@ absl::Status Serve() {
                                                          .lease_duration = lease}));
   ASSIGN_OR_RETURN(auto accounts, service::AccountManager::Create({.tenants = s,
                                                                    .accounts = s,
+                                                                   .keys = keys.get(),
                                                                    .authorizations = s,
                                                                    .certificates = s,
                                                                    .audit = s,
@@ -399,6 +450,28 @@ absl::Status Serve() {
   // Orders (and other jobs) whose replica died are claimed here once their leases expire.
   RETURN_IF_ERROR(engine->Start());
 
+  // Retired and compromised token keys leave the token once their grace has passed.
+  absl::Notification stop_sweeps;
+  std::thread sweeper;
+  if (token != nullptr) {
+    const absl::Duration every = p11.retired_key_sweep_seconds() > 0
+                                     ? absl::Seconds(p11.retired_key_sweep_seconds())
+                                     : absl::Hours(1);
+    sweeper = std::thread([&accounts, &stop_sweeps, every] {
+      do {
+        auto destroyed = accounts->DestroyRetiredTokenKeys({"acmevaultd", "token key sweep"});
+        if (destroyed.ok() && *destroyed > 0) {
+          Log(LogLevel::kInfo, "retired token keys destroyed",
+              {{"count", absl::StrCat(*destroyed)}});
+        }
+      } while (!stop_sweeps.WaitForNotificationWithTimeout(every));
+    });
+  }
+  absl::Cleanup stop_sweeper = [&] {
+    stop_sweeps.Notify();
+    if (sweeper.joinable()) sweeper.join();
+  };
+
   signal(SIGINT, OnSignal);
   signal(SIGTERM, OnSignal);
   while (!shutdown_requested) absl::SleepFor(absl::Milliseconds(100));
@@ -423,7 +496,8 @@ absl::Status MigrateCommand() {
 
 absl::Status RewrapCommand() {
   ASSIGN_OR_RETURN(v1::ServerConfig config, LoadConfig());
-  ASSIGN_OR_RETURN(storage::KekSet keks, LoadKeks(config));
+  ASSIGN_OR_RETURN(std::unique_ptr<crypto::Pkcs11Token> token, OpenToken(config));
+  ASSIGN_OR_RETURN(storage::KekSet keks, LoadKeks(config, token.get()));
   ASSIGN_OR_RETURN(auto store, OpenStore(config, std::move(keks)));
   int64_t total = 0;
   for (int batch = 0; batch < 1000000; ++batch) {
@@ -435,9 +509,23 @@ absl::Status RewrapCommand() {
   return absl::DeadlineExceededError("rewrap did not finish");
 }
 
+// Makes the AES key-encryption key --label in the configured token (for a "token:LABEL" entry).
+absl::Status TokenKekCommand() {
+  ASSIGN_OR_RETURN(v1::ServerConfig config, LoadConfig());
+  ASSIGN_OR_RETURN(std::unique_ptr<crypto::Pkcs11Token> token, OpenToken(config));
+  if (token == nullptr) return absl::FailedPreconditionError("the config has no pkcs11 token");
+  std::string label = absl::GetFlag(FLAGS_label);
+  if (label.empty()) return absl::InvalidArgumentError("--label is required");
+  RETURN_IF_ERROR(token->GenerateAesKey(label));
+  std::printf("AES key \"%s\" made in %s; add \"token:%s\" to the KEK file\n", label.c_str(),
+              token->name().c_str(), label.c_str());
+  return absl::OkStatus();
+}
+
 absl::Status AuditVerifyCommand() {
   ASSIGN_OR_RETURN(v1::ServerConfig config, LoadConfig());
-  ASSIGN_OR_RETURN(storage::KekSet keks, LoadKeks(config));
+  ASSIGN_OR_RETURN(std::unique_ptr<crypto::Pkcs11Token> token, OpenToken(config));
+  ASSIGN_OR_RETURN(storage::KekSet keks, LoadKeks(config, token.get()));
   ASSIGN_OR_RETURN(auto store, OpenStore(config, std::move(keks)));
   std::string name = absl::GetFlag(FLAGS_tenant);
   if (name.empty()) return absl::InvalidArgumentError("--tenant is required");
@@ -467,12 +555,15 @@ int main(int argc, char** argv) {
     status = acmevault::RewrapCommand();
   } else if (command == "audit-verify") {
     status = acmevault::AuditVerifyCommand();
+  } else if (command == "token-kek") {
+    status = acmevault::TokenKekCommand();
   } else {
     std::fprintf(stderr,
                  "usage: acmevaultd serve --config=FILE [--ready_file=FILE]\n"
                  "       acmevaultd migrate            ($ACMEVAULT_DB_OWNER_URL)\n"
                  "       acmevaultd rewrap --config=FILE\n"
-                 "       acmevaultd audit-verify --config=FILE --tenant=NAME\n");
+                 "       acmevaultd audit-verify --config=FILE --tenant=NAME\n"
+                 "       acmevaultd token-kek --config=FILE --label=LABEL\n");
     return 2;
   }
   if (!status.ok()) {

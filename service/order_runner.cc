@@ -80,6 +80,7 @@ absl::StatusOr<std::unique_ptr<OrderRunner>> OrderRunner::Create(Options options
   RETURN_IF_ERROR(RequireCollaborators("OrderRunner", {{"tenants", options.tenants},
                                                        {"orders", options.orders},
                                                        {"accounts", options.accounts},
+                                                       {"keys", options.keys},
                                                        {"authorizations", options.authorizations},
                                                        {"challenges", options.challenges},
                                                        {"jobs", options.jobs},
@@ -107,7 +108,7 @@ struct OrderRunner::Context {
   const OrderJob* job = nullptr;
   storage::Order order;
   storage::Account account;
-  std::optional<storage::UnsealedAccountKey> key;
+  std::optional<SigningKey> key;
   acme::AcmeClient* client = nullptr;
   acme::AccountRef ref;
   ChallengePreference challenge = ChallengePreference::kHttp01;
@@ -157,7 +158,7 @@ absl::Status OrderRunner::AnswerAuthorizations(Context& ctx, const acme::Order& 
       return absl::FailedPreconditionError(
           absl::StrCat("the ", ch->type, " challenge for ", identifier, " is ", ch->status));
     }
-    std::string key_auth = crypto::KeyAuthorization(ch->token, ctx.key->private_key.public_key());
+    std::string key_auth = crypto::KeyAuthorization(ch->token, ctx.key->signer->public_key());
     if (dns) {
       if (options_.dns01 == nullptr) {
         return absl::FailedPreconditionError(absl::StrCat(
@@ -400,12 +401,11 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
     return fail(absl::FailedPreconditionError(absl::StrCat(
         "the tenant's ACME account is ", storage::AccountStatusName(ctx.account.status))));
   }
-  auto key =
-      options_.accounts->GetActiveKey(scope, ctx.account.id, absl::StrCat("order ", ctx.order.id));
+  auto key = options_.keys->Active(scope, ctx.account.id, absl::StrCat("order ", ctx.order.id));
   if (!key.ok()) return fail(key.status());
   ctx.key.emplace(*std::move(key));
   ASSIGN_OR_RETURN(ctx.client, options_.clients->For(ctx.account.directory_url));
-  ctx.ref = {&ctx.key->private_key, ctx.account.account_url};
+  ctx.ref = {ctx.key->signer.get(), ctx.account.account_url};
 
   std::optional<Answers> answered = Recall(ctx.order);
   if (ctx.order.acme_url.empty()) {

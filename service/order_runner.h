@@ -27,6 +27,7 @@
 #include "acme/http.h"
 #include "common/clock.h"
 #include "crypto/keys.h"
+#include "service/account_keys.h"
 #include "service/metrics.h"
 #include "storage/store.h"
 
@@ -103,6 +104,7 @@ class OrderRunner {
     storage::TenantStore* tenants = nullptr;
     storage::OrderStore* orders = nullptr;
     storage::AccountStore* accounts = nullptr;
+    AccountKeys* keys = nullptr;  // Signs with the account's active key (vault or token).
     storage::AuthorizationStore* authorizations = nullptr;
     storage::ChallengeStore* challenges = nullptr;  // HTTP-01 answers for the responder.
     storage::JobStore* jobs = nullptr;              // Proves the job lease before finalize.

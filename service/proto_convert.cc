@@ -47,6 +47,8 @@ absl::StatusOr<storage::TenantSpec> SpecFromProto(const Request& r) {
       p.deactivate_authorizations_after_issuance();
   if (p.has_renewal_window()) spec.policy.renewal_window = DurationFromProto(p.renewal_window());
   spec.policy.ephemeral_accounts = p.ephemeral_accounts();
+  ASSIGN_OR_RETURN(spec.policy.key_storage,
+                   KeyStorageFromProto(p.key_storage(), "policy.key_storage"));
   return spec;
 }
 
@@ -77,6 +79,23 @@ absl::StatusOr<std::optional<crypto::KeyAlgorithm>> KeyAlgorithmFromProto(v1::Ke
     default:
       return Undefined(field, value, "KeyAlgorithm");
   }
+}
+
+absl::StatusOr<storage::KeyStorage> KeyStorageFromProto(v1::KeyStorage value,
+                                                        absl::string_view field) {
+  switch (value) {
+    case v1::KEY_STORAGE_UNSPECIFIED:
+    case v1::KEY_STORAGE_VAULT:
+      return storage::KeyStorage::kVault;
+    case v1::KEY_STORAGE_PKCS11:
+      return storage::KeyStorage::kPkcs11;
+    default:
+      return Undefined(field, value, "KeyStorage");
+  }
+}
+
+v1::KeyStorage KeyStorageToProto(storage::KeyStorage storage) {
+  return storage == storage::KeyStorage::kPkcs11 ? v1::KEY_STORAGE_PKCS11 : v1::KEY_STORAGE_VAULT;
 }
 
 v1::KeyAlgorithm KeyAlgorithmToProto(crypto::KeyAlgorithm algorithm) {
@@ -374,6 +393,9 @@ void ToProto(const AccountView& view, absl::Time now, v1::Account* out) {
   out->set_key_version(view.active_key.version);
   out->set_key_algorithm(KeyAlgorithmToProto(view.active_key.algorithm));
   out->set_key_thumbprint(view.active_key.public_key.thumbprint);
+  out->set_key_storage(view.active_key.token_object.empty() ? v1::KEY_STORAGE_VAULT
+                                                            : v1::KEY_STORAGE_PKCS11);
+  out->set_key_token_object(view.active_key.token_object);
   const absl::Time key_time = view.active_key.activated_at.value_or(view.active_key.created_at);
   TimeToProto(key_time, out->mutable_key_created_at());
   DurationToProto(now - key_time, out->mutable_key_age());
@@ -420,6 +442,7 @@ void ToProto(const storage::Tenant& tenant, v1::Tenant* out) {
       tenant.spec.policy.deactivate_authorizations_after_issuance);
   DurationToProto(tenant.spec.policy.renewal_window, policy->mutable_renewal_window());
   policy->set_ephemeral_accounts(tenant.spec.policy.ephemeral_accounts);
+  policy->set_key_storage(KeyStorageToProto(tenant.spec.policy.key_storage));
   TimeToProto(tenant.created_at, out->mutable_created_at());
 }
 

@@ -48,6 +48,10 @@ absl::Status CheckCount(absl::string_view field, int size, int max);
 absl::StatusOr<std::optional<crypto::KeyAlgorithm>> KeyAlgorithmFromProto(v1::KeyAlgorithm value,
                                                                           absl::string_view field);
 v1::KeyAlgorithm KeyAlgorithmToProto(crypto::KeyAlgorithm algorithm);
+// UNSPECIFIED is VAULT; INVALID_ARGUMENT naming `field` for a value the API does not define.
+absl::StatusOr<storage::KeyStorage> KeyStorageFromProto(v1::KeyStorage value,
+                                                        absl::string_view field);
+v1::KeyStorage KeyStorageToProto(storage::KeyStorage storage);
 // UNSPECIFIED: HTTP-01 (wildcards use DNS-01 regardless).
 absl::StatusOr<ChallengePreference> ChallengeFromProto(v1::ChallengeType value,
                                                        absl::string_view field);

@@ -49,22 +49,22 @@ absl::StatusOr<SealedKey> Envelope::Seal(absl::string_view plaintext,
   ASSIGN_OR_RETURN(out.sealed_private_key,
                    crypto::Seal(data_key.view(), plaintext, SealAad(context)));
   ASSIGN_OR_RETURN(out.wrapped_data_key,
-                   crypto::Seal(keks_.Find(out.kek_id)->view(), data_key.view(),
-                                WrapAad(out.kek_id, context)));
+                   keks_.Find(out.kek_id)->Wrap(data_key.view(), WrapAad(out.kek_id, context)));
   return out;
 }
 
 absl::StatusOr<crypto::SecretBytes> Envelope::UnwrapDataKey(const SealedKey& sealed,
                                                             absl::string_view context) const {
-  const crypto::SecretBytes* kek = keks_.Find(sealed.kek_id);
+  const crypto::KeyEncryptionKey* kek = keks_.Find(sealed.kek_id);
   if (kek == nullptr) {
     return absl::FailedPreconditionError(
         absl::StrCat("sealed key of ", context, " is wrapped under key-encryption key \"",
                      sealed.kek_id, "\", which is not configured"));
   }
-  auto data_key = crypto::Open(kek->view(), sealed.wrapped_data_key,
-                               WrapAad(sealed.kek_id, context));
-  if (!data_key.ok()) return NotAuthentic(context);
+  auto data_key = kek->Unwrap(sealed.wrapped_data_key, WrapAad(sealed.kek_id, context));
+  // A token KEK that is away (UNAVAILABLE) or gone (FAILED_PRECONDITION) says so; only a
+  // refusal of the bytes is DATA_LOSS.
+  if (absl::IsInvalidArgument(data_key.status())) return NotAuthentic(context);
   return data_key;
 }
 
@@ -84,8 +84,7 @@ absl::StatusOr<SealedKey> Envelope::Rewrap(const SealedKey& sealed,
   out.kek_id = keks_.current_id();
   out.sealed_private_key = sealed.sealed_private_key;
   ASSIGN_OR_RETURN(out.wrapped_data_key,
-                   crypto::Seal(keks_.Find(out.kek_id)->view(), data_key.view(),
-                                WrapAad(out.kek_id, context)));
+                   keks_.Find(out.kek_id)->Wrap(data_key.view(), WrapAad(out.kek_id, context)));
   return out;
 }
 

@@ -3,6 +3,8 @@
 #include <string>
 
 #include "absl/strings/escaping.h"
+#include "crypto/pkcs11.h"
+#include "crypto/testing/softhsm.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -11,8 +13,14 @@ namespace {
 
 using ::testing::HasSubstr;
 
+crypto::Pkcs11Token* Token() { return crypto::testing::SharedTestToken(); }
+
 Envelope Make(const std::string& text) {
-  auto keks = KekSet::Parse(text);
+  auto keks = KekSet::Parse(text, [](absl::string_view label) {
+    if (Token() == nullptr) return absl::StatusOr<std::unique_ptr<crypto::KeyEncryptionKey>>(
+                                absl::FailedPreconditionError("the test token did not open"));
+    return Token()->LoadAesKey(label);
+  });
   EXPECT_TRUE(keks.ok()) << keks.status();
   auto envelope = Envelope::Create(std::move(*keks));
   EXPECT_TRUE(envelope.ok()) << envelope.status();
@@ -169,6 +177,49 @@ TEST(Envelope, TwoPhaseRotationKeepsEveryReplicaReadingWhatAnyOtherWrites) {
   // What the one-phase rotation did: an old replica cannot read the new key's records.
   EXPECT_EQ(old_replica.Open(*from_current, context).status().code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(Envelope, RotationMovesRecordsIntoAndBetweenTokenKeks) {
+  ASSERT_NE(Token(), nullptr);
+  for (const char* label : {"envelope-kek-1", "envelope-kek-2"}) {
+    auto made = Token()->GenerateAesKey(label);
+    ASSERT_TRUE(made.ok() || absl::IsAlreadyExists(made)) << made;
+  }
+  const std::string context = AccountKeyContext(1, 2, 3);
+  Envelope file_only = Make("file:" + Key('f'));
+  auto sealed = file_only.Seal(kSecret, context);
+  ASSERT_TRUE(sealed.ok()) << sealed.status();
+
+  // File KEK -> token KEK: only the wrapped data key changes, and it keeps its size.
+  Envelope into_token = Make("file:" + Key('f') + "\ntoken:envelope-kek-1");
+  EXPECT_EQ(into_token.current_kek_id(), "envelope-kek-1");
+  auto moved = into_token.Rewrap(*sealed, context);
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(moved->kek_id, "envelope-kek-1");
+  EXPECT_EQ(moved->wrapped_data_key.size(), sealed->wrapped_data_key.size());
+  EXPECT_EQ(moved->sealed_private_key, sealed->sealed_private_key);
+  auto opened = into_token.Open(*moved, context);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  EXPECT_EQ(opened->view(), kSecret);
+  EXPECT_EQ(file_only.Open(*moved, context).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+
+  // Token KEK -> another token KEK; the first may then be dropped.
+  Envelope next = Make("token:envelope-kek-1\ntoken:envelope-kek-2");
+  auto again = next.Rewrap(*moved, context);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->kek_id, "envelope-kek-2");
+  Envelope last = Make("token:envelope-kek-2");
+  auto final_open = last.Open(*again, context);
+  ASSERT_TRUE(final_open.ok()) << final_open.status();
+  EXPECT_EQ(final_open->view(), kSecret);
+
+  // A record wrapped in the token is bound to its context and its bytes like any other.
+  EXPECT_EQ(last.Open(*again, AccountKeyContext(1, 2, 4)).status().code(),
+            absl::StatusCode::kDataLoss);
+  SealedKey flipped = *again;
+  flipped.wrapped_data_key[30] ^= 1;
+  EXPECT_EQ(last.Open(flipped, context).status().code(), absl::StatusCode::kDataLoss);
 }
 
 }  // namespace

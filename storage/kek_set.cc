@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "crypto/aead.h"
+#include "crypto/kek.h"
 
 namespace acmevault::storage {
 namespace {
@@ -41,7 +42,7 @@ std::string StripComments(absl::string_view text) {
 
 }  // namespace
 
-absl::StatusOr<KekSet> KekSet::Parse(absl::string_view text) {
+absl::StatusOr<KekSet> KekSet::Parse(absl::string_view text, const TokenKekLoader& token) {
   KekSet set;
   // Copies of key text are wiped when this function returns.
   crypto::SecretBytes stripped(StripComments(text));
@@ -59,6 +60,30 @@ absl::StatusOr<KekSet> KekSet::Parse(absl::string_view text) {
       read_only = true;
       item = absl::StripLeadingAsciiWhitespace(item.substr(sizeof(kReadOnlyPrefix) - 1));
     }
+    if (absl::ConsumePrefix(&item, kTokenPrefix)) {
+      absl::string_view label = absl::StripAsciiWhitespace(item);
+      if (!ValidId(label)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "key-encryption key entry ", entry, ": token key label must match [A-Za-z0-9._-]{1,64}"));
+      }
+      if (!token) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("key-encryption key entry ", entry, " names key \"", label,
+                         "\" in a PKCS#11 token, and no token is configured"));
+      }
+      if (set.Find(label) != nullptr) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("key-encryption key id \"", label, "\" appears twice"));
+      }
+      auto kek = token(label);
+      if (!kek.ok()) return kek.status();
+      if (!read_only) {
+        set.current_ = set.keys_.size();
+        has_writable = true;
+      }
+      set.keys_.emplace_back(std::string(label), *std::move(kek));
+      continue;
+    }
     size_t colon = item.find(':');
     if (colon == absl::string_view::npos) {
       return absl::InvalidArgumentError(
@@ -73,7 +98,8 @@ absl::StatusOr<KekSet> KekSet::Parse(absl::string_view text) {
     std::string decoded;
     bool ok = absl::Base64Unescape(b64, &decoded);
     crypto::SecretBytes key(std::move(decoded));
-    if (!ok || key.size() != crypto::kAeadKeySize) {
+    auto kek = crypto::MemoryKek(std::move(key));
+    if (!ok || !kek.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("key-encryption key \"", id, "\" is not ", crypto::kAeadKeySize,
                        " bytes of base64"));
@@ -86,7 +112,7 @@ absl::StatusOr<KekSet> KekSet::Parse(absl::string_view text) {
       set.current_ = set.keys_.size();
       has_writable = true;
     }
-    set.keys_.emplace_back(std::string(id), std::move(key));
+    set.keys_.emplace_back(std::string(id), *std::move(kek));
   }
   if (set.keys_.empty()) {
     return absl::FailedPreconditionError("no key-encryption key configured");
@@ -98,7 +124,7 @@ absl::StatusOr<KekSet> KekSet::Parse(absl::string_view text) {
   return set;
 }
 
-absl::StatusOr<KekSet> KekSet::FromFile(const std::string& path) {
+absl::StatusOr<KekSet> KekSet::FromFile(const std::string& path, const TokenKekLoader& token) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     int err = errno;
@@ -113,7 +139,7 @@ absl::StatusOr<KekSet> KekSet::FromFile(const std::string& path) {
   crypto::SecretBytes text(buffer.str());
   // The stream's own buffer is released unwiped; the key text in it is the file's content,
   // which is on disk anyway.
-  auto set = Parse(text.view());
+  auto set = Parse(text.view(), token);
   if (!set.ok()) {
     return absl::Status(set.status().code(),
                         absl::StrCat(path, ": ", set.status().message()));
@@ -121,7 +147,7 @@ absl::StatusOr<KekSet> KekSet::FromFile(const std::string& path) {
   return set;
 }
 
-absl::StatusOr<KekSet> KekSet::FromEnvironment() {
+absl::StatusOr<KekSet> KekSet::FromEnvironment(const TokenKekLoader& token) {
   const char* file = std::getenv(kKekFileEnv);
   const char* inline_text = std::getenv(kKekEnv);
   bool has_file = file != nullptr && *file != '\0';
@@ -130,14 +156,15 @@ absl::StatusOr<KekSet> KekSet::FromEnvironment() {
     return absl::InvalidArgumentError(
         absl::StrCat("both ", kKekFileEnv, " and ", kKekEnv, " are set; set one"));
   }
-  if (has_file) return FromFile(file);
-  if (has_inline) return FromVariable(kKekEnv);
+  if (has_file) return FromFile(file, token);
+  if (has_inline) return FromVariable(kKekEnv, token);
   return absl::FailedPreconditionError(absl::StrCat(
       "no key-encryption key configured: set ", kKekFileEnv, " or ", kKekEnv,
       " (the vault never stores keys unencrypted)"));
 }
 
-absl::StatusOr<KekSet> KekSet::FromVariable(const std::string& name) {
+absl::StatusOr<KekSet> KekSet::FromVariable(const std::string& name,
+                                            const TokenKekLoader& token) {
   char* value = std::getenv(name.c_str());
   if (value == nullptr || *value == '\0') {
     return absl::FailedPreconditionError(
@@ -148,12 +175,12 @@ absl::StatusOr<KekSet> KekSet::FromVariable(const std::string& name) {
   // unlinks it.
   crypto::SecureWipe(value, std::strlen(value));
   unsetenv(name.c_str());
-  return Parse(text.view());
+  return Parse(text.view(), token);
 }
 
-const crypto::SecretBytes* KekSet::Find(absl::string_view id) const {
+const crypto::KeyEncryptionKey* KekSet::Find(absl::string_view id) const {
   for (const auto& [kid, key] : keys_) {
-    if (kid == id) return &key;
+    if (kid == id) return key.get();
   }
   return nullptr;
 }

@@ -5,6 +5,9 @@
 #include <string>
 
 #include "absl/strings/escaping.h"
+#include "crypto/aead.h"
+#include "crypto/pkcs11.h"
+#include "crypto/testing/softhsm.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -17,6 +20,25 @@ using ::testing::Not;
 
 std::string Key(char fill) { return absl::Base64Escape(std::string(32, fill)); }
 
+// The KEK `id` of `set` is the 32-byte `key`: what it wraps, crypto::Open under `key` opens.
+bool IsKey(const KekSet& set, absl::string_view id, const std::string& key) {
+  const crypto::KeyEncryptionKey* kek = set.Find(id);
+  if (kek == nullptr) return false;
+  auto wrapped = kek->Wrap("a data key", "aad");
+  return wrapped.ok() && crypto::Open(key, *wrapped, "aad").ok();
+}
+
+// The process's SoftHSM2 test token, opened once.
+crypto::Pkcs11Token& Token() {
+  crypto::Pkcs11Token* token = crypto::testing::SharedTestToken();
+  if (token == nullptr) std::abort();
+  return *token;
+}
+
+TokenKekLoader Loader() {
+  return [](absl::string_view label) { return Token().LoadAesKey(label); };
+}
+
 TEST(KekSet, LastEntryIsCurrentAndAllAreReadable) {
   auto set = KekSet::Parse("# rotation log\n2024-01:" + Key('a') + "  # old\n\n2024-07:" +
                            Key('b') + "\n");
@@ -24,8 +46,8 @@ TEST(KekSet, LastEntryIsCurrentAndAllAreReadable) {
   EXPECT_EQ(set->current_id(), "2024-07");
   EXPECT_THAT(set->ids(), ElementsAre("2024-01", "2024-07"));
   ASSERT_NE(set->Find("2024-01"), nullptr);
-  EXPECT_EQ(set->Find("2024-01")->view(), std::string(32, 'a'));
-  EXPECT_EQ(set->Find("2024-07")->view(), std::string(32, 'b'));
+  EXPECT_TRUE(IsKey(*set, "2024-01", std::string(32, 'a')));
+  EXPECT_TRUE(IsKey(*set, "2024-07", std::string(32, 'b')));
   EXPECT_EQ(set->Find("2023-01"), nullptr);
 }
 
@@ -35,7 +57,7 @@ TEST(KekSet, CommasSeparateEntriesAndPaddingIsOptional) {
   auto set = KekSet::Parse("one:" + Key('a') + ", two:" + unpadded);
   ASSERT_TRUE(set.ok()) << set.status();
   EXPECT_EQ(set->current_id(), "two");
-  EXPECT_EQ(set->Find("two")->view(), std::string(32, 'c'));
+  EXPECT_TRUE(IsKey(*set, "two", std::string(32, 'c')));
 }
 
 TEST(KekSet, EmptyTextIsAFailedPrecondition) {
@@ -121,7 +143,7 @@ TEST(KekSet, AReadOnlyEntryIsReadableButNeverCurrent) {
   EXPECT_EQ(set->current_id(), "old");
   EXPECT_THAT(set->ids(), ElementsAre("old", "new"));
   ASSERT_NE(set->Find("new"), nullptr);
-  EXPECT_EQ(set->Find("new")->view(), std::string(32, 'n'));
+  EXPECT_TRUE(IsKey(*set, "new", std::string(32, 'n')));
   // An id may still be "readonly" itself: the marker needs a second colon.
   auto plain = KekSet::Parse("readonly:" + Key('r'));
   ASSERT_TRUE(plain.ok()) << plain.status();
@@ -135,6 +157,39 @@ TEST(KekSet, ASetWhoseEveryEntryIsReadOnlyIsRefused) {
             "every key-encryption key is marked readonly: there is no current key to write "
             "under");
   EXPECT_THAT(std::string(set.status().message()), Not(HasSubstr(Key('o'))));
+}
+
+TEST(KekSet, TokenEntriesNameAesKeysInTheToken) {
+  auto made = Token().GenerateAesKey("kek-set-token");
+  ASSERT_TRUE(made.ok() || absl::IsAlreadyExists(made)) << made;
+  auto set = KekSet::Parse("file:" + Key('f') + "\ntoken:kek-set-token\n", Loader());
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->current_id(), "kek-set-token");
+  EXPECT_THAT(set->ids(), ElementsAre("file", "kek-set-token"));
+  EXPECT_TRUE(IsKey(*set, "file", std::string(32, 'f')));
+  const crypto::KeyEncryptionKey* kek = set->Find("kek-set-token");
+  ASSERT_NE(kek, nullptr);
+  auto wrapped = kek->Wrap(std::string(32, 'd'), "aad");
+  ASSERT_TRUE(wrapped.ok()) << wrapped.status();
+  auto opened = kek->Unwrap(*wrapped, "aad");
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  EXPECT_EQ(opened->view(), std::string(32, 'd'));
+
+  // Read-only for the first phase of a rotation, like a file key.
+  auto phase1 = KekSet::Parse("file:" + Key('f') + "\nreadonly:token:kek-set-token\n", Loader());
+  ASSERT_TRUE(phase1.ok()) << phase1.status();
+  EXPECT_EQ(phase1->current_id(), "file");
+}
+
+TEST(KekSet, TokenEntriesNeedATokenAndAKeyInIt) {
+  auto no_token = KekSet::Parse("token:kek-x");
+  EXPECT_EQ(no_token.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(no_token.status().message(), HasSubstr("no token is configured"));
+  auto missing = KekSet::Parse("token:kek-not-in-the-token", Loader());
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(missing.status().message(), HasSubstr("\"kek-not-in-the-token\""));
+  EXPECT_EQ(KekSet::Parse("token:bad label", Loader()).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -27,11 +27,19 @@ using ::acmevault::storage::testing::StatusIs;
 using ::acmevault::storage::testing::TestDatabase;
 using ::acmevault::storage::testing::TestKeks;
 using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
 using ::testing::IsEmpty;
+
+// from, from + 1, ..., to.
+std::vector<int> Versions(int from, int to) {
+  std::vector<int> out;
+  for (int v = from; v <= to; ++v) out.push_back(v);
+  return out;
+}
 
 TEST(EmbeddedMigrations, AreNumberedFromOneWithoutGaps) {
   const auto& migrations = EmbeddedMigrations();
-  ASSERT_EQ(migrations.size(), 10u);
+  ASSERT_GE(migrations.size(), 10u);
   for (size_t i = 0; i < migrations.size(); ++i) {
     EXPECT_EQ(migrations[i].version, static_cast<int>(i + 1));
     EXPECT_GT(std::string(migrations[i].sql).size(), 100u);
@@ -43,7 +51,10 @@ TEST(EmbeddedMigrations, AreNumberedFromOneWithoutGaps) {
   EXPECT_STREQ(migrations[7].name, "order_creator_and_token_expiry");
   EXPECT_STREQ(migrations[8].name, "order_failures");
   EXPECT_STREQ(migrations[9].name, "jobs");
-  EXPECT_EQ(LatestSchemaVersion(), 10);
+  bool key_storage = false;  // Its number is whichever it gets when branches meet.
+  for (const auto& m : migrations) key_storage |= std::string(m.name) == "key_storage";
+  EXPECT_TRUE(key_storage);
+  EXPECT_EQ(LatestSchemaVersion(), static_cast<int>(migrations.size()));
 }
 
 class MigrateTest : public ::testing::Test {
@@ -96,10 +107,10 @@ class MigrateTest : public ::testing::Test {
 TEST_F(MigrateTest, FromEmptyToLatestOnceThenNothing) {
   ASSERT_OK_AND_ASSIGN(MigrationReport first, Migrate({db_->superuser_url()}));
   EXPECT_EQ(first.from_version, 0);
-  EXPECT_EQ(first.to_version, 10);
-  EXPECT_THAT(first.applied, ElementsAre(1, 2, 3, 4, 5, 6, 7, 8, 9, 10));
+  EXPECT_EQ(first.to_version, LatestSchemaVersion());
+  EXPECT_THAT(first.applied, ElementsAreArray(Versions(1, LatestSchemaVersion())));
   EXPECT_EQ(Query("SELECT version, name, octet_length(sha256) FROM schema_version "
-                  "ORDER BY version"),
+                  "WHERE version <= 9 ORDER BY version"),
             (std::vector<std::vector<std::string>>{{"1", "roles_and_helpers", "32"},
                                                    {"2", "tables", "32"},
                                                    {"3", "row_level_security", "32"},
@@ -113,10 +124,11 @@ TEST_F(MigrateTest, FromEmptyToLatestOnceThenNothing) {
   EXPECT_EQ(Query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0], "15");
 
   ASSERT_OK_AND_ASSIGN(MigrationReport second, Migrate({db_->superuser_url()}));
-  EXPECT_EQ(second.from_version, 10);
-  EXPECT_EQ(second.to_version, 10);
+  EXPECT_EQ(second.from_version, LatestSchemaVersion());
+  EXPECT_EQ(second.to_version, LatestSchemaVersion());
   EXPECT_THAT(second.applied, IsEmpty());
-  EXPECT_EQ(Query("SELECT count(*) FROM schema_version")[0][0], "10");
+  EXPECT_EQ(Query("SELECT count(*) FROM schema_version")[0][0],
+            std::to_string(LatestSchemaVersion()));
 }
 
 TEST_F(MigrateTest, ConcurrentMigratorsApplyEachMigrationExactlyOnce) {
@@ -131,12 +143,13 @@ TEST_F(MigrateTest, ConcurrentMigratorsApplyEachMigrationExactlyOnce) {
   std::vector<int> applied;
   for (const auto& r : reports) {
     ASSERT_TRUE(r.ok()) << r.status();
-    EXPECT_EQ(r->to_version, 10);
+    EXPECT_EQ(r->to_version, LatestSchemaVersion());
     applied.insert(applied.end(), r->applied.begin(), r->applied.end());
   }
   std::sort(applied.begin(), applied.end());
-  EXPECT_THAT(applied, ElementsAre(1, 2, 3, 4, 5, 6, 7, 8, 9, 10));
-  EXPECT_EQ(Query("SELECT count(*) FROM schema_version")[0][0], "10");
+  EXPECT_THAT(applied, ElementsAreArray(Versions(1, LatestSchemaVersion())));
+  EXPECT_EQ(Query("SELECT count(*) FROM schema_version")[0][0],
+            std::to_string(LatestSchemaVersion()));
 }
 
 TEST_F(MigrateTest, UpgradesFromAnOlderVersion) {
@@ -145,7 +158,7 @@ TEST_F(MigrateTest, UpgradesFromAnOlderVersion) {
   EXPECT_EQ(Query("SELECT to_regclass('audit_log') IS NULL")[0][0], "t");
   ASSERT_OK_AND_ASSIGN(MigrationReport rest, Migrate({db_->superuser_url()}));
   EXPECT_EQ(rest.from_version, 2);
-  EXPECT_THAT(rest.applied, ElementsAre(3, 4, 5, 6, 7, 8, 9, 10));
+  EXPECT_THAT(rest.applied, ElementsAreArray(Versions(3, LatestSchemaVersion())));
   EXPECT_EQ(Query("SELECT to_regclass('audit_log') IS NOT NULL")[0][0], "t");
   EXPECT_THAT(Migrate({db_->superuser_url(), 99}), StatusIs(absl::StatusCode::kInvalidArgument));
 }
@@ -206,7 +219,7 @@ TEST_F(MigrateTest, ANonSuperuserOwnerMigratesAndStaysBoundByRowSecurity) {
   auto migrated = Migrate({owner_url});
   EXPECT_TRUE(migrated.ok()) << migrated.status();
   if (migrated.ok()) {
-    EXPECT_THAT(migrated->applied, ElementsAre(1, 2, 3, 4, 5, 6, 7, 8, 9, 10));
+    EXPECT_THAT(migrated->applied, ElementsAreArray(Versions(1, LatestSchemaVersion())));
     EXPECT_EQ(Query("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'"),
               (std::vector<std::vector<std::string>>{{owner}}));
     EXPECT_EQ(Query("SELECT count(*) FROM pg_proc WHERE proname LIKE 'av\\_%' "

@@ -23,24 +23,35 @@ using pg::RequireRow;
 
 namespace {
 
-// Seals `key` for (tenant, account, version) and inserts it in `state`.
+// Inserts `key` for (tenant, account, version) in `state`: a vault key sealed, a token key as
+// its object id (the material columns NULL).
 absl::StatusOr<AccountKey> InsertKey(pqxx::work& tx, const Envelope& envelope, TenantId tenant,
                                      AccountId account, int version, KeyState state,
-                                     const crypto::PrivateKey& key, const PublicKeyInfo& public_key,
-                                     absl::Time now) {
-  ASSIGN_OR_RETURN(SealedKey sealed,
-                   envelope.SealPrivateKey(key, AccountKeyContext(tenant, account, version)));
-  return AccountKeyOf(tx.exec_params1(
-      absl::StrCat(
-          "INSERT INTO account_keys (tenant_id, account_id, version, state, algorithm, "
-          "public_jwk, thumbprint, kek_id, wrapped_data_key, sealed_private_key, created_at, "
-          "activated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, av_ts($11), "
-          "CASE WHEN $4 = 'active' THEN av_ts($11) END) RETURNING ",
-          kAccountKeyRows.columns),
-      tenant, account, version, std::string(KeyStateName(state)),
-      std::string(crypto::KeyAlgorithmName(key.algorithm())), public_key.public_jwk,
-      public_key.thumbprint, sealed.kek_id, Bytes(sealed.wrapped_data_key),
-      Bytes(sealed.sealed_private_key), Micros(now)));
+                                     const AccountKeyMaterial& key,
+                                     const PublicKeyInfo& public_key, absl::Time now) {
+  std::optional<SealedKey> sealed;
+  if (key.vault_key != nullptr) {
+    ASSIGN_OR_RETURN(sealed, envelope.SealPrivateKey(*key.vault_key,
+                                                     AccountKeyContext(tenant, account, version)));
+  }
+  auto insert = [&](auto kek_id, auto wrapped, auto sealed_key, const char* token_object) {
+    return AccountKeyOf(tx.exec_params1(
+        absl::StrCat(
+            "INSERT INTO account_keys (tenant_id, account_id, version, state, algorithm, "
+            "public_jwk, thumbprint, kek_id, wrapped_data_key, sealed_private_key, token_object, "
+            "created_at, activated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
+            "av_ts($12), CASE WHEN $4 = 'active' THEN av_ts($12) END) RETURNING ",
+            kAccountKeyRows.columns),
+        tenant, account, version, std::string(KeyStateName(state)),
+        std::string(crypto::KeyAlgorithmName(key.algorithm)), public_key.public_jwk,
+        public_key.thumbprint, kek_id, wrapped, sealed_key, token_object, Micros(now)));
+  };
+  if (sealed) {
+    return insert(sealed->kek_id, Bytes(sealed->wrapped_data_key),
+                  Bytes(sealed->sealed_private_key), nullptr);
+  }
+  constexpr const char* kNull = nullptr;
+  return insert(kNull, kNull, kNull, key.token_object.c_str());
 }
 
 // Locks the account row: key changes of one account are serialised on it.
@@ -74,10 +85,10 @@ absl::StatusOr<KeyState> KeyStateOf(pqxx::work& tx, AccountId account, int versi
 
 absl::StatusOr<Account> PostgresStore::CreateAccount(const Scope& scope,
                                                      absl::string_view directory_url,
-                                                     const crypto::PrivateKey& key,
+                                                     const AccountKeyMaterial& key,
                                                      const PublicKeyInfo& public_key,
                                                      KeyState initial_state) {
-  RETURN_IF_ERROR(rules::ValidateNewAccount(directory_url, public_key, initial_state));
+  RETURN_IF_ERROR(rules::ValidateNewAccount(directory_url, key, public_key, initial_state));
   const absl::Time now = Now();
   auto created = InTenant<
       Account>("CreateAccount", scope, [&](pqxx::work& tx) -> absl::StatusOr<Account> {
@@ -92,7 +103,8 @@ absl::StatusOr<Account> PostgresStore::CreateAccount(const Scope& scope,
     Audit(tx, scope, now,
           rules::AccountEvent("CreateAccount", out.id, 1,
                               absl::StrCat("key 1 ", KeyStateName(initial_state), " ",
-                                           crypto::KeyAlgorithmName(key.algorithm()))));
+                                           crypto::KeyAlgorithmName(key.algorithm),
+                                           key.token_object.empty() ? "" : " in the token")));
     return out;
   });
   // The only unique rule a new account can meet: one pending or valid account per tenant and
@@ -153,9 +165,9 @@ absl::Status PostgresStore::SetAccountStatus(const Scope& scope, AccountId accou
 }
 
 absl::StatusOr<AccountKey> PostgresStore::AddPendingKey(const Scope& scope, const KeyLease& lease,
-                                                        const crypto::PrivateKey& key,
+                                                        const AccountKeyMaterial& key,
                                                         const PublicKeyInfo& public_key) {
-  RETURN_IF_ERROR(rules::ValidatePublicKeyInfo(public_key));
+  RETURN_IF_ERROR(rules::ValidateKeyMaterial(key, public_key));
   const AccountId account = lease.account;
   const absl::Time now = Now();
   return InTenant<AccountKey>(
@@ -248,14 +260,14 @@ absl::StatusOr<UnsealedAccountKey> PostgresStore::UnsealKey(absl::string_view op
     ASSIGN_OR_RETURN(pqxx::row r,
                      KeyRow(tx, account, version, ", wrapped_data_key, sealed_private_key"));
     AccountKey info = AccountKeyOf(r);
-    if (info.state == KeyState::kCompromised) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("key ", info.version, " of account ", account, " is compromised"));
+    RETURN_IF_ERROR(rules::CheckKeyUsable(info));
+    std::optional<crypto::PrivateKey> key;
+    if (info.token_object.empty()) {
+      SealedKey sealed{info.kek_id, BytesOf(r["wrapped_data_key"]),
+                       BytesOf(r["sealed_private_key"])};
+      ASSIGN_OR_RETURN(key, envelope_.OpenPrivateKey(
+                                sealed, AccountKeyContext(scope.tenant, account, info.version)));
     }
-    SealedKey sealed{info.kek_id, BytesOf(r["wrapped_data_key"]), BytesOf(r["sealed_private_key"])};
-    ASSIGN_OR_RETURN(
-        crypto::PrivateKey key,
-        envelope_.OpenPrivateKey(sealed, AccountKeyContext(scope.tenant, account, info.version)));
     Audit(tx, scope, now,
           rules::AccountEvent("UseAccountKey", account, info.version, std::string(purpose)));
     return UnsealedAccountKey{std::move(info), std::move(key)};
@@ -271,6 +283,24 @@ absl::StatusOr<UnsealedAccountKey> PostgresStore::GetActiveKey(const Scope& scop
 absl::StatusOr<UnsealedAccountKey> PostgresStore::GetKey(const Scope& scope, AccountId account,
                                                          int version, absl::string_view purpose) {
   return UnsealKey("GetKey", scope, account, version, purpose);
+}
+
+absl::Status PostgresStore::MarkKeyDestroyed(const Scope& scope, AccountId account, int version) {
+  const absl::Time now = Now();
+  return InTenant("MarkKeyDestroyed", scope, [&](pqxx::work& tx) -> absl::Status {
+    RETURN_IF_ERROR(LockAccount(tx, account).status());
+    ASSIGN_OR_RETURN(pqxx::row r, KeyRow(tx, account, version));
+    const AccountKey key = AccountKeyOf(r);
+    RETURN_IF_ERROR(rules::CheckKeyDestroyable(key));
+    if (key.destroyed_at) return absl::OkStatus();
+    tx.exec_params0(
+        "UPDATE account_keys SET destroyed_at = av_ts($3) WHERE account_id = $1 AND version = $2",
+        account, version, Micros(now));
+    Audit(tx, scope, now,
+          rules::AccountEvent("DestroyAccountKey", account, version,
+                              absl::StrCat("token object ", key.token_object)));
+    return absl::OkStatus();
+  });
 }
 
 absl::StatusOr<std::vector<AccountKey>> PostgresStore::ListKeys(const Scope& scope,

@@ -74,6 +74,7 @@ Tenant TenantOf(const pqxx::row& r) {
   t.created_at = TimeOf(r[9]);
   t.updated_at = TimeOf(r[10]);
   t.disabled_at = OptionalTime(r[11]);
+  t.spec.policy.key_storage = Known(ParseKeyStorage(r[12].as<std::string>()));
   return t;
 }
 
@@ -82,8 +83,8 @@ const Table<Tenant> kTenants{
     "tenant",
     {"id, name, allowed_identifiers, key_algorithm, max_key_age_seconds, "
      "deactivate_authorizations_after_issuance, ephemeral_accounts, renewal_window_seconds, "
-     "acme_directory_url, av_us(created_at), av_us(updated_at), av_us(disabled_at)",
-     12, TenantOf}};
+     "acme_directory_url, av_us(created_at), av_us(updated_at), av_us(disabled_at), key_storage",
+     13, TenantOf}};
 
 Identity IdentityOf(const pqxx::row& r) {
   Identity i;
@@ -138,18 +139,21 @@ AccountKey AccountKeyOf(const pqxx::row& r) {
   k.algorithm = Known(crypto::ParseKeyAlgorithm(r[3].as<std::string>()));
   k.public_key.public_jwk = r[4].as<std::string>();
   k.public_key.thumbprint = r[5].as<std::string>();
-  k.kek_id = r[6].as<std::string>();
+  k.kek_id = TextOf(r[6]);
   k.created_at = TimeOf(r[7]);
   k.activated_at = OptionalTime(r[8]);
   k.retired_at = OptionalTime(r[9]);
   k.compromised_at = OptionalTime(r[10]);
+  k.token_object = TextOf(r[11]);
+  k.destroyed_at = OptionalTime(r[12]);
   return k;
 }
 
 const Rows<AccountKey> kAccountKeyRows{
     "account_id, version, state, algorithm, public_jwk, thumbprint, kek_id, av_us(created_at), "
-    "av_us(activated_at), av_us(retired_at), av_us(compromised_at)",
-    11, AccountKeyOf};
+    "av_us(activated_at), av_us(retired_at), av_us(compromised_at), token_object, "
+    "av_us(destroyed_at)",
+    13, AccountKeyOf};
 
 Order OrderOf(const pqxx::row& r) {
   Order o;

@@ -91,7 +91,7 @@ class PostgresStore final : public Store {
 
   // AccountStore
   absl::StatusOr<Account> CreateAccount(const Scope& scope, absl::string_view directory_url,
-                                        const crypto::PrivateKey& key,
+                                        const AccountKeyMaterial& key,
                                         const PublicKeyInfo& public_key,
                                         KeyState initial_state) override;
   absl::StatusOr<Account> GetAccount(const Scope& scope, AccountId account) override;
@@ -104,7 +104,7 @@ class PostgresStore final : public Store {
                                            absl::Duration duration) override;
   absl::Status ReleaseKeyLease(const Scope& scope, const KeyLease& lease) override;
   absl::StatusOr<AccountKey> AddPendingKey(const Scope& scope, const KeyLease& lease,
-                                           const crypto::PrivateKey& key,
+                                           const AccountKeyMaterial& key,
                                            const PublicKeyInfo& public_key) override;
   absl::Status PromoteKey(const Scope& scope, const KeyLease& lease, int version) override;
   absl::Status DiscardPendingKey(const Scope& scope, const KeyLease& lease, int version) override;
@@ -114,6 +114,7 @@ class PostgresStore final : public Store {
   absl::StatusOr<UnsealedAccountKey> GetKey(const Scope& scope, AccountId account, int version,
                                             absl::string_view purpose) override;
   absl::StatusOr<std::vector<AccountKey>> ListKeys(const Scope& scope, AccountId account) override;
+  absl::Status MarkKeyDestroyed(const Scope& scope, AccountId account, int version) override;
 
   // OrderStore
   absl::StatusOr<CreateOrderResult> CreateOrJoinOrder(const Scope& scope,

@@ -1,5 +1,7 @@
 #include "storage/rules.h"
 
+#include <algorithm>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -85,10 +87,49 @@ absl::Status ValidateSpiffeId(absl::string_view spiffe_id) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateNewAccount(absl::string_view directory_url, const PublicKeyInfo& public_key,
-                                KeyState initial_state) {
-  RETURN_IF_ERROR(ValidateUrl("directory URL", directory_url));
+absl::Status ValidateKeyMaterial(const AccountKeyMaterial& key, const PublicKeyInfo& public_key) {
   RETURN_IF_ERROR(ValidatePublicKeyInfo(public_key));
+  if ((key.vault_key == nullptr) == key.token_object.empty()) {
+    return absl::InvalidArgumentError("a new key is either sealed in the vault or in a token");
+  }
+  if (key.token_object.size() > kMaxTokenObjectSize ||
+      !std::all_of(key.token_object.begin(), key.token_object.end(),
+                   [](char c) { return absl::ascii_isgraph(static_cast<unsigned char>(c)); })) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("token object id must be 1 to ", kMaxTokenObjectSize, " printable bytes"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckKeyDestroyable(const AccountKey& key) {
+  if (key.token_object.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "key ", key.version, " of account ", key.account, " is sealed in the vault, not in a token"));
+  }
+  if (key.state != KeyState::kRetired && key.state != KeyState::kCompromised) {
+    return absl::FailedPreconditionError(absl::StrCat("key ", key.version, " of account ",
+                                                      key.account, " is ", KeyStateName(key.state),
+                                                      ": only a retired or compromised key goes"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckKeyUsable(const AccountKey& key) {
+  if (key.state == KeyState::kCompromised) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("key ", key.version, " of account ", key.account, " is compromised"));
+  }
+  if (key.destroyed_at) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "key ", key.version, " of account ", key.account, " was destroyed in the token"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateNewAccount(absl::string_view directory_url, const AccountKeyMaterial& key,
+                                const PublicKeyInfo& public_key, KeyState initial_state) {
+  RETURN_IF_ERROR(ValidateUrl("directory URL", directory_url));
+  RETURN_IF_ERROR(ValidateKeyMaterial(key, public_key));
   if (initial_state != KeyState::kPending && initial_state != KeyState::kActive) {
     return absl::InvalidArgumentError("a new account's key starts pending or active");
   }
@@ -461,7 +502,8 @@ AuditEvent TenantEvent(absl::string_view action, const TenantSpec& spec) {
   AuditEvent e;
   e.action = std::string(action);
   e.detail = absl::StrCat("tenant ", spec.name, ", directory ", spec.acme_directory_url,
-                          ", key ", crypto::KeyAlgorithmName(spec.policy.key_algorithm));
+                          ", key ", crypto::KeyAlgorithmName(spec.policy.key_algorithm), " in ",
+                          KeyStorageName(spec.policy.key_storage));
   return e;
 }
 

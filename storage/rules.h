@@ -25,9 +25,18 @@ absl::Status TenantNameTaken(absl::string_view name);
 absl::Status ValidateUrl(absl::string_view what, absl::string_view url);
 absl::Status ValidatePublicKeyInfo(const PublicKeyInfo& info);
 absl::Status ValidateSpiffeId(absl::string_view spiffe_id);
-// A URL, public key facts, and a first key state of pending or active.
-absl::Status ValidateNewAccount(absl::string_view directory_url, const PublicKeyInfo& public_key,
-                                KeyState initial_state);
+// The longest token object id a key row stores.
+inline constexpr size_t kMaxTokenObjectSize = 128;
+// Public key facts, and exactly one kind of material: a vault key, or a token object id of 1 to
+// kMaxTokenObjectSize printable bytes.
+absl::Status ValidateKeyMaterial(const AccountKeyMaterial& key, const PublicKeyInfo& public_key);
+// A URL, ValidateKeyMaterial, and a first key state of pending or active.
+absl::Status ValidateNewAccount(absl::string_view directory_url, const AccountKeyMaterial& key,
+                                const PublicKeyInfo& public_key, KeyState initial_state);
+// FAILED_PRECONDITION unless `key` is a token key that is retired or compromised.
+absl::Status CheckKeyDestroyable(const AccountKey& key);
+// FAILED_PRECONDITION for a compromised key or a destroyed one: never used to sign again.
+absl::Status CheckKeyUsable(const AccountKey& key);
 // Only kDeactivated and kRevoked may be set.
 absl::Status ValidateAccountStatusChange(AccountStatus status);
 // Canonical identifiers; a serial of 1-64 hex digits (returned lower-cased); not_after after

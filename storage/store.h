@@ -91,12 +91,13 @@ class AccountStore {
   virtual ~AccountStore() = default;
 
   // Creates an account (status pending, no URL yet) for `directory_url` with `key` as
-  // version 1 in `initial_state` (kPending before newAccount, or kActive). The private key is
-  // sealed before it leaves the call. ALREADY_EXISTS if the tenant already has a pending or
-  // valid account for `directory_url` (so of two concurrent creations only one reaches the CA).
+  // version 1 in `initial_state` (kPending before newAccount, or kActive). A vault key is
+  // sealed before it leaves the call; a token key is stored as its object id. ALREADY_EXISTS if
+  // the tenant already has a pending or valid account for `directory_url` (so of two concurrent
+  // creations only one reaches the CA).
   virtual absl::StatusOr<Account> CreateAccount(const Scope& scope,
                                                 absl::string_view directory_url,
-                                                const crypto::PrivateKey& key,
+                                                const AccountKeyMaterial& key,
                                                 const PublicKeyInfo& public_key,
                                                 KeyState initial_state) = 0;
   virtual absl::StatusOr<Account> GetAccount(const Scope& scope, AccountId account) = 0;
@@ -128,7 +129,7 @@ class AccountStore {
   // Adds the next key version as kPending (RFC 8555 §7.3.5: stored before keyChange is sent).
   // ALREADY_EXISTS if the account already has a pending key.
   virtual absl::StatusOr<AccountKey> AddPendingKey(const Scope& scope, const KeyLease& lease,
-                                                   const crypto::PrivateKey& key,
+                                                   const AccountKeyMaterial& key,
                                                    const PublicKeyInfo& public_key) = 0;
   // In one transaction: the active key (if any) becomes retired and pending `version` becomes
   // active. FAILED_PRECONDITION if `version` is not pending.
@@ -141,17 +142,24 @@ class AccountStore {
   // again by GetActiveKey.
   virtual absl::Status MarkKeyCompromised(const Scope& scope, const KeyLease& lease,
                                           int version) = 0;
-  // Unseals the active key for signing. NOT_FOUND if the account has no active key. Audited as
-  // "UseAccountKey" with the key version and `purpose` as detail.
+  // Unseals the active key for signing (a token key: its object id, for the token to sign
+  // with). NOT_FOUND if the account has no active key. Audited as "UseAccountKey" with the key
+  // version and `purpose` as detail.
   virtual absl::StatusOr<UnsealedAccountKey> GetActiveKey(const Scope& scope, AccountId account,
                                                           absl::string_view purpose) = 0;
   // Unseals a specific version (rollover recovery probes a pending or retired key).
-  // FAILED_PRECONDITION for a compromised key. Audited as "UseAccountKey".
+  // FAILED_PRECONDITION for a compromised key or a destroyed one. Audited as "UseAccountKey".
   virtual absl::StatusOr<UnsealedAccountKey> GetKey(const Scope& scope, AccountId account,
                                                     int version, absl::string_view purpose) = 0;
   // Every version, oldest first, without private material.
   virtual absl::StatusOr<std::vector<AccountKey>> ListKeys(const Scope& scope,
                                                            AccountId account) = 0;
+  // Records that the token object of a retired or compromised token key was destroyed (the
+  // service destroys it once the grace after retirement passed). Not under the key lease: no
+  // other writer needs such a key. OK, changing nothing, if recorded already.
+  // FAILED_PRECONDITION for a vault key or a key still pending or active. Audited as
+  // "DestroyAccountKey".
+  virtual absl::Status MarkKeyDestroyed(const Scope& scope, AccountId account, int version) = 0;
 };
 
 class OrderStore {

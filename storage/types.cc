@@ -35,6 +35,9 @@ constexpr std::pair<AccountStatus, absl::string_view> kAccountStatuses[] = {
     {AccountStatus::kDeactivated, "deactivated"},
     {AccountStatus::kRevoked, "revoked"}};
 
+constexpr std::pair<KeyStorage, absl::string_view> kKeyStorages[] = {
+    {KeyStorage::kVault, "vault"}, {KeyStorage::kPkcs11, "pkcs11"}};
+
 constexpr std::pair<KeyState, absl::string_view> kKeyStates[] = {
     {KeyState::kPending, "pending"},
     {KeyState::kActive, "active"},
@@ -67,6 +70,11 @@ absl::string_view AccountStatusName(AccountStatus status) {
 }
 absl::StatusOr<AccountStatus> ParseAccountStatus(absl::string_view name) {
   return Parse("account status", name, kAccountStatuses);
+}
+
+absl::string_view KeyStorageName(KeyStorage storage) { return NameOf(storage, kKeyStorages); }
+absl::StatusOr<KeyStorage> ParseKeyStorage(absl::string_view name) {
+  return Parse("key storage", name, kKeyStorages);
 }
 
 absl::string_view KeyStateName(KeyState state) { return NameOf(state, kKeyStates); }

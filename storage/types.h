@@ -46,8 +46,17 @@ struct Scope {
 // ---------------------------------------------------------------------------------------------
 // Tenants
 
+// Where a tenant's account keys live: sealed in the vault (made in memory, stored wrapped), or
+// in the deployment's PKCS#11 token (made there, never leaving it; the vault stores the token
+// object's id and the public key only).
+enum class KeyStorage { kVault, kPkcs11 };
+absl::string_view KeyStorageName(KeyStorage storage);  // "vault", "pkcs11"
+absl::StatusOr<KeyStorage> ParseKeyStorage(absl::string_view name);
+
 struct TenantPolicy {
   crypto::KeyAlgorithm key_algorithm = crypto::KeyAlgorithm::kEcdsaP256;
+  // Where new account keys are made and kept. Existing keys stay where they were made.
+  KeyStorage key_storage = KeyStorage::kVault;
   // Roll the account key over once it is this old.
   absl::Duration max_key_age = absl::Hours(24 * 90);
   // Deactivate an order's authorizations once its certificate is stored.
@@ -129,17 +138,42 @@ struct AccountKey {
   KeyState state = KeyState::kPending;
   crypto::KeyAlgorithm algorithm = crypto::KeyAlgorithm::kEcdsaP256;
   PublicKeyInfo public_key;
-  std::string kek_id;  // the key-encryption key its data key is wrapped under
+  std::string kek_id;  // the key-encryption key its data key is wrapped under; "" in a token
+  // The PKCS#11 object (CKA_ID) that holds the private half; "" for a key sealed in the vault.
+  std::string token_object;
   absl::Time created_at;
   std::optional<absl::Time> activated_at;
   std::optional<absl::Time> retired_at;
   std::optional<absl::Time> compromised_at;
+  // Token keys only: when the token object was destroyed (AccountStore::MarkKeyDestroyed).
+  std::optional<absl::Time> destroyed_at;
 };
 
-// A key version with its private half, unsealed for use.
+// A key version ready for use: a vault key unsealed, or a token key's object id (in `info`),
+// which the caller opens in the token.
 struct UnsealedAccountKey {
   AccountKey info;
-  crypto::PrivateKey private_key;
+  std::optional<crypto::PrivateKey> private_key;  // set iff info.token_object is empty
+};
+
+// The private half of a new key version as the store keeps it. A vault key is sealed before it
+// leaves the call; of a token key only the object id is stored.
+struct AccountKeyMaterial {
+  // A key to seal in the vault. Implicit, so that a PrivateKey is material as it always was.
+  AccountKeyMaterial(const crypto::PrivateKey& key)  // NOLINT(google-explicit-constructor)
+      : vault_key(&key), algorithm(key.algorithm()) {}
+  // A key held in a PKCS#11 token as object `object_id` (at most 128 bytes, printable).
+  static AccountKeyMaterial InToken(std::string object_id, crypto::KeyAlgorithm algorithm) {
+    return AccountKeyMaterial(std::move(object_id), algorithm);
+  }
+
+  const crypto::PrivateKey* vault_key = nullptr;  // borrowed for the call
+  std::string token_object;
+  crypto::KeyAlgorithm algorithm;
+
+ private:
+  AccountKeyMaterial(std::string object_id, crypto::KeyAlgorithm a)
+      : token_object(std::move(object_id)), algorithm(a) {}
 };
 
 // The right to change an account's keys (AccountStore::AcquireKeyLease), held by one caller at

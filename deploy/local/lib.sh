@@ -17,7 +17,7 @@ ACMEVAULT_PACKAGES=(
   openssl ca-certificates curl python3 iproute2 procps
   python3-grpcio python3-protobuf
   clang-14 libclang-rt-14-dev llvm-14
-  python3-kubernetes python3-yaml mmdebstrap umoci podman runc
+  python3-kubernetes python3-yaml mmdebstrap umoci podman runc softhsm2 libp11-kit-dev
 )
 
 av_log() { printf '[acmevault] %s\n' "$*" >&2; }

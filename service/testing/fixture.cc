@@ -13,6 +13,11 @@ Fixture::Fixture() {
       absl::StrCat("test-kek:", absl::Base64Escape(crypto::RandomBytes(32))));
   auto store = storage::FakeStore::Create({&clock_}, *std::move(keks));
   store_ = *std::move(store);
+  UseToken(nullptr);
+}
+
+void Fixture::UseToken(crypto::Pkcs11Token* token) {
+  keys_ = *AccountKeys::Create({.accounts = store_.get(), .token = token, .clock = &clock_});
 }
 
 storage::TenantId Fixture::AddTenant(const std::string& name,

@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "common/testing/fake_clock.h"
+#include "crypto/pkcs11.h"
+#include "service/account_keys.h"
 #include "storage/store.h"
 #include "storage/testing/fake_store.h"
 
@@ -20,9 +22,15 @@ class Fixture {
   storage::Store& store() { return *store_; }
   acmevault::testing::FakeClock& clock() { return clock_; }
 
+  // The account keys over this store: vault keys, and token keys once UseToken was called.
+  AccountKeys& keys() { return *keys_; }
+  // keys() makes and opens PKCS11 tenants' keys in `token` (borrowed) from now on. Call it
+  // before any component takes keys(): it replaces the object.
+  void UseToken(crypto::Pkcs11Token* token);
+
   // `options` (a component's Options) with every store role it names (tenants, identities,
   // accounts, orders, authorizations, certificates, challenges, audit, compromise_runs, jobs)
-  // set to this store.
+  // set to this store, and `keys` to keys().
   template <typename Options>
   Options WithStore(Options options) {
     storage::Store* s = store_.get();
@@ -36,6 +44,7 @@ class Fixture {
     if constexpr (requires { options.audit = s; }) options.audit = s;
     if constexpr (requires { options.compromise_runs = s; }) options.compromise_runs = s;
     if constexpr (requires { options.jobs = s; }) options.jobs = s;
+    if constexpr (requires { options.keys = keys_.get(); }) options.keys = keys_.get();
     return options;
   }
 
@@ -52,6 +61,7 @@ class Fixture {
  private:
   acmevault::testing::FakeClock clock_;
   std::unique_ptr<storage::FakeStore> store_;
+  std::unique_ptr<AccountKeys> keys_;
 };
 
 }  // namespace acmevault::service::testing

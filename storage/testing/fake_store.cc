@@ -401,6 +401,7 @@ absl::StatusOr<VaultMaintenance::RewrapProgress> FakeStore::RewrapBatch(const Ac
     return absl::OkStatus();
   };
   for (auto& [key, row] : s.keys) {
+    if (!row.info.token_object.empty()) continue;  // Nothing wrapped: the token holds it.
     RETURN_IF_ERROR(
         rewrap(row.sealed, row.tenant, AccountKeyContext(row.tenant, key.first, key.second)));
     row.info.kek_id = row.sealed.kek_id;

@@ -21,18 +21,22 @@ namespace {
 
 absl::StatusOr<AccountKey> InsertKey(State& s, const Envelope& envelope, const Scope& scope,
                                      AccountId account, int version, KeyState state,
-                                     const crypto::PrivateKey& key, const PublicKeyInfo& public_key,
+                                     const AccountKeyMaterial& key,
+                                     const PublicKeyInfo& public_key,
                                      absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
   State::KeyRow row;
-  ASSIGN_OR_RETURN(row.sealed,
-                   envelope.SealPrivateKey(key, AccountKeyContext(scope.tenant, account, version)));
+  if (key.vault_key != nullptr) {
+    ASSIGN_OR_RETURN(row.sealed, envelope.SealPrivateKey(
+                                     *key.vault_key, AccountKeyContext(scope.tenant, account, version)));
+  }
   row.tenant = scope.tenant;
   row.info.account = account;
   row.info.version = version;
   row.info.state = state;
-  row.info.algorithm = key.algorithm();
+  row.info.algorithm = key.algorithm;
   row.info.public_key = public_key;
   row.info.kek_id = row.sealed.kek_id;
+  row.info.token_object = key.token_object;
   row.info.created_at = now;
   if (state == KeyState::kActive) row.info.activated_at = now;
   AccountKey info = row.info;
@@ -48,10 +52,10 @@ absl::Status RequirePending(const State::KeyRow& row) {
 
 absl::StatusOr<Account> FakeStore::CreateAccount(const Scope& scope,
                                                  absl::string_view directory_url,
-                                                 const crypto::PrivateKey& key,
+                                                 const AccountKeyMaterial& key,
                                                  const PublicKeyInfo& public_key,
                                                  KeyState initial_state) {
-  RETURN_IF_ERROR(rules::ValidateNewAccount(directory_url, public_key, initial_state));
+  RETURN_IF_ERROR(rules::ValidateNewAccount(directory_url, key, public_key, initial_state));
   const absl::Time now = Now();
   State& s = *state_;
   absl::MutexLock lock(&s.mu);
@@ -73,7 +77,8 @@ absl::StatusOr<Account> FakeStore::CreateAccount(const Scope& scope,
   Audit(s, scope, now,
         rules::AccountEvent("CreateAccount", a.id, 1,
                             absl::StrCat("key 1 ", KeyStateName(initial_state), " ",
-                                         crypto::KeyAlgorithmName(key.algorithm()))));
+                                         crypto::KeyAlgorithmName(key.algorithm),
+                                         key.token_object.empty() ? "" : " in the token")));
   return a;
 }
 
@@ -128,9 +133,9 @@ absl::Status FakeStore::SetAccountStatus(const Scope& scope, AccountId account,
 }
 
 absl::StatusOr<AccountKey> FakeStore::AddPendingKey(const Scope& scope, const KeyLease& lease,
-                                                    const crypto::PrivateKey& key,
+                                                    const AccountKeyMaterial& key,
                                                     const PublicKeyInfo& public_key) {
-  RETURN_IF_ERROR(rules::ValidatePublicKeyInfo(public_key));
+  RETURN_IF_ERROR(rules::ValidateKeyMaterial(key, public_key));
   const AccountId account = lease.account;
   const absl::Time now = Now();
   State& s = *state_;
@@ -211,14 +216,13 @@ namespace {
 absl::StatusOr<UnsealedAccountKey> Unseal(State& s, const Envelope& envelope, const Scope& scope,
                                           const State::KeyRow& row, absl::string_view purpose,
                                           absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
-  if (row.info.state == KeyState::kCompromised) {
-    return absl::FailedPreconditionError(absl::StrCat("key ", row.info.version, " of account ",
-                                                      row.info.account, " is compromised"));
+  RETURN_IF_ERROR(rules::CheckKeyUsable(row.info));
+  std::optional<crypto::PrivateKey> key;
+  if (row.info.token_object.empty()) {
+    ASSIGN_OR_RETURN(key, envelope.OpenPrivateKey(row.sealed,
+                                                  AccountKeyContext(scope.tenant, row.info.account,
+                                                                    row.info.version)));
   }
-  ASSIGN_OR_RETURN(
-      crypto::PrivateKey key,
-      envelope.OpenPrivateKey(row.sealed,
-                              AccountKeyContext(scope.tenant, row.info.account, row.info.version)));
   Audit(s, scope, now,
         rules::AccountEvent("UseAccountKey", row.info.account, row.info.version,
                             std::string(purpose)));
@@ -249,6 +253,20 @@ absl::StatusOr<UnsealedAccountKey> FakeStore::GetKey(const Scope& scope, Account
   absl::MutexLock lock(&s.mu);
   ASSIGN_OR_RETURN(State::KeyRow * row, FindKey(s, scope, account, version));
   return Unseal(s, envelope_, scope, *row, purpose, now);
+}
+
+absl::Status FakeStore::MarkKeyDestroyed(const Scope& scope, AccountId account, int version) {
+  const absl::Time now = Now();
+  State& s = *state_;
+  absl::MutexLock lock(&s.mu);
+  ASSIGN_OR_RETURN(State::KeyRow * row, FindKey(s, scope, account, version));
+  RETURN_IF_ERROR(rules::CheckKeyDestroyable(row->info));
+  if (row->info.destroyed_at) return absl::OkStatus();
+  row->info.destroyed_at = now;
+  Audit(s, scope, now,
+        rules::AccountEvent("DestroyAccountKey", account, version,
+                            absl::StrCat("token object ", row->info.token_object)));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<AccountKey>> FakeStore::ListKeys(const Scope& scope, AccountId account) {

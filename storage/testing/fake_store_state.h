@@ -39,7 +39,7 @@ struct FakeStore::State {
   struct KeyRow {
     TenantId tenant = 0;
     AccountKey info;
-    SealedKey sealed;
+    SealedKey sealed;  // empty for a token key
   };
   struct CertificateRow {
     Certificate certificate;

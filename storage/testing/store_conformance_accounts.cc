@@ -34,8 +34,8 @@ TEST_P(StoreConformanceTest, AccountKeyIsSealedAndUnsealsToTheSameKey) {
   EXPECT_EQ(active.info.public_key.public_jwk, InfoFor(key).public_jwk);
   EXPECT_EQ(active.info.kek_id, "kek-a");
   EXPECT_EQ(active.info.activated_at, clock().Now());
-  EXPECT_EQ(active.private_key.public_key().ToDer(), key.public_key().ToDer());
-  auto signature = active.private_key.Sign("payload");
+  EXPECT_EQ(active.private_key->public_key().ToDer(), key.public_key().ToDer());
+  auto signature = active.private_key->Sign("payload");
   ASSERT_TRUE(signature.ok());
   EXPECT_OK(key.public_key().Verify("payload", *signature));
 
@@ -48,6 +48,92 @@ TEST_P(StoreConformanceTest, AccountKeyIsSealedAndUnsealsToTheSameKey) {
   EXPECT_EQ(audit.items[2].event.detail, "jws");
   EXPECT_EQ(audit.items[2].actor.identity, "spiffe://test/admin");
   EXPECT_EQ(audit.items[2].actor.rpc, "test/Rpc");
+}
+
+// A key held in a PKCS#11 token: the store keeps its object id and public key, nothing else.
+TEST_P(StoreConformanceTest, TokenKeyIsStoredAsItsObjectIdOnly) {
+  Tenant a = MakeTenant("alpha");
+  EXPECT_EQ(a.spec.policy.key_storage, KeyStorage::kVault);
+  TenantSpec spec = a.spec;
+  spec.policy.key_storage = KeyStorage::kPkcs11;
+  ASSERT_OK_AND_ASSIGN(Tenant updated, store().UpdateTenant(ScopeOf(a), spec));
+  EXPECT_EQ(updated.spec.policy.key_storage, KeyStorage::kPkcs11);
+  ASSERT_OK_AND_ASSIGN(Tenant read, store().GetTenant(ScopeOf(a)));
+  EXPECT_EQ(read.spec.policy.key_storage, KeyStorage::kPkcs11);
+  spec.name = "alpha-two";
+  ASSERT_OK_AND_ASSIGN(Tenant created,
+                       store().CreateTenant(Actor{"spiffe://test/platform", "test/Setup"}, spec));
+  EXPECT_EQ(created.spec.policy.key_storage, KeyStorage::kPkcs11);
+  const Scope scope = ScopeOf(a);
+  // The public key stands for the token's; any key gives valid public facts.
+  crypto::PrivateKey public_half = NewKey();
+  ASSERT_OK_AND_ASSIGN(
+      Account account,
+      store().CreateAccount(scope, "https://ca.test/dir",
+                            AccountKeyMaterial::InToken("acmevault-0001",
+                                                        crypto::KeyAlgorithm::kEcdsaP256),
+                            InfoFor(public_half), KeyState::kActive));
+  ASSERT_OK_AND_ASSIGN(UnsealedAccountKey active, store().GetActiveKey(scope, account.id, "jws"));
+  EXPECT_EQ(active.info.token_object, "acmevault-0001");
+  EXPECT_EQ(active.info.kek_id, "");
+  EXPECT_FALSE(active.private_key.has_value());
+  EXPECT_EQ(active.info.public_key.thumbprint, InfoFor(public_half).thumbprint);
+  EXPECT_EQ(AuditActions(scope).back(), "UseAccountKey");
+
+  // Rollover to another token key, then the retired one is recorded destroyed, once.
+  const KeyLease lease = LeaseKeys(scope, account.id);
+  crypto::PrivateKey next_half = NewKey();
+  EXPECT_THAT(store().MarkKeyDestroyed(scope, account.id, 1),
+              StatusIs(kFailedPrecondition, "active"));
+  ASSERT_OK(store()
+                .AddPendingKey(scope, lease,
+                               AccountKeyMaterial::InToken("acmevault-0002",
+                                                           crypto::KeyAlgorithm::kEcdsaP256),
+                               InfoFor(next_half))
+                .status());
+  ASSERT_OK(store().PromoteKey(scope, lease, 2));
+  clock().Advance(absl::Minutes(1));
+  ASSERT_OK(store().MarkKeyDestroyed(scope, account.id, 1));
+  ASSERT_OK(store().MarkKeyDestroyed(scope, account.id, 1));
+  ASSERT_OK_AND_ASSIGN(std::vector<AccountKey> keys, store().ListKeys(scope, account.id));
+  ASSERT_THAT(keys, SizeIs(2));
+  EXPECT_EQ(keys[0].token_object, "acmevault-0001");
+  EXPECT_EQ(keys[0].destroyed_at, clock().Now());
+  EXPECT_EQ(keys[1].token_object, "acmevault-0002");
+  EXPECT_FALSE(keys[1].destroyed_at.has_value());
+  EXPECT_THAT(store().GetKey(scope, account.id, 1, "probe"),
+              StatusIs(kFailedPrecondition, "destroyed"));
+  EXPECT_THAT(AuditActions(scope), ::testing::Contains("DestroyAccountKey").Times(1));
+}
+
+TEST_P(StoreConformanceTest, KeyMaterialIsOneKindAndVaultKeysAreNeverDestroyed) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  crypto::PrivateKey key = NewKey();
+  EXPECT_THAT(store().CreateAccount(scope, "https://ca.test/dir",
+                                    AccountKeyMaterial::InToken("", crypto::KeyAlgorithm::kEcdsaP256),
+                                    InfoFor(key), KeyState::kActive),
+              StatusIs(kInvalidArgument));
+  EXPECT_THAT(store().CreateAccount(
+                  scope, "https://ca.test/dir",
+                  AccountKeyMaterial::InToken("has space", crypto::KeyAlgorithm::kEcdsaP256),
+                  InfoFor(key), KeyState::kActive),
+              StatusIs(kInvalidArgument, "printable"));
+  EXPECT_THAT(store().CreateAccount(
+                  scope, "https://ca.test/dir",
+                  AccountKeyMaterial::InToken(std::string(129, 'x'),
+                                              crypto::KeyAlgorithm::kEcdsaP256),
+                  InfoFor(key), KeyState::kActive),
+              StatusIs(kInvalidArgument));
+  ASSERT_OK_AND_ASSIGN(Account account, store().CreateAccount(scope, "https://ca.test/dir", key,
+                                                              InfoFor(key), KeyState::kActive));
+  const KeyLease lease = LeaseKeys(scope, account.id);
+  crypto::PrivateKey next = NewKey();
+  ASSERT_OK(store().AddPendingKey(scope, lease, next, InfoFor(next)).status());
+  ASSERT_OK(store().PromoteKey(scope, lease, 2));
+  EXPECT_THAT(store().MarkKeyDestroyed(scope, account.id, 1),
+              StatusIs(kFailedPrecondition, "vault"));
+  EXPECT_THAT(store().MarkKeyDestroyed(scope, account.id, 7), StatusIs(kNotFound));
 }
 
 TEST_P(StoreConformanceTest, AccountUrlIsSetOnce) {
@@ -83,13 +169,13 @@ TEST_P(StoreConformanceTest, RolloverPromotesPendingAndRetiresActiveTogether) {
   EXPECT_THAT(store().AddPendingKey(scope, lease, third, InfoFor(third)),
               StatusIs(kAlreadyExists, "pending"));
   ASSERT_OK_AND_ASSIGN(UnsealedAccountKey probe, store().GetKey(scope, account.id, 2, "probe"));
-  EXPECT_EQ(probe.private_key.public_key().ToDer(), next.public_key().ToDer());
+  EXPECT_EQ(probe.private_key->public_key().ToDer(), next.public_key().ToDer());
 
   clock().Advance(absl::Minutes(1));
   ASSERT_OK(store().PromoteKey(scope, lease, 2));
   ASSERT_OK_AND_ASSIGN(UnsealedAccountKey now, store().GetActiveKey(scope, account.id, "x"));
   EXPECT_EQ(now.info.version, 2);
-  EXPECT_EQ(now.private_key.public_key().ToDer(), next.public_key().ToDer());
+  EXPECT_EQ(now.private_key->public_key().ToDer(), next.public_key().ToDer());
   ASSERT_OK_AND_ASSIGN(std::vector<AccountKey> keys, store().ListKeys(scope, account.id));
   ASSERT_THAT(keys, SizeIs(2));
   EXPECT_EQ(keys[0].state, KeyState::kRetired);

@@ -183,7 +183,8 @@ TEST_P(StoreConformanceTest, RewrapMovesEveryKeyToTheNewKekSoTheOldCanBeDropped)
   }
   ASSERT_OK_AND_ASSIGN(UnsealedAccountKey p2,
                        new_only->GetKey(accounts[0].first, accounts[0].second, 2, "x"));
-  EXPECT_EQ(p2.private_key.public_key().ToDer(), pending.public_key().ToDer());
+  ASSERT_TRUE(p2.private_key.has_value());
+  EXPECT_EQ(p2.private_key->public_key().ToDer(), pending.public_key().ToDer());
   ASSERT_OK_AND_ASSIGN(crypto::PrivateKey c,
                        new_only->GetCertificateKey(ScopeOf(b), stored.id, "x"));
   EXPECT_EQ(c.public_key().ToDer(), cert_key.public_key().ToDer());

@@ -28,6 +28,11 @@ Verdict FuzzOne(absl::string_view input) {
             item.find(':', sizeof(storage::kReadOnlyPrefix) - 1) != absl::string_view::npos) {
           item.remove_prefix(sizeof(storage::kReadOnlyPrefix) - 1);
         }
+        // "token:LABEL" names a key in a token: LABEL is an id, not key text.
+        if (absl::ConsumePrefix(&item, storage::kTokenPrefix)) {
+          ids.emplace_back(absl::StripAsciiWhitespace(item));
+          continue;
+        }
         size_t colon = item.find(':');
         if (colon == absl::string_view::npos) continue;
         ids.emplace_back(absl::StripAsciiWhitespace(item.substr(0, colon)));
@@ -52,8 +57,10 @@ Verdict FuzzOne(absl::string_view input) {
   FUZZ_CHECK(std::set<std::string>(ids.begin(), ids.end()).size() == ids.size());
   FUZZ_CHECK(set->current_id() == ids.back());
   for (const std::string& id : ids) {
-    const crypto::SecretBytes* key = set->Find(id);
-    FUZZ_CHECK(key != nullptr && key->view().size() == 32);
+    const crypto::KeyEncryptionKey* key = set->Find(id);
+    FUZZ_CHECK(key != nullptr);
+    auto wrapped = key->Wrap(std::string(32, 'd'), "aad");
+    FUZZ_CHECK(wrapped.ok() && wrapped->size() == 60);
   }
   return Verdict::kAccepted;
 }
