@@ -293,8 +293,11 @@ TEST_F(AccountsTest, TokenTenantKeepsEveryAccountKeyInTheToken) {
   ASSERT_TRUE(fx_.store().UpdateTenant(scope, spec).ok());
   auto keys = *AccountKeys::Create(
       {.accounts = &fx_.store(), .token = token, .clock = &fx_.clock()});
-  auto options_with_token = fx_.WithStore(AccountManager::Options{
-      .clients = clients_.get(), .issuer = issuer_.get(), .clock = &fx_.clock()});
+  auto options_with_token = fx_.WithStore(AccountManager::Options{.clients = clients_.get(),
+                                                                  .issuer = issuer_,
+                                                                  .engine = &replica_->engine(),
+                                                                  .notices = &replica_->notices(),
+                                                                  .clock = &fx_.clock()});
   options_with_token.keys = keys.get();
   auto manager = *AccountManager::Create(options_with_token);
 

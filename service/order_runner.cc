@@ -303,7 +303,7 @@ void OrderRunner::Cleanup(Context& ctx, const acme::Order& order) {
         answers.dns_records.emplace_back(
             authz->identifier.value,
             crypto::Dns01TxtValue(
-                crypto::KeyAuthorization(ch->token, ctx.key->private_key.public_key())));
+                crypto::KeyAuthorization(ch->token, ctx.key->signer->public_key())));
       } else {
         answers.http_tokens.push_back(ch->token);
       }

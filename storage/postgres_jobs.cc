@@ -186,7 +186,7 @@ absl::Status PostgresStore::ReleaseJob(const JobLease& lease, absl::Time now) {
                                     "RETURNING kind, subject",
                                     Micros(now)));
     // Claimable at once: any replica's engine may take it.
-    Notify(tx, kJobsChannel, released.kind);
+    pg::Notify(tx, kJobsChannel, released.kind);
     return absl::OkStatus();
   });
 }
