@@ -48,7 +48,8 @@ absl::StatusOr<Caller> Authenticator::Authenticate(const Credentials& credential
     const std::string digest = TokenDigest(auth);
     auto lookup = [&] { return options_.identities->AuthenticateToken(digest); };
     auto identity =
-        options_.token_cache != nullptr ? options_.token_cache->Get(digest, lookup) : lookup();
+        options_.token_cache != nullptr ? options_.token_cache->Get(digest, credentials.peer, lookup)
+                                    : lookup();
     if (!identity.ok()) {
       if (absl::IsNotFound(identity.status())) return Unauthenticated();
       return identity.status();  // UNAVAILABLE etc.: the caller should retry.

@@ -30,6 +30,9 @@ struct Caller {
 struct Credentials {
   std::string authorization;  // The "authorization" metadata value, if any.
   std::string spiffe_id;      // From a verified client certificate, if any.
+  // gRPC's peer, e.g. "ipv4:192.0.2.7:40001": unknown tokens are budgeted per address (the
+  // token cache's unknown_per_peer_*). Empty: not budgeted (in-process callers).
+  std::string peer;
 };
 
 // A new bearer token: "avt_" and 43 base64url characters (32 random bytes).
@@ -52,7 +55,8 @@ class Authenticator {
 
   // UNAUTHENTICATED when no credential is presented, the token is malformed, unknown, revoked
   // or expired (one message for all: no oracle for which tokens exist), or the SPIFFE ID is not
-  // bound. A bearer token wins over a client certificate.
+  // bound. A bearer token wins over a client certificate. RESOURCE_EXHAUSTED when the peer's
+  // address sent more unknown tokens than the token cache's budget allows (no lookup is made).
   absl::StatusOr<Caller> Authenticate(const Credentials& credentials) const;
 
  private:

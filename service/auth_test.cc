@@ -161,6 +161,47 @@ TEST_F(CachedAuthTest, ABogusTokenCostsOneStoreLookupNotOnePerRequest) {
   EXPECT_EQ(counted_.token_lookups(), 2);
 }
 
+// A peer that sends ever new well-formed bogus tokens (the negative cache never hits) costs a
+// bounded number of store lookups; other peers and cached tokens are not held up.
+TEST_F(CachedAuthTest, ManyDistinctBogusTokensFromOnePeerCostABoundedNumberOfLookups) {
+  const std::string flooder = "ipv4:192.0.2.7:40001";
+  int throttled = 0;
+  for (int i = 0; i < 300; ++i) {
+    // Another source port of the same address: one budget per address.
+    auto caller = auth_->Authenticate(
+        {"Bearer " + NewBearerToken(), "", absl::StrCat("ipv4:192.0.2.7:", 40000 + i)});
+    if (absl::IsResourceExhausted(caller.status())) {
+      ++throttled;
+      EXPECT_THAT(caller.status().message(), HasSubstr("too many unknown bearer tokens"));
+    } else {
+      EXPECT_THAT(caller, StatusIs(absl::StatusCode::kUnauthenticated));
+    }
+  }
+  EXPECT_EQ(counted_.token_lookups(), 100);  // The default burst; no time passed.
+  EXPECT_EQ(throttled, 200);
+  EXPECT_THAT(metrics_.Render(),
+              HasSubstr("acmevault_token_cache_lookups_total{result=\"throttled\"} 200"));
+
+  // Another address still gets its lookups, and the flooder's budget refills with time.
+  EXPECT_THAT(auth_->Authenticate({"Bearer " + NewBearerToken(), "", "ipv6:[2001:db8::1]:443"}),
+              StatusIs(absl::StatusCode::kUnauthenticated));
+  EXPECT_EQ(counted_.token_lookups(), 101);
+  fx_.clock().Advance(absl::Seconds(1));  // 20 per second.
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_THAT(auth_->Authenticate({"Bearer " + NewBearerToken(), "", flooder}),
+                StatusIs(absl::StatusCode::kUnauthenticated));
+  }
+  EXPECT_THAT(auth_->Authenticate({"Bearer " + NewBearerToken(), "", flooder}),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(counted_.token_lookups(), 121);
+
+  // A real token already in the cache passes from the throttled address.
+  const storage::TenantId tenant = fx_.AddTenant("acme-corp", {"*.acme.example"});
+  const std::string real = "Bearer " + fx_.AddToken(tenant, storage::Role::kHost);
+  EXPECT_TRUE(auth_->Authenticate({real, "", "ipv4:198.51.100.1:1"}).ok());
+  EXPECT_TRUE(auth_->Authenticate({real, "", flooder}).ok());
+}
+
 TEST_F(CachedAuthTest, ARevokedTokenIsRefusedAtOnceHereAndAfterTheTtlElsewhere) {
   fx_.AddTenant("acme-corp", {"*.acme.example"});
   Admin::Options options =

@@ -29,6 +29,7 @@ Credentials CredentialsOf(const grpc::ServerContext& context) {
     auto values = auth->FindPropertyValues(GRPC_PEER_SPIFFE_ID_PROPERTY_NAME);
     if (!values.empty()) c.spiffe_id.assign(values[0].data(), values[0].size());
   }
+  c.peer = context.peer();
   return c;
 }
 

@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -218,6 +219,12 @@ absl::StatusOr<std::unique_ptr<service::TokenCache>> MakeTokenCache(
     options.negative_ttl = absl::Milliseconds(config.negative_ttl_ms());
   }
   if (config.max_entries() > 0) options.max_entries = static_cast<size_t>(config.max_entries());
+  if (config.unknown_per_peer_per_second() != 0) {
+    options.unknown_per_peer_per_second = std::max(0.0, config.unknown_per_peer_per_second());
+  }
+  if (config.unknown_per_peer_burst() > 0) {
+    options.unknown_per_peer_burst = config.unknown_per_peer_burst();
+  }
   return service::TokenCache::Create(options);
 }
 

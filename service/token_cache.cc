@@ -12,6 +12,9 @@ absl::StatusOr<std::unique_ptr<TokenCache>> TokenCache::Create(Options options) 
   if (options.positive_ttl < absl::ZeroDuration() || options.negative_ttl < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("TokenCache: TTLs must not be negative");
   }
+  if (options.unknown_per_peer_per_second < 0 || options.unknown_per_peer_burst < 0) {
+    return absl::InvalidArgumentError("TokenCache: the unknown-token budget must not be negative");
+  }
   if (options.max_entries == 0) {
     return absl::InvalidArgumentError("TokenCache: max_entries must be positive");
   }
@@ -51,8 +54,52 @@ void TokenCache::Count(absl::string_view result) const {
   if (options_.metrics != nullptr) options_.metrics->RecordTokenCacheLookup(result);
 }
 
+namespace {
+
+// The address of gRPC's peer string: "ipv4:192.0.2.7:40001" -> "ipv4:192.0.2.7",
+// "ipv6:[2001:db8::1]:443" -> "ipv6:[2001:db8::1]"; anything else as it is.
+absl::string_view PeerAddress(absl::string_view peer) {
+  const size_t colon = peer.rfind(':');
+  // No port: no second colon ("unix:/path"), or an IPv6 address without one.
+  if (colon == absl::string_view::npos || colon == peer.find(':') || peer.back() == ']') {
+    return peer;
+  }
+  return peer.substr(0, colon);
+}
+
+}  // namespace
+
+TokenCache::Budget& TokenCache::BudgetOf(absl::string_view address, absl::Time now) {
+  const double burst = options_.unknown_per_peer_burst;
+  auto it = budgets_.find(address);
+  if (it == budgets_.end()) {
+    if (budgets_.size() >= options_.max_entries) {
+      // Full budgets carry nothing worth keeping; drop them (all of them if none is full).
+      absl::erase_if(budgets_, [&](const auto& entry) {
+        const Budget& b = entry.second;
+        return b.tokens + absl::ToDoubleSeconds(now - b.updated) *
+                              options_.unknown_per_peer_per_second >=
+               burst;
+      });
+      if (budgets_.size() >= options_.max_entries) budgets_.clear();
+    }
+    it = budgets_.emplace(std::string(address), Budget{burst, now}).first;
+  }
+  Budget& b = it->second;
+  if (now > b.updated) {
+    b.tokens = std::min(
+        burst, b.tokens + absl::ToDoubleSeconds(now - b.updated) *
+                              options_.unknown_per_peer_per_second);
+    b.updated = now;
+  }
+  return b;
+}
+
 absl::StatusOr<storage::Identity> TokenCache::Get(
-    absl::string_view digest, absl::FunctionRef<absl::StatusOr<storage::Identity>()> lookup) {
+    absl::string_view digest, absl::string_view peer,
+    absl::FunctionRef<absl::StatusOr<storage::Identity>()> lookup) {
+  const absl::string_view address = PeerAddress(peer);
+  const bool budgeted = !address.empty() && options_.unknown_per_peer_per_second > 0;
   uint64_t forgets;
   {
     absl::MutexLock lock(&mu_);
@@ -65,6 +112,11 @@ absl::StatusOr<storage::Identity> TokenCache::Get(
       Count("negative_hit");
       return absl::NotFoundError("unknown, revoked or expired token");
     }
+    if (budgeted && BudgetOf(address, now).tokens < 1) {
+      Count("throttled");
+      return absl::ResourceExhaustedError(
+          "too many unknown bearer tokens from this address; try again in a few seconds");
+    }
     forgets = forgets_;
   }
   Count("miss");
@@ -73,6 +125,7 @@ absl::StatusOr<storage::Identity> TokenCache::Get(
   absl::MutexLock lock(&mu_);
   const absl::Time now = options_.clock->Now();
   if (!found.ok()) {
+    if (budgeted) BudgetOf(address, now).tokens -= 1;
     if (options_.negative_ttl > absl::ZeroDuration()) {
       negative_.Put({std::string(digest), now + options_.negative_ttl, std::nullopt});
     }

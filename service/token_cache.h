@@ -46,17 +46,30 @@ class TokenCache {
     // The most entries of each kind; the least recently used goes first. Bounded apart, so a
     // flood of bogus tokens cannot push out the tokens in use.
     size_t max_entries = 10000;
+    // Store lookups that found no token, budgeted per peer address (a token bucket): a peer
+    // sending ever new bogus tokens, which the negative entries never catch, costs at most
+    // `unknown_per_peer_burst` lookups at once and `unknown_per_peer_per_second` after. Past
+    // that its unknown tokens are refused without a lookup. 0 per second: no budget.
+    double unknown_per_peer_per_second = 20;
+    int unknown_per_peer_burst = 100;
     // acmevault_token_cache_lookups_total{result}. Borrowed; optional.
     Metrics* metrics = nullptr;
   };
-  // INVALID_ARGUMENT for a missing clock, a negative TTL or max_entries 0.
+  // INVALID_ARGUMENT for a missing clock, a negative TTL or budget, or max_entries 0.
   static absl::StatusOr<std::unique_ptr<TokenCache>> Create(Options options);
 
   // The identity behind `digest`: the cached answer while it is fresh, else `lookup`'s (the
   // store's), which is kept when it is an identity or NOT_FOUND (not on other errors, which
   // the caller should retry). A positive answer is not kept when Forget ran during `lookup`.
+  // `peer` (gRPC's "ipv4:ADDRESS:PORT"; empty: no budget) pays for a lookup that finds
+  // nothing; while its address's budget is spent, RESOURCE_EXHAUSTED without a lookup.
   absl::StatusOr<storage::Identity> Get(
-      absl::string_view digest, absl::FunctionRef<absl::StatusOr<storage::Identity>()> lookup);
+      absl::string_view digest, absl::string_view peer,
+      absl::FunctionRef<absl::StatusOr<storage::Identity>()> lookup);
+  absl::StatusOr<storage::Identity> Get(
+      absl::string_view digest, absl::FunctionRef<absl::StatusOr<storage::Identity>()> lookup) {
+    return Get(digest, "", lookup);
+  }
 
   // Drops every entry for `identity` (it was revoked here).
   void Forget(storage::IdentityId identity);
@@ -105,6 +118,14 @@ class TokenCache {
     absl::flat_hash_map<std::string, std::list<Entry>::iterator> index_;
   };
 
+  // A peer address's budget of unknown-token lookups.
+  struct Budget {
+    double tokens;
+    absl::Time updated;
+  };
+  // The address's budget refilled to `now`; held in `budgets_`, bounded by max_entries.
+  Budget& BudgetOf(absl::string_view address, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   explicit TokenCache(Options options)
       : options_(options), positive_(options.max_entries), negative_(options.max_entries) {}
   void Count(absl::string_view result) const;
@@ -115,6 +136,7 @@ class TokenCache {
   Lru negative_ ABSL_GUARDED_BY(mu_);
   // Incremented by every Forget, so a lookup that raced one does not cache what it found.
   uint64_t forgets_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<std::string, Budget> budgets_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace acmevault::service

@@ -161,6 +161,8 @@ TEST(TokenCache, RefusesBadOptions) {
               StatusIs(absl::StatusCode::kInvalidArgument, "TTL"));
   EXPECT_THAT(TokenCache::Create({.max_entries = 0}),
               StatusIs(absl::StatusCode::kInvalidArgument, "max_entries"));
+  EXPECT_THAT(TokenCache::Create({.unknown_per_peer_burst = -1}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "budget"));
 }
 
 }  // namespace
