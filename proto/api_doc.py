@@ -65,14 +65,18 @@ def parse(path):
         head.append(lines[i][2:].strip())
         i += 1
     root = Node("file", os.path.basename(path), join(head))
-    stack, comment = [root], []
+    stack, comment, pending = [root], [], ""
     for line in lines[i:]:
         text = line.strip()
         if text.startswith("//"):
             comment.append(text[2:].strip())
             continue
         code, _, trailing = text.partition("//")
-        code = code.strip()
+        code = (pending + " " + code.strip()).strip()
+        if code.startswith("rpc") and "returns" not in code:  # Continued on the next line.
+            pending = code
+            continue
+        pending = ""
         doc = join(comment + ([trailing.strip()] if trailing else []))
         comment = []
         m = re.match(r"(service|message|enum)\s+(\w+)\s*\{", code)
@@ -85,9 +89,20 @@ def parse(path):
         if m:
             stack.append(Node("oneof", m.group(1), doc))
             continue
-        m = re.match(r"rpc\s+(\w+)\s*\((\w+)\)\s*returns\s*\((\w+)\)", code)
+        m = re.match(r"rpc\s+(\w+)\s*\((\w+)\)\s*returns\s*\((\w+)\)\s*(\{?)", code)
         if m:
-            stack[-1].children.append(Node("rpc", m.group(1), doc, (m.group(2), m.group(3))))
+            rpc = Node("rpc", m.group(1), doc, (m.group(2), m.group(3), []))
+            stack[-1].children.append(rpc)
+            if m.group(4):  # A body of options, closed by its own "}".
+                stack.append(rpc)
+            continue
+        m = re.match(r"option\s+\(allowed_roles\)\s*=\s*ROLE_(\w+)\s*;", code)
+        if m and stack[-1].kind == "rpc":
+            stack[-1].extra[2].append(m.group(1))
+            continue
+        m = re.match(r"extend\s+[\w.]+\s*\{", code)
+        if m:  # Custom options: not part of the API.
+            stack.append(Node("extend", "", doc))
             continue
         m = re.match(r"((?:repeated\s+)?[\w.]+)\s+(\w+)\s*=\s*(\d+)\s*;", code)
         if m and stack[-1].kind in ("message", "oneof"):
@@ -149,8 +164,10 @@ def render(roots):
             for r in s.children:
                 if not r.comment:
                     errors.append("%s.%s has no comment" % (s.name, r.name))
-                out.append("\n### %s.%s\n\n`rpc %s(%s) returns (%s)`\n\n%s\n" % (
-                    s.name, r.name, r.name, r.extra[0], r.extra[1], r.comment))
+                roles = ", ".join(role.replace("_", " ").lower() for role in r.extra[2])
+                out.append("\n### %s.%s\n\n`rpc %s(%s) returns (%s)`%s\n\n%s\n" % (
+                    s.name, r.name, r.name, r.extra[0], r.extra[1],
+                    " (roles: %s)" % roles if roles else "", r.comment))
         for c in root.children:
             if c.kind == "message":
                 message(c, "")

@@ -293,11 +293,14 @@ TEST_F(AccountsTest, TokenTenantKeepsEveryAccountKeyInTheToken) {
   ASSERT_TRUE(fx_.store().UpdateTenant(scope, spec).ok());
   auto keys = *AccountKeys::Create(
       {.accounts = &fx_.store(), .token = token, .clock = &fx_.clock()});
-  auto options_with_token = fx_.WithStore(AccountManager::Options{.clients = clients_.get(),
-                                                                  .issuer = issuer_,
-                                                                  .engine = &replica_->engine(),
-                                                                  .notices = &replica_->notices(),
-                                                                  .clock = &fx_.clock()});
+  // An engine of its own, never started: the replica's has its handlers and runs.
+  spare_engines_.push_back(*Engine::Create(fx_.WithStore(Engine::Options{.owner = "spare"})));
+  auto options_with_token =
+      fx_.WithStore(AccountManager::Options{.clients = clients_.get(),
+                                            .issuer = issuer_,
+                                            .engine = spare_engines_.back().get(),
+                                            .notices = &replica_->notices(),
+                                            .clock = &fx_.clock()});
   options_with_token.keys = keys.get();
   auto manager = *AccountManager::Create(options_with_token);
 

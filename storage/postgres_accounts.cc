@@ -156,10 +156,7 @@ absl::Status PostgresStore::SetAccountStatus(const Scope& scope, AccountId accou
     RETURN_IF_ERROR(rules::CheckAccountOpen(a, /*already=*/true));
     tx.exec_params0("UPDATE accounts SET status = $2, deactivated_at = av_ts($3) WHERE id = $1",
                     account, std::string(AccountStatusName(status)), Micros(now));
-    AuditEvent e = rules::AccountEvent("SetAccountStatus", account, std::nullopt,
-                                       std::string(AccountStatusName(status)));
-    e.acme_url = a.account_url;
-    Audit(tx, scope, now, e);
+    Audit(tx, scope, now, rules::AccountStatusEvent(a, status));
     return absl::OkStatus();
   });
 }

@@ -517,6 +517,13 @@ AuditEvent AccountEvent(absl::string_view action, AccountId account,
   return e;
 }
 
+AuditEvent AccountStatusEvent(const Account& account, AccountStatus status) {
+  AuditEvent e = AccountEvent("SetAccountStatus", account.id, std::nullopt,
+                              std::string(AccountStatusName(status)));
+  e.acme_url = account.account_url;
+  return e;
+}
+
 AuditEvent OrderEvent(absl::string_view action, const Order& order, std::string detail) {
   AuditEvent e;
   e.action = std::string(action);

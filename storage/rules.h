@@ -154,6 +154,8 @@ std::string EncodeDueToken(absl::Time not_after, int64_t id);
 AuditEvent TenantEvent(absl::string_view action, const TenantSpec& spec);
 AuditEvent AccountEvent(absl::string_view action, AccountId account,
                         std::optional<int> key_version, std::string detail);
+// SetAccountStatus's row: the account's new status, naming its ACME URL.
+AuditEvent AccountStatusEvent(const Account& account, AccountStatus status);
 AuditEvent OrderEvent(absl::string_view action, const Order& order, std::string detail);
 AuditEvent CertificateEvent(absl::string_view action, const Certificate& certificate,
                             std::string detail);

@@ -125,10 +125,7 @@ absl::Status FakeStore::SetAccountStatus(const Scope& scope, AccountId account,
   RETURN_IF_ERROR(rules::CheckAccountOpen(*a, /*already=*/true));
   a->status = status;
   a->deactivated_at = now;
-  AuditEvent e = rules::AccountEvent("SetAccountStatus", account, std::nullopt,
-                                     std::string(AccountStatusName(status)));
-  e.acme_url = a->account_url;
-  Audit(s, scope, now, e);
+  Audit(s, scope, now, rules::AccountStatusEvent(*a, status));
   return absl::OkStatus();
 }
 
