@@ -18,6 +18,12 @@
 namespace acmevault::service {
 namespace {
 
+bool IsRsa(crypto::KeyAlgorithm algorithm) {
+  return algorithm == crypto::KeyAlgorithm::kRsa2048 ||
+         algorithm == crypto::KeyAlgorithm::kRsa3072 ||
+         algorithm == crypto::KeyAlgorithm::kRsa4096;
+}
+
 constexpr size_t kMaxIdempotencyKey = 200;
 
 const std::vector<crypto::KeyAlgorithm>& AllowedCertificateKeys() {
@@ -339,14 +345,23 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
     const storage::Scope& scope, const Checked& checked, const storage::Account& account,
     bool with_idempotency_key, Waiting* waiting) {
   const IssueRequest& request = *checked.request;
-  // A host's CSR goes with the new row (a joined order keeps its own and drops it). A
-  // service-side key is made only once the order is known to be new (AttachGeneratedKey): a
-  // request that joins one costs no key generation, which for RSA-4096 takes seconds of CPU.
-  // The order's job is made with it, leased to this replica until the material is attached.
+  // A host's CSR goes with the new row (a joined order keeps its own and drops it). So does a
+  // service-side EC key, made first since it costs microseconds: an order committed without
+  // its material (a COMMIT whose answer was lost) would be joined by the caller's retry and
+  // end invalid, its idempotency key bound to that failure. An RSA key is made only once the
+  // order is known to be new (AttachGeneratedKey): a request that joins one costs no key
+  // generation, which for RSA-4096 takes seconds of CPU. The order's job is made with it,
+  // leased to this replica until the material is attached.
   storage::NewOrder spec{account.id, checked.identifiers,
                          with_idempotency_key ? request.idempotency_key : "", options_.replica_id,
                          options_.lease_duration};
   if (checked.csr) spec.csr_der = checked.csr->der;
+  std::optional<GeneratedKey> early;
+  if (!checked.csr && !IsRsa(request.key_algorithm.value_or(crypto::KeyAlgorithm::kEcdsaP256))) {
+    ASSIGN_OR_RETURN(early, GenerateKey(checked));
+    spec.csr_der = early->csr_der;
+    spec.certificate_key = &early->key;
+  }
   spec.job_kind = kOrderStepJob;
   spec.job_ca = account.directory_url;
   ASSIGN_OR_RETURN(storage::CreateOrderResult created,
@@ -370,7 +385,7 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
       preferences_[created.order.id] = request.challenge;
     }
   }
-  if (!checked.csr) {
+  if (!checked.csr && !early.has_value()) {
     absl::Status attached = AttachGeneratedKey(scope, lease, checked);
     if (!attached.ok()) {
       // Nobody can finish an order without its material: it ends now, rather than keep the
@@ -394,15 +409,20 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
   return created;
 }
 
-absl::Status Issuer::AttachGeneratedKey(const storage::Scope& scope, const storage::Lease& lease,
-                                        const Checked& checked) {
+absl::StatusOr<Issuer::GeneratedKey> Issuer::GenerateKey(const Checked& checked) {
   const crypto::KeyAlgorithm algorithm =
       checked.request->key_algorithm.value_or(crypto::KeyAlgorithm::kEcdsaP256);
   ASSIGN_OR_RETURN(crypto::PrivateKey key, options_.generate_key
                                                ? options_.generate_key(algorithm)
                                                : crypto::PrivateKey::Generate(algorithm));
   ASSIGN_OR_RETURN(std::string csr_der, crypto::BuildCsr(checked.identifiers, key));
-  return options_.orders->AttachOrderMaterial(scope, lease, csr_der, &key);
+  return GeneratedKey{std::move(key), std::move(csr_der)};
+}
+
+absl::Status Issuer::AttachGeneratedKey(const storage::Scope& scope, const storage::Lease& lease,
+                                        const Checked& checked) {
+  ASSIGN_OR_RETURN(GeneratedKey generated, GenerateKey(checked));
+  return options_.orders->AttachOrderMaterial(scope, lease, generated.csr_der, &generated.key);
 }
 
 absl::StatusOr<storage::Order> Issuer::WaitForResult(const storage::Scope& scope,

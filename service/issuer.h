@@ -205,8 +205,15 @@ class Issuer {
                                                                const storage::Account& account,
                                                                bool with_idempotency_key,
                                                                Waiting* waiting);
-  // For the new order of a request without a CSR: generates its certificate key, builds the
-  // CSR and stores both with the order (OrderStore::AttachOrderMaterial).
+  // A certificate key for a request without a CSR and the CSR for it.
+  struct GeneratedKey {
+    crypto::PrivateKey key;
+    std::string csr_der;
+  };
+  absl::StatusOr<GeneratedKey> GenerateKey(const Checked& checked);
+  // For the new order of a request without a CSR whose key was not made before the order (an
+  // RSA key): generates it, builds the CSR and stores both with the order
+  // (OrderStore::AttachOrderMaterial).
   absl::Status AttachGeneratedKey(const storage::Scope& scope, const storage::Lease& lease,
                                   const Checked& checked);
   // Waits for the order until the request's wait ends and returns its row; the CA's rate limit

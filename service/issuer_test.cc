@@ -393,6 +393,95 @@ TEST_F(IssuerTest, AnIssueWaitsNoLongerThanTheServersCap) {
   EXPECT_FALSE(storage::IsTerminal(result->order.state));
 }
 
+// The order store of a replica whose database connection breaks during the first
+// CreateOrJoinOrder's COMMIT: the order is committed, the caller hears UNAVAILABLE ("the commit
+// outcome is unknown", as the Postgres store says). Everything else is forwarded.
+class LostFirstCreateCommit final : public storage::OrderStore {
+ public:
+  explicit LostFirstCreateCommit(storage::OrderStore& inner) : inner_(inner) {}
+  absl::StatusOr<storage::CreateOrderResult> CreateOrJoinOrder(
+      const storage::Scope& scope, const storage::NewOrder& order) override {
+    auto created = inner_.CreateOrJoinOrder(scope, order);
+    if (created.ok() && !lost_.exchange(true)) {
+      return absl::UnavailableError(
+          "CreateOrJoinOrder: connection lost during COMMIT; the commit outcome is unknown");
+    }
+    return created;
+  }
+  absl::StatusOr<storage::Order> GetOrder(const storage::Scope& scope,
+                                          storage::OrderId order) override {
+    return inner_.GetOrder(scope, order);
+  }
+  absl::StatusOr<crypto::PrivateKey> GetOrderCertificateKey(const storage::Scope& scope,
+                                                            storage::OrderId order,
+                                                            absl::string_view purpose) override {
+    return inner_.GetOrderCertificateKey(scope, order, purpose);
+  }
+  absl::StatusOr<storage::Order> FindOrderByIdempotencyKey(const storage::Scope& scope,
+                                                           absl::string_view key) override {
+    return inner_.FindOrderByIdempotencyKey(scope, key);
+  }
+  absl::Status AttachOrderMaterial(const storage::Scope& scope, const storage::Lease& lease,
+                                   absl::string_view csr_der,
+                                   const crypto::PrivateKey* certificate_key) override {
+    return inner_.AttachOrderMaterial(scope, lease, csr_der, certificate_key);
+  }
+  absl::Status RecordOrderUrl(const storage::Scope& scope, const storage::Lease& lease,
+                              absl::string_view url) override {
+    return inner_.RecordOrderUrl(scope, lease, url);
+  }
+  absl::Status TransitionOrder(const storage::Scope& scope, const storage::Lease& lease,
+                               storage::OrderState to,
+                               const storage::OrderFailure& failure) override {
+    return inner_.TransitionOrder(scope, lease, to, failure);
+  }
+  absl::StatusOr<storage::Certificate> CompleteOrder(
+      const storage::Scope& scope, const storage::Lease& lease,
+      const storage::NewCertificate& certificate) override {
+    return inner_.CompleteOrder(scope, lease, certificate);
+  }
+  absl::StatusOr<std::vector<storage::Lease>> ClaimStaleOrders(absl::string_view owner,
+                                                               absl::Duration lease_duration,
+                                                               int max_orders) override {
+    return inner_.ClaimStaleOrders(owner, lease_duration, max_orders);
+  }
+  absl::StatusOr<storage::Lease> RenewLease(const storage::Scope& scope,
+                                            const storage::Lease& lease,
+                                            absl::Duration lease_duration) override {
+    return inner_.RenewLease(scope, lease, lease_duration);
+  }
+  absl::Status ReleaseLease(const storage::Scope& scope, const storage::Lease& lease) override {
+    return inner_.ReleaseLease(scope, lease);
+  }
+
+ private:
+  storage::OrderStore& inner_;
+  std::atomic<bool> lost_{false};
+};
+
+// Found by the chaos suite that restarts PostgreSQL during issuances: a service-key order
+// committed in a COMMIT whose answer was lost had no key attached; the caller's retry with the
+// same idempotency key joined it, and once the creator's lease expired the order ended invalid
+// ("no stored CSR to finalize with; request again"), binding the key to that failure for 24
+// hours. An EC key (microseconds to make) is stored in the order's own transaction instead.
+TEST_F(IssuerTest, ARetryAfterALostCreateCommitGetsTheCertificate) {
+  AddAccount();
+  replica_.reset();
+  LostFirstCreateCommit orders(fx_.store());
+  auto replica = MakeReplica([&](Issuer::Options& o) {
+    o.orders = &orders;
+    o.generate_key = [](crypto::KeyAlgorithm) { return testing::TestLeafKey(); };
+  });
+  IssueRequest request = ServiceKeyRequest("web01");
+  auto first = replica->issuer().Issue(host_, request);
+  EXPECT_THAT(first.status(), StatusIs(absl::StatusCode::kUnavailable));
+  auto again = replica->issuer().Issue(host_, request);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->order.state, storage::OrderState::kValid) << again->order.error;
+  ASSERT_TRUE(again->certificate.has_value());
+  EXPECT_TRUE(IsLeafKey(again->private_key_pem));
+}
+
 // Issue 9, defect 7: a service-side key (RSA-4096 costs seconds) is generated only for an order
 // known to be new; a request that joins the order in flight, or reuses a certificate, costs none.
 TEST_F(IssuerTest, AJoinOrAReuseGeneratesNoKey) {

@@ -43,7 +43,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -51,6 +50,7 @@
 #include "acmevault/v1/account_service.grpc.pb.h"
 #include "acmevault/v1/admin_service.grpc.pb.h"
 #include "acmevault/v1/certificate_service.grpc.pb.h"
+#include "tests/testing/api_client.h"
 
 ABSL_FLAG(std::string, mode, "issue", "issue, read or profile");
 ABSL_FLAG(std::string, grpc, "", "acmevaultd's gRPC address, host:port");
@@ -72,23 +72,9 @@ namespace {
 
 using Clock = std::chrono::system_clock;
 
-std::unique_ptr<grpc::ClientContext> Ctx(const std::string& token, int seconds = 60) {
-  auto ctx = std::make_unique<grpc::ClientContext>();
-  if (!token.empty()) ctx->AddMetadata("authorization", "Bearer " + token);
-  ctx->set_deadline(Clock::now() + std::chrono::seconds(seconds));
-  return ctx;
-}
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 // utime + stime (+ the reaped children's, when `children`) of `pid`, in seconds; 0 if unknown.
 double CpuSeconds(int pid, bool children) {
-  std::string stat = ReadAll(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat = ::acmevault::testing::ReadFileOrEmpty(absl::StrCat("/proc/", pid, "/stat"));
   size_t close = stat.rfind(')');
   if (close == std::string::npos) return 0;
   // Fields after "(comm)": state is field 3, utime 14, stime 15, cutime 16, cstime 17.
@@ -106,7 +92,7 @@ double PostgresCpuSeconds(int postmaster) {
   if (postmaster <= 0) return 0;
   double total = CpuSeconds(postmaster, /*children=*/true);
   for (absl::string_view task :
-       absl::StrSplit(ReadAll(absl::StrCat("/proc/", postmaster, "/task/", postmaster,
+       absl::StrSplit(::acmevault::testing::ReadFileOrEmpty(absl::StrCat("/proc/", postmaster, "/task/", postmaster,
                                            "/children")),
                       ' ', absl::SkipWhitespace())) {
     int child = 0;
@@ -149,60 +135,14 @@ double Metric(absl::string_view prefix) {
   return total;
 }
 
-struct Service {
-  std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<v1::AdminService::Stub> admin;
-  std::unique_ptr<v1::AccountService::Stub> accounts;
-  std::unique_ptr<v1::CertificateService::Stub> certs;
-  std::string root_token;
-};
+using Service = ::acmevault::testing::ApiClient;
+using Tenant = ::acmevault::testing::ApiTenant;
+using ::acmevault::testing::Percentile;
 
-Service Connect() {
-  Service s;
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(16 << 20);
-  s.channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_grpc),
-                                        grpc::InsecureChannelCredentials(), args);
-  s.admin = v1::AdminService::NewStub(s.channel);
-  s.accounts = v1::AccountService::NewStub(s.channel);
-  s.certs = v1::CertificateService::NewStub(s.channel);
-  s.root_token = std::string(
-      absl::StripAsciiWhitespace(ReadAll(absl::GetFlag(FLAGS_root_token_file))));
-  return s;
-}
-
-struct Tenant {
-  std::string name, host;
-  bool ok = false;
-};
-
-// A tenant allowed *.<name>.example with a host token and an ACME account.
+// A tenant for one run; prints why when its setup failed.
 Tenant NewTenant(Service& s) {
-  Tenant t;
-  t.name = absl::StrCat("bench", getpid(), "-", absl::ToUnixMillis(absl::Now()) % 100000000);
-  v1::CreateTenantRequest tr;
-  tr.set_name(t.name);
-  tr.add_allowed_identifiers(absl::StrCat("*.", t.name, ".example"));
-  v1::Tenant tenant;
-  grpc::Status st = s.admin->CreateTenant(Ctx(s.root_token).get(), tr, &tenant);
-  std::string admin;
-  for (auto [role, out] : {std::pair{v1::ROLE_ADMIN, &admin}, std::pair{v1::ROLE_HOST, &t.host}}) {
-    if (!st.ok()) break;
-    v1::CreateTokenRequest req;
-    req.set_tenant(t.name);
-    req.set_role(role);
-    v1::CreateTokenResponse resp;
-    st = s.admin->CreateToken(Ctx(s.root_token).get(), req, &resp);
-    *out = resp.token();
-  }
-  if (st.ok()) {
-    v1::CreateAccountRequest ar;
-    ar.set_terms_of_service_agreed(true);
-    v1::Account account;
-    st = s.accounts->CreateAccount(Ctx(admin).get(), ar, &account);
-  }
-  if (!st.ok()) std::printf("setup failed: %s\n", st.error_message().c_str());
-  t.ok = st.ok();
+  Tenant t = s.NewTenant("bench");
+  if (!t.status.ok()) std::printf("setup failed: %s\n", t.status.error_message().c_str());
   return t;
 }
 
@@ -210,14 +150,7 @@ grpc::Status Issue(Service& s, const Tenant& t, int n, v1::IssueCertificateRespo
   v1::IssueCertificateRequest r;
   r.add_identifiers(absl::StrCat("c", n, ".", t.name, ".example"));
   r.set_key_algorithm(v1::KEY_ALGORITHM_ECDSA_P256);
-  return s.certs->IssueCertificate(Ctx(t.host).get(), r, out);
-}
-
-// Latencies in milliseconds, sorted; the value at fraction p.
-double Percentile(std::vector<double>& ms, double p) {
-  if (ms.empty()) return 0;
-  std::sort(ms.begin(), ms.end());
-  return ms[static_cast<size_t>(p * (ms.size() - 1))];
+  return s.certs().IssueCertificate(::acmevault::testing::ApiContext(t.host_token).get(), r, out);
 }
 
 struct Run {
@@ -281,7 +214,7 @@ void PrintRun(absl::string_view what, Run& run, absl::string_view extra) {
 
 void BenchIssue(Service& s) {
   Tenant t = NewTenant(s);
-  if (!t.ok) return;
+  if (!t.status.ok()) return;
   const int callers = absl::GetFlag(FLAGS_callers);
   const int64_t commits0 = Commits();
   const double acme0 = Metric("acmevault_acme_requests_total");
@@ -305,7 +238,7 @@ void BenchIssue(Service& s) {
 
 void BenchRead(Service& s) {
   Tenant t = NewTenant(s);
-  if (!t.ok) return;
+  if (!t.status.ok()) return;
   v1::IssueCertificateResponse issued;
   grpc::Status st = Issue(s, t, 0, &issued);
   if (!st.ok()) {
@@ -321,7 +254,7 @@ void BenchRead(Service& s) {
     v1::GetCertificateRequest r;
     r.set_serial(serial);
     v1::Certificate out;
-    return s.certs->GetCertificate(Ctx(t.host).get(), r, &out);
+    return s.certs().GetCertificate(::acmevault::testing::ApiContext(t.host_token).get(), r, &out);
   };
   Drive(streams, 5 * streams, limit, get);  // Warm: connections, caches.
   const int64_t commits0 = Commits();
@@ -329,7 +262,7 @@ void BenchRead(Service& s) {
   Run reads = Drive(streams, kMaxCalls, limit, get);
   const double daemon_cpu = CpuSeconds(absl::GetFlag(FLAGS_daemon_pid), false) - daemon0;
   const int64_t commits = Commits() - commits0;
-  grpc::GenericStub generic(s.channel);
+  grpc::GenericStub generic(s.channel());
   Run health = Drive(streams, kMaxCalls, limit, [&](int) {
     grpc::ByteBuffer request, response;
     grpc::Slice empty("", 0);  // HealthCheckRequest{service: ""}: no bytes.
@@ -402,7 +335,7 @@ StatementCounts CountStatements(const std::string& log, const std::string& from,
 
 void BenchProfile(Service& s) {
   Tenant t = NewTenant(s);
-  if (!t.ok) return;
+  if (!t.status.ok()) return;
   const int n = std::min(absl::GetFlag(FLAGS_issuances), 20);
   constexpr int kReads = 100;
   std::string serial;
@@ -432,11 +365,11 @@ void BenchProfile(Service& s) {
       v1::GetCertificateRequest r;
       r.set_serial(serial);
       v1::Certificate out;
-      if (s.certs->GetCertificate(Ctx(t.host).get(), r, &out).ok()) ++reads;
+      if (s.certs().GetCertificate(::acmevault::testing::ApiContext(t.host_token).get(), r, &out).ok()) ++reads;
     }
     mark("end");
     absl::SleepFor(absl::Milliseconds(500));
-    const std::string log = ReadAll(absl::GetFlag(FLAGS_pg_log));
+    const std::string log = ::acmevault::testing::ReadFileOrEmpty(absl::GetFlag(FLAGS_pg_log));
     for (auto [what, from, to, calls] :
          {std::tuple{"IssueCertificate", "acmevault-bench-issue", "acmevault-bench-read", issued},
           std::tuple{"GetCertificate", "acmevault-bench-read", "acmevault-bench-end", reads}}) {
@@ -458,7 +391,7 @@ void BenchProfile(Service& s) {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  acmevault::bench::Service s = acmevault::bench::Connect();
+  acmevault::testing::ApiClient s(absl::GetFlag(FLAGS_grpc), absl::GetFlag(FLAGS_root_token_file));
   const std::string mode = absl::GetFlag(FLAGS_mode);
   if (mode == "issue") {
     acmevault::bench::BenchIssue(s);
