@@ -15,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "acme/http.h"
 #include "common/testing/stack_env.h"
+#include "storage/kek_set.h"
 
 namespace acmevault::e2e {
 
@@ -230,6 +231,15 @@ std::unique_ptr<Daemon> E2eFixture::StartTlsDaemon(const std::string& dir,
   const std::string path = absl::StrCat(dir, "/", name, ".textproto");
   std::ofstream(path) << config;
   return Daemon::Start(path, name);
+}
+
+absl::StatusOr<std::unique_ptr<storage::PostgresStore>> E2eFixture::OpenStore() const {
+  auto keks = storage::KekSet::FromFile(dir_ + "/kek");
+  if (!keks.ok()) return keks.status();
+  storage::PostgresStoreOptions options;
+  options.pool.url = std::string(absl::StripAsciiWhitespace(ReadFile(dir_ + "/db-url")));
+  options.pool.size = 2;
+  return storage::PostgresStore::Create(options, *std::move(keks));
 }
 
 grpc::Status E2eFixture::IssueWithKey(const TenantTokens& t, const std::vector<std::string>& names,

@@ -15,7 +15,9 @@
 #include "acmevault/v1/account_service.grpc.pb.h"
 #include "acmevault/v1/admin_service.grpc.pb.h"
 #include "acmevault/v1/certificate_service.grpc.pb.h"
+#include "absl/status/statusor.h"
 #include "gtest/gtest.h"
+#include "storage/postgres_store.h"
 
 namespace acmevault::e2e {
 
@@ -95,6 +97,10 @@ class E2eFixture : public ::testing::Test {
   grpc::Status IssueWithKey(const TenantTokens& t, const std::vector<std::string>& names,
                             v1::IssueCertificateResponse* out,
                             const std::string& idempotency_key = "", int seconds = 30);
+
+  // The service's database as the service sees it (its login role, row-level security), with
+  // its key-encryption key: what a test reads the vault and the ledger through.
+  absl::StatusOr<std::unique_ptr<storage::PostgresStore>> OpenStore() const;
 
   std::string config_, dir_, root_token_;
   std::string daemon_config_;  // config_ with ExtraConfig(), as daemon "a" runs it.
