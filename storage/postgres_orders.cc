@@ -236,6 +236,18 @@ absl::Status PostgresStore::TransitionOrder(const Scope& scope, const Lease& lea
   });
 }
 
+absl::StatusOr<Certificate> PostgresStore::CompleteOrderIn(pqxx::work& tx, const Scope& scope,
+                                                           absl::Time now, const Order& o,
+                                                           const NewCertificate& linked) {
+  ASSIGN_OR_RETURN(Certificate out, InsertCertificateIn(tx, scope, linked, now));
+  tx.exec_params0(
+      "UPDATE orders SET state = 'valid', certificate_id = $2, updated_at = av_ts($3), "
+      "lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
+      o.id, out.id, Micros(now));
+  Audit(tx, scope, now, rules::OrderEvent("CompleteOrder", o, absl::StrCat("certificate ", out.id)));
+  return out;
+}
+
 absl::StatusOr<Certificate> PostgresStore::CompleteOrder(const Scope& scope, const Lease& lease,
                                                          const NewCertificate& certificate) {
   ASSIGN_OR_RETURN(NewCertificate c, rules::ValidateNewCertificate(certificate));
@@ -247,14 +259,7 @@ absl::StatusOr<Certificate> PostgresStore::CompleteOrder(const Scope& scope, con
         NewCertificate linked = c;
         linked.order = o.id;
         if (!linked.account.has_value()) linked.account = o.account;
-        ASSIGN_OR_RETURN(Certificate out, InsertCertificateIn(tx, scope, linked, now));
-        tx.exec_params0(
-            "UPDATE orders SET state = 'valid', certificate_id = $2, updated_at = av_ts($3), "
-            "lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
-            o.id, out.id, Micros(now));
-        Audit(tx, scope, now,
-              rules::OrderEvent("CompleteOrder", o, absl::StrCat("certificate ", out.id)));
-        return out;
+        return CompleteOrderIn(tx, scope, now, o, linked);
       });
 }
 
@@ -306,13 +311,7 @@ absl::StatusOr<Certificate> PostgresStore::FinishOrder(const Scope& scope, const
         linked.order = o.id;
         if (!linked.account.has_value()) linked.account = o.account;
         linked.private_key = key ? &*key : nullptr;
-        ASSIGN_OR_RETURN(Certificate out, InsertCertificateIn(tx, scope, linked, now));
-        tx.exec_params0(
-            "UPDATE orders SET state = 'valid', certificate_id = $2, updated_at = av_ts($3), "
-            "lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
-            o.id, out.id, Micros(now));
-        Audit(tx, scope, now,
-              rules::OrderEvent("CompleteOrder", o, absl::StrCat("certificate ", out.id)));
+        ASSIGN_OR_RETURN(Certificate out, CompleteOrderIn(tx, scope, now, o, linked));
         for (const std::string& url : completion.deactivated_authorizations) {
           MarkAuthorizationDeactivatedIn(tx, scope, now, o.account, url);
         }

@@ -331,6 +331,9 @@ class PostgresStore final : public Store {
   absl::StatusOr<UnsealedAccountKey> UnsealKey(absl::string_view op, const Scope& scope,
                                                AccountId account, std::optional<int> version,
                                                absl::string_view purpose);
+  // CompleteOrder's write after its checks (`linked` names the order), shared with FinishOrder.
+  absl::StatusOr<Certificate> CompleteOrderIn(pqxx::work& tx, const Scope& scope, absl::Time now,
+                                              const Order& o, const NewCertificate& linked);
   // UnsealKey's transaction body, shared with LoadOrderStep.
   absl::StatusOr<UnsealedAccountKey> UnsealKeyIn(pqxx::work& tx, const Scope& scope,
                                                  absl::Time now, AccountId account,

@@ -209,6 +209,27 @@ absl::Status FakeStore::TransitionOrder(const Scope& scope, const Lease& lease, 
   return absl::OkStatus();
 }
 
+namespace {
+
+// CompleteOrder's write after its checks (`c` names the order), shared with FinishOrder.
+absl::StatusOr<Certificate> CompleteOrderLocked(State& s, const Envelope& envelope,
+                                                const Scope& scope, absl::Time now, Order& o,
+                                                const NewCertificate& c)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+  ASSIGN_OR_RETURN(Certificate out, InsertCertificateLocked(s, envelope, scope, c, now));
+  Order before = o;
+  o.state = OrderState::kValid;
+  o.certificate = out.id;
+  o.updated_at = now;
+  o.lease_owner.clear();
+  o.lease_expires_at.reset();
+  Audit(s, scope, now,
+        rules::OrderEvent("CompleteOrder", before, absl::StrCat("certificate ", out.id)));
+  return out;
+}
+
+}  // namespace
+
 absl::StatusOr<Certificate> FakeStore::CompleteOrder(const Scope& scope, const Lease& lease,
                                                      const NewCertificate& certificate) {
   ASSIGN_OR_RETURN(NewCertificate c, rules::ValidateNewCertificate(certificate));
@@ -219,16 +240,7 @@ absl::StatusOr<Certificate> FakeStore::CompleteOrder(const Scope& scope, const L
   RETURN_IF_ERROR(rules::CheckCompletable(*o));
   c.order = o->id;
   if (!c.account.has_value()) c.account = o->account;
-  ASSIGN_OR_RETURN(Certificate out, InsertCertificateLocked(s, envelope_, scope, c, now));
-  Order before = *o;
-  o->state = OrderState::kValid;
-  o->certificate = out.id;
-  o->updated_at = now;
-  o->lease_owner.clear();
-  o->lease_expires_at.reset();
-  Audit(s, scope, now,
-        rules::OrderEvent("CompleteOrder", before, absl::StrCat("certificate ", out.id)));
-  return out;
+  return CompleteOrderLocked(s, envelope_, scope, now, *o, c);
 }
 
 absl::StatusOr<std::vector<Lease>> FakeStore::ClaimStaleOrders(absl::string_view owner,
@@ -451,17 +463,10 @@ absl::StatusOr<Certificate> FakeStore::FinishOrder(const Scope& scope, const Lea
     c.order = o->id;
     if (!c.account.has_value()) c.account = o->account;
     c.private_key = key ? &*key : nullptr;
-    ASSIGN_OR_RETURN(out, InsertCertificateLocked(s, envelope_, scope, c, now));
-    Order before = *o;
-    o->state = OrderState::kValid;
-    o->certificate = out.id;
-    o->updated_at = now;
-    o->lease_owner.clear();
-    o->lease_expires_at.reset();
-    Audit(s, scope, now,
-          rules::OrderEvent("CompleteOrder", before, absl::StrCat("certificate ", out.id)));
+    const AccountId account = o->account;
+    ASSIGN_OR_RETURN(out, CompleteOrderLocked(s, envelope_, scope, now, *o, c));
     for (const std::string& url : completion.deactivated_authorizations) {
-      MarkDeactivatedLocked(s, scope, now, before.account, url);
+      MarkDeactivatedLocked(s, scope, now, account, url);
     }
     for (const std::string& token : completion.challenge_tokens) {
       fake::DeleteChallengeLocked(s, scope, now, token);
