@@ -69,6 +69,10 @@ class AccountKeys {
   absl::StatusOr<SigningKey> Version(const storage::Scope& scope, storage::AccountId account,
                                      int version, absl::string_view purpose);
 
+  // A key the store unsealed (or a token key's object id) ready to sign: what Active does after
+  // reading it, for callers that read it with other rows (OrderStore::LoadOrderStep).
+  absl::StatusOr<SigningKey> Open(storage::UnsealedAccountKey key);
+
   // Destroys, in the token, every retired or compromised token key of scope.tenant that left
   // service at least `destroy_grace` ago, and records it (MarkKeyDestroyed). Returns how many.
   // OK with 0 when no token is configured. The first error stops it (the rest go next time).
@@ -76,7 +80,6 @@ class AccountKeys {
 
  private:
   explicit AccountKeys(Options options) : options_(std::move(options)) {}
-  absl::StatusOr<SigningKey> Open(storage::UnsealedAccountKey key);
   absl::Status NoToken() const;
 
   const Options options_;

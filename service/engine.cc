@@ -333,6 +333,8 @@ void Engine::RunJob(storage::ClaimedJob claimed, std::shared_ptr<std::atomic<boo
     case JobOutcome::Kind::kDone:
       stored = jobs.CompleteJob(lease);
       break;
+    case JobOutcome::Kind::kRecorded:
+      break;
     case JobOutcome::Kind::kRetryAt:
       again = *outcome.at();
       stored = jobs.RescheduleJob(lease, *again, "", now);

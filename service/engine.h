@@ -51,10 +51,16 @@ namespace acmevault::service {
 // What a handler decided about its job.
 class JobOutcome {
  public:
-  enum class Kind { kDone, kRetryAt, kFailed, kFailedPermanently };
+  enum class Kind { kDone, kRetryAt, kFailed, kFailedPermanently, kRecorded };
 
   // Finished: the job is completed (its row deleted; waiters are notified).
   static JobOutcome Done() { return JobOutcome(Kind::kDone, absl::OkStatus(), std::nullopt); }
+  // Finished, and the handler's own last write already completed the job in its transaction
+  // (fenced by the run's lease, e.g. OrderStore::FinishOrder): the engine writes nothing more.
+  // Counted as completed.
+  static JobOutcome Recorded() {
+    return JobOutcome(Kind::kRecorded, absl::OkStatus(), std::nullopt);
+  }
   // This step succeeded and the next one is due at `at` (e.g. poll an order again): the job is
   // rescheduled for then, its failed-attempt count reset.
   static JobOutcome RetryAt(absl::Time at) {

@@ -138,9 +138,15 @@ JobOutcome Issuer::StepOrder(const JobRun& run) {
         absl::MutexLock lock(&mu_);
         stopped_.erase(id);
         preferences_.erase(id);
+        const absl::Time now = options_.clock->Now();
+        for (auto it = ended_.begin(); it != ended_.end();) {
+          it = now - it->second.at > kEndedKept ? ended_.erase(it) : std::next(it);
+        }
+        ended_[id] = Ended{result->order, result->certificate, now};
       }
       Announce(scope.tenant, id);
-      return JobOutcome::Done();
+      // A stored certificate: the step's own transaction completed the job (FinishOrder).
+      return result->certificate.has_value() ? JobOutcome::Recorded() : JobOutcome::Done();
     }
     case OrderStepResult::Kind::kWaiting: {
       absl::MutexLock lock(&mu_);
@@ -164,6 +170,14 @@ JobOutcome Issuer::StepOrder(const JobRun& run) {
     Announce(scope.tenant, id);
   }
   return JobOutcome::Failed(result->why, at);
+}
+
+std::optional<Issuer::Ended> Issuer::EndedHere(storage::TenantId tenant,
+                                               storage::OrderId order) {
+  absl::MutexLock lock(&mu_);
+  auto it = ended_.find(order);
+  if (it == ended_.end() || it->second.order.tenant != tenant) return std::nullopt;
+  return it->second;
 }
 
 absl::StatusOr<storage::Order> Issuer::RecordException(const storage::Scope& scope,
@@ -378,6 +392,7 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
     }
   }
   if (!created.created) return created;
+  if (waiting != nullptr) waiting->created_here = true;
   const storage::Lease& lease = *created.lease;
   {
     absl::MutexLock lock(&mu_);
@@ -429,10 +444,18 @@ absl::StatusOr<storage::Order> Issuer::WaitForResult(const storage::Scope& scope
                                                      storage::OrderId id, Waiting& waiting,
                                                      const Checked& checked) {
   storage::Order order;
+  bool read = false;  // `order` holds the row
+  bool look = !waiting.created_here;
   absl::Status stopped;
-  while (stopped.ok()) {
-    ASSIGN_OR_RETURN(order, options_.orders->GetOrder(scope, id));
-    if (storage::IsTerminal(order.state)) return order;
+  while (true) {
+    // Ended by a step here: as that step left it, not read back.
+    if (std::optional<Ended> ended = EndedHere(scope.tenant, id)) return ended->order;
+    if (look) {
+      ASSIGN_OR_RETURN(order, options_.orders->GetOrder(scope, id));
+      read = true;
+      if (storage::IsTerminal(order.state)) return order;
+    }
+    look = true;
     {
       absl::MutexLock lock(&mu_);
       auto it = stopped_.find(id);
@@ -441,7 +464,14 @@ absl::StatusOr<storage::Order> Issuer::WaitForResult(const storage::Scope& scope
       }
     }
     if (!stopped.ok()) break;
-    if (!waiting.watch->Wait(checked.wait_until, checked.request->cancelled)) return order;
+    if (!waiting.watch->Wait(checked.wait_until, checked.request->cancelled)) {
+      if (std::optional<Ended> ended = EndedHere(scope.tenant, id)) return ended->order;
+      if (read) return order;
+      return options_.orders->GetOrder(scope, id);
+    }
+  }
+  if (!read) {
+    ASSIGN_OR_RETURN(order, options_.orders->GetOrder(scope, id));
   }
   // The last step stopped short on a CA or network problem: say so (RESOURCE_EXHAUSTED with
   // the CA's retry time, UNAVAILABLE, ...) rather than hand back a handle that will not move
@@ -469,8 +499,15 @@ absl::StatusOr<IssueResult> Issuer::Finish(const storage::Scope& scope, storage:
         absl::StrCat("order ", order.id, " failed: ", order.error));
   }
   if (order.state != storage::OrderState::kValid || !order.certificate) return result;
-  ASSIGN_OR_RETURN(storage::Certificate cert,
-                   options_.certificates->GetCertificate(scope, *order.certificate));
+  // The certificate the step here stored, else the stored row.
+  std::optional<Ended> ended = EndedHere(scope.tenant, order.id);
+  storage::Certificate cert;
+  if (ended.has_value() && ended->certificate.has_value() &&
+      ended->certificate->id == *order.certificate) {
+    cert = *ended->certificate;
+  } else {
+    ASSIGN_OR_RETURN(cert, options_.certificates->GetCertificate(scope, *order.certificate));
+  }
   if (checked.csr) {
     ASSIGN_OR_RETURN(crypto::PublicKey leaf, LeafKey(cert));
     if (!leaf.Equals(checked.csr->public_key)) {

@@ -196,6 +196,9 @@ class Issuer {
   struct Waiting {
     std::unique_ptr<JobNotices::Watch> watch;
     uint64_t stops_seen = 0;
+    // The order was made by this request and its job handed over after the watch began: a
+    // look before the first notice would find it as made.
+    bool created_here = false;
   };
   // Joins the tenant's order in flight for the identifiers, or creates the order row with its
   // job and finalization material (so any replica can finish it) and hands the job to the
@@ -234,6 +237,16 @@ class Issuer {
                                                  std::exception_ptr thrown);
   // Wakes this replica's callers waiting on the order (a step ended it or stopped short).
   void Announce(storage::TenantId tenant, storage::OrderId order);
+  // An order a step here ended, as the step left it (with the certificate it stored, if any),
+  // so that callers waiting here need not read back what the step just wrote.
+  struct Ended {
+    storage::Order order;
+    std::optional<storage::Certificate> certificate;
+    absl::Time at;
+  };
+  std::optional<Ended> EndedHere(storage::TenantId tenant, storage::OrderId order);
+  // How long an ended order is kept for the callers waiting on it (they are woken at once).
+  static constexpr absl::Duration kEndedKept = absl::Seconds(30);
 
   const Options options_;
   absl::Mutex mu_;
@@ -249,6 +262,7 @@ class Issuer {
   // The challenge type asked for by the request that made an order here (not stored: a step on
   // another replica answers with HTTP-01, or DNS-01 for a wildcard).
   std::map<storage::OrderId, ChallengePreference> preferences_ ABSL_GUARDED_BY(mu_);
+  std::map<storage::OrderId, Ended> ended_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace acmevault::service

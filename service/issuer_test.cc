@@ -318,6 +318,24 @@ TEST_F(IssuerTest, IssuesWithTheHostsCsrThenReusesTheCurrentCertificate) {
   EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 1);
 }
 
+// Issue 10's "a tenth of the database work": an issuance (the RPC's reads and writes, each
+// order step's load and transitions, the completion) costs few store transactions, each of
+// which is one PostgreSQL transaction. The engine's claims (one per step) are not counted
+// here: their number depends on timing. 34 before orders loaded their rows together and
+// finished in one transaction; issue 10's target for the whole is 8. 19 when the first look
+// after the answers finds the order ready; each further look while the CA validates costs 2
+// (its load and its reschedule), and fake time decides how many there are: a margin of two.
+TEST_F(IssuerTest, AnIssuanceCostsFewStoreTransactions) {
+  AddAccount();
+  const int64_t before = fx_.fake_store().transactions();
+  auto issued =
+      issuer_->Issue(host_, CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_));
+  ASSERT_TRUE(issued.ok()) << issued.status();
+  ASSERT_TRUE(issued->certificate.has_value());
+  const int64_t used = fx_.fake_store().transactions() - before;
+  EXPECT_LE(used, 23) << used << " store transactions for one issuance";
+}
+
 TEST_F(IssuerTest, ConcurrentIdenticalRequestsMakeOneAcmeOrder) {
   AddAccount();
   std::vector<std::thread> threads;

@@ -108,11 +108,16 @@ struct OrderRunner::Context {
   const OrderJob* job = nullptr;
   storage::Order order;
   storage::Account account;
+  storage::Tenant tenant;
+  // The order's outstanding authorizations: as loaded, and as recorded by this step.
+  std::vector<storage::Authorization> authorizations;
   std::optional<SigningKey> key;
+  absl::Status key_status;  // why `key` is unset although the load returned one
   acme::AcmeClient* client = nullptr;
   acme::AccountRef ref;
   ChallengePreference challenge = ChallengePreference::kHttp01;
   Answers answers;  // published by this step, or by an earlier one here
+  std::optional<storage::Certificate> certificate;  // stored by this step
 
   const storage::Scope& scope() const { return job->scope; }
   const storage::Lease& lease() const { return job->lease; }
@@ -134,11 +139,15 @@ absl::Status OrderRunner::AnswerAuthorizations(Context& ctx, const acme::Order& 
     RETURN_IF_ERROR(authz.status());
     std::string identifier =
         authz->wildcard ? absl::StrCat("*.", authz->identifier.value) : authz->identifier.value;
-    RETURN_IF_ERROR(
-        options_.authorizations
-            ->RecordAuthorization(ctx.scope(), {ctx.account.id, ctx.order.id, url, identifier,
-                                                AuthzStatus(authz->status), authz->expires})
-            .status());
+    ASSIGN_OR_RETURN(storage::Authorization recorded,
+                     options_.authorizations->RecordAuthorization(
+                         ctx.scope(), {ctx.account.id, ctx.order.id, url, identifier,
+                                       AuthzStatus(authz->status), authz->expires}));
+    if (std::none_of(ctx.authorizations.begin(), ctx.authorizations.end(),
+                     [&](const storage::Authorization& a) { return a.record.url == url; }) &&
+        (authz->status == "pending" || authz->status == "valid")) {
+      ctx.authorizations.push_back(recorded);
+    }
     if (authz->status == "valid") continue;  // Reused by the CA.
     if (authz->status != "pending") {
       return absl::FailedPreconditionError(
@@ -217,14 +226,8 @@ absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
     return absl::InternalError(absl::StrCat("the CA issued a certificate for other names [",
                                             absl::StrJoin(names, ", "), "] than the order's"));
   }
-  // The service-generated key goes with the certificate (sealed again under its id).
-  std::optional<crypto::PrivateKey> certificate_key;
-  if (ctx.order.has_certificate_key) {
-    ASSIGN_OR_RETURN(certificate_key,
-                     options_.orders->GetOrderCertificateKey(
-                         ctx.scope(), ctx.order.id, absl::StrCat("order ", ctx.order.id)));
-  }
-  storage::NewCertificate cert;
+  storage::OrderCompletion done;
+  storage::NewCertificate& cert = done.certificate;
   cert.account = ctx.account.id;
   cert.order = ctx.order.id;
   cert.identifiers = ctx.order.identifiers;
@@ -233,29 +236,33 @@ absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
   cert.not_after = leaf.not_after;
   cert.chain_pem = chain->pem;
   cert.account_key_version = ctx.key->info.version;
-  cert.private_key = certificate_key ? &*certificate_key : nullptr;
-  ASSIGN_OR_RETURN(storage::Certificate stored,
-                   options_.orders->CompleteOrder(ctx.scope(), ctx.lease(), cert));
+  // RFC 8555 §7.5.2: the authorizations are deactivated before the certificate is stored, so
+  // that one transaction records both. Should that transaction fail (the lease lost), the next
+  // step downloads again and the CA refuses to deactivate what is deactivated: the ledger then
+  // keeps those outstanding until they expire, which only costs a later deactivation attempt.
+  if (ctx.tenant.spec.policy.deactivate_authorizations_after_issuance) {
+    for (const auto& a : ctx.authorizations) {
+      auto d = ctx.client->DeactivateAuthorization(ctx.ref, a.record.url);
+      if (options_.metrics) options_.metrics->RecordAcme("deactivateAuthorization", d.status());
+      if (d.ok()) done.deactivated_authorizations.push_back(a.record.url);
+    }
+  }
+  const Answers answers = AnswersOf(ctx, order);
+  done.challenge_tokens = answers.http_tokens;
+  // The certificate, its key (the order's), the ledger, the HTTP-01 cleanup and the job's end:
+  // one transaction, fenced by the job's lease.
+  ASSIGN_OR_RETURN(ctx.certificate, options_.orders->FinishOrder(ctx.scope(), ctx.lease(), done));
+  Forget(ctx.order);
   ctx.order.state = storage::OrderState::kValid;
-  ctx.order.certificate = stored.id;
+  ctx.order.certificate = ctx.certificate->id;
+  ctx.order.updated_at = options_.clock->Now();
   if (options_.metrics) {
     options_.metrics->RecordIssuance(options_.clock->Now() - ctx.order.created_at, true);
   }
-  auto tenant = options_.tenants->GetTenant(ctx.scope());
-  if (tenant.ok() && tenant->spec.policy.deactivate_authorizations_after_issuance) {
-    storage::AuthorizationFilter filter;
-    filter.order = ctx.order.id;
-    auto outstanding = options_.authorizations->ListOutstandingAuthorizations(ctx.scope(), filter);
-    if (outstanding.ok()) {
-      for (const auto& a : *outstanding) {
-        auto d = ctx.client->DeactivateAuthorization(ctx.ref, a.record.url);
-        if (options_.metrics) options_.metrics->RecordAcme("deactivateAuthorization", d.status());
-        if (d.ok()) {
-          options_.authorizations
-              ->MarkAuthorizationDeactivated(ctx.scope(), ctx.account.id, a.record.url)
-              .IgnoreError();
-        }
-      }
+  // The job was this step's when the certificate was stored: the TXT records may go.
+  if (options_.dns01 != nullptr) {
+    for (const auto& [name, value] : answers.dns_records) {
+      options_.dns01->Remove(name, value).IgnoreError();
     }
   }
   return absl::OkStatus();
@@ -283,32 +290,33 @@ void OrderRunner::Forget(const storage::Order& order) {
   answers_.erase({order.tenant, order.id});
 }
 
-void OrderRunner::Cleanup(Context& ctx, const acme::Order& order) {
+OrderRunner::Answers OrderRunner::AnswersOf(Context& ctx, const acme::Order& order) {
   std::optional<Answers> known = Recall(ctx.order);
-  Forget(ctx.order);
+  if (known.has_value()) return *std::move(known);
   Answers answers;
-  if (known.has_value()) {
-    answers = *std::move(known);
-  } else {
-    // Answered by a step on another replica (or before a restart): the CA's authorizations
-    // name the tokens.
-    for (const std::string& url : order.authorizations) {
-      auto authz = ctx.client->GetAuthorization(ctx.ref, order, url);
-      if (options_.metrics) options_.metrics->RecordAcme("getAuthorization", authz.status());
-      if (!authz.ok()) continue;
-      const bool dns = authz->wildcard || ctx.challenge == ChallengePreference::kDns01;
-      const acme::Challenge* ch = authz->Find(dns ? "dns-01" : "http-01");
-      if (ch == nullptr || ch->token.empty()) continue;
-      if (dns) {
-        answers.dns_records.emplace_back(
-            authz->identifier.value,
-            crypto::Dns01TxtValue(
-                crypto::KeyAuthorization(ch->token, ctx.key->signer->public_key())));
-      } else {
-        answers.http_tokens.push_back(ch->token);
-      }
+  // Answered by a step on another replica (or before a restart): the CA's authorizations
+  // name the tokens.
+  for (const std::string& url : order.authorizations) {
+    auto authz = ctx.client->GetAuthorization(ctx.ref, order, url);
+    if (options_.metrics) options_.metrics->RecordAcme("getAuthorization", authz.status());
+    if (!authz.ok()) continue;
+    const bool dns = authz->wildcard || ctx.challenge == ChallengePreference::kDns01;
+    const acme::Challenge* ch = authz->Find(dns ? "dns-01" : "http-01");
+    if (ch == nullptr || ch->token.empty()) continue;
+    if (dns) {
+      answers.dns_records.emplace_back(
+          authz->identifier.value,
+          crypto::Dns01TxtValue(crypto::KeyAuthorization(ch->token, ctx.key->signer->public_key())));
+    } else {
+      answers.http_tokens.push_back(ch->token);
     }
   }
+  return answers;
+}
+
+void OrderRunner::Cleanup(Context& ctx, const acme::Order& order) {
+  const Answers answers = AnswersOf(ctx, order);
+  Forget(ctx.order);
   // Fenced by the job's lease: a step whose job another replica claimed leaves the answers the
   // new owner serves (the same tokens and TXT values) where they are.
   bool fenced_out = false;
@@ -330,10 +338,25 @@ void OrderRunner::Cleanup(Context& ctx, const acme::Order& order) {
 absl::StatusOr<OrderStepResult> OrderRunner::Step(const OrderJob& job) {
   Context ctx;
   ctx.job = &job;
-  ASSIGN_OR_RETURN(ctx.order, options_.orders->GetOrder(job.scope, job.lease.order));
+  // The order, its account, the tenant, the ledger and the active key: one transaction.
+  ASSIGN_OR_RETURN(storage::OrderStepState loaded,
+                   options_.orders->LoadOrderStep(job.scope, job.lease.order,
+                                                  absl::StrCat("order ", job.lease.order)));
+  ctx.order = std::move(loaded.order);
   if (storage::IsTerminal(ctx.order.state)) {
     Forget(ctx.order);
     return OrderStepResult{OrderStepResult::Kind::kFinished, ctx.order};
+  }
+  ctx.account = std::move(loaded.account);
+  ctx.tenant = std::move(loaded.tenant);
+  ctx.authorizations = std::move(loaded.authorizations);
+  if (loaded.key.has_value()) {
+    absl::StatusOr<SigningKey> key = options_.keys->Open(*std::move(loaded.key));
+    if (key.ok()) {
+      ctx.key.emplace(*std::move(key));
+    } else {
+      ctx.key_status = key.status();
+    }
   }
   ctx.challenge = job.challenge;
   return StepLoaded(ctx);
@@ -396,22 +419,24 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
     return give_up(absl::FailedPreconditionError(
         "the order has no stored CSR to finalize with; request again"));
   }
-  ASSIGN_OR_RETURN(ctx.account, options_.accounts->GetAccount(scope, ctx.order.account));
   if (ctx.account.status != storage::AccountStatus::kValid || ctx.account.account_url.empty()) {
     return fail(absl::FailedPreconditionError(absl::StrCat(
         "the tenant's ACME account is ", storage::AccountStatusName(ctx.account.status))));
   }
-  auto key = options_.keys->Active(scope, ctx.account.id, absl::StrCat("order ", ctx.order.id));
-  if (!key.ok()) return fail(key.status());
-  ctx.key.emplace(*std::move(key));
+  if (!ctx.key_status.ok()) return fail(ctx.key_status);
+  if (!ctx.key.has_value()) {
+    // The load found no usable active key: the store says why.
+    auto key = options_.keys->Active(scope, ctx.account.id, absl::StrCat("order ", ctx.order.id));
+    if (!key.ok()) return fail(key.status());
+    ctx.key.emplace(*std::move(key));
+  }
   ASSIGN_OR_RETURN(ctx.client, options_.clients->For(ctx.account.directory_url));
   ctx.ref = {ctx.key->signer.get(), ctx.account.account_url};
 
   std::optional<Answers> answered = Recall(ctx.order);
   if (ctx.order.acme_url.empty()) {
     // The tenant's allow-list may have shrunk since the order was made.
-    ASSIGN_OR_RETURN(storage::Tenant tenant, options_.tenants->GetTenant(scope));
-    ASSIGN_OR_RETURN(AllowList allow, AllowList::Create(tenant.spec.allowed_identifiers));
+    ASSIGN_OR_RETURN(AllowList allow, AllowList::Create(ctx.tenant.spec.allowed_identifiers));
     if (absl::Status allowed = allow.CheckAll(ctx.order.identifiers); !allowed.ok()) {
       return give_up(absl::PermissionDeniedError(
           absl::StrCat("no longer allowed: ", allowed.message())));
@@ -474,8 +499,9 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
     } else if (ca.status == "valid") {
       absl::Status s = Complete(ctx, ca);
       if (s.ok()) {
-        Cleanup(ctx, ca);
-        return OrderStepResult{Kind::kFinished, ctx.order};
+        OrderStepResult done{Kind::kFinished, ctx.order};
+        done.certificate = ctx.certificate;
+        return done;
       }
       // A failed download (a 404 while the CA's storage catches up, a dropped connection, a
       // proxy's page) is tried again soon, a few times; then it waits for the engine's backoff

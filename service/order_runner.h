@@ -95,6 +95,9 @@ struct OrderStepResult {
   // kStopped: the step will be tried again soon on its own (a failed download), so waiting
   // callers need not hear of it yet.
   bool quiet = false;
+  // kFinished with a certificate: the stored certificate. The step then also completed the
+  // order's job in the same transaction (OrderStore::FinishOrder): nothing is left to record.
+  std::optional<storage::Certificate> certificate;
 };
 
 class OrderRunner {
@@ -164,8 +167,11 @@ class OrderRunner {
   absl::Status Complete(Context& ctx, const acme::Order& order);
   // A fenced write of the job's lease (renewed), right before finalize.
   absl::Status ProveLease(Context& ctx);
-  // Removes the order's challenge answers once it ended; only while the job is still this
-  // step's.
+  // The order's challenge answers, to remove once it ended: as published here, else as the
+  // CA's authorizations name them.
+  Answers AnswersOf(Context& ctx, const acme::Order& order);
+  // Removes the order's challenge answers once it ended without a certificate; only while the
+  // job is still this step's.
   void Cleanup(Context& ctx, const acme::Order& order);
 
   const Options options_;

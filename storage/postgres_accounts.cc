@@ -247,27 +247,31 @@ absl::Status PostgresStore::MarkKeyCompromised(const Scope& scope, const KeyLeas
   });
 }
 
+absl::StatusOr<UnsealedAccountKey> PostgresStore::UnsealKeyIn(pqxx::work& tx, const Scope& scope,
+                                                              absl::Time now, AccountId account,
+                                                              std::optional<int> version,
+                                                              absl::string_view purpose) {
+  ASSIGN_OR_RETURN(pqxx::row r, KeyRow(tx, account, version, ", wrapped_data_key, sealed_private_key"));
+  AccountKey info = AccountKeyOf(r);
+  RETURN_IF_ERROR(rules::CheckKeyUsable(info));
+  std::optional<crypto::PrivateKey> key;
+  if (info.token_object.empty()) {
+    SealedKey sealed{info.kek_id, BytesOf(r["wrapped_data_key"]), BytesOf(r["sealed_private_key"])};
+    ASSIGN_OR_RETURN(key, envelope_.OpenPrivateKey(
+                              sealed, AccountKeyContext(scope.tenant, account, info.version)));
+  }
+  Audit(tx, scope, now,
+        rules::AccountEvent("UseAccountKey", account, info.version, std::string(purpose)));
+  return UnsealedAccountKey{std::move(info), std::move(key)};
+}
+
 absl::StatusOr<UnsealedAccountKey> PostgresStore::UnsealKey(absl::string_view op,
                                                             const Scope& scope, AccountId account,
                                                             std::optional<int> version,
                                                             absl::string_view purpose) {
   const absl::Time now = Now();
-  return InTenant<
-      UnsealedAccountKey>(op, scope, [&](pqxx::work& tx) -> absl::StatusOr<UnsealedAccountKey> {
-    ASSIGN_OR_RETURN(pqxx::row r,
-                     KeyRow(tx, account, version, ", wrapped_data_key, sealed_private_key"));
-    AccountKey info = AccountKeyOf(r);
-    RETURN_IF_ERROR(rules::CheckKeyUsable(info));
-    std::optional<crypto::PrivateKey> key;
-    if (info.token_object.empty()) {
-      SealedKey sealed{info.kek_id, BytesOf(r["wrapped_data_key"]),
-                       BytesOf(r["sealed_private_key"])};
-      ASSIGN_OR_RETURN(key, envelope_.OpenPrivateKey(
-                                sealed, AccountKeyContext(scope.tenant, account, info.version)));
-    }
-    Audit(tx, scope, now,
-          rules::AccountEvent("UseAccountKey", account, info.version, std::string(purpose)));
-    return UnsealedAccountKey{std::move(info), std::move(key)};
+  return InTenant<UnsealedAccountKey>(op, scope, [&](pqxx::work& tx) {
+    return UnsealKeyIn(tx, scope, now, account, version, purpose);
   });
 }
 

@@ -48,45 +48,57 @@ absl::StatusOr<Authorization> PostgresStore::RecordAuthorization(
       });
 }
 
+std::vector<Authorization> PostgresStore::OutstandingAuthorizationsIn(
+    pqxx::work& tx, absl::Time now, const AuthorizationFilter& filter) {
+  return pg::AllOf(
+      tx.exec_params(
+          absl::StrCat("SELECT ", kAuthorizations.rows.columns,
+                       " FROM authorizations WHERE status IN ('pending', 'valid') "
+                       "AND deactivated_at IS NULL AND (expires_at IS NULL OR expires_at > av_ts($1)) "
+                       "AND ($2::bigint IS NULL OR account_id = $2) "
+                       "AND ($3::bigint IS NULL OR order_id = $3) "
+                       "AND (cardinality($4::text[]) = 0 OR identifier = ANY($4::text[])) "
+                       "ORDER BY id"),
+          Micros(now), Nullable(OptionalParam(filter.account)), Nullable(OptionalParam(filter.order)),
+          ArrayParam(filter.identifiers)),
+      AuthorizationOf);
+}
+
 absl::StatusOr<std::vector<Authorization>> PostgresStore::ListOutstandingAuthorizations(
     const Scope& scope, const AuthorizationFilter& filter) {
-  std::vector<std::string> identifiers;
+  AuthorizationFilter canonical = filter;
   if (!filter.identifiers.empty()) {
-    ASSIGN_OR_RETURN(identifiers, CanonicalIdentifiers(filter.identifiers));
+    ASSIGN_OR_RETURN(canonical.identifiers, CanonicalIdentifiers(filter.identifiers));
   }
   const absl::Time now = Now();
   return InTenant<std::vector<Authorization>>(
-      "ListOutstandingAuthorizations", scope, [&](pqxx::work& tx) {
-        return pg::AllOf(
-            tx.exec_params(
-                absl::StrCat(
-                    "SELECT ", kAuthorizations.rows.columns,
-                    " FROM authorizations WHERE status IN ('pending', 'valid') "
-                    "AND deactivated_at IS NULL AND (expires_at IS NULL OR expires_at > av_ts($1)) "
-                    "AND ($2::bigint IS NULL OR account_id = $2) "
-                    "AND ($3::bigint IS NULL OR order_id = $3) "
-                    "AND (cardinality($4::text[]) = 0 OR identifier = ANY($4::text[])) "
-                    "ORDER BY id"),
-                Micros(now), Nullable(OptionalParam(filter.account)),
-                Nullable(OptionalParam(filter.order)), ArrayParam(identifiers)),
-            AuthorizationOf);
-      });
+      "ListOutstandingAuthorizations", scope,
+      [&](pqxx::work& tx) { return OutstandingAuthorizationsIn(tx, now, canonical); });
+}
+
+bool PostgresStore::MarkAuthorizationDeactivatedIn(pqxx::work& tx, const Scope& scope,
+                                                   absl::Time now, AccountId account,
+                                                   absl::string_view url) {
+  pqxx::result r = tx.exec_params(
+      "UPDATE authorizations SET status = 'deactivated', "
+      "deactivated_at = coalesce(deactivated_at, av_ts($3)), updated_at = av_ts($3) "
+      "WHERE account_id = $1 AND url = $2 RETURNING identifier",
+      account, std::string(url), Micros(now));
+  if (r.empty()) return false;
+  AuditEvent e = rules::AccountEvent("MarkAuthorizationDeactivated", account, std::nullopt, "");
+  e.identifiers = {r[0][0].as<std::string>()};
+  e.acme_url = std::string(url);
+  Audit(tx, scope, now, e);
+  return true;
 }
 
 absl::Status PostgresStore::MarkAuthorizationDeactivated(const Scope& scope, AccountId account,
                                                          absl::string_view url) {
   const absl::Time now = Now();
   return InTenant("MarkAuthorizationDeactivated", scope, [&](pqxx::work& tx) {
-    pqxx::result r = tx.exec_params(
-        "UPDATE authorizations SET status = 'deactivated', "
-        "deactivated_at = coalesce(deactivated_at, av_ts($3)), updated_at = av_ts($3) "
-        "WHERE account_id = $1 AND url = $2 RETURNING identifier",
-        account, std::string(url), Micros(now));
-    if (r.empty()) return absl::NotFoundError("no such authorization for this account");
-    AuditEvent e = rules::AccountEvent("MarkAuthorizationDeactivated", account, std::nullopt, "");
-    e.identifiers = {r[0][0].as<std::string>()};
-    e.acme_url = std::string(url);
-    Audit(tx, scope, now, e);
+    if (!MarkAuthorizationDeactivatedIn(tx, scope, now, account, url)) {
+      return absl::NotFoundError("no such authorization for this account");
+    }
     return absl::OkStatus();
   });
 }

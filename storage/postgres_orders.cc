@@ -236,6 +236,18 @@ absl::Status PostgresStore::TransitionOrder(const Scope& scope, const Lease& lea
   });
 }
 
+absl::StatusOr<Certificate> PostgresStore::CompleteOrderIn(pqxx::work& tx, const Scope& scope,
+                                                           absl::Time now, const Order& o,
+                                                           const NewCertificate& linked) {
+  ASSIGN_OR_RETURN(Certificate out, InsertCertificateIn(tx, scope, linked, now));
+  tx.exec_params0(
+      "UPDATE orders SET state = 'valid', certificate_id = $2, updated_at = av_ts($3), "
+      "lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
+      o.id, out.id, Micros(now));
+  Audit(tx, scope, now, rules::OrderEvent("CompleteOrder", o, absl::StrCat("certificate ", out.id)));
+  return out;
+}
+
 absl::StatusOr<Certificate> PostgresStore::CompleteOrder(const Scope& scope, const Lease& lease,
                                                          const NewCertificate& certificate) {
   ASSIGN_OR_RETURN(NewCertificate c, rules::ValidateNewCertificate(certificate));
@@ -247,13 +259,73 @@ absl::StatusOr<Certificate> PostgresStore::CompleteOrder(const Scope& scope, con
         NewCertificate linked = c;
         linked.order = o.id;
         if (!linked.account.has_value()) linked.account = o.account;
-        ASSIGN_OR_RETURN(Certificate out, InsertCertificateIn(tx, scope, linked, now));
-        tx.exec_params0(
-            "UPDATE orders SET state = 'valid', certificate_id = $2, updated_at = av_ts($3), "
-            "lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
-            o.id, out.id, Micros(now));
-        Audit(tx, scope, now,
-              rules::OrderEvent("CompleteOrder", o, absl::StrCat("certificate ", out.id)));
+        return CompleteOrderIn(tx, scope, now, o, linked);
+      });
+}
+
+absl::StatusOr<OrderStepState> PostgresStore::LoadOrderStep(const Scope& scope, OrderId order,
+                                                            absl::string_view purpose) {
+  const absl::Time now = Now();
+  return InTenant<OrderStepState>(
+      "LoadOrderStep", scope, [&](pqxx::work& tx) -> absl::StatusOr<OrderStepState> {
+        OrderStepState out;
+        ASSIGN_OR_RETURN(out.order, GetById(tx, kOrders, order));
+        ASSIGN_OR_RETURN(out.account, GetById(tx, pg::kAccounts, out.order.account));
+        ASSIGN_OR_RETURN(out.tenant, GetById(tx, pg::kTenants, scope.tenant));
+        AuthorizationFilter filter;
+        filter.order = order;
+        out.authorizations = OutstandingAuthorizationsIn(tx, now, filter);
+        if (!rules::OrderStepUsesKey(out.order, out.account)) return out;
+        absl::StatusOr<UnsealedAccountKey> key =
+            UnsealKeyIn(tx, scope, now, out.account.id, std::nullopt, purpose);
+        if (key.ok()) {
+          out.key = *std::move(key);
+        } else if (!absl::IsNotFound(key.status()) && !absl::IsFailedPrecondition(key.status())) {
+          return key.status();  // DATA_LOSS: not a state a step can explain
+        }
+        return out;
+      });
+}
+
+absl::StatusOr<Certificate> PostgresStore::FinishOrder(const Scope& scope, const Lease& lease,
+                                                       const OrderCompletion& completion) {
+  RETURN_IF_ERROR(rules::ValidateOrderCompletion(lease, completion));
+  ASSIGN_OR_RETURN(NewCertificate c, rules::ValidateNewCertificate(completion.certificate));
+  const absl::Time now = Now();
+  return InTenant<Certificate>(
+      "FinishOrder", scope, [&](pqxx::work& tx) -> absl::StatusOr<Certificate> {
+        ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
+        RETURN_IF_ERROR(rules::CheckCompletable(o));
+        std::optional<crypto::PrivateKey> key;
+        if (o.has_certificate_key) {
+          ASSIGN_OR_RETURN(pqxx::row r, pg::GetRowById(tx, kOrders, o.id, kSealedColumns));
+          std::optional<SealedKey> sealed = pg::SealedKeyOf(r);
+          if (sealed.has_value()) {
+            ASSIGN_OR_RETURN(key, envelope_.OpenPrivateKey(*sealed,
+                                                           OrderKeyContext(scope.tenant, o.id)));
+            Audit(tx, scope, now,
+                  rules::OrderEvent("UseCertificateKey", o, absl::StrCat("order ", o.id)));
+          }
+        }
+        NewCertificate linked = c;
+        linked.order = o.id;
+        if (!linked.account.has_value()) linked.account = o.account;
+        linked.private_key = key ? &*key : nullptr;
+        ASSIGN_OR_RETURN(Certificate out, CompleteOrderIn(tx, scope, now, o, linked));
+        for (const std::string& url : completion.deactivated_authorizations) {
+          MarkAuthorizationDeactivatedIn(tx, scope, now, o.account, url);
+        }
+        for (const std::string& token : completion.challenge_tokens) {
+          DeleteChallengeTx(tx, scope, now, token);
+        }
+        // CompleteJob's write; LockLeasedOrder has checked its fencing token under a lock.
+        pqxx::row job = tx.exec_params1(
+            "DELETE FROM jobs WHERE id = $1 AND fencing_token = $2 AND failed_at IS NULL "
+            "RETURNING kind, subject",
+            lease.job, lease.fencing_token);
+        pg::Notify(tx, kJobNoticeChannel,
+                   rules::EncodeJobNotice(JobNotice{scope.tenant, job[0].as<std::string>(),
+                                                    job[1].as<std::string>(), false}));
         return out;
       });
 }

@@ -133,6 +133,10 @@ class PostgresStore final : public Store {
                                const OrderFailure& failure) override;
   absl::StatusOr<Certificate> CompleteOrder(const Scope& scope, const Lease& lease,
                                             const NewCertificate& certificate) override;
+  absl::StatusOr<OrderStepState> LoadOrderStep(const Scope& scope, OrderId order,
+                                               absl::string_view purpose) override;
+  absl::StatusOr<Certificate> FinishOrder(const Scope& scope, const Lease& lease,
+                                          const OrderCompletion& completion) override;
   absl::StatusOr<std::vector<Lease>> ClaimStaleOrders(absl::string_view owner,
                                                       absl::Duration lease_duration,
                                                       int max_orders) override;
@@ -327,6 +331,22 @@ class PostgresStore final : public Store {
   absl::StatusOr<UnsealedAccountKey> UnsealKey(absl::string_view op, const Scope& scope,
                                                AccountId account, std::optional<int> version,
                                                absl::string_view purpose);
+  // CompleteOrder's write after its checks (`linked` names the order), shared with FinishOrder.
+  absl::StatusOr<Certificate> CompleteOrderIn(pqxx::work& tx, const Scope& scope, absl::Time now,
+                                              const Order& o, const NewCertificate& linked);
+  // UnsealKey's transaction body, shared with LoadOrderStep.
+  absl::StatusOr<UnsealedAccountKey> UnsealKeyIn(pqxx::work& tx, const Scope& scope,
+                                                 absl::Time now, AccountId account,
+                                                 std::optional<int> version,
+                                                 absl::string_view purpose);
+  // ListOutstandingAuthorizations' transaction body (filter.identifiers canonical), shared
+  // with LoadOrderStep.
+  static std::vector<Authorization> OutstandingAuthorizationsIn(pqxx::work& tx, absl::Time now,
+                                                                const AuthorizationFilter& filter);
+  // MarkAuthorizationDeactivated's transaction body, shared with FinishOrder: false (nothing
+  // written) when the account has no such authorization.
+  static bool MarkAuthorizationDeactivatedIn(pqxx::work& tx, const Scope& scope, absl::Time now,
+                                             AccountId account, absl::string_view url);
 
   const PostgresStoreOptions options_;
   const Envelope envelope_;

@@ -431,6 +431,22 @@ absl::StatusOr<bool> OrderUrlNeedsWrite(const Order& order, absl::string_view ur
   return true;
 }
 
+bool OrderStepUsesKey(const Order& order, const Account& account) {
+  return !IsTerminal(order.state) && !order.csr_der.empty() &&
+         account.status == AccountStatus::kValid;
+}
+
+absl::Status ValidateOrderCompletion(const Lease& lease, const OrderCompletion& completion) {
+  if (lease.job == 0) {
+    return absl::InvalidArgumentError("FinishOrder: the order's lease must name its job");
+  }
+  if (completion.certificate.private_key != nullptr) {
+    return absl::InvalidArgumentError(
+        "FinishOrder: the certificate key is the order's own, not the caller's");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckCompletable(const Order& order) {
   if (order.acme_url.empty()) {
     return absl::FailedPreconditionError(absl::StrCat("order ", order.id, " has no ACME URL"));

@@ -122,6 +122,12 @@ absl::Status IdempotencyKeyInFlight(OrderId order);
 absl::StatusOr<bool> OrderUrlNeedsWrite(const Order& order, absl::string_view url);
 // CompleteOrder needs the order's ACME URL.
 absl::Status CheckCompletable(const Order& order);
+// LoadOrderStep unseals the account's active key only when a step can use it: the order is in
+// flight with its CSR and the account valid.
+bool OrderStepUsesKey(const Order& order, const Account& account);
+// FinishOrder's arguments: INVALID_ARGUMENT for a lease without a job or a certificate with a
+// private key of its own (the order's goes with it).
+absl::Status ValidateOrderCompletion(const Lease& lease, const OrderCompletion& completion);
 // The audit detail of a transition: "pending -> invalid: why".
 std::string TransitionDetail(OrderState from, OrderState to, absl::string_view error);
 

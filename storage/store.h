@@ -213,6 +213,23 @@ class OrderStore {
   virtual absl::StatusOr<Certificate> CompleteOrder(const Scope& scope, const Lease& lease,
                                                     const NewCertificate& certificate) = 0;
 
+  // What a step of the order needs, in one transaction: the order, its account, the tenant,
+  // the order's outstanding authorizations and, when a step can use it, the account's active
+  // key unsealed (see OrderStepState; audited as "UseAccountKey" with `purpose`). NOT_FOUND
+  // for an order of another tenant (or none); DATA_LOSS as GetActiveKey.
+  virtual absl::StatusOr<OrderStepState> LoadOrderStep(const Scope& scope, OrderId order,
+                                                       absl::string_view purpose) = 0;
+  // The end of a successful order run by a job, in one transaction fenced by the job's lease
+  // (`lease.job` set): CompleteOrder (with the order's certificate key, unsealed and sealed
+  // again for the certificate, audited as "UseCertificateKey"), MarkAuthorizationDeactivated
+  // for each of `deactivated_authorizations` (an unknown one is skipped), DeleteChallenge for
+  // each token, and CompleteJob (the job's row deleted; job_finished reaches every replica's
+  // waker once committed). Audit rows as those calls write. INVALID_ARGUMENT for a lease
+  // without a job or a certificate with a private key; FAILED_PRECONDITION, nothing written,
+  // when the lease was lost or the order cannot complete.
+  virtual absl::StatusOr<Certificate> FinishOrder(const Scope& scope, const Lease& lease,
+                                                  const OrderCompletion& completion) = 0;
+
   // Cross-tenant: claims up to `max_orders` non-terminal orders whose lease has expired (or
   // that have no lease) for `owner`, for `lease_duration`, incrementing each fencing token.
   // Orders locked by a concurrent claimer are skipped (FOR UPDATE SKIP LOCKED), so each order

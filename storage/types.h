@@ -370,6 +370,32 @@ struct Certificate {
   absl::Time created_at;
 };
 
+// What one step of an order's job works with, read in one transaction
+// (OrderStore::LoadOrderStep).
+struct OrderStepState {
+  Order order;
+  Account account;  // the order's
+  Tenant tenant;    // scope.tenant (allow-list and policy)
+  // The account's active key, unsealed (audited as "UseAccountKey"), only when a step can use
+  // it: the order is not terminal and has its CSR, and the account is valid. Unset otherwise,
+  // and when the account has no usable active key (AccountStore::GetActiveKey says why).
+  std::optional<UnsealedAccountKey> key;
+  // The order's outstanding authorizations (as ListOutstandingAuthorizations with the order as
+  // filter), ordered by id.
+  std::vector<Authorization> authorizations;
+};
+
+// How an order run by a job ends with a certificate (OrderStore::FinishOrder).
+struct OrderCompletion {
+  // Stored as CompleteOrder stores it; `private_key` must be null: the order's own
+  // certificate key, when it has one, goes with the certificate.
+  NewCertificate certificate;
+  // Authorizations (of the order's account) the CA confirmed deactivated (RFC 8555 §7.5.2).
+  std::vector<std::string> deactivated_authorizations;
+  // HTTP-01 tokens whose answers are removed.
+  std::vector<std::string> challenge_tokens;
+};
+
 enum class CertificateState {
   kAny,
   kLive,     // not revoked, not superseded, not yet expired

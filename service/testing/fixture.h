@@ -20,6 +20,8 @@ class Fixture {
   Fixture();
 
   storage::Store& store() { return *store_; }
+  // The same store as the fake it is (its transaction count).
+  storage::FakeStore& fake_store() { return *store_; }
   acmevault::testing::FakeClock& clock() { return clock_; }
 
   // The account keys over this store: vault keys, and token keys once UseToken was called.

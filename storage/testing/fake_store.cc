@@ -27,6 +27,8 @@ FakeStore::FakeStore(Options options, Envelope envelope, std::shared_ptr<State> 
 
 FakeStore::~FakeStore() = default;
 
+int64_t FakeStore::transactions() const { return state_->transactions.load(); }
+
 absl::StatusOr<std::unique_ptr<FakeStore>> FakeStore::Create(Options options, KekSet keks) {
   ASSIGN_OR_RETURN(Envelope envelope, Envelope::Create(std::move(keks)));
   if (options.clock == nullptr) return absl::InvalidArgumentError("clock is null");
@@ -45,7 +47,7 @@ absl::Time FakeStore::Now() const { return TruncateToMicros(options_.clock->Now(
 
 absl::Status FakeStore::TamperAuditDetailForTesting(TenantId tenant, int64_t seq,
                                                     std::string detail) {
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   for (AuditRecord& r : state_->audit[tenant]) {
     if (r.seq == seq) {
       r.event.detail = std::move(detail);
@@ -56,7 +58,7 @@ absl::Status FakeStore::TamperAuditDetailForTesting(TenantId tenant, int64_t seq
 }
 
 absl::Status FakeStore::DeleteAuditRowForTesting(TenantId tenant, int64_t seq) {
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   auto& rows = state_->audit[tenant];
   auto it =
       std::find_if(rows.begin(), rows.end(), [seq](const AuditRecord& r) { return r.seq == seq; });
@@ -86,7 +88,7 @@ absl::StatusOr<Tenant> FakeStore::CreateTenant(const Actor& actor, const TenantS
   RETURN_IF_ERROR(rules::ValidateTenantSpec(spec));
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   RETURN_IF_ERROR(NameTaken(s, spec.name, 0));
   Tenant t;
   t.id = s.next_id++;
@@ -100,13 +102,13 @@ absl::StatusOr<Tenant> FakeStore::CreateTenant(const Actor& actor, const TenantS
 }
 
 absl::StatusOr<Tenant> FakeStore::GetTenant(const Scope& scope) {
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   RETURN_IF_ERROR(RequireTenant(*state_, scope));
   return state_->tenants.at(scope.tenant);
 }
 
 absl::StatusOr<Tenant> FakeStore::FindTenantByName(absl::string_view name) {
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   for (const auto& [id, t] : state_->tenants) {
     if (t.spec.name == name) return t;
   }
@@ -117,7 +119,7 @@ absl::StatusOr<Tenant> FakeStore::UpdateTenant(const Scope& scope, const TenantS
   RETURN_IF_ERROR(rules::ValidateTenantSpec(spec));
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   RETURN_IF_ERROR(RequireTenant(s, scope));
   auto it = s.tenants.find(scope.tenant);
   RETURN_IF_ERROR(NameTaken(s, spec.name, scope.tenant));
@@ -134,7 +136,7 @@ absl::Status FakeStore::DisableTenant(const Scope& scope) {
   const absl::Time now = Now();
   State& s = *state_;
   {
-    absl::MutexLock lock(&s.mu);
+    fake::StoreLock lock(s);
     RETURN_IF_ERROR(RequireTenant(s, scope));
     auto it = s.tenants.find(scope.tenant);
     if (it->second.disabled_at.has_value()) return absl::OkStatus();
@@ -148,7 +150,7 @@ absl::Status FakeStore::DisableTenant(const Scope& scope) {
 
 absl::StatusOr<Page<Tenant>> FakeStore::ListTenants(const PageRequest& page) {
   ASSIGN_OR_RETURN(int64_t after, rules::DecodeIdToken(page.page_token));
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   return PageOf<Tenant>(state_->tenants, after, PageSize(page),
                         [](const Tenant& t) { return std::optional<Tenant>(t); });
 }
@@ -210,7 +212,7 @@ absl::StatusOr<Identity> FakeStore::AddSpiffeIdentity(const Scope& scope,
                                                       absl::string_view description) {
   RETURN_IF_ERROR(rules::ValidateSpiffeId(spiffe_id));
   const absl::Time now = Now();
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   return AddIdentity(*state_, scope, now, std::string(spiffe_id), "", role, description,
                      std::nullopt);
 }
@@ -222,7 +224,7 @@ absl::StatusOr<Identity> FakeStore::AddTokenIdentity(const Scope& scope,
   RETURN_IF_ERROR(rules::ValidateTokenHash(token_sha256));
   const absl::Time now = Now();
   RETURN_IF_ERROR(rules::ValidateTokenExpiry(expires_at, now));
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   return AddIdentity(*state_, scope, now, "", std::string(token_sha256), role, description,
                      expires_at);
 }
@@ -230,14 +232,14 @@ absl::StatusOr<Identity> FakeStore::AddTokenIdentity(const Scope& scope,
 absl::StatusOr<Identity> FakeStore::AuthenticateSpiffe(absl::string_view spiffe_id) {
   if (spiffe_id.empty()) return absl::NotFoundError("unknown or revoked SPIFFE ID");
   const absl::Time now = Now();
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   return Authenticate(*state_, spiffe_id, "", now);
 }
 
 absl::StatusOr<Identity> FakeStore::AuthenticateToken(absl::string_view token_sha256) {
   RETURN_IF_ERROR(rules::ValidateTokenHash(token_sha256));
   const absl::Time now = Now();
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   return Authenticate(*state_, "", token_sha256, now);
 }
 
@@ -245,7 +247,7 @@ absl::Status FakeStore::RevokeIdentity(const Scope& scope, IdentityId id) {
   const absl::Time now = Now();
   State& s = *state_;
   {
-    absl::MutexLock lock(&s.mu);
+    fake::StoreLock lock(s);
     RETURN_IF_ERROR(RequireTenant(s, scope));
     auto it = s.identities.find(id);
     if (it == s.identities.end() || it->second.identity.tenant != scope.tenant) {
@@ -260,7 +262,7 @@ absl::Status FakeStore::RevokeIdentity(const Scope& scope, IdentityId id) {
 }
 
 absl::StatusOr<std::vector<Identity>> FakeStore::ListIdentities(const Scope& scope) {
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   RETURN_IF_ERROR(RequireTenant(*state_, scope));
   std::vector<Identity> out;
   for (const auto& [id, row] : state_->identities) {
@@ -277,7 +279,7 @@ absl::Status FakeStore::PutChallenge(const Scope& scope, absl::string_view token
   RETURN_IF_ERROR(rules::ValidateChallengeToken(token));
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   RETURN_IF_ERROR(RequireTenant(s, scope));
   auto [it, inserted] = s.challenges.try_emplace(
       std::string(token), State::ChallengeRow{scope.tenant, std::string(key_authorization)});
@@ -292,31 +294,26 @@ absl::Status FakeStore::PutChallenge(const Scope& scope, absl::string_view token
 }
 
 absl::StatusOr<std::string> FakeStore::LookupChallenge(absl::string_view token) {
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   auto it = state_->challenges.find(std::string(token));
   if (it == state_->challenges.end()) return absl::NotFoundError("unknown challenge token");
   return it->second.key_authorization;
 }
 
-namespace {
-
-// DeleteChallenge's body, shared with DeleteChallengeFenced.
-void DeleteChallengeLocked(State& s, const Scope& scope, absl::Time now, absl::string_view token)
-    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+void fake::DeleteChallengeLocked(State& s, const Scope& scope, absl::Time now,
+                                 absl::string_view token) {
   auto it = s.challenges.find(std::string(token));
   if (it == s.challenges.end() || it->second.tenant != scope.tenant) return;
   s.challenges.erase(it);
   Audit(s, scope, now, rules::SimpleEvent("DeleteChallenge", absl::StrCat("token ", token)));
 }
 
-}  // namespace
-
 absl::Status FakeStore::DeleteChallenge(const Scope& scope, absl::string_view token) {
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   RETURN_IF_ERROR(RequireTenant(s, scope));
-  DeleteChallengeLocked(s, scope, now, token);
+  fake::DeleteChallengeLocked(s, scope, now, token);
   return absl::OkStatus();
 }
 
@@ -324,11 +321,11 @@ absl::Status FakeStore::DeleteChallengeFenced(const Scope& scope, const Lease& l
                                               absl::string_view token) {
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   RETURN_IF_ERROR(RequireTenant(s, scope));
   ASSIGN_OR_RETURN(Order * o, fake::FindOrder(s, scope, lease.order));
   RETURN_IF_ERROR(rules::CheckFence(scope, *o, lease, fake::LeaseJob(s, lease)));
-  DeleteChallengeLocked(s, scope, now, token);
+  fake::DeleteChallengeLocked(s, scope, now, token);
   return absl::OkStatus();
 }
 
@@ -339,7 +336,7 @@ absl::Status FakeStore::AppendAudit(const Scope& scope, const AuditEvent& event)
   RETURN_IF_ERROR(rules::ValidateAuditEvent(event));
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   RETURN_IF_ERROR(RequireTenant(s, scope));
   Audit(s, scope, now, event);
   return absl::OkStatus();
@@ -349,7 +346,7 @@ absl::StatusOr<Page<AuditRecord>> FakeStore::ListAudit(const Scope& scope,
                                                        const PageRequest& page) {
   ASSIGN_OR_RETURN(int64_t after, rules::DecodeIdToken(page.page_token));
   const int limit = PageSize(page);
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   RETURN_IF_ERROR(RequireTenant(*state_, scope));
   Page<AuditRecord> out;
   for (const AuditRecord& r : state_->audit[scope.tenant]) {
@@ -364,7 +361,7 @@ absl::StatusOr<Page<AuditRecord>> FakeStore::ListAudit(const Scope& scope,
 }
 
 absl::Status FakeStore::VerifyAuditChain(const Scope& scope) {
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   RETURN_IF_ERROR(RequireTenant(*state_, scope));
   rules::AuditChainVerifier chain(scope.tenant);
   for (const AuditRecord& r : state_->audit[scope.tenant]) {
@@ -384,7 +381,7 @@ absl::StatusOr<VaultMaintenance::RewrapProgress> FakeStore::RewrapBatch(const Ac
   const absl::Time now = Now();
   const std::string& current = envelope_.current_kek_id();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   RewrapProgress progress;
   std::map<TenantId, int64_t> per_tenant;
   bool left = false;

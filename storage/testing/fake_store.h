@@ -52,6 +52,10 @@ class FakeStore final : public Store {
                                                            Options options, KekSet keks);
   ~FakeStore() override;
 
+  // Transactions so far, as PostgresStore would run them for the same calls (every call but
+  // ClaimJobs, CountDueJobs and WatchJobs), for tests that hold a flow to its database work.
+  int64_t transactions() const;
+
   // Test hooks that do what only a database superuser could: change or delete an audit row
   // without fixing the chain. NOT_FOUND if there is no such row.
   absl::Status TamperAuditDetailForTesting(TenantId tenant, int64_t seq, std::string detail);
@@ -121,6 +125,10 @@ class FakeStore final : public Store {
                                const OrderFailure& failure) override;
   absl::StatusOr<Certificate> CompleteOrder(const Scope& scope, const Lease& lease,
                                             const NewCertificate& certificate) override;
+  absl::StatusOr<OrderStepState> LoadOrderStep(const Scope& scope, OrderId order,
+                                               absl::string_view purpose) override;
+  absl::StatusOr<Certificate> FinishOrder(const Scope& scope, const Lease& lease,
+                                          const OrderCompletion& completion) override;
   absl::StatusOr<std::vector<Lease>> ClaimStaleOrders(absl::string_view owner,
                                                       absl::Duration lease_duration,
                                                       int max_orders) override;

@@ -58,7 +58,7 @@ absl::StatusOr<Account> FakeStore::CreateAccount(const Scope& scope,
   RETURN_IF_ERROR(rules::ValidateNewAccount(directory_url, key, public_key, initial_state));
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   RETURN_IF_ERROR(RequireTenant(s, scope));
   for (const auto& [id, other] : s.accounts) {
     if (other.tenant == scope.tenant && other.directory_url == directory_url &&
@@ -83,13 +83,13 @@ absl::StatusOr<Account> FakeStore::CreateAccount(const Scope& scope,
 }
 
 absl::StatusOr<Account> FakeStore::GetAccount(const Scope& scope, AccountId account) {
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   ASSIGN_OR_RETURN(Account * a, FindAccount(*state_, scope, account));
   return *a;
 }
 
 absl::StatusOr<std::vector<Account>> FakeStore::ListAccounts(const Scope& scope) {
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   RETURN_IF_ERROR(RequireTenant(*state_, scope));
   std::vector<Account> out;
   for (const auto& [id, a] : state_->accounts) {
@@ -103,7 +103,7 @@ absl::Status FakeStore::RecordAccountUrl(const Scope& scope, AccountId account,
   RETURN_IF_ERROR(rules::ValidateUrl("account URL", url));
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(Account * a, FindAccount(s, scope, account));
   ASSIGN_OR_RETURN(bool write, rules::AccountUrlNeedsWrite(*a, url));
   if (!write) return absl::OkStatus();
@@ -120,7 +120,7 @@ absl::Status FakeStore::SetAccountStatus(const Scope& scope, AccountId account,
   RETURN_IF_ERROR(rules::ValidateAccountStatusChange(status));
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(Account * a, FindAccount(s, scope, account));
   RETURN_IF_ERROR(rules::CheckAccountOpen(*a, /*already=*/true));
   a->status = status;
@@ -136,7 +136,7 @@ absl::StatusOr<AccountKey> FakeStore::AddPendingKey(const Scope& scope, const Ke
   const AccountId account = lease.account;
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(Account * a, LeasedAccount(s, scope, lease));
   RETURN_IF_ERROR(rules::CheckAccountOpen(*a));
   int version = 1;
@@ -158,7 +158,7 @@ absl::Status FakeStore::PromoteKey(const Scope& scope, const KeyLease& lease, in
   const AccountId account = lease.account;
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   RETURN_IF_ERROR(LeasedAccount(s, scope, lease).status());
   ASSIGN_OR_RETURN(State::KeyRow * row, FindKey(s, scope, account, version));
   RETURN_IF_ERROR(RequirePending(*row));
@@ -181,7 +181,7 @@ absl::Status FakeStore::DiscardPendingKey(const Scope& scope, const KeyLease& le
   const AccountId account = lease.account;
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   RETURN_IF_ERROR(LeasedAccount(s, scope, lease).status());
   ASSIGN_OR_RETURN(State::KeyRow * row, FindKey(s, scope, account, version));
   RETURN_IF_ERROR(RequirePending(*row));
@@ -195,7 +195,7 @@ absl::Status FakeStore::MarkKeyCompromised(const Scope& scope, const KeyLease& l
   const AccountId account = lease.account;
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   RETURN_IF_ERROR(LeasedAccount(s, scope, lease).status());
   ASSIGN_OR_RETURN(State::KeyRow * row, FindKey(s, scope, account, version));
   if (row->info.state == KeyState::kCompromised) return absl::OkStatus();
@@ -228,26 +228,34 @@ absl::StatusOr<UnsealedAccountKey> Unseal(State& s, const Envelope& envelope, co
 
 }  // namespace
 
+absl::StatusOr<UnsealedAccountKey> fake::UnsealActiveKeyLocked(State& s, const Envelope& envelope,
+                                                               const Scope& scope,
+                                                               AccountId account,
+                                                               absl::string_view purpose,
+                                                               absl::Time now) {
+  for (auto it = s.keys.lower_bound({account, 0}); it != s.keys.end() && it->first.first == account;
+       ++it) {
+    if (it->second.tenant == scope.tenant && it->second.info.state == KeyState::kActive) {
+      return Unseal(s, envelope, scope, it->second, purpose, now);
+    }
+  }
+  return absl::NotFoundError(absl::StrCat("account ", account, " has no active key"));
+}
+
 absl::StatusOr<UnsealedAccountKey> FakeStore::GetActiveKey(const Scope& scope, AccountId account,
                                                            absl::string_view purpose) {
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   RETURN_IF_ERROR(RequireTenant(s, scope));
-  for (auto it = s.keys.lower_bound({account, 0}); it != s.keys.end() && it->first.first == account;
-       ++it) {
-    if (it->second.tenant == scope.tenant && it->second.info.state == KeyState::kActive) {
-      return Unseal(s, envelope_, scope, it->second, purpose, now);
-    }
-  }
-  return absl::NotFoundError(absl::StrCat("account ", account, " has no active key"));
+  return fake::UnsealActiveKeyLocked(s, envelope_, scope, account, purpose, now);
 }
 
 absl::StatusOr<UnsealedAccountKey> FakeStore::GetKey(const Scope& scope, AccountId account,
                                                      int version, absl::string_view purpose) {
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(State::KeyRow * row, FindKey(s, scope, account, version));
   return Unseal(s, envelope_, scope, *row, purpose, now);
 }
@@ -255,7 +263,7 @@ absl::StatusOr<UnsealedAccountKey> FakeStore::GetKey(const Scope& scope, Account
 absl::Status FakeStore::MarkKeyDestroyed(const Scope& scope, AccountId account, int version) {
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(State::KeyRow * row, FindKey(s, scope, account, version));
   RETURN_IF_ERROR(rules::CheckKeyDestroyable(row->info));
   if (row->info.destroyed_at) return absl::OkStatus();
@@ -268,7 +276,7 @@ absl::Status FakeStore::MarkKeyDestroyed(const Scope& scope, AccountId account, 
 
 absl::StatusOr<std::vector<AccountKey>> FakeStore::ListKeys(const Scope& scope, AccountId account) {
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   RETURN_IF_ERROR(FindAccount(s, scope, account).status());
   std::vector<AccountKey> out;
   for (auto it = s.keys.lower_bound({account, 0}); it != s.keys.end() && it->first.first == account;

@@ -70,12 +70,12 @@ absl::StatusOr<Certificate> FakeStore::InsertCertificate(const Scope& scope,
                                                          const NewCertificate& certificate) {
   ASSIGN_OR_RETURN(NewCertificate c, rules::ValidateNewCertificate(certificate));
   const absl::Time now = Now();
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   return InsertCertificateLocked(*state_, envelope_, scope, c, now);
 }
 
 absl::StatusOr<Certificate> FakeStore::GetCertificate(const Scope& scope, CertificateId id) {
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   ASSIGN_OR_RETURN(State::CertificateRow * row, FindCertificate(*state_, scope, id));
   return row->certificate;
 }
@@ -83,7 +83,7 @@ absl::StatusOr<Certificate> FakeStore::GetCertificate(const Scope& scope, Certif
 absl::StatusOr<Certificate> FakeStore::GetCertificateBySerial(const Scope& scope,
                                                               absl::string_view serial) {
   std::string lower = absl::AsciiStrToLower(serial);
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   RETURN_IF_ERROR(RequireTenant(*state_, scope));
   for (const auto& [id, row] : state_->certificates) {
     if (row.certificate.tenant == scope.tenant && row.certificate.serial == lower) {
@@ -97,7 +97,7 @@ absl::StatusOr<Certificate> FakeStore::GetCurrentCertificate(
     const Scope& scope, const std::vector<std::string>& identifiers) {
   ASSIGN_OR_RETURN(std::vector<std::string> ids, CanonicalIdentifiers(identifiers));
   const absl::Time now = Now();
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   RETURN_IF_ERROR(RequireTenant(*state_, scope));
   const Certificate* best = nullptr;
   for (const auto& [id, row] : state_->certificates) {
@@ -117,7 +117,7 @@ absl::StatusOr<crypto::PrivateKey> FakeStore::GetCertificateKey(const Scope& sco
                                                                 absl::string_view purpose) {
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(State::CertificateRow * row, FindCertificate(s, scope, id));
   if (!row->sealed.has_value()) {
     return absl::NotFoundError(absl::StrCat("certificate ", id, " has no stored key"));
@@ -134,7 +134,7 @@ absl::StatusOr<Page<Certificate>> FakeStore::ListCertificates(const Scope& scope
                                                               const PageRequest& page) {
   ASSIGN_OR_RETURN(int64_t after, rules::DecodeIdToken(page.page_token));
   const absl::Time now = Now();
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   RETURN_IF_ERROR(RequireTenant(*state_, scope));
   return PageOf<Certificate>(
       state_->certificates, after, PageSize(page),
@@ -171,7 +171,7 @@ absl::StatusOr<Page<DueCertificate>> FakeStore::ListCertificatesDueForRenewal(
   }
   const int limit = PageSize(page);
   const absl::Time now = Now();
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   std::vector<DueCertificate> due;
   for (const auto& [id, row] : state_->certificates) {
     const Certificate& c = row.certificate;
@@ -202,7 +202,7 @@ absl::Status FakeStore::MarkCertificateRevoked(const Scope& scope, CertificateId
   RETURN_IF_ERROR(rules::ValidateRevocationReason(reason));
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(State::CertificateRow * row, FindCertificate(s, scope, id));
   if (row->certificate.revoked_at.has_value()) {
     return absl::FailedPreconditionError(absl::StrCat("certificate ", id, " is already revoked"));

@@ -33,7 +33,7 @@ absl::StatusOr<CompromiseRun> FakeStore::StartCompromiseRun(const Scope& scope,
   const absl::Time now = Now();
   RETURN_IF_ERROR(rules::ValidateCompromiseRunExpiry(now, expires_at));
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   RETURN_IF_ERROR(RequireTenant(s, scope));
   CompromiseRun run{.id = s.next_id++,
                     .tenant = scope.tenant,
@@ -46,7 +46,7 @@ absl::StatusOr<CompromiseRun> FakeStore::StartCompromiseRun(const Scope& scope,
 }
 
 absl::StatusOr<CompromiseRun> FakeStore::GetCompromiseRun(const Scope& scope, CompromiseRunId run) {
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   ASSIGN_OR_RETURN(CompromiseRun * r, FindRun(*state_, scope, run));
   return *r;
 }
@@ -56,7 +56,7 @@ absl::Status FakeStore::RecordCompromiseStep(const Scope& scope, CompromiseRunId
   RETURN_IF_ERROR(rules::ValidateCompromiseStep(step));
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(CompromiseRun * r, FindRun(s, scope, run));
   RETURN_IF_ERROR(rules::CheckCompromiseRunOpen(*r));
   if (!r->steps.emplace(std::string(step), now).second) return absl::OkStatus();
@@ -67,7 +67,7 @@ absl::Status FakeStore::RecordCompromiseStep(const Scope& scope, CompromiseRunId
 absl::Status FakeStore::FinishCompromiseRun(const Scope& scope, CompromiseRunId run) {
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(CompromiseRun * r, FindRun(s, scope, run));
   RETURN_IF_ERROR(rules::CheckCompromiseRunOpen(*r));
   r->finished_at = now;

@@ -17,14 +17,8 @@ using fake::NoSuch;
 using fake::RequireTenant;
 using fake::State;
 
-namespace {
-
-using Slots = std::vector<std::shared_ptr<State::JobWakerSlot>>;
-
-// The live wakers, for a delivery made after the state's lock is released (as a NOTIFY is
-// delivered after COMMIT).
-Slots Wakers(State& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
-  Slots out;
+fake::WakerSlots fake::Wakers(State& s) {
+  fake::WakerSlots out;
   auto& wakers = s.job_wakers;
   wakers.erase(std::remove_if(wakers.begin(), wakers.end(),
                               [&](const std::weak_ptr<State::JobWakerSlot>& w) {
@@ -37,17 +31,30 @@ Slots Wakers(State& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
   return out;
 }
 
+void fake::WakeFinished(const WakerSlots& slots, const JobNotice& notice) {
+  for (const auto& slot : slots) {
+    absl::MutexLock lock(&slot->mu);
+    if (slot->live && slot->wakeups.job_finished) slot->wakeups.job_finished(notice);
+  }
+}
+
+JobNotice fake::DeleteLeasedJobLocked(State& s, const Job& job) {
+  JobNotice notice{job.tenant, job.kind, job.subject, false};
+  s.open_jobs.erase(std::make_tuple(job.tenant, job.kind, job.subject));
+  s.jobs.erase(job.id);
+  return notice;
+}
+
+namespace {
+
+using Slots = fake::WakerSlots;
+using fake::Wakers;
+using fake::WakeFinished;
+
 void WakeScheduled(const Slots& slots) {
   for (const auto& slot : slots) {
     absl::MutexLock lock(&slot->mu);
     if (slot->live && slot->wakeups.jobs_scheduled) slot->wakeups.jobs_scheduled();
-  }
-}
-
-void WakeFinished(const Slots& slots, const JobNotice& notice) {
-  for (const auto& slot : slots) {
-    absl::MutexLock lock(&slot->mu);
-    if (slot->live && slot->wakeups.job_finished) slot->wakeups.job_finished(notice);
   }
 }
 
@@ -108,7 +115,7 @@ absl::StatusOr<Job> FakeStore::ScheduleJob(const Scope& scope, const NewJob& job
   Job out;
   Slots wakers;
   {
-    absl::MutexLock lock(&s.mu);
+    fake::StoreLock lock(s);
     RETURN_IF_ERROR(RequireTenant(s, scope));
     const auto key = std::make_tuple(scope.tenant, job.kind, job.subject);
     auto existing = s.open_jobs.find(key);
@@ -140,7 +147,7 @@ absl::StatusOr<Job> FakeStore::ScheduleJob(const Scope& scope, const NewJob& job
 
 absl::StatusOr<Job> FakeStore::GetJob(const Scope& scope, JobId id) {
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   RETURN_IF_ERROR(RequireTenant(s, scope));
   auto it = s.jobs.find(id);
   if (it == s.jobs.end() || it->second.tenant != scope.tenant) return NoSuch("job", id);
@@ -225,7 +232,7 @@ absl::StatusOr<JobLease> FakeStore::RenewJob(const JobLease& lease,
   RETURN_IF_ERROR(rules::ValidateLeaseRequest(lease.owner, lease_duration));
   now = TruncateToMicros(now);
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(Job * j, LeasedJob(s, lease));
   JobLease out = lease;
   out.expires_at = TruncateToMicros(now + lease_duration);
@@ -240,11 +247,9 @@ absl::Status FakeStore::CompleteJob(const JobLease& lease) {
   JobNotice notice;
   Slots wakers;
   {
-    absl::MutexLock lock(&s.mu);
+    fake::StoreLock lock(s);
     ASSIGN_OR_RETURN(Job * j, LeasedJob(s, lease));
-    notice = JobNotice{j->tenant, j->kind, j->subject, false};
-    s.open_jobs.erase(std::make_tuple(j->tenant, j->kind, j->subject));
-    s.jobs.erase(j->id);
+    notice = fake::DeleteLeasedJobLocked(s, *j);
     wakers = Wakers(s);
   }
   WakeFinished(wakers, notice);
@@ -255,7 +260,7 @@ absl::Status FakeStore::RescheduleJob(const JobLease& lease, absl::Time at,
                                       absl::string_view error, absl::Time now) {
   now = TruncateToMicros(now);
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(Job * j, LeasedJob(s, lease));
   EndLease(*j);
   j->not_before = TruncateToMicros(at);
@@ -271,7 +276,7 @@ absl::Status FakeStore::FailJob(const JobLease& lease, absl::string_view error, 
   JobNotice notice;
   Slots wakers;
   {
-    absl::MutexLock lock(&s.mu);
+    fake::StoreLock lock(s);
     ASSIGN_OR_RETURN(Job * j, LeasedJob(s, lease));
     EndLease(*j);
     j->failed_at = now;
@@ -291,7 +296,7 @@ absl::Status FakeStore::ReleaseJob(const JobLease& lease, absl::Time now) {
   State& s = *state_;
   Slots wakers;
   {
-    absl::MutexLock lock(&s.mu);
+    fake::StoreLock lock(s);
     ASSIGN_OR_RETURN(Job * j, LeasedJob(s, lease));
     EndLease(*j);
     j->updated_at = now;
@@ -318,7 +323,7 @@ absl::Status FakeStore::AnnounceJobNotice(const JobNotice& notice) {
   RETURN_IF_ERROR(rules::ValidateJobNotice(notice));
   Slots wakers;
   {
-    absl::MutexLock lock(&state_->mu);
+    fake::StoreLock lock(*state_);
     wakers = Wakers(*state_);
   }
   WakeFinished(wakers, notice);

@@ -22,7 +22,7 @@ absl::StatusOr<KeyLease> FakeStore::AcquireKeyLease(const Scope& scope, AccountI
                                                     absl::Duration duration) {
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(Account * a, FindAccount(s, scope, account));
   RETURN_IF_ERROR(rules::CheckAccountOpen(*a));
   State::KeyLeaseRow& row = s.key_leases[account];
@@ -37,7 +37,7 @@ absl::StatusOr<KeyLease> FakeStore::AcquireKeyLease(const Scope& scope, AccountI
 
 absl::Status FakeStore::ReleaseKeyLease(const Scope& scope, const KeyLease& lease) {
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(Account * a, FindAccount(s, scope, lease.account));
   State::KeyLeaseRow& row = s.key_leases[a->id];
   absl::Status current = rules::CheckKeyLease(scope, row.fencing_token, lease);

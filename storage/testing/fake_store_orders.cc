@@ -47,7 +47,7 @@ absl::StatusOr<CreateOrderResult> FakeStore::CreateOrJoinOrder(const Scope& scop
   ASSIGN_OR_RETURN(std::vector<std::string> ids, rules::ValidateNewOrder(order));
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   RETURN_IF_ERROR(RequireTenant(s, scope));
   CreateOrderResult out;
   if (const Order* bound = BoundOrder(s, scope, order.idempotency_key, now)) {
@@ -115,7 +115,7 @@ absl::StatusOr<CreateOrderResult> FakeStore::CreateOrJoinOrder(const Scope& scop
 }
 
 absl::StatusOr<Order> FakeStore::GetOrder(const Scope& scope, OrderId order) {
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   ASSIGN_OR_RETURN(Order * o, FindOrder(*state_, scope, order));
   return *o;
 }
@@ -123,7 +123,7 @@ absl::StatusOr<Order> FakeStore::GetOrder(const Scope& scope, OrderId order) {
 absl::StatusOr<Order> FakeStore::FindOrderByIdempotencyKey(const Scope& scope,
                                                            absl::string_view key) {
   const absl::Time now = Now();
-  absl::MutexLock lock(&state_->mu);
+  fake::StoreLock lock(*state_);
   RETURN_IF_ERROR(RequireTenant(*state_, scope));
   if (const Order* bound = BoundOrder(*state_, scope, key, now)) return *bound;
   return absl::NotFoundError("no order with this idempotency key");
@@ -134,7 +134,7 @@ absl::StatusOr<crypto::PrivateKey> FakeStore::GetOrderCertificateKey(const Scope
                                                                      absl::string_view purpose) {
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(Order * o, FindOrder(s, scope, order));
   auto sealed = s.order_keys.find(order);
   if (sealed == s.order_keys.end()) {
@@ -152,7 +152,7 @@ absl::Status FakeStore::AttachOrderMaterial(const Scope& scope, const Lease& lea
   RETURN_IF_ERROR(rules::ValidateOrderCsr(csr_der));
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(Order * o, LeasedOrder(s, scope, lease));
   RETURN_IF_ERROR(rules::CheckMaterialAttachable(*o));
   if (certificate_key != nullptr) {
@@ -173,7 +173,7 @@ absl::Status FakeStore::RecordOrderUrl(const Scope& scope, const Lease& lease,
   RETURN_IF_ERROR(rules::ValidateUrl("order URL", url));
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(Order * o, LeasedOrder(s, scope, lease));
   ASSIGN_OR_RETURN(bool write, rules::OrderUrlNeedsWrite(*o, url));
   if (!write) return absl::OkStatus();
@@ -189,7 +189,7 @@ absl::Status FakeStore::TransitionOrder(const Scope& scope, const Lease& lease, 
   RETURN_IF_ERROR(rules::ValidateOrderFailure(failure));
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(Order * o, LeasedOrder(s, scope, lease));
   RETURN_IF_ERROR(rules::CheckOrderTransition(*o, to));
   if (o->state == to) return absl::OkStatus();
@@ -209,26 +209,38 @@ absl::Status FakeStore::TransitionOrder(const Scope& scope, const Lease& lease, 
   return absl::OkStatus();
 }
 
+namespace {
+
+// CompleteOrder's write after its checks (`c` names the order), shared with FinishOrder.
+absl::StatusOr<Certificate> CompleteOrderLocked(State& s, const Envelope& envelope,
+                                                const Scope& scope, absl::Time now, Order& o,
+                                                const NewCertificate& c)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+  ASSIGN_OR_RETURN(Certificate out, InsertCertificateLocked(s, envelope, scope, c, now));
+  Order before = o;
+  o.state = OrderState::kValid;
+  o.certificate = out.id;
+  o.updated_at = now;
+  o.lease_owner.clear();
+  o.lease_expires_at.reset();
+  Audit(s, scope, now,
+        rules::OrderEvent("CompleteOrder", before, absl::StrCat("certificate ", out.id)));
+  return out;
+}
+
+}  // namespace
+
 absl::StatusOr<Certificate> FakeStore::CompleteOrder(const Scope& scope, const Lease& lease,
                                                      const NewCertificate& certificate) {
   ASSIGN_OR_RETURN(NewCertificate c, rules::ValidateNewCertificate(certificate));
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(Order * o, LeasedOrder(s, scope, lease));
   RETURN_IF_ERROR(rules::CheckCompletable(*o));
   c.order = o->id;
   if (!c.account.has_value()) c.account = o->account;
-  ASSIGN_OR_RETURN(Certificate out, InsertCertificateLocked(s, envelope_, scope, c, now));
-  Order before = *o;
-  o->state = OrderState::kValid;
-  o->certificate = out.id;
-  o->updated_at = now;
-  o->lease_owner.clear();
-  o->lease_expires_at.reset();
-  Audit(s, scope, now,
-        rules::OrderEvent("CompleteOrder", before, absl::StrCat("certificate ", out.id)));
-  return out;
+  return CompleteOrderLocked(s, envelope_, scope, now, *o, c);
 }
 
 absl::StatusOr<std::vector<Lease>> FakeStore::ClaimStaleOrders(absl::string_view owner,
@@ -239,7 +251,7 @@ absl::StatusOr<std::vector<Lease>> FakeStore::ClaimStaleOrders(absl::string_view
   const absl::Time now = Now();
   const absl::Time until = TruncateToMicros(now + lease_duration);
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   // Oldest lease first (unleased orders before all), then by id, as the SQL orders them.
   std::vector<std::tuple<bool, absl::Time, OrderId>> stale;
   for (const auto& [id, o] : s.orders) {
@@ -267,7 +279,7 @@ absl::StatusOr<Lease> FakeStore::RenewLease(const Scope& scope, const Lease& lea
   RETURN_IF_ERROR(rules::ValidateLeaseRequest(lease.owner, lease_duration));
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(Order * o, LeasedOrder(s, scope, lease));
   o->lease_owner = lease.owner;
   o->lease_expires_at = TruncateToMicros(now + lease_duration);
@@ -280,7 +292,7 @@ absl::StatusOr<Lease> FakeStore::RenewLease(const Scope& scope, const Lease& lea
 absl::Status FakeStore::ReleaseLease(const Scope& scope, const Lease& lease) {
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(Order * o, LeasedOrder(s, scope, lease));
   o->lease_owner.clear();
   o->lease_expires_at.reset();
@@ -298,7 +310,7 @@ absl::StatusOr<Authorization> FakeStore::RecordAuthorization(
                    CanonicalIdentifiers({authorization.identifier}));
   const absl::Time now = Now();
   State& s = *state_;
-  absl::MutexLock lock(&s.mu);
+  fake::StoreLock lock(s);
   RETURN_IF_ERROR(FindAccount(s, scope, authorization.account).status());
   if (authorization.order.has_value()) {
     RETURN_IF_ERROR(FindOrder(s, scope, *authorization.order).status());
@@ -333,37 +345,33 @@ absl::StatusOr<Authorization> FakeStore::RecordAuthorization(
   return *row;
 }
 
-absl::StatusOr<std::vector<Authorization>> FakeStore::ListOutstandingAuthorizations(
-    const Scope& scope, const AuthorizationFilter& filter) {
-  std::vector<std::string> identifiers;
-  if (!filter.identifiers.empty()) {
-    ASSIGN_OR_RETURN(identifiers, CanonicalIdentifiers(filter.identifiers));
-  }
-  const absl::Time now = Now();
-  absl::MutexLock lock(&state_->mu);
-  RETURN_IF_ERROR(RequireTenant(*state_, scope));
+namespace {
+
+// ListOutstandingAuthorizations' work (filter.identifiers canonical), shared with LoadOrderStep.
+std::vector<Authorization> OutstandingLocked(const State& s, const Scope& scope, absl::Time now,
+                                             const AuthorizationFilter& filter)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
   std::vector<Authorization> out;
-  for (const auto& [id, a] : state_->authorizations) {
+  for (const auto& [id, a] : s.authorizations) {
     const AuthorizationRecord& r = a.record;
     bool outstanding =
         (r.status == AuthorizationStatus::kPending || r.status == AuthorizationStatus::kValid) &&
         !a.deactivated_at.has_value() && (!r.expires_at.has_value() || *r.expires_at > now);
-    bool matches =
-        a.tenant == scope.tenant && (!filter.account.has_value() || r.account == *filter.account) &&
-        (!filter.order.has_value() || r.order == filter.order) &&
-        (identifiers.empty() ||
-         std::find(identifiers.begin(), identifiers.end(), r.identifier) != identifiers.end());
+    bool matches = a.tenant == scope.tenant &&
+                   (!filter.account.has_value() || r.account == *filter.account) &&
+                   (!filter.order.has_value() || r.order == filter.order) &&
+                   (filter.identifiers.empty() ||
+                    std::find(filter.identifiers.begin(), filter.identifiers.end(),
+                              r.identifier) != filter.identifiers.end());
     if (outstanding && matches) out.push_back(a);
   }
   return out;
 }
 
-absl::Status FakeStore::MarkAuthorizationDeactivated(const Scope& scope, AccountId account,
-                                                     absl::string_view url) {
-  const absl::Time now = Now();
-  State& s = *state_;
-  absl::MutexLock lock(&s.mu);
-  RETURN_IF_ERROR(RequireTenant(s, scope));
+// MarkAuthorizationDeactivated's work, shared with FinishOrder: false (nothing written) when
+// the account has no such authorization.
+bool MarkDeactivatedLocked(State& s, const Scope& scope, absl::Time now, AccountId account,
+                           absl::string_view url) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
   for (auto& [id, a] : s.authorizations) {
     if (a.tenant != scope.tenant || a.record.account != account || a.record.url != url) {
       continue;
@@ -375,9 +383,100 @@ absl::Status FakeStore::MarkAuthorizationDeactivated(const Scope& scope, Account
     e.identifiers = {a.record.identifier};
     e.acme_url = std::string(url);
     Audit(s, scope, now, e);
-    return absl::OkStatus();
+    return true;
   }
-  return absl::NotFoundError("no such authorization for this account");
+  return false;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<Authorization>> FakeStore::ListOutstandingAuthorizations(
+    const Scope& scope, const AuthorizationFilter& filter) {
+  AuthorizationFilter canonical = filter;
+  if (!filter.identifiers.empty()) {
+    ASSIGN_OR_RETURN(canonical.identifiers, CanonicalIdentifiers(filter.identifiers));
+  }
+  const absl::Time now = Now();
+  fake::StoreLock lock(*state_);
+  RETURN_IF_ERROR(RequireTenant(*state_, scope));
+  return OutstandingLocked(*state_, scope, now, canonical);
+}
+
+absl::Status FakeStore::MarkAuthorizationDeactivated(const Scope& scope, AccountId account,
+                                                     absl::string_view url) {
+  const absl::Time now = Now();
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  RETURN_IF_ERROR(RequireTenant(s, scope));
+  if (!MarkDeactivatedLocked(s, scope, now, account, url)) {
+    return absl::NotFoundError("no such authorization for this account");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<OrderStepState> FakeStore::LoadOrderStep(const Scope& scope, OrderId order,
+                                                        absl::string_view purpose) {
+  const absl::Time now = Now();
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  RETURN_IF_ERROR(RequireTenant(s, scope));
+  OrderStepState out;
+  ASSIGN_OR_RETURN(Order * o, FindOrder(s, scope, order));
+  out.order = *o;
+  ASSIGN_OR_RETURN(Account * a, FindAccount(s, scope, o->account));
+  out.account = *a;
+  out.tenant = s.tenants.at(scope.tenant);
+  AuthorizationFilter filter;
+  filter.order = order;
+  out.authorizations = OutstandingLocked(s, scope, now, filter);
+  if (!rules::OrderStepUsesKey(out.order, out.account)) return out;
+  absl::StatusOr<UnsealedAccountKey> key =
+      fake::UnsealActiveKeyLocked(s, envelope_, scope, a->id, purpose, now);
+  if (key.ok()) {
+    out.key = *std::move(key);
+  } else if (!absl::IsNotFound(key.status()) && !absl::IsFailedPrecondition(key.status())) {
+    return key.status();
+  }
+  return out;
+}
+
+absl::StatusOr<Certificate> FakeStore::FinishOrder(const Scope& scope, const Lease& lease,
+                                                   const OrderCompletion& completion) {
+  RETURN_IF_ERROR(rules::ValidateOrderCompletion(lease, completion));
+  ASSIGN_OR_RETURN(NewCertificate c, rules::ValidateNewCertificate(completion.certificate));
+  const absl::Time now = Now();
+  State& s = *state_;
+  Certificate out;
+  JobNotice notice;
+  fake::WakerSlots wakers;
+  {
+    fake::StoreLock lock(s);
+    ASSIGN_OR_RETURN(Order * o, LeasedOrder(s, scope, lease));
+    RETURN_IF_ERROR(rules::CheckCompletable(*o));
+    std::optional<crypto::PrivateKey> key;
+    if (auto sealed = s.order_keys.find(o->id); sealed != s.order_keys.end()) {
+      ASSIGN_OR_RETURN(key, envelope_.OpenPrivateKey(sealed->second,
+                                                     OrderKeyContext(scope.tenant, o->id)));
+      Audit(s, scope, now,
+            rules::OrderEvent("UseCertificateKey", *o, absl::StrCat("order ", o->id)));
+    }
+    c.order = o->id;
+    if (!c.account.has_value()) c.account = o->account;
+    c.private_key = key ? &*key : nullptr;
+    const AccountId account = o->account;
+    ASSIGN_OR_RETURN(out, CompleteOrderLocked(s, envelope_, scope, now, *o, c));
+    for (const std::string& url : completion.deactivated_authorizations) {
+      MarkDeactivatedLocked(s, scope, now, account, url);
+    }
+    for (const std::string& token : completion.challenge_tokens) {
+      fake::DeleteChallengeLocked(s, scope, now, token);
+    }
+    // LeasedOrder checked the job's fencing token.
+    notice = fake::DeleteLeasedJobLocked(s, *fake::LeaseJob(s, lease));
+    wakers = fake::Wakers(s);
+  }
+  fake::WakeFinished(wakers, notice);
+  return out;
 }
 
 }  // namespace acmevault::storage

@@ -10,6 +10,7 @@
 #ifndef ACMEVAULT_STORAGE_TESTING_FAKE_STORE_STATE_H_
 #define ACMEVAULT_STORAGE_TESTING_FAKE_STORE_STATE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <iterator>
 #include <map>
@@ -63,6 +64,8 @@ struct FakeStore::State {
   };
 
   absl::Mutex mu;
+  // Calls that took `mu` through StoreLock: the fake's count of PostgreSQL's transactions.
+  std::atomic<int64_t> transactions{0};
   int64_t next_id ABSL_GUARDED_BY(mu) = 1;  // one sequence for every table: ids never collide
   std::map<TenantId, Tenant> tenants ABSL_GUARDED_BY(mu);
   std::map<IdentityId, IdentityRow> identities ABSL_GUARDED_BY(mu);
@@ -97,6 +100,19 @@ std::string FakeDigest(const AuditRecord& a);
 // Delivers `revocation` to the wakers of every store sharing `s` that watch for revocations;
 // after the change, with s.mu released (as a NOTIFY is delivered after COMMIT).
 void WakeRevoked(State& s, const Revocation& revocation) ABSL_LOCKS_EXCLUDED(s.mu);
+
+// What a store call's transaction is in the fake: the state's lock, counted
+// (FakeStore::transactions). Every call PostgresStore runs as one transaction takes it once;
+// the engine's claims and due counts (whose number depends on timing) and WatchJobs do not.
+class ABSL_SCOPED_LOCKABLE StoreLock {
+ public:
+  explicit StoreLock(State& s) ABSL_EXCLUSIVE_LOCK_FUNCTION(s.mu) : lock_(&s.mu) {
+    s.transactions.fetch_add(1);
+  }
+
+ private:
+  absl::MutexLock lock_;
+};
 
 // Appends `event` to scope.tenant's audit chain.
 void Audit(State& s, const Scope& scope, absl::Time at, const AuditEvent& event)
@@ -133,6 +149,24 @@ absl::StatusOr<Certificate> InsertCertificateLocked(State& s, const Envelope& en
                                                     const Scope& scope, const NewCertificate& c,
                                                     absl::Time now)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+
+// DeleteChallenge's body, shared with DeleteChallengeFenced and FinishOrder (fake_store.cc).
+void DeleteChallengeLocked(State& s, const Scope& scope, absl::Time now, absl::string_view token)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+// GetActiveKey's work, shared with LoadOrderStep (fake_store_accounts.cc).
+absl::StatusOr<UnsealedAccountKey> UnsealActiveKeyLocked(State& s, const Envelope& envelope,
+                                                         const Scope& scope, AccountId account,
+                                                         absl::string_view purpose, absl::Time now)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+
+// The live job wakers, for a delivery made after the state's lock is released (as a NOTIFY is
+// delivered after COMMIT), and the delivery of a job's end to them (fake_store_jobs.cc).
+using WakerSlots = std::vector<std::shared_ptr<State::JobWakerSlot>>;
+WakerSlots Wakers(State& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+void WakeFinished(const WakerSlots& slots, const JobNotice& notice);
+// CompleteJob's write, shared with FinishOrder: the job leased by `lease` (checked by the
+// caller) is deleted; returns its notice.
+JobNotice DeleteLeasedJobLocked(State& s, const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
 
 // The first page of `items` after `after` (by key), `limit` long, with the next token.
 template <typename T, typename Map, typename Convert>

@@ -1,0 +1,159 @@
+// The conformance suite (store_conformance.h): what an order's job step reads and writes in one
+// transaction (OrderStore::LoadOrderStep, OrderStore::FinishOrder).
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "storage/testing/status_matchers.h"
+#include "storage/testing/store_conformance.h"
+
+namespace acmevault::storage::testing {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+using ::testing::SizeIs;
+
+namespace {
+
+TEST_P(StoreConformanceTest, LoadOrderStepReadsOrderAccountTenantLedgerAndKeyTogether) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  ASSERT_OK(store().RecordAccountUrl(scope, account.id, "https://ca.test/acct/1"));
+  NewOrder spec{account.id, {"a.test"}, "", "r1", absl::Minutes(1)};
+  spec.job_kind = "order_step";
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult created, store().CreateOrJoinOrder(scope, spec));
+  const Lease lease = *created.lease;
+
+  // No CSR yet: nothing a step could sign for, so the key stays sealed (and unaudited).
+  ASSERT_OK_AND_ASSIGN(OrderStepState bare, store().LoadOrderStep(scope, lease.order, "order"));
+  EXPECT_EQ(bare.order.id, lease.order);
+  EXPECT_EQ(bare.account.id, account.id);
+  EXPECT_EQ(bare.account.status, AccountStatus::kValid);
+  EXPECT_EQ(bare.tenant.id, a.id);
+  EXPECT_EQ(bare.tenant.spec.name, "alpha");
+  EXPECT_FALSE(bare.key.has_value());
+  EXPECT_THAT(bare.authorizations, IsEmpty());
+
+  ASSERT_OK(store().AttachOrderMaterial(scope, lease, "csr", nullptr));
+  ASSERT_OK(store().RecordOrderUrl(scope, lease, "https://ca.test/order/1"));
+  ASSERT_OK(store()
+                .RecordAuthorization(scope, {account.id, lease.order, "https://ca.test/authz/1",
+                                             "a.test", AuthorizationStatus::kPending,
+                                             clock().Now() + absl::Hours(1)})
+                .status());
+  ASSERT_OK(store()
+                .RecordAuthorization(scope, {account.id, lease.order, "https://ca.test/authz/2",
+                                             "a.test", AuthorizationStatus::kInvalid,
+                                             clock().Now() + absl::Hours(1)})
+                .status());
+  ASSERT_OK_AND_ASSIGN(OrderStepState ready,
+                       store().LoadOrderStep(scope, lease.order, "order 1"));
+  EXPECT_EQ(ready.order.state, OrderState::kPending);
+  EXPECT_EQ(ready.order.csr_der, "csr");
+  ASSERT_TRUE(ready.key.has_value());
+  EXPECT_EQ(ready.key->info.version, 1);
+  ASSERT_TRUE(ready.key->private_key.has_value());
+  ASSERT_OK_AND_ASSIGN(UnsealedAccountKey direct, store().GetActiveKey(scope, account.id, "cmp"));
+  EXPECT_EQ(ready.key->private_key->public_key().ToDer(),
+            direct.private_key->public_key().ToDer());
+  // The ledger as ListOutstandingAuthorizations has it for the order.
+  ASSERT_THAT(ready.authorizations, SizeIs(1));
+  EXPECT_EQ(ready.authorizations[0].record.url, "https://ca.test/authz/1");
+  // The unsealing is a key use, audited with its purpose, as GetActiveKey's.
+  ASSERT_OK_AND_ASSIGN(Page<AuditRecord> audit, store().ListAudit(scope, {}));
+  ASSERT_GE(audit.items.size(), 2u);
+  const AuditRecord& use = audit.items[audit.items.size() - 2];
+  EXPECT_EQ(use.event.action, "UseAccountKey");
+  EXPECT_EQ(use.event.detail, "order 1");
+
+  // A terminal order needs no key either.
+  ASSERT_OK(store().TransitionOrder(scope, lease, OrderState::kInvalid, {"gave up"}));
+  ASSERT_OK_AND_ASSIGN(OrderStepState ended, store().LoadOrderStep(scope, lease.order, "x"));
+  EXPECT_EQ(ended.order.state, OrderState::kInvalid);
+  EXPECT_FALSE(ended.key.has_value());
+
+  // Another tenant's order does not exist for this tenant.
+  Tenant b = MakeTenant("beta");
+  EXPECT_THAT(store().LoadOrderStep(ScopeOf(b), lease.order, "x"), StatusIs(kNotFound));
+  EXPECT_THAT(store().LoadOrderStep(scope, lease.order + 1000, "x"), StatusIs(kNotFound));
+}
+
+TEST_P(StoreConformanceTest, FinishOrderStoresTheCertificateLedgerCleanupAndJobEndAtOnce) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  crypto::PrivateKey cert_key = NewKey();
+  NewOrder spec = WithMaterial(NewOrder{account.id, {"a.test"}, "", "r1", absl::Minutes(1)},
+                               "csr", &cert_key);
+  spec.job_kind = "order_step";
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult created, store().CreateOrJoinOrder(scope, spec));
+  const Lease lease = *created.lease;
+  ASSERT_OK(store().RecordOrderUrl(scope, lease, "https://ca.test/order/1"));
+  for (const char* url : {"https://ca.test/authz/1", "https://ca.test/authz/2"}) {
+    ASSERT_OK(store()
+                  .RecordAuthorization(scope, {account.id, lease.order, url, "a.test",
+                                               AuthorizationStatus::kValid,
+                                               clock().Now() + absl::Hours(1)})
+                  .status());
+  }
+  ASSERT_OK(store().PutChallenge(scope, "tok-1", "tok-1.thumb"));
+  ASSERT_OK(store().PutChallenge(scope, "tok-other", "tok-other.thumb"));
+
+  OrderCompletion done;
+  done.certificate = CertificateFor({"a.test"}, "0C");
+  done.certificate.account_key_version = 1;
+  done.deactivated_authorizations = {"https://ca.test/authz/1", "https://ca.test/authz/unknown"};
+  done.challenge_tokens = {"tok-1"};
+
+  // Refused before anything is written: a lease without its job, a key of the caller's.
+  Lease no_job = lease;
+  no_job.job = 0;
+  EXPECT_THAT(store().FinishOrder(scope, no_job, done), StatusIs(kInvalidArgument));
+  OrderCompletion with_key = done;
+  with_key.certificate.private_key = &cert_key;
+  EXPECT_THAT(store().FinishOrder(scope, lease, with_key), StatusIs(kInvalidArgument));
+  // A stale fencing token writes nothing.
+  Lease stale = lease;
+  stale.fencing_token = 7;
+  EXPECT_THAT(store().FinishOrder(scope, stale, done), StatusIs(kFailedPrecondition, "stale"));
+  EXPECT_THAT(store().GetCertificateBySerial(scope, "0c"), StatusIs(kNotFound));
+
+  ASSERT_OK_AND_ASSIGN(Certificate stored, store().FinishOrder(scope, lease, done));
+  EXPECT_EQ(stored.serial, "0c");
+  EXPECT_EQ(stored.order, lease.order);
+  EXPECT_EQ(stored.account, account.id);
+  // The order's own certificate key went with it.
+  EXPECT_TRUE(stored.has_private_key);
+  ASSERT_OK_AND_ASSIGN(crypto::PrivateKey unsealed,
+                       store().GetCertificateKey(scope, stored.id, "serve"));
+  EXPECT_EQ(unsealed.public_key().ToDer(), cert_key.public_key().ToDer());
+  ASSERT_OK_AND_ASSIGN(Order o, store().GetOrder(scope, lease.order));
+  EXPECT_EQ(o.state, OrderState::kValid);
+  EXPECT_EQ(o.certificate, stored.id);
+  // The ledger: the deactivated one is no longer outstanding; the unknown URL was skipped.
+  AuthorizationFilter filter;
+  filter.order = lease.order;
+  ASSERT_OK_AND_ASSIGN(std::vector<Authorization> outstanding,
+                       store().ListOutstandingAuthorizations(scope, filter));
+  ASSERT_THAT(outstanding, SizeIs(1));
+  EXPECT_EQ(outstanding[0].record.url, "https://ca.test/authz/2");
+  // The answer removed, another kept.
+  EXPECT_THAT(store().LookupChallenge("tok-1"), StatusIs(kNotFound));
+  EXPECT_OK(store().LookupChallenge("tok-other").status());
+  // The job is complete: gone, and its lease writes nothing more.
+  EXPECT_THAT(store().GetJob(scope, lease.job), StatusIs(kNotFound));
+  EXPECT_THAT(store().CompleteJob(JobLeaseOf(lease)), StatusIs(kFailedPrecondition));
+  EXPECT_THAT(store().FinishOrder(scope, lease, done), StatusIs(kFailedPrecondition));
+  // The rows each of those calls would have written, in one chain.
+  EXPECT_THAT(AuditActions(scope),
+              ElementsAre("CreateTenant", "CreateAccount", "CreateOrder", "RecordOrderUrl",
+                          "RecordAuthorization", "RecordAuthorization", "PutChallenge",
+                          "PutChallenge", "UseCertificateKey", "InsertCertificate",
+                          "CompleteOrder", "MarkAuthorizationDeactivated", "DeleteChallenge",
+                          "UseCertificateKey"));
+  EXPECT_OK(store().VerifyAuditChain(scope));
+}
+
+}  // namespace
+}  // namespace acmevault::storage::testing
