@@ -15,6 +15,7 @@
 #include "service/identifiers.h"
 #include "service/log.h"
 #include "service/required.h"
+#include "service/rotation_policy.h"
 
 namespace acmevault::service {
 namespace {
@@ -109,6 +110,8 @@ absl::StatusOr<std::unique_ptr<AccountManager>> AccountManager::Create(Options o
   auto manager = std::unique_ptr<AccountManager>(new AccountManager(std::move(options)));
   RETURN_IF_ERROR(manager->options_.engine->Register(
       kRevokeJob, [raw = manager.get()](const JobRun& run) { return raw->RevokeReplaced(run); }));
+  RETURN_IF_ERROR(manager->options_.engine->Register(
+      kRotateJob, [raw = manager.get()](const JobRun& run) { return raw->RotateByPolicy(run); }));
   return manager;
 }
 
@@ -127,14 +130,12 @@ absl::StatusOr<AccountView> AccountManager::View(const storage::Scope& scope,
   ASSIGN_OR_RETURN(std::vector<storage::AccountKey> keys, options_.accounts->ListKeys(scope, id));
   for (const auto& k : keys) {
     if (k.state != storage::KeyState::kActive) continue;
+    ASSIGN_OR_RETURN(storage::Tenant tenant, options_.tenants->GetTenant(scope));
+    const absl::Time now = options_.clock->Now();
     if (options_.metrics != nullptr) {
-      auto tenant = options_.tenants->GetTenant(scope);
-      if (tenant.ok()) {
-        options_.metrics->SetAccountKeyAge(
-            tenant->spec.name, options_.clock->Now() - k.activated_at.value_or(k.created_at));
-      }
+      options_.metrics->SetAccountKeyAge(tenant.spec.name, KeyAge(k, now));
     }
-    return AccountView{account, k};
+    return AccountView{account, k, DecideRotation(tenant.spec.policy, k, now).due_at};
   }
   return absl::NotFoundError("the account has no active key");
 }
@@ -471,7 +472,7 @@ absl::Status AccountManager::RevokeWithAccountKey(const storage::Scope& scope,
 
 absl::StatusOr<RolloverResult> AccountManager::RolloverScoped(
     const storage::Scope& scope, std::optional<crypto::KeyAlgorithm> algorithm,
-    absl::string_view reason, bool mark_old_compromised, absl::Time deadline) {
+    absl::string_view reason, bool mark_old_compromised, absl::Time deadline, bool only_if_due) {
   ASSIGN_OR_RETURN(Current current, FindValid(scope));
   // One change of the account's keys at a time: the lease comes before any key is read or
   // unsealed, so the losers are ABORTED here, having written nothing.
@@ -484,6 +485,16 @@ absl::StatusOr<RolloverResult> AccountManager::RolloverScoped(
   current.key.emplace(std::move(active));
   const int old_version = current.key->info.version;
   ASSIGN_OR_RETURN(storage::Tenant tenant, options_.tenants->GetTenant(scope));
+  std::string why(reason);
+  if (only_if_due) {
+    RotationDecision decision =
+        DecideRotation(tenant.spec.policy, current.key->info, options_.clock->Now());
+    if (!decision.due) {
+      ASSIGN_OR_RETURN(AccountView view, View(scope, current.account.id));
+      return RolloverResult{view, old_version, /*rotated=*/false};
+    }
+    why = decision.reason;
+  }
   // Made where the tenant's policy says now (a tenant moved to PKCS11 moves at its next key).
   ASSIGN_OR_RETURN(NewAccountKey new_key,
                    options_.keys->Generate(tenant.spec.policy.key_storage,
@@ -520,7 +531,7 @@ absl::StatusOr<RolloverResult> AccountManager::RolloverScoped(
       }
     }
   }
-  Audit(*options_.audit, scope, "Rollover", std::string(reason), current.account.id).IgnoreError();
+  Audit(*options_.audit, scope, "Rollover", why, current.account.id).IgnoreError();
   ASSIGN_OR_RETURN(AccountView view, View(scope, current.account.id));
   return RolloverResult{view, old_version};
 }
@@ -833,6 +844,55 @@ JobOutcome AccountManager::RevokeReplaced(const JobRun& run) {
   absl::Status s = RevokeWithAccountKey(scope, *current, ders->front(), kReason);
   if (s.ok()) s = options_.certificates->MarkCertificateRevoked(scope, id, kReason);
   if (!s.ok()) return JobOutcome::Failed(s);
+  return JobOutcome::Done();
+}
+
+JobOutcome AccountManager::RotateByPolicy(const JobRun& run) {
+  storage::AccountId id = 0;
+  if (!absl::SimpleAtoi(run.job().subject, &id) || id <= 0) {
+    return JobOutcome::FailedPermanently(
+        absl::InvalidArgumentError("a rotation job's subject is not an account id"));
+  }
+  const storage::Scope scope{run.job().tenant, {"key rotation policy", kRotateJob}};
+  std::string tenant_name = absl::StrCat(run.job().tenant);
+  if (auto tenant = options_.tenants->GetTenant(scope); tenant.ok()) {
+    tenant_name = tenant->spec.name;
+  }
+  auto count = [&](absl::string_view outcome) {
+    if (options_.metrics != nullptr) options_.metrics->RecordKeyRotation(tenant_name, outcome);
+  };
+  // The account the scan saw must still be the tenant's valid one; a replaced or closed account
+  // has nothing left to rotate.
+  absl::StatusOr<storage::Account> account = options_.accounts->GetAccount(scope, id);
+  if (absl::IsNotFound(account.status())) return JobOutcome::Done();
+  if (!account.ok()) {
+    count("failed");
+    return JobOutcome::Failed(account.status());
+  }
+  if (account->status != storage::AccountStatus::kValid) return JobOutcome::Done();
+  // A key left pending by an earlier attempt (or a replica that died in it) is settled first;
+  // when that promotes it, this rotation is what finished.
+  absl::StatusOr<std::optional<int>> pending = PendingVersion(scope, id);
+  if (!pending.ok()) {
+    count("failed");
+    return JobOutcome::Failed(pending.status());
+  }
+  absl::StatusOr<RolloverResult> r =
+      RolloverScoped(scope, std::nullopt, "", /*mark_old_compromised=*/false,
+                     absl::InfiniteFuture(), /*only_if_due=*/true);
+  if (!r.ok()) {
+    count("failed");
+    Log(LogLevel::kWarning, "rotation by policy failed",
+        {{"tenant", tenant_name}, {"account", run.job().subject}, {"status", r.status().ToString()}});
+    return JobOutcome::Failed(r.status());
+  }
+  if (r->rotated || (*pending && r->account.active_key.version == **pending)) {
+    count("rotated");
+    Log(LogLevel::kInfo, "account key rotated by policy",
+        {{"tenant", tenant_name},
+         {"account", run.job().subject},
+         {"version", absl::StrCat(r->account.active_key.version)}});
+  }
   return JobOutcome::Done();
 }
 

@@ -44,6 +44,7 @@
 #include "service/issuer.h"
 #include "service/metrics.h"
 #include "service/order_runner.h"
+#include "service/rotation_policy.h"
 #include "storage/store.h"
 
 namespace acmevault::service {
@@ -51,6 +52,9 @@ namespace acmevault::service {
 struct AccountView {
   storage::Account account;
   storage::AccountKey active_key;
+  // When the tenant's rotation policy rolls the active key over (service/rotation_policy.h):
+  // already passed while the rotation job is on its way; unset when the policy never does.
+  std::optional<absl::Time> next_rotation;
 };
 
 struct CreateAccountSpec {
@@ -64,6 +68,9 @@ struct CreateAccountSpec {
 struct RolloverResult {
   AccountView account;
   int previous_version = 0;
+  // False only for a rotation by policy that found, under the key lease, that the key was no
+  // longer due (another replica's rotation came first): nothing was changed.
+  bool rotated = true;
 };
 
 struct DeactivationCounts {
@@ -132,6 +139,15 @@ class AccountManager {
   // The compromise playbook's revocation job (kind kRevokeJob, subject a certificate id):
   // revokes the certificate with the account key (reason superseded) and records it.
   JobOutcome RevokeReplaced(const JobRun& run);
+  // The rotation job (kind kRotateJob, subject the account id): rolls the account's key over
+  // to the tenant's algorithm through Rollover's crash-safe path, audited as "Rollover" with
+  // the policy's reason and the job as actor, only if the policy still says it is due once the
+  // key lease is held, so a rotation scheduled twice (two replicas' scans) rolls over once.
+  // An account that is gone or no longer valid ends the job; any other error is a failed
+  // attempt (ABORTED while a rollover by hand holds the key lease; UNAVAILABLE when the CA's
+  // answer settled nothing: the pending key is resolved before the next attempt).
+  // Counted in acmevault_account_key_rotations_total.
+  JobOutcome RotateByPolicy(const JobRun& run);
 
   // ALREADY_EXISTS when the tenant has a valid account; ABORTED when another CreateAccount of
   // the tenant is under way (it alone talks to the CA); INVALID_ARGUMENT when the terms are not
@@ -273,10 +289,12 @@ class AccountManager {
   // answer showed the account closed at the CA (ClosedAtCa).
   absl::Status RevokeWithAccountKey(const storage::Scope& scope, const Current& current,
                                     absl::string_view der, crypto::RevocationReason reason);
+  // `only_if_due`: a rotation by policy; under the key lease, nothing is done unless the
+  // tenant's policy says the active key is due (rotated false), and the reason is the policy's.
   absl::StatusOr<RolloverResult> RolloverScoped(const storage::Scope& scope,
                                                 std::optional<crypto::KeyAlgorithm> algorithm,
                                                 absl::string_view reason, bool mark_old_compromised,
-                                                absl::Time deadline);
+                                                absl::Time deadline, bool only_if_due = false);
   absl::StatusOr<DeactivationCounts> DeactivateAuthorizationsScoped(
       const storage::Scope& scope, const std::vector<std::string>& identifiers);
 

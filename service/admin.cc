@@ -8,6 +8,7 @@
 #include "common/status_macros.h"
 #include "service/identifiers.h"
 #include "service/paging.h"
+#include "service/rotation_policy.h"
 #include "service/required.h"
 
 namespace acmevault::service {
@@ -80,9 +81,20 @@ absl::StatusOr<storage::Tenant> Admin::UpdateTenant(const Caller& caller,
   return options_.tenants->UpdateTenant({tenant.id, ActorOf(caller, "UpdateTenant")}, spec);
 }
 
-absl::StatusOr<storage::Tenant> Admin::GetTenant(const Caller& caller, const std::string& name) {
+absl::StatusOr<TenantView> Admin::GetTenant(const Caller& caller, const std::string& name) {
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kPlatformAdmin));
-  return options_.tenants->FindTenantByName(name);
+  TenantView view;
+  ASSIGN_OR_RETURN(view.tenant, options_.tenants->FindTenantByName(name));
+  if (options_.accounts != nullptr) {
+    ASSIGN_OR_RETURN(std::optional<ActiveAccountKey> active,
+                     FindActiveAccountKey(*options_.accounts,
+                                          {view.tenant.id, ActorOf(caller, "GetTenant")}));
+    if (active) {
+      view.next_account_key_rotation =
+          DecideRotation(view.tenant.spec.policy, active->key, options_.clock->Now()).due_at;
+    }
+  }
+  return view;
 }
 
 absl::StatusOr<storage::Page<storage::Tenant>> Admin::ListTenants(

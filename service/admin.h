@@ -49,6 +49,14 @@ struct IdentityListing {
   std::vector<storage::Identity> identities;
 };
 
+// A tenant as GetTenant shows it.
+struct TenantView {
+  storage::Tenant tenant;
+  // When its account key is due for rotation by policy (service/rotation_policy.h); unset
+  // when it has no valid account, the policy never rotates, or Admin has no account store.
+  std::optional<absl::Time> next_account_key_rotation;
+};
+
 class Admin {
  public:
   struct Options {
@@ -56,6 +64,9 @@ class Admin {
     storage::TenantStore* tenants = nullptr;
     storage::IdentityStore* identities = nullptr;
     storage::AuditLog* audit = nullptr;
+    // Borrowed; optional. GetTenant reads the tenant's active account key from it to say when
+    // the key is due for rotation.
+    storage::AccountStore* accounts = nullptr;
     // Borrowed; optional. This replica's token cache, told at once when a token is revoked.
     TokenCache* token_cache = nullptr;
     // "Now" for token lifetimes.
@@ -69,7 +80,8 @@ class Admin {
   // INVALID_ARGUMENT naming a bad name, pattern or directory; ALREADY_EXISTS for a taken name.
   absl::StatusOr<storage::Tenant> CreateTenant(const Caller& caller, storage::TenantSpec spec);
   absl::StatusOr<storage::Tenant> UpdateTenant(const Caller& caller, storage::TenantSpec spec);
-  absl::StatusOr<storage::Tenant> GetTenant(const Caller& caller, const std::string& name);
+  // NOT_FOUND for an unknown name.
+  absl::StatusOr<TenantView> GetTenant(const Caller& caller, const std::string& name);
   // `page.max_results` is the caller's page size (see CheckPage).
   absl::StatusOr<storage::Page<storage::Tenant>> ListTenants(const Caller& caller,
                                                              const storage::PageRequest& page);

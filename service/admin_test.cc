@@ -1,5 +1,7 @@
 #include "service/admin.h"
 
+#include "crypto/jwk.h"
+#include "crypto/keys.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/testing/fixture.h"
@@ -39,6 +41,28 @@ TEST_F(AdminTest, BootstrapIsIdempotentAndGivesPlatformAdmin) {
   EXPECT_TRUE(admin_->Bootstrap(root_token_).ok());
   EXPECT_EQ(root_.identity.role, Role::kPlatformAdmin);
   EXPECT_THAT(admin_->Bootstrap("hunter2"), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST_F(AdminTest, GetTenantShowsWhenTheAccountKeyIsDueForRotation) {
+  auto spec = Spec("acme-corp");
+  spec.policy.max_key_age = absl::Hours(24 * 10);
+  ASSERT_OK_AND_ASSIGN(storage::Tenant tenant, admin_->CreateTenant(root_, spec));
+  ASSERT_OK_AND_ASSIGN(TenantView view, admin_->GetTenant(root_, "acme-corp"));
+  EXPECT_FALSE(view.next_account_key_rotation.has_value());  // no account yet
+
+  const storage::Scope scope = fx_.AdminScope(tenant.id);
+  ASSERT_OK_AND_ASSIGN(crypto::PrivateKey key,
+                       crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256));
+  const crypto::PublicKey pub = key.public_key();
+  ASSERT_OK_AND_ASSIGN(
+      storage::Account account,
+      fx_.store().CreateAccount(scope, "https://ca.test/dir", key,
+                                {crypto::PublicJwk(pub).dump(), crypto::Thumbprint(pub)},
+                                storage::KeyState::kActive));
+  ASSERT_OK(fx_.store().RecordAccountUrl(scope, account.id, "https://ca.test/acct/1"));
+  ASSERT_OK_AND_ASSIGN(view, admin_->GetTenant(root_, "acme-corp"));
+  EXPECT_EQ(view.next_account_key_rotation, fx_.clock().Now() + absl::Hours(24 * 10));
+  EXPECT_EQ(view.tenant.id, tenant.id);
 }
 
 TEST_F(AdminTest, TenantsAreValidatedAndCanonical) {

@@ -265,7 +265,7 @@ grpc::Status AdminServiceImpl::GetTenant(grpc::ServerContext* context,
                                          const v1::GetTenantRequest* request,
                                          v1::Tenant* response) {
   return HandleRpc(deps_, context, "GetTenant", [&](const Caller& caller) -> absl::Status {
-    ASSIGN_OR_RETURN(storage::Tenant tenant, deps_.admin->GetTenant(caller, request->name()));
+    ASSIGN_OR_RETURN(TenantView tenant, deps_.admin->GetTenant(caller, request->name()));
     ToProto(tenant, response);
     return absl::OkStatus();
   });

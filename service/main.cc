@@ -46,6 +46,8 @@
 #include "service/dns01_rfc2136.h"
 #include "service/engine.h"
 #include "service/engine_config.h"
+#include "service/health.h"
+#include "service/policy_scheduler.h"
 #include "service/grpc_server.h"
 #include "service/grpc_services.h"
 #include "service/http01_responder.h"
@@ -354,6 +356,24 @@ absl::Status Serve() {
   // A keyChange whose outcome was unknown (or a rollover cut short by a crash) left a pending
   // key: ask the CA about it before serving. Not fatal: each use of the key resolves it first.
   accounts->ResolvePendingKeys({"acmevaultd", "start-up"}).IgnoreError();
+  // The tenants' policies: rotations (and later renewals, sweeps) scheduled as jobs.
+  const auto& pc = config.policy();
+  ASSIGN_OR_RETURN(
+      auto scheduler,
+      service::PolicyScheduler::Create(
+          {.tenants = s,
+           .accounts = s,
+           .engine = engine.get(),
+           .metrics = &metrics,
+           .scan_interval = pc.scan_interval_seconds() > 0
+                                ? absl::Seconds(pc.scan_interval_seconds())
+                                : absl::Minutes(10),
+           .scan_jitter = pc.scan_jitter_seconds() > 0 ? absl::Seconds(pc.scan_jitter_seconds())
+                                                       : absl::Minutes(2),
+           .rotation_spread = pc.rotation_spread_seconds() > 0
+                                  ? absl::Seconds(pc.rotation_spread_seconds())
+                              : pc.rotation_spread_seconds() < 0 ? absl::ZeroDuration()
+                                                                 : absl::Minutes(5)}));
   ASSIGN_OR_RETURN(auto token_cache, MakeTokenCache(config.token_cache(), &metrics));
   // Revocations by any replica reach this cache (destroyed first: declared after it).
   std::unique_ptr<storage::JobWaker> revocations;
@@ -364,6 +384,7 @@ absl::Status Serve() {
       auto admin, service::Admin::Create({.tenants = s,
                                           .identities = s,
                                           .audit = s,
+                                          .accounts = s,
                                           .token_cache = token_cache.get(),
                                           .default_directory_url = config.acme().directory_url()}));
   ASSIGN_OR_RETURN(auto auth, service::Authenticator::Create(
@@ -456,6 +477,33 @@ absl::Status Serve() {
 
   // Orders (and other jobs) whose replica died are claimed here once their leases expire.
   RETURN_IF_ERROR(engine->Start());
+  RETURN_IF_ERROR(scheduler->Start());
+  absl::Cleanup stop_scheduler = [&] { scheduler->Stop(); };
+  // NOT_SERVING while the database is unreachable or its schema wrong; the scheduler's own
+  // status under service::kSchedulerService.
+  std::vector<grpc::HealthCheckServiceInterface*> health_services = {
+      server->GetHealthCheckService()};
+  if (health_server != nullptr) health_services.push_back(health_server->GetHealthCheckService());
+  ASSIGN_OR_RETURN(
+      auto health,
+      service::HealthReporter::Create(
+          {.store = s,
+           .set_status =
+               [health_services](const std::string& service, bool serving) {
+                 for (auto* h : health_services) h->SetServingStatus(service, serving);
+               },
+           .api_services = {v1::CertificateService::service_full_name(),
+                            v1::AccountService::service_full_name(),
+                            v1::AdminService::service_full_name()},
+           .scheduler_running = [&scheduler] {
+             service::PolicyScheduler::Health h = scheduler->health();
+             return h.running && h.last_status.ok();
+           },
+           .interval = pc.health_check_interval_seconds() > 0
+                           ? absl::Seconds(pc.health_check_interval_seconds())
+                           : absl::Seconds(5)}));
+  RETURN_IF_ERROR(health->Start());
+  absl::Cleanup stop_health = [&] { health->Stop(); };
 
   // Retired and compromised token keys leave the token once their grace has passed.
   absl::Notification stop_sweeps;

@@ -26,6 +26,7 @@ struct Metrics::Families {
   prometheus::Family<prometheus::Counter>* acme_errors;
   prometheus::Family<prometheus::Histogram>* issuance;
   prometheus::Family<prometheus::Gauge>* key_age;
+  prometheus::Family<prometheus::Counter>* key_rotations;
   prometheus::Family<prometheus::Counter>* token_cache;
   prometheus::Family<prometheus::Gauge>* jobs_due;
   prometheus::Family<prometheus::Gauge>* jobs_running;
@@ -89,6 +90,10 @@ Metrics::Metrics()
                             .Name("acmevault_account_key_age_seconds")
                             .Help("Age of each tenant's active ACME account key")
                             .Register(*registry_);
+  families_->key_rotations = &prometheus::BuildCounter()
+                                  .Name("acmevault_account_key_rotations_total")
+                                  .Help("Account-key rotations by policy, by tenant and outcome")
+                                  .Register(*registry_);
   families_->token_cache =
       &prometheus::BuildCounter()
            .Name("acmevault_token_cache_lookups_total")
@@ -151,6 +156,11 @@ void Metrics::RecordIssuance(absl::Duration duration, bool ok) {
 
 void Metrics::SetAccountKeyAge(absl::string_view tenant, absl::Duration age) {
   families_->key_age->Add({{"tenant", std::string(tenant)}}).Set(absl::ToDoubleSeconds(age));
+}
+
+void Metrics::RecordKeyRotation(absl::string_view tenant, absl::string_view outcome) {
+  families_->key_rotations->Add({{"tenant", std::string(tenant)}, {"outcome", std::string(outcome)}})
+      .Increment();
 }
 
 void Metrics::RecordTokenCacheLookup(absl::string_view result) {

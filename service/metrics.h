@@ -43,6 +43,10 @@ class Metrics {
   void RecordIssuance(absl::Duration duration, bool ok);
   // acmevault_account_key_age_seconds{tenant}.
   void SetAccountKeyAge(absl::string_view tenant, absl::Duration age);
+  // acmevault_account_key_rotations_total{tenant,outcome}: rotations by policy (the
+  // rotate_account_key job), "rotated" or "failed" (an attempt that will be retried or was
+  // given up).
+  void RecordKeyRotation(absl::string_view tenant, absl::string_view outcome);
   // acmevault_token_cache_lookups_total{result}: "hit" (a known token, no store lookup),
   // "negative_hit" (a token refused without a store lookup) or "miss" (asked the store).
   void RecordTokenCacheLookup(absl::string_view result);

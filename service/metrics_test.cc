@@ -21,6 +21,9 @@ TEST(Metrics, CountsRpcsAcmeErrorsIssuanceAndKeyAge) {
   m.RecordAcme("finalize", absl::UnavailableError("connection refused"));
   m.RecordIssuance(absl::Seconds(2), true);
   m.SetAccountKeyAge("acme-corp", absl::Hours(2));
+  m.RecordKeyRotation("acme-corp", "rotated");
+  m.RecordKeyRotation("acme-corp", "failed");
+  m.RecordKeyRotation("acme-corp", "failed");
   m.AddRpcsInFlight(1);
   m.AddRpcsInFlight(1);
   m.AddRpcsInFlight(-1);
@@ -41,6 +44,10 @@ TEST(Metrics, CountsRpcsAcmeErrorsIssuanceAndKeyAge) {
                         "acmevault_acme_errors_total{operation=\"finalize\",type=\"UNAVAILABLE\"} 1"));
   EXPECT_THAT(text, HasSubstr("acmevault_issuance_duration_seconds_count{outcome=\"ok\"} 1"));
   EXPECT_THAT(text, HasSubstr("acmevault_account_key_age_seconds{tenant=\"acme-corp\"} 7200"));
+  EXPECT_THAT(text, HasSubstr("acmevault_account_key_rotations_total{outcome=\"failed\","
+                              "tenant=\"acme-corp\"} 2"));
+  EXPECT_THAT(text, HasSubstr("acmevault_account_key_rotations_total{outcome=\"rotated\","
+                              "tenant=\"acme-corp\"} 1"));
   EXPECT_THAT(text, HasSubstr("acmevault_rpcs_in_flight 1"));
   EXPECT_THAT(text, HasSubstr("acmevault_rpcs_rejected_total{limit=\"threads\"} 1"));
   EXPECT_THAT(text, HasSubstr("acmevault_http01_requests_total{code=\"200\"} 2"));

@@ -400,6 +400,7 @@ void ToProto(const AccountView& view, absl::Time now, v1::Account* out) {
   TimeToProto(key_time, out->mutable_key_created_at());
   DurationToProto(now - key_time, out->mutable_key_age());
   TimeToProto(view.account.created_at, out->mutable_created_at());
+  if (view.next_rotation) TimeToProto(*view.next_rotation, out->mutable_next_key_rotation());
 }
 
 void ToProto(const RolloverResult& result, absl::Time now, v1::RolloverAccountKeyResponse* out) {
@@ -444,6 +445,13 @@ void ToProto(const storage::Tenant& tenant, v1::Tenant* out) {
   policy->set_ephemeral_accounts(tenant.spec.policy.ephemeral_accounts);
   policy->set_key_storage(KeyStorageToProto(tenant.spec.policy.key_storage));
   TimeToProto(tenant.created_at, out->mutable_created_at());
+}
+
+void ToProto(const TenantView& view, v1::Tenant* out) {
+  ToProto(view.tenant, out);
+  if (view.next_account_key_rotation) {
+    TimeToProto(*view.next_account_key_rotation, out->mutable_next_account_key_rotation());
+  }
 }
 
 void ToProto(const storage::Page<storage::Tenant>& page, v1::ListTenantsResponse* out) {

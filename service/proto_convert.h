@@ -119,6 +119,7 @@ void ToProto(const RolloverResult& result, absl::Time now, v1::RolloverAccountKe
 void ToProto(const DeactivationCounts& counts, v1::DeactivateAuthorizationsResponse* out);
 void ToProto(const CompromiseReport& report, absl::Time now, v1::RespondToCompromiseResponse* out);
 void ToProto(const storage::Tenant& tenant, v1::Tenant* out);
+void ToProto(const TenantView& view, v1::Tenant* out);
 void ToProto(const storage::Page<storage::Tenant>& page, v1::ListTenantsResponse* out);
 void ToProto(const NewToken& token, v1::CreateTokenResponse* out);
 void ToProto(const IdentityListing& listing, v1::ListIdentitiesResponse* out);

@@ -68,22 +68,13 @@ std::vector<std::pair<std::string, std::string>> PostgresStore::PreparedStatemen
   };
 }
 
-absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Create(PostgresStoreOptions options,
-                                                                     KekSet keks) {
-  // First, before any connection: no key-encryption key, no vault.
-  ASSIGN_OR_RETURN(Envelope envelope, Envelope::Create(std::move(keks)));
-  if (options.clock == nullptr) return absl::InvalidArgumentError("clock is null");
-  for (auto& statement : PreparedStatements()) {
-    options.pool.prepared_statements.push_back(std::move(statement));
-  }
-  ASSIGN_OR_RETURN(auto pool, PostgresPool::Create(options.pool));
-  bool bypasses = false;
+namespace {
+
+// The schema check of Create and CheckHealth (storage/migrate.h CheckSchemaVersion).
+absl::Status CheckSchema(PostgresPool& pool) {
   int version = 0;
   int oldest_admitted = 0;
-  RETURN_IF_ERROR(pool->Run("checking the database", {}, [&](pqxx::work& tx) {
-    pqxx::row role =
-        tx.exec1("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user");
-    bypasses = role[0].as<bool>();
+  RETURN_IF_ERROR(pool.Run("checking the schema", {}, [&](pqxx::work& tx) {
     pqxx::row v = tx.exec1(
         "SELECT CASE WHEN to_regclass('schema_version') IS NULL THEN 0 "
         "ELSE (SELECT coalesce(max(version), 0) FROM schema_version) END");
@@ -97,12 +88,35 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Create(PostgresSto
     }
     return absl::OkStatus();
   }));
+  return CheckSchemaVersion(version, oldest_admitted, LatestSchemaVersion());
+}
+
+}  // namespace
+
+absl::Status PostgresStore::CheckHealth() { return CheckSchema(*pool_); }
+
+absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Create(PostgresStoreOptions options,
+                                                                     KekSet keks) {
+  // First, before any connection: no key-encryption key, no vault.
+  ASSIGN_OR_RETURN(Envelope envelope, Envelope::Create(std::move(keks)));
+  if (options.clock == nullptr) return absl::InvalidArgumentError("clock is null");
+  for (auto& statement : PreparedStatements()) {
+    options.pool.prepared_statements.push_back(std::move(statement));
+  }
+  ASSIGN_OR_RETURN(auto pool, PostgresPool::Create(options.pool));
+  bool bypasses = false;
+  RETURN_IF_ERROR(pool->Run("checking the database", {}, [&](pqxx::work& tx) {
+    pqxx::row role =
+        tx.exec1("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user");
+    bypasses = role[0].as<bool>();
+    return absl::OkStatus();
+  }));
   if (bypasses && options.require_row_security) {
     return absl::FailedPreconditionError(
         "the database role bypasses row-level security (superuser or BYPASSRLS); connect as "
         "a member of acmevault_app");
   }
-  RETURN_IF_ERROR(CheckSchemaVersion(version, oldest_admitted, LatestSchemaVersion()));
+  RETURN_IF_ERROR(CheckSchema(*pool));
   return std::unique_ptr<PostgresStore>(
       new PostgresStore(std::move(options), std::move(envelope), std::move(pool)));
 }

@@ -209,6 +209,9 @@ class PostgresStore final : public Store {
   absl::Status AnnounceJobNotice(const JobNotice& notice) override;
   absl::StatusOr<std::unique_ptr<JobWaker>> WatchJobs(JobWakeups wakeups) override;
 
+  // StoreHealth
+  absl::Status CheckHealth() override;
+
   // The pool, for tests that watch connections.
   PostgresPool& pool() { return *pool_; }
 

@@ -162,6 +162,26 @@ TEST_F(PostgresStoreTest, RefusesARoleThatBypassesRowLevelSecurity) {
   EXPECT_OK(PostgresStore::Create(options, TestKeks(KekText("k", 'k'))).status());
 }
 
+TEST_F(PostgresStoreTest, HealthFailsWhileTheSchemaIsWrongOrTheDatabaseRefusesConnections) {
+  PostgresStore* store = store_.get();
+  EXPECT_OK(store->CheckHealth());
+  // A schema one migration behind the binary (as after a restore of an older dump).
+  const std::string latest = absl::StrCat(LatestSchemaVersion());
+  ASSERT_OK(db_->Execute("UPDATE schema_version SET version = -version WHERE version = " + latest));
+  EXPECT_THAT(store->CheckHealth(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "run acmevaultd migrate"));
+  ASSERT_OK(db_->Execute("UPDATE schema_version SET version = -version WHERE version < 0"));
+  EXPECT_OK(store->CheckHealth());
+  // The database refuses the app role's connections, and its open ones are cut.
+  ASSERT_OK(db_->Execute(absl::StrCat("REVOKE CONNECT ON DATABASE ", db_->name(),
+                                      " FROM PUBLIC; SELECT pg_terminate_backend(pid) FROM "
+                                      "pg_stat_activity WHERE datname = current_database() AND "
+                                      "pid <> pg_backend_pid()")));
+  EXPECT_THAT(store->CheckHealth(), StatusIs(absl::StatusCode::kUnavailable));
+  ASSERT_OK(db_->Execute(absl::StrCat("GRANT CONNECT ON DATABASE ", db_->name(), " TO PUBLIC")));
+  EXPECT_OK(store->CheckHealth());
+}
+
 TEST(PostgresStoreCreate, RefusesASchemaOlderThanTheBinary) {
   ACMEVAULT_STACK_ENV_OR_SKIP(url, "ACMEVAULT_PG_URL");
   auto db = TestDatabase::Create(url, /*migrate=*/false);

@@ -474,6 +474,16 @@ class JobStore {
 };
 
 // Everything above, in one object. Implementations: PostgresStore, FakeStore.
+// Whether the database can serve this binary, for health checks.
+class StoreHealth {
+ public:
+  virtual ~StoreHealth() = default;
+  // OK when the database answers and its schema is one this binary can use; UNAVAILABLE when it
+  // cannot be reached; FAILED_PRECONDITION naming the versions when the schema is behind or
+  // too new (as at start-up). One short round trip.
+  virtual absl::Status CheckHealth() = 0;
+};
+
 class Store : public TenantStore,
               public IdentityStore,
               public AccountStore,
@@ -484,7 +494,8 @@ class Store : public TenantStore,
               public AuditLog,
               public CompromiseRunStore,
               public VaultMaintenance,
-              public JobStore {};
+              public JobStore,
+              public StoreHealth {};
 
 }  // namespace acmevault::storage
 

@@ -12,12 +12,20 @@ Fixture::Fixture() {
   auto keks = storage::KekSet::Parse(
       absl::StrCat("test-kek:", absl::Base64Escape(crypto::RandomBytes(32))));
   auto store = storage::FakeStore::Create({&clock_}, *std::move(keks));
+  fake_ = store->get();
   store_ = *std::move(store);
   UseToken(nullptr);
 }
 
+Fixture::Fixture(const std::function<std::unique_ptr<storage::Store>(const Clock* clock)>& open,
+                 acmevault::testing::FakeClock* shared_clock) {
+  if (shared_clock != nullptr) clock_ptr_ = shared_clock;
+  store_ = open(clock_ptr_);
+  UseToken(nullptr);
+}
+
 void Fixture::UseToken(crypto::Pkcs11Token* token) {
-  keys_ = *AccountKeys::Create({.accounts = store_.get(), .token = token, .clock = &clock_});
+  keys_ = *AccountKeys::Create({.accounts = store_.get(), .token = token, .clock = clock_ptr_});
 }
 
 storage::TenantId Fixture::AddTenant(const std::string& name,

@@ -3,6 +3,7 @@
 #ifndef ACMEVAULT_SERVICE_TESTING_FIXTURE_H_
 #define ACMEVAULT_SERVICE_TESTING_FIXTURE_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,11 +19,17 @@ namespace acmevault::service::testing {
 class Fixture {
  public:
   Fixture();
+  // Over the store `open` makes with the clock it is given (e.g. a PostgreSQL test database).
+  // `shared_clock` (borrowed; outlives the fixture), when given, is that clock and clock(), so
+  // that fixtures standing for several replicas of one database share one time.
+  explicit Fixture(
+      const std::function<std::unique_ptr<storage::Store>(const Clock* clock)>& open,
+      acmevault::testing::FakeClock* shared_clock = nullptr);
 
   storage::Store& store() { return *store_; }
-  // The same store as the fake it is (its transaction count).
-  storage::FakeStore& fake_store() { return *store_; }
-  acmevault::testing::FakeClock& clock() { return clock_; }
+  // The fake it is (its transaction count); only for a fixture made by Fixture().
+  storage::FakeStore& fake_store() { return *fake_; }
+  acmevault::testing::FakeClock& clock() { return *clock_ptr_; }
 
   // The account keys over this store: vault keys, and token keys once UseToken was called.
   AccountKeys& keys() { return *keys_; }
@@ -62,7 +69,9 @@ class Fixture {
 
  private:
   acmevault::testing::FakeClock clock_;
-  std::unique_ptr<storage::FakeStore> store_;
+  acmevault::testing::FakeClock* clock_ptr_ = &clock_;
+  std::unique_ptr<storage::Store> store_;
+  storage::FakeStore* fake_ = nullptr;  // store_, when it is the fake.
   std::unique_ptr<AccountKeys> keys_;
 };
 

@@ -375,6 +375,8 @@ absl::Status FakeStore::VerifyAuditChain(const Scope& scope) {
 // ---------------------------------------------------------------------------------------------
 // VaultMaintenance
 
+absl::Status FakeStore::CheckHealth() { return absl::OkStatus(); }
+
 absl::StatusOr<VaultMaintenance::RewrapProgress> FakeStore::RewrapBatch(const Actor& actor,
                                                                         int max_records) {
   if (max_records < 1) return absl::InvalidArgumentError("max_records must be positive");

@@ -202,6 +202,9 @@ class FakeStore final : public Store {
   absl::Status AnnounceJobNotice(const JobNotice& notice) override;
   absl::StatusOr<std::unique_ptr<JobWaker>> WatchJobs(JobWakeups wakeups) override;
 
+  // StoreHealth: always OK (there is no database to lose).
+  absl::Status CheckHealth() override;
+
  private:
   FakeStore(Options options, Envelope envelope, std::shared_ptr<State> state);
 

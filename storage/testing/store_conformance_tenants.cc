@@ -22,6 +22,8 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // Tenants
 
+TEST_P(StoreConformanceTest, AReadyStoreIsHealthy) { EXPECT_OK(store().CheckHealth()); }
+
 TEST_P(StoreConformanceTest, CreateTenantRoundTripsEveryField) {
   TenantSpec spec;
   spec.name = "acme-corp";

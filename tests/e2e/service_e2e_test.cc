@@ -230,6 +230,72 @@ TEST_F(E2eTest, RolloverThenIssueUsesTheNewKey) {
   EXPECT_EQ(resp.certificate().issuing_key_version(), 2);
 }
 
+// A daemon whose policy scheduler scans every second and rotates at once when due.
+class PolicyE2eTest : public E2eTest {
+ protected:
+  std::string ExtraConfig() const override {
+    return "policy { scan_interval_seconds: 1 scan_jitter_seconds: 1 "
+           "rotation_spread_seconds: -1 }\n";
+  }
+
+  v1::Account GetAccount(const TenantTokens& t) {
+    v1::Account account;
+    auto c = Ctx(t.admin);
+    EXPECT_TRUE(accounts_->GetAccount(c.get(), {}, &account).ok());
+    return account;
+  }
+
+  void SetMaxKeyAge(const TenantTokens& t, int64_t seconds) {
+    v1::GetTenantRequest get;
+    get.set_name(t.name);
+    v1::Tenant tenant;
+    auto c = Ctx(root_token_);
+    ASSERT_TRUE(admin_->GetTenant(c.get(), get, &tenant).ok());
+    v1::UpdateTenantRequest update;
+    update.set_name(t.name);
+    *update.mutable_allowed_identifiers() = tenant.allowed_identifiers();
+    *update.mutable_policy() = tenant.policy();
+    update.mutable_policy()->mutable_max_account_key_age()->set_seconds(seconds);
+    update.set_directory_url(tenant.directory_url());
+    v1::Tenant updated;
+    auto uc = Ctx(root_token_);
+    ASSERT_TRUE(admin_->UpdateTenant(uc.get(), update, &updated).ok());
+  }
+};
+
+TEST_F(PolicyE2eTest, RotationByPolicyMovesTheAccountToAKeyPebbleAccepts) {
+  TenantTokens t = NewTenant();
+  ASSERT_EQ(GetAccount(t).key_version(), 1);
+  EXPECT_TRUE(GetAccount(t).has_next_key_rotation());
+  ASSERT_NO_FATAL_FAILURE(SetMaxKeyAge(t, 1));
+  const absl::Time give_up = absl::Now() + absl::Seconds(90);
+  while (GetAccount(t).key_version() < 2 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  ASSERT_GE(GetAccount(t).key_version(), 2) << "no rotation by policy within 90 s";
+  // Back to a long age; wait until a rotation that was under way has ended (the version holds).
+  ASSERT_NO_FATAL_FAILURE(SetMaxKeyAge(t, 90 * 86400));
+  int version = GetAccount(t).key_version();
+  for (int same = 0; same < 3 && absl::Now() < give_up + absl::Seconds(30);) {
+    absl::SleepFor(absl::Seconds(1));
+    const int now = GetAccount(t).key_version();
+    same = now == version ? same + 1 : 0;
+    version = now;
+  }
+  // Pebble takes orders signed with the rotated key, and only with the account's current key.
+  v1::IssueCertificateResponse resp;
+  grpc::Status s = IssueWithKey(t, {absl::StrCat("rotated.", t.name, ".example")}, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.certificate().issuing_key_version(), version);
+  EXPECT_GE(version, 2);
+  v1::GetTenantRequest get;
+  get.set_name(t.name);
+  v1::Tenant tenant;
+  auto c = Ctx(root_token_);
+  ASSERT_TRUE(admin_->GetTenant(c.get(), get, &tenant).ok());
+  EXPECT_GT(tenant.next_account_key_rotation().seconds(), absl::ToUnixSeconds(absl::Now()) + 86400);
+}
+
 TEST_F(E2eTest, RevokedSerialIsRevokedAtPebble) {
   TenantTokens t = NewTenant();
   v1::IssueCertificateResponse resp;

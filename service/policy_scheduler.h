@@ -1,0 +1,120 @@
+// PolicyScheduler: the timer that puts every tenant's policy on the work engine (issue 11). It
+// acts on nothing itself: each pass ("scan") reads what the policies are about and schedules
+// jobs, which any replica's engine runs. Today it schedules key rotations (kRotateJob); later
+// kinds (renewals, sweeps, verifications) are further per-tenant checks in ScanTenant.
+//
+// A scan lists every enabled tenant (one cross-tenant page read per 1000 tenants), then per
+// tenant its accounts and the active key of its valid account (the one AccountManager uses):
+// two reads per tenant. It records the key's age (acmevault_account_key_age_seconds{tenant})
+// and, when the tenant's rotation policy says the key is due (service/rotation_policy.h),
+// schedules kRotateJob for the account, due at now plus a spread of up to `rotation_spread`
+// fixed by the tenant and account ids, so a fleet of tenants due at once is not rolled over in
+// the same second, and every replica's scan asks for the same time.
+//
+// No leader: every replica scans. Scheduling is an upsert on (tenant, kind, subject), so scans
+// of one due key by two replicas leave one open job; a scan that read the key before another
+// replica's rotation finished schedules a job that finds the key no longer due (the job
+// decides again under the account's key lease) and ends without a change. The first scan comes
+// a random part of `scan_jitter` after Start, and each wait is the interval less a random part
+// of up to `scan_jitter`, so replicas started together drift apart.
+//
+// Thread-safe. Borrowed collaborators must outlive the scheduler.
+#ifndef ACMEVAULT_SERVICE_POLICY_SCHEDULER_H_
+#define ACMEVAULT_SERVICE_POLICY_SCHEDULER_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <random>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "common/clock.h"
+#include "service/engine.h"
+#include "service/metrics.h"
+#include "storage/store.h"
+
+namespace acmevault::service {
+
+class PolicyScheduler {
+ public:
+  struct Options {
+    // Borrowed; required.
+    storage::TenantStore* tenants = nullptr;
+    storage::AccountStore* accounts = nullptr;
+    Engine* engine = nullptr;  // where the jobs are scheduled
+    // Optional (borrowed): key ages.
+    Metrics* metrics = nullptr;
+    // "Now" for every policy decision and job time. The waits between scans are real time.
+    const Clock* clock = Clock::Real();
+    // Time between scans (less the jitter). Rotation is due in days, so minutes are plenty; a
+    // scan costs two reads per tenant.
+    absl::Duration scan_interval = absl::Minutes(10);
+    // The most taken off a wait between scans (at most scan_interval).
+    absl::Duration scan_jitter = absl::Minutes(2);
+    // A due rotation is scheduled this much later at most, by tenant and account.
+    absl::Duration rotation_spread = absl::Minutes(5);
+    // Seeds the scan jitter. Unset: random.
+    std::optional<uint64_t> jitter_seed;
+  };
+
+  // What one scan saw and did.
+  struct ScanResult {
+    int tenants = 0;            // enabled tenants read
+    int keys = 0;               // active keys of valid accounts looked at
+    int rotations_scheduled = 0;
+    int errors = 0;             // tenants whose reads or scheduling failed (logged)
+  };
+
+  // INVALID_ARGUMENT naming a missing collaborator, a non-positive interval or a negative
+  // jitter or spread.
+  static absl::StatusOr<std::unique_ptr<PolicyScheduler>> Create(Options options);
+  // Stop().
+  ~PolicyScheduler();
+
+  PolicyScheduler(const PolicyScheduler&) = delete;
+  PolicyScheduler& operator=(const PolicyScheduler&) = delete;
+
+  // One scan now, on the caller's thread. A tenant whose reads fail is logged, counted and
+  // skipped; the listing of tenants failing is the error.
+  absl::StatusOr<ScanResult> ScanOnce();
+  // Starts the thread that scans every interval. FAILED_PRECONDITION when started before.
+  absl::Status Start();
+  // Ends the thread (a scan under way finishes first). Idempotent.
+  void Stop();
+  // Whether the last scan could list the tenants, and when it ended (unset before the first).
+  // What the health service reports for the scheduler.
+  struct Health {
+    bool running = false;
+    std::optional<absl::Time> last_scan;  // on the clock
+    absl::Status last_status;
+  };
+  Health health() const;
+
+  // The spread of a due rotation of `account` of `tenant`: in [0, spread), the same on every
+  // replica.
+  static absl::Duration Spread(storage::TenantId tenant, storage::AccountId account,
+                               absl::Duration spread);
+
+ private:
+  explicit PolicyScheduler(Options options);
+  // The checks of one tenant; adds to `result`.
+  absl::Status ScanTenant(const storage::Tenant& tenant, ScanResult& result);
+  void Loop();
+
+  const Options options_;
+  mutable absl::Mutex mu_;
+  std::mt19937_64 jitter_ ABSL_GUARDED_BY(mu_);
+  Health health_ ABSL_GUARDED_BY(mu_);
+  bool started_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Notification stop_;
+  std::thread thread_;
+};
+
+}  // namespace acmevault::service
+
+#endif  // ACMEVAULT_SERVICE_POLICY_SCHEDULER_H_

@@ -1,0 +1,491 @@
+#include "service/policy_scheduler.h"
+
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "acme/testing/scripted_server.h"
+#include "common/testing/stack_env.h"
+#include "crypto/jwk.h"
+#include "crypto/jws.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "service/accounts.h"
+#include "service/testing/fixture.h"
+#include "service/testing/issuing.h"
+#include "storage/testing/status_matchers.h"
+#include "storage/testing/test_database.h"
+#include "storage/testing/test_keks.h"
+
+namespace acmevault::service {
+namespace {
+
+using acme::testing::ScriptedServer;
+using storage::KeyState;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using Call = ScriptedServer::Call;
+
+constexpr absl::Duration kPatience = absl::Seconds(60);
+
+// Waits in real time until `done` holds (at most kPatience); whether it does.
+template <typename Predicate>
+bool Eventually(Predicate done) {
+  const absl::Time deadline = absl::Now() + kPatience;
+  while (!done()) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return true;
+}
+
+// A scripted CA that knows each account's key, as a real one does: newAccount registers the
+// request's key (or, with onlyReturnExisting, finds the account that has it), keyChange moves
+// the account to the inner request's key. Optionally the first keyChange stalls until released
+// and is then refused, as a request a crashed replica never got across.
+class KeyCa {
+ public:
+  explicit KeyCa(ScriptedServer& ca) {
+    ca.On("POST", "/new-acct", [this](const Call& c) { return NewAccount(c); });
+    ca.On("POST", "/key-change", [this](const Call& c) { return KeyChange(c); });
+  }
+
+  // The thumbprint of the key the CA holds for `account_url` ("" if none).
+  std::string KeyOf(const std::string& account_url) {
+    absl::MutexLock lock(&mu_);
+    auto it = keys_.find(account_url);
+    return it == keys_.end() ? "" : it->second;
+  }
+  int key_changes() {
+    absl::MutexLock lock(&mu_);
+    return key_changes_;
+  }
+  // The next `n` keyChanges are answered 503 and not applied.
+  void FailKeyChanges(int n) {
+    absl::MutexLock lock(&mu_);
+    fail_ = n;
+  }
+  void StallFirstKeyChange(absl::Notification* entered, absl::Notification* release) {
+    absl::MutexLock lock(&mu_);
+    stall_entered_ = entered;
+    stall_release_ = release;
+  }
+
+ private:
+  static std::string ThumbprintOf(const nlohmann::json& jwk) {
+    auto key = crypto::PublicKeyFromJwk(jwk);
+    return key.ok() ? crypto::Thumbprint(*key) : "";
+  }
+
+  acme::HttpResponse NewAccount(const Call& c) {
+    const std::string key = ThumbprintOf(c.jws->header["jwk"]);
+    auto payload = nlohmann::json::parse(c.jws->payload, nullptr, false);
+    const bool only_existing = payload.is_object() && payload.value("onlyReturnExisting", false);
+    absl::MutexLock lock(&mu_);
+    for (const auto& [url, k] : keys_) {
+      if (k == key) return ScriptedServer::Json(200, {{"status", "valid"}}, {{"Location", url}});
+    }
+    if (only_existing) {
+      return ScriptedServer::Problem(400, "accountDoesNotExist", "no account has this key");
+    }
+    const std::string url = ScriptedServer::Url(absl::StrCat("/acct/", keys_.size() + 1));
+    keys_[url] = key;
+    return ScriptedServer::Json(201, {{"status", "valid"}}, {{"Location", url}});
+  }
+
+  acme::HttpResponse KeyChange(const Call& c) {
+    absl::Notification* entered = nullptr;
+    absl::Notification* release = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      if (fail_ > 0) {
+        --fail_;
+        return ScriptedServer::Raw(503, "text/plain", "busy");
+      }
+      std::swap(entered, stall_entered_);
+      std::swap(release, stall_release_);
+    }
+    if (entered != nullptr) {
+      entered->Notify();
+      release->WaitForNotification();
+      return ScriptedServer::Problem(400, "malformed", "too late");
+    }
+    auto inner = crypto::ParseJws(c.jws->payload);
+    if (!inner.ok()) return ScriptedServer::Problem(400, "malformed", "no inner JWS");
+    const std::string account = c.jws->header.value("kid", "");
+    absl::MutexLock lock(&mu_);
+    if (!keys_.count(account)) return ScriptedServer::Problem(400, "accountDoesNotExist", "?");
+    keys_[account] = ThumbprintOf(inner->header["jwk"]);
+    ++key_changes_;
+    return ScriptedServer::Json(200, {{"status", "valid"}});
+  }
+
+  absl::Mutex mu_;
+  std::map<std::string, std::string> keys_ ABSL_GUARDED_BY(mu_);  // account URL -> thumbprint
+  int key_changes_ ABSL_GUARDED_BY(mu_) = 0;
+  int fail_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Notification* stall_entered_ ABSL_GUARDED_BY(mu_) = nullptr;
+  absl::Notification* stall_release_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
+Caller AdminOf(storage::TenantId tenant) {
+  Caller c;
+  c.identity.tenant = tenant;
+  c.identity.role = storage::Role::kAdmin;
+  c.name = "test-admin";
+  return c;
+}
+
+// One replica: issuing machinery (its engine), an AccountManager that registers the rotation
+// job on that engine, and a policy scheduler.
+struct Replica {
+  Replica(testing::Fixture& fx, ScriptedServer& ca, const std::string& id, Metrics* metrics) {
+    AcmeClients::Options client_options;
+    client_options.transport_instance = &ca;
+    client_options.client.clock = &fx.clock();
+    clients = *AcmeClients::Create(client_options);
+    issuing = testing::IssuingReplica::Create(
+        fx, {.clients = clients.get(), .replica_id = id, .adjust_engine = [](Engine::Options& o) {
+               o.initial_backoff = absl::Seconds(1);
+             }});
+    accounts = *AccountManager::Create(fx.WithStore(AccountManager::Options{
+        .clients = clients.get(),
+        .issuer = &issuing->issuer(),
+        .engine = &issuing->engine(),
+        .notices = &issuing->notices(),
+        .metrics = metrics,
+        .clock = &fx.clock()}));
+    scheduler = *PolicyScheduler::Create(fx.WithStore(PolicyScheduler::Options{
+        .engine = &issuing->engine(),
+        .metrics = metrics,
+        .clock = &fx.clock(),
+        .rotation_spread = absl::ZeroDuration(),
+        .jitter_seed = 7}));
+  }
+  ~Replica() {
+    scheduler.reset();
+    accounts.reset();  // stops the engine before the issuing machinery goes
+    issuing.reset();
+  }
+
+  std::unique_ptr<AcmeClients> clients;
+  std::unique_ptr<testing::IssuingReplica> issuing;
+  std::unique_ptr<AccountManager> accounts;
+  std::unique_ptr<PolicyScheduler> scheduler;
+};
+
+// Tenants and their accounts, over one store.
+class PolicyTestBase : public ::testing::Test {
+ protected:
+  // A tenant whose account keys are `algorithm` and may be `max_age` old, with an account made
+  // now (its first key of `key`).
+  storage::TenantId AddTenantWithAccount(testing::Fixture& fx, AccountManager& accounts,
+                                         const std::string& name, absl::Duration max_age,
+                                         crypto::KeyAlgorithm key = crypto::KeyAlgorithm::kEcdsaP256) {
+    storage::TenantSpec spec;
+    spec.name = name;
+    spec.allowed_identifiers = {"*.example.com"};
+    spec.acme_directory_url = ScriptedServer::Url("/dir");
+    spec.policy.max_key_age = max_age;
+    auto tenant = fx.store().CreateTenant({"test", "test"}, spec);
+    EXPECT_TRUE(tenant.ok()) << tenant.status();
+    if (!tenant.ok()) return 0;
+    CreateAccountSpec account{{"mailto:pki@example.com"}, true};
+    account.key_algorithm = key;
+    auto view = accounts.CreateAccount(AdminOf(tenant->id), account);
+    EXPECT_TRUE(view.ok()) << view.status();
+    return tenant->id;
+  }
+
+  static std::vector<KeyState> States(testing::Fixture& fx, storage::TenantId tenant) {
+    std::vector<KeyState> out;
+    auto accounts = fx.store().ListAccounts(fx.AdminScope(tenant));
+    if (!accounts.ok() || accounts->empty()) return out;
+    auto keys = fx.store().ListKeys(fx.AdminScope(tenant), accounts->back().id);
+    if (keys.ok()) {
+      for (const auto& k : *keys) out.push_back(k.state);
+    }
+    return out;
+  }
+
+  static AccountView View(AccountManager& accounts, storage::TenantId tenant) {
+    auto view = accounts.GetAccount(AdminOf(tenant));
+    EXPECT_TRUE(view.ok()) << view.status();
+    return view.ok() ? *view : AccountView{};
+  }
+
+  // The audit rows of `action` of a tenant, as "detail (actor rpc)".
+  static std::vector<std::string> Audited(testing::Fixture& fx, storage::TenantId tenant,
+                                          const std::string& action) {
+    std::vector<std::string> out;
+    auto audit = fx.store().ListAudit(fx.AdminScope(tenant), {"", 1000});
+    if (audit.ok()) {
+      for (const auto& r : audit->items) {
+        if (r.event.action == action) {
+          out.push_back(absl::StrCat(r.event.detail, " (", r.actor.rpc, ")"));
+        }
+      }
+    }
+    return out;
+  }
+
+  static std::vector<std::string> RotationAudits(testing::Fixture& fx, storage::TenantId tenant) {
+    std::vector<std::string> out;
+    for (const auto& row : Audited(fx, tenant, "Rollover")) {
+      if (absl::StrContains(row, kRotateJob)) out.push_back(row);
+    }
+    return out;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// One replica over the in-memory store
+
+class PolicySchedulerTest : public PolicyTestBase {
+ protected:
+  void SetUp() override {
+    replica_ = std::make_unique<Replica>(fx_, ca_, "a", &metrics_);
+    accounts_ = replica_->accounts.get();
+    scheduler_ = replica_->scheduler.get();
+  }
+
+  testing::Fixture fx_;
+  ScriptedServer ca_;
+  KeyCa key_ca_{ca_};
+  Metrics metrics_;
+  std::unique_ptr<Replica> replica_;
+  AccountManager* accounts_ = nullptr;
+  PolicyScheduler* scheduler_ = nullptr;
+};
+
+TEST_F(PolicySchedulerTest, RotatesKeysPastTheirAgeOrOfAnotherAlgorithmToTheKeyTheCaHolds) {
+  const auto due = AddTenantWithAccount(fx_, *accounts_, "due", absl::Hours(24));
+  const auto fresh = AddTenantWithAccount(fx_, *accounts_, "fresh", absl::Hours(24 * 30));
+  const auto rsa = AddTenantWithAccount(fx_, *accounts_, "rsa", absl::Hours(24 * 30),
+                                        crypto::KeyAlgorithm::kRsa2048);
+  const auto off = AddTenantWithAccount(fx_, *accounts_, "off", absl::Hours(24));
+  ASSERT_OK(fx_.store().DisableTenant(fx_.AdminScope(off)));
+  fx_.clock().Advance(absl::Hours(48));
+
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult scan, scheduler_->ScanOnce());
+  EXPECT_EQ(scan.tenants, 3);  // the disabled one is not read
+  EXPECT_EQ(scan.keys, 3);
+  EXPECT_EQ(scan.rotations_scheduled, 2);
+  EXPECT_EQ(scan.errors, 0);
+  replica_->issuing->Start();
+  ASSERT_TRUE(Eventually([&] {
+    return States(fx_, due) == std::vector{KeyState::kRetired, KeyState::kActive} &&
+           States(fx_, rsa) == std::vector{KeyState::kRetired, KeyState::kActive};
+  }));
+  EXPECT_THAT(States(fx_, fresh), ElementsAre(KeyState::kActive));
+  EXPECT_THAT(States(fx_, off), ElementsAre(KeyState::kActive));
+  EXPECT_EQ(key_ca_.key_changes(), 2);
+  for (auto tenant : {due, rsa}) {
+    AccountView view = View(*accounts_, tenant);
+    // The CA holds the key the vault calls active.
+    EXPECT_EQ(key_ca_.KeyOf(view.account.account_url), view.active_key.public_key.thumbprint);
+    EXPECT_EQ(view.active_key.algorithm, crypto::KeyAlgorithm::kEcdsaP256);
+  }
+  EXPECT_THAT(RotationAudits(fx_, due),
+              ElementsAre(HasSubstr("policy: key age 48h")));
+  EXPECT_THAT(RotationAudits(fx_, rsa),
+              ElementsAre(HasSubstr("policy: algorithm rsa-2048 -> ecdsa-p256")));
+  EXPECT_TRUE(Eventually([&] {
+    return absl::StrContains(metrics_.Render(), "acmevault_account_key_rotations_total{"
+                                                "outcome=\"rotated\",tenant=\"due\"} 1");
+  }));
+  const std::string text = metrics_.Render();
+  EXPECT_THAT(text, HasSubstr("acmevault_account_key_age_seconds{tenant=\"fresh\"} 172800"));
+}
+
+TEST_F(PolicySchedulerTest, ARotationScheduledAgainAfterItRanChangesNothing) {
+  const auto due = AddTenantWithAccount(fx_, *accounts_, "due", absl::Hours(24));
+  fx_.clock().Advance(absl::Hours(25));
+  // Two scans before any job runs (two replicas' scans): one open job.
+  ASSERT_OK(scheduler_->ScanOnce().status());
+  ASSERT_OK(scheduler_->ScanOnce().status());
+  replica_->issuing->Start();
+  ASSERT_TRUE(Eventually([&] { return States(fx_, due).size() == 2; }));
+  // A scan that read the old key before the rotation ended schedules it once more.
+  const AccountView view = View(*accounts_, due);
+  ASSERT_OK_AND_ASSIGN(storage::Job job,
+                       replica_->issuing->engine().Schedule(
+                           fx_.AdminScope(due), storage::NewJob{kRotateJob,
+                                                                absl::StrCat(view.account.id), "",
+                                                                fx_.clock().Now()}));
+  ASSERT_TRUE(Eventually([&] {
+    return absl::IsNotFound(fx_.store().GetJob(fx_.AdminScope(due), job.id).status());
+  }));
+  EXPECT_EQ(key_ca_.key_changes(), 1);
+  EXPECT_THAT(States(fx_, due), ElementsAre(KeyState::kRetired, KeyState::kActive));
+  EXPECT_EQ(RotationAudits(fx_, due).size(), 1u);
+  // The next scan finds nothing due.
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult scan, scheduler_->ScanOnce());
+  EXPECT_EQ(scan.rotations_scheduled, 0);
+}
+
+TEST_F(PolicySchedulerTest, ARotationTheCaDidNotSettleIsCountedAndCompletedByTheRetry) {
+  const auto due = AddTenantWithAccount(fx_, *accounts_, "due", absl::Hours(24));
+  fx_.clock().Advance(absl::Hours(25));
+  key_ca_.FailKeyChanges(1);  // an unknown outcome: the new key stays pending
+  ASSERT_OK(scheduler_->ScanOnce().status());
+  replica_->issuing->Start();
+  ASSERT_TRUE(Eventually([&] {
+    return absl::StrContains(metrics_.Render(),
+                             "acmevault_account_key_rotations_total{outcome=\"failed\","
+                             "tenant=\"due\"} 1");
+  }));
+  EXPECT_THAT(States(fx_, due), ElementsAre(KeyState::kActive, KeyState::kPending));
+  fx_.clock().Advance(absl::Seconds(2));  // past the engine's backoff
+  replica_->issuing->engine().Wake();
+  ASSERT_TRUE(Eventually([&] { return States(fx_, due).back() == KeyState::kActive; }));
+  EXPECT_THAT(States(fx_, due), ElementsAre(KeyState::kRetired, KeyState::kActive));
+  AccountView view = View(*accounts_, due);
+  EXPECT_EQ(key_ca_.KeyOf(view.account.account_url), view.active_key.public_key.thumbprint);
+  // Counted as the job ends, just after the keys changed.
+  EXPECT_TRUE(Eventually([&] {
+    return absl::StrContains(metrics_.Render(), "acmevault_account_key_rotations_total{"
+                                                "outcome=\"rotated\",tenant=\"due\"} 1");
+  }));
+}
+
+TEST_F(PolicySchedulerTest, GetAccountShowsWhenTheNextRotationIsDue) {
+  const auto tenant = AddTenantWithAccount(fx_, *accounts_, "t", absl::Hours(24 * 60));
+  AccountView view = View(*accounts_, tenant);
+  ASSERT_TRUE(view.active_key.activated_at.has_value());
+  EXPECT_EQ(view.next_rotation, *view.active_key.activated_at + absl::Hours(24 * 60));
+}
+
+TEST(PolicySchedulerSpreadTest, SpreadIsTheSameOnEveryReplicaAndInsideTheWindow) {
+  std::set<absl::Duration> seen;
+  for (storage::AccountId account = 1; account <= 50; ++account) {
+    absl::Duration d = PolicyScheduler::Spread(3, account, absl::Minutes(5));
+    EXPECT_EQ(d, PolicyScheduler::Spread(3, account, absl::Minutes(5)));
+    EXPECT_GE(d, absl::ZeroDuration());
+    EXPECT_LT(d, absl::Minutes(5));
+    seen.insert(d);
+  }
+  EXPECT_GT(seen.size(), 40u);  // spread out, not bunched
+  EXPECT_EQ(PolicyScheduler::Spread(3, 1, absl::ZeroDuration()), absl::ZeroDuration());
+}
+
+TEST(PolicySchedulerCreateTest, RefusesMissingCollaboratorsAndBadDurations) {
+  EXPECT_THAT(PolicyScheduler::Create({}),
+              storage::testing::StatusIs(absl::StatusCode::kInvalidArgument, "tenants"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two replicas, one PostgreSQL
+
+class PolicyReplicasTest : public PolicyTestBase {
+ protected:
+  void SetUp() override {
+    ACMEVAULT_STACK_ENV_OR_SKIP(url, "ACMEVAULT_PG_URL");
+    auto db = storage::testing::TestDatabase::Create(url);
+    ASSERT_TRUE(db.ok()) << db.status();
+    db_ = std::move(*db);
+    auto open = [this](const Clock* clock) -> std::unique_ptr<storage::Store> {
+      auto store =
+          db_->OpenStore(clock, storage::testing::TestKeks(storage::testing::KekText("k", 'k')));
+      EXPECT_TRUE(store.ok()) << store.status();
+      return store.ok() ? std::move(*store) : nullptr;
+    };
+    fx_a_ = std::make_unique<testing::Fixture>(open, &clock_);
+    fx_b_ = std::make_unique<testing::Fixture>(open, &clock_);
+    a_ = std::make_unique<Replica>(*fx_a_, ca_, "a", &metrics_);
+    b_ = std::make_unique<Replica>(*fx_b_, ca_, "b", &metrics_);
+  }
+  void TearDown() override {
+    a_.reset();
+    b_.reset();
+  }
+
+  acmevault::testing::FakeClock clock_;
+  std::unique_ptr<storage::testing::TestDatabase> db_;
+  std::unique_ptr<testing::Fixture> fx_a_, fx_b_;
+  ScriptedServer ca_;
+  KeyCa key_ca_{ca_};
+  Metrics metrics_;
+  std::unique_ptr<Replica> a_, b_;
+};
+
+TEST_F(PolicyReplicasTest, EachDueTenantIsRotatedExactlyOnceAndATenantNotDueIsUntouched) {
+  constexpr int kDue = 6;
+  std::vector<storage::TenantId> due;
+  for (int i = 0; i < kDue; ++i) {
+    due.push_back(AddTenantWithAccount(*fx_a_, *a_->accounts, absl::StrCat("due-", i),
+                                       absl::Hours(24)));
+  }
+  const auto fresh = AddTenantWithAccount(*fx_a_, *a_->accounts, "fresh", absl::Hours(24 * 30));
+  clock_.Advance(absl::Hours(30));
+  a_->issuing->Start();
+  b_->issuing->Start();
+  // Both replicas scan at once, each scheduling every due rotation.
+  std::thread scan_b([&] { EXPECT_OK(b_->scheduler->ScanOnce().status()); });
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult scan, a_->scheduler->ScanOnce());
+  scan_b.join();
+  EXPECT_EQ(scan.rotations_scheduled, kDue);
+  ASSERT_TRUE(Eventually([&] {
+    for (auto t : due) {
+      if (States(*fx_a_, t) != std::vector{KeyState::kRetired, KeyState::kActive}) return false;
+    }
+    return true;
+  }));
+  // Scans that come after find nothing due; whatever the late ones scheduled has run.
+  ASSERT_OK_AND_ASSIGN(scan, b_->scheduler->ScanOnce());
+  EXPECT_EQ(scan.rotations_scheduled, 0);
+  ASSERT_TRUE(Eventually([&] {
+    auto counts = fx_a_->store().CountDueJobs(clock_.Now() + absl::Hours(1));
+    return counts.ok() && counts->empty();
+  }));
+  EXPECT_EQ(key_ca_.key_changes(), kDue);
+  for (auto t : due) {
+    EXPECT_THAT(States(*fx_b_, t), ElementsAre(KeyState::kRetired, KeyState::kActive)) << t;
+    EXPECT_EQ(RotationAudits(*fx_a_, t).size(), 1u) << t;
+    AccountView view = View(*b_->accounts, t);
+    EXPECT_EQ(key_ca_.KeyOf(view.account.account_url), view.active_key.public_key.thumbprint);
+  }
+  EXPECT_THAT(States(*fx_a_, fresh), ElementsAre(KeyState::kActive));
+  EXPECT_TRUE(RotationAudits(*fx_a_, fresh).empty());
+}
+
+TEST_F(PolicyReplicasTest, AReplicaStoppedMidRotationLeavesWorkTheOtherCompletes) {
+  const auto due = AddTenantWithAccount(*fx_a_, *a_->accounts, "due", absl::Hours(24));
+  clock_.Advance(absl::Hours(25));
+  absl::Notification entered, release;
+  key_ca_.StallFirstKeyChange(&entered, &release);
+  ASSERT_OK(a_->scheduler->ScanOnce().status());
+  a_->issuing->Start();
+  ASSERT_TRUE(entered.WaitForNotificationWithTimeout(kPatience));
+  // a stalls inside keyChange, the new key stored as pending; then it is killed.
+  a_->issuing->engine().StopWithoutRelease();
+  EXPECT_THAT(States(*fx_a_, due), ElementsAre(KeyState::kActive, KeyState::kPending));
+
+  b_->issuing->Start();
+  // Past a's job lease and its key lease: b claims the job, settles a's pending key with the
+  // CA (which never got a's keyChange) and the account ends on the new key.
+  clock_.Advance(absl::Minutes(6));
+  b_->issuing->engine().Wake();
+  ASSERT_TRUE(Eventually([&] { return States(*fx_b_, due).back() == KeyState::kActive; }));
+  EXPECT_THAT(States(*fx_b_, due), ElementsAre(KeyState::kRetired, KeyState::kActive));
+  AccountView view = View(*b_->accounts, due);
+  EXPECT_EQ(view.active_key.version, 2);
+  EXPECT_EQ(key_ca_.KeyOf(view.account.account_url), view.active_key.public_key.thumbprint);
+  ASSERT_TRUE(Eventually([&] { return b_->issuing->engine().stats().completed >= 1; }));
+
+  // a comes back: the CA refuses its stale keyChange, and nothing it does changes the keys.
+  release.Notify();
+  ASSERT_TRUE(Eventually([&] { return a_->issuing->engine().stats().lost == 1; }));
+  EXPECT_THAT(States(*fx_a_, due), ElementsAre(KeyState::kRetired, KeyState::kActive));
+  EXPECT_EQ(key_ca_.KeyOf(view.account.account_url), view.active_key.public_key.thumbprint);
+  EXPECT_EQ(key_ca_.key_changes(), 1);
+}
+
+}  // namespace
+}  // namespace acmevault::service
