@@ -458,6 +458,16 @@ class LostFirstCreateCommit final : public storage::OrderStore {
       const storage::NewCertificate& certificate) override {
     return inner_.CompleteOrder(scope, lease, certificate);
   }
+  absl::StatusOr<storage::OrderStepState> LoadOrderStep(const storage::Scope& scope,
+                                                        storage::OrderId order,
+                                                        absl::string_view purpose) override {
+    return inner_.LoadOrderStep(scope, order, purpose);
+  }
+  absl::StatusOr<storage::Certificate> FinishOrder(
+      const storage::Scope& scope, const storage::Lease& lease,
+      const storage::OrderCompletion& completion) override {
+    return inner_.FinishOrder(scope, lease, completion);
+  }
   absl::StatusOr<std::vector<storage::Lease>> ClaimStaleOrders(absl::string_view owner,
                                                                absl::Duration lease_duration,
                                                                int max_orders) override {
