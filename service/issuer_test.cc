@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <thread>
 
@@ -28,37 +29,36 @@ using storage::testing::StatusIs;
 using ::testing::HasSubstr;
 using Call = ScriptedServer::Call;
 
-
-
 // A CA that runs many orders at once, each on its own URLs (/order/N, /authz/N, /chall/N,
 // /finalize/N, /cert/N for N = 1, 2, ... in the order newOrder is called), for the identifiers
 // each newOrder asks for. With `validate` an answered challenge makes its order ready and
 // finalize makes it valid (issuing the test chain); without, every order stays pending.
 class ManyOrdersCa {
  public:
-  ManyOrdersCa(ScriptedServer& ca, int orders, bool validate) : states_(orders + 1, "pending") {
-    ca.On("POST", "/new-order", [this](const Call& c) {
-      absl::MutexLock lock(&mu_);
-      const int n = ++made_;
+  ManyOrdersCa(ScriptedServer& ca, int orders, bool validate)
+      : shared_(std::make_shared<Shared>(orders)) {
+    ca.On("POST", "/new-order", [s = shared_](const Call& c) {
+      absl::MutexLock lock(&s->mu);
+      const int n = ++s->made;
       nlohmann::json o = OrderJson(n, "pending");
       o["identifiers"] = nlohmann::json::parse(c.jws->payload)["identifiers"];
-      identifiers_.push_back(o["identifiers"]);
+      s->identifiers.push_back(o["identifiers"]);
       return ScriptedServer::Json(201, o, {{"Location", Url("/order/", n)}});
     });
     const std::string chain = testing::ReadTestFile("crypto/testdata/chain.pem");
     for (int n = 1; n <= orders; ++n) {
-      ca.On("POST", Path("/order/", n), [this, n](const Call&) {
-        absl::MutexLock lock(&mu_);
-        nlohmann::json o = OrderJson(n, states_[n]);
-        if (n <= static_cast<int>(identifiers_.size())) o["identifiers"] = identifiers_[n - 1];
+      ca.On("POST", Path("/order/", n), [s = shared_, n](const Call&) {
+        absl::MutexLock lock(&s->mu);
+        nlohmann::json o = OrderJson(n, s->states[n]);
+        if (n <= static_cast<int>(s->identifiers.size())) o["identifiers"] = s->identifiers[n - 1];
         return ScriptedServer::Json(200, o);
       });
-      ca.On("POST", Path("/authz/", n), [this, n](const Call&) {
-        absl::MutexLock lock(&mu_);
-        nlohmann::json a = ScriptedServer::Authz(states_[n] == "pending" ? "pending" : "valid");
+      ca.On("POST", Path("/authz/", n), [s = shared_, n](const Call&) {
+        absl::MutexLock lock(&s->mu);
+        nlohmann::json a = ScriptedServer::Authz(s->states[n] == "pending" ? "pending" : "valid");
         // For the order's first name (a wildcard's authorization names the base domain).
-        if (n <= static_cast<int>(identifiers_.size())) {
-          std::string name = identifiers_[n - 1][0]["value"];
+        if (n <= static_cast<int>(s->identifiers.size())) {
+          std::string name = s->identifiers[n - 1][0]["value"];
           if (absl::StartsWith(name, "*.")) name = name.substr(2);
           a["identifier"]["value"] = name;
         }
@@ -66,17 +66,17 @@ class ManyOrdersCa {
         a["challenges"][0]["token"] = absl::StrCat("tok-", n);
         return ScriptedServer::Json(200, a);
       });
-      ca.On("POST", Path("/chall/", n), [this, n, validate](const Call&) {
-        absl::MutexLock lock(&mu_);
-        if (validate) states_[n] = "ready";
+      ca.On("POST", Path("/chall/", n), [s = shared_, n, validate](const Call&) {
+        absl::MutexLock lock(&s->mu);
+        if (validate) s->states[n] = "ready";
         return ScriptedServer::Json(200, {{"type", "http-01"},
                                           {"url", Url("/chall/", n)},
                                           {"status", "processing"},
                                           {"token", absl::StrCat("tok-", n)}});
       });
-      ca.On("POST", Path("/finalize/", n), [this, n](const Call&) {
-        absl::MutexLock lock(&mu_);
-        states_[n] = "valid";
+      ca.On("POST", Path("/finalize/", n), [s = shared_, n](const Call&) {
+        absl::MutexLock lock(&s->mu);
+        s->states[n] = "valid";
         return ScriptedServer::Json(200, OrderJson(n, "processing"));
       });
       ca.On("POST", Path("/cert/", n), [chain](const Call&) {
@@ -86,8 +86,8 @@ class ManyOrdersCa {
   }
 
   int made() {
-    absl::MutexLock lock(&mu_);
-    return made_;
+    absl::MutexLock lock(&shared_->mu);
+    return shared_->made;
   }
 
  private:
@@ -101,10 +101,16 @@ class ManyOrdersCa {
     return o;
   }
 
-  absl::Mutex mu_;
-  std::vector<std::string> states_ ABSL_GUARDED_BY(mu_);
-  std::vector<nlohmann::json> identifiers_ ABSL_GUARDED_BY(mu_);
-  int made_ ABSL_GUARDED_BY(mu_) = 0;
+  // Held by every handler too: the engine's workers may still step an order (and call a
+  // handler) after the test that made this object has returned.
+  struct Shared {
+    explicit Shared(int orders) : states(orders + 1, "pending") {}
+    absl::Mutex mu;
+    std::vector<std::string> states ABSL_GUARDED_BY(mu);
+    std::vector<nlohmann::json> identifiers ABSL_GUARDED_BY(mu);
+    int made ABSL_GUARDED_BY(mu) = 0;
+  };
+  std::shared_ptr<Shared> shared_;
 };
 
 // The threads of this process (the kernel's count in /proc/self/status).
