@@ -47,9 +47,9 @@ absl::StatusOr<Caller> Authenticator::Authenticate(const Credentials& credential
     if (!WellFormedToken(auth)) return Unauthenticated();
     const std::string digest = TokenDigest(auth);
     auto lookup = [&] { return options_.identities->AuthenticateToken(digest); };
-    auto identity =
-        options_.token_cache != nullptr ? options_.token_cache->Get(digest, credentials.peer, lookup)
-                                    : lookup();
+    auto identity = options_.token_cache != nullptr
+                        ? options_.token_cache->Get(digest, credentials.peer, lookup)
+                        : lookup();
     if (!identity.ok()) {
       if (absl::IsNotFound(identity.status())) return Unauthenticated();
       return identity.status();  // UNAVAILABLE etc.: the caller should retry.

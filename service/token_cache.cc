@@ -12,8 +12,11 @@ absl::StatusOr<std::unique_ptr<TokenCache>> TokenCache::Create(Options options) 
   if (options.positive_ttl < absl::ZeroDuration() || options.negative_ttl < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("TokenCache: TTLs must not be negative");
   }
-  if (options.unknown_per_peer_per_second < 0 || options.unknown_per_peer_burst < 0) {
-    return absl::InvalidArgumentError("TokenCache: the unknown-token budget must not be negative");
+  if (options.unknown_per_peer_per_second < 0 ||
+      (options.unknown_per_peer_per_second > 0 && options.unknown_per_peer_burst < 1)) {
+    // A burst below one would refuse every token not yet cached, real ones too.
+    return absl::InvalidArgumentError(
+        "TokenCache: the unknown-token budget needs a rate of 0 or more and a burst of 1 or more");
   }
   if (options.max_entries == 0) {
     return absl::InvalidArgumentError("TokenCache: max_entries must be positive");

@@ -49,7 +49,8 @@ class TokenCache {
     // Store lookups that found no token, budgeted per peer address (a token bucket): a peer
     // sending ever new bogus tokens, which the negative entries never catch, costs at most
     // `unknown_per_peer_burst` lookups at once and `unknown_per_peer_per_second` after. Past
-    // that its unknown tokens are refused without a lookup. 0 per second: no budget.
+    // that its unknown tokens are refused without a lookup. 0 per second: no budget; else the
+    // burst must be at least 1.
     double unknown_per_peer_per_second = 20;
     int unknown_per_peer_burst = 100;
     // acmevault_token_cache_lookups_total{result}. Borrowed; optional.

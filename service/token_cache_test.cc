@@ -161,8 +161,12 @@ TEST(TokenCache, RefusesBadOptions) {
               StatusIs(absl::StatusCode::kInvalidArgument, "TTL"));
   EXPECT_THAT(TokenCache::Create({.max_entries = 0}),
               StatusIs(absl::StatusCode::kInvalidArgument, "max_entries"));
-  EXPECT_THAT(TokenCache::Create({.unknown_per_peer_burst = -1}),
+  EXPECT_THAT(TokenCache::Create({.unknown_per_peer_burst = 0}),
               StatusIs(absl::StatusCode::kInvalidArgument, "budget"));
+  EXPECT_THAT(TokenCache::Create({.unknown_per_peer_per_second = -1}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "budget"));
+  EXPECT_TRUE(TokenCache::Create({.unknown_per_peer_per_second = 0, .unknown_per_peer_burst = 0})
+                  .ok());
 }
 
 }  // namespace
