@@ -42,6 +42,10 @@ ABSL_FLAG(bool, dns01, false, "ask for DNS-01 (every replica can publish) instea
 ABSL_FLAG(int, issuances, 50, "issuances");
 ABSL_FLAG(int, callers, 8, "concurrent callers");
 ABSL_FLAG(int, seconds, 600, "time limit of the whole run");
+ABSL_FLAG(int, spread_seconds, 0,
+          "issuance i starts no earlier than i * spread_seconds / issuances after the start, so "
+          "the run lasts at least this long however fast the service is (a suite's faults then "
+          "fall inside it)");
 ABSL_FLAG(int, issuance_seconds, 300, "time limit of one issuance, retries included");
 ABSL_FLAG(int, wait_seconds, 15, "IssueCertificate's wait_seconds");
 ABSL_FLAG(int, call_seconds, 30, "each call's deadline");
@@ -167,11 +171,13 @@ int Main() {
   std::atomic<int> next{0};
   const absl::Time start = absl::Now();
   const absl::Time deadline = start + absl::Seconds(absl::GetFlag(FLAGS_seconds));
+  const absl::Duration spread = absl::Seconds(absl::GetFlag(FLAGS_spread_seconds));
   std::vector<std::thread> callers;
   for (int w = 0; w < absl::GetFlag(FLAGS_callers); ++w) {
     callers.emplace_back([&, w] {
       std::mt19937 rng(w * 7919 + static_cast<unsigned>(absl::ToUnixNanos(start)));
       for (int i = next++; i < total && absl::Now() < deadline; i = next++) {
+        absl::SleepFor(start + spread * i / total - absl::Now());
         outcomes[i] = driver.Issue(i, rng);
       }
     });
