@@ -460,8 +460,11 @@ absl::StatusOr<Order> AcmeClient::ParseOrder(const Response& r, absl::string_vie
   Order o;
   o.url = std::string(url);
   ASSIGN_OR_RETURN(o.status, RequireStr(j, "status", what));
-  RETURN_IF_ERROR(
-      CheckStatus(o.status, {"pending", "ready", "processing", "valid", "invalid"}, "order", what));
+  // "deactivated" is not an RFC 8555 order status, but Boulder and Pebble report it for an order
+  // one of whose authorizations was deactivated, also after issuance (its certificate URL stays).
+  RETURN_IF_ERROR(CheckStatus(o.status,
+                              {"pending", "ready", "processing", "valid", "invalid", "deactivated"},
+                              "order", what));
   o.expires = ParseRfc3339(Str(j, "expires"));
   auto ids = j.find("identifiers");
   if (ids == j.end() || !ids->is_array()) {
@@ -770,7 +773,7 @@ absl::StatusOr<CertificateChain> AcmeClient::DownloadCertificate(
 
 absl::StatusOr<CertificateChain> AcmeClient::DownloadCertificate(
     const AccountRef& account, const Order& order, absl::string_view preferred_issuer) {
-  if (order.status != "valid" || order.certificate.empty()) {
+  if (!HasCertificate(order)) {
     return absl::FailedPreconditionError(
         absl::StrCat("order ", order.url, " is ", order.status, ": no certificate yet"));
   }

@@ -79,12 +79,14 @@ struct Account {
 
 struct Order {
   std::string url;
-  std::string status;  // pending, ready, processing, valid, invalid.
+  // pending, ready, processing, valid, invalid; or deactivated (Boulder and Pebble: one of its
+  // authorizations was deactivated; issued already when `certificate` is set).
+  std::string status;
   std::optional<absl::Time> expires;
   std::vector<Identifier> identifiers;
   std::vector<std::string> authorizations;
   std::string finalize;
-  std::string certificate;  // Once valid.
+  std::string certificate;  // Once valid (kept when the order is deactivated afterwards).
   std::string profile;
   std::string replaces;
   // Problem document of an invalid order, or null; bounded (problem.h BoundedProblemDocument),
@@ -93,6 +95,12 @@ struct Order {
   // From Retry-After on this response, if any.
   std::optional<absl::Time> retry_after;
 };
+
+// The CA issued the order's certificate and offers it for download: the order is valid, or was
+// deactivated after issuance.
+inline bool HasCertificate(const Order& order) {
+  return (order.status == "valid" || order.status == "deactivated") && !order.certificate.empty();
+}
 
 struct Challenge {
   std::string type;  // http-01, dns-01, tls-alpn-01, ...

@@ -237,13 +237,19 @@ absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
   cert.chain_pem = chain->pem;
   cert.account_key_version = ctx.key->info.version;
   // RFC 8555 §7.5.2: the authorizations are deactivated before the certificate is stored, so
-  // that one transaction records both. Should that transaction fail (the lease lost), the next
-  // step downloads again and the CA refuses to deactivate what is deactivated: the ledger then
-  // keeps those outstanding until they expire, which only costs a later deactivation attempt.
+  // that one transaction records both. Should that transaction not happen (the lease lost, the
+  // replica killed), the CA reports the order deactivated with its certificate, the next step
+  // downloads again, the CA refuses to deactivate what is deactivated and a look at the
+  // authorization confirms it.
   if (ctx.tenant.spec.policy.deactivate_authorizations_after_issuance) {
     for (const auto& a : ctx.authorizations) {
       auto d = ctx.client->DeactivateAuthorization(ctx.ref, a.record.url);
       if (options_.metrics) options_.metrics->RecordAcme("deactivateAuthorization", d.status());
+      if (!d.ok() && d.status().code() == absl::StatusCode::kInvalidArgument) {
+        // Refused: deactivated already, by a step that died before its finishing transaction?
+        d = ctx.client->GetAuthorization(ctx.ref, a.record.url);
+        if (d.ok() && d->status != "deactivated") d = absl::FailedPreconditionError(d->status);
+      }
       if (d.ok()) done.deactivated_authorizations.push_back(a.record.url);
     }
   }
@@ -461,7 +467,7 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
   // The CA may hold a certificate for this order already: it said so at our first look, or the
   // stored state says we finalized (a resumed order). From then on, only a mismatch we detect
   // ourselves ends the order; anything else leaves it for a later step to download.
-  finalized_at_ca = ca.status == "processing" || ca.status == "valid" ||
+  finalized_at_ca = ca.status == "processing" || acme::HasCertificate(ca) ||
                     ctx.order.state >= storage::OrderState::kProcessing;
   // The CA's status decides each move; the step goes on while no wait is needed. Bounded:
   // each status is handled at most a few times.
@@ -496,7 +502,7 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
     } else if (ca.status == "processing") {
       RETURN_IF_ERROR(advance(storage::OrderState::kProcessing));
       return waiting(ctx.order.updated_at);
-    } else if (ca.status == "valid") {
+    } else if (acme::HasCertificate(ca)) {
       absl::Status s = Complete(ctx, ca);
       if (s.ok()) {
         OrderStepResult done{Kind::kFinished, ctx.order};
@@ -512,6 +518,12 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
       }
       if (DownloadMayRecover(s)) return stopped(s);
       return give_up(s);
+    } else if (ca.status == "deactivated") {
+      // An authorization of the order was deactivated before the CA issued (a compromise
+      // response, or someone holding the account key): final, no step can change it.
+      return give_up(absl::FailedPreconditionError(
+          "the CA reports the order deactivated (one of its authorizations was deactivated) "
+          "before it issued a certificate"));
     } else {  // invalid
       // Final at the CA (RFC 8555 §7.1.6), whatever happened before: the order ends here, with
       // the CA's problem (kept as the failure's payload, so its type is recorded too).
@@ -524,7 +536,7 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
     }
     if (!next.ok()) return fail(next.status());
     ca = *std::move(next);
-    if (ca.status == "processing" || ca.status == "valid") finalized_at_ca = true;
+    if (ca.status == "processing" || acme::HasCertificate(ca)) finalized_at_ca = true;
   }
   return fail(absl::DeadlineExceededError("order did not settle"));
 }

@@ -231,6 +231,53 @@ TEST_F(OrderRunnerTest, AResumedRunWhoseFirstLookSaysValidRetriesAFailedDownload
   EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 0);
 }
 
+TEST_F(OrderRunnerTest, AResumedRunAfterTheAuthorizationsWereDeactivatedStoresTheCertificate) {
+  // A replica downloaded the certificate, deactivated the order's authorization and died before
+  // its finishing transaction. Pebble and Boulder then report the order "deactivated" (an order
+  // with a deactivated authorization is), still with its certificate URL; the authorization
+  // refuses a second deactivation.
+  storage::Lease lease = NewOrderRow();
+  ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, lease, ScriptedServer::Url("/order/1")).ok());
+  ASSERT_TRUE(fx_.store().TransitionOrder(scope_, lease, OrderState::kProcessing, {}).ok());
+  ca_.On("POST", "/order/1", [](const Call&) {
+    nlohmann::json order = ScriptedServer::Order("deactivated");
+    order["certificate"] = ScriptedServer::Url("/cert/1");
+    return ScriptedServer::Json(200, order);
+  });
+  ca_.On("POST", "/authz/1", [](const Call& c) {
+    if (c.jws.has_value() && absl::StrContains(c.jws->payload, "deactivated")) {
+      return ScriptedServer::Problem(400, "malformed",
+                                     "Cannot deactivate an authorization with status deactivated");
+    }
+    return ScriptedServer::Json(200, ScriptedServer::Authz("deactivated"));
+  });
+  auto order = RunToEnd(lease);
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kValid) << order->error;
+  ASSERT_TRUE(order->certificate.has_value());
+  EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 0);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 0);
+  // The ledger knows the authorization is deactivated: nothing is left to deactivate later.
+  auto authzs = fx_.store().ListOutstandingAuthorizations(scope_, {});
+  ASSERT_TRUE(authzs.ok());
+  EXPECT_TRUE(authzs->empty());
+}
+
+TEST_F(OrderRunnerTest, AnOrderDeactivatedBeforeItsCertificateEndsWithThatReason) {
+  // Someone deactivated an authorization of an order in flight (a compromise response): the
+  // CA reports the order deactivated with no certificate, which no later step can change.
+  storage::Lease lease = NewOrderRow();
+  ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, lease, ScriptedServer::Url("/order/1")).ok());
+  ca_.On("POST", "/order/1", [](const Call&) {
+    return ScriptedServer::Json(200, ScriptedServer::Order("deactivated"));
+  });
+  auto order = RunToEnd(lease);
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kInvalid);
+  EXPECT_THAT(order->error, HasSubstr("deactivated"));
+  EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 0);
+}
+
 TEST_F(OrderRunnerTest, AResumedRunNeverAnswersAChallengeTheCaAlreadyValidated) {
   // Another replica answered; the CA validated the challenge but the authorization still says
   // pending (it turns valid a moment later). Answering again is refused by the CA.
