@@ -616,11 +616,11 @@ absl::StatusOr<DeactivationCounts> AccountManager::DeactivateAuthorizations(
 absl::StatusOr<storage::Certificate> AccountManager::RevokeCertificate(
     const Caller& caller, absl::string_view serial, crypto::RevocationReason reason,
     bool use_certificate_key) {
-  if (serial.empty()) return absl::InvalidArgumentError("serial: required");
+  ASSIGN_OR_RETURN(const std::string canonical, NormalizeSerial(serial, "serial"));
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kAdmin));
   const storage::Scope scope = caller.ScopeFor("CertificateService/RevokeCertificate");
   ASSIGN_OR_RETURN(storage::Certificate cert,
-                   options_.certificates->GetCertificateBySerial(scope, serial));
+                   options_.certificates->GetCertificateBySerial(scope, canonical));
   if (cert.revoked_at) {
     return absl::FailedPreconditionError(absl::StrCat("certificate ", serial, " is already revoked"));
   }

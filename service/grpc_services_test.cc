@@ -209,6 +209,16 @@ TEST_F(GrpcTest, AccountIssueAndReadThroughTheWire) {
   ASSERT_TRUE(cert_stub_->GetCertificate(c5.get(), by_names, &cert).ok());
   EXPECT_EQ(cert.serial(), "8f00d1e2c3b4a59687");
   EXPECT_EQ(cert.state(), v1::CERTIFICATE_STATE_VALID);
+  // By serial, as `openssl x509 -serial` and `-text` print it.
+  for (const char* serial : {"008F00D1E2C3B4A59687", "00:8f:00:d1:e2:c3:b4:a5:96:87"}) {
+    v1::GetCertificateRequest printed;
+    printed.set_serial(serial);
+    v1::Certificate found;
+    auto c = Ctx(host);
+    grpc::Status got = cert_stub_->GetCertificate(c.get(), printed, &found);
+    EXPECT_TRUE(got.ok()) << serial << ": " << got.error_message();
+    EXPECT_EQ(found.serial(), "8f00d1e2c3b4a59687") << serial;
+  }
 
   v1::ListCertificatesResponse list;
   auto c6 = Ctx(host);

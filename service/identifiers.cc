@@ -154,4 +154,28 @@ absl::Status AllowList::CheckAll(const std::vector<std::string>& names) const {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> NormalizeSerial(absl::string_view serial, absl::string_view field) {
+  absl::string_view text = absl::StripAsciiWhitespace(serial);
+  if (absl::StartsWithIgnoreCase(text, "0x")) text.remove_prefix(2);
+  std::string hex;
+  for (char c : text) {
+    if (c == ':') continue;
+    if (!absl::ascii_isxdigit(static_cast<unsigned char>(c))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": a serial is hex digits, optionally with colons between octets"));
+    }
+    hex.push_back(absl::ascii_tolower(static_cast<unsigned char>(c)));
+  }
+  if (hex.empty()) return absl::InvalidArgumentError(absl::StrCat(field, ": required"));
+  // Leading zeros go first: `openssl x509 -text` prints a DER sign octet ("00:8f:...").
+  const size_t first = hex.find_first_not_of('0');
+  if (first == std::string::npos) return std::string("0");
+  hex.erase(0, first);
+  if (hex.size() > 40) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": longer than a certificate serial (at most 20 octets)"));
+  }
+  return hex;
+}
+
 }  // namespace acmevault::service

@@ -26,6 +26,13 @@ absl::StatusOr<std::vector<std::string>> NormalizeDnsNames(const std::vector<std
                                                            absl::string_view field,
                                                            size_t max = 100);
 
+// A certificate serial as a caller may write it: hex in either case, with colons between
+// octets (`openssl x509 -text`) or without (`openssl x509 -serial`), leading zeros or not.
+// Returns the stored form: lower-case hex without leading zeros ("0" for zero).
+// INVALID_ARGUMENT naming `field` when empty, too long (more than 20 octets, RFC 5280 §4.1.2.2)
+// or not hex.
+absl::StatusOr<std::string> NormalizeSerial(absl::string_view serial, absl::string_view field);
+
 // A tenant's allowed identifiers. "example.com" allows exactly that name; "*.example.com" allows
 // every name strictly below example.com, at any depth, including wildcard names.
 class AllowList {

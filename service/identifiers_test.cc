@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -78,6 +79,24 @@ TEST(NormalizeDnsNames, SortsAndRejectsDuplicatesAfterNormalisation) {
                   .status()
                   .message(),
               HasSubstr("identifiers[1]"));
+}
+
+TEST(NormalizeSerial, AcceptsTheFormsOpensslPrintsAndReturnsTheStoredForm) {
+  EXPECT_EQ(*NormalizeSerial("8f00d1e2c3b4a59687", "serial"), "8f00d1e2c3b4a59687");
+  EXPECT_EQ(*NormalizeSerial("8F00D1E2C3B4A59687", "serial"), "8f00d1e2c3b4a59687");
+  EXPECT_EQ(*NormalizeSerial("008F00D1E2C3B4A59687", "serial"), "8f00d1e2c3b4a59687");
+  EXPECT_EQ(*NormalizeSerial("8f:00:d1:e2:c3:b4:a5:96:87", "serial"), "8f00d1e2c3b4a59687");
+  EXPECT_EQ(*NormalizeSerial(" 0x1001 ", "serial"), "1001");
+  EXPECT_EQ(*NormalizeSerial("00", "serial"), "0");
+}
+
+TEST(NormalizeSerial, RefusesWhatIsNotASerialNamingTheField) {
+  for (const std::string& bad :
+       std::vector<std::string>{"", "xyz", "12 34", ":", "0x", std::string(41, 'a')}) {
+    absl::StatusOr<std::string> got = NormalizeSerial(bad, "serial");
+    EXPECT_EQ(got.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_TRUE(absl::StrContains(got.status().message(), "serial")) << bad;
+  }
 }
 
 TEST(AllowList, ExactAndBelowSuffixOnly) {

@@ -552,7 +552,8 @@ absl::StatusOr<storage::Certificate> Issuer::GetCertificate(const Caller& caller
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
   const storage::Scope scope = caller.ScopeFor("CertificateService/GetCertificate");
   if (selector.serial) {
-    return options_.certificates->GetCertificateBySerial(scope, *selector.serial);
+    ASSIGN_OR_RETURN(std::string serial, NormalizeSerial(*selector.serial, "serial"));
+    return options_.certificates->GetCertificateBySerial(scope, serial);
   }
   ASSIGN_OR_RETURN(std::vector<std::string> ids,
                    NormalizeDnsNames(*selector.identifiers, "identifiers.values"));
