@@ -23,6 +23,15 @@
 namespace acmevault::service {
 namespace {
 
+// The first `max` of `items` joined, then how many more: a message about a tenant's
+// certificates stays short whatever their number.
+std::string SomeOf(const std::vector<std::string>& items, absl::string_view separator,
+                   size_t max = 10) {
+  if (items.size() <= max) return absl::StrJoin(items, separator);
+  return absl::StrCat(absl::StrJoin(items.begin(), items.begin() + max, separator), separator,
+                      "and ", items.size() - max, " more");
+}
+
 // The CA's answer to onlyReturnExisting says it has no account for that key (a bare 404 from a
 // proxy does not count: only the accountDoesNotExist problem).
 bool NoSuchAccount(const absl::Status& s) {
@@ -798,13 +807,13 @@ absl::StatusOr<AccountManager::StepOutcome> AccountManager::ReissueLiveCertifica
   }
   if (!running.empty()) {
     return absl::DeadlineExceededError(
-        absl::StrCat("reissue of certificates ", absl::StrJoin(running, ", "),
-                     " is still running; call again to resume"));
+        absl::StrCat("reissue of ", running.size(), " certificates (", SomeOf(running, ", "),
+                     ") is still running; call again to resume"));
   }
   std::string detail =
       absl::StrCat(reissued, " reissued; ", host_keys, " held by hosts, not reissued");
   if (!refused.empty()) {
-    absl::StrAppend(&detail, "; not reissuable: ", absl::StrJoin(refused, "; "));
+    absl::StrAppend(&detail, "; ", refused.size(), " not reissuable: ", SomeOf(refused, "; "));
   }
   return StepOutcome{true, detail};
 }
@@ -845,7 +854,7 @@ absl::StatusOr<AccountManager::StepOutcome> AccountManager::RevokeReplacedCertif
   if (!left.empty()) {
     return absl::UnavailableError(absl::StrCat(
         left.size(), " of ", replaced.size(), " certificates are not revoked yet (",
-        absl::StrJoin(left, ", "), "); call again to resume"));
+        SomeOf(left, ", "), "); call again to resume"));
   }
   return StepOutcome{true, absl::StrCat(revoked, " revoked (reason superseded)")};
 }
