@@ -1,7 +1,10 @@
 #include "service/accounts.h"
 
 #include <algorithm>
+#include <atomic>
 #include <map>
+#include <thread>
+#include <vector>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/numbers.h"
@@ -19,6 +22,15 @@
 
 namespace acmevault::service {
 namespace {
+
+// The first `max` of `items` joined, then how many more: a message about a tenant's
+// certificates stays short whatever their number.
+std::string SomeOf(const std::vector<std::string>& items, absl::string_view separator,
+                   size_t max = 10) {
+  if (items.size() <= max) return absl::StrJoin(items, separator);
+  return absl::StrCat(absl::StrJoin(items.begin(), items.begin() + max, separator), separator,
+                      "and ", items.size() - max, " more");
+}
 
 // The CA's answer to onlyReturnExisting says it has no account for that key (a bare 404 from a
 // proxy does not count: only the accountDoesNotExist problem).
@@ -578,18 +590,41 @@ absl::StatusOr<DeactivationCounts> AccountManager::DeactivateAuthorizationsScope
   }
   ASSIGN_OR_RETURN(std::vector<storage::Authorization> outstanding,
                    options_.authorizations->ListOutstandingAuthorizations(scope, filter));
+  // Sent up to deactivation_concurrency at once (one at a time took 23 ms each at Pebble, 23 s
+  // for 1,000); each answer is recorded as it comes, the refusals judged afterwards in order.
+  struct Answer {
+    absl::Status ca;      // The CA's answer.
+    absl::Status stored;  // Recording a deactivation in the ledger.
+  };
+  std::vector<Answer> answers(outstanding.size());
+  std::atomic<size_t> next{0};
+  auto deactivate = [&] {
+    for (size_t i = next++; i < outstanding.size(); i = next++) {
+      const std::string& url = outstanding[i].record.url;
+      auto r = current.client->DeactivateAuthorization(current.Ref(), url);
+      if (options_.metrics) options_.metrics->RecordAcme("deactivateAuthorization", r.status());
+      answers[i].ca = r.status();
+      if (r.ok()) {
+        answers[i].stored = options_.authorizations->MarkAuthorizationDeactivated(
+            scope, current.account.id, url);
+      }
+    }
+  };
+  std::vector<std::thread> workers;
+  const size_t n_workers = std::min<size_t>(
+      outstanding.size(), static_cast<size_t>(std::max(1, options_.deactivation_concurrency)));
+  for (size_t w = 1; w < n_workers; ++w) workers.emplace_back(deactivate);
+  deactivate();
+  for (std::thread& w : workers) w.join();
   DeactivationCounts counts;
-  for (const auto& a : outstanding) {
-    auto r = current.client->DeactivateAuthorization(current.Ref(), a.record.url);
-    if (options_.metrics) options_.metrics->RecordAcme("deactivateAuthorization", r.status());
-    if (r.ok()) {
-      RETURN_IF_ERROR(options_.authorizations->MarkAuthorizationDeactivated(
-          scope, current.account.id, a.record.url));
+  for (const Answer& answer : answers) {
+    RETURN_IF_ERROR(answer.stored);
+    if (answer.ca.ok()) {
       ++counts.deactivated;
-    } else if (Retryable(r.status())) {
+    } else if (Retryable(answer.ca)) {
       ++counts.failed;
     } else {
-      ASSIGN_OR_RETURN(bool closed, ClosedAtCa(scope, current, r.status()));
+      ASSIGN_OR_RETURN(bool closed, ClosedAtCa(scope, current, answer.ca));
       if (closed) return AccountClosedAtCa();
       ++counts.skipped;  // The CA says it cannot be deactivated (expired, invalid, gone).
     }
@@ -772,13 +807,13 @@ absl::StatusOr<AccountManager::StepOutcome> AccountManager::ReissueLiveCertifica
   }
   if (!running.empty()) {
     return absl::DeadlineExceededError(
-        absl::StrCat("reissue of certificates ", absl::StrJoin(running, ", "),
-                     " is still running; call again to resume"));
+        absl::StrCat("reissue of ", running.size(), " certificates (", SomeOf(running, ", "),
+                     ") is still running; call again to resume"));
   }
   std::string detail =
       absl::StrCat(reissued, " reissued; ", host_keys, " held by hosts, not reissued");
   if (!refused.empty()) {
-    absl::StrAppend(&detail, "; not reissuable: ", absl::StrJoin(refused, "; "));
+    absl::StrAppend(&detail, "; ", refused.size(), " not reissuable: ", SomeOf(refused, "; "));
   }
   return StepOutcome{true, detail};
 }
@@ -819,7 +854,7 @@ absl::StatusOr<AccountManager::StepOutcome> AccountManager::RevokeReplacedCertif
   if (!left.empty()) {
     return absl::UnavailableError(absl::StrCat(
         left.size(), " of ", replaced.size(), " certificates are not revoked yet (",
-        absl::StrJoin(left, ", "), "); call again to resume"));
+        SomeOf(left, ", "), "); call again to resume"));
   }
   return StepOutcome{true, absl::StrCat(revoked, " revoked (reason superseded)")};
 }

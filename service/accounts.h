@@ -129,6 +129,10 @@ class AccountManager {
     // How long RespondToCompromise waits for the reissued certificates, and again for the
     // revocations (each runs as jobs, all at once within the engine's bounds).
     absl::Duration reissue_wait = absl::Minutes(2);
+    // Authorization deactivations one call sends at once (DeactivateAuthorizations and the
+    // playbook's step); at least 1. acmevaultd keeps it within the engine's per-CA bound, so a
+    // call asks no more of the CA at once than the engine's jobs may.
+    int deactivation_concurrency = 16;
   };
   // INVALID_ARGUMENT naming a missing collaborator; the engine's error when the revocation
   // handler cannot be registered.

@@ -24,6 +24,22 @@ TEST(ToGrpcStatus, CodesAndMessagesCarryOver) {
   }
 }
 
+// gRPC carries the message in a header, and a client refuses headers past its limit (8 KiB by
+// default): the caller would get "received initial metadata size exceeds limit" and lose the
+// message's end, where a compromise run's id is ("pass run_id N to resume").
+TEST(ToGrpcStatus, ALongMessageIsShortenedInTheMiddleKeepingItsEnds) {
+  std::string listed;
+  for (int i = 0; i < 1000; ++i) listed += "8f00d1e2c3b4a5968" + std::to_string(i) + " (order 9), ";
+  grpc::Status s = ToGrpcStatus(absl::DeadlineExceededError(
+      "reissue of certificates " + listed + "is still running (compromise run 7: pass run_id 7 "
+      "to resume)"));
+  EXPECT_LE(s.error_message().size(), 2048u);
+  EXPECT_EQ(s.error_message().rfind("reissue of certificates 8f00d1e2c3b4a59680", 0), 0u);
+  EXPECT_NE(s.error_message().find("bytes left out"), std::string::npos);
+  EXPECT_NE(s.error_message().find("(compromise run 7: pass run_id 7 to resume)"),
+            std::string::npos);
+}
+
 TEST(ToGrpcStatus, AcmeProblemTravelsAsBinaryDetails) {
   acme::HttpResponse r;
   r.status = 429;

@@ -341,6 +341,11 @@ absl::Status Serve() {
                                                          .max_wait = issue_max_wait,
                                                          .replica_id = replica,
                                                          .lease_duration = lease}));
+  // Authorization deactivations at once, within the engine's per-CA bound (0: none).
+  const int per_ca = settings.engine.per_ca_limit;
+  const int deactivation_concurrency =
+      per_ca > 0 ? std::min(per_ca, service::AccountManager::Options{}.deactivation_concurrency)
+                 : service::AccountManager::Options{}.deactivation_concurrency;
   ASSIGN_OR_RETURN(auto accounts, service::AccountManager::Create({.tenants = s,
                                                                    .accounts = s,
                                                                    .keys = keys.get(),
@@ -352,7 +357,9 @@ absl::Status Serve() {
                                                                    .issuer = issuer.get(),
                                                                    .engine = engine.get(),
                                                                    .notices = &notices,
-                                                                   .metrics = &metrics}));
+                                                                   .metrics = &metrics,
+                                                                   .deactivation_concurrency =
+                                                                       deactivation_concurrency}));
   // A keyChange whose outcome was unknown (or a rollover cut short by a crash) left a pending
   // key: ask the CA about it before serving. Not fatal: each use of the key resolves it first.
   accounts->ResolvePendingKeys({"acmevaultd", "start-up"}).IgnoreError();

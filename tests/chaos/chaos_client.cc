@@ -13,6 +13,8 @@
 //     seconds=S p50_ms=.. p99_ms=.. max_ms=.. [first_error=...]
 // (codes counts every non-OK answer by name; latencies are per issuance, retries included) and
 // writes one line per completed issuance to --record: "<idempotency key> <order id> <serial>".
+// With --calls it also writes one line per call as it ends: "<unix ms at the end> <issuance>
+// <OK|PENDING|code name> <ms the call took>" (the failover suite's outage window and plot).
 // The first line of stdout is "tenant <name>".
 #include <algorithm>
 #include <atomic>
@@ -51,6 +53,7 @@ ABSL_FLAG(int, wait_seconds, 15, "IssueCertificate's wait_seconds");
 ABSL_FLAG(int, call_seconds, 30, "each call's deadline");
 ABSL_FLAG(std::string, retry_codes, "", "gRPC code names that repeat the call, comma-separated");
 ABSL_FLAG(std::string, record, "", "where completed issuances are written");
+ABSL_FLAG(std::string, calls, "", "where every call is written as it ends (optional)");
 
 namespace acmevault::chaos {
 namespace {
@@ -76,6 +79,7 @@ class Driver {
  public:
   Driver(std::vector<std::unique_ptr<testing::ApiClient>> replicas, testing::ApiTenant tenant)
       : replicas_(std::move(replicas)), tenant_(std::move(tenant)) {
+    if (!absl::GetFlag(FLAGS_calls).empty()) calls_.open(absl::GetFlag(FLAGS_calls));
     for (absl::string_view c :
          absl::StrSplit(absl::GetFlag(FLAGS_retry_codes), ',', absl::SkipEmpty())) {
       retry_.insert(std::string(c));
@@ -98,8 +102,11 @@ class Driver {
       v1::IssueCertificateResponse resp;
       auto ctx = testing::ApiContext(tenant_.host_token,
                                      absl::Seconds(absl::GetFlag(FLAGS_call_seconds)));
+      const absl::Time call_start = absl::Now();
       grpc::Status s = replica.certs().IssueCertificate(ctx.get(), r, &resp);
       attempts_.fetch_add(1);
+      LogCall(i, !s.ok() ? CodeName(s.error_code()) : resp.has_certificate() ? "OK" : "PENDING",
+              call_start);
       if (s.ok() && resp.has_certificate()) {
         out.completed = true;
         out.order_id = resp.order().id();
@@ -139,12 +146,21 @@ class Driver {
   int pending() const { return pending_.load(); }
 
  private:
+  void LogCall(int i, const char* outcome, absl::Time start) {
+    if (!calls_.is_open()) return;
+    const absl::Time end = absl::Now();
+    absl::MutexLock lock(&mu_);
+    calls_ << absl::ToUnixMillis(end) << " " << i << " " << outcome << " "
+           << absl::ToInt64Milliseconds(end - start) << std::endl;
+  }
+
   std::vector<std::unique_ptr<testing::ApiClient>> replicas_;
   const testing::ApiTenant tenant_;
   absl::flat_hash_set<std::string> retry_;
   std::atomic<int> attempts_{0}, pending_{0};
   absl::Mutex mu_;
   std::map<std::string, int> codes_ ABSL_GUARDED_BY(mu_);
+  std::ofstream calls_ ABSL_GUARDED_BY(mu_);
 };
 
 int Main() {
