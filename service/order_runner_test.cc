@@ -190,6 +190,26 @@ TEST_F(OrderRunnerTest, RunsAnOrderToAStoredCertificate) {
   EXPECT_TRUE(authzs->empty());
 }
 
+// Issue 11: the ledger shows the CA's state. An order the CA made valid has only valid
+// authorizations (RFC 8555 §7.1.6), so a tenant that keeps its authorizations has them
+// recorded valid, not left pending as they were answered.
+TEST_F(OrderRunnerTest, KeptAuthorizationsAreRecordedValidAfterIssuance) {
+  auto tenant = fx_.store().GetTenant(scope_);
+  ASSERT_TRUE(tenant.ok()) << tenant.status();
+  storage::TenantSpec spec = tenant->spec;
+  spec.policy.deactivate_authorizations_after_issuance = false;
+  ASSERT_TRUE(fx_.store().UpdateTenant(scope_, spec).ok());
+  std::string state;
+  testing::ScriptHappyCa(ca_, &state);
+  auto order = RunToEnd(NewOrderRow());
+  ASSERT_TRUE(order.ok()) << order.status();
+  ASSERT_EQ(order->state, OrderState::kValid);
+  auto authzs = fx_.store().ListOutstandingAuthorizations(scope_, {});
+  ASSERT_TRUE(authzs.ok());
+  ASSERT_EQ(authzs->size(), 1u);
+  EXPECT_EQ(std::string(storage::AuthorizationStatusName((*authzs)[0].record.status)), "valid");
+}
+
 TEST_F(OrderRunnerTest, ResumesAtTheCasStatusAndNeverFinalizesTwice) {
   storage::Lease lease = NewOrderRow();
   ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, lease, ScriptedServer::Url("/order/1")).ok());

@@ -465,6 +465,13 @@ absl::StatusOr<Certificate> FakeStore::FinishOrder(const Scope& scope, const Lea
     c.private_key = key ? &*key : nullptr;
     const AccountId account = o->account;
     ASSIGN_OR_RETURN(out, CompleteOrderLocked(s, envelope_, scope, now, *o, c));
+    for (auto& [id, a] : s.authorizations) {
+      if (a.tenant == scope.tenant && a.record.order == out.order &&
+          a.record.status == AuthorizationStatus::kPending && !a.deactivated_at.has_value()) {
+        a.record.status = AuthorizationStatus::kValid;
+        a.updated_at = now;
+      }
+    }
     for (const std::string& url : completion.deactivated_authorizations) {
       MarkDeactivatedLocked(s, scope, now, account, url);
     }
