@@ -210,6 +210,31 @@ TEST_F(OrderRunnerTest, KeptAuthorizationsAreRecordedValidAfterIssuance) {
   EXPECT_EQ(std::string(storage::AuthorizationStatusName((*authzs)[0].record.status)), "valid");
 }
 
+// Issue 11: a deactivation after issuance the CA failed is not forgotten: the authorization
+// stays outstanding in the ledger and a deactivate_authorization job for it is due at once.
+TEST_F(OrderRunnerTest, ADeactivationTheCaFailedBecomesAJob) {
+  std::string state;
+  testing::ScriptHappyCa(ca_, &state);
+  ca_.On("POST", "/authz/1", [](const Call& c) {
+    if (c.jws.has_value() && absl::StrContains(c.jws->payload, "deactivated")) {
+      return ScriptedServer::Problem(500, "serverInternal", "not now");
+    }
+    return ScriptedServer::Json(200, ScriptedServer::Authz("pending"));
+  });
+  auto order = RunToEnd(NewOrderRow());
+  ASSERT_TRUE(order.ok()) << order.status();
+  ASSERT_EQ(order->state, OrderState::kValid);
+  auto authzs = fx_.store().ListOutstandingAuthorizations(scope_, {});
+  ASSERT_TRUE(authzs.ok());
+  ASSERT_EQ(authzs->size(), 1u);
+  auto claimed = fx_.store().ClaimJobs({"replica-2", fx_.clock().Now(), 10, absl::Minutes(2), 0,
+                                        0, {kDeactivateAuthorizationJob}});
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  ASSERT_EQ(claimed->jobs.size(), 1u);
+  EXPECT_EQ(claimed->jobs[0].job.subject, absl::StrCat((*authzs)[0].id));
+  EXPECT_EQ(claimed->jobs[0].job.ca, ScriptedServer::Url("/dir"));
+}
+
 TEST_F(OrderRunnerTest, ResumesAtTheCasStatusAndNeverFinalizesTwice) {
   storage::Lease lease = NewOrderRow();
   ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, lease, ScriptedServer::Url("/order/1")).ok());

@@ -253,7 +253,7 @@ class AuthorizationStore {
   // Inserts or updates (by account and URL) an authorization the CA reported.
   virtual absl::StatusOr<Authorization> RecordAuthorization(
       const Scope& scope, const AuthorizationRecord& authorization) = 0;
-  // Pending or valid, not deactivated, not expired, ordered by id.
+  // Pending or valid, not deactivated, not expired, matching `filter`, ordered by id.
   virtual absl::StatusOr<std::vector<Authorization>> ListOutstandingAuthorizations(
       const Scope& scope, const AuthorizationFilter& filter) = 0;
   // After the CA confirmed deactivation (RFC 8555 §7.5.2). NOT_FOUND if unknown.

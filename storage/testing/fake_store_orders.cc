@@ -362,8 +362,12 @@ std::vector<Authorization> OutstandingLocked(const State& s, const Scope& scope,
                    (!filter.order.has_value() || r.order == filter.order) &&
                    (filter.identifiers.empty() ||
                     std::find(filter.identifiers.begin(), filter.identifiers.end(),
-                              r.identifier) != filter.identifiers.end());
-    if (outstanding && matches) out.push_back(a);
+                              r.identifier) != filter.identifiers.end()) &&
+                   (!filter.id.has_value() || id == *filter.id) &&
+                   (!filter.updated_before.has_value() || a.updated_at < *filter.updated_before);
+    if (!outstanding || !matches) continue;
+    out.push_back(a);
+    if (filter.limit > 0 && static_cast<int>(out.size()) >= filter.limit) break;
   }
   return out;
 }
