@@ -110,6 +110,18 @@ class OrderRunnerTest : public ::testing::Test {
                : lease;
   }
 
+  // Runs a new order to valid; `outstanding` gets the ledger's outstanding authorizations,
+  // which must be exactly one.
+  void IssueKeepingOneAuthorization(std::vector<storage::Authorization>& outstanding) {
+    auto order = RunToEnd(NewOrderRow());
+    ASSERT_TRUE(order.ok()) << order.status();
+    ASSERT_EQ(order->state, OrderState::kValid);
+    auto authzs = fx_.store().ListOutstandingAuthorizations(scope_, {});
+    ASSERT_TRUE(authzs.ok());
+    ASSERT_EQ(authzs->size(), 1u);
+    outstanding = *authzs;
+  }
+
   // Scripts the CA's order as `*state` says (borrowed); finalize makes it valid.
   void ScriptOrderFollowing(std::string* state) {
     ca_.On("POST", "/order/1", [state](const Call&) {
@@ -201,13 +213,9 @@ TEST_F(OrderRunnerTest, KeptAuthorizationsAreRecordedValidAfterIssuance) {
   ASSERT_TRUE(fx_.store().UpdateTenant(scope_, spec).ok());
   std::string state;
   testing::ScriptHappyCa(ca_, &state);
-  auto order = RunToEnd(NewOrderRow());
-  ASSERT_TRUE(order.ok()) << order.status();
-  ASSERT_EQ(order->state, OrderState::kValid);
-  auto authzs = fx_.store().ListOutstandingAuthorizations(scope_, {});
-  ASSERT_TRUE(authzs.ok());
-  ASSERT_EQ(authzs->size(), 1u);
-  EXPECT_EQ(std::string(storage::AuthorizationStatusName((*authzs)[0].record.status)), "valid");
+  std::vector<storage::Authorization> authzs;
+  ASSERT_NO_FATAL_FAILURE(IssueKeepingOneAuthorization(authzs));
+  EXPECT_EQ(std::string(storage::AuthorizationStatusName(authzs[0].record.status)), "valid");
 }
 
 // Issue 11: a deactivation after issuance the CA failed is not forgotten: the authorization
@@ -221,17 +229,13 @@ TEST_F(OrderRunnerTest, ADeactivationTheCaFailedBecomesAJob) {
     }
     return ScriptedServer::Json(200, ScriptedServer::Authz("pending"));
   });
-  auto order = RunToEnd(NewOrderRow());
-  ASSERT_TRUE(order.ok()) << order.status();
-  ASSERT_EQ(order->state, OrderState::kValid);
-  auto authzs = fx_.store().ListOutstandingAuthorizations(scope_, {});
-  ASSERT_TRUE(authzs.ok());
-  ASSERT_EQ(authzs->size(), 1u);
+  std::vector<storage::Authorization> authzs;
+  ASSERT_NO_FATAL_FAILURE(IssueKeepingOneAuthorization(authzs));
   auto claimed = fx_.store().ClaimJobs({"replica-2", fx_.clock().Now(), 10, absl::Minutes(2), 0,
                                         0, {kDeactivateAuthorizationJob}});
   ASSERT_TRUE(claimed.ok()) << claimed.status();
   ASSERT_EQ(claimed->jobs.size(), 1u);
-  EXPECT_EQ(claimed->jobs[0].job.subject, absl::StrCat((*authzs)[0].id));
+  EXPECT_EQ(claimed->jobs[0].job.subject, absl::StrCat(authzs[0].id));
   EXPECT_EQ(claimed->jobs[0].job.ca, ScriptedServer::Url("/dir"));
 }
 
