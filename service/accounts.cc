@@ -124,6 +124,9 @@ absl::StatusOr<std::unique_ptr<AccountManager>> AccountManager::Create(Options o
       kRevokeJob, [raw = manager.get()](const JobRun& run) { return raw->RevokeReplaced(run); }));
   RETURN_IF_ERROR(manager->options_.engine->Register(
       kRotateJob, [raw = manager.get()](const JobRun& run) { return raw->RotateByPolicy(run); }));
+  RETURN_IF_ERROR(manager->options_.engine->Register(
+      kDeactivateAuthorizationJob,
+      [raw = manager.get()](const JobRun& run) { return raw->DeactivateByPolicy(run); }));
   return manager;
 }
 
@@ -928,6 +931,70 @@ JobOutcome AccountManager::RotateByPolicy(const JobRun& run) {
          {"account", run.job().subject},
          {"version", absl::StrCat(r->account.active_key.version)}});
   }
+  return JobOutcome::Done();
+}
+
+JobOutcome AccountManager::DeactivateByPolicy(const JobRun& run) {
+  storage::AuthorizationId id = 0;
+  if (!absl::SimpleAtoi(run.job().subject, &id) || id <= 0) {
+    return JobOutcome::FailedPermanently(
+        absl::InvalidArgumentError("a deactivation job's subject is not an authorization id"));
+  }
+  const storage::Scope scope{run.job().tenant,
+                             {"authorization policy", kDeactivateAuthorizationJob}};
+  auto count = [&](absl::string_view result) {
+    if (options_.metrics != nullptr) options_.metrics->RecordAuthorizationDeactivation(result);
+  };
+  storage::AuthorizationFilter filter;
+  filter.id = id;
+  absl::StatusOr<std::vector<storage::Authorization>> listed =
+      options_.authorizations->ListOutstandingAuthorizations(scope, filter);
+  if (!listed.ok()) return JobOutcome::Failed(listed.status());
+  if (listed->empty()) return JobOutcome::Done();  // deactivated, expired or settled meanwhile
+  const storage::Authorization a = listed->front();
+  absl::StatusOr<Current> current = Load(scope);
+  if (absl::IsNotFound(current.status())) return JobOutcome::Done();
+  if (!current.ok()) return JobOutcome::Failed(current.status());
+  if (!current->key || current->account.id != a.record.account) return JobOutcome::Done();
+  auto r = current->client->DeactivateAuthorization(current->Ref(), a.record.url);
+  if (options_.metrics) options_.metrics->RecordAcme("deactivateAuthorization", r.status());
+  if (r.ok()) {
+    absl::Status marked = options_.authorizations->MarkAuthorizationDeactivated(
+        scope, a.record.account, a.record.url);
+    if (!marked.ok()) return JobOutcome::Failed(marked);
+    count("deactivated");
+    return JobOutcome::Done();
+  }
+  if (Retryable(r.status())) {
+    count("failed");
+    return JobOutcome::Failed(r.status());
+  }
+  absl::StatusOr<bool> closed = ClosedAtCa(scope, *current, r.status());
+  if (closed.ok() && *closed) return JobOutcome::Done();
+  // Refused (RFC 8555 §7.5.2 allows deactivating only pending or valid ones): the CA holds it
+  // as something else now; ask, and record what it says.
+  auto seen = current->client->GetAuthorization(current->Ref(), a.record.url);
+  if (options_.metrics) options_.metrics->RecordAcme("getAuthorization", seen.status());
+  absl::StatusOr<storage::AuthorizationStatus> status =
+      seen.ok() ? storage::ParseAuthorizationStatus(seen->status)
+                : absl::StatusOr<storage::AuthorizationStatus>(seen.status());
+  if (!status.ok() || *status == storage::AuthorizationStatus::kPending ||
+      *status == storage::AuthorizationStatus::kValid) {
+    count("failed");
+    return JobOutcome::Failed(status.ok() ? r.status() : status.status());
+  }
+  absl::Status recorded;
+  if (*status == storage::AuthorizationStatus::kDeactivated) {
+    recorded = options_.authorizations->MarkAuthorizationDeactivated(scope, a.record.account,
+                                                                     a.record.url);
+  } else {
+    storage::AuthorizationRecord record = a.record;
+    record.status = *status;
+    if (seen->expires.has_value()) record.expires_at = seen->expires;
+    recorded = options_.authorizations->RecordAuthorization(scope, record).status();
+  }
+  if (!recorded.ok()) return JobOutcome::Failed(recorded);
+  count("settled");
   return JobOutcome::Done();
 }
 

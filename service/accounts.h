@@ -152,6 +152,15 @@ class AccountManager {
   // answer settled nothing: the pending key is resolved before the next attempt).
   // Counted in acmevault_account_key_rotations_total.
   JobOutcome RotateByPolicy(const JobRun& run);
+  // The deactivation job (kind kDeactivateAuthorizationJob, subject an authorization id):
+  // deactivates the authorization at the CA with the tenant's account key and records it
+  // deactivated. Done without a request when the ledger no longer holds it outstanding or it
+  // belongs to an account that is not the tenant's valid one (no key of ours can reach it).
+  // A refusal that is not worth retrying is settled by asking the CA for the authorization and
+  // recording the status it reports (expired, invalid, deactivated, revoked); a CA outage is a
+  // failed attempt (the engine's backoff). Counted in
+  // acmevault_authorization_deactivations_total.
+  JobOutcome DeactivateByPolicy(const JobRun& run);
 
   // ALREADY_EXISTS when the tenant has a valid account; ABORTED when another CreateAccount of
   // the tenant is under way (it alone talks to the CA); INVALID_ARGUMENT when the terms are not

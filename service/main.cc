@@ -370,6 +370,7 @@ absl::Status Serve() {
       service::PolicyScheduler::Create(
           {.tenants = s,
            .accounts = s,
+           .authorizations = s,
            .engine = engine.get(),
            .metrics = &metrics,
            .scan_interval = pc.scan_interval_seconds() > 0
@@ -380,7 +381,20 @@ absl::Status Serve() {
            .rotation_spread = pc.rotation_spread_seconds() > 0
                                   ? absl::Seconds(pc.rotation_spread_seconds())
                               : pc.rotation_spread_seconds() < 0 ? absl::ZeroDuration()
-                                                                 : absl::Minutes(5)}));
+                                                                 : absl::Minutes(5),
+           .authorization_sweep_interval =
+               pc.authorization_sweep_interval_seconds() > 0
+                   ? absl::Seconds(pc.authorization_sweep_interval_seconds())
+               : pc.authorization_sweep_interval_seconds() < 0 ? absl::ZeroDuration()
+                                                               : absl::Hours(1),
+           .authorization_max_pending = pc.authorization_max_pending_seconds() > 0
+                                            ? absl::Seconds(pc.authorization_max_pending_seconds())
+                                            : absl::Hours(1),
+           .authorization_max_valid = pc.authorization_max_valid_seconds() > 0
+                                          ? absl::Seconds(pc.authorization_max_valid_seconds())
+                                          : absl::Hours(1),
+           .authorization_sweep_limit =
+               pc.authorization_sweep_limit() > 0 ? pc.authorization_sweep_limit() : 100}));
   ASSIGN_OR_RETURN(auto token_cache, MakeTokenCache(config.token_cache(), &metrics));
   // Revocations by any replica reach this cache (destroyed first: declared after it).
   std::unique_ptr<storage::JobWaker> revocations;

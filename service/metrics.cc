@@ -27,6 +27,8 @@ struct Metrics::Families {
   prometheus::Family<prometheus::Histogram>* issuance;
   prometheus::Family<prometheus::Gauge>* key_age;
   prometheus::Family<prometheus::Counter>* key_rotations;
+  prometheus::Family<prometheus::Counter>* authz_deactivations;
+  prometheus::Family<prometheus::Gauge>* authz_outstanding;
   prometheus::Family<prometheus::Counter>* token_cache;
   prometheus::Family<prometheus::Gauge>* jobs_due;
   prometheus::Family<prometheus::Gauge>* jobs_running;
@@ -94,6 +96,15 @@ Metrics::Metrics()
                                   .Name("acmevault_account_key_rotations_total")
                                   .Help("Account-key rotations by policy, by tenant and outcome")
                                   .Register(*registry_);
+  families_->authz_deactivations =
+      &prometheus::BuildCounter()
+           .Name("acmevault_authorization_deactivations_total")
+           .Help("Authorization deactivations by policy, by result")
+           .Register(*registry_);
+  families_->authz_outstanding = &prometheus::BuildGauge()
+                                      .Name("acmevault_authorizations_outstanding")
+                                      .Help("Valid or pending authorizations in the ledger, by tenant")
+                                      .Register(*registry_);
   families_->token_cache =
       &prometheus::BuildCounter()
            .Name("acmevault_token_cache_lookups_total")
@@ -161,6 +172,15 @@ void Metrics::SetAccountKeyAge(absl::string_view tenant, absl::Duration age) {
 void Metrics::RecordKeyRotation(absl::string_view tenant, absl::string_view outcome) {
   families_->key_rotations->Add({{"tenant", std::string(tenant)}, {"outcome", std::string(outcome)}})
       .Increment();
+}
+
+void Metrics::RecordAuthorizationDeactivation(absl::string_view result) {
+  families_->authz_deactivations->Add({{"result", std::string(result)}}).Increment();
+}
+
+void Metrics::SetAuthorizationsOutstanding(absl::string_view tenant, int64_t count) {
+  families_->authz_outstanding->Add({{"tenant", std::string(tenant)}})
+      .Set(static_cast<double>(count));
 }
 
 void Metrics::RecordTokenCacheLookup(absl::string_view result) {

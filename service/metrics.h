@@ -47,6 +47,13 @@ class Metrics {
   // rotate_account_key job), "rotated" or "failed" (an attempt that will be retried or was
   // given up).
   void RecordKeyRotation(absl::string_view tenant, absl::string_view outcome);
+  // acmevault_authorization_deactivations_total{result}: deactivations at the CA by policy
+  // (after issuance, their retries, the sweep): "deactivated", "failed" (to be retried) or
+  // "settled" (the CA says it is no longer outstanding; its status recorded).
+  void RecordAuthorizationDeactivation(absl::string_view result);
+  // acmevault_authorizations_outstanding{tenant}: the ledger's valid and pending
+  // authorizations of the tenant (each policy sweep).
+  void SetAuthorizationsOutstanding(absl::string_view tenant, int64_t count);
   // acmevault_token_cache_lookups_total{result}: "hit" (a known token, no store lookup),
   // "negative_hit" (a token refused without a store lookup) or "miss" (asked the store).
   void RecordTokenCacheLookup(absl::string_view result);

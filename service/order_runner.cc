@@ -14,6 +14,7 @@
 #include "crypto/x509.h"
 #include "service/failure.h"
 #include "service/identifiers.h"
+#include "service/log.h"
 #include "service/required.h"
 
 namespace acmevault::service {
@@ -240,7 +241,8 @@ absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
   // that one transaction records both. Should that transaction not happen (the lease lost, the
   // replica killed), the CA reports the order deactivated with its certificate, the next step
   // downloads again, the CA refuses to deactivate what is deactivated and a look at the
-  // authorization confirms it.
+  // authorization confirms it. One the CA failed to deactivate gets a job that tries again.
+  std::vector<storage::AuthorizationId> undeactivated;
   if (ctx.tenant.spec.policy.deactivate_authorizations_after_issuance) {
     for (const auto& a : ctx.authorizations) {
       auto d = ctx.client->DeactivateAuthorization(ctx.ref, a.record.url);
@@ -250,7 +252,14 @@ absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
         d = ctx.client->GetAuthorization(ctx.ref, a.record.url);
         if (d.ok() && d->status != "deactivated") d = absl::FailedPreconditionError(d->status);
       }
-      if (d.ok()) done.deactivated_authorizations.push_back(a.record.url);
+      if (options_.metrics) {
+        options_.metrics->RecordAuthorizationDeactivation(d.ok() ? "deactivated" : "failed");
+      }
+      if (d.ok()) {
+        done.deactivated_authorizations.push_back(a.record.url);
+      } else {
+        undeactivated.push_back(a.id);
+      }
     }
   }
   const Answers answers = AnswersOf(ctx, order);
@@ -258,6 +267,21 @@ absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
   // The certificate, its key (the order's), the ledger, the HTTP-01 cleanup and the job's end:
   // one transaction, fenced by the job's lease.
   ASSIGN_OR_RETURN(ctx.certificate, options_.orders->FinishOrder(ctx.scope(), ctx.lease(), done));
+  // A deactivation the CA failed is not forgotten: a job per authorization retries it with the
+  // engine's backoff. Should scheduling fail too, the policy sweep finds the row later.
+  for (storage::AuthorizationId id : undeactivated) {
+    const absl::Time now = options_.clock->Now();
+    absl::Status s = options_.jobs
+                         ->ScheduleJob(ctx.scope(),
+                                       {kDeactivateAuthorizationJob, absl::StrCat(id),
+                                        ctx.account.directory_url, now},
+                                       now)
+                         .status();
+    if (!s.ok()) {
+      Log(LogLevel::kWarning, "could not schedule the retry of a deactivation",
+          {{"authorization", absl::StrCat(id)}, {"status", s.ToString()}});
+    }
+  }
   Forget(ctx.order);
   ctx.order.state = storage::OrderState::kValid;
   ctx.order.certificate = ctx.certificate->id;

@@ -33,6 +33,11 @@
 
 namespace acmevault::service {
 
+// The job that deactivates one authorization of the ledger at the CA (subject the
+// authorization's id, CA the account's directory): scheduled for a deactivation after issuance
+// the CA failed, and by the policy sweep (service/policy_scheduler.h); run by AccountManager.
+inline constexpr char kDeactivateAuthorizationJob[] = "deactivate_authorization";
+
 // One AcmeClient per CA directory, created on first use; shares one transport. Thread-safe.
 class AcmeClients {
  public:

@@ -110,6 +110,18 @@ class OrderRunnerTest : public ::testing::Test {
                : lease;
   }
 
+  // Runs a new order to valid; `outstanding` gets the ledger's outstanding authorizations,
+  // which must be exactly one.
+  void IssueKeepingOneAuthorization(std::vector<storage::Authorization>& outstanding) {
+    auto order = RunToEnd(NewOrderRow());
+    ASSERT_TRUE(order.ok()) << order.status();
+    ASSERT_EQ(order->state, OrderState::kValid);
+    auto authzs = fx_.store().ListOutstandingAuthorizations(scope_, {});
+    ASSERT_TRUE(authzs.ok());
+    ASSERT_EQ(authzs->size(), 1u);
+    outstanding = *authzs;
+  }
+
   // Scripts the CA's order as `*state` says (borrowed); finalize makes it valid.
   void ScriptOrderFollowing(std::string* state) {
     ca_.On("POST", "/order/1", [state](const Call&) {
@@ -188,6 +200,43 @@ TEST_F(OrderRunnerTest, RunsAnOrderToAStoredCertificate) {
   auto authzs = fx_.store().ListOutstandingAuthorizations(scope_, {});
   ASSERT_TRUE(authzs.ok());
   EXPECT_TRUE(authzs->empty());
+}
+
+// Issue 11: the ledger shows the CA's state. An order the CA made valid has only valid
+// authorizations (RFC 8555 §7.1.6), so a tenant that keeps its authorizations has them
+// recorded valid, not left pending as they were answered.
+TEST_F(OrderRunnerTest, KeptAuthorizationsAreRecordedValidAfterIssuance) {
+  auto tenant = fx_.store().GetTenant(scope_);
+  ASSERT_TRUE(tenant.ok()) << tenant.status();
+  storage::TenantSpec spec = tenant->spec;
+  spec.policy.deactivate_authorizations_after_issuance = false;
+  ASSERT_TRUE(fx_.store().UpdateTenant(scope_, spec).ok());
+  std::string state;
+  testing::ScriptHappyCa(ca_, &state);
+  std::vector<storage::Authorization> authzs;
+  ASSERT_NO_FATAL_FAILURE(IssueKeepingOneAuthorization(authzs));
+  EXPECT_EQ(std::string(storage::AuthorizationStatusName(authzs[0].record.status)), "valid");
+}
+
+// Issue 11: a deactivation after issuance the CA failed is not forgotten: the authorization
+// stays outstanding in the ledger and a deactivate_authorization job for it is due at once.
+TEST_F(OrderRunnerTest, ADeactivationTheCaFailedBecomesAJob) {
+  std::string state;
+  testing::ScriptHappyCa(ca_, &state);
+  ca_.On("POST", "/authz/1", [](const Call& c) {
+    if (c.jws.has_value() && absl::StrContains(c.jws->payload, "deactivated")) {
+      return ScriptedServer::Problem(500, "serverInternal", "not now");
+    }
+    return ScriptedServer::Json(200, ScriptedServer::Authz("pending"));
+  });
+  std::vector<storage::Authorization> authzs;
+  ASSERT_NO_FATAL_FAILURE(IssueKeepingOneAuthorization(authzs));
+  auto claimed = fx_.store().ClaimJobs({"replica-2", fx_.clock().Now(), 10, absl::Minutes(2), 0,
+                                        0, {kDeactivateAuthorizationJob}});
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  ASSERT_EQ(claimed->jobs.size(), 1u);
+  EXPECT_EQ(claimed->jobs[0].job.subject, absl::StrCat(authzs[0].id));
+  EXPECT_EQ(claimed->jobs[0].job.ca, ScriptedServer::Url("/dir"));
 }
 
 TEST_F(OrderRunnerTest, ResumesAtTheCasStatusAndNeverFinalizesTwice) {

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "service/log.h"
+#include "service/order_runner.h"
 #include "service/required.h"
 #include "service/rotation_policy.h"
 
@@ -16,14 +17,20 @@ namespace acmevault::service {
 absl::StatusOr<std::unique_ptr<PolicyScheduler>> PolicyScheduler::Create(Options options) {
   RETURN_IF_ERROR(RequireCollaborators("PolicyScheduler", {{"tenants", options.tenants},
                                                            {"accounts", options.accounts},
+                                                           {"authorizations",
+                                                            options.authorizations},
                                                            {"engine", options.engine},
                                                            {"clock", options.clock}}));
   if (options.scan_interval <= absl::ZeroDuration() ||
       options.scan_jitter < absl::ZeroDuration() ||
-      options.rotation_spread < absl::ZeroDuration()) {
+      options.rotation_spread < absl::ZeroDuration() ||
+      options.authorization_sweep_interval < absl::ZeroDuration() ||
+      options.authorization_max_pending < absl::ZeroDuration() ||
+      options.authorization_max_valid < absl::ZeroDuration() ||
+      options.authorization_sweep_limit <= 0) {
     return absl::InvalidArgumentError(
-        "PolicyScheduler: scan_interval must be positive, scan_jitter and rotation_spread not "
-        "negative");
+        "PolicyScheduler: scan_interval and authorization_sweep_limit must be positive, "
+        "scan_jitter, rotation_spread and the authorization sweep's durations not negative");
   }
   options.scan_jitter = std::min(options.scan_jitter, options.scan_interval);
   return std::unique_ptr<PolicyScheduler>(new PolicyScheduler(std::move(options)));
@@ -48,10 +55,63 @@ absl::Duration PolicyScheduler::Spread(storage::TenantId tenant, storage::Accoun
   return absl::Microseconds(static_cast<int64_t>(h % static_cast<uint64_t>(us)));
 }
 
-absl::Status PolicyScheduler::ScanTenant(const storage::Tenant& tenant, ScanResult& result) {
+bool PolicyScheduler::SweepDue(const storage::TenantPolicy& policy,
+                               const storage::Authorization& authorization,
+                               absl::Duration max_pending, absl::Duration max_valid,
+                               absl::Time now) {
+  const absl::Duration age = now - authorization.updated_at;
+  switch (authorization.record.status) {
+    case storage::AuthorizationStatus::kPending:
+      return age >= max_pending;
+    case storage::AuthorizationStatus::kValid:
+      return policy.deactivate_authorizations_after_issuance && age >= max_valid;
+    default:
+      return false;
+  }
+}
+
+absl::Status PolicyScheduler::SweepTenant(const storage::Tenant& tenant,
+                                          const storage::Scope& scope,
+                                          const std::optional<ActiveAccountKey>& active,
+                                          ScanResult& result) {
+  // One read of the tenant's outstanding authorizations: the gauge counts them all.
+  ASSIGN_OR_RETURN(std::vector<storage::Authorization> outstanding,
+                   options_.authorizations->ListOutstandingAuthorizations(scope, {}));
+  if (options_.metrics != nullptr) {
+    options_.metrics->SetAuthorizationsOutstanding(tenant.spec.name,
+                                                   static_cast<int64_t>(outstanding.size()));
+  }
+  const absl::Time now = options_.clock->Now();
+  int scheduled = 0;
+  for (const storage::Authorization& a : outstanding) {
+    if (scheduled >= options_.authorization_sweep_limit) break;
+    if (!SweepDue(tenant.spec.policy, a, options_.authorization_max_pending,
+                  options_.authorization_max_valid, now)) {
+      continue;
+    }
+    // Per-CA bounds need the directory; only the account we know has it at hand. Another
+    // account's job ends without a request anyway.
+    const std::string ca = active.has_value() && active->account.id == a.record.account
+                               ? active->account.directory_url
+                               : "";
+    RETURN_IF_ERROR(options_.engine
+                        ->Schedule(scope, storage::NewJob{kDeactivateAuthorizationJob,
+                                                          absl::StrCat(a.id), ca,
+                                                          now + Spread(tenant.id, a.id,
+                                                                       options_.rotation_spread)})
+                        .status());
+    ++scheduled;
+  }
+  result.deactivations_scheduled += scheduled;
+  return absl::OkStatus();
+}
+
+absl::Status PolicyScheduler::ScanTenant(const storage::Tenant& tenant, bool sweep,
+                                         ScanResult& result) {
   const storage::Scope scope{tenant.id, {"policy scheduler", "scan"}};
   ASSIGN_OR_RETURN(std::optional<ActiveAccountKey> active,
                    FindActiveAccountKey(*options_.accounts, scope));
+  if (sweep) RETURN_IF_ERROR(SweepTenant(tenant, scope, active, result));
   if (!active) return absl::OkStatus();
   ++result.keys;
   const absl::Time now = options_.clock->Now();
@@ -72,6 +132,14 @@ absl::Status PolicyScheduler::ScanTenant(const storage::Tenant& tenant, ScanResu
 
 absl::StatusOr<PolicyScheduler::ScanResult> PolicyScheduler::ScanOnce() {
   ScanResult result;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = options_.clock->Now();
+    result.swept = options_.authorization_sweep_interval > absl::ZeroDuration() &&
+                   (!last_sweep_.has_value() ||
+                    now - *last_sweep_ >= options_.authorization_sweep_interval);
+    if (result.swept) last_sweep_ = now;
+  }
   storage::PageRequest page{"", 1000};
   absl::Status listed = absl::OkStatus();
   do {
@@ -83,7 +151,7 @@ absl::StatusOr<PolicyScheduler::ScanResult> PolicyScheduler::ScanOnce() {
     for (const auto& tenant : tenants->items) {
       if (tenant.disabled_at.has_value()) continue;
       ++result.tenants;
-      if (absl::Status s = ScanTenant(tenant, result); !s.ok()) {
+      if (absl::Status s = ScanTenant(tenant, result.swept, result); !s.ok()) {
         ++result.errors;
         Log(LogLevel::kWarning, "policy scan of a tenant failed",
             {{"tenant", tenant.spec.name}, {"status", s.ToString()}});
@@ -121,10 +189,11 @@ void PolicyScheduler::Loop() {
     absl::StatusOr<ScanResult> r = ScanOnce();
     if (!r.ok()) {
       Log(LogLevel::kWarning, "policy scan failed", {{"status", r.status().ToString()}});
-    } else if (r->rotations_scheduled > 0) {
-      Log(LogLevel::kInfo, "policy scan scheduled rotations",
+    } else if (r->rotations_scheduled > 0 || r->deactivations_scheduled > 0) {
+      Log(LogLevel::kInfo, "policy scan scheduled jobs",
           {{"tenants", absl::StrCat(r->tenants)},
-           {"rotations", absl::StrCat(r->rotations_scheduled)}});
+           {"rotations", absl::StrCat(r->rotations_scheduled)},
+           {"deactivations", absl::StrCat(r->deactivations_scheduled)}});
     }
     wait = jittered(options_.scan_interval);
   }

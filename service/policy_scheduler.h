@@ -18,6 +18,13 @@
 // a random part of `scan_jitter` after Start, and each wait is the interval less a random part
 // of up to `scan_jitter`, so replicas started together drift apart.
 //
+// The authorization sweep (issue 11): at most every `authorization_sweep_interval`, a scan
+// also reads each tenant's outstanding authorizations from the ledger (one more read per
+// tenant), sets acmevault_authorizations_outstanding{tenant}, and schedules a
+// kDeactivateAuthorizationJob (service/order_runner.h) for each one the policy no longer
+// allows (SweepDue), at most `authorization_sweep_limit` per tenant and sweep, spread as
+// rotations are; the job decides again before it asks the CA.
+//
 // Thread-safe. Borrowed collaborators must outlive the scheduler.
 #ifndef ACMEVAULT_SERVICE_POLICY_SCHEDULER_H_
 #define ACMEVAULT_SERVICE_POLICY_SCHEDULER_H_
@@ -36,6 +43,7 @@
 #include "common/clock.h"
 #include "service/engine.h"
 #include "service/metrics.h"
+#include "service/rotation_policy.h"
 #include "storage/store.h"
 
 namespace acmevault::service {
@@ -46,6 +54,7 @@ class PolicyScheduler {
     // Borrowed; required.
     storage::TenantStore* tenants = nullptr;
     storage::AccountStore* accounts = nullptr;
+    storage::AuthorizationStore* authorizations = nullptr;
     Engine* engine = nullptr;  // where the jobs are scheduled
     // Optional (borrowed): key ages.
     Metrics* metrics = nullptr;
@@ -58,6 +67,18 @@ class PolicyScheduler {
     absl::Duration scan_jitter = absl::Minutes(2);
     // A due rotation is scheduled this much later at most, by tenant and account.
     absl::Duration rotation_spread = absl::Minutes(5);
+    // How often a scan also sweeps the authorization ledger (the first scan always does);
+    // zero turns the sweep off.
+    absl::Duration authorization_sweep_interval = absl::Hours(1);
+    // A pending authorization last recorded this long ago is deactivated: its order was
+    // abandoned or failed, and it would otherwise stay answerable at the CA for days.
+    absl::Duration authorization_max_pending = absl::Hours(1);
+    // A valid authorization last recorded this long ago is deactivated when the tenant's
+    // policy deactivates after issuance (a deactivation lost); a tenant that keeps its
+    // authorizations keeps them.
+    absl::Duration authorization_max_valid = absl::Hours(1);
+    // The most deactivation jobs one sweep schedules per tenant; the next sweep goes on.
+    int authorization_sweep_limit = 100;
     // Seeds the scan jitter. Unset: random.
     std::optional<uint64_t> jitter_seed;
   };
@@ -67,6 +88,8 @@ class PolicyScheduler {
     int tenants = 0;            // enabled tenants read
     int keys = 0;               // active keys of valid accounts looked at
     int rotations_scheduled = 0;
+    bool swept = false;               // this scan swept the authorization ledger
+    int deactivations_scheduled = 0;
     int errors = 0;             // tenants whose reads or scheduling failed (logged)
   };
 
@@ -100,16 +123,27 @@ class PolicyScheduler {
   static absl::Duration Spread(storage::TenantId tenant, storage::AccountId account,
                                absl::Duration spread);
 
+  // Whether the sweep deactivates `authorization` at `now`: pending and last recorded
+  // `max_pending` ago or more, or valid and last recorded `max_valid` ago or more while
+  // `policy` deactivates after issuance.
+  static bool SweepDue(const storage::TenantPolicy& policy,
+                       const storage::Authorization& authorization, absl::Duration max_pending,
+                       absl::Duration max_valid, absl::Time now);
+
  private:
   explicit PolicyScheduler(Options options);
   // The checks of one tenant; adds to `result`.
-  absl::Status ScanTenant(const storage::Tenant& tenant, ScanResult& result);
+  absl::Status ScanTenant(const storage::Tenant& tenant, bool sweep, ScanResult& result);
+  // The sweep of one tenant; `active` its account and key, if any.
+  absl::Status SweepTenant(const storage::Tenant& tenant, const storage::Scope& scope,
+                           const std::optional<ActiveAccountKey>& active, ScanResult& result);
   void Loop();
 
   const Options options_;
   mutable absl::Mutex mu_;
   std::mt19937_64 jitter_ ABSL_GUARDED_BY(mu_);
   Health health_ ABSL_GUARDED_BY(mu_);
+  std::optional<absl::Time> last_sweep_ ABSL_GUARDED_BY(mu_);  // on the clock
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   absl::Notification stop_;
   std::thread thread_;

@@ -1,5 +1,6 @@
 #include "service/policy_scheduler.h"
 
+#include <atomic>
 #include <map>
 #include <set>
 #include <string>
@@ -360,6 +361,87 @@ TEST_F(PolicySchedulerTest, GetAccountShowsWhenTheNextRotationIsDue) {
   AccountView view = View(*accounts_, tenant);
   ASSERT_TRUE(view.active_key.activated_at.has_value());
   EXPECT_EQ(view.next_rotation, *view.active_key.activated_at + absl::Hours(24 * 60));
+}
+
+// The authorization sweep (issue 11, item 4): an authorization an abandoned order left pending
+// at the CA is deactivated by a job the sweep schedules; the CA's first answer, a 500, is a
+// failed attempt the engine retries; a recent one is left alone.
+TEST_F(PolicySchedulerTest, TheSweepDeactivatesAnAbandonedPendingAuthorizationRetryingA500) {
+  const auto tenant = AddTenantWithAccount(fx_, *accounts_, "t", absl::Hours(24 * 30));
+  const storage::Scope scope = fx_.AdminScope(tenant);
+  auto accounts = fx_.store().ListAccounts(scope);
+  ASSERT_TRUE(accounts.ok() && !accounts->empty());
+  const storage::AccountId account = accounts->back().id;
+  const absl::Time expires = fx_.clock().Now() + absl::Hours(24 * 7);
+  ASSERT_OK(fx_.store()
+                .RecordAuthorization(scope, {account, std::nullopt, ScriptedServer::Url("/authz/old"),
+                                             "old.example.com",
+                                             storage::AuthorizationStatus::kPending, expires})
+                .status());
+  fx_.clock().Advance(absl::Hours(2));
+  ASSERT_OK(fx_.store()
+                .RecordAuthorization(scope, {account, std::nullopt, ScriptedServer::Url("/authz/new"),
+                                             "new.example.com",
+                                             storage::AuthorizationStatus::kPending, expires})
+                .status());
+  std::atomic<int> asked{0};
+  ca_.On("POST", "/authz/old", [&](const Call& c) {
+    if (asked++ == 0) return ScriptedServer::Problem(500, "serverInternal", "try again");
+    EXPECT_TRUE(absl::StrContains(c.jws->payload, "deactivated"));
+    return ScriptedServer::Json(200, ScriptedServer::Authz("deactivated"));
+  });
+
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult scan, scheduler_->ScanOnce());
+  EXPECT_TRUE(scan.swept);
+  EXPECT_EQ(scan.deactivations_scheduled, 1);
+  EXPECT_THAT(metrics_.Render(), HasSubstr("acmevault_authorizations_outstanding{tenant=\"t\"} 2"));
+  // A second scan within the interval does not sweep again.
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult again, scheduler_->ScanOnce());
+  EXPECT_FALSE(again.swept);
+  replica_->issuing->Start();
+  ASSERT_TRUE(Eventually([&] {
+    return absl::StrContains(metrics_.Render(),
+                             "acmevault_authorization_deactivations_total{result=\"failed\"} 1");
+  }));
+  fx_.clock().Advance(absl::Seconds(2));  // past the engine's backoff
+  replica_->issuing->engine().Wake();
+  auto outstanding = [&] {
+    std::vector<std::string> urls;
+    auto listed = fx_.store().ListOutstandingAuthorizations(scope, {});
+    if (listed.ok()) {
+      for (const auto& a : *listed) urls.push_back(a.record.url);
+    }
+    return urls;
+  };
+  ASSERT_TRUE(Eventually([&] { return outstanding().size() == 1; }));
+  EXPECT_THAT(outstanding(), ElementsAre(ScriptedServer::Url("/authz/new")));
+  EXPECT_EQ(asked.load(), 2);
+  EXPECT_EQ(ca_.CountCalls("POST", "/authz/new"), 0);
+  EXPECT_TRUE(Eventually([&] {
+    return absl::StrContains(
+        metrics_.Render(), "acmevault_authorization_deactivations_total{result=\"deactivated\"} 1");
+  }));
+}
+
+TEST(PolicySchedulerSweepTest, SweepDueDecidesByStatusAgeAndTheTenantsPolicy) {
+  const absl::Time now = absl::FromUnixSeconds(1'800'000'000);
+  storage::TenantPolicy deactivates;  // the default: deactivation after issuance on
+  storage::TenantPolicy keeps;
+  keeps.deactivate_authorizations_after_issuance = false;
+  storage::Authorization a;
+  a.record.status = storage::AuthorizationStatus::kPending;
+  a.updated_at = now - absl::Minutes(59);
+  const absl::Duration hour = absl::Hours(1);
+  EXPECT_FALSE(PolicyScheduler::SweepDue(deactivates, a, hour, hour, now));
+  a.updated_at = now - hour;
+  EXPECT_TRUE(PolicyScheduler::SweepDue(deactivates, a, hour, hour, now));
+  EXPECT_TRUE(PolicyScheduler::SweepDue(keeps, a, hour, hour, now));  // abandoned either way
+  a.record.status = storage::AuthorizationStatus::kValid;
+  EXPECT_TRUE(PolicyScheduler::SweepDue(deactivates, a, absl::Hours(9), hour, now));
+  EXPECT_FALSE(PolicyScheduler::SweepDue(deactivates, a, hour, absl::Hours(2), now));
+  EXPECT_FALSE(PolicyScheduler::SweepDue(keeps, a, hour, hour, now));
+  a.record.status = storage::AuthorizationStatus::kInvalid;
+  EXPECT_FALSE(PolicyScheduler::SweepDue(deactivates, a, hour, hour, now));
 }
 
 TEST(PolicySchedulerSpreadTest, SpreadIsTheSameOnEveryReplicaAndInsideTheWindow) {

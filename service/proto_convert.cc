@@ -43,8 +43,11 @@ absl::StatusOr<storage::TenantSpec> SpecFromProto(const Request& r) {
   if (p.has_max_account_key_age()) {
     spec.policy.max_key_age = DurationFromProto(p.max_account_key_age());
   }
-  spec.policy.deactivate_authorizations_after_issuance =
-      p.deactivate_authorizations_after_issuance();
+  // Absent keeps the default (on): a policy sent for another field must not turn it off.
+  if (p.has_deactivate_authorizations_after_issuance()) {
+    spec.policy.deactivate_authorizations_after_issuance =
+        p.deactivate_authorizations_after_issuance();
+  }
   if (p.has_renewal_window()) spec.policy.renewal_window = DurationFromProto(p.renewal_window());
   spec.policy.ephemeral_accounts = p.ephemeral_accounts();
   ASSIGN_OR_RETURN(spec.policy.key_storage,

@@ -253,6 +253,27 @@ TEST(ProtoConvert, AccountAndTenantRequests) {
   EXPECT_EQ(out.created_at().seconds(), 1'800'000'000);
 }
 
+// Issue 11: deactivation after issuance is on unless the tenant turns it off. A policy that
+// names other fields only (the CLI's --max-key-age, say) leaves it on; only an explicit false
+// turns it off.
+TEST(ProtoConvert, APolicyWithoutTheDeactivationFieldKeepsDeactivationOn) {
+  v1::CreateTenantRequest create;
+  create.set_name("acme");
+  create.mutable_policy()->mutable_max_account_key_age()->set_seconds(86400);
+  auto spec = TenantSpecFromProto(create);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_TRUE(spec->policy.deactivate_authorizations_after_issuance);
+  v1::UpdateTenantRequest update;
+  update.set_name("acme");
+  update.mutable_policy()->set_ephemeral_accounts(true);
+  EXPECT_TRUE(TenantSpecFromProto(update)->policy.deactivate_authorizations_after_issuance);
+
+  create.mutable_policy()->set_deactivate_authorizations_after_issuance(false);
+  EXPECT_FALSE(TenantSpecFromProto(create)->policy.deactivate_authorizations_after_issuance);
+  create.mutable_policy()->set_deactivate_authorizations_after_issuance(true);
+  EXPECT_TRUE(TenantSpecFromProto(create)->policy.deactivate_authorizations_after_issuance);
+}
+
 storage::Certificate Cert(absl::Time not_after) {
   storage::Certificate c;
   c.serial = "8f00";

@@ -50,6 +50,8 @@ absl::StatusOr<Authorization> PostgresStore::RecordAuthorization(
 
 std::vector<Authorization> PostgresStore::OutstandingAuthorizationsIn(
     pqxx::work& tx, absl::Time now, const AuthorizationFilter& filter) {
+  std::optional<int64_t> updated_before;
+  if (filter.updated_before.has_value()) updated_before = Micros(*filter.updated_before);
   return pg::AllOf(
       tx.exec_params(
           absl::StrCat("SELECT ", kAuthorizations.rows.columns,
@@ -58,9 +60,12 @@ std::vector<Authorization> PostgresStore::OutstandingAuthorizationsIn(
                        "AND ($2::bigint IS NULL OR account_id = $2) "
                        "AND ($3::bigint IS NULL OR order_id = $3) "
                        "AND (cardinality($4::text[]) = 0 OR identifier = ANY($4::text[])) "
-                       "ORDER BY id"),
+                       "AND ($5::bigint IS NULL OR id = $5) "
+                       "AND ($6::bigint IS NULL OR updated_at < av_ts($6)) "
+                       "ORDER BY id LIMIT nullif($7, 0)"),
           Micros(now), Nullable(OptionalParam(filter.account)), Nullable(OptionalParam(filter.order)),
-          ArrayParam(filter.identifiers)),
+          ArrayParam(filter.identifiers), Nullable(OptionalParam(filter.id)),
+          Nullable(OptionalParam(updated_before)), filter.limit),
       AuthorizationOf);
 }
 

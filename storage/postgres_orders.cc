@@ -312,6 +312,11 @@ absl::StatusOr<Certificate> PostgresStore::FinishOrder(const Scope& scope, const
         if (!linked.account.has_value()) linked.account = o.account;
         linked.private_key = key ? &*key : nullptr;
         ASSIGN_OR_RETURN(Certificate out, CompleteOrderIn(tx, scope, now, o, linked));
+        // RFC 8555 §7.1.6: the CA made the order valid, so each of its authorizations is.
+        tx.exec_params0(
+            "UPDATE authorizations SET status = 'valid', updated_at = av_ts($2) "
+            "WHERE order_id = $1 AND status = 'pending' AND deactivated_at IS NULL",
+            o.id, Micros(now));
         for (const std::string& url : completion.deactivated_authorizations) {
           MarkAuthorizationDeactivatedIn(tx, scope, now, o.account, url);
         }

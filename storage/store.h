@@ -221,7 +221,9 @@ class OrderStore {
                                                        absl::string_view purpose) = 0;
   // The end of a successful order run by a job, in one transaction fenced by the job's lease
   // (`lease.job` set): CompleteOrder (with the order's certificate key, unsealed and sealed
-  // again for the certificate, audited as "UseCertificateKey"), MarkAuthorizationDeactivated
+  // again for the certificate, audited as "UseCertificateKey"), the order's authorizations
+  // still recorded pending recorded valid (RFC 8555 §7.1.6: a valid order's authorizations
+  // are; not audited, the CompleteOrder row says it), MarkAuthorizationDeactivated
   // for each of `deactivated_authorizations` (an unknown one is skipped), DeleteChallenge for
   // each token, and CompleteJob (the job's row deleted; job_finished reaches every replica's
   // waker once committed). Audit rows as those calls write. INVALID_ARGUMENT for a lease
@@ -251,7 +253,7 @@ class AuthorizationStore {
   // Inserts or updates (by account and URL) an authorization the CA reported.
   virtual absl::StatusOr<Authorization> RecordAuthorization(
       const Scope& scope, const AuthorizationRecord& authorization) = 0;
-  // Pending or valid, not deactivated, not expired, ordered by id.
+  // Pending or valid, not deactivated, not expired, matching `filter`, ordered by id.
   virtual absl::StatusOr<std::vector<Authorization>> ListOutstandingAuthorizations(
       const Scope& scope, const AuthorizationFilter& filter) = 0;
   // After the CA confirmed deactivation (RFC 8555 §7.5.2). NOT_FOUND if unknown.

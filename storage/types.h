@@ -332,6 +332,11 @@ struct AuthorizationFilter {
   std::optional<AccountId> account;
   std::optional<OrderId> order;
   std::vector<std::string> identifiers;  // any of these
+  std::optional<AuthorizationId> id;     // this one only
+  // Last recorded (updated_at) before this time: what the policy sweep looks at.
+  std::optional<absl::Time> updated_before;
+  // At most this many (the first by id); 0 means all.
+  int limit = 0;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -219,11 +219,7 @@ std::vector<Command> MakeCommands() {
          for (const auto& p : inv.flags.List("allow")) r.add_allowed_identifiers(p);
          if (r.allowed_identifiers().empty()) return UsageError("--allow is required");
          r.set_directory_url(inv.flags.String("directory-url"));
-         if (AnyPolicyFlag(inv)) {
-           // A policy without this field would turn the default deactivation off.
-           r.mutable_policy()->set_deactivate_authorizations_after_issuance(true);
-           RETURN_IF_ERROR(ApplyPolicy(inv, r.mutable_policy()));
-         }
+         if (AnyPolicyFlag(inv)) RETURN_IF_ERROR(ApplyPolicy(inv, r.mutable_policy()));
          ASSIGN_OR_RETURN(
              auto t, inv.client.Call(inv.client.admin(), &v1::AdminService::Stub::CreateTenant, r,
                                      {.retry = false}));

@@ -362,8 +362,12 @@ std::vector<Authorization> OutstandingLocked(const State& s, const Scope& scope,
                    (!filter.order.has_value() || r.order == filter.order) &&
                    (filter.identifiers.empty() ||
                     std::find(filter.identifiers.begin(), filter.identifiers.end(),
-                              r.identifier) != filter.identifiers.end());
-    if (outstanding && matches) out.push_back(a);
+                              r.identifier) != filter.identifiers.end()) &&
+                   (!filter.id.has_value() || id == *filter.id) &&
+                   (!filter.updated_before.has_value() || a.updated_at < *filter.updated_before);
+    if (!outstanding || !matches) continue;
+    out.push_back(a);
+    if (filter.limit > 0 && static_cast<int>(out.size()) >= filter.limit) break;
   }
   return out;
 }
@@ -465,6 +469,13 @@ absl::StatusOr<Certificate> FakeStore::FinishOrder(const Scope& scope, const Lea
     c.private_key = key ? &*key : nullptr;
     const AccountId account = o->account;
     ASSIGN_OR_RETURN(out, CompleteOrderLocked(s, envelope_, scope, now, *o, c));
+    for (auto& [id, a] : s.authorizations) {
+      if (a.tenant == scope.tenant && a.record.order == out.order &&
+          a.record.status == AuthorizationStatus::kPending && !a.deactivated_at.has_value()) {
+        a.record.status = AuthorizationStatus::kValid;
+        a.updated_at = now;
+      }
+    }
     for (const std::string& url : completion.deactivated_authorizations) {
       MarkDeactivatedLocked(s, scope, now, account, url);
     }

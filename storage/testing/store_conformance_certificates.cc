@@ -68,6 +68,16 @@ TEST_P(StoreConformanceTest, AuthorizationLedgerListsWhatIsOutstanding) {
               ElementsAre("https://ca.test/authz/1", "https://ca.test/authz/2"));
   EXPECT_THAT(urls({account.id, std::nullopt, {"B.TEST", "d.test"}}),
               ElementsAre("https://ca.test/authz/2", "https://ca.test/authz/4"));
+  // One by id; those last recorded before a time (the policy sweep's); the first few.
+  AuthorizationFilter by_id;
+  by_id.id = first.id;
+  EXPECT_THAT(urls(by_id), ElementsAre("https://ca.test/authz/1"));
+  AuthorizationFilter older;
+  older.updated_before = clock().Now();
+  EXPECT_THAT(urls(older), IsEmpty());
+  older.updated_before = clock().Now() + absl::Microseconds(1);
+  older.limit = 2;
+  EXPECT_THAT(urls(older), ElementsAre("https://ca.test/authz/1", "https://ca.test/authz/2"));
   clock().Advance(absl::Seconds(1));  // authz 4 expires
   ASSERT_OK(store().MarkAuthorizationDeactivated(scope, account.id, "https://ca.test/authz/2"));
   EXPECT_THAT(urls({}), ElementsAre("https://ca.test/authz/1"));

@@ -2,6 +2,7 @@
 // transaction (OrderStore::LoadOrderStep, OrderStore::FinishOrder).
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "storage/testing/status_matchers.h"
@@ -90,13 +91,21 @@ TEST_P(StoreConformanceTest, FinishOrderStoresTheCertificateLedgerCleanupAndJobE
   ASSERT_OK_AND_ASSIGN(CreateOrderResult created, store().CreateOrJoinOrder(scope, spec));
   const Lease lease = *created.lease;
   ASSERT_OK(store().RecordOrderUrl(scope, lease, "https://ca.test/order/1"));
+  // As answered: one the CA reused (valid), one answered here (pending); and one of no order.
   for (const char* url : {"https://ca.test/authz/1", "https://ca.test/authz/2"}) {
     ASSERT_OK(store()
-                  .RecordAuthorization(scope, {account.id, lease.order, url, "a.test",
-                                               AuthorizationStatus::kValid,
-                                               clock().Now() + absl::Hours(1)})
+                  .RecordAuthorization(
+                      scope, {account.id, lease.order, url, "a.test",
+                              absl::EndsWith(url, "1") ? AuthorizationStatus::kValid
+                                                       : AuthorizationStatus::kPending,
+                              clock().Now() + absl::Hours(1)})
                   .status());
   }
+  ASSERT_OK(store()
+                .RecordAuthorization(scope, {account.id, std::nullopt, "https://ca.test/authz/3",
+                                             "a.test", AuthorizationStatus::kPending,
+                                             clock().Now() + absl::Hours(1)})
+                .status());
   ASSERT_OK(store().PutChallenge(scope, "tok-1", "tok-1.thumb"));
   ASSERT_OK(store().PutChallenge(scope, "tok-other", "tok-other.thumb"));
 
@@ -138,6 +147,13 @@ TEST_P(StoreConformanceTest, FinishOrderStoresTheCertificateLedgerCleanupAndJobE
                        store().ListOutstandingAuthorizations(scope, filter));
   ASSERT_THAT(outstanding, SizeIs(1));
   EXPECT_EQ(outstanding[0].record.url, "https://ca.test/authz/2");
+  // The valid order's pending one is valid now (RFC 8555 §7.1.6); another order's is not.
+  EXPECT_EQ(outstanding[0].record.status, AuthorizationStatus::kValid);
+  ASSERT_OK_AND_ASSIGN(std::vector<Authorization> all,
+                       store().ListOutstandingAuthorizations(scope, {}));
+  ASSERT_THAT(all, SizeIs(2));
+  EXPECT_EQ(all[1].record.url, "https://ca.test/authz/3");
+  EXPECT_EQ(all[1].record.status, AuthorizationStatus::kPending);
   // The answer removed, another kept.
   EXPECT_THAT(store().LookupChallenge("tok-1"), StatusIs(kNotFound));
   EXPECT_OK(store().LookupChallenge("tok-other").status());
@@ -148,7 +164,8 @@ TEST_P(StoreConformanceTest, FinishOrderStoresTheCertificateLedgerCleanupAndJobE
   // The rows each of those calls would have written, in one chain.
   EXPECT_THAT(AuditActions(scope),
               ElementsAre("CreateTenant", "CreateAccount", "CreateOrder", "RecordOrderUrl",
-                          "RecordAuthorization", "RecordAuthorization", "PutChallenge",
+                          "RecordAuthorization", "RecordAuthorization", "RecordAuthorization",
+                          "PutChallenge",
                           "PutChallenge", "UseCertificateKey", "InsertCertificate",
                           "CompleteOrder", "MarkAuthorizationDeactivated", "DeleteChallenge",
                           "UseCertificateKey"));
