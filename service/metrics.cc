@@ -27,6 +27,8 @@ struct Metrics::Families {
   prometheus::Family<prometheus::Histogram>* issuance;
   prometheus::Family<prometheus::Gauge>* key_age;
   prometheus::Family<prometheus::Counter>* key_rotations;
+  prometheus::Family<prometheus::Counter>* renewals;
+  prometheus::Gauge* certificates_due;
   prometheus::Family<prometheus::Counter>* token_cache;
   prometheus::Family<prometheus::Gauge>* jobs_due;
   prometheus::Family<prometheus::Gauge>* jobs_running;
@@ -94,6 +96,16 @@ Metrics::Metrics()
                                   .Name("acmevault_account_key_rotations_total")
                                   .Help("Account-key rotations by policy, by tenant and outcome")
                                   .Register(*registry_);
+  families_->renewals = &prometheus::BuildCounter()
+                             .Name("acmevault_certificate_renewals_total")
+                             .Help("Background certificate renewals, by tenant and result")
+                             .Register(*registry_);
+  families_->certificates_due =
+      &prometheus::BuildGauge()
+           .Name("acmevault_certificates_due_for_renewal")
+           .Help("Service-held certificates the last policy scan found due for renewal")
+           .Register(*registry_)
+           .Add({});
   families_->token_cache =
       &prometheus::BuildCounter()
            .Name("acmevault_token_cache_lookups_total")
@@ -161,6 +173,15 @@ void Metrics::SetAccountKeyAge(absl::string_view tenant, absl::Duration age) {
 void Metrics::RecordKeyRotation(absl::string_view tenant, absl::string_view outcome) {
   families_->key_rotations->Add({{"tenant", std::string(tenant)}, {"outcome", std::string(outcome)}})
       .Increment();
+}
+
+void Metrics::RecordRenewal(absl::string_view tenant, absl::string_view result) {
+  families_->renewals->Add({{"tenant", std::string(tenant)}, {"result", std::string(result)}})
+      .Increment();
+}
+
+void Metrics::SetCertificatesDue(int64_t due) {
+  families_->certificates_due->Set(static_cast<double>(due));
 }
 
 void Metrics::RecordTokenCacheLookup(absl::string_view result) {

@@ -47,6 +47,13 @@ class Metrics {
   // rotate_account_key job), "rotated" or "failed" (an attempt that will be retried or was
   // given up).
   void RecordKeyRotation(absl::string_view tenant, absl::string_view outcome);
+  // acmevault_certificate_renewals_total{tenant,result}: background renewals (the
+  // renew_certificate job) by result: "renewed", "started" (an order made), "failed" (its
+  // order failed; retried later) or "given_up".
+  void RecordRenewal(absl::string_view tenant, absl::string_view result);
+  // acmevault_certificates_due_for_renewal: service-held certificates the last policy scan of
+  // this replica found due.
+  void SetCertificatesDue(int64_t due);
   // acmevault_token_cache_lookups_total{result}: "hit" (a known token, no store lookup),
   // "negative_hit" (a token refused without a store lookup) or "miss" (asked the store).
   void RecordTokenCacheLookup(absl::string_view result);
