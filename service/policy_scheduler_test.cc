@@ -449,6 +449,7 @@ TEST_F(PolicyRenewalTest, ADueServiceHeldCertificateIsRenewedInTheBackgroundOnce
   ASSERT_OK_AND_ASSIGN(storage::Certificate renewed,
                        fx_.store().GetCertificateBySerial(fx_.AdminScope(tenant_), kChainSerial));
   EXPECT_TRUE(renewed.has_private_key);
+  EXPECT_EQ(renewed.replaces_serial, "0101");
   // The old one is superseded, not revoked.
   ASSERT_OK_AND_ASSIGN(storage::Certificate after,
                        fx_.store().GetCertificate(fx_.AdminScope(tenant_), old.id));
@@ -541,6 +542,7 @@ class PolicyReplicasTest : public PolicyTestBase {
   }
 
   acmevault::testing::FakeClock clock_;
+  std::string order_state_;  // the happy CA's, for the renewal test
   std::unique_ptr<storage::testing::TestDatabase> db_;
   std::unique_ptr<testing::Fixture> fx_a_, fx_b_;
   ScriptedServer ca_;
@@ -587,6 +589,38 @@ TEST_F(PolicyReplicasTest, EachDueTenantIsRotatedExactlyOnceAndATenantNotDueIsUn
   }
   EXPECT_THAT(States(*fx_a_, fresh), ElementsAre(KeyState::kActive));
   EXPECT_TRUE(RotationAudits(*fx_a_, fresh).empty());
+}
+
+TEST_F(PolicyReplicasTest, TwoReplicasRenewADueCertificateOnce) {
+  clock_.Set(testing::TestChainValidTime());  // the scripted CA issues the test chain
+  testing::ScriptHappyCa(ca_, &order_state_);
+  const auto tenant =
+      AddTenantWithAccount(*fx_a_, *a_->accounts, "renew", absl::Hours(24 * 365));
+  const storage::Certificate old =
+      AddCertificate(*fx_a_, tenant, kChainNames, "0101", absl::Hours(24 * 10), true);
+  a_->issuing->Start();
+  b_->issuing->Start();
+  // Both replicas scan at once, each scheduling the renewal; both engines run jobs.
+  std::thread scan_b([&] { EXPECT_OK(b_->scheduler->ScanOnce().status()); });
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult scan, a_->scheduler->ScanOnce());
+  scan_b.join();
+  EXPECT_EQ(scan.renewals_scheduled, 1);
+  testing::ClockTicker ticker(clock_);
+  ASSERT_TRUE(Eventually([&] {
+    auto current = fx_b_->store().GetCurrentCertificate(fx_b_->AdminScope(tenant), kChainNames);
+    return current.ok() && current->serial == kChainSerial;
+  }));
+  // The renewal job ends (it saw its order valid), and nothing else is left to run.
+  ASSERT_TRUE(Eventually([&] {
+    auto counts = fx_a_->store().CountDueJobs(clock_.Now() + absl::Hours(1));
+    return counts.ok() && counts->empty();
+  }));
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 1);
+  EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 1);
+  ASSERT_OK_AND_ASSIGN(storage::Certificate after,
+                       fx_a_->store().GetCertificate(fx_a_->AdminScope(tenant), old.id));
+  EXPECT_TRUE(after.superseded_at.has_value());
+  EXPECT_FALSE(after.revoked_at.has_value());
 }
 
 TEST_F(PolicyReplicasTest, AReplicaStoppedMidRotationLeavesWorkTheOtherCompletes) {

@@ -63,6 +63,13 @@ JobOutcome Renewer::Renew(const JobRun& run) {
     if (absl::IsNotFound(order.status())) break;
     if (!order.ok()) return JobOutcome::Failed(order.status());
     if (order->state == storage::OrderState::kValid) {
+      if (order->certificate.has_value()) {
+        if (absl::Status s =
+                options_.certificates->RecordReplacedCertificate(scope, *order->certificate, id);
+            !s.ok()) {
+          return JobOutcome::Failed(s);
+        }
+      }
       count("renewed");
       Log(LogLevel::kInfo, "certificate renewed by policy",
           {{"tenant", tenant->spec.name}, {"replaced", old->serial}});

@@ -8,8 +8,9 @@
 // any replica, finds the order an earlier run made (kIdempotencyKeyLifetime) instead of making
 // another: a renewal is ordered once however often the job is scheduled or retried. A run does
 // not wait for the CA: while the order is in flight it asks to run again `check_interval` later.
-// When the order is valid the renewal is done (the new certificate supersedes the old one, which
-// is not revoked); when it failed, the next attempt's order is made after `failure_backoff`
+// When the order is valid the new certificate records the old one's serial
+// (CertificateStore::RecordReplacedCertificate) and the renewal is done (the new certificate
+// supersedes the old one, which is not revoked); when it failed, the next attempt's order is made after `failure_backoff`
 // doubled per failed order, and after `max_orders` failed orders the job is given up.
 //
 // A certificate that is no longer live (superseded by another issuance, expired), has no

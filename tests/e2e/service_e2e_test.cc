@@ -314,6 +314,20 @@ TEST_F(PolicyE2eTest, AServiceHeldCertificateIsRenewedInTheBackground) {
   ASSERT_TRUE(certs_->GetCertificate(c.get(), by_serial, &old).ok());
   EXPECT_EQ(old.state(), v1::CERTIFICATE_STATE_VALID);
   EXPECT_EQ(old.revocation_reason(), v1::REVOCATION_REASON_UNSPECIFIED);
+  // The certificate that renewed it records its serial (written as the renewal job ends).
+  auto replacing = [&] {
+    v1::ListCertificatesRequest list;
+    list.set_page_size(1000);
+    v1::ListCertificatesResponse page;
+    auto lc = Ctx(t.host);
+    if (!certs_->ListCertificates(lc.get(), list, &page).ok()) return 0;
+    int n = 0;
+    for (const auto& cert : page.certificates()) n += cert.replaces_serial() == old_serial;
+    return n;
+  };
+  const absl::Time recorded_by = absl::Now() + absl::Seconds(30);
+  while (replacing() == 0 && absl::Now() < recorded_by) absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_EQ(replacing(), 1);
 }
 
 TEST_F(PolicyE2eTest, RotationByPolicyMovesTheAccountToAKeyPebbleAccepts) {
