@@ -13,6 +13,7 @@
 #include "service/identifiers.h"
 #include "service/log.h"
 #include "service/paging.h"
+#include "service/renewal_policy.h"
 #include "service/required.h"
 
 namespace acmevault::service {
@@ -311,11 +312,11 @@ absl::StatusOr<std::optional<IssueResult>> Issuer::FindReusable(const storage::S
     if (absl::IsNotFound(current.status())) return std::nullopt;
     return current.status();
   }
-  // Renewal is due within the tenant's window of expiry; a window of 0 means a third of the
-  // certificate's lifetime.
-  absl::Duration window = checked.tenant.spec.policy.renewal_window;
-  if (window <= absl::ZeroDuration()) window = (current->not_after - current->not_before) / 3;
-  if (request.force_new || current->not_after - options_.clock->Now() <= window) {
+  // The same decision as the background renewal's (service/renewal_policy.h): a certificate
+  // due for renewal is not handed out again.
+  if (request.force_new || DecideRenewal(checked.tenant.spec.policy, *current, std::nullopt,
+                                         options_.clock->Now())
+                               .due) {
     return std::nullopt;
   }
   // A service-held key goes only to the request that made it: the reuse is open to its caller

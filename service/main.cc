@@ -48,6 +48,7 @@
 #include "service/engine_config.h"
 #include "service/health.h"
 #include "service/policy_scheduler.h"
+#include "service/renewer.h"
 #include "service/grpc_server.h"
 #include "service/grpc_services.h"
 #include "service/http01_responder.h"
@@ -363,14 +364,25 @@ absl::Status Serve() {
   // A keyChange whose outcome was unknown (or a rollover cut short by a crash) left a pending
   // key: ask the CA about it before serving. Not fatal: each use of the key resolves it first.
   accounts->ResolvePendingKeys({"acmevaultd", "start-up"}).IgnoreError();
-  // The tenants' policies: rotations (and later renewals, sweeps) scheduled as jobs.
   const auto& pc = config.policy();
+  ASSIGN_OR_RETURN(auto renewer, service::Renewer::Create(
+                                     {.tenants = s,
+                                      .orders = s,
+                                      .certificates = s,
+                                      .issuer = issuer.get(),
+                                      .engine = engine.get(),
+                                      .metrics = &metrics,
+                                      .check_interval = pc.renewal_check_interval_seconds() > 0
+                                                            ? absl::Seconds(pc.renewal_check_interval_seconds())
+                                                            : absl::Minutes(1)}));
+  // The tenants' policies: rotations and renewals (later sweeps) scheduled as jobs.
   ASSIGN_OR_RETURN(
       auto scheduler,
       service::PolicyScheduler::Create(
           {.tenants = s,
            .accounts = s,
            .authorizations = s,
+           .certificates = s,
            .engine = engine.get(),
            .metrics = &metrics,
            .scan_interval = pc.scan_interval_seconds() > 0
@@ -394,7 +406,11 @@ absl::Status Serve() {
                                           ? absl::Seconds(pc.authorization_max_valid_seconds())
                                           : absl::Hours(1),
            .authorization_sweep_limit =
-               pc.authorization_sweep_limit() > 0 ? pc.authorization_sweep_limit() : 100}));
+               pc.authorization_sweep_limit() > 0 ? pc.authorization_sweep_limit() : 100,
+           .renewal_spread = pc.renewal_spread_seconds() > 0
+                                 ? absl::Seconds(pc.renewal_spread_seconds())
+                             : pc.renewal_spread_seconds() < 0 ? absl::ZeroDuration()
+                                                               : absl::Minutes(5)}));
   ASSIGN_OR_RETURN(auto token_cache, MakeTokenCache(config.token_cache(), &metrics));
   // Revocations by any replica reach this cache (destroyed first: declared after it).
   std::unique_ptr<storage::JobWaker> revocations;

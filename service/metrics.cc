@@ -29,6 +29,8 @@ struct Metrics::Families {
   prometheus::Family<prometheus::Counter>* key_rotations;
   prometheus::Family<prometheus::Counter>* authz_deactivations;
   prometheus::Family<prometheus::Gauge>* authz_outstanding;
+  prometheus::Family<prometheus::Counter>* renewals;
+  prometheus::Gauge* certificates_due;
   prometheus::Family<prometheus::Counter>* token_cache;
   prometheus::Family<prometheus::Gauge>* jobs_due;
   prometheus::Family<prometheus::Gauge>* jobs_running;
@@ -105,6 +107,16 @@ Metrics::Metrics()
                                       .Name("acmevault_authorizations_outstanding")
                                       .Help("Valid or pending authorizations in the ledger, by tenant")
                                       .Register(*registry_);
+  families_->renewals = &prometheus::BuildCounter()
+                             .Name("acmevault_certificate_renewals_total")
+                             .Help("Background certificate renewals, by tenant and result")
+                             .Register(*registry_);
+  families_->certificates_due =
+      &prometheus::BuildGauge()
+           .Name("acmevault_certificates_due_for_renewal")
+           .Help("Service-held certificates the last policy scan found due for renewal")
+           .Register(*registry_)
+           .Add({});
   families_->token_cache =
       &prometheus::BuildCounter()
            .Name("acmevault_token_cache_lookups_total")
@@ -181,6 +193,15 @@ void Metrics::RecordAuthorizationDeactivation(absl::string_view result) {
 void Metrics::SetAuthorizationsOutstanding(absl::string_view tenant, int64_t count) {
   families_->authz_outstanding->Add({{"tenant", std::string(tenant)}})
       .Set(static_cast<double>(count));
+}
+
+void Metrics::RecordRenewal(absl::string_view tenant, absl::string_view result) {
+  families_->renewals->Add({{"tenant", std::string(tenant)}, {"result", std::string(result)}})
+      .Increment();
+}
+
+void Metrics::SetCertificatesDue(int64_t due) {
+  families_->certificates_due->Set(static_cast<double>(due));
 }
 
 void Metrics::RecordTokenCacheLookup(absl::string_view result) {

@@ -54,6 +54,13 @@ class Metrics {
   // acmevault_authorizations_outstanding{tenant}: the ledger's valid and pending
   // authorizations of the tenant (each policy sweep).
   void SetAuthorizationsOutstanding(absl::string_view tenant, int64_t count);
+  // acmevault_certificate_renewals_total{tenant,result}: background renewals (the
+  // renew_certificate job) by result: "renewed", "started" (an order made), "failed" (its
+  // order failed; retried later) or "given_up".
+  void RecordRenewal(absl::string_view tenant, absl::string_view result);
+  // acmevault_certificates_due_for_renewal: service-held certificates the last policy scan of
+  // this replica found due.
+  void SetCertificatesDue(int64_t due);
   // acmevault_token_cache_lookups_total{result}: "hit" (a known token, no store lookup),
   // "negative_hit" (a token refused without a store lookup) or "miss" (asked the store).
   void RecordTokenCacheLookup(absl::string_view result);

@@ -24,6 +24,8 @@ TEST(Metrics, CountsRpcsAcmeErrorsIssuanceAndKeyAge) {
   m.RecordKeyRotation("acme-corp", "rotated");
   m.RecordKeyRotation("acme-corp", "failed");
   m.RecordKeyRotation("acme-corp", "failed");
+  m.RecordRenewal("acme-corp", "renewed");
+  m.SetCertificatesDue(3);
   m.AddRpcsInFlight(1);
   m.AddRpcsInFlight(1);
   m.AddRpcsInFlight(-1);
@@ -38,6 +40,9 @@ TEST(Metrics, CountsRpcsAcmeErrorsIssuanceAndKeyAge) {
                               "method=\"IssueCertificate\"} 1"));
   EXPECT_THAT(text, HasSubstr("acmevault_rpc_latency_seconds_count{method=\"IssueCertificate\"} 3"));
   EXPECT_THAT(text, HasSubstr("acmevault_acme_requests_total{operation=\"newOrder\"} 2"));
+  EXPECT_THAT(text, HasSubstr("acmevault_certificate_renewals_total{result=\"renewed\","
+                              "tenant=\"acme-corp\"} 1"));
+  EXPECT_THAT(text, HasSubstr("acmevault_certificates_due_for_renewal 3"));
   EXPECT_THAT(text, HasSubstr(
                         "acmevault_acme_errors_total{operation=\"newOrder\",type=\"rateLimited\"} 1"));
   EXPECT_THAT(text, HasSubstr(

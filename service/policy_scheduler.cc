@@ -9,6 +9,7 @@
 #include "common/status_macros.h"
 #include "service/log.h"
 #include "service/order_runner.h"
+#include "service/renewal_policy.h"
 #include "service/required.h"
 #include "service/rotation_policy.h"
 
@@ -19,6 +20,7 @@ absl::StatusOr<std::unique_ptr<PolicyScheduler>> PolicyScheduler::Create(Options
                                                            {"accounts", options.accounts},
                                                            {"authorizations",
                                                             options.authorizations},
+                                                           {"certificates", options.certificates},
                                                            {"engine", options.engine},
                                                            {"clock", options.clock}}));
   if (options.scan_interval <= absl::ZeroDuration() ||
@@ -27,10 +29,11 @@ absl::StatusOr<std::unique_ptr<PolicyScheduler>> PolicyScheduler::Create(Options
       options.authorization_sweep_interval < absl::ZeroDuration() ||
       options.authorization_max_pending < absl::ZeroDuration() ||
       options.authorization_max_valid < absl::ZeroDuration() ||
-      options.authorization_sweep_limit <= 0) {
+      options.authorization_sweep_limit <= 0 || options.renewal_spread < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         "PolicyScheduler: scan_interval and authorization_sweep_limit must be positive, "
-        "scan_jitter, rotation_spread and the authorization sweep's durations not negative");
+        "scan_jitter, rotation_spread, renewal_spread and the authorization sweep's durations "
+        "not negative");
   }
   options.scan_jitter = std::min(options.scan_jitter, options.scan_interval);
   return std::unique_ptr<PolicyScheduler>(new PolicyScheduler(std::move(options)));
@@ -42,13 +45,13 @@ PolicyScheduler::PolicyScheduler(Options options)
 
 PolicyScheduler::~PolicyScheduler() { Stop(); }
 
-absl::Duration PolicyScheduler::Spread(storage::TenantId tenant, storage::AccountId account,
+absl::Duration PolicyScheduler::Spread(storage::TenantId tenant, int64_t subject,
                                        absl::Duration spread) {
   const int64_t us = absl::ToInt64Microseconds(spread);
   if (us <= 0) return absl::ZeroDuration();
   // A fixed mix (not absl::Hash, which is seeded per process): every replica must agree.
   uint64_t h = static_cast<uint64_t>(tenant) * 0x9E3779B97F4A7C15ull ^
-               static_cast<uint64_t>(account) * 0xC2B2AE3D27D4EB4Full;
+               static_cast<uint64_t>(subject) * 0xC2B2AE3D27D4EB4Full;
   h ^= h >> 29;
   h *= 0xBF58476D1CE4E5B9ull;
   h ^= h >> 32;
@@ -130,6 +133,44 @@ absl::Status PolicyScheduler::ScanTenant(const storage::Tenant& tenant, bool swe
   return absl::OkStatus();
 }
 
+absl::Status PolicyScheduler::ScanRenewals(
+    const std::map<storage::TenantId, storage::Tenant>& tenants, ScanResult& result) {
+  const absl::Time now = options_.clock->Now();
+  storage::PageRequest page{"", 1000};
+  do {
+    ASSIGN_OR_RETURN(storage::Page<storage::DueCertificate> due,
+                     options_.certificates->ListCertificatesDueForRenewal(page));
+    for (const auto& d : due.items) {
+      auto tenant = tenants.find(d.tenant);
+      if (tenant == tenants.end()) continue;  // disabled since the tenants were listed
+      const storage::Scope scope{d.tenant, {"policy scheduler", "scan"}};
+      absl::StatusOr<storage::Certificate> cert =
+          options_.certificates->GetCertificate(scope, d.id);
+      absl::Status s = cert.status();
+      if (s.ok() && cert->has_private_key &&
+          DecideRenewal(tenant->second.spec.policy, *cert, std::nullopt, now).due) {
+        ++result.certificates_due;
+        s = options_.engine
+                ->Schedule(scope, storage::NewJob{kRenewJob, absl::StrCat(d.id),
+                                                  tenant->second.spec.acme_directory_url,
+                                                  now + Spread(d.tenant, d.id,
+                                                               options_.renewal_spread)})
+                .status();
+        if (s.ok()) ++result.renewals_scheduled;
+      }
+      if (!s.ok()) {
+        ++result.errors;
+        Log(LogLevel::kWarning, "renewal scan of a certificate failed",
+            {{"tenant", tenant->second.spec.name},
+             {"certificate", absl::StrCat(d.id)},
+             {"status", s.ToString()}});
+      }
+    }
+    page.page_token = due.next_page_token;
+  } while (!page.page_token.empty());
+  return absl::OkStatus();
+}
+
 absl::StatusOr<PolicyScheduler::ScanResult> PolicyScheduler::ScanOnce() {
   ScanResult result;
   {
@@ -140,6 +181,7 @@ absl::StatusOr<PolicyScheduler::ScanResult> PolicyScheduler::ScanOnce() {
                     now - *last_sweep_ >= options_.authorization_sweep_interval);
     if (result.swept) last_sweep_ = now;
   }
+  std::map<storage::TenantId, storage::Tenant> enabled;
   storage::PageRequest page{"", 1000};
   absl::Status listed = absl::OkStatus();
   do {
@@ -151,6 +193,7 @@ absl::StatusOr<PolicyScheduler::ScanResult> PolicyScheduler::ScanOnce() {
     for (const auto& tenant : tenants->items) {
       if (tenant.disabled_at.has_value()) continue;
       ++result.tenants;
+      enabled.emplace(tenant.id, tenant);
       if (absl::Status s = ScanTenant(tenant, result.swept, result); !s.ok()) {
         ++result.errors;
         Log(LogLevel::kWarning, "policy scan of a tenant failed",
@@ -159,6 +202,14 @@ absl::StatusOr<PolicyScheduler::ScanResult> PolicyScheduler::ScanOnce() {
     }
     page.page_token = tenants->next_page_token;
   } while (!page.page_token.empty());
+  if (listed.ok()) {
+    if (absl::Status s = ScanRenewals(enabled, result); !s.ok()) {
+      ++result.errors;
+      Log(LogLevel::kWarning, "renewal scan failed", {{"status", s.ToString()}});
+    } else if (options_.metrics != nullptr) {
+      options_.metrics->SetCertificatesDue(result.certificates_due);
+    }
+  }
   {
     absl::MutexLock lock(&mu_);
     health_.last_scan = options_.clock->Now();
@@ -189,11 +240,13 @@ void PolicyScheduler::Loop() {
     absl::StatusOr<ScanResult> r = ScanOnce();
     if (!r.ok()) {
       Log(LogLevel::kWarning, "policy scan failed", {{"status", r.status().ToString()}});
-    } else if (r->rotations_scheduled > 0 || r->deactivations_scheduled > 0) {
+    } else if (r->rotations_scheduled > 0 || r->deactivations_scheduled > 0 ||
+               r->renewals_scheduled > 0) {
       Log(LogLevel::kInfo, "policy scan scheduled jobs",
           {{"tenants", absl::StrCat(r->tenants)},
            {"rotations", absl::StrCat(r->rotations_scheduled)},
-           {"deactivations", absl::StrCat(r->deactivations_scheduled)}});
+           {"deactivations", absl::StrCat(r->deactivations_scheduled)},
+           {"renewals", absl::StrCat(r->renewals_scheduled)}});
     }
     wait = jittered(options_.scan_interval);
   }

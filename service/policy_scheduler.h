@@ -1,7 +1,7 @@
 // PolicyScheduler: the timer that puts every tenant's policy on the work engine (issue 11). It
 // acts on nothing itself: each pass ("scan") reads what the policies are about and schedules
-// jobs, which any replica's engine runs. Today it schedules key rotations (kRotateJob); later
-// kinds (renewals, sweeps, verifications) are further per-tenant checks in ScanTenant.
+// jobs, which any replica's engine runs. It schedules key rotations (kRotateJob) and
+// certificate renewals (kRenewJob); later kinds (sweeps, verifications) are further checks.
 //
 // A scan lists every enabled tenant (one cross-tenant page read per 1000 tenants), then per
 // tenant its accounts and the active key of its valid account (the one AccountManager uses):
@@ -10,6 +10,13 @@
 // schedules kRotateJob for the account, due at now plus a spread of up to `rotation_spread`
 // fixed by the tenant and account ids, so a fleet of tenants due at once is not rolled over in
 // the same second, and every replica's scan asks for the same time.
+//
+// Then it pages through the certificates due for renewal across the enabled tenants
+// (CertificateStore::ListCertificatesDueForRenewal, one read per 1000) and reads each (one
+// read per due certificate): one whose key the service holds and that the renewal policy
+// (service/renewal_policy.h) says is due gets kRenewJob, its subject the certificate id, due at
+// now plus a spread of up to `renewal_spread` fixed by the tenant and certificate ids. A host
+// that holds its certificate's key renews it itself (IssueCertificate tells it when).
 //
 // No leader: every replica scans. Scheduling is an upsert on (tenant, kind, subject), so scans
 // of one due key by two replicas leave one open job; a scan that read the key before another
@@ -30,6 +37,7 @@
 #define ACMEVAULT_SERVICE_POLICY_SCHEDULER_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -55,6 +63,7 @@ class PolicyScheduler {
     storage::TenantStore* tenants = nullptr;
     storage::AccountStore* accounts = nullptr;
     storage::AuthorizationStore* authorizations = nullptr;
+    storage::CertificateStore* certificates = nullptr;
     Engine* engine = nullptr;  // where the jobs are scheduled
     // Optional (borrowed): key ages.
     Metrics* metrics = nullptr;
@@ -79,6 +88,8 @@ class PolicyScheduler {
     absl::Duration authorization_max_valid = absl::Hours(1);
     // The most deactivation jobs one sweep schedules per tenant; the next sweep goes on.
     int authorization_sweep_limit = 100;
+    // A due renewal is scheduled this much later at most, by tenant and certificate.
+    absl::Duration renewal_spread = absl::Minutes(5);
     // Seeds the scan jitter. Unset: random.
     std::optional<uint64_t> jitter_seed;
   };
@@ -90,6 +101,8 @@ class PolicyScheduler {
     int rotations_scheduled = 0;
     bool swept = false;               // this scan swept the authorization ledger
     int deactivations_scheduled = 0;
+    int certificates_due = 0;     // service-held certificates due for renewal
+    int renewals_scheduled = 0;
     int errors = 0;             // tenants whose reads or scheduling failed (logged)
   };
 
@@ -118,10 +131,9 @@ class PolicyScheduler {
   };
   Health health() const;
 
-  // The spread of a due rotation of `account` of `tenant`: in [0, spread), the same on every
-  // replica.
-  static absl::Duration Spread(storage::TenantId tenant, storage::AccountId account,
-                               absl::Duration spread);
+  // The spread of a due job about `subject` (an account or certificate id) of `tenant`: in
+  // [0, spread), the same on every replica.
+  static absl::Duration Spread(storage::TenantId tenant, int64_t subject, absl::Duration spread);
 
   // Whether the sweep deactivates `authorization` at `now`: pending and last recorded
   // `max_pending` ago or more, or valid and last recorded `max_valid` ago or more while
@@ -137,6 +149,9 @@ class PolicyScheduler {
   // The sweep of one tenant; `active` its account and key, if any.
   absl::Status SweepTenant(const storage::Tenant& tenant, const storage::Scope& scope,
                            const std::optional<ActiveAccountKey>& active, ScanResult& result);
+  // The renewals due across `tenants` (the enabled ones, by id); adds to `result`.
+  absl::Status ScanRenewals(const std::map<storage::TenantId, storage::Tenant>& tenants,
+                            ScanResult& result);
   void Loop();
 
   const Options options_;

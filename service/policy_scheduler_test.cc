@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <thread>
@@ -18,6 +19,9 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/accounts.h"
+#include "service/renewal_policy.h"
+#include "service/renewer.h"
+#include "service/testing/happy_ca.h"
 #include "service/testing/fixture.h"
 #include "service/testing/issuing.h"
 #include "storage/testing/status_matchers.h"
@@ -143,8 +147,9 @@ Caller AdminOf(storage::TenantId tenant) {
   return c;
 }
 
-// One replica: issuing machinery (its engine), an AccountManager that registers the rotation
-// job on that engine, and a policy scheduler.
+// One replica: issuing machinery (its engine; certificate keys are the test chain's key, which
+// the scripted CA certifies), an AccountManager and a Renewer that register the rotation and
+// renewal jobs on that engine, and a policy scheduler.
 struct Replica {
   Replica(testing::Fixture& fx, ScriptedServer& ca, const std::string& id, Metrics* metrics) {
     AcmeClients::Options client_options;
@@ -152,9 +157,13 @@ struct Replica {
     client_options.client.clock = &fx.clock();
     clients = *AcmeClients::Create(client_options);
     issuing = testing::IssuingReplica::Create(
-        fx, {.clients = clients.get(), .replica_id = id, .adjust_engine = [](Engine::Options& o) {
-               o.initial_backoff = absl::Seconds(1);
-             }});
+        fx, {.clients = clients.get(),
+             .replica_id = id,
+             .adjust_issuer =
+                 [](Issuer::Options& o) {
+                   o.generate_key = [](crypto::KeyAlgorithm) { return testing::TestLeafKey(); };
+                 },
+             .adjust_engine = [](Engine::Options& o) { o.initial_backoff = absl::Seconds(1); }});
     accounts = *AccountManager::Create(fx.WithStore(AccountManager::Options{
         .clients = clients.get(),
         .issuer = &issuing->issuer(),
@@ -162,22 +171,30 @@ struct Replica {
         .notices = &issuing->notices(),
         .metrics = metrics,
         .clock = &fx.clock()}));
+    renewer = *Renewer::Create(fx.WithStore(Renewer::Options{
+        .issuer = &issuing->issuer(),
+        .engine = &issuing->engine(),
+        .metrics = metrics,
+        .clock = &fx.clock()}));
     scheduler = *PolicyScheduler::Create(fx.WithStore(PolicyScheduler::Options{
         .engine = &issuing->engine(),
         .metrics = metrics,
         .clock = &fx.clock(),
         .rotation_spread = absl::ZeroDuration(),
+        .renewal_spread = absl::ZeroDuration(),
         .jitter_seed = 7}));
   }
   ~Replica() {
     scheduler.reset();
     accounts.reset();  // stops the engine before the issuing machinery goes
+    renewer.reset();
     issuing.reset();
   }
 
   std::unique_ptr<AcmeClients> clients;
   std::unique_ptr<testing::IssuingReplica> issuing;
   std::unique_ptr<AccountManager> accounts;
+  std::unique_ptr<Renewer> renewer;
   std::unique_ptr<PolicyScheduler> scheduler;
 };
 
@@ -444,6 +461,123 @@ TEST(PolicySchedulerSweepTest, SweepDueDecidesByStatusAgeAndTheTenantsPolicy) {
   EXPECT_FALSE(PolicyScheduler::SweepDue(deactivates, a, hour, hour, now));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Renewal by policy
+
+// The names crypto/testdata/chain.pem certifies (what the scripted CA issues), canonical.
+const std::vector<std::string> kChainNames = {"*.leaf.example.com", "leaf.example.com"};
+// Its serial, as stored.
+constexpr char kChainSerial[] = "8f00d1e2c3b4a59687";
+
+// Stores a certificate for `names` of `tenant` that expires `left` from now, with the
+// service-held key when `service_key`.
+storage::Certificate AddCertificate(testing::Fixture& fx, storage::TenantId tenant,
+                                    const std::vector<std::string>& names,
+                                    const std::string& serial, absl::Duration left,
+                                    bool service_key) {
+  const crypto::PrivateKey key = testing::TestLeafKey();
+  storage::NewCertificate c;
+  c.identifiers = names;
+  c.serial = serial;
+  c.not_before = fx.clock().Now() - absl::Hours(24 * 60);
+  c.not_after = fx.clock().Now() + left;
+  c.chain_pem = testing::ReadTestFile("crypto/testdata/chain.pem");
+  if (service_key) c.private_key = &key;
+  auto stored = fx.store().InsertCertificate(fx.AdminScope(tenant), c);
+  EXPECT_TRUE(stored.ok()) << stored.status();
+  return stored.ok() ? *stored : storage::Certificate{};
+}
+
+class PolicyRenewalTest : public PolicySchedulerTest {
+ protected:
+  void SetUp() override {
+    fx_.clock().Set(testing::TestChainValidTime());  // the scripted CA issues the test chain
+    testing::ScriptHappyCa(ca_, &order_state_);
+    PolicySchedulerTest::SetUp();
+    // Renewal window: 30 days (the default policy).
+    tenant_ = AddTenantWithAccount(fx_, *accounts_, "renew", absl::Hours(24 * 365));
+  }
+
+  std::string order_state_;
+  storage::TenantId tenant_ = 0;
+};
+
+TEST_F(PolicyRenewalTest, ADueServiceHeldCertificateIsRenewedInTheBackgroundOnce) {
+  const storage::Certificate old =
+      AddCertificate(fx_, tenant_, kChainNames, "0101", absl::Hours(24 * 10), true);
+  // Not renewed: a host holds its key; another is not due yet.
+  AddCertificate(fx_, tenant_, {"host.example.com"}, "0202", absl::Hours(24 * 10), false);
+  AddCertificate(fx_, tenant_, {"later.example.com"}, "0303", absl::Hours(24 * 40), true);
+
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult scan, scheduler_->ScanOnce());
+  EXPECT_EQ(scan.certificates_due, 1);
+  EXPECT_EQ(scan.renewals_scheduled, 1);
+  EXPECT_EQ(scan.errors, 0);
+  // Another replica's scan before any job ran: still one job.
+  ASSERT_OK(scheduler_->ScanOnce().status());
+  EXPECT_THAT(metrics_.Render(), HasSubstr("acmevault_certificates_due_for_renewal 1"));
+
+  replica_->issuing->Start();
+  testing::ClockTicker ticker(fx_.clock());
+  ASSERT_TRUE(Eventually([&] {
+    auto current = fx_.store().GetCurrentCertificate(fx_.AdminScope(tenant_), kChainNames);
+    return current.ok() && current->serial == kChainSerial;
+  }));
+  ASSERT_TRUE(Eventually([&] {
+    return absl::StrContains(metrics_.Render(), "acmevault_certificate_renewals_total{"
+                                                "result=\"renewed\",tenant=\"renew\"} 1");
+  }));
+  ASSERT_OK_AND_ASSIGN(storage::Certificate renewed,
+                       fx_.store().GetCertificateBySerial(fx_.AdminScope(tenant_), kChainSerial));
+  EXPECT_TRUE(renewed.has_private_key);
+  EXPECT_EQ(renewed.replaces_serial, "0101");
+  // The old one is superseded, not revoked.
+  ASSERT_OK_AND_ASSIGN(storage::Certificate after,
+                       fx_.store().GetCertificate(fx_.AdminScope(tenant_), old.id));
+  EXPECT_TRUE(after.superseded_at.has_value());
+  EXPECT_FALSE(after.revoked_at.has_value());
+  EXPECT_THAT(metrics_.Render(), HasSubstr("acmevault_certificate_renewals_total{"
+                                           "result=\"started\",tenant=\"renew\"} 1"));
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 1);
+  // Nothing is due any more.
+  ASSERT_OK_AND_ASSIGN(scan, scheduler_->ScanOnce());
+  EXPECT_EQ(scan.certificates_due, 0);
+}
+
+TEST_F(PolicyRenewalTest, AFailedRenewalOrderIsRetriedAfterTheBackoffWithAFreshOrder) {
+  const storage::Certificate old =
+      AddCertificate(fx_, tenant_, kChainNames, "0101", absl::Hours(24 * 10), true);
+  // Held by the handler too: the engine's workers may outlive this test body.
+  auto orders = std::make_shared<std::atomic<int>>(0);
+  ca_.On("POST", "/new-order", [orders, state = &order_state_](const Call&) {
+    if (++*orders == 1) {
+      return ScriptedServer::Problem(400, "urn:ietf:params:acme:error:rejectedIdentifier",
+                                     "not today");
+    }
+    *state = "pending";
+    return ScriptedServer::Json(201, ScriptedServer::Order("pending"),
+                                {{"Location", ScriptedServer::Url("/order/1")}});
+  });
+  ASSERT_OK(scheduler_->ScanOnce().status());
+  replica_->issuing->Start();
+  // Past the renewer's hour of backoff in a few seconds, leases (a minute) still renewed.
+  testing::ClockTicker ticker(fx_.clock(), absl::Seconds(2));
+  ASSERT_TRUE(Eventually([&] {
+    auto current = fx_.store().GetCurrentCertificate(fx_.AdminScope(tenant_), kChainNames);
+    return current.ok() && current->serial == kChainSerial;
+  }));
+  EXPECT_EQ(orders->load(), 2);
+  ASSERT_TRUE(Eventually([&] {
+    return absl::StrContains(metrics_.Render(), "acmevault_certificate_renewals_total{"
+                                                "result=\"failed\",tenant=\"renew\"} 1");
+  }));
+  // The failed order and the one that renewed, each by its own key.
+  ASSERT_OK_AND_ASSIGN(storage::Order first, fx_.store().FindOrderByIdempotencyKey(
+                                                 fx_.AdminScope(tenant_),
+                                                 Renewer::OrderKey(old.id, 0)));
+  EXPECT_EQ(first.state, storage::OrderState::kInvalid);
+}
+
 TEST(PolicySchedulerSpreadTest, SpreadIsTheSameOnEveryReplicaAndInsideTheWindow) {
   std::set<absl::Duration> seen;
   for (storage::AccountId account = 1; account <= 50; ++account) {
@@ -489,6 +623,7 @@ class PolicyReplicasTest : public PolicyTestBase {
   }
 
   acmevault::testing::FakeClock clock_;
+  std::string order_state_;  // the happy CA's, for the renewal test
   std::unique_ptr<storage::testing::TestDatabase> db_;
   std::unique_ptr<testing::Fixture> fx_a_, fx_b_;
   ScriptedServer ca_;
@@ -535,6 +670,38 @@ TEST_F(PolicyReplicasTest, EachDueTenantIsRotatedExactlyOnceAndATenantNotDueIsUn
   }
   EXPECT_THAT(States(*fx_a_, fresh), ElementsAre(KeyState::kActive));
   EXPECT_TRUE(RotationAudits(*fx_a_, fresh).empty());
+}
+
+TEST_F(PolicyReplicasTest, TwoReplicasRenewADueCertificateOnce) {
+  clock_.Set(testing::TestChainValidTime());  // the scripted CA issues the test chain
+  testing::ScriptHappyCa(ca_, &order_state_);
+  const auto tenant =
+      AddTenantWithAccount(*fx_a_, *a_->accounts, "renew", absl::Hours(24 * 365));
+  const storage::Certificate old =
+      AddCertificate(*fx_a_, tenant, kChainNames, "0101", absl::Hours(24 * 10), true);
+  a_->issuing->Start();
+  b_->issuing->Start();
+  // Both replicas scan at once, each scheduling the renewal; both engines run jobs.
+  std::thread scan_b([&] { EXPECT_OK(b_->scheduler->ScanOnce().status()); });
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult scan, a_->scheduler->ScanOnce());
+  scan_b.join();
+  EXPECT_EQ(scan.renewals_scheduled, 1);
+  testing::ClockTicker ticker(clock_);
+  ASSERT_TRUE(Eventually([&] {
+    auto current = fx_b_->store().GetCurrentCertificate(fx_b_->AdminScope(tenant), kChainNames);
+    return current.ok() && current->serial == kChainSerial;
+  }));
+  // The renewal job ends (it saw its order valid), and nothing else is left to run.
+  ASSERT_TRUE(Eventually([&] {
+    auto counts = fx_a_->store().CountDueJobs(clock_.Now() + absl::Hours(1));
+    return counts.ok() && counts->empty();
+  }));
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 1);
+  EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 1);
+  ASSERT_OK_AND_ASSIGN(storage::Certificate after,
+                       fx_a_->store().GetCertificate(fx_a_->AdminScope(tenant), old.id));
+  EXPECT_TRUE(after.superseded_at.has_value());
+  EXPECT_FALSE(after.revoked_at.has_value());
 }
 
 TEST_F(PolicyReplicasTest, AReplicaStoppedMidRotationLeavesWorkTheOtherCompletes) {

@@ -367,6 +367,7 @@ void ToProto(const storage::Certificate& certificate, absl::Time now, bool with_
   }
   out->set_issuing_key_version(certificate.account_key_version.value_or(0));
   out->set_service_holds_key(certificate.has_private_key);
+  out->set_replaces_serial(certificate.replaces_serial);
 }
 
 void ToProto(const IssueResult& result, absl::Time now, v1::IssueCertificateResponse* out) {

@@ -180,6 +180,24 @@ absl::StatusOr<Page<DueCertificate>> PostgresStore::ListCertificatesDueForRenewa
   });
 }
 
+absl::Status PostgresStore::RecordReplacedCertificate(const Scope& scope, CertificateId renewal,
+                                                      CertificateId replaced) {
+  RETURN_IF_ERROR(rules::ValidateReplacement(renewal, replaced));
+  const absl::Time now = Now();
+  return InTenant("RecordReplacedCertificate", scope, [&](pqxx::work& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(Certificate old, GetById(tx, kCertificates, replaced));
+    ASSIGN_OR_RETURN(Certificate c, GetById(tx, kCertificates, renewal, pg::Lock::kForUpdate));
+    ASSIGN_OR_RETURN(bool change, rules::CheckReplacement(c, old));
+    if (!change) return absl::OkStatus();
+    tx.exec_params0("UPDATE certificates SET replaces_serial = $2 WHERE id = $1", renewal,
+                    old.serial);
+    Audit(tx, scope, now,
+          rules::CertificateEvent("RecordReplacedCertificate", c,
+                                  absl::StrCat("replaces ", old.serial)));
+    return absl::OkStatus();
+  });
+}
+
 absl::Status PostgresStore::MarkCertificateRevoked(const Scope& scope, CertificateId id,
                                                    crypto::RevocationReason reason) {
   RETURN_IF_ERROR(rules::ValidateRevocationReason(reason));

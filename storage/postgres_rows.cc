@@ -227,6 +227,7 @@ Certificate CertificateOf(const pqxx::row& r) {
   }
   c.superseded_at = OptionalTime(r[13]);
   c.created_at = TimeOf(r[14]);
+  c.replaces_serial = r[15].as<std::string>();
   return c;
 }
 
@@ -235,8 +236,8 @@ const Table<Certificate> kCertificates{
     "certificate",
     {"id, tenant_id, account_id, order_id, identifiers, serial, av_us(not_before), "
      "av_us(not_after), chain_pem, account_key_version, kek_id IS NOT NULL, av_us(revoked_at), "
-     "revocation_reason, av_us(superseded_at), av_us(created_at)",
-     15, CertificateOf}};
+     "revocation_reason, av_us(superseded_at), av_us(created_at), coalesce(replaces_serial, '')",
+     16, CertificateOf}};
 
 CompromiseRun CompromiseRunOf(const pqxx::row& r) {
   CompromiseRun run;

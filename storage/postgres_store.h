@@ -167,6 +167,8 @@ class PostgresStore final : public Store {
                                                      const PageRequest& page) override;
   absl::StatusOr<Page<DueCertificate>> ListCertificatesDueForRenewal(
       const PageRequest& page) override;
+  absl::Status RecordReplacedCertificate(const Scope& scope, CertificateId renewal,
+                                         CertificateId replaced) override;
   absl::Status MarkCertificateRevoked(const Scope& scope, CertificateId id,
                                       crypto::RevocationReason reason) override;
 

@@ -163,6 +163,20 @@ absl::StatusOr<NewCertificate> ValidateNewCertificate(const NewCertificate& cert
   return out;
 }
 
+absl::Status ValidateReplacement(CertificateId renewal, CertificateId replaced) {
+  if (renewal == replaced) {
+    return absl::InvalidArgumentError("a certificate cannot replace itself");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> CheckReplacement(const Certificate& renewal, const Certificate& replaced) {
+  if (renewal.replaces_serial.empty()) return true;
+  if (renewal.replaces_serial == replaced.serial) return false;
+  return absl::FailedPreconditionError(
+      absl::StrCat("certificate ", renewal.serial, " already replaces ", renewal.replaces_serial));
+}
+
 absl::Status ValidateRevocationReason(crypto::RevocationReason reason) {
   const int code = crypto::RevocationReasonCode(reason);
   if (!crypto::RevocationReasonFromCode(code).has_value()) {

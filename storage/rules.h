@@ -165,6 +165,11 @@ AuditEvent AccountStatusEvent(const Account& account, AccountStatus status);
 AuditEvent OrderEvent(absl::string_view action, const Order& order, std::string detail);
 AuditEvent CertificateEvent(absl::string_view action, const Certificate& certificate,
                             std::string detail);
+// RecordReplacedCertificate's checks: INVALID_ARGUMENT when a certificate would replace itself;
+// then, with both rows read, whether `renewal` must change (false: it records `replaced`
+// already) or FAILED_PRECONDITION when it records another.
+absl::Status ValidateReplacement(CertificateId renewal, CertificateId replaced);
+absl::StatusOr<bool> CheckReplacement(const Certificate& renewal, const Certificate& replaced);
 AuditEvent SimpleEvent(absl::string_view action, std::string detail);
 // "CompromiseStart" ("run N[ deactivate_account]"), "CompromiseStep" ("run N: step"),
 // "CompromiseDone" ("run N").

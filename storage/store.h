@@ -289,6 +289,12 @@ class CertificateStore {
   // within their tenant's renewal window of now (or has passed), ordered by (not_after, id).
   virtual absl::StatusOr<Page<DueCertificate>> ListCertificatesDueForRenewal(
       const PageRequest& page) = 0;
+  // Records that `renewal` renewed `replaced` (both scope.tenant's): renewal's replaces_serial
+  // becomes replaced's serial. Audited as "RecordReplacedCertificate" on the renewal. The same
+  // record again is OK (no change, no audit row); another one is FAILED_PRECONDITION; NOT_FOUND
+  // for an unknown id; INVALID_ARGUMENT when both are the same certificate.
+  virtual absl::Status RecordReplacedCertificate(const Scope& scope, CertificateId renewal,
+                                                 CertificateId replaced) = 0;
   // INVALID_ARGUMENT for a value that is no RFC 5280 CRLReason; FAILED_PRECONDITION if already
   // revoked.
   virtual absl::Status MarkCertificateRevoked(const Scope& scope, CertificateId id,

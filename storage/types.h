@@ -372,6 +372,9 @@ struct Certificate {
   std::optional<crypto::RevocationReason> revocation_reason;
   // Set when a later certificate for the same identifiers was stored.
   std::optional<absl::Time> superseded_at;
+  // The serial of the certificate this one renewed (CertificateStore::RecordReplacedCertificate);
+  // empty when it renewed none.
+  std::string replaces_serial;
   absl::Time created_at;
 };
 

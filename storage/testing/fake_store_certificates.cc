@@ -197,6 +197,23 @@ absl::StatusOr<Page<DueCertificate>> FakeStore::ListCertificatesDueForRenewal(
   return out;
 }
 
+absl::Status FakeStore::RecordReplacedCertificate(const Scope& scope, CertificateId renewal,
+                                                  CertificateId replaced) {
+  RETURN_IF_ERROR(rules::ValidateReplacement(renewal, replaced));
+  const absl::Time now = Now();
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  ASSIGN_OR_RETURN(State::CertificateRow * old, FindCertificate(s, scope, replaced));
+  ASSIGN_OR_RETURN(State::CertificateRow * row, FindCertificate(s, scope, renewal));
+  ASSIGN_OR_RETURN(bool change, rules::CheckReplacement(row->certificate, old->certificate));
+  if (!change) return absl::OkStatus();
+  row->certificate.replaces_serial = old->certificate.serial;
+  Audit(s, scope, now,
+        rules::CertificateEvent("RecordReplacedCertificate", row->certificate,
+                                absl::StrCat("replaces ", old->certificate.serial)));
+  return absl::OkStatus();
+}
+
 absl::Status FakeStore::MarkCertificateRevoked(const Scope& scope, CertificateId id,
                                                crypto::RevocationReason reason) {
   RETURN_IF_ERROR(rules::ValidateRevocationReason(reason));

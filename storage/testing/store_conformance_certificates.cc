@@ -128,6 +128,44 @@ TEST_P(StoreConformanceTest, NewerCertificateSupersedesAndIsCurrent) {
               StatusIs(kNotFound, "no stored key"));
 }
 
+TEST_P(StoreConformanceTest, ARenewalRecordsTheCertificateItReplacedOnce) {
+  Tenant a = MakeTenant("alpha");
+  Tenant b = MakeTenant("beta");
+  const Scope scope = ScopeOf(a);
+  ASSERT_OK_AND_ASSIGN(Certificate old_cert,
+                       store().InsertCertificate(scope, CertificateFor({"a.test"}, "0a")));
+  ASSERT_OK_AND_ASSIGN(Certificate renewal,
+                       store().InsertCertificate(scope, CertificateFor({"a.test"}, "0b")));
+  ASSERT_OK_AND_ASSIGN(Certificate other,
+                       store().InsertCertificate(scope, CertificateFor({"c.test"}, "0c")));
+  ASSERT_OK_AND_ASSIGN(Certificate elsewhere,
+                       store().InsertCertificate(ScopeOf(b), CertificateFor({"a.test"}, "0d")));
+  EXPECT_EQ(renewal.replaces_serial, "");
+  ASSERT_OK(store().RecordReplacedCertificate(scope, renewal.id, old_cert.id));
+  ASSERT_OK(store().RecordReplacedCertificate(scope, renewal.id, old_cert.id));  // again: OK
+  EXPECT_THAT(store().RecordReplacedCertificate(scope, renewal.id, other.id),
+              StatusIs(kFailedPrecondition, "already replaces 0a"));
+  EXPECT_THAT(store().RecordReplacedCertificate(scope, other.id, other.id),
+              StatusIs(kInvalidArgument));
+  EXPECT_THAT(store().RecordReplacedCertificate(scope, other.id, elsewhere.id),
+              StatusIs(kNotFound));
+  ASSERT_OK_AND_ASSIGN(Certificate read, store().GetCertificate(scope, renewal.id));
+  EXPECT_EQ(read.replaces_serial, "0a");
+  ASSERT_OK_AND_ASSIGN(Certificate by_serial, store().GetCertificateBySerial(scope, "0b"));
+  EXPECT_EQ(by_serial.replaces_serial, "0a");
+  // The old one is as it was: superseded by the renewal, not revoked, replacing nothing.
+  ASSERT_OK_AND_ASSIGN(Certificate old_now, store().GetCertificate(scope, old_cert.id));
+  EXPECT_TRUE(old_now.superseded_at.has_value());
+  EXPECT_FALSE(old_now.revoked_at.has_value());
+  EXPECT_EQ(old_now.replaces_serial, "");
+  int audited = 0;
+  ASSERT_OK_AND_ASSIGN(auto audit, store().ListAudit(scope, {"", 1000}));
+  for (const auto& r : audit.items) {
+    audited += r.event.action == "RecordReplacedCertificate" ? 1 : 0;
+  }
+  EXPECT_EQ(audited, 1);
+}
+
 TEST_P(StoreConformanceTest, SerialsAreUniquePerTenantAndValidated) {
   Tenant a = MakeTenant("alpha");
   Tenant b = MakeTenant("beta");

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <functional>
 #include <regex>
 #include <sstream>
 #include <thread>
@@ -230,12 +231,13 @@ TEST_F(E2eTest, RolloverThenIssueUsesTheNewKey) {
   EXPECT_EQ(resp.certificate().issuing_key_version(), 2);
 }
 
-// A daemon whose policy scheduler scans every second and rotates at once when due.
+// A daemon whose policy scheduler scans every second and rotates and renews at once when due.
 class PolicyE2eTest : public E2eTest {
  protected:
   std::string ExtraConfig() const override {
     return "policy { scan_interval_seconds: 1 scan_jitter_seconds: 1 "
-           "rotation_spread_seconds: -1 }\n";
+           "rotation_spread_seconds: -1 renewal_spread_seconds: -1 "
+           "renewal_check_interval_seconds: 1 }\n";
   }
 
   v1::Account GetAccount(const TenantTokens& t) {
@@ -246,6 +248,18 @@ class PolicyE2eTest : public E2eTest {
   }
 
   void SetMaxKeyAge(const TenantTokens& t, int64_t seconds) {
+    UpdatePolicy(t, [seconds](v1::TenantPolicy& p) {
+      p.mutable_max_account_key_age()->set_seconds(seconds);
+    });
+  }
+
+  void SetRenewalWindow(const TenantTokens& t, int64_t seconds) {
+    UpdatePolicy(t, [seconds](v1::TenantPolicy& p) {
+      p.mutable_renewal_window()->set_seconds(seconds);
+    });
+  }
+
+  void UpdatePolicy(const TenantTokens& t, const std::function<void(v1::TenantPolicy&)>& change) {
     v1::GetTenantRequest get;
     get.set_name(t.name);
     v1::Tenant tenant;
@@ -255,13 +269,66 @@ class PolicyE2eTest : public E2eTest {
     update.set_name(t.name);
     *update.mutable_allowed_identifiers() = tenant.allowed_identifiers();
     *update.mutable_policy() = tenant.policy();
-    update.mutable_policy()->mutable_max_account_key_age()->set_seconds(seconds);
+    change(*update.mutable_policy());
     update.set_directory_url(tenant.directory_url());
     v1::Tenant updated;
     auto uc = Ctx(root_token_);
     ASSERT_TRUE(admin_->UpdateTenant(uc.get(), update, &updated).ok());
   }
 };
+
+TEST_F(PolicyE2eTest, AServiceHeldCertificateIsRenewedInTheBackground) {
+  TenantTokens t = NewTenant();
+  const std::string name = absl::StrCat("renewed.", t.name, ".example");
+  v1::IssueCertificateResponse first;
+  grpc::Status s = IssueWithKey(t, {name}, &first);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_TRUE(first.certificate().service_holds_key());
+  const std::string old_serial = first.certificate().serial();
+  // A window longer than Pebble's certificates live: the certificate is due at once, and the
+  // next scan (every second) renews it without any call.
+  ASSERT_NO_FATAL_FAILURE(SetRenewalWindow(t, 20 * 365 * 86400));
+  auto current = [&] {
+    v1::GetCertificateRequest get;
+    get.mutable_identifiers()->add_values(name);
+    v1::Certificate cert;
+    auto c = Ctx(t.host);
+    return certs_->GetCertificate(c.get(), get, &cert).ok() ? cert : v1::Certificate{};
+  };
+  const absl::Time give_up = absl::Now() + absl::Seconds(90);
+  while (current().serial() == old_serial && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(200));
+  }
+  // Back to a short window (every renewal would be due again at once otherwise).
+  ASSERT_NO_FATAL_FAILURE(SetRenewalWindow(t, 86400));
+  const v1::Certificate renewed = current();
+  ASSERT_NE(renewed.serial(), "") << "no current certificate";
+  ASSERT_NE(renewed.serial(), old_serial) << "not renewed in the background within 90 s";
+  EXPECT_TRUE(renewed.service_holds_key());
+  EXPECT_EQ(renewed.state(), v1::CERTIFICATE_STATE_VALID);
+  // The old one was not revoked.
+  v1::GetCertificateRequest by_serial;
+  by_serial.set_serial(old_serial);
+  v1::Certificate old;
+  auto c = Ctx(t.host);
+  ASSERT_TRUE(certs_->GetCertificate(c.get(), by_serial, &old).ok());
+  EXPECT_EQ(old.state(), v1::CERTIFICATE_STATE_VALID);
+  EXPECT_EQ(old.revocation_reason(), v1::REVOCATION_REASON_UNSPECIFIED);
+  // The certificate that renewed it records its serial (written as the renewal job ends).
+  auto replacing = [&] {
+    v1::ListCertificatesRequest list;
+    list.set_page_size(1000);
+    v1::ListCertificatesResponse page;
+    auto lc = Ctx(t.host);
+    if (!certs_->ListCertificates(lc.get(), list, &page).ok()) return 0;
+    int n = 0;
+    for (const auto& cert : page.certificates()) n += cert.replaces_serial() == old_serial;
+    return n;
+  };
+  const absl::Time recorded_by = absl::Now() + absl::Seconds(30);
+  while (replacing() == 0 && absl::Now() < recorded_by) absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_EQ(replacing(), 1);
+}
 
 TEST_F(PolicyE2eTest, RotationByPolicyMovesTheAccountToAKeyPebbleAccepts) {
   TenantTokens t = NewTenant();
