@@ -50,6 +50,22 @@ bool Eventually(Predicate done) {
   return true;
 }
 
+// Moves the fake clock on a second at a time, waking `engine` each time, until `done`: past a
+// failed job's backoff however late its outcome was stored (a test sees the failure counted
+// before the engine stores the outcome, whose backoff then counts from the clock of that
+// moment). Bounded like Eventually.
+template <typename Predicate>
+bool AdvanceUntil(acmevault::testing::FakeClock& clock, Engine& engine, Predicate done) {
+  const absl::Time deadline = absl::Now() + kPatience;
+  while (!done()) {
+    if (absl::Now() > deadline) return false;
+    clock.Advance(absl::Seconds(1));
+    engine.Wake();
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return true;
+}
+
 // A scripted CA that knows each account's key, as a real one does: newAccount registers the
 // request's key (or, with onlyReturnExisting, finds the account that has it), keyChange moves
 // the account to the inner request's key. Optionally the first keyChange stalls until released
@@ -310,6 +326,10 @@ TEST_F(PolicySchedulerTest, RotatesKeysPastTheirAgeOrOfAnotherAlgorithmToTheKeyT
     EXPECT_EQ(key_ca_.KeyOf(view.account.account_url), view.active_key.public_key.thumbprint);
     EXPECT_EQ(view.active_key.algorithm, crypto::KeyAlgorithm::kEcdsaP256);
   }
+  // Audited as the job ends, just after the keys changed.
+  EXPECT_TRUE(Eventually([&] {
+    return RotationAudits(fx_, due).size() == 1u && RotationAudits(fx_, rsa).size() == 1u;
+  }));
   EXPECT_THAT(RotationAudits(fx_, due),
               ElementsAre(HasSubstr("policy: key age 48h")));
   EXPECT_THAT(RotationAudits(fx_, rsa),
@@ -360,9 +380,8 @@ TEST_F(PolicySchedulerTest, ARotationTheCaDidNotSettleIsCountedAndCompletedByThe
                              "tenant=\"due\"} 1");
   }));
   EXPECT_THAT(States(fx_, due), ElementsAre(KeyState::kActive, KeyState::kPending));
-  fx_.clock().Advance(absl::Seconds(2));  // past the engine's backoff
-  replica_->issuing->engine().Wake();
-  ASSERT_TRUE(Eventually([&] { return States(fx_, due).back() == KeyState::kActive; }));
+  ASSERT_TRUE(AdvanceUntil(fx_.clock(), replica_->issuing->engine(),
+                           [&] { return States(fx_, due).back() == KeyState::kActive; }));
   EXPECT_THAT(States(fx_, due), ElementsAre(KeyState::kRetired, KeyState::kActive));
   AccountView view = View(*accounts_, due);
   EXPECT_EQ(key_ca_.KeyOf(view.account.account_url), view.active_key.public_key.thumbprint);
@@ -420,8 +439,6 @@ TEST_F(PolicySchedulerTest, TheSweepDeactivatesAnAbandonedPendingAuthorizationRe
     return absl::StrContains(metrics_.Render(),
                              "acmevault_authorization_deactivations_total{result=\"failed\"} 1");
   }));
-  fx_.clock().Advance(absl::Seconds(2));  // past the engine's backoff
-  replica_->issuing->engine().Wake();
   auto outstanding = [&] {
     std::vector<std::string> urls;
     auto listed = fx_.store().ListOutstandingAuthorizations(scope, {});
@@ -430,7 +447,8 @@ TEST_F(PolicySchedulerTest, TheSweepDeactivatesAnAbandonedPendingAuthorizationRe
     }
     return urls;
   };
-  ASSERT_TRUE(Eventually([&] { return outstanding().size() == 1; }));
+  ASSERT_TRUE(AdvanceUntil(fx_.clock(), replica_->issuing->engine(),
+                           [&] { return outstanding().size() == 1; }));
   EXPECT_THAT(outstanding(), ElementsAre(ScriptedServer::Url("/authz/new")));
   EXPECT_EQ(asked.load(), 2);
   EXPECT_EQ(ca_.CountCalls("POST", "/authz/new"), 0);
@@ -641,13 +659,14 @@ TEST_F(PolicyReplicasTest, EachDueTenantIsRotatedExactlyOnceAndATenantNotDueIsUn
   }
   const auto fresh = AddTenantWithAccount(*fx_a_, *a_->accounts, "fresh", absl::Hours(24 * 30));
   clock_.Advance(absl::Hours(30));
-  a_->issuing->Start();
-  b_->issuing->Start();
-  // Both replicas scan at once, each scheduling every due rotation.
+  // Both replicas scan at once, each scheduling every due rotation (before their engines run:
+  // a rotation done during a scan would make that scan find one fewer due).
   std::thread scan_b([&] { EXPECT_OK(b_->scheduler->ScanOnce().status()); });
   ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult scan, a_->scheduler->ScanOnce());
   scan_b.join();
   EXPECT_EQ(scan.rotations_scheduled, kDue);
+  a_->issuing->Start();
+  b_->issuing->Start();
   ASSERT_TRUE(Eventually([&] {
     for (auto t : due) {
       if (States(*fx_a_, t) != std::vector{KeyState::kRetired, KeyState::kActive}) return false;
