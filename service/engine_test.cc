@@ -20,6 +20,7 @@
 #include "common/testing/fake_clock.h"
 #include "common/testing/stack_env.h"
 #include "gmock/gmock.h"
+#include "common/testing/eventually.h"
 #include "gtest/gtest.h"
 #include "service/testing/fixture.h"
 #include "storage/postgres_store.h"
@@ -35,18 +36,8 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 constexpr char kStep[] = "order_step";
-constexpr absl::Duration kPatience = absl::Seconds(60);
-
-// Waits in real time until `done` holds (at most kPatience); whether it does.
-template <typename Predicate>
-bool Eventually(Predicate done) {
-  const absl::Time deadline = absl::Now() + kPatience;
-  while (!done()) {
-    if (absl::Now() > deadline) return false;
-    absl::SleepFor(absl::Milliseconds(2));
-  }
-  return true;
-}
+using ::acmevault::testing::Eventually;
+using ::acmevault::testing::kPatience;
 
 // Counts runs per subject; thread-safe.
 class RunLog {

@@ -17,6 +17,7 @@
 #include "crypto/jwk.h"
 #include "crypto/jws.h"
 #include "gmock/gmock.h"
+#include "common/testing/eventually.h"
 #include "gtest/gtest.h"
 #include "service/accounts.h"
 #include "service/renewal_policy.h"
@@ -37,18 +38,8 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using Call = ScriptedServer::Call;
 
-constexpr absl::Duration kPatience = absl::Seconds(60);
-
-// Waits in real time until `done` holds (at most kPatience); whether it does.
-template <typename Predicate>
-bool Eventually(Predicate done) {
-  const absl::Time deadline = absl::Now() + kPatience;
-  while (!done()) {
-    if (absl::Now() > deadline) return false;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  return true;
-}
+using ::acmevault::testing::Eventually;
+using ::acmevault::testing::kPatience;
 
 // Moves the fake clock on a second at a time, waking `engine` each time, until `done`: past a
 // failed job's backoff however late its outcome was stored (a test sees the failure counted
