@@ -167,9 +167,8 @@ TEST_P(StoreConformanceTest, ARenewalRecordsTheCertificateItReplacedOnce) {
 }
 
 TEST_P(StoreConformanceTest, AriChecksStoreTheWindowAndTheNextCheck) {
-  Tenant a = MakeTenant("alpha");
-  Tenant b = MakeTenant("beta");
-  const Scope scope = ScopeOf(a);
+  const Scope scope = ScopeOf(MakeTenant("alpha"));
+  const Scope elsewhere = ScopeOf(MakeTenant("beta"));
   ASSERT_OK_AND_ASSIGN(Certificate cert,
                        store().InsertCertificate(scope, CertificateFor({"a.test"}, "0a")));
   EXPECT_FALSE(cert.ari_window_start.has_value());
@@ -195,7 +194,7 @@ TEST_P(StoreConformanceTest, AriChecksStoreTheWindowAndTheNextCheck) {
               StatusIs(kInvalidArgument));
   EXPECT_THAT(store().RecordAriCheck(scope, cert.id, {end, start, start}),
               StatusIs(kInvalidArgument, "ends before it starts"));
-  EXPECT_THAT(store().RecordAriCheck(ScopeOf(b), cert.id, {start, end, start}),
+  EXPECT_THAT(store().RecordAriCheck(elsewhere, cert.id, {start, end, start}),
               StatusIs(kNotFound));
   EXPECT_THAT(store().RecordAriCheck(scope, cert.id + 1000, {start, end, start}),
               StatusIs(kNotFound));
