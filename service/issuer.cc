@@ -314,8 +314,8 @@ absl::StatusOr<std::optional<IssueResult>> Issuer::FindReusable(const storage::S
   }
   // The same decision as the background renewal's (service/renewal_policy.h): a certificate
   // due for renewal is not handed out again.
-  if (request.force_new || DecideRenewal(checked.tenant.spec.policy, *current, std::nullopt,
-                                         options_.clock->Now())
+  if (request.force_new || DecideRenewal(checked.tenant.spec.policy, *current,
+                                         StoredAriWindow(*current), options_.clock->Now())
                                .due) {
     return std::nullopt;
   }

@@ -410,7 +410,8 @@ absl::Status Serve() {
            .renewal_spread = pc.renewal_spread_seconds() > 0
                                  ? absl::Seconds(pc.renewal_spread_seconds())
                              : pc.renewal_spread_seconds() < 0 ? absl::ZeroDuration()
-                                                               : absl::Minutes(5)}));
+                                                               : absl::Minutes(5),
+           .clients = clients.get()}));
   ASSIGN_OR_RETURN(auto token_cache, MakeTokenCache(config.token_cache(), &metrics));
   // Revocations by any replica reach this cache (destroyed first: declared after it).
   std::unique_ptr<storage::JobWaker> revocations;

@@ -1,12 +1,16 @@
 #include "service/policy_scheduler.h"
 
 #include <algorithm>
+#include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "acme/problem.h"
 #include "common/status_macros.h"
+#include "crypto/x509.h"
 #include "service/log.h"
 #include "service/order_runner.h"
 #include "service/renewal_policy.h"
@@ -29,9 +33,11 @@ absl::StatusOr<std::unique_ptr<PolicyScheduler>> PolicyScheduler::Create(Options
       options.authorization_sweep_interval < absl::ZeroDuration() ||
       options.authorization_max_pending < absl::ZeroDuration() ||
       options.authorization_max_valid < absl::ZeroDuration() ||
-      options.authorization_sweep_limit <= 0 || options.renewal_spread < absl::ZeroDuration()) {
+      options.authorization_sweep_limit <= 0 || options.renewal_spread < absl::ZeroDuration() ||
+      options.ari_check_interval <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
-        "PolicyScheduler: scan_interval and authorization_sweep_limit must be positive, "
+        "PolicyScheduler: scan_interval, ari_check_interval and authorization_sweep_limit must "
+        "be positive, "
         "scan_jitter, rotation_spread, renewal_spread and the authorization sweep's durations "
         "not negative");
   }
@@ -133,38 +139,133 @@ absl::Status PolicyScheduler::ScanTenant(const storage::Tenant& tenant, bool swe
   return absl::OkStatus();
 }
 
+namespace {
+
+// Logs and counts a failure of the renewal scan about one certificate; nothing for OK.
+void CountFailure(const storage::Tenant& tenant, storage::CertificateId id,
+                  const absl::Status& status, PolicyScheduler::ScanResult& result) {
+  if (status.ok()) return;
+  ++result.errors;
+  Log(LogLevel::kWarning, "renewal scan of a certificate failed",
+      {{"tenant", tenant.spec.name}, {"certificate", absl::StrCat(id)},
+       {"status", status.ToString()}});
+}
+
+}  // namespace
+
+absl::Status PolicyScheduler::ScheduleIfDue(const storage::Tenant& tenant,
+                                            const storage::Certificate& certificate,
+                                            absl::Time now, ScanResult& result) {
+  if (!certificate.has_private_key ||
+      !DecideRenewal(tenant.spec.policy, certificate, StoredAriWindow(certificate), now).due) {
+    return absl::OkStatus();
+  }
+  ++result.certificates_due;
+  const storage::Scope scope{tenant.id, {"policy scheduler", "scan"}};
+  RETURN_IF_ERROR(
+      options_.engine
+          ->Schedule(scope, storage::NewJob{kRenewJob, absl::StrCat(certificate.id),
+                                            tenant.spec.acme_directory_url,
+                                            now + Spread(tenant.id, certificate.id,
+                                                         options_.renewal_spread)})
+          .status());
+  ++result.renewals_scheduled;
+  return absl::OkStatus();
+}
+
+acme::AcmeClient* PolicyScheduler::AriClient(const storage::Tenant& tenant) {
+  if (options_.clients == nullptr) return nullptr;
+  absl::StatusOr<acme::AcmeClient*> client = options_.clients->For(tenant.spec.acme_directory_url);
+  if (!client.ok()) return nullptr;
+  absl::StatusOr<acme::Directory> directory = (*client)->GetDirectory();
+  if (!directory.ok()) {
+    Log(LogLevel::kWarning, "renewal scan could not read the CA's directory",
+        {{"tenant", tenant.spec.name}, {"status", directory.status().ToString()}});
+    return nullptr;
+  }
+  return directory->renewal_info.empty() ? nullptr : *client;
+}
+
+absl::Status PolicyScheduler::RefreshAri(acme::AcmeClient& client, const storage::Scope& scope,
+                                         storage::Certificate& certificate, absl::Time now) {
+  if (certificate.ari_next_check.has_value() && *certificate.ari_next_check > now) {
+    return absl::OkStatus();
+  }
+  absl::StatusOr<acme::RenewalInfo> info = absl::InvalidArgumentError("no certificate in chain");
+  if (auto chain = crypto::ParsePemChain(certificate.chain_pem); !chain.ok()) {
+    info = chain.status();
+  } else if (!chain->empty()) {
+    info = client.GetRenewalInfo(chain->front().der);
+  }
+  storage::AriCheck check;
+  std::optional<absl::Time> retry_after;
+  if (info.ok()) {
+    check.window_start = info->window_start;
+    check.window_end = info->window_end;
+    retry_after = info->retry_after;
+  } else if (std::optional<acme::Problem> problem = acme::GetProblem(info.status())) {
+    retry_after = problem->retry_after;
+  }
+  check.next_check = NextAriCheck(now, retry_after, options_.ari_check_interval);
+  RETURN_IF_ERROR(options_.certificates->RecordAriCheck(scope, certificate.id, check));
+  if (check.window_start.has_value()) {
+    certificate.ari_window_start = check.window_start;
+    certificate.ari_window_end = check.window_end;
+  }
+  certificate.ari_next_check = check.next_check;
+  return info.status();
+}
+
+absl::Status PolicyScheduler::ScanAriTenant(const storage::Tenant& tenant,
+                                            acme::AcmeClient& client, ScanResult& result) {
+  const absl::Time now = options_.clock->Now();
+  const storage::Scope scope{tenant.id, {"policy scheduler", "scan"}};
+  storage::CertificateFilter live;
+  live.state = storage::CertificateState::kLive;
+  storage::PageRequest page{"", 1000};
+  do {
+    ASSIGN_OR_RETURN(storage::Page<storage::Certificate> certificates,
+                     options_.certificates->ListCertificates(scope, live, page));
+    for (storage::Certificate& certificate : certificates.items) {
+      if (!certificate.has_private_key) continue;
+      absl::Status fetched = RefreshAri(client, scope, certificate, now);
+      absl::Status s = ScheduleIfDue(tenant, certificate, now, result);
+      CountFailure(tenant, certificate.id, fetched, result);
+      CountFailure(tenant, certificate.id, s, result);
+    }
+    page.page_token = certificates.next_page_token;
+  } while (!page.page_token.empty());
+  return absl::OkStatus();
+}
+
 absl::Status PolicyScheduler::ScanRenewals(
     const std::map<storage::TenantId, storage::Tenant>& tenants, ScanResult& result) {
   const absl::Time now = options_.clock->Now();
+  std::set<storage::TenantId> by_ari;
+  for (const auto& [id, tenant] : tenants) {
+    acme::AcmeClient* client = AriClient(tenant);
+    if (client == nullptr) continue;
+    by_ari.insert(id);
+    if (absl::Status s = ScanAriTenant(tenant, *client, result); !s.ok()) {
+      ++result.errors;
+      Log(LogLevel::kWarning, "renewal scan of a tenant failed",
+          {{"tenant", tenant.spec.name}, {"status", s.ToString()}});
+    }
+  }
   storage::PageRequest page{"", 1000};
   do {
     ASSIGN_OR_RETURN(storage::Page<storage::DueCertificate> due,
                      options_.certificates->ListCertificatesDueForRenewal(page));
     for (const auto& d : due.items) {
       auto tenant = tenants.find(d.tenant);
-      if (tenant == tenants.end()) continue;  // disabled since the tenants were listed
+      // Disabled since the tenants were listed, or scanned by its ARI windows above.
+      if (tenant == tenants.end() || by_ari.count(d.tenant) > 0) continue;
       const storage::Scope scope{d.tenant, {"policy scheduler", "scan"}};
       absl::StatusOr<storage::Certificate> cert =
           options_.certificates->GetCertificate(scope, d.id);
       absl::Status s = cert.status();
-      if (s.ok() && cert->has_private_key &&
-          DecideRenewal(tenant->second.spec.policy, *cert, std::nullopt, now).due) {
-        ++result.certificates_due;
-        s = options_.engine
-                ->Schedule(scope, storage::NewJob{kRenewJob, absl::StrCat(d.id),
-                                                  tenant->second.spec.acme_directory_url,
-                                                  now + Spread(d.tenant, d.id,
-                                                               options_.renewal_spread)})
-                .status();
-        if (s.ok()) ++result.renewals_scheduled;
-      }
-      if (!s.ok()) {
-        ++result.errors;
-        Log(LogLevel::kWarning, "renewal scan of a certificate failed",
-            {{"tenant", tenant->second.spec.name},
-             {"certificate", absl::StrCat(d.id)},
-             {"status", s.ToString()}});
-      }
+      if (s.ok()) s = ScheduleIfDue(tenant->second, *cert, now, result);
+      CountFailure(tenant->second, d.id, s, result);
     }
     page.page_token = due.next_page_token;
   } while (!page.page_token.empty());

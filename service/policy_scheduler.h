@@ -18,6 +18,16 @@
 // now plus a spread of up to `renewal_spread` fixed by the tenant and certificate ids. A host
 // that holds its certificate's key renews it itself (IssueCertificate tells it when).
 //
+// ARI (RFC 9773): with `clients`, a tenant whose CA's directory offers renewalInfo is scanned
+// differently. Its live certificates (one read per 1000) are all looked at, since the CA may
+// open a window before the tenant's own (or move it to now, asking for early renewal); for each
+// service-held one whose stored next check has come, the scan fetches its window from the CA
+// and stores it with the next check time (CertificateStore::RecordAriCheck; NextAriCheck: the
+// CA's Retry-After, else `ari_check_interval`), then decides with the stored window. A failed
+// fetch is logged and counted, stores only the next check, and leaves the decision to the
+// window stored before, or to the tenant's window when there is none. A CA without renewalInfo
+// (or whose directory cannot be read) keeps the due query and the tenant's window (item 8).
+//
 // No leader: every replica scans. Scheduling is an upsert on (tenant, kind, subject), so scans
 // of one due key by two replicas leave one open job; a scan that read the key before another
 // replica's rotation finished schedules a job that finds the key no longer due (the job
@@ -51,6 +61,7 @@
 #include "common/clock.h"
 #include "service/engine.h"
 #include "service/metrics.h"
+#include "service/order_runner.h"
 #include "service/rotation_policy.h"
 #include "storage/store.h"
 
@@ -90,6 +101,11 @@ class PolicyScheduler {
     int authorization_sweep_limit = 100;
     // A due renewal is scheduled this much later at most, by tenant and certificate.
     absl::Duration renewal_spread = absl::Minutes(5);
+    // Optional (borrowed): the CA clients, for ARI (see the class comment). Null: every CA is
+    // treated as one without renewalInfo.
+    AcmeClients* clients = nullptr;
+    // When a certificate's renewalInfo is fetched again if the CA sent no Retry-After.
+    absl::Duration ari_check_interval = absl::Hours(6);
     // Seeds the scan jitter. Unset: random.
     std::optional<uint64_t> jitter_seed;
   };
@@ -152,6 +168,18 @@ class PolicyScheduler {
   // The renewals due across `tenants` (the enabled ones, by id); adds to `result`.
   absl::Status ScanRenewals(const std::map<storage::TenantId, storage::Tenant>& tenants,
                             ScanResult& result);
+  // The client of `tenant`'s CA when its directory offers renewalInfo; else null.
+  acme::AcmeClient* AriClient(const storage::Tenant& tenant);
+  // The ARI scan of one tenant whose CA offers renewalInfo; adds to `result`.
+  absl::Status ScanAriTenant(const storage::Tenant& tenant, acme::AcmeClient& client,
+                             ScanResult& result);
+  // Fetches and stores `certificate`'s window when its next check has come, updating
+  // `certificate` as stored; the fetch's error, after storing the next check.
+  absl::Status RefreshAri(acme::AcmeClient& client, const storage::Scope& scope,
+                          storage::Certificate& certificate, absl::Time now);
+  // Schedules kRenewJob for `certificate` of `tenant` when it is service-held and due.
+  absl::Status ScheduleIfDue(const storage::Tenant& tenant, const storage::Certificate& certificate,
+                             absl::Time now, ScanResult& result);
   void Loop();
 
   const Options options_;

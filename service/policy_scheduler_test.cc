@@ -12,10 +12,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "acme/client.h"
 #include "acme/testing/scripted_server.h"
 #include "common/testing/stack_env.h"
 #include "crypto/jwk.h"
 #include "crypto/jws.h"
+#include "crypto/x509.h"
 #include "gmock/gmock.h"
 #include "common/testing/eventually.h"
 #include "gtest/gtest.h"
@@ -189,6 +191,7 @@ struct Replica {
         .clock = &fx.clock(),
         .rotation_spread = absl::ZeroDuration(),
         .renewal_spread = absl::ZeroDuration(),
+        .clients = clients.get(),
         .jitter_seed = 7}));
   }
   ~Replica() {
@@ -551,6 +554,8 @@ TEST_F(PolicyRenewalTest, ADueServiceHeldCertificateIsRenewedInTheBackgroundOnce
   // Nothing is due any more.
   ASSERT_OK_AND_ASSIGN(scan, scheduler_->ScanOnce());
   EXPECT_EQ(scan.certificates_due, 0);
+  // A CA without renewalInfo: decided by the tenant's window, nothing asked of ARI.
+  EXPECT_FALSE(after.ari_next_check.has_value());
 }
 
 TEST_F(PolicyRenewalTest, AFailedRenewalOrderIsRetriedAfterTheBackoffWithAFreshOrder) {
@@ -585,6 +590,127 @@ TEST_F(PolicyRenewalTest, AFailedRenewalOrderIsRetriedAfterTheBackoffWithAFreshO
                                                  fx_.AdminScope(tenant_),
                                                  Renewer::OrderKey(old.id, 0)));
   EXPECT_EQ(first.state, storage::OrderState::kInvalid);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A CA that offers renewalInfo (ARI, RFC 9773)
+
+std::string Rfc3339(absl::Time t) {
+  return absl::FormatTime(absl::RFC3339_sec, t, absl::UTCTimeZone());
+}
+
+class PolicyAriTest : public PolicyRenewalTest {
+ protected:
+  void SetUp() override {
+    ca_.directory()["renewalInfo"] = ScriptedServer::Url("/ari");  // before the first fetch
+    auto chain = crypto::ParsePemChain(testing::ReadTestFile("crypto/testdata/chain.pem"));
+    ASSERT_TRUE(chain.ok() && !chain->empty());
+    ASSERT_OK_AND_ASSIGN(std::string cert_id, acme::AriCertId(chain->front().der));
+    ari_path_ = "/ari/" + cert_id;
+    PolicyRenewalTest::SetUp();
+  }
+
+  // The CA answers renewalInfo with the window [start, end), and a Retry-After of `retry_after`
+  // seconds when positive.
+  void AnswerWindow(absl::Time start, absl::Time end, int retry_after = 0) {
+    std::vector<std::pair<std::string, std::string>> headers;
+    if (retry_after > 0) headers.push_back({"Retry-After", absl::StrCat(retry_after)});
+    ca_.On("GET", ari_path_, [=](const Call&) {
+      return ScriptedServer::Json(
+          200, {{"suggestedWindow", {{"start", Rfc3339(start)}, {"end", Rfc3339(end)}}}},
+          headers);
+    });
+  }
+
+  storage::Certificate Read(storage::CertificateId id) {
+    auto c = fx_.store().GetCertificate(fx_.AdminScope(tenant_), id);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *c : storage::Certificate{};
+  }
+
+  std::string ari_path_;
+};
+
+TEST_F(PolicyAriTest, AWindowInTheFutureIsNotDueEvenInsideTheTenantsWindow) {
+  const absl::Time now = fx_.clock().Now();
+  // Ten days left: the tenant's 30-day window alone would renew it now.
+  const storage::Certificate cert =
+      AddCertificate(fx_, tenant_, kChainNames, "0101", absl::Hours(24 * 10), true);
+  AnswerWindow(now + absl::Hours(24 * 5), now + absl::Hours(24 * 6));
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult scan, scheduler_->ScanOnce());
+  EXPECT_EQ(scan.certificates_due, 0);
+  EXPECT_EQ(scan.renewals_scheduled, 0);
+  EXPECT_EQ(scan.errors, 0);
+  const storage::Certificate read = Read(cert.id);
+  EXPECT_EQ(read.ari_window_start, now + absl::Hours(24 * 5));
+  EXPECT_EQ(read.ari_window_end, now + absl::Hours(24 * 6));
+  EXPECT_EQ(read.ari_next_check, now + absl::Hours(6));  // no Retry-After: the interval
+  // A host asking gets the same answer: not due, so the current certificate is handed out.
+  EXPECT_FALSE(DecideRenewal(fx_.store().GetTenant(fx_.AdminScope(tenant_))->spec.policy, read,
+                             StoredAriWindow(read), now)
+                   .due);
+  // The next scan before the next check asks the CA nothing.
+  ASSERT_OK(scheduler_->ScanOnce().status());
+  EXPECT_EQ(ca_.CountCalls("GET", ari_path_), 1);
+}
+
+TEST_F(PolicyAriTest, AWindowMovedToThePastIsRenewedAtOnce) {
+  const absl::Time now = fx_.clock().Now();
+  // Forty days left: not due by the tenant's window; the CA asks for early renewal.
+  const storage::Certificate old =
+      AddCertificate(fx_, tenant_, kChainNames, "0101", absl::Hours(24 * 40), true);
+  AnswerWindow(now - absl::Hours(48), now - absl::Hours(24));
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult scan, scheduler_->ScanOnce());
+  EXPECT_EQ(scan.certificates_due, 1);
+  EXPECT_EQ(scan.renewals_scheduled, 1);
+  // The renewal job decides with the same window and orders.
+  replica_->issuing->Start();
+  testing::ClockTicker ticker(fx_.clock());
+  // Renewed, and the renewal records the certificate it replaced.
+  ASSERT_TRUE(Eventually([&] {
+    auto renewed = fx_.store().GetCertificateBySerial(fx_.AdminScope(tenant_), kChainSerial);
+    return renewed.ok() && renewed->replaces_serial == "0101";
+  }));
+  EXPECT_FALSE(Read(old.id).revoked_at.has_value());
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 1);
+}
+
+TEST_F(PolicyAriTest, RetryAfterIsHonouredAndAWindowMovedToNowIsDue) {
+  const absl::Time now = fx_.clock().Now();
+  const storage::Certificate cert =
+      AddCertificate(fx_, tenant_, kChainNames, "0101", absl::Hours(24 * 40), true);
+  AnswerWindow(now + absl::Hours(24 * 20), now + absl::Hours(24 * 22), /*retry_after=*/3600);
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult scan, scheduler_->ScanOnce());
+  EXPECT_EQ(scan.certificates_due, 0);
+  EXPECT_EQ(Read(cert.id).ari_next_check, now + absl::Hours(1));
+  // The CA moves the window to now; half an hour on, its Retry-After still holds.
+  AnswerWindow(now, now + absl::Minutes(1));
+  fx_.clock().Advance(absl::Minutes(30));
+  ASSERT_OK_AND_ASSIGN(scan, scheduler_->ScanOnce());
+  EXPECT_EQ(scan.certificates_due, 0);
+  EXPECT_EQ(ca_.CountCalls("GET", ari_path_), 1);
+  // Past it: asked again, and due at once.
+  fx_.clock().Advance(absl::Minutes(31));
+  ASSERT_OK_AND_ASSIGN(scan, scheduler_->ScanOnce());
+  EXPECT_EQ(ca_.CountCalls("GET", ari_path_), 2);
+  EXPECT_EQ(scan.certificates_due, 1);
+  EXPECT_EQ(scan.renewals_scheduled, 1);
+}
+
+TEST_F(PolicyAriTest, AFailedFetchFallsBackToTheTenantsWindowAndWaitsForTheNextCheck) {
+  const absl::Time now = fx_.clock().Now();
+  const storage::Certificate cert =
+      AddCertificate(fx_, tenant_, kChainNames, "0101", absl::Hours(24 * 10), true);
+  ca_.On("GET", ari_path_, [](const Call&) {
+    return ScriptedServer::Problem(503, "urn:ietf:params:acme:error:serverInternal", "busy",
+                                   {{"Retry-After", "120"}});
+  });
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult scan, scheduler_->ScanOnce());
+  EXPECT_EQ(scan.errors, 1);
+  EXPECT_EQ(scan.certificates_due, 1);  // by the tenant's 30 days
+  const storage::Certificate read = Read(cert.id);
+  EXPECT_FALSE(read.ari_window_start.has_value());
+  EXPECT_EQ(read.ari_next_check, now + absl::Minutes(2));
 }
 
 TEST(PolicySchedulerSpreadTest, SpreadIsTheSameOnEveryReplicaAndInsideTheWindow) {

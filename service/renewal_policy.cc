@@ -25,6 +25,13 @@ uint64_t SerialHash(const std::string& serial) {
 
 }  // namespace
 
+std::optional<AriWindow> StoredAriWindow(const storage::Certificate& certificate) {
+  if (!certificate.ari_window_start.has_value() || !certificate.ari_window_end.has_value()) {
+    return std::nullopt;
+  }
+  return AriWindow{*certificate.ari_window_start, *certificate.ari_window_end};
+}
+
 absl::Time PickInWindow(const AriWindow& window, const std::string& serial) {
   const int64_t us = absl::ToInt64Microseconds(window.end - window.start);
   if (us <= 0) return window.start;

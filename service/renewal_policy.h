@@ -42,6 +42,11 @@ RenewalDecision DecideRenewal(const storage::TenantPolicy& policy,
                               const storage::Certificate& certificate,
                               const std::optional<AriWindow>& ari, absl::Time now);
 
+// The ARI window last stored for `certificate` (CertificateStore::RecordAriCheck), if any: what
+// every caller of DecideRenewal passes, so the scan, the renewal job and a host asking decide
+// alike.
+std::optional<AriWindow> StoredAriWindow(const storage::Certificate& certificate);
+
 // The point of an ARI window chosen for the certificate with `serial`: in [start, end), the
 // same for every caller; `start` when the window is empty or inverted.
 absl::Time PickInWindow(const AriWindow& window, const std::string& serial);

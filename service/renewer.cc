@@ -90,7 +90,7 @@ JobOutcome Renewer::Renew(const JobRun& run) {
 
   // No order yet for this attempt: is one still wanted?
   if (!old->has_private_key || old->superseded_at.has_value() || old->not_after <= now ||
-      !DecideRenewal(tenant->spec.policy, *old, std::nullopt, now).due) {
+      !DecideRenewal(tenant->spec.policy, *old, StoredAriWindow(*old), now).due) {
     return JobOutcome::Done();
   }
   IssueRequest request;

@@ -198,6 +198,26 @@ absl::Status PostgresStore::RecordReplacedCertificate(const Scope& scope, Certif
   });
 }
 
+absl::Status PostgresStore::RecordAriCheck(const Scope& scope, CertificateId id,
+                                           const AriCheck& check) {
+  RETURN_IF_ERROR(rules::ValidateAriCheck(check));
+  std::optional<int64_t> start, end;
+  if (check.window_start.has_value()) start = Micros(*check.window_start);
+  if (check.window_end.has_value()) end = Micros(*check.window_end);
+  return InTenant("RecordAriCheck", scope, [&](pqxx::work& tx) -> absl::Status {
+    pqxx::result r = tx.exec_params(
+        "UPDATE certificates SET ari_window_start = coalesce(av_ts($2), ari_window_start), "
+        "ari_window_end = CASE WHEN $2::bigint IS NULL THEN ari_window_end ELSE av_ts($3) END, "
+        "ari_next_check = av_ts($4) WHERE id = $1",
+        id, Nullable(OptionalParam(start)), Nullable(OptionalParam(end)),
+        Micros(check.next_check));
+    if (r.affected_rows() == 0) {
+      return absl::NotFoundError(absl::StrCat("certificate ", id, " not found"));
+    }
+    return absl::OkStatus();
+  });
+}
+
 absl::Status PostgresStore::MarkCertificateRevoked(const Scope& scope, CertificateId id,
                                                    crypto::RevocationReason reason) {
   RETURN_IF_ERROR(rules::ValidateRevocationReason(reason));

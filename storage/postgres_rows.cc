@@ -228,6 +228,9 @@ Certificate CertificateOf(const pqxx::row& r) {
   c.superseded_at = OptionalTime(r[13]);
   c.created_at = TimeOf(r[14]);
   c.replaces_serial = r[15].as<std::string>();
+  c.ari_window_start = OptionalTime(r[16]);
+  c.ari_window_end = OptionalTime(r[17]);
+  c.ari_next_check = OptionalTime(r[18]);
   return c;
 }
 
@@ -236,8 +239,9 @@ const Table<Certificate> kCertificates{
     "certificate",
     {"id, tenant_id, account_id, order_id, identifiers, serial, av_us(not_before), "
      "av_us(not_after), chain_pem, account_key_version, kek_id IS NOT NULL, av_us(revoked_at), "
-     "revocation_reason, av_us(superseded_at), av_us(created_at), coalesce(replaces_serial, '')",
-     16, CertificateOf}};
+     "revocation_reason, av_us(superseded_at), av_us(created_at), coalesce(replaces_serial, ''), "
+     "av_us(ari_window_start), av_us(ari_window_end), av_us(ari_next_check)",
+     19, CertificateOf}};
 
 CompromiseRun CompromiseRunOf(const pqxx::row& r) {
   CompromiseRun run;

@@ -177,6 +177,16 @@ absl::StatusOr<bool> CheckReplacement(const Certificate& renewal, const Certific
       absl::StrCat("certificate ", renewal.serial, " already replaces ", renewal.replaces_serial));
 }
 
+absl::Status ValidateAriCheck(const AriCheck& check) {
+  if (check.window_start.has_value() != check.window_end.has_value()) {
+    return absl::InvalidArgumentError("an ARI window needs both its start and its end");
+  }
+  if (check.window_start.has_value() && *check.window_end < *check.window_start) {
+    return absl::InvalidArgumentError("an ARI window ends before it starts");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateRevocationReason(crypto::RevocationReason reason) {
   const int code = crypto::RevocationReasonCode(reason);
   if (!crypto::RevocationReasonFromCode(code).has_value()) {

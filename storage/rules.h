@@ -170,6 +170,8 @@ AuditEvent CertificateEvent(absl::string_view action, const Certificate& certifi
 // already) or FAILED_PRECONDITION when it records another.
 absl::Status ValidateReplacement(CertificateId renewal, CertificateId replaced);
 absl::StatusOr<bool> CheckReplacement(const Certificate& renewal, const Certificate& replaced);
+// RecordAriCheck's check of its window: both ends or neither, end not before start.
+absl::Status ValidateAriCheck(const AriCheck& check);
 AuditEvent SimpleEvent(absl::string_view action, std::string detail);
 // "CompromiseStart" ("run N[ deactivate_account]"), "CompromiseStep" ("run N: step"),
 // "CompromiseDone" ("run N").

@@ -295,6 +295,12 @@ class CertificateStore {
   // for an unknown id; INVALID_ARGUMENT when both are the same certificate.
   virtual absl::Status RecordReplacedCertificate(const Scope& scope, CertificateId renewal,
                                                  CertificateId replaced) = 0;
+  // Stores what the CA's renewalInfo (ARI) said about certificate `id`: the window when
+  // `check` has one (replacing the stored one), and always the next check time. Not audited
+  // (a routine read of the CA, made about daily per certificate). NOT_FOUND for an unknown id;
+  // INVALID_ARGUMENT for a window with one end only or its end before its start.
+  virtual absl::Status RecordAriCheck(const Scope& scope, CertificateId id,
+                                      const AriCheck& check) = 0;
   // INVALID_ARGUMENT for a value that is no RFC 5280 CRLReason; FAILED_PRECONDITION if already
   // revoked.
   virtual absl::Status MarkCertificateRevoked(const Scope& scope, CertificateId id,

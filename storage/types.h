@@ -375,7 +375,22 @@ struct Certificate {
   // The serial of the certificate this one renewed (CertificateStore::RecordReplacedCertificate);
   // empty when it renewed none.
   std::string replaces_serial;
+  // What the CA last said about renewing it (ARI, RFC 9773; CertificateStore::RecordAriCheck):
+  // its suggested window (both set or neither) and when to ask again. Unset until first asked.
+  std::optional<absl::Time> ari_window_start;
+  std::optional<absl::Time> ari_window_end;
+  std::optional<absl::Time> ari_next_check;
   absl::Time created_at;
+};
+
+// One answer of the CA's renewalInfo for a certificate (CertificateStore::RecordAriCheck).
+struct AriCheck {
+  // The suggested window: both set, start <= end; neither when the CA gave none (its
+  // directory offers no renewalInfo, or the fetch failed), which keeps the window stored.
+  std::optional<absl::Time> window_start;
+  std::optional<absl::Time> window_end;
+  // When the CA may be asked again.
+  absl::Time next_check;
 };
 
 // What one step of an order's job works with, read in one transaction

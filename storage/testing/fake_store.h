@@ -161,6 +161,8 @@ class FakeStore final : public Store {
       const PageRequest& page) override;
   absl::Status RecordReplacedCertificate(const Scope& scope, CertificateId renewal,
                                          CertificateId replaced) override;
+  absl::Status RecordAriCheck(const Scope& scope, CertificateId id,
+                              const AriCheck& check) override;
   absl::Status MarkCertificateRevoked(const Scope& scope, CertificateId id,
                                       crypto::RevocationReason reason) override;
 

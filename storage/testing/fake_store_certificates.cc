@@ -214,6 +214,20 @@ absl::Status FakeStore::RecordReplacedCertificate(const Scope& scope, Certificat
   return absl::OkStatus();
 }
 
+absl::Status FakeStore::RecordAriCheck(const Scope& scope, CertificateId id,
+                                       const AriCheck& check) {
+  RETURN_IF_ERROR(rules::ValidateAriCheck(check));
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  ASSIGN_OR_RETURN(State::CertificateRow * row, FindCertificate(s, scope, id));
+  if (check.window_start.has_value()) {
+    row->certificate.ari_window_start = check.window_start;
+    row->certificate.ari_window_end = check.window_end;
+  }
+  row->certificate.ari_next_check = check.next_check;
+  return absl::OkStatus();
+}
+
 absl::Status FakeStore::MarkCertificateRevoked(const Scope& scope, CertificateId id,
                                                crypto::RevocationReason reason) {
   RETURN_IF_ERROR(rules::ValidateRevocationReason(reason));

@@ -166,6 +166,40 @@ TEST_P(StoreConformanceTest, ARenewalRecordsTheCertificateItReplacedOnce) {
   EXPECT_EQ(audited, 1);
 }
 
+TEST_P(StoreConformanceTest, AriChecksStoreTheWindowAndTheNextCheck) {
+  const Scope scope = ScopeOf(MakeTenant("alpha"));
+  const Scope elsewhere = ScopeOf(MakeTenant("beta"));
+  ASSERT_OK_AND_ASSIGN(Certificate cert,
+                       store().InsertCertificate(scope, CertificateFor({"a.test"}, "0a")));
+  EXPECT_FALSE(cert.ari_window_start.has_value());
+  EXPECT_FALSE(cert.ari_next_check.has_value());
+  const absl::Time start = absl::FromUnixSeconds(1800000000);
+  const absl::Time end = start + absl::Hours(48);
+  ASSERT_OK(store().RecordAriCheck(scope, cert.id, {start, end, start - absl::Hours(6)}));
+  ASSERT_OK_AND_ASSIGN(Certificate read, store().GetCertificate(scope, cert.id));
+  EXPECT_EQ(read.ari_window_start, start);
+  EXPECT_EQ(read.ari_window_end, end);
+  EXPECT_EQ(read.ari_next_check, start - absl::Hours(6));
+  // A check without a window moves the next check only; a new window replaces the old one.
+  ASSERT_OK(store().RecordAriCheck(scope, cert.id, {std::nullopt, std::nullopt, start}));
+  ASSERT_OK_AND_ASSIGN(read, store().GetCertificateBySerial(scope, "0a"));
+  EXPECT_EQ(read.ari_window_start, start);
+  EXPECT_EQ(read.ari_window_end, end);
+  EXPECT_EQ(read.ari_next_check, start);
+  ASSERT_OK(store().RecordAriCheck(scope, cert.id, {end, end, end}));
+  ASSERT_OK_AND_ASSIGN(read, store().GetCertificate(scope, cert.id));
+  EXPECT_EQ(read.ari_window_start, end);
+  EXPECT_EQ(read.ari_window_end, end);
+  EXPECT_THAT(store().RecordAriCheck(scope, cert.id, {start, std::nullopt, start}),
+              StatusIs(kInvalidArgument));
+  EXPECT_THAT(store().RecordAriCheck(scope, cert.id, {end, start, start}),
+              StatusIs(kInvalidArgument, "ends before it starts"));
+  EXPECT_THAT(store().RecordAriCheck(elsewhere, cert.id, {start, end, start}),
+              StatusIs(kNotFound));
+  EXPECT_THAT(store().RecordAriCheck(scope, cert.id + 1000, {start, end, start}),
+              StatusIs(kNotFound));
+}
+
 TEST_P(StoreConformanceTest, SerialsAreUniquePerTenantAndValidated) {
   Tenant a = MakeTenant("alpha");
   Tenant b = MakeTenant("beta");
