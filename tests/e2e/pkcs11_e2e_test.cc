@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <fstream>
 #include <set>
 #include <string>
 #include <vector>
@@ -220,6 +221,113 @@ TEST_F(Pkcs11E2eTest, IssueRolloverRevokeAndCompromiseWithAKeyThatNeverLeavesThe
   EXPECT_EQ(ids.count(third_object), 1u);
   EXPECT_EQ(ids.count(first_object), 0u);
   EXPECT_EQ(ids.count(second_object), 0u);
+}
+
+// A copy of daemon "a"'s config whose key_encryption reads `keks` (written beside it).
+std::string WithKeks(const std::string& config, const std::string& keks, const std::string& name) {
+  const std::string dir = ::acmevault::testing::StackEnv("TEST_TMPDIR");
+  const std::string kek_file = absl::StrCat(dir, "/", name, ".kek");
+  std::ofstream(kek_file) << keks;
+  std::string text = ReadFile(config);
+  const std::string field = "kek_file: \"";
+  const size_t start = text.find(field);
+  EXPECT_NE(start, std::string::npos) << "the config names no kek_file";
+  if (start == std::string::npos) return config;
+  const size_t from = start + field.size();
+  text.replace(from, text.find('"', from) - from, kek_file);
+  const std::string path = absl::StrCat(dir, "/", name, ".textproto");
+  std::ofstream(path) << text;
+  return path;
+}
+
+// The KEK set of `config` (its kek_file's text).
+std::string KeksOf(const std::string& config) {
+  const std::string text = ReadFile(config);
+  const std::string field = "kek_file: \"";
+  const size_t from = text.find(field) + field.size();
+  return ReadFile(text.substr(from, text.find('"', from) - from));
+}
+
+// Issue 14 item 3: the vault's data keys wrapped by an AES key inside the token. The KEK is made
+// in the token (`acmevaultd token-kek`), becomes the current KEK after the file KEK, seals a
+// tenant's account key and a service-made certificate key, and is rotated away again (file KEK
+// last, `acmevaultd rewrap`): a daemon holding only the file KEK then reads both.
+TEST_F(Pkcs11E2eTest, ATokenKekSealsTheVaultsKeysAndIsRotatedLikeAFileKek) {
+  const std::string original = daemon_config_;
+  const std::string file_keks = std::string(absl::StripTrailingAsciiWhitespace(KeksOf(original)));
+  ASSERT_FALSE(file_keks.empty());
+  const std::string label = absl::StrCat("e2e-kek-", getpid());
+  const std::string made = Output(absl::StrCat("service/acmevaultd token-kek --config=", original,
+                                               " --label=", label, " 2>&1"));
+  ASSERT_THAT(made, HasSubstr(absl::StrCat("token:", label))) << made;
+
+  // The token's AES key is current: new writes are wrapped in the token (its id is its label).
+  daemon_config_ = WithKeks(original, absl::StrCat(file_keks, "\ntoken:", label, "\n"), "token");
+  RestartDaemon();
+  TenantTokens t = NewTenant(/*with_account=*/true);
+  v1::IssueCertificateResponse issued;
+  const std::string idempotency = absl::StrCat("kek-", label);
+  grpc::Status s =
+      IssueWithKey(t, {absl::StrCat("kek.", t.name, ".example")}, &issued, idempotency, 60);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_FALSE(issued.private_key_pem().empty());
+  const std::string tenant_is = absl::StrCat("tenant_id = (SELECT id FROM tenants WHERE name = '",
+                                             t.name, "')");
+  const std::string kek_rows = absl::StrCat(
+      "SELECT 'account ' || kek_id FROM account_keys WHERE ", tenant_is,
+      " UNION ALL SELECT 'certificate ' || kek_id FROM certificates WHERE ", tenant_is,
+      " ORDER BY 1");
+  EXPECT_EQ(Sql(kek_rows),
+            absl::StrCat("account ", label, "\ncertificate ", label, "\n"));
+
+  // In the token: the KEK is a secret key that gives neither its value nor a wrapped copy.
+  {
+    auto token = OpenToken();
+    ASSERT_NE(token, nullptr);
+    auto objects = token->ListKeyObjects();
+    ASSERT_TRUE(objects.ok()) << objects.status();
+    int found = 0;
+    for (const crypto::TokenKeyObject& o : *objects) {
+      if (o.label != label) continue;
+      ++found;
+      EXPECT_TRUE(o.secret_key);
+      EXPECT_TRUE(o.sensitive);
+      EXPECT_FALSE(o.extractable);
+      EXPECT_FALSE(o.value_readable);
+    }
+    EXPECT_EQ(found, 1);
+  }
+
+  // Rotated away: the file KEK current again, every record re-wrapped under it.
+  const std::string back =
+      WithKeks(original, absl::StrCat("token:", label, "\n", file_keks, "\n"), "back");
+  const std::string rewrapped =
+      Output(absl::StrCat("service/acmevaultd rewrap --config=", back, " 2>&1"));
+  ASSERT_THAT(rewrapped, HasSubstr("rewrapped")) << rewrapped;
+  // The current file KEK's id: its last entry's, before the colon.
+  const std::string last = file_keks.substr(file_keks.rfind('\n') + 1);
+  const std::string file_id = last.substr(0, last.find(':'));
+  EXPECT_EQ(Sql(kek_rows), absl::StrCat("account ", file_id, "\ncertificate ", file_id, "\n"));
+  EXPECT_EQ(Sql(absl::StrCat("SELECT count(*) FROM account_keys WHERE kek_id = '", label, "'")),
+            "0\n");
+
+  // A daemon with the file KEK alone unseals both: the certificate key is handed back to the
+  // identity repeating the order's idempotency key, and the account key signs a revocation.
+  daemon_config_ = original;
+  RestartDaemon();
+  v1::IssueCertificateResponse again;
+  s = IssueWithKey(t, {absl::StrCat("kek.", t.name, ".example")}, &again, idempotency, 60);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(again.private_key_pem(), issued.private_key_pem());
+  v1::RevokeCertificateRequest rr;
+  rr.set_serial(issued.certificate().serial());
+  v1::RevokeCertificateResponse revoked;
+  auto rc = Ctx(t.admin);
+  s = certs_->RevokeCertificate(rc.get(), rr, &revoked);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  auto at_pebble = pebble_->StatusBySerial(issued.certificate().serial());
+  ASSERT_TRUE(at_pebble.ok()) << at_pebble.status();
+  EXPECT_EQ(at_pebble->status, "Revoked");
 }
 
 // A token key object that disappears (deleted in the HSM by hand) is a clear error naming it,
