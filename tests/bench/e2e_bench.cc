@@ -13,6 +13,13 @@
 //                  (the caller runs `ALTER DATABASE ... SET log_statement = 'all'` first): per
 //                  call, the statements, transactions (BEGIN), tenant settings (set_config),
 //                  audit inserts and order-row reads the service sent.
+//  --mode=inflight  Orders kept in flight by a slow CA (its validations sleep): --issuances
+//                  IssueCertificate calls from --callers callers, each with a --call_ms
+//                  deadline so it returns the order handle, then --seconds more of watching.
+//                  Every second: orders in flight (the database's non-terminal orders; at_ca:
+//                  those made at the CA, the rest still queued as jobs), and
+//                  acmevaultd's threads and resident memory (/proc/<pid>/status); at the end
+//                  the peaks (VmHWM for memory).
 //
 // Each run makes its own tenant (root token from --root_token_file) with an ACME account. Every
 // loop is bounded by a count and a time limit; everything is on loopback.
@@ -43,6 +50,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -66,6 +74,7 @@ ABSL_FLAG(int, issuances, 200, "issuances, at most");
 ABSL_FLAG(int, seconds, 30, "time limit of the issuance run or of each read run");
 ABSL_FLAG(int, streams, 64, "concurrent calls of the read run");
 ABSL_FLAG(std::string, label, "", "printed first on every line");
+ABSL_FLAG(int, call_ms, 500, "inflight mode: each IssueCertificate call's deadline");
 
 namespace acmevault::bench {
 namespace {
@@ -386,6 +395,96 @@ void BenchProfile(Service& s) {
   }
 }
 
+// A number from the "Name:  value" line of /proc/<pid>/status (kB for memory), or -1.
+int64_t ProcStatus(int pid, absl::string_view name) {
+  const std::string status =
+      ::acmevault::testing::ReadFileOrEmpty(absl::StrCat("/proc/", pid, "/status"));
+  for (absl::string_view line : absl::StrSplit(status, '\n')) {
+    if (!absl::ConsumePrefix(&line, name) || !absl::ConsumePrefix(&line, ":")) continue;
+    line = absl::StripAsciiWhitespace(line);
+    int64_t v = 0;
+    if (absl::SimpleAtoi(line.substr(0, line.find(' ')), &v)) return v;
+  }
+  return -1;
+}
+
+void BenchInflight(Service& s) {
+  Tenant t = NewTenant(s);
+  if (!t.status.ok()) return;
+  const int pid = absl::GetFlag(FLAGS_daemon_pid);
+  std::string url = absl::GetFlag(FLAGS_pg_url);
+  url = absl::StrCat(url.substr(0, url.rfind('/') + 1), absl::GetFlag(FLAGS_database));
+  std::atomic<bool> submitting{true}, done{false};
+  std::atomic<int64_t> peak_inflight{0}, peak_threads{0};
+  const absl::Time start = absl::Now();
+  // Samples once a second until `done`: bounded by the run's own limits below.
+  std::thread sampler([&] {
+    std::unique_ptr<pqxx::connection> c;
+    try {
+      c = std::make_unique<pqxx::connection>(url);
+    } catch (const std::exception& e) {
+      std::printf("%sinflight: database: %s\n", Label().c_str(), e.what());
+    }
+    while (!done) {
+      int64_t inflight = -1, at_ca = -1, valid = -1;
+      if (c) {
+        try {
+          pqxx::nontransaction tx(*c);
+          pqxx::row r = tx.exec1(
+              "SELECT count(*) FILTER (WHERE state NOT IN ('valid', 'invalid')), "
+              "count(*) FILTER (WHERE state IN ('pending', 'ready', 'processing')), "
+              "count(*) FILTER (WHERE state = 'valid') FROM orders");
+          inflight = r[0].as<int64_t>();
+          at_ca = r[1].as<int64_t>();
+          valid = r[2].as<int64_t>();
+        } catch (const std::exception& e) {
+          std::printf("%sinflight: count: %s\n", Label().c_str(), e.what());
+        }
+      }
+      const int64_t threads = ProcStatus(pid, "Threads");
+      peak_inflight = std::max<int64_t>(peak_inflight, inflight);
+      peak_threads = std::max<int64_t>(peak_threads, threads);
+      std::printf("%sinflight t=%.0f submitting=%d in_flight=%lld at_ca=%lld valid=%lld "
+                  "threads=%lld rss_mb=%.1f\n",
+                  Label().c_str(), absl::ToDoubleSeconds(absl::Now() - start),
+                  submitting ? 1 : 0, static_cast<long long>(inflight),
+                  static_cast<long long>(at_ca), static_cast<long long>(valid),
+                  static_cast<long long>(threads),
+                  ProcStatus(pid, "VmRSS") / 1024.0);
+      std::fflush(stdout);
+      absl::SleepFor(absl::Seconds(1));
+    }
+  });
+  const int call_ms = absl::GetFlag(FLAGS_call_ms);
+  std::map<std::string, int> codes;
+  absl::Mutex codes_mu;
+  Run run = Drive(absl::GetFlag(FLAGS_callers), absl::GetFlag(FLAGS_issuances),
+                  absl::Minutes(30), [&](int i) {
+                    v1::IssueCertificateRequest r;
+                    r.add_identifiers(absl::StrCat("f", i, ".", t.name, ".example"));
+                    r.set_key_algorithm(v1::KEY_ALGORITHM_ECDSA_P256);
+                    auto ctx = ::acmevault::testing::ApiContext(t.host_token);
+                    ctx->set_deadline(Clock::now() + std::chrono::milliseconds(call_ms));
+                    v1::IssueCertificateResponse out;
+                    grpc::Status st = s.certs().IssueCertificate(ctx.get(), r, &out);
+                    absl::MutexLock lock(&codes_mu);
+                    ++codes[st.ok() ? (out.has_certificate() ? "certificate" : "handle")
+                                    : absl::StrCat("code", static_cast<int>(st.error_code()))];
+                    return st;
+                  });
+  submitting = false;
+  absl::SleepFor(absl::Seconds(absl::GetFlag(FLAGS_seconds)));
+  done = true;
+  sampler.join();
+  std::string answers;
+  for (const auto& [code, n] : codes) absl::StrAppend(&answers, answers.empty() ? "" : ",", code, ":", n);
+  std::printf("%sinflight calls=%d submit_seconds=%.1f answers=%s peak_in_flight=%lld "
+              "peak_threads=%lld peak_rss_mb=%.1f\n",
+              Label().c_str(), run.ok + run.failed, run.seconds, answers.c_str(),
+              static_cast<long long>(peak_inflight.load()),
+              static_cast<long long>(peak_threads.load()), ProcStatus(pid, "VmHWM") / 1024.0);
+}
+
 }  // namespace
 }  // namespace acmevault::bench
 
@@ -399,6 +498,8 @@ int main(int argc, char** argv) {
     acmevault::bench::BenchRead(s);
   } else if (mode == "profile") {
     acmevault::bench::BenchProfile(s);
+  } else if (mode == "inflight") {
+    acmevault::bench::BenchInflight(s);
   } else {
     std::fprintf(stderr, "unknown --mode %s\n", mode.c_str());
     return 2;
