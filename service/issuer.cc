@@ -390,12 +390,12 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
   // one, by WaitForResult), so its end or a stop cannot pass unseen; a stop from before (of
   // the order joined) is not this caller's answer. A job made claimable with its order is
   // watched from the next statement on: a step here that ended or stopped it meanwhile is
-  // seen (EndedHere, stopped_); only a notice another replica sent within that moment (its
-  // claim, load, CA calls and write all done before this line) would be missed, and the
-  // caller then waits for the next notice (a retry's) or its deadline before reading.
+  // seen (EndedHere, stopped_), and a notice another replica sent within that moment, while
+  // nobody here watched, counts for the watch of the caller that created it.
   if (waiting != nullptr) {
-    waiting->watch =
-        options_.notices->Open(scope.tenant, kOrderStepJob, absl::StrCat(created.order.id));
+    waiting->watch = options_.notices->Open(
+        scope.tenant, kOrderStepJob, absl::StrCat(created.order.id),
+        created.created ? JobNotices::From::kSinceCreated : JobNotices::From::kFromNow);
     absl::MutexLock lock(&mu_);
     if (auto it = stopped_.find(created.order.id); it != stopped_.end() && !created.created) {
       waiting->stops_seen = it->second.number;
