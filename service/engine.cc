@@ -98,19 +98,30 @@ absl::StatusOr<storage::Job> Engine::Schedule(const storage::Scope& scope,
                                               const storage::NewJob& job) {
   ASSIGN_OR_RETURN(storage::Job scheduled,
                    options_.jobs->ScheduleJob(scope, job, options_.clock->Now()));
-  {
-    absl::MutexLock lock(&mu_);
+  absl::MutexLock lock(&mu_);
+  if (!Delivering()) {
     wake_ = true;
-    if (!next_due_.has_value() || job.not_before < *next_due_) next_due_ = job.not_before;
+  } else if (job.not_before <= options_.clock->Now()) {
+    return scheduled;  // Due now: the store's wake-up claims it.
   }
+  // A later due time (the store's wake-up claims nothing yet): the loop waits for it.
+  if (!next_due_.has_value() || job.not_before < *next_due_) next_due_ = job.not_before;
+  recheck_ = true;
   return scheduled;
 }
 
 absl::Status Engine::Release(const storage::JobLease& lease) {
   RETURN_IF_ERROR(options_.jobs->ReleaseJob(lease, options_.clock->Now()));
-  Wake();
+  Scheduled();
   return absl::OkStatus();
 }
+
+void Engine::Scheduled() {
+  absl::MutexLock lock(&mu_);
+  if (!Delivering()) wake_ = true;
+}
+
+bool Engine::Delivering() const { return options_.watch_store && stats_.wakeups > 0; }
 
 void Engine::Wake() {
   absl::MutexLock lock(&mu_);
@@ -170,24 +181,36 @@ void Engine::ClaimLoop() {
                static_cast<int>(queue_.size() + running_.size());
       };
       const absl::Time now = options_.clock->Now();
+      // The idle poll counts from the last claim (a busy replica never polls); without room it
+      // only paces the loop. A due time matters only with room to claim; a worker that
+      // finishes makes the loop look again.
       absl::Duration wait = options_.idle_poll;
-      // A due time matters only with room to claim; a worker that finishes wakes the loop.
-      if (next_due_.has_value() && free_room() > 0) wait = std::min(wait, *next_due_ - now);
+      if (free_room() > 0) {
+        wait = std::min(wait, last_claim_ + options_.idle_poll - absl::Now());
+        if (next_due_.has_value()) wait = std::min(wait, *next_due_ - now);
+      }
       for (const auto& [id, r] : running_) wait = std::min(wait, r.renew_at - now);
-      auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return wake_ || stopping_; };
+      auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return wake_ || recheck_ || stopping_;
+      };
       mu_.AwaitWithTimeout(absl::Condition(&woken), std::max(wait, absl::ZeroDuration()));
       if (stopping_) return;
-      wake_ = false;
       room = free_room();
+      const bool asked = wake_;
+      const bool due = next_due_.has_value() && *next_due_ <= options_.clock->Now();
+      const bool poll = absl::Now() >= last_claim_ + options_.idle_poll;
+      wake_ = recheck_ = false;
+      if (asked && room <= 0) more_ = true;  // claimed once a worker is free
+      if (!asked && !due && !poll) room = 0;  // only leases to renew
     }
     RenewLeases();
     CountDue();
     room = std::min(room, options_.claim_batch);
-    if (room > 0 && ClaimOnce(room) == room) Wake();  // There may be more: look again.
+    if (room > 0) ClaimOnce(room);
   }
 }
 
-int Engine::ClaimOnce(int room) {
+void Engine::ClaimOnce(int room) {
   storage::JobClaim claim;
   claim.owner = options_.owner;
   claim.now = options_.clock->Now();
@@ -203,11 +226,20 @@ int Engine::ClaimOnce(int room) {
     // The idle poll tries again (not sooner: a known due time would make the loop spin).
     Log(LogLevel::kWarning, "claiming jobs failed", {{"status", SummarizeFailure(claimed.status())}});
     absl::MutexLock lock(&mu_);
+    last_claim_ = absl::Now();
+    ++stats_.claims;
     next_due_.reset();
-    return 0;
+    return;
   }
   const int n = static_cast<int>(claimed->jobs.size());
   absl::MutexLock lock(&mu_);
+  last_claim_ = absl::Now();
+  ++stats_.claims;
+  if (n == 0) ++stats_.empty_claims;
+  // Due jobs left behind: a full batch looks again at once; jobs a bound held back wait for a
+  // lease to end (a worker here finishing, or the idle poll for other replicas' leases).
+  more_ = claimed->left_due;
+  if (claimed->left_due && n == room) wake_ = true;
   // The store's answer covers every job it had when it answered; a time this engine learned
   // meanwhile (a job it rescheduled during the claim) may be earlier.
   std::optional<absl::Time> next = claimed->next_not_before;
@@ -217,7 +249,6 @@ int Engine::ClaimOnce(int room) {
   next_due_ = next;
   stats_.claimed += n;
   for (storage::ClaimedJob& c : claimed->jobs) queue_.push_back(std::move(c));
-  return n;
 }
 
 absl::Time Engine::RenewAt(absl::Time expires_at) const {
@@ -295,7 +326,10 @@ void Engine::Worker(int index) {
     RunJob(std::move(claimed), lost, jitter);
     absl::MutexLock lock(&mu_);
     running_.erase(id);
-    wake_ = true;  // A worker is free: claim more.
+    // A worker is free: claim if due jobs were left behind (else a claim finds nothing), and
+    // look at the due time, which waits for room.
+    if (more_) wake_ = true;
+    recheck_ = true;
   }
 }
 

@@ -4,12 +4,16 @@
 // time it wants to run again, and its thread goes on to other work.
 //
 // One claim loop claims due jobs in batches when woken (a NOTIFY from any replica through the
-// store's JobWaker, Schedule on this replica, a worker finishing) or when the earliest known
-// not_before comes, and at least every `idle_poll`; it claims only as many as the workers can
-// start (plus `prefetch`), so claimed jobs do not wait here while another replica could run
-// them. Room under a per-tenant or per-CA bound that another replica's job frees is seen at the
-// next wake-up (at most `idle_poll` later): job notices do not wake the loop, which would cost
-// every idle replica a claim per job ended anywhere. Workers run
+// store's JobWaker; Schedule or Release on this replica while the store's wake-ups are not
+// delivered yet, since they would wake it a second time), when the earliest known not_before
+// comes, when a worker finishes while the last claim left due jobs behind (a full batch, or
+// a per-tenant or per-CA bound), and when `idle_poll` has passed since the last claim. It
+// claims only as many as the workers can start (plus `prefetch`), so claimed jobs do not wait
+// here while another replica could run them. Each claim is a database transaction, so none is
+// made that can only find nothing: a worker that finishes claims only when the store said due
+// jobs were left. Room under a per-tenant or per-CA bound that another replica's job frees is
+// seen at the next wake-up (at most `idle_poll` later): job notices do not wake the loop,
+// which would cost every idle replica a claim per job ended anywhere. Workers run
 // each job's handler (by kind) and store its outcome: Done completes it; RetryAt reschedules it
 // at the handler's time (a CA's Retry-After wins); Failed retries it after an exponential
 // backoff with jitter (seeded once per worker thread), and fails it for good after
@@ -175,6 +179,8 @@ class Engine {
     int64_t lost = 0;         // an outcome refused: another replica holds the job now
     int64_t released = 0;     // claimed but not started when the engine stopped
     int64_t wakeups = 0;      // wake-ups from the store (the first says deliveries started)
+    int64_t claims = 0;       // claims made (each one database transaction)
+    int64_t empty_claims = 0; // claims that found nothing
   };
 
   // INVALID_ARGUMENT for a missing store or owner, negative sizes or limits, non-positive
@@ -199,9 +205,14 @@ class Engine {
   absl::StatusOr<storage::Job> Schedule(const storage::Scope& scope, const storage::NewJob& job);
   // Hands over a job this replica holds but will not run here itself (one made leased together
   // with what it acts on, e.g. by OrderStore::CreateOrJoinOrder): JobStore::ReleaseJob, which
-  // wakes every replica's engine, and this one at once. The store's error (FAILED_PRECONDITION
-  // when the lease was lost) otherwise.
+  // wakes every replica's engine (and this one; see Scheduled). The store's error
+  // (FAILED_PRECONDITION when the lease was lost) otherwise.
   absl::Status Release(const storage::JobLease& lease);
+  // Says that this replica made jobs due through the store (a release, or a job made together
+  // with what it acts on, e.g. OrderStore::CreateOrJoinOrder with NewOrder::job_released): the
+  // store's wake-up (NOTIFY) reaches this engine too, so the loop is woken here only while the
+  // store's wake-ups are not delivered (watch_store off, or none delivered yet).
+  void Scheduled();
   // Makes the claim loop look for due jobs now.
   void Wake();
 
@@ -229,8 +240,10 @@ class Engine {
 
   void ClaimLoop();
   void Worker(int index);
-  // One claim of at most `room` jobs; queues them for the workers. How many.
-  int ClaimOnce(int room);
+  // One claim of at most `room` jobs; queues them for the workers.
+  void ClaimOnce(int room);
+  // Whether the store's wake-ups reach this engine (so a local wake-up would be a second one).
+  bool Delivering() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Renews the leases of running jobs that are a third through.
   void RenewLeases();
   // When a lease ending at `expires_at` is a third through.
@@ -253,7 +266,11 @@ class Engine {
   mutable absl::Mutex mu_;
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  bool wake_ ABSL_GUARDED_BY(mu_) = true;
+  bool wake_ ABSL_GUARDED_BY(mu_) = true;     // claim now (if there is room)
+  bool recheck_ ABSL_GUARDED_BY(mu_) = false; // room or a due time changed: look, claim if due
+  // The last claim left due jobs (or a wake-up found no room): claim when a worker is free.
+  bool more_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time last_claim_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();  // real time
   std::deque<storage::ClaimedJob> queue_ ABSL_GUARDED_BY(mu_);  // claimed, not started
   std::map<storage::JobId, Running> running_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::Time> next_due_ ABSL_GUARDED_BY(mu_);

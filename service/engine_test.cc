@@ -128,6 +128,37 @@ TEST_F(EngineTest, EveryJobRunsOnce) {
   EXPECT_EQ(stats.retried + stats.failed + stats.lost + stats.released, 0);
 }
 
+// Issue 10, item 3: every claim is a PostgreSQL transaction, so the engine makes none that can
+// only find nothing. Jobs run one after another, each rescheduled once (due at once): the
+// claims are the first (at start, empty) and one per run. Before, a worker finishing always
+// claimed (empty after every last run) and a Schedule woke the loop besides the store's
+// wake-up.
+TEST_F(EngineTest, ClaimsThatCanFindNothingAreNotMade) {
+  const storage::Scope alpha = Tenant("alpha");
+  absl::Mutex mu;
+  std::set<std::string> seen;
+  Engine::Options options = Options(2);
+  options.idle_poll = absl::Hours(1);  // no idle poll in this test
+  auto engine = Started(options, [&](const JobRun& run) {
+    absl::MutexLock lock(&mu);
+    if (seen.insert(run.job().subject).second) return JobOutcome::RetryAt(fx_.clock().Now());
+    return JobOutcome::Done();
+  });
+  ASSERT_NE(engine, nullptr);
+  constexpr int kJobs = 5;
+  for (int i = 0; i < kJobs; ++i) {
+    ASSERT_OK(engine->Schedule(alpha, Job(absl::StrCat(i))).status());
+    ASSERT_TRUE(Eventually([&] { return engine->stats().completed == i + 1; }))
+        << "completed " << engine->stats().completed;
+  }
+  engine->Stop();
+  const Engine::Stats stats = engine->stats();
+  EXPECT_EQ(stats.claimed, 2 * kJobs);
+  EXPECT_LE(stats.empty_claims, 1) << stats.claims << " claims, " << stats.empty_claims
+                                   << " of them empty";
+  EXPECT_LE(stats.claims, 1 + 2 * kJobs);
+}
+
 TEST_F(EngineTest, FailedAttemptsBackOffExponentiallyWithJitterThenFailForGood) {
   const storage::Scope alpha = Tenant("alpha");
   Engine::Options options = Options(1);

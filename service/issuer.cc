@@ -365,8 +365,9 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
   // its material (a COMMIT whose answer was lost) would be joined by the caller's retry and
   // end invalid, its idempotency key bound to that failure. An RSA key is made only once the
   // order is known to be new (AttachGeneratedKey): a request that joins one costs no key
-  // generation, which for RSA-4096 takes seconds of CPU. The order's job is made with it,
-  // leased to this replica until the material is attached.
+  // generation, which for RSA-4096 takes seconds of CPU. The order's job is made with it:
+  // claimable at once when the order has its material (no hand-over transaction), else leased
+  // to this replica until the material is attached.
   storage::NewOrder spec{account.id, checked.identifiers,
                          with_idempotency_key ? request.idempotency_key : "", options_.replica_id,
                          options_.lease_duration};
@@ -379,29 +380,42 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
   }
   spec.job_kind = kOrderStepJob;
   spec.job_ca = account.directory_url;
+  // Not for a DNS-01 request: its preference is known to this replica's steps only once noted
+  // below, so its job waits for the hand-over.
+  spec.job_released =
+      !spec.csr_der.empty() && request.challenge == ChallengePreference::kHttp01;
   ASSIGN_OR_RETURN(storage::CreateOrderResult created,
                    options_.orders->CreateOrJoinOrder(scope, spec));
   // Begun before the job is handed over (a new order) or the order looked at again (a joined
   // one, by WaitForResult), so its end or a stop cannot pass unseen; a stop from before (of
-  // the order joined) is not this caller's answer.
+  // the order joined) is not this caller's answer. A job made claimable with its order is
+  // watched from the next statement on: a step here that ended or stopped it meanwhile is
+  // seen (EndedHere, stopped_), and a notice another replica sent within that moment, while
+  // nobody here watched, counts for the watch of the caller that created it.
   if (waiting != nullptr) {
-    waiting->watch =
-        options_.notices->Open(scope.tenant, kOrderStepJob, absl::StrCat(created.order.id));
+    waiting->watch = options_.notices->Open(
+        scope.tenant, kOrderStepJob, absl::StrCat(created.order.id),
+        created.created ? JobNotices::From::kSinceCreated : JobNotices::From::kFromNow);
     absl::MutexLock lock(&mu_);
-    if (auto it = stopped_.find(created.order.id); it != stopped_.end()) {
+    if (auto it = stopped_.find(created.order.id); it != stopped_.end() && !created.created) {
       waiting->stops_seen = it->second.number;
     }
   }
   if (!created.created) return created;
   if (waiting != nullptr) waiting->created_here = true;
-  const storage::Lease& lease = *created.lease;
   {
     absl::MutexLock lock(&mu_);
     if (request.challenge != ChallengePreference::kHttp01) {
       preferences_[created.order.id] = request.challenge;
     }
   }
-  if (!checked.csr && !early.has_value()) {
+  if (spec.job_released) {
+    // Claimable since it committed; the store's wake-up reaches every replica's engine.
+    options_.engine->Scheduled();
+    return created;
+  }
+  const storage::Lease& lease = *created.lease;
+  {
     absl::Status attached = AttachGeneratedKey(scope, lease, checked);
     if (!attached.ok()) {
       // Nobody can finish an order without its material: it ends now, rather than keep the

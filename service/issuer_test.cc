@@ -327,10 +327,13 @@ TEST_F(IssuerTest, IssuesWithTheHostsCsrThenReusesTheCurrentCertificate) {
 // Issue 10's "a tenth of the database work": an issuance (the RPC's reads and writes, each
 // order step's load and transitions, the completion) costs few store transactions, each of
 // which is one PostgreSQL transaction. The engine's claims (one per step) are not counted
-// here: their number depends on timing. 34 before orders loaded their rows together and
-// finished in one transaction; issue 10's target for the whole is 8. 19 when the first look
-// after the answers finds the order ready; each further look while the CA validates costs 2
-// (its load and its reschedule), and fake time decides how many there are: a margin of two.
+// here: their number depends on timing (EngineTest.ClaimsThatCanFindNothingAreNotMade counts
+// them). 34 before orders loaded their rows together and finished in one transaction; 19-21
+// before the order's job was made claimable with it (no hand-over) and recording ready became
+// finalize's proof (no lease renewal); issue 10's target for the whole is 8. Counted: 17 when the
+// first look after the answers finds the order ready; each further look while the CA
+// validates costs 2 (its load and its reschedule), and fake time decides how many there are
+// (19 in each of four runs here): a margin of one look.
 TEST_F(IssuerTest, AnIssuanceCostsFewStoreTransactions) {
   AddAccount();
   const int64_t before = fx_.fake_store().transactions();
@@ -339,7 +342,7 @@ TEST_F(IssuerTest, AnIssuanceCostsFewStoreTransactions) {
   ASSERT_TRUE(issued.ok()) << issued.status();
   ASSERT_TRUE(issued->certificate.has_value());
   const int64_t used = fx_.fake_store().transactions() - before;
-  EXPECT_LE(used, 23) << used << " store transactions for one issuance";
+  EXPECT_LE(used, 19) << used << " store transactions for one issuance";
 }
 
 TEST_F(IssuerTest, ConcurrentIdenticalRequestsMakeOneAcmeOrder) {

@@ -7,12 +7,19 @@ namespace acmevault::service {
 
 std::unique_ptr<JobNotices::Watch> JobNotices::Open(storage::TenantId tenant,
                                                     const std::string& kind,
-                                                    const std::string& subject) {
+                                                    const std::string& subject, From from) {
   Key key{tenant, kind, subject};
   absl::MutexLock lock(&mu_);
   Entry& e = entries_[key];
+  if (auto it = recent_.find(key); it != recent_.end()) {
+    // Sent while nobody watched; counted for a watch that asks for them from now on.
+    e.notices += it->second;
+    recent_.erase(it);
+  }
   ++e.watchers;
-  return std::unique_ptr<Watch>(new Watch(this, std::move(key), e.notices));
+  // A job made just now has no notice from before its creation: every one counted is news.
+  const uint64_t seen = from == From::kSinceCreated ? 0 : e.notices;
+  return std::unique_ptr<Watch>(new Watch(this, std::move(key), seen));
 }
 
 JobNotices::Watch::~Watch() {
@@ -46,8 +53,18 @@ bool JobNotices::Watch::Wait(absl::Time until, const std::function<bool()>& canc
 
 void JobNotices::Notify(const storage::JobNotice& notice) {
   absl::MutexLock lock(&mu_);
-  auto it = entries_.find(Key{notice.tenant, notice.kind, notice.subject});
-  if (it == entries_.end()) return;
+  Key key{notice.tenant, notice.kind, notice.subject};
+  auto it = entries_.find(key);
+  if (it == entries_.end()) {
+    auto [kept, fresh] = recent_.try_emplace(key, 0);
+    ++kept->second;
+    if (fresh) recent_order_.push_back(std::move(key));
+    while (recent_order_.size() > kRecentUnwatched) {
+      recent_.erase(recent_order_.front());  // possibly already taken by a watch
+      recent_order_.pop_front();
+    }
+    return;
+  }
   ++it->second.notices;
   ++delivered_;
 }

@@ -9,6 +9,7 @@
 #define ACMEVAULT_SERVICE_JOB_NOTICES_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -55,8 +56,15 @@ class JobNotices {
                       absl::Duration cancel_check = absl::Milliseconds(200))
       : clock_(clock), cancel_check_(cancel_check) {}
 
+  // Which notices a new watch counts: those sent after it opened (kFromNow), or every notice
+  // sent since the job was made (kSinceCreated) for a caller that opens it right after the
+  // transaction that made the job committed: a notice another replica sent in between, when
+  // nobody watched, is kept among the last `kRecentUnwatched` unwatched notices and counts.
+  enum class From { kFromNow, kSinceCreated };
+  static constexpr size_t kRecentUnwatched = 4096;
+
   std::unique_ptr<Watch> Open(storage::TenantId tenant, const std::string& kind,
-                              const std::string& subject);
+                              const std::string& subject, From from = From::kFromNow);
   // Wakes every watch of the notice's job. Cheap when nobody watches it; never blocks long
   // (called on the store's listener thread).
   void Notify(const storage::JobNotice& notice);
@@ -73,6 +81,9 @@ class JobNotices {
   const absl::Duration cancel_check_;
   mutable absl::Mutex mu_;
   std::map<Key, Entry> entries_ ABSL_GUARDED_BY(mu_);
+  // Notices that found no watcher, the last kRecentUnwatched of them (oldest first in order).
+  std::map<Key, uint64_t> recent_ ABSL_GUARDED_BY(mu_);
+  std::deque<Key> recent_order_ ABSL_GUARDED_BY(mu_);
   int64_t delivered_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

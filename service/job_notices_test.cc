@@ -3,6 +3,7 @@
 #include <atomic>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
@@ -31,7 +32,7 @@ TEST(JobNotices, OnlyTheNoticesOwnJobWakesAWaiter) {
   notices.Notify(Ended(1, "8"));                                     // another order
   notices.Notify(storage::JobNotice{1, "revoke_certificate", "7"});  // another kind
   EXPECT_FALSE(watch->Wait(absl::Now() + absl::Milliseconds(20)));
-  EXPECT_EQ(notices.delivered(), 0);  // Nobody watched those jobs: nothing was kept.
+  EXPECT_EQ(notices.delivered(), 0);  // Nobody watched those jobs.
 }
 
 TEST(JobNotices, AWaiterOnAnotherThreadIsWokenByTheNotice) {
@@ -60,6 +61,48 @@ TEST(JobNotices, ClosedWatchesLeaveNothingBehind) {
   EXPECT_EQ(notices.delivered(), 0);
   auto b = notices.Open(1, "order_step", "7");
   EXPECT_FALSE(b->Wait(absl::Now() + absl::Milliseconds(10)));  // The earlier notice is not its.
+}
+
+TEST(JobNotices, ANoticeSentJustBeforeTheCreatorsWatchOpenedWakesIt) {
+  // Another replica claimed the job the moment its creating transaction committed and ended
+  // it before the creator's watch opened: the creator, which does not read the order before
+  // the first notice, must not wait for a notice that already went by.
+  JobNotices notices;
+  notices.Notify(Ended(1, "7"));
+  auto watch = notices.Open(1, "order_step", "7", JobNotices::From::kSinceCreated);
+  EXPECT_TRUE(watch->Wait(absl::Now() + absl::Milliseconds(20)));
+  EXPECT_FALSE(watch->Wait(absl::Now() + absl::Milliseconds(20)));  // once
+}
+
+TEST(JobNotices, AJoinersWatchCountsOnlyWhatComesAfterIt) {
+  JobNotices notices;
+  notices.Notify(Ended(1, "7"));  // an earlier step's notice, before this caller joined
+  auto watch = notices.Open(1, "order_step", "7");
+  EXPECT_FALSE(watch->Wait(absl::Now() + absl::Milliseconds(20)));
+  notices.Notify(Ended(1, "7"));
+  EXPECT_TRUE(watch->Wait(absl::Now() + absl::Milliseconds(20)));
+}
+
+TEST(JobNotices, AWatchAlreadyOpenedByAJoinerDoesNotHideTheNoticesFromTheCreator) {
+  JobNotices notices;
+  auto joiner = notices.Open(1, "order_step", "7");
+  notices.Notify(Ended(1, "7"));
+  auto creator = notices.Open(1, "order_step", "7", JobNotices::From::kSinceCreated);
+  EXPECT_TRUE(creator->Wait(absl::Now() + absl::Milliseconds(20)));
+  EXPECT_TRUE(joiner->Wait(absl::Now() + absl::Milliseconds(20)));
+}
+
+TEST(JobNotices, OnlyTheLastUnwatchedNoticesAreKept) {
+  JobNotices notices;
+  notices.Notify(Ended(1, "7"));
+  for (size_t i = 0; i < JobNotices::kRecentUnwatched; ++i) {
+    notices.Notify(Ended(1, absl::StrCat("other-", i)));
+  }
+  auto watch = notices.Open(1, "order_step", "7", JobNotices::From::kSinceCreated);
+  EXPECT_FALSE(watch->Wait(absl::Now() + absl::Milliseconds(20)));
+  auto recent = notices.Open(1, "order_step", absl::StrCat("other-", JobNotices::kRecentUnwatched - 1),
+                             JobNotices::From::kSinceCreated);
+  EXPECT_TRUE(recent->Wait(absl::Now() + absl::Milliseconds(20)));
 }
 
 }  // namespace

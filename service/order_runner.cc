@@ -509,11 +509,14 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
       Remember(ctx);
       return waiting(ctx.answers.answered_at);
     } else if (ca.status == "ready") {
-      RETURN_IF_ERROR(advance(storage::OrderState::kReady));
       // RFC 8555 §7.4: finalize only while the CA says ready, and only while we provably hold
       // the job (a fenced write right before it); after a crash past this point the CA says
-      // processing or valid, and we never send it again.
-      RETURN_IF_ERROR(ProveLease(ctx));
+      // processing or valid, and we never send it again. Recording ready is such a write (the
+      // job row locked with it, its lease as fresh as the claim or the engine's last renewal);
+      // an order found ready already is proved by renewing the lease.
+      const bool recorded_here = ctx.order.state < storage::OrderState::kReady;
+      RETURN_IF_ERROR(advance(storage::OrderState::kReady));
+      if (!recorded_here) RETURN_IF_ERROR(ProveLease(ctx));
       next = ctx.client->Finalize(ctx.ref, ca, ctx.order.csr_der);
       if (options_.metrics) options_.metrics->RecordAcme("finalize", next.status());
       if (next.ok()) {

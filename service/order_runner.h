@@ -120,7 +120,8 @@ class OrderRunner {
     Dns01Solver* dns01 = nullptr;          // Borrowed; may be null (then dns-01 is refused).
     Metrics* metrics = nullptr;            // Borrowed; may be null.
     const Clock* clock = Clock::Real();
-    // The job lease's duration (ProveLease renews it for this long right before finalize).
+    // The job lease's duration (ProveLease renews it for this long right before finalizing an
+    // order a step found ready already).
     absl::Duration lease_duration = absl::Minutes(1);
     // While the CA works, the next look comes `poll_first_delay` after the step that started the
     // wait (answering the challenges, finalize), then after as long again as has passed since
@@ -170,7 +171,7 @@ class OrderRunner {
   bool ChallengeAnswered(Context& ctx, const acme::Order& order, const std::string& authz_url,
                          const std::string& type);
   absl::Status Complete(Context& ctx, const acme::Order& order);
-  // A fenced write of the job's lease (renewed), right before finalize.
+  // A fenced write of the job's lease (renewed), right before finalizing an order found ready.
   absl::Status ProveLease(Context& ctx);
   // The order's challenge answers, to remove once it ended: as published here, else as the
   // CA's authorizations name them.

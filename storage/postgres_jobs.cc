@@ -104,8 +104,14 @@ absl::StatusOr<JobClaimResult> PostgresStore::ClaimJobs(const JobClaim& claim) {
                      job.lease_expires_at.value_or(until)};
       out.jobs.push_back(ClaimedJob{std::move(job), std::move(lease)});
     }
-    out.next_not_before = OptionalTime(tx.exec_params1(
-        "SELECT av_us(av_next_job_time(av_ts($1), $2::text[]))", Micros(now), kinds)[0]);
+    // In the same statement: whether due jobs were left (the batch was full or a bound held
+    // them back; the jobs leased just now are no longer due).
+    pqxx::row next = tx.exec_params1(
+        "SELECT av_us(av_next_job_time(av_ts($1), $2::text[])), "
+        "EXISTS (SELECT 1 FROM av_jobs_due(av_ts($1)) d WHERE d.kind = ANY ($2::text[]))",
+        Micros(now), kinds);
+    out.next_not_before = OptionalTime(next[0]);
+    out.left_due = next[1].as<bool>();
     return out;
   });
 }

@@ -107,7 +107,16 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
             out.order = OrderOf(r[0]);
             out.created = true;
             out.lease = Lease{scope.tenant, out.order.id, order.lease_owner, 1, expires};
-            if (!order.job_kind.empty()) {
+            if (order.job_released) {
+              // The order's work, claimable at once (as ScheduleJob makes a job).
+              tx.exec_params0(
+                  "INSERT INTO jobs (tenant_id, kind, subject, ca, not_before, fencing_token, "
+                  "attempts, last_error, created_at, updated_at) "
+                  "VALUES ($1, $2, $3, $4, av_ts($5), 0, 0, '', av_ts($5), av_ts($5))",
+                  scope.tenant, order.job_kind, absl::StrCat(id), order.job_ca, Micros(now));
+              pg::Notify(tx, kJobsChannel, order.job_kind);
+              out.lease.reset();
+            } else if (!order.job_kind.empty()) {
               // The order's work, leased to its creator (a job's first claim: token 1).
               out.lease->job =
                   tx.exec_params1(

@@ -252,6 +252,10 @@ absl::StatusOr<std::vector<std::string>> ValidateNewOrder(const NewOrder& order)
   if (!order.job_kind.empty()) {
     RETURN_IF_ERROR(ValidateNewJob(NewJob{order.job_kind, "1", order.job_ca, absl::Time()}));
   }
+  if (order.job_released && (order.job_kind.empty() || order.csr_der.empty())) {
+    return absl::InvalidArgumentError(
+        "job_released: only for an order run by a job and made with its CSR");
+  }
   return ids;
 }
 

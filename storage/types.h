@@ -294,12 +294,19 @@ struct NewOrder {
   // lease expires. Empty: the order carries a lease of its own.
   std::string job_kind;
   std::string job_ca;
+  // With job_kind, for an order made with all it needs (csr_der set, and the certificate key
+  // if the service holds it): the job is made unleased instead, claimable at once by any
+  // replica, whose engines are woken as by JobStore::ScheduleJob (NOTIFY on commit). The
+  // creator never writes to the order again, so the hand-over (JobStore::ReleaseJob) costs no
+  // transaction of its own; CreateOrderResult::lease is then unset.
+  bool job_released = false;
 };
 
 struct CreateOrderResult {
   Order order;
-  bool created = false;        // false: an in-flight order (or the idempotency key's) was joined
-  std::optional<Lease> lease;  // set when created
+  bool created = false;  // false: an in-flight order (or the idempotency key's) was joined
+  // Set when created, unless NewOrder::job_released.
+  std::optional<Lease> lease;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -562,6 +569,11 @@ struct JobClaimResult {
   // The earliest not_before after `now` of an unleased job of the claimed kinds, if any: when
   // something becomes due next.
   std::optional<absl::Time> next_not_before;
+  // Due jobs of the claimed kinds were left unclaimed (the batch was full, or a per-tenant or
+  // per-CA bound held them back): a claim after one of those leases ends, or right away when
+  // the batch was full, may find them. False: nothing is due until next_not_before (or a new
+  // job, a release, an expiring lease).
+  bool left_due = false;
 };
 
 // A job of one kind ended (completed or failed for good), or the service announced that the

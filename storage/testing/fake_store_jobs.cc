@@ -45,18 +45,20 @@ JobNotice fake::DeleteLeasedJobLocked(State& s, const Job& job) {
   return notice;
 }
 
-namespace {
-
-using Slots = fake::WakerSlots;
-using fake::Wakers;
-using fake::WakeFinished;
-
-void WakeScheduled(const Slots& slots) {
+void fake::WakeScheduled(const WakerSlots& slots) {
   for (const auto& slot : slots) {
     absl::MutexLock lock(&slot->mu);
     if (slot->live && slot->wakeups.jobs_scheduled) slot->wakeups.jobs_scheduled();
   }
 }
+
+namespace {
+
+using Slots = fake::WakerSlots;
+using fake::Wakers;
+using fake::WakeFinished;
+using fake::WakeScheduled;
+
 
 void DeliverRevocation(const Slots& slots, const Revocation& revocation) {
   for (const auto& slot : slots) {
@@ -223,6 +225,7 @@ absl::StatusOr<JobClaimResult> FakeStore::ClaimJobs(const JobClaim& claim) {
         (!out.next_not_before.has_value() || j.not_before < *out.next_not_before)) {
       out.next_not_before = j.not_before;
     }
+    if (Due(j, now) && kinds.count(j.kind) > 0 && claimable_tenant(j.tenant)) out.left_due = true;
   }
   return out;
 }

@@ -45,73 +45,84 @@ const Order* BoundOrder(const State& s, const Scope& scope, absl::string_view ke
 absl::StatusOr<CreateOrderResult> FakeStore::CreateOrJoinOrder(const Scope& scope,
                                                                const NewOrder& order) {
   ASSIGN_OR_RETURN(std::vector<std::string> ids, rules::ValidateNewOrder(order));
-  const absl::Time now = Now();
-  State& s = *state_;
-  fake::StoreLock lock(s);
-  RETURN_IF_ERROR(RequireTenant(s, scope));
-  CreateOrderResult out;
-  if (const Order* bound = BoundOrder(s, scope, order.idempotency_key, now)) {
-    RETURN_IF_ERROR(rules::CheckIdempotentJoin(scope, *bound, ids));
-    out.order = *bound;
-    return out;
-  }
-  for (const auto& [id, o] : s.orders) {
-    if (o.tenant == scope.tenant && o.identifiers == ids && !IsTerminal(o.state)) {
-      out.order = o;
+  fake::WakerSlots wakers;  // woken once the change is made, as a NOTIFY on commit
+  absl::StatusOr<CreateOrderResult> created = [&]() -> absl::StatusOr<CreateOrderResult> {
+    const absl::Time now = Now();
+    State& s = *state_;
+    fake::StoreLock lock(s);
+    RETURN_IF_ERROR(RequireTenant(s, scope));
+    CreateOrderResult out;
+    if (const Order* bound = BoundOrder(s, scope, order.idempotency_key, now)) {
+      RETURN_IF_ERROR(rules::CheckIdempotentJoin(scope, *bound, ids));
+      out.order = *bound;
       return out;
     }
-  }
-  for (const auto& [id, o] : s.orders) {
-    if (o.tenant == scope.tenant && !order.idempotency_key.empty() &&
-        o.idempotency_key == order.idempotency_key && !IsTerminal(o.state)) {
-      return rules::IdempotencyKeyInFlight(o.id);
+    for (const auto& [id, o] : s.orders) {
+      if (o.tenant == scope.tenant && o.identifiers == ids && !IsTerminal(o.state)) {
+        out.order = o;
+        return out;
+      }
     }
-  }
-  ASSIGN_OR_RETURN(Account * account, FindAccount(s, scope, order.account));
-  Order o;
-  o.id = s.next_id++;
-  o.tenant = scope.tenant;
-  o.account = account->id;
-  o.identifiers = ids;
-  o.idempotency_key = order.idempotency_key;
-  o.lease_owner = order.lease_owner;
-  o.lease_expires_at = TruncateToMicros(now + order.lease_duration);
-  o.fencing_token = 1;
-  o.created_at = o.updated_at = now;
-  o.csr_der = order.csr_der;
-  o.created_by = scope.actor.identity;
-  if (order.certificate_key != nullptr) {
-    ASSIGN_OR_RETURN(
-        s.order_keys[o.id],
-        envelope_.SealPrivateKey(*order.certificate_key, OrderKeyContext(scope.tenant, o.id)));
-    o.has_certificate_key = true;
-  }
-  s.orders[o.id] = o;
-  out.order = o;
-  out.created = true;
-  out.lease = Lease{scope.tenant, o.id, order.lease_owner, 1, *o.lease_expires_at};
-  if (!order.job_kind.empty()) {
-    // The order's work, leased to its creator (a job's first claim: token 1).
-    Job j;
-    j.id = s.next_id++;
-    j.tenant = scope.tenant;
-    j.kind = order.job_kind;
-    j.subject = absl::StrCat(o.id);
-    j.ca = order.job_ca;
-    j.not_before = now;
-    j.lease_owner = order.lease_owner;
-    j.lease_expires_at = *o.lease_expires_at;
-    j.fencing_token = 1;
-    j.created_at = j.updated_at = now;
-    s.jobs[j.id] = j;
-    s.open_jobs[std::make_tuple(j.tenant, j.kind, j.subject)] = j.id;
-    out.lease->job = j.id;
-    // The job's lease alone fences the order (rules::CheckFence refuses the order's own).
-    s.orders[o.id].fencing_token = 0;
-    out.order.fencing_token = 0;
-  }
-  Audit(s, scope, now, rules::OrderEvent("CreateOrder", o, ""));
-  return out;
+    for (const auto& [id, o] : s.orders) {
+      if (o.tenant == scope.tenant && !order.idempotency_key.empty() &&
+          o.idempotency_key == order.idempotency_key && !IsTerminal(o.state)) {
+        return rules::IdempotencyKeyInFlight(o.id);
+      }
+    }
+    ASSIGN_OR_RETURN(Account * account, FindAccount(s, scope, order.account));
+    Order o;
+    o.id = s.next_id++;
+    o.tenant = scope.tenant;
+    o.account = account->id;
+    o.identifiers = ids;
+    o.idempotency_key = order.idempotency_key;
+    o.lease_owner = order.lease_owner;
+    o.lease_expires_at = TruncateToMicros(now + order.lease_duration);
+    o.fencing_token = 1;
+    o.created_at = o.updated_at = now;
+    o.csr_der = order.csr_der;
+    o.created_by = scope.actor.identity;
+    if (order.certificate_key != nullptr) {
+      ASSIGN_OR_RETURN(
+          s.order_keys[o.id],
+          envelope_.SealPrivateKey(*order.certificate_key, OrderKeyContext(scope.tenant, o.id)));
+      o.has_certificate_key = true;
+    }
+    s.orders[o.id] = o;
+    out.order = o;
+    out.created = true;
+    out.lease = Lease{scope.tenant, o.id, order.lease_owner, 1, *o.lease_expires_at};
+    if (!order.job_kind.empty()) {
+      // The order's work, leased to its creator (a job's first claim: token 1).
+      Job j;
+      j.id = s.next_id++;
+      j.tenant = scope.tenant;
+      j.kind = order.job_kind;
+      j.subject = absl::StrCat(o.id);
+      j.ca = order.job_ca;
+      j.not_before = now;
+      if (!order.job_released) {
+        j.lease_owner = order.lease_owner;
+        j.lease_expires_at = *o.lease_expires_at;
+        j.fencing_token = 1;
+      }
+      j.created_at = j.updated_at = now;
+      s.jobs[j.id] = j;
+      s.open_jobs[std::make_tuple(j.tenant, j.kind, j.subject)] = j.id;
+      out.lease->job = j.id;
+      if (order.job_released) {
+        out.lease.reset();
+        wakers = fake::Wakers(s);
+      }
+      // The job's lease alone fences the order (rules::CheckFence refuses the order's own).
+      s.orders[o.id].fencing_token = 0;
+      out.order.fencing_token = 0;
+    }
+    Audit(s, scope, now, rules::OrderEvent("CreateOrder", o, ""));
+    return out;
+  }();
+  fake::WakeScheduled(wakers);
+  return created;
 }
 
 absl::StatusOr<Order> FakeStore::GetOrder(const Scope& scope, OrderId order) {

@@ -164,6 +164,8 @@ absl::StatusOr<UnsealedAccountKey> UnsealActiveKeyLocked(State& s, const Envelop
 using WakerSlots = std::vector<std::shared_ptr<State::JobWakerSlot>>;
 WakerSlots Wakers(State& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
 void WakeFinished(const WakerSlots& slots, const JobNotice& notice);
+// The delivery of jobs made due (ScheduleJob's wake-up) to them.
+void WakeScheduled(const WakerSlots& slots);
 // CompleteJob's write, shared with FinishOrder: the job leased by `lease` (checked by the
 // caller) is deleted; returns its notice.
 JobNotice DeleteLeasedJobLocked(State& s, const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);

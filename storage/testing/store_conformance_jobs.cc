@@ -159,6 +159,7 @@ TEST_P(StoreConformanceTest, ClaimsRespectNotBeforeAndLeaseJobsWithFencingTokens
   ASSERT_OK_AND_ASSIGN(JobClaimResult none, store().ClaimJobs(ClaimOf("r1", t, 10)));
   EXPECT_THAT(none.jobs, IsEmpty());
   EXPECT_EQ(none.next_not_before, t + absl::Minutes(1));
+  EXPECT_FALSE(none.left_due);
 
   const absl::Time now = t + absl::Minutes(1);  // due at not_before exactly
   ASSERT_OK_AND_ASSIGN(JobClaimResult got,
@@ -175,6 +176,7 @@ TEST_P(StoreConformanceTest, ClaimsRespectNotBeforeAndLeaseJobsWithFencingTokens
   EXPECT_EQ(c.lease.fencing_token, 1);
   EXPECT_EQ(c.lease.expires_at, now + absl::Minutes(2));
   EXPECT_EQ(got.next_not_before, later.not_before);
+  EXPECT_FALSE(got.left_due);  // what was due is claimed
 
   // Leased: nobody else gets it while the lease is in force.
   ASSERT_OK_AND_ASSIGN(none, store().ClaimJobs(ClaimOf("r2", now + absl::Minutes(1), 10)));
@@ -341,6 +343,7 @@ TEST_P(StoreConformanceTest, OneTenantsThousandDueJobsDoNotDelayAnothersOne) {
   // In the first batch: every tenant's first turn comes before anyone's second.
   ASSERT_OK_AND_ASSIGN(JobClaimResult batch, store().ClaimJobs(ClaimOf("r1", t, 4)));
   EXPECT_THAT(Claimed(batch), ElementsAre(a + "0", b, a + "1", a + "2"));
+  EXPECT_TRUE(batch.left_due);  // the batch was full
 
   // One job per claim: the tenant served longest ago goes first, so alpha's backlog costs
   // beta one turn, not a thousand.
@@ -372,10 +375,12 @@ TEST_P(StoreConformanceTest, PerTenantBoundsCountEveryOwnersLeases) {
   claim.per_tenant_limit = 2;
   ASSERT_OK_AND_ASSIGN(JobClaimResult first, store().ClaimJobs(claim));
   EXPECT_THAT(first.jobs, SizeIs(4));
+  EXPECT_TRUE(first.left_due);  // held back by the bound: a claim after a lease ends finds more
   // Another replica: both tenants are at their bound.
   claim.owner = "r2";
   ASSERT_OK_AND_ASSIGN(JobClaimResult none, store().ClaimJobs(claim));
   EXPECT_THAT(none.jobs, IsEmpty());
+  EXPECT_TRUE(none.left_due);
   // One of alpha's ends: alpha may have one more.
   for (const ClaimedJob& c : first.jobs) {
     if (c.job.tenant == alpha.tenant) {
@@ -390,6 +395,7 @@ TEST_P(StoreConformanceTest, PerTenantBoundsCountEveryOwnersLeases) {
   claim.max_jobs = 100;
   ASSERT_OK_AND_ASSIGN(JobClaimResult after, store().ClaimJobs(claim));
   EXPECT_THAT(after.jobs, SizeIs(4));
+  EXPECT_TRUE(after.left_due);  // three more, held back by the bound again
 }
 
 TEST_P(StoreConformanceTest, PerCaBoundsSpanTenantsAndSkipJobsWithoutACa) {
@@ -522,6 +528,45 @@ TEST_P(StoreConformanceTest, WakeUpsReachEveryReplicasWaker) {
   ASSERT_OK(store().AnnounceJobNotice(JobNotice{alpha.tenant, "order", "78", false}));
   EXPECT_THAT(later.WaitForNotices(1), ElementsAre(absl::StrCat(tenant, " order 78 done")));
   EXPECT_EQ(seen.scheduled(), before);
+}
+
+// An order made with its material and its job released: no lease comes back, the job is due
+// and unleased at once (the next claim's first lease, token 1), and every replica is woken.
+TEST_P(StoreConformanceTest, AnOrdersJobMadeReleasedIsClaimableAtOnceAndWakesEveryReplica) {
+  const Scope alpha = ScopeOf(MakeTenant("alpha"));
+  const Account account = MakeAccount(alpha);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> replica,
+                       harness().Reopen(TestKeks(KekText("kek-a", 'a'))));
+  WakeupRecorder seen;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<JobWaker> waker, replica->WatchJobs(seen.Wakeups()));
+  ASSERT_TRUE(seen.WaitForScheduled(1)) << "deliveries never started";
+
+  NewOrder spec{account.id, {"a.test"}, "", "r1", absl::Minutes(1)};
+  spec.job_kind = kStep;
+  spec.job_ca = kCa;
+  spec.job_released = true;
+  // Only for an order with its CSR, run by a job.
+  EXPECT_THAT(store().CreateOrJoinOrder(alpha, spec), StatusIs(kInvalidArgument, "job_released"));
+  spec.csr_der = "csr";
+  NewOrder no_job = spec;
+  no_job.job_kind.clear();
+  EXPECT_THAT(store().CreateOrJoinOrder(alpha, no_job), StatusIs(kInvalidArgument, "job_released"));
+
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult created, store().CreateOrJoinOrder(alpha, spec));
+  EXPECT_TRUE(created.created);
+  EXPECT_FALSE(created.lease.has_value());
+  EXPECT_TRUE(seen.WaitForScheduled(2)) << "the released job woke no one";
+  ASSERT_OK_AND_ASSIGN(JobClaimResult got, store().ClaimJobs(ClaimOf("r2", clock().Now(), 5)));
+  ASSERT_THAT(got.jobs, SizeIs(1));
+  EXPECT_EQ(got.jobs[0].job.subject, absl::StrCat(created.order.id));
+  EXPECT_EQ(got.jobs[0].job.ca, kCa);
+  EXPECT_EQ(got.jobs[0].lease.fencing_token, 1);
+  // Joining it makes nothing new.
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult joined, store().CreateOrJoinOrder(alpha, spec));
+  EXPECT_FALSE(joined.created);
+  EXPECT_EQ(joined.order.id, created.order.id);
+  ASSERT_OK_AND_ASSIGN(JobClaimResult none, store().ClaimJobs(ClaimOf("r2", clock().Now(), 5)));
+  EXPECT_THAT(none.jobs, IsEmpty());
 }
 
 }  // namespace
