@@ -13,11 +13,13 @@
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "acme/client.h"
 #include "acme/http.h"
 #include "acme/testing/pebble.h"
 #include "acmevault/v1/account_service.grpc.pb.h"
@@ -28,6 +30,8 @@
 #include "crypto/x509.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "storage/postgres_store.h"
+#include "storage/types.h"
 #include "tests/e2e/e2e_fixture.h"
 
 namespace acmevault {
@@ -111,6 +115,56 @@ TEST_F(E2eTest, IssuesWithAHostCsrAndTheChainVerifies) {
   EXPECT_THAT((*chain)[0].dns_names, ::testing::ElementsAre(name));
   EXPECT_TRUE((*chain)[0].public_key.Equals(key->public_key()));
   ExpectChainVerifies(resp.certificate().chain_pem());
+}
+
+// Issue 11 item 4: with the default policy the order's authorizations are deactivated at the
+// CA once the certificate is stored, as Pebble itself reports them (read with the tenant's
+// account key, from the order's URL the service recorded), and the service's ledger holds none
+// of them as outstanding.
+TEST_F(E2eTest, AuthorizationsAreDeactivatedAtTheCaAfterIssuance) {
+  TenantTokens t = NewTenant();
+  v1::IssueCertificateResponse resp;
+  grpc::Status s = IssueWithKey(t, {absl::StrCat("a.", t.name, ".example"),
+                                    absl::StrCat("b.", t.name, ".example")},
+                                &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(resp.order().state(), v1::ORDER_STATE_VALID) << resp.order().error();
+
+  auto store = OpenStore();
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto tenant = (*store)->FindTenantByName(t.name);
+  ASSERT_TRUE(tenant.ok()) << tenant.status();
+  const storage::Scope scope{tenant->id, {"e2e-test", "authorization hygiene"}};
+  storage::OrderId order_id = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(resp.order().id(), &order_id)) << resp.order().id();
+  auto order = (*store)->GetOrder(scope, order_id);
+  ASSERT_TRUE(order.ok()) << order.status();
+  auto accounts = (*store)->ListAccounts(scope);
+  ASSERT_TRUE(accounts.ok() && accounts->size() == 1u);
+  auto key = (*store)->GetActiveKey(scope, accounts->front().id, "e2e: read the order at the CA");
+  ASSERT_TRUE(key.ok() && key->private_key) << key.status();
+
+  const std::string ca_file = ::acmevault::testing::StackEnv("ACMEVAULT_PEBBLE_TLS_CA");
+  auto http = acme::CurlTransport::Create({.ca_file = ca_file});
+  ASSERT_TRUE(http.ok());
+  auto acme = acme::AcmeClient::Create(
+      {.directory_url = ::acmevault::testing::StackEnv("ACMEVAULT_PEBBLE_E2E_DIRECTORY"),
+       .transport = http->get()});
+  ASSERT_TRUE(acme.ok()) << acme.status();
+  const acme::AccountRef ref{&*key->private_key, accounts->front().account_url};
+  auto at_ca = (*acme)->GetOrder(ref, order->acme_url);
+  ASSERT_TRUE(at_ca.ok()) << at_ca.status();
+  ASSERT_EQ(at_ca->authorizations.size(), 2u);
+  for (const std::string& url : at_ca->authorizations) {
+    auto authz = (*acme)->GetAuthorization(ref, url);
+    ASSERT_TRUE(authz.ok()) << url << ": " << authz.status();
+    EXPECT_EQ(authz->status, "deactivated") << url;
+  }
+  storage::AuthorizationFilter of_order;
+  of_order.order = order_id;
+  auto outstanding = (*store)->ListOutstandingAuthorizations(scope, of_order);
+  ASSERT_TRUE(outstanding.ok()) << outstanding.status();
+  EXPECT_TRUE(outstanding->empty()) << outstanding->size() << " still outstanding in the ledger";
 }
 
 TEST_F(E2eTest, IssuesWithAServiceKeyReturnedOnlyToTheCaller) {
