@@ -415,7 +415,9 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
     return created;
   }
   const storage::Lease& lease = *created.lease;
-  {
+  // Made without its material only for a service key made now (RSA); a host CSR or an early
+  // key went in with the order (a DNS-01 request's job merely waits for the hand-over).
+  if (spec.csr_der.empty()) {
     absl::Status attached = AttachGeneratedKey(scope, lease, checked);
     if (!attached.ok()) {
       // Nobody can finish an order without its material: it ends now, rather than keep the

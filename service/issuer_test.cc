@@ -27,6 +27,7 @@ using acme::testing::ScriptedServer;
 using storage::Role;
 using storage::testing::StatusIs;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using Call = ScriptedServer::Call;
 
 // A CA that runs many orders at once, each on its own URLs (/order/N, /authz/N, /chall/N,
@@ -343,6 +344,23 @@ TEST_F(IssuerTest, AnIssuanceCostsFewStoreTransactions) {
   ASSERT_TRUE(issued->certificate.has_value());
   const int64_t used = fx_.fake_store().transactions() - before;
   EXPECT_LE(used, 19) << used << " store transactions for one issuance";
+}
+
+// An order made with its material (a host CSR, or a service EC key made before the order) whose
+// request asks for DNS-01 is handed over like any other, not given a second key: it reaches the
+// CA. (This replica has no DNS-01 solver here, so the order then ends on that.)
+TEST_F(IssuerTest, ADns01OrderMadeWithItsMaterialIsNotGivenASecondKey) {
+  AddAccount();
+  for (bool host_csr : {true, false}) {
+    SCOPED_TRACE(host_csr ? "host CSR" : "service key");
+    IssueRequest r = host_csr ? CsrRequest({"leaf.example.com"}, *leaf_key_)
+                              : ServiceKeyRequest("dns01-service-key");
+    r.challenge = ChallengePreference::kDns01;
+    const int orders_before = ca_.CountCalls("POST", "/new-order");
+    auto issued = issuer_->Issue(host_, r);
+    EXPECT_THAT(issued.status().message(), Not(HasSubstr("finalization material")));
+    EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), orders_before + 1);
+  }
 }
 
 TEST_F(IssuerTest, ConcurrentIdenticalRequestsMakeOneAcmeOrder) {
