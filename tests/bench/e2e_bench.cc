@@ -21,7 +21,8 @@
 //                  acmevaultd's threads and resident memory (/proc/<pid>/status); at the end
 //                  the peaks (VmHWM for memory).
 //
-// Each run makes its own tenant (root token from --root_token_file) with an ACME account. Every
+// Each run makes its own tenant (root token from --root_token_file) with an ACME account, its key
+// in the vault or, with --key_storage=pkcs11, in the daemon's PKCS#11 token. Every
 // loop is bounded by a count and a time limit; everything is on loopback.
 // tests/bench/run_e2e_bench starts the stack, a fresh Pebble and service for each run.
 #include <grpcpp/generic/generic_stub.h>
@@ -75,6 +76,8 @@ ABSL_FLAG(int, seconds, 30, "time limit of the issuance run or of each read run"
 ABSL_FLAG(int, streams, 64, "concurrent calls of the read run");
 ABSL_FLAG(std::string, label, "", "printed first on every line");
 ABSL_FLAG(int, call_ms, 500, "inflight mode: each IssueCertificate call's deadline");
+ABSL_FLAG(std::string, key_storage, "vault",
+          "where the run's tenant keeps its account key: vault or pkcs11 (the daemon's token)");
 
 namespace acmevault::bench {
 namespace {
@@ -150,7 +153,11 @@ using ::acmevault::testing::Percentile;
 
 // A tenant for one run; prints why when its setup failed.
 Tenant NewTenant(Service& s) {
-  Tenant t = s.NewTenant("bench");
+  // The service's default policy, but for where the account key is kept.
+  v1::TenantPolicy policy;
+  policy.set_key_storage(v1::KEY_STORAGE_PKCS11);
+  const bool token = absl::GetFlag(FLAGS_key_storage) == "pkcs11";
+  Tenant t = s.NewTenant("bench", "example", token ? &policy : nullptr);
   if (!t.status.ok()) std::printf("setup failed: %s\n", t.status.error_message().c_str());
   return t;
 }

@@ -40,12 +40,14 @@ ApiClient::ApiClient(const std::string& address, const std::string& root_token_f
   root_token_ = std::string(absl::StripAsciiWhitespace(ReadFileOrEmpty(root_token_file)));
 }
 
-ApiTenant ApiClient::NewTenant(absl::string_view prefix, absl::string_view domain) {
+ApiTenant ApiClient::NewTenant(absl::string_view prefix, absl::string_view domain,
+                               const v1::TenantPolicy* policy) {
   ApiTenant t;
   t.name = absl::StrCat(prefix, getpid(), "-", absl::ToUnixMillis(absl::Now()) % 100000000);
   v1::CreateTenantRequest tr;
   tr.set_name(t.name);
   tr.add_allowed_identifiers(absl::StrCat("*.", t.name, ".", domain));
+  if (policy != nullptr) *tr.mutable_policy() = *policy;
   v1::Tenant tenant;
   t.status = admin_->CreateTenant(ApiContext(root_token_).get(), tr, &tenant);
   std::string admin;

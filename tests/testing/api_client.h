@@ -39,7 +39,9 @@ class ApiClient {
   ApiClient(const std::string& address, const std::string& root_token_file);
 
   // Creates tenant "<prefix><pid>-<millis>" as described at ApiTenant.
-  ApiTenant NewTenant(absl::string_view prefix, absl::string_view domain = "example");
+  // With `policy`, the tenant is created with it (else the service's default policy).
+  ApiTenant NewTenant(absl::string_view prefix, absl::string_view domain = "example",
+                      const v1::TenantPolicy* policy = nullptr);
 
   const std::shared_ptr<grpc::Channel>& channel() { return channel_; }
   v1::AdminService::Stub& admin() { return *admin_; }
