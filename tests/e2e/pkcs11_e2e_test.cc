@@ -110,6 +110,20 @@ class Pkcs11E2eTest : public e2e::E2eFixture {
     return token.ok() ? *std::move(token) : nullptr;
   }
 
+  // Revokes `serial` (signed with the tenant's account key) and checks Pebble's answer.
+  void RevokeAndExpectRevokedAtPebble(const TenantTokens& t, const std::string& serial) {
+    v1::RevokeCertificateRequest r;
+    r.set_serial(serial);
+    r.set_reason(v1::REVOCATION_REASON_SUPERSEDED);
+    v1::RevokeCertificateResponse revoked;
+    auto c = Ctx(t.admin);
+    grpc::Status s = certs_->RevokeCertificate(c.get(), r, &revoked);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    auto at_pebble = pebble_->StatusBySerial(serial);
+    ASSERT_TRUE(at_pebble.ok()) << at_pebble.status();
+    EXPECT_EQ(at_pebble->status, "Revoked");
+  }
+
   std::unique_ptr<acme::testing::PebbleManagement> pebble_;
   v1::Account account_;
 };
@@ -141,16 +155,8 @@ TEST_F(Pkcs11E2eTest, IssueRolloverRevokeAndCompromiseWithAKeyThatNeverLeavesThe
   EXPECT_NE(second_object, first_object);
 
   // Revoke with the (new) account key.
-  v1::RevokeCertificateRequest rr;
-  rr.set_serial(issued.certificate().serial());
-  rr.set_reason(v1::REVOCATION_REASON_SUPERSEDED);
-  v1::RevokeCertificateResponse revoked;
-  auto rc = Ctx(t.admin);
-  s = certs_->RevokeCertificate(rc.get(), rr, &revoked);
-  ASSERT_TRUE(s.ok()) << s.error_message();
-  auto at_pebble = pebble_->StatusBySerial(issued.certificate().serial());
-  ASSERT_TRUE(at_pebble.ok()) << at_pebble.status();
-  EXPECT_EQ(at_pebble->status, "Revoked");
+  RevokeAndExpectRevokedAtPebble(t, issued.certificate().serial());
+  if (HasFatalFailure()) return;
 
   // The compromise response: rollover, authorizations, reissue, revoke.
   v1::IssueCertificateResponse live;
@@ -319,15 +325,7 @@ TEST_F(Pkcs11E2eTest, ATokenKekSealsTheVaultsKeysAndIsRotatedLikeAFileKek) {
   s = IssueWithKey(t, {absl::StrCat("kek.", t.name, ".example")}, &again, idempotency, 60);
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(again.private_key_pem(), issued.private_key_pem());
-  v1::RevokeCertificateRequest rr;
-  rr.set_serial(issued.certificate().serial());
-  v1::RevokeCertificateResponse revoked;
-  auto rc = Ctx(t.admin);
-  s = certs_->RevokeCertificate(rc.get(), rr, &revoked);
-  ASSERT_TRUE(s.ok()) << s.error_message();
-  auto at_pebble = pebble_->StatusBySerial(issued.certificate().serial());
-  ASSERT_TRUE(at_pebble.ok()) << at_pebble.status();
-  EXPECT_EQ(at_pebble->status, "Revoked");
+  RevokeAndExpectRevokedAtPebble(t, issued.certificate().serial());
 }
 
 // A token key object that disappears (deleted in the HSM by hand) is a clear error naming it,
