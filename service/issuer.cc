@@ -96,12 +96,7 @@ JobOutcome Issuer::StepOrder(const JobRun& run) {
         absl::InvalidArgumentError("an order_step job's subject is not an order id"));
   }
   const storage::Scope scope{run.job().tenant, {options_.replica_id, kOrderStepJob}};
-  OrderJob job{scope, storage::OrderLeaseOf(run.lease(), id), ChallengePreference::kHttp01,
-               run.job().attempts};
-  {
-    absl::MutexLock lock(&mu_);
-    if (auto it = preferences_.find(id); it != preferences_.end()) job.challenge = it->second;
-  }
+  OrderJob job{scope, storage::OrderLeaseOf(run.lease(), id), run.job().attempts};
   absl::StatusOr<OrderStepResult> result;
   std::exception_ptr thrown;
   try {
@@ -138,7 +133,6 @@ JobOutcome Issuer::StepOrder(const JobRun& run) {
       {
         absl::MutexLock lock(&mu_);
         stopped_.erase(id);
-        preferences_.erase(id);
         const absl::Time now = options_.clock->Now();
         for (auto it = ended_.begin(); it != ended_.end();) {
           it = now - it->second.at > kEndedKept ? ended_.erase(it) : std::next(it);
@@ -380,10 +374,9 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
   }
   spec.job_kind = kOrderStepJob;
   spec.job_ca = account.directory_url;
-  // Not for a DNS-01 request: its preference is known to this replica's steps only once noted
-  // below, so its job waits for the hand-over.
-  spec.job_released =
-      !spec.csr_der.empty() && request.challenge == ChallengePreference::kHttp01;
+  // Stored with the order, so a step on any replica answers as the request asked.
+  spec.prefer_dns01 = request.challenge == ChallengePreference::kDns01;
+  spec.job_released = !spec.csr_der.empty();
   ASSIGN_OR_RETURN(storage::CreateOrderResult created,
                    options_.orders->CreateOrJoinOrder(scope, spec));
   // Begun before the job is handed over (a new order) or the order looked at again (a joined
@@ -403,12 +396,6 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
   }
   if (!created.created) return created;
   if (waiting != nullptr) waiting->created_here = true;
-  {
-    absl::MutexLock lock(&mu_);
-    if (request.challenge != ChallengePreference::kHttp01) {
-      preferences_[created.order.id] = request.challenge;
-    }
-  }
   if (spec.job_released) {
     // Claimable since it committed; the store's wake-up reaches every replica's engine.
     options_.engine->Scheduled();

@@ -259,9 +259,6 @@ class Issuer {
   };
   std::map<storage::OrderId, Stop> stopped_ ABSL_GUARDED_BY(mu_);
   uint64_t stops_ ABSL_GUARDED_BY(mu_) = 0;
-  // The challenge type asked for by the request that made an order here (not stored: a step on
-  // another replica answers with HTTP-01, or DNS-01 for a wildcard).
-  std::map<storage::OrderId, ChallengePreference> preferences_ ABSL_GUARDED_BY(mu_);
   std::map<storage::OrderId, Ended> ended_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -388,7 +388,9 @@ absl::StatusOr<OrderStepResult> OrderRunner::Step(const OrderJob& job) {
       ctx.key_status = key.status();
     }
   }
-  ctx.challenge = job.challenge;
+  // As the request that made the order asked (stored with it); a wildcard's is DNS-01 anyway.
+  ctx.challenge =
+      ctx.order.prefer_dns01 ? ChallengePreference::kDns01 : ChallengePreference::kHttp01;
   return StepLoaded(ctx);
 }
 

@@ -77,8 +77,6 @@ struct OrderJob {
   storage::Scope scope;
   // The order's job lease (storage::Lease::job set): what every write presents.
   storage::Lease lease;
-  // HTTP-01 unless the request asked for DNS-01; a wildcard's authorization is always DNS-01.
-  ChallengePreference challenge = ChallengePreference::kHttp01;
   // Failed steps in a row so far (the job's attempts): a failed download is tried again soon
   // kDownloadRetries times before the order waits for the engine's backoff or ends.
   int failed_attempts = 0;

@@ -62,11 +62,13 @@ class OrderRunnerTest : public ::testing::Test {
   // half (the test leaf key by default).
   storage::Lease NewOrderRow(std::vector<std::string> names = {"*.leaf.example.com",
                                                                "leaf.example.com"},
-                             const crypto::PrivateKey& key = testing::TestLeafKey()) {
+                             const crypto::PrivateKey& key = testing::TestLeafKey(),
+                             bool prefer_dns01 = false) {
     auto csr = crypto::BuildCsr(names, key);
     EXPECT_TRUE(csr.ok());
     storage::NewOrder spec{account_, names, "", "replica-1", absl::Minutes(2)};
     spec.csr_der = csr.ok() ? *csr : "";
+    spec.prefer_dns01 = prefer_dns01;
     spec.job_kind = "order_step";
     auto r = fx_.store().CreateOrJoinOrder(scope_, spec);
     EXPECT_TRUE(r.ok()) << r.status();
@@ -205,6 +207,17 @@ TEST_F(OrderRunnerTest, RunsAnOrderToAStoredCertificate) {
 // Issue 11: the ledger shows the CA's state. An order the CA made valid has only valid
 // authorizations (RFC 8555 §7.1.6), so a tenant that keeps its authorizations has them
 // recorded valid, not left pending as they were answered.
+// The challenge type a request asked for is the order's, stored with it: a runner that never saw
+// the request (another replica's) answers as asked. This one has no DNS-01 configuration, so
+// the order stops on that, and no HTTP-01 answer is sent in its place.
+TEST_F(OrderRunnerTest, AStoredDns01PreferenceIsHonouredByAnyRunner) {
+  auto order = RunToEnd(NewOrderRow({"leaf.example.com"}, testing::TestLeafKey(),
+                                    /*prefer_dns01=*/true));
+  const std::string said = order.ok() ? order->error : std::string(order.status().message());
+  EXPECT_THAT(said, HasSubstr("dns-01"));
+  EXPECT_EQ(ca_.CountCalls("POST", "/chall/1"), 0);
+}
+
 TEST_F(OrderRunnerTest, KeptAuthorizationsAreRecordedValidAfterIssuance) {
   auto tenant = fx_.store().GetTenant(scope_);
   ASSERT_TRUE(tenant.ok()) << tenant.status();

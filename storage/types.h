@@ -236,6 +236,9 @@ struct Order {
   // Who made it: the creating call's Scope.actor.identity (the authenticated caller). Its
   // idempotency key binds for this identity only. Empty for orders made before it was recorded.
   std::string created_by;
+  // Its authorizations are answered by DNS-01 (the request asked for it); else HTTP-01, but a
+  // wildcard's always by DNS-01. Stored, so that every replica's step answers as asked.
+  bool prefer_dns01 = false;
 };
 
 // How long an idempotency key binds the order it made (from the order's created_at). After
@@ -294,6 +297,8 @@ struct NewOrder {
   // lease expires. Empty: the order carries a lease of its own.
   std::string job_kind;
   std::string job_ca;
+  // Order::prefer_dns01.
+  bool prefer_dns01 = false;
   // With job_kind, for an order made with all it needs (csr_der set, and the certificate key
   // if the service holds it): the job is made unleased instead, claimable at once by any
   // replica, whose engines are woken as by JobStore::ScheduleJob (NOTIFY on commit). The

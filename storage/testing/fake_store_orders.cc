@@ -82,6 +82,7 @@ absl::StatusOr<CreateOrderResult> FakeStore::CreateOrJoinOrder(const Scope& scop
     o.created_at = o.updated_at = now;
     o.csr_der = order.csr_der;
     o.created_by = scope.actor.identity;
+    o.prefer_dns01 = order.prefer_dns01;
     if (order.certificate_key != nullptr) {
       ASSIGN_OR_RETURN(
           s.order_keys[o.id],

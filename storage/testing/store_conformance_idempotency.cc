@@ -75,6 +75,21 @@ TEST_P(StoreConformanceTest, AnOrderRecordsItsCreator) {
   EXPECT_EQ(joined.order.created_by, "spiffe://example.org/web1");
 }
 
+TEST_P(StoreConformanceTest, AnOrderKeepsItsChallengePreference) {
+  Tenant a = MakeTenant("alpha");
+  Account account = MakeAccount(ScopeOf(a));
+  NewOrder dns = KeyedOrder(account.id, {"dns.test"}, "");
+  dns.prefer_dns01 = true;
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult made, store().CreateOrJoinOrder(ScopeOf(a), dns));
+  EXPECT_TRUE(made.order.prefer_dns01);
+  ASSERT_OK_AND_ASSIGN(Order read, store().GetOrder(ScopeOf(a), made.order.id));
+  EXPECT_TRUE(read.prefer_dns01);
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult http, store().CreateOrJoinOrder(
+                                                   ScopeOf(a), KeyedOrder(account.id, {"http.test"}, "")));
+  ASSERT_OK_AND_ASSIGN(Order plain, store().GetOrder(ScopeOf(a), http.order.id));
+  EXPECT_FALSE(plain.prefer_dns01);
+}
+
 TEST_P(StoreConformanceTest, AnIdempotencyKeyExpiresAfter24Hours) {
   Tenant a = MakeTenant("alpha");
   const Scope web1 = As(a, "token:1"), web2 = As(a, "token:2");
