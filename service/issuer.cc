@@ -402,8 +402,9 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
     return created;
   }
   const storage::Lease& lease = *created.lease;
-  // Made without its material only for a service key made now (RSA); a host CSR or an early
-  // key went in with the order (a DNS-01 request's job merely waits for the hand-over).
+  // Here only an order made without its material: its service key (RSA) is made now, once the
+  // order is known to be new. (A host CSR or an early key went in with the order, whose job
+  // was then claimable at once.)
   if (spec.csr_der.empty()) {
     absl::Status attached = AttachGeneratedKey(scope, lease, checked);
     if (!attached.ok()) {
