@@ -16,6 +16,7 @@
 #include "crypto/x509.h"
 #include "service/failure.h"
 #include "service/identifiers.h"
+#include "service/key_policy.h"
 #include "service/log.h"
 #include "service/required.h"
 #include "service/rotation_policy.h"
@@ -766,6 +767,7 @@ absl::StatusOr<AccountManager::StepOutcome> AccountManager::DeactivateOutstandin
 absl::StatusOr<AccountManager::StepOutcome> AccountManager::ReissueLiveCertificates(
     const Compromise& c) {
   ASSIGN_OR_RETURN(auto certs, AllCertificates(*options_.certificates, c.scope));
+  ASSIGN_OR_RETURN(const storage::Tenant tenant, options_.tenants->GetTenant(c.scope));
   int reissued = 0, host_keys = 0;
   std::vector<std::string> refused;
   // Every order first (the engine runs them concurrently within the tenant's and the CA's
@@ -783,7 +785,12 @@ absl::StatusOr<AccountManager::StepOutcome> AccountManager::ReissueLiveCertifica
     auto chain = crypto::ParsePemChain(cert.chain_pem);
     IssueRequest request;
     request.identifiers = cert.identifiers;
-    if (chain.ok()) request.key_algorithm = chain->front().public_key.algorithm();
+    // The old key's algorithm while the tenant's certificate key policy allows it, else the
+    // policy's default.
+    if (chain.ok() && !chain->empty() &&
+        AllowsCertificateKey(tenant.spec.policy, chain->front().public_key.algorithm())) {
+      request.key_algorithm = chain->front().public_key.algorithm();
+    }
     request.force_new = true;
     auto started = options_.issuer->Start(c.caller, request);
     if (!started.ok() && !Retryable(started.status())) {

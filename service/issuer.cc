@@ -11,6 +11,7 @@
 #include "crypto/x509.h"
 #include "service/failure.h"
 #include "service/identifiers.h"
+#include "service/key_policy.h"
 #include "service/log.h"
 #include "service/paging.h"
 #include "service/renewal_policy.h"
@@ -26,14 +27,6 @@ bool IsRsa(crypto::KeyAlgorithm algorithm) {
 }
 
 constexpr size_t kMaxIdempotencyKey = 200;
-
-const std::vector<crypto::KeyAlgorithm>& AllowedCertificateKeys() {
-  static const auto* all = new std::vector<crypto::KeyAlgorithm>{
-      crypto::KeyAlgorithm::kEcdsaP256, crypto::KeyAlgorithm::kEcdsaP384,
-      crypto::KeyAlgorithm::kRsa2048, crypto::KeyAlgorithm::kRsa3072,
-      crypto::KeyAlgorithm::kRsa4096};
-  return *all;
-}
 
 absl::Status Prefixed(absl::string_view field, const absl::Status& s) {
   return absl::Status(s.code(), absl::StrCat(field, ": ", s.message()));
@@ -270,11 +263,31 @@ absl::StatusOr<Issuer::Checked> Issuer::CheckRequest(const Caller& caller,
     options_.audit->AppendAudit(scope, denied).IgnoreError();
     return allowed;
   }
-  if (!request.csr) return checked;
+  const storage::TenantPolicy& policy = checked.tenant.spec.policy;
+  // The tenant's certificate key policy; a refusal is audited as the allow-list's is.
+  auto refuse_key = [&](crypto::KeyAlgorithm algorithm, absl::string_view field) {
+    absl::Status refused = CheckCertificateKey(policy, algorithm, field);
+    if (!refused.ok()) {
+      storage::AuditEvent denied;
+      denied.action = "IssueDenied";
+      denied.identifiers = checked.identifiers;
+      denied.outcome = "invalid_argument";
+      denied.detail = absl::StrCat("certificate key ", crypto::KeyAlgorithmName(algorithm),
+                                   " not allowed by the tenant's policy");
+      options_.audit->AppendAudit(scope, denied).IgnoreError();
+    }
+    return refused;
+  };
+  if (!request.csr) {
+    if (request.key_algorithm) RETURN_IF_ERROR(refuse_key(*request.key_algorithm, "key_algorithm"));
+    checked.key_algorithm = request.key_algorithm.value_or(DefaultCertificateKey(policy));
+    return checked;
+  }
   auto parsed = crypto::ParseCsr(*request.csr);
   if (!parsed.ok()) return Prefixed("csr", parsed.status());
+  RETURN_IF_ERROR(refuse_key(parsed->public_key.algorithm(), "csr"));
   if (absl::Status s = crypto::CheckCsr(*parsed, checked.identifiers, AccountPublicKeys(scope),
-                                        AllowedCertificateKeys());
+                                        CertificateKeyAlgorithms(policy));
       !s.ok()) {
     return Prefixed("csr", s);
   }
@@ -323,7 +336,11 @@ absl::StatusOr<std::optional<IssueResult>> Issuer::FindReusable(const storage::S
     usable = leaf.ok() && leaf->Equals(checked.csr->public_key);
   } else if (current->has_private_key && current->order && !request.idempotency_key.empty()) {
     auto bound = options_.orders->FindOrderByIdempotencyKey(scope, request.idempotency_key);
-    usable = bound.ok() && bound->id == *current->order && MadeForCaller(scope, *bound, request);
+    // A held key of another algorithm than the one this request gets (the policy changed, or
+    // the request names another) is not handed out again.
+    auto leaf = LeafKey(*current);
+    usable = bound.ok() && bound->id == *current->order && MadeForCaller(scope, *bound, request) &&
+             leaf.ok() && leaf->algorithm() == checked.key_algorithm;
   }
   if (!usable) return std::nullopt;
   IssueResult result;
@@ -367,7 +384,7 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
                          options_.lease_duration};
   if (checked.csr) spec.csr_der = checked.csr->der;
   std::optional<GeneratedKey> early;
-  if (!checked.csr && !IsRsa(request.key_algorithm.value_or(crypto::KeyAlgorithm::kEcdsaP256))) {
+  if (!checked.csr && !IsRsa(checked.key_algorithm)) {
     ASSIGN_OR_RETURN(early, GenerateKey(checked));
     spec.csr_der = early->csr_der;
     spec.certificate_key = &early->key;
@@ -430,8 +447,7 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
 }
 
 absl::StatusOr<Issuer::GeneratedKey> Issuer::GenerateKey(const Checked& checked) {
-  const crypto::KeyAlgorithm algorithm =
-      checked.request->key_algorithm.value_or(crypto::KeyAlgorithm::kEcdsaP256);
+  const crypto::KeyAlgorithm algorithm = checked.key_algorithm;
   ASSIGN_OR_RETURN(crypto::PrivateKey key, options_.generate_key
                                                ? options_.generate_key(algorithm)
                                                : crypto::PrivateKey::Generate(algorithm));
@@ -523,6 +539,10 @@ absl::StatusOr<IssueResult> Issuer::Finish(const storage::Scope& scope, storage:
   } else if (!created_here && !MadeForCaller(scope, order, request)) {
     // Another request's service-held key is never handed out: this caller gets its own.
     return absl::AbortedError("joined order holds another request's key");
+  } else if (auto leaf = LeafKey(cert); !leaf.ok() || leaf->algorithm() != checked.key_algorithm) {
+    // Nor a key of another algorithm than this request gets (its own choice, or a policy that
+    // changed since the order was made).
+    return absl::AbortedError("joined order holds a key of another algorithm");
   }
   result.certificate = cert;
   if (!checked.csr) {

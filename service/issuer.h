@@ -40,8 +40,10 @@ namespace acmevault::service {
 struct IssueRequest {
   std::vector<std::string> identifiers;
   // The host's CSR (PEM or DER), when the request carries one (INVALID_ARGUMENT "csr" when it
-  // is there but empty); otherwise the service generates a key of `key_algorithm` (ECDSA P-256
-  // when unset). A generated key is returned only to the request that created its order, or to
+  // is there but empty); otherwise the service generates a key of `key_algorithm` (when unset,
+  // ECDSA P-256, or the tenant's first allowed algorithm when its policy excludes P-256). The
+  // CSR's key and `key_algorithm` must be allowed by the tenant's certificate key policy
+  // (INVALID_ARGUMENT, audited "IssueDenied"). A generated key is returned only to the request that created its order, or to
   // its caller repeating that order's idempotency key within storage::kIdempotencyKeyLifetime.
   std::optional<std::string> csr;
   std::optional<crypto::KeyAlgorithm> key_algorithm;
@@ -176,6 +178,9 @@ class Issuer {
     std::vector<std::string> identifiers;   // Validated and normalised.
     storage::Tenant tenant;
     std::optional<crypto::CsrInfo> csr;  // None: the service generates the key.
+    // The algorithm of the key the service generates (without a CSR): the request's, or the
+    // tenant's default (service/key_policy.h); either way one its policy allows.
+    crypto::KeyAlgorithm key_algorithm = crypto::KeyAlgorithm::kEcdsaP256;
     absl::Time wait_until;
   };
 

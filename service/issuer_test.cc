@@ -247,6 +247,14 @@ class IssuerTest : public ::testing::Test {
     return stored.ok() ? *stored : storage::Certificate{};
   }
 
+  void SetCertificateKeyPolicy(std::vector<crypto::KeyAlgorithm> allowed) {
+    auto tenant = fx_.store().GetTenant(fx_.AdminScope(tenant_));
+    ASSERT_TRUE(tenant.ok()) << tenant.status();
+    storage::TenantSpec spec = tenant->spec;
+    spec.policy.certificate_key_algorithms = std::move(allowed);
+    ASSERT_TRUE(fx_.store().UpdateTenant(fx_.AdminScope(tenant_), spec).ok());
+  }
+
   // True when `pem` is the test leaf key (compared by public key; the key is never printed).
   bool IsLeafKey(const crypto::SecretBytes& pem) {
     auto key = crypto::PrivateKey::FromPem(pem.view());
@@ -294,6 +302,74 @@ TEST_F(IssuerTest, BadInputNamesTheField) {
   EXPECT_THAT(issuer_->Issue(host_, CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *account_key_)),
               StatusIs(absl::StatusCode::kInvalidArgument, "account key"));
   EXPECT_TRUE(ca_.calls().empty());
+}
+
+// Issue 11, item 9: the tenant's certificate key policy is enforced, not only stored.
+TEST_F(IssuerTest, KeysOutsideTheCertificateKeyPolicyAreRefusedBeforeAnyAcmeRequest) {
+  AddAccount();
+  SetCertificateKeyPolicy({crypto::KeyAlgorithm::kEcdsaP384});
+  // The test leaf key is ECDSA P-256.
+  EXPECT_THAT(issuer_->Issue(host_, CsrRequest(kChainNames, *leaf_key_)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "csr: ecdsa-p256 is not allowed by the tenant's certificate key policy "
+                       "(allowed: ecdsa-p384)"));
+  EXPECT_THAT(issuer_->Issue(host_, ServiceKeyRequest("web01")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "key_algorithm: ecdsa-p256 is not allowed"));
+  EXPECT_TRUE(ca_.calls().empty());
+  auto audit = fx_.store().ListAudit(fx_.AdminScope(tenant_), {});
+  ASSERT_TRUE(audit.ok());
+  ASSERT_FALSE(audit->items.empty());
+  EXPECT_EQ(audit->items.back().event.action, "IssueDenied");
+  EXPECT_THAT(audit->items.back().event.detail,
+              ::testing::HasSubstr("certificate key ecdsa-p256 not allowed"));
+  // Allowed again, the same CSR goes to the CA.
+  SetCertificateKeyPolicy({crypto::KeyAlgorithm::kEcdsaP384, crypto::KeyAlgorithm::kEcdsaP256});
+  auto issued = issuer_->Issue(host_, CsrRequest(kChainNames, *leaf_key_));
+  ASSERT_TRUE(issued.ok()) << issued.status();
+  EXPECT_TRUE(issued->certificate.has_value());
+}
+
+TEST_F(IssuerTest, AKeyMadeWithoutANamedAlgorithmIsOfTheTenantsAllowedDefault) {
+  AddAccount();
+  SetCertificateKeyPolicy({crypto::KeyAlgorithm::kEcdsaP384, crypto::KeyAlgorithm::kRsa3072});
+  absl::Mutex mu;
+  std::vector<crypto::KeyAlgorithm> generated;
+  replica_.reset();
+  auto replica = MakeReplica([&](Issuer::Options& o) {
+    o.generate_key = [&](crypto::KeyAlgorithm algorithm) {
+      absl::MutexLock lock(&mu);
+      generated.push_back(algorithm);
+      return crypto::PrivateKey::Generate(algorithm);
+    };
+  });
+  ca_.On("POST", "/new-order", [](const Call&) {
+    return ScriptedServer::Problem(400, "rejectedIdentifier", "not today");
+  });
+  IssueRequest r = ServiceKeyRequest("web01");
+  r.key_algorithm.reset();
+  EXPECT_FALSE(replica->issuer().Issue(host_, r).ok());
+  absl::MutexLock lock(&mu);
+  EXPECT_THAT(generated, ::testing::ElementsAre(crypto::KeyAlgorithm::kEcdsaP384));
+}
+
+// A service-held key the policy no longer allows is not handed out again: the caller repeating
+// its idempotency key gets a new order (and a key of an allowed algorithm).
+TEST_F(IssuerTest, AHeldKeyThePolicyNoLongerAllowsIsNotReused) {
+  AddAccount();
+  storage::Certificate first = IssuedTo(host_, "web01", /*service_key=*/true, "0a");
+  IssueRequest repeat = ServiceKeyRequest("web01");
+  repeat.key_algorithm.reset();
+  repeat.max_wait = absl::Milliseconds(50);
+  auto reused = issuer_->Issue(host_, repeat);
+  ASSERT_TRUE(reused.ok()) << reused.status();
+  EXPECT_TRUE(reused->reused);
+  SetCertificateKeyPolicy({crypto::KeyAlgorithm::kEcdsaP384});
+  auto again = issuer_->Issue(host_, repeat);
+  EXPECT_FALSE(again.ok() && again->reused) << "a P-256 key was handed out again";
+  EXPECT_FALSE(again.ok() && IsLeafKey(again->private_key_pem));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_NE(again->order.id, *first.order);
 }
 
 TEST_F(IssuerTest, WithoutAnAccountIssuanceIsAFailedPrecondition) {

@@ -148,6 +148,13 @@ class KeyCa {
   absl::Notification* stall_release_ ABSL_GUARDED_BY(mu_) = nullptr;
 };
 
+// The algorithms replicas were asked to make certificate keys of (they all make the test key).
+absl::Mutex generated_mu;
+std::vector<crypto::KeyAlgorithm>& Generated() {
+  static auto* generated = new std::vector<crypto::KeyAlgorithm>;
+  return *generated;
+}
+
 Caller AdminOf(storage::TenantId tenant) {
   Caller c;
   c.identity.tenant = tenant;
@@ -170,7 +177,11 @@ struct Replica {
              .replica_id = id,
              .adjust_issuer =
                  [](Issuer::Options& o) {
-                   o.generate_key = [](crypto::KeyAlgorithm) { return testing::TestLeafKey(); };
+                   o.generate_key = [](crypto::KeyAlgorithm algorithm) {
+                     absl::MutexLock lock(&generated_mu);
+                     Generated().push_back(algorithm);
+                     return testing::TestLeafKey();
+                   };
                  },
              .adjust_engine = [](Engine::Options& o) { o.initial_backoff = absl::Seconds(1); }});
     accounts = *AccountManager::Create(fx.WithStore(AccountManager::Options{
@@ -556,6 +567,30 @@ TEST_F(PolicyRenewalTest, ADueServiceHeldCertificateIsRenewedInTheBackgroundOnce
   EXPECT_EQ(scan.certificates_due, 0);
   // A CA without renewalInfo: decided by the tenant's window, nothing asked of ARI.
   EXPECT_FALSE(after.ari_next_check.has_value());
+}
+
+// Item 9: the renewal's key is of the old one's algorithm only while the tenant's certificate
+// key policy allows it; here it no longer does, so the key is of the policy's default.
+TEST_F(PolicyRenewalTest, ARenewalMakesAKeyOfAnAlgorithmThePolicyAllows) {
+  ASSERT_OK_AND_ASSIGN(storage::Tenant tenant, fx_.store().GetTenant(fx_.AdminScope(tenant_)));
+  storage::TenantSpec spec = tenant.spec;
+  spec.policy.certificate_key_algorithms = {crypto::KeyAlgorithm::kEcdsaP384};
+  ASSERT_OK(fx_.store().UpdateTenant(fx_.AdminScope(tenant_), spec).status());
+  AddCertificate(fx_, tenant_, kChainNames, "0101", absl::Hours(24 * 10), true);  // P-256
+  {
+    absl::MutexLock lock(&generated_mu);
+    Generated().clear();
+  }
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult scan, scheduler_->ScanOnce());
+  EXPECT_EQ(scan.renewals_scheduled, 1);
+  replica_->issuing->Start();
+  testing::ClockTicker ticker(fx_.clock());
+  ASSERT_TRUE(Eventually([&] {
+    auto current = fx_.store().GetCurrentCertificate(fx_.AdminScope(tenant_), kChainNames);
+    return current.ok() && current->serial == kChainSerial;
+  }));
+  absl::MutexLock lock(&generated_mu);
+  EXPECT_THAT(Generated(), ::testing::ElementsAre(crypto::KeyAlgorithm::kEcdsaP384));
 }
 
 TEST_F(PolicyRenewalTest, AFailedRenewalOrderIsRetriedAfterTheBackoffWithAFreshOrder) {

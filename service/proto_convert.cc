@@ -1,5 +1,6 @@
 #include "service/proto_convert.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -30,15 +31,22 @@ absl::StatusOr<storage::TenantSpec> SpecFromProto(const Request& r) {
       std::optional<crypto::KeyAlgorithm> algorithm,
       KeyAlgorithmFromProto(p.account_key_algorithm(), "policy.account_key_algorithm"));
   if (algorithm) spec.policy.key_algorithm = *algorithm;
-  // Recorded nowhere yet (not enforced, see the .proto), but still a request field: checked.
   RETURN_IF_ERROR(CheckCount("policy.allowed_certificate_key_algorithms",
                              p.allowed_certificate_key_algorithms_size(),
                              kMaxCertificateKeyAlgorithms));
+  auto& allowed = spec.policy.certificate_key_algorithms;
   for (int i = 0; i < p.allowed_certificate_key_algorithms_size(); ++i) {
-    RETURN_IF_ERROR(KeyAlgorithmFromProto(
-                        static_cast<v1::KeyAlgorithm>(p.allowed_certificate_key_algorithms(i)),
-                        absl::StrCat("policy.allowed_certificate_key_algorithms[", i, "]"))
-                        .status());
+    const std::string field = absl::StrCat("policy.allowed_certificate_key_algorithms[", i, "]");
+    ASSIGN_OR_RETURN(std::optional<crypto::KeyAlgorithm> a,
+                     KeyAlgorithmFromProto(
+                         static_cast<v1::KeyAlgorithm>(p.allowed_certificate_key_algorithms(i)),
+                         field));
+    if (!a) return absl::InvalidArgumentError(absl::StrCat(field, ": must name an algorithm"));
+    if (std::find(allowed.begin(), allowed.end(), *a) != allowed.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": ", crypto::KeyAlgorithmName(*a), " is listed twice"));
+    }
+    allowed.push_back(*a);
   }
   if (p.has_max_account_key_age()) {
     spec.policy.max_key_age = DurationFromProto(p.max_account_key_age());
@@ -448,6 +456,9 @@ void ToProto(const storage::Tenant& tenant, v1::Tenant* out) {
   DurationToProto(tenant.spec.policy.renewal_window, policy->mutable_renewal_window());
   policy->set_ephemeral_accounts(tenant.spec.policy.ephemeral_accounts);
   policy->set_key_storage(KeyStorageToProto(tenant.spec.policy.key_storage));
+  for (crypto::KeyAlgorithm a : tenant.spec.policy.certificate_key_algorithms) {
+    policy->add_allowed_certificate_key_algorithms(KeyAlgorithmToProto(a));
+  }
   TimeToProto(tenant.created_at, out->mutable_created_at());
 }
 

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "crypto/x509.h"
+#include "service/key_policy.h"
 #include "service/log.h"
 #include "service/renewal_policy.h"
 #include "service/required.h"
@@ -95,7 +96,10 @@ JobOutcome Renewer::Renew(const JobRun& run) {
   }
   IssueRequest request;
   request.identifiers = old->identifiers;
-  if (auto chain = crypto::ParsePemChain(old->chain_pem); chain.ok() && !chain->empty()) {
+  // A key of the old one's algorithm while the tenant's certificate key policy allows it;
+  // otherwise the policy's default.
+  if (auto chain = crypto::ParsePemChain(old->chain_pem); chain.ok() && !chain->empty() &&
+      AllowsCertificateKey(tenant->spec.policy, chain->front().public_key.algorithm())) {
     request.key_algorithm = chain->front().public_key.algorithm();
   }
   request.force_new = true;

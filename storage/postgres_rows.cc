@@ -19,6 +19,12 @@ std::optional<std::string> NonEmpty(absl::string_view s) {
   return std::string(s);
 }
 
+std::vector<std::string> KeyAlgorithmNames(const std::vector<crypto::KeyAlgorithm>& algorithms) {
+  std::vector<std::string> out;
+  for (crypto::KeyAlgorithm a : algorithms) out.emplace_back(crypto::KeyAlgorithmName(a));
+  return out;
+}
+
 std::string ArrayParam(const std::vector<std::string>& values) {
   std::string out = "{";
   for (size_t i = 0; i < values.size(); ++i) {
@@ -75,6 +81,9 @@ Tenant TenantOf(const pqxx::row& r) {
   t.updated_at = TimeOf(r[10]);
   t.disabled_at = OptionalTime(r[11]);
   t.spec.policy.key_storage = Known(ParseKeyStorage(r[12].as<std::string>()));
+  for (const std::string& name : ArrayOf(r[13])) {
+    t.spec.policy.certificate_key_algorithms.push_back(Known(crypto::ParseKeyAlgorithm(name)));
+  }
   return t;
 }
 
@@ -83,8 +92,9 @@ const Table<Tenant> kTenants{
     "tenant",
     {"id, name, allowed_identifiers, key_algorithm, max_key_age_seconds, "
      "deactivate_authorizations_after_issuance, ephemeral_accounts, renewal_window_seconds, "
-     "acme_directory_url, av_us(created_at), av_us(updated_at), av_us(disabled_at), key_storage",
-     13, TenantOf}};
+     "acme_directory_url, av_us(created_at), av_us(updated_at), av_us(disabled_at), key_storage, "
+     "certificate_key_algorithms",
+     14, TenantOf}};
 
 Identity IdentityOf(const pqxx::row& r) {
   Identity i;

@@ -47,6 +47,9 @@ std::optional<std::string> NonEmpty(absl::string_view s);
 // A text[] literal: every element double-quoted, with '"' and '\' escaped.
 std::string ArrayParam(const std::vector<std::string>& values);
 
+// The algorithms' names (crypto::KeyAlgorithmName), in order.
+std::vector<std::string> KeyAlgorithmNames(const std::vector<crypto::KeyAlgorithm>& algorithms);
+
 pqxx::binarystring Bytes(absl::string_view s);
 
 // ---------------------------------------------------------------------------------------------

@@ -188,8 +188,11 @@ absl::StatusOr<Tenant> PostgresStore::CreateTenant(const Actor& actor, const Ten
     // The rest of the transaction is confined to the new tenant.
     tx.exec_params("SELECT set_config('acmevault.tenant_id', $1, true)", std::to_string(id));
     // av_create_tenant (0004) predates the column; the app role sets it, confined as above.
-    tx.exec_params0("UPDATE tenants SET key_storage = $2 WHERE id = $1", id,
-                    std::string(KeyStorageName(p.key_storage)));
+    tx.exec_params0(
+        "UPDATE tenants SET key_storage = $2, certificate_key_algorithms = $3::text[] "
+        "WHERE id = $1",
+        id, std::string(KeyStorageName(p.key_storage)),
+        ArrayParam(pg::KeyAlgorithmNames(p.certificate_key_algorithms)));
     ASSIGN_OR_RETURN(Tenant out, GetById(tx, kTenants, id));
     Audit(tx, Scope{id, actor}, now, rules::TenantEvent("CreateTenant", spec));
     return out;
@@ -226,13 +229,15 @@ absl::StatusOr<Tenant> PostgresStore::UpdateTenant(const Scope& scope, const Ten
             "UPDATE tenants SET name = $2, allowed_identifiers = $3::text[], key_algorithm = $4, "
             "max_key_age_seconds = $5, deactivate_authorizations_after_issuance = $6, "
             "ephemeral_accounts = $7, renewal_window_seconds = $8, acme_directory_url = $9, "
-            "updated_at = av_ts($10), key_storage = $11 WHERE id = $1 RETURNING ",
+            "updated_at = av_ts($10), key_storage = $11, certificate_key_algorithms = $12::text[] "
+            "WHERE id = $1 RETURNING ",
             kTenants.rows.columns),
         scope.tenant, spec.name, ArrayParam(spec.allowed_identifiers),
         std::string(crypto::KeyAlgorithmName(p.key_algorithm)), absl::ToInt64Seconds(p.max_key_age),
         p.deactivate_authorizations_after_issuance, p.ephemeral_accounts,
         absl::ToInt64Seconds(p.renewal_window), spec.acme_directory_url, Micros(now),
-        std::string(KeyStorageName(p.key_storage))));
+        std::string(KeyStorageName(p.key_storage)),
+        ArrayParam(pg::KeyAlgorithmNames(p.certificate_key_algorithms))));
     Audit(tx, scope, now, rules::TenantEvent("UpdateTenant", spec));
     return out;
   });

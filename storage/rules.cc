@@ -6,6 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "common/text.h"
@@ -69,6 +70,17 @@ absl::Status ValidateTenantSpec(const TenantSpec& spec) {
   if (spec.policy.max_key_age < absl::Seconds(1) ||
       spec.policy.renewal_window < absl::Seconds(1)) {
     return absl::InvalidArgumentError("max key age and renewal window must be at least 1s");
+  }
+  const auto& algorithms = spec.policy.certificate_key_algorithms;
+  if (algorithms.size() > 8) {
+    return absl::InvalidArgumentError("at most 8 certificate key algorithms");
+  }
+  for (size_t i = 0; i < algorithms.size(); ++i) {
+    if (std::find(algorithms.begin(), algorithms.begin() + i, algorithms[i]) !=
+        algorithms.begin() + i) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "certificate key algorithm ", crypto::KeyAlgorithmName(algorithms[i]), " listed twice"));
+    }
   }
   return ValidateUrl("ACME directory URL", spec.acme_directory_url);
 }
@@ -548,6 +560,13 @@ AuditEvent TenantEvent(absl::string_view action, const TenantSpec& spec) {
   e.detail = absl::StrCat("tenant ", spec.name, ", directory ", spec.acme_directory_url,
                           ", key ", crypto::KeyAlgorithmName(spec.policy.key_algorithm), " in ",
                           KeyStorageName(spec.policy.key_storage));
+  if (!spec.policy.certificate_key_algorithms.empty()) {
+    absl::StrAppend(&e.detail, ", certificate keys ",
+                    absl::StrJoin(spec.policy.certificate_key_algorithms, " ",
+                                  [](std::string* out, crypto::KeyAlgorithm a) {
+                                    absl::StrAppend(out, crypto::KeyAlgorithmName(a));
+                                  }));
+  }
   return e;
 }
 

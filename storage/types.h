@@ -65,6 +65,9 @@ struct TenantPolicy {
   bool ephemeral_accounts = false;
   // A certificate is due for renewal this long before it expires.
   absl::Duration renewal_window = absl::Hours(24 * 30);
+  // Key algorithms a host's CSR may use and the service may generate for a certificate; empty
+  // means every algorithm the service knows. At most 8, no duplicates.
+  std::vector<crypto::KeyAlgorithm> certificate_key_algorithms;
 };
 
 struct TenantSpec {

@@ -155,6 +155,9 @@ std::vector<FlagSpec> PolicyFlags() {
            "renew certificates this long before expiry (default: a third of their lifetime)"),
       Flag("keep-authorizations", FlagKind::kBool, "",
            "do not deactivate an order's authorizations after issuance"),
+      Flag("certificate-key-types", FlagKind::kList, "TYPES",
+           "certificate key types hosts' CSRs may use and the service may generate, comma-"
+           "separated: " + clients::KeyAlgorithmChoices() + " (default: all; \"all\" resets)"),
   };
 }
 
@@ -180,6 +183,17 @@ absl::Status ApplyPolicy(const Invocation& inv, v1::TenantPolicy* policy) {
   }
   if (inv.flags.Has("keep-authorizations")) {
     policy->set_deactivate_authorizations_after_issuance(!inv.flags.Bool("keep-authorizations"));
+  }
+  if (inv.flags.Has("certificate-key-types")) {
+    policy->clear_allowed_certificate_key_algorithms();
+    const std::vector<std::string> types = inv.flags.List("certificate-key-types");
+    if (!(types.size() == 1 && types[0] == "all")) {
+      for (const std::string& type : types) {
+        auto k = clients::ParseKeyAlgorithm(type, "--certificate-key-types");
+        if (!k.ok()) return UsageError(k.status().message());
+        policy->add_allowed_certificate_key_algorithms(*k);
+      }
+    }
   }
   return absl::OkStatus();
 }

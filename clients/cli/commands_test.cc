@@ -16,6 +16,7 @@
 namespace acmevault::cli {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
@@ -119,6 +120,27 @@ TEST_F(RunCliTest, UnreachableServiceIsExitThreeWithAHint) {
   EXPECT_THAT(err_.str(), HasSubstr("UNAVAILABLE"));
   EXPECT_THAT(err_.str(), HasSubstr("is acmevaultd running at " + fake_->address()));
   EXPECT_THAT(fake_->calls("GetAccount"), SizeIs(5));
+}
+
+TEST_F(RunCliTest, CertificateKeyTypesSetTheTenantsCertificateKeyPolicy) {
+  v1::Tenant existing;
+  existing.set_name("demo");
+  existing.mutable_policy()->add_allowed_certificate_key_algorithms(v1::KEY_ALGORITHM_RSA_2048);
+  fake_->SetResponse("GetTenant", existing);
+  fake_->SetResponse("UpdateTenant", existing);
+  ASSERT_EQ(Run({"update-tenant", "--name=demo", "--certificate-key-types=p384,rsa3072"}),
+            kExitOk)
+      << err_.str();
+  v1::UpdateTenantRequest sent;
+  ASSERT_TRUE(sent.ParseFromString(fake_->calls("UpdateTenant")[0].request));
+  EXPECT_THAT(sent.policy().allowed_certificate_key_algorithms(),
+              ElementsAre(v1::KEY_ALGORITHM_ECDSA_P384, v1::KEY_ALGORITHM_RSA_3072));
+  ASSERT_EQ(Run({"update-tenant", "--name=demo", "--certificate-key-types=all"}), kExitOk);
+  ASSERT_TRUE(sent.ParseFromString(fake_->calls("UpdateTenant")[1].request));
+  EXPECT_THAT(sent.policy().allowed_certificate_key_algorithms(), IsEmpty());
+  EXPECT_EQ(Run({"update-tenant", "--name=demo", "--certificate-key-types=p999"}), kExitUsage);
+  EXPECT_THAT(err_.str(), HasSubstr("--certificate-key-types"));
+  EXPECT_THAT(fake_->calls("UpdateTenant"), SizeIs(2));
 }
 
 TEST_F(RunCliTest, CreateTokenPrintsTheTokenAlone) {

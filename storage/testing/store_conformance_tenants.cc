@@ -33,6 +33,8 @@ TEST_P(StoreConformanceTest, CreateTenantRoundTripsEveryField) {
   spec.policy.deactivate_authorizations_after_issuance = false;
   spec.policy.ephemeral_accounts = true;
   spec.policy.renewal_window = absl::Hours(24 * 10);
+  spec.policy.certificate_key_algorithms = {crypto::KeyAlgorithm::kEcdsaP384,
+                                            crypto::KeyAlgorithm::kRsa3072};
   spec.acme_directory_url = "https://acme.example/directory";
   ASSERT_OK_AND_ASSIGN(Tenant created, store().CreateTenant(Actor{"spiffe://p", "Create"}, spec));
   EXPECT_GT(created.id, 0);
@@ -48,6 +50,8 @@ TEST_P(StoreConformanceTest, CreateTenantRoundTripsEveryField) {
   EXPECT_FALSE(got.spec.policy.deactivate_authorizations_after_issuance);
   EXPECT_TRUE(got.spec.policy.ephemeral_accounts);
   EXPECT_EQ(got.spec.policy.renewal_window, absl::Hours(24 * 10));
+  EXPECT_THAT(got.spec.policy.certificate_key_algorithms,
+              ElementsAre(crypto::KeyAlgorithm::kEcdsaP384, crypto::KeyAlgorithm::kRsa3072));
   EXPECT_EQ(got.spec.acme_directory_url, "https://acme.example/directory");
   EXPECT_EQ(got.created_at, created.created_at);
 
@@ -67,6 +71,15 @@ TEST_P(StoreConformanceTest, TenantNamesAreUniqueAndValidated) {
   spec.name = "beta";
   spec.acme_directory_url = "ftp://ca";
   EXPECT_THAT(store().CreateTenant({}, spec), StatusIs(kInvalidArgument, "http(s) URL"));
+  spec.acme_directory_url = a.spec.acme_directory_url;
+  spec.policy.certificate_key_algorithms = {crypto::KeyAlgorithm::kRsa2048,
+                                            crypto::KeyAlgorithm::kRsa2048};
+  EXPECT_THAT(store().CreateTenant({}, spec),
+              StatusIs(kInvalidArgument, "certificate key algorithm rsa-2048 listed twice"));
+  spec.policy.certificate_key_algorithms.assign(9, crypto::KeyAlgorithm::kEcdsaP256);
+  EXPECT_THAT(store().CreateTenant({}, spec),
+              StatusIs(kInvalidArgument, "at most 8 certificate key algorithms"));
+  spec.policy.certificate_key_algorithms.clear();
 
   Tenant b = MakeTenant("beta");
   TenantSpec rename = b.spec;
@@ -81,8 +94,14 @@ TEST_P(StoreConformanceTest, UpdateTenantReplacesTheSpec) {
   spec.name = "alpha-2";
   spec.allowed_identifiers = {"new.example"};
   spec.policy.max_key_age = absl::Hours(1);
+  spec.policy.certificate_key_algorithms = {crypto::KeyAlgorithm::kRsa2048};
   ASSERT_OK_AND_ASSIGN(Tenant updated, store().UpdateTenant(ScopeOf(t), spec));
   EXPECT_EQ(updated.spec.name, "alpha-2");
+  EXPECT_THAT(updated.spec.policy.certificate_key_algorithms,
+              ElementsAre(crypto::KeyAlgorithm::kRsa2048));
+  ASSERT_OK_AND_ASSIGN(Tenant reread, store().GetTenant(ScopeOf(t)));
+  EXPECT_THAT(reread.spec.policy.certificate_key_algorithms,
+              ElementsAre(crypto::KeyAlgorithm::kRsa2048));
   EXPECT_THAT(updated.spec.allowed_identifiers, ElementsAre("new.example"));
   EXPECT_EQ(updated.spec.policy.max_key_age, absl::Hours(1));
   EXPECT_EQ(updated.created_at, t.created_at);

@@ -417,6 +417,55 @@ TEST_F(PolicyE2eTest, RotationByPolicyMovesTheAccountToAKeyPebbleAccepts) {
   EXPECT_GT(tenant.next_account_key_rotation().seconds(), absl::ToUnixSeconds(absl::Now()) + 86400);
 }
 
+// Issue 11 item 9: a tenant allowed ECDSA P-384 certificate keys only. GetTenant shows the
+// policy; a P-256 key, asked for or in a host's CSR, is refused before any ACME request; a
+// request naming no algorithm gets a P-384 key, and Pebble certifies it.
+TEST_F(PolicyE2eTest, TheCertificateKeyPolicyIsEnforcedAndItsDefaultIsWhatPebbleCertifies) {
+  TenantTokens t = NewTenant();
+  ASSERT_NO_FATAL_FAILURE(UpdatePolicy(t, [](v1::TenantPolicy& p) {
+    p.add_allowed_certificate_key_algorithms(v1::KEY_ALGORITHM_ECDSA_P384);
+  }));
+  v1::GetTenantRequest get;
+  get.set_name(t.name);
+  v1::Tenant tenant;
+  auto gc = Ctx(root_token_);
+  ASSERT_TRUE(admin_->GetTenant(gc.get(), get, &tenant).ok());
+  EXPECT_THAT(tenant.policy().allowed_certificate_key_algorithms(),
+              ::testing::ElementsAre(v1::KEY_ALGORITHM_ECDSA_P384));
+
+  const std::string name = absl::StrCat("p384.", t.name, ".example");
+  v1::IssueCertificateResponse resp;
+  grpc::Status s = IssueWithKey(t, {name}, &resp);  // asks for ECDSA P-256
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("key_algorithm: ecdsa-p256 is not allowed"));
+  auto p256 = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
+  ASSERT_TRUE(p256.ok());
+  auto csr = crypto::BuildCsr({name}, *p256);
+  ASSERT_TRUE(csr.ok());
+  v1::IssueCertificateRequest with_csr;
+  with_csr.add_identifiers(name);
+  with_csr.set_csr(*csr);
+  auto cc = Ctx(t.host);
+  s = certs_->IssueCertificate(cc.get(), with_csr, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("csr: ecdsa-p256 is not allowed"));
+
+  v1::IssueCertificateRequest any_key;
+  any_key.add_identifiers(name);
+  any_key.set_key_algorithm(v1::KEY_ALGORITHM_UNSPECIFIED);
+  auto ac = Ctx(t.host, 30);
+  s = certs_->IssueCertificate(ac.get(), any_key, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(resp.order().state(), v1::ORDER_STATE_VALID) << resp.order().error();
+  auto chain = crypto::ParsePemChain(resp.certificate().chain_pem());
+  ASSERT_TRUE(chain.ok() && !chain->empty());
+  EXPECT_EQ((*chain)[0].public_key.algorithm(), crypto::KeyAlgorithm::kEcdsaP384);
+  auto key = crypto::PrivateKey::FromPem(resp.private_key_pem());
+  ASSERT_TRUE(key.ok()) << key.status();
+  EXPECT_TRUE((*chain)[0].public_key.Equals(key->public_key()));
+  ExpectChainVerifies(resp.certificate().chain_pem());
+}
+
 TEST_F(E2eTest, RevokedSerialIsRevokedAtPebble) {
   TenantTokens t = NewTenant();
   v1::IssueCertificateResponse resp;
