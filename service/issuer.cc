@@ -393,6 +393,7 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
   spec.job_ca = account.directory_url;
   // Stored with the order, so a step on any replica answers as the request asked.
   spec.prefer_dns01 = request.challenge == ChallengePreference::kDns01;
+  spec.replaces = request.replaces;
   spec.job_released = !spec.csr_der.empty();
   ASSIGN_OR_RETURN(storage::CreateOrderResult created,
                    options_.orders->CreateOrJoinOrder(scope, spec));

@@ -47,6 +47,10 @@ struct IssueRequest {
   // its caller repeating that order's idempotency key within storage::kIdempotencyKeyLifetime.
   std::optional<std::string> csr;
   std::optional<crypto::KeyAlgorithm> key_algorithm;
+  // The RFC 9773 CertID of the certificate this request renews (the background renewal sets
+  // it): stored with a new order, whose newOrder then carries `replaces` when the CA offers
+  // renewalInfo. Not part of the public API.
+  std::string replaces;
   // At most 200 characters.
   std::string idempotency_key;
   ChallengePreference challenge = ChallengePreference::kHttp01;

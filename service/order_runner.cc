@@ -20,6 +20,17 @@
 namespace acmevault::service {
 namespace {
 
+// A CA's refusal of newOrder's `replaces` (RFC 9773 §5: alreadyReplaced; some CAs answer
+// malformed naming the field), after which the order is sent without it.
+bool RefusesReplaces(const absl::Status& s) {
+  const std::optional<acme::Problem> problem = acme::GetProblem(s);
+  if (!problem.has_value()) return false;
+  const std::string type = problem->ShortType();
+  return type == "alreadyReplaced" ||
+         (type == "malformed" && absl::StrContains(absl::AsciiStrToLower(problem->detail),
+                                                    "replace"));
+}
+
 // CA and transport errors after which the order stays as it is, to be resumed later.
 bool Retryable(const absl::Status& s) {
   switch (s.code()) {
@@ -475,8 +486,26 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
     }
     acme::NewOrderOptions request;
     for (const auto& id : ctx.order.identifiers) request.identifiers.push_back({"dns", id});
+    // A renewal says what it replaces (RFC 9773 §5), to a CA that offers renewalInfo only.
+    if (!ctx.order.replaces.empty()) {
+      auto directory = ctx.client->GetDirectory();
+      if (directory.ok() && !directory->renewal_info.empty()) {
+        request.replaces = ctx.order.replaces;
+      }
+    }
     auto created = ctx.client->NewOrder(ctx.ref, request);
     if (options_.metrics) options_.metrics->RecordAcme("newOrder", created.status());
+    if (!created.ok() && !request.replaces.empty() && RefusesReplaces(created.status())) {
+      // The CA will not take this order as the certificate's replacement (another order
+      // replaced it already, or it does not know it for this account): ordered again as a
+      // plain order, which is still a renewal here.
+      Log(LogLevel::kInfo, "the CA refused the order's replaces; ordering without it",
+          {{"order", absl::StrCat(ctx.order.id)},
+           {"status", created.status().ToString()}});
+      request.replaces.clear();
+      created = ctx.client->NewOrder(ctx.ref, request);
+      if (options_.metrics) options_.metrics->RecordAcme("newOrder", created.status());
+    }
     if (!created.ok()) return fail(created.status());
     // Recorded before anything else happens at the CA: a crash from here on resumes this order.
     RETURN_IF_ERROR(options_.orders->RecordOrderUrl(scope, ctx.lease(), created->url));

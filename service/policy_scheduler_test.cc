@@ -492,6 +492,17 @@ const std::vector<std::string> kChainNames = {"*.leaf.example.com", "leaf.exampl
 // Its serial, as stored.
 constexpr char kChainSerial[] = "8f00d1e2c3b4a59687";
 
+// The `replaces` of each newOrder the CA received, in order ("" when absent).
+std::vector<std::string> ReplacesSent(ScriptedServer& ca) {
+  std::vector<std::string> out;
+  for (const auto& call : ca.calls()) {
+    if (call.path != "/new-order" || !call.jws.has_value()) continue;
+    auto payload = nlohmann::json::parse(call.jws->payload, nullptr, false);
+    out.push_back(payload.is_object() ? payload.value("replaces", "") : "<not JSON>");
+  }
+  return out;
+}
+
 // Stores a certificate for `names` of `tenant` that expires `left` from now, with the
 // service-held key when `service_key`.
 storage::Certificate AddCertificate(testing::Fixture& fx, storage::TenantId tenant,
@@ -565,8 +576,10 @@ TEST_F(PolicyRenewalTest, ADueServiceHeldCertificateIsRenewedInTheBackgroundOnce
   // Nothing is due any more.
   ASSERT_OK_AND_ASSIGN(scan, scheduler_->ScanOnce());
   EXPECT_EQ(scan.certificates_due, 0);
-  // A CA without renewalInfo: decided by the tenant's window, nothing asked of ARI.
+  // A CA without renewalInfo: decided by the tenant's window, nothing asked of ARI, and the
+  // order carries no `replaces`.
   EXPECT_FALSE(after.ari_next_check.has_value());
+  EXPECT_THAT(ReplacesSent(ca_), ::testing::ElementsAre(""));
 }
 
 // Item 9: the renewal's key is of the old one's algorithm only while the tenant's certificate
@@ -642,6 +655,7 @@ class PolicyAriTest : public PolicyRenewalTest {
     ASSERT_TRUE(chain.ok() && !chain->empty());
     ASSERT_OK_AND_ASSIGN(std::string cert_id, acme::AriCertId(chain->front().der));
     ari_path_ = "/ari/" + cert_id;
+    cert_id_ = cert_id;
     PolicyRenewalTest::SetUp();
   }
 
@@ -663,8 +677,9 @@ class PolicyAriTest : public PolicyRenewalTest {
     return c.ok() ? *c : storage::Certificate{};
   }
 
-  std::string ari_path_;
+  std::string ari_path_, cert_id_;
 };
+
 
 TEST_F(PolicyAriTest, AWindowInTheFutureIsNotDueEvenInsideTheTenantsWindow) {
   const absl::Time now = fx_.clock().Now();
@@ -708,6 +723,35 @@ TEST_F(PolicyAriTest, AWindowMovedToThePastIsRenewedAtOnce) {
   }));
   EXPECT_FALSE(Read(old.id).revoked_at.has_value());
   EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 1);
+  // The order said which certificate it replaces (RFC 9773 §5).
+  EXPECT_THAT(ReplacesSent(ca_), ::testing::ElementsAre(cert_id_));
+}
+
+// A CA that will not take the order as the replacement (another order replaced the
+// certificate already) is asked again with a plain order, and the renewal completes.
+TEST_F(PolicyAriTest, AnOrderWhoseReplacesTheCaRefusesIsSentAgainWithoutIt) {
+  const absl::Time now = fx_.clock().Now();
+  const storage::Certificate old =
+      AddCertificate(fx_, tenant_, kChainNames, "0101", absl::Hours(24 * 40), true);
+  AnswerWindow(now - absl::Hours(48), now - absl::Hours(24));
+  ca_.On("POST", "/new-order", [state = &order_state_](const Call& c) {
+    auto payload = nlohmann::json::parse(c.jws->payload, nullptr, false);
+    if (payload.is_object() && payload.contains("replaces")) {
+      return ScriptedServer::Problem(409, "alreadyReplaced",
+                                     "certificate already has a replacement order");
+    }
+    *state = "pending";
+    return ScriptedServer::Json(201, ScriptedServer::Order("pending"),
+                                {{"Location", ScriptedServer::Url("/order/1")}});
+  });
+  ASSERT_OK(scheduler_->ScanOnce().status());
+  replica_->issuing->Start();
+  testing::ClockTicker ticker(fx_.clock());
+  ASSERT_TRUE(Eventually([&] {
+    auto renewed = fx_.store().GetCertificateBySerial(fx_.AdminScope(tenant_), kChainSerial);
+    return renewed.ok() && renewed->replaces_serial == "0101";
+  }));
+  EXPECT_THAT(ReplacesSent(ca_), ::testing::ElementsAre(cert_id_, ""));
 }
 
 TEST_F(PolicyAriTest, RetryAfterIsHonouredAndAWindowMovedToNowIsDue) {

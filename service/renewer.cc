@@ -6,6 +6,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "acme/client.h"
 #include "common/status_macros.h"
 #include "crypto/x509.h"
 #include "service/key_policy.h"
@@ -98,9 +99,16 @@ JobOutcome Renewer::Renew(const JobRun& run) {
   request.identifiers = old->identifiers;
   // A key of the old one's algorithm while the tenant's certificate key policy allows it;
   // otherwise the policy's default.
-  if (auto chain = crypto::ParsePemChain(old->chain_pem); chain.ok() && !chain->empty() &&
-      AllowsCertificateKey(tenant->spec.policy, chain->front().public_key.algorithm())) {
-    request.key_algorithm = chain->front().public_key.algorithm();
+  if (auto chain = crypto::ParsePemChain(old->chain_pem); chain.ok() && !chain->empty()) {
+    if (AllowsCertificateKey(tenant->spec.policy, chain->front().public_key.algorithm())) {
+      request.key_algorithm = chain->front().public_key.algorithm();
+    }
+    // RFC 9773 §5: the order says which certificate it replaces (sent when the CA offers
+    // renewalInfo), so the CA can treat it as a renewal (Let's Encrypt exempts such orders
+    // from its rate limits).
+    if (auto cert_id = acme::AriCertId(chain->front().der); cert_id.ok()) {
+      request.replaces = *cert_id;
+    }
   }
   request.force_new = true;
   request.idempotency_key = OrderKey(id, attempt);

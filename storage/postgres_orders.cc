@@ -89,10 +89,11 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
               absl::StrCat("INSERT INTO orders (id, tenant_id, account_id, identifiers, state, "
                            "idempotency_key, lease_owner, lease_expires_at, fencing_token, error, "
                            "created_at, updated_at, csr_der, kek_id, wrapped_data_key, "
-                           "sealed_private_key, created_by, prefer_dns01) "
+                           "sealed_private_key, created_by, prefer_dns01, replaces) "
                            "VALUES ($1, $2, $3, $4::text[], 'created', $5, $6, av_ts($7), $14, '', "
                            "av_ts($8), av_ts($8), NULLIF($9::bytea, ''), NULLIF($10, ''), "
-                           "NULLIF($11::bytea, ''), NULLIF($12::bytea, ''), NULLIF($13, ''), $15) "
+                           "NULLIF($11::bytea, ''), NULLIF($12::bytea, ''), NULLIF($13, ''), $15, "
+                           "NULLIF($16, '')) "
                            "ON CONFLICT DO NOTHING RETURNING ",
                            kOrders.rows.columns),
               id, scope.tenant, order.account, id_array,
@@ -102,7 +103,7 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
               // The job's lease alone fences an order run by a job (rules::CheckFence refuses
               // the order's own, token 0); the order's lease columns still keep replicas of
               // earlier releases from resuming it while the creator holds the job.
-              order.job_kind.empty() ? 1 : 0, order.prefer_dns01);
+              order.job_kind.empty() ? 1 : 0, order.prefer_dns01, order.replaces);
           if (!r.empty()) {
             out.order = OrderOf(r[0]);
             out.created = true;

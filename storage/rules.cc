@@ -264,6 +264,20 @@ absl::StatusOr<std::vector<std::string>> ValidateNewOrder(const NewOrder& order)
   if (!order.job_kind.empty()) {
     RETURN_IF_ERROR(ValidateNewJob(NewJob{order.job_kind, "1", order.job_ca, absl::Time()}));
   }
+  if (!order.replaces.empty()) {
+    const size_t dot = order.replaces.find('.');
+    const auto base64url = [](absl::string_view s) {
+      return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+        return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
+      });
+    };
+    if (order.replaces.size() > 256 || dot == std::string::npos ||
+        !base64url(absl::string_view(order.replaces).substr(0, dot)) ||
+        !base64url(absl::string_view(order.replaces).substr(dot + 1))) {
+      return absl::InvalidArgumentError(
+          "replaces: an RFC 9773 CertID (base64url \".\" base64url, at most 256 bytes)");
+    }
+  }
   if (order.job_released && (order.job_kind.empty() || order.csr_der.empty())) {
     return absl::InvalidArgumentError(
         "job_released: only for an order run by a job and made with its CSR");

@@ -242,6 +242,9 @@ struct Order {
   // Its authorizations are answered by DNS-01 (the request asked for it); else HTTP-01, but a
   // wildcard's always by DNS-01. Stored, so that every replica's step answers as asked.
   bool prefer_dns01 = false;
+  // The RFC 9773 CertID of the certificate this order renews, sent as newOrder's `replaces`
+  // when the CA offers renewalInfo; empty when it renews none.
+  std::string replaces;
 };
 
 // How long an idempotency key binds the order it made (from the order's created_at). After
@@ -302,6 +305,8 @@ struct NewOrder {
   std::string job_ca;
   // Order::prefer_dns01.
   bool prefer_dns01 = false;
+  // Order::replaces: base64url "." base64url, at most 256 bytes, or empty.
+  std::string replaces;
   // With job_kind, for an order made with all it needs (csr_der set, and the certificate key
   // if the service holds it): the job is made unleased instead, claimable at once by any
   // replica, whose engines are woken as by JobStore::ScheduleJob (NOTIFY on commit). The

@@ -83,6 +83,7 @@ absl::StatusOr<CreateOrderResult> FakeStore::CreateOrJoinOrder(const Scope& scop
     o.csr_der = order.csr_der;
     o.created_by = scope.actor.identity;
     o.prefer_dns01 = order.prefer_dns01;
+    o.replaces = order.replaces;
     if (order.certificate_key != nullptr) {
       ASSIGN_OR_RETURN(
           s.order_keys[o.id],

@@ -90,6 +90,27 @@ TEST_P(StoreConformanceTest, AnOrderKeepsItsChallengePreference) {
   EXPECT_FALSE(plain.prefer_dns01);
 }
 
+TEST_P(StoreConformanceTest, AnOrderKeepsTheCertIdItReplaces) {
+  Tenant a = MakeTenant("alpha");
+  Account account = MakeAccount(ScopeOf(a));
+  NewOrder renewal = KeyedOrder(account.id, {"renew.test"}, "");
+  renewal.replaces = "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE";
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult made, store().CreateOrJoinOrder(ScopeOf(a), renewal));
+  EXPECT_EQ(made.order.replaces, "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE");
+  ASSERT_OK_AND_ASSIGN(Order read, store().GetOrder(ScopeOf(a), made.order.id));
+  EXPECT_EQ(read.replaces, "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE");
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult plain, store().CreateOrJoinOrder(
+                                                    ScopeOf(a), KeyedOrder(account.id, {"new.test"}, "")));
+  EXPECT_EQ(plain.order.replaces, "");
+  for (const std::string& bad : std::vector<std::string>{"no-dot", ".AIdl", "aYhb.", "a+b.c",
+                                                          std::string(300, 'a') + ".b"}) {
+    NewOrder wrong = KeyedOrder(account.id, {"bad.test"}, "");
+    wrong.replaces = bad;
+    EXPECT_THAT(store().CreateOrJoinOrder(ScopeOf(a), wrong), StatusIs(kInvalidArgument, "replaces"))
+        << bad;
+  }
+}
+
 TEST_P(StoreConformanceTest, AnIdempotencyKeyExpiresAfter24Hours) {
   Tenant a = MakeTenant("alpha");
   const Scope web1 = As(a, "token:1"), web2 = As(a, "token:2");
