@@ -195,7 +195,12 @@ absl::StatusOr<AccountManager::Current> AccountManager::FindValid(const storage:
 
 absl::StatusOr<AccountManager::Current> AccountManager::Load(const storage::Scope& scope) {
   ASSIGN_OR_RETURN(Current c, FindValid(scope));
-  RETURN_IF_ERROR(ResolvePendingKey(scope, c, nullptr));
+  std::optional<Replaced> replaced;
+  RETURN_IF_ERROR(ResolvePendingKey(scope, c, nullptr, /*mark_old_compromised=*/false, &replaced));
+  // A rollover by a new account completed just now: the tenant's account is the new one.
+  if (replaced) {
+    ASSIGN_OR_RETURN(c, FindValid(scope));
+  }
   auto key = options_.keys->Active(scope, c.account.id, scope.actor.rpc);
   if (key.ok()) {
     c.key.emplace(*std::move(key));

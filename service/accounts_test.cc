@@ -1178,6 +1178,22 @@ TEST_F(AccountsTest, WithoutKeyChangeAnUnansweredNewAccountIsCompletedBeforeTheK
   EXPECT_THAT(AuditActions(), ::testing::Contains("RolloverByNewAccount"));
 }
 
+// Settled before the account key is next used, the operation then acts as the new account.
+TEST_F(AccountsTest, WithoutKeyChangeTheNextUseOfTheAccountKeyCompletesTheRolloverFirst) {
+  NoKeyChangeCa ca(ca_);
+  Create();
+  ca.FailNewAccount(ScriptedServer::Raw(503, "text/plain", "down"));
+  EXPECT_THAT(accounts_->Rollover(admin_, std::nullopt, ""),
+              StatusIs(absl::StatusCode::kUnavailable, "stays pending"));
+  ca.FailNewAccount(std::nullopt);
+  auto deactivated = accounts_->Deactivate(admin_, NoKeyChangeCa::Url(2));
+  ASSERT_TRUE(deactivated.ok()) << deactivated.status();
+  EXPECT_EQ(deactivated->account.account_url, NoKeyChangeCa::Url(2));
+  EXPECT_EQ(ca.status(1), "deactivated");
+  EXPECT_EQ(ca.status(2), "deactivated");
+  EXPECT_EQ(ValidAccounts(fx_, tenant_), 0);
+}
+
 TEST_F(AccountsTest, WithoutKeyChangeAFailedDeactivationIsRetriedWithoutASecondNewAccount) {
   NoKeyChangeCa ca(ca_);
   AccountView v1 = Create();
