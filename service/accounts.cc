@@ -484,7 +484,12 @@ absl::StatusOr<AccountManager::Replaced> AccountManager::ReplaceByNewAccount(
       current.client->NewAccount(candidate, {.contact = contact, .terms_of_service_agreed = true});
   if (options_.metrics) options_.metrics->RecordAcme("newAccount", registered.status());
   if (!registered.ok()) {
-    if (DefinitelyRefused(registered.status())) {
+    // Discarded only while the old account is still usable at the CA: once an earlier attempt
+    // closed it there, the pending key is the tenant's only way on, and is kept. A rate limit
+    // passes.
+    auto problem = acme::GetProblem(registered.status());
+    if (DefinitelyRefused(registered.status()) && !closed_at_ca &&
+        !(problem && problem->ShortType() == "rateLimited")) {
       RETURN_IF_ERROR(options_.accounts->DiscardPendingKey(scope, lease, version));
       return registered.status();
     }

@@ -1015,6 +1015,11 @@ class NoKeyChangeCa {
     absl::MutexLock lock(&mu_);
     return static_cast<int>(accounts_.size());
   }
+  // The CA closes account `n` by itself.
+  void Close(int n) {
+    absl::MutexLock lock(&mu_);
+    accounts_.at(n - 1).status = "deactivated";
+  }
   std::string status(int n) {
     absl::MutexLock lock(&mu_);
     return accounts_.at(n - 1).status;
@@ -1152,6 +1157,30 @@ TEST_F(AccountsTest, WithoutKeyChangeARefusedNewAccountDiscardsTheKeyAndKeepsThe
   ASSERT_TRUE(got.ok());
   EXPECT_EQ(got->account.id, v1.account.id);
   EXPECT_EQ(got->account.status, storage::AccountStatus::kValid);
+}
+
+// Once the old account is closed at the CA the pending key is the tenant's only way on: a
+// refusal of newAccount then keeps it for the next attempt, as does a rate limit.
+TEST_F(AccountsTest, WithoutKeyChangeARefusalKeepsTheKeyWhenTheOldAccountIsClosedOrForARateLimit) {
+  NoKeyChangeCa ca(ca_);
+  AccountView v1 = Create();
+  ca.FailNewAccount(ScriptedServer::Problem(429, "rateLimited", "too many new accounts"));
+  EXPECT_THAT(accounts_->Rollover(admin_, std::nullopt, ""),
+              StatusIs(absl::StatusCode::kUnavailable, "stays pending"));
+  EXPECT_THAT(States(v1.account.id), ::testing::ElementsAre(KeyState::kActive, KeyState::kPending));
+
+  ca.Close(1);
+  ca.FailNewAccount(ScriptedServer::Problem(400, "malformed", "not now"));
+  EXPECT_THAT(accounts_->ResolvePendingKeys({"startup", "ResolvePendingKeys"}),
+              StatusIs(absl::StatusCode::kUnavailable, "stays pending"));
+  EXPECT_THAT(States(v1.account.id), ::testing::ElementsAre(KeyState::kActive, KeyState::kPending));
+
+  ca.FailNewAccount(std::nullopt);
+  ASSERT_TRUE(accounts_->ResolvePendingKeys({"startup", "ResolvePendingKeys"}).ok());
+  auto got = accounts_->GetAccount(admin_);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->account.account_url, NoKeyChangeCa::Url(2));
+  EXPECT_EQ(ValidAccounts(fx_, tenant_), 1);
 }
 
 TEST_F(AccountsTest, WithoutKeyChangeAnUnansweredNewAccountIsCompletedBeforeTheKeyIsNextUsed) {
