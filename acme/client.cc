@@ -244,7 +244,11 @@ absl::StatusOr<Directory> AcmeClient::GetDirectory() {
   ASSIGN_OR_RETURN(d.new_account, RequireStr(j, "newAccount", what));
   ASSIGN_OR_RETURN(d.new_order, RequireStr(j, "newOrder", what));
   ASSIGN_OR_RETURN(d.revoke_cert, RequireStr(j, "revokeCert", what));
-  ASSIGN_OR_RETURN(d.key_change, RequireStr(j, "keyChange", what));
+  // RFC 8555 §7.1.1 lists keyChange, but some CAs do not implement it: empty when absent, and
+  // KeyChange refuses without a request (the service then rolls over by a new account).
+  if (j.contains("keyChange")) {
+    ASSIGN_OR_RETURN(d.key_change, RequireStr(j, "keyChange", what));
+  }
   d.renewal_info = Str(j, "renewalInfo");
   for (const std::string* url : {&d.new_nonce, &d.new_account, &d.new_order, &d.revoke_cert,
                                  &d.key_change, &d.renewal_info}) {
@@ -435,6 +439,9 @@ absl::Status AcmeClient::KeyChange(const AccountRef& account, const crypto::Sign
     return absl::InvalidArgumentError("keyChange needs the account URL and its current key");
   }
   ASSIGN_OR_RETURN(Directory d, GetDirectory());
+  if (d.key_change.empty()) {
+    return absl::UnimplementedError("the CA's directory offers no keyChange; nothing was sent");
+  }
   Json inner_payload = {{"account", account.url},
                         {"oldKey", crypto::PublicJwk(account.key->public_key())}};
   // §7.3.5: the inner JWS has "jwk" (the new key) and "url", and no "nonce".

@@ -56,7 +56,8 @@ inline constexpr size_t kMaxChainBytes = 64 * 1024;
 inline constexpr size_t kMaxAlternateChains = 8;
 
 struct Directory {
-  std::string new_nonce, new_account, new_order, revoke_cert, key_change;
+  std::string new_nonce, new_account, new_order, revoke_cert;
+  std::string key_change;    // Empty when the CA does not offer it (some CAs do not).
   std::string renewal_info;  // ARI (RFC 9773); empty when the CA does not offer it.
   std::string terms_of_service;
   bool external_account_required = false;
@@ -204,7 +205,8 @@ class AcmeClient {
   absl::StatusOr<Account> UpdateContact(const AccountRef& account,
                                         const std::vector<std::string>& contact);
   // §7.3.5: replaces the account's key with `new_key`. Inner JWS by the new key (jwk, url, no
-  // nonce) over {account, oldKey}; outer JWS by the old key (kid).
+  // nonce) over {account, oldKey}; outer JWS by the old key (kid). UNIMPLEMENTED, without any
+  // request, when the directory offers no keyChange.
   absl::Status KeyChange(const AccountRef& account, const crypto::Signer& new_key);
   // §7.3.6: irreversible.
   absl::StatusOr<Account> DeactivateAccount(const AccountRef& account);

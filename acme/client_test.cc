@@ -173,6 +173,28 @@ TEST_F(ClientTest, KeyChangeNestsAJwsSignedByTheNewKey) {
   EXPECT_EQ(payload["oldKey"], crypto::PublicJwk(key_->public_key()));
 }
 
+TEST_F(ClientTest, ADirectoryWithoutKeyChangeParsesAndKeyChangeSendsNothing) {
+  server_.directory().erase("keyChange");
+  auto d = client_->GetDirectory();
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->key_change, "");
+  EXPECT_EQ(d->new_account, Url("/new-acct"));
+  auto new_key = PrivateKey::Generate(KeyAlgorithm::kEcdsaP256);
+  ASSERT_TRUE(new_key.ok());
+  const size_t before = server_.calls().size();
+  EXPECT_EQ(client_->KeyChange(Acct(), *new_key).code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(client_->KeyChange(Acct(), *new_key).message()),
+              HasSubstr("offers no keyChange"));
+  EXPECT_EQ(server_.calls().size(), before);  // Not even a nonce was fetched.
+}
+
+TEST_F(ClientTest, AKeyChangeThatIsNotAStringIsRefused) {
+  server_.directory()["keyChange"] = 7;
+  auto d = client_->GetDirectory();
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(d.status().message()), HasSubstr("keyChange"));
+}
+
 TEST_F(ClientTest, RevocationSendsCertificateAndReasonWithKidOrJwk) {
   std::string der = LeafDer();
   ASSERT_TRUE(client_->RevokeCertificate(Acct(), der, RevocationReason::kSuperseded).ok());

@@ -1,5 +1,9 @@
 #include "service/account_keys.h"
 
+#include <set>
+#include <utility>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "crypto/jwk.h"
@@ -95,17 +99,32 @@ absl::StatusOr<int> AccountKeys::DestroyRetiredKeys(const storage::Scope& scope)
   ASSIGN_OR_RETURN(std::vector<storage::Account> accounts,
                    options_.accounts->ListAccounts(scope));
   int destroyed = 0;
+  // A rollover by a new account (AccountStore::ReplaceAccount) leaves the old account's row of
+  // the key retired while the new account's row of the same token object is in service.
+  std::set<std::string> in_service;
+  std::vector<std::pair<storage::AccountId, std::vector<storage::AccountKey>>> all;
   for (const storage::Account& account : accounts) {
     ASSIGN_OR_RETURN(std::vector<storage::AccountKey> keys,
                      options_.accounts->ListKeys(scope, account.id));
     for (const storage::AccountKey& key : keys) {
-      if (key.token_object.empty() || key.destroyed_at) continue;
+      if (!key.token_object.empty() && (key.state == storage::KeyState::kActive ||
+                                        key.state == storage::KeyState::kPending)) {
+        in_service.insert(key.token_object);
+      }
+    }
+    all.emplace_back(account.id, std::move(keys));
+  }
+  for (const auto& [account_id, keys] : all) {
+    for (const storage::AccountKey& key : keys) {
+      if (key.token_object.empty() || key.destroyed_at || in_service.count(key.token_object)) {
+        continue;
+      }
       std::optional<absl::Time> left;
       if (key.state == storage::KeyState::kRetired) left = key.retired_at;
       if (key.state == storage::KeyState::kCompromised) left = key.compromised_at;
       if (!left || *left > cutoff) continue;
       RETURN_IF_ERROR(options_.token->DestroyKeyPair(key.token_object));
-      RETURN_IF_ERROR(options_.accounts->MarkKeyDestroyed(scope, account.id, key.version));
+      RETURN_IF_ERROR(options_.accounts->MarkKeyDestroyed(scope, account_id, key.version));
       ++destroyed;
     }
   }

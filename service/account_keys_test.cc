@@ -138,6 +138,30 @@ TEST_F(AccountKeysTest, RetiredTokenKeysGoAfterTheGraceOnly) {
   EXPECT_EQ(again, 0);
 }
 
+// A rollover by a new account (a CA without keyChange) moves a token key to the new account
+// by its object id: the old account's retired row must not destroy what the new one signs with.
+TEST_F(AccountKeysTest, ARetiredTokenKeyStillInServiceUnderANewAccountStays) {
+  ASSERT_OK_AND_ASSIGN(NewAccountKey first, fx_.keys().Generate(storage::KeyStorage::kPkcs11,
+                                                                crypto::KeyAlgorithm::kEcdsaP256));
+  storage::AccountId old = Store(first);
+  ASSERT_OK(fx_.store().RecordAccountUrl(scope_, old, "https://ca.test/acct/1"));
+  ASSERT_OK_AND_ASSIGN(storage::KeyLease lease,
+                       fx_.store().AcquireKeyLease(scope_, old, absl::Minutes(5)));
+  ASSERT_OK_AND_ASSIGN(NewAccountKey second, fx_.keys().Generate(storage::KeyStorage::kPkcs11,
+                                                                 crypto::KeyAlgorithm::kEcdsaP256));
+  ASSERT_OK(fx_.store().AddPendingKey(scope_, lease, second.material, second.info).status());
+  ASSERT_OK_AND_ASSIGN(storage::Account fresh,
+                       fx_.store().ReplaceAccount(scope_, lease, 2, "https://ca.test/acct/2",
+                                                  /*old_keys_compromised=*/true));
+  fx_.clock().Advance(absl::Hours(25));
+  ASSERT_OK_AND_ASSIGN(int destroyed, fx_.keys().DestroyRetiredKeys(scope_));
+  EXPECT_EQ(destroyed, 1);  // The old account's own, compromised key.
+  EXPECT_EQ(InToken(first.material.token_object), nullptr);
+  EXPECT_NE(InToken(second.material.token_object), nullptr);
+  ASSERT_OK_AND_ASSIGN(SigningKey active, fx_.keys().Active(scope_, fresh.id, "test"));
+  EXPECT_OK(active.signer->Sign("payload").status());
+}
+
 TEST_F(AccountKeysTest, DiscardRemovesAKeyThatWasNeverStored) {
   ASSERT_OK_AND_ASSIGN(NewAccountKey key, fx_.keys().Generate(storage::KeyStorage::kPkcs11,
                                                               crypto::KeyAlgorithm::kEcdsaP256));

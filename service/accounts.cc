@@ -72,6 +72,29 @@ absl::Status NamingTheRun(const absl::Status& error, storage::CompromiseRunId ru
   return named;
 }
 
+// What a rollover by a new account answered that settled nothing: the key stays pending.
+absl::Status ReplacementUnsettled(int version, absl::string_view what,
+                                  const absl::Status& answer) {
+  return absl::UnavailableError(absl::StrCat(
+      what, " (", SummarizeFailure(answer), "); key version ", version,
+      " stays pending and the rollover by a new account is completed before the account key is "
+      "next used"));
+}
+
+// What a new account does not carry over from the one it replaces (RFC 8555 §7.1.4: an
+// authorization belongs to its account; RFC 8657: CAA accounturi names the account URL;
+// RFC 9773 §5: a CA may require `replaces` to name a certificate of the same account).
+std::vector<std::string> LostWithANewAccount(absl::string_view old_url,
+                                             absl::string_view new_url) {
+  return {
+      "authorizations: the previous account's authorizations are not carried over; the next "
+      "orders are validated afresh",
+      absl::StrCat("CAA accounturi: a CAA record binding ", old_url,
+                   " no longer matches; bind ", new_url, " instead"),
+      "ARI replaces: the CA may not honour `replaces` naming certificates issued to the "
+      "previous account"};
+}
+
 absl::Status CreationInProgress() {
   return absl::AbortedError("another CreateAccount of this tenant is in progress");
 }
@@ -173,7 +196,12 @@ absl::StatusOr<AccountManager::Current> AccountManager::FindValid(const storage:
 
 absl::StatusOr<AccountManager::Current> AccountManager::Load(const storage::Scope& scope) {
   ASSIGN_OR_RETURN(Current c, FindValid(scope));
-  RETURN_IF_ERROR(ResolvePendingKey(scope, c, nullptr));
+  std::optional<Replaced> replaced;
+  RETURN_IF_ERROR(ResolvePendingKey(scope, c, nullptr, /*mark_old_compromised=*/false, &replaced));
+  // A rollover by a new account completed just now: the tenant's account is the new one.
+  if (replaced) {
+    ASSIGN_OR_RETURN(c, FindValid(scope));
+  }
   auto key = options_.keys->Active(scope, c.account.id, scope.actor.rpc);
   if (key.ok()) {
     c.key.emplace(*std::move(key));
@@ -326,7 +354,9 @@ absl::StatusOr<AccountManager::Settled> AccountManager::SettleKeyChange(
 }
 
 absl::Status AccountManager::ResolvePendingKey(const storage::Scope& scope, const Current& current,
-                                               const storage::KeyLease* held) {
+                                               const storage::KeyLease* held,
+                                               bool mark_old_compromised,
+                                               std::optional<Replaced>* replaced) {
   const storage::AccountId id = current.account.id;
   ASSIGN_OR_RETURN(std::optional<int> pending, PendingVersion(scope, id));
   if (!pending) return absl::OkStatus();
@@ -344,6 +374,16 @@ absl::Status AccountManager::ResolvePendingKey(const storage::Scope& scope, cons
   // Left by a keyChange whose outcome was unknown, or by a crash (docs/flows.md, Rollover).
   ASSIGN_OR_RETURN(SigningKey candidate,
                    options_.keys->Version(scope, id, *pending, "rollover recovery"));
+  ASSIGN_OR_RETURN(acme::Directory directory, current.client->GetDirectory());
+  if (directory.key_change.empty()) {
+    // Left by a rollover by a new account: its steps are done again (each may be repeated).
+    ASSIGN_OR_RETURN(Replaced done,
+                     ReplaceByNewAccount(scope, current, *held, *candidate.signer, *pending,
+                                         mark_old_compromised, "recovered"));
+    LogRecovery(scope, *pending, "the rollover by a new account was completed");
+    if (replaced != nullptr) *replaced = std::move(done);
+    return absl::OkStatus();
+  }
   auto found = current.client->NewAccount(*candidate.signer, {.only_return_existing = true});
   if (found.ok()) {
     if (found->url != current.account.account_url) {
@@ -389,6 +429,131 @@ absl::Status AccountManager::ResolvePendingKey(const storage::Scope& scope, cons
       break;
   }
   return StillPending(*pending, changed);
+}
+
+absl::StatusOr<AccountManager::Replaced> AccountManager::ReplaceByNewAccount(
+    const storage::Scope& scope, const Current& current, const storage::KeyLease& lease,
+    const crypto::Signer& candidate, int version, bool mark_old_compromised,
+    absl::string_view why) {
+  const storage::AccountId id = current.account.id;
+  const std::string& old_url = current.account.account_url;
+  ASSIGN_OR_RETURN(acme::Directory directory, current.client->GetDirectory());
+  if (directory.external_account_required) {
+    RETURN_IF_ERROR(options_.accounts->DiscardPendingKey(scope, lease, version));
+    return absl::FailedPreconditionError(
+        "the CA offers no keyChange and requires External Account Binding for a new account; "
+        "the key cannot be rolled over here (the pending key was discarded)");
+  }
+  // The old account's key: to read its contact and to deactivate it. A recovery may find it
+  // unusable here (compromised, or a token object gone): then neither is possible.
+  Replaced out;
+  std::optional<SigningKey> loaded;
+  const crypto::Signer* old_key = nullptr;
+  if (current.key) {
+    old_key = current.key->signer.get();
+    out.previous_version = current.key->info.version;
+  } else {
+    auto active = options_.keys->Active(scope, id, "rollover by a new account");
+    if (active.ok()) {
+      loaded.emplace(*std::move(active));
+      old_key = loaded->signer.get();
+      out.previous_version = loaded->info.version;
+    } else if (!absl::IsNotFound(active.status()) &&
+               !absl::IsFailedPrecondition(active.status())) {
+      return active.status();
+    }
+  }
+  const acme::AccountRef old_ref{old_key, old_url};
+  std::vector<std::string> contact;
+  bool closed_at_ca = false;
+  if (old_key != nullptr) {
+    auto old_account = current.client->GetAccount(old_ref);
+    if (options_.metrics) options_.metrics->RecordAcme("getAccount", old_account.status());
+    if (old_account.ok()) {
+      contact = old_account->contact;
+      closed_at_ca = old_account->status == "deactivated" || old_account->status == "revoked";
+    } else if (acme::IsAccountUnusable(old_account.status())) {
+      closed_at_ca = true;  // E.g. deactivated by an earlier attempt whose recording was lost.
+    } else {
+      return ReplacementUnsettled(version, "could not read the old account at the CA",
+                                  old_account.status());
+    }
+  }
+  // RFC 8555 §7.3.1: for a key the CA knows already this answers with that account, so a
+  // repeated attempt finds the account an earlier one registered.
+  auto registered =
+      current.client->NewAccount(candidate, {.contact = contact, .terms_of_service_agreed = true});
+  if (options_.metrics) options_.metrics->RecordAcme("newAccount", registered.status());
+  if (!registered.ok()) {
+    // Discarded only while the old account is still usable at the CA: once an earlier attempt
+    // closed it there, the pending key is the tenant's only way on, and is kept. A rate limit
+    // passes.
+    auto problem = acme::GetProblem(registered.status());
+    if (DefinitelyRefused(registered.status()) && !closed_at_ca &&
+        !(problem && problem->ShortType() == "rateLimited")) {
+      RETURN_IF_ERROR(options_.accounts->DiscardPendingKey(scope, lease, version));
+      return registered.status();
+    }
+    Audit(*options_.audit, scope, "RolloverPending",
+          absl::StrCat("key version ", version, ": newAccount: ",
+                       SummarizeFailure(registered.status())),
+          id)
+        .IgnoreError();
+    return ReplacementUnsettled(version, "could not tell whether the CA registered the new account",
+                                registered.status());
+  }
+  if (registered->url == old_url) {
+    return absl::InternalError(absl::StrCat(
+        "the CA answered newAccount for key version ", version, " with the old account's URL"));
+  }
+  // The old key may have leaked (that is often why it is rolled over): the old account must not
+  // stay usable at the CA. RFC 8555 §7.3.6.
+  AccountReplacement& report = out.report;
+  report.previous_account_url = old_url;
+  if (closed_at_ca) {
+    report.previous_deactivated = true;
+    report.previous_outcome = "already closed at the CA";
+  } else if (old_key == nullptr) {
+    report.previous_outcome =
+        "not deactivated at the CA: its key can no longer be used here; deactivate it there";
+  } else {
+    auto deactivated = current.client->DeactivateAccount(old_ref);
+    if (options_.metrics) options_.metrics->RecordAcme("deactivateAccount", deactivated.status());
+    if (deactivated.ok() || acme::IsAccountUnusable(deactivated.status())) {
+      report.previous_deactivated = true;
+      report.previous_outcome = deactivated.ok() ? "deactivated at the CA"
+                                                 : "already closed at the CA";
+    } else if (DefinitelyRefused(deactivated.status())) {
+      report.previous_outcome = absl::StrCat("the CA refused to deactivate it (",
+                                             SummarizeFailure(deactivated.status()),
+                                             "); it may still be valid there");
+    } else {
+      Audit(*options_.audit, scope, "RolloverPending",
+            absl::StrCat("key version ", version, ": deactivating the old account: ",
+                         SummarizeFailure(deactivated.status())),
+            id)
+          .IgnoreError();
+      return ReplacementUnsettled(version, "could not deactivate the old account at the CA",
+                                  deactivated.status());
+    }
+  }
+  ASSIGN_OR_RETURN(storage::Account fresh,
+                   options_.accounts->ReplaceAccount(scope, lease, version, registered->url,
+                                                     mark_old_compromised));
+  out.account = fresh.id;
+  report.lost = LostWithANewAccount(old_url, fresh.account_url);
+  Audit(*options_.audit, scope, "RolloverByNewAccount",
+        absl::StrCat(why, ": the CA offers no keyChange; key version ", version, " of account ",
+                     old_url, " registered as account ", fresh.account_url,
+                     "; the previous account: ", report.previous_outcome),
+        fresh.id)
+      .IgnoreError();
+  Log(report.previous_deactivated ? LogLevel::kInfo : LogLevel::kWarning,
+      "account key rolled over by a new account",
+      {{"tenant", absl::StrCat(scope.tenant)},
+       {"account", fresh.account_url},
+       {"previous", report.previous_outcome}});
+  return out;
 }
 
 absl::Status AccountManager::StillPending(int version, const absl::Status& changed) {
@@ -494,7 +659,13 @@ absl::StatusOr<RolloverResult> AccountManager::RolloverScoped(
   // unsealed, so the losers are ABORTED here, having written nothing.
   ASSIGN_OR_RETURN(const storage::KeyLease lease, TakeKeyLease(scope, current.account.id));
   absl::Cleanup release = [&] { GiveBack(scope, lease); };
-  RETURN_IF_ERROR(ResolvePendingKey(scope, current, &lease));
+  std::optional<Replaced> replaced;
+  RETURN_IF_ERROR(ResolvePendingKey(scope, current, &lease, mark_old_compromised, &replaced));
+  if (replaced) {
+    // An earlier rollover by a new account, completed now: that is the rollover asked for.
+    ASSIGN_OR_RETURN(AccountView view, View(scope, replaced->account));
+    return RolloverResult{view, replaced->previous_version, true, std::move(replaced->report)};
+  }
   // Read under the lease: an earlier holder may have rolled it over.
   ASSIGN_OR_RETURN(SigningKey active,
                    options_.keys->Active(scope, current.account.id, "rollover"));
@@ -510,6 +681,13 @@ absl::StatusOr<RolloverResult> AccountManager::RolloverScoped(
       return RolloverResult{view, old_version, /*rotated=*/false};
     }
     why = decision.reason;
+  }
+  ASSIGN_OR_RETURN(acme::Directory directory, current.client->GetDirectory());
+  const bool by_new_account = directory.key_change.empty();
+  if (by_new_account && directory.external_account_required) {
+    return absl::FailedPreconditionError(
+        "the CA offers no keyChange and requires External Account Binding for a new account; "
+        "the key cannot be rolled over here; nothing was changed");
   }
   // Made where the tenant's policy says now (a tenant moved to PKCS11 moves at its next key).
   ASSIGN_OR_RETURN(NewAccountKey new_key,
@@ -528,6 +706,13 @@ absl::StatusOr<RolloverResult> AccountManager::RolloverScoped(
   }
   // From here on the outcome is recorded whatever happens (promoted, discarded on a definite
   // refusal, or left pending for ResolvePendingKey); the caller's deadline no longer applies.
+  if (by_new_account) {
+    ASSIGN_OR_RETURN(Replaced done,
+                     ReplaceByNewAccount(scope, current, lease, *new_key.signer, pending->version,
+                                         mark_old_compromised, why));
+    ASSIGN_OR_RETURN(AccountView view, View(scope, done.account));
+    return RolloverResult{view, old_version, true, std::move(done.report)};
+  }
   absl::Status changed = current.client->KeyChange(current.Ref(), *new_key.signer);
   if (options_.metrics) options_.metrics->RecordAcme("keyChange", changed);
   ASSIGN_OR_RETURN(Settled settled, SettleKeyChange(scope, current, lease, *new_key.signer,
@@ -748,6 +933,13 @@ absl::StatusOr<AccountManager::StepOutcome> AccountManager::RollOverCompromisedK
     const Compromise& c) {
   ASSIGN_OR_RETURN(RolloverResult r, RolloverScoped(c.scope, c.algorithm, "compromise", true,
                                                     absl::InfiniteFuture()));
+  if (r.replacement) {
+    // The CA offers no keyChange: a new account, the old one closed.
+    return StepOutcome{
+        true, absl::StrCat("new account ", r.account.account.account_url, " replaces ",
+                           r.replacement->previous_account_url, " (",
+                           r.replacement->previous_outcome, "); old keys marked compromised")};
+  }
   return StepOutcome{
       true, absl::StrCat("key version ", r.previous_version, " -> ", r.account.active_key.version,
                          "; old key marked compromised")};

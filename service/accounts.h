@@ -14,6 +14,17 @@
 // onlyReturnExisting) and, if it does not, the same keyChange is sent again and settled the same
 // way.
 //
+// A CA whose directory offers no keyChange (some CAs do not implement it) gets a new account
+// instead: the new key is stored pending as above, registered with newAccount (the contact the
+// CA holds for the old account, terms agreed), the old account deactivated at the CA with its
+// old key, and only then both recorded in one transaction (AccountStore::ReplaceAccount,
+// audited "RolloverByNewAccount"). Every step can be repeated (newAccount for a key the CA knows
+// answers with its account), so an answer that settles nothing leaves the key pending and the
+// next resolution does the steps again; only a definite refusal of newAccount discards the key.
+// The old account's authorizations, a CAA accounturi binding to its URL and ARI replacement of
+// its certificates do not carry over; RolloverResult::replacement says so. A CA that also
+// requires External Account Binding is refused (FAILED_PRECONDITION): the EAB key is not kept.
+//
 // An answer that the account is unusable (401/403 unauthorized, accountDoesNotExist) to a
 // request signed with the account key makes the service ask the CA for the account; when the CA
 // reports it deactivated or revoked, or refuses that request too, the account is recorded so
@@ -65,12 +76,28 @@ struct CreateAccountSpec {
   std::optional<crypto::KeyAlgorithm> key_algorithm;
 };
 
+// What a rollover at a CA whose directory offers no keyChange did instead: the new key became
+// the key of a new account at the CA, and the old account was closed (docs/flows.md, "Rollover
+// by a new account").
+struct AccountReplacement {
+  std::string previous_account_url;
+  // Whether the previous account is deactivated at the CA (by this rollover, or found so);
+  // `previous_outcome` says which, or why not.
+  bool previous_deactivated = false;
+  std::string previous_outcome;
+  // What the new account does not carry over from the old one, one sentence each.
+  std::vector<std::string> lost;
+};
+
 struct RolloverResult {
   AccountView account;
+  // The active key version before the rollover (of the previous account after a replacement).
   int previous_version = 0;
   // False only for a rotation by policy that found, under the key lease, that the key was no
   // longer due (another replica's rotation came first): nothing was changed.
   bool rotated = true;
+  // Set when the CA offers no keyChange and the rollover made a new account.
+  std::optional<AccountReplacement> replacement;
 };
 
 struct DeactivationCounts {
@@ -172,6 +199,9 @@ class AccountManager {
   // written); DEADLINE_EXCEEDED when less than `key_change_time` was left before `deadline` to
   // send keyChange (nothing written); UNAVAILABLE when the CA's answer to keyChange did not
   // settle it: the new key stays pending and is resolved before the account key is next used.
+  // At a CA without keyChange: a new account (see the class comment), reported in `replacement`;
+  // UNAVAILABLE likewise when newAccount or the old account's deactivation was not settled;
+  // FAILED_PRECONDITION, nothing written, when that CA requires External Account Binding.
   absl::StatusOr<RolloverResult> Rollover(const Caller& caller,
                                           std::optional<crypto::KeyAlgorithm> algorithm,
                                           absl::string_view reason,
@@ -278,8 +308,27 @@ class AccountManager {
   // Resolves the account's pending key (see the class comment) under `held` or, when null, a
   // lease of its own. OK when no key is left pending; UNAVAILABLE, the key kept pending, when
   // the CA's answers do not settle it.
+  // At a CA without keyChange the resolution completes the replacement (ReplaceByNewAccount,
+  // compromising the old account's keys when `mark_old_compromised`) and reports it in
+  // `replaced` when given.
+  struct Replaced {
+    storage::AccountId account = 0;  // The new account.
+    int previous_version = 0;        // The old account's active key version; 0 if none.
+    AccountReplacement report;
+  };
   absl::Status ResolvePendingKey(const storage::Scope& scope, const Current& current,
-                                 const storage::KeyLease* held);
+                                 const storage::KeyLease* held, bool mark_old_compromised = false,
+                                 std::optional<Replaced>* replaced = nullptr);
+  // Rollover at a CA whose directory offers no keyChange (see the class comment), for pending
+  // key `version` (`candidate`) of the current account under `lease`: newAccount with it,
+  // deactivation of the old account at the CA, AccountStore::ReplaceAccount, the audit row.
+  // UNAVAILABLE, the key kept pending, when an answer settled nothing; a definite refusal of
+  // newAccount discards the key and is returned.
+  absl::StatusOr<Replaced> ReplaceByNewAccount(const storage::Scope& scope,
+                                               const Current& current,
+                                               const storage::KeyLease& lease,
+                                               const crypto::Signer& candidate, int version,
+                                               bool mark_old_compromised, absl::string_view why);
   // What became of a pending key once keyChange to it was answered.
   enum class Settled { kPromoted, kDiscarded, kPending };
   // Records what keyChange to `candidate` (pending key `version`, under `lease`) answered,

@@ -10,10 +10,12 @@
 #include "crypto/jwk.h"
 #include "crypto/jws.h"
 #include "crypto/pkcs11.h"
+#include "crypto/x509.h"
 #include "crypto/testing/softhsm.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/testing/fixture.h"
+#include "service/testing/happy_ca.h"
 #include "service/testing/issuing.h"
 #include "storage/testing/status_matchers.h"
 
@@ -724,6 +726,19 @@ class GatedAccounts : public storage::AccountStore {
                                  int version) override {
     return Gate("DiscardPendingKey", [&] { return s_.DiscardPendingKey(scope, lease, version); });
   }
+  absl::StatusOr<storage::Account> ReplaceAccount(const storage::Scope& scope,
+                                                  const storage::KeyLease& lease, int version,
+                                                  absl::string_view new_account_url,
+                                                  bool old_keys_compromised) override {
+    return Gate("ReplaceAccount", [&] {
+      return s_.ReplaceAccount(scope, lease, version, new_account_url, old_keys_compromised);
+    });
+  }
+  // Answers calls of `method` with `error` without making them (e.g. a database lost).
+  void Refuse(absl::string_view method, absl::Status error) {
+    refused_ = std::string(method);
+    refusal_ = std::move(error);
+  }
   absl::Status MarkKeyCompromised(const storage::Scope& scope, const storage::KeyLease& lease,
                                   int version) override {
     return Gate("MarkKeyCompromised", [&] { return s_.MarkKeyCompromised(scope, lease, version); });
@@ -750,6 +765,7 @@ class GatedAccounts : public storage::AccountStore {
  private:
   template <typename Call>
   auto Gate(absl::string_view method, Call call) -> decltype(call()) {
+    if (method == refused_) return refusal_;
     hook_(method, false);
     auto result = call();
     hook_(method, true);
@@ -758,6 +774,8 @@ class GatedAccounts : public storage::AccountStore {
 
   storage::AccountStore& s_;
   Hook hook_;
+  std::string refused_;
+  absl::Status refusal_;
 };
 
 // How many of `results` of concurrent calls succeeded; every other one must have been told to
@@ -927,6 +945,364 @@ TEST_F(AccountsTest, ConcurrentCreateAccountCallsRegisterOnce) {
   auto accounts = fx_.store().ListAccounts(fx_.AdminScope(tenant_));
   ASSERT_TRUE(accounts.ok());
   EXPECT_EQ(accounts->size(), 1u);
+}
+
+// ---- A CA without keyChange (issue 11, item 8) --------------------------------------------------
+
+// A CA whose directory offers no keyChange. It keys accounts by key, as RFC 8555 §7.3.1 has it
+// (newAccount for a known key answers with that account), checks that a request to /acct/N is
+// signed by account N's key, and once an account is deactivated refuses every request to it
+// (403 unauthorized). newAccount and deactivation can be made to fail.
+class NoKeyChangeCa {
+ public:
+  explicit NoKeyChangeCa(ScriptedServer& ca) {
+    ca.directory().erase("keyChange");  // Before the client first fetches it.
+    ca.On("POST", "/new-acct", [this](const Call& c) {
+      auto jwk = crypto::PublicKeyFromJwk(c.jws->header["jwk"]);
+      if (!jwk.ok()) return ScriptedServer::Problem(400, "malformed", "jwk");
+      auto payload = nlohmann::json::parse(c.jws->payload, nullptr, false);
+      absl::MutexLock lock(&mu_);
+      const std::string thumb = crypto::Thumbprint(*jwk);
+      for (size_t i = 0; i < accounts_.size(); ++i) {
+        if (accounts_[i].thumbprint == thumb) {
+          return ScriptedServer::Json(200, {{"status", accounts_[i].status}},
+                                      {{"Location", Url(i + 1)}});
+        }
+      }
+      if (payload.is_object() && payload.value("onlyReturnExisting", false)) {
+        return ScriptedServer::Problem(400, "accountDoesNotExist", "unknown key");
+      }
+      if (new_account_failure_) return *new_account_failure_;
+      Account a{thumb, *jwk, "valid", payload.value("contact", nlohmann::json::array())};
+      accounts_.push_back(a);
+      return ScriptedServer::Json(201, {{"status", "valid"}, {"contact", a.contact}},
+                                  {{"Location", Url(accounts_.size())}});
+    });
+    for (int n = 1; n <= 3; ++n) {
+      ca.On("POST", "/acct/" + std::to_string(n), [this, n](const Call& c) {
+        absl::MutexLock lock(&mu_);
+        if (n > static_cast<int>(accounts_.size())) {
+          return ScriptedServer::Problem(400, "accountDoesNotExist", "no such account");
+        }
+        Account& a = accounts_[n - 1];
+        if (c.jws->header.value("kid", "") != Url(n) || !crypto::VerifyJws(*c.jws, a.key).ok()) {
+          return ScriptedServer::Problem(403, "unauthorized", "not this account's key");
+        }
+        if (a.status != "valid") {
+          return ScriptedServer::Problem(403, "unauthorized", "account is " + a.status);
+        }
+        if (c.jws->payload.empty()) {
+          return ScriptedServer::Json(200, {{"status", a.status}, {"contact", a.contact}});
+        }
+        if (deactivation_failure_) return *deactivation_failure_;
+        a.status = "deactivated";
+        return ScriptedServer::Json(200, {{"status", a.status}});
+      });
+    }
+  }
+  static std::string Url(size_t n) { return ScriptedServer::Url("/acct/" + std::to_string(n)); }
+
+  // newAccount for an unknown key, and deactivation, answer `response` (none: as asked).
+  void FailNewAccount(std::optional<acme::HttpResponse> response) {
+    absl::MutexLock lock(&mu_);
+    new_account_failure_ = std::move(response);
+  }
+  void FailDeactivation(std::optional<acme::HttpResponse> response) {
+    absl::MutexLock lock(&mu_);
+    deactivation_failure_ = std::move(response);
+  }
+  int accounts() {
+    absl::MutexLock lock(&mu_);
+    return static_cast<int>(accounts_.size());
+  }
+  // The CA closes account `n` by itself.
+  void Close(int n) {
+    absl::MutexLock lock(&mu_);
+    accounts_.at(n - 1).status = "deactivated";
+  }
+  std::string status(int n) {
+    absl::MutexLock lock(&mu_);
+    return accounts_.at(n - 1).status;
+  }
+  std::string thumbprint(int n) {
+    absl::MutexLock lock(&mu_);
+    return accounts_.at(n - 1).thumbprint;
+  }
+  nlohmann::json contact(int n) {
+    absl::MutexLock lock(&mu_);
+    return accounts_.at(n - 1).contact;
+  }
+
+ private:
+  struct Account {
+    std::string thumbprint;
+    crypto::PublicKey key;
+    std::string status;
+    nlohmann::json contact;
+  };
+  absl::Mutex mu_;
+  std::vector<Account> accounts_ ABSL_GUARDED_BY(mu_);
+  std::optional<acme::HttpResponse> new_account_failure_ ABSL_GUARDED_BY(mu_);
+  std::optional<acme::HttpResponse> deactivation_failure_ ABSL_GUARDED_BY(mu_);
+};
+
+// The tenant's accounts in the store with status valid.
+int ValidAccounts(testing::Fixture& fx, storage::TenantId tenant) {
+  auto accounts = fx.store().ListAccounts(fx.AdminScope(tenant));
+  int n = 0;
+  if (accounts.ok()) {
+    for (const auto& a : *accounts) n += a.status == storage::AccountStatus::kValid;
+  }
+  return n;
+}
+
+TEST_F(AccountsTest, WithoutKeyChangeARolloverMakesANewAccountAndDeactivatesTheOldOne) {
+  NoKeyChangeCa ca(ca_);
+  AccountView v1 = Create();
+  ASSERT_EQ(v1.account.account_url, NoKeyChangeCa::Url(1));
+  auto r = accounts_->Rollover(admin_, crypto::KeyAlgorithm::kEcdsaP384, "scheduled");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(ca_.CountCalls("POST", "/key-change"), 0);
+
+  // The new key is the key of a new account at the CA, with the old account's contact.
+  ASSERT_EQ(ca.accounts(), 2);
+  EXPECT_EQ(r->account.account.account_url, NoKeyChangeCa::Url(2));
+  EXPECT_NE(r->account.account.id, v1.account.id);
+  EXPECT_EQ(r->account.account.status, storage::AccountStatus::kValid);
+  EXPECT_EQ(r->account.active_key.version, 1);
+  EXPECT_EQ(r->account.active_key.algorithm, crypto::KeyAlgorithm::kEcdsaP384);
+  EXPECT_EQ(r->account.active_key.public_key.thumbprint, ca.thumbprint(2));
+  EXPECT_EQ(ca.contact(2), nlohmann::json::array({"mailto:pki@example.com"}));
+  EXPECT_EQ(r->previous_version, 1);
+
+  // The old account is deactivated at the CA (with its old key) and closed here.
+  EXPECT_EQ(ca.status(1), "deactivated");
+  EXPECT_EQ(ca.status(2), "valid");
+  auto old = fx_.store().GetAccount(fx_.AdminScope(tenant_), v1.account.id);
+  ASSERT_TRUE(old.ok());
+  EXPECT_EQ(old->status, storage::AccountStatus::kDeactivated);
+  EXPECT_THAT(States(v1.account.id), ::testing::ElementsAre(KeyState::kActive, KeyState::kRetired));
+  EXPECT_EQ(ValidAccounts(fx_, tenant_), 1);
+
+  // What was lost is said.
+  ASSERT_TRUE(r->replacement.has_value());
+  EXPECT_EQ(r->replacement->previous_account_url, NoKeyChangeCa::Url(1));
+  EXPECT_TRUE(r->replacement->previous_deactivated);
+  EXPECT_EQ(r->replacement->previous_outcome, "deactivated at the CA");
+  ASSERT_EQ(r->replacement->lost.size(), 3u);
+  EXPECT_THAT(r->replacement->lost[0], HasSubstr("authorizations are not carried over"));
+  EXPECT_THAT(r->replacement->lost[1], HasSubstr("CAA accounturi"));
+  EXPECT_THAT(r->replacement->lost[1], HasSubstr(NoKeyChangeCa::Url(1)));
+  EXPECT_THAT(r->replacement->lost[1], HasSubstr(NoKeyChangeCa::Url(2)));
+  EXPECT_THAT(r->replacement->lost[2], HasSubstr("ARI replaces"));
+
+  // Audited, and the account the service reports is the new one.
+  auto actions = AuditActions();
+  EXPECT_THAT(actions, ::testing::Contains("RolloverByNewAccount"));
+  EXPECT_THAT(actions, ::testing::Contains("ReplaceAccount"));
+  EXPECT_THAT(actions, ::testing::Not(::testing::Contains("Rollover")));
+  auto got = accounts_->GetAccount(admin_);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->account.account_url, NoKeyChangeCa::Url(2));
+
+  // A second rollover replaces the new account in turn.
+  auto again = accounts_->Rollover(admin_, std::nullopt, "");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->account.account.account_url, NoKeyChangeCa::Url(3));
+  EXPECT_EQ(ca.status(2), "deactivated");
+  EXPECT_EQ(ValidAccounts(fx_, tenant_), 1);
+}
+
+TEST_F(AccountsTest, IssuanceAfterARolloverByANewAccountSignsAsTheNewAccount) {
+  fx_.clock().Set(testing::TestChainValidTime());  // The scripted CA issues the test chain.
+  NoKeyChangeCa ca(ca_);
+  std::string order_state;
+  testing::ScriptHappyCa(ca_, &order_state);
+  Create();
+  auto r = accounts_->Rollover(admin_, std::nullopt, "");
+  ASSERT_TRUE(r.ok()) << r.status();
+  IssueRequest request;
+  request.identifiers = {"leaf.example.com", "*.leaf.example.com"};
+  auto csr = crypto::BuildCsr(request.identifiers, testing::TestLeafKey());
+  ASSERT_TRUE(csr.ok());
+  request.csr = *csr;
+  request.deadline = absl::InfiniteFuture();
+  request.max_wait = absl::Seconds(20);
+  auto issued = issuer_->Issue(host_, request);
+  ASSERT_TRUE(issued.ok()) << issued.status();
+  ASSERT_TRUE(issued->certificate.has_value());
+  EXPECT_EQ(issued->certificate->account, r->account.account.id);
+  std::optional<crypto::ParsedJws> order;
+  for (const auto& call : ca_.calls()) {
+    if (call.path == "/new-order" && call.jws) order = call.jws;
+  }
+  ASSERT_TRUE(order.has_value());
+  EXPECT_EQ(order->header["kid"], NoKeyChangeCa::Url(2));
+  auto key = crypto::PublicKeyFromJwk(
+      nlohmann::json::parse(r->account.active_key.public_key.public_jwk));
+  ASSERT_TRUE(key.ok());
+  EXPECT_TRUE(crypto::VerifyJws(*order, *key).ok());
+}
+
+TEST_F(AccountsTest, WithoutKeyChangeARefusedNewAccountDiscardsTheKeyAndKeepsTheOldAccount) {
+  NoKeyChangeCa ca(ca_);
+  AccountView v1 = Create();
+  ca.FailNewAccount(ScriptedServer::Problem(400, "rejectedIdentifier", "no new accounts today"));
+  EXPECT_THAT(accounts_->Rollover(admin_, std::nullopt, ""),
+              StatusIs(absl::StatusCode::kInvalidArgument, "no new accounts today"));
+  EXPECT_EQ(ca.accounts(), 1);
+  EXPECT_EQ(ca.status(1), "valid");  // Not deactivated: it is still the tenant's account.
+  EXPECT_THAT(States(v1.account.id), ::testing::ElementsAre(KeyState::kActive, KeyState::kRetired));
+  auto got = accounts_->GetAccount(admin_);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->account.id, v1.account.id);
+  EXPECT_EQ(got->account.status, storage::AccountStatus::kValid);
+}
+
+// Once the old account is closed at the CA the pending key is the tenant's only way on: a
+// refusal of newAccount then keeps it for the next attempt, as does a rate limit.
+TEST_F(AccountsTest, WithoutKeyChangeARefusalKeepsTheKeyWhenTheOldAccountIsClosedOrForARateLimit) {
+  NoKeyChangeCa ca(ca_);
+  AccountView v1 = Create();
+  ca.FailNewAccount(ScriptedServer::Problem(429, "rateLimited", "too many new accounts"));
+  EXPECT_THAT(accounts_->Rollover(admin_, std::nullopt, ""),
+              StatusIs(absl::StatusCode::kUnavailable, "stays pending"));
+  EXPECT_THAT(States(v1.account.id), ::testing::ElementsAre(KeyState::kActive, KeyState::kPending));
+
+  ca.Close(1);
+  ca.FailNewAccount(ScriptedServer::Problem(400, "malformed", "not now"));
+  EXPECT_THAT(accounts_->ResolvePendingKeys({"startup", "ResolvePendingKeys"}),
+              StatusIs(absl::StatusCode::kUnavailable, "stays pending"));
+  EXPECT_THAT(States(v1.account.id), ::testing::ElementsAre(KeyState::kActive, KeyState::kPending));
+
+  ca.FailNewAccount(std::nullopt);
+  ASSERT_TRUE(accounts_->ResolvePendingKeys({"startup", "ResolvePendingKeys"}).ok());
+  auto got = accounts_->GetAccount(admin_);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->account.account_url, NoKeyChangeCa::Url(2));
+  EXPECT_EQ(ValidAccounts(fx_, tenant_), 1);
+}
+
+TEST_F(AccountsTest, WithoutKeyChangeAnUnansweredNewAccountIsCompletedBeforeTheKeyIsNextUsed) {
+  NoKeyChangeCa ca(ca_);
+  AccountView v1 = Create();
+  ca.FailNewAccount(ScriptedServer::Raw(503, "text/plain", "down"));
+  EXPECT_THAT(accounts_->Rollover(admin_, std::nullopt, ""),
+              StatusIs(absl::StatusCode::kUnavailable, "stays pending"));
+  EXPECT_THAT(States(v1.account.id), ::testing::ElementsAre(KeyState::kActive, KeyState::kPending));
+  EXPECT_EQ(ca.status(1), "valid");
+  EXPECT_EQ(ValidAccounts(fx_, tenant_), 1);
+
+  // At start-up (or before the key is next used) the steps are done again.
+  ca.FailNewAccount(std::nullopt);
+  ASSERT_TRUE(accounts_->ResolvePendingKeys({"startup", "ResolvePendingKeys"}).ok());
+  EXPECT_EQ(ca.accounts(), 2);
+  EXPECT_EQ(ca.status(1), "deactivated");
+  EXPECT_EQ(ValidAccounts(fx_, tenant_), 1);
+  auto got = accounts_->GetAccount(admin_);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->account.account_url, NoKeyChangeCa::Url(2));
+  EXPECT_EQ(got->active_key.public_key.thumbprint, ca.thumbprint(2));
+  EXPECT_THAT(AuditActions(), ::testing::Contains("RolloverPending"));
+  EXPECT_THAT(AuditActions(), ::testing::Contains("RolloverByNewAccount"));
+}
+
+// Settled before the account key is next used, the operation then acts as the new account.
+TEST_F(AccountsTest, WithoutKeyChangeTheNextUseOfTheAccountKeyCompletesTheRolloverFirst) {
+  NoKeyChangeCa ca(ca_);
+  Create();
+  ca.FailNewAccount(ScriptedServer::Raw(503, "text/plain", "down"));
+  EXPECT_THAT(accounts_->Rollover(admin_, std::nullopt, ""),
+              StatusIs(absl::StatusCode::kUnavailable, "stays pending"));
+  ca.FailNewAccount(std::nullopt);
+  auto deactivated = accounts_->Deactivate(admin_, NoKeyChangeCa::Url(2));
+  ASSERT_TRUE(deactivated.ok()) << deactivated.status();
+  EXPECT_EQ(deactivated->account.account_url, NoKeyChangeCa::Url(2));
+  EXPECT_EQ(ca.status(1), "deactivated");
+  EXPECT_EQ(ca.status(2), "deactivated");
+  EXPECT_EQ(ValidAccounts(fx_, tenant_), 0);
+}
+
+TEST_F(AccountsTest, WithoutKeyChangeAFailedDeactivationIsRetriedWithoutASecondNewAccount) {
+  NoKeyChangeCa ca(ca_);
+  AccountView v1 = Create();
+  ca.FailDeactivation(ScriptedServer::Raw(503, "text/plain", "down"));
+  EXPECT_THAT(accounts_->Rollover(admin_, std::nullopt, ""),
+              StatusIs(absl::StatusCode::kUnavailable, "could not deactivate the old account"));
+  // Registered at the CA, not recorded: the old account is still the tenant's, here and there.
+  EXPECT_EQ(ca.accounts(), 2);
+  EXPECT_EQ(ca.status(1), "valid");
+  EXPECT_THAT(States(v1.account.id), ::testing::ElementsAre(KeyState::kActive, KeyState::kPending));
+  auto got = accounts_->GetAccount(admin_);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->account.id, v1.account.id);
+
+  // The next rollover finishes this one; newAccount finds the account registered before.
+  ca.FailDeactivation(std::nullopt);
+  auto r = accounts_->Rollover(admin_, std::nullopt, "");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(ca.accounts(), 2);
+  EXPECT_EQ(r->account.account.account_url, NoKeyChangeCa::Url(2));
+  EXPECT_EQ(r->account.active_key.public_key.thumbprint, ca.thumbprint(2));
+  ASSERT_TRUE(r->replacement.has_value());
+  EXPECT_TRUE(r->replacement->previous_deactivated);
+  EXPECT_EQ(ca.status(1), "deactivated");
+  EXPECT_EQ(ValidAccounts(fx_, tenant_), 1);
+}
+
+TEST_F(AccountsTest, WithoutKeyChangeARefusedDeactivationCompletesTheRolloverAndSaysSo) {
+  NoKeyChangeCa ca(ca_);
+  Create();
+  ca.FailDeactivation(ScriptedServer::Problem(400, "malformed", "cannot deactivate"));
+  auto r = accounts_->Rollover(admin_, std::nullopt, "");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->account.account.account_url, NoKeyChangeCa::Url(2));
+  ASSERT_TRUE(r->replacement.has_value());
+  EXPECT_FALSE(r->replacement->previous_deactivated);
+  EXPECT_THAT(r->replacement->previous_outcome, HasSubstr("refused to deactivate"));
+  EXPECT_THAT(r->replacement->previous_outcome, HasSubstr("cannot deactivate"));
+  EXPECT_EQ(ca.status(1), "valid");
+  EXPECT_EQ(ValidAccounts(fx_, tenant_), 1);
+}
+
+// A crash after the CA registered the new account and deactivated the old one, before the
+// store recorded it: the next resolution finds the CA's state and records it.
+TEST_F(AccountsTest, WithoutKeyChangeARolloverCutOffBeforeItWasRecordedIsSettled) {
+  NoKeyChangeCa ca(ca_);
+  AccountView v1 = Create();
+  GatedAccounts gated(fx_.store(), [](absl::string_view, bool) {});
+  gated.Refuse("ReplaceAccount", absl::UnavailableError("the database went away"));
+  auto cut = ManagerOver(gated);
+  EXPECT_THAT(cut->Rollover(admin_, std::nullopt, ""),
+              StatusIs(absl::StatusCode::kUnavailable, "the database went away"));
+  EXPECT_EQ(ca.accounts(), 2);
+  EXPECT_EQ(ca.status(1), "deactivated");
+  EXPECT_THAT(States(v1.account.id), ::testing::ElementsAre(KeyState::kActive, KeyState::kPending));
+
+  ASSERT_TRUE(accounts_->ResolvePendingKeys({"startup", "ResolvePendingKeys"}).ok());
+  EXPECT_EQ(ca.accounts(), 2);
+  EXPECT_EQ(ValidAccounts(fx_, tenant_), 1);
+  auto got = accounts_->GetAccount(admin_);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->account.account_url, NoKeyChangeCa::Url(2));
+  EXPECT_EQ(got->active_key.public_key.thumbprint, ca.thumbprint(2));
+  auto audit = fx_.store().ListAudit(fx_.AdminScope(tenant_), {"", 1000});
+  ASSERT_TRUE(audit.ok());
+  EXPECT_THAT(audit->items.back().event.detail, HasSubstr("recovered"));
+  EXPECT_THAT(audit->items.back().event.detail, HasSubstr("already closed at the CA"));
+}
+
+TEST_F(AccountsTest, WithoutKeyChangeACompromiseResponseReplacesTheAccountAndCompromisesTheOldKey) {
+  NoKeyChangeCa ca(ca_);
+  AccountView v1 = Create();
+  auto report = accounts_->RespondToCompromise(admin_, /*deactivate_account=*/false, std::nullopt);
+  ASSERT_TRUE(report.ok()) << report.status();
+  ASSERT_FALSE(report->steps.empty());
+  EXPECT_THAT(report->steps[0].detail, HasSubstr("new account " + NoKeyChangeCa::Url(2)));
+  EXPECT_EQ(ca.status(1), "deactivated");
+  EXPECT_THAT(States(v1.account.id),
+              ::testing::ElementsAre(KeyState::kCompromised, KeyState::kRetired));
+  EXPECT_EQ(report->account.account.account_url, NoKeyChangeCa::Url(2));
 }
 
 }  // namespace

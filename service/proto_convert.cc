@@ -418,6 +418,13 @@ void ToProto(const AccountView& view, absl::Time now, v1::Account* out) {
 void ToProto(const RolloverResult& result, absl::Time now, v1::RolloverAccountKeyResponse* out) {
   ToProto(result.account, now, out->mutable_account());
   out->set_previous_key_version(result.previous_version);
+  if (result.replacement) {
+    v1::AccountReplacement* r = out->mutable_replacement();
+    r->set_previous_account_url(result.replacement->previous_account_url);
+    r->set_previous_deactivated(result.replacement->previous_deactivated);
+    r->set_previous_outcome(result.replacement->previous_outcome);
+    for (const std::string& lost : result.replacement->lost) r->add_lost(lost);
+  }
 }
 
 void ToProto(const DeactivationCounts& counts, v1::DeactivateAuthorizationsResponse* out) {

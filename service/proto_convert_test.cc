@@ -390,6 +390,15 @@ TEST(ProtoConvert, AccountsReportTheirKeyAge) {
   EXPECT_EQ(DurationFromProto(a.key_age()), absl::Hours(3));
   EXPECT_EQ(TimeFromProto(a.created_at()), now - absl::Hours(48));
 
+  // A rollover by a new account says what it lost.
+  rolled.replacement = AccountReplacement{"https://ca.test/acct/0", false,
+                                          "the CA refused to deactivate it", {"a", "b"}};
+  ToProto(rolled, now, &out);
+  EXPECT_EQ(out.replacement().previous_account_url(), "https://ca.test/acct/0");
+  EXPECT_FALSE(out.replacement().previous_deactivated());
+  EXPECT_EQ(out.replacement().previous_outcome(), "the CA refused to deactivate it");
+  EXPECT_THAT(out.replacement().lost(), ::testing::ElementsAre("a", "b"));
+
   CompromiseReport report;
   report.steps = {{"rollover", true, "key version 1 -> 2", now},
                   {"deactivate_account", false, "not requested", std::nullopt}};

@@ -211,6 +211,61 @@ absl::Status PostgresStore::PromoteKey(const Scope& scope, const KeyLease& lease
   });
 }
 
+absl::StatusOr<Account> PostgresStore::ReplaceAccount(const Scope& scope, const KeyLease& lease,
+                                                      int version,
+                                                      absl::string_view new_account_url,
+                                                      bool old_keys_compromised) {
+  const AccountId account = lease.account;
+  const absl::Time now = Now();
+  return InTenant<Account>(
+      "ReplaceAccount", scope, [&](pqxx::work& tx) -> absl::StatusOr<Account> {
+        ASSIGN_OR_RETURN(Account old, LockLeasedAccount(tx, scope, lease));
+        RETURN_IF_ERROR(rules::CheckReplaceable(old, new_account_url));
+        ASSIGN_OR_RETURN(pqxx::row r,
+                         KeyRow(tx, account, version, ", wrapped_data_key, sealed_private_key"));
+        const AccountKey moved = AccountKeyOf(r);
+        RETURN_IF_ERROR(rules::CheckKeyPending(account, version, moved.state));
+        // Old first: one pending or valid account per tenant and directory (migration 0007).
+        tx.exec_params0(
+            "UPDATE accounts SET status = 'deactivated', deactivated_at = av_ts($2) WHERE id = $1",
+            account, Micros(now));
+        tx.exec_params0(
+            "UPDATE account_keys SET state = 'retired', retired_at = av_ts($3) "
+            "WHERE account_id = $1 AND version = $2",
+            account, version, Micros(now));
+        if (old_keys_compromised) {
+          tx.exec_params0(
+              "UPDATE account_keys SET state = 'compromised', compromised_at = av_ts($3) "
+              "WHERE account_id = $1 AND version <> $2 AND state <> 'compromised'",
+              account, version, Micros(now));
+        }
+        Account out = AccountOf(tx.exec_params1(
+            absl::StrCat("INSERT INTO accounts (tenant_id, directory_url, account_url, status, "
+                         "created_at) VALUES ($1, $2, $3, 'valid', av_ts($4)) RETURNING ",
+                         kAccounts.rows.columns),
+            scope.tenant, old.directory_url, std::string(new_account_url), Micros(now)));
+        if (moved.token_object.empty()) {
+          SealedKey sealed{moved.kek_id, BytesOf(r["wrapped_data_key"]),
+                           BytesOf(r["sealed_private_key"])};
+          ASSIGN_OR_RETURN(crypto::PrivateKey key,
+                           envelope_.OpenPrivateKey(
+                               sealed, AccountKeyContext(scope.tenant, account, version)));
+          RETURN_IF_ERROR(InsertKey(tx, envelope_, scope.tenant, out.id, 1, KeyState::kActive,
+                                    key, moved.public_key, now)
+                              .status());
+        } else {
+          RETURN_IF_ERROR(InsertKey(tx, envelope_, scope.tenant, out.id, 1, KeyState::kActive,
+                                    AccountKeyMaterial::InToken(moved.token_object,
+                                                                moved.algorithm),
+                                    moved.public_key, now)
+                              .status());
+        }
+        Audit(tx, scope, now,
+              rules::ReplaceAccountEvent(old, out, version, old_keys_compromised));
+        return out;
+      });
+}
+
 absl::Status PostgresStore::DiscardPendingKey(const Scope& scope, const KeyLease& lease,
                                               int version) {
   const AccountId account = lease.account;

@@ -352,6 +352,20 @@ absl::Status CheckAccountOpen(const Account& account, bool already) {
   return absl::OkStatus();
 }
 
+absl::Status CheckReplaceable(const Account& old, absl::string_view new_account_url) {
+  RETURN_IF_ERROR(ValidateUrl("new account URL", new_account_url));
+  if (new_account_url == old.account_url) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("new account URL: is account ", old.id, "'s own"));
+  }
+  if (old.status != AccountStatus::kValid) {
+    return absl::FailedPreconditionError(absl::StrCat("account ", old.id, " is ",
+                                                      AccountStatusName(old.status),
+                                                      ", not valid: nothing to replace"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<bool> AccountUrlNeedsWrite(const Account& account, absl::string_view url) {
   if (account.account_url == url) return false;
   if (!account.account_url.empty()) {
@@ -591,6 +605,17 @@ AuditEvent AccountEvent(absl::string_view action, AccountId account,
   e.account = account;
   e.key_version = key_version;
   e.detail = std::move(detail);
+  return e;
+}
+
+AuditEvent ReplaceAccountEvent(const Account& old, const Account& replacement, int moved_version,
+                               bool old_keys_compromised) {
+  AuditEvent e = AccountEvent(
+      "ReplaceAccount", replacement.id, 1,
+      absl::StrCat("replaces account ", old.id, " (", old.account_url, "), now deactivated; its key ",
+                   moved_version, " is key 1 here",
+                   old_keys_compromised ? "; its other keys compromised" : ""));
+  e.acme_url = replacement.account_url;
   return e;
 }
 

@@ -68,6 +68,13 @@ absl::Status LiveAccountExists(absl::string_view directory_url);
 // FAILED_PRECONDITION if the account is deactivated or revoked (`already` words the message
 // for a repeated status change).
 absl::Status CheckAccountOpen(const Account& account, bool already = false);
+// ReplaceAccount may replace `old` by an account at `new_account_url`: INVALID_ARGUMENT for a
+// malformed URL or the old account's own; FAILED_PRECONDITION unless `old` is valid.
+absl::Status CheckReplaceable(const Account& old, absl::string_view new_account_url);
+// ReplaceAccount's row, on the new account: which account it replaces and what became of the
+// old one's keys.
+AuditEvent ReplaceAccountEvent(const Account& old, const Account& replacement, int moved_version,
+                               bool old_keys_compromised);
 // Whether RecordAccountUrl must write: false if `url` is already recorded; FAILED_PRECONDITION
 // if another URL is, or the account is no longer pending.
 absl::StatusOr<bool> AccountUrlNeedsWrite(const Account& account, absl::string_view url);

@@ -138,6 +138,19 @@ class AccountStore {
   // FAILED_PRECONDITION if `version` is not pending.
   virtual absl::Status DiscardPendingKey(const Scope& scope, const KeyLease& lease,
                                          int version) = 0;
+  // Rollover at a CA whose directory offers no keyChange (docs/flows.md, "Rollover by a new
+  // account"): the CA registered a new account, `new_account_url`, for pending key `version` of
+  // `lease.account`. In one transaction the pending key becomes version 1, active, of a new
+  // valid account for the same directory at `new_account_url` (a vault key resealed for the new
+  // row, a token key by its object id); the old account's copy of it becomes retired; the old
+  // account becomes deactivated (stamped: the service no longer uses it, whatever the CA says of
+  // it); and, when `old_keys_compromised`, every other key of the old account compromised.
+  // Audited as "ReplaceAccount" on the new account, naming the old one. Returns the new
+  // account. FAILED_PRECONDITION if the old account is not valid or `version` is not pending;
+  // INVALID_ARGUMENT for a malformed URL or the old account's own.
+  virtual absl::StatusOr<Account> ReplaceAccount(const Scope& scope, const KeyLease& lease,
+                                                 int version, absl::string_view new_account_url,
+                                                 bool old_keys_compromised) = 0;
   // Any state -> compromised (idempotent). A compromised key is never unsealed for signing
   // again by GetActiveKey.
   virtual absl::Status MarkKeyCompromised(const Scope& scope, const KeyLease& lease,

@@ -503,7 +503,9 @@ std::vector<Command> MakeCommands() {
        "acmevault.v1.AccountService.RolloverAccountKey",
        kAccount,
        "Roll the account key over (RFC 8555 key change).",
-       "Needs the tenant's admin token. The old key stops working at the CA. Not retried: on "
+       "Needs the tenant's admin token. The old key stops working at the CA; a CA without "
+       "keyChange gets a new account instead (the old one deactivated; the answer's "
+       "replacement says what was lost). Not retried: on "
        "UNAVAILABLE the outcome is settled by the service before the key is next used; run "
        "get-account to see which key is active.",
        {Flag("key-type", FlagKind::kString, "TYPE",

@@ -29,6 +29,23 @@ TEST(FormatTest, TablesAreAligned) {
             "1234567  revoked\n");
 }
 
+// A rollover at a CA without keyChange: the CLI shows the new account and what was lost.
+TEST(FormatTest, ARolloverByANewAccountShowsWhatWasLost) {
+  v1::RolloverAccountKeyResponse r;
+  r.mutable_account()->set_account_url("https://ca.test/acct/2");
+  r.mutable_replacement()->set_previous_account_url("https://ca.test/acct/1");
+  r.mutable_replacement()->set_previous_deactivated(true);
+  r.mutable_replacement()->set_previous_outcome("deactivated at the CA");
+  r.mutable_replacement()->add_lost("authorizations: not carried over");
+  r.mutable_replacement()->add_lost("CAA accounturi: no longer matches");
+  Formatter f(kNow, absl::UTCTimeZone());
+  std::string out = f.Fields(r);
+  EXPECT_THAT(out, HasSubstr("https://ca.test/acct/2"));
+  EXPECT_THAT(out, HasSubstr("https://ca.test/acct/1"));
+  EXPECT_THAT(out, HasSubstr("deactivated at the CA"));
+  EXPECT_THAT(out, HasSubstr("authorizations: not carried over, CAA accounturi: no longer matches"));
+}
+
 TEST(FormatTest, FieldsShowZeroValuesTimesAndNeverKeys) {
   v1::IssueCertificateResponse r;
   r.set_private_key_pem("-----BEGIN PRIVATE KEY-----secret");

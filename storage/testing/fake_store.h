@@ -98,6 +98,9 @@ class FakeStore final : public Store {
                                            const AccountKeyMaterial& key,
                                            const PublicKeyInfo& public_key) override;
   absl::Status PromoteKey(const Scope& scope, const KeyLease& lease, int version) override;
+  absl::StatusOr<Account> ReplaceAccount(const Scope& scope, const KeyLease& lease, int version,
+                                         absl::string_view new_account_url,
+                                         bool old_keys_compromised) override;
   absl::Status DiscardPendingKey(const Scope& scope, const KeyLease& lease, int version) override;
   absl::Status MarkKeyCompromised(const Scope& scope, const KeyLease& lease, int version) override;
   absl::StatusOr<UnsealedAccountKey> GetActiveKey(const Scope& scope, AccountId account,

@@ -177,6 +177,55 @@ absl::Status FakeStore::PromoteKey(const Scope& scope, const KeyLease& lease, in
   return absl::OkStatus();
 }
 
+absl::StatusOr<Account> FakeStore::ReplaceAccount(const Scope& scope, const KeyLease& lease,
+                                                  int version, absl::string_view new_account_url,
+                                                  bool old_keys_compromised) {
+  const AccountId account = lease.account;
+  const absl::Time now = Now();
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  ASSIGN_OR_RETURN(Account * old, LeasedAccount(s, scope, lease));
+  RETURN_IF_ERROR(rules::CheckReplaceable(*old, new_account_url));
+  ASSIGN_OR_RETURN(State::KeyRow * row, FindKey(s, scope, account, version));
+  RETURN_IF_ERROR(RequirePending(*row));
+  // Everything that can fail comes before the first change: a failed call changes nothing.
+  std::optional<crypto::PrivateKey> key;
+  if (row->info.token_object.empty()) {
+    ASSIGN_OR_RETURN(key, envelope_.OpenPrivateKey(
+                              row->sealed, AccountKeyContext(scope.tenant, account, version)));
+  }
+  Account out;
+  out.id = s.next_id++;
+  out.tenant = scope.tenant;
+  out.directory_url = old->directory_url;
+  out.account_url = std::string(new_account_url);
+  out.status = AccountStatus::kValid;
+  out.created_at = now;
+  const AccountKey moved = row->info;
+  RETURN_IF_ERROR(InsertKey(s, envelope_, scope, out.id, 1, KeyState::kActive,
+                            key ? AccountKeyMaterial(*key)
+                                : AccountKeyMaterial::InToken(moved.token_object, moved.algorithm),
+                            moved.public_key, now)
+                      .status());
+  old->status = AccountStatus::kDeactivated;
+  old->deactivated_at = now;
+  for (auto it = s.keys.lower_bound({account, 0}); it != s.keys.end() && it->first.first == account;
+       ++it) {
+    State::KeyRow& k = it->second;
+    if (it->first.second == version) {
+      k.info.state = KeyState::kRetired;
+      k.info.retired_at = now;
+    } else if (old_keys_compromised && k.info.state != KeyState::kCompromised) {
+      k.info.state = KeyState::kCompromised;
+      k.info.compromised_at = now;
+    }
+  }
+  const Account old_copy = *old;
+  s.accounts[out.id] = out;
+  Audit(s, scope, now, rules::ReplaceAccountEvent(old_copy, out, version, old_keys_compromised));
+  return out;
+}
+
 absl::Status FakeStore::DiscardPendingKey(const Scope& scope, const KeyLease& lease, int version) {
   const AccountId account = lease.account;
   const absl::Time now = Now();

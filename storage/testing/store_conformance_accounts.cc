@@ -199,6 +199,124 @@ TEST_P(StoreConformanceTest, RolloverPromotesPendingAndRetiresActiveTogether) {
                           "DiscardPendingKey"));
 }
 
+// A CA without keyChange: the pending key becomes the key of a new account the CA registered.
+TEST_P(StoreConformanceTest, ReplaceAccountMovesThePendingKeyToANewValidAccount) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account old = MakeAccount(scope);
+  ASSERT_OK(store().RecordAccountUrl(scope, old.id, "https://ca.test/acct/1"));
+  const KeyLease lease = LeaseKeys(scope, old.id);
+  crypto::PrivateKey next = NewKey(crypto::KeyAlgorithm::kEcdsaP384);
+  ASSERT_OK(store().AddPendingKey(scope, lease, next, InfoFor(next)).status());
+  clock().Advance(absl::Minutes(1));
+  ASSERT_OK_AND_ASSIGN(Account fresh, store().ReplaceAccount(scope, lease, 2,
+                                                             "https://ca.test/acct/2", false));
+  EXPECT_NE(fresh.id, old.id);
+  EXPECT_EQ(fresh.status, AccountStatus::kValid);
+  EXPECT_EQ(fresh.account_url, "https://ca.test/acct/2");
+  EXPECT_EQ(fresh.directory_url, old.directory_url);
+  EXPECT_EQ(fresh.created_at, clock().Now());
+
+  // The new account signs with the moved key, as its version 1.
+  ASSERT_OK_AND_ASSIGN(UnsealedAccountKey active, store().GetActiveKey(scope, fresh.id, "jws"));
+  EXPECT_EQ(active.info.version, 1);
+  EXPECT_EQ(active.info.algorithm, crypto::KeyAlgorithm::kEcdsaP384);
+  EXPECT_EQ(active.info.public_key.thumbprint, InfoFor(next).thumbprint);
+  EXPECT_EQ(active.info.activated_at, clock().Now());
+  EXPECT_EQ(active.private_key->public_key().ToDer(), next.public_key().ToDer());
+
+  // The old account is closed here; its copy of the key retired, its own key left as it was.
+  ASSERT_OK_AND_ASSIGN(Account closed, store().GetAccount(scope, old.id));
+  EXPECT_EQ(closed.status, AccountStatus::kDeactivated);
+  EXPECT_EQ(closed.deactivated_at, clock().Now());
+  ASSERT_OK_AND_ASSIGN(std::vector<AccountKey> keys, store().ListKeys(scope, old.id));
+  ASSERT_THAT(keys, SizeIs(2));
+  EXPECT_EQ(keys[0].state, KeyState::kActive);
+  EXPECT_EQ(keys[1].state, KeyState::kRetired);
+  ASSERT_OK_AND_ASSIGN(std::vector<Account> accounts, store().ListAccounts(scope));
+  int valid = 0;
+  for (const Account& account : accounts) valid += account.status == AccountStatus::kValid;
+  EXPECT_EQ(valid, 1);
+
+  EXPECT_THAT(AuditActions(scope),
+              ElementsAre("CreateTenant", "CreateAccount", "RecordAccountUrl", "AddPendingKey",
+                          "ReplaceAccount", "UseAccountKey"));
+  ASSERT_OK_AND_ASSIGN(Page<AuditRecord> audit, store().ListAudit(scope, {"", 100}));
+  const AuditEvent& last = audit.items[4].event;
+  EXPECT_EQ(last.account, fresh.id);
+  EXPECT_EQ(last.key_version, 1);
+  EXPECT_EQ(last.acme_url, "https://ca.test/acct/2");
+  EXPECT_THAT(last.detail, ::testing::HasSubstr(absl::StrCat("replaces account ", old.id)));
+
+  // Done once: the old account is no longer valid.
+  EXPECT_THAT(store().ReplaceAccount(scope, lease, 2, "https://ca.test/acct/3", false),
+              StatusIs(kFailedPrecondition, "not valid"));
+}
+
+TEST_P(StoreConformanceTest, ARefusedReplaceAccountChangesNothing) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account old = MakeAccount(scope);
+  const KeyLease lease = LeaseKeys(scope, old.id);
+  crypto::PrivateKey next = NewKey();
+  ASSERT_OK(store().AddPendingKey(scope, lease, next, InfoFor(next)).status());
+  // Still pending at the CA (no URL): nothing to replace.
+  EXPECT_THAT(store().ReplaceAccount(scope, lease, 2, "https://ca.test/acct/2", false),
+              StatusIs(kFailedPrecondition, "pending"));
+  ASSERT_OK(store().RecordAccountUrl(scope, old.id, "https://ca.test/acct/1"));
+  EXPECT_THAT(store().ReplaceAccount(scope, lease, 2, "https://ca.test/acct/1", false),
+              StatusIs(kInvalidArgument, "own"));
+  EXPECT_THAT(store().ReplaceAccount(scope, lease, 2, "not a url", false),
+              StatusIs(kInvalidArgument));
+  EXPECT_THAT(store().ReplaceAccount(scope, lease, 1, "https://ca.test/acct/2", false),
+              StatusIs(kFailedPrecondition));
+  EXPECT_THAT(store().ReplaceAccount(scope, lease, 7, "https://ca.test/acct/2", false),
+              StatusIs(kNotFound));
+  // A lease taken over meanwhile (this one expired) writes nothing.
+  clock().Advance(absl::Minutes(11));
+  const KeyLease newer = LeaseKeys(scope, old.id);
+  EXPECT_THAT(store().ReplaceAccount(scope, lease, 2, "https://ca.test/acct/2", false),
+              StatusIs(kFailedPrecondition, "stale"));
+  ASSERT_OK_AND_ASSIGN(std::vector<Account> accounts, store().ListAccounts(scope));
+  ASSERT_THAT(accounts, SizeIs(1));
+  EXPECT_EQ(accounts[0].status, AccountStatus::kValid);
+  ASSERT_OK_AND_ASSIGN(std::vector<AccountKey> keys, store().ListKeys(scope, old.id));
+  EXPECT_EQ(keys[1].state, KeyState::kPending);
+  EXPECT_THAT(AuditActions(scope), ::testing::Not(::testing::Contains("ReplaceAccount")));
+
+  // With the old keys compromised (the compromise playbook): all but the moved one.
+  ASSERT_OK_AND_ASSIGN(Account fresh, store().ReplaceAccount(scope, newer, 2,
+                                                             "https://ca.test/acct/2", true));
+  ASSERT_OK_AND_ASSIGN(keys, store().ListKeys(scope, old.id));
+  EXPECT_EQ(keys[0].state, KeyState::kCompromised);
+  EXPECT_EQ(keys[1].state, KeyState::kRetired);
+  ASSERT_OK_AND_ASSIGN(keys, store().ListKeys(scope, fresh.id));
+  ASSERT_THAT(keys, SizeIs(1));
+  EXPECT_EQ(keys[0].state, KeyState::kActive);
+}
+
+// A token key moves by its object id: the token holds one object for both rows.
+TEST_P(StoreConformanceTest, ReplaceAccountMovesATokenKeyByItsObjectId) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account old = MakeAccount(scope);
+  ASSERT_OK(store().RecordAccountUrl(scope, old.id, "https://ca.test/acct/1"));
+  const KeyLease lease = LeaseKeys(scope, old.id);
+  crypto::PrivateKey public_half = NewKey();
+  ASSERT_OK(store()
+                .AddPendingKey(scope, lease,
+                               AccountKeyMaterial::InToken("acmevault-0009",
+                                                           crypto::KeyAlgorithm::kEcdsaP256),
+                               InfoFor(public_half))
+                .status());
+  ASSERT_OK_AND_ASSIGN(Account fresh, store().ReplaceAccount(scope, lease, 2,
+                                                             "https://ca.test/acct/2", false));
+  ASSERT_OK_AND_ASSIGN(UnsealedAccountKey active, store().GetActiveKey(scope, fresh.id, "jws"));
+  EXPECT_EQ(active.info.token_object, "acmevault-0009");
+  EXPECT_EQ(active.info.public_key.thumbprint, InfoFor(public_half).thumbprint);
+  EXPECT_FALSE(active.private_key.has_value());
+}
+
 TEST_P(StoreConformanceTest, CompromisedKeyIsNeverUnsealedAgain) {
   Tenant a = MakeTenant("alpha");
   const Scope scope = ScopeOf(a);
