@@ -117,6 +117,7 @@ grpc::Status CertificateServiceImpl::GetCertificate(grpc::ServerContext* context
     ASSIGN_OR_RETURN(storage::Certificate cert,
                      deps_.issuer->GetCertificate(caller, CertificateSelectorFromProto(*request)));
     ToProto(cert, deps_.clock->Now(), /*with_chain=*/true, response);
+    if (auto renewal = deps_.issuer->RenewalOf(caller, cert)) ToProto(*renewal, response);
     return absl::OkStatus();
   });
 }

@@ -221,8 +221,16 @@ absl::StatusOr<Issuer::Started> Issuer::Start(const Caller& caller, const IssueR
 absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueRequest& request) {
   const storage::Scope scope = caller.ScopeFor("CertificateService/IssueCertificate");
   ASSIGN_OR_RETURN(const Checked checked, CheckRequest(caller, scope, request));
+  // The answer carries the renewal decision for its certificate, by the policy just read.
+  auto with_renewal = [&](IssueResult result) {
+    if (result.certificate) {
+      result.renewal = DecideRenewal(checked.tenant.spec.policy, *result.certificate,
+                                     StoredAriWindow(*result.certificate), options_.clock->Now());
+    }
+    return result;
+  };
   ASSIGN_OR_RETURN(std::optional<IssueResult> reused, FindReusable(scope, checked));
-  if (reused) return *std::move(reused);
+  if (reused) return with_renewal(*std::move(reused));
   ASSIGN_OR_RETURN(const storage::Account account, ChooseAccount(scope));
   // A joined order made for another host's key is waited out, then a fresh one is made for this
   // request (at most once, and without the idempotency key that led to the other order).
@@ -233,7 +241,8 @@ absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueReque
     ASSIGN_OR_RETURN(storage::Order order,
                      WaitForResult(scope, created.order.id, waiting, checked));
     auto result = Finish(scope, std::move(order), checked, created.created);
-    if (result.ok() || !absl::IsAborted(result.status()) || created.created) return result;
+    if (result.ok()) return with_renewal(*std::move(result));
+    if (!absl::IsAborted(result.status()) || created.created) return result;
   }
   return absl::AbortedError("the in-flight order for these identifiers certified another key");
 }
@@ -584,6 +593,29 @@ absl::StatusOr<storage::Certificate> Issuer::GetCertificate(const Caller& caller
   ASSIGN_OR_RETURN(std::vector<std::string> ids,
                    NormalizeDnsNames(*selector.identifiers, "identifiers.values"));
   return options_.certificates->GetCurrentCertificate(scope, ids);
+}
+
+std::optional<RenewalDecision> Issuer::RenewalOf(const Caller& caller,
+                                                const storage::Certificate& certificate) {
+  if (certificate.superseded_at.has_value()) return std::nullopt;
+  const absl::Time now = options_.clock->Now();
+  const storage::TenantId tenant = caller.identity.tenant;
+  std::optional<storage::TenantPolicy> policy;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = policies_.find(tenant);
+    if (it != policies_.end() && now - it->second.read_at < options_.policy_cache_ttl) {
+      policy = it->second.policy;
+    }
+  }
+  if (!policy) {
+    auto read = options_.tenants->GetTenant(caller.ScopeFor("CertificateService/GetCertificate"));
+    if (!read.ok()) return std::nullopt;
+    policy = read->spec.policy;
+    absl::MutexLock lock(&mu_);
+    policies_[tenant] = CachedPolicy{*policy, now};
+  }
+  return DecideRenewal(*policy, certificate, StoredAriWindow(certificate), now);
 }
 
 absl::StatusOr<storage::Page<storage::Certificate>> Issuer::ListCertificates(

@@ -33,6 +33,7 @@
 #include "service/engine.h"
 #include "service/job_notices.h"
 #include "service/order_runner.h"
+#include "service/renewal_policy.h"
 #include "storage/store.h"
 
 namespace acmevault::service {
@@ -76,6 +77,8 @@ absl::StatusOr<absl::Time> IssueWaitUntil(const IssueRequest& request, absl::Tim
 struct IssueResult {
   storage::Order order;
   std::optional<storage::Certificate> certificate;
+  // The renewal decision for `certificate` (service/renewal_policy.h), when there is one.
+  std::optional<RenewalDecision> renewal;
   // PKCS#8 PEM of a service-generated key, for this caller.
   crypto::SecretBytes private_key_pem;
   bool reused = false;
@@ -134,6 +137,9 @@ class Issuer {
     // The creator's lease on a new order's job, until it hands the job to the engines (should be
     // the engine's lease duration).
     absl::Duration lease_duration = absl::Minutes(1);
+    // How long RenewalOf keeps a tenant's policy: a policy change shows in the renewal hints
+    // of GetCertificate after at most this long (IssueCertificate reads the policy anew).
+    absl::Duration policy_cache_ttl = absl::Seconds(10);
   };
   // INVALID_ARGUMENT naming a missing collaborator; the engine's error when the handler cannot
   // be registered (it was started, or has one for order_step).
@@ -161,6 +167,13 @@ class Issuer {
   absl::StatusOr<OrderView> GetOrder(const Caller& caller, storage::OrderId id);
   absl::StatusOr<storage::Certificate> GetCertificate(const Caller& caller,
                                                       const CertificateSelector& selector);
+  // When the caller's tenant renews `certificate`: the decision IssueCertificate's reuse and
+  // the background renewal make (DecideRenewal, with its stored ARI window). The tenant's
+  // policy is read at most once per `policy_cache_ttl` per tenant, so a read (GetCertificate)
+  // costs no second transaction. nullopt for a superseded certificate (renewed already) or
+  // when the policy cannot be read.
+  std::optional<RenewalDecision> RenewalOf(const Caller& caller,
+                                           const storage::Certificate& certificate);
   // `page.max_results` is the caller's page size (see CheckPage).
   absl::StatusOr<storage::Page<storage::Certificate>> ListCertificates(
       const Caller& caller, const storage::CertificateFilter& filter,
@@ -269,6 +282,12 @@ class Issuer {
   std::map<storage::OrderId, Stop> stopped_ ABSL_GUARDED_BY(mu_);
   uint64_t stops_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<storage::OrderId, Ended> ended_ ABSL_GUARDED_BY(mu_);
+  // RenewalOf's tenant policies, with when each was read (on `clock`).
+  struct CachedPolicy {
+    storage::TenantPolicy policy;
+    absl::Time read_at;
+  };
+  std::map<storage::TenantId, CachedPolicy> policies_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace acmevault::service

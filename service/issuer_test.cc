@@ -948,6 +948,51 @@ TEST_F(IssuerTest, GetOrderCarriesTheCertificateSerial) {
   EXPECT_EQ(view->certificate_serial, "8f00d1e2c3b4a59687");
 }
 
+// Issue 11 item 3: a host asking gets the renewal decision, made by the same code as the reuse
+// and the background renewal. IssueCertificate's answer carries it; GetCertificate's reads the
+// tenant's policy at most once per policy_cache_ttl.
+TEST_F(IssuerTest, IssueAndGetCertificateCarryTheTenantsRenewalDecision) {
+  AddAccount();
+  replica_.reset();
+  auto replica = MakeReplica([](Issuer::Options& o) { o.policy_cache_ttl = absl::InfiniteDuration(); });
+  Issuer* issuer = &replica->issuer();
+  auto issued = issuer->Issue(host_, CsrRequest(kChainNames, *leaf_key_));
+  ASSERT_TRUE(issued.ok()) << issued.status();
+  ASSERT_TRUE(issued->certificate.has_value());
+  ASSERT_TRUE(issued->renewal.has_value());
+  auto tenant = fx_.store().GetTenant(fx_.AdminScope(tenant_));
+  ASSERT_TRUE(tenant.ok());
+  const absl::Time expected =
+      DecideRenewal(tenant->spec.policy, *issued->certificate, std::nullopt, fx_.clock().Now())
+          .renew_at;
+  EXPECT_EQ(issued->renewal->renew_at, expected);
+  EXPECT_EQ(issued->renewal->renew_at, issued->certificate->not_after - tenant->spec.policy.renewal_window);
+  EXPECT_FALSE(issued->renewal->due);
+
+  auto read = issuer->GetCertificate(host_, {.identifiers = kChainNames});
+  ASSERT_TRUE(read.ok()) << read.status();
+  std::optional<RenewalDecision> hint = issuer->RenewalOf(host_, *read);
+  ASSERT_TRUE(hint.has_value());
+  EXPECT_EQ(hint->renew_at, expected);
+  EXPECT_FALSE(hint->due);
+  // Every certificate is due now; the cached policy (an infinite TTL here) still says not.
+  storage::TenantSpec due = tenant->spec;
+  due.policy.renewal_window = absl::Hours(24 * 365 * 50);
+  ASSERT_TRUE(fx_.store().UpdateTenant(fx_.AdminScope(tenant_), due).ok());
+  EXPECT_FALSE(issuer->RenewalOf(host_, *read)->due);
+  // A replica whose cache has expired (TTL zero) reads it again, and the answer is due.
+  replica.reset();
+  auto fresh = MakeReplica([](Issuer::Options& o) { o.policy_cache_ttl = absl::ZeroDuration(); });
+  hint = fresh->issuer().RenewalOf(host_, *read);
+  ASSERT_TRUE(hint.has_value());
+  EXPECT_TRUE(hint->due);
+  EXPECT_LE(hint->renew_at, fx_.clock().Now());
+  // A superseded certificate has been renewed: no hint.
+  storage::Certificate superseded = *read;
+  superseded.superseded_at = fx_.clock().Now();
+  EXPECT_FALSE(fresh->issuer().RenewalOf(host_, superseded).has_value());
+}
+
 TEST_F(IssuerTest, ReadsCheckTheirArguments) {
   EXPECT_THAT(issuer_->GetCertificate(host_, {}),
               StatusIs(absl::StatusCode::kInvalidArgument, "selector"));

@@ -378,11 +378,17 @@ void ToProto(const storage::Certificate& certificate, absl::Time now, bool with_
   out->set_replaces_serial(certificate.replaces_serial);
 }
 
+void ToProto(const RenewalDecision& renewal, v1::Certificate* out) {
+  TimeToProto(renewal.renew_at, out->mutable_renew_at());
+  out->set_renewal_due(renewal.due);
+}
+
 void ToProto(const IssueResult& result, absl::Time now, v1::IssueCertificateResponse* out) {
   ToProto(result.order, out->mutable_order());
   if (result.certificate) {
     ToProto(*result.certificate, now, /*with_chain=*/true, out->mutable_certificate());
     out->mutable_order()->set_certificate_serial(result.certificate->serial);
+    if (result.renewal) ToProto(*result.renewal, out->mutable_certificate());
   }
   if (!result.private_key_pem.empty()) {
     out->set_private_key_pem(std::string(result.private_key_pem.view()));

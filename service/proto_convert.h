@@ -111,6 +111,8 @@ void ToProto(const OrderView& view, v1::Order* out);
 // The chain PEM only `with_chain` (lists leave it out to keep pages small).
 void ToProto(const storage::Certificate& certificate, absl::Time now, bool with_chain,
              v1::Certificate* out);
+// A certificate's renew_at and renewal_due.
+void ToProto(const RenewalDecision& renewal, v1::Certificate* out);
 void ToProto(const IssueResult& result, absl::Time now, v1::IssueCertificateResponse* out);
 void ToProto(const storage::Page<storage::Certificate>& page, absl::Time now,
              v1::ListCertificatesResponse* out);

@@ -112,9 +112,15 @@ absl::Status Agent::Renew() {
   request.set_csr(csr);
   absl::StatusOr<v1::IssueCertificateResponse> issued =
       client_->Issue(request, {.max_wait = options_.issue_wait});
-  absl::Status installed = issued.ok()
-                               ? Install(key.ToPkcs8Pem().view(), issued->certificate().chain_pem())
-                               : issued.status();
+  std::optional<absl::Time> service_renew_at;
+  if (issued.ok() && issued->certificate().has_renew_at()) {
+    service_renew_at = absl::FromUnixSeconds(issued->certificate().renew_at().seconds()) +
+                       absl::Nanoseconds(issued->certificate().renew_at().nanos());
+  }
+  absl::Status installed =
+      issued.ok()
+          ? Install(key.ToPkcs8Pem().view(), issued->certificate().chain_pem(), service_renew_at)
+          : issued.status();
   absl::MutexLock lock(&mu_);
   if (!installed.ok()) {
     ++state_.failures;
@@ -123,7 +129,8 @@ absl::Status Agent::Renew() {
   return installed;
 }
 
-absl::Status Agent::Install(absl::string_view key_pem, const std::string& chain_pem) {
+absl::Status Agent::Install(absl::string_view key_pem, const std::string& chain_pem,
+                            std::optional<absl::Time> service_renew_at) {
   ASSIGN_OR_RETURN(crypto::CertificateInfo leaf,
                    CheckPair(key_pem, chain_pem, options_.names, options_.clock->Now()));
   // The key first: a reader that sees the new chain finds its key in place.
@@ -136,6 +143,11 @@ absl::Status Agent::Install(absl::string_view key_pem, const std::string& chain_
     state_.not_after = leaf.not_after;
     state_.renew_at = RenewalTime(leaf.not_before, leaf.not_after, options_.renew_fraction,
                                   options_.jitter, std::uniform_real_distribution<>(0, 1)(random_));
+    // The service's policy (the tenant's renewal window, or the CA's ARI window) may want it
+    // sooner.
+    if (service_renew_at && *service_renew_at < state_.renew_at) {
+      state_.renew_at = std::max(*service_renew_at, leaf.not_before);
+    }
     ++state_.renewals;
     state_.last_success = options_.clock->Now();
     state_.last_error.clear();

@@ -10,6 +10,7 @@
 
 #include <csignal>
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -85,7 +86,10 @@ class Agent {
   AgentState state() const;
 
  private:
-  absl::Status Install(absl::string_view key_pem, const std::string& chain_pem);
+  // `service_renew_at`: the service's renewal hint for the certificate (Certificate.renew_at),
+  // which wins when earlier than the agent's own lifetime fraction.
+  absl::Status Install(absl::string_view key_pem, const std::string& chain_pem,
+                       std::optional<absl::Time> service_renew_at = std::nullopt);
   void RunHooks(const std::string& serial);
   std::string Path(const char* name) const { return options_.out_dir + "/" + name; }
 

@@ -56,6 +56,10 @@ class AgentTest : public ::testing::Test {
       if (rc != 0) return grpc::Status(grpc::StatusCode::INTERNAL, "openssl failed");
       response->mutable_order()->set_state(v1::ORDER_STATE_VALID);
       response->mutable_certificate()->set_chain_pem(Read(tmp_ + "/chain.pem"));
+      if (service_renew_at_) {
+        response->mutable_certificate()->mutable_renew_at()->set_seconds(
+            absl::ToUnixSeconds(*service_renew_at_));
+      }
       return grpc::Status::OK;
     });
     auto client = clients::Client::Create(
@@ -73,6 +77,7 @@ class AgentTest : public ::testing::Test {
 
   std::string tmp_, dir_;
   int serial_ = 4096;
+  std::optional<absl::Time> service_renew_at_;  // the service's renewal hint, if any
   std::unique_ptr<clients::testing::FakeServer> fake_;
   std::unique_ptr<clients::Client> client_;
 };
@@ -103,6 +108,19 @@ TEST_F(AgentTest, SendsOnlyACsrAndWritesKeyChainAndReadyFile) {
   EXPECT_EQ(s.renewals, 1);
   // 2/3 of one day, less at most 10% of that.
   EXPECT_GT(s.renew_at, s.not_after - absl::Hours(24) + absl::Hours(14));
+  EXPECT_LT(s.renew_at, s.not_after - absl::Hours(8) + absl::Minutes(1));
+}
+
+// The service's renewal hint (its tenant's policy) wins when earlier than the agent's own
+// lifetime fraction, and only then.
+TEST_F(AgentTest, RenewsAtTheServicesHintWhenItIsEarlier) {
+  Agent agent(Options(), client_.get());
+  service_renew_at_ = absl::Now() + absl::Hours(2);
+  ASSERT_TRUE(agent.Renew().ok()) << agent.state().last_error;
+  EXPECT_EQ(agent.state().renew_at, absl::FromUnixSeconds(absl::ToUnixSeconds(*service_renew_at_)));
+  service_renew_at_ = absl::Now() + absl::Hours(23);  // later than 2/3 of a day: ignored
+  ASSERT_TRUE(agent.Renew().ok()) << agent.state().last_error;
+  AgentState s = agent.state();
   EXPECT_LT(s.renew_at, s.not_after - absl::Hours(8) + absl::Minutes(1));
 }
 

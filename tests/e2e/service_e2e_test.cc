@@ -180,6 +180,21 @@ TEST_F(E2eTest, IssuesWithAServiceKeyReturnedOnlyToTheCaller) {
   EXPECT_TRUE((*chain)[0].public_key.Equals(key->public_key()));
   EXPECT_TRUE(resp.certificate().service_holds_key());
   ExpectChainVerifies(resp.certificate().chain_pem());
+  // The renewal hint: the default policy's 30 days before expiry, not due; GetCertificate
+  // gives the same.
+  ASSERT_TRUE(resp.certificate().has_renew_at());
+  EXPECT_EQ(resp.certificate().renew_at().seconds(),
+            resp.certificate().not_after().seconds() - 30 * 86400);
+  EXPECT_FALSE(resp.certificate().renewal_due());
+  {
+    v1::GetCertificateRequest get;
+    get.set_serial(resp.certificate().serial());
+    v1::Certificate read;
+    auto gc = Ctx(t.host);
+    ASSERT_TRUE(certs_->GetCertificate(gc.get(), get, &read).ok());
+    EXPECT_EQ(read.renew_at().seconds(), resp.certificate().renew_at().seconds());
+    EXPECT_FALSE(read.renewal_due());
+  }
 
   // The default policy deactivated the order's authorizations once the certificate was stored.
   v1::DeactivateAuthorizationsResponse counts;
