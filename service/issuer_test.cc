@@ -508,6 +508,10 @@ class LostFirstCreateCommit final : public storage::OrderStore {
   absl::Status ReleaseLease(const storage::Scope& scope, const storage::Lease& lease) override {
     return inner_.ReleaseLease(scope, lease);
   }
+  absl::Status MarkOrderStalled(const storage::Scope& scope, const storage::Lease& lease,
+                                absl::Time at) override {
+    return inner_.MarkOrderStalled(scope, lease, at);
+  }
 
  private:
   storage::OrderStore& inner_;

@@ -393,4 +393,17 @@ absl::Status PostgresStore::ReleaseLease(const Scope& scope, const Lease& lease)
   });
 }
 
+absl::Status PostgresStore::MarkOrderStalled(const Scope& scope, const Lease& lease,
+                                             absl::Time at) {
+  const absl::Time now = Now();
+  return InTenant("MarkOrderStalled", scope, [&](pqxx::work& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
+    RETURN_IF_ERROR(rules::CheckStallable(o));
+    if (o.stalled_at.has_value()) return absl::OkStatus();
+    tx.exec_params0("UPDATE orders SET stalled_at = av_ts($2) WHERE id = $1", o.id, Micros(at));
+    Audit(tx, scope, now, rules::OrderEvent("StallOrder", o, ""));
+    return absl::OkStatus();
+  });
+}
+
 }  // namespace acmevault::storage

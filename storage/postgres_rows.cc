@@ -176,6 +176,7 @@ Order OrderOf(const pqxx::row& r) {
   o.created_by = TextOf(r[16]);
   o.problem_type = r[17].as<std::string>();
   o.prefer_dns01 = r[18].as<bool>();
+  o.stalled_at = OptionalTime(r[19]);
   return o;
 }
 
@@ -184,8 +185,9 @@ const Table<Order> kOrders{
     "order",
     {"id, tenant_id, account_id, identifiers, acme_url, state, idempotency_key, lease_owner, "
      "av_us(lease_expires_at), fencing_token, certificate_id, error, av_us(created_at), "
-     "av_us(updated_at), csr_der, kek_id IS NOT NULL, created_by, problem_type, prefer_dns01",
-     19, OrderOf}};
+     "av_us(updated_at), csr_der, kek_id IS NOT NULL, created_by, problem_type, prefer_dns01, "
+     "av_us(stalled_at)",
+     20, OrderOf}};
 
 Authorization AuthorizationOf(const pqxx::row& r) {
   Authorization a;
