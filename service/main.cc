@@ -366,6 +366,7 @@ absl::Status Serve() {
                                                                    .engine = engine.get(),
                                                                    .notices = &notices,
                                                                    .metrics = &metrics,
+                                                                   .limits = s,
                                                                    .deactivation_concurrency =
                                                                        deactivation_concurrency}));
   // A keyChange whose outcome was unknown (or a rollover cut short by a crash) left a pending

@@ -139,33 +139,13 @@ struct OrderRunner::Context {
   const storage::Lease& lease() const { return job->lease; }
 };
 
-namespace {
-
-constexpr char kRateLimited[] = "urn:ietf:params:acme:error:rateLimited";
-
-// RESOURCE_EXHAUSTED carrying `until` as a problem's retry_after, so that a waiting caller's
-// answer says when it may try again (service/grpc_status.h).
-absl::Status HeldUntil(absl::string_view what, absl::Time until) {
-  acme::Problem problem;
-  problem.type = kRateLimited;
-  problem.detail = std::string(what);
-  problem.retry_after = until;
-  return acme::EmbeddedProblemStatus(
-      absl::StatusCode::kResourceExhausted,
-      absl::StrCat("no request sent to the CA until ",
-                   absl::FormatTime(absl::RFC3339_sec, until, absl::UTCTimeZone())),
-      problem);
-}
-
-}  // namespace
 
 void OrderRunner::RecordHold(Context& ctx, storage::CaRequest request, const absl::Status& s) {
-  std::optional<acme::Problem> problem = acme::GetProblem(s);
-  if (!problem || problem->type != kRateLimited || !problem->retry_after) return;
-  if (*problem->retry_after <= options_.clock->Now()) return;
+  std::optional<absl::Time> until = RateLimitedUntil(s);
+  if (!until || *until <= options_.clock->Now()) return;
   const storage::CaHoldKey key{ctx.account.id, ctx.order.identifiers, request};
   absl::Status stored =
-      options_.limits->RecordCaHold(ctx.scope(), key, *problem->retry_after,
+      options_.limits->RecordCaHold(ctx.scope(), key, *until,
                                     ClipUtf8(SummarizeFailure(s), storage::kMaxCaHoldProblemSize));
   if (!stored.ok()) {
     Log(LogLevel::kWarning, "could not store the CA's rate-limit hold",
