@@ -139,7 +139,6 @@ struct OrderRunner::Context {
   const storage::Lease& lease() const { return job->lease; }
 };
 
-
 void OrderRunner::RecordHold(Context& ctx, storage::CaRequest request, const absl::Status& s) {
   std::optional<absl::Time> until = RateLimitedUntil(s);
   if (!until || *until <= options_.clock->Now()) return;

@@ -71,7 +71,7 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
           pqxx::result r = tx.exec_params(
               absl::StrCat(select_orders,
                            " WHERE identifiers_hash = av_identifiers_hash($1::text[]) "
-                           "AND state NOT IN ('valid', 'invalid')"),
+                           "AND state NOT IN ('valid', 'invalid') AND stalled_at IS NULL"),
               id_array);
           if (!r.empty()) {
             out.order = OrderOf(r[0]);
