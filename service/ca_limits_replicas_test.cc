@@ -165,9 +165,9 @@ TEST_F(CaLimitsReplicasTest, ARateLimitedAnswerOnOneReplicaHoldsTheOther) {
   EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 2);
 }
 
-// One new order per hour for the account, two replicas with engines running: the caller of the
-// second order hears RESOURCE_EXHAUSTED (the budget, with the time), its order waits without a
-// request and without failing, and goes to the CA once the bucket has refilled.
+// One new order per hour for the account, two replicas with engines: A's order takes the token;
+// the caller of B's order hears RESOURCE_EXHAUSTED (the budget, with the time), its order waits
+// without a request and without failing, and goes to the CA once the bucket has refilled.
 TEST_F(CaLimitsReplicasTest, TwoReplicasShareOneNewOrderBudget) {
   ScriptNewOrders("processing");
   auto adjust = [](OrderRunner::Options& o) {
@@ -203,7 +203,10 @@ TEST_F(CaLimitsReplicasTest, TwoReplicasShareOneNewOrderBudget) {
   ASSERT_TRUE(Eventually([&] { return NewOrderTimes().size() == 1u; }));
   const absl::Time first_sent = NewOrderTimes()[0];
 
-  // B's order finds the bucket empty: no request, and its caller is told when to retry.
+  // B's order finds the bucket empty: no request, and its caller is told when to retry. (A's
+  // engine is stopped so that B's runs the step: a caller hears of a held step only on the
+  // replica that ran it, as of a CA outage; elsewhere it gets the order's handle.)
+  a->engine().Stop();
   auto second = b->issuer().Issue(host_b, request("b.example.com"));
   EXPECT_THAT(second, StatusIs(absl::StatusCode::kResourceExhausted, "budget of 1 new orders"));
   ASSERT_FALSE(second.ok());
@@ -212,11 +215,10 @@ TEST_F(CaLimitsReplicasTest, TwoReplicasShareOneNewOrderBudget) {
   EXPECT_GE(*problem->retry_after, first_sent + absl::Hours(1) - absl::Seconds(1));
   EXPECT_EQ(NewOrderTimes().size(), 1u);
 
-  // Once the token is there, whichever engine claims the job sends the order.
+  // Once the token is there, the job is claimed again and sends the order.
   clock_.Set(*problem->retry_after);
   ASSERT_TRUE(Eventually([&] { return NewOrderTimes().size() == 2u; }));
   EXPECT_GE(NewOrderTimes()[1], first_sent + absl::Hours(1) - absl::Seconds(1));
-  a->engine().Stop();
   b->engine().Stop();
   // Held, not failed: no attempt counted against the order's job.
   EXPECT_EQ(a->engine().stats().retried + b->engine().stats().retried, 0);
