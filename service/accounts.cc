@@ -286,11 +286,32 @@ absl::StatusOr<AccountView> AccountManager::CreateAccount(const Caller& caller,
     return absl::AlreadyExistsError(
         absl::StrCat("the tenant already has a valid account: ", account.account_url));
   }
+  // A rateLimited answer to an earlier attempt (any replica's) holds newAccount for this
+  // pending account, the same key and directory, until its Retry-After.
+  const storage::CaHoldKey hold_key{id, {}, storage::CaRequest::kNewAccount};
+  if (options_.limits != nullptr) {
+    auto hold = options_.limits->GetCaHold(scope, hold_key, options_.clock->Now());
+    if (hold.ok()) {
+      return HeldUntil(absl::StrCat("the CA answered rateLimited to newAccount: ", hold->problem),
+                       hold->until);
+    }
+    if (!absl::IsNotFound(hold.status())) return hold.status();
+  }
   ASSIGN_OR_RETURN(SigningKey key, options_.keys->Version(scope, id, 1, "CreateAccount"));
   ASSIGN_OR_RETURN(acme::AcmeClient * client, options_.clients->For(directory));
   auto acct =
       client->NewAccount(*key.signer, {spec.contact, true, false, spec.eab_key_id, mac});
   if (options_.metrics) options_.metrics->RecordAcme("newAccount", acct.status());
+  if (std::optional<absl::Time> until = RateLimitedUntil(acct.status());
+      until.has_value() && options_.limits != nullptr && *until > options_.clock->Now()) {
+    absl::Status stored = options_.limits->RecordCaHold(
+        scope, hold_key, *until,
+        ClipText(SummarizeFailure(acct.status()), storage::kMaxCaHoldProblemSize));
+    if (!stored.ok()) {
+      Log(LogLevel::kWarning, "could not store the CA's rate-limit hold",
+          {{"account", absl::StrCat(id)}, {"status", stored.ToString()}});
+    }
+  }
   RETURN_IF_ERROR(acct.status());
   RETURN_IF_ERROR(options_.accounts->RecordAccountUrl(scope, id, acct->url));
   if (key.info.state == storage::KeyState::kPending) {

@@ -141,6 +141,10 @@ class AccountManager {
     Engine* engine = nullptr;
     JobNotices* notices = nullptr;
     Metrics* metrics = nullptr;  // Borrowed; may be null.
+    // Borrowed; may be null (then no holds): a rateLimited answer to newAccount is stored as a
+    // hold of the pending account, so that no replica registers it again before its
+    // Retry-After passes.
+    storage::CaLimitStore* limits = nullptr;
     const Clock* clock = Clock::Real();
     // How long a call holds an account's key lease (rollover, recovery, creation): longer than
     // the ACME requests it covers (keyChange and the probes around it, each attempt bounded by

@@ -1,11 +1,13 @@
 #include "service/accounts.h"
 
 #include <algorithm>
+#include <atomic>
 #include <functional>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "acme/problem.h"
 #include "acme/testing/scripted_server.h"
 #include "crypto/jwk.h"
 #include "crypto/jws.h"
@@ -148,6 +150,41 @@ TEST_F(AccountsTest, CreateAccountRegistersAndActivatesTheKey) {
   EXPECT_EQ(got->active_key.version, 1);
   EXPECT_THAT(metrics_.Render(),
               HasSubstr("acmevault_account_key_age_seconds{tenant=\"acme-corp\"} 10800"));
+}
+
+// Issue 11: the CA's rateLimited answer to newAccount holds the registration on every replica
+// until its Retry-After: a second attempt (here through another replica's manager) answers
+// RESOURCE_EXHAUSTED with the time, without a request; once the time has passed the pending
+// account is registered.
+TEST_F(AccountsTest, ARateLimitedNewAccountIsNotSentAgainBeforeItsRetryAfter) {
+  std::atomic<int> limited{1};
+  ca_.On("POST", "/new-acct", [&](const Call&) {
+    if (limited-- > 0) {
+      return ScriptedServer::Problem(429, "rateLimited", "too many new accounts",
+                                     {{"Retry-After", "86400"}});
+    }
+    return ScriptedServer::Json(201, {{"status", "valid"}, {"contact", nlohmann::json::array()}},
+                                {{"Location", ScriptedServer::Url("/acct/1")}});
+  });
+  const absl::Time start = fx_.clock().Now();
+  EXPECT_THAT(accounts_->CreateAccount(admin_, {{"mailto:pki@example.com"}, true}),
+              StatusIs(absl::StatusCode::kResourceExhausted, "rateLimited"));
+  std::unique_ptr<AccountManager> other = ManagerOver(fx_.store());
+  auto held = other->CreateAccount(admin_, {{"mailto:pki@example.com"}, true});
+  EXPECT_THAT(held, StatusIs(absl::StatusCode::kResourceExhausted,
+                             "no request sent to the CA until"));
+  ASSERT_FALSE(held.ok());
+  std::optional<acme::Problem> problem = acme::GetProblem(held.status());
+  ASSERT_TRUE(problem.has_value());
+  ASSERT_TRUE(problem->retry_after.has_value());
+  EXPECT_GE(*problem->retry_after, start + absl::Hours(24));
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-acct"), 1);
+
+  fx_.clock().Set(*problem->retry_after);
+  auto view = other->CreateAccount(admin_, {{"mailto:pki@example.com"}, true});
+  ASSERT_TRUE(view.ok()) << view.status();
+  EXPECT_EQ(view->account.status, storage::AccountStatus::kValid);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-acct"), 2);
 }
 
 TEST_F(AccountsTest, CreateAccountNeedsAdminAgreedTermsAndGoodEab) {

@@ -4,6 +4,20 @@
 
 namespace acmevault::service {
 
+namespace {
+
+NewOrderBudget BudgetFrom(const v1::ServerConfig::CaLimits& limits) {
+  NewOrderBudget budget;
+  if (limits.new_orders() > 0) budget.capacity = limits.new_orders();
+  if (limits.new_orders() < 0) budget.capacity = 0;  // off
+  if (limits.new_orders_period_seconds() > 0) {
+    budget.period = absl::Seconds(limits.new_orders_period_seconds());
+  }
+  return budget;
+}
+
+}  // namespace
+
 EngineSettings EngineSettingsFrom(const v1::ServerConfig& config) {
   const v1::ServerConfig::Engine& c = config.engine();
   EngineSettings out;
@@ -29,6 +43,16 @@ EngineSettings EngineSettingsFrom(const v1::ServerConfig& config) {
   out.order_poll_max_delay = c.order_poll_max_delay_ms() > 0
                                  ? absl::Milliseconds(c.order_poll_max_delay_ms())
                                  : runner.poll_max_delay;
+  out.order_processing_timeout = c.order_processing_timeout_seconds() > 0
+                                     ? absl::Seconds(c.order_processing_timeout_seconds())
+                                     : runner.processing_timeout;
+  out.order_stalled_look_interval = c.order_stalled_look_interval_seconds() > 0
+                                        ? absl::Seconds(c.order_stalled_look_interval_seconds())
+                                        : runner.stalled_look_interval;
+  out.new_order_budget = BudgetFrom(config.ca_limits());
+  for (const v1::ServerConfig::CaLimits& limits : config.ca_limits_by_directory()) {
+    out.new_order_budgets[limits.directory_url()] = BudgetFrom(limits);
+  }
   return out;
 }
 

@@ -27,6 +27,30 @@ TEST(EngineSettingsFrom, UnsetFieldsTakeTheDocumentedDefaults) {
   EXPECT_EQ(s.engine.max_attempts, 10);
   EXPECT_EQ(s.order_poll_first_delay, absl::Milliseconds(100));
   EXPECT_EQ(s.order_poll_max_delay, absl::Seconds(10));
+  EXPECT_EQ(s.order_processing_timeout, absl::Hours(1));
+  EXPECT_EQ(s.order_stalled_look_interval, absl::Hours(1));
+  // Let's Encrypt's published limit: 300 new orders per account per 3 hours.
+  EXPECT_EQ(s.new_order_budget.capacity, 300);
+  EXPECT_EQ(s.new_order_budget.period, absl::Hours(3));
+  EXPECT_TRUE(s.new_order_budgets.empty());
+}
+
+TEST(EngineSettingsFrom, CaLimitsApplyByDirectoryAndANegativeBudgetTurnsItOff) {
+  EngineSettings s = EngineSettingsFrom(Parse(R"pb(
+    engine { order_processing_timeout_seconds: 600 order_stalled_look_interval_seconds: 7200 }
+    ca_limits { new_orders: 50 new_orders_period_seconds: 3600 }
+    ca_limits_by_directory { directory_url: "https://ca.one/dir" new_orders: 10 }
+    ca_limits_by_directory { directory_url: "https://ca.two/dir" new_orders: -1 }
+  )pb"));
+  EXPECT_EQ(s.order_processing_timeout, absl::Minutes(10));
+  EXPECT_EQ(s.order_stalled_look_interval, absl::Hours(2));
+  EXPECT_EQ(s.new_order_budget.capacity, 50);
+  EXPECT_EQ(s.new_order_budget.period, absl::Hours(1));
+  ASSERT_EQ(s.new_order_budgets.size(), 2u);
+  // Each directory's limits are whole: unset fields take the defaults.
+  EXPECT_EQ(s.new_order_budgets["https://ca.one/dir"].capacity, 10);
+  EXPECT_EQ(s.new_order_budgets["https://ca.one/dir"].period, absl::Hours(3));
+  EXPECT_EQ(s.new_order_budgets["https://ca.two/dir"].capacity, 0);
 }
 
 TEST(EngineSettingsFrom, EveryFieldThatIsSetIsUsed) {

@@ -35,4 +35,26 @@ std::string DescribeException(std::exception_ptr e) {
   }
 }
 
+namespace {
+constexpr char kRateLimited[] = "urn:ietf:params:acme:error:rateLimited";
+}  // namespace
+
+std::optional<absl::Time> RateLimitedUntil(const absl::Status& status) {
+  std::optional<acme::Problem> problem = acme::GetProblem(status);
+  if (!problem || problem->type != kRateLimited) return std::nullopt;
+  return problem->retry_after;
+}
+
+absl::Status HeldUntil(absl::string_view detail, absl::Time until) {
+  acme::Problem problem;
+  problem.type = kRateLimited;
+  problem.detail = ClipText(detail);
+  problem.retry_after = until;
+  return acme::EmbeddedProblemStatus(
+      absl::StatusCode::kResourceExhausted,
+      absl::StrCat("no request sent to the CA until ",
+                   absl::FormatTime(absl::RFC3339_sec, until, absl::UTCTimeZone())),
+      problem);
+}
+
 }  // namespace acmevault::service

@@ -6,10 +6,12 @@
 
 #include <cstddef>
 #include <exception>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 
 namespace acmevault::service {
 
@@ -31,6 +33,16 @@ std::string SummarizeFailure(const absl::Status& status);
 // CA's answer was no problem document (acme marks those with an "http:<status>" type).
 inline constexpr size_t kMaxProblemTypeBytes = 200;
 std::string ProblemTypeOf(const absl::Status& status);
+
+// The CA's rateLimited answer to a request with a Retry-After: the time no request of that kind
+// may be sent before; nullopt for any other failure (or one without a Retry-After).
+std::optional<absl::Time> RateLimitedUntil(const absl::Status& status);
+
+// RESOURCE_EXHAUSTED "no request sent to the CA until <time>" for a request the CA's limits hold
+// back (a stored hold, an empty budget), carrying a rateLimited problem with `detail` and
+// `until` as its retry_after, so that the caller's gRPC answer says when it may try again
+// (service/grpc_status.h).
+absl::Status HeldUntil(absl::string_view detail, absl::Time until);
 
 // What an exception that escaped a unit of background work is recorded as: "internal error: "
 // and its clipped what() (or "unknown exception"). `e` must not be null.

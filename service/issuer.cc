@@ -141,6 +141,17 @@ JobOutcome Issuer::StepOrder(const JobRun& run) {
       stopped_.erase(id);
       return JobOutcome::RetryAt(result->at);
     }
+    case OrderStepResult::Kind::kHeld: {
+      // Waiting for the CA's limits (a hold, the budget) or set aside as stalled: no failed
+      // attempt (the order is not failing, and such waits can be long), but the callers
+      // waiting here hear why and until when (RESOURCE_EXHAUSTED, UNAVAILABLE).
+      {
+        absl::MutexLock lock(&mu_);
+        stopped_[id] = Stop{result->why, ++stops_};
+      }
+      Announce(scope.tenant, id);
+      return JobOutcome::RetryAt(result->at);
+    }
     case OrderStepResult::Kind::kStopped:
       break;
   }

@@ -327,7 +327,14 @@ absl::Status Serve() {
                                                  .metrics = &metrics,
                                                  .lease_duration = lease,
                                                  .poll_first_delay = settings.order_poll_first_delay,
-                                                 .poll_max_delay = settings.order_poll_max_delay}));
+                                                 .poll_max_delay = settings.order_poll_max_delay,
+                                                 .limits = s,
+                                                 .new_order_budget = settings.new_order_budget,
+                                                 .new_order_budgets = settings.new_order_budgets,
+                                                 .processing_timeout =
+                                                     settings.order_processing_timeout,
+                                                 .stalled_look_interval =
+                                                     settings.order_stalled_look_interval}));
   const absl::Duration issue_max_wait =
       config.issue_max_wait_seconds() > 0 ? absl::Seconds(config.issue_max_wait_seconds())
                                           : absl::Seconds(60);
@@ -359,6 +366,7 @@ absl::Status Serve() {
                                                                    .engine = engine.get(),
                                                                    .notices = &notices,
                                                                    .metrics = &metrics,
+                                                                   .limits = s,
                                                                    .deactivation_concurrency =
                                                                        deactivation_concurrency}));
   // A keyChange whose outcome was unknown (or a rollover cut short by a crash) left a pending

@@ -28,6 +28,7 @@ struct Metrics::Families {
   prometheus::Family<prometheus::Gauge>* key_age;
   prometheus::Family<prometheus::Counter>* key_rotations;
   prometheus::Family<prometheus::Counter>* authz_deactivations;
+  prometheus::Family<prometheus::Counter>* orders_held;
   prometheus::Family<prometheus::Gauge>* authz_outstanding;
   prometheus::Family<prometheus::Counter>* renewals;
   prometheus::Gauge* certificates_due;
@@ -102,6 +103,11 @@ Metrics::Metrics()
       &prometheus::BuildCounter()
            .Name("acmevault_authorization_deactivations_total")
            .Help("Authorization deactivations by policy, by result")
+           .Register(*registry_);
+  families_->orders_held =
+      &prometheus::BuildCounter()
+           .Name("acmevault_orders_held_total")
+           .Help("Order steps the CA's limits held back without a request, by reason")
            .Register(*registry_);
   families_->authz_outstanding = &prometheus::BuildGauge()
                                       .Name("acmevault_authorizations_outstanding")
@@ -184,6 +190,10 @@ void Metrics::SetAccountKeyAge(absl::string_view tenant, absl::Duration age) {
 void Metrics::RecordKeyRotation(absl::string_view tenant, absl::string_view outcome) {
   families_->key_rotations->Add({{"tenant", std::string(tenant)}, {"outcome", std::string(outcome)}})
       .Increment();
+}
+
+void Metrics::RecordOrderHeld(absl::string_view reason) {
+  families_->orders_held->Add({{"reason", std::string(reason)}}).Increment();
 }
 
 void Metrics::RecordAuthorizationDeactivation(absl::string_view result) {

@@ -51,6 +51,11 @@ class Metrics {
   // (after issuance, their retries, the sweep): "deactivated", "failed" (to be retried) or
   // "settled" (the CA says it is no longer outstanding; its status recorded).
   void RecordAuthorizationDeactivation(absl::string_view result);
+  // acmevault_orders_held_total{reason}: order steps that sent no request to the CA because
+  // its limits hold it back: "hold" (a rateLimited answer's Retry-After, any replica's),
+  // "budget" (the account's token bucket is empty) or "duplicate" (the duplicate certificate
+  // limit for the identifier set). The order waits; it does not fail.
+  void RecordOrderHeld(absl::string_view reason);
   // acmevault_authorizations_outstanding{tenant}: the ledger's valid and pending
   // authorizations of the tenant (each policy sweep).
   void SetAuthorizationsOutstanding(absl::string_view tenant, int64_t count);

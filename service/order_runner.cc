@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "acme/problem.h"
 #include "common/status_macros.h"
+#include "common/text.h"
 #include "crypto/jwk.h"
 #include "crypto/x509.h"
 #include "service/failure.h"
@@ -97,6 +98,7 @@ absl::StatusOr<std::unique_ptr<OrderRunner>> OrderRunner::Create(Options options
                                                        {"challenges", options.challenges},
                                                        {"jobs", options.jobs},
                                                        {"clients", options.clients},
+                                                       {"limits", options.limits},
                                                        {"clock", options.clock}}));
   if (options.poll_first_delay <= absl::ZeroDuration() ||
       options.poll_max_delay < options.poll_first_delay ||
@@ -104,6 +106,19 @@ absl::StatusOr<std::unique_ptr<OrderRunner>> OrderRunner::Create(Options options
     return absl::InvalidArgumentError(
         "OrderRunner: poll delays and the lease duration must be positive, the first delay at "
         "most the largest");
+  }
+  if (options.processing_timeout <= absl::ZeroDuration() ||
+      options.stalled_look_interval <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "OrderRunner: the processing timeout and the stalled look interval must be positive");
+  }
+  std::vector<NewOrderBudget> budgets{options.new_order_budget};
+  for (const auto& [url, budget] : options.new_order_budgets) budgets.push_back(budget);
+  for (const NewOrderBudget& budget : budgets) {
+    if (budget.capacity < 0 || (budget.capacity > 0 && budget.period <= absl::ZeroDuration())) {
+      return absl::InvalidArgumentError(
+          "OrderRunner: a new-order budget needs a capacity of at least 0 and a positive period");
+    }
   }
   return std::unique_ptr<OrderRunner>(new OrderRunner(options));
 }
@@ -134,6 +149,59 @@ struct OrderRunner::Context {
   const storage::Scope& scope() const { return job->scope; }
   const storage::Lease& lease() const { return job->lease; }
 };
+
+void OrderRunner::RecordHold(Context& ctx, storage::CaRequest request, const absl::Status& s) {
+  std::optional<absl::Time> until = RateLimitedUntil(s);
+  if (!until || *until <= options_.clock->Now()) return;
+  const storage::CaHoldKey key{ctx.account.id, ctx.order.identifiers, request};
+  absl::Status stored =
+      options_.limits->RecordCaHold(ctx.scope(), key, *until,
+                                    ClipUtf8(SummarizeFailure(s), storage::kMaxCaHoldProblemSize));
+  if (!stored.ok()) {
+    Log(LogLevel::kWarning, "could not store the CA's rate-limit hold",
+        {{"order", absl::StrCat(ctx.order.id)}, {"status", stored.ToString()}});
+  }
+}
+
+absl::StatusOr<std::optional<OrderStepResult>> OrderRunner::HeldBeforeNewOrder(Context& ctx) {
+  const absl::Time now = options_.clock->Now();
+  auto held = [&](absl::string_view reason, absl::Time until, absl::Status why) {
+    if (options_.metrics) options_.metrics->RecordOrderHeld(reason);
+    Log(LogLevel::kInfo, "order held back by the CA's limits",
+        {{"tenant", absl::StrCat(ctx.order.tenant)},
+         {"order", absl::StrCat(ctx.order.id)},
+         {"reason", std::string(reason)},
+         {"until", absl::FormatTime(absl::RFC3339_sec, until, absl::UTCTimeZone())}});
+    return std::optional<OrderStepResult>(
+        OrderStepResult{OrderStepResult::Kind::kHeld, ctx.order, until, std::move(why)});
+  };
+  // A rateLimited answer to any replica's newOrder for this account and identifier set.
+  auto hold = options_.limits->GetCaHold(
+      ctx.scope(), {ctx.account.id, ctx.order.identifiers, storage::CaRequest::kNewOrder}, now);
+  if (hold.ok()) {
+    return held("hold", hold->until,
+                HeldUntil(absl::StrCat("the CA answered rateLimited for these identifiers: ",
+                                       hold->problem),
+                          hold->until));
+  }
+  if (!absl::IsNotFound(hold.status())) return hold.status();
+  // The account's budget of new orders at this CA, shared by the fleet.
+  auto configured = options_.new_order_budgets.find(ctx.account.directory_url);
+  const NewOrderBudget& budget = configured == options_.new_order_budgets.end()
+                                     ? options_.new_order_budget
+                                     : configured->second;
+  if (budget.capacity == 0) return std::nullopt;
+  ASSIGN_OR_RETURN(storage::CaBudgetTake take,
+                   options_.limits->TakeCaBudgetToken(
+                       ctx.scope(), ctx.account.id,
+                       {"new_order", static_cast<double>(budget.capacity), budget.period}, now));
+  if (take.taken) return std::nullopt;
+  return held("budget", take.next_token_at,
+              HeldUntil(absl::StrCat("the account's budget of ", budget.capacity,
+                                     " new orders per ", absl::FormatDuration(budget.period),
+                                     " at this CA is spent"),
+                        take.next_token_at));
+}
 
 absl::Status OrderRunner::ProveLease(Context& ctx) {
   return options_.jobs
@@ -441,6 +509,32 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
   auto waiting = [&](absl::Time phase_start) {
     return OrderStepResult{Kind::kWaiting, ctx.order, NextLook(phase_start, ca.retry_after)};
   };
+  // The CA keeps the order processing (since its transition to processing, the row's
+  // updated_at): look again on the poll schedule until the timeout, then set it aside.
+  auto processing = [&]() -> absl::StatusOr<OrderStepResult> {
+    const absl::Time now = options_.clock->Now();
+    if (!ctx.order.stalled_at.has_value() &&
+        now - ctx.order.updated_at < options_.processing_timeout) {
+      return waiting(ctx.order.updated_at);
+    }
+    if (!ctx.order.stalled_at.has_value()) {
+      RETURN_IF_ERROR(options_.orders->MarkOrderStalled(scope, ctx.lease(), now));
+      ctx.order.stalled_at = now;
+      Log(LogLevel::kWarning, "order stalled at the CA",
+          {{"tenant", absl::StrCat(ctx.order.tenant)}, {"order", absl::StrCat(ctx.order.id)}});
+    }
+    if (options_.metrics) options_.metrics->RecordOrderHeld("stalled");
+    absl::Time at = now + options_.stalled_look_interval;
+    if (ca.retry_after.has_value()) at = std::max(at, *ca.retry_after);
+    return OrderStepResult{
+        Kind::kHeld, ctx.order, at,
+        absl::UnavailableError(absl::StrCat(
+            "order ", ctx.order.id, " stalled: the CA has kept it processing since ",
+            absl::FormatTime(absl::RFC3339_sec, ctx.order.updated_at, absl::UTCTimeZone()),
+            "; it is looked at again at ",
+            absl::FormatTime(absl::RFC3339_sec, at, absl::UTCTimeZone()),
+            " and a new request for its names makes a new order"))};
+  };
   // A CA error that is permanent ends the order as invalid; a passing one leaves it for a later
   // step.
   bool finalized_at_ca = false;  // The CA said processing or valid: a certificate exists or will.
@@ -484,6 +578,10 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
       return give_up(absl::PermissionDeniedError(
           absl::StrCat("no longer allowed: ", allowed.message())));
     }
+    // Within the CA's limits, as every replica keeps them: a hold from a rateLimited answer,
+    // then a token of the account's budget (taken only when the request goes out).
+    ASSIGN_OR_RETURN(std::optional<OrderStepResult> held, HeldBeforeNewOrder(ctx));
+    if (held.has_value()) return *std::move(held);
     acme::NewOrderOptions request;
     for (const auto& id : ctx.order.identifiers) request.identifiers.push_back({"dns", id});
     // A renewal says what it replaces (RFC 9773 §5), to a CA that offers renewalInfo only.
@@ -506,7 +604,10 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
       created = ctx.client->NewOrder(ctx.ref, request);
       if (options_.metrics) options_.metrics->RecordAcme("newOrder", created.status());
     }
-    if (!created.ok()) return fail(created.status());
+    if (!created.ok()) {
+      RecordHold(ctx, storage::CaRequest::kNewOrder, created.status());
+      return fail(created.status());
+    }
     // Recorded before anything else happens at the CA: a crash from here on resumes this order.
     RETURN_IF_ERROR(options_.orders->RecordOrderUrl(scope, ctx.lease(), created->url));
     ctx.order.state = storage::OrderState::kPending;
@@ -539,6 +640,13 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
       if (absl::Status s = AnswerAuthorizations(ctx, ca); !s.ok()) return fail(s);
       Remember(ctx);
       return waiting(ctx.answers.answered_at);
+    } else if (ca.status == "processing" ||
+               (ca.status == "ready" && ctx.order.state >= storage::OrderState::kProcessing)) {
+      // The CA works on the certificate. (A CA that says ready again after our finalize was
+      // answered is treated alike: the stored state says finalize was sent, and it is never
+      // sent twice.) Past the timeout, the order is set aside as stalled.
+      RETURN_IF_ERROR(advance(storage::OrderState::kProcessing));
+      return processing();
     } else if (ca.status == "ready") {
       // RFC 8555 §7.4: finalize only while the CA says ready, and only while we provably hold
       // the job (a fenced write right before it); after a crash past this point the CA says
@@ -557,9 +665,6 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
         next = ctx.client->GetOrder(ctx.ref, ca.url);
         if (options_.metrics) options_.metrics->RecordAcme("getOrder", next.status());
       }
-    } else if (ca.status == "processing") {
-      RETURN_IF_ERROR(advance(storage::OrderState::kProcessing));
-      return waiting(ctx.order.updated_at);
     } else if (acme::HasCertificate(ca)) {
       absl::Status s = Complete(ctx, ca);
       if (s.ok()) {

@@ -88,11 +88,17 @@ struct OrderStepResult {
     kFinished,  // the order is terminal: `order` is its row
     kWaiting,   // the CA is working (validating, issuing): step again at `at`
     kStopped,   // a passing failure (`why`) stopped the step; the order stays as it is
+    // The order waits for the CA's limits, not its work: a rateLimited hold (any replica's),
+    // the account's empty budget, or the CA kept it processing past the timeout (stalled). No
+    // request went to the CA for it; step again at `at`. `why` (RESOURCE_EXHAUSTED with the
+    // time as a problem's retry_after, or UNAVAILABLE for a stall) is for waiting callers.
+    kHeld,
   };
   Kind kind = Kind::kFinished;
   storage::Order order;  // as the step left it
   // kWaiting: when to look again (the CA's Retry-After, else the poll schedule). kStopped: the
   // CA's Retry-After, or soon for a download tried again; InfinitePast for the engine's backoff.
+  // kHeld: when the hold passes, the budget has a token, or a stalled order is looked at again.
   absl::Time at = absl::InfinitePast();
   absl::Status why;
   // kStopped: the step will be tried again soon on its own (a failed download), so waiting
@@ -101,6 +107,14 @@ struct OrderStepResult {
   // kFinished with a certificate: the stored certificate. The step then also completed the
   // order's job in the same transaction (OrderStore::FinishOrder): nothing is left to record.
   std::optional<storage::Certificate> certificate;
+};
+
+// A budget of new orders per ACME account (a token bucket in the store shared by every
+// replica): at most `capacity` newOrder requests, refilled evenly at `capacity` per `period`.
+// Let's Encrypt publishes 300 new orders per account per 3 hours.
+struct NewOrderBudget {
+  int capacity = 300;
+  absl::Duration period = absl::Hours(3);
 };
 
 class OrderRunner {
@@ -126,8 +140,21 @@ class OrderRunner {
     // (exponential backoff), at most `poll_max_delay` apart. A CA's Retry-After always wins.
     absl::Duration poll_first_delay = absl::Milliseconds(100);
     absl::Duration poll_max_delay = absl::Seconds(10);
+    // Borrowed; required: the CA's holds and the accounts' budgets, shared by every replica.
+    storage::CaLimitStore* limits = nullptr;
+    // The new-order budget of an account at any CA not in `new_order_budgets` (by directory
+    // URL). A capacity of 0 turns the budget off for that CA.
+    NewOrderBudget new_order_budget;
+    std::map<std::string, NewOrderBudget> new_order_budgets;
+    // An order the CA keeps processing this long after finalize is set aside as stalled
+    // (storage::OrderStore::MarkOrderStalled): new requests for its names no longer join it,
+    // and it is looked at again every `stalled_look_interval` (from its stored URL; never
+    // finalized again) until the CA issues or gives up.
+    absl::Duration processing_timeout = absl::Hours(1);
+    absl::Duration stalled_look_interval = absl::Hours(1);
   };
-  // INVALID_ARGUMENT naming a missing collaborator or a non-positive poll delay.
+  // INVALID_ARGUMENT naming a missing collaborator, a non-positive poll delay, timeout or look
+  // interval, or a budget with a negative capacity or a non-positive period.
   static absl::StatusOr<std::unique_ptr<OrderRunner>> Create(Options options);
 
   // One step of the order of `job.lease` (see the class comment). Errors: FAILED_PRECONDITION
@@ -169,6 +196,12 @@ class OrderRunner {
   bool ChallengeAnswered(Context& ctx, const acme::Order& order, const std::string& authz_url,
                          const std::string& type);
   absl::Status Complete(Context& ctx, const acme::Order& order);
+  // Before newOrder: the order's wait when a CA hold (any replica's) or the account's empty
+  // new-order budget keeps it from being sent now; nullopt when it may be sent (a token taken).
+  absl::StatusOr<std::optional<OrderStepResult>> HeldBeforeNewOrder(Context& ctx);
+  // After a CA answer `s` to `request`: a rateLimited answer with a Retry-After is stored as a
+  // hold for every replica (a failure to store it is logged; the step goes on).
+  void RecordHold(Context& ctx, storage::CaRequest request, const absl::Status& s);
   // A fenced write of the job's lease (renewed), right before finalizing an order found ready.
   absl::Status ProveLease(Context& ctx);
   // The order's challenge answers, to remove once it ended: as published here, else as the

@@ -4,10 +4,13 @@
 #include "service/order_runner.h"
 
 #include <atomic>
+#include <functional>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "acme/problem.h"
 #include "acme/testing/scripted_server.h"
 #include "common/status_macros.h"
 #include "crypto/jwk.h"
@@ -91,6 +94,8 @@ class OrderRunnerTest : public ::testing::Test {
           job.failed_attempts = 0;
           fx_.clock().Set(r.at);
           break;
+        case OrderStepResult::Kind::kHeld:
+          return r.why;
         case OrderStepResult::Kind::kStopped:
           if (!r.quiet) return r.why;
           ++job.failed_attempts;
@@ -99,6 +104,41 @@ class OrderRunnerTest : public ::testing::Test {
       }
     }
     return absl::DeadlineExceededError("the order did not end in 50 steps");
+  }
+
+  // Another runner over the same store and CA (another replica's, or this one's with other
+  // options), with its own ACME clients.
+  std::unique_ptr<OrderRunner> MakeRunner(
+      const std::function<void(OrderRunner::Options&)>& adjust = nullptr) {
+    AcmeClients::Options options;
+    options.transport_instance = &ca_;
+    options.client.clock = &fx_.clock();
+    options.client.poll_interval = absl::Seconds(1);
+    other_clients_.push_back(*AcmeClients::Create(options));
+    OrderRunner::Options o =
+        fx_.WithStore(OrderRunner::Options{.clients = other_clients_.back().get(),
+                                           .clock = &fx_.clock()});
+    if (adjust) adjust(o);
+    auto runner = OrderRunner::Create(o);
+    EXPECT_TRUE(runner.ok()) << runner.status();
+    return runner.ok() ? *std::move(runner) : nullptr;
+  }
+
+  // Scripts newOrder to answer order N (= 1, 2, ... per call) at /order/N with `status`, for
+  // the identifiers asked for, whose finalize URL is /finalize/N.
+  void ScriptNumberedNewOrders(const std::string& status) {
+    ca_.On("POST", "/new-order", [this, status](const Call& c) {
+      const int n = ++new_orders_;
+      nlohmann::json o = NumberedOrder(n, status);
+      o["identifiers"] = nlohmann::json::parse(c.jws->payload)["identifiers"];
+      return ScriptedServer::Json(201, o,
+                                  {{"Location", ScriptedServer::Url(absl::StrCat("/order/", n))}});
+    });
+  }
+  static nlohmann::json NumberedOrder(int n, const std::string& status) {
+    nlohmann::json o = ScriptedServer::Order(status);
+    o["finalize"] = ScriptedServer::Url(absl::StrCat("/finalize/", n));
+    return o;
   }
 
   // Takes the order's job over as another replica would once its lease expired.
@@ -149,6 +189,8 @@ class OrderRunnerTest : public ::testing::Test {
   std::unique_ptr<AcmeClients> clients_;
   std::unique_ptr<OrderRunner> runner_;
   std::vector<OrderStepResult> steps_;  // every step RunToEnd took
+  std::vector<std::unique_ptr<AcmeClients>> other_clients_;  // MakeRunner's
+  std::atomic<int> new_orders_{0};                           // ScriptNumberedNewOrders'
 };
 
 TEST_F(OrderRunnerTest, RunsAnOrderToAStoredCertificate) {
@@ -621,6 +663,171 @@ TEST_F(OrderRunnerCheckTest, AnAuthorizationForANameTheOrderDidNotAskForEndsTheO
   ASSERT_TRUE(authzs.ok());
   EXPECT_TRUE(authzs->empty());
   ExpectNoCertificate();
+}
+
+// Issue 11: a rateLimited answer's Retry-After binds every replica. Replica A's newOrder is
+// refused until an hour from now and A dies before the engine records the step; replica B,
+// taking the job over once A's lease expired, sends no newOrder for that account and
+// identifier set before the hour has passed (the hold is in the store), then sends it.
+TEST_F(OrderRunnerTest, ARateLimitedNewOrderHoldsEveryReplicaUntilItsRetryAfter) {
+  std::atomic<int> limited{1};
+  ca_.On("POST", "/new-order", [&](const Call&) {
+    if (limited-- > 0) {
+      return ScriptedServer::Problem(429, "rateLimited", "too many new orders",
+                                     {{"Retry-After", "3600"}});
+    }
+    return ScriptedServer::Json(201, ScriptedServer::Order("pending"),
+                                {{"Location", ScriptedServer::Url("/order/1")}});
+  });
+  ca_.On("POST", "/order/1",
+         [](const Call&) { return ScriptedServer::Json(200, ScriptedServer::Order("pending")); });
+  const storage::Lease lease = NewOrderRow();
+  const absl::Time until = fx_.clock().Now() + absl::Hours(1);
+
+  auto first = runner_->Step({scope_, lease});
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->kind, OrderStepResult::Kind::kStopped);
+  EXPECT_EQ(first->at, until);
+  EXPECT_THAT(first->why, StatusIs(absl::StatusCode::kResourceExhausted, "rateLimited"));
+  ASSERT_EQ(ca_.CountCalls("POST", "/new-order"), 1);
+
+  const storage::Lease taken = TakeOver(lease);
+  std::unique_ptr<OrderRunner> replica_b = MakeRunner();
+  for (absl::Time at : {fx_.clock().Now(), until - absl::Seconds(1)}) {
+    fx_.clock().Set(at);
+    auto held = replica_b->Step({scope_, taken});
+    ASSERT_TRUE(held.ok()) << held.status();
+    EXPECT_EQ(held->kind, OrderStepResult::Kind::kHeld);
+    EXPECT_EQ(held->at, until);
+    // A waiting caller hears RESOURCE_EXHAUSTED with the time it may retry.
+    EXPECT_THAT(held->why, StatusIs(absl::StatusCode::kResourceExhausted,
+                                    "no request sent to the CA until"));
+    std::optional<acme::Problem> problem = acme::GetProblem(held->why);
+    ASSERT_TRUE(problem.has_value());
+    EXPECT_EQ(problem->retry_after, until);
+    EXPECT_THAT(problem->detail, HasSubstr("too many new orders"));
+  }
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 1);
+
+  fx_.clock().Set(until);
+  auto sent = replica_b->Step({scope_, taken});
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  EXPECT_EQ(sent->kind, OrderStepResult::Kind::kWaiting);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 2);
+  EXPECT_EQ(sent->order.acme_url, ScriptedServer::Url("/order/1"));
+}
+
+// The account's budget of new orders (a token bucket in the store): once it is empty, orders
+// wait for the next token without a request to the CA and without failing, then proceed.
+TEST_F(OrderRunnerTest, AnEmptyNewOrderBudgetHoldsOrdersUntilItRefills) {
+  ScriptNumberedNewOrders("pending");  // each with /authz/1, for leaf.example.com
+  // Two new orders per hour at this CA (one token every 30 minutes); the default elsewhere.
+  std::unique_ptr<OrderRunner> runner = MakeRunner([](OrderRunner::Options& o) {
+    o.new_order_budgets[ScriptedServer::Url("/dir")] = {2, absl::Hours(1)};
+  });
+  std::vector<storage::Lease> leases;
+  for (const char* name : {"a.example.com", "b.example.com", "c.example.com"}) {
+    leases.push_back(NewOrderRow({"leaf.example.com", name}));
+  }
+  for (int i = 0; i < 2; ++i) {
+    auto sent = runner->Step({scope_, leases[i]});
+    ASSERT_TRUE(sent.ok()) << sent.status();
+    EXPECT_EQ(sent->kind, OrderStepResult::Kind::kWaiting) << i;
+  }
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 2);
+  auto held = runner->Step({scope_, leases[2]});
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_EQ(held->kind, OrderStepResult::Kind::kHeld);
+  EXPECT_EQ(held->at, fx_.clock().Now() + absl::Minutes(30));
+  EXPECT_THAT(held->why, StatusIs(absl::StatusCode::kResourceExhausted, "budget of 2 new orders"));
+  EXPECT_EQ(held->order.state, OrderState::kCreated);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 2);
+  // Another replica shares the budget: still empty a minute before the token.
+  std::unique_ptr<OrderRunner> replica_b = MakeRunner([](OrderRunner::Options& o) {
+    o.new_order_budgets[ScriptedServer::Url("/dir")] = {2, absl::Hours(1)};
+  });
+  fx_.clock().Set(held->at - absl::Minutes(1));
+  auto still = replica_b->Step({scope_, leases[2]});
+  ASSERT_TRUE(still.ok()) << still.status();
+  EXPECT_EQ(still->kind, OrderStepResult::Kind::kHeld);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 2);
+
+  fx_.clock().Set(held->at);
+  auto proceeds = replica_b->Step({scope_, leases[2]});
+  ASSERT_TRUE(proceeds.ok()) << proceeds.status();
+  EXPECT_EQ(proceeds->kind, OrderStepResult::Kind::kWaiting);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 3);
+}
+
+// Issue 11: an order the CA keeps processing after finalize times out into stalled: a new
+// order for the same names is made (not joined onto it) and runs to its certificate, and the
+// stalled one is looked at again later from its stored URL and stored once the CA issues,
+// finalized once only, even when the CA says ready again meanwhile.
+TEST_F(OrderRunnerTest, AnOrderStuckInProcessingStallsStopsBlockingItsNamesAndResumesLater) {
+  ScriptNumberedNewOrders("ready");
+  std::string first_status = "processing";
+  ca_.On("POST", "/order/1", [&](const Call&) {
+    return ScriptedServer::Json(200, NumberedOrder(1, first_status));
+  });
+  ca_.On("POST", "/finalize/1",
+         [](const Call&) { return ScriptedServer::Json(200, NumberedOrder(1, "processing")); });
+  ca_.On("POST", "/order/2",
+         [](const Call&) { return ScriptedServer::Json(200, NumberedOrder(2, "processing")); });
+  ca_.On("POST", "/finalize/2",
+         [](const Call&) { return ScriptedServer::Json(200, NumberedOrder(2, "processing")); });
+  std::unique_ptr<OrderRunner> runner = MakeRunner([](OrderRunner::Options& o) {
+    o.processing_timeout = absl::Minutes(2);
+    o.stalled_look_interval = absl::Hours(1);
+  });
+  const storage::Lease stuck = NewOrderRow();
+  const absl::Time finalized_at = fx_.clock().Now();
+  absl::StatusOr<OrderStepResult> step = runner->Step({scope_, stuck});
+  for (int i = 0; i < 100 && step.ok() && step->kind == OrderStepResult::Kind::kWaiting; ++i) {
+    fx_.clock().Set(step->at);
+    step = runner->Step({scope_, stuck});
+  }
+  ASSERT_TRUE(step.ok()) << step.status();
+  ASSERT_EQ(step->kind, OrderStepResult::Kind::kHeld);
+  EXPECT_GE(fx_.clock().Now() - finalized_at, absl::Minutes(2));
+  EXPECT_EQ(step->at, fx_.clock().Now() + absl::Hours(1));
+  EXPECT_THAT(step->why, StatusIs(absl::StatusCode::kUnavailable, "stalled"));
+  EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 1);
+  auto row = fx_.store().GetOrder(scope_, stuck.order);
+  ASSERT_TRUE(row.ok());
+  EXPECT_EQ(row->state, OrderState::kProcessing);
+  EXPECT_EQ(row->stalled_at, fx_.clock().Now());
+
+  // A new request for the same names is not joined onto the stalled order: a new order goes to
+  // the CA and is finalized. (The scripted CA has one certificate, which the stalled order gets
+  // below; this one stays processing.)
+  const storage::Lease fresh = NewOrderRow();
+  EXPECT_NE(fresh.order, stuck.order);
+  auto finalized = runner->Step({scope_, fresh});
+  ASSERT_TRUE(finalized.ok()) << finalized.status();
+  EXPECT_EQ(finalized->kind, OrderStepResult::Kind::kWaiting);
+  EXPECT_EQ(finalized->order.state, OrderState::kProcessing);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 2);
+  EXPECT_EQ(ca_.CountCalls("POST", "/finalize/2"), 1);
+
+  // Looked at again: the CA says ready (a glitch after our finalize was answered). The stored
+  // state says finalize was sent, so it is not sent again.
+  first_status = "ready";
+  fx_.clock().Set(step->at);
+  auto again = runner->Step({scope_, stuck});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->kind, OrderStepResult::Kind::kHeld);
+  EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 1);
+
+  // The CA issues at last: the next look stores the certificate, from the stored URL.
+  first_status = "valid";
+  fx_.clock().Set(again->at);
+  auto done = runner->Step({scope_, stuck});
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->kind, OrderStepResult::Kind::kFinished) << done->why;
+  EXPECT_EQ(done->order.state, OrderState::kValid);
+  EXPECT_TRUE(done->certificate.has_value());
+  EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 1);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 2);
 }
 
 TEST_F(OrderRunnerTest, MissingCollaboratorsAreRefusedAtCreation) {

@@ -351,6 +351,7 @@ void ToProto(const storage::Order& order, v1::Order* out) {
   TimeToProto(order.updated_at, out->mutable_updated_at());
   out->set_error(order.error);
   out->set_problem_type(order.problem_type);
+  if (order.stalled_at.has_value()) TimeToProto(*order.stalled_at, out->mutable_stalled_at());
 }
 
 void ToProto(const OrderView& view, v1::Order* out) {

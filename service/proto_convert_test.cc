@@ -353,6 +353,14 @@ TEST(ProtoConvert, OrdersAndIssueResultsCarryTheSerialAndTheProblemType) {
   EXPECT_EQ(failed.state(), v1::ORDER_STATE_INVALID);
   EXPECT_EQ(failed.error(), order.error);
   EXPECT_EQ(failed.problem_type(), "urn:ietf:params:acme:error:rejectedIdentifier");
+  EXPECT_FALSE(failed.has_stalled_at());
+
+  order.state = storage::OrderState::kProcessing;
+  order.stalled_at = absl::FromUnixSeconds(1'800'000'000);
+  v1::Order stalled;
+  ToProto(OrderView{order, ""}, &stalled);
+  EXPECT_EQ(stalled.state(), v1::ORDER_STATE_FINALIZING);
+  EXPECT_EQ(stalled.stalled_at().seconds(), 1'800'000'000);
 
   IssueResult pending;
   pending.order.id = 8;

@@ -71,7 +71,7 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
           pqxx::result r = tx.exec_params(
               absl::StrCat(select_orders,
                            " WHERE identifiers_hash = av_identifiers_hash($1::text[]) "
-                           "AND state NOT IN ('valid', 'invalid')"),
+                           "AND state NOT IN ('valid', 'invalid') AND stalled_at IS NULL"),
               id_array);
           if (!r.empty()) {
             out.order = OrderOf(r[0]);
@@ -390,6 +390,19 @@ absl::Status PostgresStore::ReleaseLease(const Scope& scope, const Lease& lease)
         "UPDATE orders SET lease_owner = NULL, lease_expires_at = NULL, updated_at = av_ts($2) "
         "WHERE id = $1",
         o.id, Micros(now));
+    return absl::OkStatus();
+  });
+}
+
+absl::Status PostgresStore::MarkOrderStalled(const Scope& scope, const Lease& lease,
+                                             absl::Time at) {
+  const absl::Time now = Now();
+  return InTenant("MarkOrderStalled", scope, [&](pqxx::work& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
+    RETURN_IF_ERROR(rules::CheckStallable(o));
+    if (o.stalled_at.has_value()) return absl::OkStatus();
+    tx.exec_params0("UPDATE orders SET stalled_at = av_ts($2) WHERE id = $1", o.id, Micros(at));
+    Audit(tx, scope, now, rules::OrderEvent("StallOrder", o, ""));
     return absl::OkStatus();
   });
 }

@@ -187,6 +187,7 @@ Order OrderOf(const pqxx::row& r) {
   o.problem_type = r[17].as<std::string>();
   o.prefer_dns01 = r[18].as<bool>();
   o.replaces = TextOf(r[19]);
+  o.stalled_at = OptionalTime(r[20]);
   return o;
 }
 
@@ -196,8 +197,8 @@ const Table<Order> kOrders{
     {"id, tenant_id, account_id, identifiers, acme_url, state, idempotency_key, lease_owner, "
      "av_us(lease_expires_at), fencing_token, certificate_id, error, av_us(created_at), "
      "av_us(updated_at), csr_der, kek_id IS NOT NULL, created_by, problem_type, prefer_dns01, "
-     "replaces",
-     20, OrderOf}};
+     "replaces, av_us(stalled_at)",
+     21, OrderOf}};
 
 Authorization AuthorizationOf(const pqxx::row& r) {
   Authorization a;

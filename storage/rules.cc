@@ -1,6 +1,7 @@
 #include "storage/rules.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -341,6 +342,51 @@ absl::Status ValidateOrderFailure(const OrderFailure& failure) {
                                                    " bytes, more than ", kMaxProblemTypeSize));
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckStallable(const Order& order) {
+  if (order.state != OrderState::kProcessing) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "order ", order.id, " is ", OrderStateName(order.state), ", not processing"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> ValidateCaHold(const CaHoldKey& key,
+                                                        absl::string_view problem) {
+  if (problem.size() > kMaxCaHoldProblemSize) {
+    return absl::InvalidArgumentError(absl::StrCat("hold problem is ", problem.size(),
+                                                   " bytes, more than ", kMaxCaHoldProblemSize));
+  }
+  if (key.identifiers.empty()) return std::vector<std::string>{};
+  return CanonicalIdentifiers(key.identifiers);
+}
+
+absl::Status ValidateCaBudget(const CaBudget& budget) {
+  if (budget.name.empty() || budget.name.size() > 64) {
+    return absl::InvalidArgumentError("budget name must be 1 to 64 bytes");
+  }
+  if (!(budget.capacity >= 1) || budget.period <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "budget capacity must be at least 1 and its period positive");
+  }
+  return absl::OkStatus();
+}
+
+CaBudgetTake TakeToken(const CaBudget& budget, double& tokens, absl::Time updated_at,
+                       absl::Time now) {
+  const double per_us = budget.capacity / absl::ToDoubleMicroseconds(budget.period);
+  const double elapsed_us = std::max(0.0, absl::ToDoubleMicroseconds(now - updated_at));
+  tokens = std::min(budget.capacity, tokens + elapsed_us * per_us);
+  CaBudgetTake take;
+  if (tokens >= 1) {
+    tokens -= 1;
+    take.taken = true;
+  } else {
+    take.next_token_at = now + absl::Microseconds(std::ceil((1 - tokens) / per_us));
+  }
+  take.tokens_left = tokens;
+  return take;
 }
 
 absl::Status CheckAccountOpen(const Account& account, bool already) {

@@ -61,6 +61,20 @@ absl::Status ValidateOrderCsr(absl::string_view csr_der);
 absl::Status CheckMaterialAttachable(const Order& order);
 // A problem type of at most kMaxProblemTypeSize bytes.
 absl::Status ValidateOrderFailure(const OrderFailure& failure);
+// FAILED_PRECONDITION unless the order is processing (MarkOrderStalled).
+absl::Status CheckStallable(const Order& order);
+
+// The hold key's identifiers made canonical (none stays none), and a problem of at most
+// kMaxCaHoldProblemSize bytes (RecordCaHold, GetCaHold).
+absl::StatusOr<std::vector<std::string>> ValidateCaHold(const CaHoldKey& key,
+                                                        absl::string_view problem = "");
+// A name of 1 to 64 bytes, a capacity of at least 1 and a positive period.
+absl::Status ValidateCaBudget(const CaBudget& budget);
+// The bucket's take (TakeCaBudgetToken), as PostgreSQL's statement computes it: `tokens` left
+// at `updated_at` refilled to `now` (never for time running backwards), at most the capacity,
+// less one when a whole token is there. `tokens` is updated.
+CaBudgetTake TakeToken(const CaBudget& budget, double& tokens, absl::Time updated_at,
+                       absl::Time now);
 
 // ALREADY_EXISTS "the tenant already has a pending or valid account for <directory>": what
 // both stores answer when CreateAccount meets the one-live-account rule.

@@ -257,6 +257,40 @@ class OrderStore {
                                            absl::Duration lease_duration) = 0;
   // Gives the order up so any replica may claim it at once. FAILED_PRECONDITION if lost.
   virtual absl::Status ReleaseLease(const Scope& scope, const Lease& lease) = 0;
+
+  // Sets the order aside as stalled at `at` (Order::stalled_at; the first time is kept): the CA
+  // kept it processing past the service's timeout. It stays in flight for its job, which looks
+  // at it again from its stored URL, but CreateOrJoinOrder no longer joins it: a new request for
+  // its identifier set makes a new order. Audited as "StallOrder". FAILED_PRECONDITION when the
+  // lease was lost or the order is not processing.
+  virtual absl::Status MarkOrderStalled(const Scope& scope, const Lease& lease, absl::Time at) = 0;
+};
+
+// What keeps the fleet within a CA's limits, shared by every replica (docs/DESIGN.md "Retries
+// that respect the CA"): holds from the CA's rateLimited answers, and per-account token
+// buckets. Not audited (no key or identity changes; the holds are logged where they are met).
+class CaLimitStore {
+ public:
+  virtual ~CaLimitStore() = default;
+
+  // Stores that the CA refused `key`'s request until `until` (its Retry-After). A hold already
+  // stored for the key keeps the later of the two times; `problem` is the latest answer's
+  // summary. INVALID_ARGUMENT for identifiers that are not canonical or a problem longer than
+  // kMaxCaHoldProblemSize.
+  virtual absl::Status RecordCaHold(const Scope& scope, const CaHoldKey& key, absl::Time until,
+                                    absl::string_view problem) = 0;
+  // The hold on `key` that has not passed at `now` (until > now). NOT_FOUND when there is none
+  // (or it has passed).
+  virtual absl::StatusOr<CaHold> GetCaHold(const Scope& scope, const CaHoldKey& key,
+                                           absl::Time now) = 0;
+  // Takes one token from `account`'s bucket `budget.name` at `now`, atomically: the bucket
+  // (full when first used) is refilled by the time since its last take at capacity per period,
+  // to at most the capacity, and one token is taken when a whole one is there. A take at a
+  // time before the last one refills nothing. INVALID_ARGUMENT for a name not 1 to 64 bytes, a
+  // capacity below 1 or a period that is not positive.
+  virtual absl::StatusOr<CaBudgetTake> TakeCaBudgetToken(const Scope& scope, AccountId account,
+                                                         const CaBudget& budget,
+                                                         absl::Time now) = 0;
 };
 
 class AuthorizationStore {
@@ -522,6 +556,7 @@ class Store : public TenantStore,
               public CompromiseRunStore,
               public VaultMaintenance,
               public JobStore,
+              public CaLimitStore,
               public StoreHealth {};
 
 }  // namespace acmevault::storage

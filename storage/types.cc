@@ -86,6 +86,18 @@ absl::string_view OrderStateName(OrderState state) { return NameOf(state, kOrder
 absl::StatusOr<OrderState> ParseOrderState(absl::string_view name) {
   return Parse("order state", name, kOrderStates);
 }
+absl::string_view CaRequestName(CaRequest request) {
+  switch (request) {
+    case CaRequest::kNewOrder:
+      return "newOrder";
+    case CaRequest::kNewAccount:
+      return "newAccount";
+    case CaRequest::kFinalize:
+      return "finalize";
+  }
+  return "unknown";
+}
+
 bool IsTerminal(OrderState state) {
   return state == OrderState::kValid || state == OrderState::kInvalid;
 }

@@ -245,6 +245,10 @@ struct Order {
   // The RFC 9773 CertID of the certificate this order renews, sent as newOrder's `replaces`
   // when the CA offers renewalInfo; empty when it renews none.
   std::string replaces;
+  // When the CA kept it processing past the service's timeout and it was set aside
+  // (OrderStore::MarkOrderStalled): still in flight for its job, which looks at it again from
+  // its stored URL, but no longer joined by new requests for its identifier set.
+  std::optional<absl::Time> stalled_at;
 };
 
 // How long an idempotency key binds the order it made (from the order's created_at). After
@@ -411,6 +415,43 @@ struct AriCheck {
   std::optional<absl::Time> window_end;
   // When the CA may be asked again.
   absl::Time next_check;
+};
+
+// An ACME request a CA's rateLimited answer can hold back (CaLimitStore).
+enum class CaRequest { kNewOrder, kNewAccount, kFinalize };
+absl::string_view CaRequestName(CaRequest request);  // "newOrder", "newAccount", "finalize"
+
+// What a hold is for: an account's request for an identifier set (canonical, see
+// CanonicalIdentifiers; empty for a request that names none, such as newAccount, whose account
+// is 0 until the CA made it).
+struct CaHoldKey {
+  AccountId account = 0;
+  std::vector<std::string> identifiers;
+  CaRequest request = CaRequest::kNewOrder;
+};
+
+// A stored hold: the request is not sent again before `until`. `problem` is the CA's answer
+// summarised (at most kMaxCaHoldProblemSize bytes), never a key.
+struct CaHold {
+  absl::Time until;
+  std::string problem;
+};
+inline constexpr size_t kMaxCaHoldProblemSize = 1024;
+
+// A token bucket that keeps an account's requests of one kind under a CA's limit: at most
+// `capacity` tokens, refilled evenly at `capacity` per `period` (300 per 3 h: one every 36 s).
+struct CaBudget {
+  std::string name;  // e.g. "new_order"; 1 to 64 bytes
+  double capacity = 0;
+  absl::Duration period;
+};
+
+// The answer of CaLimitStore::TakeCaBudgetToken.
+struct CaBudgetTake {
+  bool taken = false;
+  double tokens_left = 0;  // after the take
+  // When not taken: when the next whole token will be there (refill from now).
+  absl::Time next_token_at;
 };
 
 // What one step of an order's job works with, read in one transaction

@@ -38,8 +38,8 @@ class Fixture {
   void UseToken(crypto::Pkcs11Token* token);
 
   // `options` (a component's Options) with every store role it names (tenants, identities,
-  // accounts, orders, authorizations, certificates, challenges, audit, compromise_runs, jobs)
-  // set to this store, and `keys` to keys().
+  // accounts, orders, authorizations, certificates, challenges, audit, compromise_runs, jobs,
+  // limits) set to this store, and `keys` to keys().
   template <typename Options>
   Options WithStore(Options options) {
     storage::Store* s = store_.get();
@@ -53,6 +53,7 @@ class Fixture {
     if constexpr (requires { options.audit = s; }) options.audit = s;
     if constexpr (requires { options.compromise_runs = s; }) options.compromise_runs = s;
     if constexpr (requires { options.jobs = s; }) options.jobs = s;
+    if constexpr (requires { options.limits = s; }) options.limits = s;
     if constexpr (requires { options.keys = keys_.get(); }) options.keys = keys_.get();
     return options;
   }

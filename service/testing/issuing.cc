@@ -44,12 +44,12 @@ std::unique_ptr<IssuingReplica> IssuingReplica::Create(Fixture& fx, Options opti
   };
   if (options.adjust_engine) options.adjust_engine(engine);
   r->engine_ = OrDie(Engine::Create(engine), "Engine::Create");
-  r->runner_ = OrDie(OrderRunner::Create(fx.WithStore(
-                         OrderRunner::Options{.clients = options.clients,
-                                              .dns01 = options.dns01,
-                                              .clock = &fx.clock(),
-                                              .lease_duration = options.lease})),
-                     "OrderRunner::Create");
+  OrderRunner::Options runner = fx.WithStore(OrderRunner::Options{.clients = options.clients,
+                                                                  .dns01 = options.dns01,
+                                                                  .clock = &fx.clock(),
+                                                                  .lease_duration = options.lease});
+  if (options.adjust_runner) options.adjust_runner(runner);
+  r->runner_ = OrDie(OrderRunner::Create(runner), "OrderRunner::Create");
   Issuer::Options issuer = fx.WithStore(Issuer::Options{.runner = r->runner_.get(),
                                                         .engine = r->engine_.get(),
                                                         .notices = r->notices_.get(),

@@ -47,6 +47,8 @@ class IssuingReplica {
     std::function<void(Issuer::Options&)> adjust_issuer;
     // Applied to the engine's options before it is created.
     std::function<void(Engine::Options&)> adjust_engine;
+    // Applied to the order runner's options before it is created (budgets, timeouts, ...).
+    std::function<void(OrderRunner::Options&)> adjust_runner;
   };
   static std::unique_ptr<IssuingReplica> Create(Fixture& fx, Options options);
   ~IssuingReplica();

@@ -138,6 +138,15 @@ class FakeStore final : public Store {
   absl::StatusOr<Lease> RenewLease(const Scope& scope, const Lease& lease,
                                    absl::Duration lease_duration) override;
   absl::Status ReleaseLease(const Scope& scope, const Lease& lease) override;
+  absl::Status MarkOrderStalled(const Scope& scope, const Lease& lease, absl::Time at) override;
+
+  // CaLimitStore
+  absl::Status RecordCaHold(const Scope& scope, const CaHoldKey& key, absl::Time until,
+                            absl::string_view problem) override;
+  absl::StatusOr<CaHold> GetCaHold(const Scope& scope, const CaHoldKey& key,
+                                   absl::Time now) override;
+  absl::StatusOr<CaBudgetTake> TakeCaBudgetToken(const Scope& scope, AccountId account,
+                                                 const CaBudget& budget, absl::Time now) override;
 
   // AuthorizationStore
   absl::StatusOr<Authorization> RecordAuthorization(

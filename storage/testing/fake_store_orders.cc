@@ -58,7 +58,9 @@ absl::StatusOr<CreateOrderResult> FakeStore::CreateOrJoinOrder(const Scope& scop
       return out;
     }
     for (const auto& [id, o] : s.orders) {
-      if (o.tenant == scope.tenant && o.identifiers == ids && !IsTerminal(o.state)) {
+      // A stalled order no longer holds its identifier set (orders_one_in_flight).
+      if (o.tenant == scope.tenant && o.identifiers == ids && !IsTerminal(o.state) &&
+          !o.stalled_at.has_value()) {
         out.order = o;
         return out;
       }

@@ -88,6 +88,12 @@ struct FakeStore::State {
   std::map<TenantId, int64_t> job_turns ABSL_GUARDED_BY(mu);
   int64_t next_job_turn ABSL_GUARDED_BY(mu) = 1;
   std::vector<std::weak_ptr<JobWakerSlot>> job_wakers ABSL_GUARDED_BY(mu);
+  // CaLimitStore (fake_store_ca_limits.cc): holds by tenant, account, identifier set and
+  // request; buckets by tenant, account and budget (tokens, when last taken).
+  std::map<std::tuple<TenantId, AccountId, std::vector<std::string>, CaRequest>, CaHold> ca_holds
+      ABSL_GUARDED_BY(mu);
+  std::map<std::tuple<TenantId, AccountId, std::string>, std::pair<double, absl::Time>> ca_budgets
+      ABSL_GUARDED_BY(mu);
 };
 
 namespace fake {

@@ -1,0 +1,71 @@
+// FakeStore: CaLimitStore and MarkOrderStalled, as storage/postgres_ca_limits.cc.
+#include <string>
+#include <vector>
+
+#include "common/status_macros.h"
+#include "storage/rules.h"
+#include "storage/testing/fake_store.h"
+#include "storage/testing/fake_store_state.h"
+
+namespace acmevault::storage {
+
+using fake::State;
+
+absl::Status FakeStore::RecordCaHold(const Scope& scope, const CaHoldKey& key, absl::Time until,
+                                     absl::string_view problem) {
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, rules::ValidateCaHold(key, problem));
+  until = TruncateToMicros(until);
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  RETURN_IF_ERROR(fake::RequireTenant(s, scope));
+  auto [it, inserted] = s.ca_holds.try_emplace({scope.tenant, key.account, ids, key.request},
+                                               CaHold{until, std::string(problem)});
+  if (!inserted) {
+    it->second.until = std::max(it->second.until, until);
+    it->second.problem = std::string(problem);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CaHold> FakeStore::GetCaHold(const Scope& scope, const CaHoldKey& key,
+                                            absl::Time now) {
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, rules::ValidateCaHold(key));
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  RETURN_IF_ERROR(fake::RequireTenant(s, scope));
+  auto it = s.ca_holds.find({scope.tenant, key.account, ids, key.request});
+  if (it == s.ca_holds.end() || it->second.until <= TruncateToMicros(now)) {
+    return absl::NotFoundError("no hold from the CA");
+  }
+  return it->second;
+}
+
+absl::StatusOr<CaBudgetTake> FakeStore::TakeCaBudgetToken(const Scope& scope, AccountId account,
+                                                          const CaBudget& budget,
+                                                          absl::Time now) {
+  RETURN_IF_ERROR(rules::ValidateCaBudget(budget));
+  now = TruncateToMicros(now);
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  RETURN_IF_ERROR(fake::RequireTenant(s, scope));
+  auto [it, inserted] =
+      s.ca_budgets.try_emplace({scope.tenant, account, budget.name}, budget.capacity, now);
+  auto& [tokens, updated_at] = it->second;
+  CaBudgetTake take = rules::TakeToken(budget, tokens, updated_at, now);
+  updated_at = std::max(updated_at, now);
+  return take;
+}
+
+absl::Status FakeStore::MarkOrderStalled(const Scope& scope, const Lease& lease, absl::Time at) {
+  const absl::Time now = Now();
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  ASSIGN_OR_RETURN(Order * o, fake::LeasedOrder(s, scope, lease));
+  RETURN_IF_ERROR(rules::CheckStallable(*o));
+  if (o->stalled_at.has_value()) return absl::OkStatus();
+  o->stalled_at = TruncateToMicros(at);
+  fake::Audit(s, scope, now, rules::OrderEvent("StallOrder", *o, ""));
+  return absl::OkStatus();
+}
+
+}  // namespace acmevault::storage

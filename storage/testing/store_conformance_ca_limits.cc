@@ -1,0 +1,191 @@
+// The conformance suite (store_conformance.h): what keeps the fleet within a CA's limits
+// (migration 0017): holds from rateLimited answers, per-account token buckets, and stalled
+// orders that no longer hold their identifier set.
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "storage/testing/status_matchers.h"
+#include "storage/testing/store_conformance.h"
+
+namespace acmevault::storage::testing {
+
+using ::testing::ElementsAre;
+
+namespace {
+
+TEST_P(StoreConformanceTest, ACaHoldIsSeenUntilItPassesAndTheLaterTimeWins) {
+  Tenant a = MakeTenant("alpha");
+  Tenant b = MakeTenant("bravo");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  const CaHoldKey key{account.id, {"www.alpha.test", "alpha.test"}, CaRequest::kNewOrder};
+  EXPECT_THAT(store().GetCaHold(scope, key, clock().Now()), StatusIs(kNotFound));
+
+  const absl::Time until = clock().Now() + absl::Minutes(30);
+  ASSERT_OK(store().RecordCaHold(scope, key, until, "rateLimited: too many new orders"));
+  // The same set in another order and case is the same hold.
+  const CaHoldKey same{account.id, {"ALPHA.test", "www.alpha.test"}, CaRequest::kNewOrder};
+  ASSERT_OK_AND_ASSIGN(CaHold hold, store().GetCaHold(scope, same, clock().Now()));
+  EXPECT_EQ(hold.until, until);
+  EXPECT_EQ(hold.problem, "rateLimited: too many new orders");
+  // Another set, another request, another account, another tenant: no hold.
+  EXPECT_THAT(store().GetCaHold(scope, {account.id, {"alpha.test"}, CaRequest::kNewOrder},
+                                clock().Now()),
+              StatusIs(kNotFound));
+  EXPECT_THAT(store().GetCaHold(scope, {account.id, key.identifiers, CaRequest::kFinalize},
+                                clock().Now()),
+              StatusIs(kNotFound));
+  EXPECT_THAT(store().GetCaHold(scope, {account.id + 1000, key.identifiers,
+                                        CaRequest::kNewOrder},
+                                clock().Now()),
+              StatusIs(kNotFound));
+  EXPECT_THAT(store().GetCaHold(ScopeOf(b), key, clock().Now()), StatusIs(kNotFound));
+
+  // A shorter Retry-After told to another replica keeps the longer hold; a longer one wins.
+  ASSERT_OK(store().RecordCaHold(scope, key, until - absl::Minutes(20), "shorter"));
+  ASSERT_OK_AND_ASSIGN(hold, store().GetCaHold(scope, key, clock().Now()));
+  EXPECT_EQ(hold.until, until);
+  EXPECT_EQ(hold.problem, "shorter");
+  ASSERT_OK(store().RecordCaHold(scope, key, until + absl::Minutes(5), "longer"));
+  ASSERT_OK_AND_ASSIGN(hold, store().GetCaHold(scope, key, clock().Now()));
+  EXPECT_EQ(hold.until, until + absl::Minutes(5));
+
+  // Passed at its time exactly.
+  EXPECT_THAT(store().GetCaHold(scope, key, until + absl::Minutes(5)), StatusIs(kNotFound));
+  ASSERT_OK(store().GetCaHold(scope, key, until + absl::Minutes(5) - absl::Microseconds(1))
+                .status());
+
+  // A request that names no identifiers (newAccount) holds with the empty set.
+  ASSERT_OK(store().RecordCaHold(scope, {0, {}, CaRequest::kNewAccount}, until, ""));
+  ASSERT_OK(store().GetCaHold(scope, {0, {}, CaRequest::kNewAccount}, clock().Now()).status());
+
+  EXPECT_THAT(store().RecordCaHold(scope, key, until, std::string(kMaxCaHoldProblemSize + 1, 'x')),
+              StatusIs(kInvalidArgument));
+  EXPECT_THAT(store().RecordCaHold(scope, {account.id, {"a b"}, CaRequest::kNewOrder}, until, ""),
+              StatusIs(kInvalidArgument));
+  // Holds are not audited.
+  EXPECT_THAT(AuditActions(scope), ElementsAre("CreateTenant", "CreateAccount"));
+}
+
+TEST_P(StoreConformanceTest, ABudgetStartsFullEmptiesAndRefillsWithTime) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  // 3 tokens per 3 hours: one per hour.
+  const CaBudget budget{"new_order", 3, absl::Hours(3)};
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_OK_AND_ASSIGN(CaBudgetTake take,
+                         store().TakeCaBudgetToken(scope, account.id, budget, clock().Now()));
+    EXPECT_TRUE(take.taken) << i;
+    EXPECT_NEAR(take.tokens_left, 2 - i, 1e-6);
+  }
+  ASSERT_OK_AND_ASSIGN(CaBudgetTake empty,
+                       store().TakeCaBudgetToken(scope, account.id, budget, clock().Now()));
+  EXPECT_FALSE(empty.taken);
+  EXPECT_EQ(empty.next_token_at, clock().Now() + absl::Hours(1));
+  // Another account's bucket, and another budget of this one, are full.
+  Account other = MakeAccount(scope, "https://other.test/dir");
+  ASSERT_OK_AND_ASSIGN(CaBudgetTake other_take,
+                       store().TakeCaBudgetToken(scope, other.id, budget, clock().Now()));
+  EXPECT_TRUE(other_take.taken);
+  ASSERT_OK_AND_ASSIGN(CaBudgetTake other_budget,
+                       store().TakeCaBudgetToken(scope, account.id,
+                                                 {"new_account", 1, absl::Hours(1)},
+                                                 clock().Now()));
+  EXPECT_TRUE(other_budget.taken);
+
+  // Half an hour later: half a token, not enough; the next one comes half an hour later.
+  clock().Advance(absl::Minutes(30));
+  ASSERT_OK_AND_ASSIGN(CaBudgetTake half,
+                       store().TakeCaBudgetToken(scope, account.id, budget, clock().Now()));
+  EXPECT_FALSE(half.taken);
+  EXPECT_NEAR(half.tokens_left, 0.5, 1e-6);
+  EXPECT_EQ(half.next_token_at, clock().Now() + absl::Minutes(30));
+  // A take that reads an earlier time (another replica's clock) refills nothing.
+  ASSERT_OK_AND_ASSIGN(CaBudgetTake earlier,
+                       store().TakeCaBudgetToken(scope, account.id, budget,
+                                                 clock().Now() - absl::Minutes(10)));
+  EXPECT_FALSE(earlier.taken);
+  EXPECT_NEAR(earlier.tokens_left, 0.5, 1e-6);
+  clock().Advance(absl::Minutes(30));
+  ASSERT_OK_AND_ASSIGN(CaBudgetTake one,
+                       store().TakeCaBudgetToken(scope, account.id, budget, clock().Now()));
+  EXPECT_TRUE(one.taken);
+  // Never more than the capacity, however long it rests.
+  clock().Advance(absl::Hours(24 * 7));
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_OK_AND_ASSIGN(CaBudgetTake take,
+                         store().TakeCaBudgetToken(scope, account.id, budget, clock().Now()));
+    EXPECT_TRUE(take.taken) << i;
+  }
+  ASSERT_OK_AND_ASSIGN(CaBudgetTake after_rest,
+                       store().TakeCaBudgetToken(scope, account.id, budget, clock().Now()));
+  EXPECT_FALSE(after_rest.taken);
+
+  EXPECT_THAT(store().TakeCaBudgetToken(scope, account.id, {"", 3, absl::Hours(1)},
+                                        clock().Now()),
+              StatusIs(kInvalidArgument));
+  EXPECT_THAT(store().TakeCaBudgetToken(scope, account.id, {"x", 0.5, absl::Hours(1)},
+                                        clock().Now()),
+              StatusIs(kInvalidArgument));
+  EXPECT_THAT(store().TakeCaBudgetToken(scope, account.id, {"x", 3, absl::ZeroDuration()},
+                                        clock().Now()),
+              StatusIs(kInvalidArgument));
+}
+
+TEST_P(StoreConformanceTest, AStalledOrderStaysInFlightButNoLongerHoldsItsNames) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  Lease lease = MakeOrder(scope, account.id, {"alpha.test"}, absl::Hours(1));
+  // Only a processing order can stall.
+  EXPECT_THAT(store().MarkOrderStalled(scope, lease, clock().Now()),
+              StatusIs(kFailedPrecondition, "not processing"));
+  ASSERT_OK(store().RecordOrderUrl(scope, lease, "https://ca.test/order/1"));
+  ASSERT_OK(store().TransitionOrder(scope, lease, OrderState::kReady, {}));
+  ASSERT_OK(store().TransitionOrder(scope, lease, OrderState::kProcessing, {}));
+
+  // Before it stalls, a request for its names joins it.
+  const NewOrder again{account.id, {"alpha.test"}, "", "r2", absl::Minutes(1)};
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult joined, store().CreateOrJoinOrder(scope, again));
+  EXPECT_FALSE(joined.created);
+  EXPECT_EQ(joined.order.id, lease.order);
+  EXPECT_FALSE(joined.order.stalled_at.has_value());
+
+  const absl::Time stalled = clock().Now();
+  ASSERT_OK(store().MarkOrderStalled(scope, lease, stalled));
+  // Once is enough: the first time is kept.
+  ASSERT_OK(store().MarkOrderStalled(scope, lease, stalled + absl::Hours(1)));
+  ASSERT_OK_AND_ASSIGN(Order row, store().GetOrder(scope, lease.order));
+  EXPECT_EQ(row.stalled_at, stalled);
+  EXPECT_EQ(row.state, OrderState::kProcessing);
+  EXPECT_EQ(row.acme_url, "https://ca.test/order/1");
+
+  // A new request for the same names makes a new order.
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult fresh, store().CreateOrJoinOrder(scope, again));
+  EXPECT_TRUE(fresh.created);
+  EXPECT_NE(fresh.order.id, lease.order);
+  EXPECT_FALSE(fresh.order.stalled_at.has_value());
+  // ... which the next request joins, not the stalled one.
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult third, store().CreateOrJoinOrder(scope, again));
+  EXPECT_EQ(third.order.id, fresh.order.id);
+
+  // The stalled order can still finish (resumed from its URL).
+  ASSERT_OK(store().CompleteOrder(scope, lease, CertificateFor({"alpha.test"}, "0a")).status());
+  ASSERT_OK_AND_ASSIGN(row, store().GetOrder(scope, lease.order));
+  EXPECT_EQ(row.state, OrderState::kValid);
+
+  // A lost lease cannot stall an order.
+  Lease stale = fresh.lease.value();
+  stale.fencing_token -= 1;
+  EXPECT_THAT(store().MarkOrderStalled(scope, stale, clock().Now()),
+              StatusIs(kFailedPrecondition));
+  EXPECT_THAT(AuditActions(scope),
+              ElementsAre("CreateTenant", "CreateAccount", "CreateOrder", "RecordOrderUrl",
+                          "TransitionOrder", "TransitionOrder", "StallOrder", "CreateOrder",
+                          "InsertCertificate", "CompleteOrder"));
+}
+
+}  // namespace
+}  // namespace acmevault::storage::testing
