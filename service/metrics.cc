@@ -28,6 +28,7 @@ struct Metrics::Families {
   prometheus::Family<prometheus::Gauge>* key_age;
   prometheus::Family<prometheus::Counter>* key_rotations;
   prometheus::Family<prometheus::Counter>* authz_deactivations;
+  prometheus::Family<prometheus::Counter>* ephemeral_accounts;
   prometheus::Family<prometheus::Gauge>* authz_outstanding;
   prometheus::Family<prometheus::Counter>* renewals;
   prometheus::Gauge* certificates_due;
@@ -103,6 +104,10 @@ Metrics::Metrics()
            .Name("acmevault_authorization_deactivations_total")
            .Help("Authorization deactivations by policy, by result")
            .Register(*registry_);
+  families_->ephemeral_accounts = &prometheus::BuildCounter()
+                                      .Name("acmevault_ephemeral_accounts_total")
+                                      .Help("Ephemeral ACME accounts (one per order), by event")
+                                      .Register(*registry_);
   families_->authz_outstanding = &prometheus::BuildGauge()
                                       .Name("acmevault_authorizations_outstanding")
                                       .Help("Valid or pending authorizations in the ledger, by tenant")
@@ -188,6 +193,10 @@ void Metrics::RecordKeyRotation(absl::string_view tenant, absl::string_view outc
 
 void Metrics::RecordAuthorizationDeactivation(absl::string_view result) {
   families_->authz_deactivations->Add({{"result", std::string(result)}}).Increment();
+}
+
+void Metrics::RecordEphemeralAccount(absl::string_view event) {
+  families_->ephemeral_accounts->Add({{"event", std::string(event)}}).Increment();
 }
 
 void Metrics::SetAuthorizationsOutstanding(absl::string_view tenant, int64_t count) {

@@ -51,6 +51,11 @@ class Metrics {
   // (after issuance, their retries, the sweep): "deactivated", "failed" (to be retried) or
   // "settled" (the CA says it is no longer outstanding; its status recorded).
   void RecordAuthorizationDeactivation(absl::string_view result);
+  // acmevault_ephemeral_accounts_total{event}: accounts of ephemeral-account mode (one per
+  // order): "created" (registered at the CA), "deactivated" (at the CA, after the order ended),
+  // "deactivation_failed" (an attempt that is retried as a job) or "abandoned" (never
+  // registered: its order ended first, or joined another).
+  void RecordEphemeralAccount(absl::string_view event);
   // acmevault_authorizations_outstanding{tenant}: the ledger's valid and pending
   // authorizations of the tenant (each policy sweep).
   void SetAuthorizationsOutstanding(absl::string_view tenant, int64_t count);
