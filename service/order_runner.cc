@@ -386,6 +386,12 @@ absl::StatusOr<OrderStepResult> OrderRunner::Step(const OrderJob& job) {
   ctx.order = std::move(loaded.order);
   if (storage::IsTerminal(ctx.order.state)) {
     Forget(ctx.order);
+    // A step that ended the order (invalid) and died before closing its ephemeral account
+    // left the job to this one.
+    if (loaded.account.ephemeral) {
+      ctx.account = std::move(loaded.account);
+      EndEphemeral(ctx);
+    }
     return OrderStepResult{OrderStepResult::Kind::kFinished, ctx.order};
   }
   ctx.account = std::move(loaded.account);
@@ -492,6 +498,16 @@ absl::Status OrderRunner::CloseEphemeralAccount(const storage::Scope& scope,
   if (!deactivated.ok() && !acme::IsAccountUnusable(deactivated.status())) {
     count("deactivation_failed");
     return deactivated.status();
+  }
+  // RFC 8555 §7.3.6: the CA honours nothing of a deactivated account, so the ledger's
+  // authorizations of it are no longer outstanding (nor work for the policy sweep).
+  storage::AuthorizationFilter of_account;
+  of_account.account = id;
+  auto outstanding = options_.authorizations->ListOutstandingAuthorizations(scope, of_account);
+  if (outstanding.ok()) {
+    for (const storage::Authorization& a : *outstanding) {
+      options_.authorizations->MarkAuthorizationDeactivated(scope, id, a.record.url).IgnoreError();
+    }
   }
   return close("deactivated");
 }

@@ -144,7 +144,7 @@ class OrderRunner {
   // Ephemeral-account mode (docs/flows.md, "Ephemeral accounts"): closes the ephemeral account
   // `account` once its order ended. Registered at the CA: deactivated there (RFC 8555 §7.3.6)
   // with its own key, then recorded deactivated (an answer that it is unusable already counts
-  // as done). Never registered: asked at the CA by its key first (newAccount
+  // as done), and its authorizations still outstanding in the ledger recorded deactivated. Never registered: asked at the CA by its key first (newAccount
   // onlyReturnExisting: a lost answer may have registered it), then closed. OK, changing
   // nothing, for an account that is not ephemeral or is closed already. A CA or transport
   // error is returned (the caller retries: a kDeactivateEphemeralAccountJob); nothing is

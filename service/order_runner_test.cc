@@ -377,6 +377,28 @@ TEST_F(OrderRunnerTest, AFailedOrdersEphemeralAccountIsDeactivatedAndSendsNoRepl
   EXPECT_EQ(account->status, storage::AccountStatus::kDeactivated);
 }
 
+// A step that ended the order and died before closing its ephemeral account left the job: the
+// next step, finding the order ended, closes the account.
+TEST_F(OrderRunnerTest, AStepFindingTheOrderEndedClosesItsEphemeralAccount) {
+  ca_.On("POST", "/acct/7", [](const Call&) {
+    return ScriptedServer::Json(200, {{"status", "deactivated"}});
+  });
+  const storage::AccountId ephemeral = EphemeralAccount();
+  ASSERT_TRUE(fx_.store().RecordAccountUrl(scope_, ephemeral, ScriptedServer::Url("/acct/7")).ok());
+  storage::Lease lease = NewOrderRow({"*.leaf.example.com", "leaf.example.com"},
+                                     testing::TestLeafKey(), false, ephemeral);
+  ASSERT_TRUE(fx_.store()
+                  .TransitionOrder(scope_, lease, OrderState::kInvalid, {"stopped here", ""})
+                  .ok());
+  auto step = runner_->Step({scope_, lease});
+  ASSERT_TRUE(step.ok()) << step.status();
+  EXPECT_EQ(step->kind, OrderStepResult::Kind::kFinished);
+  EXPECT_EQ(ca_.CountCalls("POST", "/acct/7"), 1);
+  auto account = fx_.store().GetAccount(scope_, ephemeral);
+  ASSERT_TRUE(account.ok());
+  EXPECT_EQ(account->status, storage::AccountStatus::kDeactivated);
+}
+
 // The CA requires External Account Binding: the service keeps no EAB key for ephemeral
 // accounts, so the order fails with that reason and no account is registered.
 TEST_F(OrderRunnerTest, AnEphemeralAccountAtACaRequiringEabFailsTheOrderClearly) {
