@@ -183,7 +183,10 @@ absl::StatusOr<AccountManager::Current> AccountManager::FindValid(const storage:
   ASSIGN_OR_RETURN(std::vector<storage::Account> accounts, options_.accounts->ListAccounts(scope));
   const storage::Account* valid = nullptr;
   for (const auto& a : accounts) {
-    if (a.status == storage::AccountStatus::kValid && !a.account_url.empty()) valid = &a;
+    // An ephemeral account (one order's) is never the tenant's account.
+    if (a.status == storage::AccountStatus::kValid && !a.account_url.empty() && !a.ephemeral) {
+      valid = &a;
+    }
   }
   if (valid == nullptr) {
     return absl::FailedPreconditionError("the tenant has no valid ACME account");
@@ -251,6 +254,7 @@ absl::StatusOr<AccountView> AccountManager::CreateAccount(const Caller& caller,
   ASSIGN_OR_RETURN(std::vector<storage::Account> accounts, options_.accounts->ListAccounts(scope));
   const storage::Account* pending = nullptr;
   for (const auto& a : accounts) {
+    if (a.ephemeral) continue;  // One order's, deactivated once it ends: not the tenant's.
     if (a.status == storage::AccountStatus::kValid) {
       return absl::AlreadyExistsError(
           absl::StrCat("the tenant already has a valid account: ", a.account_url));
@@ -323,7 +327,12 @@ absl::StatusOr<AccountView> AccountManager::CreateAccount(const Caller& caller,
 absl::StatusOr<AccountView> AccountManager::GetAccount(const Caller& caller) {
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kAdmin));
   const storage::Scope scope = caller.ScopeFor("AccountService/GetAccount");
-  ASSIGN_OR_RETURN(std::vector<storage::Account> accounts, options_.accounts->ListAccounts(scope));
+  ASSIGN_OR_RETURN(std::vector<storage::Account> all, options_.accounts->ListAccounts(scope));
+  // Ephemeral accounts (one per order, in ephemeral-account mode) are not the tenant's account.
+  std::vector<storage::Account> accounts;
+  for (auto& a : all) {
+    if (!a.ephemeral) accounts.push_back(std::move(a));
+  }
   if (accounts.empty()) return absl::NotFoundError("the tenant has no ACME account");
   // The newest valid account, else the newest of any status.
   const storage::Account* chosen = &accounts.back();
@@ -873,9 +882,25 @@ absl::StatusOr<storage::Certificate> AccountManager::RevokeCertificate(
     return absl::FailedPreconditionError(
         "use_certificate_key: the service does not hold this certificate's key");
   }
-  const bool with_cert_key =
+  bool with_cert_key =
       use_certificate_key ||
       (reason == crypto::RevocationReason::kKeyCompromise && cert.has_private_key);
+  if (!with_cert_key && cert.account) {
+    // Issued under an ephemeral account (one order's, deactivated once it ended): no account
+    // of the tenant holds the certificate or, since authorizations are not carried over, its
+    // authorizations. RFC 8555 §7.6 leaves the certificate's own key.
+    ASSIGN_OR_RETURN(storage::Account issuing, options_.accounts->GetAccount(scope, *cert.account));
+    if (issuing.ephemeral) {
+      if (!cert.has_private_key) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "certificate ", serial, " was issued under ephemeral account ", issuing.account_url,
+            " (deactivated after its order) and its key is the host's: the service cannot "
+            "revoke it; the host can, signing the revocation with the certificate's key "
+            "(RFC 8555 §7.6)"));
+      }
+      with_cert_key = true;
+    }
+  }
   ASSIGN_OR_RETURN(std::vector<std::string> ders, crypto::SplitPemChain(cert.chain_pem));
   if (with_cert_key) {
     ASSIGN_OR_RETURN(storage::Tenant tenant, options_.tenants->GetTenant(scope));

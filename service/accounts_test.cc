@@ -690,6 +690,93 @@ TEST_F(AccountsTest, RevocationNeedsASerial) {
       StatusIs(absl::StatusCode::kNotFound));
 }
 
+// Issue 11, item 7: the accounts of ephemeral-account mode are the orders', not the tenant's:
+// GetAccount does not show them, CreateAccount is not blocked by them; a certificate issued
+// under one (closed since) is revoked with its own key when the service holds it, and a host's
+// is refused with the reason.
+class EphemeralAccountsTest : public AccountsTest {
+ protected:
+  // An ephemeral account, registered as /acct/9 and closed, as an ended order leaves it, and a
+  // certificate (the test chain, serial `serial`) issued under it.
+  storage::Certificate IssuedUnderAnEphemeralAccount(const std::string& serial, bool service_key) {
+    const storage::Scope scope = fx_.AdminScope(tenant_);
+    auto key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
+    EXPECT_TRUE(key.ok());
+    auto account = fx_.store().CreateEphemeralAccount(scope, ScriptedServer::Url("/dir"), *key,
+                                                      KeyInfo(key->public_key()));
+    EXPECT_TRUE(account.ok()) << account.status();
+    EXPECT_TRUE(
+        fx_.store().RecordAccountUrl(scope, account->id, ScriptedServer::Url("/acct/9")).ok());
+    const crypto::PrivateKey leaf = testing::TestLeafKey();
+    const std::vector<std::string> names = {"*.leaf.example.com", "leaf.example.com"};
+    auto csr = crypto::BuildCsr(names, leaf);
+    EXPECT_TRUE(csr.ok());
+    storage::NewOrder spec{account->id, names, "", "elsewhere", absl::Minutes(2)};
+    spec.csr_der = *csr;
+    spec.certificate_key = service_key ? &leaf : nullptr;
+    auto made = fx_.store().CreateOrJoinOrder(scope, spec);
+    EXPECT_TRUE(made.ok() && made->created) << made.status();
+    EXPECT_TRUE(
+        fx_.store().RecordOrderUrl(scope, *made->lease, ScriptedServer::Url("/order/9")).ok());
+    const std::string chain = testing::ReadTestFile("crypto/testdata/chain.pem");
+    auto parsed = crypto::ParsePemChain(chain);
+    EXPECT_TRUE(parsed.ok());
+    storage::NewCertificate cert;
+    cert.account = account->id;
+    cert.order = made->order.id;
+    cert.identifiers = names;
+    cert.serial = serial;
+    cert.not_before = parsed->front().not_before;
+    cert.not_after = parsed->front().not_after;
+    cert.chain_pem = chain;
+    cert.private_key = service_key ? &leaf : nullptr;
+    auto stored = fx_.store().CompleteOrder(scope, *made->lease, cert);
+    EXPECT_TRUE(stored.ok()) << stored.status();
+    EXPECT_TRUE(fx_.store()
+                    .SetAccountStatus(scope, account->id, storage::AccountStatus::kDeactivated)
+                    .ok());
+    return stored.ok() ? *stored : storage::Certificate{};
+  }
+};
+
+TEST_F(EphemeralAccountsTest, AreNotTheTenantsAccountNorBlockCreatingIt) {
+  IssuedUnderAnEphemeralAccount("1a", /*service_key=*/false);
+  EXPECT_THAT(accounts_->GetAccount(admin_), StatusIs(absl::StatusCode::kNotFound));
+  AccountView view = Create();
+  EXPECT_EQ(view.account.account_url, ScriptedServer::Url("/acct/1"));
+  auto got = accounts_->GetAccount(admin_);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->account.id, view.account.id);
+  EXPECT_FALSE(got->account.ephemeral);
+}
+
+TEST_F(EphemeralAccountsTest, ACertificateOfAClosedEphemeralAccountIsRevokedWithItsOwnKey) {
+  storage::Certificate cert = IssuedUnderAnEphemeralAccount("1b", /*service_key=*/true);
+  auto revoked = accounts_->RevokeCertificate(admin_, cert.serial,
+                                              crypto::RevocationReason::kSuperseded, false);
+  ASSERT_TRUE(revoked.ok()) << revoked.status();
+  EXPECT_TRUE(revoked->revoked_at.has_value());
+  // Signed with the certificate's key (a `jwk` header of its public key), not by an account.
+  std::optional<Call> revocation;
+  for (const Call& c : ca_.calls()) {
+    if (c.path == "/revoke") revocation = c;
+  }
+  ASSERT_TRUE(revocation.has_value() && revocation->jws.has_value());
+  ASSERT_TRUE(revocation->jws->header.contains("jwk"));
+  auto jwk = crypto::PublicKeyFromJwk(revocation->jws->header["jwk"]);
+  ASSERT_TRUE(jwk.ok());
+  EXPECT_TRUE(jwk->Equals(testing::TestLeafKey().public_key()));
+}
+
+TEST_F(EphemeralAccountsTest, AHostKeyedCertificateOfAClosedEphemeralAccountCannotBeRevokedHere) {
+  Create();  // Even with a main account: it holds neither the certificate nor its authorizations.
+  storage::Certificate cert = IssuedUnderAnEphemeralAccount("1c", /*service_key=*/false);
+  EXPECT_THAT(accounts_->RevokeCertificate(admin_, cert.serial,
+                                           crypto::RevocationReason::kSuperseded, false),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "ephemeral account"));
+  EXPECT_EQ(ca_.CountCalls("POST", "/revoke"), 0);
+}
+
 TEST_F(AccountsTest, MissingCollaboratorsAreRefusedAtCreation) {
   EXPECT_THAT(
       AccountManager::Create(fx_.WithStore(AccountManager::Options{.issuer = issuer_})),
@@ -723,6 +810,13 @@ class GatedAccounts : public storage::AccountStore {
                                                  storage::KeyState initial_state) override {
     return Gate("CreateAccount", [&] {
       return s_.CreateAccount(scope, directory_url, key, public_key, initial_state);
+    });
+  }
+  absl::StatusOr<storage::Account> CreateEphemeralAccount(
+      const storage::Scope& scope, absl::string_view directory_url,
+      const storage::AccountKeyMaterial& key, const storage::PublicKeyInfo& public_key) override {
+    return Gate("CreateEphemeralAccount", [&] {
+      return s_.CreateEphemeralAccount(scope, directory_url, key, public_key);
     });
   }
   absl::StatusOr<storage::Account> GetAccount(const storage::Scope& scope,

@@ -73,10 +73,27 @@ absl::StatusOr<std::unique_ptr<Issuer>> Issuer::Create(Options options) {
   auto issuer = std::unique_ptr<Issuer>(new Issuer(std::move(options)));
   RETURN_IF_ERROR(issuer->options_.engine->Register(
       kOrderStepJob, [raw = issuer.get()](const JobRun& run) { return raw->StepOrder(run); }));
+  RETURN_IF_ERROR(issuer->options_.engine->Register(
+      kDeactivateEphemeralAccountJob,
+      [raw = issuer.get()](const JobRun& run) { return raw->CloseEphemeralAccount(run); }));
   return issuer;
 }
 
 Issuer::~Issuer() { options_.engine->Stop(); }
+
+JobOutcome Issuer::CloseEphemeralAccount(const JobRun& run) {
+  storage::AccountId id = 0;
+  if (!absl::SimpleAtoi(run.job().subject, &id) || id <= 0) {
+    return JobOutcome::FailedPermanently(
+        absl::InvalidArgumentError("an ephemeral account job's subject is not an account id"));
+  }
+  const storage::Scope scope{run.job().tenant,
+                             {"ephemeral accounts", kDeactivateEphemeralAccountJob}};
+  absl::Status s = options_.runner->CloseEphemeralAccount(scope, id);
+  if (absl::IsNotFound(s)) return JobOutcome::FailedPermanently(s);
+  if (!s.ok()) return JobOutcome::Failed(s);
+  return JobOutcome::Done();
+}
 
 void Issuer::Announce(storage::TenantId tenant, storage::OrderId order) {
   options_.notices->Notify(storage::JobNotice{tenant, kOrderStepJob, absl::StrCat(order), false});
@@ -221,9 +238,10 @@ absl::StatusOr<Issuer::Started> Issuer::Start(const Caller& caller, const IssueR
   Started started;
   ASSIGN_OR_RETURN(started.reused, FindReusable(scope, checked));
   if (started.reused) return started;
-  ASSIGN_OR_RETURN(const storage::Account account, ChooseAccount(scope));
+  ASSIGN_OR_RETURN(const std::optional<storage::Account> account, ChooseAccount(scope, checked));
   ASSIGN_OR_RETURN(storage::CreateOrderResult created,
-                   CreateOrJoinOrder(scope, checked, account, true, nullptr));
+                   CreateOrJoinOrder(scope, checked, account ? &*account : nullptr, true,
+                                     nullptr));
   started.order = std::move(created.order);
   started.created = created.created;
   return started;
@@ -242,13 +260,14 @@ absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueReque
   };
   ASSIGN_OR_RETURN(std::optional<IssueResult> reused, FindReusable(scope, checked));
   if (reused) return with_renewal(*std::move(reused));
-  ASSIGN_OR_RETURN(const storage::Account account, ChooseAccount(scope));
+  ASSIGN_OR_RETURN(const std::optional<storage::Account> account, ChooseAccount(scope, checked));
   // A joined order made for another host's key is waited out, then a fresh one is made for this
   // request (at most once, and without the idempotency key that led to the other order).
   for (int attempt = 0; attempt < 2; ++attempt) {
     Waiting waiting;
     ASSIGN_OR_RETURN(storage::CreateOrderResult created,
-                     CreateOrJoinOrder(scope, checked, account, attempt == 0, &waiting));
+                     CreateOrJoinOrder(scope, checked, account ? &*account : nullptr,
+                                       attempt == 0, &waiting));
     ASSIGN_OR_RETURN(storage::Order order,
                      WaitForResult(scope, created.order.id, waiting, checked));
     auto result = Finish(scope, std::move(order), checked, created.created);
@@ -320,6 +339,11 @@ std::vector<crypto::PublicKey> Issuer::AccountPublicKeys(const storage::Scope& s
   auto accounts = options_.accounts->ListAccounts(scope);
   if (!accounts.ok()) return out;
   for (const auto& a : *accounts) {
+    // A closed ephemeral account's key signs nothing any more; there may be thousands.
+    if (a.ephemeral && a.status != storage::AccountStatus::kValid &&
+        a.status != storage::AccountStatus::kPending) {
+      continue;
+    }
     auto keys = options_.accounts->ListKeys(scope, a.id);
     if (!keys.ok()) continue;
     for (const auto& k : *keys) {
@@ -378,19 +402,63 @@ absl::StatusOr<std::optional<IssueResult>> Issuer::FindReusable(const storage::S
   return result;
 }
 
-absl::StatusOr<storage::Account> Issuer::ChooseAccount(const storage::Scope& scope) {
+absl::StatusOr<std::optional<storage::Account>> Issuer::ChooseAccount(
+    const storage::Scope& scope, const Checked& checked) {
+  if (checked.tenant.spec.policy.ephemeral_accounts) return std::nullopt;
   ASSIGN_OR_RETURN(std::vector<storage::Account> accounts, options_.accounts->ListAccounts(scope));
   for (auto it = accounts.rbegin(); it != accounts.rend(); ++it) {
-    if (it->status == storage::AccountStatus::kValid && !it->account_url.empty()) return *it;
+    if (it->status == storage::AccountStatus::kValid && !it->account_url.empty() &&
+        !it->ephemeral) {
+      return *it;
+    }
   }
   return absl::FailedPreconditionError(
       "the tenant has no valid ACME account: an admin must call AccountService.CreateAccount");
 }
 
+absl::StatusOr<storage::Account> Issuer::NewEphemeralAccount(const storage::Scope& scope,
+                                                              const storage::Tenant& tenant) {
+  if (options_.keys == nullptr) {
+    return absl::FailedPreconditionError(
+        "the tenant's policy asks for ephemeral accounts, but this service cannot make account "
+        "keys for them");
+  }
+  const std::string& directory = tenant.spec.acme_directory_url;
+  if (directory.empty()) {
+    return absl::FailedPreconditionError("the tenant has no ACME directory configured");
+  }
+  ASSIGN_OR_RETURN(NewAccountKey key, options_.keys->Generate(tenant.spec.policy.key_storage,
+                                                              tenant.spec.policy.key_algorithm));
+  auto created = options_.accounts->CreateEphemeralAccount(scope, directory, key.material, key.info);
+  if (!created.ok()) options_.keys->Discard(key);
+  return created;
+}
+
 absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
-    const storage::Scope& scope, const Checked& checked, const storage::Account& account,
+    const storage::Scope& scope, const Checked& checked, const storage::Account* chosen,
     bool with_idempotency_key, Waiting* waiting) {
   const IssueRequest& request = *checked.request;
+  // Ephemeral-account mode: an account of the order's own, stored before the order (which
+  // names it); registered at the CA by the order's first step, on whichever replica.
+  std::optional<storage::Account> ephemeral;
+  if (chosen == nullptr) {
+    ASSIGN_OR_RETURN(ephemeral, NewEphemeralAccount(scope, checked.tenant));
+  }
+  const storage::Account& account = chosen != nullptr ? *chosen : *ephemeral;
+  // Closes the ephemeral account of an order that was not made (joined, or refused): it never
+  // reached the CA.
+  auto abandon = [&] {
+    if (!ephemeral) return;
+    absl::Status s = options_.accounts->SetAccountStatus(scope, ephemeral->id,
+                                                         storage::AccountStatus::kDeactivated);
+    if (!s.ok()) {
+      Log(LogLevel::kWarning, "could not close an unused ephemeral account",
+          {{"tenant", absl::StrCat(scope.tenant)},
+           {"account", absl::StrCat(ephemeral->id)},
+           {"status", SummarizeFailure(s)}});
+    }
+    if (options_.metrics != nullptr) options_.metrics->RecordEphemeralAccount("abandoned");
+  };
   // A host's CSR goes with the new row (a joined order keeps its own and drops it). So does a
   // service-side EC key, made first since it costs microseconds: an order committed without
   // its material (a COMMIT whose answer was lost) would be joined by the caller's retry and
@@ -413,10 +481,13 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
   spec.job_ca = account.directory_url;
   // Stored with the order, so a step on any replica answers as the request asked.
   spec.prefer_dns01 = request.challenge == ChallengePreference::kDns01;
-  spec.replaces = request.replaces;
+  // RFC 9773 §5: `replaces` must name a certificate of the ordering account, which a fresh
+  // account never holds.
+  if (!ephemeral) spec.replaces = request.replaces;
   spec.job_released = !spec.csr_der.empty();
-  ASSIGN_OR_RETURN(storage::CreateOrderResult created,
-                   options_.orders->CreateOrJoinOrder(scope, spec));
+  absl::StatusOr<storage::CreateOrderResult> made = options_.orders->CreateOrJoinOrder(scope, spec);
+  if (!made.ok() || !made->created) abandon();
+  ASSIGN_OR_RETURN(storage::CreateOrderResult created, std::move(made));
   // Begun before the job is handed over (a new order) or the order looked at again (a joined
   // one, by WaitForResult), so its end or a stop cannot pass unseen; a stop from before (of
   // the order joined) is not this caller's answer. A job made claimable with its order is

@@ -32,6 +32,7 @@
 #include "service/auth.h"
 #include "service/engine.h"
 #include "service/job_notices.h"
+#include "service/metrics.h"
 #include "service/order_runner.h"
 #include "service/renewal_policy.h"
 #include "storage/store.h"
@@ -112,6 +113,11 @@ class Issuer {
     storage::CertificateStore* certificates = nullptr;
     storage::AuditLog* audit = nullptr;
     OrderRunner* runner = nullptr;
+    // Makes the key of each order's account for a tenant in ephemeral-account mode (its policy's
+    // ephemeral_accounts). Borrowed; may be null, and then such a tenant's orders are
+    // FAILED_PRECONDITION.
+    AccountKeys* keys = nullptr;
+    Metrics* metrics = nullptr;  // Borrowed; may be null.
     // Runs the orders' jobs; Create registers the order_step handler on it, so it must not be
     // started yet. The issuer stops it when destroyed (its handler uses the issuer).
     Engine* engine = nullptr;
@@ -141,8 +147,9 @@ class Issuer {
     // of GetCertificate after at most this long (IssueCertificate reads the policy anew).
     absl::Duration policy_cache_ttl = absl::Seconds(10);
   };
-  // INVALID_ARGUMENT naming a missing collaborator; the engine's error when the handler cannot
-  // be registered (it was started, or has one for order_step).
+  // INVALID_ARGUMENT naming a missing collaborator; the engine's error when the handlers cannot
+  // be registered (it was started, or has one for order_step or
+  // deactivate_ephemeral_account).
   static absl::StatusOr<std::unique_ptr<Issuer>> Create(Options options);
   // Stops the engine (Engine::Stop: unstarted jobs released, running steps finished).
   ~Issuer();
@@ -187,6 +194,10 @@ class Issuer {
 
   // The order_step handler (registered by Create): one OrderRunner::Step of the job's order.
   JobOutcome StepOrder(const JobRun& run);
+  // The kDeactivateEphemeralAccountJob handler (registered by Create): closes the ephemeral
+  // account of an ended order (OrderRunner::CloseEphemeralAccount); a CA or store error is a
+  // failed attempt, retried with the engine's backoff.
+  JobOutcome CloseEphemeralAccount(const JobRun& run);
 
  private:
   // A request that passed CheckRequest.
@@ -211,8 +222,16 @@ class Issuer {
   // key; nullopt when a new order is needed.
   absl::StatusOr<std::optional<IssueResult>> FindReusable(const storage::Scope& scope,
                                                           const Checked& checked);
-  // The tenant's newest valid account; FAILED_PRECONDITION when it has none.
-  absl::StatusOr<storage::Account> ChooseAccount(const storage::Scope& scope);
+  // The tenant's newest valid account (never an ephemeral one); FAILED_PRECONDITION when it has
+  // none. For a tenant in ephemeral-account mode nullopt: each new order gets an account of its
+  // own (CreateOrJoinOrder), and the tenant needs none.
+  absl::StatusOr<std::optional<storage::Account>> ChooseAccount(const storage::Scope& scope,
+                                                                const Checked& checked);
+  // An ephemeral account for one new order (docs/flows.md, "Ephemeral accounts"): its key made
+  // where the tenant's policy says and stored, active, with the account row (pending) before
+  // any CA hears of it; the order's first step registers it with newAccount.
+  absl::StatusOr<storage::Account> NewEphemeralAccount(const storage::Scope& scope,
+                                                       const storage::Tenant& tenant);
   // A caller's wait on an order: its notices, and the last stop it had heard of (stopped_)
   // when the wait began.
   struct Waiting {
@@ -225,9 +244,13 @@ class Issuer {
   // Joins the tenant's order in flight for the identifiers, or creates the order row with its
   // job and finalization material (so any replica can finish it) and hands the job to the
   // engine. `waiting`, when given, begins before the job can end or stop.
+  // `account` null: the tenant is in ephemeral-account mode, and a new order gets an ephemeral
+  // account of its own (one made for an order that was joined instead is closed unused); its
+  // order never carries `replaces` (RFC 9773 §5: only the account that holds the replaced
+  // certificate may name it).
   absl::StatusOr<storage::CreateOrderResult> CreateOrJoinOrder(const storage::Scope& scope,
                                                                const Checked& checked,
-                                                               const storage::Account& account,
+                                                               const storage::Account* account,
                                                                bool with_idempotency_key,
                                                                Waiting* waiting);
   // A certificate key for a request without a CSR and the CSR for it.

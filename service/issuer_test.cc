@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <thread>
@@ -256,6 +257,14 @@ class IssuerTest : public ::testing::Test {
     ASSERT_TRUE(fx_.store().UpdateTenant(fx_.AdminScope(tenant_), spec).ok());
   }
 
+  void SetEphemeralAccounts(bool on) {
+    auto tenant = fx_.store().GetTenant(fx_.AdminScope(tenant_));
+    ASSERT_TRUE(tenant.ok()) << tenant.status();
+    storage::TenantSpec spec = tenant->spec;
+    spec.policy.ephemeral_accounts = on;
+    ASSERT_TRUE(fx_.store().UpdateTenant(fx_.AdminScope(tenant_), spec).ok());
+  }
+
   // True when `pem` is the test leaf key (compared by public key; the key is never printed).
   bool IsLeafKey(const crypto::SecretBytes& pem) {
     auto key = crypto::PrivateKey::FromPem(pem.view());
@@ -376,6 +385,71 @@ TEST_F(IssuerTest, AHeldKeyThePolicyNoLongerAllowsIsNotReused) {
 TEST_F(IssuerTest, WithoutAnAccountIssuanceIsAFailedPrecondition) {
   EXPECT_THAT(issuer_->Issue(host_, CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_)),
               StatusIs(absl::StatusCode::kFailedPrecondition, "CreateAccount"));
+}
+
+// Issue 11, item 7: a tenant in ephemeral-account mode needs no account of its own; each
+// issuance gets a fresh account (its own key, registered by newAccount), deactivated at the CA
+// once its certificate is stored, and none of them is the tenant's account.
+TEST_F(IssuerTest, EachIssuanceOfAnEphemeralTenantHasItsOwnAccountDeactivatedAfterwards) {
+  SetEphemeralAccounts(true);
+  std::atomic<int> registered{0};
+  ca_.On("POST", "/new-acct", [&](const Call&) {
+    const int n = ++registered;
+    return ScriptedServer::Json(201, {{"status", "valid"}},
+                                {{"Location", ScriptedServer::Url(absl::StrCat("/acct/", n))}});
+  });
+  absl::Mutex mu;
+  std::map<std::string, std::vector<std::string>> account_posts;  // path -> payloads
+  for (const char* path : {"/acct/1", "/acct/2"}) {
+    ca_.On("POST", path, [&, path = std::string(path)](const Call& c) {
+      absl::MutexLock lock(&mu);
+      account_posts[path].push_back(c.jws ? c.jws->payload : "");
+      return ScriptedServer::Json(200, {{"status", "deactivated"}});
+    });
+  }
+  // A CA offering ARI, to which a renewal of the tenant's own account would send `replaces`.
+  ca_.directory()["renewalInfo"] = ScriptedServer::Url("/renewal-info");
+  // The scripted CA issues one certificate (one serial): the second order is refused, and its
+  // account is closed all the same.
+  std::atomic<int> orders{0};
+  ca_.On("POST", "/new-order", [&](const Call&) {
+    if (++orders > 1) return ScriptedServer::Problem(400, "rejectedIdentifier", "not today");
+    state_ = "pending";
+    return ScriptedServer::Json(201, ScriptedServer::Order("pending"),
+                                {{"Location", ScriptedServer::Url("/order/1")}});
+  });
+  IssueRequest request = CsrRequest(kChainNames, *leaf_key_);
+  request.replaces = "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE";  // as a background renewal's
+  auto first = issuer_->Issue(host_, request);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(first->certificate.has_value());
+  request.force_new = true;
+  EXPECT_THAT(issuer_->Issue(host_, request),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "rejectedIdentifier"));
+  // Stopping the replica finishes its running steps (each closes its order's account).
+  replica_.reset();
+  EXPECT_EQ(registered.load(), 2);
+  EXPECT_EQ(orders.load(), 2);
+  // Orders of ephemeral accounts carry no replaces, stored or sent.
+  EXPECT_TRUE(first->order.replaces.empty());
+  for (const Call& c : ca_.calls()) {
+    if (c.path == "/new-order") {
+      EXPECT_THAT(c.jws ? c.jws->payload : "", Not(HasSubstr("replaces")));
+    }
+  }
+  auto accounts = fx_.store().ListAccounts(fx_.AdminScope(tenant_));
+  ASSERT_TRUE(accounts.ok());
+  ASSERT_EQ(accounts->size(), 2u);
+  EXPECT_EQ(first->certificate->account, (*accounts)[0].id);
+  for (const storage::Account& a : *accounts) {
+    EXPECT_TRUE(a.ephemeral);
+    EXPECT_EQ(a.status, storage::AccountStatus::kDeactivated) << a.account_url;
+  }
+  absl::MutexLock lock(&mu);
+  for (const char* path : {"/acct/1", "/acct/2"}) {
+    ASSERT_EQ(account_posts[path].size(), 1u) << path;
+    EXPECT_THAT(account_posts[path][0], HasSubstr("deactivated"));
+  }
 }
 
 TEST_F(IssuerTest, PlatformAdminsCannotIssue) {

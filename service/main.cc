@@ -344,6 +344,8 @@ absl::Status Serve() {
                                                          .certificates = s,
                                                          .audit = s,
                                                          .runner = runner.get(),
+                                                         .keys = keys.get(),
+                                                         .metrics = &metrics,
                                                          .engine = engine.get(),
                                                          .notices = &notices,
                                                          .max_wait = issue_max_wait,

@@ -29,6 +29,7 @@ struct Metrics::Families {
   prometheus::Family<prometheus::Counter>* key_rotations;
   prometheus::Family<prometheus::Counter>* authz_deactivations;
   prometheus::Family<prometheus::Counter>* orders_held;
+  prometheus::Family<prometheus::Counter>* ephemeral_accounts;
   prometheus::Family<prometheus::Gauge>* authz_outstanding;
   prometheus::Family<prometheus::Counter>* renewals;
   prometheus::Gauge* certificates_due;
@@ -109,6 +110,10 @@ Metrics::Metrics()
            .Name("acmevault_orders_held_total")
            .Help("Order steps the CA's limits held back without a request, by reason")
            .Register(*registry_);
+  families_->ephemeral_accounts = &prometheus::BuildCounter()
+                                      .Name("acmevault_ephemeral_accounts_total")
+                                      .Help("Ephemeral ACME accounts (one per order), by event")
+                                      .Register(*registry_);
   families_->authz_outstanding = &prometheus::BuildGauge()
                                       .Name("acmevault_authorizations_outstanding")
                                       .Help("Valid or pending authorizations in the ledger, by tenant")
@@ -198,6 +203,10 @@ void Metrics::RecordOrderHeld(absl::string_view reason) {
 
 void Metrics::RecordAuthorizationDeactivation(absl::string_view result) {
   families_->authz_deactivations->Add({{"result", std::string(result)}}).Increment();
+}
+
+void Metrics::RecordEphemeralAccount(absl::string_view event) {
+  families_->ephemeral_accounts->Add({{"event", std::string(event)}}).Increment();
 }
 
 void Metrics::SetAuthorizationsOutstanding(absl::string_view tenant, int64_t count) {

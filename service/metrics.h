@@ -56,6 +56,11 @@ class Metrics {
   // "budget" (the account's token bucket is empty) or "duplicate" (the duplicate certificate
   // limit for the identifier set). The order waits; it does not fail.
   void RecordOrderHeld(absl::string_view reason);
+  // acmevault_ephemeral_accounts_total{event}: accounts of ephemeral-account mode (one per
+  // order): "created" (registered at the CA), "deactivated" (at the CA, after the order ended),
+  // "deactivation_failed" (an attempt that is retried as a job) or "abandoned" (never
+  // registered: its order ended first, or joined another).
+  void RecordEphemeralAccount(absl::string_view event);
   // acmevault_authorizations_outstanding{tenant}: the ledger's valid and pending
   // authorizations of the tenant (each policy sweep).
   void SetAuthorizationsOutstanding(absl::string_view tenant, int64_t count);

@@ -454,6 +454,12 @@ absl::StatusOr<OrderStepResult> OrderRunner::Step(const OrderJob& job) {
   ctx.order = std::move(loaded.order);
   if (storage::IsTerminal(ctx.order.state)) {
     Forget(ctx.order);
+    // A step that ended the order (invalid) and died before closing its ephemeral account
+    // left the job to this one.
+    if (loaded.account.ephemeral) {
+      ctx.account = std::move(loaded.account);
+      EndEphemeral(ctx);
+    }
     return OrderStepResult{OrderStepResult::Kind::kFinished, ctx.order};
   }
   ctx.account = std::move(loaded.account);
@@ -470,7 +476,108 @@ absl::StatusOr<OrderStepResult> OrderRunner::Step(const OrderJob& job) {
   // As the request that made the order asked (stored with it); a wildcard's is DNS-01 anyway.
   ctx.challenge =
       ctx.order.prefer_dns01 ? ChallengePreference::kDns01 : ChallengePreference::kHttp01;
-  return StepLoaded(ctx);
+  absl::StatusOr<OrderStepResult> result = StepLoaded(ctx);
+  // The order's ephemeral account ends with it: after the certificate was stored (and the
+  // authorizations deactivated), or once the order failed.
+  if (result.ok() && result->kind == OrderStepResult::Kind::kFinished && ctx.account.ephemeral) {
+    EndEphemeral(ctx);
+  }
+  return result;
+}
+
+absl::Status OrderRunner::RegisterEphemeral(Context& ctx) {
+  ASSIGN_OR_RETURN(acme::Directory directory, ctx.client->GetDirectory());
+  if (directory.external_account_required) {
+    return absl::FailedPreconditionError(
+        "the CA requires External Account Binding for every new account, and the service keeps "
+        "no EAB key for ephemeral accounts: turn ephemeral_accounts off for this tenant");
+  }
+  // RFC 8555 §7.3.1: for a key the CA knows already (an earlier step's newAccount whose answer
+  // was lost) this answers with that account, so a repeated step registers nothing twice.
+  auto registered = ctx.client->NewAccount(*ctx.key->signer, {.terms_of_service_agreed = true});
+  if (options_.metrics) options_.metrics->RecordAcme("newAccount", registered.status());
+  RETURN_IF_ERROR(registered.status());
+  RETURN_IF_ERROR(options_.accounts->RecordAccountUrl(ctx.scope(), ctx.account.id, registered->url));
+  ctx.account.account_url = registered->url;
+  ctx.account.status = storage::AccountStatus::kValid;
+  if (options_.metrics) options_.metrics->RecordEphemeralAccount("created");
+  Log(LogLevel::kInfo, "ephemeral account registered for an order",
+      {{"tenant", absl::StrCat(ctx.order.tenant)},
+       {"order", absl::StrCat(ctx.order.id)},
+       {"account", registered->url}});
+  return absl::OkStatus();
+}
+
+void OrderRunner::EndEphemeral(Context& ctx) {
+  absl::Status closed = CloseEphemeralAccount(ctx.scope(), ctx.account.id);
+  if (closed.ok()) return;
+  // Not forgotten: a job retries it with the engine's backoff.
+  const absl::Time now = options_.clock->Now();
+  absl::Status s = options_.jobs
+                       ->ScheduleJob(ctx.scope(),
+                                     {kDeactivateEphemeralAccountJob, absl::StrCat(ctx.account.id),
+                                      ctx.account.directory_url, now},
+                                     now)
+                       .status();
+  Log(s.ok() ? LogLevel::kInfo : LogLevel::kError,
+      s.ok() ? "the ephemeral account's deactivation failed; a job retries it"
+             : "the ephemeral account's deactivation failed and its retry could not be scheduled",
+      {{"tenant", absl::StrCat(ctx.order.tenant)},
+       {"account", absl::StrCat(ctx.account.id)},
+       {"error", SummarizeFailure(closed)},
+       {"status", SummarizeFailure(s)}});
+}
+
+absl::Status OrderRunner::CloseEphemeralAccount(const storage::Scope& scope,
+                                                storage::AccountId id) {
+  ASSIGN_OR_RETURN(storage::Account account, options_.accounts->GetAccount(scope, id));
+  if (!account.ephemeral || (account.status != storage::AccountStatus::kPending &&
+                             account.status != storage::AccountStatus::kValid)) {
+    return absl::OkStatus();
+  }
+  auto count = [&](absl::string_view event) {
+    if (options_.metrics) options_.metrics->RecordEphemeralAccount(event);
+  };
+  auto close = [&](absl::string_view event) -> absl::Status {
+    absl::Status s =
+        options_.accounts->SetAccountStatus(scope, id, storage::AccountStatus::kDeactivated);
+    // Closed meanwhile by another attempt: done all the same.
+    if (!s.ok() && !absl::IsFailedPrecondition(s)) return s;
+    count(event);
+    return absl::OkStatus();
+  };
+  ASSIGN_OR_RETURN(SigningKey key, options_.keys->Active(scope, id, "ephemeral account close"));
+  ASSIGN_OR_RETURN(acme::AcmeClient * client, options_.clients->For(account.directory_url));
+  if (account.account_url.empty()) {
+    // Never recorded as registered; a newAccount whose answer was lost may have registered it.
+    auto found = client->NewAccount(*key.signer, {.only_return_existing = true});
+    if (options_.metrics) options_.metrics->RecordAcme("newAccount", found.status());
+    if (!found.ok()) {
+      std::optional<acme::Problem> problem = acme::GetProblem(found.status());
+      if (problem && problem->ShortType() == "accountDoesNotExist") return close("abandoned");
+      count("deactivation_failed");
+      return found.status();
+    }
+    RETURN_IF_ERROR(options_.accounts->RecordAccountUrl(scope, id, found->url));
+    account.account_url = found->url;
+  }
+  auto deactivated = client->DeactivateAccount({key.signer.get(), account.account_url});
+  if (options_.metrics) options_.metrics->RecordAcme("deactivateAccount", deactivated.status());
+  if (!deactivated.ok() && !acme::IsAccountUnusable(deactivated.status())) {
+    count("deactivation_failed");
+    return deactivated.status();
+  }
+  // RFC 8555 §7.3.6: the CA honours nothing of a deactivated account, so the ledger's
+  // authorizations of it are no longer outstanding (nor work for the policy sweep).
+  storage::AuthorizationFilter of_account;
+  of_account.account = id;
+  auto outstanding = options_.authorizations->ListOutstandingAuthorizations(scope, of_account);
+  if (outstanding.ok()) {
+    for (const storage::Authorization& a : *outstanding) {
+      options_.authorizations->MarkAuthorizationDeactivated(scope, id, a.record.url).IgnoreError();
+    }
+  }
+  return close("deactivated");
 }
 
 absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
@@ -556,7 +663,11 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
     return give_up(absl::FailedPreconditionError(
         "the order has no stored CSR to finalize with; request again"));
   }
-  if (ctx.account.status != storage::AccountStatus::kValid || ctx.account.account_url.empty()) {
+  // An order's ephemeral account is registered by its first step (below), once the key is open.
+  const bool unregistered =
+      ctx.account.ephemeral && ctx.account.status == storage::AccountStatus::kPending;
+  if (!unregistered &&
+      (ctx.account.status != storage::AccountStatus::kValid || ctx.account.account_url.empty())) {
     return fail(absl::FailedPreconditionError(absl::StrCat(
         "the tenant's ACME account is ", storage::AccountStatusName(ctx.account.status))));
   }
@@ -568,6 +679,9 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
     ctx.key.emplace(*std::move(key));
   }
   ASSIGN_OR_RETURN(ctx.client, options_.clients->For(ctx.account.directory_url));
+  if (unregistered) {
+    if (absl::Status s = RegisterEphemeral(ctx); !s.ok()) return fail(s);
+  }
   ctx.ref = {ctx.key->signer.get(), ctx.account.account_url};
 
   std::optional<Answers> answered = Recall(ctx.order);
@@ -584,8 +698,9 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
     if (held.has_value()) return *std::move(held);
     acme::NewOrderOptions request;
     for (const auto& id : ctx.order.identifiers) request.identifiers.push_back({"dns", id});
-    // A renewal says what it replaces (RFC 9773 §5), to a CA that offers renewalInfo only.
-    if (!ctx.order.replaces.empty()) {
+    // A renewal says what it replaces (RFC 9773 §5), to a CA that offers renewalInfo only, and
+    // only from an account that can hold the replaced certificate (never an ephemeral one).
+    if (!ctx.order.replaces.empty() && !ctx.account.ephemeral) {
       auto directory = ctx.client->GetDirectory();
       if (directory.ok() && !directory->renewal_info.empty()) {
         request.replaces = ctx.order.replaces;

@@ -71,6 +71,11 @@ class Dns01Solver {
   virtual absl::Status Remove(absl::string_view name, absl::string_view txt_value) = 0;
 };
 
+// The job that deactivates, at the CA, the ephemeral account of an order that ended (subject
+// the account id, CA its directory): scheduled when the order's last step could not; run by
+// OrderRunner::CloseEphemeralAccount (the issuer registers it).
+inline constexpr char kDeactivateEphemeralAccountJob[] = "deactivate_ephemeral_account";
+
 enum class ChallengePreference { kHttp01, kDns01 };
 
 struct OrderJob {
@@ -163,6 +168,16 @@ class OrderRunner {
   // one marks the order invalid first (kFinished), a passing one leaves it (kStopped).
   absl::StatusOr<OrderStepResult> Step(const OrderJob& job);
 
+  // Ephemeral-account mode (docs/flows.md, "Ephemeral accounts"): closes the ephemeral account
+  // `account` once its order ended. Registered at the CA: deactivated there (RFC 8555 §7.3.6)
+  // with its own key, then recorded deactivated (an answer that it is unusable already counts
+  // as done), and its authorizations still outstanding in the ledger recorded deactivated. Never registered: asked at the CA by its key first (newAccount
+  // onlyReturnExisting: a lost answer may have registered it), then closed. OK, changing
+  // nothing, for an account that is not ephemeral or is closed already. A CA or transport
+  // error is returned (the caller retries: a kDeactivateEphemeralAccountJob); nothing is
+  // forgotten. Counted in acmevault_ephemeral_accounts_total.
+  absl::Status CloseEphemeralAccount(const storage::Scope& scope, storage::AccountId account);
+
   // When a step that found the CA still working on the order (last transition at
   // `phase_start`) looks again: the CA's `retry_after` when given, else the poll schedule.
   absl::Time NextLook(absl::Time phase_start, std::optional<absl::Time> retry_after) const;
@@ -190,6 +205,13 @@ class OrderRunner {
   std::optional<Answers> Recall(const storage::Order& order);
   void Forget(const storage::Order& order);
   absl::StatusOr<OrderStepResult> StepLoaded(Context& ctx);
+  // The order's ephemeral account, still pending: registered at the CA with its stored key
+  // (terms agreed, no contact) and its URL recorded. FAILED_PRECONDITION when the CA requires
+  // External Account Binding (no EAB key is kept for ephemeral accounts).
+  absl::Status RegisterEphemeral(Context& ctx);
+  // After a step that ended the order: its ephemeral account closed (CloseEphemeralAccount),
+  // or a job scheduled to retry that.
+  void EndEphemeral(Context& ctx);
   absl::Status AnswerAuthorizations(Context& ctx, const acme::Order& order);
   // True when the CA no longer needs an answer to the `type` challenge of the authorization:
   // it is valid, or the challenge is processing or valid.

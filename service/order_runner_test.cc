@@ -66,16 +66,29 @@ class OrderRunnerTest : public ::testing::Test {
   storage::Lease NewOrderRow(std::vector<std::string> names = {"*.leaf.example.com",
                                                                "leaf.example.com"},
                              const crypto::PrivateKey& key = testing::TestLeafKey(),
-                             bool prefer_dns01 = false) {
+                             bool prefer_dns01 = false, storage::AccountId account = 0) {
     auto csr = crypto::BuildCsr(names, key);
     EXPECT_TRUE(csr.ok());
-    storage::NewOrder spec{account_, names, "", "replica-1", absl::Minutes(2)};
+    storage::NewOrder spec{account != 0 ? account : account_, names, "", "replica-1",
+                           absl::Minutes(2)};
     spec.csr_der = csr.ok() ? *csr : "";
     spec.prefer_dns01 = prefer_dns01;
     spec.job_kind = "order_step";
     auto r = fx_.store().CreateOrJoinOrder(scope_, spec);
     EXPECT_TRUE(r.ok()) << r.status();
     return *r->lease;
+  }
+
+  // An ephemeral account of the tenant as the issuer makes one: pending, its key stored.
+  storage::AccountId EphemeralAccount() {
+    auto key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
+    EXPECT_TRUE(key.ok());
+    storage::PublicKeyInfo info{crypto::PublicJwk(key->public_key()).dump(),
+                                crypto::Thumbprint(key->public_key())};
+    auto account =
+        fx_.store().CreateEphemeralAccount(scope_, ScriptedServer::Url("/dir"), *key, info);
+    EXPECT_TRUE(account.ok()) << account.status();
+    return account.ok() ? account->id : 0;
   }
 
   // Steps the order as the engine would, moving the fake clock to each time a step asks for,
@@ -292,6 +305,160 @@ TEST_F(OrderRunnerTest, ADeactivationTheCaFailedBecomesAJob) {
   ASSERT_EQ(claimed->jobs.size(), 1u);
   EXPECT_EQ(claimed->jobs[0].job.subject, absl::StrCat(authzs[0].id));
   EXPECT_EQ(claimed->jobs[0].job.ca, ScriptedServer::Url("/dir"));
+}
+
+// Issue 11, item 7: an order of a tenant in ephemeral-account mode holds an account of its
+// own. Its first step registers it at the CA (newAccount signed by the stored key, terms
+// agreed); after the certificate is stored the account is deactivated at the CA with that key
+// and recorded deactivated.
+TEST_F(OrderRunnerTest, AnEphemeralAccountIsRegisteredByTheOrderAndDeactivatedAfterIssuance) {
+  std::string state;
+  testing::ScriptHappyCa(ca_, &state);
+  ca_.On("POST", "/new-acct", [](const Call&) {
+    return ScriptedServer::Json(201, {{"status", "valid"}}, {{"Location", ScriptedServer::Url("/acct/7")}});
+  });
+  std::vector<std::string> account_posts;
+  ca_.On("POST", "/acct/7", [&](const Call& c) {
+    account_posts.push_back(c.jws ? c.jws->payload : "");
+    return ScriptedServer::Json(200, {{"status", "deactivated"}});
+  });
+  const storage::AccountId ephemeral = EphemeralAccount();
+  auto order = RunToEnd(NewOrderRow({"*.leaf.example.com", "leaf.example.com"},
+                                    testing::TestLeafKey(), false, ephemeral));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kValid);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-acct"), 1);
+  ASSERT_EQ(account_posts.size(), 1u);
+  EXPECT_THAT(account_posts[0], HasSubstr("deactivated"));
+  auto account = fx_.store().GetAccount(scope_, ephemeral);
+  ASSERT_TRUE(account.ok());
+  EXPECT_EQ(account->account_url, ScriptedServer::Url("/acct/7"));
+  EXPECT_EQ(account->status, storage::AccountStatus::kDeactivated);
+  // The certificate names the account it was issued under.
+  auto cert = fx_.store().GetCertificate(scope_, *order->certificate);
+  ASSERT_TRUE(cert.ok());
+  EXPECT_EQ(cert->account, ephemeral);
+}
+
+// A deactivation the CA failed is not forgotten: a deactivate_ephemeral_account job is due at
+// once, and its run (CloseEphemeralAccount) deactivates the account once the CA answers.
+TEST_F(OrderRunnerTest, AnEphemeralAccountsFailedDeactivationBecomesAJobThatRetriesIt) {
+  std::string state;
+  testing::ScriptHappyCa(ca_, &state);
+  ca_.On("POST", "/new-acct", [](const Call&) {
+    return ScriptedServer::Json(201, {{"status", "valid"}}, {{"Location", ScriptedServer::Url("/acct/7")}});
+  });
+  bool ca_up = false;
+  int deactivations = 0;
+  ca_.On("POST", "/acct/7", [&](const Call& c) {
+    if (c.jws && absl::StrContains(c.jws->payload, "deactivated")) ++deactivations;
+    if (!ca_up) return ScriptedServer::Problem(503, "serverInternal", "not now");
+    return ScriptedServer::Json(200, {{"status", "deactivated"}});
+  });
+  const storage::AccountId ephemeral = EphemeralAccount();
+  auto order = RunToEnd(NewOrderRow({"*.leaf.example.com", "leaf.example.com"},
+                                    testing::TestLeafKey(), false, ephemeral));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kValid);
+  EXPECT_EQ(deactivations, 1);
+  auto account = fx_.store().GetAccount(scope_, ephemeral);
+  ASSERT_TRUE(account.ok());
+  EXPECT_EQ(account->status, storage::AccountStatus::kValid);
+  auto claimed = fx_.store().ClaimJobs({"replica-2", fx_.clock().Now(), 10, absl::Minutes(2), 0,
+                                        0, {kDeactivateEphemeralAccountJob}});
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  ASSERT_EQ(claimed->jobs.size(), 1u);
+  EXPECT_EQ(claimed->jobs[0].job.subject, absl::StrCat(ephemeral));
+  EXPECT_EQ(claimed->jobs[0].job.ca, ScriptedServer::Url("/dir"));
+  // The job's run while the CA still fails is a failed attempt; once it answers, done.
+  EXPECT_THAT(runner_->CloseEphemeralAccount(scope_, ephemeral),
+              StatusIs(absl::StatusCode::kUnavailable));
+  ca_up = true;
+  ASSERT_TRUE(runner_->CloseEphemeralAccount(scope_, ephemeral).ok());
+  EXPECT_EQ(deactivations, 3);
+  account = fx_.store().GetAccount(scope_, ephemeral);
+  ASSERT_TRUE(account.ok());
+  EXPECT_EQ(account->status, storage::AccountStatus::kDeactivated);
+  // Done is done: a repeated run sends nothing.
+  ASSERT_TRUE(runner_->CloseEphemeralAccount(scope_, ephemeral).ok());
+  EXPECT_EQ(deactivations, 3);
+}
+
+// A failed order's ephemeral account is deactivated too; and an ephemeral account never sends
+// `replaces` (RFC 9773 §5: only the account holding the replaced certificate may name it).
+TEST_F(OrderRunnerTest, AFailedOrdersEphemeralAccountIsDeactivatedAndSendsNoReplaces) {
+  ca_.directory()["renewalInfo"] = ScriptedServer::Url("/renewal-info");
+  ca_.On("POST", "/new-acct", [](const Call&) {
+    return ScriptedServer::Json(201, {{"status", "valid"}}, {{"Location", ScriptedServer::Url("/acct/7")}});
+  });
+  ca_.On("POST", "/acct/7", [](const Call&) {
+    return ScriptedServer::Json(200, {{"status", "deactivated"}});
+  });
+  std::string new_order;
+  ca_.On("POST", "/new-order", [&](const Call& c) {
+    new_order = c.jws ? c.jws->payload : "";
+    return ScriptedServer::Problem(400, "rejectedIdentifier", "not today");
+  });
+  const storage::AccountId ephemeral = EphemeralAccount();
+  auto csr = crypto::BuildCsr({"leaf.example.com"}, testing::TestLeafKey());
+  ASSERT_TRUE(csr.ok());
+  storage::NewOrder spec{ephemeral, {"leaf.example.com"}, "", "replica-1", absl::Minutes(2)};
+  spec.csr_der = *csr;
+  spec.job_kind = "order_step";
+  spec.replaces = "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE";
+  auto made = fx_.store().CreateOrJoinOrder(scope_, spec);
+  ASSERT_TRUE(made.ok()) << made.status();
+  auto order = RunToEnd(*made->lease);
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kInvalid);
+  EXPECT_THAT(new_order, HasSubstr("identifiers"));
+  EXPECT_THAT(new_order, ::testing::Not(HasSubstr("replaces")));
+  EXPECT_EQ(ca_.CountCalls("POST", "/acct/7"), 1);
+  auto account = fx_.store().GetAccount(scope_, ephemeral);
+  ASSERT_TRUE(account.ok());
+  EXPECT_EQ(account->status, storage::AccountStatus::kDeactivated);
+}
+
+// A step that ended the order and died before closing its ephemeral account left the job: the
+// next step, finding the order ended, closes the account.
+TEST_F(OrderRunnerTest, AStepFindingTheOrderEndedClosesItsEphemeralAccount) {
+  ca_.On("POST", "/acct/7", [](const Call&) {
+    return ScriptedServer::Json(200, {{"status", "deactivated"}});
+  });
+  const storage::AccountId ephemeral = EphemeralAccount();
+  ASSERT_TRUE(fx_.store().RecordAccountUrl(scope_, ephemeral, ScriptedServer::Url("/acct/7")).ok());
+  storage::Lease lease = NewOrderRow({"*.leaf.example.com", "leaf.example.com"},
+                                     testing::TestLeafKey(), false, ephemeral);
+  ASSERT_TRUE(fx_.store()
+                  .TransitionOrder(scope_, lease, OrderState::kInvalid, {"stopped here", ""})
+                  .ok());
+  auto step = runner_->Step({scope_, lease});
+  ASSERT_TRUE(step.ok()) << step.status();
+  EXPECT_EQ(step->kind, OrderStepResult::Kind::kFinished);
+  EXPECT_EQ(ca_.CountCalls("POST", "/acct/7"), 1);
+  auto account = fx_.store().GetAccount(scope_, ephemeral);
+  ASSERT_TRUE(account.ok());
+  EXPECT_EQ(account->status, storage::AccountStatus::kDeactivated);
+}
+
+// The CA requires External Account Binding: the service keeps no EAB key for ephemeral
+// accounts, so the order fails with that reason and no account is registered.
+TEST_F(OrderRunnerTest, AnEphemeralAccountAtACaRequiringEabFailsTheOrderClearly) {
+  ca_.directory()["meta"]["externalAccountRequired"] = true;
+  ca_.On("POST", "/new-acct", [](const Call&) {
+    return ScriptedServer::Problem(400, "accountDoesNotExist", "no such account");
+  });
+  const storage::AccountId ephemeral = EphemeralAccount();
+  auto order = RunToEnd(NewOrderRow({"*.leaf.example.com", "leaf.example.com"},
+                                    testing::TestLeafKey(), false, ephemeral));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kInvalid);
+  EXPECT_THAT(order->error, HasSubstr("External Account Binding"));
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 0);
+  auto account = fx_.store().GetAccount(scope_, ephemeral);
+  ASSERT_TRUE(account.ok());
+  EXPECT_EQ(account->status, storage::AccountStatus::kDeactivated);
+  EXPECT_TRUE(account->account_url.empty());
 }
 
 TEST_F(OrderRunnerTest, ResumesAtTheCasStatusAndNeverFinalizesTwice) {

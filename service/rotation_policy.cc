@@ -15,7 +15,9 @@ absl::StatusOr<std::optional<ActiveAccountKey>> FindActiveAccountKey(
   ASSIGN_OR_RETURN(std::vector<storage::Account> all, accounts.ListAccounts(scope));
   const storage::Account* valid = nullptr;
   for (const auto& a : all) {
-    if (a.status == storage::AccountStatus::kValid && !a.account_url.empty()) valid = &a;
+    if (a.status == storage::AccountStatus::kValid && !a.account_url.empty() && !a.ephemeral) {
+      valid = &a;
+    }
   }
   if (valid == nullptr) return std::nullopt;
   ASSIGN_OR_RETURN(std::vector<storage::AccountKey> keys, accounts.ListKeys(scope, valid->id));

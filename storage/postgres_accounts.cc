@@ -113,6 +113,32 @@ absl::StatusOr<Account> PostgresStore::CreateAccount(const Scope& scope,
   return created;
 }
 
+absl::StatusOr<Account> PostgresStore::CreateEphemeralAccount(const Scope& scope,
+                                                              absl::string_view directory_url,
+                                                              const AccountKeyMaterial& key,
+                                                              const PublicKeyInfo& public_key) {
+  RETURN_IF_ERROR(
+      rules::ValidateNewAccount(directory_url, key, public_key, KeyState::kActive));
+  const absl::Time now = Now();
+  return InTenant<Account>(
+      "CreateEphemeralAccount", scope, [&](pqxx::work& tx) -> absl::StatusOr<Account> {
+        Account out = AccountOf(tx.exec_params1(
+            absl::StrCat("INSERT INTO accounts (tenant_id, directory_url, status, created_at, "
+                         "ephemeral) VALUES ($1, $2, 'pending', av_ts($3), true) RETURNING ",
+                         kAccounts.rows.columns),
+            scope.tenant, std::string(directory_url), Micros(now)));
+        RETURN_IF_ERROR(InsertKey(tx, envelope_, scope.tenant, out.id, 1, KeyState::kActive, key,
+                                  public_key, now)
+                            .status());
+        Audit(tx, scope, now,
+              rules::AccountEvent("CreateAccount", out.id, 1,
+                                  absl::StrCat("ephemeral; key 1 active ",
+                                               crypto::KeyAlgorithmName(key.algorithm),
+                                               key.token_object.empty() ? "" : " in the token")));
+        return out;
+      });
+}
+
 absl::StatusOr<Account> PostgresStore::GetAccount(const Scope& scope, AccountId account) {
   return InTenant<Account>("GetAccount", scope,
                            [&](pqxx::work& tx) { return GetById(tx, kAccounts, account); });

@@ -94,6 +94,10 @@ class PostgresStore final : public Store {
                                         const AccountKeyMaterial& key,
                                         const PublicKeyInfo& public_key,
                                         KeyState initial_state) override;
+  absl::StatusOr<Account> CreateEphemeralAccount(const Scope& scope,
+                                                 absl::string_view directory_url,
+                                                 const AccountKeyMaterial& key,
+                                                 const PublicKeyInfo& public_key) override;
   absl::StatusOr<Account> GetAccount(const Scope& scope, AccountId account) override;
   absl::StatusOr<std::vector<Account>> ListAccounts(const Scope& scope) override;
   absl::Status RecordAccountUrl(const Scope& scope, AccountId account,

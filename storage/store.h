@@ -100,6 +100,15 @@ class AccountStore {
                                                 const AccountKeyMaterial& key,
                                                 const PublicKeyInfo& public_key,
                                                 KeyState initial_state) = 0;
+  // Creates an ephemeral account (ephemeral-account mode: one account per order, deactivated
+  // once the order ended) for `directory_url`, status pending, with `key` as version 1, active:
+  // stored before newAccount is sent, so the CA never holds an account whose key is lost.
+  // Not subject to CreateAccount's one-live-account rule (a tenant may hold any number, and a
+  // main account besides). Audited as "CreateAccount" with "ephemeral" in the detail.
+  virtual absl::StatusOr<Account> CreateEphemeralAccount(const Scope& scope,
+                                                         absl::string_view directory_url,
+                                                         const AccountKeyMaterial& key,
+                                                         const PublicKeyInfo& public_key) = 0;
   virtual absl::StatusOr<Account> GetAccount(const Scope& scope, AccountId account) = 0;
   virtual absl::StatusOr<std::vector<Account>> ListAccounts(const Scope& scope) = 0;
   // Stores the account URL the CA returned and marks the account valid. Recording the same URL

@@ -122,6 +122,9 @@ struct Account {
   AccountStatus status = AccountStatus::kPending;
   absl::Time created_at;
   std::optional<absl::Time> deactivated_at;
+  // Made for one order of a tenant in ephemeral-account mode (AccountStore::
+  // CreateEphemeralAccount) and deactivated once that order ended: never the tenant's account.
+  bool ephemeral = false;
 };
 
 enum class KeyState { kPending, kActive, kRetired, kCompromised };

@@ -61,7 +61,7 @@ absl::StatusOr<Account> FakeStore::CreateAccount(const Scope& scope,
   fake::StoreLock lock(s);
   RETURN_IF_ERROR(RequireTenant(s, scope));
   for (const auto& [id, other] : s.accounts) {
-    if (other.tenant == scope.tenant && other.directory_url == directory_url &&
+    if (other.tenant == scope.tenant && other.directory_url == directory_url && !other.ephemeral &&
         (other.status == AccountStatus::kPending || other.status == AccountStatus::kValid)) {
       return rules::LiveAccountExists(directory_url);
     }
@@ -77,6 +77,33 @@ absl::StatusOr<Account> FakeStore::CreateAccount(const Scope& scope,
   Audit(s, scope, now,
         rules::AccountEvent("CreateAccount", a.id, 1,
                             absl::StrCat("key 1 ", KeyStateName(initial_state), " ",
+                                         crypto::KeyAlgorithmName(key.algorithm),
+                                         key.token_object.empty() ? "" : " in the token")));
+  return a;
+}
+
+absl::StatusOr<Account> FakeStore::CreateEphemeralAccount(const Scope& scope,
+                                                          absl::string_view directory_url,
+                                                          const AccountKeyMaterial& key,
+                                                          const PublicKeyInfo& public_key) {
+  RETURN_IF_ERROR(
+      rules::ValidateNewAccount(directory_url, key, public_key, KeyState::kActive));
+  const absl::Time now = Now();
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  RETURN_IF_ERROR(RequireTenant(s, scope));
+  Account a;
+  a.id = s.next_id++;
+  a.tenant = scope.tenant;
+  a.directory_url = std::string(directory_url);
+  a.created_at = now;
+  a.ephemeral = true;
+  RETURN_IF_ERROR(
+      InsertKey(s, envelope_, scope, a.id, 1, KeyState::kActive, key, public_key, now).status());
+  s.accounts[a.id] = a;
+  Audit(s, scope, now,
+        rules::AccountEvent("CreateAccount", a.id, 1,
+                            absl::StrCat("ephemeral; key 1 active ",
                                          crypto::KeyAlgorithmName(key.algorithm),
                                          key.token_object.empty() ? "" : " in the token")));
   return a;

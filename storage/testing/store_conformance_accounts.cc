@@ -150,6 +150,41 @@ TEST_P(StoreConformanceTest, AccountUrlIsSetOnce) {
               ElementsAre("CreateTenant", "CreateAccount", "RecordAccountUrl"));
 }
 
+TEST_P(StoreConformanceTest, EphemeralAccountsAreOutsideTheOneLiveAccountRule) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account main = MakeAccount(scope);
+  ASSERT_OK(store().RecordAccountUrl(scope, main.id, "https://ca.test/acct/1"));
+  crypto::PrivateKey k1 = NewKey();
+  crypto::PrivateKey k2 = NewKey();
+  ASSERT_OK_AND_ASSIGN(Account e1, store().CreateEphemeralAccount(scope, main.directory_url, k1,
+                                                                  InfoFor(k1)));
+  ASSERT_OK_AND_ASSIGN(Account e2, store().CreateEphemeralAccount(scope, main.directory_url, k2,
+                                                                  InfoFor(k2)));
+  EXPECT_TRUE(e1.ephemeral);
+  EXPECT_EQ(e1.status, AccountStatus::kPending);
+  EXPECT_FALSE(main.ephemeral);
+  // Its key is active from the start: the order's step signs newAccount with it.
+  ASSERT_OK_AND_ASSIGN(UnsealedAccountKey key, store().GetActiveKey(scope, e1.id, "test"));
+  EXPECT_EQ(key.info.version, 1);
+  EXPECT_EQ(key.private_key->public_key().ToDer(), k1.public_key().ToDer());
+  ASSERT_OK(store().RecordAccountUrl(scope, e1.id, "https://ca.test/acct/2"));
+  ASSERT_OK(store().RecordAccountUrl(scope, e2.id, "https://ca.test/acct/3"));
+  ASSERT_OK(store().SetAccountStatus(scope, e1.id, AccountStatus::kDeactivated));
+  ASSERT_OK_AND_ASSIGN(std::vector<Account> listed, store().ListAccounts(scope));
+  ASSERT_EQ(listed.size(), 3u);
+  EXPECT_FALSE(listed[0].ephemeral);
+  EXPECT_TRUE(listed[1].ephemeral);
+  EXPECT_EQ(listed[1].status, AccountStatus::kDeactivated);
+  EXPECT_TRUE(listed[2].ephemeral);
+  EXPECT_EQ(listed[2].status, AccountStatus::kValid);
+  // The main account still counts alone: a second one is refused.
+  crypto::PrivateKey k3 = NewKey();
+  EXPECT_THAT(store().CreateAccount(scope, main.directory_url, k3, InfoFor(k3),
+                                    KeyState::kPending),
+              StatusIs(kAlreadyExists));
+}
+
 TEST_P(StoreConformanceTest, RolloverPromotesPendingAndRetiresActiveTogether) {
   Tenant a = MakeTenant("alpha");
   const Scope scope = ScopeOf(a);

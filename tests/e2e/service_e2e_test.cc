@@ -21,6 +21,7 @@
 #include "absl/time/clock.h"
 #include "acme/client.h"
 #include "acme/http.h"
+#include "acme/problem.h"
 #include "acme/testing/pebble.h"
 #include "acmevault/v1/account_service.grpc.pb.h"
 #include "acmevault/v1/admin_service.grpc.pb.h"
@@ -430,6 +431,67 @@ TEST_F(PolicyE2eTest, RotationByPolicyMovesTheAccountToAKeyPebbleAccepts) {
   auto c = Ctx(root_token_);
   ASSERT_TRUE(admin_->GetTenant(c.get(), get, &tenant).ok());
   EXPECT_GT(tenant.next_account_key_rotation().seconds(), absl::ToUnixSeconds(absl::Now()) + 86400);
+}
+
+// Issue 11 item 7: a tenant in ephemeral-account mode, with no account of its own, issues; the
+// order was made under an account of its own, which Pebble then reports deactivated (read with
+// that account's key, as the service stored it), and the tenant still has no account.
+TEST_F(PolicyE2eTest, AnEphemeralTenantsOrderAccountIsDeactivatedAtTheCaAfterIssuance) {
+  TenantTokens t = NewTenant(/*with_account=*/false);
+  ASSERT_NO_FATAL_FAILURE(
+      UpdatePolicy(t, [](v1::TenantPolicy& p) { p.set_ephemeral_accounts(true); }));
+  v1::IssueCertificateResponse resp;
+  grpc::Status s = IssueWithKey(t, {absl::StrCat("eph.", t.name, ".example")}, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(resp.order().state(), v1::ORDER_STATE_VALID) << resp.order().error();
+
+  auto store = OpenStore();
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto tenant = (*store)->FindTenantByName(t.name);
+  ASSERT_TRUE(tenant.ok()) << tenant.status();
+  const storage::Scope scope{tenant->id, {"e2e-test", "ephemeral accounts"}};
+  storage::OrderId order_id = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(resp.order().id(), &order_id)) << resp.order().id();
+  auto order = (*store)->GetOrder(scope, order_id);
+  ASSERT_TRUE(order.ok()) << order.status();
+  // The caller may be answered a moment before the step that stored the certificate has
+  // deactivated the account: wait for the row, bounded.
+  absl::StatusOr<storage::Account> account;
+  for (absl::Time until = absl::Now() + absl::Seconds(30); absl::Now() < until;
+       absl::SleepFor(absl::Milliseconds(100))) {
+    account = (*store)->GetAccount(scope, order->account);
+    if (!account.ok() || account->status != storage::AccountStatus::kValid) break;
+  }
+  ASSERT_TRUE(account.ok()) << account.status();
+  EXPECT_TRUE(account->ephemeral);
+  EXPECT_EQ(account->status, storage::AccountStatus::kDeactivated);
+  ASSERT_FALSE(account->account_url.empty());
+
+  // Pebble's view, asked with the account's own key: deactivated (Pebble refuses a request of
+  // a deactivated account as unauthorized, naming its status).
+  auto keys = (*store)->ListKeys(scope, account->id);
+  ASSERT_TRUE(keys.ok() && keys->size() == 1u);
+  auto key = (*store)->GetKey(scope, account->id, 1, "e2e: read the account at the CA");
+  ASSERT_TRUE(key.ok() && key->private_key) << key.status();
+  const std::string ca_file = ::acmevault::testing::StackEnv("ACMEVAULT_PEBBLE_TLS_CA");
+  auto http = acme::CurlTransport::Create({.ca_file = ca_file});
+  ASSERT_TRUE(http.ok());
+  auto acme = acme::AcmeClient::Create(
+      {.directory_url = ::acmevault::testing::StackEnv("ACMEVAULT_PEBBLE_E2E_DIRECTORY"),
+       .transport = http->get()});
+  ASSERT_TRUE(acme.ok()) << acme.status();
+  auto at_ca = (*acme)->GetAccount({&*key->private_key, account->account_url});
+  if (at_ca.ok()) {
+    EXPECT_EQ(at_ca->status, "deactivated");
+  } else {
+    EXPECT_TRUE(acme::IsAccountUnusable(at_ca.status())) << at_ca.status();
+    EXPECT_THAT(std::string(at_ca.status().message()), HasSubstr("deactivated"));
+  }
+
+  // The tenant has no account of its own: its ephemeral accounts are not one.
+  v1::Account main;
+  auto c = Ctx(t.admin);
+  EXPECT_EQ(accounts_->GetAccount(c.get(), {}, &main).error_code(), grpc::StatusCode::NOT_FOUND);
 }
 
 // Issue 11 item 9: a tenant allowed ECDSA P-384 certificate keys only. GetTenant shows the
