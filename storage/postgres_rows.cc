@@ -131,6 +131,7 @@ Account AccountOf(const pqxx::row& r) {
   a.status = Known(ParseAccountStatus(r[4].as<std::string>()));
   a.created_at = TimeOf(r[5]);
   a.deactivated_at = OptionalTime(r[6]);
+  a.hijacked_at = OptionalTime(r[7]);
   return a;
 }
 
@@ -138,8 +139,8 @@ const Table<Account> kAccounts{
     "accounts",
     "account",
     {"id, tenant_id, directory_url, account_url, status, av_us(created_at), "
-     "av_us(deactivated_at)",
-     7, AccountOf}};
+     "av_us(deactivated_at), av_us(hijacked_at)",
+     8, AccountOf}};
 
 AccountKey AccountKeyOf(const pqxx::row& r) {
   AccountKey k;

@@ -1,0 +1,2 @@
+-- compatible_from: 16
+-- Reserved.
