@@ -361,6 +361,9 @@ absl::StatusOr<std::optional<IssueResult>> Issuer::FindReusable(const storage::S
 absl::StatusOr<storage::Account> Issuer::ChooseAccount(const storage::Scope& scope) {
   ASSIGN_OR_RETURN(std::vector<storage::Account> accounts, options_.accounts->ListAccounts(scope));
   for (auto it = accounts.rbegin(); it != accounts.rend(); ++it) {
+    // The newest account marked hijacked, with no valid one made after it: the attacker holds
+    // it, so nothing more is issued under it (service/accounts.h, hijack detection).
+    if (it->hijacked_at) return HijackedAccountError(*it);
     if (it->status == storage::AccountStatus::kValid && !it->account_url.empty()) return *it;
   }
   return absl::FailedPreconditionError(
