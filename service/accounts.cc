@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/types/span.h"
 #include "acme/problem.h"
 #include "common/status_macros.h"
 #include "crypto/digest.h"
@@ -941,7 +942,8 @@ absl::StatusOr<CompromiseReport> AccountManager::RespondToCompromise(
       if (a.hijacked_at) c.hijacked = a;  // the newest hijacked one
     }
   }
-  const auto& playbook = c.hijacked ? kHijackPlaybook : kPlaybook;
+  const absl::Span<const PlaybookStep> playbook =
+      c.hijacked ? absl::MakeConstSpan(kHijackPlaybook) : absl::MakeConstSpan(kPlaybook);
   for (const PlaybookStep& step : playbook) {
     if (auto it = c.done.find(step.name); it != c.done.end()) {
       report.steps.push_back({step.name, true, "done by an earlier call of this run", it->second});

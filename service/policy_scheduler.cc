@@ -58,8 +58,9 @@ absl::Time PolicyScheduler::NextVerification(storage::TenantId tenant,
   const absl::Duration offset = Spread(tenant, account, interval);
   const absl::Duration since = now - absl::UnixEpoch() - offset;
   // floor(since / interval) + 1 periods after the offset: strictly after now.
-  int64_t n = absl::IDivDuration(since, interval, nullptr);
-  if (since < absl::ZeroDuration() && absl::UnixEpoch() + offset + n * interval != now) --n;
+  absl::Duration remainder;
+  int64_t n = absl::IDivDuration(since, interval, &remainder);
+  if (remainder < absl::ZeroDuration()) --n;  // the quotient was truncated toward zero
   return absl::UnixEpoch() + offset + (n + 1) * interval;
 }
 
@@ -141,14 +142,18 @@ absl::Status PolicyScheduler::ScanTenant(const storage::Tenant& tenant, bool swe
   }
   if (options_.account_verify_interval > absl::ZeroDuration()) {
     const storage::AccountId id = active->account.id;
-    RETURN_IF_ERROR(options_.engine
-                        ->Schedule(scope, storage::NewJob{kVerifyAccountJob, absl::StrCat(id),
-                                                          active->account.directory_url,
-                                                          NextVerification(tenant.id, id,
-                                                                           options_.account_verify_interval,
-                                                                           now)})
-                        .status());
-    ++result.verifications_scheduled;
+    const absl::Time next =
+        NextVerification(tenant.id, id, options_.account_verify_interval, now);
+    // Only the scan before it comes due schedules it (the next scan comes within scan_interval):
+    // one write per account and verification, not one per scan.
+    if (next - now <= options_.scan_interval) {
+      RETURN_IF_ERROR(
+          options_.engine
+              ->Schedule(scope, storage::NewJob{kVerifyAccountJob, absl::StrCat(id),
+                                                active->account.directory_url, next})
+              .status());
+      ++result.verifications_scheduled;
+    }
   }
   if (!DecideRotation(tenant.spec.policy, active->key, now).due) return absl::OkStatus();
   const storage::AccountId id = active->account.id;

@@ -42,10 +42,12 @@
 // allows (SweepDue), at most `authorization_sweep_limit` per tenant and sweep, spread as
 // rotations are; the job decides again before it asks the CA.
 //
-// Hijack detection (issue 11, item 6): every scan also upserts, for each tenant's valid account
-// that is not marked hijacked, a kVerifyAccountJob (AccountManager::VerifyByPolicy) due at the
-// next verification time of the account (see `account_verify_interval`); the open job keeps the
-// earlier time, so one verification per interval runs whatever the number of scans.
+// Hijack detection (issue 11, item 6): for each tenant's valid account that is not marked
+// hijacked, a scan upserts a kVerifyAccountJob (AccountManager::VerifyByPolicy) due at the
+// account's next verification time (see `account_verify_interval`) when that comes within
+// `scan_interval`, so the last scan before it (or those of several replicas, which upsert one
+// job) schedules it: one write per verification, not per scan. A time no replica scanned
+// before is skipped; the next one is an interval later.
 //
 // Thread-safe. Borrowed collaborators must outlive the scheduler.
 #ifndef ACMEVAULT_SERVICE_POLICY_SCHEDULER_H_
@@ -111,10 +113,10 @@ class PolicyScheduler {
     AcmeClients* clients = nullptr;
     // When a certificate's renewalInfo is fetched again if the CA sent no Retry-After.
     absl::Duration ari_check_interval = absl::Hours(6);
-    // Hijack detection: each tenant's valid account gets a kVerifyAccountJob due at the next
-    // of the times spread + n * interval (the spread, below `account_verify_interval`, fixed
-    // by tenant and account), so replicas ask for the same time and accounts are spread over
-    // the interval. Zero turns verification off.
+    // Hijack detection: each tenant's valid account gets a kVerifyAccountJob due at each of
+    // the times spread + n * interval (the spread, below `account_verify_interval`, fixed by
+    // tenant and account), so replicas ask for the same time and accounts are spread over the
+    // interval. Zero turns verification off.
     absl::Duration account_verify_interval = absl::Hours(6);
     // Seeds the scan jitter. Unset: random.
     std::optional<uint64_t> jitter_seed;

@@ -382,8 +382,12 @@ TEST_F(PolicySchedulerTest, EachValidAccountIsVerifiedOncePerIntervalAtItsOwnTim
   const AccountView lost = View(*accounts_, other);
   ASSERT_OK(fx_.store().MarkAccountHijacked(fx_.AdminScope(other), lost.account.id, "test").status());
   Engine& engine = replica_->issuing->engine();
-  auto scheduler = *PolicyScheduler::Create(fx_.WithStore(PolicyScheduler::Options{
-      .engine = &engine, .clock = &fx_.clock(), .account_verify_interval = absl::Hours(1)}));
+  // Scans an hour apart: every verification time comes before the next scan.
+  auto scheduler = *PolicyScheduler::Create(fx_.WithStore(
+      PolicyScheduler::Options{.engine = &engine,
+                               .clock = &fx_.clock(),
+                               .scan_interval = absl::Hours(1),
+                               .account_verify_interval = absl::Hours(1)}));
   ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult scan, scheduler->ScanOnce());
   EXPECT_EQ(scan.verifications_scheduled, 1);
   ASSERT_OK_AND_ASSIGN(scan, scheduler->ScanOnce());  // a second scan keeps the open job
@@ -405,6 +409,19 @@ TEST_F(PolicySchedulerTest, EachValidAccountIsVerifiedOncePerIntervalAtItsOwnTim
                       storage::NewJob{kVerifyAccountJob, absl::StrCat(lost.account.id), "",
                                       absl::InfiniteFuture()}));
   EXPECT_EQ(none.not_before, absl::InfiniteFuture());
+  // With scans a minute apart, only the scan in the minute before the time schedules it.
+  auto often = *PolicyScheduler::Create(fx_.WithStore(
+      PolicyScheduler::Options{.engine = &engine,
+                               .clock = &fx_.clock(),
+                               .scan_interval = absl::Minutes(1),
+                               .scan_jitter = absl::ZeroDuration(),
+                               .account_verify_interval = absl::Hours(1)}));
+  fx_.clock().Set(next - absl::Minutes(2));
+  ASSERT_OK_AND_ASSIGN(scan, often->ScanOnce());
+  EXPECT_EQ(scan.verifications_scheduled, 0);
+  fx_.clock().Set(next - absl::Seconds(30));
+  ASSERT_OK_AND_ASSIGN(scan, often->ScanOnce());
+  EXPECT_EQ(scan.verifications_scheduled, 1);
 }
 
 TEST(NextVerificationTest, IsTheFirstTimeOfTheAccountsScheduleAfterNow) {

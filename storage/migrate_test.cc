@@ -42,7 +42,10 @@ TEST(EmbeddedMigrations, AreNumberedFromOneWithoutGaps) {
   ASSERT_GE(migrations.size(), 10u);
   for (size_t i = 0; i < migrations.size(); ++i) {
     EXPECT_EQ(migrations[i].version, static_cast<int>(i + 1));
-    EXPECT_GT(std::string(migrations[i].sql).size(), 100u);
+    // A number reserved for another branch holds only its header until the branches meet.
+    if (std::string(migrations[i].name) != "reserved") {
+      EXPECT_GT(std::string(migrations[i].sql).size(), 100u);
+    }
   }
   EXPECT_STREQ(migrations[0].name, "roles_and_helpers");
   EXPECT_STREQ(migrations[4].name, "audit_log");

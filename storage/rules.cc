@@ -361,8 +361,9 @@ absl::Status CheckHijackable(const Account& account) {
 }
 
 AuditEvent AccountHijackedEvent(const Account& account, absl::string_view what) {
+  // Room for the "..." that marks a cut.
   AuditEvent e = AccountEvent("AccountHijackDetected", account.id, std::nullopt,
-                              ClipUtf8(what, kMaxHijackDetailSize));
+                              ClipUtf8(what, kMaxHijackDetailSize - 3));
   e.acme_url = account.account_url;
   return e;
 }
