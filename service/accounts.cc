@@ -10,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/types/span.h"
 #include "acme/problem.h"
 #include "common/status_macros.h"
 #include "crypto/digest.h"
@@ -149,6 +150,9 @@ absl::StatusOr<std::unique_ptr<AccountManager>> AccountManager::Create(Options o
   RETURN_IF_ERROR(manager->options_.engine->Register(
       kRotateJob, [raw = manager.get()](const JobRun& run) { return raw->RotateByPolicy(run); }));
   RETURN_IF_ERROR(manager->options_.engine->Register(
+      kVerifyAccountJob,
+      [raw = manager.get()](const JobRun& run) { return raw->VerifyByPolicy(run); }));
+  RETURN_IF_ERROR(manager->options_.engine->Register(
       kDeactivateAuthorizationJob,
       [raw = manager.get()](const JobRun& run) { return raw->DeactivateByPolicy(run); }));
   return manager;
@@ -191,6 +195,7 @@ absl::StatusOr<AccountManager::Current> AccountManager::FindValid(const storage:
   if (valid == nullptr) {
     return absl::FailedPreconditionError("the tenant has no valid ACME account");
   }
+  if (valid->hijacked_at) return HijackedAccountError(*valid);
   Current c;
   c.account = *valid;
   ASSIGN_OR_RETURN(c.client, options_.clients->For(valid->directory_url));
@@ -255,7 +260,8 @@ absl::StatusOr<AccountView> AccountManager::CreateAccount(const Caller& caller,
   const storage::Account* pending = nullptr;
   for (const auto& a : accounts) {
     if (a.ephemeral) continue;  // One order's, deactivated once it ends: not the tenant's.
-    if (a.status == storage::AccountStatus::kValid) {
+    // A hijacked account is someone else's now: the tenant may have another.
+    if (a.status == storage::AccountStatus::kValid && !a.hijacked_at) {
       return absl::AlreadyExistsError(
           absl::StrCat("the tenant already has a valid account: ", a.account_url));
     }
@@ -951,11 +957,40 @@ absl::StatusOr<CompromiseReport> AccountManager::RespondToCompromise(
     const Caller& caller, bool deactivate_account, std::optional<crypto::KeyAlgorithm> algorithm,
     std::optional<storage::CompromiseRunId> run_id) {
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kAdmin));
-  ASSIGN_OR_RETURN(const Compromise c,
+  ASSIGN_OR_RETURN(Compromise run,
                    ResumeCompromise(caller, deactivate_account, algorithm, run_id));
+  Compromise c = std::move(run);
   CompromiseReport report;
   report.run_id = c.run_id;
-  for (const PlaybookStep& step : kPlaybook) {
+  // Verification first (see the class comment): the path for a hijacked account needs no key.
+  // A resumed run keeps the path its first call took.
+  if (!c.done.contains(kHijackPlaybook[0].name)) {
+    ASSIGN_OR_RETURN(c.hijacked, HijackedAccount(c.scope));
+    if (!c.hijacked && c.done.empty()) {
+      auto current = Load(c.scope);
+      if (!current.ok()) return NamingTheRun(current.status(), c.run_id);
+      auto verified = VerifyAtCa(c.scope, *current);
+      if (!verified.ok()) {
+        return NamingTheRun(
+            absl::Status(verified.status().code(),
+                         absl::StrCat("verifying the account at the CA: ",
+                                      verified.status().message())),
+            c.run_id);
+      }
+      if (verified->hijacked) {
+        ASSIGN_OR_RETURN(c.hijacked, HijackedAccount(c.scope));
+        c.hijack_what = verified->what;
+      }
+    }
+  } else {
+    ASSIGN_OR_RETURN(auto accounts, options_.accounts->ListAccounts(c.scope));
+    for (const auto& a : accounts) {
+      if (a.hijacked_at) c.hijacked = a;  // the newest hijacked one
+    }
+  }
+  const absl::Span<const PlaybookStep> playbook =
+      c.hijacked ? absl::MakeConstSpan(kHijackPlaybook) : absl::MakeConstSpan(kPlaybook);
+  for (const PlaybookStep& step : playbook) {
     if (auto it = c.done.find(step.name); it != c.done.end()) {
       report.steps.push_back({step.name, true, "done by an earlier call of this run", it->second});
       continue;
@@ -1152,7 +1187,9 @@ JobOutcome AccountManager::RotateByPolicy(const JobRun& run) {
     count("failed");
     return JobOutcome::Failed(account.status());
   }
-  if (account->status != storage::AccountStatus::kValid) return JobOutcome::Done();
+  if (account->status != storage::AccountStatus::kValid || account->hijacked_at) {
+    return JobOutcome::Done();
+  }
   // A key left pending by an earlier attempt (or a replica that died in it) is settled first;
   // when that promotes it, this rotation is what finished.
   absl::StatusOr<std::optional<int>> pending = PendingVersion(scope, id);
@@ -1241,6 +1278,243 @@ JobOutcome AccountManager::DeactivateByPolicy(const JobRun& run) {
   if (!recorded.ok()) return JobOutcome::Failed(recorded);
   count("settled");
   return JobOutcome::Done();
+}
+
+std::string AccountManager::TenantName(const storage::Scope& scope) {
+  auto tenant = options_.tenants->GetTenant(scope);
+  return tenant.ok() ? tenant->spec.name : absl::StrCat(scope.tenant);
+}
+
+absl::StatusOr<std::optional<storage::Account>> AccountManager::HijackedAccount(
+    const storage::Scope& scope) {
+  ASSIGN_OR_RETURN(std::vector<storage::Account> accounts, options_.accounts->ListAccounts(scope));
+  // Newest first: a valid account made after the hijacked one replaces it.
+  for (auto it = accounts.rbegin(); it != accounts.rend(); ++it) {
+    if (it->hijacked_at) return *it;
+    if (it->status == storage::AccountStatus::kValid) return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+absl::Status AccountManager::MarkHijacked(const storage::Scope& scope,
+                                          const storage::Account& account,
+                                          absl::string_view what) {
+  ASSIGN_OR_RETURN(storage::Account marked,
+                   options_.accounts->MarkAccountHijacked(scope, account.id, what));
+  const std::string tenant = TenantName(scope);
+  // Counted when this call marked it.
+  if (options_.metrics != nullptr && !account.hijacked_at && marked.hijacked_at) {
+    options_.metrics->RecordAccountHijack(tenant);
+  }
+  if (options_.metrics != nullptr) options_.metrics->SetAccountHijacked(tenant, true);
+  Log(LogLevel::kError,
+      "ACME account hijacked: the CA no longer ties it to the service's key; issuance under it "
+      "is stopped, RespondToCompromise opens a new account",
+      {{"tenant", tenant},
+       {"account", absl::StrCat(account.id)},
+       {"account_url", account.account_url},
+       {"ca_said", std::string(what)}});
+  return absl::OkStatus();
+}
+
+absl::StatusOr<AccountVerification> AccountManager::VerifyAtCa(const storage::Scope& scope,
+                                                               const Current& current) {
+  if (!current.key) return absl::FailedPreconditionError("the account has no usable active key");
+  const storage::Account& account = current.account;
+  AccountVerification v{.account = account.id};
+  std::optional<storage::AccountStatus> closed;
+  // RFC 8555 §7.3.1: the CA must answer our active key with our account.
+  acme::NewAccountOptions find;
+  find.only_return_existing = true;
+  auto found = current.client->NewAccount(*current.key->signer, find);
+  if (options_.metrics) options_.metrics->RecordAcme("newAccount", found.status());
+  const int version = current.key->info.version;
+  if (NoSuchAccount(found.status())) {
+    v.hijacked = true;
+    v.what = absl::StrCat("the CA knows no account for the active key (version ", version,
+                          "): ", SummarizeFailure(found.status()));
+  } else if (found.ok() && found->url != account.account_url) {
+    v.hijacked = true;
+    v.what = absl::StrCat("the CA answers the active key (version ", version,
+                          ") with another account: ", found->url);
+  } else if (!found.ok() && !acme::IsAccountUnusable(found.status())) {
+    return found.status();  // no verdict
+  } else {
+    // §7.3: the account object, POST-as-GET with its URL.
+    auto probe = current.client->GetAccount(current.Ref());
+    if (options_.metrics) options_.metrics->RecordAcme("getAccount", probe.status());
+    if (probe.ok() && probe->status == "valid" && found.ok()) {
+      v.what = absl::StrCat("the CA knows the active key (version ", version,
+                            ") for the account, and holds it valid");
+      return v;
+    }
+    if (probe.ok() && (probe->status == "deactivated" || probe->status == "revoked")) {
+      closed = probe->status == "revoked" ? storage::AccountStatus::kRevoked
+                                          : storage::AccountStatus::kDeactivated;
+      v.what = absl::StrCat("the CA reports the account ", probe->status,
+                            ", which the service did not do");
+    } else if (!probe.ok() && acme::IsAccountUnusable(probe.status()) && !found.ok()) {
+      // Both requests refused as from an unusable account (Pebble answers so for a
+      // deactivated one): closed at the CA, as ClosedAtCa records it.
+      closed = storage::AccountStatus::kDeactivated;
+      v.what = absl::StrCat("the CA refuses the account: ", SummarizeFailure(found.status()),
+                            "; ", SummarizeFailure(probe.status()));
+    } else if (!probe.ok()) {
+      return probe.status();  // no verdict
+    } else {
+      return absl::UnknownError(absl::StrCat("the CA reports the account as \"",
+                                             probe->status, "\""));
+    }
+    v.hijacked = true;
+  }
+  RETURN_IF_ERROR(MarkHijacked(scope, account, v.what));
+  if (closed && account.status == storage::AccountStatus::kValid) {
+    RETURN_IF_ERROR(options_.accounts->SetAccountStatus(scope, account.id, *closed));
+  }
+  return v;
+}
+
+JobOutcome AccountManager::VerifyByPolicy(const JobRun& run) {
+  storage::AccountId id = 0;
+  if (!absl::SimpleAtoi(run.job().subject, &id) || id <= 0) {
+    return JobOutcome::FailedPermanently(
+        absl::InvalidArgumentError("a verification job's subject is not an account id"));
+  }
+  const storage::Scope scope{run.job().tenant, {"hijack detection", kVerifyAccountJob}};
+  auto count = [&](absl::string_view result) {
+    if (options_.metrics != nullptr) options_.metrics->RecordAccountVerification(result);
+  };
+  absl::StatusOr<storage::Account> account = options_.accounts->GetAccount(scope, id);
+  if (absl::IsNotFound(account.status())) return JobOutcome::Done();
+  if (!account.ok()) return JobOutcome::Failed(account.status());
+  if (account->status != storage::AccountStatus::kValid || account->account_url.empty() ||
+      account->hijacked_at) {
+    return JobOutcome::Done();
+  }
+  absl::StatusOr<Current> current = Load(scope);
+  if (!current.ok() || current->account.id != id) {
+    if (current.ok() || absl::IsFailedPrecondition(current.status())) return JobOutcome::Done();
+    count("failed");
+    return JobOutcome::Failed(current.status());
+  }
+  absl::StatusOr<AccountVerification> v = VerifyAtCa(scope, *current);
+  if (!v.ok()) {
+    count("failed");
+    Log(LogLevel::kWarning, "account verification at the CA gave no verdict; retried",
+        {{"tenant", absl::StrCat(scope.tenant)},
+         {"account", run.job().subject},
+         {"error", SummarizeFailure(v.status())}});
+    return JobOutcome::Failed(v.status());
+  }
+  count(v->hijacked ? "hijacked" : "ok");
+  if (!v->hijacked && options_.metrics != nullptr) {
+    options_.metrics->SetAccountHijacked(TenantName(scope), false);
+  }
+  return JobOutcome::Done();
+}
+
+absl::StatusOr<AccountManager::StepOutcome> AccountManager::RecordHijack(const Compromise& c) {
+  const storage::Account& a = *c.hijacked;
+  return StepOutcome{
+      true, absl::StrCat("account ", a.account_url, " hijacked (marked ",
+                         absl::FormatTime(absl::RFC3339_sec, *a.hijacked_at, absl::UTCTimeZone()),
+                         c.hijack_what.empty() ? "" : "; ", c.hijack_what,
+                         "); its key is no longer used")};
+}
+
+absl::StatusOr<AccountManager::StepOutcome> AccountManager::OpenNewAccount(const Compromise& c) {
+  ASSIGN_OR_RETURN(std::vector<storage::Account> accounts,
+                   options_.accounts->ListAccounts(c.scope));
+  for (const auto& a : accounts) {
+    if (a.id > c.hijacked->id && a.status == storage::AccountStatus::kValid && !a.hijacked_at) {
+      return StepOutcome{true, absl::StrCat("new account ", a.account_url, " (opened before)")};
+    }
+  }
+  CreateAccountSpec spec;
+  // Agreed when the hijacked account was made; the CA's contact for it is the attacker's to
+  // change now, so none is copied. An External Account Binding key is not kept: a CA that
+  // requires one refuses, and the error says so.
+  spec.terms_of_service_agreed = true;
+  spec.key_algorithm = c.algorithm;
+  ASSIGN_OR_RETURN(AccountView view, CreateAccount(c.caller, spec));
+  if (options_.metrics != nullptr) options_.metrics->SetAccountHijacked(TenantName(c.scope), false);
+  return StepOutcome{
+      true, absl::StrCat("new account ", view.account.account_url, " with a new key (",
+                         crypto::KeyAlgorithmName(view.active_key.algorithm), "), replacing ",
+                         c.hijacked->account_url)};
+}
+
+absl::StatusOr<AccountManager::StepOutcome> AccountManager::RevokeWithCertificateKeys(
+    const Compromise& c) {
+  ASSIGN_OR_RETURN(auto certs, AllCertificates(*options_.certificates, c.scope));
+  ASSIGN_OR_RETURN(acme::AcmeClient * client, options_.clients->For(c.hijacked->directory_url));
+  // Their keys were not compromised (the account was): superseded, not keyCompromise.
+  constexpr crypto::RevocationReason kReason = crypto::RevocationReason::kSuperseded;
+  int revoked = 0;
+  std::vector<std::string> left;
+  for (const auto& cert : certs) {
+    if (cert.created_at >= c.start || cert.revoked_at || !cert.has_private_key ||
+        cert.not_after <= options_.clock->Now()) {
+      continue;
+    }
+    auto ders = crypto::SplitPemChain(cert.chain_pem);
+    absl::Status s = ders.status();
+    if (s.ok()) {
+      auto key = options_.certificates->GetCertificateKey(c.scope, cert.id, "RespondToCompromise");
+      s = key.status();
+      if (s.ok()) {
+        // RFC 8555 §7.6: a revocation signed by the certificate's own key (jwk) needs no account.
+        s = client->RevokeWithCertificateKey(*key, ders->front(), kReason);
+        if (options_.metrics) options_.metrics->RecordAcme("revokeCert", s);
+        auto problem = acme::GetProblem(s);
+        if (problem && problem->ShortType() == "alreadyRevoked") s = absl::OkStatus();
+      }
+    }
+    if (s.ok()) s = options_.certificates->MarkCertificateRevoked(c.scope, cert.id, kReason);
+    if (s.ok()) {
+      ++revoked;
+    } else {
+      left.push_back(absl::StrCat(cert.serial, " (", SummarizeFailure(s), ")"));
+    }
+  }
+  if (!left.empty()) {
+    return absl::UnavailableError(absl::StrCat(left.size(), " certificates are not revoked yet: ",
+                                               SomeOf(left, "; "), "; call again to resume"));
+  }
+  return StepOutcome{true, absl::StrCat(revoked,
+                                        " revoked with their certificate keys (reason superseded)")};
+}
+
+absl::StatusOr<AccountManager::StepOutcome> AccountManager::ReportNotDone(const Compromise& c) {
+  ASSIGN_OR_RETURN(auto certs, AllCertificates(*options_.certificates, c.scope));
+  std::vector<std::string> host_keys;
+  for (const auto& cert : certs) {
+    if (cert.created_at >= c.start || cert.revoked_at || cert.has_private_key ||
+        cert.not_after <= options_.clock->Now()) {
+      continue;
+    }
+    host_keys.push_back(cert.serial);
+  }
+  storage::AuthorizationFilter filter;
+  filter.account = c.hijacked->id;
+  ASSIGN_OR_RETURN(std::vector<storage::Authorization> outstanding,
+                   options_.authorizations->ListOutstandingAuthorizations(c.scope, filter));
+  std::vector<std::string> lines;
+  if (!host_keys.empty()) {
+    lines.push_back(absl::StrCat(
+        host_keys.size(), " certificates whose keys their hosts hold were neither reissued nor "
+        "revoked (the hosts must request new ones; revoking needs their keys or the account's): ",
+        SomeOf(host_keys, ", ")));
+  }
+  if (!outstanding.empty()) {
+    lines.push_back(absl::StrCat(outstanding.size(),
+                                 " authorizations of the hijacked account stay answerable at the "
+                                 "CA until they expire (deactivating them needs its key)"));
+  }
+  lines.push_back(absl::StrCat("the hijacked account ", c.hijacked->account_url,
+                               " cannot be deactivated (only its current key, which the service "
+                               "does not hold, can); ask the CA to close it"));
+  return StepOutcome{false, absl::StrJoin(lines, "; ")};
 }
 
 absl::StatusOr<AccountManager::StepOutcome> AccountManager::DeactivateAccountIfAsked(

@@ -30,12 +30,36 @@
 // reports it deactivated or revoked, or refuses that request too, the account is recorded so
 // (audited "AccountUnusableAtCa"), and CreateAccount can make a new one.
 //
+// Hijack detection (issue 11, item 6). Verifying an account asks its CA two things, signed with
+// the active key: newAccount with onlyReturnExisting (RFC 8555 §7.3.1), which must answer with
+// the stored account URL, and the account object (POST-as-GET), which must be valid. When the
+// CA knows no account for our key (accountDoesNotExist) or answers with another URL, someone
+// rolled the account over to a key of theirs; when it reports the account deactivated or
+// revoked while our record says valid, someone closed it. Either way the account is marked
+// hijacked (AccountStore::MarkAccountHijacked, audited "AccountHijackDetected" with what the CA
+// said; a closed one also recorded closed), counted in acmevault_account_hijacks_detected_total
+// and acmevault_accounts_hijacked, and logged as an error. Any other answer (an outage, a
+// timeout, a 5xx, a rate limit) is no verdict. Issuance stops for a hijacked account (the
+// attacker holds it): service/issuer.h refuses it with FAILED_PRECONDITION naming it. The
+// policy scheduler has every valid account verified every `account_verify_interval`
+// (kVerifyAccountJob, VerifyByPolicy), and RespondToCompromise verifies first.
+//
 // RespondToCompromise runs the playbook in order: rollover, deactivate outstanding
 // authorizations, reissue every live certificate whose key the service holds, revoke the old
 // ones, and only then (if asked) deactivate the account. Each response is a run with an id and
 // an expiry (`compromise_run_expiry`); each step is recorded with its run as it finishes, so a
 // call naming the run resumes it with the first unfinished step. A call naming no run, or a
 // finished or expired one, starts a new run.
+//
+// When the tenant's account is hijacked (marked before, or found so by the verification the run
+// starts with), the playbook needs no account key (the attacker holds the account): the run
+// records "hijack_detected", opens a new account with a new key (as CreateAccount does, terms
+// agreed; the hijacked one stays marked), reissues every live service-held certificate under it,
+// revokes the old ones signed by their own certificate keys (RFC 8555 §7.6; reason superseded),
+// and reports in "not_done" exactly what could not be done: host-key certificates neither
+// reissued nor revoked, the hijacked account's authorizations (deactivating them needs its key)
+// and the hijacked account itself (only its key can deactivate it). Reissue comes before
+// revocation, as in the playbook, so hosts are never left without a certificate.
 #ifndef ACMEVAULT_SERVICE_ACCOUNTS_H_
 #define ACMEVAULT_SERVICE_ACCOUNTS_H_
 
@@ -111,6 +135,13 @@ struct CompromiseStep {
   bool done = false;
   std::string detail;
   std::optional<absl::Time> finished_at;
+};
+
+// What a verification of an account at its CA found (see the class comment).
+struct AccountVerification {
+  storage::AccountId account = 0;
+  bool hijacked = false;
+  std::string what;  // What the CA said, one line.
 };
 
 struct CompromiseReport {
@@ -192,6 +223,12 @@ class AccountManager {
   // failed attempt (the engine's backoff). Counted in
   // acmevault_authorization_deactivations_total.
   JobOutcome DeactivateByPolicy(const JobRun& run);
+  // The verification job (kind kVerifyAccountJob, subject the account id): verifies the account
+  // at its CA (see the class comment) and marks it hijacked when the CA says so. Done for an
+  // account that is gone, not valid, already marked, or no longer the tenant's account; an
+  // answer that is no verdict is a failed attempt (the engine's backoff). Counted in
+  // acmevault_account_verifications_total.
+  JobOutcome VerifyByPolicy(const JobRun& run);
 
   // ALREADY_EXISTS when the tenant has a valid account; ABORTED when another CreateAccount of
   // the tenant is under way (it alone talks to the CA); INVALID_ARGUMENT when the terms are not
@@ -246,6 +283,9 @@ class AccountManager {
   // One run of RespondToCompromise.
   struct Compromise {
     const Caller& caller;
+    // Set when the run takes the path for a hijacked account (see the class comment).
+    std::optional<storage::Account> hijacked;
+    std::string hijack_what;  // what the CA said, when found by this call
     storage::Scope scope;
     storage::CompromiseRunId run_id = 0;
     // When the run began: certificates made from then on are the replacements.
@@ -287,6 +327,24 @@ class AccountManager {
   // Deactivates the account, last, and only when asked: afterwards it can revoke nothing.
   absl::StatusOr<StepOutcome> DeactivateAccountIfAsked(const Compromise& c);
 
+  // The path for a hijacked account (see the class comment).
+  absl::StatusOr<StepOutcome> RecordHijack(const Compromise& c);
+  // A new account with a new key, unless one newer than the hijacked one is valid already.
+  absl::StatusOr<StepOutcome> OpenNewAccount(const Compromise& c);
+  // Revokes (reason superseded) the live service-key certificates older than the run, each
+  // signed by its own key; UNAVAILABLE when some could not be revoked yet.
+  absl::StatusOr<StepOutcome> RevokeWithCertificateKeys(const Compromise& c);
+  // Never recorded: what the run cannot do without the hijacked account's key.
+  absl::StatusOr<StepOutcome> ReportNotDone(const Compromise& c);
+
+  static constexpr PlaybookStep kHijackPlaybook[] = {
+      {"hijack_detected", &AccountManager::RecordHijack},
+      {"new_account", &AccountManager::OpenNewAccount},
+      {"reissue", &AccountManager::ReissueLiveCertificates},
+      {"revoke_by_certificate_key", &AccountManager::RevokeWithCertificateKeys},
+      {"not_done", &AccountManager::ReportNotDone},
+  };
+
   static constexpr PlaybookStep kPlaybook[] = {
       {"rollover", &AccountManager::RollOverCompromisedKey},
       {"deactivate_authorizations", &AccountManager::DeactivateOutstandingAuthorizations},
@@ -295,7 +353,20 @@ class AccountManager {
       {"deactivate_account", &AccountManager::DeactivateAccountIfAsked},
   };
 
-  // The tenant's valid account and its CA client, no key unsealed.
+  // Verifies `current` at its CA and marks it hijacked when the CA says so (see the class
+  // comment); the error of an answer that is no verdict.
+  absl::StatusOr<AccountVerification> VerifyAtCa(const storage::Scope& scope,
+                                                 const Current& current);
+  // Marks `account` hijacked: the store's mark and audit row, the metrics, the error log.
+  absl::Status MarkHijacked(const storage::Scope& scope, const storage::Account& account,
+                            absl::string_view what);
+  // The tenant's hijacked account when it is the one the tenant would use (no valid account
+  // made after it), else unset.
+  absl::StatusOr<std::optional<storage::Account>> HijackedAccount(const storage::Scope& scope);
+  // The tenant's name for metrics (its id when it cannot be read).
+  std::string TenantName(const storage::Scope& scope);
+  // The tenant's valid account and its CA client, no key unsealed. FAILED_PRECONDITION naming
+  // it when that account is marked hijacked.
   absl::StatusOr<Current> FindValid(const storage::Scope& scope);
   // FindValid, its pending key resolved, and the active key unsealed for `scope`'s RPC.
   absl::StatusOr<Current> Load(const storage::Scope& scope);

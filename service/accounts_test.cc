@@ -834,6 +834,12 @@ class GatedAccounts : public storage::AccountStore {
                                 storage::AccountStatus status) override {
     return Gate("SetAccountStatus", [&] { return s_.SetAccountStatus(scope, account, status); });
   }
+  absl::StatusOr<storage::Account> MarkAccountHijacked(const storage::Scope& scope,
+                                                       storage::AccountId account,
+                                                       absl::string_view what) override {
+    return Gate("MarkAccountHijacked",
+                [&] { return s_.MarkAccountHijacked(scope, account, what); });
+  }
   absl::StatusOr<storage::KeyLease> AcquireKeyLease(const storage::Scope& scope,
                                                     storage::AccountId account,
                                                     absl::Duration duration) override {
@@ -1434,6 +1440,262 @@ TEST_F(AccountsTest, WithoutKeyChangeACompromiseResponseReplacesTheAccountAndCom
   EXPECT_THAT(States(v1.account.id),
               ::testing::ElementsAre(KeyState::kCompromised, KeyState::kRetired));
   EXPECT_EQ(report->account.account.account_url, NoKeyChangeCa::Url(2));
+}
+
+// ---- Hijack detection ----------------------------------------------------------------------
+
+class HijackTest : public AccountsTest {
+ protected:
+  // Runs the verification job of `account` as the engine would.
+  JobOutcome Verify(storage::AccountId account) {
+    storage::ClaimedJob claimed;
+    claimed.job.tenant = tenant_;
+    claimed.job.kind = kVerifyAccountJob;
+    claimed.job.subject = absl::StrCat(account);
+    return accounts_->VerifyByPolicy(
+        JobRun(claimed, fx_.clock().Now(), std::make_shared<std::atomic<bool>>(false)));
+  }
+
+  storage::Account Stored(storage::AccountId id) {
+    auto a = fx_.store().GetAccount(fx_.AdminScope(tenant_), id);
+    EXPECT_TRUE(a.ok()) << a.status();
+    return a.ok() ? *a : storage::Account{};
+  }
+
+  // The CA no longer knows the account's key (someone rolled it over to a key of theirs).
+  void ForgetOurKey() {
+    ca_.On("POST", "/new-acct", [](const Call& c) {
+      auto payload = nlohmann::json::parse(c.jws->payload, nullptr, false);
+      if (payload.is_object() && payload.value("onlyReturnExisting", false)) {
+        return ScriptedServer::Problem(400, "accountDoesNotExist", "no account for this key");
+      }
+      return ScriptedServer::Json(201, {{"status", "valid"}},
+                                  {{"Location", ScriptedServer::Url("/acct/2")}});
+    });
+  }
+
+  const storage::AuditEvent* LastAudit(const std::string& action) {
+    auto audit = fx_.store().ListAudit(fx_.AdminScope(tenant_), {"", 1000});
+    if (!audit.ok()) return nullptr;
+    last_audit_ = audit->items;
+    for (auto it = last_audit_.rbegin(); it != last_audit_.rend(); ++it) {
+      if (it->event.action == action) return &it->event;
+    }
+    return nullptr;
+  }
+  std::vector<storage::AuditRecord> last_audit_;
+
+  IssueRequest HostRequest() {
+    IssueRequest request;
+    request.identifiers = {"leaf.example.com", "*.leaf.example.com"};
+    auto csr = crypto::BuildCsr(request.identifiers, testing::TestLeafKey());
+    EXPECT_TRUE(csr.ok());
+    request.csr = csr.ok() ? *csr : "";
+    request.deadline = absl::InfiniteFuture();
+    request.max_wait = absl::Seconds(20);
+    return request;
+  }
+
+  // The test chain stored as a certificate of `account` with `serial`; with `key` the service
+  // holds that key.
+  storage::Certificate Stores(storage::AccountId account, const std::string& serial,
+                              const crypto::PrivateKey* key) {
+    const std::vector<std::string> names = {"*.leaf.example.com", "leaf.example.com"};
+    const storage::Scope scope = host_.ScopeFor("CertificateService/IssueCertificate");
+    auto csr = crypto::BuildCsr(names, testing::TestLeafKey());
+    storage::NewOrder spec{account, names, "", "elsewhere", absl::Minutes(2)};
+    spec.csr_der = csr.ok() ? *csr : "";
+    spec.certificate_key = key;
+    auto made = fx_.store().CreateOrJoinOrder(scope, spec);
+    EXPECT_TRUE(made.ok()) << made.status();
+    if (!made.ok()) return {};
+    EXPECT_TRUE(
+        fx_.store().RecordOrderUrl(scope, *made->lease, ScriptedServer::Url("/order/9")).ok());
+    const std::string chain = testing::ReadTestFile("crypto/testdata/chain.pem");
+    auto parsed = crypto::ParsePemChain(chain);
+    EXPECT_TRUE(parsed.ok());
+    storage::NewCertificate cert;
+    cert.account = account;
+    cert.order = made->order.id;
+    cert.identifiers = names;
+    cert.serial = serial;
+    cert.not_before = parsed->front().not_before;
+    cert.not_after = parsed->front().not_after;
+    cert.chain_pem = chain;
+    cert.private_key = key;
+    auto stored = fx_.store().CompleteOrder(scope, *made->lease, cert);
+    EXPECT_TRUE(stored.ok()) << stored.status();
+    return stored.ok() ? *stored : storage::Certificate{};
+  }
+};
+
+TEST_F(HijackTest, AHealthyAccountIsVerifiedAndLeftAlone) {
+  AccountView v1 = Create();
+  const int found_before = ca_.CountCalls("POST", "/new-acct");
+  EXPECT_EQ(Verify(v1.account.id).kind(), JobOutcome::Kind::kDone);
+  // Both questions were asked: newAccount with onlyReturnExisting, then the account itself.
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-acct"), found_before + 1);
+  auto calls = ca_.calls();
+  ASSERT_TRUE(calls.back().jws.has_value());
+  EXPECT_EQ(calls.back().path, "/acct/1");
+  EXPECT_EQ(calls.back().jws->payload, "");
+  EXPECT_FALSE(Stored(v1.account.id).hijacked_at.has_value());
+  EXPECT_EQ(Stored(v1.account.id).status, storage::AccountStatus::kValid);
+  EXPECT_EQ(LastAudit("AccountHijackDetected"), nullptr);
+  EXPECT_THAT(metrics_.Render(), HasSubstr("acmevault_account_verifications_total{result=\"ok\"} 1"));
+}
+
+TEST_F(HijackTest, AnAccountWhoseKeyTheCaNoLongerKnowsIsMarkedAndIssuesNothing) {
+  fx_.clock().Set(testing::TestChainValidTime());
+  std::string order_state;
+  testing::ScriptHappyCa(ca_, &order_state);
+  AccountView v1 = Create();
+  ForgetOurKey();
+  EXPECT_EQ(Verify(v1.account.id).kind(), JobOutcome::Kind::kDone);
+  storage::Account marked = Stored(v1.account.id);
+  ASSERT_TRUE(marked.hijacked_at.has_value());
+  EXPECT_EQ(marked.status, storage::AccountStatus::kValid);  // at the CA, for someone else
+  const storage::AuditEvent* row = LastAudit("AccountHijackDetected");
+  ASSERT_NE(row, nullptr);
+  EXPECT_EQ(row->account, v1.account.id);
+  EXPECT_THAT(row->detail, HasSubstr("the CA knows no account for the active key (version 1)"));
+  EXPECT_THAT(row->detail, HasSubstr("accountDoesNotExist"));
+  const std::string text = metrics_.Render();
+  EXPECT_THAT(text, HasSubstr("acmevault_account_hijacks_detected_total{tenant=\"acme-corp\"} 1"));
+  EXPECT_THAT(text, HasSubstr("acmevault_accounts_hijacked{tenant=\"acme-corp\"} 1"));
+  // Issuance stops, naming the account; so does anything else that would sign with its key.
+  const int orders_before = ca_.CountCalls("POST", "/new-order");
+  EXPECT_THAT(issuer_->Issue(host_, HostRequest()),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       v1.account.account_url + " was taken over at the CA"));
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), orders_before);
+  EXPECT_THAT(accounts_->Rollover(admin_, std::nullopt, ""),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "hijacked"));
+  // GetAccount shows it.
+  auto view = accounts_->GetAccount(admin_);
+  ASSERT_TRUE(view.ok()) << view.status();
+  EXPECT_EQ(view->account.hijacked_at, marked.hijacked_at);
+  // Marked once: a later job asks the CA nothing.
+  const int calls_before = static_cast<int>(ca_.calls().size());
+  EXPECT_EQ(Verify(v1.account.id).kind(), JobOutcome::Kind::kDone);
+  EXPECT_EQ(static_cast<int>(ca_.calls().size()), calls_before);
+}
+
+TEST_F(HijackTest, AnAccountTheCaAnswersWithAnotherUrlIsMarked) {
+  AccountView v1 = Create();
+  ca_.On("POST", "/new-acct", [](const Call&) {
+    return ScriptedServer::Json(200, {{"status", "valid"}},
+                                {{"Location", ScriptedServer::Url("/acct/7")}});
+  });
+  EXPECT_EQ(Verify(v1.account.id).kind(), JobOutcome::Kind::kDone);
+  EXPECT_TRUE(Stored(v1.account.id).hijacked_at.has_value());
+  const storage::AuditEvent* row = LastAudit("AccountHijackDetected");
+  ASSERT_NE(row, nullptr);
+  EXPECT_THAT(row->detail, HasSubstr("with another account: " + ScriptedServer::Url("/acct/7")));
+}
+
+TEST_F(HijackTest, AnAccountTheCaReportsDeactivatedIsMarkedAndRecordedClosed) {
+  AccountView v1 = Create();
+  ca_.On("POST", "/acct/1", [](const Call&) {
+    return ScriptedServer::Json(200, {{"status", "deactivated"}});
+  });
+  EXPECT_EQ(Verify(v1.account.id).kind(), JobOutcome::Kind::kDone);
+  storage::Account marked = Stored(v1.account.id);
+  EXPECT_TRUE(marked.hijacked_at.has_value());
+  EXPECT_EQ(marked.status, storage::AccountStatus::kDeactivated);
+  const storage::AuditEvent* row = LastAudit("AccountHijackDetected");
+  ASSERT_NE(row, nullptr);
+  EXPECT_EQ(row->detail, "the CA reports the account deactivated, which the service did not do");
+  EXPECT_THAT(issuer_->Issue(host_, HostRequest()),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "hijacked"));
+}
+
+TEST_F(HijackTest, ATransientErrorGivesNoVerdict) {
+  AccountView v1 = Create();
+  ca_.On("POST", "/new-acct",
+         [](const Call&) { return ScriptedServer::Raw(503, "text/plain", "down"); });
+  EXPECT_EQ(Verify(v1.account.id).kind(), JobOutcome::Kind::kFailed);
+  ca_.On("POST", "/new-acct", [](const Call&) {
+    return ScriptedServer::Json(200, {{"status", "valid"}},
+                                {{"Location", ScriptedServer::Url("/acct/1")}});
+  });
+  ca_.On("POST", "/acct/1", [](const Call&) {
+    return ScriptedServer::Problem(429, "rateLimited", "slow down");
+  });
+  EXPECT_EQ(Verify(v1.account.id).kind(), JobOutcome::Kind::kFailed);
+  EXPECT_FALSE(Stored(v1.account.id).hijacked_at.has_value());
+  EXPECT_EQ(Stored(v1.account.id).status, storage::AccountStatus::kValid);
+  EXPECT_EQ(LastAudit("AccountHijackDetected"), nullptr);
+  EXPECT_THAT(metrics_.Render(),
+              HasSubstr("acmevault_account_verifications_total{result=\"failed\"} 2"));
+}
+
+TEST_F(HijackTest, CompromiseResponseOnAHijackedAccountNeedsNoAccountKey) {
+  fx_.clock().Set(testing::TestChainValidTime());
+  std::string order_state;
+  testing::ScriptHappyCa(ca_, &order_state);
+  AccountView v1 = Create();
+  const crypto::PrivateKey leaf_key = testing::TestLeafKey();
+  storage::Certificate service_held = Stores(v1.account.id, "0a01", &leaf_key);
+  storage::Certificate host_held = Stores(v1.account.id, "0a02", nullptr);
+  ASSERT_TRUE(fx_.store()
+                  .RecordAuthorization(fx_.AdminScope(tenant_),
+                                       {v1.account.id, std::nullopt,
+                                        ScriptedServer::Url("/authz/1"), "a.example.com",
+                                        storage::AuthorizationStatus::kValid,
+                                        fx_.clock().Now() + absl::Hours(240)})
+                  .ok());
+  fx_.clock().Advance(absl::Minutes(1));
+  ForgetOurKey();
+  auto report = accounts_->RespondToCompromise(admin_, /*deactivate_account=*/true, std::nullopt);
+  ASSERT_TRUE(report.ok()) << report.status();
+  // Found by the verification the run starts with.
+  EXPECT_TRUE(Stored(v1.account.id).hijacked_at.has_value());
+  ASSERT_EQ(report->steps.size(), 5u);
+  EXPECT_EQ(report->steps[0].name, "hijack_detected");
+  EXPECT_THAT(report->steps[0].detail, HasSubstr("the CA knows no account for the active key"));
+  EXPECT_EQ(report->steps[1].name, "new_account");
+  EXPECT_THAT(report->steps[1].detail,
+              HasSubstr("new account " + ScriptedServer::Url("/acct/2") + " with a new key"));
+  EXPECT_EQ(report->steps[2].name, "reissue");
+  EXPECT_TRUE(report->steps[2].done);
+  EXPECT_THAT(report->steps[2].detail, HasSubstr("1 held by hosts, not reissued"));
+  EXPECT_EQ(report->steps[3].name, "revoke_by_certificate_key");
+  EXPECT_EQ(report->steps[3].detail,
+            "1 revoked with their certificate keys (reason superseded)");
+  EXPECT_EQ(report->steps[4].name, "not_done");
+  EXPECT_FALSE(report->steps[4].done);
+  EXPECT_THAT(report->steps[4].detail, HasSubstr("1 certificates whose keys their hosts hold"));
+  EXPECT_THAT(report->steps[4].detail, HasSubstr(host_held.serial));
+  EXPECT_THAT(report->steps[4].detail, HasSubstr("1 authorizations of the hijacked account"));
+  EXPECT_THAT(report->steps[4].detail,
+              HasSubstr("the hijacked account " + v1.account.account_url + " cannot be deactivated"));
+  // No key change, no deactivation: nothing was signed with the hijacked account's key after
+  // the verification. The revocation carried the certificate's own key (jwk, no kid).
+  EXPECT_EQ(ca_.CountCalls("POST", "/key-change"), 0);
+  std::optional<crypto::ParsedJws> revocation;
+  for (const auto& call : ca_.calls()) {
+    if (call.path == "/revoke" && call.jws) revocation = call.jws;
+    if (call.path == "/authz/1" && call.jws) {
+      EXPECT_THAT(call.jws->payload, ::testing::Not(HasSubstr("deactivated")));
+    }
+  }
+  ASSERT_TRUE(revocation.has_value());
+  EXPECT_FALSE(revocation->header.contains("kid"));
+  auto jwk = crypto::PublicKeyFromJwk(revocation->header["jwk"]);
+  ASSERT_TRUE(jwk.ok());
+  EXPECT_EQ(jwk->ToDer(), leaf_key.public_key().ToDer());
+  auto revoked = fx_.store().GetCertificate(fx_.AdminScope(tenant_), service_held.id);
+  ASSERT_TRUE(revoked.ok());
+  EXPECT_TRUE(revoked->revoked_at.has_value());
+  auto untouched = fx_.store().GetCertificate(fx_.AdminScope(tenant_), host_held.id);
+  ASSERT_TRUE(untouched.ok());
+  EXPECT_FALSE(untouched->revoked_at.has_value());
+  // The tenant's account is the new one; the hijacked one stays marked.
+  EXPECT_EQ(report->account.account.account_url, ScriptedServer::Url("/acct/2"));
+  EXPECT_FALSE(report->account.account.hijacked_at.has_value());
+  EXPECT_TRUE(Stored(v1.account.id).hijacked_at.has_value());
+  EXPECT_THAT(metrics_.Render(), HasSubstr("acmevault_accounts_hijacked{tenant=\"acme-corp\"} 0"));
 }
 
 }  // namespace

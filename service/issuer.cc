@@ -407,10 +407,11 @@ absl::StatusOr<std::optional<storage::Account>> Issuer::ChooseAccount(
   if (checked.tenant.spec.policy.ephemeral_accounts) return std::nullopt;
   ASSIGN_OR_RETURN(std::vector<storage::Account> accounts, options_.accounts->ListAccounts(scope));
   for (auto it = accounts.rbegin(); it != accounts.rend(); ++it) {
-    if (it->status == storage::AccountStatus::kValid && !it->account_url.empty() &&
-        !it->ephemeral) {
-      return *it;
-    }
+    if (it->ephemeral) continue;  // One order's: never the tenant's account.
+    // The newest account marked hijacked, with no valid one made after it: the attacker holds
+    // it, so nothing more is issued under it (service/accounts.h, hijack detection).
+    if (it->hijacked_at) return HijackedAccountError(*it);
+    if (it->status == storage::AccountStatus::kValid && !it->account_url.empty()) return *it;
   }
   return absl::FailedPreconditionError(
       "the tenant has no valid ACME account: an admin must call AccountService.CreateAccount");

@@ -421,7 +421,12 @@ absl::Status Serve() {
                                  ? absl::Seconds(pc.renewal_spread_seconds())
                              : pc.renewal_spread_seconds() < 0 ? absl::ZeroDuration()
                                                                : absl::Minutes(5),
-           .clients = clients.get()}));
+           .clients = clients.get(),
+           .account_verify_interval =
+               pc.account_verify_interval_seconds() > 0
+                   ? absl::Seconds(pc.account_verify_interval_seconds())
+               : pc.account_verify_interval_seconds() < 0 ? absl::ZeroDuration()
+                                                          : absl::Hours(6)}));
   ASSIGN_OR_RETURN(auto token_cache, MakeTokenCache(config.token_cache(), &metrics));
   // Revocations by any replica reach this cache (destroyed first: declared after it).
   std::unique_ptr<storage::JobWaker> revocations;

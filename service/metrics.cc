@@ -30,6 +30,9 @@ struct Metrics::Families {
   prometheus::Family<prometheus::Counter>* authz_deactivations;
   prometheus::Family<prometheus::Counter>* orders_held;
   prometheus::Family<prometheus::Counter>* ephemeral_accounts;
+  prometheus::Family<prometheus::Counter>* hijacks;
+  prometheus::Family<prometheus::Gauge>* hijacked;
+  prometheus::Family<prometheus::Counter>* verifications;
   prometheus::Family<prometheus::Gauge>* authz_outstanding;
   prometheus::Family<prometheus::Counter>* renewals;
   prometheus::Gauge* certificates_due;
@@ -99,6 +102,18 @@ Metrics::Metrics()
   families_->key_rotations = &prometheus::BuildCounter()
                                   .Name("acmevault_account_key_rotations_total")
                                   .Help("Account-key rotations by policy, by tenant and outcome")
+                                  .Register(*registry_);
+  families_->hijacks = &prometheus::BuildCounter()
+                            .Name("acmevault_account_hijacks_detected_total")
+                            .Help("Accounts found taken over at the CA, by tenant")
+                            .Register(*registry_);
+  families_->hijacked = &prometheus::BuildGauge()
+                             .Name("acmevault_accounts_hijacked")
+                             .Help("1 while the tenant's account is hijacked and not replaced")
+                             .Register(*registry_);
+  families_->verifications = &prometheus::BuildCounter()
+                                  .Name("acmevault_account_verifications_total")
+                                  .Help("Account verifications at the CA, by result")
                                   .Register(*registry_);
   families_->authz_deactivations =
       &prometheus::BuildCounter()
@@ -199,6 +214,18 @@ void Metrics::RecordKeyRotation(absl::string_view tenant, absl::string_view outc
 
 void Metrics::RecordOrderHeld(absl::string_view reason) {
   families_->orders_held->Add({{"reason", std::string(reason)}}).Increment();
+}
+
+void Metrics::RecordAccountHijack(absl::string_view tenant) {
+  families_->hijacks->Add({{"tenant", std::string(tenant)}}).Increment();
+}
+
+void Metrics::SetAccountHijacked(absl::string_view tenant, bool hijacked) {
+  families_->hijacked->Add({{"tenant", std::string(tenant)}}).Set(hijacked ? 1 : 0);
+}
+
+void Metrics::RecordAccountVerification(absl::string_view result) {
+  families_->verifications->Add({{"result", std::string(result)}}).Increment();
 }
 
 void Metrics::RecordAuthorizationDeactivation(absl::string_view result) {

@@ -47,6 +47,16 @@ class Metrics {
   // rotate_account_key job), "rotated" or "failed" (an attempt that will be retried or was
   // given up).
   void RecordKeyRotation(absl::string_view tenant, absl::string_view outcome);
+  // acmevault_account_hijacks_detected_total{tenant}: accounts found taken over at the CA
+  // (service/accounts.h, hijack detection), each counted once, when it is marked.
+  void RecordAccountHijack(absl::string_view tenant);
+  // acmevault_accounts_hijacked{tenant}: 1 while the tenant's account is marked hijacked and no
+  // new account replaces it yet (issuance is stopped), else 0; set by each verification and by
+  // the compromise response.
+  void SetAccountHijacked(absl::string_view tenant, bool hijacked);
+  // acmevault_account_verifications_total{result}: verifications of accounts at the CA, "ok",
+  // "hijacked" or "failed" (no verdict; retried).
+  void RecordAccountVerification(absl::string_view result);
   // acmevault_authorization_deactivations_total{result}: deactivations at the CA by policy
   // (after issuance, their retries, the sweep): "deactivated", "failed" (to be retried) or
   // "settled" (the CA says it is no longer outstanding; its status recorded).

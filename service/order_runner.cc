@@ -19,6 +19,18 @@
 #include "service/required.h"
 
 namespace acmevault::service {
+
+absl::Status HijackedAccountError(const storage::Account& account) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the tenant's ACME account ", account.account_url,
+      " was taken over at the CA (hijacked ",
+      account.hijacked_at
+          ? absl::FormatTime(absl::RFC3339_sec, *account.hijacked_at, absl::UTCTimeZone())
+          : std::string("earlier"),
+      "); nothing is issued under it until AccountService.RespondToCompromise opens a new "
+      "account"));
+}
+
 namespace {
 
 // A CA's refusal of newOrder's `replaces` (RFC 9773 §5: alreadyReplaced; some CAs answer
@@ -671,6 +683,7 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
     return fail(absl::FailedPreconditionError(absl::StrCat(
         "the tenant's ACME account is ", storage::AccountStatusName(ctx.account.status))));
   }
+  if (ctx.account.hijacked_at) return fail(HijackedAccountError(ctx.account));
   if (!ctx.key_status.ok()) return fail(ctx.key_status);
   if (!ctx.key.has_value()) {
     // The load found no usable active key: the store says why.

@@ -33,6 +33,11 @@
 
 namespace acmevault::service {
 
+// FAILED_PRECONDITION naming `account`, marked hijacked (Account::hijacked_at): the attacker
+// holds it, so the service issues nothing under it and uses it for nothing until
+// AccountService.RespondToCompromise opens a new account (service/accounts.h).
+absl::Status HijackedAccountError(const storage::Account& account);
+
 // The job that deactivates one authorization of the ledger at the CA (subject the
 // authorization's id, CA the account's directory): scheduled for a deactivation after issuance
 // the CA failed, and by the policy sweep (service/policy_scheduler.h); run by AccountManager.

@@ -34,12 +34,13 @@ absl::StatusOr<std::unique_ptr<PolicyScheduler>> PolicyScheduler::Create(Options
       options.authorization_max_pending < absl::ZeroDuration() ||
       options.authorization_max_valid < absl::ZeroDuration() ||
       options.authorization_sweep_limit <= 0 || options.renewal_spread < absl::ZeroDuration() ||
-      options.ari_check_interval <= absl::ZeroDuration()) {
+      options.ari_check_interval <= absl::ZeroDuration() ||
+      options.account_verify_interval < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         "PolicyScheduler: scan_interval, ari_check_interval and authorization_sweep_limit must "
         "be positive, "
-        "scan_jitter, rotation_spread, renewal_spread and the authorization sweep's durations "
-        "not negative");
+        "scan_jitter, rotation_spread, renewal_spread, account_verify_interval and the "
+        "authorization sweep's durations not negative");
   }
   options.scan_jitter = std::min(options.scan_jitter, options.scan_interval);
   return std::unique_ptr<PolicyScheduler>(new PolicyScheduler(std::move(options)));
@@ -50,6 +51,18 @@ PolicyScheduler::PolicyScheduler(Options options)
       jitter_(options_.jitter_seed.value_or(std::random_device{}())) {}
 
 PolicyScheduler::~PolicyScheduler() { Stop(); }
+
+absl::Time PolicyScheduler::NextVerification(storage::TenantId tenant,
+                                             storage::AccountId account, absl::Duration interval,
+                                             absl::Time now) {
+  const absl::Duration offset = Spread(tenant, account, interval);
+  const absl::Duration since = now - absl::UnixEpoch() - offset;
+  // floor(since / interval) + 1 periods after the offset: strictly after now.
+  absl::Duration remainder;
+  int64_t n = absl::IDivDuration(since, interval, &remainder);
+  if (remainder < absl::ZeroDuration()) --n;  // the quotient was truncated toward zero
+  return absl::UnixEpoch() + offset + (n + 1) * interval;
+}
 
 absl::Duration PolicyScheduler::Spread(storage::TenantId tenant, int64_t subject,
                                        absl::Duration spread) {
@@ -126,6 +139,21 @@ absl::Status PolicyScheduler::ScanTenant(const storage::Tenant& tenant, bool swe
   const absl::Time now = options_.clock->Now();
   if (options_.metrics != nullptr) {
     options_.metrics->SetAccountKeyAge(tenant.spec.name, KeyAge(active->key, now));
+  }
+  if (options_.account_verify_interval > absl::ZeroDuration()) {
+    const storage::AccountId id = active->account.id;
+    const absl::Time next =
+        NextVerification(tenant.id, id, options_.account_verify_interval, now);
+    // Only the scan before it comes due schedules it (the next scan comes within scan_interval):
+    // one write per account and verification, not one per scan.
+    if (next - now <= options_.scan_interval) {
+      RETURN_IF_ERROR(
+          options_.engine
+              ->Schedule(scope, storage::NewJob{kVerifyAccountJob, absl::StrCat(id),
+                                                active->account.directory_url, next})
+              .status());
+      ++result.verifications_scheduled;
+    }
   }
   if (!DecideRotation(tenant.spec.policy, active->key, now).due) return absl::OkStatus();
   const storage::AccountId id = active->account.id;

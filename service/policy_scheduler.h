@@ -42,6 +42,13 @@
 // allows (SweepDue), at most `authorization_sweep_limit` per tenant and sweep, spread as
 // rotations are; the job decides again before it asks the CA.
 //
+// Hijack detection (issue 11, item 6): for each tenant's valid account that is not marked
+// hijacked, a scan upserts a kVerifyAccountJob (AccountManager::VerifyByPolicy) due at the
+// account's next verification time (see `account_verify_interval`) when that comes within
+// `scan_interval`, so the last scan before it (or those of several replicas, which upsert one
+// job) schedules it: one write per verification, not per scan. A time no replica scanned
+// before is skipped; the next one is an interval later.
+//
 // Thread-safe. Borrowed collaborators must outlive the scheduler.
 #ifndef ACMEVAULT_SERVICE_POLICY_SCHEDULER_H_
 #define ACMEVAULT_SERVICE_POLICY_SCHEDULER_H_
@@ -106,6 +113,11 @@ class PolicyScheduler {
     AcmeClients* clients = nullptr;
     // When a certificate's renewalInfo is fetched again if the CA sent no Retry-After.
     absl::Duration ari_check_interval = absl::Hours(6);
+    // Hijack detection: each tenant's valid account gets a kVerifyAccountJob due at each of
+    // the times spread + n * interval (the spread, below `account_verify_interval`, fixed by
+    // tenant and account), so replicas ask for the same time and accounts are spread over the
+    // interval. Zero turns verification off.
+    absl::Duration account_verify_interval = absl::Hours(6);
     // Seeds the scan jitter. Unset: random.
     std::optional<uint64_t> jitter_seed;
   };
@@ -115,6 +127,7 @@ class PolicyScheduler {
     int tenants = 0;            // enabled tenants read
     int keys = 0;               // active keys of valid accounts looked at
     int rotations_scheduled = 0;
+    int verifications_scheduled = 0;  // kVerifyAccountJob upserts (an open one is kept)
     bool swept = false;               // this scan swept the authorization ledger
     int deactivations_scheduled = 0;
     int certificates_due = 0;     // service-held certificates due for renewal
@@ -150,6 +163,11 @@ class PolicyScheduler {
   // The spread of a due job about `subject` (an account or certificate id) of `tenant`: in
   // [0, spread), the same on every replica.
   static absl::Duration Spread(storage::TenantId tenant, int64_t subject, absl::Duration spread);
+  // When `account` of `tenant` is next verified after `now`: the first time after `now` of the
+  // form Spread(tenant, account, interval) + n * interval (n an integer; times since the Unix
+  // epoch). `interval` must be positive.
+  static absl::Time NextVerification(storage::TenantId tenant, storage::AccountId account,
+                                     absl::Duration interval, absl::Time now);
 
   // Whether the sweep deactivates `authorization` at `now`: pending and last recorded
   // `max_pending` ago or more, or valid and last recorded `max_valid` ago or more while

@@ -373,6 +373,69 @@ TEST_F(PolicySchedulerTest, ARotationScheduledAgainAfterItRanChangesNothing) {
   EXPECT_EQ(scan.rotations_scheduled, 0);
 }
 
+// Hijack detection: each valid account gets one verification job per interval, due at its own
+// time in the interval; an account marked hijacked gets none.
+TEST_F(PolicySchedulerTest, EachValidAccountIsVerifiedOncePerIntervalAtItsOwnTime) {
+  const auto tenant = AddTenantWithAccount(fx_, *accounts_, "verified", absl::Hours(24 * 30));
+  const auto other = AddTenantWithAccount(fx_, *accounts_, "hijacked", absl::Hours(24 * 30));
+  const AccountView view = View(*accounts_, tenant);
+  const AccountView lost = View(*accounts_, other);
+  ASSERT_OK(fx_.store().MarkAccountHijacked(fx_.AdminScope(other), lost.account.id, "test").status());
+  Engine& engine = replica_->issuing->engine();
+  // Scans an hour apart: every verification time comes before the next scan.
+  auto scheduler = *PolicyScheduler::Create(fx_.WithStore(
+      PolicyScheduler::Options{.engine = &engine,
+                               .clock = &fx_.clock(),
+                               .scan_interval = absl::Hours(1),
+                               .account_verify_interval = absl::Hours(1)}));
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult scan, scheduler->ScanOnce());
+  EXPECT_EQ(scan.verifications_scheduled, 1);
+  ASSERT_OK_AND_ASSIGN(scan, scheduler->ScanOnce());  // a second scan keeps the open job
+  const absl::Time now = fx_.clock().Now();
+  const absl::Time next =
+      PolicyScheduler::NextVerification(tenant, view.account.id, absl::Hours(1), now);
+  EXPECT_GT(next, now);
+  EXPECT_LE(next, now + absl::Hours(1));
+  // The open job is due then: an upsert keeps the earlier time, so asking for never shows it.
+  ASSERT_OK_AND_ASSIGN(
+      storage::Job job,
+      engine.Schedule(fx_.AdminScope(tenant),
+                      storage::NewJob{kVerifyAccountJob, absl::StrCat(view.account.id), "",
+                                      absl::InfiniteFuture()}));
+  EXPECT_EQ(job.not_before, next);
+  ASSERT_OK_AND_ASSIGN(
+      storage::Job none,
+      engine.Schedule(fx_.AdminScope(other),
+                      storage::NewJob{kVerifyAccountJob, absl::StrCat(lost.account.id), "",
+                                      absl::InfiniteFuture()}));
+  EXPECT_GT(none.not_before, now + absl::Hours(24 * 365));  // only the time asked for now
+  // With scans a minute apart, only the scan in the minute before the time schedules it.
+  auto often = *PolicyScheduler::Create(fx_.WithStore(
+      PolicyScheduler::Options{.engine = &engine,
+                               .clock = &fx_.clock(),
+                               .scan_interval = absl::Minutes(1),
+                               .scan_jitter = absl::ZeroDuration(),
+                               .account_verify_interval = absl::Hours(1)}));
+  fx_.clock().Set(next - absl::Minutes(2));
+  ASSERT_OK_AND_ASSIGN(scan, often->ScanOnce());
+  EXPECT_EQ(scan.verifications_scheduled, 0);
+  fx_.clock().Set(next - absl::Seconds(30));
+  ASSERT_OK_AND_ASSIGN(scan, often->ScanOnce());
+  EXPECT_EQ(scan.verifications_scheduled, 1);
+}
+
+TEST(NextVerificationTest, IsTheFirstTimeOfTheAccountsScheduleAfterNow) {
+  const absl::Duration interval = absl::Hours(6);
+  const absl::Time slot =
+      absl::UnixEpoch() + PolicyScheduler::Spread(3, 9, interval) + 1000 * interval;
+  EXPECT_EQ(PolicyScheduler::NextVerification(3, 9, interval, slot - absl::Seconds(1)), slot);
+  EXPECT_EQ(PolicyScheduler::NextVerification(3, 9, interval, slot), slot + interval);
+  EXPECT_EQ(PolicyScheduler::NextVerification(3, 9, interval, slot + interval - absl::Seconds(1)),
+            slot + interval);
+  // Accounts are spread over the interval.
+  EXPECT_NE(PolicyScheduler::Spread(3, 9, interval), PolicyScheduler::Spread(3, 10, interval));
+}
+
 TEST_F(PolicySchedulerTest, ARotationTheCaDidNotSettleIsCountedAndCompletedByTheRetry) {
   const auto due = AddTenantWithAccount(fx_, *accounts_, "due", absl::Hours(24));
   fx_.clock().Advance(absl::Hours(25));

@@ -420,6 +420,7 @@ void ToProto(const AccountView& view, absl::Time now, v1::Account* out) {
   DurationToProto(now - key_time, out->mutable_key_age());
   TimeToProto(view.account.created_at, out->mutable_created_at());
   if (view.next_rotation) TimeToProto(*view.next_rotation, out->mutable_next_key_rotation());
+  if (view.account.hijacked_at) TimeToProto(*view.account.hijacked_at, out->mutable_hijacked_at());
 }
 
 void ToProto(const RolloverResult& result, absl::Time now, v1::RolloverAccountKeyResponse* out) {

@@ -19,7 +19,8 @@ absl::StatusOr<std::optional<ActiveAccountKey>> FindActiveAccountKey(
       valid = &a;
     }
   }
-  if (valid == nullptr) return std::nullopt;
+  // A hijacked account is someone else's now: nothing to rotate or verify.
+  if (valid == nullptr || valid->hijacked_at.has_value()) return std::nullopt;
   ASSIGN_OR_RETURN(std::vector<storage::AccountKey> keys, accounts.ListKeys(scope, valid->id));
   for (const auto& k : keys) {
     if (k.state == storage::KeyState::kActive) return ActiveAccountKey{*valid, k};

@@ -18,6 +18,10 @@ namespace acmevault::service {
 // The job that rolls an account key over by policy (PolicyScheduler schedules it,
 // AccountManager::RotateByPolicy runs it); its subject is the account id.
 inline constexpr char kRotateJob[] = "rotate_account_key";
+// The job that verifies an account at its CA (hijack detection; PolicyScheduler schedules it
+// every `account_verify_interval`, AccountManager::VerifyByPolicy runs it); its subject is the
+// account id.
+inline constexpr char kVerifyAccountJob[] = "verify_account";
 
 struct RotationDecision {
   // The key must be rolled over now.
@@ -41,7 +45,7 @@ RotationDecision DecideRotation(const storage::TenantPolicy& policy,
 absl::Duration KeyAge(const storage::AccountKey& active, absl::Time now);
 
 // The account the service acts for in a tenant (its newest valid one, as AccountManager picks
-// it) and that account's active key.
+// it, unless that one is marked hijacked) and that account's active key.
 struct ActiveAccountKey {
   storage::Account account;
   storage::AccountKey key;

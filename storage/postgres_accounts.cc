@@ -187,6 +187,22 @@ absl::Status PostgresStore::SetAccountStatus(const Scope& scope, AccountId accou
   });
 }
 
+absl::StatusOr<Account> PostgresStore::MarkAccountHijacked(const Scope& scope, AccountId account,
+                                                           absl::string_view what) {
+  const absl::Time now = Now();
+  return InTenant<Account>(
+      "MarkAccountHijacked", scope, [&](pqxx::work& tx) -> absl::StatusOr<Account> {
+        ASSIGN_OR_RETURN(Account a, LockAccount(tx, account));
+        RETURN_IF_ERROR(rules::CheckHijackable(a));
+        if (a.hijacked_at.has_value()) return a;
+        tx.exec_params0("UPDATE accounts SET hijacked_at = av_ts($2) WHERE id = $1", account,
+                        Micros(now));
+        a.hijacked_at = now;
+        Audit(tx, scope, now, rules::AccountHijackedEvent(a, what));
+        return a;
+      });
+}
+
 absl::StatusOr<AccountKey> PostgresStore::AddPendingKey(const Scope& scope, const KeyLease& lease,
                                                         const AccountKeyMaterial& key,
                                                         const PublicKeyInfo& public_key) {

@@ -132,6 +132,7 @@ Account AccountOf(const pqxx::row& r) {
   a.created_at = TimeOf(r[5]);
   a.deactivated_at = OptionalTime(r[6]);
   a.ephemeral = r[7].as<bool>();
+  a.hijacked_at = OptionalTime(r[8]);
   return a;
 }
 
@@ -139,8 +140,8 @@ const Table<Account> kAccounts{
     "accounts",
     "account",
     {"id, tenant_id, directory_url, account_url, status, av_us(created_at), "
-     "av_us(deactivated_at), ephemeral",
-     8, AccountOf}};
+     "av_us(deactivated_at), ephemeral, av_us(hijacked_at)",
+     9, AccountOf}};
 
 AccountKey AccountKeyOf(const pqxx::row& r) {
   AccountKey k;

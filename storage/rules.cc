@@ -398,6 +398,22 @@ absl::Status CheckAccountOpen(const Account& account, bool already) {
   return absl::OkStatus();
 }
 
+absl::Status CheckHijackable(const Account& account) {
+  if (account.account_url.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("account ", account.id, " was never registered at its CA"));
+  }
+  return absl::OkStatus();
+}
+
+AuditEvent AccountHijackedEvent(const Account& account, absl::string_view what) {
+  // Room for the "..." that marks a cut.
+  AuditEvent e = AccountEvent("AccountHijackDetected", account.id, std::nullopt,
+                              ClipUtf8(what, kMaxHijackDetailSize - 3));
+  e.acme_url = account.account_url;
+  return e;
+}
+
 absl::Status CheckReplaceable(const Account& old, absl::string_view new_account_url) {
   RETURN_IF_ERROR(ValidateUrl("new account URL", new_account_url));
   if (new_account_url == old.account_url) {

@@ -82,6 +82,10 @@ absl::Status LiveAccountExists(absl::string_view directory_url);
 // FAILED_PRECONDITION if the account is deactivated or revoked (`already` words the message
 // for a repeated status change).
 absl::Status CheckAccountOpen(const Account& account, bool already = false);
+// MarkAccountHijacked's checks: FAILED_PRECONDITION for an account with no URL.
+absl::Status CheckHijackable(const Account& account);
+// MarkAccountHijacked's row: what the CA said, clipped to kMaxHijackDetailSize bytes.
+AuditEvent AccountHijackedEvent(const Account& account, absl::string_view what);
 // ReplaceAccount may replace `old` by an account at `new_account_url`: INVALID_ARGUMENT for a
 // malformed URL or the old account's own; FAILED_PRECONDITION unless `old` is valid.
 absl::Status CheckReplaceable(const Account& old, absl::string_view new_account_url);

@@ -119,6 +119,14 @@ class AccountStore {
   // statuses, FAILED_PRECONDITION if already deactivated or revoked.
   virtual absl::Status SetAccountStatus(const Scope& scope, AccountId account,
                                         AccountStatus status) = 0;
+  // Records that the account was taken over at the CA (Account::hijacked_at, stamped once;
+  // marking it again is OK and changes nothing), audited "AccountHijackDetected" with `what`
+  // (what the CA said; clipped to kMaxHijackDetailSize bytes of valid UTF-8). The account keeps
+  // its status; it no longer counts as the tenant's live account, so CreateAccount may make
+  // another for the same directory. FAILED_PRECONDITION for an account without a URL (never
+  // registered). Returns the account as stored.
+  virtual absl::StatusOr<Account> MarkAccountHijacked(const Scope& scope, AccountId account,
+                                                      absl::string_view what) = 0;
 
   // Takes the key lease of `account` until now + `duration`, incrementing its fencing token.
   // One holder at a time: ABORTED while another holder's lease has not expired (the lease of a

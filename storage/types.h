@@ -125,6 +125,11 @@ struct Account {
   // Made for one order of a tenant in ephemeral-account mode (AccountStore::
   // CreateEphemeralAccount) and deactivated once that order ended: never the tenant's account.
   bool ephemeral = false;
+  // When the service found the account taken over at the CA (AccountStore::MarkAccountHijacked):
+  // the CA no longer knows our key for it, or reports it closed when we did not close it.
+  // Unset for an account never found so. A hijacked account keeps its status but is no longer
+  // the tenant's live account: nothing is issued under it and another may be created.
+  std::optional<absl::Time> hijacked_at;
 };
 
 enum class KeyState { kPending, kActive, kRetired, kCompromised };
@@ -279,6 +284,8 @@ struct Lease {
 inline constexpr size_t kMaxCsrDerSize = 16 * 1024;
 // The longest problem type an order stores.
 inline constexpr size_t kMaxProblemTypeSize = 256;
+// The most bytes of what the CA said that MarkAccountHijacked's audit row keeps.
+inline constexpr size_t kMaxHijackDetailSize = 1024;
 
 // Why an order failed, as OrderStore::TransitionOrder records it on a move to kInvalid (and
 // ignores otherwise): Order::error and Order::problem_type (at most kMaxProblemTypeSize bytes).

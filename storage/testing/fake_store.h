@@ -93,6 +93,8 @@ class FakeStore final : public Store {
   absl::StatusOr<std::vector<Account>> ListAccounts(const Scope& scope) override;
   absl::Status RecordAccountUrl(const Scope& scope, AccountId account,
                                 absl::string_view url) override;
+  absl::StatusOr<Account> MarkAccountHijacked(const Scope& scope, AccountId account,
+                                              absl::string_view what) override;
   absl::Status SetAccountStatus(const Scope& scope, AccountId account,
                                 AccountStatus status) override;
   absl::StatusOr<KeyLease> AcquireKeyLease(const Scope& scope, AccountId account,

@@ -62,7 +62,8 @@ absl::StatusOr<Account> FakeStore::CreateAccount(const Scope& scope,
   RETURN_IF_ERROR(RequireTenant(s, scope));
   for (const auto& [id, other] : s.accounts) {
     if (other.tenant == scope.tenant && other.directory_url == directory_url && !other.ephemeral &&
-        (other.status == AccountStatus::kPending || other.status == AccountStatus::kValid)) {
+        (other.status == AccountStatus::kPending || other.status == AccountStatus::kValid) &&
+        !other.hijacked_at.has_value()) {
       return rules::LiveAccountExists(directory_url);
     }
   }
@@ -154,6 +155,19 @@ absl::Status FakeStore::SetAccountStatus(const Scope& scope, AccountId account,
   a->deactivated_at = now;
   Audit(s, scope, now, rules::AccountStatusEvent(*a, status));
   return absl::OkStatus();
+}
+
+absl::StatusOr<Account> FakeStore::MarkAccountHijacked(const Scope& scope, AccountId account,
+                                                       absl::string_view what) {
+  const absl::Time now = Now();
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  ASSIGN_OR_RETURN(Account * a, FindAccount(s, scope, account));
+  RETURN_IF_ERROR(rules::CheckHijackable(*a));
+  if (a->hijacked_at.has_value()) return *a;
+  a->hijacked_at = now;
+  Audit(s, scope, now, rules::AccountHijackedEvent(*a, what));
+  return *a;
 }
 
 absl::StatusOr<AccountKey> FakeStore::AddPendingKey(const Scope& scope, const KeyLease& lease,

@@ -1,6 +1,7 @@
 // The conformance suite (store_conformance.h): ACME accounts and their sealed keys.
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "storage/testing/status_matchers.h"
@@ -390,6 +391,47 @@ TEST_P(StoreConformanceTest, DeactivatedAccountIsFinal) {
               StatusIs(kFailedPrecondition));
 }
 
+TEST_P(StoreConformanceTest, HijackedAccountIsMarkedOnceAndNoLongerLive) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  // Never registered: there is nothing at the CA to take over.
+  EXPECT_THAT(store().MarkAccountHijacked(scope, account.id, "x"),
+              StatusIs(kFailedPrecondition, "never registered"));
+  ASSERT_OK(store().RecordAccountUrl(scope, account.id, "https://ca.test/acct/1"));
+  const std::string what = absl::StrCat("the CA knows no account for our key ",
+                                        std::string(3000, 'x'));
+  ASSERT_OK_AND_ASSIGN(Account marked, store().MarkAccountHijacked(scope, account.id, what));
+  EXPECT_EQ(marked.hijacked_at, clock().Now());
+  EXPECT_EQ(marked.status, AccountStatus::kValid);
+  clock().Advance(absl::Minutes(1));
+  // Again: OK, the first time stays, no second row.
+  ASSERT_OK_AND_ASSIGN(Account again, store().MarkAccountHijacked(scope, account.id, "again"));
+  EXPECT_EQ(again.hijacked_at, marked.hijacked_at);
+  ASSERT_OK_AND_ASSIGN(Account got, store().GetAccount(scope, account.id));
+  EXPECT_EQ(got.hijacked_at, marked.hijacked_at);
+  ASSERT_OK_AND_ASSIGN(std::vector<Account> listed, store().ListAccounts(scope));
+  ASSERT_THAT(listed, SizeIs(1));
+  EXPECT_EQ(listed[0].hijacked_at, marked.hijacked_at);
+  ASSERT_OK_AND_ASSIGN(Page<AuditRecord> audit, store().ListAudit(scope, PageRequest{}));
+  ASSERT_THAT(audit.items, SizeIs(4));
+  const AuditEvent& row = audit.items[3].event;
+  EXPECT_EQ(row.action, "AccountHijackDetected");
+  EXPECT_EQ(row.account, account.id);
+  EXPECT_EQ(row.acme_url, "https://ca.test/acct/1");
+  EXPECT_EQ(row.detail.size(), kMaxHijackDetailSize);
+  EXPECT_TRUE(absl::StartsWith(row.detail, "the CA knows no account for our key"));
+  // No longer the live account: another may be created for the same directory, and only one.
+  Account replacement = MakeAccount(scope);
+  EXPECT_NE(replacement.id, account.id);
+  crypto::PrivateKey third = NewKey();
+  EXPECT_THAT(store().CreateAccount(scope, "https://ca.test/dir", third, InfoFor(third),
+                                    KeyState::kActive),
+              StatusIs(kAlreadyExists));
+  // A hijacked account can still be closed (the CA may report it deactivated).
+  ASSERT_OK(store().SetAccountStatus(scope, account.id, AccountStatus::kDeactivated));
+}
+
 TEST_P(StoreConformanceTest, AnotherTenantsAccountDoesNotExist) {
   Tenant a = MakeTenant("alpha");
   Tenant b = MakeTenant("beta");
@@ -411,6 +453,7 @@ TEST_P(StoreConformanceTest, AnotherTenantsAccountDoesNotExist) {
               StatusIs(kNotFound));
   EXPECT_THAT(store().SetAccountStatus(other, account.id, AccountStatus::kDeactivated),
               StatusIs(kNotFound));
+  EXPECT_THAT(store().MarkAccountHijacked(other, account.id, "x"), StatusIs(kNotFound));
   EXPECT_THAT(
       store().CreateOrJoinOrder(other, NewOrder{account.id, {"a.test"}, "", "r", absl::Minutes(1)}),
       StatusIs(kNotFound));

@@ -632,6 +632,92 @@ TEST_F(E2eTest, CompromiseResponseReissuesAndRevokesEveryServiceHeldCertificate)
   }
 }
 
+// Issue 11 item 6: the test plays the attacker. With the tenant's active account key (read from
+// the vault, as someone who stole it would use it) it sends keyChange to a key of its own, behind
+// the service's back. RespondToCompromise verifies the account first, finds Pebble no longer
+// knows the service's key for it, marks it hijacked, and takes the path that needs no account
+// key: a new account, the certificate reissued under it, the old one revoked at Pebble signed by
+// its own certificate key.
+TEST_F(E2eTest, AnAccountRolledOverBehindTheServicesBackIsDetectedAndReplaced) {
+  TenantTokens t = NewTenant();
+  v1::IssueCertificateResponse resp;
+  grpc::Status s = IssueWithKey(t, {absl::StrCat("hijack.", t.name, ".example")}, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const std::string old_serial = resp.certificate().serial();
+
+  auto store = OpenStore();
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto tenant = (*store)->FindTenantByName(t.name);
+  ASSERT_TRUE(tenant.ok()) << tenant.status();
+  const storage::Scope scope{tenant->id, {"e2e-test", "the attacker"}};
+  auto accounts = (*store)->ListAccounts(scope);
+  ASSERT_TRUE(accounts.ok() && accounts->size() == 1u);
+  const storage::Account hijacked = accounts->front();
+  auto key = (*store)->GetActiveKey(scope, hijacked.id, "e2e: the attacker's keyChange");
+  ASSERT_TRUE(key.ok() && key->private_key) << key.status();
+  const std::string ca_file = ::acmevault::testing::StackEnv("ACMEVAULT_PEBBLE_TLS_CA");
+  auto http = acme::CurlTransport::Create({.ca_file = ca_file});
+  ASSERT_TRUE(http.ok());
+  auto acme = acme::AcmeClient::Create(
+      {.directory_url = ::acmevault::testing::StackEnv("ACMEVAULT_PEBBLE_E2E_DIRECTORY"),
+       .transport = http->get()});
+  ASSERT_TRUE(acme.ok()) << acme.status();
+  auto attacker_key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
+  ASSERT_TRUE(attacker_key.ok());
+  ASSERT_TRUE(
+      (*acme)->KeyChange({&*key->private_key, hijacked.account_url}, *attacker_key).ok());
+
+  v1::RespondToCompromiseResponse report;
+  auto c = Ctx(t.admin, 120);
+  s = accounts_->RespondToCompromise(c.get(), v1::RespondToCompromiseRequest(), &report);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(report.steps_size(), 5);
+  EXPECT_EQ(report.steps(0).name(), "hijack_detected");
+  EXPECT_THAT(report.steps(0).detail(), HasSubstr("the CA knows no account for the active key"));
+  EXPECT_EQ(report.steps(1).name(), "new_account");
+  EXPECT_EQ(report.steps(2).detail(), "1 reissued; 0 held by hosts, not reissued");
+  EXPECT_EQ(report.steps(3).detail(), "1 revoked with their certificate keys (reason superseded)");
+  EXPECT_EQ(report.steps(4).name(), "not_done");
+  EXPECT_FALSE(report.steps(4).done());
+  EXPECT_THAT(report.steps(4).detail(),
+              HasSubstr("the hijacked account " + hijacked.account_url + " cannot be deactivated"));
+  EXPECT_NE(report.account().account_url(), hijacked.account_url);
+  EXPECT_FALSE(report.account().has_hijacked_at());
+
+  // Revoked at Pebble, by the certificate's key: the service no longer holds the account's.
+  auto at_pebble = pebble_->StatusBySerial(old_serial);
+  ASSERT_TRUE(at_pebble.ok()) << at_pebble.status();
+  EXPECT_EQ(at_pebble->status, "Revoked");
+  EXPECT_EQ(at_pebble->reason, 4);
+  // The hijacked account stays marked; the audit log says what Pebble answered.
+  auto marked = (*store)->GetAccount(scope, hijacked.id);
+  ASSERT_TRUE(marked.ok()) << marked.status();
+  EXPECT_TRUE(marked->hijacked_at.has_value());
+  auto audit = (*store)->ListAudit(scope, {"", 1000});
+  ASSERT_TRUE(audit.ok()) << audit.status();
+  bool detected = false;
+  for (const auto& row : audit->items) {
+    if (row.event.action == "AccountHijackDetected") {
+      detected = true;
+      EXPECT_THAT(row.event.detail, HasSubstr("accountDoesNotExist"));
+    }
+  }
+  EXPECT_TRUE(detected);
+  // One live certificate replaced it, issued under the new account, and issuance goes on.
+  v1::ListCertificatesRequest lr;
+  lr.set_state(v1::CERTIFICATE_STATE_VALID);
+  v1::ListCertificatesResponse live;
+  auto lc = Ctx(t.host);
+  ASSERT_TRUE(certs_->ListCertificates(lc.get(), lr, &live).ok());
+  ASSERT_EQ(live.certificates_size(), 1);
+  EXPECT_NE(live.certificates(0).serial(), old_serial);
+  auto reissued = pebble_->StatusBySerial(live.certificates(0).serial());
+  ASSERT_TRUE(reissued.ok()) << reissued.status();
+  EXPECT_EQ(reissued->status, "Valid");
+  s = IssueWithKey(t, {absl::StrCat("after.", t.name, ".example")}, &resp);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+}
+
 // A wildcard needs DNS-01: the service publishes the TXT record by an RFC 2136 update (TSIG) to
 // the stack's BIND, and a Pebble that resolves through that BIND validates it.
 TEST_F(E2eTest, IssuesAWildcardWithDns01ThroughBind) {
