@@ -128,12 +128,14 @@ void PostgresListener::Serve() {
   // libpqxx swallows a connection lost during LISTEN; it shows as a connection not open.
   if (!connection.is_open()) throw pqxx::broken_connection("connection lost while LISTENing");
   const int pid = connection.backendpid();
+  // Announced before it is counted, so that WaitForConnections returns only once on_connect
+  // has run (a caller waiting for the connection may rely on what on_connect did).
+  if (options_.on_connect) options_.on_connect();
   {
     absl::MutexLock lock(&mu_);
     ++connections_;
     backend_pid_ = pid;
   }
-  if (options_.on_connect) options_.on_connect();
   const int64_t poll_us = absl::ToInt64Microseconds(options_.poll);
   while (!stop_.HasBeenNotified()) {
     connection.await_notification(poll_us / 1000000, poll_us % 1000000);

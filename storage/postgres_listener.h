@@ -54,7 +54,8 @@ class PostgresListener {
   PostgresListener& operator=(const PostgresListener&) = delete;
 
   // Waits (in real time, at most `timeout`) until the listener has connected at least
-  // `connections` times in all and is connected now. For tests and start-up checks.
+  // `connections` times in all, each announced (`on_connect` has returned), and is connected
+  // now. For tests and start-up checks.
   bool WaitForConnections(int connections, absl::Duration timeout) const;
   // Connections made so far, and attempts that failed or connections that were lost.
   int connections() const;
