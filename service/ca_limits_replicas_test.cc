@@ -215,6 +215,10 @@ TEST_F(CaLimitsReplicasTest, TwoReplicasShareOneNewOrderBudget) {
   EXPECT_GE(*problem->retry_after, first_sent + absl::Hours(1) - absl::Seconds(1));
   EXPECT_EQ(NewOrderTimes().size(), 1u);
 
+  // The caller hears of the held step before B's engine has stored its outcome (RetryAt the
+  // refill); the clock moves only after that, or the stored outcome would meet a lease the
+  // jump expired.
+  ASSERT_TRUE(Eventually([&] { return b->engine().stats().rescheduled >= 1; }));
   // Once the token is there, the job is claimed again and sends the order.
   clock_.Set(*problem->retry_after);
   ASSERT_TRUE(Eventually([&] { return NewOrderTimes().size() == 2u; }));
