@@ -31,7 +31,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Options options) {
       options.idle_poll <= absl::ZeroDuration() ||
       options.initial_backoff <= absl::ZeroDuration() ||
       options.max_backoff < options.initial_backoff ||
-      options.due_count_interval < absl::ZeroDuration()) {
+      options.due_count_interval < absl::ZeroDuration() ||
+      options.keep_within < absl::ZeroDuration() || options.keep_for < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("Engine: durations must be positive");
   }
   if (options.max_attempts < 1) {
@@ -147,13 +148,25 @@ void Engine::Halt(bool release) {
   waker_.reset();
   if (claim_thread_.joinable()) claim_thread_.join();
   // No more claims from here on; workers start nothing more once stopping_ is set.
-  std::deque<storage::ClaimedJob> unstarted;
+  std::deque<Queued> unstarted;
+  std::map<storage::JobId, Kept> kept;
   {
     absl::MutexLock lock(&mu_);
     unstarted.swap(queue_);
+    kept.swap(kept_);
   }
   if (!release) return;  // A crash: the leases expire.
-  for (const storage::ClaimedJob& c : unstarted) {
+  // A kept job goes back to the store at its time: whichever replica claims it then goes on.
+  for (const auto& [id, k] : kept) {
+    absl::Status s =
+        options_.jobs->RescheduleJob(k.queued.claimed.lease, k.at, "", options_.clock->Now());
+    if (!s.ok()) {
+      Log(LogLevel::kWarning, "could not reschedule a kept job; its lease will expire",
+          {{"job", absl::StrCat(id)}, {"status", SummarizeFailure(s)}});
+    }
+  }
+  for (const Queued& q : unstarted) {
+    const storage::ClaimedJob& c = q.claimed;
     absl::Status s = options_.jobs->ReleaseJob(c.lease, options_.clock->Now());
     if (s.ok()) {
       absl::MutexLock lock(&mu_);
@@ -190,11 +203,13 @@ void Engine::ClaimLoop() {
         if (next_due_.has_value()) wait = std::min(wait, *next_due_ - now);
       }
       for (const auto& [id, r] : running_) wait = std::min(wait, r.renew_at - now);
+      for (const auto& [id, k] : kept_) wait = std::min(wait, std::min(k.at, k.renew_at) - now);
       auto woken = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return wake_ || recheck_ || stopping_;
       };
       mu_.AwaitWithTimeout(absl::Condition(&woken), std::max(wait, absl::ZeroDuration()));
       if (stopping_) return;
+      QueueDueKept(options_.clock->Now());
       room = free_room();
       const bool asked = wake_;
       const bool due = next_due_.has_value() && *next_due_ <= options_.clock->Now();
@@ -248,7 +263,24 @@ void Engine::ClaimOnce(int room) {
   }
   next_due_ = next;
   stats_.claimed += n;
-  for (storage::ClaimedJob& c : claimed->jobs) queue_.push_back(std::move(c));
+  for (storage::ClaimedJob& c : claimed->jobs) {
+    queue_.push_back(Queued{std::move(c), std::make_shared<std::atomic<bool>>(false), claim.now});
+  }
+}
+
+std::optional<absl::Time> Engine::QueueDueKept(absl::Time now) {
+  std::optional<absl::Time> next;
+  for (auto it = kept_.begin(); it != kept_.end();) {
+    if (it->second.at <= now) {
+      // Before the claimed ones: it holds its lease already.
+      queue_.push_front(std::move(it->second.queued));
+      it = kept_.erase(it);
+    } else {
+      if (!next || it->second.at < *next) next = it->second.at;
+      ++it;
+    }
+  }
+  return next;
 }
 
 absl::Time Engine::RenewAt(absl::Time expires_at) const {
@@ -263,12 +295,27 @@ void Engine::RenewLeases() {
     for (const auto& [id, r] : running_) {
       if (now >= r.renew_at) due.emplace_back(r.claimed.lease, r.lost);
     }
+    for (const auto& [id, k] : kept_) {
+      if (now >= k.renew_at) due.emplace_back(k.queued.claimed.lease, k.queued.lost);
+    }
   }
   for (const auto& [lease, lost] : due) {
     absl::StatusOr<storage::JobLease> renewed =
         options_.jobs->RenewJob(lease, options_.lease_duration, now);
     if (absl::IsFailedPrecondition(renewed.status())) lost->store(true);
     absl::MutexLock lock(&mu_);
+    if (auto k = kept_.find(lease.job); k != kept_.end()) {
+      if (renewed.ok()) {
+        k->second.queued.claimed.lease.expires_at = renewed->expires_at;
+        k->second.renew_at = RenewAt(renewed->expires_at);
+      } else if (lost->load()) {
+        // Another replica has it: forget it here (its next run would be refused anyway).
+        kept_.erase(k);
+      } else {
+        k->second.renew_at = now + options_.idle_poll;
+      }
+      continue;
+    }
     auto it = running_.find(lease.job);
     if (it == running_.end()) continue;  // finished meanwhile
     if (renewed.ok()) {
@@ -309,8 +356,7 @@ void Engine::Worker(int index) {
   std::mt19937_64 jitter(options_.jitter_seed.has_value() ? *options_.jitter_seed + index
                                                           : RandomSeed());
   while (true) {
-    storage::ClaimedJob claimed;
-    auto lost = std::make_shared<std::atomic<bool>>(false);
+    Queued queued;
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -318,13 +364,30 @@ void Engine::Worker(int index) {
       };
       mu_.Await(absl::Condition(&ready));
       if (stopping_) return;
-      claimed = std::move(queue_.front());
+      queued = std::move(queue_.front());
       queue_.pop_front();
-      running_[claimed.job.id] = Running{claimed, lost, RenewAt(claimed.lease.expires_at)};
+      running_[queued.claimed.job.id] = Running{queued.claimed, queued.lost,
+                                                RenewAt(queued.claimed.lease.expires_at)};
     }
-    const storage::JobId id = claimed.job.id;
-    RunJob(std::move(claimed), lost, jitter);
+    const storage::JobId id = queued.claimed.job.id;
+    const std::optional<absl::Time> keep_at = RunJob(queued, jitter);
     absl::MutexLock lock(&mu_);
+    if (keep_at.has_value() && !stopping_) {
+      // The lease as the loop last renewed it while the handler ran.
+      queued.claimed.lease.expires_at = running_.at(id).claimed.lease.expires_at;
+      queued.kept = true;
+      queued.claimed.job.attempts = 0;  // as a stored RetryAt resets them
+      const absl::Time renew_at = RenewAt(queued.claimed.lease.expires_at);
+      kept_[id] = Kept{std::move(queued), *keep_at, renew_at};
+      ++stats_.kept;
+    } else if (keep_at.has_value()) {
+      // Stopping while it ran: back to the store at its time.
+      mu_.Unlock();
+      absl::Status s = options_.jobs->RescheduleJob(queued.claimed.lease, *keep_at, "",
+                                                    options_.clock->Now());
+      mu_.Lock();
+      if (s.ok()) ++stats_.rescheduled;
+    }
     running_.erase(id);
     // A worker is free: claim if due jobs were left behind (else a claim finds nothing), and
     // look at the due time, which waits for room.
@@ -333,14 +396,20 @@ void Engine::Worker(int index) {
   }
 }
 
-void Engine::RunJob(storage::ClaimedJob claimed, std::shared_ptr<std::atomic<bool>> lost,
-                    std::mt19937_64& jitter) {
-  const std::string kind = claimed.job.kind;
-  const storage::Job job = claimed.job;
+bool Engine::MayKeep(const Queued& queued, absl::Time at, absl::Time now) const {
+  return at - now <= options_.keep_within && at - queued.claimed_at <= options_.keep_for &&
+         !queued.lost->load();
+}
+
+std::optional<absl::Time> Engine::RunJob(Queued& queued, std::mt19937_64& jitter) {
+  const std::string kind = queued.claimed.job.kind;
+  const storage::Job job = queued.claimed.job;
   const absl::Time started = options_.clock->Now();
-  if (options_.metrics != nullptr) options_.metrics->RecordJobStart(kind, started - job.not_before);
+  if (options_.metrics != nullptr && !queued.kept) {
+    options_.metrics->RecordJobStart(kind, started - job.not_before);
+  }
   const JobHandler& handler = handlers_.at(kind);
-  JobRun run(std::move(claimed), started, lost);
+  JobRun run(queued.claimed, started, queued.lost, queued.kept);
   JobOutcome outcome = JobOutcome::Done();
   try {
     outcome = handler(run);
@@ -369,6 +438,12 @@ void Engine::RunJob(storage::ClaimedJob claimed, std::shared_ptr<std::atomic<boo
       break;
     case JobOutcome::Kind::kRecorded:
       break;
+    case JobOutcome::Kind::kSoonAt:
+      if (MayKeep(queued, *outcome.at(), now)) {
+        if (options_.metrics != nullptr) options_.metrics->RecordJobEnd(kind, "kept");
+        return *outcome.at();
+      }
+      [[fallthrough]];
     case JobOutcome::Kind::kRetryAt:
       again = *outcome.at();
       stored = jobs.RescheduleJob(lease, *again, "", now);
@@ -403,7 +478,7 @@ void Engine::RunJob(storage::ClaimedJob claimed, std::shared_ptr<std::atomic<boo
            {"status", SummarizeFailure(outcome.error())}});
     }
     Ended(kind, ended, counter);
-    return;
+    return std::nullopt;
   }
   if (absl::IsFailedPrecondition(stored)) {
     Ended(kind, "lost", &Stats::lost);
@@ -417,6 +492,7 @@ void Engine::RunJob(storage::ClaimedJob claimed, std::shared_ptr<std::atomic<boo
        {"subject", job.subject},
        {"outcome", ended},
        {"status", SummarizeFailure(stored)}});
+  return std::nullopt;
 }
 
 absl::Time Engine::Backoff(int attempts, absl::Time now, std::mt19937_64& jitter) const {

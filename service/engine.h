@@ -55,7 +55,7 @@ namespace acmevault::service {
 // What a handler decided about its job.
 class JobOutcome {
  public:
-  enum class Kind { kDone, kRetryAt, kFailed, kFailedPermanently, kRecorded };
+  enum class Kind { kDone, kRetryAt, kSoonAt, kFailed, kFailedPermanently, kRecorded };
 
   // Finished: the job is completed (its row deleted; waiters are notified).
   static JobOutcome Done() { return JobOutcome(Kind::kDone, absl::OkStatus(), std::nullopt); }
@@ -69,6 +69,15 @@ class JobOutcome {
   // rescheduled for then, its failed-attempt count reset.
   static JobOutcome RetryAt(absl::Time at) {
     return JobOutcome(Kind::kRetryAt, absl::OkStatus(), at);
+  }
+  // As RetryAt, for a next step expected soon (an order whose CA is validating): when `at` is
+  // at most Options::keep_within away and the job has been kept here for at most
+  // Options::keep_for since its claim, this replica keeps the job's lease and runs it again at
+  // `at` with no store write (no reschedule, no claim); otherwise it is rescheduled as RetryAt
+  // would. A kept job holds its lease (renewed like a running one) but no thread while it
+  // waits; a replica that dies meanwhile leaves it to whoever claims it when the lease expires.
+  static JobOutcome SoonAt(absl::Time at) {
+    return JobOutcome(Kind::kSoonAt, absl::OkStatus(), at);
   }
   // A failed attempt (`error` must not be OK): retried after the engine's backoff or, when
   // `at` is given (a CA's Retry-After), exactly then; failed for good once the job has failed
@@ -98,8 +107,11 @@ class JobOutcome {
 class JobRun {
  public:
   JobRun(storage::ClaimedJob claimed, absl::Time started_at,
-         std::shared_ptr<const std::atomic<bool>> lost)
-      : claimed_(std::move(claimed)), started_at_(started_at), lost_(std::move(lost)) {}
+         std::shared_ptr<const std::atomic<bool>> lost, bool kept = false)
+      : claimed_(std::move(claimed)),
+        started_at_(started_at),
+        lost_(std::move(lost)),
+        kept_(kept) {}
 
   // The job as claimed: kind, subject, tenant, ca, attempts and last error so far.
   const storage::Job& job() const { return claimed_.job; }
@@ -109,11 +121,15 @@ class JobRun {
   // True once the engine learned that another replica claimed the job: the outcome will be
   // refused, so a long handler may stop early (and must not write with this lease any more).
   bool lease_lost() const { return lost_->load(); }
+  // True when this run continues a job kept on this replica since its last run (SoonAt): the
+  // lease, and so everything written under it, is unchanged since that run.
+  bool kept() const { return kept_; }
 
  private:
   storage::ClaimedJob claimed_;
   absl::Time started_at_;
   std::shared_ptr<const std::atomic<bool>> lost_;
+  bool kept_ = false;
 };
 
 using JobHandler = std::function<JobOutcome(const JobRun& run)>;
@@ -146,6 +162,10 @@ class Engine {
     int per_ca_limit = 64;
     // A claimed job's lease; renewed while its handler runs, once a third of it has passed.
     absl::Duration lease_duration = absl::Seconds(60);
+    // A SoonAt at most `keep_within` away is kept on this replica (lease held, no store write)
+    // while the job has been kept at most `keep_for` since its claim. keep_within 0: never.
+    absl::Duration keep_within = absl::Seconds(2);
+    absl::Duration keep_for = absl::Seconds(10);
     // The longest the claim loop sleeps without being woken: how soon missed wake-ups, expired
     // leases of crashed replicas and time moved by a fake clock are noticed.
     absl::Duration idle_poll = absl::Seconds(1);
@@ -173,7 +193,8 @@ class Engine {
   struct Stats {
     int64_t claimed = 0;      // jobs claimed
     int64_t completed = 0;    // Done stored
-    int64_t rescheduled = 0;  // RetryAt stored
+    int64_t rescheduled = 0;  // RetryAt stored (or SoonAt not kept)
+    int64_t kept = 0;         // SoonAt kept here: no store write, run again under the lease
     int64_t retried = 0;      // a failed attempt stored, to be retried
     int64_t failed = 0;       // failed for good
     int64_t lost = 0;         // an outcome refused: another replica holds the job now
@@ -217,8 +238,8 @@ class Engine {
   void Wake();
 
   // Graceful stop: no more claims; jobs claimed but not started are released (claimable at
-  // once by any replica); running handlers finish and their outcomes are stored. Returns when
-  // every thread has ended. Idempotent.
+  // once by any replica), kept ones (SoonAt) rescheduled at their time; running handlers finish
+  // and their outcomes are stored. Returns when every thread has ended. Idempotent.
   void Stop();
   // A crash, for tests of takeover: claims and lease renewals stop at once and claimed jobs
   // are dropped unreleased, so they are another replica's only once their leases expire.
@@ -230,10 +251,23 @@ class Engine {
   Stats stats() const;
 
  private:
+  // A job claimed (or kept) and waiting for a worker.
+  struct Queued {
+    storage::ClaimedJob claimed;
+    std::shared_ptr<std::atomic<bool>> lost;
+    absl::Time claimed_at;  // when the lease was claimed (the engine's clock)
+    bool kept = false;      // continues a run that said SoonAt
+  };
   struct Running {
     storage::ClaimedJob claimed;
     std::shared_ptr<std::atomic<bool>> lost;
     absl::Time renew_at;  // a third into the lease; InfiniteFuture once lost
+  };
+  // A job kept here after a SoonAt, until `at`.
+  struct Kept {
+    Queued queued;
+    absl::Time at;
+    absl::Time renew_at;
   };
 
   explicit Engine(Options options);
@@ -244,15 +278,20 @@ class Engine {
   void ClaimOnce(int room);
   // Whether the store's wake-ups reach this engine (so a local wake-up would be a second one).
   bool Delivering() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Renews the leases of running jobs that are a third through.
+  // Renews the leases of running and kept jobs that are a third through.
   void RenewLeases();
+  // Moves kept jobs that are due to the front of the queue; the earliest time of the others.
+  std::optional<absl::Time> QueueDueKept(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // When a lease ending at `expires_at` is a third through.
   absl::Time RenewAt(absl::Time expires_at) const;
   // Counts due jobs for metrics when the interval has passed.
   void CountDue();
   // Runs the handler (catching exceptions) and stores its outcome.
-  void RunJob(storage::ClaimedJob claimed, std::shared_ptr<std::atomic<bool>> lost,
-              std::mt19937_64& jitter);
+  // Returns the time to run it again when the handler said SoonAt and MayKeep: nothing is
+  // stored then, and the worker keeps the job.
+  std::optional<absl::Time> RunJob(Queued& queued, std::mt19937_64& jitter);
+  // Whether a job whose handler said SoonAt(at) may be kept here (the window allows it).
+  bool MayKeep(const Queued& queued, absl::Time at, absl::Time now) const;
   // When a job that failed `attempts` times in a row may run again.
   absl::Time Backoff(int attempts, absl::Time now, std::mt19937_64& jitter) const;
   // Records the end of a run in stats and metrics.
@@ -271,8 +310,9 @@ class Engine {
   // The last claim left due jobs (or a wake-up found no room): claim when a worker is free.
   bool more_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time last_claim_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();  // real time
-  std::deque<storage::ClaimedJob> queue_ ABSL_GUARDED_BY(mu_);  // claimed, not started
+  std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);  // claimed or kept, not started
   std::map<storage::JobId, Running> running_ ABSL_GUARDED_BY(mu_);
+  std::map<storage::JobId, Kept> kept_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::Time> next_due_ ABSL_GUARDED_BY(mu_);
   absl::Time next_due_count_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   Stats stats_ ABSL_GUARDED_BY(mu_);

@@ -36,6 +36,9 @@ EngineSettings EngineSettingsFrom(const v1::ServerConfig& config) {
   if (c.initial_backoff_ms() > 0) e.initial_backoff = absl::Milliseconds(c.initial_backoff_ms());
   if (c.max_backoff_ms() > 0) e.max_backoff = absl::Milliseconds(c.max_backoff_ms());
   if (c.max_attempts() > 0) e.max_attempts = c.max_attempts();
+  if (c.keep_within_ms() > 0) e.keep_within = absl::Milliseconds(c.keep_within_ms());
+  if (c.keep_within_ms() < 0) e.keep_within = absl::ZeroDuration();
+  if (c.keep_for_ms() > 0) e.keep_for = absl::Milliseconds(c.keep_for_ms());
   const OrderRunner::Options runner;
   out.order_poll_first_delay = c.order_poll_first_delay_ms() > 0
                                    ? absl::Milliseconds(c.order_poll_first_delay_ms())

@@ -25,7 +25,9 @@ TEST(EngineSettingsFrom, UnsetFieldsTakeTheDocumentedDefaults) {
   EXPECT_EQ(s.engine.initial_backoff, absl::Seconds(1));
   EXPECT_EQ(s.engine.max_backoff, absl::Minutes(5));
   EXPECT_EQ(s.engine.max_attempts, 10);
-  EXPECT_EQ(s.order_poll_first_delay, absl::Milliseconds(100));
+  EXPECT_EQ(s.engine.keep_within, absl::Seconds(2));
+  EXPECT_EQ(s.engine.keep_for, absl::Seconds(10));
+  EXPECT_EQ(s.order_poll_first_delay, absl::Milliseconds(10));
   EXPECT_EQ(s.order_poll_max_delay, absl::Seconds(10));
   EXPECT_EQ(s.order_processing_timeout, absl::Hours(1));
   EXPECT_EQ(s.order_stalled_look_interval, absl::Hours(1));
@@ -69,6 +71,8 @@ TEST(EngineSettingsFrom, EveryFieldThatIsSetIsUsed) {
       max_attempts: 4
       order_poll_first_delay_ms: 40
       order_poll_max_delay_ms: 2000
+      keep_within_ms: 500
+      keep_for_ms: 3000
     }
   )pb"));
   EXPECT_EQ(s.engine.workers, 3);
@@ -83,6 +87,13 @@ TEST(EngineSettingsFrom, EveryFieldThatIsSetIsUsed) {
   EXPECT_EQ(s.engine.max_attempts, 4);
   EXPECT_EQ(s.order_poll_first_delay, absl::Milliseconds(40));
   EXPECT_EQ(s.order_poll_max_delay, absl::Seconds(2));
+  EXPECT_EQ(s.engine.keep_within, absl::Milliseconds(500));
+  EXPECT_EQ(s.engine.keep_for, absl::Seconds(3));
+}
+
+TEST(EngineSettingsFrom, ANegativeKeepWindowTurnsKeepingOff) {
+  EXPECT_EQ(EngineSettingsFrom(Parse("engine { keep_within_ms: -1 }")).engine.keep_within,
+            absl::ZeroDuration());
 }
 
 TEST(EngineSettingsFrom, TheOrderLeaseIsTheJobLeaseWhenTheEngineNamesNone) {

@@ -241,6 +241,98 @@ TEST_F(EngineTest, TheHandlersTimeWinsOverTheBackoff) {
   EXPECT_EQ(log.total(), 3);
 }
 
+// Issue 10: a next step expected soon (SoonAt within keep_within) stays on this replica under
+// the same lease: no reschedule, no claim, no store write; one further away is rescheduled
+// through the store and claimed again with a new fencing token.
+TEST_F(EngineTest, ASoonNextStepIsKeptUnderItsLeaseWithoutAStoreWrite) {
+  const storage::Scope alpha = Tenant("alpha");
+  const absl::Time t = fx_.clock().Now();
+  Engine::Options options = Options(1);
+  options.keep_within = absl::Seconds(2);
+  absl::Mutex mu;
+  std::vector<std::pair<bool, int64_t>> runs;  // kept, fencing token
+  auto engine = Started(options, [&](const JobRun& run) {
+    absl::MutexLock lock(&mu);
+    runs.emplace_back(run.kept(), run.lease().fencing_token);
+    switch (runs.size()) {
+      case 1:
+        return JobOutcome::SoonAt(run.started_at() + absl::Milliseconds(500));
+      case 2:
+        return JobOutcome::SoonAt(run.started_at() + absl::Seconds(3));  // too far: stored
+      default:
+        return JobOutcome::Done();
+    }
+  });
+  ASSERT_NE(engine, nullptr);
+  ASSERT_OK_AND_ASSIGN(storage::Job job, engine->Schedule(alpha, Job("1")));
+  ASSERT_TRUE(Eventually([&] { return engine->stats().kept == 1; }));
+  const int64_t writes = fx_.fake_store().transactions();
+  storage::Job row = Read(alpha, job.id);
+  EXPECT_EQ(row.lease_owner, "replica-1");
+  EXPECT_EQ(row.not_before, t);  // nothing rescheduled
+  EXPECT_EQ(row.fencing_token, 1);
+
+  fx_.clock().Advance(absl::Milliseconds(500));
+  engine->Wake();
+  ASSERT_TRUE(Eventually([&] { return engine->stats().rescheduled == 1; }));
+  // The kept run cost no store transaction of its own; only the reschedule after it.
+  EXPECT_EQ(fx_.fake_store().transactions() - writes, 1 + 1);  // the reschedule + this read
+  row = Read(alpha, job.id);
+  EXPECT_EQ(row.not_before, t + absl::Milliseconds(500) + absl::Seconds(3));
+  EXPECT_EQ(row.lease_owner, "");
+
+  fx_.clock().Advance(absl::Seconds(3));
+  engine->Wake();
+  ASSERT_TRUE(Eventually([&] { return engine->stats().completed == 1; }));
+  absl::MutexLock lock(&mu);
+  EXPECT_THAT(runs, ElementsAre(std::pair{false, int64_t{1}}, std::pair{true, int64_t{1}},
+                                std::pair{false, int64_t{2}}));
+  EXPECT_EQ(engine->stats().claimed, 2);
+}
+
+// A job is kept at most keep_for after its claim: then its next step goes back to the table, so
+// a CA that keeps an order pending does not keep its lease here for long.
+TEST_F(EngineTest, AJobIsKeptNoLongerThanKeepForAfterItsClaim) {
+  const storage::Scope alpha = Tenant("alpha");
+  const absl::Time t = fx_.clock().Now();
+  Engine::Options options = Options(1);
+  options.keep_within = absl::Seconds(2);
+  options.keep_for = absl::Seconds(3);
+  auto engine = Started(options, [&](const JobRun& run) {
+    return JobOutcome::SoonAt(run.started_at() + absl::Seconds(1));
+  });
+  ASSERT_NE(engine, nullptr);
+  ASSERT_OK_AND_ASSIGN(storage::Job job, engine->Schedule(alpha, Job("1")));
+  for (int kept = 1; kept <= 3; ++kept) {
+    ASSERT_TRUE(Eventually([&] { return engine->stats().kept == kept; })) << kept;
+    fx_.clock().Advance(absl::Seconds(1));
+    engine->Wake();
+  }
+  // The run at t+3s asks for t+4s, past the claim plus keep_for: stored.
+  ASSERT_TRUE(Eventually([&] { return engine->stats().rescheduled == 1; }));
+  EXPECT_EQ(engine->stats().kept, 3);
+  EXPECT_EQ(Read(alpha, job.id).not_before, t + absl::Seconds(4));
+  engine->Stop();
+}
+
+// Stopping puts a kept job back in the table at its time, unleased: another replica goes on
+// with it then.
+TEST_F(EngineTest, StoppingReschedulesAKeptJobAtItsTime) {
+  const storage::Scope alpha = Tenant("alpha");
+  const absl::Time t = fx_.clock().Now();
+  auto engine = Started(Options(1), [&](const JobRun& run) {
+    return JobOutcome::SoonAt(run.started_at() + absl::Seconds(1));
+  });
+  ASSERT_NE(engine, nullptr);
+  ASSERT_OK_AND_ASSIGN(storage::Job job, engine->Schedule(alpha, Job("1")));
+  ASSERT_TRUE(Eventually([&] { return engine->stats().kept == 1; }));
+  engine->Stop();
+  storage::Job row = Read(alpha, job.id);
+  EXPECT_EQ(row.lease_owner, "");
+  EXPECT_EQ(row.not_before, t + absl::Seconds(1));
+  EXPECT_EQ(row.attempts, 0);
+}
+
 TEST_F(EngineTest, AnExceptionOutOfAHandlerIsRecordedAsAFailedAttempt) {
   const storage::Scope alpha = Tenant("alpha");
   RunLog log;

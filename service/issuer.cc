@@ -106,7 +106,7 @@ JobOutcome Issuer::StepOrder(const JobRun& run) {
         absl::InvalidArgumentError("an order_step job's subject is not an order id"));
   }
   const storage::Scope scope{run.job().tenant, {options_.replica_id, kOrderStepJob}};
-  OrderJob job{scope, storage::OrderLeaseOf(run.lease(), id), run.job().attempts};
+  OrderJob job{scope, storage::OrderLeaseOf(run.lease(), id), run.job().attempts, run.kept()};
   absl::StatusOr<OrderStepResult> result;
   std::exception_ptr thrown;
   try {
@@ -156,7 +156,8 @@ JobOutcome Issuer::StepOrder(const JobRun& run) {
     case OrderStepResult::Kind::kWaiting: {
       absl::MutexLock lock(&mu_);
       stopped_.erase(id);
-      return JobOutcome::RetryAt(result->at);
+      // The CA works on it: looked at again soon, usually here under the same lease.
+      return JobOutcome::SoonAt(result->at);
     }
     case OrderStepResult::Kind::kHeld: {
       // Waiting for the CA's limits (a hold, the budget) or set aside as stalled: no failed

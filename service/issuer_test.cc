@@ -375,6 +375,11 @@ TEST_F(IssuerTest, AHeldKeyThePolicyNoLongerAllowsIsNotReused) {
   ASSERT_TRUE(reused.ok()) << reused.status();
   EXPECT_TRUE(reused->reused);
   SetCertificateKeyPolicy({crypto::KeyAlgorithm::kEcdsaP384});
+  // The new order stays at the CA (whose canned certificate is for another key): the caller
+  // gets its handle when its wait ends.
+  ca_.On("POST", "/order/1", [](const Call&) {
+    return ScriptedServer::Json(200, ScriptedServer::Order("pending"));
+  });
   auto again = issuer_->Issue(host_, repeat);
   EXPECT_FALSE(again.ok() && again->reused) << "a P-256 key was handed out again";
   EXPECT_FALSE(again.ok() && IsLeafKey(again->private_key_pem));
@@ -485,8 +490,11 @@ TEST_F(IssuerTest, IssuesWithTheHostsCsrThenReusesTheCurrentCertificate) {
 // finalize's proof (no lease renewal); issue 10's target for the whole is 8. Counted: 19 when the
 // first look after the answers finds the order ready (17 before newOrder first asked the store
 // for a CA hold and took a token of the account's budget); each further look while the CA
-// validates costs 2 (its load and its reschedule), and fake time decides how many there are
-// (21 in each of two runs here): a margin of one look.
+// validates cost 2 (its load and its reschedule), and fake time decided how many there were
+// (21 in each of two runs). Now the steps after the first are kept on this replica under the
+// job's lease (JobOutcome::SoonAt) and go on from the loaded state: a further look costs no
+// store transaction, and neither the steps' reloads nor their reschedules are made. Counted
+// 15 and 17 (four runs of 17 in a row); 21 on the code before.
 TEST_F(IssuerTest, AnIssuanceCostsFewStoreTransactions) {
   AddAccount();
   const int64_t before = fx_.fake_store().transactions();
@@ -495,7 +503,7 @@ TEST_F(IssuerTest, AnIssuanceCostsFewStoreTransactions) {
   ASSERT_TRUE(issued.ok()) << issued.status();
   ASSERT_TRUE(issued->certificate.has_value());
   const int64_t used = fx_.fake_store().transactions() - before;
-  EXPECT_LE(used, 23) << used << " store transactions for one issuance";
+  EXPECT_LE(used, 17) << used << " store transactions for one issuance";
 }
 
 // An order made with its material (a host CSR, or a service EC key made before the order) whose
@@ -957,7 +965,9 @@ TEST_F(IssuerTest, OrdersInFlightHoldNoThreadsBeyondTheEnginesWorkers) {
     ASSERT_TRUE(row.ok());
     EXPECT_EQ(row->state, storage::OrderState::kPending);
   }
-  EXPECT_GE(replica_->engine().stats().rescheduled, 2 * kOrders);
+  // Each look ended its run: rescheduled through the store, or kept here (no thread either).
+  const Engine::Stats stats = replica_->engine().stats();
+  EXPECT_GE(stats.rescheduled + stats.kept, 2 * kOrders);
 }
 
 // Two replicas, one job queue: every order is issued, each finalized exactly once, and both

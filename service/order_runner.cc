@@ -456,33 +456,76 @@ void OrderRunner::Cleanup(Context& ctx, const acme::Order& order) {
   }
 }
 
+void OrderRunner::KeepLoaded(Context& ctx) {
+  const absl::Time now = options_.clock->Now();
+  Loaded kept{ctx.lease().fencing_token,
+              now,
+              ctx.order,
+              ctx.account,
+              ctx.tenant,
+              ctx.authorizations,
+              std::move(ctx.key)};
+  ctx.key.reset();
+  absl::MutexLock lock(&mu_);
+  // Left by steps whose jobs the engine rescheduled through the store instead: the next step
+  // (here or elsewhere) loads the order, so these are never taken.
+  for (auto it = loaded_.begin(); it != loaded_.end();) {
+    it = now - it->second.at > kLoadedKept ? loaded_.erase(it) : std::next(it);
+  }
+  loaded_[{ctx.order.tenant, ctx.order.id}] = std::move(kept);
+}
+
+std::optional<OrderRunner::Loaded> OrderRunner::TakeLoaded(const OrderJob& job) {
+  absl::MutexLock lock(&mu_);
+  auto it = loaded_.find({job.scope.tenant, job.lease.order});
+  if (it == loaded_.end()) return std::nullopt;
+  std::optional<Loaded> taken;
+  // Only under the same lease: a claim since (here or elsewhere) may have moved the order on.
+  if (job.kept && it->second.fencing_token == job.lease.fencing_token &&
+      options_.clock->Now() - it->second.at <= kLoadedKept) {
+    taken = std::move(it->second);
+  }
+  loaded_.erase(it);
+  return taken;
+}
+
 absl::StatusOr<OrderStepResult> OrderRunner::Step(const OrderJob& job) {
   Context ctx;
   ctx.job = &job;
-  // The order, its account, the tenant, the ledger and the active key: one transaction.
-  ASSIGN_OR_RETURN(storage::OrderStepState loaded,
-                   options_.orders->LoadOrderStep(job.scope, job.lease.order,
-                                                  absl::StrCat("order ", job.lease.order)));
-  ctx.order = std::move(loaded.order);
-  if (storage::IsTerminal(ctx.order.state)) {
-    Forget(ctx.order);
-    // A step that ended the order (invalid) and died before closing its ephemeral account
-    // left the job to this one.
-    if (loaded.account.ephemeral) {
-      ctx.account = std::move(loaded.account);
-      EndEphemeral(ctx);
+  if (std::optional<Loaded> kept = TakeLoaded(job); kept.has_value()) {
+    // The previous step here left the order waiting for the CA, and nothing wrote it since
+    // (every order write presents this lease): go on from memory, no load.
+    ctx.order = std::move(kept->order);
+    ctx.account = std::move(kept->account);
+    ctx.tenant = std::move(kept->tenant);
+    ctx.authorizations = std::move(kept->authorizations);
+    ctx.key = std::move(kept->key);
+  } else {
+    // The order, its account, the tenant, the ledger and the active key: one transaction.
+    ASSIGN_OR_RETURN(storage::OrderStepState loaded,
+                     options_.orders->LoadOrderStep(job.scope, job.lease.order,
+                                                    absl::StrCat("order ", job.lease.order)));
+    ctx.order = std::move(loaded.order);
+    if (storage::IsTerminal(ctx.order.state)) {
+      Forget(ctx.order);
+      // A step that ended the order (invalid) and died before closing its ephemeral account
+      // left the job to this one.
+      if (loaded.account.ephemeral) {
+        ctx.account = std::move(loaded.account);
+        EndEphemeral(ctx);
+      }
+      return OrderStepResult{OrderStepResult::Kind::kFinished, ctx.order};
     }
-    return OrderStepResult{OrderStepResult::Kind::kFinished, ctx.order};
-  }
-  ctx.account = std::move(loaded.account);
-  ctx.tenant = std::move(loaded.tenant);
-  ctx.authorizations = std::move(loaded.authorizations);
-  if (loaded.key.has_value()) {
-    absl::StatusOr<SigningKey> key = options_.keys->Open(*std::move(loaded.key));
-    if (key.ok()) {
-      ctx.key.emplace(*std::move(key));
-    } else {
-      ctx.key_status = key.status();
+    ctx.account = std::move(loaded.account);
+    ctx.tenant = std::move(loaded.tenant);
+    ctx.authorizations = std::move(loaded.authorizations);
+    if (loaded.key.has_value()) {
+      absl::StatusOr<SigningKey> key = options_.keys->Open(*std::move(loaded.key));
+      if (key.ok()) {
+        ctx.key.emplace(*std::move(key));
+      } else {
+        ctx.key_status = key.status();
+      }
     }
   }
   // As the request that made the order asked (stored with it); a wildcard's is DNS-01 anyway.
@@ -493,6 +536,10 @@ absl::StatusOr<OrderStepResult> OrderRunner::Step(const OrderJob& job) {
   // authorizations deactivated), or once the order failed.
   if (result.ok() && result->kind == OrderStepResult::Kind::kFinished && ctx.account.ephemeral) {
     EndEphemeral(ctx);
+  }
+  // Waiting for the CA: the next step may come here under the same lease.
+  if (result.ok() && result->kind == OrderStepResult::Kind::kWaiting && ctx.key.has_value()) {
+    KeepLoaded(ctx);
   }
   return result;
 }

@@ -90,6 +90,10 @@ struct OrderJob {
   // Failed steps in a row so far (the job's attempts): a failed download is tried again soon
   // kDownloadRetries times before the order waits for the engine's backoff or ends.
   int failed_attempts = 0;
+  // The engine kept the job on this replica since its last step (JobRun::kept): the lease,
+  // and so the order as that step left it, is unchanged, and the step may go on from what it
+  // kept in memory instead of loading the order again.
+  bool kept = false;
 };
 
 // What one step did with the order.
@@ -148,7 +152,7 @@ class OrderRunner {
     // While the CA works, the next look comes `poll_first_delay` after the step that started the
     // wait (answering the challenges, finalize), then after as long again as has passed since
     // (exponential backoff), at most `poll_max_delay` apart. A CA's Retry-After always wins.
-    absl::Duration poll_first_delay = absl::Milliseconds(100);
+    absl::Duration poll_first_delay = absl::Milliseconds(10);
     absl::Duration poll_max_delay = absl::Seconds(10);
     // Borrowed; required: the CA's holds and the accounts' budgets, shared by every replica.
     storage::CaLimitStore* limits = nullptr;
@@ -204,11 +208,28 @@ class OrderRunner {
   // How long answers are kept for an order no step here ends (another replica took it over).
   static constexpr absl::Duration kAnswersKept = absl::Hours(1);
   struct Context;
+  // What a step that waits for the CA leaves for the next one on this replica under the same
+  // lease (OrderJob::kept): the loaded order, account, tenant, ledger and the opened key.
+  struct Loaded {
+    int64_t fencing_token = 0;
+    absl::Time at;  // when it was left
+    storage::Order order;
+    storage::Account account;
+    storage::Tenant tenant;
+    std::vector<storage::Authorization> authorizations;
+    std::optional<SigningKey> key;
+  };
+  // How long a step's loaded state is kept for a next step that may never come here (the engine
+  // rescheduled the job through the store instead): longer than any engine's keep_for.
+  static constexpr absl::Duration kLoadedKept = absl::Minutes(1);
 
   explicit OrderRunner(Options options) : options_(options) {}
   void Remember(const Context& ctx);
   std::optional<Answers> Recall(const storage::Order& order);
   void Forget(const storage::Order& order);
+  // Keeps a waiting step's state for the next step under the same lease; takes it back.
+  void KeepLoaded(Context& ctx);
+  std::optional<Loaded> TakeLoaded(const OrderJob& job);
   absl::StatusOr<OrderStepResult> StepLoaded(Context& ctx);
   // The order's ephemeral account, still pending: registered at the CA with its stored key
   // (terms agreed, no contact) and its URL recorded. FAILED_PRECONDITION when the CA requires
@@ -241,6 +262,7 @@ class OrderRunner {
   const Options options_;
   absl::Mutex mu_;
   std::map<std::pair<storage::TenantId, storage::OrderId>, Answers> answers_ ABSL_GUARDED_BY(mu_);
+  std::map<std::pair<storage::TenantId, storage::OrderId>, Loaded> loaded_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace acmevault::service

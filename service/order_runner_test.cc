@@ -652,6 +652,31 @@ TEST_F(OrderRunnerTest, WhileTheCaValidatesStepsLookAgainWithBackoffAndNeverSlee
                         absl::Milliseconds(100)));
 }
 
+// Issue 10: a step the engine kept on this replica (OrderJob::kept, the same lease) goes on from
+// what the step before it loaded: a look while the CA validates costs no store transaction.
+// Under another lease (a claim since, here or elsewhere) or when not kept, the step loads.
+TEST_F(OrderRunnerTest, AKeptStepGoesOnFromMemoryAndAnyOtherStepLoads) {
+  storage::Lease lease = NewOrderRow();
+  ca_.On("POST", "/order/1", [&](const Call&) {
+    return ScriptedServer::Json(200, ScriptedServer::Order("pending"));
+  });
+  auto step = [&](bool kept, int64_t fencing_token) {
+    storage::Lease l = lease;
+    l.fencing_token = fencing_token;
+    const int64_t before = fx_.fake_store().transactions();
+    auto r = runner_->Step(OrderJob{scope_, l, 0, kept});
+    EXPECT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r.ok() ? r->kind : OrderStepResult::Kind::kStopped,
+              OrderStepResult::Kind::kWaiting);
+    return fx_.fake_store().transactions() - before;
+  };
+  EXPECT_GT(step(false, lease.fencing_token), 1);  // load, URL, ledger, answers
+  EXPECT_EQ(step(true, lease.fencing_token), 0);
+  EXPECT_EQ(step(true, lease.fencing_token), 0);
+  EXPECT_EQ(step(true, lease.fencing_token + 1), 1);  // another lease: the load
+  EXPECT_EQ(step(false, lease.fencing_token), 1);     // not kept: the load
+}
+
 TEST_F(OrderRunnerTest, CaInvalidOrderIsRecordedInvalidWithTheReason) {
   ca_.On("POST", "/new-order", [](const Call&) {
     return ScriptedServer::Problem(400, "rejectedIdentifier", "a.example.com is forbidden");
