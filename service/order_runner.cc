@@ -187,32 +187,35 @@ absl::StatusOr<std::optional<OrderStepResult>> OrderRunner::HeldBeforeNewOrder(C
     return std::optional<OrderStepResult>(
         OrderStepResult{OrderStepResult::Kind::kHeld, ctx.order, until, std::move(why)});
   };
-  // A rateLimited answer to any replica's newOrder for this account and identifier set.
-  auto hold = options_.limits->GetCaHold(
-      ctx.scope(), {ctx.account.id, ctx.order.identifiers, storage::CaRequest::kNewOrder}, now);
-  if (hold.ok()) {
-    return held("hold", hold->until,
-                HeldUntil(absl::StrCat("the CA answered rateLimited for these identifiers: ",
-                                       hold->problem),
-                          hold->until));
-  }
-  if (!absl::IsNotFound(hold.status())) return hold.status();
-  // The account's budget of new orders at this CA, shared by the fleet.
+  // A rateLimited answer to any replica's newOrder for this account and identifier set; then
+  // the account's budget of new orders at this CA, shared by the fleet: one transaction.
   auto configured = options_.new_order_budgets.find(ctx.account.directory_url);
   const NewOrderBudget& budget = configured == options_.new_order_budgets.end()
                                      ? options_.new_order_budget
                                      : configured->second;
-  if (budget.capacity == 0) return std::nullopt;
-  ASSIGN_OR_RETURN(storage::CaBudgetTake take,
-                   options_.limits->TakeCaBudgetToken(
-                       ctx.scope(), ctx.account.id,
-                       {"new_order", static_cast<double>(budget.capacity), budget.period}, now));
-  if (take.taken) return std::nullopt;
-  return held("budget", take.next_token_at,
+  std::optional<storage::CaBudget> bucket;
+  if (budget.capacity > 0) {
+    bucket = storage::CaBudget{"new_order", static_cast<double>(budget.capacity), budget.period};
+  }
+  ASSIGN_OR_RETURN(
+      storage::CaAdmission admitted,
+      options_.limits->AdmitCaRequest(
+          ctx.scope(), {ctx.account.id, ctx.order.identifiers, storage::CaRequest::kNewOrder},
+          bucket, now));
+  if (admitted.hold.has_value()) {
+    const storage::CaHold& hold = *admitted.hold;
+    return held("hold", hold.until,
+                HeldUntil(absl::StrCat("the CA answered rateLimited for these identifiers: ",
+                                       hold.problem),
+                          hold.until));
+  }
+  if (!admitted.take.has_value() || admitted.take->taken) return std::nullopt;
+  const absl::Time next = admitted.take->next_token_at;
+  return held("budget", next,
               HeldUntil(absl::StrCat("the account's budget of ", budget.capacity,
                                      " new orders per ", absl::FormatDuration(budget.period),
                                      " at this CA is spent"),
-                        take.next_token_at));
+                        next));
 }
 
 absl::Status OrderRunner::ProveLease(Context& ctx) {
@@ -223,57 +226,91 @@ absl::Status OrderRunner::ProveLease(Context& ctx) {
 }
 
 absl::Status OrderRunner::AnswerAuthorizations(Context& ctx, const acme::Order& order) {
+  // Looked at first (reads at the CA), then recorded with the order's URL in one transaction
+  // (RecordOrderStart: URL, ledger rows, HTTP-01 answers), then answered: nothing that changes
+  // the order at the CA happens before its URL is stored. Should a look fail, the URL is
+  // stored alone, so that a later step resumes this order.
+  struct Answer {
+    std::string identifier;
+    std::string authz_url;
+    std::string type;
+    std::string url;
+    bool respond = false;
+  };
+  std::vector<storage::AuthorizationRecord> records;
+  std::vector<storage::ChallengeAnswer> http_answers;
+  std::vector<Answer> answers;
+  std::vector<std::pair<std::string, std::string>> dns_records;  // name, TXT value
+  // A look that fails or finds what cannot be answered: the URL and the authorizations seen so
+  // far are recorded all the same (the ledger keeps what the account holds at the CA).
+  auto record_seen = [&](absl::Status s) -> absl::Status {
+    RETURN_IF_ERROR(
+        options_.orders->RecordOrderStart(ctx.scope(), ctx.lease(), order.url, records, {})
+            .status());
+    ctx.order.state = std::max(ctx.order.state, storage::OrderState::kPending);
+    return s;
+  };
   for (const std::string& url : order.authorizations) {
     // Matched to the order's identifiers: an authorization for another name is refused before
     // it reaches the ledger or gets an answer.
     auto authz = ctx.client->GetAuthorization(ctx.ref, order, url);
     if (options_.metrics) options_.metrics->RecordAcme("getAuthorization", authz.status());
-    RETURN_IF_ERROR(authz.status());
-    std::string identifier =
-        authz->wildcard ? absl::StrCat("*.", authz->identifier.value) : authz->identifier.value;
-    ASSIGN_OR_RETURN(storage::Authorization recorded,
-                     options_.authorizations->RecordAuthorization(
-                         ctx.scope(), {ctx.account.id, ctx.order.id, url, identifier,
-                                       AuthzStatus(authz->status), authz->expires}));
-    if (std::none_of(ctx.authorizations.begin(), ctx.authorizations.end(),
-                     [&](const storage::Authorization& a) { return a.record.url == url; }) &&
-        (authz->status == "pending" || authz->status == "valid")) {
-      ctx.authorizations.push_back(recorded);
+    if (!authz.ok()) return record_seen(authz.status());
+    const acme::Authorization& a = *authz;
+    std::string identifier = a.wildcard ? absl::StrCat("*.", a.identifier.value) : a.identifier.value;
+    records.push_back({ctx.account.id, ctx.order.id, url, identifier, AuthzStatus(a.status),
+                       a.expires});
+    if (a.status == "valid") continue;  // Reused by the CA.
+    if (a.status != "pending") {
+      return record_seen(absl::FailedPreconditionError(
+          absl::StrCat("authorization for ", identifier, " is ", a.status)));
     }
-    if (authz->status == "valid") continue;  // Reused by the CA.
-    if (authz->status != "pending") {
-      return absl::FailedPreconditionError(
-          absl::StrCat("authorization for ", identifier, " is ", authz->status));
-    }
-    bool dns = authz->wildcard || ctx.challenge == ChallengePreference::kDns01;
-    const acme::Challenge* ch = authz->Find(dns ? "dns-01" : "http-01");
+    bool dns = a.wildcard || ctx.challenge == ChallengePreference::kDns01;
+    const acme::Challenge* ch = a.Find(dns ? "dns-01" : "http-01");
     if (ch == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat("the CA offers no ", dns ? "dns-01" : "http-01",
-                                                        " challenge for ", identifier));
+      return record_seen(absl::FailedPreconditionError(absl::StrCat(
+          "the CA offers no ", dns ? "dns-01" : "http-01", " challenge for ", identifier)));
     }
     // Answered already (a resumed run, another replica): validated is done; one the CA is
     // validating keeps its published answer but is never answered again (RFC 8555 §7.5.1: the
     // CA refuses a response to a challenge that is not pending).
     if (ch->status == "valid") continue;
     if (ch->status != "pending" && ch->status != "processing") {
-      return absl::FailedPreconditionError(
-          absl::StrCat("the ", ch->type, " challenge for ", identifier, " is ", ch->status));
+      return record_seen(absl::FailedPreconditionError(
+          absl::StrCat("the ", ch->type, " challenge for ", identifier, " is ", ch->status)));
     }
     std::string key_auth = crypto::KeyAuthorization(ch->token, ctx.key->signer->public_key());
     if (dns) {
       if (options_.dns01 == nullptr) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            identifier, " needs dns-01 and this server has no DNS-01 configuration"));
+        return record_seen(absl::FailedPreconditionError(absl::StrCat(
+            identifier, " needs dns-01 and this server has no DNS-01 configuration")));
       }
-      std::string value = crypto::Dns01TxtValue(key_auth);
-      RETURN_IF_ERROR(options_.dns01->Publish(authz->identifier.value, value));
-      ctx.answers.dns_records.emplace_back(authz->identifier.value, value);
+      dns_records.emplace_back(a.identifier.value, crypto::Dns01TxtValue(key_auth));
     } else {
-      RETURN_IF_ERROR(options_.challenges->PutChallenge(ctx.scope(), ch->token, key_auth));
-      ctx.answers.http_tokens.push_back(ch->token);
+      http_answers.push_back({ch->token, key_auth});
     }
-    if (ch->status != "pending") continue;
-    auto responded = ctx.client->RespondToChallenge(ctx.ref, ch->url);
+    answers.push_back({identifier, url, ch->type, ch->url, ch->status == "pending"});
+  }
+  ASSIGN_OR_RETURN(std::vector<storage::Authorization> recorded,
+                   options_.orders->RecordOrderStart(ctx.scope(), ctx.lease(), order.url, records,
+                                                     http_answers));
+  ctx.order.state = std::max(ctx.order.state, storage::OrderState::kPending);
+  for (const storage::Authorization& r : recorded) {
+    if (std::none_of(ctx.authorizations.begin(), ctx.authorizations.end(),
+                     [&](const storage::Authorization& a) { return a.record.url == r.record.url; }) &&
+        (r.record.status == storage::AuthorizationStatus::kPending ||
+         r.record.status == storage::AuthorizationStatus::kValid)) {
+      ctx.authorizations.push_back(r);
+    }
+  }
+  for (const storage::ChallengeAnswer& a : http_answers) ctx.answers.http_tokens.push_back(a.token);
+  for (const auto& [name, value] : dns_records) {
+    RETURN_IF_ERROR(options_.dns01->Publish(name, value));
+    ctx.answers.dns_records.emplace_back(name, value);
+  }
+  for (const Answer& a : answers) {
+    if (!a.respond) continue;
+    auto responded = ctx.client->RespondToChallenge(ctx.ref, a.url);
     if (options_.metrics) options_.metrics->RecordAcme("respondToChallenge", responded.status());
     if (responded.ok() || Retryable(responded.status())) {
       RETURN_IF_ERROR(responded.status());
@@ -281,8 +318,8 @@ absl::Status OrderRunner::AnswerAuthorizations(Context& ctx, const acme::Order& 
     }
     // Refused: the challenge may have left pending between our look and our answer (another
     // replica's answer was validated). Look again; answered is answered.
-    RETURN_IF_ERROR(ChallengeAnswered(ctx, order, url, ch->type) ? absl::OkStatus()
-                                                                 : responded.status());
+    RETURN_IF_ERROR(ChallengeAnswered(ctx, order, a.authz_url, a.type) ? absl::OkStatus()
+                                                                       : responded.status());
   }
   return absl::OkStatus();
 }
@@ -783,11 +820,14 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
       RecordHold(ctx, storage::CaRequest::kNewOrder, created.status());
       return fail(created.status());
     }
-    // Recorded before anything else happens at the CA: a crash from here on resumes this order.
-    RETURN_IF_ERROR(options_.orders->RecordOrderUrl(scope, ctx.lease(), created->url));
-    ctx.order.state = storage::OrderState::kPending;
+    // Recorded before anything else happens at the CA (with the ledger and the answers, when
+    // the order is pending; see AnswerAuthorizations): a crash from here on resumes this order.
     ctx.order.acme_url = created->url;
     ca = *std::move(created);
+    if (ca.status != "pending") {
+      RETURN_IF_ERROR(options_.orders->RecordOrderUrl(scope, ctx.lease(), ca.url));
+      ctx.order.state = storage::OrderState::kPending;
+    }
   } else {
     auto fetched = ctx.client->GetOrder(ctx.ref, ctx.order.acme_url);
     if (options_.metrics) options_.metrics->RecordAcme("getOrder", fetched.status());

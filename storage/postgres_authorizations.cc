@@ -14,37 +14,41 @@ using pg::Micros;
 using pg::Nullable;
 using pg::OptionalParam;
 
+Authorization PostgresStore::RecordAuthorizationIn(pqxx::work& tx, const Scope& scope,
+                                                   absl::Time now,
+                                                   const AuthorizationRecord& authorization,
+                                                   const std::string& identifier) {
+  std::optional<int64_t> expires;
+  if (authorization.expires_at.has_value()) expires = Micros(*authorization.expires_at);
+  Authorization out = AuthorizationOf(tx.exec_params1(
+      absl::StrCat("INSERT INTO authorizations (tenant_id, account_id, order_id, url, identifier, "
+                   "status, expires_at, created_at, updated_at) "
+                   "VALUES ($1, $2, $3, $4, $5, $6, av_ts($7), av_ts($8), av_ts($8)) "
+                   "ON CONFLICT (account_id, url) DO UPDATE SET status = EXCLUDED.status, "
+                   "expires_at = EXCLUDED.expires_at, "
+                   "order_id = coalesce(authorizations.order_id, EXCLUDED.order_id), "
+                   "updated_at = EXCLUDED.updated_at RETURNING ",
+                   kAuthorizations.rows.columns),
+      scope.tenant, authorization.account, Nullable(OptionalParam(authorization.order)),
+      authorization.url, identifier, std::string(AuthorizationStatusName(authorization.status)),
+      Nullable(OptionalParam(expires)), Micros(now)));
+  AuditEvent e = rules::AccountEvent("RecordAuthorization", authorization.account, std::nullopt,
+                                     std::string(AuthorizationStatusName(out.record.status)));
+  e.identifiers = {identifier};
+  e.acme_url = authorization.url;
+  Audit(tx, scope, now, e);
+  return out;
+}
+
 absl::StatusOr<Authorization> PostgresStore::RecordAuthorization(
     const Scope& scope, const AuthorizationRecord& authorization) {
   RETURN_IF_ERROR(rules::ValidateUrl("authorization URL", authorization.url));
   ASSIGN_OR_RETURN(std::vector<std::string> identifier,
                    CanonicalIdentifiers({authorization.identifier}));
   const absl::Time now = Now();
-  std::optional<int64_t> expires;
-  if (authorization.expires_at.has_value()) expires = Micros(*authorization.expires_at);
   return InTenant<Authorization>(
       "RecordAuthorization", scope, [&](pqxx::work& tx) -> absl::StatusOr<Authorization> {
-        Authorization out = AuthorizationOf(tx.exec_params1(
-            absl::StrCat(
-                "INSERT INTO authorizations (tenant_id, account_id, order_id, url, identifier, "
-                "status, expires_at, created_at, updated_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6, av_ts($7), av_ts($8), av_ts($8)) "
-                "ON CONFLICT (account_id, url) DO UPDATE SET status = EXCLUDED.status, "
-                "expires_at = EXCLUDED.expires_at, "
-                "order_id = coalesce(authorizations.order_id, EXCLUDED.order_id), "
-                "updated_at = EXCLUDED.updated_at RETURNING ",
-                kAuthorizations.rows.columns),
-            scope.tenant, authorization.account, Nullable(OptionalParam(authorization.order)),
-            authorization.url, identifier[0],
-            std::string(AuthorizationStatusName(authorization.status)),
-            Nullable(OptionalParam(expires)), Micros(now)));
-        AuditEvent e =
-            rules::AccountEvent("RecordAuthorization", authorization.account, std::nullopt,
-                                std::string(AuthorizationStatusName(out.record.status)));
-        e.identifiers = identifier;
-        e.acme_url = authorization.url;
-        Audit(tx, scope, now, e);
-        return out;
+        return RecordAuthorizationIn(tx, scope, now, authorization, identifier[0]);
       });
 }
 

@@ -34,18 +34,54 @@ absl::Status PostgresStore::RecordCaHold(const Scope& scope, const CaHoldKey& ke
   });
 }
 
+std::optional<CaHold> PostgresStore::CaHoldIn(pqxx::work& tx, const CaHoldKey& key,
+                                              const std::vector<std::string>& ids,
+                                              absl::Time now) {
+  pqxx::result r = tx.exec_params(
+      "SELECT av_us(hold_until), problem FROM ca_holds WHERE account_id = $1 "
+      "AND identifiers_hash = av_identifiers_hash($2::text[]) AND request = $3 "
+      "AND hold_until > av_ts($4)",
+      key.account, ArrayParam(ids), std::string(CaRequestName(key.request)), Micros(now));
+  if (r.empty()) return std::nullopt;
+  return CaHold{TimeOf(r[0][0]), r[0][1].as<std::string>()};
+}
+
 absl::StatusOr<CaHold> PostgresStore::GetCaHold(const Scope& scope, const CaHoldKey& key,
                                                 absl::Time now) {
   ASSIGN_OR_RETURN(std::vector<std::string> ids, rules::ValidateCaHold(key));
   return InTenant<CaHold>("GetCaHold", scope, [&](pqxx::work& tx) -> absl::StatusOr<CaHold> {
-    pqxx::result r = tx.exec_params(
-        "SELECT av_us(hold_until), problem FROM ca_holds WHERE account_id = $1 "
-        "AND identifiers_hash = av_identifiers_hash($2::text[]) AND request = $3 "
-        "AND hold_until > av_ts($4)",
-        key.account, ArrayParam(ids), std::string(CaRequestName(key.request)), Micros(now));
-    if (r.empty()) return absl::NotFoundError("no hold from the CA");
-    return CaHold{TimeOf(r[0][0]), r[0][1].as<std::string>()};
+    std::optional<CaHold> hold = CaHoldIn(tx, key, ids, now);
+    if (!hold.has_value()) return absl::NotFoundError("no hold from the CA");
+    return *std::move(hold);
   });
+}
+
+CaBudgetTake PostgresStore::TakeCaBudgetTokenIn(pqxx::work& tx, const Scope& scope,
+                                                AccountId account, const CaBudget& budget,
+                                                absl::Time now) {
+  const double per_us = budget.capacity / absl::ToDoubleMicroseconds(budget.period);
+  // A new bucket starts full. Then one statement refills by the time since the last take
+  // (never for time running backwards), caps at the capacity and takes a whole token if there
+  // is one; the row lock orders concurrent takes of every replica.
+  tx.exec_params0(
+      "INSERT INTO ca_budgets (tenant_id, account_id, budget, tokens, updated_at) "
+      "VALUES ($1, $2, $3, $4, av_ts($5)) ON CONFLICT DO NOTHING",
+      scope.tenant, account, budget.name, budget.capacity, Micros(now));
+  pqxx::row r = tx.exec_params1(
+      "WITH b AS (SELECT tokens, updated_at, LEAST($3::float8, tokens + $4::float8 * "
+      "GREATEST(0, $5::bigint - av_us(updated_at))) AS refilled FROM ca_budgets "
+      "WHERE account_id = $1 AND budget = $2 FOR UPDATE) "
+      "UPDATE ca_budgets c SET tokens = CASE WHEN b.refilled >= 1 THEN b.refilled - 1 "
+      "ELSE b.refilled END, updated_at = GREATEST(c.updated_at, av_ts($5)) FROM b "
+      "WHERE c.account_id = $1 AND c.budget = $2 RETURNING b.refilled >= 1, c.tokens",
+      account, budget.name, budget.capacity, per_us, Micros(now));
+  CaBudgetTake take;
+  take.taken = r[0].as<bool>();
+  take.tokens_left = r[1].as<double>();
+  if (!take.taken) {
+    take.next_token_at = now + absl::Microseconds(std::ceil((1 - take.tokens_left) / per_us));
+  }
+  return take;
 }
 
 absl::StatusOr<CaBudgetTake> PostgresStore::TakeCaBudgetToken(const Scope& scope,
@@ -53,32 +89,26 @@ absl::StatusOr<CaBudgetTake> PostgresStore::TakeCaBudgetToken(const Scope& scope
                                                               const CaBudget& budget,
                                                               absl::Time now) {
   RETURN_IF_ERROR(rules::ValidateCaBudget(budget));
-  const double per_us = budget.capacity / absl::ToDoubleMicroseconds(budget.period);
   return InTenant<CaBudgetTake>(
       "TakeCaBudgetToken", scope, [&](pqxx::work& tx) -> absl::StatusOr<CaBudgetTake> {
-        // A new bucket starts full. Then one statement refills by the time since the last take
-        // (never for time running backwards), caps at the capacity and takes a whole token if
-        // there is one; the row lock orders concurrent takes of every replica.
-        tx.exec_params0(
-            "INSERT INTO ca_budgets (tenant_id, account_id, budget, tokens, updated_at) "
-            "VALUES ($1, $2, $3, $4, av_ts($5)) ON CONFLICT DO NOTHING",
-            scope.tenant, account, budget.name, budget.capacity, Micros(now));
-        pqxx::row r = tx.exec_params1(
-            "WITH b AS (SELECT tokens, updated_at, LEAST($3::float8, tokens + $4::float8 * "
-            "GREATEST(0, $5::bigint - av_us(updated_at))) AS refilled FROM ca_budgets "
-            "WHERE account_id = $1 AND budget = $2 FOR UPDATE) "
-            "UPDATE ca_budgets c SET tokens = CASE WHEN b.refilled >= 1 THEN b.refilled - 1 "
-            "ELSE b.refilled END, updated_at = GREATEST(c.updated_at, av_ts($5)) FROM b "
-            "WHERE c.account_id = $1 AND c.budget = $2 RETURNING b.refilled >= 1, c.tokens",
-            account, budget.name, budget.capacity, per_us, Micros(now));
-        CaBudgetTake take;
-        take.taken = r[0].as<bool>();
-        take.tokens_left = r[1].as<double>();
-        if (!take.taken) {
-          take.next_token_at =
-              now + absl::Microseconds(std::ceil((1 - take.tokens_left) / per_us));
+        return TakeCaBudgetTokenIn(tx, scope, account, budget, now);
+      });
+}
+
+absl::StatusOr<CaAdmission> PostgresStore::AdmitCaRequest(const Scope& scope,
+                                                          const CaHoldKey& key,
+                                                          const std::optional<CaBudget>& budget,
+                                                          absl::Time now) {
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, rules::ValidateCaHold(key));
+  if (budget.has_value()) RETURN_IF_ERROR(rules::ValidateCaBudget(*budget));
+  return InTenant<CaAdmission>(
+      "AdmitCaRequest", scope, [&](pqxx::work& tx) -> absl::StatusOr<CaAdmission> {
+        CaAdmission out;
+        out.hold = CaHoldIn(tx, key, ids, now);
+        if (!out.hold.has_value() && budget.has_value()) {
+          out.take = TakeCaBudgetTokenIn(tx, scope, key.account, *budget, now);
         }
-        return take;
+        return out;
       });
 }
 

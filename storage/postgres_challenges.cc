@@ -18,25 +18,31 @@ std::string TextOfRow(const pqxx::row& r) { return r[0].as<std::string>(); }
 
 }  // namespace
 
+absl::Status PostgresStore::PutChallengeIn(pqxx::work& tx, const Scope& scope, absl::Time now,
+                                           absl::string_view token,
+                                           absl::string_view key_authorization) {
+  pqxx::result r = tx.exec_params(
+      "INSERT INTO challenges (token, tenant_id, key_authorization, created_at) "
+      "VALUES ($1, $2, $3, av_ts($4)) ON CONFLICT (token) DO NOTHING RETURNING token",
+      std::string(token), scope.tenant, std::string(key_authorization), Micros(now));
+  if (r.empty()) {
+    // Taken: by this tenant with the same value (a retry), or otherwise.
+    pqxx::result mine =
+        tx.exec_params("SELECT 1 FROM challenges WHERE token = $1 AND key_authorization = $2",
+                       std::string(token), std::string(key_authorization));
+    if (mine.empty()) return absl::AlreadyExistsError("challenge token is taken");
+    return absl::OkStatus();
+  }
+  Audit(tx, scope, now, rules::SimpleEvent("PutChallenge", absl::StrCat("token ", token)));
+  return absl::OkStatus();
+}
+
 absl::Status PostgresStore::PutChallenge(const Scope& scope, absl::string_view token,
                                          absl::string_view key_authorization) {
   RETURN_IF_ERROR(rules::ValidateChallengeToken(token));
   const absl::Time now = Now();
   return InTenant("PutChallenge", scope, [&](pqxx::work& tx) {
-    pqxx::result r = tx.exec_params(
-        "INSERT INTO challenges (token, tenant_id, key_authorization, created_at) "
-        "VALUES ($1, $2, $3, av_ts($4)) ON CONFLICT (token) DO NOTHING RETURNING token",
-        std::string(token), scope.tenant, std::string(key_authorization), Micros(now));
-    if (r.empty()) {
-      // Taken: by this tenant with the same value (a retry), or otherwise.
-      pqxx::result mine =
-          tx.exec_params("SELECT 1 FROM challenges WHERE token = $1 AND key_authorization = $2",
-                         std::string(token), std::string(key_authorization));
-      if (mine.empty()) return absl::AlreadyExistsError("challenge token is taken");
-      return absl::OkStatus();
-    }
-    Audit(tx, scope, now, rules::SimpleEvent("PutChallenge", absl::StrCat("token ", token)));
-    return absl::OkStatus();
+    return PutChallengeIn(tx, scope, now, token, key_authorization);
   });
 }
 

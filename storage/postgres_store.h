@@ -136,6 +136,10 @@ class PostgresStore final : public Store {
   absl::Status AttachOrderMaterial(const Scope& scope, const Lease& lease,
                                    absl::string_view csr_der,
                                    const crypto::PrivateKey* certificate_key) override;
+  absl::StatusOr<std::vector<Authorization>> RecordOrderStart(
+      const Scope& scope, const Lease& lease, absl::string_view url,
+      const std::vector<AuthorizationRecord>& authorizations,
+      const std::vector<ChallengeAnswer>& answers) override;
   absl::Status RecordOrderUrl(const Scope& scope, const Lease& lease,
                               absl::string_view url) override;
   absl::Status TransitionOrder(const Scope& scope, const Lease& lease, OrderState to,
@@ -157,6 +161,9 @@ class PostgresStore final : public Store {
   // CaLimitStore
   absl::Status RecordCaHold(const Scope& scope, const CaHoldKey& key, absl::Time until,
                             absl::string_view problem) override;
+  absl::StatusOr<CaAdmission> AdmitCaRequest(const Scope& scope, const CaHoldKey& key,
+                                             const std::optional<CaBudget>& budget,
+                                             absl::Time now) override;
   absl::StatusOr<CaHold> GetCaHold(const Scope& scope, const CaHoldKey& key,
                                    absl::Time now) override;
   absl::StatusOr<CaBudgetTake> TakeCaBudgetToken(const Scope& scope, AccountId account,
@@ -337,6 +344,19 @@ class PostgresStore final : public Store {
   // when `body` fails. InTenant runs every body inside one.
   static absl::Status WithAuditBatch(pqxx::work& tx, TenantId tenant,
                                      const PostgresPool::Body& body);
+  // RecordAuthorization's transaction body (`identifier` canonical), shared with
+  // RecordOrderStart.
+  static Authorization RecordAuthorizationIn(pqxx::work& tx, const Scope& scope, absl::Time now,
+                                             const AuthorizationRecord& authorization,
+                                             const std::string& identifier);
+  // PutChallenge's transaction body, shared with RecordOrderStart.
+  static absl::Status PutChallengeIn(pqxx::work& tx, const Scope& scope, absl::Time now,
+                                     absl::string_view token, absl::string_view key_authorization);
+  // GetCaHold's and TakeCaBudgetToken's transaction bodies, shared with AdmitCaRequest.
+  static std::optional<CaHold> CaHoldIn(pqxx::work& tx, const CaHoldKey& key,
+                                        const std::vector<std::string>& ids, absl::Time now);
+  static CaBudgetTake TakeCaBudgetTokenIn(pqxx::work& tx, const Scope& scope, AccountId account,
+                                          const CaBudget& budget, absl::Time now);
   // DeleteChallenge's transaction body, shared with DeleteChallengeFenced.
   static void DeleteChallengeTx(pqxx::work& tx, const Scope& scope, absl::Time now,
                                 absl::string_view token);

@@ -234,6 +234,15 @@ class OrderStore {
   // never changes: the same URL again is OK, another is FAILED_PRECONDITION.
   virtual absl::Status RecordOrderUrl(const Scope& scope, const Lease& lease,
                                       absl::string_view url) = 0;
+  // The start of an order at the CA, in one transaction fenced by `lease` (all or nothing):
+  // RecordOrderUrl(url), then AuthorizationStore::RecordAuthorization of each of
+  // `authorizations` (the order's, as the CA reported them), then ChallengeStore::PutChallenge
+  // of each of `answers`. Audited as those calls are. The recorded authorizations, in the
+  // order given. Errors as those calls'.
+  virtual absl::StatusOr<std::vector<Authorization>> RecordOrderStart(
+      const Scope& scope, const Lease& lease, absl::string_view url,
+      const std::vector<AuthorizationRecord>& authorizations,
+      const std::vector<ChallengeAnswer>& answers) = 0;
   // Moves the order to `to` (forward only; see OrderState). `failure` is kept for kInvalid.
   // FAILED_PRECONDITION for a backward move, a terminal order, or a stale fencing token;
   // INVALID_ARGUMENT for a problem type longer than kMaxProblemTypeSize.
@@ -300,6 +309,12 @@ class CaLimitStore {
   // (or it has passed).
   virtual absl::StatusOr<CaHold> GetCaHold(const Scope& scope, const CaHoldKey& key,
                                            absl::Time now) = 0;
+  // Before a request for `key` is sent: GetCaHold(key) and, only when no hold is in force and
+  // `budget` is given, TakeCaBudgetToken(key.account, *budget), in one transaction. Errors as
+  // those calls'.
+  virtual absl::StatusOr<CaAdmission> AdmitCaRequest(const Scope& scope, const CaHoldKey& key,
+                                                     const std::optional<CaBudget>& budget,
+                                                     absl::Time now) = 0;
   // Takes one token from `account`'s bucket `budget.name` at `now`, atomically: the bucket
   // (full when first used) is refilled by the time since its last take at capacity per period,
   // to at most the capacity, and one token is taken when a whole one is there. A take at a

@@ -464,6 +464,19 @@ struct CaBudgetTake {
   absl::Time next_token_at;
 };
 
+// The answer of CaLimitStore::AdmitCaRequest: the hold in force (then no token was taken), or
+// else the budget's take (unset when no budget was asked for).
+struct CaAdmission {
+  std::optional<CaHold> hold;
+  std::optional<CaBudgetTake> take;
+};
+
+// An HTTP-01 answer to publish (ChallengeStore::PutChallenge's arguments).
+struct ChallengeAnswer {
+  std::string token;
+  std::string key_authorization;
+};
+
 // What one step of an order's job works with, read in one transaction
 // (OrderStore::LoadOrderStep).
 struct OrderStepState {

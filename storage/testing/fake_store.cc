@@ -274,22 +274,38 @@ absl::StatusOr<std::vector<Identity>> FakeStore::ListIdentities(const Scope& sco
 // ---------------------------------------------------------------------------------------------
 // ChallengeStore
 
+namespace fake {
+
+absl::Status CheckChallengeFree(State& s, const Scope& scope, absl::string_view token,
+                                absl::string_view key_authorization) {
+  RETURN_IF_ERROR(RequireTenant(s, scope));
+  auto it = s.challenges.find(std::string(token));
+  if (it == s.challenges.end() ||
+      (it->second.tenant == scope.tenant && it->second.key_authorization == key_authorization)) {
+    return absl::OkStatus();
+  }
+  return absl::AlreadyExistsError("challenge token is taken");
+}
+
+void PutChallengeLocked(State& s, const Scope& scope, absl::Time now, absl::string_view token,
+                        absl::string_view key_authorization) {
+  auto [it, inserted] = s.challenges.try_emplace(
+      std::string(token), State::ChallengeRow{scope.tenant, std::string(key_authorization)});
+  if (inserted) {
+    Audit(s, scope, now, rules::SimpleEvent("PutChallenge", absl::StrCat("token ", token)));
+  }
+}
+
+}  // namespace fake
+
 absl::Status FakeStore::PutChallenge(const Scope& scope, absl::string_view token,
                                      absl::string_view key_authorization) {
   RETURN_IF_ERROR(rules::ValidateChallengeToken(token));
   const absl::Time now = Now();
   State& s = *state_;
   fake::StoreLock lock(s);
-  RETURN_IF_ERROR(RequireTenant(s, scope));
-  auto [it, inserted] = s.challenges.try_emplace(
-      std::string(token), State::ChallengeRow{scope.tenant, std::string(key_authorization)});
-  if (!inserted) {
-    if (it->second.tenant == scope.tenant && it->second.key_authorization == key_authorization) {
-      return absl::OkStatus();
-    }
-    return absl::AlreadyExistsError("challenge token is taken");
-  }
-  Audit(s, scope, now, rules::SimpleEvent("PutChallenge", absl::StrCat("token ", token)));
+  RETURN_IF_ERROR(fake::CheckChallengeFree(s, scope, token, key_authorization));
+  fake::PutChallengeLocked(s, scope, now, token, key_authorization);
   return absl::OkStatus();
 }
 

@@ -128,6 +128,10 @@ class FakeStore final : public Store {
   absl::Status AttachOrderMaterial(const Scope& scope, const Lease& lease,
                                    absl::string_view csr_der,
                                    const crypto::PrivateKey* certificate_key) override;
+  absl::StatusOr<std::vector<Authorization>> RecordOrderStart(
+      const Scope& scope, const Lease& lease, absl::string_view url,
+      const std::vector<AuthorizationRecord>& authorizations,
+      const std::vector<ChallengeAnswer>& answers) override;
   absl::Status RecordOrderUrl(const Scope& scope, const Lease& lease,
                               absl::string_view url) override;
   absl::Status TransitionOrder(const Scope& scope, const Lease& lease, OrderState to,
@@ -149,6 +153,9 @@ class FakeStore final : public Store {
   // CaLimitStore
   absl::Status RecordCaHold(const Scope& scope, const CaHoldKey& key, absl::Time until,
                             absl::string_view problem) override;
+  absl::StatusOr<CaAdmission> AdmitCaRequest(const Scope& scope, const CaHoldKey& key,
+                                             const std::optional<CaBudget>& budget,
+                                             absl::Time now) override;
   absl::StatusOr<CaHold> GetCaHold(const Scope& scope, const CaHoldKey& key,
                                    absl::Time now) override;
   absl::StatusOr<CaBudgetTake> TakeCaBudgetToken(const Scope& scope, AccountId account,

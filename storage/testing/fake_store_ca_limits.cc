@@ -27,33 +27,65 @@ absl::Status FakeStore::RecordCaHold(const Scope& scope, const CaHoldKey& key, a
   return absl::OkStatus();
 }
 
-absl::StatusOr<CaHold> FakeStore::GetCaHold(const Scope& scope, const CaHoldKey& key,
-                                            absl::Time now) {
-  ASSIGN_OR_RETURN(std::vector<std::string> ids, rules::ValidateCaHold(key));
-  State& s = *state_;
-  fake::StoreLock lock(s);
-  RETURN_IF_ERROR(fake::RequireTenant(s, scope));
+namespace {
+
+std::optional<CaHold> CaHoldLocked(State& s, const Scope& scope, const CaHoldKey& key,
+                                   const std::vector<std::string>& ids, absl::Time now)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
   auto it = s.ca_holds.find({scope.tenant, key.account, ids, key.request});
-  if (it == s.ca_holds.end() || it->second.until <= TruncateToMicros(now)) {
-    return absl::NotFoundError("no hold from the CA");
-  }
+  if (it == s.ca_holds.end() || it->second.until <= TruncateToMicros(now)) return std::nullopt;
   return it->second;
 }
 
-absl::StatusOr<CaBudgetTake> FakeStore::TakeCaBudgetToken(const Scope& scope, AccountId account,
-                                                          const CaBudget& budget,
-                                                          absl::Time now) {
-  RETURN_IF_ERROR(rules::ValidateCaBudget(budget));
+CaBudgetTake TakeCaBudgetTokenLocked(State& s, const Scope& scope, AccountId account,
+                                     const CaBudget& budget, absl::Time now)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
   now = TruncateToMicros(now);
-  State& s = *state_;
-  fake::StoreLock lock(s);
-  RETURN_IF_ERROR(fake::RequireTenant(s, scope));
   auto [it, inserted] =
       s.ca_budgets.try_emplace({scope.tenant, account, budget.name}, budget.capacity, now);
   auto& [tokens, updated_at] = it->second;
   CaBudgetTake take = rules::TakeToken(budget, tokens, updated_at, now);
   updated_at = std::max(updated_at, now);
   return take;
+}
+
+}  // namespace
+
+absl::StatusOr<CaHold> FakeStore::GetCaHold(const Scope& scope, const CaHoldKey& key,
+                                            absl::Time now) {
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, rules::ValidateCaHold(key));
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  RETURN_IF_ERROR(fake::RequireTenant(s, scope));
+  std::optional<CaHold> hold = CaHoldLocked(s, scope, key, ids, now);
+  if (!hold.has_value()) return absl::NotFoundError("no hold from the CA");
+  return *std::move(hold);
+}
+
+absl::StatusOr<CaBudgetTake> FakeStore::TakeCaBudgetToken(const Scope& scope, AccountId account,
+                                                          const CaBudget& budget,
+                                                          absl::Time now) {
+  RETURN_IF_ERROR(rules::ValidateCaBudget(budget));
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  RETURN_IF_ERROR(fake::RequireTenant(s, scope));
+  return TakeCaBudgetTokenLocked(s, scope, account, budget, now);
+}
+
+absl::StatusOr<CaAdmission> FakeStore::AdmitCaRequest(const Scope& scope, const CaHoldKey& key,
+                                                      const std::optional<CaBudget>& budget,
+                                                      absl::Time now) {
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, rules::ValidateCaHold(key));
+  if (budget.has_value()) RETURN_IF_ERROR(rules::ValidateCaBudget(*budget));
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  RETURN_IF_ERROR(fake::RequireTenant(s, scope));
+  CaAdmission out;
+  out.hold = CaHoldLocked(s, scope, key, ids, now);
+  if (!out.hold.has_value() && budget.has_value()) {
+    out.take = TakeCaBudgetTokenLocked(s, scope, key.account, *budget, now);
+  }
+  return out;
 }
 
 absl::Status FakeStore::MarkOrderStalled(const Scope& scope, const Lease& lease, absl::Time at) {

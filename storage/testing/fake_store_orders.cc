@@ -318,18 +318,14 @@ absl::Status FakeStore::ReleaseLease(const Scope& scope, const Lease& lease) {
 // ---------------------------------------------------------------------------------------------
 // AuthorizationStore
 
-absl::StatusOr<Authorization> FakeStore::RecordAuthorization(
-    const Scope& scope, const AuthorizationRecord& authorization) {
-  RETURN_IF_ERROR(rules::ValidateUrl("authorization URL", authorization.url));
-  ASSIGN_OR_RETURN(std::vector<std::string> identifier,
-                   CanonicalIdentifiers({authorization.identifier}));
-  const absl::Time now = Now();
-  State& s = *state_;
-  fake::StoreLock lock(s);
-  RETURN_IF_ERROR(FindAccount(s, scope, authorization.account).status());
-  if (authorization.order.has_value()) {
-    RETURN_IF_ERROR(FindOrder(s, scope, *authorization.order).status());
-  }
+namespace {
+
+// RecordAuthorization's write after its checks (account and order found; `identifier`
+// canonical), shared with RecordOrderStart.
+Authorization RecordAuthorizationLocked(State& s, const Scope& scope, absl::Time now,
+                                        const AuthorizationRecord& authorization,
+                                        const std::string& identifier)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
   Authorization* row = nullptr;
   for (auto& [id, a] : s.authorizations) {
     if (a.record.account == authorization.account && a.record.url == authorization.url) {
@@ -341,7 +337,7 @@ absl::StatusOr<Authorization> FakeStore::RecordAuthorization(
     a.id = s.next_id++;
     a.tenant = scope.tenant;
     a.record = authorization;
-    a.record.identifier = identifier[0];
+    a.record.identifier = identifier;
     row = &(s.authorizations[a.id] = a);
   } else {
     row->record.status = authorization.status;
@@ -354,10 +350,77 @@ absl::StatusOr<Authorization> FakeStore::RecordAuthorization(
   row->updated_at = now;
   AuditEvent e = rules::AccountEvent("RecordAuthorization", authorization.account, std::nullopt,
                                      std::string(AuthorizationStatusName(row->record.status)));
-  e.identifiers = identifier;
+  e.identifiers = {identifier};
   e.acme_url = authorization.url;
   Audit(s, scope, now, e);
   return *row;
+}
+
+// RecordAuthorization's checks: the account and the order (if named) are the tenant's.
+absl::Status CheckAuthorizationRecord(State& s, const Scope& scope,
+                                      const AuthorizationRecord& authorization)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+  RETURN_IF_ERROR(FindAccount(s, scope, authorization.account).status());
+  if (authorization.order.has_value()) {
+    RETURN_IF_ERROR(FindOrder(s, scope, *authorization.order).status());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<Authorization> FakeStore::RecordAuthorization(
+    const Scope& scope, const AuthorizationRecord& authorization) {
+  RETURN_IF_ERROR(rules::ValidateUrl("authorization URL", authorization.url));
+  ASSIGN_OR_RETURN(std::vector<std::string> identifier,
+                   CanonicalIdentifiers({authorization.identifier}));
+  const absl::Time now = Now();
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  RETURN_IF_ERROR(CheckAuthorizationRecord(s, scope, authorization));
+  return RecordAuthorizationLocked(s, scope, now, authorization, identifier[0]);
+}
+
+absl::StatusOr<std::vector<Authorization>> FakeStore::RecordOrderStart(
+    const Scope& scope, const Lease& lease, absl::string_view url,
+    const std::vector<AuthorizationRecord>& authorizations,
+    const std::vector<ChallengeAnswer>& answers) {
+  RETURN_IF_ERROR(rules::ValidateUrl("order URL", url));
+  std::vector<std::string> identifiers;
+  for (const AuthorizationRecord& a : authorizations) {
+    RETURN_IF_ERROR(rules::ValidateUrl("authorization URL", a.url));
+    ASSIGN_OR_RETURN(std::vector<std::string> canonical, CanonicalIdentifiers({a.identifier}));
+    identifiers.push_back(canonical[0]);
+  }
+  for (const ChallengeAnswer& answer : answers) {
+    RETURN_IF_ERROR(rules::ValidateChallengeToken(answer.token));
+  }
+  const absl::Time now = Now();
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  // Every check before any write: all or nothing, as one PostgreSQL transaction.
+  ASSIGN_OR_RETURN(Order * o, LeasedOrder(s, scope, lease));
+  ASSIGN_OR_RETURN(bool write, rules::OrderUrlNeedsWrite(*o, url));
+  for (const AuthorizationRecord& a : authorizations) {
+    RETURN_IF_ERROR(CheckAuthorizationRecord(s, scope, a));
+  }
+  for (const ChallengeAnswer& answer : answers) {
+    RETURN_IF_ERROR(fake::CheckChallengeFree(s, scope, answer.token, answer.key_authorization));
+  }
+  if (write) {
+    o->acme_url = std::string(url);
+    o->state = OrderState::kPending;
+    o->updated_at = now;
+    Audit(s, scope, now, rules::OrderEvent("RecordOrderUrl", *o, ""));
+  }
+  std::vector<Authorization> out;
+  for (size_t i = 0; i < authorizations.size(); ++i) {
+    out.push_back(RecordAuthorizationLocked(s, scope, now, authorizations[i], identifiers[i]));
+  }
+  for (const ChallengeAnswer& answer : answers) {
+    fake::PutChallengeLocked(s, scope, now, answer.token, answer.key_authorization);
+  }
+  return out;
 }
 
 namespace {

@@ -144,6 +144,14 @@ absl::StatusOr<Order*> FindOrder(State& s, const Scope& scope, OrderId id)
 // The job an order's lease names (Lease::job), or null (the order's own lease, or gone).
 const Job* LeaseJob(State& s, const Lease& lease) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
 // The order `lease` is for, if the lease is still current (rules::CheckLease).
+// PutChallenge's check: the token is free, or this tenant's with the same value (a retry).
+// ALREADY_EXISTS otherwise.
+absl::Status CheckChallengeFree(State& s, const Scope& scope, absl::string_view token,
+                                absl::string_view key_authorization)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+// PutChallenge's write after that check.
+void PutChallengeLocked(State& s, const Scope& scope, absl::Time now, absl::string_view token,
+                        absl::string_view key_authorization) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
 absl::StatusOr<Order*> LeasedOrder(State& s, const Scope& scope, const Lease& lease)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
 absl::StatusOr<State::CertificateRow*> FindCertificate(State& s, const Scope& scope,
