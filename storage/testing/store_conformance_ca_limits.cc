@@ -68,6 +68,53 @@ TEST_P(StoreConformanceTest, ACaHoldIsSeenUntilItPassesAndTheLaterTimeWins) {
   EXPECT_THAT(AuditActions(scope), ElementsAre("CreateTenant", "CreateAccount"));
 }
 
+// Issue 10: the hold check and the budget's token before a request, in one transaction; a hold
+// in force takes no token.
+TEST_P(StoreConformanceTest, AdmitCaRequestTakesATokenOnlyWithoutAHold) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account free_account = MakeAccount(scope);
+  Account held_account = MakeAccount(scope, "https://ca.test/other");
+  const CaBudget budget{"new_order", 2, absl::Hours(2)};
+  const CaHoldKey free_key{free_account.id, {"alpha.test"}, CaRequest::kNewOrder};
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_OK_AND_ASSIGN(CaAdmission admitted,
+                         store().AdmitCaRequest(scope, free_key, budget, clock().Now()));
+    EXPECT_FALSE(admitted.hold.has_value());
+    ASSERT_TRUE(admitted.take.has_value());
+    EXPECT_TRUE(admitted.take->taken) << i;
+  }
+  ASSERT_OK_AND_ASSIGN(CaAdmission spent,
+                       store().AdmitCaRequest(scope, free_key, budget, clock().Now()));
+  ASSERT_TRUE(spent.take.has_value());
+  EXPECT_FALSE(spent.take->taken);
+  EXPECT_EQ(spent.take->next_token_at, clock().Now() + absl::Hours(1));
+  // No budget asked for: only the hold is looked at.
+  ASSERT_OK_AND_ASSIGN(CaAdmission unbudgeted,
+                       store().AdmitCaRequest(scope, free_key, std::nullopt, clock().Now()));
+  EXPECT_FALSE(unbudgeted.hold.has_value());
+  EXPECT_FALSE(unbudgeted.take.has_value());
+
+  const CaHoldKey held_key{held_account.id, {"alpha.test"}, CaRequest::kNewOrder};
+  const absl::Time until = clock().Now() + absl::Minutes(10);
+  ASSERT_OK(store().RecordCaHold(scope, held_key, until, "rateLimited"));
+  ASSERT_OK_AND_ASSIGN(CaAdmission held,
+                       store().AdmitCaRequest(scope, held_key, budget, clock().Now()));
+  ASSERT_TRUE(held.hold.has_value());
+  EXPECT_EQ(held.hold->until, until);
+  EXPECT_EQ(held.hold->problem, "rateLimited");
+  EXPECT_FALSE(held.take.has_value());
+  // The held account's bucket is still full: the hold took nothing from it.
+  ASSERT_OK_AND_ASSIGN(CaBudgetTake first,
+                       store().TakeCaBudgetToken(scope, held_account.id, budget, clock().Now()));
+  EXPECT_TRUE(first.taken);
+  EXPECT_EQ(first.tokens_left, 1);
+
+  EXPECT_THAT(store().AdmitCaRequest(scope, free_key, CaBudget{"", 2, absl::Hours(1)},
+                                     clock().Now()),
+              StatusIs(kInvalidArgument));
+}
+
 TEST_P(StoreConformanceTest, ABudgetStartsFullEmptiesAndRefillsWithTime) {
   Tenant a = MakeTenant("alpha");
   const Scope scope = ScopeOf(a);

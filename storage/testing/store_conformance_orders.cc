@@ -112,6 +112,67 @@ TEST_P(StoreConformanceTest, IdempotencyKeyFindsItsOrderEvenWhenDone) {
   EXPECT_THAT(store().FindOrderByIdempotencyKey(ScopeOf(b), "req-1"), StatusIs(kNotFound));
 }
 
+// Issue 10: an order's start at the CA (URL, ledger, HTTP-01 answers) is one write fenced by the
+// order's lease, all or nothing.
+TEST_P(StoreConformanceTest, RecordOrderStartWritesUrlLedgerAndAnswersAllOrNothing) {
+  Tenant a = MakeTenant("alpha");
+  Tenant b = MakeTenant("beta");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  Lease lease = MakeOrder(scope, account.id, {"a.test", "b.test"});
+  ASSERT_OK(store().PutChallenge(ScopeOf(b), "tok-taken", "theirs"));
+  const std::string url = "https://ca.test/order/1";
+  const std::vector<AuthorizationRecord> records = {
+      {account.id, lease.order, "https://ca.test/authz/a", "a.test",
+       AuthorizationStatus::kPending, clock().Now() + absl::Hours(1)},
+      {account.id, lease.order, "https://ca.test/authz/b", "B.test", AuthorizationStatus::kValid,
+       std::nullopt}};
+  auto nothing_written = [&] {
+    ASSERT_OK_AND_ASSIGN(Order o, store().GetOrder(scope, lease.order));
+    EXPECT_EQ(o.state, OrderState::kCreated);
+    EXPECT_EQ(o.acme_url, "");
+    ASSERT_OK_AND_ASSIGN(std::vector<Authorization> ledger,
+                         store().ListOutstandingAuthorizations(scope, {}));
+    EXPECT_TRUE(ledger.empty());
+    EXPECT_THAT(store().LookupChallenge("tok-a"), StatusIs(kNotFound));
+  };
+  // A token another tenant holds: nothing is written, not even the URL.
+  EXPECT_THAT(store().RecordOrderStart(scope, lease, url, records,
+                                       {{"tok-a", "ka-a"}, {"tok-taken", "ka-b"}}),
+              StatusIs(kAlreadyExists));
+  nothing_written();
+  // A stale lease writes nothing.
+  Lease stale = lease;
+  stale.fencing_token += 1;
+  EXPECT_THAT(store().RecordOrderStart(scope, stale, url, records, {{"tok-a", "ka-a"}}),
+              StatusIs(kFailedPrecondition));
+  nothing_written();
+
+  ASSERT_OK_AND_ASSIGN(std::vector<Authorization> recorded,
+                       store().RecordOrderStart(scope, lease, url, records, {{"tok-a", "ka-a"}}));
+  ASSERT_EQ(recorded.size(), 2u);
+  EXPECT_EQ(recorded[0].record.url, "https://ca.test/authz/a");
+  EXPECT_EQ(recorded[1].record.identifier, "b.test");
+  EXPECT_EQ(recorded[1].record.status, AuthorizationStatus::kValid);
+  EXPECT_NE(recorded[0].id, recorded[1].id);
+  ASSERT_OK_AND_ASSIGN(Order o, store().GetOrder(scope, lease.order));
+  EXPECT_EQ(o.state, OrderState::kPending);
+  EXPECT_EQ(o.acme_url, url);
+  ASSERT_OK_AND_ASSIGN(std::vector<Authorization> ledger,
+                       store().ListOutstandingAuthorizations(scope, {}));
+  EXPECT_EQ(ledger.size(), 2u);
+  ASSERT_OK_AND_ASSIGN(std::string answer, store().LookupChallenge("tok-a"));
+  EXPECT_EQ(answer, "ka-a");
+  // A resumed step records again under the same URL (its rows updated); another URL is refused.
+  ASSERT_OK(store().RecordOrderStart(scope, lease, url, {records[0]}, {{"tok-a", "ka-a"}}).status());
+  EXPECT_THAT(store().RecordOrderStart(scope, lease, "https://ca.test/order/2", {}, {}),
+              StatusIs(kFailedPrecondition, "another ACME URL"));
+  EXPECT_THAT(AuditActions(scope),
+              ElementsAre("CreateTenant", "CreateAccount", "CreateOrder", "RecordOrderUrl",
+                          "RecordAuthorization", "RecordAuthorization", "PutChallenge",
+                          "RecordAuthorization"));
+}
+
 TEST_P(StoreConformanceTest, OrderUrlIsImmutableAndStatesMoveForwardOnly) {
   Tenant a = MakeTenant("alpha");
   const Scope scope = ScopeOf(a);
