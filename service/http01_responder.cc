@@ -91,7 +91,14 @@ int Http01Responder::Handle(mg_connection* conn, void* self_ptr) {
   if (!absl::StartsWith(uri, kPrefix)) return reply(404, "not found\n");
   absl::string_view token = uri.substr(kPrefix.size());
   if (!IsToken(token)) return reply(404, "not found\n");
-  auto answer = self->options_.challenges->LookupChallenge(token);
+  absl::StatusOr<std::string> answer = absl::NotFoundError("");
+  std::optional<std::string> published;
+  if (self->options_.published != nullptr) published = self->options_.published->Find(token);
+  if (published.has_value()) {
+    answer = *std::move(published);
+  } else {
+    answer = self->options_.challenges->LookupChallenge(token);
+  }
   if (absl::IsNotFound(answer.status())) return reply(404, "not found\n");
   if (!answer.ok()) return reply(503, "try again\n");
   self->answered_.fetch_add(1);

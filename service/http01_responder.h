@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "service/metrics.h"
+#include "service/published_answers.h"
 #include "storage/store.h"
 
 struct mg_context;
@@ -43,6 +44,8 @@ class Http01Responder {
     // Borrowed; required. A token it does not know is answered 404; any other error 503, so
     // the CA retries.
     storage::ChallengeStore* challenges = nullptr;
+    // Borrowed; may be null. Answers this replica published, served without asking the store.
+    PublishedAnswers* published = nullptr;
     // Borrowed; may be null. Every answer is counted, by status code.
     Metrics* metrics = nullptr;
   };

@@ -165,6 +165,34 @@ absl::StatusOr<acme::HttpResponse> Validate(int port, const std::string& token,
 
 // Issue 9, defect 7: the responder's 4 threads fell to 4 slow connections (each held a thread
 // for the 10 s request timeout), so a CA's validation behind them timed out.
+// Issue 10: an answer this replica published is served from memory, without a lookup in the
+// store; any other token is still looked up there.
+TEST(Http01Responder, AnswersThisReplicaPublishedNeedNoLookup) {
+  Answers answers;
+  answers.Put("stored", "stored.thumbprint");
+  PublishedAnswers published;
+  published.Add("mine", "mine.thumbprint");
+  auto responder = Http01Responder::Start({.challenges = &answers, .published = &published});
+  ASSERT_TRUE(responder.ok()) << responder.status();
+  std::string base = "http://127.0.0.1:" + std::to_string((*responder)->port());
+  auto http = Http();
+  for (int i = 0; i < 3; ++i) {
+    auto mine = http->Send({"GET", base + "/.well-known/acme-challenge/mine", {}, ""});
+    ASSERT_TRUE(mine.ok()) << mine.status();
+    EXPECT_EQ(mine->status, 200);
+    EXPECT_EQ(mine->body, "mine.thumbprint");
+  }
+  EXPECT_EQ(answers.lookups(), 0);
+  auto stored = http->Send({"GET", base + "/.well-known/acme-challenge/stored", {}, ""});
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->body, "stored.thumbprint");
+  EXPECT_EQ(answers.lookups(), 1);
+  published.Remove("mine");
+  auto gone = http->Send({"GET", base + "/.well-known/acme-challenge/mine", {}, ""});
+  ASSERT_TRUE(gone.ok());
+  EXPECT_EQ(gone->status, 404);
+}
+
 TEST(Http01Responder, ByDefaultEightSlowConnectionsDoNotStopAValidation) {
   Answers answers;
   answers.Put("tok-1", "tok-1.thumbprint");

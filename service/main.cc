@@ -52,6 +52,7 @@
 #include "service/grpc_server.h"
 #include "service/grpc_services.h"
 #include "service/http01_responder.h"
+#include "service/published_answers.h"
 #include "service/issuer.h"
 #include "service/job_notices.h"
 #include "service/key_wiping_interceptor.h"
@@ -187,6 +188,7 @@ service::ServerLimits GrpcLimitsFrom(const v1::ServerConfig::GrpcLimits& config)
 // The HTTP-01 responder's options: each field of the config that is set, else the default.
 service::Http01Responder::Options Http01OptionsFrom(const v1::ServerConfig& config,
                                                     storage::ChallengeStore* challenges,
+                                                    service::PublishedAnswers* published,
                                                     service::Metrics* metrics) {
   service::Http01Responder::Options options;
   options.listen_address = config.http01_listen_address();
@@ -200,6 +202,7 @@ service::Http01Responder::Options Http01OptionsFrom(const v1::ServerConfig& conf
   }
   if (c.connection_queue() > 0) options.connection_queue = c.connection_queue();
   options.challenges = challenges;
+  options.published = published;
   options.metrics = metrics;
   return options;
 }
@@ -274,11 +277,13 @@ absl::Status Serve() {
   storage::Store* const s = store.get();
 
   // Declared before the issuer so it is destroyed after it: orders still running at shutdown
-  // keep their HTTP-01 answers until they stop.
+  // keep their HTTP-01 answers until they stop. The answers this replica's steps published are
+  // served from memory; the store has every replica's.
+  service::PublishedAnswers published;
   std::unique_ptr<service::Http01Responder> responder;
   if (!config.http01_listen_address().empty()) {
-    ASSIGN_OR_RETURN(responder,
-                     service::Http01Responder::Start(Http01OptionsFrom(config, s, &metrics)));
+    ASSIGN_OR_RETURN(responder, service::Http01Responder::Start(
+                                    Http01OptionsFrom(config, s, &published, &metrics)));
   }
 
   std::unique_ptr<service::Rfc2136Solver> dns01;
@@ -321,6 +326,7 @@ absl::Status Serve() {
                                                  .keys = keys.get(),
                                                  .authorizations = s,
                                                  .challenges = s,
+                                                 .published = &published,
                                                  .jobs = s,
                                                  .clients = clients.get(),
                                                  .dns01 = dns01.get(),

@@ -303,7 +303,10 @@ absl::Status OrderRunner::AnswerAuthorizations(Context& ctx, const acme::Order& 
       ctx.authorizations.push_back(r);
     }
   }
-  for (const storage::ChallengeAnswer& a : http_answers) ctx.answers.http_tokens.push_back(a.token);
+  for (const storage::ChallengeAnswer& a : http_answers) {
+    ctx.answers.http_tokens.push_back(a.token);
+    if (options_.published != nullptr) options_.published->Add(a.token, a.key_authorization);
+  }
   for (const auto& [name, value] : dns_records) {
     RETURN_IF_ERROR(options_.dns01->Publish(name, value));
     ctx.answers.dns_records.emplace_back(name, value);
@@ -392,6 +395,10 @@ absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
   }
   const Answers answers = AnswersOf(ctx, order);
   done.challenge_tokens = answers.http_tokens;
+  // The CA validated them (the order has its certificate): no longer served from memory.
+  if (options_.published != nullptr) {
+    for (const std::string& token : answers.http_tokens) options_.published->Remove(token);
+  }
   // The certificate, its key (the order's), the ledger, the HTTP-01 cleanup and the job's end:
   // one transaction, fenced by the job's lease.
   ASSIGN_OR_RETURN(ctx.certificate, options_.orders->FinishOrder(ctx.scope(), ctx.lease(), done));
@@ -479,6 +486,7 @@ void OrderRunner::Cleanup(Context& ctx, const acme::Order& order) {
   // new owner serves (the same tokens and TXT values) where they are.
   bool fenced_out = false;
   for (const auto& token : answers.http_tokens) {
+    if (options_.published != nullptr) options_.published->Remove(token);
     absl::Status s = options_.challenges->DeleteChallengeFenced(ctx.scope(), ctx.lease(), token);
     if (absl::IsFailedPrecondition(s)) fenced_out = true;
   }

@@ -29,6 +29,7 @@
 #include "crypto/keys.h"
 #include "service/account_keys.h"
 #include "service/metrics.h"
+#include "service/published_answers.h"
 #include "storage/store.h"
 
 namespace acmevault::service {
@@ -141,6 +142,9 @@ class OrderRunner {
     AccountKeys* keys = nullptr;  // Signs with the account's active key (vault or token).
     storage::AuthorizationStore* authorizations = nullptr;
     storage::ChallengeStore* challenges = nullptr;  // HTTP-01 answers for the responder.
+    // Borrowed; may be null: the answers published here, which this replica's responder serves
+    // from memory (added once stored, removed before the store's are).
+    PublishedAnswers* published = nullptr;
     storage::JobStore* jobs = nullptr;              // Proves the job lease before finalize.
     AcmeClients* clients = nullptr;
     Dns01Solver* dns01 = nullptr;          // Borrowed; may be null (then dns-01 is refused).

@@ -677,6 +677,31 @@ TEST_F(OrderRunnerTest, AKeptStepGoesOnFromMemoryAndAnyOtherStepLoads) {
   EXPECT_EQ(step(false, lease.fencing_token), 1);     // not kept: the load
 }
 
+// The HTTP-01 answers a step publishes are kept for this replica's responder until the order
+// ends, and match what the store holds.
+TEST_F(OrderRunnerTest, PublishedAnswersAreKeptForTheResponderUntilTheOrderEnds) {
+  PublishedAnswers published;
+  auto runner = MakeRunner([&](OrderRunner::Options& o) { o.published = &published; });
+  storage::Lease lease = NewOrderRow();
+  auto first = runner->Step(OrderJob{scope_, lease});
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_EQ(first->kind, OrderStepResult::Kind::kWaiting);
+  ASSERT_EQ(published.size(), 1u);
+  int found = 0;
+  for (const std::string token : {"tok-1", "tok-2"}) {
+    std::optional<std::string> mine = published.Find(token);
+    if (!mine.has_value()) continue;
+    ++found;
+    ASSERT_OK_AND_ASSIGN(std::string stored, fx_.store().LookupChallenge(token));
+    EXPECT_EQ(*mine, stored);
+  }
+  EXPECT_EQ(found, 1);
+  auto order = RunToEnd(lease, runner.get());
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kValid) << order->error;
+  EXPECT_EQ(published.size(), 0u);
+}
+
 TEST_F(OrderRunnerTest, CaInvalidOrderIsRecordedInvalidWithTheReason) {
   ca_.On("POST", "/new-order", [](const Call&) {
     return ScriptedServer::Problem(400, "rejectedIdentifier", "a.example.com is forbidden");
