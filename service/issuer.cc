@@ -293,7 +293,12 @@ absl::StatusOr<Issuer::Checked> Issuer::CheckRequest(const Caller& caller,
   checked.wait_until = std::min(checked.wait_until, now + options_.max_wait);
   RETURN_IF_ERROR(RequireRole(caller, storage::Role::kHost));
   ASSIGN_OR_RETURN(checked.identifiers, NormalizeDnsNames(request.identifiers, "identifiers"));
-  ASSIGN_OR_RETURN(checked.tenant, options_.tenants->GetTenant(scope));
+  // The tenant, its accounts and the current certificate for these names: one transaction.
+  ASSIGN_OR_RETURN(storage::IssueContext context,
+                   options_.certificates->LoadIssueContext(scope, checked.identifiers));
+  checked.tenant = std::move(context.tenant);
+  checked.accounts = std::move(context.accounts);
+  checked.current = std::move(context.current);
   ASSIGN_OR_RETURN(AllowList allow, AllowList::Create(checked.tenant.spec.allowed_identifiers));
   if (absl::Status allowed = allow.CheckAll(checked.identifiers); !allowed.ok()) {
     storage::AuditEvent denied;
@@ -326,7 +331,8 @@ absl::StatusOr<Issuer::Checked> Issuer::CheckRequest(const Caller& caller,
   auto parsed = crypto::ParseCsr(*request.csr);
   if (!parsed.ok()) return Prefixed("csr", parsed.status());
   RETURN_IF_ERROR(refuse_key(parsed->public_key.algorithm(), "csr"));
-  if (absl::Status s = crypto::CheckCsr(*parsed, checked.identifiers, AccountPublicKeys(scope),
+  if (absl::Status s = crypto::CheckCsr(*parsed, checked.identifiers,
+                                        AccountPublicKeys(scope, checked.accounts),
                                         CertificateKeyAlgorithms(policy));
       !s.ok()) {
     return Prefixed("csr", s);
@@ -335,11 +341,10 @@ absl::StatusOr<Issuer::Checked> Issuer::CheckRequest(const Caller& caller,
   return checked;
 }
 
-std::vector<crypto::PublicKey> Issuer::AccountPublicKeys(const storage::Scope& scope) {
+std::vector<crypto::PublicKey> Issuer::AccountPublicKeys(
+    const storage::Scope& scope, const std::vector<storage::Account>& accounts) {
   std::vector<crypto::PublicKey> out;
-  auto accounts = options_.accounts->ListAccounts(scope);
-  if (!accounts.ok()) return out;
-  for (const auto& a : *accounts) {
+  for (const auto& a : accounts) {
     // A closed ephemeral account's key signs nothing any more; there may be thousands.
     if (a.ephemeral && a.status != storage::AccountStatus::kValid &&
         a.status != storage::AccountStatus::kPending) {
@@ -359,11 +364,8 @@ std::vector<crypto::PublicKey> Issuer::AccountPublicKeys(const storage::Scope& s
 absl::StatusOr<std::optional<IssueResult>> Issuer::FindReusable(const storage::Scope& scope,
                                                                 const Checked& checked) {
   const IssueRequest& request = *checked.request;
-  auto current = options_.certificates->GetCurrentCertificate(scope, checked.identifiers);
-  if (!current.ok()) {
-    if (absl::IsNotFound(current.status())) return std::nullopt;
-    return current.status();
-  }
+  if (!checked.current.has_value()) return std::nullopt;
+  const storage::Certificate* current = &*checked.current;
   // The same decision as the background renewal's (service/renewal_policy.h): a certificate
   // due for renewal is not handed out again.
   if (request.force_new || DecideRenewal(checked.tenant.spec.policy, *current,
@@ -406,7 +408,7 @@ absl::StatusOr<std::optional<IssueResult>> Issuer::FindReusable(const storage::S
 absl::StatusOr<std::optional<storage::Account>> Issuer::ChooseAccount(
     const storage::Scope& scope, const Checked& checked) {
   if (checked.tenant.spec.policy.ephemeral_accounts) return std::nullopt;
-  ASSIGN_OR_RETURN(std::vector<storage::Account> accounts, options_.accounts->ListAccounts(scope));
+  const std::vector<storage::Account>& accounts = checked.accounts;
   for (auto it = accounts.rbegin(); it != accounts.rend(); ++it) {
     if (it->ephemeral) continue;  // One order's: never the tenant's account.
     // The newest account marked hijacked, with no valid one made after it: the attacker holds

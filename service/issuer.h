@@ -205,6 +205,9 @@ class Issuer {
     const IssueRequest* request = nullptr;  // Borrowed from Issue's caller.
     std::vector<std::string> identifiers;   // Validated and normalised.
     storage::Tenant tenant;
+    // Read with the tenant, in one transaction (storage::CertificateStore::LoadIssueContext).
+    std::vector<storage::Account> accounts;
+    std::optional<storage::Certificate> current;
     std::optional<crypto::CsrInfo> csr;  // None: the service generates the key.
     // The algorithm of the key the service generates (without a CSR): the request's, or the
     // tenant's default (service/key_policy.h); either way one its policy allows.
@@ -273,8 +276,9 @@ class Issuer {
   absl::StatusOr<IssueResult> Finish(const storage::Scope& scope, storage::Order order,
                                      const Checked& checked, bool created_here);
 
-  // Every key of the tenant's accounts, which no certificate may certify.
-  std::vector<crypto::PublicKey> AccountPublicKeys(const storage::Scope& scope);
+  // Every key of the tenant's `accounts`, which no certificate may certify.
+  std::vector<crypto::PublicKey> AccountPublicKeys(const storage::Scope& scope,
+                                                   const std::vector<storage::Account>& accounts);
   // Records `thrown` (clipped) on the order: invalid while the CA cannot have issued yet; left
   // for a later step (INTERNAL) from processing on. Returns the order row, or INTERNAL.
   absl::StatusOr<storage::Order> RecordException(const storage::Scope& scope,

@@ -108,6 +108,26 @@ absl::StatusOr<Certificate> PostgresStore::GetCurrentCertificate(
       });
 }
 
+absl::StatusOr<IssueContext> PostgresStore::LoadIssueContext(
+    const Scope& scope, const std::vector<std::string>& identifiers) {
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, CanonicalIdentifiers(identifiers));
+  const absl::Time now = Now();
+  const std::string tenant = absl::StrCat(scope.tenant);
+  // The same prepared reads as GetTenant, ListAccounts and GetCurrentCertificate, in one
+  // transaction (whose setup checked the tenant: a miss needs no second look).
+  return InTenant<IssueContext>(
+      "LoadIssueContext", scope, [&](pqxx::work& tx) -> absl::StatusOr<IssueContext> {
+        IssueContext out;
+        ASSIGN_OR_RETURN(out.tenant, pg::FirstOf(tx.exec_prepared(kTenantById, tenant), pg::TenantOf,
+                                             pg::NoSuch(pg::kTenants.noun, scope.tenant)));
+        out.accounts = pg::AllOf(tx.exec_prepared(kAccountsOfTenant, tenant), pg::AccountOf);
+        pqxx::result current =
+            tx.exec_prepared(kCurrentCertificate, tenant, ArrayParam(ids), Micros(now));
+        if (!current.empty()) out.current = CertificateOf(current[0]);
+        return out;
+      });
+}
+
 absl::StatusOr<crypto::PrivateKey> PostgresStore::GetCertificateKey(const Scope& scope,
                                                                     CertificateId id,
                                                                     absl::string_view purpose) {

@@ -355,6 +355,10 @@ class CertificateStore {
   // expires last. NOT_FOUND if none.
   virtual absl::StatusOr<Certificate> GetCurrentCertificate(
       const Scope& scope, const std::vector<std::string>& identifiers) = 0;
+  // GetTenant, ListAccounts and GetCurrentCertificate(identifiers), in one transaction: what
+  // IssueCertificate reads first. NOT_FOUND "tenant N not found" as GetTenant.
+  virtual absl::StatusOr<IssueContext> LoadIssueContext(
+      const Scope& scope, const std::vector<std::string>& identifiers) = 0;
   // Unseals a service-generated certificate key. NOT_FOUND if the certificate has none.
   // Audited as "UseCertificateKey".
   virtual absl::StatusOr<crypto::PrivateKey> GetCertificateKey(const Scope& scope,

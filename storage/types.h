@@ -477,6 +477,13 @@ struct ChallengeAnswer {
   std::string key_authorization;
 };
 
+// What IssueCertificate reads before it orders (CertificateStore::LoadIssueContext).
+struct IssueContext {
+  Tenant tenant;
+  std::vector<Account> accounts;      // the tenant's, as ListAccounts has them
+  std::optional<Certificate> current;  // GetCurrentCertificate's answer, unset when none
+};
+
 // What one step of an order's job works with, read in one transaction
 // (OrderStore::LoadOrderStep).
 struct OrderStepState {

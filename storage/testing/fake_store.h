@@ -175,6 +175,8 @@ class FakeStore final : public Store {
   absl::StatusOr<Certificate> GetCertificate(const Scope& scope, CertificateId id) override;
   absl::StatusOr<Certificate> GetCertificateBySerial(const Scope& scope,
                                                      absl::string_view serial) override;
+  absl::StatusOr<IssueContext> LoadIssueContext(
+      const Scope& scope, const std::vector<std::string>& identifiers) override;
   absl::StatusOr<Certificate> GetCurrentCertificate(
       const Scope& scope, const std::vector<std::string>& identifiers) override;
   absl::StatusOr<crypto::PrivateKey> GetCertificateKey(const Scope& scope, CertificateId id,

@@ -93,14 +93,14 @@ absl::StatusOr<Certificate> FakeStore::GetCertificateBySerial(const Scope& scope
   return absl::NotFoundError(absl::StrCat("no certificate with serial ", serial));
 }
 
-absl::StatusOr<Certificate> FakeStore::GetCurrentCertificate(
-    const Scope& scope, const std::vector<std::string>& identifiers) {
-  ASSIGN_OR_RETURN(std::vector<std::string> ids, CanonicalIdentifiers(identifiers));
-  const absl::Time now = Now();
-  fake::StoreLock lock(*state_);
-  RETURN_IF_ERROR(RequireTenant(*state_, scope));
+namespace {
+
+// GetCurrentCertificate's work (`ids` canonical), shared with LoadIssueContext.
+const Certificate* CurrentLocked(const State& s, const Scope& scope,
+                                 const std::vector<std::string>& ids, absl::Time now)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
   const Certificate* best = nullptr;
-  for (const auto& [id, row] : state_->certificates) {
+  for (const auto& [id, row] : s.certificates) {
     const Certificate& c = row.certificate;
     if (c.tenant != scope.tenant || c.identifiers != ids || c.revoked_at.has_value() ||
         c.not_after <= now) {
@@ -108,8 +108,37 @@ absl::StatusOr<Certificate> FakeStore::GetCurrentCertificate(
     }
     if (best == nullptr || c.not_after > best->not_after) best = &c;
   }
+  return best;
+}
+
+}  // namespace
+
+absl::StatusOr<Certificate> FakeStore::GetCurrentCertificate(
+    const Scope& scope, const std::vector<std::string>& identifiers) {
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, CanonicalIdentifiers(identifiers));
+  const absl::Time now = Now();
+  fake::StoreLock lock(*state_);
+  RETURN_IF_ERROR(RequireTenant(*state_, scope));
+  const Certificate* best = CurrentLocked(*state_, scope, ids, now);
   if (best == nullptr) return absl::NotFoundError("no live certificate for these identifiers");
   return *best;
+}
+
+absl::StatusOr<IssueContext> FakeStore::LoadIssueContext(
+    const Scope& scope, const std::vector<std::string>& identifiers) {
+  ASSIGN_OR_RETURN(std::vector<std::string> ids, CanonicalIdentifiers(identifiers));
+  const absl::Time now = Now();
+  fake::StoreLock lock(*state_);
+  RETURN_IF_ERROR(RequireTenant(*state_, scope));
+  IssueContext out;
+  out.tenant = state_->tenants.at(scope.tenant);
+  for (const auto& [id, a] : state_->accounts) {
+    if (a.tenant == scope.tenant) out.accounts.push_back(a);
+  }
+  if (const Certificate* best = CurrentLocked(*state_, scope, ids, now); best != nullptr) {
+    out.current = *best;
+  }
+  return out;
 }
 
 absl::StatusOr<crypto::PrivateKey> FakeStore::GetCertificateKey(const Scope& scope,

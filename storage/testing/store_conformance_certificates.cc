@@ -20,6 +20,41 @@ namespace {
 // ---------------------------------------------------------------------------------------------
 // Authorizations
 
+// Issue 10: what IssueCertificate reads first, in one transaction, is what the three reads it
+// replaces answer.
+TEST_P(StoreConformanceTest, LoadIssueContextIsTheTenantItsAccountsAndTheCurrentCertificate) {
+  Tenant a = MakeTenant("alpha");
+  Tenant b = MakeTenant("beta");
+  const Scope scope = ScopeOf(a);
+  Account first = MakeAccount(scope);
+  Account second = MakeAccount(scope, "https://ca.test/other");
+  MakeAccount(ScopeOf(b));
+  ASSERT_OK_AND_ASSIGN(IssueContext none, store().LoadIssueContext(scope, {"a.test"}));
+  EXPECT_EQ(none.tenant.id, a.id);
+  EXPECT_EQ(none.tenant.spec.name, "alpha");
+  ASSERT_EQ(none.accounts.size(), 2u);
+  EXPECT_EQ(none.accounts[0].id, first.id);
+  EXPECT_EQ(none.accounts[1].id, second.id);
+  EXPECT_FALSE(none.current.has_value());
+
+  Lease lease = MakeOrder(scope, first.id, {"a.test"});
+  ASSERT_OK(store().RecordOrderUrl(scope, lease, "https://ca.test/order/1"));
+  ASSERT_OK_AND_ASSIGN(Certificate issued,
+                       store().CompleteOrder(scope, lease, CertificateFor({"a.test"}, "0a")));
+  ASSERT_OK_AND_ASSIGN(IssueContext found, store().LoadIssueContext(scope, {"A.test"}));
+  ASSERT_TRUE(found.current.has_value());
+  EXPECT_EQ(found.current->id, issued.id);
+  ASSERT_OK_AND_ASSIGN(Certificate current, store().GetCurrentCertificate(scope, {"a.test"}));
+  EXPECT_EQ(found.current->serial, current.serial);
+  // Another tenant sees none of it; a missing tenant is NOT_FOUND as GetTenant says it.
+  ASSERT_OK_AND_ASSIGN(IssueContext other, store().LoadIssueContext(ScopeOf(b), {"a.test"}));
+  EXPECT_EQ(other.accounts.size(), 1u);
+  EXPECT_FALSE(other.current.has_value());
+  EXPECT_THAT(store().LoadIssueContext(Scope{a.id + b.id + 100, {"t", "t"}}, {"a.test"}),
+              StatusIs(kNotFound, "not found"));
+  EXPECT_THAT(store().LoadIssueContext(scope, {"a b"}), StatusIs(kInvalidArgument));
+}
+
 TEST_P(StoreConformanceTest, AuthorizationLedgerListsWhatIsOutstanding) {
   Tenant a = MakeTenant("alpha");
   const Scope scope = ScopeOf(a);
