@@ -348,6 +348,7 @@ absl::Status Serve() {
                                                          .metrics = &metrics,
                                                          .engine = engine.get(),
                                                          .notices = &notices,
+                                                         .jobs = s,
                                                          .max_wait = issue_max_wait,
                                                          .replica_id = replica,
                                                          .lease_duration = lease}));
