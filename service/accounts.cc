@@ -25,6 +25,9 @@
 namespace acmevault::service {
 namespace {
 
+// The audit action written before the service asks the CA to deactivate an account.
+constexpr char kDeactivationRequested[] = "DeactivateAccountRequested";
+
 // The first `max` of `items` joined, then how many more: a message about a tenant's
 // certificates stays short whatever their number.
 std::string SomeOf(const std::vector<std::string>& items, absl::string_view separator,
@@ -792,6 +795,11 @@ absl::StatusOr<AccountView> AccountManager::Deactivate(const Caller& caller,
         "confirm_account_url: does not match the tenant's account URL");
   }
   if (!current.key) return absl::FailedPreconditionError("the account has no usable active key");
+  // Recorded before the request: should its answer be lost, the account is closed at the CA
+  // while our record says valid, and hijack detection must know that we asked
+  // (RequestedDeactivation).
+  RETURN_IF_ERROR(Audit(*options_.audit, scope, kDeactivationRequested,
+                        "deactivation sent to the CA", current.account.id));
   auto result = current.client->DeactivateAccount(current.Ref());
   if (options_.metrics) options_.metrics->RecordAcme("deactivateAccount", result.status());
   if (result.ok()) {
@@ -1234,6 +1242,16 @@ JobOutcome AccountManager::DeactivateByPolicy(const JobRun& run) {
   if (!listed.ok()) return JobOutcome::Failed(listed.status());
   if (listed->empty()) return JobOutcome::Done();  // deactivated, expired or settled meanwhile
   const storage::Authorization a = listed->front();
+  // Nothing can be signed for a hijacked account (its key no longer speaks for it, or the CA
+  // closed it): retrying cannot help, so the job ends here, saying why.
+  absl::StatusOr<storage::Account> owner = options_.accounts->GetAccount(scope, a.record.account);
+  if (!owner.ok()) return JobOutcome::Failed(owner.status());
+  if (owner->hijacked_at) {
+    count("failed");
+    return JobOutcome::FailedPermanently(absl::FailedPreconditionError(absl::StrCat(
+        "authorization ", a.id, " cannot be deactivated: ",
+        HijackedAccountError(*owner).message())));
+  }
   absl::StatusOr<Current> current = Load(scope);
   if (absl::IsNotFound(current.status())) return JobOutcome::Done();
   if (!current.ok()) return JobOutcome::Failed(current.status());
@@ -1317,6 +1335,22 @@ absl::Status AccountManager::MarkHijacked(const storage::Scope& scope,
   return absl::OkStatus();
 }
 
+absl::StatusOr<bool> AccountManager::RequestedDeactivation(const storage::Scope& scope,
+                                                           storage::AccountId account) {
+  // Read only when the CA reports an account closed that our record holds valid: rare, so a
+  // walk through the tenant's audit trail is affordable.
+  storage::PageRequest page{"", 1000};
+  for (int pages = 0; pages < 10000; ++pages) {
+    ASSIGN_OR_RETURN(auto p, options_.audit->ListAudit(scope, page));
+    for (const storage::AuditRecord& r : p.items) {
+      if (r.event.action == kDeactivationRequested && r.event.account == account) return true;
+    }
+    if (p.next_page_token.empty()) return false;
+    page.page_token = p.next_page_token;
+  }
+  return absl::ResourceExhaustedError("too many audit rows to read");
+}
+
 absl::StatusOr<AccountVerification> AccountManager::VerifyAtCa(const storage::Scope& scope,
                                                                const Current& current) {
   if (!current.key) return absl::FailedPreconditionError("the account has no usable active key");
@@ -1365,6 +1399,23 @@ absl::StatusOr<AccountVerification> AccountManager::VerifyAtCa(const storage::Sc
       return absl::UnknownError(absl::StrCat("the CA reports the account as \"",
                                              probe->status, "\""));
     }
+    // Deactivated (not revoked) after we asked for it ourselves: our request's answer was lost.
+    // That is a deactivation to record, not a hijack.
+    if (closed == storage::AccountStatus::kDeactivated) {
+      ASSIGN_OR_RETURN(bool asked, RequestedDeactivation(scope, account.id));
+      if (asked) {
+        v.what = absl::StrCat(
+            "the CA reports the account closed after the service asked to deactivate it (the "
+            "answer was lost): recorded deactivated; ",
+            v.what.substr(0, v.what.find(',')));
+        RETURN_IF_ERROR(Audit(*options_.audit, scope, "AccountUnusableAtCa", v.what, account.id));
+        if (account.status == storage::AccountStatus::kValid) {
+          RETURN_IF_ERROR(options_.accounts->SetAccountStatus(scope, account.id, *closed));
+        }
+        v.deactivated = true;
+        return v;
+      }
+    }
     v.hijacked = true;
   }
   RETURN_IF_ERROR(MarkHijacked(scope, account, v.what));
@@ -1406,7 +1457,7 @@ JobOutcome AccountManager::VerifyByPolicy(const JobRun& run) {
          {"error", SummarizeFailure(v.status())}});
     return JobOutcome::Failed(v.status());
   }
-  count(v->hijacked ? "hijacked" : "ok");
+  count(v->hijacked ? "hijacked" : v->deactivated ? "deactivated" : "ok");
   if (!v->hijacked && options_.metrics != nullptr) {
     options_.metrics->SetAccountHijacked(TenantName(scope), false);
   }

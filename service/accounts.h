@@ -141,6 +141,9 @@ struct CompromiseStep {
 struct AccountVerification {
   storage::AccountId account = 0;
   bool hijacked = false;
+  // The CA reports the account deactivated after the service asked for that itself (the
+  // answer was lost): recorded deactivated, not hijacked.
+  bool deactivated = false;
   std::string what;  // What the CA said, one line.
 };
 
@@ -357,6 +360,10 @@ class AccountManager {
   // comment); the error of an answer that is no verdict.
   absl::StatusOr<AccountVerification> VerifyAtCa(const storage::Scope& scope,
                                                  const Current& current);
+  // Whether the service asked the CA to deactivate `account` (an audit row
+  // kDeactivationRequested, written before every deactivation request).
+  absl::StatusOr<bool> RequestedDeactivation(const storage::Scope& scope,
+                                             storage::AccountId account);
   // Marks `account` hijacked: the store's mark and audit row, the metrics, the error log.
   absl::Status MarkHijacked(const storage::Scope& scope, const storage::Account& account,
                             absl::string_view what);

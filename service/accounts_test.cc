@@ -826,6 +826,13 @@ class GatedAccounts : public storage::AccountStore {
   absl::StatusOr<std::vector<storage::Account>> ListAccounts(const storage::Scope& scope) override {
     return Gate("ListAccounts", [&] { return s_.ListAccounts(scope); });
   }
+  absl::StatusOr<std::vector<storage::Account>> ListEphemeralAccountsToClose(
+      const storage::Scope& scope, absl::Time created_before,
+      absl::string_view close_job_kind) override {
+    return Gate("ListEphemeralAccountsToClose", [&] {
+      return s_.ListEphemeralAccountsToClose(scope, created_before, close_job_kind);
+    });
+  }
   absl::Status RecordAccountUrl(const storage::Scope& scope, storage::AccountId account,
                                 absl::string_view url) override {
     return Gate("RecordAccountUrl", [&] { return s_.RecordAccountUrl(scope, account, url); });
@@ -1608,6 +1615,68 @@ TEST_F(HijackTest, AnAccountTheCaReportsDeactivatedIsMarkedAndRecordedClosed) {
   EXPECT_EQ(row->detail, "the CA reports the account deactivated, which the service did not do");
   EXPECT_THAT(issuer_->Issue(host_, HostRequest()),
               StatusIs(absl::StatusCode::kFailedPrecondition, "hijacked"));
+}
+
+// Issue 11 item 6: a deactivation the service asked for, whose answer was lost, leaves the
+// account closed at the CA while the record says valid. Verification then records it
+// deactivated; it is no hijack.
+TEST_F(HijackTest, OurOwnDeactivationWhoseAnswerWasLostIsRecordedNotTakenForAHijack) {
+  AccountView v1 = Create();
+  auto closed = std::make_shared<std::atomic<bool>>(false);
+  ca_.On("POST", "/acct/1", [closed](const Call& c) {
+    auto payload = nlohmann::json::parse(c.jws->payload, nullptr, false);
+    if (payload.is_object() && payload.value("status", "") == "deactivated") {
+      closed->store(true);  // done at the CA; the answer never arrives whole
+      return ScriptedServer::Raw(200, "text/html", "<html>proxy error</html>");
+    }
+    return ScriptedServer::Json(200, {{"status", closed->load() ? "deactivated" : "valid"}});
+  });
+  EXPECT_FALSE(accounts_->Deactivate(admin_, v1.account.account_url).ok());
+  ASSERT_TRUE(closed->load());
+  EXPECT_EQ(Stored(v1.account.id).status, storage::AccountStatus::kValid);
+
+  EXPECT_EQ(Verify(v1.account.id).kind(), JobOutcome::Kind::kDone);
+  storage::Account stored = Stored(v1.account.id);
+  EXPECT_FALSE(stored.hijacked_at.has_value());
+  EXPECT_EQ(stored.status, storage::AccountStatus::kDeactivated);
+  EXPECT_EQ(LastAudit("AccountHijackDetected"), nullptr);
+  const storage::AuditEvent* row = LastAudit("AccountUnusableAtCa");
+  ASSERT_NE(row, nullptr);
+  EXPECT_THAT(row->detail, HasSubstr("after the service asked to deactivate it"));
+  EXPECT_THAT(metrics_.Render(),
+              HasSubstr("acmevault_account_verifications_total{result=\"deactivated\"} 1"));
+  EXPECT_THAT(metrics_.Render(),
+              ::testing::Not(HasSubstr("acmevault_account_hijacks_detected_total{tenant=")));
+}
+
+// Issue 11 item 6: a job about a hijacked account's authorization ends at once, naming the
+// hijack, rather than failing attempt after attempt until the engine gives up.
+TEST_F(HijackTest, ADeactivationJobOfAHijackedAccountEndsNamingTheHijack) {
+  AccountView v1 = Create();
+  ASSERT_TRUE(fx_.store()
+                  .RecordAuthorization(fx_.AdminScope(tenant_),
+                                       {v1.account.id, std::nullopt,
+                                        ScriptedServer::Url("/authz/1"), "a.example.com",
+                                        storage::AuthorizationStatus::kValid,
+                                        fx_.clock().Now() + absl::Hours(240)})
+                  .ok());
+  ForgetOurKey();
+  EXPECT_EQ(Verify(v1.account.id).kind(), JobOutcome::Kind::kDone);
+  ASSERT_TRUE(Stored(v1.account.id).hijacked_at.has_value());
+  storage::AuthorizationFilter filter;
+  auto outstanding =
+      fx_.store().ListOutstandingAuthorizations(fx_.AdminScope(tenant_), filter);
+  ASSERT_TRUE(outstanding.ok() && outstanding->size() == 1u) << outstanding.status();
+  storage::ClaimedJob claimed;
+  claimed.job.tenant = tenant_;
+  claimed.job.kind = kDeactivateAuthorizationJob;
+  claimed.job.subject = absl::StrCat(outstanding->front().id);
+  const int before = ca_.CountCalls("POST", "/authz/1");
+  JobOutcome outcome = accounts_->DeactivateByPolicy(
+      JobRun(claimed, fx_.clock().Now(), std::make_shared<std::atomic<bool>>(false)));
+  EXPECT_EQ(outcome.kind(), JobOutcome::Kind::kFailedPermanently);
+  EXPECT_THAT(outcome.error(), StatusIs(absl::StatusCode::kFailedPrecondition, "hijacked"));
+  EXPECT_EQ(ca_.CountCalls("POST", "/authz/1"), before);  // nothing signed for it
 }
 
 TEST_F(HijackTest, ATransientErrorGivesNoVerdict) {

@@ -662,6 +662,16 @@ absl::StatusOr<OrderView> Issuer::GetOrder(const Caller& caller, storage::OrderI
     auto cert = options_.certificates->GetCertificate(scope, *view.order.certificate);
     if (cert.ok()) view.certificate_serial = cert->serial;
   }
+  // An order in flight: how its job fares (one more read, GetOrder's only). An ended order's
+  // job is done; its error says why it failed.
+  if (options_.jobs != nullptr && !storage::IsTerminal(view.order.state)) {
+    auto job = options_.jobs->FindJob(scope, kOrderStepJob, absl::StrCat(id));
+    if (job.ok()) {
+      view.job = *std::move(job);
+    } else if (!absl::IsNotFound(job.status())) {
+      return job.status();
+    }
+  }
   return view;
 }
 

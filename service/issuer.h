@@ -90,6 +90,10 @@ struct OrderView {
   storage::Order order;
   // The serial of the order's certificate; empty until the order is valid.
   std::string certificate_serial;
+  // The order's job while the order is in flight (open: attempts, last error, next attempt) or
+  // once the engine gave up on it (failed_at); unset for an ended order, or without
+  // Issuer::Options::jobs.
+  std::optional<storage::Job> job;
 };
 
 // Which certificate GetCertificate returns: the one with `serial`, or the current one for
@@ -124,6 +128,9 @@ class Issuer {
     // Where callers wait for their order; the engine's on_notice must feed it, so that an order
     // finished on another replica wakes callers here.
     JobNotices* notices = nullptr;
+    // Borrowed; optional: GetOrder reads the order's job (attempts, last error, next attempt,
+    // give-up) from it. Only GetOrder does: the issuing path reads no job.
+    storage::JobStore* jobs = nullptr;
     // "Now" for certificate lifetimes (renewal windows).
     const Clock* clock = Clock::Real();
     // What waits are measured on. A caller's deadline is wall-clock time, so this is the real

@@ -1077,6 +1077,65 @@ TEST_F(IssuerTest, GetOrderCarriesTheCertificateSerial) {
   ASSERT_TRUE(view.ok()) << view.status();
   EXPECT_EQ(view->order.state, storage::OrderState::kValid);
   EXPECT_EQ(view->certificate_serial, "8f00d1e2c3b4a59687");
+  EXPECT_FALSE(view->job.has_value());  // an ended order's job is done
+}
+
+// Issue 11 item 5: GetOrder shows how an order in flight fares (its job's failed attempts, the
+// last problem, the next attempt) and that the service gave up on it, with the last problem.
+TEST_F(IssuerTest, GetOrderShowsAttemptsTheLastProblemAndTheGiveUp) {
+  AddAccount();
+  ca_.On("POST", "/new-order", [](const Call&) {
+    return ScriptedServer::Problem(503, "serverInternal", "the CA is down");
+  });
+  IssueRequest r = CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_);
+  r.idempotency_key = "retried";
+  EXPECT_THAT(issuer_->Issue(host_, r), StatusIs(absl::StatusCode::kUnavailable));
+  auto row = fx_.store().FindOrderByIdempotencyKey(fx_.AdminScope(tenant_), "retried");
+  ASSERT_TRUE(row.ok()) << row.status();
+  // The caller is woken when the step stops; the engine records the attempt right after.
+  auto recorded = [&](storage::OrderId order, bool failed) {
+    for (int i = 0; i < 10000; ++i) {
+      auto job = fx_.store().FindJob(fx_.AdminScope(tenant_), kOrderStepJob, absl::StrCat(order));
+      if (job.ok() && job->attempts > 0 && job->lease_owner.empty() &&
+          job->failed_at.has_value() == failed) {
+        return true;
+      }
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    return false;
+  };
+  ASSERT_TRUE(recorded(row->id, false));
+  // The fake clock stands still: the next attempt waits for the engine's backoff.
+  auto view = issuer_->GetOrder(host_, row->id);
+  ASSERT_TRUE(view.ok()) << view.status();
+  EXPECT_EQ(view->order.state, storage::OrderState::kCreated);
+  ASSERT_TRUE(view->job.has_value());
+  EXPECT_EQ(view->job->attempts, 1);
+  EXPECT_THAT(view->job->last_error, HasSubstr("serverInternal"));
+  EXPECT_GT(view->job->not_before, fx_.clock().Now());
+  EXPECT_FALSE(view->job->failed_at.has_value());
+
+  // An engine that gives up after one attempt: the order stays where it was, its job failed.
+  replica_.reset();
+  auto replica = testing::IssuingReplica::Create(
+      fx_, {.clients = clients_.get(),
+            .adjust_engine = [](Engine::Options& o) { o.max_attempts = 1; }});
+  replica->Start();
+  r.idempotency_key = "given-up";
+  r.identifiers = {"other.example.com"};
+  auto csr = crypto::BuildCsr(r.identifiers, *leaf_key_);
+  ASSERT_TRUE(csr.ok());
+  r.csr = *csr;
+  EXPECT_THAT(replica->issuer().Issue(host_, r), StatusIs(absl::StatusCode::kUnavailable));
+  row = fx_.store().FindOrderByIdempotencyKey(fx_.AdminScope(tenant_), "given-up");
+  ASSERT_TRUE(row.ok()) << row.status();
+  ASSERT_TRUE(recorded(row->id, true));
+  view = replica->issuer().GetOrder(host_, row->id);
+  ASSERT_TRUE(view.ok()) << view.status();
+  ASSERT_TRUE(view->job.has_value());
+  EXPECT_TRUE(view->job->failed_at.has_value());
+  EXPECT_EQ(view->job->attempts, 1);
+  EXPECT_THAT(view->job->last_error, HasSubstr("the CA is down"));
 }
 
 // Issue 11 item 3: a host asking gets the renewal decision, made by the same code as the reuse

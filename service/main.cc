@@ -354,6 +354,7 @@ absl::Status Serve() {
                                                          .metrics = &metrics,
                                                          .engine = engine.get(),
                                                          .notices = &notices,
+                                                         .jobs = s,
                                                          .max_wait = issue_max_wait,
                                                          .replica_id = replica,
                                                          .lease_duration = lease}));
@@ -432,7 +433,12 @@ absl::Status Serve() {
                pc.account_verify_interval_seconds() > 0
                    ? absl::Seconds(pc.account_verify_interval_seconds())
                : pc.account_verify_interval_seconds() < 0 ? absl::ZeroDuration()
-                                                          : absl::Hours(6)}));
+                                                          : absl::Hours(6),
+           .ephemeral_account_grace =
+               pc.ephemeral_account_grace_seconds() > 0
+                   ? absl::Seconds(pc.ephemeral_account_grace_seconds())
+               : pc.ephemeral_account_grace_seconds() < 0 ? absl::ZeroDuration()
+                                                          : absl::Hours(1)}));
   ASSIGN_OR_RETURN(auto token_cache, MakeTokenCache(config.token_cache(), &metrics));
   // Revocations by any replica reach this cache (destroyed first: declared after it).
   std::unique_ptr<storage::JobWaker> revocations;

@@ -747,6 +747,23 @@ TEST_F(OrderRunnerTest, AnOrderTheCaMarkedInvalidAfterFinalizeEndsInvalidWithThe
   EXPECT_EQ(order->problem_type, "urn:ietf:params:acme:error:badPublicKey");
 }
 
+// Issue 11 item 6: the steps of an order whose account was found hijacked end it at once,
+// naming the hijack, even one finalized already: nothing more is signed for the account, so
+// no retry could help.
+TEST_F(OrderRunnerTest, AStepOfAHijackedAccountsOrderEndsItNamingTheHijack) {
+  storage::Lease lease = NewOrderRow();
+  ASSERT_TRUE(fx_.store().RecordOrderUrl(scope_, lease, ScriptedServer::Url("/order/1")).ok());
+  ASSERT_TRUE(fx_.store().TransitionOrder(scope_, lease, OrderState::kProcessing, {}).ok());
+  ASSERT_TRUE(fx_.store().MarkAccountHijacked(scope_, account_, "test: another key").ok());
+  const int calls = static_cast<int>(ca_.calls().size());
+  auto step = runner_->Step({scope_, lease});
+  ASSERT_TRUE(step.ok()) << step.status();
+  EXPECT_EQ(step->kind, OrderStepResult::Kind::kFinished);
+  EXPECT_EQ(step->order.state, OrderState::kInvalid);
+  EXPECT_THAT(step->order.error, HasSubstr("hijacked"));
+  EXPECT_EQ(static_cast<int>(ca_.calls().size()), calls);  // nothing sent
+}
+
 TEST_F(OrderRunnerTest, UnreachableCaLeavesTheOrderForALaterRun) {
   ca_.On("POST", "/new-order", [](const Call&) {
     return ScriptedServer::Problem(503, "serverInternal", "maintenance");

@@ -35,12 +35,13 @@ absl::StatusOr<std::unique_ptr<PolicyScheduler>> PolicyScheduler::Create(Options
       options.authorization_max_valid < absl::ZeroDuration() ||
       options.authorization_sweep_limit <= 0 || options.renewal_spread < absl::ZeroDuration() ||
       options.ari_check_interval <= absl::ZeroDuration() ||
-      options.account_verify_interval < absl::ZeroDuration()) {
+      options.account_verify_interval < absl::ZeroDuration() ||
+      options.ephemeral_account_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
         "PolicyScheduler: scan_interval, ari_check_interval and authorization_sweep_limit must "
         "be positive, "
-        "scan_jitter, rotation_spread, renewal_spread, account_verify_interval and the "
-        "authorization sweep's durations not negative");
+        "scan_jitter, rotation_spread, renewal_spread, account_verify_interval, "
+        "ephemeral_account_grace and the authorization sweep's durations not negative");
   }
   options.scan_jitter = std::min(options.scan_jitter, options.scan_interval);
   return std::unique_ptr<PolicyScheduler>(new PolicyScheduler(std::move(options)));
@@ -104,9 +105,17 @@ absl::Status PolicyScheduler::SweepTenant(const storage::Tenant& tenant,
                                                    static_cast<int64_t>(outstanding.size()));
   }
   const absl::Time now = options_.clock->Now();
+  // A hijacked account's authorizations cannot be deactivated (nothing is signed for it; the
+  // compromise response reports them): no job for them.
+  ASSIGN_OR_RETURN(std::vector<storage::Account> accounts, options_.accounts->ListAccounts(scope));
+  std::set<storage::AccountId> hijacked;
+  for (const storage::Account& account : accounts) {
+    if (account.hijacked_at.has_value()) hijacked.insert(account.id);
+  }
   int scheduled = 0;
   for (const storage::Authorization& a : outstanding) {
     if (scheduled >= options_.authorization_sweep_limit) break;
+    if (hijacked.count(a.record.account) > 0) continue;
     if (!SweepDue(tenant.spec.policy, a, options_.authorization_max_pending,
                   options_.authorization_max_valid, now)) {
       continue;
@@ -125,6 +134,25 @@ absl::Status PolicyScheduler::SweepTenant(const storage::Tenant& tenant,
     ++scheduled;
   }
   result.deactivations_scheduled += scheduled;
+  // Ephemeral accounts left open (a replica killed between a valid order's end and the
+  // account's deactivation, or a deactivation job the engine gave up on): closed by the job
+  // that closes them after an order, which the issuer runs.
+  if (options_.ephemeral_account_grace > absl::ZeroDuration()) {
+    ASSIGN_OR_RETURN(std::vector<storage::Account> left_open,
+                     options_.accounts->ListEphemeralAccountsToClose(
+                         scope, now - options_.ephemeral_account_grace,
+                         kDeactivateEphemeralAccountJob));
+    for (const storage::Account& account : left_open) {
+      RETURN_IF_ERROR(
+          options_.engine
+              ->Schedule(scope, storage::NewJob{kDeactivateEphemeralAccountJob,
+                                                absl::StrCat(account.id), account.directory_url,
+                                                now + Spread(tenant.id, account.id,
+                                                             options_.rotation_spread)})
+              .status());
+      ++result.ephemeral_closes_scheduled;
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -370,11 +398,12 @@ void PolicyScheduler::Loop() {
     if (!r.ok()) {
       Log(LogLevel::kWarning, "policy scan failed", {{"status", r.status().ToString()}});
     } else if (r->rotations_scheduled > 0 || r->deactivations_scheduled > 0 ||
-               r->renewals_scheduled > 0) {
+               r->renewals_scheduled > 0 || r->ephemeral_closes_scheduled > 0) {
       Log(LogLevel::kInfo, "policy scan scheduled jobs",
           {{"tenants", absl::StrCat(r->tenants)},
            {"rotations", absl::StrCat(r->rotations_scheduled)},
            {"deactivations", absl::StrCat(r->deactivations_scheduled)},
+           {"ephemeral_closes", absl::StrCat(r->ephemeral_closes_scheduled)},
            {"renewals", absl::StrCat(r->renewals_scheduled)}});
     }
     wait = jittered(options_.scan_interval);

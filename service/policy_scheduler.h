@@ -40,7 +40,14 @@
 // tenant), sets acmevault_authorizations_outstanding{tenant}, and schedules a
 // kDeactivateAuthorizationJob (service/order_runner.h) for each one the policy no longer
 // allows (SweepDue), at most `authorization_sweep_limit` per tenant and sweep, spread as
-// rotations are; the job decides again before it asks the CA.
+// rotations are; the job decides again before it asks the CA. Authorizations of an account
+// marked hijacked get none (nothing can be signed for it). The same sweep reads the tenant's
+// ephemeral accounts left open (AccountStore::ListEphemeralAccountsToClose: pending or valid,
+// made `ephemeral_account_grace` ago or more, no order in flight, no close job open): a replica
+// killed between a valid order's end and the deactivation of its account, or a close job the
+// engine gave up on. Each gets a kDeactivateEphemeralAccountJob (the issuer's handler,
+// OrderRunner::CloseEphemeralAccount), spread as rotations are. Two more reads per tenant and
+// sweep (its accounts, and those left open).
 //
 // Hijack detection (issue 11, item 6): for each tenant's valid account that is not marked
 // hijacked, a scan upserts a kVerifyAccountJob (AccountManager::VerifyByPolicy) due at the
@@ -118,6 +125,10 @@ class PolicyScheduler {
     // tenant and account), so replicas ask for the same time and accounts are spread over the
     // interval. Zero turns verification off.
     absl::Duration account_verify_interval = absl::Hours(6);
+    // The authorization sweep also closes ephemeral accounts left open: pending or valid, made
+    // this long ago or more, no order in flight and no close job open (see the class comment).
+    // Zero turns that off.
+    absl::Duration ephemeral_account_grace = absl::Hours(1);
     // Seeds the scan jitter. Unset: random.
     std::optional<uint64_t> jitter_seed;
   };
@@ -130,6 +141,7 @@ class PolicyScheduler {
     int verifications_scheduled = 0;  // kVerifyAccountJob upserts (an open one is kept)
     bool swept = false;               // this scan swept the authorization ledger
     int deactivations_scheduled = 0;
+    int ephemeral_closes_scheduled = 0;  // kDeactivateEphemeralAccountJob upserts
     int certificates_due = 0;     // service-held certificates due for renewal
     int renewals_scheduled = 0;
     int errors = 0;             // tenants whose reads or scheduling failed (logged)

@@ -21,6 +21,7 @@
 #include "gmock/gmock.h"
 #include "common/testing/eventually.h"
 #include "gtest/gtest.h"
+#include "service/account_keys.h"
 #include "service/accounts.h"
 #include "service/renewal_policy.h"
 #include "service/renewer.h"
@@ -524,6 +525,68 @@ TEST_F(PolicySchedulerTest, TheSweepDeactivatesAnAbandonedPendingAuthorizationRe
     return absl::StrContains(
         metrics_.Render(), "acmevault_authorization_deactivations_total{result=\"deactivated\"} 1");
   }));
+}
+
+// Issue 11 item 7: a replica killed between the end of an ephemeral account's order and the
+// account's deactivation left it valid at the CA. The sweep finds it (its order ended, no close
+// job open) and the job deactivates it at the CA; an account whose order is in flight, or made
+// within the grace, is left alone.
+TEST_F(PolicySchedulerTest, TheSweepClosesAnEphemeralAccountACrashLeftValid) {
+  const auto tenant = AddTenantWithAccount(fx_, *accounts_, "t", absl::Hours(24 * 30));
+  const storage::Scope scope = fx_.AdminScope(tenant);
+  auto ephemeral = [&](const std::string& url) {
+    auto key = crypto::PrivateKey::Generate(crypto::KeyAlgorithm::kEcdsaP256);
+    EXPECT_TRUE(key.ok());
+    auto made = fx_.store().CreateEphemeralAccount(scope, ScriptedServer::Url("/dir"), *key,
+                                                   KeyInfo(key->public_key()));
+    EXPECT_TRUE(made.ok()) << made.status();
+    if (!made.ok()) return storage::Account{};
+    EXPECT_TRUE(fx_.store().RecordAccountUrl(scope, made->id, ScriptedServer::Url(url)).ok());
+    return *made;
+  };
+  auto order_of = [&](const storage::Account& account, const std::string& name) {
+    storage::NewOrder spec{account.id, {name}, "", "gone", absl::Minutes(2)};
+    auto made = fx_.store().CreateOrJoinOrder(scope, spec);
+    EXPECT_TRUE(made.ok() && made->lease.has_value()) << made.status();
+    return made.ok() && made->lease ? *made->lease : storage::Lease{};
+  };
+  const storage::Account left = ephemeral("/acct/e1");
+  ASSERT_OK(fx_.store().TransitionOrder(scope, order_of(left, "a.example.com"),
+                                        storage::OrderState::kInvalid, {"ended"}));
+  const storage::Account flying = ephemeral("/acct/e2");
+  order_of(flying, "b.example.com");
+  std::atomic<int> closed{0};
+  for (const std::string path : {"/acct/e1", "/acct/e2"}) {
+    ca_.On("POST", path, [&closed](const Call& c) {
+      if (absl::StrContains(c.jws->payload, "deactivated")) ++closed;
+      return ScriptedServer::Json(200, {{"status", "deactivated"}});
+    });
+  }
+  // Within the grace after they were made: nothing yet.
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult early, scheduler_->ScanOnce());
+  EXPECT_TRUE(early.swept);
+  EXPECT_EQ(early.ephemeral_closes_scheduled, 0);
+
+  fx_.clock().Advance(absl::Hours(2));
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult scan, scheduler_->ScanOnce());
+  EXPECT_TRUE(scan.swept);
+  EXPECT_EQ(scan.ephemeral_closes_scheduled, 1);
+  replica_->issuing->Start();
+  auto status = [&](storage::AccountId id) {
+    auto a = fx_.store().GetAccount(scope, id);
+    return a.ok() ? a->status : storage::AccountStatus::kPending;
+  };
+  ASSERT_TRUE(AdvanceUntil(fx_.clock(), replica_->issuing->engine(), [&] {
+    return status(left.id) == storage::AccountStatus::kDeactivated;
+  }));
+  EXPECT_EQ(closed.load(), 1);
+  EXPECT_EQ(ca_.CountCalls("POST", "/acct/e2"), 0);
+  EXPECT_EQ(status(flying.id), storage::AccountStatus::kValid);
+  // Closed: the next sweep finds nothing more.
+  fx_.clock().Advance(absl::Hours(2));
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult after, scheduler_->ScanOnce());
+  EXPECT_TRUE(after.swept);
+  EXPECT_EQ(after.ephemeral_closes_scheduled, 0);
 }
 
 TEST(PolicySchedulerSweepTest, SweepDueDecidesByStatusAgeAndTheTenantsPolicy) {

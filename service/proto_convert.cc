@@ -357,6 +357,16 @@ void ToProto(const storage::Order& order, v1::Order* out) {
 void ToProto(const OrderView& view, v1::Order* out) {
   ToProto(view.order, out);
   out->set_certificate_serial(view.certificate_serial);
+  if (view.job.has_value()) {
+    const storage::Job& job = *view.job;
+    out->set_attempts(job.attempts);
+    out->set_last_error(job.last_error);
+    if (job.failed_at.has_value()) {
+      TimeToProto(*job.failed_at, out->mutable_gave_up_at());
+    } else {
+      TimeToProto(job.not_before, out->mutable_next_attempt_at());
+    }
+  }
 }
 
 void ToProto(const storage::Certificate& certificate, absl::Time now, bool with_chain,

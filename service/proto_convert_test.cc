@@ -361,6 +361,30 @@ TEST(ProtoConvert, OrdersAndIssueResultsCarryTheSerialAndTheProblemType) {
   ToProto(OrderView{order, ""}, &stalled);
   EXPECT_EQ(stalled.state(), v1::ORDER_STATE_FINALIZING);
   EXPECT_EQ(stalled.stalled_at().seconds(), 1'800'000'000);
+  EXPECT_EQ(stalled.attempts(), 0);
+  EXPECT_FALSE(stalled.has_next_attempt_at());
+
+  // Issue 11 item 5: the job's attempts and last problem; the next attempt while it is open,
+  // the give-up once failed for good.
+  storage::Job job;
+  job.attempts = 3;
+  job.last_error = "UNAVAILABLE: acme serverInternal (HTTP 503): down";
+  job.not_before = absl::FromUnixSeconds(1'800'000'100);
+  order.state = storage::OrderState::kPending;
+  order.stalled_at.reset();
+  v1::Order retried;
+  ToProto(OrderView{order, "", job}, &retried);
+  EXPECT_EQ(retried.attempts(), 3);
+  EXPECT_EQ(retried.last_error(), job.last_error);
+  EXPECT_EQ(retried.next_attempt_at().seconds(), 1'800'000'100);
+  EXPECT_FALSE(retried.has_gave_up_at());
+  job.failed_at = absl::FromUnixSeconds(1'800'000'200);
+  v1::Order given_up;
+  ToProto(OrderView{order, "", job}, &given_up);
+  EXPECT_EQ(given_up.attempts(), 3);
+  EXPECT_EQ(given_up.last_error(), job.last_error);
+  EXPECT_EQ(given_up.gave_up_at().seconds(), 1'800'000'200);
+  EXPECT_FALSE(given_up.has_next_attempt_at());
 
   IssueResult pending;
   pending.order.id = 8;

@@ -156,6 +156,28 @@ absl::StatusOr<std::vector<Account>> PostgresStore::ListAccounts(const Scope& sc
   return accounts;
 }
 
+absl::StatusOr<std::vector<Account>> PostgresStore::ListEphemeralAccountsToClose(
+    const Scope& scope, absl::Time created_before, absl::string_view close_job_kind) {
+  RETURN_IF_ERROR(ValidateJobKind(close_job_kind));
+  return InTenant<std::vector<Account>>("ListEphemeralAccountsToClose", scope,
+                                        [&](pqxx::work& tx) -> absl::StatusOr<std::vector<Account>> {
+    // orders_in_flight_by_account and jobs_by_subject (migration 0020).
+    return pg::AllOf(
+        tx.exec_params(
+            absl::StrCat(
+                "SELECT ", kAccounts.rows.columns,
+                " FROM accounts WHERE tenant_id = $1 AND ephemeral "
+                "AND status IN ('pending', 'valid') AND created_at < av_ts($2) "
+                "AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.tenant_id = accounts.tenant_id "
+                "AND o.account_id = accounts.id AND o.state NOT IN ('valid', 'invalid')) "
+                "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.tenant_id = accounts.tenant_id "
+                "AND j.kind = $3 AND j.subject = accounts.id::text AND j.failed_at IS NULL) "
+                "ORDER BY id"),
+            scope.tenant, Micros(TruncateToMicros(created_before)), std::string(close_job_kind)),
+        AccountOf);
+  });
+}
+
 absl::Status PostgresStore::RecordAccountUrl(const Scope& scope, AccountId account,
                                              absl::string_view url) {
   RETURN_IF_ERROR(rules::ValidateUrl("account URL", url));

@@ -85,6 +85,23 @@ absl::StatusOr<Job> PostgresStore::GetJob(const Scope& scope, JobId id) {
   return InTenant<Job>("GetJob", scope, [&](pqxx::work& tx) { return GetById(tx, kJobs, id); });
 }
 
+absl::StatusOr<Job> PostgresStore::FindJob(const Scope& scope, absl::string_view kind,
+                                           absl::string_view subject) {
+  RETURN_IF_ERROR(rules::ValidateNewJob(NewJob{std::string(kind), std::string(subject), "", {}}));
+  return InTenant<Job>("FindJob", scope, [&](pqxx::work& tx) -> absl::StatusOr<Job> {
+    // jobs_by_subject (migration 0020): the open row first, else the newest failed one.
+    pqxx::result r = tx.exec_params(
+        absl::StrCat("SELECT ", kJobs.rows.columns,
+                     " FROM jobs WHERE tenant_id = $1 AND kind = $2 AND subject = $3 "
+                     "ORDER BY failed_at IS NULL DESC, id DESC LIMIT 1"),
+        scope.tenant, std::string(kind), std::string(subject));
+    if (r.empty()) {
+      return absl::NotFoundError(absl::StrCat("no ", kind, " job for ", subject));
+    }
+    return JobOf(r[0]);
+  });
+}
+
 absl::StatusOr<JobClaimResult> PostgresStore::ClaimJobs(const JobClaim& claim) {
   RETURN_IF_ERROR(rules::ValidateJobClaim(claim));
   const absl::Time now = TruncateToMicros(claim.now);

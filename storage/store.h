@@ -111,6 +111,13 @@ class AccountStore {
                                                          const PublicKeyInfo& public_key) = 0;
   virtual absl::StatusOr<Account> GetAccount(const Scope& scope, AccountId account) = 0;
   virtual absl::StatusOr<std::vector<Account>> ListAccounts(const Scope& scope) = 0;
+  // The ephemeral accounts of scope.tenant left open (docs/flows.md, "Ephemeral accounts"):
+  // pending or valid, made before `created_before` (an account is stored just before its
+  // order), with no order in flight (every order of theirs valid or invalid, or none) and no
+  // open job of `close_job_kind` whose subject is the account id. By id. INVALID_ARGUMENT for a
+  // malformed kind.
+  virtual absl::StatusOr<std::vector<Account>> ListEphemeralAccountsToClose(
+      const Scope& scope, absl::Time created_before, absl::string_view close_job_kind) = 0;
   // Stores the account URL the CA returned and marks the account valid. Recording the same URL
   // again is OK; a different one is FAILED_PRECONDITION.
   virtual absl::Status RecordAccountUrl(const Scope& scope, AccountId account,
@@ -520,6 +527,12 @@ class JobStore {
                                           absl::Time now) = 0;
   // A job of scope.tenant, open or failed. NOT_FOUND if there is none (a completed job).
   virtual absl::StatusOr<Job> GetJob(const Scope& scope, JobId id) = 0;
+  // The job of scope.tenant about `subject` of `kind`: the open one if there is one, else the
+  // last one failed for good. NOT_FOUND if there is neither (never scheduled, or completed).
+  // INVALID_ARGUMENT for a malformed kind or subject. For readers (GetOrder's attempts and last
+  // problem), never on a job's own path.
+  virtual absl::StatusOr<Job> FindJob(const Scope& scope, absl::string_view kind,
+                                      absl::string_view subject) = 0;
 
   // Cross-tenant: leases up to claim.max_jobs due jobs to claim.owner until now +
   // lease_duration, incrementing each fencing token. Due: not_before <= now, not failed, no

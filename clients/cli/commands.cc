@@ -698,7 +698,8 @@ std::vector<Command> MakeCommands() {
                {},
                "acmevault.v1.CertificateService.GetOrder",
                kCerts,
-               "Show an order's state (and why it failed).",
+               "Show an order's state (and why it failed; while it is retried, its attempts, last "
+               "problem and next attempt, or that the service gave up on it).",
                "A host or admin token of the tenant.",
                {Flag("id", FlagKind::kString, "ID", "the order id (required)")},
                [](Invocation& inv) -> absl::Status {

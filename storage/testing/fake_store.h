@@ -91,6 +91,8 @@ class FakeStore final : public Store {
                                                  const PublicKeyInfo& public_key) override;
   absl::StatusOr<Account> GetAccount(const Scope& scope, AccountId account) override;
   absl::StatusOr<std::vector<Account>> ListAccounts(const Scope& scope) override;
+  absl::StatusOr<std::vector<Account>> ListEphemeralAccountsToClose(
+      const Scope& scope, absl::Time created_before, absl::string_view close_job_kind) override;
   absl::Status RecordAccountUrl(const Scope& scope, AccountId account,
                                 absl::string_view url) override;
   absl::StatusOr<Account> MarkAccountHijacked(const Scope& scope, AccountId account,
@@ -221,6 +223,8 @@ class FakeStore final : public Store {
   // JobStore
   absl::StatusOr<Job> ScheduleJob(const Scope& scope, const NewJob& job, absl::Time now) override;
   absl::StatusOr<Job> GetJob(const Scope& scope, JobId id) override;
+  absl::StatusOr<Job> FindJob(const Scope& scope, absl::string_view kind,
+                              absl::string_view subject) override;
   absl::StatusOr<JobClaimResult> ClaimJobs(const JobClaim& claim) override;
   absl::StatusOr<JobLease> RenewJob(const JobLease& lease, absl::Duration lease_duration,
                                     absl::Time now) override;

@@ -1,5 +1,7 @@
 // FakeStore: ACME accounts and their sealed keys (AccountStore).
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "storage/rules.h"
@@ -122,6 +124,33 @@ absl::StatusOr<std::vector<Account>> FakeStore::ListAccounts(const Scope& scope)
   std::vector<Account> out;
   for (const auto& [id, a] : state_->accounts) {
     if (a.tenant == scope.tenant) out.push_back(a);
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<Account>> FakeStore::ListEphemeralAccountsToClose(
+    const Scope& scope, absl::Time created_before, absl::string_view close_job_kind) {
+  RETURN_IF_ERROR(ValidateJobKind(close_job_kind));
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  RETURN_IF_ERROR(RequireTenant(s, scope));
+  created_before = TruncateToMicros(created_before);
+  std::vector<Account> out;
+  for (const auto& [id, a] : s.accounts) {
+    if (a.tenant != scope.tenant || !a.ephemeral || a.created_at >= created_before ||
+        (a.status != AccountStatus::kPending && a.status != AccountStatus::kValid)) {
+      continue;
+    }
+    const bool in_flight = std::any_of(s.orders.begin(), s.orders.end(), [&](const auto& o) {
+      return o.second.tenant == scope.tenant && o.second.account == id &&
+             !IsTerminal(o.second.state);
+    });
+    const std::string subject = absl::StrCat(id);
+    const bool closing = std::any_of(s.jobs.begin(), s.jobs.end(), [&](const auto& j) {
+      return j.second.tenant == scope.tenant && j.second.kind == close_job_kind &&
+             j.second.subject == subject && !j.second.failed_at.has_value();
+    });
+    if (!in_flight && !closing) out.push_back(a);
   }
   return out;
 }

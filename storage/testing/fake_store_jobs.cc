@@ -156,6 +156,24 @@ absl::StatusOr<Job> FakeStore::GetJob(const Scope& scope, JobId id) {
   return it->second;
 }
 
+absl::StatusOr<Job> FakeStore::FindJob(const Scope& scope, absl::string_view kind,
+                                       absl::string_view subject) {
+  RETURN_IF_ERROR(rules::ValidateNewJob(NewJob{std::string(kind), std::string(subject), "", {}}));
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  RETURN_IF_ERROR(RequireTenant(s, scope));
+  const Job* found = nullptr;
+  for (const auto& [id, job] : s.jobs) {  // by id
+    if (job.tenant != scope.tenant || job.kind != kind || job.subject != subject) continue;
+    found = &job;  // the newest failed one so far
+    if (!job.failed_at.has_value()) break;  // the open one
+  }
+  if (found == nullptr) {
+    return absl::NotFoundError(absl::StrCat("no ", kind, " job for ", subject));
+  }
+  return *found;
+}
+
 absl::StatusOr<JobClaimResult> FakeStore::ClaimJobs(const JobClaim& claim) {
   RETURN_IF_ERROR(rules::ValidateJobClaim(claim));
   const absl::Time now = TruncateToMicros(claim.now);

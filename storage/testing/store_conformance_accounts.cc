@@ -186,6 +186,53 @@ TEST_P(StoreConformanceTest, EphemeralAccountsAreOutsideTheOneLiveAccountRule) {
               StatusIs(kAlreadyExists));
 }
 
+TEST_P(StoreConformanceTest, EphemeralAccountsLeftOpenAreListedForTheSweep) {
+  constexpr char kClose[] = "deactivate_ephemeral_account";
+  Tenant a = MakeTenant("alpha");
+  Tenant b = MakeTenant("beta");
+  const Scope scope = ScopeOf(a);
+  Account main = MakeAccount(scope);
+  ASSERT_OK(store().RecordAccountUrl(scope, main.id, "https://ca.test/acct/1"));
+  auto ephemeral = [&](const Scope& in) {
+    crypto::PrivateKey k = NewKey();
+    auto made = store().CreateEphemeralAccount(in, main.directory_url, k, InfoFor(k));
+    EXPECT_TRUE(made.ok()) << made.status();
+    return made.ok() ? *made : Account{};
+  };
+  auto ids = [](const std::vector<Account>& accounts) {
+    std::vector<AccountId> out;
+    for (const Account& x : accounts) out.push_back(x.id);
+    return out;
+  };
+  Account ended = ephemeral(scope);     // its order valid or invalid: left open, listed
+  Account flying = ephemeral(scope);    // its order in flight: not listed
+  Account closing = ephemeral(scope);   // a close job open: not listed
+  Account closed = ephemeral(scope);    // deactivated: not listed
+  Account orderless = ephemeral(scope); // no order at all (abandoned by a crash): listed
+  Account other = ephemeral(ScopeOf(b));
+  ASSERT_OK(store().RecordAccountUrl(scope, ended.id, "https://ca.test/acct/2"));
+  Lease ended_order = MakeOrder(scope, ended.id, {"a.example.com"});
+  ASSERT_OK(store().TransitionOrder(scope, ended_order, OrderState::kInvalid, {"gone"}));
+  MakeOrder(scope, flying.id, {"b.example.com"});
+  ASSERT_OK(store().ScheduleJob(scope, NewJob{kClose, absl::StrCat(closing.id), "",
+                                              clock().Now()},
+                                clock().Now())
+                .status());
+  ASSERT_OK(store().SetAccountStatus(scope, closed.id, AccountStatus::kDeactivated));
+  ASSERT_OK_AND_ASSIGN(std::vector<Account> listed,
+                       store().ListEphemeralAccountsToClose(scope, clock().Now(), kClose));
+  EXPECT_THAT(listed, IsEmpty());  // made at this very time: not before it
+  clock().Advance(absl::Minutes(1));
+  ASSERT_OK_AND_ASSIGN(listed, store().ListEphemeralAccountsToClose(scope, clock().Now(), kClose));
+  EXPECT_THAT(ids(listed), ElementsAre(ended.id, orderless.id));
+  EXPECT_EQ(listed[0].status, AccountStatus::kValid);
+  ASSERT_OK_AND_ASSIGN(listed,
+                       store().ListEphemeralAccountsToClose(ScopeOf(b), clock().Now(), kClose));
+  EXPECT_THAT(ids(listed), ElementsAre(other.id));
+  EXPECT_THAT(store().ListEphemeralAccountsToClose(scope, clock().Now(), "Bad Kind"),
+              StatusIs(kInvalidArgument));
+}
+
 TEST_P(StoreConformanceTest, RolloverPromotesPendingAndRetiresActiveTogether) {
   Tenant a = MakeTenant("alpha");
   const Scope scope = ScopeOf(a);

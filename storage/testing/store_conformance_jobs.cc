@@ -326,6 +326,44 @@ TEST_P(StoreConformanceTest, RescheduleCountsFailedAttemptsAndFailKeepsTheJobAsF
   EXPECT_EQ(again.attempts, 0);
 }
 
+TEST_P(StoreConformanceTest, FindJobGivesTheOpenJobElseTheLastFailedOne) {
+  const Scope alpha = ScopeOf(MakeTenant("alpha"));
+  const Scope beta = ScopeOf(MakeTenant("beta"));
+  absl::Time t = clock().Now();
+  EXPECT_THAT(store().FindJob(alpha, kStep, "9"), StatusIs(kNotFound));
+  EXPECT_THAT(store().FindJob(alpha, "Bad Kind", "9"), StatusIs(kInvalidArgument));
+  ASSERT_OK_AND_ASSIGN(Job first, store().ScheduleJob(alpha, JobFor("9", t), t));
+  ASSERT_OK_AND_ASSIGN(Job found, store().FindJob(alpha, kStep, "9"));
+  EXPECT_EQ(found.id, first.id);
+  EXPECT_EQ(found.failed_at, std::nullopt);
+  // Another tenant's job of the same kind and subject is not found.
+  EXPECT_THAT(store().FindJob(beta, kStep, "9"), StatusIs(kNotFound));
+  EXPECT_THAT(store().FindJob(alpha, kStep, "10"), StatusIs(kNotFound));
+
+  auto fail = [&](const std::string& why) {
+    auto got = store().ClaimJobs(ClaimOf("r1", t, 1));
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->jobs.size(), 1u);
+    ASSERT_OK(store().FailJob(got->jobs[0].lease, why, t));
+  };
+  fail("gave up once");
+  ASSERT_OK_AND_ASSIGN(found, store().FindJob(alpha, kStep, "9"));
+  EXPECT_EQ(found.id, first.id);
+  EXPECT_EQ(found.failed_at, t);
+  EXPECT_EQ(found.last_error, "gave up once");
+
+  // Scheduled anew: the open job wins over the failed one; failed again: the newer one.
+  t += absl::Minutes(1);
+  ASSERT_OK_AND_ASSIGN(Job second, store().ScheduleJob(alpha, JobFor("9", t), t));
+  ASSERT_OK_AND_ASSIGN(found, store().FindJob(alpha, kStep, "9"));
+  EXPECT_EQ(found.id, second.id);
+  EXPECT_EQ(found.failed_at, std::nullopt);
+  fail("gave up twice");
+  ASSERT_OK_AND_ASSIGN(found, store().FindJob(alpha, kStep, "9"));
+  EXPECT_EQ(found.id, second.id);
+  EXPECT_EQ(found.last_error, "gave up twice");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Fairness and bounds
 

@@ -1,4 +1,4 @@
--- compatible_from: 19
+-- compatible_from: 20
 -- The audit chain's trigger (0005), the same chain with one statement fewer per row: the
 -- tenant's head is locked first and made only when the tenant has none (its first row), where
 -- 0005 tried to insert it before every row (an INSERT ... ON CONFLICT DO NOTHING per audit row,
