@@ -8,9 +8,10 @@
 //                  counts (acmevault_acme_requests_total: not HTTP requests, no nonces).
 //  --mode=read     GetCertificate by serial on --streams concurrent calls, then the server's own
 //                  health check (grpc.health.v1.Health/Check) the same way, through the same
-//                  client: rates, p50/p99, their ratio, transactions per read. With
-//                  --perf_out, `perf record -g` samples acmevaultd and the database's backends
-//                  during the GetCertificate run only (perf report --comm acmevaultd / postgres).
+//                  client: rates, p50/p99, their ratio, transactions and CPU (acmevaultd's,
+//                  PostgreSQL's) per read. With --perf_out, `perf record -g` samples acmevaultd
+//                  and the database's backends during the GetCertificate run only (perf report
+//                  --comm postgres, or the sync server's threads: grpcpp_sync_ser).
 //  --mode=profile  A few issuances and reads one at a time with the database's statement log on
 //                  (the caller runs `ALTER DATABASE ... SET log_statement = 'all'` first): per
 //                  call, the statements, transactions (BEGIN), tenant settings (set_config),
@@ -318,10 +319,12 @@ void BenchRead(Service& s) {
   Drive(streams, 5 * streams, limit, get);  // Warm: connections, caches.
   const int64_t commits0 = Commits();
   const double daemon0 = CpuSeconds(absl::GetFlag(FLAGS_daemon_pid), false);
+  const double pg0 = PostgresCpuSeconds(absl::GetFlag(FLAGS_postmaster_pid));
   const pid_t perf =
       absl::GetFlag(FLAGS_perf_out).empty() ? 0 : StartPerf(absl::GetFlag(FLAGS_perf_out));
   Run reads = Drive(streams, kMaxCalls, limit, get);
   const double daemon_cpu = CpuSeconds(absl::GetFlag(FLAGS_daemon_pid), false) - daemon0;
+  const double pg_cpu = PostgresCpuSeconds(absl::GetFlag(FLAGS_postmaster_pid)) - pg0;
   StopPerf(perf);
   const int64_t commits = Commits() - commits0;
   grpc::GenericStub generic(s.channel());
@@ -343,8 +346,9 @@ void BenchRead(Service& s) {
   });
   const double n = std::max(reads.ok, 1);
   PrintRun(absl::StrCat("read streams=", streams), reads,
-           absl::StrFormat(" pg_xacts_per_read=%.2f daemon_cpu_us_per_read=%.0f", commits / n,
-                           1e6 * daemon_cpu / n));
+           absl::StrFormat(" pg_xacts_per_read=%.2f daemon_cpu_us_per_read=%.0f "
+                           "pg_cpu_us_per_read=%.0f",
+                           commits / n, 1e6 * daemon_cpu / n, 1e6 * pg_cpu / n));
   PrintRun(absl::StrCat("health streams=", streams), health, "");
   std::printf("%sread_vs_health rate_ratio=%.3f\n", Label().c_str(),
               health.ok > 0 ? (reads.ok / reads.seconds) / (health.ok / health.seconds) : 0.0);
