@@ -58,6 +58,12 @@ void ApplyServerLimits(const ServerLimits& limits, Metrics* metrics, grpc::Serve
   quota.SetMaxThreads(limits.max_threads);
   quota.Resize(static_cast<size_t>(limits.max_memory_bytes));
   builder.SetResourceQuota(quota);
+  // gRPC's synchronous server keeps at most max_pollers threads waiting for calls (default 2):
+  // with more calls in flight, each further call started a thread that ended with the call, a
+  // clone, stack mapping and unmapping per call under load. Up to max_threads now stay to serve
+  // the next calls; one idle for cq_timeout (10 s) beyond min_pollers still ends.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS,
+                              limits.max_threads);
   builder.SetMaxReceiveMessageSize(limits.max_receive_message_bytes);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, limits.max_concurrent_streams);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, Millis(limits.keepalive_time));

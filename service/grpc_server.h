@@ -26,7 +26,9 @@ struct ServerLimits {
   // connections. One always waits for the next call, so at most max_threads - 1 calls run their
   // handlers at once (an IssueCertificate holds its thread while it waits for the CA); a call
   // that finds none free is answered RESOURCE_EXHAUSTED ("Server Threadpool Exhausted") at
-  // once, and counted. Health checks are served on gRPC's own threads and still answer.
+  // once, and counted. Health checks are served on gRPC's own threads and still answer. A
+  // thread that served a call stays to serve the next (not one thread per call under load);
+  // threads idle for 10 s end, down to one.
   int max_threads = 128;
   // Memory gRPC may use for connections and calls (grpc::ResourceQuota::Resize): under pressure
   // it shrinks buffers and refuses new calls.

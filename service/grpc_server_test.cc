@@ -1,14 +1,18 @@
 // The gRPC server's limits, on a real server on loopback running the test Echo service: an
 // oversized request is refused, a full thread pool refuses calls (counted) while health checks
 // still answer, one connection gets no more streams than allowed, and calls in flight are
-// counted.
+// counted, and the threads that served calls stay to serve the next.
 #include "service/grpc_server.h"
 
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -35,13 +39,28 @@ using ::testing::HasSubstr;
 // generous, since none of them is about speed.
 constexpr absl::Duration kPatience = absl::Seconds(20);
 
-// "slow" waits in its handler until released; "refuse" is a handler's own RESOURCE_EXHAUSTED,
-// tagged with a request id as every handler of ours tags its calls; anything else is echoed.
+// "slow" waits in its handler until released; "together" waits until `together` calls
+// (SetTogether) are in their handlers at once, and notes the thread it ran on; "refuse" is a
+// handler's own RESOURCE_EXHAUSTED, tagged with a request id as every handler of ours tags its
+// calls; anything else is echoed.
 class TestEcho final : public acmevault::testing::Echo::Service {
  public:
   grpc::Status Echo(grpc::ServerContext* context, const EchoRequest* request,
                     EchoResponse* response) override {
-    if (request->text() == "slow") {
+    if (request->text() == "together") {
+      absl::MutexLock lock(&mu_);
+      threads_.insert(static_cast<pid_t>(syscall(SYS_gettid)));
+      const int round = round_;
+      if (++waiting_ == together_) {
+        waiting_ = 0;
+        ++round_;
+      } else {
+        auto next = [this, round]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return round_ != round; };
+        if (!mu_.AwaitWithTimeout(absl::Condition(&next), kPatience)) {
+          return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the others never came");
+        }
+      }
+    } else if (request->text() == "slow") {
       {
         absl::MutexLock lock(&mu_);
         ++entered_;
@@ -68,10 +87,23 @@ class TestEcho final : public acmevault::testing::Echo::Service {
   void Release() {
     if (!release_.HasBeenNotified()) release_.Notify();
   }
+  void SetTogether(int n) {
+    absl::MutexLock lock(&mu_);
+    together_ = n;
+  }
+  // The threads "together" calls ran on.
+  std::set<pid_t> threads() {
+    absl::MutexLock lock(&mu_);
+    return threads_;
+  }
 
  private:
   absl::Mutex mu_;
   int entered_ ABSL_GUARDED_BY(mu_) = 0;
+  int together_ ABSL_GUARDED_BY(mu_) = 1;
+  int waiting_ ABSL_GUARDED_BY(mu_) = 0;
+  int round_ ABSL_GUARDED_BY(mu_) = 0;
+  std::set<pid_t> threads_ ABSL_GUARDED_BY(mu_);
   absl::Notification release_;
 };
 
@@ -202,6 +234,29 @@ TEST_F(GrpcServerTest, OneConnectionHasNoMoreCallsOpenThanItsStreamLimit) {
   EXPECT_TRUE(Call(*other, "fast").ok());
   echo_.Release();
   EXPECT_TRUE(Call(*busy, "fast").ok());
+}
+
+TEST_F(GrpcServerTest, ThreadsThatServedCallsServeTheNextInsteadOfNewOnes) {
+  // gRPC's synchronous server keeps two idle threads unless told otherwise: under load every
+  // further call started a thread and ended it. Now a thread that served a call waits for the
+  // next, so bursts of calls after the first run on the threads the first one started.
+  Start(ServerLimits{});
+  constexpr int kBurst = 16, kBursts = 5;
+  echo_.SetTogether(kBurst);
+  auto channel = NewChannel();
+  for (int b = 0; b < kBursts; ++b) {
+    std::vector<std::thread> calls;
+    for (int i = 0; i < kBurst; ++i) {
+      calls.emplace_back([&] { EXPECT_TRUE(Call(*channel, "together").ok()); });
+    }
+    for (std::thread& t : calls) t.join();
+  }
+  // Each burst had kBurst handlers running at once. Threads started one per call would number
+  // about kBursts * kBurst; kept threads, kBurst and the few started while others were still
+  // returning from the previous burst.
+  const size_t threads = echo_.threads().size();
+  EXPECT_GE(threads, static_cast<size_t>(kBurst));
+  EXPECT_LE(threads, static_cast<size_t>(2 * kBurst));
 }
 
 }  // namespace

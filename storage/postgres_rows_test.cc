@@ -29,6 +29,7 @@ using ::acmevault::storage::testing::StatusIs;
 using ::acmevault::storage::testing::TestDatabase;
 using ::acmevault::storage::testing::TestKeks;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // The items of a select list: commas inside parentheses or quotes do not separate.
 int CountColumns(absl::string_view list) {
@@ -215,6 +216,35 @@ TEST_F(PostgresRowsTest, EveryColumnListSelectsFromItsTableAndMapsItsRows) {
     EXPECT_EQ(job.not_before, clock_.Now() + absl::Minutes(1));
     EXPECT_EQ(job.failed_at, std::nullopt);
     EXPECT_EQ(job.updated_at, clock_.Now());
+    return absl::OkStatus();
+  }));
+}
+
+// GetCertificate's read: PostgreSQL inlines every expression of the certificate columns, so
+// no SQL function (av_us is one PostgreSQL cannot inline) is parsed and planned at every
+// execution; and the times read back are exact to the microsecond.
+TEST_F(PostgresRowsTest, TheCertificateColumnsAreInlinedAndExactToTheMicrosecond) {
+  NewCertificate c;
+  c.identifiers = {"b.alpha.test"};
+  c.serial = "0b";
+  c.not_before = absl::FromUnixMicros(1767225600123457);
+  c.not_after = absl::FromUnixMicros(1774915199999999);
+  c.chain_pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  ASSERT_OK(store_->InsertCertificate(alpha_, c).status());
+  ASSERT_OK(In(alpha_, [&](pqxx::work& tx) {
+    const std::string select =
+        absl::StrCat("SELECT ", kCertificates.rows.columns, " FROM certificates WHERE serial = '0b'");
+    std::string plan;
+    for (const auto& row : tx.exec(absl::StrCat("EXPLAIN (VERBOSE) ", select))) {
+      absl::StrAppend(&plan, row[0].c_str(), "\n");
+    }
+    EXPECT_THAT(plan, HasSubstr("EXTRACT(epoch FROM not_before)")) << plan;
+    EXPECT_THAT(plan, Not(HasSubstr("av_us("))) << plan;
+    Certificate read = kCertificates.rows.map(tx.exec1(select));
+    EXPECT_EQ(read.not_before, c.not_before);
+    EXPECT_EQ(read.not_after, c.not_after);
+    EXPECT_EQ(read.revoked_at, std::nullopt);
+    EXPECT_EQ(read.created_at, clock_.Now());
     return absl::OkStatus();
   }));
 }

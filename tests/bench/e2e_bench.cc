@@ -8,7 +8,10 @@
 //                  counts (acmevault_acme_requests_total: not HTTP requests, no nonces).
 //  --mode=read     GetCertificate by serial on --streams concurrent calls, then the server's own
 //                  health check (grpc.health.v1.Health/Check) the same way, through the same
-//                  client: rates, p50/p99, their ratio, transactions per read.
+//                  client: rates, p50/p99, their ratio, transactions and CPU (acmevaultd's,
+//                  PostgreSQL's) per read. With --perf_out, `perf record -g` samples acmevaultd
+//                  and the database's backends during the GetCertificate run only (perf report
+//                  --comm postgres, or the sync server's threads: grpcpp_sync_ser).
 //  --mode=profile  A few issuances and reads one at a time with the database's statement log on
 //                  (the caller runs `ALTER DATABASE ... SET log_statement = 'all'` first): per
 //                  call, the statements, transactions (BEGIN), tenant settings (set_config),
@@ -27,6 +30,9 @@
 // tests/bench/run_e2e_bench starts the stack, a fresh Pebble and service for each run.
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -74,6 +80,9 @@ ABSL_FLAG(int, callers, 8, "concurrent IssueCertificate callers");
 ABSL_FLAG(int, issuances, 200, "issuances, at most");
 ABSL_FLAG(int, seconds, 30, "time limit of the issuance run or of each read run");
 ABSL_FLAG(int, streams, 64, "concurrent calls of the read run");
+ABSL_FLAG(std::string, perf_out, "",
+          "read mode: record a perf profile (perf record -g) of acmevaultd and PostgreSQL's "
+          "backends during the GetCertificate run into this file");
 ABSL_FLAG(std::string, label, "", "printed first on every line");
 ABSL_FLAG(int, call_ms, 500, "inflight mode: each IssueCertificate call's deadline");
 ABSL_FLAG(std::string, key_storage, "vault",
@@ -111,6 +120,41 @@ double PostgresCpuSeconds(int postmaster) {
     if (absl::SimpleAtoi(task, &child)) total += CpuSeconds(child, /*children=*/false);
   }
   return total;
+}
+
+// Starts `perf record -g -o out -p <acmevaultd>,<its database's backends>`; returns its pid,
+// or 0.
+pid_t StartPerf(const std::string& out) {
+  std::string pids = absl::StrCat(absl::GetFlag(FLAGS_daemon_pid));
+  try {
+    pqxx::connection c(absl::GetFlag(FLAGS_pg_url));
+    pqxx::nontransaction tx(c);
+    for (const auto& row : tx.exec_params(
+             "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+             absl::GetFlag(FLAGS_database))) {
+      absl::StrAppend(&pids, ",", row[0].as<int>());
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "pg_stat_activity: %s\n", e.what());
+  }
+  std::vector<std::string> args = {"perf", "record", "-g", "-o", out, "-p", pids};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  if (posix_spawnp(&pid, "perf", nullptr, nullptr, argv.data(), environ) != 0) {
+    std::fprintf(stderr, "could not start perf\n");
+    return 0;
+  }
+  absl::SleepFor(absl::Milliseconds(500));  // perf attaches before the run starts
+  return pid;
+}
+
+void StopPerf(pid_t pid) {
+  if (pid <= 0) return;
+  kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
 }
 
 // pg_stat_database.xact_commit of the service's database, read once the statistics of idle
@@ -275,8 +319,13 @@ void BenchRead(Service& s) {
   Drive(streams, 5 * streams, limit, get);  // Warm: connections, caches.
   const int64_t commits0 = Commits();
   const double daemon0 = CpuSeconds(absl::GetFlag(FLAGS_daemon_pid), false);
+  const double pg0 = PostgresCpuSeconds(absl::GetFlag(FLAGS_postmaster_pid));
+  const pid_t perf =
+      absl::GetFlag(FLAGS_perf_out).empty() ? 0 : StartPerf(absl::GetFlag(FLAGS_perf_out));
   Run reads = Drive(streams, kMaxCalls, limit, get);
   const double daemon_cpu = CpuSeconds(absl::GetFlag(FLAGS_daemon_pid), false) - daemon0;
+  const double pg_cpu = PostgresCpuSeconds(absl::GetFlag(FLAGS_postmaster_pid)) - pg0;
+  StopPerf(perf);
   const int64_t commits = Commits() - commits0;
   grpc::GenericStub generic(s.channel());
   Run health = Drive(streams, kMaxCalls, limit, [&](int) {
@@ -297,8 +346,9 @@ void BenchRead(Service& s) {
   });
   const double n = std::max(reads.ok, 1);
   PrintRun(absl::StrCat("read streams=", streams), reads,
-           absl::StrFormat(" pg_xacts_per_read=%.2f daemon_cpu_us_per_read=%.0f", commits / n,
-                           1e6 * daemon_cpu / n));
+           absl::StrFormat(" pg_xacts_per_read=%.2f daemon_cpu_us_per_read=%.0f "
+                           "pg_cpu_us_per_read=%.0f",
+                           commits / n, 1e6 * daemon_cpu / n, 1e6 * pg_cpu / n));
   PrintRun(absl::StrCat("health streams=", streams), health, "");
   std::printf("%sread_vs_health rate_ratio=%.3f\n", Label().c_str(),
               health.ok > 0 ? (reads.ok / reads.seconds) / (health.ok / health.seconds) : 0.0);
