@@ -205,21 +205,25 @@ absl::Status PostgresStore::AttachOrderMaterial(const Scope& scope, const Lease&
   });
 }
 
+absl::Status PostgresStore::RecordOrderUrlIn(pqxx::work& tx, const Scope& scope, absl::Time now,
+                                             Order& o, absl::string_view url) {
+  ASSIGN_OR_RETURN(bool write, rules::OrderUrlNeedsWrite(o, url));
+  if (!write) return absl::OkStatus();
+  tx.exec_params0(
+      "UPDATE orders SET acme_url = $2, state = 'pending', updated_at = av_ts($3) WHERE id = $1",
+      o.id, std::string(url), Micros(now));
+  o.acme_url = std::string(url);
+  Audit(tx, scope, now, rules::OrderEvent("RecordOrderUrl", o, ""));
+  return absl::OkStatus();
+}
+
 absl::Status PostgresStore::RecordOrderUrl(const Scope& scope, const Lease& lease,
                                            absl::string_view url) {
   RETURN_IF_ERROR(rules::ValidateUrl("order URL", url));
   const absl::Time now = Now();
   return InTenant("RecordOrderUrl", scope, [&](pqxx::work& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
-    ASSIGN_OR_RETURN(bool write, rules::OrderUrlNeedsWrite(o, url));
-    if (!write) return absl::OkStatus();
-    tx.exec_params0(
-        "UPDATE orders SET acme_url = $2, state = 'pending', updated_at = av_ts($3) "
-        "WHERE id = $1",
-        o.id, std::string(url), Micros(now));
-    o.acme_url = std::string(url);
-    Audit(tx, scope, now, rules::OrderEvent("RecordOrderUrl", o, ""));
-    return absl::OkStatus();
+    return RecordOrderUrlIn(tx, scope, now, o, url);
   });
 }
 
@@ -227,30 +231,14 @@ absl::StatusOr<std::vector<Authorization>> PostgresStore::RecordOrderStart(
     const Scope& scope, const Lease& lease, absl::string_view url,
     const std::vector<AuthorizationRecord>& authorizations,
     const std::vector<ChallengeAnswer>& answers) {
-  RETURN_IF_ERROR(rules::ValidateUrl("order URL", url));
-  std::vector<std::string> identifiers;
-  for (const AuthorizationRecord& a : authorizations) {
-    RETURN_IF_ERROR(rules::ValidateUrl("authorization URL", a.url));
-    ASSIGN_OR_RETURN(std::vector<std::string> canonical, CanonicalIdentifiers({a.identifier}));
-    identifiers.push_back(canonical[0]);
-  }
-  for (const ChallengeAnswer& answer : answers) {
-    RETURN_IF_ERROR(rules::ValidateChallengeToken(answer.token));
-  }
+  ASSIGN_OR_RETURN(std::vector<std::string> identifiers,
+                   rules::ValidateOrderStart(url, authorizations, answers));
   const absl::Time now = Now();
   return InTenant<std::vector<Authorization>>(
       "RecordOrderStart", scope,
       [&](pqxx::work& tx) -> absl::StatusOr<std::vector<Authorization>> {
         ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
-        ASSIGN_OR_RETURN(bool write, rules::OrderUrlNeedsWrite(o, url));
-        if (write) {
-          tx.exec_params0(
-              "UPDATE orders SET acme_url = $2, state = 'pending', updated_at = av_ts($3) "
-              "WHERE id = $1",
-              o.id, std::string(url), Micros(now));
-          o.acme_url = std::string(url);
-          Audit(tx, scope, now, rules::OrderEvent("RecordOrderUrl", o, ""));
-        }
+        RETURN_IF_ERROR(RecordOrderUrlIn(tx, scope, now, o, url));
         std::vector<Authorization> out;
         for (size_t i = 0; i < authorizations.size(); ++i) {
           out.push_back(RecordAuthorizationIn(tx, scope, now, authorizations[i], identifiers[i]));

@@ -249,6 +249,38 @@ TEST_F(PostgresRowsTest, TheCertificateColumnsAreInlinedAndExactToTheMicrosecond
   }));
 }
 
+// Migration 0022: the time helpers every query uses are inlined (a SQL function call per value
+// before, its body planned on each execution), in every table's columns and in a write's
+// parameters, and they still convert exactly to the microsecond.
+TEST_F(PostgresRowsTest, TheTimeHelpersAreInlinedEverywhereAndExact) {
+  ASSERT_OK(In(alpha_, [&](pqxx::work& tx) {
+    auto plan_of = [&](const std::string& sql) {
+      std::string plan;
+      for (const auto& row : tx.exec(absl::StrCat("EXPLAIN (VERBOSE) ", sql))) {
+        absl::StrAppend(&plan, row[0].c_str(), "\n");
+      }
+      return plan;
+    };
+    for (const auto& [table, columns] :
+         {std::pair{"orders", std::string(kOrders.rows.columns)},
+          std::pair{"accounts", std::string(kAccounts.rows.columns)},
+          std::pair{"tenants", std::string(kTenants.rows.columns)},
+          std::pair{"authorizations", std::string(kAuthorizations.rows.columns)}}) {
+      const std::string plan = plan_of(absl::StrCat("SELECT ", columns, " FROM ", table));
+      EXPECT_THAT(plan, Not(HasSubstr("av_us("))) << table << "\n" << plan;
+    }
+    const std::string write = plan_of(
+        "UPDATE orders SET updated_at = av_ts(1767225600123457) WHERE id = 0");
+    EXPECT_THAT(write, Not(HasSubstr("av_ts("))) << write;
+    for (int64_t micros : {int64_t{0}, int64_t{1}, int64_t{-1}, int64_t{1767225600123457},
+                           int64_t{4102444799999999}, int64_t{-62135596800000000}}) {
+      EXPECT_EQ(tx.exec1(absl::StrCat("SELECT av_us(av_ts(", micros, "))"))[0].as<int64_t>(),
+                micros);
+    }
+    return absl::OkStatus();
+  }));
+}
+
 TEST_F(PostgresRowsTest, GetByIdSeesOnlyTheTransactionsTenant) {
   ASSERT_OK(In(alpha_, [&](pqxx::work& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Account a, GetById(tx, kAccounts, account_));

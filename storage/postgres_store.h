@@ -350,6 +350,9 @@ class PostgresStore final : public Store {
   // when `body` fails. InTenant runs every body inside one.
   static absl::Status WithAuditBatch(pqxx::work& tx, TenantId tenant,
                                      const PostgresPool::Body& body);
+  // RecordOrderUrl's write after the lease check (`o` locked), shared with RecordOrderStart.
+  static absl::Status RecordOrderUrlIn(pqxx::work& tx, const Scope& scope, absl::Time now,
+                                       Order& o, absl::string_view url);
   // RecordAuthorization's transaction body (`identifier` canonical), shared with
   // RecordOrderStart.
   static Authorization RecordAuthorizationIn(pqxx::work& tx, const Scope& scope, absl::Time now,

@@ -218,6 +218,22 @@ absl::Status ValidateChallengeToken(absl::string_view token) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<std::string>> ValidateOrderStart(
+    absl::string_view url, const std::vector<AuthorizationRecord>& authorizations,
+    const std::vector<ChallengeAnswer>& answers) {
+  RETURN_IF_ERROR(ValidateUrl("order URL", url));
+  std::vector<std::string> identifiers;
+  for (const AuthorizationRecord& a : authorizations) {
+    RETURN_IF_ERROR(ValidateUrl("authorization URL", a.url));
+    ASSIGN_OR_RETURN(std::vector<std::string> canonical, CanonicalIdentifiers({a.identifier}));
+    identifiers.push_back(canonical[0]);
+  }
+  for (const ChallengeAnswer& answer : answers) {
+    RETURN_IF_ERROR(ValidateChallengeToken(answer.token));
+  }
+  return identifiers;
+}
+
 absl::Status ValidateTokenHash(absl::string_view token_sha256) {
   if (token_sha256.size() != 32) {
     return absl::InvalidArgumentError(

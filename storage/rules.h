@@ -46,6 +46,11 @@ absl::StatusOr<NewCertificate> ValidateNewCertificate(const NewCertificate& cert
 absl::Status ValidateRevocationReason(crypto::RevocationReason reason);
 // RFC 8555 §8.3: base64url characters, 1-255 of them.
 absl::Status ValidateChallengeToken(absl::string_view token);
+// RecordOrderStart's arguments: the order URL, each authorization's URL and identifier, each
+// answer's token. The authorizations' identifiers in canonical form, in order.
+absl::StatusOr<std::vector<std::string>> ValidateOrderStart(
+    absl::string_view url, const std::vector<AuthorizationRecord>& authorizations,
+    const std::vector<ChallengeAnswer>& answers);
 absl::Status ValidateTokenHash(absl::string_view token_sha256);
 // A token's expiry, when set, is after `now`.
 absl::Status ValidateTokenExpiry(std::optional<absl::Time> expires_at, absl::Time now);

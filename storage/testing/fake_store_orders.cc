@@ -385,16 +385,8 @@ absl::StatusOr<std::vector<Authorization>> FakeStore::RecordOrderStart(
     const Scope& scope, const Lease& lease, absl::string_view url,
     const std::vector<AuthorizationRecord>& authorizations,
     const std::vector<ChallengeAnswer>& answers) {
-  RETURN_IF_ERROR(rules::ValidateUrl("order URL", url));
-  std::vector<std::string> identifiers;
-  for (const AuthorizationRecord& a : authorizations) {
-    RETURN_IF_ERROR(rules::ValidateUrl("authorization URL", a.url));
-    ASSIGN_OR_RETURN(std::vector<std::string> canonical, CanonicalIdentifiers({a.identifier}));
-    identifiers.push_back(canonical[0]);
-  }
-  for (const ChallengeAnswer& answer : answers) {
-    RETURN_IF_ERROR(rules::ValidateChallengeToken(answer.token));
-  }
+  ASSIGN_OR_RETURN(std::vector<std::string> identifiers,
+                   rules::ValidateOrderStart(url, authorizations, answers));
   const absl::Time now = Now();
   State& s = *state_;
   fake::StoreLock lock(s);
