@@ -6,6 +6,8 @@
 //                  postmaster and its children), the database's committed transactions
 //                  (pg_stat_database.xact_commit) and the ACME operations the service
 //                  counts (acmevault_acme_requests_total: not HTTP requests, no nonces).
+//                  With --perf_out, `perf record -a -g` during the run (perf report --comm
+//                  acmevaultd, postgres, pebble).
 //  --mode=read     GetCertificate by serial on --streams concurrent calls, then the server's own
 //                  health check (grpc.health.v1.Health/Check) the same way, through the same
 //                  client: rates, p50/p99, their ratio, transactions and CPU (acmevaultd's,
@@ -81,8 +83,9 @@ ABSL_FLAG(int, issuances, 200, "issuances, at most");
 ABSL_FLAG(int, seconds, 30, "time limit of the issuance run or of each read run");
 ABSL_FLAG(int, streams, 64, "concurrent calls of the read run");
 ABSL_FLAG(std::string, perf_out, "",
-          "read mode: record a perf profile (perf record -g) of acmevaultd and PostgreSQL's "
-          "backends during the GetCertificate run into this file");
+          "issue and read modes: record a perf profile (perf record -g) of acmevaultd and "
+          "PostgreSQL's backends during the IssueCertificate or GetCertificate run into this "
+          "file");
 ABSL_FLAG(std::string, label, "", "printed first on every line");
 ABSL_FLAG(int, call_ms, 500, "inflight mode: each IssueCertificate call's deadline");
 ABSL_FLAG(std::string, key_storage, "vault",
@@ -122,9 +125,10 @@ double PostgresCpuSeconds(int postmaster) {
   return total;
 }
 
-// Starts `perf record -g -o out -p <acmevaultd>,<its database's backends>`; returns its pid,
-// or 0.
-pid_t StartPerf(const std::string& out) {
+// Starts `perf record -g -o out -p <acmevaultd>,<its database's backends>` (with `whole`, -a:
+// every process, for runs whose database connections are opened while they run; perf report
+// --comm picks acmevaultd's and PostgreSQL's); returns its pid, or 0.
+pid_t StartPerf(const std::string& out, bool whole = false) {
   std::string pids = absl::StrCat(absl::GetFlag(FLAGS_daemon_pid));
   try {
     pqxx::connection c(absl::GetFlag(FLAGS_pg_url));
@@ -137,7 +141,12 @@ pid_t StartPerf(const std::string& out) {
   } catch (const std::exception& e) {
     std::fprintf(stderr, "pg_stat_activity: %s\n", e.what());
   }
-  std::vector<std::string> args = {"perf", "record", "-g", "-o", out, "-p", pids};
+  std::vector<std::string> args = {"perf", "record", "-g", "-o", out};
+  if (whole) {
+    args.push_back("-a");
+  } else {
+    args.insert(args.end(), {"-p", pids});
+  }
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -280,6 +289,8 @@ void BenchIssue(Service& s) {
   const double acme0 = Metric("acmevault_acme_requests_total");
   const double daemon0 = CpuSeconds(absl::GetFlag(FLAGS_daemon_pid), false);
   const double pg0 = PostgresCpuSeconds(absl::GetFlag(FLAGS_postmaster_pid));
+  const pid_t perf =
+      absl::GetFlag(FLAGS_perf_out).empty() ? 0 : StartPerf(absl::GetFlag(FLAGS_perf_out), true);
   Run run = Drive(callers, absl::GetFlag(FLAGS_issuances),
                   absl::Seconds(absl::GetFlag(FLAGS_seconds)), [&](int i) {
                     v1::IssueCertificateResponse out;
@@ -287,6 +298,7 @@ void BenchIssue(Service& s) {
                   });
   const double daemon_cpu = CpuSeconds(absl::GetFlag(FLAGS_daemon_pid), false) - daemon0;
   const double pg_cpu = PostgresCpuSeconds(absl::GetFlag(FLAGS_postmaster_pid)) - pg0;
+  StopPerf(perf);
   const double acme = Metric("acmevault_acme_requests_total") - acme0;
   const int64_t commits = Commits() - commits0;
   const double n = std::max(run.ok, 1);
