@@ -58,6 +58,8 @@ struct AuditBatch {
 };
 thread_local AuditBatch* current_batch = nullptr;
 
+constexpr size_t kPreparedAuditBatch = 8;
+
 // Inserts `rows` in one statement: `prepared` (one row's) for one.
 void InsertAudit(pqxx::work& tx, const std::string& prepared,
                  const std::vector<AuditParams>& rows) {
@@ -72,8 +74,14 @@ void InsertAudit(pqxx::work& tx, const std::string& prepared,
     tx.exec_prepared0(prepared, pqxx::prepare::make_dynamic_params(params));
     return;
   }
-  tx.exec_params0(absl::StrCat(kAuditColumns, absl::StrJoin(values, ", ")),
-                  pqxx::prepare::make_dynamic_params(params));
+  const std::string sql = absl::StrCat(kAuditColumns, absl::StrJoin(values, ", "));
+  // A statement per batch size, prepared for the sizes transitions write (a compromise run's
+  // batches can be longer, and rare).
+  if (rows.size() <= kPreparedAuditBatch) {
+    pg::Exec0(tx, sql, pqxx::prepare::make_dynamic_params(params));
+  } else {
+    tx.exec_params0(sql, pqxx::prepare::make_dynamic_params(params));
+  }
 }
 
 }  // namespace
@@ -116,7 +124,7 @@ absl::StatusOr<Page<AuditRecord>> PostgresStore::ListAudit(const Scope& scope,
   ASSIGN_OR_RETURN(int64_t after, rules::DecodeIdToken(page.page_token));
   const int limit = PageSize(page);
   return InTenant<Page<AuditRecord>>("ListAudit", scope, [&](pqxx::work& tx) {
-    return pg::PageOf(tx.exec_params(absl::StrCat("SELECT ", kAuditRows.columns,
+    return pg::PageOf(pg::Exec(tx, absl::StrCat("SELECT ", kAuditRows.columns,
                                                   " FROM audit_log WHERE tenant_id = $1 "
                                                   "AND seq > $2 ORDER BY seq LIMIT $3"),
                                      scope.tenant, after, limit + 1),
@@ -132,7 +140,7 @@ absl::Status PostgresStore::VerifyAuditChain(const Scope& scope) {
         rules::AuditChainVerifier chain(scope.tenant);
         constexpr int kBatch = 1000;
         for (;;) {
-          pqxx::result r = tx.exec_params(
+          pqxx::result r = pg::Exec(tx, 
               "SELECT seq, prev_hash, hash, av_audit_digest(a) FROM audit_log a "
               "WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
               scope.tenant, chain.last_seq(), kBatch);
@@ -143,7 +151,7 @@ absl::Status PostgresStore::VerifyAuditChain(const Scope& scope) {
           if (static_cast<int>(r.size()) < kBatch) break;
         }
         pqxx::result head =
-            tx.exec_params("SELECT seq, hash FROM audit_heads WHERE tenant_id = $1", scope.tenant);
+            pg::Exec(tx, "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1", scope.tenant);
         if (head.empty()) return chain.Finish(0, "");
         return chain.Finish(head[0][0].as<int64_t>(), BytesOf(head[0][1]));
       },

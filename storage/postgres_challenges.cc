@@ -21,14 +21,14 @@ std::string TextOfRow(const pqxx::row& r) { return r[0].as<std::string>(); }
 absl::Status PostgresStore::PutChallengeIn(pqxx::work& tx, const Scope& scope, absl::Time now,
                                            absl::string_view token,
                                            absl::string_view key_authorization) {
-  pqxx::result r = tx.exec_params(
+  pqxx::result r = pg::Exec(tx, 
       "INSERT INTO challenges (token, tenant_id, key_authorization, created_at) "
       "VALUES ($1, $2, $3, av_ts($4)) ON CONFLICT (token) DO NOTHING RETURNING token",
       std::string(token), scope.tenant, std::string(key_authorization), Micros(now));
   if (r.empty()) {
     // Taken: by this tenant with the same value (a retry), or otherwise.
     pqxx::result mine =
-        tx.exec_params("SELECT 1 FROM challenges WHERE token = $1 AND key_authorization = $2",
+        pg::Exec(tx, "SELECT 1 FROM challenges WHERE token = $1 AND key_authorization = $2",
                        std::string(token), std::string(key_authorization));
     if (mine.empty()) return absl::AlreadyExistsError("challenge token is taken");
     return absl::OkStatus();
@@ -55,7 +55,7 @@ absl::StatusOr<std::string> PostgresStore::LookupChallenge(absl::string_view tok
 
 void PostgresStore::DeleteChallengeTx(pqxx::work& tx, const Scope& scope, absl::Time now,
                                       absl::string_view token) {
-  pqxx::result r = tx.exec_params("DELETE FROM challenges WHERE token = $1 RETURNING token",
+  pqxx::result r = pg::Exec(tx, "DELETE FROM challenges WHERE token = $1 RETURNING token",
                                   std::string(token));
   if (!r.empty()) {
     Audit(tx, scope, now, rules::SimpleEvent("DeleteChallenge", absl::StrCat("token ", token)));

@@ -46,7 +46,7 @@ absl::StatusOr<KeyLease> PostgresStore::AcquireKeyLease(const Scope& scope, Acco
         RETURN_IF_ERROR(
             rules::CheckKeyLeaseFree(account, OptionalTime(r["key_lease_expires_us"]), now));
         const int64_t token =
-            tx.exec_params1(
+            pg::Exec1(tx, 
                   "UPDATE accounts SET key_lease_token = key_lease_token + 1, "
                   "key_lease_expires_at = av_ts($2) WHERE id = $1 RETURNING key_lease_token",
                   account, Micros(expires))[0]
@@ -66,7 +66,7 @@ absl::Status PostgresStore::ReleaseKeyLease(const Scope& scope, const KeyLease& 
     RETURN_IF_ERROR(current);
     // A closed account's row is frozen (0002's guard); its lease no longer matters.
     if (!rules::CheckAccountOpen(kAccounts.rows.map(r)).ok()) return absl::OkStatus();
-    tx.exec_params0("UPDATE accounts SET key_lease_expires_at = NULL WHERE id = $1", lease.account);
+    pg::Exec0(tx, "UPDATE accounts SET key_lease_expires_at = NULL WHERE id = $1", lease.account);
     return absl::OkStatus();
   });
 }

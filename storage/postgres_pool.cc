@@ -95,6 +95,13 @@ absl::Status StatusOfCurrentException(absl::string_view op, bool* retryable) {
     return absl::UnavailableError(absl::StrCat(op, ": ", PrimaryMessage(e.what())));
   } catch (const pqxx::sql_error& e) {
     const std::string state = SqlState(e);
+    // A statement prepared on this connection (storage/postgres_rows.h, PreparedName) whose
+    // result columns a migration changed since: the connections go (their statements with
+    // them) and the transaction runs again on a new one, which prepares it anew.
+    if (state == "0A000" && absl::StrContains(e.what(), "cached plan must not change result type")) {
+      *retryable = true;
+      return absl::UnavailableError(absl::StrCat(op, ": ", PrimaryMessage(e.what())));
+    }
     absl::StatusCode code = CodeForSqlState(state, retryable);
     // Class 23 comes only from PostgreSQL's own constraints (the migrations raise none), whose
     // text names tables, columns and constraints: the schema is not the API.

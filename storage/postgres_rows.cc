@@ -1,5 +1,6 @@
 #include "storage/postgres_rows.h"
 
+#include <functional>
 #include <utility>
 
 #include "crypto/keys.h"
@@ -17,6 +18,16 @@ const char* Nullable(const std::optional<std::string>& s) { return s ? s->c_str(
 std::optional<std::string> NonEmpty(absl::string_view s) {
   if (s.empty()) return std::nullopt;
   return std::string(s);
+}
+
+std::string PreparedName(pqxx::transaction_base& tx, const std::string& sql) {
+  std::string name = absl::StrCat("av_q", absl::Hex(std::hash<std::string>{}(sql), absl::kZeroPad16));
+  try {
+    tx.conn().prepare(name, sql);  // Registers only; a repeat with the same text is a lookup.
+  } catch (const pqxx::argument_error&) {
+    return "";  // Another text has this name on this connection.
+  }
+  return name;
 }
 
 std::vector<std::string> KeyAlgorithmNames(const std::vector<crypto::KeyAlgorithm>& algorithms) {

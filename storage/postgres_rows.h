@@ -15,6 +15,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -51,6 +52,38 @@ std::string ArrayParam(const std::vector<std::string>& values);
 std::vector<std::string> KeyAlgorithmNames(const std::vector<crypto::KeyAlgorithm>& algorithms);
 
 pqxx::binarystring Bytes(absl::string_view s);
+
+// ---------------------------------------------------------------------------------------------
+// Statements
+
+// The name under which `sql` is prepared on tx's connection, registered there on first use
+// (libpqxx prepares it at its first run): the statement's text is parsed, analyzed and planned
+// once per connection (PostgreSQL then keeps a generic plan once it costs no more than the
+// custom ones) instead of at every run, and the SQL functions it calls are inlined once. The
+// text must not carry values (they travel as parameters), so a connection holds one statement
+// per call site. Empty when the name is taken by another text (a hash collision): the caller
+// runs the text unprepared.
+std::string PreparedName(pqxx::transaction_base& tx, const std::string& sql);
+
+// tx.exec_params(sql, args...) (and its 0- and 1-row forms) through PreparedName.
+template <typename... Args>
+pqxx::result Exec(pqxx::transaction_base& tx, const std::string& sql, Args&&... args) {
+  const std::string name = PreparedName(tx, sql);
+  if (name.empty()) return tx.exec_params(sql, std::forward<Args>(args)...);
+  return tx.exec_prepared(name, std::forward<Args>(args)...);
+}
+template <typename... Args>
+pqxx::result Exec0(pqxx::transaction_base& tx, const std::string& sql, Args&&... args) {
+  const std::string name = PreparedName(tx, sql);
+  if (name.empty()) return tx.exec_params0(sql, std::forward<Args>(args)...);
+  return tx.exec_prepared0(name, std::forward<Args>(args)...);
+}
+template <typename... Args>
+pqxx::row Exec1(pqxx::transaction_base& tx, const std::string& sql, Args&&... args) {
+  const std::string name = PreparedName(tx, sql);
+  if (name.empty()) return tx.exec_params1(sql, std::forward<Args>(args)...);
+  return tx.exec_prepared1(name, std::forward<Args>(args)...);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Fields

@@ -81,7 +81,7 @@ absl::Status CheckSchema(PostgresPool& pool) {
     version = v[0].as<int>();
     if (version > LatestSchemaVersion()) {
       oldest_admitted =
-          tx.exec_params1("SELECT coalesce(max(coalesce(compatible_from, version)), 0) "
+          pg::Exec1(tx, "SELECT coalesce(max(coalesce(compatible_from, version)), 0) "
                           "FROM schema_version WHERE version > $1",
                           LatestSchemaVersion())[0]
               .as<int>();
@@ -177,7 +177,7 @@ absl::StatusOr<Tenant> PostgresStore::CreateTenant(const Actor& actor, const Ten
   auto created = AcrossTenants<Tenant>("CreateTenant", [&](pqxx::work& tx) -> absl::StatusOr<Tenant> {
     const TenantPolicy& p = spec.policy;
     TenantId id =
-        tx.exec_params1(
+        pg::Exec1(tx, 
               "SELECT av_create_tenant($1, $2::text[], $3, $4, $5, $6, $7, $8, av_ts($9))",
               spec.name, ArrayParam(spec.allowed_identifiers),
               std::string(crypto::KeyAlgorithmName(p.key_algorithm)),
@@ -186,9 +186,9 @@ absl::StatusOr<Tenant> PostgresStore::CreateTenant(const Actor& actor, const Ten
               Micros(now))[0]
             .as<int64_t>();
     // The rest of the transaction is confined to the new tenant.
-    tx.exec_params("SELECT set_config('acmevault.tenant_id', $1, true)", std::to_string(id));
+    pg::Exec(tx, "SELECT set_config('acmevault.tenant_id', $1, true)", std::to_string(id));
     // av_create_tenant (0004) predates the column; the app role sets it, confined as above.
-    tx.exec_params0(
+    pg::Exec0(tx, 
         "UPDATE tenants SET key_storage = $2, certificate_key_algorithms = $3::text[] "
         "WHERE id = $1",
         id, std::string(KeyStorageName(p.key_storage)),
@@ -213,7 +213,7 @@ absl::StatusOr<Tenant> PostgresStore::GetTenant(const Scope& scope) {
 absl::StatusOr<Tenant> PostgresStore::FindTenantByName(absl::string_view name) {
   return AcrossTenants<Tenant>("FindTenantByName", [&](pqxx::work& tx) {
     return FirstOf(
-        tx.exec_params(absl::StrCat("SELECT ", kTenants.rows.columns, " FROM av_find_tenant($1)"),
+        pg::Exec(tx, absl::StrCat("SELECT ", kTenants.rows.columns, " FROM av_find_tenant($1)"),
                        std::string(name)),
         TenantOf, absl::NotFoundError(absl::StrCat("tenant \"", name, "\" not found")));
   });
@@ -224,7 +224,7 @@ absl::StatusOr<Tenant> PostgresStore::UpdateTenant(const Scope& scope, const Ten
   const absl::Time now = Now();
   auto updated = InTenant<Tenant>("UpdateTenant", scope, [&](pqxx::work& tx) -> absl::StatusOr<Tenant> {
     const TenantPolicy& p = spec.policy;
-    Tenant out = TenantOf(tx.exec_params1(
+    Tenant out = TenantOf(pg::Exec1(tx, 
         absl::StrCat(
             "UPDATE tenants SET name = $2, allowed_identifiers = $3::text[], key_algorithm = $4, "
             "max_key_age_seconds = $5, deactivate_authorizations_after_issuance = $6, "
@@ -248,7 +248,7 @@ absl::StatusOr<Tenant> PostgresStore::UpdateTenant(const Scope& scope, const Ten
 absl::Status PostgresStore::DisableTenant(const Scope& scope) {
   const absl::Time now = Now();
   return InTenant("DisableTenant", scope, [&](pqxx::work& tx) {
-    pqxx::result r = tx.exec_params(
+    pqxx::result r = pg::Exec(tx, 
         "UPDATE tenants SET disabled_at = av_ts($2), updated_at = av_ts($2) "
         "WHERE id = $1 AND disabled_at IS NULL RETURNING id",
         scope.tenant, Micros(now));
@@ -265,7 +265,7 @@ absl::StatusOr<Page<Tenant>> PostgresStore::ListTenants(const PageRequest& page)
   ASSIGN_OR_RETURN(int64_t after, rules::DecodeIdToken(page.page_token));
   const int limit = PageSize(page);
   return AcrossTenants<Page<Tenant>>("ListTenants", [&](pqxx::work& tx) {
-    return pg::PageOf(tx.exec_params(absl::StrCat("SELECT ", kTenants.rows.columns,
+    return pg::PageOf(pg::Exec(tx, absl::StrCat("SELECT ", kTenants.rows.columns,
                                                   " FROM av_list_tenants($1, $2)"),
                                      after, limit + 1),
                       TenantOf, limit, TenantToken);
@@ -282,7 +282,7 @@ absl::StatusOr<Identity> PostgresStore::AddSpiffeIdentity(const Scope& scope,
   const absl::Time now = Now();
   return InTenant<Identity>(
       "AddSpiffeIdentity", scope, [&](pqxx::work& tx) -> absl::StatusOr<Identity> {
-        Identity out = IdentityOf(tx.exec_params1(
+        Identity out = IdentityOf(pg::Exec1(tx, 
             absl::StrCat("INSERT INTO identities (tenant_id, role, spiffe_id, description, "
                          "created_at) VALUES ($1, $2, $3, $4, av_ts($5)) RETURNING ",
                          kIdentities.rows.columns),
@@ -307,7 +307,7 @@ absl::StatusOr<Identity> PostgresStore::AddTokenIdentity(const Scope& scope,
   if (expires_at.has_value()) expires_us = Micros(*expires_at);
   return InTenant<Identity>(
       "AddTokenIdentity", scope, [&](pqxx::work& tx) -> absl::StatusOr<Identity> {
-        Identity out = IdentityOf(tx.exec_params1(
+        Identity out = IdentityOf(pg::Exec1(tx, 
             absl::StrCat("INSERT INTO identities (tenant_id, role, token_sha256, description, "
                          "created_at, expires_at) VALUES ($1, $2, $3, $4, av_ts($5), av_ts($6)) "
                          "RETURNING ",
@@ -339,7 +339,7 @@ absl::StatusOr<Identity> PostgresStore::AuthenticateToken(absl::string_view toke
 absl::Status PostgresStore::RevokeIdentity(const Scope& scope, IdentityId id) {
   const absl::Time now = Now();
   return InTenant("RevokeIdentity", scope, [&](pqxx::work& tx) -> absl::Status {
-    pqxx::result r = tx.exec_params(
+    pqxx::result r = pg::Exec(tx, 
         "UPDATE identities SET revoked_at = av_ts($2) WHERE id = $1 AND revoked_at IS NULL "
         "RETURNING id",
         id, Micros(now));

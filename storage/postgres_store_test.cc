@@ -542,6 +542,40 @@ TEST_F(PostgresStoreTest, EditedAuditRowIsDetected) {
                        "broken at seq 4: prev_hash is not the hash of seq 3"));
 }
 
+// Migration 0023 rewrote av_audit_encoding in PL/pgSQL (planned once per connection): its bytes
+// are still those of 0005's SQL body, evaluated here as a query, for rows with and without
+// identifiers, account, key version and detail, and the stored hashes (written through the
+// trigger) still verify.
+TEST_F(PostgresStoreTest, TheAuditEncodingIsTheBytesOfItsFirstDefinition) {
+  Scope alpha = MakeTenant("alpha");
+  ASSERT_OK(store_->AppendAudit(alpha, AuditEvent{"Issue", {"b.test", "a.test"}, 7, 2,
+                                                  "https://ca/order/1", "ok", "detail"}));
+  ASSERT_OK(store_->AppendAudit(alpha, AuditEvent{"Event", {}, std::nullopt, std::nullopt, "",
+                                                  "ok", ""}));
+  ASSERT_OK(store_->VerifyAuditChain(alpha));
+  pqxx::connection admin(db_->superuser_url());
+  pqxx::nontransaction tx(admin);
+  const pqxx::result r = tx.exec_params(
+      "SELECT seq, av_audit_encoding(a) = (convert_to('acmevault-audit-v1', 'UTF8') "
+      "|| a.prev_hash || int8send(a.tenant_id) || int8send(a.seq) "
+      "|| int8send((extract(epoch FROM a.at) * 1000000)::bigint) "
+      "|| av_audit_text(a.actor) || av_audit_text(a.rpc) || av_audit_text(a.action) "
+      "|| int4send(cardinality(a.identifiers)) "
+      "|| coalesce((SELECT string_agg(av_audit_text(x), ''::bytea ORDER BY n) "
+      "FROM unnest(a.identifiers) WITH ORDINALITY AS u(x, n)), ''::bytea) "
+      "|| av_audit_int(a.account_id) || av_audit_int(a.key_version) "
+      "|| av_audit_text(a.acme_url) || av_audit_text(a.outcome) || av_audit_text(a.detail)), "
+      "a.hash = sha256(av_audit_encoding(a)) "
+      "FROM audit_log a WHERE tenant_id = $1 ORDER BY seq",
+      alpha.tenant);
+  ASSERT_GE(r.size(), 2u);
+  for (const pqxx::row& row : r) {
+    SCOPED_TRACE(row[0].as<std::string>());
+    EXPECT_TRUE(row[1].as<bool>());
+    EXPECT_TRUE(row[2].as<bool>());
+  }
+}
+
 TEST_F(PostgresStoreTest, DeletedAuditRowsAreDetected) {
   Scope alpha = MakeTenant("alpha");
   Scope beta = MakeTenant("beta");
