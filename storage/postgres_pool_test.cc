@@ -263,6 +263,30 @@ TEST_F(PostgresPoolTest, SerializationFailuresAndDeadlocksAreRetriedFromTheStart
   }
 }
 
+// A statement prepared on a connection (as the store prepares every statement) whose result
+// columns a migration then changes fails there ("cached plan must not change result type"); the
+// transaction runs again on a new connection, which prepares it anew.
+TEST_F(PostgresPoolTest, AStatementAMigrationReshapedIsPreparedAgainOnANewConnection) {
+  ASSERT_OK(db_->Execute("CREATE TABLE reshaped (x int); INSERT INTO reshaped VALUES (1); "
+                         "GRANT SELECT ON reshaped TO acmevault_app"));
+  auto pool = MakePool(1, absl::Seconds(5), absl::Seconds(30));
+  int attempts = 0;
+  auto columns = [&] {
+    int n = -1;
+    EXPECT_OK(pool->Run("Op", {}, [&](pqxx::work& tx) {
+      ++attempts;
+      tx.conn().prepare("reshaped_all", "SELECT * FROM reshaped");
+      n = static_cast<int>(tx.exec_prepared("reshaped_all").columns());
+      return absl::OkStatus();
+    }));
+    return n;
+  };
+  EXPECT_EQ(columns(), 1);
+  ASSERT_OK(db_->Execute("ALTER TABLE reshaped ADD COLUMN y int"));
+  EXPECT_EQ(columns(), 2);
+  EXPECT_EQ(attempts, 3);  // the second call's first attempt met the old plan
+}
+
 TEST_F(PostgresPoolTest, LostConnectionIsRetriedOnAFreshConnection) {
   auto pool = MakePool(1, absl::Seconds(5), absl::Seconds(30));
   int first_pid = 0;
