@@ -1,14 +1,19 @@
 #include "crypto/keys.h"
 
 #include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/obj_mac.h>
 #include <openssl/objects.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
+#include <openssl/x509.h>
 
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "common/status_macros.h"
 #include "crypto/internal.h"
 
@@ -74,6 +79,64 @@ const EVP_MD* DigestFor(KeyAlgorithm a) {
 // Bytes of one ECDSA signature half (R or S) for the curve.
 size_t EcFieldBytes(KeyAlgorithm a) { return a == KeyAlgorithm::kEcdsaP384 ? 48 : 32; }
 
+int CurveNid(KeyAlgorithm a) {
+  return a == KeyAlgorithm::kEcdsaP384 ? NID_secp384r1 : NID_X9_62_prime256v1;
+}
+
+// An EVP_PKEY around `ec` (owned by it from then on), or nullptr.
+EVP_PKEY* WrapEcKey(EcKeyPtr ec) {
+  EvpPkeyPtr key(EVP_PKEY_new());
+  if (ec == nullptr || key == nullptr || EVP_PKEY_assign_EC_KEY(key.get(), ec.get()) != 1) {
+    return nullptr;
+  }
+  ec.release();
+  return key.release();
+}
+
+// The DER SubjectPublicKeyInfo of a P-256 or P-384 key up to its point (id-ecPublicKey, the
+// named curve, a BIT STRING of the uncompressed point); the point follows. RFC 5480 allows no
+// other form for these curves.
+constexpr char kP256SpkiBytes[] =
+    "\x30\x59\x30\x13\x06\x07\x2a\x86\x48\xce\x3d\x02\x01\x06\x08\x2a\x86\x48\xce\x3d\x03\x01"
+    "\x07\x03\x42\x00";
+constexpr char kP384SpkiBytes[] =
+    "\x30\x76\x30\x10\x06\x07\x2a\x86\x48\xce\x3d\x02\x01\x06\x05\x2b\x81\x04\x00\x22\x03\x62"
+    "\x00";
+// Sized by the arrays: the prefixes hold zero bytes.
+constexpr absl::string_view kP256SpkiPrefix(kP256SpkiBytes, sizeof(kP256SpkiBytes) - 1);
+constexpr absl::string_view kP384SpkiPrefix(kP384SpkiBytes, sizeof(kP384SpkiBytes) - 1);
+
+#if !defined(OPENSSL_IS_BORINGSSL)
+// OpenSSL 3 turns a PKCS#8 key into an EVP_PKEY through its provider decoders, which cost about
+// a millisecond per key (a third of acmevaultd's time per certificate, docs/benchmarks.md),
+// and every certificate opens three keys. An EC key named by a curve reads directly through
+// the EC_KEY parser instead (the public point computed when the key omits it). nullptr for
+// any other key: the decoders take it.
+EVP_PKEY* EcKeyFromPkcs8(const PKCS8_PRIV_KEY_INFO* info) {
+  const ASN1_OBJECT* algorithm = nullptr;
+  const unsigned char* data = nullptr;
+  int length = 0;
+  const X509_ALGOR* parameters = nullptr;
+  if (PKCS8_pkey_get0(&algorithm, &data, &length, &parameters, info) != 1 ||
+      OBJ_obj2nid(algorithm) != NID_X9_62_id_ecPublicKey || parameters == nullptr) {
+    return nullptr;
+  }
+  int type = 0;
+  const void* value = nullptr;
+  X509_ALGOR_get0(nullptr, &type, &value, parameters);
+  if (type != V_ASN1_OBJECT) return nullptr;
+  const int nid = OBJ_obj2nid(static_cast<const ASN1_OBJECT*>(value));
+  if (nid != NID_X9_62_prime256v1 && nid != NID_secp384r1) return nullptr;
+  EcKeyPtr ec(EC_KEY_new_by_curve_name(nid));
+  EC_KEY* into = ec.get();
+  if (into == nullptr || d2i_ECPrivateKey(&into, &data, length) == nullptr) {  // NOLINT
+    ERR_clear_error();
+    return nullptr;
+  }
+  return WrapEcKey(std::move(ec));
+}
+#endif
+
 // R||S, each left-padded to `half` bytes (RFC 7518 §3.4).
 absl::StatusOr<std::string> RawEcdsa(const ECDSA_SIG* sig, size_t half) {
   const BIGNUM* r = nullptr;
@@ -88,7 +151,8 @@ absl::StatusOr<std::string> RawEcdsa(const ECDSA_SIG* sig, size_t half) {
   return out;
 }
 
-absl::StatusOr<std::vector<uint8_t>> RawEcdsaToDer(absl::string_view raw, size_t half) {
+// The ECDSA_SIG of a JWS signature (R||S, `half` bytes each).
+absl::StatusOr<EcdsaSigPtr> EcdsaSigOfRaw(absl::string_view raw, size_t half) {
   if (raw.size() != 2 * half) {
     return absl::InvalidArgumentError(
         absl::StrCat("ECDSA signature is ", raw.size(), " bytes, want ", 2 * half));
@@ -103,12 +167,7 @@ absl::StatusOr<std::vector<uint8_t>> RawEcdsaToDer(absl::string_view raw, size_t
   }
   r.release();  // Owned by sig now.
   s.release();
-  int len = i2d_ECDSA_SIG(sig.get(), nullptr);
-  if (len <= 0) return LibraryError(absl::StatusCode::kInternal, "encoding ECDSA signature");
-  std::vector<uint8_t> der(static_cast<size_t>(len));
-  uint8_t* p = der.data();
-  i2d_ECDSA_SIG(sig.get(), &p);
-  return der;
+  return sig;
 }
 
 }  // namespace
@@ -170,6 +229,14 @@ absl::StatusOr<PublicKey> PublicKey::FromPem(absl::string_view pem) {
 }
 
 absl::StatusOr<PublicKey> PublicKey::FromDer(absl::string_view der) {
+  // A P-256 or P-384 key in the one form RFC 5480 gives it: its point, without a decoder.
+  for (KeyAlgorithm a : {KeyAlgorithm::kEcdsaP256, KeyAlgorithm::kEcdsaP384}) {
+    const absl::string_view prefix =
+        a == KeyAlgorithm::kEcdsaP384 ? kP384SpkiPrefix : kP256SpkiPrefix;
+    if (der.size() == prefix.size() + 1 + 2 * EcFieldBytes(a) && absl::StartsWith(der, prefix)) {
+      return FromEcPoint(a, der.substr(prefix.size()));
+    }
+  }
   const auto* p = reinterpret_cast<const uint8_t*>(der.data());
   EVP_PKEY* key = d2i_PUBKEY(nullptr, &p, static_cast<long>(der.size()));  // NOLINT
   if (key == nullptr) {
@@ -186,9 +253,7 @@ absl::StatusOr<PublicKey> PublicKey::Adopt(EVP_PKEY* raw) {
 
 absl::StatusOr<PublicKey> PublicKey::FromEcPoint(KeyAlgorithm algorithm, absl::string_view point) {
   if (!IsEc(algorithm)) return absl::InvalidArgumentError("not an EC key algorithm");
-  const int nid =
-      algorithm == KeyAlgorithm::kEcdsaP384 ? NID_secp384r1 : NID_X9_62_prime256v1;
-  EcKeyPtr ec(EC_KEY_new_by_curve_name(nid));
+  EcKeyPtr ec(EC_KEY_new_by_curve_name(CurveNid(algorithm)));
   if (ec == nullptr) return LibraryError(absl::StatusCode::kInternal, "creating EC key");
   const EC_GROUP* group = EC_KEY_get0_group(ec.get());
   EcPointPtr p(EC_POINT_new(group));
@@ -239,6 +304,21 @@ absl::string_view PublicKey::JwsAlgorithm() const {
 }
 
 std::string PublicKey::ToDer() const {
+  if (IsEc(algorithm_)) {
+    // The fixed prefix and the point: no encoder (OpenSSL 3 builds one per call).
+    const EC_KEY* ec = EVP_PKEY_get0_EC_KEY(key_.get());
+    const size_t point_bytes = 1 + 2 * EcFieldBytes(algorithm_);
+    std::string out(algorithm_ == KeyAlgorithm::kEcdsaP384 ? kP384SpkiPrefix : kP256SpkiPrefix);
+    out.resize(out.size() + point_bytes);
+    if (ec != nullptr &&
+        EC_POINT_point2oct(EC_KEY_get0_group(ec), EC_KEY_get0_public_key(ec),
+                           POINT_CONVERSION_UNCOMPRESSED,
+                           reinterpret_cast<uint8_t*>(out.data() + out.size() - point_bytes),
+                           point_bytes, nullptr) == point_bytes) {
+      return out;
+    }
+    ERR_clear_error();
+  }
   int len = i2d_PUBKEY(key_.get(), nullptr);
   if (len <= 0) return "";
   std::string out(static_cast<size_t>(len), '\0');
@@ -254,14 +334,23 @@ std::string PublicKey::ToPem() const {
 }
 
 absl::Status PublicKey::Verify(absl::string_view data, absl::string_view signature) const {
-  std::vector<uint8_t> sig;
   if (IsEc(algorithm_)) {
-    auto der = RawEcdsaToDer(signature, EcFieldBytes(algorithm_));
-    if (!der.ok()) return der.status();
-    sig = *std::move(der);
-  } else {
-    sig.assign(signature.begin(), signature.end());
+    // As Sign: hash, then ECDSA_do_verify on the EC_KEY, without a provider fetch per call.
+    ASSIGN_OR_RETURN(EcdsaSigPtr sig, EcdsaSigOfRaw(signature, EcFieldBytes(algorithm_)));
+    const EC_KEY* ec = EVP_PKEY_get0_EC_KEY(key_.get());
+    uint8_t digest[EVP_MAX_MD_SIZE];
+    unsigned int digest_len = 0;
+    if (ec == nullptr || EVP_Digest(data.data(), data.size(), digest, &digest_len,
+                                    DigestFor(algorithm_), nullptr) != 1) {
+      return LibraryError(absl::StatusCode::kInternal, "hashing");
+    }
+    if (ECDSA_do_verify(digest, digest_len, sig.get(), const_cast<EC_KEY*>(ec)) != 1) {
+      ERR_clear_error();
+      return absl::InvalidArgumentError("signature does not verify");
+    }
+    return absl::OkStatus();
   }
+  const std::vector<uint8_t> sig(signature.begin(), signature.end());
   EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   if (ctx == nullptr ||
       EVP_DigestVerifyInit(ctx.get(), nullptr, DigestFor(algorithm_), nullptr, key_.get()) != 1) {
@@ -285,6 +374,17 @@ absl::StatusOr<PrivateKey> PrivateKey::Adopt(EVP_PKEY* raw) {
 }
 
 absl::StatusOr<PrivateKey> PrivateKey::Generate(KeyAlgorithm algorithm) {
+  if (IsEc(algorithm)) {
+    // Through EC_KEY: OpenSSL 3 then encodes the key (PKCS#8 to seal it, its public half in a
+    // CSR) with the EC code directly rather than through its provider encoders and decoders.
+    EcKeyPtr ec(EC_KEY_new_by_curve_name(CurveNid(algorithm)));
+    if (ec == nullptr || EC_KEY_generate_key(ec.get()) != 1) {
+      return LibraryError(absl::StatusCode::kInternal, "generating key");
+    }
+    EVP_PKEY* key = WrapEcKey(std::move(ec));
+    if (key == nullptr) return LibraryError(absl::StatusCode::kInternal, "wrapping EC key");
+    return Adopt(key);
+  }
   EvpPkeyCtxPtr ctx(EVP_PKEY_CTX_new_id(IsEc(algorithm) ? EVP_PKEY_EC : EVP_PKEY_RSA, nullptr));
   if (ctx == nullptr || EVP_PKEY_keygen_init(ctx.get()) != 1) {
     return LibraryError(absl::StatusCode::kInternal, "initialising key generation");
@@ -347,7 +447,11 @@ absl::StatusOr<PrivateKey> PrivateKey::FromDer(absl::string_view der) {
   if (info == nullptr) {
     return LibraryError(absl::StatusCode::kInvalidArgument, "not a DER PKCS#8 private key");
   }
-  EVP_PKEY* key = EVP_PKCS82PKEY(info.get());
+  EVP_PKEY* key = nullptr;
+#if !defined(OPENSSL_IS_BORINGSSL)
+  key = EcKeyFromPkcs8(info.get());
+#endif
+  if (key == nullptr) key = EVP_PKCS82PKEY(info.get());
   if (key == nullptr) {
     return LibraryError(absl::StatusCode::kInvalidArgument, "unusable PKCS#8 private key");
   }

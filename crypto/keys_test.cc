@@ -1,5 +1,7 @@
 #include "crypto/keys.h"
 
+#include <openssl/x509.h>
+
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -147,6 +149,72 @@ TEST(Keys, ImportedKeysSignWhatTheirPublicHalfVerifies) {
     ASSERT_TRUE(from_der.ok()) << from_der.status();
     EXPECT_TRUE(from_der->public_key().Equals(generated->public_key()));
   }
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+// The library's own DER SubjectPublicKeyInfo of `key` (i2d_PUBKEY), against which ToDer's
+// direct encoding of EC keys is checked.
+std::string LibraryDer(const PublicKey& key) {
+  int len = i2d_PUBKEY(key.raw(), nullptr);
+  std::string out(static_cast<size_t>(len > 0 ? len : 0), '\0');
+  auto* p = reinterpret_cast<uint8_t*>(out.data());
+  i2d_PUBKEY(key.raw(), &p);
+  return out;
+}
+
+// EC keys are read and written without the library's generic encoders (OpenSSL 3's cost a
+// millisecond a key): the results are the library's, for keys made every way the service
+// makes or reads them.
+TEST(Keys, EcKeysReadAndWrittenDirectlyAreTheLibrarysEncodings) {
+  for (KeyAlgorithm algorithm : {KeyAlgorithm::kEcdsaP256, KeyAlgorithm::kEcdsaP384}) {
+    SCOPED_TRACE(KeyAlgorithmName(algorithm));
+    auto generated = PrivateKey::Generate(algorithm);
+    ASSERT_TRUE(generated.ok());
+    const std::string der = generated->public_key().ToDer();
+    EXPECT_EQ(der, LibraryDer(generated->public_key()));
+    EXPECT_EQ(der.size(), algorithm == KeyAlgorithm::kEcdsaP256 ? 91u : 120u);
+    // Read back through the direct path (FromDer) and the library's (FromPem).
+    auto from_der = PublicKey::FromDer(der);
+    ASSERT_TRUE(from_der.ok()) << from_der.status();
+    EXPECT_EQ(from_der->algorithm(), algorithm);
+    EXPECT_EQ(from_der->ToDer(), der);
+    auto from_pem = PublicKey::FromPem(generated->public_key().ToPem());
+    ASSERT_TRUE(from_pem.ok());
+    EXPECT_EQ(from_pem->ToDer(), der);
+    EXPECT_EQ(LibraryDer(*from_pem), der);
+    // A private key read from PKCS#8 DER (direct) and PEM (the library's decoders).
+    auto key_der = PrivateKey::FromDer(generated->ToPkcs8Der().view());
+    ASSERT_TRUE(key_der.ok()) << key_der.status();
+    auto key_pem = PrivateKey::FromPem(generated->ToPkcs8Pem().view());
+    ASSERT_TRUE(key_pem.ok()) << key_pem.status();
+    EXPECT_EQ(std::string(key_der->ToPkcs8Der().view()),
+              std::string(key_pem->ToPkcs8Der().view()));
+    EXPECT_EQ(key_der->public_key().ToDer(), der);
+    // A point off the curve is refused on the direct path too.
+    std::string off = der;
+    off.back() ^= 0x01;
+    EXPECT_EQ(PublicKey::FromDer(off).status().code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
+// testdata/p256_without_public_key.pk8: a PKCS#8 P-256 key whose ECPrivateKey omits the public
+// point (RFC 5915 makes it optional); p256_without_public_key.pub.der is its public key as the
+// openssl CLI writes it. secp256k1.pk8: a curve the service does not use.
+TEST(Keys, Pkcs8EcKeysWithoutTheirPointOrOnAnotherCurve) {
+  auto key = PrivateKey::FromDer(ReadFile("crypto/testdata/p256_without_public_key.pk8"));
+  ASSERT_TRUE(key.ok()) << key.status();
+  EXPECT_EQ(key->algorithm(), KeyAlgorithm::kEcdsaP256);
+  EXPECT_EQ(key->public_key().ToDer(),
+            ReadFile("crypto/testdata/p256_without_public_key.pub.der"));
+  auto other = PrivateKey::FromDer(ReadFile("crypto/testdata/secp256k1.pk8"));
+  // OpenSSL 3 parses it and refuses the curve; BoringSSL refuses it while parsing.
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(Keys, AlgorithmNamesRoundTrip) {
