@@ -227,6 +227,11 @@ absl::StatusOr<storage::Order> Issuer::WaitForOrder(const storage::Scope& scope,
     ASSIGN_OR_RETURN(storage::Order row, options_.orders->GetOrder(scope, order));
     if (storage::IsTerminal(row.state)) return row;
     if (!watch->Wait(until, cancelled)) return options_.orders->GetOrder(scope, order);
+    // Ended by a step on this replica: the row as that step stored it, without reading it.
+    if (std::optional<Ended> ended = EndedHere(scope.tenant, order);
+        ended.has_value() && storage::IsTerminal(ended->order.state)) {
+      return ended->order;
+    }
   }
 }
 

@@ -185,8 +185,9 @@ TEST_F(MigrateTest, RefusesADatabaseNewerThanTheBinary) {
 TEST_F(MigrateTest, RecordsTheOldestBinaryEachMigrationAdmits) {
   ASSERT_OK(Migrate({db_->superuser_url()}).status());
   // 0009, 0012, 0013, 0014, 0015, 0016 and 0019 (columns no older binary reads), 0020 (an
-  // index), 0021 (the audit trigger's body, same rows), 0022 (two functions' volatility) and
-  // 0023 (the audit encoding's language, same bytes) admit binaries that know the one before, and 0010 (the job table: new tables and functions no earlier
+  // index), 0021 (the audit trigger's body, same rows), 0022 (two functions' volatility),
+  // 0023 (the audit encoding's language, same bytes) and 0024 (four helpers' language or
+  // strictness, same values) admit binaries that know the one before, and 0010 (the job table: new tables and functions no earlier
   // binary reads) binaries that know 0009; every other migration shipped so far needs a binary
   // that knows it (0017 among them: an older binary would join stalled orders; 0018 too: it
   // would take an ephemeral account for the tenant's own).
@@ -195,7 +196,7 @@ TEST_F(MigrateTest, RecordsTheOldestBinaryEachMigrationAdmits) {
             (std::vector<std::vector<std::string>>{
                 {"9", "8"}, {"10", "9"}, {"12", "11"}, {"13", "12"}, {"14", "13"},
                 {"15", "14"}, {"16", "15"}, {"19", "18"}, {"20", "19"}, {"21", "20"},
-                {"22", "21"}, {"23", "22"}}));
+                {"22", "21"}, {"23", "22"}, {"24", "23"}}));
   EXPECT_EQ(CompatibleFrom("-- compatible_from: 3\nALTER TABLE t ADD COLUMN c int;", 5), 3);
   EXPECT_EQ(CompatibleFrom("ALTER TABLE t ADD COLUMN c int;", 5), 5);
   EXPECT_EQ(CompatibleFrom("-- compatible_from: 9\n", 5), 5);  // never above its own version

@@ -281,6 +281,51 @@ TEST_F(PostgresRowsTest, TheTimeHelpersAreInlinedEverywhereAndExact) {
   }));
 }
 
+// Migration 0024: the helper functions PostgreSQL could not inline run from a plan kept per
+// connection (PL/pgSQL) or are inlined (av_order_rank), with the values of their first
+// definitions.
+TEST_F(PostgresRowsTest, TheHelperFunctionsArePlannedOnceWithTheirFirstValues) {
+  ASSERT_OK(In(alpha_, [&](pqxx::work& tx) {
+    for (const char* fn : {"av_identifiers_canonical", "av_next_job_time", "av_jobs_due"}) {
+      EXPECT_EQ(tx.exec1(absl::StrCat("SELECT l.lanname FROM pg_proc p JOIN pg_language l "
+                                      "ON l.oid = p.prolang WHERE p.proname = '", fn, "'"))[0]
+                    .as<std::string>(),
+                "plpgsql")
+          << fn;
+    }
+    std::string plan;
+    for (const auto& row : tx.exec("EXPLAIN (VERBOSE) SELECT av_order_rank(state) FROM orders")) {
+      absl::StrAppend(&plan, row[0].c_str(), "\n");
+    }
+    EXPECT_THAT(plan, Not(HasSubstr("av_order_rank("))) << plan;
+    const pqxx::row ranks = tx.exec1(
+        "SELECT av_order_rank('created'), av_order_rank('pending'), av_order_rank('ready'), "
+        "av_order_rank('processing'), av_order_rank('valid'), av_order_rank('invalid'), "
+        "av_order_rank(NULL) IS NULL, av_order_rank('other') IS NULL");
+    EXPECT_EQ(ranks[0].as<int>(), 0);
+    EXPECT_EQ(ranks[1].as<int>(), 1);
+    EXPECT_EQ(ranks[2].as<int>(), 2);
+    EXPECT_EQ(ranks[3].as<int>(), 3);
+    EXPECT_EQ(ranks[4].as<int>(), 4);
+    EXPECT_EQ(ranks[5].as<int>(), 4);
+    EXPECT_TRUE(ranks[6].as<bool>());
+    EXPECT_TRUE(ranks[7].as<bool>());
+    // Canonical: sorted by bytes, no duplicates, 1 to 100 names; NULL for NULL (STRICT).
+    for (const auto& [ids, canonical] :
+         std::vector<std::pair<std::string, std::string>>{
+             {"'{a.test}'", "t"}, {"'{A.test,a.test,b.test}'", "t"}, {"'{b.test,a.test}'", "f"},
+             {"'{a.test,a.test}'", "f"}, {"'{}'", "f"},
+             {"array_fill('x'::text, ARRAY[101])", "f"},
+             {"ARRAY(SELECT 'n' || lpad(i::text, 3, '0') FROM generate_series(1, 100) i)", "t"},
+             {"NULL", ""}}) {
+      const pqxx::field f =
+          tx.exec1(absl::StrCat("SELECT av_identifiers_canonical(", ids, "::text[])"))[0];
+      EXPECT_EQ(f.is_null() ? "" : f.as<std::string>(), canonical) << ids;
+    }
+    return absl::OkStatus();
+  }));
+}
+
 TEST_F(PostgresRowsTest, GetByIdSeesOnlyTheTransactionsTenant) {
   ASSERT_OK(In(alpha_, [&](pqxx::work& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Account a, GetById(tx, kAccounts, account_));
