@@ -159,6 +159,11 @@ absl::StatusOr<std::unique_ptr<pqxx::connection>> PostgresPool::Acquire(bool* re
   }
   try {
     auto connection = std::make_unique<pqxx::connection>(options_.url);
+    // Every statement the store runs is prepared (storage/postgres_rows.h, PreparedName) and
+    // is the same lookup or write whatever its parameters (no partial index depends on one):
+    // its generic plan from the first run, where PostgreSQL would plan each of the first five
+    // runs on every connection for its parameters first.
+    connection->set_variable("plan_cache_mode", "force_generic_plan");
     for (const auto& [name, sql] : options_.prepared_statements) connection->prepare(name, sql);
     return connection;
   } catch (...) {
