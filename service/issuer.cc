@@ -276,7 +276,8 @@ absl::StatusOr<IssueResult> Issuer::Issue(const Caller& caller, const IssueReque
                                        attempt == 0, &waiting));
     ASSIGN_OR_RETURN(storage::Order order,
                      WaitForResult(scope, created.order.id, waiting, checked));
-    auto result = Finish(scope, std::move(order), checked, created.created);
+    auto result = Finish(scope, std::move(order), checked, created.created,
+                         waiting.generated_key ? &*waiting.generated_key : nullptr);
     if (result.ok()) return with_renewal(*std::move(result));
     if (!absl::IsAborted(result.status()) || created.created) return result;
   }
@@ -513,7 +514,10 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
     }
   }
   if (!created.created) return created;
-  if (waiting != nullptr) waiting->created_here = true;
+  if (waiting != nullptr) {
+    waiting->created_here = true;
+    if (early.has_value()) waiting->generated_key.emplace(std::move(early->key));
+  }
   if (spec.job_released) {
     // Claimable since it committed; the store's wake-up reaches every replica's engine.
     options_.engine->Scheduled();
@@ -612,7 +616,8 @@ absl::StatusOr<storage::Order> Issuer::WaitForResult(const storage::Scope& scope
 }
 
 absl::StatusOr<IssueResult> Issuer::Finish(const storage::Scope& scope, storage::Order order,
-                                           const Checked& checked, bool created_here) {
+                                           const Checked& checked, bool created_here,
+                                           const crypto::PrivateKey* generated_key) {
   const IssueRequest& request = *checked.request;
   IssueResult result;
   result.order = order;
@@ -640,16 +645,28 @@ absl::StatusOr<IssueResult> Issuer::Finish(const storage::Scope& scope, storage:
   } else if (!created_here && !MadeForCaller(scope, order, request)) {
     // Another request's service-held key is never handed out: this caller gets its own.
     return absl::AbortedError("joined order holds another request's key");
-  } else if (auto leaf = LeafKey(cert); !leaf.ok() || leaf->algorithm() != checked.key_algorithm) {
-    // Nor a key of another algorithm than this request gets (its own choice, or a policy that
-    // changed since the order was made).
-    return absl::AbortedError("joined order holds a key of another algorithm");
+  }
+  std::optional<crypto::PublicKey> leaf;
+  if (!checked.csr) {
+    absl::StatusOr<crypto::PublicKey> certified = LeafKey(cert);
+    if (!certified.ok() || certified->algorithm() != checked.key_algorithm) {
+      // Nor a key of another algorithm than this request gets (its own choice, or a policy
+      // that changed since the order was made).
+      return absl::AbortedError("joined order holds a key of another algorithm");
+    }
+    leaf = *std::move(certified);
   }
   result.certificate = cert;
   if (!checked.csr) {
-    ASSIGN_OR_RETURN(crypto::PrivateKey key,
-                     options_.certificates->GetCertificateKey(scope, cert.id, "IssueCertificate"));
-    result.private_key_pem = key.ToPkcs8Pem();
+    if (generated_key != nullptr && created_here && leaf->Equals(generated_key->public_key())) {
+      // The key this request made, certified: handed back from this request's memory (the
+      // vault's copy was opened once, audited, by the step that stored the certificate).
+      result.private_key_pem = generated_key->ToPkcs8Pem();
+    } else {
+      ASSIGN_OR_RETURN(crypto::PrivateKey key, options_.certificates->GetCertificateKey(
+                                                   scope, cert.id, "IssueCertificate"));
+      result.private_key_pem = key.ToPkcs8Pem();
+    }
   }
   return result;
 }

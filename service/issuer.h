@@ -250,6 +250,9 @@ class Issuer {
     // The order was made by this request and its job handed over after the watch began: a
     // look before the first notice would find it as made.
     bool created_here = false;
+    // The service key this request made for the order it created (an EC key, made with the
+    // order): handed back with the certificate from memory, not read out of the vault.
+    std::optional<crypto::PrivateKey> generated_key;
   };
   // Joins the tenant's order in flight for the identifiers, or creates the order row with its
   // job and finalization material (so any replica can finish it) and hands the job to the
@@ -280,8 +283,10 @@ class Issuer {
                                                Waiting& waiting, const Checked& checked);
   // What the caller gets for the order: the handle, or the certificate (and the key, for the
   // request that made it). ABORTED when a joined order certified a key not the caller's.
+  // `generated_key`: the key this request made for the order, if it did.
   absl::StatusOr<IssueResult> Finish(const storage::Scope& scope, storage::Order order,
-                                     const Checked& checked, bool created_here);
+                                     const Checked& checked, bool created_here,
+                                     const crypto::PrivateKey* generated_key);
 
   // Every key of the tenant's `accounts`, which no certificate may certify.
   std::vector<crypto::PublicKey> AccountPublicKeys(const storage::Scope& scope,

@@ -387,6 +387,39 @@ TEST_F(IssuerTest, AHeldKeyThePolicyNoLongerAllowsIsNotReused) {
   EXPECT_NE(again->order.id, *first.order);
 }
 
+// The request that made an order's service key gets it back from its own memory: the vault's
+// copy is opened once, by the step that stores the certificate, not again for the hand-over. A
+// later request for it (the same idempotency key) reads the vault, audited.
+TEST_F(IssuerTest, TheCreatingRequestGetsItsServiceKeyWithoutAVaultRead) {
+  AddAccount();
+  replica_.reset();
+  auto replica = MakeReplica([&](Issuer::Options& o) {
+    o.generate_key = [](crypto::KeyAlgorithm) { return testing::TestLeafKey(); };
+  });
+  Issuer* issuer = &replica->issuer();
+  auto key_reads = [&](absl::string_view purpose) {
+    auto audit = fx_.store().ListAudit(fx_.AdminScope(tenant_), {});
+    EXPECT_TRUE(audit.ok());
+    int n = 0;
+    for (const auto& r : audit->items) {
+      n += r.event.action == "UseCertificateKey" &&
+           absl::EndsWith(r.event.detail, absl::StrCat(": ", purpose));
+    }
+    return n;
+  };
+  auto first = issuer->Issue(host_, ServiceKeyRequest("web01"));
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(first->certificate.has_value());
+  EXPECT_TRUE(IsLeafKey(first->private_key_pem));
+  EXPECT_EQ(key_reads("IssueCertificate"), 0);
+  auto again = issuer->Issue(host_, ServiceKeyRequest("web01"));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->reused);
+  EXPECT_TRUE(IsLeafKey(again->private_key_pem));
+  EXPECT_EQ(key_reads("IssueCertificate (reuse)"), 1);
+  EXPECT_EQ(key_reads("IssueCertificate"), 0);
+}
+
 TEST_F(IssuerTest, WithoutAnAccountIssuanceIsAFailedPrecondition) {
   EXPECT_THAT(issuer_->Issue(host_, CsrRequest({"*.leaf.example.com", "leaf.example.com"}, *leaf_key_)),
               StatusIs(absl::StatusCode::kFailedPrecondition, "CreateAccount"));
