@@ -35,7 +35,7 @@ absl::StatusOr<AccountKey> InsertKey(pqxx::work& tx, const Envelope& envelope, T
                                                      AccountKeyContext(tenant, account, version)));
   }
   auto insert = [&](auto kek_id, auto wrapped, auto sealed_key, const char* token_object) {
-    return AccountKeyOf(pg::Exec1(tx, 
+    return AccountKeyOf(pg::Exec1(tx,
         absl::StrCat(
             "INSERT INTO account_keys (tenant_id, account_id, version, state, algorithm, "
             "public_jwk, thumbprint, kek_id, wrapped_data_key, sealed_private_key, token_object, "
@@ -92,7 +92,7 @@ absl::StatusOr<Account> PostgresStore::CreateAccount(const Scope& scope,
   const absl::Time now = Now();
   auto created = InTenant<
       Account>("CreateAccount", scope, [&](pqxx::work& tx) -> absl::StatusOr<Account> {
-    Account out = AccountOf(pg::Exec1(tx, 
+    Account out = AccountOf(pg::Exec1(tx,
         absl::StrCat("INSERT INTO accounts (tenant_id, directory_url, status, created_at) "
                      "VALUES ($1, $2, 'pending', av_ts($3)) RETURNING ",
                      kAccounts.rows.columns),
@@ -122,7 +122,7 @@ absl::StatusOr<Account> PostgresStore::CreateEphemeralAccount(const Scope& scope
   const absl::Time now = Now();
   return InTenant<Account>(
       "CreateEphemeralAccount", scope, [&](pqxx::work& tx) -> absl::StatusOr<Account> {
-        Account out = AccountOf(pg::Exec1(tx, 
+        Account out = AccountOf(pg::Exec1(tx,
             absl::StrCat("INSERT INTO accounts (tenant_id, directory_url, status, created_at, "
                          "ephemeral) VALUES ($1, $2, 'pending', av_ts($3), true) RETURNING ",
                          kAccounts.rows.columns),
@@ -163,7 +163,7 @@ absl::StatusOr<std::vector<Account>> PostgresStore::ListEphemeralAccountsToClose
                                         [&](pqxx::work& tx) -> absl::StatusOr<std::vector<Account>> {
     // orders_in_flight_by_account and jobs_by_subject (migration 0020).
     return pg::AllOf(
-        pg::Exec(tx, 
+        pg::Exec(tx,
             absl::StrCat(
                 "SELECT ", kAccounts.rows.columns,
                 " FROM accounts WHERE tenant_id = $1 AND ephemeral "
@@ -235,7 +235,7 @@ absl::StatusOr<AccountKey> PostgresStore::AddPendingKey(const Scope& scope, cons
       "AddPendingKey", scope, [&](pqxx::work& tx) -> absl::StatusOr<AccountKey> {
         ASSIGN_OR_RETURN(Account a, LockLeasedAccount(tx, scope, lease));
         RETURN_IF_ERROR(rules::CheckAccountOpen(a));
-        pqxx::row r = pg::Exec1(tx, 
+        pqxx::row r = pg::Exec1(tx,
             "SELECT coalesce(max(version), 0) + 1, coalesce(bool_or(state = 'pending'), false) "
             "FROM account_keys WHERE account_id = $1",
             account);
@@ -259,11 +259,11 @@ absl::Status PostgresStore::PromoteKey(const Scope& scope, const KeyLease& lease
     ASSIGN_OR_RETURN(KeyState state, KeyStateOf(tx, account, version));
     RETURN_IF_ERROR(rules::CheckKeyPending(account, version, state));
     // Retire first: the partial unique index allows one active key at any moment.
-    pqxx::result retired = pg::Exec(tx, 
+    pqxx::result retired = pg::Exec(tx,
         "UPDATE account_keys SET state = 'retired', retired_at = av_ts($2) "
         "WHERE account_id = $1 AND state = 'active' RETURNING version",
         account, Micros(now));
-    pg::Exec0(tx, 
+    pg::Exec0(tx,
         "UPDATE account_keys SET state = 'active', activated_at = av_ts($3) "
         "WHERE account_id = $1 AND version = $2",
         account, version, Micros(now));
@@ -290,20 +290,20 @@ absl::StatusOr<Account> PostgresStore::ReplaceAccount(const Scope& scope, const 
         const AccountKey moved = AccountKeyOf(r);
         RETURN_IF_ERROR(rules::CheckKeyPending(account, version, moved.state));
         // Old first: one pending or valid account per tenant and directory (migration 0007).
-        pg::Exec0(tx, 
+        pg::Exec0(tx,
             "UPDATE accounts SET status = 'deactivated', deactivated_at = av_ts($2) WHERE id = $1",
             account, Micros(now));
-        pg::Exec0(tx, 
+        pg::Exec0(tx,
             "UPDATE account_keys SET state = 'retired', retired_at = av_ts($3) "
             "WHERE account_id = $1 AND version = $2",
             account, version, Micros(now));
         if (old_keys_compromised) {
-          pg::Exec0(tx, 
+          pg::Exec0(tx,
               "UPDATE account_keys SET state = 'compromised', compromised_at = av_ts($3) "
               "WHERE account_id = $1 AND version <> $2 AND state <> 'compromised'",
               account, version, Micros(now));
         }
-        Account out = AccountOf(pg::Exec1(tx, 
+        Account out = AccountOf(pg::Exec1(tx,
             absl::StrCat("INSERT INTO accounts (tenant_id, directory_url, account_url, status, "
                          "created_at) VALUES ($1, $2, $3, 'valid', av_ts($4)) RETURNING ",
                          kAccounts.rows.columns),
@@ -338,7 +338,7 @@ absl::Status PostgresStore::DiscardPendingKey(const Scope& scope, const KeyLease
     RETURN_IF_ERROR(LockLeasedAccount(tx, scope, lease).status());
     ASSIGN_OR_RETURN(KeyState state, KeyStateOf(tx, account, version));
     RETURN_IF_ERROR(rules::CheckKeyPending(account, version, state));
-    pg::Exec0(tx, 
+    pg::Exec0(tx,
         "UPDATE account_keys SET state = 'retired', retired_at = av_ts($3) "
         "WHERE account_id = $1 AND version = $2",
         account, version, Micros(now));
@@ -355,7 +355,7 @@ absl::Status PostgresStore::MarkKeyCompromised(const Scope& scope, const KeyLeas
     RETURN_IF_ERROR(LockLeasedAccount(tx, scope, lease).status());
     ASSIGN_OR_RETURN(KeyState state, KeyStateOf(tx, account, version));
     if (state == KeyState::kCompromised) return absl::OkStatus();
-    pg::Exec0(tx, 
+    pg::Exec0(tx,
         "UPDATE account_keys SET state = 'compromised', compromised_at = av_ts($3) "
         "WHERE account_id = $1 AND version = $2",
         account, version, Micros(now));
@@ -413,7 +413,7 @@ absl::Status PostgresStore::MarkKeyDestroyed(const Scope& scope, AccountId accou
     const AccountKey key = AccountKeyOf(r);
     RETURN_IF_ERROR(rules::CheckKeyDestroyable(key));
     if (key.destroyed_at) return absl::OkStatus();
-    pg::Exec0(tx, 
+    pg::Exec0(tx,
         "UPDATE account_keys SET destroyed_at = av_ts($3) WHERE account_id = $1 AND version = $2",
         account, version, Micros(now));
     Audit(tx, scope, now,

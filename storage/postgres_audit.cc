@@ -140,7 +140,7 @@ absl::Status PostgresStore::VerifyAuditChain(const Scope& scope) {
         rules::AuditChainVerifier chain(scope.tenant);
         constexpr int kBatch = 1000;
         for (;;) {
-          pqxx::result r = pg::Exec(tx, 
+          pqxx::result r = pg::Exec(tx,
               "SELECT seq, prev_hash, hash, av_audit_digest(a) FROM audit_log a "
               "WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
               scope.tenant, chain.last_seq(), kBatch);

@@ -20,7 +20,7 @@ Authorization PostgresStore::RecordAuthorizationIn(pqxx::work& tx, const Scope& 
                                                    const std::string& identifier) {
   std::optional<int64_t> expires;
   if (authorization.expires_at.has_value()) expires = Micros(*authorization.expires_at);
-  Authorization out = AuthorizationOf(pg::Exec1(tx, 
+  Authorization out = AuthorizationOf(pg::Exec1(tx,
       absl::StrCat("INSERT INTO authorizations (tenant_id, account_id, order_id, url, identifier, "
                    "status, expires_at, created_at, updated_at) "
                    "VALUES ($1, $2, $3, $4, $5, $6, av_ts($7), av_ts($8), av_ts($8)) "
@@ -57,7 +57,7 @@ std::vector<Authorization> PostgresStore::OutstandingAuthorizationsIn(
   std::optional<int64_t> updated_before;
   if (filter.updated_before.has_value()) updated_before = Micros(*filter.updated_before);
   return pg::AllOf(
-      pg::Exec(tx, 
+      pg::Exec(tx,
           absl::StrCat("SELECT ", kAuthorizations.rows.columns,
                        " FROM authorizations WHERE status IN ('pending', 'valid') "
                        "AND deactivated_at IS NULL AND (expires_at IS NULL OR expires_at > av_ts($1)) "
@@ -88,7 +88,7 @@ absl::StatusOr<std::vector<Authorization>> PostgresStore::ListOutstandingAuthori
 bool PostgresStore::MarkAuthorizationDeactivatedIn(pqxx::work& tx, const Scope& scope,
                                                    absl::Time now, AccountId account,
                                                    absl::string_view url) {
-  pqxx::result r = pg::Exec(tx, 
+  pqxx::result r = pg::Exec(tx,
       "UPDATE authorizations SET status = 'deactivated', "
       "deactivated_at = coalesce(deactivated_at, av_ts($3)), updated_at = av_ts($3) "
       "WHERE account_id = $1 AND url = $2 RETURNING identifier",

@@ -22,7 +22,7 @@ absl::Status PostgresStore::RecordCaHold(const Scope& scope, const CaHoldKey& ke
   const absl::Time now = Now();
   return InTenant("RecordCaHold", scope, [&](pqxx::work& tx) -> absl::Status {
     // The later time wins: two replicas told different Retry-After times both keep the longer.
-    pg::Exec0(tx, 
+    pg::Exec0(tx,
         "INSERT INTO ca_holds (tenant_id, account_id, identifiers_hash, request, hold_until, "
         "problem, updated_at) VALUES ($1, $2, av_identifiers_hash($3::text[]), $4, av_ts($5), "
         "$6, av_ts($7)) ON CONFLICT (tenant_id, account_id, identifiers_hash, request) DO UPDATE "
@@ -37,7 +37,7 @@ absl::Status PostgresStore::RecordCaHold(const Scope& scope, const CaHoldKey& ke
 std::optional<CaHold> PostgresStore::CaHoldIn(pqxx::work& tx, const CaHoldKey& key,
                                               const std::vector<std::string>& ids,
                                               absl::Time now) {
-  pqxx::result r = pg::Exec(tx, 
+  pqxx::result r = pg::Exec(tx,
       "SELECT av_us(hold_until), problem FROM ca_holds WHERE account_id = $1 "
       "AND identifiers_hash = av_identifiers_hash($2::text[]) AND request = $3 "
       "AND hold_until > av_ts($4)",
@@ -63,11 +63,11 @@ CaBudgetTake PostgresStore::TakeCaBudgetTokenIn(pqxx::work& tx, const Scope& sco
   // A new bucket starts full. Then one statement refills by the time since the last take
   // (never for time running backwards), caps at the capacity and takes a whole token if there
   // is one; the row lock orders concurrent takes of every replica.
-  pg::Exec0(tx, 
+  pg::Exec0(tx,
       "INSERT INTO ca_budgets (tenant_id, account_id, budget, tokens, updated_at) "
       "VALUES ($1, $2, $3, $4, av_ts($5)) ON CONFLICT DO NOTHING",
       scope.tenant, account, budget.name, budget.capacity, Micros(now));
-  pqxx::row r = pg::Exec1(tx, 
+  pqxx::row r = pg::Exec1(tx,
       "WITH b AS (SELECT tokens, updated_at, LEAST($3::float8, tokens + $4::float8 * "
       "GREATEST(0, $5::bigint - av_us(updated_at))) AS refilled FROM ca_budgets "
       "WHERE account_id = $1 AND budget = $2 FOR UPDATE) "

@@ -42,13 +42,13 @@ absl::StatusOr<Certificate> PostgresStore::InsertCertificateIn(pqxx::work& tx, c
         sealed, envelope_.SealPrivateKey(*c.private_key, CertificateKeyContext(scope.tenant, id)));
   }
   const std::string ids = ArrayParam(c.identifiers);
-  pg::Exec0(tx, 
+  pg::Exec0(tx,
       "UPDATE certificates SET superseded_at = av_ts($2) "
       "WHERE identifiers_hash = av_identifiers_hash($1::text[]) AND revoked_at IS NULL "
       "AND superseded_at IS NULL",
       ids, Micros(now));
   auto insert = [&](auto kek_id, auto wrapped, auto sealed_key) {
-    return pg::Exec1(tx, 
+    return pg::Exec1(tx,
         absl::StrCat(
             "INSERT INTO certificates (id, tenant_id, account_id, order_id, identifiers, serial, "
             "not_before, not_after, chain_pem, account_key_version, kek_id, wrapped_data_key, "
@@ -163,7 +163,7 @@ absl::StatusOr<Page<Certificate>> PostgresStore::ListCertificates(const Scope& s
                                                                          : "any";
   return InTenant<Page<Certificate>>("ListCertificates", scope, [&](pqxx::work& tx) {
     return PageOf(
-        pg::Exec(tx, 
+        pg::Exec(tx,
             absl::StrCat("SELECT ", kCertificates.rows.columns,
                          " FROM certificates WHERE tenant_id = $1 AND id > $2 "
                          "AND CASE $3 "
@@ -225,7 +225,7 @@ absl::Status PostgresStore::RecordAriCheck(const Scope& scope, CertificateId id,
   if (check.window_start.has_value()) start = Micros(*check.window_start);
   if (check.window_end.has_value()) end = Micros(*check.window_end);
   return InTenant("RecordAriCheck", scope, [&](pqxx::work& tx) -> absl::Status {
-    pqxx::result r = pg::Exec(tx, 
+    pqxx::result r = pg::Exec(tx,
         "UPDATE certificates SET ari_window_start = coalesce(av_ts($2), ari_window_start), "
         "ari_window_end = CASE WHEN $2::bigint IS NULL THEN ari_window_end ELSE av_ts($3) END, "
         "ari_next_check = av_ts($4) WHERE id = $1",
@@ -247,7 +247,7 @@ absl::Status PostgresStore::MarkCertificateRevoked(const Scope& scope, Certifica
     if (c.revoked_at.has_value()) {
       return absl::FailedPreconditionError(absl::StrCat("certificate ", id, " is already revoked"));
     }
-    pg::Exec0(tx, 
+    pg::Exec0(tx,
         "UPDATE certificates SET revoked_at = av_ts($2), revocation_reason = $3 WHERE id = $1", id,
         Micros(now), crypto::RevocationReasonCode(reason));
     Audit(tx, scope, now,

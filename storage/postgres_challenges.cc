@@ -21,7 +21,7 @@ std::string TextOfRow(const pqxx::row& r) { return r[0].as<std::string>(); }
 absl::Status PostgresStore::PutChallengeIn(pqxx::work& tx, const Scope& scope, absl::Time now,
                                            absl::string_view token,
                                            absl::string_view key_authorization) {
-  pqxx::result r = pg::Exec(tx, 
+  pqxx::result r = pg::Exec(tx,
       "INSERT INTO challenges (token, tenant_id, key_authorization, created_at) "
       "VALUES ($1, $2, $3, av_ts($4)) ON CONFLICT (token) DO NOTHING RETURNING token",
       std::string(token), scope.tenant, std::string(key_authorization), Micros(now));

@@ -22,7 +22,7 @@ namespace {
 // The run `id` of the transaction's tenant with its finished steps.
 absl::StatusOr<CompromiseRun> RunWithSteps(pqxx::work& tx, CompromiseRunId id, Lock lock) {
   ASSIGN_OR_RETURN(CompromiseRun run, GetById(tx, kCompromiseRuns, id, lock));
-  for (const pqxx::row& r : pg::Exec(tx, 
+  for (const pqxx::row& r : pg::Exec(tx,
            "SELECT step, av_us(finished_at) FROM compromise_run_steps WHERE run_id = $1", id)) {
     run.steps[r[0].as<std::string>()] = TimeOf(r[1]);
   }
@@ -38,7 +38,7 @@ absl::StatusOr<CompromiseRun> PostgresStore::StartCompromiseRun(const Scope& sco
   RETURN_IF_ERROR(rules::ValidateCompromiseRunExpiry(now, expires_at));
   return InTenant<CompromiseRun>(
       "StartCompromiseRun", scope, [&](pqxx::work& tx) -> absl::StatusOr<CompromiseRun> {
-        CompromiseRun run = CompromiseRunOf(pg::Exec1(tx, 
+        CompromiseRun run = CompromiseRunOf(pg::Exec1(tx,
             absl::StrCat("INSERT INTO compromise_runs (tenant_id, deactivate_account, "
                          "started_at, expires_at) VALUES ($1, $2, av_ts($3), av_ts($4)) "
                          "RETURNING ",
@@ -64,7 +64,7 @@ absl::Status PostgresStore::RecordCompromiseStep(const Scope& scope, CompromiseR
     ASSIGN_OR_RETURN(CompromiseRun r, RunWithSteps(tx, run, Lock::kForUpdate));
     RETURN_IF_ERROR(rules::CheckCompromiseRunOpen(r));
     if (r.steps.contains(std::string(step))) return absl::OkStatus();
-    pg::Exec0(tx, 
+    pg::Exec0(tx,
         "INSERT INTO compromise_run_steps (tenant_id, run_id, step, finished_at) "
         "VALUES ($1, $2, $3, av_ts($4))",
         scope.tenant, run, std::string(step), Micros(now));

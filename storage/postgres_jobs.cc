@@ -64,7 +64,7 @@ absl::StatusOr<Job> PostgresStore::ScheduleJob(const Scope& scope, const NewJob&
   now = TruncateToMicros(now);
   const absl::Time not_before = TruncateToMicros(job.not_before);
   return InTenant<Job>("ScheduleJob", scope, [&](pqxx::work& tx) -> absl::StatusOr<Job> {
-    Job out = JobOf(pg::Exec1(tx, 
+    Job out = JobOf(pg::Exec1(tx,
         absl::StrCat(
             "INSERT INTO jobs (tenant_id, kind, subject, ca, not_before, fencing_token, attempts, "
             "last_error, created_at, updated_at) "
@@ -90,7 +90,7 @@ absl::StatusOr<Job> PostgresStore::FindJob(const Scope& scope, absl::string_view
   RETURN_IF_ERROR(rules::ValidateNewJob(NewJob{std::string(kind), std::string(subject), "", {}}));
   return InTenant<Job>("FindJob", scope, [&](pqxx::work& tx) -> absl::StatusOr<Job> {
     // jobs_by_subject (migration 0020): the open row first, else the newest failed one.
-    pqxx::result r = pg::Exec(tx, 
+    pqxx::result r = pg::Exec(tx,
         absl::StrCat("SELECT ", kJobs.rows.columns,
                      " FROM jobs WHERE tenant_id = $1 AND kind = $2 AND subject = $3 "
                      "ORDER BY failed_at IS NULL DESC, id DESC LIMIT 1"),
@@ -109,7 +109,7 @@ absl::StatusOr<JobClaimResult> PostgresStore::ClaimJobs(const JobClaim& claim) {
   const std::string kinds = ArrayParam(claim.kinds);
   return AcrossTenants<JobClaimResult>("ClaimJobs", [&](pqxx::work& tx) {
     JobClaimResult out;
-    for (const pqxx::row& r : pg::Exec(tx, 
+    for (const pqxx::row& r : pg::Exec(tx,
              absl::StrCat("SELECT ", kJobs.rows.columns,
                           " FROM (SELECT (c.claimed_job).*, c.claim_position "
                           "FROM av_claim_jobs($1, av_ts($2), av_ts($3), $4, $5, $6, $7::text[]) c)"
@@ -123,7 +123,7 @@ absl::StatusOr<JobClaimResult> PostgresStore::ClaimJobs(const JobClaim& claim) {
     }
     // In the same statement: whether due jobs were left (the batch was full or a bound held
     // them back; the jobs leased just now are no longer due).
-    pqxx::row next = pg::Exec1(tx, 
+    pqxx::row next = pg::Exec1(tx,
         "SELECT av_us(av_next_job_time(av_ts($1), $2::text[])), "
         "EXISTS (SELECT 1 FROM av_jobs_due(av_ts($1)) d WHERE d.kind = ANY ($2::text[]))",
         Micros(now), kinds);

@@ -46,7 +46,7 @@ absl::StatusOr<KeyLease> PostgresStore::AcquireKeyLease(const Scope& scope, Acco
         RETURN_IF_ERROR(
             rules::CheckKeyLeaseFree(account, OptionalTime(r["key_lease_expires_us"]), now));
         const int64_t token =
-            pg::Exec1(tx, 
+            pg::Exec1(tx,
                   "UPDATE accounts SET key_lease_token = key_lease_token + 1, "
                   "key_lease_expires_at = av_ts($2) WHERE id = $1 RETURNING key_lease_token",
                   account, Micros(expires))[0]

@@ -36,7 +36,7 @@ absl::StatusOr<Order> LockLeasedOrder(pqxx::work& tx, const Scope& scope, const 
 // The order `key` binds at `now` (rules::IdempotencyKeyBinds, here in the query: the expiry is
 // the query's, not an index's, so an expired key finds nothing whatever rows remain).
 pqxx::result BoundOrder(pqxx::work& tx, absl::string_view key, absl::Time now) {
-  return pg::Exec(tx, 
+  return pg::Exec(tx,
       absl::StrCat("SELECT ", kOrders.rows.columns,
                    " FROM orders o WHERE idempotency_key = $1 AND created_at > av_ts($2) "
                    "AND NOT (state = 'valid' AND EXISTS (SELECT 1 FROM certificates c "
@@ -68,7 +68,7 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
               return out;
             }
           }
-          pqxx::result r = pg::Exec(tx, 
+          pqxx::result r = pg::Exec(tx,
               absl::StrCat(select_orders,
                            " WHERE identifiers_hash = av_identifiers_hash($1::text[]) "
                            "AND state NOT IN ('valid', 'invalid') AND stalled_at IS NULL"),
@@ -85,7 +85,7 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
             ASSIGN_OR_RETURN(sealed, envelope_.SealPrivateKey(*order.certificate_key,
                                                               OrderKeyContext(scope.tenant, id)));
           }
-          r = pg::Exec(tx, 
+          r = pg::Exec(tx,
               absl::StrCat("INSERT INTO orders (id, tenant_id, account_id, identifiers, state, "
                            "idempotency_key, lease_owner, lease_expires_at, fencing_token, error, "
                            "created_at, updated_at, csr_der, kek_id, wrapped_data_key, "
@@ -110,7 +110,7 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
             out.lease = Lease{scope.tenant, out.order.id, order.lease_owner, 1, expires};
             if (order.job_released) {
               // The order's work, claimable at once (as ScheduleJob makes a job).
-              pg::Exec0(tx, 
+              pg::Exec0(tx,
                   "INSERT INTO jobs (tenant_id, kind, subject, ca, not_before, fencing_token, "
                   "attempts, last_error, created_at, updated_at) "
                   "VALUES ($1, $2, $3, $4, av_ts($5), 0, 0, '', av_ts($5), av_ts($5))",
@@ -120,7 +120,7 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
             } else if (!order.job_kind.empty()) {
               // The order's work, leased to its creator (a job's first claim: token 1).
               out.lease->job =
-                  pg::Exec1(tx, 
+                  pg::Exec1(tx,
                         "INSERT INTO jobs (tenant_id, kind, subject, ca, not_before, lease_owner, "
                         "lease_expires_at, fencing_token, attempts, last_error, created_at, "
                         "updated_at) VALUES ($1, $2, $3, $4, av_ts($5), $6, av_ts($7), 1, 0, '', "
@@ -135,7 +135,7 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
         }
         if (!order.idempotency_key.empty()) {
           // Not a race lost twice, but the key's order from more than a day ago, in flight.
-          pqxx::result r = pg::Exec(tx, 
+          pqxx::result r = pg::Exec(tx,
               "SELECT id FROM orders WHERE idempotency_key = $1 "
               "AND state NOT IN ('valid', 'invalid')",
               order.idempotency_key);
@@ -192,7 +192,7 @@ absl::Status PostgresStore::AttachOrderMaterial(const Scope& scope, const Lease&
                                                         OrderKeyContext(scope.tenant, o.id)));
     }
     // The guard (migration 0009) admits this once, while the order is created and bare.
-    pg::Exec0(tx, 
+    pg::Exec0(tx,
         "UPDATE orders SET csr_der = $2::bytea, kek_id = NULLIF($3, ''), "
         "wrapped_data_key = NULLIF($4::bytea, ''), sealed_private_key = NULLIF($5::bytea, ''), "
         "updated_at = av_ts($6) WHERE id = $1",
@@ -209,7 +209,7 @@ absl::Status PostgresStore::RecordOrderUrlIn(pqxx::work& tx, const Scope& scope,
                                              Order& o, absl::string_view url) {
   ASSIGN_OR_RETURN(bool write, rules::OrderUrlNeedsWrite(o, url));
   if (!write) return absl::OkStatus();
-  pg::Exec0(tx, 
+  pg::Exec0(tx,
       "UPDATE orders SET acme_url = $2, state = 'pending', updated_at = av_ts($3) WHERE id = $1",
       o.id, std::string(url), Micros(now));
   o.acme_url = std::string(url);
@@ -260,7 +260,7 @@ absl::Status PostgresStore::TransitionOrder(const Scope& scope, const Lease& lea
     RETURN_IF_ERROR(rules::CheckOrderTransition(o, to));
     if (o.state == to) return absl::OkStatus();
     // A terminal order needs no lease any more.
-    pg::Exec0(tx, 
+    pg::Exec0(tx,
         "UPDATE orders SET state = $2, error = $3, problem_type = $6, updated_at = av_ts($4), "
         "lease_owner = CASE WHEN $5 THEN NULL ELSE lease_owner END, "
         "lease_expires_at = CASE WHEN $5 THEN NULL ELSE lease_expires_at END WHERE id = $1",
@@ -277,7 +277,7 @@ absl::StatusOr<Certificate> PostgresStore::CompleteOrderIn(pqxx::work& tx, const
                                                            absl::Time now, const Order& o,
                                                            const NewCertificate& linked) {
   ASSIGN_OR_RETURN(Certificate out, InsertCertificateIn(tx, scope, linked, now));
-  pg::Exec0(tx, 
+  pg::Exec0(tx,
       "UPDATE orders SET state = 'valid', certificate_id = $2, updated_at = av_ts($3), "
       "lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
       o.id, out.id, Micros(now));
@@ -350,7 +350,7 @@ absl::StatusOr<Certificate> PostgresStore::FinishOrder(const Scope& scope, const
         linked.private_key = key ? &*key : nullptr;
         ASSIGN_OR_RETURN(Certificate out, CompleteOrderIn(tx, scope, now, o, linked));
         // RFC 8555 §7.1.6: the CA made the order valid, so each of its authorizations is.
-        pg::Exec0(tx, 
+        pg::Exec0(tx,
             "UPDATE authorizations SET status = 'valid', updated_at = av_ts($2) "
             "WHERE order_id = $1 AND status = 'pending' AND deactivated_at IS NULL",
             o.id, Micros(now));
@@ -361,7 +361,7 @@ absl::StatusOr<Certificate> PostgresStore::FinishOrder(const Scope& scope, const
           DeleteChallengeTx(tx, scope, now, token);
         }
         // CompleteJob's write; LockLeasedOrder has checked its fencing token under a lock.
-        pqxx::row job = pg::Exec1(tx, 
+        pqxx::row job = pg::Exec1(tx,
             "DELETE FROM jobs WHERE id = $1 AND fencing_token = $2 AND failed_at IS NULL "
             "RETURNING kind, subject",
             lease.job, lease.fencing_token);
@@ -400,7 +400,7 @@ absl::StatusOr<Lease> PostgresStore::RenewLease(const Scope& scope, const Lease&
   out.expires_at = TruncateToMicros(now + lease_duration);
   RETURN_IF_ERROR(InTenant("RenewLease", scope, [&](pqxx::work& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
-    pg::Exec0(tx, 
+    pg::Exec0(tx,
         "UPDATE orders SET lease_owner = $2, lease_expires_at = av_ts($3), updated_at = "
         "av_ts($4) WHERE id = $1",
         o.id, lease.owner, Micros(out.expires_at), Micros(now));
@@ -413,7 +413,7 @@ absl::Status PostgresStore::ReleaseLease(const Scope& scope, const Lease& lease)
   const absl::Time now = Now();
   return InTenant("ReleaseLease", scope, [&](pqxx::work& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
-    pg::Exec0(tx, 
+    pg::Exec0(tx,
         "UPDATE orders SET lease_owner = NULL, lease_expires_at = NULL, updated_at = av_ts($2) "
         "WHERE id = $1",
         o.id, Micros(now));

@@ -98,7 +98,8 @@ absl::Status StatusOfCurrentException(absl::string_view op, bool* retryable) {
     // A statement prepared on this connection (storage/postgres_rows.h, PreparedName) whose
     // result columns a migration changed since: the connections go (their statements with
     // them) and the transaction runs again on a new one, which prepares it anew.
-    if (state == "0A000" && absl::StrContains(e.what(), "cached plan must not change result type")) {
+    if (state == "0A000" &&
+        absl::StrContains(e.what(), "cached plan must not change result type")) {
       *retryable = true;
       return absl::UnavailableError(absl::StrCat(op, ": ", PrimaryMessage(e.what())));
     }

@@ -23,14 +23,14 @@ absl::StatusOr<int64_t> RewrapRows(pqxx::work& tx, const Envelope& envelope,
                                    std::string (*context)(TenantId, int64_t), TenantId tenant,
                                    int64_t limit) {
   int64_t count = 0;
-  for (const pqxx::row& r : pg::Exec(tx, 
+  for (const pqxx::row& r : pg::Exec(tx,
            absl::StrCat("SELECT id, ", kSealedColumns, " FROM ", table,
                         " WHERE kek_id <> $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED"),
            envelope.current_kek_id(), limit)) {
     const int64_t id = r["id"].as<int64_t>();
     ASSIGN_OR_RETURN(SealedKey rewrapped,
                      envelope.Rewrap(*pg::SealedKeyOf(r), context(tenant, id)));
-    pg::Exec0(tx, 
+    pg::Exec0(tx,
         absl::StrCat("UPDATE ", table, " SET kek_id = $2, wrapped_data_key = $3 WHERE id = $1"), id,
         rewrapped.kek_id, Bytes(rewrapped.wrapped_data_key));
     ++count;
@@ -48,7 +48,7 @@ absl::StatusOr<VaultMaintenance::RewrapProgress> PostgresStore::RewrapBatch(cons
   ASSIGN_OR_RETURN(std::vector<TenantId> tenants,
                    AcrossTenants<std::vector<TenantId>>("RewrapBatch", [&](pqxx::work& tx) {
                      std::vector<TenantId> out;
-                     for (const pqxx::row& r : pg::Exec(tx, 
+                     for (const pqxx::row& r : pg::Exec(tx,
                               "SELECT * FROM av_tenants_to_rewrap($1, $2)", current, max_records)) {
                        out.push_back(r[0].as<int64_t>());
                      }
@@ -64,7 +64,7 @@ absl::StatusOr<VaultMaintenance::RewrapProgress> PostgresStore::RewrapBatch(cons
         InTenant<int64_t>("RewrapBatch", scope, [&](pqxx::work& tx) -> absl::StatusOr<int64_t> {
           int64_t count = 0;
           // Rows another re-wrapper holds are skipped: concurrent runs share the work.
-          for (const pqxx::row& r : pg::Exec(tx, 
+          for (const pqxx::row& r : pg::Exec(tx,
                    "SELECT account_id, version, kek_id, wrapped_data_key, sealed_private_key "
                    "FROM account_keys WHERE kek_id <> $1 ORDER BY account_id, version LIMIT $2 "
                    "FOR UPDATE SKIP LOCKED",
@@ -74,7 +74,7 @@ absl::StatusOr<VaultMaintenance::RewrapProgress> PostgresStore::RewrapBatch(cons
             SealedKey sealed{r[2].as<std::string>(), BytesOf(r[3]), BytesOf(r[4])};
             ASSIGN_OR_RETURN(SealedKey rewrapped,
                              envelope_.Rewrap(sealed, AccountKeyContext(tenant, account, version)));
-            pg::Exec0(tx, 
+            pg::Exec0(tx,
                 "UPDATE account_keys SET kek_id = $3, wrapped_data_key = $4 "
                 "WHERE account_id = $1 AND version = $2",
                 account, version, rewrapped.kek_id, Bytes(rewrapped.wrapped_data_key));

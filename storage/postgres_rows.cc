@@ -21,7 +21,8 @@ std::optional<std::string> NonEmpty(absl::string_view s) {
 }
 
 std::string PreparedName(pqxx::transaction_base& tx, const std::string& sql) {
-  std::string name = absl::StrCat("av_q", absl::Hex(std::hash<std::string>{}(sql), absl::kZeroPad16));
+  std::string name =
+      absl::StrCat("av_q", absl::Hex(std::hash<std::string>{}(sql), absl::kZeroPad16));
   try {
     tx.conn().prepare(name, sql);  // Registers only; a repeat with the same text is a lookup.
   } catch (const pqxx::argument_error&) {

@@ -58,8 +58,8 @@ pqxx::binarystring Bytes(absl::string_view s);
 
 // The name under which `sql` is prepared on tx's connection, registered there on first use
 // (libpqxx prepares it at its first run): the statement's text is parsed, analyzed and planned
-// once per connection (PostgreSQL then keeps a generic plan once it costs no more than the
-// custom ones) instead of at every run, and the SQL functions it calls are inlined once. The
+// once per connection (the pool's connections take the generic plan from the first run)
+// instead of at every run, and the SQL functions it calls are inlined once. The
 // text must not carry values (they travel as parameters), so a connection holds one statement
 // per call site. Empty when the name is taken by another text (a hash collision): the caller
 // runs the text unprepared.

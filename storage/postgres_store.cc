@@ -177,7 +177,7 @@ absl::StatusOr<Tenant> PostgresStore::CreateTenant(const Actor& actor, const Ten
   auto created = AcrossTenants<Tenant>("CreateTenant", [&](pqxx::work& tx) -> absl::StatusOr<Tenant> {
     const TenantPolicy& p = spec.policy;
     TenantId id =
-        pg::Exec1(tx, 
+        pg::Exec1(tx,
               "SELECT av_create_tenant($1, $2::text[], $3, $4, $5, $6, $7, $8, av_ts($9))",
               spec.name, ArrayParam(spec.allowed_identifiers),
               std::string(crypto::KeyAlgorithmName(p.key_algorithm)),
@@ -188,7 +188,7 @@ absl::StatusOr<Tenant> PostgresStore::CreateTenant(const Actor& actor, const Ten
     // The rest of the transaction is confined to the new tenant.
     pg::Exec(tx, "SELECT set_config('acmevault.tenant_id', $1, true)", std::to_string(id));
     // av_create_tenant (0004) predates the column; the app role sets it, confined as above.
-    pg::Exec0(tx, 
+    pg::Exec0(tx,
         "UPDATE tenants SET key_storage = $2, certificate_key_algorithms = $3::text[] "
         "WHERE id = $1",
         id, std::string(KeyStorageName(p.key_storage)),
@@ -224,7 +224,7 @@ absl::StatusOr<Tenant> PostgresStore::UpdateTenant(const Scope& scope, const Ten
   const absl::Time now = Now();
   auto updated = InTenant<Tenant>("UpdateTenant", scope, [&](pqxx::work& tx) -> absl::StatusOr<Tenant> {
     const TenantPolicy& p = spec.policy;
-    Tenant out = TenantOf(pg::Exec1(tx, 
+    Tenant out = TenantOf(pg::Exec1(tx,
         absl::StrCat(
             "UPDATE tenants SET name = $2, allowed_identifiers = $3::text[], key_algorithm = $4, "
             "max_key_age_seconds = $5, deactivate_authorizations_after_issuance = $6, "
@@ -248,7 +248,7 @@ absl::StatusOr<Tenant> PostgresStore::UpdateTenant(const Scope& scope, const Ten
 absl::Status PostgresStore::DisableTenant(const Scope& scope) {
   const absl::Time now = Now();
   return InTenant("DisableTenant", scope, [&](pqxx::work& tx) {
-    pqxx::result r = pg::Exec(tx, 
+    pqxx::result r = pg::Exec(tx,
         "UPDATE tenants SET disabled_at = av_ts($2), updated_at = av_ts($2) "
         "WHERE id = $1 AND disabled_at IS NULL RETURNING id",
         scope.tenant, Micros(now));
@@ -282,7 +282,7 @@ absl::StatusOr<Identity> PostgresStore::AddSpiffeIdentity(const Scope& scope,
   const absl::Time now = Now();
   return InTenant<Identity>(
       "AddSpiffeIdentity", scope, [&](pqxx::work& tx) -> absl::StatusOr<Identity> {
-        Identity out = IdentityOf(pg::Exec1(tx, 
+        Identity out = IdentityOf(pg::Exec1(tx,
             absl::StrCat("INSERT INTO identities (tenant_id, role, spiffe_id, description, "
                          "created_at) VALUES ($1, $2, $3, $4, av_ts($5)) RETURNING ",
                          kIdentities.rows.columns),
@@ -307,7 +307,7 @@ absl::StatusOr<Identity> PostgresStore::AddTokenIdentity(const Scope& scope,
   if (expires_at.has_value()) expires_us = Micros(*expires_at);
   return InTenant<Identity>(
       "AddTokenIdentity", scope, [&](pqxx::work& tx) -> absl::StatusOr<Identity> {
-        Identity out = IdentityOf(pg::Exec1(tx, 
+        Identity out = IdentityOf(pg::Exec1(tx,
             absl::StrCat("INSERT INTO identities (tenant_id, role, token_sha256, description, "
                          "created_at, expires_at) VALUES ($1, $2, $3, $4, av_ts($5), av_ts($6)) "
                          "RETURNING ",
@@ -339,7 +339,7 @@ absl::StatusOr<Identity> PostgresStore::AuthenticateToken(absl::string_view toke
 absl::Status PostgresStore::RevokeIdentity(const Scope& scope, IdentityId id) {
   const absl::Time now = Now();
   return InTenant("RevokeIdentity", scope, [&](pqxx::work& tx) -> absl::Status {
-    pqxx::result r = pg::Exec(tx, 
+    pqxx::result r = pg::Exec(tx,
         "UPDATE identities SET revoked_at = av_ts($2) WHERE id = $1 AND revoked_at IS NULL "
         "RETURNING id",
         id, Micros(now));
