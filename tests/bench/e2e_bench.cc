@@ -83,9 +83,9 @@ ABSL_FLAG(int, issuances, 200, "issuances, at most");
 ABSL_FLAG(int, seconds, 30, "time limit of the issuance run or of each read run");
 ABSL_FLAG(int, streams, 64, "concurrent calls of the read run");
 ABSL_FLAG(std::string, perf_out, "",
-          "issue and read modes: record a perf profile (perf record -g) of acmevaultd and "
-          "PostgreSQL's backends during the IssueCertificate or GetCertificate run into this "
-          "file");
+          "record a perf profile (perf record -g) into this file: of acmevaultd and "
+          "PostgreSQL's backends during the GetCertificate run (read mode), of the whole "
+          "machine during the IssueCertificate run (issue mode)");
 ABSL_FLAG(std::string, label, "", "printed first on every line");
 ABSL_FLAG(int, call_ms, 500, "inflight mode: each IssueCertificate call's deadline");
 ABSL_FLAG(std::string, key_storage, "vault",
