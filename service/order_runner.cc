@@ -175,7 +175,8 @@ void OrderRunner::RecordHold(Context& ctx, storage::CaRequest request, const abs
   }
 }
 
-absl::StatusOr<std::optional<OrderStepResult>> OrderRunner::HeldBeforeNewOrder(Context& ctx) {
+absl::StatusOr<std::optional<OrderStepResult>> OrderRunner::HeldBeforeNewOrder(
+    Context& ctx, std::optional<storage::CaBudget>* taken) {
   const absl::Time now = options_.clock->Now();
   auto held = [&](absl::string_view reason, absl::Time until, absl::Status why) {
     if (options_.metrics) options_.metrics->RecordOrderHeld(reason);
@@ -209,13 +210,27 @@ absl::StatusOr<std::optional<OrderStepResult>> OrderRunner::HeldBeforeNewOrder(C
                                        hold.problem),
                           hold.until));
   }
-  if (!admitted.take.has_value() || admitted.take->taken) return std::nullopt;
+  if (!admitted.take.has_value()) return std::nullopt;
+  if (admitted.take->taken) {
+    *taken = bucket;
+    return std::nullopt;
+  }
   const absl::Time next = admitted.take->next_token_at;
   return held("budget", next,
               HeldUntil(absl::StrCat("the account's budget of ", budget.capacity,
                                      " new orders per ", absl::FormatDuration(budget.period),
                                      " at this CA is spent"),
                         next));
+}
+
+void OrderRunner::GiveBackBudgetToken(Context& ctx, const std::optional<storage::CaBudget>& taken,
+                                      const absl::Status& s) {
+  if (!taken.has_value() || ProblemTypeOf(s).empty()) return;
+  absl::Status returned = options_.limits->ReturnCaBudgetToken(ctx.scope(), ctx.account.id, *taken);
+  if (!returned.ok()) {
+    Log(LogLevel::kWarning, "could not give a new-order budget token back",
+        {{"order", absl::StrCat(ctx.order.id)}, {"status", returned.ToString()}});
+  }
 }
 
 absl::Status OrderRunner::ProveLease(Context& ctx) {
@@ -799,7 +814,8 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
     }
     // Within the CA's limits, as every replica keeps them: a hold from a rateLimited answer,
     // then a token of the account's budget (taken only when the request goes out).
-    ASSIGN_OR_RETURN(std::optional<OrderStepResult> held, HeldBeforeNewOrder(ctx));
+    std::optional<storage::CaBudget> token_from;
+    ASSIGN_OR_RETURN(std::optional<OrderStepResult> held, HeldBeforeNewOrder(ctx, &token_from));
     if (held.has_value()) return *std::move(held);
     acme::NewOrderOptions request;
     for (const auto& id : ctx.order.identifiers) request.identifiers.push_back({"dns", id});
@@ -826,6 +842,7 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
     }
     if (!created.ok()) {
       RecordHold(ctx, storage::CaRequest::kNewOrder, created.status());
+      GiveBackBudgetToken(ctx, token_from, created.status());
       return fail(created.status());
     }
     // Recorded before anything else happens at the CA (with the ledger and the answers, when

@@ -249,8 +249,15 @@ class OrderRunner {
                          const std::string& type);
   absl::Status Complete(Context& ctx, const acme::Order& order);
   // Before newOrder: the order's wait when a CA hold (any replica's) or the account's empty
-  // new-order budget keeps it from being sent now; nullopt when it may be sent (a token taken).
-  absl::StatusOr<std::optional<OrderStepResult>> HeldBeforeNewOrder(Context& ctx);
+  // new-order budget keeps it from being sent now; nullopt when it may be sent (a token taken:
+  // its bucket in *taken, for GiveBackBudgetToken).
+  absl::StatusOr<std::optional<OrderStepResult>> HeldBeforeNewOrder(
+      Context& ctx, std::optional<storage::CaBudget>* taken);
+  // After newOrder failed with `s`: a CA that answered with a problem made no order, so the
+  // token taken for it (`taken`) goes back to the account's bucket. A request whose fate is
+  // unknown (no answer, an answer that is not a problem document) keeps its token spent.
+  void GiveBackBudgetToken(Context& ctx, const std::optional<storage::CaBudget>& taken,
+                           const absl::Status& s);
   // After a CA answer `s` to `request`: a rateLimited answer with a Retry-After is stored as a
   // hold for every replica (a failure to store it is logged; the step goes on).
   void RecordHold(Context& ctx, storage::CaRequest request, const absl::Status& s);

@@ -993,6 +993,40 @@ TEST_F(OrderRunnerTest, AnEmptyNewOrderBudgetHoldsOrdersUntilItRefills) {
   EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 3);
 }
 
+// Issue 11: a newOrder the CA answered with a problem made no order, so its budget token goes
+// back: a CA refusing for a while does not drain the account's budget. A request whose fate is
+// unknown (here a 502 page, no problem document) keeps its token spent.
+TEST_F(OrderRunnerTest, ATokenForANewOrderTheCaRefusedGoesBackToTheBudget) {
+  std::unique_ptr<OrderRunner> runner = MakeRunner([](OrderRunner::Options& o) {
+    o.new_order_budgets[ScriptedServer::Url("/dir")] = {2, absl::Hours(1)};
+  });
+  storage::Lease lease = NewOrderRow({"leaf.example.com"});
+  ca_.On("POST", "/new-order", [](const Call&) {
+    return ScriptedServer::Problem(503, "serverInternal", "try later");
+  });
+  for (int i = 0; i < 3; ++i) {
+    auto refused = runner->Step({scope_, lease});
+    ASSERT_TRUE(refused.ok()) << refused.status();
+    EXPECT_NE(refused->kind, OrderStepResult::Kind::kHeld) << i;
+  }
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 3);
+  ca_.On("POST", "/new-order", [](const Call&) {
+    return ScriptedServer::Raw(502, "text/html", "<html>bad gateway</html>");
+  });
+  for (int i = 0; i < 2; ++i) {
+    auto unknown = runner->Step({scope_, lease});
+    ASSERT_TRUE(unknown.ok()) << unknown.status();
+    EXPECT_NE(unknown->kind, OrderStepResult::Kind::kHeld) << i;
+  }
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 5);
+  // The two unanswered requests spent the budget; the three refused ones did not.
+  auto held = runner->Step({scope_, lease});
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_EQ(held->kind, OrderStepResult::Kind::kHeld);
+  EXPECT_THAT(held->why, StatusIs(absl::StatusCode::kResourceExhausted, "budget of 2 new orders"));
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 5);
+}
+
 // Issue 11: an order the CA keeps processing after finalize times out into stalled: a new
 // order for the same names is made (not joined onto it) and runs to its certificate, and the
 // stalled one is looked at again later from its stored URL and stored once the CA issues,

@@ -95,6 +95,18 @@ absl::StatusOr<CaBudgetTake> PostgresStore::TakeCaBudgetToken(const Scope& scope
       });
 }
 
+absl::Status PostgresStore::ReturnCaBudgetToken(const Scope& scope, AccountId account,
+                                                const CaBudget& budget) {
+  RETURN_IF_ERROR(rules::ValidateCaBudget(budget));
+  return InTenant("ReturnCaBudgetToken", scope, [&](pqxx::work& tx) {
+    pg::Exec0(tx,
+              "UPDATE ca_budgets SET tokens = LEAST($3::float8, tokens + 1) "
+              "WHERE account_id = $1 AND budget = $2",
+              account, budget.name, budget.capacity);
+    return absl::OkStatus();
+  });
+}
+
 absl::StatusOr<CaAdmission> PostgresStore::AdmitCaRequest(const Scope& scope,
                                                           const CaHoldKey& key,
                                                           const std::optional<CaBudget>& budget,

@@ -170,6 +170,8 @@ class PostgresStore final : public Store {
                                    absl::Time now) override;
   absl::StatusOr<CaBudgetTake> TakeCaBudgetToken(const Scope& scope, AccountId account,
                                                  const CaBudget& budget, absl::Time now) override;
+  absl::Status ReturnCaBudgetToken(const Scope& scope, AccountId account,
+                                   const CaBudget& budget) override;
 
   // AuthorizationStore
   absl::StatusOr<Authorization> RecordAuthorization(

@@ -330,6 +330,12 @@ class CaLimitStore {
   virtual absl::StatusOr<CaBudgetTake> TakeCaBudgetToken(const Scope& scope, AccountId account,
                                                          const CaBudget& budget,
                                                          absl::Time now) = 0;
+  // Gives back a token taken from `account`'s bucket `budget.name` for a request the CA did
+  // not take (it answered with a problem, so it made nothing): the bucket gains one, to at
+  // most the capacity. A bucket never taken from is left as it is. INVALID_ARGUMENT as
+  // TakeCaBudgetToken's.
+  virtual absl::Status ReturnCaBudgetToken(const Scope& scope, AccountId account,
+                                           const CaBudget& budget) = 0;
 };
 
 class AuthorizationStore {

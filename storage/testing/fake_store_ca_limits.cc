@@ -72,6 +72,20 @@ absl::StatusOr<CaBudgetTake> FakeStore::TakeCaBudgetToken(const Scope& scope, Ac
   return TakeCaBudgetTokenLocked(s, scope, account, budget, now);
 }
 
+absl::Status FakeStore::ReturnCaBudgetToken(const Scope& scope, AccountId account,
+                                            const CaBudget& budget) {
+  RETURN_IF_ERROR(rules::ValidateCaBudget(budget));
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  RETURN_IF_ERROR(fake::RequireTenant(s, scope));
+  auto it = s.ca_budgets.find({scope.tenant, account, budget.name});
+  if (it != s.ca_budgets.end()) {
+    double& tokens = it->second.first;
+    tokens = std::min(budget.capacity, tokens + 1);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<CaAdmission> FakeStore::AdmitCaRequest(const Scope& scope, const CaHoldKey& key,
                                                       const std::optional<CaBudget>& budget,
                                                       absl::Time now) {

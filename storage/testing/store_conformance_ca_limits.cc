@@ -181,6 +181,44 @@ TEST_P(StoreConformanceTest, ABudgetStartsFullEmptiesAndRefillsWithTime) {
               StatusIs(kInvalidArgument));
 }
 
+// A token taken for a request the CA did not take goes back to the bucket, to at most its
+// capacity; a bucket never taken from stays as it is (it starts full anyway).
+TEST_P(StoreConformanceTest, ATokenGivenBackIsTakenAgainAndNeverOverfills) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  const CaBudget budget{"new_order", 2, absl::Hours(300)};  // no refill within the test
+  ASSERT_OK(store().ReturnCaBudgetToken(scope, account.id, budget));  // no bucket yet
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_OK_AND_ASSIGN(CaBudgetTake take,
+                         store().TakeCaBudgetToken(scope, account.id, budget, clock().Now()));
+    EXPECT_TRUE(take.taken) << i;
+  }
+  ASSERT_OK_AND_ASSIGN(CaBudgetTake empty,
+                       store().TakeCaBudgetToken(scope, account.id, budget, clock().Now()));
+  EXPECT_FALSE(empty.taken);
+  ASSERT_OK(store().ReturnCaBudgetToken(scope, account.id, budget));
+  ASSERT_OK_AND_ASSIGN(CaBudgetTake again,
+                       store().TakeCaBudgetToken(scope, account.id, budget, clock().Now()));
+  EXPECT_TRUE(again.taken);
+  EXPECT_NEAR(again.tokens_left, 0, 1e-6);
+  // Three given back to a bucket of two: it holds two.
+  for (int i = 0; i < 3; ++i) ASSERT_OK(store().ReturnCaBudgetToken(scope, account.id, budget));
+  ASSERT_OK_AND_ASSIGN(CaBudgetTake full,
+                       store().TakeCaBudgetToken(scope, account.id, budget, clock().Now()));
+  EXPECT_TRUE(full.taken);
+  EXPECT_NEAR(full.tokens_left, 1, 1e-6);
+  // Another tenant's scope does not reach this account's bucket.
+  Tenant b = MakeTenant("beta");
+  ASSERT_OK(store().ReturnCaBudgetToken(ScopeOf(b), account.id, budget));
+  ASSERT_OK_AND_ASSIGN(CaBudgetTake last,
+                       store().TakeCaBudgetToken(scope, account.id, budget, clock().Now()));
+  EXPECT_TRUE(last.taken);
+  EXPECT_NEAR(last.tokens_left, 0, 1e-6);
+  EXPECT_THAT(store().ReturnCaBudgetToken(scope, account.id, CaBudget{"", 2, absl::Hours(1)}),
+              StatusIs(kInvalidArgument));
+}
+
 TEST_P(StoreConformanceTest, AStalledOrderStaysInFlightButNoLongerHoldsItsNames) {
   Tenant a = MakeTenant("alpha");
   const Scope scope = ScopeOf(a);
