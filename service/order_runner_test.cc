@@ -1001,23 +1001,18 @@ TEST_F(OrderRunnerTest, ATokenForANewOrderTheCaRefusedGoesBackToTheBudget) {
     o.new_order_budgets[ScriptedServer::Url("/dir")] = {2, absl::Hours(1)};
   });
   storage::Lease lease = NewOrderRow({"leaf.example.com"});
-  ca_.On("POST", "/new-order", [](const Call&) {
-    return ScriptedServer::Problem(503, "serverInternal", "try later");
-  });
-  for (int i = 0; i < 3; ++i) {
-    auto refused = runner->Step({scope_, lease});
-    ASSERT_TRUE(refused.ok()) << refused.status();
-    EXPECT_NE(refused->kind, OrderStepResult::Kind::kHeld) << i;
-  }
+  // `n` steps, each sending a newOrder that fails with `answer` (none held by the budget).
+  auto failing_steps = [&](int n, acme::HttpResponse answer) {
+    ca_.On("POST", "/new-order", [answer](const Call&) { return answer; });
+    for (int i = 0; i < n; ++i) {
+      auto step = runner->Step({scope_, lease});
+      ASSERT_TRUE(step.ok()) << step.status();
+      EXPECT_NE(step->kind, OrderStepResult::Kind::kHeld) << i;
+    }
+  };
+  failing_steps(3, ScriptedServer::Problem(503, "serverInternal", "try later"));
   EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 3);
-  ca_.On("POST", "/new-order", [](const Call&) {
-    return ScriptedServer::Raw(502, "text/html", "<html>bad gateway</html>");
-  });
-  for (int i = 0; i < 2; ++i) {
-    auto unknown = runner->Step({scope_, lease});
-    ASSERT_TRUE(unknown.ok()) << unknown.status();
-    EXPECT_NE(unknown->kind, OrderStepResult::Kind::kHeld) << i;
-  }
+  failing_steps(2, ScriptedServer::Raw(502, "text/html", "<html>bad gateway</html>"));
   EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 5);
   // The two unanswered requests spent the budget; the three refused ones did not.
   auto held = runner->Step({scope_, lease});
