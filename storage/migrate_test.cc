@@ -189,8 +189,9 @@ TEST_F(MigrateTest, RecordsTheOldestBinaryEachMigrationAdmits) {
   // 0023 (the audit encoding's language, same bytes) and 0024 (four helpers' language or
   // strictness, same values) admit binaries that know the one before, and 0010 (the job
   // table: new tables and functions no earlier binary reads) binaries that know 0009; every
-  // other migration shipped so far needs a binary that knows it (0017 among them: an older binary would join stalled orders; 0018 too: it
-  // would take an ephemeral account for the tenant's own).
+  // other migration shipped so far needs a binary that knows it (0017 among them: an older
+  // binary would join stalled orders; 0018 too: it would take an ephemeral account for the
+  // tenant's own).
   EXPECT_EQ(Query("SELECT version, compatible_from FROM schema_version "
                   "WHERE version <> compatible_from ORDER BY version"),
             (std::vector<std::vector<std::string>>{
