@@ -417,7 +417,9 @@ absl::StatusOr<Account> AcmeClient::NewAccount(const crypto::Signer& key,
   std::string location = r.http.Header("Location");
   if (location.empty()) return absl::InvalidArgumentError(what + ": no Location header");
   RETURN_IF_ERROR(CheckSameOrigin(location, what));
-  return ParseAccount(r.json, location, what);
+  ASSIGN_OR_RETURN(Account account, ParseAccount(r.json, location, what));
+  account.created = r.http.status == 201;
+  return account;
 }
 
 absl::StatusOr<Account> AcmeClient::GetAccount(const AccountRef& account) {

@@ -76,6 +76,9 @@ struct Account {
   std::string status;  // "valid", "deactivated" or "revoked".
   std::vector<std::string> contact;
   std::string orders;  // The orders list URL, if the CA gives one.
+  // newAccount only: the CA made the account with this request (RFC 8555 §7.3: 201 Created),
+  // not found one it had for the key (200).
+  bool created = false;
 };
 
 struct Order {

@@ -108,6 +108,19 @@ TEST_F(ClientTest, NewAccountSendsJwkTermsContactAndEab) {
   ASSERT_TRUE(eab.ok());
   EXPECT_EQ(eab->header["kid"], "kid-7");
   EXPECT_EQ(eab->signature, crypto::HmacSha256(mac, eab->signing_input));
+  EXPECT_TRUE(acct->created);  // 201
+}
+
+// RFC 8555 §7.3: a CA that already has an account for the key answers 200 with it; the client
+// tells that apart from an account made now (201), which the new-account budget counts.
+TEST_F(ClientTest, NewAccountTellsAnAccountMadeFromOneFound) {
+  server_.On("POST", "/new-acct", [](const ScriptedServer::Call&) {
+    return ScriptedServer::Json(200, {{"status", "valid"}}, {{"Location", Url("/acct/1")}});
+  });
+  auto found = client_->NewAccount(*key_, {});
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_EQ(found->url, Url("/acct/1"));
+  EXPECT_FALSE(found->created);
 }
 
 TEST_F(ClientTest, NoncesComeFromResponsesAndHeadOnlyWhenThePoolIsEmpty) {

@@ -312,9 +312,11 @@ absl::StatusOr<AccountView> AccountManager::CreateAccount(const Caller& caller,
   }
   ASSIGN_OR_RETURN(SigningKey key, options_.keys->Version(scope, id, 1, "CreateAccount"));
   ASSIGN_OR_RETURN(acme::AcmeClient * client, options_.clients->For(directory));
+  ASSIGN_OR_RETURN(bool token, NewAccountToken(directory));
   auto acct =
       client->NewAccount(*key.signer, {spec.contact, true, false, spec.eab_key_id, mac});
   if (options_.metrics) options_.metrics->RecordAcme("newAccount", acct.status());
+  if (token) SettleNewAccountToken(*options_.limits, options_.ca_limits, directory, acct);
   if (std::optional<absl::Time> until = RateLimitedUntil(acct.status());
       until.has_value() && options_.limits != nullptr && *until > options_.clock->Now()) {
     absl::Status stored = options_.limits->RecordCaHold(
@@ -331,6 +333,12 @@ absl::StatusOr<AccountView> AccountManager::CreateAccount(const Caller& caller,
     RETURN_IF_ERROR(options_.accounts->PromoteKey(scope, *lease, key.info.version));
   }
   return View(scope, id);
+}
+
+absl::StatusOr<bool> AccountManager::NewAccountToken(absl::string_view directory_url) {
+  if (options_.limits == nullptr) return false;
+  return TakeNewAccountToken(*options_.limits, options_.ca_limits, directory_url,
+                             options_.clock->Now());
 }
 
 absl::StatusOr<AccountView> AccountManager::GetAccount(const Caller& caller) {
@@ -520,9 +528,14 @@ absl::StatusOr<AccountManager::Replaced> AccountManager::ReplaceByNewAccount(
   }
   // RFC 8555 §7.3.1: for a key the CA knows already this answers with that account, so a
   // repeated attempt finds the account an earlier one registered.
+  ASSIGN_OR_RETURN(bool token, NewAccountToken(current.account.directory_url));
   auto registered =
       current.client->NewAccount(candidate, {.contact = contact, .terms_of_service_agreed = true});
   if (options_.metrics) options_.metrics->RecordAcme("newAccount", registered.status());
+  if (token) {
+    SettleNewAccountToken(*options_.limits, options_.ca_limits, current.account.directory_url,
+                          registered);
+  }
   if (!registered.ok()) {
     // Discarded only while the old account is still usable at the CA: once an earlier attempt
     // closed it there, the pending key is the tenant's only way on, and is kept. A rate limit

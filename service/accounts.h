@@ -76,6 +76,7 @@
 #include "crypto/revocation_reason.h"
 #include "service/account_keys.h"
 #include "service/auth.h"
+#include "service/ca_limits.h"
 #include "service/issuer.h"
 #include "service/metrics.h"
 #include "service/order_runner.h"
@@ -179,6 +180,11 @@ class AccountManager {
     // hold of the pending account, so that no replica registers it again before its
     // Retry-After passes.
     storage::CaLimitStore* limits = nullptr;
+    // With `limits`: the fleet's new-account budget at each CA (service/ca_limits.h), taken
+    // before every newAccount that may make an account (creation, the rollover at a CA without
+    // keyChange, a hijacked account's replacement) and given back when the CA made none. An
+    // empty budget is RESOURCE_EXHAUSTED with the next token's time, nothing sent.
+    CaLimitsByDirectory ca_limits;
     const Clock* clock = Clock::Real();
     // How long a call holds an account's key lease (rollover, recovery, creation): longer than
     // the ACME requests it covers (keyChange and the probes around it, each attempt bounded by
@@ -283,6 +289,9 @@ class AccountManager {
 
  private:
   struct Current;  // The tenant's account, its active key and CA client.
+  // Before a newAccount that may make an account at `directory_url`: TakeNewAccountToken
+  // (service/ca_limits.h) with this manager's store and limits; false without a store.
+  absl::StatusOr<bool> NewAccountToken(absl::string_view directory_url);
   // One run of RespondToCompromise.
   struct Compromise {
     const Caller& caller;

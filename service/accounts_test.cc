@@ -187,6 +187,53 @@ TEST_F(AccountsTest, ARateLimitedNewAccountIsNotSentAgainBeforeItsRetryAfter) {
   EXPECT_EQ(ca_.CountCalls("POST", "/new-acct"), 2);
 }
 
+// Issue 11: the fleet's new-account budget at the CA (Let's Encrypt: 10 per IP per 3 hours)
+// holds CreateAccount, nothing sent, with the next token's time; a CA that made no account (a
+// problem, or the account it had for the key) gets its token back.
+TEST_F(AccountsTest, CreateAccountWaitsForTheFleetsNewAccountBudget) {
+  spare_engines_.push_back(*Engine::Create(fx_.WithStore(Engine::Options{.owner = "spare"})));
+  auto options = fx_.WithStore(AccountManager::Options{.clients = clients_.get(),
+                                                       .issuer = issuer_,
+                                                       .engine = spare_engines_.back().get(),
+                                                       .notices = &replica_->notices(),
+                                                       .clock = &fx_.clock()});
+  options.ca_limits.by_directory[ScriptedServer::Url("/dir")].new_accounts = {1, absl::Hours(3)};
+  std::unique_ptr<AccountManager> manager = *AccountManager::Create(options);
+  // Another tenant opened an account at this CA a minute ago.
+  const storage::CaBudget accounts{"new_account", 1, absl::Hours(3)};
+  ASSERT_TRUE(fx_.store()
+                  .TakeCaDirectoryBudgetToken(ScriptedServer::Url("/dir"), accounts,
+                                              fx_.clock().Now() - absl::Minutes(1))
+                  .ok());
+  auto held = manager->CreateAccount(admin_, {{"mailto:pki@example.com"}, true});
+  EXPECT_THAT(held, StatusIs(absl::StatusCode::kResourceExhausted, "1 new accounts per 3h"));
+  ASSERT_FALSE(held.ok());
+  std::optional<acme::Problem> problem = acme::GetProblem(held.status());
+  ASSERT_TRUE(problem.has_value() && problem->retry_after.has_value());
+  EXPECT_EQ(*problem->retry_after, fx_.clock().Now() + absl::Hours(3) - absl::Minutes(1));
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-acct"), 0);
+
+  // At that time: the CA refuses (a problem document, so it made nothing), and the token
+  // taken for that request is there for the next one.
+  fx_.clock().Set(*problem->retry_after);
+  std::atomic<int> refusals{1};
+  ca_.On("POST", "/new-acct", [&](const Call&) {
+    if (refusals-- > 0) return ScriptedServer::Problem(500, "serverInternal", "try again");
+    return ScriptedServer::Json(201, {{"status", "valid"}, {"contact", nlohmann::json::array()}},
+                                {{"Location", ScriptedServer::Url("/acct/1")}});
+  });
+  EXPECT_FALSE(manager->CreateAccount(admin_, {{"mailto:pki@example.com"}, true}).ok());
+  auto view = manager->CreateAccount(admin_, {{"mailto:pki@example.com"}, true});
+  ASSERT_TRUE(view.ok()) << view.status();
+  EXPECT_EQ(view->account.status, storage::AccountStatus::kValid);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-acct"), 2);
+  // The account made (201) spent the token.
+  auto spent = fx_.store().TakeCaDirectoryBudgetToken(ScriptedServer::Url("/dir"), accounts,
+                                                      fx_.clock().Now());
+  ASSERT_TRUE(spent.ok());
+  EXPECT_FALSE(spent->taken);
+}
+
 TEST_F(AccountsTest, CreateAccountNeedsAdminAgreedTermsAndGoodEab) {
   EXPECT_THAT(accounts_->CreateAccount(host_, {{}, true}),
               StatusIs(absl::StatusCode::kPermissionDenied));

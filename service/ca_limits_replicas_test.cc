@@ -171,7 +171,7 @@ TEST_F(CaLimitsReplicasTest, ARateLimitedAnswerOnOneReplicaHoldsTheOther) {
 TEST_F(CaLimitsReplicasTest, TwoReplicasShareOneNewOrderBudget) {
   ScriptNewOrders("processing");
   auto adjust = [](OrderRunner::Options& o) {
-    o.new_order_budgets[ScriptedServer::Url("/dir")] = {1, absl::Hours(1)};
+    o.ca_limits.by_directory[ScriptedServer::Url("/dir")].new_orders = {1, absl::Hours(1)};
     // The CA keeps the orders processing: looked at rarely, never stalled here.
     o.poll_first_delay = o.poll_max_delay = absl::Hours(5);
     o.processing_timeout = absl::Hours(24);

@@ -6,14 +6,20 @@ namespace acmevault::service {
 
 namespace {
 
-NewOrderBudget BudgetFrom(const v1::ServerConfig::CaLimits& limits) {
-  NewOrderBudget budget;
-  if (limits.new_orders() > 0) budget.capacity = limits.new_orders();
-  if (limits.new_orders() < 0) budget.capacity = 0;  // off
-  if (limits.new_orders_period_seconds() > 0) {
-    budget.period = absl::Seconds(limits.new_orders_period_seconds());
-  }
-  return budget;
+// A limit as configured: unset (0) keeps the default, negative turns it off.
+void LimitFrom(int32_t capacity, int32_t period_seconds, BudgetLimit& limit) {
+  if (capacity > 0) limit.capacity = capacity;
+  if (capacity < 0) limit.capacity = 0;  // off
+  if (period_seconds > 0) limit.period = absl::Seconds(period_seconds);
+}
+
+CaLimits LimitsFrom(const v1::ServerConfig::CaLimits& c) {
+  CaLimits limits;
+  LimitFrom(c.new_orders(), c.new_orders_period_seconds(), limits.new_orders);
+  LimitFrom(c.duplicate_certificates(), c.duplicate_certificates_period_seconds(),
+            limits.duplicate_certificates);
+  LimitFrom(c.new_accounts(), c.new_accounts_period_seconds(), limits.new_accounts);
+  return limits;
 }
 
 }  // namespace
@@ -52,9 +58,9 @@ EngineSettings EngineSettingsFrom(const v1::ServerConfig& config) {
   out.order_stalled_look_interval = c.order_stalled_look_interval_seconds() > 0
                                         ? absl::Seconds(c.order_stalled_look_interval_seconds())
                                         : runner.stalled_look_interval;
-  out.new_order_budget = BudgetFrom(config.ca_limits());
+  out.ca_limits.defaults = LimitsFrom(config.ca_limits());
   for (const v1::ServerConfig::CaLimits& limits : config.ca_limits_by_directory()) {
-    out.new_order_budgets[limits.directory_url()] = BudgetFrom(limits);
+    out.ca_limits.by_directory[limits.directory_url()] = LimitsFrom(limits);
   }
   return out;
 }

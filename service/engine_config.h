@@ -9,6 +9,7 @@
 
 #include "absl/time/time.h"
 #include "acmevault/v1/config.pb.h"
+#include "service/ca_limits.h"
 #include "service/engine.h"
 #include "service/order_runner.h"
 
@@ -24,8 +25,7 @@ struct EngineSettings {
   absl::Duration order_processing_timeout;
   absl::Duration order_stalled_look_interval;
   // ServerConfig.ca_limits and ca_limits_by_directory (by directory URL).
-  NewOrderBudget new_order_budget;
-  std::map<std::string, NewOrderBudget> new_order_budgets;
+  CaLimitsByDirectory ca_limits;
 };
 
 EngineSettings EngineSettingsFrom(const v1::ServerConfig& config);

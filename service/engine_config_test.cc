@@ -31,28 +31,58 @@ TEST(EngineSettingsFrom, UnsetFieldsTakeTheDocumentedDefaults) {
   EXPECT_EQ(s.order_poll_max_delay, absl::Seconds(10));
   EXPECT_EQ(s.order_processing_timeout, absl::Hours(1));
   EXPECT_EQ(s.order_stalled_look_interval, absl::Hours(1));
-  // Let's Encrypt's published limit: 300 new orders per account per 3 hours.
-  EXPECT_EQ(s.new_order_budget.capacity, 300);
-  EXPECT_EQ(s.new_order_budget.period, absl::Hours(3));
-  EXPECT_TRUE(s.new_order_budgets.empty());
+  // Let's Encrypt's published limits: 300 new orders per account per 3 hours, 5 certificates
+  // per exact set of identifiers per week, 10 new accounts per IP per 3 hours.
+  const CaLimits& limits = s.ca_limits.defaults;
+  EXPECT_EQ(limits.new_orders.capacity, 300);
+  EXPECT_EQ(limits.new_orders.period, absl::Hours(3));
+  EXPECT_EQ(limits.duplicate_certificates.capacity, 5);
+  EXPECT_EQ(limits.duplicate_certificates.period, absl::Hours(7 * 24));
+  EXPECT_EQ(limits.new_accounts.capacity, 10);
+  EXPECT_EQ(limits.new_accounts.period, absl::Hours(3));
+  EXPECT_TRUE(s.ca_limits.by_directory.empty());
 }
 
 TEST(EngineSettingsFrom, CaLimitsApplyByDirectoryAndANegativeBudgetTurnsItOff) {
   EngineSettings s = EngineSettingsFrom(Parse(R"pb(
     engine { order_processing_timeout_seconds: 600 order_stalled_look_interval_seconds: 7200 }
-    ca_limits { new_orders: 50 new_orders_period_seconds: 3600 }
+    ca_limits {
+      new_orders: 50
+      new_orders_period_seconds: 3600
+      duplicate_certificates: 2
+      duplicate_certificates_period_seconds: 60
+      new_accounts: -1
+      new_accounts_period_seconds: 120
+    }
     ca_limits_by_directory { directory_url: "https://ca.one/dir" new_orders: 10 }
-    ca_limits_by_directory { directory_url: "https://ca.two/dir" new_orders: -1 }
+    ca_limits_by_directory {
+      directory_url: "https://ca.two/dir"
+      new_orders: -1
+      duplicate_certificates: -1
+      new_accounts: 3
+    }
   )pb"));
   EXPECT_EQ(s.order_processing_timeout, absl::Minutes(10));
   EXPECT_EQ(s.order_stalled_look_interval, absl::Hours(2));
-  EXPECT_EQ(s.new_order_budget.capacity, 50);
-  EXPECT_EQ(s.new_order_budget.period, absl::Hours(1));
-  ASSERT_EQ(s.new_order_budgets.size(), 2u);
+  const CaLimits& any = s.ca_limits.For("https://elsewhere.test/dir");
+  EXPECT_EQ(any.new_orders.capacity, 50);
+  EXPECT_EQ(any.new_orders.period, absl::Hours(1));
+  EXPECT_EQ(any.duplicate_certificates.capacity, 2);
+  EXPECT_EQ(any.duplicate_certificates.period, absl::Minutes(1));
+  EXPECT_EQ(any.new_accounts.capacity, 0);
+  EXPECT_EQ(any.new_accounts.period, absl::Minutes(2));
+  ASSERT_EQ(s.ca_limits.by_directory.size(), 2u);
   // Each directory's limits are whole: unset fields take the defaults.
-  EXPECT_EQ(s.new_order_budgets["https://ca.one/dir"].capacity, 10);
-  EXPECT_EQ(s.new_order_budgets["https://ca.one/dir"].period, absl::Hours(3));
-  EXPECT_EQ(s.new_order_budgets["https://ca.two/dir"].capacity, 0);
+  const CaLimits& one = s.ca_limits.For("https://ca.one/dir");
+  EXPECT_EQ(one.new_orders.capacity, 10);
+  EXPECT_EQ(one.new_orders.period, absl::Hours(3));
+  EXPECT_EQ(one.duplicate_certificates.capacity, 5);
+  EXPECT_EQ(one.new_accounts.capacity, 10);
+  const CaLimits& two = s.ca_limits.For("https://ca.two/dir");
+  EXPECT_EQ(two.new_orders.capacity, 0);
+  EXPECT_EQ(two.duplicate_certificates.capacity, 0);
+  EXPECT_EQ(two.new_accounts.capacity, 3);
+  EXPECT_EQ(two.new_accounts.period, absl::Hours(3));
 }
 
 TEST(EngineSettingsFrom, EveryFieldThatIsSetIsUsed) {

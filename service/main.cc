@@ -320,27 +320,25 @@ absl::Status Serve() {
   ASSIGN_OR_RETURN(auto engine, service::Engine::Create(settings.engine));
   const absl::Duration lease = settings.engine.lease_duration;
   ASSIGN_OR_RETURN(auto runner,
-                   service::OrderRunner::Create({.tenants = s,
-                                                 .orders = s,
-                                                 .accounts = s,
-                                                 .keys = keys.get(),
-                                                 .authorizations = s,
-                                                 .challenges = s,
-                                                 .published = &published,
-                                                 .jobs = s,
-                                                 .clients = clients.get(),
-                                                 .dns01 = dns01.get(),
-                                                 .metrics = &metrics,
-                                                 .lease_duration = lease,
-                                                 .poll_first_delay = settings.order_poll_first_delay,
-                                                 .poll_max_delay = settings.order_poll_max_delay,
-                                                 .limits = s,
-                                                 .new_order_budget = settings.new_order_budget,
-                                                 .new_order_budgets = settings.new_order_budgets,
-                                                 .processing_timeout =
-                                                     settings.order_processing_timeout,
-                                                 .stalled_look_interval =
-                                                     settings.order_stalled_look_interval}));
+                   service::OrderRunner::Create(
+                       {.tenants = s,
+                        .orders = s,
+                        .accounts = s,
+                        .keys = keys.get(),
+                        .authorizations = s,
+                        .challenges = s,
+                        .published = &published,
+                        .jobs = s,
+                        .clients = clients.get(),
+                        .dns01 = dns01.get(),
+                        .metrics = &metrics,
+                        .lease_duration = lease,
+                        .poll_first_delay = settings.order_poll_first_delay,
+                        .poll_max_delay = settings.order_poll_max_delay,
+                        .limits = s,
+                        .ca_limits = settings.ca_limits,
+                        .processing_timeout = settings.order_processing_timeout,
+                        .stalled_look_interval = settings.order_stalled_look_interval}));
   const absl::Duration issue_max_wait =
       config.issue_max_wait_seconds() > 0 ? absl::Seconds(config.issue_max_wait_seconds())
                                           : absl::Seconds(60);
@@ -363,21 +361,22 @@ absl::Status Serve() {
   const int deactivation_concurrency =
       per_ca > 0 ? std::min(per_ca, service::AccountManager::Options{}.deactivation_concurrency)
                  : service::AccountManager::Options{}.deactivation_concurrency;
-  ASSIGN_OR_RETURN(auto accounts, service::AccountManager::Create({.tenants = s,
-                                                                   .accounts = s,
-                                                                   .keys = keys.get(),
-                                                                   .authorizations = s,
-                                                                   .certificates = s,
-                                                                   .audit = s,
-                                                                   .compromise_runs = s,
-                                                                   .clients = clients.get(),
-                                                                   .issuer = issuer.get(),
-                                                                   .engine = engine.get(),
-                                                                   .notices = &notices,
-                                                                   .metrics = &metrics,
-                                                                   .limits = s,
-                                                                   .deactivation_concurrency =
-                                                                       deactivation_concurrency}));
+  ASSIGN_OR_RETURN(auto accounts, service::AccountManager::Create(
+                                      {.tenants = s,
+                                       .accounts = s,
+                                       .keys = keys.get(),
+                                       .authorizations = s,
+                                       .certificates = s,
+                                       .audit = s,
+                                       .compromise_runs = s,
+                                       .clients = clients.get(),
+                                       .issuer = issuer.get(),
+                                       .engine = engine.get(),
+                                       .notices = &notices,
+                                       .metrics = &metrics,
+                                       .limits = s,
+                                       .ca_limits = settings.ca_limits,
+                                       .deactivation_concurrency = deactivation_concurrency}));
   // A keyChange whose outcome was unknown (or a rollover cut short by a crash) left a pending
   // key: ask the CA about it before serving. Not fatal: each use of the key resolves it first.
   accounts->ResolvePendingKeys({"acmevaultd", "start-up"}).IgnoreError();

@@ -63,8 +63,10 @@ class Metrics {
   void RecordAuthorizationDeactivation(absl::string_view result);
   // acmevault_orders_held_total{reason}: order steps that sent no request to the CA because
   // its limits hold it back: "hold" (a rateLimited answer's Retry-After, any replica's),
-  // "budget" (the account's token bucket is empty) or "duplicate" (the duplicate certificate
-  // limit for the identifier set). The order waits; it does not fail.
+  // "budget" (the account's new-order bucket is empty), "duplicate_budget" (the tenant's bucket
+  // for the identifier set is), "account_budget" (the fleet's new-account bucket at the CA is,
+  // for an ephemeral account) or "stalled" (set aside while the CA keeps it processing). The
+  // order waits; it does not fail.
   void RecordOrderHeld(absl::string_view reason);
   // acmevault_ephemeral_accounts_total{event}: accounts of ephemeral-account mode (one per
   // order): "created" (registered at the CA), "deactivated" (at the CA, after the order ended),

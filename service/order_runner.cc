@@ -124,13 +124,8 @@ absl::StatusOr<std::unique_ptr<OrderRunner>> OrderRunner::Create(Options options
     return absl::InvalidArgumentError(
         "OrderRunner: the processing timeout and the stalled look interval must be positive");
   }
-  std::vector<NewOrderBudget> budgets{options.new_order_budget};
-  for (const auto& [url, budget] : options.new_order_budgets) budgets.push_back(budget);
-  for (const NewOrderBudget& budget : budgets) {
-    if (budget.capacity < 0 || (budget.capacity > 0 && budget.period <= absl::ZeroDuration())) {
-      return absl::InvalidArgumentError(
-          "OrderRunner: a new-order budget needs a capacity of at least 0 and a positive period");
-    }
+  if (absl::Status limits = options.ca_limits.Validate(); !limits.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("OrderRunner: ", limits.message()));
   }
   return std::unique_ptr<OrderRunner>(new OrderRunner(options));
 }
@@ -176,7 +171,7 @@ void OrderRunner::RecordHold(Context& ctx, storage::CaRequest request, const abs
 }
 
 absl::StatusOr<std::optional<OrderStepResult>> OrderRunner::HeldBeforeNewOrder(
-    Context& ctx, std::optional<storage::CaBudget>* taken) {
+    Context& ctx, std::vector<storage::CaBudget>* taken) {
   const absl::Time now = options_.clock->Now();
   auto held = [&](absl::string_view reason, absl::Time until, absl::Status why) {
     if (options_.metrics) options_.metrics->RecordOrderHeld(reason);
@@ -189,20 +184,19 @@ absl::StatusOr<std::optional<OrderStepResult>> OrderRunner::HeldBeforeNewOrder(
         OrderStepResult{OrderStepResult::Kind::kHeld, ctx.order, until, std::move(why)});
   };
   // A rateLimited answer to any replica's newOrder for this account and identifier set; then
-  // the account's budget of new orders at this CA, shared by the fleet: one transaction.
-  auto configured = options_.new_order_budgets.find(ctx.account.directory_url);
-  const NewOrderBudget& budget = configured == options_.new_order_budgets.end()
-                                     ? options_.new_order_budget
-                                     : configured->second;
-  std::optional<storage::CaBudget> bucket;
-  if (budget.capacity > 0) {
-    bucket = storage::CaBudget{"new_order", static_cast<double>(budget.capacity), budget.period};
+  // the account's budget of new orders and the tenant's of certificates for this identifier
+  // set at this CA, shared by the fleet: one transaction, a token from each or from none.
+  const CaLimits& limits = options_.ca_limits.For(ctx.account.directory_url);
+  std::vector<storage::CaBudget> buckets;
+  if (auto bucket = NewOrderBucket(limits)) buckets.push_back(*std::move(bucket));
+  if (auto bucket = DuplicateCertificateBucket(limits, ctx.order.identifiers)) {
+    buckets.push_back(*std::move(bucket));
   }
   ASSIGN_OR_RETURN(
       storage::CaAdmission admitted,
       options_.limits->AdmitCaRequest(
           ctx.scope(), {ctx.account.id, ctx.order.identifiers, storage::CaRequest::kNewOrder},
-          bucket, now));
+          buckets, now));
   if (admitted.hold.has_value()) {
     const storage::CaHold& hold = *admitted.hold;
     return held("hold", hold.until,
@@ -212,24 +206,48 @@ absl::StatusOr<std::optional<OrderStepResult>> OrderRunner::HeldBeforeNewOrder(
   }
   if (!admitted.take.has_value()) return std::nullopt;
   if (admitted.take->taken) {
-    *taken = bucket;
+    *taken = std::move(buckets);
     return std::nullopt;
   }
   const absl::Time next = admitted.take->next_token_at;
-  return held("budget", next,
-              HeldUntil(absl::StrCat("the account's budget of ", budget.capacity,
-                                     " new orders per ", absl::FormatDuration(budget.period),
-                                     " at this CA is spent"),
-                        next));
+  if (admitted.short_budget == "duplicate_certificate") {
+    return held(
+        "duplicate_budget", next,
+        HeldUntil(absl::StrCat("the tenant's budget of ", limits.duplicate_certificates.capacity,
+                               " certificates for this exact set of identifiers per ",
+                               absl::FormatDuration(limits.duplicate_certificates.period),
+                               " at this CA is spent"),
+                  next));
+  }
+  return held(
+      "budget", next,
+      HeldUntil(
+          absl::StrCat("the account's budget of ", limits.new_orders.capacity, " new orders per ",
+                       absl::FormatDuration(limits.new_orders.period), " at this CA is spent"),
+          next));
 }
 
-void OrderRunner::GiveBackBudgetToken(Context& ctx, const std::optional<storage::CaBudget>& taken,
-                                      const absl::Status& s) {
-  if (!taken.has_value() || ProblemTypeOf(s).empty()) return;
-  absl::Status returned = options_.limits->ReturnCaBudgetToken(ctx.scope(), ctx.account.id, *taken);
-  if (!returned.ok()) {
-    Log(LogLevel::kWarning, "could not give a new-order budget token back",
-        {{"order", absl::StrCat(ctx.order.id)}, {"status", returned.ToString()}});
+void OrderRunner::GiveBackBudgetTokens(Context& ctx, const std::vector<storage::CaBudget>& taken,
+                                       const absl::Status& s) {
+  if (!ProblemTypeOf(s).empty()) ReturnBudgetTokens(ctx, taken);
+}
+
+void OrderRunner::GiveBackDuplicateToken(Context& ctx) {
+  std::optional<storage::CaBudget> bucket = DuplicateCertificateBucket(
+      options_.ca_limits.For(ctx.account.directory_url), ctx.order.identifiers);
+  if (bucket.has_value()) ReturnBudgetTokens(ctx, {*std::move(bucket)});
+}
+
+void OrderRunner::ReturnBudgetTokens(Context& ctx, const std::vector<storage::CaBudget>& taken) {
+  for (const storage::CaBudget& bucket : taken) {
+    absl::Status returned =
+        options_.limits->ReturnCaBudgetToken(ctx.scope(), ctx.account.id, bucket);
+    if (!returned.ok()) {
+      Log(LogLevel::kWarning, "could not give a budget token back",
+          {{"order", absl::StrCat(ctx.order.id)},
+           {"budget", bucket.name},
+           {"status", returned.ToString()}});
+    }
   }
 }
 
@@ -611,10 +629,17 @@ absl::Status OrderRunner::RegisterEphemeral(Context& ctx) {
         "the CA requires External Account Binding for every new account, and the service keeps "
         "no EAB key for ephemeral accounts: turn ephemeral_accounts off for this tenant");
   }
+  ASSIGN_OR_RETURN(bool token,
+                   TakeNewAccountToken(*options_.limits, options_.ca_limits,
+                                       ctx.account.directory_url, options_.clock->Now()));
   // RFC 8555 §7.3.1: for a key the CA knows already (an earlier step's newAccount whose answer
   // was lost) this answers with that account, so a repeated step registers nothing twice.
   auto registered = ctx.client->NewAccount(*ctx.key->signer, {.terms_of_service_agreed = true});
   if (options_.metrics) options_.metrics->RecordAcme("newAccount", registered.status());
+  if (token) {
+    SettleNewAccountToken(*options_.limits, options_.ca_limits, ctx.account.directory_url,
+                          registered);
+  }
   RETURN_IF_ERROR(registered.status());
   RETURN_IF_ERROR(options_.accounts->RecordAccountUrl(ctx.scope(), ctx.account.id, registered->url));
   ctx.account.account_url = registered->url;
@@ -717,6 +742,12 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
   // returned directly, never through here.)
   auto give_up = [&](const absl::Status& s) -> absl::StatusOr<OrderStepResult> {
     if (ctx.client != nullptr && ctx.key.has_value()) Cleanup(ctx, ca);
+    // The CA made the order but no certificate (it was never finalized there): the certificate
+    // its newOrder was counted for will not exist.
+    if (!ctx.order.acme_url.empty() && ctx.order.state < storage::OrderState::kProcessing &&
+        ca.status != "processing" && ca.status != "valid" && !acme::HasCertificate(ca)) {
+      GiveBackDuplicateToken(ctx);
+    }
     // Summarised (type, status, clipped detail): the row, its audit entry and GetOrder's answer
     // never carry a CA's text whole. The CA's problem type is kept on its own too.
     const storage::OrderFailure failure{SummarizeFailure(s), ProblemTypeOf(s)};
@@ -800,7 +831,14 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
   }
   ASSIGN_OR_RETURN(ctx.client, options_.clients->For(ctx.account.directory_url));
   if (unregistered) {
-    if (absl::Status s = RegisterEphemeral(ctx); !s.ok()) return fail(s);
+    absl::Status registered = RegisterEphemeral(ctx);
+    if (std::optional<absl::Time> until = RateLimitedUntil(registered)) {
+      // The fleet's new-account budget at the CA is spent (nothing was sent), or the CA said
+      // rateLimited with a Retry-After: the order waits without a failed attempt.
+      if (options_.metrics) options_.metrics->RecordOrderHeld("account_budget");
+      return OrderStepResult{Kind::kHeld, ctx.order, *until, registered};
+    }
+    if (!registered.ok()) return fail(registered);
   }
   ctx.ref = {ctx.key->signer.get(), ctx.account.account_url};
 
@@ -814,7 +852,7 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
     }
     // Within the CA's limits, as every replica keeps them: a hold from a rateLimited answer,
     // then a token of the account's budget (taken only when the request goes out).
-    std::optional<storage::CaBudget> token_from;
+    std::vector<storage::CaBudget> token_from;
     ASSIGN_OR_RETURN(std::optional<OrderStepResult> held, HeldBeforeNewOrder(ctx, &token_from));
     if (held.has_value()) return *std::move(held);
     acme::NewOrderOptions request;
@@ -842,7 +880,7 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
     }
     if (!created.ok()) {
       RecordHold(ctx, storage::CaRequest::kNewOrder, created.status());
-      GiveBackBudgetToken(ctx, token_from, created.status());
+      GiveBackBudgetTokens(ctx, token_from, created.status());
       return fail(created.status());
     }
     // Recorded before anything else happens at the CA (with the ledger and the answers, when

@@ -28,6 +28,7 @@
 #include "common/clock.h"
 #include "crypto/keys.h"
 #include "service/account_keys.h"
+#include "service/ca_limits.h"
 #include "service/metrics.h"
 #include "service/published_answers.h"
 #include "storage/store.h"
@@ -124,14 +125,6 @@ struct OrderStepResult {
   std::optional<storage::Certificate> certificate;
 };
 
-// A budget of new orders per ACME account (a token bucket in the store shared by every
-// replica): at most `capacity` newOrder requests, refilled evenly at `capacity` per `period`.
-// Let's Encrypt publishes 300 new orders per account per 3 hours.
-struct NewOrderBudget {
-  int capacity = 300;
-  absl::Duration period = absl::Hours(3);
-};
-
 class OrderRunner {
  public:
   struct Options {
@@ -160,10 +153,10 @@ class OrderRunner {
     absl::Duration poll_max_delay = absl::Seconds(10);
     // Borrowed; required: the CA's holds and the accounts' budgets, shared by every replica.
     storage::CaLimitStore* limits = nullptr;
-    // The new-order budget of an account at any CA not in `new_order_budgets` (by directory
-    // URL). A capacity of 0 turns the budget off for that CA.
-    NewOrderBudget new_order_budget;
-    std::map<std::string, NewOrderBudget> new_order_budgets;
+    // The CA limits (service/ca_limits.h): before newOrder, the account's new-order budget and
+    // the tenant's duplicate-certificate budget for the identifier set; before an ephemeral
+    // account's newAccount, the fleet's new-account budget at the CA.
+    CaLimitsByDirectory ca_limits;
     // An order the CA keeps processing this long after finalize is set aside as stalled
     // (storage::OrderStore::MarkOrderStalled): new requests for its names no longer join it,
     // and it is looked at again every `stalled_look_interval` (from its stored URL; never
@@ -172,7 +165,7 @@ class OrderRunner {
     absl::Duration stalled_look_interval = absl::Hours(1);
   };
   // INVALID_ARGUMENT naming a missing collaborator, a non-positive poll delay, timeout or look
-  // interval, or a budget with a negative capacity or a non-positive period.
+  // interval, or CA limits that are not valid (CaLimitsByDirectory::Validate).
   static absl::StatusOr<std::unique_ptr<OrderRunner>> Create(Options options);
 
   // One step of the order of `job.lease` (see the class comment). Errors: FAILED_PRECONDITION
@@ -237,7 +230,8 @@ class OrderRunner {
   absl::StatusOr<OrderStepResult> StepLoaded(Context& ctx);
   // The order's ephemeral account, still pending: registered at the CA with its stored key
   // (terms agreed, no contact) and its URL recorded. FAILED_PRECONDITION when the CA requires
-  // External Account Binding (no EAB key is kept for ephemeral accounts).
+  // External Account Binding (no EAB key is kept for ephemeral accounts); RESOURCE_EXHAUSTED
+  // (HeldUntil), with nothing sent, when the fleet's new-account budget at the CA is spent.
   absl::Status RegisterEphemeral(Context& ctx);
   // After a step that ended the order: its ephemeral account closed (CloseEphemeralAccount),
   // or a job scheduled to retry that.
@@ -248,16 +242,22 @@ class OrderRunner {
   bool ChallengeAnswered(Context& ctx, const acme::Order& order, const std::string& authz_url,
                          const std::string& type);
   absl::Status Complete(Context& ctx, const acme::Order& order);
-  // Before newOrder: the order's wait when a CA hold (any replica's) or the account's empty
-  // new-order budget keeps it from being sent now; nullopt when it may be sent (a token taken:
-  // its bucket in *taken, for GiveBackBudgetToken).
+  // Before newOrder: the order's wait when a CA hold (any replica's), the account's empty
+  // new-order budget or the identifier set's empty duplicate-certificate budget keeps it from
+  // being sent now; nullopt when it may be sent (a token taken from each: their buckets in
+  // *taken, for GiveBackBudgetTokens).
   absl::StatusOr<std::optional<OrderStepResult>> HeldBeforeNewOrder(
-      Context& ctx, std::optional<storage::CaBudget>* taken);
+      Context& ctx, std::vector<storage::CaBudget>* taken);
   // After newOrder failed with `s`: a CA that answered with a problem made no order, so the
-  // token taken for it (`taken`) goes back to the account's bucket. A request whose fate is
-  // unknown (no answer, an answer that is not a problem document) keeps its token spent.
-  void GiveBackBudgetToken(Context& ctx, const std::optional<storage::CaBudget>& taken,
-                           const absl::Status& s);
+  // tokens taken for it (`taken`) go back to their buckets. A request whose fate is unknown (no
+  // answer, an answer that is not a problem document) keeps its tokens spent.
+  void GiveBackBudgetTokens(Context& ctx, const std::vector<storage::CaBudget>& taken,
+                            const absl::Status& s);
+  // An order that reached the CA ended with no certificate from it: the identifier set's
+  // duplicate-certificate token goes back (the CA counts certificates, not orders).
+  void GiveBackDuplicateToken(Context& ctx);
+  // Gives a token back to each of `taken` (a failure is logged).
+  void ReturnBudgetTokens(Context& ctx, const std::vector<storage::CaBudget>& taken);
   // After a CA answer `s` to `request`: a rateLimited answer with a Retry-After is stored as a
   // hold for every replica (a failure to store it is logged; the step goes on).
   void RecordHold(Context& ctx, storage::CaRequest request, const absl::Status& s);

@@ -957,7 +957,7 @@ TEST_F(OrderRunnerTest, AnEmptyNewOrderBudgetHoldsOrdersUntilItRefills) {
   ScriptNumberedNewOrders("pending");  // each with /authz/1, for leaf.example.com
   // Two new orders per hour at this CA (one token every 30 minutes); the default elsewhere.
   std::unique_ptr<OrderRunner> runner = MakeRunner([](OrderRunner::Options& o) {
-    o.new_order_budgets[ScriptedServer::Url("/dir")] = {2, absl::Hours(1)};
+    o.ca_limits.by_directory[ScriptedServer::Url("/dir")].new_orders = {2, absl::Hours(1)};
   });
   std::vector<storage::Lease> leases;
   for (const char* name : {"a.example.com", "b.example.com", "c.example.com"}) {
@@ -978,7 +978,7 @@ TEST_F(OrderRunnerTest, AnEmptyNewOrderBudgetHoldsOrdersUntilItRefills) {
   EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 2);
   // Another replica shares the budget: still empty a minute before the token.
   std::unique_ptr<OrderRunner> replica_b = MakeRunner([](OrderRunner::Options& o) {
-    o.new_order_budgets[ScriptedServer::Url("/dir")] = {2, absl::Hours(1)};
+    o.ca_limits.by_directory[ScriptedServer::Url("/dir")].new_orders = {2, absl::Hours(1)};
   });
   fx_.clock().Set(held->at - absl::Minutes(1));
   auto still = replica_b->Step({scope_, leases[2]});
@@ -998,7 +998,7 @@ TEST_F(OrderRunnerTest, AnEmptyNewOrderBudgetHoldsOrdersUntilItRefills) {
 // unknown (here a 502 page, no problem document) keeps its token spent.
 TEST_F(OrderRunnerTest, ATokenForANewOrderTheCaRefusedGoesBackToTheBudget) {
   std::unique_ptr<OrderRunner> runner = MakeRunner([](OrderRunner::Options& o) {
-    o.new_order_budgets[ScriptedServer::Url("/dir")] = {2, absl::Hours(1)};
+    o.ca_limits.by_directory[ScriptedServer::Url("/dir")].new_orders = {2, absl::Hours(1)};
   });
   storage::Lease lease = NewOrderRow({"leaf.example.com"});
   // `n` steps, each sending a newOrder that fails with `answer` (none held by the budget).
@@ -1020,6 +1020,85 @@ TEST_F(OrderRunnerTest, ATokenForANewOrderTheCaRefusedGoesBackToTheBudget) {
   EXPECT_EQ(held->kind, OrderStepResult::Kind::kHeld);
   EXPECT_THAT(held->why, StatusIs(absl::StatusCode::kResourceExhausted, "budget of 2 new orders"));
   EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 5);
+}
+
+// Issue 11: the tenant's budget of certificates for one exact identifier set (Let's Encrypt:
+// 5 per week) holds an order for a spent set, without a request, until its next token, while
+// other sets go on; an order the CA made but never finalized gives its token back.
+TEST_F(OrderRunnerTest, TheDuplicateCertificateBudgetHoldsASpentSetAndAFailedOrderGivesBack) {
+  // Two certificates per set per two weeks: one token a week.
+  std::unique_ptr<OrderRunner> runner = MakeRunner([](OrderRunner::Options& o) {
+    o.ca_limits.by_directory[ScriptedServer::Url("/dir")].duplicate_certificates = {
+        2, absl::Hours(24 * 14)};
+  });
+  storage::CaBudget duplicates{"duplicate_certificate", 2, absl::Hours(24 * 14)};
+  duplicates.identifiers = {"a.example.com", "leaf.example.com"};
+  for (int i = 0; i < 2; ++i) {
+    auto take = fx_.store().TakeCaBudgetToken(scope_, 0, duplicates, fx_.clock().Now());
+    ASSERT_TRUE(take.ok() && take->taken) << i;
+  }
+  ScriptNumberedNewOrders("pending");  // each with /authz/1, for leaf.example.com
+  storage::Lease spent = NewOrderRow({"leaf.example.com", "a.example.com"});
+  auto held = runner->Step({scope_, spent});
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_EQ(held->kind, OrderStepResult::Kind::kHeld);
+  EXPECT_EQ(held->at, fx_.clock().Now() + absl::Hours(24 * 7));
+  EXPECT_THAT(held->why, StatusIs(absl::StatusCode::kResourceExhausted,
+                                  "budget of 2 certificates for this exact set of identifiers"));
+  EXPECT_EQ(held->order.state, OrderState::kCreated);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 0);
+  // Another set has its own budget.
+  auto other = runner->Step({scope_, NewOrderRow({"leaf.example.com", "b.example.com"})});
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(other->kind, OrderStepResult::Kind::kWaiting);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 1);
+
+  // The CA makes the order invalid at once: no certificate, so the token comes back.
+  ScriptNumberedNewOrders("invalid");
+  auto failed = RunToEnd(NewOrderRow({"leaf.example.com", "c.example.com"}), runner.get());
+  ASSERT_TRUE(failed.ok()) << failed.status();
+  EXPECT_EQ(failed->state, OrderState::kInvalid);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 2);
+  duplicates.identifiers = {"c.example.com", "leaf.example.com"};
+  auto left = fx_.store().TakeCaBudgetToken(scope_, 0, duplicates, fx_.clock().Now());
+  ASSERT_TRUE(left.ok()) << left.status();
+  EXPECT_NEAR(left->tokens_left, 1, 1e-6);
+}
+
+// Issue 11: an ephemeral account is a new account at the CA: the fleet's new-account budget
+// there (Let's Encrypt: 10 per IP per 3 hours) holds the order's first step, nothing sent,
+// without a failed attempt, until the bucket has a token again.
+TEST_F(OrderRunnerTest, AnEphemeralAccountWaitsForTheFleetsNewAccountBudget) {
+  std::string state;
+  testing::ScriptHappyCa(ca_, &state);
+  ca_.On("POST", "/new-acct", [](const Call&) {
+    return ScriptedServer::Json(201, {{"status", "valid"}},
+                                {{"Location", ScriptedServer::Url("/acct/7")}});
+  });
+  ca_.On("POST", "/acct/7", [](const Call&) {
+    return ScriptedServer::Json(200, {{"status", "deactivated"}});
+  });
+  std::unique_ptr<OrderRunner> runner = MakeRunner([](OrderRunner::Options& o) {
+    o.ca_limits.by_directory[ScriptedServer::Url("/dir")].new_accounts = {1, absl::Hours(3)};
+  });
+  // Another tenant's replica opened an account at this CA a minute ago.
+  const storage::CaBudget accounts{"new_account", 1, absl::Hours(3)};
+  auto take = fx_.store().TakeCaDirectoryBudgetToken(ScriptedServer::Url("/dir"), accounts,
+                                                     fx_.clock().Now() - absl::Minutes(1));
+  ASSERT_TRUE(take.ok() && take->taken);
+  const storage::Lease lease = NewOrderRow({"*.leaf.example.com", "leaf.example.com"},
+                                           testing::TestLeafKey(), false, EphemeralAccount());
+  auto held = runner->Step({scope_, lease});
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_EQ(held->kind, OrderStepResult::Kind::kHeld);
+  EXPECT_EQ(held->at, fx_.clock().Now() + absl::Hours(3) - absl::Minutes(1));
+  EXPECT_THAT(held->why, StatusIs(absl::StatusCode::kResourceExhausted, "1 new accounts per 3h"));
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-acct"), 0);
+  fx_.clock().Set(held->at);
+  auto order = RunToEnd(lease, runner.get());
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kValid);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-acct"), 1);
 }
 
 // Issue 11: an order the CA keeps processing after finalize times out into stalled: a new

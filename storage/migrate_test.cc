@@ -121,8 +121,8 @@ TEST_F(MigrateTest, FromEmptyToLatestOnceThenNothing) {
                                                    {"8", "order_creator_and_token_expiry", "32"},
                                                    {"9", "order_failures", "32"},
                                                    {"10", "jobs", "32"}}));
-  // 15, and 0017's ca_holds and ca_budgets.
-  EXPECT_EQ(Query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0], "17");
+  // 15, 0017's ca_holds and ca_budgets, and 0025's ca_directory_budgets.
+  EXPECT_EQ(Query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0], "18");
 
   ASSERT_OK_AND_ASSIGN(MigrationReport second, Migrate({db_->superuser_url()}));
   EXPECT_EQ(second.from_version, LatestSchemaVersion());
@@ -186,18 +186,30 @@ TEST_F(MigrateTest, RecordsTheOldestBinaryEachMigrationAdmits) {
   ASSERT_OK(Migrate({db_->superuser_url()}).status());
   // 0009, 0012, 0013, 0014, 0015, 0016 and 0019 (columns no older binary reads), 0020 (an
   // index), 0021 (the audit trigger's body, same rows), 0022 (two functions' volatility),
-  // 0023 (the audit encoding's language, same bytes) and 0024 (four helpers' language or
-  // strictness, same values) admit binaries that know the one before, and 0010 (the job
+  // 0023 (the audit encoding's language, same bytes), 0024 (four helpers' language or
+  // strictness, same values) and 0025 (budgets by identifier set and the fleet's, which an
+  // older binary never reads; its account buckets stay one row each) admit binaries that know
+  // the one before, and 0010 (the job
   // table: new tables and functions no earlier binary reads) binaries that know 0009; every
   // other migration shipped so far needs a binary that knows it (0017 among them: an older
   // binary would join stalled orders; 0018 too: it would take an ephemeral account for the
   // tenant's own).
   EXPECT_EQ(Query("SELECT version, compatible_from FROM schema_version "
                   "WHERE version <> compatible_from ORDER BY version"),
-            (std::vector<std::vector<std::string>>{
-                {"9", "8"}, {"10", "9"}, {"12", "11"}, {"13", "12"}, {"14", "13"},
-                {"15", "14"}, {"16", "15"}, {"19", "18"}, {"20", "19"}, {"21", "20"},
-                {"22", "21"}, {"23", "22"}, {"24", "23"}}));
+            (std::vector<std::vector<std::string>>{{"9", "8"},
+                                                   {"10", "9"},
+                                                   {"12", "11"},
+                                                   {"13", "12"},
+                                                   {"14", "13"},
+                                                   {"15", "14"},
+                                                   {"16", "15"},
+                                                   {"19", "18"},
+                                                   {"20", "19"},
+                                                   {"21", "20"},
+                                                   {"22", "21"},
+                                                   {"23", "22"},
+                                                   {"24", "23"},
+                                                   {"25", "24"}}));
   EXPECT_EQ(CompatibleFrom("-- compatible_from: 3\nALTER TABLE t ADD COLUMN c int;", 5), 3);
   EXPECT_EQ(CompatibleFrom("ALTER TABLE t ADD COLUMN c int;", 5), 5);
   EXPECT_EQ(CompatibleFrom("-- compatible_from: 9\n", 5), 5);  // never above its own version
@@ -233,7 +245,7 @@ TEST_F(MigrateTest, ANonSuperuserOwnerMigratesAndStaysBoundByRowSecurity) {
               (std::vector<std::vector<std::string>>{{owner}}));
     EXPECT_EQ(Query("SELECT count(*) FROM pg_proc WHERE proname LIKE 'av\\_%' "
                     "AND prosecdef AND proowner = 'acmevault_definer'::regrole")[0][0],
-              "13");
+              "15");
     // The owner lent itself the definer role only while handing the functions over.
     EXPECT_EQ(Query(absl::StrCat("SELECT pg_has_role('", owner,
                                  "', 'acmevault_definer', 'MEMBER')"))[0][0],

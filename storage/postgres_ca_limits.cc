@@ -56,72 +56,140 @@ absl::StatusOr<CaHold> PostgresStore::GetCaHold(const Scope& scope, const CaHold
   });
 }
 
+namespace {
+
+// The bucket's identifier-set hash from the text[] parameter `param`: the empty string for an
+// account's bucket (the column's default), else av_identifiers_hash of the canonical set, as
+// ca_holds keys it.
+std::string BudgetHash(int param) {
+  return absl::StrCat("CASE WHEN cardinality($", param, "::text[]) = 0 THEN '\\x'::bytea ELSE ",
+                      "av_identifiers_hash($", param, "::text[]) END");
+}
+
+CaBudgetTake TakeOf(const CaBudget& budget, bool taken, double tokens_left, absl::Time now) {
+  CaBudgetTake take;
+  take.taken = taken;
+  take.tokens_left = tokens_left;
+  if (!taken) take.next_token_at = rules::NextTokenAt(budget, tokens_left, now);
+  return take;
+}
+
+}  // namespace
+
 CaBudgetTake PostgresStore::TakeCaBudgetTokenIn(pqxx::work& tx, const Scope& scope,
                                                 AccountId account, const CaBudget& budget,
                                                 absl::Time now) {
-  const double per_us = budget.capacity / absl::ToDoubleMicroseconds(budget.period);
+  const double period_us = absl::ToDoubleMicroseconds(budget.period);
+  // A tenant's bucket for an identifier set is no account's.
+  if (!budget.identifiers.empty()) account = 0;
   // A new bucket starts full. Then one statement refills by the time since the last take
   // (never for time running backwards), caps at the capacity and takes a whole token if there
   // is one; the row lock orders concurrent takes of every replica.
-  pg::Exec0(tx,
-      "INSERT INTO ca_budgets (tenant_id, account_id, budget, tokens, updated_at) "
-      "VALUES ($1, $2, $3, $4, av_ts($5)) ON CONFLICT DO NOTHING",
-      scope.tenant, account, budget.name, budget.capacity, Micros(now));
-  pqxx::row r = pg::Exec1(tx,
-      "WITH b AS (SELECT tokens, updated_at, LEAST($3::float8, tokens + $4::float8 * "
-      "GREATEST(0, $5::bigint - av_us(updated_at))) AS refilled FROM ca_budgets "
-      "WHERE account_id = $1 AND budget = $2 FOR UPDATE) "
+  static const std::string insert = absl::StrCat(
+      "INSERT INTO ca_budgets (tenant_id, account_id, budget, tokens, updated_at, "
+      "identifiers_hash) VALUES ($1, $2, $3, $4, av_ts($5), ",
+      BudgetHash(6), ") ON CONFLICT DO NOTHING");
+  static const std::string take = absl::StrCat(
+      "WITH b AS (SELECT tokens, updated_at, LEAST($3::float8, tokens + "
+      "GREATEST(0, $5::bigint - av_us(updated_at)) * $3::float8 / $4::float8) AS refilled "
+      "FROM ca_budgets "
+      "WHERE account_id = $1 AND budget = $2 AND identifiers_hash = ",
+      BudgetHash(6),
+      " FOR UPDATE) "
       "UPDATE ca_budgets c SET tokens = CASE WHEN b.refilled >= 1 THEN b.refilled - 1 "
       "ELSE b.refilled END, updated_at = GREATEST(c.updated_at, av_ts($5)) FROM b "
-      "WHERE c.account_id = $1 AND c.budget = $2 RETURNING b.refilled >= 1, c.tokens",
-      account, budget.name, budget.capacity, per_us, Micros(now));
-  CaBudgetTake take;
-  take.taken = r[0].as<bool>();
-  take.tokens_left = r[1].as<double>();
-  if (!take.taken) {
-    take.next_token_at = now + absl::Microseconds(std::ceil((1 - take.tokens_left) / per_us));
-  }
-  return take;
+      "WHERE c.account_id = $1 AND c.budget = $2 AND c.identifiers_hash = ",
+      BudgetHash(6), " RETURNING b.refilled >= 1, c.tokens");
+  pg::Exec0(tx, insert, scope.tenant, account, budget.name, budget.capacity, Micros(now),
+            ArrayParam(budget.identifiers));
+  pqxx::row r = pg::Exec1(tx, take, account, budget.name, budget.capacity, period_us, Micros(now),
+                          ArrayParam(budget.identifiers));
+  return TakeOf(budget, r[0].as<bool>(), r[1].as<double>(), now);
+}
+
+void PostgresStore::ReturnCaBudgetTokenIn(pqxx::work& tx, AccountId account,
+                                          const CaBudget& budget) {
+  if (!budget.identifiers.empty()) account = 0;
+  static const std::string give_back = absl::StrCat(
+      "UPDATE ca_budgets SET tokens = LEAST($3::float8, tokens + 1) "
+      "WHERE account_id = $1 AND budget = $2 AND identifiers_hash = ",
+      BudgetHash(4));
+  pg::Exec0(tx, give_back, account, budget.name, budget.capacity, ArrayParam(budget.identifiers));
 }
 
 absl::StatusOr<CaBudgetTake> PostgresStore::TakeCaBudgetToken(const Scope& scope,
                                                               AccountId account,
                                                               const CaBudget& budget,
                                                               absl::Time now) {
-  RETURN_IF_ERROR(rules::ValidateCaBudget(budget));
-  return InTenant<CaBudgetTake>(
-      "TakeCaBudgetToken", scope, [&](pqxx::work& tx) -> absl::StatusOr<CaBudgetTake> {
-        return TakeCaBudgetTokenIn(tx, scope, account, budget, now);
-      });
+  ASSIGN_OR_RETURN(CaBudget valid, rules::ValidateCaBudget(budget));
+  return InTenant<CaBudgetTake>("TakeCaBudgetToken", scope,
+                                [&](pqxx::work& tx) -> absl::StatusOr<CaBudgetTake> {
+                                  return TakeCaBudgetTokenIn(tx, scope, account, valid, now);
+                                });
 }
 
 absl::Status PostgresStore::ReturnCaBudgetToken(const Scope& scope, AccountId account,
                                                 const CaBudget& budget) {
-  RETURN_IF_ERROR(rules::ValidateCaBudget(budget));
+  ASSIGN_OR_RETURN(CaBudget valid, rules::ValidateCaBudget(budget));
   return InTenant("ReturnCaBudgetToken", scope, [&](pqxx::work& tx) {
-    pg::Exec0(tx,
-              "UPDATE ca_budgets SET tokens = LEAST($3::float8, tokens + 1) "
-              "WHERE account_id = $1 AND budget = $2",
-              account, budget.name, budget.capacity);
+    ReturnCaBudgetTokenIn(tx, account, valid);
     return absl::OkStatus();
   });
 }
 
-absl::StatusOr<CaAdmission> PostgresStore::AdmitCaRequest(const Scope& scope,
-                                                          const CaHoldKey& key,
-                                                          const std::optional<CaBudget>& budget,
+absl::StatusOr<CaAdmission> PostgresStore::AdmitCaRequest(const Scope& scope, const CaHoldKey& key,
+                                                          const std::vector<CaBudget>& budgets,
                                                           absl::Time now) {
   ASSIGN_OR_RETURN(std::vector<std::string> ids, rules::ValidateCaHold(key));
-  if (budget.has_value()) RETURN_IF_ERROR(rules::ValidateCaBudget(*budget));
+  std::vector<CaBudget> valid;
+  for (const CaBudget& budget : budgets) {
+    ASSIGN_OR_RETURN(CaBudget checked, rules::ValidateCaBudget(budget));
+    valid.push_back(std::move(checked));
+  }
   return InTenant<CaAdmission>(
       "AdmitCaRequest", scope, [&](pqxx::work& tx) -> absl::StatusOr<CaAdmission> {
         CaAdmission out;
         out.hold = CaHoldIn(tx, key, ids, now);
-        if (!out.hold.has_value() && budget.has_value()) {
-          out.take = TakeCaBudgetTokenIn(tx, scope, key.account, *budget, now);
+        if (out.hold.has_value()) return out;
+        for (size_t i = 0; i < valid.size(); ++i) {
+          out.take = TakeCaBudgetTokenIn(tx, scope, key.account, valid[i], now);
+          if (out.take->taken) continue;
+          // All or none: the tokens taken before this one go back.
+          out.short_budget = valid[i].name;
+          for (size_t j = 0; j < i; ++j) ReturnCaBudgetTokenIn(tx, key.account, valid[j]);
+          break;
         }
         return out;
       });
+}
+
+absl::StatusOr<CaBudgetTake> PostgresStore::TakeCaDirectoryBudgetToken(
+    absl::string_view directory_url, const CaBudget& budget, absl::Time now) {
+  RETURN_IF_ERROR(rules::ValidateCaDirectoryBudget(directory_url, budget));
+  const double period_us = absl::ToDoubleMicroseconds(budget.period);
+  return AcrossTenants<CaBudgetTake>(
+      "TakeCaDirectoryBudgetToken", [&](pqxx::work& tx) -> absl::StatusOr<CaBudgetTake> {
+        pqxx::row r = pg::Exec1(
+            tx,
+            "SELECT taken, tokens FROM av_take_directory_budget_token($1, $2, $3::float8, "
+            "$4::float8, $5::bigint)",
+            std::string(directory_url), budget.name, budget.capacity, period_us, Micros(now));
+        return TakeOf(budget, r[0].as<bool>(), r[1].as<double>(), now);
+      });
+}
+
+absl::Status PostgresStore::ReturnCaDirectoryBudgetToken(absl::string_view directory_url,
+                                                         const CaBudget& budget) {
+  RETURN_IF_ERROR(rules::ValidateCaDirectoryBudget(directory_url, budget));
+  return AcrossTenants<bool>("ReturnCaDirectoryBudgetToken",
+                             [&](pqxx::work& tx) -> absl::StatusOr<bool> {
+                               pg::Exec(tx,
+                                        "SELECT av_return_directory_budget_token($1, $2, "
+                                        "$3::float8)",
+                                        std::string(directory_url), budget.name, budget.capacity);
+                               return true;
+                             })
+      .status();
 }
 
 }  // namespace acmevault::storage

@@ -164,7 +164,7 @@ class PostgresStore final : public Store {
   absl::Status RecordCaHold(const Scope& scope, const CaHoldKey& key, absl::Time until,
                             absl::string_view problem) override;
   absl::StatusOr<CaAdmission> AdmitCaRequest(const Scope& scope, const CaHoldKey& key,
-                                             const std::optional<CaBudget>& budget,
+                                             const std::vector<CaBudget>& budgets,
                                              absl::Time now) override;
   absl::StatusOr<CaHold> GetCaHold(const Scope& scope, const CaHoldKey& key,
                                    absl::Time now) override;
@@ -172,6 +172,11 @@ class PostgresStore final : public Store {
                                                  const CaBudget& budget, absl::Time now) override;
   absl::Status ReturnCaBudgetToken(const Scope& scope, AccountId account,
                                    const CaBudget& budget) override;
+  absl::StatusOr<CaBudgetTake> TakeCaDirectoryBudgetToken(absl::string_view directory_url,
+                                                          const CaBudget& budget,
+                                                          absl::Time now) override;
+  absl::Status ReturnCaDirectoryBudgetToken(absl::string_view directory_url,
+                                            const CaBudget& budget) override;
 
   // AuthorizationStore
   absl::StatusOr<Authorization> RecordAuthorization(
@@ -363,11 +368,13 @@ class PostgresStore final : public Store {
   // PutChallenge's transaction body, shared with RecordOrderStart.
   static absl::Status PutChallengeIn(pqxx::work& tx, const Scope& scope, absl::Time now,
                                      absl::string_view token, absl::string_view key_authorization);
-  // GetCaHold's and TakeCaBudgetToken's transaction bodies, shared with AdmitCaRequest.
+  // GetCaHold's, TakeCaBudgetToken's and ReturnCaBudgetToken's transaction bodies, shared
+  // with AdmitCaRequest (the budget validated).
   static std::optional<CaHold> CaHoldIn(pqxx::work& tx, const CaHoldKey& key,
                                         const std::vector<std::string>& ids, absl::Time now);
   static CaBudgetTake TakeCaBudgetTokenIn(pqxx::work& tx, const Scope& scope, AccountId account,
                                           const CaBudget& budget, absl::Time now);
+  static void ReturnCaBudgetTokenIn(pqxx::work& tx, AccountId account, const CaBudget& budget);
   // DeleteChallenge's transaction body, shared with DeleteChallengeFenced.
   static void DeleteChallengeTx(pqxx::work& tx, const Scope& scope, absl::Time now,
                                 absl::string_view token);

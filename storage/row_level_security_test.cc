@@ -290,10 +290,11 @@ TEST_F(RowLevelSecurityTest, CrossTenantFunctionsAnswerOnlyTheirNarrowQuestion) 
   EXPECT_EQ(tx.exec1("SELECT count(*) FROM pg_class WHERE relname IN ('tenants', 'identities', "
                      "'accounts', 'account_keys', 'orders', 'authorizations', 'certificates', "
                      "'challenges', 'audit_log', 'audit_heads', 'compromise_runs', "
-                     "'compromise_run_steps', 'jobs', 'job_turns', 'ca_holds', 'ca_budgets') "
+                     "'compromise_run_steps', 'jobs', 'job_turns', 'ca_holds', 'ca_budgets', "
+                     "'ca_directory_budgets') "
                      "AND relrowsecurity AND relforcerowsecurity")[0]
                 .as<int>(),
-            16);
+            17);
   // The claim writes only the lease columns of jobs, across tenants.
   EXPECT_FALSE(tx.exec1("SELECT has_column_privilege('acmevault_definer', 'jobs', 'not_before', "
                         "'UPDATE')")[0]

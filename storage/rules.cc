@@ -378,7 +378,7 @@ absl::StatusOr<std::vector<std::string>> ValidateCaHold(const CaHoldKey& key,
   return CanonicalIdentifiers(key.identifiers);
 }
 
-absl::Status ValidateCaBudget(const CaBudget& budget) {
+absl::StatusOr<CaBudget> ValidateCaBudget(const CaBudget& budget) {
   if (budget.name.empty() || budget.name.size() > 64) {
     return absl::InvalidArgumentError("budget name must be 1 to 64 bytes");
   }
@@ -386,20 +386,43 @@ absl::Status ValidateCaBudget(const CaBudget& budget) {
     return absl::InvalidArgumentError(
         "budget capacity must be at least 1 and its period positive");
   }
-  return absl::OkStatus();
+  CaBudget valid = budget;
+  if (!budget.identifiers.empty()) {
+    ASSIGN_OR_RETURN(valid.identifiers, CanonicalIdentifiers(budget.identifiers));
+  }
+  return valid;
+}
+
+absl::Status ValidateCaDirectoryBudget(absl::string_view directory_url, const CaBudget& budget) {
+  if (directory_url.empty() || directory_url.size() > 2048) {
+    return absl::InvalidArgumentError("directory URL must be 1 to 2048 bytes");
+  }
+  if (!budget.identifiers.empty()) {
+    return absl::InvalidArgumentError("a CA's budget for the fleet has no identifiers");
+  }
+  return ValidateCaBudget(budget).status();
+}
+
+absl::Time NextTokenAt(const CaBudget& budget, double tokens, absl::Time now) {
+  // The period per token, not the inverse of the rate: an empty bucket's next token is then
+  // exactly period / capacity away, not a rounding of its reciprocal (1 µs late).
+  const double us = (1 - tokens) * absl::ToDoubleMicroseconds(budget.period) / budget.capacity;
+  return now + absl::Microseconds(std::ceil(us));
 }
 
 CaBudgetTake TakeToken(const CaBudget& budget, double& tokens, absl::Time updated_at,
                        absl::Time now) {
-  const double per_us = budget.capacity / absl::ToDoubleMicroseconds(budget.period);
+  // elapsed * capacity / period, in that order, as the stores' statements compute it: a whole
+  // period's refill is then exactly the capacity, and a token due at t is there at t.
   const double elapsed_us = std::max(0.0, absl::ToDoubleMicroseconds(now - updated_at));
-  tokens = std::min(budget.capacity, tokens + elapsed_us * per_us);
+  const double period_us = absl::ToDoubleMicroseconds(budget.period);
+  tokens = std::min(budget.capacity, tokens + elapsed_us * budget.capacity / period_us);
   CaBudgetTake take;
   if (tokens >= 1) {
     tokens -= 1;
     take.taken = true;
   } else {
-    take.next_token_at = now + absl::Microseconds(std::ceil((1 - tokens) / per_us));
+    take.next_token_at = NextTokenAt(budget, tokens, now);
   }
   take.tokens_left = tokens;
   return take;

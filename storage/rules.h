@@ -73,13 +73,19 @@ absl::Status CheckStallable(const Order& order);
 // kMaxCaHoldProblemSize bytes (RecordCaHold, GetCaHold).
 absl::StatusOr<std::vector<std::string>> ValidateCaHold(const CaHoldKey& key,
                                                         absl::string_view problem = "");
-// A name of 1 to 64 bytes, a capacity of at least 1 and a positive period.
-absl::Status ValidateCaBudget(const CaBudget& budget);
+// A name of 1 to 64 bytes, a capacity of at least 1, a positive period and canonical
+// identifiers (none stays none): the budget with its identifiers made canonical.
+absl::StatusOr<CaBudget> ValidateCaBudget(const CaBudget& budget);
+// A fleet's budget at a CA (TakeCaDirectoryBudgetToken): ValidateCaBudget's checks, no
+// identifiers, and a directory URL of 1 to 2048 bytes.
+absl::Status ValidateCaDirectoryBudget(absl::string_view directory_url, const CaBudget& budget);
 // The bucket's take (TakeCaBudgetToken), as PostgreSQL's statement computes it: `tokens` left
 // at `updated_at` refilled to `now` (never for time running backwards), at most the capacity,
 // less one when a whole token is there. `tokens` is updated.
 CaBudgetTake TakeToken(const CaBudget& budget, double& tokens, absl::Time updated_at,
                        absl::Time now);
+// When a bucket with `tokens` (less than one) at `now` has a whole token again.
+absl::Time NextTokenAt(const CaBudget& budget, double tokens, absl::Time now);
 
 // ALREADY_EXISTS "the tenant already has a pending or valid account for <directory>": what
 // both stores answer when CreateAccount meets the one-live-account rule.

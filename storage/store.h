@@ -300,8 +300,9 @@ class OrderStore {
 };
 
 // What keeps the fleet within a CA's limits, shared by every replica (docs/DESIGN.md "Retries
-// that respect the CA"): holds from the CA's rateLimited answers, and per-account token
-// buckets. Not audited (no key or identity changes; the holds are logged where they are met).
+// that respect the CA"): holds from the CA's rateLimited answers, token buckets per account or
+// per identifier set in a tenant, and the fleet's buckets per CA. Not audited (no key or identity
+// changes; the holds are logged where they are met).
 class CaLimitStore {
  public:
   virtual ~CaLimitStore() = default;
@@ -316,17 +317,19 @@ class CaLimitStore {
   // (or it has passed).
   virtual absl::StatusOr<CaHold> GetCaHold(const Scope& scope, const CaHoldKey& key,
                                            absl::Time now) = 0;
-  // Before a request for `key` is sent: GetCaHold(key) and, only when no hold is in force and
-  // `budget` is given, TakeCaBudgetToken(key.account, *budget), in one transaction. Errors as
-  // those calls'.
+  // Before a request for `key` is sent: GetCaHold(key) and, only when no hold is in force,
+  // TakeCaBudgetToken(key.account, budget) for each of `budgets` in order, in one transaction:
+  // all of them give a token or none does (a token taken before the short one goes back).
+  // Errors as those calls'.
   virtual absl::StatusOr<CaAdmission> AdmitCaRequest(const Scope& scope, const CaHoldKey& key,
-                                                     const std::optional<CaBudget>& budget,
+                                                     const std::vector<CaBudget>& budgets,
                                                      absl::Time now) = 0;
-  // Takes one token from `account`'s bucket `budget.name` at `now`, atomically: the bucket
-  // (full when first used) is refilled by the time since its last take at capacity per period,
-  // to at most the capacity, and one token is taken when a whole one is there. A take at a
-  // time before the last one refills nothing. INVALID_ARGUMENT for a name not 1 to 64 bytes, a
-  // capacity below 1 or a period that is not positive.
+  // Takes one token from `account`'s bucket `budget.name` (the tenant's for `budget.identifiers`
+  // when they are set; `account` is then not used) at `now`, atomically: the bucket (full when
+  // first used) is refilled by the time since its last take at capacity per period, to at most
+  // the capacity, and one token is taken when a whole one is there. A take at a time before
+  // the last one refills nothing. INVALID_ARGUMENT for a name not 1 to 64 bytes, a capacity
+  // below 1, a period that is not positive or identifiers that are not canonical.
   virtual absl::StatusOr<CaBudgetTake> TakeCaBudgetToken(const Scope& scope, AccountId account,
                                                          const CaBudget& budget,
                                                          absl::Time now) = 0;
@@ -336,6 +339,16 @@ class CaLimitStore {
   // TakeCaBudgetToken's.
   virtual absl::Status ReturnCaBudgetToken(const Scope& scope, AccountId account,
                                            const CaBudget& budget) = 0;
+  // The fleet's bucket `budget.name` at the CA of `directory_url`, shared by every tenant and
+  // replica: for a limit the CA counts by client address (Let's Encrypt: 10 new accounts per
+  // IP per 3 hours), since a fleet's replicas usually leave through the same addresses. Takes
+  // and gives back as TakeCaBudgetToken and ReturnCaBudgetToken do. INVALID_ARGUMENT as
+  // those, and for an empty directory URL or a budget with identifiers.
+  virtual absl::StatusOr<CaBudgetTake> TakeCaDirectoryBudgetToken(absl::string_view directory_url,
+                                                                  const CaBudget& budget,
+                                                                  absl::Time now) = 0;
+  virtual absl::Status ReturnCaDirectoryBudgetToken(absl::string_view directory_url,
+                                                    const CaBudget& budget) = 0;
 };
 
 class AuthorizationStore {

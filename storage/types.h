@@ -448,12 +448,16 @@ struct CaHold {
 };
 inline constexpr size_t kMaxCaHoldProblemSize = 1024;
 
-// A token bucket that keeps an account's requests of one kind under a CA's limit: at most
-// `capacity` tokens, refilled evenly at `capacity` per `period` (300 per 3 h: one every 36 s).
+// A token bucket that keeps requests of one kind under a CA's limit: at most `capacity`
+// tokens, refilled evenly at `capacity` per `period` (300 per 3 h: one every 36 s).
 struct CaBudget {
   std::string name;  // e.g. "new_order"; 1 to 64 bytes
   double capacity = 0;
   absl::Duration period;
+  // Empty: the bucket is an account's (CaLimitStore's `account` argument). Set: the bucket is
+  // the tenant's for exactly this identifier set, whatever the account (Let's Encrypt counts
+  // duplicate certificates by the set of names, not by the account); made canonical.
+  std::vector<std::string> identifiers;
 };
 
 // The answer of CaLimitStore::TakeCaBudgetToken.
@@ -465,10 +469,13 @@ struct CaBudgetTake {
 };
 
 // The answer of CaLimitStore::AdmitCaRequest: the hold in force (then no token was taken), or
-// else the budget's take (unset when no budget was asked for).
+// else the budgets' take (unset when no budget was asked for): taken when every budget gave a
+// token (`tokens_left` then the last one's), else the take of the first budget that had none,
+// named by `short_budget`, and no bucket lost a token.
 struct CaAdmission {
   std::optional<CaHold> hold;
   std::optional<CaBudgetTake> take;
+  std::string short_budget;
 };
 
 // An HTTP-01 answer to publish (ChallengeStore::PutChallenge's arguments).

@@ -156,7 +156,7 @@ class FakeStore final : public Store {
   absl::Status RecordCaHold(const Scope& scope, const CaHoldKey& key, absl::Time until,
                             absl::string_view problem) override;
   absl::StatusOr<CaAdmission> AdmitCaRequest(const Scope& scope, const CaHoldKey& key,
-                                             const std::optional<CaBudget>& budget,
+                                             const std::vector<CaBudget>& budgets,
                                              absl::Time now) override;
   absl::StatusOr<CaHold> GetCaHold(const Scope& scope, const CaHoldKey& key,
                                    absl::Time now) override;
@@ -164,6 +164,11 @@ class FakeStore final : public Store {
                                                  const CaBudget& budget, absl::Time now) override;
   absl::Status ReturnCaBudgetToken(const Scope& scope, AccountId account,
                                    const CaBudget& budget) override;
+  absl::StatusOr<CaBudgetTake> TakeCaDirectoryBudgetToken(absl::string_view directory_url,
+                                                          const CaBudget& budget,
+                                                          absl::Time now) override;
+  absl::Status ReturnCaDirectoryBudgetToken(absl::string_view directory_url,
+                                            const CaBudget& budget) override;
 
   // AuthorizationStore
   absl::StatusOr<Authorization> RecordAuthorization(

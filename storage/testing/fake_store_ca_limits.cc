@@ -37,16 +37,38 @@ std::optional<CaHold> CaHoldLocked(State& s, const Scope& scope, const CaHoldKey
   return it->second;
 }
 
+using BudgetRow = std::pair<double, absl::Time>;  // tokens, last taken
+
+CaBudgetTake TakeFrom(BudgetRow& row, const CaBudget& budget, absl::Time now) {
+  auto& [tokens, updated_at] = row;
+  CaBudgetTake take = rules::TakeToken(budget, tokens, updated_at, now);
+  updated_at = std::max(updated_at, now);
+  return take;
+}
+
+void GiveBackTo(BudgetRow& row, const CaBudget& budget) {
+  row.first = std::min(budget.capacity, row.first + 1);
+}
+
+auto BudgetKey(const Scope& scope, AccountId account, const CaBudget& budget) {
+  // A tenant's bucket for an identifier set is no account's.
+  return std::make_tuple(scope.tenant, budget.identifiers.empty() ? account : 0, budget.name,
+                         budget.identifiers);
+}
+
 CaBudgetTake TakeCaBudgetTokenLocked(State& s, const Scope& scope, AccountId account,
                                      const CaBudget& budget, absl::Time now)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
   now = TruncateToMicros(now);
   auto [it, inserted] =
-      s.ca_budgets.try_emplace({scope.tenant, account, budget.name}, budget.capacity, now);
-  auto& [tokens, updated_at] = it->second;
-  CaBudgetTake take = rules::TakeToken(budget, tokens, updated_at, now);
-  updated_at = std::max(updated_at, now);
-  return take;
+      s.ca_budgets.try_emplace(BudgetKey(scope, account, budget), budget.capacity, now);
+  return TakeFrom(it->second, budget, now);
+}
+
+void ReturnCaBudgetTokenLocked(State& s, const Scope& scope, AccountId account,
+                               const CaBudget& budget) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu) {
+  auto it = s.ca_budgets.find(BudgetKey(scope, account, budget));
+  if (it != s.ca_budgets.end()) GiveBackTo(it->second, budget);
 }
 
 }  // namespace
@@ -65,41 +87,68 @@ absl::StatusOr<CaHold> FakeStore::GetCaHold(const Scope& scope, const CaHoldKey&
 absl::StatusOr<CaBudgetTake> FakeStore::TakeCaBudgetToken(const Scope& scope, AccountId account,
                                                           const CaBudget& budget,
                                                           absl::Time now) {
-  RETURN_IF_ERROR(rules::ValidateCaBudget(budget));
+  ASSIGN_OR_RETURN(CaBudget valid, rules::ValidateCaBudget(budget));
   State& s = *state_;
   fake::StoreLock lock(s);
   RETURN_IF_ERROR(fake::RequireTenant(s, scope));
-  return TakeCaBudgetTokenLocked(s, scope, account, budget, now);
+  return TakeCaBudgetTokenLocked(s, scope, account, valid, now);
 }
 
 absl::Status FakeStore::ReturnCaBudgetToken(const Scope& scope, AccountId account,
                                             const CaBudget& budget) {
-  RETURN_IF_ERROR(rules::ValidateCaBudget(budget));
+  ASSIGN_OR_RETURN(CaBudget valid, rules::ValidateCaBudget(budget));
   State& s = *state_;
   fake::StoreLock lock(s);
   RETURN_IF_ERROR(fake::RequireTenant(s, scope));
-  auto it = s.ca_budgets.find({scope.tenant, account, budget.name});
-  if (it != s.ca_budgets.end()) {
-    double& tokens = it->second.first;
-    tokens = std::min(budget.capacity, tokens + 1);
-  }
+  ReturnCaBudgetTokenLocked(s, scope, account, valid);
   return absl::OkStatus();
 }
 
 absl::StatusOr<CaAdmission> FakeStore::AdmitCaRequest(const Scope& scope, const CaHoldKey& key,
-                                                      const std::optional<CaBudget>& budget,
+                                                      const std::vector<CaBudget>& budgets,
                                                       absl::Time now) {
   ASSIGN_OR_RETURN(std::vector<std::string> ids, rules::ValidateCaHold(key));
-  if (budget.has_value()) RETURN_IF_ERROR(rules::ValidateCaBudget(*budget));
+  std::vector<CaBudget> valid;
+  for (const CaBudget& budget : budgets) {
+    ASSIGN_OR_RETURN(CaBudget checked, rules::ValidateCaBudget(budget));
+    valid.push_back(std::move(checked));
+  }
   State& s = *state_;
   fake::StoreLock lock(s);
   RETURN_IF_ERROR(fake::RequireTenant(s, scope));
   CaAdmission out;
   out.hold = CaHoldLocked(s, scope, key, ids, now);
-  if (!out.hold.has_value() && budget.has_value()) {
-    out.take = TakeCaBudgetTokenLocked(s, scope, key.account, *budget, now);
+  if (out.hold.has_value()) return out;
+  for (size_t i = 0; i < valid.size(); ++i) {
+    out.take = TakeCaBudgetTokenLocked(s, scope, key.account, valid[i], now);
+    if (out.take->taken) continue;
+    out.short_budget = valid[i].name;
+    for (size_t j = 0; j < i; ++j) ReturnCaBudgetTokenLocked(s, scope, key.account, valid[j]);
+    break;
   }
   return out;
+}
+
+absl::StatusOr<CaBudgetTake> FakeStore::TakeCaDirectoryBudgetToken(absl::string_view directory_url,
+                                                                   const CaBudget& budget,
+                                                                   absl::Time now) {
+  RETURN_IF_ERROR(rules::ValidateCaDirectoryBudget(directory_url, budget));
+  now = TruncateToMicros(now);
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  auto [it, inserted] = s.ca_directory_budgets.try_emplace(
+      {std::string(directory_url), budget.name}, budget.capacity, now);
+  return TakeFrom(it->second, budget, now);
+}
+
+absl::Status FakeStore::ReturnCaDirectoryBudgetToken(absl::string_view directory_url,
+                                                     const CaBudget& budget) {
+  RETURN_IF_ERROR(rules::ValidateCaDirectoryBudget(directory_url, budget));
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  auto it = s.ca_directory_budgets.find({std::string(directory_url), budget.name});
+  if (it != s.ca_directory_budgets.end()) GiveBackTo(it->second, budget);
+  return absl::OkStatus();
 }
 
 absl::Status FakeStore::MarkOrderStalled(const Scope& scope, const Lease& lease, absl::Time at) {

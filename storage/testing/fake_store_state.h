@@ -92,7 +92,13 @@ struct FakeStore::State {
   // request; buckets by tenant, account and budget (tokens, when last taken).
   std::map<std::tuple<TenantId, AccountId, std::vector<std::string>, CaRequest>, CaHold> ca_holds
       ABSL_GUARDED_BY(mu);
-  std::map<std::tuple<TenantId, AccountId, std::string>, std::pair<double, absl::Time>> ca_budgets
+  // By tenant, account (0 for an identifier set's), budget name and identifier set (empty for
+  // an account's): tokens and when last taken.
+  std::map<std::tuple<TenantId, AccountId, std::string, std::vector<std::string>>,
+           std::pair<double, absl::Time>>
+      ca_budgets ABSL_GUARDED_BY(mu);
+  // The fleet's, by directory URL and budget name.
+  std::map<std::pair<std::string, std::string>, std::pair<double, absl::Time>> ca_directory_budgets
       ABSL_GUARDED_BY(mu);
 };
 
