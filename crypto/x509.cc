@@ -6,14 +6,18 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <deque>
+#include <optional>
 #include <set>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
 #include "crypto/internal.h"
 
@@ -234,7 +238,9 @@ absl::StatusOr<std::vector<std::string>> SplitPemChain(absl::string_view pem) {
   return out;
 }
 
-absl::StatusOr<CertificateInfo> ParseCertificate(absl::string_view der) {
+namespace {
+
+absl::StatusOr<CertificateInfo> ParseCertificateOnce(absl::string_view der) {
   const auto* p = reinterpret_cast<const uint8_t*>(der.data());
   X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));  // NOLINT
   if (cert == nullptr || p != reinterpret_cast<const uint8_t*>(der.data()) + der.size()) {
@@ -282,6 +288,50 @@ absl::StatusOr<CertificateInfo> ParseCertificate(absl::string_view der) {
       NameEntry(X509_get_issuer_name(cert.get()), NID_commonName),
       std::move(key),
   };
+}
+
+// The certificates parsed last, by their exact DER. An issuance parses the same chain several
+// times (the download's checks, the store, the answer), and a parse is d2i_X509 plus the key's
+// decoding, about 190 us on OpenSSL 3: answered again from here, a parse is a lookup and a copy
+// (the copies share the key, which is immutable). Bounded: the oldest entry goes first.
+class ParsedCertificates {
+ public:
+  static constexpr size_t kCapacity = 256;
+
+  std::optional<CertificateInfo> Find(absl::string_view der) {
+    absl::MutexLock lock(&mu_);
+    auto it = parsed_.find(der);
+    if (it == parsed_.end()) return std::nullopt;
+    return it->second;
+  }
+  void Keep(const CertificateInfo& info) {
+    absl::MutexLock lock(&mu_);
+    if (!parsed_.emplace(info.der, info).second) return;
+    order_.push_back(info.der);
+    if (order_.size() > kCapacity) {
+      parsed_.erase(order_.front());
+      order_.pop_front();
+    }
+  }
+
+ private:
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, CertificateInfo> parsed_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);  // keys of parsed_, oldest first
+};
+
+ParsedCertificates& Parsed() {
+  static auto* parsed = new ParsedCertificates();
+  return *parsed;
+}
+
+}  // namespace
+
+absl::StatusOr<CertificateInfo> ParseCertificate(absl::string_view der) {
+  if (std::optional<CertificateInfo> known = Parsed().Find(der)) return *std::move(known);
+  ASSIGN_OR_RETURN(CertificateInfo info, ParseCertificateOnce(der));
+  Parsed().Keep(info);
+  return info;
 }
 
 absl::StatusOr<std::vector<CertificateInfo>> ParsePemChain(absl::string_view pem) {

@@ -57,6 +57,9 @@ struct CertificateInfo {
 // "CERTIFICATE", text between blocks other than whitespace, or an empty chain is
 // INVALID_ARGUMENT.
 absl::StatusOr<std::vector<std::string>> SplitPemChain(absl::string_view pem);
+// INVALID_ARGUMENT for anything but exactly one DER certificate. The last 256 certificates
+// parsed are kept by their exact bytes and answered again from memory (an issuance parses its
+// chain several times). Thread-safe.
 absl::StatusOr<CertificateInfo> ParseCertificate(absl::string_view der);
 // SplitPemChain + ParseCertificate for each.
 absl::StatusOr<std::vector<CertificateInfo>> ParsePemChain(absl::string_view pem);

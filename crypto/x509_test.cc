@@ -100,6 +100,45 @@ TEST(Certificates, ParsesTheTestChainExactly) {
   EXPECT_EQ((*again)[0], leaf.der);
 }
 
+// ParseCertificate answers a certificate it parsed lately from memory, by its exact bytes: a
+// certificate that differs in one byte (here the serial's last), or has a byte more, is parsed
+// on its own, also after more certificates than are kept have come between.
+TEST(Certificates, AParsedCertificateIsAnsweredAgainForItsExactBytesOnly) {
+  auto chain = SplitPemChain(ReadTestdata("chain.pem"));
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  const std::string leaf = (*chain)[0];
+  const std::string serial = absl::HexStringToBytes("8f00d1e2c3b4a59687");
+  const size_t at = leaf.find(serial);
+  ASSERT_NE(at, std::string::npos);
+  auto with_last_serial_byte = [&](int byte) {
+    std::string der = leaf;
+    der[at + serial.size() - 1] = static_cast<char>(byte);
+    return der;
+  };
+  for (int round = 0; round < 2; ++round) {
+    auto first = ParseCertificate(leaf);
+    ASSERT_TRUE(first.ok()) << first.status();
+    EXPECT_EQ(first->serial_hex, "8f00d1e2c3b4a59687");
+    EXPECT_EQ(first->der, leaf);
+    EXPECT_THAT(first->dns_names, ElementsAre("leaf.example.com", "*.leaf.example.com"));
+    auto other = ParseCertificate(with_last_serial_byte(0x88));
+    ASSERT_TRUE(other.ok()) << other.status();
+    EXPECT_EQ(other->serial_hex, "8f00d1e2c3b4a59688");
+    EXPECT_EQ(ParseCertificate(leaf + std::string(1, '\0')).status().code(),
+              absl::StatusCode::kInvalidArgument);
+    // 300 more certificates: more than are kept, so the next round parses the leaf again.
+    for (int byte = 0; byte < 300; ++byte) {
+      auto parsed = ParseCertificate(with_last_serial_byte(byte % 256) + (byte < 256 ? "" : "x"));
+      if (byte < 256) {
+        ASSERT_TRUE(parsed.ok()) << byte;
+        EXPECT_EQ(parsed->serial_bytes.back(), static_cast<char>(byte));
+      } else {
+        EXPECT_FALSE(parsed.ok()) << byte;
+      }
+    }
+  }
+}
+
 TEST(Certificates, ChainVerifiesOnlyAgainstItsRootAndWithinValidity) {
   auto ders = SplitPemChain(ReadTestdata("chain.pem"));
   ASSERT_TRUE(ders.ok());
