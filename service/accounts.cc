@@ -15,6 +15,7 @@
 #include "common/status_macros.h"
 #include "crypto/digest.h"
 #include "crypto/x509.h"
+#include "service/eab.h"
 #include "service/failure.h"
 #include "service/identifiers.h"
 #include "service/key_policy.h"
@@ -181,7 +182,11 @@ absl::StatusOr<AccountView> AccountManager::View(const storage::Scope& scope,
     if (options_.metrics != nullptr) {
       options_.metrics->SetAccountKeyAge(tenant.spec.name, KeyAge(k, now));
     }
-    return AccountView{account, k, DecideRotation(tenant.spec.policy, k, now).due_at};
+    AccountView view{account, k, DecideRotation(tenant.spec.policy, k, now).due_at};
+    auto eab = options_.accounts->GetEabKeyInfo(scope);
+    if (eab.ok()) view.kept_eab_key_id = eab->key_id;
+    if (!eab.ok() && !absl::IsNotFound(eab.status())) return eab.status();
+    return view;
   }
   return absl::NotFoundError("the account has no active key");
 }
@@ -254,6 +259,9 @@ absl::StatusOr<AccountView> AccountManager::CreateAccount(const Caller& caller,
   if (!spec.eab_key_id.empty() && !crypto::Base64UrlDecode(spec.eab_hmac_key, &mac)) {
     return absl::InvalidArgumentError("eab_hmac_key: is not base64url");
   }
+  if (spec.keep_eab_key && (spec.eab_key_id.empty() || mac.empty())) {
+    return absl::InvalidArgumentError("keep_eab_key: needs eab_key_id and eab_hmac_key");
+  }
   ASSIGN_OR_RETURN(storage::Tenant tenant, options_.tenants->GetTenant(scope));
   const std::string& directory = tenant.spec.acme_directory_url;
   if (directory.empty()) {
@@ -312,9 +320,19 @@ absl::StatusOr<AccountView> AccountManager::CreateAccount(const Caller& caller,
   }
   ASSIGN_OR_RETURN(SigningKey key, options_.keys->Version(scope, id, 1, "CreateAccount"));
   ASSIGN_OR_RETURN(acme::AcmeClient * client, options_.clients->For(directory));
+  acme::NewAccountOptions request{spec.contact, true, false, spec.eab_key_id, mac};
+  if (spec.eab_key_id.empty()) {
+    // No key given: a CA that requires one gets the tenant's kept key (a hijacked account's
+    // replacement comes here too).
+    ASSIGN_OR_RETURN(acme::Directory d, client->GetDirectory());
+    if (d.external_account_required) {
+      ASSIGN_OR_RETURN(storage::EabKey eab, KeptEabKey(*options_.accounts, scope, directory,
+                                                       "a new account", "CreateAccount"));
+      BindWith(eab, request);
+    }
+  }
   ASSIGN_OR_RETURN(bool token, NewAccountToken(directory));
-  auto acct =
-      client->NewAccount(*key.signer, {spec.contact, true, false, spec.eab_key_id, mac});
+  auto acct = client->NewAccount(*key.signer, request);
   if (options_.metrics) options_.metrics->RecordAcme("newAccount", acct.status());
   if (token) SettleNewAccountToken(*options_.limits, options_.ca_limits, directory, acct);
   if (std::optional<absl::Time> until = RateLimitedUntil(acct.status());
@@ -332,7 +350,40 @@ absl::StatusOr<AccountView> AccountManager::CreateAccount(const Caller& caller,
   if (key.info.state == storage::KeyState::kPending) {
     RETURN_IF_ERROR(options_.accounts->PromoteKey(scope, *lease, key.info.version));
   }
+  if (spec.keep_eab_key) {
+    // Kept once the CA has accepted it. The account exists either way: a failure here is
+    // logged, and GetAccount shows that no key is kept.
+    absl::Status kept =
+        options_.accounts->KeepEabKey(scope, directory, spec.eab_key_id, mac).status();
+    if (!kept.ok()) {
+      Log(LogLevel::kWarning, "could not keep the EAB key",
+          {{"tenant", absl::StrCat(scope.tenant)}, {"status", kept.ToString()}});
+    }
+  }
   return View(scope, id);
+}
+
+absl::StatusOr<std::optional<storage::EabKeyInfo>> AccountManager::SetEabKey(
+    const Caller& caller, absl::string_view key_id, absl::string_view hmac_key) {
+  RETURN_IF_ERROR(RequireRole(caller, storage::Role::kAdmin));
+  const storage::Scope scope = caller.ScopeFor("AccountService/SetEabKey");
+  if (key_id.empty() && hmac_key.empty()) {
+    RETURN_IF_ERROR(options_.accounts->ForgetEabKey(scope));
+    return std::nullopt;
+  }
+  if (key_id.empty() || hmac_key.empty()) {
+    return absl::InvalidArgumentError(
+        "eab_key_id and eab_hmac_key go together (both empty: forget the kept key)");
+  }
+  std::string mac;
+  if (!crypto::Base64UrlDecode(hmac_key, &mac)) {
+    return absl::InvalidArgumentError("eab_hmac_key: is not base64url");
+  }
+  ASSIGN_OR_RETURN(storage::Tenant tenant, options_.tenants->GetTenant(scope));
+  if (tenant.spec.acme_directory_url.empty()) {
+    return absl::FailedPreconditionError("the tenant has no ACME directory configured");
+  }
+  return options_.accounts->KeepEabKey(scope, tenant.spec.acme_directory_url, key_id, mac);
 }
 
 absl::StatusOr<bool> AccountManager::NewAccountToken(absl::string_view directory_url) {
@@ -485,11 +536,18 @@ absl::StatusOr<AccountManager::Replaced> AccountManager::ReplaceByNewAccount(
   const storage::AccountId id = current.account.id;
   const std::string& old_url = current.account.account_url;
   ASSIGN_OR_RETURN(acme::Directory directory, current.client->GetDirectory());
+  acme::NewAccountOptions request{.terms_of_service_agreed = true};
   if (directory.external_account_required) {
-    RETURN_IF_ERROR(options_.accounts->DiscardPendingKey(scope, lease, version));
-    return absl::FailedPreconditionError(
-        "the CA offers no keyChange and requires External Account Binding for a new account; "
-        "the key cannot be rolled over here (the pending key was discarded)");
+    auto eab = KeptEabKey(*options_.accounts, scope, current.account.directory_url,
+                          "a rollover at a CA without keyChange (a new account)",
+                          absl::StrCat("rollover by a new account, key version ", version));
+    if (absl::IsFailedPrecondition(eab.status())) {
+      RETURN_IF_ERROR(options_.accounts->DiscardPendingKey(scope, lease, version));
+      return absl::FailedPreconditionError(
+          absl::StrCat(eab.status().message(), " (the pending key was discarded)"));
+    }
+    RETURN_IF_ERROR(eab.status());
+    BindWith(*eab, request);
   }
   // The old account's key: to read its contact and to deactivate it. A recovery may find it
   // unusable here (compromised, or a token object gone): then neither is possible.
@@ -529,8 +587,8 @@ absl::StatusOr<AccountManager::Replaced> AccountManager::ReplaceByNewAccount(
   // RFC 8555 §7.3.1: for a key the CA knows already this answers with that account, so a
   // repeated attempt finds the account an earlier one registered.
   ASSIGN_OR_RETURN(bool token, NewAccountToken(current.account.directory_url));
-  auto registered =
-      current.client->NewAccount(candidate, {.contact = contact, .terms_of_service_agreed = true});
+  request.contact = contact;
+  auto registered = current.client->NewAccount(candidate, request);
   if (options_.metrics) options_.metrics->RecordAcme("newAccount", registered.status());
   if (token) {
     SettleNewAccountToken(*options_.limits, options_.ca_limits, current.account.directory_url,
@@ -737,9 +795,16 @@ absl::StatusOr<RolloverResult> AccountManager::RolloverScoped(
   ASSIGN_OR_RETURN(acme::Directory directory, current.client->GetDirectory());
   const bool by_new_account = directory.key_change.empty();
   if (by_new_account && directory.external_account_required) {
-    return absl::FailedPreconditionError(
-        "the CA offers no keyChange and requires External Account Binding for a new account; "
-        "the key cannot be rolled over here; nothing was changed");
+    // The new account will need the tenant's kept EAB key: without one, refused before
+    // anything is staged.
+    auto kept = options_.accounts->GetEabKeyInfo(scope);
+    if (!kept.ok() && !absl::IsNotFound(kept.status())) return kept.status();
+    if (!kept.ok() || kept->directory_url != current.account.directory_url) {
+      return absl::FailedPreconditionError(
+          "the CA offers no keyChange and requires External Account Binding for a new account, "
+          "and the tenant keeps no EAB key for it: keep one with AccountService.SetEabKey; "
+          "nothing was changed");
+    }
   }
   // Made where the tenant's policy says now (a tenant moved to PKCS11 moves at its next key).
   ASSIGN_OR_RETURN(NewAccountKey new_key,
@@ -1496,8 +1561,8 @@ absl::StatusOr<AccountManager::StepOutcome> AccountManager::OpenNewAccount(const
   }
   CreateAccountSpec spec;
   // Agreed when the hijacked account was made; the CA's contact for it is the attacker's to
-  // change now, so none is copied. An External Account Binding key is not kept: a CA that
-  // requires one refuses, and the error says so.
+  // change now, so none is copied. A CA that requires External Account Binding gets the
+  // tenant's kept EAB key (CreateAccount); without one the error says how to keep one.
   spec.terms_of_service_agreed = true;
   spec.key_algorithm = c.algorithm;
   ASSIGN_OR_RETURN(AccountView view, CreateAccount(c.caller, spec));

@@ -23,7 +23,8 @@
 // next resolution does the steps again; only a definite refusal of newAccount discards the key.
 // The old account's authorizations, a CAA accounturi binding to its URL and ARI replacement of
 // its certificates do not carry over; RolloverResult::replacement says so. A CA that also
-// requires External Account Binding is refused (FAILED_PRECONDITION): the EAB key is not kept.
+// requires External Account Binding uses the tenant's kept EAB key (service/eab.h; without one,
+// FAILED_PRECONDITION and the pending key is discarded).
 //
 // An answer that the account is unusable (401/403 unauthorized, accountDoesNotExist) to a
 // request signed with the account key makes the service ask the CA for the account; when the CA
@@ -91,6 +92,8 @@ struct AccountView {
   // When the tenant's rotation policy rolls the active key over (service/rotation_policy.h):
   // already passed while the rotation job is on its way; unset when the policy never does.
   std::optional<absl::Time> next_rotation;
+  // The id of the EAB key the tenant keeps (SetEabKey); empty when none is.
+  std::string kept_eab_key_id;
 };
 
 struct CreateAccountSpec {
@@ -99,6 +102,9 @@ struct CreateAccountSpec {
   std::string eab_key_id;
   std::string eab_hmac_key;  // base64url
   std::optional<crypto::KeyAlgorithm> key_algorithm;
+  // Keep the EAB key once the CA has accepted it (SetEabKey's, for the accounts the service
+  // opens by itself).
+  bool keep_eab_key = false;
 };
 
 // What a rollover at a CA whose directory offers no keyChange did instead: the new key became
@@ -245,6 +251,13 @@ class AccountManager {
   absl::StatusOr<AccountView> CreateAccount(const Caller& caller, const CreateAccountSpec& spec);
   // NOT_FOUND when the tenant has no account.
   absl::StatusOr<AccountView> GetAccount(const Caller& caller);
+  // Keeps the tenant's EAB key (`hmac_key` base64url) for its CA, sealed, replacing any kept
+  // before; both empty: forgets it (NOT_FOUND when none is kept), answering nullopt. Admins
+  // only. INVALID_ARGUMENT for one without the other or a key that is not base64url;
+  // FAILED_PRECONDITION when the tenant has no CA.
+  absl::StatusOr<std::optional<storage::EabKeyInfo>> SetEabKey(const Caller& caller,
+                                                               absl::string_view key_id,
+                                                               absl::string_view hmac_key);
   // ABORTED "another change of this account's keys is in progress" while one is (nothing
   // written); DEADLINE_EXCEEDED when less than `key_change_time` was left before `deadline` to
   // send keyChange (nothing written); UNAVAILABLE when the CA's answer to keyChange did not

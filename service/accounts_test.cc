@@ -9,11 +9,12 @@
 #include "absl/synchronization/notification.h"
 #include "acme/problem.h"
 #include "acme/testing/scripted_server.h"
+#include "crypto/digest.h"
 #include "crypto/jwk.h"
 #include "crypto/jws.h"
 #include "crypto/pkcs11.h"
-#include "crypto/x509.h"
 #include "crypto/testing/softhsm.h"
+#include "crypto/x509.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "service/testing/fixture.h"
@@ -952,6 +953,23 @@ class GatedAccounts : public storage::AccountStore {
                                 int version) override {
     return Gate("MarkKeyDestroyed", [&] { return s_.MarkKeyDestroyed(scope, account, version); });
   }
+  absl::StatusOr<storage::EabKeyInfo> KeepEabKey(const storage::Scope& scope,
+                                                 absl::string_view directory_url,
+                                                 absl::string_view key_id,
+                                                 absl::string_view hmac_key) override {
+    return Gate("KeepEabKey",
+                [&] { return s_.KeepEabKey(scope, directory_url, key_id, hmac_key); });
+  }
+  absl::StatusOr<storage::EabKeyInfo> GetEabKeyInfo(const storage::Scope& scope) override {
+    return Gate("GetEabKeyInfo", [&] { return s_.GetEabKeyInfo(scope); });
+  }
+  absl::StatusOr<storage::EabKey> GetEabKey(const storage::Scope& scope,
+                                            absl::string_view purpose) override {
+    return Gate("GetEabKey", [&] { return s_.GetEabKey(scope, purpose); });
+  }
+  absl::Status ForgetEabKey(const storage::Scope& scope) override {
+    return Gate("ForgetEabKey", [&] { return s_.ForgetEabKey(scope); });
+  }
 
  private:
   template <typename Call>
@@ -1245,6 +1263,81 @@ int ValidAccounts(testing::Fixture& fx, storage::TenantId tenant) {
     for (const auto& a : *accounts) n += a.status == storage::AccountStatus::kValid;
   }
   return n;
+}
+
+// Issue 11: at a CA without keyChange that requires External Account Binding, the rollover's
+// new account is bound with the tenant's kept EAB key (kept by CreateAccount's keep_eab_key, or
+// SetEabKey); with none kept the rollover is refused before anything is staged or sent, naming
+// how to keep one.
+TEST_F(AccountsTest, WithoutKeyChangeTheNewAccountIsBoundWithTheKeptEabKey) {
+  NoKeyChangeCa ca(ca_);
+  ca_.directory()["meta"]["externalAccountRequired"] = true;
+  const std::string mac(32, 'e');
+  CreateAccountSpec spec{{"mailto:pki@example.com"}, true, "kid-5", crypto::Base64Url(mac)};
+  auto v1 = accounts_->CreateAccount(admin_, spec);  // the key used, not kept
+  ASSERT_TRUE(v1.ok()) << v1.status();
+  EXPECT_EQ(v1->kept_eab_key_id, "");
+  const int requests = static_cast<int>(ca_.calls().size());
+  auto refused = accounts_->Rollover(admin_, std::nullopt, "scheduled");
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kFailedPrecondition, "SetEabKey"));
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kFailedPrecondition, "nothing was changed"));
+  EXPECT_EQ(ca.accounts(), 1);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-acct"), 1);
+  EXPECT_LE(static_cast<int>(ca_.calls().size()), requests + 1);  // at most the old account read
+
+  EXPECT_THAT(accounts_->SetEabKey(admin_, "kid-6", ""),
+              StatusIs(absl::StatusCode::kInvalidArgument, "go together"));
+  EXPECT_THAT(accounts_->SetEabKey(admin_, "kid-6", "not base64url!"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "eab_hmac_key"));
+  EXPECT_THAT(accounts_->SetEabKey(host_, "kid-6", crypto::Base64Url(mac)),
+              StatusIs(absl::StatusCode::kPermissionDenied));
+  const std::string kept_mac(32, 'k');
+  ASSERT_OK_AND_ASSIGN(std::optional<storage::EabKeyInfo> kept,
+                       accounts_->SetEabKey(admin_, "kid-6", crypto::Base64Url(kept_mac)));
+  ASSERT_TRUE(kept.has_value());
+  EXPECT_EQ(kept->key_id, "kid-6");
+  EXPECT_EQ(kept->directory_url, ScriptedServer::Url("/dir"));
+  auto shown = accounts_->GetAccount(admin_);
+  ASSERT_TRUE(shown.ok()) << shown.status();
+  EXPECT_EQ(shown->kept_eab_key_id, "kid-6");
+
+  auto r = accounts_->Rollover(admin_, std::nullopt, "scheduled");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->account.account.account_url, NoKeyChangeCa::Url(2));
+  std::vector<crypto::ParsedJws> registrations;
+  for (const auto& call : ca_.calls()) {
+    if (call.path == "/new-acct" && call.jws.has_value()) registrations.push_back(*call.jws);
+  }
+  ASSERT_FALSE(registrations.empty());
+  const crypto::ParsedJws& last = registrations.back();
+  auto eab = crypto::ParseJwsObject(nlohmann::json::parse(last.payload)["externalAccountBinding"]);
+  ASSERT_TRUE(eab.ok()) << eab.status();
+  EXPECT_EQ(eab->header["kid"], "kid-6");
+  EXPECT_EQ(eab->signature, crypto::HmacSha256(kept_mac, eab->signing_input));
+  EXPECT_EQ(nlohmann::json::parse(eab->payload), last.header["jwk"]);  // the new key's
+
+  // Forgotten on request; a second forget finds nothing.
+  ASSERT_OK_AND_ASSIGN(std::optional<storage::EabKeyInfo> forgotten,
+                       accounts_->SetEabKey(admin_, "", ""));
+  EXPECT_FALSE(forgotten.has_value());
+  EXPECT_THAT(accounts_->SetEabKey(admin_, "", ""), StatusIs(absl::StatusCode::kNotFound));
+}
+
+// CreateAccount's keep_eab_key keeps the key the CA accepted; without an EAB key it is refused.
+TEST_F(AccountsTest, CreateAccountKeepsTheEabKeyTheCaAccepted) {
+  EXPECT_THAT(accounts_->CreateAccount(
+                  admin_, {{"mailto:pki@example.com"}, true, "", "", std::nullopt, true}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "keep_eab_key"));
+  const std::string mac(32, 'c');
+  auto view = accounts_->CreateAccount(
+      admin_,
+      {{"mailto:pki@example.com"}, true, "kid-7", crypto::Base64Url(mac), std::nullopt, true});
+  ASSERT_TRUE(view.ok()) << view.status();
+  EXPECT_EQ(view->kept_eab_key_id, "kid-7");
+  auto kept = fx_.store().GetEabKey(fx_.AdminScope(tenant_), "test");
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->hmac_key.view(), mac);
+  EXPECT_EQ(kept->info.directory_url, ScriptedServer::Url("/dir"));
 }
 
 TEST_F(AccountsTest, WithoutKeyChangeARolloverMakesANewAccountAndDeactivatesTheOldOne) {

@@ -178,6 +178,21 @@ grpc::Status AccountServiceImpl::GetAccount(grpc::ServerContext* context,
   });
 }
 
+grpc::Status AccountServiceImpl::SetEabKey(grpc::ServerContext* context,
+                                           const v1::SetEabKeyRequest* request,
+                                           v1::SetEabKeyResponse* response) {
+  return HandleRpc(deps_, context, "SetEabKey", [&](const Caller& caller) -> absl::Status {
+    ASSIGN_OR_RETURN(
+        std::optional<storage::EabKeyInfo> kept,
+        deps_.accounts->SetEabKey(caller, request->eab_key_id(), request->eab_hmac_key()));
+    if (kept.has_value()) {
+      response->set_kept_eab_key_id(kept->key_id);
+      response->set_directory_url(kept->directory_url);
+    }
+    return absl::OkStatus();
+  });
+}
+
 grpc::Status AccountServiceImpl::RolloverAccountKey(grpc::ServerContext* context,
                                                     const v1::RolloverAccountKeyRequest* request,
                                                     v1::RolloverAccountKeyResponse* response) {

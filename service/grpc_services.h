@@ -65,6 +65,8 @@ class AccountServiceImpl final : public v1::AccountService::Service {
                              v1::Account* response) override;
   grpc::Status GetAccount(grpc::ServerContext* context, const v1::GetAccountRequest* request,
                           v1::Account* response) override;
+  grpc::Status SetEabKey(grpc::ServerContext* context, const v1::SetEabKeyRequest* request,
+                         v1::SetEabKeyResponse* response) override;
   grpc::Status RolloverAccountKey(grpc::ServerContext* context,
                                   const v1::RolloverAccountKeyRequest* request,
                                   v1::RolloverAccountKeyResponse* response) override;

@@ -13,6 +13,7 @@
 #include "common/text.h"
 #include "crypto/jwk.h"
 #include "crypto/x509.h"
+#include "service/eab.h"
 #include "service/failure.h"
 #include "service/identifiers.h"
 #include "service/log.h"
@@ -624,17 +625,21 @@ absl::StatusOr<OrderStepResult> OrderRunner::Step(const OrderJob& job) {
 
 absl::Status OrderRunner::RegisterEphemeral(Context& ctx) {
   ASSIGN_OR_RETURN(acme::Directory directory, ctx.client->GetDirectory());
+  acme::NewAccountOptions request{.terms_of_service_agreed = true};
   if (directory.external_account_required) {
-    return absl::FailedPreconditionError(
-        "the CA requires External Account Binding for every new account, and the service keeps "
-        "no EAB key for ephemeral accounts: turn ephemeral_accounts off for this tenant");
+    // Bound with the tenant's kept EAB key (the order's own account key signs the binding).
+    ASSIGN_OR_RETURN(storage::EabKey eab,
+                     KeptEabKey(*options_.accounts, ctx.scope(), ctx.account.directory_url,
+                                "an ephemeral account (or turn ephemeral_accounts off)",
+                                absl::StrCat("ephemeral account for order ", ctx.order.id)));
+    BindWith(eab, request);
   }
   ASSIGN_OR_RETURN(bool token,
                    TakeNewAccountToken(*options_.limits, options_.ca_limits,
                                        ctx.account.directory_url, options_.clock->Now()));
   // RFC 8555 §7.3.1: for a key the CA knows already (an earlier step's newAccount whose answer
   // was lost) this answers with that account, so a repeated step registers nothing twice.
-  auto registered = ctx.client->NewAccount(*ctx.key->signer, {.terms_of_service_agreed = true});
+  auto registered = ctx.client->NewAccount(*ctx.key->signer, request);
   if (options_.metrics) options_.metrics->RecordAcme("newAccount", registered.status());
   if (token) {
     SettleNewAccountToken(*options_.limits, options_.ca_limits, ctx.account.directory_url,

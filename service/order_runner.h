@@ -229,8 +229,9 @@ class OrderRunner {
   std::optional<Loaded> TakeLoaded(const OrderJob& job);
   absl::StatusOr<OrderStepResult> StepLoaded(Context& ctx);
   // The order's ephemeral account, still pending: registered at the CA with its stored key
-  // (terms agreed, no contact) and its URL recorded. FAILED_PRECONDITION when the CA requires
-  // External Account Binding (no EAB key is kept for ephemeral accounts); RESOURCE_EXHAUSTED
+  // (terms agreed, no contact; bound with the tenant's kept EAB key when the CA requires
+  // External Account Binding, service/eab.h) and its URL recorded. FAILED_PRECONDITION when the
+  // CA requires EAB and the tenant keeps no key for it; RESOURCE_EXHAUSTED
   // (HeldUntil), with nothing sent, when the fleet's new-account budget at the CA is spent.
   absl::Status RegisterEphemeral(Context& ctx);
   // After a step that ended the order: its ephemeral account closed (CloseEphemeralAccount),

@@ -4,8 +4,8 @@
 #include "service/order_runner.h"
 
 #include <atomic>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include "absl/strings/match.h"
@@ -13,7 +13,9 @@
 #include "acme/problem.h"
 #include "acme/testing/scripted_server.h"
 #include "common/status_macros.h"
+#include "crypto/digest.h"
 #include "crypto/jwk.h"
+#include "crypto/jws.h"
 #include "crypto/x509.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -441,8 +443,8 @@ TEST_F(OrderRunnerTest, AStepFindingTheOrderEndedClosesItsEphemeralAccount) {
   EXPECT_EQ(account->status, storage::AccountStatus::kDeactivated);
 }
 
-// The CA requires External Account Binding: the service keeps no EAB key for ephemeral
-// accounts, so the order fails with that reason and no account is registered.
+// The CA requires External Account Binding and the tenant keeps no EAB key: the order fails
+// with that reason and how to keep one, and no account is registered.
 TEST_F(OrderRunnerTest, AnEphemeralAccountAtACaRequiringEabFailsTheOrderClearly) {
   ca_.directory()["meta"]["externalAccountRequired"] = true;
   ca_.On("POST", "/new-acct", [](const Call&) {
@@ -454,11 +456,51 @@ TEST_F(OrderRunnerTest, AnEphemeralAccountAtACaRequiringEabFailsTheOrderClearly)
   ASSERT_TRUE(order.ok()) << order.status();
   EXPECT_EQ(order->state, OrderState::kInvalid);
   EXPECT_THAT(order->error, HasSubstr("External Account Binding"));
+  EXPECT_THAT(order->error, HasSubstr("SetEabKey"));
   EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 0);
   auto account = fx_.store().GetAccount(scope_, ephemeral);
   ASSERT_TRUE(account.ok());
   EXPECT_EQ(account->status, storage::AccountStatus::kDeactivated);
   EXPECT_TRUE(account->account_url.empty());
+}
+
+// Issue 11: with the tenant's EAB key kept, an ephemeral account at a CA requiring External
+// Account Binding is registered bound to it (RFC 8555 §7.3.4: an HMAC by the kept key over the
+// account's own public key), and the order runs to its certificate.
+TEST_F(OrderRunnerTest, AnEphemeralAccountIsBoundWithTheTenantsKeptEabKey) {
+  std::string state;
+  testing::ScriptHappyCa(ca_, &state);
+  ca_.directory()["meta"]["externalAccountRequired"] = true;
+  ca_.On("POST", "/new-acct", [](const Call&) {
+    return ScriptedServer::Json(201, {{"status", "valid"}},
+                                {{"Location", ScriptedServer::Url("/acct/7")}});
+  });
+  ca_.On("POST", "/acct/7", [](const Call&) {
+    return ScriptedServer::Json(200, {{"status", "deactivated"}});
+  });
+  const std::string mac(32, 'm');
+  ASSERT_TRUE(fx_.store().KeepEabKey(scope_, ScriptedServer::Url("/dir"), "kid-9", mac).ok());
+  const storage::AccountId ephemeral = EphemeralAccount();
+  auto order = RunToEnd(NewOrderRow({"*.leaf.example.com", "leaf.example.com"},
+                                    testing::TestLeafKey(), false, ephemeral));
+  ASSERT_TRUE(order.ok()) << order.status();
+  EXPECT_EQ(order->state, OrderState::kValid);
+  std::optional<crypto::ParsedJws> jws;
+  for (const auto& call : ca_.calls()) {
+    if (call.request.method == "POST" && call.path == "/new-acct") jws = call.jws;
+  }
+  ASSERT_TRUE(jws.has_value());
+  auto eab = crypto::ParseJwsObject(nlohmann::json::parse(jws->payload)["externalAccountBinding"]);
+  ASSERT_TRUE(eab.ok()) << eab.status();
+  EXPECT_EQ(eab->header["kid"], "kid-9");
+  EXPECT_EQ(eab->signature, crypto::HmacSha256(mac, eab->signing_input));
+  // It binds the ephemeral account's key, the one that signed the request.
+  EXPECT_EQ(nlohmann::json::parse(eab->payload), jws->header["jwk"]);
+  auto audit = fx_.store().ListAudit(scope_, {"", 1000});
+  ASSERT_TRUE(audit.ok());
+  int uses = 0;
+  for (const auto& r : audit->items) uses += r.event.action == "UseEabKey";
+  EXPECT_EQ(uses, 1);
 }
 
 TEST_F(OrderRunnerTest, ResumesAtTheCasStatusAndNeverFinalizesTwice) {

@@ -328,6 +328,7 @@ absl::StatusOr<CreateAccountSpec> CreateAccountSpecFromProto(
   spec.terms_of_service_agreed = request.terms_of_service_agreed();
   spec.eab_key_id = request.eab_key_id();
   spec.eab_hmac_key = request.eab_hmac_key();
+  spec.keep_eab_key = request.keep_eab_key();
   ASSIGN_OR_RETURN(spec.key_algorithm,
                    KeyAlgorithmFromProto(request.key_algorithm(), "key_algorithm"));
   return spec;
@@ -431,6 +432,7 @@ void ToProto(const AccountView& view, absl::Time now, v1::Account* out) {
   TimeToProto(view.account.created_at, out->mutable_created_at());
   if (view.next_rotation) TimeToProto(*view.next_rotation, out->mutable_next_key_rotation());
   if (view.account.hijacked_at) TimeToProto(*view.account.hijacked_at, out->mutable_hijacked_at());
+  out->set_kept_eab_key_id(view.kept_eab_key_id);
 }
 
 void ToProto(const RolloverResult& result, absl::Time now, v1::RolloverAccountKeyResponse* out) {

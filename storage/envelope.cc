@@ -33,6 +33,10 @@ std::string OrderKeyContext(TenantId tenant, OrderId order) {
   return absl::StrCat("order-key|tenant=", tenant, "|order=", order);
 }
 
+std::string EabKeyContext(TenantId tenant, int64_t id) {
+  return absl::StrCat("eab-key|tenant=", tenant, "|eab=", id);
+}
+
 absl::StatusOr<Envelope> Envelope::Create(KekSet keks) {
   if (keks.empty()) {
     return absl::FailedPreconditionError(

@@ -8,8 +8,8 @@
 //
 //   wrapped = Seal(KEK[kek_id], data_key, "acmevault/data-key/v1|" kek_id "|" context)
 //   sealed  = Seal(data_key, pkcs8_der,   "acmevault/private-key/v1|" context)
-//   context = "account-key|tenant=T|account=A|version=V", "certificate-key|tenant=T|cert=C"
-//             or "order-key|tenant=T|order=O"
+//   context = "account-key|tenant=T|account=A|version=V", "certificate-key|tenant=T|cert=C",
+//             "order-key|tenant=T|order=O" or "eab-key|tenant=T|eab=ID" (an EAB HMAC key)
 //
 // so a ciphertext copied to another row, or a wrapped key relabelled with another KEK id, fails
 // to open. Rotating the KEK re-wraps only the 60-byte data keys; sealed keys never change.
@@ -38,6 +38,8 @@ struct SealedKey {
 std::string AccountKeyContext(TenantId tenant, AccountId account, int version);
 std::string CertificateKeyContext(TenantId tenant, CertificateId certificate);
 std::string OrderKeyContext(TenantId tenant, OrderId order);
+// A tenant's kept EAB HMAC key, row `id` of eab_keys (sealed with Seal, not SealPrivateKey).
+std::string EabKeyContext(TenantId tenant, int64_t id);
 
 // Immutable; thread-safe. Move-only.
 class Envelope {

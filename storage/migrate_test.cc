@@ -121,8 +121,8 @@ TEST_F(MigrateTest, FromEmptyToLatestOnceThenNothing) {
                                                    {"8", "order_creator_and_token_expiry", "32"},
                                                    {"9", "order_failures", "32"},
                                                    {"10", "jobs", "32"}}));
-  // 15, 0017's ca_holds and ca_budgets, and 0025's ca_directory_budgets.
-  EXPECT_EQ(Query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0], "18");
+  // 15, 0017's ca_holds and ca_budgets, 0025's ca_directory_budgets and 0026's eab_keys.
+  EXPECT_EQ(Query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0], "19");
 
   ASSERT_OK_AND_ASSIGN(MigrationReport second, Migrate({db_->superuser_url()}));
   EXPECT_EQ(second.from_version, LatestSchemaVersion());
@@ -193,7 +193,7 @@ TEST_F(MigrateTest, RecordsTheOldestBinaryEachMigrationAdmits) {
   // table: new tables and functions no earlier binary reads) binaries that know 0009; every
   // other migration shipped so far needs a binary that knows it (0017 among them: an older
   // binary would join stalled orders; 0018 too: it would take an ephemeral account for the
-  // tenant's own).
+  // tenant's own; 0026 too: an older binary's re-wrap would never finish the EAB keys).
   EXPECT_EQ(Query("SELECT version, compatible_from FROM schema_version "
                   "WHERE version <> compatible_from ORDER BY version"),
             (std::vector<std::vector<std::string>>{{"9", "8"},

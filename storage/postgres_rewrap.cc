@@ -15,8 +15,8 @@ using pg::kSealedColumns;
 
 namespace {
 
-// Re-wraps up to `limit` sealed keys of `table` (certificates or orders: rows named by `id`
-// whose key is bound to context(tenant, id)) that are not under the current KEK. Rows another
+// Re-wraps up to `limit` sealed keys of `table` (certificates, orders or eab_keys: rows named by
+// `id` whose key is bound to context(tenant, id)) that are not under the current KEK. Rows another
 // re-wrapper holds are skipped. Returns how many it re-wrapped.
 absl::StatusOr<int64_t> RewrapRows(pqxx::work& tx, const Envelope& envelope,
                                    absl::string_view table,
@@ -82,7 +82,8 @@ absl::StatusOr<VaultMaintenance::RewrapProgress> PostgresStore::RewrapBatch(cons
           }
           for (const auto& [table, context] :
                {std::make_pair("certificates", CertificateKeyContext),
-                std::make_pair("orders", OrderKeyContext)}) {
+                std::make_pair("orders", OrderKeyContext),
+                std::make_pair("eab_keys", EabKeyContext)}) {
             ASSIGN_OR_RETURN(int64_t n,
                              RewrapRows(tx, envelope_, table, context, tenant, budget - count));
             count += n;

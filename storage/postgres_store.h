@@ -126,6 +126,12 @@ class PostgresStore final : public Store {
                                             absl::string_view purpose) override;
   absl::StatusOr<std::vector<AccountKey>> ListKeys(const Scope& scope, AccountId account) override;
   absl::Status MarkKeyDestroyed(const Scope& scope, AccountId account, int version) override;
+  absl::StatusOr<EabKeyInfo> KeepEabKey(const Scope& scope, absl::string_view directory_url,
+                                        absl::string_view key_id,
+                                        absl::string_view hmac_key) override;
+  absl::StatusOr<EabKeyInfo> GetEabKeyInfo(const Scope& scope) override;
+  absl::StatusOr<EabKey> GetEabKey(const Scope& scope, absl::string_view purpose) override;
+  absl::Status ForgetEabKey(const Scope& scope) override;
 
   // OrderStore
   absl::StatusOr<CreateOrderResult> CreateOrJoinOrder(const Scope& scope,

@@ -39,6 +39,7 @@ using ::acmevault::storage::testing::TestDatabase;
 using ::acmevault::storage::testing::TestKeks;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Not;
 
 const Actor kActor{"spiffe://test/admin", "test/Rpc"};
 
@@ -486,11 +487,15 @@ TEST_F(PostgresStoreTest, PgDumpContainsNoPrivateKeyAfterAFullWorkload) {
   crypto::PrivateKey order_key = NewKey(crypto::KeyAlgorithm::kEcdsaP384);
   OrderId order = MakeOrder(beta, p384, "www.beta.test", &order_key);
   ASSERT_OK(store_->GetOrderCertificateKey(beta, order, "finalize").status());
+  // A kept EAB HMAC key: neither its bytes nor their base64url (how the API takes it) appear.
+  const std::string eab_mac = "eab-hmac-5c1e0f9b27d4a3";
+  ASSERT_OK(store_->KeepEabKey(beta, "https://ca.test/dir", "kid-beta", eab_mac).status());
+  ASSERT_OK(store_->GetEabKey(beta, "newAccount").status());
   // Rotate the KEK: re-wrapped rows must not leak either.
   ASSERT_OK_AND_ASSIGN(auto rotated, Open(KekText("kek-a", 'a') + "," + KekText("kek-b", 'b')));
   ASSERT_OK_AND_ASSIGN(VaultMaintenance::RewrapProgress p, rotated->RewrapBatch(kActor, 100));
-  // alpha's two account keys, beta's one, the certificate key, the order's key
-  EXPECT_EQ(p.rewrapped, 5);
+  // alpha's two account keys, beta's one, the certificate key, the order's key, the EAB key
+  EXPECT_EQ(p.rewrapped, 6);
   EXPECT_TRUE(p.done);
   {
     pqxx::connection admin(db_->superuser_url());
@@ -504,6 +509,9 @@ TEST_F(PostgresStoreTest, PgDumpContainsNoPrivateKeyAfterAFullWorkload) {
   EXPECT_THAT(dump, HasSubstr("COPY public.account_keys"));
   EXPECT_THAT(dump, HasSubstr("kek-b"));  // the wrapped rows are there
   EXPECT_THAT(FindLeaks(dump, generated_), IsEmpty());
+  EXPECT_THAT(dump, HasSubstr("kid-beta"));  // the key id is no secret
+  EXPECT_THAT(dump, Not(HasSubstr(eab_mac)));
+  EXPECT_THAT(dump, Not(HasSubstr(absl::WebSafeBase64Escape(eab_mac))));
 
   // The search itself works: a key stored in the clear (DER as bytea, PEM and JWK "d" as text)
   // is found in every one of those forms.

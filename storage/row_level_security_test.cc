@@ -291,10 +291,10 @@ TEST_F(RowLevelSecurityTest, CrossTenantFunctionsAnswerOnlyTheirNarrowQuestion) 
                      "'accounts', 'account_keys', 'orders', 'authorizations', 'certificates', "
                      "'challenges', 'audit_log', 'audit_heads', 'compromise_runs', "
                      "'compromise_run_steps', 'jobs', 'job_turns', 'ca_holds', 'ca_budgets', "
-                     "'ca_directory_budgets') "
+                     "'ca_directory_budgets', 'eab_keys') "
                      "AND relrowsecurity AND relforcerowsecurity")[0]
                 .as<int>(),
-            17);
+            18);
   // The claim writes only the lease columns of jobs, across tenants.
   EXPECT_FALSE(tx.exec1("SELECT has_column_privilege('acmevault_definer', 'jobs', 'not_before', "
                         "'UPDATE')")[0]

@@ -410,6 +410,28 @@ absl::Time NextTokenAt(const CaBudget& budget, double tokens, absl::Time now) {
   return now + absl::Microseconds(std::ceil(us));
 }
 
+absl::Status ValidateEabKey(absl::string_view directory_url, absl::string_view key_id,
+                            absl::string_view hmac_key) {
+  if (directory_url.empty() || directory_url.size() > 2048) {
+    return absl::InvalidArgumentError("EAB key: the directory URL must be 1 to 2048 bytes");
+  }
+  if (key_id.empty() || key_id.size() > kMaxEabKeyIdSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("eab_key_id: must be 1 to ", kMaxEabKeyIdSize, " bytes"));
+  }
+  if (hmac_key.empty() || hmac_key.size() > kMaxEabHmacKeySize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("eab_hmac_key: must be 1 to ", kMaxEabHmacKeySize, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
+AuditEvent EabKeyEvent(absl::string_view action, const EabKeyInfo& info,
+                       absl::string_view purpose) {
+  return SimpleEvent(action, absl::StrCat("EAB key id ", info.key_id, " for ", info.directory_url,
+                                          purpose.empty() ? "" : ": ", purpose));
+}
+
 CaBudgetTake TakeToken(const CaBudget& budget, double& tokens, absl::Time updated_at,
                        absl::Time now) {
   // elapsed * capacity / period, in that order, as the stores' statements compute it: a whole

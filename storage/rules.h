@@ -79,6 +79,13 @@ absl::StatusOr<CaBudget> ValidateCaBudget(const CaBudget& budget);
 // A fleet's budget at a CA (TakeCaDirectoryBudgetToken): ValidateCaBudget's checks, no
 // identifiers, and a directory URL of 1 to 2048 bytes.
 absl::Status ValidateCaDirectoryBudget(absl::string_view directory_url, const CaBudget& budget);
+// KeepEabKey's checks: a directory URL of 1 to 2048 bytes, a key id of 1 to kMaxEabKeyIdSize
+// bytes, an HMAC key of 1 to kMaxEabHmacKeySize bytes (never named in the error).
+absl::Status ValidateEabKey(absl::string_view directory_url, absl::string_view key_id,
+                            absl::string_view hmac_key);
+// The audit rows of a kept EAB key: the key id and the directory (or `purpose`), never the key.
+AuditEvent EabKeyEvent(absl::string_view action, const EabKeyInfo& info,
+                       absl::string_view purpose = "");
 // The bucket's take (TakeCaBudgetToken), as PostgreSQL's statement computes it: `tokens` left
 // at `updated_at` refilled to `now` (never for time running backwards), at most the capacity,
 // less one when a whole token is there. `tokens` is updated.

@@ -197,6 +197,22 @@ class AccountStore {
   // FAILED_PRECONDITION for a vault key or a key still pending or active. Audited as
   // "DestroyAccountKey".
   virtual absl::Status MarkKeyDestroyed(const Scope& scope, AccountId account, int version) = 0;
+
+  // Keeps the tenant's External Account Binding credentials for `directory_url`, replacing any
+  // kept before: the key id in clear, the HMAC key sealed (EabKeyContext). Audited "KeepEabKey"
+  // with the key id and the directory, never the key. INVALID_ARGUMENT for a key id not 1 to
+  // kMaxEabKeyIdSize bytes, an HMAC key empty or over kMaxEabHmacKeySize bytes, or an empty
+  // directory URL.
+  virtual absl::StatusOr<EabKeyInfo> KeepEabKey(const Scope& scope, absl::string_view directory_url,
+                                                absl::string_view key_id,
+                                                absl::string_view hmac_key) = 0;
+  // What is kept, without opening it. NOT_FOUND when nothing is.
+  virtual absl::StatusOr<EabKeyInfo> GetEabKeyInfo(const Scope& scope) = 0;
+  // The kept credentials, the HMAC key opened; audited "UseEabKey" with the key id and
+  // `purpose`. NOT_FOUND when nothing is kept; Open's errors (storage/envelope.h).
+  virtual absl::StatusOr<EabKey> GetEabKey(const Scope& scope, absl::string_view purpose) = 0;
+  // Drops what is kept; audited "ForgetEabKey" with the key id. NOT_FOUND when nothing is.
+  virtual absl::Status ForgetEabKey(const Scope& scope) = 0;
 };
 
 class OrderStore {

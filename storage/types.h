@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "crypto/keys.h"
 #include "crypto/revocation_reason.h"
+#include "crypto/secret.h"
 
 namespace acmevault::storage {
 
@@ -165,6 +166,20 @@ struct AccountKey {
 struct UnsealedAccountKey {
   AccountKey info;
   std::optional<crypto::PrivateKey> private_key;  // set iff info.token_object is empty
+};
+
+// External Account Binding credentials (RFC 8555 §7.3.4) a tenant keeps for the accounts the
+// service opens by itself at a CA that requires them (AccountStore::KeepEabKey).
+struct EabKeyInfo {
+  std::string directory_url;  // the CA they are for
+  std::string key_id;         // the CA's name for the key; not secret
+  absl::Time kept_at;
+};
+inline constexpr size_t kMaxEabKeyIdSize = 512;
+inline constexpr size_t kMaxEabHmacKeySize = 1024;
+struct EabKey {
+  EabKeyInfo info;
+  crypto::SecretBytes hmac_key;  // raw bytes (decoded)
 };
 
 // The private half of a new key version as the store keeps it. A vault key is sealed before it

@@ -461,7 +461,9 @@ std::vector<Command> MakeCommands() {
              {"key-algorithm"}),
         Flag("eab-key-id", FlagKind::kString, "ID", "External Account Binding key id"),
         Flag("eab-hmac-key-file", FlagKind::kString, "FILE",
-             "file holding the EAB MAC key (base64url)")},
+             "file holding the EAB MAC key (base64url)"),
+        Flag("keep-eab-key", FlagKind::kBool, "",
+             "keep the EAB key for the accounts the service opens by itself")},
        [](Invocation& inv) -> absl::Status {
          v1::CreateAccountRequest r;
          r.set_terms_of_service_agreed(true);
@@ -477,9 +479,40 @@ std::vector<Command> MakeCommands() {
          if (r.eab_key_id().empty() != r.eab_hmac_key().empty()) {
            return UsageError("--eab-key-id and --eab-hmac-key-file go together");
          }
+         r.set_keep_eab_key(inv.flags.Bool("keep-eab-key"));
          ASSIGN_OR_RETURN(auto out, inv.client.Call(inv.client.accounts(),
                                                     &v1::AccountService::Stub::CreateAccount, r,
                                                     {.retry = false}));
+         Print(inv, out);
+         return absl::OkStatus();
+       }});
+  c.push_back(
+      {"set-eab-key",
+       {},
+       "acmevault.v1.AccountService.SetEabKey",
+       kAccount,
+       "Keep (or forget) the tenant's External Account Binding key.",
+       "Needs the tenant's admin token. The service uses the kept key for the accounts it opens "
+       "by itself at a CA that requires EAB (ephemeral accounts, a rollover at a CA without "
+       "keyChange, a hijacked account's replacement). The MAC key comes from a file, never "
+       "from a flag; --forget drops the kept key.",
+       {Flag("eab-key-id", FlagKind::kString, "ID", "External Account Binding key id"),
+        Flag("eab-hmac-key-file", FlagKind::kString, "FILE",
+             "file holding the EAB MAC key (base64url)"),
+        Flag("forget", FlagKind::kBool, "", "forget the kept key")},
+       [](Invocation& inv) -> absl::Status {
+         v1::SetEabKeyRequest r;
+         if (!inv.flags.Bool("forget")) {
+           ASSIGN_OR_RETURN(auto id, Required(inv, "eab-key-id"));
+           ASSIGN_OR_RETURN(auto file, Required(inv, "eab-hmac-key-file"));
+           ASSIGN_OR_RETURN(auto mac, ReadInput(file, "eab-hmac-key-file"));
+           r.set_eab_key_id(id);
+           r.set_eab_hmac_key(std::string(absl::StripAsciiWhitespace(mac)));
+         } else if (inv.flags.Has("eab-key-id") || inv.flags.Has("eab-hmac-key-file")) {
+           return UsageError("--forget takes no key");
+         }
+         ASSIGN_OR_RETURN(auto out, inv.client.Call(inv.client.accounts(),
+                                                    &v1::AccountService::Stub::SetEabKey, r));
          Print(inv, out);
          return absl::OkStatus();
        }});

@@ -430,6 +430,9 @@ absl::StatusOr<VaultMaintenance::RewrapProgress> FakeStore::RewrapBatch(const Ac
     const TenantId tenant = s.orders.at(id).tenant;
     RETURN_IF_ERROR(rewrap(sealed, tenant, OrderKeyContext(tenant, id)));
   }
+  for (auto& [tenant, row] : s.eab_keys) {
+    RETURN_IF_ERROR(rewrap(row.sealed, tenant, EabKeyContext(tenant, row.id)));
+  }
   for (const auto& [tenant, count] : per_tenant) {
     Audit(s, Scope{tenant, actor}, now,
           rules::SimpleEvent("RewrapKeys", absl::StrCat(count,

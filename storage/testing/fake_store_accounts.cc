@@ -393,6 +393,61 @@ absl::Status FakeStore::MarkKeyDestroyed(const Scope& scope, AccountId account, 
   return absl::OkStatus();
 }
 
+absl::StatusOr<EabKeyInfo> FakeStore::KeepEabKey(const Scope& scope,
+                                                 absl::string_view directory_url,
+                                                 absl::string_view key_id,
+                                                 absl::string_view hmac_key) {
+  RETURN_IF_ERROR(rules::ValidateEabKey(directory_url, key_id, hmac_key));
+  const absl::Time now = Now();
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  RETURN_IF_ERROR(fake::RequireTenant(s, scope));
+  State::EabRow row;
+  row.id = s.next_id++;
+  row.info = EabKeyInfo{std::string(directory_url), std::string(key_id), now};
+  ASSIGN_OR_RETURN(row.sealed, envelope_.Seal(hmac_key, EabKeyContext(scope.tenant, row.id)));
+  Audit(s, scope, now, rules::EabKeyEvent("KeepEabKey", row.info));
+  EabKeyInfo info = row.info;
+  s.eab_keys[scope.tenant] = std::move(row);
+  return info;
+}
+
+absl::StatusOr<EabKeyInfo> FakeStore::GetEabKeyInfo(const Scope& scope) {
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  RETURN_IF_ERROR(fake::RequireTenant(s, scope));
+  auto it = s.eab_keys.find(scope.tenant);
+  if (it == s.eab_keys.end()) return absl::NotFoundError("the tenant keeps no EAB key");
+  return it->second.info;
+}
+
+absl::StatusOr<EabKey> FakeStore::GetEabKey(const Scope& scope, absl::string_view purpose) {
+  const absl::Time now = Now();
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  RETURN_IF_ERROR(fake::RequireTenant(s, scope));
+  auto it = s.eab_keys.find(scope.tenant);
+  if (it == s.eab_keys.end()) return absl::NotFoundError("the tenant keeps no EAB key");
+  EabKey out;
+  out.info = it->second.info;
+  ASSIGN_OR_RETURN(out.hmac_key,
+                   envelope_.Open(it->second.sealed, EabKeyContext(scope.tenant, it->second.id)));
+  Audit(s, scope, now, rules::EabKeyEvent("UseEabKey", out.info, purpose));
+  return out;
+}
+
+absl::Status FakeStore::ForgetEabKey(const Scope& scope) {
+  const absl::Time now = Now();
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  RETURN_IF_ERROR(fake::RequireTenant(s, scope));
+  auto it = s.eab_keys.find(scope.tenant);
+  if (it == s.eab_keys.end()) return absl::NotFoundError("the tenant keeps no EAB key");
+  Audit(s, scope, now, rules::EabKeyEvent("ForgetEabKey", it->second.info));
+  s.eab_keys.erase(it);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<AccountKey>> FakeStore::ListKeys(const Scope& scope, AccountId account) {
   State& s = *state_;
   fake::StoreLock lock(s);

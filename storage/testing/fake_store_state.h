@@ -75,6 +75,13 @@ struct FakeStore::State {
   std::map<CompromiseRunId, CompromiseRun> compromise_runs ABSL_GUARDED_BY(mu);
   std::map<OrderId, Order> orders ABSL_GUARDED_BY(mu);
   std::map<OrderId, SealedKey> order_keys ABSL_GUARDED_BY(mu);  // orders' certificate keys
+  // Kept EAB credentials by tenant: the row id (the sealing context's), what is shown, sealed.
+  struct EabRow {
+    int64_t id = 0;
+    EabKeyInfo info;
+    SealedKey sealed;
+  };
+  std::map<TenantId, EabRow> eab_keys ABSL_GUARDED_BY(mu);
   std::map<AuthorizationId, Authorization> authorizations ABSL_GUARDED_BY(mu);
   std::map<CertificateId, CertificateRow> certificates ABSL_GUARDED_BY(mu);
   std::map<std::string, ChallengeRow> challenges ABSL_GUARDED_BY(mu);

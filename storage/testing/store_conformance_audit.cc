@@ -11,7 +11,9 @@
 namespace acmevault::storage::testing {
 
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Not;
 using ::testing::SizeIs;
 
 namespace {
@@ -112,6 +114,64 @@ TEST_P(StoreConformanceTest, NoAuditRowCarriesKeyMaterial) {
   EXPECT_OK(store().VerifyAuditChain(scope));
 }
 
+// Issue 11: a tenant's EAB credentials, kept for the accounts the service opens by itself: the
+// HMAC key sealed and opened only by GetEabKey (audited with its purpose), shown by its key id;
+// a second one replaces the first; forgotten on request; other tenants see none. No audit row
+// carries the HMAC key.
+TEST_P(StoreConformanceTest, AnEabKeyIsKeptSealedShownByItsIdAndEveryUseAudited) {
+  Tenant a = MakeTenant("alpha");
+  Tenant b = MakeTenant("beta");
+  const Scope scope = ScopeOf(a);
+  EXPECT_THAT(store().GetEabKeyInfo(scope), StatusIs(kNotFound, "no EAB key"));
+  EXPECT_THAT(store().GetEabKey(scope, "x"), StatusIs(kNotFound, "no EAB key"));
+  const std::string mac = "mac-bytes-7f3a91c0d2e4";
+  ASSERT_OK_AND_ASSIGN(EabKeyInfo kept,
+                       store().KeepEabKey(scope, "https://ca.test/dir", "kid-1", mac));
+  EXPECT_EQ(kept.key_id, "kid-1");
+  EXPECT_EQ(kept.directory_url, "https://ca.test/dir");
+  EXPECT_EQ(kept.kept_at, clock().Now());
+  ASSERT_OK_AND_ASSIGN(EabKeyInfo shown, store().GetEabKeyInfo(scope));
+  EXPECT_EQ(shown.key_id, "kid-1");
+  ASSERT_OK_AND_ASSIGN(EabKey opened, store().GetEabKey(scope, "ephemeral account"));
+  EXPECT_EQ(opened.hmac_key.view(), mac);
+  EXPECT_EQ(opened.info.key_id, "kid-1");
+  EXPECT_THAT(store().GetEabKeyInfo(ScopeOf(b)), StatusIs(kNotFound));
+
+  ASSERT_OK(store().KeepEabKey(scope, "https://ca.test/dir", "kid-2", "another mac").status());
+  ASSERT_OK_AND_ASSIGN(EabKey second, store().GetEabKey(scope, "rollover"));
+  EXPECT_EQ(second.info.key_id, "kid-2");
+  EXPECT_EQ(second.hmac_key.view(), "another mac");
+  ASSERT_OK(store().ForgetEabKey(scope));
+  EXPECT_THAT(store().GetEabKeyInfo(scope), StatusIs(kNotFound));
+  EXPECT_THAT(store().ForgetEabKey(scope), StatusIs(kNotFound));
+
+  EXPECT_THAT(store().KeepEabKey(scope, "https://ca.test/dir", "", mac),
+              StatusIs(kInvalidArgument, "eab_key_id"));
+  EXPECT_THAT(store().KeepEabKey(scope, "https://ca.test/dir", "kid", ""),
+              StatusIs(kInvalidArgument, "eab_hmac_key"));
+  EXPECT_THAT(store().KeepEabKey(scope, "", "kid", mac), StatusIs(kInvalidArgument));
+  EXPECT_THAT(store().KeepEabKey(scope, "https://ca.test/dir", "kid",
+                                 std::string(kMaxEabHmacKeySize + 1, 'm')),
+              StatusIs(kInvalidArgument, "eab_hmac_key"));
+
+  ASSERT_OK_AND_ASSIGN(Page<AuditRecord> rows, store().ListAudit(scope, {"", 1000}));
+  std::vector<std::string> eab_rows;
+  for (const AuditRecord& r : rows.items) {
+    EXPECT_THAT(r.event.detail, Not(HasSubstr(mac))) << r.event.action;
+    EXPECT_THAT(r.event.detail, Not(HasSubstr("another mac"))) << r.event.action;
+    if (absl::StrContains(r.event.action, "EabKey")) {
+      eab_rows.push_back(absl::StrCat(r.event.action, ": ", r.event.detail));
+    }
+  }
+  EXPECT_THAT(eab_rows,
+              ElementsAre("KeepEabKey: EAB key id kid-1 for https://ca.test/dir",
+                          "UseEabKey: EAB key id kid-1 for https://ca.test/dir: ephemeral account",
+                          "KeepEabKey: EAB key id kid-2 for https://ca.test/dir",
+                          "UseEabKey: EAB key id kid-2 for https://ca.test/dir: rollover",
+                          "ForgetEabKey: EAB key id kid-2 for https://ca.test/dir"));
+  EXPECT_OK(store().VerifyAuditChain(scope));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Envelope encryption and KEK rotation
 
@@ -154,7 +214,10 @@ TEST_P(StoreConformanceTest, RewrapMovesEveryKeyToTheNewKekSoTheOldCanBeDropped)
           WithMaterial(NewOrder{accounts[2].second, {"f.test"}, "", "r", absl::Minutes(1)}, "",
                        &failed_key)));
   ASSERT_OK(store().TransitionOrder(accounts[2].first, *failed.lease, OrderState::kInvalid, {"no"}));
-  const int kRecords = 4 + 1 + 1 + 2;
+  // A kept EAB key (sealed like the private keys).
+  ASSERT_OK(
+      store().KeepEabKey(ScopeOf(b), "https://ca.test/dir0", "kid-b", "mac of beta").status());
+  const int kRecords = 4 + 1 + 1 + 2 + 1;
 
   // A replica that knows only the new KEK cannot open the old records yet.
   ASSERT_OK_AND_ASSIGN(auto new_only, harness().Reopen(TestKeks(KekText("kek-b", 'b'))));
@@ -195,6 +258,8 @@ TEST_P(StoreConformanceTest, RewrapMovesEveryKeyToTheNewKekSoTheOldCanBeDropped)
   ASSERT_OK_AND_ASSIGN(crypto::PrivateKey o2,
                        new_only->GetOrderCertificateKey(accounts[2].first, failed.order.id, "x"));
   EXPECT_EQ(o2.public_key().ToDer(), failed_key.public_key().ToDer());
+  ASSERT_OK_AND_ASSIGN(EabKey eab, new_only->GetEabKey(ScopeOf(b), "x"));
+  EXPECT_EQ(eab.hmac_key.view(), "mac of beta");
   EXPECT_THAT(AuditActions(ScopeOf(a)), ::testing::Contains("RewrapKeys"));
   EXPECT_THAT(AuditActions(ScopeOf(b)), ::testing::Contains("RewrapKeys"));
   EXPECT_OK(store().VerifyAuditChain(ScopeOf(a)));

@@ -433,6 +433,50 @@ TEST_F(PolicyE2eTest, RotationByPolicyMovesTheAccountToAKeyPebbleAccepts) {
   EXPECT_GT(tenant.next_account_key_rotation().seconds(), absl::ToUnixSeconds(absl::Now()) + 86400);
 }
 
+// Issue 11: at a CA that requires External Account Binding (a Pebble with EAB on, validating
+// on the service's HTTP-01 port), the tenant keeps its EAB key when it creates its account; an
+// order in ephemeral-account mode then opens an account of its own bound with the kept key,
+// which Pebble accepts, and the certificate is issued.
+TEST_F(PolicyE2eTest, TheKeptEabKeyBindsTheAccountsTheServiceOpensByItself) {
+  ACMEVAULT_STACK_ENV_OR_SKIP(directory, "ACMEVAULT_PEBBLE_E2EEAB_DIRECTORY");
+  ACMEVAULT_STACK_ENV_OR_SKIP(kid, "ACMEVAULT_PEBBLE_E2EEAB_EAB_KID");
+  ACMEVAULT_STACK_ENV_OR_SKIP(hmac, "ACMEVAULT_PEBBLE_E2EEAB_EAB_HMAC");
+  TenantTokens t = NewTenant(/*with_account=*/false, false, "", directory);
+  v1::CreateAccountRequest req;
+  req.set_terms_of_service_agreed(true);
+  req.set_eab_key_id(kid);
+  req.set_eab_hmac_key(hmac);
+  req.set_keep_eab_key(true);
+  v1::Account account;
+  auto c = Ctx(t.admin);
+  grpc::Status s = accounts_->CreateAccount(c.get(), req, &account);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(account.kept_eab_key_id(), kid);
+  EXPECT_EQ(GetAccount(t).kept_eab_key_id(), kid);
+
+  ASSERT_NO_FATAL_FAILURE(
+      UpdatePolicy(t, [](v1::TenantPolicy& p) { p.set_ephemeral_accounts(true); }));
+  v1::IssueCertificateResponse resp;
+  s = IssueWithKey(t, {absl::StrCat("eab-eph.", t.name, ".example")}, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(resp.order().state(), v1::ORDER_STATE_VALID) << resp.order().error();
+  // The order's account is not the tenant's: one the service opened with the kept key.
+  auto store = OpenStore();
+  ASSERT_TRUE(store.ok()) << store.status();
+  auto tenant = (*store)->FindTenantByName(t.name);
+  ASSERT_TRUE(tenant.ok()) << tenant.status();
+  const storage::Scope scope{tenant->id, {"e2e-test", "kept EAB key"}};
+  storage::OrderId order_id = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(resp.order().id(), &order_id)) << resp.order().id();
+  auto order = (*store)->GetOrder(scope, order_id);
+  ASSERT_TRUE(order.ok()) << order.status();
+  auto order_account = (*store)->GetAccount(scope, order->account);
+  ASSERT_TRUE(order_account.ok()) << order_account.status();
+  EXPECT_TRUE(order_account->ephemeral);
+  EXPECT_NE(order_account->account_url, account.account_url());
+  EXPECT_FALSE(order_account->account_url.empty());
+}
+
 // Issue 11 item 7: a tenant in ephemeral-account mode, with no account of its own, issues; the
 // order was made under an account of its own, which Pebble then reports deactivated (read with
 // that account's key, as the service stored it), and the tenant still has no account.
