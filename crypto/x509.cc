@@ -33,7 +33,13 @@ using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, Deleter<GENERAL_NAMES, GE
 using StorePtr = std::unique_ptr<X509_STORE, Deleter<X509_STORE, X509_STORE_free>>;
 using StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, Deleter<X509_STORE_CTX, X509_STORE_CTX_free>>;
 using AsnTimePtr = std::unique_ptr<ASN1_TIME, Deleter<ASN1_TIME, ASN1_TIME_free>>;
+using X509CrlPtr = std::unique_ptr<X509_CRL, Deleter<X509_CRL, X509_CRL_free>>;
+using CrlDistPointsPtr =
+    std::unique_ptr<CRL_DIST_POINTS, Deleter<CRL_DIST_POINTS, CRL_DIST_POINTS_free>>;
+using AsnEnumeratedPtr =
+    std::unique_ptr<ASN1_ENUMERATED, Deleter<ASN1_ENUMERATED, ASN1_ENUMERATED_free>>;
 using BnPtr = internal::BignumPtr;
+using internal::EvpPkeyPtr;
 
 constexpr absl::string_view kBegin = "-----BEGIN ";
 constexpr absl::string_view kDashes = "-----";
@@ -78,6 +84,17 @@ std::string NameEntry(const X509_NAME* name, int nid) {
   char buf[256] = {0};
   int len = X509_NAME_get_text_by_NID(const_cast<X509_NAME*>(name), nid, buf, sizeof(buf));
   return len > 0 ? std::string(buf, len) : "";
+}
+
+// A serial as CertificateInfo::serial_hex writes it: lower-case hex, no leading zeros.
+absl::StatusOr<std::string> SerialHex(const ASN1_INTEGER* serial) {
+  BnPtr bn(ASN1_INTEGER_to_BN(serial, nullptr));
+  char* hex = bn ? BN_bn2hex(bn.get()) : nullptr;
+  if (hex == nullptr) return LibraryError(absl::StatusCode::kInvalidArgument, "bad serial");
+  std::string serial_hex = absl::AsciiStrToLower(hex);
+  OPENSSL_free(hex);
+  while (serial_hex.size() > 1 && serial_hex[0] == '0') serial_hex.erase(0, 1);
+  return serial_hex;
 }
 
 // The content octets of a DER INTEGER (strips tag and length).
@@ -252,12 +269,7 @@ absl::StatusOr<CertificateInfo> ParseCertificateOnce(absl::string_view der) {
   }
   ASSIGN_OR_RETURN(PublicKey key, PublicKey::Adopt(raw_key));
   const ASN1_INTEGER* serial = X509_get_serialNumber(cert.get());
-  BnPtr bn(ASN1_INTEGER_to_BN(serial, nullptr));
-  char* hex = bn ? BN_bn2hex(bn.get()) : nullptr;
-  if (hex == nullptr) return LibraryError(absl::StatusCode::kInvalidArgument, "bad serial");
-  std::string serial_hex = absl::AsciiStrToLower(hex);
-  OPENSSL_free(hex);
-  while (serial_hex.size() > 1 && serial_hex[0] == '0') serial_hex.erase(0, 1);
+  ASSIGN_OR_RETURN(std::string serial_hex, SerialHex(serial));
 
   std::vector<std::string> dns_names;
   GeneralNamesPtr names(static_cast<GENERAL_NAMES*>(
@@ -394,6 +406,103 @@ absl::Status VerifyChain(const std::vector<std::string>& chain_der, absl::string
         absl::StrCat("chain does not verify: ", X509_verify_cert_error_string(err)));
   }
   return absl::OkStatus();
+}
+
+// ---- Certificate revocation lists ----------------------------------------------------------
+
+absl::StatusOr<std::vector<std::string>> CrlDistributionPoints(absl::string_view certificate_der) {
+  const auto* p = reinterpret_cast<const uint8_t*>(certificate_der.data());
+  X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(certificate_der.size())));  // NOLINT
+  if (cert == nullptr) {
+    return LibraryError(absl::StatusCode::kInvalidArgument, "not a DER certificate");
+  }
+  std::vector<std::string> out;
+  CrlDistPointsPtr points(static_cast<CRL_DIST_POINTS*>(
+      X509_get_ext_d2i(cert.get(), NID_crl_distribution_points, nullptr, nullptr)));
+  ERR_clear_error();
+  if (points == nullptr) return out;
+  for (size_t i = 0; i < sk_DIST_POINT_num(points.get()); ++i) {
+    const DIST_POINT* point = sk_DIST_POINT_value(points.get(), i);
+    // RFC 5280 §4.2.1.13: a fullName (type 0) holds the URIs; a name relative to the issuer
+    // locates nothing fetchable.
+    if (point->distpoint == nullptr || point->distpoint->type != 0) continue;
+    const GENERAL_NAMES* names = point->distpoint->name.fullname;
+    for (size_t j = 0; j < sk_GENERAL_NAME_num(names); ++j) {
+      const GENERAL_NAME* name = sk_GENERAL_NAME_value(names, j);
+      if (name->type != GEN_URI) continue;
+      const ASN1_STRING* uri = name->d.uniformResourceIdentifier;
+      std::string url(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
+                      ASN1_STRING_length(uri));
+      if (absl::StartsWith(url, "http://") || absl::StartsWith(url, "https://")) {
+        out.push_back(std::move(url));
+      }
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<RevocationList> RevocationList::Parse(absl::string_view crl_der,
+                                                     absl::string_view issuer_der, absl::Time now) {
+  if (crl_der.size() > kMaxCrlBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CRL of ", crl_der.size(), " bytes, more than ", kMaxCrlBytes));
+  }
+  const auto* p = reinterpret_cast<const uint8_t*>(crl_der.data());
+  X509CrlPtr crl(d2i_X509_CRL(nullptr, &p, static_cast<long>(crl_der.size())));  // NOLINT
+  if (crl == nullptr || p != reinterpret_cast<const uint8_t*>(crl_der.data()) + crl_der.size()) {
+    return LibraryError(absl::StatusCode::kInvalidArgument, "not a DER CRL");
+  }
+  const auto* q = reinterpret_cast<const uint8_t*>(issuer_der.data());
+  X509Ptr issuer(d2i_X509(nullptr, &q, static_cast<long>(issuer_der.size())));  // NOLINT
+  if (issuer == nullptr) {
+    return LibraryError(absl::StatusCode::kInvalidArgument, "CRL issuer: not a DER certificate");
+  }
+  // RFC 5280 §6.3.3: the CRL names the certificate's issuer and carries its signature.
+  if (X509_NAME_cmp(X509_CRL_get_issuer(crl.get()), X509_get_subject_name(issuer.get())) != 0) {
+    ERR_clear_error();
+    return absl::FailedPreconditionError(
+        "the CRL is not the certificate issuer's (its issuer "
+        "name differs)");
+  }
+  EvpPkeyPtr key(X509_get_pubkey(issuer.get()));
+  if (key == nullptr || X509_CRL_verify(crl.get(), key.get()) != 1) {
+    ERR_clear_error();
+    return absl::FailedPreconditionError("the CRL's signature is not the issuer's");
+  }
+  RevocationList out;
+  out.this_update_ = AsnTimeToTime(X509_CRL_get0_lastUpdate(crl.get()));
+  if (const ASN1_TIME* next = X509_CRL_get0_nextUpdate(crl.get()); next != nullptr) {
+    out.next_update_ = AsnTimeToTime(next);
+  }
+  if (out.this_update_ > now) {
+    return absl::FailedPreconditionError("the CRL is not valid yet (thisUpdate is later)");
+  }
+  if (out.next_update_.has_value() && *out.next_update_ < now) {
+    return absl::FailedPreconditionError("the CRL is stale (its nextUpdate has passed)");
+  }
+  STACK_OF(X509_REVOKED)* revoked = X509_CRL_get_REVOKED(crl.get());
+  for (size_t i = 0; revoked != nullptr && i < sk_X509_REVOKED_num(revoked); ++i) {
+    const X509_REVOKED* entry = sk_X509_REVOKED_value(revoked, i);
+    ASSIGN_OR_RETURN(std::string serial, SerialHex(X509_REVOKED_get0_serialNumber(entry)));
+    RevokedEntry listed;
+    listed.revoked_at = AsnTimeToTime(X509_REVOKED_get0_revocationDate(entry));
+    int critical = 0;
+    AsnEnumeratedPtr reason(static_cast<ASN1_ENUMERATED*>(
+        X509_REVOKED_get_ext_d2i(entry, NID_crl_reason, &critical, nullptr)));
+    if (reason != nullptr) {
+      listed.reason = RevocationReasonFromCode(static_cast<int>(ASN1_ENUMERATED_get(reason.get())))
+                          .value_or(RevocationReason::kUnspecified);
+    }
+    out.revoked_.emplace(std::move(serial), listed);
+  }
+  ERR_clear_error();
+  return out;
+}
+
+std::optional<RevokedEntry> RevocationList::Find(absl::string_view serial_hex) const {
+  auto it = revoked_.find(std::string(serial_hex));
+  if (it == revoked_.end()) return std::nullopt;
+  return it->second;
 }
 
 }  // namespace acmevault::crypto

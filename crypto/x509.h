@@ -3,6 +3,8 @@
 #ifndef ACMEVAULT_CRYPTO_X509_H_
 #define ACMEVAULT_CRYPTO_X509_H_
 
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -10,6 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "crypto/keys.h"
+#include "crypto/revocation_reason.h"
 
 namespace acmevault::crypto {
 
@@ -70,6 +73,47 @@ std::string ToPemChain(const std::vector<std::string>& ders);
 // `at`. FAILED_PRECONDITION with the library's reason when it does not.
 absl::Status VerifyChain(const std::vector<std::string>& chain_der, absl::string_view roots_pem,
                          absl::Time at);
+
+// ---- Certificate revocation lists (RFC 5280 §5) ---------------------------------------------
+
+// The http(s) URIs of a certificate's CRL distribution points (RFC 5280 §4.2.1.13: each
+// point's fullName URIs; other names are skipped); none when it has the extension not.
+// INVALID_ARGUMENT for bytes that are not one DER certificate.
+absl::StatusOr<std::vector<std::string>> CrlDistributionPoints(absl::string_view certificate_der);
+
+// An entry of a CRL.
+struct RevokedEntry {
+  absl::Time revoked_at;
+  RevocationReason reason = RevocationReason::kUnspecified;  // the entry's reasonCode, if any
+};
+
+// The larger CRLs of public CAs are a few MiB; anything beyond this is refused unread.
+inline constexpr size_t kMaxCrlBytes = 16 << 20;
+
+// A CRL that was checked: its entries by serial. Holds no library objects; copyable.
+class RevocationList {
+ public:
+  // Parses `crl_der` (at most kMaxCrlBytes), and checks it as RFC 5280 §6.3.3 asks of a
+  // complete CRL: it names the issuer certificate `issuer_der` as its issuer, carries that
+  // issuer's signature, and is current at `now` (thisUpdate not later, nextUpdate, when given,
+  // not earlier). INVALID_ARGUMENT for bytes that are no CRL (or no issuer certificate);
+  // FAILED_PRECONDITION for another issuer, a signature that does not verify, or a CRL that is
+  // not current. Delta CRLs and indirect CRLs are not told apart: use the CA's own full CRLs.
+  static absl::StatusOr<RevocationList> Parse(absl::string_view crl_der,
+                                              absl::string_view issuer_der, absl::Time now);
+
+  // The entry for the certificate with `serial_hex` (as CertificateInfo::serial_hex writes it);
+  // nullopt when the CRL does not list it.
+  std::optional<RevokedEntry> Find(absl::string_view serial_hex) const;
+  absl::Time this_update() const { return this_update_; }
+  std::optional<absl::Time> next_update() const { return next_update_; }
+  size_t size() const { return revoked_.size(); }
+
+ private:
+  absl::Time this_update_;
+  std::optional<absl::Time> next_update_;
+  std::map<std::string, RevokedEntry> revoked_;
+};
 
 }  // namespace acmevault::crypto
 

@@ -139,6 +139,81 @@ TEST(Certificates, AParsedCertificateIsAnsweredAgainForItsExactBytesOnly) {
   }
 }
 
+// ---- CRLs (testdata/README.md: crl_*) ----
+
+std::string PemToDer(const std::string& pem) {
+  auto ders = SplitPemChain(pem);
+  return ders.ok() && !ders->empty() ? ders->front() : "";
+}
+
+TEST(Crls, TheDistributionPointsAreTheCertificatesHttpUris) {
+  auto points = CrlDistributionPoints(PemToDer(ReadTestdata("crl_leaf.pem")));
+  ASSERT_TRUE(points.ok()) << points.status();
+  EXPECT_THAT(*points, ElementsAre("https://ca.test/crl/1.crl"));
+  // A certificate without the extension has none.
+  auto none = CrlDistributionPoints(PemToDer(ReadTestdata("leaf.pem")));
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_THAT(*none, ::testing::IsEmpty());
+  EXPECT_EQ(CrlDistributionPoints("not a certificate").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Crls, AListedSerialIsFoundWithItsTimeAndReason) {
+  const std::string issuer = PemToDer(ReadTestdata("crl_ca.pem"));
+  const absl::Time now = absl::FromUnixSeconds(1796342400);  // 2026-12-04T00:00:00Z
+  auto crl = RevocationList::Parse(ReadTestdata("crl_listed.der"), issuer, now);
+  ASSERT_TRUE(crl.ok()) << crl.status();
+  EXPECT_EQ(crl->size(), 1u);
+  EXPECT_EQ(crl->this_update(), absl::FromUnixSeconds(1796169600));  // 2026-12-02T00:00:00Z
+  EXPECT_EQ(crl->next_update(), absl::FromUnixSeconds(1796774400));  // 2026-12-09T00:00:00Z
+  auto leaf = ParseCertificate(PemToDer(ReadTestdata("crl_leaf.pem")));
+  ASSERT_TRUE(leaf.ok()) << leaf.status();
+  std::optional<RevokedEntry> entry = crl->Find(leaf->serial_hex);
+  ASSERT_TRUE(entry.has_value()) << leaf->serial_hex;
+  EXPECT_EQ(entry->reason, RevocationReason::kKeyCompromise);
+  EXPECT_EQ(entry->revoked_at, absl::FromUnixSeconds(1796342871));  // 2026-12-04T00:07:51Z
+  EXPECT_FALSE(crl->Find("1002").has_value());
+  // The CA's CRL from before the revocation lists nothing.
+  auto empty = RevocationList::Parse(ReadTestdata("crl_empty.der"), issuer, now);
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_FALSE(empty->Find(leaf->serial_hex).has_value());
+}
+
+// A CRL is believed only when it is the issuer's, signed by it, and current.
+TEST(Crls, AForgedStaleOrUnreadableCrlIsRefused) {
+  const std::string issuer = PemToDer(ReadTestdata("crl_ca.pem"));
+  const absl::Time now = absl::FromUnixSeconds(1796342400);
+  // Same issuer name, another key's signature.
+  EXPECT_EQ(RevocationList::Parse(ReadTestdata("crl_forged.der"), issuer, now).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  // Another issuer certificate altogether.
+  EXPECT_EQ(
+      RevocationList::Parse(ReadTestdata("crl_listed.der"), PemToDer(ReadTestdata("root.pem")), now)
+          .status()
+          .code(),
+      absl::StatusCode::kFailedPrecondition);
+  // After nextUpdate, and before thisUpdate.
+  EXPECT_THAT(RevocationList::Parse(ReadTestdata("crl_listed.der"), issuer,
+                                    absl::FromUnixSeconds(1796774401))
+                  .status()
+                  .message(),
+              HasSubstr("stale"));
+  EXPECT_THAT(RevocationList::Parse(ReadTestdata("crl_listed.der"), issuer,
+                                    absl::FromUnixSeconds(1796169599))
+                  .status()
+                  .message(),
+              HasSubstr("not valid yet"));
+  // Bytes that are no CRL, a CRL with a byte more, a signature byte flipped.
+  std::string crl = ReadTestdata("crl_listed.der");
+  EXPECT_EQ(RevocationList::Parse("junk", issuer, now).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(RevocationList::Parse(crl + "x", issuer, now).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  std::string flipped = crl;
+  flipped[flipped.size() - 5] ^= 0x01;
+  EXPECT_FALSE(RevocationList::Parse(flipped, issuer, now).ok());
+}
+
 TEST(Certificates, ChainVerifiesOnlyAgainstItsRootAndWithinValidity) {
   auto ders = SplitPemChain(ReadTestdata("chain.pem"));
   ASSERT_TRUE(ders.ok());

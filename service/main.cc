@@ -8,9 +8,9 @@
 // Secrets never come from flags or the config file: the database URL from the environment
 // variable or file the config names, key-encryption keys from $ACMEVAULT_KEK_FILE or
 // $ACMEVAULT_KEK (or the config's kek_file / kek_env), the bootstrap token from a file.
+#include <google/protobuf/text_format.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
-#include <google/protobuf/text_format.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -34,10 +34,12 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "acme/http.h"
 #include "acmevault/v1/config.pb.h"
 #include "common/status_macros.h"
 #include "crypto/pkcs11.h"
 #include "crypto/secret.h"
+#include "crypto/x509.h"
 #include "service/account_keys.h"
 #include "service/accounts.h"
 #include "service/admin.h"
@@ -46,19 +48,19 @@
 #include "service/dns01_rfc2136.h"
 #include "service/engine.h"
 #include "service/engine_config.h"
-#include "service/health.h"
-#include "service/policy_scheduler.h"
-#include "service/renewer.h"
 #include "service/grpc_server.h"
 #include "service/grpc_services.h"
+#include "service/health.h"
 #include "service/http01_responder.h"
-#include "service/published_answers.h"
 #include "service/issuer.h"
 #include "service/job_notices.h"
 #include "service/key_wiping_interceptor.h"
 #include "service/log.h"
 #include "service/metrics.h"
 #include "service/order_runner.h"
+#include "service/policy_scheduler.h"
+#include "service/published_answers.h"
+#include "service/renewer.h"
 #include "service/token_cache.h"
 #include "storage/kek_set.h"
 #include "storage/migrate.h"
@@ -392,6 +394,14 @@ absl::Status Serve() {
                                                             ? absl::Seconds(pc.renewal_check_interval_seconds())
                                                             : absl::Minutes(1)}));
   // The tenants' policies: rotations and renewals (later sweeps) scheduled as jobs.
+  // CRLs are fetched over plain HTTP as often as HTTPS (RFC 5280 §4.2.1.13), and a CA's can be
+  // megabytes; the system's roots for https ones.
+  std::unique_ptr<acme::CurlTransport> crl_transport;
+  if (pc.crl_check_interval_seconds() >= 0) {
+    ASSIGN_OR_RETURN(crl_transport,
+                     acme::CurlTransport::Create(
+                         {.max_response_bytes = crypto::kMaxCrlBytes, .allow_http = true}));
+  }
   ASSIGN_OR_RETURN(
       auto scheduler,
       service::PolicyScheduler::Create(
@@ -428,16 +438,20 @@ absl::Status Serve() {
                              : pc.renewal_spread_seconds() < 0 ? absl::ZeroDuration()
                                                                : absl::Minutes(5),
            .clients = clients.get(),
-           .account_verify_interval =
-               pc.account_verify_interval_seconds() > 0
-                   ? absl::Seconds(pc.account_verify_interval_seconds())
-               : pc.account_verify_interval_seconds() < 0 ? absl::ZeroDuration()
-                                                          : absl::Hours(6),
-           .ephemeral_account_grace =
-               pc.ephemeral_account_grace_seconds() > 0
-                   ? absl::Seconds(pc.ephemeral_account_grace_seconds())
-               : pc.ephemeral_account_grace_seconds() < 0 ? absl::ZeroDuration()
-                                                          : absl::Hours(1)}));
+           .crl_transport = crl_transport.get(),
+           .crl_check_interval = pc.crl_check_interval_seconds() > 0
+                                     ? absl::Seconds(pc.crl_check_interval_seconds())
+                                     : absl::Hours(6),
+           .account_verify_interval = pc.account_verify_interval_seconds() > 0
+                                          ? absl::Seconds(pc.account_verify_interval_seconds())
+                                      : pc.account_verify_interval_seconds() < 0
+                                          ? absl::ZeroDuration()
+                                          : absl::Hours(6),
+           .ephemeral_account_grace = pc.ephemeral_account_grace_seconds() > 0
+                                          ? absl::Seconds(pc.ephemeral_account_grace_seconds())
+                                      : pc.ephemeral_account_grace_seconds() < 0
+                                          ? absl::ZeroDuration()
+                                          : absl::Hours(1)}));
   ASSIGN_OR_RETURN(auto token_cache, MakeTokenCache(config.token_cache(), &metrics));
   // Revocations by any replica reach this cache (destroyed first: declared after it).
   std::unique_ptr<storage::JobWaker> revocations;

@@ -29,6 +29,7 @@ struct Metrics::Families {
   prometheus::Family<prometheus::Counter>* key_rotations;
   prometheus::Family<prometheus::Counter>* authz_deactivations;
   prometheus::Family<prometheus::Counter>* orders_held;
+  prometheus::Family<prometheus::Counter>* crl_checks;
   prometheus::Family<prometheus::Counter>* ephemeral_accounts;
   prometheus::Family<prometheus::Counter>* hijacks;
   prometheus::Family<prometheus::Gauge>* hijacked;
@@ -120,6 +121,10 @@ Metrics::Metrics()
            .Name("acmevault_authorization_deactivations_total")
            .Help("Authorization deactivations by policy, by result")
            .Register(*registry_);
+  families_->crl_checks = &prometheus::BuildCounter()
+                               .Name("acmevault_crl_checks_total")
+                               .Help("Certificates' CRL readings by the policy scan, by result")
+                               .Register(*registry_);
   families_->orders_held =
       &prometheus::BuildCounter()
            .Name("acmevault_orders_held_total")
@@ -214,6 +219,10 @@ void Metrics::RecordKeyRotation(absl::string_view tenant, absl::string_view outc
 
 void Metrics::RecordOrderHeld(absl::string_view reason) {
   families_->orders_held->Add({{"reason", std::string(reason)}}).Increment();
+}
+
+void Metrics::RecordCrlCheck(absl::string_view result) {
+  families_->crl_checks->Add({{"result", std::string(result)}}).Increment();
 }
 
 void Metrics::RecordAccountHijack(absl::string_view tenant) {

@@ -68,6 +68,10 @@ class Metrics {
   // for an ephemeral account) or "stalled" (set aside while the CA keeps it processing). The
   // order waits; it does not fail.
   void RecordOrderHeld(absl::string_view reason);
+  // acmevault_crl_checks_total{result}: readings of a certificate's CRL by the policy scan:
+  // "listed" (revoked outside the service), "not_listed", or "failed" (no verdict: the CRL could
+  // not be fetched, parsed or believed).
+  void RecordCrlCheck(absl::string_view result);
   // acmevault_ephemeral_accounts_total{event}: accounts of ephemeral-account mode (one per
   // order): "created" (registered at the CA), "deactivated" (at the CA, after the order ended),
   // "deactivation_failed" (an attempt that is retried as a job) or "abandoned" (never

@@ -27,18 +27,19 @@ absl::StatusOr<std::unique_ptr<PolicyScheduler>> PolicyScheduler::Create(Options
                                                            {"certificates", options.certificates},
                                                            {"engine", options.engine},
                                                            {"clock", options.clock}}));
-  if (options.scan_interval <= absl::ZeroDuration() ||
-      options.scan_jitter < absl::ZeroDuration() ||
+  if (options.scan_interval <= absl::ZeroDuration() || options.scan_jitter < absl::ZeroDuration() ||
       options.rotation_spread < absl::ZeroDuration() ||
       options.authorization_sweep_interval < absl::ZeroDuration() ||
       options.authorization_max_pending < absl::ZeroDuration() ||
       options.authorization_max_valid < absl::ZeroDuration() ||
       options.authorization_sweep_limit <= 0 || options.renewal_spread < absl::ZeroDuration() ||
       options.ari_check_interval <= absl::ZeroDuration() ||
+      options.crl_check_interval <= absl::ZeroDuration() ||
       options.account_verify_interval < absl::ZeroDuration() ||
       options.ephemeral_account_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
-        "PolicyScheduler: scan_interval, ari_check_interval and authorization_sweep_limit must "
+        "PolicyScheduler: scan_interval, ari_check_interval, crl_check_interval and "
+        "authorization_sweep_limit must "
         "be positive, "
         "scan_jitter, rotation_spread, renewal_spread, account_verify_interval, "
         "ephemeral_account_grace and the authorization sweep's durations not negative");
@@ -283,11 +284,100 @@ absl::Status PolicyScheduler::ScanAriTenant(const storage::Tenant& tenant,
     ASSIGN_OR_RETURN(storage::Page<storage::Certificate> certificates,
                      options_.certificates->ListCertificates(scope, live, page));
     for (storage::Certificate& certificate : certificates.items) {
-      if (!certificate.has_private_key) continue;
+      // A host-held one too: the window is what IssueCertificate and GetCertificate tell the
+      // host (renew_at, renewal_due); only a service-held one is renewed here.
       absl::Status fetched = RefreshAri(client, scope, certificate, now);
       absl::Status s = ScheduleIfDue(tenant, certificate, now, result);
       CountFailure(tenant, certificate.id, fetched, result);
       CountFailure(tenant, certificate.id, s, result);
+    }
+    page.page_token = certificates.next_page_token;
+  } while (!page.page_token.empty());
+  return absl::OkStatus();
+}
+
+const absl::StatusOr<crypto::RevocationList>& PolicyScheduler::FetchCrl(
+    const std::string& url, const std::string& issuer_der, CrlCache& cache, absl::Time now) {
+  auto key = std::make_pair(url, issuer_der);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  absl::StatusOr<crypto::RevocationList> list = [&]() -> absl::StatusOr<crypto::RevocationList> {
+    acme::HttpRequest request;
+    request.method = "GET";
+    request.url = url;
+    ASSIGN_OR_RETURN(acme::HttpResponse response, options_.crl_transport->Send(request));
+    if (response.status != 200) {
+      return absl::UnavailableError(absl::StrCat("GET ", url, ": HTTP ", response.status));
+    }
+    return crypto::RevocationList::Parse(response.body, issuer_der, now);
+  }();
+  return cache.emplace(std::move(key), std::move(list)).first->second;
+}
+
+absl::Status PolicyScheduler::CheckCrl(const storage::Tenant& tenant, const storage::Scope& scope,
+                                       storage::Certificate& certificate, CrlCache& cache,
+                                       absl::Time now, ScanResult& result) {
+  if (certificate.crl_next_check.has_value() && *certificate.crl_next_check > now) {
+    return absl::OkStatus();
+  }
+  ++result.crl_checks;
+  storage::CrlCheck check;
+  check.next_check = now + options_.crl_check_interval;
+  absl::Status verdict = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(std::vector<std::string> ders, crypto::SplitPemChain(certificate.chain_pem));
+    if (ders.size() < 2) {
+      return absl::FailedPreconditionError("the chain has no issuer certificate to check a CRL");
+    }
+    ASSIGN_OR_RETURN(std::vector<std::string> points, crypto::CrlDistributionPoints(ders[0]));
+    if (points.empty()) return absl::OkStatus();  // nothing to read: not checked by CRL
+    ASSIGN_OR_RETURN(crypto::CertificateInfo leaf, crypto::ParseCertificate(ders[0]));
+    const absl::StatusOr<crypto::RevocationList>& list = FetchCrl(points[0], ders[1], cache, now);
+    if (!list.ok()) return list.status();
+    if (std::optional<crypto::RevokedEntry> entry = list->Find(leaf.serial_hex)) {
+      check.revoked_at = entry->revoked_at;
+      check.reason = entry->reason;
+      check.crl_url = points[0];
+    }
+    return absl::OkStatus();
+  }();
+  const bool newly = check.revoked_at.has_value() && !certificate.revoked_outside_at.has_value();
+  if (options_.metrics != nullptr) {
+    options_.metrics->RecordCrlCheck(!verdict.ok()                  ? "failed"
+                                     : check.revoked_at.has_value() ? "listed"
+                                                                    : "not_listed");
+  }
+  RETURN_IF_ERROR(options_.certificates->RecordCrlCheck(scope, certificate.id, check));
+  certificate.crl_next_check = check.next_check;
+  if (newly) {
+    certificate.revoked_outside_at = check.revoked_at;
+    certificate.revoked_outside_reason = check.reason;
+    ++result.revoked_outside_found;
+    Log(LogLevel::kWarning, "certificate revoked outside the service (listed in its CRL)",
+        {{"tenant", tenant.spec.name},
+         {"certificate", absl::StrCat(certificate.id)},
+         {"serial", certificate.serial},
+         {"crl", check.crl_url}});
+  }
+  return verdict;
+}
+
+absl::Status PolicyScheduler::ScanCrlTenant(const storage::Tenant& tenant, CrlCache& cache,
+                                            ScanResult& result) {
+  const absl::Time now = options_.clock->Now();
+  const storage::Scope scope{tenant.id, {"policy scheduler", "scan"}};
+  storage::CertificateFilter live;
+  live.state = storage::CertificateState::kLive;
+  storage::PageRequest page{"", 1000};
+  do {
+    ASSIGN_OR_RETURN(storage::Page<storage::Certificate> certificates,
+                     options_.certificates->ListCertificates(scope, live, page));
+    for (storage::Certificate& certificate : certificates.items) {
+      absl::Status checked = CheckCrl(tenant, scope, certificate, cache, now, result);
+      CountFailure(tenant, certificate.id, checked, result);
+      if (certificate.revoked_outside_at.has_value()) {
+        CountFailure(tenant, certificate.id, ScheduleIfDue(tenant, certificate, now, result),
+                     result);
+      }
     }
     page.page_token = certificates.next_page_token;
   } while (!page.page_token.empty());
@@ -306,6 +396,17 @@ absl::Status PolicyScheduler::ScanRenewals(
       ++result.errors;
       Log(LogLevel::kWarning, "renewal scan of a tenant failed",
           {{"tenant", tenant.spec.name}, {"status", s.ToString()}});
+    }
+  }
+  if (options_.crl_transport != nullptr) {
+    CrlCache cache;
+    for (const auto& [id, tenant] : tenants) {
+      if (by_ari.count(id) > 0) continue;
+      if (absl::Status s = ScanCrlTenant(tenant, cache, result); !s.ok()) {
+        ++result.errors;
+        Log(LogLevel::kWarning, "CRL scan of a tenant failed",
+            {{"tenant", tenant.spec.name}, {"status", s.ToString()}});
+      }
     }
   }
   storage::PageRequest page{"", 1000};

@@ -21,12 +21,25 @@
 // ARI (RFC 9773): with `clients`, a tenant whose CA's directory offers renewalInfo is scanned
 // differently. Its live certificates (one read per 1000) are all looked at, since the CA may
 // open a window before the tenant's own (or move it to now, asking for early renewal); for each
-// service-held one whose stored next check has come, the scan fetches its window from the CA
+// one whose stored next check has come (a host-held one too: its window is what a host asking
+// is told), the scan fetches its window from the CA
 // and stores it with the next check time (CertificateStore::RecordAriCheck; NextAriCheck: the
 // CA's Retry-After, else `ari_check_interval`), then decides with the stored window. A failed
 // fetch is logged and counted, stores only the next check, and leaves the decision to the
 // window stored before, or to the tenant's window when there is none. A CA without renewalInfo
 // (or whose directory cannot be read) keeps the due query and the tenant's window (item 8).
+//
+// CRLs: at such a CA, which cannot move a window to tell of a revocation, a certificate
+// revoked outside the service (by whoever holds the account key or the certificate key, or by
+// the CA) would otherwise go on being served. With `crl_transport`, each scan also pages through
+// the tenant's live certificates (one read per 1000) and, for each whose stored next CRL check
+// has come, reads the CRL its first http(s) distribution point names (each URL fetched and
+// checked once per scan), believes it only when its issuer's signature verifies and it is
+// current (crypto::RevocationList), and stores the next check (`crl_check_interval`). A CRL
+// that lists the certificate records it revoked outside the service (audited
+// "CertificateRevokedOutside", logged, acmevault_crl_checks_total{result="listed"}): renewal is
+// then due at once (renewal_policy.h), a service-held one gets kRenewJob now, and a host asking
+// hears renewal_due. Anything else about the CRL gives no verdict and marks nothing.
 //
 // No leader: every replica scans. Scheduling is an upsert on (tenant, kind, subject), so scans
 // of one due key by two replicas leave one open job; a scan that read the key before another
@@ -72,7 +85,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "acme/http.h"
 #include "common/clock.h"
+#include "crypto/x509.h"
 #include "service/engine.h"
 #include "service/metrics.h"
 #include "service/order_runner.h"
@@ -120,6 +135,12 @@ class PolicyScheduler {
     AcmeClients* clients = nullptr;
     // When a certificate's renewalInfo is fetched again if the CA sent no Retry-After.
     absl::Duration ari_check_interval = absl::Hours(6);
+    // Optional (borrowed): fetches CRLs (GET; RFC 5280 §4.2.1.13 points are usually http). With
+    // it, the live certificates of a tenant whose CA offers no renewalInfo are checked against
+    // the CRL their first distribution point names (see the class comment).
+    acme::HttpTransport* crl_transport = nullptr;
+    // When a certificate's CRL is read again after a reading (or a failed one).
+    absl::Duration crl_check_interval = absl::Hours(6);
     // Hijack detection: each tenant's valid account gets a kVerifyAccountJob due at each of
     // the times spread + n * interval (the spread, below `account_verify_interval`, fixed by
     // tenant and account), so replicas ask for the same time and accounts are spread over the
@@ -144,6 +165,8 @@ class PolicyScheduler {
     int ephemeral_closes_scheduled = 0;  // kDeactivateEphemeralAccountJob upserts
     int certificates_due = 0;     // service-held certificates due for renewal
     int renewals_scheduled = 0;
+    int crl_checks = 0;             // certificates whose CRL was read (or failed to be)
+    int revoked_outside_found = 0;  // of those, newly found listed (revoked outside the service)
     int errors = 0;             // tenants whose reads or scheduling failed (logged)
   };
 
@@ -207,6 +230,23 @@ class PolicyScheduler {
   // `certificate` as stored; the fetch's error, after storing the next check.
   absl::Status RefreshAri(acme::AcmeClient& client, const storage::Scope& scope,
                           storage::Certificate& certificate, absl::Time now);
+  // CRLs fetched and checked during one scan, by URL and issuer: each read once per scan.
+  using CrlCache =
+      std::map<std::pair<std::string, std::string>, absl::StatusOr<crypto::RevocationList>>;
+  // The CRL scan of one tenant whose CA offers no renewalInfo; adds to `result`.
+  absl::Status ScanCrlTenant(const storage::Tenant& tenant, CrlCache& cache, ScanResult& result);
+  // Reads `certificate`'s CRL (its first http(s) distribution point, checked against its
+  // issuer, the chain's second certificate) when its next check has come, and stores what it
+  // said (CertificateStore::RecordCrlCheck), updating `certificate` as stored. A CRL that cannot
+  // be fetched, parsed or believed gives no verdict: the next check is stored and the error
+  // returned. Counted in acmevault_crl_checks_total{result}.
+  absl::Status CheckCrl(const storage::Tenant& tenant, const storage::Scope& scope,
+                        storage::Certificate& certificate, CrlCache& cache, absl::Time now,
+                        ScanResult& result);
+  // The CRL at `url`, checked against `issuer_der` at `now` (cached in `cache`).
+  const absl::StatusOr<crypto::RevocationList>& FetchCrl(const std::string& url,
+                                                         const std::string& issuer_der,
+                                                         CrlCache& cache, absl::Time now);
   // Schedules kRenewJob for `certificate` of `tenant` when it is service-held and due.
   absl::Status ScheduleIfDue(const storage::Tenant& tenant, const storage::Certificate& certificate,
                              absl::Time now, ScanResult& result);

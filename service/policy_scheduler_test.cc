@@ -197,14 +197,15 @@ struct Replica {
         .engine = &issuing->engine(),
         .metrics = metrics,
         .clock = &fx.clock()}));
-    scheduler = *PolicyScheduler::Create(fx.WithStore(PolicyScheduler::Options{
-        .engine = &issuing->engine(),
-        .metrics = metrics,
-        .clock = &fx.clock(),
-        .rotation_spread = absl::ZeroDuration(),
-        .renewal_spread = absl::ZeroDuration(),
-        .clients = clients.get(),
-        .jitter_seed = 7}));
+    scheduler = *PolicyScheduler::Create(
+        fx.WithStore(PolicyScheduler::Options{.engine = &issuing->engine(),
+                                              .metrics = metrics,
+                                              .clock = &fx.clock(),
+                                              .rotation_spread = absl::ZeroDuration(),
+                                              .renewal_spread = absl::ZeroDuration(),
+                                              .clients = clients.get(),
+                                              .crl_transport = &ca,
+                                              .jitter_seed = 7}));
   }
   ~Replica() {
     scheduler.reset();
@@ -773,6 +774,117 @@ std::string Rfc3339(absl::Time t) {
   return absl::FormatTime(absl::RFC3339_sec, t, absl::UTCTimeZone());
 }
 
+// Issue 11, item 3: at a CA without renewalInfo, a certificate revoked outside the service is
+// noticed in its CRL (crypto/testdata/README.md: crl_*; the scripted CA serves the CRL at the
+// leaf's distribution point).
+class PolicyCrlTest : public PolicyRenewalTest {
+ protected:
+  void SetUp() override {
+    PolicyRenewalTest::SetUp();
+    fx_.clock().Set(absl::FromUnixSeconds(1796428800));  // 2026-12-05: the test CRLs are current
+  }
+
+  storage::Certificate AddCrlCertificate(bool service_key) {
+    const crypto::PrivateKey key = testing::TestLeafKey();
+    storage::NewCertificate c;
+    c.identifiers = {"crl.example.com"};
+    c.serial = "1001";
+    c.not_before = absl::FromUnixSeconds(1796083200);  // 2026-12-01
+    c.not_after = absl::FromUnixSeconds(1803945600);   // 2027-03-01
+    c.chain_pem = testing::ReadTestFile("crypto/testdata/crl_leaf.pem") +
+                  testing::ReadTestFile("crypto/testdata/crl_ca.pem");
+    if (service_key) c.private_key = &key;
+    auto stored = fx_.store().InsertCertificate(fx_.AdminScope(tenant_), c);
+    EXPECT_TRUE(stored.ok()) << stored.status();
+    return stored.ok() ? *stored : storage::Certificate{};
+  }
+  // The CA's CRL at the leaf's distribution point: the test file `name`, or HTTP `status`.
+  void ServeCrl(const std::string& name, int status = 200) {
+    const std::string body = testing::ReadTestFile("crypto/testdata/" + name);
+    ca_.On("GET", "/crl/1.crl", [body, status](const Call&) {
+      return ScriptedServer::Raw(status, "application/pkix-crl", body);
+    });
+  }
+  storage::Certificate Read(storage::CertificateId id) {
+    auto c = fx_.store().GetCertificate(fx_.AdminScope(tenant_), id);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *c : storage::Certificate{};
+  }
+};
+
+TEST_F(PolicyCrlTest, ACertificateItsCrlListsIsRenewedAtOnce) {
+  const absl::Time now = fx_.clock().Now();
+  // 86 days left: not due by the tenant's 30-day window.
+  const storage::Certificate cert = AddCrlCertificate(/*service_key=*/true);
+  ServeCrl("crl_empty.der");
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult clean, scheduler_->ScanOnce());
+  EXPECT_EQ(clean.crl_checks, 1);
+  EXPECT_EQ(clean.revoked_outside_found, 0);
+  EXPECT_EQ(clean.renewals_scheduled, 0);
+  EXPECT_EQ(clean.errors, 0);
+  EXPECT_EQ(Read(cert.id).crl_next_check, now + absl::Hours(6));
+  EXPECT_FALSE(Read(cert.id).revoked_outside_at.has_value());
+  // Before the next check the CRL is not read again.
+  ASSERT_OK(scheduler_->ScanOnce().status());
+  EXPECT_EQ(ca_.CountCalls("GET", "/crl/1.crl"), 1);
+
+  // The CA has revoked it (someone holding the account or certificate key asked).
+  ServeCrl("crl_listed.der");
+  fx_.clock().Advance(absl::Hours(6));
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult listed, scheduler_->ScanOnce());
+  EXPECT_EQ(listed.crl_checks, 1);
+  EXPECT_EQ(listed.revoked_outside_found, 1);
+  EXPECT_EQ(listed.certificates_due, 1);
+  EXPECT_EQ(listed.renewals_scheduled, 1);
+  EXPECT_EQ(listed.errors, 0);
+  const storage::Certificate read = Read(cert.id);
+  EXPECT_EQ(read.revoked_outside_at, absl::FromUnixSeconds(1796342871));  // the CRL entry's
+  EXPECT_EQ(read.revoked_outside_reason, crypto::RevocationReason::kKeyCompromise);
+  EXPECT_FALSE(read.revoked_at.has_value());  // not revoked by the service
+  // A host asking gets the same decision: due now.
+  const RenewalDecision decision =
+      DecideRenewal(fx_.store().GetTenant(fx_.AdminScope(tenant_))->spec.policy, read,
+                    StoredAriWindow(read), fx_.clock().Now());
+  EXPECT_TRUE(decision.due);
+  EXPECT_THAT(decision.reason, HasSubstr("revoked outside"));
+  ASSERT_OK(
+      fx_.store().FindJob(fx_.AdminScope(tenant_), kRenewJob, absl::StrCat(cert.id)).status());
+  EXPECT_THAT(metrics_.Render(), HasSubstr("acmevault_crl_checks_total{result=\"listed\"} 1"));
+  auto audit = fx_.store().ListAudit(fx_.AdminScope(tenant_), {"", 1000});
+  ASSERT_TRUE(audit.ok());
+  std::vector<std::string> details;
+  for (const auto& r : audit->items) {
+    if (r.event.action == "CertificateRevokedOutside") details.push_back(r.event.detail);
+  }
+  ASSERT_EQ(details.size(), 1u);
+  EXPECT_THAT(details[0], HasSubstr("https://ca.test/crl/1.crl"));
+  // Listed again at the next reading: recorded once.
+  fx_.clock().Advance(absl::Hours(6));
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult again, scheduler_->ScanOnce());
+  EXPECT_EQ(again.revoked_outside_found, 0);
+}
+
+// A CRL that is not the issuer's, or that cannot be fetched, gives no verdict: nothing is
+// marked, the failure is counted, and the CRL is read again at the next check.
+TEST_F(PolicyCrlTest, AForgedOrUnreachableCrlMarksNothing) {
+  const absl::Time now = fx_.clock().Now();
+  const storage::Certificate cert = AddCrlCertificate(/*service_key=*/false);
+  ServeCrl("crl_forged.der");  // lists the certificate, but under another key's signature
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult forged, scheduler_->ScanOnce());
+  EXPECT_EQ(forged.crl_checks, 1);
+  EXPECT_EQ(forged.revoked_outside_found, 0);
+  EXPECT_EQ(forged.errors, 1);
+  EXPECT_FALSE(Read(cert.id).revoked_outside_at.has_value());
+  EXPECT_EQ(Read(cert.id).crl_next_check, now + absl::Hours(6));
+  fx_.clock().Advance(absl::Hours(6));
+  ServeCrl("crl_listed.der", 404);
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult unreachable, scheduler_->ScanOnce());
+  EXPECT_EQ(unreachable.errors, 1);
+  EXPECT_FALSE(Read(cert.id).revoked_outside_at.has_value());
+  EXPECT_EQ(ca_.CountCalls("GET", "/crl/1.crl"), 2);
+  EXPECT_THAT(metrics_.Render(), HasSubstr("acmevault_crl_checks_total{result=\"failed\"} 2"));
+}
+
 class PolicyAriTest : public PolicyRenewalTest {
  protected:
   void SetUp() override {
@@ -851,6 +963,24 @@ TEST_F(PolicyAriTest, AWindowMovedToThePastIsRenewedAtOnce) {
   EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 1);
   // The order said which certificate it replaces (RFC 9773 §5).
   EXPECT_THAT(ReplacesSent(ca_), ::testing::ElementsAre(cert_id_));
+}
+
+// A host holds the key of a certificate whose window the CA moves to now: the window is fetched
+// and stored all the same, so the host asking is told to renew at once; the service, which
+// cannot make the host's key, schedules nothing.
+TEST_F(PolicyAriTest, AHostHeldCertificatesWindowIsFetchedSoTheHostIsTold) {
+  const absl::Time now = fx_.clock().Now();
+  const storage::Certificate cert =
+      AddCertificate(fx_, tenant_, kChainNames, "0101", absl::Hours(24 * 40), false);
+  AnswerWindow(now - absl::Hours(48), now - absl::Hours(24));
+  ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult scan, scheduler_->ScanOnce());
+  EXPECT_EQ(scan.renewals_scheduled, 0);
+  EXPECT_EQ(ca_.CountCalls("GET", ari_path_), 1);
+  const storage::Certificate read = Read(cert.id);
+  EXPECT_EQ(read.ari_window_start, now - absl::Hours(48));
+  EXPECT_TRUE(DecideRenewal(fx_.store().GetTenant(fx_.AdminScope(tenant_))->spec.policy, read,
+                            StoredAriWindow(read), now)
+                  .due);
 }
 
 // A CA that will not take the order as the replacement (another order replaced the

@@ -49,6 +49,14 @@ RenewalDecision DecideRenewal(const storage::TenantPolicy& policy,
     d.reason = "revoked";
     return d;
   }
+  if (certificate.revoked_outside_at.has_value()) {
+    // A CRL of its issuer lists it: revoked at the CA by someone else (PolicyScheduler's CRL
+    // reading).
+    d.due = true;
+    d.renew_at = std::min(*certificate.revoked_outside_at, now);
+    d.reason = "revoked outside the service (listed in its CRL)";
+    return d;
+  }
   if (ari.has_value()) {
     d.renew_at = PickInWindow(*ari, certificate.serial);
     d.due = now >= d.renew_at;

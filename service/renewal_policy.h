@@ -32,7 +32,8 @@ struct RenewalDecision {
   std::string reason;
 };
 
-// A revoked certificate is due at once. With `ari` (the CA offers renewalInfo and answered for
+// A revoked certificate is due at once, also one a CRL of its issuer lists (revoked outside the
+// service: Certificate::revoked_outside_at). With `ari` (the CA offers renewalInfo and answered for
 // this certificate), RFC 9773 §4.2: a time in [start, end) chosen at random once per
 // certificate (by its serial, so every replica and every call chooses the same), so a window
 // the CA moves to the past (how a CA asks for early renewal before a mass revocation) is due

@@ -187,9 +187,9 @@ TEST_F(MigrateTest, RecordsTheOldestBinaryEachMigrationAdmits) {
   // 0009, 0012, 0013, 0014, 0015, 0016 and 0019 (columns no older binary reads), 0020 (an
   // index), 0021 (the audit trigger's body, same rows), 0022 (two functions' volatility),
   // 0023 (the audit encoding's language, same bytes), 0024 (four helpers' language or
-  // strictness, same values) and 0025 (budgets by identifier set and the fleet's, which an
-  // older binary never reads; its account buckets stay one row each) admit binaries that know
-  // the one before, and 0010 (the job
+  // strictness, same values), 0025 (budgets by identifier set and the fleet's, which an
+  // older binary never reads; its account buckets stay one row each) and 0027 (certificate
+  // columns for CRL readings) admit binaries that know the one before, and 0010 (the job
   // table: new tables and functions no earlier binary reads) binaries that know 0009; every
   // other migration shipped so far needs a binary that knows it (0017 among them: an older
   // binary would join stalled orders; 0018 too: it would take an ephemeral account for the
@@ -209,7 +209,8 @@ TEST_F(MigrateTest, RecordsTheOldestBinaryEachMigrationAdmits) {
                                                    {"22", "21"},
                                                    {"23", "22"},
                                                    {"24", "23"},
-                                                   {"25", "24"}}));
+                                                   {"25", "24"},
+                                                   {"27", "26"}}));
   EXPECT_EQ(CompatibleFrom("-- compatible_from: 3\nALTER TABLE t ADD COLUMN c int;", 5), 3);
   EXPECT_EQ(CompatibleFrom("ALTER TABLE t ADD COLUMN c int;", 5), 5);
   EXPECT_EQ(CompatibleFrom("-- compatible_from: 9\n", 5), 5);  // never above its own version

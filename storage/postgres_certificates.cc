@@ -238,6 +238,30 @@ absl::Status PostgresStore::RecordAriCheck(const Scope& scope, CertificateId id,
   });
 }
 
+absl::Status PostgresStore::RecordCrlCheck(const Scope& scope, CertificateId id,
+                                           const CrlCheck& check) {
+  RETURN_IF_ERROR(rules::ValidateCrlCheck(check));
+  const absl::Time now = Now();
+  return InTenant("RecordCrlCheck", scope, [&](pqxx::work& tx) -> absl::Status {
+    ASSIGN_OR_RETURN(Certificate c, GetById(tx, kCertificates, id, pg::Lock::kForUpdate));
+    // The first listing stays (the CA never unlists a revoked certificate).
+    const bool newly = check.revoked_at.has_value() && !c.revoked_outside_at.has_value();
+    if (newly) {
+      pg::Exec0(
+          tx,
+          "UPDATE certificates SET crl_next_check = av_ts($2), revoked_outside_at = av_ts($3), "
+          "revoked_outside_reason = $4 WHERE id = $1",
+          id, Micros(check.next_check), Micros(*check.revoked_at),
+          crypto::RevocationReasonCode(check.reason));
+      Audit(tx, scope, now, rules::RevokedOutsideEvent(c, check));
+    } else {
+      pg::Exec0(tx, "UPDATE certificates SET crl_next_check = av_ts($2) WHERE id = $1", id,
+                Micros(check.next_check));
+    }
+    return absl::OkStatus();
+  });
+}
+
 absl::Status PostgresStore::MarkCertificateRevoked(const Scope& scope, CertificateId id,
                                                    crypto::RevocationReason reason) {
   RETURN_IF_ERROR(rules::ValidateRevocationReason(reason));

@@ -259,6 +259,11 @@ Certificate CertificateOf(const pqxx::row& r) {
   c.ari_window_start = OptionalTime(r[16]);
   c.ari_window_end = OptionalTime(r[17]);
   c.ari_next_check = OptionalTime(r[18]);
+  c.crl_next_check = OptionalTime(r[19]);
+  c.revoked_outside_at = OptionalTime(r[20]);
+  if (auto code = OptionalValue<int>(r[21])) {
+    c.revoked_outside_reason = crypto::RevocationReasonFromCode(*code);
+  }
   return c;
 }
 
@@ -269,16 +274,20 @@ Certificate CertificateOf(const pqxx::row& r) {
 // Same values: the same expression.
 #define AV_US_INLINE(column) "(extract(epoch FROM " column ") * 1000000)::bigint"
 
-const Table<Certificate> kCertificates{
-    "certificates",
-    "certificate",
-    {"id, tenant_id, account_id, order_id, identifiers, serial, " AV_US_INLINE("not_before") ", "
-     AV_US_INLINE("not_after") ", chain_pem, account_key_version, kek_id IS NOT NULL, "
-     AV_US_INLINE("revoked_at") ", revocation_reason, " AV_US_INLINE("superseded_at") ", "
-     AV_US_INLINE("created_at") ", coalesce(replaces_serial, ''), "
-     AV_US_INLINE("ari_window_start") ", " AV_US_INLINE("ari_window_end") ", "
-     AV_US_INLINE("ari_next_check"),
-     19, CertificateOf}};
+const Table<Certificate>
+    kCertificates{"certificates",
+                  "certificate",
+                  {"id, tenant_id, account_id, order_id, identifiers, serial, " AV_US_INLINE("not_"
+                                                                                             "befor"
+                                                                                             "e") ", " AV_US_INLINE("not_after") ", chain_pem, account_key_version, kek_id IS NOT NULL, " AV_US_INLINE("revoked_at") ", revocation_reason, " AV_US_INLINE(
+                       "superseded_at") ", " AV_US_INLINE("created_at") ", "
+                                                                        "coalesce(replaces_serial, "
+                                                                        "''), " AV_US_INLINE("ari_"
+                                                                                             "windo"
+                                                                                             "w_"
+                                                                                             "star"
+                                                                                             "t") ", " AV_US_INLINE("ari_window_end") ", " AV_US_INLINE("ari_next_check") ", " AV_US_INLINE("crl_next_check") ", " AV_US_INLINE("revoked_outside_at") ", revoked_outside_reason",
+                   22, CertificateOf}};
 
 #undef AV_US_INLINE
 

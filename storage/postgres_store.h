@@ -213,6 +213,7 @@ class PostgresStore final : public Store {
                                          CertificateId replaced) override;
   absl::Status RecordAriCheck(const Scope& scope, CertificateId id,
                               const AriCheck& check) override;
+  absl::Status RecordCrlCheck(const Scope& scope, CertificateId id, const CrlCheck& check) override;
   absl::Status MarkCertificateRevoked(const Scope& scope, CertificateId id,
                                       crypto::RevocationReason reason) override;
 

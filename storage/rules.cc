@@ -410,6 +410,22 @@ absl::Time NextTokenAt(const CaBudget& budget, double tokens, absl::Time now) {
   return now + absl::Microseconds(std::ceil(us));
 }
 
+absl::Status ValidateCrlCheck(const CrlCheck& check) {
+  RETURN_IF_ERROR(ValidateRevocationReason(check.reason));
+  if (check.crl_url.size() > 2048) {
+    return absl::InvalidArgumentError("CRL URL over 2048 bytes");
+  }
+  return absl::OkStatus();
+}
+
+AuditEvent RevokedOutsideEvent(const Certificate& certificate, const CrlCheck& check) {
+  return CertificateEvent(
+      "CertificateRevokedOutside", certificate,
+      absl::StrCat("listed in the CRL ", check.crl_url, " as revoked at ",
+                   absl::FormatTime(absl::RFC3339_sec, *check.revoked_at, absl::UTCTimeZone()),
+                   ", reason ", crypto::RevocationReasonCode(check.reason)));
+}
+
 absl::Status ValidateEabKey(absl::string_view directory_url, absl::string_view key_id,
                             absl::string_view hmac_key) {
   if (directory_url.empty() || directory_url.size() > 2048) {

@@ -81,6 +81,10 @@ absl::StatusOr<CaBudget> ValidateCaBudget(const CaBudget& budget);
 absl::Status ValidateCaDirectoryBudget(absl::string_view directory_url, const CaBudget& budget);
 // KeepEabKey's checks: a directory URL of 1 to 2048 bytes, a key id of 1 to kMaxEabKeyIdSize
 // bytes, an HMAC key of 1 to kMaxEabHmacKeySize bytes (never named in the error).
+// RecordCrlCheck's checks: a CRLReason and a URL of at most 2048 bytes.
+absl::Status ValidateCrlCheck(const CrlCheck& check);
+// The audit row of a certificate a CRL lists (revoked outside the service).
+AuditEvent RevokedOutsideEvent(const Certificate& certificate, const CrlCheck& check);
 absl::Status ValidateEabKey(absl::string_view directory_url, absl::string_view key_id,
                             absl::string_view hmac_key);
 // The audit rows of a kept EAB key: the key id and the directory (or `purpose`), never the key.

@@ -426,6 +426,13 @@ class CertificateStore {
   // INVALID_ARGUMENT for a window with one end only or its end before its start.
   virtual absl::Status RecordAriCheck(const Scope& scope, CertificateId id,
                                       const AriCheck& check) = 0;
+  // Stores a reading of certificate `id`'s CRL: always the next check time; when the CRL lists
+  // it (check.revoked_at), the revocation time and reason, once (a later listing keeps the
+  // first), audited "CertificateRevokedOutside" with the CRL's URL. Routine readings are not
+  // audited. NOT_FOUND for an unknown id; INVALID_ARGUMENT for a reason that is no CRLReason
+  // or a URL over 2048 bytes.
+  virtual absl::Status RecordCrlCheck(const Scope& scope, CertificateId id,
+                                      const CrlCheck& check) = 0;
   // INVALID_ARGUMENT for a value that is no RFC 5280 CRLReason; FAILED_PRECONDITION if already
   // revoked.
   virtual absl::Status MarkCertificateRevoked(const Scope& scope, CertificateId id,

@@ -429,7 +429,23 @@ struct Certificate {
   std::optional<absl::Time> ari_window_start;
   std::optional<absl::Time> ari_window_end;
   std::optional<absl::Time> ari_next_check;
+  // What its issuer's CRL said (CertificateStore::RecordCrlCheck): when to read it again
+  // (unset until first read), and once it listed the certificate, when the CA revoked it and
+  // why: revoked outside the service, which renews it at once.
+  std::optional<absl::Time> crl_next_check;
+  std::optional<absl::Time> revoked_outside_at;
+  std::optional<crypto::RevocationReason> revoked_outside_reason;
   absl::Time created_at;
+};
+
+// One reading of a certificate's CRL (CertificateStore::RecordCrlCheck).
+struct CrlCheck {
+  absl::Time next_check;
+  // Set when the CRL lists the certificate: the entry's revocation time and reason, and where
+  // it was read (for the audit row).
+  std::optional<absl::Time> revoked_at;
+  crypto::RevocationReason reason = crypto::RevocationReason::kUnspecified;
+  std::string crl_url;
 };
 
 // One answer of the CA's renewalInfo for a certificate (CertificateStore::RecordAriCheck).

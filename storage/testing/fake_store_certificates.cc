@@ -257,6 +257,23 @@ absl::Status FakeStore::RecordAriCheck(const Scope& scope, CertificateId id,
   return absl::OkStatus();
 }
 
+absl::Status FakeStore::RecordCrlCheck(const Scope& scope, CertificateId id,
+                                       const CrlCheck& check) {
+  RETURN_IF_ERROR(rules::ValidateCrlCheck(check));
+  const absl::Time now = Now();
+  State& s = *state_;
+  fake::StoreLock lock(s);
+  ASSIGN_OR_RETURN(State::CertificateRow * row, FindCertificate(s, scope, id));
+  Certificate& c = row->certificate;
+  c.crl_next_check = TruncateToMicros(check.next_check);
+  if (check.revoked_at.has_value() && !c.revoked_outside_at.has_value()) {
+    c.revoked_outside_at = TruncateToMicros(*check.revoked_at);
+    c.revoked_outside_reason = check.reason;
+    Audit(s, scope, now, rules::RevokedOutsideEvent(c, check));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status FakeStore::MarkCertificateRevoked(const Scope& scope, CertificateId id,
                                                crypto::RevocationReason reason) {
   RETURN_IF_ERROR(rules::ValidateRevocationReason(reason));

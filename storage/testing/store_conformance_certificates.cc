@@ -235,6 +235,53 @@ TEST_P(StoreConformanceTest, AriChecksStoreTheWindowAndTheNextCheck) {
               StatusIs(kNotFound));
 }
 
+// Issue 11: a CRL reading stores the next check; a listing records the revocation outside the
+// service once (audited with the CRL's URL), and a later listing keeps the first.
+TEST_P(StoreConformanceTest, CrlChecksStoreTheNextCheckAndTheFirstListingOnce) {
+  const Scope scope = ScopeOf(MakeTenant("alpha"));
+  const Scope elsewhere = ScopeOf(MakeTenant("beta"));
+  ASSERT_OK_AND_ASSIGN(Certificate cert,
+                       store().InsertCertificate(scope, CertificateFor({"a.test"}, "0a")));
+  EXPECT_FALSE(cert.crl_next_check.has_value());
+  EXPECT_FALSE(cert.revoked_outside_at.has_value());
+  const absl::Time at = absl::FromUnixSeconds(1800000000);
+  CrlCheck clean;
+  clean.next_check = at;
+  ASSERT_OK(store().RecordCrlCheck(scope, cert.id, clean));
+  ASSERT_OK_AND_ASSIGN(Certificate read, store().GetCertificate(scope, cert.id));
+  EXPECT_EQ(read.crl_next_check, at);
+  EXPECT_FALSE(read.revoked_outside_at.has_value());
+
+  CrlCheck listed;
+  listed.next_check = at + absl::Hours(6);
+  listed.revoked_at = at - absl::Hours(1);
+  listed.reason = crypto::RevocationReason::kKeyCompromise;
+  listed.crl_url = "http://crl.ca.test/1.crl";
+  ASSERT_OK(store().RecordCrlCheck(scope, cert.id, listed));
+  CrlCheck later = listed;
+  later.next_check = at + absl::Hours(12);
+  later.revoked_at = at;
+  later.reason = crypto::RevocationReason::kSuperseded;
+  ASSERT_OK(store().RecordCrlCheck(scope, cert.id, later));
+  ASSERT_OK_AND_ASSIGN(read, store().GetCertificateBySerial(scope, "0a"));
+  EXPECT_EQ(read.crl_next_check, at + absl::Hours(12));
+  EXPECT_EQ(read.revoked_outside_at, at - absl::Hours(1));
+  EXPECT_EQ(read.revoked_outside_reason, crypto::RevocationReason::kKeyCompromise);
+  EXPECT_FALSE(read.revoked_at.has_value());
+  std::vector<std::string> rows;
+  ASSERT_OK_AND_ASSIGN(auto audit, store().ListAudit(scope, {"", 1000}));
+  for (const auto& r : audit.items) {
+    if (r.event.action == "CertificateRevokedOutside") rows.push_back(r.event.detail);
+  }
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_THAT(rows[0], ::testing::HasSubstr("http://crl.ca.test/1.crl"));
+  EXPECT_THAT(store().RecordCrlCheck(elsewhere, cert.id, clean), StatusIs(kNotFound));
+  EXPECT_THAT(store().RecordCrlCheck(scope, cert.id + 1000, clean), StatusIs(kNotFound));
+  CrlCheck long_url = listed;
+  long_url.crl_url = std::string(2049, 'u');
+  EXPECT_THAT(store().RecordCrlCheck(scope, cert.id, long_url), StatusIs(kInvalidArgument));
+}
+
 TEST_P(StoreConformanceTest, SerialsAreUniquePerTenantAndValidated) {
   Tenant a = MakeTenant("alpha");
   Tenant b = MakeTenant("beta");
