@@ -273,9 +273,9 @@ absl::Status PolicyScheduler::RefreshAri(acme::AcmeClient& client, const storage
   return info.status();
 }
 
-absl::Status PolicyScheduler::ScanAriTenant(const storage::Tenant& tenant,
-                                            acme::AcmeClient& client, ScanResult& result) {
-  const absl::Time now = options_.clock->Now();
+absl::Status PolicyScheduler::ForEachLiveCertificate(
+    const storage::Tenant& tenant,
+    const std::function<void(const storage::Scope&, storage::Certificate&)>& visit) {
   const storage::Scope scope{tenant.id, {"policy scheduler", "scan"}};
   storage::CertificateFilter live;
   live.state = storage::CertificateState::kLive;
@@ -283,17 +283,24 @@ absl::Status PolicyScheduler::ScanAriTenant(const storage::Tenant& tenant,
   do {
     ASSIGN_OR_RETURN(storage::Page<storage::Certificate> certificates,
                      options_.certificates->ListCertificates(scope, live, page));
-    for (storage::Certificate& certificate : certificates.items) {
-      // A host-held one too: the window is what IssueCertificate and GetCertificate tell the
-      // host (renew_at, renewal_due); only a service-held one is renewed here.
-      absl::Status fetched = RefreshAri(client, scope, certificate, now);
-      absl::Status s = ScheduleIfDue(tenant, certificate, now, result);
-      CountFailure(tenant, certificate.id, fetched, result);
-      CountFailure(tenant, certificate.id, s, result);
-    }
+    for (storage::Certificate& certificate : certificates.items) visit(scope, certificate);
     page.page_token = certificates.next_page_token;
   } while (!page.page_token.empty());
   return absl::OkStatus();
+}
+
+absl::Status PolicyScheduler::ScanAriTenant(const storage::Tenant& tenant, acme::AcmeClient& client,
+                                            ScanResult& result) {
+  const absl::Time now = options_.clock->Now();
+  return ForEachLiveCertificate(
+      tenant, [&](const storage::Scope& scope, storage::Certificate& certificate) {
+        // A host-held one too: the window is what IssueCertificate and GetCertificate tell the
+        // host (renew_at, renewal_due); only a service-held one is renewed here.
+        absl::Status fetched = RefreshAri(client, scope, certificate, now);
+        absl::Status s = ScheduleIfDue(tenant, certificate, now, result);
+        CountFailure(tenant, certificate.id, fetched, result);
+        CountFailure(tenant, certificate.id, s, result);
+      });
 }
 
 const absl::StatusOr<crypto::RevocationList>& PolicyScheduler::FetchCrl(
@@ -364,24 +371,14 @@ absl::Status PolicyScheduler::CheckCrl(const storage::Tenant& tenant, const stor
 absl::Status PolicyScheduler::ScanCrlTenant(const storage::Tenant& tenant, CrlCache& cache,
                                             ScanResult& result) {
   const absl::Time now = options_.clock->Now();
-  const storage::Scope scope{tenant.id, {"policy scheduler", "scan"}};
-  storage::CertificateFilter live;
-  live.state = storage::CertificateState::kLive;
-  storage::PageRequest page{"", 1000};
-  do {
-    ASSIGN_OR_RETURN(storage::Page<storage::Certificate> certificates,
-                     options_.certificates->ListCertificates(scope, live, page));
-    for (storage::Certificate& certificate : certificates.items) {
-      absl::Status checked = CheckCrl(tenant, scope, certificate, cache, now, result);
-      CountFailure(tenant, certificate.id, checked, result);
-      if (certificate.revoked_outside_at.has_value()) {
-        CountFailure(tenant, certificate.id, ScheduleIfDue(tenant, certificate, now, result),
-                     result);
-      }
+  return ForEachLiveCertificate(tenant, [&](const storage::Scope& scope,
+                                            storage::Certificate& certificate) {
+    CountFailure(tenant, certificate.id, CheckCrl(tenant, scope, certificate, cache, now, result),
+                 result);
+    if (certificate.revoked_outside_at.has_value()) {
+      CountFailure(tenant, certificate.id, ScheduleIfDue(tenant, certificate, now, result), result);
     }
-    page.page_token = certificates.next_page_token;
-  } while (!page.page_token.empty());
-  return absl::OkStatus();
+  });
 }
 
 absl::Status PolicyScheduler::ScanRenewals(

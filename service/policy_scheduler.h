@@ -74,6 +74,7 @@
 #define ACMEVAULT_SERVICE_POLICY_SCHEDULER_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -223,6 +224,11 @@ class PolicyScheduler {
                             ScanResult& result);
   // The client of `tenant`'s CA when its directory offers renewalInfo; else null.
   acme::AcmeClient* AriClient(const storage::Tenant& tenant);
+  // Calls `visit` for each of `tenant`'s live certificates, read a page of 1000 at a time; a
+  // read's error.
+  absl::Status ForEachLiveCertificate(
+      const storage::Tenant& tenant,
+      const std::function<void(const storage::Scope&, storage::Certificate&)>& visit);
   // The ARI scan of one tenant whose CA offers renewalInfo; adds to `result`.
   absl::Status ScanAriTenant(const storage::Tenant& tenant, acme::AcmeClient& client,
                              ScanResult& result);

@@ -138,7 +138,7 @@ std::unique_ptr<Message> VictimRequest(const MethodDescriptor* method, const Vic
                                        "policy", "directory_url", "page_size", "page_token",
                                        "description", "ttl", "expires_at", "idempotency_key",
                                        "challenge_type", "state", "expires_before", "reason",
-                                       "use_certificate_key"}
+                                       "use_certificate_key", "keep_eab_key"}
                      .count(name)) {
         // Left at the default: names nothing of another tenant.
       } else {
