@@ -304,8 +304,9 @@ absl::StatusOr<CertificateInfo> ParseCertificateOnce(absl::string_view der) {
 
 // The certificates parsed last, by their exact DER. An issuance parses the same chain several
 // times (the download's checks, the store, the answer), and a parse is d2i_X509 plus the key's
-// decoding, about 190 us on OpenSSL 3: answered again from here, a parse is a lookup and a copy
-// (the copies share the key, which is immutable). Bounded: the oldest entry goes first.
+// decoding, about 270 us on OpenSSL 3 (docs/benchmarks.md): answered again from here, a parse
+// is a lookup and a copy (the copies share the key, which is immutable). Bounded: the oldest
+// entry goes first.
 class ParsedCertificates {
  public:
   static constexpr size_t kCapacity = 256;

@@ -69,8 +69,9 @@ class Metrics {
   // order waits; it does not fail.
   void RecordOrderHeld(absl::string_view reason);
   // acmevault_crl_checks_total{result}: readings of a certificate's CRL by the policy scan:
-  // "listed" (revoked outside the service), "not_listed", or "failed" (no verdict: the CRL could
-  // not be fetched, parsed or believed).
+  // "listed" (revoked outside the service), "not_listed", "no_crl" (the certificate names no
+  // http(s) distribution point), or "failed" (no verdict: the CRL could not be fetched, parsed
+  // or believed).
   void RecordCrlCheck(absl::string_view result);
   // acmevault_ephemeral_accounts_total{event}: accounts of ephemeral-account mode (one per
   // order): "created" (registered at the CA), "deactivated" (at the CA, after the order ended),

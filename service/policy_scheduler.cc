@@ -330,13 +330,15 @@ absl::Status PolicyScheduler::CheckCrl(const storage::Tenant& tenant, const stor
   ++result.crl_checks;
   storage::CrlCheck check;
   check.next_check = now + options_.crl_check_interval;
+  bool no_crl = false;
   absl::Status verdict = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(std::vector<std::string> ders, crypto::SplitPemChain(certificate.chain_pem));
     if (ders.size() < 2) {
       return absl::FailedPreconditionError("the chain has no issuer certificate to check a CRL");
     }
     ASSIGN_OR_RETURN(std::vector<std::string> points, crypto::CrlDistributionPoints(ders[0]));
-    if (points.empty()) return absl::OkStatus();  // nothing to read: not checked by CRL
+    no_crl = points.empty();
+    if (no_crl) return absl::OkStatus();  // nothing to read: not checked by CRL
     ASSIGN_OR_RETURN(crypto::CertificateInfo leaf, crypto::ParseCertificate(ders[0]));
     const absl::StatusOr<crypto::RevocationList>& list = FetchCrl(points[0], ders[1], cache, now);
     if (!list.ok()) return list.status();
@@ -350,6 +352,7 @@ absl::Status PolicyScheduler::CheckCrl(const storage::Tenant& tenant, const stor
   const bool newly = check.revoked_at.has_value() && !certificate.revoked_outside_at.has_value();
   if (options_.metrics != nullptr) {
     options_.metrics->RecordCrlCheck(!verdict.ok()                  ? "failed"
+                                     : no_crl                       ? "no_crl"
                                      : check.revoked_at.has_value() ? "listed"
                                                                     : "not_listed");
   }

@@ -814,11 +814,16 @@ class PolicyCrlTest : public PolicyRenewalTest {
 
 TEST_F(PolicyCrlTest, ACertificateItsCrlListsIsRenewedAtOnce) {
   const absl::Time now = fx_.clock().Now();
+  // A certificate that names no CRL is read no further (counted apart).
+  AddCertificate(fx_, tenant_, {"no-crl.example.com"}, "0a0a", absl::Hours(24 * 40), true);
   // 86 days left: not due by the tenant's 30-day window.
   const storage::Certificate cert = AddCrlCertificate(/*service_key=*/true);
   ServeCrl("crl_empty.der");
   ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult clean, scheduler_->ScanOnce());
-  EXPECT_EQ(clean.crl_checks, 1);
+  EXPECT_EQ(clean.crl_checks, 2);
+  EXPECT_THAT(metrics_.Render(), HasSubstr("acmevault_crl_checks_total{result=\"no_crl\"} 1"));
+  EXPECT_THAT(metrics_.Render(),
+              HasSubstr("acmevault_crl_checks_total{result=\"not_listed\"} 1"));
   EXPECT_EQ(clean.revoked_outside_found, 0);
   EXPECT_EQ(clean.renewals_scheduled, 0);
   EXPECT_EQ(clean.errors, 0);
@@ -832,7 +837,7 @@ TEST_F(PolicyCrlTest, ACertificateItsCrlListsIsRenewedAtOnce) {
   ServeCrl("crl_listed.der");
   fx_.clock().Advance(absl::Hours(6));
   ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult listed, scheduler_->ScanOnce());
-  EXPECT_EQ(listed.crl_checks, 1);
+  EXPECT_EQ(listed.crl_checks, 2);  // both at their next check
   EXPECT_EQ(listed.revoked_outside_found, 1);
   EXPECT_EQ(listed.certificates_due, 1);
   EXPECT_EQ(listed.renewals_scheduled, 1);
