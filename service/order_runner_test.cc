@@ -1075,8 +1075,9 @@ TEST_F(OrderRunnerTest, TheDuplicateCertificateBudgetHoldsASpentSetAndAFailedOrd
   });
   storage::CaBudget duplicates{"duplicate_certificate", 2, absl::Hours(24 * 14)};
   duplicates.identifiers = {"a.example.com", "leaf.example.com"};
+  const absl::Time drained_at = fx_.clock().Now();
   for (int i = 0; i < 2; ++i) {
-    auto take = fx_.store().TakeCaBudgetToken(scope_, 0, duplicates, fx_.clock().Now());
+    auto take = fx_.store().TakeCaBudgetToken(scope_, 0, duplicates, drained_at);
     ASSERT_TRUE(take.ok() && take->taken) << i;
   }
   ScriptNumberedNewOrders("pending");  // each with /authz/1, for leaf.example.com
@@ -1084,7 +1085,7 @@ TEST_F(OrderRunnerTest, TheDuplicateCertificateBudgetHoldsASpentSetAndAFailedOrd
   auto held = runner->Step({scope_, spent});
   ASSERT_TRUE(held.ok()) << held.status();
   EXPECT_EQ(held->kind, OrderStepResult::Kind::kHeld);
-  EXPECT_EQ(held->at, fx_.clock().Now() + absl::Hours(24 * 7));
+  EXPECT_EQ(held->at, drained_at + absl::Hours(24 * 7));
   EXPECT_THAT(held->why, StatusIs(absl::StatusCode::kResourceExhausted,
                                   "budget of 2 certificates for this exact set of identifiers"));
   EXPECT_EQ(held->order.state, OrderState::kCreated);
@@ -1125,15 +1126,16 @@ TEST_F(OrderRunnerTest, AnEphemeralAccountWaitsForTheFleetsNewAccountBudget) {
   });
   // Another tenant's replica opened an account at this CA a minute ago.
   const storage::CaBudget accounts{"new_account", 1, absl::Hours(3)};
+  const absl::Time taken_at = fx_.clock().Now() - absl::Minutes(1);
   auto take = fx_.store().TakeCaDirectoryBudgetToken(ScriptedServer::Url("/dir"), accounts,
-                                                     fx_.clock().Now() - absl::Minutes(1));
+                                                     taken_at);
   ASSERT_TRUE(take.ok() && take->taken);
   const storage::Lease lease = NewOrderRow({"*.leaf.example.com", "leaf.example.com"},
                                            testing::TestLeafKey(), false, EphemeralAccount());
   auto held = runner->Step({scope_, lease});
   ASSERT_TRUE(held.ok()) << held.status();
   EXPECT_EQ(held->kind, OrderStepResult::Kind::kHeld);
-  EXPECT_EQ(held->at, fx_.clock().Now() + absl::Hours(3) - absl::Minutes(1));
+  EXPECT_EQ(held->at, taken_at + absl::Hours(3));
   EXPECT_THAT(held->why, StatusIs(absl::StatusCode::kResourceExhausted, "1 new accounts per 3h"));
   EXPECT_EQ(ca_.CountCalls("POST", "/new-acct"), 0);
   fx_.clock().Set(held->at);
