@@ -706,11 +706,15 @@ absl::StatusOr<storage::Certificate> Issuer::GetCertificate(const Caller& caller
   const storage::Scope scope = caller.ScopeFor("CertificateService/GetCertificate");
   if (selector.serial) {
     ASSIGN_OR_RETURN(std::string serial, NormalizeSerial(*selector.serial, "serial"));
-    return options_.certificates->GetCertificateBySerial(scope, serial);
+    auto read = [&] { return options_.certificates->GetCertificateBySerial(scope, serial); };
+    if (options_.certificate_cache == nullptr) return read();
+    return options_.certificate_cache->Get(scope.tenant, CertificateCache::SerialKey(serial), read);
   }
   ASSIGN_OR_RETURN(std::vector<std::string> ids,
                    NormalizeDnsNames(*selector.identifiers, "identifiers.values"));
-  return options_.certificates->GetCurrentCertificate(scope, ids);
+  auto read = [&] { return options_.certificates->GetCurrentCertificate(scope, ids); };
+  if (options_.certificate_cache == nullptr) return read();
+  return options_.certificate_cache->Get(scope.tenant, CertificateCache::IdentifiersKey(ids), read);
 }
 
 std::optional<RenewalDecision> Issuer::RenewalOf(const Caller& caller,

@@ -30,6 +30,7 @@
 #include "crypto/x509.h"
 #include "service/account_keys.h"
 #include "service/auth.h"
+#include "service/certificate_cache.h"
 #include "service/engine.h"
 #include "service/job_notices.h"
 #include "service/metrics.h"
@@ -153,6 +154,9 @@ class Issuer {
     // How long RenewalOf keeps a tenant's policy: a policy change shows in the renewal hints
     // of GetCertificate after at most this long (IssueCertificate reads the policy anew).
     absl::Duration policy_cache_ttl = absl::Seconds(10);
+    // Where GetCertificate's answers are kept (it must follow the store's certificate changes:
+    // CertificateCache::Follow). Borrowed; optional: without it every read asks the store.
+    CertificateCache* certificate_cache = nullptr;
   };
   // INVALID_ARGUMENT naming a missing collaborator; the engine's error when the handlers cannot
   // be registered (it was started, or has one for order_step or

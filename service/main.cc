@@ -44,6 +44,7 @@
 #include "service/accounts.h"
 #include "service/admin.h"
 #include "service/auth.h"
+#include "service/certificate_cache.h"
 #include "service/core_dumps.h"
 #include "service/dns01_rfc2136.h"
 #include "service/engine.h"
@@ -236,6 +237,17 @@ absl::StatusOr<std::unique_ptr<service::TokenCache>> MakeTokenCache(
   return service::TokenCache::Create(options);
 }
 
+// The certificate cache's options from the config's `certificate_cache` (0 uses each
+// default); null when it is disabled.
+absl::StatusOr<std::unique_ptr<service::CertificateCache>> MakeCertificateCache(
+    const v1::ServerConfig::CertificateCache& config, service::Metrics* metrics) {
+  if (config.disabled()) return nullptr;
+  service::CertificateCache::Options options{.metrics = metrics};
+  if (config.ttl_ms() > 0) options.ttl = absl::Milliseconds(config.ttl_ms());
+  if (config.max_kib() > 0) options.max_bytes = static_cast<size_t>(config.max_kib()) << 10;
+  return service::CertificateCache::Create(options);
+}
+
 bool IsLoopback(absl::string_view address) {
   return absl::StartsWith(address, "127.") || absl::StartsWith(address, "localhost:") ||
          absl::StartsWith(address, "[::1]:");
@@ -344,20 +356,29 @@ absl::Status Serve() {
   const absl::Duration issue_max_wait =
       config.issue_max_wait_seconds() > 0 ? absl::Seconds(config.issue_max_wait_seconds())
                                           : absl::Seconds(60);
-  ASSIGN_OR_RETURN(auto issuer, service::Issuer::Create({.tenants = s,
-                                                         .accounts = s,
-                                                         .orders = s,
-                                                         .certificates = s,
-                                                         .audit = s,
-                                                         .runner = runner.get(),
-                                                         .keys = keys.get(),
-                                                         .metrics = &metrics,
-                                                         .engine = engine.get(),
-                                                         .notices = &notices,
-                                                         .jobs = s,
-                                                         .max_wait = issue_max_wait,
-                                                         .replica_id = replica,
-                                                         .lease_duration = lease}));
+  ASSIGN_OR_RETURN(auto certificate_cache,
+                   MakeCertificateCache(config.certificate_cache(), &metrics));
+  // Certificate writes by any replica reach this cache (destroyed first: declared after it).
+  std::unique_ptr<storage::JobWaker> certificate_changes;
+  if (certificate_cache != nullptr) {
+    ASSIGN_OR_RETURN(certificate_changes, certificate_cache->Follow(*s));
+  }
+  ASSIGN_OR_RETURN(auto issuer,
+                   service::Issuer::Create({.tenants = s,
+                                            .accounts = s,
+                                            .orders = s,
+                                            .certificates = s,
+                                            .audit = s,
+                                            .runner = runner.get(),
+                                            .keys = keys.get(),
+                                            .metrics = &metrics,
+                                            .engine = engine.get(),
+                                            .notices = &notices,
+                                            .jobs = s,
+                                            .max_wait = issue_max_wait,
+                                            .replica_id = replica,
+                                            .lease_duration = lease,
+                                            .certificate_cache = certificate_cache.get()}));
   // Authorization deactivations at once, within the engine's per-CA bound (0: none).
   const int per_ca = settings.engine.per_ca_limit;
   const int deactivation_concurrency =

@@ -38,6 +38,7 @@ struct Metrics::Families {
   prometheus::Family<prometheus::Counter>* renewals;
   prometheus::Gauge* certificates_due;
   prometheus::Family<prometheus::Counter>* token_cache;
+  prometheus::Family<prometheus::Counter>* certificate_cache;
   prometheus::Family<prometheus::Gauge>* jobs_due;
   prometheus::Family<prometheus::Gauge>* jobs_running;
   prometheus::Family<prometheus::Counter>* job_runs;
@@ -153,6 +154,10 @@ Metrics::Metrics()
            .Name("acmevault_token_cache_lookups_total")
            .Help("Bearer-token lookups by cache result: hit, negative_hit, miss")
            .Register(*registry_);
+  families_->certificate_cache = &prometheus::BuildCounter()
+                                      .Name("acmevault_certificate_cache_lookups_total")
+                                      .Help("GetCertificate reads by cache result: hit, miss")
+                                      .Register(*registry_);
   families_->jobs_due = &prometheus::BuildGauge()
                              .Name("acmevault_jobs_due")
                              .Help("Jobs due and not claimed, across replicas, by kind")
@@ -261,6 +266,10 @@ void Metrics::SetCertificatesDue(int64_t due) {
 
 void Metrics::RecordTokenCacheLookup(absl::string_view result) {
   families_->token_cache->Add({{"result", std::string(result)}}).Increment();
+}
+
+void Metrics::RecordCertificateCacheLookup(absl::string_view result) {
+  families_->certificate_cache->Add({{"result", std::string(result)}}).Increment();
 }
 
 void Metrics::SetJobsDue(absl::string_view kind, int64_t due) {

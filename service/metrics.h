@@ -91,6 +91,9 @@ class Metrics {
   // acmevault_token_cache_lookups_total{result}: "hit" (a known token, no store lookup),
   // "negative_hit" (a token refused without a store lookup) or "miss" (asked the store).
   void RecordTokenCacheLookup(absl::string_view result);
+  // acmevault_certificate_cache_lookups_total{result}: "hit" (answered from memory) or "miss"
+  // (read from the store).
+  void RecordCertificateCacheLookup(absl::string_view result);
 
   // The text exposition format, as /metrics serves it.
   std::string Render() const;

@@ -48,13 +48,16 @@ absl::StatusOr<Certificate> PostgresStore::InsertCertificateIn(pqxx::work& tx, c
       "AND superseded_at IS NULL",
       ids, Micros(now));
   auto insert = [&](auto kek_id, auto wrapped, auto sealed_key) {
-    return pg::Exec1(tx,
+    return pg::Exec1(
+        tx,
         absl::StrCat(
             "INSERT INTO certificates (id, tenant_id, account_id, order_id, identifiers, serial, "
             "not_before, not_after, chain_pem, account_key_version, kek_id, wrapped_data_key, "
             "sealed_private_key, created_at) VALUES ($1, $2, $3, $4, $5::text[], $6, av_ts($7), "
             "av_ts($8), $9, $10, $11, $12, $13, av_ts($14)) RETURNING ",
-            kCertificates.rows.columns),
+            kCertificates.rows.columns,
+            // NotifyCertificatesChanged's notification, without a round trip of its own.
+            ", pg_notify('", kCertificatesChannel, "', tenant_id::text)"),
         id, scope.tenant, Nullable(OptionalParam(c.account)), Nullable(OptionalParam(c.order)), ids,
         c.serial, Micros(c.not_before), Micros(c.not_after), c.chain_pem,
         Nullable(OptionalParam(c.account_key_version)), kek_id, wrapped, sealed_key, Micros(now));
@@ -73,9 +76,11 @@ absl::StatusOr<Certificate> PostgresStore::InsertCertificate(const Scope& scope,
                                                              const NewCertificate& certificate) {
   ASSIGN_OR_RETURN(NewCertificate c, rules::ValidateNewCertificate(certificate));
   const absl::Time now = Now();
-  return InTenant<Certificate>("InsertCertificate", scope, [&](pqxx::work& tx) {
-    return InsertCertificateIn(tx, scope, c, now);
-  });
+  absl::StatusOr<Certificate> out =
+      InTenant<Certificate>("InsertCertificate", scope,
+                            [&](pqxx::work& tx) { return InsertCertificateIn(tx, scope, c, now); });
+  if (out.ok()) CertificatesChangedHere(scope);
+  return out;
 }
 
 absl::StatusOr<Certificate> PostgresStore::GetCertificate(const Scope& scope, CertificateId id) {
@@ -204,18 +209,22 @@ absl::Status PostgresStore::RecordReplacedCertificate(const Scope& scope, Certif
                                                       CertificateId replaced) {
   RETURN_IF_ERROR(rules::ValidateReplacement(renewal, replaced));
   const absl::Time now = Now();
-  return InTenant("RecordReplacedCertificate", scope, [&](pqxx::work& tx) -> absl::Status {
+  bool changed = false;
+  RETURN_IF_ERROR(InTenant("RecordReplacedCertificate", scope, [&](pqxx::work& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Certificate old, GetById(tx, kCertificates, replaced));
     ASSIGN_OR_RETURN(Certificate c, GetById(tx, kCertificates, renewal, pg::Lock::kForUpdate));
-    ASSIGN_OR_RETURN(bool change, rules::CheckReplacement(c, old));
-    if (!change) return absl::OkStatus();
+    ASSIGN_OR_RETURN(changed, rules::CheckReplacement(c, old));
+    if (!changed) return absl::OkStatus();
     pg::Exec0(tx, "UPDATE certificates SET replaces_serial = $2 WHERE id = $1", renewal,
-                    old.serial);
+              old.serial);
+    NotifyCertificatesChanged(tx, scope);
     Audit(tx, scope, now,
           rules::CertificateEvent("RecordReplacedCertificate", c,
                                   absl::StrCat("replaces ", old.serial)));
     return absl::OkStatus();
-  });
+  }));
+  if (changed) CertificatesChangedHere(scope);
+  return absl::OkStatus();
 }
 
 absl::Status PostgresStore::RecordAriCheck(const Scope& scope, CertificateId id,
@@ -224,7 +233,7 @@ absl::Status PostgresStore::RecordAriCheck(const Scope& scope, CertificateId id,
   std::optional<int64_t> start, end;
   if (check.window_start.has_value()) start = Micros(*check.window_start);
   if (check.window_end.has_value()) end = Micros(*check.window_end);
-  return InTenant("RecordAriCheck", scope, [&](pqxx::work& tx) -> absl::Status {
+  RETURN_IF_ERROR(InTenant("RecordAriCheck", scope, [&](pqxx::work& tx) -> absl::Status {
     pqxx::result r = pg::Exec(tx,
         "UPDATE certificates SET ari_window_start = coalesce(av_ts($2), ari_window_start), "
         "ari_window_end = CASE WHEN $2::bigint IS NULL THEN ari_window_end ELSE av_ts($3) END, "
@@ -234,15 +243,18 @@ absl::Status PostgresStore::RecordAriCheck(const Scope& scope, CertificateId id,
     if (r.affected_rows() == 0) {
       return absl::NotFoundError(absl::StrCat("certificate ", id, " not found"));
     }
+    NotifyCertificatesChanged(tx, scope);
     return absl::OkStatus();
-  });
+  }));
+  CertificatesChangedHere(scope);
+  return absl::OkStatus();
 }
 
 absl::Status PostgresStore::RecordCrlCheck(const Scope& scope, CertificateId id,
                                            const CrlCheck& check) {
   RETURN_IF_ERROR(rules::ValidateCrlCheck(check));
   const absl::Time now = Now();
-  return InTenant("RecordCrlCheck", scope, [&](pqxx::work& tx) -> absl::Status {
+  RETURN_IF_ERROR(InTenant("RecordCrlCheck", scope, [&](pqxx::work& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Certificate c, GetById(tx, kCertificates, id, pg::Lock::kForUpdate));
     // The first listing stays (the CA never unlists a revoked certificate).
     const bool newly = check.revoked_at.has_value() && !c.revoked_outside_at.has_value();
@@ -258,15 +270,18 @@ absl::Status PostgresStore::RecordCrlCheck(const Scope& scope, CertificateId id,
       pg::Exec0(tx, "UPDATE certificates SET crl_next_check = av_ts($2) WHERE id = $1", id,
                 Micros(check.next_check));
     }
+    NotifyCertificatesChanged(tx, scope);
     return absl::OkStatus();
-  });
+  }));
+  CertificatesChangedHere(scope);
+  return absl::OkStatus();
 }
 
 absl::Status PostgresStore::MarkCertificateRevoked(const Scope& scope, CertificateId id,
                                                    crypto::RevocationReason reason) {
   RETURN_IF_ERROR(rules::ValidateRevocationReason(reason));
   const absl::Time now = Now();
-  return InTenant("MarkCertificateRevoked", scope, [&](pqxx::work& tx) -> absl::Status {
+  RETURN_IF_ERROR(InTenant("MarkCertificateRevoked", scope, [&](pqxx::work& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Certificate c, GetById(tx, kCertificates, id, pg::Lock::kForUpdate));
     if (c.revoked_at.has_value()) {
       return absl::FailedPreconditionError(absl::StrCat("certificate ", id, " is already revoked"));
@@ -274,11 +289,14 @@ absl::Status PostgresStore::MarkCertificateRevoked(const Scope& scope, Certifica
     pg::Exec0(tx,
         "UPDATE certificates SET revoked_at = av_ts($2), revocation_reason = $3 WHERE id = $1", id,
         Micros(now), crypto::RevocationReasonCode(reason));
+    NotifyCertificatesChanged(tx, scope);
     Audit(tx, scope, now,
           rules::CertificateEvent("MarkCertificateRevoked", c,
                                   absl::StrCat("reason ", crypto::RevocationReasonCode(reason))));
     return absl::OkStatus();
-  });
+  }));
+  CertificatesChangedHere(scope);
+  return absl::OkStatus();
 }
 
 }  // namespace acmevault::storage

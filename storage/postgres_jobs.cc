@@ -1,6 +1,9 @@
 // PostgresStore: the job table of the work engine (JobStore) and its wake-ups.
+#include <memory>
 #include <utility>
+#include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "storage/postgres_listener.h"
@@ -39,13 +42,23 @@ absl::StatusOr<JobNotice> WriteLeasedJob(pqxx::work& tx, const JobLease& lease,
 }
 
 // Wake-ups from the store's channels, through one dedicated LISTEN connection.
+// The listener, and the slot through which the store delivers its own certificate writes at once
+// (PostgresStore::CertificatesChangedHere): no callback runs once the destructor has returned.
+template <typename Slot>
 class ListeningJobWaker final : public JobWaker {
  public:
-  explicit ListeningJobWaker(std::unique_ptr<PostgresListener> listener)
-      : listener_(std::move(listener)) {}
+  ListeningJobWaker(std::unique_ptr<PostgresListener> listener, std::shared_ptr<Slot> here)
+      : listener_(std::move(listener)), here_(std::move(here)) {}
+  ~ListeningJobWaker() override {
+    listener_.reset();
+    if (here_ == nullptr) return;
+    absl::MutexLock lock(&here_->mu);
+    here_->live = false;
+  }
 
  private:
   std::unique_ptr<PostgresListener> listener_;
+  std::shared_ptr<Slot> here_;
 };
 
 }  // namespace
@@ -240,6 +253,7 @@ absl::StatusOr<std::unique_ptr<JobWaker>> PostgresStore::WatchJobs(JobWakeups wa
     options.channels = {kJobsChannel, kJobNoticeChannel};
   }
   if (wakeups.identities_revoked) options.channels.push_back(kIdentitiesChannel);
+  if (wakeups.certificates_changed) options.channels.push_back(kCertificatesChannel);
   if (options.channels.empty()) {
     return absl::InvalidArgumentError("WatchJobs: no wake-up to deliver");
   }
@@ -253,6 +267,11 @@ absl::StatusOr<std::unique_ptr<JobWaker>> PostgresStore::WatchJobs(JobWakeups wa
       if (revoked.has_value()) wakeups.identities_revoked(*revoked);
       return;
     }
+    if (channel == kCertificatesChannel) {
+      TenantId tenant = 0;
+      if (absl::SimpleAtoi(payload, &tenant) && tenant > 0) wakeups.certificates_changed(tenant);
+      return;
+    }
     absl::StatusOr<JobNotice> notice = rules::DecodeJobNotice(payload);
     if (notice.ok() && wakeups.job_finished) wakeups.job_finished(*notice);
   };
@@ -261,10 +280,41 @@ absl::StatusOr<std::unique_ptr<JobWaker>> PostgresStore::WatchJobs(JobWakeups wa
   options.on_connect = [wakeups] {
     if (wakeups.jobs_scheduled) wakeups.jobs_scheduled();
     if (wakeups.identities_revoked) wakeups.identities_revoked(Revocation{});
+    if (wakeups.certificates_changed) wakeups.certificates_changed(0);
   };
+  std::shared_ptr<LocalWaker> here;
+  if (wakeups.certificates_changed) {
+    here = std::make_shared<LocalWaker>();
+    {
+      absl::MutexLock lock(&here->mu);
+      here->certificates_changed = wakeups.certificates_changed;
+    }
+    absl::MutexLock lock(&local_wakers_mu_);
+    std::erase_if(local_wakers_, [](const std::weak_ptr<LocalWaker>& w) { return w.expired(); });
+    local_wakers_.push_back(here);
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<PostgresListener> listener,
                    PostgresListener::Start(std::move(options)));
-  return std::unique_ptr<JobWaker>(new ListeningJobWaker(std::move(listener)));
+  return std::unique_ptr<JobWaker>(
+      new ListeningJobWaker<LocalWaker>(std::move(listener), std::move(here)));
+}
+
+void PostgresStore::NotifyCertificatesChanged(pqxx::work& tx, const Scope& scope) {
+  pg::Notify(tx, kCertificatesChannel, absl::StrCat(scope.tenant));
+}
+
+void PostgresStore::CertificatesChangedHere(const Scope& scope) {
+  std::vector<std::shared_ptr<LocalWaker>> wakers;
+  {
+    absl::MutexLock lock(&local_wakers_mu_);
+    for (const std::weak_ptr<LocalWaker>& w : local_wakers_) {
+      if (std::shared_ptr<LocalWaker> live = w.lock()) wakers.push_back(std::move(live));
+    }
+  }
+  for (const std::shared_ptr<LocalWaker>& w : wakers) {
+    absl::MutexLock lock(&w->mu);
+    if (w->live) w->certificates_changed(scope.tenant);
+  }
 }
 
 }  // namespace acmevault::storage

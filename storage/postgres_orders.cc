@@ -289,7 +289,7 @@ absl::StatusOr<Certificate> PostgresStore::CompleteOrder(const Scope& scope, con
                                                          const NewCertificate& certificate) {
   ASSIGN_OR_RETURN(NewCertificate c, rules::ValidateNewCertificate(certificate));
   const absl::Time now = Now();
-  return InTenant<Certificate>(
+  absl::StatusOr<Certificate> out = InTenant<Certificate>(
       "CompleteOrder", scope, [&](pqxx::work& tx) -> absl::StatusOr<Certificate> {
         ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
         RETURN_IF_ERROR(rules::CheckCompletable(o));
@@ -298,6 +298,8 @@ absl::StatusOr<Certificate> PostgresStore::CompleteOrder(const Scope& scope, con
         if (!linked.account.has_value()) linked.account = o.account;
         return CompleteOrderIn(tx, scope, now, o, linked);
       });
+  if (out.ok()) CertificatesChangedHere(scope);
+  return out;
 }
 
 absl::StatusOr<OrderStepState> PostgresStore::LoadOrderStep(const Scope& scope, OrderId order,
@@ -329,7 +331,7 @@ absl::StatusOr<Certificate> PostgresStore::FinishOrder(const Scope& scope, const
   RETURN_IF_ERROR(rules::ValidateOrderCompletion(lease, completion));
   ASSIGN_OR_RETURN(NewCertificate c, rules::ValidateNewCertificate(completion.certificate));
   const absl::Time now = Now();
-  return InTenant<Certificate>(
+  absl::StatusOr<Certificate> finished = InTenant<Certificate>(
       "FinishOrder", scope, [&](pqxx::work& tx) -> absl::StatusOr<Certificate> {
         ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
         RETURN_IF_ERROR(rules::CheckCompletable(o));
@@ -370,6 +372,8 @@ absl::StatusOr<Certificate> PostgresStore::FinishOrder(const Scope& scope, const
                                                     job[1].as<std::string>(), false}));
         return out;
       });
+  if (finished.ok()) CertificatesChangedHere(scope);
+  return finished;
 }
 
 absl::StatusOr<std::vector<Lease>> PostgresStore::ClaimStaleOrders(absl::string_view owner,

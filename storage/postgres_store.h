@@ -24,6 +24,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
 #include "common/status_macros.h"
@@ -56,6 +57,12 @@ inline constexpr char kJobNoticeChannel[] = "acmevault_job_notices";
 // RevokeIdentity and DisableTenant send EncodeRevocation's payload on kIdentitiesChannel, also
 // inside their transactions, so that every replica's token cache drops what they made stale.
 inline constexpr char kIdentitiesChannel[] = "acmevault_identities";
+// Every write to a tenant's certificates (stored, superseded, revoked, renewal window or
+// revocation-list reading recorded) sends the tenant's id on kCertificatesChannel inside its
+// transaction, so that every replica's certificate cache drops the tenant's entries; the
+// replica that wrote also delivers it to its own wakers at once after the commit, so that its
+// next read sees the write.
+inline constexpr char kCertificatesChannel[] = "acmevault_certificates";
 // "<tenant> <identity>", or "<tenant>" for a whole tenant; nullopt for anything else.
 std::string EncodeRevocation(const Revocation& revocation);
 std::optional<Revocation> DecodeRevocation(absl::string_view payload);
@@ -417,6 +424,20 @@ class PostgresStore final : public Store {
   // written) when the account has no such authorization.
   static bool MarkAuthorizationDeactivatedIn(pqxx::work& tx, const Scope& scope, absl::Time now,
                                              AccountId account, absl::string_view url);
+
+  // Sends kCertificatesChannel's notification for scope.tenant in `tx`.
+  static void NotifyCertificatesChanged(pqxx::work& tx, const Scope& scope);
+  // After a committed write of scope.tenant's certificates: certificates_changed to this
+  // store's own wakers, from the calling thread (the notification reaches them later too).
+  void CertificatesChangedHere(const Scope& scope);
+  // The wakers of WatchJobs with certificates_changed, for CertificatesChangedHere.
+  struct LocalWaker {
+    absl::Mutex mu;
+    bool live ABSL_GUARDED_BY(mu) = true;
+    std::function<void(TenantId)> certificates_changed ABSL_GUARDED_BY(mu);
+  };
+  absl::Mutex local_wakers_mu_;
+  std::vector<std::weak_ptr<LocalWaker>> local_wakers_ ABSL_GUARDED_BY(local_wakers_mu_);
 
   const PostgresStoreOptions options_;
   const Envelope envelope_;

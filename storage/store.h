@@ -548,6 +548,12 @@ struct JobWakeups {
   // hold (service/token_cache.h). Also called with tenant 0 whenever jobs_scheduled would be
   // for missed wake-ups.
   std::function<void(const Revocation&)> identities_revoked;
+  // A certificate of the tenant was stored, superseded, revoked, or had its renewal window or
+  // revocation-list reading recorded (by any replica; on the replica that wrote it, also at once
+  // from the writing thread after the commit), so certificate caches drop what they hold for
+  // it (service/certificate_cache.h). Also called with tenant 0 whenever jobs_scheduled would
+  // be for missed wake-ups.
+  std::function<void(TenantId)> certificates_changed;
 };
 
 // The durable job table of the work engine (docs/DESIGN.md, "Work engine"). Job bookkeeping is

@@ -50,12 +50,17 @@ std::unique_ptr<IssuingReplica> IssuingReplica::Create(Fixture& fx, Options opti
                                                                   .lease_duration = options.lease});
   if (options.adjust_runner) options.adjust_runner(runner);
   r->runner_ = OrDie(OrderRunner::Create(runner), "OrderRunner::Create");
-  Issuer::Options issuer = fx.WithStore(Issuer::Options{.runner = r->runner_.get(),
-                                                        .engine = r->engine_.get(),
-                                                        .notices = r->notices_.get(),
-                                                        .clock = &fx.clock(),
-                                                        .replica_id = options.replica_id,
-                                                        .lease_duration = options.lease});
+  r->certificates_ =
+      OrDie(CertificateCache::Create({.clock = &fx.clock()}), "CertificateCache::Create");
+  r->certificate_changes_ = OrDie(r->certificates_->Follow(fx.store()), "CertificateCache::Follow");
+  Issuer::Options issuer =
+      fx.WithStore(Issuer::Options{.runner = r->runner_.get(),
+                                   .engine = r->engine_.get(),
+                                   .notices = r->notices_.get(),
+                                   .clock = &fx.clock(),
+                                   .replica_id = options.replica_id,
+                                   .lease_duration = options.lease,
+                                   .certificate_cache = r->certificates_.get()});
   if (options.adjust_issuer) options.adjust_issuer(issuer);
   r->issuer_ = OrDie(Issuer::Create(issuer), "Issuer::Create");
   return r;
@@ -72,6 +77,7 @@ void IssuingReplica::Start() {
 IssuingReplica::~IssuingReplica() {
   engine_->Stop();
   issuer_.reset();
+  certificate_changes_.reset();
 }
 
 }  // namespace acmevault::service::testing

@@ -13,6 +13,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "common/testing/fake_clock.h"
+#include "service/certificate_cache.h"
 #include "service/engine.h"
 #include "service/issuer.h"
 #include "service/job_notices.h"
@@ -61,6 +62,9 @@ class IssuingReplica {
 
  private:
   IssuingReplica() = default;
+  // GetCertificate's cache, following the fixture's store as acmevaultd's does.
+  std::unique_ptr<CertificateCache> certificates_;
+  std::unique_ptr<storage::JobWaker> certificate_changes_;
   std::unique_ptr<JobNotices> notices_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<OrderRunner> runner_;

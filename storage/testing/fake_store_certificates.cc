@@ -70,8 +70,11 @@ absl::StatusOr<Certificate> FakeStore::InsertCertificate(const Scope& scope,
                                                          const NewCertificate& certificate) {
   ASSIGN_OR_RETURN(NewCertificate c, rules::ValidateNewCertificate(certificate));
   const absl::Time now = Now();
+  fake::CertificatesChangedWake changed(*state_);
   fake::StoreLock lock(*state_);
-  return InsertCertificateLocked(*state_, envelope_, scope, c, now);
+  absl::StatusOr<Certificate> out = InsertCertificateLocked(*state_, envelope_, scope, c, now);
+  if (out.ok()) changed.Arm(scope.tenant);
+  return out;
 }
 
 absl::StatusOr<Certificate> FakeStore::GetCertificate(const Scope& scope, CertificateId id) {
@@ -231,6 +234,7 @@ absl::Status FakeStore::RecordReplacedCertificate(const Scope& scope, Certificat
   RETURN_IF_ERROR(rules::ValidateReplacement(renewal, replaced));
   const absl::Time now = Now();
   State& s = *state_;
+  fake::CertificatesChangedWake changed(s);
   fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(State::CertificateRow * old, FindCertificate(s, scope, replaced));
   ASSIGN_OR_RETURN(State::CertificateRow * row, FindCertificate(s, scope, renewal));
@@ -240,6 +244,7 @@ absl::Status FakeStore::RecordReplacedCertificate(const Scope& scope, Certificat
   Audit(s, scope, now,
         rules::CertificateEvent("RecordReplacedCertificate", row->certificate,
                                 absl::StrCat("replaces ", old->certificate.serial)));
+  changed.Arm(scope.tenant);
   return absl::OkStatus();
 }
 
@@ -247,6 +252,7 @@ absl::Status FakeStore::RecordAriCheck(const Scope& scope, CertificateId id,
                                        const AriCheck& check) {
   RETURN_IF_ERROR(rules::ValidateAriCheck(check));
   State& s = *state_;
+  fake::CertificatesChangedWake changed(s);
   fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(State::CertificateRow * row, FindCertificate(s, scope, id));
   if (check.window_start.has_value()) {
@@ -254,6 +260,7 @@ absl::Status FakeStore::RecordAriCheck(const Scope& scope, CertificateId id,
     row->certificate.ari_window_end = check.window_end;
   }
   row->certificate.ari_next_check = check.next_check;
+  changed.Arm(scope.tenant);
   return absl::OkStatus();
 }
 
@@ -262,6 +269,7 @@ absl::Status FakeStore::RecordCrlCheck(const Scope& scope, CertificateId id,
   RETURN_IF_ERROR(rules::ValidateCrlCheck(check));
   const absl::Time now = Now();
   State& s = *state_;
+  fake::CertificatesChangedWake changed(s);
   fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(State::CertificateRow * row, FindCertificate(s, scope, id));
   Certificate& c = row->certificate;
@@ -271,6 +279,7 @@ absl::Status FakeStore::RecordCrlCheck(const Scope& scope, CertificateId id,
     c.revoked_outside_reason = check.reason;
     Audit(s, scope, now, rules::RevokedOutsideEvent(c, check));
   }
+  changed.Arm(scope.tenant);
   return absl::OkStatus();
 }
 
@@ -279,6 +288,7 @@ absl::Status FakeStore::MarkCertificateRevoked(const Scope& scope, CertificateId
   RETURN_IF_ERROR(rules::ValidateRevocationReason(reason));
   const absl::Time now = Now();
   State& s = *state_;
+  fake::CertificatesChangedWake changed(s);
   fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(State::CertificateRow * row, FindCertificate(s, scope, id));
   if (row->certificate.revoked_at.has_value()) {
@@ -289,6 +299,7 @@ absl::Status FakeStore::MarkCertificateRevoked(const Scope& scope, CertificateId
   Audit(s, scope, now,
         rules::CertificateEvent("MarkCertificateRevoked", row->certificate,
                                 absl::StrCat("reason ", crypto::RevocationReasonCode(reason))));
+  changed.Arm(scope.tenant);
   return absl::OkStatus();
 }
 

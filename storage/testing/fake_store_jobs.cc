@@ -59,6 +59,14 @@ using fake::Wakers;
 using fake::WakeFinished;
 using fake::WakeScheduled;
 
+void DeliverCertificatesChanged(const Slots& slots, TenantId tenant) {
+  for (const auto& slot : slots) {
+    absl::MutexLock lock(&slot->mu);
+    if (slot->live && slot->wakeups.certificates_changed) {
+      slot->wakeups.certificates_changed(tenant);
+    }
+  }
+}
 
 void DeliverRevocation(const Slots& slots, const Revocation& revocation) {
   for (const auto& slot : slots) {
@@ -364,6 +372,7 @@ absl::StatusOr<std::unique_ptr<JobWaker>> FakeStore::WatchJobs(JobWakeups wakeup
   // Deliveries have started, as a listener's connection does.
   WakeScheduled({slot});
   DeliverRevocation({slot}, Revocation{});
+  DeliverCertificatesChanged({slot}, 0);
   return std::unique_ptr<JobWaker>(new FakeJobWaker(std::move(slot)));
 }
 
@@ -374,6 +383,15 @@ void fake::WakeRevoked(State& s, const Revocation& revocation) {
     wakers = Wakers(s);
   }
   DeliverRevocation(wakers, revocation);
+}
+
+void fake::WakeCertificatesChanged(State& s, TenantId tenant) {
+  Slots wakers;
+  {
+    absl::MutexLock lock(&s.mu);
+    wakers = Wakers(s);
+  }
+  DeliverCertificatesChanged(wakers, tenant);
 }
 
 }  // namespace acmevault::storage

@@ -250,12 +250,15 @@ absl::StatusOr<Certificate> FakeStore::CompleteOrder(const Scope& scope, const L
   ASSIGN_OR_RETURN(NewCertificate c, rules::ValidateNewCertificate(certificate));
   const absl::Time now = Now();
   State& s = *state_;
+  fake::CertificatesChangedWake changed(s);
   fake::StoreLock lock(s);
   ASSIGN_OR_RETURN(Order * o, LeasedOrder(s, scope, lease));
   RETURN_IF_ERROR(rules::CheckCompletable(*o));
   c.order = o->id;
   if (!c.account.has_value()) c.account = o->account;
-  return CompleteOrderLocked(s, envelope_, scope, now, *o, c);
+  absl::StatusOr<Certificate> out = CompleteOrderLocked(s, envelope_, scope, now, *o, c);
+  if (out.ok()) changed.Arm(scope.tenant);
+  return out;
 }
 
 absl::StatusOr<std::vector<Lease>> FakeStore::ClaimStaleOrders(absl::string_view owner,
@@ -557,6 +560,7 @@ absl::StatusOr<Certificate> FakeStore::FinishOrder(const Scope& scope, const Lea
     wakers = fake::Wakers(s);
   }
   fake::WakeFinished(wakers, notice);
+  fake::WakeCertificatesChanged(s, scope.tenant);
   return out;
 }
 

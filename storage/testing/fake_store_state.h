@@ -119,6 +119,22 @@ std::string FakeDigest(const AuditRecord& a);
 // Delivers `revocation` to the wakers of every store sharing `s` that watch for revocations;
 // after the change, with s.mu released (as a NOTIFY is delivered after COMMIT).
 void WakeRevoked(State& s, const Revocation& revocation) ABSL_LOCKS_EXCLUDED(s.mu);
+// The same for certificates_changed.
+void WakeCertificatesChanged(State& s, TenantId tenant) ABSL_LOCKS_EXCLUDED(s.mu);
+// Delivers certificates_changed for the tenant it was armed with when it goes out of scope:
+// declared before a call's StoreLock, so after the lock is released.
+class CertificatesChangedWake {
+ public:
+  explicit CertificatesChangedWake(State& s) : s_(s) {}
+  ~CertificatesChangedWake() {
+    if (tenant_ > 0) WakeCertificatesChanged(s_, tenant_);
+  }
+  void Arm(TenantId tenant) { tenant_ = tenant; }
+
+ private:
+  State& s_;
+  TenantId tenant_ = 0;
+};
 
 // What a store call's transaction is in the fake: the state's lock, counted
 // (FakeStore::transactions). Every call PostgresStore runs as one transaction takes it once;

@@ -1,9 +1,13 @@
 // The conformance suite (store_conformance.h): the authorization ledger, certificates and
 // HTTP-01 challenges.
+#include <algorithm>
+#include <memory>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "storage/testing/status_matchers.h"
 #include "storage/testing/store_conformance.h"
@@ -280,6 +284,91 @@ TEST_P(StoreConformanceTest, CrlChecksStoreTheNextCheckAndTheFirstListingOnce) {
   CrlCheck long_url = listed;
   long_url.crl_url = std::string(2049, 'u');
   EXPECT_THAT(store().RecordCrlCheck(scope, cert.id, long_url), StatusIs(kInvalidArgument));
+}
+
+// What a waker hears of certificate writes: one tenant id per delivery ("0": anything may be
+// stale), and which of them came on the thread that made the recorder.
+class CertificateChangeRecorder {
+ public:
+  JobWakeups Wakeups() {
+    JobWakeups w;
+    w.certificates_changed = [this](TenantId tenant) {
+      absl::MutexLock lock(&mu_);
+      seen_.push_back(tenant);
+      if (std::this_thread::get_id() == maker_) on_maker_.push_back(tenant);
+    };
+    return w;
+  }
+  // How many deliveries for `tenant` came on the maker's thread.
+  int OnMakersThread(TenantId tenant) {
+    absl::MutexLock lock(&mu_);
+    return static_cast<int>(std::count(on_maker_.begin(), on_maker_.end(), tenant));
+  }
+  // What was heard once there are at least `n` (fewer if they did not come).
+  std::vector<TenantId> WaitFor(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return seen_.size() >= n; };
+    mu_.AwaitWithTimeout(absl::Condition(&done), absl::Seconds(30));
+    return seen_;
+  }
+
+ private:
+  const std::thread::id maker_ = std::this_thread::get_id();
+  absl::Mutex mu_;
+  std::vector<TenantId> seen_ ABSL_GUARDED_BY(mu_);
+  std::vector<TenantId> on_maker_ ABSL_GUARDED_BY(mu_);
+};
+
+// Issue 10: certificate caches (service/certificate_cache.h) drop a tenant's entries when any
+// replica writes its certificates; the writing replica's own waker has heard it when the write
+// returns, so a read there after the write never sees what the write changed.
+TEST_P(StoreConformanceTest, CertificateWritesReachEveryReplicasWakerAndTheWritersAtOnce) {
+  Tenant a = MakeTenant("alpha");
+  Tenant b = MakeTenant("beta");
+  const Scope scope = ScopeOf(a);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> replica,
+                       harness().Reopen(TestKeks(KekText("kek-a", 'a'))));
+  CertificateChangeRecorder there;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<JobWaker> there_waker, replica->WatchJobs(there.Wakeups()));
+  EXPECT_THAT(there.WaitFor(1), ElementsAre(0)) << "deliveries never started";
+  CertificateChangeRecorder here;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<JobWaker> here_waker, store().WatchJobs(here.Wakeups()));
+  here.WaitFor(1);
+  // Each write, checked as it returns: the writer's waker has heard the tenant already, from the
+  // writing thread (PostgreSQL's notification comes later on its listener's thread as well).
+  auto heard_here = [&](TenantId tenant) { return here.OnMakersThread(tenant); };
+  ASSERT_OK_AND_ASSIGN(Certificate cert,
+                       store().InsertCertificate(scope, CertificateFor({"a.test"}, "0a")));
+  EXPECT_EQ(heard_here(a.id), 1) << "InsertCertificate";
+  ASSERT_OK_AND_ASSIGN(Certificate renewal,
+                       store().InsertCertificate(scope, CertificateFor({"a.test"}, "0b")));
+  ASSERT_OK(store().RecordReplacedCertificate(scope, renewal.id, cert.id));
+  EXPECT_EQ(heard_here(a.id), 3) << "RecordReplacedCertificate";
+  const absl::Time at = absl::FromUnixSeconds(1800000000);
+  ASSERT_OK(store().RecordAriCheck(scope, renewal.id, {at, at + absl::Hours(1), at}));
+  EXPECT_EQ(heard_here(a.id), 4) << "RecordAriCheck";
+  CrlCheck clean;
+  clean.next_check = at;
+  ASSERT_OK(store().RecordCrlCheck(scope, renewal.id, clean));
+  EXPECT_EQ(heard_here(a.id), 5) << "RecordCrlCheck";
+  ASSERT_OK(store().MarkCertificateRevoked(scope, renewal.id, RevocationReason::kSuperseded));
+  EXPECT_EQ(heard_here(a.id), 6) << "MarkCertificateRevoked";
+  Lease lease = MakeOrder(scope, MakeAccount(scope).id, {"c.test"});
+  ASSERT_OK(store().RecordOrderUrl(scope, lease, "https://ca.test/order/1"));
+  ASSERT_OK(store().CompleteOrder(scope, lease, CertificateFor({"c.test"}, "0c")).status());
+  EXPECT_EQ(heard_here(a.id), 7) << "CompleteOrder";
+  ASSERT_OK(store().InsertCertificate(ScopeOf(b), CertificateFor({"a.test"}, "0d")).status());
+  EXPECT_EQ(heard_here(b.id), 1);
+  // Writes that fail, and a replacement already recorded, change nothing: nothing to hear.
+  EXPECT_THAT(store().MarkCertificateRevoked(scope, renewal.id, RevocationReason::kSuperseded),
+              StatusIs(kFailedPrecondition));
+  ASSERT_OK(store().RecordReplacedCertificate(scope, renewal.id, cert.id));
+  EXPECT_THAT(store().RecordAriCheck(ScopeOf(b), cert.id, {at, at, at}), StatusIs(kNotFound));
+  EXPECT_EQ(heard_here(a.id), 7);
+  EXPECT_EQ(heard_here(b.id), 1);
+
+  // The other replica hears each committed write, in commit order.
+  EXPECT_THAT(there.WaitFor(9), ElementsAre(0, a.id, a.id, a.id, a.id, a.id, a.id, a.id, b.id));
 }
 
 TEST_P(StoreConformanceTest, SerialsAreUniquePerTenantAndValidated) {

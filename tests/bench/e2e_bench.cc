@@ -370,6 +370,9 @@ void BenchRead(Service& s) {
 // statement sent outside one (autocommit).
 struct StatementCounts {
   int statements = 0, transactions = 0, set_configs = 0, audit_inserts = 0, order_reads = 0;
+  // Transactions by their first statement that is not BEGIN or the tenant's set-up (its first
+  // 90 characters).
+  std::map<std::string, int> by_first;
 };
 
 StatementCounts CountStatements(const std::string& log, const std::string& from,
@@ -377,6 +380,7 @@ StatementCounts CountStatements(const std::string& log, const std::string& from,
   StatementCounts c;
   bool on = false;
   std::map<std::string, bool> in_transaction;  // By server process.
+  std::map<std::string, bool> tx_named;        // Its transaction is in by_first.
   for (absl::string_view line : absl::StrSplit(log, '\n')) {
     if (absl::StrContains(line, from)) on = true;
     if (absl::StrContains(line, to)) break;
@@ -396,13 +400,24 @@ StatementCounts CountStatements(const std::string& log, const std::string& from,
     absl::string_view sql = line.substr(text);
     ++c.statements;
     bool& open_tx = in_transaction[pid];
+    bool& named = tx_named[pid];
+    auto name = [&] {
+      if (named || absl::StrContains(sql, "set_config('acmevault.tenant_id'")) return;
+      ++c.by_first[std::string(sql.substr(0, 90))];
+      named = true;
+    };
     if (absl::StartsWith(sql, "BEGIN")) {
       open_tx = true;
+      named = false;
       ++c.transactions;
     } else if (absl::StartsWith(sql, "COMMIT") || absl::StartsWith(sql, "ROLLBACK")) {
       open_tx = false;
     } else if (!open_tx) {
       ++c.transactions;
+      named = false;
+      name();
+    } else {
+      name();
     }
     if (absl::StrContains(sql, "set_config('acmevault.tenant_id'")) ++c.set_configs;
     if (absl::StrContains(sql, "INSERT INTO audit_log")) ++c.audit_inserts;
@@ -458,6 +473,13 @@ void BenchProfile(Service& s) {
           "audit_inserts=%.1f order_reads=%.1f (per call)\n",
           Label().c_str(), what, calls, c.statements / k, c.transactions / k, c.set_configs / k,
           c.audit_inserts / k, c.order_reads / k);
+      std::vector<std::pair<int, std::string>> firsts;
+      for (const auto& [sql, count] : c.by_first) firsts.emplace_back(count, sql);
+      std::sort(firsts.rbegin(), firsts.rend());
+      for (const auto& [count, sql] : firsts) {
+        std::printf("%sprofile %s transactions_per_call=%.2f first=%s\n", Label().c_str(), what,
+                    count / k, sql.c_str());
+      }
     }
   } catch (const std::exception& e) {
     std::printf("%sprofile: %s\n", Label().c_str(), e.what());
