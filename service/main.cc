@@ -32,6 +32,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "acme/http.h"
@@ -698,6 +699,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "acmevaultd: %s\n", std::string(s.message()).c_str());
     return 1;
   }
+  // Debian's Abseil is built without NDEBUG, so every Mutex::Lock records the lock in a global
+  // graph to find lock-order cycles: a few percent of the CPU of each RPC (perf, docs/
+  // benchmarks.md). The tests keep it on; the daemon does not pay for it.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   std::string command = args.size() > 1 ? args[1] : "";
   absl::Status status;
