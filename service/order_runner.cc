@@ -402,6 +402,11 @@ absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
   cert.not_after = leaf.not_after;
   cert.chain_pem = chain->pem;
   cert.account_key_version = ctx.key->info.version;
+  // A certificate that names no CRL is never read for one (the policy scan's revocation check):
+  // no transaction per certificate to find that out later.
+  if (auto points = crypto::CrlDistributionPoints(leaf.der); points.ok() && points->empty()) {
+    cert.crl_next_check = leaf.not_after;
+  }
   // RFC 8555 §7.5.2: the authorizations are deactivated before the certificate is stored, so
   // that one transaction records both. Should that transaction not happen (the lease lost, the
   // replica killed), the CA reports the order deactivated with its certificate, the next step

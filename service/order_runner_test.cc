@@ -243,6 +243,8 @@ TEST_F(OrderRunnerTest, RunsAnOrderToAStoredCertificate) {
   ASSERT_TRUE(cert.ok());
   EXPECT_EQ(cert->serial, "8f00d1e2c3b4a59687");
   EXPECT_EQ(cert->identifiers, std::vector<std::string>({"*.leaf.example.com", "leaf.example.com"}));
+  // The leaf names no CRL: stored as never to be read for one (no scan's transaction for it).
+  EXPECT_EQ(cert->crl_next_check, cert->not_after);
   EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 1);
   EXPECT_EQ(ca_.CountCalls("POST", "/chall/1"), 1);
   // Challenges are cleaned up; the authorization went into the ledger and, by the tenant's

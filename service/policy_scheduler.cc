@@ -338,7 +338,11 @@ absl::Status PolicyScheduler::CheckCrl(const storage::Tenant& tenant, const stor
     }
     ASSIGN_OR_RETURN(std::vector<std::string> points, crypto::CrlDistributionPoints(ders[0]));
     no_crl = points.empty();
-    if (no_crl) return absl::OkStatus();  // nothing to read: not checked by CRL
+    if (no_crl) {
+      // Nothing to read, ever (a certificate's extensions never change): not checked again.
+      check.next_check = std::max(check.next_check, certificate.not_after);
+      return absl::OkStatus();
+    }
     ASSIGN_OR_RETURN(crypto::CertificateInfo leaf, crypto::ParseCertificate(ders[0]));
     const absl::StatusOr<crypto::RevocationList>& list = FetchCrl(points[0], ders[1], cache, now);
     if (!list.ok()) return list.status();

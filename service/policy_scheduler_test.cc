@@ -814,8 +814,10 @@ class PolicyCrlTest : public PolicyRenewalTest {
 
 TEST_F(PolicyCrlTest, ACertificateItsCrlListsIsRenewedAtOnce) {
   const absl::Time now = fx_.clock().Now();
-  // A certificate that names no CRL is read no further (counted apart).
-  AddCertificate(fx_, tenant_, {"no-crl.example.com"}, "0a0a", absl::Hours(24 * 40), true);
+  // A certificate that names no CRL is read no further (counted apart), and never looked at
+  // again: its next check is its expiry.
+  const storage::Certificate no_crl =
+      AddCertificate(fx_, tenant_, {"no-crl.example.com"}, "0a0a", absl::Hours(24 * 40), true);
   // 86 days left: not due by the tenant's 30-day window.
   const storage::Certificate cert = AddCrlCertificate(/*service_key=*/true);
   ServeCrl("crl_empty.der");
@@ -828,6 +830,7 @@ TEST_F(PolicyCrlTest, ACertificateItsCrlListsIsRenewedAtOnce) {
   EXPECT_EQ(clean.renewals_scheduled, 0);
   EXPECT_EQ(clean.errors, 0);
   EXPECT_EQ(Read(cert.id).crl_next_check, now + absl::Hours(6));
+  EXPECT_EQ(Read(no_crl.id).crl_next_check, no_crl.not_after);
   EXPECT_FALSE(Read(cert.id).revoked_outside_at.has_value());
   // Before the next check the CRL is not read again.
   ASSERT_OK(scheduler_->ScanOnce().status());
@@ -837,7 +840,8 @@ TEST_F(PolicyCrlTest, ACertificateItsCrlListsIsRenewedAtOnce) {
   ServeCrl("crl_listed.der");
   fx_.clock().Advance(absl::Hours(6));
   ASSERT_OK_AND_ASSIGN(PolicyScheduler::ScanResult listed, scheduler_->ScanOnce());
-  EXPECT_EQ(listed.crl_checks, 2);  // both at their next check
+  // The one that names a CRL, at its next check; the other is never checked again.
+  EXPECT_EQ(listed.crl_checks, 1);
   EXPECT_EQ(listed.revoked_outside_found, 1);
   EXPECT_EQ(listed.certificates_due, 1);
   EXPECT_EQ(listed.renewals_scheduled, 1);

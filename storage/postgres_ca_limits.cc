@@ -37,11 +37,12 @@ absl::Status PostgresStore::RecordCaHold(const Scope& scope, const CaHoldKey& ke
 std::optional<CaHold> PostgresStore::CaHoldIn(pqxx::work& tx, const CaHoldKey& key,
                                               const std::vector<std::string>& ids,
                                               absl::Time now) {
-  pqxx::result r = pg::Exec(tx,
+  static const std::string select = absl::StrCat(
       "SELECT av_us(hold_until), problem FROM ca_holds WHERE account_id = $1 "
-      "AND identifiers_hash = av_identifiers_hash($2::text[]) AND request = $3 "
-      "AND hold_until > av_ts($4)",
-      key.account, ArrayParam(ids), std::string(CaRequestName(key.request)), Micros(now));
+      "AND identifiers_hash = ",
+      pg::IdentifiersHashOf(2), " AND request = $3 AND hold_until > av_ts($4)");
+  pqxx::result r = pg::Exec(tx, select, key.account, ArrayParam(ids),
+                            std::string(CaRequestName(key.request)), Micros(now));
   if (r.empty()) return std::nullopt;
   return CaHold{TimeOf(r[0][0]), r[0][1].as<std::string>()};
 }
@@ -63,7 +64,7 @@ namespace {
 // ca_holds keys it.
 std::string BudgetHash(int param) {
   return absl::StrCat("CASE WHEN cardinality($", param, "::text[]) = 0 THEN '\\x'::bytea ELSE ",
-                      "av_identifiers_hash($", param, "::text[]) END");
+                      pg::IdentifiersHashOf(param), " END");
 }
 
 CaBudgetTake TakeOf(const CaBudget& budget, bool taken, double tokens_left, absl::Time now) {

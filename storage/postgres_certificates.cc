@@ -42,25 +42,28 @@ absl::StatusOr<Certificate> PostgresStore::InsertCertificateIn(pqxx::work& tx, c
         sealed, envelope_.SealPrivateKey(*c.private_key, CertificateKeyContext(scope.tenant, id)));
   }
   const std::string ids = ArrayParam(c.identifiers);
-  pg::Exec0(tx,
-      "UPDATE certificates SET superseded_at = av_ts($2) "
-      "WHERE identifiers_hash = av_identifiers_hash($1::text[]) AND revoked_at IS NULL "
-      "AND superseded_at IS NULL",
-      ids, Micros(now));
+  std::optional<int64_t> crl_next_check;
+  if (c.crl_next_check.has_value()) crl_next_check = Micros(*c.crl_next_check);
+  static const std::string supersede =
+      absl::StrCat("UPDATE certificates SET superseded_at = av_ts($2) WHERE identifiers_hash = ",
+                   pg::IdentifiersHashOf(1), " AND revoked_at IS NULL AND superseded_at IS NULL");
+  pg::Exec0(tx, supersede, ids, Micros(now));
   auto insert = [&](auto kek_id, auto wrapped, auto sealed_key) {
     return pg::Exec1(
         tx,
         absl::StrCat(
             "INSERT INTO certificates (id, tenant_id, account_id, order_id, identifiers, serial, "
             "not_before, not_after, chain_pem, account_key_version, kek_id, wrapped_data_key, "
-            "sealed_private_key, created_at) VALUES ($1, $2, $3, $4, $5::text[], $6, av_ts($7), "
-            "av_ts($8), $9, $10, $11, $12, $13, av_ts($14)) RETURNING ",
+            "sealed_private_key, created_at, crl_next_check) VALUES ($1, $2, $3, $4, "
+            "$5::text[], $6, av_ts($7), av_ts($8), $9, $10, $11, $12, $13, av_ts($14), "
+            "av_ts($15)) RETURNING ",
             kCertificates.rows.columns,
             // NotifyCertificatesChanged's notification, without a round trip of its own.
             ", pg_notify('", kCertificatesChannel, "', tenant_id::text)"),
         id, scope.tenant, Nullable(OptionalParam(c.account)), Nullable(OptionalParam(c.order)), ids,
         c.serial, Micros(c.not_before), Micros(c.not_after), c.chain_pem,
-        Nullable(OptionalParam(c.account_key_version)), kek_id, wrapped, sealed_key, Micros(now));
+        Nullable(OptionalParam(c.account_key_version)), kek_id, wrapped, sealed_key, Micros(now),
+        Nullable(OptionalParam(crl_next_check)));
   };
   Certificate out =
       CertificateOf(sealed.has_value() ? insert(sealed->kek_id, Bytes(sealed->wrapped_data_key),

@@ -68,10 +68,10 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
               return out;
             }
           }
-          pqxx::result r = pg::Exec(tx,
-              absl::StrCat(select_orders,
-                           " WHERE identifiers_hash = av_identifiers_hash($1::text[]) "
-                           "AND state NOT IN ('valid', 'invalid') AND stalled_at IS NULL"),
+          pqxx::result r = pg::Exec(
+              tx,
+              absl::StrCat(select_orders, " WHERE identifiers_hash = ", pg::IdentifiersHashOf(1),
+                           " AND state NOT IN ('valid', 'invalid') AND stalled_at IS NULL"),
               id_array);
           if (!r.empty()) {
             out.order = OrderOf(r[0]);

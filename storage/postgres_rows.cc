@@ -376,6 +376,10 @@ std::optional<SealedKey> SealedKeyOf(const pqxx::row& r) {
 // ---------------------------------------------------------------------------------------------
 // Fetching
 
+std::string IdentifiersHashOf(int param) {
+  return absl::StrCat("(SELECT av_identifiers_hash($", param, "::text[]))");
+}
+
 void Notify(pqxx::work& tx, const char* channel, const std::string& payload) {
   tx.exec_params("SELECT pg_notify($1, $2)", std::string(channel), payload);
 }

@@ -179,6 +179,13 @@ inline constexpr char kKeyLeaseColumns[] =
 inline constexpr char kTenantFirst[] =
     "(SELECT set_config('acmevault.tenant_id', $1, true)) IS NOT NULL";
 
+// The identifier-set hash (av_identifiers_hash) of the text[] parameter $`param`, as an
+// uncorrelated sub-select: PostgreSQL computes it once per execution (an InitPlan), whatever
+// the plan. Written as av_identifiers_hash($n) in a WHERE clause, it is computed again for every
+// row a sequential scan reads, and the generic plans of small tables are such scans: one
+// SHA-256 per row of the table per statement.
+std::string IdentifiersHashOf(int param);
+
 // NOTIFY `channel` with `payload` when the transaction commits.
 void Notify(pqxx::work& tx, const char* channel, const std::string& payload);
 

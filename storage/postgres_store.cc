@@ -46,16 +46,15 @@ std::vector<std::pair<std::string, std::string>> PostgresStore::PreparedStatemen
   const std::string authenticated =
       absl::StrCat("SELECT ", kAuthenticatedRows.columns, " FROM av_authenticate");
   return {
-      {kTenantById, absl::StrCat("SELECT ", kTenants.rows.columns, " FROM tenants WHERE ",
-                                 pg::kTenantFirst)},
+      {kTenantById,
+       absl::StrCat("SELECT ", kTenants.rows.columns, " FROM tenants WHERE ", pg::kTenantFirst)},
       {kAccountsOfTenant, absl::StrCat("SELECT ", pg::kAccounts.rows.columns,
                                        " FROM accounts WHERE ", pg::kTenantFirst, " ORDER BY id")},
       {kCertificateById, absl::StrCat(certificates, " AND id = $2")},
       {kCertificateBySerial, absl::StrCat(certificates, " AND serial = lower($2)")},
       {kCurrentCertificate,
-       absl::StrCat(certificates,
-                    " AND identifiers_hash = av_identifiers_hash($2::text[]) "
-                    "AND revoked_at IS NULL AND not_after > av_ts($3) "
+       absl::StrCat(certificates, " AND identifiers_hash = ", pg::IdentifiersHashOf(2),
+                    " AND revoked_at IS NULL AND not_after > av_ts($3) "
                     "ORDER BY not_after DESC LIMIT 1")},
       // Row-level security shows the tenant its own row only: no "id =" needed (or allowed,
       // see pg::kTenantFirst).

@@ -403,6 +403,9 @@ struct NewCertificate {
   // The certificate's private key when the service generated it (borrowed for the call);
   // stored sealed, never returned by listing calls.
   const crypto::PrivateKey* private_key = nullptr;
+  // Certificate::crl_next_check from the start: set (to not_after) for a certificate that names
+  // no CRL, which no revocation-list scan then reads.
+  std::optional<absl::Time> crl_next_check;
 };
 
 struct Certificate {

@@ -58,6 +58,7 @@ absl::StatusOr<Certificate> fake::InsertCertificateLocked(State& s, const Envelo
   out.not_after = c.not_after;
   out.chain_pem = c.chain_pem;
   out.account_key_version = c.account_key_version;
+  if (c.crl_next_check.has_value()) out.crl_next_check = TruncateToMicros(*c.crl_next_check);
   out.has_private_key = row.sealed.has_value();
   out.created_at = now;
   Certificate result = out;
