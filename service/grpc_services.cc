@@ -19,7 +19,7 @@ namespace {
 
 // ---- The one wrapper ----------------------------------------------------------------------------
 
-Credentials CredentialsOf(const grpc::ServerContext& context) {
+Credentials CredentialsOf(const grpc::ServerContextBase& context) {
   Credentials c;
   const auto& md = context.client_metadata();
   if (auto it = md.find("authorization"); it != md.end()) {
@@ -36,7 +36,7 @@ Credentials CredentialsOf(const grpc::ServerContext& context) {
 // The one place that authenticates, logs, records metrics and maps Status to grpc::Status:
 // `fn(caller)` is the handler's body.
 template <typename Fn>
-grpc::Status HandleRpc(const ServiceDeps& deps, grpc::ServerContext* context,
+grpc::Status HandleRpc(const ServiceDeps& deps, grpc::ServerContextBase* context,
                        absl::string_view method, Fn&& fn) {
   const std::string request_id = NewRequestId();
   // Latency is real elapsed time, whatever clock the responses use.
@@ -110,16 +110,20 @@ grpc::Status CertificateServiceImpl::GetOrder(grpc::ServerContext* context,
   });
 }
 
-grpc::Status CertificateServiceImpl::GetCertificate(grpc::ServerContext* context,
-                                                    const v1::GetCertificateRequest* request,
-                                                    v1::Certificate* response) {
-  return HandleRpc(deps_, context, "GetCertificate", [&](const Caller& caller) -> absl::Status {
-    ASSIGN_OR_RETURN(storage::Certificate cert,
-                     deps_.issuer->GetCertificate(caller, CertificateSelectorFromProto(*request)));
-    ToProto(cert, deps_.clock->Now(), /*with_chain=*/true, response);
-    if (auto renewal = deps_.issuer->RenewalOf(caller, cert)) ToProto(*renewal, response);
-    return absl::OkStatus();
-  });
+grpc::ServerUnaryReactor* CertificateServiceImpl::GetCertificate(
+    grpc::CallbackServerContext* context, const v1::GetCertificateRequest* request,
+    v1::Certificate* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(
+      HandleRpc(deps_, context, "GetCertificate", [&](const Caller& caller) -> absl::Status {
+        ASSIGN_OR_RETURN(
+            storage::Certificate cert,
+            deps_.issuer->GetCertificate(caller, CertificateSelectorFromProto(*request)));
+        ToProto(cert, deps_.clock->Now(), /*with_chain=*/true, response);
+        if (auto renewal = deps_.issuer->RenewalOf(caller, cert)) ToProto(*renewal, response);
+        return absl::OkStatus();
+      }));
+  return reactor;
 }
 
 grpc::Status CertificateServiceImpl::ListCertificates(grpc::ServerContext* context,
