@@ -158,6 +158,7 @@ void Engine::Halt(bool release) {
   if (!release) return;  // A crash: the leases expire.
   // A kept job goes back to the store at its time: whichever replica claims it then goes on.
   for (const auto& [id, k] : kept) {
+    WriteUnkept(id, k.queued.unkept);
     absl::Status s =
         options_.jobs->RescheduleJob(k.queued.claimed.lease, k.at, "", options_.clock->Now());
     if (!s.ok()) {
@@ -383,6 +384,7 @@ void Engine::Worker(int index) {
     } else if (keep_at.has_value()) {
       // Stopping while it ran: back to the store at its time.
       mu_.Unlock();
+      WriteUnkept(id, queued.unkept);
       absl::Status s = options_.jobs->RescheduleJob(queued.claimed.lease, *keep_at, "",
                                                     options_.clock->Now());
       mu_.Lock();
@@ -401,7 +403,17 @@ bool Engine::MayKeep(const Queued& queued, absl::Time at, absl::Time now) const 
          !queued.lost->load();
 }
 
+void Engine::WriteUnkept(storage::JobId id, const std::function<absl::Status()>& unkept) {
+  if (!unkept) return;
+  if (absl::Status s = unkept(); !s.ok()) {
+    Log(LogLevel::kWarning, "a kept job's write failed as it went back to the store",
+        {{"job", absl::StrCat(id)}, {"status", SummarizeFailure(s)}});
+  }
+}
+
 std::optional<absl::Time> Engine::RunJob(Queued& queued, std::mt19937_64& jitter) {
+  // What the last run left in memory is this run's to write or keep.
+  queued.unkept = nullptr;
   const std::string kind = queued.claimed.job.kind;
   const storage::Job job = queued.claimed.job;
   const absl::Time started = options_.clock->Now();
@@ -441,8 +453,10 @@ std::optional<absl::Time> Engine::RunJob(Queued& queued, std::mt19937_64& jitter
     case JobOutcome::Kind::kSoonAt:
       if (MayKeep(queued, *outcome.at(), now)) {
         if (options_.metrics != nullptr) options_.metrics->RecordJobEnd(kind, "kept");
+        queued.unkept = outcome.unkept();
         return *outcome.at();
       }
+      WriteUnkept(queued.claimed.job.id, outcome.unkept());
       [[fallthrough]];
     case JobOutcome::Kind::kRetryAt:
       again = *outcome.at();

@@ -76,8 +76,13 @@ class JobOutcome {
   // `at` with no store write (no reschedule, no claim); otherwise it is rescheduled as RetryAt
   // would. A kept job holds its lease (renewed like a running one) but no thread while it
   // waits; a replica that dies meanwhile leaves it to whoever claims it when the lease expires.
-  static JobOutcome SoonAt(absl::Time at) {
-    return JobOutcome(Kind::kSoonAt, absl::OkStatus(), at);
+  // `unkept`, if given, is a write the run left in memory for its next run here: the engine
+  // calls it (under the run's lease) before the job goes back to the store instead, whether at
+  // once (not kept) or later (stopping); never when the next run comes here.
+  static JobOutcome SoonAt(absl::Time at, std::function<absl::Status()> unkept = nullptr) {
+    JobOutcome out(Kind::kSoonAt, absl::OkStatus(), at);
+    out.unkept_ = std::move(unkept);
+    return out;
   }
   // A failed attempt (`error` must not be OK): retried after the engine's backoff or, when
   // `at` is given (a CA's Retry-After), exactly then; failed for good once the job has failed
@@ -93,6 +98,7 @@ class JobOutcome {
   Kind kind() const { return kind_; }
   const absl::Status& error() const { return error_; }
   const std::optional<absl::Time>& at() const { return at_; }
+  const std::function<absl::Status()>& unkept() const { return unkept_; }
 
  private:
   JobOutcome(Kind kind, absl::Status error, std::optional<absl::Time> at)
@@ -101,6 +107,7 @@ class JobOutcome {
   Kind kind_;
   absl::Status error_;
   std::optional<absl::Time> at_;
+  std::function<absl::Status()> unkept_;
 };
 
 // One run of a job, as its handler sees it.
@@ -257,6 +264,9 @@ class Engine {
     std::shared_ptr<std::atomic<bool>> lost;
     absl::Time claimed_at;  // when the lease was claimed (the engine's clock)
     bool kept = false;      // continues a run that said SoonAt
+    // A kept run's write left in memory (JobOutcome::SoonAt's `unkept`), made before the job
+    // goes back to the store.
+    std::function<absl::Status()> unkept;
   };
   struct Running {
     storage::ClaimedJob claimed;
@@ -271,6 +281,8 @@ class Engine {
   };
 
   explicit Engine(Options options);
+  // Makes a kept run's write left in memory (if any), logging a failure.
+  static void WriteUnkept(storage::JobId id, const std::function<absl::Status()>& unkept);
 
   void ClaimLoop();
   void Worker(int index);

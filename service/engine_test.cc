@@ -333,6 +333,54 @@ TEST_F(EngineTest, StoppingReschedulesAKeptJobAtItsTime) {
   EXPECT_EQ(row.attempts, 0);
 }
 
+// Issue 10: a kept run may leave a write in memory for its next run here (SoonAt's
+// `unkept`): not made while the job stays, made before it goes back to the store (a SoonAt
+// too far to keep, or a stop), and dropped once the next run here takes over.
+TEST_F(EngineTest, AKeptRunsWriteLeftInMemoryIsMadeOnlyWhenTheJobGoesBackToTheStore) {
+  const storage::Scope alpha = Tenant("alpha");
+  absl::Mutex mu;
+  std::vector<std::string> writes;  // which run's left write was made
+  int runs = 0;
+  auto left_by = [&](std::string run) {
+    return [&mu, &writes, run] {
+      absl::MutexLock lock(&mu);
+      writes.push_back(run);
+      return absl::OkStatus();
+    };
+  };
+  auto engine = Started(Options(1), [&](const JobRun& run) {
+    absl::MutexLock lock(&mu);
+    switch (++runs) {
+      case 1:  // kept: its write is the next run's to make
+        return JobOutcome::SoonAt(run.started_at() + absl::Milliseconds(500), left_by("1"));
+      case 2:  // too far to keep: its write is made before the reschedule
+        return JobOutcome::SoonAt(run.started_at() + absl::Seconds(3), left_by("2"));
+      default:  // kept, then the engine stops: made before the job goes back
+        return JobOutcome::SoonAt(run.started_at() + absl::Milliseconds(500), left_by("3"));
+    }
+  });
+  ASSERT_NE(engine, nullptr);
+  ASSERT_OK(engine->Schedule(alpha, Job("1")).status());
+  ASSERT_TRUE(Eventually([&] { return engine->stats().kept == 1; }));
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_TRUE(writes.empty());
+  }
+  fx_.clock().Advance(absl::Milliseconds(500));
+  engine->Wake();
+  ASSERT_TRUE(Eventually([&] { return engine->stats().rescheduled == 1; }));
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_THAT(writes, ElementsAre("2"));
+  }
+  fx_.clock().Advance(absl::Seconds(3));
+  engine->Wake();
+  ASSERT_TRUE(Eventually([&] { return engine->stats().kept == 2; }));
+  engine->Stop();
+  absl::MutexLock lock(&mu);
+  EXPECT_THAT(writes, ElementsAre("2", "3"));
+}
+
 TEST_F(EngineTest, AnExceptionOutOfAHandlerIsRecordedAsAFailedAttempt) {
   const storage::Scope alpha = Tenant("alpha");
   RunLog log;

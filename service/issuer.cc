@@ -106,7 +106,8 @@ JobOutcome Issuer::StepOrder(const JobRun& run) {
         absl::InvalidArgumentError("an order_step job's subject is not an order id"));
   }
   const storage::Scope scope{run.job().tenant, {options_.replica_id, kOrderStepJob}};
-  OrderJob job{scope, storage::OrderLeaseOf(run.lease(), id), run.job().attempts, run.kept()};
+  OrderJob job{scope, storage::OrderLeaseOf(run.lease(), id), run.job().attempts, run.kept(),
+               /*defers_writes=*/true};
   absl::StatusOr<OrderStepResult> result;
   std::exception_ptr thrown;
   try {
@@ -156,8 +157,9 @@ JobOutcome Issuer::StepOrder(const JobRun& run) {
     case OrderStepResult::Kind::kWaiting: {
       absl::MutexLock lock(&mu_);
       stopped_.erase(id);
-      // The CA works on it: looked at again soon, usually here under the same lease.
-      return JobOutcome::SoonAt(result->at);
+      // The CA works on it: looked at again soon, usually here under the same lease (what the
+      // step left unwritten is written should the job go back to the store instead).
+      return JobOutcome::SoonAt(result->at, std::move(result->unrecorded));
     }
     case OrderStepResult::Kind::kHeld: {
       // Waiting for the CA's limits (a hold, the budget) or set aside as stalled: no failed

@@ -153,6 +153,9 @@ struct OrderRunner::Context {
   ChallengePreference challenge = ChallengePreference::kHttp01;
   Answers answers;  // published by this step, or by an earlier one here
   std::optional<storage::Certificate> certificate;  // stored by this step
+  // `order.state` says processing (the CA answered our finalize) but the row still says ready:
+  // the write waits for the certificate's (FinishOrder) while the steps stay in memory here.
+  bool processing_unrecorded = false;
 
   const storage::Scope& scope() const { return job->scope; }
   const storage::Lease& lease() const { return job->lease; }
@@ -548,7 +551,8 @@ void OrderRunner::KeepLoaded(Context& ctx) {
               ctx.account,
               ctx.tenant,
               ctx.authorizations,
-              std::move(ctx.key)};
+              std::move(ctx.key),
+              ctx.processing_unrecorded};
   ctx.key.reset();
   absl::MutexLock lock(&mu_);
   // Left by steps whose jobs the engine rescheduled through the store instead: the next step
@@ -584,6 +588,7 @@ absl::StatusOr<OrderStepResult> OrderRunner::Step(const OrderJob& job) {
     ctx.tenant = std::move(kept->tenant);
     ctx.authorizations = std::move(kept->authorizations);
     ctx.key = std::move(kept->key);
+    ctx.processing_unrecorded = kept->processing_unrecorded;
   } else {
     // The order, its account, the tenant, the ledger and the active key: one transaction.
     ASSIGN_OR_RETURN(storage::OrderStepState loaded,
@@ -615,16 +620,40 @@ absl::StatusOr<OrderStepResult> OrderRunner::Step(const OrderJob& job) {
   // As the request that made the order asked (stored with it); a wildcard's is DNS-01 anyway.
   ctx.challenge =
       ctx.order.prefer_dns01 ? ChallengePreference::kDns01 : ChallengePreference::kHttp01;
-  absl::StatusOr<OrderStepResult> result = StepLoaded(ctx);
+  auto record = [orders = options_.orders, scope = job.scope, lease = job.lease] {
+    return orders->TransitionOrder(scope, lease, storage::OrderState::kProcessing, {});
+  };
+  absl::StatusOr<OrderStepResult> result;
+  try {
+    result = StepLoaded(ctx);
+  } catch (...) {
+    // Whoever handles the exception reads the row (Issuer::RecordException): it must say that
+    // finalize was sent, as the step knew.
+    if (ctx.processing_unrecorded) record().IgnoreError();
+    throw;
+  }
   // The order's ephemeral account ends with it: after the certificate was stored (and the
   // authorizations deactivated), or once the order failed.
   if (result.ok() && result->kind == OrderStepResult::Kind::kFinished && ctx.account.ephemeral) {
     EndEphemeral(ctx);
   }
   // Waiting for the CA: the next step may come here under the same lease.
-  if (result.ok() && result->kind == OrderStepResult::Kind::kWaiting && ctx.key.has_value()) {
-    KeepLoaded(ctx);
+  const bool keep =
+      result.ok() && result->kind == OrderStepResult::Kind::kWaiting && ctx.key.has_value();
+  if (ctx.processing_unrecorded &&
+      !(result.ok() && result->kind == OrderStepResult::Kind::kFinished)) {
+    // Finalize was answered: what the row must say before the order leaves this memory, so
+    // that no later step sends it again.
+    if (keep && job.defers_writes) {
+      result->unrecorded = record;
+    } else if (!result.ok()) {
+      record().IgnoreError();  // the step's own error is the answer
+    } else {
+      RETURN_IF_ERROR(record());
+      ctx.processing_unrecorded = false;
+    }
   }
+  if (keep) KeepLoaded(ctx);
   return result;
 }
 
@@ -946,7 +975,14 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
       if (!recorded_here) RETURN_IF_ERROR(ProveLease(ctx));
       next = ctx.client->Finalize(ctx.ref, ca, ctx.order.csr_der);
       if (options_.metrics) options_.metrics->RecordAcme("finalize", next.status());
-      if (next.ok()) {
+      if (next.ok() && ctx.job->defers_writes) {
+        // The CA has our finalize: never sent again, for the state says processing from here
+        // on. The row learns it with the certificate (FinishOrder) while the steps stay here,
+        // else before the order leaves this replica's memory (Step).
+        ctx.order.state = storage::OrderState::kProcessing;
+        ctx.order.updated_at = options_.clock->Now();
+        ctx.processing_unrecorded = true;
+      } else if (next.ok()) {
         RETURN_IF_ERROR(advance(storage::OrderState::kProcessing));
       } else if (absl::IsFailedPrecondition(next.status())) {
         // orderNotReady: someone finalized already (or the CA moved on); look again.

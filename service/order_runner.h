@@ -12,6 +12,7 @@
 #ifndef ACMEVAULT_SERVICE_ORDER_RUNNER_H_
 #define ACMEVAULT_SERVICE_ORDER_RUNNER_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -96,6 +97,11 @@ struct OrderJob {
   // and so the order as that step left it, is unchanged, and the step may go on from what it
   // kept in memory instead of loading the order again.
   bool kept = false;
+  // The caller runs OrderStepResult::unrecorded before the order leaves this replica's memory
+  // (the engine does: JobOutcome::SoonAt's `unkept`), so a step may leave the processing state
+  // unwritten after finalize for its next step here to record with the certificate. False:
+  // every step writes what it learned before it returns.
+  bool defers_writes = false;
 };
 
 // What one step did with the order.
@@ -123,6 +129,10 @@ struct OrderStepResult {
   // kFinished with a certificate: the stored certificate. The step then also completed the
   // order's job in the same transaction (OrderStore::FinishOrder): nothing is left to record.
   std::optional<storage::Certificate> certificate;
+  // kWaiting, with OrderJob::defers_writes: the write the step left in memory for its next
+  // step here (the order's processing state after finalize), which the caller must make before
+  // the order leaves this replica's memory (a reschedule through the store, a shutdown).
+  std::function<absl::Status()> unrecorded;
 };
 
 class OrderRunner {
@@ -215,6 +225,7 @@ class OrderRunner {
     storage::Tenant tenant;
     std::vector<storage::Authorization> authorizations;
     std::optional<SigningKey> key;
+    bool processing_unrecorded = false;
   };
   // How long a step's loaded state is kept for a next step that may never come here (the engine
   // rescheduled the job through the store instead): longer than any engine's keep_for.

@@ -263,6 +263,113 @@ TEST_F(OrderRunnerTest, RunsAnOrderToAStoredCertificate) {
   EXPECT_TRUE(authzs->empty());
 }
 
+// Issue 10: after finalize is answered, a step the engine keeps in memory leaves the order's
+// processing state unwritten; the next step here records the certificate (valid) in its one
+// transaction. Should the job leave memory instead, the write left behind is made first, and
+// a step that loads the order then never finalizes again, even when the CA says ready.
+class OrderRunnerDeferTest : public OrderRunnerTest {
+ protected:
+  // The CA: pending until the challenge is answered, then ready; finalize makes it processing,
+  // and the order is valid once `issued`.
+  void ScriptFinalizingCa() {
+    ca_.On("POST", "/chall/1", [this](const Call&) {
+      answered_ = true;
+      return ScriptedServer::Json(200, {{"type", "http-01"},
+                                        {"url", ScriptedServer::Url("/chall/1")},
+                                        {"status", "processing"},
+                                        {"token", "tok-1"}});
+    });
+    ca_.On("POST", "/authz/1",
+           [](const Call&) { return ScriptedServer::Json(200, ScriptedServer::Authz("pending")); });
+    ca_.On("POST", "/order/1", [this](const Call&) {
+      const char* status = issued_      ? "valid"
+                           : finalized_ ? after_finalize_
+                           : answered_  ? "ready"
+                                        : "pending";
+      return ScriptedServer::Json(200, ScriptedServer::Order(status));
+    });
+    ca_.On("POST", "/finalize/1", [this](const Call&) {
+      finalized_ = true;
+      return ScriptedServer::Json(200, ScriptedServer::Order("processing"));
+    });
+  }
+  // Steps as the engine would keep them, until the step that sent finalize.
+  OrderStepResult StepToFinalize(OrderJob& job) {
+    for (int i = 0; i < 20; ++i) {
+      absl::StatusOr<OrderStepResult> step = runner_->Step(job);
+      EXPECT_TRUE(step.ok()) << step.status();
+      if (!step.ok()) return {};
+      fx_.clock().Set(step->at);
+      job.kept = true;
+      if (step->kind != OrderStepResult::Kind::kWaiting || finalized_) return *step;
+    }
+    ADD_FAILURE() << "finalize never sent";
+    return {};
+  }
+  OrderState Stored(const storage::Lease& lease) {
+    auto row = fx_.store().GetOrder(scope_, lease.order);
+    EXPECT_TRUE(row.ok()) << row.status();
+    return row.ok() ? row->state : OrderState::kInvalid;
+  }
+
+  std::atomic<bool> answered_{false}, finalized_{false}, issued_{false};
+  const char* after_finalize_ = "processing";
+};
+
+TEST_F(OrderRunnerDeferTest, AKeptStepRecordsProcessingWithTheCertificate) {
+  ScriptFinalizingCa();
+  const storage::Lease lease = NewOrderRow();
+  OrderJob job{scope_, lease, 0, false, /*defers_writes=*/true};
+  const OrderStepResult finalizing = StepToFinalize(job);
+  ASSERT_EQ(finalizing.kind, OrderStepResult::Kind::kWaiting);
+  EXPECT_EQ(finalizing.order.state, OrderState::kProcessing);  // as the step knows it
+  EXPECT_TRUE(finalizing.unrecorded);
+  EXPECT_EQ(Stored(lease), OrderState::kReady);  // not written
+
+  issued_ = true;
+  const int64_t before = fx_.fake_store().transactions();
+  absl::StatusOr<OrderStepResult> done = runner_->Step(job);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->kind, OrderStepResult::Kind::kFinished);
+  EXPECT_TRUE(done->certificate.has_value());
+  EXPECT_EQ(fx_.fake_store().transactions() - before, 1);  // FinishOrder alone
+  EXPECT_EQ(Stored(lease), OrderState::kValid);
+  EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 1);
+}
+
+TEST_F(OrderRunnerDeferTest, TheWriteLeftBehindIsMadeBeforeTheOrderLeavesMemory) {
+  ScriptFinalizingCa();
+  const storage::Lease lease = NewOrderRow();
+  OrderJob job{scope_, lease, 0, false, /*defers_writes=*/true};
+  const OrderStepResult finalizing = StepToFinalize(job);
+  ASSERT_TRUE(finalizing.unrecorded);
+  ASSERT_OK(finalizing.unrecorded());  // the engine, as the job goes back to the store
+  EXPECT_EQ(Stored(lease), OrderState::kProcessing);
+  // A step that loads the order (not kept) finds the CA saying ready again: finalize was sent,
+  // so it is not sent twice.
+  after_finalize_ = "ready";
+  job.kept = false;
+  absl::StatusOr<OrderStepResult> again = runner_->Step(job);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 1);
+  issued_ = true;
+  fx_.clock().Set(again->at);
+  absl::StatusOr<OrderStepResult> done = runner_->Step(job);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->kind, OrderStepResult::Kind::kFinished);
+  EXPECT_EQ(ca_.CountCalls("POST", "/finalize/1"), 1);
+}
+
+// Without a caller that makes the left write (the default), every step writes what it learned.
+TEST_F(OrderRunnerDeferTest, AStepWhoseCallerDefersNothingWritesProcessingAtOnce) {
+  ScriptFinalizingCa();
+  const storage::Lease lease = NewOrderRow();
+  OrderJob job{scope_, lease};
+  const OrderStepResult finalizing = StepToFinalize(job);
+  EXPECT_FALSE(finalizing.unrecorded);
+  EXPECT_EQ(Stored(lease), OrderState::kProcessing);
+}
+
 // Issue 11: the ledger shows the CA's state. An order the CA made valid has only valid
 // authorizations (RFC 8555 §7.1.6), so a tenant that keeps its authorizations has them
 // recorded valid, not left pending as they were answered.
