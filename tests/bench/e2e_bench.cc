@@ -17,7 +17,8 @@
 //  --mode=profile  A few issuances and reads one at a time with the database's statement log on
 //                  (the caller runs `ALTER DATABASE ... SET log_statement = 'all'` first): per
 //                  call, the statements, transactions (BEGIN), tenant settings (set_config),
-//                  audit inserts and order-row reads the service sent.
+//                  audit inserts and order-row reads the service sent, then its transactions
+//                  per call by their first statement (past BEGIN and the tenant's set-up).
 //  --mode=inflight  Orders kept in flight by a slow CA (its validations sleep): --issuances
 //                  IssueCertificate calls from --callers callers, each with a --call_ms
 //                  deadline so it returns the order handle, then --seconds more of watching.
