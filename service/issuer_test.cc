@@ -538,8 +538,12 @@ TEST_F(IssuerTest, AnIssuanceCostsFewStoreTransactions) {
   ASSERT_TRUE(issued.ok()) << issued.status();
   ASSERT_TRUE(issued->certificate.has_value());
   const int64_t used = fx_.fake_store().transactions() - before;
-  // 9 before the processing state after finalize waited for the certificate's transaction.
-  EXPECT_LE(used, 8) << used << " store transactions for one issuance";
+  // 8 when the steps after the answers stay in memory (9 before the processing state after
+  // finalize waited there for the certificate's transaction). The fixture's clock runs 25
+  // times faster than real time, so on a loaded machine the engine may find a step kept past
+  // its keep_for and send it back to the store: its reschedule and the processing write add
+  // two. (OrderRunnerDeferTest counts the kept steps' writes exactly.)
+  EXPECT_LE(used, 10) << used << " store transactions for one issuance";
 }
 
 // An order made with its material (a host CSR, or a service EC key made before the order) whose
