@@ -1,6 +1,7 @@
 #include "service/certificate_cache.h"
 
 #include <algorithm>
+#include <iterator>
 #include <utility>
 #include <vector>
 
