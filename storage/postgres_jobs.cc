@@ -41,8 +41,8 @@ absl::StatusOr<JobNotice> WriteLeasedJob(pqxx::work& tx, const JobLease& lease,
   return JobNotice{lease.tenant, r[0][0].as<std::string>(), r[0][1].as<std::string>(), false};
 }
 
-// Wake-ups from the store's channels, through one dedicated LISTEN connection.
-// The listener, and the slot through which the store delivers its own certificate writes at once
+// Wake-ups from the store's channels, through one dedicated LISTEN connection, and the slot
+// through which the store delivers its own certificate writes at once
 // (PostgresStore::CertificatesChangedHere): no callback runs once the destructor has returned.
 template <typename Slot>
 class ListeningJobWaker final : public JobWaker {
