@@ -77,7 +77,6 @@ void IssuingReplica::Start() {
 IssuingReplica::~IssuingReplica() {
   engine_->Stop();
   issuer_.reset();
-  certificate_changes_.reset();
 }
 
 }  // namespace acmevault::service::testing
