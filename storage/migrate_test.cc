@@ -188,12 +188,13 @@ TEST_F(MigrateTest, RecordsTheOldestBinaryEachMigrationAdmits) {
   // index), 0021 (the audit trigger's body, same rows), 0022 (two functions' volatility),
   // 0023 (the audit encoding's language, same bytes), 0024 (four helpers' language or
   // strictness, same values), 0025 (budgets by identifier set and the fleet's, which an
-  // older binary never reads; its account buckets stay one row each) and 0027 (certificate
-  // columns for CRL readings) admit binaries that know the one before, and 0010 (the job
-  // table: new tables and functions no earlier binary reads) binaries that know 0009; every
-  // other migration shipped so far needs a binary that knows it (0017 among them: an older
-  // binary would join stalled orders; 0018 too: it would take an ephemeral account for the
-  // tenant's own; 0026 too: an older binary's re-wrap would never finish the EAB keys).
+  // older binary never reads; its account buckets stay one row each), 0027 (certificate
+  // columns for CRL readings) and 0028 (three helpers' volatility or body, same bytes) admit
+  // binaries that know the one before, and 0010 (the job table: new tables and functions no earlier
+  // binary reads) binaries that know 0009; every other migration shipped so far needs a binary that
+  // knows it (0017 among them: an older binary would join stalled orders; 0018 too: it would take
+  // an ephemeral account for the tenant's own; 0026 too: an older binary's re-wrap would never
+  // finish the EAB keys).
   EXPECT_EQ(Query("SELECT version, compatible_from FROM schema_version "
                   "WHERE version <> compatible_from ORDER BY version"),
             (std::vector<std::vector<std::string>>{{"9", "8"},
@@ -210,7 +211,8 @@ TEST_F(MigrateTest, RecordsTheOldestBinaryEachMigrationAdmits) {
                                                    {"23", "22"},
                                                    {"24", "23"},
                                                    {"25", "24"},
-                                                   {"27", "26"}}));
+                                                   {"27", "26"},
+                                                   {"28", "27"}}));
   EXPECT_EQ(CompatibleFrom("-- compatible_from: 3\nALTER TABLE t ADD COLUMN c int;", 5), 3);
   EXPECT_EQ(CompatibleFrom("ALTER TABLE t ADD COLUMN c int;", 5), 5);
   EXPECT_EQ(CompatibleFrom("-- compatible_from: 9\n", 5), 5);  // never above its own version

@@ -35,7 +35,8 @@ absl::StatusOr<Certificate> PostgresStore::InsertCertificateIn(pqxx::work& tx, c
                                                                const NewCertificate& c,
                                                                absl::Time now) {
   CertificateId id =
-      tx.exec1("SELECT nextval(pg_get_serial_sequence('certificates', 'id'))")[0].as<int64_t>();
+      pg::Exec1(tx, "SELECT nextval(pg_get_serial_sequence('certificates', 'id'))")[0]
+          .as<int64_t>();
   std::optional<SealedKey> sealed;
   if (c.private_key != nullptr) {
     ASSIGN_OR_RETURN(

@@ -78,8 +78,8 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
             return out;
           }
           // The sealed key binds the order id, so the id is drawn first.
-          OrderId id =
-              tx.exec1("SELECT nextval(pg_get_serial_sequence('orders', 'id'))")[0].as<int64_t>();
+          OrderId id = pg::Exec1(tx, "SELECT nextval(pg_get_serial_sequence('orders', 'id'))")[0]
+                           .as<int64_t>();
           SealedKey sealed;  // empty fields are stored as NULL: no key
           if (order.certificate_key != nullptr) {
             ASSIGN_OR_RETURN(sealed, envelope_.SealPrivateKey(*order.certificate_key,

@@ -165,6 +165,7 @@ absl::StatusOr<std::unique_ptr<pqxx::connection>> PostgresPool::Acquire(bool* re
     // its generic plan from the first run, where PostgreSQL would plan each of the first five
     // runs on every connection for its parameters first.
     connection->set_variable("plan_cache_mode", "force_generic_plan");
+    connection->prepare(kSetTenantStatement, "SELECT set_config('acmevault.tenant_id', $1, true)");
     for (const auto& [name, sql] : options_.prepared_statements) connection->prepare(name, sql);
     return connection;
   } catch (...) {
@@ -202,23 +203,18 @@ absl::Duration PostgresPool::WithJitter(absl::Duration backoff) {
 }
 
 absl::Status PostgresPool::Run(absl::string_view op, const TxOptions& options, const Body& body) {
-  // The transaction's setup in one round trip after BEGIN. The tenant id is a number, so it is
-  // safe in the text of the query.
-  std::vector<std::string> setup;
-  if (options.snapshot) {
-    setup.push_back("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
-  }
-  if (options.tenant.has_value()) {
-    setup.push_back(absl::StrCat("SELECT set_config('acmevault.tenant_id', '", *options.tenant,
-                                 "', true)"));
-  }
-  if (!options.first_statement.empty()) setup.push_back(options.first_statement);
-  const std::string setup_sql = absl::StrJoin(setup, "; ");
+  // The transaction's setup after BEGIN, by prepared statement: a text carrying the tenant id
+  // would be parsed, analyzed and planned again for every transaction (row-level security
+  // makes the tenant check's plan the costliest of them; docs/benchmarks.md).
+  const std::string tenant = options.tenant.has_value() ? absl::StrCat(*options.tenant) : "";
+  const std::string& setup =
+      options.first_prepared.empty() ? std::string(kSetTenantStatement) : options.first_prepared;
   return RunAttempts(op, [&](pqxx::connection& connection) -> absl::Status {
     pqxx::work tx(connection);
-    if (!setup_sql.empty()) {
-      pqxx::result last = tx.exec(setup_sql);  // The result of the last statement.
-      if (options.first_result != nullptr) *options.first_result = std::move(last);
+    if (options.snapshot) tx.exec0("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+    if (options.tenant.has_value()) {
+      pqxx::result first = tx.exec_prepared(setup, tenant);
+      if (options.first_result != nullptr) *options.first_result = std::move(first);
     }
     absl::Status status = body(tx);
     if (status.ok()) {

@@ -38,6 +38,10 @@
 
 namespace acmevault::storage {
 
+// The name of the statement, prepared on every connection, that confines a transaction to a
+// tenant (TxOptions::tenant). Store statement names must differ from it.
+inline constexpr char kSetTenantStatement[] = "av_set_tenant";
+
 struct PostgresPoolOptions {
   // libpq connection URL, e.g. "postgresql://acmevault@127.0.0.1:5432/acmevault". The password
   // may be in the URL or come from PGPASSFILE; it is never logged or echoed in errors.
@@ -67,14 +71,18 @@ class PostgresPool {
   static absl::StatusOr<std::unique_ptr<PostgresPool>> Create(PostgresPoolOptions options);
 
   struct TxOptions {
-    // Confines the transaction to this tenant (SET LOCAL acmevault.tenant_id) before `body`.
+    // Confines the transaction to this tenant (SET LOCAL acmevault.tenant_id) before `body`,
+    // by a statement prepared on every connection: one round trip after BEGIN, planned once
+    // per connection.
     std::optional<TenantId> tenant;
-    // REPEATABLE READ, READ ONLY: one snapshot for the whole transaction.
+    // REPEATABLE READ, READ ONLY: one snapshot for the whole transaction (a round trip of its
+    // own, before the tenant's).
     bool snapshot = false;
-    // A statement without parameters run after the two above, before `body`, in the same round
-    // trip as they (one simple query after BEGIN); its result goes to *first_result, which
-    // must then be set (borrowed). Empty: none.
-    std::string first_statement;
+    // With `tenant`: a prepared statement (PostgresPoolOptions::prepared_statements) run
+    // instead of the pool's own, with the tenant id as its one parameter. It must set the
+    // tenant itself, as pg::kTenantFirst does, and so does more in the same round trip. Its
+    // result goes to *first_result, which must then be set (borrowed). Empty: none.
+    std::string first_prepared;
     pqxx::result* first_result = nullptr;
   };
   using Body = std::function<absl::Status(pqxx::work&)>;

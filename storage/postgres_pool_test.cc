@@ -26,6 +26,7 @@ namespace {
 using ::acmevault::storage::testing::StatusIs;
 using ::acmevault::storage::testing::TestDatabase;
 using ::acmevault::testing::FakeClock;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::SizeIs;
@@ -409,6 +410,27 @@ TEST_F(PostgresPoolTest, TenantIsSetForTheTransactionOnly) {
   }));
   EXPECT_EQ(inside, "42");
   EXPECT_EQ(after, "none");  // same connection, next transaction: no tenant
+}
+
+// The tenant is set by a statement prepared on the connection, whatever the tenant: a text
+// carrying the id would be parsed and planned again by every transaction.
+TEST_F(PostgresPoolTest, TheTenantIsSetByOneStatementPreparedOnTheConnection) {
+  auto pool = MakePool(1, absl::Seconds(5), absl::ZeroDuration());
+  for (TenantId tenant : {7, 8, 9}) {
+    PostgresPool::TxOptions in_tenant;
+    in_tenant.tenant = tenant;
+    ASSERT_OK(pool->Run("Op", in_tenant, [](pqxx::work&) { return absl::OkStatus(); }));
+  }
+  std::vector<std::string> runs;
+  ASSERT_OK(pool->Run("Look", {}, [&](pqxx::work& tx) {
+    for (const pqxx::row& r :
+         tx.exec("SELECT generic_plans + custom_plans FROM pg_prepared_statements "
+                 "WHERE statement LIKE '%acmevault.tenant_id%'")) {
+      runs.push_back(r[0].as<std::string>());
+    }
+    return absl::OkStatus();
+  }));
+  EXPECT_THAT(runs, ElementsAre("3"));  // one statement, run by all three transactions
 }
 
 }  // namespace

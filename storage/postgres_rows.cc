@@ -381,7 +381,7 @@ std::string IdentifiersHashOf(int param) {
 }
 
 void Notify(pqxx::work& tx, const char* channel, const std::string& payload) {
-  tx.exec_params("SELECT pg_notify($1, $2)", std::string(channel), payload);
+  Exec(tx, "SELECT pg_notify($1, $2)", std::string(channel), payload);
 }
 
 absl::Status NoSuch(absl::string_view what, int64_t id) {
@@ -391,12 +391,12 @@ absl::Status NoSuch(absl::string_view what, int64_t id) {
 absl::StatusOr<pqxx::row> SelectById(pqxx::work& tx, absl::string_view table,
                                      absl::string_view noun, absl::string_view columns, int64_t id,
                                      Lock lock) {
-  pqxx::result r =
-      tx.exec_params(absl::StrCat("SELECT ", columns, " FROM ", table, " WHERE id = $1",
-                                  lock == Lock::kForUpdate  ? " FOR UPDATE"
-                                  : lock == Lock::kForShare ? " FOR SHARE"
-                                                            : ""),
-                     id);
+  pqxx::result r = Exec(tx,
+                        absl::StrCat("SELECT ", columns, " FROM ", table, " WHERE id = $1",
+                                     lock == Lock::kForUpdate  ? " FOR UPDATE"
+                                     : lock == Lock::kForShare ? " FOR SHARE"
+                                                               : ""),
+                        id);
   if (r.empty()) return NoSuch(noun, id);
   return r[0];
 }

@@ -367,6 +367,41 @@ TEST_F(PostgresRowsTest, TheHelperFunctionsArePlannedOnceWithTheirFirstValues) {
   }));
 }
 
+// Migration 0028: the SQL helpers whose bodies call convert_to (STABLE) are declared STABLE,
+// so PostgreSQL inlines them into each statement instead of planning their bodies per call.
+TEST_F(PostgresRowsTest, TheHelpersCallingConvertToAreInlined) {
+  ASSERT_OK(In(alpha_, [&](pqxx::work& tx) {
+    for (const char* call : {"av_audit_text(actor)", "av_identifiers_hash(identifiers)"}) {
+      std::string plan;
+      for (const auto& row :
+           tx.exec(absl::StrCat("EXPLAIN (VERBOSE) SELECT ", call, " FROM audit_log"))) {
+        absl::StrAppend(&plan, row[0].c_str(), "\n");
+      }
+      const std::string name(absl::string_view(call).substr(0, absl::string_view(call).find('(')));
+      EXPECT_THAT(plan, Not(HasSubstr(name + "("))) << plan;
+      EXPECT_THAT(plan, HasSubstr("convert_to(")) << plan;
+    }
+    return absl::OkStatus();
+  }));
+}
+
+// GetById's statement is prepared on the connection: a row read by id is planned once per
+// connection, not at every read.
+TEST_F(PostgresRowsTest, GetByIdRunsAPreparedStatement) {
+  ASSERT_OK(In(alpha_, [&](pqxx::work& tx) {
+    for (int i = 0; i < 3; ++i) {
+      ASSIGN_OR_RETURN(Order order, GetById(tx, kOrders, order_, Lock::kForUpdate));
+      EXPECT_EQ(order.id, order_);
+    }
+    const pqxx::result r = tx.exec(
+        "SELECT generic_plans + custom_plans FROM pg_prepared_statements "
+        "WHERE statement LIKE 'SELECT % FROM orders WHERE id = $1 FOR UPDATE'");
+    EXPECT_EQ(r.size(), 1u);
+    if (!r.empty()) EXPECT_EQ(r[0][0].as<int>(), 3);
+    return absl::OkStatus();
+  }));
+}
+
 TEST_F(PostgresRowsTest, GetByIdSeesOnlyTheTransactionsTenant) {
   ASSERT_OK(In(alpha_, [&](pqxx::work& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Account a, GetById(tx, kAccounts, account_));

@@ -129,7 +129,7 @@ absl::Status PostgresStore::InTenant(absl::string_view op, const Scope& scope,
   // Row-level security shows the transaction its own tenant's row, if that exists: asked in
   // the round trip that sets the tenant.
   pqxx::result tenant_row;
-  tx_options.first_statement = absl::StrCat("SELECT 1 FROM tenants WHERE id = ", scope.tenant);
+  tx_options.first_prepared = kTenantExists;
   tx_options.first_result = &tenant_row;
   return pool_->Run(op, tx_options, [&](pqxx::work& tx) -> absl::Status {
     if (tenant_row.empty()) return pg::NoSuch(kTenants.noun, scope.tenant);
