@@ -60,6 +60,16 @@ std::optional<storage::CaBudget> NewAccountBucket(const CaLimits& limits) {
   return Bucket("new_account", limits.new_accounts);
 }
 
+std::vector<storage::CaBudget> NewOrderBudgets(const CaLimits& limits,
+                                               const std::vector<std::string>& identifiers) {
+  std::vector<storage::CaBudget> buckets;
+  if (auto bucket = NewOrderBucket(limits)) buckets.push_back(*std::move(bucket));
+  if (auto bucket = DuplicateCertificateBucket(limits, identifiers)) {
+    buckets.push_back(*std::move(bucket));
+  }
+  return buckets;
+}
+
 absl::StatusOr<bool> TakeNewAccountToken(storage::CaLimitStore& store,
                                          const CaLimitsByDirectory& limits,
                                          absl::string_view directory_url, absl::Time now) {

@@ -59,6 +59,10 @@ std::optional<storage::CaBudget> NewOrderBucket(const CaLimits& limits);
 std::optional<storage::CaBudget> DuplicateCertificateBucket(
     const CaLimits& limits, const std::vector<std::string>& identifiers);
 std::optional<storage::CaBudget> NewAccountBucket(const CaLimits& limits);
+// A newOrder's buckets for `identifiers`, those of its limits that are on: the account's new
+// orders, then the identifier set's duplicate certificates.
+std::vector<storage::CaBudget> NewOrderBudgets(const CaLimits& limits,
+                                               const std::vector<std::string>& identifiers);
 
 // Before a newAccount at `directory_url` that may make an account: takes a token from the
 // fleet's new-account bucket there. true when one was taken (settle it with

@@ -156,6 +156,11 @@ struct OrderRunner::Context {
   // `order.state` says processing (the CA answered our finalize) but the row still says ready:
   // the write waits for the certificate's (FinishOrder) while the steps stay in memory here.
   bool processing_unrecorded = false;
+  // The newOrder's admission made with the step's load (LoadOrderStep), until
+  // HeldBeforeNewOrder uses it; tokens it took go back when the step ends without sending
+  // newOrder.
+  std::optional<storage::CaAdmission> admission;
+  std::vector<storage::CaBudget> admission_budgets;
 
   const storage::Scope& scope() const { return job->scope; }
   const storage::Lease& lease() const { return job->lease; }
@@ -189,18 +194,23 @@ absl::StatusOr<std::optional<OrderStepResult>> OrderRunner::HeldBeforeNewOrder(
   };
   // A rateLimited answer to any replica's newOrder for this account and identifier set; then
   // the account's budget of new orders and the tenant's of certificates for this identifier
-  // set at this CA, shared by the fleet: one transaction, a token from each or from none.
+  // set at this CA, shared by the fleet: one transaction, a token from each or from none. The
+  // step's load made it already, unless the step went on from memory.
   const CaLimits& limits = options_.ca_limits.For(ctx.account.directory_url);
   std::vector<storage::CaBudget> buckets;
-  if (auto bucket = NewOrderBucket(limits)) buckets.push_back(*std::move(bucket));
-  if (auto bucket = DuplicateCertificateBucket(limits, ctx.order.identifiers)) {
-    buckets.push_back(*std::move(bucket));
+  storage::CaAdmission admitted;
+  if (ctx.admission.has_value()) {
+    admitted = *std::move(ctx.admission);
+    buckets = std::move(ctx.admission_budgets);
+    ctx.admission.reset();
+  } else {
+    buckets = NewOrderBudgets(limits, ctx.order.identifiers);
+    ASSIGN_OR_RETURN(
+        admitted,
+        options_.limits->AdmitCaRequest(
+            ctx.scope(), {ctx.account.id, ctx.order.identifiers, storage::CaRequest::kNewOrder},
+            buckets, now));
   }
-  ASSIGN_OR_RETURN(
-      storage::CaAdmission admitted,
-      options_.limits->AdmitCaRequest(
-          ctx.scope(), {ctx.account.id, ctx.order.identifiers, storage::CaRequest::kNewOrder},
-          buckets, now));
   if (admitted.hold.has_value()) {
     const storage::CaHold& hold = *admitted.hold;
     return held("hold", hold.until,
@@ -229,6 +239,29 @@ absl::StatusOr<std::optional<OrderStepResult>> OrderRunner::HeldBeforeNewOrder(
           absl::StrCat("the account's budget of ", limits.new_orders.capacity, " new orders per ",
                        absl::FormatDuration(limits.new_orders.period), " at this CA is spent"),
           next));
+}
+
+std::optional<std::vector<storage::CaBudget>> OrderRunner::AdmissionBudgets(
+    const storage::OrderStepState& loaded) const {
+  // As StepLoaded decides before it sends newOrder: an order not yet at the CA, with its CSR,
+  // a registered account in good standing, its key unsealed and its names still allowed.
+  const storage::Order& order = loaded.order;
+  const storage::Account& account = loaded.account;
+  if (storage::IsTerminal(order.state) || !order.acme_url.empty() || order.csr_der.empty() ||
+      account.status != storage::AccountStatus::kValid || account.account_url.empty() ||
+      account.hijacked_at.has_value() || !loaded.key.has_value()) {
+    return std::nullopt;
+  }
+  absl::StatusOr<AllowList> allow = AllowList::Create(loaded.tenant.spec.allowed_identifiers);
+  if (!allow.ok() || !allow->CheckAll(order.identifiers).ok()) return std::nullopt;
+  return NewOrderBudgets(options_.ca_limits.For(account.directory_url), order.identifiers);
+}
+
+void OrderRunner::ReturnUnusedAdmission(Context& ctx) {
+  if (!ctx.admission.has_value()) return;
+  const bool taken = ctx.admission->take.has_value() && ctx.admission->take->taken;
+  ctx.admission.reset();
+  if (taken) ReturnBudgetTokens(ctx, ctx.admission_budgets);
 }
 
 void OrderRunner::GiveBackBudgetTokens(Context& ctx, const std::vector<storage::CaBudget>& taken,
@@ -590,10 +623,19 @@ absl::StatusOr<OrderStepResult> OrderRunner::Step(const OrderJob& job) {
     ctx.key = std::move(kept->key);
     ctx.processing_unrecorded = kept->processing_unrecorded;
   } else {
-    // The order, its account, the tenant, the ledger and the active key: one transaction.
-    ASSIGN_OR_RETURN(storage::OrderStepState loaded,
-                     options_.orders->LoadOrderStep(job.scope, job.lease.order,
-                                                    absl::StrCat("order ", job.lease.order)));
+    // The order, its account, the tenant, the ledger and the active key, and for an order this
+    // step will send to the CA the newOrder's admission: one transaction.
+    storage::StepAdmission admission;
+    admission.now = options_.clock->Now();
+    admission.budgets = [this](const storage::OrderStepState& loaded) {
+      return AdmissionBudgets(loaded);
+    };
+    ASSIGN_OR_RETURN(
+        storage::OrderStepState loaded,
+        options_.orders->LoadOrderStep(job.scope, job.lease.order,
+                                       absl::StrCat("order ", job.lease.order), &admission));
+    ctx.admission = std::move(loaded.admission);
+    ctx.admission_budgets = std::move(loaded.admission_budgets);
     ctx.order = std::move(loaded.order);
     if (storage::IsTerminal(ctx.order.state)) {
       Forget(ctx.order);
@@ -630,8 +672,12 @@ absl::StatusOr<OrderStepResult> OrderRunner::Step(const OrderJob& job) {
     // Whoever handles the exception reads the row (Issuer::RecordException): it must say that
     // finalize was sent, as the step knew.
     if (ctx.processing_unrecorded) record().IgnoreError();
+    ReturnUnusedAdmission(ctx);
     throw;
   }
+  // Admitted with the load, but the step stopped before newOrder (a key that would not open,
+  // an unknown CA, ...): nothing was sent, so the tokens go back.
+  ReturnUnusedAdmission(ctx);
   // The order's ephemeral account ends with it: after the certificate was stored (and the
   // authorizations deactivated), or once the order failed.
   if (result.ok() && result->kind == OrderStepResult::Kind::kFinished && ctx.account.ephemeral) {

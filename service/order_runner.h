@@ -260,6 +260,12 @@ class OrderRunner {
   // *taken, for GiveBackBudgetTokens).
   absl::StatusOr<std::optional<OrderStepResult>> HeldBeforeNewOrder(
       Context& ctx, std::vector<storage::CaBudget>* taken);
+  // For LoadOrderStep's admission (storage::StepAdmission): the budgets of the order's newOrder
+  // when the step that loaded `loaded` will send one, else nullopt.
+  std::optional<std::vector<storage::CaBudget>> AdmissionBudgets(
+      const storage::OrderStepState& loaded) const;
+  // The load's admission, when the step ended without using it: its tokens go back.
+  void ReturnUnusedAdmission(Context& ctx);
   // After newOrder failed with `s`: a CA that answered with a problem made no order, so the
   // tokens taken for it (`taken`) go back to their buckets. A request whose fate is unknown (no
   // answer, an answer that is not a problem document) keeps its tokens spent.

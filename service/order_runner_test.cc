@@ -1144,6 +1144,33 @@ TEST_F(OrderRunnerTest, AnEmptyNewOrderBudgetHoldsOrdersUntilItRefills) {
   EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 3);
 }
 
+// A step's first load also admits its newOrder (the CA hold and the budgets): one transaction
+// before the request, not two. The admission is the same: a spent budget holds the next order,
+// found by that order's load alone.
+TEST_F(OrderRunnerTest, AFirstStepAdmitsItsNewOrderInTheTransactionThatLoadsIt) {
+  ScriptNumberedNewOrders("pending");
+  std::unique_ptr<OrderRunner> runner = MakeRunner([](OrderRunner::Options& o) {
+    o.ca_limits.by_directory[ScriptedServer::Url("/dir")].new_orders = {1, absl::Hours(1)};
+  });
+  const storage::Lease first = NewOrderRow({"leaf.example.com", "a.example.com"});
+  const storage::Lease second = NewOrderRow({"leaf.example.com", "b.example.com"});
+  int64_t before = fx_.fake_store().transactions();
+  auto sent = runner->Step({scope_, first});
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  EXPECT_EQ(sent->kind, OrderStepResult::Kind::kWaiting);
+  // The load with the admission, then the order's start (URL, ledger and answers).
+  EXPECT_EQ(fx_.fake_store().transactions() - before, 2);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 1);
+
+  before = fx_.fake_store().transactions();
+  auto held = runner->Step({scope_, second});
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_EQ(held->kind, OrderStepResult::Kind::kHeld);
+  EXPECT_THAT(held->why, StatusIs(absl::StatusCode::kResourceExhausted, "budget of 1 new orders"));
+  EXPECT_EQ(fx_.fake_store().transactions() - before, 1);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 1);
+}
+
 // Issue 11: a newOrder the CA answered with a problem made no order, so its budget token goes
 // back: a CA refusing for a while does not drain the account's budget. A request whose fate is
 // unknown (here a 502 page, no problem document) keeps its token spent.

@@ -142,26 +142,29 @@ absl::StatusOr<CaAdmission> PostgresStore::AdmitCaRequest(const Scope& scope, co
                                                           const std::vector<CaBudget>& budgets,
                                                           absl::Time now) {
   ASSIGN_OR_RETURN(std::vector<std::string> ids, rules::ValidateCaHold(key));
-  std::vector<CaBudget> valid;
-  for (const CaBudget& budget : budgets) {
-    ASSIGN_OR_RETURN(CaBudget checked, rules::ValidateCaBudget(budget));
-    valid.push_back(std::move(checked));
+  ASSIGN_OR_RETURN(std::vector<CaBudget> valid, rules::ValidateCaBudgets(budgets));
+  return InTenant<CaAdmission>("AdmitCaRequest", scope,
+                               [&](pqxx::work& tx) -> absl::StatusOr<CaAdmission> {
+                                 return AdmitCaRequestIn(tx, scope, key, ids, valid, now);
+                               });
+}
+
+CaAdmission PostgresStore::AdmitCaRequestIn(pqxx::work& tx, const Scope& scope,
+                                            const CaHoldKey& key,
+                                            const std::vector<std::string>& ids,
+                                            const std::vector<CaBudget>& budgets, absl::Time now) {
+  CaAdmission out;
+  out.hold = CaHoldIn(tx, key, ids, now);
+  if (out.hold.has_value()) return out;
+  for (size_t i = 0; i < budgets.size(); ++i) {
+    out.take = TakeCaBudgetTokenIn(tx, scope, key.account, budgets[i], now);
+    if (out.take->taken) continue;
+    // All or none: the tokens taken before this one go back.
+    out.short_budget = budgets[i].name;
+    for (size_t j = 0; j < i; ++j) ReturnCaBudgetTokenIn(tx, key.account, budgets[j]);
+    break;
   }
-  return InTenant<CaAdmission>(
-      "AdmitCaRequest", scope, [&](pqxx::work& tx) -> absl::StatusOr<CaAdmission> {
-        CaAdmission out;
-        out.hold = CaHoldIn(tx, key, ids, now);
-        if (out.hold.has_value()) return out;
-        for (size_t i = 0; i < valid.size(); ++i) {
-          out.take = TakeCaBudgetTokenIn(tx, scope, key.account, valid[i], now);
-          if (out.take->taken) continue;
-          // All or none: the tokens taken before this one go back.
-          out.short_budget = valid[i].name;
-          for (size_t j = 0; j < i; ++j) ReturnCaBudgetTokenIn(tx, key.account, valid[j]);
-          break;
-        }
-        return out;
-      });
+  return out;
 }
 
 absl::StatusOr<CaBudgetTake> PostgresStore::TakeCaDirectoryBudgetToken(

@@ -303,7 +303,8 @@ absl::StatusOr<Certificate> PostgresStore::CompleteOrder(const Scope& scope, con
 }
 
 absl::StatusOr<OrderStepState> PostgresStore::LoadOrderStep(const Scope& scope, OrderId order,
-                                                            absl::string_view purpose) {
+                                                            absl::string_view purpose,
+                                                            const StepAdmission* admission) {
   const absl::Time now = Now();
   return InTenant<OrderStepState>(
       "LoadOrderStep", scope, [&](pqxx::work& tx) -> absl::StatusOr<OrderStepState> {
@@ -314,13 +315,21 @@ absl::StatusOr<OrderStepState> PostgresStore::LoadOrderStep(const Scope& scope, 
         AuthorizationFilter filter;
         filter.order = order;
         out.authorizations = OutstandingAuthorizationsIn(tx, now, filter);
-        if (!rules::OrderStepUsesKey(out.order, out.account)) return out;
-        absl::StatusOr<UnsealedAccountKey> key =
-            UnsealKeyIn(tx, scope, now, out.account.id, std::nullopt, purpose);
-        if (key.ok()) {
-          out.key = *std::move(key);
-        } else if (!absl::IsNotFound(key.status()) && !absl::IsFailedPrecondition(key.status())) {
-          return key.status();  // DATA_LOSS: not a state a step can explain
+        if (rules::OrderStepUsesKey(out.order, out.account)) {
+          absl::StatusOr<UnsealedAccountKey> key =
+              UnsealKeyIn(tx, scope, now, out.account.id, std::nullopt, purpose);
+          if (key.ok()) {
+            out.key = *std::move(key);
+          } else if (!absl::IsNotFound(key.status()) && !absl::IsFailedPrecondition(key.status())) {
+            return key.status();  // DATA_LOSS: not a state a step can explain
+          }
+        }
+        ASSIGN_OR_RETURN(std::optional<rules::AdmissionRequest> request,
+                         rules::StepAdmissionOf(admission, out));
+        if (request.has_value()) {
+          out.admission = AdmitCaRequestIn(tx, scope, request->key, request->ids, request->budgets,
+                                           admission->now);
+          out.admission_budgets = std::move(request->budgets);
         }
         return out;
       });

@@ -162,7 +162,8 @@ class PostgresStore final : public Store {
   absl::StatusOr<Certificate> CompleteOrder(const Scope& scope, const Lease& lease,
                                             const NewCertificate& certificate) override;
   absl::StatusOr<OrderStepState> LoadOrderStep(const Scope& scope, OrderId order,
-                                               absl::string_view purpose) override;
+                                               absl::string_view purpose,
+                                               const StepAdmission* admission) override;
   absl::StatusOr<Certificate> FinishOrder(const Scope& scope, const Lease& lease,
                                           const OrderCompletion& completion) override;
   absl::StatusOr<std::vector<Lease>> ClaimStaleOrders(absl::string_view owner,
@@ -389,6 +390,11 @@ class PostgresStore final : public Store {
   static CaBudgetTake TakeCaBudgetTokenIn(pqxx::work& tx, const Scope& scope, AccountId account,
                                           const CaBudget& budget, absl::Time now);
   static void ReturnCaBudgetTokenIn(pqxx::work& tx, AccountId account, const CaBudget& budget);
+  // AdmitCaRequest's transaction body (`ids` and `budgets` validated), shared with
+  // LoadOrderStep.
+  static CaAdmission AdmitCaRequestIn(pqxx::work& tx, const Scope& scope, const CaHoldKey& key,
+                                      const std::vector<std::string>& ids,
+                                      const std::vector<CaBudget>& budgets, absl::Time now);
   // DeleteChallenge's transaction body, shared with DeleteChallengeFenced.
   static void DeleteChallengeTx(pqxx::work& tx, const Scope& scope, absl::Time now,
                                 absl::string_view token);

@@ -393,6 +393,27 @@ absl::StatusOr<CaBudget> ValidateCaBudget(const CaBudget& budget) {
   return valid;
 }
 
+absl::StatusOr<std::vector<CaBudget>> ValidateCaBudgets(const std::vector<CaBudget>& budgets) {
+  std::vector<CaBudget> valid;
+  for (const CaBudget& budget : budgets) {
+    ASSIGN_OR_RETURN(CaBudget checked, ValidateCaBudget(budget));
+    valid.push_back(std::move(checked));
+  }
+  return valid;
+}
+
+absl::StatusOr<std::optional<AdmissionRequest>> StepAdmissionOf(const StepAdmission* admission,
+                                                                const OrderStepState& loaded) {
+  if (admission == nullptr || !admission->budgets) return std::nullopt;
+  std::optional<std::vector<CaBudget>> budgets = admission->budgets(loaded);
+  if (!budgets.has_value()) return std::nullopt;
+  AdmissionRequest out;
+  out.key = CaHoldKey{loaded.order.account, loaded.order.identifiers, CaRequest::kNewOrder};
+  ASSIGN_OR_RETURN(out.ids, ValidateCaHold(out.key));
+  ASSIGN_OR_RETURN(out.budgets, ValidateCaBudgets(*budgets));
+  return out;
+}
+
 absl::Status ValidateCaDirectoryBudget(absl::string_view directory_url, const CaBudget& budget) {
   if (directory_url.empty() || directory_url.size() > 2048) {
     return absl::InvalidArgumentError("directory URL must be 1 to 2048 bytes");

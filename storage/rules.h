@@ -76,6 +76,18 @@ absl::StatusOr<std::vector<std::string>> ValidateCaHold(const CaHoldKey& key,
 // A name of 1 to 64 bytes, a capacity of at least 1, a positive period and canonical
 // identifiers (none stays none): the budget with its identifiers made canonical.
 absl::StatusOr<CaBudget> ValidateCaBudget(const CaBudget& budget);
+// ValidateCaBudget of each, in order (AdmitCaRequest's budgets).
+absl::StatusOr<std::vector<CaBudget>> ValidateCaBudgets(const std::vector<CaBudget>& budgets);
+// What LoadOrderStep admits for a StepAdmission, validated as AdmitCaRequest validates its
+// arguments: the order's newOrder key, its identifiers made canonical, and the budgets.
+struct AdmissionRequest {
+  CaHoldKey key;
+  std::vector<std::string> ids;
+  std::vector<CaBudget> budgets;
+};
+// nullopt when `admission` is null or has no `budgets`, or they give none for `loaded`.
+absl::StatusOr<std::optional<AdmissionRequest>> StepAdmissionOf(const StepAdmission* admission,
+                                                                const OrderStepState& loaded);
 // A fleet's budget at a CA (TakeCaDirectoryBudgetToken): ValidateCaBudget's checks, no
 // identifiers, and a directory URL of 1 to 2048 bytes.
 absl::Status ValidateCaDirectoryBudget(absl::string_view directory_url, const CaBudget& budget);

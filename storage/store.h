@@ -278,9 +278,13 @@ class OrderStore {
   // What a step of the order needs, in one transaction: the order, its account, the tenant,
   // the order's outstanding authorizations and, when a step can use it, the account's active
   // key unsealed (see OrderStepState; audited as "UseAccountKey" with `purpose`). NOT_FOUND
-  // for an order of another tenant (or none); DATA_LOSS as GetActiveKey.
+  // for an order of another tenant (or none); DATA_LOSS as GetActiveKey. With `admission`
+  // (may be null) whose `budgets` give a list for what was loaded, also AdmitCaRequest for the
+  // order's newOrder in the same transaction (OrderStepState::admission); its errors are then
+  // this call's.
   virtual absl::StatusOr<OrderStepState> LoadOrderStep(const Scope& scope, OrderId order,
-                                                       absl::string_view purpose) = 0;
+                                                       absl::string_view purpose,
+                                                       const StepAdmission* admission) = 0;
   // The end of a successful order run by a job, in one transaction fenced by the job's lease
   // (`lease.job` set): CompleteOrder (with the order's certificate key, unsealed and sealed
   // again for the certificate, audited as "UseCertificateKey"), the order's authorizations

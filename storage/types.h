@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -538,6 +539,23 @@ struct OrderStepState {
   // The order's outstanding authorizations (as ListOutstandingAuthorizations with the order as
   // filter), ordered by id.
   std::vector<Authorization> authorizations;
+  // Set when LoadOrderStep was given a StepAdmission whose `budgets` asked for one:
+  // AdmitCaRequest's answer for the order's newOrder, from the same transaction, and the
+  // budgets it was for.
+  std::optional<CaAdmission> admission;
+  std::vector<CaBudget> admission_budgets;
+};
+
+// The admission of an order's newOrder, made in LoadOrderStep's transaction when the step
+// that loads the order will send one: a step's first load and the admission are then one
+// transaction, not two.
+struct StepAdmission {
+  // Called inside the transaction with what it loaded (key included): the budgets
+  // AdmitCaRequest takes from for the order's newOrder ({order.account, order.identifiers,
+  // kNewOrder}), or nullopt when the step will not send one (no admission is made). Must not
+  // call the store.
+  std::function<std::optional<std::vector<CaBudget>>(const OrderStepState&)> budgets;
+  absl::Time now;
 };
 
 // How an order run by a job ends with a certificate (OrderStore::FinishOrder).

@@ -147,7 +147,8 @@ class FakeStore final : public Store {
   absl::StatusOr<Certificate> CompleteOrder(const Scope& scope, const Lease& lease,
                                             const NewCertificate& certificate) override;
   absl::StatusOr<OrderStepState> LoadOrderStep(const Scope& scope, OrderId order,
-                                               absl::string_view purpose) override;
+                                               absl::string_view purpose,
+                                               const StepAdmission* admission) override;
   absl::StatusOr<Certificate> FinishOrder(const Scope& scope, const Lease& lease,
                                           const OrderCompletion& completion) override;
   absl::StatusOr<std::vector<Lease>> ClaimStaleOrders(absl::string_view owner,

@@ -108,22 +108,24 @@ absl::StatusOr<CaAdmission> FakeStore::AdmitCaRequest(const Scope& scope, const 
                                                       const std::vector<CaBudget>& budgets,
                                                       absl::Time now) {
   ASSIGN_OR_RETURN(std::vector<std::string> ids, rules::ValidateCaHold(key));
-  std::vector<CaBudget> valid;
-  for (const CaBudget& budget : budgets) {
-    ASSIGN_OR_RETURN(CaBudget checked, rules::ValidateCaBudget(budget));
-    valid.push_back(std::move(checked));
-  }
+  ASSIGN_OR_RETURN(std::vector<CaBudget> valid, rules::ValidateCaBudgets(budgets));
   State& s = *state_;
   fake::StoreLock lock(s);
   RETURN_IF_ERROR(fake::RequireTenant(s, scope));
+  return fake::AdmitCaRequestLocked(s, scope, key, ids, valid, now);
+}
+
+CaAdmission fake::AdmitCaRequestLocked(State& s, const Scope& scope, const CaHoldKey& key,
+                                       const std::vector<std::string>& ids,
+                                       const std::vector<CaBudget>& budgets, absl::Time now) {
   CaAdmission out;
   out.hold = CaHoldLocked(s, scope, key, ids, now);
   if (out.hold.has_value()) return out;
-  for (size_t i = 0; i < valid.size(); ++i) {
-    out.take = TakeCaBudgetTokenLocked(s, scope, key.account, valid[i], now);
+  for (size_t i = 0; i < budgets.size(); ++i) {
+    out.take = TakeCaBudgetTokenLocked(s, scope, key.account, budgets[i], now);
     if (out.take->taken) continue;
-    out.short_budget = valid[i].name;
-    for (size_t j = 0; j < i; ++j) ReturnCaBudgetTokenLocked(s, scope, key.account, valid[j]);
+    out.short_budget = budgets[i].name;
+    for (size_t j = 0; j < i; ++j) ReturnCaBudgetTokenLocked(s, scope, key.account, budgets[j]);
     break;
   }
   return out;

@@ -492,7 +492,8 @@ absl::Status FakeStore::MarkAuthorizationDeactivated(const Scope& scope, Account
 }
 
 absl::StatusOr<OrderStepState> FakeStore::LoadOrderStep(const Scope& scope, OrderId order,
-                                                        absl::string_view purpose) {
+                                                        absl::string_view purpose,
+                                                        const StepAdmission* admission) {
   const absl::Time now = Now();
   State& s = *state_;
   fake::StoreLock lock(s);
@@ -506,13 +507,21 @@ absl::StatusOr<OrderStepState> FakeStore::LoadOrderStep(const Scope& scope, Orde
   AuthorizationFilter filter;
   filter.order = order;
   out.authorizations = OutstandingLocked(s, scope, now, filter);
-  if (!rules::OrderStepUsesKey(out.order, out.account)) return out;
-  absl::StatusOr<UnsealedAccountKey> key =
-      fake::UnsealActiveKeyLocked(s, envelope_, scope, a->id, purpose, now);
-  if (key.ok()) {
-    out.key = *std::move(key);
-  } else if (!absl::IsNotFound(key.status()) && !absl::IsFailedPrecondition(key.status())) {
-    return key.status();
+  if (rules::OrderStepUsesKey(out.order, out.account)) {
+    absl::StatusOr<UnsealedAccountKey> key =
+        fake::UnsealActiveKeyLocked(s, envelope_, scope, a->id, purpose, now);
+    if (key.ok()) {
+      out.key = *std::move(key);
+    } else if (!absl::IsNotFound(key.status()) && !absl::IsFailedPrecondition(key.status())) {
+      return key.status();
+    }
+  }
+  ASSIGN_OR_RETURN(std::optional<rules::AdmissionRequest> request,
+                   rules::StepAdmissionOf(admission, out));
+  if (request.has_value()) {
+    out.admission = fake::AdmitCaRequestLocked(s, scope, request->key, request->ids,
+                                               request->budgets, admission->now);
+    out.admission_budgets = std::move(request->budgets);
   }
   return out;
 }

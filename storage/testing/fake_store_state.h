@@ -201,6 +201,12 @@ absl::StatusOr<UnsealedAccountKey> UnsealActiveKeyLocked(State& s, const Envelop
                                                          const Scope& scope, AccountId account,
                                                          absl::string_view purpose, absl::Time now)
     ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+// AdmitCaRequest's work (`ids` and `budgets` validated), shared with LoadOrderStep
+// (fake_store_ca_limits.cc).
+CaAdmission AdmitCaRequestLocked(State& s, const Scope& scope, const CaHoldKey& key,
+                                 const std::vector<std::string>& ids,
+                                 const std::vector<CaBudget>& budgets, absl::Time now)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
 
 // The live job wakers, for a delivery made after the state's lock is released (as a NOTIFY is
 // delivered after COMMIT), and the delivery of a job's end to them (fake_store_jobs.cc).

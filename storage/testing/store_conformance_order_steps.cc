@@ -1,5 +1,6 @@
 // The conformance suite (store_conformance.h): what an order's job step reads and writes in one
 // transaction (OrderStore::LoadOrderStep, OrderStore::FinishOrder).
+#include <optional>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -27,7 +28,8 @@ TEST_P(StoreConformanceTest, LoadOrderStepReadsOrderAccountTenantLedgerAndKeyTog
   const Lease lease = *created.lease;
 
   // No CSR yet: nothing a step could sign for, so the key stays sealed (and unaudited).
-  ASSERT_OK_AND_ASSIGN(OrderStepState bare, store().LoadOrderStep(scope, lease.order, "order"));
+  ASSERT_OK_AND_ASSIGN(OrderStepState bare,
+                       store().LoadOrderStep(scope, lease.order, "order", nullptr));
   EXPECT_EQ(bare.order.id, lease.order);
   EXPECT_EQ(bare.account.id, account.id);
   EXPECT_EQ(bare.account.status, AccountStatus::kValid);
@@ -49,7 +51,7 @@ TEST_P(StoreConformanceTest, LoadOrderStepReadsOrderAccountTenantLedgerAndKeyTog
                                              clock().Now() + absl::Hours(1)})
                 .status());
   ASSERT_OK_AND_ASSIGN(OrderStepState ready,
-                       store().LoadOrderStep(scope, lease.order, "order 1"));
+                       store().LoadOrderStep(scope, lease.order, "order 1", nullptr));
   EXPECT_EQ(ready.order.state, OrderState::kPending);
   EXPECT_EQ(ready.order.csr_der, "csr");
   ASSERT_TRUE(ready.key.has_value());
@@ -70,14 +72,90 @@ TEST_P(StoreConformanceTest, LoadOrderStepReadsOrderAccountTenantLedgerAndKeyTog
 
   // A terminal order needs no key either.
   ASSERT_OK(store().TransitionOrder(scope, lease, OrderState::kInvalid, {"gave up"}));
-  ASSERT_OK_AND_ASSIGN(OrderStepState ended, store().LoadOrderStep(scope, lease.order, "x"));
+  ASSERT_OK_AND_ASSIGN(OrderStepState ended,
+                       store().LoadOrderStep(scope, lease.order, "x", nullptr));
   EXPECT_EQ(ended.order.state, OrderState::kInvalid);
   EXPECT_FALSE(ended.key.has_value());
 
   // Another tenant's order does not exist for this tenant.
   Tenant b = MakeTenant("beta");
-  EXPECT_THAT(store().LoadOrderStep(ScopeOf(b), lease.order, "x"), StatusIs(kNotFound));
-  EXPECT_THAT(store().LoadOrderStep(scope, lease.order + 1000, "x"), StatusIs(kNotFound));
+  EXPECT_THAT(store().LoadOrderStep(ScopeOf(b), lease.order, "x", nullptr), StatusIs(kNotFound));
+  EXPECT_THAT(store().LoadOrderStep(scope, lease.order + 1000, "x", nullptr), StatusIs(kNotFound));
+}
+
+// A step's first load admits its newOrder in the same transaction: the budgets the step names
+// for what was loaded, then a hold or a token exactly as AdmitCaRequest gives them.
+TEST_P(StoreConformanceTest, LoadOrderStepAdmitsTheNewOrderInItsTransaction) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  ASSERT_OK(store().RecordAccountUrl(scope, account.id, "https://ca.test/acct/1"));
+  NewOrder spec{account.id, {"b.test", "a.test"}, "", "r1", absl::Minutes(1)};
+  spec.job_kind = "order_step";
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult created, store().CreateOrJoinOrder(scope, spec));
+  const Lease lease = *created.lease;
+  ASSERT_OK(store().AttachOrderMaterial(scope, lease, "csr", nullptr));
+  const CaBudget budget{"new_order", 1, absl::Hours(1)};
+  int asked = 0;
+  StepAdmission admission;
+  admission.now = clock().Now();
+  admission.budgets = [&](const OrderStepState& loaded) -> std::optional<std::vector<CaBudget>> {
+    ++asked;
+    // What the step decides on was loaded first.
+    EXPECT_EQ(loaded.order.id, lease.order);
+    EXPECT_TRUE(loaded.key.has_value());
+    return std::vector<CaBudget>{budget};
+  };
+  ASSERT_OK_AND_ASSIGN(OrderStepState first,
+                       store().LoadOrderStep(scope, lease.order, "order", &admission));
+  EXPECT_EQ(asked, 1);
+  ASSERT_TRUE(first.admission.has_value());
+  EXPECT_FALSE(first.admission->hold.has_value());
+  ASSERT_TRUE(first.admission->take.has_value());
+  EXPECT_TRUE(first.admission->take->taken);
+  ASSERT_THAT(first.admission_budgets, SizeIs(1));
+  EXPECT_EQ(first.admission_budgets[0].name, "new_order");
+  ASSERT_TRUE(first.key.has_value());
+
+  // The token was taken: the bucket of one is empty now, as AdmitCaRequest sees it.
+  ASSERT_OK_AND_ASSIGN(OrderStepState second,
+                       store().LoadOrderStep(scope, lease.order, "order", &admission));
+  ASSERT_TRUE(second.admission.has_value() && second.admission->take.has_value());
+  EXPECT_FALSE(second.admission->take->taken);
+  EXPECT_EQ(second.admission->short_budget, "new_order");
+  ASSERT_OK(store().ReturnCaBudgetToken(scope, account.id, budget));
+
+  // A hold on the order's newOrder (its identifiers in any order) is found; no token taken.
+  ASSERT_OK(store().RecordCaHold(scope, {account.id, {"a.test", "b.test"}, CaRequest::kNewOrder},
+                                 clock().Now() + absl::Minutes(5), "rateLimited"));
+  ASSERT_OK_AND_ASSIGN(OrderStepState held,
+                       store().LoadOrderStep(scope, lease.order, "order", &admission));
+  ASSERT_TRUE(held.admission.has_value() && held.admission->hold.has_value());
+  EXPECT_EQ(held.admission->hold->problem, "rateLimited");
+  EXPECT_FALSE(held.admission->take.has_value());
+  ASSERT_OK_AND_ASSIGN(CaAdmission direct,
+                       store().AdmitCaRequest(scope, {account.id, {"c.test"}, CaRequest::kNewOrder},
+                                              {budget}, clock().Now()));
+  EXPECT_TRUE(direct.take.has_value() && direct.take->taken);  // the token was still there
+
+  // No budgets asked for, or no admission: none made.
+  admission.budgets = [&](const OrderStepState&) -> std::optional<std::vector<CaBudget>> {
+    return std::nullopt;
+  };
+  ASSERT_OK_AND_ASSIGN(OrderStepState none,
+                       store().LoadOrderStep(scope, lease.order, "order", &admission));
+  EXPECT_FALSE(none.admission.has_value());
+  EXPECT_THAT(none.admission_budgets, IsEmpty());
+  ASSERT_OK_AND_ASSIGN(OrderStepState plain,
+                       store().LoadOrderStep(scope, lease.order, "order", nullptr));
+  EXPECT_FALSE(plain.admission.has_value());
+
+  // A budget AdmitCaRequest refuses is refused here, and nothing is loaded.
+  admission.budgets = [&](const OrderStepState&) -> std::optional<std::vector<CaBudget>> {
+    return std::vector<CaBudget>{CaBudget{"", 1, absl::Hours(1)}};
+  };
+  EXPECT_THAT(store().LoadOrderStep(scope, lease.order, "order", &admission),
+              StatusIs(kInvalidArgument));
 }
 
 TEST_P(StoreConformanceTest, FinishOrderStoresTheCertificateLedgerCleanupAndJobEndAtOnce) {
