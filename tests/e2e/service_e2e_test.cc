@@ -7,9 +7,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -211,6 +214,12 @@ TEST_F(E2eTest, IssuesWithAServiceKeyReturnedOnlyToTheCaller) {
   EXPECT_TRUE(list.certificates(0).chain_pem().empty());
 }
 
+// Requests for the same names share the order in flight (the database keeps one order in
+// flight per identifier set; the store's conformance suite races the creations). A request
+// that only arrives once the shared order has ended makes a new one: on a loaded machine an
+// issuance takes a few tens of milliseconds, so a late thread can miss it. Of 8 requests
+// started together, at least two share an order, and the requests of one order get its one
+// certificate.
 TEST_F(E2eTest, ConcurrentIdenticalRequestsShareOneOrder) {
   TenantTokens t = NewTenant();
   std::string name = absl::StrCat("shared.", t.name, ".example");
@@ -218,24 +227,40 @@ TEST_F(E2eTest, ConcurrentIdenticalRequestsShareOneOrder) {
   ASSERT_TRUE(key.ok());
   auto csr = crypto::BuildCsr({name}, *key);
   ASSERT_TRUE(csr.ok());
+  constexpr int kRequests = 8;
   std::vector<std::thread> threads;
-  std::vector<v1::IssueCertificateResponse> responses(4);
-  std::vector<grpc::Status> statuses(4);
-  for (int i = 0; i < 4; ++i) {
+  std::vector<v1::IssueCertificateResponse> responses(kRequests);
+  std::vector<grpc::Status> statuses(kRequests);
+  absl::Notification go;
+  for (int i = 0; i < kRequests; ++i) {
     threads.emplace_back([&, i] {
       v1::IssueCertificateRequest r;
       r.add_identifiers(name);
       r.set_csr(*csr);
       auto c = Ctx(t.host);
+      go.WaitForNotification();
       statuses[i] = certs_->IssueCertificate(c.get(), r, &responses[i]);
     });
   }
+  go.Notify();
   for (auto& th : threads) th.join();
-  for (int i = 0; i < 4; ++i) {
+  std::map<std::string, std::vector<int>> by_order;  // the requests that got each order
+  for (int i = 0; i < kRequests; ++i) {
     ASSERT_TRUE(statuses[i].ok()) << statuses[i].error_message();
-    EXPECT_EQ(responses[i].order().id(), responses[0].order().id());
-    EXPECT_EQ(responses[i].certificate().serial(), responses[0].certificate().serial());
+    by_order[responses[i].order().id()].push_back(i);
   }
+  size_t most_shared = 0;
+  std::set<std::string> serials;
+  for (const auto& [id, requests] : by_order) {
+    most_shared = std::max(most_shared, requests.size());
+    for (int i : requests) {
+      EXPECT_EQ(responses[i].certificate().serial(), responses[requests[0]].certificate().serial())
+          << "order " << id;
+    }
+    serials.insert(responses[requests[0]].certificate().serial());
+  }
+  EXPECT_GE(most_shared, 2u) << by_order.size() << " orders for " << kRequests << " requests";
+  EXPECT_EQ(serials.size(), by_order.size());  // each order its own certificate
 }
 
 // A service-generated key goes only to the request that made it (or one repeating its
