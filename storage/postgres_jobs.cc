@@ -43,7 +43,7 @@ absl::StatusOr<JobNotice> WriteLeasedJob(pqxx::work& tx, const JobLease& lease,
 
 // Wake-ups from the store's channels, through one dedicated LISTEN connection, and the slot
 // through which the store delivers its own certificate writes at once
-// (PostgresStore::CertificatesChangedHere): no callback runs once the destructor has returned.
+// (PostgresStore::CertificatesChangedHere). No callback runs once the destructor has returned.
 template <typename Slot>
 class ListeningJobWaker final : public JobWaker {
  public:
