@@ -110,6 +110,45 @@ std::string IntegerContent(const ASN1_INTEGER* integer) {
   return der.substr(header);
 }
 
+// What was read last from DER inputs, by their exact bytes. An issuance parses the same chain
+// several times (the download's checks, the store, the answer) and compares the leaf's key with
+// its CSR's, and a parse is the DER decoding plus the key's, about 270 us on OpenSSL 3
+// (docs/benchmarks.md): answered again from here, a parse is a lookup and a copy (copies of
+// a CertificateInfo share the key, which is immutable). Bounded: the oldest entry goes first.
+template <typename T>
+class ParsedByDer {
+ public:
+  static constexpr size_t kCapacity = 256;
+
+  std::optional<T> Find(absl::string_view der) {
+    absl::MutexLock lock(&mu_);
+    auto it = parsed_.find(der);
+    if (it == parsed_.end()) return std::nullopt;
+    return it->second;
+  }
+  void Keep(absl::string_view der, const T& value) {
+    absl::MutexLock lock(&mu_);
+    if (!parsed_.emplace(der, value).second) return;
+    order_.emplace_back(der);
+    if (order_.size() > kCapacity) {
+      parsed_.erase(order_.front());
+      order_.pop_front();
+    }
+  }
+
+ private:
+  absl::Mutex mu_;
+  absl::flat_hash_map<std::string, T> parsed_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);  // keys of parsed_, oldest first
+};
+
+// The SubjectPublicKeyInfo of the CSRs built or parsed last (CsrKeyDer). Public keys only: a
+// CSR built here is signed by a private key, but what is kept is the public half's DER.
+ParsedByDer<std::string>& CsrKeys() {
+  static auto* keys = new ParsedByDer<std::string>();
+  return *keys;
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> BuildCsr(const std::vector<std::string>& dns_names,
@@ -145,6 +184,7 @@ absl::StatusOr<std::string> BuildCsr(const std::vector<std::string>& dns_names,
   std::string der(len, '\0');
   auto* p = reinterpret_cast<uint8_t*>(der.data());
   i2d_X509_REQ(req.get(), &p);
+  CsrKeys().Keep(der, key.public_key().ToDer());
   return der;
 }
 
@@ -187,7 +227,14 @@ absl::StatusOr<CsrInfo> ParseCsr(absl::string_view pem_or_der) {
   std::string der(len > 0 ? len : 0, '\0');
   auto* p = reinterpret_cast<uint8_t*>(der.data());
   i2d_X509_REQ(req.get(), &p);
+  CsrKeys().Keep(der, key.ToDer());
   return CsrInfo{std::move(der), std::move(dns_names), std::move(key)};
+}
+
+absl::StatusOr<std::string> CsrKeyDer(absl::string_view csr_der) {
+  if (std::optional<std::string> known = CsrKeys().Find(csr_der)) return *std::move(known);
+  ASSIGN_OR_RETURN(CsrInfo csr, ParseCsr(csr_der));
+  return csr.public_key.ToDer();
 }
 
 absl::Status CheckCsr(const CsrInfo& csr, const std::vector<std::string>& identifiers,
@@ -257,6 +304,33 @@ absl::StatusOr<std::vector<std::string>> SplitPemChain(absl::string_view pem) {
 
 namespace {
 
+// The http(s) URIs of `cert`'s CRL distribution points (CrlDistributionPoints).
+std::vector<std::string> CrlUris(X509* cert) {
+  std::vector<std::string> out;
+  CrlDistPointsPtr points(static_cast<CRL_DIST_POINTS*>(
+      X509_get_ext_d2i(cert, NID_crl_distribution_points, nullptr, nullptr)));
+  ERR_clear_error();
+  if (points == nullptr) return out;
+  for (size_t i = 0; i < sk_DIST_POINT_num(points.get()); ++i) {
+    const DIST_POINT* point = sk_DIST_POINT_value(points.get(), i);
+    // RFC 5280 §4.2.1.13: a fullName (type 0) holds the URIs; a name relative to the issuer
+    // locates nothing fetchable.
+    if (point->distpoint == nullptr || point->distpoint->type != 0) continue;
+    const GENERAL_NAMES* names = point->distpoint->name.fullname;
+    for (size_t j = 0; j < sk_GENERAL_NAME_num(names); ++j) {
+      const GENERAL_NAME* name = sk_GENERAL_NAME_value(names, j);
+      if (name->type != GEN_URI) continue;
+      const ASN1_STRING* uri = name->d.uniformResourceIdentifier;
+      std::string url(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
+                      ASN1_STRING_length(uri));
+      if (absl::StartsWith(url, "http://") || absl::StartsWith(url, "https://")) {
+        out.push_back(std::move(url));
+      }
+    }
+  }
+  return out;
+}
+
 absl::StatusOr<CertificateInfo> ParseCertificateOnce(absl::string_view der) {
   const auto* p = reinterpret_cast<const uint8_t*>(der.data());
   X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));  // NOLINT
@@ -299,51 +373,23 @@ absl::StatusOr<CertificateInfo> ParseCertificateOnce(absl::string_view der) {
       NameEntry(X509_get_subject_name(cert.get()), NID_commonName),
       NameEntry(X509_get_issuer_name(cert.get()), NID_commonName),
       std::move(key),
+      CrlUris(cert.get()),
   };
 }
 
-// The certificates parsed last, by their exact DER. An issuance parses the same chain several
-// times (the download's checks, the store, the answer), and a parse is d2i_X509 plus the key's
-// decoding, about 270 us on OpenSSL 3 (docs/benchmarks.md): answered again from here, a parse
-// is a lookup and a copy (the copies share the key, which is immutable). Bounded: the oldest
-// entry goes first.
-class ParsedCertificates {
- public:
-  static constexpr size_t kCapacity = 256;
-
-  std::optional<CertificateInfo> Find(absl::string_view der) {
-    absl::MutexLock lock(&mu_);
-    auto it = parsed_.find(der);
-    if (it == parsed_.end()) return std::nullopt;
-    return it->second;
-  }
-  void Keep(const CertificateInfo& info) {
-    absl::MutexLock lock(&mu_);
-    if (!parsed_.emplace(info.der, info).second) return;
-    order_.push_back(info.der);
-    if (order_.size() > kCapacity) {
-      parsed_.erase(order_.front());
-      order_.pop_front();
-    }
-  }
-
- private:
-  absl::Mutex mu_;
-  absl::flat_hash_map<std::string, CertificateInfo> parsed_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);  // keys of parsed_, oldest first
-};
-
-ParsedCertificates& Parsed() {
-  static auto* parsed = new ParsedCertificates();
+ParsedByDer<CertificateInfo>& ParsedCertificates() {
+  static auto* parsed = new ParsedByDer<CertificateInfo>();
   return *parsed;
 }
 
 }  // namespace
 
 absl::StatusOr<CertificateInfo> ParseCertificate(absl::string_view der) {
-  if (std::optional<CertificateInfo> known = Parsed().Find(der)) return *std::move(known);
+  if (std::optional<CertificateInfo> known = ParsedCertificates().Find(der)) {
+    return *std::move(known);
+  }
   ASSIGN_OR_RETURN(CertificateInfo info, ParseCertificateOnce(der));
-  Parsed().Keep(info);
+  ParsedCertificates().Keep(info.der, info);
   return info;
 }
 
@@ -417,29 +463,7 @@ absl::StatusOr<std::vector<std::string>> CrlDistributionPoints(absl::string_view
   if (cert == nullptr) {
     return LibraryError(absl::StatusCode::kInvalidArgument, "not a DER certificate");
   }
-  std::vector<std::string> out;
-  CrlDistPointsPtr points(static_cast<CRL_DIST_POINTS*>(
-      X509_get_ext_d2i(cert.get(), NID_crl_distribution_points, nullptr, nullptr)));
-  ERR_clear_error();
-  if (points == nullptr) return out;
-  for (size_t i = 0; i < sk_DIST_POINT_num(points.get()); ++i) {
-    const DIST_POINT* point = sk_DIST_POINT_value(points.get(), i);
-    // RFC 5280 §4.2.1.13: a fullName (type 0) holds the URIs; a name relative to the issuer
-    // locates nothing fetchable.
-    if (point->distpoint == nullptr || point->distpoint->type != 0) continue;
-    const GENERAL_NAMES* names = point->distpoint->name.fullname;
-    for (size_t j = 0; j < sk_GENERAL_NAME_num(names); ++j) {
-      const GENERAL_NAME* name = sk_GENERAL_NAME_value(names, j);
-      if (name->type != GEN_URI) continue;
-      const ASN1_STRING* uri = name->d.uniformResourceIdentifier;
-      std::string url(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)),
-                      ASN1_STRING_length(uri));
-      if (absl::StartsWith(url, "http://") || absl::StartsWith(url, "https://")) {
-        out.push_back(std::move(url));
-      }
-    }
-  }
-  return out;
+  return CrlUris(cert.get());
 }
 
 absl::StatusOr<RevocationList> RevocationList::Parse(absl::string_view crl_der,

@@ -34,6 +34,12 @@ struct CsrInfo {
 // not accept, or names anything but DNS names.
 absl::StatusOr<CsrInfo> ParseCsr(absl::string_view pem_or_der);
 
+// The SubjectPublicKeyInfo (DER, as PublicKey::ToDer writes it) of a CSR that ParseCsr accepts,
+// with ParseCsr's errors. The last 256 CSRs built by BuildCsr or parsed by ParseCsr are
+// answered from memory, by their exact DER: an issuance compares its leaf's key with its CSR's
+// without reading the CSR again. Thread-safe.
+absl::StatusOr<std::string> CsrKeyDer(absl::string_view csr_der);
+
 // Checks a host's CSR before it reaches the CA: its SANs are exactly `identifiers` (case-
 // insensitive, as sets), its key is none of `forbidden_keys` (the account keys: RFC 8555 §11.1
 // forbids reusing them) and its algorithm is in `allowed`. INVALID_ARGUMENT saying which.
@@ -54,6 +60,8 @@ struct CertificateInfo {
   std::string subject_cn;
   std::string issuer_cn;
   PublicKey public_key;
+  // As CrlDistributionPoints reads them.
+  std::vector<std::string> crl_distribution_points;
 };
 
 // Splits a PEM chain into DER certificates, leaf first. RFC 8555 §11.4: any block that is not

@@ -72,6 +72,35 @@ TEST(Csr, PemFromOpensslAndTamperedCsrs) {
   EXPECT_EQ(BuildCsr({}, *key).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(Csr, TheKeyOfACsrIsItsSignersPublicKeyAndNothingElse) {
+  auto key = PrivateKey::Generate(KeyAlgorithm::kEcdsaP256);
+  ASSERT_TRUE(key.ok());
+  auto der = BuildCsr({"k.example.com"}, *key);
+  ASSERT_TRUE(der.ok()) << der.status();
+  auto built = CsrKeyDer(*der);
+  ASSERT_TRUE(built.ok()) << built.status();
+  EXPECT_EQ(*built, key->public_key().ToDer());
+  // Another key's CSR for the same names has that key.
+  auto other = PrivateKey::Generate(KeyAlgorithm::kEcdsaP256);
+  ASSERT_TRUE(other.ok());
+  auto other_der = BuildCsr({"k.example.com"}, *other);
+  ASSERT_TRUE(other_der.ok());
+  auto other_key = CsrKeyDer(*other_der);
+  ASSERT_TRUE(other_key.ok());
+  EXPECT_EQ(*other_key, other->public_key().ToDer());
+  EXPECT_NE(*other_key, *built);
+  // Bytes that were never built or parsed here are read, with ParseCsr's errors.
+  std::string tampered = *der;
+  tampered[tampered.find("k.example.com")] = 'j';
+  EXPECT_THAT(CsrKeyDer(tampered).status().message(), HasSubstr("signature does not verify"));
+  EXPECT_EQ(CsrKeyDer("garbage").status().code(), absl::StatusCode::kInvalidArgument);
+  // Once 256 newer CSRs have pushed it out of memory, the first is read again: the same key.
+  for (int i = 0; i < 256; ++i) ASSERT_TRUE(BuildCsr({"n.example.com"}, *other).ok());
+  auto again = CsrKeyDer(*der);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, key->public_key().ToDer());
+}
+
 TEST(Certificates, ParsesTheTestChainExactly) {
   auto chain = ParsePemChain(ReadTestdata("chain.pem"));
   ASSERT_TRUE(chain.ok()) << chain.status();
@@ -156,6 +185,16 @@ TEST(Crls, TheDistributionPointsAreTheCertificatesHttpUris) {
   EXPECT_THAT(*none, ::testing::IsEmpty());
   EXPECT_EQ(CrlDistributionPoints("not a certificate").status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Crls, AParsedCertificateCarriesItsDistributionPoints) {
+  // An issuance reads them from the parse it already has, not by parsing the leaf again.
+  auto with = ParseCertificate(PemToDer(ReadTestdata("crl_leaf.pem")));
+  ASSERT_TRUE(with.ok()) << with.status();
+  EXPECT_THAT(with->crl_distribution_points, ElementsAre("https://ca.test/crl/1.crl"));
+  auto without = ParseCertificate(PemToDer(ReadTestdata("leaf.pem")));
+  ASSERT_TRUE(without.ok()) << without.status();
+  EXPECT_THAT(without->crl_distribution_points, ::testing::IsEmpty());
 }
 
 TEST(Crls, AListedSerialIsFoundWithItsTimeAndReason) {

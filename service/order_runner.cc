@@ -416,8 +416,8 @@ absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
   ASSIGN_OR_RETURN(std::vector<crypto::CertificateInfo> certs, crypto::ParsePemChain(chain->pem));
   const crypto::CertificateInfo& leaf = certs.front();
   // Never store a certificate for a key other than the one we asked for.
-  ASSIGN_OR_RETURN(crypto::CsrInfo csr, crypto::ParseCsr(ctx.order.csr_der));
-  if (!leaf.public_key.Equals(csr.public_key)) {
+  ASSIGN_OR_RETURN(std::string csr_key, crypto::CsrKeyDer(ctx.order.csr_der));
+  if (leaf.public_key.ToDer() != csr_key) {
     return absl::InternalError("the CA issued a certificate for another key than the CSR's");
   }
   std::vector<std::string> names;
@@ -440,9 +440,7 @@ absl::Status OrderRunner::Complete(Context& ctx, const acme::Order& order) {
   cert.account_key_version = ctx.key->info.version;
   // A certificate that names no CRL is never read for one (the policy scan's revocation check):
   // no transaction per certificate to find that out later.
-  if (auto points = crypto::CrlDistributionPoints(leaf.der); points.ok() && points->empty()) {
-    cert.crl_next_check = leaf.not_after;
-  }
+  if (leaf.crl_distribution_points.empty()) cert.crl_next_check = leaf.not_after;
   // RFC 8555 §7.5.2: the authorizations are deactivated before the certificate is stored, so
   // that one transaction records both. Should that transaction not happen (the lease lost, the
   // replica killed), the CA reports the order deactivated with its certificate, the next step
