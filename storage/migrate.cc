@@ -28,7 +28,7 @@ constexpr char kAddCompatibleFrom[] =
     "ALTER TABLE schema_version ADD COLUMN IF NOT EXISTS compatible_from integer";
 
 // Checks the applied migrations against the embedded ones and returns the current version.
-absl::StatusOr<int> AppliedVersion(pqxx::work& tx) {
+absl::StatusOr<int> AppliedVersion(pqxx::dbtransaction& tx) {
   const auto& embedded = EmbeddedMigrations();
   int version = 0;
   for (const pqxx::row& row : tx.exec("SELECT version, name, sha256 FROM schema_version "
@@ -105,7 +105,7 @@ absl::StatusOr<MigrationReport> Migrate(const MigrateOptions& options) {
   bool first = true;
   for (bool done = false; !done;) {
     int applied = 0;
-    RETURN_IF_ERROR(pool->Run("Migrate", {}, [&](pqxx::work& tx) -> absl::Status {
+    RETURN_IF_ERROR(pool->Run("Migrate", {}, [&](pqxx::dbtransaction& tx) -> absl::Status {
       applied = 0;
       tx.exec_params("SELECT pg_advisory_xact_lock($1)", kMigrationLock);
       tx.exec0(kCreateSchemaVersion);

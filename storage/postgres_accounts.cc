@@ -25,9 +25,9 @@ namespace {
 
 // Inserts `key` for (tenant, account, version) in `state`: a vault key sealed, a token key as
 // its object id (the material columns NULL).
-absl::StatusOr<AccountKey> InsertKey(pqxx::work& tx, const Envelope& envelope, TenantId tenant,
-                                     AccountId account, int version, KeyState state,
-                                     const AccountKeyMaterial& key,
+absl::StatusOr<AccountKey> InsertKey(pqxx::dbtransaction& tx, const Envelope& envelope,
+                                     TenantId tenant, AccountId account, int version,
+                                     KeyState state, const AccountKeyMaterial& key,
                                      const PublicKeyInfo& public_key, absl::Time now) {
   std::optional<SealedKey> sealed;
   if (key.vault_key != nullptr) {
@@ -55,14 +55,14 @@ absl::StatusOr<AccountKey> InsertKey(pqxx::work& tx, const Envelope& envelope, T
 }
 
 // Locks the account row: key changes of one account are serialised on it.
-absl::StatusOr<Account> LockAccount(pqxx::work& tx, AccountId id) {
+absl::StatusOr<Account> LockAccount(pqxx::dbtransaction& tx, AccountId id) {
   return GetById(tx, kAccounts, id, Lock::kForUpdate);
 }
 
 // The key `version` of `account` (its active key if there is no version), with `extra` columns
 // after the key's own. NOT_FOUND naming what is missing.
-absl::StatusOr<pqxx::row> KeyRow(pqxx::work& tx, AccountId account, std::optional<int> version,
-                                 absl::string_view extra = "") {
+absl::StatusOr<pqxx::row> KeyRow(pqxx::dbtransaction& tx, AccountId account,
+                                 std::optional<int> version, absl::string_view extra = "") {
   const std::string select = absl::StrCat("SELECT ", kAccountKeyRows.columns, extra,
                                           " FROM account_keys WHERE account_id = $1 AND ");
   pqxx::result r = version.has_value()
@@ -76,7 +76,7 @@ absl::StatusOr<pqxx::row> KeyRow(pqxx::work& tx, AccountId account, std::optiona
   return r[0];
 }
 
-absl::StatusOr<KeyState> KeyStateOf(pqxx::work& tx, AccountId account, int version) {
+absl::StatusOr<KeyState> KeyStateOf(pqxx::dbtransaction& tx, AccountId account, int version) {
   ASSIGN_OR_RETURN(pqxx::row r, KeyRow(tx, account, version));
   return AccountKeyOf(r).state;
 }
@@ -91,7 +91,7 @@ absl::StatusOr<Account> PostgresStore::CreateAccount(const Scope& scope,
   RETURN_IF_ERROR(rules::ValidateNewAccount(directory_url, key, public_key, initial_state));
   const absl::Time now = Now();
   auto created = InTenant<
-      Account>("CreateAccount", scope, [&](pqxx::work& tx) -> absl::StatusOr<Account> {
+      Account>("CreateAccount", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<Account> {
     Account out = AccountOf(pg::Exec1(tx,
         absl::StrCat("INSERT INTO accounts (tenant_id, directory_url, status, created_at) "
                      "VALUES ($1, $2, 'pending', av_ts($3)) RETURNING ",
@@ -121,7 +121,7 @@ absl::StatusOr<Account> PostgresStore::CreateEphemeralAccount(const Scope& scope
       rules::ValidateNewAccount(directory_url, key, public_key, KeyState::kActive));
   const absl::Time now = Now();
   return InTenant<Account>(
-      "CreateEphemeralAccount", scope, [&](pqxx::work& tx) -> absl::StatusOr<Account> {
+      "CreateEphemeralAccount", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<Account> {
         Account out = AccountOf(pg::Exec1(tx,
             absl::StrCat("INSERT INTO accounts (tenant_id, directory_url, status, created_at, "
                          "ephemeral) VALUES ($1, $2, 'pending', av_ts($3), true) RETURNING ",
@@ -140,8 +140,9 @@ absl::StatusOr<Account> PostgresStore::CreateEphemeralAccount(const Scope& scope
 }
 
 absl::StatusOr<Account> PostgresStore::GetAccount(const Scope& scope, AccountId account) {
-  return InTenant<Account>("GetAccount", scope,
-                           [&](pqxx::work& tx) { return GetById(tx, kAccounts, account); });
+  return InTenant<Account>("GetAccount", scope, [&](pqxx::dbtransaction& tx) {
+    return GetById(tx, kAccounts, account);
+  });
 }
 
 absl::StatusOr<std::vector<Account>> PostgresStore::ListAccounts(const Scope& scope) {
@@ -159,30 +160,33 @@ absl::StatusOr<std::vector<Account>> PostgresStore::ListAccounts(const Scope& sc
 absl::StatusOr<std::vector<Account>> PostgresStore::ListEphemeralAccountsToClose(
     const Scope& scope, absl::Time created_before, absl::string_view close_job_kind) {
   RETURN_IF_ERROR(ValidateJobKind(close_job_kind));
-  return InTenant<std::vector<Account>>("ListEphemeralAccountsToClose", scope,
-                                        [&](pqxx::work& tx) -> absl::StatusOr<std::vector<Account>> {
-    // orders_in_flight_by_account and jobs_by_subject (migration 0020).
-    return pg::AllOf(
-        pg::Exec(tx,
-            absl::StrCat(
-                "SELECT ", kAccounts.rows.columns,
-                " FROM accounts WHERE tenant_id = $1 AND ephemeral "
-                "AND status IN ('pending', 'valid') AND created_at < av_ts($2) "
-                "AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.tenant_id = accounts.tenant_id "
-                "AND o.account_id = accounts.id AND o.state NOT IN ('valid', 'invalid')) "
-                "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.tenant_id = accounts.tenant_id "
-                "AND j.kind = $3 AND j.subject = accounts.id::text AND j.failed_at IS NULL) "
-                "ORDER BY id"),
-            scope.tenant, Micros(TruncateToMicros(created_before)), std::string(close_job_kind)),
-        AccountOf);
-  });
+  return InTenant<std::vector<Account>>(
+      "ListEphemeralAccountsToClose", scope,
+      [&](pqxx::dbtransaction& tx) -> absl::StatusOr<std::vector<Account>> {
+        // orders_in_flight_by_account and jobs_by_subject (migration 0020).
+        return pg::AllOf(
+            pg::Exec(
+                tx,
+                absl::StrCat(
+                    "SELECT ", kAccounts.rows.columns,
+                    " FROM accounts WHERE tenant_id = $1 AND ephemeral "
+                    "AND status IN ('pending', 'valid') AND created_at < av_ts($2) "
+                    "AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.tenant_id = accounts.tenant_id "
+                    "AND o.account_id = accounts.id AND o.state NOT IN ('valid', 'invalid')) "
+                    "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.tenant_id = accounts.tenant_id "
+                    "AND j.kind = $3 AND j.subject = accounts.id::text AND j.failed_at IS NULL) "
+                    "ORDER BY id"),
+                scope.tenant, Micros(TruncateToMicros(created_before)),
+                std::string(close_job_kind)),
+            AccountOf);
+      });
 }
 
 absl::Status PostgresStore::RecordAccountUrl(const Scope& scope, AccountId account,
                                              absl::string_view url) {
   RETURN_IF_ERROR(rules::ValidateUrl("account URL", url));
   const absl::Time now = Now();
-  return InTenant("RecordAccountUrl", scope, [&](pqxx::work& tx) -> absl::Status {
+  return InTenant("RecordAccountUrl", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Account a, LockAccount(tx, account));
     ASSIGN_OR_RETURN(bool write, rules::AccountUrlNeedsWrite(a, url));
     if (!write) return absl::OkStatus();
@@ -199,7 +203,7 @@ absl::Status PostgresStore::SetAccountStatus(const Scope& scope, AccountId accou
                                              AccountStatus status) {
   RETURN_IF_ERROR(rules::ValidateAccountStatusChange(status));
   const absl::Time now = Now();
-  return InTenant("SetAccountStatus", scope, [&](pqxx::work& tx) -> absl::Status {
+  return InTenant("SetAccountStatus", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Account a, LockAccount(tx, account));
     RETURN_IF_ERROR(rules::CheckAccountOpen(a, /*already=*/true));
     pg::Exec0(tx, "UPDATE accounts SET status = $2, deactivated_at = av_ts($3) WHERE id = $1",
@@ -213,7 +217,7 @@ absl::StatusOr<Account> PostgresStore::MarkAccountHijacked(const Scope& scope, A
                                                            absl::string_view what) {
   const absl::Time now = Now();
   return InTenant<Account>(
-      "MarkAccountHijacked", scope, [&](pqxx::work& tx) -> absl::StatusOr<Account> {
+      "MarkAccountHijacked", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<Account> {
         ASSIGN_OR_RETURN(Account a, LockAccount(tx, account));
         RETURN_IF_ERROR(rules::CheckHijackable(a));
         if (a.hijacked_at.has_value()) return a;
@@ -232,7 +236,7 @@ absl::StatusOr<AccountKey> PostgresStore::AddPendingKey(const Scope& scope, cons
   const AccountId account = lease.account;
   const absl::Time now = Now();
   return InTenant<AccountKey>(
-      "AddPendingKey", scope, [&](pqxx::work& tx) -> absl::StatusOr<AccountKey> {
+      "AddPendingKey", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<AccountKey> {
         ASSIGN_OR_RETURN(Account a, LockLeasedAccount(tx, scope, lease));
         RETURN_IF_ERROR(rules::CheckAccountOpen(a));
         pqxx::row r = pg::Exec1(tx,
@@ -254,7 +258,7 @@ absl::StatusOr<AccountKey> PostgresStore::AddPendingKey(const Scope& scope, cons
 absl::Status PostgresStore::PromoteKey(const Scope& scope, const KeyLease& lease, int version) {
   const AccountId account = lease.account;
   const absl::Time now = Now();
-  return InTenant("PromoteKey", scope, [&](pqxx::work& tx) -> absl::Status {
+  return InTenant("PromoteKey", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     RETURN_IF_ERROR(LockLeasedAccount(tx, scope, lease).status());
     ASSIGN_OR_RETURN(KeyState state, KeyStateOf(tx, account, version));
     RETURN_IF_ERROR(rules::CheckKeyPending(account, version, state));
@@ -282,7 +286,7 @@ absl::StatusOr<Account> PostgresStore::ReplaceAccount(const Scope& scope, const 
   const AccountId account = lease.account;
   const absl::Time now = Now();
   return InTenant<Account>(
-      "ReplaceAccount", scope, [&](pqxx::work& tx) -> absl::StatusOr<Account> {
+      "ReplaceAccount", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<Account> {
         ASSIGN_OR_RETURN(Account old, LockLeasedAccount(tx, scope, lease));
         RETURN_IF_ERROR(rules::CheckReplaceable(old, new_account_url));
         ASSIGN_OR_RETURN(pqxx::row r,
@@ -334,7 +338,7 @@ absl::Status PostgresStore::DiscardPendingKey(const Scope& scope, const KeyLease
                                               int version) {
   const AccountId account = lease.account;
   const absl::Time now = Now();
-  return InTenant("DiscardPendingKey", scope, [&](pqxx::work& tx) -> absl::Status {
+  return InTenant("DiscardPendingKey", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     RETURN_IF_ERROR(LockLeasedAccount(tx, scope, lease).status());
     ASSIGN_OR_RETURN(KeyState state, KeyStateOf(tx, account, version));
     RETURN_IF_ERROR(rules::CheckKeyPending(account, version, state));
@@ -351,7 +355,7 @@ absl::Status PostgresStore::MarkKeyCompromised(const Scope& scope, const KeyLeas
                                                int version) {
   const AccountId account = lease.account;
   const absl::Time now = Now();
-  return InTenant("MarkKeyCompromised", scope, [&](pqxx::work& tx) -> absl::Status {
+  return InTenant("MarkKeyCompromised", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     RETURN_IF_ERROR(LockLeasedAccount(tx, scope, lease).status());
     ASSIGN_OR_RETURN(KeyState state, KeyStateOf(tx, account, version));
     if (state == KeyState::kCompromised) return absl::OkStatus();
@@ -366,8 +370,9 @@ absl::Status PostgresStore::MarkKeyCompromised(const Scope& scope, const KeyLeas
   });
 }
 
-absl::StatusOr<UnsealedAccountKey> PostgresStore::UnsealKeyIn(pqxx::work& tx, const Scope& scope,
-                                                              absl::Time now, AccountId account,
+absl::StatusOr<UnsealedAccountKey> PostgresStore::UnsealKeyIn(pqxx::dbtransaction& tx,
+                                                              const Scope& scope, absl::Time now,
+                                                              AccountId account,
                                                               std::optional<int> version,
                                                               absl::string_view purpose) {
   ASSIGN_OR_RETURN(pqxx::row r, KeyRow(tx, account, version, ", wrapped_data_key, sealed_private_key"));
@@ -389,7 +394,7 @@ absl::StatusOr<UnsealedAccountKey> PostgresStore::UnsealKey(absl::string_view op
                                                             std::optional<int> version,
                                                             absl::string_view purpose) {
   const absl::Time now = Now();
-  return InTenant<UnsealedAccountKey>(op, scope, [&](pqxx::work& tx) {
+  return InTenant<UnsealedAccountKey>(op, scope, [&](pqxx::dbtransaction& tx) {
     return UnsealKeyIn(tx, scope, now, account, version, purpose);
   });
 }
@@ -407,7 +412,7 @@ absl::StatusOr<UnsealedAccountKey> PostgresStore::GetKey(const Scope& scope, Acc
 
 absl::Status PostgresStore::MarkKeyDestroyed(const Scope& scope, AccountId account, int version) {
   const absl::Time now = Now();
-  return InTenant("MarkKeyDestroyed", scope, [&](pqxx::work& tx) -> absl::Status {
+  return InTenant("MarkKeyDestroyed", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     RETURN_IF_ERROR(LockAccount(tx, account).status());
     ASSIGN_OR_RETURN(pqxx::row r, KeyRow(tx, account, version));
     const AccountKey key = AccountKeyOf(r);
@@ -426,7 +431,7 @@ absl::Status PostgresStore::MarkKeyDestroyed(const Scope& scope, AccountId accou
 absl::StatusOr<std::vector<AccountKey>> PostgresStore::ListKeys(const Scope& scope,
                                                                 AccountId account) {
   return InTenant<std::vector<AccountKey>>(
-      "ListKeys", scope, [&](pqxx::work& tx) -> absl::StatusOr<std::vector<AccountKey>> {
+      "ListKeys", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<std::vector<AccountKey>> {
         RETURN_IF_ERROR(RequireRow(tx, kAccounts, account));
         return pg::AllOf(pg::Exec(tx, absl::StrCat("SELECT ", kAccountKeyRows.columns,
                                                      " FROM account_keys WHERE account_id = $1 "

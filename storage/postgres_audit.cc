@@ -51,7 +51,7 @@ AuditParams ParamsOf(const Scope& scope, absl::Time at, const AuditEvent& e) {
 // The rows WithAuditBatch collects for one transaction and tenant. Batches nest (a body may run
 // another store call on this thread, in its own transaction): each knows the one it hides.
 struct AuditBatch {
-  const pqxx::work* tx;
+  const pqxx::dbtransaction* tx;
   TenantId tenant;
   std::vector<AuditParams> rows;
   AuditBatch* outer;
@@ -60,35 +60,68 @@ thread_local AuditBatch* current_batch = nullptr;
 
 constexpr size_t kPreparedAuditBatch = 8;
 
-// Inserts `rows` in one statement: `prepared` (one row's) for one.
-void InsertAudit(pqxx::work& tx, const std::string& prepared,
-                 const std::vector<AuditParams>& rows) {
-  if (rows.empty()) return;
+// The statement that inserts `rows` (one row's: `prepared`), its text for sizes no transition
+// writes (a compromise run's batches can be longer, and rare) or the name of a statement
+// prepared on tx's connection for it; and the parameters.
+struct AuditInsert {
+  std::string prepared;  // empty: `sql` is run as text
+  std::string sql;
   std::vector<const char*> params;
+};
+
+AuditInsert AuditInsertFor(pqxx::dbtransaction& tx, const std::string& prepared,
+                           const std::vector<AuditParams>& rows) {
+  AuditInsert out;
   std::vector<std::string> values;
   for (const AuditParams& row : rows) {
-    values.push_back(AuditValues(static_cast<int>(params.size()) + 1));
-    for (const auto& p : row) params.push_back(Nullable(p));
+    values.push_back(AuditValues(static_cast<int>(out.params.size()) + 1));
+    for (const auto& p : row) out.params.push_back(Nullable(p));
   }
   if (rows.size() == 1) {
-    tx.exec_prepared0(prepared, pqxx::prepare::make_dynamic_params(params));
-    return;
+    out.prepared = prepared;
+    return out;
   }
-  const std::string sql = absl::StrCat(kAuditColumns, absl::StrJoin(values, ", "));
-  // A statement per batch size, prepared for the sizes transitions write (a compromise run's
-  // batches can be longer, and rare).
-  if (rows.size() <= kPreparedAuditBatch) {
-    pg::Exec0(tx, sql, pqxx::prepare::make_dynamic_params(params));
+  out.sql = absl::StrCat(kAuditColumns, absl::StrJoin(values, ", "));
+  // A statement per batch size, prepared for the sizes transitions write.
+  if (rows.size() <= kPreparedAuditBatch) out.prepared = pg::PreparedName(tx, out.sql);
+  return out;
+}
+
+// Inserts `rows` in one statement, at once.
+void InsertAudit(pqxx::dbtransaction& tx, const std::string& prepared,
+                 const std::vector<AuditParams>& rows) {
+  if (rows.empty()) return;
+  AuditInsert insert = AuditInsertFor(tx, prepared, rows);
+  if (!insert.prepared.empty()) {
+    tx.exec_prepared0(insert.prepared, pqxx::prepare::make_dynamic_params(insert.params));
   } else {
-    tx.exec_params0(sql, pqxx::prepare::make_dynamic_params(params));
+    tx.exec_params0(insert.sql, pqxx::prepare::make_dynamic_params(insert.params));
   }
+}
+
+// The same, sent with the transaction's COMMIT when it is a pool's (nobody reads the insert's
+// result): "EXECUTE <prepared>(<quoted values>); COMMIT", one round trip for both. Else at once.
+void InsertAuditWithCommit(pqxx::dbtransaction& tx, const std::string& prepared,
+                           const std::vector<AuditParams>& rows) {
+  auto* pooled = dynamic_cast<PooledTransaction*>(&tx);
+  if (rows.empty()) return;
+  AuditInsert insert = AuditInsertFor(tx, prepared, rows);
+  if (pooled == nullptr || insert.prepared.empty()) return InsertAudit(tx, prepared, rows);
+  // SQL EXECUTE finds only statements the server knows (libpqxx prepares lazily).
+  tx.conn().prepare_now(insert.prepared);
+  std::vector<std::string> literals;
+  for (const char* p : insert.params)
+    literals.push_back(p == nullptr ? "NULL" : tx.quote(std::string(p)));
+  pooled->SendWithCommit(
+      absl::StrCat("EXECUTE ", insert.prepared, "(", absl::StrJoin(literals, ", "), ")"));
 }
 
 }  // namespace
 
 std::string PostgresStore::AuditInsertSql() { return absl::StrCat(kAuditColumns, AuditValues(1)); }
 
-void PostgresStore::Audit(pqxx::work& tx, const Scope& scope, absl::Time at, const AuditEvent& e) {
+void PostgresStore::Audit(pqxx::dbtransaction& tx, const Scope& scope, absl::Time at,
+                          const AuditEvent& e) {
   AuditBatch* batch = current_batch;
   if (batch != nullptr && batch->tx == &tx && batch->tenant == scope.tenant) {
     batch->rows.push_back(ParamsOf(scope, at, e));
@@ -97,7 +130,7 @@ void PostgresStore::Audit(pqxx::work& tx, const Scope& scope, absl::Time at, con
   InsertAudit(tx, kAuditStatement, {ParamsOf(scope, at, e)});
 }
 
-absl::Status PostgresStore::WithAuditBatch(pqxx::work& tx, TenantId tenant,
+absl::Status PostgresStore::WithAuditBatch(pqxx::dbtransaction& tx, TenantId tenant,
                                            const PostgresPool::Body& body) {
   AuditBatch batch{&tx, tenant, {}, current_batch};
   struct Restore {
@@ -106,14 +139,14 @@ absl::Status PostgresStore::WithAuditBatch(pqxx::work& tx, TenantId tenant,
   } restore{&batch};
   current_batch = &batch;
   absl::Status status = body(tx);
-  if (status.ok()) InsertAudit(tx, kAuditStatement, batch.rows);
+  if (status.ok()) InsertAuditWithCommit(tx, kAuditStatement, batch.rows);
   return status;
 }
 
 absl::Status PostgresStore::AppendAudit(const Scope& scope, const AuditEvent& event) {
   RETURN_IF_ERROR(rules::ValidateAuditEvent(event));
   const absl::Time now = Now();
-  return InTenant("AppendAudit", scope, [&](pqxx::work& tx) {
+  return InTenant("AppendAudit", scope, [&](pqxx::dbtransaction& tx) {
     Audit(tx, scope, now, event);
     return absl::OkStatus();
   });
@@ -123,7 +156,7 @@ absl::StatusOr<Page<AuditRecord>> PostgresStore::ListAudit(const Scope& scope,
                                                            const PageRequest& page) {
   ASSIGN_OR_RETURN(int64_t after, rules::DecodeIdToken(page.page_token));
   const int limit = PageSize(page);
-  return InTenant<Page<AuditRecord>>("ListAudit", scope, [&](pqxx::work& tx) {
+  return InTenant<Page<AuditRecord>>("ListAudit", scope, [&](pqxx::dbtransaction& tx) {
     return pg::PageOf(pg::Exec(tx, absl::StrCat("SELECT ", kAuditRows.columns,
                                                   " FROM audit_log WHERE tenant_id = $1 "
                                                   "AND seq > $2 ORDER BY seq LIMIT $3"),
@@ -136,7 +169,7 @@ absl::Status PostgresStore::VerifyAuditChain(const Scope& scope) {
   // Rows and head from one snapshot, even while others append.
   return InTenant(
       "VerifyAuditChain", scope,
-      [&](pqxx::work& tx) -> absl::Status {
+      [&](pqxx::dbtransaction& tx) -> absl::Status {
         rules::AuditChainVerifier chain(scope.tenant);
         constexpr int kBatch = 1000;
         for (;;) {

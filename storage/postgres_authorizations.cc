@@ -14,7 +14,7 @@ using pg::Micros;
 using pg::Nullable;
 using pg::OptionalParam;
 
-Authorization PostgresStore::RecordAuthorizationIn(pqxx::work& tx, const Scope& scope,
+Authorization PostgresStore::RecordAuthorizationIn(pqxx::dbtransaction& tx, const Scope& scope,
                                                    absl::Time now,
                                                    const AuthorizationRecord& authorization,
                                                    const std::string& identifier) {
@@ -47,13 +47,13 @@ absl::StatusOr<Authorization> PostgresStore::RecordAuthorization(
                    CanonicalIdentifiers({authorization.identifier}));
   const absl::Time now = Now();
   return InTenant<Authorization>(
-      "RecordAuthorization", scope, [&](pqxx::work& tx) -> absl::StatusOr<Authorization> {
+      "RecordAuthorization", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<Authorization> {
         return RecordAuthorizationIn(tx, scope, now, authorization, identifier[0]);
       });
 }
 
 std::vector<Authorization> PostgresStore::OutstandingAuthorizationsIn(
-    pqxx::work& tx, absl::Time now, const AuthorizationFilter& filter) {
+    pqxx::dbtransaction& tx, absl::Time now, const AuthorizationFilter& filter) {
   std::optional<int64_t> updated_before;
   if (filter.updated_before.has_value()) updated_before = Micros(*filter.updated_before);
   return pg::AllOf(
@@ -82,10 +82,10 @@ absl::StatusOr<std::vector<Authorization>> PostgresStore::ListOutstandingAuthori
   const absl::Time now = Now();
   return InTenant<std::vector<Authorization>>(
       "ListOutstandingAuthorizations", scope,
-      [&](pqxx::work& tx) { return OutstandingAuthorizationsIn(tx, now, canonical); });
+      [&](pqxx::dbtransaction& tx) { return OutstandingAuthorizationsIn(tx, now, canonical); });
 }
 
-bool PostgresStore::MarkAuthorizationDeactivatedIn(pqxx::work& tx, const Scope& scope,
+bool PostgresStore::MarkAuthorizationDeactivatedIn(pqxx::dbtransaction& tx, const Scope& scope,
                                                    absl::Time now, AccountId account,
                                                    absl::string_view url) {
   pqxx::result r = pg::Exec(tx,
@@ -104,7 +104,7 @@ bool PostgresStore::MarkAuthorizationDeactivatedIn(pqxx::work& tx, const Scope& 
 absl::Status PostgresStore::MarkAuthorizationDeactivated(const Scope& scope, AccountId account,
                                                          absl::string_view url) {
   const absl::Time now = Now();
-  return InTenant("MarkAuthorizationDeactivated", scope, [&](pqxx::work& tx) {
+  return InTenant("MarkAuthorizationDeactivated", scope, [&](pqxx::dbtransaction& tx) {
     if (!MarkAuthorizationDeactivatedIn(tx, scope, now, account, url)) {
       return absl::NotFoundError("no such authorization for this account");
     }

@@ -20,7 +20,7 @@ absl::Status PostgresStore::RecordCaHold(const Scope& scope, const CaHoldKey& ke
                                          absl::Time until, absl::string_view problem) {
   ASSIGN_OR_RETURN(std::vector<std::string> ids, rules::ValidateCaHold(key, problem));
   const absl::Time now = Now();
-  return InTenant("RecordCaHold", scope, [&](pqxx::work& tx) -> absl::Status {
+  return InTenant("RecordCaHold", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     // The later time wins: two replicas told different Retry-After times both keep the longer.
     pg::Exec0(tx,
         "INSERT INTO ca_holds (tenant_id, account_id, identifiers_hash, request, hold_until, "
@@ -34,9 +34,8 @@ absl::Status PostgresStore::RecordCaHold(const Scope& scope, const CaHoldKey& ke
   });
 }
 
-std::optional<CaHold> PostgresStore::CaHoldIn(pqxx::work& tx, const CaHoldKey& key,
-                                              const std::vector<std::string>& ids,
-                                              absl::Time now) {
+std::optional<CaHold> PostgresStore::CaHoldIn(pqxx::dbtransaction& tx, const CaHoldKey& key,
+                                              const std::vector<std::string>& ids, absl::Time now) {
   static const std::string select = absl::StrCat(
       "SELECT av_us(hold_until), problem FROM ca_holds WHERE account_id = $1 "
       "AND identifiers_hash = ",
@@ -50,11 +49,13 @@ std::optional<CaHold> PostgresStore::CaHoldIn(pqxx::work& tx, const CaHoldKey& k
 absl::StatusOr<CaHold> PostgresStore::GetCaHold(const Scope& scope, const CaHoldKey& key,
                                                 absl::Time now) {
   ASSIGN_OR_RETURN(std::vector<std::string> ids, rules::ValidateCaHold(key));
-  return InTenant<CaHold>("GetCaHold", scope, [&](pqxx::work& tx) -> absl::StatusOr<CaHold> {
-    std::optional<CaHold> hold = CaHoldIn(tx, key, ids, now);
-    if (!hold.has_value()) return absl::NotFoundError("no hold from the CA");
-    return *std::move(hold);
-  });
+  return InTenant<CaHold>("GetCaHold", scope,
+                          [&](pqxx::dbtransaction& tx) -> absl::StatusOr<CaHold> {
+                            std::optional<CaHold> hold = CaHoldIn(tx, key, ids, now);
+                            if (!hold.has_value())
+                              return absl::NotFoundError("no hold from the CA");
+                            return *std::move(hold);
+                          });
 }
 
 namespace {
@@ -77,7 +78,7 @@ CaBudgetTake TakeOf(const CaBudget& budget, bool taken, double tokens_left, absl
 
 }  // namespace
 
-CaBudgetTake PostgresStore::TakeCaBudgetTokenIn(pqxx::work& tx, const Scope& scope,
+CaBudgetTake PostgresStore::TakeCaBudgetTokenIn(pqxx::dbtransaction& tx, const Scope& scope,
                                                 AccountId account, const CaBudget& budget,
                                                 absl::Time now) {
   const double period_us = absl::ToDoubleMicroseconds(budget.period);
@@ -108,7 +109,7 @@ CaBudgetTake PostgresStore::TakeCaBudgetTokenIn(pqxx::work& tx, const Scope& sco
   return TakeOf(budget, r[0].as<bool>(), r[1].as<double>(), now);
 }
 
-void PostgresStore::ReturnCaBudgetTokenIn(pqxx::work& tx, AccountId account,
+void PostgresStore::ReturnCaBudgetTokenIn(pqxx::dbtransaction& tx, AccountId account,
                                           const CaBudget& budget) {
   if (!budget.identifiers.empty()) account = 0;
   static const std::string give_back = absl::StrCat(
@@ -124,7 +125,7 @@ absl::StatusOr<CaBudgetTake> PostgresStore::TakeCaBudgetToken(const Scope& scope
                                                               absl::Time now) {
   ASSIGN_OR_RETURN(CaBudget valid, rules::ValidateCaBudget(budget));
   return InTenant<CaBudgetTake>("TakeCaBudgetToken", scope,
-                                [&](pqxx::work& tx) -> absl::StatusOr<CaBudgetTake> {
+                                [&](pqxx::dbtransaction& tx) -> absl::StatusOr<CaBudgetTake> {
                                   return TakeCaBudgetTokenIn(tx, scope, account, valid, now);
                                 });
 }
@@ -132,7 +133,7 @@ absl::StatusOr<CaBudgetTake> PostgresStore::TakeCaBudgetToken(const Scope& scope
 absl::Status PostgresStore::ReturnCaBudgetToken(const Scope& scope, AccountId account,
                                                 const CaBudget& budget) {
   ASSIGN_OR_RETURN(CaBudget valid, rules::ValidateCaBudget(budget));
-  return InTenant("ReturnCaBudgetToken", scope, [&](pqxx::work& tx) {
+  return InTenant("ReturnCaBudgetToken", scope, [&](pqxx::dbtransaction& tx) {
     ReturnCaBudgetTokenIn(tx, account, valid);
     return absl::OkStatus();
   });
@@ -144,12 +145,12 @@ absl::StatusOr<CaAdmission> PostgresStore::AdmitCaRequest(const Scope& scope, co
   ASSIGN_OR_RETURN(std::vector<std::string> ids, rules::ValidateCaHold(key));
   ASSIGN_OR_RETURN(std::vector<CaBudget> valid, rules::ValidateCaBudgets(budgets));
   return InTenant<CaAdmission>("AdmitCaRequest", scope,
-                               [&](pqxx::work& tx) -> absl::StatusOr<CaAdmission> {
+                               [&](pqxx::dbtransaction& tx) -> absl::StatusOr<CaAdmission> {
                                  return AdmitCaRequestIn(tx, scope, key, ids, valid, now);
                                });
 }
 
-CaAdmission PostgresStore::AdmitCaRequestIn(pqxx::work& tx, const Scope& scope,
+CaAdmission PostgresStore::AdmitCaRequestIn(pqxx::dbtransaction& tx, const Scope& scope,
                                             const CaHoldKey& key,
                                             const std::vector<std::string>& ids,
                                             const std::vector<CaBudget>& budgets, absl::Time now) {
@@ -172,7 +173,7 @@ absl::StatusOr<CaBudgetTake> PostgresStore::TakeCaDirectoryBudgetToken(
   RETURN_IF_ERROR(rules::ValidateCaDirectoryBudget(directory_url, budget));
   const double period_us = absl::ToDoubleMicroseconds(budget.period);
   return AcrossTenants<CaBudgetTake>(
-      "TakeCaDirectoryBudgetToken", [&](pqxx::work& tx) -> absl::StatusOr<CaBudgetTake> {
+      "TakeCaDirectoryBudgetToken", [&](pqxx::dbtransaction& tx) -> absl::StatusOr<CaBudgetTake> {
         pqxx::row r = pg::Exec1(
             tx,
             "SELECT taken, tokens FROM av_take_directory_budget_token($1, $2, $3::float8, "
@@ -186,7 +187,7 @@ absl::Status PostgresStore::ReturnCaDirectoryBudgetToken(absl::string_view direc
                                                          const CaBudget& budget) {
   RETURN_IF_ERROR(rules::ValidateCaDirectoryBudget(directory_url, budget));
   return AcrossTenants<bool>("ReturnCaDirectoryBudgetToken",
-                             [&](pqxx::work& tx) -> absl::StatusOr<bool> {
+                             [&](pqxx::dbtransaction& tx) -> absl::StatusOr<bool> {
                                pg::Exec(tx,
                                         "SELECT av_return_directory_budget_token($1, $2, "
                                         "$3::float8)",

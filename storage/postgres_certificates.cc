@@ -31,7 +31,8 @@ std::string DueToken(const DueCertificate& d) { return rules::EncodeDueToken(d.n
 
 }  // namespace
 
-absl::StatusOr<Certificate> PostgresStore::InsertCertificateIn(pqxx::work& tx, const Scope& scope,
+absl::StatusOr<Certificate> PostgresStore::InsertCertificateIn(pqxx::dbtransaction& tx,
+                                                               const Scope& scope,
                                                                const NewCertificate& c,
                                                                absl::Time now) {
   CertificateId id =
@@ -80,9 +81,9 @@ absl::StatusOr<Certificate> PostgresStore::InsertCertificate(const Scope& scope,
                                                              const NewCertificate& certificate) {
   ASSIGN_OR_RETURN(NewCertificate c, rules::ValidateNewCertificate(certificate));
   const absl::Time now = Now();
-  absl::StatusOr<Certificate> out =
-      InTenant<Certificate>("InsertCertificate", scope,
-                            [&](pqxx::work& tx) { return InsertCertificateIn(tx, scope, c, now); });
+  absl::StatusOr<Certificate> out = InTenant<Certificate>(
+      "InsertCertificate", scope,
+      [&](pqxx::dbtransaction& tx) { return InsertCertificateIn(tx, scope, c, now); });
   if (out.ok()) CertificatesChangedHere(scope);
   return out;
 }
@@ -125,7 +126,7 @@ absl::StatusOr<IssueContext> PostgresStore::LoadIssueContext(
   // The same prepared reads as GetTenant, ListAccounts and GetCurrentCertificate, in one
   // transaction (whose setup checked the tenant: a miss needs no second look).
   return InTenant<IssueContext>(
-      "LoadIssueContext", scope, [&](pqxx::work& tx) -> absl::StatusOr<IssueContext> {
+      "LoadIssueContext", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<IssueContext> {
         IssueContext out;
         ASSIGN_OR_RETURN(out.tenant, pg::FirstOf(tx.exec_prepared(kTenantById, tenant), pg::TenantOf,
                                              pg::NoSuch(pg::kTenants.noun, scope.tenant)));
@@ -142,7 +143,8 @@ absl::StatusOr<crypto::PrivateKey> PostgresStore::GetCertificateKey(const Scope&
                                                                     absl::string_view purpose) {
   const absl::Time now = Now();
   return InTenant<crypto::PrivateKey>(
-      "GetCertificateKey", scope, [&](pqxx::work& tx) -> absl::StatusOr<crypto::PrivateKey> {
+      "GetCertificateKey", scope,
+      [&](pqxx::dbtransaction& tx) -> absl::StatusOr<crypto::PrivateKey> {
         ASSIGN_OR_RETURN(pqxx::row r, pg::GetRowById(tx, kCertificates, id, kSealedColumns));
         std::optional<SealedKey> sealed = pg::SealedKeyOf(r);
         if (!sealed.has_value()) {
@@ -170,7 +172,7 @@ absl::StatusOr<Page<Certificate>> PostgresStore::ListCertificates(const Scope& s
                             : filter.state == CertificateState::kRevoked ? "revoked"
                             : filter.state == CertificateState::kExpired ? "expired"
                                                                          : "any";
-  return InTenant<Page<Certificate>>("ListCertificates", scope, [&](pqxx::work& tx) {
+  return InTenant<Page<Certificate>>("ListCertificates", scope, [&](pqxx::dbtransaction& tx) {
     return PageOf(
         pg::Exec(tx,
             absl::StrCat("SELECT ", kCertificates.rows.columns,
@@ -199,7 +201,8 @@ absl::StatusOr<Page<DueCertificate>> PostgresStore::ListCertificatesDueForRenewa
   }
   const int limit = PageSize(page);
   const absl::Time now = Now();
-  return AcrossTenants<Page<DueCertificate>>("ListCertificatesDueForRenewal", [&](pqxx::work& tx) {
+  return AcrossTenants<
+      Page<DueCertificate>>("ListCertificatesDueForRenewal", [&](pqxx::dbtransaction& tx) {
     return PageOf(pg::Exec(tx, absl::StrCat("SELECT ", kDueRows.columns,
                                               " FROM av_certificates_due(av_ts($1), av_ts($2), "
                                               "$3, $4)"),
@@ -214,19 +217,20 @@ absl::Status PostgresStore::RecordReplacedCertificate(const Scope& scope, Certif
   RETURN_IF_ERROR(rules::ValidateReplacement(renewal, replaced));
   const absl::Time now = Now();
   bool changed = false;
-  RETURN_IF_ERROR(InTenant("RecordReplacedCertificate", scope, [&](pqxx::work& tx) -> absl::Status {
-    ASSIGN_OR_RETURN(Certificate old, GetById(tx, kCertificates, replaced));
-    ASSIGN_OR_RETURN(Certificate c, GetById(tx, kCertificates, renewal, pg::Lock::kForUpdate));
-    ASSIGN_OR_RETURN(changed, rules::CheckReplacement(c, old));
-    if (!changed) return absl::OkStatus();
-    pg::Exec0(tx, "UPDATE certificates SET replaces_serial = $2 WHERE id = $1", renewal,
-              old.serial);
-    NotifyCertificatesChanged(tx, scope);
-    Audit(tx, scope, now,
-          rules::CertificateEvent("RecordReplacedCertificate", c,
-                                  absl::StrCat("replaces ", old.serial)));
-    return absl::OkStatus();
-  }));
+  RETURN_IF_ERROR(
+      InTenant("RecordReplacedCertificate", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
+        ASSIGN_OR_RETURN(Certificate old, GetById(tx, kCertificates, replaced));
+        ASSIGN_OR_RETURN(Certificate c, GetById(tx, kCertificates, renewal, pg::Lock::kForUpdate));
+        ASSIGN_OR_RETURN(changed, rules::CheckReplacement(c, old));
+        if (!changed) return absl::OkStatus();
+        pg::Exec0(tx, "UPDATE certificates SET replaces_serial = $2 WHERE id = $1", renewal,
+                  old.serial);
+        NotifyCertificatesChanged(tx, scope);
+        Audit(tx, scope, now,
+              rules::CertificateEvent("RecordReplacedCertificate", c,
+                                      absl::StrCat("replaces ", old.serial)));
+        return absl::OkStatus();
+      }));
   if (changed) CertificatesChangedHere(scope);
   return absl::OkStatus();
 }
@@ -237,7 +241,7 @@ absl::Status PostgresStore::RecordAriCheck(const Scope& scope, CertificateId id,
   std::optional<int64_t> start, end;
   if (check.window_start.has_value()) start = Micros(*check.window_start);
   if (check.window_end.has_value()) end = Micros(*check.window_end);
-  RETURN_IF_ERROR(InTenant("RecordAriCheck", scope, [&](pqxx::work& tx) -> absl::Status {
+  RETURN_IF_ERROR(InTenant("RecordAriCheck", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     pqxx::result r = pg::Exec(tx,
         "UPDATE certificates SET ari_window_start = coalesce(av_ts($2), ari_window_start), "
         "ari_window_end = CASE WHEN $2::bigint IS NULL THEN ari_window_end ELSE av_ts($3) END, "
@@ -258,7 +262,7 @@ absl::Status PostgresStore::RecordCrlCheck(const Scope& scope, CertificateId id,
                                            const CrlCheck& check) {
   RETURN_IF_ERROR(rules::ValidateCrlCheck(check));
   const absl::Time now = Now();
-  RETURN_IF_ERROR(InTenant("RecordCrlCheck", scope, [&](pqxx::work& tx) -> absl::Status {
+  RETURN_IF_ERROR(InTenant("RecordCrlCheck", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Certificate c, GetById(tx, kCertificates, id, pg::Lock::kForUpdate));
     // The first listing stays (the CA never unlists a revoked certificate).
     const bool newly = check.revoked_at.has_value() && !c.revoked_outside_at.has_value();
@@ -285,20 +289,24 @@ absl::Status PostgresStore::MarkCertificateRevoked(const Scope& scope, Certifica
                                                    crypto::RevocationReason reason) {
   RETURN_IF_ERROR(rules::ValidateRevocationReason(reason));
   const absl::Time now = Now();
-  RETURN_IF_ERROR(InTenant("MarkCertificateRevoked", scope, [&](pqxx::work& tx) -> absl::Status {
-    ASSIGN_OR_RETURN(Certificate c, GetById(tx, kCertificates, id, pg::Lock::kForUpdate));
-    if (c.revoked_at.has_value()) {
-      return absl::FailedPreconditionError(absl::StrCat("certificate ", id, " is already revoked"));
-    }
-    pg::Exec0(tx,
-        "UPDATE certificates SET revoked_at = av_ts($2), revocation_reason = $3 WHERE id = $1", id,
-        Micros(now), crypto::RevocationReasonCode(reason));
-    NotifyCertificatesChanged(tx, scope);
-    Audit(tx, scope, now,
-          rules::CertificateEvent("MarkCertificateRevoked", c,
-                                  absl::StrCat("reason ", crypto::RevocationReasonCode(reason))));
-    return absl::OkStatus();
-  }));
+  RETURN_IF_ERROR(
+      InTenant("MarkCertificateRevoked", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
+        ASSIGN_OR_RETURN(Certificate c, GetById(tx, kCertificates, id, pg::Lock::kForUpdate));
+        if (c.revoked_at.has_value()) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("certificate ", id, " is already revoked"));
+        }
+        pg::Exec0(
+            tx,
+            "UPDATE certificates SET revoked_at = av_ts($2), revocation_reason = $3 WHERE id = $1",
+            id, Micros(now), crypto::RevocationReasonCode(reason));
+        NotifyCertificatesChanged(tx, scope);
+        Audit(
+            tx, scope, now,
+            rules::CertificateEvent("MarkCertificateRevoked", c,
+                                    absl::StrCat("reason ", crypto::RevocationReasonCode(reason))));
+        return absl::OkStatus();
+      }));
   CertificatesChangedHere(scope);
   return absl::OkStatus();
 }

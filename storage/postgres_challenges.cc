@@ -18,8 +18,8 @@ std::string TextOfRow(const pqxx::row& r) { return r[0].as<std::string>(); }
 
 }  // namespace
 
-absl::Status PostgresStore::PutChallengeIn(pqxx::work& tx, const Scope& scope, absl::Time now,
-                                           absl::string_view token,
+absl::Status PostgresStore::PutChallengeIn(pqxx::dbtransaction& tx, const Scope& scope,
+                                           absl::Time now, absl::string_view token,
                                            absl::string_view key_authorization) {
   pqxx::result r = pg::Exec(tx,
       "INSERT INTO challenges (token, tenant_id, key_authorization, created_at) "
@@ -41,7 +41,7 @@ absl::Status PostgresStore::PutChallenge(const Scope& scope, absl::string_view t
                                          absl::string_view key_authorization) {
   RETURN_IF_ERROR(rules::ValidateChallengeToken(token));
   const absl::Time now = Now();
-  return InTenant("PutChallenge", scope, [&](pqxx::work& tx) {
+  return InTenant("PutChallenge", scope, [&](pqxx::dbtransaction& tx) {
     return PutChallengeIn(tx, scope, now, token, key_authorization);
   });
 }
@@ -53,7 +53,7 @@ absl::StatusOr<std::string> PostgresStore::LookupChallenge(absl::string_view tok
   });
 }
 
-void PostgresStore::DeleteChallengeTx(pqxx::work& tx, const Scope& scope, absl::Time now,
+void PostgresStore::DeleteChallengeTx(pqxx::dbtransaction& tx, const Scope& scope, absl::Time now,
                                       absl::string_view token) {
   pqxx::result r = pg::Exec(tx, "DELETE FROM challenges WHERE token = $1 RETURNING token",
                                   std::string(token));
@@ -64,7 +64,7 @@ void PostgresStore::DeleteChallengeTx(pqxx::work& tx, const Scope& scope, absl::
 
 absl::Status PostgresStore::DeleteChallenge(const Scope& scope, absl::string_view token) {
   const absl::Time now = Now();
-  return InTenant("DeleteChallenge", scope, [&](pqxx::work& tx) {
+  return InTenant("DeleteChallenge", scope, [&](pqxx::dbtransaction& tx) {
     DeleteChallengeTx(tx, scope, now, token);
     return absl::OkStatus();
   });
@@ -73,7 +73,7 @@ absl::Status PostgresStore::DeleteChallenge(const Scope& scope, absl::string_vie
 absl::Status PostgresStore::DeleteChallengeFenced(const Scope& scope, const Lease& lease,
                                                   absl::string_view token) {
   const absl::Time now = Now();
-  return InTenant("DeleteChallengeFenced", scope, [&](pqxx::work& tx) -> absl::Status {
+  return InTenant("DeleteChallengeFenced", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     ASSIGN_OR_RETURN(std::optional<Job> job, pg::LeaseJob(tx, lease));
     ASSIGN_OR_RETURN(Order o, GetById(tx, kOrders, lease.order, Lock::kForUpdate));
     RETURN_IF_ERROR(rules::CheckFence(scope, o, lease, job ? &*job : nullptr));

@@ -20,7 +20,7 @@ using pg::TimeOf;
 namespace {
 
 // The run `id` of the transaction's tenant with its finished steps.
-absl::StatusOr<CompromiseRun> RunWithSteps(pqxx::work& tx, CompromiseRunId id, Lock lock) {
+absl::StatusOr<CompromiseRun> RunWithSteps(pqxx::dbtransaction& tx, CompromiseRunId id, Lock lock) {
   ASSIGN_OR_RETURN(CompromiseRun run, GetById(tx, kCompromiseRuns, id, lock));
   for (const pqxx::row& r : pg::Exec(tx,
            "SELECT step, av_us(finished_at) FROM compromise_run_steps WHERE run_id = $1", id)) {
@@ -37,7 +37,7 @@ absl::StatusOr<CompromiseRun> PostgresStore::StartCompromiseRun(const Scope& sco
   const absl::Time now = Now();
   RETURN_IF_ERROR(rules::ValidateCompromiseRunExpiry(now, expires_at));
   return InTenant<CompromiseRun>(
-      "StartCompromiseRun", scope, [&](pqxx::work& tx) -> absl::StatusOr<CompromiseRun> {
+      "StartCompromiseRun", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<CompromiseRun> {
         CompromiseRun run = CompromiseRunOf(pg::Exec1(tx,
             absl::StrCat("INSERT INTO compromise_runs (tenant_id, deactivate_account, "
                          "started_at, expires_at) VALUES ($1, $2, av_ts($3), av_ts($4)) "
@@ -51,7 +51,7 @@ absl::StatusOr<CompromiseRun> PostgresStore::StartCompromiseRun(const Scope& sco
 
 absl::StatusOr<CompromiseRun> PostgresStore::GetCompromiseRun(const Scope& scope,
                                                               CompromiseRunId run) {
-  return InTenant<CompromiseRun>("GetCompromiseRun", scope, [&](pqxx::work& tx) {
+  return InTenant<CompromiseRun>("GetCompromiseRun", scope, [&](pqxx::dbtransaction& tx) {
     return RunWithSteps(tx, run, Lock::kNone);
   });
 }
@@ -60,7 +60,7 @@ absl::Status PostgresStore::RecordCompromiseStep(const Scope& scope, CompromiseR
                                                  absl::string_view step) {
   RETURN_IF_ERROR(rules::ValidateCompromiseStep(step));
   const absl::Time now = Now();
-  return InTenant("RecordCompromiseStep", scope, [&](pqxx::work& tx) -> absl::Status {
+  return InTenant("RecordCompromiseStep", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     ASSIGN_OR_RETURN(CompromiseRun r, RunWithSteps(tx, run, Lock::kForUpdate));
     RETURN_IF_ERROR(rules::CheckCompromiseRunOpen(r));
     if (r.steps.contains(std::string(step))) return absl::OkStatus();
@@ -75,7 +75,7 @@ absl::Status PostgresStore::RecordCompromiseStep(const Scope& scope, CompromiseR
 
 absl::Status PostgresStore::FinishCompromiseRun(const Scope& scope, CompromiseRunId run) {
   const absl::Time now = Now();
-  return InTenant("FinishCompromiseRun", scope, [&](pqxx::work& tx) -> absl::Status {
+  return InTenant("FinishCompromiseRun", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     ASSIGN_OR_RETURN(CompromiseRun r, GetById(tx, kCompromiseRuns, run, Lock::kForUpdate));
     RETURN_IF_ERROR(rules::CheckCompromiseRunOpen(r));
     pg::Exec0(tx, "UPDATE compromise_runs SET finished_at = av_ts($2) WHERE id = $1", run,

@@ -33,7 +33,7 @@ absl::StatusOr<EabKeyInfo> PostgresStore::KeepEabKey(const Scope& scope,
   RETURN_IF_ERROR(rules::ValidateEabKey(directory_url, key_id, hmac_key));
   const absl::Time now = Now();
   return InTenant<EabKeyInfo>(
-      "KeepEabKey", scope, [&](pqxx::work& tx) -> absl::StatusOr<EabKeyInfo> {
+      "KeepEabKey", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<EabKeyInfo> {
         // A new row (a new id, so a new sealing context) replaces the one kept before.
         pg::Exec0(tx, "DELETE FROM eab_keys WHERE tenant_id = $1", scope.tenant);
         const int64_t id =
@@ -57,7 +57,7 @@ absl::StatusOr<EabKeyInfo> PostgresStore::KeepEabKey(const Scope& scope,
 
 absl::StatusOr<EabKeyInfo> PostgresStore::GetEabKeyInfo(const Scope& scope) {
   return InTenant<EabKeyInfo>(
-      "GetEabKeyInfo", scope, [&](pqxx::work& tx) -> absl::StatusOr<EabKeyInfo> {
+      "GetEabKeyInfo", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<EabKeyInfo> {
         pqxx::result r = pg::Exec(tx, absl::StrCat("SELECT ", kEabColumns, " FROM eab_keys"));
         if (r.empty()) return absl::NotFoundError("the tenant keeps no EAB key");
         return EabKeyInfoOf(r[0]);
@@ -66,24 +66,26 @@ absl::StatusOr<EabKeyInfo> PostgresStore::GetEabKeyInfo(const Scope& scope) {
 
 absl::StatusOr<EabKey> PostgresStore::GetEabKey(const Scope& scope, absl::string_view purpose) {
   const absl::Time now = Now();
-  return InTenant<EabKey>("GetEabKey", scope, [&](pqxx::work& tx) -> absl::StatusOr<EabKey> {
-    pqxx::result r = pg::Exec(tx, absl::StrCat("SELECT ", kEabColumns,
-                                               ", kek_id, wrapped_data_key, sealed_private_key "
-                                               "FROM eab_keys"));
-    if (r.empty()) return absl::NotFoundError("the tenant keeps no EAB key");
-    EabKey out;
-    out.info = EabKeyInfoOf(r[0]);
-    const SealedKey sealed{r[0][4].as<std::string>(), BytesOf(r[0][5]), BytesOf(r[0][6])};
-    ASSIGN_OR_RETURN(out.hmac_key,
-                     envelope_.Open(sealed, EabKeyContext(scope.tenant, r[0][0].as<int64_t>())));
-    Audit(tx, scope, now, rules::EabKeyEvent("UseEabKey", out.info, purpose));
-    return out;
-  });
+  return InTenant<EabKey>(
+      "GetEabKey", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<EabKey> {
+        pqxx::result r = pg::Exec(tx, absl::StrCat("SELECT ", kEabColumns,
+                                                   ", kek_id, wrapped_data_key, sealed_private_key "
+                                                   "FROM eab_keys"));
+        if (r.empty()) return absl::NotFoundError("the tenant keeps no EAB key");
+        EabKey out;
+        out.info = EabKeyInfoOf(r[0]);
+        const SealedKey sealed{r[0][4].as<std::string>(), BytesOf(r[0][5]), BytesOf(r[0][6])};
+        ASSIGN_OR_RETURN(
+            out.hmac_key,
+            envelope_.Open(sealed, EabKeyContext(scope.tenant, r[0][0].as<int64_t>())));
+        Audit(tx, scope, now, rules::EabKeyEvent("UseEabKey", out.info, purpose));
+        return out;
+      });
 }
 
 absl::Status PostgresStore::ForgetEabKey(const Scope& scope) {
   const absl::Time now = Now();
-  return InTenant("ForgetEabKey", scope, [&](pqxx::work& tx) -> absl::Status {
+  return InTenant("ForgetEabKey", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     pqxx::result r = pg::Exec(tx, absl::StrCat("DELETE FROM eab_keys RETURNING ", kEabColumns));
     if (r.empty()) return absl::NotFoundError("the tenant keeps no EAB key");
     Audit(tx, scope, now, rules::EabKeyEvent("ForgetEabKey", EabKeyInfoOf(r[0])));

@@ -69,7 +69,7 @@ class PostgresFailoverTest : public ::testing::Test {
   // One write; returns the port of the server that took it.
   absl::StatusOr<int> Write(PostgresPool& pool) {
     int port = 0;
-    absl::Status s = pool.Run("Write", {}, [&](pqxx::work& tx) {
+    absl::Status s = pool.Run("Write", {}, [&](pqxx::dbtransaction& tx) {
       port = tx.exec1("INSERT INTO writes SELECT inet_server_port() RETURNING server_port")[0]
                  .as<int>();
       return absl::OkStatus();

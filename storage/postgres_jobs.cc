@@ -28,7 +28,7 @@ namespace {
 // why from the row as it is now. The statement itself is the fence: under READ COMMITTED a row
 // changed by a concurrent claim is re-checked against the WHERE before it is written.
 template <typename... Params>
-absl::StatusOr<JobNotice> WriteLeasedJob(pqxx::work& tx, const JobLease& lease,
+absl::StatusOr<JobNotice> WriteLeasedJob(pqxx::dbtransaction& tx, const JobLease& lease,
                                          const std::string& sql, Params&&... params) {
   pqxx::result r =
       pg::Exec(tx, sql, lease.job, lease.fencing_token, std::forward<Params>(params)...);
@@ -76,7 +76,7 @@ absl::StatusOr<Job> PostgresStore::ScheduleJob(const Scope& scope, const NewJob&
   RETURN_IF_ERROR(rules::ValidateNewJob(job));
   now = TruncateToMicros(now);
   const absl::Time not_before = TruncateToMicros(job.not_before);
-  return InTenant<Job>("ScheduleJob", scope, [&](pqxx::work& tx) -> absl::StatusOr<Job> {
+  return InTenant<Job>("ScheduleJob", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<Job> {
     Job out = JobOf(pg::Exec1(tx,
         absl::StrCat(
             "INSERT INTO jobs (tenant_id, kind, subject, ca, not_before, fencing_token, attempts, "
@@ -95,13 +95,14 @@ absl::StatusOr<Job> PostgresStore::ScheduleJob(const Scope& scope, const NewJob&
 }
 
 absl::StatusOr<Job> PostgresStore::GetJob(const Scope& scope, JobId id) {
-  return InTenant<Job>("GetJob", scope, [&](pqxx::work& tx) { return GetById(tx, kJobs, id); });
+  return InTenant<Job>("GetJob", scope,
+                       [&](pqxx::dbtransaction& tx) { return GetById(tx, kJobs, id); });
 }
 
 absl::StatusOr<Job> PostgresStore::FindJob(const Scope& scope, absl::string_view kind,
                                            absl::string_view subject) {
   RETURN_IF_ERROR(rules::ValidateNewJob(NewJob{std::string(kind), std::string(subject), "", {}}));
-  return InTenant<Job>("FindJob", scope, [&](pqxx::work& tx) -> absl::StatusOr<Job> {
+  return InTenant<Job>("FindJob", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<Job> {
     // jobs_by_subject (migration 0020): the open row first, else the newest failed one.
     pqxx::result r = pg::Exec(tx,
         absl::StrCat("SELECT ", kJobs.rows.columns,
@@ -120,7 +121,7 @@ absl::StatusOr<JobClaimResult> PostgresStore::ClaimJobs(const JobClaim& claim) {
   const absl::Time now = TruncateToMicros(claim.now);
   const absl::Time until = TruncateToMicros(claim.now + claim.lease_duration);
   const std::string kinds = ArrayParam(claim.kinds);
-  return AcrossTenants<JobClaimResult>("ClaimJobs", [&](pqxx::work& tx) {
+  return AcrossTenants<JobClaimResult>("ClaimJobs", [&](pqxx::dbtransaction& tx) {
     JobClaimResult out;
     for (const pqxx::row& r : pg::Exec(tx,
              absl::StrCat("SELECT ", kJobs.rows.columns,
@@ -152,7 +153,7 @@ absl::StatusOr<JobLease> PostgresStore::RenewJob(const JobLease& lease,
   now = TruncateToMicros(now);
   JobLease out = lease;
   out.expires_at = TruncateToMicros(now + lease_duration);
-  RETURN_IF_ERROR(InJobTenant("RenewJob", lease, [&](pqxx::work& tx) {
+  RETURN_IF_ERROR(InJobTenant("RenewJob", lease, [&](pqxx::dbtransaction& tx) {
     return WriteLeasedJob(tx, lease,
                           "UPDATE jobs SET lease_owner = $3, lease_expires_at = av_ts($4), "
                           "updated_at = av_ts($5) "
@@ -165,7 +166,7 @@ absl::StatusOr<JobLease> PostgresStore::RenewJob(const JobLease& lease,
 }
 
 absl::Status PostgresStore::CompleteJob(const JobLease& lease) {
-  return InJobTenant("CompleteJob", lease, [&](pqxx::work& tx) -> absl::Status {
+  return InJobTenant("CompleteJob", lease, [&](pqxx::dbtransaction& tx) -> absl::Status {
     ASSIGN_OR_RETURN(JobNotice notice,
                      WriteLeasedJob(tx, lease,
                                     "DELETE FROM jobs "
@@ -179,7 +180,7 @@ absl::Status PostgresStore::CompleteJob(const JobLease& lease) {
 absl::Status PostgresStore::RescheduleJob(const JobLease& lease, absl::Time at,
                                           absl::string_view error, absl::Time now) {
   now = TruncateToMicros(now);
-  return InJobTenant("RescheduleJob", lease, [&](pqxx::work& tx) {
+  return InJobTenant("RescheduleJob", lease, [&](pqxx::dbtransaction& tx) {
     return WriteLeasedJob(
                tx, lease,
                "UPDATE jobs SET not_before = av_ts($3), lease_owner = NULL, "
@@ -195,7 +196,7 @@ absl::Status PostgresStore::RescheduleJob(const JobLease& lease, absl::Time at,
 absl::Status PostgresStore::FailJob(const JobLease& lease, absl::string_view error,
                                     absl::Time now) {
   now = TruncateToMicros(now);
-  return InJobTenant("FailJob", lease, [&](pqxx::work& tx) -> absl::Status {
+  return InJobTenant("FailJob", lease, [&](pqxx::dbtransaction& tx) -> absl::Status {
     ASSIGN_OR_RETURN(
         JobNotice notice,
         WriteLeasedJob(tx, lease,
@@ -213,7 +214,7 @@ absl::Status PostgresStore::FailJob(const JobLease& lease, absl::string_view err
 
 absl::Status PostgresStore::ReleaseJob(const JobLease& lease, absl::Time now) {
   now = TruncateToMicros(now);
-  return InJobTenant("ReleaseJob", lease, [&](pqxx::work& tx) -> absl::Status {
+  return InJobTenant("ReleaseJob", lease, [&](pqxx::dbtransaction& tx) -> absl::Status {
     ASSIGN_OR_RETURN(JobNotice released,
                      WriteLeasedJob(tx, lease,
                                     "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL, "
@@ -228,7 +229,7 @@ absl::Status PostgresStore::ReleaseJob(const JobLease& lease, absl::Time now) {
 }
 
 absl::StatusOr<std::vector<DueJobCount>> PostgresStore::CountDueJobs(absl::Time now) {
-  return AcrossTenants<std::vector<DueJobCount>>("CountDueJobs", [&](pqxx::work& tx) {
+  return AcrossTenants<std::vector<DueJobCount>>("CountDueJobs", [&](pqxx::dbtransaction& tx) {
     std::vector<DueJobCount> out;
     for (const pqxx::row& r : pg::Exec(tx, "SELECT kind, due FROM av_jobs_due(av_ts($1))",
                                              Micros(TruncateToMicros(now)))) {
@@ -240,7 +241,7 @@ absl::StatusOr<std::vector<DueJobCount>> PostgresStore::CountDueJobs(absl::Time 
 
 absl::Status PostgresStore::AnnounceJobNotice(const JobNotice& notice) {
   RETURN_IF_ERROR(rules::ValidateJobNotice(notice));
-  return pool_->Run("AnnounceJobNotice", {}, [&](pqxx::work& tx) {
+  return pool_->Run("AnnounceJobNotice", {}, [&](pqxx::dbtransaction& tx) {
     pg::Notify(tx, kJobNoticeChannel, rules::EncodeJobNotice(notice));
     return absl::OkStatus();
   });
@@ -299,7 +300,7 @@ absl::StatusOr<std::unique_ptr<JobWaker>> PostgresStore::WatchJobs(JobWakeups wa
       new ListeningJobWaker<LocalWaker>(std::move(listener), std::move(here)));
 }
 
-void PostgresStore::NotifyCertificatesChanged(pqxx::work& tx, const Scope& scope) {
+void PostgresStore::NotifyCertificatesChanged(pqxx::dbtransaction& tx, const Scope& scope) {
   pg::Notify(tx, kCertificatesChannel, absl::StrCat(scope.tenant));
 }
 

@@ -20,7 +20,7 @@ using pg::OptionalTime;
 namespace {
 
 // The account with its lease columns, locked until the transaction ends.
-absl::StatusOr<pqxx::row> LockAccountWithLease(pqxx::work& tx, AccountId account) {
+absl::StatusOr<pqxx::row> LockAccountWithLease(pqxx::dbtransaction& tx, AccountId account) {
   return pg::SelectById(tx, kAccounts.name, kAccounts.noun,
                         absl::StrCat(kAccounts.rows.columns, ", ", kKeyLeaseColumns), account,
                         Lock::kForUpdate);
@@ -28,7 +28,8 @@ absl::StatusOr<pqxx::row> LockAccountWithLease(pqxx::work& tx, AccountId account
 
 }  // namespace
 
-absl::StatusOr<Account> PostgresStore::LockLeasedAccount(pqxx::work& tx, const Scope& scope,
+absl::StatusOr<Account> PostgresStore::LockLeasedAccount(pqxx::dbtransaction& tx,
+                                                         const Scope& scope,
                                                          const KeyLease& lease) {
   ASSIGN_OR_RETURN(pqxx::row r, LockAccountWithLease(tx, lease.account));
   RETURN_IF_ERROR(rules::CheckKeyLease(scope, r["key_lease_token"].as<int64_t>(), lease));
@@ -40,7 +41,7 @@ absl::StatusOr<KeyLease> PostgresStore::AcquireKeyLease(const Scope& scope, Acco
   const absl::Time now = Now();
   const absl::Time expires = TruncateToMicros(now + duration);
   return InTenant<KeyLease>(
-      "AcquireKeyLease", scope, [&](pqxx::work& tx) -> absl::StatusOr<KeyLease> {
+      "AcquireKeyLease", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<KeyLease> {
         ASSIGN_OR_RETURN(pqxx::row r, LockAccountWithLease(tx, account));
         RETURN_IF_ERROR(rules::CheckAccountOpen(kAccounts.rows.map(r)));
         RETURN_IF_ERROR(
@@ -59,7 +60,7 @@ absl::StatusOr<KeyLease> PostgresStore::AcquireKeyLease(const Scope& scope, Acco
 }
 
 absl::Status PostgresStore::ReleaseKeyLease(const Scope& scope, const KeyLease& lease) {
-  return InTenant("ReleaseKeyLease", scope, [&](pqxx::work& tx) -> absl::Status {
+  return InTenant("ReleaseKeyLease", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     ASSIGN_OR_RETURN(pqxx::row r, LockAccountWithLease(tx, lease.account));
     absl::Status current = rules::CheckKeyLease(scope, r["key_lease_token"].as<int64_t>(), lease);
     if (absl::IsFailedPrecondition(current)) return absl::OkStatus();  // Taken over meanwhile.

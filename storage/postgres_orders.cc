@@ -26,7 +26,8 @@ namespace {
 
 // The leased order, locked, if the lease is still current (rules::CheckLease); the job of a
 // job's lease is locked first, then the order.
-absl::StatusOr<Order> LockLeasedOrder(pqxx::work& tx, const Scope& scope, const Lease& lease) {
+absl::StatusOr<Order> LockLeasedOrder(pqxx::dbtransaction& tx, const Scope& scope,
+                                      const Lease& lease) {
   ASSIGN_OR_RETURN(std::optional<Job> job, pg::LeaseJob(tx, lease));
   ASSIGN_OR_RETURN(Order o, GetById(tx, kOrders, lease.order, Lock::kForUpdate));
   RETURN_IF_ERROR(rules::CheckLease(scope, o, lease, job ? &*job : nullptr));
@@ -35,7 +36,7 @@ absl::StatusOr<Order> LockLeasedOrder(pqxx::work& tx, const Scope& scope, const 
 
 // The order `key` binds at `now` (rules::IdempotencyKeyBinds, here in the query: the expiry is
 // the query's, not an index's, so an expired key finds nothing whatever rows remain).
-pqxx::result BoundOrder(pqxx::work& tx, absl::string_view key, absl::Time now) {
+pqxx::result BoundOrder(pqxx::dbtransaction& tx, absl::string_view key, absl::Time now) {
   return pg::Exec(tx,
       absl::StrCat("SELECT ", kOrders.rows.columns,
                    " FROM orders o WHERE idempotency_key = $1 AND created_at > av_ts($2) "
@@ -56,7 +57,8 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
   const std::string id_array = ArrayParam(ids);
   const std::string select_orders = absl::StrCat("SELECT ", kOrders.rows.columns, " FROM orders");
   return InTenant<CreateOrderResult>(
-      "CreateOrJoinOrder", scope, [&](pqxx::work& tx) -> absl::StatusOr<CreateOrderResult> {
+      "CreateOrJoinOrder", scope,
+      [&](pqxx::dbtransaction& tx) -> absl::StatusOr<CreateOrderResult> {
         CreateOrderResult out;
         // Two attempts: a concurrent creator may win the insert; then its order is joined.
         for (int attempt = 0; attempt < 2; ++attempt) {
@@ -147,13 +149,13 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
 
 absl::StatusOr<Order> PostgresStore::GetOrder(const Scope& scope, OrderId order) {
   return InTenant<Order>("GetOrder", scope,
-                         [&](pqxx::work& tx) { return GetById(tx, kOrders, order); });
+                         [&](pqxx::dbtransaction& tx) { return GetById(tx, kOrders, order); });
 }
 
 absl::StatusOr<Order> PostgresStore::FindOrderByIdempotencyKey(const Scope& scope,
                                                                absl::string_view key) {
   const absl::Time now = Now();
-  return InTenant<Order>("FindOrderByIdempotencyKey", scope, [&](pqxx::work& tx) {
+  return InTenant<Order>("FindOrderByIdempotencyKey", scope, [&](pqxx::dbtransaction& tx) {
     return FirstOf(BoundOrder(tx, key, now), OrderOf,
                    absl::NotFoundError("no order with this idempotency key"));
   });
@@ -163,7 +165,8 @@ absl::StatusOr<crypto::PrivateKey> PostgresStore::GetOrderCertificateKey(
     const Scope& scope, OrderId order, absl::string_view purpose) {
   const absl::Time now = Now();
   return InTenant<crypto::PrivateKey>(
-      "GetOrderCertificateKey", scope, [&](pqxx::work& tx) -> absl::StatusOr<crypto::PrivateKey> {
+      "GetOrderCertificateKey", scope,
+      [&](pqxx::dbtransaction& tx) -> absl::StatusOr<crypto::PrivateKey> {
         ASSIGN_OR_RETURN(pqxx::row r, pg::GetRowById(tx, kOrders, order, kSealedColumns));
         std::optional<SealedKey> sealed = pg::SealedKeyOf(r);
         if (!sealed.has_value()) {
@@ -183,7 +186,7 @@ absl::Status PostgresStore::AttachOrderMaterial(const Scope& scope, const Lease&
                                                 const crypto::PrivateKey* certificate_key) {
   RETURN_IF_ERROR(rules::ValidateOrderCsr(csr_der));
   const absl::Time now = Now();
-  return InTenant("AttachOrderMaterial", scope, [&](pqxx::work& tx) -> absl::Status {
+  return InTenant("AttachOrderMaterial", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
     RETURN_IF_ERROR(rules::CheckMaterialAttachable(o));
     SealedKey sealed;  // empty fields are stored as NULL: no key
@@ -205,8 +208,8 @@ absl::Status PostgresStore::AttachOrderMaterial(const Scope& scope, const Lease&
   });
 }
 
-absl::Status PostgresStore::RecordOrderUrlIn(pqxx::work& tx, const Scope& scope, absl::Time now,
-                                             Order& o, absl::string_view url) {
+absl::Status PostgresStore::RecordOrderUrlIn(pqxx::dbtransaction& tx, const Scope& scope,
+                                             absl::Time now, Order& o, absl::string_view url) {
   ASSIGN_OR_RETURN(bool write, rules::OrderUrlNeedsWrite(o, url));
   if (!write) return absl::OkStatus();
   pg::Exec0(tx,
@@ -221,7 +224,7 @@ absl::Status PostgresStore::RecordOrderUrl(const Scope& scope, const Lease& leas
                                            absl::string_view url) {
   RETURN_IF_ERROR(rules::ValidateUrl("order URL", url));
   const absl::Time now = Now();
-  return InTenant("RecordOrderUrl", scope, [&](pqxx::work& tx) -> absl::Status {
+  return InTenant("RecordOrderUrl", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
     return RecordOrderUrlIn(tx, scope, now, o, url);
   });
@@ -236,7 +239,7 @@ absl::StatusOr<std::vector<Authorization>> PostgresStore::RecordOrderStart(
   const absl::Time now = Now();
   return InTenant<std::vector<Authorization>>(
       "RecordOrderStart", scope,
-      [&](pqxx::work& tx) -> absl::StatusOr<std::vector<Authorization>> {
+      [&](pqxx::dbtransaction& tx) -> absl::StatusOr<std::vector<Authorization>> {
         ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
         RETURN_IF_ERROR(RecordOrderUrlIn(tx, scope, now, o, url));
         std::vector<Authorization> out;
@@ -255,7 +258,7 @@ absl::Status PostgresStore::TransitionOrder(const Scope& scope, const Lease& lea
   RETURN_IF_ERROR(rules::ValidateOrderFailure(failure));
   const OrderFailure kept = to == OrderState::kInvalid ? failure : OrderFailure{};
   const absl::Time now = Now();
-  return InTenant("TransitionOrder", scope, [&](pqxx::work& tx) -> absl::Status {
+  return InTenant("TransitionOrder", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
     RETURN_IF_ERROR(rules::CheckOrderTransition(o, to));
     if (o.state == to) return absl::OkStatus();
@@ -273,8 +276,9 @@ absl::Status PostgresStore::TransitionOrder(const Scope& scope, const Lease& lea
   });
 }
 
-absl::StatusOr<Certificate> PostgresStore::CompleteOrderIn(pqxx::work& tx, const Scope& scope,
-                                                           absl::Time now, const Order& o,
+absl::StatusOr<Certificate> PostgresStore::CompleteOrderIn(pqxx::dbtransaction& tx,
+                                                           const Scope& scope, absl::Time now,
+                                                           const Order& o,
                                                            const NewCertificate& linked) {
   ASSIGN_OR_RETURN(Certificate out, InsertCertificateIn(tx, scope, linked, now));
   pg::Exec0(tx,
@@ -290,7 +294,7 @@ absl::StatusOr<Certificate> PostgresStore::CompleteOrder(const Scope& scope, con
   ASSIGN_OR_RETURN(NewCertificate c, rules::ValidateNewCertificate(certificate));
   const absl::Time now = Now();
   absl::StatusOr<Certificate> out = InTenant<Certificate>(
-      "CompleteOrder", scope, [&](pqxx::work& tx) -> absl::StatusOr<Certificate> {
+      "CompleteOrder", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<Certificate> {
         ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
         RETURN_IF_ERROR(rules::CheckCompletable(o));
         NewCertificate linked = c;
@@ -307,7 +311,7 @@ absl::StatusOr<OrderStepState> PostgresStore::LoadOrderStep(const Scope& scope, 
                                                             const StepAdmission* admission) {
   const absl::Time now = Now();
   return InTenant<OrderStepState>(
-      "LoadOrderStep", scope, [&](pqxx::work& tx) -> absl::StatusOr<OrderStepState> {
+      "LoadOrderStep", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<OrderStepState> {
         OrderStepState out;
         ASSIGN_OR_RETURN(out.order, GetById(tx, kOrders, order));
         ASSIGN_OR_RETURN(out.account, GetById(tx, pg::kAccounts, out.order.account));
@@ -341,7 +345,7 @@ absl::StatusOr<Certificate> PostgresStore::FinishOrder(const Scope& scope, const
   ASSIGN_OR_RETURN(NewCertificate c, rules::ValidateNewCertificate(completion.certificate));
   const absl::Time now = Now();
   absl::StatusOr<Certificate> finished = InTenant<Certificate>(
-      "FinishOrder", scope, [&](pqxx::work& tx) -> absl::StatusOr<Certificate> {
+      "FinishOrder", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<Certificate> {
         ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
         RETURN_IF_ERROR(rules::CheckCompletable(o));
         std::optional<crypto::PrivateKey> key;
@@ -392,7 +396,7 @@ absl::StatusOr<std::vector<Lease>> PostgresStore::ClaimStaleOrders(absl::string_
   if (max_orders < 1) return absl::InvalidArgumentError("max_orders must be positive");
   const absl::Time now = Now();
   const absl::Time until = TruncateToMicros(now + lease_duration);
-  return AcrossTenants<std::vector<Lease>>("ClaimStaleOrders", [&](pqxx::work& tx) {
+  return AcrossTenants<std::vector<Lease>>("ClaimStaleOrders", [&](pqxx::dbtransaction& tx) {
     std::vector<Lease> out;
     for (const pqxx::row& r :
          pg::Exec(tx, "SELECT tenant_id, order_id, fencing_token, av_us(lease_expires_at) "
@@ -411,7 +415,7 @@ absl::StatusOr<Lease> PostgresStore::RenewLease(const Scope& scope, const Lease&
   const absl::Time now = Now();
   Lease out = lease;
   out.expires_at = TruncateToMicros(now + lease_duration);
-  RETURN_IF_ERROR(InTenant("RenewLease", scope, [&](pqxx::work& tx) -> absl::Status {
+  RETURN_IF_ERROR(InTenant("RenewLease", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
     pg::Exec0(tx,
         "UPDATE orders SET lease_owner = $2, lease_expires_at = av_ts($3), updated_at = "
@@ -424,7 +428,7 @@ absl::StatusOr<Lease> PostgresStore::RenewLease(const Scope& scope, const Lease&
 
 absl::Status PostgresStore::ReleaseLease(const Scope& scope, const Lease& lease) {
   const absl::Time now = Now();
-  return InTenant("ReleaseLease", scope, [&](pqxx::work& tx) -> absl::Status {
+  return InTenant("ReleaseLease", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
     pg::Exec0(tx,
         "UPDATE orders SET lease_owner = NULL, lease_expires_at = NULL, updated_at = av_ts($2) "
@@ -437,7 +441,7 @@ absl::Status PostgresStore::ReleaseLease(const Scope& scope, const Lease& lease)
 absl::Status PostgresStore::MarkOrderStalled(const Scope& scope, const Lease& lease,
                                              absl::Time at) {
   const absl::Time now = Now();
-  return InTenant("MarkOrderStalled", scope, [&](pqxx::work& tx) -> absl::Status {
+  return InTenant("MarkOrderStalled", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
     RETURN_IF_ERROR(rules::CheckStallable(o));
     if (o.stalled_at.has_value()) return absl::OkStatus();

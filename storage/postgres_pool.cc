@@ -201,19 +201,74 @@ absl::Duration PostgresPool::WithJitter(absl::Duration backoff) {
   return backoff + absl::Milliseconds(jitter_() % 10);
 }
 
+PooledTransaction::PooledTransaction(pqxx::connection_base& connection, std::string begin)
+    : pqxx::internal::namedclass("transaction"),
+      basic_transaction(connection, "READ COMMITTED", pqxx::read_write),
+      begin_(std::move(begin)) {
+  Begin();
+}
+
+PooledTransaction::~PooledTransaction() noexcept { End(); }
+
+void PooledTransaction::SendWithCommit(std::string sql) { with_commit_ = std::move(sql); }
+
+void PooledTransaction::RollBackQuietly() {
+  try {
+    direct_exec("ROLLBACK");
+  } catch (...) {
+  }
+}
+
+void PooledTransaction::do_begin() {
+  try {
+    first_ = direct_exec(begin_.c_str());
+  } catch (...) {
+    // The set-up failed after BEGIN: the block is open and aborted, and libpqxx, which saw no
+    // transaction begin, would not end it.
+    RollBackQuietly();
+    throw;
+  }
+}
+
+void PooledTransaction::do_commit() {
+  // As libpqxx's own COMMIT: a connection lost here leaves the outcome unknown.
+  const std::string sql = with_commit_.empty() ? "COMMIT" : absl::StrCat(with_commit_, "; COMMIT");
+  try {
+    direct_exec(sql.c_str());
+  } catch (const pqxx::in_doubt_error&) {
+    throw;
+  } catch (const pqxx::statement_completion_unknown& e) {
+    throw pqxx::in_doubt_error(e.what());
+  } catch (const std::exception& e) {
+    if (!conn().is_open()) throw pqxx::in_doubt_error(e.what());
+    // A statement sent with COMMIT failed, so COMMIT never ran and the block is open and
+    // aborted; or COMMIT itself failed and ended it (then ROLLBACK only warns). libpqxx marks
+    // the transaction aborted and sends nothing more.
+    RollBackQuietly();
+    throw;
+  }
+}
+
 absl::Status PostgresPool::Run(absl::string_view op, const TxOptions& options, const Body& body) {
-  // The transaction's setup after BEGIN, by prepared statement: a text carrying the tenant id
-  // would be parsed, analyzed and planned again for every transaction (row-level security
-  // makes the tenant check's plan the costliest of them; docs/benchmarks.md).
-  const std::string tenant = options.tenant.has_value() ? absl::StrCat(*options.tenant) : "";
+  // BEGIN and the transaction's set-up in one round trip: the set-up is a statement prepared
+  // on the connection, run by SQL EXECUTE (a text carrying the tenant id would be parsed,
+  // analyzed and planned again for every transaction; row-level security makes the tenant
+  // check's plan the costliest of them, docs/benchmarks.md).
   const std::string& setup =
       options.first_prepared.empty() ? std::string(kSetTenantStatement) : options.first_prepared;
+  std::string begin =
+      options.snapshot ? "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY" : "BEGIN";
+  if (options.tenant.has_value()) {
+    // The tenant id is an integer: nothing to quote. The name is one of ours.
+    absl::StrAppend(&begin, "; EXECUTE ", setup, "('", *options.tenant, "')");
+  }
   return RunAttempts(op, [&](pqxx::connection& connection) -> absl::Status {
-    pqxx::work tx(connection);
-    if (options.snapshot) tx.exec0("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
-    if (options.tenant.has_value()) {
-      pqxx::result first = tx.exec_prepared(setup, tenant);
-      if (options.first_result != nullptr) *options.first_result = std::move(first);
+    // SQL EXECUTE finds only statements the server knows: prepare it now (once per
+    // connection; libpqxx prepares lazily otherwise).
+    if (options.tenant.has_value()) connection.prepare_now(setup);
+    PooledTransaction tx(connection, begin);
+    if (options.tenant.has_value() && options.first_result != nullptr) {
+      *options.first_result = std::move(tx.first());
     }
     absl::Status status = body(tx);
     if (status.ok()) {

@@ -42,6 +42,32 @@ namespace acmevault::storage {
 // tenant (TxOptions::tenant). Store statement names must differ from it.
 inline constexpr char kSetTenantStatement[] = "av_set_tenant";
 
+// The transactions PostgresPool::Run gives its bodies. Two round trips fewer than libpqxx's own
+// pqxx::work: BEGIN carries the transaction's set-up, a simple query "BEGIN ...; EXECUTE
+// <statement prepared on the connection>('<tenant>')" whose rows are first(); and statements
+// whose results nobody reads can travel with COMMIT (SendWithCommit). Commits and aborts as
+// pqxx::work, and a connection lost during COMMIT is an in_doubt_error as there.
+class PooledTransaction final : public pqxx::internal::basic_transaction {
+ public:
+  PooledTransaction(pqxx::connection_base& connection, std::string begin);
+  ~PooledTransaction() noexcept override;
+
+  pqxx::result& first() { return first_; }
+  // `sql` (simple-query text: values quoted, statements separated by ";") runs in COMMIT's
+  // round trip, just before COMMIT. When it fails, nothing commits, and commit() throws its
+  // error. Replaces what an earlier call set.
+  void SendWithCommit(std::string sql);
+
+ private:
+  void do_begin() override;
+  void do_commit() override;
+  void RollBackQuietly();
+
+  const std::string begin_;
+  pqxx::result first_;
+  std::string with_commit_;
+};
+
 struct PostgresPoolOptions {
   // libpq connection URL, e.g. "postgresql://acmevault@127.0.0.1:5432/acmevault". The password
   // may be in the URL or come from PGPASSFILE; it is never logged or echoed in errors.
@@ -72,11 +98,11 @@ class PostgresPool {
 
   struct TxOptions {
     // Confines the transaction to this tenant (SET LOCAL acmevault.tenant_id) before `body`,
-    // by a statement prepared on every connection: one round trip after BEGIN, planned once
-    // per connection.
+    // by a statement prepared on every connection, run by SQL EXECUTE in BEGIN's own round
+    // trip ("BEGIN; EXECUTE av_set_tenant('<id>')"): planned once per connection, and no
+    // round trip of its own.
     std::optional<TenantId> tenant;
-    // REPEATABLE READ, READ ONLY: one snapshot for the whole transaction (a round trip of its
-    // own, before the tenant's).
+    // REPEATABLE READ, READ ONLY: one snapshot for the whole transaction (said in its BEGIN).
     bool snapshot = false;
     // With `tenant`: a prepared statement (PostgresPoolOptions::prepared_statements) run
     // instead of the pool's own, with the tenant id as its one parameter. It must set the
@@ -85,7 +111,7 @@ class PostgresPool {
     std::string first_prepared;
     pqxx::result* first_result = nullptr;
   };
-  using Body = std::function<absl::Status(pqxx::work&)>;
+  using Body = std::function<absl::Status(pqxx::dbtransaction&)>;
   // One statement outside a transaction block (PostgreSQL runs it as its own transaction).
   using StatementBody = std::function<absl::Status(pqxx::nontransaction&)>;
 

@@ -114,7 +114,7 @@ TEST(PostgresPoolRetry, BacksOffOnTheInjectedClockUntilTheBudgetIsSpent) {
   ASSERT_TRUE(pool.ok()) << pool.status();
   const absl::Time start = clock.Now();
   int runs = 0;
-  absl::Status s = (*pool)->Run("Op", {}, [&](pqxx::work&) {
+  absl::Status s = (*pool)->Run("Op", {}, [&](pqxx::dbtransaction&) {
     ++runs;
     return absl::OkStatus();
   });
@@ -154,7 +154,7 @@ TEST(PostgresPoolRetry, JitterComesFromOneGeneratorSeededAtCreation) {
     auto pool = PostgresPool::Create(options);
     EXPECT_TRUE(pool.ok()) << pool.status();
     for (int i = 0; i < runs && pool.ok(); ++i) {
-      EXPECT_THAT((*pool)->Run("Op", {}, [](pqxx::work&) { return absl::OkStatus(); }),
+      EXPECT_THAT((*pool)->Run("Op", {}, [](pqxx::dbtransaction&) { return absl::OkStatus(); }),
                   StatusIs(absl::StatusCode::kUnavailable));
     }
     return clock.sleeps();
@@ -201,7 +201,7 @@ TEST_F(PostgresPoolTest, ErrorsMapToStatusCodesWithoutTheirDetail) {
       {"XX000", absl::StatusCode::kInternal},
   };
   for (const Case& c : cases) {
-    absl::Status s = pool->Run("Op", {}, [&](pqxx::work& tx) {
+    absl::Status s = pool->Run("Op", {}, [&](pqxx::dbtransaction& tx) {
       tx.exec(Raise(c.sqlstate));
       return absl::OkStatus();
     });
@@ -233,7 +233,7 @@ TEST_F(PostgresPoolTest, IntegrityViolationsAreReportedInOurOwnWords) {
        "Op: refers to a record that does not exist"},
   };
   for (const Case& c : cases) {
-    absl::Status s = pool->Run("Op", {}, [&](pqxx::work& tx) {
+    absl::Status s = pool->Run("Op", {}, [&](pqxx::dbtransaction& tx) {
       tx.exec0("CREATE TEMP TABLE t (id int PRIMARY KEY, name text NOT NULL UNIQUE, "
                "n int CONSTRAINT t_secret_check CHECK (n > 0)) ON COMMIT DROP");
       tx.exec0("CREATE TEMP TABLE c (t_id int REFERENCES t (id)) ON COMMIT DROP");
@@ -251,7 +251,7 @@ TEST_F(PostgresPoolTest, SerializationFailuresAndDeadlocksAreRetriedFromTheStart
   for (const std::string sqlstate : {"40001", "40P01"}) {
     int attempts = 0;
     int64_t rows = -1;
-    ASSERT_OK(pool->Run("Op", {}, [&](pqxx::work& tx) {
+    ASSERT_OK(pool->Run("Op", {}, [&](pqxx::dbtransaction& tx) {
       ++attempts;
       tx.exec0("CREATE TEMP TABLE t (x int) ON COMMIT DROP");
       tx.exec0("INSERT INTO t VALUES (1)");
@@ -274,7 +274,7 @@ TEST_F(PostgresPoolTest, AStatementAMigrationReshapedIsPreparedAgainOnANewConnec
   int attempts = 0;
   auto columns = [&] {
     int n = -1;
-    EXPECT_OK(pool->Run("Op", {}, [&](pqxx::work& tx) {
+    EXPECT_OK(pool->Run("Op", {}, [&](pqxx::dbtransaction& tx) {
       ++attempts;
       tx.conn().prepare("reshaped_all", "SELECT * FROM reshaped");
       n = static_cast<int>(tx.exec_prepared("reshaped_all").columns());
@@ -291,7 +291,7 @@ TEST_F(PostgresPoolTest, AStatementAMigrationReshapedIsPreparedAgainOnANewConnec
 TEST_F(PostgresPoolTest, LostConnectionIsRetriedOnAFreshConnection) {
   auto pool = MakePool(1, absl::Seconds(5), absl::Seconds(30));
   int first_pid = 0;
-  ASSERT_OK(pool->Run("Op", {}, [&](pqxx::work& tx) {
+  ASSERT_OK(pool->Run("Op", {}, [&](pqxx::dbtransaction& tx) {
     first_pid = tx.exec1("SELECT pg_backend_pid()")[0].as<int>();
     return absl::OkStatus();
   }));
@@ -308,7 +308,7 @@ TEST_F(PostgresPoolTest, LostConnectionIsRetriedOnAFreshConnection) {
   }
   int attempts = 0;
   int pid = 0;
-  ASSERT_OK(pool->Run("Op", {}, [&](pqxx::work& tx) {
+  ASSERT_OK(pool->Run("Op", {}, [&](pqxx::dbtransaction& tx) {
     ++attempts;
     pid = tx.exec1("SELECT pg_backend_pid()")[0].as<int>();
     return absl::OkStatus();
@@ -334,7 +334,7 @@ TEST_F(PostgresPoolTest, MultiHostUrlConnectsPastAHostThatIsDown) {
   ASSERT_OK_AND_ASSIGN(auto pool, PostgresPool::Create(options));
   int attempts = 0;
   std::string database;
-  ASSERT_OK(pool->Run("Op", {}, [&](pqxx::work& tx) {
+  ASSERT_OK(pool->Run("Op", {}, [&](pqxx::dbtransaction& tx) {
     ++attempts;
     database = tx.exec1("SELECT current_database()")[0].as<std::string>();
     return absl::OkStatus();
@@ -346,7 +346,7 @@ TEST_F(PostgresPoolTest, MultiHostUrlConnectsPastAHostThatIsDown) {
 TEST_F(PostgresPoolTest, WithNoRetryBudgetARetryableFailureIsReturnedAtOnce) {
   auto pool = MakePool(1, absl::Seconds(5), absl::ZeroDuration());
   int attempts = 0;
-  absl::Status s = pool->Run("Op", {}, [&](pqxx::work& tx) {
+  absl::Status s = pool->Run("Op", {}, [&](pqxx::dbtransaction& tx) {
     ++attempts;
     tx.exec(Raise("40001"));
     return absl::OkStatus();
@@ -359,7 +359,7 @@ TEST_F(PostgresPoolTest, WithNoRetryBudgetARetryableFailureIsReturnedAtOnce) {
 TEST_F(PostgresPoolTest, ABodysOwnErrorAbortsAndIsNotRetried) {
   auto pool = MakePool(1, absl::Seconds(5), absl::Seconds(30));
   int attempts = 0;
-  absl::Status s = pool->Run("Op", {}, [&](pqxx::work& tx) {
+  absl::Status s = pool->Run("Op", {}, [&](pqxx::dbtransaction& tx) {
     ++attempts;
     tx.exec0("CREATE TEMP TABLE written_then_aborted (x int)");
     return absl::FailedPreconditionError("no");
@@ -368,7 +368,7 @@ TEST_F(PostgresPoolTest, ABodysOwnErrorAbortsAndIsNotRetried) {
   EXPECT_EQ(attempts, 1);
   // Same (only) connection: the table the aborted transaction created is gone.
   bool exists = true;
-  ASSERT_OK(pool->Run("Check", {}, [&](pqxx::work& tx) {
+  ASSERT_OK(pool->Run("Check", {}, [&](pqxx::dbtransaction& tx) {
     exists = !tx.exec1("SELECT to_regclass('pg_temp.written_then_aborted') IS NULL")[0].as<bool>();
     return absl::OkStatus();
   }));
@@ -379,19 +379,19 @@ TEST_F(PostgresPoolTest, PoolIsBoundedAndAWaiterGivesUpAfterTheAcquireTimeout) {
   auto pool = MakePool(1, absl::Milliseconds(100), absl::ZeroDuration());
   absl::Notification holding, release;
   std::thread holder([&] {
-    EXPECT_OK(pool->Run("Hold", {}, [&](pqxx::work&) {
+    EXPECT_OK(pool->Run("Hold", {}, [&](pqxx::dbtransaction&) {
       holding.Notify();
       release.WaitForNotification();
       return absl::OkStatus();
     }));
   });
   holding.WaitForNotification();
-  EXPECT_THAT(pool->Run("Wait", {}, [](pqxx::work&) { return absl::OkStatus(); }),
+  EXPECT_THAT(pool->Run("Wait", {}, [](pqxx::dbtransaction&) { return absl::OkStatus(); }),
               StatusIs(absl::StatusCode::kUnavailable, "no database connection free"));
   EXPECT_EQ(pool->open_connections(), 1);
   release.Notify();
   holder.join();
-  EXPECT_OK(pool->Run("After", {}, [](pqxx::work&) { return absl::OkStatus(); }));
+  EXPECT_OK(pool->Run("After", {}, [](pqxx::dbtransaction&) { return absl::OkStatus(); }));
   EXPECT_EQ(pool->open_connections(), 1);
 }
 
@@ -400,11 +400,11 @@ TEST_F(PostgresPoolTest, TenantIsSetForTheTransactionOnly) {
   PostgresPool::TxOptions in_tenant;
   in_tenant.tenant = 42;
   std::string inside, after;
-  ASSERT_OK(pool->Run("Op", in_tenant, [&](pqxx::work& tx) {
+  ASSERT_OK(pool->Run("Op", in_tenant, [&](pqxx::dbtransaction& tx) {
     inside = tx.exec1("SELECT coalesce(av_tenant()::text, 'none')")[0].as<std::string>();
     return absl::OkStatus();
   }));
-  ASSERT_OK(pool->Run("Op", {}, [&](pqxx::work& tx) {
+  ASSERT_OK(pool->Run("Op", {}, [&](pqxx::dbtransaction& tx) {
     after = tx.exec1("SELECT coalesce(av_tenant()::text, 'none')")[0].as<std::string>();
     return absl::OkStatus();
   }));
@@ -419,10 +419,10 @@ TEST_F(PostgresPoolTest, TheTenantIsSetByOneStatementPreparedOnTheConnection) {
   for (TenantId tenant : {7, 8, 9}) {
     PostgresPool::TxOptions in_tenant;
     in_tenant.tenant = tenant;
-    ASSERT_OK(pool->Run("Op", in_tenant, [](pqxx::work&) { return absl::OkStatus(); }));
+    ASSERT_OK(pool->Run("Op", in_tenant, [](pqxx::dbtransaction&) { return absl::OkStatus(); }));
   }
   std::vector<std::string> runs;
-  ASSERT_OK(pool->Run("Look", {}, [&](pqxx::work& tx) {
+  ASSERT_OK(pool->Run("Look", {}, [&](pqxx::dbtransaction& tx) {
     for (const pqxx::row& r :
          tx.exec("SELECT generic_plans + custom_plans FROM pg_prepared_statements "
                  "WHERE statement LIKE '%acmevault.tenant_id%'")) {
@@ -431,6 +431,91 @@ TEST_F(PostgresPoolTest, TheTenantIsSetByOneStatementPreparedOnTheConnection) {
     return absl::OkStatus();
   }));
   EXPECT_THAT(runs, ElementsAre("3"));  // one statement, run by all three transactions
+}
+
+// The set-up runs in BEGIN's round trip. When it fails, the transaction it opened is ended: the
+// connection goes back to the pool fit for the next transaction.
+TEST_F(PostgresPoolTest, ASetUpThatFailsLeavesNoTransactionOpen) {
+  PostgresPoolOptions options;
+  options.url = db_->app_url();
+  options.size = 1;
+  options.retry_budget = absl::ZeroDuration();
+  // Divides by zero for a one-digit tenant id, after setting it.
+  options.prepared_statements = {
+      {"failing_setup",
+       "SELECT 1 / (length(set_config('acmevault.tenant_id', $1, true)) - 1) AS x"}};
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<PostgresPool> pool, PostgresPool::Create(options));
+  pqxx::result first;
+  PostgresPool::TxOptions failing;
+  failing.tenant = 7;
+  failing.first_prepared = "failing_setup";
+  failing.first_result = &first;
+  bool ran = false;
+  EXPECT_THAT(pool->Run("Op", failing,
+                        [&](pqxx::dbtransaction&) {
+                          ran = true;
+                          return absl::OkStatus();
+                        }),
+              StatusIs(absl::StatusCode::kInvalidArgument, "division by zero"));
+  EXPECT_FALSE(ran);
+  // A two-digit tenant passes the same set-up, whose row comes back.
+  failing.tenant = 42;
+  ASSERT_OK(pool->Run("Op", failing, [](pqxx::dbtransaction&) { return absl::OkStatus(); }));
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0][0].as<int>(), 1);
+  // The same (only) connection: no aborted transaction block left over.
+  std::string tenant;
+  PostgresPool::TxOptions in_tenant;
+  in_tenant.tenant = 9;
+  ASSERT_OK(pool->Run("Op", in_tenant, [&](pqxx::dbtransaction& tx) {
+    tenant = tx.exec1("SELECT av_tenant()::text")[0].as<std::string>();
+    return absl::OkStatus();
+  }));
+  EXPECT_EQ(tenant, "9");
+  EXPECT_EQ(pool->open_connections(), 1);
+}
+
+// What a body sends with COMMIT commits with the transaction, or fails it: nothing of the
+// transaction commits, its error is returned, and the connection is fit for the next one.
+TEST_F(PostgresPoolTest, WhatIsSentWithCommitCommitsOrFailsWithTheTransaction) {
+  auto pool = MakePool(1, absl::Seconds(5), absl::ZeroDuration());
+  auto rows = [&] {
+    int64_t n = -1;
+    EXPECT_OK(pool->Run("Count", {}, [&](pqxx::dbtransaction& tx) {
+      n = tx.exec1("SELECT count(*) FROM sent_with_commit")[0].as<int64_t>();
+      return absl::OkStatus();
+    }));
+    return n;
+  };
+  // A temporary table: the pool's one connection keeps it.
+  ASSERT_OK(pool->Run("Create", {}, [](pqxx::dbtransaction& tx) {
+    tx.exec0("CREATE TEMPORARY TABLE sent_with_commit (x integer)");
+    return absl::OkStatus();
+  }));
+  EXPECT_THAT(pool->Run("Fail", {},
+                        [](pqxx::dbtransaction& tx) {
+                          tx.exec0("INSERT INTO sent_with_commit VALUES (1)");
+                          dynamic_cast<PooledTransaction&>(tx).SendWithCommit("SELECT 1 / 0");
+                          return absl::OkStatus();
+                        }),
+              StatusIs(absl::StatusCode::kInvalidArgument, "division by zero"));
+  EXPECT_EQ(rows(), 0);
+  ASSERT_OK(pool->Run("Commit", {}, [](pqxx::dbtransaction& tx) {
+    tx.exec0("INSERT INTO sent_with_commit VALUES (1)");
+    dynamic_cast<PooledTransaction&>(tx).SendWithCommit("INSERT INTO sent_with_commit VALUES (2)");
+    return absl::OkStatus();
+  }));
+  EXPECT_EQ(rows(), 2);
+  // A body that fails sends nothing.
+  EXPECT_THAT(pool->Run("Abort", {},
+                        [](pqxx::dbtransaction& tx) {
+                          dynamic_cast<PooledTransaction&>(tx).SendWithCommit(
+                              "INSERT INTO sent_with_commit VALUES (3)");
+                          return absl::FailedPreconditionError("no");
+                        }),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_EQ(rows(), 2);
+  EXPECT_EQ(pool->open_connections(), 1);
 }
 
 }  // namespace

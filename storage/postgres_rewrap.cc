@@ -18,7 +18,7 @@ namespace {
 // Re-wraps up to `limit` sealed keys of `table` (certificates, orders or eab_keys: rows named by
 // `id` whose key is bound to context(tenant, id)) that are not under the current KEK. Rows another
 // re-wrapper holds are skipped. Returns how many it re-wrapped.
-absl::StatusOr<int64_t> RewrapRows(pqxx::work& tx, const Envelope& envelope,
+absl::StatusOr<int64_t> RewrapRows(pqxx::dbtransaction& tx, const Envelope& envelope,
                                    absl::string_view table,
                                    std::string (*context)(TenantId, int64_t), TenantId tenant,
                                    int64_t limit) {
@@ -45,15 +45,16 @@ absl::StatusOr<VaultMaintenance::RewrapProgress> PostgresStore::RewrapBatch(cons
   if (max_records < 1) return absl::InvalidArgumentError("max_records must be positive");
   const std::string current = envelope_.current_kek_id();
   RewrapProgress progress;
-  ASSIGN_OR_RETURN(std::vector<TenantId> tenants,
-                   AcrossTenants<std::vector<TenantId>>("RewrapBatch", [&](pqxx::work& tx) {
-                     std::vector<TenantId> out;
-                     for (const pqxx::row& r : pg::Exec(tx,
-                              "SELECT * FROM av_tenants_to_rewrap($1, $2)", current, max_records)) {
-                       out.push_back(r[0].as<int64_t>());
-                     }
-                     return out;
-                   }));
+  ASSIGN_OR_RETURN(
+      std::vector<TenantId> tenants,
+      AcrossTenants<std::vector<TenantId>>("RewrapBatch", [&](pqxx::dbtransaction& tx) {
+        std::vector<TenantId> out;
+        for (const pqxx::row& r :
+             pg::Exec(tx, "SELECT * FROM av_tenants_to_rewrap($1, $2)", current, max_records)) {
+          out.push_back(r[0].as<int64_t>());
+        }
+        return out;
+      }));
   const absl::Time now = Now();
   for (TenantId tenant : tenants) {
     const int budget = max_records - static_cast<int>(progress.rewrapped);
@@ -61,7 +62,8 @@ absl::StatusOr<VaultMaintenance::RewrapProgress> PostgresStore::RewrapBatch(cons
     const Scope scope{tenant, actor};
     ASSIGN_OR_RETURN(
         int64_t count,
-        InTenant<int64_t>("RewrapBatch", scope, [&](pqxx::work& tx) -> absl::StatusOr<int64_t> {
+        InTenant<
+            int64_t>("RewrapBatch", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<int64_t> {
           int64_t count = 0;
           // Rows another re-wrapper holds are skipped: concurrent runs share the work.
           for (const pqxx::row& r : pg::Exec(tx,
@@ -100,7 +102,7 @@ absl::StatusOr<VaultMaintenance::RewrapProgress> PostgresStore::RewrapBatch(cons
     progress.rewrapped += count;
   }
   ASSIGN_OR_RETURN(
-      progress.done, AcrossTenants<bool>("RewrapBatch", [&](pqxx::work& tx) {
+      progress.done, AcrossTenants<bool>("RewrapBatch", [&](pqxx::dbtransaction& tx) {
         return pg::Exec(tx, "SELECT * FROM av_tenants_to_rewrap($1, 1)", current).empty();
       }));
   return progress;

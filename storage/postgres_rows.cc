@@ -380,7 +380,7 @@ std::string IdentifiersHashOf(int param) {
   return absl::StrCat("(SELECT av_identifiers_hash($", param, "::text[]))");
 }
 
-void Notify(pqxx::work& tx, const char* channel, const std::string& payload) {
+void Notify(pqxx::dbtransaction& tx, const char* channel, const std::string& payload) {
   Exec(tx, "SELECT pg_notify($1, $2)", std::string(channel), payload);
 }
 
@@ -388,7 +388,7 @@ absl::Status NoSuch(absl::string_view what, int64_t id) {
   return absl::NotFoundError(absl::StrCat(what, " ", id, " not found"));
 }
 
-absl::StatusOr<pqxx::row> SelectById(pqxx::work& tx, absl::string_view table,
+absl::StatusOr<pqxx::row> SelectById(pqxx::dbtransaction& tx, absl::string_view table,
                                      absl::string_view noun, absl::string_view columns, int64_t id,
                                      Lock lock) {
   pqxx::result r = Exec(tx,
@@ -401,7 +401,7 @@ absl::StatusOr<pqxx::row> SelectById(pqxx::work& tx, absl::string_view table,
   return r[0];
 }
 
-absl::StatusOr<std::optional<Job>> LeaseJob(pqxx::work& tx, const Lease& lease) {
+absl::StatusOr<std::optional<Job>> LeaseJob(pqxx::dbtransaction& tx, const Lease& lease) {
   if (lease.job == 0) return std::nullopt;
   absl::StatusOr<Job> job = GetById(tx, kJobs, lease.job, Lock::kForShare);
   if (absl::IsNotFound(job.status())) return std::nullopt;

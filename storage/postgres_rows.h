@@ -187,7 +187,7 @@ inline constexpr char kTenantFirst[] =
 std::string IdentifiersHashOf(int param);
 
 // NOTIFY `channel` with `payload` when the transaction commits.
-void Notify(pqxx::work& tx, const char* channel, const std::string& payload);
+void Notify(pqxx::dbtransaction& tx, const char* channel, const std::string& payload);
 
 // ---------------------------------------------------------------------------------------------
 // Fetching, in the caller's transaction
@@ -201,13 +201,13 @@ enum class Lock { kNone, kForUpdate, kForShare };
 // the transaction sees it (row-level security hides other tenants' rows, which are then missing
 // too). NOT_FOUND "<noun> <id> not found" if there is none. With a lock the row stays locked
 // until the transaction ends.
-absl::StatusOr<pqxx::row> SelectById(pqxx::work& tx, absl::string_view table,
+absl::StatusOr<pqxx::row> SelectById(pqxx::dbtransaction& tx, absl::string_view table,
                                      absl::string_view noun, absl::string_view columns, int64_t id,
                                      Lock lock);
 
 // The row of `table` named `id`, mapped; errors as SelectById.
 template <typename T>
-absl::StatusOr<T> GetById(pqxx::work& tx, const Table<T>& table, int64_t id,
+absl::StatusOr<T> GetById(pqxx::dbtransaction& tx, const Table<T>& table, int64_t id,
                           Lock lock = Lock::kNone) {
   absl::StatusOr<pqxx::row> r =
       SelectById(tx, table.name, table.noun, table.rows.columns, id, lock);
@@ -217,7 +217,7 @@ absl::StatusOr<T> GetById(pqxx::work& tx, const Table<T>& table, int64_t id,
 
 // The raw row with `extra` columns after the table's own (map it with table.rows.map).
 template <typename T>
-absl::StatusOr<pqxx::row> GetRowById(pqxx::work& tx, const Table<T>& table, int64_t id,
+absl::StatusOr<pqxx::row> GetRowById(pqxx::dbtransaction& tx, const Table<T>& table, int64_t id,
                                      absl::string_view extra) {
   return SelectById(tx, table.name, table.noun, absl::StrCat(table.rows.columns, ", ", extra), id,
                     Lock::kNone);
@@ -226,11 +226,11 @@ absl::StatusOr<pqxx::row> GetRowById(pqxx::work& tx, const Table<T>& table, int6
 // The job an order's lease names (Lease::job), locked FOR SHARE until the transaction ends, so
 // that no claim (FOR UPDATE SKIP LOCKED) takes it over before the fenced write commits; nullopt
 // when the lease is the order's own or the job is gone (rules::CheckFence says which).
-absl::StatusOr<std::optional<Job>> LeaseJob(pqxx::work& tx, const Lease& lease);
+absl::StatusOr<std::optional<Job>> LeaseJob(pqxx::dbtransaction& tx, const Lease& lease);
 
 // OK if the transaction sees the row of `table` named `id`; errors as SelectById.
 template <typename T>
-absl::Status RequireRow(pqxx::work& tx, const Table<T>& table, int64_t id) {
+absl::Status RequireRow(pqxx::dbtransaction& tx, const Table<T>& table, int64_t id) {
   return SelectById(tx, table.name, table.noun, "1", id, Lock::kNone).status();
 }
 

@@ -171,7 +171,7 @@ class PostgresRowsTest : public ::testing::Test {
 
 TEST_F(PostgresRowsTest, EveryColumnListSelectsFromItsTableAndMapsItsRows) {
   for (const Shape& shape : Shapes()) {
-    ASSERT_OK(In(alpha_, [&](pqxx::work& tx) {
+    ASSERT_OK(In(alpha_, [&](pqxx::dbtransaction& tx) {
       pqxx::result r = tx.exec(absl::StrCat("SELECT ", shape.columns, " FROM ", shape.from));
       EXPECT_EQ(static_cast<int>(r.columns()), shape.width) << shape.name;
       EXPECT_FALSE(r.empty()) << shape.name << " has no row to map";
@@ -179,7 +179,7 @@ TEST_F(PostgresRowsTest, EveryColumnListSelectsFromItsTableAndMapsItsRows) {
     }));
   }
   // Mapped, the rows hold what the store wrote (the last column of each shape included).
-  ASSERT_OK(In(alpha_, [&](pqxx::work& tx) -> absl::Status {
+  ASSERT_OK(In(alpha_, [&](pqxx::dbtransaction& tx) -> absl::Status {
     const std::string select = "SELECT ";
     Identity host = kAuthenticatedRows.map(
         tx.exec1(absl::StrCat(select, kAuthenticatedRows.columns,
@@ -232,7 +232,7 @@ TEST_F(PostgresRowsTest, TheCertificateColumnsAreInlinedAndExactToTheMicrosecond
   c.not_after = absl::FromUnixMicros(1774915199999999);
   c.chain_pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
   ASSERT_OK(store_->InsertCertificate(alpha_, c).status());
-  ASSERT_OK(In(alpha_, [&](pqxx::work& tx) {
+  ASSERT_OK(In(alpha_, [&](pqxx::dbtransaction& tx) {
     const std::string select =
         absl::StrCat("SELECT ", kCertificates.rows.columns, " FROM certificates WHERE serial = '0b'");
     std::string plan;
@@ -254,7 +254,7 @@ TEST_F(PostgresRowsTest, TheCertificateColumnsAreInlinedAndExactToTheMicrosecond
 // before, its body planned on each execution), in every table's columns and in a write's
 // parameters, and they still convert exactly to the microsecond.
 TEST_F(PostgresRowsTest, TheTimeHelpersAreInlinedEverywhereAndExact) {
-  ASSERT_OK(In(alpha_, [&](pqxx::work& tx) {
+  ASSERT_OK(In(alpha_, [&](pqxx::dbtransaction& tx) {
     auto plan_of = [&](const std::string& sql) {
       std::string plan;
       for (const auto& row : tx.exec(absl::StrCat("EXPLAIN (VERBOSE) ", sql))) {
@@ -289,7 +289,7 @@ TEST_F(PostgresRowsTest, TheTimeHelpersAreInlinedEverywhereAndExact) {
 // order in flight or the current certificate). IdentifiersHashOf's sub-select is an InitPlan
 // computed once, and the filter compares with its value.
 TEST_F(PostgresRowsTest, AnIdentifierSetsHashIsComputedOncePerStatement) {
-  ASSERT_OK(In(alpha_, [&](pqxx::work& tx) {
+  ASSERT_OK(In(alpha_, [&](pqxx::dbtransaction& tx) {
     tx.exec("SET LOCAL plan_cache_mode = force_generic_plan");
     tx.exec("SET LOCAL enable_indexscan = off");
     tx.exec("SET LOCAL enable_bitmapscan = off");
@@ -326,7 +326,7 @@ TEST_F(PostgresRowsTest, AnIdentifierSetsHashIsComputedOncePerStatement) {
 // connection (PL/pgSQL) or are inlined (av_order_rank), with the values of their first
 // definitions.
 TEST_F(PostgresRowsTest, TheHelperFunctionsArePlannedOnceWithTheirFirstValues) {
-  ASSERT_OK(In(alpha_, [&](pqxx::work& tx) {
+  ASSERT_OK(In(alpha_, [&](pqxx::dbtransaction& tx) {
     for (const char* fn : {"av_identifiers_canonical", "av_next_job_time", "av_jobs_due"}) {
       EXPECT_EQ(tx.exec1(absl::StrCat("SELECT l.lanname FROM pg_proc p JOIN pg_language l "
                                       "ON l.oid = p.prolang WHERE p.proname = '", fn, "'"))[0]
@@ -370,7 +370,7 @@ TEST_F(PostgresRowsTest, TheHelperFunctionsArePlannedOnceWithTheirFirstValues) {
 // Migration 0028: the SQL helpers whose bodies call convert_to (STABLE) are declared STABLE,
 // so PostgreSQL inlines them into each statement instead of planning their bodies per call.
 TEST_F(PostgresRowsTest, TheHelpersCallingConvertToAreInlined) {
-  ASSERT_OK(In(alpha_, [&](pqxx::work& tx) {
+  ASSERT_OK(In(alpha_, [&](pqxx::dbtransaction& tx) {
     for (const char* call : {"av_audit_text(actor)", "av_identifiers_hash(identifiers)"}) {
       std::string plan;
       for (const auto& row :
@@ -388,7 +388,7 @@ TEST_F(PostgresRowsTest, TheHelpersCallingConvertToAreInlined) {
 // GetById's statement is prepared on the connection: a row read by id is planned once per
 // connection, not at every read.
 TEST_F(PostgresRowsTest, GetByIdRunsAPreparedStatement) {
-  ASSERT_OK(In(alpha_, [&](pqxx::work& tx) {
+  ASSERT_OK(In(alpha_, [&](pqxx::dbtransaction& tx) {
     for (int i = 0; i < 3; ++i) {
       ASSIGN_OR_RETURN(Order order, GetById(tx, kOrders, order_, Lock::kForUpdate));
       EXPECT_EQ(order.id, order_);
@@ -403,7 +403,7 @@ TEST_F(PostgresRowsTest, GetByIdRunsAPreparedStatement) {
 }
 
 TEST_F(PostgresRowsTest, GetByIdSeesOnlyTheTransactionsTenant) {
-  ASSERT_OK(In(alpha_, [&](pqxx::work& tx) -> absl::Status {
+  ASSERT_OK(In(alpha_, [&](pqxx::dbtransaction& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Account a, GetById(tx, kAccounts, account_));
     EXPECT_EQ(a.id, account_);
     EXPECT_EQ(a.tenant, alpha_.tenant);
@@ -418,7 +418,7 @@ TEST_F(PostgresRowsTest, GetByIdSeesOnlyTheTransactionsTenant) {
     return absl::OkStatus();
   }));
   // Row-level security hides alpha's rows from beta: they are missing, with the same words.
-  ASSERT_OK(In(beta_, [&](pqxx::work& tx) {
+  ASSERT_OK(In(beta_, [&](pqxx::dbtransaction& tx) {
     EXPECT_THAT(
         GetById(tx, kAccounts, account_),
         StatusIs(absl::StatusCode::kNotFound, absl::StrCat("account ", account_, " not found")));
@@ -438,7 +438,7 @@ TEST_F(PostgresRowsTest, ForUpdateHoldsTheRowUntilTheTransactionEnds) {
   // lock_not_available does not enter into it.
   auto lockable = [&]() -> int {
     int rows = -1;
-    EXPECT_OK(In(alpha_, [&](pqxx::work& tx) {
+    EXPECT_OK(In(alpha_, [&](pqxx::dbtransaction& tx) {
       rows = static_cast<int>(
           tx.exec_params("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE SKIP LOCKED", order_)
               .size());
@@ -446,7 +446,7 @@ TEST_F(PostgresRowsTest, ForUpdateHoldsTheRowUntilTheTransactionEnds) {
     }));
     return rows;
   };
-  ASSERT_OK(In(alpha_, [&](pqxx::work& tx) -> absl::Status {
+  ASSERT_OK(In(alpha_, [&](pqxx::dbtransaction& tx) -> absl::Status {
     RETURN_IF_ERROR(GetById(tx, kOrders, order_).status());
     EXPECT_EQ(lockable(), 1);
     RETURN_IF_ERROR(GetById(tx, kOrders, order_, Lock::kForUpdate).status());

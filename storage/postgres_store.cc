@@ -73,7 +73,7 @@ namespace {
 absl::Status CheckSchema(PostgresPool& pool) {
   int version = 0;
   int oldest_admitted = 0;
-  RETURN_IF_ERROR(pool.Run("checking the schema", {}, [&](pqxx::work& tx) {
+  RETURN_IF_ERROR(pool.Run("checking the schema", {}, [&](pqxx::dbtransaction& tx) {
     pqxx::row v = tx.exec1(
         "SELECT CASE WHEN to_regclass('schema_version') IS NULL THEN 0 "
         "ELSE (SELECT coalesce(max(version), 0) FROM schema_version) END");
@@ -104,7 +104,7 @@ absl::StatusOr<std::unique_ptr<PostgresStore>> PostgresStore::Create(PostgresSto
   }
   ASSIGN_OR_RETURN(auto pool, PostgresPool::Create(options.pool));
   bool bypasses = false;
-  RETURN_IF_ERROR(pool->Run("checking the database", {}, [&](pqxx::work& tx) {
+  RETURN_IF_ERROR(pool->Run("checking the database", {}, [&](pqxx::dbtransaction& tx) {
     pqxx::row role =
         tx.exec1("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user");
     bypasses = role[0].as<bool>();
@@ -131,7 +131,7 @@ absl::Status PostgresStore::InTenant(absl::string_view op, const Scope& scope,
   pqxx::result tenant_row;
   tx_options.first_prepared = kTenantExists;
   tx_options.first_result = &tenant_row;
-  return pool_->Run(op, tx_options, [&](pqxx::work& tx) -> absl::Status {
+  return pool_->Run(op, tx_options, [&](pqxx::dbtransaction& tx) -> absl::Status {
     if (tenant_row.empty()) return pg::NoSuch(kTenants.noun, scope.tenant);
     return WithAuditBatch(tx, scope.tenant, body);
   });
@@ -173,7 +173,8 @@ absl::Time PostgresStore::Now() const { return TruncateToMicros(options_.clock->
 absl::StatusOr<Tenant> PostgresStore::CreateTenant(const Actor& actor, const TenantSpec& spec) {
   RETURN_IF_ERROR(rules::ValidateTenantSpec(spec));
   const absl::Time now = Now();
-  auto created = AcrossTenants<Tenant>("CreateTenant", [&](pqxx::work& tx) -> absl::StatusOr<Tenant> {
+  auto created = AcrossTenants<
+      Tenant>("CreateTenant", [&](pqxx::dbtransaction& tx) -> absl::StatusOr<Tenant> {
     const TenantPolicy& p = spec.policy;
     TenantId id =
         pg::Exec1(tx,
@@ -210,7 +211,7 @@ absl::StatusOr<Tenant> PostgresStore::GetTenant(const Scope& scope) {
 }
 
 absl::StatusOr<Tenant> PostgresStore::FindTenantByName(absl::string_view name) {
-  return AcrossTenants<Tenant>("FindTenantByName", [&](pqxx::work& tx) {
+  return AcrossTenants<Tenant>("FindTenantByName", [&](pqxx::dbtransaction& tx) {
     return FirstOf(
         pg::Exec(tx, absl::StrCat("SELECT ", kTenants.rows.columns, " FROM av_find_tenant($1)"),
                        std::string(name)),
@@ -221,7 +222,8 @@ absl::StatusOr<Tenant> PostgresStore::FindTenantByName(absl::string_view name) {
 absl::StatusOr<Tenant> PostgresStore::UpdateTenant(const Scope& scope, const TenantSpec& spec) {
   RETURN_IF_ERROR(rules::ValidateTenantSpec(spec));
   const absl::Time now = Now();
-  auto updated = InTenant<Tenant>("UpdateTenant", scope, [&](pqxx::work& tx) -> absl::StatusOr<Tenant> {
+  auto updated = InTenant<
+      Tenant>("UpdateTenant", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<Tenant> {
     const TenantPolicy& p = spec.policy;
     Tenant out = TenantOf(pg::Exec1(tx,
         absl::StrCat(
@@ -246,7 +248,7 @@ absl::StatusOr<Tenant> PostgresStore::UpdateTenant(const Scope& scope, const Ten
 
 absl::Status PostgresStore::DisableTenant(const Scope& scope) {
   const absl::Time now = Now();
-  return InTenant("DisableTenant", scope, [&](pqxx::work& tx) {
+  return InTenant("DisableTenant", scope, [&](pqxx::dbtransaction& tx) {
     pqxx::result r = pg::Exec(tx,
         "UPDATE tenants SET disabled_at = av_ts($2), updated_at = av_ts($2) "
         "WHERE id = $1 AND disabled_at IS NULL RETURNING id",
@@ -263,7 +265,7 @@ absl::Status PostgresStore::DisableTenant(const Scope& scope) {
 absl::StatusOr<Page<Tenant>> PostgresStore::ListTenants(const PageRequest& page) {
   ASSIGN_OR_RETURN(int64_t after, rules::DecodeIdToken(page.page_token));
   const int limit = PageSize(page);
-  return AcrossTenants<Page<Tenant>>("ListTenants", [&](pqxx::work& tx) {
+  return AcrossTenants<Page<Tenant>>("ListTenants", [&](pqxx::dbtransaction& tx) {
     return pg::PageOf(pg::Exec(tx, absl::StrCat("SELECT ", kTenants.rows.columns,
                                                   " FROM av_list_tenants($1, $2)"),
                                      after, limit + 1),
@@ -280,7 +282,7 @@ absl::StatusOr<Identity> PostgresStore::AddSpiffeIdentity(const Scope& scope,
   RETURN_IF_ERROR(rules::ValidateSpiffeId(spiffe_id));
   const absl::Time now = Now();
   return InTenant<Identity>(
-      "AddSpiffeIdentity", scope, [&](pqxx::work& tx) -> absl::StatusOr<Identity> {
+      "AddSpiffeIdentity", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<Identity> {
         Identity out = IdentityOf(pg::Exec1(tx,
             absl::StrCat("INSERT INTO identities (tenant_id, role, spiffe_id, description, "
                          "created_at) VALUES ($1, $2, $3, $4, av_ts($5)) RETURNING ",
@@ -305,7 +307,7 @@ absl::StatusOr<Identity> PostgresStore::AddTokenIdentity(const Scope& scope,
   std::optional<int64_t> expires_us;
   if (expires_at.has_value()) expires_us = Micros(*expires_at);
   return InTenant<Identity>(
-      "AddTokenIdentity", scope, [&](pqxx::work& tx) -> absl::StatusOr<Identity> {
+      "AddTokenIdentity", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<Identity> {
         Identity out = IdentityOf(pg::Exec1(tx,
             absl::StrCat("INSERT INTO identities (tenant_id, role, token_sha256, description, "
                          "created_at, expires_at) VALUES ($1, $2, $3, $4, av_ts($5), av_ts($6)) "
@@ -337,7 +339,7 @@ absl::StatusOr<Identity> PostgresStore::AuthenticateToken(absl::string_view toke
 
 absl::Status PostgresStore::RevokeIdentity(const Scope& scope, IdentityId id) {
   const absl::Time now = Now();
-  return InTenant("RevokeIdentity", scope, [&](pqxx::work& tx) -> absl::Status {
+  return InTenant("RevokeIdentity", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     pqxx::result r = pg::Exec(tx,
         "UPDATE identities SET revoked_at = av_ts($2) WHERE id = $1 AND revoked_at IS NULL "
         "RETURNING id",
@@ -350,7 +352,7 @@ absl::Status PostgresStore::RevokeIdentity(const Scope& scope, IdentityId id) {
 }
 
 absl::StatusOr<std::vector<Identity>> PostgresStore::ListIdentities(const Scope& scope) {
-  return InTenant<std::vector<Identity>>("ListIdentities", scope, [&](pqxx::work& tx) {
+  return InTenant<std::vector<Identity>>("ListIdentities", scope, [&](pqxx::dbtransaction& tx) {
     return pg::AllOf(
         tx.exec(absl::StrCat("SELECT ", kIdentities.rows.columns, " FROM identities ORDER BY id")),
         IdentityOf);

@@ -281,7 +281,7 @@ class PostgresStore final : public Store {
 
   // A transaction body that produces a value (see PostgresPool::Body).
   template <typename T>
-  using Producer = std::function<absl::StatusOr<T>(pqxx::work&)>;
+  using Producer = std::function<absl::StatusOr<T>(pqxx::dbtransaction&)>;
 
   PostgresStore(PostgresStoreOptions options, Envelope envelope,
                 std::unique_ptr<PostgresPool> pool);
@@ -296,13 +296,13 @@ class PostgresStore final : public Store {
   // The same for a body that produces a value: the value of the attempt that committed.
   template <typename T>
   absl::StatusOr<T> InTenant(absl::string_view op, const Scope& scope, const Producer<T>& body) {
-    return Returning<T, pqxx::work>(
+    return Returning<T, pqxx::dbtransaction>(
         [&](const PostgresPool::Body& b) { return InTenant(op, scope, b); }, body);
   }
   // A cross-tenant transaction (no tenant set: only the SECURITY DEFINER functions see rows).
   template <typename T>
   absl::StatusOr<T> AcrossTenants(absl::string_view op, const Producer<T>& body) {
-    return Returning<T, pqxx::work>(
+    return Returning<T, pqxx::dbtransaction>(
         [&](const PostgresPool::Body& b) { return pool_->Run(op, {}, b); }, body);
   }
   // One statement and one round trip (PostgresPool::RunStatement), for the reads every call
@@ -346,7 +346,7 @@ class PostgresStore final : public Store {
   static std::string AuditInsertSql();
   // Runs `body` through `run`, a transaction (or statement) runner that may call it more than
   // once.
-  template <typename T, typename Tx = pqxx::work>
+  template <typename T, typename Tx = pqxx::dbtransaction>
   static absl::StatusOr<T> Returning(
       const std::function<absl::Status(const std::function<absl::Status(Tx&)>&)>& run,
       const std::function<absl::StatusOr<T>(Tx&)>& body) {
@@ -366,45 +366,51 @@ class PostgresStore final : public Store {
   // Appends to scope.tenant's audit chain in the caller's transaction; the trigger of migration
   // 0005 assigns seq, prev_hash and hash. Inside WithAuditBatch for the same transaction and
   // tenant the row is kept and inserted with the others when the body ends; else at once.
-  static void Audit(pqxx::work& tx, const Scope& scope, absl::Time at, const AuditEvent& event);
+  static void Audit(pqxx::dbtransaction& tx, const Scope& scope, absl::Time at,
+                    const AuditEvent& event);
   // Runs `body`, then inserts the audit rows it appended for `tenant` in `tx` in one statement,
   // in the order appended (the chain trigger runs per row, in that order). Nothing is inserted
-  // when `body` fails. InTenant runs every body inside one.
-  static absl::Status WithAuditBatch(pqxx::work& tx, TenantId tenant,
+  // when `body` fails. The statement is the transaction's last: in a pool's transaction it is
+  // sent with COMMIT, in the same round trip (PooledTransaction::SendWithCommit), and its
+  // failure is the commit's. InTenant runs every body inside one.
+  static absl::Status WithAuditBatch(pqxx::dbtransaction& tx, TenantId tenant,
                                      const PostgresPool::Body& body);
   // RecordOrderUrl's write after the lease check (`o` locked), shared with RecordOrderStart.
-  static absl::Status RecordOrderUrlIn(pqxx::work& tx, const Scope& scope, absl::Time now,
+  static absl::Status RecordOrderUrlIn(pqxx::dbtransaction& tx, const Scope& scope, absl::Time now,
                                        Order& o, absl::string_view url);
   // RecordAuthorization's transaction body (`identifier` canonical), shared with
   // RecordOrderStart.
-  static Authorization RecordAuthorizationIn(pqxx::work& tx, const Scope& scope, absl::Time now,
+  static Authorization RecordAuthorizationIn(pqxx::dbtransaction& tx, const Scope& scope,
+                                             absl::Time now,
                                              const AuthorizationRecord& authorization,
                                              const std::string& identifier);
   // PutChallenge's transaction body, shared with RecordOrderStart.
-  static absl::Status PutChallengeIn(pqxx::work& tx, const Scope& scope, absl::Time now,
+  static absl::Status PutChallengeIn(pqxx::dbtransaction& tx, const Scope& scope, absl::Time now,
                                      absl::string_view token, absl::string_view key_authorization);
   // GetCaHold's, TakeCaBudgetToken's and ReturnCaBudgetToken's transaction bodies, shared
   // with AdmitCaRequest (the budget validated).
-  static std::optional<CaHold> CaHoldIn(pqxx::work& tx, const CaHoldKey& key,
+  static std::optional<CaHold> CaHoldIn(pqxx::dbtransaction& tx, const CaHoldKey& key,
                                         const std::vector<std::string>& ids, absl::Time now);
-  static CaBudgetTake TakeCaBudgetTokenIn(pqxx::work& tx, const Scope& scope, AccountId account,
-                                          const CaBudget& budget, absl::Time now);
-  static void ReturnCaBudgetTokenIn(pqxx::work& tx, AccountId account, const CaBudget& budget);
+  static CaBudgetTake TakeCaBudgetTokenIn(pqxx::dbtransaction& tx, const Scope& scope,
+                                          AccountId account, const CaBudget& budget,
+                                          absl::Time now);
+  static void ReturnCaBudgetTokenIn(pqxx::dbtransaction& tx, AccountId account,
+                                    const CaBudget& budget);
   // AdmitCaRequest's transaction body (`ids` and `budgets` validated), shared with
   // LoadOrderStep.
-  static CaAdmission AdmitCaRequestIn(pqxx::work& tx, const Scope& scope, const CaHoldKey& key,
-                                      const std::vector<std::string>& ids,
+  static CaAdmission AdmitCaRequestIn(pqxx::dbtransaction& tx, const Scope& scope,
+                                      const CaHoldKey& key, const std::vector<std::string>& ids,
                                       const std::vector<CaBudget>& budgets, absl::Time now);
   // DeleteChallenge's transaction body, shared with DeleteChallengeFenced.
-  static void DeleteChallengeTx(pqxx::work& tx, const Scope& scope, absl::Time now,
+  static void DeleteChallengeTx(pqxx::dbtransaction& tx, const Scope& scope, absl::Time now,
                                 absl::string_view token);
   // InsertCertificate's transaction body, shared with CompleteOrder.
-  absl::StatusOr<Certificate> InsertCertificateIn(pqxx::work& tx, const Scope& scope,
+  absl::StatusOr<Certificate> InsertCertificateIn(pqxx::dbtransaction& tx, const Scope& scope,
                                                   const NewCertificate& certificate,
                                                   absl::Time now);
   // The account `lease` is for, its row locked until the transaction ends, if the lease is
   // still current (rules::CheckKeyLease): what every key write starts with.
-  static absl::StatusOr<Account> LockLeasedAccount(pqxx::work& tx, const Scope& scope,
+  static absl::StatusOr<Account> LockLeasedAccount(pqxx::dbtransaction& tx, const Scope& scope,
                                                    const KeyLease& lease);
   // A transaction confined by row-level security to the tenant of a job lease (no tenant
   // lookup: the job row itself is the check). INVALID_ARGUMENT as rules::ValidateJobLease.
@@ -415,24 +421,27 @@ class PostgresStore final : public Store {
                                                AccountId account, std::optional<int> version,
                                                absl::string_view purpose);
   // CompleteOrder's write after its checks (`linked` names the order), shared with FinishOrder.
-  absl::StatusOr<Certificate> CompleteOrderIn(pqxx::work& tx, const Scope& scope, absl::Time now,
-                                              const Order& o, const NewCertificate& linked);
+  absl::StatusOr<Certificate> CompleteOrderIn(pqxx::dbtransaction& tx, const Scope& scope,
+                                              absl::Time now, const Order& o,
+                                              const NewCertificate& linked);
   // UnsealKey's transaction body, shared with LoadOrderStep.
-  absl::StatusOr<UnsealedAccountKey> UnsealKeyIn(pqxx::work& tx, const Scope& scope,
+  absl::StatusOr<UnsealedAccountKey> UnsealKeyIn(pqxx::dbtransaction& tx, const Scope& scope,
                                                  absl::Time now, AccountId account,
                                                  std::optional<int> version,
                                                  absl::string_view purpose);
   // ListOutstandingAuthorizations' transaction body (filter.identifiers canonical), shared
   // with LoadOrderStep.
-  static std::vector<Authorization> OutstandingAuthorizationsIn(pqxx::work& tx, absl::Time now,
+  static std::vector<Authorization> OutstandingAuthorizationsIn(pqxx::dbtransaction& tx,
+                                                                absl::Time now,
                                                                 const AuthorizationFilter& filter);
   // MarkAuthorizationDeactivated's transaction body, shared with FinishOrder: false (nothing
   // written) when the account has no such authorization.
-  static bool MarkAuthorizationDeactivatedIn(pqxx::work& tx, const Scope& scope, absl::Time now,
-                                             AccountId account, absl::string_view url);
+  static bool MarkAuthorizationDeactivatedIn(pqxx::dbtransaction& tx, const Scope& scope,
+                                             absl::Time now, AccountId account,
+                                             absl::string_view url);
 
   // Sends kCertificatesChannel's notification for scope.tenant in `tx`.
-  static void NotifyCertificatesChanged(pqxx::work& tx, const Scope& scope);
+  static void NotifyCertificatesChanged(pqxx::dbtransaction& tx, const Scope& scope);
   // After a committed write of scope.tenant's certificates: certificates_changed to this
   // store's own wakers, from the calling thread (the notification reaches them later too).
   void CertificatesChangedHere(const Scope& scope);
