@@ -121,28 +121,31 @@ absl::StatusOr<JobClaimResult> PostgresStore::ClaimJobs(const JobClaim& claim) {
   const absl::Time now = TruncateToMicros(claim.now);
   const absl::Time until = TruncateToMicros(claim.now + claim.lease_duration);
   const std::string kinds = ArrayParam(claim.kinds);
-  return AcrossTenants<JobClaimResult>("ClaimJobs", [&](pqxx::dbtransaction& tx) {
+  // One statement (migration 0029): the claimed rows in claim order, then one row without a job
+  // that says whether due jobs were left and when something is due next, asked after the
+  // claim (the jobs leased just now are no longer due). No transaction block: one round trip.
+  return Statement<JobClaimResult>("ClaimJobs", [&](pqxx::nontransaction& tx) {
     JobClaimResult out;
-    for (const pqxx::row& r : pg::Exec(tx,
+    const int width = kJobs.rows.width;
+    for (const pqxx::row& r : pg::Exec(
+             tx,
              absl::StrCat("SELECT ", kJobs.rows.columns,
-                          " FROM (SELECT (c.claimed_job).*, c.claim_position "
-                          "FROM av_claim_jobs($1, av_ts($2), av_ts($3), $4, $5, $6, $7::text[]) c)"
-                          " AS claimed ORDER BY claim_position"),
+                          ", av_us(next_not_before), left_due "
+                          "FROM (SELECT (c.claimed_job).*, c.claim_position, c.next_not_before, "
+                          "c.left_due FROM av_claim_jobs_and_next($1, av_ts($2), av_ts($3), $4, "
+                          "$5, $6, $7::text[]) c) AS claimed ORDER BY claim_position"),
              claim.owner, Micros(now), Micros(until), claim.max_jobs, claim.per_tenant_limit,
              claim.per_ca_limit, kinds)) {
-      Job job = JobOf(r);
-      JobLease lease{job.tenant, job.id, job.lease_owner, job.fencing_token,
-                     job.lease_expires_at.value_or(until)};
-      out.jobs.push_back(ClaimedJob{std::move(job), std::move(lease)});
+      if (r[width + 1].is_null()) {
+        Job job = JobOf(r);
+        JobLease lease{job.tenant, job.id, job.lease_owner, job.fencing_token,
+                       job.lease_expires_at.value_or(until)};
+        out.jobs.push_back(ClaimedJob{std::move(job), std::move(lease)});
+      } else {
+        out.next_not_before = OptionalTime(r[width]);
+        out.left_due = r[width + 1].as<bool>();
+      }
     }
-    // In the same statement: whether due jobs were left (the batch was full or a bound held
-    // them back; the jobs leased just now are no longer due).
-    pqxx::row next = pg::Exec1(tx,
-        "SELECT av_us(av_next_job_time(av_ts($1), $2::text[])), "
-        "EXISTS (SELECT 1 FROM av_jobs_due(av_ts($1)) d WHERE d.kind = ANY ($2::text[]))",
-        Micros(now), kinds);
-    out.next_not_before = OptionalTime(next[0]);
-    out.left_due = next[1].as<bool>();
     return out;
   });
 }

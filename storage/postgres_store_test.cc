@@ -37,6 +37,7 @@ using ::acmevault::storage::testing::RoundTripCounter;
 using ::acmevault::storage::testing::StatusIs;
 using ::acmevault::storage::testing::TestDatabase;
 using ::acmevault::storage::testing::TestKeks;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::Not;
@@ -792,6 +793,43 @@ TEST_F(PostgresStoreRoundTripTest, AWritesAuditRowsTravelWithItsCommit) {
     EXPECT_EQ(got.detail, event.detail);
   }
   ASSERT_OK(store_->VerifyAuditChain(alpha));
+}
+
+// A claim is one statement outside a transaction block: the claimed rows, and with them when
+// the next job is due and whether due jobs were left, asked after the claim.
+TEST_F(PostgresStoreRoundTripTest, AClaimIsOneRoundTrip) {
+  const Scope alpha = MakeTenant("alpha");
+  const absl::Time t0 = absl::FromUnixSeconds(1800000000);
+  for (const char* subject : {"a", "b", "c"}) {
+    ASSERT_OK(store_->ScheduleJob(alpha, NewJob{"order_step", subject, "", t0}, t0).status());
+  }
+  ASSERT_OK(store_->ScheduleJob(alpha, NewJob{"order_step", "later", "", t0 + absl::Minutes(5)}, t0)
+                .status());
+  JobClaim claim;
+  claim.owner = "replica-1";
+  claim.now = t0;
+  claim.kinds = {"order_step"};
+  std::vector<std::string> claimed;
+  std::vector<bool> left_due;
+  std::vector<std::optional<absl::Time>> next;
+  EXPECT_EQ(RoundTrips([&] {
+              auto got = counted_->ClaimJobs(claim);
+              ASSERT_TRUE(got.ok()) << got.status();
+              for (const ClaimedJob& j : got->jobs) claimed.push_back(j.job.subject);
+              left_due.push_back(got->left_due);
+              next.push_back(got->next_not_before);
+            }),
+            1);
+  // One job each time, in due order; the claim leaves the others due until the last.
+  EXPECT_THAT(claimed, ElementsAre("a", "b"));
+  EXPECT_THAT(left_due, ElementsAre(true, true));
+  EXPECT_THAT(next, ElementsAre(t0 + absl::Minutes(5), t0 + absl::Minutes(5)));
+  claim.max_jobs = 5;
+  ASSERT_OK_AND_ASSIGN(JobClaimResult last, counted_->ClaimJobs(claim));
+  ASSERT_EQ(last.jobs.size(), 1u);
+  EXPECT_EQ(last.jobs[0].job.subject, "c");
+  EXPECT_FALSE(last.left_due);
+  EXPECT_EQ(last.next_not_before, t0 + absl::Minutes(5));
 }
 
 TEST_F(PostgresStoreRoundTripTest, TheReadsOfEveryIssuanceAreOneRoundTripEach) {
