@@ -107,13 +107,7 @@ void InsertAuditWithCommit(pqxx::dbtransaction& tx, const std::string& prepared,
   if (rows.empty()) return;
   AuditInsert insert = AuditInsertFor(tx, prepared, rows);
   if (pooled == nullptr || insert.prepared.empty()) return InsertAudit(tx, prepared, rows);
-  // SQL EXECUTE finds only statements the server knows (libpqxx prepares lazily).
-  tx.conn().prepare_now(insert.prepared);
-  std::vector<std::string> literals;
-  for (const char* p : insert.params)
-    literals.push_back(p == nullptr ? "NULL" : tx.quote(std::string(p)));
-  pooled->SendWithCommit(
-      absl::StrCat("EXECUTE ", insert.prepared, "(", absl::StrJoin(literals, ", "), ")"));
+  pooled->SendWithCommit(pg::ExecuteSql(tx, insert.prepared, insert.params));
 }
 
 }  // namespace

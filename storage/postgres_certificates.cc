@@ -120,20 +120,24 @@ absl::StatusOr<Certificate> PostgresStore::GetCurrentCertificate(
 
 absl::StatusOr<IssueContext> PostgresStore::LoadIssueContext(
     const Scope& scope, const std::vector<std::string>& identifiers) {
+  if (scope.tenant <= 0) return absl::InvalidArgumentError("LoadIssueContext: no tenant");
   ASSIGN_OR_RETURN(std::vector<std::string> ids, CanonicalIdentifiers(identifiers));
   const absl::Time now = Now();
   const std::string tenant = absl::StrCat(scope.tenant);
-  // The same prepared reads as GetTenant, ListAccounts and GetCurrentCertificate, in one
-  // transaction (whose setup checked the tenant: a miss needs no second look).
-  return InTenant<IssueContext>(
-      "LoadIssueContext", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<IssueContext> {
+  // The same prepared reads as GetTenant, ListAccounts and GetCurrentCertificate, each of which
+  // sets the tenant itself (pg::kTenantFirst), sent together: one round trip, no transaction
+  // block. The tenant's own row tells a missing tenant: no second look.
+  return Statement<IssueContext>(
+      "LoadIssueContext", [&](pqxx::nontransaction& tx) -> absl::StatusOr<IssueContext> {
+        std::vector<pqxx::result> r = pg::Pipelined(
+            tx, {{kTenantById, {tenant}},
+                 {kAccountsOfTenant, {tenant}},
+                 {kCurrentCertificate, {tenant, ArrayParam(ids), absl::StrCat(Micros(now))}}});
         IssueContext out;
-        ASSIGN_OR_RETURN(out.tenant, pg::FirstOf(tx.exec_prepared(kTenantById, tenant), pg::TenantOf,
-                                             pg::NoSuch(pg::kTenants.noun, scope.tenant)));
-        out.accounts = pg::AllOf(tx.exec_prepared(kAccountsOfTenant, tenant), pg::AccountOf);
-        pqxx::result current =
-            tx.exec_prepared(kCurrentCertificate, tenant, ArrayParam(ids), Micros(now));
-        if (!current.empty()) out.current = CertificateOf(current[0]);
+        ASSIGN_OR_RETURN(out.tenant, pg::FirstOf(r[0], pg::TenantOf,
+                                                 pg::NoSuch(pg::kTenants.noun, scope.tenant)));
+        out.accounts = pg::AllOf(r[1], pg::AccountOf);
+        if (!r[2].empty()) out.current = CertificateOf(r[2][0]);
         return out;
       });
 }

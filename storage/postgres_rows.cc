@@ -31,6 +31,35 @@ std::string PreparedName(pqxx::transaction_base& tx, const std::string& sql) {
   return name;
 }
 
+std::string ExecuteSql(pqxx::transaction_base& tx, const std::string& statement,
+                       const std::vector<const char*>& values) {
+  tx.conn().prepare_now(statement);
+  std::string sql = absl::StrCat("EXECUTE ", statement, "(");
+  for (size_t i = 0; i < values.size(); ++i) {
+    absl::StrAppend(&sql, i == 0 ? "" : ", ",
+                    values[i] == nullptr ? "NULL" : tx.quote(std::string(values[i])));
+  }
+  return absl::StrCat(sql, ")");
+}
+
+std::vector<pqxx::result> Pipelined(pqxx::transaction_base& tx,
+                                    const std::vector<Execution>& executions) {
+  std::vector<std::string> texts;
+  for (const Execution& e : executions) {
+    std::vector<const char*> values;
+    for (const auto& v : e.values) values.push_back(Nullable(v));
+    texts.push_back(ExecuteSql(tx, e.statement, values));
+  }
+  pqxx::pipeline pipeline(tx);
+  pipeline.retain(static_cast<int>(texts.size()));  // issued together by complete()
+  std::vector<pqxx::pipeline::query_id> ids;
+  for (const std::string& text : texts) ids.push_back(pipeline.insert(text));
+  pipeline.complete();
+  std::vector<pqxx::result> out;
+  for (pqxx::pipeline::query_id id : ids) out.push_back(pipeline.retrieve(id));
+  return out;
+}
+
 std::vector<std::string> KeyAlgorithmNames(const std::vector<crypto::KeyAlgorithm>& algorithms) {
   std::vector<std::string> out;
   for (crypto::KeyAlgorithm a : algorithms) out.emplace_back(crypto::KeyAlgorithmName(a));

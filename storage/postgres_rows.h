@@ -65,6 +65,26 @@ pqxx::binarystring Bytes(absl::string_view s);
 // runs the text unprepared.
 std::string PreparedName(pqxx::transaction_base& tx, const std::string& sql);
 
+// "EXECUTE <statement>(<values>)": SQL that runs a statement prepared on tx's connection, its
+// values quoted for tx's connection (nullptr: NULL), for simple queries that carry more than
+// one statement. Prepares the statement on the server now if it is not yet (libpqxx prepares
+// lazily, and SQL EXECUTE finds only statements the server knows).
+std::string ExecuteSql(pqxx::transaction_base& tx, const std::string& statement,
+                       const std::vector<const char*>& values);
+
+// A prepared statement and its values, for Pipelined.
+struct Execution {
+  std::string statement;
+  std::vector<std::optional<std::string>> values;  // nullopt: NULL
+};
+
+// Runs `executions` in one round trip, one simple query of ExecuteSql texts (libpqxx's
+// pipeline), and returns their results in order. They run one after another, in tx's
+// transaction, or outside a block in one implicit transaction, each with its own snapshot.
+// The first that fails stops the rest, and its error is thrown.
+std::vector<pqxx::result> Pipelined(pqxx::transaction_base& tx,
+                                    const std::vector<Execution>& executions);
+
 // tx.exec_params(sql, args...) (and its 0- and 1-row forms) through PreparedName.
 template <typename... Args>
 pqxx::result Exec(pqxx::transaction_base& tx, const std::string& sql, Args&&... args) {

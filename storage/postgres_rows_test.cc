@@ -385,6 +385,35 @@ TEST_F(PostgresRowsTest, TheHelpersCallingConvertToAreInlined) {
   }));
 }
 
+// Pipelined sends prepared statements by SQL EXECUTE with quoted values, all in one query:
+// every value arrives as it was (quotes, backslashes, NULL), results come back in order, and
+// the first statement that fails is thrown.
+TEST_F(PostgresRowsTest, PipelinedStatementsGetTheirValuesAsTheyWereAndTheirResultsInOrder) {
+  const std::string odd = "it's a \\ 'quoted' \"value\"); SELECT 1; --";
+  ASSERT_OK(In(alpha_, [&](pqxx::dbtransaction& tx) {
+    tx.conn().prepare("pl_echo", "SELECT $1::text, $2::bigint");
+    tx.conn().prepare("pl_count", "SELECT count(*) FROM generate_series(1, $1::int)");
+    std::vector<pqxx::result> r = Pipelined(
+        tx, {{"pl_echo", {odd, std::nullopt}}, {"pl_count", {"3"}}, {"pl_echo", {"", "7"}}});
+    EXPECT_EQ(r.size(), 3u);
+    if (r.size() != 3) return absl::OkStatus();
+    EXPECT_EQ(r[0][0][0].as<std::string>(), odd);
+    EXPECT_TRUE(r[0][0][1].is_null());
+    EXPECT_EQ(r[1][0][0].as<int>(), 3);
+    EXPECT_EQ(r[2][0][0].as<std::string>(), "");
+    EXPECT_EQ(r[2][0][1].as<int>(), 7);
+    return absl::OkStatus();
+  }));
+  EXPECT_THAT(
+      In(alpha_,
+         [&](pqxx::dbtransaction& tx) {
+           tx.conn().prepare("pl_divide", "SELECT 1 / $1::int");
+           Pipelined(tx, {{"pl_divide", {"1"}}, {"pl_divide", {"0"}}, {"pl_divide", {"2"}}});
+           return absl::OkStatus();
+         }),
+      StatusIs(absl::StatusCode::kInvalidArgument, "division by zero"));
+}
+
 // GetById's statement is prepared on the connection: a row read by id is planned once per
 // connection, not at every read.
 TEST_F(PostgresRowsTest, GetByIdRunsAPreparedStatement) {

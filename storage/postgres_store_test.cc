@@ -832,6 +832,32 @@ TEST_F(PostgresStoreRoundTripTest, AClaimIsOneRoundTrip) {
   EXPECT_EQ(last.next_not_before, t0 + absl::Minutes(5));
 }
 
+// What IssueCertificate reads before it orders is three prepared reads sent together: one
+// round trip, where a transaction took five (BEGIN with the tenant, three reads, COMMIT).
+TEST_F(PostgresStoreRoundTripTest, AnIssuancesContextIsOneRoundTrip) {
+  const Scope alpha = MakeTenant("alpha");
+  const AccountId account = MakeAccount(alpha);
+  ASSERT_OK(store_->InsertCertificate(alpha, CertificateFor({"a.test"}, "0d", nullptr)).status());
+  EXPECT_EQ(RoundTrips([&] {
+              auto got = counted_->LoadIssueContext(alpha, {"A.test"});
+              ASSERT_TRUE(got.ok()) << got.status();
+              EXPECT_EQ(got->tenant.id, alpha.tenant);
+              ASSERT_EQ(got->accounts.size(), 1u);
+              EXPECT_EQ(got->accounts[0].id, account);
+              ASSERT_TRUE(got->current.has_value());
+              EXPECT_EQ(got->current->serial, "0d");
+            }),
+            1);
+  // A tenant that does not exist is told apart in the same round trip.
+  const Scope missing{alpha.tenant + 1000, kActor};
+  EXPECT_EQ(RoundTrips([&] {
+              EXPECT_THAT(counted_->LoadIssueContext(missing, {"a.test"}),
+                          StatusIs(absl::StatusCode::kNotFound,
+                                   absl::StrCat("tenant ", missing.tenant, " not found")));
+            }),
+            1);
+}
+
 TEST_F(PostgresStoreRoundTripTest, TheReadsOfEveryIssuanceAreOneRoundTripEach) {
   const Scope alpha = MakeTenant("alpha");
   const AccountId account = MakeAccount(alpha);
