@@ -82,8 +82,12 @@ AuditInsert AuditInsertFor(pqxx::dbtransaction& tx, const std::string& prepared,
     return out;
   }
   out.sql = absl::StrCat(kAuditColumns, absl::StrJoin(values, ", "));
-  // A statement per batch size, prepared for the sizes transitions write.
-  if (rows.size() <= kPreparedAuditBatch) out.prepared = pg::PreparedName(tx, out.sql);
+  // A statement per batch size, prepared for the sizes transitions write, named after the
+  // one row's (av_audit_insert_2, ...: the statement log tells audit inserts by name).
+  if (rows.size() <= kPreparedAuditBatch) {
+    out.prepared = absl::StrCat(prepared, "_", rows.size());
+    tx.conn().prepare(out.prepared, out.sql);  // registers; a repeat is a lookup
+  }
   return out;
 }
 

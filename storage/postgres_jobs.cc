@@ -124,6 +124,9 @@ absl::StatusOr<JobClaimResult> PostgresStore::ClaimJobs(const JobClaim& claim) {
   // One statement (migration 0029): the claimed rows in claim order, then one row without a job
   // that says whether due jobs were left and when something is due next, asked after the
   // claim (the jobs leased just now are no longer due). No transaction block: one round trip.
+  // A connection lost after the statement ran (its answer never came) is run again, as in a
+  // block a lost COMMIT was not: either way the jobs it leased are run by nobody until their
+  // lease ends and a later claim takes them, with the next fencing token.
   return Statement<JobClaimResult>("ClaimJobs", [&](pqxx::nontransaction& tx) {
     JobClaimResult out;
     const int width = kJobs.rows.width;

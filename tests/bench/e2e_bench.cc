@@ -16,9 +16,12 @@
 //                  --comm postgres, or the sync server's threads: grpcpp_sync_ser).
 //  --mode=profile  A few issuances and reads one at a time with the database's statement log on
 //                  (the caller runs `ALTER DATABASE ... SET log_statement = 'all'` first): per
-//                  call, the statements, transactions (BEGIN), tenant settings (set_config),
-//                  audit inserts and order-row reads the service sent, then its transactions
-//                  per call by their first statement (past BEGIN and the tenant's set-up).
+//                  call, the statements (logged queries: one round trip each, though a simple
+//                  query may carry several, "BEGIN; EXECUTE ..." or "...; COMMIT"),
+//                  transactions (BEGIN, or a query outside one), tenant settings sent as text
+//                  (set_config; prepared set-ups do not show), audit inserts and order-row
+//                  reads the service sent, then its transactions per call by their first
+//                  statement.
 //  --mode=inflight  Orders kept in flight by a slow CA (its validations sleep): --issuances
 //                  IssueCertificate calls from --callers callers, each with a --call_ms
 //                  deadline so it returns the order handle, then --seconds more of watching.
@@ -45,16 +48,16 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <pqxx/pqxx>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <tuple>
 #include <vector>
 
-#include <pqxx/pqxx>
-
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -407,21 +410,27 @@ StatementCounts CountStatements(const std::string& log, const std::string& from,
       ++c.by_first[std::string(sql.substr(0, 90))];
       named = true;
     };
+    // One logged line is one round trip: a simple query may carry several statements, as
+    // "BEGIN; EXECUTE <tenant set-up>(...)" and "EXECUTE <audit insert>(...); COMMIT" do.
+    const bool ends = absl::StartsWith(sql, "COMMIT") || absl::StartsWith(sql, "ROLLBACK") ||
+                      absl::EndsWith(absl::StripTrailingAsciiWhitespace(sql), "; COMMIT");
     if (absl::StartsWith(sql, "BEGIN")) {
       open_tx = true;
       named = false;
       ++c.transactions;
-    } else if (absl::StartsWith(sql, "COMMIT") || absl::StartsWith(sql, "ROLLBACK")) {
-      open_tx = false;
     } else if (!open_tx) {
       ++c.transactions;
       named = false;
       name();
-    } else {
+    } else if (!absl::StartsWith(sql, "COMMIT")) {
       name();
     }
+    if (ends) open_tx = false;
     if (absl::StrContains(sql, "set_config('acmevault.tenant_id'")) ++c.set_configs;
-    if (absl::StrContains(sql, "INSERT INTO audit_log")) ++c.audit_inserts;
+    if (absl::StrContains(sql, "INSERT INTO audit_log") ||
+        absl::StrContains(sql, "EXECUTE av_audit_insert")) {
+      ++c.audit_inserts;
+    }
     if (absl::StrContains(sql, "FROM orders")) ++c.order_reads;
   }
   return c;
