@@ -112,11 +112,14 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
             out.lease = Lease{scope.tenant, out.order.id, order.lease_owner, 1, expires};
             if (order.job_released) {
               // The order's work, claimable at once (as ScheduleJob makes a job).
-              pg::Exec0(tx,
+              // Nothing reads its answer: sent with COMMIT.
+              pg::ExecWithCommit(
+                  tx,
                   "INSERT INTO jobs (tenant_id, kind, subject, ca, not_before, fencing_token, "
                   "attempts, last_error, created_at, updated_at) "
                   "VALUES ($1, $2, $3, $4, av_ts($5), 0, 0, '', av_ts($5), av_ts($5))",
-                  scope.tenant, order.job_kind, absl::StrCat(id), order.job_ca, Micros(now));
+                  {absl::StrCat(scope.tenant), order.job_kind, absl::StrCat(id), order.job_ca,
+                   absl::StrCat(Micros(now))});
               pg::Notify(tx, kJobsChannel, order.job_kind);
               out.lease.reset();
             } else if (!order.job_kind.empty()) {

@@ -210,7 +210,9 @@ PooledTransaction::PooledTransaction(pqxx::connection_base& connection, std::str
 
 PooledTransaction::~PooledTransaction() noexcept { End(); }
 
-void PooledTransaction::SendWithCommit(std::string sql) { with_commit_ = std::move(sql); }
+void PooledTransaction::SendWithCommit(absl::string_view sql) {
+  absl::StrAppend(&with_commit_, with_commit_.empty() ? "" : "; ", sql);
+}
 
 void PooledTransaction::RollBackQuietly() {
   try {

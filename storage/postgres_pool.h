@@ -54,9 +54,9 @@ class PooledTransaction final : public pqxx::internal::basic_transaction {
 
   pqxx::result& first() { return first_; }
   // `sql` (simple-query text: values quoted, statements separated by ";") runs in COMMIT's
-  // round trip, just before COMMIT. When it fails, nothing commits, and commit() throws its
-  // error. Replaces what an earlier call set.
-  void SendWithCommit(std::string sql);
+  // round trip, just before COMMIT, after what earlier calls sent. When it fails, nothing
+  // commits, and commit() throws its error.
+  void SendWithCommit(absl::string_view sql);
 
  private:
   void do_begin() override;

@@ -502,19 +502,21 @@ TEST_F(PostgresPoolTest, WhatIsSentWithCommitCommitsOrFailsWithTheTransaction) {
   EXPECT_EQ(rows(), 0);
   ASSERT_OK(pool->Run("Commit", {}, [](pqxx::dbtransaction& tx) {
     tx.exec0("INSERT INTO sent_with_commit VALUES (1)");
-    dynamic_cast<PooledTransaction&>(tx).SendWithCommit("INSERT INTO sent_with_commit VALUES (2)");
+    auto& pooled = dynamic_cast<PooledTransaction&>(tx);
+    pooled.SendWithCommit("INSERT INTO sent_with_commit VALUES (2)");
+    pooled.SendWithCommit("INSERT INTO sent_with_commit VALUES (3)");  // after the first
     return absl::OkStatus();
   }));
-  EXPECT_EQ(rows(), 2);
+  EXPECT_EQ(rows(), 3);
   // A body that fails sends nothing.
   EXPECT_THAT(pool->Run("Abort", {},
                         [](pqxx::dbtransaction& tx) {
                           dynamic_cast<PooledTransaction&>(tx).SendWithCommit(
-                              "INSERT INTO sent_with_commit VALUES (3)");
+                              "INSERT INTO sent_with_commit VALUES (4)");
                           return absl::FailedPreconditionError("no");
                         }),
               StatusIs(absl::StatusCode::kFailedPrecondition));
-  EXPECT_EQ(rows(), 2);
+  EXPECT_EQ(rows(), 3);
   EXPECT_EQ(pool->open_connections(), 1);
 }
 

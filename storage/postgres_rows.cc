@@ -5,6 +5,7 @@
 
 #include "crypto/keys.h"
 #include "crypto/revocation_reason.h"
+#include "storage/postgres_pool.h"
 
 namespace acmevault::storage::pg {
 
@@ -409,8 +410,21 @@ std::string IdentifiersHashOf(int param) {
   return absl::StrCat("(SELECT av_identifiers_hash($", param, "::text[]))");
 }
 
+void ExecWithCommit(pqxx::dbtransaction& tx, const std::string& sql,
+                    const std::vector<std::optional<std::string>>& values) {
+  std::vector<const char*> params;
+  for (const auto& v : values) params.push_back(Nullable(v));
+  auto* pooled = dynamic_cast<PooledTransaction*>(&tx);
+  const std::string name = PreparedName(tx, sql);
+  if (pooled == nullptr || name.empty()) {
+    tx.exec_params(sql, pqxx::prepare::make_dynamic_params(params));
+    return;
+  }
+  pooled->SendWithCommit(ExecuteSql(tx, name, params));
+}
+
 void Notify(pqxx::dbtransaction& tx, const char* channel, const std::string& payload) {
-  Exec(tx, "SELECT pg_notify($1, $2)", std::string(channel), payload);
+  ExecWithCommit(tx, "SELECT pg_notify($1, $2)", {std::string(channel), payload});
 }
 
 absl::Status NoSuch(absl::string_view what, int64_t id) {

@@ -206,7 +206,13 @@ inline constexpr char kTenantFirst[] =
 // SHA-256 per row of the table per statement.
 std::string IdentifiersHashOf(int param);
 
-// NOTIFY `channel` with `payload` when the transaction commits.
+// Runs `sql` with `values` (nullopt: NULL) prepared (PreparedName) when nothing reads its
+// result: in a pool's transaction it is sent with COMMIT, in COMMIT's round trip
+// (PooledTransaction::SendWithCommit), and its failure is the commit's; elsewhere at once.
+void ExecWithCommit(pqxx::dbtransaction& tx, const std::string& sql,
+                    const std::vector<std::optional<std::string>>& values);
+
+// NOTIFY `channel` with `payload` when the transaction commits (sent with COMMIT).
 void Notify(pqxx::dbtransaction& tx, const char* channel, const std::string& payload);
 
 // ---------------------------------------------------------------------------------------------

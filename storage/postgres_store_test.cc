@@ -858,6 +858,32 @@ TEST_F(PostgresStoreRoundTripTest, AnIssuancesContextIsOneRoundTrip) {
             1);
 }
 
+// Scheduling a job: BEGIN with the tenant; the upsert; its NOTIFY sent with COMMIT. The notice
+// still reaches a listener once committed, and only then.
+TEST_F(PostgresStoreRoundTripTest, AJobsNoticeTravelsWithItsCommit) {
+  const Scope alpha = MakeTenant("alpha");
+  struct Receiver final : pqxx::notification_receiver {
+    explicit Receiver(pqxx::connection_base& c) : pqxx::notification_receiver(c, kJobsChannel) {}
+    void operator()(const std::string& payload, int) override { payloads.push_back(payload); }
+    std::vector<std::string> payloads;
+  };
+  pqxx::connection listener(db_->app_url());
+  Receiver receiver(listener);
+  const absl::Time t0 = absl::FromUnixSeconds(1800000000);
+  int subject = 0;
+  EXPECT_EQ(
+      RoundTrips([&] {
+        ASSERT_OK(
+            counted_
+                ->ScheduleJob(alpha, NewJob{"order_step", absl::StrCat("s", ++subject), "", t0}, t0)
+                .status());
+      }),
+      3);
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (receiver.payloads.size() < 2 && absl::Now() < deadline) listener.await_notification(1, 0);
+  EXPECT_THAT(receiver.payloads, ElementsAre("order_step", "order_step"));
+}
+
 TEST_F(PostgresStoreRoundTripTest, TheReadsOfEveryIssuanceAreOneRoundTripEach) {
   const Scope alpha = MakeTenant("alpha");
   const AccountId account = MakeAccount(alpha);
