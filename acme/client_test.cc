@@ -386,6 +386,17 @@ TEST_F(ClientTest, RateLimitedCarriesRetryAfterToTheCaller) {
   EXPECT_EQ(Utc(*p2->retry_after), "2037-10-21T07:28:00Z");
 }
 
+// A "no request before" time is carried in whole seconds, so it is rounded up: never early.
+TEST(ProblemJson, RetryAfterIsRoundedUpToTheSecond) {
+  Problem p;
+  p.retry_after = absl::FromUnixMillis(1'000'050);
+  EXPECT_EQ(ToJson(p)["retry_after_unix"], 1001);
+  p.retry_after = absl::FromUnixSeconds(1000);
+  EXPECT_EQ(ToJson(p)["retry_after_unix"], 1000);
+  p.retry_after = absl::FromUnixMillis(-1'500);
+  EXPECT_EQ(ToJson(p)["retry_after_unix"], -1);
+}
+
 TEST_F(ClientTest, DeactivatedAccountIsUnusableWhether401Or403) {
   for (int code : {401, 403}) {
     server_.On("POST", "/acct/1", [code](const Call&) {

@@ -157,7 +157,12 @@ std::string Summarize(const Problem& p) {
 nlohmann::json ToJson(const Problem& p) {
   nlohmann::json j = {{"type", p.type}, {"detail", p.detail}, {"status", p.http_status}};
   if (!p.identifier.empty()) j["identifier"] = p.identifier;
-  if (p.retry_after) j["retry_after_unix"] = absl::ToUnixSeconds(*p.retry_after);
+  if (p.retry_after) {
+    // Whole seconds, rounded up: a "no request before" time must never come out early.
+    int64_t seconds = absl::ToUnixSeconds(*p.retry_after);
+    if (absl::FromUnixSeconds(seconds) < *p.retry_after) ++seconds;
+    j["retry_after_unix"] = seconds;
+  }
   for (const auto& sub : p.subproblems) j["subproblems"].push_back(ToJson(sub));
   return j;
 }
