@@ -91,27 +91,20 @@ AuditInsert AuditInsertFor(pqxx::dbtransaction& tx, const std::string& prepared,
   return out;
 }
 
-// Inserts `rows` in one statement, at once.
+// Inserts `rows` in one statement, at once, or with the transaction's COMMIT when it is a
+// pool's and the statement is prepared (nobody reads the insert's result):
+// "EXECUTE <prepared>(<quoted values>); COMMIT", one round trip for both.
 void InsertAudit(pqxx::dbtransaction& tx, const std::string& prepared,
-                 const std::vector<AuditParams>& rows) {
+                 const std::vector<AuditParams>& rows, bool with_commit = false) {
   if (rows.empty()) return;
   AuditInsert insert = AuditInsertFor(tx, prepared, rows);
-  if (!insert.prepared.empty()) {
-    tx.exec_prepared0(insert.prepared, pqxx::prepare::make_dynamic_params(insert.params));
-  } else {
+  if (insert.prepared.empty()) {
     tx.exec_params0(insert.sql, pqxx::prepare::make_dynamic_params(insert.params));
+  } else if (with_commit) {
+    pg::ExecPreparedWithCommit(tx, insert.prepared, insert.params);
+  } else {
+    tx.exec_prepared0(insert.prepared, pqxx::prepare::make_dynamic_params(insert.params));
   }
-}
-
-// The same, sent with the transaction's COMMIT when it is a pool's (nobody reads the insert's
-// result): "EXECUTE <prepared>(<quoted values>); COMMIT", one round trip for both. Else at once.
-void InsertAuditWithCommit(pqxx::dbtransaction& tx, const std::string& prepared,
-                           const std::vector<AuditParams>& rows) {
-  auto* pooled = dynamic_cast<PooledTransaction*>(&tx);
-  if (rows.empty()) return;
-  AuditInsert insert = AuditInsertFor(tx, prepared, rows);
-  if (pooled == nullptr || insert.prepared.empty()) return InsertAudit(tx, prepared, rows);
-  pooled->SendWithCommit(pg::ExecuteSql(tx, insert.prepared, insert.params));
 }
 
 }  // namespace
@@ -137,7 +130,7 @@ absl::Status PostgresStore::WithAuditBatch(pqxx::dbtransaction& tx, TenantId ten
   } restore{&batch};
   current_batch = &batch;
   absl::Status status = body(tx);
-  if (status.ok()) InsertAuditWithCommit(tx, kAuditStatement, batch.rows);
+  if (status.ok()) InsertAudit(tx, kAuditStatement, batch.rows, /*with_commit=*/true);
   return status;
 }
 

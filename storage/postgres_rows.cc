@@ -410,17 +410,25 @@ std::string IdentifiersHashOf(int param) {
   return absl::StrCat("(SELECT av_identifiers_hash($", param, "::text[]))");
 }
 
+void ExecPreparedWithCommit(pqxx::dbtransaction& tx, const std::string& prepared,
+                            const std::vector<const char*>& values) {
+  if (auto* pooled = dynamic_cast<PooledTransaction*>(&tx); pooled != nullptr) {
+    pooled->SendWithCommit(ExecuteSql(tx, prepared, values));
+    return;
+  }
+  tx.exec_prepared(prepared, pqxx::prepare::make_dynamic_params(values));
+}
+
 void ExecWithCommit(pqxx::dbtransaction& tx, const std::string& sql,
                     const std::vector<std::optional<std::string>>& values) {
   std::vector<const char*> params;
   for (const auto& v : values) params.push_back(Nullable(v));
-  auto* pooled = dynamic_cast<PooledTransaction*>(&tx);
   const std::string name = PreparedName(tx, sql);
-  if (pooled == nullptr || name.empty()) {
+  if (name.empty()) {
     tx.exec_params(sql, pqxx::prepare::make_dynamic_params(params));
     return;
   }
-  pooled->SendWithCommit(ExecuteSql(tx, name, params));
+  ExecPreparedWithCommit(tx, name, params);
 }
 
 void Notify(pqxx::dbtransaction& tx, const char* channel, const std::string& payload) {

@@ -212,6 +212,11 @@ std::string IdentifiersHashOf(int param);
 void ExecWithCommit(pqxx::dbtransaction& tx, const std::string& sql,
                     const std::vector<std::optional<std::string>>& values);
 
+// The same for a statement already prepared on tx's connection as `prepared`, with `values`
+// (nullptr: NULL).
+void ExecPreparedWithCommit(pqxx::dbtransaction& tx, const std::string& prepared,
+                            const std::vector<const char*>& values);
+
 // NOTIFY `channel` with `payload` when the transaction commits (sent with COMMIT).
 void Notify(pqxx::dbtransaction& tx, const char* channel, const std::string& payload);
 
