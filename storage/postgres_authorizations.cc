@@ -14,30 +14,50 @@ using pg::Micros;
 using pg::Nullable;
 using pg::OptionalParam;
 
-Authorization PostgresStore::RecordAuthorizationIn(pqxx::dbtransaction& tx, const Scope& scope,
-                                                   absl::Time now,
-                                                   const AuthorizationRecord& authorization,
-                                                   const std::string& identifier) {
-  std::optional<int64_t> expires;
-  if (authorization.expires_at.has_value()) expires = Micros(*authorization.expires_at);
-  Authorization out = AuthorizationOf(pg::Exec1(tx,
-      absl::StrCat("INSERT INTO authorizations (tenant_id, account_id, order_id, url, identifier, "
-                   "status, expires_at, created_at, updated_at) "
+pg::Sql PostgresStore::RecordAuthorizationSql(const Scope& scope, absl::Time now,
+                                              const AuthorizationRecord& authorization,
+                                              const std::string& identifier) {
+  std::optional<std::string> expires;
+  if (authorization.expires_at.has_value()) {
+    expires = absl::StrCat(Micros(*authorization.expires_at));
+  }
+  std::optional<std::string> order;
+  if (authorization.order.has_value()) order = absl::StrCat(*authorization.order);
+  return {
+      absl::StrCat("INSERT INTO authorizations (tenant_id, account_id, order_id, url, "
+                   "identifier, status, expires_at, created_at, updated_at) "
                    "VALUES ($1, $2, $3, $4, $5, $6, av_ts($7), av_ts($8), av_ts($8)) "
                    "ON CONFLICT (account_id, url) DO UPDATE SET status = EXCLUDED.status, "
                    "expires_at = EXCLUDED.expires_at, "
                    "order_id = coalesce(authorizations.order_id, EXCLUDED.order_id), "
                    "updated_at = EXCLUDED.updated_at RETURNING ",
                    kAuthorizations.rows.columns),
-      scope.tenant, authorization.account, Nullable(OptionalParam(authorization.order)),
-      authorization.url, identifier, std::string(AuthorizationStatusName(authorization.status)),
-      Nullable(OptionalParam(expires)), Micros(now)));
+      {absl::StrCat(scope.tenant), absl::StrCat(authorization.account), order, authorization.url,
+       identifier, std::string(AuthorizationStatusName(authorization.status)), expires,
+       absl::StrCat(Micros(now))}};
+}
+
+Authorization PostgresStore::RecordedAuthorization(pqxx::dbtransaction& tx, const Scope& scope,
+                                                   absl::Time now,
+                                                   const AuthorizationRecord& authorization,
+                                                   const std::string& identifier,
+                                                   const pqxx::result& r) {
+  Authorization out = AuthorizationOf(r.at(0));  // an upsert's RETURNING has its row
   AuditEvent e = rules::AccountEvent("RecordAuthorization", authorization.account, std::nullopt,
                                      std::string(AuthorizationStatusName(out.record.status)));
   e.identifiers = {identifier};
   e.acme_url = authorization.url;
   Audit(tx, scope, now, e);
   return out;
+}
+
+Authorization PostgresStore::RecordAuthorizationIn(pqxx::dbtransaction& tx, const Scope& scope,
+                                                   absl::Time now,
+                                                   const AuthorizationRecord& authorization,
+                                                   const std::string& identifier) {
+  return RecordedAuthorization(
+      tx, scope, now, authorization, identifier,
+      pg::Together(tx, {RecordAuthorizationSql(scope, now, authorization, identifier)})[0]);
 }
 
 absl::StatusOr<Authorization> PostgresStore::RecordAuthorization(
@@ -85,14 +105,24 @@ absl::StatusOr<std::vector<Authorization>> PostgresStore::ListOutstandingAuthori
       [&](pqxx::dbtransaction& tx) { return OutstandingAuthorizationsIn(tx, now, canonical); });
 }
 
-bool PostgresStore::MarkAuthorizationDeactivatedIn(pqxx::dbtransaction& tx, const Scope& scope,
-                                                   absl::Time now, AccountId account,
-                                                   absl::string_view url) {
-  pqxx::result r = pg::Exec(tx,
+pg::Sql PostgresStore::DeactivationSql(absl::Time now, AccountId account, absl::string_view url) {
+  return {
       "UPDATE authorizations SET status = 'deactivated', "
       "deactivated_at = coalesce(deactivated_at, av_ts($3)), updated_at = av_ts($3) "
       "WHERE account_id = $1 AND url = $2 RETURNING identifier",
-      account, std::string(url), Micros(now));
+      {absl::StrCat(account), std::string(url), absl::StrCat(Micros(now))}};
+}
+
+bool PostgresStore::MarkAuthorizationDeactivatedIn(pqxx::dbtransaction& tx, const Scope& scope,
+                                                   absl::Time now, AccountId account,
+                                                   absl::string_view url) {
+  return AuditDeactivation(tx, scope, now, account, url,
+                           pg::Together(tx, {DeactivationSql(now, account, url)})[0]);
+}
+
+bool PostgresStore::AuditDeactivation(pqxx::dbtransaction& tx, const Scope& scope, absl::Time now,
+                                      AccountId account, absl::string_view url,
+                                      const pqxx::result& r) {
   if (r.empty()) return false;
   AuditEvent e = rules::AccountEvent("MarkAuthorizationDeactivated", account, std::nullopt, "");
   e.identifiers = {r[0][0].as<std::string>()};

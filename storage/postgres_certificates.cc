@@ -34,10 +34,8 @@ std::string DueToken(const DueCertificate& d) { return rules::EncodeDueToken(d.n
 absl::StatusOr<Certificate> PostgresStore::InsertCertificateIn(pqxx::dbtransaction& tx,
                                                                const Scope& scope,
                                                                const NewCertificate& c,
-                                                               absl::Time now) {
-  CertificateId id =
-      pg::Exec1(tx, "SELECT nextval(pg_get_serial_sequence('certificates', 'id'))")[0]
-          .as<int64_t>();
+                                                               absl::Time now, CertificateId id) {
+  if (id == 0) id = pg::Exec1(tx, pg::kDrawCertificateId)[0].as<int64_t>();
   std::optional<SealedKey> sealed;
   if (c.private_key != nullptr) {
     ASSIGN_OR_RETURN(
@@ -46,14 +44,16 @@ absl::StatusOr<Certificate> PostgresStore::InsertCertificateIn(pqxx::dbtransacti
   const std::string ids = ArrayParam(c.identifiers);
   std::optional<int64_t> crl_next_check;
   if (c.crl_next_check.has_value()) crl_next_check = Micros(*c.crl_next_check);
-  static const std::string supersede =
-      absl::StrCat("UPDATE certificates SET superseded_at = av_ts($2) WHERE identifiers_hash = ",
-                   pg::IdentifiersHashOf(1), " AND revoked_at IS NULL AND superseded_at IS NULL");
-  pg::Exec0(tx, supersede, ids, Micros(now));
+  // The current certificates of these identifiers are superseded by this one, in the same
+  // statement: its WITH part sees the table as it was before the insert, so not the new row.
   auto insert = [&](auto kek_id, auto wrapped, auto sealed_key) {
     return pg::Exec1(
         tx,
         absl::StrCat(
+            "WITH superseded AS (UPDATE certificates SET superseded_at = av_ts($14) "
+            "WHERE identifiers_hash = ",
+            pg::IdentifiersHashOf(5),
+            " AND revoked_at IS NULL AND superseded_at IS NULL) "
             "INSERT INTO certificates (id, tenant_id, account_id, order_id, identifiers, serial, "
             "not_before, not_after, chain_pem, account_key_version, kek_id, wrapped_data_key, "
             "sealed_private_key, created_at, crl_next_check) VALUES ($1, $2, $3, $4, "

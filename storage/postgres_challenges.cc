@@ -18,14 +18,20 @@ std::string TextOfRow(const pqxx::row& r) { return r[0].as<std::string>(); }
 
 }  // namespace
 
-absl::Status PostgresStore::PutChallengeIn(pqxx::dbtransaction& tx, const Scope& scope,
-                                           absl::Time now, absl::string_view token,
-                                           absl::string_view key_authorization) {
-  pqxx::result r = pg::Exec(tx,
+pg::Sql PostgresStore::PutChallengeSql(const Scope& scope, absl::Time now, absl::string_view token,
+                                       absl::string_view key_authorization) {
+  return {
       "INSERT INTO challenges (token, tenant_id, key_authorization, created_at) "
       "VALUES ($1, $2, $3, av_ts($4)) ON CONFLICT (token) DO NOTHING RETURNING token",
-      std::string(token), scope.tenant, std::string(key_authorization), Micros(now));
-  if (r.empty()) {
+      {std::string(token), absl::StrCat(scope.tenant), std::string(key_authorization),
+       absl::StrCat(Micros(now))}};
+}
+
+absl::Status PostgresStore::PutChallengeAnswered(pqxx::dbtransaction& tx, const Scope& scope,
+                                                 absl::Time now, absl::string_view token,
+                                                 absl::string_view key_authorization,
+                                                 const pqxx::result& inserted) {
+  if (inserted.empty()) {
     // Taken: by this tenant with the same value (a retry), or otherwise.
     pqxx::result mine =
         pg::Exec(tx, "SELECT 1 FROM challenges WHERE token = $1 AND key_authorization = $2",
@@ -35,6 +41,14 @@ absl::Status PostgresStore::PutChallengeIn(pqxx::dbtransaction& tx, const Scope&
   }
   Audit(tx, scope, now, rules::SimpleEvent("PutChallenge", absl::StrCat("token ", token)));
   return absl::OkStatus();
+}
+
+absl::Status PostgresStore::PutChallengeIn(pqxx::dbtransaction& tx, const Scope& scope,
+                                           absl::Time now, absl::string_view token,
+                                           absl::string_view key_authorization) {
+  return PutChallengeAnswered(
+      tx, scope, now, token, key_authorization,
+      pg::Together(tx, {PutChallengeSql(scope, now, token, key_authorization)})[0]);
 }
 
 absl::Status PostgresStore::PutChallenge(const Scope& scope, absl::string_view token,
@@ -53,10 +67,18 @@ absl::StatusOr<std::string> PostgresStore::LookupChallenge(absl::string_view tok
   });
 }
 
+pg::Sql PostgresStore::ChallengeDeletionSql(absl::string_view token) {
+  return {"DELETE FROM challenges WHERE token = $1 RETURNING token", {std::string(token)}};
+}
+
 void PostgresStore::DeleteChallengeTx(pqxx::dbtransaction& tx, const Scope& scope, absl::Time now,
                                       absl::string_view token) {
-  pqxx::result r = pg::Exec(tx, "DELETE FROM challenges WHERE token = $1 RETURNING token",
-                                  std::string(token));
+  AuditChallengeDeletion(tx, scope, now, token, pg::Together(tx, {ChallengeDeletionSql(token)})[0]);
+}
+
+void PostgresStore::AuditChallengeDeletion(pqxx::dbtransaction& tx, const Scope& scope,
+                                           absl::Time now, absl::string_view token,
+                                           const pqxx::result& r) {
   if (!r.empty()) {
     Audit(tx, scope, now, rules::SimpleEvent("DeleteChallenge", absl::StrCat("token ", token)));
   }

@@ -24,14 +24,52 @@ using pg::TimeOf;
 
 namespace {
 
+// What LockLeasedOrderWith read: the order, and what was asked for with it.
+struct LockedOrder {
+  Order order;
+  std::optional<Job> job;            // the lease's job, if it has one
+  std::optional<SealedKey> sealed;   // with_sealed: the order's certificate key
+  CertificateId certificate_id = 0;  // draw_certificate_id: a fresh certificate id
+};
+
 // The leased order, locked, if the lease is still current (rules::CheckLease); the job of a
-// job's lease is locked first, then the order.
+// job's lease is locked first (pg::LeaseJob), then the order. With the order, if asked: its
+// sealed certificate key, and a certificate id drawn for the transaction's certificate (a
+// sealed key binds its certificate's id, so the id comes first). One round trip for all.
+absl::StatusOr<LockedOrder> LockLeasedOrderWith(pqxx::dbtransaction& tx, const Scope& scope,
+                                                const Lease& lease, bool with_sealed = false,
+                                                bool draw_certificate_id = false) {
+  std::vector<pg::Sql> reads;
+  if (lease.job != 0) {
+    reads.push_back({pg::SelectByIdSql(pg::kJobs.name, pg::kJobs.rows.columns, Lock::kForShare),
+                     {absl::StrCat(lease.job)}});
+  }
+  reads.push_back(
+      {pg::SelectByIdSql(kOrders.name,
+                         with_sealed ? absl::StrCat(kOrders.rows.columns, ", ", kSealedColumns)
+                                     : kOrders.rows.columns,
+                         Lock::kForUpdate),
+       {absl::StrCat(lease.order)}});
+  if (draw_certificate_id) reads.push_back({pg::kDrawCertificateId, {}});
+  const std::vector<pqxx::result> r = pg::Together(tx, reads);
+  LockedOrder out;
+  size_t i = 0;
+  if (lease.job != 0) {
+    if (!r[0].empty()) out.job = pg::kJobs.rows.map(r[0][0]);
+    i = 1;
+  }
+  if (r[i].empty()) return pg::NoSuch(kOrders.noun, lease.order);
+  out.order = OrderOf(r[i][0]);
+  if (with_sealed) out.sealed = pg::SealedKeyOf(r[i][0]);
+  if (draw_certificate_id) out.certificate_id = r[++i][0][0].as<int64_t>();
+  RETURN_IF_ERROR(rules::CheckLease(scope, out.order, lease, out.job ? &*out.job : nullptr));
+  return out;
+}
+
 absl::StatusOr<Order> LockLeasedOrder(pqxx::dbtransaction& tx, const Scope& scope,
                                       const Lease& lease) {
-  ASSIGN_OR_RETURN(std::optional<Job> job, pg::LeaseJob(tx, lease));
-  ASSIGN_OR_RETURN(Order o, GetById(tx, kOrders, lease.order, Lock::kForUpdate));
-  RETURN_IF_ERROR(rules::CheckLease(scope, o, lease, job ? &*job : nullptr));
-  return o;
+  ASSIGN_OR_RETURN(LockedOrder locked, LockLeasedOrderWith(tx, scope, lease));
+  return std::move(locked.order);
 }
 
 // The order `key` binds at `now` (rules::IdempotencyKeyBinds, here in the query: the expiry is
@@ -70,24 +108,26 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
               return out;
             }
           }
-          pqxx::result r = pg::Exec(
+          // The order in flight for these identifiers, if any, and an id for a new one (the
+          // sealed key binds the order id, so the id is drawn first), in one round trip.
+          const std::vector<pqxx::result> found = pg::Together(
               tx,
-              absl::StrCat(select_orders, " WHERE identifiers_hash = ", pg::IdentifiersHashOf(1),
-                           " AND state NOT IN ('valid', 'invalid') AND stalled_at IS NULL"),
-              id_array);
-          if (!r.empty()) {
-            out.order = OrderOf(r[0]);
+              {{absl::StrCat(select_orders, " WHERE identifiers_hash = ", pg::IdentifiersHashOf(1),
+                             " AND state NOT IN ('valid', 'invalid') AND stalled_at IS NULL"),
+                {id_array}},
+               {pg::kDrawOrderId, {}}});
+          if (!found[0].empty()) {
+            out.order = OrderOf(found[0][0]);
             return out;
           }
-          // The sealed key binds the order id, so the id is drawn first.
-          OrderId id = pg::Exec1(tx, "SELECT nextval(pg_get_serial_sequence('orders', 'id'))")[0]
-                           .as<int64_t>();
+          const OrderId id = found[1][0][0].as<int64_t>();
           SealedKey sealed;  // empty fields are stored as NULL: no key
           if (order.certificate_key != nullptr) {
             ASSIGN_OR_RETURN(sealed, envelope_.SealPrivateKey(*order.certificate_key,
                                                               OrderKeyContext(scope.tenant, id)));
           }
-          r = pg::Exec(tx,
+          pqxx::result r = pg::Exec(
+              tx,
               absl::StrCat("INSERT INTO orders (id, tenant_id, account_id, identifiers, state, "
                            "idempotency_key, lease_owner, lease_expires_at, fencing_token, error, "
                            "created_at, updated_at, csr_der, kek_id, wrapped_data_key, "
@@ -215,9 +255,11 @@ absl::Status PostgresStore::RecordOrderUrlIn(pqxx::dbtransaction& tx, const Scop
                                              absl::Time now, Order& o, absl::string_view url) {
   ASSIGN_OR_RETURN(bool write, rules::OrderUrlNeedsWrite(o, url));
   if (!write) return absl::OkStatus();
-  pg::Exec0(tx,
+  // Nothing after it in the transaction reads the row: sent with COMMIT.
+  pg::ExecWithCommit(
+      tx,
       "UPDATE orders SET acme_url = $2, state = 'pending', updated_at = av_ts($3) WHERE id = $1",
-      o.id, std::string(url), Micros(now));
+      {absl::StrCat(o.id), std::string(url), absl::StrCat(Micros(now))});
   o.acme_url = std::string(url);
   Audit(tx, scope, now, rules::OrderEvent("RecordOrderUrl", o, ""));
   return absl::OkStatus();
@@ -245,12 +287,24 @@ absl::StatusOr<std::vector<Authorization>> PostgresStore::RecordOrderStart(
       [&](pqxx::dbtransaction& tx) -> absl::StatusOr<std::vector<Authorization>> {
         ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
         RETURN_IF_ERROR(RecordOrderUrlIn(tx, scope, now, o, url));
-        std::vector<Authorization> out;
+        // The ledger's rows and the answers, in one round trip.
+        std::vector<pg::Sql> writes;
         for (size_t i = 0; i < authorizations.size(); ++i) {
-          out.push_back(RecordAuthorizationIn(tx, scope, now, authorizations[i], identifiers[i]));
+          writes.push_back(RecordAuthorizationSql(scope, now, authorizations[i], identifiers[i]));
         }
         for (const ChallengeAnswer& answer : answers) {
-          RETURN_IF_ERROR(PutChallengeIn(tx, scope, now, answer.token, answer.key_authorization));
+          writes.push_back(PutChallengeSql(scope, now, answer.token, answer.key_authorization));
+        }
+        const std::vector<pqxx::result> written = pg::Together(tx, writes);
+        std::vector<Authorization> out;
+        for (size_t i = 0; i < authorizations.size(); ++i) {
+          out.push_back(
+              RecordedAuthorization(tx, scope, now, authorizations[i], identifiers[i], written[i]));
+        }
+        for (size_t i = 0; i < answers.size(); ++i) {
+          RETURN_IF_ERROR(PutChallengeAnswered(tx, scope, now, answers[i].token,
+                                               answers[i].key_authorization,
+                                               written[authorizations.size() + i]));
         }
         return out;
       });
@@ -265,13 +319,15 @@ absl::Status PostgresStore::TransitionOrder(const Scope& scope, const Lease& lea
     ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
     RETURN_IF_ERROR(rules::CheckOrderTransition(o, to));
     if (o.state == to) return absl::OkStatus();
-    // A terminal order needs no lease any more.
-    pg::Exec0(tx,
+    // A terminal order needs no lease any more. Nothing reads the update's answer, and
+    // nothing after it in the transaction reads the row: sent with COMMIT.
+    pg::ExecWithCommit(
+        tx,
         "UPDATE orders SET state = $2, error = $3, problem_type = $6, updated_at = av_ts($4), "
         "lease_owner = CASE WHEN $5 THEN NULL ELSE lease_owner END, "
         "lease_expires_at = CASE WHEN $5 THEN NULL ELSE lease_expires_at END WHERE id = $1",
-        o.id, std::string(OrderStateName(to)), kept.error, Micros(now), IsTerminal(to),
-        kept.problem_type);
+        {absl::StrCat(o.id), std::string(OrderStateName(to)), kept.error, absl::StrCat(Micros(now)),
+         IsTerminal(to) ? "true" : "false", kept.problem_type});
     Audit(tx, scope, now,
           rules::OrderEvent("TransitionOrder", o,
                             rules::TransitionDetail(o.state, to, failure.error)));
@@ -282,12 +338,15 @@ absl::Status PostgresStore::TransitionOrder(const Scope& scope, const Lease& lea
 absl::StatusOr<Certificate> PostgresStore::CompleteOrderIn(pqxx::dbtransaction& tx,
                                                            const Scope& scope, absl::Time now,
                                                            const Order& o,
-                                                           const NewCertificate& linked) {
-  ASSIGN_OR_RETURN(Certificate out, InsertCertificateIn(tx, scope, linked, now));
-  pg::Exec0(tx,
+                                                           const NewCertificate& linked,
+                                                           CertificateId certificate_id) {
+  ASSIGN_OR_RETURN(Certificate out, InsertCertificateIn(tx, scope, linked, now, certificate_id));
+  // Nothing after it in the transaction reads the row: sent with COMMIT.
+  pg::ExecWithCommit(
+      tx,
       "UPDATE orders SET state = 'valid', certificate_id = $2, updated_at = av_ts($3), "
       "lease_owner = NULL, lease_expires_at = NULL WHERE id = $1",
-      o.id, out.id, Micros(now));
+      {absl::StrCat(o.id), absl::StrCat(out.id), absl::StrCat(Micros(now))});
   Audit(tx, scope, now, rules::OrderEvent("CompleteOrder", o, absl::StrCat("certificate ", out.id)));
   return out;
 }
@@ -298,12 +357,15 @@ absl::StatusOr<Certificate> PostgresStore::CompleteOrder(const Scope& scope, con
   const absl::Time now = Now();
   absl::StatusOr<Certificate> out = InTenant<Certificate>(
       "CompleteOrder", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<Certificate> {
-        ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
+        ASSIGN_OR_RETURN(LockedOrder locked,
+                         LockLeasedOrderWith(tx, scope, lease, /*with_sealed=*/false,
+                                             /*draw_certificate_id=*/true));
+        const Order& o = locked.order;
         RETURN_IF_ERROR(rules::CheckCompletable(o));
         NewCertificate linked = c;
         linked.order = o.id;
         if (!linked.account.has_value()) linked.account = o.account;
-        return CompleteOrderIn(tx, scope, now, o, linked);
+        return CompleteOrderIn(tx, scope, now, o, linked, locked.certificate_id);
       });
   if (out.ok()) CertificatesChangedHere(scope);
   return out;
@@ -349,43 +411,56 @@ absl::StatusOr<Certificate> PostgresStore::FinishOrder(const Scope& scope, const
   const absl::Time now = Now();
   absl::StatusOr<Certificate> finished = InTenant<Certificate>(
       "FinishOrder", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<Certificate> {
-        ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
+        // The order with its sealed key, and the certificate's id, in one round trip.
+        ASSIGN_OR_RETURN(LockedOrder locked, LockLeasedOrderWith(tx, scope, lease,
+                                                                 /*with_sealed=*/true,
+                                                                 /*draw_certificate_id=*/true));
+        const Order& o = locked.order;
         RETURN_IF_ERROR(rules::CheckCompletable(o));
+        if (!locked.job.has_value()) return absl::InternalError("a checked job lease had no job");
         std::optional<crypto::PrivateKey> key;
-        if (o.has_certificate_key) {
-          ASSIGN_OR_RETURN(pqxx::row r, pg::GetRowById(tx, kOrders, o.id, kSealedColumns));
-          std::optional<SealedKey> sealed = pg::SealedKeyOf(r);
-          if (sealed.has_value()) {
-            ASSIGN_OR_RETURN(key, envelope_.OpenPrivateKey(*sealed,
-                                                           OrderKeyContext(scope.tenant, o.id)));
-            Audit(tx, scope, now,
-                  rules::OrderEvent("UseCertificateKey", o, absl::StrCat("order ", o.id)));
-          }
+        if (o.has_certificate_key && locked.sealed.has_value()) {
+          ASSIGN_OR_RETURN(
+              key, envelope_.OpenPrivateKey(*locked.sealed, OrderKeyContext(scope.tenant, o.id)));
+          Audit(tx, scope, now,
+                rules::OrderEvent("UseCertificateKey", o, absl::StrCat("order ", o.id)));
         }
         NewCertificate linked = c;
         linked.order = o.id;
         if (!linked.account.has_value()) linked.account = o.account;
         linked.private_key = key ? &*key : nullptr;
-        ASSIGN_OR_RETURN(Certificate out, CompleteOrderIn(tx, scope, now, o, linked));
+        ASSIGN_OR_RETURN(Certificate out,
+                         CompleteOrderIn(tx, scope, now, o, linked, locked.certificate_id));
         // RFC 8555 §7.1.6: the CA made the order valid, so each of its authorizations is.
-        pg::Exec0(tx,
-            "UPDATE authorizations SET status = 'valid', updated_at = av_ts($2) "
-            "WHERE order_id = $1 AND status = 'pending' AND deactivated_at IS NULL",
-            o.id, Micros(now));
+        // Sent with COMMIT: a deactivation below leaves its row deactivated either way.
+        pg::ExecWithCommit(tx,
+                           "UPDATE authorizations SET status = 'valid', updated_at = av_ts($2) "
+                           "WHERE order_id = $1 AND status = 'pending' AND deactivated_at IS NULL",
+                           {absl::StrCat(o.id), absl::StrCat(Micros(now))});
+        // The ledger's deactivations and the answers' removal, in one round trip.
+        std::vector<pg::Sql> cleanup;
         for (const std::string& url : completion.deactivated_authorizations) {
-          MarkAuthorizationDeactivatedIn(tx, scope, now, o.account, url);
+          cleanup.push_back(DeactivationSql(now, o.account, url));
         }
         for (const std::string& token : completion.challenge_tokens) {
-          DeleteChallengeTx(tx, scope, now, token);
+          cleanup.push_back(ChallengeDeletionSql(token));
         }
-        // CompleteJob's write; LockLeasedOrder has checked its fencing token under a lock.
-        pqxx::row job = pg::Exec1(tx,
-            "DELETE FROM jobs WHERE id = $1 AND fencing_token = $2 AND failed_at IS NULL "
-            "RETURNING kind, subject",
-            lease.job, lease.fencing_token);
+        const std::vector<pqxx::result> cleaned = pg::Together(tx, cleanup);
+        size_t i = 0;
+        for (const std::string& url : completion.deactivated_authorizations) {
+          AuditDeactivation(tx, scope, now, o.account, url, cleaned[i++]);
+        }
+        for (const std::string& token : completion.challenge_tokens) {
+          AuditChallengeDeletion(tx, scope, now, token, cleaned[i++]);
+        }
+        // CompleteJob's write, sent with COMMIT: the job is locked and its fencing token
+        // checked (LockLeasedOrderWith), so it deletes that row.
+        pg::ExecWithCommit(
+            tx, "DELETE FROM jobs WHERE id = $1 AND fencing_token = $2 AND failed_at IS NULL",
+            {absl::StrCat(lease.job), absl::StrCat(lease.fencing_token)});
         pg::Notify(tx, kJobNoticeChannel,
-                   rules::EncodeJobNotice(JobNotice{scope.tenant, job[0].as<std::string>(),
-                                                    job[1].as<std::string>(), false}));
+                   rules::EncodeJobNotice(
+                       JobNotice{scope.tenant, locked.job->kind, locked.job->subject, false}));
         return out;
       });
   if (finished.ok()) CertificatesChangedHere(scope);

@@ -35,9 +35,10 @@ std::string PreparedName(pqxx::transaction_base& tx, const std::string& sql) {
 std::string ExecuteSql(pqxx::transaction_base& tx, const std::string& statement,
                        const std::vector<const char*>& values) {
   tx.conn().prepare_now(statement);
-  std::string sql = absl::StrCat("EXECUTE ", statement, "(");
+  std::string sql = absl::StrCat("EXECUTE ", statement);
+  if (values.empty()) return sql;  // "EXECUTE name()" is a syntax error
   for (size_t i = 0; i < values.size(); ++i) {
-    absl::StrAppend(&sql, i == 0 ? "" : ", ",
+    absl::StrAppend(&sql, i == 0 ? "(" : ", ",
                     values[i] == nullptr ? "NULL" : tx.quote(std::string(values[i])));
   }
   return absl::StrCat(sql, ")");
@@ -58,6 +59,28 @@ std::vector<pqxx::result> Pipelined(pqxx::transaction_base& tx,
   pipeline.complete();
   std::vector<pqxx::result> out;
   for (pqxx::pipeline::query_id id : ids) out.push_back(pipeline.retrieve(id));
+  return out;
+}
+
+std::vector<pqxx::result> Together(pqxx::transaction_base& tx, const std::vector<Sql>& statements) {
+  std::vector<Execution> executions;
+  for (const Sql& s : statements) {
+    std::string name = PreparedName(tx, s.text);
+    if (name.empty()) break;
+    executions.push_back({std::move(name), s.values});
+  }
+  if (executions.size() == statements.size() && statements.size() > 1) {
+    return Pipelined(tx, executions);
+  }
+  std::vector<pqxx::result> out;
+  for (size_t i = 0; i < statements.size(); ++i) {
+    std::vector<const char*> values;
+    for (const auto& v : statements[i].values) values.push_back(Nullable(v));
+    out.push_back(
+        i < executions.size()
+            ? tx.exec_prepared(executions[i].statement, pqxx::prepare::make_dynamic_params(values))
+            : tx.exec_params(statements[i].text, pqxx::prepare::make_dynamic_params(values)));
+  }
   return out;
 }
 
@@ -439,15 +462,17 @@ absl::Status NoSuch(absl::string_view what, int64_t id) {
   return absl::NotFoundError(absl::StrCat(what, " ", id, " not found"));
 }
 
+std::string SelectByIdSql(absl::string_view table, absl::string_view columns, Lock lock) {
+  return absl::StrCat("SELECT ", columns, " FROM ", table, " WHERE id = $1",
+                      lock == Lock::kForUpdate  ? " FOR UPDATE"
+                      : lock == Lock::kForShare ? " FOR SHARE"
+                                                : "");
+}
+
 absl::StatusOr<pqxx::row> SelectById(pqxx::dbtransaction& tx, absl::string_view table,
                                      absl::string_view noun, absl::string_view columns, int64_t id,
                                      Lock lock) {
-  pqxx::result r = Exec(tx,
-                        absl::StrCat("SELECT ", columns, " FROM ", table, " WHERE id = $1",
-                                     lock == Lock::kForUpdate  ? " FOR UPDATE"
-                                     : lock == Lock::kForShare ? " FOR SHARE"
-                                                               : ""),
-                        id);
+  pqxx::result r = Exec(tx, SelectByIdSql(table, columns, lock), id);
   if (r.empty()) return NoSuch(noun, id);
   return r[0];
 }

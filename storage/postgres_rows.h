@@ -85,6 +85,23 @@ struct Execution {
 std::vector<pqxx::result> Pipelined(pqxx::transaction_base& tx,
                                     const std::vector<Execution>& executions);
 
+// Draw the next id of a table (for rows whose sealed keys bind their id before the insert).
+inline constexpr char kDrawOrderId[] = "SELECT nextval(pg_get_serial_sequence('orders', 'id'))";
+inline constexpr char kDrawCertificateId[] =
+    "SELECT nextval(pg_get_serial_sequence('certificates', 'id'))";
+
+// A statement's SQL text (values as $n) and its values (nullopt: NULL), for Together.
+struct Sql {
+  std::string text;
+  std::vector<std::optional<std::string>> values;
+};
+
+// Runs `statements` one after another in tx and returns their results in order: each prepared
+// through PreparedName, all in one round trip (Pipelined) when there are several. The first
+// that fails stops the rest and its error is thrown. (A text whose name is taken runs
+// unprepared, in a round trip of its own.)
+std::vector<pqxx::result> Together(pqxx::transaction_base& tx, const std::vector<Sql>& statements);
+
 // tx.exec_params(sql, args...) (and its 0- and 1-row forms) through PreparedName.
 template <typename... Args>
 pqxx::result Exec(pqxx::transaction_base& tx, const std::string& sql, Args&&... args) {
@@ -232,6 +249,7 @@ enum class Lock { kNone, kForUpdate, kForShare };
 // the transaction sees it (row-level security hides other tenants' rows, which are then missing
 // too). NOT_FOUND "<noun> <id> not found" if there is none. With a lock the row stays locked
 // until the transaction ends.
+std::string SelectByIdSql(absl::string_view table, absl::string_view columns, Lock lock);
 absl::StatusOr<pqxx::row> SelectById(pqxx::dbtransaction& tx, absl::string_view table,
                                      absl::string_view noun, absl::string_view columns, int64_t id,
                                      Lock lock);

@@ -35,6 +35,10 @@
 
 namespace acmevault::storage {
 
+namespace pg {
+struct Sql;
+}  // namespace pg
+
 struct PostgresStoreOptions {
   // Connection pool: URL (of an acmevault_app member), size, acquire timeout, retry budget and
   // the clock its retries wait on (the real one by default; `clock` below only stamps rows).
@@ -378,15 +382,29 @@ class PostgresStore final : public Store {
   // RecordOrderUrl's write after the lease check (`o` locked), shared with RecordOrderStart.
   static absl::Status RecordOrderUrlIn(pqxx::dbtransaction& tx, const Scope& scope, absl::Time now,
                                        Order& o, absl::string_view url);
-  // RecordAuthorization's transaction body (`identifier` canonical), shared with
-  // RecordOrderStart.
+  // RecordAuthorization's transaction body (`identifier` canonical): its statement, then what
+  // follows from the statement's result. RecordOrderStart sends several statements together.
   static Authorization RecordAuthorizationIn(pqxx::dbtransaction& tx, const Scope& scope,
                                              absl::Time now,
                                              const AuthorizationRecord& authorization,
                                              const std::string& identifier);
-  // PutChallenge's transaction body, shared with RecordOrderStart.
+  static pg::Sql RecordAuthorizationSql(const Scope& scope, absl::Time now,
+                                        const AuthorizationRecord& authorization,
+                                        const std::string& identifier);
+  static Authorization RecordedAuthorization(pqxx::dbtransaction& tx, const Scope& scope,
+                                             absl::Time now,
+                                             const AuthorizationRecord& authorization,
+                                             const std::string& identifier,
+                                             const pqxx::result& upserted);
+  // PutChallenge's transaction body, split the same way for RecordOrderStart.
   static absl::Status PutChallengeIn(pqxx::dbtransaction& tx, const Scope& scope, absl::Time now,
                                      absl::string_view token, absl::string_view key_authorization);
+  static pg::Sql PutChallengeSql(const Scope& scope, absl::Time now, absl::string_view token,
+                                 absl::string_view key_authorization);
+  static absl::Status PutChallengeAnswered(pqxx::dbtransaction& tx, const Scope& scope,
+                                           absl::Time now, absl::string_view token,
+                                           absl::string_view key_authorization,
+                                           const pqxx::result& inserted);
   // GetCaHold's, TakeCaBudgetToken's and ReturnCaBudgetToken's transaction bodies, shared
   // with AdmitCaRequest (the budget validated).
   static std::optional<CaHold> CaHoldIn(pqxx::dbtransaction& tx, const CaHoldKey& key,
@@ -401,13 +419,18 @@ class PostgresStore final : public Store {
   static CaAdmission AdmitCaRequestIn(pqxx::dbtransaction& tx, const Scope& scope,
                                       const CaHoldKey& key, const std::vector<std::string>& ids,
                                       const std::vector<CaBudget>& budgets, absl::Time now);
-  // DeleteChallenge's transaction body, shared with DeleteChallengeFenced.
+  // DeleteChallenge's transaction body, shared with DeleteChallengeFenced; its statement, and
+  // the audit of its result, for FinishOrder, which sends several statements together.
   static void DeleteChallengeTx(pqxx::dbtransaction& tx, const Scope& scope, absl::Time now,
                                 absl::string_view token);
-  // InsertCertificate's transaction body, shared with CompleteOrder.
+  static pg::Sql ChallengeDeletionSql(absl::string_view token);
+  static void AuditChallengeDeletion(pqxx::dbtransaction& tx, const Scope& scope, absl::Time now,
+                                     absl::string_view token, const pqxx::result& deleted);
+  // InsertCertificate's transaction body, shared with CompleteOrder: the certificate as `id`
+  // (drawn with pg::kDrawCertificateId), or one drawn here if `id` is 0.
   absl::StatusOr<Certificate> InsertCertificateIn(pqxx::dbtransaction& tx, const Scope& scope,
-                                                  const NewCertificate& certificate,
-                                                  absl::Time now);
+                                                  const NewCertificate& certificate, absl::Time now,
+                                                  CertificateId id = 0);
   // The account `lease` is for, its row locked until the transaction ends, if the lease is
   // still current (rules::CheckKeyLease): what every key write starts with.
   static absl::StatusOr<Account> LockLeasedAccount(pqxx::dbtransaction& tx, const Scope& scope,
@@ -420,10 +443,12 @@ class PostgresStore final : public Store {
   absl::StatusOr<UnsealedAccountKey> UnsealKey(absl::string_view op, const Scope& scope,
                                                AccountId account, std::optional<int> version,
                                                absl::string_view purpose);
-  // CompleteOrder's write after its checks (`linked` names the order), shared with FinishOrder.
+  // CompleteOrder's write after its checks (`linked` names the order; its certificate is
+  // `certificate_id`, drawn), shared with FinishOrder.
   absl::StatusOr<Certificate> CompleteOrderIn(pqxx::dbtransaction& tx, const Scope& scope,
                                               absl::Time now, const Order& o,
-                                              const NewCertificate& linked);
+                                              const NewCertificate& linked,
+                                              CertificateId certificate_id);
   // UnsealKey's transaction body, shared with LoadOrderStep.
   absl::StatusOr<UnsealedAccountKey> UnsealKeyIn(pqxx::dbtransaction& tx, const Scope& scope,
                                                  absl::Time now, AccountId account,
@@ -439,6 +464,11 @@ class PostgresStore final : public Store {
   static bool MarkAuthorizationDeactivatedIn(pqxx::dbtransaction& tx, const Scope& scope,
                                              absl::Time now, AccountId account,
                                              absl::string_view url);
+  // Its statement, and the audit of its result (false: nothing written), for FinishOrder.
+  static pg::Sql DeactivationSql(absl::Time now, AccountId account, absl::string_view url);
+  static bool AuditDeactivation(pqxx::dbtransaction& tx, const Scope& scope, absl::Time now,
+                                AccountId account, absl::string_view url,
+                                const pqxx::result& updated);
 
   // Sends kCertificatesChannel's notification for scope.tenant in `tx`.
   static void NotifyCertificatesChanged(pqxx::dbtransaction& tx, const Scope& scope);

@@ -884,6 +884,79 @@ TEST_F(PostgresStoreRoundTripTest, AJobsNoticeTravelsWithItsCommit) {
   EXPECT_THAT(receiver.payloads, ElementsAre("order_step", "order_step"));
 }
 
+// An order's transitions as the engine runs them, each a transaction of its fewest round trips:
+// what a step reads under its lock (the job, the order, its sealed key, an id for its
+// certificate) in one; the writes whose answers it needs in one; the writes whose answers
+// nobody reads, the audit rows and the notices with COMMIT.
+TEST_F(PostgresStoreRoundTripTest, AnOrdersTransitionsTakeOneRoundTripPerDependentStep) {
+  const Scope alpha = MakeTenant("alpha");
+  const AccountId account = MakeAccount(alpha);
+  crypto::PrivateKey cert_key = NewKey();
+  // Each step is counted on its second order, when the connection has its statements prepared.
+  std::vector<std::vector<int>> counted;
+  for (const std::string name : {"first.test", "second.test"}) {
+    std::vector<int> trips;
+    auto count = [&](auto call) {
+      counter_->Reset();
+      call();
+      trips.push_back(counter_->round_trips());
+    };
+    NewOrder spec{account, {name}, "", "replica-1", absl::Minutes(1)};
+    spec.csr_der = "csr of " + name;
+    spec.certificate_key = &cert_key;
+    spec.job_kind = "order_step";
+    std::optional<Lease> lease;
+    // BEGIN with the tenant; the order in flight and a fresh id; the order; its job, leased to
+    // the creator; COMMIT.
+    count([&] {
+      auto created = counted_->CreateOrJoinOrder(alpha, spec);
+      ASSERT_TRUE(created.ok()) << created.status();
+      ASSERT_TRUE(created->created && created->lease.has_value());
+      lease = created->lease;
+    });
+    ASSERT_TRUE(lease.has_value());
+    const std::string url = absl::StrCat("https://ca.test/order/", lease->order);
+    const std::string authz = absl::StrCat("https://ca.test/authz/", lease->order);
+    const std::string token = absl::StrCat("tok-", lease->order);
+    // BEGIN; the job and the order locked; the ledger row and the answer; the URL with COMMIT.
+    count([&] {
+      auto started = counted_->RecordOrderStart(
+          alpha, *lease, url,
+          {{account, lease->order, authz, name, AuthorizationStatus::kPending,
+            clock_.Now() + absl::Hours(1)}},
+          {{token, token + ".thumb"}});
+      ASSERT_TRUE(started.ok()) << started.status();
+      ASSERT_EQ(started->size(), 1u);
+      EXPECT_EQ((*started)[0].record.url, authz);
+    });
+    // BEGIN; the locks; the new state with COMMIT.
+    count([&] { ASSERT_OK(counted_->TransitionOrder(alpha, *lease, OrderState::kReady, {})); });
+    // BEGIN; the locks, the sealed key and the certificate's id; the certificate (superseding
+    // the current one); the deactivation and the answer's removal; the order, the ledger, the
+    // job's end and its notice with COMMIT.
+    OrderCompletion done;
+    done.certificate = CertificateFor({name}, absl::StrCat("0", lease->order), nullptr);
+    done.deactivated_authorizations = {authz};
+    done.challenge_tokens = {token};
+    count([&] {
+      auto finished = counted_->FinishOrder(alpha, *lease, done);
+      ASSERT_TRUE(finished.ok()) << finished.status();
+      EXPECT_TRUE(finished->has_private_key);
+    });
+    if (HasFatalFailure()) return;
+    // Written as the transactions said.
+    ASSERT_OK_AND_ASSIGN(Order o, store_->GetOrder(alpha, lease->order));
+    EXPECT_EQ(o.state, OrderState::kValid);
+    EXPECT_EQ(o.acme_url, url);
+    EXPECT_THAT(store_->LookupChallenge(token), StatusIs(absl::StatusCode::kNotFound));
+    EXPECT_THAT(store_->GetJob(alpha, lease->job), StatusIs(absl::StatusCode::kNotFound));
+    counted.push_back(trips);
+  }
+  ASSERT_EQ(counted.size(), 2u);
+  EXPECT_THAT(counted[1], ElementsAre(5, 4, 3, 5));
+  EXPECT_OK(store_->VerifyAuditChain(alpha));
+}
+
 TEST_F(PostgresStoreRoundTripTest, TheReadsOfEveryIssuanceAreOneRoundTripEach) {
   const Scope alpha = MakeTenant("alpha");
   const AccountId account = MakeAccount(alpha);
