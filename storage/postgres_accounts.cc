@@ -54,6 +54,9 @@ absl::StatusOr<AccountKey> InsertKey(pqxx::dbtransaction& tx, const Envelope& en
   return insert(kNull, kNull, kNull, key.token_object.c_str());
 }
 
+// The columns UnsealKeyRowIn reads after kAccountKeyRows.columns.
+constexpr char kKeyMaterialColumns[] = ", wrapped_data_key, sealed_private_key";
+
 // Locks the account row: key changes of one account are serialised on it.
 absl::StatusOr<Account> LockAccount(pqxx::dbtransaction& tx, AccountId id) {
   return GetById(tx, kAccounts, id, Lock::kForUpdate);
@@ -375,7 +378,21 @@ absl::StatusOr<UnsealedAccountKey> PostgresStore::UnsealKeyIn(pqxx::dbtransactio
                                                               AccountId account,
                                                               std::optional<int> version,
                                                               absl::string_view purpose) {
-  ASSIGN_OR_RETURN(pqxx::row r, KeyRow(tx, account, version, ", wrapped_data_key, sealed_private_key"));
+  ASSIGN_OR_RETURN(pqxx::row r, KeyRow(tx, account, version, kKeyMaterialColumns));
+  return UnsealKeyRowIn(tx, scope, now, account, r, purpose);
+}
+
+std::string PostgresStore::ActiveKeyOfOrderSql() {
+  return absl::StrCat("SELECT ", kAccountKeyRows.columns, kKeyMaterialColumns,
+                      " FROM account_keys WHERE account_id = "
+                      "(SELECT account_id FROM orders WHERE id = $1) AND state = 'active'");
+}
+
+absl::StatusOr<UnsealedAccountKey> PostgresStore::UnsealKeyRowIn(pqxx::dbtransaction& tx,
+                                                                 const Scope& scope, absl::Time now,
+                                                                 AccountId account,
+                                                                 const pqxx::row& r,
+                                                                 absl::string_view purpose) {
   AccountKey info = AccountKeyOf(r);
   RETURN_IF_ERROR(rules::CheckKeyUsable(info));
   std::optional<crypto::PrivateKey> key;

@@ -72,25 +72,33 @@ absl::StatusOr<Authorization> PostgresStore::RecordAuthorization(
       });
 }
 
-std::vector<Authorization> PostgresStore::OutstandingAuthorizationsIn(
-    pqxx::dbtransaction& tx, absl::Time now, const AuthorizationFilter& filter) {
+pg::Sql PostgresStore::OutstandingAuthorizationsSql(absl::Time now,
+                                                    const AuthorizationFilter& filter) {
+  auto optional = [](const auto& v) -> std::optional<std::string> {
+    if (!v.has_value()) return std::nullopt;
+    return absl::StrCat(*v);
+  };
   std::optional<int64_t> updated_before;
   if (filter.updated_before.has_value()) updated_before = Micros(*filter.updated_before);
-  return pg::AllOf(
-      pg::Exec(tx,
-          absl::StrCat("SELECT ", kAuthorizations.rows.columns,
-                       " FROM authorizations WHERE status IN ('pending', 'valid') "
-                       "AND deactivated_at IS NULL AND (expires_at IS NULL OR expires_at > av_ts($1)) "
-                       "AND ($2::bigint IS NULL OR account_id = $2) "
-                       "AND ($3::bigint IS NULL OR order_id = $3) "
-                       "AND (cardinality($4::text[]) = 0 OR identifier = ANY($4::text[])) "
-                       "AND ($5::bigint IS NULL OR id = $5) "
-                       "AND ($6::bigint IS NULL OR updated_at < av_ts($6)) "
-                       "ORDER BY id LIMIT nullif($7, 0)"),
-          Micros(now), Nullable(OptionalParam(filter.account)), Nullable(OptionalParam(filter.order)),
-          ArrayParam(filter.identifiers), Nullable(OptionalParam(filter.id)),
-          Nullable(OptionalParam(updated_before)), filter.limit),
-      AuthorizationOf);
+  return {
+      absl::StrCat("SELECT ", kAuthorizations.rows.columns,
+                   " FROM authorizations WHERE status IN ('pending', 'valid') "
+                   "AND deactivated_at IS NULL AND (expires_at IS NULL OR expires_at > av_ts($1)) "
+                   "AND ($2::bigint IS NULL OR account_id = $2) "
+                   "AND ($3::bigint IS NULL OR order_id = $3) "
+                   "AND (cardinality($4::text[]) = 0 OR identifier = ANY($4::text[])) "
+                   "AND ($5::bigint IS NULL OR id = $5) "
+                   "AND ($6::bigint IS NULL OR updated_at < av_ts($6)) "
+                   "ORDER BY id LIMIT nullif($7, 0)"),
+      {absl::StrCat(Micros(now)), optional(filter.account), optional(filter.order),
+       ArrayParam(filter.identifiers), optional(filter.id), optional(updated_before),
+       absl::StrCat(filter.limit)}};
+}
+
+std::vector<Authorization> PostgresStore::OutstandingAuthorizationsIn(
+    pqxx::dbtransaction& tx, absl::Time now, const AuthorizationFilter& filter) {
+  return pg::AllOf(pg::Together(tx, {OutstandingAuthorizationsSql(now, filter)})[0],
+                   AuthorizationOf);
 }
 
 absl::StatusOr<std::vector<Authorization>> PostgresStore::ListOutstandingAuthorizations(

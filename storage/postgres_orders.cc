@@ -378,15 +378,32 @@ absl::StatusOr<OrderStepState> PostgresStore::LoadOrderStep(const Scope& scope, 
   return InTenant<OrderStepState>(
       "LoadOrderStep", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<OrderStepState> {
         OrderStepState out;
-        ASSIGN_OR_RETURN(out.order, GetById(tx, kOrders, order));
-        ASSIGN_OR_RETURN(out.account, GetById(tx, pg::kAccounts, out.order.account));
-        ASSIGN_OR_RETURN(out.tenant, GetById(tx, pg::kTenants, scope.tenant));
+        // The order, its account, the tenant, the order's outstanding authorizations and its
+        // account's active key, in one round trip.
         AuthorizationFilter filter;
         filter.order = order;
-        out.authorizations = OutstandingAuthorizationsIn(tx, now, filter);
-        if (rules::OrderStepUsesKey(out.order, out.account)) {
+        const std::string id = absl::StrCat(order);
+        const std::vector<pqxx::result> r = pg::Together(
+            tx, {{pg::SelectByIdSql(kOrders.name, kOrders.rows.columns, Lock::kNone), {id}},
+                 {absl::StrCat("SELECT ", pg::kAccounts.rows.columns,
+                               " FROM accounts WHERE id = "
+                               "(SELECT account_id FROM orders WHERE id = $1)"),
+                  {id}},
+                 {pg::SelectByIdSql(pg::kTenants.name, pg::kTenants.rows.columns, Lock::kNone),
+                  {absl::StrCat(scope.tenant)}},
+                 OutstandingAuthorizationsSql(now, filter),
+                 {ActiveKeyOfOrderSql(), {id}}});
+        if (r[0].empty()) return pg::NoSuch(kOrders.noun, order);
+        out.order = OrderOf(r[0][0]);
+        if (r[1].empty()) return pg::NoSuch(pg::kAccounts.noun, out.order.account);
+        out.account = pg::kAccounts.rows.map(r[1][0]);
+        if (r[2].empty()) return pg::NoSuch(pg::kTenants.noun, scope.tenant);
+        out.tenant = pg::kTenants.rows.map(r[2][0]);
+        out.authorizations = pg::AllOf(r[3], pg::AuthorizationOf);
+        // No active key, or one not usable, is a state the step explains.
+        if (rules::OrderStepUsesKey(out.order, out.account) && !r[4].empty()) {
           absl::StatusOr<UnsealedAccountKey> key =
-              UnsealKeyIn(tx, scope, now, out.account.id, std::nullopt, purpose);
+              UnsealKeyRowIn(tx, scope, now, out.account.id, r[4][0], purpose);
           if (key.ok()) {
             out.key = *std::move(key);
           } else if (!absl::IsNotFound(key.status()) && !absl::IsFailedPrecondition(key.status())) {

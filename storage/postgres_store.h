@@ -449,16 +449,24 @@ class PostgresStore final : public Store {
                                               absl::Time now, const Order& o,
                                               const NewCertificate& linked,
                                               CertificateId certificate_id);
-  // UnsealKey's transaction body, shared with LoadOrderStep.
+  // UnsealKey's transaction body: the key's row, then UnsealKeyRowIn.
   absl::StatusOr<UnsealedAccountKey> UnsealKeyIn(pqxx::dbtransaction& tx, const Scope& scope,
                                                  absl::Time now, AccountId account,
                                                  std::optional<int> version,
                                                  absl::string_view purpose);
+  // The key of a row that carries the key material (as ActiveKeyOfOrderSql selects it),
+  // checked usable, opened and its use audited; shared with LoadOrderStep.
+  absl::StatusOr<UnsealedAccountKey> UnsealKeyRowIn(pqxx::dbtransaction& tx, const Scope& scope,
+                                                    absl::Time now, AccountId account,
+                                                    const pqxx::row& r, absl::string_view purpose);
+  // The active key of order $1's account, with its material.
+  static std::string ActiveKeyOfOrderSql();
   // ListOutstandingAuthorizations' transaction body (filter.identifiers canonical), shared
   // with LoadOrderStep.
   static std::vector<Authorization> OutstandingAuthorizationsIn(pqxx::dbtransaction& tx,
                                                                 absl::Time now,
                                                                 const AuthorizationFilter& filter);
+  static pg::Sql OutstandingAuthorizationsSql(absl::Time now, const AuthorizationFilter& filter);
   // MarkAuthorizationDeactivated's transaction body, shared with FinishOrder: false (nothing
   // written) when the account has no such authorization.
   static bool MarkAuthorizationDeactivatedIn(pqxx::dbtransaction& tx, const Scope& scope,

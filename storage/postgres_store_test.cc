@@ -891,6 +891,7 @@ TEST_F(PostgresStoreRoundTripTest, AJobsNoticeTravelsWithItsCommit) {
 TEST_F(PostgresStoreRoundTripTest, AnOrdersTransitionsTakeOneRoundTripPerDependentStep) {
   const Scope alpha = MakeTenant("alpha");
   const AccountId account = MakeAccount(alpha);
+  ASSERT_OK(store_->RecordAccountUrl(alpha, account, "https://ca.test/acct/1"));  // valid
   crypto::PrivateKey cert_key = NewKey();
   // Each step is counted on its second order, when the connection has its statements prepared.
   std::vector<std::vector<int>> counted;
@@ -915,6 +916,17 @@ TEST_F(PostgresStoreRoundTripTest, AnOrdersTransitionsTakeOneRoundTripPerDepende
       lease = created->lease;
     });
     ASSERT_TRUE(lease.has_value());
+    // BEGIN; the order, its account, the tenant, the ledger and the account's active key; the
+    // key's use audited with COMMIT.
+    count([&] {
+      auto loaded = counted_->LoadOrderStep(alpha, lease->order, "order", nullptr);
+      ASSERT_TRUE(loaded.ok()) << loaded.status();
+      EXPECT_EQ(loaded->order.id, lease->order);
+      EXPECT_EQ(loaded->account.id, account);
+      EXPECT_EQ(loaded->tenant.id, alpha.tenant);
+      ASSERT_TRUE(loaded->key.has_value());
+      EXPECT_TRUE(loaded->key->private_key.has_value());
+    });
     const std::string url = absl::StrCat("https://ca.test/order/", lease->order);
     const std::string authz = absl::StrCat("https://ca.test/authz/", lease->order);
     const std::string token = absl::StrCat("tok-", lease->order);
@@ -953,7 +965,7 @@ TEST_F(PostgresStoreRoundTripTest, AnOrdersTransitionsTakeOneRoundTripPerDepende
     counted.push_back(trips);
   }
   ASSERT_EQ(counted.size(), 2u);
-  EXPECT_THAT(counted[1], ElementsAre(5, 4, 3, 5));
+  EXPECT_THAT(counted[1], ElementsAre(5, 3, 4, 3, 5));
   EXPECT_OK(store_->VerifyAuditChain(alpha));
 }
 
