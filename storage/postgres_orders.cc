@@ -191,8 +191,13 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
 }
 
 absl::StatusOr<Order> PostgresStore::GetOrder(const Scope& scope, OrderId order) {
-  return InTenant<Order>("GetOrder", scope,
-                         [&](pqxx::dbtransaction& tx) { return GetById(tx, kOrders, order); });
+  // One statement that sets its tenant (pg::kTenantFirst), no transaction block: a caller
+  // waiting on an order reads it again when it completes.
+  return ReadInTenant<Order>("GetOrder", scope,
+                             [&](pqxx::nontransaction& tx, const std::string& tenant) {
+                               return FirstOf(tx.exec_prepared(kOrderById, tenant, order), OrderOf,
+                                              pg::NoSuch(kOrders.noun, order));
+                             });
 }
 
 absl::StatusOr<Order> PostgresStore::FindOrderByIdempotencyKey(const Scope& scope,

@@ -51,6 +51,8 @@ std::vector<std::pair<std::string, std::string>> PostgresStore::PreparedStatemen
       {kAccountsOfTenant, absl::StrCat("SELECT ", pg::kAccounts.rows.columns,
                                        " FROM accounts WHERE ", pg::kTenantFirst, " ORDER BY id")},
       {kCertificateById, absl::StrCat(certificates, " AND id = $2")},
+      {kOrderById, absl::StrCat("SELECT ", pg::kOrders.rows.columns, " FROM orders WHERE ",
+                                pg::kTenantFirst, " AND id = $2")},
       {kCertificateBySerial, absl::StrCat(certificates, " AND serial = lower($2)")},
       {kCurrentCertificate,
        absl::StrCat(certificates, " AND identifiers_hash = ", pg::IdentifiersHashOf(2),

@@ -345,6 +345,7 @@ class PostgresStore final : public Store {
   static constexpr char kTenantById[] = "av_tenant";
   static constexpr char kAccountsOfTenant[] = "av_accounts";
   static constexpr char kCertificateById[] = "av_certificate";
+  static constexpr char kOrderById[] = "av_order";
   static constexpr char kLookupChallenge[] = "av_lookup_challenge";
   static constexpr char kAuditStatement[] = "av_audit_insert";
   static std::string AuditInsertSql();

@@ -1000,6 +1000,22 @@ TEST_F(PostgresStoreRoundTripTest, TheReadsOfEveryIssuanceAreOneRoundTripEach) {
               EXPECT_EQ(*got, "tok.thumb");
             }),
             1);
+  // The order a caller waits on, read again when it completes.
+  const OrderId order = MakeOrder(alpha, account, "a.test", nullptr);
+  EXPECT_EQ(RoundTrips([&] {
+              auto got = counted_->GetOrder(alpha, order);
+              ASSERT_TRUE(got.ok()) << got.status();
+              EXPECT_EQ(got->id, order);
+              EXPECT_EQ(got->identifiers, std::vector<std::string>{"a.test"});
+            }),
+            1);
+  // Another tenant's order is not found, as a missing one; a missing tenant is told apart.
+  const Scope beta = MakeTenant("beta");
+  EXPECT_THAT(counted_->GetOrder(beta, order),
+              StatusIs(absl::StatusCode::kNotFound, absl::StrCat("order ", order, " not found")));
+  EXPECT_THAT(counted_->GetOrder(Scope{beta.tenant + 1000, kActor}, order),
+              StatusIs(absl::StatusCode::kNotFound,
+                       absl::StrCat("tenant ", beta.tenant + 1000, " not found")));
 }
 
 TEST_F(PostgresStoreTest, AuditRowsOfOneTransactionAreOneInsertAndChainInOrder) {
