@@ -98,8 +98,8 @@ struct Sql {
 
 // Runs `statements` one after another in tx and returns their results in order: each prepared
 // through PreparedName, all in one round trip (Pipelined) when there are several. The first
-// that fails stops the rest and its error is thrown. (A text whose name is taken runs
-// unprepared, in a round trip of its own.)
+// that fails stops the rest and its error is thrown. (Should a text's name be taken, they run
+// one round trip each, that one unprepared.)
 std::vector<pqxx::result> Together(pqxx::transaction_base& tx, const std::vector<Sql>& statements);
 
 // tx.exec_params(sql, args...) (and its 0- and 1-row forms) through PreparedName.
@@ -248,7 +248,7 @@ enum class Lock { kNone, kForUpdate, kForShare };
 // SELECT <columns>[, <extra>] FROM <table> WHERE id = $1 [FOR UPDATE | FOR SHARE]: the row as
 // the transaction sees it (row-level security hides other tenants' rows, which are then missing
 // too). NOT_FOUND "<noun> <id> not found" if there is none. With a lock the row stays locked
-// until the transaction ends.
+// until the transaction ends. SelectByIdSql is its text, for Together.
 std::string SelectByIdSql(absl::string_view table, absl::string_view columns, Lock lock);
 absl::StatusOr<pqxx::row> SelectById(pqxx::dbtransaction& tx, absl::string_view table,
                                      absl::string_view noun, absl::string_view columns, int64_t id,
