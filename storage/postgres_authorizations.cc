@@ -11,8 +11,6 @@ using pg::ArrayParam;
 using pg::AuthorizationOf;
 using pg::kAuthorizations;
 using pg::Micros;
-using pg::Nullable;
-using pg::OptionalParam;
 
 pg::Sql PostgresStore::RecordAuthorizationSql(const Scope& scope, absl::Time now,
                                               const AuthorizationRecord& authorization,
