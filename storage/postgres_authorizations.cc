@@ -11,28 +11,25 @@ using pg::ArrayParam;
 using pg::AuthorizationOf;
 using pg::kAuthorizations;
 using pg::Micros;
+using pg::OptionalParam;
 
 pg::Sql PostgresStore::RecordAuthorizationSql(const Scope& scope, absl::Time now,
                                               const AuthorizationRecord& authorization,
                                               const std::string& identifier) {
-  std::optional<std::string> expires;
-  if (authorization.expires_at.has_value()) {
-    expires = absl::StrCat(Micros(*authorization.expires_at));
-  }
-  std::optional<std::string> order;
-  if (authorization.order.has_value()) order = absl::StrCat(*authorization.order);
-  return {
-      absl::StrCat("INSERT INTO authorizations (tenant_id, account_id, order_id, url, "
-                   "identifier, status, expires_at, created_at, updated_at) "
-                   "VALUES ($1, $2, $3, $4, $5, $6, av_ts($7), av_ts($8), av_ts($8)) "
-                   "ON CONFLICT (account_id, url) DO UPDATE SET status = EXCLUDED.status, "
-                   "expires_at = EXCLUDED.expires_at, "
-                   "order_id = coalesce(authorizations.order_id, EXCLUDED.order_id), "
-                   "updated_at = EXCLUDED.updated_at RETURNING ",
-                   kAuthorizations.rows.columns),
-      {absl::StrCat(scope.tenant), absl::StrCat(authorization.account), order, authorization.url,
-       identifier, std::string(AuthorizationStatusName(authorization.status)), expires,
-       absl::StrCat(Micros(now))}};
+  std::optional<int64_t> expires;
+  if (authorization.expires_at.has_value()) expires = Micros(*authorization.expires_at);
+  return {absl::StrCat("INSERT INTO authorizations (tenant_id, account_id, order_id, url, "
+                       "identifier, status, expires_at, created_at, updated_at) "
+                       "VALUES ($1, $2, $3, $4, $5, $6, av_ts($7), av_ts($8), av_ts($8)) "
+                       "ON CONFLICT (account_id, url) DO UPDATE SET status = EXCLUDED.status, "
+                       "expires_at = EXCLUDED.expires_at, "
+                       "order_id = coalesce(authorizations.order_id, EXCLUDED.order_id), "
+                       "updated_at = EXCLUDED.updated_at RETURNING ",
+                       kAuthorizations.rows.columns),
+          {absl::StrCat(scope.tenant), absl::StrCat(authorization.account),
+           OptionalParam(authorization.order), authorization.url, identifier,
+           std::string(AuthorizationStatusName(authorization.status)), OptionalParam(expires),
+           absl::StrCat(Micros(now))}};
 }
 
 Authorization PostgresStore::RecordedAuthorization(pqxx::dbtransaction& tx, const Scope& scope,
@@ -72,10 +69,6 @@ absl::StatusOr<Authorization> PostgresStore::RecordAuthorization(
 
 pg::Sql PostgresStore::OutstandingAuthorizationsSql(absl::Time now,
                                                     const AuthorizationFilter& filter) {
-  auto optional = [](const auto& v) -> std::optional<std::string> {
-    if (!v.has_value()) return std::nullopt;
-    return absl::StrCat(*v);
-  };
   std::optional<int64_t> updated_before;
   if (filter.updated_before.has_value()) updated_before = Micros(*filter.updated_before);
   return {
@@ -88,8 +81,8 @@ pg::Sql PostgresStore::OutstandingAuthorizationsSql(absl::Time now,
                    "AND ($5::bigint IS NULL OR id = $5) "
                    "AND ($6::bigint IS NULL OR updated_at < av_ts($6)) "
                    "ORDER BY id LIMIT nullif($7, 0)"),
-      {absl::StrCat(Micros(now)), optional(filter.account), optional(filter.order),
-       ArrayParam(filter.identifiers), optional(filter.id), optional(updated_before),
+      {absl::StrCat(Micros(now)), OptionalParam(filter.account), OptionalParam(filter.order),
+       ArrayParam(filter.identifiers), OptionalParam(filter.id), OptionalParam(updated_before),
        absl::StrCat(filter.limit)}};
 }
 
