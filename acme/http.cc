@@ -129,6 +129,8 @@ absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
   curl_easy_setopt(curl, CURLOPT_URL, request.url.c_str());
   curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, options_.allow_http ? "https,http" : "https");
   curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(curl, CURLOPT_HTTP_VERSION,
+                   options_.http2 ? CURL_HTTP_VERSION_2TLS : CURL_HTTP_VERSION_1_1);
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error);
   curl_easy_setopt(curl, CURLOPT_USERAGENT, options_.user_agent.c_str());
@@ -162,6 +164,8 @@ absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
   CURLcode rc = curl_easy_perform(curl);
   long status = 0;  // NOLINT(runtime/int): libcurl's type.
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+  long version = 0;  // NOLINT(runtime/int): libcurl's type.
+  curl_easy_getinfo(curl, CURLINFO_HTTP_VERSION, &version);
   curl_slist_free_all(headers);
   ReturnHandle(curl);
 
@@ -175,6 +179,9 @@ absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
                                                error[0] != '\0' ? error : curl_easy_strerror(rc)));
   }
   response.status = static_cast<int>(status);
+  response.http_version = version == CURL_HTTP_VERSION_2_0   ? 20
+                          : version == CURL_HTTP_VERSION_1_1 ? 11
+                                                             : 0;
   return response;
 }
 

@@ -83,6 +83,24 @@ TEST(CurlTransportPebble, FetchesTheDirectoryTrustingOnlyPebblesCa) {
   EXPECT_NE(n1->Header("Replay-Nonce"), n2->Header("Replay-Nonce"));
 }
 
+// Pebble offers HTTP/2 by ALPN; the transport answers in HTTP/1.1 unless told otherwise.
+TEST(CurlTransportPebble, SpeaksHttp11UnlessHttp2IsAsked) {
+  ACMEVAULT_STACK_ENV_OR_SKIP(directory, "ACMEVAULT_PEBBLE_DIRECTORY");
+  ACMEVAULT_STACK_ENV_OR_SKIP(ca, "ACMEVAULT_PEBBLE_TLS_CA");
+  auto plain = Transport({.ca_file = ca});
+  auto r = plain->Send({"GET", directory, {}, ""});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->http_version, 11);
+
+  auto h2 = Transport({.ca_file = ca, .http2 = true});
+  auto r2 = h2->Send({"GET", directory, {}, ""});
+  ASSERT_TRUE(r2.ok()) << r2.status();
+  EXPECT_EQ(r2->status, 200);
+  EXPECT_EQ(r2->http_version, 20);
+  EXPECT_EQ(r2->body, r->body);
+}
+
 TEST(CurlTransportPebble, SystemRootsDoNotTrustPebble) {
   ACMEVAULT_STACK_ENV_OR_SKIP(directory, "ACMEVAULT_PEBBLE_DIRECTORY");
   auto t = Transport({});
