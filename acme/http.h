@@ -63,7 +63,7 @@ struct CurlTransportOptions {
   bool allow_http = false;
   // Offer HTTP/2 (by ALPN) to servers that speak it. Off: over a kept-alive connection ACME's
   // short request-response exchanges cost less CPU in HTTP/1.1, on both ends (against Pebble,
-  // about 30% less of the client's CPU per certificate; docs/benchmarks.md).
+  // about a third less of the client's CPU per certificate; docs/benchmarks.md).
   bool http2 = false;
 };
 
