@@ -441,7 +441,10 @@ absl::StatusOr<PrivateKey> PrivateKey::FromPem(absl::string_view pem) {
   return Imported(key);
 }
 
-absl::StatusOr<PrivateKey> PrivateKey::FromDer(absl::string_view der) {
+namespace {
+
+// The key of a PKCS#8 DER PrivateKeyInfo, unchecked. INVALID_ARGUMENT when it is none.
+absl::StatusOr<EVP_PKEY*> ParsePkcs8(absl::string_view der) {
   const auto* p = reinterpret_cast<const uint8_t*>(der.data());
   Pkcs8Ptr info(d2i_PKCS8_PRIV_KEY_INFO(nullptr, &p, static_cast<long>(der.size())));  // NOLINT
   if (info == nullptr) {
@@ -455,7 +458,19 @@ absl::StatusOr<PrivateKey> PrivateKey::FromDer(absl::string_view der) {
   if (key == nullptr) {
     return LibraryError(absl::StatusCode::kInvalidArgument, "unusable PKCS#8 private key");
   }
+  return key;
+}
+
+}  // namespace
+
+absl::StatusOr<PrivateKey> PrivateKey::FromDer(absl::string_view der) {
+  ASSIGN_OR_RETURN(EVP_PKEY * key, ParsePkcs8(der));
   return Imported(key);
+}
+
+absl::StatusOr<PrivateKey> PrivateKey::FromSealedDer(absl::string_view der) {
+  ASSIGN_OR_RETURN(EVP_PKEY * key, ParsePkcs8(der));
+  return Adopt(key);
 }
 
 SecretBytes PrivateKey::ToPkcs8Pem() const {

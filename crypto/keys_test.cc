@@ -151,6 +151,24 @@ TEST(Keys, ImportedKeysSignWhatTheirPublicHalfVerifies) {
   }
 }
 
+// Sealed keys are read back without the pairwise test, and are the same keys.
+TEST(Keys, SealedDerReadsBackTheKeyThatWroteIt) {
+  for (KeyAlgorithm algorithm :
+       {KeyAlgorithm::kEcdsaP256, KeyAlgorithm::kEcdsaP384, KeyAlgorithm::kRsa2048}) {
+    auto generated = PrivateKey::Generate(algorithm);
+    ASSERT_TRUE(generated.ok());
+    auto opened = PrivateKey::FromSealedDer(generated->ToPkcs8Der().view());
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    EXPECT_EQ(opened->algorithm(), algorithm);
+    EXPECT_TRUE(opened->public_key().Equals(generated->public_key()));
+    auto signature = opened->Sign("payload");
+    ASSERT_TRUE(signature.ok()) << signature.status();
+    EXPECT_TRUE(generated->public_key().Verify("payload", *signature).ok());
+  }
+  EXPECT_EQ(PrivateKey::FromSealedDer("\x30\x03\x02\x01\x00").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 std::string ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream out;

@@ -104,7 +104,7 @@ absl::StatusOr<SealedKey> Envelope::SealPrivateKey(const crypto::PrivateKey& key
 absl::StatusOr<crypto::PrivateKey> Envelope::OpenPrivateKey(const SealedKey& sealed,
                                                             absl::string_view context) const {
   ASSIGN_OR_RETURN(crypto::SecretBytes der, Open(sealed, context));
-  return crypto::PrivateKey::FromDer(der.view());
+  return crypto::PrivateKey::FromSealedDer(der.view());
 }
 
 }  // namespace acmevault::storage

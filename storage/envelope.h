@@ -64,7 +64,9 @@ class Envelope {
 
   // Seal and Open of a private key as PKCS#8 DER, what every record stores. SealPrivateKey:
   // INTERNAL if the key cannot be encoded. OpenPrivateKey: Open's errors, or the parser's if the
-  // opened bytes are not a key.
+  // opened bytes are not a key. The opened bytes are read as crypto::PrivateKey::FromSealedDer
+  // reads them, without the pairwise test the key passed when it was first sealed: Open
+  // authenticated them.
   absl::StatusOr<SealedKey> SealPrivateKey(const crypto::PrivateKey& key,
                                            absl::string_view context) const;
   absl::StatusOr<crypto::PrivateKey> OpenPrivateKey(const SealedKey& sealed,
