@@ -1,10 +1,13 @@
 // PostgresStore: the job table of the work engine (JobStore) and its wake-ups.
 #include <memory>
+#include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/status_macros.h"
 #include "storage/postgres_listener.h"
 #include "storage/postgres_rows.h"
@@ -41,27 +44,192 @@ absl::StatusOr<JobNotice> WriteLeasedJob(pqxx::dbtransaction& tx, const JobLease
   return JobNotice{lease.tenant, r[0][0].as<std::string>(), r[0][1].as<std::string>(), false};
 }
 
-// Wake-ups from the store's channels, through one dedicated LISTEN connection, and the slot
-// through which the store delivers its own certificate writes at once
-// (PostgresStore::CertificatesChangedHere). No callback runs once the destructor has returned.
-template <typename Slot>
-class ListeningJobWaker final : public JobWaker {
+}  // namespace
+
+// Every WatchJobs subscription of one store, served by one LISTEN connection on all the
+// store's channels: PostgreSQL wakes each listening session of the database for every
+// notification (on any channel), about 0.1 ms of the server's CPU each at a few hundred
+// notifications a second (docs/benchmarks.md), so a replica listens once, not once per
+// subscriber. The connection runs while any subscription lives.
+class WatchHub {
  public:
-  ListeningJobWaker(std::unique_ptr<PostgresListener> listener, std::shared_ptr<Slot> here)
-      : listener_(std::move(listener)), here_(std::move(here)) {}
-  ~ListeningJobWaker() override {
-    listener_.reset();
-    if (here_ == nullptr) return;
-    absl::MutexLock lock(&here_->mu);
-    here_->live = false;
+  explicit WatchHub(std::string url) : url_(std::move(url)) {}
+  ~WatchHub() {
+    std::unique_ptr<PostgresListener> listener;
+    {
+      absl::MutexLock lock(&mu_);
+      listener = std::move(listener_);
+    }
+  }
+
+  // A subscription. Its callbacks run under its own mutex, so one at a time, and never once
+  // `live` is false.
+  struct Watcher {
+    absl::Mutex mu;
+    bool live ABSL_GUARDED_BY(mu) = true;
+    JobWakeups wakeups ABSL_GUARDED_BY(mu);
+  };
+
+  absl::StatusOr<std::unique_ptr<JobWaker>> Watch(std::shared_ptr<WatchHub> self,
+                                                  JobWakeups wakeups);
+
+  // certificates_changed(tenant) to every live subscription that has it, from this thread.
+  void CertificatesChanged(TenantId tenant) {
+    for (const std::shared_ptr<Watcher>& w : Live()) {
+      absl::MutexLock lock(&w->mu);
+      if (w->live && w->wakeups.certificates_changed) w->wakeups.certificates_changed(tenant);
+    }
   }
 
  private:
-  std::unique_ptr<PostgresListener> listener_;
-  std::shared_ptr<Slot> here_;
+  class Waker;
+
+  std::vector<std::shared_ptr<Watcher>> Live() {
+    std::vector<std::shared_ptr<Watcher>> out;
+    absl::MutexLock lock(&mu_);
+    for (const std::weak_ptr<Watcher>& w : watchers_) {
+      if (std::shared_ptr<Watcher> live = w.lock()) out.push_back(std::move(live));
+    }
+    return out;
+  }
+
+  // Whatever was sent while the listener was not connected is lost: look for work, forget
+  // what revocations and certificate writes may have made stale.
+  static void Missed(Watcher& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
+    if (!w.live) return;
+    if (w.wakeups.jobs_scheduled) w.wakeups.jobs_scheduled();
+    if (w.wakeups.identities_revoked) w.wakeups.identities_revoked(Revocation{});
+    if (w.wakeups.certificates_changed) w.wakeups.certificates_changed(0);
+  }
+
+  void OnConnect() {
+    {
+      absl::MutexLock lock(&mu_);
+      connected_ = true;
+    }
+    for (const std::shared_ptr<Watcher>& w : Live()) {
+      absl::MutexLock lock(&w->mu);
+      Missed(*w);
+    }
+  }
+
+  void OnNotify(const std::string& channel, const std::string& payload) {
+    std::optional<Revocation> revoked;
+    TenantId tenant = 0;
+    std::optional<JobNotice> notice;
+    if (channel == kIdentitiesChannel) {
+      revoked = DecodeRevocation(payload);
+      if (!revoked.has_value()) return;
+    } else if (channel == kCertificatesChannel) {
+      if (!absl::SimpleAtoi(payload, &tenant) || tenant <= 0) return;
+    } else if (channel == kJobNoticeChannel) {
+      absl::StatusOr<JobNotice> decoded = rules::DecodeJobNotice(payload);
+      if (!decoded.ok()) return;
+      notice = *std::move(decoded);
+    } else if (channel != kJobsChannel) {
+      return;
+    }
+    for (const std::shared_ptr<Watcher>& w : Live()) {
+      absl::MutexLock lock(&w->mu);
+      if (!w->live) continue;
+      const JobWakeups& to = w->wakeups;
+      if (channel == kJobsChannel) {
+        if (to.jobs_scheduled) to.jobs_scheduled();
+      } else if (channel == kIdentitiesChannel) {
+        if (to.identities_revoked) to.identities_revoked(*revoked);
+      } else if (channel == kCertificatesChannel) {
+        if (to.certificates_changed) to.certificates_changed(tenant);
+      } else if (to.job_finished) {
+        to.job_finished(*notice);
+      }
+    }
+  }
+
+  // A subscription ended: the listener stops with the last one.
+  void Ended() {
+    std::unique_ptr<PostgresListener> stopped;
+    {
+      absl::MutexLock lock(&mu_);
+      std::erase_if(watchers_, [](const std::weak_ptr<Watcher>& w) { return w.expired(); });
+      if (--subscriptions_ > 0) return;
+      stopped = std::move(listener_);
+      connected_ = false;
+    }
+    // Joins the listener's thread, outside mu_: a delivery under way may be waiting for it.
+  }
+
+  const std::string url_;
+  absl::Mutex mu_;
+  std::vector<std::weak_ptr<Watcher>> watchers_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<PostgresListener> listener_ ABSL_GUARDED_BY(mu_);
+  int subscriptions_ ABSL_GUARDED_BY(mu_) = 0;  // live Wakers
+  // The listener has connected since it started (it may have lost the connection since; it
+  // then calls Missed again when it is back).
+  bool connected_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-}  // namespace
+// What WatchJobs returns: its subscription, ended on destruction.
+class WatchHub::Waker final : public JobWaker {
+ public:
+  Waker(std::shared_ptr<WatchHub> hub, std::shared_ptr<Watcher> watcher)
+      : hub_(std::move(hub)), watcher_(std::move(watcher)) {}
+  ~Waker() override {
+    {
+      absl::MutexLock lock(&watcher_->mu);
+      watcher_->live = false;
+    }
+    watcher_.reset();
+    hub_->Ended();
+  }
+
+ private:
+  std::shared_ptr<WatchHub> hub_;
+  std::shared_ptr<Watcher> watcher_;
+};
+
+absl::StatusOr<std::unique_ptr<JobWaker>> WatchHub::Watch(std::shared_ptr<WatchHub> self,
+                                                          JobWakeups wakeups) {
+  if (!wakeups.jobs_scheduled && !wakeups.job_finished && !wakeups.identities_revoked &&
+      !wakeups.certificates_changed) {
+    return absl::InvalidArgumentError("WatchJobs: no wake-up to deliver");
+  }
+  auto watcher = std::make_shared<Watcher>();
+  {
+    absl::MutexLock lock(&watcher->mu);
+    watcher->wakeups = std::move(wakeups);
+  }
+  bool connected = false;
+  {
+    absl::MutexLock lock(&mu_);
+    std::erase_if(watchers_, [](const std::weak_ptr<Watcher>& w) { return w.expired(); });
+    if (listener_ == nullptr) {
+      PostgresListenerOptions options;
+      options.url = url_;
+      options.channels = {kJobsChannel, kJobNoticeChannel, kIdentitiesChannel,
+                          kCertificatesChannel};
+      options.on_notify = [this](const std::string& channel, const std::string& payload) {
+        OnNotify(channel, payload);
+      };
+      options.on_connect = [this] { OnConnect(); };
+      ASSIGN_OR_RETURN(listener_, PostgresListener::Start(std::move(options)));
+      connected_ = false;
+    }
+    watchers_.push_back(watcher);
+    ++subscriptions_;
+    connected = connected_;
+  }
+  // Deliveries start when the listener connects (OnConnect), or now when it already has:
+  // either way this subscription's first calls say so.
+  if (connected) {
+    absl::MutexLock lock(&watcher->mu);
+    Missed(*watcher);
+  }
+  return std::unique_ptr<JobWaker>(new Waker(std::move(self), std::move(watcher)));
+}
+
+std::shared_ptr<WatchHub> PostgresStore::NewWatchHub(std::string url) {
+  return std::make_shared<WatchHub>(std::move(url));
+}
 
 absl::Status PostgresStore::InJobTenant(absl::string_view op, const JobLease& lease,
                                         const PostgresPool::Body& body) {
@@ -254,56 +422,7 @@ absl::Status PostgresStore::AnnounceJobNotice(const JobNotice& notice) {
 }
 
 absl::StatusOr<std::unique_ptr<JobWaker>> PostgresStore::WatchJobs(JobWakeups wakeups) {
-  PostgresListenerOptions options;
-  options.url = options_.pool.url;
-  if (wakeups.jobs_scheduled || wakeups.job_finished) {
-    options.channels = {kJobsChannel, kJobNoticeChannel};
-  }
-  if (wakeups.identities_revoked) options.channels.push_back(kIdentitiesChannel);
-  if (wakeups.certificates_changed) options.channels.push_back(kCertificatesChannel);
-  if (options.channels.empty()) {
-    return absl::InvalidArgumentError("WatchJobs: no wake-up to deliver");
-  }
-  options.on_notify = [wakeups](const std::string& channel, const std::string& payload) {
-    if (channel == kJobsChannel) {
-      if (wakeups.jobs_scheduled) wakeups.jobs_scheduled();
-      return;
-    }
-    if (channel == kIdentitiesChannel) {
-      std::optional<Revocation> revoked = DecodeRevocation(payload);
-      if (revoked.has_value()) wakeups.identities_revoked(*revoked);
-      return;
-    }
-    if (channel == kCertificatesChannel) {
-      TenantId tenant = 0;
-      if (absl::SimpleAtoi(payload, &tenant) && tenant > 0) wakeups.certificates_changed(tenant);
-      return;
-    }
-    absl::StatusOr<JobNotice> notice = rules::DecodeJobNotice(payload);
-    if (notice.ok() && wakeups.job_finished) wakeups.job_finished(*notice);
-  };
-  // Whatever was sent while the listener was not connected is lost: look for work, forget
-  // what revocations may have made stale.
-  options.on_connect = [wakeups] {
-    if (wakeups.jobs_scheduled) wakeups.jobs_scheduled();
-    if (wakeups.identities_revoked) wakeups.identities_revoked(Revocation{});
-    if (wakeups.certificates_changed) wakeups.certificates_changed(0);
-  };
-  std::shared_ptr<LocalWaker> here;
-  if (wakeups.certificates_changed) {
-    here = std::make_shared<LocalWaker>();
-    {
-      absl::MutexLock lock(&here->mu);
-      here->certificates_changed = wakeups.certificates_changed;
-    }
-    absl::MutexLock lock(&local_wakers_mu_);
-    std::erase_if(local_wakers_, [](const std::weak_ptr<LocalWaker>& w) { return w.expired(); });
-    local_wakers_.push_back(here);
-  }
-  ASSIGN_OR_RETURN(std::unique_ptr<PostgresListener> listener,
-                   PostgresListener::Start(std::move(options)));
-  return std::unique_ptr<JobWaker>(
-      new ListeningJobWaker<LocalWaker>(std::move(listener), std::move(here)));
+  return watch_hub_->Watch(watch_hub_, std::move(wakeups));
 }
 
 void PostgresStore::NotifyCertificatesChanged(pqxx::dbtransaction& tx, const Scope& scope) {
@@ -311,17 +430,7 @@ void PostgresStore::NotifyCertificatesChanged(pqxx::dbtransaction& tx, const Sco
 }
 
 void PostgresStore::CertificatesChangedHere(const Scope& scope) {
-  std::vector<std::shared_ptr<LocalWaker>> wakers;
-  {
-    absl::MutexLock lock(&local_wakers_mu_);
-    for (const std::weak_ptr<LocalWaker>& w : local_wakers_) {
-      if (std::shared_ptr<LocalWaker> live = w.lock()) wakers.push_back(std::move(live));
-    }
-  }
-  for (const std::shared_ptr<LocalWaker>& w : wakers) {
-    absl::MutexLock lock(&w->mu);
-    if (w->live) w->certificates_changed(scope.tenant);
-  }
+  watch_hub_->CertificatesChanged(scope.tenant);
 }
 
 }  // namespace acmevault::storage

@@ -38,7 +38,10 @@ std::string TenantToken(const Tenant& t) { return rules::EncodeIdToken(t.id); }
 
 PostgresStore::PostgresStore(PostgresStoreOptions options, Envelope envelope,
                              std::unique_ptr<PostgresPool> pool)
-    : options_(std::move(options)), envelope_(std::move(envelope)), pool_(std::move(pool)) {}
+    : watch_hub_(NewWatchHub(options.pool.url)),
+      options_(std::move(options)),
+      envelope_(std::move(envelope)),
+      pool_(std::move(pool)) {}
 
 std::vector<std::pair<std::string, std::string>> PostgresStore::PreparedStatements() {
   const std::string certificates = absl::StrCat("SELECT ", pg::kCertificates.rows.columns,

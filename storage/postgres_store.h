@@ -71,6 +71,8 @@ inline constexpr char kCertificatesChannel[] = "acmevault_certificates";
 std::string EncodeRevocation(const Revocation& revocation);
 std::optional<Revocation> DecodeRevocation(absl::string_view payload);
 
+class WatchHub;  // postgres_jobs.cc
+
 class PostgresStore final : public Store {
  public:
   // FAILED_PRECONDITION, before touching the database, if `keks` is empty (there is no
@@ -484,14 +486,11 @@ class PostgresStore final : public Store {
   // After a committed write of scope.tenant's certificates: certificates_changed to this
   // store's own wakers, from the calling thread (the notification reaches them later too).
   void CertificatesChangedHere(const Scope& scope);
-  // The wakers of WatchJobs with certificates_changed, for CertificatesChangedHere.
-  struct LocalWaker {
-    absl::Mutex mu;
-    bool live ABSL_GUARDED_BY(mu) = true;
-    std::function<void(TenantId)> certificates_changed ABSL_GUARDED_BY(mu);
-  };
-  absl::Mutex local_wakers_mu_;
-  std::vector<std::weak_ptr<LocalWaker>> local_wakers_ ABSL_GUARDED_BY(local_wakers_mu_);
+  // Every WatchJobs subscription of this store, served by one LISTEN connection
+  // (postgres_jobs.cc), and CertificatesChangedHere's way to them. Shared with the wakers, which
+  // may outlive the store.
+  static std::shared_ptr<WatchHub> NewWatchHub(std::string url);
+  const std::shared_ptr<WatchHub> watch_hub_;
 
   const PostgresStoreOptions options_;
   const Envelope envelope_;

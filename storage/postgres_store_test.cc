@@ -618,6 +618,78 @@ TEST_F(PostgresStoreTest, TheAppendOnlyTriggerStopsEvenTheOwner) {
 // ---------------------------------------------------------------------------------------------
 // Replicas
 
+// A replica's subscriptions (the engine's, the token cache's, the certificate cache's) share one
+// LISTEN session: PostgreSQL wakes every listening session of the database for each
+// notification, whatever its channel. Each subscription still hears its own channels only.
+TEST_F(PostgresStoreTest, AStoresSubscriptionsShareOneListeningSession) {
+  absl::Mutex mu;
+  int scheduled = 0;
+  std::vector<TenantId> revoked;
+  std::vector<TenantId> changed;
+  JobWakeups engine;
+  engine.jobs_scheduled = [&] {
+    absl::MutexLock lock(&mu);
+    ++scheduled;
+  };
+  JobWakeups tokens;
+  tokens.identities_revoked = [&](const Revocation& r) {
+    absl::MutexLock lock(&mu);
+    revoked.push_back(r.tenant);
+  };
+  JobWakeups certificates;
+  certificates.certificates_changed = [&](TenantId tenant) {
+    absl::MutexLock lock(&mu);
+    changed.push_back(tenant);
+  };
+  auto heard = [&](auto done) {
+    absl::MutexLock lock(&mu);
+    return mu.AwaitWithTimeout(absl::Condition(&done), absl::Seconds(30));
+  };
+  auto has = [](const std::vector<TenantId>& v, TenantId t) {
+    return std::find(v.begin(), v.end(), t) != v.end();
+  };
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<JobWaker> a, store_->WatchJobs(engine));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<JobWaker> b, store_->WatchJobs(tokens));
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<JobWaker> c, store_->WatchJobs(certificates));
+  // Each hears that deliveries started (tenant 0: anything may be stale).
+  ASSERT_TRUE(heard([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return scheduled > 0 && has(revoked, 0) && has(changed, 0);
+  })) << "deliveries never started for every subscription";
+
+  pqxx::connection admin(db_->superuser_url());
+  auto listening = [&] {
+    pqxx::work tx(admin);
+    return tx
+        .exec1(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query LIKE 'LISTEN %'")[0]
+        .as<int>();
+  };
+  EXPECT_EQ(listening(), 1);
+
+  {
+    pqxx::nontransaction tx(admin);
+    tx.exec(absl::StrCat("NOTIFY ", kIdentitiesChannel, ", '7'; NOTIFY ", kCertificatesChannel,
+                         ", '8'"));
+  }
+  ASSERT_TRUE(heard([&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return has(revoked, 7) && has(changed, 8);
+  })) << "a subscription missed its channel";
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_FALSE(has(revoked, 8));
+    EXPECT_FALSE(has(changed, 7));
+  }
+
+  // The session ends with the last subscription.
+  a.reset();
+  b.reset();
+  EXPECT_EQ(listening(), 1);
+  c.reset();
+  for (int i = 0; i < 100 && listening() > 0; ++i) absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_EQ(listening(), 0);
+}
+
 TEST_F(PostgresStoreTest, TwoReplicasClaimEachStaleOrderExactlyOnce) {
   Scope alpha = MakeTenant("alpha");
   AccountId account = MakeAccount(alpha);

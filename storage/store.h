@@ -537,10 +537,10 @@ struct Revocation {
   std::optional<IdentityId> identity;
 };
 
-// What a JobWaker calls. Callbacks run on a thread of the store's (PostgreSQL: the listener's;
-// the fake: the thread that made the change, after the change), one at a time per waker; they
-// must return quickly and must not destroy the waker. Any may be empty; a store watches only
-// for what has a callback.
+// What a JobWaker calls. Callbacks run on a thread of the store's (PostgreSQL: the listener's,
+// or WatchJobs' caller for a waker's first calls; the fake: the thread that made the change,
+// after the change), one at a time per waker; they must return quickly and must not destroy
+// the waker. Any may be empty; a waker is called only for what has a callback.
 struct JobWakeups {
   // Jobs were scheduled (by any replica), or wake-ups may have been missed: claiming may find
   // work. Also called once when deliveries start (PostgreSQL: when the listener's connection is
@@ -627,10 +627,11 @@ class JobStore {
   virtual absl::Status AnnounceJobNotice(const JobNotice& notice) = 0;
   // Starts delivering wake-ups to `wakeups` until the returned waker is destroyed; the first
   // jobs_scheduled (or identities_revoked with tenant 0) call says deliveries have started.
-  // PostgreSQL: one dedicated connection LISTENing (storage/postgres_listener.h) on the
-  // channels of the callbacks given, connecting in the background and reconnecting with
-  // backoff for as long as the waker lives (a database that is down is no error here); what
-  // was sent while it was not connected is lost, hence those calls after each connection.
+  // PostgreSQL: the store's one dedicated connection LISTENing (storage/postgres_listener.h),
+  // shared by all its wakers, connecting in the background and reconnecting with backoff for as
+  // long as any waker lives (a database that is down is no error here); what was sent while it
+  // was not connected is lost, hence those calls after each connection. A waker made while the
+  // connection is up gets its first calls from WatchJobs itself.
   // INVALID_ARGUMENT (PostgreSQL) when `wakeups` has no callback.
   virtual absl::StatusOr<std::unique_ptr<JobWaker>> WatchJobs(JobWakeups wakeups) = 0;
 };
