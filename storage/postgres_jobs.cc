@@ -54,13 +54,6 @@ absl::StatusOr<JobNotice> WriteLeasedJob(pqxx::dbtransaction& tx, const JobLease
 class WatchHub {
  public:
   explicit WatchHub(std::string url) : url_(std::move(url)) {}
-  ~WatchHub() {
-    std::unique_ptr<PostgresListener> listener;
-    {
-      absl::MutexLock lock(&mu_);
-      listener = std::move(listener_);
-    }
-  }
 
   // A subscription. Its callbacks run under its own mutex, so one at a time, and never once
   // `live` is false.
@@ -212,7 +205,6 @@ absl::StatusOr<std::unique_ptr<JobWaker>> WatchHub::Watch(std::shared_ptr<WatchH
       };
       options.on_connect = [this] { OnConnect(); };
       ASSIGN_OR_RETURN(listener_, PostgresListener::Start(std::move(options)));
-      connected_ = false;
     }
     watchers_.push_back(watcher);
     ++subscriptions_;
