@@ -24,7 +24,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Options options) {
   if (options.owner.empty()) return absl::InvalidArgumentError("Engine: owner is required");
   if (options.clock == nullptr) return absl::InvalidArgumentError("Engine: clock is null");
   if (options.workers < 0 || options.prefetch < 0 || options.claim_batch < 0 ||
-      options.per_tenant_limit < 0 || options.per_ca_limit < 0) {
+      options.claim_on_create_queue < 0 || options.per_tenant_limit < 0 ||
+      options.per_ca_limit < 0) {
     return absl::InvalidArgumentError("Engine: sizes and limits must not be negative");
   }
   if (options.lease_duration <= absl::ZeroDuration() ||
@@ -42,6 +43,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Options options) {
     options.workers = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   }
   if (options.claim_batch == 0) options.claim_batch = options.workers;
+  if (options.claim_on_create_queue == 0) {
+    options.claim_on_create_queue = 8 * (options.workers + options.prefetch);
+  }
   return std::unique_ptr<Engine>(new Engine(std::move(options)));
 }
 
@@ -129,6 +133,57 @@ void Engine::Wake() {
   wake_ = true;
 }
 
+int Engine::FreeRoom() const {
+  return options_.workers + options_.prefetch - static_cast<int>(queue_.size() + running_.size()) -
+         reserved_;
+}
+
+std::optional<storage::JobClaim> Engine::ReserveForNew() {
+  if (!options_.claim_on_create) return std::nullopt;
+  absl::MutexLock lock(&mu_);
+  // Room in the queue, not an idle worker: a job made here would otherwise wait in the table
+  // for this replica's next claim about as long, at the cost of that claim. The store refuses
+  // the claim when due jobs wait there (their claim's fairness goes first).
+  if (!started_ || stopping_ ||
+      static_cast<int>(queue_.size()) + reserved_ >= options_.claim_on_create_queue) {
+    return std::nullopt;
+  }
+  ++reserved_;
+  storage::JobClaim claim;
+  claim.owner = options_.owner;
+  claim.now = options_.clock->Now();
+  claim.max_jobs = 1;
+  claim.lease_duration = options_.lease_duration;
+  claim.per_tenant_limit = options_.per_tenant_limit;
+  claim.per_ca_limit = options_.per_ca_limit;
+  claim.kinds = kinds_;
+  return claim;
+}
+
+void Engine::Unreserve() {
+  absl::MutexLock lock(&mu_);
+  if (reserved_ > 0) --reserved_;
+}
+
+void Engine::Adopt(storage::ClaimedJob claimed) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (reserved_ > 0) --reserved_;
+    if (!stopping_) {
+      ++stats_.adopted;
+      const absl::Time now = options_.clock->Now();
+      queue_.push_back(Queued{std::move(claimed), std::make_shared<std::atomic<bool>>(false), now});
+      return;
+    }
+  }
+  // Stopping: its workers may be gone, so the job goes back to the store at once.
+  absl::Status s = options_.jobs->ReleaseJob(claimed.lease, options_.clock->Now());
+  if (!s.ok()) {
+    Log(LogLevel::kWarning, "could not release a job; its lease will expire",
+        {{"job", absl::StrCat(claimed.job.id)}, {"status", SummarizeFailure(s)}});
+  }
+}
+
 Engine::Stats Engine::stats() const {
   absl::MutexLock lock(&mu_);
   return stats_;
@@ -190,10 +245,7 @@ void Engine::ClaimLoop() {
     int room = 0;
     {
       absl::MutexLock lock(&mu_);
-      auto free_room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return options_.workers + options_.prefetch -
-               static_cast<int>(queue_.size() + running_.size());
-      };
+      auto free_room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return FreeRoom(); };
       const absl::Time now = options_.clock->Now();
       // The idle poll counts from the last claim (a busy replica never polls); without room it
       // only paces the loop. A due time matters only with room to claim; a worker that

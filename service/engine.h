@@ -194,6 +194,13 @@ class Engine {
     std::function<void(const storage::JobNotice&)> on_notice;
     // Seeds the backoff jitter: worker i uses jitter_seed + i. Unset: random, once per worker.
     std::optional<uint64_t> jitter_seed;
+    // ReserveForNew reserves room: a job made here may be claimed as it is made (e.g.
+    // OrderStore::CreateOrJoinOrder's NewOrder::claim) while fewer than
+    // claim_on_create_queue jobs wait here for a worker (queued or reserved). Off: never;
+    // every job made here goes through the claims. claim_on_create_queue 0: 8 per worker
+    // and prefetch.
+    bool claim_on_create = true;
+    int claim_on_create_queue = 0;
   };
 
   // What this engine did, for tests and logs.
@@ -207,11 +214,12 @@ class Engine {
     int64_t lost = 0;         // an outcome refused: another replica holds the job now
     int64_t released = 0;     // claimed but not started when the engine stopped
     int64_t wakeups = 0;      // wake-ups from the store (the first says deliveries started)
+    int64_t adopted = 0;      // jobs claimed as they were made here (Adopt)
     int64_t claims = 0;       // claims made (each one database transaction)
     int64_t empty_claims = 0; // claims that found nothing
   };
 
-  // INVALID_ARGUMENT for a missing store or owner, negative sizes or limits, non-positive
+  // INVALID_ARGUMENT for a missing store or owner, negative sizes, queues or limits, non-positive
   // durations, or max_attempts < 1.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(Options options);
   // Stop(), then joins every thread.
@@ -243,6 +251,18 @@ class Engine {
   void Scheduled();
   // Makes the claim loop look for due jobs now.
   void Wake();
+  // For a job about to be made here that the store may lease to this replica as it makes it
+  // (NewOrder::claim): reserves room for one job and returns the claim to make, or nullopt when
+  // claim_on_create is off, the engine is not running, or claim_on_create_queue jobs wait here
+  // for a worker (queued or reserved). The store refuses the claim when due jobs wait in the
+  // table. The reservation ends with Adopt (the store took the job) or Unreserve (it did not,
+  // or nothing was made).
+  std::optional<storage::JobClaim> ReserveForNew();
+  // Runs a job the store leased to this replica as it made it, in the room ReserveForNew
+  // reserved (as if a claim had taken it). A stopping engine releases it instead.
+  void Adopt(storage::ClaimedJob claimed);
+  // Gives back the room ReserveForNew reserved when no job was adopted into it.
+  void Unreserve();
 
   // Graceful stop: no more claims; jobs claimed but not started are released (claimable at
   // once by any replica), kept ones (SoonAt) rescheduled at their time; running handlers finish
@@ -288,6 +308,9 @@ class Engine {
   void Worker(int index);
   // One claim of at most `room` jobs; queues them for the workers.
   void ClaimOnce(int room);
+  // Workers plus prefetch, less the jobs queued, running or reserved (ReserveForNew): how many
+  // a claim may take.
+  int FreeRoom() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether the store's wake-ups reach this engine (so a local wake-up would be a second one).
   bool Delivering() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Renews the leases of running and kept jobs that are a third through.
@@ -323,6 +346,7 @@ class Engine {
   bool more_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time last_claim_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();  // real time
   std::deque<Queued> queue_ ABSL_GUARDED_BY(mu_);  // claimed or kept, not started
+  int reserved_ ABSL_GUARDED_BY(mu_) = 0;          // room held by ReserveForNew
   std::map<storage::JobId, Running> running_ ABSL_GUARDED_BY(mu_);
   std::map<storage::JobId, Kept> kept_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::Time> next_due_ ABSL_GUARDED_BY(mu_);

@@ -45,6 +45,8 @@ EngineSettings EngineSettingsFrom(const v1::ServerConfig& config) {
   if (c.keep_within_ms() > 0) e.keep_within = absl::Milliseconds(c.keep_within_ms());
   if (c.keep_within_ms() < 0) e.keep_within = absl::ZeroDuration();
   if (c.keep_for_ms() > 0) e.keep_for = absl::Milliseconds(c.keep_for_ms());
+  if (c.has_claim_on_create()) e.claim_on_create = c.claim_on_create();
+  if (c.claim_on_create_queue() > 0) e.claim_on_create_queue = c.claim_on_create_queue();
   const OrderRunner::Options runner;
   out.order_poll_first_delay = c.order_poll_first_delay_ms() > 0
                                    ? absl::Milliseconds(c.order_poll_first_delay_ms())

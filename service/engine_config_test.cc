@@ -27,6 +27,8 @@ TEST(EngineSettingsFrom, UnsetFieldsTakeTheDocumentedDefaults) {
   EXPECT_EQ(s.engine.max_attempts, 10);
   EXPECT_EQ(s.engine.keep_within, absl::Seconds(2));
   EXPECT_EQ(s.engine.keep_for, absl::Seconds(10));
+  EXPECT_TRUE(s.engine.claim_on_create);
+  EXPECT_EQ(s.engine.claim_on_create_queue, 0);  // Engine::Create: 8 per worker and prefetch
   EXPECT_EQ(s.order_poll_first_delay, absl::Milliseconds(10));
   EXPECT_EQ(s.order_poll_max_delay, absl::Seconds(10));
   EXPECT_EQ(s.order_processing_timeout, absl::Hours(1));
@@ -103,6 +105,8 @@ TEST(EngineSettingsFrom, EveryFieldThatIsSetIsUsed) {
       order_poll_max_delay_ms: 2000
       keep_within_ms: 500
       keep_for_ms: 3000
+      claim_on_create: false
+      claim_on_create_queue: 12
     }
   )pb"));
   EXPECT_EQ(s.engine.workers, 3);
@@ -119,6 +123,8 @@ TEST(EngineSettingsFrom, EveryFieldThatIsSetIsUsed) {
   EXPECT_EQ(s.order_poll_max_delay, absl::Seconds(2));
   EXPECT_EQ(s.engine.keep_within, absl::Milliseconds(500));
   EXPECT_EQ(s.engine.keep_for, absl::Seconds(3));
+  EXPECT_FALSE(s.engine.claim_on_create);
+  EXPECT_EQ(s.engine.claim_on_create_queue, 12);
 }
 
 TEST(EngineSettingsFrom, ANegativeKeepWindowTurnsKeepingOff) {

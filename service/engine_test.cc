@@ -128,6 +128,76 @@ TEST_F(EngineTest, EveryJobRunsOnce) {
   EXPECT_EQ(stats.retried + stats.failed + stats.lost + stats.released, 0);
 }
 
+// A job the store leased to this replica as it was made (NewOrder::claim) takes the room
+// ReserveForNew reserved: one place in the queue, given back by Unreserve; no reservation is
+// made while the engine is not running, its queue is full, or claim_on_create is off.
+TEST_F(EngineTest, ReserveForNewHoldsAPlaceInTheQueueUntilAdoptOrUnreserve) {
+  Engine::Options options = Options(1);
+  options.claim_on_create_queue = 1;
+  options.per_tenant_limit = 3;
+  options.per_ca_limit = 5;
+  auto idle = Engine::Create(options);
+  ASSERT_OK(idle.status());
+  EXPECT_EQ((*idle)->ReserveForNew(), std::nullopt);  // not started
+  Engine::Options off = options;
+  off.claim_on_create = false;
+  auto never = Started(off, [](const JobRun&) { return JobOutcome::Done(); });
+  ASSERT_NE(never, nullptr);
+  EXPECT_EQ(never->ReserveForNew(), std::nullopt);
+
+  auto engine = Started(options, [](const JobRun&) { return JobOutcome::Done(); });
+  ASSERT_NE(engine, nullptr);
+  std::optional<storage::JobClaim> claim = engine->ReserveForNew();
+  ASSERT_TRUE(claim.has_value());
+  EXPECT_EQ(claim->owner, "replica-1");
+  EXPECT_EQ(claim->now, fx_.clock().Now());
+  EXPECT_EQ(claim->max_jobs, 1);
+  EXPECT_EQ(claim->lease_duration, options.lease_duration);
+  EXPECT_EQ(claim->per_tenant_limit, 3);
+  EXPECT_EQ(claim->per_ca_limit, 5);
+  EXPECT_THAT(claim->kinds, ElementsAre(kStep));
+  EXPECT_EQ(engine->ReserveForNew(), std::nullopt);  // its one place is held
+  engine->Unreserve();
+  EXPECT_TRUE(engine->ReserveForNew().has_value());
+  engine->Unreserve();
+  engine->Stop();
+  EXPECT_EQ(engine->ReserveForNew(), std::nullopt);  // stopped
+}
+
+// An adopted job runs here under the lease it was made with, as a claimed one would, and the
+// engine claims nothing for it.
+TEST_F(EngineTest, AnAdoptedJobRunsUnderItsLeaseWithoutAClaim) {
+  const storage::Scope alpha = Tenant("alpha");
+  Engine::Options options = Options(2);
+  options.watch_store = false;
+  options.idle_poll = absl::Hours(1);  // no poll finds the job first
+  RunLog log;
+  auto engine = Started(options, [&](const JobRun& run) {
+    log.Add(run.job());
+    return JobOutcome::Done();
+  });
+  ASSERT_NE(engine, nullptr);
+  ASSERT_TRUE(Eventually([&] { return engine->stats().claims >= 1; }));  // the first, empty
+  // Made leased to this replica, as CreateOrJoinOrder with a claim makes an order's job.
+  ASSERT_OK(fx_.store().ScheduleJob(alpha, Job("adopted"), fx_.clock().Now()).status());
+  std::optional<storage::JobClaim> claim = engine->ReserveForNew();
+  ASSERT_TRUE(claim.has_value());
+  ASSERT_OK_AND_ASSIGN(storage::JobClaimResult made, fx_.store().ClaimJobs(*claim));
+  ASSERT_EQ(made.jobs.size(), 1u);
+  const storage::JobId id = made.jobs[0].job.id;
+  const int64_t claims = engine->stats().claims;
+  engine->Adopt(made.jobs[0]);
+  ASSERT_TRUE(Eventually([&] { return engine->stats().completed == 1; }));
+  EXPECT_THAT(log.order(), ElementsAre(absl::StrCat(alpha.tenant, "/adopted")));
+  EXPECT_THAT(fx_.store().GetJob(alpha, id), StatusIs(absl::StatusCode::kNotFound));
+  engine->Stop();
+  const Engine::Stats stats = engine->stats();
+  EXPECT_EQ(stats.adopted, 1);
+  EXPECT_EQ(stats.claimed, 0);
+  EXPECT_EQ(stats.claims, claims);
+  EXPECT_TRUE(engine->ReserveForNew() == std::nullopt);
+}
+
 // Issue 10, item 3: every claim is a PostgreSQL transaction, so the engine makes none that can
 // only find nothing. Jobs run one after another, each rescheduled once (due at once): the
 // claims are the first (at start, empty) and one per run. Before, a worker finishing always

@@ -497,7 +497,13 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
   // account never holds.
   if (!ephemeral) spec.replaces = request.replaces;
   spec.job_released = !spec.csr_der.empty();
+  // With idle room here and nothing due waiting, the job is leased to this replica as it is
+  // made: no claim and no wake-up of any replica (Engine::ReserveForNew).
+  if (spec.job_released) spec.claim = options_.engine->ReserveForNew();
   absl::StatusOr<storage::CreateOrderResult> made = options_.orders->CreateOrJoinOrder(scope, spec);
+  if (spec.claim.has_value() && !(made.ok() && made->claimed.has_value())) {
+    options_.engine->Unreserve();
+  }
   if (!made.ok() || !made->created) abandon();
   ASSIGN_OR_RETURN(storage::CreateOrderResult created, std::move(made));
   // Begun before the job is handed over (a new order) or the order looked at again (a joined
@@ -519,6 +525,11 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
   if (waiting != nullptr) {
     waiting->created_here = true;
     if (early.has_value()) waiting->generated_key.emplace(std::move(early->key));
+  }
+  if (created.claimed.has_value()) {
+    // Leased to this replica as it was made: it runs here, as if claimed now.
+    options_.engine->Adopt(*created.claimed);
+    return created;
   }
   if (spec.job_released) {
     // Claimable since it committed; the store's wake-up reaches every replica's engine.

@@ -548,6 +548,36 @@ TEST_F(IssuerTest, AnIssuanceCostsFewStoreTransactions) {
   EXPECT_LE(used, 11) << used << " store transactions for one issuance";
 }
 
+// Issue 10: an order made on a replica whose queue has room, when nothing else is due, is
+// leased to that replica as it is made (NewOrder::claim) and runs there: the engine makes no
+// claim for it and no replica is woken. With claim_on_create off, the engine claims it as
+// before.
+TEST_F(IssuerTest, AnOrderMadeWithRoomInTheQueueRunsThereWithoutAClaim) {
+  AddAccount();
+  const Engine::Stats before = replica_->engine().stats();
+  auto issued = issuer_->Issue(host_, CsrRequest(kChainNames, *leaf_key_));
+  ASSERT_TRUE(issued.ok()) << issued.status();
+  ASSERT_TRUE(issued->certificate.has_value());
+  const Engine::Stats after = replica_->engine().stats();
+  EXPECT_EQ(after.adopted - before.adopted, 1);
+  EXPECT_EQ(after.claimed - before.claimed, 0);
+}
+
+TEST_F(IssuerTest, WithClaimOnCreateOffTheEngineClaimsTheNewOrdersJob) {
+  AddAccount();
+  replica_.reset();
+  auto off = testing::IssuingReplica::Create(
+      fx_, {.clients = clients_.get(),
+            .replica_id = "off",
+            .adjust_engine = [](Engine::Options& o) { o.claim_on_create = false; }});
+  off->Start();
+  auto issued = off->issuer().Issue(host_, CsrRequest(kChainNames, *leaf_key_));
+  ASSERT_TRUE(issued.ok()) << issued.status();
+  ASSERT_TRUE(issued->certificate.has_value());
+  EXPECT_EQ(off->engine().stats().adopted, 0);
+  EXPECT_EQ(off->engine().stats().claimed, 1);
+}
+
 // An order made with its material (a host CSR, or a service EC key made before the order) whose
 // request asks for DNS-01 is handed over like any other, not given a second key: it reaches the
 // CA. (This replica has no DNS-01 solver here, so the order then ends on that.)

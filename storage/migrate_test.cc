@@ -189,8 +189,8 @@ TEST_F(MigrateTest, RecordsTheOldestBinaryEachMigrationAdmits) {
   // 0023 (the audit encoding's language, same bytes), 0024 (four helpers' language or
   // strictness, same values), 0025 (budgets by identifier set and the fleet's, which an
   // older binary never reads; its account buckets stay one row each), 0027 (certificate
-  // columns for CRL readings), 0028 (three helpers' volatility or body, same bytes) and 0029 (a
-  // new function) admit
+  // columns for CRL readings), 0028 (three helpers' volatility or body, same bytes), 0029 and
+  // 0030 (a new function each) admit
   // binaries that know the one before, and 0010 (the job table: new tables and functions no earlier
   // binary reads) binaries that know 0009; every other migration shipped so far needs a binary that
   // knows it (0017 among them: an older binary would join stalled orders; 0018 too: it would take
@@ -214,7 +214,8 @@ TEST_F(MigrateTest, RecordsTheOldestBinaryEachMigrationAdmits) {
                                                    {"25", "24"},
                                                    {"27", "26"},
                                                    {"28", "27"},
-                                                   {"29", "28"}}));
+                                                   {"29", "28"},
+                                                   {"30", "29"}}));
   EXPECT_EQ(CompatibleFrom("-- compatible_from: 3\nALTER TABLE t ADD COLUMN c int;", 5), 3);
   EXPECT_EQ(CompatibleFrom("ALTER TABLE t ADD COLUMN c int;", 5), 5);
   EXPECT_EQ(CompatibleFrom("-- compatible_from: 9\n", 5), 5);  // never above its own version
@@ -250,7 +251,7 @@ TEST_F(MigrateTest, ANonSuperuserOwnerMigratesAndStaysBoundByRowSecurity) {
               (std::vector<std::vector<std::string>>{{owner}}));
     EXPECT_EQ(Query("SELECT count(*) FROM pg_proc WHERE proname LIKE 'av\\_%' "
                     "AND prosecdef AND proowner = 'acmevault_definer'::regrole")[0][0],
-              "16");  // av_claim_jobs_and_next (0029) the latest
+              "17");  // av_take_new_job (0030) the latest
     // The owner lent itself the definer role only while handing the functions over.
     EXPECT_EQ(Query(absl::StrCat("SELECT pg_has_role('", owner,
                                  "', 'acmevault_definer', 'MEMBER')"))[0][0],

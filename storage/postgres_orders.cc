@@ -150,7 +150,33 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
             out.order = OrderOf(r[0]);
             out.created = true;
             out.lease = Lease{scope.tenant, out.order.id, order.lease_owner, 1, expires};
-            if (order.job_released) {
+            if (order.job_released && order.claim.has_value()) {
+              // The order's work, claimed by its creator when a claim now would take it
+              // (av_take_new_job, migration 0030), else claimable at once as below.
+              const JobClaim& claim = *order.claim;
+              const absl::Time until = TruncateToMicros(claim.now + claim.lease_duration);
+              Job job = pg::JobOf(pg::Exec1(
+                  tx,
+                  absl::StrCat(
+                      "INSERT INTO jobs (tenant_id, kind, subject, ca, not_before, lease_owner, "
+                      "lease_expires_at, fencing_token, attempts, last_error, created_at, "
+                      "updated_at) SELECT $1, $2, $3, $4, av_ts($5), "
+                      "CASE WHEN d.take THEN $6 END, CASE WHEN d.take THEN av_ts($7) END, "
+                      "CASE WHEN d.take THEN 1 ELSE 0 END, 0, '', av_ts($5), av_ts($5) "
+                      "FROM (SELECT av_take_new_job($1, $4, av_ts($8), $9, $10, $11::text[]) "
+                      "AS take) d RETURNING ",
+                      pg::kJobs.rows.columns),
+                  scope.tenant, order.job_kind, absl::StrCat(id), order.job_ca, Micros(now),
+                  claim.owner, Micros(until), Micros(claim.now), claim.per_tenant_limit,
+                  claim.per_ca_limit, ArrayParam(claim.kinds)));
+              if (job.lease_owner.empty()) {
+                pg::Notify(tx, kJobsChannel, order.job_kind);
+              } else {
+                JobLease lease{scope.tenant, job.id, claim.owner, job.fencing_token, until};
+                out.claimed = ClaimedJob{std::move(job), std::move(lease)};
+              }
+              out.lease.reset();
+            } else if (order.job_released) {
               // The order's work, claimable at once (as ScheduleJob makes a job).
               // Nothing reads its answer: sent with COMMIT.
               pg::ExecWithCommit(

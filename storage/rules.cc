@@ -299,6 +299,12 @@ absl::StatusOr<std::vector<std::string>> ValidateNewOrder(const NewOrder& order)
     return absl::InvalidArgumentError(
         "job_released: only for an order run by a job and made with its CSR");
   }
+  if (order.claim.has_value()) {
+    if (!order.job_released) {
+      return absl::InvalidArgumentError("claim: only with job_released");
+    }
+    RETURN_IF_ERROR(ValidateJobClaim(*order.claim));
+  }
   return ids;
 }
 

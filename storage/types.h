@@ -310,6 +310,114 @@ struct OrderFailure {
   std::string problem_type;
 };
 
+// ---------------------------------------------------------------------------------------------
+// Jobs: durable units of background work (JobStore, the work engine)
+
+// A job's kind is [a-z][a-z0-9_]{0,31} ("order_step", "rotate", "renew", ...); its subject
+// (what it acts on, e.g. an order id) 1-200 printable ASCII characters without spaces; its CA
+// the directory URL it counts against for per-CA bounds (at most 2048 bytes, same characters),
+// or empty. A job's last error is kept clipped to kMaxJobError bytes (on a UTF-8 boundary).
+// INVALID_ARGUMENT unless `kind` is a job kind.
+absl::Status ValidateJobKind(absl::string_view kind);
+inline constexpr size_t kMaxJobSubject = 200;
+inline constexpr size_t kMaxJobCa = 2048;
+inline constexpr size_t kMaxJobError = 1024;
+
+struct NewJob {
+  std::string kind;
+  std::string subject;
+  std::string ca;  // "" for no per-CA bound
+  absl::Time not_before;
+};
+
+// A job that is not finished: due from not_before on, leased (lease_owner set) while a replica
+// runs it, or failed for good (failed_at set; kept for inspection, no longer open). A completed
+// job has no row.
+struct Job {
+  JobId id = 0;
+  TenantId tenant = 0;
+  std::string kind;
+  std::string subject;
+  std::string ca;
+  absl::Time not_before;
+  std::string lease_owner;  // "" when not leased
+  std::optional<absl::Time> lease_expires_at;
+  int64_t fencing_token = 0;  // incremented by every claim
+  int attempts = 0;           // failed attempts since the last success (see RescheduleJob)
+  std::string last_error;
+  std::optional<absl::Time> failed_at;
+  absl::Time created_at;
+  absl::Time updated_at;
+};
+
+// The right to run a job, as a claim grants it. Every write of the job presents it; once
+// another owner has claimed the job (a newer fencing token), or the job is gone, the write is
+// refused (FAILED_PRECONDITION).
+struct JobLease {
+  TenantId tenant = 0;
+  JobId job = 0;
+  std::string owner;
+  int64_t fencing_token = 0;
+  absl::Time expires_at;
+};
+
+// The job lease an order's Lease stands for (Lease::job set), and back.
+inline JobLease JobLeaseOf(const Lease& lease) {
+  return JobLease{lease.tenant, lease.job, lease.owner, lease.fencing_token, lease.expires_at};
+}
+inline Lease OrderLeaseOf(const JobLease& lease, OrderId order) {
+  return Lease{lease.tenant, order, lease.owner, lease.fencing_token, lease.expires_at, lease.job};
+}
+
+struct ClaimedJob {
+  Job job;  // as claimed: lease_owner, lease_expires_at and fencing_token are the lease's
+  JobLease lease;
+};
+
+// What a replica asks of JobStore::ClaimJobs.
+struct JobClaim {
+  std::string owner;  // the replica
+  absl::Time now;     // the caller's clock: what is due, and when leases end
+  int max_jobs = 1;   // at most this many jobs (>= 1)
+  absl::Duration lease_duration = absl::Minutes(1);
+  // Bounds on the jobs leased at once, counting every owner's leases in force: per tenant, and
+  // per CA (jobs with a non-empty ca). 0: no bound.
+  int per_tenant_limit = 0;
+  int per_ca_limit = 0;
+  // Only jobs of these kinds (those the caller has handlers for); at least one.
+  std::vector<std::string> kinds;
+};
+
+struct JobClaimResult {
+  // In claim order: round-robin over tenants (see JobStore::ClaimJobs).
+  std::vector<ClaimedJob> jobs;
+  // The earliest not_before after `now` of an unleased job of the claimed kinds, if any: when
+  // something becomes due next.
+  std::optional<absl::Time> next_not_before;
+  // Due jobs of the claimed kinds were left unclaimed (the batch was full, or a per-tenant or
+  // per-CA bound held them back): a claim after one of those leases ends, or right away when
+  // the batch was full, may find them. False: nothing is due until next_not_before (or a new
+  // job, a release, an expiring lease).
+  bool left_due = false;
+};
+
+// A job of one kind ended (completed or failed for good), or the service announced that the
+// work behind a subject finished: what wakes a caller waiting on another replica.
+struct JobNotice {
+  TenantId tenant = 0;
+  std::string kind;
+  std::string subject;
+  bool failed = false;
+};
+
+struct DueJobCount {
+  std::string kind;
+  int64_t due = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+// New orders (after jobs: an order is made with its job)
+
 struct NewOrder {
   AccountId account = 0;
   std::vector<std::string> identifiers;
@@ -343,6 +451,14 @@ struct NewOrder {
   // creator never writes to the order again, so the hand-over (JobStore::ReleaseJob) costs no
   // transaction of its own; CreateOrderResult::lease is then unset.
   bool job_released = false;
+  // With job_released, optional: the creator's claim of the new job (JobStore::ClaimJobs's
+  // request; max_jobs is not read), made in the same transaction when a claim made then would
+  // take it: the tenant is enabled, no job of claim.kinds is due and unleased, and neither
+  // per_tenant_limit nor per_ca_limit is reached. The job is then leased to claim.owner until
+  // claim.now + claim.lease_duration (fencing token 1), the tenant's turn is recorded as a
+  // claim records it, nobody is woken, and CreateOrderResult::claimed holds it. Otherwise the
+  // job is made unleased as job_released says.
+  std::optional<JobClaim> claim;
 };
 
 struct CreateOrderResult {
@@ -350,6 +466,8 @@ struct CreateOrderResult {
   bool created = false;  // false: an in-flight order (or the idempotency key's) was joined
   // Set when created, unless NewOrder::job_released.
   std::optional<Lease> lease;
+  // The new order's job, when NewOrder::claim took it.
+  std::optional<ClaimedJob> claimed;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -626,111 +744,6 @@ template <typename T>
 struct Page {
   std::vector<T> items;
   std::string next_page_token;  // "" when this is the last page
-};
-
-// ---------------------------------------------------------------------------------------------
-// Jobs: durable units of background work (JobStore, the work engine)
-
-// A job's kind is [a-z][a-z0-9_]{0,31} ("order_step", "rotate", "renew", ...); its subject
-// (what it acts on, e.g. an order id) 1-200 printable ASCII characters without spaces; its CA
-// the directory URL it counts against for per-CA bounds (at most 2048 bytes, same characters),
-// or empty. A job's last error is kept clipped to kMaxJobError bytes (on a UTF-8 boundary).
-// INVALID_ARGUMENT unless `kind` is a job kind.
-absl::Status ValidateJobKind(absl::string_view kind);
-inline constexpr size_t kMaxJobSubject = 200;
-inline constexpr size_t kMaxJobCa = 2048;
-inline constexpr size_t kMaxJobError = 1024;
-
-struct NewJob {
-  std::string kind;
-  std::string subject;
-  std::string ca;  // "" for no per-CA bound
-  absl::Time not_before;
-};
-
-// A job that is not finished: due from not_before on, leased (lease_owner set) while a replica
-// runs it, or failed for good (failed_at set; kept for inspection, no longer open). A completed
-// job has no row.
-struct Job {
-  JobId id = 0;
-  TenantId tenant = 0;
-  std::string kind;
-  std::string subject;
-  std::string ca;
-  absl::Time not_before;
-  std::string lease_owner;  // "" when not leased
-  std::optional<absl::Time> lease_expires_at;
-  int64_t fencing_token = 0;  // incremented by every claim
-  int attempts = 0;           // failed attempts since the last success (see RescheduleJob)
-  std::string last_error;
-  std::optional<absl::Time> failed_at;
-  absl::Time created_at;
-  absl::Time updated_at;
-};
-
-// The right to run a job, as a claim grants it. Every write of the job presents it; once
-// another owner has claimed the job (a newer fencing token), or the job is gone, the write is
-// refused (FAILED_PRECONDITION).
-struct JobLease {
-  TenantId tenant = 0;
-  JobId job = 0;
-  std::string owner;
-  int64_t fencing_token = 0;
-  absl::Time expires_at;
-};
-
-// The job lease an order's Lease stands for (Lease::job set), and back.
-inline JobLease JobLeaseOf(const Lease& lease) {
-  return JobLease{lease.tenant, lease.job, lease.owner, lease.fencing_token, lease.expires_at};
-}
-inline Lease OrderLeaseOf(const JobLease& lease, OrderId order) {
-  return Lease{lease.tenant, order, lease.owner, lease.fencing_token, lease.expires_at, lease.job};
-}
-
-struct ClaimedJob {
-  Job job;  // as claimed: lease_owner, lease_expires_at and fencing_token are the lease's
-  JobLease lease;
-};
-
-// What a replica asks of JobStore::ClaimJobs.
-struct JobClaim {
-  std::string owner;  // the replica
-  absl::Time now;     // the caller's clock: what is due, and when leases end
-  int max_jobs = 1;   // at most this many jobs (>= 1)
-  absl::Duration lease_duration = absl::Minutes(1);
-  // Bounds on the jobs leased at once, counting every owner's leases in force: per tenant, and
-  // per CA (jobs with a non-empty ca). 0: no bound.
-  int per_tenant_limit = 0;
-  int per_ca_limit = 0;
-  // Only jobs of these kinds (those the caller has handlers for); at least one.
-  std::vector<std::string> kinds;
-};
-
-struct JobClaimResult {
-  // In claim order: round-robin over tenants (see JobStore::ClaimJobs).
-  std::vector<ClaimedJob> jobs;
-  // The earliest not_before after `now` of an unleased job of the claimed kinds, if any: when
-  // something becomes due next.
-  std::optional<absl::Time> next_not_before;
-  // Due jobs of the claimed kinds were left unclaimed (the batch was full, or a per-tenant or
-  // per-CA bound held them back): a claim after one of those leases ends, or right away when
-  // the batch was full, may find them. False: nothing is due until next_not_before (or a new
-  // job, a release, an expiring lease).
-  bool left_due = false;
-};
-
-// A job of one kind ended (completed or failed for good), or the service announced that the
-// work behind a subject finished: what wakes a caller waiting on another replica.
-struct JobNotice {
-  TenantId tenant = 0;
-  std::string kind;
-  std::string subject;
-  bool failed = false;
-};
-
-struct DueJobCount {
-  std::string kind;
-  int64_t due = 0;
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -116,6 +116,28 @@ void EndLease(Job& j) {
 
 }  // namespace
 
+bool fake::TakesNewJobLocked(State& s, TenantId tenant, const std::string& ca,
+                             const JobClaim& claim) {
+  const absl::Time now = TruncateToMicros(claim.now);
+  if (s.tenants.at(tenant).disabled_at.has_value()) return false;
+  const std::set<std::string> kinds(claim.kinds.begin(), claim.kinds.end());
+  int64_t tenant_running = 0;
+  int64_t ca_running = 0;
+  for (const auto& [id, j] : s.jobs) {
+    if (Due(j, now) && kinds.count(j.kind) > 0 && !s.tenants.at(j.tenant).disabled_at) {
+      return false;  // a due job waits: the claims' fairness decides who goes first
+    }
+    if (Leased(j, now)) {
+      if (j.tenant == tenant) ++tenant_running;
+      if (j.ca == ca) ++ca_running;
+    }
+  }
+  if (claim.per_tenant_limit > 0 && tenant_running >= claim.per_tenant_limit) return false;
+  if (!ca.empty() && claim.per_ca_limit > 0 && ca_running >= claim.per_ca_limit) return false;
+  s.job_turns[tenant] = s.next_job_turn++;
+  return true;
+}
+
 absl::StatusOr<Job> FakeStore::ScheduleJob(const Scope& scope, const NewJob& job,
                                            absl::Time now) {
   RETURN_IF_ERROR(rules::ValidateNewJob(job));

@@ -105,7 +105,13 @@ absl::StatusOr<CreateOrderResult> FakeStore::CreateOrJoinOrder(const Scope& scop
       j.subject = absl::StrCat(o.id);
       j.ca = order.job_ca;
       j.not_before = now;
-      if (!order.job_released) {
+      const bool taken =
+          order.claim.has_value() && fake::TakesNewJobLocked(s, scope.tenant, j.ca, *order.claim);
+      if (taken) {
+        j.lease_owner = order.claim->owner;
+        j.lease_expires_at = TruncateToMicros(order.claim->now + order.claim->lease_duration);
+        j.fencing_token = 1;
+      } else if (!order.job_released) {
         j.lease_owner = order.lease_owner;
         j.lease_expires_at = *o.lease_expires_at;
         j.fencing_token = 1;
@@ -114,7 +120,11 @@ absl::StatusOr<CreateOrderResult> FakeStore::CreateOrJoinOrder(const Scope& scop
       s.jobs[j.id] = j;
       s.open_jobs[std::make_tuple(j.tenant, j.kind, j.subject)] = j.id;
       out.lease->job = j.id;
-      if (order.job_released) {
+      if (taken) {
+        out.lease.reset();
+        out.claimed = ClaimedJob{
+            j, JobLease{j.tenant, j.id, j.lease_owner, j.fencing_token, *j.lease_expires_at}};
+      } else if (order.job_released) {
         out.lease.reset();
         wakers = fake::Wakers(s);
       }

@@ -218,6 +218,11 @@ void WakeScheduled(const WakerSlots& slots);
 // CompleteJob's write, shared with FinishOrder: the job leased by `lease` (checked by the
 // caller) is deleted; returns its notice.
 JobNotice DeleteLeasedJobLocked(State& s, const Job& job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
+// Whether a job of `tenant` and `ca` about to be made may be leased to its maker by `claim`
+// (NewOrder::claim, as av_take_new_job decides it); when true, records the tenant's turn as a
+// claim does.
+bool TakesNewJobLocked(State& s, TenantId tenant, const std::string& ca, const JobClaim& claim)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
 
 // The first page of `items` after `after` (by key), `limit` long, with the next token.
 template <typename T, typename Map, typename Convert>

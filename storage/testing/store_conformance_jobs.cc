@@ -607,5 +607,100 @@ TEST_P(StoreConformanceTest, AnOrdersJobMadeReleasedIsClaimableAtOnceAndWakesEve
   EXPECT_THAT(none.jobs, IsEmpty());
 }
 
+// NewOrder::claim: the creator takes its order's job when a claim then would take it, and the
+// bounds and the fairness of claims hold as if it had claimed.
+TEST_P(StoreConformanceTest, AnOrdersCreatorClaimsItsJobOnlyWhenAClaimThenWouldTakeIt) {
+  const Scope alpha = ScopeOf(MakeTenant("alpha"));
+  const Scope beta = ScopeOf(MakeTenant("beta"));
+  const Account a_account = MakeAccount(alpha);
+  const Account b_account = MakeAccount(beta);
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> replica,
+                       harness().Reopen(TestKeks(KekText("kek-a", 'a'))));
+  WakeupRecorder seen;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<JobWaker> waker, replica->WatchJobs(seen.Wakeups()));
+  ASSERT_TRUE(seen.WaitForScheduled(1)) << "deliveries never started";
+
+  auto order_spec = [&](const Account& account, const std::string& name) {
+    NewOrder spec{account.id, {name}, "", "r1", absl::Minutes(1)};
+    spec.job_kind = kStep;
+    spec.job_ca = kCa;
+    spec.csr_der = "csr";
+    spec.job_released = true;
+    JobClaim claim = ClaimOf("r1", clock().Now(), 1, absl::Minutes(2));
+    claim.per_tenant_limit = 2;
+    claim.per_ca_limit = 3;
+    spec.claim = claim;
+    return spec;
+  };
+  // Only with job_released, and a valid claim.
+  NewOrder unreleased = order_spec(a_account, "x.test");
+  unreleased.job_released = false;
+  EXPECT_THAT(store().CreateOrJoinOrder(alpha, unreleased), StatusIs(kInvalidArgument, "claim"));
+  NewOrder no_kinds = order_spec(a_account, "x.test");
+  no_kinds.claim->kinds.clear();
+  EXPECT_THAT(store().CreateOrJoinOrder(alpha, no_kinds), StatusIs(kInvalidArgument, "kind"));
+
+  // Nothing waits and the bounds have room: taken, leased to the claimer, nobody woken.
+  const int woken = seen.scheduled();
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult first,
+                       store().CreateOrJoinOrder(alpha, order_spec(a_account, "a1.test")));
+  ASSERT_TRUE(first.created);
+  EXPECT_FALSE(first.lease.has_value());
+  ASSERT_TRUE(first.claimed.has_value());
+  EXPECT_EQ(first.claimed->job.subject, absl::StrCat(first.order.id));
+  EXPECT_EQ(first.claimed->job.kind, kStep);
+  EXPECT_EQ(first.claimed->job.ca, kCa);
+  EXPECT_EQ(first.claimed->job.lease_owner, "r1");
+  EXPECT_EQ(first.claimed->lease.owner, "r1");
+  EXPECT_EQ(first.claimed->lease.fencing_token, 1);
+  EXPECT_EQ(first.claimed->lease.expires_at, clock().Now() + absl::Minutes(2));
+  // The lease is the job's: it renews, and nobody else claims the job.
+  ASSERT_OK(store().RenewJob(first.claimed->lease, absl::Minutes(2), clock().Now()).status());
+  ASSERT_OK_AND_ASSIGN(JobClaimResult none, store().ClaimJobs(ClaimOf("r2", clock().Now(), 5)));
+  EXPECT_THAT(none.jobs, IsEmpty());
+
+  // A second of alpha's: taken (alpha's bound is 2).
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult second,
+                       store().CreateOrJoinOrder(alpha, order_spec(a_account, "a2.test")));
+  EXPECT_TRUE(second.claimed.has_value());
+  // A third: alpha is at its bound, so the job is made unleased and every replica woken.
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult third,
+                       store().CreateOrJoinOrder(alpha, order_spec(a_account, "a3.test")));
+  ASSERT_TRUE(third.created);
+  EXPECT_FALSE(third.claimed.has_value());
+  EXPECT_FALSE(third.lease.has_value());
+  EXPECT_TRUE(seen.WaitForScheduled(woken + 1)) << "the unclaimed job woke no one";
+  // Wake-ups come in commit order: the two jobs taken before it woke no one.
+  EXPECT_EQ(seen.scheduled(), woken + 1);
+  // It waits (alpha's bound), so beta's new one is not taken either: the claims' fairness
+  // decides which goes first, and beta's goes in the next claim.
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult beta_first,
+                       store().CreateOrJoinOrder(beta, order_spec(b_account, "b1.test")));
+  EXPECT_FALSE(beta_first.claimed.has_value());
+  JobClaim claim = ClaimOf("r2", clock().Now(), 5);
+  claim.per_tenant_limit = 2;
+  claim.per_ca_limit = 3;
+  ASSERT_OK_AND_ASSIGN(JobClaimResult got, store().ClaimJobs(claim));
+  EXPECT_THAT(Claimed(got), ElementsAre(absl::StrCat(beta.tenant, "/", beta_first.order.id)));
+  EXPECT_TRUE(got.left_due);  // alpha's third, held by its bound
+  // One of alpha's ends: a claim takes alpha's third, and the CA is at its bound again
+  // (alpha's two, beta's one): beta's next is not taken.
+  ASSERT_OK(store().CompleteJob(first.claimed->lease));
+  ASSERT_OK_AND_ASSIGN(JobClaimResult third_claimed, store().ClaimJobs(claim));
+  EXPECT_THAT(Claimed(third_claimed), ElementsAre(absl::StrCat(alpha.tenant, "/", third.order.id)));
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult beta_second,
+                       store().CreateOrJoinOrder(beta, order_spec(b_account, "b2.test")));
+  EXPECT_FALSE(beta_second.claimed.has_value());
+  // Once the CA has room and nothing waits, a new one is taken again.
+  ASSERT_OK(store().CompleteJob(got.jobs[0].lease));
+  ASSERT_OK_AND_ASSIGN(JobClaimResult b2, store().ClaimJobs(claim));
+  EXPECT_THAT(Claimed(b2), ElementsAre(absl::StrCat(beta.tenant, "/", beta_second.order.id)));
+  ASSERT_THAT(b2.jobs, SizeIs(1));
+  ASSERT_OK(store().CompleteJob(b2.jobs[0].lease));
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult beta_third,
+                       store().CreateOrJoinOrder(beta, order_spec(b_account, "b3.test")));
+  EXPECT_TRUE(beta_third.claimed.has_value());
+}
+
 }  // namespace
 }  // namespace acmevault::storage::testing
