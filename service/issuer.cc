@@ -497,8 +497,8 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
   // account never holds.
   if (!ephemeral) spec.replaces = request.replaces;
   spec.job_released = !spec.csr_der.empty();
-  // With idle room here and nothing due waiting, the job is leased to this replica as it is
-  // made: no claim and no wake-up of any replica (Engine::ReserveForNew).
+  // With room in this replica's queue and nothing due waiting, the job is leased to this
+  // replica as it is made: no claim and no wake-up of any replica (Engine::ReserveForNew).
   if (spec.job_released) spec.claim = options_.engine->ReserveForNew();
   absl::StatusOr<storage::CreateOrderResult> made = options_.orders->CreateOrJoinOrder(scope, spec);
   if (spec.claim.has_value() && !(made.ok() && made->claimed.has_value())) {
