@@ -149,10 +149,14 @@ std::optional<storage::JobClaim> Engine::ReserveForNew() {
     return std::nullopt;
   }
   ++reserved_;
+  return ClaimOf(1);
+}
+
+storage::JobClaim Engine::ClaimOf(int max_jobs) const {
   storage::JobClaim claim;
   claim.owner = options_.owner;
   claim.now = options_.clock->Now();
-  claim.max_jobs = 1;
+  claim.max_jobs = max_jobs;
   claim.lease_duration = options_.lease_duration;
   claim.per_tenant_limit = options_.per_tenant_limit;
   claim.per_ca_limit = options_.per_ca_limit;
@@ -177,10 +181,17 @@ void Engine::Adopt(storage::ClaimedJob claimed) {
     }
   }
   // Stopping: its workers may be gone, so the job goes back to the store at once.
-  absl::Status s = options_.jobs->ReleaseJob(claimed.lease, options_.clock->Now());
-  if (!s.ok()) {
+  ReleaseUnstarted(claimed);
+}
+
+void Engine::ReleaseUnstarted(const storage::ClaimedJob& c) {
+  absl::Status s = options_.jobs->ReleaseJob(c.lease, options_.clock->Now());
+  if (s.ok()) {
+    absl::MutexLock lock(&mu_);
+    ++stats_.released;
+  } else {
     Log(LogLevel::kWarning, "could not release a job; its lease will expire",
-        {{"job", absl::StrCat(claimed.job.id)}, {"status", SummarizeFailure(s)}});
+        {{"job", absl::StrCat(c.job.id)}, {"status", SummarizeFailure(s)}});
   }
 }
 
@@ -221,17 +232,7 @@ void Engine::Halt(bool release) {
           {{"job", absl::StrCat(id)}, {"status", SummarizeFailure(s)}});
     }
   }
-  for (const Queued& q : unstarted) {
-    const storage::ClaimedJob& c = q.claimed;
-    absl::Status s = options_.jobs->ReleaseJob(c.lease, options_.clock->Now());
-    if (s.ok()) {
-      absl::MutexLock lock(&mu_);
-      ++stats_.released;
-    } else {
-      Log(LogLevel::kWarning, "could not release a job; its lease will expire",
-          {{"job", absl::StrCat(c.job.id)}, {"status", SummarizeFailure(s)}});
-    }
-  }
+  for (const Queued& q : unstarted) ReleaseUnstarted(q.claimed);
   for (std::thread& w : workers_) {
     if (w.joinable()) w.join();
   }
@@ -279,14 +280,7 @@ void Engine::ClaimLoop() {
 }
 
 void Engine::ClaimOnce(int room) {
-  storage::JobClaim claim;
-  claim.owner = options_.owner;
-  claim.now = options_.clock->Now();
-  claim.max_jobs = room;
-  claim.lease_duration = options_.lease_duration;
-  claim.per_tenant_limit = options_.per_tenant_limit;
-  claim.per_ca_limit = options_.per_ca_limit;
-  claim.kinds = kinds_;
+  const storage::JobClaim claim = ClaimOf(room);
   const absl::Time sent = absl::Now();
   absl::StatusOr<storage::JobClaimResult> claimed = options_.jobs->ClaimJobs(claim);
   if (options_.metrics != nullptr) options_.metrics->RecordJobClaim(absl::Now() - sent);

@@ -259,7 +259,8 @@ class Engine {
   // or nothing was made).
   std::optional<storage::JobClaim> ReserveForNew();
   // Runs a job the store leased to this replica as it made it, in the room ReserveForNew
-  // reserved (as if a claim had taken it). A stopping engine releases it instead.
+  // reserved (as if a claim had taken it). A stopping engine releases it instead (counted as
+  // released).
   void Adopt(storage::ClaimedJob claimed);
   // Gives back the room ReserveForNew reserved when no job was adopted into it.
   void Unreserve();
@@ -308,6 +309,11 @@ class Engine {
   void Worker(int index);
   // One claim of at most `room` jobs; queues them for the workers.
   void ClaimOnce(int room);
+  // This replica's claim of at most `max_jobs` jobs, now: owner, lease, bounds and kinds.
+  storage::JobClaim ClaimOf(int max_jobs) const;
+  // Gives back a job claimed (or adopted) but not started as the engine stops; counted in
+  // Stats::released, else logged (its lease then expires).
+  void ReleaseUnstarted(const storage::ClaimedJob& claimed);
   // Workers plus prefetch, less the jobs queued, running or reserved (ReserveForNew): how many
   // a claim may take.
   int FreeRoom() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
