@@ -31,6 +31,28 @@ std::string DueToken(const DueCertificate& d) { return rules::EncodeDueToken(d.n
 
 }  // namespace
 
+std::string InsertCertificateSql() {
+  // The current certificates of these identifiers are superseded by this one, in the same
+  // statement: its WITH part sees the table as it was before the insert, so not the new row.
+  // Row-level security keeps it to the tenant's rows. "coalesce(...) IS NULL" is "revoked_at IS
+  // NULL AND superseded_at IS NULL" in a form certificates_due's predicate does not follow from:
+  // planned without statistics, that partial index was taken, and every live certificate of
+  // every tenant read (docs/DESIGN.md).
+  return absl::StrCat(
+      "WITH superseded AS (UPDATE certificates SET superseded_at = av_ts($14) "
+      "WHERE identifiers_hash = ",
+      pg::IdentifiersHashOf(5),
+      " AND coalesce(revoked_at, superseded_at) IS NULL) "
+      "INSERT INTO certificates (id, tenant_id, account_id, order_id, identifiers, serial, "
+      "not_before, not_after, chain_pem, account_key_version, kek_id, wrapped_data_key, "
+      "sealed_private_key, created_at, crl_next_check) VALUES ($1, $2, $3, $4, "
+      "$5::text[], $6, av_ts($7), av_ts($8), $9, $10, $11, $12, $13, av_ts($14), "
+      "av_ts($15)) RETURNING ",
+      kCertificates.rows.columns,
+      // NotifyCertificatesChanged's notification, without a round trip of its own.
+      ", pg_notify('", kCertificatesChannel, "', tenant_id::text)");
+}
+
 absl::StatusOr<Certificate> PostgresStore::InsertCertificateIn(pqxx::dbtransaction& tx,
                                                                const Scope& scope,
                                                                const NewCertificate& c,
@@ -44,28 +66,12 @@ absl::StatusOr<Certificate> PostgresStore::InsertCertificateIn(pqxx::dbtransacti
   const std::string ids = ArrayParam(c.identifiers);
   std::optional<int64_t> crl_next_check;
   if (c.crl_next_check.has_value()) crl_next_check = Micros(*c.crl_next_check);
-  // The current certificates of these identifiers are superseded by this one, in the same
-  // statement: its WITH part sees the table as it was before the insert, so not the new row.
   auto insert = [&](auto kek_id, auto wrapped, auto sealed_key) {
-    return pg::Exec1(
-        tx,
-        absl::StrCat(
-            "WITH superseded AS (UPDATE certificates SET superseded_at = av_ts($14) "
-            "WHERE identifiers_hash = ",
-            pg::IdentifiersHashOf(5),
-            " AND revoked_at IS NULL AND superseded_at IS NULL) "
-            "INSERT INTO certificates (id, tenant_id, account_id, order_id, identifiers, serial, "
-            "not_before, not_after, chain_pem, account_key_version, kek_id, wrapped_data_key, "
-            "sealed_private_key, created_at, crl_next_check) VALUES ($1, $2, $3, $4, "
-            "$5::text[], $6, av_ts($7), av_ts($8), $9, $10, $11, $12, $13, av_ts($14), "
-            "av_ts($15)) RETURNING ",
-            kCertificates.rows.columns,
-            // NotifyCertificatesChanged's notification, without a round trip of its own.
-            ", pg_notify('", kCertificatesChannel, "', tenant_id::text)"),
-        id, scope.tenant, Nullable(OptionalParam(c.account)), Nullable(OptionalParam(c.order)), ids,
-        c.serial, Micros(c.not_before), Micros(c.not_after), c.chain_pem,
-        Nullable(OptionalParam(c.account_key_version)), kek_id, wrapped, sealed_key, Micros(now),
-        Nullable(OptionalParam(crl_next_check)));
+    return pg::Exec1(tx, InsertCertificateSql(), id, scope.tenant,
+                     Nullable(OptionalParam(c.account)), Nullable(OptionalParam(c.order)), ids,
+                     c.serial, Micros(c.not_before), Micros(c.not_after), c.chain_pem,
+                     Nullable(OptionalParam(c.account_key_version)), kek_id, wrapped, sealed_key,
+                     Micros(now), Nullable(OptionalParam(crl_next_check)));
   };
   Certificate out =
       CertificateOf(sealed.has_value() ? insert(sealed->kek_id, Bytes(sealed->wrapped_data_key),

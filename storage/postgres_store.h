@@ -67,6 +67,12 @@ inline constexpr char kIdentitiesChannel[] = "acmevault_identities";
 // replica that wrote also delivers it to its own wakers at once after the commit, so that its
 // next read sees the write.
 inline constexpr char kCertificatesChannel[] = "acmevault_certificates";
+// InsertCertificate's statement: $1 id, $2 tenant, $3 account, $4 order, $5 identifiers,
+// $6 serial, $7 and $8 validity (microseconds), $9 chain, $10 account key version, $11-$13 the
+// sealed key (kek id, wrapped data key, sealed key; all NULL for none), $14 now, $15 the next
+// revocation-list check. It marks the identifiers' live certificates superseded and returns
+// the new row's kCertificates columns.
+std::string InsertCertificateSql();
 // "<tenant> <identity>", or "<tenant>" for a whole tenant; nullopt for anything else.
 std::string EncodeRevocation(const Revocation& revocation);
 std::optional<Revocation> DecodeRevocation(absl::string_view payload);

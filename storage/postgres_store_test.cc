@@ -615,6 +615,46 @@ TEST_F(PostgresStoreTest, TheAppendOnlyTriggerStopsEvenTheOwner) {
   EXPECT_OK(store_->VerifyAuditChain(alpha));
 }
 
+// InsertCertificate supersedes the live certificates of its identifiers in its own statement.
+// Planned as the store plans it (a generic plan, on a table without statistics, as in a new
+// database), that UPDATE reads those certificates only, not every live certificate of every
+// tenant: an issuance must not cost more with each certificate stored.
+TEST_F(PostgresStoreTest, ACertificatesSupersessionReadsOnlyItsIdentifiersLiveCertificates) {
+  const Scope alpha = MakeTenant("alpha");
+  const Scope beta = MakeTenant("beta");
+  for (int i = 0; i < 40; ++i) {
+    for (const Scope& s : {alpha, beta}) {
+      ASSERT_OK(store_
+                    ->InsertCertificate(s, CertificateFor({absl::StrCat("n", i, ".test")},
+                                                          absl::StrCat("1", i), nullptr))
+                    .status());
+    }
+  }
+  ASSERT_OK(store_->InsertCertificate(alpha, CertificateFor({"a.test"}, "aa", nullptr)).status());
+
+  pqxx::connection app(db_->app_url());
+  pqxx::work tx(app);
+  tx.exec("SET LOCAL plan_cache_mode = force_generic_plan");
+  tx.exec_params("SELECT set_config('acmevault.tenant_id', $1, true)", absl::StrCat(alpha.tenant));
+  app.prepare("insert_certificate", InsertCertificateSql());
+  app.prepare_now("insert_certificate");  // as the store's EXECUTE finds it
+  const int64_t now = absl::ToUnixMicros(clock_.Now());
+  std::string plan;
+  for (const pqxx::row& r : tx.exec(absl::StrCat(
+           "EXPLAIN (ANALYZE, COSTS OFF) EXECUTE insert_certificate(999999, ", alpha.tenant,
+           ", NULL, NULL, '{a.test}', 'bb', ", now, ", ", now + 3600000000,
+           ", 'chain', NULL, NULL, ", "NULL, NULL, ", now, ", NULL)"))) {
+    absl::StrAppend(&plan, r[0].c_str(), "\n");
+  }
+  EXPECT_THAT(plan, HasSubstr("Update on certificates"));
+  EXPECT_THAT(plan, Not(HasSubstr("Rows Removed by Filter"))) << plan;
+  // It did supersede the one it should have.
+  EXPECT_EQ(tx.exec1("SELECT count(*) FROM certificates WHERE serial = 'aa' "
+                     "AND superseded_at IS NOT NULL")[0]
+                .as<int>(),
+            1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Replicas
 
