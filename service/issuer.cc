@@ -99,13 +99,17 @@ void Issuer::Announce(storage::TenantId tenant, storage::OrderId order) {
   options_.notices->Notify(storage::JobNotice{tenant, kOrderStepJob, absl::StrCat(order), false});
 }
 
+storage::Scope Issuer::StepScope(storage::TenantId tenant) const {
+  return storage::Scope{tenant, {options_.replica_id, kOrderStepJob}};
+}
+
 JobOutcome Issuer::StepOrder(const JobRun& run) {
   storage::OrderId id = 0;
   if (!absl::SimpleAtoi(run.job().subject, &id) || id <= 0) {
     return JobOutcome::FailedPermanently(
         absl::InvalidArgumentError("an order_step job's subject is not an order id"));
   }
-  const storage::Scope scope{run.job().tenant, {options_.replica_id, kOrderStepJob}};
+  const storage::Scope scope = StepScope(run.job().tenant);
   OrderJob job{scope, storage::OrderLeaseOf(run.lease(), id), run.job().attempts, run.kept(),
                /*defers_writes=*/true};
   absl::StatusOr<OrderStepResult> result;
@@ -500,6 +504,9 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
   // With room in this replica's queue and nothing due waiting, the job is leased to this
   // replica as it is made: no claim and no wake-up of any replica (Engine::ReserveForNew).
   if (spec.job_released) spec.claim = options_.engine->ReserveForNew();
+  // Taken, the job's first step's load comes with the order too (Preload, below): its step
+  // needs no transaction of its own.
+  if (spec.claim.has_value()) spec.first_step = options_.runner->FirstStepAdmission();
   absl::StatusOr<storage::CreateOrderResult> made = options_.orders->CreateOrJoinOrder(scope, spec);
   if (spec.claim.has_value() && !(made.ok() && made->claimed.has_value())) {
     options_.engine->Unreserve();
@@ -528,6 +535,10 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
   }
   if (created.claimed.has_value()) {
     // Leased to this replica as it was made: it runs here, as if claimed now.
+    if (created.first_step != nullptr) {
+      options_.runner->Preload(StepScope(scope.tenant), *created.claimed,
+                               std::move(*created.first_step));
+    }
     options_.engine->Adopt(*created.claimed);
     return created;
   }

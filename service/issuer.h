@@ -205,6 +205,8 @@ class Issuer {
 
   // The order_step handler (registered by Create): one OrderRunner::Step of the job's order.
   JobOutcome StepOrder(const JobRun& run);
+  // The scope an order's steps run under: this replica, for `tenant`.
+  storage::Scope StepScope(storage::TenantId tenant) const;
   // The kDeactivateEphemeralAccountJob handler (registered by Create): closes the ephemeral
   // account of an ended order (OrderRunner::CloseEphemeralAccount); a CA or store error is a
   // failed attempt, retried with the engine's backoff.

@@ -276,12 +276,17 @@ void OrderRunner::GiveBackDuplicateToken(Context& ctx) {
 }
 
 void OrderRunner::ReturnBudgetTokens(Context& ctx, const std::vector<storage::CaBudget>& taken) {
+  ReturnBudgetTokens(ctx.scope(), ctx.account.id, ctx.order.id, taken);
+}
+
+void OrderRunner::ReturnBudgetTokens(const storage::Scope& scope, storage::AccountId account,
+                                     storage::OrderId order,
+                                     const std::vector<storage::CaBudget>& taken) {
   for (const storage::CaBudget& bucket : taken) {
-    absl::Status returned =
-        options_.limits->ReturnCaBudgetToken(ctx.scope(), ctx.account.id, bucket);
+    absl::Status returned = options_.limits->ReturnCaBudgetToken(scope, account, bucket);
     if (!returned.ok()) {
       Log(LogLevel::kWarning, "could not give a budget token back",
-          {{"order", absl::StrCat(ctx.order.id)},
+          {{"order", absl::StrCat(order)},
            {"budget", bucket.name},
            {"status", returned.ToString()}});
     }
@@ -575,36 +580,101 @@ void OrderRunner::Cleanup(Context& ctx, const acme::Order& order) {
 }
 
 void OrderRunner::KeepLoaded(Context& ctx) {
-  const absl::Time now = options_.clock->Now();
-  Loaded kept{ctx.lease().fencing_token,
-              now,
-              ctx.order,
-              ctx.account,
-              ctx.tenant,
-              ctx.authorizations,
-              std::move(ctx.key),
-              ctx.processing_unrecorded};
+  Loaded kept;
+  kept.fencing_token = ctx.lease().fencing_token;
+  kept.at = options_.clock->Now();
+  kept.order = ctx.order;
+  kept.account = ctx.account;
+  kept.tenant = ctx.tenant;
+  kept.authorizations = ctx.authorizations;
+  kept.key = std::move(ctx.key);
+  kept.processing_unrecorded = ctx.processing_unrecorded;
   ctx.key.reset();
-  absl::MutexLock lock(&mu_);
-  // Left by steps whose jobs the engine rescheduled through the store instead: the next step
-  // (here or elsewhere) loads the order, so these are never taken.
-  for (auto it = loaded_.begin(); it != loaded_.end();) {
-    it = now - it->second.at > kLoadedKept ? loaded_.erase(it) : std::next(it);
+  PutLoaded(std::move(kept));
+}
+
+storage::StepAdmission OrderRunner::FirstStepAdmission() {
+  storage::StepAdmission admission;
+  admission.now = options_.clock->Now();
+  admission.budgets = [this](const storage::OrderStepState& loaded) {
+    return AdmissionBudgets(loaded);
+  };
+  return admission;
+}
+
+void OrderRunner::Preload(const storage::Scope& scope, const storage::ClaimedJob& claimed,
+                          storage::OrderStepState loaded) {
+  Loaded first;
+  first.first = true;
+  first.scope = scope;
+  first.fencing_token = claimed.lease.fencing_token;
+  first.at = options_.clock->Now();
+  first.order = std::move(loaded.order);
+  first.account = std::move(loaded.account);
+  first.tenant = std::move(loaded.tenant);
+  first.authorizations = std::move(loaded.authorizations);
+  if (loaded.key.has_value()) {
+    absl::StatusOr<SigningKey> key = options_.keys->Open(*std::move(loaded.key));
+    if (key.ok()) {
+      first.key.emplace(*std::move(key));
+    } else {
+      first.key_status = key.status();
+    }
   }
-  loaded_[{ctx.order.tenant, ctx.order.id}] = std::move(kept);
+  first.admission = std::move(loaded.admission);
+  first.admission_budgets = std::move(loaded.admission_budgets);
+  PutLoaded(std::move(first));
+}
+
+void OrderRunner::PutLoaded(Loaded loaded) {
+  const absl::Time now = options_.clock->Now();
+  std::vector<Loaded> dropped;
+  {
+    absl::MutexLock lock(&mu_);
+    // Left by steps whose jobs the engine rescheduled through the store instead, or by a job
+    // that never ran here: the next step (here or elsewhere) loads the order, so these are
+    // never taken.
+    for (auto it = loaded_.begin(); it != loaded_.end();) {
+      if (now - it->second.at > kLoadedKept) {
+        dropped.push_back(std::move(it->second));
+        it = loaded_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    const std::pair<storage::TenantId, storage::OrderId> key{loaded.order.tenant, loaded.order.id};
+    if (auto it = loaded_.find(key); it != loaded_.end()) dropped.push_back(std::move(it->second));
+    loaded_.insert_or_assign(key, std::move(loaded));
+  }
+  ReturnUntaken(std::move(dropped));
+}
+
+void OrderRunner::ReturnUntaken(std::vector<Loaded> dropped) {
+  for (const Loaded& l : dropped) {
+    if (l.admission.has_value() && l.admission->take.has_value() && l.admission->take->taken) {
+      ReturnBudgetTokens(l.scope, l.account.id, l.order.id, l.admission_budgets);
+    }
+  }
 }
 
 std::optional<OrderRunner::Loaded> OrderRunner::TakeLoaded(const OrderJob& job) {
-  absl::MutexLock lock(&mu_);
-  auto it = loaded_.find({job.scope.tenant, job.lease.order});
-  if (it == loaded_.end()) return std::nullopt;
   std::optional<Loaded> taken;
-  // Only under the same lease: a claim since (here or elsewhere) may have moved the order on.
-  if (job.kept && it->second.fencing_token == job.lease.fencing_token &&
-      options_.clock->Now() - it->second.at <= kLoadedKept) {
-    taken = std::move(it->second);
+  std::vector<Loaded> dropped;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = loaded_.find({job.scope.tenant, job.lease.order});
+    if (it == loaded_.end()) return std::nullopt;
+    // Only under the same lease: a claim since (here or elsewhere) may have moved the order on.
+    // A kept step's for the job's next run here, a preloaded one for its first.
+    if ((job.kept || it->second.first) && it->second.fencing_token == job.lease.fencing_token &&
+        options_.clock->Now() - it->second.at <= kLoadedKept) {
+      taken = std::move(it->second);
+    } else {
+      dropped.push_back(std::move(it->second));
+    }
+    loaded_.erase(it);
   }
-  loaded_.erase(it);
+  ReturnUntaken(std::move(dropped));
   return taken;
 }
 
@@ -612,26 +682,27 @@ absl::StatusOr<OrderStepResult> OrderRunner::Step(const OrderJob& job) {
   Context ctx;
   ctx.job = &job;
   if (std::optional<Loaded> kept = TakeLoaded(job); kept.has_value()) {
-    // The previous step here left the order waiting for the CA, and nothing wrote it since
-    // (every order write presents this lease): go on from memory, no load.
+    // The previous step here left the order waiting for the CA (or the order was made here
+    // with this first step's load: Preload), and nothing wrote it since (every order write
+    // presents this lease): go on from memory, no load.
     ctx.order = std::move(kept->order);
     ctx.account = std::move(kept->account);
     ctx.tenant = std::move(kept->tenant);
     ctx.authorizations = std::move(kept->authorizations);
     ctx.key = std::move(kept->key);
+    ctx.key_status = std::move(kept->key_status);
     ctx.processing_unrecorded = kept->processing_unrecorded;
+    // The first step's, loaded with the order (Preload): its admission, as a load's.
+    ctx.admission = std::move(kept->admission);
+    ctx.admission_budgets = std::move(kept->admission_budgets);
   } else {
     // The order, its account, the tenant, the ledger and the active key, and for an order this
     // step will send to the CA the newOrder's admission: one transaction.
-    storage::StepAdmission admission;
-    admission.now = options_.clock->Now();
-    admission.budgets = [this](const storage::OrderStepState& loaded) {
-      return AdmissionBudgets(loaded);
-    };
+    const storage::StepAdmission admission = FirstStepAdmission();
     ASSIGN_OR_RETURN(
         storage::OrderStepState loaded,
         options_.orders->LoadOrderStep(job.scope, job.lease.order,
-                                       absl::StrCat("order ", job.lease.order), &admission));
+                                       storage::OrderStepPurpose(job.lease.order), &admission));
     ctx.admission = std::move(loaded.admission);
     ctx.admission_budgets = std::move(loaded.admission_budgets);
     ctx.order = std::move(loaded.order);

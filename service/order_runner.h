@@ -184,6 +184,18 @@ class OrderRunner {
   // one marks the order invalid first (kFinished), a passing one leaves it (kStopped).
   absl::StatusOr<OrderStepResult> Step(const OrderJob& job);
 
+  // What a step's first load admits with it (storage::StepAdmission): the budgets of the
+  // newOrder the step would send for what was loaded, as Step asks LoadOrderStep for them. For
+  // storage::NewOrder::first_step.
+  storage::StepAdmission FirstStepAdmission();
+  // The first step's load made with a new order whose job this replica took as it made it
+  // (storage::CreateOrderResult::first_step; `scope` the job's, as its steps run under):
+  // that step, when it runs here under the claim's lease, goes on from it instead of loading
+  // the order. Given before the job may run (Engine::Adopt). Kept at most kLoadedKept; the
+  // admission's tokens of one never taken go back.
+  void Preload(const storage::Scope& scope, const storage::ClaimedJob& claimed,
+               storage::OrderStepState loaded);
+
   // Ephemeral-account mode (docs/flows.md, "Ephemeral accounts"): closes the ephemeral account
   // `account` once its order ended. Registered at the CA: deactivated there (RFC 8555 §7.3.6)
   // with its own key, then recorded deactivated (an answer that it is unusable already counts
@@ -216,7 +228,8 @@ class OrderRunner {
   static constexpr absl::Duration kAnswersKept = absl::Hours(1);
   struct Context;
   // What a step that waits for the CA leaves for the next one on this replica under the same
-  // lease (OrderJob::kept): the loaded order, account, tenant, ledger and the opened key.
+  // lease (OrderJob::kept): the loaded order, account, tenant, ledger and the opened key. Or
+  // the first step's load made with the order (Preload), for its first run here.
   struct Loaded {
     int64_t fencing_token = 0;
     absl::Time at;  // when it was left
@@ -226,6 +239,13 @@ class OrderRunner {
     std::vector<storage::Authorization> authorizations;
     std::optional<SigningKey> key;
     bool processing_unrecorded = false;
+    // Preload's: taken by the job's first run (not kept), with the load's admission and why
+    // the loaded key did not open.
+    bool first = false;
+    storage::Scope scope;
+    absl::Status key_status;
+    std::optional<storage::CaAdmission> admission;
+    std::vector<storage::CaBudget> admission_budgets;
   };
   // How long a step's loaded state is kept for a next step that may never come here (the engine
   // rescheduled the job through the store instead): longer than any engine's keep_for.
@@ -238,6 +258,10 @@ class OrderRunner {
   // Keeps a waiting step's state for the next step under the same lease; takes it back.
   void KeepLoaded(Context& ctx);
   std::optional<Loaded> TakeLoaded(const OrderJob& job);
+  // Stores `loaded` for its order, dropping what was left longer than kLoadedKept ago.
+  void PutLoaded(Loaded loaded);
+  // The tokens of the admissions of loads never taken, given back.
+  void ReturnUntaken(std::vector<Loaded> dropped);
   absl::StatusOr<OrderStepResult> StepLoaded(Context& ctx);
   // The order's ephemeral account, still pending: registered at the CA with its stored key
   // (terms agreed, no contact; bound with the tenant's kept EAB key when the CA requires
@@ -276,6 +300,8 @@ class OrderRunner {
   void GiveBackDuplicateToken(Context& ctx);
   // Gives a token back to each of `taken` (a failure is logged).
   void ReturnBudgetTokens(Context& ctx, const std::vector<storage::CaBudget>& taken);
+  void ReturnBudgetTokens(const storage::Scope& scope, storage::AccountId account,
+                          storage::OrderId order, const std::vector<storage::CaBudget>& taken);
   // After a CA answer `s` to `request`: a rateLimited answer with a Retry-After is stored as a
   // hold for every replica (a failure to store it is logged; the step goes on).
   void RecordHold(Context& ctx, storage::CaRequest request, const absl::Status& s);

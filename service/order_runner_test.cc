@@ -1171,6 +1171,90 @@ TEST_F(OrderRunnerTest, AFirstStepAdmitsItsNewOrderInTheTransactionThatLoadsIt) 
   EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 1);
 }
 
+// Issue 10: an order made with its job taken by its creator (storage::NewOrder::claim) brings
+// its first step's load with it (NewOrder::first_step, OrderRunner::Preload): that step sends
+// its newOrder with the admission made then, and its only transaction is the order's start.
+// A preloaded load under another lease is not used (the step loads the order itself), and the
+// token its admission took goes back.
+TEST_F(OrderRunnerTest, AFirstStepLoadedWithItsOrderNeedsNoTransactionOfItsOwn) {
+  ScriptNumberedNewOrders("pending");
+  std::unique_ptr<OrderRunner> runner = MakeRunner([](OrderRunner::Options& o) {
+    o.ca_limits.by_directory[ScriptedServer::Url("/dir")].new_orders = {1, absl::Hours(1)};
+  });
+  storage::JobClaim claim;
+  claim.owner = "replica-1";
+  claim.max_jobs = 1;
+  claim.lease_duration = absl::Minutes(2);
+  claim.kinds = {"order_step"};
+  // Made as the issuer makes it: with its CSR, its job taken and its first step loaded.
+  auto made_with_step = [&](std::vector<std::string> names) {
+    auto csr = crypto::BuildCsr(names, testing::TestLeafKey());
+    EXPECT_TRUE(csr.ok());
+    storage::NewOrder spec{account_, names, "", "replica-1", absl::Minutes(2)};
+    spec.csr_der = csr.ok() ? *csr : "";
+    spec.job_kind = "order_step";
+    spec.job_ca = ScriptedServer::Url("/dir");
+    spec.job_released = true;
+    claim.now = fx_.clock().Now();
+    spec.claim = claim;
+    spec.first_step = runner->FirstStepAdmission();
+    auto made = fx_.store().CreateOrJoinOrder(scope_, spec);
+    EXPECT_TRUE(made.ok()) << made.status();
+    return made.ok() ? *std::move(made) : storage::CreateOrderResult{};
+  };
+  auto step_of = [&](const storage::CreateOrderResult& made, const storage::JobLease& lease) {
+    return runner->Step({scope_, storage::OrderLeaseOf(lease, made.order.id)});
+  };
+
+  const storage::CreateOrderResult first = made_with_step({"leaf.example.com", "a.example.com"});
+  ASSERT_TRUE(first.claimed.has_value() && first.first_step != nullptr);
+  ASSERT_TRUE(first.first_step->admission.has_value());
+  const std::vector<storage::CaBudget> budgets = first.first_step->admission_budgets;
+  runner->Preload(scope_, *first.claimed, std::move(*first.first_step));
+  int64_t before = fx_.fake_store().transactions();
+  auto sent = step_of(first, first.claimed->lease);
+  ASSERT_TRUE(sent.ok()) << sent.status();
+  EXPECT_EQ(sent->kind, OrderStepResult::Kind::kWaiting);
+  // The order's start (URL, ledger and answers) alone: no load, no admission of its own.
+  EXPECT_EQ(fx_.fake_store().transactions() - before, 1);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 1);
+
+  // The next order's admission, made with it, found the budget of 1 empty: held, no load.
+  ASSERT_OK(fx_.store().CompleteJob(first.claimed->lease));
+  const storage::CreateOrderResult second = made_with_step({"leaf.example.com", "b.example.com"});
+  ASSERT_TRUE(second.claimed.has_value() && second.first_step != nullptr);
+  runner->Preload(scope_, *second.claimed, std::move(*second.first_step));
+  before = fx_.fake_store().transactions();
+  auto held = step_of(second, second.claimed->lease);
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_EQ(held->kind, OrderStepResult::Kind::kHeld);
+  EXPECT_THAT(held->why, StatusIs(absl::StatusCode::kResourceExhausted, "budget of 1 new orders"));
+  EXPECT_EQ(fx_.fake_store().transactions() - before, 0);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 1);
+
+  // With a token back in the budget, a third takes it as it is made. Its job then runs under
+  // a later claim's lease (released and claimed again): the preloaded load is not used, its
+  // token goes back, and the step's own load takes it for the newOrder.
+  ASSERT_OK(fx_.store().CompleteJob(second.claimed->lease));
+  for (const storage::CaBudget& budget : budgets) {
+    ASSERT_OK(fx_.store().ReturnCaBudgetToken(scope_, account_, budget));
+  }
+  const storage::CreateOrderResult third = made_with_step({"leaf.example.com", "c.example.com"});
+  ASSERT_TRUE(third.claimed.has_value() && third.first_step != nullptr);
+  ASSERT_TRUE(third.first_step->admission.has_value() && third.first_step->admission->take);
+  EXPECT_TRUE(third.first_step->admission->take->taken);
+  runner->Preload(scope_, *third.claimed, std::move(*third.first_step));
+  ASSERT_OK(fx_.store().ReleaseJob(third.claimed->lease, fx_.clock().Now()));
+  claim.now = fx_.clock().Now();
+  ASSERT_OK_AND_ASSIGN(storage::JobClaimResult again, fx_.store().ClaimJobs(claim));
+  ASSERT_EQ(again.jobs.size(), 1u);
+  EXPECT_EQ(again.jobs[0].lease.fencing_token, 2);
+  auto reloaded = step_of(third, again.jobs[0].lease);
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  EXPECT_EQ(reloaded->kind, OrderStepResult::Kind::kWaiting);
+  EXPECT_EQ(ca_.CountCalls("POST", "/new-order"), 2);
+}
+
 // Issue 11: a newOrder the CA answered with a problem made no order, so its budget token goes
 // back: a CA refusing for a while does not drain the account's budget. A request whose fate is
 // unknown (here a 502 page, no problem document) keeps its token spent.

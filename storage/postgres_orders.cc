@@ -1,4 +1,5 @@
 // PostgresStore: orders, their finalization material and leases (OrderStore).
+#include <memory>
 #include <optional>
 #include <utility>
 
@@ -201,6 +202,13 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
                       .as<int64_t>();
             }
             Audit(tx, scope, now, rules::OrderEvent("CreateOrder", out.order, ""));
+            if (out.claimed.has_value() && order.first_step.has_value()) {
+              // The first step's load, in this transaction rather than one of its own. One that
+              // fails is left to the step (the key's use is audited only once it opened).
+              absl::StatusOr<OrderStepState> first =
+                  LoadOrderStepIn(tx, scope, now, id, OrderStepPurpose(id), &*order.first_step);
+              if (first.ok()) out.first_step = std::make_shared<OrderStepState>(*std::move(first));
+            }
             return out;
           }
         }
@@ -408,48 +416,56 @@ absl::StatusOr<OrderStepState> PostgresStore::LoadOrderStep(const Scope& scope, 
   const absl::Time now = Now();
   return InTenant<OrderStepState>(
       "LoadOrderStep", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<OrderStepState> {
-        OrderStepState out;
-        // The order, its account, the tenant, the order's outstanding authorizations and its
-        // account's active key, in one round trip.
-        AuthorizationFilter filter;
-        filter.order = order;
-        const std::string id = absl::StrCat(order);
-        const std::vector<pqxx::result> r = pg::Together(
-            tx, {{pg::SelectByIdSql(kOrders.name, kOrders.rows.columns, Lock::kNone), {id}},
-                 {absl::StrCat("SELECT ", pg::kAccounts.rows.columns,
-                               " FROM accounts WHERE id = "
-                               "(SELECT account_id FROM orders WHERE id = $1)"),
-                  {id}},
-                 {pg::SelectByIdSql(pg::kTenants.name, pg::kTenants.rows.columns, Lock::kNone),
-                  {absl::StrCat(scope.tenant)}},
-                 OutstandingAuthorizationsSql(now, filter),
-                 {ActiveKeyOfOrderSql(), {id}}});
-        if (r[0].empty()) return pg::NoSuch(kOrders.noun, order);
-        out.order = OrderOf(r[0][0]);
-        if (r[1].empty()) return pg::NoSuch(pg::kAccounts.noun, out.order.account);
-        out.account = pg::kAccounts.rows.map(r[1][0]);
-        if (r[2].empty()) return pg::NoSuch(pg::kTenants.noun, scope.tenant);
-        out.tenant = pg::kTenants.rows.map(r[2][0]);
-        out.authorizations = pg::AllOf(r[3], pg::AuthorizationOf);
-        // No active key, or one not usable, is a state the step explains.
-        if (rules::OrderStepUsesKey(out.order, out.account) && !r[4].empty()) {
-          absl::StatusOr<UnsealedAccountKey> key =
-              UnsealKeyRowIn(tx, scope, now, out.account.id, r[4][0], purpose);
-          if (key.ok()) {
-            out.key = *std::move(key);
-          } else if (!absl::IsNotFound(key.status()) && !absl::IsFailedPrecondition(key.status())) {
-            return key.status();  // DATA_LOSS: not a state a step can explain
-          }
-        }
-        ASSIGN_OR_RETURN(std::optional<rules::AdmissionRequest> request,
-                         rules::StepAdmissionOf(admission, out));
-        if (request.has_value()) {
-          out.admission = AdmitCaRequestIn(tx, scope, request->key, request->ids, request->budgets,
-                                           admission->now);
-          out.admission_budgets = std::move(request->budgets);
-        }
-        return out;
+        return LoadOrderStepIn(tx, scope, now, order, purpose, admission);
       });
+}
+
+absl::StatusOr<OrderStepState> PostgresStore::LoadOrderStepIn(pqxx::dbtransaction& tx,
+                                                              const Scope& scope, absl::Time now,
+                                                              OrderId order,
+                                                              absl::string_view purpose,
+                                                              const StepAdmission* admission) {
+  OrderStepState out;
+  // The order, its account, the tenant, the order's outstanding authorizations and its
+  // account's active key, in one round trip.
+  AuthorizationFilter filter;
+  filter.order = order;
+  const std::string id = absl::StrCat(order);
+  const std::vector<pqxx::result> r = pg::Together(
+      tx, {{pg::SelectByIdSql(kOrders.name, kOrders.rows.columns, Lock::kNone), {id}},
+           {absl::StrCat("SELECT ", pg::kAccounts.rows.columns,
+                         " FROM accounts WHERE id = "
+                         "(SELECT account_id FROM orders WHERE id = $1)"),
+            {id}},
+           {pg::SelectByIdSql(pg::kTenants.name, pg::kTenants.rows.columns, Lock::kNone),
+            {absl::StrCat(scope.tenant)}},
+           OutstandingAuthorizationsSql(now, filter),
+           {ActiveKeyOfOrderSql(), {id}}});
+  if (r[0].empty()) return pg::NoSuch(kOrders.noun, order);
+  out.order = OrderOf(r[0][0]);
+  if (r[1].empty()) return pg::NoSuch(pg::kAccounts.noun, out.order.account);
+  out.account = pg::kAccounts.rows.map(r[1][0]);
+  if (r[2].empty()) return pg::NoSuch(pg::kTenants.noun, scope.tenant);
+  out.tenant = pg::kTenants.rows.map(r[2][0]);
+  out.authorizations = pg::AllOf(r[3], pg::AuthorizationOf);
+  // No active key, or one not usable, is a state the step explains.
+  if (rules::OrderStepUsesKey(out.order, out.account) && !r[4].empty()) {
+    absl::StatusOr<UnsealedAccountKey> key =
+        UnsealKeyRowIn(tx, scope, now, out.account.id, r[4][0], purpose);
+    if (key.ok()) {
+      out.key = *std::move(key);
+    } else if (!absl::IsNotFound(key.status()) && !absl::IsFailedPrecondition(key.status())) {
+      return key.status();  // DATA_LOSS: not a state a step can explain
+    }
+  }
+  ASSIGN_OR_RETURN(std::optional<rules::AdmissionRequest> request,
+                   rules::StepAdmissionOf(admission, out));
+  if (request.has_value()) {
+    out.admission =
+        AdmitCaRequestIn(tx, scope, request->key, request->ids, request->budgets, admission->now);
+    out.admission_budgets = std::move(request->budgets);
+  }
+  return out;
 }
 
 absl::StatusOr<Certificate> PostgresStore::FinishOrder(const Scope& scope, const Lease& lease,

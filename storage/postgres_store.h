@@ -458,6 +458,11 @@ class PostgresStore final : public Store {
                                               absl::Time now, const Order& o,
                                               const NewCertificate& linked,
                                               CertificateId certificate_id);
+  // LoadOrderStep's transaction body, shared with CreateOrJoinOrder (NewOrder::first_step).
+  absl::StatusOr<OrderStepState> LoadOrderStepIn(pqxx::dbtransaction& tx, const Scope& scope,
+                                                 absl::Time now, OrderId order,
+                                                 absl::string_view purpose,
+                                                 const StepAdmission* admission);
   // UnsealKey's transaction body: the key's row, then UnsealKeyRowIn.
   absl::StatusOr<UnsealedAccountKey> UnsealKeyIn(pqxx::dbtransaction& tx, const Scope& scope,
                                                  absl::Time now, AccountId account,

@@ -102,6 +102,8 @@ bool IsTerminal(OrderState state) {
   return state == OrderState::kValid || state == OrderState::kInvalid;
 }
 
+std::string OrderStepPurpose(OrderId order) { return absl::StrCat("order ", order); }
+
 absl::string_view AuthorizationStatusName(AuthorizationStatus status) {
   return NameOf(status, kAuthorizationStatuses);
 }

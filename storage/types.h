@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -416,61 +417,6 @@ struct DueJobCount {
 };
 
 // ---------------------------------------------------------------------------------------------
-// New orders (after jobs: an order is made with its job)
-
-struct NewOrder {
-  AccountId account = 0;
-  std::vector<std::string> identifiers;
-  // Optional. Binds the new order for kIdempotencyKeyLifetime, for its creator only (see
-  // OrderStore::CreateOrJoinOrder); at most one order in flight per tenant and key.
-  std::string idempotency_key;
-  std::string lease_owner;  // the replica creating it holds its first lease
-  absl::Duration lease_duration = absl::Minutes(2);
-  // The CSR (DER) the order will be finalized with, stored with the order so any replica can
-  // finalize it after a crash. At most kMaxCsrDerSize bytes; not parsed by storage. May be
-  // empty (then only its creator can finalize the order).
-  std::string csr_der;
-  // The certificate's private key when the service generated it (borrowed for the call);
-  // stored sealed (storage/envelope.h, OrderKeyContext), never returned by GetOrder: see
-  // OrderStore::GetOrderCertificateKey.
-  const crypto::PrivateKey* certificate_key = nullptr;
-  // When set, the new order's work is a job of this kind (subject: the order id, CA: `job_ca`),
-  // inserted in the same transaction, due now and leased to lease_owner for lease_duration: the
-  // returned lease is that job's (Lease::job), so the creator may attach material before any
-  // replica runs the job, and a creator that dies leaves a job any replica claims once the
-  // lease expires. Empty: the order carries a lease of its own.
-  std::string job_kind;
-  std::string job_ca;
-  // Order::prefer_dns01.
-  bool prefer_dns01 = false;
-  // Order::replaces: base64url "." base64url, at most 256 bytes, or empty.
-  std::string replaces;
-  // With job_kind, for an order made with all it needs (csr_der set, and the certificate key
-  // if the service holds it): the job is made unleased instead, claimable at once by any
-  // replica, whose engines are woken as by JobStore::ScheduleJob (NOTIFY on commit). The
-  // creator never writes to the order again, so the hand-over (JobStore::ReleaseJob) costs no
-  // transaction of its own; CreateOrderResult::lease is then unset.
-  bool job_released = false;
-  // With job_released, optional: the creator's claim of the new job (JobStore::ClaimJobs's
-  // request; max_jobs is not read), made in the same transaction when a claim made then would
-  // take it: the tenant is enabled, no job of claim.kinds is due and unleased, and neither
-  // per_tenant_limit nor per_ca_limit is reached. The job is then leased to claim.owner until
-  // claim.now + claim.lease_duration (fencing token 1), the tenant's turn is recorded as a
-  // claim records it, nobody is woken, and CreateOrderResult::claimed holds it. Otherwise the
-  // job is made unleased as job_released says.
-  std::optional<JobClaim> claim;
-};
-
-struct CreateOrderResult {
-  Order order;
-  bool created = false;  // false: an in-flight order (or the idempotency key's) was joined
-  // Set when created, unless NewOrder::job_released.
-  std::optional<Lease> lease;
-  // The new order's job, when NewOrder::claim took it.
-  std::optional<ClaimedJob> claimed;
-};
-
-// ---------------------------------------------------------------------------------------------
 // Authorizations (the ledger of RFC 8555 authorizations, for deactivation)
 
 enum class AuthorizationStatus { kPending, kValid, kInvalid, kDeactivated, kExpired, kRevoked };
@@ -674,6 +620,76 @@ struct StepAdmission {
   // call the store.
   std::function<std::optional<std::vector<CaBudget>>(const OrderStepState&)> budgets;
   absl::Time now;
+};
+
+// The purpose an order's step loads its account key for (LoadOrderStep's, audited with the
+// key's use): "order <id>".
+std::string OrderStepPurpose(OrderId order);
+
+// ---------------------------------------------------------------------------------------------
+// New orders (after jobs and a step's load: an order is made with its job, and may load the
+// job's first step)
+
+struct NewOrder {
+  AccountId account = 0;
+  std::vector<std::string> identifiers;
+  // Optional. Binds the new order for kIdempotencyKeyLifetime, for its creator only (see
+  // OrderStore::CreateOrJoinOrder); at most one order in flight per tenant and key.
+  std::string idempotency_key;
+  std::string lease_owner;  // the replica creating it holds its first lease
+  absl::Duration lease_duration = absl::Minutes(2);
+  // The CSR (DER) the order will be finalized with, stored with the order so any replica can
+  // finalize it after a crash. At most kMaxCsrDerSize bytes; not parsed by storage. May be
+  // empty (then only its creator can finalize the order).
+  std::string csr_der;
+  // The certificate's private key when the service generated it (borrowed for the call);
+  // stored sealed (storage/envelope.h, OrderKeyContext), never returned by GetOrder: see
+  // OrderStore::GetOrderCertificateKey.
+  const crypto::PrivateKey* certificate_key = nullptr;
+  // When set, the new order's work is a job of this kind (subject: the order id, CA: `job_ca`),
+  // inserted in the same transaction, due now and leased to lease_owner for lease_duration: the
+  // returned lease is that job's (Lease::job), so the creator may attach material before any
+  // replica runs the job, and a creator that dies leaves a job any replica claims once the
+  // lease expires. Empty: the order carries a lease of its own.
+  std::string job_kind;
+  std::string job_ca;
+  // Order::prefer_dns01.
+  bool prefer_dns01 = false;
+  // Order::replaces: base64url "." base64url, at most 256 bytes, or empty.
+  std::string replaces;
+  // With job_kind, for an order made with all it needs (csr_der set, and the certificate key
+  // if the service holds it): the job is made unleased instead, claimable at once by any
+  // replica, whose engines are woken as by JobStore::ScheduleJob (NOTIFY on commit). The
+  // creator never writes to the order again, so the hand-over (JobStore::ReleaseJob) costs no
+  // transaction of its own; CreateOrderResult::lease is then unset.
+  bool job_released = false;
+  // With job_released, optional: the creator's claim of the new job (JobStore::ClaimJobs's
+  // request; max_jobs is not read), made in the same transaction when a claim made then would
+  // take it: the tenant is enabled, no job of claim.kinds is due and unleased, and neither
+  // per_tenant_limit nor per_ca_limit is reached. The job is then leased to claim.owner until
+  // claim.now + claim.lease_duration (fencing token 1), the tenant's turn is recorded as a
+  // claim records it, nobody is woken, and CreateOrderResult::claimed holds it. Otherwise the
+  // job is made unleased as job_released says.
+  std::optional<JobClaim> claim;
+  // With claim, optional: when the claim takes the job, the same transaction also loads what
+  // the job's first step loads, as LoadOrderStep(scope, <the new order>,
+  // OrderStepPurpose(<its id>), &*first_step) would just after it (the account's key unsealed
+  // and audited, the newOrder's admission made), into CreateOrderResult::first_step: that step
+  // then needs no transaction of its own. A load that fails (a key that does not open) leaves
+  // first_step unset and the order made; the step then loads it itself.
+  std::optional<StepAdmission> first_step;
+};
+
+struct CreateOrderResult {
+  Order order;
+  bool created = false;  // false: an in-flight order (or the idempotency key's) was joined
+  // Set when created, unless NewOrder::job_released.
+  std::optional<Lease> lease;
+  // The new order's job, when NewOrder::claim took it.
+  std::optional<ClaimedJob> claimed;
+  // With claimed, when NewOrder::first_step asked for it: the job's first step's load (shared,
+  // so that a result stays copyable; nobody else holds it).
+  std::shared_ptr<OrderStepState> first_step;
 };
 
 // How an order run by a job ends with a certificate (OrderStore::FinishOrder).

@@ -1,5 +1,6 @@
 // FakeStore: orders, leases and the authorization ledger (OrderStore, AuthorizationStore).
 #include <algorithm>
+#include <memory>
 #include <tuple>
 #include <vector>
 
@@ -22,6 +23,13 @@ using fake::State;
 // OrderStore
 
 namespace {
+
+// LoadOrderStep's work, shared with CreateOrJoinOrder (NewOrder::first_step).
+absl::StatusOr<OrderStepState> LoadOrderStepLocked(State& s, const Envelope& envelope,
+                                                   const Scope& scope, absl::Time now,
+                                                   OrderId order, absl::string_view purpose,
+                                                   const StepAdmission* admission)
+    ABSL_EXCLUSIVE_LOCKS_REQUIRED(s.mu);
 
 // The order `key` binds in scope.tenant at `now` (rules::IdempotencyKeyBinds), or null.
 const Order* BoundOrder(const State& s, const Scope& scope, absl::string_view key, absl::Time now)
@@ -133,6 +141,12 @@ absl::StatusOr<CreateOrderResult> FakeStore::CreateOrJoinOrder(const Scope& scop
       out.order.fencing_token = 0;
     }
     Audit(s, scope, now, rules::OrderEvent("CreateOrder", o, ""));
+    if (out.claimed.has_value() && order.first_step.has_value()) {
+      // One that fails is left to the step, as the database's store leaves it.
+      absl::StatusOr<OrderStepState> first = LoadOrderStepLocked(
+          s, envelope_, scope, now, o.id, OrderStepPurpose(o.id), &*order.first_step);
+      if (first.ok()) out.first_step = std::make_shared<OrderStepState>(*std::move(first));
+    }
     return out;
   }();
   fake::WakeScheduled(wakers);
@@ -455,6 +469,38 @@ std::vector<Authorization> OutstandingLocked(const State& s, const Scope& scope,
   return out;
 }
 
+absl::StatusOr<OrderStepState> LoadOrderStepLocked(State& s, const Envelope& envelope,
+                                                   const Scope& scope, absl::Time now,
+                                                   OrderId order, absl::string_view purpose,
+                                                   const StepAdmission* admission) {
+  OrderStepState out;
+  ASSIGN_OR_RETURN(Order * o, FindOrder(s, scope, order));
+  out.order = *o;
+  ASSIGN_OR_RETURN(Account * a, FindAccount(s, scope, o->account));
+  out.account = *a;
+  out.tenant = s.tenants.at(scope.tenant);
+  AuthorizationFilter filter;
+  filter.order = order;
+  out.authorizations = OutstandingLocked(s, scope, now, filter);
+  if (rules::OrderStepUsesKey(out.order, out.account)) {
+    absl::StatusOr<UnsealedAccountKey> key =
+        fake::UnsealActiveKeyLocked(s, envelope, scope, a->id, purpose, now);
+    if (key.ok()) {
+      out.key = *std::move(key);
+    } else if (!absl::IsNotFound(key.status()) && !absl::IsFailedPrecondition(key.status())) {
+      return key.status();
+    }
+  }
+  ASSIGN_OR_RETURN(std::optional<rules::AdmissionRequest> request,
+                   rules::StepAdmissionOf(admission, out));
+  if (request.has_value()) {
+    out.admission = fake::AdmitCaRequestLocked(s, scope, request->key, request->ids,
+                                               request->budgets, admission->now);
+    out.admission_budgets = std::move(request->budgets);
+  }
+  return out;
+}
+
 // MarkAuthorizationDeactivated's work, shared with FinishOrder: false (nothing written) when
 // the account has no such authorization.
 bool MarkDeactivatedLocked(State& s, const Scope& scope, absl::Time now, AccountId account,
@@ -508,32 +554,7 @@ absl::StatusOr<OrderStepState> FakeStore::LoadOrderStep(const Scope& scope, Orde
   State& s = *state_;
   fake::StoreLock lock(s);
   RETURN_IF_ERROR(RequireTenant(s, scope));
-  OrderStepState out;
-  ASSIGN_OR_RETURN(Order * o, FindOrder(s, scope, order));
-  out.order = *o;
-  ASSIGN_OR_RETURN(Account * a, FindAccount(s, scope, o->account));
-  out.account = *a;
-  out.tenant = s.tenants.at(scope.tenant);
-  AuthorizationFilter filter;
-  filter.order = order;
-  out.authorizations = OutstandingLocked(s, scope, now, filter);
-  if (rules::OrderStepUsesKey(out.order, out.account)) {
-    absl::StatusOr<UnsealedAccountKey> key =
-        fake::UnsealActiveKeyLocked(s, envelope_, scope, a->id, purpose, now);
-    if (key.ok()) {
-      out.key = *std::move(key);
-    } else if (!absl::IsNotFound(key.status()) && !absl::IsFailedPrecondition(key.status())) {
-      return key.status();
-    }
-  }
-  ASSIGN_OR_RETURN(std::optional<rules::AdmissionRequest> request,
-                   rules::StepAdmissionOf(admission, out));
-  if (request.has_value()) {
-    out.admission = fake::AdmitCaRequestLocked(s, scope, request->key, request->ids,
-                                               request->budgets, admission->now);
-    out.admission_budgets = std::move(request->budgets);
-  }
-  return out;
+  return LoadOrderStepLocked(s, envelope_, scope, now, order, purpose, admission);
 }
 
 absl::StatusOr<Certificate> FakeStore::FinishOrder(const Scope& scope, const Lease& lease,

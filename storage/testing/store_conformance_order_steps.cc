@@ -158,6 +158,130 @@ TEST_P(StoreConformanceTest, LoadOrderStepAdmitsTheNewOrderInItsTransaction) {
               StatusIs(kInvalidArgument));
 }
 
+// NewOrder::first_step: an order whose creator takes its job has its first step's load made in
+// the same transaction, as LoadOrderStep would make it then; an order whose job is not taken,
+// or a load that fails, leaves the load to the step.
+TEST_P(StoreConformanceTest, AClaimedNewOrdersFirstStepIsLoadedInItsTransaction) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  ASSERT_OK(store().RecordAccountUrl(scope, account.id, "https://ca.test/acct/1"));
+  const CaBudget budget{"new_order", 1, absl::Hours(1)};
+  int asked = 0;
+  StepAdmission admission;
+  admission.now = clock().Now();
+  admission.budgets = [&](const OrderStepState& loaded) -> std::optional<std::vector<CaBudget>> {
+    ++asked;
+    EXPECT_TRUE(loaded.key.has_value());  // what the step decides on was loaded first
+    return std::vector<CaBudget>{budget};
+  };
+  auto spec_for = [&](const std::string& name) {
+    NewOrder spec{account.id, {name}, "", "r1", absl::Minutes(1)};
+    spec.job_kind = "order_step";
+    spec.job_ca = "https://ca.test/dir";
+    spec.csr_der = "csr";
+    spec.job_released = true;
+    JobClaim claim;
+    claim.owner = "r1";
+    claim.now = clock().Now();
+    claim.lease_duration = absl::Minutes(2);
+    claim.per_tenant_limit = 2;
+    claim.kinds = {"order_step"};
+    spec.claim = claim;
+    spec.first_step = admission;
+    return spec;
+  };
+  auto audited = [&] {
+    std::vector<std::string> out;
+    absl::StatusOr<Page<AuditRecord>> page = store().ListAudit(scope, {});
+    EXPECT_OK(page.status());
+    if (!page.ok()) return out;
+    for (const AuditRecord& r : page->items) {
+      out.push_back(absl::StrCat(r.event.action, ":", r.event.detail));
+    }
+    return out;
+  };
+  const size_t audited_before = audited().size();
+
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult made,
+                       store().CreateOrJoinOrder(scope, spec_for("a.test")));
+  ASSERT_TRUE(made.claimed.has_value());
+  ASSERT_NE(made.first_step, nullptr);
+  const OrderStepState& first = *made.first_step;
+  EXPECT_EQ(asked, 1);
+  EXPECT_EQ(first.order.id, made.order.id);
+  EXPECT_EQ(first.order.state, OrderState::kCreated);
+  EXPECT_EQ(first.order.csr_der, "csr");
+  EXPECT_EQ(first.account.id, account.id);
+  EXPECT_EQ(first.account.account_url, "https://ca.test/acct/1");
+  EXPECT_EQ(first.tenant.id, a.id);
+  EXPECT_THAT(first.authorizations, IsEmpty());
+  ASSERT_TRUE(first.key.has_value() && first.key->private_key.has_value());
+  ASSERT_OK_AND_ASSIGN(UnsealedAccountKey direct, store().GetActiveKey(scope, account.id, "cmp"));
+  EXPECT_EQ(first.key->private_key->public_key().ToDer(), direct.private_key->public_key().ToDer());
+  ASSERT_TRUE(first.admission.has_value() && first.admission->take.has_value());
+  EXPECT_TRUE(first.admission->take->taken);
+  ASSERT_THAT(first.admission_budgets, SizeIs(1));
+  EXPECT_EQ(first.admission_budgets[0].name, "new_order");
+  // The order's creation, then the key's use for its step (before GetActiveKey's, above).
+  std::vector<std::string> rows = audited();
+  ASSERT_EQ(rows.size(), audited_before + 3);
+  EXPECT_EQ(rows[audited_before], absl::StrCat("CreateOrder:order ", made.order.id));
+  EXPECT_EQ(rows[audited_before + 1],
+            absl::StrCat("UseAccountKey:", OrderStepPurpose(made.order.id)));
+  EXPECT_EQ(OrderStepPurpose(made.order.id), absl::StrCat("order ", made.order.id));
+  // The token was taken: the bucket of one is empty now, as AdmitCaRequest sees it.
+  ASSERT_OK_AND_ASSIGN(CaAdmission after,
+                       store().AdmitCaRequest(scope, {account.id, {"z.test"}, CaRequest::kNewOrder},
+                                              {budget}, clock().Now()));
+  ASSERT_TRUE(after.take.has_value());
+  EXPECT_FALSE(after.take->taken);
+  ASSERT_OK(store().ReturnCaBudgetToken(scope, account.id, budget));
+
+  // A load that fails (here a budget AdmitCaRequest refuses) leaves the order made and its job
+  // taken, without the load.
+  admission.budgets = [&](const OrderStepState&) -> std::optional<std::vector<CaBudget>> {
+    return std::vector<CaBudget>{CaBudget{"", 1, absl::Hours(1)}};
+  };
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult failed,
+                       store().CreateOrJoinOrder(scope, spec_for("b.test")));
+  EXPECT_TRUE(failed.created);
+  EXPECT_TRUE(failed.claimed.has_value());
+  EXPECT_EQ(failed.first_step, nullptr);
+
+  // The job not taken (the tenant is at its bound of 2): no load, no key use, no token.
+  admission.budgets = [&](const OrderStepState&) -> std::optional<std::vector<CaBudget>> {
+    ++asked;
+    return std::vector<CaBudget>{budget};
+  };
+  asked = 0;
+  const size_t before_third = audited().size();
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult third,
+                       store().CreateOrJoinOrder(scope, spec_for("c.test")));
+  EXPECT_TRUE(third.created);
+  EXPECT_FALSE(third.claimed.has_value());
+  EXPECT_EQ(third.first_step, nullptr);
+  EXPECT_EQ(asked, 0);
+  rows = audited();
+  ASSERT_EQ(rows.size(), before_third + 1);
+  EXPECT_EQ(rows.back(), absl::StrCat("CreateOrder:order ", third.order.id));
+
+  // Without first_step a taken job has no load either (the third's claimed first: a job due
+  // and unleased is never passed over by a creator's claim).
+  ASSERT_OK(store().CompleteJob(made.claimed->lease));
+  ASSERT_OK(store().CompleteJob(failed.claimed->lease));
+  JobClaim claim = *spec_for("x.test").claim;
+  claim.max_jobs = 5;
+  ASSERT_OK_AND_ASSIGN(JobClaimResult got, store().ClaimJobs(claim));
+  ASSERT_THAT(got.jobs, SizeIs(1));
+  EXPECT_EQ(got.jobs[0].job.subject, absl::StrCat(third.order.id));
+  NewOrder plain = spec_for("d.test");
+  plain.first_step.reset();
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult unloaded, store().CreateOrJoinOrder(scope, plain));
+  EXPECT_TRUE(unloaded.claimed.has_value());
+  EXPECT_EQ(unloaded.first_step, nullptr);
+}
+
 TEST_P(StoreConformanceTest, FinishOrderStoresTheCertificateLedgerCleanupAndJobEndAtOnce) {
   Tenant a = MakeTenant("alpha");
   const Scope scope = ScopeOf(a);
