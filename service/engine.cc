@@ -44,7 +44,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Options options) {
   }
   if (options.claim_batch == 0) options.claim_batch = options.workers;
   if (options.claim_on_create_queue == 0) {
-    options.claim_on_create_queue = 8 * (options.workers + options.prefetch);
+    // Room for one tenant at its default bound (per_tenant_limit 32) on a 2-core replica: its
+    // orders in flight come back from the CA to this queue, and a new one left in the table
+    // sends every new order after it through the claims until a claim takes it.
+    options.claim_on_create_queue = 16 * (options.workers + options.prefetch);
   }
   return std::unique_ptr<Engine>(new Engine(std::move(options)));
 }

@@ -197,7 +197,7 @@ class Engine {
     // ReserveForNew reserves room: a job made here may be claimed as it is made (e.g.
     // OrderStore::CreateOrJoinOrder's NewOrder::claim) while fewer than
     // claim_on_create_queue jobs wait here for a worker (queued or reserved). Off: never;
-    // every job made here goes through the claims. claim_on_create_queue 0: 8 per worker
+    // every job made here goes through the claims. claim_on_create_queue 0: 16 per worker
     // and prefetch.
     bool claim_on_create = true;
     int claim_on_create_queue = 0;

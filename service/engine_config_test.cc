@@ -28,7 +28,7 @@ TEST(EngineSettingsFrom, UnsetFieldsTakeTheDocumentedDefaults) {
   EXPECT_EQ(s.engine.keep_within, absl::Seconds(2));
   EXPECT_EQ(s.engine.keep_for, absl::Seconds(10));
   EXPECT_TRUE(s.engine.claim_on_create);
-  EXPECT_EQ(s.engine.claim_on_create_queue, 0);  // Engine::Create: 8 per worker and prefetch
+  EXPECT_EQ(s.engine.claim_on_create_queue, 0);  // Engine::Create: 16 per worker and prefetch
   EXPECT_EQ(s.order_poll_first_delay, absl::Milliseconds(10));
   EXPECT_EQ(s.order_poll_max_delay, absl::Seconds(10));
   EXPECT_EQ(s.order_processing_timeout, absl::Hours(1));
