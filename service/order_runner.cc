@@ -602,27 +602,32 @@ storage::StepAdmission OrderRunner::FirstStepAdmission() {
   return admission;
 }
 
-void OrderRunner::Preload(const storage::Scope& scope, const storage::ClaimedJob& claimed,
-                          storage::OrderStepState loaded) {
-  Loaded first;
-  first.first = true;
-  first.scope = scope;
-  first.fencing_token = claimed.lease.fencing_token;
-  first.at = options_.clock->Now();
-  first.order = std::move(loaded.order);
-  first.account = std::move(loaded.account);
-  first.tenant = std::move(loaded.tenant);
-  first.authorizations = std::move(loaded.authorizations);
+OrderRunner::Loaded OrderRunner::Unpack(storage::OrderStepState loaded) {
+  Loaded out;
+  out.at = options_.clock->Now();
+  out.order = std::move(loaded.order);
+  out.account = std::move(loaded.account);
+  out.tenant = std::move(loaded.tenant);
+  out.authorizations = std::move(loaded.authorizations);
   if (loaded.key.has_value()) {
     absl::StatusOr<SigningKey> key = options_.keys->Open(*std::move(loaded.key));
     if (key.ok()) {
-      first.key.emplace(*std::move(key));
+      out.key.emplace(*std::move(key));
     } else {
-      first.key_status = key.status();
+      out.key_status = key.status();
     }
   }
-  first.admission = std::move(loaded.admission);
-  first.admission_budgets = std::move(loaded.admission_budgets);
+  out.admission = std::move(loaded.admission);
+  out.admission_budgets = std::move(loaded.admission_budgets);
+  return out;
+}
+
+void OrderRunner::Preload(const storage::Scope& scope, const storage::ClaimedJob& claimed,
+                          storage::OrderStepState loaded) {
+  Loaded first = Unpack(std::move(loaded));
+  first.first = true;
+  first.scope = scope;
+  first.fencing_token = claimed.lease.fencing_token;
   PutLoaded(std::move(first));
 }
 
@@ -681,21 +686,8 @@ std::optional<OrderRunner::Loaded> OrderRunner::TakeLoaded(const OrderJob& job) 
 absl::StatusOr<OrderStepResult> OrderRunner::Step(const OrderJob& job) {
   Context ctx;
   ctx.job = &job;
-  if (std::optional<Loaded> kept = TakeLoaded(job); kept.has_value()) {
-    // The previous step here left the order waiting for the CA (or the order was made here
-    // with this first step's load: Preload), and nothing wrote it since (every order write
-    // presents this lease): go on from memory, no load.
-    ctx.order = std::move(kept->order);
-    ctx.account = std::move(kept->account);
-    ctx.tenant = std::move(kept->tenant);
-    ctx.authorizations = std::move(kept->authorizations);
-    ctx.key = std::move(kept->key);
-    ctx.key_status = std::move(kept->key_status);
-    ctx.processing_unrecorded = kept->processing_unrecorded;
-    // The first step's, loaded with the order (Preload): its admission, as a load's.
-    ctx.admission = std::move(kept->admission);
-    ctx.admission_budgets = std::move(kept->admission_budgets);
-  } else {
+  std::optional<Loaded> kept = TakeLoaded(job);
+  if (!kept.has_value()) {
     // The order, its account, the tenant, the ledger and the active key, and for an order this
     // step will send to the CA the newOrder's admission: one transaction.
     const storage::StepAdmission admission = FirstStepAdmission();
@@ -703,10 +695,8 @@ absl::StatusOr<OrderStepResult> OrderRunner::Step(const OrderJob& job) {
         storage::OrderStepState loaded,
         options_.orders->LoadOrderStep(job.scope, job.lease.order,
                                        storage::OrderStepPurpose(job.lease.order), &admission));
-    ctx.admission = std::move(loaded.admission);
-    ctx.admission_budgets = std::move(loaded.admission_budgets);
-    ctx.order = std::move(loaded.order);
-    if (storage::IsTerminal(ctx.order.state)) {
+    if (storage::IsTerminal(loaded.order.state)) {
+      ctx.order = std::move(loaded.order);
       Forget(ctx.order);
       // A step that ended the order (invalid) and died before closing its ephemeral account
       // left the job to this one.
@@ -716,18 +706,21 @@ absl::StatusOr<OrderStepResult> OrderRunner::Step(const OrderJob& job) {
       }
       return OrderStepResult{OrderStepResult::Kind::kFinished, ctx.order};
     }
-    ctx.account = std::move(loaded.account);
-    ctx.tenant = std::move(loaded.tenant);
-    ctx.authorizations = std::move(loaded.authorizations);
-    if (loaded.key.has_value()) {
-      absl::StatusOr<SigningKey> key = options_.keys->Open(*std::move(loaded.key));
-      if (key.ok()) {
-        ctx.key.emplace(*std::move(key));
-      } else {
-        ctx.key_status = key.status();
-      }
-    }
+    kept = Unpack(std::move(loaded));
   }
+  // Loaded now, or else kept in memory under this lease (every order write presents it, so
+  // nothing wrote the order since): left by the previous step here, waiting for the CA, or
+  // made with the order as this first step's load (Preload).
+  ctx.order = std::move(kept->order);
+  ctx.account = std::move(kept->account);
+  ctx.tenant = std::move(kept->tenant);
+  ctx.authorizations = std::move(kept->authorizations);
+  ctx.key = std::move(kept->key);
+  ctx.key_status = std::move(kept->key_status);
+  ctx.processing_unrecorded = kept->processing_unrecorded;
+  // A load's admission (this step's, or the order's creation's: Preload).
+  ctx.admission = std::move(kept->admission);
+  ctx.admission_budgets = std::move(kept->admission_budgets);
   // As the request that made the order asked (stored with it); a wildcard's is DNS-01 anyway.
   ctx.challenge =
       ctx.order.prefer_dns01 ? ChallengePreference::kDns01 : ChallengePreference::kHttp01;

@@ -258,6 +258,8 @@ class OrderRunner {
   // Keeps a waiting step's state for the next step under the same lease; takes it back.
   void KeepLoaded(Context& ctx);
   std::optional<Loaded> TakeLoaded(const OrderJob& job);
+  // A load as a step goes on from it, its key opened (at: now).
+  Loaded Unpack(storage::OrderStepState loaded);
   // Stores `loaded` for its order, dropping what was left longer than kLoadedKept ago.
   void PutLoaded(Loaded loaded);
   // The tokens of the admissions of loads never taken, given back.
