@@ -60,10 +60,11 @@ void ApplyServerLimits(const ServerLimits& limits, Metrics* metrics, grpc::Serve
   builder.SetResourceQuota(quota);
   // gRPC's synchronous server keeps at most max_pollers threads waiting for calls (default 2):
   // with more calls in flight, each further call started a thread that ended with the call, a
-  // clone, stack mapping and unmapping per call under load. Up to max_threads now stay to serve
-  // the next calls; one idle for cq_timeout (10 s) beyond min_pollers still ends.
+  // clone, stack mapping and unmapping per call under load. Up to max_idle_threads stay to
+  // serve the next calls. Not more: a thread waiting for calls ends only beyond max_pollers
+  // (its 10 s poll timeout does not end it otherwise), so what stays, stays for good.
   builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS,
-                              limits.max_threads);
+                              std::max(1, std::min(limits.max_idle_threads, limits.max_threads)));
   builder.SetMaxReceiveMessageSize(limits.max_receive_message_bytes);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, limits.max_concurrent_streams);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, Millis(limits.keepalive_time));

@@ -26,10 +26,13 @@ struct ServerLimits {
   // connections. One always waits for the next call, so at most max_threads - 1 calls run their
   // handlers at once (an IssueCertificate holds its thread while it waits for the CA); a call
   // that finds none free is answered RESOURCE_EXHAUSTED ("Server Threadpool Exhausted") at
-  // once, and counted. Health checks are served on gRPC's own threads and still answer. A
-  // thread that served a call stays to serve the next (not one thread per call under load);
-  // threads idle for 10 s end, down to one.
+  // once, and counted. Health checks are served on gRPC's own threads and still answer.
   int max_threads = 128;
+  // Threads that served a call and wait for the next, at most: up to this many stay (under
+  // load, not one thread started and ended per call); a thread beyond them ends with its call.
+  // gRPC's synchronous server ends an idle thread only beyond this bound, so it is also the
+  // number of threads a replica keeps after a burst of calls.
+  int max_idle_threads = 8;
   // Memory gRPC may use for connections and calls (grpc::ResourceQuota::Resize): under pressure
   // it shrinks buffers and refuses new calls.
   int64_t max_memory_bytes = int64_t{256} << 20;

@@ -173,6 +173,7 @@ service::ServerLimits GrpcLimitsFrom(const v1::ServerConfig::GrpcLimits& config)
     limits.max_concurrent_streams = config.max_concurrent_streams();
   }
   if (config.max_threads() > 0) limits.max_threads = config.max_threads();
+  if (config.max_idle_threads() > 0) limits.max_idle_threads = config.max_idle_threads();
   if (config.max_memory_bytes() > 0) limits.max_memory_bytes = config.max_memory_bytes();
   if (config.max_receive_message_bytes() > 0) {
     limits.max_receive_message_bytes = config.max_receive_message_bytes();
