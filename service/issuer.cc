@@ -149,10 +149,16 @@ JobOutcome Issuer::StepOrder(const JobRun& run) {
         absl::MutexLock lock(&mu_);
         stopped_.erase(id);
         const absl::Time now = options_.clock->Now();
-        for (auto it = ended_.begin(); it != ended_.end();) {
-          it = now - it->second.at > kEndedKept ? ended_.erase(it) : std::next(it);
+        while (!ended_order_.empty() && now - ended_order_.front().first > kEndedKept) {
+          const auto [at, order] = ended_order_.front();
+          ended_order_.pop_front();
+          // Unless the order ended here again since (the later entry is its own).
+          if (auto it = ended_.find(order); it != ended_.end() && it->second.at == at) {
+            ended_.erase(it);
+          }
         }
         ended_[id] = Ended{result->order, result->certificate, now};
+        ended_order_.emplace_back(now, id);
       }
       Announce(scope.tenant, id);
       // A stored certificate: the step's own transaction completed the job (FinishOrder).

@@ -12,12 +12,14 @@
 #ifndef ACMEVAULT_SERVICE_ISSUER_H_
 #define ACMEVAULT_SERVICE_ISSUER_H_
 
+#include <deque>
 #include <exception>
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -327,6 +329,9 @@ class Issuer {
   std::map<storage::OrderId, Stop> stopped_ ABSL_GUARDED_BY(mu_);
   uint64_t stops_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<storage::OrderId, Ended> ended_ ABSL_GUARDED_BY(mu_);
+  // ended_'s entries in the order they were made, each with its time: the expired ones are at
+  // the front, so forgetting them does not walk the entries still kept.
+  std::deque<std::pair<absl::Time, storage::OrderId>> ended_order_ ABSL_GUARDED_BY(mu_);
   // RenewalOf's tenant policies, with when each was read (on `clock`).
   struct CachedPolicy {
     storage::TenantPolicy policy;
