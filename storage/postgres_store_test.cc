@@ -4,10 +4,10 @@
 // PostgresStore::Create makes.
 #include "storage/postgres_store.h"
 
-#include <pqxx/pqxx>
-
 #include <algorithm>
+#include <atomic>
 #include <map>
+#include <pqxx/pqxx>
 #include <random>
 #include <set>
 #include <thread>
@@ -583,6 +583,68 @@ TEST_F(PostgresStoreTest, TheAuditEncodingIsTheBytesOfItsFirstDefinition) {
     EXPECT_TRUE(row[1].as<bool>());
     EXPECT_TRUE(row[2].as<bool>());
   }
+}
+
+// Migration 0032: each audit row moves its tenant's head in one statement (an UPDATE that
+// returns the row's seq, previous hash and hash), where the trigger read the head FOR UPDATE
+// first; appends from many transactions at once still make one unbroken chain.
+TEST_F(PostgresStoreTest, EachAuditRowMovesTheHeadInOneStatementAndConcurrentAppendsChain) {
+  const Scope alpha = MakeTenant("alpha");
+  ASSERT_OK(store_->AppendAudit(
+      alpha, AuditEvent{"Event", {}, std::nullopt, std::nullopt, "", "ok", "first"}));
+  {
+    pqxx::connection admin(db_->superuser_url());
+    pqxx::work tx(admin);
+    tx.exec_params0(
+        "INSERT INTO audit_log (tenant_id, at, actor, rpc, action, identifiers, account_id, "
+        "key_version, acme_url, outcome, detail) "
+        "SELECT $1, now(), 'test', 'test/Rpc', 'Event', '{}', NULL, NULL, '', 'ok', 'row ' || i "
+        "FROM generate_series(1, 5) i",
+        alpha.tenant);
+    // This transaction's own reads and writes of audit_heads, so far.
+    const pqxx::row heads = tx.exec1(
+        "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0), n_tup_upd "
+        "FROM pg_stat_xact_user_tables WHERE relname = 'audit_heads'");
+    EXPECT_EQ(heads[0].as<int>(), 5) << "scans of audit_heads for 5 audit rows";
+    EXPECT_EQ(heads[1].as<int>(), 5) << "updates of audit_heads for 5 audit rows";
+    tx.commit();
+  }
+  ASSERT_OK(store_->VerifyAuditChain(alpha));
+
+  constexpr int kThreads = 6;
+  constexpr int kEach = 15;
+  std::vector<std::thread> threads;
+  std::atomic<int> failed{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        if (!store_
+                 ->AppendAudit(alpha, AuditEvent{"Event",
+                                                 {},
+                                                 std::nullopt,
+                                                 std::nullopt,
+                                                 "",
+                                                 "ok",
+                                                 absl::StrCat(t, "/", i)})
+                 .ok()) {
+          ++failed;
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_EQ(failed.load(), 0);
+  ASSERT_OK(store_->VerifyAuditChain(alpha));
+  pqxx::connection admin(db_->superuser_url());
+  pqxx::nontransaction tx(admin);
+  const pqxx::row head = tx.exec_params1(
+      "SELECT h.seq, (SELECT count(*) FROM audit_log a WHERE a.tenant_id = h.tenant_id), "
+      "h.prev_hash = (SELECT a.prev_hash FROM audit_log a WHERE a.tenant_id = h.tenant_id "
+      "AND a.seq = h.seq) FROM audit_heads h WHERE h.tenant_id = $1",
+      alpha.tenant);
+  EXPECT_EQ(head[0].as<int>(), head[1].as<int>());
+  EXPECT_GE(head[0].as<int>(), 1 + 5 + kThreads * kEach);
+  EXPECT_TRUE(head[2].as<bool>());
 }
 
 TEST_F(PostgresStoreTest, DeletedAuditRowsAreDetected) {
