@@ -4,10 +4,11 @@
 // PostgresStore::Create makes.
 #include "storage/postgres_store.h"
 
+#include <pqxx/pqxx>
+
 #include <algorithm>
 #include <atomic>
 #include <map>
-#include <pqxx/pqxx>
 #include <random>
 #include <set>
 #include <thread>
