@@ -2,7 +2,7 @@
 -- The audit chain's trigger (0005, 0021), the same rows with one statement per row fewer. It
 -- locked the tenant's head with SELECT ... FOR UPDATE, computed the row's hash, then updated
 -- the head: two statements through SPI for every audit row, which with the digest made the
--- trigger most of what an audit row costs (issue 10's floor: 0.7-1.4 ms of PostgreSQL's CPU
+-- trigger most of what an audit row costs (issue 10's floor: about 0.8 ms of PostgreSQL's CPU
 -- per certificate for 11 rows, docs/benchmarks.md). Now one UPDATE of the head moves it on and
 -- returns what the row needs: its SET expressions see the head as it was (the previous hash,
 -- kept in the new column prev_hash, and the previous seq), the row's hash is computed from
