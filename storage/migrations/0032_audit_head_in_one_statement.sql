@@ -37,21 +37,18 @@ CREATE OR REPLACE FUNCTION av_audit_chain() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
 AS $$
 BEGIN
-  UPDATE audit_heads h
-  SET prev_hash = h.hash, seq = h.seq + 1, hash = av_audit_link(NEW, h.seq + 1, h.hash)
-  WHERE h.tenant_id = NEW.tenant_id
-  RETURNING h.seq, h.prev_hash, h.hash INTO NEW.seq, NEW.prev_hash, NEW.hash;
-  IF NOT FOUND THEN
-    -- The tenant's first row (two first rows at once: one inserts, the other waits and moves
-    -- the head the first one made).
-    INSERT INTO audit_heads (tenant_id, seq, hash)
-    VALUES (NEW.tenant_id, 0, decode(repeat('00', 32), 'hex'))
-    ON CONFLICT (tenant_id) DO NOTHING;
+  FOR attempt IN 1..2 LOOP
     UPDATE audit_heads h
     SET prev_hash = h.hash, seq = h.seq + 1, hash = av_audit_link(NEW, h.seq + 1, h.hash)
     WHERE h.tenant_id = NEW.tenant_id
     RETURNING h.seq, h.prev_hash, h.hash INTO NEW.seq, NEW.prev_hash, NEW.hash;
-  END IF;
+    EXIT WHEN FOUND;
+    -- The tenant's first row makes its head, then moves it (two first rows at once: one
+    -- inserts, the other waits and moves the head the first one made).
+    INSERT INTO audit_heads (tenant_id, seq, hash)
+    VALUES (NEW.tenant_id, 0, decode(repeat('00', 32), 'hex'))
+    ON CONFLICT (tenant_id) DO NOTHING;
+  END LOOP;
   RETURN NEW;
 END $$;
 
