@@ -127,53 +127,75 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
             ASSIGN_OR_RETURN(sealed, envelope_.SealPrivateKey(*order.certificate_key,
                                                               OrderKeyContext(scope.tenant, id)));
           }
-          pqxx::result r = pg::Exec(
-              tx,
-              absl::StrCat("INSERT INTO orders (id, tenant_id, account_id, identifiers, state, "
-                           "idempotency_key, lease_owner, lease_expires_at, fencing_token, error, "
-                           "created_at, updated_at, csr_der, kek_id, wrapped_data_key, "
-                           "sealed_private_key, created_by, prefer_dns01, replaces) "
-                           "VALUES ($1, $2, $3, $4::text[], 'created', $5, $6, av_ts($7), $14, '', "
-                           "av_ts($8), av_ts($8), NULLIF($9::bytea, ''), NULLIF($10, ''), "
-                           "NULLIF($11::bytea, ''), NULLIF($12::bytea, ''), NULLIF($13, ''), $15, "
-                           "NULLIF($16, '')) "
-                           "ON CONFLICT DO NOTHING RETURNING ",
-                           kOrders.rows.columns),
-              id, scope.tenant, order.account, id_array,
-              Nullable(pg::NonEmpty(order.idempotency_key)), order.lease_owner, Micros(expires),
-              Micros(now), Bytes(order.csr_der), sealed.kek_id, Bytes(sealed.wrapped_data_key),
-              Bytes(sealed.sealed_private_key), scope.actor.identity,
-              // The job's lease alone fences an order run by a job (rules::CheckFence refuses
-              // the order's own, token 0); the order's lease columns still keep replicas of
-              // earlier releases from resuming it while the creator holds the job.
-              order.job_kind.empty() ? 1 : 0, order.prefer_dns01, order.replaces);
-          if (!r.empty()) {
-            out.order = OrderOf(r[0]);
+          // The order's INSERT, sent with what follows it when the creator claims its job.
+          std::vector<pg::Sql> statements = {
+              {absl::StrCat("INSERT INTO orders (id, tenant_id, account_id, identifiers, state, "
+                            "idempotency_key, lease_owner, lease_expires_at, fencing_token, "
+                            "error, created_at, updated_at, csr_der, kek_id, wrapped_data_key, "
+                            "sealed_private_key, created_by, prefer_dns01, replaces) "
+                            "VALUES ($1, $2, $3, $4::text[], 'created', $5, $6, av_ts($7), $14, "
+                            "'', av_ts($8), av_ts($8), NULLIF($9::bytea, ''), NULLIF($10, ''), "
+                            "NULLIF($11::bytea, ''), NULLIF($12::bytea, ''), NULLIF($13, ''), "
+                            "$15, NULLIF($16, '')) "
+                            "ON CONFLICT DO NOTHING RETURNING ",
+                            kOrders.rows.columns),
+               {absl::StrCat(id), absl::StrCat(scope.tenant), absl::StrCat(order.account), id_array,
+                pg::NonEmpty(order.idempotency_key), order.lease_owner,
+                absl::StrCat(Micros(expires)), absl::StrCat(Micros(now)),
+                pg::ByteaText(order.csr_der), sealed.kek_id, pg::ByteaText(sealed.wrapped_data_key),
+                pg::ByteaText(sealed.sealed_private_key), scope.actor.identity,
+                // The job's lease alone fences an order run by a job (rules::CheckFence refuses
+                // the order's own, token 0); the order's lease columns still keep replicas of
+                // earlier releases from resuming it while the creator holds the job.
+                order.job_kind.empty() ? "1" : "0", order.prefer_dns01 ? "true" : "false",
+                order.replaces}}};
+          const bool claiming = order.job_released && order.claim.has_value();
+          const bool loading = claiming && order.first_step.has_value();
+          if (loading) {
+            // The first step's rows beside the order, read before the claim decides whether
+            // they are used (reads only: the key is opened and audited, and the admission made,
+            // only for a claimed job).
+            for (pg::Sql& read : OrderStepReadsSql(scope, now, id)) {
+              statements.push_back(std::move(read));
+            }
+          }
+          if (claiming) {
+            // The order's work, claimed by its creator when a claim now would take it
+            // (av_take_new_job, migration 0030), else claimable at once as below. Last, since
+            // av_take_new_job holds the claims' advisory lock to the end of the transaction:
+            // one client turn (the key's opening, the admission) and COMMIT's round trip then
+            // run under it. Made only if the order was (a conflict inserted nothing).
+            const JobClaim& claim = *order.claim;
+            statements.push_back(
+                {absl::StrCat(
+                     "INSERT INTO jobs (tenant_id, kind, subject, ca, not_before, lease_owner, "
+                     "lease_expires_at, fencing_token, attempts, last_error, created_at, "
+                     "updated_at) SELECT $1, $2, $3, $4, av_ts($5), "
+                     "CASE WHEN d.take THEN $6 END, CASE WHEN d.take THEN av_ts($7) END, "
+                     "CASE WHEN d.take THEN 1 ELSE 0 END, 0, '', av_ts($5), av_ts($5) "
+                     "FROM (SELECT av_take_new_job($1, $4, av_ts($8), $9, $10, $11::text[]) "
+                     "AS take WHERE EXISTS (SELECT 1 FROM orders WHERE id = $12)) d RETURNING ",
+                     pg::kJobs.rows.columns),
+                 {absl::StrCat(scope.tenant), order.job_kind, absl::StrCat(id), order.job_ca,
+                  absl::StrCat(Micros(now)), claim.owner,
+                  absl::StrCat(Micros(TruncateToMicros(claim.now + claim.lease_duration))),
+                  absl::StrCat(Micros(claim.now)), absl::StrCat(claim.per_tenant_limit),
+                  absl::StrCat(claim.per_ca_limit), ArrayParam(claim.kinds), absl::StrCat(id)}});
+          }
+          const std::vector<pqxx::result> r = pg::Together(tx, statements);
+          if (!r[0].empty()) {
+            out.order = OrderOf(r[0][0]);
             out.created = true;
             out.lease = Lease{scope.tenant, out.order.id, order.lease_owner, 1, expires};
-            if (order.job_released && order.claim.has_value()) {
-              // The order's work, claimed by its creator when a claim now would take it
-              // (av_take_new_job, migration 0030), else claimable at once as below.
-              const JobClaim& claim = *order.claim;
-              const absl::Time until = TruncateToMicros(claim.now + claim.lease_duration);
-              Job job = pg::JobOf(pg::Exec1(
-                  tx,
-                  absl::StrCat(
-                      "INSERT INTO jobs (tenant_id, kind, subject, ca, not_before, lease_owner, "
-                      "lease_expires_at, fencing_token, attempts, last_error, created_at, "
-                      "updated_at) SELECT $1, $2, $3, $4, av_ts($5), "
-                      "CASE WHEN d.take THEN $6 END, CASE WHEN d.take THEN av_ts($7) END, "
-                      "CASE WHEN d.take THEN 1 ELSE 0 END, 0, '', av_ts($5), av_ts($5) "
-                      "FROM (SELECT av_take_new_job($1, $4, av_ts($8), $9, $10, $11::text[]) "
-                      "AS take) d RETURNING ",
-                      pg::kJobs.rows.columns),
-                  scope.tenant, order.job_kind, absl::StrCat(id), order.job_ca, Micros(now),
-                  claim.owner, Micros(until), Micros(claim.now), claim.per_tenant_limit,
-                  claim.per_ca_limit, ArrayParam(claim.kinds)));
+            if (claiming) {
+              if (r.back().empty()) return absl::InternalError("a new order's job was not made");
+              Job job = pg::JobOf(r.back()[0]);
               if (job.lease_owner.empty()) {
                 pg::Notify(tx, kJobsChannel, order.job_kind);
               } else {
-                JobLease lease{scope.tenant, job.id, claim.owner, job.fencing_token, until};
+                const absl::Time until =
+                    TruncateToMicros(order.claim->now + order.claim->lease_duration);
+                JobLease lease{scope.tenant, job.id, order.claim->owner, job.fencing_token, until};
                 out.claimed = ClaimedJob{std::move(job), std::move(lease)};
               }
               out.lease.reset();
@@ -202,11 +224,11 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
                       .as<int64_t>();
             }
             Audit(tx, scope, now, rules::OrderEvent("CreateOrder", out.order, ""));
-            if (out.claimed.has_value() && order.first_step.has_value()) {
+            if (out.claimed.has_value() && loading) {
               // The first step's load, in this transaction rather than one of its own. One that
               // fails is left to the step (the key's use is audited only once it opened).
-              absl::StatusOr<OrderStepState> first =
-                  LoadOrderStepIn(tx, scope, now, id, OrderStepPurpose(id), &*order.first_step);
+              absl::StatusOr<OrderStepState> first = OrderStepOf(
+                  tx, scope, now, out.order, &r[1], OrderStepPurpose(id), &*order.first_step);
               if (first.ok()) out.first_step = std::make_shared<OrderStepState>(*std::move(first));
             }
             return out;
@@ -425,33 +447,46 @@ absl::StatusOr<OrderStepState> PostgresStore::LoadOrderStepIn(pqxx::dbtransactio
                                                               OrderId order,
                                                               absl::string_view purpose,
                                                               const StepAdmission* admission) {
-  OrderStepState out;
-  // The order, its account, the tenant, the order's outstanding authorizations and its
-  // account's active key, in one round trip.
+  // The order and the rest of the step's rows, in one round trip.
+  std::vector<pg::Sql> reads = {
+      {pg::SelectByIdSql(kOrders.name, kOrders.rows.columns, Lock::kNone), {absl::StrCat(order)}}};
+  for (pg::Sql& read : OrderStepReadsSql(scope, now, order)) reads.push_back(std::move(read));
+  const std::vector<pqxx::result> r = pg::Together(tx, reads);
+  if (r[0].empty()) return pg::NoSuch(kOrders.noun, order);
+  return OrderStepOf(tx, scope, now, OrderOf(r[0][0]), &r[1], purpose, admission);
+}
+
+std::vector<pg::Sql> PostgresStore::OrderStepReadsSql(const Scope& scope, absl::Time now,
+                                                      OrderId order) {
   AuthorizationFilter filter;
   filter.order = order;
   const std::string id = absl::StrCat(order);
-  const std::vector<pqxx::result> r = pg::Together(
-      tx, {{pg::SelectByIdSql(kOrders.name, kOrders.rows.columns, Lock::kNone), {id}},
-           {absl::StrCat("SELECT ", pg::kAccounts.rows.columns,
-                         " FROM accounts WHERE id = "
-                         "(SELECT account_id FROM orders WHERE id = $1)"),
-            {id}},
-           {pg::SelectByIdSql(pg::kTenants.name, pg::kTenants.rows.columns, Lock::kNone),
-            {absl::StrCat(scope.tenant)}},
-           OutstandingAuthorizationsSql(now, filter),
-           {ActiveKeyOfOrderSql(), {id}}});
-  if (r[0].empty()) return pg::NoSuch(kOrders.noun, order);
-  out.order = OrderOf(r[0][0]);
-  if (r[1].empty()) return pg::NoSuch(pg::kAccounts.noun, out.order.account);
-  out.account = pg::kAccounts.rows.map(r[1][0]);
-  if (r[2].empty()) return pg::NoSuch(pg::kTenants.noun, scope.tenant);
-  out.tenant = pg::kTenants.rows.map(r[2][0]);
-  out.authorizations = pg::AllOf(r[3], pg::AuthorizationOf);
+  return {{absl::StrCat("SELECT ", pg::kAccounts.rows.columns,
+                        " FROM accounts WHERE id = "
+                        "(SELECT account_id FROM orders WHERE id = $1)"),
+           {id}},
+          {pg::SelectByIdSql(pg::kTenants.name, pg::kTenants.rows.columns, Lock::kNone),
+           {absl::StrCat(scope.tenant)}},
+          OutstandingAuthorizationsSql(now, filter),
+          {ActiveKeyOfOrderSql(), {id}}};
+}
+
+absl::StatusOr<OrderStepState> PostgresStore::OrderStepOf(pqxx::dbtransaction& tx,
+                                                          const Scope& scope, absl::Time now,
+                                                          Order order, const pqxx::result* r,
+                                                          absl::string_view purpose,
+                                                          const StepAdmission* admission) {
+  OrderStepState out;
+  out.order = std::move(order);
+  if (r[0].empty()) return pg::NoSuch(pg::kAccounts.noun, out.order.account);
+  out.account = pg::kAccounts.rows.map(r[0][0]);
+  if (r[1].empty()) return pg::NoSuch(pg::kTenants.noun, scope.tenant);
+  out.tenant = pg::kTenants.rows.map(r[1][0]);
+  out.authorizations = pg::AllOf(r[2], pg::AuthorizationOf);
   // No active key, or one not usable, is a state the step explains.
-  if (rules::OrderStepUsesKey(out.order, out.account) && !r[4].empty()) {
+  if (rules::OrderStepUsesKey(out.order, out.account) && !r[3].empty()) {
     absl::StatusOr<UnsealedAccountKey> key =
-        UnsealKeyRowIn(tx, scope, now, out.account.id, r[4][0], purpose);
+        UnsealKeyRowIn(tx, scope, now, out.account.id, r[3][0], purpose);
     if (key.ok()) {
       out.key = *std::move(key);
     } else if (!absl::IsNotFound(key.status()) && !absl::IsFailedPrecondition(key.status())) {

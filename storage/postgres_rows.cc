@@ -3,6 +3,8 @@
 #include <functional>
 #include <utility>
 
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "crypto/keys.h"
 #include "crypto/revocation_reason.h"
 #include "storage/postgres_pool.h"
@@ -106,6 +108,10 @@ std::string ArrayParam(const std::vector<std::string>& values) {
 }
 
 pqxx::binarystring Bytes(absl::string_view s) { return pqxx::binarystring(s.data(), s.size()); }
+
+std::string ByteaText(absl::string_view s) {
+  return absl::StrCat("\\x", absl::BytesToHexString(s));
+}
 
 absl::Time TimeOf(const pqxx::field& f) { return absl::FromUnixMicros(f.as<int64_t>()); }
 

@@ -458,11 +458,22 @@ class PostgresStore final : public Store {
                                               absl::Time now, const Order& o,
                                               const NewCertificate& linked,
                                               CertificateId certificate_id);
-  // LoadOrderStep's transaction body, shared with CreateOrJoinOrder (NewOrder::first_step).
+  // LoadOrderStep's transaction body: the order and OrderStepReadsSql in one round trip, then
+  // OrderStepOf.
   absl::StatusOr<OrderStepState> LoadOrderStepIn(pqxx::dbtransaction& tx, const Scope& scope,
                                                  absl::Time now, OrderId order,
                                                  absl::string_view purpose,
                                                  const StepAdmission* admission);
+  // The rows an order's step loads beside the order (for Together): its account, the tenant,
+  // its outstanding authorizations, and its account's active key. Reads only.
+  static std::vector<pg::Sql> OrderStepReadsSql(const Scope& scope, absl::Time now, OrderId order);
+  // The step's state from `order` and OrderStepReadsSql's four results (`r`): the key unsealed
+  // and its use audited, the admission made. Shared with CreateOrJoinOrder
+  // (NewOrder::first_step), which reads those rows with the order's INSERT.
+  absl::StatusOr<OrderStepState> OrderStepOf(pqxx::dbtransaction& tx, const Scope& scope,
+                                             absl::Time now, Order order, const pqxx::result* r,
+                                             absl::string_view purpose,
+                                             const StepAdmission* admission);
   // UnsealKey's transaction body: the key's row, then UnsealKeyRowIn.
   absl::StatusOr<UnsealedAccountKey> UnsealKeyIn(pqxx::dbtransaction& tx, const Scope& scope,
                                                  absl::Time now, AccountId account,

@@ -1144,6 +1144,51 @@ TEST_F(PostgresStoreRoundTripTest, AnOrdersTransitionsTakeOneRoundTripPerDepende
   EXPECT_OK(store_->VerifyAuditChain(alpha));
 }
 
+// A new order whose creator claims its job and loads its first step (NewOrder::claim and
+// first_step, as IssueCertificate makes it): BEGIN with the tenant; the order in flight and a
+// fresh id; the order, the step's rows and the job with its claim, in one pipeline; the audit
+// rows with COMMIT (6 round trips before: the order, the job and the load each had their own).
+// The claim, which holds the claims' advisory lock to the transaction's end, comes last in its
+// pipeline, so only the client's turn after it (the key opened; here no admission) and COMMIT's
+// round trip run under the lock.
+TEST_F(PostgresStoreRoundTripTest, AClaimedNewOrderIsMadeWithItsJobAndFirstLoadInOneRoundTrip) {
+  const Scope alpha = MakeTenant("alpha");
+  const AccountId account = MakeAccount(alpha);
+  ASSERT_OK(store_->RecordAccountUrl(alpha, account, "https://ca.test/acct/1"));  // valid
+  int made = 0;
+  std::vector<std::shared_ptr<OrderStepState>> loads;
+  EXPECT_EQ(
+      RoundTrips([&] {
+        NewOrder spec{account, {absl::StrCat("n", ++made, ".test")}, "", "r1", absl::Minutes(1)};
+        spec.csr_der = std::string("csr\0with a zero byte", 20);
+        spec.job_kind = "order_step";
+        spec.job_ca = "https://ca.test/dir";
+        spec.job_released = true;
+        JobClaim claim;
+        claim.owner = "r1";
+        claim.now = clock_.Now();
+        claim.lease_duration = absl::Minutes(2);
+        claim.kinds = {"order_step"};
+        spec.claim = claim;
+        spec.first_step = StepAdmission{};
+        auto created = counted_->CreateOrJoinOrder(alpha, spec);
+        ASSERT_TRUE(created.ok()) << created.status();
+        ASSERT_TRUE(created->created && created->claimed.has_value());
+        EXPECT_EQ(created->claimed->job.subject, absl::StrCat(created->order.id));
+        EXPECT_EQ(created->order.csr_der, spec.csr_der);
+        loads.push_back(created->first_step);
+      }),
+      4);
+  ASSERT_EQ(loads.size(), 2u);
+  ASSERT_NE(loads[1], nullptr);
+  EXPECT_EQ(loads[1]->order.csr_der, std::string("csr\0with a zero byte", 20));
+  EXPECT_EQ(loads[1]->account.id, account);
+  EXPECT_EQ(loads[1]->tenant.id, alpha.tenant);
+  ASSERT_TRUE(loads[1]->key.has_value());
+  EXPECT_TRUE(loads[1]->key->private_key.has_value());
+  EXPECT_OK(store_->VerifyAuditChain(alpha));
+}
+
 TEST_F(PostgresStoreRoundTripTest, TheReadsOfEveryIssuanceAreOneRoundTripEach) {
   const Scope alpha = MakeTenant("alpha");
   const AccountId account = MakeAccount(alpha);
