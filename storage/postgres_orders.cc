@@ -151,20 +151,13 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
                 order.replaces}}};
           const bool claiming = order.job_released && order.claim.has_value();
           const bool loading = claiming && order.first_step.has_value();
-          if (loading) {
-            // The first step's rows beside the order, read before the claim decides whether
-            // they are used (reads only: the key is opened and audited, and the admission made,
-            // only for a claimed job).
-            for (pg::Sql& read : OrderStepReadsSql(scope, now, id)) {
-              statements.push_back(std::move(read));
-            }
-          }
           if (claiming) {
             // The order's work, claimed by its creator when a claim now would take it
-            // (av_take_new_job, migration 0030), else claimable at once as below. Last, since
-            // av_take_new_job holds the claims' advisory lock to the end of the transaction:
-            // one client turn (the key's opening, the admission) and COMMIT's round trip then
-            // run under it. Made only if the order was (a conflict inserted nothing).
+            // (av_take_new_job, migration 0030), else claimable at once as below; made only if
+            // the order was (a conflict inserted nothing). av_take_new_job holds the claims'
+            // advisory lock to the end of the transaction, so the job goes in the order's round
+            // trip: under the lock then run the step's reads, one client turn (the key opened,
+            // the admission's statements) and COMMIT's round trip.
             const JobClaim& claim = *order.claim;
             statements.push_back(
                 {absl::StrCat(
@@ -182,14 +175,23 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
                   absl::StrCat(Micros(claim.now)), absl::StrCat(claim.per_tenant_limit),
                   absl::StrCat(claim.per_ca_limit), ArrayParam(claim.kinds), absl::StrCat(id)}});
           }
+          if (loading) {
+            // The first step's rows, read after the claim (each statement sees what committed
+            // before it began, so what committed while the claim waited for its lock is seen,
+            // as by LoadOrderStep just after). Reads only: the key is opened and audited, and the
+            // admission made, only for a claimed job.
+            for (pg::Sql& read : OrderStepReadsSql(scope, now, id)) {
+              statements.push_back(std::move(read));
+            }
+          }
           const std::vector<pqxx::result> r = pg::Together(tx, statements);
           if (!r[0].empty()) {
             out.order = OrderOf(r[0][0]);
             out.created = true;
             out.lease = Lease{scope.tenant, out.order.id, order.lease_owner, 1, expires};
             if (claiming) {
-              if (r.back().empty()) return absl::InternalError("a new order's job was not made");
-              Job job = pg::JobOf(r.back()[0]);
+              if (r[1].empty()) return absl::InternalError("a new order's job was not made");
+              Job job = pg::JobOf(r[1][0]);
               if (job.lease_owner.empty()) {
                 pg::Notify(tx, kJobsChannel, order.job_kind);
               } else {
@@ -228,7 +230,7 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
               // The first step's load, in this transaction rather than one of its own. One that
               // fails is left to the step (the key's use is audited only once it opened).
               absl::StatusOr<OrderStepState> first = OrderStepOf(
-                  tx, scope, now, out.order, &r[1], OrderStepPurpose(id), &*order.first_step);
+                  tx, scope, now, out.order, &r[2], OrderStepPurpose(id), &*order.first_step);
               if (first.ok()) out.first_step = std::make_shared<OrderStepState>(*std::move(first));
             }
             return out;

@@ -1145,12 +1145,12 @@ TEST_F(PostgresStoreRoundTripTest, AnOrdersTransitionsTakeOneRoundTripPerDepende
 }
 
 // A new order whose creator claims its job and loads its first step (NewOrder::claim and
-// first_step, as IssueCertificate makes it): BEGIN with the tenant; the order in flight and a
-// fresh id; the order, the step's rows and the job with its claim, in one pipeline; the audit
-// rows with COMMIT (6 round trips before: the order, the job and the load each had their own).
-// The claim, which holds the claims' advisory lock to the transaction's end, comes last in its
-// pipeline, so only the client's turn after it (the key opened; here no admission) and COMMIT's
-// round trip run under the lock.
+// first_step, as IssueCertificate makes it, here without an admission): BEGIN with the tenant;
+// the order in flight and a fresh id; the order, the job with its claim and the step's rows, in
+// one pipeline; the audit rows with COMMIT (6 round trips before: the order, the job and the
+// load each had their own). The claim holds the claims' advisory lock to the transaction's end:
+// under it now run the step's reads, the client's turn after them (the key opened) and COMMIT's
+// round trip.
 TEST_F(PostgresStoreRoundTripTest, AClaimedNewOrderIsMadeWithItsJobAndFirstLoadInOneRoundTrip) {
   const Scope alpha = MakeTenant("alpha");
   const AccountId account = MakeAccount(alpha);
@@ -1187,6 +1187,69 @@ TEST_F(PostgresStoreRoundTripTest, AClaimedNewOrderIsMadeWithItsJobAndFirstLoadI
   ASSERT_TRUE(loads[1]->key.has_value());
   EXPECT_TRUE(loads[1]->key->private_key.has_value());
   EXPECT_OK(store_->VerifyAuditChain(alpha));
+}
+
+// The first step's rows made with a claimed new order are read after the claim: what committed
+// while the claim waited for the claims' advisory lock (here the account marked hijacked) is
+// what the step gets, as LoadOrderStep would give it just after (NewOrder::first_step).
+// (On the code that read them before the claim, the step got the account as it was.)
+TEST_F(PostgresStoreTest, AClaimedNewOrdersFirstStepSeesWhatCommittedWhileItsClaimWaited) {
+  const Scope alpha = MakeTenant("alpha");
+  const AccountId account = MakeAccount(alpha);
+  ASSERT_OK(store_->RecordAccountUrl(alpha, account, "https://ca.test/acct/1"));  // valid
+  NewOrder spec{account, {"a.test"}, "", "r1", absl::Minutes(1)};
+  spec.csr_der = "csr";
+  spec.job_kind = "order_step";
+  spec.job_ca = "https://ca.test/dir";
+  spec.job_released = true;
+  JobClaim claim;
+  claim.owner = "r1";
+  claim.now = clock_.Now();
+  claim.lease_duration = absl::Minutes(2);
+  claim.kinds = {"order_step"};
+  spec.claim = claim;
+  spec.first_step = StepAdmission{};
+
+  // The claims' lock ("acmvjobs", av_claim_jobs and av_take_new_job), held by another session.
+  pqxx::connection holder(db_->superuser_url());
+  pqxx::work held(holder);
+  held.exec("SELECT pg_advisory_xact_lock(7017572999732617843)");
+  absl::StatusOr<CreateOrderResult> created;
+  std::thread creator([&] { created = store_->CreateOrJoinOrder(alpha, spec); });
+  // The creator waits for the lock; then the account changes and the change commits.
+  pqxx::connection admin(db_->superuser_url());
+  bool waiting = false;
+  for (int i = 0; i < 1000 && !waiting; ++i) {
+    pqxx::nontransaction tx(admin);
+    waiting = tx.exec1(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock' AND wait_event = 'advisory'")[0]
+                  .as<int>() > 0;
+    if (!waiting) absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_TRUE(waiting) << "the creator never waited for the claims' lock";
+  // (As MarkAccountHijacked writes it, but without its lock of the account row, which waits for
+  // the creator's share lock of it: the new order references the account.)
+  std::optional<absl::Time> hijacked_at;
+  try {
+    pqxx::work tx(admin);
+    tx.exec("SET LOCAL lock_timeout = '10s'");
+    hijacked_at = absl::FromUnixMicros(
+        tx.exec1(absl::StrCat("UPDATE accounts SET hijacked_at = now() WHERE id = ", account,
+                              " RETURNING (extract(epoch FROM hijacked_at) * 1000000)::bigint"))[0]
+            .as<int64_t>());
+    tx.commit();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "the account could not be marked: " << e.what();
+  }
+  held.commit();
+  creator.join();
+  ASSERT_TRUE(hijacked_at.has_value());
+
+  ASSERT_TRUE(created.ok()) << created.status();
+  ASSERT_TRUE(created->claimed.has_value());
+  ASSERT_NE(created->first_step, nullptr);
+  EXPECT_EQ(created->first_step->account.hijacked_at, hijacked_at);
 }
 
 TEST_F(PostgresStoreRoundTripTest, TheReadsOfEveryIssuanceAreOneRoundTripEach) {
