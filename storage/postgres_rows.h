@@ -52,8 +52,8 @@ std::string ArrayParam(const std::vector<std::string>& values);
 std::vector<std::string> KeyAlgorithmNames(const std::vector<crypto::KeyAlgorithm>& algorithms);
 
 pqxx::binarystring Bytes(absl::string_view s);
-// A bytea parameter in text form (hex: "\\x" and two digits per byte), for a statement's text
-// values (Sql, Together), which are C strings and cannot carry a zero byte.
+// A bytea parameter in text form (hex format: \x, then two digits per byte), for a statement's
+// text values (Sql, Together), which are C strings and cannot carry a zero byte.
 std::string ByteaText(absl::string_view s);
 
 // ---------------------------------------------------------------------------------------------

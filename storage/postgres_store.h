@@ -469,7 +469,8 @@ class PostgresStore final : public Store {
   static std::vector<pg::Sql> OrderStepReadsSql(const Scope& scope, absl::Time now, OrderId order);
   // The step's state from `order` and OrderStepReadsSql's four results (`r`): the key unsealed
   // and its use audited, the admission made. Shared with CreateOrJoinOrder
-  // (NewOrder::first_step), which reads those rows with the order's INSERT.
+  // (NewOrder::first_step), which reads those rows in the pipeline of the order's INSERT and
+  // the job's, after the job's claim.
   absl::StatusOr<OrderStepState> OrderStepOf(pqxx::dbtransaction& tx, const Scope& scope,
                                              absl::Time now, Order order, const pqxx::result* r,
                                              absl::string_view purpose,
