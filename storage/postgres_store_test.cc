@@ -105,6 +105,26 @@ class PostgresStoreTest : public ::testing::Test {
     return a.ok() ? a->id : 0;
   }
 
+  // A new order for `name` with `csr_der`, made as IssueCertificate makes one: its job released
+  // and claimed by its creator ("r1") when a claim would take it, with the first step's load
+  // (NewOrder::claim, first_step; no admission).
+  NewOrder ClaimedOrderSpec(AccountId account, const std::string& name,
+                            const std::string& csr_der) {
+    NewOrder spec{account, {name}, "", "r1", absl::Minutes(1)};
+    spec.csr_der = csr_der;
+    spec.job_kind = "order_step";
+    spec.job_ca = "https://ca.test/dir";
+    spec.job_released = true;
+    JobClaim claim;
+    claim.owner = "r1";
+    claim.now = clock_.Now();
+    claim.lease_duration = absl::Minutes(2);
+    claim.kinds = {"order_step"};
+    spec.claim = claim;
+    spec.first_step = StepAdmission{};
+    return spec;
+  }
+
   // A new order for `name` whose certificate key `key` (if given) is stored with it.
   OrderId MakeOrder(const Scope& scope, AccountId account, const std::string& name,
                     const crypto::PrivateKey* key) {
@@ -1157,28 +1177,17 @@ TEST_F(PostgresStoreRoundTripTest, AClaimedNewOrderIsMadeWithItsJobAndFirstLoadI
   ASSERT_OK(store_->RecordAccountUrl(alpha, account, "https://ca.test/acct/1"));  // valid
   int made = 0;
   std::vector<std::shared_ptr<OrderStepState>> loads;
-  EXPECT_EQ(
-      RoundTrips([&] {
-        NewOrder spec{account, {absl::StrCat("n", ++made, ".test")}, "", "r1", absl::Minutes(1)};
-        spec.csr_der = std::string("csr\0with a zero byte", 20);
-        spec.job_kind = "order_step";
-        spec.job_ca = "https://ca.test/dir";
-        spec.job_released = true;
-        JobClaim claim;
-        claim.owner = "r1";
-        claim.now = clock_.Now();
-        claim.lease_duration = absl::Minutes(2);
-        claim.kinds = {"order_step"};
-        spec.claim = claim;
-        spec.first_step = StepAdmission{};
-        auto created = counted_->CreateOrJoinOrder(alpha, spec);
-        ASSERT_TRUE(created.ok()) << created.status();
-        ASSERT_TRUE(created->created && created->claimed.has_value());
-        EXPECT_EQ(created->claimed->job.subject, absl::StrCat(created->order.id));
-        EXPECT_EQ(created->order.csr_der, spec.csr_der);
-        loads.push_back(created->first_step);
-      }),
-      4);
+  EXPECT_EQ(RoundTrips([&] {
+              const NewOrder spec = ClaimedOrderSpec(account, absl::StrCat("n", ++made, ".test"),
+                                                     std::string("csr\0with a zero byte", 20));
+              auto created = counted_->CreateOrJoinOrder(alpha, spec);
+              ASSERT_TRUE(created.ok()) << created.status();
+              ASSERT_TRUE(created->created && created->claimed.has_value());
+              EXPECT_EQ(created->claimed->job.subject, absl::StrCat(created->order.id));
+              EXPECT_EQ(created->order.csr_der, spec.csr_der);
+              loads.push_back(created->first_step);
+            }),
+            4);
   ASSERT_EQ(loads.size(), 2u);
   ASSERT_NE(loads[1], nullptr);
   EXPECT_EQ(loads[1]->order.csr_der, std::string("csr\0with a zero byte", 20));
@@ -1197,18 +1206,7 @@ TEST_F(PostgresStoreTest, AClaimedNewOrdersFirstStepSeesWhatCommittedWhileItsCla
   const Scope alpha = MakeTenant("alpha");
   const AccountId account = MakeAccount(alpha);
   ASSERT_OK(store_->RecordAccountUrl(alpha, account, "https://ca.test/acct/1"));  // valid
-  NewOrder spec{account, {"a.test"}, "", "r1", absl::Minutes(1)};
-  spec.csr_der = "csr";
-  spec.job_kind = "order_step";
-  spec.job_ca = "https://ca.test/dir";
-  spec.job_released = true;
-  JobClaim claim;
-  claim.owner = "r1";
-  claim.now = clock_.Now();
-  claim.lease_duration = absl::Minutes(2);
-  claim.kinds = {"order_step"};
-  spec.claim = claim;
-  spec.first_step = StepAdmission{};
+  const NewOrder spec = ClaimedOrderSpec(account, "a.test", "csr");
 
   // The claims' lock ("acmvjobs", av_claim_jobs and av_take_new_job), held by another session.
   pqxx::connection holder(db_->superuser_url());
