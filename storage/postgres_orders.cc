@@ -14,12 +14,10 @@ namespace acmevault::storage {
 using pg::ArrayParam;
 using pg::Bytes;
 using pg::FirstOf;
-using pg::GetById;
 using pg::kOrders;
 using pg::kSealedColumns;
 using pg::Lock;
 using pg::Micros;
-using pg::Nullable;
 using pg::OrderOf;
 using pg::TimeOf;
 
