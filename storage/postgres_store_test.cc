@@ -668,6 +668,48 @@ TEST_F(PostgresStoreTest, EachAuditRowMovesTheHeadInOneStatementAndConcurrentApp
   EXPECT_TRUE(head[2].as<bool>());
 }
 
+// Migration 0033: an audit row's tenant is vouched for by its chain head, so the row makes no
+// foreign-key check of its own (a scan of tenants and a lock of the tenant's row, per row,
+// before); a row for an unknown tenant is still refused, and a tenant with audit rows still
+// cannot be deleted.
+TEST_F(PostgresStoreTest, AuditRowsCheckTheirTenantThroughTheHeadAlone) {
+  const Scope alpha = MakeTenant("alpha");
+  ASSERT_OK(store_->AppendAudit(
+      alpha, AuditEvent{"Event", {}, std::nullopt, std::nullopt, "", "ok", "first"}));
+  pqxx::connection admin(db_->superuser_url());
+  const std::string insert =
+      "INSERT INTO audit_log (tenant_id, at, actor, rpc, action, identifiers, account_id, "
+      "key_version, acme_url, outcome, detail) "
+      "SELECT $1, now(), 'test', 'test/Rpc', 'Event', '{}', NULL, NULL, '', 'ok', 'row ' || i "
+      "FROM generate_series(1, 5) i";
+  {
+    pqxx::work tx(admin);
+    tx.exec_params0(insert, alpha.tenant);
+    // This transaction's reads of tenants: the head's own key is checked again each time the
+    // head moves after this transaction moved it (PostgreSQL re-checks a key on a row its own
+    // transaction wrote), 4 for 5 rows; before 0033 the audit rows' own key added 5 more.
+    const pqxx::row tenants = tx.exec1(
+        "SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0) "
+        "FROM pg_stat_xact_user_tables WHERE relname = 'tenants'");
+    EXPECT_EQ(tenants[0].as<int>(), 4) << "scans of tenants for 5 audit rows";
+    tx.commit();
+  }
+  ASSERT_OK(store_->VerifyAuditChain(alpha));
+  {
+    pqxx::work tx(admin);
+    EXPECT_THROW(tx.exec_params0(insert, alpha.tenant + 1000), pqxx::foreign_key_violation)
+        << "an audit row for a tenant that does not exist";
+  }
+  // Nothing but its audit rows and their head refers to this tenant.
+  pqxx::work tx(admin);
+  try {
+    tx.exec_params0("DELETE FROM tenants WHERE id = $1", alpha.tenant);
+    ADD_FAILURE() << "a tenant with audit rows was deleted";
+  } catch (const pqxx::foreign_key_violation& e) {
+    EXPECT_THAT(e.what(), HasSubstr("audit_heads_tenant_id_fkey"));
+  }
+}
+
 TEST_F(PostgresStoreTest, DeletedAuditRowsAreDetected) {
   Scope alpha = MakeTenant("alpha");
   Scope beta = MakeTenant("beta");

@@ -1,0 +1,13 @@
+-- compatible_from: 32
+-- An audit row's tenant is vouched for by its chain head, not by a foreign key of its own. The
+-- chain's trigger (0032) moves the row's tenant's head in audit_heads before the row is
+-- inserted, making the head first if the tenant has none; audit_heads references tenants, and
+-- no role but the owner may delete a head. So every audit row's tenant exists, and a tenant
+-- with audit rows cannot be deleted, without audit_log_tenant_id_fkey. That key checked each
+-- row again at the end of its statement (an index scan of tenants and a KEY SHARE lock of the
+-- tenant's row): 11 of the 21 checks an issuance made of the tenants table (issue 10,
+-- docs/benchmarks.md). Most of the other 10 are the head's own key, which PostgreSQL checks
+-- again whenever a transaction moves a head it has already moved; that key stays, for it is
+-- what keeps a tenant with audit rows from being deleted. An older binary cannot notice: a row for an unknown tenant is still
+-- refused with SQLSTATE 23503, by the head's key.
+ALTER TABLE audit_log DROP CONSTRAINT audit_log_tenant_id_fkey;
