@@ -104,12 +104,27 @@ absl::StatusOr<std::vector<Authorization>> PostgresStore::ListOutstandingAuthori
       [&](pqxx::dbtransaction& tx) { return OutstandingAuthorizationsIn(tx, now, canonical); });
 }
 
+namespace {
+
+// The deactivation of the authorization at `url` ($2) of the account `account_is` names, with
+// $1 its value.
+pg::Sql Deactivation(absl::string_view account_is, int64_t value, absl::Time now,
+                     absl::string_view url) {
+  return {absl::StrCat("UPDATE authorizations SET status = 'deactivated', "
+                       "deactivated_at = coalesce(deactivated_at, av_ts($3)), "
+                       "updated_at = av_ts($3) WHERE account_id = ",
+                       account_is, " AND url = $2 RETURNING identifier"),
+          {absl::StrCat(value), std::string(url), absl::StrCat(Micros(now))}};
+}
+
+}  // namespace
+
 pg::Sql PostgresStore::DeactivationSql(absl::Time now, AccountId account, absl::string_view url) {
-  return {
-      "UPDATE authorizations SET status = 'deactivated', "
-      "deactivated_at = coalesce(deactivated_at, av_ts($3)), updated_at = av_ts($3) "
-      "WHERE account_id = $1 AND url = $2 RETURNING identifier",
-      {absl::StrCat(account), std::string(url), absl::StrCat(Micros(now))}};
+  return Deactivation("$1", account, now, url);
+}
+
+pg::Sql PostgresStore::OrderDeactivationSql(absl::Time now, OrderId order, absl::string_view url) {
+  return Deactivation("(SELECT account_id FROM orders WHERE id = $1)", order, now, url);
 }
 
 bool PostgresStore::MarkAuthorizationDeactivatedIn(pqxx::dbtransaction& tx, const Scope& scope,

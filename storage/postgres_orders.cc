@@ -1,7 +1,9 @@
 // PostgresStore: orders, their finalization material and leases (OrderStore).
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -29,15 +31,19 @@ struct LockedOrder {
   std::optional<Job> job;            // the lease's job, if it has one
   std::optional<SealedKey> sealed;   // with_sealed: the order's certificate key
   CertificateId certificate_id = 0;  // draw_certificate_id: a fresh certificate id
+  std::vector<pqxx::result> then;    // the results of `then`, in order
 };
 
 // The leased order, locked, if the lease is still current (rules::CheckLease); the job of a
 // job's lease is locked first (pg::LeaseJob), then the order. With the order, if asked: its
 // sealed certificate key, and a certificate id drawn for the transaction's certificate (a
-// sealed key binds its certificate's id, so the id comes first). One round trip for all.
+// sealed key binds its certificate's id, so the id comes first). Then the statements of `then`,
+// which must not depend on what the lease's check decides: they run before it, and a failed
+// check returns an error, which rolls them back with the transaction. One round trip for all.
 absl::StatusOr<LockedOrder> LockLeasedOrderWith(pqxx::dbtransaction& tx, const Scope& scope,
                                                 const Lease& lease, bool with_sealed = false,
-                                                bool draw_certificate_id = false) {
+                                                bool draw_certificate_id = false,
+                                                const std::vector<pg::Sql>& then = {}) {
   std::vector<pg::Sql> reads;
   if (lease.job != 0) {
     reads.push_back({pg::SelectByIdSql(pg::kJobs.name, pg::kJobs.rows.columns, Lock::kForShare),
@@ -50,7 +56,9 @@ absl::StatusOr<LockedOrder> LockLeasedOrderWith(pqxx::dbtransaction& tx, const S
                          Lock::kForUpdate),
        {absl::StrCat(lease.order)}});
   if (draw_certificate_id) reads.push_back({pg::kDrawCertificateId, {}});
-  const std::vector<pqxx::result> r = pg::Together(tx, reads);
+  const size_t first_then = reads.size();
+  reads.insert(reads.end(), then.begin(), then.end());
+  std::vector<pqxx::result> r = pg::Together(tx, reads);
   LockedOrder out;
   size_t i = 0;
   if (lease.job != 0) {
@@ -61,6 +69,8 @@ absl::StatusOr<LockedOrder> LockLeasedOrderWith(pqxx::dbtransaction& tx, const S
   out.order = OrderOf(r[i][0]);
   if (with_sealed) out.sealed = pg::SealedKeyOf(r[i][0]);
   if (draw_certificate_id) out.certificate_id = r[++i][0][0].as<int64_t>();
+  out.then.assign(std::make_move_iterator(r.begin() + first_then),
+                  std::make_move_iterator(r.end()));
   RETURN_IF_ERROR(rules::CheckLease(scope, out.order, lease, out.job ? &*out.job : nullptr));
   return out;
 }
@@ -510,10 +520,19 @@ absl::StatusOr<Certificate> PostgresStore::FinishOrder(const Scope& scope, const
   const absl::Time now = Now();
   absl::StatusOr<Certificate> finished = InTenant<Certificate>(
       "FinishOrder", scope, [&](pqxx::dbtransaction& tx) -> absl::StatusOr<Certificate> {
-        // The order with its sealed key, and the certificate's id, in one round trip.
-        ASSIGN_OR_RETURN(LockedOrder locked, LockLeasedOrderWith(tx, scope, lease,
-                                                                 /*with_sealed=*/true,
-                                                                 /*draw_certificate_id=*/true));
+        // The order with its sealed key, the certificate's id, the ledger's deactivations and
+        // the answers' removal, in one round trip (the two writes are rolled back should the
+        // lease or the order's state refuse the completion).
+        std::vector<pg::Sql> cleanup;
+        for (const std::string& url : completion.deactivated_authorizations) {
+          cleanup.push_back(OrderDeactivationSql(now, lease.order, url));
+        }
+        for (const std::string& token : completion.challenge_tokens) {
+          cleanup.push_back(ChallengeDeletionSql(token));
+        }
+        ASSIGN_OR_RETURN(LockedOrder locked,
+                         LockLeasedOrderWith(tx, scope, lease, /*with_sealed=*/true,
+                                             /*draw_certificate_id=*/true, cleanup));
         const Order& o = locked.order;
         RETURN_IF_ERROR(rules::CheckCompletable(o));
         if (!locked.job.has_value()) return absl::InternalError("a checked job lease had no job");
@@ -531,26 +550,19 @@ absl::StatusOr<Certificate> PostgresStore::FinishOrder(const Scope& scope, const
         ASSIGN_OR_RETURN(Certificate out,
                          CompleteOrderIn(tx, scope, now, o, linked, locked.certificate_id));
         // RFC 8555 §7.1.6: the CA made the order valid, so each of its authorizations is.
-        // Sent with COMMIT: a deactivation below leaves its row deactivated either way.
+        // Sent with COMMIT: a deactivation made with the locks leaves its row deactivated
+        // either way.
         pg::ExecWithCommit(tx,
                            "UPDATE authorizations SET status = 'valid', updated_at = av_ts($2) "
                            "WHERE order_id = $1 AND status = 'pending' AND deactivated_at IS NULL",
                            {absl::StrCat(o.id), absl::StrCat(Micros(now))});
-        // The ledger's deactivations and the answers' removal, in one round trip.
-        std::vector<pg::Sql> cleanup;
-        for (const std::string& url : completion.deactivated_authorizations) {
-          cleanup.push_back(DeactivationSql(now, o.account, url));
-        }
-        for (const std::string& token : completion.challenge_tokens) {
-          cleanup.push_back(ChallengeDeletionSql(token));
-        }
-        const std::vector<pqxx::result> cleaned = pg::Together(tx, cleanup);
+        // The ledger's deactivations and the answers' removal, made with the locks.
         size_t i = 0;
         for (const std::string& url : completion.deactivated_authorizations) {
-          AuditDeactivation(tx, scope, now, o.account, url, cleaned[i++]);
+          AuditDeactivation(tx, scope, now, o.account, url, locked.then[i++]);
         }
         for (const std::string& token : completion.challenge_tokens) {
-          AuditChallengeDeletion(tx, scope, now, token, cleaned[i++]);
+          AuditChallengeDeletion(tx, scope, now, token, locked.then[i++]);
         }
         // CompleteJob's write, sent with COMMIT: the job is locked and its fencing token
         // checked (LockLeasedOrderWith), so it deletes that row.

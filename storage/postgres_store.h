@@ -500,6 +500,9 @@ class PostgresStore final : public Store {
                                              absl::string_view url);
   // Its statement, and the audit of its result (false: nothing written), for FinishOrder.
   static pg::Sql DeactivationSql(absl::Time now, AccountId account, absl::string_view url);
+  // The same for the account of order `order` (the row holds it), for a statement sent before
+  // the order is read.
+  static pg::Sql OrderDeactivationSql(absl::Time now, OrderId order, absl::string_view url);
   static bool AuditDeactivation(pqxx::dbtransaction& tx, const Scope& scope, absl::Time now,
                                 AccountId account, absl::string_view url,
                                 const pqxx::result& updated);
