@@ -8,6 +8,6 @@
 -- tenant's row): 11 of the 21 checks an issuance made of the tenants table (issue 10,
 -- docs/benchmarks.md). Most of the other 10 are the head's own key, which PostgreSQL checks
 -- again whenever a transaction moves a head it has already moved; that key stays, for it is
--- what keeps a tenant with audit rows from being deleted. An older binary cannot notice: a row for an unknown tenant is still
--- refused with SQLSTATE 23503, by the head's key.
+-- what keeps a tenant with audit rows from being deleted. An older binary cannot notice: a row
+-- for an unknown tenant is still refused with SQLSTATE 23503, by the head's key.
 ALTER TABLE audit_log DROP CONSTRAINT audit_log_tenant_id_fkey;
