@@ -119,10 +119,6 @@ pg::Sql Deactivation(absl::string_view account_is, int64_t value, absl::Time now
 
 }  // namespace
 
-pg::Sql PostgresStore::DeactivationSql(absl::Time now, AccountId account, absl::string_view url) {
-  return Deactivation("$1", account, now, url);
-}
-
 pg::Sql PostgresStore::OrderDeactivationSql(absl::Time now, OrderId order, absl::string_view url) {
   return Deactivation("(SELECT account_id FROM orders WHERE id = $1)", order, now, url);
 }
@@ -131,7 +127,7 @@ bool PostgresStore::MarkAuthorizationDeactivatedIn(pqxx::dbtransaction& tx, cons
                                                    absl::Time now, AccountId account,
                                                    absl::string_view url) {
   return AuditDeactivation(tx, scope, now, account, url,
-                           pg::Together(tx, {DeactivationSql(now, account, url)})[0]);
+                           pg::Together(tx, {Deactivation("$1", account, now, url)})[0]);
 }
 
 bool PostgresStore::AuditDeactivation(pqxx::dbtransaction& tx, const Scope& scope, absl::Time now,

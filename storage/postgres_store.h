@@ -493,15 +493,14 @@ class PostgresStore final : public Store {
                                                                 absl::Time now,
                                                                 const AuthorizationFilter& filter);
   static pg::Sql OutstandingAuthorizationsSql(absl::Time now, const AuthorizationFilter& filter);
-  // MarkAuthorizationDeactivated's transaction body, shared with FinishOrder: false (nothing
-  // written) when the account has no such authorization.
+  // MarkAuthorizationDeactivated's transaction body: false (nothing written) when the account
+  // has no such authorization.
   static bool MarkAuthorizationDeactivatedIn(pqxx::dbtransaction& tx, const Scope& scope,
                                              absl::Time now, AccountId account,
                                              absl::string_view url);
-  // Its statement, and the audit of its result (false: nothing written), for FinishOrder.
-  static pg::Sql DeactivationSql(absl::Time now, AccountId account, absl::string_view url);
-  // The same for the account of order `order` (the row holds it), for a statement sent before
-  // the order is read.
+  // The same deactivation for the account of order `order` (the row holds it), for FinishOrder,
+  // which sends it before it reads the order; and the audit of either's result (false: nothing
+  // written).
   static pg::Sql OrderDeactivationSql(absl::Time now, OrderId order, absl::string_view url);
   static bool AuditDeactivation(pqxx::dbtransaction& tx, const Scope& scope, absl::Time now,
                                 AccountId account, absl::string_view url,
