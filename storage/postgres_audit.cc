@@ -98,6 +98,7 @@ void InsertAudit(pqxx::dbtransaction& tx, const std::string& prepared,
                  const std::vector<AuditParams>& rows, bool with_commit = false) {
   if (rows.empty()) return;
   AuditInsert insert = AuditInsertFor(tx, prepared, rows);
+  if (insert.prepared.empty() || !with_commit) pg::Open(tx);
   if (insert.prepared.empty()) {
     tx.exec_params0(insert.sql, pqxx::prepare::make_dynamic_params(insert.params));
   } else if (with_commit) {

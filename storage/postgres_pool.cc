@@ -4,6 +4,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 
 namespace acmevault::storage {
@@ -84,6 +85,8 @@ absl::Status StatusOfCurrentException(absl::string_view op, bool* retryable) {
   *retryable = false;
   try {
     throw;
+  } catch (const SetUpRefused& e) {
+    return e.status();
   } catch (const pqxx::in_doubt_error&) {
     return absl::UnavailableError(absl::StrCat(
         op, ": connection lost during COMMIT; the commit outcome is unknown"));
@@ -201,10 +204,14 @@ absl::Duration PostgresPool::WithJitter(absl::Duration backoff) {
   return backoff + absl::Milliseconds(jitter_() % 10);
 }
 
-PooledTransaction::PooledTransaction(pqxx::connection_base& connection, std::string begin)
+PooledTransaction::PooledTransaction(pqxx::connection_base& connection,
+                                     std::vector<std::string> opening, bool deferred,
+                                     std::function<absl::Status(const pqxx::result&)> check)
     : pqxx::internal::namedclass("transaction"),
       basic_transaction(connection, "READ COMMITTED", pqxx::read_write),
-      begin_(std::move(begin)) {
+      opening_(std::move(opening)),
+      deferred_(deferred),
+      check_(std::move(check)) {
   Begin();
 }
 
@@ -221,18 +228,75 @@ void PooledTransaction::RollBackQuietly() {
   }
 }
 
+void PooledTransaction::Opened(pqxx::result first) {
+  if (!check_) return;
+  absl::Status status = check_(first);
+  if (!status.ok()) throw SetUpRefused(std::move(status));
+}
+
 void PooledTransaction::do_begin() {
+  if (deferred_) return;  // sent with the first statements (Send), or by Open
+  Open();
+}
+
+void PooledTransaction::Open() {
+  if (opened_) return;
+  opened_ = true;
   try {
-    first_ = direct_exec(begin_.c_str());
+    Opened(direct_exec(absl::StrJoin(opening_, "; ").c_str()));
   } catch (...) {
-    // The set-up failed after BEGIN: the block is open and aborted, and libpqxx, which saw no
-    // transaction begin, would not end it.
+    // The set-up failed or was refused after BEGIN: the block is open (or aborted), and
+    // libpqxx, which may not have seen the transaction begin, would not end it.
     RollBackQuietly();
+    opened_ = false;
     throw;
   }
 }
 
+std::vector<pqxx::result> PooledTransaction::Send(const std::vector<std::string>& statements) {
+  std::vector<pqxx::result> out;
+  if (opened_ && statements.size() == 1) {
+    out.push_back(direct_exec(statements[0].c_str()));
+    return out;
+  }
+  if (statements.empty()) {
+    Open();
+    return out;
+  }
+  const size_t opening = opened_ ? 0 : opening_.size();
+  // libpqxx's pipeline: one simple query of all the texts (after its "SELECT 1"), whose results
+  // are read one by one. Should the string not parse, it runs them again one at a time through
+  // tx.exec (do_exec below), after the opening.
+  pqxx::pipeline pipeline(*this);
+  pipeline.retain(static_cast<int>(opening + statements.size()));
+  std::vector<pqxx::pipeline::query_id> ids;
+  if (opening > 0) {
+    for (const std::string& text : opening_) ids.push_back(pipeline.insert(text));
+    opened_ = true;
+  }
+  for (const std::string& text : statements) ids.push_back(pipeline.insert(text));
+  pipeline.complete();
+  for (size_t i = 0; i < opening; ++i) {
+    pqxx::result r = pipeline.retrieve(ids[i]);
+    if (i + 1 == opening) Opened(std::move(r));
+  }
+  for (size_t i = opening; i < ids.size(); ++i) out.push_back(pipeline.retrieve(ids[i]));
+  return out;
+}
+
+pqxx::result PooledTransaction::do_exec(const char query[]) {
+  if (opened_) return basic_transaction::do_exec(query);
+  return std::move(Send({query})[0]);
+}
+
+void PooledTransaction::do_abort() {
+  if (!opened_) return;  // nothing was sent: no block to end
+  basic_transaction::do_abort();
+}
+
 void PooledTransaction::do_commit() {
+  // The opening, and its check, before COMMIT (a body that sent nothing).
+  Open();
   // As libpqxx's own COMMIT: a connection lost here leaves the outcome unknown.
   const std::string sql = with_commit_.empty() ? "COMMIT" : absl::StrCat(with_commit_, "; COMMIT");
   try {
@@ -252,26 +316,25 @@ void PooledTransaction::do_commit() {
 }
 
 absl::Status PostgresPool::Run(absl::string_view op, const TxOptions& options, const Body& body) {
-  // BEGIN and the transaction's set-up in one round trip: the set-up is a statement prepared
-  // on the connection, run by SQL EXECUTE (a text carrying the tenant id would be parsed,
-  // analyzed and planned again for every transaction; row-level security makes the tenant
-  // check's plan the costliest of them, docs/benchmarks.md).
+  // BEGIN and the transaction's set-up go together: the set-up is a statement prepared on the
+  // connection, run by SQL EXECUTE (a text carrying the tenant id would be parsed, analyzed and
+  // planned again for every transaction; row-level security makes the tenant check's plan the
+  // costliest of them, docs/benchmarks.md). With a tenant, they wait for the body's first
+  // statements and travel in their round trip.
   const std::string& setup =
       options.first_prepared.empty() ? std::string(kSetTenantStatement) : options.first_prepared;
-  std::string begin =
-      options.snapshot ? "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY" : "BEGIN";
+  std::vector<std::string> opening = {
+      options.snapshot ? "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY" : "BEGIN"};
   if (options.tenant.has_value()) {
     // The tenant id is an integer: nothing to quote. The name is one of ours.
-    absl::StrAppend(&begin, "; EXECUTE ", setup, "('", *options.tenant, "')");
+    opening.push_back(absl::StrCat("EXECUTE ", setup, "('", *options.tenant, "')"));
   }
   return RunAttempts(op, [&](pqxx::connection& connection) -> absl::Status {
     // SQL EXECUTE finds only statements the server knows: prepare it now (once per
     // connection; libpqxx prepares lazily otherwise).
     if (options.tenant.has_value()) connection.prepare_now(setup);
-    PooledTransaction tx(connection, begin);
-    if (options.tenant.has_value() && options.first_result != nullptr) {
-      *options.first_result = std::move(tx.first());
-    }
+    PooledTransaction tx(connection, opening, /*deferred=*/options.tenant.has_value(),
+                         options.tenant.has_value() ? options.check_first : nullptr);
     absl::Status status = body(tx);
     if (status.ok()) {
       tx.commit();

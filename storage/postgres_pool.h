@@ -16,12 +16,12 @@
 #ifndef ACMEVAULT_STORAGE_POSTGRES_POOL_H_
 #define ACMEVAULT_STORAGE_POSTGRES_POOL_H_
 
-#include <pqxx/pqxx>
-
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
+#include <pqxx/pqxx>
 #include <random>
 #include <string>
 #include <utility>
@@ -42,17 +42,45 @@ namespace acmevault::storage {
 // tenant (TxOptions::tenant). Store statement names must differ from it.
 inline constexpr char kSetTenantStatement[] = "av_set_tenant";
 
-// The transactions PostgresPool::Run gives its bodies. Two round trips fewer than libpqxx's own
-// pqxx::work: BEGIN carries the transaction's set-up, a simple query "BEGIN ...; EXECUTE
-// <statement prepared on the connection>('<tenant>')" whose rows are first(); and statements
-// whose results nobody reads can travel with COMMIT (SendWithCommit). Commits and aborts as
-// pqxx::work, and a connection lost during COMMIT is an in_doubt_error as there.
+// What a pool's transaction throws out of the statement that brought its set-up's rows back
+// when TxOptions::check_first refused them. Run returns the status as it is.
+class SetUpRefused final : public std::exception {
+ public:
+  explicit SetUpRefused(absl::Status status) : status_(std::move(status)) {}
+  const absl::Status& status() const { return status_; }
+  const char* what() const noexcept override { return "the transaction's set-up refused it"; }
+
+ private:
+  absl::Status status_;
+};
+
+// The transactions PostgresPool::Run gives its bodies. Fewer round trips than libpqxx's own
+// pqxx::work:
+// - the opening (BEGIN and the transaction's set-up, "EXECUTE <statement prepared on the
+//   connection>('<tenant>')") is sent at once, or, when deferred, with the first statements
+//   the transaction sends (Send, the pipelines of pg::Together, tx.exec), in their round trip;
+//   a body that sends none opens it just before COMMIT;
+// - statements whose results nobody reads can travel with COMMIT (SendWithCommit).
+// Commits and aborts as pqxx::work, and a connection lost during COMMIT is an in_doubt_error
+// as there. A deferred opening is sent only through this class: a statement sent past it
+// (tx.exec_prepared, tx.exec_params, a pqxx::pipeline of its own) must call Open() first, or
+// it runs outside the transaction. storage/postgres_rows.h's helpers do.
 class PooledTransaction final : public pqxx::internal::basic_transaction {
  public:
-  PooledTransaction(pqxx::connection_base& connection, std::string begin);
+  // `opening`: simple-query texts, BEGIN first. `check` (may be empty) is called with the
+  // last opening statement's rows when they arrive; a non-OK status is thrown as SetUpRefused
+  // before any later statement's result is given out.
+  PooledTransaction(pqxx::connection_base& connection, std::vector<std::string> opening,
+                    bool deferred, std::function<absl::Status(const pqxx::result&)> check);
   ~PooledTransaction() noexcept override;
 
-  pqxx::result& first() { return first_; }
+  // Sends `statements` (simple-query texts: values quoted) in one round trip, after the
+  // opening if it is still unsent, and returns their results in order. The first that fails
+  // stops the rest; its error is thrown.
+  std::vector<pqxx::result> Send(const std::vector<std::string>& statements);
+  // Sends the opening now if it is still unsent.
+  void Open();
+  bool opened() const { return opened_; }
   // `sql` (simple-query text: values quoted, statements separated by ";") runs in COMMIT's
   // round trip, just before COMMIT, after what earlier calls sent. When it fails, nothing
   // commits, and commit() throws its error.
@@ -60,11 +88,17 @@ class PooledTransaction final : public pqxx::internal::basic_transaction {
 
  private:
   void do_begin() override;
+  pqxx::result do_exec(const char query[]) override;
   void do_commit() override;
+  void do_abort() override;
   void RollBackQuietly();
+  // The opening's last result, checked.
+  void Opened(pqxx::result first);
 
-  const std::string begin_;
-  pqxx::result first_;
+  const std::vector<std::string> opening_;
+  const bool deferred_;
+  const std::function<absl::Status(const pqxx::result&)> check_;
+  bool opened_ = false;
   std::string with_commit_;
 };
 
@@ -97,19 +131,24 @@ class PostgresPool {
   static absl::StatusOr<std::unique_ptr<PostgresPool>> Create(PostgresPoolOptions options);
 
   struct TxOptions {
-    // Confines the transaction to this tenant (SET LOCAL acmevault.tenant_id) before `body`,
-    // by a statement prepared on every connection, run by SQL EXECUTE in BEGIN's own round
-    // trip ("BEGIN; EXECUTE av_set_tenant('<id>')"): planned once per connection, and no
-    // round trip of its own.
+    // Confines the transaction to this tenant (SET LOCAL acmevault.tenant_id) before its
+    // statements, by a statement prepared on every connection, run by SQL EXECUTE just after
+    // BEGIN ("BEGIN; EXECUTE av_set_tenant('<id>')"): planned once per connection. Both travel
+    // with the first statements of the transaction (PooledTransaction), in their round trip.
     std::optional<TenantId> tenant;
     // REPEATABLE READ, READ ONLY: one snapshot for the whole transaction (said in its BEGIN).
     bool snapshot = false;
     // With `tenant`: a prepared statement (PostgresPoolOptions::prepared_statements) run
     // instead of the pool's own, with the tenant id as its one parameter. It must set the
-    // tenant itself, as pg::kTenantFirst does, and so does more in the same round trip. Its
-    // result goes to *first_result, which must then be set (borrowed). Empty: none.
+    // tenant itself, as pg::kTenantFirst does, and so does more in the same round trip.
+    // Empty: none.
     std::string first_prepared;
-    pqxx::result* first_result = nullptr;
+    // With `tenant`: called with the set-up's rows when they come back, with the first
+    // statements the body sends (the set-up is deferred to their round trip), or before COMMIT
+    // if it sends none. A non-OK status ends the transaction: nothing of it commits, and Run
+    // returns that status, whatever the body returns. So the body may run although the set-up
+    // refuses, but none of its statements' results reach it.
+    std::function<absl::Status(const pqxx::result&)> check_first;
   };
   using Body = std::function<absl::Status(pqxx::dbtransaction&)>;
   // One statement outside a transaction block (PostgreSQL runs it as its own transaction).
@@ -151,14 +190,15 @@ class PostgresPool {
 };
 
 // Maps the libpqxx (or other) exception being handled, inside a catch block, to a Status:
+// SetUpRefused -> its status;
 // unique or exclusion violation -> ALREADY_EXISTS; foreign key violation -> NOT_FOUND (the row
 // referred to is absent, or in another tenant); check, not-null or data errors ->
 // INVALID_ARGUMENT; 42501 (including a row-level security WITH CHECK failure) ->
 // PERMISSION_DENIED; 55000 (the schema's state-machine triggers) -> FAILED_PRECONDITION;
 // serialization failure or deadlock -> ABORTED; lost connection, server starting or stopping,
-// server no longer taking writes -> UNAVAILABLE; commit outcome unknown -> UNAVAILABLE; anything else -> INTERNAL. The message is
-// `op`, then the first line of the server's message (never its DETAIL, which may quote row
-// values). Sets *retryable for the cases the class comment lists.
+// server no longer taking writes -> UNAVAILABLE; commit outcome unknown -> UNAVAILABLE; anything
+// else -> INTERNAL. The message is `op`, then the first line of the server's message (never its
+// DETAIL, which may quote row values). Sets *retryable for the cases the class comment lists.
 absl::Status StatusOfCurrentException(absl::string_view op, bool* retryable);
 
 }  // namespace acmevault::storage

@@ -433,8 +433,9 @@ TEST_F(PostgresPoolTest, TheTenantIsSetByOneStatementPreparedOnTheConnection) {
   EXPECT_THAT(runs, ElementsAre("3"));  // one statement, run by all three transactions
 }
 
-// The set-up runs in BEGIN's round trip. When it fails, the transaction it opened is ended: the
-// connection goes back to the pool fit for the next transaction.
+// The set-up travels with the body's first statements. When it fails, none of them runs, and
+// the transaction it opened is ended: the connection goes back to the pool fit for the next
+// transaction. A body that sends nothing meets the set-up's error before COMMIT.
 TEST_F(PostgresPoolTest, ASetUpThatFailsLeavesNoTransactionOpen) {
   PostgresPoolOptions options;
   options.url = db_->app_url();
@@ -445,24 +446,51 @@ TEST_F(PostgresPoolTest, ASetUpThatFailsLeavesNoTransactionOpen) {
       {"failing_setup",
        "SELECT 1 / (length(set_config('acmevault.tenant_id', $1, true)) - 1) AS x"}};
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<PostgresPool> pool, PostgresPool::Create(options));
-  pqxx::result first;
+  // A sequence on the pool's one connection: nextval is not undone by a rollback, so it tells
+  // whether a statement ran at all.
+  ASSERT_OK(pool->Run("Create", {}, [](pqxx::dbtransaction& tx) {
+    tx.exec0("CREATE TEMPORARY SEQUENCE ran");
+    return absl::OkStatus();
+  }));
+  auto calls = [&] {
+    int64_t n = -1;
+    EXPECT_OK(pool->Run("Count", {}, [&](pqxx::dbtransaction& tx) {
+      n = tx.exec1("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM ran")[0]
+              .as<int64_t>();
+      return absl::OkStatus();
+    }));
+    return n;
+  };
+  std::vector<int> firsts;
   PostgresPool::TxOptions failing;
   failing.tenant = 7;
   failing.first_prepared = "failing_setup";
-  failing.first_result = &first;
-  bool ran = false;
+  failing.check_first = [&](const pqxx::result& r) {
+    firsts.push_back(r[0][0].as<int>());
+    return absl::OkStatus();
+  };
+  bool returned = false;
   EXPECT_THAT(pool->Run("Op", failing,
-                        [&](pqxx::dbtransaction&) {
-                          ran = true;
+                        [&](pqxx::dbtransaction& tx) {
+                          tx.exec("SELECT nextval('ran')");
+                          returned = true;
                           return absl::OkStatus();
                         }),
               StatusIs(absl::StatusCode::kInvalidArgument, "division by zero"));
-  EXPECT_FALSE(ran);
-  // A two-digit tenant passes the same set-up, whose row comes back.
+  EXPECT_FALSE(returned);
+  EXPECT_EQ(calls(), 0);
+  EXPECT_THAT(pool->Run("Op", failing, [](pqxx::dbtransaction&) { return absl::OkStatus(); }),
+              StatusIs(absl::StatusCode::kInvalidArgument, "division by zero"));
+  EXPECT_THAT(firsts, ElementsAre());
+  // A two-digit tenant passes the same set-up, whose row comes back with the body's first
+  // statement.
   failing.tenant = 42;
-  ASSERT_OK(pool->Run("Op", failing, [](pqxx::dbtransaction&) { return absl::OkStatus(); }));
-  ASSERT_EQ(first.size(), 1u);
-  EXPECT_EQ(first[0][0].as<int>(), 1);
+  ASSERT_OK(pool->Run("Op", failing, [](pqxx::dbtransaction& tx) {
+    tx.exec("SELECT nextval('ran')");
+    return absl::OkStatus();
+  }));
+  EXPECT_THAT(firsts, ElementsAre(1));
+  EXPECT_EQ(calls(), 1);
   // The same (only) connection: no aborted transaction block left over.
   std::string tenant;
   PostgresPool::TxOptions in_tenant;
@@ -472,6 +500,62 @@ TEST_F(PostgresPoolTest, ASetUpThatFailsLeavesNoTransactionOpen) {
     return absl::OkStatus();
   }));
   EXPECT_EQ(tenant, "9");
+  EXPECT_EQ(pool->open_connections(), 1);
+}
+
+// TxOptions::check_first sees the set-up's rows before any later statement's result reaches
+// the body. Its refusal is what Run returns, even where the body's own statement failed in the
+// same round trip, and nothing of the transaction commits.
+TEST_F(PostgresPoolTest, ASetUpsRefusalIsReturnedAndNothingCommits) {
+  auto pool = MakePool(1, absl::Seconds(5), absl::ZeroDuration());
+  ASSERT_OK(pool->Run("Create", {}, [](pqxx::dbtransaction& tx) {
+    tx.exec0("CREATE TEMPORARY TABLE refused (x integer)");
+    return absl::OkStatus();
+  }));
+  PostgresPool::TxOptions refusing;
+  refusing.tenant = 5;
+  refusing.check_first = [](const pqxx::result&) { return absl::NotFoundError("tenant 5"); };
+  int reached = 0;
+  EXPECT_THAT(pool->Run("Op", refusing,
+                        [&](pqxx::dbtransaction& tx) {
+                          auto& pooled = dynamic_cast<PooledTransaction&>(tx);
+                          pooled.Send({"INSERT INTO refused VALUES (1)", "SELECT 1"});
+                          ++reached;
+                          return absl::OkStatus();
+                        }),
+              StatusIs(absl::StatusCode::kNotFound, "tenant 5"));
+  EXPECT_THAT(pool->Run("Op", refusing,
+                        [&](pqxx::dbtransaction& tx) {
+                          auto& pooled = dynamic_cast<PooledTransaction&>(tx);
+                          pooled.Send({"INSERT INTO refused VALUES (2)", "SELECT 1 / 0"});
+                          ++reached;
+                          return absl::OkStatus();
+                        }),
+              StatusIs(absl::StatusCode::kNotFound, "tenant 5"));
+  EXPECT_EQ(reached, 0);
+  int64_t rows = -1;
+  ASSERT_OK(pool->Run("Count", {}, [&](pqxx::dbtransaction& tx) {
+    rows = tx.exec1("SELECT count(*) FROM refused")[0].as<int64_t>();
+    return absl::OkStatus();
+  }));
+  EXPECT_EQ(rows, 0);
+  // Accepted, the same statements commit, in the set-up's transaction (its tenant).
+  PostgresPool::TxOptions accepting;
+  accepting.tenant = 6;
+  accepting.check_first = [](const pqxx::result&) { return absl::OkStatus(); };
+  std::vector<pqxx::result> results;
+  ASSERT_OK(pool->Run("Op", accepting, [&](pqxx::dbtransaction& tx) {
+    results = dynamic_cast<PooledTransaction&>(tx).Send(
+        {"INSERT INTO refused VALUES (3)", "SELECT av_tenant()::text"});
+    return absl::OkStatus();
+  }));
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[1][0][0].as<std::string>(), "6");
+  ASSERT_OK(pool->Run("Count", {}, [&](pqxx::dbtransaction& tx) {
+    rows = tx.exec1("SELECT count(*) FROM refused")[0].as<int64_t>();
+    return absl::OkStatus();
+  }));
+  EXPECT_EQ(rows, 1);
   EXPECT_EQ(pool->open_connections(), 1);
 }
 

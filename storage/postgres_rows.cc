@@ -46,6 +46,10 @@ std::string ExecuteSql(pqxx::transaction_base& tx, const std::string& statement,
   return absl::StrCat(sql, ")");
 }
 
+void Open(pqxx::transaction_base& tx) {
+  if (auto* pooled = dynamic_cast<PooledTransaction*>(&tx); pooled != nullptr) pooled->Open();
+}
+
 std::vector<pqxx::result> Pipelined(pqxx::transaction_base& tx,
                                     const std::vector<Execution>& executions) {
   std::vector<std::string> texts;
@@ -53,6 +57,9 @@ std::vector<pqxx::result> Pipelined(pqxx::transaction_base& tx,
     std::vector<const char*> values;
     for (const auto& v : e.values) values.push_back(Nullable(v));
     texts.push_back(ExecuteSql(tx, e.statement, values));
+  }
+  if (auto* pooled = dynamic_cast<PooledTransaction*>(&tx); pooled != nullptr) {
+    return pooled->Send(texts);
   }
   pqxx::pipeline pipeline(tx);
   pipeline.retain(static_cast<int>(texts.size()));  // issued together by complete()
@@ -71,9 +78,12 @@ std::vector<pqxx::result> Together(pqxx::transaction_base& tx, const std::vector
     if (name.empty()) break;
     executions.push_back({std::move(name), s.values});
   }
-  if (executions.size() == statements.size() && statements.size() > 1) {
+  auto* pooled = dynamic_cast<PooledTransaction*>(&tx);
+  if (executions.size() == statements.size() &&
+      (statements.size() > 1 || (pooled != nullptr && !pooled->opened()))) {
     return Pipelined(tx, executions);
   }
+  Open(tx);
   std::vector<pqxx::result> out;
   for (size_t i = 0; i < statements.size(); ++i) {
     std::vector<const char*> values;
@@ -454,6 +464,7 @@ void ExecWithCommit(pqxx::dbtransaction& tx, const std::string& sql,
   for (const auto& v : values) params.push_back(Nullable(v));
   const std::string name = PreparedName(tx, sql);
   if (name.empty()) {
+    Open(tx);
     tx.exec_params(sql, pqxx::prepare::make_dynamic_params(params));
     return;
   }

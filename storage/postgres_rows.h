@@ -82,7 +82,8 @@ struct Execution {
 };
 
 // Runs `executions` in one round trip, one simple query of ExecuteSql texts (libpqxx's
-// pipeline), and returns their results in order. They run one after another, in tx's
+// pipeline; a pool's transaction's PooledTransaction::Send, with its opening if that is still
+// unsent), and returns their results in order. They run one after another, in tx's
 // transaction, or outside a block in one implicit transaction, each with its own snapshot.
 // The first that fails stops the rest, and its error is thrown.
 std::vector<pqxx::result> Pipelined(pqxx::transaction_base& tx,
@@ -100,26 +101,34 @@ struct Sql {
 };
 
 // Runs `statements` one after another in tx and returns their results in order: each prepared
-// through PreparedName, all in one round trip (Pipelined) when there are several. The first
+// through PreparedName, all in one round trip (Pipelined) when there are several, or when tx is
+// a pool's transaction whose opening is still unsent (which then travels with them). The first
 // that fails stops the rest and its error is thrown. (Should a text's name be taken, they run
 // one round trip each, that one unprepared.)
 std::vector<pqxx::result> Together(pqxx::transaction_base& tx, const std::vector<Sql>& statements);
 
-// tx.exec_params(sql, args...) (and its 0- and 1-row forms) through PreparedName.
+// Before a statement that goes straight to tx's connection (exec_prepared, exec_params): a
+// pool's transaction's opening, if it is still unsent (PooledTransaction::Open).
+void Open(pqxx::transaction_base& tx);
+
+// tx.exec_params(sql, args...) (and its 0- and 1-row forms) through PreparedName, after Open.
 template <typename... Args>
 pqxx::result Exec(pqxx::transaction_base& tx, const std::string& sql, Args&&... args) {
+  Open(tx);
   const std::string name = PreparedName(tx, sql);
   if (name.empty()) return tx.exec_params(sql, std::forward<Args>(args)...);
   return tx.exec_prepared(name, std::forward<Args>(args)...);
 }
 template <typename... Args>
 pqxx::result Exec0(pqxx::transaction_base& tx, const std::string& sql, Args&&... args) {
+  Open(tx);
   const std::string name = PreparedName(tx, sql);
   if (name.empty()) return tx.exec_params0(sql, std::forward<Args>(args)...);
   return tx.exec_prepared0(name, std::forward<Args>(args)...);
 }
 template <typename... Args>
 pqxx::row Exec1(pqxx::transaction_base& tx, const std::string& sql, Args&&... args) {
+  Open(tx);
   const std::string name = PreparedName(tx, sql);
   if (name.empty()) return tx.exec_params1(sql, std::forward<Args>(args)...);
   return tx.exec_prepared1(name, std::forward<Args>(args)...);

@@ -536,8 +536,7 @@ TEST_F(PostgresRowsTest, ForUpdateHoldsTheRowUntilTheTransactionEnds) {
     int rows = -1;
     EXPECT_OK(In(alpha_, [&](pqxx::dbtransaction& tx) {
       rows = static_cast<int>(
-          tx.exec_params("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE SKIP LOCKED", order_)
-              .size());
+          Exec(tx, "SELECT 1 FROM orders WHERE id = $1 FOR UPDATE SKIP LOCKED", order_).size());
       return absl::OkStatus();
     }));
     return rows;

@@ -132,12 +132,12 @@ absl::Status PostgresStore::InTenant(absl::string_view op, const Scope& scope,
   tx_options.tenant = scope.tenant;
   tx_options.snapshot = snapshot;
   // Row-level security shows the transaction its own tenant's row, if that exists: asked in
-  // the round trip that sets the tenant.
-  pqxx::result tenant_row;
+  // the round trip that sets the tenant, which is the body's first.
   tx_options.first_prepared = kTenantExists;
-  tx_options.first_result = &tenant_row;
+  tx_options.check_first = [&](const pqxx::result& tenant_row) {
+    return tenant_row.empty() ? pg::NoSuch(kTenants.noun, scope.tenant) : absl::OkStatus();
+  };
   return pool_->Run(op, tx_options, [&](pqxx::dbtransaction& tx) -> absl::Status {
-    if (tenant_row.empty()) return pg::NoSuch(kTenants.noun, scope.tenant);
     return WithAuditBatch(tx, scope.tenant, body);
   });
 }

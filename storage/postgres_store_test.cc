@@ -996,9 +996,9 @@ TEST_F(PostgresStoreRoundTripTest, TokenAuthenticationIsOneRoundTrip) {
 
 TEST_F(PostgresStoreRoundTripTest, ATransactionSetsItsTenantWithTheTenantCheck) {
   const Scope alpha = MakeTenant("alpha");
-  // BEGIN with the tenant and the check of its row (the prepared check run by SQL EXECUTE in
-  // the same query); the read; COMMIT.
-  EXPECT_EQ(RoundTrips([&] { ASSERT_OK(counted_->ListIdentities(alpha).status()); }), 3);
+  // BEGIN with the tenant and the check of its row (the prepared check run by SQL EXECUTE),
+  // sent with the read; COMMIT.
+  EXPECT_EQ(RoundTrips([&] { ASSERT_OK(counted_->ListIdentities(alpha).status()); }), 2);
   // The same with REPEATABLE READ, READ ONLY, said in the BEGIN: BEGIN with the tenant; the
   // rows; the head; COMMIT.
   EXPECT_EQ(RoundTrips([&] { ASSERT_OK(counted_->VerifyAuditChain(alpha)); }), 4);
@@ -1144,7 +1144,7 @@ TEST_F(PostgresStoreRoundTripTest, AnOrdersTransitionsTakeOneRoundTripPerDepende
     spec.certificate_key = &cert_key;
     spec.job_kind = "order_step";
     std::optional<Lease> lease;
-    // BEGIN with the tenant; the order in flight and a fresh id; the order; its job, leased to
+    // BEGIN with the tenant, the order in flight and a fresh id; the order; its job, leased to
     // the creator; COMMIT.
     count([&] {
       auto created = counted_->CreateOrJoinOrder(alpha, spec);
@@ -1153,8 +1153,8 @@ TEST_F(PostgresStoreRoundTripTest, AnOrdersTransitionsTakeOneRoundTripPerDepende
       lease = created->lease;
     });
     ASSERT_TRUE(lease.has_value());
-    // BEGIN; the order, its account, the tenant, the ledger and the account's active key; the
-    // key's use audited with COMMIT.
+    // BEGIN with the order, its account, the tenant, the ledger and the account's active key;
+    // the key's use audited with COMMIT.
     count([&] {
       auto loaded = counted_->LoadOrderStep(alpha, lease->order, "order", nullptr);
       ASSERT_TRUE(loaded.ok()) << loaded.status();
@@ -1167,7 +1167,8 @@ TEST_F(PostgresStoreRoundTripTest, AnOrdersTransitionsTakeOneRoundTripPerDepende
     const std::string url = absl::StrCat("https://ca.test/order/", lease->order);
     const std::string authz = absl::StrCat("https://ca.test/authz/", lease->order);
     const std::string token = absl::StrCat("tok-", lease->order);
-    // BEGIN; the job and the order locked; the ledger row and the answer; the URL with COMMIT.
+    // BEGIN with the job and the order locked; the ledger row and the answer; the URL with
+    // COMMIT.
     count([&] {
       auto started = counted_->RecordOrderStart(
           alpha, *lease, url,
@@ -1178,9 +1179,9 @@ TEST_F(PostgresStoreRoundTripTest, AnOrdersTransitionsTakeOneRoundTripPerDepende
       ASSERT_EQ(started->size(), 1u);
       EXPECT_EQ((*started)[0].record.url, authz);
     });
-    // BEGIN; the locks; the new state with COMMIT.
+    // BEGIN with the locks; the new state with COMMIT.
     count([&] { ASSERT_OK(counted_->TransitionOrder(alpha, *lease, OrderState::kReady, {})); });
-    // BEGIN; the locks, the sealed key, the certificate's id, the deactivation and the
+    // BEGIN with the locks, the sealed key, the certificate's id, the deactivation and the
     // answer's removal; the certificate (superseding the current one); the order, the ledger,
     // the job's end and its notice with COMMIT.
     OrderCompletion done;
@@ -1202,17 +1203,17 @@ TEST_F(PostgresStoreRoundTripTest, AnOrdersTransitionsTakeOneRoundTripPerDepende
     counted.push_back(trips);
   }
   ASSERT_EQ(counted.size(), 2u);
-  EXPECT_THAT(counted[1], ElementsAre(5, 3, 4, 3, 4));
+  EXPECT_THAT(counted[1], ElementsAre(4, 2, 3, 2, 3));
   EXPECT_OK(store_->VerifyAuditChain(alpha));
 }
 
 // A new order whose creator claims its job and loads its first step (NewOrder::claim and
-// first_step, as IssueCertificate makes it, here without an admission): BEGIN with the tenant;
+// first_step, as IssueCertificate makes it, here without an admission): BEGIN with the tenant,
 // the order in flight and a fresh id; the order, the job with its claim and the step's rows, in
 // one pipeline; the audit rows with COMMIT (6 round trips before: the order, the job and the
-// load each had their own). The claim holds the claims' advisory lock to the transaction's end:
-// under it now run the step's reads, the client's turn after them (the key opened) and COMMIT's
-// round trip.
+// load each had their own; 4 while BEGIN had its own). The claim holds the claims' advisory lock to
+// the transaction's end: under it now run the step's reads, the client's turn after them (the key
+// opened) and COMMIT's round trip.
 TEST_F(PostgresStoreRoundTripTest, AClaimedNewOrderIsMadeWithItsJobAndFirstLoadInOneRoundTrip) {
   const Scope alpha = MakeTenant("alpha");
   const AccountId account = MakeAccount(alpha);
@@ -1229,7 +1230,7 @@ TEST_F(PostgresStoreRoundTripTest, AClaimedNewOrderIsMadeWithItsJobAndFirstLoadI
               EXPECT_EQ(created->order.csr_der, spec.csr_der);
               loads.push_back(created->first_step);
             }),
-            4);
+            3);
   ASSERT_EQ(loads.size(), 2u);
   ASSERT_NE(loads[1], nullptr);
   EXPECT_EQ(loads[1]->order.csr_der, std::string("csr\0with a zero byte", 20));
