@@ -320,7 +320,7 @@ absl::Status PostgresPool::Run(absl::string_view op, const TxOptions& options, c
   // connection, run by SQL EXECUTE (a text carrying the tenant id would be parsed, analyzed and
   // planned again for every transaction; row-level security makes the tenant check's plan the
   // costliest of them, docs/benchmarks.md). With a tenant, they wait for the body's first
-  // statements and travel in their round trip.
+  // statements and travel in their round trip (not for a snapshot, below).
   const std::string& setup =
       options.first_prepared.empty() ? std::string(kSetTenantStatement) : options.first_prepared;
   std::vector<std::string> opening = {
@@ -333,7 +333,10 @@ absl::Status PostgresPool::Run(absl::string_view op, const TxOptions& options, c
     // SQL EXECUTE finds only statements the server knows: prepare it now (once per
     // connection; libpqxx prepares lazily otherwise).
     if (options.tenant.has_value()) connection.prepare_now(setup);
-    PooledTransaction tx(connection, opening, /*deferred=*/options.tenant.has_value(),
+    // A snapshot's BEGIN is sent alone: libpqxx's pipeline starts with "SELECT 1", and
+    // PostgreSQL takes no isolation level after a query of the block.
+    PooledTransaction tx(connection, opening,
+                         /*deferred=*/options.tenant.has_value() && !options.snapshot,
                          options.tenant.has_value() ? options.check_first : nullptr);
     absl::Status status = body(tx);
     if (status.ok()) {

@@ -134,7 +134,8 @@ class PostgresPool {
     // Confines the transaction to this tenant (SET LOCAL acmevault.tenant_id) before its
     // statements, by a statement prepared on every connection, run by SQL EXECUTE just after
     // BEGIN ("BEGIN; EXECUTE av_set_tenant('<id>')"): planned once per connection. Both travel
-    // with the first statements of the transaction (PooledTransaction), in their round trip.
+    // with the first statements of the transaction (PooledTransaction), in their round trip,
+    // unless `snapshot` is set.
     std::optional<TenantId> tenant;
     // REPEATABLE READ, READ ONLY: one snapshot for the whole transaction (said in its BEGIN).
     bool snapshot = false;
@@ -145,9 +146,9 @@ class PostgresPool {
     std::string first_prepared;
     // With `tenant`: called with the set-up's rows when they come back, with the first
     // statements the body sends (the set-up is deferred to their round trip), or before COMMIT
-    // if it sends none. A non-OK status ends the transaction: nothing of it commits, and Run
-    // returns that status, whatever the body returns. So the body may run although the set-up
-    // refuses, but none of its statements' results reach it.
+    // if it sends none (a snapshot's: before the body). A non-OK status ends the transaction:
+    // nothing of it commits, and Run returns that status, whatever the body returns. So the body
+    // may run although the set-up refuses, but none of its statements' results reach it.
     std::function<absl::Status(const pqxx::result&)> check_first;
   };
   using Body = std::function<absl::Status(pqxx::dbtransaction&)>;

@@ -50,6 +50,18 @@ void Open(pqxx::transaction_base& tx) {
   if (auto* pooled = dynamic_cast<PooledTransaction*>(&tx); pooled != nullptr) pooled->Open();
 }
 
+bool OpeningUnsent(pqxx::transaction_base& tx) {
+  auto* pooled = dynamic_cast<PooledTransaction*>(&tx);
+  return pooled != nullptr && !pooled->opened();
+}
+
+void ExpectRows(const pqxx::result& r, size_t rows) {
+  if (r.size() != rows) {
+    throw pqxx::unexpected_rows(
+        absl::StrCat("Expected ", rows, " row(s) of data from query, got ", r.size(), "."));
+  }
+}
+
 std::vector<pqxx::result> Pipelined(pqxx::transaction_base& tx,
                                     const std::vector<Execution>& executions) {
   std::vector<std::string> texts;
@@ -78,9 +90,7 @@ std::vector<pqxx::result> Together(pqxx::transaction_base& tx, const std::vector
     if (name.empty()) break;
     executions.push_back({std::move(name), s.values});
   }
-  auto* pooled = dynamic_cast<PooledTransaction*>(&tx);
-  if (executions.size() == statements.size() &&
-      (statements.size() > 1 || (pooled != nullptr && !pooled->opened()))) {
+  if (executions.size() == statements.size() && (statements.size() > 1 || OpeningUnsent(tx))) {
     return Pipelined(tx, executions);
   }
   Open(tx);

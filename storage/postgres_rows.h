@@ -9,12 +9,13 @@
 #ifndef ACMEVAULT_STORAGE_POSTGRES_ROWS_H_
 #define ACMEVAULT_STORAGE_POSTGRES_ROWS_H_
 
-#include <pqxx/pqxx>
-
 #include <cstdint>
 #include <optional>
+#include <pqxx/pqxx>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -110,10 +111,37 @@ std::vector<pqxx::result> Together(pqxx::transaction_base& tx, const std::vector
 // Before a statement that goes straight to tx's connection (exec_prepared, exec_params): a
 // pool's transaction's opening, if it is still unsent (PooledTransaction::Open).
 void Open(pqxx::transaction_base& tx);
+// Whether tx is a pool's transaction whose opening is still unsent.
+bool OpeningUnsent(pqxx::transaction_base& tx);
 
-// tx.exec_params(sql, args...) (and its 0- and 1-row forms) through PreparedName, after Open.
+// A parameter that travels as quoted text as well as it does as a parameter: a number or a
+// string (not bytes, which may hold a zero byte, nor anything libpqxx turns into NULL).
+template <typename T>
+inline constexpr bool kTextParam = std::is_arithmetic_v<std::decay_t<T>> ||
+                                   std::is_convertible_v<const std::decay_t<T>&, std::string_view>;
+template <typename T>
+std::optional<std::string> TextParam(const T& v) {
+  if constexpr (std::is_arithmetic_v<T>) {
+    return pqxx::to_string(v);
+  } else if constexpr (std::is_pointer_v<T>) {
+    if (v == nullptr) return std::nullopt;  // NULL, as libpqxx sends it
+    return std::string(v);
+  } else {
+    return std::string(std::string_view(v));
+  }
+}
+
+// Throws as libpqxx's exec_n when `r` has not `rows` rows.
+void ExpectRows(const pqxx::result& r, size_t rows);
+
+// tx.exec_params(sql, args...) (and its 0- and 1-row forms) through PreparedName. In a pool's
+// transaction whose opening is still unsent, a statement whose values are all numbers and
+// strings travels with it (Together); else the opening goes first (Open).
 template <typename... Args>
 pqxx::result Exec(pqxx::transaction_base& tx, const std::string& sql, Args&&... args) {
+  if constexpr ((kTextParam<Args> && ...)) {
+    if (OpeningUnsent(tx)) return std::move(Together(tx, {{sql, {TextParam(args)...}}})[0]);
+  }
   Open(tx);
   const std::string name = PreparedName(tx, sql);
   if (name.empty()) return tx.exec_params(sql, std::forward<Args>(args)...);
@@ -121,17 +149,15 @@ pqxx::result Exec(pqxx::transaction_base& tx, const std::string& sql, Args&&... 
 }
 template <typename... Args>
 pqxx::result Exec0(pqxx::transaction_base& tx, const std::string& sql, Args&&... args) {
-  Open(tx);
-  const std::string name = PreparedName(tx, sql);
-  if (name.empty()) return tx.exec_params0(sql, std::forward<Args>(args)...);
-  return tx.exec_prepared0(name, std::forward<Args>(args)...);
+  pqxx::result r = Exec(tx, sql, std::forward<Args>(args)...);
+  ExpectRows(r, 0);
+  return r;
 }
 template <typename... Args>
 pqxx::row Exec1(pqxx::transaction_base& tx, const std::string& sql, Args&&... args) {
-  Open(tx);
-  const std::string name = PreparedName(tx, sql);
-  if (name.empty()) return tx.exec_params1(sql, std::forward<Args>(args)...);
-  return tx.exec_prepared1(name, std::forward<Args>(args)...);
+  pqxx::result r = Exec(tx, sql, std::forward<Args>(args)...);
+  ExpectRows(r, 1);
+  return r[0];
 }
 
 // ---------------------------------------------------------------------------------------------
