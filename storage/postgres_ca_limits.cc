@@ -34,16 +34,29 @@ absl::Status PostgresStore::RecordCaHold(const Scope& scope, const CaHoldKey& ke
   });
 }
 
-std::optional<CaHold> PostgresStore::CaHoldIn(pqxx::dbtransaction& tx, const CaHoldKey& key,
-                                              const std::vector<std::string>& ids, absl::Time now) {
+pg::Sql PostgresStore::CaHoldSql(const CaHoldKey& key, const std::vector<std::string>& ids,
+                                 absl::Time now) {
   static const std::string select = absl::StrCat(
       "SELECT av_us(hold_until), problem FROM ca_holds WHERE account_id = $1 "
       "AND identifiers_hash = ",
       pg::IdentifiersHashOf(2), " AND request = $3 AND hold_until > av_ts($4)");
-  pqxx::result r = pg::Exec(tx, select, key.account, ArrayParam(ids),
-                            std::string(CaRequestName(key.request)), Micros(now));
-  if (r.empty()) return std::nullopt;
-  return CaHold{TimeOf(r[0][0]), r[0][1].as<std::string>()};
+  return {select,
+          {absl::StrCat(key.account), ArrayParam(ids), std::string(CaRequestName(key.request)),
+           absl::StrCat(Micros(now))}};
+}
+
+std::optional<CaHold> PostgresStore::CaHoldIn(pqxx::dbtransaction& tx, const CaHoldKey& key,
+                                              const std::vector<std::string>& ids, absl::Time now,
+                                              const CaHoldRead* ahead) {
+  pqxx::result read;
+  if (ahead != nullptr && ahead->rows != nullptr && ahead->key.account == key.account &&
+      ahead->key.request == key.request && ahead->ids == ids && ahead->now == now) {
+    read = *ahead->rows;
+  } else {
+    read = std::move(pg::Together(tx, {CaHoldSql(key, ids, now)})[0]);
+  }
+  if (read.empty()) return std::nullopt;
+  return CaHold{TimeOf(read[0][0]), read[0][1].as<std::string>()};
 }
 
 absl::StatusOr<CaHold> PostgresStore::GetCaHold(const Scope& scope, const CaHoldKey& key,
@@ -153,9 +166,10 @@ absl::StatusOr<CaAdmission> PostgresStore::AdmitCaRequest(const Scope& scope, co
 CaAdmission PostgresStore::AdmitCaRequestIn(pqxx::dbtransaction& tx, const Scope& scope,
                                             const CaHoldKey& key,
                                             const std::vector<std::string>& ids,
-                                            const std::vector<CaBudget>& budgets, absl::Time now) {
+                                            const std::vector<CaBudget>& budgets, absl::Time now,
+                                            const CaHoldRead* ahead) {
   CaAdmission out;
-  out.hold = CaHoldIn(tx, key, ids, now);
+  out.hold = CaHoldIn(tx, key, ids, now, ahead);
   if (out.hold.has_value()) return out;
   for (size_t i = 0; i < budgets.size(); ++i) {
     out.take = TakeCaBudgetTokenIn(tx, scope, key.account, budgets[i], now);

@@ -183,6 +183,7 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
                   absl::StrCat(Micros(claim.now)), absl::StrCat(claim.per_tenant_limit),
                   absl::StrCat(claim.per_ca_limit), ArrayParam(claim.kinds), absl::StrCat(id)}});
           }
+          std::optional<CaHoldRead> hold_ahead;
           if (loading) {
             // The first step's rows, read after the claim (each statement sees what committed
             // before it began, so what committed while the claim waited for its lock is seen,
@@ -190,6 +191,15 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
             // admission made, only for a claimed job.
             for (pg::Sql& read : OrderStepReadsSql(scope, now, id)) {
               statements.push_back(std::move(read));
+            }
+            // The CA hold the step's admission, if it makes one, asks for first (newOrder's,
+            // for the order's account and identifiers): read with them, not in a round trip of
+            // its own under the claims' lock.
+            const CaHoldKey key{order.account, ids, CaRequest::kNewOrder};
+            absl::StatusOr<std::vector<std::string>> hold_ids = rules::ValidateCaHold(key);
+            if (order.first_step->budgets && hold_ids.ok()) {
+              hold_ahead = CaHoldRead{key, *std::move(hold_ids), order.first_step->now};
+              statements.push_back(CaHoldSql(key, hold_ahead->ids, hold_ahead->now));
             }
           }
           const std::vector<pqxx::result> r = pg::Together(tx, statements);
@@ -237,8 +247,10 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
             if (out.claimed.has_value() && loading) {
               // The first step's load, in this transaction rather than one of its own. One that
               // fails is left to the step (the key's use is audited only once it opened).
-              absl::StatusOr<OrderStepState> first = OrderStepOf(
-                  tx, scope, now, out.order, &r[2], OrderStepPurpose(id), &*order.first_step);
+              if (hold_ahead.has_value()) hold_ahead->rows = &r.back();
+              absl::StatusOr<OrderStepState> first =
+                  OrderStepOf(tx, scope, now, out.order, &r[2], OrderStepPurpose(id),
+                              &*order.first_step, hold_ahead ? &*hold_ahead : nullptr);
               if (first.ok()) out.first_step = std::make_shared<OrderStepState>(*std::move(first));
             }
             return out;
@@ -481,11 +493,9 @@ std::vector<pg::Sql> PostgresStore::OrderStepReadsSql(const Scope& scope, absl::
           {ActiveKeyOfOrderSql(), {id}}};
 }
 
-absl::StatusOr<OrderStepState> PostgresStore::OrderStepOf(pqxx::dbtransaction& tx,
-                                                          const Scope& scope, absl::Time now,
-                                                          Order order, const pqxx::result* r,
-                                                          absl::string_view purpose,
-                                                          const StepAdmission* admission) {
+absl::StatusOr<OrderStepState> PostgresStore::OrderStepOf(
+    pqxx::dbtransaction& tx, const Scope& scope, absl::Time now, Order order, const pqxx::result* r,
+    absl::string_view purpose, const StepAdmission* admission, const CaHoldRead* hold_ahead) {
   OrderStepState out;
   out.order = std::move(order);
   if (r[0].empty()) return pg::NoSuch(pg::kAccounts.noun, out.order.account);
@@ -506,8 +516,8 @@ absl::StatusOr<OrderStepState> PostgresStore::OrderStepOf(pqxx::dbtransaction& t
   ASSIGN_OR_RETURN(std::optional<rules::AdmissionRequest> request,
                    rules::StepAdmissionOf(admission, out));
   if (request.has_value()) {
-    out.admission =
-        AdmitCaRequestIn(tx, scope, request->key, request->ids, request->budgets, admission->now);
+    out.admission = AdmitCaRequestIn(tx, scope, request->key, request->ids, request->budgets,
+                                     admission->now, hold_ahead);
     out.admission_budgets = std::move(request->budgets);
   }
   return out;

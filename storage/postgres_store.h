@@ -416,8 +416,19 @@ class PostgresStore final : public Store {
                                            const pqxx::result& inserted);
   // GetCaHold's, TakeCaBudgetToken's and ReturnCaBudgetToken's transaction bodies, shared
   // with AdmitCaRequest (the budget validated).
+  // A CA hold's rows, read ahead in the transaction (CaHoldSql, sent with other statements)
+  // for `key` and `ids` at `now`: CaHoldIn takes them instead of reading again.
+  struct CaHoldRead {
+    CaHoldKey key;
+    std::vector<std::string> ids;
+    absl::Time now;
+    const pqxx::result* rows = nullptr;
+  };
+  static pg::Sql CaHoldSql(const CaHoldKey& key, const std::vector<std::string>& ids,
+                           absl::Time now);
   static std::optional<CaHold> CaHoldIn(pqxx::dbtransaction& tx, const CaHoldKey& key,
-                                        const std::vector<std::string>& ids, absl::Time now);
+                                        const std::vector<std::string>& ids, absl::Time now,
+                                        const CaHoldRead* ahead = nullptr);
   static CaBudgetTake TakeCaBudgetTokenIn(pqxx::dbtransaction& tx, const Scope& scope,
                                           AccountId account, const CaBudget& budget,
                                           absl::Time now);
@@ -427,7 +438,8 @@ class PostgresStore final : public Store {
   // LoadOrderStep.
   static CaAdmission AdmitCaRequestIn(pqxx::dbtransaction& tx, const Scope& scope,
                                       const CaHoldKey& key, const std::vector<std::string>& ids,
-                                      const std::vector<CaBudget>& budgets, absl::Time now);
+                                      const std::vector<CaBudget>& budgets, absl::Time now,
+                                      const CaHoldRead* ahead = nullptr);
   // DeleteChallenge's transaction body, shared with DeleteChallengeFenced; its statement, and
   // the audit of its result, for FinishOrder, which sends several statements together.
   static void DeleteChallengeTx(pqxx::dbtransaction& tx, const Scope& scope, absl::Time now,
@@ -470,11 +482,12 @@ class PostgresStore final : public Store {
   // The step's state from `order` and OrderStepReadsSql's four results (`r`): the key unsealed
   // and its use audited, the admission made. Shared with CreateOrJoinOrder
   // (NewOrder::first_step), which reads those rows in the pipeline of the order's INSERT and
-  // the job's, after the job's claim.
+  // the job's, after the job's claim, with the CA hold the admission asks for (`hold_ahead`).
   absl::StatusOr<OrderStepState> OrderStepOf(pqxx::dbtransaction& tx, const Scope& scope,
                                              absl::Time now, Order order, const pqxx::result* r,
                                              absl::string_view purpose,
-                                             const StepAdmission* admission);
+                                             const StepAdmission* admission,
+                                             const CaHoldRead* hold_ahead = nullptr);
   // UnsealKey's transaction body: the key's row, then UnsealKeyRowIn.
   absl::StatusOr<UnsealedAccountKey> UnsealKeyIn(pqxx::dbtransaction& tx, const Scope& scope,
                                                  absl::Time now, AccountId account,

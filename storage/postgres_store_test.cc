@@ -1252,6 +1252,50 @@ TEST_F(PostgresStoreRoundTripTest, AClaimedNewOrderIsMadeWithItsJobAndFirstLoadI
   EXPECT_OK(store_->VerifyAuditChain(alpha));
 }
 
+// The same with the admission IssueCertificate's orders make (StepAdmission::budgets, here no
+// budget): the CA hold it asks for first is read in the order's pipeline, not in a round trip
+// of its own under the claims' lock (4 round trips before). A hold stored for the order's
+// account and names is what the first step's admission finds; another account's is not.
+TEST_F(PostgresStoreRoundTripTest, AClaimedNewOrdersAdmissionReadsItsCaHoldInTheOrdersPipeline) {
+  const Scope alpha = MakeTenant("alpha");
+  const AccountId account = MakeAccount(alpha);
+  const AccountId other = MakeAccount(alpha);
+  ASSERT_OK(store_->RecordAccountUrl(alpha, account, "https://ca.test/acct/1"));  // valid
+  const absl::Time until = clock_.Now() + absl::Hours(1);
+  ASSERT_OK(store_->RecordCaHold(alpha, {account, {"held.test"}, CaRequest::kNewOrder}, until,
+                                 "rateLimited: too many"));
+  ASSERT_OK(store_->RecordCaHold(alpha, {other, {"free2.test"}, CaRequest::kNewOrder}, until,
+                                 "rateLimited: another account"));
+  auto spec = [&](const std::string& name) {
+    NewOrder out = ClaimedOrderSpec(account, name, "csr");
+    out.first_step->budgets = [](const OrderStepState&) {
+      return std::optional<std::vector<CaBudget>>(std::vector<CaBudget>{});
+    };
+    out.first_step->now = clock_.Now();
+    return out;
+  };
+  int made = 0;
+  std::shared_ptr<OrderStepState> free_step;
+  EXPECT_EQ(RoundTrips([&] {
+              auto created =
+                  counted_->CreateOrJoinOrder(alpha, spec(absl::StrCat("free", ++made, ".test")));
+              ASSERT_TRUE(created.ok()) << created.status();
+              ASSERT_TRUE(created->created && created->claimed.has_value());
+              free_step = created->first_step;
+            }),
+            3);
+  ASSERT_NE(free_step, nullptr);
+  ASSERT_TRUE(free_step->admission.has_value());
+  EXPECT_EQ(free_step->admission->hold, std::nullopt);
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult held,
+                       counted_->CreateOrJoinOrder(alpha, spec("held.test")));
+  ASSERT_NE(held.first_step, nullptr);
+  ASSERT_TRUE(held.first_step->admission.has_value());
+  ASSERT_TRUE(held.first_step->admission->hold.has_value());
+  EXPECT_EQ(held.first_step->admission->hold->until, until);
+  EXPECT_EQ(held.first_step->admission->hold->problem, "rateLimited: too many");
+}
+
 // The first step's rows made with a claimed new order are read after the claim: what committed
 // while the claim waited for the claims' advisory lock (here the account marked hijacked) is
 // what the step gets, as LoadOrderStep would give it just after (NewOrder::first_step).
