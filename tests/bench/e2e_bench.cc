@@ -405,25 +405,37 @@ StatementCounts CountStatements(const std::string& log, const std::string& from,
     ++c.statements;
     bool& open_tx = in_transaction[pid];
     bool& named = tx_named[pid];
-    auto name = [&] {
-      if (named || absl::StrContains(sql, "set_config('acmevault.tenant_id'")) return;
-      ++c.by_first[std::string(sql.substr(0, 90))];
+    auto name = [&](absl::string_view first) {
+      if (named || first.empty() || absl::StrContains(first, "set_config('acmevault.tenant_id'")) {
+        return;
+      }
+      ++c.by_first[std::string(first.substr(0, 90))];
       named = true;
     };
     // One logged line is one round trip: a simple query may carry several statements, as
-    // "BEGIN; EXECUTE <tenant set-up>(...)" and "EXECUTE <audit insert>(...); COMMIT" do.
+    // "EXECUTE <audit insert>(...); COMMIT" does, and a transaction's opening travels with its
+    // first statements after libpqxx's pipeline's "SELECT 1": "SELECT 1; BEGIN; EXECUTE
+    // <tenant set-up>(...); <first statement>; ...".
     const bool ends = absl::StartsWith(sql, "COMMIT") || absl::StartsWith(sql, "ROLLBACK") ||
                       absl::EndsWith(absl::StripTrailingAsciiWhitespace(sql), "; COMMIT");
-    if (absl::StartsWith(sql, "BEGIN")) {
+    if (absl::StartsWith(sql, "SELECT 1; BEGIN")) {
+      open_tx = true;
+      named = false;
+      ++c.transactions;
+      absl::string_view rest = sql.substr(sql.find("BEGIN"));
+      const size_t set_up = rest.find("; EXECUTE av_");
+      const size_t next = rest.find("; ", set_up == absl::string_view::npos ? 0 : set_up + 2);
+      name(next == absl::string_view::npos ? "" : rest.substr(next + 2));
+    } else if (absl::StartsWith(sql, "BEGIN")) {
       open_tx = true;
       named = false;
       ++c.transactions;
     } else if (!open_tx) {
       ++c.transactions;
       named = false;
-      name();
+      name(sql);
     } else if (!absl::StartsWith(sql, "COMMIT")) {
-      name();
+      name(sql);
     }
     if (ends) open_tx = false;
     if (absl::StrContains(sql, "set_config('acmevault.tenant_id'")) ++c.set_configs;
