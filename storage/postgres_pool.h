@@ -16,12 +16,13 @@
 #ifndef ACMEVAULT_STORAGE_POSTGRES_POOL_H_
 #define ACMEVAULT_STORAGE_POSTGRES_POOL_H_
 
+#include <pqxx/pqxx>
+
 #include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
-#include <pqxx/pqxx>
 #include <random>
 #include <string>
 #include <utility>

@@ -9,9 +9,10 @@
 #ifndef ACMEVAULT_STORAGE_POSTGRES_ROWS_H_
 #define ACMEVAULT_STORAGE_POSTGRES_ROWS_H_
 
+#include <pqxx/pqxx>
+
 #include <cstdint>
 #include <optional>
-#include <pqxx/pqxx>
 #include <stdexcept>
 #include <string>
 #include <string_view>

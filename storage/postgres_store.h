@@ -414,8 +414,6 @@ class PostgresStore final : public Store {
                                            absl::Time now, absl::string_view token,
                                            absl::string_view key_authorization,
                                            const pqxx::result& inserted);
-  // GetCaHold's, TakeCaBudgetToken's and ReturnCaBudgetToken's transaction bodies, shared
-  // with AdmitCaRequest (the budget validated).
   // A CA hold's rows, read ahead in the transaction (CaHoldSql, sent with other statements)
   // for `key` and `ids` at `now`: CaHoldIn takes them instead of reading again.
   struct CaHoldRead {
@@ -424,8 +422,11 @@ class PostgresStore final : public Store {
     absl::Time now;
     const pqxx::result* rows = nullptr;
   };
+  // The statement CaHoldIn reads a hold with.
   static pg::Sql CaHoldSql(const CaHoldKey& key, const std::vector<std::string>& ids,
                            absl::Time now);
+  // GetCaHold's, TakeCaBudgetToken's and ReturnCaBudgetToken's transaction bodies, shared
+  // with AdmitCaRequest (the budget validated).
   static std::optional<CaHold> CaHoldIn(pqxx::dbtransaction& tx, const CaHoldKey& key,
                                         const std::vector<std::string>& ids, absl::Time now,
                                         const CaHoldRead* ahead = nullptr);
