@@ -368,9 +368,8 @@ absl::StatusOr<std::vector<Authorization>> PostgresStore::RecordOrderStart(
   return InTenant<std::vector<Authorization>>(
       "RecordOrderStart", scope,
       [&](pqxx::dbtransaction& tx) -> absl::StatusOr<std::vector<Authorization>> {
-        ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
-        RETURN_IF_ERROR(RecordOrderUrlIn(tx, scope, now, o, url));
-        // The ledger's rows and the answers, in one round trip.
+        // The ledger's rows and the answers, written in the locks' round trip (rolled back
+        // should the lease or the order's state refuse the start).
         std::vector<pg::Sql> writes;
         for (size_t i = 0; i < authorizations.size(); ++i) {
           writes.push_back(RecordAuthorizationSql(scope, now, authorizations[i], identifiers[i]));
@@ -378,7 +377,11 @@ absl::StatusOr<std::vector<Authorization>> PostgresStore::RecordOrderStart(
         for (const ChallengeAnswer& answer : answers) {
           writes.push_back(PutChallengeSql(scope, now, answer.token, answer.key_authorization));
         }
-        const std::vector<pqxx::result> written = pg::Together(tx, writes);
+        ASSIGN_OR_RETURN(LockedOrder locked,
+                         LockLeasedOrderWith(tx, scope, lease, /*with_sealed=*/false,
+                                             /*draw_certificate_id=*/false, writes));
+        RETURN_IF_ERROR(RecordOrderUrlIn(tx, scope, now, locked.order, url));
+        const std::vector<pqxx::result>& written = locked.then;
         std::vector<Authorization> out;
         for (size_t i = 0; i < authorizations.size(); ++i) {
           out.push_back(
