@@ -195,11 +195,13 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
             // The CA hold the step's admission, if it makes one, asks for first (newOrder's,
             // for the order's account and identifiers): read with them, not in a round trip of
             // its own under the claims' lock.
-            const CaHoldKey key{order.account, ids, CaRequest::kNewOrder};
-            absl::StatusOr<std::vector<std::string>> hold_ids = rules::ValidateCaHold(key);
-            if (order.first_step->budgets && hold_ids.ok()) {
-              hold_ahead = CaHoldRead{key, *std::move(hold_ids), order.first_step->now};
-              statements.push_back(CaHoldSql(key, hold_ahead->ids, hold_ahead->now));
+            if (order.first_step->budgets) {
+              const CaHoldKey key{order.account, ids, CaRequest::kNewOrder};
+              absl::StatusOr<std::vector<std::string>> hold_ids = rules::ValidateCaHold(key);
+              if (hold_ids.ok()) {
+                hold_ahead = CaHoldRead{key, *std::move(hold_ids), order.first_step->now};
+                statements.push_back(CaHoldSql(key, hold_ahead->ids, hold_ahead->now));
+              }
             }
           }
           const std::vector<pqxx::result> r = pg::Together(tx, statements);

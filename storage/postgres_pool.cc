@@ -228,7 +228,7 @@ void PooledTransaction::RollBackQuietly() {
   }
 }
 
-void PooledTransaction::Opened(pqxx::result first) {
+void PooledTransaction::CheckOpening(pqxx::result first) {
   if (!check_) return;
   absl::Status status = check_(first);
   if (!status.ok()) throw SetUpRefused(std::move(status));
@@ -243,7 +243,7 @@ void PooledTransaction::Open() {
   if (opened_) return;
   opened_ = true;
   try {
-    Opened(direct_exec(absl::StrJoin(opening_, "; ").c_str()));
+    CheckOpening(direct_exec(absl::StrJoin(opening_, "; ").c_str()));
   } catch (...) {
     // The set-up failed or was refused after BEGIN: the block is open (or aborted), and
     // libpqxx, which may not have seen the transaction begin, would not end it.
@@ -278,7 +278,7 @@ std::vector<pqxx::result> PooledTransaction::Send(const std::vector<std::string>
   pipeline.complete();
   for (size_t i = 0; i < opening; ++i) {
     pqxx::result r = pipeline.retrieve(ids[i]);
-    if (i + 1 == opening) Opened(std::move(r));
+    if (i + 1 == opening) CheckOpening(std::move(r));
   }
   for (size_t i = opening; i < ids.size(); ++i) out.push_back(pipeline.retrieve(ids[i]));
   return out;

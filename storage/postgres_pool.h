@@ -93,8 +93,8 @@ class PooledTransaction final : public pqxx::internal::basic_transaction {
   void do_commit() override;
   void do_abort() override;
   void RollBackQuietly();
-  // The opening's last result, checked.
-  void Opened(pqxx::result first);
+  // Checks the opening's last result (`check`); throws SetUpRefused when it refuses.
+  void CheckOpening(pqxx::result first);
 
   const std::vector<std::string> opening_;
   const bool deferred_;
