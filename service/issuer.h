@@ -223,6 +223,7 @@ class Issuer {
     // Read with the tenant, in one transaction (storage::CertificateStore::LoadIssueContext).
     std::vector<storage::Account> accounts;
     std::optional<storage::Certificate> current;
+    storage::OrderId order_id = 0;       // drawn with them, for the first order made (NewOrder::id)
     std::optional<crypto::CsrInfo> csr;  // None: the service generates the key.
     // The algorithm of the key the service generates (without a CSR): the request's, or the
     // tenant's default (service/key_policy.h); either way one its policy allows.
@@ -268,7 +269,8 @@ class Issuer {
   // `account` null: the tenant is in ephemeral-account mode, and a new order gets an ephemeral
   // account of its own (one made for an order that was joined instead is closed unused); its
   // order never carries `replaces` (RFC 9773 §5: only the account that holds the replaced
-  // certificate may name it).
+  // certificate may name it). `with_idempotency_key` (the first attempt) also offers the id
+  // drawn with the first read (Checked::order_id) for a new order.
   absl::StatusOr<storage::CreateOrderResult> CreateOrJoinOrder(const storage::Scope& scope,
                                                                const Checked& checked,
                                                                const storage::Account* account,

@@ -107,8 +107,13 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
       "CreateOrJoinOrder", scope,
       [&](pqxx::dbtransaction& tx) -> absl::StatusOr<CreateOrderResult> {
         CreateOrderResult out;
-        // Two attempts: a concurrent creator may win the insert; then its order is joined.
-        for (int attempt = 0; attempt < 2; ++attempt) {
+        // An id drawn ahead (NewOrder::id): the first attempt inserts under it without looking
+        // for an order in flight, which a conflict then shows.
+        const bool drawn_ahead = order.id > 0 && order.idempotency_key.empty();
+        // Two attempts (three after one with the id drawn ahead): a concurrent creator may win
+        // the insert; then its order is joined.
+        const int attempts = drawn_ahead ? 3 : 2;
+        for (int attempt = 0; attempt < attempts; ++attempt) {
           if (!order.idempotency_key.empty()) {
             pqxx::result r = BoundOrder(tx, order.idempotency_key, now);
             if (!r.empty()) {
@@ -117,19 +122,22 @@ absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& 
               return out;
             }
           }
-          // The order in flight for these identifiers, if any, and an id for a new one (the
-          // sealed key binds the order id, so the id is drawn first), in one round trip.
-          const std::vector<pqxx::result> found = pg::Together(
-              tx,
-              {{absl::StrCat(select_orders, " WHERE identifiers_hash = ", pg::IdentifiersHashOf(1),
-                             " AND state NOT IN ('valid', 'invalid') AND stalled_at IS NULL"),
-                {id_array}},
-               {pg::kDrawOrderId, {}}});
-          if (!found[0].empty()) {
-            out.order = OrderOf(found[0][0]);
-            return out;
+          OrderId id = order.id;
+          if (attempt > 0 || !drawn_ahead) {
+            // The order in flight for these identifiers, if any, and an id for a new one (the
+            // sealed key binds the order id, so the id is drawn first), in one round trip.
+            const std::vector<pqxx::result> found = pg::Together(
+                tx, {{absl::StrCat(select_orders,
+                                   " WHERE identifiers_hash = ", pg::IdentifiersHashOf(1),
+                                   " AND state NOT IN ('valid', 'invalid') AND stalled_at IS NULL"),
+                      {id_array}},
+                     {pg::kDrawOrderId, {}}});
+            if (!found[0].empty()) {
+              out.order = OrderOf(found[0][0]);
+              return out;
+            }
+            id = found[1][0][0].as<int64_t>();
           }
-          const OrderId id = found[1][0][0].as<int64_t>();
           SealedKey sealed;  // empty fields are stored as NULL: no key
           if (order.certificate_key != nullptr) {
             ASSIGN_OR_RETURN(sealed, envelope_.SealPrivateKey(*order.certificate_key,

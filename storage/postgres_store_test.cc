@@ -1080,8 +1080,9 @@ TEST_F(PostgresStoreRoundTripTest, AClaimIsOneRoundTrip) {
   EXPECT_EQ(job.lease_owner, "");
 }
 
-// What IssueCertificate reads before it orders is three prepared reads sent together: one
-// round trip, where a transaction took five (BEGIN with the tenant, three reads, COMMIT).
+// What IssueCertificate reads before it orders is three prepared reads sent together, with an
+// id drawn for the order it may make: one round trip, where a transaction took five (BEGIN with
+// the tenant, three reads, COMMIT).
 TEST_F(PostgresStoreRoundTripTest, AnIssuancesContextIsOneRoundTrip) {
   const Scope alpha = MakeTenant("alpha");
   const AccountId account = MakeAccount(alpha);
@@ -1094,6 +1095,7 @@ TEST_F(PostgresStoreRoundTripTest, AnIssuancesContextIsOneRoundTrip) {
               EXPECT_EQ(got->accounts[0].id, account);
               ASSERT_TRUE(got->current.has_value());
               EXPECT_EQ(got->current->serial, "0d");
+              EXPECT_GT(got->order_id, 0);
             }),
             1);
   // A tenant that does not exist is told apart in the same round trip.
@@ -1249,6 +1251,39 @@ TEST_F(PostgresStoreRoundTripTest, AClaimedNewOrderIsMadeWithItsJobAndFirstLoadI
   EXPECT_EQ(loads[1]->tenant.id, alpha.tenant);
   ASSERT_TRUE(loads[1]->key.has_value());
   EXPECT_TRUE(loads[1]->key->private_key.has_value());
+  EXPECT_OK(store_->VerifyAuditChain(alpha));
+}
+
+// The same with the id IssueCertificate's first read draws (IssueContext::order_id, given as
+// NewOrder::id): no look for an order in flight and no draw first, so BEGIN with the tenant goes
+// with the order's pipeline, then the audit rows with COMMIT (3 round trips without it, above).
+// The first read still takes one round trip with the draw (AnIssuancesContextIsOneRoundTrip).
+TEST_F(PostgresStoreRoundTripTest, AClaimedNewOrderWithItsIdDrawnAheadTakesTwoRoundTrips) {
+  const Scope alpha = MakeTenant("alpha");
+  const AccountId account = MakeAccount(alpha);
+  ASSERT_OK(store_->RecordAccountUrl(alpha, account, "https://ca.test/acct/1"));  // valid
+  std::vector<OrderId> drawn;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_OK_AND_ASSIGN(IssueContext read, store_->LoadIssueContext(alpha, {"n.test"}));
+    drawn.push_back(read.order_id);
+  }
+  size_t made = 0;
+  std::shared_ptr<OrderStepState> load;
+  EXPECT_EQ(RoundTrips([&] {
+              ASSERT_LT(made, drawn.size());
+              NewOrder spec = ClaimedOrderSpec(account, absl::StrCat("n", made, ".test"), "csr");
+              spec.id = drawn[made++];
+              auto created = counted_->CreateOrJoinOrder(alpha, spec);
+              ASSERT_TRUE(created.ok()) << created.status();
+              ASSERT_TRUE(created->created && created->claimed.has_value());
+              EXPECT_EQ(created->order.id, spec.id);
+              EXPECT_EQ(created->claimed->job.subject, absl::StrCat(spec.id));
+              load = created->first_step;
+            }),
+            2);
+  ASSERT_NE(load, nullptr);
+  EXPECT_EQ(load->order.id, drawn[1]);
+  ASSERT_TRUE(load->key.has_value());
   EXPECT_OK(store_->VerifyAuditChain(alpha));
 }
 

@@ -227,7 +227,8 @@ class OrderStore {
   // made by scope.actor.identity. At most one non-terminal order exists per tenant and
   // identifier set, and per tenant and idempotency key. A new order stores `csr_der` and the
   // sealed `certificate_key` (if given) with it; a joined order keeps its own and the request's
-  // are ignored. INVALID_ARGUMENT if csr_der exceeds kMaxCsrDerSize (joining or not).
+  // are ignored. INVALID_ARGUMENT if csr_der exceeds kMaxCsrDerSize (joining or not). A new
+  // order made without an idempotency key takes NewOrder::id when it is given and free.
   virtual absl::StatusOr<CreateOrderResult> CreateOrJoinOrder(const Scope& scope,
                                                               const NewOrder& order) = 0;
   virtual absl::StatusOr<Order> GetOrder(const Scope& scope, OrderId order) = 0;
@@ -402,7 +403,8 @@ class CertificateStore {
   virtual absl::StatusOr<Certificate> GetCurrentCertificate(
       const Scope& scope, const std::vector<std::string>& identifiers) = 0;
   // GetTenant, ListAccounts and GetCurrentCertificate(identifiers), in one transaction: what
-  // IssueCertificate reads first. NOT_FOUND "tenant N not found" as GetTenant.
+  // IssueCertificate reads first, with an order id drawn for the order it may make
+  // (IssueContext::order_id, for NewOrder::id). NOT_FOUND "tenant N not found" as GetTenant.
   virtual absl::StatusOr<IssueContext> LoadIssueContext(
       const Scope& scope, const std::vector<std::string>& identifiers) = 0;
   // Unseals a service-generated certificate key. NOT_FOUND if the certificate has none.

@@ -142,6 +142,7 @@ absl::StatusOr<IssueContext> FakeStore::LoadIssueContext(
   if (const Certificate* best = CurrentLocked(*state_, scope, ids, now); best != nullptr) {
     out.current = *best;
   }
+  out.order_id = state_->next_id++;
   return out;
 }
 

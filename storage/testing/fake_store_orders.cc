@@ -81,7 +81,12 @@ absl::StatusOr<CreateOrderResult> FakeStore::CreateOrJoinOrder(const Scope& scop
     }
     ASSIGN_OR_RETURN(Account * account, FindAccount(s, scope, order.account));
     Order o;
-    o.id = s.next_id++;
+    // An id drawn ahead, when free (as the insert's conflict tells it to PostgresStore); one
+    // never drawn is not taken, so that the sequence cannot draw it later.
+    o.id = order.id > 0 && order.id < s.next_id && order.idempotency_key.empty() &&
+                   !s.orders.contains(order.id)
+               ? order.id
+               : s.next_id++;
     o.tenant = scope.tenant;
     o.account = account->id;
     o.identifiers = ids;

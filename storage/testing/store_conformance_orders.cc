@@ -78,6 +78,79 @@ TEST_P(StoreConformanceTest, ConcurrentRequestsForTheSameNamesJoinOneOrder) {
   EXPECT_THAT(ids, SizeIs(1));
 }
 
+// IssueCertificate's first read draws an id for the order it may make (IssueContext::order_id);
+// a new order takes it (NewOrder::id). Offered while an order for the names is in flight, or
+// when another order holds it, it is not taken: the order in flight is joined, or the new one
+// gets an id of its own. Concurrent creators with ids of their own still make one order.
+TEST_P(StoreConformanceTest, AnOrderIdDrawnAheadIsTakenOnlyByANewOrderAndOnlyOnce) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  auto spec = [&](std::vector<std::string> names, OrderId id) {
+    NewOrder out{account.id, std::move(names), "", "r1", absl::Minutes(2)};
+    out.id = id;
+    return out;
+  };
+  ASSERT_OK_AND_ASSIGN(IssueContext first_read, store().LoadIssueContext(scope, {"a.test"}));
+  ASSERT_OK_AND_ASSIGN(IssueContext second_read, store().LoadIssueContext(scope, {"a.test"}));
+  EXPECT_GT(first_read.order_id, 0);
+  EXPECT_NE(second_read.order_id, first_read.order_id);
+
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult made,
+                       store().CreateOrJoinOrder(scope, spec({"a.test"}, first_read.order_id)));
+  EXPECT_TRUE(made.created);
+  EXPECT_EQ(made.order.id, first_read.order_id);
+  ASSERT_OK_AND_ASSIGN(Order stored, store().GetOrder(scope, first_read.order_id));
+  EXPECT_THAT(stored.identifiers, ElementsAre("a.test"));
+
+  // In flight for the same names: joined; the offered id stays unused.
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult joined,
+                       store().CreateOrJoinOrder(scope, spec({"a.test"}, second_read.order_id)));
+  EXPECT_FALSE(joined.created);
+  EXPECT_EQ(joined.order.id, first_read.order_id);
+  EXPECT_THAT(store().GetOrder(scope, second_read.order_id), StatusIs(kNotFound));
+
+  // An id another order holds: the new order gets one of its own.
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult taken,
+                       store().CreateOrJoinOrder(scope, spec({"b.test"}, first_read.order_id)));
+  EXPECT_TRUE(taken.created);
+  EXPECT_NE(taken.order.id, first_read.order_id);
+  EXPECT_THAT(taken.order.identifiers, ElementsAre("b.test"));
+  ASSERT_OK_AND_ASSIGN(Order still, store().GetOrder(scope, first_read.order_id));
+  EXPECT_THAT(still.identifiers, ElementsAre("a.test"));
+
+  // The unused id is still free for a new order.
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult later,
+                       store().CreateOrJoinOrder(scope, spec({"c.test"}, second_read.order_id)));
+  EXPECT_TRUE(later.created);
+  EXPECT_EQ(later.order.id, second_read.order_id);
+
+  // Concurrent creators for one new set, each with an id drawn ahead: one order.
+  constexpr int kThreads = 6;
+  std::vector<OrderId> drawn;
+  for (int i = 0; i < kThreads; ++i) {
+    ASSERT_OK_AND_ASSIGN(IssueContext read, store().LoadIssueContext(scope, {"race.test"}));
+    drawn.push_back(read.order_id);
+  }
+  std::vector<absl::StatusOr<CreateOrderResult>> results(kThreads, absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back(
+        [&, i] { results[i] = store().CreateOrJoinOrder(scope, spec({"race.test"}, drawn[i])); });
+  }
+  for (std::thread& t : threads) t.join();
+  int created = 0;
+  std::set<OrderId> ids;
+  for (const auto& r : results) {
+    ASSERT_TRUE(r.ok()) << r.status();
+    created += r->created ? 1 : 0;
+    ids.insert(r->order.id);
+  }
+  EXPECT_EQ(created, 1);
+  ASSERT_THAT(ids, SizeIs(1));
+  EXPECT_THAT(drawn, ::testing::Contains(*ids.begin()));
+}
+
 TEST_P(StoreConformanceTest, IdempotencyKeyFindsItsOrderEvenWhenDone) {
   Tenant a = MakeTenant("alpha");
   const Scope scope = ScopeOf(a);
