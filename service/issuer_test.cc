@@ -754,9 +754,9 @@ class LostFirstCreateCommit final : public storage::OrderStore {
     return inner_.RecordOrderUrl(scope, lease, url);
   }
   absl::Status TransitionOrder(const storage::Scope& scope, const storage::Lease& lease,
-                               storage::OrderState to,
-                               const storage::OrderFailure& failure) override {
-    return inner_.TransitionOrder(scope, lease, to, failure);
+                               storage::OrderState to, const storage::OrderFailure& failure,
+                               const storage::Order* seen = nullptr) override {
+    return inner_.TransitionOrder(scope, lease, to, failure, seen);
   }
   absl::StatusOr<storage::Certificate> CompleteOrder(
       const storage::Scope& scope, const storage::Lease& lease,

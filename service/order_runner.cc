@@ -880,7 +880,9 @@ absl::StatusOr<OrderStepResult> OrderRunner::StepLoaded(Context& ctx) {
   auto advance = [&](storage::OrderState to,
                      const storage::OrderFailure& failure = {}) -> absl::Status {
     if (ctx.order.state >= to && to != storage::OrderState::kInvalid) return absl::OkStatus();
-    RETURN_IF_ERROR(options_.orders->TransitionOrder(scope, ctx.lease(), to, failure));
+    // With the order as this step holds it (kept or loaded under the lease): in one round trip
+    // when the row is still as held.
+    RETURN_IF_ERROR(options_.orders->TransitionOrder(scope, ctx.lease(), to, failure, &ctx.order));
     ctx.order.state = to;
     ctx.order.updated_at = options_.clock->Now();
     return absl::OkStatus();

@@ -94,6 +94,29 @@ pqxx::result BoundOrder(pqxx::dbtransaction& tx, absl::string_view key, absl::Ti
       std::string(key), Micros(now - kIdempotencyKeyLifetime), Micros(now));
 }
 
+// TransitionOrder's move of an order as its lease holder saw it, in one statement: the update
+// TransitionOrder makes ($1-$6), made only when the row is as seen (state $9, URL $10, account
+// $11, identifiers $12: what its audit row says) and the lease holds (rules::CheckLease: the
+// job $7, locked FOR SHARE first as LockLeasedOrderWith locks it, with fencing token $8, not
+// failed, of this order; without a job, the order's own token $8). Otherwise it raises
+// (av_refuse, FAILED_PRECONDITION), which ends the transaction before its audit row and COMMIT.
+std::string TransitionSeenSql(bool with_job) {
+  return absl::StrCat(
+      with_job ? "WITH j AS (SELECT 1 FROM jobs WHERE id = $7 AND fencing_token = $8 "
+                 "AND failed_at IS NULL AND subject = $1::bigint::text FOR SHARE), "
+               : "WITH j AS (SELECT 1 WHERE $7::bigint = 0 AND $8::bigint <> 0), ",
+      "u AS (UPDATE orders SET state = $2, error = $3, problem_type = $6, "
+      "updated_at = av_ts($4), "
+      "lease_owner = CASE WHEN $5 THEN NULL ELSE lease_owner END, "
+      "lease_expires_at = CASE WHEN $5 THEN NULL ELSE lease_expires_at END "
+      "WHERE id = $1 AND state = $9 AND coalesce(acme_url, '') = $10 AND account_id = $11 "
+      "AND identifiers = $12::text[] AND EXISTS (SELECT 1 FROM j)",
+      with_job ? "" : " AND fencing_token = $8",
+      " RETURNING 1) "
+      "SELECT av_refuse('order ' || $1 || ' is not as its lease holder saw it') "
+      "FROM (SELECT count(*) AS n FROM u) c WHERE c.n <> 1");
+}
+
 }  // namespace
 
 absl::StatusOr<CreateOrderResult> PostgresStore::CreateOrJoinOrder(const Scope& scope,
@@ -407,10 +430,34 @@ absl::StatusOr<std::vector<Authorization>> PostgresStore::RecordOrderStart(
 }
 
 absl::Status PostgresStore::TransitionOrder(const Scope& scope, const Lease& lease, OrderState to,
-                                            const OrderFailure& failure) {
+                                            const OrderFailure& failure, const Order* seen) {
   RETURN_IF_ERROR(rules::ValidateOrderFailure(failure));
   const OrderFailure kept = to == OrderState::kInvalid ? failure : OrderFailure{};
   const absl::Time now = Now();
+  // The order as its lease holder saw it, when the move is one that order allows: tried in one
+  // round trip (TransitionSeenSql). When the row is not as seen (or the lease no longer holds,
+  // or the tenant does not exist), that refuses, and the move is made as below, which answers
+  // for the row as it is.
+  if (seen != nullptr && seen->id == lease.order && lease.tenant == scope.tenant &&
+      seen->state != to && (lease.job != 0 || lease.fencing_token != 0) &&
+      rules::CheckOrderTransition(*seen, to).ok()) {
+    absl::Status tried =
+        InTenant("TransitionOrder", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
+          pg::OpenWithCommit(tx);
+          pg::ExecWithCommit(
+              tx, TransitionSeenSql(lease.job != 0),
+              {absl::StrCat(seen->id), std::string(OrderStateName(to)), kept.error,
+               absl::StrCat(Micros(now)), IsTerminal(to) ? "true" : "false", kept.problem_type,
+               absl::StrCat(lease.job), absl::StrCat(lease.fencing_token),
+               std::string(OrderStateName(seen->state)), seen->acme_url,
+               absl::StrCat(seen->account), ArrayParam(seen->identifiers)});
+          Audit(tx, scope, now,
+                rules::OrderEvent("TransitionOrder", *seen,
+                                  rules::TransitionDetail(seen->state, to, failure.error)));
+          return absl::OkStatus();
+        });
+    if (!absl::IsFailedPrecondition(tried)) return tried;
+  }
   return InTenant("TransitionOrder", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Order o, LockLeasedOrder(tx, scope, lease));
     RETURN_IF_ERROR(rules::CheckOrderTransition(o, to));

@@ -295,10 +295,16 @@ void PooledTransaction::do_abort() {
 }
 
 void PooledTransaction::do_commit() {
-  // The opening, and its check, before COMMIT (a body that sent nothing).
-  Open();
+  std::string sql = with_commit_.empty() ? "COMMIT" : absl::StrCat(with_commit_, "; COMMIT");
+  if (!opened_ && open_with_commit_) {
+    // A body that sent nothing: the opening in this round trip, unchecked (OpenWithCommit).
+    opened_ = true;
+    sql = absl::StrCat(absl::StrJoin(opening_, "; "), "; ", sql);
+  } else {
+    // The opening, and its check, before COMMIT (a body that sent nothing).
+    Open();
+  }
   // As libpqxx's own COMMIT: a connection lost here leaves the outcome unknown.
-  const std::string sql = with_commit_.empty() ? "COMMIT" : absl::StrCat(with_commit_, "; COMMIT");
   try {
     direct_exec(sql.c_str());
   } catch (const pqxx::in_doubt_error&) {

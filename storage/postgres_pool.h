@@ -86,6 +86,11 @@ class PooledTransaction final : public pqxx::internal::basic_transaction {
   // round trip, just before COMMIT, after what earlier calls sent. When it fails, nothing
   // commits, and commit() throws its error.
   void SendWithCommit(absl::string_view sql);
+  // The opening, when still unsent at commit(), goes in COMMIT's round trip before what
+  // SendWithCommit queued, and `check` is not called: for a body whose statements sent with
+  // COMMIT refuse for themselves (raise) whatever the set-up would refuse. One round trip for
+  // the whole transaction.
+  void OpenWithCommit() { open_with_commit_ = true; }
 
  private:
   void do_begin() override;
@@ -100,6 +105,7 @@ class PooledTransaction final : public pqxx::internal::basic_transaction {
   const bool deferred_;
   const std::function<absl::Status(const pqxx::result&)> check_;
   bool opened_ = false;
+  bool open_with_commit_ = false;
   std::string with_commit_;
 };
 

@@ -50,6 +50,12 @@ void Open(pqxx::transaction_base& tx) {
   if (auto* pooled = dynamic_cast<PooledTransaction*>(&tx); pooled != nullptr) pooled->Open();
 }
 
+void OpenWithCommit(pqxx::transaction_base& tx) {
+  if (auto* pooled = dynamic_cast<PooledTransaction*>(&tx); pooled != nullptr) {
+    pooled->OpenWithCommit();
+  }
+}
+
 bool OpeningUnsent(pqxx::transaction_base& tx) {
   auto* pooled = dynamic_cast<PooledTransaction*>(&tx);
   return pooled != nullptr && !pooled->opened();

@@ -112,6 +112,9 @@ std::vector<pqxx::result> Together(pqxx::transaction_base& tx, const std::vector
 // Before a statement that goes straight to tx's connection (exec_prepared, exec_params): a
 // pool's transaction's opening, if it is still unsent (PooledTransaction::Open).
 void Open(pqxx::transaction_base& tx);
+// A pool's transaction's opening goes with COMMIT, unchecked, if nothing is sent before it
+// (PooledTransaction::OpenWithCommit). Any other transaction is open already.
+void OpenWithCommit(pqxx::transaction_base& tx);
 // Whether tx is a pool's transaction whose opening is still unsent.
 bool OpeningUnsent(pqxx::transaction_base& tx);
 

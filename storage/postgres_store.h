@@ -170,7 +170,7 @@ class PostgresStore final : public Store {
   absl::Status RecordOrderUrl(const Scope& scope, const Lease& lease,
                               absl::string_view url) override;
   absl::Status TransitionOrder(const Scope& scope, const Lease& lease, OrderState to,
-                               const OrderFailure& failure) override;
+                               const OrderFailure& failure, const Order* seen = nullptr) override;
   absl::StatusOr<Certificate> CompleteOrder(const Scope& scope, const Lease& lease,
                                             const NewCertificate& certificate) override;
   absl::StatusOr<OrderStepState> LoadOrderStep(const Scope& scope, OrderId order,

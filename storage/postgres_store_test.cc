@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -1263,6 +1264,72 @@ TEST_F(PostgresStoreRoundTripTest, AnOrdersTransitionsTakeOneRoundTripPerDepende
   }
   ASSERT_EQ(counted.size(), 2u);
   EXPECT_THAT(counted[1], ElementsAre(4, 2, 2, 2, 2));
+  EXPECT_OK(store_->VerifyAuditChain(alpha));
+}
+
+// TransitionOrder with the order as its lease holder saw it (`seen`, as the engine's step passes
+// it): the move is one statement sent with BEGIN, the tenant's set-up, the audit row and COMMIT,
+// one round trip (2 without `seen`), made only when the row is as seen and the job's lease
+// holds. A stale job lease is refused as without it; a stale `seen` costs the failed try and
+// its ROLLBACK before the move is made as without it (4 round trips), from the row's state.
+TEST_F(PostgresStoreRoundTripTest, AMoveOfTheOrderAsSeenTakesOneRoundTrip) {
+  const Scope alpha = MakeTenant("alpha");
+  const AccountId account = MakeAccount(alpha);
+  ASSERT_OK(store_->RecordAccountUrl(alpha, account, "https://ca.test/acct/1"));  // valid
+  NewOrder spec{account, {"seen.test"}, "", "replica-1", absl::Minutes(1)};
+  spec.csr_der = "csr";
+  spec.job_kind = "order_step";
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult created, store_->CreateOrJoinOrder(alpha, spec));
+  ASSERT_TRUE(created.lease.has_value() && created.lease->job != 0);
+  const Lease lease = *created.lease;
+  ASSERT_OK(store_->RecordOrderUrl(alpha, lease, "https://ca.test/order/seen"));
+  ASSERT_OK_AND_ASSIGN(const Order seen, store_->GetOrder(alpha, lease.order));
+  ASSERT_EQ(seen.state, OrderState::kPending);
+  auto count = [&](auto call) {
+    counter_->Reset();
+    call();
+    return counter_->round_trips();
+  };
+  // The job's token is not the lease's: refused (its job's fencing token is stale).
+  Lease stale = lease;
+  stale.fencing_token += 1;
+  EXPECT_THAT(counted_->TransitionOrder(alpha, stale, OrderState::kReady, {}, &seen),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "stale"));
+  // Nor a job that is not the order's (the job id of another lease).
+  Lease other_job = lease;
+  other_job.job += 1000;
+  EXPECT_THAT(counted_->TransitionOrder(alpha, other_job, OrderState::kReady, {}, &seen),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "lost"));
+  ASSERT_OK_AND_ASSIGN(Order unmoved, store_->GetOrder(alpha, lease.order));
+  EXPECT_EQ(unmoved.state, OrderState::kPending);
+  // A move without `seen` first, so that the counts below find their statements prepared on
+  // the connection (as they are after a replica's first orders).
+  spec.identifiers = {"warm.test"};
+  ASSERT_OK_AND_ASSIGN(CreateOrderResult warm, store_->CreateOrJoinOrder(alpha, spec));
+  ASSERT_OK(store_->RecordOrderUrl(alpha, *warm.lease, "https://ca.test/order/warm"));
+  ASSERT_OK(counted_->TransitionOrder(alpha, *warm.lease, OrderState::kReady, {}));
+
+  EXPECT_EQ(count([&] {
+              ASSERT_OK(counted_->TransitionOrder(alpha, lease, OrderState::kReady, {}, &seen));
+            }),
+            1);
+  // `seen` is now behind the row (ready): the try refuses, and the move is made from the row.
+  EXPECT_EQ(
+      count([&] {
+        ASSERT_OK(counted_->TransitionOrder(alpha, lease, OrderState::kProcessing, {}, &seen));
+      }),
+      4);
+  ASSERT_OK_AND_ASSIGN(Order moved, store_->GetOrder(alpha, lease.order));
+  EXPECT_EQ(moved.state, OrderState::kProcessing);
+  const std::string id = absl::StrCat("order ", lease.order, ": ");
+  std::vector<std::string> moves;
+  ASSERT_OK_AND_ASSIGN(Page<AuditRecord> audit, store_->ListAudit(alpha, PageRequest{}));
+  for (const AuditRecord& r : audit.items) {
+    if (r.event.action == "TransitionOrder" && absl::StartsWith(r.event.detail, id)) {
+      moves.push_back(r.event.detail);
+    }
+  }
+  EXPECT_THAT(moves, ElementsAre(id + "pending -> ready", id + "ready -> processing"));
   EXPECT_OK(store_->VerifyAuditChain(alpha));
 }
 

@@ -269,9 +269,12 @@ class OrderStore {
       const std::vector<ChallengeAnswer>& answers) = 0;
   // Moves the order to `to` (forward only; see OrderState). `failure` is kept for kInvalid.
   // FAILED_PRECONDITION for a backward move, a terminal order, or a stale fencing token;
-  // INVALID_ARGUMENT for a problem type longer than kMaxProblemTypeSize.
+  // INVALID_ARGUMENT for a problem type longer than kMaxProblemTypeSize. `seen`, optional, is
+  // the order as the lease holder last saw it: a store may then try the move in fewer round
+  // trips, the answer being the same whether `seen` is current or not.
   virtual absl::Status TransitionOrder(const Scope& scope, const Lease& lease, OrderState to,
-                                       const OrderFailure& failure) = 0;
+                                       const OrderFailure& failure,
+                                       const Order* seen = nullptr) = 0;
   // Stores the certificate and moves the order to valid, in one transaction.
   virtual absl::StatusOr<Certificate> CompleteOrder(const Scope& scope, const Lease& lease,
                                                     const NewCertificate& certificate) = 0;

@@ -229,7 +229,7 @@ absl::Status FakeStore::RecordOrderUrl(const Scope& scope, const Lease& lease,
 }
 
 absl::Status FakeStore::TransitionOrder(const Scope& scope, const Lease& lease, OrderState to,
-                                        const OrderFailure& failure) {
+                                        const OrderFailure& failure, const Order* /*seen*/) {
   RETURN_IF_ERROR(rules::ValidateOrderFailure(failure));
   const absl::Time now = Now();
   State& s = *state_;

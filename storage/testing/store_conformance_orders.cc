@@ -282,6 +282,55 @@ TEST_P(StoreConformanceTest, OrderUrlIsImmutableAndStatesMoveForwardOnly) {
                           "TransitionOrder", "TransitionOrder", "TransitionOrder"));
 }
 
+// TransitionOrder answers for the row as it is, whatever the order its lease holder says it saw
+// (`seen`, which a store may use to try the move in fewer round trips): the same moves and
+// refusals as above with a `seen` left behind after the first, audited from the row's state.
+TEST_P(StoreConformanceTest, ATransitionAnswersForTheRowWhateverItsLeaseHolderSaw) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  Lease lease = MakeOrder(scope, account.id, {"a.test"});
+  ASSERT_OK(store().RecordOrderUrl(scope, lease, "https://ca.test/order/1"));
+  ASSERT_OK_AND_ASSIGN(const Order seen, store().GetOrder(scope, lease.order));
+  ASSERT_EQ(seen.state, OrderState::kPending);
+
+  ASSERT_OK(store().TransitionOrder(scope, lease, OrderState::kReady, {}, &seen));
+  ASSERT_OK(store().TransitionOrder(scope, lease, OrderState::kReady, {}, &seen));  // retried
+  ASSERT_OK(store().TransitionOrder(scope, lease, OrderState::kProcessing, {}, &seen));
+  EXPECT_THAT(store().TransitionOrder(scope, lease, OrderState::kPending, {}, &seen),
+              StatusIs(kFailedPrecondition, "cannot go from processing to pending"));
+  EXPECT_THAT(store().TransitionOrder(scope, lease, OrderState::kValid, {}, &seen),
+              StatusIs(kInvalidArgument, "CompleteOrder"));
+  // A lease whose token is not the order's: refused, whatever was seen.
+  Lease stale = lease;
+  stale.fencing_token += 1;
+  EXPECT_THAT(store().TransitionOrder(scope, stale, OrderState::kInvalid, {"x"}, &seen),
+              StatusIs(kFailedPrecondition, "stale"));
+  // Another tenant's scope finds no such order, whatever was seen.
+  Tenant b = MakeTenant("beta");
+  Lease elsewhere = lease;
+  elsewhere.tenant = b.id;
+  EXPECT_THAT(store().TransitionOrder(ScopeOf(b), elsewhere, OrderState::kInvalid, {"x"}, &seen),
+              StatusIs(kNotFound));
+  ASSERT_OK(
+      store().TransitionOrder(scope, lease, OrderState::kInvalid, {"finalize failed"}, &seen));
+  EXPECT_THAT(store().TransitionOrder(scope, lease, OrderState::kInvalid, {}, &seen),
+              StatusIs(kFailedPrecondition, "is invalid"));
+  ASSERT_OK_AND_ASSIGN(Order o, store().GetOrder(scope, lease.order));
+  EXPECT_EQ(o.state, OrderState::kInvalid);
+  EXPECT_EQ(o.error, "finalize failed");
+  EXPECT_TRUE(o.lease_owner.empty());
+  std::vector<std::string> moves;
+  ASSERT_OK_AND_ASSIGN(Page<AuditRecord> audit, store().ListAudit(scope, PageRequest{}));
+  for (const AuditRecord& r : audit.items) {
+    if (r.event.action == "TransitionOrder") moves.push_back(r.event.detail);
+  }
+  const std::string id = absl::StrCat("order ", lease.order, ": ");
+  EXPECT_THAT(moves, ElementsAre(id + "pending -> ready", id + "ready -> processing",
+                                 id + "processing -> invalid: finalize failed"));
+  EXPECT_OK(store().VerifyAuditChain(scope));
+}
+
 TEST_P(StoreConformanceTest, AFailedOrderKeepsTheCasProblemTypeBesideItsError) {
   Tenant a = MakeTenant("alpha");
   const Scope scope = ScopeOf(a);
