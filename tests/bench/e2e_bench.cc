@@ -385,7 +385,17 @@ StatementCounts CountStatements(const std::string& log, const std::string& from,
   bool on = false;
   std::map<std::string, bool> in_transaction;  // By server process.
   std::map<std::string, bool> tx_named;        // Its transaction is in by_first.
+  // A statement whose text has line breaks (a certificate's PEM) goes on in lines that begin
+  // with a tab: one entry, so that what follows the breaks (its "; COMMIT") counts.
+  std::vector<std::string> entries;
   for (absl::string_view line : absl::StrSplit(log, '\n')) {
+    if (absl::StartsWith(line, "\t") && !entries.empty()) {
+      absl::StrAppend(&entries.back(), "\n", line.substr(1));
+    } else {
+      entries.emplace_back(line);
+    }
+  }
+  for (absl::string_view line : entries) {
     if (absl::StrContains(line, from)) on = true;
     if (absl::StrContains(line, to)) break;
     const size_t open = line.find('['), close = line.find(']');
