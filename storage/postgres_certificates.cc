@@ -79,20 +79,7 @@ absl::StatusOr<Certificate> PostgresStore::InsertCertificateIn(pqxx::dbtransacti
        sealed ? std::optional<std::string>(pg::ByteaText(sealed->sealed_private_key))
               : std::nullopt,
        absl::StrCat(Micros(now)), OptionalParam(crl_next_check)});
-  Certificate out;
-  out.id = id;
-  out.tenant = scope.tenant;
-  out.account = c.account;
-  out.order = c.order;
-  out.identifiers = c.identifiers;
-  out.serial = c.serial;
-  out.not_before = absl::FromUnixMicros(Micros(c.not_before));
-  out.not_after = absl::FromUnixMicros(Micros(c.not_after));
-  out.chain_pem = c.chain_pem;
-  out.account_key_version = c.account_key_version;
-  out.has_private_key = sealed.has_value();
-  out.created_at = absl::FromUnixMicros(Micros(now));
-  if (crl_next_check.has_value()) out.crl_next_check = absl::FromUnixMicros(*crl_next_check);
+  const Certificate out = rules::StoredCertificate(c, scope.tenant, id, sealed.has_value(), now);
   Audit(tx, scope, now, rules::CertificateEvent("InsertCertificate", out, ""));
   return out;
 }

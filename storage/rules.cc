@@ -176,6 +176,25 @@ absl::StatusOr<NewCertificate> ValidateNewCertificate(const NewCertificate& cert
   return out;
 }
 
+Certificate StoredCertificate(const NewCertificate& c, TenantId tenant, CertificateId id,
+                              bool has_private_key, absl::Time now) {
+  Certificate out;
+  out.id = id;
+  out.tenant = tenant;
+  out.account = c.account;
+  out.order = c.order;
+  out.identifiers = c.identifiers;
+  out.serial = c.serial;
+  out.not_before = TruncateToMicros(c.not_before);
+  out.not_after = TruncateToMicros(c.not_after);
+  out.chain_pem = c.chain_pem;
+  out.account_key_version = c.account_key_version;
+  out.has_private_key = has_private_key;
+  if (c.crl_next_check.has_value()) out.crl_next_check = TruncateToMicros(*c.crl_next_check);
+  out.created_at = TruncateToMicros(now);
+  return out;
+}
+
 absl::Status ValidateReplacement(CertificateId renewal, CertificateId replaced) {
   if (renewal == replaced) {
     return absl::InvalidArgumentError("a certificate cannot replace itself");

@@ -42,6 +42,10 @@ absl::Status ValidateAccountStatusChange(AccountStatus status);
 // Canonical identifiers; a serial of 1-64 hex digits (returned lower-cased); not_after after
 // not_before; a chain; a positive key version if given.
 absl::StatusOr<NewCertificate> ValidateNewCertificate(const NewCertificate& certificate);
+// The certificate a store keeps for `c` (validated) under `id`: its fields, times to the
+// microsecond, made at `now`; nothing revoked, superseded, replaced or checked yet.
+Certificate StoredCertificate(const NewCertificate& c, TenantId tenant, CertificateId id,
+                              bool has_private_key, absl::Time now);
 // RFC 5280 §5.3.1: 0-10, 7 unused.
 absl::Status ValidateRevocationReason(crypto::RevocationReason reason);
 // RFC 8555 §8.3: base64url characters, 1-255 of them.

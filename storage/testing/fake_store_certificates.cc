@@ -36,11 +36,10 @@ absl::StatusOr<Certificate> fake::InsertCertificateLocked(State& s, const Envelo
     }
   }
   State::CertificateRow row;
-  Certificate& out = row.certificate;
-  out.id = s.next_id++;
+  const CertificateId id = s.next_id++;
   if (c.private_key != nullptr) {
-    ASSIGN_OR_RETURN(row.sealed, envelope.SealPrivateKey(
-                                     *c.private_key, CertificateKeyContext(scope.tenant, out.id)));
+    ASSIGN_OR_RETURN(row.sealed, envelope.SealPrivateKey(*c.private_key,
+                                                         CertificateKeyContext(scope.tenant, id)));
   }
   for (auto& [id, other] : s.certificates) {
     Certificate& o = other.certificate;
@@ -49,19 +48,8 @@ absl::StatusOr<Certificate> fake::InsertCertificateLocked(State& s, const Envelo
       o.superseded_at = now;
     }
   }
-  out.tenant = scope.tenant;
-  out.account = c.account;
-  out.order = c.order;
-  out.identifiers = c.identifiers;
-  out.serial = c.serial;
-  out.not_before = c.not_before;
-  out.not_after = c.not_after;
-  out.chain_pem = c.chain_pem;
-  out.account_key_version = c.account_key_version;
-  if (c.crl_next_check.has_value()) out.crl_next_check = TruncateToMicros(*c.crl_next_check);
-  out.has_private_key = row.sealed.has_value();
-  out.created_at = now;
-  Certificate result = out;
+  row.certificate = rules::StoredCertificate(c, scope.tenant, id, row.sealed.has_value(), now);
+  Certificate result = row.certificate;
   s.certificates[result.id] = std::move(row);
   Audit(s, scope, now, rules::CertificateEvent("InsertCertificate", result, ""));
   return result;

@@ -17,6 +17,29 @@ using ::testing::SizeIs;
 
 namespace {
 
+// Makes `specs` concurrently, one thread each: every call succeeds and exactly one creates
+// (the test fails otherwise). Returns the ids of the orders they made or joined.
+std::set<OrderId> CreatedAtOnce(Store& store, const Scope& scope,
+                                const std::vector<NewOrder>& specs) {
+  std::vector<absl::StatusOr<CreateOrderResult>> results(specs.size(),
+                                                         absl::UnknownError("not run"));
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    threads.emplace_back([&, i] { results[i] = store.CreateOrJoinOrder(scope, specs[i]); });
+  }
+  for (std::thread& t : threads) t.join();
+  int created = 0;
+  std::set<OrderId> ids;
+  for (const auto& r : results) {
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) continue;
+    created += r->created ? 1 : 0;
+    ids.insert(r->order.id);
+  }
+  EXPECT_EQ(created, 1);
+  return ids;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Orders and leases
 
@@ -56,26 +79,12 @@ TEST_P(StoreConformanceTest, ConcurrentRequestsForTheSameNamesJoinOneOrder) {
   EXPECT_NE(third.order.id, first.order.id);
 
   // Concurrent callers for one new set: exactly one creates, all see the same order.
-  constexpr int kThreads = 6;
-  std::vector<absl::StatusOr<CreateOrderResult>> results(kThreads, absl::UnknownError("not run"));
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kThreads; ++i) {
-    threads.emplace_back([&, i] {
-      results[i] = store().CreateOrJoinOrder(
-          scope,
-          NewOrder{account.id, {"race.alpha.test"}, "", absl::StrCat("t", i), absl::Minutes(2)});
-    });
+  std::vector<NewOrder> specs;
+  for (int i = 0; i < 6; ++i) {
+    specs.push_back(
+        NewOrder{account.id, {"race.alpha.test"}, "", absl::StrCat("t", i), absl::Minutes(2)});
   }
-  for (std::thread& t : threads) t.join();
-  int created = 0;
-  std::set<OrderId> ids;
-  for (const auto& r : results) {
-    ASSERT_TRUE(r.ok()) << r.status();
-    created += r->created ? 1 : 0;
-    ids.insert(r->order.id);
-  }
-  EXPECT_EQ(created, 1);
-  EXPECT_THAT(ids, SizeIs(1));
+  EXPECT_THAT(CreatedAtOnce(store(), scope, specs), SizeIs(1));
 }
 
 // IssueCertificate's first read draws an id for the order it may make (IssueContext::order_id);
@@ -126,27 +135,14 @@ TEST_P(StoreConformanceTest, AnOrderIdDrawnAheadIsTakenOnlyByANewOrderAndOnlyOnc
   EXPECT_EQ(later.order.id, second_read.order_id);
 
   // Concurrent creators for one new set, each with an id drawn ahead: one order.
-  constexpr int kThreads = 6;
   std::vector<OrderId> drawn;
-  for (int i = 0; i < kThreads; ++i) {
+  for (int i = 0; i < 6; ++i) {
     ASSERT_OK_AND_ASSIGN(IssueContext read, store().LoadIssueContext(scope, {"race.test"}));
     drawn.push_back(read.order_id);
   }
-  std::vector<absl::StatusOr<CreateOrderResult>> results(kThreads, absl::UnknownError("not run"));
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kThreads; ++i) {
-    threads.emplace_back(
-        [&, i] { results[i] = store().CreateOrJoinOrder(scope, spec({"race.test"}, drawn[i])); });
-  }
-  for (std::thread& t : threads) t.join();
-  int created = 0;
-  std::set<OrderId> ids;
-  for (const auto& r : results) {
-    ASSERT_TRUE(r.ok()) << r.status();
-    created += r->created ? 1 : 0;
-    ids.insert(r->order.id);
-  }
-  EXPECT_EQ(created, 1);
+  std::vector<NewOrder> specs;
+  for (OrderId id : drawn) specs.push_back(spec({"race.test"}, id));
+  const std::set<OrderId> ids = CreatedAtOnce(store(), scope, specs);
   ASSERT_THAT(ids, SizeIs(1));
   EXPECT_THAT(drawn, ::testing::Contains(*ids.begin()));
 }
