@@ -41,7 +41,7 @@ absl::StatusOr<Certificate> fake::InsertCertificateLocked(State& s, const Envelo
     ASSIGN_OR_RETURN(row.sealed, envelope.SealPrivateKey(*c.private_key,
                                                          CertificateKeyContext(scope.tenant, id)));
   }
-  for (auto& [id, other] : s.certificates) {
+  for (auto& [other_id, other] : s.certificates) {
     Certificate& o = other.certificate;
     if (o.tenant == scope.tenant && o.identifiers == c.identifiers && !o.revoked_at &&
         !o.superseded_at) {
