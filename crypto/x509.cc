@@ -1,10 +1,14 @@
 #include "crypto/x509.h"
 
 #include <openssl/asn1.h>
+#include <openssl/err.h>
 #include <openssl/obj_mac.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#if !defined(OPENSSL_IS_BORINGSSL)
+#include <openssl/provider.h>
+#endif
 
 #include <deque>
 #include <optional>
@@ -34,6 +38,8 @@ using StorePtr = std::unique_ptr<X509_STORE, Deleter<X509_STORE, X509_STORE_free
 using StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, Deleter<X509_STORE_CTX, X509_STORE_CTX_free>>;
 using AsnTimePtr = std::unique_ptr<ASN1_TIME, Deleter<ASN1_TIME, ASN1_TIME_free>>;
 using X509CrlPtr = std::unique_ptr<X509_CRL, Deleter<X509_CRL, X509_CRL_free>>;
+using AuthorityKeyIdPtr =
+    std::unique_ptr<AUTHORITY_KEYID, Deleter<AUTHORITY_KEYID, AUTHORITY_KEYID_free>>;
 using CrlDistPointsPtr =
     std::unique_ptr<CRL_DIST_POINTS, Deleter<CRL_DIST_POINTS, CRL_DIST_POINTS_free>>;
 using AsnEnumeratedPtr =
@@ -331,17 +337,53 @@ std::vector<std::string> CrlUris(X509* cert) {
   return out;
 }
 
+// The certificate `*in` (DER) starts with, `*in` moved past it; nullptr if it does not parse.
+// OpenSSL 3 decodes a certificate's SubjectPublicKeyInfo as it reads it, through its provider
+// decoders: most of what parsing a new leaf cost (tests/bench/key_ops_bench). Read in a library
+// context whose only provider is the null one, the key is left undecoded (the decoders find
+// nothing, which d2i_X509 ignores) and the rest reads the same; CertificateKey then reads the
+// key. BoringSSL has no providers and decodes the key cheaply.
+X509Ptr ReadCertificate(const uint8_t** in, long len) {
+#if defined(OPENSSL_IS_BORINGSSL)
+  return X509Ptr(d2i_X509(nullptr, in, len));  // NOLINT
+#else
+  static OSSL_LIB_CTX* const keyless = [] {
+    OSSL_LIB_CTX* ctx = OSSL_LIB_CTX_new();
+    if (ctx != nullptr && OSSL_PROVIDER_load(ctx, "null") == nullptr) {
+      OSSL_LIB_CTX_free(ctx);
+      ctx = nullptr;
+    }
+    ERR_clear_error();
+    return ctx;
+  }();
+  X509* into = keyless != nullptr ? X509_new_ex(keyless, nullptr) : nullptr;
+  // d2i_X509 frees `into` when the bytes do not parse.
+  return X509Ptr(d2i_X509(into != nullptr ? &into : nullptr, in, len));  // NOLINT
+#endif
+}
+
+// The certificate's public key, read from its SubjectPublicKeyInfo as PublicKey::FromDer reads
+// one: a P-256 or P-384 key in RFC 5480's form without a decoder, any other through the
+// default library context's decoders.
+absl::StatusOr<PublicKey> CertificateKey(const X509* cert) {
+  unsigned char* spki = nullptr;
+  const int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &spki);
+  if (len <= 0) {
+    return LibraryError(absl::StatusCode::kInvalidArgument, "certificate key is unreadable");
+  }
+  absl::StatusOr<PublicKey> key =
+      PublicKey::FromDer(absl::string_view(reinterpret_cast<const char*>(spki), len));
+  OPENSSL_free(spki);
+  return key;
+}
+
 absl::StatusOr<CertificateInfo> ParseCertificateOnce(absl::string_view der) {
   const auto* p = reinterpret_cast<const uint8_t*>(der.data());
-  X509Ptr cert(d2i_X509(nullptr, &p, static_cast<long>(der.size())));  // NOLINT
+  X509Ptr cert = ReadCertificate(&p, static_cast<long>(der.size()));
   if (cert == nullptr || p != reinterpret_cast<const uint8_t*>(der.data()) + der.size()) {
     return LibraryError(absl::StatusCode::kInvalidArgument, "not a DER certificate");
   }
-  EVP_PKEY* raw_key = X509_get_pubkey(cert.get());  // A new reference.
-  if (raw_key == nullptr) {
-    return LibraryError(absl::StatusCode::kInvalidArgument, "certificate key is unreadable");
-  }
-  ASSIGN_OR_RETURN(PublicKey key, PublicKey::Adopt(raw_key));
+  ASSIGN_OR_RETURN(PublicKey key, CertificateKey(cert.get()));
   const ASN1_INTEGER* serial = X509_get_serialNumber(cert.get());
   ASSIGN_OR_RETURN(std::string serial_hex, SerialHex(serial));
 
@@ -357,9 +399,14 @@ absl::StatusOr<CertificateInfo> ParseCertificateOnce(absl::string_view der) {
                              ASN1_STRING_length(s));
     }
   }
+  // Read from the extension itself: X509_get0_authority_key_id caches every extension first,
+  // which hashes the certificate with a digest the keyless context cannot fetch.
   std::string aki;
-  if (const ASN1_OCTET_STRING* id = X509_get0_authority_key_id(cert.get()); id != nullptr) {
-    aki.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(id)), ASN1_STRING_length(id));
+  AuthorityKeyIdPtr akid(static_cast<AUTHORITY_KEYID*>(
+      X509_get_ext_d2i(cert.get(), NID_authority_key_identifier, nullptr, nullptr)));
+  if (akid != nullptr && akid->keyid != nullptr) {
+    aki.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(akid->keyid)),
+               ASN1_STRING_length(akid->keyid));
   }
   ERR_clear_error();
   return CertificateInfo{

@@ -129,6 +129,54 @@ TEST(Certificates, ParsesTheTestChainExactly) {
   EXPECT_EQ((*again)[0], leaf.der);
 }
 
+// A certificate's key is read whatever its algorithm: P-256 and P-384 from RFC 5480's form, RSA
+// through the library's decoders (testdata/README.md: rsa_leaf, p384_leaf). With the key, the
+// authority key id, which is read from its extension.
+TEST(Certificates, ACertificatesKeyIsReadWhateverItsAlgorithm) {
+  struct Case {
+    const char* certificate;
+    const char* public_key;
+    KeyAlgorithm algorithm;
+    const char* name;
+    const char* authority_key_id;
+  };
+  for (const Case& c : {
+           Case{"rsa_leaf.pem", "rsa_leaf.pub.pem", KeyAlgorithm::kRsa2048, "rsa.example.com",
+                "01ef3af09d25bb40b7687fd570de7a2cbc07519c"},
+           Case{"p384_leaf.pem", "p384_leaf.pub.pem", KeyAlgorithm::kEcdsaP384, "p384.example.com",
+                "a2c818e8dc34598e11b8d77ea81d3cda54800971"},
+       }) {
+    SCOPED_TRACE(c.certificate);
+    auto ders = SplitPemChain(ReadTestdata(c.certificate));
+    ASSERT_TRUE(ders.ok()) << ders.status();
+    auto info = ParseCertificate(ders->front());
+    ASSERT_TRUE(info.ok()) << info.status();
+    EXPECT_EQ(info->public_key.algorithm(), c.algorithm);
+    auto want = PublicKey::FromPem(ReadTestdata(c.public_key));
+    ASSERT_TRUE(want.ok()) << want.status();
+    EXPECT_TRUE(info->public_key.Equals(*want));
+    EXPECT_EQ(absl::BytesToHexString(info->authority_key_id), c.authority_key_id);
+    EXPECT_THAT(info->dns_names, ElementsAre(c.name));
+    EXPECT_EQ(info->subject_cn, c.name);
+  }
+}
+
+// A certificate whose EC point is not on its curve does not parse: its key is refused, not left
+// unread.
+TEST(Certificates, ACertificateWhosePointIsOffItsCurveIsRefused) {
+  auto chain = SplitPemChain(ReadTestdata("chain.pem"));
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  auto key = PrivateKey::FromPem(ReadTestdata("leaf_key.pem"));
+  ASSERT_TRUE(key.ok()) << key.status();
+  const std::string spki = key->public_key().ToDer();
+  std::string leaf = chain->front();
+  const size_t at = leaf.find(spki);
+  ASSERT_NE(at, std::string::npos);
+  leaf[at + spki.size() - 1] ^= 0x01;  // The point's y, one bit off.
+  auto parsed = ParseCertificate(leaf);
+  EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << parsed.status();
+}
+
 // ParseCertificate answers a certificate it parsed lately from memory, by its exact bytes: a
 // certificate that differs in one byte (here the serial's last), or has a byte more, is parsed
 // on its own, also after more certificates than are kept have come between.
