@@ -72,6 +72,39 @@ TEST(Csr, PemFromOpensslAndTamperedCsrs) {
   EXPECT_EQ(BuildCsr({}, *key).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// A CSR's key is read whatever its algorithm, from DER or from PEM under either label OpenSSL
+// writes, and its signature is checked with that key: the same CSR carrying another key of the
+// algorithm is refused.
+TEST(Csr, ACsrsKeyIsReadWhateverItsAlgorithmAndChecksItsSignature) {
+  for (KeyAlgorithm algorithm :
+       {KeyAlgorithm::kEcdsaP256, KeyAlgorithm::kEcdsaP384, KeyAlgorithm::kRsa2048}) {
+    SCOPED_TRACE(KeyAlgorithmName(algorithm));
+    auto key = PrivateKey::Generate(algorithm);
+    ASSERT_TRUE(key.ok()) << key.status();
+    auto der = BuildCsr({"r.example.com"}, *key);
+    ASSERT_TRUE(der.ok()) << der.status();
+    for (const std::string& form :
+         {*der, "-----BEGIN NEW CERTIFICATE REQUEST-----\n" + absl::Base64Escape(*der) +
+                    "\n-----END NEW CERTIFICATE REQUEST-----\n"}) {
+      auto csr = ParseCsr(form);
+      ASSERT_TRUE(csr.ok()) << csr.status();
+      EXPECT_EQ(csr->public_key.algorithm(), algorithm);
+      EXPECT_TRUE(csr->public_key.Equals(key->public_key()));
+      EXPECT_THAT(csr->dns_names, ElementsAre("r.example.com"));
+    }
+    auto other = PrivateKey::Generate(algorithm);
+    ASSERT_TRUE(other.ok()) << other.status();
+    const std::string spki = key->public_key().ToDer();
+    const std::string other_spki = other->public_key().ToDer();
+    ASSERT_EQ(spki.size(), other_spki.size());
+    std::string swapped = *der;
+    const size_t at = swapped.find(spki);
+    ASSERT_NE(at, std::string::npos);
+    swapped.replace(at, spki.size(), other_spki);
+    EXPECT_THAT(ParseCsr(swapped).status().message(), HasSubstr("signature does not verify"));
+  }
+}
+
 TEST(Csr, TheKeyOfACsrIsItsSignersPublicKeyAndNothingElse) {
   auto key = PrivateKey::Generate(KeyAlgorithm::kEcdsaP256);
   ASSERT_TRUE(key.ok());

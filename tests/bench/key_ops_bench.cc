@@ -86,6 +86,7 @@ int main(int argc, char** argv) {
     auto fresh = PrivateKey::Generate(KeyAlgorithm::kEcdsaP256);
     return fresh.ok() && acmevault::crypto::BuildCsr({"bench.example.com"}, *fresh).ok();
   });
+  Measure("ParseCsr (P-256, DER)", [&] { return acmevault::crypto::ParseCsr(*csr).ok(); });
   const std::string spki = key->public_key().ToDer();
   Measure("PublicKey::FromDer (P-256)",
           [&] { return acmevault::crypto::PublicKey::FromDer(spki).ok(); });
