@@ -24,5 +24,23 @@ absl::Status LibraryError(absl::StatusCode code, absl::string_view what) {
   return absl::Status(code, absl::StrCat(what, ": ", reason != nullptr ? reason : "unknown"));
 }
 
+absl::StatusOr<EcdsaSigPtr> EcdsaSigOfRaw(absl::string_view raw, size_t half) {
+  if (raw.size() != 2 * half) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ECDSA signature is ", raw.size(), " bytes, want ", 2 * half));
+  }
+  const auto* bytes = reinterpret_cast<const uint8_t*>(raw.data());
+  BignumPtr r(BN_bin2bn(bytes, static_cast<int>(half), nullptr));
+  BignumPtr s(BN_bin2bn(bytes + half, static_cast<int>(half), nullptr));
+  EcdsaSigPtr sig(ECDSA_SIG_new());
+  if (r == nullptr || s == nullptr || sig == nullptr ||
+      ECDSA_SIG_set0(sig.get(), r.get(), s.get()) != 1) {
+    return LibraryError(absl::StatusCode::kInternal, "building ECDSA signature");
+  }
+  r.release();  // Owned by sig now.
+  s.release();
+  return sig;
+}
+
 }  // namespace internal
 }  // namespace acmevault::crypto

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
 namespace acmevault::crypto::internal {
@@ -45,6 +46,10 @@ std::string BioContents(BIO* bio);
 // Builds a Status of `code` whose message is `what` followed by the library's first queued
 // error reason (never data), and clears the queue so errors do not leak into later calls.
 absl::Status LibraryError(absl::StatusCode code, absl::string_view what);
+
+// The ECDSA_SIG of a raw ECDSA signature (R||S, as JWS and PrivateKey::Sign give it, `half`
+// bytes each). INVALID_ARGUMENT for any other length.
+absl::StatusOr<EcdsaSigPtr> EcdsaSigOfRaw(absl::string_view raw, size_t half);
 
 }  // namespace acmevault::crypto::internal
 

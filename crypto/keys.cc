@@ -20,18 +20,19 @@
 namespace acmevault::crypto {
 namespace {
 
-using internal::BioContents;
 using internal::BignumPtr;
+using internal::BioContents;
+using internal::EcdsaSigOfRaw;
+using internal::EcdsaSigPtr;
 using internal::EcKeyPtr;
 using internal::EcPointPtr;
-using internal::RsaPtr;
-using internal::EcdsaSigPtr;
 using internal::EvpMdCtxPtr;
 using internal::EvpPkeyCtxPtr;
 using internal::EvpPkeyPtr;
 using internal::LibraryError;
 using internal::MemoryBio;
 using internal::Pkcs8Ptr;
+using internal::RsaPtr;
 
 constexpr int kMinRsaBits = 2048;
 constexpr int kMaxRsaBits = 8192;
@@ -149,25 +150,6 @@ absl::StatusOr<std::string> RawEcdsa(const ECDSA_SIG* sig, size_t half) {
     return LibraryError(absl::StatusCode::kInternal, "encoding ECDSA signature");
   }
   return out;
-}
-
-// The ECDSA_SIG of a JWS signature (R||S, `half` bytes each).
-absl::StatusOr<EcdsaSigPtr> EcdsaSigOfRaw(absl::string_view raw, size_t half) {
-  if (raw.size() != 2 * half) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("ECDSA signature is ", raw.size(), " bytes, want ", 2 * half));
-  }
-  const auto* bytes = reinterpret_cast<const uint8_t*>(raw.data());
-  BignumPtr r(BN_bin2bn(bytes, static_cast<int>(half), nullptr));
-  BignumPtr s(BN_bin2bn(bytes + half, static_cast<int>(half), nullptr));
-  EcdsaSigPtr sig(ECDSA_SIG_new());
-  if (r == nullptr || s == nullptr || sig == nullptr ||
-      ECDSA_SIG_set0(sig.get(), r.get(), s.get()) != 1) {
-    return LibraryError(absl::StatusCode::kInternal, "building ECDSA signature");
-  }
-  r.release();  // Owned by sig now.
-  s.release();
-  return sig;
 }
 
 }  // namespace

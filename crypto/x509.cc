@@ -93,20 +93,11 @@ bool SignCsr(X509_REQ* req, const PrivateKey& key) {
     absl::StatusOr<std::string> raw =
         key.Sign(absl::string_view(reinterpret_cast<const char*>(tbs), tbs_len));
     OPENSSL_free(tbs);
-    if (!raw.ok() || raw->empty() || raw->size() % 2 != 0) return false;
-    const auto* bytes = reinterpret_cast<const uint8_t*>(raw->data());
-    const int half = static_cast<int>(raw->size() / 2);
-    internal::BignumPtr r(BN_bin2bn(bytes, half, nullptr));
-    internal::BignumPtr s(BN_bin2bn(bytes + half, half, nullptr));
-    internal::EcdsaSigPtr sig(ECDSA_SIG_new());
-    if (r == nullptr || s == nullptr || sig == nullptr ||
-        ECDSA_SIG_set0(sig.get(), r.get(), s.get()) != 1) {
-      return false;
-    }
-    r.release();  // Owned by sig now.
-    s.release();
+    if (!raw.ok() || raw->empty()) return false;
+    absl::StatusOr<internal::EcdsaSigPtr> sig = internal::EcdsaSigOfRaw(*raw, raw->size() / 2);
+    if (!sig.ok()) return false;
     unsigned char* der = nullptr;
-    const int der_len = i2d_ECDSA_SIG(sig.get(), &der);
+    const int der_len = i2d_ECDSA_SIG(sig->get(), &der);
     if (der_len <= 0) return false;
     ASN1_BIT_STRING* bits = ASN1_BIT_STRING_new();
     if (bits == nullptr) {
