@@ -30,9 +30,9 @@ absl::Status CheckKey(absl::string_view key) {
 bool Init(EVP_CIPHER_CTX* ctx, bool encrypt, absl::string_view key, absl::string_view nonce,
           absl::string_view aad) {
   auto init = encrypt ? EVP_EncryptInit_ex : EVP_DecryptInit_ex;
-  if (init(ctx, EVP_aes_256_gcm(), nullptr, nullptr, nullptr) != 1 ||
-      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, static_cast<int>(kAeadNonceSize),
-                          nullptr) != 1 ||
+  if (init(ctx, internal::Aes256GcmCipher(), nullptr, nullptr, nullptr) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, static_cast<int>(kAeadNonceSize), nullptr) !=
+          1 ||
       init(ctx, nullptr, nullptr, Bytes(key), Bytes(nonce)) != 1) {
     return false;
   }

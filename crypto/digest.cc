@@ -6,6 +6,7 @@
 #include <openssl/sha.h>
 
 #include "absl/strings/escaping.h"
+#include "crypto/internal.h"
 
 namespace acmevault::crypto {
 namespace {
@@ -19,13 +20,13 @@ std::string Digest(const EVP_MD* md, absl::string_view data) {
 
 }  // namespace
 
-std::string Sha256(absl::string_view data) { return Digest(EVP_sha256(), data); }
-std::string Sha384(absl::string_view data) { return Digest(EVP_sha384(), data); }
+std::string Sha256(absl::string_view data) { return Digest(internal::Sha256Md(), data); }
+std::string Sha384(absl::string_view data) { return Digest(internal::Sha384Md(), data); }
 
 std::string HmacSha256(absl::string_view key, absl::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+  HMAC(internal::Sha256Md(), key.data(), static_cast<int>(key.size()),
        reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
   return std::string(reinterpret_cast<char*>(out), len);
 }

@@ -42,5 +42,42 @@ absl::StatusOr<EcdsaSigPtr> EcdsaSigOfRaw(absl::string_view raw, size_t half) {
   return sig;
 }
 
+EcKeyPtr NewEcKey(int nid) {
+#if defined(OPENSSL_IS_BORINGSSL)
+  return EcKeyPtr(EC_KEY_new_by_curve_name(nid));  // BoringSSL's named groups are static.
+#else
+  // Built once, never freed, and only read after: EC_KEY_set_group copies it into the key.
+  static const EC_GROUP* const p256 = EC_GROUP_new_by_curve_name(NID_X9_62_prime256v1);
+  static const EC_GROUP* const p384 = EC_GROUP_new_by_curve_name(NID_secp384r1);
+  const EC_GROUP* group = nid == NID_X9_62_prime256v1 ? p256
+                          : nid == NID_secp384r1      ? p384
+                                                      : nullptr;
+  if (group == nullptr) return EcKeyPtr(EC_KEY_new_by_curve_name(nid));
+  EcKeyPtr key(EC_KEY_new());
+  if (key == nullptr || EC_KEY_set_group(key.get(), group) != 1) return nullptr;
+  return key;
+#endif
+}
+
+#if defined(OPENSSL_IS_BORINGSSL)
+const EVP_MD* Sha256Md() { return EVP_sha256(); }
+const EVP_MD* Sha384Md() { return EVP_sha384(); }
+const EVP_CIPHER* Aes256GcmCipher() { return EVP_aes_256_gcm(); }
+#else
+// Fetched once and never freed; if a fetch fails, the implicit object fetches as before.
+const EVP_MD* Sha256Md() {
+  static const EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA2-256", nullptr);
+  return md != nullptr ? md : EVP_sha256();
+}
+const EVP_MD* Sha384Md() {
+  static const EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA2-384", nullptr);
+  return md != nullptr ? md : EVP_sha384();
+}
+const EVP_CIPHER* Aes256GcmCipher() {
+  static const EVP_CIPHER* const cipher = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
+  return cipher != nullptr ? cipher : EVP_aes_256_gcm();
+}
+#endif
+
 }  // namespace internal
 }  // namespace acmevault::crypto

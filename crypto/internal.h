@@ -51,6 +51,19 @@ absl::Status LibraryError(absl::StatusCode code, absl::string_view what);
 // bytes each). INVALID_ARGUMENT for any other length.
 absl::StatusOr<EcdsaSigPtr> EcdsaSigOfRaw(absl::string_view raw, size_t half);
 
+// A new EC_KEY on the named curve `nid`, with no key in it yet; nullptr if the library fails.
+// EC_KEY_new_by_curve_name does this, but OpenSSL 3 builds the curve's group from its
+// parameters each time; the group of P-256 and P-384 is built once here and copied into each key.
+EcKeyPtr NewEcKey(int nid);
+
+// SHA-256, SHA-384 and AES-256-GCM, each fetched once from the default provider. OpenSSL 3
+// looks EVP_sha256() and the like up in its provider store again on every use (EVP_Digest,
+// EVP_EncryptInit_ex); one fetched object is used as often as wanted, from any thread.
+// BoringSSL's are static already.
+const EVP_MD* Sha256Md();
+const EVP_MD* Sha384Md();
+const EVP_CIPHER* Aes256GcmCipher();
+
 }  // namespace acmevault::crypto::internal
 
 #endif  // ACMEVAULT_CRYPTO_INTERNAL_H_

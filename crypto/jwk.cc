@@ -87,7 +87,7 @@ absl::StatusOr<PublicKey> EcFromJwk(const nlohmann::json& jwk) {
   if (x.size() != width || y.size() != width) {
     return absl::InvalidArgumentError("JWK coordinates have the wrong length for the curve");
   }
-  std::unique_ptr<EC_KEY, internal::Deleter<EC_KEY, EC_KEY_free>> ec(EC_KEY_new_by_curve_name(nid));
+  internal::EcKeyPtr ec = internal::NewEcKey(nid);
   BignumPtr bx(ToBignum(x)), by(ToBignum(y));
   if (ec == nullptr || bx == nullptr || by == nullptr ||
       EC_KEY_set_public_key_affine_coordinates(ec.get(), bx.get(), by.get()) != 1) {

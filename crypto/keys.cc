@@ -31,6 +31,7 @@ using internal::EvpPkeyCtxPtr;
 using internal::EvpPkeyPtr;
 using internal::LibraryError;
 using internal::MemoryBio;
+using internal::NewEcKey;
 using internal::Pkcs8Ptr;
 using internal::RsaPtr;
 
@@ -74,7 +75,7 @@ absl::StatusOr<KeyAlgorithm> AlgorithmOf(EVP_PKEY* key) {
 bool IsEc(KeyAlgorithm a) { return a == KeyAlgorithm::kEcdsaP256 || a == KeyAlgorithm::kEcdsaP384; }
 
 const EVP_MD* DigestFor(KeyAlgorithm a) {
-  return a == KeyAlgorithm::kEcdsaP384 ? EVP_sha384() : EVP_sha256();
+  return a == KeyAlgorithm::kEcdsaP384 ? internal::Sha384Md() : internal::Sha256Md();
 }
 
 // Bytes of one ECDSA signature half (R or S) for the curve.
@@ -128,7 +129,7 @@ EVP_PKEY* EcKeyFromPkcs8(const PKCS8_PRIV_KEY_INFO* info) {
   if (type != V_ASN1_OBJECT) return nullptr;
   const int nid = OBJ_obj2nid(static_cast<const ASN1_OBJECT*>(value));
   if (nid != NID_X9_62_prime256v1 && nid != NID_secp384r1) return nullptr;
-  EcKeyPtr ec(EC_KEY_new_by_curve_name(nid));
+  EcKeyPtr ec(NewEcKey(nid));
   EC_KEY* into = ec.get();
   if (into == nullptr || d2i_ECPrivateKey(&into, &data, length) == nullptr) {  // NOLINT
     ERR_clear_error();
@@ -235,7 +236,7 @@ absl::StatusOr<PublicKey> PublicKey::Adopt(EVP_PKEY* raw) {
 
 absl::StatusOr<PublicKey> PublicKey::FromEcPoint(KeyAlgorithm algorithm, absl::string_view point) {
   if (!IsEc(algorithm)) return absl::InvalidArgumentError("not an EC key algorithm");
-  EcKeyPtr ec(EC_KEY_new_by_curve_name(CurveNid(algorithm)));
+  EcKeyPtr ec(NewEcKey(CurveNid(algorithm)));
   if (ec == nullptr) return LibraryError(absl::StatusCode::kInternal, "creating EC key");
   const EC_GROUP* group = EC_KEY_get0_group(ec.get());
   EcPointPtr p(EC_POINT_new(group));
@@ -366,7 +367,7 @@ absl::StatusOr<PrivateKey> PrivateKey::Generate(KeyAlgorithm algorithm) {
   if (IsEc(algorithm)) {
     // Through EC_KEY: OpenSSL 3 then encodes the key (PKCS#8 to seal it, its public half in a
     // CSR) with the EC code directly rather than through its provider encoders and decoders.
-    EcKeyPtr ec(EC_KEY_new_by_curve_name(CurveNid(algorithm)));
+    EcKeyPtr ec(NewEcKey(CurveNid(algorithm)));
     if (ec == nullptr || EC_KEY_generate_key(ec.get()) != 1) {
       return LibraryError(absl::StatusCode::kInternal, "generating key");
     }

@@ -75,7 +75,7 @@ absl::StatusOr<std::vector<std::string>> DnsNames(const GENERAL_NAMES* names) {
 }
 
 const EVP_MD* SigningDigest(const PrivateKey& key) {
-  return key.algorithm() == KeyAlgorithm::kEcdsaP384 ? EVP_sha384() : EVP_sha256();
+  return key.algorithm() == KeyAlgorithm::kEcdsaP384 ? internal::Sha384Md() : internal::Sha256Md();
 }
 
 // Signs `req` with `key`. OpenSSL 3's X509_REQ_sign signs through EVP_DigestSign, which first
