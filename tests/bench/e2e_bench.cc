@@ -307,7 +307,7 @@ void BenchIssue(Service& s) {
   const int64_t commits = Commits() - commits0;
   const double n = std::max(run.ok, 1);
   PrintRun(absl::StrCat("issue callers=", callers), run,
-           absl::StrFormat(" daemon_cpu_ms_per_cert=%.1f pg_cpu_ms_per_cert=%.1f "
+           absl::StrFormat(" daemon_cpu_ms_per_cert=%.2f pg_cpu_ms_per_cert=%.2f "
                            "pg_xacts_per_cert=%.1f acme_operations_per_cert=%.1f",
                            1000 * daemon_cpu / n, 1000 * pg_cpu / n, commits / n, acme / n));
 }
