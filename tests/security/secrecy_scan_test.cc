@@ -249,8 +249,10 @@ TEST_F(SecrecyScanTest, NoKeyOfTheRunInAnyResponseLogLineAuditRowOrDump) {
   const std::string owner_url = StackEnv("ACMEVAULT_PG_URL");
   ASSERT_FALSE(owner_url.empty());
   // The owner's connection to the service's database (its role bypasses row-level security).
+  // The service's URL may name a socket directory after its path (?host=/dir&port=N).
+  const std::string db_path = db_url.substr(0, db_url.find('?'));
   const std::string db_owner_url =
-      owner_url.substr(0, owner_url.rfind('/') + 1) + db_url.substr(db_url.rfind('/') + 1);
+      owner_url.substr(0, owner_url.rfind('/') + 1) + db_path.substr(db_path.rfind('/') + 1);
   sources["audit rows"] =
       Output("psql", absl::StrCat("psql '", db_owner_url,
                                   "' -qtA -c 'SELECT row_to_json(a) FROM audit_log a "
