@@ -79,6 +79,18 @@ std::string SqlState(const pqxx::sql_error& e) {
   return "";
 }
 
+// Whether `e` is the server's refusal of what was sent, which ended the transaction without
+// a commit: a serialization failure or deadlock, or an error with a SQLSTATE other than a
+// connection's or a shutdown's (57P01 may come as COMMIT ends). libpq's own errors carry none.
+bool RefusedByTheServer(const std::exception& e) {
+  if (dynamic_cast<const pqxx::statement_completion_unknown*>(&e) != nullptr) return false;
+  if (dynamic_cast<const pqxx::transaction_rollback*>(&e) != nullptr) return true;
+  const auto* error = dynamic_cast<const pqxx::sql_error*>(&e);
+  if (error == nullptr) return false;
+  const std::string state = SqlState(*error);
+  return !state.empty() && !absl::StartsWith(state, "08") && !absl::StartsWith(state, "57P");
+}
+
 }  // namespace
 
 absl::Status StatusOfCurrentException(absl::string_view op, bool* retryable) {
@@ -97,6 +109,14 @@ absl::Status StatusOfCurrentException(absl::string_view op, bool* retryable) {
     return absl::UnavailableError(absl::StrCat(op, ": ", PrimaryMessage(e.what())));
   } catch (const pqxx::sql_error& e) {
     const std::string state = SqlState(e);
+    if (state.empty()) {
+      // libpq's own error, not the server's (the server names a SQLSTATE in each): the
+      // connection failed under the statement, and libpq still took it for open (a server
+      // stopped in immediate mode warns its clients before it goes, and libpq reads the warning
+      // first). Outside COMMIT (do_commit makes that in doubt) nothing committed.
+      *retryable = true;
+      return absl::UnavailableError(absl::StrCat(op, ": ", PrimaryMessage(e.what())));
+    }
     // A statement prepared on this connection (storage/postgres_rows.h, PreparedName) whose
     // result columns a migration changed since: the connections go (their statements with
     // them) and the transaction runs again on a new one, which prepares it anew.
@@ -304,7 +324,9 @@ void PooledTransaction::do_commit() {
     // The opening, and its check, before COMMIT (a body that sent nothing).
     Open();
   }
-  // As libpqxx's own COMMIT: a connection lost here leaves the outcome unknown.
+  // As libpqxx's own COMMIT: a connection lost here leaves the outcome unknown. Only the
+  // server's own refusal, on a connection still open, says that nothing committed; libpq's own
+  // errors may come while libpq still takes the connection for open.
   try {
     direct_exec(sql.c_str());
   } catch (const pqxx::in_doubt_error&) {
@@ -312,7 +334,7 @@ void PooledTransaction::do_commit() {
   } catch (const pqxx::statement_completion_unknown& e) {
     throw pqxx::in_doubt_error(e.what());
   } catch (const std::exception& e) {
-    if (!conn().is_open()) throw pqxx::in_doubt_error(e.what());
+    if (!conn().is_open() || !RefusedByTheServer(e)) throw pqxx::in_doubt_error(e.what());
     // A statement sent with COMMIT failed, so COMMIT never ran and the block is open and
     // aborted; or COMMIT itself failed and ended it (then ROLLBACK only warns). libpqxx marks
     // the transaction aborted and sends nothing more.

@@ -6,13 +6,15 @@
 // it failed before COMMIT with a serialization failure (40001), a deadlock (40P01), a lost or
 // refused connection, a server that is starting or shutting down (57P01-57P03), or a server
 // that no longer takes writes (25006: an old primary after a fail-over). Such a transaction did
-// not commit, so re-running it is safe. A connection that failed with UNAVAILABLE is closed,
-// never pooled again, and the idle ones with it; a new one is opened through the URL, so a
-// libpq multi-host URL with target_session_attrs=read-write reaches whichever host is the
-// primary now. A connection lost during COMMIT leaves
-// the outcome unknown: that is UNAVAILABLE "commit outcome unknown" and is never re-run here.
-// Between attempts the pool waits on its Clock: 10 ms doubling to at most 500 ms, each wait plus
-// a jitter below 10 ms drawn from one generator seeded when the pool is created.
+// not commit, so re-running it is safe. libpq's own errors (no SQLSTATE: "server closed the
+// connection unexpectedly" while libpq still took the connection for open) are lost
+// connections. A connection that failed with UNAVAILABLE is closed, never pooled again, and the
+// idle ones with it; a new one is opened through the URL, so a libpq multi-host URL with
+// target_session_attrs=read-write reaches whichever host is the primary now. A connection lost
+// during COMMIT, or any error there but the server's own refusal, leaves the outcome unknown:
+// that is UNAVAILABLE "commit outcome unknown" and is never re-run here. Between attempts the
+// pool waits on its Clock: 10 ms doubling to at most 500 ms, each wait plus a jitter below
+// 10 ms drawn from one generator seeded when the pool is created.
 #ifndef ACMEVAULT_STORAGE_POSTGRES_POOL_H_
 #define ACMEVAULT_STORAGE_POSTGRES_POOL_H_
 
@@ -203,10 +205,11 @@ class PostgresPool {
 // referred to is absent, or in another tenant); check, not-null or data errors ->
 // INVALID_ARGUMENT; 42501 (including a row-level security WITH CHECK failure) ->
 // PERMISSION_DENIED; 55000 (the schema's state-machine triggers) -> FAILED_PRECONDITION;
-// serialization failure or deadlock -> ABORTED; lost connection, server starting or stopping,
-// server no longer taking writes -> UNAVAILABLE; commit outcome unknown -> UNAVAILABLE; anything
-// else -> INTERNAL. The message is `op`, then the first line of the server's message (never its
-// DETAIL, which may quote row values). Sets *retryable for the cases the class comment lists.
+// serialization failure or deadlock -> ABORTED; lost connection (libpq's own errors, which carry
+// no SQLSTATE, among them), server starting or stopping, server no longer taking writes ->
+// UNAVAILABLE; commit outcome unknown -> UNAVAILABLE; anything else -> INTERNAL. The message is
+// `op`, then the first line of the server's message (never its DETAIL, which may quote row
+// values). Sets *retryable for the cases the class comment lists.
 absl::Status StatusOfCurrentException(absl::string_view op, bool* retryable);
 
 }  // namespace acmevault::storage

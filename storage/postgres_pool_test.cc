@@ -4,13 +4,18 @@
 #include "storage/postgres_pool.h"
 
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <set>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/testing/fake_clock.h"
@@ -87,6 +92,131 @@ class RefusingPort {
  private:
   int fd_ = -1;
   int port_ = 0;
+};
+
+// A forwarder to the stack's PostgreSQL, listening on a Unix socket of its own as the stack's
+// server does, whose connections the test cuts as a server stopped in immediate mode does: each
+// backend sends its client a warning and goes, with no error message (pg_terminate_backend
+// would not do: its backend sends the error 57P01 before it closes). The client reads the
+// warning; its next send fails (EPIPE), and its read meets the end of the stream.
+class CuttingForwarder {
+ public:
+  // A forwarder to the server of `url` (the stack's form, "...@127.0.0.1:PORT/..."), and in
+  // *through the same URL by the forwarder's socket.
+  static std::unique_ptr<CuttingForwarder> For(const std::string& url, std::string* through) {
+    const std::string host = "@127.0.0.1:";
+    const size_t at = url.find(host);
+    const size_t slash = url.find('/', at == std::string::npos ? 0 : at);
+    int port = 0;
+    if (at == std::string::npos || slash == std::string::npos ||
+        !absl::SimpleAtoi(url.substr(at + host.size(), slash - at - host.size()), &port) ||
+        url.find('?') != std::string::npos) {
+      ADD_FAILURE() << "unexpected URL form";
+      return nullptr;
+    }
+    auto forwarder = std::unique_ptr<CuttingForwarder>(new CuttingForwarder(port));
+    if (forwarder->listen_fd_ < 0) return nullptr;
+    *through = absl::StrCat(url, "?host=", forwarder->dir_, "&port=", kSocketPort);
+    return forwarder;
+  }
+  ~CuttingForwarder() {
+    if (listen_fd_ >= 0) shutdown(listen_fd_, SHUT_RDWR);  // accept() returns
+    if (acceptor_.joinable()) acceptor_.join();
+    Cut();
+    for (std::thread& t : pumps_) t.join();
+    for (int fd : fds_) close(fd);
+    if (listen_fd_ >= 0) close(listen_fd_);
+    unlink(path_.c_str());
+    rmdir(dir_.c_str());
+  }
+  // Ends every connection made so far, on both sides, after the warning to each client that
+  // is still there.
+  void Cut() {
+    absl::MutexLock lock(&mu_);
+    for (int fd : clients_) send(fd, kWarning.data(), kWarning.size(), MSG_NOSIGNAL);
+    clients_.clear();
+    for (int fd : fds_) shutdown(fd, SHUT_RDWR);
+  }
+
+ private:
+  static constexpr int kSocketPort = 5432;  // names the socket file, as libpq looks for it
+  // A NoticeResponse, as PostgreSQL 15's quickdie() sends it.
+  static constexpr absl::string_view kWarning{
+      "N\0\0\0\x58"
+      "SWARNING\0VWARNING\0C57P01\0"
+      "Mterminating connection due to immediate shutdown command\0\0",
+      0x59};
+
+  explicit CuttingForwarder(int upstream_port) : upstream_port_(upstream_port) {
+    char dir[] = "/tmp/acmevault-forwarder-XXXXXX";  // short: a socket path has 107 bytes
+    if (mkdtemp(dir) == nullptr) {
+      ADD_FAILURE() << "mkdtemp failed";
+      return;
+    }
+    dir_ = dir;
+    path_ = absl::StrCat(dir_, "/.s.PGSQL.", kSocketPort);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    path_.copy(address.sun_path, sizeof(address.sun_path) - 1);
+    const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+        listen(fd, 8) != 0) {
+      ADD_FAILURE() << "cannot listen on " << path_;
+      if (fd >= 0) close(fd);
+      return;
+    }
+    listen_fd_ = fd;
+    acceptor_ = std::thread([this] { Accept(); });
+  }
+  void Accept() {
+    for (;;) {
+      const int client = accept(listen_fd_, nullptr, nullptr);
+      if (client < 0) return;
+      const int server = socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in address{};
+      address.sin_family = AF_INET;
+      address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      address.sin_port = htons(upstream_port_);
+      absl::MutexLock lock(&mu_);
+      fds_.push_back(client);
+      clients_.push_back(client);
+      if (server >= 0) fds_.push_back(server);
+      if (server < 0 ||
+          connect(server, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+        shutdown(client, SHUT_RDWR);
+        continue;
+      }
+      pumps_.emplace_back([client, server] { Pump(client, server); });
+    }
+  }
+  // Copies each side's bytes to the other until either ends.
+  static void Pump(int a, int b) {
+    pollfd fds[2] = {{a, POLLIN, 0}, {b, POLLIN, 0}};
+    char buffer[16384];
+    for (bool open = true; open && poll(fds, 2, -1) > 0;) {
+      for (int i = 0; i < 2 && open; ++i) {
+        if (fds[i].revents == 0) continue;
+        ssize_t n = read(fds[i].fd, buffer, sizeof(buffer));
+        for (ssize_t sent = 0; n > 0 && sent < n;) {
+          const ssize_t w = send(fds[1 - i].fd, buffer + sent, n - sent, MSG_NOSIGNAL);
+          if (w <= 0) n = -1;
+          sent += w;
+        }
+        open = n > 0;
+      }
+    }
+    shutdown(a, SHUT_RDWR);
+    shutdown(b, SHUT_RDWR);
+  }
+
+  const int upstream_port_;
+  std::string dir_, path_;
+  int listen_fd_ = -1;
+  std::thread acceptor_;
+  absl::Mutex mu_;
+  std::vector<int> fds_ ABSL_GUARDED_BY(mu_);
+  std::vector<int> clients_ ABSL_GUARDED_BY(mu_);  // of fds_, the client sides
+  std::vector<std::thread> pumps_ ABSL_GUARDED_BY(mu_);
 };
 
 // The pool's waits between attempts, without their jitter: 10 ms doubling to 500 ms.
@@ -317,6 +447,86 @@ TEST_F(PostgresPoolTest, LostConnectionIsRetriedOnAFreshConnection) {
   EXPECT_EQ(attempts, 1);
   EXPECT_NE(pid, first_pid);
   EXPECT_EQ(pool->open_connections(), 1);
+}
+
+// A connection the server dropped before COMMIT (stopped in immediate mode) is met by the
+// next statement, after libpq has read the server's warning: while the connection sat idle in
+// the pool, or in the middle of the body, before a statement sent alone or a pipeline
+// (PooledTransaction::Send). libpqxx throws the loss as broken_connection, or as an error with
+// no SQLSTATE ("server closed the connection unexpectedly") while libpq still takes the
+// connection for open. Nothing committed: the transaction runs again on a fresh connection,
+// and is not returned as INTERNAL.
+TEST_F(PostgresPoolTest, AConnectionLostBeforeCommitIsRetriedOnAFreshConnection) {
+  PostgresPoolOptions options;
+  auto forwarder = CuttingForwarder::For(db_->app_url(), &options.url);
+  ASSERT_NE(forwarder, nullptr);
+  options.size = 1;
+  ASSERT_OK_AND_ASSIGN(auto pool, PostgresPool::Create(options));
+  PostgresPool::TxOptions in_tenant;
+  in_tenant.tenant = 42;
+  ASSERT_OK(
+      db_->Execute("CREATE TABLE kept (n int); GRANT INSERT, SELECT ON kept TO acmevault_app"));
+  ASSERT_OK(pool->Run("Connect", in_tenant, [](pqxx::dbtransaction& tx) {
+    tx.exec("SELECT 1");
+    return absl::OkStatus();
+  }));
+  enum class Cut { kWhileIdle, kBeforeAStatement, kBeforeAPipeline };
+  for (Cut cut : {Cut::kWhileIdle, Cut::kBeforeAStatement, Cut::kBeforeAPipeline}) {
+    const int n = static_cast<int>(cut);
+    SCOPED_TRACE(n);
+    if (cut == Cut::kWhileIdle) forwarder->Cut();
+    int attempts = 0;
+    std::string tenant;
+    ASSERT_OK(pool->Run("Op", in_tenant, [&](pqxx::dbtransaction& tx) {
+      ++attempts;
+      tenant = tx.exec1("SELECT av_tenant()::text")[0].as<std::string>();
+      if (cut != Cut::kWhileIdle && attempts == 1) {
+        forwarder->Cut();
+        absl::SleepFor(absl::Milliseconds(50));  // the warning and the end reach the client
+      }
+      const std::string insert = absl::StrCat("INSERT INTO kept VALUES (", n, ")");
+      if (cut == Cut::kBeforeAPipeline) {
+        dynamic_cast<PooledTransaction&>(tx).Send({insert, "SELECT 1"});
+      } else {
+        tx.exec(insert);
+      }
+      return absl::OkStatus();
+    }));
+    EXPECT_EQ(attempts, 2);  // the first met the cut connection
+    EXPECT_EQ(tenant, "42");
+  }
+  EXPECT_EQ(pool->open_connections(), 1);
+  std::vector<int> kept;
+  ASSERT_OK(pool->Run("Look", {}, [&](pqxx::dbtransaction& tx) {
+    kept.clear();
+    for (const pqxx::row& row : tx.exec("SELECT n FROM kept ORDER BY n")) {
+      kept.push_back(row[0].as<int>());
+    }
+    return absl::OkStatus();
+  }));
+  EXPECT_THAT(kept, ElementsAre(0, 1, 2));  // each committed once
+}
+
+// A connection lost under COMMIT leaves the outcome unknown: UNAVAILABLE, said so, and not run
+// again (it may have committed).
+TEST_F(PostgresPoolTest, AConnectionLostUnderCommitIsNotRetried) {
+  PostgresPoolOptions options;
+  auto forwarder = CuttingForwarder::For(db_->app_url(), &options.url);
+  ASSERT_NE(forwarder, nullptr);
+  options.size = 1;
+  ASSERT_OK_AND_ASSIGN(auto pool, PostgresPool::Create(options));
+  PostgresPool::TxOptions in_tenant;
+  in_tenant.tenant = 42;
+  int attempts = 0;
+  absl::Status s = pool->Run("Op", in_tenant, [&](pqxx::dbtransaction& tx) {
+    ++attempts;
+    tx.exec("SELECT 1");
+    dynamic_cast<PooledTransaction&>(tx).SendWithCommit("SELECT 2");
+    forwarder->Cut();
+    return absl::OkStatus();
+  });
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kUnavailable, "outcome is unknown"));
+  EXPECT_EQ(attempts, 1);
 }
 
 // A libpq multi-host URL whose first host is down connects to the next one at once: the
