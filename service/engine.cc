@@ -187,6 +187,13 @@ void Engine::Adopt(storage::ClaimedJob claimed) {
   ReleaseUnstarted(claimed);
 }
 
+bool Engine::Holds(storage::JobId id) const {
+  absl::MutexLock lock(&mu_);
+  if (running_.count(id) > 0 || kept_.count(id) > 0) return true;
+  return std::any_of(queue_.begin(), queue_.end(),
+                     [id](const Queued& q) { return q.claimed.job.id == id; });
+}
+
 void Engine::ReleaseUnstarted(const storage::ClaimedJob& c) {
   absl::Status s = options_.jobs->ReleaseJob(c.lease, options_.clock->Now());
   if (s.ok()) {

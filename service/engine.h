@@ -264,6 +264,8 @@ class Engine {
   void Adopt(storage::ClaimedJob claimed);
   // Gives back the room ReserveForNew reserved when no job was adopted into it.
   void Unreserve();
+  // Whether job `id` is queued, running or kept here.
+  bool Holds(storage::JobId id) const;
 
   // Graceful stop: no more claims; jobs claimed but not started are released (claimable at
   // once by any replica), kept ones (SoonAt) rescheduled at their time; running handlers finish

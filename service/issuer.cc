@@ -201,6 +201,38 @@ JobOutcome Issuer::StepOrder(const JobRun& run) {
   return JobOutcome::Failed(result->why, at);
 }
 
+bool Issuer::AfterUnknownCreate(const storage::Scope& scope, const storage::NewOrder& spec) {
+  if (spec.idempotency_key.empty() && spec.id <= 0) return true;  // nothing to look it up by
+  // Without a key the order would have the id drawn for this request alone; with one, an order
+  // the key binds for the same account is taken as this one.
+  absl::StatusOr<storage::Order> order =
+      spec.idempotency_key.empty()
+          ? options_.orders->GetOrder(scope, spec.id)
+          : options_.orders->FindOrderByIdempotencyKey(scope, spec.idempotency_key);
+  if (absl::IsNotFound(order.status())) return false;
+  if (!order.ok()) return true;
+  if (order->account != spec.account) return false;
+  if (!spec.claim.has_value()) return true;
+  absl::StatusOr<storage::Job> job =
+      options_.jobs->FindJob(scope, kOrderStepJob, absl::StrCat(order->id));
+  if (!job.ok() || job->lease_owner != spec.claim->owner || job->fencing_token != 1 ||
+      !job->lease_expires_at.has_value() || options_.engine->Holds(job->id)) {
+    return true;
+  }
+  const storage::JobLease lease{scope.tenant, job->id, job->lease_owner, job->fencing_token,
+                                *job->lease_expires_at};
+  absl::Status released = options_.jobs->ReleaseJob(lease, options_.clock->Now());
+  if (released.ok()) {
+    options_.engine->Scheduled();
+  } else {
+    Log(LogLevel::kWarning, "could not give back an order's job after a lost commit",
+        {{"tenant", absl::StrCat(scope.tenant)},
+         {"order", absl::StrCat(order->id)},
+         {"status", SummarizeFailure(released)}});
+  }
+  return true;
+}
+
 std::optional<Issuer::Ended> Issuer::EndedHere(storage::TenantId tenant,
                                                storage::OrderId order) {
   absl::MutexLock lock(&mu_);
@@ -517,10 +549,12 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
   // needs no transaction of its own.
   if (spec.claim.has_value()) spec.first_step = options_.runner->FirstStepAdmission();
   absl::StatusOr<storage::CreateOrderResult> made = options_.orders->CreateOrJoinOrder(scope, spec);
+  const bool maybe_made = !made.ok() && storage::IsCommitOutcomeUnknown(made.status()) &&
+                          AfterUnknownCreate(scope, spec);
   if (spec.claim.has_value() && !(made.ok() && made->claimed.has_value())) {
     options_.engine->Unreserve();
   }
-  if (!made.ok() || !made->created) abandon();
+  if ((!made.ok() && !maybe_made) || (made.ok() && !made->created)) abandon();
   ASSIGN_OR_RETURN(storage::CreateOrderResult created, std::move(made));
   // Begun before the job is handed over (a new order) or the order looked at again (a joined
   // one, by WaitForResult), so its end or a stop cannot pass unseen; a stop from before (of

@@ -276,6 +276,12 @@ class Issuer {
                                                                const storage::Account* account,
                                                                bool with_idempotency_key,
                                                                Waiting* waiting);
+  // After a CreateOrJoinOrder of `spec` whose COMMIT's answer was lost: whether the order it
+  // would have made exists, or that cannot be told (then the ephemeral account made for it is
+  // kept). A job that transaction leased to this replica as it made it (spec.claim: fencing
+  // token 1), which nothing here runs, is given back, so that any replica claims it now rather
+  // than when its lease expires; the caller's retry joins the order.
+  bool AfterUnknownCreate(const storage::Scope& scope, const storage::NewOrder& spec);
   // A certificate key for a request without a CSR and the CSR for it.
   struct GeneratedKey {
     crypto::PrivateKey key;

@@ -812,11 +812,52 @@ TEST_F(IssuerTest, ARetryAfterALostCreateCommitGetsTheCertificate) {
   IssueRequest request = ServiceKeyRequest("web01");
   auto first = replica->issuer().Issue(host_, request);
   EXPECT_THAT(first.status(), StatusIs(absl::StatusCode::kUnavailable));
+  // The order's job was leased to this replica as it was made (fencing token 1), and nothing
+  // here runs it: it was given back at once (then claimed anew, or already done), not left to
+  // its lease's expiry, which the retry below would wait for.
+  const storage::Scope scope = fx_.AdminScope(tenant_);
+  auto made = fx_.store().FindOrderByIdempotencyKey(scope, "web01");
+  ASSERT_TRUE(made.ok()) << made.status();
+  auto job = fx_.store().FindJob(scope, kOrderStepJob, absl::StrCat(made->id));
+  if (job.ok()) {
+    EXPECT_FALSE(job->lease_owner == "replica" && job->fencing_token == 1)
+        << "still leased as the lost commit left it";
+  } else {
+    EXPECT_THAT(job.status(), StatusIs(absl::StatusCode::kNotFound));
+  }
   auto again = replica->issuer().Issue(host_, request);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->order.state, storage::OrderState::kValid) << again->order.error;
   ASSERT_TRUE(again->certificate.has_value());
   EXPECT_TRUE(IsLeafKey(again->private_key_pem));
+}
+
+// In ephemeral-account mode the order of a lost create commit was made with the account made
+// for it. That account is kept for the order, not closed as unused (the order could then do
+// nothing at the CA): the caller's retry joins the order and gets the certificate.
+TEST_F(IssuerTest, AnEphemeralAccountWhoseOrderALostCommitMadeIsKept) {
+  SetEphemeralAccounts(true);
+  std::atomic<int> registered{0};
+  ca_.On("POST", "/new-acct", [&](const Call&) {
+    const int n = ++registered;
+    return ScriptedServer::Json(201, {{"status", "valid"}},
+                                {{"Location", ScriptedServer::Url(absl::StrCat("/acct/", n))}});
+  });
+  ca_.On("POST", "/acct/1", [](const Call&) {
+    return ScriptedServer::Json(200, {{"status", "deactivated"}});
+  });
+  replica_.reset();
+  LostFirstCreateCommit orders(fx_.store());
+  auto replica = MakeReplica([&](Issuer::Options& o) { o.orders = &orders; });
+  IssueRequest request = CsrRequest(kChainNames, *leaf_key_);
+  request.idempotency_key = "web01";
+  auto first = replica->issuer().Issue(host_, request);
+  EXPECT_THAT(first.status(), StatusIs(absl::StatusCode::kUnavailable));
+  auto again = replica->issuer().Issue(host_, request);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->order.state, storage::OrderState::kValid) << again->order.error;
+  ASSERT_TRUE(again->certificate.has_value());
+  EXPECT_EQ(registered.load(), 1);  // the order's account; the retry's own was closed unused
 }
 
 // Issue 9, defect 7: a service-side key (RSA-4096 costs seconds) is generated only for an order

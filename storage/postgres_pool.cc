@@ -100,8 +100,7 @@ absl::Status StatusOfCurrentException(absl::string_view op, bool* retryable) {
   } catch (const SetUpRefused& e) {
     return e.status();
   } catch (const pqxx::in_doubt_error&) {
-    return absl::UnavailableError(absl::StrCat(
-        op, ": connection lost during COMMIT; the commit outcome is unknown"));
+    return CommitOutcomeUnknownError(op);
   } catch (const pqxx::statement_completion_unknown& e) {
     return absl::UnavailableError(absl::StrCat(op, ": ", PrimaryMessage(e.what())));
   } catch (const pqxx::broken_connection& e) {

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
 namespace acmevault::storage {
@@ -153,6 +154,19 @@ absl::Status ValidateJobKind(absl::string_view kind) {
         absl::StrCat("job kind \"", kind.substr(0, 40), "\" is not [a-z][a-z0-9_]{0,31}"));
   }
   return absl::OkStatus();
+}
+
+namespace {
+constexpr absl::string_view kCommitOutcomeUnknown =
+    "connection lost during COMMIT; the commit outcome is unknown";
+}  // namespace
+
+absl::Status CommitOutcomeUnknownError(absl::string_view op) {
+  return absl::UnavailableError(absl::StrCat(op, ": ", kCommitOutcomeUnknown));
+}
+
+bool IsCommitOutcomeUnknown(const absl::Status& status) {
+  return absl::IsUnavailable(status) && absl::StrContains(status.message(), kCommitOutcomeUnknown);
 }
 
 }  // namespace acmevault::storage

@@ -784,6 +784,11 @@ int PageSize(const PageRequest& page);
 // Times at the precision the stores keep (whole microseconds, rounded down).
 absl::Time TruncateToMicros(absl::Time t);
 
+// What a store returns for `op` when it sent a transaction's COMMIT and lost the answer: what
+// the transaction wrote may or may not be stored (UNAVAILABLE).
+absl::Status CommitOutcomeUnknownError(absl::string_view op);
+bool IsCommitOutcomeUnknown(const absl::Status& status);
+
 }  // namespace acmevault::storage
 
 #endif  // ACMEVAULT_STORAGE_TYPES_H_
