@@ -257,6 +257,15 @@ class IssuerTest : public ::testing::Test {
     ASSERT_TRUE(fx_.store().UpdateTenant(fx_.AdminScope(tenant_), spec).ok());
   }
 
+  // The scripted CA registers each new account as /acct/N, N counted in *registered from 1.
+  void ScriptNewAccounts(std::atomic<int>* registered) {
+    ca_.On("POST", "/new-acct", [registered](const Call&) {
+      const int n = ++*registered;
+      return ScriptedServer::Json(201, {{"status", "valid"}},
+                                  {{"Location", ScriptedServer::Url(absl::StrCat("/acct/", n))}});
+    });
+  }
+
   void SetEphemeralAccounts(bool on) {
     auto tenant = fx_.store().GetTenant(fx_.AdminScope(tenant_));
     ASSERT_TRUE(tenant.ok()) << tenant.status();
@@ -431,11 +440,7 @@ TEST_F(IssuerTest, WithoutAnAccountIssuanceIsAFailedPrecondition) {
 TEST_F(IssuerTest, EachIssuanceOfAnEphemeralTenantHasItsOwnAccountDeactivatedAfterwards) {
   SetEphemeralAccounts(true);
   std::atomic<int> registered{0};
-  ca_.On("POST", "/new-acct", [&](const Call&) {
-    const int n = ++registered;
-    return ScriptedServer::Json(201, {{"status", "valid"}},
-                                {{"Location", ScriptedServer::Url(absl::StrCat("/acct/", n))}});
-  });
+  ScriptNewAccounts(&registered);
   absl::Mutex mu;
   std::map<std::string, std::vector<std::string>> account_posts;  // path -> payloads
   for (const char* path : {"/acct/1", "/acct/2"}) {
@@ -838,11 +843,7 @@ TEST_F(IssuerTest, ARetryAfterALostCreateCommitGetsTheCertificate) {
 TEST_F(IssuerTest, AnEphemeralAccountWhoseOrderALostCommitMadeIsKept) {
   SetEphemeralAccounts(true);
   std::atomic<int> registered{0};
-  ca_.On("POST", "/new-acct", [&](const Call&) {
-    const int n = ++registered;
-    return ScriptedServer::Json(201, {{"status", "valid"}},
-                                {{"Location", ScriptedServer::Url(absl::StrCat("/acct/", n))}});
-  });
+  ScriptNewAccounts(&registered);
   ca_.On("POST", "/acct/1", [](const Call&) {
     return ScriptedServer::Json(200, {{"status", "deactivated"}});
   });

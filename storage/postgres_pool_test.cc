@@ -219,6 +219,19 @@ class CuttingForwarder {
   std::vector<std::thread> pumps_ ABSL_GUARDED_BY(mu_);
 };
 
+// A pool of one connection to `db` through a forwarder the test cuts; null (with a failure)
+// when either cannot be made.
+std::unique_ptr<PostgresPool> PoolThroughForwarder(const TestDatabase& db,
+                                                   std::unique_ptr<CuttingForwarder>* forwarder) {
+  PostgresPoolOptions options;
+  *forwarder = CuttingForwarder::For(db.app_url(), &options.url);
+  if (*forwarder == nullptr) return nullptr;
+  options.size = 1;
+  auto pool = PostgresPool::Create(options);
+  EXPECT_TRUE(pool.ok()) << pool.status();
+  return pool.ok() ? *std::move(pool) : nullptr;
+}
+
 // The pool's waits between attempts, without their jitter: 10 ms doubling to 500 ms.
 std::vector<absl::Duration> Jitters(const std::vector<absl::Duration>& sleeps) {
   std::vector<absl::Duration> out;
@@ -457,11 +470,9 @@ TEST_F(PostgresPoolTest, LostConnectionIsRetriedOnAFreshConnection) {
 // connection for open. Nothing committed: the transaction runs again on a fresh connection,
 // and is not returned as INTERNAL.
 TEST_F(PostgresPoolTest, AConnectionLostBeforeCommitIsRetriedOnAFreshConnection) {
-  PostgresPoolOptions options;
-  auto forwarder = CuttingForwarder::For(db_->app_url(), &options.url);
-  ASSERT_NE(forwarder, nullptr);
-  options.size = 1;
-  ASSERT_OK_AND_ASSIGN(auto pool, PostgresPool::Create(options));
+  std::unique_ptr<CuttingForwarder> forwarder;
+  std::unique_ptr<PostgresPool> pool = PoolThroughForwarder(*db_, &forwarder);
+  ASSERT_NE(pool, nullptr);
   PostgresPool::TxOptions in_tenant;
   in_tenant.tenant = 42;
   ASSERT_OK(
@@ -510,11 +521,9 @@ TEST_F(PostgresPoolTest, AConnectionLostBeforeCommitIsRetriedOnAFreshConnection)
 // A connection lost under COMMIT leaves the outcome unknown: UNAVAILABLE, said so, and not run
 // again (it may have committed).
 TEST_F(PostgresPoolTest, AConnectionLostUnderCommitIsNotRetried) {
-  PostgresPoolOptions options;
-  auto forwarder = CuttingForwarder::For(db_->app_url(), &options.url);
-  ASSERT_NE(forwarder, nullptr);
-  options.size = 1;
-  ASSERT_OK_AND_ASSIGN(auto pool, PostgresPool::Create(options));
+  std::unique_ptr<CuttingForwarder> forwarder;
+  std::unique_ptr<PostgresPool> pool = PoolThroughForwarder(*db_, &forwarder);
+  ASSERT_NE(pool, nullptr);
   PostgresPool::TxOptions in_tenant;
   in_tenant.tenant = 42;
   int attempts = 0;
