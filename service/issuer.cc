@@ -266,7 +266,8 @@ absl::StatusOr<storage::Order> Issuer::WaitForOrder(const storage::Scope& scope,
                                                     storage::OrderId order, absl::Time until,
                                                     const std::function<bool()>& cancelled) {
   std::unique_ptr<JobNotices::Watch> watch =
-      options_.notices->Open(scope.tenant, kOrderStepJob, absl::StrCat(order));
+      options_.notices->Open(scope.tenant, kOrderStepJob, absl::StrCat(order),
+                             JobNotices::From::kFromNow, JobNotices::Missed::kWake);
   while (true) {
     ASSIGN_OR_RETURN(storage::Order row, options_.orders->GetOrder(scope, order));
     if (storage::IsTerminal(row.state)) return row;
@@ -565,7 +566,9 @@ absl::StatusOr<storage::CreateOrderResult> Issuer::CreateOrJoinOrder(
   if (waiting != nullptr) {
     waiting->watch = options_.notices->Open(
         scope.tenant, kOrderStepJob, absl::StrCat(created.order.id),
-        created.created ? JobNotices::From::kSinceCreated : JobNotices::From::kFromNow);
+        created.created ? JobNotices::From::kSinceCreated : JobNotices::From::kFromNow,
+        // Each wake-up looks at the order again (WaitForResult).
+        JobNotices::Missed::kWake);
     absl::MutexLock lock(&mu_);
     if (auto it = stopped_.find(created.order.id); it != stopped_.end() && !created.created) {
       waiting->stops_seen = it->second.number;

@@ -7,7 +7,8 @@ namespace acmevault::service {
 
 std::unique_ptr<JobNotices::Watch> JobNotices::Open(storage::TenantId tenant,
                                                     const std::string& kind,
-                                                    const std::string& subject, From from) {
+                                                    const std::string& subject, From from,
+                                                    Missed missed) {
   Key key{tenant, kind, subject};
   absl::MutexLock lock(&mu_);
   Entry& e = entries_[key];
@@ -19,7 +20,8 @@ std::unique_ptr<JobNotices::Watch> JobNotices::Open(storage::TenantId tenant,
   ++e.watchers;
   // A job made just now has no notice from before its creation: every one counted is news.
   const uint64_t seen = from == From::kSinceCreated ? 0 : e.notices;
-  return std::unique_ptr<Watch>(new Watch(this, std::move(key), seen));
+  return std::unique_ptr<Watch>(
+      new Watch(this, std::move(key), seen, missed == Missed::kWake, missed_));
 }
 
 JobNotices::Watch::~Watch() {
@@ -34,7 +36,8 @@ bool JobNotices::Watch::Wait(absl::Time until, const std::function<bool()>& canc
     {
       absl::MutexLock lock(&n.mu_);
       auto arrived = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(n.mu_) {
-        return n.entries_.at(key_).notices != seen_;
+        return n.entries_.at(key_).notices != seen_ ||
+               (wake_on_missed_ && n.missed_ != missed_seen_);
       };
       const absl::Duration left = until - n.clock_->Now();
       if (!arrived() && left > absl::ZeroDuration()) {
@@ -42,6 +45,7 @@ bool JobNotices::Watch::Wait(absl::Time until, const std::function<bool()>& canc
       }
       if (arrived()) {
         seen_ = n.entries_.at(key_).notices;
+        missed_seen_ = n.missed_;
         return true;
       }
       if (until <= n.clock_->Now()) return false;
@@ -53,6 +57,10 @@ bool JobNotices::Watch::Wait(absl::Time until, const std::function<bool()>& canc
 
 void JobNotices::Notify(const storage::JobNotice& notice) {
   absl::MutexLock lock(&mu_);
+  if (notice.tenant == 0) {
+    ++missed_;
+    return;
+  }
   Key key{notice.tenant, notice.kind, notice.subject};
   auto it = entries_.find(key);
   if (it == entries_.end()) {

@@ -43,11 +43,17 @@ class JobNotices {
 
    private:
     friend class JobNotices;
-    Watch(JobNotices* notices, Key key, uint64_t seen)
-        : notices_(notices), key_(std::move(key)), seen_(seen) {}
+    Watch(JobNotices* notices, Key key, uint64_t seen, bool wake_on_missed, uint64_t missed_seen)
+        : notices_(notices),
+          key_(std::move(key)),
+          seen_(seen),
+          wake_on_missed_(wake_on_missed),
+          missed_seen_(missed_seen) {}
     JobNotices* const notices_;
     const Key key_;
     uint64_t seen_;
+    const bool wake_on_missed_;
+    uint64_t missed_seen_;
   };
 
   // `clock` (borrowed) measures `until`; the waits themselves are real time, sliced by
@@ -62,11 +68,18 @@ class JobNotices {
   // nobody watched, is kept among the last `kRecentUnwatched` unwatched notices and counts.
   enum class From { kFromNow, kSinceCreated };
   static constexpr size_t kRecentUnwatched = 4096;
+  // Whether the watch also wakes when notices may have been missed (Notify with tenant 0: the
+  // store's listener reconnected, and a job's end may have passed unheard). For a caller that
+  // looks again at what it waits for after each wake-up; one that counts a wake-up as the job's
+  // end must not ask.
+  enum class Missed { kIgnore, kWake };
 
   std::unique_ptr<Watch> Open(storage::TenantId tenant, const std::string& kind,
-                              const std::string& subject, From from = From::kFromNow);
-  // Wakes every watch of the notice's job. Cheap when nobody watches it; never blocks long
-  // (called on the store's listener thread).
+                              const std::string& subject, From from = From::kFromNow,
+                              Missed missed = Missed::kIgnore);
+  // Wakes every watch of the notice's job; a notice of tenant 0 (storage::JobWakeups:
+  // missed wake-ups) wakes every watch opened with Missed::kWake. Cheap when nobody watches
+  // the job; never blocks long (called on the store's listener thread).
   void Notify(const storage::JobNotice& notice);
   // Notices that found a watcher, for tests.
   int64_t delivered() const;
@@ -85,6 +98,7 @@ class JobNotices {
   std::map<Key, uint64_t> recent_ ABSL_GUARDED_BY(mu_);
   std::deque<Key> recent_order_ ABSL_GUARDED_BY(mu_);
   int64_t delivered_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t missed_ ABSL_GUARDED_BY(mu_) = 0;  // notices of tenant 0 so far
 };
 
 }  // namespace acmevault::service

@@ -35,6 +35,30 @@ TEST(JobNotices, OnlyTheNoticesOwnJobWakesAWaiter) {
   EXPECT_EQ(notices.delivered(), 0);  // Nobody watched those jobs.
 }
 
+// The store's listener reconnected: notices sent meanwhile are lost (JobNotice{}, tenant 0).
+// A watch whose owner looks again after each wake-up asked to be woken then, once; the others
+// were not (they count a wake-up as the job's end).
+TEST(JobNotices, MissedNoticesWakeOnlyTheWatchesThatAskedAndOnce) {
+  JobNotices notices;
+  auto looks_again =
+      notices.Open(1, "order_step", "7", JobNotices::From::kFromNow, JobNotices::Missed::kWake);
+  auto counts = notices.Open(1, "revoke_certificate", "9");
+  std::atomic<bool> woken{false};
+  std::thread waiter([&] { woken = looks_again->Wait(absl::InfiniteFuture()); });
+  notices.Notify(storage::JobNotice{});
+  waiter.join();
+  EXPECT_TRUE(woken);
+  EXPECT_FALSE(looks_again->Wait(absl::Now() + absl::Milliseconds(20)));
+  EXPECT_FALSE(counts->Wait(absl::Now() + absl::Milliseconds(20)));
+  // A watch opened after the miss does not count it.
+  auto later = notices.Open(1, "order_step", "8", JobNotices::From::kSinceCreated,
+                            JobNotices::Missed::kWake);
+  EXPECT_FALSE(later->Wait(absl::Now() + absl::Milliseconds(20)));
+  // Its own job's notice still wakes it.
+  notices.Notify(Ended(1, "8"));
+  EXPECT_TRUE(later->Wait(absl::InfiniteFuture()));
+}
+
 TEST(JobNotices, AWaiterOnAnotherThreadIsWokenByTheNotice) {
   JobNotices notices;
   auto watch = notices.Open(1, "order_step", "7");

@@ -86,10 +86,13 @@ class WatchHub {
     return out;
   }
 
-  // Whatever was sent while the listener was not connected is lost: look for work, forget
-  // what revocations and certificate writes may have made stale.
+  // Whatever was sent while the listener was not connected is lost: look again at the jobs
+  // waited for, look for work, forget what revocations and certificate writes may have made
+  // stale.
   static void Missed(Watcher& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w.mu) {
     if (!w.live) return;
+    // job_finished first: a subscriber that saw jobs_scheduled has seen this too.
+    if (w.wakeups.job_finished) w.wakeups.job_finished(JobNotice{});
     if (w.wakeups.jobs_scheduled) w.wakeups.jobs_scheduled();
     if (w.wakeups.identities_revoked) w.wakeups.identities_revoked(Revocation{});
     if (w.wakeups.certificates_changed) w.wakeups.certificates_changed(0);

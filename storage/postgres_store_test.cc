@@ -901,6 +901,36 @@ TEST_F(PostgresStoreTest, AStoresSubscriptionsShareOneListeningSession) {
   EXPECT_EQ(listening(), 0);
 }
 
+// Notifications sent while the listener's connection is down are lost (a server restart ends
+// it). When it is back, job_finished says so (JobNotice{}, tenant 0), as when deliveries first
+// started: a caller waiting for an order whose end went unheard looks again, rather than
+// waiting out its time (15 s in the pgrestart chaos storm).
+TEST_F(PostgresStoreTest, AReconnectedListenerSaysThatJobNoticesMayHaveBeenMissed) {
+  absl::Mutex mu;
+  int missed = 0;
+  JobWakeups waiter;
+  waiter.job_finished = [&](const JobNotice& n) {
+    absl::MutexLock lock(&mu);
+    if (n.tenant == 0) ++missed;
+  };
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<JobWaker> waker, store_->WatchJobs(waiter));
+  auto heard = [&](int n) {
+    absl::MutexLock lock(&mu);
+    auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return missed >= n; };
+    return mu.AwaitWithTimeout(absl::Condition(&done), absl::Seconds(30));
+  };
+  ASSERT_TRUE(heard(1)) << "deliveries never started";
+  pqxx::connection admin(db_->superuser_url());
+  {
+    pqxx::nontransaction tx(admin);
+    ASSERT_EQ(tx.exec1("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                       "datname = current_database() AND query LIKE 'LISTEN %'")[0]
+                  .as<int>(),
+              1);
+  }
+  EXPECT_TRUE(heard(2)) << "the listener came back without saying what may have been missed";
+}
+
 TEST_F(PostgresStoreTest, TwoReplicasClaimEachStaleOrderExactlyOnce) {
   Scope alpha = MakeTenant("alpha");
   AccountId account = MakeAccount(alpha);

@@ -551,7 +551,9 @@ struct JobWakeups {
   // work. Also called once when deliveries start (PostgreSQL: when the listener's connection is
   // up, and again after every reconnection).
   std::function<void()> jobs_scheduled;
-  // A job ended or a notice was announced (by any replica).
+  // A job ended or a notice was announced (by any replica). Also called with JobNotice{}
+  // (tenant 0, no kind or subject) whenever jobs_scheduled would be for missed wake-ups: a job's
+  // end may have gone unheard, so whoever waits for one looks again.
   std::function<void(const JobNotice&)> job_finished;
   // RevokeIdentity or DisableTenant committed (by any replica), so token caches drop what they
   // hold (service/token_cache.h). Also called with tenant 0 whenever jobs_scheduled would be

@@ -392,6 +392,7 @@ absl::StatusOr<std::unique_ptr<JobWaker>> FakeStore::WatchJobs(JobWakeups wakeup
     state_->job_wakers.push_back(slot);
   }
   // Deliveries have started, as a listener's connection does.
+  WakeFinished({slot}, JobNotice{});  // first, as PostgresStore does
   WakeScheduled({slot});
   DeliverRevocation({slot}, Revocation{});
   DeliverCertificatesChanged({slot}, 0);
