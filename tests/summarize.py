@@ -6,7 +6,8 @@ Usage: summarize.py BEP_JSON [BAZEL_EXIT_CODE] [--xml FILE]...
 Each test target's test.xml (GoogleTest's, or the one Bazel writes for a test that crashed or
 timed out) gives its cases. A test target that did not run at all (it failed to build, or the
 build stopped) counts as one failed case, so a broken build can never read as green. Prints each
-failed case (with its failure message's first line), then as its last line: "N passed, M failed" (", K skipped" when some were skipped).
+failed case (with its failure message's first line), then as its last line: "N passed, M
+failed" (", K skipped" when some were skipped).
 A non-zero BAZEL_EXIT_CODE with no failed case counted (say, bazel stopped after the tests)
 counts as one failure too. Each --xml FILE (JUnit XML written outside Bazel, e.g. by
 tests/fuzz/run) adds its cases; a missing or unreadable one counts as one failure. Exit status:
