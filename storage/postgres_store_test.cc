@@ -826,6 +826,39 @@ TEST_F(PostgresStoreTest, ACertificatesSupersessionReadsOnlyItsIdentifiersLiveCe
             1);
 }
 
+// An order's certificate is checked by its foreign key (orders (tenant_id, certificate_id)) with
+// one probe, however many certificates the tenant has: the key's check, planned as the pool plans
+// (a generic plan) while the table has no statistics, read every certificate of the tenant
+// through certificates_by_identifiers when that index led with the tenant (before 0034).
+TEST_F(PostgresStoreTest, RecordingAnOrdersCertificateReadsOnlyThatCertificate) {
+  const Scope alpha = MakeTenant("alpha");
+  const AccountId account = MakeAccount(alpha);
+  const OrderId order = MakeOrder(alpha, account, "a.test", nullptr);
+  CertificateId last = 0;
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_OK_AND_ASSIGN(Certificate c, store_->InsertCertificate(
+                                            alpha, CertificateFor({absl::StrCat("n", i, ".test")},
+                                                                  absl::StrCat("1", i), nullptr)));
+    last = c.id;
+  }
+
+  pqxx::connection app(db_->app_url());
+  pqxx::work tx(app);
+  tx.exec("SET LOCAL plan_cache_mode = force_generic_plan");
+  tx.exec_params("SELECT set_config('acmevault.tenant_id', $1, true)", absl::StrCat(alpha.tenant));
+  auto reads = [&] {
+    const pqxx::row r = tx.exec1(
+        "SELECT seq_tup_read, idx_tup_fetch FROM pg_stat_xact_user_tables "
+        "WHERE relname = 'certificates'");
+    return std::make_pair(r[0].as<int64_t>(), r[1].as<int64_t>());
+  };
+  const auto before = reads();
+  tx.exec_params("UPDATE orders SET certificate_id = $2 WHERE id = $1", order, last);
+  const auto after = reads();
+  EXPECT_EQ(after.first - before.first, 0) << "rows read by sequential scans";
+  EXPECT_EQ(after.second - before.second, 1) << "rows fetched through indexes";
+}
+
 // ---------------------------------------------------------------------------------------------
 // Replicas
 
