@@ -52,7 +52,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(Options options) {
   return std::unique_ptr<Engine>(new Engine(std::move(options)));
 }
 
-Engine::Engine(Options options) : options_(std::move(options)) {}
+Engine::Engine(Options options) : options_(std::move(options)), created_(options_.clock->Now()) {}
 
 Engine::~Engine() {
   Stop();
@@ -96,6 +96,20 @@ absl::Status Engine::Start() {
       return waker.status();
     }
     waker_ = *std::move(waker);
+  }
+  // A run that died under this owner id (a container restarted in its pod keeps its host name
+  // and process id 1) left its jobs leased: back to the queue now, not at their leases' end.
+  // The leases this run took itself (a new order's job, claimed as it was made) end after
+  // created_ + lease_duration, and stay.
+  absl::StatusOr<int> returned = options_.jobs->ReleaseJobsOf(
+      options_.owner, created_ + options_.lease_duration, options_.clock->Now());
+  if (!returned.ok()) {
+    Log(LogLevel::kWarning,
+        "could not return the jobs an earlier run under this id held; their leases will expire",
+        {{"owner", options_.owner}, {"status", SummarizeFailure(returned.status())}});
+  } else if (*returned > 0) {
+    Log(LogLevel::kInfo, "returned the jobs an earlier run under this id held",
+        {{"owner", options_.owner}, {"jobs", absl::StrCat(*returned)}});
   }
   for (int i = 0; i < options_.workers; ++i) workers_.emplace_back([this, i] { Worker(i); });
   claim_thread_ = std::thread([this] { ClaimLoop(); });

@@ -342,6 +342,7 @@ class Engine {
   void Halt(bool release);
 
   const Options options_;
+  const absl::Time created_;                    // options_.clock's time at Create
   std::map<std::string, JobHandler> handlers_;  // fixed once started
   std::vector<std::string> kinds_;              // the keys of handlers_
 

@@ -128,6 +128,36 @@ TEST_F(EngineTest, EveryJobRunsOnce) {
   EXPECT_EQ(stats.retried + stats.failed + stats.lost + stats.released, 0);
 }
 
+// A run starting under the owner id of a run that died (a container restarted in its pod)
+// runs that run's jobs at once, not when their leases end; the dead run is fenced out.
+TEST_F(EngineTest, ARunStartingUnderADeadRunsIdRunsItsJobsAtOnce) {
+  RunLog log;
+  const storage::Scope alpha = Tenant("alpha");
+  ASSERT_OK_AND_ASSIGN(storage::Job job,
+                       fx_.store().ScheduleJob(alpha, Job("left"), fx_.clock().Now()));
+  storage::JobClaim dead;
+  dead.owner = "replica-1";
+  dead.now = fx_.clock().Now();
+  dead.max_jobs = 1;
+  dead.lease_duration = absl::Minutes(1);
+  dead.kinds = {kStep};
+  ASSERT_OK_AND_ASSIGN(storage::JobClaimResult held, fx_.store().ClaimJobs(dead));
+  ASSERT_EQ(held.jobs.size(), 1u);
+  fx_.clock().Advance(absl::Seconds(5));  // the lease has 55 s to run, and the clock stays here
+
+  auto engine = Started(Options(), [&](const JobRun& run) {
+    log.Add(run.job());
+    return JobOutcome::Done();
+  });
+  ASSERT_NE(engine, nullptr);
+  ASSERT_TRUE(Eventually([&] { return engine->stats().completed == 1; }))
+      << "the dead run's job waited for its lease";
+  EXPECT_EQ(log.runs(), (std::map<std::string, int>{{"left", 1}}));
+  EXPECT_THAT(fx_.store().GetJob(alpha, job.id), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(fx_.store().RenewJob(held.jobs[0].lease, absl::Minutes(1), fx_.clock().Now()),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
 // A job the store leased to this replica as it was made (NewOrder::claim) takes the room
 // ReserveForNew reserved: one place in the queue, given back by Unreserve; no reservation is
 // made while the engine is not running, its queue is full, or claim_on_create is off.

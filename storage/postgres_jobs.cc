@@ -397,6 +397,17 @@ absl::Status PostgresStore::ReleaseJob(const JobLease& lease, absl::Time now) {
   });
 }
 
+absl::StatusOr<int> PostgresStore::ReleaseJobsOf(absl::string_view owner, absl::Time ending_before,
+                                                 absl::Time now) {
+  if (owner.empty()) return absl::InvalidArgumentError("lease owner is empty");
+  // One statement (migration 0035), its NOTIFY delivered when it commits.
+  return Statement<int>("ReleaseJobsOf", [&](pqxx::nontransaction& tx) {
+    return pg::Exec(tx, "SELECT av_release_jobs_of($1, av_ts($2), av_ts($3))", std::string(owner),
+                    Micros(TruncateToMicros(ending_before)), Micros(TruncateToMicros(now)))[0][0]
+        .as<int>();
+  });
+}
+
 absl::StatusOr<std::vector<DueJobCount>> PostgresStore::CountDueJobs(absl::Time now) {
   return AcrossTenants<std::vector<DueJobCount>>("CountDueJobs", [&](pqxx::dbtransaction& tx) {
     std::vector<DueJobCount> out;

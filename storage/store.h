@@ -625,6 +625,14 @@ class JobStore {
   // Returns a job unrun (a replica shutting down): unleased, due as before, attempts unchanged,
   // claimable at once.
   virtual absl::Status ReleaseJob(const JobLease& lease, absl::Time now) = 0;
+  // Cross-tenant: returns to the queue, as ReleaseJob does, every job leased to `owner` whose
+  // lease is in force at `now` and ends before `ending_before`, and says how many; wakes every
+  // replica's engine if there were any. For a replica starting again under the id of a run that
+  // died: that run's leases end within one lease duration of its last claim or renewal, so
+  // `ending_before` = the new run's start + its lease duration spares the leases the new run
+  // took itself. INVALID_ARGUMENT without an owner.
+  virtual absl::StatusOr<int> ReleaseJobsOf(absl::string_view owner, absl::Time ending_before,
+                                            absl::Time now) = 0;
 
   // Cross-tenant, for metrics: per kind (ordered by kind; kinds without due jobs left out), the
   // jobs due at `now` and not leased, of enabled tenants.

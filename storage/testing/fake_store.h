@@ -248,6 +248,8 @@ class FakeStore final : public Store {
                              absl::Time now) override;
   absl::Status FailJob(const JobLease& lease, absl::string_view error, absl::Time now) override;
   absl::Status ReleaseJob(const JobLease& lease, absl::Time now) override;
+  absl::StatusOr<int> ReleaseJobsOf(absl::string_view owner, absl::Time ending_before,
+                                    absl::Time now) override;
   absl::StatusOr<std::vector<DueJobCount>> CountDueJobs(absl::Time now) override;
   absl::Status AnnounceJobNotice(const JobNotice& notice) override;
   absl::StatusOr<std::unique_ptr<JobWaker>> WatchJobs(JobWakeups wakeups) override;

@@ -357,6 +357,29 @@ absl::Status FakeStore::ReleaseJob(const JobLease& lease, absl::Time now) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<int> FakeStore::ReleaseJobsOf(absl::string_view owner, absl::Time ending_before,
+                                             absl::Time now) {
+  if (owner.empty()) return absl::InvalidArgumentError("lease owner is empty");
+  now = TruncateToMicros(now);
+  ending_before = TruncateToMicros(ending_before);
+  State& s = *state_;
+  Slots wakers;
+  int released = 0;
+  {
+    fake::StoreLock lock(s);
+    for (auto& [id, j] : s.jobs) {
+      if (j.lease_owner == owner && Leased(j, now) && *j.lease_expires_at < ending_before) {
+        EndLease(j);
+        j.updated_at = now;
+        ++released;
+      }
+    }
+    if (released > 0) wakers = Wakers(s);
+  }
+  if (released > 0) WakeScheduled(wakers);
+  return released;
+}
+
 absl::StatusOr<std::vector<DueJobCount>> FakeStore::CountDueJobs(absl::Time now) {
   now = TruncateToMicros(now);
   State& s = *state_;

@@ -277,6 +277,74 @@ TEST_P(StoreConformanceTest, AnExpiredLeaseIsClaimedAgainAndFencesTheOldOwnerOut
   EXPECT_THAT(store().ReleaseJob(JobLease{}, later), StatusIs(kInvalidArgument));
 }
 
+// A replica starting again under the id of a run that died gets that run's jobs back in the
+// queue at once (claimable with the next fencing token, which fences the dead run out), not at
+// their leases' end; leases of other owners, leases it took after its start, expired leases
+// and failed jobs stay as they are, and every replica is woken.
+TEST_P(StoreConformanceTest, AReplicaStartingAgainReturnsTheJobsItsDeadRunHeld) {
+  const Scope alpha = ScopeOf(MakeTenant("alpha"));
+  const Scope beta = ScopeOf(MakeTenant("beta"));
+  const absl::Time t = clock().Now();
+  for (const char* subject : {"1", "2", "3", "4", "5"}) {
+    ASSERT_OK(store().ScheduleJob(alpha, JobFor(subject, t), t).status());
+  }
+  ASSERT_OK(store().ScheduleJob(beta, JobFor("6", t), t).status());
+  // The dead run's leases: two of alpha's and beta's one, then one that it failed.
+  ASSERT_OK_AND_ASSIGN(JobClaimResult dead, store().ClaimJobs(ClaimOf("r1", t, 4)));
+  ASSERT_THAT(dead.jobs, SizeIs(4));
+  ASSERT_OK(store().FailJob(dead.jobs[3].lease, "given up", t));
+  // Another replica's lease.
+  ASSERT_OK_AND_ASSIGN(JobClaimResult other, store().ClaimJobs(ClaimOf("r2", t, 1)));
+  ASSERT_THAT(other.jobs, SizeIs(1));
+  // The new run starts 30 s later with one-minute leases, and takes a job itself.
+  const absl::Time start = t + absl::Seconds(30);
+  ASSERT_OK_AND_ASSIGN(JobClaimResult own, store().ClaimJobs(ClaimOf("r1", start, 1)));
+  ASSERT_THAT(own.jobs, SizeIs(1));
+
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Store> replica,
+                       harness().Reopen(TestKeks(KekText("kek-a", 'a'))));
+  WakeupRecorder seen;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<JobWaker> waker, replica->WatchJobs(seen.Wakeups()));
+  ASSERT_TRUE(seen.WaitForScheduled(1)) << "deliveries never started";
+
+  const absl::Time now = start + absl::Seconds(1);
+  ASSERT_OK_AND_ASSIGN(int released, store().ReleaseJobsOf("r1", start + absl::Minutes(1), now));
+  EXPECT_EQ(released, 3);
+  EXPECT_TRUE(seen.WaitForScheduled(2)) << "the released jobs woke no one";
+  for (int i = 0; i < 3; ++i) {
+    const ClaimedJob& c = dead.jobs[i];
+    ASSERT_OK_AND_ASSIGN(Job j, store().GetJob(Scope{c.lease.tenant, alpha.actor}, c.lease.job));
+    EXPECT_EQ(j.lease_owner, "") << j.subject;
+    EXPECT_FALSE(j.lease_expires_at.has_value()) << j.subject;
+    EXPECT_EQ(j.attempts, 0) << j.subject;
+  }
+  // Claimable at once by anyone: the three released ones, nothing else.
+  ASSERT_OK_AND_ASSIGN(JobClaimResult again, store().ClaimJobs(ClaimOf("r3", now, 10)));
+  ASSERT_THAT(again.jobs, SizeIs(3));
+  for (const ClaimedJob& c : again.jobs) EXPECT_EQ(c.lease.fencing_token, 2) << c.job.subject;
+  // The dead run's writes are refused from then on.
+  EXPECT_THAT(store().RenewJob(dead.jobs[0].lease, absl::Minutes(1), now),
+              StatusIs(kFailedPrecondition, "stale"));
+  // The others' lease, the new run's own and the failed job are untouched.
+  ASSERT_OK_AND_ASSIGN(Job theirs, store().GetJob(alpha, other.jobs[0].lease.job));
+  EXPECT_EQ(theirs.lease_owner, "r2");
+  ASSERT_OK_AND_ASSIGN(Job mine, store().GetJob(alpha, own.jobs[0].lease.job));
+  EXPECT_EQ(mine.lease_owner, "r1");
+  EXPECT_EQ(mine.fencing_token, own.jobs[0].lease.fencing_token);
+  ASSERT_OK_AND_ASSIGN(Job failed, store().GetJob(Scope{dead.jobs[3].lease.tenant, alpha.actor},
+                                                  dead.jobs[3].lease.job));
+  EXPECT_TRUE(failed.failed_at.has_value());
+
+  // Nothing left to release: none, and no wake-up needed.
+  ASSERT_OK_AND_ASSIGN(released, store().ReleaseJobsOf("r1", start + absl::Minutes(1), now));
+  EXPECT_EQ(released, 0);
+  // An expired lease is claimable anyway: not counted.
+  ASSERT_OK_AND_ASSIGN(released,
+                       store().ReleaseJobsOf("r2", t + absl::Hours(1), t + absl::Minutes(2)));
+  EXPECT_EQ(released, 0);
+  EXPECT_THAT(store().ReleaseJobsOf("", start, now), StatusIs(kInvalidArgument));
+}
+
 TEST_P(StoreConformanceTest, RescheduleCountsFailedAttemptsAndFailKeepsTheJobAsFailed) {
   const Scope alpha = ScopeOf(MakeTenant("alpha"));
   absl::Time t = clock().Now();
