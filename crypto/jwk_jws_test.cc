@@ -71,6 +71,26 @@ TEST(Jwk, PrivateMembersAndBadInputAreRejected) {
               HasSubstr("\"n\""));
 }
 
+// RFC 8017 §3.1: an RSA public exponent is odd, at least 3 and below the modulus. A JWK whose
+// "e" was zero ("AB" decodes to one zero byte) was accepted, and its own JWK then had an empty
+// "e" that did not read back (found by the jwk fuzz target; tests/fuzz/README.md).
+TEST(Jwk, AnRsaKeyWithAnImpossibleExponentIsRejected) {
+  for (const char* e : {"AB", "AA", "AQ", "Ag", "AAAB"}) {  // 0, 0, 1, 2, 1 with a zero octet
+    nlohmann::json jwk = {{"kty", "RSA"}, {"n", kRfc7638N}, {"e", e}};
+    EXPECT_THAT(PublicKeyFromJwk(jwk).status().message(), HasSubstr("public exponent")) << e;
+  }
+  nlohmann::json jwk = {{"kty", "RSA"}, {"n", kRfc7638N}, {"e", kRfc7638N}};  // e = n
+  EXPECT_THAT(PublicKeyFromJwk(jwk).status().message(), HasSubstr("public exponent"));
+  for (const char* e : {"Aw", "AQAB", "AAEAAQ"}) {  // 3, 65537, 65537 with a zero octet
+    jwk["e"] = e;
+    auto key = PublicKeyFromJwk(jwk);
+    ASSERT_TRUE(key.ok()) << e << ": " << key.status();
+    auto again = PublicKeyFromJwk(PublicJwk(*key));
+    ASSERT_TRUE(again.ok()) << e << ": " << again.status();
+    EXPECT_TRUE(again->Equals(*key)) << e;
+  }
+}
+
 class JwkRoundTrip : public ::testing::TestWithParam<KeyAlgorithm> {};
 
 TEST_P(JwkRoundTrip, JwkOfAKeyParsesBackToTheSameKey) {

@@ -1,5 +1,6 @@
 #include "crypto/keys.h"
 
+#include <openssl/bn.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
 #include <openssl/err.h>
@@ -62,6 +63,16 @@ absl::StatusOr<KeyAlgorithm> AlgorithmOf(EVP_PKEY* key) {
       if (bits < kMinRsaBits || bits > kMaxRsaBits) {
         return absl::InvalidArgumentError(
             absl::StrCat("RSA key of ", bits, " bits (want 2048 to 8192)"));
+      }
+      // RFC 8017 §3.1: the public exponent is odd, at least 3 and below the modulus. A JWK or a
+      // SubjectPublicKeyInfo may say anything (e = 0 read back as an empty JWK member).
+      const RSA* rsa = EVP_PKEY_get0_RSA(key);
+      const BIGNUM* n = nullptr;
+      const BIGNUM* e = nullptr;
+      if (rsa != nullptr) RSA_get0_key(rsa, &n, &e, nullptr);
+      if (n == nullptr || e == nullptr || !BN_is_odd(e) || BN_is_one(e) || BN_cmp(e, n) >= 0) {
+        return absl::InvalidArgumentError(
+            "RSA public exponent is not odd, at least 3 and below the modulus");
       }
       if (bits <= 2048) return KeyAlgorithm::kRsa2048;
       if (bits <= 3072) return KeyAlgorithm::kRsa3072;
