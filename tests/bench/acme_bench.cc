@@ -38,6 +38,9 @@ ABSL_FLAG(std::vector<std::string>, workers, std::vector<std::string>({"1", "8",
           "concurrent workers per level");
 ABSL_FLAG(int, issuances, 400, "issuances per level, at most");
 ABSL_FLAG(int, seconds, 30, "time limit per level");
+ABSL_FLAG(bool, deactivate_authorizations, false,
+          "deactivate each certificate's authorizations once it is issued, as acmevaultd does by "
+          "default (one more request per name)");
 ABSL_FLAG(int, sign_seconds, 3, "time spent measuring JWS signing (0: not measured)");
 ABSL_FLAG(std::string, pkcs11_module, "", "PKCS#11 module; empty: in-memory keys only");
 ABSL_FLAG(std::string, pkcs11_token, "", "the token's label");
@@ -170,6 +173,16 @@ double BenchIssuance(const std::string& directory, int workers, crypto::Pkcs11To
             **client, {keys[w].get(), accounts[w]}, challenges,
             {acme::testing::UniqueName("bench")}, acme::testing::ChallengeKind::kHttp01,
             absl::Seconds(20));
+        if (issued.ok() && absl::GetFlag(FLAGS_deactivate_authorizations)) {
+          for (const std::string& url : issued->authorizations) {
+            auto deactivated =
+                (*client)->DeactivateAuthorization({keys[w].get(), accounts[w]}, url);
+            if (!deactivated.ok()) {
+              issued = deactivated.status();
+              break;
+            }
+          }
+        }
         double ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
         absl::MutexLock lock(&mu);
         if (issued.ok()) {
@@ -190,10 +203,11 @@ double BenchIssuance(const std::string& directory, int workers, crypto::Pkcs11To
   };
   int64_t requests = (*client)->requests_sent() - requests_before;
   std::printf(
-      "issuance%s workers=%d issued=%d failed=%d seconds=%.1f certs_per_s=%.1f "
+      "issuance%s%s workers=%d issued=%d failed=%d seconds=%.1f certs_per_s=%.1f "
       "requests_per_cert=%.1f badnonce_retries=%lld p50_ms=%.0f p99_ms=%.0f%s%s\n",
-      token != nullptr ? " pkcs11" : "", workers, ok, failed, secs, ok / secs,
-      ok > 0 ? static_cast<double>(requests) / ok : 0.0,
+      token != nullptr ? " pkcs11" : "",
+      absl::GetFlag(FLAGS_deactivate_authorizations) ? " deactivating" : "", workers, ok, failed,
+      secs, ok / secs, ok > 0 ? static_cast<double>(requests) / ok : 0.0,
       static_cast<long long>((*client)->bad_nonce_retries()), pct(0.5), pct(0.99),
       first_error.empty() ? "" : " first_error=", first_error.c_str());
   return ok / secs;
