@@ -469,8 +469,23 @@ void Engine::Worker(int index) {
 }
 
 bool Engine::MayKeep(const Queued& queued, absl::Time at, absl::Time now) const {
-  return at - now <= options_.keep_within && at - queued.claimed_at <= options_.keep_for &&
-         !queued.lost->load();
+  if (at - now > options_.keep_within || at - queued.claimed_at > options_.keep_for ||
+      queued.lost->load()) {
+    return false;
+  }
+  const storage::Job& job = queued.claimed.job;
+  absl::MutexLock lock(&mu_);
+  // Nothing due waits: a kept lease keeps no other job from its tenant's or its CA's bound.
+  if (!more_) return true;
+  int tenant_kept = 0, ca_kept = 0;
+  for (const auto& [id, k] : kept_) {
+    const storage::Job& other = k.queued.claimed.job;
+    if (other.tenant == job.tenant) ++tenant_kept;
+    if (!job.ca.empty() && other.ca == job.ca) ++ca_kept;
+  }
+  auto within_half = [](int kept, int bound) { return bound <= 0 || 2 * (kept + 1) <= bound; };
+  return within_half(tenant_kept, options_.per_tenant_limit) &&
+         (job.ca.empty() || within_half(ca_kept, options_.per_ca_limit));
 }
 
 void Engine::WriteUnkept(storage::JobId id, const std::function<absl::Status()>& unkept) {
@@ -487,8 +502,10 @@ std::optional<absl::Time> Engine::RunJob(Queued& queued, std::mt19937_64& jitter
   const std::string kind = queued.claimed.job.kind;
   const storage::Job job = queued.claimed.job;
   const absl::Time started = options_.clock->Now();
-  if (options_.metrics != nullptr && !queued.kept) {
-    options_.metrics->RecordJobStart(kind, started - job.not_before);
+  if (options_.metrics != nullptr) {
+    // A kept job's next run counts as running too; its queue age was its first run's.
+    options_.metrics->RecordJobStart(
+        kind, queued.kept ? std::nullopt : std::optional(started - job.not_before));
   }
   const JobHandler& handler = handlers_.at(kind);
   JobRun run(queued.claimed, started, queued.lost, queued.kept);

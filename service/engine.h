@@ -171,6 +171,8 @@ class Engine {
     absl::Duration lease_duration = absl::Seconds(60);
     // A SoonAt at most `keep_within` away is kept on this replica (lease held, no store write)
     // while the job has been kept at most `keep_for` since its claim. keep_within 0: never.
+    // While the last claim left due jobs behind, at most half of per_tenant_limit jobs of a
+    // tenant, and of per_ca_limit of a CA, are kept here; the next one goes back to the store.
     absl::Duration keep_within = absl::Seconds(2);
     absl::Duration keep_for = absl::Seconds(10);
     // The longest the claim loop sleeps without being woken: how soon missed wake-ups, expired
@@ -333,7 +335,10 @@ class Engine {
   // Returns the time to run it again when the handler said SoonAt and MayKeep: nothing is
   // stored then, and the worker keeps the job.
   std::optional<absl::Time> RunJob(Queued& queued, std::mt19937_64& jitter);
-  // Whether a job whose handler said SoonAt(at) may be kept here (the window allows it).
+  // Whether a job whose handler said SoonAt(at) may be kept here: the window allows it, and,
+  // when the last claim left due jobs behind, the jobs kept here of its tenant and of its CA
+  // stay within half of those bounds (a kept job's lease counts against them while it waits
+  // without a worker).
   bool MayKeep(const Queued& queued, absl::Time at, absl::Time now) const;
   // When a job that failed `attempts` times in a row may run again.
   absl::Time Backoff(int attempts, absl::Time now, std::mt19937_64& jitter) const;

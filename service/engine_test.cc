@@ -415,6 +415,91 @@ TEST_F(EngineTest, AJobIsKeptNoLongerThanKeepForAfterItsClaim) {
   engine->Stop();
 }
 
+// A kept job's next run counts as running while it runs, as its first did: the gauge of jobs
+// running went below zero by one for every kept run before, since only the first run counted.
+TEST_F(EngineTest, AKeptJobsNextRunCountsAsRunning) {
+  const storage::Scope alpha = Tenant("alpha");
+  Engine::Options options = Options(1);
+  Metrics metrics;
+  options.metrics = &metrics;
+  absl::Notification second_started, second_may_end;
+  auto engine = Started(options, [&](const JobRun& run) {
+    if (!run.kept()) return JobOutcome::SoonAt(run.started_at() + absl::Milliseconds(500));
+    second_started.Notify();
+    second_may_end.WaitForNotification();
+    return JobOutcome::Done();
+  });
+  ASSERT_NE(engine, nullptr);
+  ASSERT_OK(engine->Schedule(alpha, Job("1")).status());
+  ASSERT_TRUE(Eventually([&] { return engine->stats().kept == 1; }));
+  EXPECT_THAT(metrics.Render(), HasSubstr("acmevault_jobs_running{kind=\"order_step\"} 0"));
+  fx_.clock().Advance(absl::Milliseconds(500));
+  engine->Wake();
+  ASSERT_TRUE(second_started.WaitForNotificationWithTimeout(kPatience));
+  EXPECT_THAT(metrics.Render(), HasSubstr("acmevault_jobs_running{kind=\"order_step\"} 1"));
+  second_may_end.Notify();
+  ASSERT_TRUE(Eventually([&] { return engine->stats().completed == 1; }));
+  const std::string text = metrics.Render();
+  EXPECT_THAT(text, HasSubstr("acmevault_jobs_running{kind=\"order_step\"} 0"));
+  EXPECT_THAT(text, HasSubstr("acmevault_job_runs_total{kind=\"order_step\",outcome=\"kept\"} 1"));
+  EXPECT_THAT(text,
+              HasSubstr("acmevault_job_runs_total{kind=\"order_step\",outcome=\"completed\"} 1"));
+  // The queue age is observed once, at the job's first run.
+  EXPECT_THAT(text, HasSubstr("acmevault_job_queue_age_seconds_count{kind=\"order_step\"} 1"));
+  engine->Stop();
+}
+
+// A kept job holds its lease, and a lease counts against its tenant's and its CA's bounds
+// although the job waits for the CA without a worker. When the last claim left due jobs
+// behind, at most half of a bound is kept here; a further job that waits goes back to the
+// table. Before, kept jobs filled the tenant's bound and its due jobs waited for them: a
+// tenant's orders against a CA that validates slowly reached the CA at about
+// per_tenant_limit / keep time a second (10/s with the defaults), while the workers idled.
+TEST_F(EngineTest, KeptJobsLeaveHalfOfATenantsBoundToItsDueJobs) {
+  const storage::Scope alpha = Tenant("alpha");
+  const absl::Time t = fx_.clock().Now();
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_OK(fx_.store().ScheduleJob(alpha, Job(absl::StrCat(i), t), t).status());
+  }
+  Engine::Options options = Options(1);
+  options.per_tenant_limit = 4;
+  options.keep_within = absl::Seconds(2);
+  RunLog log;
+  // Every job's first run waits for the CA: its next look is a second away. The clock stands
+  // still, so none is due again in this test.
+  auto engine = Started(options, [&](const JobRun& run) {
+    log.Add(run.job());
+    return JobOutcome::SoonAt(run.started_at() + absl::Seconds(1));
+  });
+  ASSERT_NE(engine, nullptr);
+  ASSERT_TRUE(Eventually([&] { return log.total() == 10; }))
+      << log.total() << " of the tenant's 10 due jobs ran (kept " << engine->stats().kept << ")";
+  const Engine::Stats stats = engine->stats();
+  // Two kept while due jobs waited (half of the bound), and the last, once none was left.
+  EXPECT_EQ(stats.kept, 3);
+  EXPECT_EQ(stats.rescheduled, 7);
+  for (const auto& [subject, n] : log.runs()) EXPECT_EQ(n, 1) << subject;
+  engine->Stop();
+}
+
+// Nothing due waits: a tenant's jobs are kept up to its whole bound.
+TEST_F(EngineTest, KeptJobsFillTheBoundWhenNoDueJobWaits) {
+  const storage::Scope alpha = Tenant("alpha");
+  Engine::Options options = Options(4);
+  options.per_tenant_limit = 4;
+  options.keep_within = absl::Seconds(2);
+  auto engine = Started(options, [&](const JobRun& run) {
+    return JobOutcome::SoonAt(run.started_at() + absl::Seconds(1));
+  });
+  ASSERT_NE(engine, nullptr);
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_OK(engine->Schedule(alpha, Job(absl::StrCat(i))).status());
+    ASSERT_TRUE(Eventually([&] { return engine->stats().kept == i + 1; })) << i;
+  }
+  EXPECT_EQ(engine->stats().rescheduled, 0);
+  engine->Stop();
+}
+
 // Stopping puts a kept job back in the table at its time, unleased: another replica goes on
 // with it then.
 TEST_F(EngineTest, StoppingReschedulesAKeptJobAtItsTime) {

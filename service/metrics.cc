@@ -276,10 +276,11 @@ void Metrics::SetJobsDue(absl::string_view kind, int64_t due) {
   families_->jobs_due->Add({{"kind", std::string(kind)}}).Set(static_cast<double>(due));
 }
 
-void Metrics::RecordJobStart(absl::string_view kind, absl::Duration queue_age) {
+void Metrics::RecordJobStart(absl::string_view kind, std::optional<absl::Duration> queue_age) {
   families_->jobs_running->Add({{"kind", std::string(kind)}}).Increment();
+  if (!queue_age.has_value()) return;
   families_->job_queue_age->Add({{"kind", std::string(kind)}}, LatencyBuckets())
-      .Observe(absl::ToDoubleSeconds(std::max(queue_age, absl::ZeroDuration())));
+      .Observe(absl::ToDoubleSeconds(std::max(*queue_age, absl::ZeroDuration())));
 }
 
 void Metrics::RecordJobEnd(absl::string_view kind, absl::string_view outcome) {

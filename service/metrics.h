@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -102,9 +103,10 @@ class Metrics {
   // The work engine (service/engine.h), by job kind. acmevault_jobs_due{kind}: due and not
   // claimed, across replicas, as last counted.
   void SetJobsDue(absl::string_view kind, int64_t due);
-  // A job started on this replica: acmevault_jobs_running{kind} + 1, and its queue age (how long
-  // after its not_before it started) into acmevault_job_queue_age_seconds{kind}.
-  void RecordJobStart(absl::string_view kind, absl::Duration queue_age);
+  // A job's run started on this replica: acmevault_jobs_running{kind} + 1, and its queue age
+  // (how long after its not_before it started), when given, into
+  // acmevault_job_queue_age_seconds{kind}: a kept job's next run gives none.
+  void RecordJobStart(absl::string_view kind, std::optional<absl::Duration> queue_age);
   // A run ended: acmevault_jobs_running{kind} - 1, acmevault_job_runs_total{kind,outcome} + 1.
   // Outcomes: "completed", "rescheduled" (more to do later), "retried" (a failed attempt, to be
   // retried), "failed" (given up), "lost" (another replica holds the job now), "write_error"
