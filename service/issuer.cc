@@ -169,7 +169,17 @@ JobOutcome Issuer::StepOrder(const JobRun& run) {
       stopped_.erase(id);
       // The CA works on it: looked at again soon, usually here under the same lease (what the
       // step left unwritten is written should the job go back to the store instead).
-      return JobOutcome::SoonAt(result->at, std::move(result->unrecorded));
+      // Should it go back to the store instead: what the step left unwritten is written, then
+      // what it left in memory for the next step here is dropped.
+      std::function<absl::Status()> unkept;
+      if (result->unrecorded || result->forget) {
+        unkept = [unrecorded = std::move(result->unrecorded), forget = std::move(result->forget)] {
+          absl::Status written = unrecorded ? unrecorded() : absl::OkStatus();
+          if (forget) forget();
+          return written;
+        };
+      }
+      return JobOutcome::SoonAt(result->at, std::move(unkept));
     }
     case OrderStepResult::Kind::kHeld: {
       // Waiting for the CA's limits (a hold, the budget) or set aside as stalled: no failed

@@ -662,6 +662,26 @@ void OrderRunner::ReturnUntaken(std::vector<Loaded> dropped) {
   }
 }
 
+void OrderRunner::DropLoaded(storage::TenantId tenant, storage::OrderId order,
+                             int64_t fencing_token) {
+  std::vector<Loaded> dropped;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = loaded_.find({tenant, order});
+    if (it == loaded_.end() || it->second.first || it->second.fencing_token != fencing_token) {
+      return;
+    }
+    dropped.push_back(std::move(it->second));
+    loaded_.erase(it);
+  }
+  ReturnUntaken(std::move(dropped));
+}
+
+size_t OrderRunner::loaded_in_memory() const {
+  absl::MutexLock lock(&mu_);
+  return loaded_.size();
+}
+
 std::optional<OrderRunner::Loaded> OrderRunner::TakeLoaded(const OrderJob& job) {
   std::optional<Loaded> taken;
   std::vector<Loaded> dropped;
@@ -761,7 +781,11 @@ absl::StatusOr<OrderStepResult> OrderRunner::Step(const OrderJob& job) {
       ctx.processing_unrecorded = false;
     }
   }
-  if (keep) KeepLoaded(ctx);
+  if (keep) {
+    KeepLoaded(ctx);
+    result->forget = [this, tenant = job.scope.tenant, order = job.lease.order,
+                      token = job.lease.fencing_token] { DropLoaded(tenant, order, token); };
+  }
   return result;
 }
 
