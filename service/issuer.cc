@@ -167,9 +167,8 @@ JobOutcome Issuer::StepOrder(const JobRun& run) {
     case OrderStepResult::Kind::kWaiting: {
       absl::MutexLock lock(&mu_);
       stopped_.erase(id);
-      // The CA works on it: looked at again soon, usually here under the same lease (what the
-      // step left unwritten is written should the job go back to the store instead).
-      // Should it go back to the store instead: what the step left unwritten is written, then
+      // The CA works on it: looked at again soon, usually here under the same lease. Should
+      // the job go back to the store instead, what the step left unwritten is written, then
       // what it left in memory for the next step here is dropped.
       std::function<absl::Status()> unkept;
       if (result->unrecorded || result->forget) {
