@@ -29,6 +29,13 @@
 //                  those made at the CA, the rest still queued as jobs), and
 //                  acmevaultd's threads and resident memory (/proc/<pid>/status); at the end
 //                  the peaks (VmHWM for memory).
+//  --mode=paced    GetCertificate by serial at --rate calls a second in all from --streams callers
+//                  (each call waits for its turn on a fixed schedule) for --seconds: one
+//                  authenticated unary call per certificate whose answer carries a chain, the
+//                  least gRPC a service's issuance costs (run_e2e_bench --ceiling runs it beside
+//                  the library and PostgreSQL's floor). Prints "paced ready" once its tenant and
+//                  certificate are made, then the rate it kept and, per call, acmevaultd's CPU
+//                  and its own (its gRPC threads included).
 //
 // Each run makes its own tenant (root token from --root_token_file) with an ACME account, its key
 // in the vault or, with --key_storage=pkcs11, in the daemon's PKCS#11 token. Every
@@ -86,6 +93,7 @@ ABSL_FLAG(int, callers, 8, "concurrent IssueCertificate callers");
 ABSL_FLAG(int, issuances, 200, "issuances, at most");
 ABSL_FLAG(int, seconds, 30, "time limit of the issuance run or of each read run");
 ABSL_FLAG(int, streams, 64, "concurrent calls of the read run");
+ABSL_FLAG(double, rate, 100, "paced mode: calls a second, in all");
 ABSL_FLAG(std::string, perf_out, "",
           "record a perf profile (perf record -g) into this file: of acmevaultd and "
           "PostgreSQL's backends during the GetCertificate run (read mode), of the whole "
@@ -233,9 +241,10 @@ struct Run {
   std::string first_error;
 };
 
-// Calls `call(i)` from `threads` threads until `total` calls were made or `limit` passed.
+// Calls `call(i)` from `threads` threads until `total` calls were made or `limit` passed; with a
+// `rate` (calls a second), call i starts no earlier than i / rate seconds after the first.
 Run Drive(int threads, int total, absl::Duration limit,
-          const std::function<grpc::Status(int)>& call) {
+          const std::function<grpc::Status(int)>& call, double rate = 0) {
   Run run;
   absl::Mutex mu;
   int started = 0;
@@ -250,6 +259,11 @@ Run Drive(int threads, int total, absl::Duration limit,
           absl::MutexLock lock(&mu);
           if (started >= total || absl::Now() >= deadline) break;
           i = started++;
+        }
+        if (rate > 0) {
+          const absl::Time turn = start + absl::Seconds(i / rate);
+          if (turn >= deadline) break;
+          absl::SleepFor(turn - absl::Now());
         }
         const absl::Time t0 = absl::Now();
         grpc::Status st = call(i);
@@ -368,6 +382,39 @@ void BenchRead(Service& s) {
   PrintRun(absl::StrCat("health streams=", streams), health, "");
   std::printf("%sread_vs_health rate_ratio=%.3f\n", Label().c_str(),
               health.ok > 0 ? (reads.ok / reads.seconds) / (health.ok / health.seconds) : 0.0);
+}
+
+void BenchPaced(Service& s) {
+  Tenant t = NewTenant(s);
+  if (!t.status.ok()) return;
+  v1::IssueCertificateResponse issued;
+  grpc::Status st = Issue(s, t, 0, &issued);
+  if (!st.ok()) {
+    std::printf("%spaced setup: IssueCertificate: %s\n", Label().c_str(),
+                st.error_message().c_str());
+    return;
+  }
+  const std::string serial = issued.certificate().serial();
+  const int streams = absl::GetFlag(FLAGS_streams);
+  const double rate = absl::GetFlag(FLAGS_rate);
+  auto get = [&](int) {
+    v1::GetCertificateRequest r;
+    r.set_serial(serial);
+    v1::Certificate out;
+    return s.certs().GetCertificate(::acmevault::testing::ApiContext(t.host_token).get(), r, &out);
+  };
+  Drive(streams, 5 * streams, absl::Seconds(10), get);  // Warm: connections, caches.
+  std::printf("%spaced ready\n", Label().c_str());
+  std::fflush(stdout);
+  const double daemon0 = CpuSeconds(absl::GetFlag(FLAGS_daemon_pid), false);
+  const double self0 = CpuSeconds(getpid(), false);
+  Run run = Drive(streams, 2000000, absl::Seconds(absl::GetFlag(FLAGS_seconds)), get, rate);
+  const double daemon_cpu = CpuSeconds(absl::GetFlag(FLAGS_daemon_pid), false) - daemon0;
+  const double self_cpu = CpuSeconds(getpid(), false) - self0;
+  const double n = std::max(run.ok, 1);
+  PrintRun(absl::StrFormat("paced streams=%d rate=%.0f", streams, rate), run,
+           absl::StrFormat(" daemon_cpu_us_per_call=%.0f client_cpu_us_per_call=%.0f",
+                           1e6 * daemon_cpu / n, 1e6 * self_cpu / n));
 }
 
 // Per call, what the statement log shows between two markers. A transaction is a BEGIN or a
@@ -619,6 +666,8 @@ int main(int argc, char** argv) {
     acmevault::bench::BenchIssue(s);
   } else if (mode == "read") {
     acmevault::bench::BenchRead(s);
+  } else if (mode == "paced") {
+    acmevault::bench::BenchPaced(s);
   } else if (mode == "profile") {
     acmevault::bench::BenchProfile(s);
   } else if (mode == "inflight") {
