@@ -55,6 +55,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <pqxx/pqxx>
 #include <sstream>
 #include <string>
@@ -326,26 +327,41 @@ void BenchIssue(Service& s) {
                            1000 * daemon_cpu / n, 1000 * pg_cpu / n, commits / n, acme / n));
 }
 
-void BenchRead(Service& s) {
+// A tenant and the serial of one certificate issued for it, which the read runs get again and
+// again; nullopt (and why, printed) when that could not be made.
+struct Issued {
+  Tenant tenant;
+  std::string serial;
+};
+std::optional<Issued> IssueOne(Service& s, absl::string_view run) {
   Tenant t = NewTenant(s);
-  if (!t.status.ok()) return;
+  if (!t.status.ok()) return std::nullopt;
   v1::IssueCertificateResponse issued;
   grpc::Status st = Issue(s, t, 0, &issued);
   if (!st.ok()) {
-    std::printf("%sread setup: IssueCertificate: %s\n", Label().c_str(),
+    std::printf("%s%s setup: IssueCertificate: %s\n", Label().c_str(), std::string(run).c_str(),
                 st.error_message().c_str());
-    return;
+    return std::nullopt;
   }
-  const std::string serial = issued.certificate().serial();
+  return Issued{t, issued.certificate().serial()};
+}
+
+// GetCertificate of that certificate by serial, as its tenant's host.
+grpc::Status GetIssued(Service& s, const Issued& one) {
+  v1::GetCertificateRequest r;
+  r.set_serial(one.serial);
+  v1::Certificate out;
+  return s.certs().GetCertificate(::acmevault::testing::ApiContext(one.tenant.host_token).get(), r,
+                                  &out);
+}
+
+void BenchRead(Service& s) {
+  const std::optional<Issued> one = IssueOne(s, "read");
+  if (!one) return;
   const int streams = absl::GetFlag(FLAGS_streams);
   const absl::Duration limit = absl::Seconds(absl::GetFlag(FLAGS_seconds));
   constexpr int kMaxCalls = 2000000;
-  auto get = [&](int) {
-    v1::GetCertificateRequest r;
-    r.set_serial(serial);
-    v1::Certificate out;
-    return s.certs().GetCertificate(::acmevault::testing::ApiContext(t.host_token).get(), r, &out);
-  };
+  auto get = [&](int) { return GetIssued(s, *one); };
   Drive(streams, 5 * streams, limit, get);  // Warm: connections, caches.
   const int64_t commits0 = Commits();
   const double daemon0 = CpuSeconds(absl::GetFlag(FLAGS_daemon_pid), false);
@@ -385,24 +401,11 @@ void BenchRead(Service& s) {
 }
 
 void BenchPaced(Service& s) {
-  Tenant t = NewTenant(s);
-  if (!t.status.ok()) return;
-  v1::IssueCertificateResponse issued;
-  grpc::Status st = Issue(s, t, 0, &issued);
-  if (!st.ok()) {
-    std::printf("%spaced setup: IssueCertificate: %s\n", Label().c_str(),
-                st.error_message().c_str());
-    return;
-  }
-  const std::string serial = issued.certificate().serial();
+  const std::optional<Issued> one = IssueOne(s, "paced");
+  if (!one) return;
   const int streams = absl::GetFlag(FLAGS_streams);
   const double rate = absl::GetFlag(FLAGS_rate);
-  auto get = [&](int) {
-    v1::GetCertificateRequest r;
-    r.set_serial(serial);
-    v1::Certificate out;
-    return s.certs().GetCertificate(::acmevault::testing::ApiContext(t.host_token).get(), r, &out);
-  };
+  auto get = [&](int) { return GetIssued(s, *one); };
   Drive(streams, 5 * streams, absl::Seconds(10), get);  // Warm: connections, caches.
   std::printf("%spaced ready\n", Label().c_str());
   std::fflush(stdout);
