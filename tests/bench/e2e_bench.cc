@@ -51,6 +51,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -401,10 +402,14 @@ void BenchRead(Service& s) {
 }
 
 void BenchPaced(Service& s) {
+  const double rate = absl::GetFlag(FLAGS_rate);
+  if (!(rate > 0)) {
+    std::fprintf(stderr, "--rate must be above 0 calls a second, not %g\n", rate);
+    std::exit(2);
+  }
   const std::optional<Issued> one = IssueOne(s, "paced");
   if (!one) return;
   const int streams = absl::GetFlag(FLAGS_streams);
-  const double rate = absl::GetFlag(FLAGS_rate);
   auto get = [&](int) { return GetIssued(s, *one); };
   Drive(streams, 5 * streams, absl::Seconds(10), get);  // Warm: connections, caches.
   std::printf("%spaced ready\n", Label().c_str());
