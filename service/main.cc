@@ -162,6 +162,9 @@ absl::StatusOr<std::unique_ptr<storage::PostgresStore>> OpenStore(const v1::Serv
   storage::PostgresStoreOptions options;
   options.pool.url = url;
   if (config.database().pool_size() > 0) options.pool.size = config.database().pool_size();
+  if (const int32_t idle = config.database().idle_in_transaction_timeout_seconds(); idle != 0) {
+    options.pool.idle_in_transaction_timeout = absl::Seconds(std::max(0, idle));
+  }
   return storage::PostgresStore::Create(options, std::move(keks));
 }
 

@@ -144,6 +144,9 @@ absl::StatusOr<std::unique_ptr<PostgresPool>> PostgresPool::Create(PostgresPoolO
   if (options.url.empty()) return absl::InvalidArgumentError("PostgreSQL URL is empty");
   if (options.size < 1) return absl::InvalidArgumentError("pool size must be at least 1");
   if (options.clock == nullptr) return absl::InvalidArgumentError("pool clock is null");
+  if (options.idle_in_transaction_timeout < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("the idle-in-transaction timeout is negative");
+  }
   uint64_t seed = 0;
   if (options.jitter_seed.has_value()) {
     seed = *options.jitter_seed;
@@ -186,6 +189,13 @@ absl::StatusOr<std::unique_ptr<pqxx::connection>> PostgresPool::Acquire(bool* re
     // its generic plan from the first run, where PostgreSQL would plan each of the first five
     // runs on every connection for its parameters first.
     connection->set_variable("plan_cache_mode", "force_generic_plan");
+    if (options_.idle_in_transaction_timeout > absl::ZeroDuration()) {
+      // At least 1 ms: the server reads 0 as never.
+      connection->set_variable(
+          "idle_in_transaction_session_timeout",
+          absl::StrCat(std::max<int64_t>(
+              1, absl::ToInt64Milliseconds(options_.idle_in_transaction_timeout))));
+    }
     connection->prepare(kSetTenantStatement, "SELECT set_config('acmevault.tenant_id', $1, true)");
     for (const auto& [name, sql] : options_.prepared_statements) connection->prepare(name, sql);
     return connection;

@@ -128,6 +128,12 @@ struct PostgresPoolOptions {
   const Clock* clock = Clock::Real();
   // Seed of the backoff jitter. Unset: drawn once from std::random_device by Create.
   std::optional<uint64_t> jitter_seed;
+  // The server ends a session of the pool that sits idle inside a transaction this long
+  // (idle_in_transaction_session_timeout), so a replica stopped mid-transaction (SIGSTOP, a
+  // frozen VM, a cut network) frees its locks: the claims' advisory lock, which every replica's
+  // claims and new orders take, a tenant's audit head, rows. The service's transactions wait on
+  // their client for milliseconds between round trips. Zero: never (the server's setting).
+  absl::Duration idle_in_transaction_timeout = absl::Seconds(30);
   // Prepared statements (name, SQL) every connection knows: each is sent to the server on its
   // first use on a connection (libpqxx prepares lazily) and run by name after that.
   std::vector<std::pair<std::string, std::string>> prepared_statements;
@@ -136,7 +142,8 @@ struct PostgresPoolOptions {
 // Thread-safe.
 class PostgresPool {
  public:
-  // INVALID_ARGUMENT for an empty URL, a size below 1 or a null clock. Connects lazily.
+  // INVALID_ARGUMENT for an empty URL, a size below 1, a null clock or a negative idle timeout.
+  // Connects lazily.
   static absl::StatusOr<std::unique_ptr<PostgresPool>> Create(PostgresPoolOptions options);
 
   struct TxOptions {

@@ -316,6 +316,12 @@ TEST(PostgresPoolCreate, ValidatesOptions) {
   options.url = "postgresql://x@127.0.0.1/y";
   options.size = 0;
   EXPECT_THAT(PostgresPool::Create(options), StatusIs(absl::StatusCode::kInvalidArgument));
+  options.size = 1;
+  options.idle_in_transaction_timeout = absl::Seconds(-1);
+  EXPECT_THAT(PostgresPool::Create(options),
+              StatusIs(absl::StatusCode::kInvalidArgument, "idle-in-transaction timeout"));
+  options.idle_in_transaction_timeout = absl::ZeroDuration();  // never: allowed
+  EXPECT_OK(PostgresPool::Create(options).status());
 }
 
 TEST(PostgresPoolCreate, RefusesANullClock) {
@@ -612,6 +618,65 @@ TEST_F(PostgresPoolTest, PoolIsBoundedAndAWaiterGivesUpAfterTheAcquireTimeout) {
   holder.join();
   EXPECT_OK(pool->Run("After", {}, [](pqxx::dbtransaction&) { return absl::OkStatus(); }));
   EXPECT_EQ(pool->open_connections(), 1);
+}
+
+// A replica stopped inside a transaction (SIGSTOP, a frozen VM, a cut network) keeps its locks
+// until the server ends its session: the claims' advisory lock, which every replica's claims and
+// new orders take, or a tenant's audit head. The pool's sessions are ended by the server once
+// they sit idle in a transaction for idle_in_transaction_timeout, which frees their locks.
+TEST_F(PostgresPoolTest, ASessionLeftIdleInATransactionIsEndedAndItsLocksFreed) {
+  PostgresPoolOptions options;
+  options.url = db_->app_url();
+  options.size = 2;
+  options.retry_budget = absl::ZeroDuration();
+  options.idle_in_transaction_timeout = absl::Seconds(1);
+  auto pool = PostgresPool::Create(options);
+  ASSERT_OK(pool.status());
+  absl::Notification locked, done;
+  absl::Status stalled;
+  std::thread holder([&] {
+    stalled = (*pool)->Run("Stall", {}, [&](pqxx::dbtransaction& tx) {
+      tx.exec("SELECT pg_advisory_xact_lock(7017572999732617843)");
+      locked.Notify();
+      done.WaitForNotificationWithTimeout(absl::Seconds(30));  // idle in the transaction
+      return absl::OkStatus();
+    });
+  });
+  locked.WaitForNotification();
+  // Bounded: a lock that is never freed fails the test (55P03) instead of hanging it.
+  absl::Status claimed = (*pool)->Run("Claim", {}, [](pqxx::dbtransaction& tx) {
+    tx.exec("SET LOCAL lock_timeout = '10s'");
+    tx.exec("SELECT pg_advisory_xact_lock(7017572999732617843)");
+    return absl::OkStatus();
+  });
+  done.Notify();
+  holder.join();
+  EXPECT_OK(claimed);
+  // The stalled transaction did not commit: its session was gone.
+  EXPECT_FALSE(stalled.ok());
+}
+
+// The replica that ran again after its session was ended finds it gone at its next statement:
+// a lost connection, so the transaction runs again from the start on a fresh one.
+TEST_F(PostgresPoolTest, ATransactionWhoseIdleSessionWasEndedRunsAgainOnAFreshConnection) {
+  PostgresPoolOptions options;
+  options.url = db_->app_url();
+  options.size = 1;
+  options.retry_budget = absl::Seconds(20);
+  options.idle_in_transaction_timeout = absl::Milliseconds(300);
+  auto pool = PostgresPool::Create(options);
+  ASSERT_OK(pool.status());
+  int attempts = 0;
+  std::set<int> backends;
+  EXPECT_OK((*pool)->Run("Stall", {}, [&](pqxx::dbtransaction& tx) {
+    ++attempts;
+    backends.insert(tx.exec1("SELECT pg_backend_pid()")[0].as<int>());
+    if (attempts == 1) absl::SleepFor(absl::Seconds(2));  // idle in the transaction
+    tx.exec("SELECT 1");
+    return absl::OkStatus();
+  }));
+  EXPECT_EQ(attempts, 2);
+  EXPECT_EQ(backends.size(), 2u);
 }
 
 TEST_F(PostgresPoolTest, TenantIsSetForTheTransactionOnly) {
