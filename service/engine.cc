@@ -127,7 +127,7 @@ absl::StatusOr<storage::Job> Engine::Schedule(const storage::Scope& scope,
     return scheduled;  // Due now: the store's wake-up claims it.
   }
   // A later due time (the store's wake-up claims nothing yet): the loop waits for it.
-  if (!next_due_.has_value() || job.not_before < *next_due_) next_due_ = job.not_before;
+  LearnDue(scheduled.id, job.not_before);
   recheck_ = true;
   return scheduled;
 }
@@ -144,6 +144,11 @@ void Engine::Scheduled() {
 }
 
 bool Engine::Delivering() const { return options_.watch_store && stats_.wakeups > 0; }
+
+void Engine::LearnDue(storage::JobId id, absl::Time at) {
+  if (!next_due_.has_value() || at < *next_due_) next_due_ = at;
+  if (claiming_) due_during_claim_.emplace_back(id, at);
+}
 
 void Engine::Wake() {
   absl::MutexLock lock(&mu_);
@@ -305,6 +310,11 @@ void Engine::ClaimLoop() {
 
 void Engine::ClaimOnce(int room) {
   const storage::JobClaim claim = ClaimOf(room);
+  {
+    absl::MutexLock lock(&mu_);
+    claiming_ = true;
+    due_during_claim_.clear();
+  }
   const absl::Time sent = absl::Now();
   absl::StatusOr<storage::JobClaimResult> claimed = options_.jobs->ClaimJobs(claim);
   if (options_.metrics != nullptr) options_.metrics->RecordJobClaim(absl::Now() - sent);
@@ -312,6 +322,7 @@ void Engine::ClaimOnce(int room) {
     // The idle poll tries again (not sooner: a known due time would make the loop spin).
     Log(LogLevel::kWarning, "claiming jobs failed", {{"status", SummarizeFailure(claimed.status())}});
     absl::MutexLock lock(&mu_);
+    claiming_ = false;
     last_claim_ = absl::Now();
     ++stats_.claims;
     next_due_.reset();
@@ -319,6 +330,7 @@ void Engine::ClaimOnce(int room) {
   }
   const int n = static_cast<int>(claimed->jobs.size());
   absl::MutexLock lock(&mu_);
+  claiming_ = false;
   last_claim_ = absl::Now();
   ++stats_.claims;
   if (n == 0) ++stats_.empty_claims;
@@ -326,12 +338,17 @@ void Engine::ClaimOnce(int room) {
   // lease to end (a worker here finishing, or the idle poll for other replicas' leases).
   more_ = claimed->left_due;
   if (claimed->left_due && n == room) wake_ = true;
-  // The store's answer covers every job it had when it answered; a time this engine learned
-  // meanwhile (a job it rescheduled during the claim) may be earlier.
+  // The store's answer covers every job written before the claim began. A due time this engine
+  // learned since (a job it rescheduled during the claim) may be missing from it, whether before
+  // or after the claim's time, unless the claim took that job.
   std::optional<absl::Time> next = claimed->next_not_before;
-  if (next_due_.has_value() && *next_due_ > claim.now && (!next || *next_due_ < *next)) {
-    next = next_due_;
+  for (const auto& [id, at] : due_during_claim_) {
+    const bool taken =
+        std::any_of(claimed->jobs.begin(), claimed->jobs.end(),
+                    [id = id](const storage::ClaimedJob& c) { return c.job.id == id; });
+    if (!taken && (!next || at < *next)) next = at;
   }
+  due_during_claim_.clear();
   next_due_ = next;
   stats_.claimed += n;
   for (storage::ClaimedJob& c : claimed->jobs) {
@@ -569,7 +586,7 @@ std::optional<absl::Time> Engine::RunJob(Queued& queued, std::mt19937_64& jitter
   if (stored.ok()) {
     if (again.has_value()) {
       absl::MutexLock lock(&mu_);
-      if (!next_due_.has_value() || *again < *next_due_) next_due_ = *again;
+      LearnDue(job.id, *again);
     }
     if (counter == &Stats::failed) {
       Log(LogLevel::kWarning, "job failed for good",

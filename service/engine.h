@@ -38,6 +38,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -323,6 +324,9 @@ class Engine {
   int FreeRoom() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Whether the store's wake-ups reach this engine (so a local wake-up would be a second one).
   bool Delivering() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Job `id` is due at `at` (scheduled or rescheduled here, written to the store): the loop
+  // claims at that time, and a claim in flight remembers it for its answer.
+  void LearnDue(storage::JobId id, absl::Time at) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Renews the leases of running and kept jobs that are a third through.
   void RenewLeases();
   // Moves kept jobs that are due to the front of the queue; the earliest time of the others.
@@ -364,6 +368,10 @@ class Engine {
   std::map<storage::JobId, Running> running_ ABSL_GUARDED_BY(mu_);
   std::map<storage::JobId, Kept> kept_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::Time> next_due_ ABSL_GUARDED_BY(mu_);
+  // While a claim is in flight: the due times learned meanwhile. Its answer may not cover them:
+  // it may have read the table before their writes.
+  bool claiming_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::pair<storage::JobId, absl::Time>> due_during_claim_ ABSL_GUARDED_BY(mu_);
   absl::Time next_due_count_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   Stats stats_ ABSL_GUARDED_BY(mu_);
 

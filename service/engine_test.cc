@@ -66,6 +66,89 @@ class RunLog {
   std::vector<std::string> order_ ABSL_GUARDED_BY(mu_);
 };
 
+// The fixture's store with a gate after a claim's read: a held claim has read the table but not
+// yet answered, as a PostgreSQL claim is between its snapshot and its reply.
+class HeldClaims final : public storage::JobStore {
+ public:
+  explicit HeldClaims(storage::JobStore& inner) : inner_(inner) {}
+
+  void HoldNext() {
+    absl::MutexLock lock(&mu_);
+    hold_ = true;
+  }
+  // Whether a held claim has made its read, within the patience.
+  bool WaitHeld() {
+    absl::MutexLock lock(&mu_);
+    return mu_.AwaitWithTimeout(absl::Condition(&held_), kPatience);
+  }
+  void Let() {
+    absl::MutexLock lock(&mu_);
+    let_ = true;
+  }
+
+  absl::StatusOr<storage::JobClaimResult> ClaimJobs(const storage::JobClaim& claim) override {
+    absl::StatusOr<storage::JobClaimResult> result = inner_.ClaimJobs(claim);
+    absl::MutexLock lock(&mu_);
+    if (hold_) {
+      hold_ = false;
+      held_ = true;
+      mu_.AwaitWithTimeout(absl::Condition(&let_), kPatience);
+    }
+    return result;
+  }
+  absl::StatusOr<storage::Job> ScheduleJob(const storage::Scope& scope, const storage::NewJob& job,
+                                           absl::Time now) override {
+    return inner_.ScheduleJob(scope, job, now);
+  }
+  absl::StatusOr<storage::Job> GetJob(const storage::Scope& scope, storage::JobId id) override {
+    return inner_.GetJob(scope, id);
+  }
+  absl::StatusOr<storage::Job> FindJob(const storage::Scope& scope, absl::string_view kind,
+                                       absl::string_view subject) override {
+    return inner_.FindJob(scope, kind, subject);
+  }
+  absl::StatusOr<storage::JobLease> RenewJob(const storage::JobLease& lease,
+                                             absl::Duration lease_duration,
+                                             absl::Time now) override {
+    return inner_.RenewJob(lease, lease_duration, now);
+  }
+  absl::Status CompleteJob(const storage::JobLease& lease) override {
+    return inner_.CompleteJob(lease);
+  }
+  absl::Status RescheduleJob(const storage::JobLease& lease, absl::Time at, absl::string_view error,
+                             absl::Time now) override {
+    return inner_.RescheduleJob(lease, at, error, now);
+  }
+  absl::Status FailJob(const storage::JobLease& lease, absl::string_view error,
+                       absl::Time now) override {
+    return inner_.FailJob(lease, error, now);
+  }
+  absl::Status ReleaseJob(const storage::JobLease& lease, absl::Time now) override {
+    return inner_.ReleaseJob(lease, now);
+  }
+  absl::StatusOr<int> ReleaseJobsOf(absl::string_view owner, absl::Time ending_before,
+                                    absl::Time now) override {
+    return inner_.ReleaseJobsOf(owner, ending_before, now);
+  }
+  absl::StatusOr<std::vector<storage::DueJobCount>> CountDueJobs(absl::Time now) override {
+    return inner_.CountDueJobs(now);
+  }
+  absl::Status AnnounceJobNotice(const storage::JobNotice& notice) override {
+    return inner_.AnnounceJobNotice(notice);
+  }
+  absl::StatusOr<std::unique_ptr<storage::JobWaker>> WatchJobs(
+      storage::JobWakeups wakeups) override {
+    return inner_.WatchJobs(std::move(wakeups));
+  }
+
+ private:
+  storage::JobStore& inner_;
+  absl::Mutex mu_;
+  bool hold_ ABSL_GUARDED_BY(mu_) = false;
+  bool held_ ABSL_GUARDED_BY(mu_) = false;
+  bool let_ ABSL_GUARDED_BY(mu_) = false;
+};
+
 class EngineTest : public ::testing::Test {
  protected:
   Engine::Options Options(int workers = 2) {
@@ -257,6 +340,48 @@ TEST_F(EngineTest, ClaimsThatCanFindNothingAreNotMade) {
   EXPECT_LE(stats.empty_claims, 1) << stats.claims << " claims, " << stats.empty_claims
                                    << " of them empty";
   EXPECT_LE(stats.claims, 1 + 2 * kJobs);
+}
+
+// A claim answers for the table as it read it. A job this engine rescheduled after that read,
+// due no later than the claim's time, runs at its time, not at the next idle poll (here an
+// hour). Before, a due time learned during a claim was kept only if it was after the claim's
+// time; ClaimsThatCanFindNothingAreNotMade failed that way once in CI.
+TEST_F(EngineTest, AJobRescheduledWhileAClaimThatMissedItWasInFlightRunsAtItsTime) {
+  const storage::Scope alpha = Tenant("alpha");
+  HeldClaims held(fx_.store());
+  Engine::Options options = Options(2);
+  options.jobs = &held;
+  options.idle_poll = absl::Hours(1);
+  absl::Notification a_running, a_may_end;
+  absl::Mutex mu;
+  std::map<std::string, int> runs;
+  auto engine = Started(options, [&](const JobRun& run) {
+    int n = 0;
+    {
+      absl::MutexLock lock(&mu);
+      n = ++runs[run.job().subject];
+    }
+    if (run.job().subject != "a" || n > 1) return JobOutcome::Done();
+    a_running.Notify();
+    a_may_end.WaitForNotificationWithTimeout(kPatience);
+    return JobOutcome::RetryAt(fx_.clock().Now());  // due at the held claim's time
+  });
+  ASSERT_NE(engine, nullptr);
+  ASSERT_OK(engine->Schedule(alpha, Job("a")).status());
+  ASSERT_TRUE(a_running.WaitForNotificationWithTimeout(kPatience));
+  // The store's wake-up for b makes a claim, which reads the table while a is leased.
+  held.HoldNext();
+  ASSERT_OK(engine->Schedule(alpha, Job("b")).status());
+  ASSERT_TRUE(held.WaitHeld());
+  a_may_end.Notify();
+  ASSERT_TRUE(Eventually([&] { return engine->stats().rescheduled == 1; }));
+  held.Let();
+  EXPECT_TRUE(Eventually([&] { return engine->stats().completed == 2; }))
+      << "completed " << engine->stats().completed;
+  engine->Stop();
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(runs["a"], 2);
+  EXPECT_EQ(runs["b"], 1);
 }
 
 TEST_F(EngineTest, FailedAttemptsBackOffExponentiallyWithJitterThenFailForGood) {
