@@ -190,11 +190,12 @@ absl::StatusOr<std::unique_ptr<pqxx::connection>> PostgresPool::Acquire(bool* re
     // runs on every connection for its parameters first.
     connection->set_variable("plan_cache_mode", "force_generic_plan");
     if (options_.idle_in_transaction_timeout > absl::ZeroDuration()) {
-      // At least 1 ms: the server reads 0 as never.
-      connection->set_variable(
-          "idle_in_transaction_session_timeout",
-          absl::StrCat(std::max<int64_t>(
-              1, absl::ToInt64Milliseconds(options_.idle_in_transaction_timeout))));
+      // At least 1 ms: the server reads 0 as never. A wait for a lock gives up at half of it,
+      // before a stopped holder's session can be ended (PostgresPoolOptions).
+      const int64_t idle =
+          std::max<int64_t>(2, absl::ToInt64Milliseconds(options_.idle_in_transaction_timeout));
+      connection->set_variable("idle_in_transaction_session_timeout", absl::StrCat(idle));
+      connection->set_variable("lock_timeout", absl::StrCat(idle / 2));
     }
     connection->prepare(kSetTenantStatement, "SELECT set_config('acmevault.tenant_id', $1, true)");
     for (const auto& [name, sql] : options_.prepared_statements) connection->prepare(name, sql);

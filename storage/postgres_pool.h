@@ -132,7 +132,11 @@ struct PostgresPoolOptions {
   // (idle_in_transaction_session_timeout), so a replica stopped mid-transaction (SIGSTOP, a
   // frozen VM, a cut network) frees its locks: the claims' advisory lock, which every replica's
   // claims and new orders take, a tenant's audit head, rows. The service's transactions wait on
-  // their client for milliseconds between round trips. Zero: never (the server's setting).
+  // their client for milliseconds between round trips. A wait for a lock gives up after half of
+  // it (lock_timeout; retried as UNAVAILABLE, SQLSTATE 55P03): a stopped replica's session that
+  // waited in a lock's queue would otherwise take the lock once its holder's session was ended
+  // and, its client stopped too, hold it for another timeout, and so on through its sessions.
+  // Zero: never, and no lock timeout (the server's settings).
   absl::Duration idle_in_transaction_timeout = absl::Seconds(30);
   // Prepared statements (name, SQL) every connection knows: each is sent to the server on its
   // first use on a connection (libpqxx prepares lazily) and run by name after that.

@@ -656,6 +656,65 @@ TEST_F(PostgresPoolTest, ASessionLeftIdleInATransactionIsEndedAndItsLocksFreed) 
   EXPECT_FALSE(stalled.ok());
 }
 
+// A replica stopped with a second session waiting in the lock's queue: once the holder's session
+// is ended, the waiter would take the lock and, its client stopped as well, sit idle holding it
+// for another idle timeout, and so on through the pool (the freeze chaos suite saw the claims'
+// lock held 4 s under a 2 s timeout). A pool session gives up waiting for a lock after half the
+// idle timeout, before a stopped holder's session can be ended, so the lock is free one idle
+// timeout after the stop.
+TEST_F(PostgresPoolTest, AStoppedReplicasWaitingSessionDoesNotTakeTheLockWhenItsHolderIsEnded) {
+  PostgresPoolOptions options;
+  options.url = db_->app_url();
+  options.size = 2;
+  options.retry_budget = absl::ZeroDuration();  // a stopped replica retries nothing
+  options.idle_in_transaction_timeout = absl::Seconds(2);
+  auto pool = PostgresPool::Create(options);
+  ASSERT_OK(pool.status());
+  absl::Notification locked, done;
+  absl::Status held, waited;
+  // Each transaction's client stops once its statement has been answered.
+  auto stopped_client = [&](absl::Status& out) {
+    out = (*pool)->Run("Stopped", {}, [&](pqxx::dbtransaction& tx) {
+      tx.exec("SELECT pg_advisory_xact_lock(7017572999732617843)");
+      if (!locked.HasBeenNotified()) locked.Notify();  // the holder; the waiter comes after it
+      done.WaitForNotificationWithTimeout(absl::Seconds(30));
+      return absl::OkStatus();
+    });
+  };
+  std::thread holder([&] { stopped_client(held); });
+  locked.WaitForNotification();
+  std::thread waiter([&] { stopped_client(waited); });
+  pqxx::connection other(db_->app_url());
+  // The waiter is in the lock's queue before the other replica's session.
+  for (int i = 0; i < 500; ++i) {
+    pqxx::nontransaction q(other);
+    if (q.exec1("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")[0]
+            .as<int>() > 0) {
+      break;
+    }
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  // The other replica's claim waits up to 3 s: past the holder's end (2 s), short of the
+  // waiter's (4 s) had the waiter taken the lock.
+  const absl::Time asked = absl::Now();
+  std::string claimed = "ok";
+  try {
+    pqxx::work tx(other);
+    tx.exec("SET LOCAL lock_timeout = '3s'");
+    tx.exec("SELECT pg_advisory_xact_lock(7017572999732617843)");
+    tx.commit();
+  } catch (const std::exception& e) {
+    claimed = e.what();
+  }
+  const absl::Duration waited_for = absl::Now() - asked;
+  done.Notify();
+  holder.join();
+  waiter.join();
+  EXPECT_EQ(claimed, "ok") << "after " << waited_for;
+  EXPECT_FALSE(held.ok());
+  EXPECT_THAT(waited, StatusIs(absl::StatusCode::kUnavailable)) << waited;
+}
+
 // The replica that ran again after its session was ended finds it gone at its next statement:
 // a lost connection, so the transaction runs again from the start on a fresh one.
 TEST_F(PostgresPoolTest, ATransactionWhoseIdleSessionWasEndedRunsAgainOnAFreshConnection) {
