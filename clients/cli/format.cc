@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -33,6 +34,18 @@ bool IsDuration(const FieldDescriptor& f) {
 }
 // Key material and other raw bytes (a CSR) are never shown to people.
 bool Hidden(const FieldDescriptor& f) { return f.type() == FieldDescriptor::TYPE_BYTES; }
+
+// Whether `message` has a `state` enum whose value is its *_REVOKED.
+bool Revoked(const Message& message) {
+  const FieldDescriptor* state = message.GetDescriptor()->FindFieldByName("state");
+  if (state == nullptr || state->cpp_type() != FieldDescriptor::CPPTYPE_ENUM ||
+      state->is_repeated()) {
+    return false;
+  }
+  const auto* value =
+      state->enum_type()->FindValueByNumber(message.GetReflection()->GetEnumValue(message, state));
+  return value != nullptr && absl::EndsWith(value->name(), "_REVOKED");
+}
 
 std::string Label(const std::string& prefix, const FieldDescriptor& f) {
   return absl::StrCat(prefix, absl::StrReplaceAll(f.name(), {{"_", " "}}));
@@ -108,10 +121,16 @@ std::string Formatter::Value(const Message& message, const FieldDescriptor& fiel
       case FieldDescriptor::CPPTYPE_UINT64:
         return absl::StrCat(repeated ? reflection->GetRepeatedUInt64(message, &field, index)
                                      : reflection->GetUInt64(message, &field));
-      case FieldDescriptor::CPPTYPE_ENUM:
-        return clients::EnumName(*field.enum_type(),
-                                 repeated ? reflection->GetRepeatedEnumValue(message, &field, index)
-                                          : reflection->GetEnumValue(message, &field));
+      case FieldDescriptor::CPPTYPE_ENUM: {
+        const int value = repeated ? reflection->GetRepeatedEnumValue(message, &field, index)
+                                   : reflection->GetEnumValue(message, &field);
+        // Zero is proto3's unset (each enum's *_UNSPECIFIED), shown as "-", except in a revoked
+        // certificate's reason: RFC 5280's reason code 0 is "unspecified".
+        if (value == 0 && !repeated && !(field.name() == "revocation_reason" && Revoked(message))) {
+          return "";
+        }
+        return clients::EnumName(*field.enum_type(), value);
+      }
       default:
         return "";
     }

@@ -69,6 +69,32 @@ TEST(FormatTest, FieldsShowZeroValuesTimesAndNeverKeys) {
   EXPECT_THAT(text, Not(HasSubstr("BEGIN CERTIFICATE")));
 }
 
+// An enum's zero value is proto3's unset: a valid certificate has no revocation reason. A
+// revoked one's reason 0 is RFC 5280's "unspecified" (the revoke command's default). Before,
+// every zero printed "unspecified", so a valid certificate read as revoked for no reason.
+TEST(FormatTest, AnUnsetEnumIsADashAndARevokedCertificatesReasonZeroIsUnspecified) {
+  Formatter f(kNow, absl::UTCTimeZone());
+  v1::Certificate valid;
+  valid.set_serial("fa");
+  valid.set_state(v1::CERTIFICATE_STATE_VALID);
+  EXPECT_THAT(f.Fields(valid), HasSubstr("revocation reason    -\n"));
+  v1::Certificate revoked = valid;
+  revoked.set_serial("fb");
+  revoked.set_state(v1::CERTIFICATE_STATE_REVOKED);
+  EXPECT_THAT(f.Fields(revoked), HasSubstr("revocation reason    unspecified\n"));
+  v1::Certificate compromised = revoked;
+  compromised.set_serial("fc");
+  compromised.set_revocation_reason(v1::REVOCATION_REASON_KEY_COMPROMISE);
+  EXPECT_THAT(f.Fields(compromised), HasSubstr("revocation reason    key-compromise\n"));
+  EXPECT_EQ(f.Rows({&valid, &revoked, &compromised}, {"serial", "state", "revocation_reason"}),
+            "SERIAL  STATE    REVOCATION REASON\n"
+            "fa      valid    -\n"
+            "fb      revoked  unspecified\n"
+            "fc      revoked  key-compromise\n");
+  v1::Certificate unset;
+  EXPECT_THAT(f.Fields(unset), HasSubstr("state                -\n"));
+}
+
 TEST(FormatTest, RepeatedMessagesBecomeTables) {
   v1::RespondToCompromiseResponse r;
   auto* step = r.add_steps();
