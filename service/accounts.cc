@@ -346,7 +346,9 @@ absl::StatusOr<AccountView> AccountManager::CreateAccount(const Caller& caller,
     }
   }
   RETURN_IF_ERROR(acct.status());
-  RETURN_IF_ERROR(options_.accounts->RecordAccountUrl(scope, id, acct->url));
+  // The contact the CA holds, as its answer says; what was asked for when it says none.
+  RETURN_IF_ERROR(options_.accounts->RecordAccountUrl(
+      scope, id, acct->url, acct->contact.empty() ? spec.contact : acct->contact));
   if (key.info.state == storage::KeyState::kPending) {
     RETURN_IF_ERROR(options_.accounts->PromoteKey(scope, *lease, key.info.version));
   }

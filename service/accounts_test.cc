@@ -29,6 +29,7 @@ using acme::testing::ScriptedServer;
 using storage::KeyState;
 using storage::Role;
 using storage::testing::StatusIs;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using Call = ScriptedServer::Call;
 
@@ -151,6 +152,31 @@ TEST_F(AccountsTest, CreateAccountRegistersAndActivatesTheKey) {
   EXPECT_EQ(got->active_key.version, 1);
   EXPECT_THAT(metrics_.Render(),
               HasSubstr("acmevault_account_key_age_seconds{tenant=\"acme-corp\"} 10800"));
+}
+
+// GetAccount shows the contact the CA holds, as its newAccount answer named it; what was asked
+// for when the answer names none. Before, the store kept no contact: GetAccount showed none.
+TEST_F(AccountsTest, TheAccountKeepsTheContactTheCaAnswered) {
+  ca_.On("POST", "/new-acct", [&](const Call&) {
+    return ScriptedServer::Json(201,
+                                {{"status", "valid"}, {"contact", {"mailto:ca-side@example.com"}}},
+                                {{"Location", ScriptedServer::Url("/acct/1")}});
+  });
+  ASSERT_TRUE(accounts_->CreateAccount(admin_, {{"mailto:pki@example.com"}, true}).ok());
+  auto got = accounts_->GetAccount(admin_);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_THAT(got->account.contact, ElementsAre("mailto:ca-side@example.com"));
+}
+
+TEST_F(AccountsTest, TheAccountKeepsTheContactAskedForWhenTheCaNamesNone) {
+  ca_.On("POST", "/new-acct", [&](const Call&) {
+    return ScriptedServer::Json(201, {{"status", "valid"}},
+                                {{"Location", ScriptedServer::Url("/acct/1")}});
+  });
+  ASSERT_TRUE(accounts_->CreateAccount(admin_, {{"mailto:pki@example.com"}, true}).ok());
+  auto got = accounts_->GetAccount(admin_);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_THAT(got->account.contact, ElementsAre("mailto:pki@example.com"));
 }
 
 // Issue 11: the CA's rateLimited answer to newAccount holds the registration on every replica
@@ -886,9 +912,12 @@ class GatedAccounts : public storage::AccountStore {
       return s_.ListEphemeralAccountsToClose(scope, created_before, close_job_kind);
     });
   }
+  using storage::AccountStore::RecordAccountUrl;
   absl::Status RecordAccountUrl(const storage::Scope& scope, storage::AccountId account,
-                                absl::string_view url) override {
-    return Gate("RecordAccountUrl", [&] { return s_.RecordAccountUrl(scope, account, url); });
+                                absl::string_view url,
+                                const std::vector<std::string>& contact) override {
+    return Gate("RecordAccountUrl",
+                [&] { return s_.RecordAccountUrl(scope, account, url, contact); });
   }
   absl::Status SetAccountStatus(const storage::Scope& scope, storage::AccountId account,
                                 storage::AccountStatus status) override {

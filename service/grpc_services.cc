@@ -168,7 +168,6 @@ grpc::Status AccountServiceImpl::CreateAccount(grpc::ServerContext* context,
     ASSIGN_OR_RETURN(CreateAccountSpec spec, CreateAccountSpecFromProto(*request));
     ASSIGN_OR_RETURN(AccountView view, deps_.accounts->CreateAccount(caller, spec));
     ToProto(view, deps_.clock->Now(), response);
-    response->mutable_contact()->CopyFrom(request->contact());  // The store keeps no contact.
     return absl::OkStatus();
   });
 }

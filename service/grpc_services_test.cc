@@ -24,6 +24,7 @@ namespace {
 
 using acme::testing::ScriptedServer;
 using storage::testing::StatusIs;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using Call = ScriptedServer::Call;
 
@@ -169,6 +170,11 @@ TEST_F(GrpcTest, AccountIssueAndReadThroughTheWire) {
   EXPECT_EQ(account.key_version(), 1);
   EXPECT_EQ(account.key_algorithm(), v1::KEY_ALGORITHM_ECDSA_P256);
   EXPECT_EQ(account.key_thumbprint().size(), 43u);
+  EXPECT_THAT(account.contact(), ElementsAre("mailto:pki@acme.example"));
+  v1::Account read;
+  auto c0 = Ctx(admin);
+  ASSERT_TRUE(acct_stub_->GetAccount(c0.get(), {}, &read).ok());
+  EXPECT_THAT(read.contact(), ElementsAre("mailto:pki@acme.example"));
 
   // A host may not manage the account.
   auto c2 = Ctx(host);

@@ -812,7 +812,8 @@ absl::Status OrderRunner::RegisterEphemeral(Context& ctx) {
                           registered);
   }
   RETURN_IF_ERROR(registered.status());
-  RETURN_IF_ERROR(options_.accounts->RecordAccountUrl(ctx.scope(), ctx.account.id, registered->url));
+  RETURN_IF_ERROR(options_.accounts->RecordAccountUrl(ctx.scope(), ctx.account.id, registered->url,
+                                                      registered->contact));
   ctx.account.account_url = registered->url;
   ctx.account.status = storage::AccountStatus::kValid;
   if (options_.metrics) options_.metrics->RecordEphemeralAccount("created");
@@ -873,7 +874,7 @@ absl::Status OrderRunner::CloseEphemeralAccount(const storage::Scope& scope,
       count("deactivation_failed");
       return found.status();
     }
-    RETURN_IF_ERROR(options_.accounts->RecordAccountUrl(scope, id, found->url));
+    RETURN_IF_ERROR(options_.accounts->RecordAccountUrl(scope, id, found->url, found->contact));
     account.account_url = found->url;
   }
   auto deactivated = client->DeactivateAccount({key.signer.get(), account.account_url});

@@ -420,6 +420,7 @@ void ToProto(const AccountView& view, absl::Time now, v1::Account* out) {
   out->set_account_url(view.account.account_url);
   out->set_directory_url(view.account.directory_url);
   out->set_status(AccountStatusToProto(view.account.status));
+  for (const std::string& c : view.account.contact) out->add_contact(c);
   out->set_key_version(view.active_key.version);
   out->set_key_algorithm(KeyAlgorithmToProto(view.active_key.algorithm));
   out->set_key_thumbprint(view.active_key.public_key.thumbprint);

@@ -186,15 +186,18 @@ absl::StatusOr<std::vector<Account>> PostgresStore::ListEphemeralAccountsToClose
 }
 
 absl::Status PostgresStore::RecordAccountUrl(const Scope& scope, AccountId account,
-                                             absl::string_view url) {
+                                             absl::string_view url,
+                                             const std::vector<std::string>& contact) {
   RETURN_IF_ERROR(rules::ValidateUrl("account URL", url));
   const absl::Time now = Now();
   return InTenant("RecordAccountUrl", scope, [&](pqxx::dbtransaction& tx) -> absl::Status {
     ASSIGN_OR_RETURN(Account a, LockAccount(tx, account));
     ASSIGN_OR_RETURN(bool write, rules::AccountUrlNeedsWrite(a, url));
     if (!write) return absl::OkStatus();
-    pg::Exec0(tx, "UPDATE accounts SET account_url = $2, status = 'valid' WHERE id = $1", account,
-                    std::string(url));
+    pg::Exec0(tx,
+              "UPDATE accounts SET account_url = $2, status = 'valid', contact = $3::text[] "
+              "WHERE id = $1",
+              account, std::string(url), pg::ArrayParam(rules::ClipAccountContact(contact)));
     AuditEvent e = rules::AccountEvent("RecordAccountUrl", account, std::nullopt, "");
     e.acme_url = std::string(url);
     Audit(tx, scope, now, e);
@@ -310,11 +313,14 @@ absl::StatusOr<Account> PostgresStore::ReplaceAccount(const Scope& scope, const 
               "WHERE account_id = $1 AND version <> $2 AND state <> 'compromised'",
               account, version, Micros(now));
         }
-        Account out = AccountOf(pg::Exec1(tx,
+        Account out = AccountOf(pg::Exec1(
+            tx,
             absl::StrCat("INSERT INTO accounts (tenant_id, directory_url, account_url, status, "
-                         "created_at) VALUES ($1, $2, $3, 'valid', av_ts($4)) RETURNING ",
+                         "created_at, contact) VALUES ($1, $2, $3, 'valid', av_ts($4), $5::text[]) "
+                         "RETURNING ",
                          kAccounts.rows.columns),
-            scope.tenant, old.directory_url, std::string(new_account_url), Micros(now)));
+            scope.tenant, old.directory_url, std::string(new_account_url), Micros(now),
+            pg::ArrayParam(old.contact)));
         if (moved.token_object.empty()) {
           SealedKey sealed{moved.kek_id, BytesOf(r["wrapped_data_key"]),
                            BytesOf(r["sealed_private_key"])};

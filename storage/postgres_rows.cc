@@ -230,6 +230,7 @@ Account AccountOf(const pqxx::row& r) {
   a.deactivated_at = OptionalTime(r[6]);
   a.ephemeral = r[7].as<bool>();
   a.hijacked_at = OptionalTime(r[8]);
+  a.contact = ArrayOf(r[9]);
   return a;
 }
 
@@ -237,8 +238,8 @@ const Table<Account> kAccounts{
     "accounts",
     "account",
     {"id, tenant_id, directory_url, account_url, status, av_us(created_at), "
-     "av_us(deactivated_at), ephemeral, av_us(hijacked_at)",
-     9, AccountOf}};
+     "av_us(deactivated_at), ephemeral, av_us(hijacked_at), contact",
+     10, AccountOf}};
 
 AccountKey AccountKeyOf(const pqxx::row& r) {
   AccountKey k;

@@ -919,6 +919,16 @@ std::string ClipJobError(absl::string_view error) {
   return ClipUtf8(error, kMaxJobError - 3);
 }
 
+std::vector<std::string> ClipAccountContact(const std::vector<std::string>& contact) {
+  std::vector<std::string> out;
+  for (const std::string& c : contact) {
+    if (out.size() == kMaxAccountContacts) break;
+    std::string clipped = ClipUtf8(c, kMaxAccountContactSize - 3);
+    if (!clipped.empty()) out.push_back(std::move(clipped));
+  }
+  return out;
+}
+
 absl::Status ValidateJobLease(const JobLease& lease) {
   if (lease.tenant <= 0 || lease.job <= 0 || lease.owner.empty()) {
     return absl::InvalidArgumentError("the job lease names no tenant, job or owner");

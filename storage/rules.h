@@ -252,6 +252,9 @@ absl::Status ValidateJobClaim(const JobClaim& claim);
 // `error` as a job row keeps it: at most kMaxJobError bytes of valid UTF-8 on one line
 // (ClipUtf8).
 std::string ClipJobError(absl::string_view error);
+// A CA's "contact" as an account keeps it: the first kMaxAccountContacts, each at most
+// kMaxAccountContactSize bytes of valid UTF-8 on one line (ClipUtf8); empty ones dropped.
+std::vector<std::string> ClipAccountContact(const std::vector<std::string>& contact);
 // INVALID_ARGUMENT unless `lease` names a tenant, a job and an owner.
 absl::Status ValidateJobLease(const JobLease& lease);
 // FAILED_PRECONDITION "job <id> lost: ..." unless `lease` is still `job`'s (same fencing token)

@@ -118,10 +118,16 @@ class AccountStore {
   // malformed kind.
   virtual absl::StatusOr<std::vector<Account>> ListEphemeralAccountsToClose(
       const Scope& scope, absl::Time created_before, absl::string_view close_job_kind) = 0;
-  // Stores the account URL the CA returned and marks the account valid. Recording the same URL
-  // again is OK; a different one is FAILED_PRECONDITION.
+  // Stores the account URL the CA returned and the contact URLs its answer named (clipped by
+  // rules::ClipAccountContact), and marks the account valid. Recording the same URL again is OK
+  // and changes nothing; a different one is FAILED_PRECONDITION.
   virtual absl::Status RecordAccountUrl(const Scope& scope, AccountId account,
-                                        absl::string_view url) = 0;
+                                        absl::string_view url,
+                                        const std::vector<std::string>& contact) = 0;
+  // The same without contact URLs.
+  absl::Status RecordAccountUrl(const Scope& scope, AccountId account, absl::string_view url) {
+    return RecordAccountUrl(scope, account, url, {});
+  }
   // kDeactivated or kRevoked (stamps deactivated_at); terminal. INVALID_ARGUMENT for other
   // statuses, FAILED_PRECONDITION if already deactivated or revoked.
   virtual absl::Status SetAccountStatus(const Scope& scope, AccountId account,

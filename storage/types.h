@@ -133,6 +133,10 @@ struct Account {
   // Unset for an account never found so. A hijacked account keeps its status but is no longer
   // the tenant's live account: nothing is issued under it and another may be created.
   std::optional<absl::Time> hijacked_at;
+  // The contact URLs the CA holds for it, as its newAccount answer gave them (RecordAccountUrl;
+  // a replacement account copies the replaced one's). At most kMaxAccountContacts of at most
+  // kMaxAccountContactSize bytes each.
+  std::vector<std::string> contact;
 };
 
 enum class KeyState { kPending, kActive, kRetired, kCompromised };
@@ -303,6 +307,9 @@ inline constexpr size_t kMaxCsrDerSize = 16 * 1024;
 inline constexpr size_t kMaxProblemTypeSize = 256;
 // The most bytes of what the CA said that MarkAccountHijacked's audit row keeps.
 inline constexpr size_t kMaxHijackDetailSize = 1024;
+// The most contact URLs an account keeps, and the most bytes of each (Account::contact).
+inline constexpr size_t kMaxAccountContacts = 10;
+inline constexpr size_t kMaxAccountContactSize = 512;
 
 // Why an order failed, as OrderStore::TransitionOrder records it on a move to kInvalid (and
 // ignores otherwise): Order::error and Order::problem_type (at most kMaxProblemTypeSize bytes).

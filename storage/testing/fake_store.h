@@ -93,8 +93,9 @@ class FakeStore final : public Store {
   absl::StatusOr<std::vector<Account>> ListAccounts(const Scope& scope) override;
   absl::StatusOr<std::vector<Account>> ListEphemeralAccountsToClose(
       const Scope& scope, absl::Time created_before, absl::string_view close_job_kind) override;
-  absl::Status RecordAccountUrl(const Scope& scope, AccountId account,
-                                absl::string_view url) override;
+  using AccountStore::RecordAccountUrl;
+  absl::Status RecordAccountUrl(const Scope& scope, AccountId account, absl::string_view url,
+                                const std::vector<std::string>& contact) override;
   absl::StatusOr<Account> MarkAccountHijacked(const Scope& scope, AccountId account,
                                               absl::string_view what) override;
   absl::Status SetAccountStatus(const Scope& scope, AccountId account,

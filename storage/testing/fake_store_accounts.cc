@@ -156,7 +156,8 @@ absl::StatusOr<std::vector<Account>> FakeStore::ListEphemeralAccountsToClose(
 }
 
 absl::Status FakeStore::RecordAccountUrl(const Scope& scope, AccountId account,
-                                         absl::string_view url) {
+                                         absl::string_view url,
+                                         const std::vector<std::string>& contact) {
   RETURN_IF_ERROR(rules::ValidateUrl("account URL", url));
   const absl::Time now = Now();
   State& s = *state_;
@@ -166,6 +167,7 @@ absl::Status FakeStore::RecordAccountUrl(const Scope& scope, AccountId account,
   if (!write) return absl::OkStatus();
   a->account_url = std::string(url);
   a->status = AccountStatus::kValid;
+  a->contact = rules::ClipAccountContact(contact);
   AuditEvent e = rules::AccountEvent("RecordAccountUrl", account, std::nullopt, "");
   e.acme_url = a->account_url;
   Audit(s, scope, now, e);
@@ -271,6 +273,7 @@ absl::StatusOr<Account> FakeStore::ReplaceAccount(const Scope& scope, const KeyL
   out.account_url = std::string(new_account_url);
   out.status = AccountStatus::kValid;
   out.created_at = now;
+  out.contact = old->contact;
   const AccountKey moved = row->info;
   RETURN_IF_ERROR(InsertKey(s, envelope_, scope, out.id, 1, KeyState::kActive,
                             key ? AccountKeyMaterial(*key)

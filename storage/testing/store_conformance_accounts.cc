@@ -282,6 +282,41 @@ TEST_P(StoreConformanceTest, RolloverPromotesPendingAndRetiresActiveTogether) {
                           "DiscardPendingKey"));
 }
 
+// The contact URLs the CA named are kept with the URL: the first kMaxAccountContacts, each
+// clipped to kMaxAccountContactSize bytes, empty ones dropped. Recording the same URL again
+// changes nothing; a replacement account keeps the replaced one's.
+TEST_P(StoreConformanceTest, AnAccountKeepsTheContactTheCaNamedAndItsReplacementToo) {
+  Tenant a = MakeTenant("alpha");
+  const Scope scope = ScopeOf(a);
+  Account account = MakeAccount(scope);
+  EXPECT_THAT(account.contact, IsEmpty());
+  std::vector<std::string> named = {"mailto:pki@alpha.example", "",
+                                    "mailto:" + std::string(kMaxAccountContactSize, 'x')};
+  for (int i = 0; i < 12; ++i) named.push_back(absl::StrCat("mailto:extra", i, "@alpha.example"));
+  ASSERT_OK(store().RecordAccountUrl(scope, account.id, "https://ca.test/acct/1", named));
+  ASSERT_OK(store().RecordAccountUrl(scope, account.id, "https://ca.test/acct/1",
+                                     {"mailto:other@alpha.example"}));
+  ASSERT_OK_AND_ASSIGN(Account got, store().GetAccount(scope, account.id));
+  ASSERT_EQ(got.contact.size(), kMaxAccountContacts);
+  EXPECT_EQ(got.contact[0], "mailto:pki@alpha.example");
+  EXPECT_LE(got.contact[1].size(), kMaxAccountContactSize);
+  EXPECT_TRUE(absl::StartsWith(got.contact[1], "mailto:xxx")) << got.contact[1];
+  EXPECT_EQ(got.contact[2], "mailto:extra0@alpha.example");
+  EXPECT_EQ(got.contact[9], "mailto:extra7@alpha.example");
+  ASSERT_OK_AND_ASSIGN(std::vector<Account> listed, store().ListAccounts(scope));
+  ASSERT_THAT(listed, SizeIs(1));
+  EXPECT_EQ(listed[0].contact, got.contact);
+
+  const KeyLease lease = LeaseKeys(scope, account.id);
+  crypto::PrivateKey next = NewKey();
+  ASSERT_OK(store().AddPendingKey(scope, lease, next, InfoFor(next)).status());
+  ASSERT_OK_AND_ASSIGN(Account fresh,
+                       store().ReplaceAccount(scope, lease, 2, "https://ca.test/acct/2", false));
+  EXPECT_EQ(fresh.contact, got.contact);
+  ASSERT_OK_AND_ASSIGN(Account read, store().GetAccount(scope, fresh.id));
+  EXPECT_EQ(read.contact, got.contact);
+}
+
 // A CA without keyChange: the pending key becomes the key of a new account the CA registered.
 TEST_P(StoreConformanceTest, ReplaceAccountMovesThePendingKeyToANewValidAccount) {
   Tenant a = MakeTenant("alpha");
