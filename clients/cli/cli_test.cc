@@ -126,6 +126,22 @@ TEST_F(CliTest, MissingCsrFileIsAUsageErrorAndNothingIsSent) {
   EXPECT_THAT(fake_->calls(), IsEmpty());
 }
 
+// Regression: a --token_file that does not exist (or is empty) ended as the service's refusal,
+// exit 1 with "NOT_FOUND" and a hint to check a serial or id. It is an input file that cannot
+// be read: a usage error, exit 2, before anything is sent.
+TEST_F(CliTest, AnUnreadableTokenFileIsAUsageErrorAndNothingIsSent) {
+  const std::string empty = TmpDir() + "/empty.token";
+  std::ofstream(empty) << "\n";
+  for (const std::string& file : {TmpDir() + "/no-such.token", empty}) {
+    Result r =
+        Exec({"acmevault", "--server=" + fake_->address(), "--token_file=" + file, "get-account"});
+    EXPECT_EQ(r.exit_code, 2) << r.err;
+    EXPECT_THAT(r.err, HasSubstr(file));
+    EXPECT_THAT(r.err, Not(HasSubstr("hint")));
+  }
+  EXPECT_THAT(fake_->calls(), IsEmpty());
+}
+
 // Regression: errors showed the numeric code ("error: 7").
 TEST_F(CliTest, ErrorsNameTheStatusAndSayWhatToDo) {
   fake_->SetError("GetAccount",

@@ -16,6 +16,7 @@
 #include "clients/cli/key_file.h"
 #include "clients/lib/enum_names.h"
 #include "clients/lib/grpc_status.h"
+#include "clients/lib/token_source.h"
 #include "common/status_macros.h"
 
 namespace acmevault::cli {
@@ -1048,6 +1049,12 @@ int RunCli(const std::vector<std::string>& args, const Environment& env) {
   if (!flags.ok()) return usage(absl::StrCat(name, ": ", flags.status().message()));
   absl::StatusOr<clients::ClientOptions> options = ResolveSettings(*flags, env.getenv);
   if (!options.ok()) return usage(options.status().message());
+  if (!options->token_file.empty()) {
+    // An input file: one that is missing, unreadable or empty is a usage error before anything
+    // is sent, not an answer of the service's.
+    absl::StatusOr<std::string> token = clients::TokenSource::FromFile(options->token_file).Token();
+    if (!token.ok()) return usage(token.status().message());
+  }
   options->clock = env.clock;
   absl::StatusOr<std::unique_ptr<clients::Client>> client = clients::Client::Create(*options);
   if (!client.ok()) return usage(client.status().message());
