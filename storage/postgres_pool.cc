@@ -190,8 +190,9 @@ absl::StatusOr<std::unique_ptr<pqxx::connection>> PostgresPool::Acquire(bool* re
     // runs on every connection for its parameters first.
     connection->set_variable("plan_cache_mode", "force_generic_plan");
     if (options_.idle_in_transaction_timeout > absl::ZeroDuration()) {
-      // At least 1 ms: the server reads 0 as never. A wait for a lock gives up at half of it,
-      // before a stopped holder's session can be ended (PostgresPoolOptions).
+      // At least 2 ms, so that neither is 0, which the server reads as never. A wait for a lock
+      // gives up at half of it, before a stopped holder's session can be ended
+      // (PostgresPoolOptions).
       const int64_t idle =
           std::max<int64_t>(2, absl::ToInt64Milliseconds(options_.idle_in_transaction_timeout));
       connection->set_variable("idle_in_transaction_session_timeout", absl::StrCat(idle));
