@@ -35,7 +35,8 @@ namespace acmevault::service {
 
 inline constexpr int kMaxAllowedIdentifiers = 1000;           // Tenant allowed_identifiers
 inline constexpr int kMaxCertificateKeyAlgorithms = 8;        // allowed_certificate_key_algorithms
-inline constexpr int kMaxContacts = 10;                       // CreateAccountRequest.contact
+// CreateAccountRequest.contact: as many as an account keeps.
+inline constexpr int kMaxContacts = static_cast<int>(storage::kMaxAccountContacts);
 inline constexpr int kMaxRequestIdentifiers = 100;            // a request's DNS names
 
 // INVALID_ARGUMENT "<field>: at most <max> entries" when `size` exceeds `max`.
